@@ -1,0 +1,67 @@
+"""lvpnet: learned lossless compression for medical images and volumes.
+
+The Python API mirrors the command line::
+
+    data = lvpnet.compress(array)          # bytes of a .lvp file
+    array = lvpnet.decompress(data)        # bit-exact, same dtype and shape
+    volume = lvpnet.read("scan.nii.gz")    # .npy, NIfTI, DICOM or .lvp -> Volume
+    with_slices = lvpnet.open("scan.lvp")  # lazy: with_slices[i] decodes slice i
+
+This package never imports Qt, napari or magicgui.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+import os
+
+import numpy as np
+
+from .compressor import (
+    CompressResult,
+    compress,
+    compress_to_file,
+    iter_compress_to_file,
+)
+from .container import looks_like_lvp
+from .errors import DamagedError, InputError, LvpnetError, NewerFormatError, NotLvpError
+from .lvpfile import LvpFile
+from .volume import Volume
+
+
+def decompress(data: bytes) -> np.ndarray:
+    """Decode the bytes of a ``.lvp`` file to the original array."""
+    return LvpFile(data).read_all()
+
+
+def open(path: str | os.PathLike) -> LvpFile:  # noqa: A001 - mirrors the CLI's vocabulary
+    """Open a ``.lvp`` lazily: header now, slices on demand."""
+    return LvpFile(path)
+
+
+def read(path: str | os.PathLike, *, series: str | None = None, rgb: bool = False) -> Volume:
+    """Read any supported file (``.lvp``, ``.npy``, NIfTI, DICOM file or folder) into a Volume."""
+    if looks_like_lvp(path):
+        return LvpFile(path).volume()
+    from . import io
+
+    return io.read(path, series=series, rgb=rgb)
+
+
+__all__ = [
+    "CompressResult",
+    "DamagedError",
+    "InputError",
+    "LvpFile",
+    "LvpnetError",
+    "NewerFormatError",
+    "NotLvpError",
+    "Volume",
+    "compress",
+    "compress_to_file",
+    "decompress",
+    "iter_compress_to_file",
+    "open",
+    "read",
+]

@@ -1,0 +1,226 @@
+"""The ``lvpnet`` command.
+
+Exit codes: 0 success; 1 a damaged file or a failed verification; 2 bad usage
+or an input that cannot be read. Messages go to stderr, tracebacks only with
+``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from . import __version__, codecs
+from .errors import InputError, LvpnetError
+from .progress import Progress, run
+
+OUTPUT_SUFFIXES = (".npy", ".nii", ".nii.gz")
+
+
+class ProgressBar:
+    """Slices done / total on stderr, drawn only on a terminal."""
+
+    def __init__(self, enabled: bool | None = None):
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self._last = ""
+
+    def __call__(self, p: Progress) -> None:
+        if not self.enabled:
+            return
+        width = 30
+        filled = width * p.done // max(p.total, 1)
+        line = f"\r{p.stage:>7} [{'#' * filled}{'.' * (width - filled)}] {p.done}/{p.total} slices"
+        if line != self._last:
+            sys.stderr.write(line)
+            if p.done == p.total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+            self._last = line
+
+
+def _check_device(device: str) -> None:
+    if device != "cuda":
+        return
+    try:
+        import torch
+    except ImportError:
+        raise InputError("--device cuda: PyTorch is not installed") from None
+    if not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device is available (use --device cpu or auto)")
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    from . import read
+    from .compressor import iter_compress_to_file
+    from .container import looks_like_lvp
+
+    if not str(args.output).lower().endswith(".lvp"):
+        raise InputError(f"{args.output}: the output name must end in .lvp")
+    if looks_like_lvp(args.input):
+        raise InputError(f"{args.input}: is already an lvpnet file")
+    _check_device(args.device)
+    t0 = time.perf_counter()
+    volume = read(args.input, series=args.series, rgb=args.rgb)
+    read_seconds = time.perf_counter() - t0
+    result = run(iter_compress_to_file(volume, args.output, args.codec, verify=not args.no_verify), ProgressBar())
+    report = {"input": str(args.input), **result.as_dict(), "read_seconds": round(read_seconds, 3)}
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(
+            f"{args.input} -> {args.output}: {report['original_bytes']:,} -> {report['lvp_bytes']:,} bytes, "
+            f"{report['bits_per_sample']:.3f} bits/sample, ratio {report['ratio']:.2f}, "
+            f"{report['encode_seconds']:.2f} s" + ("" if args.no_verify else " (verified)")
+        )
+    return 0
+
+
+def _output_suffix(path: str) -> str | None:
+    low = path.lower()
+    return next((s for s in OUTPUT_SUFFIXES if low.endswith(s)), None)
+
+
+def cmd_decompress(args: argparse.Namespace) -> int:
+    from . import io as lio
+    from .atomic import atomic_path
+    from .lvpfile import LvpFile
+
+    out = str(args.output)
+    if _output_suffix(out) is None:
+        if os.path.isdir(out) or out.endswith(os.sep):
+            raise InputError(f"{out}: writing DICOM folders is not supported yet; use .npy, .nii or .nii.gz")
+        raise InputError(f"{out}: unsupported output type; use .npy, .nii or .nii.gz")
+    lvp = LvpFile(args.input)
+    array = run(lvp.iter_decode(), ProgressBar())  # everything checked before anything is written
+    volume = lvp.volume(array)
+    with atomic_path(out) as tmp:
+        lio.write(volume, tmp)
+    print(f"{args.input} -> {out}: {array.shape} {array.dtype}", file=sys.stderr)
+    return 0
+
+
+def info_dict(path: str) -> dict:
+    from .lvpfile import LvpFile
+
+    lvp = LvpFile(path)
+    h = lvp.header
+    counts = lvp.codec_counts()
+    return {
+        "file": str(path),
+        "format_version": "{}.{}".format(*lvp.version),
+        "writer": h.get("writer"),
+        "codec": next(iter(counts)) if len(counts) == 1 else "mixed",
+        "codecs": counts,
+        "codec_versions": h["codecs"],
+        "model": h.get("model"),
+        "constriction_version": h.get("constriction_version"),
+        "shape": list(lvp.shape),
+        "dtype": lvp.dtype.name,
+        "rgb": lvp.rgb,
+        "slices": len(lvp),
+        "spacing": h.get("spacing"),
+        "source_format": h.get("source", {}).get("format"),
+        "file_bytes": lvp.file_bytes,
+        "original_bytes": lvp.n_samples * lvp.dtype.itemsize,
+        "bits_per_sample": round(lvp.bits_per_sample, 4),
+        "ratio": round(lvp.n_samples * lvp.dtype.itemsize / lvp.file_bytes, 4),
+    }
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    info = info_dict(args.input)
+    if args.json:
+        print(json.dumps(info))
+        return 0
+    for key in ("file", "format_version", "writer", "shape", "dtype", "rgb", "slices", "spacing", "source_format",
+                "codecs", "model", "constriction_version", "original_bytes", "file_bytes", "bits_per_sample", "ratio"):
+        print(f"{key:>20}: {info[key]}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .lvpfile import LvpFile
+
+    lvp = LvpFile(args.input)
+    run(lvp.iter_verify(), ProgressBar())
+    print(f"{args.input}: OK ({len(lvp)} slices, every checksum matches)")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(keep=args.keep)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lvpnet", description="Lossless compression of medical images and volumes.")
+    p.add_argument("--version", action="version", version=f"lvpnet {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    c = sub.add_parser("compress", help="compress a .npy, NIfTI or DICOM input to .lvp")
+    c.add_argument("input", help=".npy, .nii, .nii.gz, a .dcm file or a DICOM folder")
+    c.add_argument("output", help="the .lvp file to write")
+    c.add_argument("--rgb", action="store_true", help="the last axis of 3 of a .npy input is colour")
+    c.add_argument("--series", metavar="UID", help="the series to take from a DICOM folder holding several")
+    c.add_argument("--codec", choices=codecs.available(), help="slice codec (default: the best for the data)")
+    c.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the learned codec runs")
+    c.add_argument("--no-verify", action="store_true", help="skip decoding the output before it is put in place")
+    c.add_argument("--json", action="store_true", help="print one JSON object with sizes, ratio and times")
+    c.set_defaults(func=cmd_compress)
+
+    d = sub.add_parser("decompress", help="restore a .lvp to .npy, .nii or .nii.gz")
+    d.add_argument("input")
+    d.add_argument("output")
+    d.set_defaults(func=cmd_decompress)
+
+    i = sub.add_parser("info", help="what a .lvp holds")
+    i.add_argument("input")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=cmd_info)
+
+    v = sub.add_parser("verify", help="decode every slice and check every checksum")
+    v.add_argument("input")
+    v.set_defaults(func=cmd_verify)
+
+    m = sub.add_parser("demo", help="compress the bundled sample scan and compare with JPEG-XL and JPEG-LS")
+    m.add_argument("--keep", metavar="DIR", help="keep the .lvp in this folder")
+    m.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except LvpnetError as e:
+        if args.debug:
+            raise
+        print(f"lvpnet: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("lvpnet: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    except OSError as e:
+        if args.debug:
+            raise
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"lvpnet: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("lvpnet: out of memory", file=sys.stderr)
+        return 2
+    except Exception as e:  # a bug: say so briefly, the traceback is one flag away
+        if args.debug:
+            raise
+        print(f"lvpnet: internal error: {type(e).__name__}: {e} (run with --debug for details)", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

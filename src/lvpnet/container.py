@@ -1,0 +1,195 @@
+"""The ``.lvp`` file, format version 1 (specified in docs/FORMAT.md).
+
+    preamble   magic (8 bytes) + major (u16) + minor (u16)
+    chunks     one per 2-D slice, back to back, in slice order
+    blobs      opaque per-source-file byte strings, back to back
+    header     UTF-8 JSON
+    index      one 21-byte record per chunk
+    trailer    24 bytes, last in the file
+
+The trailer comes last so chunks can be streamed to disk as they are coded;
+it locates the header and carries a CRC-32 of preamble + header + index, so a
+flipped byte anywhere outside the chunks is caught before anything is parsed,
+and every chunk has its own CRC-32 (damage) and a hash of the slice it decodes
+to (verification).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from .errors import DamagedError, NewerFormatError, NotLvpError
+
+MAGIC = b"\x89LVP\r\n\x1a\n"
+END_MAGIC = b"LVP\x00"
+FORMAT_MAJOR, FORMAT_MINOR = 1, 0
+PREAMBLE = struct.Struct("<8sHH")  # magic, major, minor
+TRAILER = struct.Struct("<QIII4s")  # header offset, header length, chunk count, crc32, end magic
+INDEX_RECORD = struct.Struct("<QBI8s")  # chunk length, codec table index, crc32, slice hash
+SLICE_HASH_BYTES = 8
+
+
+def looks_like_lvp(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a file that starts with the lvpnet magic bytes."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(MAGIC)) == MAGIC
+    except OSError:
+        return False
+
+
+def slice_hash(slice_: np.ndarray) -> bytes:
+    """BLAKE2b-64 of a slice's little-endian C-order bytes."""
+    return hashlib.blake2b(_le_bytes(slice_), digest_size=SLICE_HASH_BYTES).digest()
+
+
+def _le_bytes(array: np.ndarray) -> bytes:
+    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+
+
+@dataclass(frozen=True)
+class ChunkRecord:
+    offset: int
+    length: int
+    codec: int
+    crc32: int
+    slice_hash: bytes
+
+
+class ContainerWriter:
+    """Streams chunks and blobs to ``fileobj``, then the header, index and trailer."""
+
+    def __init__(self, fileobj: BinaryIO):
+        self._f = fileobj
+        self._f.write(PREAMBLE.pack(MAGIC, FORMAT_MAJOR, FORMAT_MINOR))
+        self._pos = PREAMBLE.size
+        self._records: list[bytes] = []
+        self._blobs: list[dict] = []
+        self._codecs: list[tuple[str, int]] = []
+
+    def add_chunk(self, data: bytes, codec_id: str, codec_version: int, original: np.ndarray) -> None:
+        key = (codec_id, codec_version)
+        if key not in self._codecs:
+            self._codecs.append(key)
+        self._records.append(
+            INDEX_RECORD.pack(len(data), self._codecs.index(key), zlib.crc32(data), slice_hash(original))
+        )
+        self._write(data)
+
+    def add_blob(self, data: bytes) -> None:
+        self._blobs.append({"offset": self._pos, "length": len(data), "crc32": zlib.crc32(data)})
+        self._write(data)
+
+    def finish(self, header: dict) -> int:
+        """Write header, index and trailer; return the total file size."""
+        header = dict(header)
+        header["codecs"] = [{"id": cid, "version": ver} for cid, ver in self._codecs]
+        header["blobs"] = self._blobs
+        head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+        index = b"".join(self._records)
+        crc = zlib.crc32(index, zlib.crc32(head, zlib.crc32(PREAMBLE.pack(MAGIC, FORMAT_MAJOR, FORMAT_MINOR))))
+        header_offset = self._pos
+        self._write(head + index)
+        self._write(TRAILER.pack(header_offset, len(head), len(self._records), crc, END_MAGIC))
+        return self._pos
+
+    def _write(self, data: bytes) -> None:
+        self._f.write(data)
+        self._pos += len(data)
+
+
+class ContainerReader:
+    """Random access to the chunks of a ``.lvp`` held in a file or in memory.
+
+    Opening checks the magic, the version and the CRC of the header and
+    index; chunk data is read only when asked for.
+    """
+
+    def __init__(self, source: str | os.PathLike | bytes, name: str | None = None):
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            self._data: bytes | None = bytes(source)
+            self._path: Path | None = None
+            self.name = name or "<bytes>"
+            self.file_bytes = len(self._data)
+        else:
+            self._data = None
+            self._path = Path(source)
+            self.name = name or str(source)
+            self.file_bytes = self._path.stat().st_size
+        self._parse()
+
+    def _read(self, offset: int, length: int) -> bytes:
+        if self._data is not None:
+            return self._data[offset : offset + length]
+        with open(self._path, "rb") as f:
+            f.seek(offset)
+            return f.read(length)
+
+    def _parse(self) -> None:
+        pre = self._read(0, PREAMBLE.size)
+        if len(pre) < PREAMBLE.size or pre[:8] != MAGIC:
+            raise NotLvpError(f"{self.name}: not an lvpnet file")
+        _, major, minor = PREAMBLE.unpack(pre)
+        if major > FORMAT_MAJOR:
+            raise NewerFormatError(
+                f"{self.name}: made by a newer lvpnet (format {major}.{minor}); "
+                f"this lvpnet reads format {FORMAT_MAJOR}.x: please upgrade"
+            )
+        if major < 1:
+            raise DamagedError(f"{self.name}: damaged: unknown format version {major}.{minor}")
+        if self.file_bytes < PREAMBLE.size + TRAILER.size:
+            raise DamagedError(f"{self.name}: truncated: the file ends before its trailer")
+        h_off, h_len, n_chunks, crc, end = TRAILER.unpack(self._read(self.file_bytes - TRAILER.size, TRAILER.size))
+        index_len = n_chunks * INDEX_RECORD.size
+        if end != END_MAGIC or h_off + h_len + index_len != self.file_bytes - TRAILER.size or h_off < PREAMBLE.size:
+            raise DamagedError(f"{self.name}: truncated or damaged: the trailer does not match the file")
+        meta = self._read(h_off, h_len + index_len)
+        if zlib.crc32(meta, zlib.crc32(pre)) != crc:
+            raise DamagedError(f"{self.name}: damaged: header checksum mismatch")
+        try:
+            self.header = json.loads(meta[:h_len].decode())
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:  # CRC matched, so a writer bug
+            raise DamagedError(f"{self.name}: damaged: unreadable header ({e})") from None
+        self.version = (major, minor)
+        self.records: list[ChunkRecord] = []
+        offset = PREAMBLE.size
+        for i in range(n_chunks):
+            length, codec, ccrc, shash = INDEX_RECORD.unpack_from(meta, h_len + i * INDEX_RECORD.size)
+            self.records.append(ChunkRecord(offset, length, codec, ccrc, shash))
+            offset += length
+        self._data_end = offset
+        self._check_layout(h_off)
+
+    def _check_layout(self, header_offset: int) -> None:
+        blob_end = self._data_end
+        for b in self.header.get("blobs", []):
+            if b["offset"] != blob_end:
+                raise DamagedError(f"{self.name}: damaged: blob table does not match the file")
+            blob_end += b["length"]
+        if blob_end != header_offset:
+            raise DamagedError(f"{self.name}: damaged: chunk index does not match the file")
+
+    def chunk(self, i: int) -> tuple[bytes, str, int]:
+        """The checked bytes of chunk ``i`` with its codec id and version."""
+        rec = self.records[i]
+        data = self._read(rec.offset, rec.length)
+        if len(data) != rec.length or zlib.crc32(data) != rec.crc32:
+            raise DamagedError(f"{self.name}: slice {i}: chunk checksum mismatch (the file is damaged)")
+        codec = self.header["codecs"][rec.codec]
+        return data, codec["id"], codec["version"]
+
+    def blob(self, i: int) -> bytes:
+        b = self.header["blobs"][i]
+        data = self._read(b["offset"], b["length"])
+        if zlib.crc32(data) != b["crc32"]:
+            raise DamagedError(f"{self.name}: blob {i}: checksum mismatch (the file is damaged)")
+        return data

@@ -1,0 +1,151 @@
+"""Reading ``.lvp`` files: lazy per-slice access, full decode, verification."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Generator
+
+import numpy as np
+
+from . import codecs
+from .container import ContainerReader, slice_hash
+from .errors import DamagedError, InputError
+from .progress import Progress, run
+from .slicing import n_slices, slice_shape
+from .volume import Volume
+
+
+class LvpFile:
+    """An opened ``.lvp``: header facts at once, slices decoded on demand.
+
+    ``f[i]`` or ``f.read_slice(i)`` decodes slice ``i`` (in flattened
+    leading-axis order) and checks its chunk CRC and its data hash, so one
+    slice can be trusted without decoding the rest. Safe to call from several
+    threads: every read opens the file afresh.
+    """
+
+    def __init__(self, source: str | os.PathLike | bytes, name: str | None = None):
+        if not isinstance(source, (bytes, bytearray, memoryview)):
+            if not os.path.exists(source):
+                raise InputError(f"{source}: file not found")
+            if os.path.isdir(source):
+                raise InputError(f"{source}: is a folder, not an lvpnet file")
+        self._reader = ContainerReader(source, name)
+        h = self._reader.header
+        try:
+            self.dtype = np.dtype(h["dtype"])
+            self.shape = tuple(int(n) for n in h["shape"])
+            self.rgb = bool(h["rgb"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise DamagedError(f"{self.name}: damaged: header lacks a valid {e}") from None
+        if n_slices(self.shape, self.rgb) != len(self._reader.records):
+            raise DamagedError(f"{self.name}: damaged: {len(self._reader.records)} chunks for shape {self.shape}")
+
+    @property
+    def name(self) -> str:
+        return self._reader.name
+
+    @property
+    def header(self) -> dict:
+        return self._reader.header
+
+    @property
+    def version(self) -> tuple[int, int]:
+        return self._reader.version
+
+    @property
+    def file_bytes(self) -> int:
+        return self._reader.file_bytes
+
+    @property
+    def slice_shape(self) -> tuple[int, ...]:
+        return slice_shape(self.shape, self.rgb)
+
+    @property
+    def frame_shape(self) -> tuple[int, ...]:
+        return self.shape[: len(self.shape) - len(self.slice_shape)]
+
+    @property
+    def n_samples(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def bits_per_sample(self) -> float:
+        return 8.0 * self.file_bytes / self.n_samples
+
+    def codec_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for rec in self._reader.records:
+            cid = self.header["codecs"][rec.codec]["id"]
+            counts[cid] = counts.get(cid, 0) + 1
+        return counts
+
+    def chunk_bytes(self, i: int) -> int:
+        return self._reader.records[i].length
+
+    def __len__(self) -> int:
+        return len(self._reader.records)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.read_slice(i)
+
+    def read_slice(self, i: int) -> np.ndarray:
+        if not 0 <= i < len(self):
+            raise IndexError(f"slice {i} out of range 0..{len(self) - 1}")
+        data, codec_id, version = self._reader.chunk(i)
+        try:
+            codec = codecs.get_codec(codec_id)
+        except InputError:
+            raise InputError(f"{self.name}: slice {i} uses codec {codec_id!r}, unknown to this lvpnet") from None
+        if version not in codec.reads_versions:
+            raise InputError(f"{self.name}: slice {i}: codec {codec_id} version {version} is newer than this lvpnet")
+        try:
+            out = codec.decode(data, self.slice_shape, self.dtype, version)
+        except Exception as e:  # a codec failing on bytes whose CRC matched
+            raise DamagedError(f"{self.name}: slice {i}: could not be decoded ({e})") from None
+        if out.shape != self.slice_shape or out.dtype != self.dtype or slice_hash(out) != self._reader.records[i].slice_hash:
+            raise DamagedError(f"{self.name}: slice {i}: decoded data checksum mismatch")
+        return out
+
+    def iter_decode(self, stage: str = "decode") -> Generator[Progress, None, np.ndarray]:
+        """Decode every slice and check the whole-array hash; yields progress."""
+        out = np.empty(self.shape, self.dtype)
+        flat = out.reshape((-1,) + self.slice_shape)
+        h = hashlib.blake2b(digest_size=32)
+        for i in range(len(self)):
+            flat[i] = self.read_slice(i)
+            h.update(flat[i].astype(self.dtype.newbyteorder("<"), copy=False).tobytes())
+            yield Progress(stage, i + 1, len(self))
+        if h.hexdigest() != self.header.get("array_hash"):
+            raise DamagedError(f"{self.name}: whole-array checksum mismatch")
+        return out
+
+    def read_all(self) -> np.ndarray:
+        return run(self.iter_decode())
+
+    def iter_verify(self) -> Generator[Progress, None, None]:
+        """Decode every slice, check every checksum, keep nothing."""
+        yield from self.iter_decode(stage="verify")
+        for i in range(len(self.header.get("blobs", []))):
+            self._reader.blob(i)
+
+    def volume(self, array: np.ndarray | None = None) -> Volume:
+        """The stored Volume (decoding every slice unless ``array`` is given)."""
+        h = self.header
+        affine = h.get("affine")
+        return Volume(
+            array=self.read_all() if array is None else array,
+            rgb=self.rgb,
+            spacing=_tuple(h.get("spacing")),
+            origin=_tuple(h.get("origin")),
+            direction=tuple(tuple(r) for r in h["direction"]) if h.get("direction") else None,
+            affine=np.array(affine, dtype=np.float64) if affine is not None else None,
+            source_format=h.get("source", {}).get("format", "numpy"),
+            metadata=h.get("source", {}).get("metadata", {}),
+            blobs=[self._reader.blob(i) for i in range(len(h.get("blobs", [])))],
+        )
+
+
+def _tuple(v):
+    return tuple(v) if v is not None else None

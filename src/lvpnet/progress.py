@@ -1,0 +1,32 @@
+"""Progress reports of long work.
+
+Long work in lvpnet is a generator that yields ``Progress`` and returns its
+result (``StopIteration.value``): the CLI draws a bar from it, the napari
+plugin feeds a ``thread_worker`` with it, tests drain it with ``run``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Progress:
+    stage: str  # "encode", "verify", "decode"
+    done: int
+    total: int
+
+
+def run(job: Generator[Progress, None, T], on_progress: Callable[[Progress], None] | None = None) -> T:
+    """Drive a progress generator to the end and return its result."""
+    while True:
+        try:
+            p = next(job)
+        except StopIteration as stop:
+            return stop.value
+        if on_progress is not None:
+            on_progress(p)
