@@ -1,0 +1,16 @@
+import numpy as np
+import pytest
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+def smooth_image(rng, shape, lo, hi, dtype):
+    """A noisy gradient image: compressible like a scan, not trivially constant."""
+    rows, cols = shape[-2], shape[-1]
+    yy, xx = np.mgrid[0:rows, 0:cols]
+    base = (np.sin(yy / 7.0) + np.cos(xx / 11.0) + 2) / 4
+    img = lo + base * (hi - lo) + rng.normal(0, (hi - lo) * 0.02, size=shape)
+    return np.clip(np.round(img), lo, hi).astype(dtype)

@@ -1,0 +1,63 @@
+"""Writes are atomic: cancelled or failed writes leave nothing under the final name."""
+
+import numpy as np
+import pytest
+
+import lvpnet
+from lvpnet.codecs.fallback import FallbackCodec
+from lvpnet.compressor import iter_compress_to_file
+from conftest import smooth_image
+
+
+def test_cancel_mid_run_leaves_no_file(tmp_path, rng):
+    v = lvpnet.Volume(array=smooth_image(rng, (6, 32, 32), 0, 999, np.int16))
+    out = tmp_path / "c.lvp"
+    job = iter_compress_to_file(v, out)
+    p = next(job)
+    assert (p.stage, p.done, p.total) == ("encode", 1, 6)
+    next(job)
+    job.close()  # what a Cancel button does
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_write_keeps_existing_file_and_leaves_no_temp(tmp_path, rng, monkeypatch):
+    out = tmp_path / "keep.lvp"
+    out.write_bytes(b"previous content")
+    calls = {"n": 0}
+    real_encode = FallbackCodec.encode
+
+    def failing_encode(self, s):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(28, "No space left on device")
+        return real_encode(self, s)
+
+    monkeypatch.setattr(FallbackCodec, "encode", failing_encode)
+    with pytest.raises(OSError):
+        lvpnet.compress_to_file(smooth_image(rng, (5, 16, 16), 0, 99, np.uint8), out)
+    assert out.read_bytes() == b"previous content"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.lvp"]
+
+
+def test_verification_failure_writes_nothing(tmp_path, rng, monkeypatch):
+    real_decode = FallbackCodec.decode
+
+    def wrong_decode(self, data, shape, dtype, version):
+        out = real_decode(self, data, shape, dtype, version).copy()
+        out.flat[0] ^= 1
+        return out
+
+    monkeypatch.setattr(FallbackCodec, "decode", wrong_decode)
+    out = tmp_path / "bad.lvp"
+    with pytest.raises(lvpnet.DamagedError):
+        lvpnet.compress_to_file(smooth_image(rng, (2, 8, 8), 0, 99, np.uint8), out)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_progress_reports_every_slice(tmp_path, rng):
+    v = lvpnet.Volume(array=smooth_image(rng, (3, 8, 8), 0, 99, np.uint8))
+    seen = []
+    result = lvpnet.progress.run(iter_compress_to_file(v, tmp_path / "p.lvp"), seen.append)
+    assert [(p.stage, p.done) for p in seen] == [("encode", 1), ("encode", 2), ("encode", 3),
+                                                 ("verify", 1), ("verify", 2), ("verify", 3)]
+    assert result.lvp_bytes == (tmp_path / "p.lvp").stat().st_size

@@ -1,0 +1,180 @@
+"""The `lvpnet` command as a user runs it: round trips, exit codes, messages."""
+
+import json
+import os
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from lvpnet.cli import main
+from conftest import smooth_image
+
+
+def lvpnet_cmd(*args, check_rc=None):
+    """Run the installed console script in a subprocess (what a user types)."""
+    exe = os.path.join(os.path.dirname(sys.executable), "lvpnet")
+    proc = subprocess.run([exe, *map(str, args)], capture_output=True, text=True, timeout=300)
+    if check_rc is not None:
+        assert proc.returncode == check_rc, proc.stderr
+    return proc
+
+
+def roundtrip_npy(tmp_path, a, *extra):
+    src, lvp, out = tmp_path / "in.npy", tmp_path / "x.lvp", tmp_path / "out.npy"
+    np.save(src, a)
+    assert main(["compress", str(src), str(lvp), *extra]) == 0
+    assert main(["verify", str(lvp)]) == 0
+    assert main(["decompress", str(lvp), str(out)]) == 0
+    back = np.load(out)
+    assert back.dtype == a.dtype and back.shape == a.shape
+    assert back.tobytes() == a.tobytes()
+    return lvp
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda r: smooth_image(r, (30, 40), 0, 255, np.uint8),
+        lambda r: smooth_image(r, (30, 40), -128, 127, np.int8),
+        lambda r: smooth_image(r, (30, 40), 0, 65535, np.uint16),
+        lambda r: r.integers(-32768, 32767, size=(30, 40), endpoint=True).astype(np.int16),
+        lambda r: smooth_image(r, (30, 40), 0, 4095, np.uint16) | np.uint16(0x8000),
+        lambda r: np.array([[-5]], np.int16),
+        lambda r: smooth_image(r, (513, 511), -1024, 2000, np.int16),
+        lambda r: np.full((9, 10), 42, np.uint16),
+        lambda r: smooth_image(r, (3, 20, 24), 0, 1000, np.int16),
+        lambda r: smooth_image(r, (2, 3, 20, 24), 0, 1000, np.uint16),
+        lambda r: np.array([[np.nan, np.inf], [-np.inf, -0.0]], np.float32),
+    ],
+    ids=["uint8", "int8", "uint16", "int16-full", "12bit-overlay", "1x1", "513x511", "constant", "3d", "4d", "float"],
+)
+def test_cli_roundtrip(tmp_path, rng, make):
+    roundtrip_npy(tmp_path, make(rng))
+
+
+def test_cli_rgb_roundtrip(tmp_path, rng):
+    a = rng.integers(0, 256, size=(2, 17, 19, 3)).astype(np.uint8)
+    lvp = roundtrip_npy(tmp_path, a, "--rgb")
+    assert json.loads(lvpnet_cmd("info", lvp, "--json", check_rc=0).stdout)["rgb"] is True
+
+
+def test_compress_json_and_info_json(tmp_path, rng):
+    a = smooth_image(rng, (4, 64, 64), -1000, 1000, np.int16)
+    np.save(tmp_path / "a.npy", a)
+    proc = lvpnet_cmd("compress", tmp_path / "a.npy", tmp_path / "a.lvp", "--json", check_rc=0)
+    rep = json.loads(proc.stdout)
+    size = (tmp_path / "a.lvp").stat().st_size
+    assert rep["lvp_bytes"] == size and rep["original_bytes"] == a.nbytes
+    assert rep["bits_per_sample"] == pytest.approx(8 * size / a.size, abs=1e-3)
+    assert rep["ratio"] == pytest.approx(a.nbytes / size, abs=1e-3)
+    info = json.loads(lvpnet_cmd("info", tmp_path / "a.lvp", "--json", check_rc=0).stdout)
+    for key in ("format_version", "codec", "model", "shape", "dtype", "slices", "file_bytes", "bits_per_sample"):
+        assert key in info
+    assert info["shape"] == [4, 64, 64] and info["dtype"] == "int16" and info["slices"] == 4
+    assert info["file_bytes"] == size and info["codec"] == "fallback" and info["format_version"] == "1.0"
+
+
+def test_nifti_input_roundtrip_keeps_header(tmp_path, rng):
+    data = rng.integers(-32768, 32767, size=(20, 18, 5), endpoint=True).astype(np.int16)  # x, y, z
+    aff = np.diag([0.8, 0.9, 3.0, 1.0])
+    src = tmp_path / "scan.nii"
+    nib.save(nib.Nifti1Image(data, aff), src)
+    raw = bytearray(src.read_bytes())  # nibabel resets scaling on save: set scl_slope/scl_inter in place
+    raw[112:120] = np.array([2.0, -100.0], "<f4").tobytes()
+    src.write_bytes(bytes(raw))
+    assert (nib.load(src).dataobj.slope, nib.load(src).dataobj.inter) == (2.0, -100.0)
+    lvpnet_cmd("compress", src, tmp_path / "s.lvp", check_rc=0)
+    lvpnet_cmd("decompress", tmp_path / "s.lvp", tmp_path / "back.nii.gz", check_rc=0)
+    back = nib.load(tmp_path / "back.nii.gz")
+    assert np.array_equal(np.asarray(back.dataobj.get_unscaled()), data)
+    assert back.get_data_dtype() == np.int16
+    assert np.allclose(back.affine, aff)
+    assert (back.dataobj.slope, back.dataobj.inter) == (2.0, -100.0)  # nibabel keeps scaling on dataobj
+    info = json.loads(lvpnet_cmd("info", tmp_path / "s.lvp", "--json", check_rc=0).stdout)
+    assert info["source_format"] == "nifti" and info["shape"] == [5, 18, 20]
+
+
+def test_dicom_input_roundtrip(tmp_path):
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
+
+    src = get_testdata_file("CT_small.dcm")
+    lvpnet_cmd("compress", src, tmp_path / "ct.lvp", check_rc=0)
+    lvpnet_cmd("decompress", tmp_path / "ct.lvp", tmp_path / "ct.npy", check_rc=0)
+    ds = dcmread(src)
+    assert np.array_equal(np.load(tmp_path / "ct.npy"), ds.pixel_array)
+    info = json.loads(lvpnet_cmd("info", tmp_path / "ct.lvp", "--json", check_rc=0).stdout)
+    assert info["source_format"] == "dicom"
+
+
+@pytest.mark.parametrize(
+    "setup, args_fn, rc, message",
+    [
+        (None, lambda d: ["compress", d / "missing.npy", d / "o.lvp"], 2, "not found"),
+        ("complex", lambda d: ["compress", d / "in.npy", d / "o.lvp"], 2, "complex"),
+        ("empty", lambda d: ["compress", d / "in.npy", d / "o.lvp"], 2, "empty"),
+        ("6d", lambda d: ["compress", d / "in.npy", d / "o.lvp"], 2, "dimensions"),
+        ("text", lambda d: ["info", d / "in.lvp"], 2, "not an lvpnet file"),
+        ("empty-file", lambda d: ["verify", d / "in.lvp"], 2, "not an lvpnet file"),
+        ("png", lambda d: ["decompress", d / "in.lvp", d / "o.npy"], 2, "not an lvpnet file"),
+        ("ok", lambda d: ["compress", d / "in.npy", d / "o.txt"], 2, "must end in .lvp"),
+        (None, lambda d: ["frobnicate"], 2, "invalid choice"),
+    ],
+)
+def test_bad_input_exit_codes(tmp_path, setup, args_fn, rc, message):
+    if setup == "complex":
+        np.save(tmp_path / "in.npy", np.zeros((3, 3), np.complex64))
+    elif setup == "empty":
+        np.save(tmp_path / "in.npy", np.zeros((0, 3), np.uint8))
+    elif setup == "6d":
+        np.save(tmp_path / "in.npy", np.zeros((1,) * 4 + (2, 2), np.uint8))
+    elif setup == "ok":
+        np.save(tmp_path / "in.npy", np.zeros((3, 3), np.uint8))
+    elif setup == "text":
+        (tmp_path / "in.lvp").write_text("just text\n")
+    elif setup == "empty-file":
+        (tmp_path / "in.lvp").write_bytes(b"")
+    elif setup == "png":
+        (tmp_path / "in.lvp").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    before = set(os.listdir(tmp_path))
+    proc = lvpnet_cmd(*args_fn(tmp_path))
+    assert proc.returncode == rc
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) <= 3
+    assert set(os.listdir(tmp_path)) == before  # nothing written
+
+
+def test_damaged_file_exit_1_and_no_output(tmp_path, rng):
+    a = smooth_image(rng, (3, 32, 32), 0, 999, np.uint16)
+    np.save(tmp_path / "a.npy", a)
+    assert main(["compress", str(tmp_path / "a.npy"), str(tmp_path / "a.lvp")]) == 0
+    data = bytearray((tmp_path / "a.lvp").read_bytes())
+    f = __import__("lvpnet").open(tmp_path / "a.lvp")
+    rec = f._reader.records[2]
+    data[rec.offset + 3] ^= 0x04
+    (tmp_path / "d.lvp").write_bytes(bytes(data))
+    for cmd in (["verify", tmp_path / "d.lvp"], ["decompress", tmp_path / "d.lvp", tmp_path / "d.npy"]):
+        proc = lvpnet_cmd(*cmd)
+        assert proc.returncode == 1
+        assert "slice 2" in proc.stderr and "checksum" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "d.npy").exists()
+    truncated = tmp_path / "t.lvp"
+    truncated.write_bytes((tmp_path / "a.lvp").read_bytes()[:-40])
+    proc = lvpnet_cmd("verify", truncated)
+    assert proc.returncode == 1 and "truncated" in proc.stderr
+
+
+def test_debug_shows_traceback(tmp_path):
+    (tmp_path / "x.lvp").write_text("text")
+    proc = lvpnet_cmd("--debug", "info", tmp_path / "x.lvp")
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_demo_runs_and_is_identical():
+    proc = lvpnet_cmd("demo", check_rc=0)
+    lines = proc.stdout.splitlines()
+    assert any(line.startswith("lvpnet") and line.rstrip().endswith("yes") for line in lines)
+    assert any(line.startswith("JPEG-XL") for line in lines) and any(line.startswith("JPEG-LS") for line in lines)

@@ -1,0 +1,98 @@
+"""Damaged, truncated and foreign files are detected, never decoded into a wrong image."""
+
+import struct
+
+import numpy as np
+import pytest
+
+import lvpnet
+from lvpnet.container import FORMAT_MAJOR, PREAMBLE
+from lvpnet.errors import DamagedError, LvpnetError, NewerFormatError, NotLvpError
+
+
+@pytest.fixture(scope="module")
+def small_lvp():
+    rng = np.random.default_rng(7)
+    a = rng.integers(-200, 200, size=(2, 6, 5)).astype(np.int16)
+    v = lvpnet.Volume(array=a, metadata={"k": "v"}, blobs=[b"blob-bytes"])
+    return a, lvpnet.compress(v)
+
+
+def _fully_read(data: bytes):
+    f = lvpnet.LvpFile(data)
+    run_verify = list(f.iter_verify())
+    return f, run_verify
+
+
+def test_every_flipped_byte_is_detected(small_lvp):
+    _, data = small_lvp
+    assert len(data) < 2000  # keep the loop small
+    for flip in (0xFF, 0x01, 0x80):
+        for pos in range(len(data)):
+            damaged = bytearray(data)
+            damaged[pos] ^= flip
+            with pytest.raises(LvpnetError):
+                _fully_read(bytes(damaged))
+
+
+def test_flip_in_chunk_names_the_slice(small_lvp):
+    _, data = small_lvp
+    f = lvpnet.LvpFile(data)
+    rec = f._reader.records[1]
+    damaged = bytearray(data)
+    damaged[rec.offset + rec.length // 2] ^= 0x10
+    g = lvpnet.LvpFile(bytes(damaged))
+    assert np.array_equal(g[0], small_lvp[0][0])  # the other slice still decodes alone
+    with pytest.raises(DamagedError, match="slice 1: chunk checksum"):
+        g[1]
+
+
+@pytest.mark.parametrize("cut", [1, 10, 24, 25, 100])
+def test_truncation_is_detected(small_lvp, cut):
+    _, data = small_lvp
+    with pytest.raises(DamagedError):
+        _fully_read(data[:-cut])
+
+
+@pytest.mark.parametrize(
+    "content", [b"", b"hello, I am a text file\n", b"\x89PNG\r\n\x1a\n" + b"\0" * 100, b"\x89LVP"]
+)
+def test_foreign_files_are_not_lvp(content):
+    with pytest.raises(NotLvpError, match="not an lvpnet file"):
+        lvpnet.LvpFile(content)
+
+
+def test_newer_major_version_is_refused(small_lvp):
+    _, data = small_lvp
+    newer = PREAMBLE.pack(b"\x89LVP\r\n\x1a\n", FORMAT_MAJOR + 1, 0) + data[PREAMBLE.size :]
+    with pytest.raises(NewerFormatError, match="newer lvpnet"):
+        lvpnet.LvpFile(newer)
+
+
+def test_trailer_fields_are_checked(small_lvp):
+    _, data = small_lvp
+    trailer = bytearray(data[-24:])
+    struct.pack_into("<I", trailer, 12, 5)  # claim 5 chunks
+    with pytest.raises(DamagedError):
+        lvpnet.LvpFile(data[:-24] + bytes(trailer))
+
+
+@pytest.mark.parametrize(
+    "array, message",
+    [
+        (np.zeros((4, 4), np.complex64), "complex"),
+        (np.array([["a", "b"]], dtype=object), "not supported"),
+        (np.zeros((0, 5), np.uint8), "empty"),
+        (np.zeros((1, 1, 1, 1, 1, 2, 2), np.uint8), "dimensions"),
+        (np.zeros(5, np.uint8), "not an image"),
+        (np.array([["a", "b"]]), "not supported"),
+    ],
+)
+def test_bad_arrays_are_refused(array, message):
+    with pytest.raises(lvpnet.InputError, match=message):
+        lvpnet.compress(array)
+
+
+def test_rgb_needs_three_channels():
+    with pytest.raises(lvpnet.InputError, match="last axis of 3"):
+        lvpnet.compress(np.zeros((4, 4, 4), np.uint8), rgb=True)

@@ -1,0 +1,87 @@
+"""Bit-exact round trips through the Python API for every kind of array we accept."""
+
+import numpy as np
+import pytest
+
+import lvpnet
+from conftest import smooth_image
+
+
+def _cases(rng):
+    i16 = np.iinfo(np.int16)
+    full_i16 = rng.integers(i16.min, i16.max, size=(40, 37), endpoint=True).astype(np.int16)
+    full_i16[0, :2] = [i16.min, i16.max]
+    twelve_in_16 = smooth_image(rng, (64, 48), 0, 4095, np.uint16)
+    twelve_in_16[5, 5] = 0xF000 | 123  # overlay bits above BitsStored
+    nan_f32 = rng.normal(size=(17, 19)).astype(np.float32)
+    nan_f32[0, 0], nan_f32[1, 1], nan_f32[2, 2], nan_f32[3, 3] = np.nan, np.inf, -np.inf, -0.0
+    nan_f32.view(np.uint32)[4, 4] = 0x7FC00001  # a NaN with a payload
+    return {
+        "uint8": smooth_image(rng, (50, 60), 0, 255, np.uint8),
+        "int8": smooth_image(rng, (50, 60), -128, 127, np.int8),
+        "uint16": smooth_image(rng, (50, 60), 0, 65535, np.uint16),
+        "int16_full_range": full_i16,
+        "12_bit_in_16": twelve_in_16,
+        "1x1": np.array([[7]], np.int16),
+        "513x511": smooth_image(rng, (513, 511), -1024, 3000, np.int16),
+        "constant": np.full((31, 33), -1000, np.int16),
+        "3d": smooth_image(rng, (4, 32, 40), 0, 2000, np.uint16),
+        "4d": smooth_image(rng, (2, 3, 16, 24), -50, 900, np.int16),
+        "5d": smooth_image(rng, (2, 2, 2, 8, 8), 0, 255, np.uint8),
+        "rgb_uint8": rng.integers(0, 256, size=(2, 21, 23, 3)).astype(np.uint8),
+        "float32_nan_inf": nan_f32,
+        "float64": rng.normal(size=(3, 9, 10)),
+        "bool": rng.random((12, 13)) > 0.5,
+        "int32_wide": rng.integers(-(2**30), 2**30, size=(10, 10)).astype(np.int32),
+        "uint64_high": (np.uint64(2**63) + rng.integers(0, 1000, size=(6, 7)).astype(np.uint64)),
+        "big_endian": smooth_image(rng, (20, 20), -300, 300, np.int16).astype(">i2"),
+    }
+
+
+CASE_NAMES = list(_cases(np.random.default_rng(0)))
+
+
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_compress_decompress_bit_exact(name, rng):
+    a = _cases(rng)[name]
+    rgb = name.startswith("rgb")
+    data = lvpnet.compress(a, rgb=rgb)
+    back = lvpnet.decompress(data)
+    assert back.shape == a.shape
+    assert back.dtype == a.dtype.newbyteorder("<") if a.dtype.byteorder == ">" else back.dtype == a.dtype
+    assert back.tobytes() == a.astype(a.dtype.newbyteorder("<")).tobytes()
+
+
+def test_lazy_open_decodes_single_slices(tmp_path, rng):
+    a = smooth_image(rng, (3, 4, 20, 30), 0, 3000, np.uint16)
+    path = tmp_path / "v.lvp"
+    lvpnet.compress_to_file(a, path)
+    f = lvpnet.open(path)
+    assert len(f) == 12 and f.shape == a.shape and f.dtype == a.dtype
+    assert np.array_equal(f[7], a[1, 3])
+    assert np.array_equal(f.read_all(), a)
+
+
+def test_compressed_smaller_than_raw_for_scan_like_data(rng):
+    a = smooth_image(rng, (4, 128, 128), -1024, 2000, np.int16)
+    assert len(lvpnet.compress(a)) < a.nbytes * 0.75
+
+
+def test_volume_metadata_travels(tmp_path, rng):
+    v = lvpnet.Volume(
+        array=smooth_image(rng, (2, 16, 16), 0, 100, np.int16),
+        spacing=(2.5, 0.7, 0.7),
+        origin=(1.0, 2.0, 3.0),
+        direction=((1, 0, 0), (0, 1, 0), (0, 0, 1)),
+        source_format="nifti",
+        metadata={"modality": "CT", "note": "ü"},
+        blobs=[b"first file", b""],
+    )
+    path = tmp_path / "m.lvp"
+    lvpnet.compress_to_file(v, path)
+    back = lvpnet.read(path)
+    assert np.array_equal(back.array, v.array)
+    assert back.spacing == v.spacing and back.origin == v.origin
+    assert back.direction == tuple(tuple(float(x) for x in r) for r in v.direction)
+    assert back.metadata == v.metadata and back.source_format == "nifti"
+    assert back.blobs == v.blobs
