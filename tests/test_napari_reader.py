@@ -1,0 +1,59 @@
+"""The napari plugin in a real viewer (pytest-qt under Xvfb): .lvp opens lazily."""
+
+import numpy as np
+import pytest
+
+import lvpnet
+from conftest import smooth_image
+
+pytest.importorskip("napari")
+
+
+@pytest.fixture
+def volume_lvp(tmp_path, rng):
+    v = lvpnet.Volume(
+        array=smooth_image(rng, (5, 40, 30), -1000, 1500, np.int16),
+        spacing=(3.0, 0.7, 0.6),
+        source_format="numpy",
+        metadata={"modality": "CT"},
+    )
+    path = tmp_path / "vol.lvp"
+    lvpnet.compress_to_file(v, path)
+    return v, path
+
+
+def test_open_lvp_in_viewer_is_lazy_and_exact(make_napari_viewer, volume_lvp, monkeypatch):
+    v, path = volume_lvp
+    decoded = []
+    real = lvpnet.LvpFile.read_slice
+
+    def counting(self, i):
+        decoded.append(i)
+        return real(self, i)
+
+    monkeypatch.setattr(lvpnet.LvpFile, "read_slice", counting)
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(path), plugin="napari-lvpnet")
+    assert len(layers) == 1
+    layer = layers[0]
+    assert layer.data.shape == v.array.shape and layer.data.dtype == np.int16
+    assert len(set(decoded)) < 5  # only what the viewer showed was decoded
+    assert np.allclose(layer.scale, v.spacing)
+    assert layer.metadata["modality"] == "CT"
+    assert np.array_equal(np.asarray(layer.data), v.array)
+
+
+def test_reader_declines_foreign_files(tmp_path):
+    from napari_lvpnet._reader import get_lvp_reader
+
+    (tmp_path / "x.lvp").write_text("not really")
+    assert get_lvp_reader(str(tmp_path / "x.lvp")) is None
+    assert get_lvp_reader(str(tmp_path / "missing.lvp")) is None
+
+
+def test_sample_data_opens(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-lvpnet", "sample_ct")
+    layer = viewer.layers[0]
+    assert layer.data.shape == (12, 512, 512) and layer.data.dtype == np.int16
+    assert np.allclose(layer.scale, (5.0, 0.6269531, 0.6269531))
