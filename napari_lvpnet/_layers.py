@@ -1,50 +1,163 @@
-"""Turn a Volume (or an opened .lvp) into napari layer data tuples."""
+"""Turn Volumes (or opened .lvp files) into napari layer data tuples.
+
+Values stay the stored integers; geometry becomes ``scale`` (voxel spacing)
+and ``translate`` (the origin projected on the volume's own axes, so layers of
+one scan line up); contrast comes from the DICOM window, a CT soft-tissue
+window, or the 0.5 to 99.5 percentiles.
+"""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 
 from lvpnet import LvpFile, Volume
 
+CT_SOFT_TISSUE = (40.0, 400.0)  # window centre and width in HU
 
-def _display_scale(spacing, ndim: int) -> list[float] | None:
+
+def _spatial_ndim(shape, rgb: bool) -> int:
+    return len(shape) - (1 if rgb else 0)
+
+
+def display_scale(spacing, ndim: int) -> list[float] | None:
     if spacing is None or len(spacing) != ndim:
         return None
-    return [float(s) if s and np.isfinite(s) and s > 0 else 1.0 for s in spacing]
+    return [float(s) if s is not None and np.isfinite(s) and s > 0 else 1.0 for s in spacing]
 
 
-def layer_kwargs(spacing, rgb: bool, ndim: int, metadata: dict, name: str) -> dict:
+def display_translate(origin, direction, ndim: int) -> list[float] | None:
+    """Origin in the frame of the volume's axes: (..., slice, row, column)."""
+    if origin is None or direction is None or ndim < 2:
+        return None
+    o = np.asarray(origin, float)[:3]
+    d = np.asarray(direction, float)
+    if o.shape != (3,) or d.shape != (3, 3) or not np.isfinite(o).all() or not np.isfinite(d).all():
+        return None
+    # direction rows go with (column index, row index, slice index)
+    along = [float(o @ d[2]), float(o @ d[1]), float(o @ d[0])]
+    spatial = along[-min(ndim, 3):] if ndim >= 3 else along[1:]
+    return [0.0] * (ndim - len(spatial)) + spatial
+
+
+def _rescale(metadata: dict) -> tuple[float, float]:
+    dicom = metadata.get("dicom") or {}
+    nifti = metadata.get("nifti") or {}
+    slope = dicom.get("rescale_slope", nifti.get("scl_slope"))
+    inter = dicom.get("rescale_intercept", nifti.get("scl_inter"))
+    slope = float(slope) if slope not in (None, 0) and np.isfinite(float(slope)) else 1.0
+    inter = float(inter) if inter is not None and np.isfinite(float(inter)) else 0.0
+    return slope, inter
+
+
+def _first(v):
+    if isinstance(v, (list, tuple)):
+        return v[0] if v else None
+    return v
+
+
+def contrast_limits(sample: np.ndarray, metadata: dict, rgb: bool) -> list[float] | None:
+    """Stored-value limits for display (None: let napari decide, e.g. for RGB)."""
+    if rgb or sample.dtype.kind not in "iuf":
+        return None
+    slope, inter = _rescale(metadata)
+    dicom = metadata.get("dicom") or {}
+    centre, width = _first(dicom.get("window_center")), _first(dicom.get("window_width"))
+    if centre is None and str(metadata.get("modality", "")).upper() == "CT":
+        centre, width = CT_SOFT_TISSUE
+    if centre is not None and width is not None and float(width) > 0:
+        lo, hi = float(centre) - float(width) / 2, float(centre) + float(width) / 2
+        lo, hi = sorted(((lo - inter) / slope, (hi - inter) / slope))  # to stored values
+        return [lo, hi]
+    finite = sample[np.isfinite(sample)] if sample.dtype.kind == "f" else sample
+    if finite.size == 0:
+        return None
+    lo, hi = np.percentile(finite, [0.5, 99.5])
+    if hi <= lo:
+        hi = lo + 1
+    return [float(lo), float(hi)]
+
+
+def _json_safe(metadata: dict) -> dict:
+    out = {}
+    for k, v in metadata.items():
+        try:
+            json.dumps(v)
+        except (TypeError, ValueError):
+            continue
+        out[k] = v
+    return out
+
+
+def layer_kwargs(*, shape, rgb, spacing, origin, direction, metadata, name, sample) -> dict:
+    ndim = _spatial_ndim(shape, rgb)
     kwargs: dict = {"name": name, "rgb": rgb, "metadata": metadata}
-    scale = _display_scale(spacing, ndim)
+    scale = display_scale(spacing, ndim)
     if scale is not None:
         kwargs["scale"] = scale
+    translate = display_translate(origin, direction, ndim)
+    if translate is not None:
+        kwargs["translate"] = translate
+    limits = contrast_limits(sample, metadata, rgb)
+    if limits is not None:
+        kwargs["contrast_limits"] = limits
     return kwargs
 
 
+def _middle(array: np.ndarray, rgb: bool) -> np.ndarray:
+    lead = array.shape[: array.ndim - (3 if rgb else 2)]
+    return array[tuple(n // 2 for n in lead)]
+
+
 def volume_layer(volume: Volume, name: str) -> tuple:
-    ndim = volume.array.ndim - (1 if volume.rgb else 0)
     meta = {"source_format": volume.source_format, **volume.metadata}
-    return (volume.array, layer_kwargs(volume.spacing, volume.rgb, ndim, meta, name), "image")
+    kwargs = layer_kwargs(
+        shape=volume.array.shape, rgb=volume.rgb, spacing=volume.spacing, origin=volume.origin,
+        direction=volume.direction, metadata=meta, name=name, sample=_middle(volume.array, volume.rgb),
+    )
+    return (volume.array, kwargs, "image")
 
 
 def lazy_lvp_layer(lvp: LvpFile, name: str) -> tuple:
-    """A dask array whose chunks are single slices, decoded when napari asks for them."""
+    """A dask array with one chunk per slice, each decoded when napari first shows it."""
     import dask.array as da
 
-    frames = lvp.frame_shape
-    slice_shape = lvp.slice_shape
+    frames, slice_shape = lvp.frame_shape, lvp.slice_shape
+    middle = int(np.ravel_multi_index(tuple(n // 2 for n in frames), frames)) if frames else 0
+    sample = lvp.read_slice(middle)  # the slice napari shows first; also gives the contrast
     if not frames:
-        data = lvp.read_slice(0)
+        data = sample
     else:
         def load(block_id):
-            lead = block_id[: len(frames)]
-            flat = int(np.ravel_multi_index(lead, frames))
-            return lvp.read_slice(flat).reshape((1,) * len(frames) + slice_shape)
+            flat = int(np.ravel_multi_index(block_id[: len(frames)], frames))
+            s = sample if flat == middle else lvp.read_slice(flat)
+            return s.reshape((1,) * len(frames) + slice_shape)
 
         chunks = tuple((1,) * n for n in frames) + tuple((n,) for n in slice_shape)
         data = da.map_blocks(load, dtype=lvp.dtype, chunks=chunks, meta=np.empty((0,) * len(lvp.shape), lvp.dtype))
     h = lvp.header
-    meta = {"source_format": h.get("source", {}).get("format"), **h.get("source", {}).get("metadata", {}),
-            "lvp": {"file": lvp.name, "codecs": lvp.codec_counts(), "bits_per_sample": lvp.bits_per_sample}}
-    ndim = len(lvp.shape) - (1 if lvp.rgb else 0)
-    return (data, layer_kwargs(h.get("spacing"), lvp.rgb, ndim, meta, name), "image")
+    source = h.get("source", {})
+    meta = {
+        "source_format": source.get("format"),
+        **source.get("metadata", {}),
+        "lvp": {"file": lvp.name, "codecs": lvp.codec_counts(), "bits_per_sample": lvp.bits_per_sample,
+                "file_bytes": lvp.file_bytes},
+    }
+    kwargs = layer_kwargs(
+        shape=lvp.shape, rgb=lvp.rgb, spacing=h.get("spacing"), origin=h.get("origin"),
+        direction=h.get("direction"), metadata=meta, name=name, sample=sample,
+    )
+    return (data, kwargs, "image")
+
+
+def layer_to_volume(data, attributes: dict) -> Volume:
+    """A napari image layer (data + attributes, as npe2 writers get them) as a Volume."""
+    array = np.asarray(data)
+    rgb = bool(attributes.get("rgb", False))
+    meta = dict(attributes.get("metadata") or {})
+    meta.pop("lvp", None)
+    source_format = meta.pop("source_format", None) or "numpy"
+    scale = attributes.get("scale")
+    spacing = tuple(float(s) for s in scale) if scale is not None else None
+    return Volume(array=array, rgb=rgb, spacing=spacing, source_format=source_format, metadata=_json_safe(meta))

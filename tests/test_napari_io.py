@@ -1,0 +1,67 @@
+"""NIfTI and DICOM open in a real viewer through the plugin; image layers save to .lvp."""
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+import lvpnet
+from conftest import smooth_image
+
+pytest.importorskip("napari")
+
+
+def test_open_nifti_keeps_stored_integers_and_scale(make_napari_viewer, tmp_path, rng):
+    data = smooth_image(rng, (30, 20, 6), -1000, 2000, np.int16)  # x, y, z on disk
+    path = tmp_path / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.diag([0.5, 0.6, 2.5, 1.0])), path)
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(path), plugin="napari-lvpnet")
+    assert layer.data.dtype == np.int16
+    assert np.array_equal(layer.data, data.transpose(2, 1, 0))
+    assert np.allclose(layer.scale, (2.5, 0.6, 0.5))
+    assert layer.metadata["source_format"] == "nifti" and "nifti" in layer.metadata
+    lo, hi = layer.contrast_limits
+    assert -1000 <= lo < hi <= 2000  # percentiles of the stored values
+
+
+def test_open_dicom_uses_stored_window(make_napari_viewer):
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file("CT_small.dcm")
+    ds = dcmread(path)
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(path, plugin="napari-lvpnet")
+    assert np.array_equal(layer.data, ds.pixel_array) and layer.data.dtype == ds.pixel_array.dtype
+    assert np.allclose(layer.scale, [float(x) for x in ds.PixelSpacing])
+    assert layer.metadata["modality"] == "CT"
+    slope, inter = float(ds.RescaleSlope), float(ds.RescaleIntercept)
+    if "WindowCenter" in ds:
+        c, w = float(np.ravel(ds.WindowCenter)[0]), float(np.ravel(ds.WindowWidth)[0])
+    else:
+        c, w = 40.0, 400.0
+    assert np.allclose(layer.contrast_limits, [(c - w / 2 - inter) / slope, (c + w / 2 - inter) / slope])
+
+
+def test_save_layer_as_lvp_and_decode(make_napari_viewer, tmp_path, rng):
+    a = smooth_image(rng, (3, 24, 28), 0, 4000, np.uint16)
+    viewer = make_napari_viewer()
+    viewer.add_image(a, scale=(2.0, 0.5, 0.5), name="scan")
+    out = tmp_path / "saved.lvp"
+    viewer.layers.save(str(out), plugin="napari-lvpnet")
+    f = lvpnet.open(out)
+    assert np.array_equal(f.read_all(), a) and f.dtype == np.uint16
+    assert f.header["spacing"] == [2.0, 0.5, 0.5]
+
+
+def test_readers_decline_what_they_cannot_read(tmp_path):
+    from napari_lvpnet._reader import get_dicom_reader, get_lvp_reader, get_nifti_reader
+
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "fake.nii").write_text("hello")
+    assert get_lvp_reader(str(tmp_path / "notes.txt")) is None
+    assert get_dicom_reader(str(tmp_path / "notes.txt")) is None
+    assert get_dicom_reader(str(tmp_path)) is None  # a folder without DICOM files
+    assert get_nifti_reader(str(tmp_path / "missing.nii")) is None
+    assert get_nifti_reader(str(tmp_path / "fake.nii")) is None
+    assert get_lvp_reader([str(tmp_path / "a"), str(tmp_path / "b")]) is None
