@@ -1,0 +1,93 @@
+"""Reading and writing medical images as :class:`lvpnet.volume.Volume`.
+
+``read`` picks the reader from the path: ``.npy``; ``.nii`` / ``.nii.gz``; a
+``.dcm`` file, any file with the DICOM preamble (``DICM`` at byte 128), or a
+folder of DICOM files. ``write`` writes ``.npy``, ``.nii`` and ``.nii.gz``.
+``.lvp`` files are not handled here (see ``lvpnet.container``).
+
+Every failure to read an input is raised as :class:`lvpnet.errors.InputError`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import InputError
+from ..volume import Volume
+
+__all__ = ["read", "write", "is_dicom_file"]
+
+_DICOM_MAGIC_OFFSET = 128
+
+
+def is_dicom_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a file with the DICOM preamble (``DICM`` at byte 128)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(_DICOM_MAGIC_OFFSET)
+            return f.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def _kind(path: Path) -> str:
+    name = path.name.lower()
+    if path.is_dir():
+        return "dicom"
+    if name.endswith(".npy"):
+        return "numpy"
+    if name.endswith((".nii", ".nii.gz")):
+        return "nifti"
+    if name.endswith(".dcm") or is_dicom_file(path):
+        return "dicom"
+    return ""
+
+
+def read(path: str | os.PathLike, *, series: str | None = None, rgb: bool = False) -> Volume:
+    """Read an image or volume, keeping the stored values exactly.
+
+    ``series`` picks one series (by SeriesInstanceUID) from a DICOM folder
+    holding several; ``rgb`` says the last axis (of 3) of a ``.npy`` is colour.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: not found")
+    kind = _kind(p)
+    if series is not None and kind != "dicom":
+        raise InputError(f"{p}: series selection applies to DICOM input only")
+    if kind == "numpy":
+        from .numpy_io import read_numpy
+
+        return read_numpy(p, rgb=rgb)
+    if rgb:
+        raise InputError(f"{p}: --rgb applies to .npy input only (colour is read from the file)")
+    if kind == "nifti":
+        from .nifti import read_nifti
+
+        return read_nifti(p)
+    if kind == "dicom":
+        from .dicom import read_dicom
+
+        return read_dicom(p, series=series)
+    raise InputError(
+        f"{p}: unsupported input (expected .npy, .nii, .nii.gz, a DICOM file or a DICOM folder)"
+    )
+
+
+def write(volume: Volume, path: str | os.PathLike) -> None:
+    """Write ``volume`` to ``.npy``, ``.nii`` or ``.nii.gz`` (chosen by the extension)."""
+    p = Path(path)
+    name = p.name.lower()
+    if name.endswith(".npy"):
+        from .numpy_io import write_numpy
+
+        write_numpy(volume, p)
+    elif name.endswith((".nii", ".nii.gz")):
+        from .nifti import write_nifti
+
+        write_nifti(volume, p)
+    elif p.is_dir() or not p.suffix or name.endswith(".dcm"):
+        raise InputError(f"{p}: DICOM output comes in a later version; write .npy, .nii or .nii.gz")
+    else:
+        raise InputError(f"{p}: unsupported output type (expected .npy, .nii or .nii.gz)")

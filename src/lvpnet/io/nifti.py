@@ -1,0 +1,243 @@
+"""NIfTI-1 / NIfTI-2 (``.nii``, ``.nii.gz``) input and output with nibabel.
+
+Reading keeps the STORED values (``dataobj.get_unscaled()``, never scaled
+floats) and records ``scl_slope`` / ``scl_inter`` beside them.
+
+Layout: NIfTI data is ``(x, y, z[, t, ...])`` (i fastest). ``Volume.array``
+reverses the axes to ``(..., t, z, y, x)`` so that every slice is a
+``(y, x)`` image; ``spacing`` is the header zooms reversed the same way.
+RGB24 / RGBA32 data becomes ``(..., y, x, 3|4)`` uint8 with ``rgb=True``.
+
+Geometry: ``Volume.affine`` is nibabel's best affine of the file, unchanged:
+it maps NIfTI voxel indices ``(i, j, k)`` (= array axes ``-1, -2, -3``) to
+RAS+ world mm. ``origin`` is ``affine[:3, 3]``; ``direction`` row ``n`` is
+affine column ``n`` normalised, so row 0 goes with the last array axis (i),
+row 1 with the one before (j) and row 2 with the slice axis (k), the same
+convention as the DICOM reader (whose world is LPS, see
+``metadata["coordinate_system"]``).
+
+Writing back: the header bytes of the source file and whatever follows them
+up to the data (extension flag, extensions, padding) are kept in
+``metadata["nifti"]`` (``header_b64``, ``extra_b64``, ``data_offset``), so writing a volume
+read from a ``.nii`` gives the identical file bytes (``.nii.gz``: identical
+uncompressed bytes). A volume from another source is written by nibabel
+with an affine built from its geometry.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..atomic import atomic_path
+from ..errors import InputError
+from ..volume import Volume
+
+_HEADER_SIZES = {348: 1, 540: 2}
+
+
+def read_nifti(path: Path) -> Volume:
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+    except Exception as e:  # nibabel raises many kinds (ImageFileError, ValueError, EOFError...)
+        raise InputError(f"{path}: not a readable NIfTI file ({e})") from None
+    if isinstance(img, nib.Cifti2Image):  # a NIfTI-2 file underneath: keep its stored data
+        img = nib.Nifti2Image.from_filename(str(path))
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise InputError(f"{path}: not a single-file NIfTI image ({type(img).__name__})")
+    try:
+        return _volume(img, path)
+    except InputError:
+        raise
+    except Exception as e:  # damaged data or a header nibabel cannot interpret
+        raise InputError(f"{path}: NIfTI data unreadable ({e})") from None
+
+
+def _volume(img: Any, path: Path) -> Volume:
+    raw = np.asarray(img.dataobj.get_unscaled())
+    offset = int(img.dataobj.offset)  # where data starts (vox_offset may be 0)
+    head, extra = _raw_header(path, img.header, offset)
+    array, rgb = _to_volume_layout(raw, path)
+    hdr = img.header
+    affine = np.asarray(img.affine, dtype=np.float64)
+    zooms = [float(z) for z in hdr.get_zooms()][: raw.ndim]
+    return Volume(
+        array=array,
+        rgb=rgb,
+        spacing=tuple(reversed(zooms)),
+        origin=tuple(float(v) for v in affine[:3, 3]),
+        direction=_direction(affine),
+        affine=affine,
+        source_format="nifti",
+        metadata={
+            "modality": None,  # NIfTI does not say
+            "coordinate_system": "RAS",
+            "nifti": _nifti_metadata(hdr, head, extra, raw.dtype, offset),
+        },
+    )
+
+
+def _raw_header(path: Path, hdr: Any, offset: int) -> tuple[bytes, bytes]:
+    """The file's header bytes and the bytes between them and the data."""
+    size = int(hdr["sizeof_hdr"])
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as f:
+        head = f.read(max(size, offset))
+    return head[:size], head[size:offset]
+
+
+def _to_volume_layout(raw: np.ndarray, path: Path) -> tuple[np.ndarray, bool]:
+    if raw.ndim < 2:
+        raise InputError(f"{path}: NIfTI image has {raw.ndim} dimension(s), need at least 2")
+    rgb = raw.dtype.names is not None
+    arr = raw.transpose(tuple(reversed(range(raw.ndim))))
+    if rgb:  # RGB24 / RGBA32: one uint8 per field, channels last
+        arr = np.ascontiguousarray(arr).view(np.uint8).reshape(arr.shape + (len(raw.dtype.names),))
+    elif arr.dtype.byteorder not in ("=", "|"):
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    return np.ascontiguousarray(arr), rgb
+
+
+def _direction(affine: np.ndarray) -> tuple[tuple[float, ...], ...] | None:
+    cols = affine[:3, :3].T
+    norms = np.linalg.norm(cols, axis=1)
+    if np.any(norms == 0):
+        return None
+    return tuple(tuple(float(v) for v in c / n) for c, n in zip(cols, norms, strict=True))
+
+
+def _finite_or_none(value: Any) -> float | None:
+    v = float(value)
+    return v if math.isfinite(v) else None
+
+
+def _nifti_metadata(
+    hdr: Any, head: bytes, extra: bytes, disk_dtype: np.dtype, offset: int
+) -> dict[str, Any]:
+    disk = _header_from_bytes(head)
+    return {
+        "version": _HEADER_SIZES.get(len(head), 1),
+        "header_b64": base64.b64encode(head).decode("ascii"),
+        "extra_b64": base64.b64encode(extra).decode("ascii"),
+        "data_offset": offset,
+        "dtype": disk_dtype.str if disk_dtype.names is None else "RGB",
+        # as in the file: nibabel moves the scaling out of the loaded header
+        "scl_slope": _finite_or_none(disk["scl_slope"]),
+        "scl_inter": _finite_or_none(disk["scl_inter"]),
+        "sform_code": int(hdr["sform_code"]),
+        "qform_code": int(hdr["qform_code"]),
+        "xyzt_units": [str(u) for u in hdr.get_xyzt_units()],
+        "descrip": hdr["descrip"].item().decode("latin-1").rstrip("\0"),
+        "extensions": [
+            {"code": int(e.get_code()), "size": int(e.get_sizeondisk())} for e in hdr.extensions
+        ],
+    }
+
+
+# ---------------------------------------------------------------- writing
+
+
+def write_nifti(volume: Volume, path: Path) -> None:
+    """Write ``volume``; a volume read from NIfTI gets its own header back byte for byte."""
+    info = (volume.metadata or {}).get("nifti")
+    data = _kept_header_bytes(volume, info) if info else None
+    try:
+        with atomic_path(path) as tmp:
+            if data is not None:
+                _write_bytes(tmp, data)
+            else:
+                _write_with_nibabel(volume, tmp)
+    except OSError as e:
+        raise InputError(f"{path}: cannot write ({e.strerror or e})") from None
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    if path.name.lower().endswith(".gz"):
+        with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
+            f.write(data)
+    else:
+        path.write_bytes(data)
+
+
+def _header_from_bytes(head: bytes) -> Any:
+    import nibabel as nib
+
+    cls = nib.Nifti2Header if len(head) == 540 else nib.Nifti1Header
+    return cls(binaryblock=head, check=False)
+
+
+def _kept_header_bytes(volume: Volume, info: dict[str, Any]) -> bytes | None:
+    """The whole file from the kept header, or None when the array no longer fits it."""
+    try:
+        head = base64.b64decode(info["header_b64"])
+        extra = base64.b64decode(info.get("extra_b64", ""))
+        offset = int(info.get("data_offset", 0))
+        hdr = _header_from_bytes(head)
+        disk = hdr.get_data_dtype()
+    except Exception:
+        return None
+    arr = np.asarray(volume.array)
+    shape = arr.shape[:-1] if volume.rgb else arr.shape
+    if tuple(int(n) for n in hdr.get_data_shape()) != tuple(reversed(shape)):
+        return None
+    if disk.names is not None:
+        if not volume.rgb or arr.dtype != np.uint8 or arr.shape[-1] != len(disk.names):
+            return None
+        body = np.ascontiguousarray(arr).tobytes()
+    else:
+        if volume.rgb or arr.dtype.newbyteorder("=") != disk.newbyteorder("="):
+            return None
+        body = np.ascontiguousarray(arr, dtype=disk).tobytes()
+    if offset < len(head) + len(extra):  # inconsistent record: let nibabel lay the file out
+        return None
+    return head + extra + b"\0" * (offset - len(head) - len(extra)) + body
+
+
+def _write_with_nibabel(volume: Volume, path: Path) -> None:
+    import nibabel as nib
+
+    arr = np.asarray(volume.array)
+    if volume.rgb:
+        if arr.dtype != np.uint8 or arr.shape[-1] != 3:
+            raise InputError(
+                f"{path}: NIfTI colour must be uint8 RGB, got {arr.dtype} x{arr.shape[-1]}"
+            )
+        rgb_t = np.dtype([("R", "u1"), ("G", "u1"), ("B", "u1")])
+        arr = np.ascontiguousarray(arr).view(rgb_t)[..., 0]
+    data = arr.transpose(tuple(reversed(range(arr.ndim))))
+    try:
+        img = nib.Nifti1Image(data, _affine_for(volume))
+        if volume.spacing is not None and len(volume.spacing) == data.ndim:
+            img.header.set_zooms(tuple(reversed([float(s) for s in volume.spacing])))
+        img.header.set_data_dtype(data.dtype)
+        img.header.set_slope_inter(1.0, 0.0)  # the array holds what is stored
+        nib.save(img, str(path))
+    except InputError:
+        raise
+    except Exception as e:
+        raise InputError(f"{path}: cannot write {arr.dtype} data as NIfTI ({e})") from None
+
+
+def _affine_for(volume: Volume) -> np.ndarray:
+    """Voxel (i, j, k) -> RAS mm for a volume that did not come from NIfTI."""
+    lps = (volume.metadata or {}).get("coordinate_system") == "LPS"
+    if volume.affine is not None and not lps:
+        return np.asarray(volume.affine, dtype=np.float64)
+    n_axes = volume.array.ndim - (1 if volume.rgb else 0)
+    spacing = list(reversed(volume.spacing)) if volume.spacing else [1.0] * n_axes
+    spacing = (spacing + [1.0, 1.0, 1.0])[:3]
+    direction = np.asarray(volume.direction if volume.direction is not None else np.eye(3), float)
+    affine = np.eye(4)
+    affine[:3, :3] = direction.T * np.asarray(spacing, float)
+    if volume.origin is not None:
+        affine[:3, 3] = np.asarray(volume.origin, float)[:3]
+    if lps:  # DICOM patient LPS -> NIfTI RAS
+        affine[:2, :] *= -1
+    return affine

@@ -1,0 +1,95 @@
+"""lvpnet.io on .npy files, plus the dispatching rules of read/write."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lvpnet.errors import InputError
+from lvpnet.io import read, write
+
+
+@pytest.mark.parametrize(
+    "arr",
+    [
+        np.arange(-128, 128, dtype=np.int8).reshape(16, 16),
+        np.array([[0, 65535], [1, 2]], dtype=np.uint16),
+        np.random.default_rng(0).integers(-32768, 32768, (3, 5, 7), dtype=np.int16),
+        np.arange(2 * 3 * 4 * 5, dtype=np.uint8).reshape(2, 3, 4, 5),
+        np.array([[np.nan, np.inf], [-np.inf, -0.0]], dtype=np.float32),
+    ],
+    ids=["int8", "uint16", "int16-3d", "uint8-4d", "float32-nan"],
+)
+def test_round_trip_is_byte_identical(tmp_path, arr):
+    src, out = tmp_path / "a.npy", tmp_path / "b.npy"
+    np.save(src, arr)
+    vol = read(src)
+    assert vol.source_format == "numpy"
+    assert vol.array.dtype == arr.dtype and vol.array.shape == arr.shape
+    assert vol.array.tobytes() == arr.tobytes()
+    assert vol.rgb is False and vol.spacing is None
+    assert vol.metadata["modality"] is None
+    write(vol, out)
+    assert out.read_bytes() == src.read_bytes()
+
+
+def test_big_endian_and_fortran_order_come_back(tmp_path):
+    arr = np.asfortranarray((np.arange(12).reshape(3, 4) - 6).astype(">i2"))
+    src, out = tmp_path / "be.npy", tmp_path / "out.npy"
+    np.save(src, arr)
+    vol = read(src)
+    assert vol.array.dtype == np.dtype("int16") and vol.array.dtype.isnative
+    np.testing.assert_array_equal(vol.array, arr)
+    assert vol.metadata["numpy"] == {"dtype": ">i2", "fortran_order": True, "axes": 2}
+    write(vol, out)
+    assert out.read_bytes() == src.read_bytes()
+
+
+def test_rgb_needs_last_axis_of_three(tmp_path):
+    ok, bad = tmp_path / "rgb.npy", tmp_path / "bad.npy"
+    np.save(ok, np.zeros((2, 4, 5, 3), np.uint8))
+    np.save(bad, np.zeros((4, 5, 4), np.uint8))
+    vol = read(ok, rgb=True)
+    assert vol.rgb and vol.slice_shape == (4, 5, 3) and vol.frame_shape == (2,)
+    with pytest.raises(InputError, match="last axis of 3"):
+        read(bad, rgb=True)
+
+
+def test_object_arrays_are_refused_without_unpickling(tmp_path):
+    p = tmp_path / "obj.npy"
+    np.save(p, np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    with pytest.raises(InputError, match="obj.npy"):
+        read(p)
+
+
+@pytest.mark.parametrize("content", [b"", b"hello, not numpy", b"\x93NUMPY\x01\x00garbage"])
+def test_damaged_npy_is_an_input_error(tmp_path, content):
+    p = tmp_path / "x.npy"
+    p.write_bytes(content)
+    with pytest.raises(InputError, match="x.npy"):
+        read(p)
+
+
+def test_one_dimensional_array_is_refused(tmp_path):
+    p = tmp_path / "line.npy"
+    np.save(p, np.arange(5))
+    with pytest.raises(InputError, match="2 dimensions"):
+        read(p)
+
+
+def test_missing_and_unsupported_inputs(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        read(tmp_path / "nope.npy")
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(InputError, match="unsupported input"):
+        read(tmp_path / "notes.txt")
+
+
+def test_write_refuses_dicom_and_unknown_targets(tmp_path):
+    np.save(tmp_path / "a.npy", np.zeros((2, 2), np.uint8))
+    vol = read(tmp_path / "a.npy")
+    with pytest.raises(InputError, match="DICOM output comes in a later version"):
+        write(vol, tmp_path)
+    with pytest.raises(InputError, match="unsupported output"):
+        write(vol, tmp_path / "a.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npy"]
