@@ -30,3 +30,22 @@ def run(job: Generator[Progress, None, T], on_progress: Callable[[Progress], Non
             return stop.value
         if on_progress is not None:
             on_progress(p)
+
+
+def cancellable(job: Generator[Progress, None, T], cancel) -> Generator[Progress, None, T | None]:
+    """Pass ``job``'s progress through; stop it at the next slice once ``cancel.is_set()``.
+
+    ``cancel`` is a ``threading.Event`` (or anything with ``is_set``). Stopping
+    closes ``job`` in the thread that runs it, so its cleanup (removing a
+    temporary file) is done before this generator returns None.
+    """
+    try:
+        while not cancel.is_set():
+            try:
+                p = next(job)
+            except StopIteration as stop:
+                return stop.value
+            yield p
+        return None
+    finally:
+        job.close()

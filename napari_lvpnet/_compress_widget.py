@@ -1,0 +1,161 @@
+"""The "Compress" dock widget: an image layer to a verified .lvp, in the background.
+
+The work is the core's progress generator (``lvpnet.iter_compress_to_file``)
+run in a napari ``thread_worker``; the viewer stays responsive, a progress bar
+follows the slices, and Cancel stops within one slice with no file left
+behind. Errors become napari notifications.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, ProgressBar, PushButton
+from napari.layers import Image
+from napari.qt.threading import thread_worker
+from napari.utils.notifications import show_error, show_info
+from napari.viewer import Viewer
+
+import lvpnet
+from lvpnet import codecs
+from lvpnet.progress import Progress, cancellable
+from lvpnet.slicing import check_array
+
+from ._layers import layer_to_volume
+
+AUTO_CODEC = "auto (best for the data)"
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except Exception:  # torch missing or broken: CPU only
+        return False
+
+
+def _compress_job(volume, path, codec, verify, compare, cancel):
+    """Runs in the worker thread: compress, then optionally JPEG-XL for comparison."""
+    t0 = time.perf_counter()
+    result = yield from cancellable(lvpnet.iter_compress_to_file(volume, path, codec, verify), cancel)
+    if result is None:
+        return None
+    seconds = time.perf_counter() - t0
+    jxl = None
+    if compare and not cancel.is_set() and volume.array.dtype.kind in "iub":
+        from lvpnet import classical
+
+        yield Progress("JPEG-XL", 0, 1)
+        jxl = classical.measure("JPEG-XL e7", volume.array, volume.rgb)
+        yield Progress("JPEG-XL", 1, 1)
+    return {"result": result, "seconds": seconds, "jxl": jxl}
+
+
+def format_summary(out: dict) -> str:
+    r = out["result"]
+    lines = [
+        f"original: {r.raw_bytes:,} bytes",
+        f".lvp: {r.lvp_bytes:,} bytes ({', '.join(f'{k} {v}' for k, v in r.codec_counts.items())})",
+        f"bits per sample: {r.bits_per_sample:.3f}",
+        f"ratio: {r.ratio:.2f}",
+        f"time: {out['seconds']:.2f} s" + (" (verified)" if r.verify_seconds is not None else ""),
+    ]
+    jxl = out.get("jxl")
+    if jxl is not None:
+        n = r.raw_bytes / np.dtype(r.dtype).itemsize
+        lines.append(f"JPEG-XL lossless: {jxl.bytes:,} bytes, {8 * jxl.bytes / n:.3f} bits/sample, "
+                     f"ratio {r.raw_bytes / jxl.bytes:.2f}")
+    return "\n".join(lines)
+
+
+class CompressWidget(Container):
+    def __init__(self, napari_viewer: Viewer):
+        viewer = napari_viewer
+        self._viewer = viewer
+        self.layer = ComboBox(label="image layer", choices=self._image_layers)
+        self.codec = ComboBox(label="codec", choices=[AUTO_CODEC, *codecs.available()], value=AUTO_CODEC)
+        self.device = ComboBox(label="device", choices=["Auto", "CPU", *(["CUDA"] if cuda_available() else [])])
+        self.output = FileEdit(label="save as", mode="w", filter="*.lvp")
+        self.verify = CheckBox(text="verify (decode and compare before saving)", value=True)
+        self.compare = CheckBox(text="also run JPEG-XL for comparison", value=False)
+        self.run_button = PushButton(text="Compress")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.progress = ProgressBar(label="slices", value=0, min=0, max=1, visible=False)
+        self.summary = Label(label="", value="")
+        super().__init__(widgets=[self.layer, self.codec, self.device, self.output, self.verify, self.compare,
+                                  self.run_button, self.cancel_button, self.progress, self.summary])
+        self.worker = None
+        self.last_result: dict | None = None
+        self._cancel = threading.Event()
+        self.run_button.changed.connect(self.start)
+        self.cancel_button.changed.connect(self.cancel)
+        viewer.layers.events.inserted.connect(lambda e: self.layer.reset_choices())
+        viewer.layers.events.removed.connect(lambda e: self.layer.reset_choices())
+
+    def _image_layers(self, _widget=None):
+        return [layer for layer in self._viewer.layers if isinstance(layer, Image)]
+
+    def _output_path(self, layer) -> Path:
+        chosen = Path(str(self.output.value))
+        if str(self.output.value) in ("", ".") or chosen.is_dir():
+            folder = chosen if chosen.is_dir() else Path.cwd()
+            chosen = folder / f"{layer.name}.lvp"
+        if chosen.suffix.lower() != ".lvp":
+            chosen = chosen.with_name(chosen.name + ".lvp")
+        return chosen
+
+    def start(self, *_):
+        layer = self.layer.value
+        if layer is None:
+            show_error("Compress: choose an image layer first")
+            return
+        try:
+            volume = layer_to_volume(layer.data, {"rgb": layer.rgb, "scale": layer.scale, "metadata": layer.metadata})
+            check_array(volume.array, volume.rgb, what=f"layer {layer.name!r}")
+        except Exception as e:
+            show_error(f"Compress: {e}")
+            return
+        path = self._output_path(layer)
+        codec = None if self.codec.value == AUTO_CODEC else self.codec.value
+        self._cancel.clear()
+        self.summary.value = f"compressing to {path.name} ..."
+        self.progress.max, self.progress.value, self.progress.visible = volume.n_slices, 0, True
+        self.run_button.enabled, self.cancel_button.enabled = False, True
+        worker = thread_worker(_compress_job, start_thread=False)(
+            volume, path, codec, self.verify.value, self.compare.value, self._cancel
+        )
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(self._on_done)
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        worker.start()
+
+    def cancel(self, *_):
+        self._cancel.set()
+        self.summary.value = "cancelling ..."
+
+    def _on_progress(self, p: Progress):
+        self.progress.label = p.stage
+        self.progress.max = max(p.total, 1)
+        self.progress.value = p.done
+
+    def _on_done(self, out):
+        if out is None:
+            self.summary.value = "cancelled: nothing was written"
+            return
+        self.last_result = out
+        self.summary.value = format_summary(out)
+        show_info(f"Saved {out['result'].path}")
+
+    def _on_error(self, exc):
+        self.summary.value = f"failed: {exc}"
+        show_error(f"Compress failed: {exc}")
+
+    def _on_finished(self):
+        self.run_button.enabled, self.cancel_button.enabled = True, False
+        self.progress.visible = False
