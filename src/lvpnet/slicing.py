@@ -33,7 +33,7 @@ def check_array(array: np.ndarray, rgb: bool, what: str = "input") -> None:
     if array.ndim < (3 if rgb else 2):
         raise InputError(f"{what}: shape {array.shape} is not an image: need at least rows and columns")
     if rgb and array.shape[-1] != 3:
-        raise InputError(f"{what}: --rgb needs a last axis of 3 colours, the shape is {array.shape}")
+        raise InputError(f"{what}: RGB data needs a last axis of 3 colours, the shape is {array.shape}")
 
 
 def slice_shape(shape: tuple[int, ...], rgb: bool) -> tuple[int, ...]:
