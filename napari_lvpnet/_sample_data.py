@@ -6,7 +6,8 @@ from ._layers import volume_layer
 
 
 def sample_ct():
-    import lvpnet
     from lvpnet.resources import SAMPLE_CT, path
+
+    import lvpnet
 
     return [volume_layer(lvpnet.read(path(SAMPLE_CT)), "sample CT")]

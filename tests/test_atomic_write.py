@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
+from conftest import smooth_image
 
 import lvpnet
 from lvpnet.codecs.fallback import FallbackCodec
 from lvpnet.compressor import iter_compress_to_file
-from conftest import smooth_image
 
 
 def test_cancel_mid_run_leaves_no_file(tmp_path, rng):

@@ -8,9 +8,9 @@ import sys
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import smooth_image
 
 from lvpnet.cli import main
-from conftest import smooth_image
 
 
 def lvpnet_cmd(*args, check_rc=None):

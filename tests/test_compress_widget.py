@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from conftest import smooth_image
 
 import lvpnet
-from conftest import smooth_image
 
 pytest.importorskip("napari")
 

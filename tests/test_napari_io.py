@@ -3,9 +3,9 @@
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import smooth_image
 
 import lvpnet
-from conftest import smooth_image
 
 pytest.importorskip("napari")
 

@@ -64,9 +64,17 @@ def cmd_compress(args: argparse.Namespace) -> int:
     _check_device(args.device)
     t0 = time.perf_counter()
     volume = read(args.input, series=args.series, rgb=args.rgb)
+    if volume.source_format == "dicom":  # keep every source file, restorable byte for byte
+        from .dicom_archive import info_fields, iter_build_archive
+
+        volume = run(iter_build_archive(volume, args.input, allow_lossy_source=args.allow_lossy_source))
+    elif args.allow_lossy_source:
+        raise InputError("--allow-lossy-source applies to DICOM input only")
     read_seconds = time.perf_counter() - t0
     result = run(iter_compress_to_file(volume, args.output, args.codec, verify=not args.no_verify), ProgressBar())
     report = {"input": str(args.input), **result.as_dict(), "read_seconds": round(read_seconds, 3)}
+    if volume.source_format == "dicom":
+        report.update(info_fields(volume.metadata))
     if args.json:
         print(json.dumps(report))
     else:
@@ -90,15 +98,40 @@ def cmd_decompress(args: argparse.Namespace) -> int:
 
     out = str(args.output)
     if _output_suffix(out) is None:
-        if os.path.isdir(out) or out.endswith(os.sep):
-            raise InputError(f"{out}: writing DICOM folders is not supported yet; use .npy, .nii or .nii.gz")
-        raise InputError(f"{out}: unsupported output type; use .npy, .nii or .nii.gz")
+        return _decompress_dicom(args.input, out)
     lvp = LvpFile(args.input)
     array = run(lvp.iter_decode(), ProgressBar())  # everything checked before anything is written
     volume = lvp.volume(array)
     with atomic_path(out) as tmp:
         lio.write(volume, tmp)
     print(f"{args.input} -> {out}: {array.shape} {array.dtype}", file=sys.stderr)
+    return 0
+
+
+def _decompress_dicom(src: str, out: str) -> int:
+    """Write the DICOM files a .lvp archives: into a new folder, or one ``.dcm`` file."""
+    from .dicom_archive import archive_of, check_output_folder, write_folder, write_single
+    from .lvpfile import LvpFile
+
+    lvp = LvpFile(src)
+    source = lvp.header.get("source", {})
+    if archive_of(source.get("metadata")) is None:
+        why = ("was made without DICOM file records (an older lvpnet)" if source.get("format") == "dicom"
+               else f"was not made from DICOM files (source: {source.get('format')})")
+        raise InputError(f"{out}: unsupported output type; use .npy, .nii or .nii.gz ({src} {why})")
+    single = out.lower().endswith(".dcm")
+    if single and os.path.lexists(out):
+        raise InputError(f"{out}: already exists; lvpnet never overwrites: choose a new name")
+    if not single:
+        check_output_folder(out)
+    array = run(lvp.iter_decode(), ProgressBar())  # every slice and every record checked before writing
+    volume = lvp.volume(array)
+    if single:
+        write_single(volume, out)
+        print(f"{src} -> {out}: 1 DICOM file", file=sys.stderr)
+    else:
+        names = write_folder(volume, out)
+        print(f"{src} -> {out}: {len(names)} files", file=sys.stderr)
     return 0
 
 
@@ -127,7 +160,17 @@ def info_dict(path: str) -> dict:
         "original_bytes": lvp.n_samples * lvp.dtype.itemsize,
         "bits_per_sample": round(lvp.bits_per_sample, 4),
         "ratio": round(lvp.n_samples * lvp.dtype.itemsize / lvp.file_bytes, 4),
+        **_dicom_info(h),
     }
+
+
+def _dicom_info(header: dict) -> dict:
+    source = header.get("source", {})
+    if source.get("format") != "dicom":
+        return {}
+    from .dicom_archive import info_fields
+
+    return info_fields(source.get("metadata"))
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -138,6 +181,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     for key in ("file", "format_version", "writer", "shape", "dtype", "rgb", "slices", "spacing", "source_format",
                 "codecs", "model", "constriction_version", "original_bytes", "file_bytes", "bits_per_sample", "ratio"):
         print(f"{key:>20}: {info[key]}")
+    for key in ("dicom_files", "dicom_source_bytes", "transfer_syntax_changed", "photometric_changed",
+                "carried_verbatim", "lossy_source_files", "not_archived"):
+        if info.get(key):
+            print(f"{key:>20}: {info[key]}")
     return 0
 
 
@@ -145,8 +192,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from .lvpfile import LvpFile
 
     lvp = LvpFile(args.input)
-    run(lvp.iter_verify(), ProgressBar())
-    print(f"{args.input}: OK ({len(lvp)} slices, every checksum matches)")
+    files = run(lvp.iter_verify(), ProgressBar())
+    extra = f", {files} DICOM files rebuilt and matching their SHA-256" if files else ""
+    print(f"{args.input}: OK ({len(lvp)} slices{extra}, every checksum matches)")
     return 0
 
 
@@ -154,6 +202,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     return run_demo(keep=args.keep)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import bench_paths, format_table
+
+    if args.plot:
+        from .bench_plot import check_output
+
+        check_output(args.plot)
+    rep = run(bench_paths(args.inputs, codec=args.codec, series=args.series), ProgressBar())
+    if args.plot:
+        from .bench_plot import plot_bits
+
+        plot_bits(rep, args.plot)
+    if args.json:
+        print(json.dumps(rep))
+    else:
+        print(format_table(rep))
+        if args.plot:
+            print(f"chart: {args.plot}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,12 +239,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--codec", choices=codecs.available(), help="slice codec (default: the best for the data)")
     c.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the learned codec runs")
     c.add_argument("--no-verify", action="store_true", help="skip decoding the output before it is put in place")
+    c.add_argument("--allow-lossy-source", action="store_true",
+                   help="accept DICOM files whose pixel data went through lossy compression")
     c.add_argument("--json", action="store_true", help="print one JSON object with sizes, ratio and times")
     c.set_defaults(func=cmd_compress)
 
-    d = sub.add_parser("decompress", help="restore a .lvp to .npy, .nii or .nii.gz")
+    d = sub.add_parser("decompress", help="restore a .lvp to .npy, .nii or .nii.gz, or its DICOM files to a folder")
     d.add_argument("input")
-    d.add_argument("output")
+    d.add_argument("output", help=".npy, .nii, .nii.gz; for a DICOM source a new folder (or .dcm for one file)")
     d.set_defaults(func=cmd_decompress)
 
     i = sub.add_parser("info", help="what a .lvp holds")
@@ -190,6 +261,14 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("demo", help="compress the bundled sample scan and compare with JPEG-XL and JPEG-LS")
     m.add_argument("--keep", metavar="DIR", help="keep the .lvp in this folder")
     m.set_defaults(func=cmd_demo)
+
+    b = sub.add_parser("bench", help="bits per sample and speed of lvpnet against six classical codecs")
+    b.add_argument("inputs", nargs="+", metavar="INPUT", help=".npy, .nii, .nii.gz, .lvp, a .dcm file or a DICOM folder")
+    b.add_argument("--codec", choices=codecs.available(), help="slice codec (default: the best for the data)")
+    b.add_argument("--series", metavar="UID", help="the series to take from DICOM folders holding several")
+    b.add_argument("--json", action="store_true", help="print one JSON object (per-input records and totals)")
+    b.add_argument("--plot", metavar="OUT.png", help="write a bar chart of bits per sample (PNG)")
+    b.set_defaults(func=cmd_bench)
     return p
 
 

@@ -127,6 +127,8 @@ def _verify(lvp: LvpFile, volume: Volume) -> Generator[Progress, None, None]:
     # compare bytes, not values: NaN payloads and -0.0 must survive too
     if decoded.tobytes() != _little_endian(volume.array).tobytes():
         raise DamagedError("verification failed: the decoded data differs from the input (nothing was written)")
+    if lvp.volume(decoded).blobs != list(volume.blobs):  # per-file records (a DICOM archive) read back too
+        raise DamagedError("verification failed: a stored blob differs from the input (nothing was written)")
 
 
 def iter_compress_to_file(

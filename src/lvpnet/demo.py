@@ -7,8 +7,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from . import classical, read
 from .compressor import iter_compress_to_file
 from .lvpfile import LvpFile

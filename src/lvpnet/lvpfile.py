@@ -124,11 +124,20 @@ class LvpFile:
     def read_all(self) -> np.ndarray:
         return run(self.iter_decode())
 
-    def iter_verify(self) -> Generator[Progress, None, None]:
-        """Decode every slice, check every checksum, keep nothing."""
-        yield from self.iter_decode(stage="verify")
+    def iter_verify(self) -> Generator[Progress, None, int]:
+        """Decode every slice, check every checksum, keep nothing.
+
+        A DICOM archive's files are rebuilt in memory and checked against their
+        SHA-256 too; returns how many files that was (0 when none).
+        """
+        array = yield from self.iter_decode(stage="verify")
         for i in range(len(self.header.get("blobs", []))):
             self._reader.blob(i)
+        from .dicom_archive import archive_of, iter_check
+
+        if archive_of(self.header.get("source", {}).get("metadata")) is None:
+            return 0
+        return (yield from iter_check(self.volume(array)))
 
     def volume(self, array: np.ndarray | None = None) -> Volume:
         """The stored Volume (decoding every slice unless ``array`` is given)."""

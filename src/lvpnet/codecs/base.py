@@ -37,3 +37,21 @@ class Codec(ABC):
     def model_id(self) -> str | None:
         """sha256 of the weights the codec uses, or None for a classical codec."""
         return None
+
+    def chunk_stats(
+        self, data: bytes, shape: tuple[int, ...], dtype: np.dtype, version: int
+    ) -> dict[str, float] | None:
+        """Optional figures about one chunk this codec wrote, for ``lvpnet bench``; None when it has none.
+
+        Known keys (any subset; ``bench`` shows a column only when some chunk reports it):
+
+        - ``latent_bits``: real bits of the latent stream in this chunk;
+        - ``pixel_bits``: real bits of the pixel stream in this chunk;
+        - ``estimated_bits``: the model's estimate (sum of -log2 p) of latent plus pixels;
+        - ``estimated_latent_bits``, ``estimated_pixel_bits``: the estimate, part by part.
+
+        ``8 * len(data)`` minus ``latent_bits + pixel_bits`` is the chunk's own header.
+        Other numeric keys are summed and passed through to ``bench --json``.
+        Called outside the timed encode and decode, so it may decode or run the model.
+        """
+        return None

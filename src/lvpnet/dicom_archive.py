@@ -1,0 +1,552 @@
+"""DICOM archive: every file of a DICOM input, restorable from the ``.lvp`` byte for byte.
+
+The pixel values travel through the slice codec like any volume; everything
+else of each source file travels in one container blob per file, a *file
+record* (format in docs/FORMAT.md, "DICOM archive"):
+
+- an image file whose transfer syntax is uncompressed (implicit VR little
+  endian, explicit VR little or big endian) is kept as its own bytes with the
+  pixel data cut out; the cut-out bytes are serialised again from the decoded
+  array on restore (dtype and byte order, planar configuration, YBR_FULL_422
+  packing, 8-bit OW byte swapping), so the file comes back byte-identical;
+- an image file whose pixel data is compressed (RLE, JPEG-LS, JPEG 2000, JPEG
+  lossless, deflate, encapsulated uncompressed) is rewritten once, at compress
+  time, as Explicit VR Little Endian: the transfer syntax UID, the pixel data
+  element (native, not encapsulated: OB for 8-bit, OW otherwise, padded to an
+  even length with a zero byte), no extended offset table, and
+  PhotometricInterpretation only where the decoder changed the colour space
+  (YBR_RCT / YBR_ICT / YBR_FULL(_422) decoded to RGB by JPEG 2000 or JPEG);
+  every other element is kept as it was. That rewritten file is then archived
+  like an uncompressed one and comes back byte-identical to *it*;
+- anything that cannot be rebuilt exactly (checked at compress time for every
+  file) is kept whole, zstd-compressed, as are the folder's other files
+  (DICOMDIR, structured reports, text): nothing is ever dropped silently.
+
+Every record carries the SHA-256 of the file it restores; restoring checks it.
+Lossy sources (see :mod:`lvpnet.dicom_lossy`) are refused unless allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import secrets
+import shutil
+import struct
+import warnings
+import zlib
+from collections.abc import Generator, Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from .errors import DamagedError, InputError
+from .progress import Progress, run
+from .volume import Volume
+
+ARCHIVE_VERSION = 1
+RECORD_MAGIC = b"LVPDCM"
+RECORD_VERSION = 1
+_PREFIX = struct.Struct("<6sBBI")  # magic, record version, flags (0), JSON length
+
+_IMPLICIT_LE = "1.2.840.10008.1.2"
+_EXPLICIT_LE = "1.2.840.10008.1.2.1"
+_EXPLICIT_BE = "1.2.840.10008.1.2.2"
+_NATIVE = (_IMPLICIT_LE, _EXPLICIT_LE, _EXPLICIT_BE)
+_PIXEL_DATA = 0x7FE00010
+_OFFSET_TABLES = (0x7FE00001, 0x7FE00002)  # extended offset table and its lengths
+_UNDEFINED = 0xFFFFFFFF
+
+
+# ---------------------------------------------------------------- questions about a volume / header
+
+
+def archive_of(metadata: dict | None) -> dict | None:
+    """The archive summary of a Volume's metadata (or a header's ``source.metadata``), or None."""
+    dicom = (metadata or {}).get("dicom") or {}
+    arch = dicom.get("archive") if isinstance(dicom, dict) else None
+    return arch if isinstance(arch, dict) else None
+
+
+def info_fields(metadata: dict | None) -> dict[str, Any]:
+    """What ``lvpnet info`` says about the DICOM files a ``.lvp`` restores."""
+    arch = archive_of(metadata)
+    if arch is None:
+        return {"dicom_archive": False}
+    files = arch.get("files", [])
+    return {
+        "dicom_archive": True,
+        "dicom_files": len(files),
+        "dicom_image_files": sum(1 for f in files if f.get("role") == "image"),
+        "dicom_source_bytes": arch.get("source_bytes"),
+        "transfer_syntax_changed": [f["name"] for f in files if f.get("transfer_syntax_changed")],
+        "photometric_changed": [f["name"] for f in files if f.get("photometric_changed")],
+        "carried_verbatim": [f["name"] for f in files if f.get("mode") == "verbatim"],
+        "lossy_source_files": [f["name"] for f in files if f.get("lossy_source")],
+        "not_archived": [f["file"] for f in arch.get("not_archived", [])],
+    }
+
+
+# ---------------------------------------------------------------- building the archive
+
+
+def build_archive(volume: Volume, source: str | os.PathLike, *, allow_lossy_source: bool = False) -> Volume:
+    """``volume`` (read from ``source`` by :func:`lvpnet.io.read`) with one file record per source file."""
+    return run(iter_build_archive(volume, source, allow_lossy_source=allow_lossy_source))
+
+
+def iter_build_archive(
+    volume: Volume, source: str | os.PathLike, *, allow_lossy_source: bool = False
+) -> Generator[Progress, None, Volume]:
+    """Generator form of :func:`build_archive` (yields one progress step per file)."""
+    meta = (volume.metadata or {}).get("dicom")
+    if volume.source_format != "dicom" or not isinstance(meta, dict):
+        raise InputError(f"{source}: not a DICOM input")
+    source = Path(source)
+    root = source if source.is_dir() else source.parent
+    images = list(meta["files"])
+    others = [s["file"] for s in meta.get("skipped_files", [])]
+    frames_per_file = list(meta["frames_per_file"])
+    starts = np.concatenate([[0], np.cumsum(frames_per_file)[:-1]]).astype(int).tolist()
+    flat = volume.array.reshape((-1,) + volume.slice_shape)
+    if sum(frames_per_file) != flat.shape[0]:
+        raise InputError(f"{source}: {flat.shape[0]} frames read but the files hold {sum(frames_per_file)}")
+
+    records: list[dict] = []
+    bodies: list[bytes] = []
+    summary: list[dict] = []
+    total = len(images) + len(others)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns about every oddity of real files
+        for i, rel in enumerate(images):
+            data = _read(root, rel)
+            rec, body, entry = _image_record(
+                data, rel, root / rel, flat[starts[i] : starts[i] + frames_per_file[i]], starts[i], allow_lossy_source
+            )
+            records.append(rec)
+            bodies.append(body)
+            summary.append(entry)
+            yield Progress("archive", i + 1, total)
+    for j, rel in enumerate(others):
+        data = _read(root, rel)
+        records.append(_file_header(rel, "other", data))
+        bodies.append(data)
+        summary.append({"name": rel, "role": "other", "mode": "verbatim", "size": len(data)})
+        yield Progress("archive", len(images) + j + 1, total)
+
+    blobs = _encode_records(records, bodies)
+    archive = {
+        "version": ARCHIVE_VERSION,
+        "record_format": f"{RECORD_MAGIC.decode()} {RECORD_VERSION}",
+        "files": summary,
+        "not_archived": _not_archived(source, root, set(images) | set(others)),
+        "source_bytes": sum(e["source_size"] if "source_size" in e else e["size"] for e in summary),
+    }
+    metadata = dict(volume.metadata)
+    metadata["dicom"] = {**meta, "archive": archive}
+    if isinstance(meta.get("elements"), list) and len(meta["elements"]) > 1:
+        # every file's whole header is in its record: the JSON header keeps the first file's only
+        metadata["dicom"]["elements"] = meta["elements"][:1]
+        metadata["dicom"]["elements_scope"] = "first file only; every file's header is in its DICOM file record"
+    out = Volume(
+        array=volume.array,
+        rgb=volume.rgb,
+        spacing=volume.spacing,
+        origin=volume.origin,
+        direction=volume.direction,
+        affine=volume.affine,
+        source_format=volume.source_format,
+        metadata=metadata,
+        blobs=blobs,
+    )
+    # the records must restore every file from the very array that will be coded
+    for k, (name, data) in enumerate(_iter_restore(out)):
+        if _sha(data) != records[k]["sha256"]:
+            raise InputError(f"{name}: internal error: the archive would not restore this file exactly")
+    return out
+
+
+def _read(root: Path, rel: str) -> bytes:
+    try:
+        return (root / rel).read_bytes()
+    except OSError as e:
+        raise InputError(f"{root / rel}: cannot read ({e.strerror or e})") from None
+
+
+def _not_archived(source: Path, root: Path, taken: set[str]) -> list[dict[str, str]]:
+    if not source.is_dir():
+        return []
+    left = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            rel = (Path(dirpath) / name).relative_to(root).as_posix()
+            if rel not in taken:
+                left.append({"file": rel, "reason": "another series"})
+    return left
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _file_header(rel: str, role: str, target: bytes) -> dict:
+    return {"name": rel, "role": role, "size": len(target), "sha256": _sha(target), "pixel": None}
+
+
+def _image_record(
+    data: bytes, rel: str, path: Path, frames: np.ndarray, start: int, allow_lossy: bool
+) -> tuple[dict, bytes, dict]:
+    """(record header, body before compression, summary entry) of one image file."""
+    import pydicom
+
+    from .dicom_lossy import lossy_reason
+    from .io import dicom as dcm
+
+    ds = pydicom.dcmread(io.BytesIO(data), force=True)
+    raw = _raw_pixel_element(ds)
+    ts = dcm._transfer_syntax(ds)
+    entry: dict[str, Any] = {"name": rel, "role": "image", "source_transfer_syntax": ts, "frames": int(frames.shape[0])}
+    target = data
+    if ts in _NATIVE:
+        reason = lossy_reason(ds, ts, None)
+    else:
+        fmt = dcm._format(ds, path)
+        encapsulated = pydicom.uid.UID(ts).is_encapsulated
+        codestreams = dcm._encapsulated_frames(ds.PixelData, fmt, ds, path, ts) if encapsulated else None
+        reason = lossy_reason(ds, ts, codestreams)
+    if reason is not None:
+        if not allow_lossy:
+            raise InputError(
+                f"{rel}: lossy source ({reason}); an archive cannot be better than its source. "
+                "Pass --allow-lossy-source to store the decoded values anyway"
+            )
+        entry["lossy_source"] = reason
+
+    if ts not in _NATIVE:
+        rewritten = _rewrite_native(data, ds, frames, path, ts, entry)
+        if rewritten is None:  # cannot be rewritten exactly: keep the source file whole
+            entry.update(mode="verbatim", transfer_syntax=ts, size=len(data))
+            return _file_header(rel, "image", data), data, entry
+        target = rewritten
+        entry.update(transfer_syntax=_EXPLICIT_LE, transfer_syntax_changed=True, source_size=len(data),
+                     source_sha256=_sha(data))
+        ds = pydicom.dcmread(io.BytesIO(target), force=True)
+        raw = _raw_pixel_element(ds)
+    else:
+        entry["transfer_syntax"] = ts
+    entry["size"] = len(target)
+
+    header = _file_header(rel, "image", target)
+    spec = _pixel_spec(ds, raw, ts if ts in _NATIVE else _EXPLICIT_LE, start, int(frames.shape[0]))
+    if spec is not None:
+        pixels = _serialise(frames, spec)
+        off = spec["offset"]
+        if target[off : off + len(pixels)] == pixels:
+            spec["length"] = len(pixels)
+            header["pixel"] = spec
+            entry["mode"] = "rebuild"
+            return header, target[:off] + target[off + len(pixels) :], entry
+    entry["mode"] = "verbatim"
+    return header, target, entry
+
+
+def _raw_pixel_element(ds: Any) -> Any:
+    """The pixel data element as pydicom read it, before any conversion: its ``value_tell``
+    is the value's offset in the file. None when pydicom no longer exposes it (the file is
+    then kept whole)."""
+    elem = getattr(ds, "_dict", {}).get(_PIXEL_DATA)
+    return elem if elem is not None and hasattr(elem, "value_tell") else None
+
+
+def _pixel_spec(ds: Any, raw: Any, ts: str, start: int, n_frames: int) -> dict | None:
+    """How the pixel data value of a native file is serialised from the array (None: unknown)."""
+    if raw is None or getattr(raw, "value_tell", None) is None or raw.length == _UNDEFINED:
+        return None
+    try:
+        ba = int(ds.BitsAllocated)
+        pr = int(ds.get("PixelRepresentation", 0) or 0)
+        spp = int(ds.get("SamplesPerPixel", 1) or 1)
+        planar = int(ds.get("PlanarConfiguration", 0) or 0)
+    except (TypeError, ValueError, AttributeError):
+        return None
+    if ba not in (8, 16, 32):
+        return None
+    pi = str(ds.get("PhotometricInterpretation", "") or "").strip()
+    big = ts == _EXPLICIT_BE
+    return {
+        "offset": int(raw.value_tell),
+        "frame_start": start,
+        "frames": n_frames,
+        "dtype": np.dtype(f"{'i' if pr else 'u'}{ba // 8}").newbyteorder(">" if big else "<").str,
+        "layout": _layout(spp, pi, planar),
+        "swap16": bool(big and ba == 8 and raw.VR == "OW"),
+    }
+
+
+def _layout(spp: int, photometric: str, planar: int) -> str:
+    if spp == 3 and photometric == "YBR_FULL_422":
+        return "ybr422"
+    return "planar" if spp == 3 and planar == 1 else "interleaved"
+
+
+def _serialise(frames: np.ndarray, spec: dict) -> bytes:
+    """The pixel data bytes of ``frames`` (``(n, rows, cols[, 3])``) as the record says."""
+    layout = spec["layout"]
+    if layout == "planar":
+        frames = frames.transpose(0, 3, 1, 2)
+    elif layout == "ybr422":  # Y0 Y1 Cb Cr for each pair of pixels (chroma of the even column)
+        q = np.empty(frames.shape[:2] + (frames.shape[2] // 2, 4), frames.dtype)
+        q[..., 0] = frames[..., 0::2, 0]
+        q[..., 1] = frames[..., 1::2, 0]
+        q[..., 2] = frames[..., 0::2, 1]
+        q[..., 3] = frames[..., 0::2, 2]
+        frames = q
+    elif layout != "interleaved":
+        raise DamagedError(f"unknown pixel layout {layout!r} in a DICOM file record")
+    out = np.ascontiguousarray(frames, dtype=np.dtype(spec["dtype"])).tobytes()
+    if spec["swap16"]:  # 8-bit samples in big-endian 16-bit words
+        even = len(out) - len(out) % 2
+        out = np.frombuffer(out[:even], "<u2").byteswap().tobytes()
+    return out
+
+
+def _rewrite_native(data: bytes, ds: Any, frames: np.ndarray, path: Path, ts: str, entry: dict) -> bytes | None:
+    """A compressed-pixel file rewritten as Explicit VR Little Endian, or None if not exact."""
+    import pydicom
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    from .io import dicom as dcm
+
+    try:
+        source_pi = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
+        decoded, decoded_pi = dcm._pixels(ds, path)
+        if not np.array_equal(decoded, frames):
+            return None
+        encapsulated = pydicom.uid.UID(ts).is_encapsulated
+        new_pi = source_pi
+        if encapsulated and decoded_pi != source_pi:
+            new_pi = decoded_pi
+        elif encapsulated and source_pi == "YBR_FULL_422" and frames.ndim == 4:
+            new_pi = "YBR_FULL"  # decoded at full resolution: no longer 4:2:2
+        out = pydicom.dcmread(io.BytesIO(data), force=True)
+        ba = int(out.BitsAllocated)
+        spp = int(out.get("SamplesPerPixel", 1) or 1)
+        layout = _layout(spp, new_pi, int(out.get("PlanarConfiguration", 0) or 0))
+        pixels = _serialise(frames, {"layout": layout, "dtype": frames.dtype.newbyteorder("<").str, "swap16": False})
+        if len(pixels) % 2:
+            pixels += b"\x00"
+        out.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        for tag in _OFFSET_TABLES:
+            if tag in out:
+                del out[tag]
+        if new_pi != source_pi:
+            out.PhotometricInterpretation = new_pi
+            entry["photometric_changed"] = [source_pi, new_pi]
+        del out[_PIXEL_DATA]
+        out.add_new(_PIXEL_DATA, "OB" if ba == 8 else "OW", pixels)
+        buf = io.BytesIO()
+        out.save_as(buf, enforce_file_format=False)
+        rewritten = buf.getvalue()
+        check = pydicom.dcmread(io.BytesIO(rewritten), force=True)
+        again, again_pi = dcm._pixels(check, path)
+        if again_pi != new_pi or not np.array_equal(again, frames):
+            return None
+        if str(check.file_meta.TransferSyntaxUID) != _EXPLICIT_LE:
+            return None
+        return rewritten
+    except Exception:  # any surprise: the caller keeps the file whole instead
+        return None
+
+
+# ---------------------------------------------------------------- the record format
+
+
+def _encode_records(records: list[dict], bodies: list[bytes]) -> list[bytes]:
+    """Pack each record: prefix, JSON header, compressed body.
+
+    Image records after the first rebuildable one are deflated with that
+    record's body as preset dictionary (headers of one series differ in a few
+    values) when that is smaller than zstd on their own.
+    """
+    import imagecodecs
+
+    ref = next((k for k, r in enumerate(records) if r["pixel"] is not None), None)
+    blobs = []
+    for k, (rec, body) in enumerate(zip(records, bodies, strict=True)):
+        coded = imagecodecs.zstd_encode(body, level=_zstd_level(len(body)))
+        coding: dict[str, Any] = {"codec": "zstd"}
+        if ref is not None and k != ref and rec["pixel"] is not None:
+            comp = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zdict=bodies[ref])
+            deflated = comp.compress(body) + comp.flush()
+            if len(deflated) < len(coded):
+                coded, coding = deflated, {"codec": "deflate", "dictionary": ref}
+        rec = {**rec, "body": {**coding, "length": len(body), "sha256": _sha(body)}}
+        head = json.dumps(rec, sort_keys=True, separators=(",", ":")).encode()
+        blobs.append(_PREFIX.pack(RECORD_MAGIC, RECORD_VERSION, 0, len(head)) + head + coded)
+    return blobs
+
+
+def _zstd_level(n: int) -> int:
+    return 19 if n < (1 << 20) else 12 if n < (16 << 20) else 6
+
+
+def _parse_record(blob: bytes, k: int) -> tuple[dict, bytes]:
+    if len(blob) < _PREFIX.size:
+        raise DamagedError(f"DICOM file record {k}: too short")
+    magic, version, _flags, n = _PREFIX.unpack_from(blob)
+    if magic != RECORD_MAGIC:
+        raise DamagedError(f"DICOM file record {k}: not a file record")
+    if version > RECORD_VERSION:
+        raise InputError(f"DICOM file record {k}: record version {version} is newer than this lvpnet: please upgrade")
+    try:
+        head = json.loads(blob[_PREFIX.size : _PREFIX.size + n].decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DamagedError(f"DICOM file record {k}: unreadable header ({e})") from None
+    return head, blob[_PREFIX.size + n :]
+
+
+def _decode_body(head: dict, coded: bytes, k: int, ref_body) -> bytes:
+    import imagecodecs
+
+    body = head["body"]
+    try:
+        if body["codec"] == "zstd":
+            out = bytes(imagecodecs.zstd_decode(coded))
+        elif body["codec"] == "deflate":
+            d = zlib.decompressobj(-15, zdict=ref_body(int(body["dictionary"])))
+            out = d.decompress(coded) + d.flush()
+        else:
+            raise InputError(f"DICOM file record {k}: unknown body coding {body['codec']!r}")
+    except InputError:
+        raise
+    except Exception as e:
+        raise DamagedError(f"{head.get('name', k)}: file record cannot be decoded ({e})") from None
+    if len(out) != body["length"] or _sha(out) != body["sha256"]:
+        raise DamagedError(f"{head.get('name', k)}: file record checksum mismatch (the archive is damaged)")
+    return out
+
+
+def safe_name(name: Any) -> str:
+    """A record's file name, checked to stay inside the output folder."""
+    if not isinstance(name, str) or not name or "\\" in name or "\x00" in name:
+        raise DamagedError(f"DICOM file record with an invalid file name {name!r}")
+    p = PurePosixPath(name)
+    if p.is_absolute() or any(part in ("", ".", "..") for part in name.split("/")):
+        raise DamagedError(f"DICOM file record with a file name outside the folder: {name!r}")
+    return name
+
+
+# ---------------------------------------------------------------- restoring
+
+
+def iter_files(volume: Volume) -> Iterator[tuple[str, bytes]]:
+    """Every archived file as (relative name, bytes), each checked against its SHA-256."""
+    if archive_of(volume.metadata) is None:
+        raise InputError("this lvpnet file holds no DICOM archive")
+    yield from _iter_restore(volume)
+
+
+def _iter_restore(volume: Volume) -> Iterator[tuple[str, bytes]]:
+    parsed = [_parse_record(b, k) for k, b in enumerate(volume.blobs)]
+    n_files = len(archive_of(volume.metadata).get("files", []))
+    if len(parsed) != n_files:
+        raise DamagedError(f"the archive lists {n_files} files but holds {len(parsed)} file records")
+    cache: dict[int, bytes] = {}
+
+    def body_of(k: int) -> bytes:
+        if k not in cache:
+            if not 0 <= k < len(parsed) or parsed[k][0]["body"]["codec"] != "zstd":
+                raise DamagedError(f"DICOM file record {k}: invalid dictionary reference")
+            cache[k] = _decode_body(parsed[k][0], parsed[k][1], k, body_of)
+        return cache[k]
+
+    flat = volume.array.reshape((-1,) + volume.slice_shape)
+    seen: set[str] = set()
+    for k, (head, coded) in enumerate(parsed):
+        name = safe_name(head.get("name"))
+        if name in seen:
+            raise DamagedError(f"{name}: two file records with the same name")
+        seen.add(name)
+        body = cache[k] if k in cache else _decode_body(head, coded, k, body_of)
+        spec = head.get("pixel")
+        if spec:
+            start, n = int(spec["frame_start"]), int(spec["frames"])
+            if start < 0 or start + n > flat.shape[0]:
+                raise DamagedError(f"{name}: file record refers to frames {start}..{start + n - 1} of {flat.shape[0]}")
+            pixels = _serialise(flat[start : start + n], spec)
+            off = int(spec["offset"])
+            if len(pixels) != spec["length"] or off > len(body):
+                raise DamagedError(f"{name}: file record does not match the pixel data")
+            data = body[:off] + pixels + body[off:]
+        else:
+            data = body
+        if len(data) != head["size"] or _sha(data) != head["sha256"]:
+            raise DamagedError(f"{name}: restored file checksum (SHA-256) mismatch")
+        yield name, data
+
+
+def iter_check(volume: Volume) -> Generator[Progress, None, int]:
+    """Rebuild every file in memory and check its SHA-256; returns the number of files."""
+    total = len(volume.blobs)
+    n = 0
+    for n, _ in enumerate(iter_files(volume), 1):
+        yield Progress("files", n, total)
+    return n
+
+
+def check_output_folder(out: str | os.PathLike) -> Path:
+    """Refuse an output folder that exists and is not empty (nothing is overwritten)."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        what = "a folder that is not empty" if out.is_dir() else "a file"
+        raise InputError(f"{out}: already exists ({what}); lvpnet never overwrites: choose a new folder")
+    return out
+
+
+def write_folder(volume: Volume, out: str | os.PathLike) -> list[str]:
+    """Write every archived file under ``out`` (a new or empty folder); returns the names.
+
+    The files are written, each checked, into a hidden temporary folder beside
+    ``out`` which is renamed to ``out`` only when all are in place: an
+    interrupted or failed run leaves no partial folder under the final name.
+    """
+    out = check_output_folder(out)
+    tmp = out.parent / f".{out.name}.partial-{secrets.token_hex(4)}"
+    tmp.mkdir()
+    names = []
+    try:
+        for name, data in iter_files(volume):
+            p = tmp / name
+            p.parent.mkdir(parents=True, exist_ok=True)
+            with open(p, "xb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            names.append(name)
+        check_output_folder(out)
+        if out.exists():
+            out.rmdir()
+        os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return names
+
+
+def write_single(volume: Volume, out: str | os.PathLike) -> str:
+    """Write the one file of a single-file archive to ``out`` (atomically); returns its name."""
+    from .atomic import atomic_path
+
+    files = list(iter_files(volume))
+    if len(files) != 1:
+        raise InputError(f"{out}: the archive holds {len(files)} files; give a folder to write them into")
+    out = Path(out)
+    if out.exists():
+        raise InputError(f"{out}: already exists; lvpnet never overwrites: choose a new name")
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(files[0][1])
+    return files[0][0]
