@@ -125,7 +125,7 @@ class CompressWidget(Container):
         self.summary.value = f"compressing to {path.name} ..."
         self.progress.max, self.progress.value, self.progress.visible = volume.n_slices, 0, True
         self.run_button.enabled, self.cancel_button.enabled = False, True
-        worker = thread_worker(_compress_job, start_thread=False)(
+        worker = thread_worker(_compress_job, start_thread=False, ignore_errors=True)(
             volume, path, codec, self.verify.value, self.compare.value, self._cancel
         )
         worker.yielded.connect(self._on_progress)

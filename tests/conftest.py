@@ -22,3 +22,22 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
     setattr(item, f"rep_{rep.when}", rep)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory):
+    """A seeded, untrained model with the tiny-test config, saved as a checkpoint (stands in for real weights)."""
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from lvpnet.model import LVPNet, ModelConfig, save_checkpoint
+
+    cfg = json.loads((Path(__file__).resolve().parents[1] / "configs" / "tiny-test.json").read_text())["model"]
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        net = LVPNet(ModelConfig(**cfg))
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    save_checkpoint(path, net)
+    return path

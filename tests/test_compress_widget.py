@@ -68,3 +68,16 @@ def test_unsupported_layer_gives_notification_not_crash(widget_and_viewer, tmp_p
     w.run_button.changed.emit(True)
     assert errors and "dimensions" in errors[0]
     assert w.worker is None and list(tmp_path.iterdir()) == []
+
+
+def test_write_error_becomes_notification(widget_and_viewer, qtbot, tmp_path, rng, monkeypatch):
+    viewer, w = widget_and_viewer
+    viewer.add_image(smooth_image(rng, (2, 16, 16), 0, 99, np.uint8), name="small")
+    w.layer.value = viewer.layers["small"]
+    w.output.value = tmp_path / "no_such_folder" / "x.lvp"
+    errors = []
+    monkeypatch.setattr("napari_lvpnet._compress_widget.show_error", errors.append)
+    w.run_button.changed.emit(True)
+    qtbot.waitUntil(lambda: w.run_button.enabled and bool(errors), timeout=30000)
+    assert "Compress failed" in errors[0] and "failed" in w.summary.value
+    assert list(tmp_path.iterdir()) == []

@@ -32,6 +32,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     choose the format from it) and starts with a dot so file browsers hide it.
     """
     target = Path(path)
+    if not target.parent.is_dir():
+        from .errors import InputError
+
+        raise InputError(f"{target}: the folder {target.parent} does not exist")
     suffix = _suffix(target)
     stem = target.name[: len(target.name) - len(suffix)] if suffix else target.name
     tmp = target.with_name(f".{stem}.partial-{secrets.token_hex(4)}{suffix}")

@@ -62,6 +62,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     if looks_like_lvp(args.input):
         raise InputError(f"{args.input}: is already an lvpnet file")
     _check_device(args.device)
+    codecs.get_codec("lvpnet").device = args.device  # where the learned codec runs (no weights loaded here)
     t0 = time.perf_counter()
     volume = read(args.input, series=args.series, rgb=args.rgb)
     if volume.source_format == "dicom":  # keep every source file, restorable byte for byte

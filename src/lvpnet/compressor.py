@@ -98,9 +98,14 @@ def _little_endian(array: np.ndarray) -> np.ndarray:
 
 
 def encode_stream(
-    fileobj: BinaryIO, volume: Volume, codec: str | None = None
+    fileobj: BinaryIO, volume: Volume, codec: str | None = None, safety_net: bool = True
 ) -> Generator[Progress, None, tuple[int, dict[str, int]]]:
-    """Code ``volume`` into ``fileobj``; yields progress, returns (bytes written, slices per codec)."""
+    """Code ``volume`` into ``fileobj``; yields progress, returns (bytes written, slices per codec).
+
+    ``safety_net``: when the chosen codec is a learned one (it has a model id), every slice
+    is also coded with the classical fallback and the smaller chunk is kept (ties go to the
+    chosen codec). ``safety_net=False`` gives the chosen codec's own figures.
+    """
     check_array(volume.array, volume.rgb)
     array = _little_endian(volume.array)
     name = codec or codecs.default_codec_name(array.dtype, volume.rgb)
@@ -111,14 +116,21 @@ def encode_stream(
     total = n_slices(array.shape, volume.rgb)
     digest = hashlib.blake2b(digest_size=32)
     counts: dict[str, int] = {}
+    model = chosen.model_id()
+    backup = codecs.get_codec(codecs.FallbackCodec.id) if safety_net and model is not None else None
     for i, s in enumerate(iter_slices(array, volume.rgb)):
-        writer.add_chunk(chosen.encode(s), chosen.id, chosen.version, s)
+        used, data = chosen, chosen.encode(s)
+        if backup is not None:
+            alt = backup.encode(s)
+            if len(alt) < len(data):
+                used, data = backup, alt
+        writer.add_chunk(data, used.id, used.version, s)
         digest.update(s.tobytes())
-        counts[chosen.id] = counts.get(chosen.id, 0) + 1
+        counts[used.id] = counts.get(used.id, 0) + 1
         yield Progress("encode", i + 1, total)
     for blob in volume.blobs:
         writer.add_blob(blob)
-    size = writer.finish(_header(volume, array, digest.hexdigest(), chosen.model_id()))
+    size = writer.finish(_header(volume, array, digest.hexdigest(), model if counts.get(chosen.id) else None))
     return size, counts
 
 
@@ -132,7 +144,7 @@ def _verify(lvp: LvpFile, volume: Volume) -> Generator[Progress, None, None]:
 
 
 def iter_compress_to_file(
-    volume: Volume, path: str | os.PathLike, codec: str | None = None, verify: bool = True
+    volume: Volume, path: str | os.PathLike, codec: str | None = None, verify: bool = True, safety_net: bool = True
 ) -> Generator[Progress, None, CompressResult]:
     """Write ``volume`` to ``path`` atomically; yields progress, returns a CompressResult.
 
@@ -145,7 +157,7 @@ def iter_compress_to_file(
     t0 = time.perf_counter()
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
-            size, counts = yield from encode_stream(f, volume, codec)
+            size, counts = yield from encode_stream(f, volume, codec, safety_net=safety_net)
             f.flush()
         t1 = time.perf_counter()
         verify_seconds = None
@@ -165,11 +177,13 @@ def iter_compress_to_file(
     )
 
 
-def compress(data: np.ndarray | Volume, codec: str | None = None, rgb: bool = False, verify: bool = True) -> bytes:
-    """Compress an array (or Volume) to the bytes of a ``.lvp`` file."""
+def compress(
+    data: np.ndarray | Volume, codec: str | None = None, rgb: bool = False, verify: bool = True, safety_net: bool = True
+) -> bytes:
+    """Compress an array (or Volume) to the bytes of a ``.lvp`` file (``safety_net``: see ``encode_stream``)."""
     volume = as_volume(data, rgb)
     buf = io.BytesIO()
-    run(encode_stream(buf, volume, codec))
+    run(encode_stream(buf, volume, codec, safety_net=safety_net))
     out = buf.getvalue()
     if verify:
         run(_verify(LvpFile(out), volume))
@@ -177,6 +191,11 @@ def compress(data: np.ndarray | Volume, codec: str | None = None, rgb: bool = Fa
 
 
 def compress_to_file(
-    data: np.ndarray | Volume, path: str | os.PathLike, codec: str | None = None, rgb: bool = False, verify: bool = True
+    data: np.ndarray | Volume,
+    path: str | os.PathLike,
+    codec: str | None = None,
+    rgb: bool = False,
+    verify: bool = True,
+    safety_net: bool = True,
 ) -> CompressResult:
-    return run(iter_compress_to_file(as_volume(data, rgb), path, codec, verify))
+    return run(iter_compress_to_file(as_volume(data, rgb), path, codec, verify, safety_net))

@@ -100,8 +100,16 @@ class LvpFile:
             raise InputError(f"{self.name}: slice {i} uses codec {codec_id!r}, unknown to this lvpnet") from None
         if version not in codec.reads_versions:
             raise InputError(f"{self.name}: slice {i}: codec {codec_id} version {version} is newer than this lvpnet")
+        have, want = codec.model_id(), self.header.get("model")
+        if have is not None and want is not None and have != want:
+            raise InputError(
+                f"{self.name}: slice {i} was coded with learned-codec weights {want[:16]}..., "
+                f"but the installed weights are {have[:16]}... (set LVPNET_WEIGHTS to the weights that wrote it)"
+            )
         try:
             out = codec.decode(data, self.slice_shape, self.dtype, version)
+        except InputError:  # e.g. the learned codec's weights are not installed: not damage
+            raise
         except Exception as e:  # a codec failing on bytes whose CRC matched
             raise DamagedError(f"{self.name}: slice {i}: could not be decoded ({e})") from None
         if out.shape != self.slice_shape or out.dtype != self.dtype or slice_hash(out) != self._reader.records[i].slice_hash:

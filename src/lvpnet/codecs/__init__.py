@@ -7,18 +7,28 @@ import numpy as np
 from ..errors import InputError
 from .base import Codec
 from .fallback import FallbackCodec
+from .lvpnet_codec import LVPNetCodec, shipped_weights
 
-_CODECS: dict[str, type[Codec]] = {FallbackCodec.id: FallbackCodec}
+_CODECS: dict[str, type[Codec]] = {FallbackCodec.id: FallbackCodec, LVPNetCodec.id: LVPNetCodec}
 _INSTANCES: dict[str, Codec] = {}
 
 
+def _usable(name: str) -> bool:
+    codec = get_codec(name)
+    return bool(getattr(codec, "is_available", lambda: True)())
+
+
 def available() -> list[str]:
-    """Names accepted by ``--codec``."""
-    return sorted(_CODECS)
+    """Names accepted by ``--codec``: the learned codec only when its weights are installed."""
+    return sorted(n for n in _CODECS if _usable(n))
 
 
 def get_codec(name: str) -> Codec:
-    """The codec registered under ``name`` (one shared instance)."""
+    """The codec registered under ``name`` (one shared instance).
+
+    ``lvpnet`` is always known (so a file that uses it names the missing weights
+    clearly), but only listed by ``available()`` when its weights exist.
+    """
     if name not in _CODECS:
         raise InputError(f"unknown codec {name!r}; available: {', '.join(available())}")
     if name not in _INSTANCES:
@@ -27,8 +37,11 @@ def get_codec(name: str) -> Codec:
 
 
 def default_codec_name(dtype: np.dtype, rgb: bool) -> str:
-    """The codec ``compress`` uses when none is named."""
+    """The codec ``compress`` uses when none is named: the learned one for integers up to 16 bits
+    (grey or RGB) when the shipped weights are installed, else the classical fallback."""
+    if shipped_weights() is not None and LVPNetCodec().accepts(np.dtype(dtype), rgb):
+        return LVPNetCodec.id
     return FallbackCodec.id
 
 
-__all__ = ["Codec", "FallbackCodec", "available", "default_codec_name", "get_codec"]
+__all__ = ["Codec", "FallbackCodec", "LVPNetCodec", "available", "default_codec_name", "get_codec"]

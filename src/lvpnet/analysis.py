@@ -1,0 +1,475 @@
+"""Where the bits go: bit-cost maps, latent maps and QCM error maps (arrays, no drawing).
+
+For one 2-D slice (grey, or RGB coded as the planes G, R-G, B-G) and a loaded
+model (float encoder ``LVPNet`` + exact ``IntegerDecoder``, docs/MODEL.md):
+
+* **bit-cost map** ``pixel_bits`` (float32, rows x cols): the code length of
+  every pixel, ``-log2(freq[symbol] / 2**16)`` under the model's integer
+  frequency tables plus that pixel's raw low bits (or, for an escaped pixel,
+  the ``log2(R + 1)`` bits of its uniform code). RGB: the sum over the planes.
+* **latent bits** ``latent_bits`` (float32, one cell per 32 x 32 block): the
+  code length of the block's latent ``z`` (all channels, all planes) under the
+  latent tables. Pixel map + latent map = the slice's whole ideal code length,
+  the number ``lvpnet.model.slice_bits`` reports (side information such as the
+  slice minimum and range is not counted; these are estimates, not file bytes).
+* **latent maps** ``z`` (int8, channels x blocks): the quantised latent; RGB
+  stacks the planes' channels (G first, then R-G, then B-G).
+* **QCM error maps** ``qcm_before`` / ``qcm_after`` (float32, per block): the
+  mean over channels of ``|y - y_hat|`` with ``y_hat = z * Q_step`` and of
+  ``|y - (y_hat + QCM)|`` where the QCM's compensated latent is
+  ``y_t * Q_step / 4`` (``y_t = 4 z + c``, ``c`` in 0..3 predicted from ``z``)
+  and ``y`` is the float encoder output (not clamped). In units of ``y``.
+
+Long work is a generator yielding ``Progress`` (``iter_analyse``); one slice is
+``analyse_slice``. Without a model, a ``.lvp`` still gives the real bits of
+every chunk (``LvpFile.chunk_bytes(i) * 8``). This module never imports Qt or
+napari.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .lvpfile import LvpFile
+from .progress import Progress
+
+BLOCK = 32  # pixels per latent cell along each axis (the model's stride)
+DEFAULT_WEIGHTS = "lvpnet-v1.pt"
+WEIGHTS_ENV = "LVPNET_WEIGHTS"  # the same override the learned codec honours
+MAX_RANGE = (1 << 16) - 1  # the model codes slices whose range fits 16 bits
+MAPS = ("bits", "latent", "qcm")
+
+
+# ------------------------------------------------------------------ model
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """The float encoder and the exact integer decoder of one checkpoint."""
+
+    net: object  # lvpnet.model.LVPNet (eval mode)
+    dec: object  # lvpnet.model.IntegerDecoder
+    path: str | None = None
+    sha256: str | None = None
+
+    @property
+    def stride(self) -> int:
+        return int(self.dec.cfg.stride)
+
+    @property
+    def channels(self) -> int:
+        return int(self.dec.cfg.latent_channels)
+
+    @property
+    def q_step(self) -> float:
+        return float(self.dec.cfg.q_step)
+
+    @classmethod
+    def from_parts(cls, net, dec, path=None, sha256=None) -> LoadedModel:
+        net.eval()
+        return cls(net=net, dec=dec, path=None if path is None else str(path), sha256=sha256)
+
+
+def default_model_path() -> Path | None:
+    """``$LVPNET_WEIGHTS`` when set, else the shipped weights (``lvpnet/resources/lvpnet-v1.pt``);
+    None when neither exists (as the learned codec chooses its weights)."""
+    env = os.environ.get(WEIGHTS_ENV)
+    if env:
+        return Path(env)
+    try:
+        from .resources import path
+    except ImportError:  # pragma: no cover - resources not installed
+        return None
+    p = path(DEFAULT_WEIGHTS)
+    return p if p.is_file() else None
+
+
+def _device(device: str | None):
+    import torch
+
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(path: str, mtime_ns: int, size: int, device: str) -> LoadedModel:
+    import torch
+
+    from .model import IntegerDecoder, LVPNet, load_checkpoint
+
+    data = Path(path).read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    try:
+        ck = load_checkpoint(path, "cpu")
+        net = LVPNet.from_checkpoint(ck).to(device)
+        # float32 with TF32 off is exact for the integer path (every partial sum < 2**24), as the codec runs it
+        dec = IntegerDecoder.from_checkpoint(ck, device=device, dtype=torch.float32)
+    except Exception as e:
+        raise InputError(f"{path}: not usable as lvpnet model weights ({e})") from None
+    return LoadedModel.from_parts(net, dec, path, sha)
+
+
+def load_model(path: str | os.PathLike | None = None, device: str | None = "cpu") -> LoadedModel | None:
+    """Load a checkpoint (default: the shipped weights); None when no path is given and none ship.
+
+    ``device``: "cpu", "cuda" or "auto". Loaded models are cached by path,
+    modification time and device. A missing or unusable file raises InputError.
+    """
+    if path is None or str(path) in ("", "."):
+        path = default_model_path()
+        if path is None:
+            return None
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: model weights not found")
+    st = path.stat()
+    return _load_cached(str(path.resolve()), st.st_mtime_ns, st.st_size, str(_device(device)))
+
+
+# ------------------------------------------------------------------ one slice
+
+
+@dataclass
+class SliceMaps:
+    """Maps of one 2-D slice (see the module docstring for the exact definitions)."""
+
+    index: int  # flat slice index (leading axes in C order, as in .lvp files)
+    pixel_bits: np.ndarray  # float32 (rows, cols)
+    latent_bits: np.ndarray  # float32 (ceil(rows/32), ceil(cols/32))
+    z: np.ndarray  # int8 (channels, ceil(rows/32), ceil(cols/32))
+    qcm_before: np.ndarray  # float32 (ceil(rows/32), ceil(cols/32))
+    qcm_after: np.ndarray  # float32 (ceil(rows/32), ceil(cols/32))
+    pixel_bits_total: float  # float64 sum of the per-pixel code lengths
+    latent_bits_total: float  # float64 sum of the latent code lengths
+    block: int = BLOCK
+    plane_bits: list[dict] = field(default_factory=list)  # per plane: pixel_bits, latent_bits (RGB: 3 planes)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.pixel_bits.shape)
+
+    @property
+    def n_pixels(self) -> int:
+        return int(self.pixel_bits.size)
+
+    @property
+    def total_bits(self) -> float:
+        return self.pixel_bits_total + self.latent_bits_total
+
+    @property
+    def bits_per_pixel(self) -> float:
+        return self.total_bits / self.n_pixels
+
+    def on_grid(self, block_map: np.ndarray) -> np.ndarray:
+        """A per-block map (``latent_bits``, ``z``, ``qcm_*``) placed on this slice's pixel grid."""
+        return to_image_grid(block_map, self.shape, self.block)
+
+    def total_bits_map(self) -> np.ndarray:
+        """Pixel bits plus each block's latent bits spread evenly over its real pixels (sums to total_bits)."""
+        return self.pixel_bits + self.on_grid(self.latent_bits / block_pixel_counts(self.shape, self.block))
+
+
+def to_image_grid(block_map: np.ndarray, shape: Sequence[int], block: int = BLOCK) -> np.ndarray:
+    """(..., h, w) block cells -> (..., rows, cols): each cell covers its block x block pixels, cropped."""
+    a = np.asarray(block_map)
+    rows, cols = int(shape[-2]), int(shape[-1])
+    if a.shape[-2] * block < rows or a.shape[-1] * block < cols:
+        raise ValueError(f"a {a.shape[-2:]} block map does not cover a {rows} x {cols} image")
+    return np.repeat(np.repeat(a, block, axis=-2)[..., :rows, :], block, axis=-1)[..., :cols]
+
+
+def block_pixel_counts(shape: Sequence[int], block: int = BLOCK) -> np.ndarray:
+    """Number of real pixels in every block of a (rows, cols) image (edge blocks may be partial)."""
+    rows, cols = int(shape[-2]), int(shape[-1])
+    r = np.minimum(block, rows - block * np.arange(-(-rows // block)))
+    c = np.minimum(block, cols - block * np.arange(-(-cols // block)))
+    return np.outer(r, c)
+
+
+def tile_channels(z: np.ndarray, columns: int | None = None, fill=0) -> np.ndarray:
+    """(channels, h, w) -> one 2-D mosaic (a grid of the channel maps, row by row)."""
+    z = np.asarray(z)
+    n, h, w = z.shape
+    columns = columns or int(np.ceil(np.sqrt(n)))
+    rows = -(-n // columns)
+    out = np.full((rows * h, columns * w), fill, dtype=z.dtype)
+    for c in range(n):
+        r, k = divmod(c, columns)
+        out[r * h : (r + 1) * h, k * w : (k + 1) * w] = z[c]
+    return out
+
+
+def _integer_slice(x, rgb: bool) -> np.ndarray:
+    a = np.asarray(x)
+    if a.ndim != (3 if rgb else 2) or (rgb and a.shape[-1] != 3):
+        raise InputError(f"expected one {'RGB ' if rgb else ''}2-D slice, got shape {a.shape}")
+    if a.size == 0:
+        raise InputError("the slice is empty")
+    if a.dtype.kind == "b":
+        return a.astype(np.int64)
+    if a.dtype.kind == "f":
+        if not np.isfinite(a).all() or not np.array_equal(a, np.round(a)):
+            raise InputError("bit-cost maps need integer data; this slice holds non-integer floats")
+        return a.astype(np.int64)
+    if a.dtype.kind not in "iu":
+        raise InputError(f"bit-cost maps need integer data, not {a.dtype}")
+    return a.astype(np.int64)
+
+
+def _plane(model: LoadedModel, plane: np.ndarray) -> dict:
+    """Everything for one grey plane (int64 2-D), as float64 / int tensors moved to numpy."""
+    import torch
+
+    from .model import pixel_bits_exact
+    from .model.intnet import ExactMode
+    from .model.prep import padded_size, polyphase_pad, slice_params, sub_real_shape
+    from .model.qcm import qcm_int
+    from .model.tables import latent_bits_exact
+
+    net, dec = model.net, model.dec
+    cfg, f = dec.cfg, dec.f
+    vmin, R, B = slice_params(plane)
+    if R > MAX_RANGE:
+        raise InputError(f"the slice spans {R + 1} values; the model codes ranges of at most 16 bits")
+    v = plane - vmin
+    H, W = v.shape
+    Hp, Wp = padded_size(H, W, cfg.stride)
+    vp = polyphase_pad(v, Hp, Wp, f)
+    with torch.no_grad():
+        # what LVPNet.encode_slice does, keeping the float latent y as well
+        dev = next(net.parameters()).device
+        vt = torch.as_tensor(vp, device=dev).to(net.encoder.stem.weight.dtype)[None]
+        y, z_hard, _ = net.latent(vt, torch.tensor([B], device=dev))
+        y, z = y[0], z_hard[0].long()
+        lat = latent_bits_exact(z.to(dec.device), dec.latent_tables, dec.zmax)  # (C, hz, wz) float64
+        with ExactMode():
+            yt = qcm_int(z.to(dec.device, dec.dtype)[None], dec.qcm, dec.impl)[0]  # units Q/4
+        feats = dec.features(z)
+        bits = np.zeros((H, W), np.float64)
+        vs = torch.from_numpy(vp).to(dec.device)
+        ctx = []
+        for k, (di, dj) in enumerate(dec.order):
+            mu, s = dec.predict(feats, ctx, k, R, B)
+            sub = vs[di::f, dj::f]
+            hr, wr = sub_real_shape(H, W, f, di, dj)
+            b = pixel_bits_exact(sub[:hr, :wr], mu[:hr, :wr], s[:hr, :wr], R, dec.pixel_tables, dec.pixel_shifts, dec.K)
+            bits[di::f, dj::f] = b.cpu().numpy()
+            ctx.append(sub)  # the edge-padded sub-image, as the decoder rebuilds it
+        q = float(cfg.q_step)
+        yd = y.double().cpu()
+        zd = z.double().cpu()
+        before = (yd - zd * q).abs().mean(0)
+        after = (yd - yt.double().cpu() * (q / 4.0)).abs().mean(0)
+    return {
+        "pixel_bits": bits,
+        "latent_bits": lat.sum(0).cpu().numpy(),
+        "z": z.cpu().numpy(),
+        "qcm_before": before.numpy(),
+        "qcm_after": after.numpy(),
+    }
+
+
+def analyse_slice(x, model: LoadedModel, *, rgb: bool = False, index: int = 0) -> SliceMaps:
+    """Maps of one 2-D slice ((rows, cols), or (rows, cols, 3) with ``rgb``) under ``model``."""
+    from .model.prep import rgb_to_planes
+
+    a = _integer_slice(x, rgb)
+    planes = [p.astype(np.int64) for p in rgb_to_planes(a)] if rgb else [a]
+    parts = [_plane(model, p) for p in planes]
+    pixel = sum(p["pixel_bits"] for p in parts)
+    latent = sum(p["latent_bits"] for p in parts)
+    return SliceMaps(
+        index=int(index),
+        pixel_bits=pixel.astype(np.float32),
+        latent_bits=latent.astype(np.float32),
+        z=np.concatenate([p["z"] for p in parts]).astype(np.int8),
+        qcm_before=np.mean([p["qcm_before"] for p in parts], axis=0).astype(np.float32),
+        qcm_after=np.mean([p["qcm_after"] for p in parts], axis=0).astype(np.float32),
+        pixel_bits_total=float(sum(p["pixel_bits"].sum() for p in parts)),
+        latent_bits_total=float(sum(p["latent_bits"].sum() for p in parts)),
+        block=model.stride,
+        plane_bits=[{"pixel_bits": float(p["pixel_bits"].sum()), "latent_bits": float(p["latent_bits"].sum())}
+                    for p in parts],
+    )
+
+
+# ------------------------------------------------------------------ volumes and .lvp files
+
+
+@dataclass
+class Analysis:
+    """Result of ``iter_analyse``: per-slice totals, maps of the analysed slices, real chunk bits."""
+
+    frame_shape: tuple[int, ...]  # leading axes of the source (() for a 2-D image)
+    slice_shape: tuple[int, int]  # (rows, cols)
+    rgb: bool
+    indices: list[int]  # flat indices of the analysed slices
+    pixel_bits: np.ndarray | None  # (len(indices),) float64 estimated pixel bits; None without a model
+    latent_bits: np.ndarray | None  # (len(indices),) float64 estimated latent bits; None without a model
+    chunk_bits: np.ndarray | None  # (n_slices,) real bits of every stored chunk (.lvp only)
+    chunk_codecs: list[str] | None = None  # (n_slices,) the codec id of every stored chunk (.lvp only)
+    maps: list[SliceMaps] = field(default_factory=list)  # one per analysed slice (when maps were asked)
+    model_path: str | None = None
+    model_sha256: str | None = None
+    file_model: str | None = None  # the model id a .lvp names in its header (None: classical codec)
+
+    @property
+    def n_slices(self) -> int:
+        return int(np.prod(self.frame_shape, dtype=np.int64))
+
+    @property
+    def pixels_per_slice(self) -> int:
+        return int(self.slice_shape[0] * self.slice_shape[1])
+
+    @property
+    def has_model(self) -> bool:
+        return self.pixel_bits is not None
+
+    @property
+    def estimated_bits(self) -> np.ndarray | None:
+        """(len(indices),) pixel + latent bits (ideal code length) of the analysed slices."""
+        return None if self.pixel_bits is None else self.pixel_bits + self.latent_bits
+
+    @property
+    def model_matches_file(self) -> bool | None:
+        """Whether a .lvp was coded with these weights (None: unknown or no learned codec)."""
+        if self.file_model is None or self.model_sha256 is None:
+            return None
+        return self.file_model == self.model_sha256
+
+    def stack(self, name: str, on_grid: bool = False) -> np.ndarray:
+        """One map of every analysed slice stacked on a leading axis: 'pixel_bits', 'latent_bits',
+        'z', 'qcm_before', 'qcm_after' or 'total_bits' (pixel bits with the latent share spread in)."""
+        if not self.maps:
+            raise ValueError("no maps were computed")
+        if name == "total_bits":
+            return np.stack([m.total_bits_map() for m in self.maps])
+        out = np.stack([getattr(m, name) for m in self.maps])
+        if on_grid and name != "pixel_bits":
+            out = to_image_grid(out, self.slice_shape, self.maps[0].block)
+        return out
+
+    def histogram(self, bins: int = 50) -> tuple[np.ndarray, np.ndarray]:
+        """(counts, edges) of the per-pixel code length over the analysed slices."""
+        values = np.concatenate([m.pixel_bits.ravel() for m in self.maps]) if self.maps else np.zeros(0)
+        hi = float(values.max()) if values.size else 1.0
+        return np.histogram(values, bins=bins, range=(0.0, max(hi, 1e-6)))
+
+
+def slice_layout(shape: Sequence[int], rgb: bool) -> tuple[tuple[int, ...], tuple[int, int]]:
+    """(frame_shape, (rows, cols)) of an array laid out (frames..., rows, cols[, 3])."""
+    shape = tuple(int(n) for n in shape)
+    spatial = shape[:-1] if rgb else shape
+    if len(spatial) < 2:
+        raise InputError(f"shape {shape} is not an image: need at least rows and columns")
+    return spatial[:-2], (spatial[-2], spatial[-1])
+
+
+def flat_index(frame_index: Sequence[int], frame_shape: Sequence[int]) -> int:
+    """Flat slice index of a position on the leading axes (clipped into range)."""
+    if not frame_shape:
+        return 0
+    idx = [min(max(int(i), 0), int(n) - 1) for i, n in zip(frame_index, frame_shape)]
+    return int(np.ravel_multi_index(idx, tuple(frame_shape)))
+
+
+def _chunk_codecs(lvp: LvpFile) -> list[str]:
+    table = lvp.header.get("codecs") or []
+    return [str(table[rec.codec]["id"]) for rec in lvp._reader.records]
+
+
+def _get_slice(source, i: int, frames: tuple[int, ...]) -> np.ndarray:
+    if isinstance(source, LvpFile):
+        return source.read_slice(i)
+    if not frames:
+        return np.asarray(source)
+    return np.asarray(source[np.unravel_index(i, frames)])
+
+
+def iter_analyse(
+    source,
+    model: LoadedModel | None,
+    *,
+    rgb: bool = False,
+    indices: Sequence[int] | None = None,
+    maps: bool = True,
+    lvp: LvpFile | None = None,
+) -> Generator[Progress, None, Analysis]:
+    """Analyse slices of ``source`` (an array-like (frames..., rows, cols[, 3]), e.g. a napari layer's
+    numpy or dask data, or an ``LvpFile``), yielding ``Progress('inspect', done, total)``.
+
+    ``indices``: flat slice indices (default: all). ``maps``: keep every analysed slice's maps
+    (False: totals only). ``model`` None: no estimates and no maps, only the real chunk bits of a
+    .lvp (``source`` itself or ``lvp``: the file a layer was opened from). Returns an ``Analysis``.
+    """
+    if isinstance(source, LvpFile):
+        lvp = source
+        rgb = source.rgb
+        shape = source.shape
+    else:
+        shape = source.shape
+    frames, sshape = slice_layout(shape, rgb)
+    n = int(np.prod(frames, dtype=np.int64))
+    idx = list(range(n)) if indices is None else [int(i) for i in indices]
+    for i in idx:
+        if not 0 <= i < n:
+            raise InputError(f"slice {i} out of range 0..{n - 1}")
+    chunk_bits = chunk_codecs = file_model = None
+    if lvp is not None:
+        if len(lvp) != n:
+            raise InputError(f"{lvp.name}: {len(lvp)} slices, the image has {n}")
+        chunk_bits = np.array([8 * lvp.chunk_bytes(i) for i in range(n)], dtype=np.float64)
+        chunk_codecs = _chunk_codecs(lvp)
+        file_model = lvp.header.get("model")
+    result = Analysis(
+        frame_shape=tuple(frames), slice_shape=sshape, rgb=rgb, indices=idx, pixel_bits=None, latent_bits=None,
+        chunk_bits=chunk_bits, chunk_codecs=chunk_codecs, file_model=file_model,
+        model_path=None if model is None else model.path, model_sha256=None if model is None else model.sha256,
+    )
+    if model is None:
+        yield Progress("inspect", 1, 1)
+        return result
+    pix, lat = np.zeros(len(idx)), np.zeros(len(idx))
+    yield Progress("inspect", 0, len(idx))
+    for k, i in enumerate(idx):
+        m = analyse_slice(_get_slice(source, i, tuple(frames)), model, rgb=rgb, index=i)
+        pix[k], lat[k] = m.pixel_bits_total, m.latent_bits_total
+        if maps:
+            result.maps.append(m)
+        yield Progress("inspect", k + 1, len(idx))
+    result.pixel_bits, result.latent_bits = pix, lat
+    return result
+
+
+def iter_slice_totals(source, model: LoadedModel | None, *, rgb: bool = False,
+                      lvp: LvpFile | None = None) -> Generator[Progress, None, Analysis]:
+    """Per-slice totals (estimated bits, and real chunk bits for a .lvp) of every slice; no maps kept."""
+    return (yield from iter_analyse(source, model, rgb=rgb, lvp=lvp, maps=False))
+
+
+__all__ = [
+    "BLOCK",
+    "MAPS",
+    "Analysis",
+    "LoadedModel",
+    "SliceMaps",
+    "analyse_slice",
+    "block_pixel_counts",
+    "default_model_path",
+    "flat_index",
+    "iter_analyse",
+    "iter_slice_totals",
+    "load_model",
+    "slice_layout",
+    "tile_channels",
+    "to_image_grid",
+]

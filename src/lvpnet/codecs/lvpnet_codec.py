@@ -1,0 +1,195 @@
+"""The learned codec (LVPNet): one 2-D slice <-> a chunk of real constriction streams.
+
+Chunk layout, version 1 (docs/FORMAT.md, section "lvpnet"), little-endian:
+
+    byte 0          P, the number of planes: 1 (grey) or 3 (RGB as G, R-G, B-G)
+    P x 16 bytes    per plane: vmin (i32), R (u32), latent_words (u32), pixel_words (u32)
+    then per plane  latent_words u32 words of the latent ANS stream,
+                    then pixel_words u32 words of the pixel ANS stream
+
+A plane with R = 0 (constant) has no streams (both word counts 0). The streams
+must tile the chunk exactly. Which weights wrote a chunk is the file header's
+``model`` (sha256 of the weights file); see ``lvpnet_entropy`` for the coding
+order inside the streams and ``lvpnet_engine`` for the model side.
+
+torch and the weights are loaded on first use, not on import.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from .base import Codec
+
+WEIGHTS_NAME = "lvpnet-v1.pt"
+WEIGHTS_ENV = "LVPNET_WEIGHTS"
+_PLANE = struct.Struct("<iIII")
+
+
+def shipped_weights() -> Path | None:
+    """The weights shipped in ``lvpnet.resources``, or None when not installed."""
+    try:
+        from ..resources import path
+    except ImportError:  # pragma: no cover - resources are part of the package
+        return None
+    p = path(WEIGHTS_NAME)
+    return p if p.is_file() else None
+
+
+def default_weights() -> Path | None:
+    """``$LVPNET_WEIGHTS`` when set, else the shipped weights (None when neither exists)."""
+    env = os.environ.get(WEIGHTS_ENV)
+    if env:
+        return Path(env)
+    return shipped_weights()
+
+
+def pack_chunk(planes: list[tuple[int, int, np.ndarray, np.ndarray]]) -> bytes:
+    head = [bytes([len(planes)])]
+    body = []
+    for vmin, R, lat, pix in planes:
+        head.append(_PLANE.pack(int(vmin), int(R), len(lat), len(pix)))
+        body.append(np.ascontiguousarray(lat, dtype="<u4").tobytes())
+        body.append(np.ascontiguousarray(pix, dtype="<u4").tobytes())
+    return b"".join(head + body)
+
+
+def unpack_chunk(data: bytes, n_planes: int) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
+    if len(data) < 1 or data[0] != n_planes:
+        raise ValueError(f"lvpnet chunk: expected {n_planes} plane(s)")
+    pos = 1 + n_planes * _PLANE.size
+    if len(data) < pos:
+        raise ValueError("lvpnet chunk: truncated header")
+    out = []
+    for i in range(n_planes):
+        vmin, R, nl, npx = _PLANE.unpack_from(data, 1 + i * _PLANE.size)
+        if R == 0 and (nl or npx):
+            raise ValueError("lvpnet chunk: streams for a constant plane")
+        if R > 0 and (nl == 0 or npx == 0):
+            raise ValueError("lvpnet chunk: missing stream")
+        end = pos + 4 * (nl + npx)
+        if end > len(data):
+            raise ValueError("lvpnet chunk: truncated stream")
+        words = np.frombuffer(data, dtype="<u4", count=nl + npx, offset=pos).astype(np.uint32)
+        out.append((vmin, R, words[:nl], words[nl:]))
+        pos = end
+    if pos != len(data):
+        raise ValueError("lvpnet chunk: trailing bytes")
+    return out
+
+
+class LVPNetCodec(Codec):
+    """LVPNet with real constriction bitstreams. ``device``: "auto" | "cpu" | "cuda" (GMSM and integer path)."""
+
+    id = "lvpnet"
+    version = 1
+    reads_versions = (1,)
+
+    def __init__(self, weights: str | os.PathLike | None = None, device: str = "auto"):
+        self._weights = Path(weights) if weights is not None else None
+        self._device = device
+        self._engine = None
+
+    # ------------------------------------------------------------------ configuration
+    @property
+    def weights(self) -> Path | None:
+        return self._weights if self._weights is not None else default_weights()
+
+    @property
+    def device(self) -> str:
+        return self._device
+
+    @device.setter
+    def device(self, value: str) -> None:
+        if value not in ("auto", "cpu", "cuda") and not str(value).startswith("cuda:"):
+            raise InputError(f"device must be auto, cpu or cuda, not {value!r}")
+        if value != self._device:
+            self._device = value
+            self._engine = None
+
+    def is_available(self) -> bool:
+        w = self.weights
+        return w is not None and w.is_file()
+
+    def engine(self):
+        if self._engine is None:
+            w = self.weights
+            if w is None or not w.is_file():
+                where = w if w is not None else f"lvpnet/resources/{WEIGHTS_NAME}"
+                raise InputError(
+                    f"the learned codec's weights are not installed ({where} is missing); "
+                    "use --codec fallback, or set LVPNET_WEIGHTS to a weights file"
+                )
+            from .lvpnet_engine import Engine
+
+            try:
+                self._engine = Engine(w, self._device)
+            except RuntimeError as e:
+                raise InputError(f"lvpnet codec: {e}") from None
+        return self._engine
+
+    # ------------------------------------------------------------------ Codec
+    def accepts(self, dtype: np.dtype, rgb: bool) -> bool:
+        dtype = np.dtype(dtype)
+        return dtype.kind in "iu" and dtype.itemsize <= 2
+
+    def model_id(self) -> str | None:
+        return self.engine().sha256
+
+    def _planes(self, slice_: np.ndarray) -> list[np.ndarray]:
+        if slice_.ndim == 3:
+            from ..model.prep import rgb_to_planes
+
+            return rgb_to_planes(slice_)
+        if slice_.ndim != 2:
+            raise ValueError(f"lvpnet codec: a slice must be 2-D or 2-D RGB, got shape {slice_.shape}")
+        return [slice_]
+
+    def encode(self, slice_: np.ndarray) -> bytes:
+        if not self.accepts(slice_.dtype, slice_.ndim == 3):
+            raise InputError(f"lvpnet codec does not take {slice_.dtype} data")
+        eng = self.engine()
+        planes = [eng.encode_plane(p) for p in self._planes(np.asarray(slice_))]
+        return pack_chunk(planes)
+
+    def decode(self, data: bytes, shape: tuple[int, ...], dtype: np.dtype, version: int) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        if version not in self.reads_versions:
+            raise ValueError(f"lvpnet chunk version {version} is not supported")
+        rgb = len(shape) == 3
+        H, W = shape[:2]
+        planes = unpack_chunk(data, 3 if rgb else 1)
+        eng = self.engine()
+        out = [eng.decode_plane(vmin, R, lat, pix, H, W) for vmin, R, lat, pix in planes]
+        if rgb:
+            from ..model.prep import planes_to_rgb
+
+            return planes_to_rgb(out, dtype)
+        info = np.iinfo(dtype)
+        vmin, R = planes[0][0], planes[0][1]
+        if vmin < info.min or vmin + R > info.max:
+            raise ValueError("lvpnet chunk: value range outside the dtype")
+        return out[0].astype(dtype)
+
+    def chunk_stats(self, data: bytes, shape: tuple[int, ...], dtype: np.dtype, version: int) -> dict[str, float]:
+        rgb = len(shape) == 3
+        H, W = shape[:2]
+        planes = unpack_chunk(data, 3 if rgb else 1)
+        eng = self.engine()
+        est_lat = est_pix = 0.0
+        for vmin, R, lat, pix in planes:
+            _out, bl, bp = eng.decode_plane(vmin, R, lat, pix, H, W, want_bits=True)
+            est_lat += bl
+            est_pix += bp
+        return {
+            "latent_bits": float(32 * sum(len(p[2]) for p in planes)),
+            "pixel_bits": float(32 * sum(len(p[3]) for p in planes)),
+            "estimated_bits": est_lat + est_pix,
+            "estimated_latent_bits": est_lat,
+            "estimated_pixel_bits": est_pix,
+        }

@@ -1,0 +1,237 @@
+"""The learned codec's model side: one grey plane <-> (latent words, pixel words).
+
+Imports torch (the codec module imports this lazily). Encoder and decoder walk
+the same integer path (``lvpnet.model.IntegerDecoder``) from the same ``z``:
+the encoder never uses the float QAT forward for its tables, so what it codes
+with is exactly what the decoder will compute, on any device.
+
+Exactness of the decoder side on CPU: the integer path runs in float32 here
+(``IntegerDecoder(dtype=float32)``), exact because every partial sum of every
+integer layer is below 2**24 (checked when the layers are built, see
+``lvpnet.model.intnet``); tests compare it with the float64 path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+
+import numpy as np
+import torch
+
+from ..model import IntegerDecoder, LVPNet, load_checkpoint, prep
+from ..model.intnet import AMAX, ExactMode
+from ..model.predictor import HEAD_FW, S_OFF, neighbours, trunk_int
+from ..model.tables import values_from_symbols
+from .lvpnet_entropy import LatentCoder, PixelCoder, new_coder
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("CUDA was asked for but no CUDA device is available")
+    return dev
+
+
+def file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class Engine:
+    """Weights loaded once; encoder (float GMSM) built on first encode."""
+
+    def __init__(self, weights: str | os.PathLike, device="auto"):
+        self.weights = os.fspath(weights)
+        self.device = resolve_device(device)
+        self._ck = load_checkpoint(self.weights, "cpu")
+        self.sha256 = file_sha256(self.weights)
+        # exact integer path: float32 on CPU and CUDA (TF32 off inside IntegerDecoder)
+        self.dec = IntegerDecoder(self._ck["decoder"], device=self.device, dtype=torch.float32)
+        self.cfg = self.dec.cfg
+        self.latent = LatentCoder(self.dec.latent_tables.cpu().numpy())
+        self.pixels = PixelCoder(self.dec.pixel_tables.cpu().numpy(), self.dec.pixel_shifts.cpu().numpy(), self.dec.K)
+        self.shifts_cpu = self.dec.pixel_shifts.cpu()
+        self._model: LVPNet | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def channels(self) -> int:
+        return int(self.dec.latent_tables.shape[0])
+
+    def model(self) -> LVPNet:
+        with self._lock:
+            if self._model is None:
+                # Only the float encoder (GMSM) is used on this side, so only its weights are loaded:
+                # training-only parts of the checkpoint (prior state, QAT parameters) may change
+                # between model versions without touching the codec.
+                model = LVPNet(self._ck["config"])
+                prefix = "encoder."
+                enc = {k[len(prefix):]: v for k, v in self._ck["state_dict"].items() if k.startswith(prefix)}
+                model.encoder.load_state_dict(enc)
+                self._model = model.to(self.device).eval()
+            return self._model
+
+    def latent_shape(self, H: int, W: int) -> tuple[int, int, int]:
+        Hp, Wp = prep.padded_size(H, W, self.cfg.stride)
+        return self.channels, Hp // self.cfg.stride, Wp // self.cfg.stride
+
+    # ------------------------------------------------------------------ one prediction step
+    def _step_spec(self, k: int) -> dict:
+        """The predictor's exported integers with the head cut to step ``k``'s outputs.
+
+        A 1x1 conv's output channels are independent, so the cut head computes exactly the
+        integers ``IntegerDecoder.predict`` slices out of the full head (for 1 of ``steps``
+        times the work)."""
+        cache = self.__dict__.setdefault("_specs", {})
+        if k not in cache:
+            spec = dict(self.dec.pred)
+            P = 2 + 9 * (self.dec.steps - 1)
+            head = dict(spec["head"])
+            head["weight"] = head["weight"][k * P : (k + 1) * P].contiguous()
+            head["bias"] = head["bias"][k * P : (k + 1) * P].contiguous()
+            spec["head"] = head
+            cache[k] = spec
+        return cache[k]
+
+    def predict(self, feats: torch.Tensor, ctx: list, k: int, R: int, B: int):
+        """Same integers as ``IntegerDecoder.predict`` (tests compare them), faster on the CPU.
+
+        Work-arounds of the model API, all exact: the head is cut to step ``k``; the
+        neighbour-weighted average uses only the ``k`` available context sub-images (the
+        others have weight 0 there) and sums in float64 (every partial sum is an integer
+        below 27 * 128 * 2**17 < 2**53) instead of int64 over all of them.
+        """
+        dec = self.dec
+        h, w = feats.shape[-2:]
+        nctx = dec.steps - 1
+        with ExactMode():
+            if nctx:
+                ctx_v = torch.zeros((1, nctx, h, w), dtype=torch.int64, device=self.device)
+                for c in range(min(k, nctx)):
+                    ctx_v[0, c] = ctx[c]
+                avail = (torch.arange(nctx, device=self.device) < k)[None]
+                ctx_u = prep.to_ctx(ctx_v, B).to(dec.dtype)
+            else:
+                ctx_v = ctx_u = avail = None
+            raw = trunk_int(self._step_spec(k), feats, ctx_u, avail, dec.impl)[0]  # (P, h, w), integers
+            fw = HEAD_FW
+            m_int = torch.round(raw[0]).long()
+            s_net = torch.clamp(torch.floor(raw[1] * 2.0 ** -(fw + 2)) + S_OFF, 0, AMAX).long()
+            s_idx = torch.clamp(s_net - dec.cfg.per_octave * (16 - B), 0, dec.cfg.n_scales - 1)
+            delta = (m_int << B) >> (fw + 4)
+            navail = min(k, nctx)
+            if navail == 0:
+                base = torch.full_like(delta, (1 << B) >> 1)
+            else:
+                a = torch.clamp(torch.floor(raw[2 : 2 + 9 * navail] * 2.0**-fw), 0, AMAX) + 1.0
+                nb = neighbours(ctx_v[:, :navail])[0]
+                num = (a.double() * nb.double()).sum(0).long()
+                A = a.sum(0).long()
+                base = torch.div(num + (A >> 1), A, rounding_mode="floor")
+            mu = torch.clamp(base + delta, min=0, max=R)
+        return mu, s_idx
+
+    # ------------------------------------------------------------------ the shared walk
+    def _walk(self, z: torch.Tensor, R: int, H: int, W: int, step):
+        """Run the integer path from ``z``; ``step(k, mu, s, (di, dj)) -> real values of sub-image k``."""
+        dec, f = self.dec, self.dec.f
+        B = prep.bit_depth(R)
+        Hp, Wp = prep.padded_size(H, W, self.cfg.stride)
+        feats = dec.features(z)
+        ctx = []
+        for k, (di, dj) in enumerate(dec.order):
+            hr, wr = prep.sub_real_shape(H, W, f, di, dj)
+            if hr * wr:
+                mu, s = self.predict(feats, ctx, k, R, B)
+                mu = mu[:hr, :wr].cpu().numpy()
+                s = s[:hr, :wr].cpu().numpy()
+            else:
+                mu = s = np.zeros((hr, wr), np.int64)
+            sub = step(k, mu, s, (di, dj))
+            if k < dec.steps - 1:  # the last sub-image is context for nothing
+                ctx.append(prep.pad_edge(torch.from_numpy(sub).to(self.device), Hp // f, Wp // f))
+
+    # ------------------------------------------------------------------ encode
+    @torch.no_grad()
+    def encode_plane(self, x: np.ndarray, want_bits: bool = False):
+        """Integer plane (H, W) -> (vmin, R, latent words, pixel words[, estimated bits])."""
+        x = np.asarray(x).astype(np.int64)
+        H, W = x.shape
+        vmin, R, B = prep.slice_params(x)
+        if R == 0:
+            empty = np.zeros(0, np.uint32)
+            return (vmin, 0, empty, empty, 0.0) if want_bits else (vmin, 0, empty, empty)
+        v = x - vmin
+        f = self.dec.f
+        Hp, Wp = prep.padded_size(H, W, self.cfg.stride)
+        vp = prep.polyphase_pad(v, Hp, Wp, f)
+        z = self.model().encode_slice(vp, B, device=self.device)
+        zs = self.dec.latent_symbols(z).cpu().numpy()
+        items = []
+
+        def step(k, mu, s, pos):
+            di, dj = pos
+            sub = np.ascontiguousarray(v[di::f, dj::f])
+            if sub.size:
+                sym, low, _nb, esc = self.dec.symbols(torch.from_numpy(sub), torch.from_numpy(mu), torch.from_numpy(s))
+                sym, low, esc = sym.numpy(), low.numpy(), esc.numpy()
+                items.append((sym, np.where(esc, sub, low), s))
+            return sub
+
+        z = z.to(self.device)
+        self._walk(z, R, H, W, step)
+        lat = self.latent.encode(zs)
+        coder = new_coder()
+        for sym, extra, s in reversed(items):
+            self.pixels.push_step(coder, sym, extra, s, R)
+        pix = coder.get_compressed()
+        if not want_bits:
+            return vmin, R, lat, pix
+        est = self.latent.bits(zs) + sum(self.pixels.bits(sym, s, R) for sym, _e, s in items)
+        return vmin, R, lat, pix, est
+
+    # ------------------------------------------------------------------ decode
+    @torch.no_grad()
+    def decode_plane(self, vmin: int, R: int, lat: np.ndarray, pix: np.ndarray, H: int, W: int, want_bits=False):
+        if R == 0:
+            out = np.full((H, W), vmin, dtype=np.int64)
+            return (out, 0.0, 0.0) if want_bits else out
+        zs = self.latent.decode(lat, self.latent_shape(H, W))
+        z = torch.from_numpy(zs.astype(np.int64) - self.dec.zmax).to(self.device)
+        coder = new_coder(pix)
+        out = np.empty((H, W), dtype=np.int64)
+        f = self.dec.f
+        pix_bits = [0.0]
+
+        def step(k, mu, s, pos):
+            di, dj = pos
+            if mu.size == 0:
+                return np.zeros(mu.shape, np.int64)
+            sym, extra = self.pixels.pop_step(coder, s, R)
+            esc = sym == self.pixels.esc
+            low = np.where(esc, 0, extra)
+            vals = values_from_symbols(
+                torch.from_numpy(sym), torch.from_numpy(low), torch.from_numpy(mu), torch.from_numpy(s),
+                self.shifts_cpu, self.dec.K, torch.from_numpy(extra),
+            ).numpy()
+            if vals.size and (vals.min() < 0 or vals.max() > R):
+                raise ValueError("decoded value outside the slice's range (damaged stream or other weights)")
+            out[di::f, dj::f] = vals
+            if want_bits:
+                pix_bits[0] += self.pixels.bits(sym, s, R)
+            return vals
+
+        self._walk(z, R, H, W, step)
+        if not coder.is_empty():
+            raise ValueError("pixel stream has data left over (damaged stream or other weights)")
+        out += vmin
+        if want_bits:
+            return out, self.latent.bits(zs), pix_bits[0]
+        return out

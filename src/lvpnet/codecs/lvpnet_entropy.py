@@ -1,0 +1,160 @@
+"""constriction streams of the learned codec: the latent coder and the pixel coder.
+
+No torch here: this module sees only integer numpy arrays (symbols, scale
+indices, the model's integer frequency tables) and turns them into ANS streams
+(``constriction.stream.stack.AnsCoder``, 32-bit words) and back.
+
+Why the models are grouped rather than given per symbol: a pixel's table is
+``pixel_tables[s]`` for its scale index ``s`` (one of ~80 fixed rows), and a
+latent's table is ``latent_tables[c]`` for its channel ``c``. So instead of an
+``(N, 130)`` probability array per call (272 MB of float64 for one 512x512
+slice) every distinct table becomes one ``Categorical`` built once per codec,
+and all symbols that use it are coded in one batch call. The coding order is a
+fixed function of what the decoder already knows (the scale index of every
+pixel of a sub-image is known before any of its pixels is decoded), so both
+sides walk the same order. Integer tables passed as float64 are exact inputs;
+constriction (``perfect=False``) turns them into its 24-bit fixed-point model
+deterministically.
+
+Orders (the decoder's; the encoder pushes the same items in reverse, ANS being
+a stack):
+
+* latent stream: channel 0, 1, ..., C-1; within a channel the latent grid in
+  C (raster) order;
+* pixel stream, per sub-image step k = 0, 1, ...: first the symbols, grouped by
+  scale index s ascending and in raster order inside a group; then one batch of
+  uniform "extras" in raster order: for a non-escaped pixel with ``b_s > 0``
+  its ``b_s`` low bits (uniform over ``2**b_s``), for an escaped pixel its value
+  (uniform over ``[0, R]``); pixels with neither have no extra.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import constriction
+
+_model = constriction.stream.model
+_stack = constriction.stream.stack
+
+
+def _categorical(freqs: np.ndarray):
+    p = np.ascontiguousarray(np.asarray(freqs, dtype=np.float64))
+    return _model.Categorical(p, perfect=False)
+
+
+def words_to_bytes(words: np.ndarray) -> bytes:
+    return np.ascontiguousarray(words, dtype="<u4").tobytes()
+
+
+def bytes_to_words(data: bytes) -> np.ndarray:
+    if len(data) % 4:
+        raise ValueError("stream length is not a multiple of 4 bytes")
+    return np.frombuffer(data, dtype="<u4").astype(np.uint32)
+
+
+class LatentCoder:
+    """Per-channel categorical tables over ``z + zmax`` (symbols ``0 .. 2 zmax``)."""
+
+    def __init__(self, tables: np.ndarray):
+        self.tables = np.asarray(tables)
+        self.models = [_categorical(t) for t in self.tables]
+
+    def encode(self, syms: np.ndarray) -> np.ndarray:
+        """syms (C, hz, wz) int -> compressed uint32 words."""
+        C = syms.shape[0]
+        flat = np.ascontiguousarray(syms.reshape(C, -1), dtype=np.int32)
+        coder = _stack.AnsCoder()
+        for c in range(C - 1, -1, -1):
+            coder.encode_reverse(flat[c], self.models[c])
+        return coder.get_compressed()
+
+    def decode(self, words: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+        C, hz, wz = shape
+        if C != len(self.models):
+            raise ValueError("latent channel count differs from the model's")
+        coder = _stack.AnsCoder(np.ascontiguousarray(words, dtype=np.uint32))
+        out = np.empty((C, hz * wz), dtype=np.int32)
+        for c in range(C):
+            out[c] = coder.decode(self.models[c], hz * wz)
+        if not coder.is_empty():
+            raise ValueError("latent stream has data left over (damaged stream or other weights)")
+        return out.reshape(C, hz, wz)
+
+    def bits(self, syms: np.ndarray) -> float:
+        """Ideal code length (-log2 p under the integer tables) of the symbols."""
+        C = syms.shape[0]
+        f = np.take_along_axis(self.tables, syms.reshape(C, -1).astype(np.int64), axis=1)
+        return float(-np.log2(f / float(self.tables[0].sum())).sum())
+
+
+class PixelCoder:
+    """Symbols with ``pixel_tables[s]`` and the uniform extras (low bits, escaped values)."""
+
+    def __init__(self, tables: np.ndarray, shifts: np.ndarray, K: int):
+        self.tables = np.asarray(tables)
+        self.shifts = np.asarray(shifts, dtype=np.int64)
+        self.K = int(K)
+        self.esc = 2 * self.K + 1
+        self.models = [_categorical(t) for t in self.tables]
+        self.uniform = _model.Uniform()
+
+    def _groups(self, s: np.ndarray):
+        """(order, counts): raster positions sorted by scale index (stable), pixels per index."""
+        s = s.reshape(-1)
+        order = np.argsort(s, kind="stable")
+        counts = np.bincount(s, minlength=len(self.models))
+        return order, counts
+
+    def extra_sizes(self, sym: np.ndarray, s: np.ndarray, R: int) -> np.ndarray:
+        """Alphabet size of every pixel's extra (0: none), raster order."""
+        sym = sym.reshape(-1)
+        b = self.shifts[s.reshape(-1)]
+        size = np.where(sym == self.esc, R + 1, np.left_shift(1, b))
+        return np.where(size >= 2, size, 0).astype(np.int64)
+
+    def push_step(self, coder, sym: np.ndarray, extra: np.ndarray, s: np.ndarray, R: int) -> None:
+        """Encoder: push one sub-image (call for steps in reverse order)."""
+        sizes = self.extra_sizes(sym, s, R)
+        has = sizes > 0
+        if has.any():
+            coder.encode_reverse(
+                np.ascontiguousarray(extra.reshape(-1)[has], dtype=np.int32),
+                self.uniform,
+                np.ascontiguousarray(sizes[has], dtype=np.int32),
+            )
+        order, counts = self._groups(s)
+        flat = sym.reshape(-1)
+        ends = np.cumsum(counts)
+        for si in range(len(counts) - 1, -1, -1):
+            n = counts[si]
+            if n:
+                idx = order[ends[si] - n : ends[si]]
+                coder.encode_reverse(np.ascontiguousarray(flat[idx], dtype=np.int32), self.models[si])
+
+    def pop_step(self, coder, s: np.ndarray, R: int) -> tuple[np.ndarray, np.ndarray]:
+        """Decoder: -> (sym, extra) int64 arrays shaped like ``s``."""
+        order, counts = self._groups(s)
+        sym = np.empty(s.size, dtype=np.int64)
+        start = 0
+        for si, n in enumerate(counts):
+            if n:
+                sym[order[start : start + n]] = coder.decode(self.models[si], int(n))
+                start += n
+        sizes = self.extra_sizes(sym, s, R)
+        has = sizes > 0
+        extra = np.zeros(s.size, dtype=np.int64)
+        if has.any():
+            extra[has] = coder.decode(self.uniform, np.ascontiguousarray(sizes[has], dtype=np.int32))
+        return sym.reshape(s.shape), extra.reshape(s.shape)
+
+    def bits(self, sym: np.ndarray, s: np.ndarray, R: int) -> float:
+        """Ideal code length: -log2 of the table entries plus log2 of every extra's alphabet."""
+        f = self.tables[s.reshape(-1), sym.reshape(-1)].astype(np.float64)
+        total = float(self.tables[0].sum())
+        sizes = self.extra_sizes(sym, s, R)
+        return float(-np.log2(f / total).sum() + np.log2(sizes[sizes > 0].astype(np.float64)).sum())
+
+
+def new_coder(words: np.ndarray | None = None):
+    return _stack.AnsCoder() if words is None else _stack.AnsCoder(np.ascontiguousarray(words, dtype=np.uint32))

@@ -1,0 +1,412 @@
+"""LVPNet: the trainable model (float encoder + QAT integer decoder) and its exact integer decoder.
+
+Encoder side (float, any device): ``LVPNet.encode_slice(v) -> z``.
+Decoder side (integer-exact): ``IntegerDecoder`` built from the checkpoint's
+exported integers; encoder and decoder both call it to get, for every pixel of
+sub-image ``k``, an integer location ``mu`` and scale index ``s``; the frequency
+table of the pixel is ``pixel_tables[s]`` (see ``tables.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .gmsm import GMSM
+from .intnet import ExactMode
+from .predictor import Predictor, head_params, trunk_int
+from .prep import ORDERS, padded_size, polyphase_pad, slice_params, sub_real_shape, to_ctx
+from .prior import FactorizedPrior
+from .qcm import QCM, qcm_int
+from .intnet import IntConv2d, int_conv
+from .tables import (
+    TOTAL,
+    _log_bin,
+    build_pixel_tables,
+    latent_bits_exact,
+    pixel_bits_exact,
+    pixel_symbols,
+)
+
+FORMAT = "lvpnet-model-1"
+
+
+@dataclass
+class ModelConfig:
+    stride: int = 32
+    latent_ratio: float = 0.15
+    latent_channels: int | None = None  # default round(latent_ratio * stride**2)
+    q_step: float = 1.0
+    zmax: int = 31
+    enc_widths: list | None = None
+    qcm_hidden: int = 64
+    up_channels: int = 16
+    subimage: int = 2  # 2 = 2x2 sub-image autoregression (4 passes), 1 = one pass
+    pred_width: int = 48
+    ctx_width: int = 32
+    pred_layers: int = 3
+    K: int = 64
+    n_scales: int = 80
+    per_octave: int = 4
+    sigma_min: float = 0.08
+    qcm_weight: float = 1.0
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.latent_channels is None:
+            self.latent_channels = int(round(self.latent_ratio * self.stride**2))
+        if self.subimage not in (1, 2):
+            raise ValueError("subimage must be 1 (one pass) or 2 (2x2 sub-images)")
+        if self.stride % self.subimage:
+            raise ValueError("stride must be a multiple of subimage")
+
+
+def _ste_floor(x):
+    return x + (torch.floor(x) - x).detach()
+
+
+class LVPNet(nn.Module):
+    """Training-time model. ``forward`` returns the code length (bits) of a batch."""
+
+    def __init__(self, cfg: ModelConfig | dict | None = None):
+        super().__init__()
+        if cfg is None:
+            cfg = ModelConfig()
+        elif isinstance(cfg, dict):
+            cfg = ModelConfig(**cfg)
+        self.cfg = cfg
+        C = cfg.latent_channels
+        f = cfg.subimage
+        self.f = f
+        self.steps = f * f
+        self.encoder = GMSM(C, cfg.stride, cfg.enc_widths)
+        self.prior = FactorizedPrior(C, cfg.zmax)
+        self.qcm = QCM(C, cfg.qcm_hidden, cfg.zmax)
+        self.up_factor = cfg.stride // f
+        self.up = IntConv2d(C, self.up_factor**2 * cfg.up_channels, 1, in_max=4 * cfg.zmax + 3, f_in=2, f_out=4)
+        self.predictor = Predictor(cfg.up_channels, f, cfg.pred_width, cfg.ctx_width, cfg.pred_layers)
+        tabs, shifts = build_pixel_tables(cfg.n_scales, cfg.per_octave, cfg.sigma_min, cfg.K)
+        self.register_buffer("pixel_tables", torch.from_numpy(tabs))
+        self.register_buffer("pixel_shifts", torch.from_numpy(shifts))
+
+    # ------------------------------------------------------------ encoder side
+    def latent(self, v: torch.Tensor, B: torch.Tensor):
+        """Padded slices (N, Hp, Wp) integer-valued, bit depths (N,) -> (y, z_hard, (z_rate, z_dec))."""
+        dt = self.encoder.stem.weight.dtype
+        x = v.to(dt) * torch.exp2(-B.to(dt)).view(-1, 1, 1) - 0.5
+        y = self.encoder(x[:, None])
+        yq = y / self.cfg.q_step
+        z_hard = torch.clamp(torch.floor(yq), -self.cfg.zmax, self.cfg.zmax).detach()
+        # Two straight-through versions of z (same forward value z_hard):
+        # z_rate, unclamped, for the prior: outside the coded range its gradient pulls y back;
+        # z_dec, clamped, for the decoder: no decoder gradient pushes y beyond +-zmax (else y drifts
+        # without bound while z stays clamped).
+        z_rate = yq + (z_hard - yq).detach()
+        yc = torch.clamp(yq, -self.cfg.zmax, self.cfg.zmax + 1.0)
+        z_dec = yc + (z_hard - yc).detach()
+        return y, z_hard, (z_rate, z_dec)
+
+    @torch.no_grad()
+    def encode_slice(self, v: np.ndarray | torch.Tensor, B: int | None = None, device=None) -> torch.Tensor:
+        """One prepared slice (``v - vmin``, padded by ``prep.polyphase_pad``) -> z (C, Hp/32, Wp/32) int64."""
+        device = device or next(self.parameters()).device
+        vt = torch.as_tensor(np.asarray(v), device=device).to(self.encoder.stem.weight.dtype)[None]
+        if B is None:
+            B = max(1, int(vt.max().item()).bit_length())
+        _, z, _ = self.latent(vt, torch.tensor([B], device=device))
+        return z[0].long()
+
+    # ------------------------------------------------------------ decoder side (QAT)
+    def features(self, z: torch.Tensor):
+        yt = self.qcm(z)
+        u = self.up(yt)
+        return F.pixel_shuffle(u, self.up_factor), yt
+
+    def forward(self, v, mask, R, B, return_params: bool = False):
+        """v (N, Hp, Wp) integer-valued float (already ``polyphase_pad``-ed, minimum 0), mask (N, Hp, Wp)
+        real pixels, R/B (N,) int64. Returns bits and diagnostics (sums over the batch)."""
+        cfg = self.cfg
+        N = v.shape[0]
+        f, steps = self.f, self.steps
+        y, z_hard, (z_rate, z_dec) = self.latent(v, B)
+        lat_mask = F.max_pool2d(mask[:, None].float(), cfg.stride)
+        if self.training:
+            self.prior.update(z_hard, lat_mask)
+        lat_bits = self.prior.bits(z_rate, z_hard)
+        lat_bits_sum = (lat_bits * lat_mask).sum()
+        feats, yt = self.features(z_dec)
+        y_c = torch.clamp(y.detach(), -cfg.zmax * cfg.q_step, (cfg.zmax + 1) * cfg.q_step)
+        mse = ((yt * (cfg.q_step / 4.0) - y_c) ** 2).mean()
+        order = ORDERS[f]
+        subs = torch.stack([v[:, di::f, dj::f] for di, dj in order], 1)  # (N, steps, h, w)
+        smask = torch.stack([mask[:, di::f, dj::f] for di, dj in order], 1)
+        h, w = subs.shape[-2:]
+        nctx = steps - 1
+        dev = v.device
+        if nctx:
+            ctx_v = subs[:, :nctx].unsqueeze(0).expand(steps, -1, -1, -1, -1)  # (steps, N, nctx, h, w)
+            avail = (torch.arange(nctx, device=dev)[None, :] < torch.arange(steps, device=dev)[:, None])  # (steps, nctx)
+            avail_all = avail[:, None, :].expand(steps, N, nctx).reshape(steps * N, nctx)
+            ctx_v = (ctx_v * avail[:, None, :, None, None]).reshape(steps * N, nctx, h, w)
+            ctx_u = torch.floor(ctx_v * torch.exp2(12.0 - B.to(v.dtype)).repeat(steps).view(-1, 1, 1, 1))
+        else:
+            ctx_v = ctx_u = avail_all = None
+        feats_all = feats.repeat(steps, 1, 1, 1)
+        raw = self.predictor.trunk(feats_all, ctx_u, avail_all)  # (steps*N, steps*P, h, w)
+        P = self.predictor.P
+        raw = raw.view(steps, N, steps, P, h, w)
+        raw = torch.stack([raw[k, :, k] for k in range(steps)], 0).reshape(steps * N, P, h, w)
+        first = (torch.arange(steps, device=dev) == 0).repeat_interleave(N)
+        Rr, Br = R.repeat(steps), B.repeat(steps)
+        mu, s, mu_f, s_f = head_params(
+            raw, ctx_v, avail_all, first, Rr, Br, n_scales=cfg.n_scales, per_octave=cfg.per_octave, soft=True
+        )
+        tgt = subs.transpose(0, 1).reshape(steps * N, h, w)
+        m = smask.transpose(0, 1).reshape(steps * N, h, w)
+        bits = self._pixel_bits(tgt, mu, s, mu_f, s_f, Rr.view(-1, 1, 1))
+        pix_bits_sum = (bits * m).sum()
+        out = {
+            "pixel_bits": pix_bits_sum,
+            "latent_bits": lat_bits_sum,
+            "qcm_mse": mse,
+            "n_pixels": mask.sum(),
+            "step_bits": (bits * m).view(steps, N, h, w).sum((1, 2, 3)).detach(),
+            "step_pixels": m.view(steps, N, h, w).sum((1, 2, 3)).detach(),
+        }
+        if return_params:
+            out["mu"] = mu.view(steps, N, h, w)
+            out["s"] = s.view(steps, N, h, w)
+            out["z"] = z_hard.long()
+        return out
+
+    def _pixel_bits(self, v, mu, s, mu_f, s_f, R):
+        """Exact bits of the integer tables forward; gradient of a continuous logistic relaxation."""
+        cfg = self.cfg
+        K = cfg.K
+        with torch.no_grad():
+            exact = pixel_bits_exact(v.long(), mu, s, R.long(), self.pixel_tables, self.pixel_shifts, K).float()
+            b = self.pixel_shifts[s]
+            wdt = (torch.ones_like(b) << b)
+            hh = wdt >> 1
+            q = (v.long() - mu + hh) >> b
+            esc = (q < -K) | (q > K)
+            lb = (mu - hh + q * wdt).float() - 0.5
+            ub = lb + wdt.float()
+            lo_e = (mu - hh - K * wdt).float() - 0.5
+            hi_e = (mu - hh + (K + 1) * wdt).float() - 0.5
+        sigma = cfg.sigma_min * torch.exp2(s_f / cfg.per_octave)
+        a = (lb - mu_f) / sigma
+        c = (ub - mu_f) / sigma
+        # log-probabilities computed stably in the tails (a clamp would zero the gradient of bad guesses)
+        logp_in = _log_bin(a, c)
+        logp_esc = torch.logaddexp(F.logsigmoid((lo_e - mu_f) / sigma), F.logsigmoid(-(hi_e - mu_f) / sigma))
+        logp = torch.where(esc, logp_esc, logp_in)
+        extra = torch.where(esc, torch.log2(R.float() + 1.0).expand_as(exact), b.float())
+        relax = -logp / math.log(2.0) + extra
+        return relax + (exact - relax).detach()
+
+    # ------------------------------------------------------------ export
+    @torch.no_grad()
+    def export_decoder(self) -> dict:
+        cfg = self.cfg
+        return {
+            "format": FORMAT,
+            "config": asdict(cfg),
+            "qcm": self.qcm.export(),
+            "up": self.up.export(),
+            "up_factor": self.up_factor,
+            "predictor": self.predictor.export(),
+            "latent_tables": torch.from_numpy(self.prior.tables()),
+            "pixel_tables": self.pixel_tables.cpu().clone(),
+            "pixel_shifts": self.pixel_shifts.cpu().clone(),
+        }
+
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    @classmethod
+    def from_checkpoint(cls, path_or_dict, map_location="cpu") -> "LVPNet":
+        ck = load_checkpoint(path_or_dict, map_location)
+        model = cls(ck["config"])
+        model.load_state_dict(ck["state_dict"])
+        return model
+
+
+class IntegerDecoder:
+    """The exact integer decoder side, from exported integers only.
+
+    On CPU it computes in float64, on CUDA in float32 with TF32 off (both exact:
+    every partial sum < 2**24, see ``intnet``). ``impl='gemm'`` switches the conv
+    implementation to unfold + matmul (a cross-check; same results).
+    """
+
+    def __init__(self, d: dict, device="cpu", dtype=None, impl: str = "conv"):
+        if d.get("format") != FORMAT:
+            raise ValueError(f"not an lvpnet decoder export (format {d.get('format')!r})")
+        self.device = torch.device(device)
+        self.dtype = dtype or (torch.float64 if self.device.type == "cpu" else torch.float32)
+        self.impl = impl
+        self.cfg = ModelConfig(**d["config"])
+        mv = lambda t: t.to(self.device)  # noqa: E731
+
+        def mvspec(sp):
+            if isinstance(sp, dict):
+                return {k: mvspec(v) for k, v in sp.items()}
+            if isinstance(sp, list):
+                return [mvspec(v) for v in sp]
+            return mv(sp) if isinstance(sp, torch.Tensor) else sp
+
+        self.qcm = mvspec(d["qcm"])
+        self.up = mvspec(d["up"])
+        self.up_factor = int(d["up_factor"])
+        self.pred = mvspec(d["predictor"])
+        self.latent_tables = mv(d["latent_tables"]).to(torch.int32)
+        self.pixel_tables = mv(d["pixel_tables"]).to(torch.int32)
+        self.pixel_shifts = mv(d["pixel_shifts"]).long()
+        self.f = self.cfg.subimage
+        self.steps = self.f * self.f
+        self.order = ORDERS[self.f]
+        self.K = self.cfg.K
+        self.zmax = self.cfg.zmax
+
+    @classmethod
+    def from_checkpoint(cls, path_or_dict, device="cpu", **kw) -> "IntegerDecoder":
+        ck = load_checkpoint(path_or_dict, "cpu")
+        return cls(ck["decoder"], device=device, **kw)
+
+    # -- latent symbols: symbol = z + zmax coded with latent_tables[channel]
+    def latent_symbols(self, z: torch.Tensor) -> torch.Tensor:
+        return (z.long() + self.zmax).to(torch.int32)
+
+    def features(self, z: torch.Tensor) -> torch.Tensor:
+        """z (C, hz, wz) integers -> latent features (1, Cu, Hp/f, Wp/f), integer-valued."""
+        with ExactMode():
+            zz = z.to(self.device, self.dtype)[None]
+            yt = qcm_int(zz, self.qcm, self.impl)
+            u = int_conv(yt, self.up, self.impl)
+            return F.pixel_shuffle(u, self.up_factor)
+
+    def predict(self, feats: torch.Tensor, ctx: list, k: int, R: int, B: int):
+        """Step ``k``: (mu, s) int64 (h, w) over the whole padded sub-image grid.
+
+        ``ctx``: the padded sub-images decoded so far (``k`` tensors (h, w) of exact
+        values ``v - vmin``, padded with ``prep.pad_edge`` from their real pixels).
+        """
+        h, w = feats.shape[-2:]
+        nctx = self.steps - 1
+        with ExactMode():
+            if nctx:
+                ctx_v = torch.zeros((1, nctx, h, w), dtype=torch.int64, device=self.device)
+                for c in range(min(k, nctx)):
+                    ctx_v[0, c] = torch.as_tensor(ctx[c], device=self.device).long()
+                avail = (torch.arange(nctx, device=self.device) < k)[None]
+                ctx_u = to_ctx(ctx_v, B).to(self.dtype)
+            else:
+                ctx_v = ctx_u = avail = None
+            raw = trunk_int(self.pred, feats, ctx_u, avail, self.impl)
+            P = 2 + 9 * nctx
+            raw = raw[:, k * P : (k + 1) * P]
+            first = torch.tensor([k == 0], device=self.device)
+            mu, s = head_params(
+                raw,
+                ctx_v,
+                avail,
+                first,
+                torch.tensor([R]),
+                torch.tensor([B]),
+                n_scales=self.cfg.n_scales,
+                per_octave=self.cfg.per_octave,
+            )
+        return mu[0], s[0]
+
+    def frequencies(self, s: torch.Tensor) -> torch.Tensor:
+        """Per-pixel int32 frequency tables (..., 2K+2) for scale indices ``s``."""
+        return self.pixel_tables[s.long()]
+
+    def symbols(self, v, mu, s):
+        """(symbol, low bits value, number of low bits, escape mask) of the values ``v``."""
+        return pixel_symbols(v, mu, s, self.pixel_shifts, self.K)
+
+
+@torch.no_grad()
+def slice_bits(model: LVPNet, dec: IntegerDecoder, v2d: np.ndarray, enc_device=None) -> dict:
+    """Estimated code length of one grey slice with the exact integer decoder.
+
+    Returns {'pixel_bits', 'latent_bits', 'n', 'step_bits'} (ideal -log2 p; side
+    information such as vmin and R is not counted).
+    """
+    cfg = dec.cfg
+    f = dec.f
+    v2d = np.asarray(v2d).astype(np.int64)
+    vmin, R, B = slice_params(v2d)
+    v = v2d - vmin
+    H, W = v.shape
+    Hp, Wp = padded_size(H, W, cfg.stride)
+    vp = polyphase_pad(v, Hp, Wp, f)
+    z = model.encode_slice(vp, B, device=enc_device)
+    lat = float(latent_bits_exact(z.to(dec.device), dec.latent_tables, dec.zmax).sum())
+    feats = dec.features(z)
+    vt = torch.from_numpy(vp).to(dec.device)
+    ctx, step_bits = [], []
+    for k, (di, dj) in enumerate(dec.order):
+        mu, s = dec.predict(feats, ctx, k, R, B)
+        sub = vt[di::f, dj::f]
+        hr, wr = sub_real_shape(H, W, f, di, dj)
+        bits = pixel_bits_exact(sub[:hr, :wr], mu[:hr, :wr], s[:hr, :wr], R, dec.pixel_tables, dec.pixel_shifts, dec.K)
+        step_bits.append(float(bits.sum()))
+        ctx.append(sub)  # already the edge-padded sub-image (same as prep.pad_edge of its real part)
+    return {"pixel_bits": sum(step_bits), "latent_bits": lat, "n": H * W, "step_bits": step_bits}
+
+
+# ------------------------------------------------------------------ checkpoints
+
+
+def save_checkpoint(path, model: LVPNet, meta: dict | None = None) -> str:
+    """Write {format, config, state_dict (float, for training/encoder), decoder (integers), meta}.
+
+    Returns the sha256 of the written file.
+    """
+    ck = {
+        "format": FORMAT,
+        "config": asdict(model.cfg),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "decoder": model.export_decoder(),
+        "meta": json.loads(json.dumps(meta or {}, default=str)),  # plain types only (weights_only loading)
+    }
+    buf = io.BytesIO()
+    torch.save(ck, buf)
+    data = buf.getvalue()
+    with open(path, "wb") as fh:
+        fh.write(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def load_checkpoint(path_or_dict, map_location="cpu") -> dict:
+    if isinstance(path_or_dict, dict):
+        return path_or_dict
+    ck = torch.load(path_or_dict, map_location=map_location, weights_only=True)
+    if ck.get("format") != FORMAT:
+        raise ValueError(f"{path_or_dict}: not an lvpnet checkpoint")
+    return ck
+
+
+__all__ = [
+    "FORMAT",
+    "IntegerDecoder",
+    "LVPNet",
+    "ModelConfig",
+    "TOTAL",
+    "load_checkpoint",
+    "save_checkpoint",
+    "slice_bits",
+]
+
+_ = math  # keep import for users doing math on tables

@@ -1,0 +1,108 @@
+"""Slice preparation shared by encoder, decoder and training (numpy and torch).
+
+* ``slice_params``: per slice ``vmin`` (subtracted), range ``R = max - min`` and
+  bit depth ``B = max(1, bit_length(R))``. The codec stores ``vmin`` and ``R``
+  (``B`` follows from ``R``). The network works in units normalised by ``2**B``
+  so one model serves 1 to 16-bit data.
+* Padding to a multiple of the latent stride: each polyphase sub-image
+  (``v[di::f, dj::f]``) is padded on its own by edge replication. So the padded
+  part of sub-image ``k`` is a function of sub-image ``k``'s real pixels only and
+  the decoder can rebuild it as soon as sub-image ``k`` is decoded. Padded pixels
+  are never coded.
+* Sub-image order for f = 2: (0,0), (1,1), (0,1), (1,0) (diagonal first, so the
+  last two see four direct neighbours).
+* RGB: reversible colour transform to three grey planes G, R-G, B-G (each coded
+  as a grey slice with its own minimum); inverse is exact.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+ORDERS = {1: [(0, 0)], 2: [(0, 0), (1, 1), (0, 1), (1, 0)]}
+CTX_BITS = 12  # context values enter the network as floor(v * 2**12 / 2**B) in [0, 4095]
+
+
+def slice_params(v: np.ndarray) -> tuple[int, int, int]:
+    """-> (vmin, R, B) of an integer slice."""
+    vmin = int(v.min())
+    R = int(v.max()) - vmin
+    return vmin, R, bit_depth(R)
+
+
+def bit_depth(R: int) -> int:
+    return max(1, int(R).bit_length())
+
+
+def padded_size(H: int, W: int, block: int) -> tuple[int, int]:
+    return -(-H // block) * block, -(-W // block) * block
+
+
+def sub_real_shape(H: int, W: int, f: int, di: int, dj: int) -> tuple[int, int]:
+    return max(0, -(-(H - di) // f)), max(0, -(-(W - dj) // f))
+
+
+def pad_edge(a, Hh: int, Wh: int):
+    """Edge-replicate pad a 2-D numpy array or torch tensor to (Hh, Wh); empty -> zeros."""
+    h, w = a.shape[-2:]
+    if isinstance(a, torch.Tensor):
+        if h == 0 or w == 0:
+            return torch.zeros(a.shape[:-2] + (Hh, Wh), dtype=a.dtype, device=a.device)
+        ri = torch.clamp(torch.arange(Hh, device=a.device), max=h - 1)
+        ci = torch.clamp(torch.arange(Wh, device=a.device), max=w - 1)
+        return a[..., ri, :][..., :, ci]
+    if h == 0 or w == 0:
+        return np.zeros(a.shape[:-2] + (Hh, Wh), dtype=a.dtype)
+    ri = np.minimum(np.arange(Hh), h - 1)
+    ci = np.minimum(np.arange(Wh), w - 1)
+    return a[..., ri, :][..., :, ci]
+
+
+def polyphase_pad(v: np.ndarray, Hp: int, Wp: int, f: int) -> np.ndarray:
+    """Pad a (H, W) slice to (Hp, Wp): every polyphase sub-image edge-padded on its own."""
+    out = np.empty((Hp, Wp), dtype=v.dtype)
+    for di in range(f):
+        for dj in range(f):
+            out[di::f, dj::f] = pad_edge(v[di::f, dj::f], Hp // f, Wp // f)
+    return out
+
+
+def real_mask(H: int, W: int, Hp: int, Wp: int) -> np.ndarray:
+    m = np.zeros((Hp, Wp), dtype=bool)
+    m[:H, :W] = True
+    return m
+
+
+def to_ctx(v, B: int):
+    """Exact integer context value in [0, 2**CTX_BITS): floor(v * 2**12 / 2**B)."""
+    if isinstance(v, torch.Tensor):
+        v = v.long()
+        return (v << CTX_BITS) >> B
+    v = np.asarray(v).astype(np.int64)
+    return (v << CTX_BITS) >> B
+
+
+def rgb_to_planes(x: np.ndarray) -> list[np.ndarray]:
+    """(H, W, 3) integers -> [G, R-G, B-G] as int32 planes (reversible)."""
+    x = x.astype(np.int32)
+    g = x[..., 1]
+    return [g, x[..., 0] - g, x[..., 2] - g]
+
+
+def planes_to_rgb(planes: list[np.ndarray], dtype) -> np.ndarray:
+    g, rg, bg = (p.astype(np.int32) for p in planes)
+    return np.stack([rg + g, g, bg + g], axis=-1).astype(dtype)
+
+
+def grey_slices(arr: np.ndarray, rgb: bool) -> list[np.ndarray]:
+    """All 2-D grey planes of an array laid out (frames..., rows, cols[, 3])."""
+    a = np.asarray(arr)
+    if rgb:
+        a = a.reshape((-1,) + a.shape[-3:])
+        out = []
+        for fr in a:
+            out.extend(rgb_to_planes(fr))
+        return out
+    a = a.reshape((-1,) + a.shape[-2:])
+    return [fr.astype(np.int32) for fr in a]

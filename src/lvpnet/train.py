@@ -1,0 +1,504 @@
+"""Train LVPNet: ``python -m lvpnet.train --config configs/lvpnet-v1.json [--data DIR] [--device cpu|cuda]
+[--minutes M] [--out checkpoints/NAME] [--resume CKPT]``.
+
+* Data: a prepared folder (``index.json``, from ``scripts/prepare_train_data.py``) or
+  a corpus folder with ``manifest.json`` (default ``../shared/data`` beside the
+  checkout). Fits on ``train`` only; evaluates every ``val`` image whole, in order,
+  with the exact integer decoder; keeps the best checkpoint by total val bits.
+* Grey arrays: every 2-D slice is an image. RGB: each frame becomes three grey
+  planes G, R-G, B-G (reversible colour transform, ``model.prep.rgb_to_planes``).
+* Writes ``best.pt``, ``log.json`` and ``model_card.md`` into ``--out``.
+
+Needs only numpy and torch (runs on a bare GPU machine); seeded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lvpnet.model.intnet import ExactMode
+from lvpnet.model.lvpnet import IntegerDecoder, LVPNet, ModelConfig, save_checkpoint, slice_bits
+from lvpnet.model.prep import ORDERS, bit_depth, grey_slices, padded_size, polyphase_pad, slice_params
+
+DEFAULT_TRAIN = {
+    "batch": 16,
+    "crop": 256,
+    "lr": 1e-3,
+    "lr_min": 5e-5,
+    "warmup_steps": 100,
+    "grad_clip": 2.0,
+    "val_every_minutes": 1.5,
+    "log_every": 25,
+    "sample_power": 0.5,
+    "seed": 0,
+}
+
+
+def log(msg: str) -> None:
+    print(time.strftime("%H:%M:%S"), msg, flush=True)
+
+
+# ------------------------------------------------------------------ data
+
+
+def _default_data() -> Path:
+    here = Path(__file__).resolve()
+    for cand in (here.parents[2] / ".traindata", here.parents[3] / "shared" / "data"):
+        if (cand / "index.json").exists() or (cand / "manifest.json").exists():
+            return cand
+    return here.parents[3] / "shared" / "data"
+
+
+def parse_baselines(path: Path) -> dict:
+    """id -> best classical bits per sample, from baselines-val.md (last column)."""
+    best = {}
+    if not path.exists():
+        return best
+    for line in path.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 10 and cells[0] and not cells[0].startswith(("id", "-", "**")):
+            try:
+                best[cells[0]] = float(cells[-1])
+            except ValueError:
+                pass
+    return best
+
+
+def load_data(data_dir: Path):
+    """-> (train: list of (id, [2-D int32 slices]), val: list of dicts, source description)."""
+    data_dir = Path(data_dir)
+    if (data_dir / "index.json").exists():
+        idx = json.loads((data_dir / "index.json").read_text())
+        train = []
+        for it in idx["train"]:
+            with np.load(data_dir / it["file"]) as z:
+                sl = [z[k].astype(np.int32) for k in sorted(z.files, key=lambda s: int(s[1:]))]
+            train.append((it["id"], sl))
+        val = []
+        for it in idx["val"]:
+            with np.load(data_dir / it["file"]) as z:
+                arr = z["image"]
+            val.append(_val_entry(it, arr, it.get("best")))
+        return train, val, f"prepared:{data_dir}"
+    man = json.loads((data_dir / "manifest.json").read_text())
+    best = parse_baselines(data_dir.parent / "baselines-val.md")
+    train, val = [], []
+    for it in man["items"]:
+        with np.load(data_dir / it["file"]) as z:
+            arr = z["image"]
+        if it["split"] == "train":
+            train.append((it["id"], grey_slices(arr, it.get("rgb", False))))
+        elif it["split"] == "val":
+            val.append(_val_entry(it, arr, best.get(it["id"])))
+    return train, val, f"manifest:{data_dir}"
+
+
+def _val_entry(it, arr, best):
+    return {
+        "id": it["id"],
+        "modality": it.get("modality"),
+        "rgb": bool(it.get("rgb", False)),
+        "shape": list(arr.shape),
+        "bits": it.get("effective_bits"),
+        "slices": grey_slices(arr, bool(it.get("rgb", False))),
+        "n": int(arr.size),
+        "best": best,
+    }
+
+
+class Sampler:
+    """Random crops (with flips/transposes) from the train slices, arrays weighted by samples**power."""
+
+    def __init__(self, train, crop: int, f: int, power: float, seed: int):
+        self.rng = np.random.default_rng(seed)
+        self.crop, self.f = crop, f
+        self.arrays = [sl for _id, sl in train if sl]
+        sizes = np.array([sum(s.size for s in sl) for sl in self.arrays], dtype=np.float64)
+        w = sizes**power
+        self.p = w / w.sum()
+
+    def one(self):
+        rng, c = self.rng, self.crop
+        sl = self.arrays[rng.choice(len(self.arrays), p=self.p)]
+        s = sl[rng.integers(len(sl))]
+        if rng.random() < 0.5:
+            s = s.T
+        if rng.random() < 0.5:
+            s = s[::-1]
+        if rng.random() < 0.5:
+            s = s[:, ::-1]
+        H, W = s.shape
+        h, w = min(H, c), min(W, c)
+        i, j = rng.integers(H - h + 1), rng.integers(W - w + 1)
+        x = np.ascontiguousarray(s[i : i + h, j : j + w]).astype(np.int64)
+        x = x - x.min()
+        R = int(x.max())
+        v = polyphase_pad(x, c, c, self.f)
+        m = np.zeros((c, c), bool)
+        m[:h, :w] = True
+        return v, m, R
+
+    def batch(self, n: int, device):
+        vs, ms, Rs = zip(*(self.one() for _ in range(n)))
+        v = torch.from_numpy(np.stack(vs).astype(np.float32)).to(device, non_blocking=True)
+        m = torch.from_numpy(np.stack(ms)).to(device, non_blocking=True)
+        R = torch.tensor(Rs, dtype=torch.int64, device=device)
+        B = torch.tensor([bit_depth(r) for r in Rs], dtype=torch.int64, device=device)
+        return v, m, R, B
+
+
+# ------------------------------------------------------------------ evaluation
+
+
+@torch.no_grad()
+def fingerprints(model: LVPNet, val, device, n: int = 2, max_pixels: int = 300_000) -> list:
+    """For the first n small val slices: z and sha256 of every step's integer (mu, s) from the
+    integer decoder on ``device``; recompute elsewhere to check bit-exact portability."""
+    import hashlib
+
+    out = []
+    with ExactMode():
+        dec = IntegerDecoder(model.export_decoder(), device=device)
+        for e in val:
+            if len(out) >= n:
+                break
+            s = e["slices"][0]
+            if s.size > max_pixels:
+                continue
+            vmin, R, B = slice_params(s)
+            v = s.astype(np.int64) - vmin
+            Hp, Wp = padded_size(*v.shape, dec.cfg.stride)
+            vp = polyphase_pad(v, Hp, Wp, dec.f)
+            z = model.encode_slice(vp, B, device=device)
+            feats = dec.features(z)
+            vt = torch.from_numpy(vp).to(dec.device)
+            hashes, ctx = [], []
+            for k, (di, dj) in enumerate(dec.order):
+                mu, sc = dec.predict(feats, ctx, k, R, B)
+                hashes.append(hashlib.sha256(mu.cpu().numpy().astype("<i8").tobytes() + sc.cpu().numpy().astype("<i8").tobytes()).hexdigest())
+                ctx.append(vt[di::dec.f, dj::dec.f])
+            out.append({"id": e["id"], "slice": 0, "z": z.cpu().tolist(), "R": R, "B": B, "vmin": vmin, "hashes": hashes})
+    return out
+
+
+@torch.no_grad()
+def check_fingerprints(ckpt, fps: list, val, device="cpu", dtype=None) -> list[bool]:
+    """Recompute the (mu, s) hashes of ``fingerprints`` from their stored z with the integer
+    decoder of ``ckpt`` on this device: True where bit-identical."""
+    import hashlib
+
+    dec = IntegerDecoder.from_checkpoint(ckpt, device=device, dtype=dtype)
+    byid = {e["id"]: e for e in val}
+    res = []
+    for fp in fps:
+        s = byid[fp["id"]]["slices"][fp["slice"]]
+        v = s.astype(np.int64) - fp["vmin"]
+        Hp, Wp = padded_size(*v.shape, dec.cfg.stride)
+        vp = polyphase_pad(v, Hp, Wp, dec.f)
+        feats = dec.features(torch.tensor(fp["z"]))
+        vt = torch.from_numpy(vp).to(dec.device)
+        ok, ctx = True, []
+        for k, (di, dj) in enumerate(dec.order):
+            mu, sc = dec.predict(feats, ctx, k, fp["R"], fp["B"])
+            h = hashlib.sha256(mu.cpu().numpy().astype("<i8").tobytes() + sc.cpu().numpy().astype("<i8").tobytes()).hexdigest()
+            ok &= h == fp["hashes"][k]
+            ctx.append(vt[di::dec.f, dj::dec.f])
+        res.append(bool(ok))
+    return res
+
+
+@torch.no_grad()
+def evaluate(model: LVPNet, val, device, max_pixels: int | None = None) -> dict:
+    with ExactMode():  # TF32 off and no cuDNN autotuning over the many val shapes
+        return _evaluate(model, val, device, max_pixels)
+
+
+def _evaluate(model: LVPNet, val, device, max_pixels: int | None = None) -> dict:
+    model.eval()
+    dec = IntegerDecoder(model.export_decoder(), device=device)
+    res, tot_bits, tot_n, tot_best = [], 0.0, 0, 0.0
+    t0 = time.time()
+    for e in val:
+        if max_pixels and e["n"] > max_pixels:
+            continue
+        pb = lb = 0.0
+        steps = None
+        for s in e["slices"]:
+            r = slice_bits(model, dec, s, enc_device=device)
+            pb += r["pixel_bits"]
+            lb += r["latent_bits"]
+            steps = r["step_bits"] if steps is None else [a + b for a, b in zip(steps, r["step_bits"])]
+        n = e["n"]
+        bpsp = (pb + lb) / n
+        row = {
+            "id": e["id"],
+            "modality": e["modality"],
+            "n": n,
+            "bpsp": bpsp,
+            "latent_bpsp": lb / n,
+            "step_bpsp": [b / n for b in steps],
+            "best": e["best"],
+            "ratio": bpsp / e["best"] if e["best"] else None,
+        }
+        res.append(row)
+        tot_bits += pb + lb
+        tot_n += n
+        if e["best"] is not None:
+            tot_best += e["best"] * n
+    model.train()
+    return {
+        "images": res,
+        "total_bits": tot_bits,
+        "total_n": tot_n,
+        "bpsp": tot_bits / max(tot_n, 1),
+        "best_bpsp": tot_best / max(tot_n, 1),
+        "ratio": (tot_bits / tot_best) if tot_best else None,
+        "seconds": time.time() - t0,
+    }
+
+
+# ------------------------------------------------------------------ reporting
+
+
+def model_card(path: Path, cfg: dict, meta: dict, val: dict | None, sha: str | None) -> None:
+    L = ["# LVPNet model card", ""]
+    L.append(f"- checkpoint: `best.pt`, sha256 `{sha}`" if sha else "- checkpoint: none written")
+    for k in ("device", "steps", "train_minutes", "params", "data_source", "seed", "torch", "when"):
+        if k in meta:
+            L.append(f"- {k}: {meta[k]}")
+    L.append(f"- train ids ({len(meta.get('train_ids', []))}): " + ", ".join(meta.get("train_ids", [])))
+    L.append("- estimated bits = ideal -log2 p under the exact integer tables (pixels + latent), not file bytes")
+    L.append("")
+    L.append("## Config")
+    L.append("```json")
+    L.append(json.dumps(cfg, indent=1))
+    L.append("```")
+    if val:
+        L.append("")
+        L.append(f"## Val (step {val.get('step')}), estimated bits per sample")
+        L.append("")
+        L.append("| id | modality | samples | ours | latent | best classical | ratio |")
+        L.append("|---|---|---|---|---|---|---|")
+        for r in val["images"]:
+            ratio = f"{r['ratio']:.3f}" if r["ratio"] else "-"
+            best = f"{r['best']:.3f}" if r["best"] else "-"
+            L.append(
+                f"| {r['id']} | {r['modality']} | {r['n']} | {r['bpsp']:.4f} | {r['latent_bpsp']:.4f} | {best} | {ratio} |"
+            )
+        ratio = f"{val['ratio']:.4f}" if val["ratio"] else "-"
+        L.append(f"| **total** | | {val['total_n']} | **{val['bpsp']:.4f}** | | {val['best_bpsp']:.4f} | **{ratio}** |")
+    path.write_text("\n".join(L) + "\n")
+
+
+# ------------------------------------------------------------------ main
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="lvpnet.train", description=__doc__.split("\n")[0])
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--data", default=None)
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--minutes", type=float, default=None, help="training wall-clock budget (val evals included)")
+    ap.add_argument("--out", default="checkpoints/run")
+    ap.add_argument("--resume", default=None)
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--max-steps", type=int, default=None)
+    ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--crop", type=int, default=None)
+    ap.add_argument("--val-every", type=float, default=None, help="minutes between val evaluations")
+    ap.add_argument("--val-max-pixels", type=int, default=None, help="skip val images larger than this (smoke tests)")
+    args = ap.parse_args(argv)
+
+    conf = json.loads(Path(args.config).read_text())
+    tcfg = dict(DEFAULT_TRAIN)
+    tcfg.update(conf.get("train", {}))
+    for k in ("batch", "crop", "seed"):
+        if getattr(args, k) is not None:
+            tcfg[k] = getattr(args, k)
+    if args.val_every is not None:
+        tcfg["val_every_minutes"] = args.val_every
+    minutes = args.minutes if args.minutes is not None else float(tcfg.get("minutes", 10))
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    seed = int(tcfg["seed"])
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.time()
+
+    data_dir = Path(args.data) if args.data else _default_data()
+    train, val, source = load_data(data_dir)
+    log(f"data {source}: {len(train)} train arrays, {sum(len(s) for _, s in train)} slices; {len(val)} val images")
+
+    mcfg = ModelConfig(**conf.get("model", {}))
+    model = LVPNet(mcfg)
+    if args.resume:
+        ck = torch.load(args.resume, map_location="cpu", weights_only=True)
+        model.load_state_dict(ck["state_dict"])
+        log(f"resumed from {args.resume}")
+    model.to(device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # training only; the integer decoder turns TF32 off
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    # (the latent prior is a running histogram, not a gradient-trained parameter)
+    opt = torch.optim.Adam([{"params": list(model.parameters()), "scale": 1.0}], lr=tcfg["lr"])
+    sampler = Sampler(train, int(tcfg["crop"]), mcfg.subimage, float(tcfg["sample_power"]), seed)
+    nparams = model.n_params()
+    log(f"model {nparams} params, subimage={mcfg.subimage}, device {device}, budget {minutes} min")
+
+    meta = {
+        "device": str(torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"),
+        "params": nparams,
+        "data_source": source,
+        "seed": seed,
+        "torch": str(torch.__version__),
+        "train_ids": [i for i, _ in train],
+        "val_ids": [e["id"] for e in val],
+        "train_config": tcfg,
+    }
+    history, evals = [], []
+    best = {"bits": math.inf, "eval": None, "sha": None}
+    state = {"stop": False}
+
+    def _sig(*_):
+        state["stop"] = True
+
+    signal.signal(signal.SIGTERM, _sig)
+    signal.signal(signal.SIGINT, _sig)
+
+    def write_log():
+        (out / "log.json").write_text(
+            json.dumps({"config": conf, "args": vars(args), "meta": meta, "history": history, "evals": evals, "best": best}, indent=1)
+        )
+
+    def do_eval(step):
+        ev = evaluate(model, val, device, args.val_max_pixels)
+        ev["step"] = step
+        ev["minutes"] = (time.time() - t_start) / 60
+        evals.append(ev)
+        ratio = f"{ev['ratio']:.4f}" if ev["ratio"] else "-"
+        log(f"val step {step}: {ev['bpsp']:.4f} bpsp (best classical {ev['best_bpsp']:.4f}, ratio {ratio}) in {ev['seconds']:.1f}s")
+        for r in ev["images"]:
+            rr = f"{r['ratio']:.3f}" if r["ratio"] else "-"
+            log(f"   {r['id']:34s} {r['bpsp']:7.4f} (lat {r['latent_bpsp']:.4f}) best {r['best']} ratio {rr}")
+        if ev["total_bits"] < best["bits"]:
+            meta.update({"steps": step, "train_minutes": round(ev["minutes"], 2), "when": time.strftime("%Y-%m-%d %H:%M:%S")})
+            sha = save_checkpoint(out / "best.pt", model, {**meta, "val": _strip(ev)})
+            best.update({"bits": ev["total_bits"], "eval": _strip(ev), "sha": sha, "step": step})
+            model_card(out / "model_card.md", asdict_cfg(mcfg), meta, best["eval"], sha)
+            log(f"   new best -> {out / 'best.pt'} ({(out / 'best.pt').stat().st_size / 1e6:.1f} MB)")
+        write_log()
+
+    budget = minutes * 60.0
+    step = 0
+    skipped = 0
+    last_eval = time.time()
+    acc = {"bits": 0.0, "lat": 0.0, "n": 0.0, "mse": 0.0, "k": 0, "steps": None, "sp": None}
+    model.train()
+    try:
+        while not state["stop"]:
+            el = time.time() - t_start
+            if el >= budget or (args.max_steps is not None and step >= args.max_steps):
+                break
+            frac = min(1.0, el / budget)
+            lr = tcfg["lr_min"] + 0.5 * (tcfg["lr"] - tcfg["lr_min"]) * (1 + math.cos(math.pi * frac))
+            lr *= min(1.0, (step + 1) / tcfg["warmup_steps"])
+            for g in opt.param_groups:
+                g["lr"] = lr * g["scale"]
+            v, m, R, B = sampler.batch(int(tcfg["batch"]), device)
+            o = model(v, m, R, B)
+            n = o["n_pixels"].clamp_min(1)
+            loss = (o["pixel_bits"] + o["latent_bits"]) / n + mcfg.qcm_weight * o["qcm_mse"]
+            opt.zero_grad(set_to_none=True)
+            if not bool(torch.isfinite(loss)):
+                skipped += 1
+                step += 1
+                continue
+            loss.backward()
+            gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg["grad_clip"]))
+            if not math.isfinite(gnorm):  # never let a non-finite gradient into Adam (it poisons every weight)
+                opt.zero_grad(set_to_none=True)
+                skipped += 1
+                step += 1
+                continue
+            acc["gnorm"] = max(acc.get("gnorm", 0.0), gnorm)
+            opt.step()
+            step += 1
+            acc["bits"] += float(o["pixel_bits"].detach())
+            acc["lat"] += float(o["latent_bits"].detach())
+            acc["n"] += float(n)
+            acc["mse"] += float(o["qcm_mse"].detach())
+            acc["k"] += 1
+            sb = o["step_bits"].cpu().numpy()
+            sp = o["step_pixels"].cpu().numpy()
+            acc["steps"] = sb if acc["steps"] is None else acc["steps"] + sb
+            acc["sp"] = sp if acc["sp"] is None else acc["sp"] + sp
+            if step % int(tcfg["log_every"]) == 0 or step == 1:
+                rec = {
+                    "step": step,
+                    "minutes": round((time.time() - t_start) / 60, 3),
+                    "lr": lr,
+                    "train_bpsp": (acc["bits"] + acc["lat"]) / acc["n"],
+                    "train_latent_bpsp": acc["lat"] / acc["n"],
+                    "qcm_mse": acc["mse"] / acc["k"],
+                    "step_bpp": (acc["steps"] / np.maximum(acc["sp"], 1)).round(3).tolist(),
+                    "max_grad_norm": round(acc.get("gnorm", 0.0), 3),
+                    "skipped_steps": skipped,
+                }
+                history.append(rec)
+                log(
+                    f"step {step} lr {lr:.2e} train {rec['train_bpsp']:.4f} bpsp (lat {rec['train_latent_bpsp']:.4f}) "
+                    f"mse {rec['qcm_mse']:.4f} gnorm {rec['max_grad_norm']} skipped {skipped} per-step {rec['step_bpp']}"
+                )
+                acc = {"bits": 0.0, "lat": 0.0, "n": 0.0, "mse": 0.0, "k": 0, "steps": None, "sp": None}
+            if time.time() - last_eval >= tcfg["val_every_minutes"] * 60 and budget - (time.time() - t_start) > 45:
+                do_eval(step)
+                last_eval = time.time()
+    except Exception as exc:  # keep what we have
+        log(f"training stopped by {type(exc).__name__}: {exc}")
+        meta["error"] = f"{type(exc).__name__}: {exc}"
+    log(f"training loop done: {step} steps in {(time.time() - t_start) / 60:.2f} min")
+    try:
+        do_eval(step)
+    except Exception as exc:
+        log(f"final eval failed: {type(exc).__name__}: {exc}")
+        meta["eval_error"] = str(exc)
+    meta["total_steps"] = step
+    meta["skipped_steps"] = skipped
+    try:
+        if best.get("sha"):
+            ck = torch.load(out / "best.pt", map_location="cpu", weights_only=True)
+            model.load_state_dict(ck["state_dict"])
+            model.to(device)
+        meta["fingerprints"] = fingerprints(model, val, device)
+        log(f"fingerprints of {len(meta['fingerprints'])} val slices (best checkpoint) in log.json")
+    except Exception as exc:
+        log(f"fingerprints failed: {type(exc).__name__}: {exc}")
+    write_log()
+    log(f"done in {(time.time() - t_start) / 60:.2f} min; best total {best.get('eval', {}) and best['eval']['bpsp']}")
+    return 0
+
+
+def asdict_cfg(cfg: ModelConfig) -> dict:
+    from dataclasses import asdict
+
+    return asdict(cfg)
+
+
+def _strip(ev: dict) -> dict:
+    return {k: v for k, v in ev.items()}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""lvpnet.analysis: bit-cost, latent and QCM error maps add up to the model's own code length."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import smooth_image
+
+import lvpnet
+from lvpnet import analysis
+from lvpnet.errors import InputError
+from lvpnet.model import pixel_bits_exact, slice_bits
+from lvpnet.model.prep import padded_size, polyphase_pad, rgb_to_planes, slice_params, sub_real_shape
+from lvpnet.progress import Progress, run
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_path):
+    return analysis.load_model(tiny_model_path)
+
+
+def _prepared(x, model):
+    v = x.astype(np.int64)
+    vmin, R, B = slice_params(v)
+    Hp, Wp = padded_size(*v.shape, model.stride)
+    return polyphase_pad(v - vmin, Hp, Wp, model.dec.f), R, B
+
+
+@pytest.mark.parametrize("shape,lo,hi,dtype", [((45, 70), 0, 4095, np.uint16), ((64, 33), -1024, 3071, np.int16),
+                                               ((20, 20), 0, 255, np.uint8)])
+def test_maps_sum_to_slice_bits(model, rng, shape, lo, hi, dtype):
+    x = smooth_image(rng, shape, lo, hi, dtype)
+    m = analysis.analyse_slice(x, model)
+    ref = slice_bits(model.net, model.dec, x)
+    assert m.pixel_bits_total == pytest.approx(ref["pixel_bits"], rel=1e-12)
+    assert m.latent_bits_total == pytest.approx(ref["latent_bits"], rel=1e-12)
+    # the float32 maps account for every bit, up to float32 rounding
+    assert m.pixel_bits.sum(dtype=np.float64) == pytest.approx(ref["pixel_bits"], rel=1e-6)
+    assert m.latent_bits.sum(dtype=np.float64) == pytest.approx(ref["latent_bits"], rel=1e-6)
+    assert m.total_bits_map().sum(dtype=np.float64) == pytest.approx(ref["pixel_bits"] + ref["latent_bits"], rel=1e-6)
+    assert m.total_bits == pytest.approx(ref["pixel_bits"] + ref["latent_bits"], rel=1e-12)
+    assert m.bits_per_pixel == pytest.approx(m.total_bits / x.size)
+
+
+def test_shapes_dtypes_and_finite(model, rng):
+    x = smooth_image(rng, (45, 70), 0, 4095, np.uint16)
+    m = analysis.analyse_slice(x, model, index=7)
+    blocks = (2, 3)
+    assert m.index == 7 and m.shape == (45, 70) and m.n_pixels == 45 * 70
+    assert m.pixel_bits.shape == (45, 70) and m.pixel_bits.dtype == np.float32
+    for a in (m.latent_bits, m.qcm_before, m.qcm_after):
+        assert a.shape == blocks and a.dtype == np.float32 and np.isfinite(a).all()
+    assert m.z.shape == (model.channels, *blocks) and m.z.dtype == np.int8
+    assert np.isfinite(m.pixel_bits).all() and (m.pixel_bits > 0).all() and (m.latent_bits > 0).all()
+    assert (m.qcm_before >= 0).all() and (m.qcm_after >= 0).all()
+    assert m.on_grid(m.qcm_after).shape == (45, 70)
+
+
+def test_pixel_map_is_each_pixels_code_length(model, rng):
+    """Every pixel of the map holds the exact table bits (+ raw or escape bits) of that very pixel."""
+    x = smooth_image(rng, (37, 50), 0, 1023, np.uint16)
+    m = analysis.analyse_slice(x, model)
+    vp, R, B = _prepared(x, model)
+    dec, f = model.dec, model.dec.f
+    z = model.net.encode_slice(vp, B)
+    feats = dec.features(z)
+    vs = torch.from_numpy(vp)
+    ctx = []
+    for k, (di, dj) in enumerate(dec.order):
+        mu, s = dec.predict(feats, ctx, k, R, B)
+        hr, wr = sub_real_shape(37, 50, f, di, dj)
+        sub = vs[di::f, dj::f]
+        want = pixel_bits_exact(sub[:hr, :wr], mu[:hr, :wr], s[:hr, :wr], R, dec.pixel_tables, dec.pixel_shifts, dec.K)
+        np.testing.assert_allclose(m.pixel_bits[di::f, dj::f], want.numpy().astype(np.float32), rtol=0, atol=0)
+        ctx.append(sub)
+
+
+def test_latent_and_qcm_follow_their_definitions(model, rng):
+    x = smooth_image(rng, (64, 96), 0, 4095, np.uint16)
+    m = analysis.analyse_slice(x, model)
+    vp, R, B = _prepared(x, model)
+    net = model.net
+    z = net.encode_slice(vp, B)
+    assert np.array_equal(m.z, z.numpy())  # the latent the codec stores
+    with torch.no_grad():
+        y, _, _ = net.latent(torch.from_numpy(vp).float()[None], torch.tensor([B]))
+        yt = net.qcm(z[None].float())  # QAT forward == integer path (tests/test_model_intexact.py)
+    q = model.q_step
+    y, yt = y[0].double(), yt[0].double()
+    before = (y - z.double() * q).abs().mean(0).numpy()
+    after = (y - yt * q / 4).abs().mean(0).numpy()
+    np.testing.assert_allclose(m.qcm_before, before, rtol=1e-6)
+    np.testing.assert_allclose(m.qcm_after, after, rtol=1e-6)
+    # floor quantisation: before QCM the error of an unclamped latent is below one step
+    inside = (z.abs() < model.dec.zmax).all()
+    if inside:
+        assert (m.qcm_before <= q).all()
+
+
+def test_rgb_planes_add_up(model, rng):
+    x = np.stack([smooth_image(rng, (40, 33), 0, 255, np.uint8) for _ in range(3)], -1)
+    m = analysis.analyse_slice(x, model, rgb=True)
+    refs = [slice_bits(model.net, model.dec, p) for p in rgb_to_planes(x)]
+    assert m.pixel_bits.shape == (40, 33)
+    assert m.pixel_bits_total == pytest.approx(sum(r["pixel_bits"] for r in refs), rel=1e-12)
+    assert m.latent_bits_total == pytest.approx(sum(r["latent_bits"] for r in refs), rel=1e-12)
+    assert m.z.shape == (3 * model.channels, 2, 2)
+    assert len(m.plane_bits) == 3
+
+
+def test_grid_helpers():
+    cells = np.arange(6, dtype=np.float32).reshape(2, 3)
+    g = analysis.to_image_grid(cells, (40, 70), 32)
+    assert g.shape == (40, 70) and g[0, 0] == 0 and g[31, 31] == 0 and g[32, 0] == 3 and g[39, 69] == 5
+    assert analysis.to_image_grid(np.zeros((4, 2, 3)), (40, 70)).shape == (4, 40, 70)
+    with pytest.raises(ValueError):
+        analysis.to_image_grid(cells, (70, 70))
+    counts = analysis.block_pixel_counts((40, 70))
+    assert counts.tolist() == [[1024, 1024, 192], [256, 256, 48]] and counts.sum() == 40 * 70
+    mosaic = analysis.tile_channels(np.arange(5 * 2 * 3).reshape(5, 2, 3))
+    assert mosaic.shape == (2 * 2, 3 * 3) and mosaic[2, 0] == 3 * 6 and mosaic[2, 3] == 4 * 6 and mosaic[3, 8] == 0
+    assert analysis.flat_index((1, 2), (3, 4)) == 6 and analysis.flat_index((9, -1), (3, 4)) == 8
+    assert analysis.flat_index((), ()) == 0
+
+
+def test_iter_analyse_volume_and_one_slice(model, rng):
+    vol = smooth_image(rng, (3, 40, 33), -500, 1500, np.int16)
+    seen = []
+    res = run(analysis.iter_analyse(vol, model), seen.append)
+    assert all(isinstance(p, Progress) for p in seen) and seen[-1].done == seen[-1].total == 3
+    assert res.indices == [0, 1, 2] and res.frame_shape == (3,) and res.slice_shape == (40, 33) and res.n_slices == 3
+    assert res.chunk_bits is None and res.has_model and len(res.maps) == 3
+    for k in range(3):
+        ref = slice_bits(model.net, model.dec, vol[k])
+        assert res.estimated_bits[k] == pytest.approx(ref["pixel_bits"] + ref["latent_bits"], rel=1e-12)
+    assert res.stack("pixel_bits").shape == (3, 40, 33)
+    assert res.stack("z").shape == (3, model.channels, 2, 2)
+    assert res.stack("qcm_before", on_grid=True).shape == (3, 40, 33)
+    assert res.stack("total_bits").sum() == pytest.approx(res.estimated_bits.sum(), rel=1e-6)
+    counts, edges = res.histogram(bins=20)
+    assert counts.sum() == 3 * 40 * 33 and len(edges) == 21
+
+    one = run(analysis.iter_analyse(vol, model, indices=[2]))
+    assert one.indices == [2] and one.maps[0].index == 2
+    np.testing.assert_array_equal(one.maps[0].pixel_bits, res.maps[2].pixel_bits)
+    totals = run(analysis.iter_slice_totals(vol, model))
+    assert totals.maps == [] and np.array_equal(totals.estimated_bits, res.estimated_bits)
+    with pytest.raises(InputError):
+        run(analysis.iter_analyse(vol, model, indices=[3]))
+
+
+def test_lvp_chunk_bits_with_and_without_model(model, rng, tmp_path):
+    vol = smooth_image(rng, (3, 40, 33), 0, 3000, np.uint16)
+    path = tmp_path / "v.lvp"
+    lvpnet.compress_to_file(vol, path)
+    lvp = lvpnet.open(path)
+    real = [8 * lvp.chunk_bytes(i) for i in range(3)]
+
+    bare = run(analysis.iter_analyse(lvp, None))
+    assert not bare.has_model and bare.maps == [] and bare.estimated_bits is None
+    assert bare.chunk_bits.tolist() == real and bare.frame_shape == (3,)
+    assert bare.chunk_codecs == ["fallback"] * 3
+
+    res = run(analysis.iter_analyse(lvp, model, indices=[1]))  # works from the decoded slice
+    ref = slice_bits(model.net, model.dec, vol[1])
+    assert res.estimated_bits[0] == pytest.approx(ref["pixel_bits"] + ref["latent_bits"], rel=1e-12)
+    assert res.chunk_bits.tolist() == real
+    assert res.model_matches_file is None  # classical chunks: no model id in the header
+
+    # a layer's own array plus the file it came from
+    res2 = run(analysis.iter_analyse(vol, None, lvp=lvp))
+    assert res2.chunk_bits.tolist() == real
+
+
+def test_rgb_volume_layout(model, rng):
+    vol = rng.integers(0, 256, (2, 20, 24, 3)).astype(np.uint8)
+    res = run(analysis.iter_analyse(vol, model, rgb=True))
+    assert res.frame_shape == (2,) and res.slice_shape == (20, 24)
+    assert res.stack("pixel_bits").shape == (2, 20, 24)
+
+
+def test_load_model(tiny_model_path, tmp_path, monkeypatch):
+    a = analysis.load_model(tiny_model_path)
+    assert analysis.load_model(str(tiny_model_path)) is a  # cached
+    assert a.path == str(tiny_model_path.resolve()) and len(a.sha256) == 64 and a.stride == 32
+    monkeypatch.setenv("LVPNET_WEIGHTS", str(tiny_model_path))  # the codec's override applies here too
+    assert analysis.default_model_path() == tiny_model_path and analysis.load_model(None) is a
+    monkeypatch.setattr(analysis, "default_model_path", lambda: None)
+    assert analysis.load_model(None) is None and analysis.load_model("") is None
+    with pytest.raises(InputError, match="not found"):
+        analysis.load_model(tmp_path / "missing.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="model weights"):
+        analysis.load_model(bad)
+
+
+def test_refuses_what_the_model_cannot_code(model):
+    with pytest.raises(InputError, match="integer"):
+        analysis.analyse_slice(np.full((8, 8), 0.5), model)
+    with pytest.raises(InputError, match="16 bits"):
+        analysis.analyse_slice(np.array([[0, 70000]], np.int32), model)
+    with pytest.raises(InputError):
+        analysis.analyse_slice(np.zeros((2, 3, 4)), model)
+    m = analysis.analyse_slice(np.array([[0.0, 3.0], [2.0, 1.0]]), model)  # integral floats are fine
+    assert m.pixel_bits.shape == (2, 2)

@@ -1,0 +1,286 @@
+"""The learned codec: real constriction bitstreams, bit-exact round trips, registry and safety net.
+
+Uses a small untrained model (configs/tiny-test.json, torch seed 0) saved to a temporary
+checkpoint: the format and exactness do not depend on training.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lvpnet import codecs
+from lvpnet.codecs.lvpnet_codec import LVPNetCodec, pack_chunk, unpack_chunk
+from lvpnet.compressor import compress
+from lvpnet.errors import InputError
+from lvpnet.lvpfile import LvpFile
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _checkpoint(path, seed=0, **over):
+    from lvpnet.model import LVPNet, save_checkpoint
+
+    cfg = json.loads((ROOT / "configs" / "tiny-test.json").read_text())["model"]
+    cfg.update(over)
+    torch.manual_seed(seed)
+    save_checkpoint(path, LVPNet(cfg))
+    return path
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread: on a busy 2-core CI machine, OpenMP's spinning threads make tiny models slow."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return _checkpoint(tmp_path_factory.mktemp("lvpnet") / "tiny.pt")
+
+
+@pytest.fixture(scope="module")
+def codec(tiny):
+    return LVPNetCodec(tiny, device="cpu")
+
+
+def _smooth(rng, shape, lo, hi, dtype):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    base = (np.sin(yy / 7.0) + np.cos(xx / 11.0) + 2) / 4
+    img = lo + base * (hi - lo) + rng.normal(0, (hi - lo) * 0.02, size=shape)
+    return np.clip(np.round(img), lo, hi).astype(dtype)
+
+
+def _cases():
+    rng = np.random.default_rng(7)
+    full = rng.integers(-32768, 32768, (40, 37)).astype(np.int16)
+    full[0, 0], full[-1, -1] = -32768, 32767
+    twelve = _smooth(rng, (48, 50), 0, 4095, np.uint16)
+    twelve[5, :] |= 1 << 15  # overlay bits above BitsStored
+    twelve[9, 3] = 65535
+    return {
+        "uint8": _smooth(rng, (40, 50), 0, 255, np.uint8),
+        "uint8_noise": rng.integers(0, 256, (33, 35)).astype(np.uint8),
+        "int8": rng.integers(-128, 128, (31, 29)).astype(np.int8),
+        "uint16": _smooth(rng, (36, 64), 0, 65535, np.uint16),
+        "int16_full_range": full,
+        "int16_ct": _smooth(rng, (64, 64), -1024, 3071, np.int16),
+        "uint16_12bit_overlay": twelve,
+        "odd_1x1": np.array([[4242]], np.uint16),
+        "odd_1x2": np.array([[-3, 9]], np.int16),
+        "odd_3x5": rng.integers(-500, 500, (3, 5)).astype(np.int16),
+        "odd_65x33": _smooth(rng, (65, 33), 0, 1000, np.uint16),
+        "odd_2x70": rng.integers(0, 3, (2, 70)).astype(np.uint8),
+        "constant": np.full((20, 30), -7, np.int16),
+        "constant_max": np.full((5, 6), 65535, np.uint16),
+        "two_values": (rng.random((30, 30)) < 0.5).astype(np.uint8) * 255,
+        "rgb_uint8": np.stack([_smooth(rng, (30, 41), 0, 255, np.uint8) for _ in range(3)], -1),
+        "rgb_uint8_grey": np.repeat(_smooth(rng, (17, 19), 0, 255, np.uint8)[..., None], 3, -1),
+        "rgb_uint16": rng.integers(0, 65536, (9, 11, 3)).astype(np.uint16),
+        "rgb_constant": np.full((4, 4, 3), 9, np.uint8),
+    }
+
+
+CASES = _cases()
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_roundtrip_bit_exact(codec, name):
+    x = CASES[name]
+    data = codec.encode(x)
+    y = codec.decode(data, x.shape, x.dtype, codec.version)
+    assert y.dtype == x.dtype and y.shape == x.shape
+    assert np.array_equal(x, y)
+    planes = unpack_chunk(data, 3 if x.ndim == 3 else 1)
+    for vmin, R, lat, pix in planes:
+        assert (R == 0) == (len(lat) == 0) == (len(pix) == 0)
+
+
+def test_large_odd_slice(codec):
+    x = _smooth(np.random.default_rng(3), (513, 511), -1000, 3000, np.int16)
+    assert np.array_equal(codec.decode(codec.encode(x), x.shape, x.dtype, 1), x)
+
+
+@pytest.mark.parametrize("name", ["uint8_noise", "int16_full_range", "uint16_12bit_overlay", "rgb_uint16", "odd_3x5"])
+def test_roundtrip_perturbed_model(perturbed, name):
+    x = CASES[name]
+    assert np.array_equal(perturbed.decode(perturbed.encode(x), x.shape, x.dtype, 1), x)
+
+
+def test_accepts_integers_up_to_16_bits(codec):
+    for dt in ("u1", "i1", "<u2", "<i2"):
+        assert codec.accepts(np.dtype(dt), False) and codec.accepts(np.dtype(dt), True)
+    for dt in ("<i4", "<u4", "<i8", "<f4", "<f8", "?", "<f2"):
+        assert not codec.accepts(np.dtype(dt), False)
+
+
+def test_constant_slice_has_no_streams(codec):
+    data = codec.encode(np.full((8, 9), 3, np.uint8))
+    assert len(data) == 1 + 16
+
+
+def test_chunk_stats_real_and_estimated(codec):
+    x = CASES["int16_ct"]
+    data = codec.encode(x)
+    st = codec.chunk_stats(data, x.shape, x.dtype, 1)
+    assert st["latent_bits"] + st["pixel_bits"] + 8 * 17 == 8 * len(data)
+    assert st["estimated_bits"] == pytest.approx(st["estimated_latent_bits"] + st["estimated_pixel_bits"])
+    # real ANS streams within 32 bits per stream (+ a hair) of the ideal code length
+    assert abs(st["latent_bits"] - st["estimated_latent_bits"]) < 64 + 0.01 * st["estimated_latent_bits"]
+    assert abs(st["pixel_bits"] - st["estimated_pixel_bits"]) < 64 + 0.005 * st["estimated_pixel_bits"]
+
+
+@pytest.fixture(scope="module")
+def perturbed(tmp_path_factory):
+    """Random in-range integer weights everywhere (as in test_model_intexact), so no path is trivial."""
+    from lvpnet.model import LVPNet, save_checkpoint
+    from lvpnet.model.intnet import IntConv2d
+
+    cfg = json.loads((ROOT / "configs" / "tiny-test.json").read_text())["model"]
+    torch.manual_seed(3)
+    model = LVPNet(cfg)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, IntConv2d):
+                mod.weight.copy_(torch.randint(-127, 128, mod.weight.shape, generator=g).float() * 2.0**-mod.fw)
+                mod.bias.copy_(torch.randint(-5000, 5000, mod.bias.shape, generator=g).float() * 2.0 ** -(mod.fw + mod.f_in))
+    path = tmp_path_factory.mktemp("lvpnet") / "perturbed.pt"
+    save_checkpoint(path, model)
+    return LVPNetCodec(path, device="cpu")
+
+
+@pytest.mark.parametrize("which", ["tiny", "perturbed"])
+@pytest.mark.parametrize("name", ["int16_ct", "uint8_noise", "int16_full_range", "rgb_uint16"])
+def test_float32_integer_path_equals_float64(codec, perturbed, which, name):
+    """The codec's float32 integer path gives the same (mu, s) as float64 (exact under 2**24)."""
+    from lvpnet.model import IntegerDecoder, prep
+
+    eng = (codec if which == "tiny" else perturbed).engine()
+    dec64 = IntegerDecoder(eng._ck["decoder"], device="cpu", dtype=torch.float64)
+    dec32 = eng.dec
+    assert dec32.dtype == torch.float32
+    x = CASES[name]
+    x = (prep.rgb_to_planes(x)[1] if x.ndim == 3 else x).astype(np.int64)  # RGB: a 17-bit R-G plane
+    vmin, R, B = prep.slice_params(x)
+    v = x - vmin
+    H, W = v.shape
+    Hp, Wp = prep.padded_size(H, W, dec32.cfg.stride)
+    vp = prep.polyphase_pad(v, Hp, Wp, dec32.f)
+    z = eng.model().encode_slice(vp, B)
+    f32, f64 = dec32.features(z), dec64.features(z)
+    assert torch.equal(f32.double(), f64)
+    ctx = []
+    for k, (di, dj) in enumerate(dec32.order):
+        a = dec32.predict(f32, ctx, k, R, B)
+        b = dec64.predict(f64, ctx, k, R, B)
+        c = eng.predict(f32, ctx, k, R, B)  # the codec's faster path: same integers
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+        assert torch.equal(c[0], b[0]) and torch.equal(c[1], b[1])
+        ctx.append(torch.from_numpy(vp[di :: dec32.f, dj :: dec32.f]))
+
+
+def test_same_bytes_with_one_and_two_threads(codec):
+    x = CASES["uint16_12bit_overlay"]
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = codec.encode(x)
+        torch.set_num_threads(2)
+        two = codec.encode(x)
+    finally:
+        torch.set_num_threads(old)
+    assert one == two
+
+
+def test_damaged_chunks_are_refused(codec):
+    x = CASES["uint8"]
+    data = codec.encode(x)
+    for bad in (data[:-4], data + b"\0\0\0\0", b"\x03" + data[1:], data[:10]):
+        with pytest.raises(ValueError):
+            codec.decode(bad, x.shape, x.dtype, 1)
+    with pytest.raises(ValueError):
+        codec.decode(data, x.shape, x.dtype, 2)
+
+
+def test_pack_unpack():
+    lat = np.array([1, 2], np.uint32)
+    pix = np.array([3, 4, 5], np.uint32)
+    data = pack_chunk([(-5, 300, lat, pix)])
+    ((vmin, R, l2, p2),) = unpack_chunk(data, 1)
+    assert (vmin, R) == (-5, 300) and np.array_equal(l2, lat) and np.array_equal(p2, pix)
+
+
+def test_missing_weights_give_a_clear_error(tmp_path):
+    c = LVPNetCodec(tmp_path / "nope.pt")
+    assert not c.is_available()
+    with pytest.raises(InputError, match="weights"):
+        c.encode(np.zeros((4, 4), np.uint8))
+
+
+def test_cuda_request_without_cuda(tiny):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(InputError, match="CUDA"):
+        LVPNetCodec(tiny, device="cuda").encode(np.zeros((4, 4), np.uint8) + np.eye(4, dtype=np.uint8))
+
+
+def test_registry_and_default(monkeypatch, tiny):
+    monkeypatch.setattr(codecs, "shipped_weights", lambda: None)
+    monkeypatch.setattr("lvpnet.codecs.lvpnet_codec.shipped_weights", lambda: None)
+    monkeypatch.delenv("LVPNET_WEIGHTS", raising=False)
+    assert codecs.default_codec_name(np.dtype("<i2"), False) == "fallback"
+    assert "lvpnet" not in codecs.available()
+    assert isinstance(codecs.get_codec("lvpnet"), LVPNetCodec)  # known, so files name the missing weights
+    monkeypatch.setattr(codecs, "shipped_weights", lambda: Path(tiny))
+    monkeypatch.setattr("lvpnet.codecs.lvpnet_codec.shipped_weights", lambda: Path(tiny))
+    for dt, rgb in (("u1", False), ("i1", False), ("<u2", False), ("<i2", False), ("u1", True), ("<u2", True)):
+        assert codecs.default_codec_name(np.dtype(dt), rgb) == "lvpnet"
+    for dt in ("<i4", "<f4", "?"):
+        assert codecs.default_codec_name(np.dtype(dt), False) == "fallback"
+    assert "lvpnet" in codecs.available()
+
+
+@pytest.fixture
+def registered(monkeypatch, codec):
+    monkeypatch.setitem(codecs._INSTANCES, "lvpnet", codec)
+    return codec
+
+
+def test_container_safety_net(registered):
+    rng = np.random.default_rng(5)
+    vol = np.stack([
+        _smooth(rng, (40, 48), 0, 4000, np.int16),
+        np.full((40, 48), 12, np.int16),            # constant: fallback's 3-byte chunk wins
+        rng.integers(-30000, 30000, (40, 48)).astype(np.int16),
+    ])
+    own = compress(vol, codec="lvpnet", safety_net=False)
+    net = compress(vol, codec="lvpnet")
+    a, b = LvpFile(own), LvpFile(net)
+    assert a.codec_counts() == {"lvpnet": 3}
+    assert sum(b.codec_counts().values()) == 3 and b.codec_counts().get("fallback", 0) >= 1
+    assert len(net) <= len(own)
+    assert np.array_equal(a.read_all(), vol) and np.array_equal(b.read_all(), vol)
+    assert a.header["model"] == registered.model_id()
+    for i in range(3):  # every chunk is the smaller of the two codecs
+        assert b.chunk_bytes(i) <= a.chunk_bytes(i)
+
+
+def test_file_from_other_weights_is_refused(registered, monkeypatch, tmp_path):
+    vol = _smooth(np.random.default_rng(1), (20, 20), 0, 900, np.uint16)
+    data = compress(vol, codec="lvpnet", safety_net=False)
+    other = LVPNetCodec(_checkpoint(tmp_path / "other.pt", seed=1), device="cpu")
+    monkeypatch.setitem(codecs._INSTANCES, "lvpnet", other)
+    with pytest.raises(InputError, match="weights"):
+        LvpFile(data).read_all()
+
+
+def test_rgb_volume_through_container(registered):
+    vol = np.stack([CASES["rgb_uint8"], CASES["rgb_uint8"][::-1]])
+    data = compress(vol, codec="lvpnet", rgb=True, safety_net=False)
+    assert np.array_equal(LvpFile(data).read_all(), vol)

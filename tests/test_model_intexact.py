@@ -1,0 +1,115 @@
+"""The exported integer decoder agrees exactly with the QAT forward, in float32 and float64."""
+
+import numpy as np
+import pytest
+import torch
+
+from lvpnet.model import IntegerDecoder, LVPNet, ModelConfig, pad_edge, polyphase_pad, slice_bits
+from lvpnet.model.intnet import EXACT_LIMIT, IntConv2d, int_conv, spec_bound
+from lvpnet.model.lvpnet import save_checkpoint, load_checkpoint
+from lvpnet.model.prep import ORDERS, padded_size, slice_params, sub_real_shape
+
+SMALL = dict(enc_widths=[4, 8, 8, 8, 8, 8], qcm_hidden=8, up_channels=4, pred_width=8, ctx_width=4, pred_layers=2)
+
+
+def _perturb(model: LVPNet, seed=0):
+    """Random but in-range weights everywhere, so no path is trivially zero."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, IntConv2d):
+                mod.weight.copy_(torch.randint(-127, 128, mod.weight.shape, generator=g).float() * 2.0**-mod.fw)
+                mod.bias.copy_(torch.randint(-5000, 5000, mod.bias.shape, generator=g).float() * 2.0 ** -(mod.fw + mod.f_in))
+        model.prior.hist.uniform_(0.1, 1.0, generator=g)
+
+
+def _image(seed, H, W, bits):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:H, :W]
+    base = (np.sin(yy / 7.0) + np.cos(xx / 5.0) + 2) / 4 * (2**bits - 1)
+    img = base + rng.normal(0, 2 ** (bits - 6), (H, W))
+    return np.clip(img, 0, 2**bits - 1).astype(np.int64)
+
+
+@pytest.mark.parametrize("subimage", [2, 1])
+def test_qat_forward_equals_integer_path(subimage):
+    torch.manual_seed(0)
+    model = LVPNet(ModelConfig(subimage=subimage, **SMALL)).double()
+    _perturb(model)
+    model.eval()
+    H, W = 45, 70  # not multiples of 32: padding inside
+    img = _image(1, H, W, 12)
+    vmin, R, B = slice_params(img)
+    Hp, Wp = padded_size(H, W, 32)
+    vp = polyphase_pad(img - vmin, Hp, Wp, subimage)
+    mask = np.zeros((Hp, Wp), bool)
+    mask[:H, :W] = True
+    with torch.no_grad():
+        out = model(
+            torch.from_numpy(vp).double()[None], torch.from_numpy(mask)[None], torch.tensor([R]), torch.tensor([B]),
+            return_params=True,
+        )
+    dec = IntegerDecoder(model.export_decoder(), dtype=torch.float64)
+    dec32 = IntegerDecoder(model.export_decoder(), dtype=torch.float32)
+    decg = IntegerDecoder(model.export_decoder(), dtype=torch.float32, impl="gemm")
+    z = out["z"][0]
+    feats = dec.features(z)
+    assert torch.equal(feats, dec32.features(z).double())
+    assert torch.equal(feats, decg.features(z).double())
+    f = subimage
+    ctx = []
+    nontrivial = 0
+    for k, (di, dj) in enumerate(ORDERS[f]):
+        mu, s = dec.predict(feats, ctx, k, R, B)
+        mu32, s32 = dec32.predict(dec32.features(z), ctx, k, R, B)
+        mug, sg = decg.predict(decg.features(z), ctx, k, R, B)
+        assert torch.equal(mu, out["mu"][k, 0]) and torch.equal(s, out["s"][k, 0]), f"step {k}: QAT != integer path"
+        assert torch.equal(mu, mu32) and torch.equal(s, s32), f"step {k}: float32 != float64"
+        assert torch.equal(mu, mug) and torch.equal(s, sg), f"step {k}: gemm != conv"
+        nontrivial += int(mu.unique().numel() > 3) + int(s.unique().numel() > 1)
+        sub = torch.from_numpy(vp[di::f, dj::f])
+        hr, wr = sub_real_shape(H, W, f, di, dj)
+        assert torch.equal(pad_edge(sub[:hr, :wr], *sub.shape), sub)  # decoder rebuilds the padding exactly
+        ctx.append(sub)
+    assert nontrivial >= 2
+
+
+def test_partial_sum_bounds():
+    model = LVPNet(ModelConfig())  # the full default size
+    ex = model.export_decoder()
+    specs = [ex["qcm"]["l1"], ex["qcm"]["l2"], ex["up"], ex["predictor"]["head"], ex["predictor"]["ctx"]]
+    specs += ex["predictor"]["layers"]
+    for sp in specs:
+        assert spec_bound(sp) < EXACT_LIMIT
+        assert sp["weight"].abs().max() <= 127
+
+
+def test_worst_case_accumulator_is_exact_in_float32():
+    """All inputs and weights at their bounds: float32 and float64 agree (largest partial sums)."""
+    layer = IntConv2d(3, 4, 3, in_max=4095, f_in=12, f_out=4)
+    sp = layer.export()
+    sp["weight"] = torch.full_like(sp["weight"], 127)
+    sp["weight"][1] = -127
+    sp["bias"] = torch.full_like(sp["bias"], 2**18)
+    x = torch.full((1, 3, 9, 9), 4095.0)
+    x[..., ::2, ::3] = 4093.0
+    sp["raw"] = True
+    a32 = int_conv(x.float(), sp)
+    a64 = int_conv(x.double(), sp)
+    assert torch.equal(a32.double(), a64)
+    assert a64.abs().max() < 2**24
+
+
+def test_checkpoint_roundtrip_and_slice_bits(tmp_path):
+    torch.manual_seed(0)
+    model = LVPNet(ModelConfig(**SMALL))
+    p = tmp_path / "m.pt"
+    sha = save_checkpoint(p, model, {"note": "test"})
+    assert len(sha) == 64
+    m2 = LVPNet.from_checkpoint(p)
+    dec = IntegerDecoder.from_checkpoint(p)
+    img = _image(2, 40, 33, 16)
+    r = slice_bits(m2, dec, img)
+    assert r["n"] == 40 * 33 and r["pixel_bits"] > 0 and r["latent_bits"] > 0
+    ck = load_checkpoint(p)
+    assert ck["meta"]["note"] == "test"
