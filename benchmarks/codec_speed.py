@@ -89,7 +89,8 @@ def main(argv=None) -> int:
     lines = [
         "# Learned codec speed (CPU)",
         "",
-        f"One 512x512 int16 CT-like slice (`benchmarks/codec_speed.py`), weights: {kind} (`{w.name}`).",
+        f"One 512x512 int16 CT-like slice (`benchmarks/codec_speed.py`), weights: {kind} (`{w}`, sha256 "
+        f"{codec.model_id()[:16]}...).",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
         f"Python {sys.version.split()[0]}. Best of {args.repeat} after a warm-up; entropy coding included, "
         "verification not included. Targets: decode <= 1.0 s, encode <= 1.5 s.",

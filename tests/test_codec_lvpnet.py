@@ -284,3 +284,12 @@ def test_rgb_volume_through_container(registered):
     vol = np.stack([CASES["rgb_uint8"], CASES["rgb_uint8"][::-1]])
     data = compress(vol, codec="lvpnet", rgb=True, safety_net=False)
     assert np.array_equal(LvpFile(data).read_all(), vol)
+
+
+def test_one_pass_model_roundtrip(tmp_path):
+    """configs/lvpnet-v1-onepass.json's mode (subimage 1): no context sub-images."""
+    c = LVPNetCodec(_checkpoint(tmp_path / "onepass.pt", subimage=1), device="cpu")
+    assert c.engine().dec.steps == 1
+    for name in ("int16_ct", "odd_3x5", "rgb_uint8", "int16_full_range"):
+        x = CASES[name]
+        assert np.array_equal(c.decode(c.encode(x), x.shape, x.dtype, 1), x)

@@ -218,14 +218,14 @@ def check_fingerprints(ckpt, fps: list, val, device="cpu", dtype=None) -> list[b
 
 
 @torch.no_grad()
-def evaluate(model: LVPNet, val, device, max_pixels: int | None = None) -> dict:
+def evaluate(model: LVPNet, val, device, max_pixels: int | None = None, dtype=None) -> dict:
     with ExactMode():  # TF32 off and no cuDNN autotuning over the many val shapes
-        return _evaluate(model, val, device, max_pixels)
+        return _evaluate(model, val, device, max_pixels, dtype)
 
 
-def _evaluate(model: LVPNet, val, device, max_pixels: int | None = None) -> dict:
+def _evaluate(model: LVPNet, val, device, max_pixels: int | None = None, dtype=None) -> dict:
     model.eval()
-    dec = IntegerDecoder(model.export_decoder(), device=device)
+    dec = IntegerDecoder(model.export_decoder(), device=device, dtype=dtype)
     res, tot_bits, tot_n, tot_best = [], 0.0, 0, 0.0
     t0 = time.time()
     for e in val:
@@ -273,7 +273,7 @@ def _evaluate(model: LVPNet, val, device, max_pixels: int | None = None) -> dict
 def model_card(path: Path, cfg: dict, meta: dict, val: dict | None, sha: str | None) -> None:
     L = ["# LVPNet model card", ""]
     L.append(f"- checkpoint: `best.pt`, sha256 `{sha}`" if sha else "- checkpoint: none written")
-    for k in ("device", "steps", "train_minutes", "params", "data_source", "seed", "torch", "when"):
+    for k in ("device", "steps", "train_minutes", "params", "data_source", "seed", "torch", "when", "eval_device"):
         if k in meta:
             L.append(f"- {k}: {meta[k]}")
     L.append(f"- train ids ({len(meta.get('train_ids', []))}): " + ", ".join(meta.get("train_ids", [])))
@@ -317,7 +317,12 @@ def main(argv=None) -> int:
     ap.add_argument("--crop", type=int, default=None)
     ap.add_argument("--val-every", type=float, default=None, help="minutes between val evaluations")
     ap.add_argument("--val-max-pixels", type=int, default=None, help="skip val images larger than this (smoke tests)")
+    ap.add_argument("--eval-only", default=None, metavar="CKPT",
+                    help="evaluate CKPT on every val image (integer path), write eval.json + model_card.md to --out")
+    ap.add_argument("--float32", action="store_true", help="integer path in float32 on the CPU too (exact, faster)")
     args = ap.parse_args(argv)
+    if args.eval_only:
+        return eval_only(args)
 
     conf = json.loads(Path(args.config).read_text())
     tcfg = dict(DEFAULT_TRAIN)
@@ -403,6 +408,7 @@ def main(argv=None) -> int:
     budget = minutes * 60.0
     step = 0
     skipped = 0
+    log_gn = 0.0
     last_eval = time.time()
     acc = {"bits": 0.0, "lat": 0.0, "n": 0.0, "mse": 0.0, "k": 0, "steps": None, "sp": None}
     model.train()
@@ -427,11 +433,19 @@ def main(argv=None) -> int:
                 continue
             loss.backward()
             gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg["grad_clip"]))
-            if not math.isfinite(gnorm):  # never let a non-finite gradient into Adam (it poisons every weight)
+            # Never let a non-finite or exploding gradient into Adam. Measured on the H200: the
+            # gradient norm crept up (1e2 -> 4e2) and then jumped to 1e13+ within ~100 steps, after
+            # which the model never recovered; skip any step whose norm exceeds `spike` times the
+            # running (log-)average of accepted steps.
+            spike = float(tcfg.get("spike_factor", 8.0))
+            if not math.isfinite(gnorm) or (step > 50 and gnorm > spike * math.exp(log_gn)):
                 opt.zero_grad(set_to_none=True)
                 skipped += 1
                 step += 1
+                if skipped % 25 == 1:
+                    log(f"step {step}: skipped (gradient norm {gnorm:.3g}, running {math.exp(log_gn):.3g}); {skipped} skipped so far")
                 continue
+            log_gn = math.log(max(gnorm, 1e-12)) if step < 20 else 0.95 * log_gn + 0.05 * math.log(max(gnorm, 1e-12))
             acc["gnorm"] = max(acc.get("gnorm", 0.0), gnorm)
             opt.step()
             step += 1
@@ -487,6 +501,32 @@ def main(argv=None) -> int:
         log(f"fingerprints failed: {type(exc).__name__}: {exc}")
     write_log()
     log(f"done in {(time.time() - t_start) / 60:.2f} min; best total {best.get('eval', {}) and best['eval']['bpsp']}")
+    return 0
+
+
+def eval_only(args) -> int:
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data_dir = Path(args.data) if args.data else _default_data()
+    _train, val, source = load_data(data_dir)
+    ck = torch.load(args.eval_only, map_location="cpu", weights_only=True)
+    model = LVPNet(ck["config"])
+    model.load_state_dict(ck["state_dict"])
+    model.to(device)
+    dtype = torch.float32 if args.float32 else None
+    ev = evaluate(model, val, device, args.val_max_pixels, dtype)
+    log(f"val: {ev['bpsp']:.4f} bpsp, best classical {ev['best_bpsp']:.4f}, ratio {ev['ratio']} ({ev['seconds']:.0f}s)")
+    for r in ev["images"]:
+        log(f"   {r['id']:34s} {r['bpsp']:7.4f} (lat {r['latent_bpsp']:.4f}) steps {[round(x, 3) for x in r['step_bpsp']]} best {r['best']} ratio {r['ratio']:.3f}")
+    import hashlib
+
+    sha = hashlib.sha256(Path(args.eval_only).read_bytes()).hexdigest()
+    meta = dict(ck.get("meta", {}))
+    meta["eval_device"] = f"{device} ({'float32' if dtype else 'default'} integer path)"
+    ev["step"] = meta.get("steps")
+    (out / "eval.json").write_text(json.dumps({"checkpoint": str(args.eval_only), "sha256": sha, "source": source, "eval": ev}, indent=1))
+    model_card(out / "model_card.md", ck["config"], meta, ev, sha)
     return 0
 
 

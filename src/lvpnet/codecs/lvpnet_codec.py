@@ -122,8 +122,8 @@ class LVPNetCodec(Codec):
             if w is None or not w.is_file():
                 where = w if w is not None else f"lvpnet/resources/{WEIGHTS_NAME}"
                 raise InputError(
-                    f"the learned codec's weights are not installed ({where} is missing); "
-                    "use --codec fallback, or set LVPNET_WEIGHTS to a weights file"
+                    f"the learned codec's weights are not installed ({where} is missing): set LVPNET_WEIGHTS "
+                    "to a weights file (to compress without them, use --codec fallback)"
                 )
             from .lvpnet_engine import Engine
 

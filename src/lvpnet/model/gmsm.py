@@ -28,7 +28,7 @@ class _Res(nn.Module):
 
 
 class GMSM(nn.Module):
-    def __init__(self, latent_channels: int, stride: int = 32, widths=None, in_channels: int = 1):
+    def __init__(self, latent_channels: int, stride: int = 32, widths=None, in_channels: int = 1, y_bound: float = 32.0):
         super().__init__()
         n = int(round(math.log2(stride)))
         if 2**n != stride:
@@ -42,14 +42,20 @@ class GMSM(nn.Module):
         self.down = nn.ModuleList(nn.Conv2d(widths[t], widths[t + 1], 3, stride=2, padding=1) for t in range(n))
         self.skip = nn.ModuleList(nn.Conv2d(widths[t], widths[t + 1], 1) for t in range(n))
         self.res = nn.ModuleList(_Res(widths[t + 1]) if t >= n - 3 else nn.Identity() for t in range(n))
+        # GroupNorm after every scale: measured, the unnormalised encoder's activations (and with
+        # them its gradients) ran away after a few hundred steps and training never recovered
+        self.norm = nn.ModuleList(nn.GroupNorm(max(1, min(8, widths[t + 1] // 4)), widths[t + 1]) for t in range(n))
         w = widths[-1]
         self.glob = nn.Sequential(nn.Linear(w, w), nn.GELU(), nn.Linear(w, w))
         self.head = nn.Conv2d(w, latent_channels, 1)
+        self.bound = float(y_bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = F.gelu(self.stem(x))
-        for down, skip, res in zip(self.down, self.skip, self.res):
+        for down, skip, res, norm in zip(self.down, self.skip, self.res, self.norm):
             f = F.gelu(down(f)) + skip(F.avg_pool2d(f, 2))
-            f = res(f)
+            f = norm(res(f))
         f = f + self.glob(f.mean(dim=(2, 3)))[:, :, None, None]
-        return self.head(f)
+        y = self.head(f)
+        # soft bound: y stays inside the coded range (+-bound), so it cannot drift away
+        return self.bound * torch.tanh(y / self.bound)

@@ -87,7 +87,7 @@ class LVPNet(nn.Module):
         f = cfg.subimage
         self.f = f
         self.steps = f * f
-        self.encoder = GMSM(C, cfg.stride, cfg.enc_widths)
+        self.encoder = GMSM(C, cfg.stride, cfg.enc_widths, y_bound=(cfg.zmax + 1) * cfg.q_step)
         self.prior = FactorizedPrior(C, cfg.zmax)
         self.qcm = QCM(C, cfg.qcm_hidden, cfg.zmax)
         self.up_factor = cfg.stride // f

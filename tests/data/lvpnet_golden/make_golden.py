@@ -3,7 +3,11 @@
     .venv/bin/python tests/data/lvpnet_golden/make_golden.py [--inputs-only]
 
 Writes model.pt (configs/tiny-test.json with 4 latent and 2 upsampling channels, torch seed 0: small enough to
-commit), the inputs (*.npy) and the expected chunks (*.chunk) of ``LVPNetCodec`` version 1.
+commit), the inputs (*.npy), the expected chunks (*.chunk) of ``LVPNetCodec`` version 1 and
+expected.json (sha256 of the weights and of every chunk).
+
+Regenerate model.pt too (no --inputs-only) when the encoder's architecture changed so that the
+old weights no longer load; the decode tests keep guarding the format either way.
 """
 
 import json
@@ -46,10 +50,16 @@ def main() -> None:
 
     if "--inputs-only" not in sys.argv:
         make_model(HERE / "model.pt")
+    import hashlib
+
     codec = LVPNetCodec(HERE / "model.pt", device="cpu")
+    expected = {"model_sha256": codec.model_id(), "codec_version": codec.version, "chunks": {}}
     for name, x in inputs().items():
         np.save(HERE / f"{name}.npy", x)
-        (HERE / f"{name}.chunk").write_bytes(codec.encode(x))
+        data = codec.encode(x)
+        (HERE / f"{name}.chunk").write_bytes(data)
+        expected["chunks"][name] = hashlib.sha256(data).hexdigest()
+    (HERE / "expected.json").write_text(json.dumps(expected, indent=1) + "\n")
     print("model sha256", codec.model_id())
 
 
