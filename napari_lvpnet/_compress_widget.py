@@ -121,6 +121,7 @@ class CompressWidget(Container):
             return
         path = self._output_path(layer)
         codec = None if self.codec.value == AUTO_CODEC else self.codec.value
+        codecs.get_codec("lvpnet").device = self.device.value.lower()  # where the learned codec runs
         self._cancel.clear()
         self.summary.value = f"compressing to {path.name} ..."
         self.progress.max, self.progress.value, self.progress.visible = volume.n_slices, 0, True

@@ -81,3 +81,18 @@ def test_write_error_becomes_notification(widget_and_viewer, qtbot, tmp_path, rn
     qtbot.waitUntil(lambda: w.run_button.enabled and bool(errors), timeout=30000)
     assert "Compress failed" in errors[0] and "failed" in w.summary.value
     assert list(tmp_path.iterdir()) == []
+
+
+def test_device_choice_reaches_the_learned_codec(widget_and_viewer, qtbot, tmp_path, rng):
+    from lvpnet import codecs
+
+    viewer, w = widget_and_viewer
+    assert "CUDA" not in w.device.choices or __import__("torch").cuda.is_available()
+    viewer.add_image(smooth_image(rng, (1, 8, 8), 0, 9, np.uint8), name="tiny")
+    w.layer.value = viewer.layers["tiny"]
+    w.output.value = tmp_path / "t.lvp"
+    w.device.value = "CPU"
+    w.run_button.changed.emit(True)
+    assert codecs.get_codec("lvpnet").device == "cpu"
+    qtbot.waitUntil(lambda: w.run_button.enabled, timeout=30000)
+    codecs.get_codec("lvpnet").device = "auto"
