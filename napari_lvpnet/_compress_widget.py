@@ -86,13 +86,16 @@ class CompressWidget(Container):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="slices", value=0, min=0, max=1, visible=False)
         self.summary = Label(label="", value="")
+        self.inspect_button = PushButton(text="Inspect where the bits go", visible=False)
         super().__init__(widgets=[self.layer, self.codec, self.device, self.output, self.verify, self.compare,
-                                  self.run_button, self.cancel_button, self.progress, self.summary])
+                                  self.run_button, self.cancel_button, self.progress, self.summary,
+                                  self.inspect_button])
         self.worker = None
         self.last_result: dict | None = None
         self._cancel = threading.Event()
         self.run_button.changed.connect(self.start)
         self.cancel_button.changed.connect(self.cancel)
+        self.inspect_button.changed.connect(self.open_inspect)
         viewer.layers.events.inserted.connect(lambda e: self.layer.reset_choices())
         viewer.layers.events.removed.connect(lambda e: self.layer.reset_choices())
 
@@ -126,6 +129,7 @@ class CompressWidget(Container):
         self.summary.value = f"compressing to {path.name} ..."
         self.progress.max, self.progress.value, self.progress.visible = volume.n_slices, 0, True
         self.run_button.enabled, self.cancel_button.enabled = False, True
+        self.inspect_button.visible = False
         worker = thread_worker(_compress_job, start_thread=False, ignore_errors=True)(
             volume, path, codec, self.verify.value, self.compare.value, self._cancel
         )
@@ -135,6 +139,14 @@ class CompressWidget(Container):
         worker.finished.connect(self._on_finished)
         self.worker = worker
         worker.start()
+
+    def open_inspect(self, *_):
+        """Open the Inspect dock on the layer just compressed and run it."""
+        _, inspect = self._viewer.window.add_plugin_dock_widget("napari-lvpnet", "Inspect")
+        if self.layer.value is not None:
+            inspect.layer.value = self.layer.value
+        inspect.run_button.changed.emit(True)
+        return inspect
 
     def cancel(self, *_):
         self._cancel.set()
@@ -151,6 +163,7 @@ class CompressWidget(Container):
             return
         self.last_result = out
         self.summary.value = format_summary(out)
+        self.inspect_button.visible = True
         show_info(f"Saved {out['result'].path}")
 
     def _on_error(self, exc):

@@ -31,6 +31,10 @@ def test_compress_widget_writes_identical_file_and_shows_numbers(widget_and_view
     assert np.array_equal(lvpnet.open(out).read_all(), a)
     text = w.summary.value
     assert f"{out.stat().st_size:,} bytes" in text and "bits per sample" in text and "JPEG-XL lossless" in text
+    assert not w.inspect_button.native.isHidden()  # shown once a result exists
+    inspect = w.open_inspect()  # the result links to the inspection layers
+    assert inspect.layer.value is viewer.layers["ct"]
+    qtbot.waitUntil(lambda: inspect.run_button.enabled, timeout=60000)
 
 
 def test_cancel_leaves_no_file(widget_and_viewer, qtbot, tmp_path, rng, monkeypatch):
