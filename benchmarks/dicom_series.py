@@ -13,12 +13,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from lvpnet.resources import SAMPLE_CT, path
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 import lvpnet
-from lvpnet.resources import SAMPLE_CT, path
 
 
 def write_series(folder: Path) -> None:

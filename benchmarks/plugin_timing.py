@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import napari
+from lvpnet.resources import SAMPLE_CT, path
 from qtpy.QtWidgets import QApplication
 
 import lvpnet
-from lvpnet.resources import SAMPLE_CT, path
 
 
 def main() -> None:

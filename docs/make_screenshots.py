@@ -17,11 +17,11 @@ from pathlib import Path
 
 import napari
 import numpy as np
+from lvpnet.resources import SAMPLE_CT, path
 from PIL import Image
 from qtpy.QtWidgets import QApplication
 
 import lvpnet
-from lvpnet.resources import SAMPLE_CT, path
 
 OUT = Path(__file__).resolve().parent / "images"
 

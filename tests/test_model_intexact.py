@@ -6,7 +6,7 @@ import torch
 
 from lvpnet.model import IntegerDecoder, LVPNet, ModelConfig, pad_edge, polyphase_pad, slice_bits
 from lvpnet.model.intnet import EXACT_LIMIT, IntConv2d, int_conv, spec_bound
-from lvpnet.model.lvpnet import save_checkpoint, load_checkpoint
+from lvpnet.model.lvpnet import load_checkpoint, save_checkpoint
 from lvpnet.model.prep import ORDERS, padded_size, slice_params, sub_real_shape
 
 SMALL = dict(enc_widths=[4, 8, 8, 8, 8, 8], qcm_hidden=8, up_channels=4, pred_width=8, ctx_width=4, pred_layers=2)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import signal
 import sys
 import time
@@ -28,7 +27,7 @@ import torch
 
 from lvpnet.model.intnet import ExactMode
 from lvpnet.model.lvpnet import IntegerDecoder, LVPNet, ModelConfig, save_checkpoint, slice_bits
-from lvpnet.model.prep import ORDERS, bit_depth, grey_slices, padded_size, polyphase_pad, slice_params
+from lvpnet.model.prep import bit_depth, grey_slices, padded_size, polyphase_pad, slice_params
 
 DEFAULT_TRAIN = {
     "batch": 16,

@@ -30,9 +30,8 @@ a stack):
 
 from __future__ import annotations
 
-import numpy as np
-
 import constriction
+import numpy as np
 
 _model = constriction.stream.model
 _stack = constriction.stream.stack

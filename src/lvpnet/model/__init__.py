@@ -5,7 +5,17 @@ See docs/MODEL.md for the design and the codec-facing API.
 """
 
 from .lvpnet import FORMAT, IntegerDecoder, LVPNet, ModelConfig, load_checkpoint, save_checkpoint, slice_bits
-from .prep import ORDERS, grey_slices, pad_edge, padded_size, planes_to_rgb, polyphase_pad, rgb_to_planes, slice_params, sub_real_shape
+from .prep import (
+    ORDERS,
+    grey_slices,
+    pad_edge,
+    padded_size,
+    planes_to_rgb,
+    polyphase_pad,
+    rgb_to_planes,
+    slice_params,
+    sub_real_shape,
+)
 from .tables import PREC, TOTAL, pixel_bits_exact, pixel_symbols, values_from_symbols
 
 __all__ = [

@@ -21,12 +21,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .gmsm import GMSM
-from .intnet import ExactMode
+from .intnet import ExactMode, IntConv2d, int_conv
 from .predictor import Predictor, head_params, trunk_int
 from .prep import ORDERS, padded_size, polyphase_pad, slice_params, sub_real_shape, to_ctx
 from .prior import FactorizedPrior
 from .qcm import QCM, qcm_int
-from .intnet import IntConv2d, int_conv
 from .tables import (
     TOTAL,
     _log_bin,
@@ -233,7 +232,7 @@ class LVPNet(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     @classmethod
-    def from_checkpoint(cls, path_or_dict, map_location="cpu") -> "LVPNet":
+    def from_checkpoint(cls, path_or_dict, map_location="cpu") -> LVPNet:
         ck = load_checkpoint(path_or_dict, map_location)
         model = cls(ck["config"])
         model.load_state_dict(ck["state_dict"])
@@ -278,7 +277,7 @@ class IntegerDecoder:
         self.zmax = self.cfg.zmax
 
     @classmethod
-    def from_checkpoint(cls, path_or_dict, device="cpu", **kw) -> "IntegerDecoder":
+    def from_checkpoint(cls, path_or_dict, device="cpu", **kw) -> IntegerDecoder:
         ck = load_checkpoint(path_or_dict, "cpu")
         return cls(ck["decoder"], device=device, **kw)
 
