@@ -232,3 +232,22 @@ def test_codec_stats_columns_appear_when_reported(monkeypatch, rng):
     assert rep["totals"]["lvpnet"]["stats"]["estimated_bits"] == st["estimated_bits"]
     text = bench.format_table(rep)
     assert "latent" in text and "estimate" in text
+
+
+def test_bench_reports_learned_codec_alone_when_safety_net_used(tmp_path, tiny_model_path, monkeypatch):
+    """With the learned codec asked for, bench shows its own figures beside the combined ones."""
+    from lvpnet import codecs
+    from lvpnet.bench import bench_paths, format_table
+    from lvpnet.progress import run
+
+    monkeypatch.setenv("LVPNET_WEIGHTS", str(tiny_model_path))
+    monkeypatch.setattr(codecs.get_codec("lvpnet"), "_engine", None)  # load the weights the environment names
+    rng = np.random.default_rng(3)
+    a = np.clip(rng.normal(1000, 200, size=(2, 40, 48)), 0, 4095).astype(np.uint16)
+    np.save(tmp_path / "a.npy", a)
+    rep = run(bench_paths([str(tmp_path / "a.npy")], codec="lvpnet"))
+    ours = rep["inputs"][0]["lvpnet"]
+    own = ours["learned_only"]
+    assert ours["codecs"].get("fallback")  # an untrained model loses: the safety net chose the fallback
+    assert own is not None and own["file_bytes"] > ours["file_bytes"]
+    assert "learned codec alone" in format_table(rep)

@@ -130,6 +130,7 @@ def _ours(volume: Volume, codec: str | None) -> dict[str, Any]:
             stats_out[k] = v
             stats_out[k + "_per_sample"] = round(v / samples, 4)
     return {
+        "learned_only": _learned_only(volume, codec, per_codec),
         "file_bytes": len(data),
         "chunk_bytes": chunk_bytes,
         "container_bytes": len(data) - chunk_bytes,
@@ -143,6 +144,23 @@ def _ours(volume: Volume, codec: str | None) -> dict[str, Any]:
         "codec_bytes": per_codec_bytes,
         "stats": stats_out,
     }
+
+
+def _learned_only(volume: Volume, codec: str | None, per_codec: dict[str, int]) -> dict[str, Any] | None:
+    """The learned codec's own figures when the safety net gave some slices to the fallback.
+
+    None when the learned codec was not asked for, or when it kept every slice
+    (then the figures above are its own already).
+    """
+    from . import compress
+
+    name = codec or codecs.default_codec_name(volume.array.dtype, volume.rgb)
+    if name != "lvpnet" or set(per_codec) == {"lvpnet"}:
+        return None
+    if not codecs.get_codec("lvpnet").accepts(volume.array.dtype, volume.rgb):
+        return None
+    data = compress(volume, codec="lvpnet", verify=False, safety_net=False)
+    return {"file_bytes": len(data), "bits_per_sample": round(8.0 * len(data) / volume.array.size, 4)}
 
 
 def _classical(volume: Volume, ids: Sequence[str], step: Callable[[], None]) -> tuple[dict[str, Any], str | None]:
@@ -600,6 +618,13 @@ def format_table(rep: dict[str, Any], markdown: bool = False) -> str:
             )
         out += ["", "DICOM: bytes as they are, with the pixel data re-encoded lossless, and the .lvp",
                 grid(dhead, drows, markdown)]
+    own = [r for r in rep["inputs"] if r["lvpnet"].get("learned_only")]
+    if own:
+        ohead = ["input", "combined (safety net)", "learned codec alone"]
+        orows = [[Path(r["input"]).name if not markdown else r["input"], _f(r["lvpnet"]["bits_per_sample"]),
+                  _f(r["lvpnet"]["learned_only"]["bits_per_sample"])] for r in own]
+        out += ["", "The learned codec's own bits per sample, where the fallback took some slices",
+                grid(ohead, orows, markdown)]
     used = ", ".join(f"{k} {v}" for k, v in rep["codecs_used"].items())
     out += ["", f"lvpnet {rep['lvpnet_version']}, codec {rep['codec']} (slices per codec: {used})"]
     return "\n".join(out)
