@@ -67,7 +67,7 @@ def test_compress_json_and_info_json(tmp_path, rng):
     proc = lvpnet_cmd("compress", tmp_path / "a.npy", tmp_path / "a.lvp", "--json", check_rc=0)
     rep = json.loads(proc.stdout)
     size = (tmp_path / "a.lvp").stat().st_size
-    assert rep["lvp_bytes"] == size and rep["original_bytes"] == a.nbytes
+    assert rep["lvp_bytes"] == size and rep["original_bytes"] == a.nbytes and rep["dtype"] == "int16"
     assert rep["bits_per_sample"] == pytest.approx(8 * size / a.size, abs=1e-3)
     assert rep["ratio"] == pytest.approx(a.nbytes / size, abs=1e-3)
     info = json.loads(lvpnet_cmd("info", tmp_path / "a.lvp", "--json", check_rc=0).stdout)

@@ -46,7 +46,7 @@ class CompressResult:
         return {
             "output": self.path,
             "shape": list(self.shape),
-            "dtype": self.dtype,
+            "dtype": np.dtype(self.dtype).name,
             "slices": self.slices,
             "original_bytes": self.raw_bytes,
             "lvp_bytes": self.lvp_bytes,
