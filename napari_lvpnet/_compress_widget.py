@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, ProgressBar, PushButton
 from napari.layers import Image
-from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
 from napari.viewer import Viewer
 
@@ -24,6 +23,7 @@ from lvpnet import codecs
 from lvpnet.progress import Progress, cancellable
 from lvpnet.slicing import check_array
 
+from ._background import BackgroundJobMixin
 from ._layers import layer_to_volume
 
 AUTO_CODEC = "auto (best for the data)"
@@ -72,7 +72,9 @@ def format_summary(out: dict) -> str:
     return "\n".join(lines)
 
 
-class CompressWidget(Container):
+class CompressWidget(BackgroundJobMixin, Container):
+    job_title = "Compress"
+
     def __init__(self, napari_viewer: Viewer):
         viewer = napari_viewer
         self._viewer = viewer
@@ -125,20 +127,10 @@ class CompressWidget(Container):
         path = self._output_path(layer)
         codec = None if self.codec.value == AUTO_CODEC else self.codec.value
         codecs.get_codec("lvpnet").device = self.device.value.lower()  # where the learned codec runs
-        self._cancel.clear()
         self.summary.value = f"compressing to {path.name} ..."
-        self.progress.max, self.progress.value, self.progress.visible = volume.n_slices, 0, True
-        self.run_button.enabled, self.cancel_button.enabled = False, True
+        self.progress.max = volume.n_slices
         self.inspect_button.visible = False
-        worker = thread_worker(_compress_job, start_thread=False, ignore_errors=True)(
-            volume, path, codec, self.verify.value, self.compare.value, self._cancel
-        )
-        worker.yielded.connect(self._on_progress)
-        worker.returned.connect(self._on_done)
-        worker.errored.connect(self._on_error)
-        worker.finished.connect(self._on_finished)
-        self.worker = worker
-        worker.start()
+        self._run_in_background(_compress_job, volume, path, codec, self.verify.value, self.compare.value)
 
     def open_inspect(self, *_):
         """Open the Inspect dock on the layer just compressed and run it."""
@@ -147,15 +139,6 @@ class CompressWidget(Container):
             inspect.layer.value = self.layer.value
         inspect.run_button.changed.emit(True)
         return inspect
-
-    def cancel(self, *_):
-        self._cancel.set()
-        self.summary.value = "cancelling ..."
-
-    def _on_progress(self, p: Progress):
-        self.progress.label = p.stage
-        self.progress.max = max(p.total, 1)
-        self.progress.value = p.done
 
     def _on_done(self, out):
         if out is None:
@@ -166,10 +149,3 @@ class CompressWidget(Container):
         self.inspect_button.visible = True
         show_info(f"Saved {out['result'].path}")
 
-    def _on_error(self, exc):
-        self.summary.value = f"failed: {exc}"
-        show_error(f"Compress failed: {exc}")
-
-    def _on_finished(self):
-        self.run_button.enabled, self.cancel_button.enabled = True, False
-        self.progress.visible = False

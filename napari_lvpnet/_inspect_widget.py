@@ -21,13 +21,14 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, Pro
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from napari.layers import Image
-from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_warning
 from napari.viewer import Viewer
 
 from lvpnet import LvpFile, analysis
 from lvpnet.container import looks_like_lvp
 from lvpnet.progress import Progress, cancellable
+
+from ._background import BackgroundJobMixin
 
 CURRENT = "current slice"
 ALL = "all slices"
@@ -91,7 +92,9 @@ def summary_text(res: analysis.Analysis, model_name: str | None) -> str:
     return "\n".join(lines)
 
 
-class InspectWidget(Container):
+class InspectWidget(BackgroundJobMixin, Container):
+    job_title = "Inspect"
+
     def __init__(self, napari_viewer: Viewer):
         viewer = napari_viewer
         self._viewer = viewer
@@ -162,37 +165,10 @@ class InspectWidget(Container):
             show_error(f"Inspect: {e}")
             return
         self._layer, self._frames = layer, frames
-        self._cancel.clear()
         self.summary.value = f"inspecting {layer.name} ..."
-        self.progress.max, self.progress.value, self.progress.visible = 1, 0, True
-        self.run_button.enabled, self.cancel_button.enabled = False, True
-        # ignore_errors: errors go to _on_error (a notification), not re-raised in the Qt event loop
-        worker = thread_worker(_inspect_job, start_thread=False, ignore_errors=True)(
-            source, rgb, lvp, indices, self._weights_path(), self._cancel
-        )
-        worker.yielded.connect(self._on_progress)
-        worker.returned.connect(self._on_done)
-        worker.errored.connect(self._on_error)
-        worker.finished.connect(self._on_finished)
-        self.worker = worker
-        worker.start()
+        self.progress.max = 1
+        self._run_in_background(_inspect_job, source, rgb, lvp, indices, self._weights_path())
 
-    def cancel(self, *_):
-        self._cancel.set()
-        self.summary.value = "cancelling ..."
-
-    def _on_progress(self, p: Progress):
-        self.progress.label = p.stage
-        self.progress.max = max(p.total, 1)
-        self.progress.value = p.done
-
-    def _on_error(self, exc):
-        self.summary.value = f"failed: {exc}"
-        show_error(f"Inspect failed: {exc}")
-
-    def _on_finished(self):
-        self.run_button.enabled, self.cancel_button.enabled = True, False
-        self.progress.visible = False
 
     def _on_done(self, res: analysis.Analysis | None):
         if res is None:

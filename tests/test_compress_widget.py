@@ -80,7 +80,7 @@ def test_write_error_becomes_notification(widget_and_viewer, qtbot, tmp_path, rn
     w.layer.value = viewer.layers["small"]
     w.output.value = tmp_path / "no_such_folder" / "x.lvp"
     errors = []
-    monkeypatch.setattr("napari_lvpnet._compress_widget.show_error", errors.append)
+    monkeypatch.setattr("napari_lvpnet._background.show_error", errors.append)
     w.run_button.changed.emit(True)
     qtbot.waitUntil(lambda: w.run_button.enabled and bool(errors), timeout=30000)
     assert "Compress failed" in errors[0] and "failed" in w.summary.value

@@ -160,6 +160,7 @@ def test_no_model_plain_layer_bad_weights_and_bad_data_notify(widget_and_viewer,
     warnings, errors = [], []
     monkeypatch.setattr(iw, "show_warning", warnings.append)
     monkeypatch.setattr(iw, "show_error", errors.append)
+    monkeypatch.setattr("napari_lvpnet._background.show_error", errors.append)  # errors inside the worker
     viewer.add_image(smooth_image(rng, (40, 33), 0, 255, np.uint8), name="xr")
     w.layer.value = viewer.layers["xr"]
     w.weights.value = ""
