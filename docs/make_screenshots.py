@@ -72,8 +72,8 @@ def main() -> None:
         _wait(lambda: insp.run_button.enabled and len(viewer.layers) > 1)
         bit_layers = [layer for layer in viewer.layers if layer.name.endswith("bit cost")]
         for layer in bit_layers:
-            layer.opacity = 0.6
-            layer.blending = "additive"
+            layer.opacity = 0.7
+            layer.blending = "translucent"
         assert np.isfinite(np.asarray(bit_layers[0].data)).all() if bit_layers else True
         _save(viewer, "inspect.png")
         viewer.close()
