@@ -43,10 +43,16 @@ def get_lvp_reader(path):
 
 
 def read_lvp(path):
-    from lvpnet import LvpFile
+    from napari.utils.notifications import show_error
+
+    from lvpnet import LvpFile, LvpnetError
 
     path = os.fspath(_single(path))
-    return [lazy_lvp_layer(LvpFile(path), _name(path, (".lvp",)))]
+    try:
+        return [lazy_lvp_layer(LvpFile(path), _name(path, (".lvp",)))]
+    except LvpnetError as e:  # damaged or unreadable: say so, add nothing (napari's "empty file" sentinel)
+        show_error(f"Cannot open {Path(path).name}: {e}")
+        return [(None,)]
 
 
 def get_nifti_reader(path):

@@ -57,3 +57,19 @@ def test_sample_data_opens(make_napari_viewer):
     layer = viewer.layers[0]
     assert layer.data.shape == (12, 512, 512) and layer.data.dtype == np.int16
     assert np.allclose(layer.scale, (5.0, 0.6269531, 0.6269531))
+
+
+def test_damaged_lvp_gives_notification_not_crash(make_napari_viewer, volume_lvp, tmp_path, monkeypatch):
+    v, path = volume_lvp
+    f = lvpnet.open(path)
+    middle = f._reader.records[len(f) // 2]  # the slice napari decodes first
+    data = bytearray(path.read_bytes())
+    data[middle.offset + middle.length // 2] ^= 0x20
+    damaged = tmp_path / "damaged.lvp"
+    damaged.write_bytes(bytes(data))
+    errors = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", errors.append)
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(damaged), plugin="napari-lvpnet")
+    assert layers == [] and len(viewer.layers) == 0
+    assert errors and "slice 2" in errors[0] and "checksum" in errors[0]
