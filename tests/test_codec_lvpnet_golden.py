@@ -21,14 +21,7 @@ EXPECTED = json.loads((HERE / "expected.json").read_text())
 NAMES = sorted(EXPECTED["chunks"])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
