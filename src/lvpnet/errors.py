@@ -28,9 +28,3 @@ class DamagedError(LvpnetError):
     """Damaged, truncated or failing verification (exit 1)."""
 
     exit_code = 1
-
-
-class CancelledError(LvpnetError):
-    """The user stopped a long job; nothing was written."""
-
-    exit_code = 130

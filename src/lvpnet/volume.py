@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from . import slicing
+
 
 @dataclass
 class Volume:
@@ -40,13 +42,13 @@ class Volume:
     @property
     def slice_shape(self) -> tuple[int, ...]:
         """Shape of one 2-D slice (``(rows, cols)`` or ``(rows, cols, 3)``)."""
-        return tuple(self.array.shape[-3:] if self.rgb else self.array.shape[-2:])
+        return slicing.slice_shape(self.array.shape, self.rgb)
 
     @property
     def frame_shape(self) -> tuple[int, ...]:
         """Leading axes that are iterated slice by slice (may be empty)."""
-        return tuple(self.array.shape[:-3] if self.rgb else self.array.shape[:-2])
+        return tuple(self.array.shape[: self.array.ndim - len(self.slice_shape)])
 
     @property
     def n_slices(self) -> int:
-        return int(np.prod(self.frame_shape, dtype=np.int64))
+        return slicing.n_slices(self.array.shape, self.rgb)
