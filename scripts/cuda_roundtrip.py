@@ -182,12 +182,12 @@ def run(folder: Path, out: Path | None, repeat: int, dry_run: bool = False) -> i
             ctx_c, ctx_g = [], []
             f = eng_c.dec.f
             for k, (di, dj) in enumerate(eng_c.dec.order):
-                a = eng_c.dec.predict(fc, ctx_c, k, R, B)
-                b = eng_g.dec.predict(fg, ctx_g, k, R, B)
-                c = dec_gemm.predict(fm, ctx_g, k, R, B)
+                sub = torch.from_numpy(np.ascontiguousarray(vp[di::f, dj::f]))
+                a = eng_c.dec.predict(fc, ctx_c, k, R, B, known=sub)
+                b = eng_g.dec.predict(fg, ctx_g, k, R, B, known=sub.to(dev))
+                c = dec_gemm.predict(fm, ctx_g, k, R, B, known=sub.to(dev))
                 for u, vv, ww in zip(a, b, c):
                     agree &= torch.equal(u, vv.cpu()) and torch.equal(u, ww.cpu())
-                sub = torch.from_numpy(np.ascontiguousarray(vp[di::f, dj::f]))
                 ctx_c.append(sub)
                 ctx_g.append(sub.to(dev))
         rec["mu_s_agree_cpu_cuda_gemm"] = bool(agree)

@@ -31,10 +31,13 @@ def _image(seed, H, W, bits):
     return np.clip(img, 0, 2**bits - 1).astype(np.int64)
 
 
-@pytest.mark.parametrize("subimage", [2, 1])
-def test_qat_forward_equals_integer_path(subimage):
+@pytest.mark.parametrize(
+    "subimage,head,rows", [(2, 1, False), (1, 1, False), (2, 2, False), (4, 2, False), (4, 2, True), (1, 2, True)]
+)
+def test_qat_forward_equals_integer_path(subimage, head, rows):
     torch.manual_seed(0)
-    model = LVPNet(ModelConfig(subimage=subimage, **SMALL)).double()
+    cfg = ModelConfig(subimage=subimage, head=head, ctx_bits=9 if subimage == 4 else 12, step0_rows=rows, **SMALL)
+    model = LVPNet(cfg).double()
     _perturb(model)
     model.eval()
     H, W = 45, 70  # not multiples of 32: padding inside
@@ -60,14 +63,20 @@ def test_qat_forward_equals_integer_path(subimage):
     ctx = []
     nontrivial = 0
     for k, (di, dj) in enumerate(ORDERS[f]):
-        mu, s = dec.predict(feats, ctx, k, R, B)
-        mu32, s32 = dec32.predict(dec32.features(z), ctx, k, R, B)
-        mug, sg = decg.predict(decg.features(z), ctx, k, R, B)
+        sub = torch.from_numpy(vp[di::f, dj::f])
+        mu, s = dec.predict(feats, ctx, k, R, B, known=sub)
+        mu32, s32 = dec32.predict(dec32.features(z), ctx, k, R, B, known=sub)
+        mug, sg = decg.predict(decg.features(z), ctx, k, R, B, known=sub)
+        if k == 0 and rows:  # what the decoder does: one row at a time from the row above
+            raw0 = dec32.step0_head(dec32.features(z))
+            for r in range(sub.shape[0]):
+                up = sub[max(r - 1, 0) : max(r, 1)]
+                mr, sr = dec32.step0_rows(raw0, up, r, R, B)
+                assert torch.equal(mr[0], mu[r]) and torch.equal(sr[0], s[r]), f"row {r}"
         assert torch.equal(mu, out["mu"][k, 0]) and torch.equal(s, out["s"][k, 0]), f"step {k}: QAT != integer path"
         assert torch.equal(mu, mu32) and torch.equal(s, s32), f"step {k}: float32 != float64"
         assert torch.equal(mu, mug) and torch.equal(s, sg), f"step {k}: gemm != conv"
         nontrivial += int(mu.unique().numel() > 3) + int(s.unique().numel() > 1)
-        sub = torch.from_numpy(vp[di::f, dj::f])
         hr, wr = sub_real_shape(H, W, f, di, dj)
         assert torch.equal(pad_edge(sub[:hr, :wr], *sub.shape), sub)  # decoder rebuilds the padding exactly
         ctx.append(sub)

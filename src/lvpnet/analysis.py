@@ -258,8 +258,8 @@ def _plane(model: LoadedModel, plane: np.ndarray) -> dict:
         vs = torch.from_numpy(vp).to(dec.device)
         ctx = []
         for k, (di, dj) in enumerate(dec.order):
-            mu, s = dec.predict(feats, ctx, k, R, B)
             sub = vs[di::f, dj::f]
+            mu, s = dec.predict(feats, ctx, k, R, B, known=sub)
             hr, wr = sub_real_shape(H, W, f, di, dj)
             b = pixel_bits_exact(sub[:hr, :wr], mu[:hr, :wr], s[:hr, :wr], R, dec.pixel_tables, dec.pixel_shifts, dec.K)
             bits[di::f, dj::f] = b.cpu().numpy()

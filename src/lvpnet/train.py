@@ -183,7 +183,7 @@ def fingerprints(model: LVPNet, val, device, n: int = 2, max_pixels: int = 300_0
             vt = torch.from_numpy(vp).to(dec.device)
             hashes, ctx = [], []
             for k, (di, dj) in enumerate(dec.order):
-                mu, sc = dec.predict(feats, ctx, k, R, B)
+                mu, sc = dec.predict(feats, ctx, k, R, B, known=vt[di::dec.f, dj::dec.f])
                 hashes.append(hashlib.sha256(mu.cpu().numpy().astype("<i8").tobytes() + sc.cpu().numpy().astype("<i8").tobytes()).hexdigest())
                 ctx.append(vt[di::dec.f, dj::dec.f])
             out.append({"id": e["id"], "slice": 0, "z": z.cpu().tolist(), "R": R, "B": B, "vmin": vmin, "hashes": hashes})
@@ -208,7 +208,7 @@ def check_fingerprints(ckpt, fps: list, val, device="cpu", dtype=None) -> list[b
         vt = torch.from_numpy(vp).to(dec.device)
         ok, ctx = True, []
         for k, (di, dj) in enumerate(dec.order):
-            mu, sc = dec.predict(feats, ctx, k, fp["R"], fp["B"])
+            mu, sc = dec.predict(feats, ctx, k, fp["R"], fp["B"], known=vt[di::dec.f, dj::dec.f])
             h = hashlib.sha256(mu.cpu().numpy().astype("<i8").tobytes() + sc.cpu().numpy().astype("<i8").tobytes()).hexdigest()
             ok &= h == fp["hashes"][k]
             ctx.append(vt[di::dec.f, dj::dec.f])

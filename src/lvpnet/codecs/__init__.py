@@ -7,7 +7,7 @@ import numpy as np
 from ..errors import InputError
 from .base import Codec
 from .fallback import FallbackCodec
-from .lvpnet_codec import LVPNetCodec, shipped_weights
+from .lvpnet_codec import LVPNetCodec, shipped_is_default, shipped_weights
 
 _CODECS: dict[str, type[Codec]] = {FallbackCodec.id: FallbackCodec, LVPNetCodec.id: LVPNetCodec}
 _INSTANCES: dict[str, Codec] = {}
@@ -38,8 +38,9 @@ def get_codec(name: str) -> Codec:
 
 def default_codec_name(dtype: np.dtype, rgb: bool) -> str:
     """The codec ``compress`` uses when none is named: the learned one for integers up to 16 bits
-    (grey or RGB) when the shipped weights are installed, else the classical fallback."""
-    if shipped_weights() is not None and LVPNetCodec().accepts(np.dtype(dtype), rgb):
+    (grey or RGB) when the shipped weights are installed and their card says they beat the
+    classical codecs on val (``scripts/ship_weights.py``), else the classical fallback."""
+    if shipped_weights() is not None and shipped_is_default() and LVPNetCodec().accepts(np.dtype(dtype), rgb):
         return LVPNetCodec.id
     return FallbackCodec.id
 

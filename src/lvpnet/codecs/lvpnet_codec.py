@@ -17,6 +17,7 @@ torch and the weights are loaded on first use, not on import.
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 from pathlib import Path
@@ -27,6 +28,7 @@ from ..errors import InputError
 from .base import Codec
 
 WEIGHTS_NAME = "lvpnet-v1.pt"
+CARD_NAME = "lvpnet-v1.json"
 WEIGHTS_ENV = "LVPNET_WEIGHTS"
 _PLANE = struct.Struct("<iIII")
 
@@ -39,6 +41,22 @@ def shipped_weights() -> Path | None:
         return None
     p = path(WEIGHTS_NAME)
     return p if p.is_file() else None
+
+
+def shipped_card() -> dict:
+    """The shipped weights' card (``lvpnet-v1.json`` beside them, written by
+    ``scripts/ship_weights.py``); {} when there is none or it cannot be read."""
+    w = shipped_weights()
+    card = None if w is None else w.with_name(CARD_NAME)
+    try:
+        return json.loads(card.read_text()) if card is not None and card.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def shipped_is_default() -> bool:
+    """True when the shipped model beat the classical codecs on val (its card says so)."""
+    return bool(shipped_card().get("default_codec"))
 
 
 def default_weights() -> Path | None:

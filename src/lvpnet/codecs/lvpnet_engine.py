@@ -21,8 +21,6 @@ import numpy as np
 import torch
 
 from ..model import IntegerDecoder, LVPNet, load_checkpoint, prep
-from ..model.intnet import AMAX, ExactMode
-from ..model.predictor import HEAD_FW, S_OFF, neighbours, trunk_int
 from ..model.tables import values_from_symbols
 from .lvpnet_entropy import LatentCoder, PixelCoder, new_coder
 
@@ -82,81 +80,37 @@ class Engine:
         Hp, Wp = prep.padded_size(H, W, self.cfg.stride)
         return self.channels, Hp // self.cfg.stride, Wp // self.cfg.stride
 
-    # ------------------------------------------------------------------ one prediction step
-    def _step_spec(self, k: int) -> dict:
-        """The predictor's exported integers with the head cut to step ``k``'s outputs.
-
-        A 1x1 conv's output channels are independent, so the cut head computes exactly the
-        integers ``IntegerDecoder.predict`` slices out of the full head (for 1 of ``steps``
-        times the work)."""
-        cache = self.__dict__.setdefault("_specs", {})
-        if k not in cache:
-            spec = dict(self.dec.pred)
-            P = 2 + 9 * (self.dec.steps - 1)
-            head = dict(spec["head"])
-            head["weight"] = head["weight"][k * P : (k + 1) * P].contiguous()
-            head["bias"] = head["bias"][k * P : (k + 1) * P].contiguous()
-            spec["head"] = head
-            cache[k] = spec
-        return cache[k]
-
-    def predict(self, feats: torch.Tensor, ctx: list, k: int, R: int, B: int):
-        """Same integers as ``IntegerDecoder.predict`` (tests compare them), faster on the CPU.
-
-        Work-arounds of the model API, all exact: the head is cut to step ``k``; the
-        neighbour-weighted average uses only the ``k`` available context sub-images (the
-        others have weight 0 there) and sums in float64 (every partial sum is an integer
-        below 27 * 128 * 2**17 < 2**53) instead of int64 over all of them.
-        """
-        dec = self.dec
-        h, w = feats.shape[-2:]
-        nctx = dec.steps - 1
-        with ExactMode():
-            if nctx:
-                ctx_v = torch.zeros((1, nctx, h, w), dtype=torch.int64, device=self.device)
-                for c in range(min(k, nctx)):
-                    ctx_v[0, c] = ctx[c]
-                avail = (torch.arange(nctx, device=self.device) < k)[None]
-                ctx_u = prep.to_ctx(ctx_v, B).to(dec.dtype)
-            else:
-                ctx_v = ctx_u = avail = None
-            raw = trunk_int(self._step_spec(k), feats, ctx_u, avail, dec.impl)[0]  # (P, h, w), integers
-            fw = HEAD_FW
-            m_int = torch.round(raw[0]).long()
-            s_net = torch.clamp(torch.floor(raw[1] * 2.0 ** -(fw + 2)) + S_OFF, 0, AMAX).long()
-            s_idx = torch.clamp(s_net - dec.cfg.per_octave * (16 - B), 0, dec.cfg.n_scales - 1)
-            delta = (m_int << B) >> (fw + 4)
-            navail = min(k, nctx)
-            if navail == 0:
-                base = torch.full_like(delta, (1 << B) >> 1)
-            else:
-                a = torch.clamp(torch.floor(raw[2 : 2 + 9 * navail] * 2.0**-fw), 0, AMAX) + 1.0
-                nb = neighbours(ctx_v[:, :navail])[0]
-                num = (a.double() * nb.double()).sum(0).long()
-                A = a.sum(0).long()
-                base = torch.div(num + (A >> 1), A, rounding_mode="floor")
-            mu = torch.clamp(base + delta, min=0, max=R)
-        return mu, s_idx
-
     # ------------------------------------------------------------------ the shared walk
     def _walk(self, z: torch.Tensor, R: int, H: int, W: int, step):
-        """Run the integer path from ``z``; ``step(k, mu, s, (di, dj)) -> real values of sub-image k``."""
+        """Run the integer path from ``z``; ``step(k, mu, s, (di, dj), row)`` returns the real values
+        of sub-image ``k`` (``row`` None), or of its row ``row`` when step 0 goes row by row
+        (``step0_rows`` models: each row is predicted from the row above, so the decoder must
+        have decoded it first; the encoder walks the same way and gets the same integers)."""
         dec, f = self.dec, self.dec.f
         B = prep.bit_depth(R)
         Hp, Wp = prep.padded_size(H, W, self.cfg.stride)
+        h, w = Hp // f, Wp // f
         feats = dec.features(z)
         ctx = []
         for k, (di, dj) in enumerate(dec.order):
             hr, wr = prep.sub_real_shape(H, W, f, di, dj)
-            if hr * wr:
-                mu, s = self.predict(feats, ctx, k, R, B)
-                mu = mu[:hr, :wr].cpu().numpy()
-                s = s[:hr, :wr].cpu().numpy()
+            if hr * wr == 0:
+                sub = step(k, np.zeros((hr, wr), np.int64), np.zeros((hr, wr), np.int64), (di, dj), None)
+            elif k == 0 and dec.cfg.step0_rows:
+                raw0 = dec.step0_head(feats)
+                up = torch.zeros((1, w), dtype=torch.int64, device=self.device)  # row -1: not used
+                rows = []
+                for r in range(hr):
+                    mu, s = dec.step0_rows(raw0, up, r, R, B)
+                    row = step(k, mu[:, :wr].cpu().numpy(), s[:, :wr].cpu().numpy(), (di, dj), r)
+                    up = prep.pad_edge(torch.from_numpy(row).to(self.device), 1, w)
+                    rows.append(row)
+                sub = np.concatenate(rows, 0)
             else:
-                mu = s = np.zeros((hr, wr), np.int64)
-            sub = step(k, mu, s, (di, dj))
+                mu, s = dec.predict(feats, ctx, k, R, B)
+                sub = step(k, mu[:hr, :wr].cpu().numpy(), s[:hr, :wr].cpu().numpy(), (di, dj), None)
             if k < dec.steps - 1:  # the last sub-image is context for nothing
-                ctx.append(prep.pad_edge(torch.from_numpy(sub).to(self.device), Hp // f, Wp // f))
+                ctx.append(prep.pad_edge(torch.from_numpy(sub).to(self.device), h, w))
 
     # ------------------------------------------------------------------ encode
     @torch.no_grad()
@@ -176,9 +130,10 @@ class Engine:
         zs = self.dec.latent_symbols(z).cpu().numpy()
         items = []
 
-        def step(k, mu, s, pos):
+        def step(k, mu, s, pos, row):
             di, dj = pos
-            sub = np.ascontiguousarray(v[di::f, dj::f])
+            sub = v[di::f, dj::f]
+            sub = np.ascontiguousarray(sub if row is None else sub[row : row + 1])
             if sub.size:
                 sym, low, _nb, esc = self.dec.symbols(torch.from_numpy(sub), torch.from_numpy(mu), torch.from_numpy(s))
                 sym, low, esc = sym.numpy(), low.numpy(), esc.numpy()
@@ -210,7 +165,7 @@ class Engine:
         f = self.dec.f
         pix_bits = [0.0]
 
-        def step(k, mu, s, pos):
+        def step(k, mu, s, pos, row):
             di, dj = pos
             if mu.size == 0:
                 return np.zeros(mu.shape, np.int64)
@@ -223,7 +178,10 @@ class Engine:
             ).numpy()
             if vals.size and (vals.min() < 0 or vals.max() > R):
                 raise ValueError("decoded value outside the slice's range (damaged stream or other weights)")
-            out[di::f, dj::f] = vals
+            if row is None:
+                out[di::f, dj::f] = vals
+            else:
+                out[di + row * f, dj::f] = vals[0]
             if want_bits:
                 pix_bits[0] += self.pixels.bits(sym, s, R)
             return vals

@@ -111,9 +111,11 @@ class IntConv2d(nn.Module):
         with torch.no_grad():
             self.bias.copy_(torch.as_tensor(values, dtype=torch.float32) * 2.0 ** -(self.fw + self.f_in))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, out_slice: slice | None = None) -> torch.Tensor:
         w = self.int_weight().to(x.dtype)
         b = self.int_bias().to(x.dtype)
+        if out_slice is not None:  # only these output channels (each is computed on its own)
+            w, b = w[out_slice], b[out_slice]
         acc = F.conv2d(x, w, b, padding=self.pad)
         if self.raw:
             return acc

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from .gmsm import GMSM
 from .intnet import ExactMode, IntConv2d, int_conv
-from .predictor import Predictor, head_params, trunk_int
+from .predictor import Predictor, head_params, row_neighbours, step_spec, trunk_int, up_neighbours
 from .prep import ORDERS, padded_size, polyphase_pad, slice_params, sub_real_shape, to_ctx
 from .prior import FactorizedPrior
 from .qcm import QCM, qcm_int
@@ -30,6 +30,7 @@ from .tables import (
     TOTAL,
     _log_bin,
     build_pixel_tables,
+    build_scale_thresholds,
     latent_bits_exact,
     pixel_bits_exact,
     pixel_symbols,
@@ -48,7 +49,7 @@ class ModelConfig:
     enc_widths: list | None = None
     qcm_hidden: int = 64
     up_channels: int = 16
-    subimage: int = 2  # 2 = 2x2 sub-image autoregression (4 passes), 1 = one pass
+    subimage: int = 2  # 2 = 2x2 sub-image autoregression (4 passes), 4 = 4x4 (16 passes), 1 = one pass
     pred_width: int = 48
     ctx_width: int = 32
     pred_layers: int = 3
@@ -57,13 +58,20 @@ class ModelConfig:
     per_octave: int = 4
     sigma_min: float = 0.08
     qcm_weight: float = 1.0
+    head: int = 1  # head version (predictor.py): 2 = rounded location, scale from the neighbours
+    ctx_bits: int = 12  # context values enter the network with this many bits (f = 4 needs <= 9)
+    step0_rows: bool = False  # head 2: step 0 also conditions on its row above (decoded row by row)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.latent_channels is None:
             self.latent_channels = int(round(self.latent_ratio * self.stride**2))
-        if self.subimage not in (1, 2):
-            raise ValueError("subimage must be 1 (one pass) or 2 (2x2 sub-images)")
+        if self.subimage not in ORDERS:
+            raise ValueError("subimage must be 1 (one pass), 2 (2x2 sub-images) or 4 (4x4 sub-images)")
+        if self.head not in (1, 2):
+            raise ValueError(f"unknown head version {self.head}")
+        if self.step0_rows and self.head < 2:
+            raise ValueError("step0_rows needs head version 2")
         if self.stride % self.subimage:
             raise ValueError("stride must be a multiple of subimage")
 
@@ -91,10 +99,14 @@ class LVPNet(nn.Module):
         self.qcm = QCM(C, cfg.qcm_hidden, cfg.zmax)
         self.up_factor = cfg.stride // f
         self.up = IntConv2d(C, self.up_factor**2 * cfg.up_channels, 1, in_max=4 * cfg.zmax + 3, f_in=2, f_out=4)
-        self.predictor = Predictor(cfg.up_channels, f, cfg.pred_width, cfg.ctx_width, cfg.pred_layers)
+        self.predictor = Predictor(
+            cfg.up_channels, f, cfg.pred_width, cfg.ctx_width, cfg.pred_layers, cfg.ctx_bits, cfg.step0_rows
+        )
         tabs, shifts = build_pixel_tables(cfg.n_scales, cfg.per_octave, cfg.sigma_min, cfg.K)
         self.register_buffer("pixel_tables", torch.from_numpy(tabs))
         self.register_buffer("pixel_shifts", torch.from_numpy(shifts))
+        thr = build_scale_thresholds(cfg.n_scales, cfg.per_octave, cfg.sigma_min)
+        self.register_buffer("scale_thresholds", torch.from_numpy(thr), persistent=False)
 
     # ------------------------------------------------------------ encoder side
     def latent(self, v: torch.Tensor, B: torch.Tensor):
@@ -155,19 +167,24 @@ class LVPNet(nn.Module):
             avail = (torch.arange(nctx, device=dev)[None, :] < torch.arange(steps, device=dev)[:, None])  # (steps, nctx)
             avail_all = avail[:, None, :].expand(steps, N, nctx).reshape(steps * N, nctx)
             ctx_v = (ctx_v * avail[:, None, :, None, None]).reshape(steps * N, nctx, h, w)
-            ctx_u = torch.floor(ctx_v * torch.exp2(12.0 - B.to(v.dtype)).repeat(steps).view(-1, 1, 1, 1))
+            ctx_u = torch.floor(ctx_v * torch.exp2(cfg.ctx_bits - B.to(v.dtype)).repeat(steps).view(-1, 1, 1, 1))
         else:
             ctx_v = ctx_u = avail_all = None
         feats_all = feats.repeat(steps, 1, 1, 1)
-        raw = self.predictor.trunk(feats_all, ctx_u, avail_all)  # (steps*N, steps*P, h, w)
-        P = self.predictor.P
-        raw = raw.view(steps, N, steps, P, h, w)
-        raw = torch.stack([raw[k, :, k] for k in range(steps)], 0).reshape(steps * N, P, h, w)
+        hid = self.predictor.hidden(feats_all, ctx_u, avail_all)  # (steps*N, width, h, w)
+        hid = hid.view(steps, N, *hid.shape[1:])
+        raw = torch.cat([self.predictor.step_head(hid[k], k) for k in range(steps)], 0)  # (steps*N, P, h, w)
         first = (torch.arange(steps, device=dev) == 0).repeat_interleave(N)
         Rr, Br = R.repeat(steps), B.repeat(steps)
-        mu, s, mu_f, s_f = head_params(
-            raw, ctx_v, avail_all, first, Rr, Br, n_scales=cfg.n_scales, per_octave=cfg.per_octave, soft=True
-        )
+        kw = dict(n_scales=cfg.n_scales, per_octave=cfg.per_octave, soft=True, head=cfg.head, thr=self.scale_thresholds)
+        if cfg.step0_rows:  # step 0 from its row above (teacher forcing: the true rows), the rest as usual
+            nb0, has0 = up_neighbours(subs[:, 0])
+            parts = [head_params(raw[:N], None, None, first[:N], R, B, nb=nb0, nb_has=has0, **kw)]
+            if steps > 1:
+                parts.append(head_params(raw[N:], ctx_v[N:], avail_all[N:], first[N:], Rr[N:], Br[N:], **kw))
+            mu, s, mu_f, s_f = (torch.cat(t, 0) for t in zip(*parts))
+        else:
+            mu, s, mu_f, s_f = head_params(raw, ctx_v, avail_all, first, Rr, Br, **kw)
         tgt = subs.transpose(0, 1).reshape(steps * N, h, w)
         m = smask.transpose(0, 1).reshape(steps * N, h, w)
         bits = self._pixel_bits(tgt, mu, s, mu_f, s_f, Rr.view(-1, 1, 1))
@@ -226,6 +243,7 @@ class LVPNet(nn.Module):
             "latent_tables": torch.from_numpy(self.prior.tables()),
             "pixel_tables": self.pixel_tables.cpu().clone(),
             "pixel_shifts": self.pixel_shifts.cpu().clone(),
+            "scale_thresholds": self.scale_thresholds.cpu().clone(),
         }
 
     def n_params(self) -> int:
@@ -270,8 +288,12 @@ class IntegerDecoder:
         self.latent_tables = mv(d["latent_tables"]).to(torch.int32)
         self.pixel_tables = mv(d["pixel_tables"]).to(torch.int32)
         self.pixel_shifts = mv(d["pixel_shifts"]).long()
+        thr = d.get("scale_thresholds")  # head version 2 only (older exports lack it)
+        self.scale_thresholds = None if thr is None else mv(thr).long()
         self.f = self.cfg.subimage
         self.steps = self.f * self.f
+        self.P = int(self.pred["head"]["weight"].shape[0]) // self.steps
+        self._step_specs: dict = {}
         self.order = ORDERS[self.f]
         self.K = self.cfg.K
         self.zmax = self.cfg.zmax
@@ -293,37 +315,64 @@ class IntegerDecoder:
             u = int_conv(yt, self.up, self.impl)
             return F.pixel_shuffle(u, self.up_factor)
 
-    def predict(self, feats: torch.Tensor, ctx: list, k: int, R: int, B: int):
+    def _raw(self, feats: torch.Tensor, ctx: list, k: int, B: int):
+        """Step ``k``'s raw head integers (1, P, h, w) and its exact context values."""
+        h, w = feats.shape[-2:]
+        nctx = self.steps - 1
+        navail = min(k, nctx)
+        if nctx:
+            ctx_v = torch.zeros((1, nctx, h, w), dtype=torch.int64, device=self.device)
+            for c in range(navail):
+                ctx_v[0, c] = torch.as_tensor(ctx[c], device=self.device).long()
+            avail = (torch.arange(nctx, device=self.device) < k)[None]
+            ctx_u = to_ctx(ctx_v, B, self.cfg.ctx_bits).to(self.dtype)
+        else:
+            ctx_v = ctx_u = avail = None
+        if k not in self._step_specs:  # the head cut to step k: 1/steps of its work
+            self._step_specs[k] = step_spec(self.pred, k, self.P)
+        with ExactMode():
+            raw = trunk_int(self._step_specs[k], feats, ctx_u, avail, self.impl)
+        if ctx_v is not None:
+            ctx_v, avail = ctx_v[:, :navail], avail[:, :navail]
+        return raw, ctx_v, avail
+
+    def _params(self, raw, R: int, B: int, first: bool, **kw):
+        return head_params(
+            raw, kw.pop("ctx_v", None), kw.pop("avail", None), torch.tensor([first], device=self.device),
+            torch.tensor([R]), torch.tensor([B]), n_scales=self.cfg.n_scales, per_octave=self.cfg.per_octave,
+            head=self.cfg.head, thr=self.scale_thresholds, **kw,
+        )
+
+    def predict(self, feats: torch.Tensor, ctx: list, k: int, R: int, B: int, known=None):
         """Step ``k``: (mu, s) int64 (h, w) over the whole padded sub-image grid.
 
         ``ctx``: the padded sub-images decoded so far (``k`` tensors (h, w) of exact
         values ``v - vmin``, padded with ``prep.pad_edge`` from their real pixels).
+        ``known``: sub-image ``k``'s own padded values, needed (and only used) for step 0
+        of a ``step0_rows`` model, whose rows are predicted from the row above; the
+        encoder knows them, the decoder walks ``step0_head`` + ``step0_rows`` instead.
         """
-        h, w = feats.shape[-2:]
-        nctx = self.steps - 1
-        with ExactMode():
-            if nctx:
-                ctx_v = torch.zeros((1, nctx, h, w), dtype=torch.int64, device=self.device)
-                for c in range(min(k, nctx)):
-                    ctx_v[0, c] = torch.as_tensor(ctx[c], device=self.device).long()
-                avail = (torch.arange(nctx, device=self.device) < k)[None]
-                ctx_u = to_ctx(ctx_v, B).to(self.dtype)
-            else:
-                ctx_v = ctx_u = avail = None
-            raw = trunk_int(self.pred, feats, ctx_u, avail, self.impl)
-            P = 2 + 9 * nctx
-            raw = raw[:, k * P : (k + 1) * P]
-            first = torch.tensor([k == 0], device=self.device)
-            mu, s = head_params(
-                raw,
-                ctx_v,
-                avail,
-                first,
-                torch.tensor([R]),
-                torch.tensor([B]),
-                n_scales=self.cfg.n_scales,
-                per_octave=self.cfg.per_octave,
-            )
+        if k == 0 and self.cfg.step0_rows:
+            if known is None:
+                raise ValueError("step 0 is predicted row by row: pass its values (known=) or use step0_rows")
+            sub = torch.as_tensor(known, device=self.device).long()
+            up = torch.cat([sub[:1], sub[:-1]], 0)
+            return self.step0_rows(self.step0_head(feats), up, 0, R, B)
+        raw, ctx_v, avail = self._raw(feats, ctx, k, B)
+        mu, s = self._params(raw, R, B, k == 0, ctx_v=ctx_v, avail=avail)
+        return mu[0], s[0]
+
+    def step0_head(self, feats: torch.Tensor) -> torch.Tensor:
+        """Step 0's raw head integers (1, P, h, w): from the latent only, computed once per slice."""
+        return self._raw(feats, [], 0, 1)[0]
+
+    def step0_rows(self, raw0: torch.Tensor, up: torch.Tensor, r0: int, R: int, B: int):
+        """(mu, s) int64 (n, w) of step-0 rows ``r0 .. r0+n-1`` from ``up`` (n, w): the padded
+        values of the rows above them (row -1: anything, it is not used)."""
+        up = torch.as_tensor(up, device=self.device).long()
+        nb, has = row_neighbours(up[None], r0)
+        n = up.shape[0]
+        mu, s = self._params(raw0[:, :, r0 : r0 + n], R, B, True, nb=nb, nb_has=has)
         return mu[0], s[0]
 
     def frequencies(self, s: torch.Tensor) -> torch.Tensor:
@@ -356,8 +405,8 @@ def slice_bits(model: LVPNet, dec: IntegerDecoder, v2d: np.ndarray, enc_device=N
     vt = torch.from_numpy(vp).to(dec.device)
     ctx, step_bits = [], []
     for k, (di, dj) in enumerate(dec.order):
-        mu, s = dec.predict(feats, ctx, k, R, B)
         sub = vt[di::f, dj::f]
+        mu, s = dec.predict(feats, ctx, k, R, B, known=sub)
         hr, wr = sub_real_shape(H, W, f, di, dj)
         bits = pixel_bits_exact(sub[:hr, :wr], mu[:hr, :wr], s[:hr, :wr], R, dec.pixel_tables, dec.pixel_shifts, dec.K)
         step_bits.append(float(bits.sum()))

@@ -23,6 +23,23 @@ A trunk of 3x3 convs (7-bit ReLU-clamped activations) ends in a raw 1x1 head wit
 all in int64 (exact on any device). The neighbour values ``n_j`` are the exact
 decoded values (up to 16 bits), so the location keeps full precision although
 hidden activations are 7-bit.
+
+Head version 2 (``ModelConfig.head = 2``; version 1 stays decodable as above)
+changes two things, both found on the v1 checkpoint's val images:
+
+* ``mu`` rounds the fine correction, ``floor((m_raw * 2**B + 2**(fw+3)) / 2**(fw+4))``:
+  v1 floors it, so a correction of -0.01 moved an 8-bit location by a whole level,
+  which the continuous training relaxation never saw (flat areas cost 1-5 bits);
+  on steps >= 1 the correction is in units of the neighbour activity ``act``
+  (below), ``round(m_raw * act / 2**(fw+4+8))``, so it is exactly 0 where the
+  neighbours agree and the weighted average stands (a fixed-unit correction
+  leaked into flat areas and cost ~9 bits per pixel there at the sharpest scale);
+* steps >= 1 start from a scale measured on the exact decoded neighbours:
+  ``act = sum (a_j+1) |n_j - wavg| / sum (a_j+1)`` (8 fraction bits),
+  ``s_base = #{s : thr[s] <= act} - 1`` (``tables.build_scale_thresholds``,
+  stored with the decoder) and ``s_idx = clamp(s_base + clamp(floor(s_raw /
+  2**(fw+2)), -64, 63), 0, S-1)``: a flat neighbourhood gives the sharpest table at
+  once, and the network only learns a correction in quarter octaves.
 """
 
 from __future__ import annotations
@@ -32,22 +49,32 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .intnet import AMAX, IntConv2d, int_conv
-from .prep import CTX_BITS
+from .prep import CTX_BITS, ORDERS
+from .tables import ACT_FRAC
 
 S_OFF = 56  # scale-index offset of the s channel (initial scale)
 HEAD_FW = 10  # weight fraction bits of the head (finer location resolution)
 
 
 class Predictor(nn.Module):
-    def __init__(self, up_channels: int, f: int, width: int = 48, ctx_width: int = 32, n_layers: int = 3):
+    def __init__(
+        self,
+        up_channels: int,
+        f: int,
+        width: int = 48,
+        ctx_width: int = 32,
+        n_layers: int = 3,
+        ctx_bits: int = CTX_BITS,
+        step0_rows: bool = False,
+    ):
         super().__init__()
         self.f = f
         self.steps = f * f
         self.nctx = self.steps - 1
-        self.P = 2 + 9 * self.nctx
+        self.P = 2 + max(9 * self.nctx, 3 if step0_rows else 0)
         cin = up_channels
         if self.nctx:
-            self.ctx = IntConv2d(self.nctx, ctx_width, 3, in_max=(1 << CTX_BITS) - 1, f_in=CTX_BITS, f_out=4)
+            self.ctx = IntConv2d(self.nctx, ctx_width, 3, in_max=(1 << ctx_bits) - 1, f_in=ctx_bits, f_out=4)
             cin += ctx_width + self.nctx
         layers = [IntConv2d(cin, width, 3)]
         layers += [IntConv2d(width, width, 3) for _ in range(n_layers - 1)]
@@ -56,8 +83,11 @@ class Predictor(nn.Module):
         self.head = IntConv2d(width, self.steps * self.P, 1, raw=True, fw=HEAD_FW)
         with torch.no_grad():
             self.head.weight.mul_(0.03 / self.head.weight.std())
+        if self.nctx or step0_rows:
+            self.head.set_bias_int(neighbour_weight_init(f, self.P, step0_rows) * 2**HEAD_FW)
 
-    def trunk(self, feats: torch.Tensor, ctx_u: torch.Tensor | None, avail: torch.Tensor | None) -> torch.Tensor:
+
+    def hidden(self, feats: torch.Tensor, ctx_u: torch.Tensor | None, avail: torch.Tensor | None) -> torch.Tensor:
         x = feats
         if self.nctx:
             c = self.ctx(ctx_u)
@@ -65,13 +95,43 @@ class Predictor(nn.Module):
             x = torch.cat([feats, c, m], dim=1)
         for layer in self.layers:
             x = layer(x)
-        return self.head(x)
+        return x
+
+    def step_head(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        """Raw head outputs of step ``k`` only (a 1x1 conv's outputs are independent)."""
+        return self.head(x, out_slice=slice(k * self.P, (k + 1) * self.P))
 
     def export(self) -> dict:
         d = {"layers": [layer.export() for layer in self.layers], "head": self.head.export()}
         if self.nctx:
             d["ctx"] = self.ctx.export()
         return d
+
+
+def neighbour_weight_init(f: int, P: int, step0_rows: bool = False, a0: float = 64.0) -> torch.Tensor:
+    """Initial neighbour weights ``a_j ~ a0 / distance**2`` (head bias, per step): training
+    starts from a distance-weighted interpolator instead of a random one."""
+    order = ORDERS[f]
+    bias = torch.zeros(len(order) * P)
+    if step0_rows:  # step 0: the row above, columns c-1, c, c+1, one sub-image row (f pixels) up
+        for t, dx in enumerate((-1, 0, 1)):
+            bias[2 + t] = round(4 * a0 / (f * f * (1 + dx * dx)))
+    for k, (a, b) in enumerate(order):
+        for j, (c, d) in enumerate(order[:k]):
+            for t in range(9):  # F.unfold order: kernel rows, then columns
+                dy, dx = f * (t // 3 - 1) + c - a, f * (t % 3 - 1) + d - b
+                bias[k * P + 2 + 9 * j + t] = min(127.0, round(a0 / (dy * dy + dx * dx)))
+    return bias
+
+
+def step_spec(spec: dict, k: int, P: int) -> dict:
+    """The exported predictor with the head cut to step ``k``'s ``P`` outputs."""
+    out = dict(spec)
+    head = dict(spec["head"])
+    head["weight"] = head["weight"][k * P : (k + 1) * P].contiguous()
+    head["bias"] = head["bias"][k * P : (k + 1) * P].contiguous()
+    out["head"] = head
+    return out
 
 
 def trunk_int(spec: dict, feats, ctx_u, avail, impl: str = "conv"):
@@ -92,6 +152,25 @@ def neighbours(ctx_v: torch.Tensor) -> torch.Tensor:
     return F.unfold(x, 3).view(n, c * 9, h, w)
 
 
+def row_neighbours(up: torch.Tensor, r0: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step 0 in row order: ``up`` (N, n, w), the values of the rows above rows ``r0..r0+n-1``
+    -> (N, 3, n, w) neighbours at columns c-1, c, c+1 (edge-replicated) and (N, n, w) bool
+    "has a row above" (row >= 1).
+
+    Row ``r``'s outputs depend only on row ``r - 1``, so the decoder computes them row by row
+    from what it has decoded and gets the very integers the encoder computed for all rows."""
+    n, h, w = up.shape
+    left = torch.cat([up[:, :, :1], up[:, :, :-1]], 2)
+    right = torch.cat([up[:, :, 1:], up[:, :, -1:]], 2)
+    has = (torch.arange(r0, r0 + h, device=up.device) > 0).view(1, h, 1).expand(n, h, w)
+    return torch.stack([left, up, right], 1), has
+
+
+def up_neighbours(sub: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``row_neighbours`` of a whole step-0 sub-image (N, h, w) whose values are all known."""
+    return row_neighbours(torch.cat([sub[:, :1], sub[:, :-1]], 1), 0)
+
+
 def head_params(
     raw: torch.Tensor,
     ctx_v: torch.Tensor | None,
@@ -103,10 +182,19 @@ def head_params(
     n_scales: int,
     per_octave: int,
     soft: bool = False,
+    head: int = 1,
+    thr: torch.Tensor | None = None,
+    nb: torch.Tensor | None = None,
+    nb_has: torch.Tensor | None = None,
 ):
     """Raw head output (N, P, h, w) of one step -> integer (mu, s_idx) [+ float relaxations].
 
     ``first`` (N,) bool marks step 0 (no context); ``R``, ``B`` (N,) int64.
+    ``ctx_v`` may hold only the first ``n`` context sub-images (then ``avail`` has ``n``
+    columns): the weights of the others are never read. ``head`` is the head version
+    (module docstring); version 2 needs the scale thresholds ``thr``.
+    ``nb`` (N, n, h, w) exact neighbour values with ``nb_has`` (N, h, w) bool replace
+    ``ctx_v``: step 0's row above (``up_neighbours``), weights ``raw[:, 2:2+n]``.
     With ``soft=True`` also returns (mu_soft, s_soft) for the training relaxation.
     """
     fw = HEAD_FW
@@ -117,21 +205,40 @@ def head_params(
     m_int = torch.round(raw[:, 0].detach()).long()
     s_net = torch.clamp(torch.floor(raw[:, 1].detach() * 2.0 ** -(fw + 2)) + S_OFF, 0, AMAX).long()
     s_idx = torch.clamp(s_net - per_octave * (16 - B), 0, n_scales - 1)
-    delta = (m_int << B) >> (fw + 4)
+    if head >= 2:
+        delta = ((m_int << B) + (1 << (fw + 3))) >> (fw + 4)
+    else:
+        delta = (m_int << B) >> (fw + 4)
     half = (torch.ones_like(B) << B) >> 1
     base = half.expand_as(delta)
-    nb = None
-    if ctx_v is not None and ctx_v.shape[1] > 0:
-        nctx = ctx_v.shape[1]
+    s_base = None
+    if nb is not None:
+        nb = nb.to(dev)
+        wmask = torch.ones((1, nb.shape[1], 1, 1), dtype=torch.long, device=dev)
+    elif ctx_v is not None and ctx_v.shape[1] > 0:
         nb = neighbours(ctx_v)
         wmask = avail.to(dev).long().repeat_interleave(9, dim=1)[:, :, None, None]
-        a_int = torch.clamp(torch.floor(raw[:, 2 : 2 + 9 * nctx].detach() * 2.0**-fw), 0, AMAX).long()
+    if nb is not None:
+        nw = nb.shape[1]
+        a_int = torch.clamp(torch.floor(raw[:, 2 : 2 + nw].detach() * 2.0**-fw), 0, AMAX).long()
         wts = (a_int + 1) * wmask
         A = wts.sum(1)
         num = (wts * nb.long()).sum(1)
         wavg = torch.div(num + (A >> 1), A.clamp_min(1), rounding_mode="floor")
-        has = (A > 0) & (~first.to(dev)).view(N, 1, 1)
+        if nb_has is not None:
+            has = (A > 0) & nb_has.to(dev)
+        else:
+            has = (A > 0) & (~first.to(dev)).view(N, 1, 1)
         base = torch.where(has, wavg, base)
+        if head >= 2:
+            act = (wts * (nb.long() - wavg[:, None]).abs()).sum(1)
+            act = torch.div(act << ACT_FRAC, A.clamp_min(1), rounding_mode="floor")
+            s_base = torch.searchsorted(thr.to(dev), act.contiguous(), right=True) - 1
+            s_corr = torch.clamp(torch.floor(raw[:, 1].detach() * 2.0 ** -(fw + 2)), -64, 63).long()
+            s_idx = torch.where(has, torch.clamp(s_base + s_corr, 0, n_scales - 1), s_idx)
+            # the correction is in units of the activity: exactly 0 where the neighbours agree
+            d_act = (m_int * act + (1 << (fw + 3 + ACT_FRAC))) >> (fw + 4 + ACT_FRAC)
+            delta = torch.where(has, d_act, delta)
     mu = torch.minimum(torch.clamp(base + delta, min=0), R.expand_as(delta))
     if not soft:
         return mu, s_idx
@@ -139,15 +246,20 @@ def head_params(
     Bf = B.to(raw.dtype)
     # clamps with straight-through gradients: a scale stuck at a bound must still feel the loss
     s_soft = _ste_clamp(raw[:, 1] * 2.0 ** -(fw + 2) + S_OFF, 0, AMAX) - per_octave * (16 - Bf)
+    if s_base is not None:
+        s_ctx = s_base.to(raw.dtype) + _ste_clamp(raw[:, 1] * 2.0 ** -(fw + 2), -64, 63)
+        s_soft = torch.where(has, s_ctx, s_soft)
     s_soft = _ste_clamp(s_soft, 0, n_scales - 1)
     base_f = base.to(raw.dtype)
     if nb is not None:
-        nctx = ctx_v.shape[1]
-        a_f = torch.clamp(raw[:, 2 : 2 + 9 * nctx] * 2.0**-fw, 0, AMAX)
+        a_f = torch.clamp(raw[:, 2 : 2 + nw] * 2.0**-fw, 0, AMAX)
         wf = (a_f + 1.0) * wmask.to(raw.dtype)
         wavg_f = (wf * nb.to(raw.dtype)).sum(1) / wf.sum(1).clamp_min(1e-6)
         base_f = torch.where(has, wavg_f, base_f)
-    mu_soft = base_f + raw[:, 0] * torch.exp2(Bf - (fw + 4))
+    m_scale = torch.exp2(Bf - (fw + 4)).expand_as(base_f)
+    if s_base is not None:
+        m_scale = torch.where(has, act.to(raw.dtype) * 2.0 ** -(fw + 4 + ACT_FRAC), m_scale)
+    mu_soft = base_f + raw[:, 0] * m_scale
     return mu, s_idx, mu_soft, s_soft
 
 

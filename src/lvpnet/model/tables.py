@@ -78,6 +78,21 @@ def build_pixel_tables(n_scales: int = 80, per_octave: int = 4, sigma_min: float
     return quantize_probs(np.stack(tabs)), shifts
 
 
+ACT_FRAC = 8  # the neighbour activity enters the scale lookup as an integer with 8 fraction bits
+
+
+def build_scale_thresholds(n_scales: int, per_octave: int, sigma_min: float) -> np.ndarray:
+    """int64 (S,): scale s is chosen for a neighbour activity ``a`` (mean absolute deviation of
+    the context neighbours from their weighted average) when ``a * 2**8 >= thr[s]``.
+
+    A logistic of scale sigma has mean absolute deviation ``2 ln 2 sigma``, so ``thr[s]`` is
+    that deviation for ``sigma_s``. Built once in float64 and stored with the decoder, like
+    the pixel tables, so every machine looks up the same integers.
+    """
+    sig = scale_sigmas(n_scales, per_octave, sigma_min)
+    return np.ceil(2.0 * math.log(2.0) * sig * (1 << ACT_FRAC)).astype(np.int64)
+
+
 def build_latent_tables(loc: np.ndarray, scale: np.ndarray, zmax: int) -> np.ndarray:
     """Per-channel discretised logistic over z in [-zmax, zmax] (bins [z, z+1), tails merged)."""
     loc = np.asarray(loc, np.float64)[:, None]
