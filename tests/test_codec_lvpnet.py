@@ -91,7 +91,7 @@ def test_roundtrip_bit_exact(codec, name):
     assert y.dtype == x.dtype and y.shape == x.shape
     assert np.array_equal(x, y)
     planes = unpack_chunk(data, 3 if x.ndim == 3 else 1)
-    for vmin, R, lat, pix in planes:
+    for _vmin, R, lat, pix in planes:
         assert (R == 0) == (len(lat) == 0) == (len(pix) == 0)
 
 
