@@ -16,41 +16,44 @@ import pytest
 
 from lvpnet.codecs.lvpnet_codec import LVPNetCodec
 
-HERE = Path(__file__).resolve().parent / "data" / "lvpnet_golden"
-EXPECTED = json.loads((HERE / "expected.json").read_text())
-NAMES = sorted(EXPECTED["chunks"])
+DATA = Path(__file__).resolve().parent / "data"
+SETS = {"v1": DATA / "lvpnet_golden", "v2": DATA / "lvpnet_golden_v2"}  # model head versions 1 and 2
+EXPECTED = {k: json.loads((d / "expected.json").read_text()) for k, d in SETS.items()}
+CASES = [(k, name) for k in SETS for name in sorted(EXPECTED[k]["chunks"])]
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def codec():
-    return LVPNetCodec(HERE / "model.pt", device="cpu")
+def codecs():
+    return {k: LVPNetCodec(d / "model.pt", device="cpu") for k, d in SETS.items()}
 
 
-def test_golden_files_present(codec):
-    assert len(NAMES) >= 4 and EXPECTED["codec_version"] == codec.version
-    assert hashlib.sha256((HERE / "model.pt").read_bytes()).hexdigest() == EXPECTED["model_sha256"]
-    assert codec.model_id() == EXPECTED["model_sha256"]
-    for name in NAMES:
-        assert hashlib.sha256((HERE / f"{name}.chunk").read_bytes()).hexdigest() == EXPECTED["chunks"][name]
+@pytest.mark.parametrize("which", sorted(SETS))
+def test_golden_files_present(codecs, which):
+    here, expected, codec = SETS[which], EXPECTED[which], codecs[which]
+    assert len(expected["chunks"]) >= 4 and expected["codec_version"] == codec.version
+    assert hashlib.sha256((here / "model.pt").read_bytes()).hexdigest() == expected["model_sha256"]
+    assert codec.model_id() == expected["model_sha256"]
+    for name, sha in expected["chunks"].items():
+        assert hashlib.sha256((here / f"{name}.chunk").read_bytes()).hexdigest() == sha
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_golden_decode(codec, name):
-    x = np.load(HERE / f"{name}.npy")
-    data = (HERE / f"{name}.chunk").read_bytes()
-    y = codec.decode(data, x.shape, x.dtype, 1)
+@pytest.mark.parametrize("which,name", CASES)
+def test_golden_decode(codecs, which, name):
+    x = np.load(SETS[which] / f"{name}.npy")
+    data = (SETS[which] / f"{name}.chunk").read_bytes()
+    y = codecs[which].decode(data, x.shape, x.dtype, 1)
     assert y.dtype == x.dtype and np.array_equal(y, x)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_golden_encode(codec, name):
-    x = np.load(HERE / f"{name}.npy")
+@pytest.mark.parametrize("which,name", CASES)
+def test_golden_encode(codecs, which, name):
+    x = np.load(SETS[which] / f"{name}.npy")
     try:
-        data = codec.encode(x)
+        data = codecs[which].encode(x)
     except RuntimeError as e:  # load_state_dict: the encoder's layers changed
         pytest.fail(f"the golden weights no longer load into the float encoder ({str(e)[:200]}); "
                     "if the architecture change is meant, regenerate with tests/data/lvpnet_golden/make_golden.py")
-    assert data == (HERE / f"{name}.chunk").read_bytes(), "the codec's output changed: bump its version or fix it"
+    assert data == (SETS[which] / f"{name}.chunk").read_bytes(), "the codec's output changed: bump its version or fix it"

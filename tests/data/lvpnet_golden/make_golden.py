@@ -1,10 +1,12 @@
 """Regenerate the learned codec's golden files (only on a deliberate format change: bump the version).
 
-    .venv/bin/python tests/data/lvpnet_golden/make_golden.py [--inputs-only]
+    .venv/bin/python tests/data/lvpnet_golden/make_golden.py [--set v1|v2] [--inputs-only]
 
 Writes model.pt (configs/tiny-test.json with 4 latent and 2 upsampling channels, torch seed 0: small enough to
 commit), the inputs (*.npy), the expected chunks (*.chunk) of ``LVPNetCodec`` version 1 and
-expected.json (sha256 of the weights and of every chunk).
+expected.json (sha256 of the weights and of every chunk). Set ``v1`` (this folder): the
+model head version 1, 2x2 sub-images; set ``v2`` (``../lvpnet_golden_v2``): head version 2,
+4x4 sub-images, step 0 row by row (the shipped model's kind).
 
 Regenerate model.pt too (no --inputs-only) when the encoder's architecture changed so that the
 old weights no longer load; the decode tests keep guarding the format either way.
@@ -35,12 +37,19 @@ def inputs() -> dict[str, np.ndarray]:
     }
 
 
-def make_model(path: Path) -> None:
+SETS = {
+    "v1": (HERE, {}),
+    "v2": (HERE.parent / "lvpnet_golden_v2", {"head": 2, "subimage": 4, "ctx_bits": 9, "step0_rows": True}),
+}
+
+
+def make_model(path: Path, over: dict) -> None:
     from lvpnet.model import LVPNet, save_checkpoint
 
     cfg = json.loads((ROOT / "configs" / "tiny-test.json").read_text())["model"]
     cfg["latent_channels"] = 4
     cfg["up_channels"] = 2
+    cfg.update(over)
     torch.manual_seed(0)
     save_checkpoint(path, LVPNet(cfg), meta={"purpose": "golden tests only; untrained"})
 
@@ -48,18 +57,21 @@ def make_model(path: Path) -> None:
 def main() -> None:
     from lvpnet.codecs.lvpnet_codec import LVPNetCodec
 
+    name = sys.argv[sys.argv.index("--set") + 1] if "--set" in sys.argv else "v1"
+    out, over = SETS[name]
+    out.mkdir(exist_ok=True)
     if "--inputs-only" not in sys.argv:
-        make_model(HERE / "model.pt")
+        make_model(out / "model.pt", over)
     import hashlib
 
-    codec = LVPNetCodec(HERE / "model.pt", device="cpu")
+    codec = LVPNetCodec(out / "model.pt", device="cpu")
     expected = {"model_sha256": codec.model_id(), "codec_version": codec.version, "chunks": {}}
     for name, x in inputs().items():
-        np.save(HERE / f"{name}.npy", x)
+        np.save(out / f"{name}.npy", x)
         data = codec.encode(x)
-        (HERE / f"{name}.chunk").write_bytes(data)
+        (out / f"{name}.chunk").write_bytes(data)
         expected["chunks"][name] = hashlib.sha256(data).hexdigest()
-    (HERE / "expected.json").write_text(json.dumps(expected, indent=1) + "\n")
+    (out / "expected.json").write_text(json.dumps(expected, indent=1) + "\n")
     print("model sha256", codec.model_id())
 
 
