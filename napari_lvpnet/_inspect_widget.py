@@ -221,6 +221,9 @@ class InspectWidget(BackgroundJobMixin, Container):
         lead, scale, translate = self._placement(layer, res)
         hw = res.slice_shape
         geo = {"scale": scale, "translate": translate}
+        aff = np.asarray(layer.affine.affine_matrix, float)
+        if not np.allclose(aff, np.eye(len(aff))):  # a world affine set on the image: the maps follow it
+            geo["affine"] = aff
         for kind in list(self.added_layers):  # drop the maps of an earlier run that are not asked for now
             old = self.added_layers.pop(kind)
             if old in self._viewer.layers:
@@ -250,7 +253,8 @@ class InspectWidget(BackgroundJobMixin, Container):
             self._put("latent", z, f"{base} latent z", colormap=COLORMAPS["latent"], contrast_limits=[-m, m],
                       opacity=0.8, blending="translucent", visible=first("latent"),
                       metadata={"units": "quantised latent z; leading axis: channel"},
-                      scale=[1.0, *scale], translate=[0.0, *translate])
+                      scale=[1.0, *scale], translate=[0.0, *translate],
+                      **({"affine": _lead_identity(geo["affine"])} if "affine" in geo else {}))
         if self.show_qcm.value:
             before = res.stack("qcm_before", on_grid=True).reshape(lead + hw)
             after = res.stack("qcm_after", on_grid=True).reshape(lead + hw)
@@ -330,3 +334,11 @@ class InspectWidget(BackgroundJobMixin, Container):
         ax.tick_params(labelsize=7)
         self.plot_canvas.setVisible(True)
         self.plot_canvas.draw_idle()
+
+
+def _lead_identity(aff: np.ndarray) -> np.ndarray:
+    """An (n+1)x(n+1) affine extended by one leading axis that it leaves alone (the channel axis)."""
+    n = aff.shape[0]
+    out = np.eye(n + 1)
+    out[1:, 1:] = aff
+    return out

@@ -90,8 +90,23 @@ def _json_safe(metadata: dict) -> dict:
     return out
 
 
-def layer_kwargs(*, shape, rgb, spacing, origin, direction, metadata, name, sample) -> dict:
+def geometry(spacing, origin, direction, affine) -> dict:
+    """The source's geometry as plain lists for ``layer.metadata["geometry"]``.
+
+    Layers are placed with ``scale`` and ``translate`` along the scan's own axes, not rotated
+    into world space: an oblique acquisition is shown in its own plane (napari slices a
+    rotated volume only approximately). The world affine stays here for whoever needs it
+    (``layer.affine = ...``; the Inspect maps follow an affine set on the image), and the
+    writer stores it again in a saved ``.lvp``."""
+    def plain(v):
+        return None if v is None else np.asarray(v, dtype=float).tolist()
+
+    return {"spacing": plain(spacing), "origin": plain(origin), "direction": plain(direction), "affine": plain(affine)}
+
+
+def layer_kwargs(*, shape, rgb, spacing, origin, direction, metadata, name, sample, affine=None) -> dict:
     ndim = _spatial_ndim(shape, rgb)
+    metadata = {**metadata, "geometry": geometry(spacing, origin, direction, affine)}
     kwargs: dict = {"name": name, "rgb": rgb, "metadata": metadata}
     scale = display_scale(spacing, ndim)
     if scale is not None:
@@ -115,6 +130,7 @@ def volume_layer(volume: Volume, name: str) -> tuple:
     kwargs = layer_kwargs(
         shape=volume.array.shape, rgb=volume.rgb, spacing=volume.spacing, origin=volume.origin,
         direction=volume.direction, metadata=meta, name=name, sample=_middle(volume.array, volume.rgb),
+        affine=volume.affine,
     )
     return (volume.array, kwargs, "image")
 
@@ -146,7 +162,7 @@ def lazy_lvp_layer(lvp: LvpFile, name: str) -> tuple:
     }
     kwargs = layer_kwargs(
         shape=lvp.shape, rgb=lvp.rgb, spacing=h.get("spacing"), origin=h.get("origin"),
-        direction=h.get("direction"), metadata=meta, name=name, sample=sample,
+        direction=h.get("direction"), metadata=meta, name=name, sample=sample, affine=h.get("affine"),
     )
     return (data, kwargs, "image")
 
@@ -158,6 +174,12 @@ def layer_to_volume(data, attributes: dict) -> Volume:
     meta = dict(attributes.get("metadata") or {})
     meta.pop("lvp", None)
     source_format = meta.pop("source_format", None) or "numpy"
+    geo = meta.pop("geometry", None) or {}
     scale = attributes.get("scale")
     spacing = tuple(float(s) for s in scale) if scale is not None else None
-    return Volume(array=array, rgb=rgb, spacing=spacing, source_format=source_format, metadata=_json_safe(meta))
+    # origin, direction and world affine of the source survive a save (scale is the layer's own)
+    origin = tuple(geo["origin"]) if geo.get("origin") is not None else None
+    direction = tuple(tuple(r) for r in geo["direction"]) if geo.get("direction") is not None else None
+    affine = np.asarray(geo["affine"], dtype=np.float64) if geo.get("affine") is not None else None
+    return Volume(array=array, rgb=rgb, spacing=spacing, source_format=source_format, metadata=_json_safe(meta),
+                  origin=origin, direction=direction, affine=affine)

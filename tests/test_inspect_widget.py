@@ -98,6 +98,22 @@ def test_current_slice_sits_on_that_slice(widget_and_viewer, qtbot, rng):
     assert w.plot_figure.axes[0].get_xlabel() == "bits per pixel"  # one slice: histogram
 
 
+def test_maps_follow_a_world_affine(widget_and_viewer, qtbot, rng):
+    """An image given a rotation (oblique scan placed in world space by the user): the maps keep it."""
+    viewer, w = widget_and_viewer
+    a = smooth_image(rng, (2, 40, 36), 0, 3000, np.uint16)
+    c, s = np.cos(0.3), np.sin(0.3)
+    aff = np.array([[1, 0, 0, 0], [0, c, -s, 4.0], [0, s, c, -2.0], [0, 0, 0, 1]])
+    image = viewer.add_image(a, name="obl", scale=SCALE, translate=TRANSLATE, affine=aff)
+    w.layer.value = image
+    w.show_latent.value = True
+    _run(w, qtbot)
+    bits = viewer.layers["obl bit cost"]
+    _aligned(bits, image)
+    assert np.allclose(bits.affine.affine_matrix, aff)
+    assert np.allclose(viewer.layers["obl latent z"].affine.affine_matrix[1:, 1:], aff)
+
+
 def test_2d_rgb_image(widget_and_viewer, qtbot, rng):
     viewer, w = widget_and_viewer
     rgb = rng.integers(0, 256, (40, 36, 3)).astype(np.uint8)

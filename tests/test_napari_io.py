@@ -24,6 +24,27 @@ def test_open_nifti_keeps_stored_integers_and_scale(make_napari_viewer, tmp_path
     assert -1000 <= lo < hi <= 2000  # percentiles of the stored values
 
 
+def test_oblique_nifti_keeps_its_world_geometry_through_a_save(make_napari_viewer, tmp_path, rng):
+    """Shown in its own plane (scale + translate); the world affine rides in the metadata and
+    comes back in a .lvp saved from the layer."""
+    data = smooth_image(rng, (20, 16, 4), 0, 3000, np.int16)
+    c, s = np.cos(0.4), np.sin(0.4)
+    aff = np.array([[0.8 * c, -0.9 * s, 0, 10.0], [0.8 * s, 0.9 * c, 0, -20.0], [0, 0, 3.0, 5.0], [0, 0, 0, 1]])
+    path = tmp_path / "oblique.nii.gz"
+    nib.save(nib.Nifti1Image(data, aff), path)
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(path), plugin="napari-lvpnet")
+    assert np.allclose(layer.scale, (3.0, 0.9, 0.8))
+    geo = layer.metadata["geometry"]
+    assert np.allclose(geo["affine"], aff) and np.allclose(geo["origin"], aff[:3, 3])
+    out = tmp_path / "saved.lvp"
+    viewer.layers.save(str(out), plugin="napari-lvpnet")
+    vol = lvpnet.read(out)
+    assert np.array_equal(vol.array, data.transpose(2, 1, 0))
+    assert np.allclose(vol.affine, aff) and np.allclose(vol.origin, aff[:3, 3])
+    assert np.allclose(vol.direction, geo["direction"])
+
+
 def test_open_dicom_uses_stored_window(make_napari_viewer):
     from pydicom import dcmread
     from pydicom.data import get_testdata_file
