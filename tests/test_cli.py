@@ -178,3 +178,11 @@ def test_demo_runs_and_is_identical():
     lines = proc.stdout.splitlines()
     assert any(line.startswith("lvpnet") and line.rstrip().endswith("yes") for line in lines)
     assert any(line.startswith("JPEG-XL") for line in lines) and any(line.startswith("JPEG-LS") for line in lines)
+
+
+def test_demo_also_shows_learned_weights_that_are_not_the_default(monkeypatch, tiny_model_path):
+    monkeypatch.setenv("LVPNET_WEIGHTS", str(tiny_model_path))
+    proc = lvpnet_cmd("demo", check_rc=0)
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("lvpnet")]
+    assert len(rows) == 2 and rows[1].startswith("lvpnet --codec lvpnet")
+    assert all(r.rstrip().endswith("yes") for r in rows)

@@ -223,7 +223,8 @@ def head_params(
         a_int = torch.clamp(torch.floor(raw[:, 2 : 2 + nw].detach() * 2.0**-fw), 0, AMAX).long()
         wts = (a_int + 1) * wmask
         A = wts.sum(1)
-        num = (wts * nb.long()).sum(1)
+        nbl = nb.long()
+        num = (wts * nbl).sum(1)
         wavg = torch.div(num + (A >> 1), A.clamp_min(1), rounding_mode="floor")
         if nb_has is not None:
             has = (A > 0) & nb_has.to(dev)
@@ -231,7 +232,7 @@ def head_params(
             has = (A > 0) & (~first.to(dev)).view(N, 1, 1)
         base = torch.where(has, wavg, base)
         if head >= 2:
-            act = (wts * (nb.long() - wavg[:, None]).abs()).sum(1)
+            act = (wts * (nbl - wavg[:, None]).abs_()).sum(1)
             act = torch.div(act << ACT_FRAC, A.clamp_min(1), rounding_mode="floor")
             s_base = torch.searchsorted(thr.to(dev), act.contiguous(), right=True) - 1
             s_corr = torch.clamp(torch.floor(raw[:, 1].detach() * 2.0 ** -(fw + 2)), -64, 63).long()
