@@ -177,7 +177,10 @@ def test_float32_integer_path_equals_float64(codec, perturbed, which, name):
         ctx.append(torch.from_numpy(vp[di :: dec32.f, dj :: dec32.f]))
 
 
-def test_same_bytes_with_one_and_two_threads(codec):
+@pytest.mark.parametrize("head", [1, 2])
+def test_same_bytes_with_one_and_two_threads(codec, tmp_path, head):
+    if head == 2:  # the shipped kind: 4x4 sub-images, step 0 row by row
+        codec = LVPNetCodec(_checkpoint(tmp_path / "v2.pt", head=2, subimage=4, ctx_bits=9, step0_rows=True))
     x = CASES["uint16_12bit_overlay"]
     old = torch.get_num_threads()
     try:
