@@ -214,16 +214,19 @@ def head_params(
     s_base = None
     if nb is not None:
         nb = nb.to(dev)
-        wmask = torch.ones((1, nb.shape[1], 1, 1), dtype=torch.float64, device=dev)
+        wmask = None
     elif ctx_v is not None and ctx_v.shape[1] > 0:
         nb = neighbours(ctx_v)
-        wmask = avail.to(dev).double().repeat_interleave(9, dim=1)[:, :, None, None]
+        # every listed context sub-image available (the decoder passes only those): no mask
+        wmask = None if bool(avail.all()) else avail.to(dev).double().repeat_interleave(9, dim=1)[:, :, None, None]
     if nb is not None:
         # Integer sums computed in float64, which is exact here and 5x faster than int64 on the CPU:
         # weights <= 128, values < 2**17, at most 135 terms, so every sum stays far below 2**53.
         nw = nb.shape[1]
-        a_int = torch.clamp(torch.floor(raw[:, 2 : 2 + nw].detach().double() * 2.0**-fw), 0, AMAX)
-        wts = (a_int + 1.0) * wmask
+        a_int = torch.clamp(torch.floor(raw[:, 2 : 2 + nw].detach() * 2.0**-fw), 0, AMAX)  # exact in raw's dtype
+        wts = (a_int + 1.0).double()
+        if wmask is not None:
+            wts = wts * wmask
         A = wts.sum(1).long()
         nbd = nb.double()
         num = (wts * nbd).sum(1).long()
@@ -256,7 +259,7 @@ def head_params(
     base_f = base.to(raw.dtype)
     if nb is not None:
         a_f = torch.clamp(raw[:, 2 : 2 + nw] * 2.0**-fw, 0, AMAX)
-        wf = (a_f + 1.0) * wmask.to(raw.dtype)
+        wf = a_f + 1.0 if wmask is None else (a_f + 1.0) * wmask.to(raw.dtype)
         wavg_f = (wf * nb.to(raw.dtype)).sum(1) / wf.sum(1).clamp_min(1e-6)
         base_f = torch.where(has, wavg_f, base_f)
     m_scale = torch.exp2(Bf - (fw + 4)).expand_as(base_f)
