@@ -3,7 +3,8 @@
 #   bash scripts/gpu_train.sh            (with .traindata carried; results under $OUT)
 # CPU smoke test of this exact script:
 #   OUT=/tmp/gpu_smoke LVP_DEVICE=cpu LVP_MINUTES=0.5 LVP_EXTRA="--batch 2 --crop 64 --val-max-pixels 70000" bash scripts/gpu_train.sh
-# Writes $OUT/main/{best.pt,log.json,model_card.md,train.log} (2x2 sub-image model, the deliverable)
+# Writes $OUT/main/{best.pt,log.json,model_card.md,train.log} (LVP_CONFIG, default configs/lvpnet-v2.json:
+# the shipped model's kind; LVP_RESUME=CKPT continues from a checkpoint, e.g. resources/lvpnet-v1.pt)
 # and, unless LVP_ONEPASS=0, $OUT/onepass/{best.pt,log.json,train.log} (one-pass model, trained alongside).
 set -u
 OUT=${OUT:-.out/gpu}
@@ -14,6 +15,8 @@ SECOND_CONFIG=${LVP_SECOND_CONFIG:-configs/lvpnet-v1-onepass.json}
 SECOND_NAME=${LVP_SECOND_NAME:-onepass}
 ONEPASS_BATCH=${LVP_ONEPASS_BATCH:-6}
 EXTRA=${LVP_EXTRA:-}
+CONFIG=${LVP_CONFIG:-configs/lvpnet-v2.json}
+RESUME=${LVP_RESUME:+--resume $LVP_RESUME}
 KILL_AFTER=${LVP_KILL_AFTER:-555}
 PY=${PYTHON:-python3}
 mkdir -p "$OUT/main" "$OUT/$SECOND_NAME"
@@ -34,8 +37,8 @@ if [ "$ONEPASS" = 1 ]; then
     --device "$DEV" --minutes "$MIN" --out "$OUT/$SECOND_NAME" --batch "$ONEPASS_BATCH" $EXTRA > "$OUT/$SECOND_NAME/train.log" 2>&1 &
   OPID=$!
 fi
-timeout -s INT -k 25 "$KILL_AFTER" $PY -m lvpnet.train --config configs/lvpnet-v1.json --data .traindata \
-  --device "$DEV" --minutes "$MIN" --out "$OUT/main" $EXTRA 2>&1 | tee "$OUT/main/train.log"
+timeout -s INT -k 25 "$KILL_AFTER" $PY -m lvpnet.train --config "$CONFIG" --data .traindata \
+  --device "$DEV" --minutes "$MIN" --out "$OUT/main" $RESUME $EXTRA 2>&1 | tee "$OUT/main/train.log"
 RC=${PIPESTATUS[0]}
 if [ -n "$OPID" ]; then
   wait "$OPID"; echo "$SECOND_NAME exit $?"
