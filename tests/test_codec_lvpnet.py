@@ -97,13 +97,13 @@ def test_roundtrip_bit_exact(codec, name):
 
 def test_large_odd_slice(codec):
     x = _smooth(np.random.default_rng(3), (513, 511), -1000, 3000, np.int16)
-    assert np.array_equal(codec.decode(codec.encode(x), x.shape, x.dtype, 1), x)
+    assert np.array_equal(codec.decode(codec.encode(x), x.shape, x.dtype, LVPNetCodec.version), x)
 
 
 @pytest.mark.parametrize("name", ["uint8_noise", "int16_full_range", "uint16_12bit_overlay", "rgb_uint16", "odd_3x5"])
 def test_roundtrip_perturbed_model(perturbed, name):
     x = CASES[name]
-    assert np.array_equal(perturbed.decode(perturbed.encode(x), x.shape, x.dtype, 1), x)
+    assert np.array_equal(perturbed.decode(perturbed.encode(x), x.shape, x.dtype, LVPNetCodec.version), x)
 
 
 def test_accepts_integers_up_to_16_bits(codec):
@@ -121,7 +121,7 @@ def test_constant_slice_has_no_streams(codec):
 def test_chunk_stats_real_and_estimated(codec):
     x = CASES["int16_ct"]
     data = codec.encode(x)
-    st = codec.chunk_stats(data, x.shape, x.dtype, 1)
+    st = codec.chunk_stats(data, x.shape, x.dtype, LVPNetCodec.version)
     assert st["latent_bits"] + st["pixel_bits"] + 8 * 17 == 8 * len(data)
     assert st["estimated_bits"] == pytest.approx(st["estimated_latent_bits"] + st["estimated_pixel_bits"])
     # real ANS streams within 32 bits per stream (+ a hair) of the ideal code length
@@ -198,9 +198,9 @@ def test_damaged_chunks_are_refused(codec):
     data = codec.encode(x)
     for bad in (data[:-4], data + b"\0\0\0\0", b"\x03" + data[1:], data[:10]):
         with pytest.raises(ValueError):
-            codec.decode(bad, x.shape, x.dtype, 1)
+            codec.decode(bad, x.shape, x.dtype, LVPNetCodec.version)
     with pytest.raises(ValueError):
-        codec.decode(data, x.shape, x.dtype, 2)
+        codec.decode(data, x.shape, x.dtype, LVPNetCodec.version + 1)
 
 
 def test_pack_unpack():
@@ -291,7 +291,7 @@ def test_one_pass_model_roundtrip(tmp_path):
     assert c.engine().dec.steps == 1
     for name in ("int16_ct", "odd_3x5", "rgb_uint8", "int16_full_range"):
         x = CASES[name]
-        assert np.array_equal(c.decode(c.encode(x), x.shape, x.dtype, 1), x)
+        assert np.array_equal(c.decode(c.encode(x), x.shape, x.dtype, LVPNetCodec.version), x)
 
 
 def test_default_follows_the_shipped_card(monkeypatch, tmp_path, tiny):
@@ -321,8 +321,20 @@ def test_v2_head_row_step0_roundtrip(tmp_path, subimage):
     assert eng.dec.steps == subimage**2 and eng.dec.cfg.step0_rows
     for name in CASES:
         x = CASES[name]
-        assert np.array_equal(c.decode(c.encode(x), x.shape, x.dtype, 1), x), name
+        assert np.array_equal(c.decode(c.encode(x), x.shape, x.dtype, LVPNetCodec.version), x), name
     x = CASES["int16_ct"].astype(np.int64)
     vmin, R, lat, pix, est = eng.encode_plane(x, want_bits=True)
     assert np.array_equal(eng.decode_plane(vmin, R, lat, pix, *x.shape), x)
     assert 32 * (len(lat) + len(pix)) <= est + 64 + 64
+
+
+def test_per_step_scale_offsets(perturbed):
+    """Bitstream version 2: the encoder's per-step scale offsets never cost more than they save
+    (beyond their own few bits), decode exactly, and version 1 streams still decode."""
+    eng = perturbed.engine()
+    x = CASES["uint16_12bit_overlay"].astype(np.int64)
+    v2 = eng.encode_plane(x, want_bits=True)
+    v1 = eng.encode_plane(x, want_bits=True, calibrate=False)
+    assert v2[4] <= v1[4] + eng.dec.steps * np.log2(9) + 1e-6
+    assert np.array_equal(eng.decode_plane(*v2[:4], *x.shape), x)
+    assert np.array_equal(eng.decode_plane(*v1[:4], *x.shape, calibrated=False), x)

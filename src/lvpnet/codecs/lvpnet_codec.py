@@ -105,8 +105,8 @@ class LVPNetCodec(Codec):
     """LVPNet with real constriction bitstreams. ``device``: "auto" | "cpu" | "cuda" (GMSM and integer path)."""
 
     id = "lvpnet"
-    version = 1
-    reads_versions = (1,)
+    version = 2  # 2: per-step scale offsets at the head of each pixel stream (1: none)
+    reads_versions = (1, 2)
 
     def __init__(self, weights: str | os.PathLike | None = None, device: str = "auto"):
         self._weights = Path(weights) if weights is not None else None
@@ -183,7 +183,8 @@ class LVPNetCodec(Codec):
         H, W = shape[:2]
         planes = unpack_chunk(data, 3 if rgb else 1)
         eng = self.engine()
-        out = [eng.decode_plane(vmin, R, lat, pix, H, W) for vmin, R, lat, pix in planes]
+        cal = version >= 2
+        out = [eng.decode_plane(vmin, R, lat, pix, H, W, calibrated=cal) for vmin, R, lat, pix in planes]
         if rgb:
             from ..model.prep import planes_to_rgb
 
@@ -201,7 +202,7 @@ class LVPNetCodec(Codec):
         eng = self.engine()
         est_lat = est_pix = 0.0
         for vmin, R, lat, pix in planes:
-            _out, bl, bp = eng.decode_plane(vmin, R, lat, pix, H, W, want_bits=True)
+            _out, bl, bp = eng.decode_plane(vmin, R, lat, pix, H, W, want_bits=True, calibrated=version >= 2)
             est_lat += bl
             est_pix += bp
         return {

@@ -24,6 +24,8 @@ from ..model import IntegerDecoder, LVPNet, load_checkpoint, prep
 from ..model.tables import values_from_symbols
 from .lvpnet_entropy import LatentCoder, PixelCoder, new_coder
 
+OFFSET_MAX = 4  # per-step scale-index offsets lie in [-4, 4] (quarter octaves), bitstream version 2
+
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
     if device is None or str(device) == "auto":
@@ -114,8 +116,11 @@ class Engine:
 
     # ------------------------------------------------------------------ encode
     @torch.no_grad()
-    def encode_plane(self, x: np.ndarray, want_bits: bool = False):
-        """Integer plane (H, W) -> (vmin, R, latent words, pixel words[, estimated bits])."""
+    def encode_plane(self, x: np.ndarray, want_bits: bool = False, calibrate: bool = True):
+        """Integer plane (H, W) -> (vmin, R, latent words, pixel words[, estimated bits]).
+
+        ``calibrate`` (bitstream version 2): per step a scale offset chosen by the encoder
+        (``_choose_offsets``) and stored at the head of the pixel stream; False writes version 1."""
         x = np.asarray(x).astype(np.int64)
         H, W = x.shape
         vmin, R, B = prep.slice_params(x)
@@ -128,33 +133,64 @@ class Engine:
         vp = prep.polyphase_pad(v, Hp, Wp, f)
         z = self.model().encode_slice(vp, B, device=self.device)
         zs = self.dec.latent_symbols(z).cpu().numpy()
-        items = []
+        records = []  # (step, values, mu, s) in decoding order (step 0 row by row for step0_rows models)
 
         def step(k, mu, s, pos, row):
             di, dj = pos
             sub = v[di::f, dj::f]
             sub = np.ascontiguousarray(sub if row is None else sub[row : row + 1])
             if sub.size:
-                sym, low, _nb, esc = self.dec.symbols(torch.from_numpy(sub), torch.from_numpy(mu), torch.from_numpy(s))
-                sym, low, esc = sym.numpy(), low.numpy(), esc.numpy()
-                items.append((sym, np.where(esc, sub, low), s))
+                records.append((k, sub, mu, s))
             return sub
 
         z = z.to(self.device)
         self._walk(z, R, H, W, step)
+        offsets = self._choose_offsets(records, R) if calibrate else None
+        items = []
+        for k, sub, mu, s in records:
+            s = self._shift(s, offsets, k)
+            sym, low, _nb, esc = self.dec.symbols(torch.from_numpy(sub), torch.from_numpy(mu), torch.from_numpy(s))
+            sym, low, esc = sym.numpy(), low.numpy(), esc.numpy()
+            items.append((sym, np.where(esc, sub, low), s))
         lat = self.latent.encode(zs)
         coder = new_coder()
         for sym, extra, s in reversed(items):
             self.pixels.push_step(coder, sym, extra, s, R)
+        est = 0.0
+        if offsets is not None:  # pushed last, so the decoder reads them first
+            est += self.pixels.push_offsets(coder, offsets + OFFSET_MAX, 2 * OFFSET_MAX + 1)
         pix = coder.get_compressed()
         if not want_bits:
             return vmin, R, lat, pix
-        est = self.latent.bits(zs) + sum(self.pixels.bits(sym, s, R) for sym, _e, s in items)
+        est += self.latent.bits(zs) + sum(self.pixels.bits(sym, s, R) for sym, _e, s in items)
         return vmin, R, lat, pix, est
+
+    # ------------------------------------------------------------------ per-slice calibration
+    def _shift(self, s: np.ndarray, offsets, k: int) -> np.ndarray:
+        if offsets is None or offsets[k] == 0:
+            return s
+        return np.clip(s + int(offsets[k]), 0, self.cfg.n_scales - 1)
+
+    def _choose_offsets(self, records, R: int) -> np.ndarray:
+        """Per step, the scale-index offset in [-OFFSET_MAX, OFFSET_MAX] that makes its pixels
+        cheapest (ties: the smallest |offset|): a two-pass correction of the model's confidence
+        for this slice, stored in the pixel stream (bitstream version 2)."""
+        cands = sorted(range(-OFFSET_MAX, OFFSET_MAX + 1), key=abs)
+        bits = np.zeros((self.dec.steps, len(cands)))
+        for k, sub, mu, s in records:
+            v, m = torch.from_numpy(sub), torch.from_numpy(mu)
+            for j, d in enumerate(cands):
+                sd = np.clip(s + d, 0, self.cfg.n_scales - 1)
+                sym, _low, _nb, _esc = self.dec.symbols(v, m, torch.from_numpy(sd))
+                bits[k, j] += self.pixels.bits(sym.numpy(), sd, R)
+        return np.array([cands[int(np.argmin(b))] for b in bits], dtype=np.int64)
 
     # ------------------------------------------------------------------ decode
     @torch.no_grad()
-    def decode_plane(self, vmin: int, R: int, lat: np.ndarray, pix: np.ndarray, H: int, W: int, want_bits=False):
+    def decode_plane(
+        self, vmin: int, R: int, lat: np.ndarray, pix: np.ndarray, H: int, W: int, want_bits=False, calibrated=True
+    ):
+        """Inverse of ``encode_plane`` (``calibrated``: bitstream version 2, with per-step offsets)."""
         if R == 0:
             out = np.full((H, W), vmin, dtype=np.int64)
             return (out, 0.0, 0.0) if want_bits else out
@@ -164,11 +200,16 @@ class Engine:
         out = np.empty((H, W), dtype=np.int64)
         f = self.dec.f
         pix_bits = [0.0]
+        offsets = None
+        if calibrated:
+            offsets = self.pixels.pop_offsets(coder, self.dec.steps, 2 * OFFSET_MAX + 1) - OFFSET_MAX
+            pix_bits[0] += self.dec.steps * float(np.log2(2 * OFFSET_MAX + 1))
 
         def step(k, mu, s, pos, row):
             di, dj = pos
             if mu.size == 0:
                 return np.zeros(mu.shape, np.int64)
+            s = self._shift(s, offsets, k)
             sym, extra = self.pixels.pop_step(coder, s, R)
             esc = sym == self.pixels.esc
             low = np.where(esc, 0, extra)

@@ -147,6 +147,16 @@ class PixelCoder:
             extra[has] = coder.decode(self.uniform, np.ascontiguousarray(sizes[has], dtype=np.int32))
         return sym.reshape(s.shape), extra.reshape(s.shape)
 
+    def push_offsets(self, coder, values: np.ndarray, size: int) -> float:
+        """Encoder: small integers in [0, size) coded uniformly; returns their bits."""
+        values = np.ascontiguousarray(values, dtype=np.int32)
+        coder.encode_reverse(values, self.uniform, np.full(values.size, size, dtype=np.int32))
+        return float(values.size * np.log2(size))
+
+    def pop_offsets(self, coder, n: int, size: int) -> np.ndarray:
+        """Decoder: the ``n`` integers ``push_offsets`` wrote."""
+        return coder.decode(self.uniform, np.full(n, size, dtype=np.int32)).astype(np.int64)
+
     def bits(self, sym: np.ndarray, s: np.ndarray, R: int) -> float:
         """Ideal code length: -log2 of the table entries plus log2 of every extra's alphabet."""
         f = self.tables[s.reshape(-1), sym.reshape(-1)].astype(np.float64)
