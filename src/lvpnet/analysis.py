@@ -5,7 +5,8 @@ model (float encoder ``LVPNet`` + exact ``IntegerDecoder``, docs/MODEL.md):
 
 * **bit-cost map** ``pixel_bits`` (float32, rows x cols): the code length of
   every pixel, ``-log2(freq[symbol] / 2**16)`` under the model's integer
-  frequency tables plus that pixel's raw low bits (or, for an escaped pixel,
+  frequency tables (at the scale the codec uses: the model's, moved by the
+  step's per-slice offset) plus that pixel's raw low bits (or, for an escaped pixel,
   the ``log2(R + 1)`` bits of its uniform code). RGB: the sum over the planes.
 * **latent bits** ``latent_bits`` (float32, one cell per 32 x 32 block): the
   code length of the block's latent ``z`` (all channels, all planes) under the
@@ -233,7 +234,7 @@ def _plane(model: LoadedModel, plane: np.ndarray) -> dict:
     from .model.intnet import ExactMode
     from .model.prep import padded_size, polyphase_pad, slice_params, sub_real_shape
     from .model.qcm import qcm_int
-    from .model.tables import latent_bits_exact
+    from .model.tables import best_scale_offset, latent_bits_exact, scale_offset
 
     net, dec = model.net, model.dec
     cfg, f = dec.cfg, dec.f
@@ -261,7 +262,11 @@ def _plane(model: LoadedModel, plane: np.ndarray) -> dict:
             sub = vs[di::f, dj::f]
             mu, s = dec.predict(feats, ctx, k, R, B, known=sub)
             hr, wr = sub_real_shape(H, W, f, di, dj)
-            b = pixel_bits_exact(sub[:hr, :wr], mu[:hr, :wr], s[:hr, :wr], R, dec.pixel_tables, dec.pixel_shifts, dec.K)
+            v_, mu_, s_ = sub[:hr, :wr], mu[:hr, :wr], s[:hr, :wr]
+            # the codec's per-step scale offset (bitstream version 2), so the map is what files pay
+            s_ = scale_offset(s_, best_scale_offset(v_, mu_, s_, R, dec.pixel_tables, dec.pixel_shifts, dec.K),
+                              cfg.n_scales)
+            b = pixel_bits_exact(v_, mu_, s_, R, dec.pixel_tables, dec.pixel_shifts, dec.K)
             bits[di::f, dj::f] = b.cpu().numpy()
             ctx.append(sub)  # the edge-padded sub-image, as the decoder rebuilds it
         q = float(cfg.q_step)

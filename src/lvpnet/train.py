@@ -234,7 +234,7 @@ def _evaluate(model: LVPNet, val, device, max_pixels: int | None = None, dtype=N
         steps = None
         for s in e["slices"]:
             r = slice_bits(model, dec, s, enc_device=device)
-            pb += r["pixel_bits"]
+            pb += r["pixel_bits"] + r.get("side_bits", 0.0)  # side: the codec's per-step scale offsets
             lb += r["latent_bits"]
             steps = r["step_bits"] if steps is None else [a + b for a, b in zip(steps, r["step_bits"])]
         n = e["n"]

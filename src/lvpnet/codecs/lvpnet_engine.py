@@ -21,10 +21,8 @@ import numpy as np
 import torch
 
 from ..model import IntegerDecoder, LVPNet, load_checkpoint, prep
-from ..model.tables import values_from_symbols
+from ..model.tables import OFFSET_MAX, best_scale_offset, scale_offset, values_from_symbols
 from .lvpnet_entropy import LatentCoder, PixelCoder, new_coder
-
-OFFSET_MAX = 4  # per-step scale-index offsets lie in [-4, 4] (quarter octaves), bitstream version 2
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -167,23 +165,21 @@ class Engine:
 
     # ------------------------------------------------------------------ per-slice calibration
     def _shift(self, s: np.ndarray, offsets, k: int) -> np.ndarray:
-        if offsets is None or offsets[k] == 0:
+        if offsets is None:
             return s
-        return np.clip(s + int(offsets[k]), 0, self.cfg.n_scales - 1)
+        return scale_offset(torch.from_numpy(s), int(offsets[k]), self.cfg.n_scales).numpy()
 
     def _choose_offsets(self, records, R: int) -> np.ndarray:
-        """Per step, the scale-index offset in [-OFFSET_MAX, OFFSET_MAX] that makes its pixels
-        cheapest (ties: the smallest |offset|): a two-pass correction of the model's confidence
-        for this slice, stored in the pixel stream (bitstream version 2)."""
-        cands = sorted(range(-OFFSET_MAX, OFFSET_MAX + 1), key=abs)
-        bits = np.zeros((self.dec.steps, len(cands)))
-        for k, sub, mu, s in records:
-            v, m = torch.from_numpy(sub), torch.from_numpy(mu)
-            for j, d in enumerate(cands):
-                sd = np.clip(s + d, 0, self.cfg.n_scales - 1)
-                sym, _low, _nb, _esc = self.dec.symbols(v, m, torch.from_numpy(sd))
-                bits[k, j] += self.pixels.bits(sym.numpy(), sd, R)
-        return np.array([cands[int(np.argmin(b))] for b in bits], dtype=np.int64)
+        """Per step, ``tables.best_scale_offset`` over all its pixels (step 0's rows together)."""
+        offsets = np.zeros(self.dec.steps, dtype=np.int64)
+        dec = self.dec
+        tabs, shifts = dec.pixel_tables.cpu(), dec.pixel_shifts.cpu()
+        for k in range(dec.steps):
+            mine = [r for r in records if r[0] == k]
+            if mine:
+                v, mu, s = (torch.from_numpy(np.concatenate([r[i].reshape(-1) for r in mine])) for i in (1, 2, 3))
+                offsets[k] = best_scale_offset(v, mu, s, R, tabs, shifts, dec.K)
+        return offsets
 
     # ------------------------------------------------------------------ decode
     @torch.no_grad()

@@ -27,8 +27,11 @@ from .prep import ORDERS, padded_size, polyphase_pad, slice_params, sub_real_sha
 from .prior import FactorizedPrior
 from .qcm import QCM, qcm_int
 from .tables import (
+    OFFSET_MAX,
     TOTAL,
     _log_bin,
+    best_scale_offset,
+    scale_offset,
     build_pixel_tables,
     build_scale_thresholds,
     latent_bits_exact,
@@ -385,11 +388,14 @@ class IntegerDecoder:
 
 
 @torch.no_grad()
-def slice_bits(model: LVPNet, dec: IntegerDecoder, v2d: np.ndarray, enc_device=None) -> dict:
+def slice_bits(model: LVPNet, dec: IntegerDecoder, v2d: np.ndarray, enc_device=None, calibrate: bool = True) -> dict:
     """Estimated code length of one grey slice with the exact integer decoder.
 
-    Returns {'pixel_bits', 'latent_bits', 'n', 'step_bits'} (ideal -log2 p; side
-    information such as vmin and R is not counted).
+    ``calibrate``: with the codec's per-step scale offsets (bitstream version 2; their own
+    bits are ``side_bits``), so pixel + latent + side bits is what a file's streams hold.
+
+    Returns {'pixel_bits', 'latent_bits', 'side_bits', 'n', 'step_bits'} (ideal -log2 p;
+    the plane header (vmin, R, stream lengths) is not counted).
     """
     cfg = dec.cfg
     f = dec.f
@@ -408,10 +414,15 @@ def slice_bits(model: LVPNet, dec: IntegerDecoder, v2d: np.ndarray, enc_device=N
         sub = vt[di::f, dj::f]
         mu, s = dec.predict(feats, ctx, k, R, B, known=sub)
         hr, wr = sub_real_shape(H, W, f, di, dj)
-        bits = pixel_bits_exact(sub[:hr, :wr], mu[:hr, :wr], s[:hr, :wr], R, dec.pixel_tables, dec.pixel_shifts, dec.K)
+        v_, mu_, s_ = sub[:hr, :wr], mu[:hr, :wr], s[:hr, :wr]
+        if calibrate:  # what the codec does (bitstream version 2): per-step scale offset, log2(9) bits
+            s_ = scale_offset(s_, best_scale_offset(v_, mu_, s_, R, dec.pixel_tables, dec.pixel_shifts, dec.K),
+                              cfg.n_scales)
+        bits = pixel_bits_exact(v_, mu_, s_, R, dec.pixel_tables, dec.pixel_shifts, dec.K)
         step_bits.append(float(bits.sum()))
         ctx.append(sub)  # already the edge-padded sub-image (same as prep.pad_edge of its real part)
-    return {"pixel_bits": sum(step_bits), "latent_bits": lat, "n": H * W, "step_bits": step_bits}
+    side = dec.steps * math.log2(2 * OFFSET_MAX + 1) if calibrate else 0.0
+    return {"pixel_bits": sum(step_bits), "latent_bits": lat, "side_bits": side, "n": H * W, "step_bits": step_bits}
 
 
 # ------------------------------------------------------------------ checkpoints

@@ -151,6 +151,27 @@ def pixel_bits_exact(v, mu, s, R, tables: torch.Tensor, shifts: torch.Tensor, K:
     return -torch.log2(f / TOTAL) + torch.where(esc, esc_bits.expand_as(f), nb.to(torch.float64))
 
 
+OFFSET_MAX = 4  # per-step scale-index offsets chosen by the encoder lie in [-4, 4] (bitstream version 2)
+
+
+def scale_offset(s: torch.Tensor, d: int, n_scales: int) -> torch.Tensor:
+    """Scale indices moved by ``d`` quarter octaves, kept in the table range."""
+    return s if d == 0 else (s + d).clamp(0, n_scales - 1)
+
+
+def best_scale_offset(v, mu, s, R, tables: torch.Tensor, shifts: torch.Tensor, K: int) -> int:
+    """The offset ``d`` in [-4, 4] for which ``scale_offset(s, d)`` codes the values ``v`` in the
+    fewest bits (ties: the smallest |d|): the encoder's per-step calibration of the model's
+    confidence for one slice. ``d`` is stored, so this choice need not be reproducible."""
+    n_scales = tables.shape[0]
+    best = (math.inf, 0)
+    for d in sorted(range(-OFFSET_MAX, OFFSET_MAX + 1), key=abs):
+        bits = float(pixel_bits_exact(v, mu, scale_offset(s, d, n_scales), R, tables, shifts, K).sum())
+        if bits < best[0]:
+            best = (bits, d)
+    return best[1]
+
+
 def latent_bits_exact(z: torch.Tensor, tables: torch.Tensor, zmax: int) -> torch.Tensor:
     """Bits of z (C, h, w) or (N, C, h, w) under per-channel int tables (C, 2zmax+1)."""
     C = tables.shape[0]
