@@ -90,9 +90,9 @@ def test_roundtrip_bit_exact(codec, name):
     y = codec.decode(data, x.shape, x.dtype, codec.version)
     assert y.dtype == x.dtype and y.shape == x.shape
     assert np.array_equal(x, y)
-    planes = unpack_chunk(data, 3 if x.ndim == 3 else 1)
-    for _vmin, R, lat, pix in planes:
-        assert (R == 0) == (len(lat) == 0) == (len(pix) == 0)
+    planes = unpack_chunk(data, 3 if x.ndim == 3 else 1, codec.version)
+    for _vmin, R, lat, pix, step in planes:
+        assert (R == 0) == (len(lat) == 0) == (len(pix) == 0) and step >= 1
 
 
 def test_large_odd_slice(codec):
@@ -115,14 +115,14 @@ def test_accepts_integers_up_to_16_bits(codec):
 
 def test_constant_slice_has_no_streams(codec):
     data = codec.encode(np.full((8, 9), 3, np.uint8))
-    assert len(data) == 1 + 16
+    assert len(data) == 1 + 18  # the plane header alone
 
 
 def test_chunk_stats_real_and_estimated(codec):
     x = CASES["int16_ct"]
     data = codec.encode(x)
     st = codec.chunk_stats(data, x.shape, x.dtype, LVPNetCodec.version)
-    assert st["latent_bits"] + st["pixel_bits"] + 8 * 17 == 8 * len(data)
+    assert st["latent_bits"] + st["pixel_bits"] + 8 * (1 + 18) == 8 * len(data)  # + plane count and header
     assert st["estimated_bits"] == pytest.approx(st["estimated_latent_bits"] + st["estimated_pixel_bits"])
     # real ANS streams within 32 bits per stream (+ a hair) of the ideal code length
     assert abs(st["latent_bits"] - st["estimated_latent_bits"]) < 64 + 0.01 * st["estimated_latent_bits"]
@@ -206,9 +206,30 @@ def test_damaged_chunks_are_refused(codec):
 def test_pack_unpack():
     lat = np.array([1, 2], np.uint32)
     pix = np.array([3, 4, 5], np.uint32)
-    data = pack_chunk([(-5, 300, lat, pix)])
-    ((vmin, R, l2, p2),) = unpack_chunk(data, 1)
-    assert (vmin, R) == (-5, 300) and np.array_equal(l2, lat) and np.array_equal(p2, pix)
+    data = pack_chunk([(-5, 300, lat, pix)], version=1)
+    ((vmin, R, l2, p2, step),) = unpack_chunk(data, 1, version=1)
+    assert (vmin, R, step) == (-5, 300, 1) and np.array_equal(l2, lat) and np.array_equal(p2, pix)
+    data = pack_chunk([(-5, 300, lat, pix, 16)], version=2)
+    ((vmin, R, l2, p2, step),) = unpack_chunk(data, 1, version=2)
+    assert (vmin, R, step) == (-5, 300, 16) and np.array_equal(l2, lat) and np.array_equal(p2, pix)
+    with pytest.raises(ValueError):
+        unpack_chunk(data, 1, version=1)  # the other layout does not tile the chunk
+
+
+def test_values_on_a_grid_are_coded_by_their_step(codec):
+    """12-bit values stored times 16 (and an RGB plane quantised by 8): coded as k in min + step * k."""
+    from lvpnet.codecs.lvpnet_codec import value_step
+
+    x = CASES["uint16_12bit_overlay"] & 0x0FFF
+    x16 = (x.astype(np.uint16) << 4) + 32
+    data = codec.encode(x16)
+    ((vmin, R, _l, _p, step),) = unpack_chunk(data, 1, codec.version)
+    assert step == 16 * int(np.gcd.reduce(np.diff(np.unique(x)))) and vmin == int(x16.min())
+    assert np.array_equal(codec.decode(data, x16.shape, x16.dtype, codec.version), x16)
+    assert len(data) < len(codec.encode(x16 + (np.arange(x16.size).reshape(x16.shape) % 2).astype(np.uint16)))
+    rgb = (CASES["rgb_uint8"] // 8 * 8).astype(np.uint8)
+    assert np.array_equal(codec.decode(codec.encode(rgb), rgb.shape, rgb.dtype, codec.version), rgb)
+    assert value_step(np.array([[5, 5], [5, 5]])) == 1 and value_step(np.array([[-7, 5], [17, -7]])) == 12
 
 
 def test_missing_weights_give_a_clear_error(tmp_path):

@@ -30,7 +30,7 @@ from .base import Codec
 WEIGHTS_NAME = "lvpnet-v1.pt"
 CARD_NAME = "lvpnet-v1.json"
 WEIGHTS_ENV = "LVPNET_WEIGHTS"
-_PLANE = struct.Struct("<iIII")
+_PLANE = {1: struct.Struct("<iIII"), 2: struct.Struct("<iIIIH")}  # per bitstream version
 
 
 def shipped_weights() -> Path | None:
@@ -67,25 +67,35 @@ def default_weights() -> Path | None:
     return shipped_weights()
 
 
-def pack_chunk(planes: list[tuple[int, int, np.ndarray, np.ndarray]]) -> bytes:
+def pack_chunk(planes: list[tuple], version: int = 2) -> bytes:
+    """Planes ``(vmin, R, latent words, pixel words[, step])`` -> chunk bytes (``step``: version 2)."""
+    fmt = _PLANE[version]
     head = [bytes([len(planes)])]
     body = []
-    for vmin, R, lat, pix in planes:
-        head.append(_PLANE.pack(int(vmin), int(R), len(lat), len(pix)))
+    for vmin, R, lat, pix, *step in planes:
+        extra = (int(step[0]) if step else 1,) if version >= 2 else ()
+        head.append(fmt.pack(int(vmin), int(R), len(lat), len(pix), *extra))
         body.append(np.ascontiguousarray(lat, dtype="<u4").tobytes())
         body.append(np.ascontiguousarray(pix, dtype="<u4").tobytes())
     return b"".join(head + body)
 
 
-def unpack_chunk(data: bytes, n_planes: int) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
+def unpack_chunk(data: bytes, n_planes: int, version: int = 2) -> list[tuple[int, int, np.ndarray, np.ndarray, int]]:
+    """Chunk bytes -> planes ``(vmin, R, latent words, pixel words, step)`` (step 1 in version 1)."""
+    fmt = _PLANE.get(version)
+    if fmt is None:
+        raise ValueError(f"lvpnet chunk version {version} is not supported")
     if len(data) < 1 or data[0] != n_planes:
         raise ValueError(f"lvpnet chunk: expected {n_planes} plane(s)")
-    pos = 1 + n_planes * _PLANE.size
+    pos = 1 + n_planes * fmt.size
     if len(data) < pos:
         raise ValueError("lvpnet chunk: truncated header")
     out = []
     for i in range(n_planes):
-        vmin, R, nl, npx = _PLANE.unpack_from(data, 1 + i * _PLANE.size)
+        vmin, R, nl, npx, *step = fmt.unpack_from(data, 1 + i * fmt.size)
+        step = step[0] if step else 1
+        if step < 1:
+            raise ValueError("lvpnet chunk: value step 0")
         if R == 0 and (nl or npx):
             raise ValueError("lvpnet chunk: streams for a constant plane")
         if R > 0 and (nl == 0 or npx == 0):
@@ -94,11 +104,20 @@ def unpack_chunk(data: bytes, n_planes: int) -> list[tuple[int, int, np.ndarray,
         if end > len(data):
             raise ValueError("lvpnet chunk: truncated stream")
         words = np.frombuffer(data, dtype="<u4", count=nl + npx, offset=pos).astype(np.uint32)
-        out.append((vmin, R, words[:nl], words[nl:]))
+        out.append((vmin, R, words[:nl], words[nl:], step))
         pos = end
     if pos != len(data):
         raise ValueError("lvpnet chunk: trailing bytes")
     return out
+
+
+def value_step(plane: np.ndarray) -> int:
+    """The largest ``g`` with every value of the plane equal to ``min + g * k`` (1 when constant or
+    when none): data scaled by a constant (12-bit values stored times 16, quantised ultrasound)
+    is coded as ``k``, so no bits go to values that cannot occur. At most 65535 (u16 field)."""
+    d = np.unique(plane)
+    g = int(np.gcd.reduce(np.diff(d))) if d.size > 1 else 1
+    return g if 1 <= g <= 0xFFFF else 1
 
 
 class LVPNetCodec(Codec):
@@ -172,8 +191,14 @@ class LVPNetCodec(Codec):
         if not self.accepts(slice_.dtype, slice_.ndim == 3):
             raise InputError(f"lvpnet codec does not take {slice_.dtype} data")
         eng = self.engine()
-        planes = [eng.encode_plane(p) for p in self._planes(np.asarray(slice_))]
-        return pack_chunk(planes)
+        planes = []
+        for p in self._planes(np.asarray(slice_)):
+            p = np.asarray(p).astype(np.int64)
+            step = value_step(p)
+            vmin = int(p.min()) if p.size else 0
+            _zero, R, lat, pix = eng.encode_plane((p - vmin) // step)
+            planes.append((vmin, R, lat, pix, step))
+        return pack_chunk(planes, self.version)
 
     def decode(self, data: bytes, shape: tuple[int, ...], dtype: np.dtype, version: int) -> np.ndarray:
         dtype = np.dtype(dtype)
@@ -181,27 +206,28 @@ class LVPNetCodec(Codec):
             raise ValueError(f"lvpnet chunk version {version} is not supported")
         rgb = len(shape) == 3
         H, W = shape[:2]
-        planes = unpack_chunk(data, 3 if rgb else 1)
+        planes = unpack_chunk(data, 3 if rgb else 1, version)
         eng = self.engine()
         cal = version >= 2
-        out = [eng.decode_plane(vmin, R, lat, pix, H, W, calibrated=cal) for vmin, R, lat, pix in planes]
+        out = [vmin + step * eng.decode_plane(0, R, lat, pix, H, W, calibrated=cal)
+               for vmin, R, lat, pix, step in planes]
         if rgb:
             from ..model.prep import planes_to_rgb
 
             return planes_to_rgb(out, dtype)
         info = np.iinfo(dtype)
-        vmin, R = planes[0][0], planes[0][1]
-        if vmin < info.min or vmin + R > info.max:
+        vmin, R, step = planes[0][0], planes[0][1], planes[0][4]
+        if vmin < info.min or vmin + step * R > info.max:
             raise ValueError("lvpnet chunk: value range outside the dtype")
         return out[0].astype(dtype)
 
     def chunk_stats(self, data: bytes, shape: tuple[int, ...], dtype: np.dtype, version: int) -> dict[str, float]:
         rgb = len(shape) == 3
         H, W = shape[:2]
-        planes = unpack_chunk(data, 3 if rgb else 1)
+        planes = unpack_chunk(data, 3 if rgb else 1, version)
         eng = self.engine()
         est_lat = est_pix = 0.0
-        for vmin, R, lat, pix in planes:
+        for vmin, R, lat, pix, _step in planes:
             _out, bl, bp = eng.decode_plane(vmin, R, lat, pix, H, W, want_bits=True, calibrated=version >= 2)
             est_lat += bl
             est_pix += bp
