@@ -214,3 +214,17 @@ def test_refuses_what_the_model_cannot_code(model):
         analysis.analyse_slice(np.zeros((2, 3, 4)), model)
     m = analysis.analyse_slice(np.array([[0.0, 3.0], [2.0, 1.0]]), model)  # integral floats are fine
     assert m.pixel_bits.shape == (2, 2)
+
+
+def test_maps_follow_the_codecs_value_step(model, rng, tiny_model_path):
+    """12-bit values stored times 16: the maps are what the codec pays for the values' indices."""
+    from lvpnet.codecs.lvpnet_codec import LVPNetCodec
+    from lvpnet.model.tables import OFFSET_MAX
+
+    x = smooth_image(rng, (40, 44), 0, 4095, np.uint16) << 4
+    m = analysis.analyse_slice(x, model)
+    assert m.total_bits == pytest.approx(analysis.analyse_slice(x >> 4, model).total_bits, rel=1e-12)
+    codec = LVPNetCodec(tiny_model_path, device="cpu")
+    st = codec.chunk_stats(codec.encode(x), x.shape, x.dtype, codec.version)
+    side = model.dec.steps * np.log2(2 * OFFSET_MAX + 1)
+    assert st["estimated_bits"] == pytest.approx(m.total_bits + side, rel=1e-9)

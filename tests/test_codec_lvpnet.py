@@ -218,7 +218,7 @@ def test_pack_unpack():
 
 def test_values_on_a_grid_are_coded_by_their_step(codec):
     """12-bit values stored times 16 (and an RGB plane quantised by 8): coded as k in min + step * k."""
-    from lvpnet.codecs.lvpnet_codec import value_step
+    from lvpnet.model.prep import value_step
 
     x = CASES["uint16_12bit_overlay"] & 0x0FFF
     x16 = (x.astype(np.uint16) << 4) + 32

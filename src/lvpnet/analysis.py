@@ -232,12 +232,14 @@ def _plane(model: LoadedModel, plane: np.ndarray) -> dict:
 
     from .model import pixel_bits_exact
     from .model.intnet import ExactMode
-    from .model.prep import padded_size, polyphase_pad, slice_params, sub_real_shape
+    from .model.prep import padded_size, polyphase_pad, slice_params, sub_real_shape, value_step
     from .model.qcm import qcm_int
     from .model.tables import best_scale_offset, latent_bits_exact, scale_offset
 
     net, dec = model.net, model.dec
     cfg, f = dec.cfg, dec.f
+    if plane.size:  # values on a grid are coded by their index, as the codec does
+        plane = (plane - plane.min()) // value_step(plane)
     vmin, R, B = slice_params(plane)
     if R > MAX_RANGE:
         raise InputError(f"the slice spans {R + 1} values; the model codes ranges of at most 16 bits")

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..model import prep
 from .base import Codec
 
 WEIGHTS_NAME = "lvpnet-v1.pt"
@@ -111,15 +112,6 @@ def unpack_chunk(data: bytes, n_planes: int, version: int = 2) -> list[tuple[int
     return out
 
 
-def value_step(plane: np.ndarray) -> int:
-    """The largest ``g`` with every value of the plane equal to ``min + g * k`` (1 when constant or
-    when none): data scaled by a constant (12-bit values stored times 16, quantised ultrasound)
-    is coded as ``k``, so no bits go to values that cannot occur. At most 65535 (u16 field)."""
-    d = np.unique(plane)
-    g = int(np.gcd.reduce(np.diff(d))) if d.size > 1 else 1
-    return g if 1 <= g <= 0xFFFF else 1
-
-
 class LVPNetCodec(Codec):
     """LVPNet with real constriction bitstreams. ``device``: "auto" | "cpu" | "cuda" (GMSM and integer path)."""
 
@@ -194,7 +186,7 @@ class LVPNetCodec(Codec):
         planes = []
         for p in self._planes(np.asarray(slice_)):
             p = np.asarray(p).astype(np.int64)
-            step = value_step(p)
+            step = prep.value_step(p)
             vmin = int(p.min()) if p.size else 0
             _zero, R, lat, pix = eng.encode_plane((p - vmin) // step)
             planes.append((vmin, R, lat, pix, step))

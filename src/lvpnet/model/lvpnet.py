@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from .gmsm import GMSM
 from .intnet import ExactMode, IntConv2d, int_conv
 from .predictor import Predictor, head_params, row_neighbours, step_spec, trunk_int, up_neighbours
-from .prep import ORDERS, padded_size, polyphase_pad, slice_params, sub_real_shape, to_ctx
+from .prep import ORDERS, padded_size, polyphase_pad, slice_params, sub_real_shape, to_ctx, value_step
 from .prior import FactorizedPrior
 from .qcm import QCM, qcm_int
 from .tables import (
@@ -391,8 +391,9 @@ class IntegerDecoder:
 def slice_bits(model: LVPNet, dec: IntegerDecoder, v2d: np.ndarray, enc_device=None, calibrate: bool = True) -> dict:
     """Estimated code length of one grey slice with the exact integer decoder.
 
-    ``calibrate``: with the codec's per-step scale offsets (bitstream version 2; their own
-    bits are ``side_bits``), so pixel + latent + side bits is what a file's streams hold.
+    ``calibrate``: as the codec codes it (bitstream version 2): values on a grid coded by
+    their index (``prep.value_step``) and per-step scale offsets (their own bits are
+    ``side_bits``), so pixel + latent + side bits is what a file's streams hold.
 
     Returns {'pixel_bits', 'latent_bits', 'side_bits', 'n', 'step_bits'} (ideal -log2 p;
     the plane header (vmin, R, stream lengths) is not counted).
@@ -400,6 +401,8 @@ def slice_bits(model: LVPNet, dec: IntegerDecoder, v2d: np.ndarray, enc_device=N
     cfg = dec.cfg
     f = dec.f
     v2d = np.asarray(v2d).astype(np.int64)
+    if calibrate:  # the codec's value step too (bitstream version 2): values min + g * k coded as k
+        v2d = (v2d - v2d.min()) // value_step(v2d) if v2d.size else v2d
     vmin, R, B = slice_params(v2d)
     v = v2d - vmin
     H, W = v.shape

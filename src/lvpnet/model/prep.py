@@ -38,6 +38,16 @@ def slice_params(v: np.ndarray) -> tuple[int, int, int]:
     return vmin, R, bit_depth(R)
 
 
+def value_step(plane: np.ndarray) -> int:
+    """The largest ``g`` with every value of the plane equal to ``min + g * k`` (1 when constant or
+    when none): data scaled by a constant (12-bit values stored times 16, quantised ultrasound)
+    is coded as ``k`` (codec bitstream version 2), so no bits go to values that cannot occur.
+    At most 65535 (a u16 in the chunk)."""
+    d = np.unique(np.asarray(plane))
+    g = int(np.gcd.reduce(np.diff(d).astype(np.int64))) if d.size > 1 else 1
+    return g if 1 <= g <= 0xFFFF else 1
+
+
 def bit_depth(R: int) -> int:
     return max(1, int(R).bit_length())
 
