@@ -118,6 +118,8 @@ def markdown(rep: dict, meta: dict[str, dict], base: dict[str, float], png_rel: 
     L += [bench.grid(["modality", "images", "samples", "lvpnet", "baseline best", "ratio"], mrows, markdown=True),
           ""]
 
+    L += learned_alone(rep, meta, base)
+
     L += ["## Speed", "", "Million samples per second, encode / decode, on the machine above "
           "(lvpnet: the whole `.lvp`, container and checksums included).", ""]
     shead = ["id", "lvpnet", *[rep["classical_codecs"][i] for i in ids]]
@@ -134,6 +136,35 @@ def markdown(rep: dict, meta: dict[str, dict], base: dict[str, float], png_rel: 
           "## Reproduce", "", "```", "python benchmarks/run_val.py            # this file and benchmarks/val_bits.png",
           "lvpnet bench scan.nii.gz --json --plot bits.png   # any input", "```", ""]
     return "\n".join(L)
+
+
+def learned_alone(rep: dict, meta: dict[str, dict], base: dict[str, float]) -> list[str]:
+    """The learned codec's own real file bits (no safety net) beside the combined ones."""
+    rows, tot, mods = [], [0.0, 0.0, 0.0, 0], {}
+    for r in rep["inputs"]:
+        ours = r["lvpnet"]["bits_per_sample"]
+        lo = r["lvpnet"].get("learned_only")
+        alone = lo["bits_per_sample"] if lo else (ours if set(r["lvpnet"].get("codecs", {})) == {"lvpnet"} else None)
+        if alone is None:
+            return []
+        ref = base.get(r["input"], (r["best_classical"] or {}).get("bits_per_sample"))
+        n = r["samples"]
+        rows.append([r["input"], meta[r["input"]]["modality"], _f(alone), _f(ours), _f(ref), _f(alone / ref)])
+        for acc in (tot, mods.setdefault(meta[r["input"]]["modality"], [0.0, 0.0, 0.0, 0])):
+            acc[0] += alone * n
+            acc[1] += ours * n
+            acc[2] += ref * n
+            acc[3] += n
+    for m, (a, o, b, n) in sorted(mods.items()):
+        rows.append([f"{m} (all)", "", _f(a / n, 4), _f(o / n, 4), _f(b / n, 4), _f(a / b, 4)])
+    a, o, b, n = tot
+    rows.append(["total", "", _f(a / n, 4), _f(o / n, 4), _f(b / n, 4), _f(a / b, 4)])
+    return ["## The learned codec alone", "",
+            "Real `.lvp` bits per sample with every slice coded by the learned codec (`--codec lvpnet`, "
+            "safety net off), beside the combined file above (per slice the smaller of learned and "
+            "fallback) and the baseline best classical codec.", "",
+            bench.grid(["id", "modality", "learned alone", "combined", "baseline best", "ratio alone"], rows,
+                       markdown=True, bold_last=True), ""]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -152,10 +152,10 @@ def run(folder: Path, out: Path | None, repeat: int, dry_run: bool = False) -> i
             t = time.perf_counter(); dg = gpu.encode(x); sync(); te.append(time.perf_counter() - t)
         td = []
         for _ in range(repeat):
-            t = time.perf_counter(); yg = gpu.decode(dg, x.shape, x.dtype, 1); sync(); td.append(time.perf_counter() - t)
-        t = time.perf_counter(); yc = cpu.decode(dg, x.shape, x.dtype, 1); tcd = time.perf_counter() - t
+            t = time.perf_counter(); yg = gpu.decode(dg, x.shape, x.dtype, cpu.version); sync(); td.append(time.perf_counter() - t)
+        t = time.perf_counter(); yc = cpu.decode(dg, x.shape, x.dtype, cpu.version); tcd = time.perf_counter() - t
         t = time.perf_counter(); dc = cpu.encode(x); tce = time.perf_counter() - t
-        yx = gpu.decode(dc, x.shape, x.dtype, 1)
+        yx = gpu.decode(dc, x.shape, x.dtype, cpu.version)
         rec.update(
             gpu_encode_cpu_decode_exact=bool(np.array_equal(yc, x)),
             gpu_encode_gpu_decode_exact=bool(np.array_equal(yg, x)),

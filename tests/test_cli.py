@@ -184,5 +184,5 @@ def test_demo_also_shows_learned_weights_that_are_not_the_default(monkeypatch, t
     monkeypatch.setenv("LVPNET_WEIGHTS", str(tiny_model_path))
     proc = lvpnet_cmd("demo", check_rc=0)
     rows = [line for line in proc.stdout.splitlines() if line.startswith("lvpnet")]
-    assert len(rows) == 2 and rows[1].startswith("lvpnet --codec lvpnet")
+    assert len(rows) == 2 and rows[1].startswith("lvpnet codec alone")
     assert all(r.rstrip().endswith("yes") for r in rows)
