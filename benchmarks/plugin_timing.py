@@ -28,7 +28,8 @@ def main() -> None:
         volume = lvpnet.read(path(SAMPLE_CT))
         for name in names:
             lvp = Path(tmp) / f"sample_ct.{name}.lvp"
-            lvpnet.compress_to_file(volume, lvp, codec=None if name == "auto" else name)
+            # the learned codec's file without the per-slice fallback, so opening it decodes learned chunks
+            lvpnet.compress_to_file(volume, lvp, codec=None if name == "auto" else name, safety_net=name == "auto")
             viewer = napari.Viewer(show=True)
             app.processEvents()
             t0 = time.perf_counter()
