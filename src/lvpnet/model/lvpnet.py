@@ -31,12 +31,12 @@ from .tables import (
     TOTAL,
     _log_bin,
     best_scale_offset,
-    scale_offset,
     build_pixel_tables,
     build_scale_thresholds,
     latent_bits_exact,
     pixel_bits_exact,
     pixel_symbols,
+    scale_offset,
 )
 
 FORMAT = "lvpnet-model-1"
