@@ -232,14 +232,13 @@ def _plane(model: LoadedModel, plane: np.ndarray) -> dict:
 
     from .model import pixel_bits_exact
     from .model.intnet import ExactMode
-    from .model.prep import padded_size, polyphase_pad, slice_params, sub_real_shape, value_step
+    from .model.prep import padded_size, polyphase_pad, slice_params, sub_real_shape, to_grid
     from .model.qcm import qcm_int
-    from .model.tables import best_scale_offset, latent_bits_exact, scale_offset
+    from .model.tables import calibrated_scales, latent_bits_exact
 
     net, dec = model.net, model.dec
     cfg, f = dec.cfg, dec.f
-    if plane.size:  # values on a grid are coded by their index, as the codec does
-        plane = (plane - plane.min()) // value_step(plane)
+    plane = to_grid(plane)[2]  # values on a grid are coded by their index, as the codec does
     vmin, R, B = slice_params(plane)
     if R > MAX_RANGE:
         raise InputError(f"the slice spans {R + 1} values; the model codes ranges of at most 16 bits")
@@ -266,8 +265,7 @@ def _plane(model: LoadedModel, plane: np.ndarray) -> dict:
             hr, wr = sub_real_shape(H, W, f, di, dj)
             v_, mu_, s_ = sub[:hr, :wr], mu[:hr, :wr], s[:hr, :wr]
             # the codec's per-step scale offset (bitstream version 2), so the map is what files pay
-            s_ = scale_offset(s_, best_scale_offset(v_, mu_, s_, R, dec.pixel_tables, dec.pixel_shifts, dec.K),
-                              cfg.n_scales)
+            s_ = calibrated_scales(v_, mu_, s_, R, dec.pixel_tables, dec.pixel_shifts, dec.K)
             b = pixel_bits_exact(v_, mu_, s_, R, dec.pixel_tables, dec.pixel_shifts, dec.K)
             bits[di::f, dj::f] = b.cpu().numpy()
             ctx.append(sub)  # the edge-padded sub-image, as the decoder rebuilds it

@@ -185,10 +185,8 @@ class LVPNetCodec(Codec):
         eng = self.engine()
         planes = []
         for p in self._planes(np.asarray(slice_)):
-            p = np.asarray(p).astype(np.int64)
-            step = prep.value_step(p)
-            vmin = int(p.min()) if p.size else 0
-            _zero, R, lat, pix = eng.encode_plane((p - vmin) // step)
+            vmin, step, k = prep.to_grid(p)
+            _zero, R, lat, pix = eng.encode_plane(k)
             planes.append((vmin, R, lat, pix, step))
         return pack_chunk(planes, self.version)
 

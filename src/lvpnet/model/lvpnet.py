@@ -22,21 +22,20 @@ import torch.nn.functional as F
 
 from .gmsm import GMSM
 from .intnet import ExactMode, IntConv2d, int_conv
-from .predictor import Predictor, head_params, row_neighbours, step_spec, trunk_int, up_neighbours
-from .prep import ORDERS, padded_size, polyphase_pad, slice_params, sub_real_shape, to_ctx, value_step
+from .predictor import Predictor, head_params, row_neighbours, rows_above, step_spec, trunk_int, up_neighbours
+from .prep import ORDERS, padded_size, polyphase_pad, slice_params, sub_real_shape, to_ctx, to_grid
 from .prior import FactorizedPrior
 from .qcm import QCM, qcm_int
 from .tables import (
     OFFSET_MAX,
     TOTAL,
     _log_bin,
-    best_scale_offset,
     build_pixel_tables,
     build_scale_thresholds,
+    calibrated_scales,
     latent_bits_exact,
     pixel_bits_exact,
     pixel_symbols,
-    scale_offset,
 )
 
 FORMAT = "lvpnet-model-1"
@@ -358,8 +357,7 @@ class IntegerDecoder:
         if k == 0 and self.cfg.step0_rows:
             if known is None:
                 raise ValueError("step 0 is predicted row by row: pass its values (known=) or use step0_rows")
-            sub = torch.as_tensor(known, device=self.device).long()
-            up = torch.cat([sub[:1], sub[:-1]], 0)
+            up = rows_above(torch.as_tensor(known, device=self.device).long())
             return self.step0_rows(self.step0_head(feats), up, 0, R, B)
         raw, ctx_v, avail = self._raw(feats, ctx, k, B)
         mu, s = self._params(raw, R, B, k == 0, ctx_v=ctx_v, avail=avail)
@@ -402,7 +400,7 @@ def slice_bits(model: LVPNet, dec: IntegerDecoder, v2d: np.ndarray, enc_device=N
     f = dec.f
     v2d = np.asarray(v2d).astype(np.int64)
     if calibrate:  # the codec's value step too (bitstream version 2): values min + g * k coded as k
-        v2d = (v2d - v2d.min()) // value_step(v2d) if v2d.size else v2d
+        v2d = to_grid(v2d)[2]
     vmin, R, B = slice_params(v2d)
     v = v2d - vmin
     H, W = v.shape
@@ -419,8 +417,7 @@ def slice_bits(model: LVPNet, dec: IntegerDecoder, v2d: np.ndarray, enc_device=N
         hr, wr = sub_real_shape(H, W, f, di, dj)
         v_, mu_, s_ = sub[:hr, :wr], mu[:hr, :wr], s[:hr, :wr]
         if calibrate:  # what the codec does (bitstream version 2): per-step scale offset, log2(9) bits
-            s_ = scale_offset(s_, best_scale_offset(v_, mu_, s_, R, dec.pixel_tables, dec.pixel_shifts, dec.K),
-                              cfg.n_scales)
+            s_ = calibrated_scales(v_, mu_, s_, R, dec.pixel_tables, dec.pixel_shifts, dec.K)
         bits = pixel_bits_exact(v_, mu_, s_, R, dec.pixel_tables, dec.pixel_shifts, dec.K)
         step_bits.append(float(bits.sum()))
         ctx.append(sub)  # already the edge-padded sub-image (same as prep.pad_edge of its real part)

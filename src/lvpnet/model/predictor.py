@@ -86,7 +86,6 @@ class Predictor(nn.Module):
         if self.nctx or step0_rows:
             self.head.set_bias_int(neighbour_weight_init(f, self.P, step0_rows) * 2**HEAD_FW)
 
-
     def hidden(self, feats: torch.Tensor, ctx_u: torch.Tensor | None, avail: torch.Tensor | None) -> torch.Tensor:
         x = feats
         if self.nctx:
@@ -166,9 +165,14 @@ def row_neighbours(up: torch.Tensor, r0: int = 0) -> tuple[torch.Tensor, torch.T
     return torch.stack([left, up, right], 1), has
 
 
+def rows_above(sub: torch.Tensor) -> torch.Tensor:
+    """(..., h, w) -> the row above every row (row 0 gets itself; it has none and is not used)."""
+    return torch.cat([sub[..., :1, :], sub[..., :-1, :]], -2)
+
+
 def up_neighbours(sub: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``row_neighbours`` of a whole step-0 sub-image (N, h, w) whose values are all known."""
-    return row_neighbours(torch.cat([sub[:, :1], sub[:, :-1]], 1), 0)
+    return row_neighbours(rows_above(sub), 0)
 
 
 def head_params(
@@ -203,7 +207,8 @@ def head_params(
     R = R.to(dev).long().view(N, 1, 1)
     B = B.to(dev).long().view(N, 1, 1)
     m_int = torch.round(raw[:, 0].detach()).long()
-    s_net = torch.clamp(torch.floor(raw[:, 1].detach() * 2.0 ** -(fw + 2)) + S_OFF, 0, AMAX).long()
+    s_raw = torch.floor(raw[:, 1].detach() * 2.0 ** -(fw + 2))  # quarter octaves
+    s_net = torch.clamp(s_raw + S_OFF, 0, AMAX).long()
     s_idx = torch.clamp(s_net - per_octave * (16 - B), 0, n_scales - 1)
     if head >= 2:
         delta = ((m_int << B) + (1 << (fw + 3))) >> (fw + 4)
@@ -240,7 +245,7 @@ def head_params(
             act = (wts * (nbd - wavg[:, None].double()).abs_()).sum(1).long()
             act = torch.div(act << ACT_FRAC, A.clamp_min(1), rounding_mode="floor")
             s_base = torch.searchsorted(thr.to(dev), act.contiguous(), right=True) - 1
-            s_corr = torch.clamp(torch.floor(raw[:, 1].detach() * 2.0 ** -(fw + 2)), -64, 63).long()
+            s_corr = torch.clamp(s_raw, -64, 63).long()
             s_idx = torch.where(has, torch.clamp(s_base + s_corr, 0, n_scales - 1), s_idx)
             # the correction is in units of the activity: exactly 0 where the neighbours agree
             d_act = (m_int * act + (1 << (fw + 3 + ACT_FRAC))) >> (fw + 4 + ACT_FRAC)

@@ -38,6 +38,15 @@ def slice_params(v: np.ndarray) -> tuple[int, int, int]:
     return vmin, R, bit_depth(R)
 
 
+def to_grid(plane: np.ndarray) -> tuple[int, int, np.ndarray]:
+    """(vmin, step, k) with ``plane == vmin + step * k``: what the codec codes (``value_step``)."""
+    plane = np.asarray(plane).astype(np.int64)
+    if plane.size == 0:
+        return 0, 1, plane
+    vmin, step = int(plane.min()), value_step(plane)
+    return vmin, step, (plane - vmin) // step
+
+
 def value_step(plane: np.ndarray) -> int:
     """The largest ``g`` with every value of the plane equal to ``min + g * k`` (1 when constant or
     when none): data scaled by a constant (12-bit values stored times 16, quantised ultrasound)

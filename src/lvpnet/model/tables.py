@@ -172,6 +172,11 @@ def best_scale_offset(v, mu, s, R, tables: torch.Tensor, shifts: torch.Tensor, K
     return best[1]
 
 
+def calibrated_scales(v, mu, s, R, tables: torch.Tensor, shifts: torch.Tensor, K: int) -> torch.Tensor:
+    """The scale indices the codec codes one step's pixels with: ``s`` moved by its best offset."""
+    return scale_offset(s, best_scale_offset(v, mu, s, R, tables, shifts, K), tables.shape[0])
+
+
 def latent_bits_exact(z: torch.Tensor, tables: torch.Tensor, zmax: int) -> torch.Tensor:
     """Bits of z (C, h, w) or (N, C, h, w) under per-channel int tables (C, 2zmax+1)."""
     C = tables.shape[0]
