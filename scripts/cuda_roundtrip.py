@@ -76,6 +76,7 @@ def prepare(folder: Path) -> None:
         print("sample CT skipped:", e)
     val = ROOT.parent / "shared" / "data" / "val"
     if val.is_dir():
+        big = 0  # one large mosaic is enough for the speed figure (the device copy is capped at 64 MiB)
         for f in sorted(val.glob("*.npz"))[:8]:
             with np.load(f) as z:
                 a = z[z.files[0]]
@@ -83,13 +84,13 @@ def prepare(folder: Path) -> None:
                 continue
             rgb = a.shape[-1] == 3 and a.ndim >= 3
             a = a.reshape((-1,) + a.shape[-3:] if rgb else (-1,) + a.shape[-2:])[0]
+            big += a.size > 1_000_000
+            if a.size > 1_000_000 and big > 1:
+                continue
             np.save(folder / f"val_{f.stem}.npy", np.ascontiguousarray(a))
     from lvpnet.codecs.lvpnet_codec import shipped_weights
 
-    w = shipped_weights()
-    if w is not None:
-        shutil.copy(w, folder / "weights.pt")
-    else:
+    if shipped_weights() is None:  # else the run reads the checkout's resources/ (or --weights)
         import torch
 
         from lvpnet.model import LVPNet, save_checkpoint
@@ -123,7 +124,7 @@ def prepare(folder: Path) -> None:
 # ---------------------------------------------------------------- running (on the GPU machine)
 
 
-def run(folder: Path, out: Path | None, repeat: int, dry_run: bool = False) -> int:
+def run(folder: Path, out: Path | None, repeat: int, dry_run: bool = False, weights: Path | None = None) -> int:
     sys.path.insert(0, str(folder / "pkg"))
     import torch
 
@@ -132,7 +133,8 @@ def run(folder: Path, out: Path | None, repeat: int, dry_run: bool = False) -> i
 
     dev = "cpu" if dry_run else "cuda"  # --dry-run: the same code paths on the CPU (a test of this script)
     assert dry_run or torch.cuda.is_available(), "no CUDA device"
-    w = folder / "weights.pt"
+    w = weights or (folder / "weights.pt" if (folder / "weights.pt").exists() else ROOT / "resources" / "lvpnet-v1.pt")
+    print("weights", w, flush=True)
     gpu = LVPNetCodec(w, device=dev)
     cpu = LVPNetCodec(w, device="cpu")
     eng_g, eng_c = gpu.engine(), cpu.engine()
@@ -214,12 +216,14 @@ def main(argv=None) -> int:
     g.add_argument("--run", metavar="DIR")
     ap.add_argument("--out")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--weights", help="checkpoint to use (default: the prepared one, else resources/lvpnet-v1.pt)")
     ap.add_argument("--dry-run", action="store_true", help="run the checks with the CPU standing in for CUDA")
     args = ap.parse_args(argv)
     if args.prepare:
         prepare(Path(args.prepare))
         return 0
-    return run(Path(args.run), Path(args.out) if args.out else None, args.repeat, args.dry_run)
+    w = Path(args.weights) if args.weights else None
+    return run(Path(args.run), Path(args.out) if args.out else None, args.repeat, args.dry_run, w)
 
 
 if __name__ == "__main__":

@@ -1,50 +1,67 @@
 #!/usr/bin/env bash
-# One GPU training run of LVPNet (about 7.5 min wall in all), for the device machine:
-#   bash scripts/gpu_train.sh            (with .traindata carried; results under $OUT)
-# CPU smoke test of this exact script:
-#   OUT=/tmp/gpu_smoke LVP_DEVICE=cpu LVP_MINUTES=0.5 LVP_EXTRA="--batch 2 --crop 64 --val-max-pixels 70000" bash scripts/gpu_train.sh
-# Writes $OUT/main/{best.pt,log.json,model_card.md,train.log} (LVP_CONFIG, default configs/lvpnet-v2.json:
-# the shipped model's kind; LVP_RESUME=CKPT continues from a checkpoint, e.g. resources/lvpnet-v1.pt)
-# and, unless LVP_ONEPASS=0, $OUT/onepass/{best.pt,log.json,train.log} (one-pass model, trained alongside).
+# One device session of LVPNet work (about 8.5 min wall in all), for the GPU machine:
+#   bash scripts/gpu_train.sh        (carry .traindata and .cudarun; results under $OUT)
+# 1. LVP_RUNS training runs side by side on the one GPU (a small model leaves it mostly idle, so
+#    parallel runs cost little each); each writes $OUT/NAME/best.pt;
+# 2. the CUDA <-> CPU round trip (scripts/cuda_roundtrip.py) with the best checkpoint of the run
+#    named by LVP_ROUNDTRIP_RUN (else the shipped weights) -> $OUT/cuda_roundtrip.json;
+# 3. every run's train.log, log.json and model_card.md packed into $OUT/logs.tgz (the device
+#    returns at most 8 files).
+# LVP_RUNS: ';'-separated "NAME|CONFIG|EXTRA ARGS". CPU smoke test of this exact script:
+#   OUT=/tmp/gpu_smoke LVP_DEVICE=cpu LVP_MINUTES=0.4 LVP_EXTRA="--batch 2 --crop 64 --val-max-pixels 70000" \
+#     LVP_ROUNDTRIP=0 bash scripts/gpu_train.sh
 set -u
 OUT=${OUT:-.out/gpu}
-MIN=${LVP_MINUTES:-6.7}
+MIN=${LVP_MINUTES:-6.0}
 DEV=${LVP_DEVICE:-cuda}
-ONEPASS=${LVP_ONEPASS:-1}          # 1: a second run alongside the main one
-SECOND_CONFIG=${LVP_SECOND_CONFIG:-configs/lvpnet-v1-onepass.json}
-SECOND_NAME=${LVP_SECOND_NAME:-onepass}
-ONEPASS_BATCH=${LVP_ONEPASS_BATCH:-6}
 EXTRA=${LVP_EXTRA:-}
-CONFIG=${LVP_CONFIG:-configs/lvpnet-v2.json}
-RESUME=${LVP_RESUME:+--resume $LVP_RESUME}
-KILL_AFTER=${LVP_KILL_AFTER:-555}
+RUNS=${LVP_RUNS:-"main|configs/lvpnet-v3.json|--resume resources/lvpnet-v1.pt"}
+RT_RUN=${LVP_ROUNDTRIP_RUN:-main}
+ROUNDTRIP=${LVP_ROUNDTRIP:-1}
+KILL_AFTER=${LVP_KILL_AFTER:-480}
 PY=${PYTHON:-python3}
-mkdir -p "$OUT/main" "$OUT/$SECOND_NAME"
+mkdir -p "$OUT"
 # Stage lvpnet.model + lvpnet.train under a bare package, so that whatever src/lvpnet/__init__.py
 # imports (constriction, imagecodecs, ...) is not needed on the device.
 STAGE=$(mktemp -d)
 mkdir -p "$STAGE/lvpnet"
 cp -r src/lvpnet/model src/lvpnet/train.py "$STAGE/lvpnet/"
 touch "$STAGE/lvpnet/__init__.py"
-export PYTHONPATH="$STAGE" PYTHONUNBUFFERED=1
+export PYTHONUNBUFFERED=1
 echo "== $(date -u) device=$DEV minutes=$MIN"
 nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null || true
 $PY -c "import torch, numpy; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'numpy', numpy.__version__)"
-ls -la .traindata | head -5
-OPID=""
-if [ "$ONEPASS" = 1 ]; then
-  timeout -s INT -k 25 "$KILL_AFTER" $PY -m lvpnet.train --config "$SECOND_CONFIG" --data .traindata \
-    --device "$DEV" --minutes "$MIN" --out "$OUT/$SECOND_NAME" --batch "$ONEPASS_BATCH" $EXTRA > "$OUT/$SECOND_NAME/train.log" 2>&1 &
-  OPID=$!
+PIDS=()
+NAMES=()
+IFS=';' read -ra SPECS <<< "$RUNS"
+for spec in "${SPECS[@]}"; do
+  IFS='|' read -r name config args <<< "$spec"
+  mkdir -p "$OUT/$name"
+  # shellcheck disable=SC2086
+  OMP_NUM_THREADS=4 PYTHONPATH="$STAGE" timeout -s INT -k 25 "$KILL_AFTER" $PY -m lvpnet.train --config "$config" \
+    --data .traindata --device "$DEV" --minutes "$MIN" --out "$OUT/$name" $args $EXTRA > "$OUT/$name/train.log" 2>&1 &
+  PIDS+=($!)
+  NAMES+=("$name")
+  echo "started $name: $config $args $EXTRA"
+done
+for i in "${!PIDS[@]}"; do
+  wait "${PIDS[$i]}"
+  echo "== ${NAMES[$i]} exit $?"
+  grep -E "resumed|model |val step|new best|done|skipped [1-9]|stopped|failed" "$OUT/${NAMES[$i]}/train.log" | tail -n 12
+done
+if [ "$ROUNDTRIP" = 1 ] && [ -d .cudarun ]; then
+  W=""
+  [ -f "$OUT/$RT_RUN/best.pt" ] && W="--weights $OUT/$RT_RUN/best.pt"
+  $PY -m pip install -q --no-index --no-deps --target /tmp/site .cudarun/*.whl 2>&1 | tail -n 2
+  # shellcheck disable=SC2086
+  PYTHONPATH=/tmp/site timeout 150 $PY scripts/cuda_roundtrip.py --run .cudarun --repeat 2 $W \
+    --out "$OUT/cuda_roundtrip.json" > "$OUT/cuda_roundtrip.log" 2>&1
+  echo "== roundtrip exit $?"
+  tail -n 3 "$OUT/cuda_roundtrip.log"
 fi
-timeout -s INT -k 25 "$KILL_AFTER" $PY -m lvpnet.train --config "$CONFIG" --data .traindata \
-  --device "$DEV" --minutes "$MIN" --out "$OUT/main" $RESUME $EXTRA 2>&1 | tee "$OUT/main/train.log"
-RC=${PIPESTATUS[0]}
-if [ -n "$OPID" ]; then
-  wait "$OPID"; echo "$SECOND_NAME exit $?"
-  grep -E "val step|new best|done|skipped [1-9]" "$OUT/$SECOND_NAME/train.log" | tail -n 30
-fi
+(cd "$OUT" && tar czf logs.tgz --ignore-failed-read ./*/train.log ./*/log.json ./*/model_card.md cuda_roundtrip.log 2>/dev/null;
+ rm -f ./*/train.log ./*/log.json ./*/model_card.md cuda_roundtrip.log)
 rm -rf "$STAGE"
-ls -la "$OUT"/main "$OUT/$SECOND_NAME"
-echo "== $(date -u) main exit $RC"
+ls -la "$OUT" "$OUT"/*/
+echo "== $(date -u) done"
 exit 0

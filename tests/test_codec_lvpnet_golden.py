@@ -19,7 +19,8 @@ from lvpnet.codecs.lvpnet_codec import LVPNetCodec
 DATA = Path(__file__).resolve().parent / "data"
 # v1: model head 1, 2x2 sub-images, bitstream version 1 (decode only: the codec writes version 2 now)
 # v2: model head 2, 4x4 sub-images, step 0 by rows, bitstream version 2 (per-step scale offsets)
-SETS = {"v1": DATA / "lvpnet_golden", "v2": DATA / "lvpnet_golden_v2"}
+# v3: as v2 with model head 3 (signed linear terms, nonzero in this set's weights)
+SETS = {"v1": DATA / "lvpnet_golden", "v2": DATA / "lvpnet_golden_v2", "v3": DATA / "lvpnet_golden_v3"}
 EXPECTED = {k: json.loads((d / "expected.json").read_text()) for k, d in SETS.items()}
 CASES = [(k, name) for k in SETS for name in sorted(EXPECTED[k]["chunks"])]
 CURRENT = [(k, name) for k, name in CASES if EXPECTED[k]["codec_version"] == LVPNetCodec.version]

@@ -32,7 +32,8 @@ def _image(seed, H, W, bits):
 
 
 @pytest.mark.parametrize(
-    "subimage,head,rows", [(2, 1, False), (1, 1, False), (2, 2, False), (4, 2, False), (4, 2, True), (1, 2, True)]
+    "subimage,head,rows",
+    [(2, 1, False), (1, 1, False), (2, 2, False), (4, 2, False), (4, 2, True), (1, 2, True), (4, 3, True), (2, 3, False)],
 )
 def test_qat_forward_equals_integer_path(subimage, head, rows):
     torch.manual_seed(0)
@@ -81,6 +82,46 @@ def test_qat_forward_equals_integer_path(subimage, head, rows):
         assert torch.equal(pad_edge(sub[:hr, :wr], *sub.shape), sub)  # decoder rebuilds the padding exactly
         ctx.append(sub)
     assert nontrivial >= 2
+
+
+def test_head3_from_head2_predicts_the_same_until_trained():
+    """Resuming a head-2 checkpoint as head 3 adds zero linear terms: identical (mu, s)."""
+    torch.manual_seed(0)
+    kw = dict(subimage=4, ctx_bits=9, step0_rows=True, **SMALL)
+    m2 = LVPNet(ModelConfig(head=2, **kw)).double()
+    _perturb(m2)
+    m3 = LVPNet(ModelConfig(head=3, **kw)).double()
+    m3.load_resumable({"config": m2.export_decoder()["config"], "state_dict": m2.state_dict()})
+    img = _image(2, 40, 50, 10)
+    vmin, R, B = slice_params(img)
+    vp = polyphase_pad(img - vmin, 64, 64, 4)
+    d2 = IntegerDecoder(m2.export_decoder())
+    d3 = IntegerDecoder(m3.export_decoder())
+    z = m2.encode_slice(vp, B)
+    assert torch.equal(z, m3.encode_slice(vp, B))
+    f2, f3, ctx = d2.features(z), d3.features(z), []
+    for k, (di, dj) in enumerate(ORDERS[4]):
+        sub = torch.from_numpy(vp[di::4, dj::4])
+        a, b = d2.predict(f2, ctx, k, R, B, known=sub), d3.predict(f3, ctx, k, R, B, known=sub)
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]), f"step {k}"
+        ctx.append(sub)
+
+
+def test_lin_index_takes_the_nearest_decoded_pixels():
+    from lvpnet.model.predictor import LIN_TERMS, lin_index
+
+    idx, ok = lin_index(4, True)
+    order = ORDERS[4]
+    assert ok[0].sum() == 3 and ok[1].sum() == 9 and ok[2:].all()  # step 1 sees step 0 only
+    # the last step sees every other phase: its nearest 8 are the 3x3 neighbourhood
+    a, b = order[-1]
+    offs = []
+    for ch in idx[-1].tolist():
+        j, t = divmod(ch, 9)
+        c, e = order[j]
+        offs.append((4 * (t // 3 - 1) + c - a, 4 * (t % 3 - 1) + e - b))
+    assert len(set(offs)) == LIN_TERMS
+    assert {o for o in offs if max(abs(o[0]), abs(o[1])) == 1} == {(y, x) for y in (-1, 0, 1) for x in (-1, 0, 1)} - {(0, 0)}
 
 
 def test_partial_sum_bounds():

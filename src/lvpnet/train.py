@@ -348,8 +348,8 @@ def main(argv=None) -> int:
     model = LVPNet(mcfg)
     if args.resume:
         ck = torch.load(args.resume, map_location="cpu", weights_only=True)
-        model.load_state_dict(ck["state_dict"])
-        log(f"resumed from {args.resume}")
+        model.load_resumable(ck)
+        log(f"resumed from {args.resume} (head {ck['config'].get('head')} -> {mcfg.head})")
     model.to(device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # training only; the integer decoder turns TF32 off

@@ -22,7 +22,17 @@ import torch.nn.functional as F
 
 from .gmsm import GMSM
 from .intnet import ExactMode, IntConv2d, int_conv
-from .predictor import Predictor, head_params, row_neighbours, rows_above, step_spec, trunk_int, up_neighbours
+from .predictor import (
+    Predictor,
+    head_params,
+    lin_index,
+    row_neighbours,
+    rows_above,
+    step_spec,
+    trunk_int,
+    up_neighbours,
+    upgrade_state,
+)
 from .prep import ORDERS, padded_size, polyphase_pad, slice_params, sub_real_shape, to_ctx, to_grid
 from .prior import FactorizedPrior
 from .qcm import QCM, qcm_int
@@ -60,7 +70,7 @@ class ModelConfig:
     per_octave: int = 4
     sigma_min: float = 0.08
     qcm_weight: float = 1.0
-    head: int = 1  # head version (predictor.py): 2 = rounded location, scale from the neighbours
+    head: int = 1  # head version (predictor.py): 2 = rounded location, scale from the neighbours, 3 = + signed linear terms
     ctx_bits: int = 12  # context values enter the network with this many bits (f = 4 needs <= 9)
     step0_rows: bool = False  # head 2: step 0 also conditions on its row above (decoded row by row)
     extra: dict = field(default_factory=dict)
@@ -70,7 +80,7 @@ class ModelConfig:
             self.latent_channels = int(round(self.latent_ratio * self.stride**2))
         if self.subimage not in ORDERS:
             raise ValueError("subimage must be 1 (one pass), 2 (2x2 sub-images) or 4 (4x4 sub-images)")
-        if self.head not in (1, 2):
+        if self.head not in (1, 2, 3):
             raise ValueError(f"unknown head version {self.head}")
         if self.step0_rows and self.head < 2:
             raise ValueError("step0_rows needs head version 2")
@@ -102,8 +112,9 @@ class LVPNet(nn.Module):
         self.up_factor = cfg.stride // f
         self.up = IntConv2d(C, self.up_factor**2 * cfg.up_channels, 1, in_max=4 * cfg.zmax + 3, f_in=2, f_out=4)
         self.predictor = Predictor(
-            cfg.up_channels, f, cfg.pred_width, cfg.ctx_width, cfg.pred_layers, cfg.ctx_bits, cfg.step0_rows
+            cfg.up_channels, f, cfg.pred_width, cfg.ctx_width, cfg.pred_layers, cfg.ctx_bits, cfg.step0_rows, cfg.head
         )
+        self.lin = lin_index(f, cfg.step0_rows) if cfg.head >= 3 else None
         tabs, shifts = build_pixel_tables(cfg.n_scales, cfg.per_octave, cfg.sigma_min, cfg.K)
         self.register_buffer("pixel_tables", torch.from_numpy(tabs))
         self.register_buffer("pixel_shifts", torch.from_numpy(shifts))
@@ -179,14 +190,17 @@ class LVPNet(nn.Module):
         first = (torch.arange(steps, device=dev) == 0).repeat_interleave(N)
         Rr, Br = R.repeat(steps), B.repeat(steps)
         kw = dict(n_scales=cfg.n_scales, per_octave=cfg.per_octave, soft=True, head=cfg.head, thr=self.scale_thresholds)
+        # head 3: every row of the batch gets its step's linear-term channels (raw is step-major)
+        lin = None if self.lin is None else tuple(t.repeat_interleave(N, 0) for t in self.lin)
         if cfg.step0_rows:  # step 0 from its row above (teacher forcing: the true rows), the rest as usual
             nb0, has0 = up_neighbours(subs[:, 0])
-            parts = [head_params(raw[:N], None, None, first[:N], R, B, nb=nb0, nb_has=has0, **kw)]
+            lin0, lin1 = (None, None) if lin is None else ((lin[0][:N], lin[1][:N]), (lin[0][N:], lin[1][N:]))
+            parts = [head_params(raw[:N], None, None, first[:N], R, B, nb=nb0, nb_has=has0, lin=lin0, **kw)]
             if steps > 1:
-                parts.append(head_params(raw[N:], ctx_v[N:], avail_all[N:], first[N:], Rr[N:], Br[N:], **kw))
+                parts.append(head_params(raw[N:], ctx_v[N:], avail_all[N:], first[N:], Rr[N:], Br[N:], lin=lin1, **kw))
             mu, s, mu_f, s_f = (torch.cat(t, 0) for t in zip(*parts))
         else:
-            mu, s, mu_f, s_f = head_params(raw, ctx_v, avail_all, first, Rr, Br, **kw)
+            mu, s, mu_f, s_f = head_params(raw, ctx_v, avail_all, first, Rr, Br, lin=lin, **kw)
         tgt = subs.transpose(0, 1).reshape(steps * N, h, w)
         m = smask.transpose(0, 1).reshape(steps * N, h, w)
         bits = self._pixel_bits(tgt, mu, s, mu_f, s_f, Rr.view(-1, 1, 1))
@@ -251,6 +265,16 @@ class LVPNet(nn.Module):
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def load_resumable(self, ck: dict) -> None:
+        """Load a checkpoint's weights; a head-2 checkpoint into a head-3 model of the same kind
+        gets zero linear terms (the same predictions), so training continues from it."""
+        state = ck["state_dict"]
+        old = ModelConfig(**ck["config"])
+        if old.head == 2 and self.cfg.head == 3:
+            P_old = self.predictor.P - self.predictor.nlin
+            state = upgrade_state(state, self.steps, P_old, self.predictor.nlin)
+        self.load_state_dict(state)
+
     @classmethod
     def from_checkpoint(cls, path_or_dict, map_location="cpu") -> LVPNet:
         ck = load_checkpoint(path_or_dict, map_location)
@@ -297,6 +321,7 @@ class IntegerDecoder:
         self.P = int(self.pred["head"]["weight"].shape[0]) // self.steps
         self._step_specs: dict = {}
         self.order = ORDERS[self.f]
+        self.lin = lin_index(self.f, self.cfg.step0_rows) if self.cfg.head >= 3 else None
         self.K = self.cfg.K
         self.zmax = self.cfg.zmax
 
@@ -338,11 +363,12 @@ class IntegerDecoder:
             ctx_v, avail = ctx_v[:, :navail], avail[:, :navail]
         return raw, ctx_v, avail
 
-    def _params(self, raw, R: int, B: int, first: bool, **kw):
+    def _params(self, raw, R: int, B: int, k: int, **kw):
+        lin = None if self.lin is None else (self.lin[0][k : k + 1], self.lin[1][k : k + 1])
         return head_params(
-            raw, kw.pop("ctx_v", None), kw.pop("avail", None), torch.tensor([first], device=self.device),
+            raw, kw.pop("ctx_v", None), kw.pop("avail", None), torch.tensor([k == 0], device=self.device),
             torch.tensor([R]), torch.tensor([B]), n_scales=self.cfg.n_scales, per_octave=self.cfg.per_octave,
-            head=self.cfg.head, thr=self.scale_thresholds, **kw,
+            head=self.cfg.head, thr=self.scale_thresholds, lin=lin, **kw,
         )
 
     def predict(self, feats: torch.Tensor, ctx: list, k: int, R: int, B: int, known=None):
@@ -360,7 +386,7 @@ class IntegerDecoder:
             up = rows_above(torch.as_tensor(known, device=self.device).long())
             return self.step0_rows(self.step0_head(feats), up, 0, R, B)
         raw, ctx_v, avail = self._raw(feats, ctx, k, B)
-        mu, s = self._params(raw, R, B, k == 0, ctx_v=ctx_v, avail=avail)
+        mu, s = self._params(raw, R, B, k, ctx_v=ctx_v, avail=avail)
         return mu[0], s[0]
 
     def step0_head(self, feats: torch.Tensor) -> torch.Tensor:
@@ -373,7 +399,7 @@ class IntegerDecoder:
         up = torch.as_tensor(up, device=self.device).long()
         nb, has = row_neighbours(up[None], r0)
         n = up.shape[0]
-        mu, s = self._params(raw0[:, :, r0 : r0 + n], R, B, True, nb=nb, nb_has=has)
+        mu, s = self._params(raw0[:, :, r0 : r0 + n], R, B, 0, nb=nb, nb_has=has)
         return mu[0], s[0]
 
     def frequencies(self, s: torch.Tensor) -> torch.Tensor:

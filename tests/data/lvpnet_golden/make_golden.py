@@ -1,12 +1,13 @@
 """Regenerate the learned codec's golden files (only on a deliberate format change: bump the version).
 
-    .venv/bin/python tests/data/lvpnet_golden/make_golden.py [--set v1|v2] [--inputs-only]
+    .venv/bin/python tests/data/lvpnet_golden/make_golden.py [--set v1|v2|v3] [--inputs-only]
 
 Writes model.pt (configs/tiny-test.json with 4 latent and 2 upsampling channels, torch seed 0: small enough to
 commit), the inputs (*.npy), the expected chunks (*.chunk) of ``LVPNetCodec`` version 1 and
 expected.json (sha256 of the weights and of every chunk). Set ``v1`` (this folder): the
 model head version 1, 2x2 sub-images; set ``v2`` (``../lvpnet_golden_v2``): head version 2,
-4x4 sub-images, step 0 row by row (the shipped model's kind).
+4x4 sub-images, step 0 row by row; set ``v3`` (``../lvpnet_golden_v3``): the same with head
+version 3 (signed linear terms, given nonzero values here).
 
 Regenerate model.pt too (no --inputs-only) when the encoder's architecture changed so that the
 old weights no longer load; the decode tests keep guarding the format either way.
@@ -40,6 +41,7 @@ def inputs() -> dict[str, np.ndarray]:
 SETS = {
     "v1": (HERE, {}),
     "v2": (HERE.parent / "lvpnet_golden_v2", {"head": 2, "subimage": 4, "ctx_bits": 9, "step0_rows": True}),
+    "v3": (HERE.parent / "lvpnet_golden_v3", {"head": 3, "subimage": 4, "ctx_bits": 9, "step0_rows": True}),
 }
 
 
@@ -51,7 +53,14 @@ def make_model(path: Path, over: dict) -> None:
     cfg["up_channels"] = 2
     cfg.update(over)
     torch.manual_seed(0)
-    save_checkpoint(path, LVPNet(cfg), meta={"purpose": "golden tests only; untrained"})
+    model = LVPNet(cfg)
+    if model.predictor.nlin:  # head 3's linear terms start at 0: give them values, so the set guards them
+        p = model.predictor
+        bias = torch.randint(-6000, 6000, (p.steps, p.nlin), generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            b = p.head.bias.view(p.steps, p.P)
+            b[:, -p.nlin :] = bias.float() * 2.0 ** -(p.head.fw + p.head.f_in)
+    save_checkpoint(path, model, meta={"purpose": "golden tests only; untrained"})
 
 
 def main() -> None:
