@@ -300,6 +300,40 @@ def test_file_from_other_weights_is_refused(registered, monkeypatch, tmp_path):
         LvpFile(data).read_all()
 
 
+def test_file_from_earlier_shipped_weights_still_opens(monkeypatch):
+    """After an upgrade of the shipped weights, files the earlier ones wrote open with them
+    (resources/retired, picked by the header's sha256); the shared codec keeps the new ones."""
+    from lvpnet.codecs.lvpnet_codec import retired_dir, shipped_weights, weights_for_model
+
+    monkeypatch.delenv("LVPNET_WEIGHTS", raising=False)
+    retired = sorted(retired_dir().glob("lvpnet-*.pt"))
+    assert retired, "no retired weights shipped"
+    old = LVPNetCodec(retired[0], device="cpu")
+    assert weights_for_model(old.model_id()) == retired[0]
+    rng = np.random.default_rng(3)
+    vol = np.stack([_smooth(rng, (40, 48), 0, 3000, np.int16) for _ in range(2)])
+    monkeypatch.setitem(codecs._INSTANCES, "lvpnet", old)
+    data = compress(vol, codec="lvpnet", safety_net=False)
+    current = LVPNetCodec(shipped_weights(), device="cpu")
+    assert current.model_id() != old.model_id()
+    monkeypatch.setitem(codecs._INSTANCES, "lvpnet", current)
+    f = LvpFile(data)
+    assert f.header["model"] == old.model_id() and f.codec_counts() == {"lvpnet": 2}
+    assert np.array_equal(f.read_all(), vol)
+    assert codecs.get_codec("lvpnet") is current
+
+
+def test_retired_weights_are_named_by_their_sha256():
+    import hashlib
+
+    from lvpnet.codecs.lvpnet_codec import retired_dir
+
+    for p in retired_dir().glob("*.pt"):
+        sha = hashlib.sha256(p.read_bytes()).hexdigest()
+        assert p.name == f"lvpnet-{sha[:16]}.pt"
+        assert p.with_suffix(".json").is_file() and p.with_suffix(".md").is_file()
+
+
 def test_rgb_volume_through_container(registered):
     vol = np.stack([CASES["rgb_uint8"], CASES["rgb_uint8"][::-1]])
     data = compress(vol, codec="lvpnet", rgb=True, safety_net=False)

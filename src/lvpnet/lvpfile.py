@@ -100,12 +100,15 @@ class LvpFile:
             raise InputError(f"{self.name}: slice {i} uses codec {codec_id!r}, unknown to this lvpnet") from None
         if version not in codec.reads_versions:
             raise InputError(f"{self.name}: slice {i}: codec {codec_id} version {version} is newer than this lvpnet")
-        have, want = codec.model_id(), self.header.get("model")
-        if have is not None and want is not None and have != want:
+        want = self.header.get("model")
+        matching = codecs.codec_for_model(codec_id, want)
+        if matching is None:
+            have = codec.model_id()  # with no weights installed at all, this names that clearly
             raise InputError(
                 f"{self.name}: slice {i} was coded with learned-codec weights {want[:16]}..., "
-                f"but the installed weights are {have[:16]}... (set LVPNET_WEIGHTS to the weights that wrote it)"
+                f"but the installed weights are {str(have)[:16]}... (set LVPNET_WEIGHTS to the weights that wrote it)"
             )
+        codec = matching
         try:
             out = codec.decode(data, self.slice_shape, self.dtype, version)
         except InputError:  # e.g. the learned codec's weights are not installed: not damage

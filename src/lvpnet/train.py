@@ -314,6 +314,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-steps", type=int, default=None)
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--crop", type=int, default=None)
+    ap.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the config's)")
+    ap.add_argument("--lr-min", type=float, default=None, help="final learning rate of the cosine schedule")
     ap.add_argument("--val-every", type=float, default=None, help="minutes between val evaluations")
     ap.add_argument("--val-max-pixels", type=int, default=None, help="skip val images larger than this (smoke tests)")
     ap.add_argument("--eval-only", default=None, metavar="CKPT",
@@ -326,7 +328,7 @@ def main(argv=None) -> int:
     conf = json.loads(Path(args.config).read_text())
     tcfg = dict(DEFAULT_TRAIN)
     tcfg.update(conf.get("train", {}))
-    for k in ("batch", "crop", "seed"):
+    for k in ("batch", "crop", "seed", "lr", "lr_min"):
         if getattr(args, k) is not None:
             tcfg[k] = getattr(args, k)
     if args.val_every is not None:

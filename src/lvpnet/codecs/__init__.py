@@ -7,7 +7,7 @@ import numpy as np
 from ..errors import InputError
 from .base import Codec
 from .fallback import FallbackCodec
-from .lvpnet_codec import LVPNetCodec, shipped_is_default, shipped_weights
+from .lvpnet_codec import LVPNetCodec, shipped_is_default, shipped_weights, weights_for_model
 
 _CODECS: dict[str, type[Codec]] = {FallbackCodec.id: FallbackCodec, LVPNetCodec.id: LVPNetCodec}
 _INSTANCES: dict[str, Codec] = {}
@@ -36,6 +36,26 @@ def get_codec(name: str) -> Codec:
     return _INSTANCES[name]
 
 
+def codec_for_model(name: str, model: str | None) -> Codec | None:
+    """The codec ``name`` set up with the weights whose sha256 is ``model`` (a file header's
+    ``model``): the shared instance when its weights are those (or the codec has none), else
+    the learned codec with earlier shipped weights (``resources/retired``); None when no
+    installed weights match."""
+    codec = get_codec(name)
+    have = codec.model_id() if getattr(codec, "is_available", lambda: True)() else None
+    if model is None or have is None and name != LVPNetCodec.id or have == model:
+        return codec
+    if name != LVPNetCodec.id:
+        return None
+    key = f"{name}@{model}"
+    if key not in _INSTANCES:
+        w = weights_for_model(model)
+        if w is None:
+            return None
+        _INSTANCES[key] = LVPNetCodec(w, device=getattr(codec, "device", "auto"))
+    return _INSTANCES[key]
+
+
 def default_codec_name(dtype: np.dtype, rgb: bool) -> str:
     """The codec ``compress`` uses when none is named: the learned one for integers up to 16 bits
     (grey or RGB) when the shipped weights are installed and their card says they beat the
@@ -45,4 +65,4 @@ def default_codec_name(dtype: np.dtype, rgb: bool) -> str:
     return FallbackCodec.id
 
 
-__all__ = ["Codec", "FallbackCodec", "LVPNetCodec", "available", "default_codec_name", "get_codec"]
+__all__ = ["Codec", "FallbackCodec", "LVPNetCodec", "available", "codec_for_model", "default_codec_name", "get_codec"]

@@ -17,6 +17,8 @@ torch and the weights are loaded on first use, not on import.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import struct
@@ -28,7 +30,7 @@ from ..errors import InputError
 from ..model import prep
 from .base import Codec
 
-WEIGHTS_NAME = "lvpnet-v1.pt"
+WEIGHTS_NAME = "lvpnet-v1.pt"  # the current shipped weights (the name stays; the card says which)
 CARD_NAME = "lvpnet-v1.json"
 WEIGHTS_ENV = "LVPNET_WEIGHTS"
 _PLANE = {1: struct.Struct("<iIII"), 2: struct.Struct("<iIIIH")}  # per bitstream version
@@ -42,6 +44,38 @@ def shipped_weights() -> Path | None:
         return None
     p = path(WEIGHTS_NAME)
     return p if p.is_file() else None
+
+
+RETIRED_DIR = "retired"  # earlier shipped weights, lvpnet-<first 16 hex digits of sha256>.pt
+
+
+def retired_dir() -> Path | None:
+    """Where earlier shipped weights live, so files they wrote keep opening after an upgrade."""
+    w = shipped_weights()
+    return None if w is None else w.parent / RETIRED_DIR
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256(path: str, mtime_ns: int, size: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def weights_for_model(sha256: str) -> Path | None:
+    """The shipped weights, current or retired, whose sha256 is ``sha256`` (None: not shipped)."""
+    cands = [shipped_weights()]
+    d = retired_dir()
+    if d is not None and d.is_dir():
+        cands += sorted(d.glob(f"lvpnet-{sha256[:16]}*.pt"))
+    for p in cands:
+        if p is not None and p.is_file():
+            st = p.stat()
+            if _sha256(str(p), st.st_mtime_ns, st.st_size) == sha256:
+                return p
+    return None
 
 
 def shipped_card() -> dict:
