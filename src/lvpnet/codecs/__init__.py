@@ -43,16 +43,17 @@ def codec_for_model(name: str, model: str | None) -> Codec | None:
     installed weights match."""
     codec = get_codec(name)
     have = codec.model_id() if getattr(codec, "is_available", lambda: True)() else None
-    if model is None or have is None and name != LVPNetCodec.id or have == model:
+    if model is None or (have is None and name != LVPNetCodec.id) or have == model:
         return codec
     if name != LVPNetCodec.id:
         return None
-    key = f"{name}@{model}"
+    device = getattr(codec, "device", "auto")
+    key = f"{name}@{model}@{device}"  # the shared codec's device may change (napari's widget sets it)
     if key not in _INSTANCES:
         w = weights_for_model(model)
         if w is None:
             return None
-        _INSTANCES[key] = LVPNetCodec(w, device=getattr(codec, "device", "auto"))
+        _INSTANCES[key] = LVPNetCodec(w, device=device)
     return _INSTANCES[key]
 
 

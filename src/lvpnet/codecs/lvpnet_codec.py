@@ -51,12 +51,21 @@ RETIRED_DIR = "retired"  # earlier shipped weights, lvpnet-<first 16 hex digits 
 
 def retired_dir() -> Path | None:
     """Where earlier shipped weights live, so files they wrote keep opening after an upgrade."""
-    w = shipped_weights()
-    return None if w is None else w.parent / RETIRED_DIR
+    try:
+        from ..resources import path
+    except ImportError:  # pragma: no cover - resources are part of the package
+        return None
+    return path(RETIRED_DIR)
+
+
+def file_sha256(path) -> str:
+    """sha256 of a file (weights: the id a ``.lvp`` header records), cached per path and version."""
+    st = os.stat(path)
+    return _file_sha256(os.fspath(path), st.st_mtime_ns, st.st_size)
 
 
 @functools.lru_cache(maxsize=16)
-def _sha256(path: str, mtime_ns: int, size: int) -> str:
+def _file_sha256(path: str, mtime_ns: int, size: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -66,15 +75,15 @@ def _sha256(path: str, mtime_ns: int, size: int) -> str:
 
 def weights_for_model(sha256: str) -> Path | None:
     """The shipped weights, current or retired, whose sha256 is ``sha256`` (None: not shipped)."""
+    if not isinstance(sha256, str) or not sha256:
+        return None
     cands = [shipped_weights()]
     d = retired_dir()
     if d is not None and d.is_dir():
         cands += sorted(d.glob(f"lvpnet-{sha256[:16]}*.pt"))
     for p in cands:
-        if p is not None and p.is_file():
-            st = p.stat()
-            if _sha256(str(p), st.st_mtime_ns, st.st_size) == sha256:
-                return p
+        if p is not None and p.is_file() and file_sha256(p) == sha256:
+            return p
     return None
 
 

@@ -13,7 +13,6 @@ integer layer is below 2**24 (checked when the layers are built, see
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 
@@ -22,6 +21,7 @@ import torch
 
 from ..model import IntegerDecoder, LVPNet, load_checkpoint, prep
 from ..model.tables import OFFSET_MAX, best_scale_offset, scale_offset, values_from_symbols
+from .lvpnet_codec import file_sha256
 from .lvpnet_entropy import LatentCoder, PixelCoder, new_coder
 
 
@@ -32,14 +32,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("CUDA was asked for but no CUDA device is available")
     return dev
-
-
-def file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class Engine:

@@ -259,6 +259,8 @@ def head_params(
     fw = HEAD_FW
     dev = raw.device
     N = raw.shape[0]
+    if head >= 3 and lin is None and (nb is not None or ctx_v is not None):
+        raise ValueError("head version 3 needs the linear-term channels (lin=, predictor.lin_index)")
     R = R.to(dev).long().view(N, 1, 1)
     B = B.to(dev).long().view(N, 1, 1)
     m_int = torch.round(raw[:, 0].detach()).long()
