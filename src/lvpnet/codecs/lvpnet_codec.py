@@ -211,7 +211,10 @@ class LVPNetCodec(Codec):
         return dtype.kind in "iu" and dtype.itemsize <= 2
 
     def model_id(self) -> str | None:
-        return self.engine().sha256
+        w = self.weights
+        if w is None or not w.is_file():
+            return self.engine().sha256  # raises the clear "weights not installed" error
+        return file_sha256(w)  # no need to load torch and the weights just to compare ids
 
     def _planes(self, slice_: np.ndarray) -> list[np.ndarray]:
         if slice_.ndim == 3:

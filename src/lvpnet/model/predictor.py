@@ -331,22 +331,25 @@ def head_params(
         m_scale = torch.where(has, act.to(raw.dtype) * 2.0 ** -(fw + 4 + ACT_FRAC), m_scale)
     mu_soft = base_f + raw[:, 0] * m_scale
     if s_base is not None and head >= 3 and lin is not None:
-        idx, ok = (t.to(dev) for t in lin)
-        L = idx.shape[1]
-        c_f = _ste_clamp(raw[:, -L:] * 2.0 ** -(fw + 4), -2.0, 2.0) * ok[:, :, None, None].to(raw.dtype)
-        g = torch.gather(nb.to(raw.dtype), 1, idx[:, :, None, None].expand(-1, -1, *raw.shape[-2:]))
+        g, ok = _lin_neighbours(nb.to(raw.dtype), lin)
+        c_f = _ste_clamp(raw[:, -g.shape[1] :] * 2.0 ** -(fw + 4), -2.0, 2.0) * ok
         mu_soft = mu_soft + torch.where(has, (c_f * (g - base_f[:, None])).sum(1), torch.zeros_like(mu_soft))
     return mu, s_idx, mu_soft, s_soft
+
+
+def _lin_neighbours(nb: torch.Tensor, lin) -> tuple[torch.Tensor, torch.Tensor]:
+    """The linear terms' neighbour values (N, L, h, w) picked from ``nb`` by ``lin`` (indices, in
+    use), and the in-use mask (N, L, 1, 1) in ``nb``'s dtype."""
+    idx, ok = (t.to(nb.device) for t in lin)
+    g = torch.gather(nb, 1, idx[:, :, None, None].expand(-1, -1, *nb.shape[-2:]))
+    return g, ok[:, :, None, None].to(nb.dtype)
 
 
 def _lin_term(raw, nbd, wavg, lin, fw: int) -> torch.Tensor:
     """round(sum_t c_t (n_t - wavg) / 2**(fw+4)), exact: |c_t| <= 2**15, |n_t - wavg| < 2**17,
     12 terms, so every partial sum stays below 2**36, far inside float64's 2**53."""
-    idx, ok = (t.to(raw.device) for t in lin)
-    L = idx.shape[1]
-    c = torch.clamp(torch.round(raw[:, -L:].detach()), -LIN_CLAMP, LIN_CLAMP).double()
-    c = c * ok[:, :, None, None].double()
-    g = torch.gather(nbd, 1, idx[:, :, None, None].expand(-1, -1, *nbd.shape[-2:]))
+    g, ok = _lin_neighbours(nbd, lin)
+    c = torch.clamp(torch.round(raw[:, -g.shape[1] :].detach()), -LIN_CLAMP, LIN_CLAMP).double() * ok
     acc = (c * (g - wavg[:, None].double())).sum(1)
     return torch.floor((acc + 2.0 ** (fw + 3)) * 2.0 ** -(fw + 4)).long()
 
