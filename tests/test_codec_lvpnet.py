@@ -393,3 +393,22 @@ def test_per_step_scale_offsets(perturbed):
     assert v2[4] <= v1[4] + eng.dec.steps * np.log2(9) + 1e-6
     assert np.array_equal(eng.decode_plane(*v2[:4], *x.shape), x)
     assert np.array_equal(eng.decode_plane(*v1[:4], *x.shape, calibrated=False), x)
+
+
+def test_adapted_tables(perturbed):
+    """Bitstream version 3: tables adapted to the slice never cost more than the fixed ones
+    (beyond the 2 bits of the weight), pay off on a few-level slice, decode exactly, and
+    version 2 streams still decode."""
+    from lvpnet.model.adapt import ADAPT_WEIGHTS
+
+    eng = perturbed.engine()
+    rng = np.random.default_rng(3)
+    levels = rng.choice(np.array([0, 1, 1023]), size=(48, 61), p=[0.45, 0.45, 0.1])
+    for x in (CASES["uint16_12bit_overlay"].astype(np.int64), levels):
+        v3 = eng.encode_plane(x, want_bits=True)
+        v2 = eng.encode_plane(x, want_bits=True, adapt=False)
+        assert v3[4] <= v2[4] + np.log2(len(ADAPT_WEIGHTS)) + 1e-6
+        assert np.array_equal(eng.decode_plane(*v3[:4], *x.shape), x)
+        assert np.array_equal(eng.decode_plane(*v2[:4], *x.shape, adaptive=False), x)
+        assert 32 * (len(v3[2]) + len(v3[3])) <= v3[4] + 64 + 64
+    assert v3[4] < 0.9 * v2[4]  # the few-level slice: adaptation saves more than 10%

@@ -17,10 +17,12 @@ import pytest
 from lvpnet.codecs.lvpnet_codec import LVPNetCodec
 
 DATA = Path(__file__).resolve().parent / "data"
-# v1: model head 1, 2x2 sub-images, bitstream version 1 (decode only: the codec writes version 2 now)
+# v1: model head 1, 2x2 sub-images, bitstream version 1 (decode only: the codec writes version 3 now)
 # v2: model head 2, 4x4 sub-images, step 0 by rows, bitstream version 2 (per-step scale offsets)
 # v3: as v2 with model head 3 (signed linear terms, nonzero in this set's weights)
-SETS = {"v1": DATA / "lvpnet_golden", "v2": DATA / "lvpnet_golden_v2", "v3": DATA / "lvpnet_golden_v3"}
+# v4: v3's weights, bitstream version 3 (tables adapted to the slice; levels_uint16 adapts them)
+SETS = {"v1": DATA / "lvpnet_golden", "v2": DATA / "lvpnet_golden_v2", "v3": DATA / "lvpnet_golden_v3",
+        "v4": DATA / "lvpnet_golden_v4"}
 EXPECTED = {k: json.loads((d / "expected.json").read_text()) for k, d in SETS.items()}
 CASES = [(k, name) for k in SETS for name in sorted(EXPECTED[k]["chunks"])]
 CURRENT = [(k, name) for k, name in CASES if EXPECTED[k]["codec_version"] == LVPNetCodec.version]
@@ -65,3 +67,18 @@ def test_golden_encode(codecs, which, name):
         pytest.fail(f"the golden weights no longer load into the float encoder ({str(e)[:200]}); "
                     "if the architecture change is meant, regenerate with tests/data/lvpnet_golden/make_golden.py")
     assert data == (SETS[which] / f"{name}.chunk").read_bytes(), "the codec's output changed: bump its version or fix it"
+
+
+def test_the_adapting_golden_input_adapts(codecs):
+    """levels_uint16's pixel stream starts with a nonzero prior-weight index: the golden bytes
+    guard the adapted tables, not only the fixed ones."""
+    from lvpnet.codecs.lvpnet_codec import unpack_chunk
+    from lvpnet.codecs.lvpnet_entropy import new_coder
+    from lvpnet.model.adapt import ADAPT_WEIGHTS
+
+    x = np.load(SETS["v4"] / "levels_uint16.npy")
+    data = (SETS["v4"] / "levels_uint16.chunk").read_bytes()
+    (_vmin, _R, _lat, pix, _step), = unpack_chunk(data, 1, 3)
+    eng = codecs["v4"].engine()
+    assert eng.pixels.pop_offsets(new_coder(pix), 1, len(ADAPT_WEIGHTS))[0] > 0
+    assert np.array_equal(codecs["v4"].decode(data, x.shape, x.dtype, 3), x)

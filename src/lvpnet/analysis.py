@@ -6,7 +6,8 @@ model (float encoder ``LVPNet`` + exact ``IntegerDecoder``, docs/MODEL.md):
 * **bit-cost map** ``pixel_bits`` (float32, rows x cols): the code length of
   every pixel, ``-log2(freq[symbol] / 2**16)`` under the model's integer
   frequency tables (at the scale the codec uses: the model's, moved by the
-  step's per-slice offset) plus that pixel's raw low bits (or, for an escaped pixel,
+  step's per-slice offset; the table adapted to the slice, bitstream version 3)
+  plus that pixel's raw low bits (or, for an escaped pixel,
   the ``log2(R + 1)`` bits of its uniform code). RGB: the sum over the planes.
 * **latent bits** ``latent_bits`` (float32, one cell per 32 x 32 block): the
   code length of the block's latent ``z`` (all channels, all planes) under the
@@ -230,7 +231,7 @@ def _plane(model: LoadedModel, plane: np.ndarray) -> dict:
     """Everything for one grey plane (int64 2-D), as float64 / int tensors moved to numpy."""
     import torch
 
-    from .model import pixel_bits_exact
+    from .model.adapt import adapted_pixel_bits
     from .model.intnet import ExactMode
     from .model.prep import padded_size, polyphase_pad, slice_params, sub_real_shape, to_grid
     from .model.qcm import qcm_int
@@ -258,7 +259,7 @@ def _plane(model: LoadedModel, plane: np.ndarray) -> dict:
         feats = dec.features(z)
         bits = np.zeros((H, W), np.float64)
         vs = torch.from_numpy(vp).to(dec.device)
-        ctx = []
+        ctx, steps = [], []
         for k, (di, dj) in enumerate(dec.order):
             sub = vs[di::f, dj::f]
             mu, s = dec.predict(feats, ctx, k, R, B, known=sub)
@@ -266,9 +267,14 @@ def _plane(model: LoadedModel, plane: np.ndarray) -> dict:
             v_, mu_, s_ = sub[:hr, :wr], mu[:hr, :wr], s[:hr, :wr]
             # the codec's per-step scale offset (bitstream version 2), so the map is what files pay
             s_ = calibrated_scales(v_, mu_, s_, R, dec.pixel_tables, dec.pixel_shifts, dec.K)
-            b = pixel_bits_exact(v_, mu_, s_, R, dec.pixel_tables, dec.pixel_shifts, dec.K)
-            bits[di::f, dj::f] = b.cpu().numpy()
+            if v_.numel():
+                steps.append((k, v_, mu_, s_))
             ctx.append(sub)  # the edge-padded sub-image, as the decoder rebuilds it
+        # ... and its tables adapted to the slice (bitstream version 3)
+        per_pixel, _w = adapted_pixel_bits(steps, R, dec.pixel_tables, dec.pixel_shifts, dec.K)
+        for (k, *_rest), b in zip(steps, per_pixel):
+            di, dj = dec.order[k]
+            bits[di::f, dj::f] = b
         q = float(cfg.q_step)
         yd = y.double().cpu()
         zd = z.double().cpu()

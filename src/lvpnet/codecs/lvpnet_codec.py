@@ -33,7 +33,7 @@ from .base import Codec
 WEIGHTS_NAME = "lvpnet-v1.pt"  # the current shipped weights (the name stays; the card says which)
 CARD_NAME = "lvpnet-v1.json"
 WEIGHTS_ENV = "LVPNET_WEIGHTS"
-_PLANE = {1: struct.Struct("<iIII"), 2: struct.Struct("<iIIIH")}  # per bitstream version
+_PLANE = {1: struct.Struct("<iIII"), 2: struct.Struct("<iIIIH"), 3: struct.Struct("<iIIIH")}  # per bitstream version
 
 
 def shipped_weights() -> Path | None:
@@ -159,8 +159,10 @@ class LVPNetCodec(Codec):
     """LVPNet with real constriction bitstreams. ``device``: "auto" | "cpu" | "cuda" (GMSM and integer path)."""
 
     id = "lvpnet"
-    version = 2  # 2: per-step scale offsets at the head of each pixel stream (1: none)
-    reads_versions = (1, 2)
+    # 2: per-step scale offsets at the head of each pixel stream (1: none); 3: as 2, with
+    # pixel tables adapted to the slice (lvpnet_adapt), the chunk layout unchanged
+    version = 3
+    reads_versions = (1, 2, 3)
 
     def __init__(self, weights: str | os.PathLike | None = None, device: str = "auto"):
         self._weights = Path(weights) if weights is not None else None
@@ -244,8 +246,8 @@ class LVPNetCodec(Codec):
         H, W = shape[:2]
         planes = unpack_chunk(data, 3 if rgb else 1, version)
         eng = self.engine()
-        cal = version >= 2
-        out = [vmin + step * eng.decode_plane(0, R, lat, pix, H, W, calibrated=cal)
+        cal, ada = version >= 2, version >= 3
+        out = [vmin + step * eng.decode_plane(0, R, lat, pix, H, W, calibrated=cal, adaptive=ada)
                for vmin, R, lat, pix, step in planes]
         if rgb:
             from ..model.prep import planes_to_rgb
@@ -264,7 +266,9 @@ class LVPNetCodec(Codec):
         eng = self.engine()
         est_lat = est_pix = 0.0
         for vmin, R, lat, pix, _step in planes:
-            _out, bl, bp = eng.decode_plane(vmin, R, lat, pix, H, W, want_bits=True, calibrated=version >= 2)
+            _out, bl, bp = eng.decode_plane(
+                vmin, R, lat, pix, H, W, want_bits=True, calibrated=version >= 2, adaptive=version >= 3
+            )
             est_lat += bl
             est_pix += bp
         return {

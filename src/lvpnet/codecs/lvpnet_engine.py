@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..model import IntegerDecoder, LVPNet, load_checkpoint, prep
+from ..model.adapt import ADAPT_WEIGHTS, StepTables, choose_weight, side_bits
 from ..model.tables import OFFSET_MAX, best_scale_offset, scale_offset, values_from_symbols
 from .lvpnet_codec import file_sha256
 from .lvpnet_entropy import LatentCoder, PixelCoder, new_coder
@@ -106,11 +107,13 @@ class Engine:
 
     # ------------------------------------------------------------------ encode
     @torch.no_grad()
-    def encode_plane(self, x: np.ndarray, want_bits: bool = False, calibrate: bool = True):
+    def encode_plane(self, x: np.ndarray, want_bits: bool = False, calibrate: bool = True, adapt: bool = True):
         """Integer plane (H, W) -> (vmin, R, latent words, pixel words[, estimated bits]).
 
         ``calibrate`` (bitstream version 2): per step a scale offset chosen by the encoder
-        (``_choose_offsets``) and stored at the head of the pixel stream; False writes version 1."""
+        (``_choose_offsets``) and stored at the head of the pixel stream; False writes version 1.
+        ``adapt`` (version 3, needs ``calibrate``): tables adapted to the slice (``lvpnet_adapt``),
+        with the prior weight chosen by the encoder and stored first; False writes version 2."""
         x = np.asarray(x).astype(np.int64)
         H, W = x.shape
         vmin, R, B = prep.slice_params(x)
@@ -141,18 +144,33 @@ class Engine:
             s = self._shift(s, offsets, k)
             sym, low, _nb, esc = self.dec.symbols(torch.from_numpy(sub), torch.from_numpy(mu), torch.from_numpy(s))
             sym, low, esc = sym.numpy(), low.numpy(), esc.numpy()
-            items.append((sym, np.where(esc, sub, low), s))
+            items.append((k, sym, np.where(esc, sub, low), s))
+        weight = None
+        if adapt and offsets is not None:
+            weight = choose_weight([(k, sym, s) for k, sym, _e, s in items], self.pixels.tables)
+        # the tables of every step, walking forward as the decoder will (ANS pushes in reverse)
+        tables = StepTables(self.pixels.tables, ADAPT_WEIGHTS[weight]) if weight is not None else None
+        models, est = [], 0.0
+        for k, sym, _e, s in items:
+            if tables is not None:
+                tables.start_step(k)
+            models.append(self.pixels.step_models(s, tables))
+            if want_bits:
+                est += self.pixels.bits(sym, s, R, tables)
+            if tables is not None:
+                tables.add(sym, s)
         lat = self.latent.encode(zs)
         coder = new_coder()
-        for sym, extra, s in reversed(items):
-            self.pixels.push_step(coder, sym, extra, s, R)
-        est = 0.0
+        for (_k, sym, extra, s), m in zip(reversed(items), reversed(models)):
+            self.pixels.push_step(coder, sym, extra, s, R, m)
         if offsets is not None:  # pushed last, so the decoder reads them first
             est += self.pixels.push_offsets(coder, offsets + OFFSET_MAX, 2 * OFFSET_MAX + 1)
+        if weight is not None:  # read before the offsets
+            est += self.pixels.push_offsets(coder, np.array([weight]), len(ADAPT_WEIGHTS))
         pix = coder.get_compressed()
         if not want_bits:
             return vmin, R, lat, pix
-        est += self.latent.bits(zs) + sum(self.pixels.bits(sym, s, R) for sym, _e, s in items)
+        est += self.latent.bits(zs)
         return vmin, R, lat, pix, est
 
     # ------------------------------------------------------------------ per-slice calibration
@@ -176,9 +194,11 @@ class Engine:
     # ------------------------------------------------------------------ decode
     @torch.no_grad()
     def decode_plane(
-        self, vmin: int, R: int, lat: np.ndarray, pix: np.ndarray, H: int, W: int, want_bits=False, calibrated=True
+        self, vmin: int, R: int, lat: np.ndarray, pix: np.ndarray, H: int, W: int, want_bits=False, calibrated=True,
+        adaptive=True,
     ):
-        """Inverse of ``encode_plane`` (``calibrated``: bitstream version 2, with per-step offsets)."""
+        """Inverse of ``encode_plane`` (``calibrated``: bitstream version 2 or later, with per-step
+        offsets; ``adaptive``: version 3, tables adapted to the slice)."""
         if R == 0:
             out = np.full((H, W), vmin, dtype=np.int64)
             return (out, 0.0, 0.0) if want_bits else out
@@ -188,17 +208,22 @@ class Engine:
         out = np.empty((H, W), dtype=np.int64)
         f = self.dec.f
         pix_bits = [0.0]
-        offsets = None
+        offsets = tables = None
+        if calibrated and adaptive:
+            weight = int(self.pixels.pop_offsets(coder, 1, len(ADAPT_WEIGHTS))[0])
+            tables = StepTables(self.pixels.tables, ADAPT_WEIGHTS[weight])
         if calibrated:
             offsets = self.pixels.pop_offsets(coder, self.dec.steps, 2 * OFFSET_MAX + 1) - OFFSET_MAX
-            pix_bits[0] += self.dec.steps * float(np.log2(2 * OFFSET_MAX + 1))
+        pix_bits[0] += side_bits(self.dec.steps, calibrated, adaptive)
 
         def step(k, mu, s, pos, row):
             di, dj = pos
             if mu.size == 0:
                 return np.zeros(mu.shape, np.int64)
             s = self._shift(s, offsets, k)
-            sym, extra = self.pixels.pop_step(coder, s, R)
+            if tables is not None:
+                tables.start_step(k)
+            sym, extra = self.pixels.pop_step(coder, s, R, tables)
             esc = sym == self.pixels.esc
             low = np.where(esc, 0, extra)
             vals = values_from_symbols(
@@ -212,7 +237,9 @@ class Engine:
             else:
                 out[di + row * f, dj::f] = vals[0]
             if want_bits:
-                pix_bits[0] += self.pixels.bits(sym, s, R)
+                pix_bits[0] += self.pixels.bits(sym, s, R, tables)
+            if tables is not None:
+                tables.add(sym, s)
             return vals
 
         self._walk(z, R, H, W, step)

@@ -21,11 +21,14 @@ a stack):
 
 * latent stream: channel 0, 1, ..., C-1; within a channel the latent grid in
   C (raster) order;
-* pixel stream, per sub-image step k = 0, 1, ...: first the symbols, grouped by
+* pixel stream: first the adaptation weight index (version 3, uniform over 4), then the
+  per-step scale offsets (version 2 and later, uniform over 9 each), then per sub-image
+  step k = 0, 1, ...: first the symbols, grouped by
   scale index s ascending and in raster order inside a group; then one batch of
   uniform "extras" in raster order: for a non-escaped pixel with ``b_s > 0``
   its ``b_s`` low bits (uniform over ``2**b_s``), for an escaped pixel its value
-  (uniform over ``[0, R]``); pixels with neither have no extra.
+  (uniform over ``[0, R]``); pixels with neither have no extra. In version 3 the
+  symbols of scale index s are coded with the slice-adapted row (``lvpnet_adapt``).
 """
 
 from __future__ import annotations
@@ -112,8 +115,19 @@ class PixelCoder:
         size = np.where(sym == self.esc, R + 1, np.left_shift(1, b))
         return np.where(size >= 2, size, 0).astype(np.int64)
 
-    def push_step(self, coder, sym: np.ndarray, extra: np.ndarray, s: np.ndarray, R: int) -> None:
-        """Encoder: push one sub-image (call for steps in reverse order)."""
+    def model(self, si: int, tables=None):
+        """The model of scale index ``si``: the fixed table's, or the adapted row of ``tables``
+        (a ``lvpnet_adapt.StepTables`` at the step being coded, bitstream version 3)."""
+        if tables is None or not tables.adapted(si):
+            return self.models[si]
+        m = tables.models.get(si)
+        if m is None:
+            m = tables.models[si] = _categorical(tables.table(si))
+        return m
+
+    def push_step(self, coder, sym: np.ndarray, extra: np.ndarray, s: np.ndarray, R: int, models=None) -> None:
+        """Encoder: push one sub-image (call for steps in reverse order). ``models``: scale index ->
+        model for this step (``step_models``; default the fixed tables)."""
         sizes = self.extra_sizes(sym, s, R)
         has = sizes > 0
         if has.any():
@@ -129,16 +143,21 @@ class PixelCoder:
             n = counts[si]
             if n:
                 idx = order[ends[si] - n : ends[si]]
-                coder.encode_reverse(np.ascontiguousarray(flat[idx], dtype=np.int32), self.models[si])
+                model = self.models[si] if models is None else models[si]
+                coder.encode_reverse(np.ascontiguousarray(flat[idx], dtype=np.int32), model)
 
-    def pop_step(self, coder, s: np.ndarray, R: int) -> tuple[np.ndarray, np.ndarray]:
-        """Decoder: -> (sym, extra) int64 arrays shaped like ``s``."""
+    def step_models(self, s: np.ndarray, tables=None) -> dict:
+        """Scale index -> model, for the indices present in ``s`` (``tables``: see ``model``)."""
+        return {int(si): self.model(int(si), tables) for si in np.unique(s)}
+
+    def pop_step(self, coder, s: np.ndarray, R: int, tables=None) -> tuple[np.ndarray, np.ndarray]:
+        """Decoder: -> (sym, extra) int64 arrays shaped like ``s`` (``tables``: see ``model``)."""
         order, counts = self._groups(s)
         sym = np.empty(s.size, dtype=np.int64)
         start = 0
         for si, n in enumerate(counts):
             if n:
-                sym[order[start : start + n]] = coder.decode(self.models[si], int(n))
+                sym[order[start : start + n]] = coder.decode(self.model(si, tables), int(n))
                 start += n
         sizes = self.extra_sizes(sym, s, R)
         has = sizes > 0
@@ -148,7 +167,8 @@ class PixelCoder:
         return sym.reshape(s.shape), extra.reshape(s.shape)
 
     def push_offsets(self, coder, values: np.ndarray, size: int) -> float:
-        """Encoder: small integers in [0, size) coded uniformly; returns their bits."""
+        """Encoder: small integers in [0, size) coded uniformly (the per-step scale offsets, the
+        adaptation weight); returns their bits."""
         values = np.ascontiguousarray(values, dtype=np.int32)
         coder.encode_reverse(values, self.uniform, np.full(values.size, size, dtype=np.int32))
         return float(values.size * np.log2(size))
@@ -157,12 +177,16 @@ class PixelCoder:
         """Decoder: the ``n`` integers ``push_offsets`` wrote."""
         return coder.decode(self.uniform, np.full(n, size, dtype=np.int32)).astype(np.int64)
 
-    def bits(self, sym: np.ndarray, s: np.ndarray, R: int) -> float:
-        """Ideal code length: -log2 of the table entries plus log2 of every extra's alphabet."""
-        f = self.tables[s.reshape(-1), sym.reshape(-1)].astype(np.float64)
-        total = float(self.tables[0].sum())
+    def bits(self, sym: np.ndarray, s: np.ndarray, R: int, tables=None) -> float:
+        """Ideal code length: -log2 of the table entries plus log2 of every extra's alphabet
+        (``tables``: the adapted tables at this step, see ``model``)."""
+        if tables is None:
+            f = self.tables[s.reshape(-1), sym.reshape(-1)].astype(np.float64)
+            table_bits = float(-np.log2(f / float(self.tables[0].sum())).sum())
+        else:
+            table_bits = float(tables.symbol_bits(sym, s).sum())
         sizes = self.extra_sizes(sym, s, R)
-        return float(-np.log2(f / total).sum() + np.log2(sizes[sizes > 0].astype(np.float64)).sum())
+        return table_bits + float(np.log2(sizes[sizes > 0].astype(np.float64)).sum())
 
 
 def new_coder(words: np.ndarray | None = None):

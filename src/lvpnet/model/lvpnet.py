@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .adapt import adapted_pixel_bits, side_bits
 from .gmsm import GMSM
 from .intnet import ExactMode, IntConv2d, int_conv
 from .predictor import (
@@ -37,7 +38,6 @@ from .prep import ORDERS, padded_size, polyphase_pad, slice_params, sub_real_sha
 from .prior import FactorizedPrior
 from .qcm import QCM, qcm_int
 from .tables import (
-    OFFSET_MAX,
     TOTAL,
     _log_bin,
     build_pixel_tables,
@@ -412,12 +412,16 @@ class IntegerDecoder:
 
 
 @torch.no_grad()
-def slice_bits(model: LVPNet, dec: IntegerDecoder, v2d: np.ndarray, enc_device=None, calibrate: bool = True) -> dict:
+def slice_bits(
+    model: LVPNet, dec: IntegerDecoder, v2d: np.ndarray, enc_device=None, calibrate: bool = True, adapt: bool = True
+) -> dict:
     """Estimated code length of one grey slice with the exact integer decoder.
 
     ``calibrate``: as the codec codes it (bitstream version 2): values on a grid coded by
     their index (``prep.value_step``) and per-step scale offsets (their own bits are
     ``side_bits``), so pixel + latent + side bits is what a file's streams hold.
+    ``adapt`` (with ``calibrate``; bitstream version 3): tables adapted to the slice
+    (``model.adapt``), the weight's 2 bits in ``side_bits``.
 
     Returns {'pixel_bits', 'latent_bits', 'side_bits', 'n', 'step_bits'} (ideal -log2 p;
     the plane header (vmin, R, stream lengths) is not counted).
@@ -436,7 +440,8 @@ def slice_bits(model: LVPNet, dec: IntegerDecoder, v2d: np.ndarray, enc_device=N
     lat = float(latent_bits_exact(z.to(dec.device), dec.latent_tables, dec.zmax).sum())
     feats = dec.features(z)
     vt = torch.from_numpy(vp).to(dec.device)
-    ctx, step_bits = [], []
+    adapt = adapt and calibrate
+    ctx, step_bits, steps = [], [], []
     for k, (di, dj) in enumerate(dec.order):
         sub = vt[di::f, dj::f]
         mu, s = dec.predict(feats, ctx, k, R, B, known=sub)
@@ -444,10 +449,18 @@ def slice_bits(model: LVPNet, dec: IntegerDecoder, v2d: np.ndarray, enc_device=N
         v_, mu_, s_ = sub[:hr, :wr], mu[:hr, :wr], s[:hr, :wr]
         if calibrate:  # what the codec does (bitstream version 2): per-step scale offset, log2(9) bits
             s_ = calibrated_scales(v_, mu_, s_, R, dec.pixel_tables, dec.pixel_shifts, dec.K)
-        bits = pixel_bits_exact(v_, mu_, s_, R, dec.pixel_tables, dec.pixel_shifts, dec.K)
-        step_bits.append(float(bits.sum()))
+        if adapt:
+            if v_.numel():
+                steps.append((k, v_, mu_, s_))
+        else:
+            step_bits.append(float(pixel_bits_exact(v_, mu_, s_, R, dec.pixel_tables, dec.pixel_shifts, dec.K).sum()))
         ctx.append(sub)  # already the edge-padded sub-image (same as prep.pad_edge of its real part)
-    side = dec.steps * math.log2(2 * OFFSET_MAX + 1) if calibrate else 0.0
+    if adapt:
+        per_pixel, _w = adapted_pixel_bits(steps, R, dec.pixel_tables, dec.pixel_shifts, dec.K)
+        step_bits = [0.0] * dec.steps
+        for (k, *_rest), b in zip(steps, per_pixel):
+            step_bits[k] = float(b.sum())
+    side = side_bits(dec.steps, calibrate, adapt)
     return {"pixel_bits": sum(step_bits), "latent_bits": lat, "side_bits": side, "n": H * W, "step_bits": step_bits}
 
 

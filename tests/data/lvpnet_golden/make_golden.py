@@ -1,13 +1,15 @@
 """Regenerate the learned codec's golden files (only on a deliberate format change: bump the version).
 
-    .venv/bin/python tests/data/lvpnet_golden/make_golden.py [--set v1|v2|v3] [--inputs-only]
+    .venv/bin/python tests/data/lvpnet_golden/make_golden.py [--set v1|v2|v3|v4] [--inputs-only]
 
 Writes model.pt (configs/tiny-test.json with 4 latent and 2 upsampling channels, torch seed 0: small enough to
 commit), the inputs (*.npy), the expected chunks (*.chunk) of ``LVPNetCodec`` version 1 and
 expected.json (sha256 of the weights and of every chunk). Set ``v1`` (this folder): the
 model head version 1, 2x2 sub-images; set ``v2`` (``../lvpnet_golden_v2``): head version 2,
 4x4 sub-images, step 0 row by row; set ``v3`` (``../lvpnet_golden_v3``): the same with head
-version 3 (signed linear terms, given nonzero values here).
+version 3 (signed linear terms, given nonzero values here); set ``v4`` (``../lvpnet_golden_v4``):
+the v3 weights (copied) with bitstream version 3 (tables adapted to the slice), plus an input
+of a few grey levels that makes the encoder adapt them.
 
 Regenerate model.pt too (no --inputs-only) when the encoder's architecture changed so that the
 old weights no longer load; the decode tests keep guarding the format either way.
@@ -38,10 +40,18 @@ def inputs() -> dict[str, np.ndarray]:
     }
 
 
+def adapting_inputs() -> dict[str, np.ndarray]:
+    """Inputs on which the encoder picks adapted tables (set v4): three grey levels, like a
+    palette ultrasound, whose residuals the model's logistic tables fit badly."""
+    rng = np.random.default_rng(7)
+    return {"levels_uint16": rng.choice(np.array([0, 1, 1023], np.uint16), size=(37, 50), p=[0.45, 0.45, 0.1])}
+
+
 SETS = {
     "v1": (HERE, {}),
     "v2": (HERE.parent / "lvpnet_golden_v2", {"head": 2, "subimage": 4, "ctx_bits": 9, "step0_rows": True}),
     "v3": (HERE.parent / "lvpnet_golden_v3", {"head": 3, "subimage": 4, "ctx_bits": 9, "step0_rows": True}),
+    "v4": (HERE.parent / "lvpnet_golden_v4", "v3"),  # the weights of set v3
 }
 
 
@@ -66,16 +76,21 @@ def make_model(path: Path, over: dict) -> None:
 def main() -> None:
     from lvpnet.codecs.lvpnet_codec import LVPNetCodec
 
-    name = sys.argv[sys.argv.index("--set") + 1] if "--set" in sys.argv else "v1"
-    out, over = SETS[name]
+    which = sys.argv[sys.argv.index("--set") + 1] if "--set" in sys.argv else "v1"
+    out, over = SETS[which]
     out.mkdir(exist_ok=True)
-    if "--inputs-only" not in sys.argv:
+    if isinstance(over, str):
+        import shutil
+
+        shutil.copyfile(SETS[over][0] / "model.pt", out / "model.pt")
+    elif "--inputs-only" not in sys.argv:
         make_model(out / "model.pt", over)
     import hashlib
 
     codec = LVPNetCodec(out / "model.pt", device="cpu")
     expected = {"model_sha256": codec.model_id(), "codec_version": codec.version, "chunks": {}}
-    for name, x in inputs().items():
+    cases = inputs() | (adapting_inputs() if which == "v4" else {})
+    for name, x in cases.items():
         np.save(out / f"{name}.npy", x)
         data = codec.encode(x)
         (out / f"{name}.chunk").write_bytes(data)
