@@ -91,8 +91,8 @@ def test_roundtrip_bit_exact(codec, name):
     assert y.dtype == x.dtype and y.shape == x.shape
     assert np.array_equal(x, y)
     planes = unpack_chunk(data, 3 if x.ndim == 3 else 1, codec.version)
-    for _vmin, R, lat, pix, step in planes:
-        assert (R == 0) == (len(lat) == 0) == (len(pix) == 0) and step >= 1
+    for _vmin, R, lat, pix, step, gaps in planes:
+        assert (R == 0) == (len(lat) == 0) == (len(pix) == 0) and step >= 1 and gaps.shape[1] == 2
 
 
 def test_large_odd_slice(codec):
@@ -115,14 +115,14 @@ def test_accepts_integers_up_to_16_bits(codec):
 
 def test_constant_slice_has_no_streams(codec):
     data = codec.encode(np.full((8, 9), 3, np.uint8))
-    assert len(data) == 1 + 18  # the plane header alone
+    assert len(data) == 1 + 22  # the plane header alone
 
 
 def test_chunk_stats_real_and_estimated(codec):
     x = CASES["int16_ct"]
     data = codec.encode(x)
     st = codec.chunk_stats(data, x.shape, x.dtype, LVPNetCodec.version)
-    assert st["latent_bits"] + st["pixel_bits"] + 8 * (1 + 18) == 8 * len(data)  # + plane count and header
+    assert st["latent_bits"] + st["pixel_bits"] + 8 * (1 + 22) == 8 * len(data)  # + plane count and header
     assert st["estimated_bits"] == pytest.approx(st["estimated_latent_bits"] + st["estimated_pixel_bits"])
     # real ANS streams within 32 bits per stream (+ a hair) of the ideal code length
     assert abs(st["latent_bits"] - st["estimated_latent_bits"]) < 64 + 0.01 * st["estimated_latent_bits"]
@@ -207,13 +207,43 @@ def test_pack_unpack():
     lat = np.array([1, 2], np.uint32)
     pix = np.array([3, 4, 5], np.uint32)
     data = pack_chunk([(-5, 300, lat, pix)], version=1)
-    ((vmin, R, l2, p2, step),) = unpack_chunk(data, 1, version=1)
-    assert (vmin, R, step) == (-5, 300, 1) and np.array_equal(l2, lat) and np.array_equal(p2, pix)
+    ((vmin, R, l2, p2, step, gaps),) = unpack_chunk(data, 1, version=1)
+    assert (vmin, R, step, gaps.shape) == (-5, 300, 1, (0, 2)) and np.array_equal(l2, lat) and np.array_equal(p2, pix)
     data = pack_chunk([(-5, 300, lat, pix, 16)], version=2)
-    ((vmin, R, l2, p2, step),) = unpack_chunk(data, 1, version=2)
-    assert (vmin, R, step) == (-5, 300, 16) and np.array_equal(l2, lat) and np.array_equal(p2, pix)
+    ((vmin, R, l2, p2, step, gaps),) = unpack_chunk(data, 1, version=2)
+    assert (vmin, R, step, gaps.shape) == (-5, 300, 16, (0, 2)) and np.array_equal(l2, lat) and np.array_equal(p2, pix)
     with pytest.raises(ValueError):
         unpack_chunk(data, 1, version=1)  # the other layout does not tile the chunk
+    g = np.array([[10, 900], [200, 70]])
+    data = pack_chunk([(-5, 300, lat, pix, 16, g)], version=3)
+    ((vmin, R, l2, p2, step, gaps),) = unpack_chunk(data, 1, version=3)
+    assert (vmin, R, step) == (-5, 300, 16) and np.array_equal(gaps, g) and np.array_equal(p2, pix)
+    for bad in ([[10, 900], [10, 70]], [[10, 0]], [[300, 5]]):  # not increasing, empty run, beyond R
+        with pytest.raises(ValueError, match="gaps"):
+            unpack_chunk(pack_chunk([(-5, 300, lat, pix, 16, np.array(bad))], version=3), 1, version=3)
+    with pytest.raises(ValueError):
+        pack_chunk([(-5, 300, lat, pix, 16, g)], version=2)
+
+
+def test_unused_value_runs_are_taken_out(codec):
+    """A CT with padding at -2000 next to air near -1000 (nothing in between): the chunk lists the
+    run of unused values, codes a smaller range, and decodes exactly; a run that would leave the
+    dtype is refused."""
+    from lvpnet.model.prep import GAP_MIN
+
+    rng = np.random.default_rng(5)
+    x = _smooth(rng, (40, 52), -1000, 200, np.int16)
+    yy, xx = np.mgrid[:40, :52]
+    x[np.hypot(yy - 20, xx - 26) > 22] = -2000
+    data = codec.encode(x)
+    ((vmin, R, _l, _p, step, gaps),) = unpack_chunk(data, 1, codec.version)
+    assert vmin == -2000 and step == 1 and len(gaps) == 1 and gaps[0, 0] == 0
+    assert gaps[0, 1] == int(x[x > -2000].min()) + 2000 - 1 > GAP_MIN and R == int(x.max()) + 2000 - gaps[0, 1]
+    assert np.array_equal(codec.decode(data, x.shape, x.dtype, codec.version), x)
+    big = np.array([[0, 40000]])  # a run that takes the values beyond int16: refused
+    ((vmin, R, lat, pix, step, _g),) = unpack_chunk(data, 1, codec.version)
+    with pytest.raises(ValueError, match="range"):
+        codec.decode(pack_chunk([(vmin, R, lat, pix, step, big)], 3), x.shape, x.dtype, 3)
 
 
 def test_values_on_a_grid_are_coded_by_their_step(codec):
@@ -223,7 +253,7 @@ def test_values_on_a_grid_are_coded_by_their_step(codec):
     x = CASES["uint16_12bit_overlay"] & 0x0FFF
     x16 = (x.astype(np.uint16) << 4) + 32
     data = codec.encode(x16)
-    ((vmin, R, _l, _p, step),) = unpack_chunk(data, 1, codec.version)
+    ((vmin, R, _l, _p, step, _g),) = unpack_chunk(data, 1, codec.version)
     assert step == 16 * int(np.gcd.reduce(np.diff(np.unique(x)))) and vmin == int(x16.min())
     assert np.array_equal(codec.decode(data, x16.shape, x16.dtype, codec.version), x16)
     assert len(data) < len(codec.encode(x16 + (np.arange(x16.size).reshape(x16.shape) % 2).astype(np.uint16)))

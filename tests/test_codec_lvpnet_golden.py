@@ -78,7 +78,7 @@ def test_the_adapting_golden_input_adapts(codecs):
 
     x = np.load(SETS["v4"] / "levels_uint16.npy")
     data = (SETS["v4"] / "levels_uint16.chunk").read_bytes()
-    (_vmin, _R, _lat, pix, _step), = unpack_chunk(data, 1, 3)
+    ((_vmin, _R, _lat, pix, _step, _gaps),) = unpack_chunk(data, 1, 3)
     eng = codecs["v4"].engine()
     assert eng.pixels.pop_offsets(new_coder(pix), 1, len(ADAPT_WEIGHTS))[0] > 0
     assert np.array_equal(codecs["v4"].decode(data, x.shape, x.dtype, 3), x)

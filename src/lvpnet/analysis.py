@@ -233,16 +233,18 @@ def _plane(model: LoadedModel, plane: np.ndarray) -> dict:
 
     from .model.adapt import adapted_pixel_bits
     from .model.intnet import ExactMode
-    from .model.prep import padded_size, polyphase_pad, slice_params, sub_real_shape, to_grid
+    from .model.prep import collapse_gaps, padded_size, polyphase_pad, slice_params, sub_real_shape, to_grid
     from .model.qcm import qcm_int
     from .model.tables import calibrated_scales, latent_bits_exact
 
     net, dec = model.net, model.dec
     cfg, f = dec.cfg, dec.f
-    plane = to_grid(plane)[2]  # values on a grid are coded by their index, as the codec does
+    # values on a grid are coded by their index, without runs of unused values, as the codec does
+    plane = to_grid(plane)[2]
+    if slice_params(plane)[1] > MAX_RANGE:
+        raise InputError(f"the slice spans {slice_params(plane)[1] + 1} values; the model codes ranges of at most 16 bits")
+    plane = collapse_gaps(plane)[0]
     vmin, R, B = slice_params(plane)
-    if R > MAX_RANGE:
-        raise InputError(f"the slice spans {R + 1} values; the model codes ranges of at most 16 bits")
     v = plane - vmin
     H, W = v.shape
     Hp, Wp = padded_size(H, W, cfg.stride)

@@ -1,13 +1,17 @@
 """The learned codec (LVPNet): one 2-D slice <-> a chunk of real constriction streams.
 
-Chunk layout, version 1 (docs/FORMAT.md, section "lvpnet"), little-endian:
+Chunk layout, version 3 (docs/FORMAT.md, section "lvpnet"), little-endian:
 
     byte 0          P, the number of planes: 1 (grey) or 3 (RGB as G, R-G, B-G)
-    P x 16 bytes    per plane: vmin (i32), R (u32), latent_words (u32), pixel_words (u32)
-    then per plane  latent_words u32 words of the latent ANS stream,
-                    then pixel_words u32 words of the pixel ANS stream
+    P x 22 bytes    per plane: vmin (i32), R (u32), latent_words (u32), pixel_words (u32),
+                    value step (u16), gaps (u32)
+    then per plane  gaps pairs of u32 (p, r): runs of unused values taken out
+                    (``prep.collapse_gaps``), then latent_words u32 words of the latent
+                    ANS stream, then pixel_words u32 words of the pixel ANS stream
 
-A plane with R = 0 (constant) has no streams (both word counts 0). The streams
+The plane's values are ``vmin + step * expand_gaps(k)`` with ``k`` in ``[0, R]`` the coded
+values. Version 2 has no gaps field (18-byte plane headers), version 1 neither the step
+(16 bytes). A plane with R = 0 (constant) has no streams (both word counts 0). The streams
 must tile the chunk exactly. Which weights wrote a chunk is the file header's
 ``model`` (sha256 of the weights file); see ``lvpnet_entropy`` for the coding
 order inside the streams and ``lvpnet_engine`` for the model side.
@@ -33,7 +37,8 @@ from .base import Codec
 WEIGHTS_NAME = "lvpnet-v1.pt"  # the current shipped weights (the name stays; the card says which)
 CARD_NAME = "lvpnet-v1.json"
 WEIGHTS_ENV = "LVPNET_WEIGHTS"
-_PLANE = {1: struct.Struct("<iIII"), 2: struct.Struct("<iIIIH"), 3: struct.Struct("<iIIIH")}  # per bitstream version
+# plane header per bitstream version: vmin, R, latent words, pixel words[, value step[, gaps]]
+_PLANE = {1: struct.Struct("<iIII"), 2: struct.Struct("<iIIIH"), 3: struct.Struct("<iIIIHI")}
 
 
 def shipped_weights() -> Path | None:
@@ -111,21 +116,28 @@ def default_weights() -> Path | None:
     return shipped_weights()
 
 
-def pack_chunk(planes: list[tuple], version: int = 2) -> bytes:
-    """Planes ``(vmin, R, latent words, pixel words[, step])`` -> chunk bytes (``step``: version 2)."""
+def pack_chunk(planes: list[tuple], version: int = 3) -> bytes:
+    """Planes ``(vmin, R, latent words, pixel words[, step[, gaps]])`` -> chunk bytes (``step``:
+    version 2 and later; ``gaps``, an (n, 2) array of ``prep.collapse_gaps``: version 3)."""
     fmt = _PLANE[version]
     head = [bytes([len(planes)])]
     body = []
-    for vmin, R, lat, pix, *step in planes:
-        extra = (int(step[0]) if step else 1,) if version >= 2 else ()
+    for vmin, R, lat, pix, *rest in planes:
+        step = int(rest[0]) if rest else 1
+        gaps = np.asarray(rest[1] if len(rest) > 1 else np.zeros((0, 2)), dtype=np.int64).reshape(-1, 2)
+        extra = (step, len(gaps))[: max(0, version - 1)]
+        if version < 3 and len(gaps):
+            raise ValueError("value gaps need bitstream version 3")
         head.append(fmt.pack(int(vmin), int(R), len(lat), len(pix), *extra))
+        body.append(np.ascontiguousarray(gaps, dtype="<u4").tobytes())
         body.append(np.ascontiguousarray(lat, dtype="<u4").tobytes())
         body.append(np.ascontiguousarray(pix, dtype="<u4").tobytes())
     return b"".join(head + body)
 
 
-def unpack_chunk(data: bytes, n_planes: int, version: int = 2) -> list[tuple[int, int, np.ndarray, np.ndarray, int]]:
-    """Chunk bytes -> planes ``(vmin, R, latent words, pixel words, step)`` (step 1 in version 1)."""
+def unpack_chunk(data: bytes, n_planes: int, version: int = 3) -> list[tuple]:
+    """Chunk bytes -> planes ``(vmin, R, latent words, pixel words, step, gaps)`` (step 1 before
+    version 2; gaps an (n, 2) int64 array, empty before version 3)."""
     fmt = _PLANE.get(version)
     if fmt is None:
         raise ValueError(f"lvpnet chunk version {version} is not supported")
@@ -136,19 +148,25 @@ def unpack_chunk(data: bytes, n_planes: int, version: int = 2) -> list[tuple[int
         raise ValueError("lvpnet chunk: truncated header")
     out = []
     for i in range(n_planes):
-        vmin, R, nl, npx, *step = fmt.unpack_from(data, 1 + i * fmt.size)
-        step = step[0] if step else 1
+        vmin, R, nl, npx, *rest = fmt.unpack_from(data, 1 + i * fmt.size)
+        step = rest[0] if rest else 1
+        ng = rest[1] if len(rest) > 1 else 0
         if step < 1:
             raise ValueError("lvpnet chunk: value step 0")
-        if R == 0 and (nl or npx):
+        if R == 0 and (nl or npx or ng):
             raise ValueError("lvpnet chunk: streams for a constant plane")
         if R > 0 and (nl == 0 or npx == 0):
             raise ValueError("lvpnet chunk: missing stream")
-        end = pos + 4 * (nl + npx)
+        end = pos + 4 * (2 * ng + nl + npx)
         if end > len(data):
             raise ValueError("lvpnet chunk: truncated stream")
-        words = np.frombuffer(data, dtype="<u4", count=nl + npx, offset=pos).astype(np.uint32)
-        out.append((vmin, R, words[:nl], words[nl:], step))
+        words = np.frombuffer(data, dtype="<u4", count=2 * ng + nl + npx, offset=pos).astype(np.uint32)
+        gaps = words[: 2 * ng].astype(np.int64).reshape(ng, 2)
+        if ng and ((np.diff(gaps[:, 0]) <= 0).any() or gaps[-1, 0] >= R or (gaps[:, 1] < 1).any()
+                   or R + int(gaps[:, 1].sum()) > 0xFFFFFFFF):
+            raise ValueError("lvpnet chunk: bad value gaps")
+        words = words[2 * ng :]
+        out.append((vmin, R, words[:nl], words[nl:], step, gaps))
         pos = end
     if pos != len(data):
         raise ValueError("lvpnet chunk: trailing bytes")
@@ -160,7 +178,8 @@ class LVPNetCodec(Codec):
 
     id = "lvpnet"
     # 2: per-step scale offsets at the head of each pixel stream (1: none); 3: as 2, with
-    # pixel tables adapted to the slice (lvpnet_adapt), the chunk layout unchanged
+    # pixel tables adapted to the slice (model.adapt) and runs of unused values taken out
+    # (prep.collapse_gaps, listed in the chunk)
     version = 3
     reads_versions = (1, 2, 3)
 
@@ -234,8 +253,9 @@ class LVPNetCodec(Codec):
         planes = []
         for p in self._planes(np.asarray(slice_)):
             vmin, step, k = prep.to_grid(p)
-            _zero, R, lat, pix = eng.encode_plane(k)
-            planes.append((vmin, R, lat, pix, step))
+            packed, gaps = prep.collapse_gaps(k)
+            _zero, R, lat, pix = eng.encode_plane(packed)
+            planes.append((vmin, R, lat, pix, step, gaps))
         return pack_chunk(planes, self.version)
 
     def decode(self, data: bytes, shape: tuple[int, ...], dtype: np.dtype, version: int) -> np.ndarray:
@@ -247,15 +267,15 @@ class LVPNetCodec(Codec):
         planes = unpack_chunk(data, 3 if rgb else 1, version)
         eng = self.engine()
         cal, ada = version >= 2, version >= 3
-        out = [vmin + step * eng.decode_plane(0, R, lat, pix, H, W, calibrated=cal, adaptive=ada)
-               for vmin, R, lat, pix, step in planes]
+        out = [vmin + step * prep.expand_gaps(eng.decode_plane(0, R, lat, pix, H, W, calibrated=cal, adaptive=ada), gaps)
+               for vmin, R, lat, pix, step, gaps in planes]
         if rgb:
             from ..model.prep import planes_to_rgb
 
             return planes_to_rgb(out, dtype)
         info = np.iinfo(dtype)
-        vmin, R, step = planes[0][0], planes[0][1], planes[0][4]
-        if vmin < info.min or vmin + step * R > info.max:
+        vmin, R, step, gaps = planes[0][0], planes[0][1], planes[0][4], planes[0][5]
+        if vmin < info.min or vmin + step * (R + int(gaps[:, 1].sum())) > info.max:
             raise ValueError("lvpnet chunk: value range outside the dtype")
         return out[0].astype(dtype)
 
@@ -265,7 +285,7 @@ class LVPNetCodec(Codec):
         planes = unpack_chunk(data, 3 if rgb else 1, version)
         eng = self.engine()
         est_lat = est_pix = 0.0
-        for vmin, R, lat, pix, _step in planes:
+        for vmin, R, lat, pix, _step, _gaps in planes:
             _out, bl, bp = eng.decode_plane(
                 vmin, R, lat, pix, H, W, want_bits=True, calibrated=version >= 2, adaptive=version >= 3
             )

@@ -34,7 +34,7 @@ from .predictor import (
     up_neighbours,
     upgrade_state,
 )
-from .prep import ORDERS, padded_size, polyphase_pad, slice_params, sub_real_shape, to_ctx, to_grid
+from .prep import ORDERS, collapse_gaps, padded_size, polyphase_pad, slice_params, sub_real_shape, to_ctx, to_grid
 from .prior import FactorizedPrior
 from .qcm import QCM, qcm_int
 from .tables import (
@@ -431,6 +431,8 @@ def slice_bits(
     v2d = np.asarray(v2d).astype(np.int64)
     if calibrate:  # the codec's value step too (bitstream version 2): values min + g * k coded as k
         v2d = to_grid(v2d)[2]
+    if calibrate and adapt:  # and without runs of unused values (version 3)
+        v2d = collapse_gaps(v2d)[0]
     vmin, R, B = slice_params(v2d)
     v = v2d - vmin
     H, W = v.shape

@@ -57,6 +57,41 @@ def value_step(plane: np.ndarray) -> int:
     return g if 1 <= g <= 0xFFFF else 1
 
 
+GAP_MIN = 64  # runs of more unused values than this are taken out before coding (bitstream version 3)
+
+
+def collapse_gaps(k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Values ``k`` (int64, minimum 0) -> (``packed``, ``gaps``): every run of more than ``GAP_MIN``
+    values that no pixel takes is removed, so ``packed`` spans a smaller range. ``gaps`` (n, 2)
+    int64 holds per run ``(p, r)``: the packed value just below the run and the run's length;
+    ``expand_gaps`` adds ``r`` back to every packed value above ``p``.
+
+    Why: a CT's padding at -2000 next to air at -1000 is an edge of 1000 grey levels for the
+    model (escapes and wide tables on both sides), but only one step once the unused levels in
+    between are gone; an outlier at 65535 above data below 30000 no longer sets the range."""
+    k = np.asarray(k, dtype=np.int64)
+    u = np.unique(k)
+    d = np.diff(u)
+    big = np.nonzero(d - 1 > GAP_MIN)[0]
+    if big.size == 0:
+        return k, np.zeros((0, 2), np.int64)
+    removed = d[big] - 1
+    before = np.concatenate([[0], np.cumsum(removed)])
+    packed = k - before[np.searchsorted(u[big], k, side="left")]
+    gaps = np.stack([u[big] - before[:-1], removed], axis=1)
+    return packed, gaps
+
+
+def expand_gaps(packed: np.ndarray, gaps: np.ndarray) -> np.ndarray:
+    """Inverse of ``collapse_gaps``."""
+    packed = np.asarray(packed, dtype=np.int64)
+    if len(gaps) == 0:
+        return packed
+    gaps = np.asarray(gaps, dtype=np.int64)
+    before = np.concatenate([[0], np.cumsum(gaps[:, 1])])
+    return packed + before[np.searchsorted(gaps[:, 0], packed, side="left")]
+
+
 def bit_depth(R: int) -> int:
     return max(1, int(R).bit_length())
 
