@@ -227,18 +227,20 @@ def test_pack_unpack():
 
 def test_unused_value_runs_are_taken_out(codec):
     """A CT with padding at -2000 next to air near -1000 (nothing in between): the chunk lists the
-    run of unused values, codes a smaller range, and decodes exactly; a run that would leave the
-    dtype is refused."""
+    run of unused values, codes a smaller range, and decodes exactly; runs among a few outliers
+    are kept; a run that would leave the dtype is refused."""
     from lvpnet.model.prep import GAP_MIN
 
     rng = np.random.default_rng(5)
     x = _smooth(rng, (40, 52), -1000, 200, np.int16)
     yy, xx = np.mgrid[:40, :52]
     x[np.hypot(yy - 20, xx - 26) > 22] = -2000
+    x[5, 5:8] = [25000, 26000, 30000]  # a few bright outliers: the runs between them stay
     data = codec.encode(x)
     ((vmin, R, _l, _p, step, gaps),) = unpack_chunk(data, 1, codec.version)
     assert vmin == -2000 and step == 1 and len(gaps) == 1 and gaps[0, 0] == 0
     assert gaps[0, 1] == int(x[x > -2000].min()) + 2000 - 1 > GAP_MIN and R == int(x.max()) + 2000 - gaps[0, 1]
+    assert R > 30000
     assert np.array_equal(codec.decode(data, x.shape, x.dtype, codec.version), x)
     big = np.array([[0, 40000]])  # a run that takes the values beyond int16: refused
     ((vmin, R, lat, pix, step, _g),) = unpack_chunk(data, 1, codec.version)

@@ -57,22 +57,28 @@ def value_step(plane: np.ndarray) -> int:
     return g if 1 <= g <= 0xFFFF else 1
 
 
-GAP_MIN = 64  # runs of more unused values than this are taken out before coding (bitstream version 3)
+GAP_MIN = 64  # runs of more unused values than this may be taken out before coding (bitstream version 3)
+GAP_SIDE = 1 / 64  # ... when at least this fraction of the pixels lies on either side of the run
 
 
 def collapse_gaps(k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Values ``k`` (int64, minimum 0) -> (``packed``, ``gaps``): every run of more than ``GAP_MIN``
-    values that no pixel takes is removed, so ``packed`` spans a smaller range. ``gaps`` (n, 2)
-    int64 holds per run ``(p, r)``: the packed value just below the run and the run's length;
-    ``expand_gaps`` adds ``r`` back to every packed value above ``p``.
+    values that no pixel takes, with at least ``GAP_SIDE`` of the pixels below it and above it,
+    is removed, so ``packed`` spans a smaller range. ``gaps`` (n, 2) int64 holds per run
+    ``(p, r)``: the packed value just below the run and the run's length; ``expand_gaps`` adds
+    ``r`` back to every packed value above ``p``. The decoder reads the runs; how they are
+    chosen is the encoder's affair.
 
     Why: a CT's padding at -2000 next to air at -1000 is an edge of 1000 grey levels for the
     model (escapes and wide tables on both sides), but only one step once the unused levels in
-    between are gone; an outlier at 65535 above data below 30000 no longer sets the range."""
+    between are gone: -8% on the val CT. Runs among a few bright outliers stay: removing them
+    bends the grey scale where the bright tissue is (+0.3% on a DWI mosaic, measured)."""
     k = np.asarray(k, dtype=np.int64)
-    u = np.unique(k)
+    u, n = np.unique(k, return_counts=True)
     d = np.diff(u)
-    big = np.nonzero(d - 1 > GAP_MIN)[0]
+    below = np.cumsum(n)[:-1]
+    side = GAP_SIDE * k.size
+    big = np.nonzero((d - 1 > GAP_MIN) & (below >= side) & (k.size - below >= side))[0]
     if big.size == 0:
         return k, np.zeros((0, 2), np.int64)
     removed = d[big] - 1
