@@ -20,7 +20,7 @@ DATA = Path(__file__).resolve().parent / "data"
 # v1: model head 1, 2x2 sub-images, bitstream version 1 (decode only: the codec writes version 3 now)
 # v2: model head 2, 4x4 sub-images, step 0 by rows, bitstream version 2 (per-step scale offsets)
 # v3: as v2 with model head 3 (signed linear terms, nonzero in this set's weights)
-# v4: v3's weights, bitstream version 3 (tables adapted to the slice; levels_uint16 adapts them)
+# v4: v3's weights, bitstream version 3 (tables adapted to the slice, value gaps, repeat flags)
 SETS = {"v1": DATA / "lvpnet_golden", "v2": DATA / "lvpnet_golden_v2", "v3": DATA / "lvpnet_golden_v3",
         "v4": DATA / "lvpnet_golden_v4"}
 EXPECTED = {k: json.loads((d / "expected.json").read_text()) for k, d in SETS.items()}
@@ -69,16 +69,18 @@ def test_golden_encode(codecs, which, name):
     assert data == (SETS[which] / f"{name}.chunk").read_bytes(), "the codec's output changed: bump its version or fix it"
 
 
-def test_the_adapting_golden_input_adapts(codecs):
-    """levels_uint16's pixel stream starts with a nonzero prior-weight index: the golden bytes
-    guard the adapted tables, not only the fixed ones."""
+@pytest.mark.parametrize("name,flags", [("levels_uint16", None), ("flat_background_uint8", True)])
+def test_the_adapting_golden_inputs_adapt(codecs, name, flags):
+    """Their pixel streams start with a coding mode that adapts the tables (levels_uint16) or
+    switches the neighbour-repeat flags on (flat_background_uint8): the golden bytes guard
+    those paths, not only the fixed tables."""
     from lvpnet.codecs.lvpnet_codec import unpack_chunk
     from lvpnet.codecs.lvpnet_entropy import new_coder
-    from lvpnet.model.adapt import ADAPT_WEIGHTS
+    from lvpnet.model.adapt import ADAPT_WEIGHTS, MODES
 
-    x = np.load(SETS["v4"] / "levels_uint16.npy")
-    data = (SETS["v4"] / "levels_uint16.chunk").read_bytes()
+    x = np.load(SETS["v4"] / f"{name}.npy")
+    data = (SETS["v4"] / f"{name}.chunk").read_bytes()
     ((_vmin, _R, _lat, pix, _step, _gaps),) = unpack_chunk(data, 1, 3)
-    eng = codecs["v4"].engine()
-    assert eng.pixels.pop_offsets(new_coder(pix), 1, len(ADAPT_WEIGHTS))[0] > 0
+    mode = int(codecs["v4"].engine().pixels.pop_offsets(new_coder(pix), 1, MODES)[0])
+    assert mode % len(ADAPT_WEIGHTS) > 0 if flags is None else mode >= len(ADAPT_WEIGHTS)
     assert np.array_equal(codecs["v4"].decode(data, x.shape, x.dtype, 3), x)

@@ -3,7 +3,15 @@
 import numpy as np
 import pytest
 
-from lvpnet.model.adapt import ADAPT_WEIGHTS, StepTables, choose_weight, mix_tables, plane_symbol_bits
+from lvpnet.model.adapt import (
+    ADAPT_WEIGHTS,
+    PlaneItem,
+    StepTables,
+    choose_plane_coding,
+    mix_tables,
+    plane_bits,
+    plane_symbol_bits,
+)
 from lvpnet.model.tables import TOTAL, build_pixel_tables
 
 
@@ -49,6 +57,8 @@ def test_weight_zero_is_the_fixed_tables_and_the_choice_is_the_cheapest(base):
     steps = [(k, rng.choice([2, 9], size=500), rng.integers(0, 12, 500)) for k in range(4)]
     fixed = sum(float(-np.log2(base[s, y] / TOTAL).sum()) for _k, y, s in steps)
     assert sum(float(b.sum()) for b in plane_symbol_bits(steps, base, 0)) == pytest.approx(fixed, rel=1e-12)
-    costs = [sum(float(b.sum()) for b in plane_symbol_bits(steps, base, w)) for w in ADAPT_WEIGHTS]
-    w = choose_weight(steps, base)
+    items = [PlaneItem(k, y, s, np.zeros(y.size)) for k, y, s in steps]
+    costs = [sum(float(b.sum()) for b in plane_bits(items, base, w, False)) for w in range(len(ADAPT_WEIGHTS))]
+    w, flags = choose_plane_coding(items, base)
+    assert not flags  # no flag contexts in these items
     assert costs[w] == min(costs) and w > 0 and costs[w] < 0.8 * fixed

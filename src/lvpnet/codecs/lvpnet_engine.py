@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from ..model import IntegerDecoder, LVPNet, load_checkpoint, prep
-from ..model.adapt import ADAPT_WEIGHTS, StepTables, choose_weight, side_bits
+from ..model.adapt import ADAPT_WEIGHTS, MODES, StepTables, choose_plane_coding, make_item, side_bits
+from ..model.repeat import FlagCounts, candidates, ring_for_step
 from ..model.tables import OFFSET_MAX, best_scale_offset, scale_offset, values_from_symbols
 from .lvpnet_codec import file_sha256
 from .lvpnet_entropy import LatentCoder, PixelCoder, new_coder
@@ -33,6 +34,16 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("CUDA was asked for but no CUDA device is available")
     return dev
+
+
+class _FixedCounts:
+    """The flag tables of one step, frozen for the encoder's reverse pass."""
+
+    def __init__(self, tables):
+        self._tables = tables
+
+    def table(self, x: int) -> np.ndarray:
+        return self._tables[x]
 
 
 class Engine:
@@ -51,6 +62,7 @@ class Engine:
         self.shifts_cpu = self.dec.pixel_shifts.cpu()
         self._model: LVPNet | None = None
         self._lock = threading.Lock()
+        self._rings = [ring_for_step(self.dec.order, k) for k in range(self.dec.steps)]
 
     @property
     def channels(self) -> int:
@@ -112,8 +124,9 @@ class Engine:
 
         ``calibrate`` (bitstream version 2): per step a scale offset chosen by the encoder
         (``_choose_offsets``) and stored at the head of the pixel stream; False writes version 1.
-        ``adapt`` (version 3, needs ``calibrate``): tables adapted to the slice (``lvpnet_adapt``),
-        with the prior weight chosen by the encoder and stored first; False writes version 2."""
+        ``adapt`` (version 3, needs ``calibrate``): tables adapted to the slice and neighbour-repeat
+        flags (``model.adapt``, ``model.repeat``), the coding mode chosen by the encoder and
+        stored first; False writes version 2."""
         x = np.asarray(x).astype(np.int64)
         H, W = x.shape
         vmin, R, B = prep.slice_params(x)
@@ -126,47 +139,60 @@ class Engine:
         vp = prep.polyphase_pad(v, Hp, Wp, f)
         z = self.model().encode_slice(vp, B, device=self.device)
         zs = self.dec.latent_symbols(z).cpu().numpy()
-        records = []  # (step, values, mu, s) in decoding order (step 0 row by row for step0_rows models)
+        records = []  # (step, values, mu, s, pos, row) in decoding order (step 0 row by row for step0_rows models)
 
         def step(k, mu, s, pos, row):
             di, dj = pos
             sub = v[di::f, dj::f]
             sub = np.ascontiguousarray(sub if row is None else sub[row : row + 1])
             if sub.size:
-                records.append((k, sub, mu, s))
+                records.append((k, sub, mu, s, pos, row))
             return sub
 
         z = z.to(self.device)
         self._walk(z, R, H, W, step)
         offsets = self._choose_offsets(records, R) if calibrate else None
-        items = []
-        for k, sub, mu, s in records:
+        adapt = adapt and offsets is not None
+        items, extras = [], []
+        for k, sub, mu, s, pos, row in records:
             s = self._shift(s, offsets, k)
-            sym, low, _nb, esc = self.dec.symbols(torch.from_numpy(sub), torch.from_numpy(mu), torch.from_numpy(s))
-            sym, low, esc = sym.numpy(), low.numpy(), esc.numpy()
-            items.append((k, sym, np.where(esc, sub, low), s))
-        weight = None
-        if adapt and offsets is not None:
-            weight = choose_weight([(k, sym, s) for k, sym, _e, s in items], self.pixels.tables)
-        # the tables of every step, walking forward as the decoder will (ANS pushes in reverse)
-        tables = StepTables(self.pixels.tables, ADAPT_WEIGHTS[weight]) if weight is not None else None
-        models, est = [], 0.0
-        for k, sym, _e, s in items:
+            sym, low, nb, esc = self.dec.symbols(torch.from_numpy(sub), torch.from_numpy(mu), torch.from_numpy(s))
+            sym, low, nb, esc = sym.numpy(), low.numpy(), nb.numpy(), esc.numpy()
+            extra_bits = np.where(esc, np.log2(R + 1.0), nb)
+            ring = None if (row is not None or not adapt) else self._rings[k]
+            items.append(make_item(k, sym, s, extra_bits, sub, pos, v, self.dec.order, f, ring))
+            extras.append(np.where(esc, sub, low).reshape(-1))
+        weight, flags = choose_plane_coding(items, self.pixels.tables) if adapt else (0, False)
+        # each step's flags and tables, walking forward as the decoder will (ANS pushes in reverse)
+        tables = StepTables(self.pixels.tables, ADAPT_WEIGHTS[weight]) if adapt else None
+        counts = FlagCounts()
+        coded, est = [], 0.0
+        for it in items:
+            counts.start_step(it.k)
             if tables is not None:
-                tables.start_step(k)
-            models.append(self.pixels.step_models(s, tables))
+                tables.start_step(it.k)
+            keep = it.keep(flags)
+            flag_state = None
+            if flags and it.x is not None:
+                flag_state = (it.hit, it.x, [counts.table(xi) for xi in range(5)])
+                est += float(counts.bits(it.hit, it.x).sum()) if want_bits else 0.0
+                counts.add(it.hit, it.x)
+            sym, s = it.sym[keep], it.s[keep]
+            coded.append((keep, flag_state, self.pixels.step_models(s, tables)))
             if want_bits:
                 est += self.pixels.bits(sym, s, R, tables)
             if tables is not None:
                 tables.add(sym, s)
         lat = self.latent.encode(zs)
         coder = new_coder()
-        for (_k, sym, extra, s), m in zip(reversed(items), reversed(models)):
-            self.pixels.push_step(coder, sym, extra, s, R, m)
+        for it, extra, (keep, flag_state, models) in zip(reversed(items), reversed(extras), reversed(coded)):
+            self.pixels.push_step(coder, it.sym[keep], extra[keep], it.s[keep], R, models)
+            if flag_state is not None:
+                self.pixels.push_flags(coder, flag_state[0], flag_state[1], _FixedCounts(flag_state[2]))
         if offsets is not None:  # pushed last, so the decoder reads them first
             est += self.pixels.push_offsets(coder, offsets + OFFSET_MAX, 2 * OFFSET_MAX + 1)
-        if weight is not None:  # read before the offsets
-            est += self.pixels.push_offsets(coder, np.array([weight]), len(ADAPT_WEIGHTS))
+        if adapt:  # read before the offsets
+            est += self.pixels.push_offsets(coder, np.array([weight + len(ADAPT_WEIGHTS) * flags]), MODES)
         pix = coder.get_compressed()
         if not want_bits:
             return vmin, R, lat, pix
@@ -209,9 +235,12 @@ class Engine:
         f = self.dec.f
         pix_bits = [0.0]
         offsets = tables = None
+        flags = False
+        counts = FlagCounts()
         if calibrated and adaptive:
-            weight = int(self.pixels.pop_offsets(coder, 1, len(ADAPT_WEIGHTS))[0])
-            tables = StepTables(self.pixels.tables, ADAPT_WEIGHTS[weight])
+            mode = int(self.pixels.pop_offsets(coder, 1, MODES)[0])
+            flags = mode >= len(ADAPT_WEIGHTS)
+            tables = StepTables(self.pixels.tables, ADAPT_WEIGHTS[mode % len(ADAPT_WEIGHTS)])
         if calibrated:
             offsets = self.pixels.pop_offsets(coder, self.dec.steps, 2 * OFFSET_MAX + 1) - OFFSET_MAX
         pix_bits[0] += side_bits(self.dec.steps, calibrated, adaptive)
@@ -223,13 +252,26 @@ class Engine:
             s = self._shift(s, offsets, k)
             if tables is not None:
                 tables.start_step(k)
-            sym, extra = self.pixels.pop_step(coder, s, R, tables)
+            counts.start_step(k)
+            ring = self._rings[k] if (flags and row is None) else None
+            hit = np.zeros(mu.shape, bool)
+            if ring is not None:
+                cand, x = candidates(out, pos, f, mu.shape, ring)
+                hit = self.pixels.pop_flags(coder, x, counts)
+                if want_bits:
+                    pix_bits[0] += float(counts.bits(hit, x).sum())
+                counts.add(hit, x)
+            keep = ~hit
+            sym, extra = self.pixels.pop_step(coder, s[keep], R, tables)
             esc = sym == self.pixels.esc
             low = np.where(esc, 0, extra)
-            vals = values_from_symbols(
-                torch.from_numpy(sym), torch.from_numpy(low), torch.from_numpy(mu), torch.from_numpy(s),
+            vals = np.empty(mu.shape, np.int64)
+            vals[keep] = values_from_symbols(
+                torch.from_numpy(sym), torch.from_numpy(low), torch.from_numpy(mu[keep]), torch.from_numpy(s[keep]),
                 self.shifts_cpu, self.dec.K, torch.from_numpy(extra),
             ).numpy()
+            if ring is not None:
+                vals[hit] = cand[hit]
             if vals.size and (vals.min() < 0 or vals.max() > R):
                 raise ValueError("decoded value outside the slice's range (damaged stream or other weights)")
             if row is None:
@@ -237,9 +279,9 @@ class Engine:
             else:
                 out[di + row * f, dj::f] = vals[0]
             if want_bits:
-                pix_bits[0] += self.pixels.bits(sym, s, R, tables)
+                pix_bits[0] += self.pixels.bits(sym, s[keep], R, tables)
             if tables is not None:
-                tables.add(sym, s)
+                tables.add(sym, s[keep])
             return vals
 
         self._walk(z, R, H, W, step)

@@ -21,14 +21,15 @@ a stack):
 
 * latent stream: channel 0, 1, ..., C-1; within a channel the latent grid in
   C (raster) order;
-* pixel stream: first the adaptation weight index (version 3, uniform over 4), then the
-  per-step scale offsets (version 2 and later, uniform over 9 each), then per sub-image
-  step k = 0, 1, ...: first the symbols, grouped by
+* pixel stream: first the coding mode (version 3, uniform over 8: prior-weight index plus 4
+  when neighbour-repeat flags are on), then the per-step scale offsets (version 2 and later,
+  uniform over 9 each), then per sub-image step k = 0, 1, ...: with flags on (k >= 1), the
+  flags grouped by context 1..4 (``push_flags``), then for the unflagged pixels the symbols, grouped by
   scale index s ascending and in raster order inside a group; then one batch of
   uniform "extras" in raster order: for a non-escaped pixel with ``b_s > 0``
   its ``b_s`` low bits (uniform over ``2**b_s``), for an escaped pixel its value
   (uniform over ``[0, R]``); pixels with neither have no extra. In version 3 the
-  symbols of scale index s are coded with the slice-adapted row (``lvpnet_adapt``).
+  symbols of scale index s are coded with the slice-adapted row (``model.adapt``).
 """
 
 from __future__ import annotations
@@ -165,6 +166,25 @@ class PixelCoder:
         if has.any():
             extra[has] = coder.decode(self.uniform, np.ascontiguousarray(sizes[has], dtype=np.int32))
         return sym.reshape(s.shape), extra.reshape(s.shape)
+
+    def push_flags(self, coder, hit: np.ndarray, x: np.ndarray, counts) -> None:
+        """Encoder: one step's neighbour-repeat flags (``model.repeat``; where ``x > 0``), grouped
+        by context ``x`` = 1..4, raster order inside a group, with ``counts.table(x)``."""
+        hit, x = hit.reshape(-1), x.reshape(-1)
+        for xi in range(4, 0, -1):
+            m = x == xi
+            if m.any():
+                coder.encode_reverse(np.ascontiguousarray(hit[m], dtype=np.int32), _categorical(counts.table(xi)))
+
+    def pop_flags(self, coder, x: np.ndarray, counts) -> np.ndarray:
+        """Decoder: the flags ``push_flags`` wrote -> bool array shaped like ``x`` (False where 0)."""
+        flat = x.reshape(-1)
+        hit = np.zeros(flat.size, bool)
+        for xi in range(1, 5):
+            m = flat == xi
+            if m.any():
+                hit[m] = coder.decode(_categorical(counts.table(xi)), int(m.sum())).astype(bool)
+        return hit.reshape(x.shape)
 
     def push_offsets(self, coder, values: np.ndarray, size: int) -> float:
         """Encoder: small integers in [0, size) coded uniformly (the per-step scale offsets, the

@@ -42,9 +42,13 @@ def inputs() -> dict[str, np.ndarray]:
 
 def adapting_inputs() -> dict[str, np.ndarray]:
     """Inputs on which the encoder picks adapted tables (set v4): three grey levels, like a
-    palette ultrasound, whose residuals the model's logistic tables fit badly."""
+    palette ultrasound, whose residuals the model's logistic tables fit badly; and a flat
+    background, on which it switches neighbour-repeat flags on."""
     rng = np.random.default_rng(7)
-    return {"levels_uint16": rng.choice(np.array([0, 1, 1023], np.uint16), size=(37, 50), p=[0.45, 0.45, 0.1])}
+    flat = np.zeros((44, 52), np.uint8)  # a black background around a noisy block: repeat flags on
+    flat[12:30, 15:40] = rng.integers(0, 200, (18, 25))
+    return {"levels_uint16": rng.choice(np.array([0, 1, 1023], np.uint16), size=(37, 50), p=[0.45, 0.45, 0.1]),
+            "flat_background_uint8": flat}
 
 
 SETS = {

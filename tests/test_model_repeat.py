@@ -1,0 +1,82 @@
+"""lvpnet.model.repeat: neighbour-repeat flags (candidates from decoded neighbours, adaptive flag tables)."""
+
+import numpy as np
+import pytest
+
+from lvpnet.model.adapt import PlaneItem, choose_plane_coding, make_item, plane_bits
+from lvpnet.model.prep import ORDERS
+from lvpnet.model.repeat import FlagCounts, candidates, ring_for_step
+from lvpnet.model.tables import TOTAL, build_pixel_tables
+
+
+@pytest.mark.parametrize("f", [2, 4])
+def test_every_ring_uses_only_decoded_phases(f):
+    """The decoder can only look at pixels of earlier steps: every step's ring lands on them,
+    and every step after the first has a ring."""
+    order = ORDERS[f]
+    for k in range(len(order)):
+        ring = ring_for_step(order, k)
+        assert (ring is None) == (k == 0)
+        if ring:
+            di, dj = order[k]
+            assert all(((di + dy) % f, (dj + dx) % f) in order[:k] for dy, dx in ring)
+    assert ring_for_step(ORDERS[1], 0) is None
+
+
+def test_candidates_majority_first_and_edges():
+    v = np.array([[5, 5, 7, 0],
+                  [5, 9, 5, 0],
+                  [3, 5, 8, 0],
+                  [0, 0, 0, 0]])
+    ring = ((-1, 0), (1, 0), (0, -1), (0, 1))
+    c, x = candidates(v, (1, 1), 2, (2, 2), ring)  # pixels (1,1), (1,3), (3,1), (3,3)
+    assert c[0, 0] == 5 and x[0, 0] == 4  # (1,1): up 5, down 5, left 5, right 5
+    assert c[0, 1] == 0 and x[0, 1] == 2  # (1,3): up 0, down 0, left 5; right is outside
+    assert c[1, 1] == 0 and x[1, 1] == 2  # (3,3): up 0, left 0; down and right are outside
+    c, x = candidates(np.array([[4]]), (0, 0), 1, (1, 1), ring)
+    assert x[0, 0] == 0  # no neighbour inside: no flag
+
+
+def test_flag_tables_are_valid_and_learn():
+    fc = FlagCounts()
+    for x in range(1, 5):
+        t = fc.table(x)
+        assert t.sum() == TOTAL and (t >= 2).all()
+    assert fc.table(4)[1] > fc.table(1)[1]  # the prior: 4 agreeing neighbours, likely a repeat
+    fc.start_step(1)
+    fc.add(np.ones(1000, bool), np.full(1000, 1))
+    assert fc.table(1)[1] == fc.table(1)[1]  # nothing counted before the next step
+    before = fc.table(1)[1]
+    fc.start_step(2)
+    assert fc.table(1)[1] > 0.99 * TOTAL > before
+    b = fc.bits(np.array([True, False, True]), np.array([1, 1, 0]))
+    assert b[0] < 0.02 and b[1] > 6 and b[2] == 0
+
+
+def test_flags_pay_off_on_a_flat_background():
+    """A flat background with a block of noise: the encoder switches flags on, and the flagged
+    pixels cost next to nothing; pure noise keeps them off."""
+    base = build_pixel_tables(n_scales=12, per_octave=4, sigma_min=0.5, K=8)[0].astype(np.int64)
+    rng = np.random.default_rng(0)
+    order, f = ORDERS[4], 4
+
+    def items_for(v):
+        out = []
+        for k, (di, dj) in enumerate(order):
+            vals = v[di::f, dj::f]
+            sym = np.clip(vals - 8, -8, 8) + 8  # a fixed "prediction" of 8: symbols around the middle
+            s = np.full(vals.shape, 6)
+            out.append(make_item(k, sym, s, np.zeros(vals.shape), vals, (di, dj), v, order, f))
+        return out
+
+    v = np.zeros((64, 64), np.int64)
+    v[20:40, 20:40] = rng.integers(0, 16, (20, 20))
+    items = items_for(v)
+    w, flags = choose_plane_coding(items, base)
+    assert flags
+    on = sum(float(b.sum()) for b in plane_bits(items, base, w, True))
+    off = min(sum(float(b.sum()) for b in plane_bits(items, base, wi, False)) for wi in range(4))
+    assert on < 0.8 * off
+    noise = rng.integers(0, 16, (64, 64))
+    assert not choose_plane_coding(items_for(noise), base)[1]
+    assert isinstance(items[0], PlaneItem) and items[0].hit is None  # step 0: no flags
