@@ -10,7 +10,8 @@ exact integer path). Writes beside the weights:
   codec in total *and* in every modality on val (issue 3's "must"). ``lvpnet compress``
   makes the learned codec its default only then; otherwise the weights still serve
   ``--codec lvpnet`` and the Inspect maps, and the classical fallback stays the default.
-* ``lvpnet-v1.md``: the model card the training run wrote, next to the weights.
+* ``lvpnet-v1.md``: the model card the training run wrote, next to the weights
+  (``--keep-card``: left as it is, to refresh the figures of the weights already shipped).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from collections import defaultdict
 from pathlib import Path
 
 RES = Path(__file__).resolve().parents[1] / "resources"
+CODEC_VERSION = 3  # the learned codec's bitstream version the eval's estimates model (lvpnet.model.slice_bits)
 
 
 def modality_ratios(images: list[dict]) -> dict[str, float]:
@@ -37,6 +39,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkpoint")
     ap.add_argument("eval_json")
+    ap.add_argument("--keep-card", action="store_true",
+                    help="keep resources/lvpnet-v1.md (refresh the figures of weights already shipped)")
     args = ap.parse_args(argv)
     ck = Path(args.checkpoint)
     ev = json.loads(Path(args.eval_json).read_text())
@@ -56,12 +60,13 @@ def main(argv=None) -> int:
         "val_ratio_per_modality": per_mod,
         "val_per_image": {im["id"]: {"bpsp": im["bpsp"], "best": im["best"], "ratio": im["ratio"]} for im in val["images"]},
         "default_codec": bool(wins),
+        "codec_version": CODEC_VERSION,
         "note": "estimated bits (exact integer tables, pixels + latent); file bytes in BENCHMARKS.md",
     }
     shutil.copyfile(ck, RES / "lvpnet-v1.pt")
     (RES / "lvpnet-v1.json").write_text(json.dumps(card, indent=1) + "\n")
     md = ck.with_name("model_card.md")
-    if md.is_file():
+    if md.is_file() and not args.keep_card:
         shutil.copyfile(md, RES / "lvpnet-v1.md")
     print(f"shipped {ck} ({sha[:12]}...): val ratio {val['ratio']:.4f}, per modality "
           + ", ".join(f"{m} {r:.3f}" for m, r in per_mod.items())
