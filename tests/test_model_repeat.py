@@ -5,7 +5,7 @@ import pytest
 
 from lvpnet.model.adapt import PlaneItem, choose_plane_coding, make_item, plane_bits
 from lvpnet.model.prep import ORDERS
-from lvpnet.model.repeat import FlagCounts, candidates, ring_for_step
+from lvpnet.model.repeat import CONTEXTS, FlagCounts, candidates, ring_for_step, row_ring
 from lvpnet.model.tables import TOTAL, build_pixel_tables
 
 
@@ -39,7 +39,7 @@ def test_candidates_majority_first_and_edges():
 
 def test_flag_tables_are_valid_and_learn():
     fc = FlagCounts()
-    for x in range(1, 5):
+    for x in range(1, CONTEXTS):
         t = fc.table(x)
         assert t.sum() == TOTAL and (t >= 2).all()
     assert fc.table(4)[1] > fc.table(1)[1]  # the prior: 4 agreeing neighbours, likely a repeat
@@ -80,3 +80,32 @@ def test_flags_pay_off_on_a_flat_background():
     noise = rng.integers(0, 16, (64, 64))
     assert not choose_plane_coding(items_for(noise), base)[1]
     assert isinstance(items[0], PlaneItem) and items[0].hit is None  # step 0: no flags
+
+
+def test_rows_of_sub_image_0_flag_from_the_row_above():
+    """Sub-image 0 decoded row by row: candidates come from the three pixels above in that
+    sub-image, with contexts of their own, and the counts learn row by row; on a flat
+    background the encoder takes flag level 2 (rows too)."""
+    base = build_pixel_tables(n_scales=12, per_octave=4, sigma_min=0.5, K=8)[0].astype(np.int64)
+    order, f = ORDERS[4], 4
+    v = np.zeros((64, 64), np.int64)
+    v[24:40, 24:40] = np.random.default_rng(2).integers(0, 16, (16, 16))
+    c, x = candidates(v, (8, 0), f, (1, 16), row_ring(f))  # row 2 of sub-image 0 (image row 8)
+    assert (c == 0).all() and x[0, 0] == 2 and (x[0, 1:-1] == 3).all()  # first pixel: one neighbour outside
+    items = []
+    for k, (di, dj) in enumerate(order):
+        vals = v[di::f, dj::f]
+        sym, s = np.clip(vals - 8, -8, 8) + 8, np.full(vals.shape, 6)
+        if k == 0:
+            for r in range(vals.shape[0]):
+                items.append(make_item(0, sym[r], s[r], np.zeros(vals.shape[1]), vals[r : r + 1], (r * f, 0), v,
+                                       order, f, row=r))
+        else:
+            items.append(make_item(k, sym, s, np.zeros(vals.shape), vals, (di, dj), v, order, f))
+    assert items[0].x is not None and (items[0].x == 0).all()  # row 0: nothing above
+    assert (items[1].x[1:-1] == 3 + 4).all() and items[1].stage == (0, 1)
+    w, level = choose_plane_coding(items, base)
+    assert level == 2
+    rows = sum(float(b.sum()) for b, it in zip(plane_bits(items, base, w, 2), items) if it.row is not None)
+    rows_off = sum(float(b.sum()) for b, it in zip(plane_bits(items, base, w, 1), items) if it.row is not None)
+    assert rows < 0.5 * rows_off

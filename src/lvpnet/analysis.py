@@ -273,7 +273,9 @@ def _plane(model: LoadedModel, plane: np.ndarray) -> dict:
                 steps.append((k, v_, mu_, s_))
             ctx.append(sub)  # the edge-padded sub-image, as the decoder rebuilds it
         # ... its tables adapted to the slice and its neighbour-repeat flags (bitstream version 3)
-        per_pixel, _mode = adapted_pixel_bits(steps, R, dec.pixel_tables, dec.pixel_shifts, dec.K, v, dec.order)
+        per_pixel, _mode = adapted_pixel_bits(
+            steps, R, dec.pixel_tables, dec.pixel_shifts, dec.K, v, dec.order, dec.cfg.step0_rows
+        )
         for (k, *_rest), b in zip(steps, per_pixel):
             di, dj = dec.order[k]
             bits[di::f, dj::f] = b

@@ -21,7 +21,7 @@ import torch
 
 from ..model import IntegerDecoder, LVPNet, load_checkpoint, prep
 from ..model.adapt import ADAPT_WEIGHTS, MODES, StepTables, choose_plane_coding, make_item, side_bits
-from ..model.repeat import FlagCounts, candidates, ring_for_step
+from ..model.repeat import CONTEXTS, ROW0_CONTEXT, FlagCounts, candidates, ring_for_step, row_ring
 from ..model.tables import OFFSET_MAX, best_scale_offset, scale_offset, values_from_symbols
 from .lvpnet_codec import file_sha256
 from .lvpnet_entropy import LatentCoder, PixelCoder, new_coder
@@ -159,22 +159,26 @@ class Engine:
             sym, low, nb, esc = self.dec.symbols(torch.from_numpy(sub), torch.from_numpy(mu), torch.from_numpy(s))
             sym, low, nb, esc = sym.numpy(), low.numpy(), nb.numpy(), esc.numpy()
             extra_bits = np.where(esc, np.log2(R + 1.0), nb)
-            ring = None if (row is not None or not adapt) else self._rings[k]
-            items.append(make_item(k, sym, s, extra_bits, sub, pos, v, self.dec.order, f, ring))
+            if row is None:
+                items.append(make_item(k, sym, s, extra_bits, sub, pos, v, self.dec.order, f,
+                                       self._rings[k] if adapt else None))
+            else:
+                items.append(make_item(k, sym, s, extra_bits, sub, (pos[0] + row * f, pos[1]), v, self.dec.order, f,
+                                       "auto" if adapt else None, row=row))
             extras.append(np.where(esc, sub, low).reshape(-1))
-        weight, flags = choose_plane_coding(items, self.pixels.tables) if adapt else (0, False)
+        weight, flags = choose_plane_coding(items, self.pixels.tables) if adapt else (0, 0)
         # each step's flags and tables, walking forward as the decoder will (ANS pushes in reverse)
         tables = StepTables(self.pixels.tables, ADAPT_WEIGHTS[weight]) if adapt else None
         counts = FlagCounts()
         coded, est = [], 0.0
         for it in items:
-            counts.start_step(it.k)
+            counts.start_step(it.stage)
             if tables is not None:
                 tables.start_step(it.k)
             keep = it.keep(flags)
             flag_state = None
-            if flags and it.x is not None:
-                flag_state = (it.hit, it.x, [counts.table(xi) for xi in range(5)])
+            if it.flagged(flags):
+                flag_state = (it.hit, it.x, [counts.table(xi) for xi in range(CONTEXTS)])
                 est += float(counts.bits(it.hit, it.x).sum()) if want_bits else 0.0
                 counts.add(it.hit, it.x)
             sym, s = it.sym[keep], it.s[keep]
@@ -235,11 +239,11 @@ class Engine:
         f = self.dec.f
         pix_bits = [0.0]
         offsets = tables = None
-        flags = False
+        flags = 0
         counts = FlagCounts()
         if calibrated and adaptive:
             mode = int(self.pixels.pop_offsets(coder, 1, MODES)[0])
-            flags = mode >= len(ADAPT_WEIGHTS)
+            flags = mode // len(ADAPT_WEIGHTS)
             tables = StepTables(self.pixels.tables, ADAPT_WEIGHTS[mode % len(ADAPT_WEIGHTS)])
         if calibrated:
             offsets = self.pixels.pop_offsets(coder, self.dec.steps, 2 * OFFSET_MAX + 1) - OFFSET_MAX
@@ -252,11 +256,18 @@ class Engine:
             s = self._shift(s, offsets, k)
             if tables is not None:
                 tables.start_step(k)
-            counts.start_step(k)
-            ring = self._rings[k] if (flags and row is None) else None
+            counts.start_step((k, -1 if row is None else row))
+            ring = None
+            if row is None and flags >= 1:
+                ring = self._rings[k]
+            elif row is not None and flags >= 2:
+                ring = row_ring(f)
             hit = np.zeros(mu.shape, bool)
             if ring is not None:
-                cand, x = candidates(out, pos, f, mu.shape, ring)
+                at = pos if row is None else (di + row * f, dj)
+                cand, x = candidates(out, at, f, mu.shape, ring)
+                if row is not None:  # sub-image 0's rows have contexts of their own
+                    x = np.where(x > 0, x + ROW0_CONTEXT, 0)
                 hit = self.pixels.pop_flags(coder, x, counts)
                 if want_bits:
                     pix_bits[0] += float(counts.bits(hit, x).sum())

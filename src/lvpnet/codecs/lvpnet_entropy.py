@@ -23,8 +23,8 @@ a stack):
   C (raster) order;
 * pixel stream: first the coding mode (version 3, uniform over 8: prior-weight index plus 4
   when neighbour-repeat flags are on), then the per-step scale offsets (version 2 and later,
-  uniform over 9 each), then per sub-image step k = 0, 1, ...: with flags on (k >= 1), the
-  flags grouped by context 1..4 (``push_flags``), then for the unflagged pixels the symbols, grouped by
+  uniform over 9 each), then per sub-image step k = 0, 1, ... (or row of sub-image 0): with
+  flags on, the flags grouped by context (``push_flags``), then for the unflagged pixels the symbols, grouped by
   scale index s ascending and in raster order inside a group; then one batch of
   uniform "extras" in raster order: for a non-escaped pixel with ``b_s > 0``
   its ``b_s`` low bits (uniform over ``2**b_s``), for an escaped pixel its value
@@ -168,10 +168,10 @@ class PixelCoder:
         return sym.reshape(s.shape), extra.reshape(s.shape)
 
     def push_flags(self, coder, hit: np.ndarray, x: np.ndarray, counts) -> None:
-        """Encoder: one step's neighbour-repeat flags (``model.repeat``; where ``x > 0``), grouped
-        by context ``x`` = 1..4, raster order inside a group, with ``counts.table(x)``."""
+        """Encoder: one stage's neighbour-repeat flags (``model.repeat``; where ``x > 0``), grouped
+        by context ``x`` ascending, raster order inside a group, with ``counts.table(x)``."""
         hit, x = hit.reshape(-1), x.reshape(-1)
-        for xi in range(4, 0, -1):
+        for xi in np.unique(x[x > 0])[::-1]:
             m = x == xi
             if m.any():
                 coder.encode_reverse(np.ascontiguousarray(hit[m], dtype=np.int32), _categorical(counts.table(xi)))
@@ -180,7 +180,7 @@ class PixelCoder:
         """Decoder: the flags ``push_flags`` wrote -> bool array shaped like ``x`` (False where 0)."""
         flat = x.reshape(-1)
         hit = np.zeros(flat.size, bool)
-        for xi in range(1, 5):
+        for xi in np.unique(flat[flat > 0]):
             m = flat == xi
             if m.any():
                 hit[m] = coder.decode(_categorical(counts.table(xi)), int(m.sum())).astype(bool)

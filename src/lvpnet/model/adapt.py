@@ -9,8 +9,9 @@ earlier sub-image steps, a Dirichlet posterior with ``T[s]`` as its prior):
     p_i = (w * T[s]_i / 2**16 + c_i) / (w + n)          n = sum_i c_i
 
 with a prior weight ``w`` the encoder picks per plane from ``ADAPT_WEIGHTS`` (index 0: the
-fixed tables), together with whether neighbour-repeat flags are on (``model.repeat``): one
-of 8 coding modes, so a slice never pays more than the 3 bits of the choice. Counts grow only
+fixed tables), together with a level of neighbour-repeat flags (``model.repeat``: off, from
+step 1 on, or also in sub-image 0's rows): one of 12 coding modes, so a slice never pays more
+than the 3.6 bits of the choice. Counts grow only
 between steps, so every pixel of a step sees the same tables and a step is still coded in
 a few batched calls. Everything is integer (``mix_tables``), so encoder and decoder build
 the same tables on every machine. Measured on val (shipped weights, estimate): CT -7%,
@@ -28,17 +29,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .repeat import FlagCounts, candidates, ring_for_step
+from .repeat import ROW0_CONTEXT, FlagCounts, candidates, ring_for_step, row_ring
 from .tables import OFFSET_MAX, TOTAL, pixel_symbols
 
 ADAPT_WEIGHTS = (0, 256, 1024, 4096)  # prior weights in pixels; the index is coded per plane
-MODES = 2 * len(ADAPT_WEIGHTS)  # the plane's coding mode: weight index + 4 * (flags on, model.repeat)
+FLAG_LEVELS = 3  # neighbour-repeat flags (model.repeat): 0 off, 1 from step 1 on, 2 also in sub-image 0's rows
+MODES = FLAG_LEVELS * len(ADAPT_WEIGHTS)  # the plane's coding mode: weight index + 4 * flag level
 _MAX_COUNT = 1 << 30  # counts of a scale index are halved beyond this (keeps mix_tables in int64)
 
 
 def side_bits(steps: int, calibrated: bool = True, adaptive: bool = True) -> float:
     """Bits at the head of a plane's pixel stream: the coding mode (version 3: prior-weight
-    index and flags) and one scale offset per step (version 2 and later), each coded uniformly."""
+    index and flag level) and one scale offset per step (version 2 and later), each coded uniformly."""
     bits = steps * math.log2(2 * OFFSET_MAX + 1) if calibrated else 0.0
     return bits + (math.log2(MODES) if calibrated and adaptive else 0.0)
 
@@ -125,6 +127,8 @@ class StepTables:
     def symbol_bits(self, sym: np.ndarray, s: np.ndarray) -> np.ndarray:
         """-log2 of each symbol's table entry (float64, shaped like ``sym``) at the current step."""
         flat_s, flat_sym = s.reshape(-1), sym.reshape(-1)
+        if flat_s.size == 0:  # every pixel of the item flagged as a repeat
+            return np.zeros(sym.shape, np.float64)
         present = np.unique(flat_s)
         rows = np.stack([self.table(int(si)) for si in present])
         f = rows[np.searchsorted(present, flat_s), flat_sym]
@@ -162,38 +166,52 @@ class PlaneItem:
     extra_bits: np.ndarray
     hit: np.ndarray | None = None
     x: np.ndarray | None = None
+    row: int | None = None  # the row of sub-image 0 decoded row by row
 
-    def keep(self, flags: bool) -> np.ndarray:
+    @property
+    def stage(self) -> tuple[int, int]:
+        """What the flag counts adapt between: a step, or one row of sub-image 0."""
+        return (self.k, -1 if self.row is None else self.row)
+
+    def flagged(self, flags: int) -> bool:
+        """Does this item carry flags at flag level ``flags``?"""
+        return self.hit is not None and flags >= (1 if self.row is None else 2)
+
+    def keep(self, flags: int) -> np.ndarray:
         """The pixels coded with the tables (all but the flagged repeats)."""
-        if flags and self.hit is not None:
+        if self.flagged(flags):
             return ~self.hit
         return np.ones(self.sym.shape, bool)
 
 
-def make_item(k, sym, s, extra_bits, values, pos, v, order, f: int, ring="auto") -> PlaneItem:
+def make_item(k, sym, s, extra_bits, values, pos, v, order, f: int, ring="auto", row: int | None = None) -> PlaneItem:
     """A ``PlaneItem`` from numpy arrays of one sub-image (``values`` its real pixels at ``pos``
-    of the plane ``v``, which holds every pixel decoded before step ``k``); flags where step
-    ``k`` has a decoded neighbour ring (``ring``: None for a row of sub-image 0)."""
+    of the plane ``v``, which holds every pixel decoded before them); flags where step ``k``
+    has a decoded neighbour ring (``ring``: "auto" for the step's, None for no flags). ``row``:
+    the item is that row of sub-image 0, ``pos`` its first pixel; its flags use ``row_ring``
+    and contexts of their own."""
     item = PlaneItem(k, np.asarray(sym).reshape(-1).astype(np.int64), np.asarray(s).reshape(-1).astype(np.int64),
-                     np.asarray(extra_bits, np.float64).reshape(-1))
-    ring = ring_for_step(order, k) if ring == "auto" else ring
+                     np.asarray(extra_bits, np.float64).reshape(-1), row=row)
+    if ring == "auto":
+        ring = row_ring(f) if row is not None else ring_for_step(order, k)
     if ring is not None and np.size(values):
         c, x = candidates(v, pos, f, np.shape(values), ring)
-        item.x = x.reshape(-1)
+        x = x.reshape(-1)
+        item.x = np.where(x > 0, x + ROW0_CONTEXT, 0) if row is not None else x
         item.hit = (np.asarray(values).reshape(-1) == c.reshape(-1)) & (item.x > 0)
     return item
 
 
-def plane_bits(items: list[PlaneItem], base: np.ndarray, weight_index: int, flags: bool) -> list[np.ndarray]:
-    """Per item, every pixel's code length (float64) at one coding choice: flag bits (``flags``),
+def plane_bits(items: list[PlaneItem], base: np.ndarray, weight_index: int, flags: int) -> list[np.ndarray]:
+    """Per item, every pixel's code length (float64) at one coding choice: flag bits (``flags``: the level),
     then for the unflagged pixels the adapted table bits and the raw low / escape bits."""
     tabs, counts, out = StepTables(base, ADAPT_WEIGHTS[weight_index]), FlagCounts(), []
     for it in items:
         tabs.start_step(it.k)
-        counts.start_step(it.k)
+        counts.start_step(it.stage)
         b = np.zeros(it.sym.shape, np.float64)
         keep = it.keep(flags)
-        if flags and it.x is not None:
+        if it.flagged(flags):
             b += counts.bits(it.hit, it.x)
             counts.add(it.hit, it.x)
         b[keep] += tabs.symbol_bits(it.sym[keep], it.s[keep]) + it.extra_bits[keep]
@@ -202,18 +220,22 @@ def plane_bits(items: list[PlaneItem], base: np.ndarray, weight_index: int, flag
     return out
 
 
-def choose_plane_coding(items: list[PlaneItem], base: np.ndarray) -> tuple[int, bool]:
-    """(prior-weight index, flags on) that code the plane in the fewest bits (ties: no flags,
-    then the lowest index). Stored in the stream, so the choice need not be reproducible.
-    Works on per-step histograms, so the eight modes cost little more than one."""
-    can_flag = any(it.x is not None and bool((it.x > 0).any()) for it in items)
+def choose_plane_coding(items: list[PlaneItem], base: np.ndarray) -> tuple[int, int]:
+    """(prior-weight index, flag level) that code the plane in the fewest bits (ties: the lower
+    level, then the lower index). Stored in the stream, so the choice need not be reproducible.
+    Works on per-step histograms, so the twelve modes cost little more than one."""
+    levels = [0]
+    if any(it.x is not None and it.row is None and bool((it.x > 0).any()) for it in items):
+        levels.append(1)
+        if any(it.x is not None and it.row is not None and bool((it.x > 0).any()) for it in items):
+            levels.append(2)
     best = None
-    for flags in (False, True) if can_flag else (False,):
+    for flags in levels:
         hists, fixed, counts = {}, 0.0, FlagCounts()
         for it in items:  # flag and raw bits do not depend on the weight
-            counts.start_step(it.k)
+            counts.start_step(it.stage)
             keep = it.keep(flags)
-            if flags and it.x is not None:
+            if it.flagged(flags):
                 fixed += float(counts.bits(it.hit, it.x).sum())
                 counts.add(it.hit, it.x)
             fixed += float(it.extra_bits[keep].sum())
@@ -230,18 +252,33 @@ def choose_plane_coding(items: list[PlaneItem], base: np.ndarray) -> tuple[int, 
     return best[1], best[2]
 
 
-def adapted_pixel_bits(steps, R: int, tables, shifts, K: int, v: np.ndarray, order) -> tuple[list[np.ndarray], tuple]:
+def adapted_pixel_bits(
+    steps, R: int, tables, shifts, K: int, v: np.ndarray, order, rows0: bool = False
+) -> tuple[list[np.ndarray], tuple]:
     """Per item ``(k, values, mu, s)`` of a plane (integer tensors, decoding order, ``s`` as
-    coded; ``v`` the whole plane, numpy): every pixel's code length in float64 bits as the codec
-    writes it in bitstream version 3, and the encoder's choice (weight index, flags)."""
+    coded; ``v`` the whole plane, numpy; ``rows0``: sub-image 0 is decoded row by row): every
+    pixel's code length in float64 bits as the codec writes it in bitstream version 3, and the
+    encoder's choice (weight index, flag level)."""
     base = tables.cpu().numpy()
     f = max(max(p) for p in order) + 1
-    items = []
+    items, rows_of = [], []
     for k, vals, mu, s in steps:
         sym, _low, nb, esc = pixel_symbols(vals, mu, s, shifts, K)
-        esc, nb = esc.cpu().numpy(), nb.cpu().numpy()
-        extra = np.where(esc, np.log2(float(R) + 1.0), nb.astype(np.float64))
-        items.append(make_item(k, sym.cpu().numpy(), s.long().cpu().numpy(), extra, vals.cpu().numpy(), order[k], v,
-                               order, f))
+        sym, s_, vals = sym.cpu().numpy(), s.long().cpu().numpy(), vals.cpu().numpy()
+        extra = np.where(esc.cpu().numpy(), np.log2(float(R) + 1.0), nb.cpu().numpy().astype(np.float64))
+        di, dj = order[k]
+        if k == 0 and rows0:  # the codec's items: one per row
+            for r in range(vals.shape[0]):
+                items.append(make_item(0, sym[r], s_[r], extra[r], vals[r : r + 1], (di + r * f, dj), v, order, f,
+                                       row=r))
+            rows_of.append(vals.shape[0])
+        else:
+            items.append(make_item(k, sym, s_, extra, vals, (di, dj), v, order, f))
+            rows_of.append(None)
     w, flags = choose_plane_coding(items, base)
-    return [b.reshape(tuple(st[1].shape)) for b, st in zip(plane_bits(items, base, w, flags), steps)], (w, flags)
+    bits, out, i = plane_bits(items, base, w, flags), [], 0
+    for (_k, vals, _mu, _s), nrows in zip(steps, rows_of):
+        n = 1 if nrows is None else nrows
+        out.append(np.concatenate(bits[i : i + n]).reshape(tuple(vals.shape)))
+        i += n
+    return out, (w, flags)

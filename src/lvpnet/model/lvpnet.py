@@ -458,7 +458,9 @@ def slice_bits(
             step_bits.append(float(pixel_bits_exact(v_, mu_, s_, R, dec.pixel_tables, dec.pixel_shifts, dec.K).sum()))
         ctx.append(sub)  # already the edge-padded sub-image (same as prep.pad_edge of its real part)
     if adapt:
-        per_pixel, _mode = adapted_pixel_bits(steps, R, dec.pixel_tables, dec.pixel_shifts, dec.K, v, dec.order)
+        per_pixel, _mode = adapted_pixel_bits(
+            steps, R, dec.pixel_tables, dec.pixel_shifts, dec.K, v, dec.order, dec.cfg.step0_rows
+        )
         step_bits = [0.0] * dec.steps
         for (k, *_rest), b in zip(steps, per_pixel):
             step_bits[k] = float(b.sum())

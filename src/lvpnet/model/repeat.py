@@ -5,7 +5,8 @@ edge: a pixel next to content is either exactly the background value or somethin
 two-peaked law no single logistic fits (2.8 to 4.5 bits per pixel there on the val ultrasound).
 So from step 1 on, each pixel gets a candidate value ``c``: the value most of its four nearest
 decoded neighbours share (``candidates``), with a context ``x`` = how many of them share it
-(1 to 4; 0 without a usable neighbour, then no flag). A binary flag says "the pixel is ``c``";
+(1 to 4; 0 without a usable neighbour, then no flag); a pixel of sub-image 0, decoded row by
+row, takes its candidate from the three pixels above it in that sub-image (``row_ring``). A binary flag says "the pixel is ``c``";
 only pixels without the flag are coded with the model's tables. The flag's probability per
 context adapts to the slice step by step (``FlagCounts``), like the pixel tables
 (``model.adapt``). Measured on val (estimate, shipped weights): palette ultrasound -37%, RGB
@@ -25,8 +26,17 @@ RINGS = (
     ((-2, 0), (2, 0), (0, -2), (0, 2)),
     ((-2, -2), (-2, 2), (2, -2), (2, 2)),
 )
-# Prior flag probability per context x = 1..4, in eighths (one pixel's weight): 1/8 .. 7/8.
-PRIOR_HITS = (0, 1, 2, 4, 7)
+# Prior flag probability per context, in eighths (one pixel's weight): x = 1..4 for steps >= 1,
+# 5..7 for the rows of sub-image 0 (1..3 of the three pixels above agree, ``ROW0_CONTEXT``).
+PRIOR_HITS = (0, 1, 2, 4, 7, 1, 3, 6)
+CONTEXTS = len(PRIOR_HITS)
+ROW0_CONTEXT = 4  # added to a sub-image-0 row's x: its own contexts
+
+
+def row_ring(f: int):
+    """Neighbours of a pixel of sub-image 0 decoded row by row: the three pixels of the row above
+    in that sub-image (``f`` pixels up, ``f`` left, straight up and ``f`` right)."""
+    return ((-f, -f), (-f, 0), (-f, f))
 
 
 def ring_for_step(order, k: int):
@@ -44,9 +54,9 @@ def ring_for_step(order, k: int):
 
 
 def candidates(v: np.ndarray, pos: tuple[int, int], f: int, shape: tuple[int, int], ring):
-    """Candidate value ``c`` and context ``x`` (int64, ``shape`` = the sub-image's real shape) for
-    the pixels ``v[di::f, dj::f]`` of a plane ``v`` (int64, H x W) whose ``ring`` neighbours are
-    decoded. Neighbours outside the plane do not count. ``c`` is the first neighbour (in ring
+    """Candidate value ``c`` and context ``x`` (int64, ``shape`` = the sub-image's real shape, or one
+    row of it) for the pixels ``v[di::f, dj::f]`` of a plane ``v`` (int64, H x W) whose ``ring``
+    neighbours are decoded. Neighbours outside the plane do not count. ``c`` is the first neighbour (in ring
     order) among those shared by the most neighbours; ``x`` how many share it (0: none inside)."""
     H, W = v.shape
     di, dj = pos
@@ -67,16 +77,18 @@ def candidates(v: np.ndarray, pos: tuple[int, int], f: int, shape: tuple[int, in
 
 
 class FlagCounts:
-    """Adaptive flag probabilities of one plane: ``start_step(k)`` before step ``k`` (flags
-    ``add``-ed earlier then count), ``table(x)`` the integer ``[miss, hit]`` frequencies."""
+    """Adaptive flag probabilities of one plane: ``start_step(k)`` before each stage (flags
+    ``add``-ed earlier then count; sub-image 0's rows are stages of their own, so its flags
+    learn row by row), ``table(x)`` the integer ``[miss, hit]`` frequencies."""
 
     def __init__(self):
-        self.hits = np.zeros(5, np.int64)
-        self.total = np.zeros(5, np.int64)
+        self.hits = np.zeros(CONTEXTS, np.int64)
+        self.total = np.zeros(CONTEXTS, np.int64)
         self._pending: list[tuple[np.ndarray, np.ndarray]] = []
-        self._step: int | None = None
+        self._step = None
 
-    def start_step(self, k: int) -> None:
+    def start_step(self, k) -> None:
+        """Before the flags of stage ``k`` (a step, or one row of sub-image 0: ``(0, row)``)."""
         if k == self._step:
             return
         for hit, x in self._pending:
@@ -95,7 +107,7 @@ class FlagCounts:
     def bits(self, hit: np.ndarray, x: np.ndarray) -> np.ndarray:
         """Code length of each flag (0 where ``x`` is 0: no flag), float64, shaped like ``hit``."""
         out = np.zeros(hit.shape, np.float64)
-        for xi in range(1, 5):
+        for xi in range(1, CONTEXTS):
             m = x == xi
             if m.any():
                 t = self.table(xi)
