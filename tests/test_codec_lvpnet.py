@@ -429,9 +429,9 @@ def test_per_step_scale_offsets(perturbed):
 
 def test_adapted_tables(perturbed):
     """Bitstream version 3: tables adapted to the slice never cost more than the fixed ones
-    (beyond the 2 bits of the weight), pay off on a few-level slice, decode exactly, and
+    (beyond the log2(12) bits of the coding mode), pay off on a few-level slice, decode exactly, and
     version 2 streams still decode."""
-    from lvpnet.model.adapt import ADAPT_WEIGHTS
+    from lvpnet.model.adapt import MODES
 
     eng = perturbed.engine()
     rng = np.random.default_rng(3)
@@ -439,7 +439,7 @@ def test_adapted_tables(perturbed):
     for x in (CASES["uint16_12bit_overlay"].astype(np.int64), levels):
         v3 = eng.encode_plane(x, want_bits=True)
         v2 = eng.encode_plane(x, want_bits=True, adapt=False)
-        assert v3[4] <= v2[4] + np.log2(len(ADAPT_WEIGHTS)) + 1e-6
+        assert v3[4] <= v2[4] + np.log2(MODES) + 1e-6
         assert np.array_equal(eng.decode_plane(*v3[:4], *x.shape), x)
         assert np.array_equal(eng.decode_plane(*v2[:4], *x.shape, adaptive=False), x)
         assert 32 * (len(v3[2]) + len(v3[3])) <= v3[4] + 64 + 64
@@ -471,3 +471,14 @@ def test_every_coding_mode_decodes_every_shape(tmp_path, monkeypatch):
         for x in shapes:
             y = c.decode(c.encode(x), x.shape, x.dtype, LVPNetCodec.version)
             assert np.array_equal(y, x), (mode, x.shape)
+
+
+def test_rgb_chunk_beyond_the_dtype_is_refused(codec):
+    """A chunk whose colour planes add up beyond uint8 (a forged or damaged header) is refused,
+    not wrapped around."""
+    x = CASES["rgb_uint8"]
+    planes = unpack_chunk(codec.encode(x), 3, codec.version)
+    vmin, R, lat, pix, step, gaps = planes[1]
+    planes[1] = (vmin + 300, R, lat, pix, step, gaps)  # R-G shifted far up
+    with pytest.raises(ValueError, match="outside the dtype"):
+        codec.decode(pack_chunk(planes, codec.version), x.shape, x.dtype, codec.version)

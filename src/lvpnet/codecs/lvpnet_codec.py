@@ -272,7 +272,11 @@ class LVPNetCodec(Codec):
         if rgb:
             from ..model.prep import planes_to_rgb
 
-            return planes_to_rgb(out, dtype)
+            rgb_values = planes_to_rgb(out, np.int64)
+            info = np.iinfo(dtype)
+            if rgb_values.min() < info.min or rgb_values.max() > info.max:
+                raise ValueError("lvpnet chunk: colour values outside the dtype")
+            return rgb_values.astype(dtype)
         info = np.iinfo(dtype)
         vmin, R, step, gaps = planes[0][0], planes[0][1], planes[0][4], planes[0][5]
         if vmin < info.min or vmin + step * (R + int(gaps[:, 1].sum())) > info.max:

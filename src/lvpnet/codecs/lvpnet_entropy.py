@@ -21,8 +21,8 @@ a stack):
 
 * latent stream: channel 0, 1, ..., C-1; within a channel the latent grid in
   C (raster) order;
-* pixel stream: first the coding mode (version 3, uniform over 8: prior-weight index plus 4
-  when neighbour-repeat flags are on), then the per-step scale offsets (version 2 and later,
+* pixel stream: first the coding mode (version 3, uniform over 12: prior-weight index plus 4
+  times the flag level 0-2 of the neighbour-repeat flags), then the per-step scale offsets (version 2 and later,
   uniform over 9 each), then per sub-image step k = 0, 1, ... (or row of sub-image 0): with
   flags on, the flags grouped by context (``push_flags``), then for the unflagged pixels the symbols, grouped by
   scale index s ascending and in raster order inside a group; then one batch of
@@ -118,7 +118,7 @@ class PixelCoder:
 
     def model(self, si: int, tables=None):
         """The model of scale index ``si``: the fixed table's, or the adapted row of ``tables``
-        (a ``lvpnet_adapt.StepTables`` at the step being coded, bitstream version 3)."""
+        (a ``model.adapt.StepTables`` at the step being coded, bitstream version 3)."""
         if tables is None or not tables.adapted(si):
             return self.models[si]
         m = tables.models.get(si)

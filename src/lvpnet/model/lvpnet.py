@@ -421,7 +421,8 @@ def slice_bits(
     their index (``prep.value_step``) and per-step scale offsets (their own bits are
     ``side_bits``), so pixel + latent + side bits is what a file's streams hold.
     ``adapt`` (with ``calibrate``; bitstream version 3): tables adapted to the slice
-    (``model.adapt``), the weight's 2 bits in ``side_bits``.
+    and neighbour-repeat flags (``model.adapt``, ``model.repeat``), the coding mode's
+    log2(12) bits in ``side_bits``.
 
     Returns {'pixel_bits', 'latent_bits', 'side_bits', 'n', 'step_bits'} (ideal -log2 p;
     the plane header (vmin, R, stream lengths) is not counted).

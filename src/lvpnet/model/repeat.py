@@ -10,7 +10,8 @@ row, takes its candidate from the three pixels above it in that sub-image (``row
 only pixels without the flag are coded with the model's tables. The flag's probability per
 context adapts to the slice step by step (``FlagCounts``), like the pixel tables
 (``model.adapt``). Measured on val (estimate, shipped weights): palette ultrasound -37%, RGB
-ultrasound -26%, MIP -2.6%; MR and CT leave them off (one bit per plane).
+ultrasound -30%; MR and CT leave them off (the flag level is part of the plane's coding mode,
+``model.adapt``).
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ class FlagCounts:
         self._step = k
 
     def table(self, x: int) -> np.ndarray:
-        """[miss, hit] summing to 2**16, both >= 2: p(hit) = (8 hits + prior) / (8 total + 8)."""
+        """[miss, hit] summing to 2**16 (miss >= 2, hit >= 1): p(hit) = (8 hits + prior) / (8 total + 8)."""
         num = 8 * int(self.hits[x]) + PRIOR_HITS[x]
         den = 8 * int(self.total[x]) + 8
         hit = 1 + num * (TOTAL - 2) // den
