@@ -10,7 +10,6 @@ from lvpnet.model.adapt import (
     choose_plane_coding,
     mix_tables,
     plane_bits,
-    plane_symbol_bits,
 )
 from lvpnet.model.tables import TOTAL, build_pixel_tables
 
@@ -56,8 +55,8 @@ def test_weight_zero_is_the_fixed_tables_and_the_choice_is_the_cheapest(base):
     rng = np.random.default_rng(1)
     steps = [(k, rng.choice([2, 9], size=500), rng.integers(0, 12, 500)) for k in range(4)]
     fixed = sum(float(-np.log2(base[s, y] / TOTAL).sum()) for _k, y, s in steps)
-    assert sum(float(b.sum()) for b in plane_symbol_bits(steps, base, 0)) == pytest.approx(fixed, rel=1e-12)
     items = [PlaneItem(k, y, s, np.zeros(y.size)) for k, y, s in steps]
+    assert sum(float(b.sum()) for b in plane_bits(items, base, 0, False)) == pytest.approx(fixed, rel=1e-12)
     costs = [sum(float(b.sum()) for b in plane_bits(items, base, w, False)) for w in range(len(ADAPT_WEIGHTS))]
     w, flags = choose_plane_coding(items, base)
     assert not flags  # no flag contexts in these items

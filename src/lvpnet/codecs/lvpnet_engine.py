@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from ..model import IntegerDecoder, LVPNet, load_checkpoint, prep
-from ..model.adapt import ADAPT_WEIGHTS, MODES, StepTables, choose_plane_coding, make_item, side_bits
-from ..model.repeat import CONTEXTS, ROW0_CONTEXT, FlagCounts, candidates, ring_for_step, row_ring
+from ..model.adapt import ADAPT_WEIGHTS, MODES, StepTables, choose_plane_coding, make_item, side_bits, walk_plane
+from ..model.repeat import CONTEXTS, FlagCounts, flags_apply, item_candidates
 from ..model.tables import OFFSET_MAX, best_scale_offset, scale_offset, values_from_symbols
 from .lvpnet_codec import file_sha256
 from .lvpnet_entropy import LatentCoder, PixelCoder, new_coder
@@ -62,7 +62,6 @@ class Engine:
         self.shifts_cpu = self.dec.pixel_shifts.cpu()
         self._model: LVPNet | None = None
         self._lock = threading.Lock()
-        self._rings = [ring_for_step(self.dec.order, k) for k in range(self.dec.steps)]
 
     @property
     def channels(self) -> int:
@@ -159,34 +158,22 @@ class Engine:
             sym, low, nb, esc = self.dec.symbols(torch.from_numpy(sub), torch.from_numpy(mu), torch.from_numpy(s))
             sym, low, nb, esc = sym.numpy(), low.numpy(), nb.numpy(), esc.numpy()
             extra_bits = np.where(esc, np.log2(R + 1.0), nb)
-            if row is None:
-                items.append(make_item(k, sym, s, extra_bits, sub, pos, v, self.dec.order, f,
-                                       self._rings[k] if adapt else None))
-            else:
-                items.append(make_item(k, sym, s, extra_bits, sub, (pos[0] + row * f, pos[1]), v, self.dec.order, f,
-                                       "auto" if adapt else None, row=row))
+            at = pos if row is None else (pos[0] + row * f, pos[1])
+            items.append(make_item(k, sym, s, extra_bits, sub, at, v, self.dec.order, f, adapt, row))
             extras.append(np.where(esc, sub, low).reshape(-1))
         weight, flags = choose_plane_coding(items, self.pixels.tables) if adapt else (0, 0)
-        # each step's flags and tables, walking forward as the decoder will (ANS pushes in reverse)
-        tables = StepTables(self.pixels.tables, ADAPT_WEIGHTS[weight]) if adapt else None
-        counts = FlagCounts()
+        # each item's flag tables and models, walking forward as the decoder will (ANS pushes in
+        # reverse); weight 0 and no flags: the fixed tables (versions 1 and 2)
         coded, est = [], 0.0
-        for it in items:
-            counts.start_step(it.stage)
-            if tables is not None:
-                tables.start_step(it.k)
-            keep = it.keep(flags)
+        for it, keep, tables, counts in walk_plane(items, self.pixels.tables, weight, flags):
             flag_state = None
             if it.flagged(flags):
                 flag_state = (it.hit, it.x, [counts.table(xi) for xi in range(CONTEXTS)])
                 est += float(counts.bits(it.hit, it.x).sum()) if want_bits else 0.0
-                counts.add(it.hit, it.x)
             sym, s = it.sym[keep], it.s[keep]
             coded.append((keep, flag_state, self.pixels.step_models(s, tables)))
             if want_bits:
                 est += self.pixels.bits(sym, s, R, tables)
-            if tables is not None:
-                tables.add(sym, s)
         lat = self.latent.encode(zs)
         coder = new_coder()
         for it, extra, (keep, flag_state, models) in zip(reversed(items), reversed(extras), reversed(coded)):
@@ -257,17 +244,13 @@ class Engine:
             if tables is not None:
                 tables.start_step(k)
             counts.start_step((k, -1 if row is None else row))
-            ring = None
-            if row is None and flags >= 1:
-                ring = self._rings[k]
-            elif row is not None and flags >= 2:
-                ring = row_ring(f)
             hit = np.zeros(mu.shape, bool)
-            if ring is not None:
+            found = None
+            if flags_apply(flags, row):
                 at = pos if row is None else (di + row * f, dj)
-                cand, x = candidates(out, at, f, mu.shape, ring)
-                if row is not None:  # sub-image 0's rows have contexts of their own
-                    x = np.where(x > 0, x + ROW0_CONTEXT, 0)
+                found = item_candidates(out, at, f, mu.shape, self.dec.order, k, row)
+            if found is not None:
+                cand, x = found
                 hit = self.pixels.pop_flags(coder, x, counts)
                 if want_bits:
                     pix_bits[0] += float(counts.bits(hit, x).sum())
@@ -281,7 +264,7 @@ class Engine:
                 torch.from_numpy(sym), torch.from_numpy(low), torch.from_numpy(mu[keep]), torch.from_numpy(s[keep]),
                 self.shifts_cpu, self.dec.K, torch.from_numpy(extra),
             ).numpy()
-            if ring is not None:
+            if found is not None:
                 vals[hit] = cand[hit]
             if vals.size and (vals.min() < 0 or vals.max() > R):
                 raise ValueError("decoded value outside the slice's range (damaged stream or other weights)")

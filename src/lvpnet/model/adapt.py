@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .repeat import ROW0_CONTEXT, FlagCounts, candidates, ring_for_step, row_ring
+from .repeat import FlagCounts, flags_apply, item_candidates
 from .tables import OFFSET_MAX, TOTAL, pixel_symbols
 
 ADAPT_WEIGHTS = (0, 256, 1024, 4096)  # prior weights in pixels; the index is coded per plane
@@ -72,7 +72,6 @@ class StepTables:
         self.counts = np.zeros(self.base.shape, dtype=np.int64)
         self._pending = np.zeros(self.base.shape, dtype=np.int64)
         self._step: int | None = None
-        self._rows: dict[int, np.ndarray] = {}
         self.models: dict[int, object] = {}  # the coder's models of this step's adapted rows
 
     def start_step(self, k: int) -> None:
@@ -84,20 +83,24 @@ class StepTables:
         if over.any():
             self.counts[over] >>= 1
         self._step = k
-        self._rows = {}
         self.models = {}
 
     def adapted(self, s: int) -> bool:
         """False where ``table(s)`` is the fixed table (no prior weight, or no counts yet)."""
         return self.weight > 0 and bool(self.counts[s].any())
 
+    def rows(self, present: np.ndarray) -> np.ndarray:
+        """The integer rows (len, n) of the scale indices ``present``, adapted ones mixed in one call."""
+        rows = self.base[present]
+        if self.weight > 0:
+            mixed = self.counts[present].any(axis=1)
+            if mixed.any():
+                rows = rows.copy()
+                rows[mixed] = mix_tables(self.base[present[mixed]], self.counts[present[mixed]], self.weight)
+        return rows
+
     def table(self, s: int) -> np.ndarray:
-        if not self.adapted(s):
-            return self.base[s]
-        row = self._rows.get(s)
-        if row is None:
-            row = self._rows[s] = mix_tables(self.base[s][None], self.counts[s][None], self.weight)[0]
-        return row
+        return self.rows(np.array([s]))[0]
 
     def add(self, sym: np.ndarray, s: np.ndarray) -> None:
         """Symbols of the current step (any shape; ``s`` alike): counted from the next step on."""
@@ -114,13 +117,7 @@ class StepTables:
         present = np.nonzero(hist.any(axis=1))[0]
         if present.size == 0:
             return 0.0
-        rows = self.base[present]
-        if self.weight > 0:  # all adapted rows of the step mixed in one call
-            mixed = self.counts[present].any(axis=1)
-            if mixed.any():
-                rows = rows.copy()
-                rows[mixed] = mix_tables(self.base[present[mixed]], self.counts[present[mixed]], self.weight)
-        h = hist[present]
+        rows, h = self.rows(present), hist[present]
         m = h > 0
         return float(-(h[m] * np.log2(rows[m] / TOTAL)).sum())
 
@@ -130,8 +127,7 @@ class StepTables:
         if flat_s.size == 0:  # every pixel of the item flagged as a repeat
             return np.zeros(sym.shape, np.float64)
         present = np.unique(flat_s)
-        rows = np.stack([self.table(int(si)) for si in present])
-        f = rows[np.searchsorted(present, flat_s), flat_sym]
+        f = self.rows(present)[np.searchsorted(present, flat_s), flat_sym]
         return (-np.log2(f / TOTAL)).reshape(sym.shape)
 
 
@@ -139,18 +135,6 @@ def symbol_counts(sym: np.ndarray, s: np.ndarray, shape: tuple[int, int]) -> np.
     """Histogram (S, n) int64 of symbols ``sym`` per scale index ``s``."""
     flat = np.asarray(s).reshape(-1).astype(np.int64) * shape[1] + np.asarray(sym).reshape(-1)
     return np.bincount(flat, minlength=shape[0] * shape[1]).reshape(shape).astype(np.int64)
-
-
-def plane_symbol_bits(steps: list[tuple[int, np.ndarray, np.ndarray]], base: np.ndarray, weight: int) -> list[np.ndarray]:
-    """Per item ``(k, sym, s)`` of a plane, in decoding order: its symbols' code lengths under
-    the tables adapted at prior weight ``weight``."""
-    tabs = StepTables(base, weight)
-    out = []
-    for k, sym, s in steps:
-        tabs.start_step(k)
-        out.append(tabs.symbol_bits(sym, s))
-        tabs.add(sym, s)
-    return out
 
 
 @dataclass
@@ -175,7 +159,7 @@ class PlaneItem:
 
     def flagged(self, flags: int) -> bool:
         """Does this item carry flags at flag level ``flags``?"""
-        return self.hit is not None and flags >= (1 if self.row is None else 2)
+        return self.hit is not None and flags_apply(flags, self.row)
 
     def keep(self, flags: int) -> np.ndarray:
         """The pixels coded with the tables (all but the flagged repeats)."""
@@ -184,38 +168,45 @@ class PlaneItem:
         return np.ones(self.sym.shape, bool)
 
 
-def make_item(k, sym, s, extra_bits, values, pos, v, order, f: int, ring="auto", row: int | None = None) -> PlaneItem:
-    """A ``PlaneItem`` from numpy arrays of one sub-image (``values`` its real pixels at ``pos``
-    of the plane ``v``, which holds every pixel decoded before them); flags where step ``k``
-    has a decoded neighbour ring (``ring``: "auto" for the step's, None for no flags). ``row``:
-    the item is that row of sub-image 0, ``pos`` its first pixel; its flags use ``row_ring``
-    and contexts of their own."""
+def make_item(
+    k, sym, s, extra_bits, values, pos, v, order, f: int, flags: bool = True, row: int | None = None
+) -> PlaneItem:
+    """A ``PlaneItem`` from numpy arrays of one sub-image (``values`` its real pixels, the first
+    at ``pos`` of the plane ``v``, which holds every pixel decoded before them); with ``flags``,
+    the candidates and contexts of ``repeat.item_candidates``. ``row``: the item is that row of
+    sub-image 0."""
     item = PlaneItem(k, np.asarray(sym).reshape(-1).astype(np.int64), np.asarray(s).reshape(-1).astype(np.int64),
                      np.asarray(extra_bits, np.float64).reshape(-1), row=row)
-    if ring == "auto":
-        ring = row_ring(f) if row is not None else ring_for_step(order, k)
-    if ring is not None and np.size(values):
-        c, x = candidates(v, pos, f, np.shape(values), ring)
-        x = x.reshape(-1)
-        item.x = np.where(x > 0, x + ROW0_CONTEXT, 0) if row is not None else x
+    found = item_candidates(v, pos, f, np.shape(values), order, k, row) if flags and np.size(values) else None
+    if found is not None:
+        c, x = found
+        item.x = x.reshape(-1)
         item.hit = (np.asarray(values).reshape(-1) == c.reshape(-1)) & (item.x > 0)
     return item
+
+
+def walk_plane(items: list[PlaneItem], base: np.ndarray, weight_index: int, flags: int):
+    """The coding state item by item, in decoding order, at one coding choice (prior-weight
+    index, flag level): yields ``(item, keep, tables, flag counts)`` as they stand when the item
+    is coded, and counts the item once the caller is done with it."""
+    tabs, counts = StepTables(base, ADAPT_WEIGHTS[weight_index]), FlagCounts()
+    for it in items:
+        tabs.start_step(it.k)
+        counts.start_step(it.stage)
+        keep = it.keep(flags)
+        yield it, keep, tabs, counts
+        if it.flagged(flags):
+            counts.add(it.hit, it.x)
+        tabs.add(it.sym[keep], it.s[keep])
 
 
 def plane_bits(items: list[PlaneItem], base: np.ndarray, weight_index: int, flags: int) -> list[np.ndarray]:
     """Per item, every pixel's code length (float64) at one coding choice: flag bits (``flags``: the level),
     then for the unflagged pixels the adapted table bits and the raw low / escape bits."""
-    tabs, counts, out = StepTables(base, ADAPT_WEIGHTS[weight_index]), FlagCounts(), []
-    for it in items:
-        tabs.start_step(it.k)
-        counts.start_step(it.stage)
-        b = np.zeros(it.sym.shape, np.float64)
-        keep = it.keep(flags)
-        if it.flagged(flags):
-            b += counts.bits(it.hit, it.x)
-            counts.add(it.hit, it.x)
+    out = []
+    for it, keep, tabs, counts in walk_plane(items, base, weight_index, flags):
+        b = counts.bits(it.hit, it.x) if it.flagged(flags) else np.zeros(it.sym.shape, np.float64)
         b[keep] += tabs.symbol_bits(it.sym[keep], it.s[keep]) + it.extra_bits[keep]
-        tabs.add(it.sym[keep], it.s[keep])
         out.append(b)
     return out
 
@@ -231,13 +222,10 @@ def choose_plane_coding(items: list[PlaneItem], base: np.ndarray) -> tuple[int, 
             levels.append(2)
     best = None
     for flags in levels:
-        hists, fixed, counts = {}, 0.0, FlagCounts()
-        for it in items:  # flag and raw bits do not depend on the weight
-            counts.start_step(it.stage)
-            keep = it.keep(flags)
+        hists, fixed = {}, 0.0
+        for it, keep, _tabs, counts in walk_plane(items, base, 0, flags):  # flag and raw bits do not depend on the weight
             if it.flagged(flags):
                 fixed += float(counts.bits(it.hit, it.x).sum())
-                counts.add(it.hit, it.x)
             fixed += float(it.extra_bits[keep].sum())
             h = symbol_counts(it.sym[keep], it.s[keep], base.shape)
             hists[it.k] = hists[it.k] + h if it.k in hists else h
@@ -269,8 +257,7 @@ def adapted_pixel_bits(
         di, dj = order[k]
         if k == 0 and rows0:  # the codec's items: one per row
             for r in range(vals.shape[0]):
-                items.append(make_item(0, sym[r], s_[r], extra[r], vals[r : r + 1], (di + r * f, dj), v, order, f,
-                                       row=r))
+                items.append(make_item(0, sym[r], s_[r], extra[r], vals[r : r + 1], (di + r * f, dj), v, order, f, row=r))
             rows_of.append(vals.shape[0])
         else:
             items.append(make_item(k, sym, s_, extra, vals, (di, dj), v, order, f))

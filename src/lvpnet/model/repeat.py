@@ -77,6 +77,25 @@ def candidates(v: np.ndarray, pos: tuple[int, int], f: int, shape: tuple[int, in
     return c.astype(np.int64), x.astype(np.int64)
 
 
+def flags_apply(level: int, row: int | None) -> bool:
+    """Does a coded item carry flags at flag level ``level`` (0 none, 1 from step 1 on, 2 also the
+    rows of sub-image 0; ``row`` is the item's row of sub-image 0, None for a sub-image)?"""
+    return level >= (1 if row is None else 2)
+
+
+def item_candidates(v: np.ndarray, at: tuple[int, int], f: int, shape, order, k: int, row: int | None = None):
+    """``(c, x)`` for one coded item (``candidates`` with the item's ring; a row of sub-image 0,
+    starting at pixel ``at``, gets ``row_ring`` and its own contexts), or None when step ``k``
+    has no decoded ring."""
+    ring = row_ring(f) if row is not None else ring_for_step(order, k)
+    if ring is None:
+        return None
+    c, x = candidates(v, at, f, shape, ring)
+    if row is not None:
+        x = np.where(x > 0, x + ROW0_CONTEXT, 0)
+    return c, x
+
+
 class FlagCounts:
     """Adaptive flag probabilities of one plane: ``start_step(k)`` before each stage (flags
     ``add``-ed earlier then count; sub-image 0's rows are stages of their own, so its flags
