@@ -241,8 +241,9 @@ def _plane(model: LoadedModel, plane: np.ndarray) -> dict:
     cfg, f = dec.cfg, dec.f
     # values on a grid are coded by their index, without runs of unused values, as the codec does
     plane = to_grid(plane)[2]
-    if slice_params(plane)[1] > MAX_RANGE:
-        raise InputError(f"the slice spans {slice_params(plane)[1] + 1} values; the model codes ranges of at most 16 bits")
+    span = slice_params(plane)[1]
+    if span > MAX_RANGE:
+        raise InputError(f"the slice spans {span + 1} values; the model codes ranges of at most 16 bits")
     plane = collapse_gaps(plane)[0]
     vmin, R, B = slice_params(plane)
     v = plane - vmin

@@ -173,8 +173,7 @@ class PixelCoder:
         hit, x = hit.reshape(-1), x.reshape(-1)
         for xi in np.unique(x[x > 0])[::-1]:
             m = x == xi
-            if m.any():
-                coder.encode_reverse(np.ascontiguousarray(hit[m], dtype=np.int32), _categorical(counts.table(xi)))
+            coder.encode_reverse(np.ascontiguousarray(hit[m], dtype=np.int32), _categorical(counts.table(xi)))
 
     def pop_flags(self, coder, x: np.ndarray, counts) -> np.ndarray:
         """Decoder: the flags ``push_flags`` wrote -> bool array shaped like ``x`` (False where 0)."""
@@ -182,13 +181,12 @@ class PixelCoder:
         hit = np.zeros(flat.size, bool)
         for xi in np.unique(flat[flat > 0]):
             m = flat == xi
-            if m.any():
-                hit[m] = coder.decode(_categorical(counts.table(xi)), int(m.sum())).astype(bool)
+            hit[m] = coder.decode(_categorical(counts.table(xi)), int(m.sum())).astype(bool)
         return hit.reshape(x.shape)
 
     def push_offsets(self, coder, values: np.ndarray, size: int) -> float:
         """Encoder: small integers in [0, size) coded uniformly (the per-step scale offsets, the
-        adaptation weight); returns their bits."""
+        coding mode); returns their bits."""
         values = np.ascontiguousarray(values, dtype=np.int32)
         coder.encode_reverse(values, self.uniform, np.full(values.size, size, dtype=np.int32))
         return float(values.size * np.log2(size))
