@@ -39,6 +39,7 @@ CARD_NAME = "lvpnet-v1.json"
 WEIGHTS_ENV = "LVPNET_WEIGHTS"
 # plane header per bitstream version: vmin, R, latent words, pixel words[, value step[, gaps]]
 _PLANE = {1: struct.Struct("<iIII"), 2: struct.Struct("<iIIIH"), 3: struct.Struct("<iIIIHI")}
+_PLANE[4] = _PLANE[3]  # version 4 changes only what the pixel stream holds
 
 
 def shipped_weights() -> Path | None:
@@ -179,9 +180,10 @@ class LVPNetCodec(Codec):
     id = "lvpnet"
     # 2: per-step scale offsets at the head of each pixel stream (1: none); 3: as 2, with
     # pixel tables adapted to the slice (model.adapt) and runs of unused values taken out
-    # (prep.collapse_gaps, listed in the chunk)
-    version = 3
-    reads_versions = (1, 2, 3)
+    # (prep.collapse_gaps, listed in the chunk); 4: as 3, with each step's location refined by
+    # a linear predictor fitted on the slice (model.refine)
+    version = 4
+    reads_versions = (1, 2, 3, 4)
 
     def __init__(self, weights: str | os.PathLike | None = None, device: str = "auto"):
         self._weights = Path(weights) if weights is not None else None
@@ -254,7 +256,7 @@ class LVPNetCodec(Codec):
         for p in self._planes(np.asarray(slice_)):
             vmin, step, k = prep.to_grid(p)
             packed, gaps = prep.collapse_gaps(k)
-            _zero, R, lat, pix = eng.encode_plane(packed)
+            _zero, R, lat, pix = eng.encode_plane(packed, refined=self.version >= 4)
             planes.append((vmin, R, lat, pix, step, gaps))
         return pack_chunk(planes, self.version)
 
@@ -266,8 +268,8 @@ class LVPNetCodec(Codec):
         H, W = shape[:2]
         planes = unpack_chunk(data, 3 if rgb else 1, version)
         eng = self.engine()
-        cal, ada = version >= 2, version >= 3
-        out = [vmin + step * prep.expand_gaps(eng.decode_plane(0, R, lat, pix, H, W, calibrated=cal, adaptive=ada), gaps)
+        levels = {"calibrated": version >= 2, "adaptive": version >= 3, "refined": version >= 4}
+        out = [vmin + step * prep.expand_gaps(eng.decode_plane(0, R, lat, pix, H, W, **levels), gaps)
                for vmin, R, lat, pix, step, gaps in planes]
         if rgb:
             from ..model.prep import planes_to_rgb
@@ -291,7 +293,8 @@ class LVPNetCodec(Codec):
         est_lat = est_pix = 0.0
         for vmin, R, lat, pix, _step, _gaps in planes:
             _out, bl, bp = eng.decode_plane(
-                vmin, R, lat, pix, H, W, want_bits=True, calibrated=version >= 2, adaptive=version >= 3
+                vmin, R, lat, pix, H, W, want_bits=True, calibrated=version >= 2, adaptive=version >= 3,
+                refined=version >= 4,
             )
             est_lat += bl
             est_pix += bp

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..model import IntegerDecoder, LVPNet, load_checkpoint, prep
+from ..model import refine
 from ..model.adapt import ADAPT_WEIGHTS, MODES, StepTables, choose_plane_coding, make_item, side_bits, walk_plane
 from ..model.repeat import CONTEXTS, FlagCounts, flags_apply, item_candidates
 from ..model.tables import OFFSET_MAX, best_scale_offset, scale_offset, values_from_symbols
@@ -118,7 +119,9 @@ class Engine:
 
     # ------------------------------------------------------------------ encode
     @torch.no_grad()
-    def encode_plane(self, x: np.ndarray, want_bits: bool = False, calibrate: bool = True, adapt: bool = True):
+    def encode_plane(
+        self, x: np.ndarray, want_bits: bool = False, calibrate: bool = True, adapt: bool = True, refined: bool = True
+    ):
         """Integer plane (H, W) -> (vmin, R, latent words, pixel words[, estimated bits]).
 
         ``calibrate`` (bitstream version 2): per step a scale offset chosen by the encoder
@@ -150,6 +153,10 @@ class Engine:
 
         z = z.to(self.device)
         self._walk(z, R, H, W, step)
+        refined = refined and adapt and calibrate
+        refs = [None] * self.dec.steps
+        if refined:
+            records = self._refine(records, v, R, refs)
         offsets = self._choose_offsets(records, R) if calibrate else None
         adapt = adapt and offsets is not None
         items, extras = [], []
@@ -180,6 +187,9 @@ class Engine:
             self.pixels.push_step(coder, it.sym[keep], extra[keep], it.s[keep], R, models)
             if flag_state is not None:
                 self.pixels.push_flags(coder, flag_state[0], flag_state[1], _FixedCounts(flag_state[2]))
+        if refined:  # read after the offsets
+            values, sizes = refine.side_symbols(refs, self.dec.order, self.cfg.n_scales)
+            est += self.pixels.push_uniform(coder, values, sizes)
         if offsets is not None:  # pushed last, so the decoder reads them first
             est += self.pixels.push_offsets(coder, offsets + OFFSET_MAX, 2 * OFFSET_MAX + 1)
         if adapt:  # read before the offsets
@@ -189,6 +199,20 @@ class Engine:
             return vmin, R, lat, pix
         est += self.latent.bits(zs)
         return vmin, R, lat, pix, est
+
+    # ------------------------------------------------------------------ per-slice refinement
+    def _refine(self, records, v: np.ndarray, R: int, refs: list) -> list:
+        """The records with each step's location refined (``model.refine``; step 0, coded row by
+        row or from the latent alone, keeps the network's); ``refs[k]`` gets step ``k``'s choice."""
+        dec, f = self.dec, self.dec.f
+        out = []
+        for k, sub, mu, s, pos, row in records:
+            if row is None and k > 0:
+                refs[k], mu = refine.choose_step(
+                    v, sub, mu, s, pos, f, dec.order, k, R, dec.pixel_tables.cpu(), dec.pixel_shifts.cpu(), dec.K
+                )
+            out.append((k, sub, mu, s, pos, row))
+        return out
 
     # ------------------------------------------------------------------ per-slice calibration
     def _shift(self, s: np.ndarray, offsets, k: int) -> np.ndarray:
@@ -212,10 +236,11 @@ class Engine:
     @torch.no_grad()
     def decode_plane(
         self, vmin: int, R: int, lat: np.ndarray, pix: np.ndarray, H: int, W: int, want_bits=False, calibrated=True,
-        adaptive=True,
+        adaptive=True, refined=True,
     ):
         """Inverse of ``encode_plane`` (``calibrated``: bitstream version 2 or later, with per-step
-        offsets; ``adaptive``: version 3, tables adapted to the slice)."""
+        offsets; ``adaptive``: version 3, tables adapted to the slice; ``refined``: version 4,
+        locations refined per step)."""
         if R == 0:
             out = np.full((H, W), vmin, dtype=np.int64)
             return (out, 0.0, 0.0) if want_bits else out
@@ -235,11 +260,20 @@ class Engine:
         if calibrated:
             offsets = self.pixels.pop_offsets(coder, self.dec.steps, 2 * OFFSET_MAX + 1) - OFFSET_MAX
         pix_bits[0] += side_bits(self.dec.steps, calibrated, adaptive)
+        refs = [None] * self.dec.steps
+        if calibrated and adaptive and refined:
+            def pop(sizes):
+                pix_bits[0] += float(np.log2(sizes.astype(np.float64)).sum())
+                return self.pixels.pop_uniform(coder, sizes)
+
+            refs = refine.read_side(pop, self.dec.order, self.cfg.n_scales)
 
         def step(k, mu, s, pos, row):
             di, dj = pos
             if mu.size == 0:
                 return np.zeros(mu.shape, np.int64)
+            if row is None:
+                mu = refine.refine_step(out, mu, s, pos, f, self.dec.order, k, refs[k], R)
             s = self._shift(s, offsets, k)
             if tables is not None:
                 tables.start_step(k)

@@ -195,6 +195,21 @@ class PixelCoder:
         """Decoder: the ``n`` integers ``push_offsets`` wrote."""
         return coder.decode(self.uniform, np.full(n, size, dtype=np.int32)).astype(np.int64)
 
+    def push_uniform(self, coder, values: np.ndarray, sizes: np.ndarray) -> float:
+        """Encoder: integers ``values[i]`` in ``[0, sizes[i])`` coded uniformly, in order (the
+        refinement's side information, ``model.refine``); returns their bits."""
+        if values.size:
+            coder.encode_reverse(
+                np.ascontiguousarray(values, dtype=np.int32), self.uniform, np.ascontiguousarray(sizes, dtype=np.int32)
+            )
+        return float(np.log2(np.asarray(sizes, np.float64)).sum())
+
+    def pop_uniform(self, coder, sizes: np.ndarray) -> np.ndarray:
+        """Decoder: the integers ``push_uniform`` wrote with these ``sizes``."""
+        if sizes.size == 0:
+            return np.zeros(0, np.int64)
+        return coder.decode(self.uniform, np.ascontiguousarray(sizes, dtype=np.int32)).astype(np.int64)
+
     def bits(self, sym: np.ndarray, s: np.ndarray, R: int, tables=None) -> float:
         """Ideal code length: -log2 of the table entries plus log2 of every extra's alphabet
         (``tables``: the adapted tables at this step, see ``model``)."""
