@@ -65,7 +65,9 @@ def test_shapes_dtypes_and_finite(model, rng):
 
 def _map_matches(m, model, x, weight):
     """Does every pixel of ``m.pixel_bits`` hold its own code length under the tables adapted at
-    prior weight ``weight``, with some per-step scale offset (found here independently)?"""
+    prior weight ``weight``, with some per-step scale offset (found here independently), around
+    the location the encoder refines (``refine.choose_step``)? -> the refinements, or None."""
+    from lvpnet.model import refine
     from lvpnet.model.adapt import StepTables
     from lvpnet.model.tables import OFFSET_MAX, scale_offset
 
@@ -75,11 +77,18 @@ def _map_matches(m, model, x, weight):
     feats = dec.features(z)
     vs = torch.from_numpy(vp)
     tabs = StepTables(dec.pixel_tables.numpy(), weight)
-    ctx = []
+    ctx, refs = [], [None] * dec.steps
     for k, (di, dj) in enumerate(dec.order):
         sub = vs[di::f, dj::f]
         mu, s = dec.predict(feats, ctx, k, R, B, known=sub)
         hr, wr = sub_real_shape(*x.shape, f, di, dj)
+        if k > 0 and hr * wr:
+            refs[k], mu_r = refine.choose_step(
+                vp[: x.shape[0], : x.shape[1]], sub[:hr, :wr].numpy(), mu[:hr, :wr].numpy(), s[:hr, :wr].numpy(),
+                (di, dj), f, dec.order, k, R, dec.cfg.n_scales,
+            )
+            mu = mu.clone()
+            mu[:hr, :wr] = torch.from_numpy(mu_r)
         got = m.pixel_bits[di::f, dj::f]
         tabs.start_step(k)
         for d in range(-OFFSET_MAX, OFFSET_MAX + 1):
@@ -91,9 +100,9 @@ def _map_matches(m, model, x, weight):
                 tabs.add(sym.numpy(), sd.numpy())
                 break
         else:
-            return False
+            return None
         ctx.append(sub)
-    return True
+    return refs
 
 
 @pytest.mark.parametrize("kind", ["smooth", "three levels"])
@@ -104,19 +113,21 @@ def test_pixel_map_is_each_pixels_code_length(model, rng, tiny_model_path, kind)
     estimate of the streams it writes. Three grey levels (like a palette ultrasound: residuals
     the logistic tables fit badly) make the codec adapt; the smooth image may not."""
     from lvpnet.codecs.lvpnet_codec import LVPNetCodec
+    from lvpnet.model import refine
     from lvpnet.model.adapt import ADAPT_WEIGHTS, side_bits
 
     x = smooth_image(rng, (37, 50), 0, 1023, np.uint16)
     if kind != "smooth":
         x = rng.choice(np.array([0, 1, 1023], np.uint16), size=x.shape, p=[0.45, 0.45, 0.1])
     m = analysis.analyse_slice(x, model)
-    matches = [w for w in ADAPT_WEIGHTS if _map_matches(m, model, x, w)]
+    found = {w: _map_matches(m, model, x, w) for w in ADAPT_WEIGHTS}
+    matches = [w for w, refs in found.items() if refs is not None]
     assert matches
     if kind != "smooth":
         assert matches != [0], "expected the codec to adapt its tables to this slice"
     eng = LVPNetCodec(tiny_model_path, device="cpu").engine()
     est = eng.encode_plane(collapse_gaps(to_grid(x)[2])[0], want_bits=True)[4]  # what the codec codes
-    side = side_bits(model.dec.steps)
+    side = side_bits(model.dec.steps) + refine.side_bits(found[matches[0]], model.dec.order, model.dec.cfg.n_scales)
     assert est == pytest.approx(m.total_bits + side, rel=1e-9)
 
 
@@ -254,6 +265,7 @@ def test_refuses_what_the_model_cannot_code(model):
 def test_maps_follow_the_codecs_value_step(model, rng, tiny_model_path):
     """12-bit values stored times 16: the maps are what the codec pays for the values' indices."""
     from lvpnet.codecs.lvpnet_codec import LVPNetCodec
+    from lvpnet.model import slice_bits
     from lvpnet.model.adapt import side_bits
 
     x = smooth_image(rng, (40, 44), 0, 4095, np.uint16) << 4
@@ -261,5 +273,6 @@ def test_maps_follow_the_codecs_value_step(model, rng, tiny_model_path):
     assert m.total_bits == pytest.approx(analysis.analyse_slice(x >> 4, model).total_bits, rel=1e-12)
     codec = LVPNetCodec(tiny_model_path, device="cpu")
     st = codec.chunk_stats(codec.encode(x), x.shape, x.dtype, codec.version)
-    side = side_bits(model.dec.steps)
+    side = slice_bits(model.net, model.dec, x)["side_bits"]  # coding mode, offsets, refinement
+    assert side > side_bits(model.dec.steps)
     assert st["estimated_bits"] == pytest.approx(m.total_bits + side, rel=1e-9)

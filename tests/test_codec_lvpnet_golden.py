@@ -21,8 +21,9 @@ DATA = Path(__file__).resolve().parent / "data"
 # v2: model head 2, 4x4 sub-images, step 0 by rows, bitstream version 2 (per-step scale offsets)
 # v3: as v2 with model head 3 (signed linear terms, nonzero in this set's weights)
 # v4: v3's weights, bitstream version 3 (tables adapted to the slice, value gaps, repeat flags)
+# v5: v3's weights, bitstream version 4 (locations refined on the slice)
 SETS = {"v1": DATA / "lvpnet_golden", "v2": DATA / "lvpnet_golden_v2", "v3": DATA / "lvpnet_golden_v3",
-        "v4": DATA / "lvpnet_golden_v4"}
+        "v4": DATA / "lvpnet_golden_v4", "v5": DATA / "lvpnet_golden_v5"}
 EXPECTED = {k: json.loads((d / "expected.json").read_text()) for k, d in SETS.items()}
 CASES = [(k, name) for k in SETS for name in sorted(EXPECTED[k]["chunks"])]
 CURRENT = [(k, name) for k, name in CASES if EXPECTED[k]["codec_version"] == LVPNetCodec.version]
@@ -84,3 +85,27 @@ def test_the_adapting_golden_inputs_adapt(codecs, name, flags):
     mode = int(codecs["v4"].engine().pixels.pop_offsets(new_coder(pix), 1, MODES)[0])
     assert mode % len(ADAPT_WEIGHTS) > 0 if flags is None else mode >= len(ADAPT_WEIGHTS)
     assert np.array_equal(codecs["v4"].decode(data, x.shape, x.dtype, 3), x)
+
+
+def test_the_refining_golden_input_is_refined(codecs):
+    """The textured input's pixel stream refines some steps with nonzero coefficients (after
+    the coding mode and the offsets): the golden bytes guard the refinement, not only its absence."""
+    from lvpnet.codecs.lvpnet_codec import unpack_chunk
+    from lvpnet.codecs.lvpnet_entropy import new_coder
+    from lvpnet.model import refine
+    from lvpnet.model.adapt import MODES
+    from lvpnet.model.tables import OFFSET_MAX
+
+    codec = codecs["v5"]
+    x = np.load(SETS["v5"] / "texture_uint16.npy")
+    data = (SETS["v5"] / "texture_uint16.chunk").read_bytes()
+    ((_vmin, _R, _lat, pix, _step, _gaps),) = unpack_chunk(data, 1, 4)
+    eng = codec.engine()
+    coder = new_coder(pix)
+    eng.pixels.pop_offsets(coder, 1, MODES)
+    eng.pixels.pop_offsets(coder, eng.dec.steps, 2 * OFFSET_MAX + 1)
+    refs = refine.read_side(lambda sizes: eng.pixels.pop_uniform(coder, sizes), eng.dec.order, eng.cfg.n_scales)
+    used = [r for r in refs if r is not None]
+    assert used and any(r.coefs.any() for r in used)
+    assert np.array_equal(codec.decode(data, x.shape, x.dtype, 4), x)
+

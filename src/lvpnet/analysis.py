@@ -6,8 +6,8 @@ model (float encoder ``LVPNet`` + exact ``IntegerDecoder``, docs/MODEL.md):
 * **bit-cost map** ``pixel_bits`` (float32, rows x cols): the code length of
   every pixel, ``-log2(freq[symbol] / 2**16)`` under the model's integer
   frequency tables (at the scale the codec uses: the model's, moved by the
-  step's per-slice offset; the table adapted to the slice, bitstream version 3)
-  plus that pixel's raw low bits (or, for an escaped pixel,
+  step's per-slice offset; the table adapted to the slice, bitstream version 3;
+  around the location refined on the slice, version 4) plus that pixel's raw low bits (or, for an escaped pixel,
   the ``log2(R + 1)`` bits of its uniform code). RGB: the sum over the planes.
 * **latent bits** ``latent_bits`` (float32, one cell per 32 x 32 block): the
   code length of the block's latent ``z`` (all channels, all planes) under the
@@ -235,6 +235,7 @@ def _plane(model: LoadedModel, plane: np.ndarray) -> dict:
     from .model.intnet import ExactMode
     from .model.prep import collapse_gaps, padded_size, polyphase_pad, slice_params, sub_real_shape, to_grid
     from .model.qcm import qcm_int
+    from .model.refine import refine_tensor_step
     from .model.tables import calibrated_scales, latent_bits_exact
 
     net, dec = model.net, model.dec
@@ -268,6 +269,8 @@ def _plane(model: LoadedModel, plane: np.ndarray) -> dict:
             mu, s = dec.predict(feats, ctx, k, R, B, known=sub)
             hr, wr = sub_real_shape(H, W, f, di, dj)
             v_, mu_, s_ = sub[:hr, :wr], mu[:hr, :wr], s[:hr, :wr]
+            if k > 0:  # the location refined on the slice, as the codec does (bitstream version 4)
+                mu_ = refine_tensor_step(v, v_, mu_, s_, (di, dj), dec.order, k, R, cfg.n_scales)[1]
             # the codec's per-step scale offset (bitstream version 2), so the map is what files pay
             s_ = calibrated_scales(v_, mu_, s_, R, dec.pixel_tables, dec.pixel_shifts, dec.K)
             if v_.numel():

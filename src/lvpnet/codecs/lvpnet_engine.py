@@ -208,9 +208,7 @@ class Engine:
         out = []
         for k, sub, mu, s, pos, row in records:
             if row is None and k > 0:
-                refs[k], mu = refine.choose_step(
-                    v, sub, mu, s, pos, f, dec.order, k, R, dec.pixel_tables.cpu(), dec.pixel_shifts.cpu(), dec.K
-                )
+                refs[k], mu = refine.choose_step(v, sub, mu, s, pos, f, dec.order, k, R, self.cfg.n_scales)
             out.append((k, sub, mu, s, pos, row))
         return out
 

@@ -21,6 +21,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .adapt import adapted_pixel_bits, side_bits
+from .refine import refine_tensor_step
+from .refine import side_bits as refine_side_bits
 from .gmsm import GMSM
 from .intnet import ExactMode, IntConv2d, int_conv
 from .predictor import (
@@ -413,7 +415,8 @@ class IntegerDecoder:
 
 @torch.no_grad()
 def slice_bits(
-    model: LVPNet, dec: IntegerDecoder, v2d: np.ndarray, enc_device=None, calibrate: bool = True, adapt: bool = True
+    model: LVPNet, dec: IntegerDecoder, v2d: np.ndarray, enc_device=None, calibrate: bool = True, adapt: bool = True,
+    refined: bool = True,
 ) -> dict:
     """Estimated code length of one grey slice with the exact integer decoder.
 
@@ -422,7 +425,8 @@ def slice_bits(
     ``side_bits``), so pixel + latent + side bits is what a file's streams hold.
     ``adapt`` (with ``calibrate``; bitstream version 3): tables adapted to the slice
     and neighbour-repeat flags (``model.adapt``, ``model.repeat``), the coding mode's
-    log2(12) bits in ``side_bits``.
+    log2(12) bits in ``side_bits``. ``refined`` (with ``adapt``; version 4): each step's
+    location refined on the slice (``model.refine``), its side information in ``side_bits``.
 
     Returns {'pixel_bits', 'latent_bits', 'side_bits', 'n', 'step_bits'} (ideal -log2 p;
     the plane header (vmin, R, stream lengths) is not counted).
@@ -444,12 +448,15 @@ def slice_bits(
     feats = dec.features(z)
     vt = torch.from_numpy(vp).to(dec.device)
     adapt = adapt and calibrate
-    ctx, step_bits, steps = [], [], []
+    refined = refined and adapt
+    ctx, step_bits, steps, refs = [], [], [], [None] * dec.steps
     for k, (di, dj) in enumerate(dec.order):
         sub = vt[di::f, dj::f]
         mu, s = dec.predict(feats, ctx, k, R, B, known=sub)
         hr, wr = sub_real_shape(H, W, f, di, dj)
         v_, mu_, s_ = sub[:hr, :wr], mu[:hr, :wr], s[:hr, :wr]
+        if refined and k > 0:  # bitstream version 4
+            refs[k], mu_ = refine_tensor_step(v, v_, mu_, s_, (di, dj), dec.order, k, R, dec.cfg.n_scales)
         if calibrate:  # what the codec does (bitstream version 2): per-step scale offset, log2(9) bits
             s_ = calibrated_scales(v_, mu_, s_, R, dec.pixel_tables, dec.pixel_shifts, dec.K)
         if adapt:
@@ -466,6 +473,8 @@ def slice_bits(
         for (k, *_rest), b in zip(steps, per_pixel):
             step_bits[k] = float(b.sum())
     side = side_bits(dec.steps, calibrate, adapt)
+    if refined:
+        side += refine_side_bits(refs, dec.order, dec.cfg.n_scales)
     return {"pixel_bits": sum(step_bits), "latent_bits": lat, "side_bits": side, "n": H * W, "step_bits": step_bits}
 
 

@@ -36,18 +36,11 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-
-from .tables import OFFSET_MAX, TOTAL, best_scale_offset
-
 CONFIGS = ((0, 1), (1, 1), (2, 1), (2, 2), (3, 1), (3, 2), (3, 4), (3, 8))  # (radius, classes)
 COEF_FRAC = 8  # coefficients in units of 2**-8
 MAG_CLASSES = 14  # |q| < 2**13
 _FIT_PIXELS = 32768  # the encoder fits on at most this many pixels of a step
 _CHOICE_PIXELS = 16384  # ... and compares configs on at most this many
-DEBUG = False
-IRLS = 1
-FORCE = None
 
 
 @dataclass
@@ -115,12 +108,11 @@ def classes_of(s: np.ndarray, edges: np.ndarray) -> np.ndarray:
 
 
 def apply_coefs(mu: np.ndarray, deltas: np.ndarray, cls: np.ndarray, coefs: np.ndarray, R: int) -> np.ndarray:
-    """``mu'`` (int64, ``mu``'s shape) from the integer coefficients (the formula above)."""
-    num = np.zeros(deltas.shape[0], np.int64)
-    for c in range(coefs.shape[0]):
-        m = cls == c
-        if m.any() and coefs[c].any():
-            num[m] = deltas[m] @ coefs[c]
+    """``mu'`` (int64, ``mu``'s shape) from the integer coefficients (the formula above). The
+    sums run in float64 for speed, exact: every term and partial sum is an integer below 2**35,
+    far below 2**53, so no rounding happens in any order of summation."""
+    num = deltas.astype(np.float64) @ coefs.astype(np.float64).T  # (pixels, classes)
+    num = np.take_along_axis(num, cls.reshape(-1, 1), 1)[:, 0].astype(np.int64)
     half = 1 << (COEF_FRAC - 1)
     return np.clip(mu.reshape(-1) + ((num + half) >> COEF_FRAC), 0, R).reshape(mu.shape)
 
@@ -254,14 +246,13 @@ def _estimate(vals, mu, s) -> float:
     model's fixed tables would not do: their offsets saturate on a CT whose residual is
     sharper than any of them, where the adapted tables follow it."""
     r = np.clip(vals - mu, -2048, 2048) + 2048
-    key = (s >> 2) * 4097 + r
-    _u, counts = np.unique(key, return_counts=True)
+    counts = np.bincount((s >> 2) * 4097 + r)
     groups = np.bincount(s >> 2)
-    groups = groups[groups > 0]
+    counts, groups = counts[counts > 0], groups[groups > 0]
     return float(-(counts * np.log2(counts)).sum() + (groups * np.log2(groups)).sum())
 
 
-def choose_step(plane, vals, mu, s, pos, f: int, order, k: int, R: int, tables, shifts, K: int):
+def choose_step(plane, vals, mu, s, pos, f: int, order, k: int, R: int, n_scales: int):
     """The encoder's refinement of step ``k`` (pixels ``vals``, network ``mu``, ``s``, numpy):
     -> (StepRefinement or None, refined mu). Fits every config and keeps the one with the fewest
     estimated bits, its side information included."""
@@ -273,17 +264,19 @@ def choose_step(plane, vals, mu, s, pos, f: int, order, k: int, R: int, tables, 
     e = (vals - mu).reshape(-1)
     sf = s.reshape(-1)
     fit_idx = np.arange(0, n, max(1, n // _FIT_PIXELS))
-    A, y, sa = D[fit_idx].astype(np.float64), e[fit_idx].astype(np.float64), sf[fit_idx]
+    E8 = _nested_edges(sf[fit_idx])
+    lab8 = classes_of(sf[fit_idx], E8)
+    by_class = fit_idx[np.argsort(lab8, kind="stable")]  # the fit sample, the 8 classes one after another
+    bounds = np.searchsorted(np.sort(lab8), np.arange(9))
+    A, y = D[by_class].astype(np.float64), e[by_class].astype(np.float64)
     # weights towards the least absolute residual (IRLS), starting from the network's residual
-    w = 1.0 / np.maximum(np.abs(y), 1.0) if IRLS >= 0 else np.ones_like(y)
-    for _ in range(IRLS):
-        w = 1.0 / np.maximum(np.abs(y - A @ _fit(A, y, w)), 1.0)
-    E8 = _nested_edges(sa)
-    lab8 = classes_of(sa, E8)
+    w = 1.0 / np.maximum(np.abs(y), 1.0)
+    w = 1.0 / np.maximum(np.abs(y - A @ _fit(A, y, w)), 1.0)
     Aw = A * w[:, None]
-    G8 = np.stack([Aw[lab8 == c].T @ A[lab8 == c] for c in range(8)])
-    b8 = np.stack([Aw[lab8 == c].T @ y[lab8 == c] for c in range(8)])
-    w8 = np.array([w[lab8 == c].sum() for c in range(8)])
+    parts = [slice(bounds[c], bounds[c + 1]) for c in range(8)]
+    G8 = np.stack([Aw[p].T @ A[p] for p in parts])
+    b8 = np.stack([Aw[p].T @ y[p] for p in parts])
+    w8 = np.array([w[p].sum() for p in parts])
     # configs compared on a sample of the step, against no refinement with the same estimate
     ci = np.arange(0, n, max(1, n // _CHOICE_PIXELS))
     v_c, mu_c, s_c, D_c = vals.reshape(-1)[ci], mu.reshape(-1)[ci], sf[ci], D[ci]
@@ -307,11 +300,7 @@ def choose_step(plane, vals, mu, s, pos, f: int, order, k: int, R: int, tables, 
         ref = StepRefinement(config, edges, q)
         mu2 = apply_coefs(mu_c, D_c[:, cols], classes_of(s_c, edges), q, R)
         est = _estimate(v_c, mu2, s_c) * scale
-        est += (classes - 1) * math.log2(tables.shape[0]) + coef_bits(q)
-        if DEBUG:
-            print(k, config, round(base), round(est), round((classes - 1) * math.log2(tables.shape[0]) + coef_bits(q)))
-        if FORCE is not None:
-            est = -1.0 if config == FORCE else math.inf
+        est += (classes - 1) * math.log2(n_scales) + coef_bits(q)
         if est < best[0]:
             best = (est, ref)
     ref = best[1]
@@ -319,3 +308,15 @@ def choose_step(plane, vals, mu, s, pos, f: int, order, k: int, R: int, tables, 
         return None, mu
     cols = [offs3.index(o) for o in neighbour_offsets(order, k, CONFIGS[ref.config][0])]
     return ref, apply_coefs(mu, D[:, cols], classes_of(sf, ref.edges), ref.coefs, R)
+
+
+def refine_tensor_step(plane: np.ndarray, vals, mu, s, pos, order, k: int, R: int, n_scales: int):
+    """``choose_step`` for the integer tensors of the estimate and the bit-cost maps
+    (``lvpnet.slice_bits``, ``lvpnet.analysis``): -> (StepRefinement or None, refined mu tensor)."""
+    import torch
+
+    ref, mu2 = choose_step(
+        plane, vals.cpu().numpy(), mu.cpu().numpy(), s.cpu().numpy(), pos, plane_f(order), order, k, R, n_scales
+    )
+    return ref, torch.from_numpy(np.ascontiguousarray(mu2)).to(mu.device)
+

@@ -1,6 +1,6 @@
 """Regenerate the learned codec's golden files (only on a deliberate format change: bump the version).
 
-    .venv/bin/python tests/data/lvpnet_golden/make_golden.py [--set v1|v2|v3|v4] [--inputs-only]
+    .venv/bin/python tests/data/lvpnet_golden/make_golden.py [--set v1|v2|v3|v4|v5] [--inputs-only]
 
 Writes model.pt (configs/tiny-test.json with 4 latent and 2 upsampling channels, torch seed 0: small enough to
 commit), the inputs (*.npy), the expected chunks (*.chunk) of ``LVPNetCodec`` version 1 and
@@ -9,7 +9,9 @@ model head version 1, 2x2 sub-images; set ``v2`` (``../lvpnet_golden_v2``): head
 4x4 sub-images, step 0 row by row; set ``v3`` (``../lvpnet_golden_v3``): the same with head
 version 3 (signed linear terms, given nonzero values here); set ``v4`` (``../lvpnet_golden_v4``):
 the v3 weights (copied) with bitstream version 3 (tables adapted to the slice), plus an input
-of a few grey levels that makes the encoder adapt them.
+of a few grey levels that makes the encoder adapt them; set v5 (``../lvpnet_golden_v5``): the v3
+weights with bitstream version 4 (locations refined on the slice), every input of v4 plus a
+textured 64 x 64 slice whose steps are large enough to be refined.
 
 Regenerate model.pt too (no --inputs-only) when the encoder's architecture changed so that the
 old weights no longer load; the decode tests keep guarding the format either way.
@@ -51,11 +53,21 @@ def adapting_inputs() -> dict[str, np.ndarray]:
             "flat_background_uint8": flat}
 
 
+def refining_inputs() -> dict[str, np.ndarray]:
+    """An input whose steps the encoder refines (set v5): a 64 x 64 slice with a directional
+    texture, which a linear predictor over the neighbours follows better than the model."""
+    rng = np.random.default_rng(11)
+    yy, xx = np.mgrid[:64, :64]
+    tex = 1500 + 900 * np.sin((yy + 2 * xx) / 3.0) + 400 * np.cos(yy / 7.0) + rng.normal(0, 6, yy.shape)
+    return {"texture_uint16": np.clip(tex, 0, 4095).astype(np.uint16)}
+
+
 SETS = {
     "v1": (HERE, {}),
     "v2": (HERE.parent / "lvpnet_golden_v2", {"head": 2, "subimage": 4, "ctx_bits": 9, "step0_rows": True}),
     "v3": (HERE.parent / "lvpnet_golden_v3", {"head": 3, "subimage": 4, "ctx_bits": 9, "step0_rows": True}),
     "v4": (HERE.parent / "lvpnet_golden_v4", "v3"),  # the weights of set v3
+    "v5": (HERE.parent / "lvpnet_golden_v5", "v3"),
 }
 
 
@@ -93,7 +105,7 @@ def main() -> None:
 
     codec = LVPNetCodec(out / "model.pt", device="cpu")
     expected = {"model_sha256": codec.model_id(), "codec_version": codec.version, "chunks": {}}
-    cases = inputs() | (adapting_inputs() if which == "v4" else {})
+    cases = inputs() | (adapting_inputs() if which in ("v4", "v5") else {}) | (refining_inputs() if which == "v5" else {})
     for name, x in cases.items():
         np.save(out / f"{name}.npy", x)
         data = codec.encode(x)
