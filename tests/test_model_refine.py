@@ -1,0 +1,139 @@
+"""The per-slice refinement of the location (bitstream version 4, ``lvpnet.model.refine``)."""
+
+import numpy as np
+import pytest
+
+from lvpnet.model import refine
+from lvpnet.model.prep import ORDERS
+
+ORDER = ORDERS[4]
+
+
+def _random_refs(rng, order, n_scales=80):
+    refs = [None]
+    for k in range(1, len(order)):
+        config = int(rng.integers(0, len(refine.CONFIGS)))
+        classes, noff = refine.step_layout(order, k, config)
+        if config == 0:
+            refs.append(None)
+            continue
+        edges = np.sort(rng.integers(0, n_scales, classes - 1))
+        lim = (1 << (refine.MAG_CLASSES - 1)) - 1
+        coefs = rng.choice(np.array([0, 1, -1, 2, -3, 200, -4095, lim, -lim]), size=(classes, noff))
+        refs.append(refine.StepRefinement(config, edges, coefs.astype(np.int64)))
+    return refs
+
+
+def _reader(values, sizes):
+    """A stand-in for the stream that checks every read asks for the sizes that were written."""
+    at = [0]
+
+    def pop(want):
+        n = len(want)
+        assert np.array_equal(want, sizes[at[0] : at[0] + n])
+        out = values[at[0] : at[0] + n]
+        at[0] += n
+        return out
+
+    return pop, at
+
+
+def test_side_information_reads_back(rng):
+    for _ in range(20):
+        refs = _random_refs(rng, ORDER)
+        values, sizes = refine.side_symbols(refs, ORDER, 80)
+        assert (sizes >= 2).all() and (values >= 0).all() and (values < sizes).all()
+        pop, at = _reader(values, sizes)
+        back = refine.read_side(pop, ORDER, 80)
+        assert at[0] == len(values)
+        for a, b in zip(refs, back):
+            assert (a is None) == (b is None)
+            if a is not None:
+                assert a.config == b.config
+                assert np.array_equal(a.edges, b.edges) and np.array_equal(a.coefs, b.coefs)
+        assert refine.side_bits(refs, ORDER, 80) == pytest.approx(np.log2(sizes.astype(float)).sum())
+
+
+def test_edges_out_of_order_are_refused(rng):
+    refs = [None] * len(ORDER)
+    refs[3] = refine.StepRefinement(6, np.array([40, 20, 50]), np.zeros((4, refine.step_layout(ORDER, 3, 6)[1]), np.int64))
+    values, sizes = refine.side_symbols(refs, ORDER, 80)
+    with pytest.raises(ValueError, match="edges"):
+        refine.read_side(_reader(values, sizes)[0], ORDER, 80)
+
+
+def test_bit_length_is_exact():
+    a = np.arange(1 << (refine.MAG_CLASSES - 1))
+    assert np.array_equal(refine._bit_length(a), [int(x).bit_length() for x in a])
+
+
+def test_neighbours_are_decoded_before_the_step():
+    f = 4
+    for k in range(len(ORDER)):
+        done = set(ORDER[:k])
+        di, dj = ORDER[k]
+        for radius in (1, 2, 3):
+            offs = refine.neighbour_offsets(ORDER, k, radius)
+            assert all(((di + dy) % f, (dj + dx) % f) in done for dy, dx in offs)
+            assert all(max(abs(dy), abs(dx)) <= radius for dy, dx in offs)
+    assert refine.neighbour_offsets(ORDER, 0, 3) == []
+    assert len(refine.neighbour_offsets(ORDER, 15, 3)) <= 48
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 2), (5, 9), (17, 13)])
+def test_the_decoder_never_reads_a_pixel_it_has_not_decoded(rng, shape):
+    """Refining from a plane whose later phases hold garbage (the decoder's state) gives what the
+    encoder computes from the whole plane, and offsets off the plane keep their phase."""
+    f = 4
+    v = rng.integers(0, 4096, shape)
+    for k in range(1, len(ORDER)):
+        di, dj = ORDER[k]
+        sub = v[di::f, dj::f]
+        if sub.size == 0:
+            continue
+        state = rng.integers(-10**6, 10**6, shape)
+        for p in ORDER[:k]:
+            state[p[0] :: f, p[1] :: f] = v[p[0] :: f, p[1] :: f]
+        mu = rng.integers(0, 4096, sub.shape)
+        s = rng.integers(0, 80, sub.shape)
+        for config in range(1, len(refine.CONFIGS)):
+            classes, noff = refine.step_layout(ORDER, k, config)
+            ref = refine.StepRefinement(config, np.sort(rng.integers(0, 80, classes - 1)),
+                                        rng.integers(-300, 300, (classes, noff)))
+            want = refine.refine_step(v, mu, s, (di, dj), f, ORDER, k, ref, 4095)
+            got = refine.refine_step(state, mu, s, (di, dj), f, ORDER, k, ref, 4095)
+            assert np.array_equal(got, want) and got.min() >= 0 and got.max() <= 4095
+
+
+def test_the_float_sums_are_the_integer_formula(rng):
+    """Extreme coefficients and neighbour differences: the float64 path equals exact integers."""
+    lim = (1 << (refine.MAG_CLASSES - 1)) - 1
+    n, m, R = 500, 48, 65535
+    deltas = rng.choice(np.array([-R, R, -1, 0, 1, 12345]), size=(n, m)).astype(np.int64)
+    coefs = rng.choice(np.array([-lim, lim, 0, 1, -1]), size=(3, m)).astype(np.int64)
+    cls = rng.integers(0, 3, n)
+    mu = rng.integers(0, R + 1, n)
+    got = refine.apply_coefs(mu, deltas, cls, coefs, R)
+    want = [min(max(int(mu[i]) + ((sum(int(deltas[i, t]) * int(coefs[cls[i], t]) for t in range(m)) + 128) >> 8), 0), R)
+            for i in range(n)]
+    assert np.array_equal(got, want)
+
+
+def test_the_encoder_refines_a_texture_and_leaves_small_steps(rng):
+    """A directional texture the 'model' (a flat guess here) misses: the encoder fits a refinement
+    that brings the residual down; a step under 64 pixels is never refined."""
+    f = 4
+    yy, xx = np.mgrid[:128, :128]
+    v = np.clip(2000 + 800 * np.sin((yy + 2 * xx) / 3.0) + rng.normal(0, 3, yy.shape), 0, 4095).astype(np.int64)
+    k = 9
+    di, dj = ORDER[k]
+    vals = v[di::f, dj::f]
+    mu = np.full(vals.shape, 2000, np.int64)
+    s = np.full(vals.shape, 50, np.int64)
+    ref, mu2 = refine.choose_step(v, vals, mu, s, (di, dj), f, ORDER, k, 4095, 80)
+    assert ref is not None and ref.config > 0
+    assert np.abs(vals - mu2).mean() < 0.2 * np.abs(vals - mu).mean()
+    assert np.array_equal(mu2, refine.refine_step(v, mu, s, (di, dj), f, ORDER, k, ref, 4095))
+    small = v[:16, :16]
+    ref, same = refine.choose_step(small, small[di::f, dj::f], mu[:4, :4], s[:4, :4], (di, dj), f, ORDER, k, 4095, 80)
+    assert ref is None and np.array_equal(same, mu[:4, :4])
