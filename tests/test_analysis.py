@@ -85,7 +85,7 @@ def _map_matches(m, model, x, weight):
         if k > 0 and hr * wr:
             refs[k], mu_r = refine.choose_step(
                 vp[: x.shape[0], : x.shape[1]], sub[:hr, :wr].numpy(), mu[:hr, :wr].numpy(), s[:hr, :wr].numpy(),
-                (di, dj), f, dec.order, k, R, dec.cfg.n_scales,
+                (di, dj), f, dec.order, k, R, dec.pixel_shifts.numpy(),
             )
             mu = mu.clone()
             mu[:hr, :wr] = torch.from_numpy(mu_r)

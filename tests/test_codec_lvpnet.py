@@ -517,10 +517,10 @@ def test_every_refinement_config_decodes_every_shape(tmp_path, monkeypatch):
     ]
     lim = (1 << (refine.MAG_CLASSES - 1)) - 1
 
-    def forced(plane, vals, mu, s, pos, f, order, k, R, n_scales, config):
+    def forced(plane, vals, mu, s, pos, f, order, k, R, shifts, config):
         classes, noff = refine.step_layout(order, k, config)
         coefs = rng.choice(np.array([0, 3, -200, lim, -lim]), size=(classes, noff)).astype(np.int64)
-        ref = refine.StepRefinement(config, np.sort(rng.integers(0, n_scales, classes - 1)), coefs)
+        ref = refine.StepRefinement(config, np.sort(rng.integers(0, len(shifts), classes - 1)), coefs)
         return ref, refine.refine_step(plane, mu, s, pos, f, order, k, ref, R)
 
     for config in range(1, len(refine.CONFIGS)):

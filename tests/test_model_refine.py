@@ -5,8 +5,10 @@ import pytest
 
 from lvpnet.model import refine
 from lvpnet.model.prep import ORDERS
+from lvpnet.model.tables import bin_shifts, scale_sigmas
 
 ORDER = ORDERS[4]
+SHIFTS = bin_shifts(scale_sigmas(80, 4, 0.08))  # the tables' bin shifts (80 scale indices)
 
 
 def _random_refs(rng, order, n_scales=80):
@@ -130,10 +132,10 @@ def test_the_encoder_refines_a_texture_and_leaves_small_steps(rng):
     vals = v[di::f, dj::f]
     mu = np.full(vals.shape, 2000, np.int64)
     s = np.full(vals.shape, 50, np.int64)
-    ref, mu2 = refine.choose_step(v, vals, mu, s, (di, dj), f, ORDER, k, 4095, 80)
+    ref, mu2 = refine.choose_step(v, vals, mu, s, (di, dj), f, ORDER, k, 4095, SHIFTS)
     assert ref is not None and ref.config > 0
     assert np.abs(vals - mu2).mean() < 0.2 * np.abs(vals - mu).mean()
     assert np.array_equal(mu2, refine.refine_step(v, mu, s, (di, dj), f, ORDER, k, ref, 4095))
     small = v[:16, :16]
-    ref, same = refine.choose_step(small, small[di::f, dj::f], mu[:4, :4], s[:4, :4], (di, dj), f, ORDER, k, 4095, 80)
+    ref, same = refine.choose_step(small, small[di::f, dj::f], mu[:4, :4], s[:4, :4], (di, dj), f, ORDER, k, 4095, SHIFTS)
     assert ref is None and np.array_equal(same, mu[:4, :4])

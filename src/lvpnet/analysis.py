@@ -270,7 +270,7 @@ def _plane(model: LoadedModel, plane: np.ndarray) -> dict:
             hr, wr = sub_real_shape(H, W, f, di, dj)
             v_, mu_, s_ = sub[:hr, :wr], mu[:hr, :wr], s[:hr, :wr]
             if k > 0:  # the location refined on the slice, as the codec does (bitstream version 4)
-                mu_ = refine_tensor_step(v, v_, mu_, s_, (di, dj), dec.order, k, R, cfg.n_scales)[1]
+                mu_ = refine_tensor_step(v, v_, mu_, s_, (di, dj), dec.order, k, R, dec.pixel_shifts)[1]
             # the codec's per-step scale offset (bitstream version 2), so the map is what files pay
             s_ = calibrated_scales(v_, mu_, s_, R, dec.pixel_tables, dec.pixel_shifts, dec.K)
             if v_.numel():

@@ -19,8 +19,7 @@ import threading
 import numpy as np
 import torch
 
-from ..model import IntegerDecoder, LVPNet, load_checkpoint, prep
-from ..model import refine
+from ..model import IntegerDecoder, LVPNet, load_checkpoint, prep, refine
 from ..model.adapt import ADAPT_WEIGHTS, MODES, StepTables, choose_plane_coding, make_item, side_bits, walk_plane
 from ..model.repeat import CONTEXTS, FlagCounts, flags_apply, item_candidates
 from ..model.tables import OFFSET_MAX, best_scale_offset, scale_offset, values_from_symbols
@@ -208,7 +207,7 @@ class Engine:
         out = []
         for k, sub, mu, s, pos, row in records:
             if row is None and k > 0:
-                refs[k], mu = refine.choose_step(v, sub, mu, s, pos, f, dec.order, k, R, self.cfg.n_scales)
+                refs[k], mu = refine.choose_step(v, sub, mu, s, pos, f, dec.order, k, R, self.pixels.shifts)
             out.append((k, sub, mu, s, pos, row))
         return out
 

@@ -21,8 +21,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .adapt import adapted_pixel_bits, side_bits
-from .refine import refine_tensor_step
-from .refine import side_bits as refine_side_bits
 from .gmsm import GMSM
 from .intnet import ExactMode, IntConv2d, int_conv
 from .predictor import (
@@ -39,6 +37,8 @@ from .predictor import (
 from .prep import ORDERS, collapse_gaps, padded_size, polyphase_pad, slice_params, sub_real_shape, to_ctx, to_grid
 from .prior import FactorizedPrior
 from .qcm import QCM, qcm_int
+from .refine import refine_tensor_step
+from .refine import side_bits as refine_side_bits
 from .tables import (
     TOTAL,
     _log_bin,
@@ -456,7 +456,7 @@ def slice_bits(
         hr, wr = sub_real_shape(H, W, f, di, dj)
         v_, mu_, s_ = sub[:hr, :wr], mu[:hr, :wr], s[:hr, :wr]
         if refined and k > 0:  # bitstream version 4
-            refs[k], mu_ = refine_tensor_step(v, v_, mu_, s_, (di, dj), dec.order, k, R, dec.cfg.n_scales)
+            refs[k], mu_ = refine_tensor_step(v, v_, mu_, s_, (di, dj), dec.order, k, R, dec.pixel_shifts)
         if calibrate:  # what the codec does (bitstream version 2): per-step scale offset, log2(9) bits
             s_ = calibrated_scales(v_, mu_, s_, R, dec.pixel_tables, dec.pixel_shifts, dec.K)
         if adapt:
