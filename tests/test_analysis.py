@@ -66,10 +66,11 @@ def test_shapes_dtypes_and_finite(model, rng):
 def _map_matches(m, model, x, weight):
     """Does every pixel of ``m.pixel_bits`` hold its own code length under the tables adapted at
     prior weight ``weight``, with some per-step scale offset (found here independently), around
-    the location the encoder refines (``refine.choose_step``)? -> the refinements, or None."""
-    from lvpnet.model import refine
+    the locations and scales the encoder fits on the slice (``fitting.SliceFitting``)? -> the
+    fits, or None."""
     from lvpnet.model.adapt import StepTables
-    from lvpnet.model.tables import OFFSET_MAX, scale_offset
+    from lvpnet.model.fitting import SliceFitting
+    from lvpnet.model.tables import WIDE_OFFSET_MAX, scale_offset
 
     vp, R, B = _prepared(x, model)
     dec, f = model.dec, model.dec.f
@@ -77,23 +78,18 @@ def _map_matches(m, model, x, weight):
     feats = dec.features(z)
     vs = torch.from_numpy(vp)
     tabs = StepTables(dec.pixel_tables.numpy(), weight)
-    ctx, refs = [], [None] * dec.steps
+    fits = SliceFitting(vp[: x.shape[0], : x.shape[1]], R, dec.order, dec.pixel_tables, dec.pixel_shifts, dec.K)
+    ctx = []
     for k, (di, dj) in enumerate(dec.order):
         sub = vs[di::f, dj::f]
         mu, s = dec.predict(feats, ctx, k, R, B, known=sub)
         hr, wr = sub_real_shape(*x.shape, f, di, dj)
-        if k > 0 and hr * wr:
-            refs[k], mu_r = refine.choose_step(
-                vp[: x.shape[0], : x.shape[1]], sub[:hr, :wr].numpy(), mu[:hr, :wr].numpy(), s[:hr, :wr].numpy(),
-                (di, dj), f, dec.order, k, R, dec.pixel_shifts.numpy(),
-            )
-            mu = mu.clone()
-            mu[:hr, :wr] = torch.from_numpy(mu_r)
+        mu_r, s_r = fits.tensor_step(k, (di, dj), sub[:hr, :wr], mu[:hr, :wr], s[:hr, :wr])
         got = m.pixel_bits[di::f, dj::f]
         tabs.start_step(k)
-        for d in range(-OFFSET_MAX, OFFSET_MAX + 1):
-            sd = scale_offset(s[:hr, :wr], d, dec.cfg.n_scales)
-            sym, _low, nb, esc = pixel_symbols(sub[:hr, :wr], mu[:hr, :wr], sd, dec.pixel_shifts, dec.K)
+        for d in range(-WIDE_OFFSET_MAX, WIDE_OFFSET_MAX + 1):
+            sd = scale_offset(s_r, d, dec.cfg.n_scales)
+            sym, _low, nb, esc = pixel_symbols(sub[:hr, :wr], mu_r, sd, dec.pixel_shifts, dec.K)
             extra = np.where(esc.numpy(), np.log2(R + 1.0), nb.numpy())
             want = (tabs.symbol_bits(sym.numpy(), sd.numpy()) + extra).astype(np.float32)
             if np.array_equal(got, want):
@@ -102,32 +98,36 @@ def _map_matches(m, model, x, weight):
         else:
             return None
         ctx.append(sub)
-    return refs
+    return fits
 
 
-@pytest.mark.parametrize("kind", ["smooth", "three levels"])
-def test_pixel_map_is_each_pixels_code_length(model, rng, tiny_model_path, kind):
+@pytest.mark.parametrize("kind", ["smooth", "three levels, adapted"])
+def test_pixel_map_is_each_pixels_code_length(model, rng, tiny_model_path, kind, monkeypatch):
     """Every pixel of the map holds the exact table bits (+ raw or escape bits) of that very pixel,
     at the scale the codec codes it with (the model's, moved by the step's offset) and with the
     tables adapted to the slice as the codec adapts them, and the maps add up to the codec's own
-    estimate of the streams it writes. Three grey levels (like a palette ultrasound: residuals
-    the logistic tables fit badly) make the codec adapt; the smooth image may not."""
+    estimate of the streams it writes. The three-level slice (like a palette ultrasound) is coded
+    with adapted tables (forced on both sides: with bitstream version 4's refinement the fixed
+    tables already fit this one), so the map must follow the adaptation."""
+    import lvpnet.codecs.lvpnet_engine as engine_mod
+    import lvpnet.model.adapt as adapt_mod
     from lvpnet.codecs.lvpnet_codec import LVPNetCodec
-    from lvpnet.model import refine
     from lvpnet.model.adapt import ADAPT_WEIGHTS, side_bits
 
     x = smooth_image(rng, (37, 50), 0, 1023, np.uint16)
     if kind != "smooth":
         x = rng.choice(np.array([0, 1, 1023], np.uint16), size=x.shape, p=[0.45, 0.45, 0.1])
+        for mod in (adapt_mod, engine_mod):
+            monkeypatch.setattr(mod, "choose_plane_coding", lambda items, base: (2, 0))
     m = analysis.analyse_slice(x, model)
     found = {w: _map_matches(m, model, x, w) for w in ADAPT_WEIGHTS}
-    matches = [w for w, refs in found.items() if refs is not None]
+    matches = [w for w, fits in found.items() if fits is not None]
     assert matches
     if kind != "smooth":
-        assert matches != [0], "expected the codec to adapt its tables to this slice"
+        assert matches == [ADAPT_WEIGHTS[2]], "the map should follow the tables adapted at weight 1024 only"
     eng = LVPNetCodec(tiny_model_path, device="cpu").engine()
     est = eng.encode_plane(collapse_gaps(to_grid(x)[2])[0], want_bits=True)[4]  # what the codec codes
-    side = side_bits(model.dec.steps) + refine.side_bits(found[matches[0]], model.dec.order, model.dec.cfg.n_scales)
+    side = side_bits(model.dec.steps, refined=True) + found[matches[0]].side_bits()
     assert est == pytest.approx(m.total_bits + side, rel=1e-9)
 
 
@@ -274,5 +274,5 @@ def test_maps_follow_the_codecs_value_step(model, rng, tiny_model_path):
     codec = LVPNetCodec(tiny_model_path, device="cpu")
     st = codec.chunk_stats(codec.encode(x), x.shape, x.dtype, codec.version)
     side = slice_bits(model.net, model.dec, x)["side_bits"]  # coding mode, offsets, refinement
-    assert side > side_bits(model.dec.steps)
+    assert side > side_bits(model.dec.steps, refined=True)
     assert st["estimated_bits"] == pytest.approx(m.total_bits + side, rel=1e-9)

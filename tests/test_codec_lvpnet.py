@@ -500,10 +500,10 @@ def test_refined_locations(perturbed):
 
 
 def test_every_refinement_config_decodes_every_shape(tmp_path, monkeypatch):
-    """Each step forced into each refinement config, with coefficients up to the limit: awkward
-    shapes (one pixel, one row, one column, empty sub-images), 16-bit ranges and RGB decode exactly."""
-    import lvpnet.codecs.lvpnet_engine as engine_mod
-    from lvpnet.model import refine
+    """Each step forced into each refinement config, with coefficients up to the limit, and random
+    error-feedback offsets: awkward shapes (one pixel, one row, one column, empty sub-images),
+    16-bit ranges and RGB decode exactly."""
+    from lvpnet.model import feedback, refine
 
     p = _checkpoint(tmp_path / "v3.pt", head=3, subimage=4, ctx_bits=9, step0_rows=True)
     c = LVPNetCodec(p, device="cpu")
@@ -523,8 +523,9 @@ def test_every_refinement_config_decodes_every_shape(tmp_path, monkeypatch):
         ref = refine.StepRefinement(config, np.sort(rng.integers(0, len(shifts), classes - 1)), coefs)
         return ref, refine.refine_step(plane, mu, s, pos, f, order, k, ref, R)
 
+    monkeypatch.setattr(feedback, "choose", lambda vals, *a: rng.integers(-4, 5, feedback.BUCKETS) if vals.size else None)
     for config in range(1, len(refine.CONFIGS)):
-        monkeypatch.setattr(engine_mod.refine, "choose_step", lambda *a, c=config: forced(*a, config=c))
+        monkeypatch.setattr(refine, "choose_step", lambda *a, c=config: forced(*a, config=c))
         for x in shapes:
             y = c.decode(c.encode(x), x.shape, x.dtype, LVPNetCodec.version)
             assert np.array_equal(y, x), (config, x.shape)

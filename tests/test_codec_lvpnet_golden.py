@@ -94,7 +94,7 @@ def test_the_refining_golden_input_is_refined(codecs):
     from lvpnet.codecs.lvpnet_entropy import new_coder
     from lvpnet.model import refine
     from lvpnet.model.adapt import MODES
-    from lvpnet.model.tables import OFFSET_MAX
+    from lvpnet.model.tables import WIDE_OFFSET_MAX
 
     codec = codecs["v5"]
     x = np.load(SETS["v5"] / "texture_uint16.npy")
@@ -103,7 +103,7 @@ def test_the_refining_golden_input_is_refined(codecs):
     eng = codec.engine()
     coder = new_coder(pix)
     eng.pixels.pop_offsets(coder, 1, MODES)
-    eng.pixels.pop_offsets(coder, eng.dec.steps, 2 * OFFSET_MAX + 1)
+    eng.pixels.pop_offsets(coder, eng.dec.steps, 2 * WIDE_OFFSET_MAX + 1)
     refs = refine.read_side(lambda sizes: eng.pixels.pop_uniform(coder, sizes), eng.dec.order, eng.cfg.n_scales)
     used = [r for r in refs if r is not None]
     assert used and any(r.coefs.any() for r in used)

@@ -232,11 +232,11 @@ def _plane(model: LoadedModel, plane: np.ndarray) -> dict:
     import torch
 
     from .model.adapt import adapted_pixel_bits
+    from .model.fitting import SliceFitting
     from .model.intnet import ExactMode
     from .model.prep import collapse_gaps, padded_size, polyphase_pad, slice_params, sub_real_shape, to_grid
     from .model.qcm import qcm_int
-    from .model.refine import refine_tensor_step
-    from .model.tables import calibrated_scales, latent_bits_exact
+    from .model.tables import WIDE_OFFSET_MAX, calibrated_scales, latent_bits_exact
 
     net, dec = model.net, model.dec
     cfg, f = dec.cfg, dec.f
@@ -264,15 +264,16 @@ def _plane(model: LoadedModel, plane: np.ndarray) -> dict:
         bits = np.zeros((H, W), np.float64)
         vs = torch.from_numpy(vp).to(dec.device)
         ctx, steps = [], []
+        fits = SliceFitting(v, R, dec.order, dec.pixel_tables, dec.pixel_shifts, dec.K)
         for k, (di, dj) in enumerate(dec.order):
             sub = vs[di::f, dj::f]
             mu, s = dec.predict(feats, ctx, k, R, B, known=sub)
             hr, wr = sub_real_shape(H, W, f, di, dj)
             v_, mu_, s_ = sub[:hr, :wr], mu[:hr, :wr], s[:hr, :wr]
-            if k > 0:  # the location refined on the slice, as the codec does (bitstream version 4)
-                mu_ = refine_tensor_step(v, v_, mu_, s_, (di, dj), dec.order, k, R, dec.pixel_shifts)[1]
-            # the codec's per-step scale offset (bitstream version 2), so the map is what files pay
-            s_ = calibrated_scales(v_, mu_, s_, R, dec.pixel_tables, dec.pixel_shifts, dec.K)
+            # the location refined on the slice and the scales moved by the error feedback (bitstream
+            # version 4), then the codec's per-step scale offset, so the map is what files pay
+            mu_, s_ = fits.tensor_step(k, (di, dj), v_, mu_, s_)
+            s_ = calibrated_scales(v_, mu_, s_, R, dec.pixel_tables, dec.pixel_shifts, dec.K, WIDE_OFFSET_MAX)
             if v_.numel():
                 steps.append((k, v_, mu_, s_))
             ctx.append(sub)  # the edge-padded sub-image, as the decoder rebuilds it

@@ -19,10 +19,20 @@ import threading
 import numpy as np
 import torch
 
-from ..model import IntegerDecoder, LVPNet, load_checkpoint, prep, refine
-from ..model.adapt import ADAPT_WEIGHTS, MODES, StepTables, choose_plane_coding, make_item, side_bits, walk_plane
+from ..model import IntegerDecoder, LVPNet, feedback, load_checkpoint, prep, refine
+from ..model.adapt import (
+    ADAPT_WEIGHTS,
+    MODES,
+    StepTables,
+    choose_plane_coding,
+    make_item,
+    offset_max,
+    side_bits,
+    walk_plane,
+)
+from ..model.fitting import SliceFitting
 from ..model.repeat import CONTEXTS, FlagCounts, flags_apply, item_candidates
-from ..model.tables import OFFSET_MAX, best_scale_offset, scale_offset, values_from_symbols
+from ..model.tables import best_scale_offset, scale_offset, values_from_symbols
 from .lvpnet_codec import file_sha256
 from .lvpnet_entropy import LatentCoder, PixelCoder, new_coder
 
@@ -153,10 +163,12 @@ class Engine:
         z = z.to(self.device)
         self._walk(z, R, H, W, step)
         refined = refined and adapt and calibrate
-        refs = [None] * self.dec.steps
+        fits = None
         if refined:
-            records = self._refine(records, v, R, refs)
-        offsets = self._choose_offsets(records, R) if calibrate else None
+            fits = SliceFitting(v, R, self.dec.order, self.dec.pixel_tables.cpu(), self.pixels.shifts, self.dec.K)
+            records = [(k, sub, *fits.step(k, pos, sub, mu, s, row), pos, row) for k, sub, mu, s, pos, row in records]
+        omax = offset_max(refined)
+        offsets = self._choose_offsets(records, R, omax) if calibrate else None
         adapt = adapt and offsets is not None
         items, extras = [], []
         for k, sub, mu, s, pos, row in records:
@@ -186,11 +198,10 @@ class Engine:
             self.pixels.push_step(coder, it.sym[keep], extra[keep], it.s[keep], R, models)
             if flag_state is not None:
                 self.pixels.push_flags(coder, flag_state[0], flag_state[1], _FixedCounts(flag_state[2]))
-        if refined:  # read after the offsets
-            values, sizes = refine.side_symbols(refs, self.dec.order, self.cfg.n_scales)
-            est += self.pixels.push_uniform(coder, values, sizes)
+        if fits is not None:  # read after the offsets: the refinement, then the error feedback
+            est += self.pixels.push_uniform(coder, *fits.side_symbols())
         if offsets is not None:  # pushed last, so the decoder reads them first
-            est += self.pixels.push_offsets(coder, offsets + OFFSET_MAX, 2 * OFFSET_MAX + 1)
+            est += self.pixels.push_offsets(coder, offsets + omax, 2 * omax + 1)
         if adapt:  # read before the offsets
             est += self.pixels.push_offsets(coder, np.array([weight + len(ADAPT_WEIGHTS) * flags]), MODES)
         pix = coder.get_compressed()
@@ -199,25 +210,13 @@ class Engine:
         est += self.latent.bits(zs)
         return vmin, R, lat, pix, est
 
-    # ------------------------------------------------------------------ per-slice refinement
-    def _refine(self, records, v: np.ndarray, R: int, refs: list) -> list:
-        """The records with each step's location refined (``model.refine``; step 0, coded row by
-        row or from the latent alone, keeps the network's); ``refs[k]`` gets step ``k``'s choice."""
-        dec, f = self.dec, self.dec.f
-        out = []
-        for k, sub, mu, s, pos, row in records:
-            if row is None and k > 0:
-                refs[k], mu = refine.choose_step(v, sub, mu, s, pos, f, dec.order, k, R, self.pixels.shifts)
-            out.append((k, sub, mu, s, pos, row))
-        return out
-
     # ------------------------------------------------------------------ per-slice calibration
     def _shift(self, s: np.ndarray, offsets, k: int) -> np.ndarray:
         if offsets is None:
             return s
         return scale_offset(torch.from_numpy(s), int(offsets[k]), self.cfg.n_scales).numpy()
 
-    def _choose_offsets(self, records, R: int) -> np.ndarray:
+    def _choose_offsets(self, records, R: int, omax: int) -> np.ndarray:
         """Per step, ``tables.best_scale_offset`` over all its pixels (step 0's rows together)."""
         offsets = np.zeros(self.dec.steps, dtype=np.int64)
         dec = self.dec
@@ -226,7 +225,7 @@ class Engine:
             mine = [r for r in records if r[0] == k]
             if mine:
                 v, mu, s = (torch.from_numpy(np.concatenate([r[i].reshape(-1) for r in mine])) for i in (1, 2, 3))
-                offsets[k] = best_scale_offset(v, mu, s, R, tabs, shifts, dec.K)
+                offsets[k] = best_scale_offset(v, mu, s, R, tabs, shifts, dec.K, omax)
         return offsets
 
     # ------------------------------------------------------------------ decode
@@ -254,23 +253,29 @@ class Engine:
             mode = int(self.pixels.pop_offsets(coder, 1, MODES)[0])
             flags = mode // len(ADAPT_WEIGHTS)
             tables = StepTables(self.pixels.tables, ADAPT_WEIGHTS[mode % len(ADAPT_WEIGHTS)])
+        refined = calibrated and adaptive and refined
         if calibrated:
-            offsets = self.pixels.pop_offsets(coder, self.dec.steps, 2 * OFFSET_MAX + 1) - OFFSET_MAX
-        pix_bits[0] += side_bits(self.dec.steps, calibrated, adaptive)
-        refs = [None] * self.dec.steps
-        if calibrated and adaptive and refined:
+            omax = offset_max(refined)
+            offsets = self.pixels.pop_offsets(coder, self.dec.steps, 2 * omax + 1) - omax
+        pix_bits[0] += side_bits(self.dec.steps, calibrated, adaptive, refined)
+        refs, fbs = [None] * self.dec.steps, [None] * self.dec.steps
+        errors = feedback.ErrorPlane((H, W), self.dec.order)
+        if refined:
             def pop(sizes):
                 pix_bits[0] += float(np.log2(sizes.astype(np.float64)).sum())
                 return self.pixels.pop_uniform(coder, sizes)
 
             refs = refine.read_side(pop, self.dec.order, self.cfg.n_scales)
+            fbs = feedback.read_side(pop, self.dec.steps)
 
         def step(k, mu, s, pos, row):
             di, dj = pos
             if mu.size == 0:
                 return np.zeros(mu.shape, np.int64)
-            if row is None:
+            if row is None:  # version 4 (else no-ops): the refinement classes by the network's s
                 mu = refine.refine_step(out, mu, s, pos, f, self.dec.order, k, refs[k], R)
+                if fbs[k] is not None:
+                    s = feedback.apply(s, errors.buckets(k, pos, mu.shape), fbs[k], self.cfg.n_scales)
             s = self._shift(s, offsets, k)
             if tables is not None:
                 tables.start_step(k)
@@ -303,6 +308,8 @@ class Engine:
                 out[di::f, dj::f] = vals
             else:
                 out[di + row * f, dj::f] = vals[0]
+            if refined:
+                errors.record(pos, vals, mu, row)
             if want_bits:
                 pix_bits[0] += self.pixels.bits(sym, s[keep], R, tables)
             if tables is not None:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .repeat import FlagCounts, flags_apply, item_candidates
-from .tables import OFFSET_MAX, TOTAL, pixel_symbols
+from .tables import OFFSET_MAX, TOTAL, WIDE_OFFSET_MAX, pixel_symbols
 
 ADAPT_WEIGHTS = (0, 256, 1024, 4096)  # prior weights in pixels; the index is coded per plane
 FLAG_LEVELS = 3  # neighbour-repeat flags (model.repeat): 0 off, 1 from step 1 on, 2 also in sub-image 0's rows
@@ -38,11 +38,17 @@ MODES = FLAG_LEVELS * len(ADAPT_WEIGHTS)  # the plane's coding mode: weight inde
 _MAX_COUNT = 1 << 30  # counts of a scale index are halved beyond this (keeps mix_tables in int64)
 
 
-def side_bits(steps: int, calibrated: bool = True, adaptive: bool = True) -> float:
+def side_bits(steps: int, calibrated: bool = True, adaptive: bool = True, refined: bool = False) -> float:
     """Bits at the head of a plane's pixel stream: the coding mode (version 3: prior-weight
-    index and flag level) and one scale offset per step (version 2 and later), each coded uniformly."""
-    bits = steps * math.log2(2 * OFFSET_MAX + 1) if calibrated else 0.0
+    index and flag level) and one scale offset per step (version 2 and later; wider from version 4,
+    ``refined``), each coded uniformly (version 4's refinement side information not included)."""
+    bits = steps * math.log2(2 * offset_max(refined) + 1) if calibrated else 0.0
     return bits + (math.log2(MODES) if calibrated and adaptive else 0.0)
+
+
+def offset_max(refined: bool) -> int:
+    """The per-step scale offsets' bound: +-4 up to bitstream version 3, +-8 in version 4."""
+    return WIDE_OFFSET_MAX if refined else OFFSET_MAX
 
 
 def mix_tables(base: np.ndarray, counts: np.ndarray, weight: int) -> np.ndarray:

@@ -20,7 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .adapt import adapted_pixel_bits, side_bits
+from .adapt import adapted_pixel_bits, offset_max, side_bits
+from .fitting import SliceFitting
 from .gmsm import GMSM
 from .intnet import ExactMode, IntConv2d, int_conv
 from .predictor import (
@@ -37,8 +38,6 @@ from .predictor import (
 from .prep import ORDERS, collapse_gaps, padded_size, polyphase_pad, slice_params, sub_real_shape, to_ctx, to_grid
 from .prior import FactorizedPrior
 from .qcm import QCM, qcm_int
-from .refine import refine_tensor_step
-from .refine import side_bits as refine_side_bits
 from .tables import (
     TOTAL,
     _log_bin,
@@ -449,16 +448,17 @@ def slice_bits(
     vt = torch.from_numpy(vp).to(dec.device)
     adapt = adapt and calibrate
     refined = refined and adapt
-    ctx, step_bits, steps, refs = [], [], [], [None] * dec.steps
+    fits = SliceFitting(v, R, dec.order, dec.pixel_tables, dec.pixel_shifts, dec.K) if refined else None
+    ctx, step_bits, steps = [], [], []
     for k, (di, dj) in enumerate(dec.order):
         sub = vt[di::f, dj::f]
         mu, s = dec.predict(feats, ctx, k, R, B, known=sub)
         hr, wr = sub_real_shape(H, W, f, di, dj)
         v_, mu_, s_ = sub[:hr, :wr], mu[:hr, :wr], s[:hr, :wr]
-        if refined and k > 0:  # bitstream version 4
-            refs[k], mu_ = refine_tensor_step(v, v_, mu_, s_, (di, dj), dec.order, k, R, dec.pixel_shifts)
-        if calibrate:  # what the codec does (bitstream version 2): per-step scale offset, log2(9) bits
-            s_ = calibrated_scales(v_, mu_, s_, R, dec.pixel_tables, dec.pixel_shifts, dec.K)
+        if fits is not None:  # bitstream version 4: location refined, scales moved by the error feedback
+            mu_, s_ = fits.tensor_step(k, (di, dj), v_, mu_, s_)
+        if calibrate:  # what the codec does (bitstream version 2): per-step scale offset
+            s_ = calibrated_scales(v_, mu_, s_, R, dec.pixel_tables, dec.pixel_shifts, dec.K, offset_max(refined))
         if adapt:
             if v_.numel():
                 steps.append((k, v_, mu_, s_))
@@ -472,9 +472,7 @@ def slice_bits(
         step_bits = [0.0] * dec.steps
         for (k, *_rest), b in zip(steps, per_pixel):
             step_bits[k] = float(b.sum())
-    side = side_bits(dec.steps, calibrate, adapt)
-    if refined:
-        side += refine_side_bits(refs, dec.order, dec.cfg.n_scales)
+    side = side_bits(dec.steps, calibrate, adapt, refined) + (fits.side_bits() if fits is not None else 0.0)
     return {"pixel_bits": sum(step_bits), "latent_bits": lat, "side_bits": side, "n": H * W, "step_bits": step_bits}
 
 

@@ -76,7 +76,7 @@ def step_layout(order, k: int, config: int) -> tuple[int, int]:
     return classes, len(neighbour_offsets(order, k, radius))
 
 
-def _fold(idx: np.ndarray, n: int, f: int) -> tuple[np.ndarray, np.ndarray]:
+def fold(idx: np.ndarray, n: int, f: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices moved by multiples of ``f`` into ``[0, n)``; (index, valid)."""
     idx = idx.copy()
     neg = idx < 0
@@ -98,8 +98,8 @@ def neighbour_deltas(plane: np.ndarray, mu: np.ndarray, pos, f: int, offsets) ->
     out = np.zeros((hr * wr, len(offsets)), np.int64)
     flat_mu = mu.reshape(-1)
     for t, (dy, dx) in enumerate(offsets):
-        ry, oky = _fold(rows + dy, H, f)
-        rx, okx = _fold(cols + dx, W, f)
+        ry, oky = fold(rows + dy, H, f)
+        rx, okx = fold(cols + dx, W, f)
         d = plane[np.ix_(ry, rx)].reshape(-1) - flat_mu
         ok = (oky[:, None] & okx[None, :]).reshape(-1)
         out[:, t] = np.where(ok, d, 0)
@@ -326,16 +326,3 @@ def choose_step(plane, vals, mu, s, pos, f: int, order, k: int, R: int, shifts: 
         return None, mu
     cols = [offs3.index(o) for o in neighbour_offsets(order, k, CONFIGS[ref.config][0])]
     return ref, apply_coefs(mu, D[:, cols], classes_of(sf, ref.edges), ref.coefs, R)
-
-
-def refine_tensor_step(plane: np.ndarray, vals, mu, s, pos, order, k: int, R: int, shifts):
-    """``choose_step`` for the integer tensors of the estimate and the bit-cost maps
-    (``lvpnet.slice_bits``, ``lvpnet.analysis``): -> (StepRefinement or None, refined mu tensor)."""
-    import torch
-
-    ref, mu2 = choose_step(
-        plane, vals.cpu().numpy(), mu.cpu().numpy(), s.cpu().numpy(), pos, plane_f(order), order, k, R,
-        np.asarray(shifts.cpu() if hasattr(shifts, "cpu") else shifts, np.int64),
-    )
-    return ref, torch.from_numpy(np.ascontiguousarray(mu2)).to(mu.device)
-

@@ -1,0 +1,54 @@
+"""The encoder's per-slice fits of bitstream version 4, step by step in decoding order.
+
+One walk serves the codec's encoder, the estimate (``lvpnet.slice_bits``) and the bit-cost maps
+(``lvpnet.analysis``), so all three code the same locations and scales: for every sub-image
+``k >= 1`` the location refined on the slice (``model.refine``), then the scales moved by the
+error feedback (``model.feedback``); every decoded item's residual is recorded for the feedback
+of the steps after it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import feedback, refine
+
+
+class SliceFitting:
+    def __init__(self, plane: np.ndarray, R: int, order, tables, shifts, K: int):
+        self.plane, self.R, self.order = plane, R, order
+        self.tables, self.K = tables, K
+        self.shifts = np.asarray(shifts.cpu() if hasattr(shifts, "cpu") else shifts, np.int64)
+        self.f = refine.plane_f(order)
+        self.refs: list = [None] * len(order)
+        self.fbs: list = [None] * len(order)
+        self.errors = feedback.ErrorPlane(plane.shape, order)
+
+    def step(self, k: int, pos, vals: np.ndarray, mu: np.ndarray, s: np.ndarray, row: int | None = None):
+        """-> (mu, s) as coded for one item (numpy; a row of sub-image 0 when ``row`` is given,
+        which keeps the network's), its residuals recorded."""
+        if row is None and k > 0:
+            self.refs[k], mu = refine.choose_step(self.plane, vals, mu, s, pos, self.f, self.order, k, self.R,
+                                                  self.shifts)
+            b = self.errors.buckets(k, pos, vals.shape)
+            self.fbs[k] = feedback.choose(vals, mu, s, b, self.R, self.tables, self.shifts, self.K)
+            s = feedback.apply(s, b, self.fbs[k], len(self.shifts))
+        self.errors.record(pos, vals, mu, row)
+        return mu, s
+
+    def tensor_step(self, k: int, pos, vals, mu, s):
+        """``step`` for the integer tensors of the estimate and the maps (whole sub-images)."""
+        import torch
+
+        mu2, s2 = self.step(k, pos, vals.cpu().numpy(), mu.cpu().numpy(), s.cpu().numpy())
+        return (torch.from_numpy(np.ascontiguousarray(mu2)).to(mu.device),
+                torch.from_numpy(np.ascontiguousarray(s2)).to(s.device))
+
+    def side_symbols(self) -> tuple[np.ndarray, np.ndarray]:
+        """(values, sizes) of the side information in decoding order: refinement, then feedback."""
+        a = refine.side_symbols(self.refs, self.order, len(self.shifts))
+        b = feedback.side_symbols(self.fbs, len(self.order))
+        return np.concatenate([a[0], b[0]]), np.concatenate([a[1], b[1]])
+
+    def side_bits(self) -> float:
+        return float(np.log2(self.side_symbols()[1].astype(np.float64)).sum())

@@ -1,0 +1,101 @@
+"""Error feedback on the scale (bitstream version 4, ``lvpnet.model.feedback``) and the encoder's
+walk of the version-4 fits (``lvpnet.model.fitting``)."""
+
+import numpy as np
+import pytest
+
+from lvpnet.model import feedback
+from lvpnet.model.fitting import SliceFitting
+from lvpnet.model.prep import ORDERS
+from lvpnet.model.tables import bin_shifts, build_pixel_tables, scale_sigmas
+
+ORDER = ORDERS[4]
+
+
+def test_side_information_reads_back(rng):
+    steps = len(ORDER)
+    for _ in range(10):
+        choices = [None] + [rng.integers(-4, 5, feedback.BUCKETS) if rng.random() < 0.5 else None
+                            for _ in range(steps - 1)]
+        values, sizes = feedback.side_symbols(choices, steps)
+        assert (values >= 0).all() and (values < sizes).all() and (sizes >= 2).all()
+        at = [0]
+
+        def pop(want):
+            n = len(want)
+            assert np.array_equal(want, sizes[at[0] : at[0] + n])
+            at[0] += n
+            return values[at[0] - n : at[0]]
+
+        back = feedback.read_side(pop, steps)
+        assert at[0] == len(values)
+        for a, b in zip(choices, back):
+            assert (a is None and b is None) or np.array_equal(a, b)
+        assert feedback.side_bits(choices, steps) == pytest.approx(np.log2(sizes.astype(float)).sum())
+
+
+def test_buckets_follow_the_nearest_decoded_residuals():
+    """A pixel's bucket is the bit length of the mean absolute residual of its nearest decoded
+    neighbours; a plane with no residuals gives bucket 0 everywhere."""
+    f = 4
+    ep = feedback.ErrorPlane((16, 16), ORDER)
+    v = np.zeros((16, 16), np.int64)
+    v[0::f, 0::f] = 12  # step 0's pixels missed by 12, so bit_length(12) = 4
+    ep.record((0, 0), v[0::f, 0::f], np.zeros((4, 4), np.int64))
+    k = 1  # sub-image (2, 2): its nearest decoded neighbours are the diagonal (0, 0) pixels
+    assert feedback.ring(ORDER, k) == [(-2, -2), (-2, 2), (2, -2), (2, 2)]
+    assert (ep.buckets(k, ORDER[k], (4, 4)) == 4).all()
+    assert (feedback.ErrorPlane((16, 16), ORDER).buckets(k, ORDER[k], (4, 4)) == 0).all()
+    big = feedback.ErrorPlane((16, 16), ORDER)
+    big.record((0, 0), np.full((4, 4), 60000), np.zeros((4, 4), np.int64))
+    assert (big.buckets(k, ORDER[k], (4, 4)) == feedback.BUCKETS - 1).all()
+
+
+def test_rows_of_sub_image_0_are_recorded_in_place():
+    ep = feedback.ErrorPlane((9, 10), ORDER)
+    ep.record((0, 0), np.array([[5, 6, 7]]), np.array([[1, 1, 1]]), row=2)
+    assert ep.e[8, 0::4].tolist() == [4, 5, 6] and ep.e.sum() == 15
+
+
+def test_offsets_move_scales_within_the_tables():
+    s = np.array([0, 40, 79, 3])
+    b = np.array([0, 1, 2, 5])
+    d = np.array([-4, 2, 4, 0, 0, -1])
+    assert feedback.apply(s, b, d, 80).tolist() == [0, 42, 79, 2]
+    assert feedback.apply(s, b, None, 80) is s
+
+
+def test_the_encoder_uses_feedback_where_residuals_cluster(rng):
+    """Half the pixels sit next to large residuals and are noisy themselves, half next to exact
+    predictions and exact: separate offsets for the two buckets pay, and the walk of the fits
+    records what the next steps need."""
+    tables, shifts = build_pixel_tables()
+    f = 4
+    H = W = 64
+    v = np.zeros((H, W), np.int64)
+    noisy = np.zeros((H, W), bool)
+    noisy[:, W // 2 :] = True
+    v[noisy] = rng.integers(0, 400, int(noisy.sum()))
+    mu = np.zeros((H, W), np.int64)
+    s = np.full((H, W), 30, np.int64)
+    fits = SliceFitting(v, 400, ORDER, tables, shifts, 64)
+    for k, (di, dj) in enumerate(ORDER):
+        vals, m, sk = v[di::f, dj::f], mu[di::f, dj::f], s[di::f, dj::f]
+        _mu2, s2 = fits.step(k, (di, dj), vals, m, sk)
+        assert s2.shape == sk.shape
+    used = [k for k in range(1, len(ORDER)) if fits.fbs[k] is not None]
+    assert used, "expected the feedback to separate the noisy half from the exact one"
+    k = used[0]
+    d = fits.fbs[k]
+    b = fits.errors.buckets(k, ORDER[k], v[ORDER[k][0] :: f, ORDER[k][1] :: f].shape)
+    half = b.shape[1] // 2  # columns away from the boundary between the halves
+    assert d[b[:, : half - 1]].max() < d[b[:, half + 1 :]].min()  # sharper where exact
+    assert np.array_equal(fits.errors.e, np.abs(v - mu))
+    assert fits.side_bits() > 0
+
+
+def test_small_steps_get_no_feedback():
+    tables, shifts = build_pixel_tables()
+    vals = np.arange(12).reshape(3, 4)
+    assert feedback.choose(vals, vals * 0, vals * 0 + 20, vals * 0, 20, tables, shifts, 64) is None
+    assert len(bin_shifts(scale_sigmas(80, 4, 0.08))) == len(shifts)
