@@ -2,6 +2,21 @@ import numpy as np
 import pytest
 
 
+def stream_reader(values, sizes):
+    """A stand-in for a stream of uniform symbols ``values`` of alphabet ``sizes``: ``pop(want)``
+    returns the next ``len(want)`` values and checks they were written with those sizes;
+    ``at[0]`` counts the values read."""
+    at = [0]
+
+    def pop(want):
+        n = len(want)
+        assert np.array_equal(want, sizes[at[0] : at[0] + n])
+        at[0] += n
+        return values[at[0] - n : at[0]]
+
+    return pop, at
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

@@ -3,6 +3,7 @@ walk of the version-4 fits (``lvpnet.model.fitting``)."""
 
 import numpy as np
 import pytest
+from conftest import stream_reader
 
 from lvpnet.model import feedback
 from lvpnet.model.fitting import SliceFitting
@@ -19,14 +20,7 @@ def test_side_information_reads_back(rng):
                             for _ in range(steps - 1)]
         values, sizes = feedback.side_symbols(choices, steps)
         assert (values >= 0).all() and (values < sizes).all() and (sizes >= 2).all()
-        at = [0]
-
-        def pop(want):
-            n = len(want)
-            assert np.array_equal(want, sizes[at[0] : at[0] + n])
-            at[0] += n
-            return values[at[0] - n : at[0]]
-
+        pop, at = stream_reader(values, sizes)
         back = feedback.read_side(pop, steps)
         assert at[0] == len(values)
         for a, b in zip(choices, back):

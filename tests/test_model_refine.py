@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from conftest import stream_reader
 
 from lvpnet.model import refine
 from lvpnet.model.prep import ORDERS
@@ -26,26 +27,12 @@ def _random_refs(rng, order, n_scales=80):
     return refs
 
 
-def _reader(values, sizes):
-    """A stand-in for the stream that checks every read asks for the sizes that were written."""
-    at = [0]
-
-    def pop(want):
-        n = len(want)
-        assert np.array_equal(want, sizes[at[0] : at[0] + n])
-        out = values[at[0] : at[0] + n]
-        at[0] += n
-        return out
-
-    return pop, at
-
-
 def test_side_information_reads_back(rng):
     for _ in range(20):
         refs = _random_refs(rng, ORDER)
         values, sizes = refine.side_symbols(refs, ORDER, 80)
         assert (sizes >= 2).all() and (values >= 0).all() and (values < sizes).all()
-        pop, at = _reader(values, sizes)
+        pop, at = stream_reader(values, sizes)
         back = refine.read_side(pop, ORDER, 80)
         assert at[0] == len(values)
         for a, b in zip(refs, back):
@@ -61,7 +48,7 @@ def test_edges_out_of_order_are_refused(rng):
     refs[3] = refine.StepRefinement(6, np.array([40, 20, 50]), np.zeros((4, refine.step_layout(ORDER, 3, 6)[1]), np.int64))
     values, sizes = refine.side_symbols(refs, ORDER, 80)
     with pytest.raises(ValueError, match="edges"):
-        refine.read_side(_reader(values, sizes)[0], ORDER, 80)
+        refine.read_side(stream_reader(values, sizes)[0], ORDER, 80)
 
 
 def test_bit_length_is_exact():
