@@ -97,7 +97,7 @@ def test_the_decoder_never_reads_a_pixel_it_has_not_decoded(rng, shape):
 def test_the_float_sums_are_the_integer_formula(rng):
     """Extreme coefficients and neighbour differences: the float64 path equals exact integers."""
     lim = (1 << (refine.MAG_CLASSES - 1)) - 1
-    n, m, R = 500, 48, 65535
+    n, m, R = 500, 48, 2**32 - 1  # beyond any real slice's range (16 bits): the bound of the docstring
     deltas = rng.choice(np.array([-R, R, -1, 0, 1, 12345]), size=(n, m)).astype(np.int64)
     coefs = rng.choice(np.array([-lim, lim, 0, 1, -1]), size=(3, m)).astype(np.int64)
     cls = rng.integers(0, 3, n)

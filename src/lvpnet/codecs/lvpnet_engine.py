@@ -259,7 +259,7 @@ class Engine:
             offsets = self.pixels.pop_offsets(coder, self.dec.steps, 2 * omax + 1) - omax
         pix_bits[0] += side_bits(self.dec.steps, calibrated, adaptive, refined)
         refs, fbs = [None] * self.dec.steps, [None] * self.dec.steps
-        errors = feedback.ErrorPlane((H, W), self.dec.order)
+        errors = feedback.ErrorPlane((H, W), self.dec.order) if refined else None
         if refined:
             def pop(sizes):
                 pix_bits[0] += float(np.log2(sizes.astype(np.float64)).sum())
@@ -308,7 +308,7 @@ class Engine:
                 out[di::f, dj::f] = vals
             else:
                 out[di + row * f, dj::f] = vals[0]
-            if refined:
+            if errors is not None:
                 errors.record(pos, vals, mu, row)
             if want_bits:
                 pix_bits[0] += self.pixels.bits(sym, s[keep], R, tables)

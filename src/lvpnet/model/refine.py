@@ -18,9 +18,10 @@ integers (forward adaptive, as the classical MRP and TMW coders do):
   least squares (close to the least absolute residual, which is what a logistic's code length
   follows).
 
-Integer-exact: int64, with ``|q| < 2**13``, ``|n - mu| <= 2**16`` and at most 48 terms.
-Measured on val (estimate, shipped weights, side information included): CT -7%, shoulder
-MR -7 to -8%, DWI mosaics -0.7%; small slices choose small or no refinement.
+Integer-exact: ``|q| < 2**13``, ``|n - mu| <= R < 2**32`` and at most 48 terms keep every
+sum below 2**51 (``apply_coefs``). Measured on one val slice each (estimate, shipped weights,
+side information included): CT -8.8%, shoulder MR -9%, DWI mosaic -0.5%, FLAIR -0.3%; small
+slices choose small or no refinement (``docs/MODEL.md`` section 2c).
 
 Side information (``side_symbols`` / ``read_side``), all coded uniformly at the head of the
 pixel stream, in this order: the config index of steps ``1..steps-1``; the class edges of
@@ -112,8 +113,8 @@ def classes_of(s: np.ndarray, edges: np.ndarray) -> np.ndarray:
 
 def apply_coefs(mu: np.ndarray, deltas: np.ndarray, cls: np.ndarray, coefs: np.ndarray, R: int) -> np.ndarray:
     """``mu'`` (int64, ``mu``'s shape) from the integer coefficients (the formula above). The
-    sums run in float64 for speed, exact: every term and partial sum is an integer below 2**35,
-    far below 2**53, so no rounding happens in any order of summation."""
+    sums run in float64 for speed, exact: every term and partial sum is an integer below 2**51
+    (2**51 > 48 * 2**13 * 2**32), so no rounding happens in any order of summation."""
     num = _mm(deltas.astype(np.float64), coefs.astype(np.float64).T)  # (pixels, classes)
     num = np.take_along_axis(num, cls.reshape(-1, 1), 1)[:, 0].astype(np.int64)
     half = 1 << (COEF_FRAC - 1)
