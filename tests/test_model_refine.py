@@ -53,7 +53,9 @@ def test_edges_out_of_order_are_refused(rng):
 
 def test_bit_length_is_exact():
     a = np.arange(1 << (refine.MAG_CLASSES - 1))
-    assert np.array_equal(refine._bit_length(a), [int(x).bit_length() for x in a])
+    assert np.array_equal(refine.bit_length(a), [int(x).bit_length() for x in a])
+    edges = np.array([(1 << k) + d for k in range(1, 53) for d in (-1, 0, 1)])  # around every power of two
+    assert np.array_equal(refine.bit_length(edges), [int(x).bit_length() for x in edges])
 
 
 def test_neighbours_are_decoded_before_the_step():

@@ -136,7 +136,7 @@ def refine_step(plane, mu, s, pos, f: int, order, k: int, ref: StepRefinement | 
 
 
 def coef_bits(q: np.ndarray) -> float:
-    m = _bit_length(np.abs(q))
+    m = bit_length(np.abs(q))
     return float(q.size * math.log2(MAG_CLASSES) + np.maximum(m - 1, 0).sum() + (m >= 1).sum())
 
 
@@ -146,13 +146,11 @@ def _mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return torch.matmul(torch.from_numpy(a), torch.from_numpy(b)).numpy()
 
 
-def _bit_length(a: np.ndarray) -> np.ndarray:
-    a = np.asarray(a, np.int64)
-    out = np.zeros(a.shape, np.int64)
-    nz = a > 0
-    out[nz] = np.floor(np.log2(a[nz])).astype(np.int64) + 1
-    # exact for |q| < 2**13 (float64 log2 of small integers); checked by a test
-    return out
+def bit_length(a: np.ndarray) -> np.ndarray:
+    """``int.bit_length`` of non-negative integers below 2**53, elementwise: the binary exponent
+    ``frexp`` reads off the float64 (exact, no rounding; ``floor(log2)`` could land an ulp low
+    at a power of two on some machine's libm, and the decoder must agree everywhere)."""
+    return np.frexp(np.asarray(a, np.int64).astype(np.float64))[1].astype(np.int64)
 
 
 def side_symbols(refs: list, order, n_scales: int) -> tuple[np.ndarray, np.ndarray]:
@@ -167,7 +165,7 @@ def side_symbols(refs: list, order, n_scales: int) -> tuple[np.ndarray, np.ndarr
     sizes.append(np.full(vals[-1].size, n_scales, np.int64))
     q = np.concatenate([r.coefs.reshape(-1) for r in refs]).astype(np.int64) if refs else np.zeros(0, np.int64)
     a = np.abs(q)
-    m = _bit_length(a)
+    m = bit_length(a)
     vals.append(m)
     sizes.append(np.full(m.size, MAG_CLASSES, np.int64))
     big = m >= 2
@@ -247,6 +245,7 @@ def _nested_edges(s: np.ndarray) -> np.ndarray:
 
 
 _EDGE_PICK = {1: [], 2: [3], 4: [1, 3, 5], 8: list(range(7))}
+_QMAX = 65  # the tables' 2K + 1 bins and an escape on each side (K = 64)
 
 
 def _estimate(vals, mu, s, shifts: np.ndarray) -> float:
@@ -261,9 +260,6 @@ def _estimate(vals, mu, s, shifts: np.ndarray) -> float:
     groups = np.bincount(s)
     counts, groups = counts[counts > 0], groups[groups > 0]
     return float(-(counts * np.log2(counts)).sum() + (groups * np.log2(groups)).sum() + b.sum())
-
-
-_QMAX = 65  # the tables' 2K + 1 bins and an escape on each side (K = 64)
 
 
 def choose_step(plane, vals, mu, s, pos, f: int, order, k: int, R: int, shifts: np.ndarray):
