@@ -7,7 +7,8 @@ model (float encoder ``LVPNet`` + exact ``IntegerDecoder``, docs/MODEL.md):
   every pixel, ``-log2(freq[symbol] / 2**16)`` under the model's integer
   frequency tables (at the scale the codec uses: the model's, moved by the
   step's per-slice offset; the table adapted to the slice, bitstream version 3;
-  around the location refined on the slice, version 4) plus that pixel's raw low bits (or, for an escaped pixel,
+  around the location refined on the slice and at the scale moved by the error
+  feedback, version 4, ``model.fitting``) plus that pixel's raw low bits (or, for an escaped pixel,
   the ``log2(R + 1)`` bits of its uniform code). RGB: the sum over the planes.
 * **latent bits** ``latent_bits`` (float32, one cell per 32 x 32 block): the
   code length of the block's latent ``z`` (all channels, all planes) under the

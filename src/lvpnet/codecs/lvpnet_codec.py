@@ -181,7 +181,8 @@ class LVPNetCodec(Codec):
     # 2: per-step scale offsets at the head of each pixel stream (1: none); 3: as 2, with
     # pixel tables adapted to the slice (model.adapt) and runs of unused values taken out
     # (prep.collapse_gaps, listed in the chunk); 4: as 3, with each step's location refined by
-    # a linear predictor fitted on the slice (model.refine)
+    # a linear predictor fitted on the slice (model.refine), its scales moved by the residuals
+    # decoded nearby (model.feedback) and per-step scale offsets in [-8, 8]
     version = 4
     reads_versions = (1, 2, 3, 4)
 

@@ -197,7 +197,8 @@ class PixelCoder:
 
     def push_uniform(self, coder, values: np.ndarray, sizes: np.ndarray) -> float:
         """Encoder: integers ``values[i]`` in ``[0, sizes[i])`` coded uniformly, in order (the
-        refinement's side information, ``model.refine``); returns their bits."""
+        side information of bitstream version 4: ``model.refine``, ``model.feedback``); returns
+        their bits."""
         if values.size:
             coder.encode_reverse(
                 np.ascontiguousarray(values, dtype=np.int32), self.uniform, np.ascontiguousarray(sizes, dtype=np.int32)

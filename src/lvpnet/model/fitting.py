@@ -10,11 +10,15 @@ of the steps after it.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from . import feedback, refine
 
 
 class SliceFitting:
+    """The fits of one plane: call ``step`` for every item in decoding order, then
+    ``side_symbols`` gives what the pixel stream holds after the per-step offsets."""
+
     def __init__(self, plane: np.ndarray, R: int, order, tables, shifts, K: int):
         self.plane, self.R, self.order = plane, R, order
         self.tables, self.K = tables, K
@@ -38,8 +42,6 @@ class SliceFitting:
 
     def tensor_step(self, k: int, pos, vals, mu, s):
         """``step`` for the integer tensors of the estimate and the maps (whole sub-images)."""
-        import torch
-
         mu2, s2 = self.step(k, pos, vals.cpu().numpy(), mu.cpu().numpy(), s.cpu().numpy())
         return (torch.from_numpy(np.ascontiguousarray(mu2)).to(mu.device),
                 torch.from_numpy(np.ascontiguousarray(s2)).to(s.device))

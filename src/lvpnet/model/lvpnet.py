@@ -425,7 +425,8 @@ def slice_bits(
     ``adapt`` (with ``calibrate``; bitstream version 3): tables adapted to the slice
     and neighbour-repeat flags (``model.adapt``, ``model.repeat``), the coding mode's
     log2(12) bits in ``side_bits``. ``refined`` (with ``adapt``; version 4): each step's
-    location refined on the slice (``model.refine``), its side information in ``side_bits``.
+    location refined on the slice and its scales moved by the error feedback
+    (``model.fitting``), per-step offsets in [-8, 8]; their side information in ``side_bits``.
 
     Returns {'pixel_bits', 'latent_bits', 'side_bits', 'n', 'step_bits'} (ideal -log2 p;
     the plane header (vmin, R, stream lengths) is not counted).
