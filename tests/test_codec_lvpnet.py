@@ -341,6 +341,24 @@ def test_container_safety_net(registered):
         assert b.chunk_bytes(i) <= a.chunk_bytes(i)
 
 
+def test_safety_net_keeps_the_smaller_jpeg_xl_effort(registered):
+    """Where the fallback wins a slice, the chunk is the smaller of JPEG-XL effort 7 and 9 (an
+    8-bit ultrasound-like frame, on which effort 9 is smaller), and it decodes exactly."""
+    from lvpnet.codecs.fallback import FallbackCodec
+
+    rng = np.random.default_rng(8)
+    frame = np.zeros((96, 128), np.uint8)
+    frame[20:70, 30:100] = np.clip(rng.normal(40, 12, (50, 70)), 0, 255).astype(np.uint8)
+    frame[5:9, 10:60] = 230  # a text bar
+    fb = FallbackCodec()
+    e7, e9 = len(fb.encode(frame)), len(fb.encode(frame, effort=9))
+    assert e9 < e7  # so the test sees the second try kept
+    b = LvpFile(compress(frame[None], codec="lvpnet"))
+    assert b.codec_counts() == {"fallback": 1}
+    assert b.chunk_bytes(0) == e9
+    assert np.array_equal(b.read_all(), frame[None])
+
+
 def test_file_from_other_weights_is_refused(registered, monkeypatch, tmp_path):
     vol = _smooth(np.random.default_rng(1), (20, 20), 0, 900, np.uint16)
     data = compress(vol, codec="lvpnet", safety_net=False)

@@ -14,6 +14,7 @@ import numpy as np
 
 from . import __version__, codecs
 from .atomic import atomic_path
+from .codecs.fallback import JXL_EFFORT_THOROUGH
 from .container import ContainerWriter
 from .errors import DamagedError, InputError
 from .lvpfile import LvpFile
@@ -104,7 +105,9 @@ def encode_stream(
 
     ``safety_net``: when the chosen codec is a learned one (it has a model id), every slice
     is also coded with the classical fallback and the smaller chunk is kept (ties go to the
-    chosen codec). ``safety_net=False`` gives the chosen codec's own figures.
+    chosen codec); where the fallback wins, its JPEG-XL effort 9 is tried too (on val 2-9%
+    smaller than effort 7 on ultrasound and the CT, worse on most MR; the learned encoder is
+    slower than it anyway). ``safety_net=False`` gives the chosen codec's own figures.
     """
     check_array(volume.array, volume.rgb)
     array = _little_endian(volume.array)
@@ -123,7 +126,8 @@ def encode_stream(
         if backup is not None:
             alt = backup.encode(s)
             if len(alt) < len(data):
-                used, data = backup, alt
+                thorough = backup.encode(s, effort=JXL_EFFORT_THOROUGH)
+                used, data = backup, min(alt, thorough, key=len)
         writer.add_chunk(data, used.id, used.version, s)
         digest.update(s.tobytes())
         counts[used.id] = counts.get(used.id, 0) + 1

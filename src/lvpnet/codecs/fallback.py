@@ -11,7 +11,9 @@ Chunk layout (version 1), all integers little-endian:
     mode 2      the bytes of one element; every element has exactly these bytes
 
 Integer slices whose range fits in 16 bits go to JPEG-XL (effort 7: on the
-validation scans it beats effort 9 in total and encodes four times faster).
+validation scans it beats effort 9 in total and encodes four times faster; the
+learned codec's safety net also tries effort 9 where the fallback wins a slice,
+see ``lvpnet.compressor.encode_stream``).
 Anything else (floats with NaN and infinities kept bit for bit, booleans,
 integers spanning more than 16 bits) goes through mode 1, which works on raw
 bytes and so cannot lose anything.
@@ -26,6 +28,7 @@ from .base import Codec
 
 MODE_JXL, MODE_SHUFFLE_ZSTD, MODE_CONSTANT = 0, 1, 2
 JXL_EFFORT = 7
+JXL_EFFORT_THOROUGH = 9  # the safety net's second try (smaller on 8-bit and CT data, slower)
 ZSTD_LEVEL = 19
 
 
@@ -49,7 +52,8 @@ class FallbackCodec(Codec):
     version = 1
     reads_versions = (1,)
 
-    def encode(self, slice_: np.ndarray) -> bytes:
+    def encode(self, slice_: np.ndarray, effort: int = JXL_EFFORT) -> bytes:
+        """``effort``: JPEG-XL's (the chunk decodes the same way whatever it is)."""
         slice_ = np.ascontiguousarray(slice_)
         if _is_constant(slice_):
             return bytes([MODE_CONSTANT]) + slice_.reshape(-1)[:1].tobytes()
@@ -60,7 +64,7 @@ class FallbackCodec(Codec):
                 offset = np.array([lo], dtype=slice_.dtype)
                 # subtract in the slice's own dtype: no overflow since 0 <= x - lo < 65536
                 shifted = (slice_ - offset[0]).astype(unsigned)
-                jxl = imagecodecs.jpegxl_encode(shifted, lossless=True, effort=JXL_EFFORT, numthreads=1)
+                jxl = imagecodecs.jpegxl_encode(shifted, lossless=True, effort=effort, numthreads=1)
                 return bytes([MODE_JXL]) + offset.tobytes() + jxl
         packed = imagecodecs.zstd_encode(_shuffle(slice_), level=ZSTD_LEVEL)
         return bytes([MODE_SHUFFLE_ZSTD]) + packed
