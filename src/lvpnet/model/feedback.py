@@ -26,7 +26,7 @@ import math
 
 import numpy as np
 
-from .refine import bit_length, fold, neighbour_offsets, plane_f
+from .refine import bit_length, neighbour_offsets, neighbours, plane_f
 from .tables import OFFSET_MAX, TOTAL, WIDE_OFFSET_MAX
 
 BUCKETS = 6
@@ -62,18 +62,11 @@ class ErrorPlane:
 
     def buckets(self, k: int, pos, shape: tuple[int, int]) -> np.ndarray:
         """int64 ``shape``: the bucket of every pixel of step ``k`` (sub-image ``pos``)."""
-        H, W = self.e.shape
-        di, dj = pos
-        hr, wr = shape
         total = np.zeros(shape, np.int64)
         count = np.zeros(shape, np.int64)
-        rows = di + self.f * np.arange(hr)
-        cols = dj + self.f * np.arange(wr)
-        for dy, dx in ring(self.order, k):
-            ry, oky = fold(rows + dy, H, self.f)
-            rx, okx = fold(cols + dx, W, self.f)
-            ok = oky[:, None] & okx[None, :]
-            total += np.where(ok, self.e[np.ix_(ry, rx)], 0)
+        for offset in ring(self.order, k):
+            e, ok = neighbours(self.e, pos, shape, self.f, offset)
+            total += np.where(ok, e, 0)
             count += ok
         return np.minimum(bit_length(total // np.maximum(count, 1)), BUCKETS - 1)
 

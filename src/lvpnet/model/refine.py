@@ -88,22 +88,22 @@ def fold(idx: np.ndarray, n: int, f: int) -> tuple[np.ndarray, np.ndarray]:
     return np.where(ok, idx, 0), ok
 
 
+def neighbours(plane: np.ndarray, pos, shape: tuple[int, int], f: int, offset) -> tuple[np.ndarray, np.ndarray]:
+    """(values, ok), both ``shape``: the pixels at ``offset`` from those of ``plane[di::f, dj::f]``
+    (``shape`` their real shape), folded back onto the plane; ``ok`` False where none exists."""
+    (di, dj), (dy, dx) = pos, offset
+    ry, oky = fold(di + f * np.arange(shape[0]) + dy, plane.shape[0], f)
+    rx, okx = fold(dj + f * np.arange(shape[1]) + dx, plane.shape[1], f)
+    return plane[np.ix_(ry, rx)], oky[:, None] & okx[None, :]
+
+
 def neighbour_deltas(plane: np.ndarray, mu: np.ndarray, pos, f: int, offsets) -> np.ndarray:
     """int64 (pixels, offsets): ``n_t - mu`` for the pixels of ``plane[di::f, dj::f]`` (``mu`` their
     real shape), 0 where an offset has no pixel."""
-    H, W = plane.shape
-    hr, wr = mu.shape
-    di, dj = pos
-    rows = di + f * np.arange(hr)
-    cols = dj + f * np.arange(wr)
-    out = np.zeros((hr * wr, len(offsets)), np.int64)
-    flat_mu = mu.reshape(-1)
-    for t, (dy, dx) in enumerate(offsets):
-        ry, oky = fold(rows + dy, H, f)
-        rx, okx = fold(cols + dx, W, f)
-        d = plane[np.ix_(ry, rx)].reshape(-1) - flat_mu
-        ok = (oky[:, None] & okx[None, :]).reshape(-1)
-        out[:, t] = np.where(ok, d, 0)
+    out = np.zeros((mu.size, len(offsets)), np.int64)
+    for t, offset in enumerate(offsets):
+        n, ok = neighbours(plane, pos, mu.shape, f, offset)
+        out[:, t] = np.where(ok, n - mu, 0).reshape(-1)
     return out
 
 
