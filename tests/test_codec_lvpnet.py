@@ -245,7 +245,7 @@ def test_unused_value_runs_are_taken_out(codec):
     big = np.array([[0, 40000]])  # a run that takes the values beyond int16: refused
     ((vmin, R, lat, pix, step, _g),) = unpack_chunk(data, 1, codec.version)
     with pytest.raises(ValueError, match="range"):
-        codec.decode(pack_chunk([(vmin, R, lat, pix, step, big)], 3), x.shape, x.dtype, 3)
+        codec.decode(pack_chunk([(vmin, R, lat, pix, step, big)], codec.version), x.shape, x.dtype, codec.version)
 
 
 def test_a_sparse_histogram_lists_only_its_longest_gaps(codec):

@@ -22,8 +22,9 @@ DATA = Path(__file__).resolve().parent / "data"
 # v3: as v2 with model head 3 (signed linear terms, nonzero in this set's weights)
 # v4: v3's weights, bitstream version 3 (tables adapted to the slice, value gaps, repeat flags)
 # v5: v3's weights, bitstream version 4 (locations refined on the slice)
+# v6: v3's weights, bitstream version 5 (latent tables adapted to the slice)
 SETS = {"v1": DATA / "lvpnet_golden", "v2": DATA / "lvpnet_golden_v2", "v3": DATA / "lvpnet_golden_v3",
-        "v4": DATA / "lvpnet_golden_v4", "v5": DATA / "lvpnet_golden_v5"}
+        "v4": DATA / "lvpnet_golden_v4", "v5": DATA / "lvpnet_golden_v5", "v6": DATA / "lvpnet_golden_v6"}
 EXPECTED = {k: json.loads((d / "expected.json").read_text()) for k, d in SETS.items()}
 CASES = [(k, name) for k in SETS for name in sorted(EXPECTED[k]["chunks"])]
 CURRENT = [(k, name) for k, name in CASES if EXPECTED[k]["codec_version"] == LVPNetCodec.version]
@@ -109,3 +110,29 @@ def test_the_refining_golden_input_is_refined(codecs):
     assert used and any(r.coefs.any() for r in used)
     assert np.array_equal(codec.decode(data, x.shape, x.dtype, 4), x)
 
+
+
+def test_the_staged_golden_latent_spans_stages(codecs):
+    """blocks_uint8 has 35 latent blocks per channel, coded in 7 stages whose tables take in the
+    counts of the stages before; its channels hold more than one value, so the counts matter
+    and the golden bytes guard the adaptation. The same words read with the fixed tables are
+    refused or give other symbols."""
+    from lvpnet.codecs.lvpnet_codec import unpack_chunk
+    from lvpnet.model.latent_adapt import stage_bounds
+
+    codec = codecs["v6"]
+    x = np.load(SETS["v6"] / "blocks_uint8.npy")
+    data = (SETS["v6"] / "blocks_uint8.chunk").read_bytes()
+    ((_vmin, _R, lat, _pix, _step, _gaps),) = unpack_chunk(data, 1, 5)
+    eng = codec.engine()
+    shape = eng.latent_shape(*x.shape)
+    zs = eng.latent.decode(lat, shape, staged=True)
+    flat = zs.reshape(shape[0], -1)
+    assert flat.shape[1] == 35 and len(stage_bounds(35)) == 8
+    assert any(len(np.unique(row)) > 1 for row in flat)
+    try:
+        fixed = eng.latent.decode(lat, shape, staged=False)
+    except ValueError:
+        fixed = None
+    assert fixed is None or not np.array_equal(fixed, zs)
+    assert np.array_equal(codec.decode(data, x.shape, x.dtype, 5), x)

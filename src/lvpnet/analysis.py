@@ -237,7 +237,7 @@ def _plane(model: LoadedModel, plane: np.ndarray) -> dict:
     from .model.intnet import ExactMode
     from .model.prep import collapse_gaps, padded_size, polyphase_pad, slice_params, sub_real_shape, to_grid
     from .model.qcm import qcm_int
-    from .model.tables import WIDE_OFFSET_MAX, calibrated_scales, latent_bits_exact
+    from .model.tables import WIDE_OFFSET_MAX, calibrated_scales
 
     net, dec = model.net, model.dec
     cfg, f = dec.cfg, dec.f
@@ -258,7 +258,7 @@ def _plane(model: LoadedModel, plane: np.ndarray) -> dict:
         vt = torch.as_tensor(vp, device=dev).to(net.encoder.stem.weight.dtype)[None]
         y, z_hard, _ = net.latent(vt, torch.tensor([B], device=dev))
         y, z = y[0], z_hard[0].long()
-        lat = latent_bits_exact(z.to(dec.device), dec.latent_tables, dec.zmax)  # (C, hz, wz) float64
+        lat = dec.latent_code_bits(z)  # (C, hz, wz) float64, tables adapted as bitstream version 5 codes them
         with ExactMode():
             yt = qcm_int(z.to(dec.device, dec.dtype)[None], dec.qcm, dec.impl)[0]  # units Q/4
         feats = dec.features(z)
@@ -292,7 +292,7 @@ def _plane(model: LoadedModel, plane: np.ndarray) -> dict:
         after = (yd - yt.double().cpu() * (q / 4.0)).abs().mean(0)
     return {
         "pixel_bits": bits,
-        "latent_bits": lat.sum(0).cpu().numpy(),
+        "latent_bits": lat.sum(0),
         "z": z.cpu().numpy(),
         "qcm_before": before.numpy(),
         "qcm_after": after.numpy(),

@@ -40,6 +40,7 @@ WEIGHTS_ENV = "LVPNET_WEIGHTS"
 # plane header per bitstream version: vmin, R, latent words, pixel words[, value step[, gaps]]
 _PLANE = {1: struct.Struct("<iIII"), 2: struct.Struct("<iIIIH"), 3: struct.Struct("<iIIIHI")}
 _PLANE[4] = _PLANE[3]  # version 4 changes only what the pixel stream holds
+_PLANE[5] = _PLANE[3]  # version 5 changes only how the latent stream is coded
 
 
 def shipped_weights() -> Path | None:
@@ -174,6 +175,12 @@ def unpack_chunk(data: bytes, n_planes: int, version: int = 3) -> list[tuple]:
     return out
 
 
+def _levels(version: int, encoder: bool = False) -> dict[str, bool]:
+    """The engine's switches for a bitstream version (the encoder names the first two otherwise)."""
+    first = ("calibrate", "adapt") if encoder else ("calibrated", "adaptive")
+    return {first[0]: version >= 2, first[1]: version >= 3, "refined": version >= 4, "staged_latent": version >= 5}
+
+
 class LVPNetCodec(Codec):
     """LVPNet with real constriction bitstreams. ``device``: "auto" | "cpu" | "cuda" (GMSM and integer path)."""
 
@@ -182,9 +189,10 @@ class LVPNetCodec(Codec):
     # pixel tables adapted to the slice (model.adapt) and runs of unused values taken out
     # (prep.collapse_gaps, listed in the chunk); 4: as 3, with each step's location refined by
     # a linear predictor fitted on the slice (model.refine), its scales moved by the residuals
-    # decoded nearby (model.feedback) and per-step scale offsets in [-8, 8]
-    version = 4
-    reads_versions = (1, 2, 3, 4)
+    # decoded nearby (model.feedback) and per-step scale offsets in [-8, 8]; 5: as 4, with the
+    # latent's tables adapted to the slice stage by stage (model.latent_adapt)
+    version = 5
+    reads_versions = (1, 2, 3, 4, 5)
 
     def __init__(self, weights: str | os.PathLike | None = None, device: str = "auto"):
         self._weights = Path(weights) if weights is not None else None
@@ -257,7 +265,7 @@ class LVPNetCodec(Codec):
         for p in self._planes(np.asarray(slice_)):
             vmin, step, k = prep.to_grid(p)
             packed, gaps = prep.collapse_gaps(k)
-            _zero, R, lat, pix = eng.encode_plane(packed, refined=self.version >= 4)
+            _zero, R, lat, pix = eng.encode_plane(packed, **_levels(self.version, encoder=True))
             planes.append((vmin, R, lat, pix, step, gaps))
         return pack_chunk(planes, self.version)
 
@@ -269,8 +277,7 @@ class LVPNetCodec(Codec):
         H, W = shape[:2]
         planes = unpack_chunk(data, 3 if rgb else 1, version)
         eng = self.engine()
-        levels = {"calibrated": version >= 2, "adaptive": version >= 3, "refined": version >= 4}
-        out = [vmin + step * prep.expand_gaps(eng.decode_plane(0, R, lat, pix, H, W, **levels), gaps)
+        out = [vmin + step * prep.expand_gaps(eng.decode_plane(0, R, lat, pix, H, W, **_levels(version)), gaps)
                for vmin, R, lat, pix, step, gaps in planes]
         if rgb:
             from ..model.prep import planes_to_rgb
@@ -293,10 +300,7 @@ class LVPNetCodec(Codec):
         eng = self.engine()
         est_lat = est_pix = 0.0
         for vmin, R, lat, pix, _step, _gaps in planes:
-            _out, bl, bp = eng.decode_plane(
-                vmin, R, lat, pix, H, W, want_bits=True, calibrated=version >= 2, adaptive=version >= 3,
-                refined=version >= 4,
-            )
+            _out, bl, bp = eng.decode_plane(vmin, R, lat, pix, H, W, want_bits=True, **_levels(version))
             est_lat += bl
             est_pix += bp
         return {

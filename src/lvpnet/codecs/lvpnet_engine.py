@@ -129,7 +129,8 @@ class Engine:
     # ------------------------------------------------------------------ encode
     @torch.no_grad()
     def encode_plane(
-        self, x: np.ndarray, want_bits: bool = False, calibrate: bool = True, adapt: bool = True, refined: bool = True
+        self, x: np.ndarray, want_bits: bool = False, calibrate: bool = True, adapt: bool = True, refined: bool = True,
+        staged_latent: bool = True,
     ):
         """Integer plane (H, W) -> (vmin, R, latent words, pixel words[, estimated bits]).
 
@@ -137,7 +138,9 @@ class Engine:
         (``_choose_offsets``) and stored at the head of the pixel stream; False writes version 1.
         ``adapt`` (version 3, needs ``calibrate``): tables adapted to the slice and neighbour-repeat
         flags (``model.adapt``, ``model.repeat``), the coding mode chosen by the encoder and
-        stored first; False writes version 2."""
+        stored first; False writes version 2. ``refined``: version 4 (``model.fitting``).
+        ``staged_latent``: version 5, the latent's tables adapted to the slice
+        (``model.latent_adapt``)."""
         x = np.asarray(x).astype(np.int64)
         H, W = x.shape
         vmin, R, B = prep.slice_params(x)
@@ -192,7 +195,7 @@ class Engine:
             coded.append((keep, flag_state, self.pixels.step_models(s, tables)))
             if want_bits:
                 est += self.pixels.bits(sym, s, R, tables)
-        lat = self.latent.encode(zs)
+        lat = self.latent.encode(zs, staged_latent)
         coder = new_coder()
         for it, extra, (keep, flag_state, models) in zip(reversed(items), reversed(extras), reversed(coded)):
             self.pixels.push_step(coder, it.sym[keep], extra[keep], it.s[keep], R, models)
@@ -207,7 +210,7 @@ class Engine:
         pix = coder.get_compressed()
         if not want_bits:
             return vmin, R, lat, pix
-        est += self.latent.bits(zs)
+        est += self.latent.bits(zs, staged_latent)
         return vmin, R, lat, pix, est
 
     # ------------------------------------------------------------------ per-slice calibration
@@ -232,15 +235,15 @@ class Engine:
     @torch.no_grad()
     def decode_plane(
         self, vmin: int, R: int, lat: np.ndarray, pix: np.ndarray, H: int, W: int, want_bits=False, calibrated=True,
-        adaptive=True, refined=True,
+        adaptive=True, refined=True, staged_latent=True,
     ):
         """Inverse of ``encode_plane`` (``calibrated``: bitstream version 2 or later, with per-step
         offsets; ``adaptive``: version 3, tables adapted to the slice; ``refined``: version 4,
-        locations refined per step)."""
+        locations refined per step; ``staged_latent``: version 5, latent tables adapted)."""
         if R == 0:
             out = np.full((H, W), vmin, dtype=np.int64)
             return (out, 0.0, 0.0) if want_bits else out
-        zs = self.latent.decode(lat, self.latent_shape(H, W))
+        zs = self.latent.decode(lat, self.latent_shape(H, W), staged_latent)
         z = torch.from_numpy(zs.astype(np.int64) - self.dec.zmax).to(self.device)
         coder = new_coder(pix)
         out = np.empty((H, W), dtype=np.int64)
@@ -321,5 +324,5 @@ class Engine:
             raise ValueError("pixel stream has data left over (damaged stream or other weights)")
         out += vmin
         if want_bits:
-            return out, self.latent.bits(zs), pix_bits[0]
+            return out, self.latent.bits(zs, staged_latent), pix_bits[0]
         return out

@@ -20,7 +20,8 @@ Orders (the decoder's; the encoder pushes the same items in reverse, ANS being
 a stack):
 
 * latent stream: channel 0, 1, ..., C-1; within a channel the latent grid in
-  C (raster) order;
+  C (raster) order (version 5: per stage of ``model.latent_adapt``, channel 0, 1, ..., C-1,
+  each with the stage's slice of that raster order);
 * pixel stream: first the coding mode (version 3, uniform over 12: prior-weight index plus 4
   times the flag level 0-2 of the neighbour-repeat flags), then the per-step scale offsets (version 2 and later,
   uniform over 9 each), then per sub-image step k = 0, 1, ... (or row of sub-image 0): with
@@ -36,6 +37,8 @@ from __future__ import annotations
 
 import constriction
 import numpy as np
+
+from ..model.latent_adapt import StagedTables, stage_bounds, staged_bits, staged_plan
 
 _model = constriction.stream.model
 _stack = constriction.stream.stack
@@ -57,37 +60,57 @@ def bytes_to_words(data: bytes) -> np.ndarray:
 
 
 class LatentCoder:
-    """Per-channel categorical tables over ``z + zmax`` (symbols ``0 .. 2 zmax``)."""
+    """Per-channel categorical tables over ``z + zmax`` (symbols ``0 .. 2 zmax``).
+
+    ``staged`` (bitstream version 5): the tables adapt to the slice stage by stage
+    (``model.latent_adapt``); the stream then holds, per stage, channel 0, 1, ..., C-1."""
 
     def __init__(self, tables: np.ndarray):
         self.tables = np.asarray(tables)
         self.models = [_categorical(t) for t in self.tables]
 
-    def encode(self, syms: np.ndarray) -> np.ndarray:
+    def encode(self, syms: np.ndarray, staged: bool = False) -> np.ndarray:
         """syms (C, hz, wz) int -> compressed uint32 words."""
         C = syms.shape[0]
         flat = np.ascontiguousarray(syms.reshape(C, -1), dtype=np.int32)
         coder = _stack.AnsCoder()
+        if staged:
+            for a, b, t in reversed(staged_plan(self.tables, flat)):
+                for c in range(C - 1, -1, -1):
+                    coder.encode_reverse(np.ascontiguousarray(flat[c, a:b]), _categorical(t[c]))
+            return coder.get_compressed()
         for c in range(C - 1, -1, -1):
             coder.encode_reverse(flat[c], self.models[c])
         return coder.get_compressed()
 
-    def decode(self, words: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    def decode(self, words: np.ndarray, shape: tuple[int, int, int], staged: bool = False) -> np.ndarray:
         C, hz, wz = shape
         if C != len(self.models):
             raise ValueError("latent channel count differs from the model's")
         coder = _stack.AnsCoder(np.ascontiguousarray(words, dtype=np.uint32))
         out = np.empty((C, hz * wz), dtype=np.int32)
-        for c in range(C):
-            out[c] = coder.decode(self.models[c], hz * wz)
+        if staged:
+            st = StagedTables(self.tables)
+            edges = stage_bounds(hz * wz)
+            for a, b in zip(edges[:-1], edges[1:]):
+                t = st.tables()
+                for c in range(C):
+                    out[c, a:b] = coder.decode(_categorical(t[c]), b - a)
+                st.add(out[:, a:b])
+        else:
+            for c in range(C):
+                out[c] = coder.decode(self.models[c], hz * wz)
         if not coder.is_empty():
             raise ValueError("latent stream has data left over (damaged stream or other weights)")
         return out.reshape(C, hz, wz)
 
-    def bits(self, syms: np.ndarray) -> float:
+    def bits(self, syms: np.ndarray, staged: bool = False) -> float:
         """Ideal code length (-log2 p under the integer tables) of the symbols."""
         C = syms.shape[0]
-        f = np.take_along_axis(self.tables, syms.reshape(C, -1).astype(np.int64), axis=1)
+        flat = syms.reshape(C, -1).astype(np.int64)
+        if staged:
+            return float(staged_bits(self.tables, flat).sum())
+        f = np.take_along_axis(self.tables, flat, axis=1)
         return float(-np.log2(f / float(self.tables[0].sum())).sum())
 
 

@@ -24,6 +24,7 @@ from .adapt import adapted_pixel_bits, offset_max, side_bits
 from .fitting import SliceFitting
 from .gmsm import GMSM
 from .intnet import ExactMode, IntConv2d, int_conv
+from .latent_adapt import staged_bits
 from .predictor import (
     Predictor,
     head_params,
@@ -335,6 +336,14 @@ class IntegerDecoder:
     def latent_symbols(self, z: torch.Tensor) -> torch.Tensor:
         return (z.long() + self.zmax).to(torch.int32)
 
+    def latent_code_bits(self, z: torch.Tensor, staged: bool = True) -> np.ndarray:
+        """Code length of every latent symbol of z (C, hz, wz), float64 numpy: with the tables
+        adapted to the slice (``staged``, bitstream version 5) or the model's fixed ones."""
+        if not staged:
+            return latent_bits_exact(z.to(self.device), self.latent_tables, self.zmax).cpu().numpy()
+        syms = self.latent_symbols(z).cpu().numpy()
+        return staged_bits(self.latent_tables.cpu().numpy(), syms.reshape(syms.shape[0], -1)).reshape(syms.shape)
+
     def features(self, z: torch.Tensor) -> torch.Tensor:
         """z (C, hz, wz) integers -> latent features (1, Cu, Hp/f, Wp/f), integer-valued."""
         with ExactMode():
@@ -415,7 +424,7 @@ class IntegerDecoder:
 @torch.no_grad()
 def slice_bits(
     model: LVPNet, dec: IntegerDecoder, v2d: np.ndarray, enc_device=None, calibrate: bool = True, adapt: bool = True,
-    refined: bool = True,
+    refined: bool = True, staged_latent: bool = True,
 ) -> dict:
     """Estimated code length of one grey slice with the exact integer decoder.
 
@@ -427,6 +436,7 @@ def slice_bits(
     log2(12) bits in ``side_bits``. ``refined`` (with ``adapt``; version 4): each step's
     location refined on the slice and its scales moved by the error feedback
     (``model.fitting``), per-step offsets in [-8, 8]; their side information in ``side_bits``.
+    ``staged_latent`` (version 5): the latent's tables adapted to the slice (``model.latent_adapt``).
 
     Returns {'pixel_bits', 'latent_bits', 'side_bits', 'n', 'step_bits'} (ideal -log2 p;
     the plane header (vmin, R, stream lengths) is not counted).
@@ -444,7 +454,7 @@ def slice_bits(
     Hp, Wp = padded_size(H, W, cfg.stride)
     vp = polyphase_pad(v, Hp, Wp, f)
     z = model.encode_slice(vp, B, device=enc_device)
-    lat = float(latent_bits_exact(z.to(dec.device), dec.latent_tables, dec.zmax).sum())
+    lat = float(dec.latent_code_bits(z, staged_latent).sum())
     feats = dec.features(z)
     vt = torch.from_numpy(vp).to(dec.device)
     adapt = adapt and calibrate

@@ -1,6 +1,6 @@
 """Regenerate the learned codec's golden files (only on a deliberate format change: bump the version).
 
-    .venv/bin/python tests/data/lvpnet_golden/make_golden.py [--set v1|v2|v3|v4|v5] [--inputs-only]
+    .venv/bin/python tests/data/lvpnet_golden/make_golden.py [--set v1|v2|v3|v4|v5|v6] [--inputs-only]
 
 Writes model.pt (configs/tiny-test.json with 4 latent and 2 upsampling channels, torch seed 0: small enough to
 commit), the inputs (*.npy), the expected chunks (*.chunk) of ``LVPNetCodec`` version 1 and
@@ -11,7 +11,9 @@ version 3 (signed linear terms, given nonzero values here); set ``v4`` (``../lvp
 the v3 weights (copied) with bitstream version 3 (tables adapted to the slice), plus an input
 of a few grey levels that makes the encoder adapt them; set v5 (``../lvpnet_golden_v5``): the v3
 weights with bitstream version 4 (locations refined on the slice), every input of v4 plus a
-textured 64 x 64 slice whose steps are large enough to be refined.
+textured 64 x 64 slice whose steps are large enough to be refined; set v6 (``../lvpnet_golden_v6``):
+the v3 weights with bitstream version 5 (latent tables adapted to the slice), every input of v5
+plus a 160 x 224 slice whose 35 latent blocks per channel span six stages.
 
 Regenerate model.pt too (no --inputs-only) when the encoder's architecture changed so that the
 old weights no longer load; the decode tests keep guarding the format either way.
@@ -62,12 +64,22 @@ def refining_inputs() -> dict[str, np.ndarray]:
     return {"texture_uint16": np.clip(tex, 0, 4095).astype(np.uint16)}
 
 
+def staged_latent_inputs() -> dict[str, np.ndarray]:
+    """An input with many latent blocks (set v6): 5 x 7 blocks of 32 x 32, so each channel's
+    latent is coded in the stages [0, 1), [1, 2), [2, 4), ... [32, 35) of bitstream version 5."""
+    rng = np.random.default_rng(13)
+    yy, xx = np.mgrid[:160, :224]
+    img = 90 + 60 * np.sin(yy / 17.0) * np.cos(xx / 23.0) + (yy // 32 + xx // 32) * 4 + rng.integers(0, 5, yy.shape)
+    return {"blocks_uint8": np.clip(img, 0, 255).astype(np.uint8)}
+
+
 SETS = {
     "v1": (HERE, {}),
     "v2": (HERE.parent / "lvpnet_golden_v2", {"head": 2, "subimage": 4, "ctx_bits": 9, "step0_rows": True}),
     "v3": (HERE.parent / "lvpnet_golden_v3", {"head": 3, "subimage": 4, "ctx_bits": 9, "step0_rows": True}),
     "v4": (HERE.parent / "lvpnet_golden_v4", "v3"),  # the weights of set v3
     "v5": (HERE.parent / "lvpnet_golden_v5", "v3"),
+    "v6": (HERE.parent / "lvpnet_golden_v6", "v3"),
 }
 
 
@@ -105,7 +117,8 @@ def main() -> None:
 
     codec = LVPNetCodec(out / "model.pt", device="cpu")
     expected = {"model_sha256": codec.model_id(), "codec_version": codec.version, "chunks": {}}
-    cases = inputs() | (adapting_inputs() if which in ("v4", "v5") else {}) | (refining_inputs() if which == "v5" else {})
+    cases = (inputs() | (adapting_inputs() if which in ("v4", "v5", "v6") else {})
+             | (refining_inputs() if which in ("v5", "v6") else {}) | (staged_latent_inputs() if which == "v6" else {}))
     for name, x in cases.items():
         np.save(out / f"{name}.npy", x)
         data = codec.encode(x)
