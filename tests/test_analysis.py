@@ -108,17 +108,22 @@ def test_pixel_map_is_each_pixels_code_length(model, rng, tiny_model_path, kind,
     tables adapted to the slice as the codec adapts them, and the maps add up to the codec's own
     estimate of the streams it writes. The three-level slice (like a palette ultrasound) is coded
     with adapted tables (forced on both sides: with bitstream version 4's refinement the fixed
-    tables already fit this one), so the map must follow the adaptation."""
+    tables already fit this one), so the map must follow the adaptation. Neighbour-repeat flags
+    are kept off on both sides (with version 5's flag levels the smooth slice would flag the few
+    pixels whose neighbours agree); test_a_flagged_background_is_nearly_free_in_the_map covers them."""
     import lvpnet.codecs.lvpnet_engine as engine_mod
     import lvpnet.model.adapt as adapt_mod
     from lvpnet.codecs.lvpnet_codec import LVPNetCodec
-    from lvpnet.model.adapt import ADAPT_WEIGHTS, side_bits
+    from lvpnet.model.adapt import ADAPT_WEIGHTS, WIDE_FLAG_LEVELS, side_bits
 
     x = smooth_image(rng, (37, 50), 0, 1023, np.uint16)
+    choose = adapt_mod.choose_plane_coding
+    forced = lambda items, base, *levels: choose(items, base, 1)  # noqa: E731 (no flags: the map is table bits)
     if kind != "smooth":
         x = rng.choice(np.array([0, 1, 1023], np.uint16), size=x.shape, p=[0.45, 0.45, 0.1])
-        for mod in (adapt_mod, engine_mod):
-            monkeypatch.setattr(mod, "choose_plane_coding", lambda items, base: (2, 0))
+        forced = lambda items, base, *levels: (2, 0)  # noqa: E731
+    for mod in (adapt_mod, engine_mod):
+        monkeypatch.setattr(mod, "choose_plane_coding", forced)
     m = analysis.analyse_slice(x, model)
     found = {w: _map_matches(m, model, x, w) for w in ADAPT_WEIGHTS}
     matches = [w for w, fits in found.items() if fits is not None]
@@ -127,7 +132,7 @@ def test_pixel_map_is_each_pixels_code_length(model, rng, tiny_model_path, kind,
         assert matches == [ADAPT_WEIGHTS[2]], "the map should follow the tables adapted at weight 1024 only"
     eng = LVPNetCodec(tiny_model_path, device="cpu").engine()
     est = eng.encode_plane(collapse_gaps(to_grid(x)[2])[0], want_bits=True)[4]  # what the codec codes
-    side = side_bits(model.dec.steps, refined=True) + found[matches[0]].side_bits()
+    side = side_bits(model.dec.steps, refined=True, flag_levels=WIDE_FLAG_LEVELS) + found[matches[0]].side_bits()
     assert est == pytest.approx(m.total_bits + side, rel=1e-9)
 
 
@@ -266,7 +271,7 @@ def test_maps_follow_the_codecs_value_step(model, rng, tiny_model_path):
     """12-bit values stored times 16: the maps are what the codec pays for the values' indices."""
     from lvpnet.codecs.lvpnet_codec import LVPNetCodec
     from lvpnet.model import slice_bits
-    from lvpnet.model.adapt import side_bits
+    from lvpnet.model.adapt import WIDE_FLAG_LEVELS, side_bits
 
     x = smooth_image(rng, (40, 44), 0, 4095, np.uint16) << 4
     m = analysis.analyse_slice(x, model)
@@ -274,5 +279,38 @@ def test_maps_follow_the_codecs_value_step(model, rng, tiny_model_path):
     codec = LVPNetCodec(tiny_model_path, device="cpu")
     st = codec.chunk_stats(codec.encode(x), x.shape, x.dtype, codec.version)
     side = slice_bits(model.net, model.dec, x)["side_bits"]  # coding mode, offsets, refinement
-    assert side > side_bits(model.dec.steps, refined=True)
+    assert side > side_bits(model.dec.steps, refined=True, flag_levels=WIDE_FLAG_LEVELS)
+    assert st["estimated_bits"] == pytest.approx(m.total_bits + side, rel=1e-9)
+
+
+def test_a_flagged_background_is_nearly_free_in_the_map(model, tiny_model_path):
+    """A CT-like slice (a ramp inside -2000 padding) that the codec codes with neighbour-repeat
+    flags only where the neighbours agree (bitstream 5's flag level 3): the map shows most of the
+    padding away from the tissue at a small fraction of a bit per pixel (this untrained model
+    still pays for the first rows, before the flags' counts adapt), and it adds up to the codec's
+    estimate."""
+    from lvpnet.codecs.lvpnet_codec import LVPNetCodec, unpack_chunk
+    from lvpnet.codecs.lvpnet_entropy import new_coder
+    from lvpnet.model import slice_bits
+    from lvpnet.model.adapt import ADAPT_WEIGHTS, WIDE_FLAG_LEVELS, modes
+
+    yy, xx = np.mgrid[:96, :112]
+    out = np.hypot(yy - 48, xx - 56) > 44
+    x = np.where(out, -2000, 100 + yy + xx).astype(np.int16)
+    codec = LVPNetCodec(tiny_model_path, device="cpu")
+    data = codec.encode(x)
+    ((_v, _R, _lat, pix, _s, _g),) = unpack_chunk(data, 1, codec.version)
+    mode = int(codec.engine().pixels.pop_offsets(new_coder(pix), 1, modes(WIDE_FLAG_LEVELS))[0])
+    assert mode // len(ADAPT_WEIGHTS) >= 3
+    m = analysis.analyse_slice(x, model)
+    far = out.copy()  # padding whose 5 x 5 neighbourhood is all padding
+    for dy in range(-2, 3):
+        for dx in range(-2, 3):
+            far &= np.roll(np.roll(out, dy, 0), dx, 1)
+    far[:2], far[-2:], far[:, :2], far[:, -2:] = True, True, True, True
+    far &= out
+    assert np.median(m.pixel_bits[far]) < 0.05
+    assert np.median(m.pixel_bits[~out]) > 1.0
+    side = slice_bits(model.net, model.dec, x)["side_bits"]
+    st = codec.chunk_stats(data, x.shape, x.dtype, codec.version)
     assert st["estimated_bits"] == pytest.approx(m.total_bits + side, rel=1e-9)

@@ -465,9 +465,9 @@ def test_per_step_scale_offsets(perturbed):
 
 def test_adapted_tables(perturbed):
     """Bitstream version 3: tables adapted to the slice never cost more than the fixed ones
-    (beyond the log2(12) bits of the coding mode), pay off on a few-level slice, decode exactly, and
+    (beyond the log2(20) bits of the coding mode), pay off on a few-level slice, decode exactly, and
     version 2 streams still decode."""
-    from lvpnet.model.adapt import MODES
+    from lvpnet.model.adapt import WIDE_FLAG_LEVELS, modes
 
     eng = perturbed.engine()
     rng = np.random.default_rng(3)
@@ -475,7 +475,7 @@ def test_adapted_tables(perturbed):
     for x in (CASES["uint16_12bit_overlay"].astype(np.int64), levels):
         v3 = eng.encode_plane(x, want_bits=True)
         v2 = eng.encode_plane(x, want_bits=True, adapt=False)
-        assert v3[4] <= v2[4] + np.log2(MODES) + 1e-6
+        assert v3[4] <= v2[4] + np.log2(modes(WIDE_FLAG_LEVELS)) + 1e-6
         assert np.array_equal(eng.decode_plane(*v3[:4], *x.shape), x)
         assert np.array_equal(eng.decode_plane(*v2[:4], *x.shape, adaptive=False), x)
         assert 32 * (len(v3[2]) + len(v3[3])) <= v3[4] + 64 + 64
@@ -483,11 +483,12 @@ def test_adapted_tables(perturbed):
 
 
 def test_every_coding_mode_decodes_every_shape(tmp_path, monkeypatch):
-    """Bitstream version 3, forced into each of its 12 coding modes (prior weight x flag level):
+    """The codec's bitstream, forced into each of its 20 coding modes (prior weight x flag level):
     slices of awkward shapes (one pixel, one row, one column, empty sub-images), flat ones with
-    a few values (flags everywhere), 16-bit ranges and RGB all decode exactly."""
+    a few values (flags everywhere), 16-bit ranges and RGB all decode exactly; and version 4's
+    12 modes still do."""
     import lvpnet.codecs.lvpnet_engine as engine_mod
-    from lvpnet.model.adapt import ADAPT_WEIGHTS, MODES
+    from lvpnet.model.adapt import ADAPT_WEIGHTS, FLAG_LEVELS, WIDE_FLAG_LEVELS, modes
 
     p = _checkpoint(tmp_path / "v3.pt", head=3, subimage=4, ctx_bits=9, step0_rows=True)
     c = LVPNetCodec(p, device="cpu")
@@ -501,12 +502,14 @@ def test_every_coding_mode_decodes_every_shape(tmp_path, monkeypatch):
         rng.integers(0, 65536, (13, 17)).astype(np.uint16),
         np.pad(rng.integers(0, 255, (6, 7, 3)).astype(np.uint8), ((5, 4), (3, 9), (0, 0))),
     ]
-    for mode in range(MODES):
-        forced = (mode % len(ADAPT_WEIGHTS), mode // len(ADAPT_WEIGHTS))
-        monkeypatch.setattr(engine_mod, "choose_plane_coding", lambda items, base, m=forced: m)
-        for x in shapes:
-            y = c.decode(c.encode(x), x.shape, x.dtype, LVPNetCodec.version)
-            assert np.array_equal(y, x), (mode, x.shape)
+    for version, levels in ((LVPNetCodec.version, WIDE_FLAG_LEVELS), (4, FLAG_LEVELS)):
+        c.version = version
+        for mode in range(modes(levels)):
+            forced = (mode % len(ADAPT_WEIGHTS), mode // len(ADAPT_WEIGHTS))
+            monkeypatch.setattr(engine_mod, "choose_plane_coding", lambda items, base, lv, m=forced: m)
+            for x in shapes:
+                y = c.decode(c.encode(x), x.shape, x.dtype, version)
+                assert np.array_equal(y, x), (version, mode, x.shape)
 
 
 def test_rgb_chunk_beyond_the_dtype_is_refused(codec):

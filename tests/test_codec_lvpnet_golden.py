@@ -22,7 +22,7 @@ DATA = Path(__file__).resolve().parent / "data"
 # v3: as v2 with model head 3 (signed linear terms, nonzero in this set's weights)
 # v4: v3's weights, bitstream version 3 (tables adapted to the slice, value gaps, repeat flags)
 # v5: v3's weights, bitstream version 4 (locations refined on the slice)
-# v6: v3's weights, bitstream version 5 (latent tables adapted to the slice)
+# v6: v3's weights, bitstream version 5 (latent tables adapted to the slice, flag levels 3 and 4)
 SETS = {"v1": DATA / "lvpnet_golden", "v2": DATA / "lvpnet_golden_v2", "v3": DATA / "lvpnet_golden_v3",
         "v4": DATA / "lvpnet_golden_v4", "v5": DATA / "lvpnet_golden_v5", "v6": DATA / "lvpnet_golden_v6"}
 EXPECTED = {k: json.loads((d / "expected.json").read_text()) for k, d in SETS.items()}
@@ -135,4 +135,20 @@ def test_the_staged_golden_latent_spans_stages(codecs):
     except ValueError:
         fixed = None
     assert fixed is None or not np.array_equal(fixed, zs)
+    assert np.array_equal(codec.decode(data, x.shape, x.dtype, 5), x)
+
+
+def test_the_padded_golden_ct_flags_only_where_neighbours_agree(codecs):
+    """padded_ct_int16's pixel stream starts with a coding mode at flag level 3 (bitstream 5):
+    the golden bytes guard the new levels, not only the old ones."""
+    from lvpnet.codecs.lvpnet_codec import unpack_chunk
+    from lvpnet.codecs.lvpnet_entropy import new_coder
+    from lvpnet.model.adapt import ADAPT_WEIGHTS, WIDE_FLAG_LEVELS, modes
+
+    codec = codecs["v6"]
+    x = np.load(SETS["v6"] / "padded_ct_int16.npy")
+    data = (SETS["v6"] / "padded_ct_int16.chunk").read_bytes()
+    ((_vmin, _R, _lat, pix, _step, _gaps),) = unpack_chunk(data, 1, 5)
+    mode = int(codec.engine().pixels.pop_offsets(new_coder(pix), 1, modes(WIDE_FLAG_LEVELS))[0])
+    assert mode // len(ADAPT_WEIGHTS) == 3
     assert np.array_equal(codec.decode(data, x.shape, x.dtype, 5), x)

@@ -109,3 +109,42 @@ def test_rows_of_sub_image_0_flag_from_the_row_above():
     rows = sum(float(b.sum()) for b, it in zip(plane_bits(items, base, w, 2), items) if it.row is not None)
     rows_off = sum(float(b.sum()) for b, it in zip(plane_bits(items, base, w, 1), items) if it.row is not None)
     assert rows < 0.5 * rows_off
+
+
+def test_flag_levels_pick_the_pixels_that_carry_flags():
+    """Levels 1 and 2 flag every pixel with a candidate (level 2 also in sub-image 0's rows);
+    levels 3 and 4 (bitstream version 5) only those whose neighbours mostly or all agree."""
+    from lvpnet.model.repeat import ROW0_CONTEXT, flag_contexts, flags_apply
+
+    x = np.array([0, 1, 2, 3, 4])
+    rows = np.array([0, 1, 2, 3]) + np.array([0, 1, 1, 1]) * ROW0_CONTEXT  # 0, 5, 6, 7
+    assert [flags_apply(lv, None) for lv in range(5)] == [False, True, True, True, True]
+    assert [flags_apply(lv, 0) for lv in range(5)] == [False, False, True, True, True]
+    assert flag_contexts(x, 0, None).tolist() == [0, 0, 0, 0, 0]
+    assert flag_contexts(x, 1, None).tolist() == [0, 1, 2, 3, 4]
+    assert flag_contexts(x, 3, None).tolist() == [0, 0, 0, 3, 4]
+    assert flag_contexts(x, 4, None).tolist() == [0, 0, 0, 0, 4]
+    assert flag_contexts(rows, 1, 0).tolist() == [0, 0, 0, 0]
+    assert flag_contexts(rows, 2, 0).tolist() == [0, 5, 6, 7]
+    assert flag_contexts(rows, 3, 0).tolist() == [0, 0, 6, 7]
+    assert flag_contexts(rows, 4, 0).tolist() == [0, 0, 0, 7]
+
+
+def test_a_padded_slice_flags_only_its_flat_background():
+    """A CT-like plane, a ramp (no pixel repeats a neighbour) inside -2000 padding: flags on every
+    pixel pay for nothing in the ramp, so the encoder picks a level that flags only where all
+    or most neighbours agree, and it is cheaper than levels 1 and 2."""
+    base = build_pixel_tables(n_scales=12, per_octave=4, sigma_min=0.5, K=8)[0].astype(np.int64)
+    f, order = 4, ORDERS[4]
+    yy, xx = np.mgrid[:64, :64]
+    v = np.where(np.hypot(yy - 32, xx - 32) > 26, 0, 2000 + yy + xx).astype(np.int64)
+    items = []
+    for k, (di, dj) in enumerate(order[1:], start=1):
+        vals = v[di::f, dj::f]
+        sym = np.full(vals.shape, (base.shape[1] - 1) // 2)  # every value at the centre of its table
+        items.append(make_item(k, sym, np.full(vals.shape, 3), np.zeros(vals.shape), vals, (di, dj), v, order, f))
+    w, level = choose_plane_coding(items, base, 5)
+    assert level in (3, 4)
+    cost = {lv: sum(b.sum() for b in plane_bits(items, base, w, lv)) for lv in range(5)}
+    assert cost[level] == min(cost.values()) and cost[level] < cost[1]
+    assert choose_plane_coding(items, base)[1] < 3  # versions 3 and 4 know three levels

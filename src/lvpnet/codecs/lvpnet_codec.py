@@ -178,7 +178,8 @@ def unpack_chunk(data: bytes, n_planes: int, version: int = 3) -> list[tuple]:
 def _levels(version: int, encoder: bool = False) -> dict[str, bool]:
     """The engine's switches for a bitstream version (the encoder names the first two otherwise)."""
     first = ("calibrate", "adapt") if encoder else ("calibrated", "adaptive")
-    return {first[0]: version >= 2, first[1]: version >= 3, "refined": version >= 4, "staged_latent": version >= 5}
+    return {first[0]: version >= 2, first[1]: version >= 3, "refined": version >= 4, "staged_latent": version >= 5,
+            "wide_flags": version >= 5}
 
 
 class LVPNetCodec(Codec):
@@ -190,7 +191,8 @@ class LVPNetCodec(Codec):
     # (prep.collapse_gaps, listed in the chunk); 4: as 3, with each step's location refined by
     # a linear predictor fitted on the slice (model.refine), its scales moved by the residuals
     # decoded nearby (model.feedback) and per-step scale offsets in [-8, 8]; 5: as 4, with the
-    # latent's tables adapted to the slice stage by stage (model.latent_adapt)
+    # latent's tables adapted to the slice stage by stage (model.latent_adapt) and two more
+    # levels of neighbour-repeat flags, only where most or all neighbours agree (model.repeat)
     version = 5
     reads_versions = (1, 2, 3, 4, 5)
 

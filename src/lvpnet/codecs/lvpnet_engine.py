@@ -22,16 +22,18 @@ import torch
 from ..model import IntegerDecoder, LVPNet, feedback, load_checkpoint, prep, refine
 from ..model.adapt import (
     ADAPT_WEIGHTS,
-    MODES,
+    FLAG_LEVELS,
+    WIDE_FLAG_LEVELS,
     StepTables,
     choose_plane_coding,
     make_item,
+    modes,
     offset_max,
     side_bits,
     walk_plane,
 )
 from ..model.fitting import SliceFitting
-from ..model.repeat import CONTEXTS, FlagCounts, flags_apply, item_candidates
+from ..model.repeat import CONTEXTS, FlagCounts, flag_contexts, flags_apply, item_candidates
 from ..model.tables import best_scale_offset, scale_offset, values_from_symbols
 from .lvpnet_codec import file_sha256
 from .lvpnet_entropy import LatentCoder, PixelCoder, new_coder
@@ -130,7 +132,7 @@ class Engine:
     @torch.no_grad()
     def encode_plane(
         self, x: np.ndarray, want_bits: bool = False, calibrate: bool = True, adapt: bool = True, refined: bool = True,
-        staged_latent: bool = True,
+        staged_latent: bool = True, wide_flags: bool = True,
     ):
         """Integer plane (H, W) -> (vmin, R, latent words, pixel words[, estimated bits]).
 
@@ -140,7 +142,7 @@ class Engine:
         flags (``model.adapt``, ``model.repeat``), the coding mode chosen by the encoder and
         stored first; False writes version 2. ``refined``: version 4 (``model.fitting``).
         ``staged_latent``: version 5, the latent's tables adapted to the slice
-        (``model.latent_adapt``)."""
+        (``model.latent_adapt``); ``wide_flags``: version 5, flag levels 3 and 4 (``model.repeat``)."""
         x = np.asarray(x).astype(np.int64)
         H, W = x.shape
         vmin, R, B = prep.slice_params(x)
@@ -182,15 +184,16 @@ class Engine:
             at = pos if row is None else (pos[0] + row * f, pos[1])
             items.append(make_item(k, sym, s, extra_bits, sub, at, v, self.dec.order, f, adapt, row))
             extras.append(np.where(esc, sub, low).reshape(-1))
-        weight, flags = choose_plane_coding(items, self.pixels.tables) if adapt else (0, 0)
+        levels = WIDE_FLAG_LEVELS if wide_flags else FLAG_LEVELS
+        weight, flags = choose_plane_coding(items, self.pixels.tables, levels) if adapt else (0, 0)
         # each item's flag tables and models, walking forward as the decoder will (ANS pushes in
         # reverse); weight 0 and no flags: the fixed tables (versions 1 and 2)
         coded, est = [], 0.0
         for it, keep, tables, counts in walk_plane(items, self.pixels.tables, weight, flags):
             flag_state = None
             if it.flagged(flags):
-                flag_state = (it.hit, it.x, [counts.table(xi) for xi in range(CONTEXTS)])
-                est += float(counts.bits(it.hit, it.x).sum()) if want_bits else 0.0
+                flag_state = (it.flag_hit(flags), it.flag_x(flags), [counts.table(xi) for xi in range(CONTEXTS)])
+                est += float(counts.bits(*flag_state[:2]).sum()) if want_bits else 0.0
             sym, s = it.sym[keep], it.s[keep]
             coded.append((keep, flag_state, self.pixels.step_models(s, tables)))
             if want_bits:
@@ -206,7 +209,7 @@ class Engine:
         if offsets is not None:  # pushed last, so the decoder reads them first
             est += self.pixels.push_offsets(coder, offsets + omax, 2 * omax + 1)
         if adapt:  # read before the offsets
-            est += self.pixels.push_offsets(coder, np.array([weight + len(ADAPT_WEIGHTS) * flags]), MODES)
+            est += self.pixels.push_offsets(coder, np.array([weight + len(ADAPT_WEIGHTS) * flags]), modes(levels))
         pix = coder.get_compressed()
         if not want_bits:
             return vmin, R, lat, pix
@@ -235,11 +238,12 @@ class Engine:
     @torch.no_grad()
     def decode_plane(
         self, vmin: int, R: int, lat: np.ndarray, pix: np.ndarray, H: int, W: int, want_bits=False, calibrated=True,
-        adaptive=True, refined=True, staged_latent=True,
+        adaptive=True, refined=True, staged_latent=True, wide_flags=True,
     ):
         """Inverse of ``encode_plane`` (``calibrated``: bitstream version 2 or later, with per-step
         offsets; ``adaptive``: version 3, tables adapted to the slice; ``refined``: version 4,
-        locations refined per step; ``staged_latent``: version 5, latent tables adapted)."""
+        locations refined per step; ``staged_latent``, ``wide_flags``: version 5, latent tables
+        adapted, flag levels 3 and 4)."""
         if R == 0:
             out = np.full((H, W), vmin, dtype=np.int64)
             return (out, 0.0, 0.0) if want_bits else out
@@ -252,15 +256,16 @@ class Engine:
         offsets = tables = None
         flags = 0
         counts = FlagCounts()
+        levels = WIDE_FLAG_LEVELS if wide_flags else FLAG_LEVELS
         if calibrated and adaptive:
-            mode = int(self.pixels.pop_offsets(coder, 1, MODES)[0])
+            mode = int(self.pixels.pop_offsets(coder, 1, modes(levels))[0])
             flags = mode // len(ADAPT_WEIGHTS)
             tables = StepTables(self.pixels.tables, ADAPT_WEIGHTS[mode % len(ADAPT_WEIGHTS)])
         refined = calibrated and adaptive and refined
         if calibrated:
             omax = offset_max(refined)
             offsets = self.pixels.pop_offsets(coder, self.dec.steps, 2 * omax + 1) - omax
-        pix_bits[0] += side_bits(self.dec.steps, calibrated, adaptive, refined)
+        pix_bits[0] += side_bits(self.dec.steps, calibrated, adaptive, refined, levels)
         refs, fbs = [None] * self.dec.steps, [None] * self.dec.steps
         errors = feedback.ErrorPlane((H, W), self.dec.order) if refined else None
         if refined:
@@ -290,6 +295,7 @@ class Engine:
                 found = item_candidates(out, at, f, mu.shape, self.dec.order, k, row)
             if found is not None:
                 cand, x = found
+                x = flag_contexts(x, flags, row)
                 hit = self.pixels.pop_flags(coder, x, counts)
                 if want_bits:
                     pix_bits[0] += float(counts.bits(hit, x).sum())

@@ -23,7 +23,7 @@ a stack):
   C (raster) order (version 5: per stage of ``model.latent_adapt``, channel 0, 1, ..., C-1,
   each with the stage's slice of that raster order);
 * pixel stream: first the coding mode (version 3, uniform over 12: prior-weight index plus 4
-  times the flag level 0-2 of the neighbour-repeat flags), then the per-step scale offsets (version 2 and later,
+  times the flag level 0-2 of the neighbour-repeat flags; version 5: over 20, levels 0-4), then the per-step scale offsets (version 2 and later,
   uniform over 9 each), then per sub-image step k = 0, 1, ... (or row of sub-image 0): with
   flags on, the flags grouped by context (``push_flags``), then for the unflagged pixels the symbols, grouped by
   scale index s ascending and in raster order inside a group; then one batch of

@@ -29,21 +29,30 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .repeat import FlagCounts, flags_apply, item_candidates
+from .repeat import FlagCounts, flag_contexts, flags_apply, item_candidates
 from .tables import OFFSET_MAX, TOTAL, WIDE_OFFSET_MAX, pixel_symbols
 
 ADAPT_WEIGHTS = (0, 256, 1024, 4096)  # prior weights in pixels; the index is coded per plane
 FLAG_LEVELS = 3  # neighbour-repeat flags (model.repeat): 0 off, 1 from step 1 on, 2 also in sub-image 0's rows
-MODES = FLAG_LEVELS * len(ADAPT_WEIGHTS)  # the plane's coding mode: weight index + 4 * flag level
+WIDE_FLAG_LEVELS = 5  # bitstream version 5: 3 and 4 as 2, only where most or all neighbours agree
+MODES = FLAG_LEVELS * len(ADAPT_WEIGHTS)  # the plane's coding mode: weight index + 4 * flag level (versions 3, 4)
+
+
+def modes(flag_levels: int = FLAG_LEVELS) -> int:
+    """How many coding modes a plane chooses from (the size of its uniform mode symbol)."""
+    return flag_levels * len(ADAPT_WEIGHTS)
 _MAX_COUNT = 1 << 30  # counts of a scale index are halved beyond this (keeps mix_tables in int64)
 
 
-def side_bits(steps: int, calibrated: bool = True, adaptive: bool = True, refined: bool = False) -> float:
+def side_bits(
+    steps: int, calibrated: bool = True, adaptive: bool = True, refined: bool = False, flag_levels: int = FLAG_LEVELS
+) -> float:
     """Bits at the head of a plane's pixel stream: the coding mode (version 3: prior-weight
-    index and flag level) and one scale offset per step (version 2 and later; wider from version 4,
-    ``refined``), each coded uniformly (version 4's refinement side information not included)."""
+    index and flag level, of ``flag_levels``) and one scale offset per step (version 2 and later;
+    wider from version 4, ``refined``), each coded uniformly (version 4's refinement side
+    information not included)."""
     bits = steps * math.log2(2 * offset_max(refined) + 1) if calibrated else 0.0
-    return bits + (math.log2(MODES) if calibrated and adaptive else 0.0)
+    return bits + (math.log2(modes(flag_levels)) if calibrated and adaptive else 0.0)
 
 
 def offset_max(refined: bool) -> int:
@@ -167,10 +176,18 @@ class PlaneItem:
         """Does this item carry flags at flag level ``flags``?"""
         return self.hit is not None and flags_apply(flags, self.row)
 
+    def flag_x(self, flags: int) -> np.ndarray:
+        """The contexts of the pixels that carry a flag at level ``flags`` (0: no flag)."""
+        return flag_contexts(self.x, flags, self.row)
+
+    def flag_hit(self, flags: int) -> np.ndarray:
+        """The pixels flagged as repeats at level ``flags``."""
+        return self.hit & (self.flag_x(flags) > 0)
+
     def keep(self, flags: int) -> np.ndarray:
         """The pixels coded with the tables (all but the flagged repeats)."""
         if self.flagged(flags):
-            return ~self.hit
+            return ~self.flag_hit(flags)
         return np.ones(self.sym.shape, bool)
 
 
@@ -202,7 +219,7 @@ def walk_plane(items: list[PlaneItem], base: np.ndarray, weight_index: int, flag
         keep = it.keep(flags)
         yield it, keep, tabs, counts
         if it.flagged(flags):
-            counts.add(it.hit, it.x)
+            counts.add(it.flag_hit(flags), it.flag_x(flags))
         tabs.add(it.sym[keep], it.s[keep])
 
 
@@ -211,27 +228,25 @@ def plane_bits(items: list[PlaneItem], base: np.ndarray, weight_index: int, flag
     then for the unflagged pixels the adapted table bits and the raw low / escape bits."""
     out = []
     for it, keep, tabs, counts in walk_plane(items, base, weight_index, flags):
-        b = counts.bits(it.hit, it.x) if it.flagged(flags) else np.zeros(it.sym.shape, np.float64)
+        b = counts.bits(it.flag_hit(flags), it.flag_x(flags)) if it.flagged(flags) else np.zeros(it.sym.shape, np.float64)
         b[keep] += tabs.symbol_bits(it.sym[keep], it.s[keep]) + it.extra_bits[keep]
         out.append(b)
     return out
 
 
-def choose_plane_coding(items: list[PlaneItem], base: np.ndarray) -> tuple[int, int]:
-    """(prior-weight index, flag level) that code the plane in the fewest bits (ties: the lower
-    level, then the lower index). Stored in the stream, so the choice need not be reproducible.
-    Works on per-step histograms, so the twelve modes cost little more than one."""
-    levels = [0]
-    if any(it.x is not None and it.row is None and bool((it.x > 0).any()) for it in items):
-        levels.append(1)
-        if any(it.x is not None and it.row is not None and bool((it.x > 0).any()) for it in items):
-            levels.append(2)
+def choose_plane_coding(items: list[PlaneItem], base: np.ndarray, flag_levels: int = FLAG_LEVELS) -> tuple[int, int]:
+    """(prior-weight index, flag level below ``flag_levels``) that code the plane in the fewest
+    bits (ties: the lower level, then the lower index). Stored in the stream, so the choice need
+    not be reproducible. Works on per-step histograms, so the modes cost little more than one.
+    A level is tried only when some pixel would carry a flag at it."""
+    levels = [0] + [lv for lv in range(1, flag_levels)
+                    if any(it.flagged(lv) and bool((it.flag_x(lv) > 0).any()) for it in items)]
     best = None
     for flags in levels:
         hists, fixed = {}, 0.0
         for it, keep, _tabs, counts in walk_plane(items, base, 0, flags):  # flag and raw bits do not depend on the weight
             if it.flagged(flags):
-                fixed += float(counts.bits(it.hit, it.x).sum())
+                fixed += float(counts.bits(it.flag_hit(flags), it.flag_x(flags)).sum())
             fixed += float(it.extra_bits[keep].sum())
             h = symbol_counts(it.sym[keep], it.s[keep], base.shape)
             hists[it.k] = hists[it.k] + h if it.k in hists else h
@@ -247,12 +262,13 @@ def choose_plane_coding(items: list[PlaneItem], base: np.ndarray) -> tuple[int, 
 
 
 def adapted_pixel_bits(
-    steps, R: int, tables, shifts, K: int, v: np.ndarray, order, rows0: bool = False
+    steps, R: int, tables, shifts, K: int, v: np.ndarray, order, rows0: bool = False, flag_levels: int = FLAG_LEVELS
 ) -> tuple[list[np.ndarray], tuple]:
     """Per item ``(k, values, mu, s)`` of a plane (integer tensors, decoding order, ``s`` as
     coded; ``v`` the whole plane, numpy; ``rows0``: sub-image 0 is decoded row by row): every
-    pixel's code length in float64 bits as the codec writes it in bitstream version 3, and the
-    encoder's choice (weight index, flag level)."""
+    pixel's code length in float64 bits as the codec writes it in bitstream version 3 (with
+    ``flag_levels`` = ``WIDE_FLAG_LEVELS``: version 5), and the encoder's choice (weight index,
+    flag level)."""
     base = tables.cpu().numpy()
     f = max(max(p) for p in order) + 1
     items, rows_of = [], []
@@ -268,7 +284,7 @@ def adapted_pixel_bits(
         else:
             items.append(make_item(k, sym, s_, extra, vals, (di, dj), v, order, f))
             rows_of.append(None)
-    w, flags = choose_plane_coding(items, base)
+    w, flags = choose_plane_coding(items, base, flag_levels)
     bits, out, i = plane_bits(items, base, w, flags), [], 0
     for (_k, vals, _mu, _s), nrows in zip(steps, rows_of):
         n = 1 if nrows is None else nrows

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .adapt import adapted_pixel_bits, offset_max, side_bits
+from .adapt import FLAG_LEVELS, WIDE_FLAG_LEVELS, adapted_pixel_bits, offset_max, side_bits
 from .fitting import SliceFitting
 from .gmsm import GMSM
 from .intnet import ExactMode, IntConv2d, int_conv
@@ -424,7 +424,7 @@ class IntegerDecoder:
 @torch.no_grad()
 def slice_bits(
     model: LVPNet, dec: IntegerDecoder, v2d: np.ndarray, enc_device=None, calibrate: bool = True, adapt: bool = True,
-    refined: bool = True, staged_latent: bool = True,
+    refined: bool = True, staged_latent: bool = True, wide_flags: bool = True,
 ) -> dict:
     """Estimated code length of one grey slice with the exact integer decoder.
 
@@ -436,7 +436,8 @@ def slice_bits(
     log2(12) bits in ``side_bits``. ``refined`` (with ``adapt``; version 4): each step's
     location refined on the slice and its scales moved by the error feedback
     (``model.fitting``), per-step offsets in [-8, 8]; their side information in ``side_bits``.
-    ``staged_latent`` (version 5): the latent's tables adapted to the slice (``model.latent_adapt``).
+    ``staged_latent`` (version 5): the latent's tables adapted to the slice (``model.latent_adapt``);
+    ``wide_flags`` (version 5): flag levels 3 and 4 (``model.repeat``).
 
     Returns {'pixel_bits', 'latent_bits', 'side_bits', 'n', 'step_bits'} (ideal -log2 p;
     the plane header (vmin, R, stream lengths) is not counted).
@@ -459,6 +460,7 @@ def slice_bits(
     vt = torch.from_numpy(vp).to(dec.device)
     adapt = adapt and calibrate
     refined = refined and adapt
+    levels = WIDE_FLAG_LEVELS if wide_flags else FLAG_LEVELS
     fits = SliceFitting(v, R, dec.order, dec.pixel_tables, dec.pixel_shifts, dec.K) if refined else None
     ctx, step_bits, steps = [], [], []
     for k, (di, dj) in enumerate(dec.order):
@@ -478,12 +480,12 @@ def slice_bits(
         ctx.append(sub)  # already the edge-padded sub-image (same as prep.pad_edge of its real part)
     if adapt:
         per_pixel, _mode = adapted_pixel_bits(
-            steps, R, dec.pixel_tables, dec.pixel_shifts, dec.K, v, dec.order, dec.cfg.step0_rows
+            steps, R, dec.pixel_tables, dec.pixel_shifts, dec.K, v, dec.order, dec.cfg.step0_rows, levels
         )
         step_bits = [0.0] * dec.steps
         for (k, *_rest), b in zip(steps, per_pixel):
             step_bits[k] = float(b.sum())
-    side = side_bits(dec.steps, calibrate, adapt, refined) + (fits.side_bits() if fits is not None else 0.0)
+    side = side_bits(dec.steps, calibrate, adapt, refined, levels) + (fits.side_bits() if fits is not None else 0.0)
     return {"pixel_bits": sum(step_bits), "latent_bits": lat, "side_bits": side, "n": H * W, "step_bits": step_bits}
 
 

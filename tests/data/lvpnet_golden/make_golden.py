@@ -12,8 +12,9 @@ the v3 weights (copied) with bitstream version 3 (tables adapted to the slice), 
 of a few grey levels that makes the encoder adapt them; set v5 (``../lvpnet_golden_v5``): the v3
 weights with bitstream version 4 (locations refined on the slice), every input of v4 plus a
 textured 64 x 64 slice whose steps are large enough to be refined; set v6 (``../lvpnet_golden_v6``):
-the v3 weights with bitstream version 5 (latent tables adapted to the slice), every input of v5
-plus a 160 x 224 slice whose 35 latent blocks per channel span six stages.
+the v3 weights with bitstream version 5 (latent tables adapted to the slice, two more flag
+levels), every input of v5 plus a 160 x 224 slice whose 35 latent blocks per channel span
+seven stages and a CT-like slice with padding that takes the new flag levels.
 
 Regenerate model.pt too (no --inputs-only) when the encoder's architecture changed so that the
 old weights no longer load; the decode tests keep guarding the format either way.
@@ -64,13 +65,19 @@ def refining_inputs() -> dict[str, np.ndarray]:
     return {"texture_uint16": np.clip(tex, 0, 4095).astype(np.uint16)}
 
 
-def staged_latent_inputs() -> dict[str, np.ndarray]:
-    """An input with many latent blocks (set v6): 5 x 7 blocks of 32 x 32, so each channel's
-    latent is coded in the stages [0, 1), [1, 2), [2, 4), ... [32, 35) of bitstream version 5."""
+def version5_inputs() -> dict[str, np.ndarray]:
+    """Inputs of bitstream version 5's two parts (set v6): one with many latent blocks (5 x 7 of
+    32 x 32, so each channel's latent is coded in the stages [0, 1), [1, 2), [2, 4), ... [32, 35));
+    and a CT-like slice, a smooth ramp inside a circle of -2000 padding, on which the encoder
+    flags only where most or all neighbours agree (flag level 3: the ramp's pixels never repeat
+    a neighbour, so flags there would only cost)."""
     rng = np.random.default_rng(13)
     yy, xx = np.mgrid[:160, :224]
     img = 90 + 60 * np.sin(yy / 17.0) * np.cos(xx / 23.0) + (yy // 32 + xx // 32) * 4 + rng.integers(0, 5, yy.shape)
-    return {"blocks_uint8": np.clip(img, 0, 255).astype(np.uint8)}
+    y2, x2 = np.mgrid[:48, :56]
+    ct = 100 + y2 + x2
+    ct[np.hypot(y2 - 24, x2 - 28) > 22] = -2000
+    return {"blocks_uint8": np.clip(img, 0, 255).astype(np.uint8), "padded_ct_int16": ct.astype(np.int16)}
 
 
 SETS = {
@@ -118,7 +125,7 @@ def main() -> None:
     codec = LVPNetCodec(out / "model.pt", device="cpu")
     expected = {"model_sha256": codec.model_id(), "codec_version": codec.version, "chunks": {}}
     cases = (inputs() | (adapting_inputs() if which in ("v4", "v5", "v6") else {})
-             | (refining_inputs() if which in ("v5", "v6") else {}) | (staged_latent_inputs() if which == "v6" else {}))
+             | (refining_inputs() if which in ("v5", "v6") else {}) | (version5_inputs() if which == "v6" else {}))
     for name, x in cases.items():
         np.save(out / f"{name}.npy", x)
         data = codec.encode(x)
