@@ -40,7 +40,7 @@ WEIGHTS_ENV = "LVPNET_WEIGHTS"
 # plane header per bitstream version: vmin, R, latent words, pixel words[, value step[, gaps]]
 _PLANE = {1: struct.Struct("<iIII"), 2: struct.Struct("<iIIIH"), 3: struct.Struct("<iIIIHI")}
 _PLANE[4] = _PLANE[3]  # version 4 changes only what the pixel stream holds
-_PLANE[5] = _PLANE[3]  # version 5 changes only how the latent stream is coded
+_PLANE[5] = _PLANE[3]  # version 5 too: only what the streams hold changes
 
 
 def shipped_weights() -> Path | None:

@@ -38,10 +38,12 @@ WIDE_FLAG_LEVELS = 5  # bitstream version 5: 3 and 4 as 2, only where most or al
 MODES = FLAG_LEVELS * len(ADAPT_WEIGHTS)  # the plane's coding mode: weight index + 4 * flag level (versions 3, 4)
 
 
+_MAX_COUNT = 1 << 30  # counts of a scale index are halved beyond this (keeps mix_tables in int64)
+
+
 def modes(flag_levels: int = FLAG_LEVELS) -> int:
     """How many coding modes a plane chooses from (the size of its uniform mode symbol)."""
     return flag_levels * len(ADAPT_WEIGHTS)
-_MAX_COUNT = 1 << 30  # counts of a scale index are halved beyond this (keeps mix_tables in int64)
 
 
 def side_bits(
