@@ -22,10 +22,9 @@ import torch
 from ..model import IntegerDecoder, LVPNet, feedback, load_checkpoint, prep, refine
 from ..model.adapt import (
     ADAPT_WEIGHTS,
-    FLAG_LEVELS,
-    WIDE_FLAG_LEVELS,
     StepTables,
     choose_plane_coding,
+    flag_levels,
     make_item,
     modes,
     offset_max,
@@ -184,7 +183,7 @@ class Engine:
             at = pos if row is None else (pos[0] + row * f, pos[1])
             items.append(make_item(k, sym, s, extra_bits, sub, at, v, self.dec.order, f, adapt, row))
             extras.append(np.where(esc, sub, low).reshape(-1))
-        levels = WIDE_FLAG_LEVELS if wide_flags else FLAG_LEVELS
+        levels = flag_levels(wide_flags)
         weight, flags = choose_plane_coding(items, self.pixels.tables, levels) if adapt else (0, 0)
         # each item's flag tables and models, walking forward as the decoder will (ANS pushes in
         # reverse); weight 0 and no flags: the fixed tables (versions 1 and 2)
@@ -256,7 +255,7 @@ class Engine:
         offsets = tables = None
         flags = 0
         counts = FlagCounts()
-        levels = WIDE_FLAG_LEVELS if wide_flags else FLAG_LEVELS
+        levels = flag_levels(wide_flags)
         if calibrated and adaptive:
             mode = int(self.pixels.pop_offsets(coder, 1, modes(levels))[0])
             flags = mode // len(ADAPT_WEIGHTS)

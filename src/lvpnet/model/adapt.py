@@ -57,6 +57,12 @@ def side_bits(
     return bits + (math.log2(modes(flag_levels)) if calibrated and adaptive else 0.0)
 
 
+def flag_levels(wide: bool) -> int:
+    """How many flag levels a plane's coding mode holds: 3 up to bitstream version 4, 5 from
+    version 5 on (``wide``)."""
+    return WIDE_FLAG_LEVELS if wide else FLAG_LEVELS
+
+
 def offset_max(refined: bool) -> int:
     """The per-step scale offsets' bound: +-4 up to bitstream version 3, +-8 in version 4."""
     return WIDE_OFFSET_MAX if refined else OFFSET_MAX

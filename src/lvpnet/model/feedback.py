@@ -27,7 +27,7 @@ import math
 import numpy as np
 
 from .refine import bit_length, neighbour_offsets, neighbours, plane_f
-from .tables import OFFSET_MAX, TOTAL, WIDE_OFFSET_MAX
+from .tables import OFFSET_MAX, TOTAL, WIDE_OFFSET_MAX, residual_bins
 
 BUCKETS = 6
 _SIZE = 2 * OFFSET_MAX + 1  # a bucket's offset lies in [-4, 4]
@@ -96,7 +96,7 @@ def choose(vals, mu, s, buckets, R: int, tables, shifts, K: int) -> np.ndarray |
     for i, d in enumerate(ds):
         sd = np.clip(s + d, 0, len(sh) - 1)
         w = sh[sd]
-        q = (r + ((np.int64(1) << w) >> 1)) >> w
+        q = residual_bins(r, w)
         esc = np.abs(q) > K
         bits = logt[sd, np.where(esc, 2 * K + 1, q + K)] + np.where(esc, math.log2(R + 1.0), w)
         per[i] = np.bincount(b, weights=bits, minlength=BUCKETS)

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .adapt import FLAG_LEVELS, WIDE_FLAG_LEVELS, adapted_pixel_bits, offset_max, side_bits
+from .adapt import adapted_pixel_bits, flag_levels, offset_max, side_bits
 from .fitting import SliceFitting
 from .gmsm import GMSM
 from .intnet import ExactMode, IntConv2d, int_conv
@@ -460,7 +460,7 @@ def slice_bits(
     vt = torch.from_numpy(vp).to(dec.device)
     adapt = adapt and calibrate
     refined = refined and adapt
-    levels = WIDE_FLAG_LEVELS if wide_flags else FLAG_LEVELS
+    levels = flag_levels(wide_flags)
     fits = SliceFitting(v, R, dec.order, dec.pixel_tables, dec.pixel_shifts, dec.K) if refined else None
     ctx, step_bits, steps = [], [], []
     for k, (di, dj) in enumerate(dec.order):

@@ -39,6 +39,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .tables import residual_bins
+
 CONFIGS = ((0, 1), (1, 1), (2, 1), (2, 2), (3, 1), (3, 2), (3, 4), (3, 8))  # (radius, classes)
 COEF_FRAC = 8  # coefficients in units of 2**-8
 MAG_CLASSES = 14  # |q| < 2**13
@@ -255,7 +257,7 @@ def _estimate(vals, mu, s, shifts: np.ndarray) -> float:
     model's fixed tables would not do: their offsets saturate on a CT whose residual is
     sharper than any of them, where the adapted tables follow it."""
     b = shifts[s]
-    q = np.clip((vals - mu + ((np.int64(1) << b) >> 1)) >> b, -_QMAX, _QMAX) + _QMAX
+    q = np.clip(residual_bins(vals - mu, b), -_QMAX, _QMAX) + _QMAX
     counts = np.bincount(s * (2 * _QMAX + 1) + q)
     groups = np.bincount(s)
     counts, groups = counts[counts > 0], groups[groups > 0]

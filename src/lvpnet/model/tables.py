@@ -127,6 +127,12 @@ def pixel_symbols(v: torch.Tensor, mu: torch.Tensor, s: torch.Tensor, shifts: to
     return sym, low, nb, esc
 
 
+def residual_bins(r: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """numpy: the bin of each residual ``r = v - mu`` in bins of ``2**b``, as ``pixel_symbols``
+    makes them (before the escape test and the offset ``K``), for the encoder's estimates."""
+    return (r + ((np.int64(1) << b) >> 1)) >> b
+
+
 def values_from_symbols(sym, low, mu, s, shifts, K: int, escape_values=None):
     """Inverse of pixel_symbols. ``escape_values`` gives v where sym == 2K+1."""
     sym = sym.long()
