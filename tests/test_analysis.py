@@ -66,8 +66,10 @@ def test_shapes_dtypes_and_finite(model, rng):
 def _map_matches(m, model, x, weight):
     """Does every pixel of ``m.pixel_bits`` hold its own code length under the tables adapted at
     prior weight ``weight``, with some per-step scale offset (found here independently), around
-    the locations and scales the encoder fits on the slice (``fitting.SliceFitting``)? -> the
-    fits, or None."""
+    the locations and scales the encoder fits on the slice (``fitting.SliceFitting``), the tables
+    counted per scale and distance from the minimum (bitstream 6, ``model.edge``)? -> the fits,
+    or None."""
+    from lvpnet.model import edge
     from lvpnet.model.adapt import StepTables
     from lvpnet.model.fitting import SliceFitting
     from lvpnet.model.tables import WIDE_OFFSET_MAX, scale_offset
@@ -77,7 +79,9 @@ def _map_matches(m, model, x, weight):
     z = model.net.encode_slice(vp, B)
     feats = dec.features(z)
     vs = torch.from_numpy(vp)
-    tabs = StepTables(dec.pixel_tables.numpy(), weight)
+    tabs = StepTables(edge.expand(dec.pixel_tables.numpy()), weight)
+    cfg = dec.cfg
+    thr = edge.thresholds(cfg.n_scales, cfg.per_octave, cfg.sigma_min)
     fits = SliceFitting(vp[: x.shape[0], : x.shape[1]], R, dec.order, dec.pixel_tables, dec.pixel_shifts, dec.K)
     ctx = []
     for k, (di, dj) in enumerate(dec.order):
@@ -91,9 +95,10 @@ def _map_matches(m, model, x, weight):
             sd = scale_offset(s_r, d, dec.cfg.n_scales)
             sym, _low, nb, esc = pixel_symbols(sub[:hr, :wr], mu_r, sd, dec.pixel_shifts, dec.K)
             extra = np.where(esc.numpy(), np.log2(R + 1.0), nb.numpy())
-            want = (tabs.symbol_bits(sym.numpy(), sd.numpy()) + extra).astype(np.float32)
+            rows = edge.table_index(mu_r.numpy(), sd.numpy(), thr)
+            want = (tabs.symbol_bits(sym.numpy(), rows) + extra).astype(np.float32)
             if np.array_equal(got, want):
-                tabs.add(sym.numpy(), sd.numpy())
+                tabs.add(sym.numpy(), rows)
                 break
         else:
             return None

@@ -23,8 +23,10 @@ DATA = Path(__file__).resolve().parent / "data"
 # v4: v3's weights, bitstream version 3 (tables adapted to the slice, value gaps, repeat flags)
 # v5: v3's weights, bitstream version 4 (locations refined on the slice)
 # v6: v3's weights, bitstream version 5 (latent tables adapted to the slice, flag levels 3 and 4)
+# v7: v3's weights, bitstream version 6 (tables counted by the distance from the minimum)
 SETS = {"v1": DATA / "lvpnet_golden", "v2": DATA / "lvpnet_golden_v2", "v3": DATA / "lvpnet_golden_v3",
-        "v4": DATA / "lvpnet_golden_v4", "v5": DATA / "lvpnet_golden_v5", "v6": DATA / "lvpnet_golden_v6"}
+        "v4": DATA / "lvpnet_golden_v4", "v5": DATA / "lvpnet_golden_v5", "v6": DATA / "lvpnet_golden_v6",
+        "v7": DATA / "lvpnet_golden_v7"}
 EXPECTED = {k: json.loads((d / "expected.json").read_text()) for k, d in SETS.items()}
 CASES = [(k, name) for k in SETS for name in sorted(EXPECTED[k]["chunks"])]
 CURRENT = [(k, name) for k, name in CASES if EXPECTED[k]["codec_version"] == LVPNetCodec.version]
@@ -152,3 +154,25 @@ def test_the_padded_golden_ct_flags_only_where_neighbours_agree(codecs):
     mode = int(codec.engine().pixels.pop_offsets(new_coder(pix), 1, modes(WIDE_FLAG_LEVELS))[0])
     assert mode // len(ADAPT_WEIGHTS) == 3
     assert np.array_equal(codec.decode(data, x.shape, x.dtype, 5), x)
+
+
+def test_the_rician_golden_input_takes_the_edge_classes(codecs):
+    """rician_mr_uint16 (bitstream 6): its chunk decodes only with the tables counted by the
+    distance from the minimum, and is shorter than version 5 writes it."""
+    from lvpnet.codecs.lvpnet_codec import unpack_chunk
+
+    codec = codecs["v7"]
+    x = np.load(SETS["v7"] / "rician_mr_uint16.npy")
+    data = (SETS["v7"] / "rician_mr_uint16.chunk").read_bytes()
+    ((vmin, R, lat, pix, _step, _gaps),) = unpack_chunk(data, 1, 6)
+    assert np.array_equal(codec.decode(data, x.shape, x.dtype, 6), x)
+    eng = codec.engine()
+    plane = eng.decode_plane(vmin, R, lat, pix, *x.shape)
+    try:  # read with version 5's tables: the stream does not fit them
+        other = eng.decode_plane(vmin, R, lat, pix, *x.shape, edge_classes=False)
+    except ValueError:
+        other = None
+    assert other is None or not np.array_equal(other, plane)
+    v5 = LVPNetCodec(SETS["v7"] / "model.pt", device="cpu")
+    v5.version = 5
+    assert len(data) < len(v5.encode(x))

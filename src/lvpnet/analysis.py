@@ -232,6 +232,7 @@ def _plane(model: LoadedModel, plane: np.ndarray) -> dict:
     """Everything for one grey plane (int64 2-D), as float64 / int tensors moved to numpy."""
     import torch
 
+    from .model import edge
     from .model.adapt import WIDE_FLAG_LEVELS, adapted_pixel_bits
     from .model.fitting import SliceFitting
     from .model.intnet import ExactMode
@@ -280,7 +281,8 @@ def _plane(model: LoadedModel, plane: np.ndarray) -> dict:
             ctx.append(sub)  # the edge-padded sub-image, as the decoder rebuilds it
         # ... its tables adapted to the slice and its neighbour-repeat flags (bitstream version 3)
         per_pixel, _mode = adapted_pixel_bits(
-            steps, R, dec.pixel_tables, dec.pixel_shifts, dec.K, v, dec.order, dec.cfg.step0_rows, WIDE_FLAG_LEVELS
+            steps, R, dec.pixel_tables, dec.pixel_shifts, dec.K, v, dec.order, dec.cfg.step0_rows, WIDE_FLAG_LEVELS,
+            edge.thresholds(cfg.n_scales, cfg.per_octave, cfg.sigma_min),
         )
         for (k, *_rest), b in zip(steps, per_pixel):
             di, dj = dec.order[k]

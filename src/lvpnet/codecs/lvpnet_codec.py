@@ -41,6 +41,7 @@ WEIGHTS_ENV = "LVPNET_WEIGHTS"
 _PLANE = {1: struct.Struct("<iIII"), 2: struct.Struct("<iIIIH"), 3: struct.Struct("<iIIIHI")}
 _PLANE[4] = _PLANE[3]  # version 4 changes only what the pixel stream holds
 _PLANE[5] = _PLANE[3]  # version 5 too: only what the streams hold changes
+_PLANE[6] = _PLANE[3]  # and version 6
 
 
 def shipped_weights() -> Path | None:
@@ -179,7 +180,7 @@ def _levels(version: int, encoder: bool = False) -> dict[str, bool]:
     """The engine's switches for a bitstream version (the encoder names the first two otherwise)."""
     first = ("calibrate", "adapt") if encoder else ("calibrated", "adaptive")
     return {first[0]: version >= 2, first[1]: version >= 3, "refined": version >= 4, "staged_latent": version >= 5,
-            "wide_flags": version >= 5}
+            "wide_flags": version >= 5, "edge_classes": version >= 6}
 
 
 class LVPNetCodec(Codec):
@@ -192,9 +193,10 @@ class LVPNetCodec(Codec):
     # a linear predictor fitted on the slice (model.refine), its scales moved by the residuals
     # decoded nearby (model.feedback) and per-step scale offsets in [-8, 8]; 5: as 4, with the
     # latent's tables adapted to the slice stage by stage (model.latent_adapt) and two more
-    # levels of neighbour-repeat flags, only where most or all neighbours agree (model.repeat)
-    version = 5
-    reads_versions = (1, 2, 3, 4, 5)
+    # levels of neighbour-repeat flags, only where most or all neighbours agree (model.repeat);
+    # 6: as 5, with the adapted tables counted per scale and distance from the minimum (model.edge)
+    version = 6
+    reads_versions = (1, 2, 3, 4, 5, 6)
 
     def __init__(self, weights: str | os.PathLike | None = None, device: str = "auto"):
         self._weights = Path(weights) if weights is not None else None

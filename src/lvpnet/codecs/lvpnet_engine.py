@@ -19,7 +19,7 @@ import threading
 import numpy as np
 import torch
 
-from ..model import IntegerDecoder, LVPNet, feedback, load_checkpoint, prep, refine
+from ..model import IntegerDecoder, LVPNet, edge, feedback, load_checkpoint, prep, refine
 from ..model.adapt import (
     ADAPT_WEIGHTS,
     StepTables,
@@ -71,6 +71,8 @@ class Engine:
         self.latent = LatentCoder(self.dec.latent_tables.cpu().numpy())
         self.pixels = PixelCoder(self.dec.pixel_tables.cpu().numpy(), self.dec.pixel_shifts.cpu().numpy(), self.dec.K)
         self.shifts_cpu = self.dec.pixel_shifts.cpu()
+        self.edge_thr = edge.thresholds(self.cfg.n_scales, self.cfg.per_octave, self.cfg.sigma_min)
+        self._pixels_edge: PixelCoder | None = None
         self._model: LVPNet | None = None
         self._lock = threading.Lock()
 
@@ -90,6 +92,20 @@ class Engine:
                 model.encoder.load_state_dict(enc)
                 self._model = model.to(self.device).eval()
             return self._model
+
+    def pixel_coder(self, edge_classes: bool) -> PixelCoder:
+        """The pixel coder whose table rows are the scale indices, or with ``edge_classes``
+        (bitstream version 6) the ``model.edge`` rows: scale index and distance from the minimum."""
+        if not edge_classes:
+            return self.pixels
+        with self._lock:
+            if self._pixels_edge is None:
+                self._pixels_edge = PixelCoder(edge.expand(self.pixels.tables), edge.expand(self.pixels.shifts), self.dec.K)
+            return self._pixels_edge
+
+    def table_rows(self, mu: np.ndarray, s: np.ndarray, edge_classes: bool) -> np.ndarray:
+        """The table row of every pixel: its scale index ``s`` (as coded), or its ``model.edge`` row."""
+        return edge.table_index(mu, s, self.edge_thr) if edge_classes else s
 
     def latent_shape(self, H: int, W: int) -> tuple[int, int, int]:
         Hp, Wp = prep.padded_size(H, W, self.cfg.stride)
@@ -131,7 +147,7 @@ class Engine:
     @torch.no_grad()
     def encode_plane(
         self, x: np.ndarray, want_bits: bool = False, calibrate: bool = True, adapt: bool = True, refined: bool = True,
-        staged_latent: bool = True, wide_flags: bool = True,
+        staged_latent: bool = True, wide_flags: bool = True, edge_classes: bool = True,
     ):
         """Integer plane (H, W) -> (vmin, R, latent words, pixel words[, estimated bits]).
 
@@ -141,7 +157,8 @@ class Engine:
         flags (``model.adapt``, ``model.repeat``), the coding mode chosen by the encoder and
         stored first; False writes version 2. ``refined``: version 4 (``model.fitting``).
         ``staged_latent``: version 5, the latent's tables adapted to the slice
-        (``model.latent_adapt``); ``wide_flags``: version 5, flag levels 3 and 4 (``model.repeat``)."""
+        (``model.latent_adapt``); ``wide_flags``: version 5, flag levels 3 and 4 (``model.repeat``).
+        ``edge_classes``: version 6, table rows by the distance from the minimum (``model.edge``)."""
         x = np.asarray(x).astype(np.int64)
         H, W = x.shape
         vmin, R, B = prep.slice_params(x)
@@ -174,6 +191,7 @@ class Engine:
         omax = offset_max(refined)
         offsets = self._choose_offsets(records, R, omax) if calibrate else None
         adapt = adapt and offsets is not None
+        pixels = self.pixel_coder(edge_classes)
         items, extras = [], []
         for k, sub, mu, s, pos, row in records:
             s = self._shift(s, offsets, k)
@@ -181,26 +199,27 @@ class Engine:
             sym, low, nb, esc = sym.numpy(), low.numpy(), nb.numpy(), esc.numpy()
             extra_bits = np.where(esc, np.log2(R + 1.0), nb)
             at = pos if row is None else (pos[0] + row * f, pos[1])
-            items.append(make_item(k, sym, s, extra_bits, sub, at, v, self.dec.order, f, adapt, row))
+            rows = self.table_rows(mu, s, edge_classes)
+            items.append(make_item(k, sym, rows, extra_bits, sub, at, v, self.dec.order, f, adapt, row))
             extras.append(np.where(esc, sub, low).reshape(-1))
         levels = flag_levels(wide_flags)
-        weight, flags = choose_plane_coding(items, self.pixels.tables, levels) if adapt else (0, 0)
+        weight, flags = choose_plane_coding(items, pixels.tables, levels) if adapt else (0, 0)
         # each item's flag tables and models, walking forward as the decoder will (ANS pushes in
         # reverse); weight 0 and no flags: the fixed tables (versions 1 and 2)
         coded, est = [], 0.0
-        for it, keep, tables, counts in walk_plane(items, self.pixels.tables, weight, flags):
+        for it, keep, tables, counts in walk_plane(items, pixels.tables, weight, flags):
             flag_state = None
             if it.flagged(flags):
                 flag_state = (it.flag_hit(flags), it.flag_x(flags), [counts.table(xi) for xi in range(CONTEXTS)])
                 est += float(counts.bits(*flag_state[:2]).sum()) if want_bits else 0.0
             sym, s = it.sym[keep], it.s[keep]
-            coded.append((keep, flag_state, self.pixels.step_models(s, tables)))
+            coded.append((keep, flag_state, pixels.step_models(s, tables)))
             if want_bits:
-                est += self.pixels.bits(sym, s, R, tables)
+                est += pixels.bits(sym, s, R, tables)
         lat = self.latent.encode(zs, staged_latent)
         coder = new_coder()
         for it, extra, (keep, flag_state, models) in zip(reversed(items), reversed(extras), reversed(coded)):
-            self.pixels.push_step(coder, it.sym[keep], extra[keep], it.s[keep], R, models)
+            pixels.push_step(coder, it.sym[keep], extra[keep], it.s[keep], R, models)
             if flag_state is not None:
                 self.pixels.push_flags(coder, flag_state[0], flag_state[1], _FixedCounts(flag_state[2]))
         if fits is not None:  # read after the offsets: the refinement, then the error feedback
@@ -237,12 +256,13 @@ class Engine:
     @torch.no_grad()
     def decode_plane(
         self, vmin: int, R: int, lat: np.ndarray, pix: np.ndarray, H: int, W: int, want_bits=False, calibrated=True,
-        adaptive=True, refined=True, staged_latent=True, wide_flags=True,
+        adaptive=True, refined=True, staged_latent=True, wide_flags=True, edge_classes=True,
     ):
         """Inverse of ``encode_plane`` (``calibrated``: bitstream version 2 or later, with per-step
         offsets; ``adaptive``: version 3, tables adapted to the slice; ``refined``: version 4,
         locations refined per step; ``staged_latent``, ``wide_flags``: version 5, latent tables
-        adapted, flag levels 3 and 4)."""
+        adapted, flag levels 3 and 4; ``edge_classes``: version 6, table rows by the distance from
+        the minimum)."""
         if R == 0:
             out = np.full((H, W), vmin, dtype=np.int64)
             return (out, 0.0, 0.0) if want_bits else out
@@ -256,10 +276,11 @@ class Engine:
         flags = 0
         counts = FlagCounts()
         levels = flag_levels(wide_flags)
+        pixels = self.pixel_coder(edge_classes)
         if calibrated and adaptive:
             mode = int(self.pixels.pop_offsets(coder, 1, modes(levels))[0])
             flags = mode // len(ADAPT_WEIGHTS)
-            tables = StepTables(self.pixels.tables, ADAPT_WEIGHTS[mode % len(ADAPT_WEIGHTS)])
+            tables = StepTables(pixels.tables, ADAPT_WEIGHTS[mode % len(ADAPT_WEIGHTS)])
         refined = calibrated and adaptive and refined
         if calibrated:
             omax = offset_max(refined)
@@ -284,6 +305,7 @@ class Engine:
                 if fbs[k] is not None:
                     s = feedback.apply(s, errors.buckets(k, pos, mu.shape), fbs[k], self.cfg.n_scales)
             s = self._shift(s, offsets, k)
+            rows = self.table_rows(mu, s, edge_classes)
             if tables is not None:
                 tables.start_step(k)
             counts.start_step((k, -1 if row is None else row))
@@ -300,7 +322,7 @@ class Engine:
                     pix_bits[0] += float(counts.bits(hit, x).sum())
                 counts.add(hit, x)
             keep = ~hit
-            sym, extra = self.pixels.pop_step(coder, s[keep], R, tables)
+            sym, extra = pixels.pop_step(coder, rows[keep], R, tables)
             esc = sym == self.pixels.esc
             low = np.where(esc, 0, extra)
             vals = np.empty(mu.shape, np.int64)
@@ -319,9 +341,9 @@ class Engine:
             if errors is not None:
                 errors.record(pos, vals, mu, row)
             if want_bits:
-                pix_bits[0] += self.pixels.bits(sym, s[keep], R, tables)
+                pix_bits[0] += pixels.bits(sym, rows[keep], R, tables)
             if tables is not None:
-                tables.add(sym, s[keep])
+                tables.add(sym, rows[keep])
             return vals
 
         self._walk(z, R, H, W, step)

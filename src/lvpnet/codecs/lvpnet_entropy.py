@@ -30,7 +30,9 @@ a stack):
   uniform "extras" in raster order: for a non-escaped pixel with ``b_s > 0``
   its ``b_s`` low bits (uniform over ``2**b_s``), for an escaped pixel its value
   (uniform over ``[0, R]``); pixels with neither have no extra. In version 3 the
-  symbols of scale index s are coded with the slice-adapted row (``model.adapt``).
+  symbols of scale index s are coded with the slice-adapted row (``model.adapt``). In version 6
+  the groups are the table rows ``6 s + c`` of ``model.edge`` (c: the location's distance from
+  the minimum), ascending, each with its own adapted row; the extras still follow ``b_s``.
 """
 
 from __future__ import annotations

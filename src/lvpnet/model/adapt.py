@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import edge
 from .repeat import FlagCounts, flag_contexts, flags_apply, item_candidates
 from .tables import OFFSET_MAX, TOTAL, WIDE_OFFSET_MAX, pixel_symbols
 
@@ -270,19 +271,24 @@ def choose_plane_coding(items: list[PlaneItem], base: np.ndarray, flag_levels: i
 
 
 def adapted_pixel_bits(
-    steps, R: int, tables, shifts, K: int, v: np.ndarray, order, rows0: bool = False, flag_levels: int = FLAG_LEVELS
+    steps, R: int, tables, shifts, K: int, v: np.ndarray, order, rows0: bool = False, flag_levels: int = FLAG_LEVELS,
+    edge_thr: np.ndarray | None = None,
 ) -> tuple[list[np.ndarray], tuple]:
     """Per item ``(k, values, mu, s)`` of a plane (integer tensors, decoding order, ``s`` as
     coded; ``v`` the whole plane, numpy; ``rows0``: sub-image 0 is decoded row by row): every
     pixel's code length in float64 bits as the codec writes it in bitstream version 3 (with
-    ``flag_levels`` = ``WIDE_FLAG_LEVELS``: version 5), and the encoder's choice (weight index,
-    flag level)."""
+    ``flag_levels`` = ``WIDE_FLAG_LEVELS``: version 5; with the ``model.edge`` thresholds
+    ``edge_thr`` as well: version 6), and the encoder's choice (weight index, flag level)."""
     base = tables.cpu().numpy()
+    if edge_thr is not None:
+        base = edge.expand(base)
     f = max(max(p) for p in order) + 1
     items, rows_of = [], []
     for k, vals, mu, s in steps:
         sym, _low, nb, esc = pixel_symbols(vals, mu, s, shifts, K)
         sym, s_, vals = sym.cpu().numpy(), s.long().cpu().numpy(), vals.cpu().numpy()
+        if edge_thr is not None:  # the table rows by scale and distance from the minimum
+            s_ = edge.table_index(mu.cpu().numpy(), s_, edge_thr)
         extra = np.where(esc.cpu().numpy(), np.log2(float(R) + 1.0), nb.cpu().numpy().astype(np.float64))
         di, dj = order[k]
         if k == 0 and rows0:  # the codec's items: one per row

@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import edge
 from .adapt import adapted_pixel_bits, flag_levels, offset_max, side_bits
 from .fitting import SliceFitting
 from .gmsm import GMSM
@@ -424,7 +425,7 @@ class IntegerDecoder:
 @torch.no_grad()
 def slice_bits(
     model: LVPNet, dec: IntegerDecoder, v2d: np.ndarray, enc_device=None, calibrate: bool = True, adapt: bool = True,
-    refined: bool = True, staged_latent: bool = True, wide_flags: bool = True,
+    refined: bool = True, staged_latent: bool = True, wide_flags: bool = True, edge_classes: bool = True,
 ) -> dict:
     """Estimated code length of one grey slice with the exact integer decoder.
 
@@ -437,7 +438,8 @@ def slice_bits(
     location refined on the slice and its scales moved by the error feedback
     (``model.fitting``), per-step offsets in [-8, 8]; their side information in ``side_bits``.
     ``staged_latent`` (version 5): the latent's tables adapted to the slice (``model.latent_adapt``);
-    ``wide_flags`` (version 5): flag levels 3 and 4 (``model.repeat``).
+    ``wide_flags`` (version 5): flag levels 3 and 4 (``model.repeat``). ``edge_classes`` (version 6):
+    the adapted tables counted per scale and distance from the minimum (``model.edge``).
 
     Returns {'pixel_bits', 'latent_bits', 'side_bits', 'n', 'step_bits'} (ideal -log2 p;
     the plane header (vmin, R, stream lengths) is not counted).
@@ -480,7 +482,8 @@ def slice_bits(
         ctx.append(sub)  # already the edge-padded sub-image (same as prep.pad_edge of its real part)
     if adapt:
         per_pixel, _mode = adapted_pixel_bits(
-            steps, R, dec.pixel_tables, dec.pixel_shifts, dec.K, v, dec.order, dec.cfg.step0_rows, levels
+            steps, R, dec.pixel_tables, dec.pixel_shifts, dec.K, v, dec.order, dec.cfg.step0_rows, levels,
+            edge.thresholds(cfg.n_scales, cfg.per_octave, cfg.sigma_min) if edge_classes else None,
         )
         step_bits = [0.0] * dec.steps
         for (k, *_rest), b in zip(steps, per_pixel):

@@ -1,6 +1,6 @@
 """Regenerate the learned codec's golden files (only on a deliberate format change: bump the version).
 
-    .venv/bin/python tests/data/lvpnet_golden/make_golden.py [--set v1|v2|v3|v4|v5|v6] [--inputs-only]
+    .venv/bin/python tests/data/lvpnet_golden/make_golden.py [--set v1|v2|v3|v4|v5|v6|v7] [--inputs-only]
 
 Writes model.pt (configs/tiny-test.json with 4 latent and 2 upsampling channels, torch seed 0: small enough to
 commit), the inputs (*.npy), the expected chunks (*.chunk) of ``LVPNetCodec`` version 1 and
@@ -14,7 +14,9 @@ weights with bitstream version 4 (locations refined on the slice), every input o
 textured 64 x 64 slice whose steps are large enough to be refined; set v6 (``../lvpnet_golden_v6``):
 the v3 weights with bitstream version 5 (latent tables adapted to the slice, two more flag
 levels), every input of v5 plus a 160 x 224 slice whose 35 latent blocks per channel span
-seven stages and a CT-like slice with padding that takes the new flag levels.
+seven stages and a CT-like slice with padding that takes the new flag levels; set v7
+(``../lvpnet_golden_v7``): the v3 weights with bitstream version 6 (tables counted by the distance
+from the minimum), every input of v6 plus an MR-like slice of magnitude noise around a disc.
 
 Regenerate model.pt too (no --inputs-only) when the encoder's architecture changed so that the
 old weights no longer load; the decode tests keep guarding the format either way.
@@ -80,6 +82,17 @@ def version5_inputs() -> dict[str, np.ndarray]:
     return {"blocks_uint8": np.clip(img, 0, 255).astype(np.uint8), "padded_ct_int16": ct.astype(np.int16)}
 
 
+def version6_inputs() -> dict[str, np.ndarray]:
+    """An input of bitstream version 6 (set v7): an MR-like slice of magnitude noise (Rician:
+    never below 0, skewed up) around a brighter disc, whose background's residuals sit at the
+    slice's minimum, where version 6 counts them apart from the disc's (``model.edge``)."""
+    rng = np.random.default_rng(17)
+    yy, xx = np.mgrid[:72, :80]
+    disc = 600.0 * (np.hypot(yy - 36, xx - 40) < 25)
+    mag = np.hypot(disc + rng.normal(0, 40, yy.shape), rng.normal(0, 40, yy.shape))
+    return {"rician_mr_uint16": np.round(mag).astype(np.uint16)}
+
+
 SETS = {
     "v1": (HERE, {}),
     "v2": (HERE.parent / "lvpnet_golden_v2", {"head": 2, "subimage": 4, "ctx_bits": 9, "step0_rows": True}),
@@ -87,6 +100,7 @@ SETS = {
     "v4": (HERE.parent / "lvpnet_golden_v4", "v3"),  # the weights of set v3
     "v5": (HERE.parent / "lvpnet_golden_v5", "v3"),
     "v6": (HERE.parent / "lvpnet_golden_v6", "v3"),
+    "v7": (HERE.parent / "lvpnet_golden_v7", "v3"),
 }
 
 
@@ -124,8 +138,9 @@ def main() -> None:
 
     codec = LVPNetCodec(out / "model.pt", device="cpu")
     expected = {"model_sha256": codec.model_id(), "codec_version": codec.version, "chunks": {}}
-    cases = (inputs() | (adapting_inputs() if which in ("v4", "v5", "v6") else {})
-             | (refining_inputs() if which in ("v5", "v6") else {}) | (version5_inputs() if which == "v6" else {}))
+    later = lambda first: which[0] == "v" and int(which[1:]) >= first  # noqa: E731 (the sets from v<first> on)
+    cases = (inputs() | (adapting_inputs() if later(4) else {}) | (refining_inputs() if later(5) else {})
+             | (version5_inputs() if later(6) else {}) | (version6_inputs() if later(7) else {}))
     for name, x in cases.items():
         np.save(out / f"{name}.npy", x)
         data = codec.encode(x)
