@@ -24,7 +24,7 @@ from collections import defaultdict
 from pathlib import Path
 
 RES = Path(__file__).resolve().parents[1] / "resources"
-CODEC_VERSION = 5  # the learned codec's bitstream version the eval's estimates model (lvpnet.model.slice_bits)
+CODEC_VERSION = 6  # the learned codec's bitstream version the eval's estimates model (lvpnet.model.slice_bits)
 
 
 def modality_ratios(images: list[dict]) -> dict[str, float]:
