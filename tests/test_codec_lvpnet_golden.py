@@ -23,7 +23,8 @@ DATA = Path(__file__).resolve().parent / "data"
 # v4: v3's weights, bitstream version 3 (tables adapted to the slice, value gaps, repeat flags)
 # v5: v3's weights, bitstream version 4 (locations refined on the slice)
 # v6: v3's weights, bitstream version 5 (latent tables adapted to the slice, flag levels 3 and 4)
-# v7: v3's weights, bitstream version 6 (tables counted by the distance from the minimum)
+# v7: v3's weights, bitstream version 6 (tables counted by the distance from the minimum, flags on
+#     candidates at the minimum)
 SETS = {"v1": DATA / "lvpnet_golden", "v2": DATA / "lvpnet_golden_v2", "v3": DATA / "lvpnet_golden_v3",
         "v4": DATA / "lvpnet_golden_v4", "v5": DATA / "lvpnet_golden_v5", "v6": DATA / "lvpnet_golden_v6",
         "v7": DATA / "lvpnet_golden_v7"}
@@ -176,3 +177,22 @@ def test_the_rician_golden_input_takes_the_edge_classes(codecs):
     v5 = LVPNetCodec(SETS["v7"] / "model.pt", device="cpu")
     v5.version = 5
     assert len(data) < len(v5.encode(x))
+
+
+def test_the_padded_golden_ct_flags_its_edge_at_the_minimum(codecs):
+    """padded_ct_int16 (bitstream 6): the padding's edge, where two neighbours are padding, carries
+    flags on the minimum candidate; read without them the chunk does not decode to the image."""
+    from lvpnet.codecs.lvpnet_codec import unpack_chunk
+
+    codec = codecs["v7"]
+    x = np.load(SETS["v7"] / "padded_ct_int16.npy")
+    data = (SETS["v7"] / "padded_ct_int16.chunk").read_bytes()
+    assert np.array_equal(codec.decode(data, x.shape, x.dtype, 6), x)
+    ((vmin, R, lat, pix, _step, _gaps),) = unpack_chunk(data, 1, 6)
+    eng = codec.engine()
+    plane = eng.decode_plane(vmin, R, lat, pix, *x.shape)
+    try:
+        other = eng.decode_plane(vmin, R, lat, pix, *x.shape, min_flags=False)
+    except ValueError:
+        other = None
+    assert other is None or not np.array_equal(other, plane)

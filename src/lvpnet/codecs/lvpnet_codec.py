@@ -180,7 +180,8 @@ def _levels(version: int, encoder: bool = False) -> dict[str, bool]:
     """The engine's switches for a bitstream version (the encoder names the first two otherwise)."""
     first = ("calibrate", "adapt") if encoder else ("calibrated", "adaptive")
     return {first[0]: version >= 2, first[1]: version >= 3, "refined": version >= 4, "staged_latent": version >= 5,
-            "wide_flags": version >= 5, "edge_classes": version >= 6}
+            "wide_flags": version >= 5, "edge_classes": version >= 6,
+            "min_flags": version >= 6}
 
 
 class LVPNetCodec(Codec):
@@ -194,7 +195,8 @@ class LVPNetCodec(Codec):
     # decoded nearby (model.feedback) and per-step scale offsets in [-8, 8]; 5: as 4, with the
     # latent's tables adapted to the slice stage by stage (model.latent_adapt) and two more
     # levels of neighbour-repeat flags, only where most or all neighbours agree (model.repeat);
-    # 6: as 5, with the adapted tables counted per scale and distance from the minimum (model.edge)
+    # 6: as 5, with the adapted tables counted per scale and distance from the minimum (model.edge),
+    # and flags on candidates at the plane's minimum, in contexts of their own (model.repeat)
     version = 6
     reads_versions = (1, 2, 3, 4, 5, 6)
 

@@ -32,7 +32,7 @@ from ..model.adapt import (
     walk_plane,
 )
 from ..model.fitting import SliceFitting
-from ..model.repeat import CONTEXTS, FlagCounts, flag_contexts, flags_apply, item_candidates
+from ..model.repeat import FLAG_CONTEXTS, FlagCounts, flag_contexts, flags_apply, item_candidates
 from ..model.tables import best_scale_offset, scale_offset, values_from_symbols
 from .lvpnet_codec import file_sha256
 from .lvpnet_entropy import LatentCoder, PixelCoder, new_coder
@@ -147,7 +147,7 @@ class Engine:
     @torch.no_grad()
     def encode_plane(
         self, x: np.ndarray, want_bits: bool = False, calibrate: bool = True, adapt: bool = True, refined: bool = True,
-        staged_latent: bool = True, wide_flags: bool = True, edge_classes: bool = True,
+        staged_latent: bool = True, wide_flags: bool = True, edge_classes: bool = True, min_flags: bool = True,
     ):
         """Integer plane (H, W) -> (vmin, R, latent words, pixel words[, estimated bits]).
 
@@ -158,7 +158,8 @@ class Engine:
         stored first; False writes version 2. ``refined``: version 4 (``model.fitting``).
         ``staged_latent``: version 5, the latent's tables adapted to the slice
         (``model.latent_adapt``); ``wide_flags``: version 5, flag levels 3 and 4 (``model.repeat``).
-        ``edge_classes``: version 6, table rows by the distance from the minimum (``model.edge``)."""
+        ``edge_classes``: version 6, table rows by the distance from the minimum (``model.edge``).
+        ``min_flags``: version 6, flags on candidates at the plane's minimum (``model.repeat``)."""
         x = np.asarray(x).astype(np.int64)
         H, W = x.shape
         vmin, R, B = prep.slice_params(x)
@@ -200,7 +201,7 @@ class Engine:
             extra_bits = np.where(esc, np.log2(R + 1.0), nb)
             at = pos if row is None else (pos[0] + row * f, pos[1])
             rows = self.table_rows(mu, s, edge_classes)
-            items.append(make_item(k, sym, rows, extra_bits, sub, at, v, self.dec.order, f, adapt, row))
+            items.append(make_item(k, sym, rows, extra_bits, sub, at, v, self.dec.order, f, adapt, row, min_flags))
             extras.append(np.where(esc, sub, low).reshape(-1))
         levels = flag_levels(wide_flags)
         weight, flags = choose_plane_coding(items, pixels.tables, levels) if adapt else (0, 0)
@@ -210,7 +211,7 @@ class Engine:
         for it, keep, tables, counts in walk_plane(items, pixels.tables, weight, flags):
             flag_state = None
             if it.flagged(flags):
-                flag_state = (it.flag_hit(flags), it.flag_x(flags), [counts.table(xi) for xi in range(CONTEXTS)])
+                flag_state = (it.flag_hit(flags), it.flag_x(flags), [counts.table(xi) for xi in range(FLAG_CONTEXTS)])
                 est += float(counts.bits(*flag_state[:2]).sum()) if want_bits else 0.0
             sym, s = it.sym[keep], it.s[keep]
             coded.append((keep, flag_state, pixels.step_models(s, tables)))
@@ -256,13 +257,13 @@ class Engine:
     @torch.no_grad()
     def decode_plane(
         self, vmin: int, R: int, lat: np.ndarray, pix: np.ndarray, H: int, W: int, want_bits=False, calibrated=True,
-        adaptive=True, refined=True, staged_latent=True, wide_flags=True, edge_classes=True,
+        adaptive=True, refined=True, staged_latent=True, wide_flags=True, edge_classes=True, min_flags=True,
     ):
         """Inverse of ``encode_plane`` (``calibrated``: bitstream version 2 or later, with per-step
         offsets; ``adaptive``: version 3, tables adapted to the slice; ``refined``: version 4,
         locations refined per step; ``staged_latent``, ``wide_flags``: version 5, latent tables
         adapted, flag levels 3 and 4; ``edge_classes``: version 6, table rows by the distance from
-        the minimum)."""
+        the minimum; ``min_flags``: version 6, flags on candidates at the minimum)."""
         if R == 0:
             out = np.full((H, W), vmin, dtype=np.int64)
             return (out, 0.0, 0.0) if want_bits else out
@@ -316,7 +317,7 @@ class Engine:
                 found = item_candidates(out, at, f, mu.shape, self.dec.order, k, row)
             if found is not None:
                 cand, x = found
-                x = flag_contexts(x, flags, row)
+                x = flag_contexts(x, flags, row, cand == 0 if min_flags else None)
                 hit = self.pixels.pop_flags(coder, x, counts)
                 if want_bits:
                     pix_bits[0] += float(counts.bits(hit, x).sum())

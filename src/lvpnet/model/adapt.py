@@ -175,6 +175,7 @@ class PlaneItem:
     hit: np.ndarray | None = None
     x: np.ndarray | None = None
     row: int | None = None  # the row of sub-image 0 decoded row by row
+    at_min: np.ndarray | None = None  # bitstream 6: whether each pixel's candidate is the plane's minimum
 
     @property
     def stage(self) -> tuple[int, int]:
@@ -187,7 +188,7 @@ class PlaneItem:
 
     def flag_x(self, flags: int) -> np.ndarray:
         """The contexts of the pixels that carry a flag at level ``flags`` (0: no flag)."""
-        return flag_contexts(self.x, flags, self.row)
+        return flag_contexts(self.x, flags, self.row, self.at_min)
 
     def flag_hit(self, flags: int) -> np.ndarray:
         """The pixels flagged as repeats at level ``flags``."""
@@ -201,12 +202,14 @@ class PlaneItem:
 
 
 def make_item(
-    k, sym, s, extra_bits, values, pos, v, order, f: int, flags: bool = True, row: int | None = None
+    k, sym, s, extra_bits, values, pos, v, order, f: int, flags: bool = True, row: int | None = None,
+    min_flags: bool = False,
 ) -> PlaneItem:
     """A ``PlaneItem`` from numpy arrays of one sub-image (``values`` its real pixels, the first
     at ``pos`` of the plane ``v``, which holds every pixel decoded before them); with ``flags``,
     the candidates and contexts of ``repeat.item_candidates``. ``row``: the item is that row of
-    sub-image 0."""
+    sub-image 0. ``min_flags`` (bitstream version 6): candidates at the plane's minimum flag as
+    ``repeat.flag_contexts`` says."""
     item = PlaneItem(k, np.asarray(sym).reshape(-1).astype(np.int64), np.asarray(s).reshape(-1).astype(np.int64),
                      np.asarray(extra_bits, np.float64).reshape(-1), row=row)
     found = item_candidates(v, pos, f, np.shape(values), order, k, row) if flags and np.size(values) else None
@@ -214,6 +217,8 @@ def make_item(
         c, x = found
         item.x = x.reshape(-1)
         item.hit = (np.asarray(values).reshape(-1) == c.reshape(-1)) & (item.x > 0)
+        if min_flags:
+            item.at_min = c.reshape(-1) == 0
     return item
 
 
@@ -272,13 +277,14 @@ def choose_plane_coding(items: list[PlaneItem], base: np.ndarray, flag_levels: i
 
 def adapted_pixel_bits(
     steps, R: int, tables, shifts, K: int, v: np.ndarray, order, rows0: bool = False, flag_levels: int = FLAG_LEVELS,
-    edge_thr: np.ndarray | None = None,
+    edge_thr: np.ndarray | None = None, min_flags: bool = False,
 ) -> tuple[list[np.ndarray], tuple]:
     """Per item ``(k, values, mu, s)`` of a plane (integer tensors, decoding order, ``s`` as
     coded; ``v`` the whole plane, numpy; ``rows0``: sub-image 0 is decoded row by row): every
     pixel's code length in float64 bits as the codec writes it in bitstream version 3 (with
     ``flag_levels`` = ``WIDE_FLAG_LEVELS``: version 5; with the ``model.edge`` thresholds
-    ``edge_thr`` as well: version 6), and the encoder's choice (weight index, flag level)."""
+    ``edge_thr`` as well: version 6; and ``min_flags``: version 6), and the encoder's choice
+    (weight index, flag level)."""
     base = tables.cpu().numpy()
     if edge_thr is not None:
         base = edge.expand(base)
@@ -293,10 +299,11 @@ def adapted_pixel_bits(
         di, dj = order[k]
         if k == 0 and rows0:  # the codec's items: one per row
             for r in range(vals.shape[0]):
-                items.append(make_item(0, sym[r], s_[r], extra[r], vals[r : r + 1], (di + r * f, dj), v, order, f, row=r))
+                items.append(make_item(0, sym[r], s_[r], extra[r], vals[r : r + 1], (di + r * f, dj), v, order, f, row=r,
+                                       min_flags=min_flags))
             rows_of.append(vals.shape[0])
         else:
-            items.append(make_item(k, sym, s_, extra, vals, (di, dj), v, order, f))
+            items.append(make_item(k, sym, s_, extra, vals, (di, dj), v, order, f, min_flags=min_flags))
             rows_of.append(None)
     w, flags = choose_plane_coding(items, base, flag_levels)
     bits, out, i = plane_bits(items, base, w, flags), [], 0

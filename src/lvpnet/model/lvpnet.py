@@ -426,6 +426,7 @@ class IntegerDecoder:
 def slice_bits(
     model: LVPNet, dec: IntegerDecoder, v2d: np.ndarray, enc_device=None, calibrate: bool = True, adapt: bool = True,
     refined: bool = True, staged_latent: bool = True, wide_flags: bool = True, edge_classes: bool = True,
+    min_flags: bool = True,
 ) -> dict:
     """Estimated code length of one grey slice with the exact integer decoder.
 
@@ -439,7 +440,8 @@ def slice_bits(
     (``model.fitting``), per-step offsets in [-8, 8]; their side information in ``side_bits``.
     ``staged_latent`` (version 5): the latent's tables adapted to the slice (``model.latent_adapt``);
     ``wide_flags`` (version 5): flag levels 3 and 4 (``model.repeat``). ``edge_classes`` (version 6):
-    the adapted tables counted per scale and distance from the minimum (``model.edge``).
+    the adapted tables counted per scale and distance from the minimum (``model.edge``). ``min_flags``
+    (version 6): flags on candidates at the plane's minimum (``model.repeat``).
 
     Returns {'pixel_bits', 'latent_bits', 'side_bits', 'n', 'step_bits'} (ideal -log2 p;
     the plane header (vmin, R, stream lengths) is not counted).
@@ -483,7 +485,7 @@ def slice_bits(
     if adapt:
         per_pixel, _mode = adapted_pixel_bits(
             steps, R, dec.pixel_tables, dec.pixel_shifts, dec.K, v, dec.order, dec.cfg.step0_rows, levels,
-            edge.thresholds(cfg.n_scales, cfg.per_octave, cfg.sigma_min) if edge_classes else None,
+            edge.thresholds(cfg.n_scales, cfg.per_octave, cfg.sigma_min) if edge_classes else None, min_flags,
         )
         step_bits = [0.0] * dec.steps
         for (k, *_rest), b in zip(steps, per_pixel):

@@ -35,6 +35,9 @@ RINGS = (
 PRIOR_HITS = (0, 1, 2, 4, 7, 1, 3, 6)
 CONTEXTS = len(PRIOR_HITS)
 ROW0_CONTEXT = 4  # added to a sub-image-0 row's x: its own contexts
+# Bitstream version 6: a candidate at the plane's minimum (value 0: a CT's padding, an MR's or an
+# ultrasound's black background) has contexts of its own, ``x + CONTEXTS``, with the same priors.
+FLAG_CONTEXTS = 2 * CONTEXTS
 
 
 def row_ring(f: int):
@@ -94,12 +97,18 @@ def flags_apply(level: int, row: int | None) -> bool:
     return MIN_CONTEXT[level][row is not None] is not None
 
 
-def flag_contexts(x: np.ndarray, level: int, row: int | None) -> np.ndarray:
-    """The contexts of the pixels that carry a flag at ``level`` (0 for those that do not)."""
+def flag_contexts(x: np.ndarray, level: int, row: int | None, at_min: np.ndarray | None = None) -> np.ndarray:
+    """The contexts of the pixels that carry a flag at ``level`` (0 for those that do not).
+    ``at_min`` (bitstream version 6): whether each pixel's candidate is the plane's minimum; such
+    a pixel carries a flag at levels 3 and 4 whatever its ``x``, with the context ``x + CONTEXTS``.
+    Measured on the val CT (estimate): the padding's edge, where two neighbours are padding and
+    two are air, cost 5 bits per pixel without a flag; with these flags and contexts, -1.5%."""
     need = MIN_CONTEXT[level][row is not None]
     if need is None:
         return np.zeros_like(x)
-    return np.where(x >= need, x, 0)
+    if at_min is None:
+        return np.where(x >= need, x, 0)
+    return np.where((x >= need) | (at_min & (x > 0)), x + CONTEXTS * at_min, 0)
 
 
 def item_candidates(v: np.ndarray, at: tuple[int, int], f: int, shape, order, k: int, row: int | None = None):
@@ -121,8 +130,8 @@ class FlagCounts:
     learn row by row), ``table(x)`` the integer ``[miss, hit]`` frequencies."""
 
     def __init__(self):
-        self.hits = np.zeros(CONTEXTS, np.int64)
-        self.total = np.zeros(CONTEXTS, np.int64)
+        self.hits = np.zeros(FLAG_CONTEXTS, np.int64)
+        self.total = np.zeros(FLAG_CONTEXTS, np.int64)
         self._pending: list[tuple[np.ndarray, np.ndarray]] = []
         self._step = None
 
@@ -138,7 +147,7 @@ class FlagCounts:
 
     def table(self, x: int) -> np.ndarray:
         """[miss, hit] summing to 2**16 (miss >= 2, hit >= 1): p(hit) = (8 hits + prior) / (8 total + 8)."""
-        num = 8 * int(self.hits[x]) + PRIOR_HITS[x]
+        num = 8 * int(self.hits[x]) + PRIOR_HITS[x % CONTEXTS]
         den = 8 * int(self.total[x]) + 8
         hit = 1 + num * (TOTAL - 2) // den
         return np.array([TOTAL - hit, hit], np.int64)
@@ -146,7 +155,7 @@ class FlagCounts:
     def bits(self, hit: np.ndarray, x: np.ndarray) -> np.ndarray:
         """Code length of each flag (0 where ``x`` is 0: no flag), float64, shaped like ``hit``."""
         out = np.zeros(hit.shape, np.float64)
-        for xi in range(1, CONTEXTS):
+        for xi in np.unique(x[x > 0]):
             m = x == xi
             if m.any():
                 t = self.table(xi)

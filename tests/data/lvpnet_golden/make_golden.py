@@ -16,7 +16,8 @@ the v3 weights with bitstream version 5 (latent tables adapted to the slice, two
 levels), every input of v5 plus a 160 x 224 slice whose 35 latent blocks per channel span
 seven stages and a CT-like slice with padding that takes the new flag levels; set v7
 (``../lvpnet_golden_v7``): the v3 weights with bitstream version 6 (tables counted by the distance
-from the minimum), every input of v6 plus an MR-like slice of magnitude noise around a disc.
+from the minimum, flags on candidates at the minimum: the padded CT-like slice's edge takes them),
+every input of v6 plus an MR-like slice of magnitude noise around a disc.
 
 Regenerate model.pt too (no --inputs-only) when the encoder's architecture changed so that the
 old weights no longer load; the decode tests keep guarding the format either way.
