@@ -100,7 +100,9 @@ class Engine:
             return self.pixels
         with self._lock:
             if self._pixels_edge is None:
-                self._pixels_edge = PixelCoder(edge.expand(self.pixels.tables), edge.expand(self.pixels.shifts), self.dec.K)
+                models = [m for m in self.pixels.models for _ in range(edge.CLASSES)]  # row 6 s + c is row s
+                self._pixels_edge = PixelCoder(edge.expand(self.pixels.tables), edge.expand(self.pixels.shifts),
+                                               self.dec.K, models)
             return self._pixels_edge
 
     def table_rows(self, mu: np.ndarray, s: np.ndarray, edge_classes: bool) -> np.ndarray:

@@ -119,12 +119,13 @@ class LatentCoder:
 class PixelCoder:
     """Symbols with ``pixel_tables[s]`` and the uniform extras (low bits, escaped values)."""
 
-    def __init__(self, tables: np.ndarray, shifts: np.ndarray, K: int):
+    def __init__(self, tables: np.ndarray, shifts: np.ndarray, K: int, models: list | None = None):
         self.tables = np.asarray(tables)
         self.shifts = np.asarray(shifts, dtype=np.int64)
         self.K = int(K)
         self.esc = 2 * self.K + 1
-        self.models = [_categorical(t) for t in self.tables]
+        # ``models``: the fixed rows' models when another coder has them (bitstream 6's rows repeat them)
+        self.models = [_categorical(t) for t in self.tables] if models is None else list(models)
         self.uniform = _model.Uniform()
 
     def _groups(self, s: np.ndarray):
@@ -141,16 +142,6 @@ class PixelCoder:
         size = np.where(sym == self.esc, R + 1, np.left_shift(1, b))
         return np.where(size >= 2, size, 0).astype(np.int64)
 
-    def model(self, si: int, tables=None):
-        """The model of scale index ``si``: the fixed table's, or the adapted row of ``tables``
-        (a ``model.adapt.StepTables`` at the step being coded, bitstream version 3)."""
-        if tables is None or not tables.adapted(si):
-            return self.models[si]
-        m = tables.models.get(si)
-        if m is None:
-            m = tables.models[si] = _categorical(tables.table(si))
-        return m
-
     def push_step(self, coder, sym: np.ndarray, extra: np.ndarray, s: np.ndarray, R: int, models=None) -> None:
         """Encoder: push one sub-image (call for steps in reverse order). ``models``: scale index ->
         model for this step (``step_models``; default the fixed tables)."""
@@ -165,26 +156,37 @@ class PixelCoder:
         order, counts = self._groups(s)
         flat = sym.reshape(-1)
         ends = np.cumsum(counts)
-        for si in range(len(counts) - 1, -1, -1):
+        for si in np.nonzero(counts)[0][::-1]:
             n = counts[si]
-            if n:
-                idx = order[ends[si] - n : ends[si]]
-                model = self.models[si] if models is None else models[si]
-                coder.encode_reverse(np.ascontiguousarray(flat[idx], dtype=np.int32), model)
+            idx = order[ends[si] - n : ends[si]]
+            model = self.models[si] if models is None else models[si]
+            coder.encode_reverse(np.ascontiguousarray(flat[idx], dtype=np.int32), model)
 
     def step_models(self, s: np.ndarray, tables=None) -> dict:
-        """Scale index -> model, for the indices present in ``s`` (``tables``: see ``model``)."""
-        return {int(si): self.model(int(si), tables) for si in np.unique(s)}
+        """Scale index -> model, for the indices present in ``s``: the fixed table's, or with ``tables``
+        (a ``model.adapt.StepTables`` at the step being coded, bitstream version 3) the adapted row
+        where it has counts. The rows a step needs are mixed in one call and kept in
+        ``tables.models`` for the step."""
+        present = np.unique(s)
+        if tables is None or tables.weight == 0 or present.size == 0:
+            return {int(si): self.models[si] for si in present}
+        mixed = tables.counts[present].any(axis=1)
+        need = np.array([si for si in present[mixed] if int(si) not in tables.models], np.int64)
+        if need.size:
+            for si, row in zip(need.tolist(), tables.rows(need)):
+                tables.models[si] = _categorical(row)
+        return {int(si): tables.models[int(si)] if m else self.models[si] for si, m in zip(present, mixed)}
 
     def pop_step(self, coder, s: np.ndarray, R: int, tables=None) -> tuple[np.ndarray, np.ndarray]:
-        """Decoder: -> (sym, extra) int64 arrays shaped like ``s`` (``tables``: see ``model``)."""
+        """Decoder: -> (sym, extra) int64 arrays shaped like ``s`` (``tables``: see ``step_models``)."""
         order, counts = self._groups(s)
         sym = np.empty(s.size, dtype=np.int64)
+        models = self.step_models(s, tables)
         start = 0
-        for si, n in enumerate(counts):
-            if n:
-                sym[order[start : start + n]] = coder.decode(self.model(si, tables), int(n))
-                start += n
+        for si in np.nonzero(counts)[0]:
+            n = int(counts[si])
+            sym[order[start : start + n]] = coder.decode(models[int(si)], n)
+            start += n
         sizes = self.extra_sizes(sym, s, R)
         has = sizes > 0
         extra = np.zeros(s.size, dtype=np.int64)
@@ -238,7 +240,7 @@ class PixelCoder:
 
     def bits(self, sym: np.ndarray, s: np.ndarray, R: int, tables=None) -> float:
         """Ideal code length: -log2 of the table entries plus log2 of every extra's alphabet
-        (``tables``: the adapted tables at this step, see ``model``)."""
+        (``tables``: the adapted tables at this step, see ``step_models``)."""
         if tables is None:
             f = self.tables[s.reshape(-1), sym.reshape(-1)].astype(np.float64)
             table_bits = float(-np.log2(f / float(self.tables[0].sum())).sum())

@@ -25,7 +25,7 @@ training evaluation and the bit-cost maps report, from the integer decoder's ten
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -176,6 +176,7 @@ class PlaneItem:
     x: np.ndarray | None = None
     row: int | None = None  # the row of sub-image 0 decoded row by row
     at_min: np.ndarray | None = None  # bitstream 6: whether each pixel's candidate is the plane's minimum
+    _flag_x: dict = field(default_factory=dict, repr=False)  # flag level -> flag_x (the encoder asks often)
 
     @property
     def stage(self) -> tuple[int, int]:
@@ -188,7 +189,9 @@ class PlaneItem:
 
     def flag_x(self, flags: int) -> np.ndarray:
         """The contexts of the pixels that carry a flag at level ``flags`` (0: no flag)."""
-        return flag_contexts(self.x, flags, self.row, self.at_min)
+        if flags not in self._flag_x:
+            self._flag_x[flags] = flag_contexts(self.x, flags, self.row, self.at_min)
+        return self._flag_x[flags]
 
     def flag_hit(self, flags: int) -> np.ndarray:
         """The pixels flagged as repeats at level ``flags``."""
