@@ -260,13 +260,13 @@ def choose_plane_coding(items: list[PlaneItem], base: np.ndarray, flag_levels: i
                     if any(it.flagged(lv) and bool((it.flag_x(lv) > 0).any()) for it in items)]
     best = None
     for flags in levels:
-        hists, fixed = {}, 0.0
+        kept, fixed = {}, 0.0  # per step, the kept pixels' (row, symbol) as flat histogram indices
         for it, keep, _tabs, counts in walk_plane(items, base, 0, flags):  # flag and raw bits do not depend on the weight
             if it.flagged(flags):
                 fixed += float(counts.bits(it.flag_hit(flags), it.flag_x(flags)).sum())
             fixed += float(it.extra_bits[keep].sum())
-            h = symbol_counts(it.sym[keep], it.s[keep], base.shape)
-            hists[it.k] = hists[it.k] + h if it.k in hists else h
+            kept.setdefault(it.k, []).append(it.s[keep] * base.shape[1] + it.sym[keep])
+        hists = {k: np.bincount(np.concatenate(f), minlength=base.size).reshape(base.shape) for k, f in kept.items()}
         for w in range(len(ADAPT_WEIGHTS)):
             tabs, cost = StepTables(base, ADAPT_WEIGHTS[w]), fixed
             for k, h in hists.items():  # decoding order: items come in it

@@ -38,6 +38,7 @@ ROW0_CONTEXT = 4  # added to a sub-image-0 row's x: its own contexts
 # Bitstream version 6: a candidate at the plane's minimum (value 0: a CT's padding, an MR's or an
 # ultrasound's black background) has contexts of its own, ``x + CONTEXTS``, with the same priors.
 FLAG_CONTEXTS = 2 * CONTEXTS
+_PRIOR = np.array(PRIOR_HITS, np.int64)
 
 
 def row_ring(f: int):
@@ -153,13 +154,15 @@ class FlagCounts:
         return np.array([TOTAL - hit, hit], np.int64)
 
     def bits(self, hit: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """Code length of each flag (0 where ``x`` is 0: no flag), float64, shaped like ``hit``."""
+        """Code length of each flag (0 where ``x`` is 0: no flag), float64, shaped like ``hit``:
+        ``table`` for every pixel at once."""
         out = np.zeros(hit.shape, np.float64)
-        for xi in np.unique(x[x > 0]):
-            m = x == xi
-            if m.any():
-                t = self.table(xi)
-                out[m] = -np.log2(np.where(hit[m], t[1], t[0]) / TOTAL)
+        m = x > 0
+        if m.any():
+            xs = x[m]
+            num = 8 * self.hits[xs] + _PRIOR[xs % CONTEXTS]
+            h = 1 + num * (TOTAL - 2) // (8 * self.total[xs] + 8)
+            out[m] = -np.log2(np.where(hit[m], h, TOTAL - h) / TOTAL)
         return out
 
     def add(self, hit: np.ndarray, x: np.ndarray) -> None:
