@@ -100,7 +100,7 @@ class Engine:
             return self.pixels
         with self._lock:
             if self._pixels_edge is None:
-                models = [m for m in self.pixels.models for _ in range(edge.CLASSES)]  # row 6 s + c is row s
+                models = [m for m in self.pixels.models for _ in range(edge.CLASSES)]  # row 6 s + e is row s
                 self._pixels_edge = PixelCoder(edge.expand(self.pixels.tables), edge.expand(self.pixels.shifts),
                                                self.dec.K, models)
             return self._pixels_edge
@@ -202,8 +202,8 @@ class Engine:
             sym, low, nb, esc = sym.numpy(), low.numpy(), nb.numpy(), esc.numpy()
             extra_bits = np.where(esc, np.log2(R + 1.0), nb)
             at = pos if row is None else (pos[0] + row * f, pos[1])
-            rows = self.table_rows(mu, s, edge_classes)
-            items.append(make_item(k, sym, rows, extra_bits, sub, at, v, self.dec.order, f, adapt, row, min_flags))
+            trows = self.table_rows(mu, s, edge_classes)
+            items.append(make_item(k, sym, trows, extra_bits, sub, at, v, self.dec.order, f, adapt, row, min_flags))
             extras.append(np.where(esc, sub, low).reshape(-1))
         levels = flag_levels(wide_flags)
         weight, flags = choose_plane_coding(items, pixels.tables, levels) if adapt else (0, 0)
@@ -308,7 +308,7 @@ class Engine:
                 if fbs[k] is not None:
                     s = feedback.apply(s, errors.buckets(k, pos, mu.shape), fbs[k], self.cfg.n_scales)
             s = self._shift(s, offsets, k)
-            rows = self.table_rows(mu, s, edge_classes)
+            trows = self.table_rows(mu, s, edge_classes)
             if tables is not None:
                 tables.start_step(k)
             counts.start_step((k, -1 if row is None else row))
@@ -325,7 +325,7 @@ class Engine:
                     pix_bits[0] += float(counts.bits(hit, x).sum())
                 counts.add(hit, x)
             keep = ~hit
-            sym, extra = pixels.pop_step(coder, rows[keep], R, tables)
+            sym, extra = pixels.pop_step(coder, trows[keep], R, tables)
             esc = sym == self.pixels.esc
             low = np.where(esc, 0, extra)
             vals = np.empty(mu.shape, np.int64)
@@ -344,9 +344,9 @@ class Engine:
             if errors is not None:
                 errors.record(pos, vals, mu, row)
             if want_bits:
-                pix_bits[0] += pixels.bits(sym, rows[keep], R, tables)
+                pix_bits[0] += pixels.bits(sym, trows[keep], R, tables)
             if tables is not None:
-                tables.add(sym, rows[keep])
+                tables.add(sym, trows[keep])
             return vals
 
         self._walk(z, R, H, W, step)

@@ -31,7 +31,7 @@ a stack):
   its ``b_s`` low bits (uniform over ``2**b_s``), for an escaped pixel its value
   (uniform over ``[0, R]``); pixels with neither have no extra. In version 3 the
   symbols of scale index s are coded with the slice-adapted row (``model.adapt``). In version 6
-  the groups are the table rows ``6 s + c`` of ``model.edge`` (c: the location's distance from
+  the groups are the table rows ``6 s + e`` of ``model.edge`` (e: the location's distance from
   the minimum), ascending, each with its own adapted row; the extras still follow ``b_s``.
 """
 
@@ -170,7 +170,7 @@ class PixelCoder:
         present = np.unique(s)
         if tables is None or tables.weight == 0 or present.size == 0:
             return {int(si): self.models[si] for si in present}
-        mixed = tables.counts[present].any(axis=1)
+        mixed = tables.adapted_rows(present)
         need = np.array([si for si in present[mixed] if int(si) not in tables.models], np.int64)
         if need.size:
             for si, row in zip(need.tolist(), tables.rows(need)):

@@ -111,13 +111,19 @@ class StepTables:
 
     def adapted(self, s: int) -> bool:
         """False where ``table(s)`` is the fixed table (no prior weight, or no counts yet)."""
-        return self.weight > 0 and bool(self.counts[s].any())
+        return bool(self.adapted_rows(np.array([s]))[0])
+
+    def adapted_rows(self, present: np.ndarray) -> np.ndarray:
+        """``adapted`` for each of the scale indices ``present`` (bool array)."""
+        if self.weight == 0:
+            return np.zeros(len(present), bool)
+        return self.counts[present].any(axis=1)
 
     def rows(self, present: np.ndarray) -> np.ndarray:
         """The integer rows (len, n) of the scale indices ``present``, adapted ones mixed in one call."""
         rows = self.base[present]
         if self.weight > 0:
-            mixed = self.counts[present].any(axis=1)
+            mixed = self.adapted_rows(present)
             if mixed.any():
                 rows = rows.copy()
                 rows[mixed] = mix_tables(self.base[present[mixed]], self.counts[present[mixed]], self.weight)
@@ -164,7 +170,8 @@ def symbol_counts(sym: np.ndarray, s: np.ndarray, shape: tuple[int, int]) -> np.
 @dataclass
 class PlaneItem:
     """One coded item of a plane in decoding order (a sub-image, or a row of sub-image 0):
-    its pixels' symbols, scale indices as coded, raw low or escape bits (all flattened), and
+    its pixels' symbols, scale indices as coded (bitstream 6: their ``model.edge`` table rows),
+    raw low or escape bits (all flattened), and
     with neighbour-repeat flags possible, each pixel's flag context ``x`` and whether it
     equals its candidate (``hit``, only where ``x > 0``; ``model.repeat``)."""
 
@@ -176,7 +183,7 @@ class PlaneItem:
     x: np.ndarray | None = None
     row: int | None = None  # the row of sub-image 0 decoded row by row
     at_min: np.ndarray | None = None  # bitstream 6: whether each pixel's candidate is the plane's minimum
-    _flag_x: dict = field(default_factory=dict, repr=False)  # flag level -> flag_x (the encoder asks often)
+    _flag_x: dict = field(default_factory=dict, repr=False)  # level -> flag_x: x, row, at_min are set first
 
     @property
     def stage(self) -> tuple[int, int]:
@@ -286,8 +293,8 @@ def adapted_pixel_bits(
     coded; ``v`` the whole plane, numpy; ``rows0``: sub-image 0 is decoded row by row): every
     pixel's code length in float64 bits as the codec writes it in bitstream version 3 (with
     ``flag_levels`` = ``WIDE_FLAG_LEVELS``: version 5; with the ``model.edge`` thresholds
-    ``edge_thr`` as well: version 6; and ``min_flags``: version 6), and the encoder's choice
-    (weight index, flag level)."""
+    ``edge_thr`` and ``min_flags`` as well: version 6), and the encoder's choice (weight index,
+    flag level)."""
     base = tables.cpu().numpy()
     if edge_thr is not None:
         base = edge.expand(base)

@@ -4,7 +4,7 @@ The adapted tables of ``model.adapt`` count the decoded symbols per scale index 
 residual shape per scale. But near the slice's minimum the residual is not symmetric. An MR's
 background is magnitude noise (Rician: never below 0, skewed up), and a pixel predicted at
 ``mu = 0.5 sigma`` has no room below it, while one at ``mu = 6 sigma`` is a logistic again. So
-from version 6 on a pixel's table is indexed by ``(s, c)``, ``c`` = how many of the distances
+from version 6 on a pixel's table is indexed by ``(s, e)``, ``e`` = how many of the distances
 ``EDGE_STEPS`` (in units of the scale's sigma) the location ``mu`` lies above the minimum
 (``R - mu`` for the top of the range measured the same: no gain on val, so not used). The
 model's row ``T[s]`` is the prior of every class; the counts are per class.
@@ -36,13 +36,13 @@ def thresholds(n_scales: int, per_octave: int, sigma_min: float) -> np.ndarray:
 
 
 def table_index(mu: np.ndarray, s: np.ndarray, thr: np.ndarray) -> np.ndarray:
-    """Each pixel's table row ``s * CLASSES + c`` (int64, shaped like ``s``) for locations ``mu``
+    """Each pixel's table row ``s * CLASSES + e`` (int64, shaped like ``s``) for locations ``mu``
     (as coded, in ``[0, R]``) and scale indices ``s`` (as coded)."""
     s = np.asarray(s, np.int64)
-    c = (np.asarray(mu, np.int64)[..., None] >= thr[s]).sum(axis=-1)
-    return s * CLASSES + c
+    e = (np.asarray(mu, np.int64)[..., None] >= thr[s]).sum(axis=-1)
+    return s * CLASSES + e
 
 
 def expand(a: np.ndarray) -> np.ndarray:
-    """Per-scale rows (tables, bin shifts) repeated for every class: row ``s * CLASSES + c`` is row ``s``."""
+    """Per-scale rows (tables, bin shifts) repeated for every class: row ``s * CLASSES + e`` is row ``s``."""
     return np.repeat(np.asarray(a), CLASSES, axis=0)

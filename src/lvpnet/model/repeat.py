@@ -14,7 +14,9 @@ ultrasound -30%; MR and CT leave them off (the flag level is part of the plane's
 ``model.adapt``). Bitstream version 5 adds levels 3 and 4, which flag only pixels whose
 neighbours mostly (x >= 3) or all agree (``MIN_CONTEXT``): measured on val (estimate, one to
 three slices each), MIP -2.2%, CT -1.2%, PD -1.0%, shoulder -0.8%, as they now flag their
-black background or padding without paying for flags in the tissue.
+black background or padding without paying for flags in the tissue. Bitstream version 6 also
+flags, at levels 3 and 4, every pixel whose candidate is the plane's minimum, and counts such
+flags in contexts of their own (``flag_contexts``): the edge of a CT's padding.
 """
 
 from __future__ import annotations
