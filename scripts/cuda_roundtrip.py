@@ -10,7 +10,7 @@ and timings: CUDA encode / decode end to end (entropy coding included), megapixe
 
 Steps (the device has torch and numpy, not constriction or imagecodecs):
 
-  here:   .venv/bin/python scripts/cuda_roundtrip.py --prepare .cudarun
+  here:   .venv/bin/python scripts/cuda_roundtrip.py --prepare .cudarun [--max-mb 2.6]
           # .cudarun/: input slices (.npy: synthetic, the sample CT, val slices when ../shared/data is
           # there), the weights (resources/lvpnet-v1.pt, else an untrained lvpnet-v1 model), and the
           # constriction wheel for the device's Python (pip download, cp312 manylinux)
@@ -62,32 +62,47 @@ def synthetic() -> dict[str, np.ndarray]:
     }
 
 
-def prepare(folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, x in synthetic().items():
-        np.save(folder / f"{name}.npy", x)
+# Inputs are added in this order while they fit ``--max-mb``: what reaches the device is capped at
+# 64 MiB, and scripts/gpu_train.sh carries .traindata (31 MB) beside the 30 MB checkout.
+_FIRST = ("syn_odd_uint16_37x45", "syn_int16_full_range_300x257", "syn_us_rgb_uint8_480x512", "sample_ct_z0")
+
+
+def candidates() -> list[tuple[str, np.ndarray]]:
+    """Every input the check can take, in the order ``prepare`` adds them: the synthetic corner cases,
+    the sample CT, then the val slices (first slice of each, smallest first), then the rest."""
+    out = dict(synthetic())
     try:
         import nibabel as nib
 
         ct = np.asarray(nib.load(str(ROOT / "resources" / "sample_ct.nii.gz")).dataobj)
         for k in (0, ct.shape[-1] // 2):
-            np.save(folder / f"sample_ct_z{k}.npy", np.ascontiguousarray(ct[..., k].T))
+            out[f"sample_ct_z{k}"] = np.ascontiguousarray(ct[..., k].T)
     except Exception as e:  # pragma: no cover - best effort
         print("sample CT skipped:", e)
     val = ROOT.parent / "shared" / "data" / "val"
-    if val.is_dir():
-        big = 0  # one large mosaic is enough for the speed figure (the device copy is capped at 64 MiB)
-        for f in sorted(val.glob("*.npz"))[:8]:
-            with np.load(f) as z:
-                a = z[z.files[0]]
-            if a.dtype.kind not in "iu" or a.dtype.itemsize > 2:
-                continue
-            rgb = a.shape[-1] == 3 and a.ndim >= 3
-            a = a.reshape((-1,) + a.shape[-3:] if rgb else (-1,) + a.shape[-2:])[0]
-            big += a.size > 1_000_000
-            if a.size > 1_000_000 and big > 1:
-                continue
-            np.save(folder / f"val_{f.stem}.npy", np.ascontiguousarray(a))
+    vals = []
+    for f in sorted(val.glob("*.npz")) if val.is_dir() else []:
+        with np.load(f) as z:
+            a = z[z.files[0]]
+        if a.dtype.kind not in "iu" or a.dtype.itemsize > 2:
+            continue
+        rgb = a.shape[-1] == 3 and a.ndim >= 3
+        vals.append((f"val_{f.stem}", np.ascontiguousarray(a.reshape((-1,) + a.shape[-3:] if rgb else (-1,) + a.shape[-2:])[0])))
+    first = [(n, out.pop(n)) for n in _FIRST if n in out]
+    return first + sorted(vals, key=lambda v: v[1].nbytes) + list(out.items())
+
+
+def prepare(folder: Path, max_mb: float = 2.6) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.npy"):
+        old.unlink()
+    used = 700_000  # the constriction wheel (0.4 MB) and the staged package (0.25 MB)
+    for name, a in candidates():
+        if used + a.nbytes + 128 > max_mb * 1e6:
+            print(f"skipped {name} ({a.nbytes / 1e6:.2f} MB): over --max-mb")
+            continue
+        np.save(folder / f"{name}.npy", a)
+        used += a.nbytes + 128
     from lvpnet.codecs.lvpnet_codec import shipped_weights
 
     if shipped_weights() is None:  # else the run reads the checkout's resources/ (or --weights)
@@ -213,6 +228,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = ap.add_mutually_exclusive_group(required=True)
     g.add_argument("--prepare", metavar="DIR")
+    ap.add_argument("--max-mb", type=float, default=2.6, help="--prepare: inputs up to this size in all (device limit)")
     g.add_argument("--run", metavar="DIR")
     ap.add_argument("--out")
     ap.add_argument("--repeat", type=int, default=3)
@@ -220,7 +236,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dry-run", action="store_true", help="run the checks with the CPU standing in for CUDA")
     args = ap.parse_args(argv)
     if args.prepare:
-        prepare(Path(args.prepare))
+        prepare(Path(args.prepare), args.max_mb)
         return 0
     w = Path(args.weights) if args.weights else None
     return run(Path(args.run), Path(args.out) if args.out else None, args.repeat, args.dry_run, w)
