@@ -71,7 +71,6 @@ class Engine:
         self.latent = LatentCoder(self.dec.latent_tables.cpu().numpy())
         self.pixels = PixelCoder(self.dec.pixel_tables.cpu().numpy(), self.dec.pixel_shifts.cpu().numpy(), self.dec.K)
         self.shifts_cpu = self.dec.pixel_shifts.cpu()
-        self.edge_thr = edge.thresholds(self.cfg.n_scales, self.cfg.per_octave, self.cfg.sigma_min)
         self._pixels_edge: PixelCoder | None = None
         self._model: LVPNet | None = None
         self._lock = threading.Lock()
@@ -107,7 +106,7 @@ class Engine:
 
     def table_rows(self, mu: np.ndarray, s: np.ndarray, edge_classes: bool) -> np.ndarray:
         """The table row of every pixel: its scale index ``s`` (as coded), or its ``model.edge`` row."""
-        return edge.table_index(mu, s, self.edge_thr) if edge_classes else s
+        return edge.table_index(mu, s, self.dec.edge_thr) if edge_classes else s
 
     def latent_shape(self, H: int, W: int) -> tuple[int, int, int]:
         Hp, Wp = prep.padded_size(H, W, self.cfg.stride)

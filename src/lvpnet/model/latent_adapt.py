@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .adapt import mix_tables
+from .adapt import mix_tables, symbol_counts
 from .tables import TOTAL
 
 WEIGHT = 1  # the model's table counts as one symbol seen
@@ -47,9 +47,8 @@ class StagedTables:
         return mix_tables(self.base, self.counts, WEIGHT)
 
     def add(self, syms: np.ndarray) -> None:
-        C = self.base.shape[0]
-        rows = np.repeat(np.arange(C), syms.shape[1])
-        np.add.at(self.counts, (rows, np.asarray(syms, dtype=np.int64).reshape(-1)), 1)
+        rows = np.broadcast_to(np.arange(self.base.shape[0])[:, None], syms.shape)
+        self.counts += symbol_counts(syms, rows, self.base.shape)
 
 
 def staged_plan(base: np.ndarray, syms: np.ndarray) -> list[tuple[int, int, np.ndarray]]:

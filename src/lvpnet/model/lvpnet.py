@@ -327,6 +327,8 @@ class IntegerDecoder:
         self.lin = lin_index(self.f, self.cfg.step0_rows) if self.cfg.head >= 3 else None
         self.K = self.cfg.K
         self.zmax = self.cfg.zmax
+        # bitstream 6's table rows by the distance from the minimum (numpy, computed from the config)
+        self.edge_thr = edge.thresholds(self.cfg.n_scales, self.cfg.per_octave, self.cfg.sigma_min)
 
     @classmethod
     def from_checkpoint(cls, path_or_dict, device="cpu", **kw) -> IntegerDecoder:
@@ -485,7 +487,7 @@ def slice_bits(
     if adapt:
         per_pixel, _mode = adapted_pixel_bits(
             steps, R, dec.pixel_tables, dec.pixel_shifts, dec.K, v, dec.order, dec.cfg.step0_rows, levels,
-            edge.thresholds(cfg.n_scales, cfg.per_octave, cfg.sigma_min) if edge_classes else None, min_flags,
+            dec.edge_thr if edge_classes else None, min_flags,
         )
         step_bits = [0.0] * dec.steps
         for (k, *_rest), b in zip(steps, per_pixel):
