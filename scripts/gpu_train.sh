@@ -5,6 +5,8 @@
 #    parallel runs cost little each); each writes $OUT/NAME/best.pt;
 # 2. the CUDA <-> CPU round trip (scripts/cuda_roundtrip.py) with the best checkpoint of the run
 #    named by LVP_ROUNDTRIP_RUN (else the shipped weights) -> $OUT/cuda_roundtrip.json;
+#    LVP_ROUNDTRIP_FIRST=1 runs it before training instead, with the shipped weights, so that its
+#    GPU timings are not shared with the training runs;
 # 3. every run's train.log, log.json and model_card.md packed into $OUT/logs.tgz (the device
 #    returns at most 8 files).
 # LVP_RUNS: ';'-separated "NAME|CONFIG|EXTRA ARGS". CPU smoke test of this exact script:
@@ -18,6 +20,7 @@ EXTRA=${LVP_EXTRA:-}
 RUNS=${LVP_RUNS:-"main|configs/lvpnet-v3.json|--resume resources/lvpnet-v1.pt"}
 RT_RUN=${LVP_ROUNDTRIP_RUN:-main}
 ROUNDTRIP=${LVP_ROUNDTRIP:-1}
+RT_FIRST=${LVP_ROUNDTRIP_FIRST:-0}
 KILL_AFTER=${LVP_KILL_AFTER:-480}
 PY=${PYTHON:-python3}
 mkdir -p "$OUT"
@@ -31,6 +34,19 @@ export PYTHONUNBUFFERED=1
 echo "== $(date -u) device=$DEV minutes=$MIN"
 nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null || true
 $PY -c "import torch, numpy; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'numpy', numpy.__version__)"
+# The CUDA <-> CPU round trip with weights $1 when that file exists (else the shipped weights).
+roundtrip() {
+  [ -d .cudarun ] || return 0
+  W=""
+  [ -f "$1" ] && W="--weights $1"
+  $PY -m pip install -q --no-index --no-deps --target /tmp/site .cudarun/*.whl 2>&1 | tail -n 2
+  # shellcheck disable=SC2086
+  PYTHONPATH=/tmp/site timeout 150 $PY scripts/cuda_roundtrip.py --run .cudarun --repeat 2 $W \
+    --out "$OUT/cuda_roundtrip.json" > "$OUT/cuda_roundtrip.log" 2>&1
+  echo "== roundtrip exit $?"
+  tail -n 3 "$OUT/cuda_roundtrip.log"
+}
+[ "$ROUNDTRIP" = 1 ] && [ "$RT_FIRST" = 1 ] && roundtrip none
 PIDS=()
 NAMES=()
 IFS=';' read -ra SPECS <<< "$RUNS"
@@ -49,16 +65,7 @@ for i in "${!PIDS[@]}"; do
   echo "== ${NAMES[$i]} exit $?"
   grep -E "resumed|model |val step|new best|done|skipped [1-9]|stopped|failed" "$OUT/${NAMES[$i]}/train.log" | tail -n 12
 done
-if [ "$ROUNDTRIP" = 1 ] && [ -d .cudarun ]; then
-  W=""
-  [ -f "$OUT/$RT_RUN/best.pt" ] && W="--weights $OUT/$RT_RUN/best.pt"
-  $PY -m pip install -q --no-index --no-deps --target /tmp/site .cudarun/*.whl 2>&1 | tail -n 2
-  # shellcheck disable=SC2086
-  PYTHONPATH=/tmp/site timeout 150 $PY scripts/cuda_roundtrip.py --run .cudarun --repeat 2 $W \
-    --out "$OUT/cuda_roundtrip.json" > "$OUT/cuda_roundtrip.log" 2>&1
-  echo "== roundtrip exit $?"
-  tail -n 3 "$OUT/cuda_roundtrip.log"
-fi
+[ "$ROUNDTRIP" = 1 ] && [ "$RT_FIRST" = 0 ] && roundtrip "$OUT/$RT_RUN/best.pt"
 (cd "$OUT" && tar czf logs.tgz --ignore-failed-read ./*/train.log ./*/log.json ./*/model_card.md cuda_roundtrip.log 2>/dev/null;
  rm -f ./*/train.log ./*/log.json ./*/model_card.md cuda_roundtrip.log)
 rm -rf "$STAGE"
