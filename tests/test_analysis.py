@@ -8,6 +8,7 @@ from conftest import smooth_image
 import lvpnet
 from lvpnet import analysis
 from lvpnet.errors import InputError
+from lvpnet.codecs.lvpnet_base import costs
 from lvpnet.model import pixel_symbols, slice_bits
 from lvpnet.model.prep import (
     collapse_gaps,
@@ -38,7 +39,7 @@ def _prepared(x, model):
 def test_maps_sum_to_slice_bits(model, rng, shape, lo, hi, dtype):
     x = smooth_image(rng, shape, lo, hi, dtype)
     m = analysis.analyse_slice(x, model)
-    ref = slice_bits(model.net, model.dec, x)
+    ref = slice_bits(model.net, model.dec, x, lattice_costs=costs)
     assert m.pixel_bits_total == pytest.approx(ref["pixel_bits"], rel=1e-12)
     assert m.latent_bits_total == pytest.approx(ref["latent_bits"], rel=1e-12)
     # the float32 maps account for every bit, up to float32 rounding
@@ -115,9 +116,11 @@ def test_pixel_map_is_each_pixels_code_length(model, rng, tiny_model_path, kind,
     with adapted tables (forced on both sides: with bitstream version 4's refinement the fixed
     tables already fit this one), so the map must follow the adaptation. Neighbour-repeat flags
     are kept off on both sides (with version 5's flag levels the smooth slice would flag the few
-    pixels whose neighbours agree); test_a_flagged_background_is_nearly_free_in_the_map covers them."""
+    pixels whose neighbours agree); test_a_flagged_background_is_nearly_free_in_the_map covers them.
+    So is bitstream 7's base layer; test_the_base_layer_in_the_map covers it."""
     import lvpnet.codecs.lvpnet_engine as engine_mod
     import lvpnet.model.adapt as adapt_mod
+    from lvpnet.codecs import lvpnet_base
     from lvpnet.codecs.lvpnet_codec import LVPNetCodec
     from lvpnet.model.adapt import ADAPT_WEIGHTS, WIDE_FLAG_LEVELS, side_bits
 
@@ -129,6 +132,7 @@ def test_pixel_map_is_each_pixels_code_length(model, rng, tiny_model_path, kind,
         forced = lambda items, base, *levels: (2, 0)  # noqa: E731
     for mod in (adapt_mod, engine_mod):
         monkeypatch.setattr(mod, "choose_plane_coding", forced)
+    monkeypatch.setattr(lvpnet_base, "options", lambda *a: {})
     m = analysis.analyse_slice(x, model)
     found = {w: _map_matches(m, model, x, w) for w in ADAPT_WEIGHTS}
     matches = [w for w, fits in found.items() if fits is not None]
@@ -166,7 +170,7 @@ def test_latent_and_qcm_follow_their_definitions(model, rng):
 def test_rgb_planes_add_up(model, rng):
     x = np.stack([smooth_image(rng, (40, 33), 0, 255, np.uint8) for _ in range(3)], -1)
     m = analysis.analyse_slice(x, model, rgb=True)
-    refs = [slice_bits(model.net, model.dec, p) for p in rgb_to_planes(x)]
+    refs = [slice_bits(model.net, model.dec, p, lattice_costs=costs) for p in rgb_to_planes(x)]
     assert m.pixel_bits.shape == (40, 33)
     assert m.pixel_bits_total == pytest.approx(sum(r["pixel_bits"] for r in refs), rel=1e-12)
     assert m.latent_bits_total == pytest.approx(sum(r["latent_bits"] for r in refs), rel=1e-12)
@@ -197,7 +201,7 @@ def test_iter_analyse_volume_and_one_slice(model, rng):
     assert res.indices == [0, 1, 2] and res.frame_shape == (3,) and res.slice_shape == (40, 33) and res.n_slices == 3
     assert res.chunk_bits is None and res.has_model and len(res.maps) == 3
     for k in range(3):
-        ref = slice_bits(model.net, model.dec, vol[k])
+        ref = slice_bits(model.net, model.dec, vol[k], lattice_costs=costs)
         assert res.estimated_bits[k] == pytest.approx(ref["pixel_bits"] + ref["latent_bits"], rel=1e-12)
     assert res.stack("pixel_bits").shape == (3, 40, 33)
     assert res.stack("z").shape == (3, model.channels, 2, 2)
@@ -228,7 +232,7 @@ def test_lvp_chunk_bits_with_and_without_model(model, rng, tmp_path):
     assert bare.chunk_codecs == ["fallback"] * 3
 
     res = run(analysis.iter_analyse(lvp, model, indices=[1]))  # works from the decoded slice
-    ref = slice_bits(model.net, model.dec, vol[1])
+    ref = slice_bits(model.net, model.dec, vol[1], lattice_costs=costs)
     assert res.estimated_bits[0] == pytest.approx(ref["pixel_bits"] + ref["latent_bits"], rel=1e-12)
     assert res.chunk_bits.tolist() == real
     assert res.model_matches_file is None  # classical chunks: no model id in the header
@@ -283,7 +287,7 @@ def test_maps_follow_the_codecs_value_step(model, rng, tiny_model_path):
     assert m.total_bits == pytest.approx(analysis.analyse_slice(x >> 4, model).total_bits, rel=1e-12)
     codec = LVPNetCodec(tiny_model_path, device="cpu")
     st = codec.chunk_stats(codec.encode(x), x.shape, x.dtype, codec.version)
-    side = slice_bits(model.net, model.dec, x)["side_bits"]  # coding mode, offsets, refinement
+    side = slice_bits(model.net, model.dec, x, lattice_costs=costs)["side_bits"]  # coding mode, offsets, refinement
     assert side > side_bits(model.dec.steps, refined=True, flag_levels=WIDE_FLAG_LEVELS)
     assert st["estimated_bits"] == pytest.approx(m.total_bits + side, rel=1e-9)
 
@@ -304,7 +308,7 @@ def test_a_flagged_background_is_nearly_free_in_the_map(model, tiny_model_path):
     x = np.where(out, -2000, 100 + yy + xx).astype(np.int16)
     codec = LVPNetCodec(tiny_model_path, device="cpu")
     data = codec.encode(x)
-    ((_v, _R, _lat, pix, _s, _g),) = unpack_chunk(data, 1, codec.version)
+    ((_v, _R, _lat, pix, _s, _g, _b),) = unpack_chunk(data, 1, codec.version)
     mode = int(codec.engine().pixels.pop_offsets(new_coder(pix), 1, modes(WIDE_FLAG_LEVELS))[0])
     assert mode // len(ADAPT_WEIGHTS) >= 3
     m = analysis.analyse_slice(x, model)
@@ -315,6 +319,6 @@ def test_a_flagged_background_is_nearly_free_in_the_map(model, tiny_model_path):
     far &= out
     assert np.median(m.pixel_bits[far]) < 0.05
     assert np.median(m.pixel_bits[~out]) > 1.0
-    side = slice_bits(model.net, model.dec, x)["side_bits"]
+    side = slice_bits(model.net, model.dec, x, lattice_costs=costs)["side_bits"]
     st = codec.chunk_stats(data, x.shape, x.dtype, codec.version)
     assert st["estimated_bits"] == pytest.approx(m.total_bits + side, rel=1e-9)

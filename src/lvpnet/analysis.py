@@ -232,6 +232,7 @@ def _plane(model: LoadedModel, plane: np.ndarray) -> dict:
     """Everything for one grey plane (int64 2-D), as float64 / int tensors moved to numpy."""
     import torch
 
+    from .codecs import lvpnet_base
     from .model.adapt import WIDE_FLAG_LEVELS, adapted_pixel_bits
     from .model.fitting import SliceFitting
     from .model.intnet import ExactMode
@@ -281,7 +282,7 @@ def _plane(model: LoadedModel, plane: np.ndarray) -> dict:
         # ... its tables adapted to the slice and its neighbour-repeat flags (bitstream version 3)
         per_pixel, _mode = adapted_pixel_bits(
             steps, R, dec.pixel_tables, dec.pixel_shifts, dec.K, v, dec.order, dec.cfg.step0_rows, WIDE_FLAG_LEVELS,
-            dec.edge_thr, True,
+            dec.edge_thr, True, lvpnet_base.costs(v, R, f),
         )
         for (k, *_rest), b in zip(steps, per_pixel):
             di, dj = dec.order[k]

@@ -217,12 +217,15 @@ def check_fingerprints(ckpt, fps: list, val, device="cpu", dtype=None) -> list[b
 
 
 @torch.no_grad()
-def evaluate(model: LVPNet, val, device, max_pixels: int | None = None, dtype=None) -> dict:
+def evaluate(model: LVPNet, val, device, max_pixels: int | None = None, dtype=None, lattice_costs=None) -> dict:
+    """Exact integer-path bits on every val image. ``lattice_costs``: bitstream 7's base layer
+    (``codecs.lvpnet_base.costs``, which needs imagecodecs: ``--eval-only`` passes it; the val
+    evaluations while training, which may run where only torch and numpy are, do not)."""
     with ExactMode():  # TF32 off and no cuDNN autotuning over the many val shapes
-        return _evaluate(model, val, device, max_pixels, dtype)
+        return _evaluate(model, val, device, max_pixels, dtype, lattice_costs)
 
 
-def _evaluate(model: LVPNet, val, device, max_pixels: int | None = None, dtype=None) -> dict:
+def _evaluate(model: LVPNet, val, device, max_pixels: int | None = None, dtype=None, lattice_costs=None) -> dict:
     model.eval()
     dec = IntegerDecoder(model.export_decoder(), device=device, dtype=dtype)
     res, tot_bits, tot_n, tot_best = [], 0.0, 0, 0.0
@@ -233,7 +236,7 @@ def _evaluate(model: LVPNet, val, device, max_pixels: int | None = None, dtype=N
         pb = lb = 0.0
         steps = None
         for s in e["slices"]:
-            r = slice_bits(model, dec, s, enc_device=device)
+            r = slice_bits(model, dec, s, enc_device=device, lattice_costs=lattice_costs)
             pb += r["pixel_bits"] + r.get("side_bits", 0.0)  # side: the codec's per-step scale offsets
             lb += r["latent_bits"]
             steps = r["step_bits"] if steps is None else [a + b for a, b in zip(steps, r["step_bits"])]
@@ -516,7 +519,9 @@ def eval_only(args) -> int:
     model.load_state_dict(ck["state_dict"])
     model.to(device)
     dtype = torch.float32 if args.float32 else None
-    ev = evaluate(model, val, device, args.val_max_pixels, dtype)
+    from lvpnet.codecs.lvpnet_base import costs
+
+    ev = evaluate(model, val, device, args.val_max_pixels, dtype, costs)
     log(f"val: {ev['bpsp']:.4f} bpsp, best classical {ev['best_bpsp']:.4f}, ratio {ev['ratio']} ({ev['seconds']:.0f}s)")
     for r in ev["images"]:
         log(f"   {r['id']:34s} {r['bpsp']:7.4f} (lat {r['latent_bpsp']:.4f}) steps {[round(x, 3) for x in r['step_bpsp']]} best {r['best']} ratio {r['ratio']:.3f}")

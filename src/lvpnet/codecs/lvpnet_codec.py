@@ -9,6 +9,11 @@ Chunk layout, version 3 (docs/FORMAT.md, section "lvpnet"), little-endian:
                     (``prep.collapse_gaps``), then latent_words u32 words of the latent
                     ANS stream, then pixel_words u32 words of the pixel ANS stream
 
+Version 7 keeps the layout of version 3; the plane header's last u32 holds the number of gaps in
+its low 16 bits and the plane's base level in the next 8 (``model.lattice``). A plane with a
+base level > 0 has, after its pixel words, a u32 byte count and that many bytes: a JPEG-XL
+codestream of the plane's coarse lattice (``lvpnet_base``). Planes without one cost nothing more.
+
 The plane's values are ``vmin + step * expand_gaps(k)`` with ``k`` in ``[0, R]`` the coded
 values. Version 2 has no gaps field (18-byte plane headers), version 1 neither the step
 (16 bytes). A plane with R = 0 (constant) has no streams (both word counts 0). The streams
@@ -32,6 +37,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..model import prep
+from . import lvpnet_base
 from .base import Codec
 
 WEIGHTS_NAME = "lvpnet-v1.pt"  # the current shipped weights (the name stays; the card says which)
@@ -42,6 +48,8 @@ _PLANE = {1: struct.Struct("<iIII"), 2: struct.Struct("<iIIIH"), 3: struct.Struc
 _PLANE[4] = _PLANE[3]  # version 4 changes only what the pixel stream holds
 _PLANE[5] = _PLANE[3]  # version 5 too: only what the streams hold changes
 _PLANE[6] = _PLANE[3]  # and version 6
+_PLANE[7] = _PLANE[3]  # version 7: the base level beside the gap count, the base layer after the pixel words
+_BASE_LEN = struct.Struct("<I")
 
 
 def shipped_weights() -> Path | None:
@@ -120,27 +128,34 @@ def default_weights() -> Path | None:
 
 
 def pack_chunk(planes: list[tuple], version: int = 3) -> bytes:
-    """Planes ``(vmin, R, latent words, pixel words[, step[, gaps]])`` -> chunk bytes (``step``:
-    version 2 and later; ``gaps``, an (n, 2) array of ``prep.collapse_gaps``: version 3)."""
+    """Planes ``(vmin, R, latent words, pixel words[, step[, gaps[, base]]])`` -> chunk bytes
+    (``step``: version 2 and later; ``gaps``, an (n, 2) array of ``prep.collapse_gaps``: version
+    3; ``base``, ``(level, codestream)``: version 7)."""
     fmt = _PLANE[version]
     head = [bytes([len(planes)])]
     body = []
     for vmin, R, lat, pix, *rest in planes:
         step = int(rest[0]) if rest else 1
         gaps = np.asarray(rest[1] if len(rest) > 1 else np.zeros((0, 2)), dtype=np.int64).reshape(-1, 2)
-        extra = (step, len(gaps))[: max(0, version - 1)]
+        level, data = rest[2] if len(rest) > 2 else (0, b"")
+        extra = (step, len(gaps) | int(level) << 16)[: max(0, version - 1)]
         if version < 3 and len(gaps):
             raise ValueError("value gaps need bitstream version 3")
+        if (version < 7 and level) or not 0 <= level < 256 or bool(level) != bool(len(data)):
+            raise ValueError("a base layer needs bitstream version 7, a level in 1..255 and a codestream")
         head.append(fmt.pack(int(vmin), int(R), len(lat), len(pix), *extra))
         body.append(np.ascontiguousarray(gaps, dtype="<u4").tobytes())
         body.append(np.ascontiguousarray(lat, dtype="<u4").tobytes())
         body.append(np.ascontiguousarray(pix, dtype="<u4").tobytes())
+        if level:
+            body.append(_BASE_LEN.pack(len(data)) + bytes(data))
     return b"".join(head + body)
 
 
 def unpack_chunk(data: bytes, n_planes: int, version: int = 3) -> list[tuple]:
     """Chunk bytes -> planes ``(vmin, R, latent words, pixel words, step, gaps)`` (step 1 before
-    version 2; gaps an (n, 2) int64 array, empty before version 3)."""
+    version 2; gaps an (n, 2) int64 array, empty before version 3), from version 7 with
+    ``base = (level, codestream)`` appended."""
     fmt = _PLANE.get(version)
     if fmt is None:
         raise ValueError(f"lvpnet chunk version {version} is not supported")
@@ -154,6 +169,11 @@ def unpack_chunk(data: bytes, n_planes: int, version: int = 3) -> list[tuple]:
         vmin, R, nl, npx, *rest = fmt.unpack_from(data, 1 + i * fmt.size)
         step = rest[0] if rest else 1
         ng = rest[1] if len(rest) > 1 else 0
+        level = 0
+        if version >= 7:
+            ng, level = ng & 0xFFFF, ng >> 16
+            if level > 255 or (R == 0 and level):
+                raise ValueError("lvpnet chunk: bad base level")
         if step < 1:
             raise ValueError("lvpnet chunk: value step 0")
         if R == 0 and (nl or npx or ng):
@@ -169,7 +189,18 @@ def unpack_chunk(data: bytes, n_planes: int, version: int = 3) -> list[tuple]:
                    or R + int(gaps[:, 1].sum()) > 0xFFFFFFFF):
             raise ValueError("lvpnet chunk: bad value gaps")
         words = words[2 * ng :]
-        out.append((vmin, R, words[:nl], words[nl:], step, gaps))
+        plane = (vmin, R, words[:nl], words[nl:], step, gaps)
+        if version >= 7:
+            base = b""
+            if level:
+                if end + 4 > len(data):
+                    raise ValueError("lvpnet chunk: truncated base layer")
+                (nb,) = _BASE_LEN.unpack_from(data, end)
+                base, end = bytes(data[end + 4 : end + 4 + nb]), end + 4 + nb
+                if nb == 0 or end > len(data):
+                    raise ValueError("lvpnet chunk: truncated base layer")
+            plane += ((level, base),)
+        out.append(plane)
         pos = end
     if pos != len(data):
         raise ValueError("lvpnet chunk: trailing bytes")
@@ -181,7 +212,12 @@ def _levels(version: int, encoder: bool = False) -> dict[str, bool]:
     first = ("calibrate", "adapt") if encoder else ("calibrated", "adaptive")
     return {first[0]: version >= 2, first[1]: version >= 3, "refined": version >= 4, "staged_latent": version >= 5,
             "wide_flags": version >= 5, "edge_classes": version >= 6,
-            "min_flags": version >= 6}
+            "min_flags": version >= 6} | ({"base_layer": version >= 7} if encoder else {})
+
+
+def _base_bits(plane: tuple) -> float:
+    """The chunk bits of a plane's base layer (version 7): its byte count and codestream."""
+    return lvpnet_base.bits(plane[6][1]) if len(plane) > 6 and plane[6][0] else 0.0
 
 
 class LVPNetCodec(Codec):
@@ -196,9 +232,10 @@ class LVPNetCodec(Codec):
     # latent's tables adapted to the slice stage by stage (model.latent_adapt) and two more
     # levels of neighbour-repeat flags, only where most or all neighbours agree (model.repeat);
     # 6: as 5, with the adapted tables counted per scale and distance from the minimum (model.edge),
-    # and flags on candidates at the plane's minimum, in contexts of their own (model.repeat)
-    version = 6
-    reads_versions = (1, 2, 3, 4, 5, 6)
+    # and flags on candidates at the plane's minimum, in contexts of their own (model.repeat);
+    # 7: as 6, with a plane's coarse lattice coded by JPEG-XL where that is smaller (model.lattice)
+    version = 7
+    reads_versions = (1, 2, 3, 4, 5, 6, 7)
 
     def __init__(self, weights: str | os.PathLike | None = None, device: str = "auto"):
         self._weights = Path(weights) if weights is not None else None
@@ -271,8 +308,8 @@ class LVPNetCodec(Codec):
         for p in self._planes(np.asarray(slice_)):
             vmin, step, k = prep.to_grid(p)
             packed, gaps = prep.collapse_gaps(k)
-            _zero, R, lat, pix = eng.encode_plane(packed, **_levels(self.version, encoder=True))
-            planes.append((vmin, R, lat, pix, step, gaps))
+            _zero, R, lat, pix, *base = eng.encode_plane(packed, **_levels(self.version, encoder=True))
+            planes.append((vmin, R, lat, pix, step, gaps, *base))
         return pack_chunk(planes, self.version)
 
     def decode(self, data: bytes, shape: tuple[int, ...], dtype: np.dtype, version: int) -> np.ndarray:
@@ -283,8 +320,9 @@ class LVPNetCodec(Codec):
         H, W = shape[:2]
         planes = unpack_chunk(data, 3 if rgb else 1, version)
         eng = self.engine()
-        out = [vmin + step * prep.expand_gaps(eng.decode_plane(0, R, lat, pix, H, W, **_levels(version)), gaps)
-               for vmin, R, lat, pix, step, gaps in planes]
+        out = [vmin + step * prep.expand_gaps(eng.decode_plane(0, R, lat, pix, H, W, **_levels(version),
+                                                               base=base[0] if base else None), gaps)
+               for vmin, R, lat, pix, step, gaps, *base in planes]
         if rgb:
             from ..model.prep import planes_to_rgb
 
@@ -305,13 +343,14 @@ class LVPNetCodec(Codec):
         planes = unpack_chunk(data, 3 if rgb else 1, version)
         eng = self.engine()
         est_lat = est_pix = 0.0
-        for vmin, R, lat, pix, _step, _gaps in planes:
-            _out, bl, bp = eng.decode_plane(vmin, R, lat, pix, H, W, want_bits=True, **_levels(version))
+        for vmin, R, lat, pix, _step, _gaps, *base in planes:
+            _out, bl, bp = eng.decode_plane(vmin, R, lat, pix, H, W, want_bits=True, **_levels(version),
+                                            base=base[0] if base else None)
             est_lat += bl
             est_pix += bp
         return {
             "latent_bits": float(32 * sum(len(p[2]) for p in planes)),
-            "pixel_bits": float(32 * sum(len(p[3]) for p in planes)),
+            "pixel_bits": float(32 * sum(len(p[3]) for p in planes) + sum(_base_bits(p) for p in planes)),
             "estimated_bits": est_lat + est_pix,
             "estimated_latent_bits": est_lat,
             "estimated_pixel_bits": est_pix,

@@ -19,7 +19,7 @@ import threading
 import numpy as np
 import torch
 
-from ..model import IntegerDecoder, LVPNet, edge, feedback, load_checkpoint, prep, refine
+from ..model import IntegerDecoder, LVPNet, edge, feedback, lattice, load_checkpoint, prep, refine
 from ..model.adapt import (
     ADAPT_WEIGHTS,
     StepTables,
@@ -34,6 +34,7 @@ from ..model.adapt import (
 from ..model.fitting import SliceFitting
 from ..model.repeat import FLAG_CONTEXTS, FlagCounts, flag_contexts, flags_apply, item_candidates
 from ..model.tables import best_scale_offset, scale_offset, values_from_symbols
+from . import lvpnet_base
 from .lvpnet_codec import file_sha256
 from .lvpnet_entropy import LatentCoder, PixelCoder, new_coder
 
@@ -149,8 +150,9 @@ class Engine:
     def encode_plane(
         self, x: np.ndarray, want_bits: bool = False, calibrate: bool = True, adapt: bool = True, refined: bool = True,
         staged_latent: bool = True, wide_flags: bool = True, edge_classes: bool = True, min_flags: bool = True,
+        base_layer: bool = False,
     ):
-        """Integer plane (H, W) -> (vmin, R, latent words, pixel words[, estimated bits]).
+        """Integer plane (H, W) -> (vmin, R, latent words, pixel words[, base][, estimated bits]).
 
         ``calibrate`` (bitstream version 2): per step a scale offset chosen by the encoder
         (``_choose_offsets``) and stored at the head of the pixel stream; False writes version 1.
@@ -160,13 +162,16 @@ class Engine:
         ``staged_latent``: version 5, the latent's tables adapted to the slice
         (``model.latent_adapt``); ``wide_flags``: version 5, flag levels 3 and 4 (``model.repeat``).
         ``edge_classes``: version 6, table rows by the distance from the minimum (``model.edge``).
-        ``min_flags``: version 6, flags on candidates at the plane's minimum (``model.repeat``)."""
+        ``min_flags``: version 6, flags on candidates at the plane's minimum (``model.repeat``).
+        ``base_layer``: version 7, a coarse lattice coded by JPEG-XL where that is smaller
+        (``model.lattice``); ``base`` is then returned: ``(level, codestream)``, level 0 for none."""
         x = np.asarray(x).astype(np.int64)
         H, W = x.shape
         vmin, R, B = prep.slice_params(x)
         if R == 0:
             empty = np.zeros(0, np.uint32)
-            return (vmin, 0, empty, empty, 0.0) if want_bits else (vmin, 0, empty, empty)
+            out = (vmin, 0, empty, empty) + (((0, b""),) if base_layer else ())
+            return out + (0.0,) if want_bits else out
         v = x - vmin
         f = self.dec.f
         Hp, Wp = prep.padded_size(H, W, self.cfg.stride)
@@ -206,9 +211,20 @@ class Engine:
             extras.append(np.where(esc, sub, low).reshape(-1))
         levels = flag_levels(wide_flags)
         weight, flags = choose_plane_coding(items, pixels.tables, levels) if adapt else (0, 0)
+        base, est = (0, b""), 0.0
+        if base_layer and adapt:  # version 7: the lattice's sub-images leave the pixel stream
+            options = lvpnet_base.options(v, R, f)
+            costs = {c: lvpnet_base.bits(d) for c, d in options.items()}
+            level = lattice.choose(items, pixels.tables, weight, flags, costs, self.dec.order, f)
+            if level:
+                base, est = (level, options[level]), costs[level]
+                skip = lattice.steps(self.dec.order, lattice.stride(f, level))
+                kept = [i for i, it in enumerate(items) if it.k not in skip]
+                items, extras = [items[i] for i in kept], [extras[i] for i in kept]
+                weight, flags = choose_plane_coding(items, pixels.tables, levels)
         # each item's flag tables and models, walking forward as the decoder will (ANS pushes in
         # reverse); weight 0 and no flags: the fixed tables (versions 1 and 2)
-        coded, est = [], 0.0
+        coded = []
         for it, keep, tables, counts in walk_plane(items, pixels.tables, weight, flags):
             flag_state = None
             if it.flagged(flags):
@@ -231,10 +247,11 @@ class Engine:
         if adapt:  # read before the offsets
             est += self.pixels.push_offsets(coder, np.array([weight + len(ADAPT_WEIGHTS) * flags]), modes(levels))
         pix = coder.get_compressed()
+        out = (vmin, R, lat, pix) + ((base,) if base_layer else ())
         if not want_bits:
-            return vmin, R, lat, pix
+            return out
         est += self.latent.bits(zs, staged_latent)
-        return vmin, R, lat, pix, est
+        return out + (est,)
 
     # ------------------------------------------------------------------ per-slice calibration
     def _shift(self, s: np.ndarray, offsets, k: int) -> np.ndarray:
@@ -259,12 +276,14 @@ class Engine:
     def decode_plane(
         self, vmin: int, R: int, lat: np.ndarray, pix: np.ndarray, H: int, W: int, want_bits=False, calibrated=True,
         adaptive=True, refined=True, staged_latent=True, wide_flags=True, edge_classes=True, min_flags=True,
+        base=None,
     ):
         """Inverse of ``encode_plane`` (``calibrated``: bitstream version 2 or later, with per-step
         offsets; ``adaptive``: version 3, tables adapted to the slice; ``refined``: version 4,
         locations refined per step; ``staged_latent``, ``wide_flags``: version 5, latent tables
         adapted, flag levels 3 and 4; ``edge_classes``: version 6, table rows by the distance from
-        the minimum; ``min_flags``: version 6, flags on candidates at the minimum)."""
+        the minimum; ``min_flags``: version 6, flags on candidates at the minimum; ``base``: version 7,
+        ``(level, codestream)`` of the base lattice, ``model.lattice``)."""
         if R == 0:
             out = np.full((H, W), vmin, dtype=np.int64)
             return (out, 0.0, 0.0) if want_bits else out
@@ -288,6 +307,14 @@ class Engine:
             omax = offset_max(refined)
             offsets = self.pixels.pop_offsets(coder, self.dec.steps, 2 * omax + 1) - omax
         pix_bits[0] += side_bits(self.dec.steps, calibrated, adaptive, refined, levels)
+        known, known_steps = None, frozenset()
+        if base is not None and base[0]:
+            if not (calibrated and adaptive):
+                raise ValueError("lvpnet chunk: a base layer needs bitstream version 7")
+            g = lattice.stride(f, base[0])
+            known = lattice.known_plane(lvpnet_base.decode_lattice(base[1], H, W, R, g), (H, W), g)
+            known_steps = lattice.steps(self.dec.order, g)
+            pix_bits[0] += lvpnet_base.bits(base[1])
         refs, fbs = [None] * self.dec.steps, [None] * self.dec.steps
         errors = feedback.ErrorPlane((H, W), self.dec.order) if refined else None
         if refined:
@@ -298,6 +325,17 @@ class Engine:
             refs = refine.read_side(pop, self.dec.order, self.cfg.n_scales)
             fbs = feedback.read_side(pop, self.dec.steps)
 
+        def record(pos, row, vals, mu):
+            """Decoded values into ``out`` and the error feedback's plane."""
+            di, dj = pos
+            if row is None:
+                out[di::f, dj::f] = vals
+            else:
+                out[di + row * f, dj::f] = vals[0]
+            if errors is not None:
+                errors.record(pos, vals, mu, row)
+            return vals
+
         def step(k, mu, s, pos, row):
             di, dj = pos
             if mu.size == 0:
@@ -306,6 +344,9 @@ class Engine:
                 mu = refine.refine_step(out, mu, s, pos, f, self.dec.order, k, refs[k], R)
                 if fbs[k] is not None:
                     s = feedback.apply(s, errors.buckets(k, pos, mu.shape), fbs[k], self.cfg.n_scales)
+            if k in known_steps:  # version 7: from the base layer; nothing in the pixel stream
+                vals = known[di::f, dj::f] if row is None else known[di + row * f, dj::f][None]
+                return record(pos, row, np.ascontiguousarray(vals), mu)
             s = self._shift(s, offsets, k)
             trows = self.table_rows(mu, s, edge_classes)
             if tables is not None:
@@ -336,12 +377,7 @@ class Engine:
                 vals[hit] = cand[hit]
             if vals.size and (vals.min() < 0 or vals.max() > R):
                 raise ValueError("decoded value outside the slice's range (damaged stream or other weights)")
-            if row is None:
-                out[di::f, dj::f] = vals
-            else:
-                out[di + row * f, dj::f] = vals[0]
-            if errors is not None:
-                errors.record(pos, vals, mu, row)
+            record(pos, row, vals, mu)
             if want_bits:
                 pix_bits[0] += pixels.bits(sym, trows[keep], R, tables)
             if tables is not None:

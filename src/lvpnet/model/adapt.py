@@ -287,14 +287,17 @@ def choose_plane_coding(items: list[PlaneItem], base: np.ndarray, flag_levels: i
 
 def adapted_pixel_bits(
     steps, R: int, tables, shifts, K: int, v: np.ndarray, order, rows0: bool = False, flag_levels: int = FLAG_LEVELS,
-    edge_thr: np.ndarray | None = None, min_flags: bool = False,
+    edge_thr: np.ndarray | None = None, min_flags: bool = False, base_costs: dict[int, float] | None = None,
 ) -> tuple[list[np.ndarray], tuple]:
     """Per item ``(k, values, mu, s)`` of a plane (integer tensors, decoding order, ``s`` as
     coded; ``v`` the whole plane, numpy; ``rows0``: sub-image 0 is decoded row by row): every
     pixel's code length in float64 bits as the codec writes it in bitstream version 3 (with
     ``flag_levels`` = ``WIDE_FLAG_LEVELS``: version 5; with the ``model.edge`` thresholds
-    ``edge_thr`` and ``min_flags`` as well: version 6), and the encoder's choice (weight index,
-    flag level)."""
+    ``edge_thr`` and ``min_flags`` as well: version 6; with ``base_costs``, the bits of each base
+    level's codestream: version 7, the chosen lattice's bits spread evenly over its pixels), and
+    the encoder's choice (weight index, flag level, base level)."""
+    from . import lattice  # it builds on this module
+
     base = tables.cpu().numpy()
     if edge_thr is not None:
         base = edge.expand(base)
@@ -316,9 +319,16 @@ def adapted_pixel_bits(
             items.append(make_item(k, sym, s_, extra, vals, (di, dj), v, order, f, min_flags=min_flags))
             rows_of.append(None)
     w, flags = choose_plane_coding(items, base, flag_levels)
-    bits, out, i = plane_bits(items, base, w, flags), [], 0
+    level = lattice.choose(items, base, w, flags, base_costs, order, f) if base_costs else 0
+    known = lattice.steps(order, lattice.stride(f, level)) if level else frozenset()
+    if level:  # the lattice's items leave the pixel stream, the coding choice is made again without them
+        w, flags = choose_plane_coding([it for it in items if it.k not in known], base, flag_levels)
+        n_known = sum(it.sym.size for it in items if it.k in known)
+    coded = iter(plane_bits([it for it in items if it.k not in known], base, w, flags))
+    bits = [np.full(it.sym.shape, base_costs[level] / n_known) if it.k in known else next(coded) for it in items]
+    out, i = [], 0
     for (_k, vals, _mu, _s), nrows in zip(steps, rows_of):
         n = 1 if nrows is None else nrows
         out.append(np.concatenate(bits[i : i + n]).reshape(tuple(vals.shape)))
         i += n
-    return out, (w, flags)
+    return out, (w, flags, level)

@@ -428,7 +428,7 @@ class IntegerDecoder:
 def slice_bits(
     model: LVPNet, dec: IntegerDecoder, v2d: np.ndarray, enc_device=None, calibrate: bool = True, adapt: bool = True,
     refined: bool = True, staged_latent: bool = True, wide_flags: bool = True, edge_classes: bool = True,
-    min_flags: bool = True,
+    min_flags: bool = True, lattice_costs=None,
 ) -> dict:
     """Estimated code length of one grey slice with the exact integer decoder.
 
@@ -443,7 +443,10 @@ def slice_bits(
     ``staged_latent`` (version 5): the latent's tables adapted to the slice (``model.latent_adapt``);
     ``wide_flags`` (version 5): flag levels 3 and 4 (``model.repeat``). ``edge_classes`` (version 6):
     the adapted tables counted per scale and distance from the minimum (``model.edge``). ``min_flags``
-    (version 6): flags on candidates at the plane's minimum (``model.repeat``).
+    (version 6): flags on candidates at the plane's minimum (``model.repeat``). ``lattice_costs``
+    (version 7, with ``adapt``): ``f(v, R, f) -> {base level: bits}``, the classical coder's bits of
+    each base lattice (``codecs.lvpnet_base.costs``; ``model.lattice``); the chosen lattice's
+    bits count in ``pixel_bits`` and in ``step_bits`` (spread over its steps by pixels).
 
     Returns {'pixel_bits', 'latent_bits', 'side_bits', 'n', 'step_bits'} (ideal -log2 p;
     the plane header (vmin, R, stream lengths) is not counted).
@@ -488,6 +491,7 @@ def slice_bits(
         per_pixel, _mode = adapted_pixel_bits(
             steps, R, dec.pixel_tables, dec.pixel_shifts, dec.K, v, dec.order, dec.cfg.step0_rows, levels,
             dec.edge_thr if edge_classes else None, min_flags,
+            lattice_costs(v, R, f) if lattice_costs is not None and v.size else None,
         )
         step_bits = [0.0] * dec.steps
         for (k, *_rest), b in zip(steps, per_pixel):

@@ -1,6 +1,6 @@
 """Regenerate the learned codec's golden files (only on a deliberate format change: bump the version).
 
-    .venv/bin/python tests/data/lvpnet_golden/make_golden.py [--set v1|v2|v3|v4|v5|v6|v7] [--inputs-only]
+    .venv/bin/python tests/data/lvpnet_golden/make_golden.py [--set v1|v2|v3|v4|v5|v6|v7|v8] [--inputs-only]
 
 Writes model.pt (configs/tiny-test.json with 4 latent and 2 upsampling channels, torch seed 0: small enough to
 commit), the inputs (*.npy), the expected chunks (*.chunk) of ``LVPNetCodec`` version 1 and
@@ -17,7 +17,9 @@ levels), every input of v5 plus a 160 x 224 slice whose 35 latent blocks per cha
 seven stages and a CT-like slice with padding that takes the new flag levels; set v7
 (``../lvpnet_golden_v7``): the v3 weights with bitstream version 6 (tables counted by the distance
 from the minimum, flags on candidates at the minimum: the padded CT-like slice's edge takes them),
-every input of v6 plus an MR-like slice of magnitude noise around a disc.
+every input of v6 plus an MR-like slice of magnitude noise around a disc; set v8
+(``../lvpnet_golden_v8``): the v3 weights with bitstream version 7 (base lattices coded by
+JPEG-XL where that is smaller; expected.json names the libjxl that wrote them), the inputs of v7.
 
 Regenerate model.pt too (no --inputs-only) when the encoder's architecture changed so that the
 old weights no longer load; the decode tests keep guarding the format either way.
@@ -102,6 +104,7 @@ SETS = {
     "v5": (HERE.parent / "lvpnet_golden_v5", "v3"),
     "v6": (HERE.parent / "lvpnet_golden_v6", "v3"),
     "v7": (HERE.parent / "lvpnet_golden_v7", "v3"),
+    "v8": (HERE.parent / "lvpnet_golden_v8", "v3"),
 }
 
 
@@ -140,6 +143,10 @@ def main() -> None:
     codec = LVPNetCodec(out / "model.pt", device="cpu")
     expected = {"model_sha256": codec.model_id(), "codec_version": codec.version, "chunks": {}}
     later = lambda first: which[0] == "v" and int(which[1:]) >= first  # noqa: E731 (the sets from v<first> on)
+    if later(8):  # bitstream 7's base layers are JPEG-XL codestreams: which libjxl wrote them
+        import imagecodecs
+
+        expected["jpegxl"] = imagecodecs.jpegxl_version()
     cases = (inputs() | (adapting_inputs() if later(4) else {}) | (refining_inputs() if later(5) else {})
              | (version5_inputs() if later(6) else {}) | (version6_inputs() if later(7) else {}))
     for name, x in cases.items():
