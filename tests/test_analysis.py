@@ -322,3 +322,27 @@ def test_a_flagged_background_is_nearly_free_in_the_map(model, tiny_model_path):
     side = slice_bits(model.net, model.dec, x, lattice_costs=costs)["side_bits"]
     st = codec.chunk_stats(data, x.shape, x.dtype, codec.version)
     assert st["estimated_bits"] == pytest.approx(m.total_bits + side, rel=1e-9)
+
+
+def test_the_base_layer_in_the_map(model, tiny_model_path):
+    """Bitstream 7: where the encoder hands a lattice to JPEG-XL, the map spreads the codestream's
+    bits evenly over the lattice's pixels (the other pixels keep their own code lengths), and the
+    map's total is the estimate with the lattice costs."""
+    from lvpnet.codecs import lvpnet_base
+    from lvpnet.codecs.lvpnet_codec import LVPNetCodec, unpack_chunk
+    from lvpnet.model import lattice
+
+    yy, xx = np.mgrid[:70, :90]
+    x = np.where(np.hypot(yy - 35, xx - 45) < 30, 900, 100).astype(np.uint16)
+    x = x + ((yy // 3 + xx // 5) % 7 * 37).astype(np.uint16)  # a pattern the untrained model does not know
+    data = LVPNetCodec(tiny_model_path, device="cpu").encode(x)
+    ((_v, R, _lat, _pix, _s, _g, (level, code)),) = unpack_chunk(data, 1, 7)
+    assert level > 0
+    g = lattice.stride(model.dec.f, level)
+    m = analysis.analyse_slice(x, model)
+    on = np.zeros(x.shape, bool)
+    on[::g, ::g] = True
+    assert np.allclose(m.pixel_bits[on], lvpnet_base.bits(code) / on.sum(), rtol=1e-6)
+    assert len(np.unique(m.pixel_bits[~on])) > 10
+    ref = slice_bits(model.net, model.dec, x, lattice_costs=costs)
+    assert m.pixel_bits_total == pytest.approx(ref["pixel_bits"], rel=1e-12)

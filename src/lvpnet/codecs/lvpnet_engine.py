@@ -221,7 +221,6 @@ class Engine:
                 skip = lattice.steps(self.dec.order, lattice.stride(f, level))
                 kept = [i for i, it in enumerate(items) if it.k not in skip]
                 items, extras = [items[i] for i in kept], [extras[i] for i in kept]
-                weight, flags = choose_plane_coding(items, pixels.tables, levels)
         # each item's flag tables and models, walking forward as the decoder will (ANS pushes in
         # reverse); weight 0 and no flags: the fixed tables (versions 1 and 2)
         coded = []
