@@ -7,8 +7,8 @@ from conftest import smooth_image
 
 import lvpnet
 from lvpnet import analysis
-from lvpnet.errors import InputError
 from lvpnet.codecs.lvpnet_base import costs
+from lvpnet.errors import InputError
 from lvpnet.model import pixel_symbols, slice_bits
 from lvpnet.model.prep import (
     collapse_gaps,

@@ -84,7 +84,7 @@ _JXL = imagecodecs.jpegxl_version()
 
 def _without_base_codestreams(data: bytes, x: np.ndarray) -> list:
     """A version 7 chunk with each base layer's codestream replaced by the lattice it decodes to."""
-    from lvpnet.codecs.lvpnet_base import decode_lattice, lattice_shape
+    from lvpnet.codecs.lvpnet_base import decode_lattice
     from lvpnet.codecs.lvpnet_codec import unpack_chunk
 
     out = []
