@@ -13,7 +13,8 @@ Steps (the device has torch and numpy, not constriction or imagecodecs):
   here:   .venv/bin/python scripts/cuda_roundtrip.py --prepare .cudarun [--max-mb 2.6]
           # .cudarun/: input slices (.npy: synthetic, the sample CT, val slices when ../shared/data is
           # there), the weights (resources/lvpnet-v1.pt, else an untrained lvpnet-v1 model), and the
-          # constriction wheel for the device's Python (pip download, cp312 manylinux)
+          # constriction wheel for the device's Python (pip download, cp312 manylinux); with
+          # --imagecodecs also imagecodecs (26 MB), without which the run checks bitstream 6, not 7
           echo /.cudarun/ >> .git/info/exclude
   device: python3 -m pip install -q --no-index --no-deps --target /tmp/site .cudarun/*.whl && \
           PYTHONPATH=/tmp/site python3 scripts/cuda_roundtrip.py --run .cudarun --out $OUT/cuda_roundtrip.json
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import importlib.util
 import json
 import os
 import shutil
@@ -92,7 +94,7 @@ def candidates() -> list[tuple[str, np.ndarray]]:
     return first + sorted(vals, key=lambda v: v[1].nbytes) + list(out.items())
 
 
-def prepare(folder: Path, max_mb: float = 2.6) -> None:
+def prepare(folder: Path, max_mb: float = 2.6, with_imagecodecs: bool = False) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("*.npy"):
         old.unlink()
@@ -114,14 +116,14 @@ def prepare(folder: Path, max_mb: float = 2.6) -> None:
         torch.manual_seed(0)
         save_checkpoint(folder / "weights.pt", LVPNet(cfg), meta={"note": "untrained, for the CUDA check only"})
         print("no shipped weights: an untrained lvpnet-v1 model is used (exactness and speed only)")
-    # the package itself, staged bare (no imagecodecs on the device)
+    # the package itself, staged bare (imagecodecs only as the base layer needs it)
     stage = folder / "pkg" / "lvpnet"
     if stage.exists():
         shutil.rmtree(stage)
     (stage / "codecs").mkdir(parents=True)
     shutil.copytree(ROOT / "src" / "lvpnet" / "model", stage / "model")
     shutil.copy(ROOT / "src" / "lvpnet" / "errors.py", stage / "errors.py")
-    for f in ("base.py", "lvpnet_codec.py", "lvpnet_engine.py", "lvpnet_entropy.py"):
+    for f in ("base.py", "lvpnet_base.py", "lvpnet_codec.py", "lvpnet_engine.py", "lvpnet_entropy.py"):
         shutil.copy(ROOT / "src" / "lvpnet" / "codecs" / f, stage / "codecs" / f)
     (stage / "__init__.py").write_text("")
     (stage / "codecs" / "__init__.py").write_text("")
@@ -133,6 +135,17 @@ def prepare(folder: Path, max_mb: float = 2.6) -> None:
          "-d", str(folder), "constriction==0.5.0"],
         check=False,
     )
+    for old in folder.glob("imagecodecs-*.whl"):
+        old.unlink()
+    if with_imagecodecs:  # bitstream 7's base layers (26 MB: too much beside .traindata on the device)
+        import imagecodecs
+
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version", "3.12",
+             "--implementation", "cp", "--platform", "manylinux_2_28_x86_64", "-d", str(folder),
+             f"imagecodecs=={imagecodecs.__version__}"],
+            check=False,
+        )
     print("prepared", folder, sorted(os.listdir(folder)))
 
 
@@ -152,11 +165,13 @@ def run(folder: Path, out: Path | None, repeat: int, dry_run: bool = False, weig
     print("weights", w, flush=True)
     gpu = LVPNetCodec(w, device=dev)
     cpu = LVPNetCodec(w, device="cpu")
+    if importlib.util.find_spec("imagecodecs") is None:  # no base layers without it: the version before them
+        gpu.version = cpu.version = 6
     eng_g, eng_c = gpu.engine(), cpu.engine()
     dec_gemm = IntegerDecoder(eng_c._ck["decoder"], device=dev, impl="gemm")
     sync = (lambda: None) if dry_run else torch.cuda.synchronize
     report = {"device": "cpu (dry run)" if dry_run else torch.cuda.get_device_name(0), "torch": torch.__version__, "weights_sha256": eng_c.sha256,
-              "inputs": []}
+              "bitstream_version": cpu.version, "inputs": []}
     ok = True
     for f in sorted(glob.glob(str(folder / "*.npy"))):
         x = np.load(f)
@@ -229,6 +244,8 @@ def main(argv=None) -> int:
     g = ap.add_mutually_exclusive_group(required=True)
     g.add_argument("--prepare", metavar="DIR")
     ap.add_argument("--max-mb", type=float, default=2.6, help="--prepare: inputs up to this size in all (device limit)")
+    ap.add_argument("--imagecodecs", action="store_true",
+                    help="--prepare: add the imagecodecs wheel (26 MB), so the run checks bitstream 7 (else 6)")
     g.add_argument("--run", metavar="DIR")
     ap.add_argument("--out")
     ap.add_argument("--repeat", type=int, default=3)
@@ -236,7 +253,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dry-run", action="store_true", help="run the checks with the CPU standing in for CUDA")
     args = ap.parse_args(argv)
     if args.prepare:
-        prepare(Path(args.prepare), args.max_mb)
+        prepare(Path(args.prepare), args.max_mb, args.imagecodecs)
         return 0
     w = Path(args.weights) if args.weights else None
     return run(Path(args.run), Path(args.out) if args.out else None, args.repeat, args.dry_run, w)

@@ -10,7 +10,6 @@ a wrong image.
 
 from __future__ import annotations
 
-import imagecodecs
 import numpy as np
 
 from ..model import lattice
@@ -25,6 +24,8 @@ def lattice_shape(H: int, W: int, g: int) -> tuple[int, int]:
 
 def encode_lattice(v: np.ndarray, R: int, g: int) -> bytes:
     """The smallest JPEG-XL codestream of ``v[::g, ::g]`` (values in ``0..R``)."""
+    import imagecodecs  # not on import: the CUDA round trip stages the codec where it may be missing
+
     sub = np.ascontiguousarray(v[::g, ::g]).astype(np.uint8 if R < 256 else np.uint16)
     best = None
     for effort in EFFORTS_8BIT if R < 256 else EFFORTS:
@@ -36,6 +37,8 @@ def encode_lattice(v: np.ndarray, R: int, g: int) -> bytes:
 
 def decode_lattice(data: bytes, H: int, W: int, R: int, g: int) -> np.ndarray:
     """The lattice (int64) of an (H, W) plane with values in ``0..R``; ValueError when damaged."""
+    import imagecodecs
+
     try:
         sub = imagecodecs.jpegxl_decode(data)
     except Exception as e:  # imagecodecs raises its own error types for damaged codestreams
