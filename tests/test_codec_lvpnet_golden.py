@@ -86,11 +86,12 @@ def _without_base_codestreams(data: bytes, x: np.ndarray) -> list:
     """A version 7 chunk with each base layer's codestream replaced by the lattice it decodes to."""
     from lvpnet.codecs.lvpnet_base import decode_lattice
     from lvpnet.codecs.lvpnet_codec import unpack_chunk
+    from lvpnet.model import lattice
 
     out = []
     for *plane, (level, code) in unpack_chunk(data, 3 if x.ndim == 3 else 1, 7):
-        lattice = decode_lattice(code, *x.shape[:2], plane[1], 4 >> (level - 1)) if level else None
-        out.append([np.asarray(p).tobytes() for p in plane] + [level, None if lattice is None else lattice.tobytes()])
+        sub = decode_lattice(code, *x.shape[:2], plane[1], lattice.stride(4, level)) if level else None
+        out.append([np.asarray(p).tobytes() for p in plane] + [level, None if sub is None else sub.tobytes()])
     return out
 
 
@@ -242,3 +243,26 @@ def test_the_golden_base_layers(codecs, name):
         except ValueError:
             continue
         assert not np.array_equal(y, x), base[0]
+
+
+def test_the_golden_comparison_survives_another_libjxl():
+    """With another libjxl the golden encode test compares base layers by the lattices they decode
+    to: a codestream written otherwise (here effort 9 for effort 7) compares equal, a changed pixel
+    stream does not."""
+    from lvpnet.codecs.lvpnet_base import decode_lattice
+    from lvpnet.codecs.lvpnet_codec import pack_chunk, unpack_chunk
+    from lvpnet.model import lattice
+
+    x = np.load(SETS["v8"] / "padded_ct_int16.npy")
+    data = (SETS["v8"] / "padded_ct_int16.chunk").read_bytes()
+    ((vmin, R, lat, pix, step, gaps, (level, code)),) = unpack_chunk(data, 1, 7)
+    g = lattice.stride(4, level)
+    sub = decode_lattice(code, *x.shape, R, g)
+    other = imagecodecs.jpegxl_encode(sub.astype(np.uint16 if R >= 256 else np.uint8), lossless=True, effort=9)
+    assert other != code
+    same = pack_chunk([(vmin, R, lat, pix, step, gaps, (level, other))], 7)
+    assert same != data and _without_base_codestreams(same, x) == _without_base_codestreams(data, x)
+    pix2 = pix.copy()
+    pix2[0] ^= 1
+    changed = pack_chunk([(vmin, R, lat, pix2, step, gaps, (level, code))], 7)
+    assert _without_base_codestreams(changed, x) != _without_base_codestreams(data, x)

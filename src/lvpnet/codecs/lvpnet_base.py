@@ -10,12 +10,15 @@ a wrong image.
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 
 from ..model import lattice
 
 EFFORTS = (7,)
 EFFORTS_8BIT = (7, 9)
+LENGTH = struct.Struct("<I")  # the chunk's byte count before each codestream (``lvpnet_codec``)
 
 
 def lattice_shape(H: int, W: int, g: int) -> tuple[int, int]:
@@ -59,7 +62,7 @@ def options(v: np.ndarray, R: int, f: int) -> dict[int, bytes]:
 
 def bits(data: bytes) -> float:
     """What a base layer adds to the chunk: its u32 byte count and the codestream."""
-    return 8.0 * (4 + len(data))
+    return 8.0 * (LENGTH.size + len(data))
 
 
 def costs(v: np.ndarray, R: int, f: int) -> dict[int, float]:

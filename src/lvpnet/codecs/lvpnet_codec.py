@@ -49,7 +49,7 @@ _PLANE[4] = _PLANE[3]  # version 4 changes only what the pixel stream holds
 _PLANE[5] = _PLANE[3]  # version 5 too: only what the streams hold changes
 _PLANE[6] = _PLANE[3]  # and version 6
 _PLANE[7] = _PLANE[3]  # version 7: the base level beside the gap count, the base layer after the pixel words
-_BASE_LEN = struct.Struct("<I")
+_BASE_LEN = lvpnet_base.LENGTH
 
 
 def shipped_weights() -> Path | None:

@@ -321,8 +321,8 @@ def adapted_pixel_bits(
     w, flags = choose_plane_coding(items, base, flag_levels)
     level = lattice.choose(items, base, w, flags, base_costs, order, f) if base_costs else 0
     known = lattice.steps(order, lattice.stride(f, level)) if level else frozenset()
-    if level:  # the lattice's items leave the pixel stream; the coding choice stays (``model.lattice``)
-        n_known = sum(it.sym.size for it in items if it.k in known)
+    n_known = sum(it.sym.size for it in items if it.k in known)
+    # the lattice's items leave the pixel stream; the coding choice stays (``model.lattice``)
     coded = iter(plane_bits([it for it in items if it.k not in known], base, w, flags))
     bits = [np.full(it.sym.shape, base_costs[level] / n_known) if it.k in known else next(coded) for it in items]
     out, i = [], 0
