@@ -217,10 +217,22 @@ def check_fingerprints(ckpt, fps: list, val, device="cpu", dtype=None) -> list[b
 
 
 @torch.no_grad()
+def base_layer_costs():
+    """``codecs.lvpnet_base.costs`` (bitstream 7's base layer) for the val estimates, or None where
+    the codec or imagecodecs is missing: ``scripts/gpu_train.sh`` stages only ``lvpnet.model`` and
+    this module on a device with only torch and numpy, and its estimates are then bitstream 6's."""
+    try:
+        import imagecodecs  # noqa: F401
+
+        from lvpnet.codecs.lvpnet_base import costs
+    except ImportError:
+        return None
+    return costs
+
+
 def evaluate(model: LVPNet, val, device, max_pixels: int | None = None, dtype=None, lattice_costs=None) -> dict:
     """Exact integer-path bits on every val image. ``lattice_costs``: bitstream 7's base layer
-    (``codecs.lvpnet_base.costs``, which needs imagecodecs: ``--eval-only`` passes it; the val
-    evaluations while training, which may run where only torch and numpy are, do not)."""
+    (``base_layer_costs()``)."""
     with ExactMode():  # TF32 off and no cuDNN autotuning over the many val shapes
         return _evaluate(model, val, device, max_pixels, dtype, lattice_costs)
 
@@ -348,6 +360,8 @@ def main(argv=None) -> int:
     data_dir = Path(args.data) if args.data else _default_data()
     train, val, source = load_data(data_dir)
     log(f"data {source}: {len(train)} train arrays, {sum(len(s) for _, s in train)} slices; {len(val)} val images")
+    lattice_costs = base_layer_costs()
+    log("val estimates: bitstream 7 (base layers)" if lattice_costs else "val estimates: bitstream 6 (no imagecodecs here)")
 
     mcfg = ModelConfig(**conf.get("model", {}))
     model = LVPNet(mcfg)
@@ -392,7 +406,7 @@ def main(argv=None) -> int:
         )
 
     def do_eval(step):
-        ev = evaluate(model, val, device, args.val_max_pixels)
+        ev = evaluate(model, val, device, args.val_max_pixels, lattice_costs=lattice_costs)
         ev["step"] = step
         ev["minutes"] = (time.time() - t_start) / 60
         evals.append(ev)
@@ -519,7 +533,7 @@ def eval_only(args) -> int:
     model.load_state_dict(ck["state_dict"])
     model.to(device)
     dtype = torch.float32 if args.float32 else None
-    from lvpnet.codecs.lvpnet_base import costs
+    from lvpnet.codecs.lvpnet_base import costs  # the card's figures are the current bitstream's: never without it
 
     ev = evaluate(model, val, device, args.val_max_pixels, dtype, costs)
     log(f"val: {ev['bpsp']:.4f} bpsp, best classical {ev['best_bpsp']:.4f}, ratio {ev['ratio']} ({ev['seconds']:.0f}s)")
