@@ -224,6 +224,23 @@ def test_pack_unpack():
             unpack_chunk(pack_chunk([(-5, 300, lat, pix, 16, np.array(bad))], version=3), 1, version=3)
     with pytest.raises(ValueError):
         pack_chunk([(-5, 300, lat, pix, 16, g)], version=2)
+    # version 7: the base level beside the gap count, the base layer (u32 length + bytes) after the words
+    planes = [(-5, 300, lat, pix, 16, g, (2, b"jxl!\x01")), (0, 7, lat, pix, 1, g[:0], (0, b""))]
+    data = pack_chunk(planes, version=7)
+    assert len(data) == 1 + 2 * 22 + 4 * (4 + 2 + 3) + 4 + 5 + 4 * (2 + 3)
+    got = unpack_chunk(data, 2, version=7)
+    assert [p[6] for p in got] == [(2, b"jxl!\x01"), (0, b"")] and np.array_equal(got[0][5], g)
+    assert np.array_equal(got[1][3], pix)
+    one = pack_chunk(planes[:1], version=7)
+    for bad in (one[:-1], one[:-6], one + b"\0"):  # truncated base layer, its length cut, trailing byte
+        with pytest.raises(ValueError):
+            unpack_chunk(bad, 1, version=7)
+    with pytest.raises(ValueError, match="base level"):
+        unpack_chunk(pack_chunk([(0, 0, lat[:0], pix[:0], 1, g[:0])], 7)[:19] + bytes([0, 0, 1, 0]), 1, version=7)
+    for bad_plane, version in (((-5, 300, lat, pix, 16, g, (2, b"x")), 6), ((-5, 300, lat, pix, 16, g, (2, b"")), 7),
+                               ((-5, 300, lat, pix, 16, g, (0, b"x")), 7), ((-5, 300, lat, pix, 16, g, (256, b"x")), 7)):
+        with pytest.raises(ValueError, match="base layer"):
+            pack_chunk([bad_plane], version)
 
 
 def test_unused_value_runs_are_taken_out(codec):
@@ -521,7 +538,7 @@ def test_rgb_chunk_beyond_the_dtype_is_refused(codec):
     x = CASES["rgb_uint8"]
     planes = unpack_chunk(codec.encode(x), 3, codec.version)
     vmin, R, lat, pix, step, gaps, base = planes[1]
-    planes[1] = (vmin + 300, R, lat, pix, step, gaps)  # R-G shifted far up
+    planes[1] = (vmin + 300, R, lat, pix, step, gaps, base)  # R-G shifted far up
     with pytest.raises(ValueError, match="outside the dtype"):
         codec.decode(pack_chunk(planes, codec.version), x.shape, x.dtype, codec.version)
 
