@@ -324,10 +324,11 @@ def test_a_flagged_background_is_nearly_free_in_the_map(model, tiny_model_path):
     assert st["estimated_bits"] == pytest.approx(m.total_bits + side, rel=1e-9)
 
 
-def test_the_base_layer_in_the_map(model, tiny_model_path):
-    """Bitstream 7: where the encoder hands a lattice to JPEG-XL, the map spreads the codestream's
-    bits evenly over the lattice's pixels (the other pixels keep their own code lengths), and the
-    map's total is the estimate with the lattice costs."""
+def test_the_base_layer_in_the_map(model, tiny_model_path, monkeypatch):
+    """Bitstream 7: where the encoder hands a lattice to JPEG-XL, the map shares the codestream's
+    bits over the lattice's pixels in proportion to what the learned codec would have spent on
+    each (the other pixels keep their own code lengths), and the map's total is the estimate with
+    the lattice costs. Without the base layer, the lattice's pixels show those very lengths."""
     from lvpnet.codecs import lvpnet_base
     from lvpnet.codecs.lvpnet_codec import LVPNetCodec, unpack_chunk
     from lvpnet.model import lattice
@@ -342,7 +343,11 @@ def test_the_base_layer_in_the_map(model, tiny_model_path):
     m = analysis.analyse_slice(x, model)
     on = np.zeros(x.shape, bool)
     on[::g, ::g] = True
-    assert np.allclose(m.pixel_bits[on], lvpnet_base.bits(code) / on.sum(), rtol=1e-6)
-    assert len(np.unique(m.pixel_bits[~on])) > 10
+    assert m.pixel_bits[on].sum(dtype=np.float64) == pytest.approx(lvpnet_base.bits(code), rel=1e-6)
+    assert len(np.unique(m.pixel_bits[on])) > 10 and len(np.unique(m.pixel_bits[~on])) > 10
     ref = slice_bits(model.net, model.dec, x, lattice_costs=costs)
     assert m.pixel_bits_total == pytest.approx(ref["pixel_bits"], rel=1e-12)
+    monkeypatch.setattr(lvpnet_base, "options", lambda *a: {})
+    learned = analysis.analyse_slice(x, model).pixel_bits[on].astype(np.float64)
+    share = m.pixel_bits[on].astype(np.float64)
+    np.testing.assert_allclose(share, learned * (share.sum() / learned.sum()), rtol=1e-5, atol=1e-6)

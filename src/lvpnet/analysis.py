@@ -10,8 +10,9 @@ model (float encoder ``LVPNet`` + exact ``IntegerDecoder``, docs/MODEL.md):
   around the location refined on the slice and at the scale moved by the error
   feedback, version 4, ``model.fitting``) plus that pixel's raw low bits (or, for an escaped pixel,
   the ``log2(R + 1)`` bits of its uniform code). Where bitstream version 7 hands the slice's
-  coarse lattice to JPEG-XL (``model.lattice``), that codestream's bits spread evenly over the
-  lattice's pixels. RGB: the sum over the planes.
+  coarse lattice to JPEG-XL (``model.lattice``), that codestream's bits shared over the lattice's
+  pixels in proportion to what the learned codec would have spent on each (``lattice.map_share``:
+  JPEG-XL gives no per-pixel lengths, so this part of the map is an attribution). RGB: the sum over the planes.
 * **latent bits** ``latent_bits`` (float32, one cell per 32 x 32 block): the
   code length of the block's latent ``z`` (all channels, all planes) under the
   latent tables. Pixel map + latent map = the slice's whole ideal code length,

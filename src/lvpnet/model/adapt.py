@@ -294,7 +294,8 @@ def adapted_pixel_bits(
     pixel's code length in float64 bits as the codec writes it in bitstream version 3 (with
     ``flag_levels`` = ``WIDE_FLAG_LEVELS``: version 5; with the ``model.edge`` thresholds
     ``edge_thr`` and ``min_flags`` as well: version 6; with ``base_costs``, the bits of each base
-    level's codestream: version 7, the chosen lattice's bits spread evenly over its pixels), and
+    level's codestream: version 7, the chosen lattice's bits shared over its pixels by
+    ``lattice.map_share``), and
     the encoder's choice (weight index, flag level, base level)."""
     from . import lattice  # it builds on this module
 
@@ -321,10 +322,10 @@ def adapted_pixel_bits(
     w, flags = choose_plane_coding(items, base, flag_levels)
     level = lattice.choose(items, base, w, flags, base_costs, order, f) if base_costs else 0
     known = lattice.steps(order, lattice.stride(f, level)) if level else frozenset()
-    n_known = sum(it.sym.size for it in items if it.k in known)
     # the lattice's items leave the pixel stream; the coding choice stays (``model.lattice``)
+    shared = iter(lattice.map_share(items, base, w, flags, known, base_costs[level]) if level else [])
     coded = iter(plane_bits([it for it in items if it.k not in known], base, w, flags))
-    bits = [np.full(it.sym.shape, base_costs[level] / n_known) if it.k in known else next(coded) for it in items]
+    bits = [next(shared) if it.k in known else next(coded) for it in items]
     out, i = [], 0
     for (_k, vals, _mu, _s), nrows in zip(steps, rows_of):
         n = 1 if nrows is None else nrows

@@ -52,15 +52,30 @@ def choose(items: list[PlaneItem], base: np.ndarray, weight_index: int, flags: i
     if not costs:
         return 0
     wanted = {c: steps(order, stride(f, c)) for c in costs}
-    every = frozenset().union(*wanted.values())
-    last = max((i for i, it in enumerate(items) if it.k in every), default=-1)
-    bits = plane_bits(items[: last + 1], base, weight_index, flags)
+    bits = learned_bits(items, base, weight_index, flags, frozenset().union(*wanted.values()))
     learned = {c: sum(float(b.sum()) for it, b in zip(items, bits) if it.k in ks) for c, ks in wanted.items()}
     best, saving = 0, 0.0
     for c in sorted(costs):
         if learned[c] - costs[c] > saving:
             best, saving = c, learned[c] - costs[c]
     return best
+
+
+def learned_bits(items: list[PlaneItem], base: np.ndarray, weight_index: int, flags: int, ks) -> list[np.ndarray]:
+    """Each pixel's learned code length (``adapt.plane_bits``) for the items up to the last one
+    whose step is in ``ks`` (that prefix of the decoding order)."""
+    last = max((i for i, it in enumerate(items) if it.k in ks), default=-1)
+    return plane_bits(items[: last + 1], base, weight_index, flags)
+
+
+def map_share(items: list[PlaneItem], base: np.ndarray, weight_index: int, flags: int, ks, bits: float):
+    """For the bit-cost maps: the lattice's ``bits`` shared out over the pixels of the items in
+    ``ks``, in proportion to what the learned codec would have spent on each (JPEG-XL gives no
+    per-pixel lengths; evenly where that is all 0). One array per such item, in order."""
+    would = [b for it, b in zip(items, learned_bits(items, base, weight_index, flags, ks)) if it.k in ks]
+    total = sum(float(b.sum()) for b in would)
+    n = sum(b.size for b in would)
+    return [b * (bits / total) if total > 0 else np.full(b.shape, bits / n) for b in would]
 
 
 def known_plane(lattice: np.ndarray, shape: tuple[int, int], g: int) -> np.ndarray:

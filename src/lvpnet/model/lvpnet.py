@@ -446,7 +446,7 @@ def slice_bits(
     (version 6): flags on candidates at the plane's minimum (``model.repeat``). ``lattice_costs``
     (version 7, with ``adapt``): ``f(v, R, f) -> {base level: bits}``, the classical coder's bits of
     each base lattice (``codecs.lvpnet_base.costs``; ``model.lattice``); the chosen lattice's
-    bits count in ``pixel_bits`` and in ``step_bits`` (spread over its steps by pixels).
+    bits count in ``pixel_bits`` and in ``step_bits`` (shared over its steps by ``lattice.map_share``).
 
     Returns {'pixel_bits', 'latent_bits', 'side_bits', 'n', 'step_bits'} (ideal -log2 p;
     the plane header (vmin, R, stream lengths) is not counted).
