@@ -49,7 +49,6 @@ _PLANE[4] = _PLANE[3]  # version 4 changes only what the pixel stream holds
 _PLANE[5] = _PLANE[3]  # version 5 too: only what the streams hold changes
 _PLANE[6] = _PLANE[3]  # and version 6
 _PLANE[7] = _PLANE[3]  # version 7: the base level beside the gap count, the base layer after the pixel words
-_BASE_LEN = lvpnet_base.LENGTH
 
 
 def shipped_weights() -> Path | None:
@@ -148,7 +147,7 @@ def pack_chunk(planes: list[tuple], version: int = 3) -> bytes:
         body.append(np.ascontiguousarray(lat, dtype="<u4").tobytes())
         body.append(np.ascontiguousarray(pix, dtype="<u4").tobytes())
         if level:
-            body.append(_BASE_LEN.pack(len(data)) + bytes(data))
+            body.append(lvpnet_base.LENGTH.pack(len(data)) + bytes(data))
     return b"".join(head + body)
 
 
@@ -195,7 +194,7 @@ def unpack_chunk(data: bytes, n_planes: int, version: int = 3) -> list[tuple]:
             if level:
                 if end + 4 > len(data):
                     raise ValueError("lvpnet chunk: truncated base layer")
-                (nb,) = _BASE_LEN.unpack_from(data, end)
+                (nb,) = lvpnet_base.LENGTH.unpack_from(data, end)
                 base, end = bytes(data[end + 4 : end + 4 + nb]), end + 4 + nb
                 if nb == 0 or end > len(data):
                     raise ValueError("lvpnet chunk: truncated base layer")

@@ -320,10 +320,13 @@ def adapted_pixel_bits(
             items.append(make_item(k, sym, s_, extra, vals, (di, dj), v, order, f, min_flags=min_flags))
             rows_of.append(None)
     w, flags = choose_plane_coding(items, base, flag_levels)
-    level = lattice.choose(items, base, w, flags, base_costs, order, f) if base_costs else 0
+    level, prefix = 0, []
+    if base_costs:  # the learned bits of the lattices' items, walked once for the choice and the map
+        prefix = lattice.learned_bits(items, base, w, flags, lattice.candidate_steps(base_costs, order, f))
+        level = lattice.choose_from(items, prefix, base_costs, order, f)
     known = lattice.steps(order, lattice.stride(f, level)) if level else frozenset()
     # the lattice's items leave the pixel stream; the coding choice stays (``model.lattice``)
-    shared = iter(lattice.map_share(items, base, w, flags, known, base_costs[level]) if level else [])
+    shared = iter(lattice.map_share(items, prefix, known, base_costs[level]) if level else [])
     coded = iter(plane_bits([it for it in items if it.k not in known], base, w, flags))
     bits = [next(shared) if it.k in known else next(coded) for it in items]
     out, i = [], 0

@@ -51,14 +51,13 @@ def choose(items: list[PlaneItem], base: np.ndarray, weight_index: int, flags: i
     The lattices' steps come first in the decoding order, so only that prefix of ``items`` is walked."""
     if not costs:
         return 0
-    wanted = {c: steps(order, stride(f, c)) for c in costs}
-    bits = learned_bits(items, base, weight_index, flags, frozenset().union(*wanted.values()))
-    learned = {c: sum(float(b.sum()) for it, b in zip(items, bits) if it.k in ks) for c, ks in wanted.items()}
-    best, saving = 0, 0.0
-    for c in sorted(costs):
-        if learned[c] - costs[c] > saving:
-            best, saving = c, learned[c] - costs[c]
-    return best
+    return choose_from(items, learned_bits(items, base, weight_index, flags, candidate_steps(costs, order, f)), costs,
+                       order, f)
+
+
+def candidate_steps(costs: dict[int, float], order, f: int) -> frozenset[int]:
+    """The steps of every lattice in ``costs`` (its keys: base levels)."""
+    return frozenset().union(*(steps(order, stride(f, c)) for c in costs))
 
 
 def learned_bits(items: list[PlaneItem], base: np.ndarray, weight_index: int, flags: int, ks) -> list[np.ndarray]:
@@ -68,14 +67,25 @@ def learned_bits(items: list[PlaneItem], base: np.ndarray, weight_index: int, fl
     return plane_bits(items[: last + 1], base, weight_index, flags)
 
 
-def map_share(items: list[PlaneItem], base: np.ndarray, weight_index: int, flags: int, ks, bits: float):
-    """For the bit-cost maps: the lattice's ``bits`` shared out over the pixels of the items in
-    ``ks``, in proportion to what the learned codec would have spent on each (JPEG-XL gives no
-    per-pixel lengths; evenly where that is all 0). One array per such item, in order."""
-    would = [b for it, b in zip(items, learned_bits(items, base, weight_index, flags, ks)) if it.k in ks]
-    total = sum(float(b.sum()) for b in would)
+def choose_from(items: list[PlaneItem], bits: list[np.ndarray], costs: dict[int, float], order, f: int) -> int:
+    """``choose`` given ``learned_bits`` of a prefix holding every candidate lattice's items."""
+    best, saving = 0, 0.0
+    for c in sorted(costs):
+        ks = steps(order, stride(f, c))
+        learned = sum(float(b.sum()) for it, b in zip(items, bits) if it.k in ks)
+        if learned - costs[c] > saving:
+            best, saving = c, learned - costs[c]
+    return best
+
+
+def map_share(items: list[PlaneItem], bits: list[np.ndarray], ks, total: float) -> list[np.ndarray]:
+    """For the bit-cost maps: the lattice's ``total`` bits shared out over the pixels of the items
+    in ``ks``, in proportion to their ``learned_bits`` (what the learned codec would have spent on
+    each: JPEG-XL gives no per-pixel lengths; evenly where that is all 0). One array per such item."""
+    would = [b for it, b in zip(items, bits) if it.k in ks]
+    spent = sum(float(b.sum()) for b in would)
     n = sum(b.size for b in would)
-    return [b * (bits / total) if total > 0 else np.full(b.shape, bits / n) for b in would]
+    return [b * (total / spent) if spent > 0 else np.full(b.shape, total / n) for b in would]
 
 
 def known_plane(lattice: np.ndarray, shape: tuple[int, int], g: int) -> np.ndarray:
