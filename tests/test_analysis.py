@@ -308,7 +308,7 @@ def test_a_flagged_background_is_nearly_free_in_the_map(model, tiny_model_path):
     x = np.where(out, -2000, 100 + yy + xx).astype(np.int16)
     codec = LVPNetCodec(tiny_model_path, device="cpu")
     data = codec.encode(x)
-    ((_v, _R, _lat, pix, _s, _g, _b),) = unpack_chunk(data, 1, codec.version)
+    ((_v, _R, _lat, pix, _s, _g, _b, _r),) = unpack_chunk(data, 1, codec.version)
     mode = int(codec.engine().pixels.pop_offsets(new_coder(pix), 1, modes(WIDE_FLAG_LEVELS))[0])
     assert mode // len(ADAPT_WEIGHTS) >= 3
     m = analysis.analyse_slice(x, model)

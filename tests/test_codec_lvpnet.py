@@ -91,7 +91,7 @@ def test_roundtrip_bit_exact(codec, name):
     assert y.dtype == x.dtype and y.shape == x.shape
     assert np.array_equal(x, y)
     planes = unpack_chunk(data, 3 if x.ndim == 3 else 1, codec.version)
-    for _vmin, R, lat, pix, step, gaps, (level, base) in planes:
+    for _vmin, R, lat, pix, step, gaps, (level, base), *_ref in planes:
         assert (R == 0) == (len(lat) == 0) == (len(pix) == 0) and step >= 1 and gaps.shape[1] == 2
         assert (level == 0) == (base == b"")
 
@@ -255,13 +255,13 @@ def test_unused_value_runs_are_taken_out(codec):
     x[np.hypot(yy - 20, xx - 26) > 22] = -2000
     x[5, 5:8] = [25000, 26000, 30000]  # a few bright outliers: the runs between them stay
     data = codec.encode(x)
-    ((vmin, R, _l, _p, step, gaps, _b),) = unpack_chunk(data, 1, codec.version)
+    ((vmin, R, _l, _p, step, gaps, _b, _r),) = unpack_chunk(data, 1, codec.version)
     assert vmin == -2000 and step == 1 and len(gaps) == 1 and gaps[0, 0] == 0
     assert gaps[0, 1] == int(x[x > -2000].min()) + 2000 - 1 > GAP_MIN and R == int(x.max()) + 2000 - gaps[0, 1]
     assert R > 30000
     assert np.array_equal(codec.decode(data, x.shape, x.dtype, codec.version), x)
     big = np.array([[0, 40000]])  # a run that takes the values beyond int16: refused
-    ((vmin, R, lat, pix, step, _g, base),) = unpack_chunk(data, 1, codec.version)
+    ((vmin, R, lat, pix, step, _g, base, _r),) = unpack_chunk(data, 1, codec.version)
     with pytest.raises(ValueError, match="range"):
         codec.decode(pack_chunk([(vmin, R, lat, pix, step, big, base)], codec.version), x.shape, x.dtype, codec.version)
 
@@ -291,7 +291,7 @@ def test_values_on_a_grid_are_coded_by_their_step(codec):
     x = CASES["uint16_12bit_overlay"] & 0x0FFF
     x16 = (x.astype(np.uint16) << 4) + 32
     data = codec.encode(x16)
-    ((vmin, R, _l, _p, step, _g, _b),) = unpack_chunk(data, 1, codec.version)
+    ((vmin, R, _l, _p, step, _g, _b, _r),) = unpack_chunk(data, 1, codec.version)
     assert step == 16 * int(np.gcd.reduce(np.diff(np.unique(x)))) and vmin == int(x16.min())
     assert np.array_equal(codec.decode(data, x16.shape, x16.dtype, codec.version), x16)
     assert len(data) < len(codec.encode(x16 + (np.arange(x16.size).reshape(x16.shape) % 2).astype(np.uint16)))
@@ -537,7 +537,7 @@ def test_rgb_chunk_beyond_the_dtype_is_refused(codec):
     not wrapped around."""
     x = CASES["rgb_uint8"]
     planes = unpack_chunk(codec.encode(x), 3, codec.version)
-    vmin, R, lat, pix, step, gaps, base = planes[1]
+    vmin, R, lat, pix, step, gaps, base, ref = planes[1]
     planes[1] = (vmin + 300, R, lat, pix, step, gaps, base)  # R-G shifted far up
     with pytest.raises(ValueError, match="outside the dtype"):
         codec.decode(pack_chunk(planes, codec.version), x.shape, x.dtype, codec.version)

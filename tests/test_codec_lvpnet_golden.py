@@ -27,9 +27,11 @@ DATA = Path(__file__).resolve().parent / "data"
 # v7: v3's weights, bitstream version 6 (tables counted by the distance from the minimum, flags on
 #     candidates at the minimum)
 # v8: v3's weights, bitstream version 7 (base lattices coded by JPEG-XL where that is smaller)
+# v9: v3's weights, bitstream version 8 (flags for the pixels that repeat the previous slice; the
+#     inputs with a ``<name>.ref.npy`` are coded against it)
 SETS = {"v1": DATA / "lvpnet_golden", "v2": DATA / "lvpnet_golden_v2", "v3": DATA / "lvpnet_golden_v3",
         "v4": DATA / "lvpnet_golden_v4", "v5": DATA / "lvpnet_golden_v5", "v6": DATA / "lvpnet_golden_v6",
-        "v7": DATA / "lvpnet_golden_v7", "v8": DATA / "lvpnet_golden_v8"}
+        "v7": DATA / "lvpnet_golden_v7", "v8": DATA / "lvpnet_golden_v8", "v9": DATA / "lvpnet_golden_v9"}
 EXPECTED = {k: json.loads((d / "expected.json").read_text()) for k, d in SETS.items()}
 CASES = [(k, name) for k in SETS for name in sorted(EXPECTED[k]["chunks"])]
 CURRENT = [(k, name) for k, name in CASES if EXPECTED[k]["codec_version"] == LVPNetCodec.version]
@@ -53,11 +55,17 @@ def test_golden_files_present(codecs, which):
         assert hashlib.sha256((here / f"{name}.chunk").read_bytes()).hexdigest() == sha
 
 
+def _reference(which: str, name: str) -> dict:
+    """``{"reference": the frame before}`` for an input coded against it (set v9 on), else {}."""
+    path = SETS[which] / f"{name}.ref.npy"
+    return {"reference": np.load(path)} if path.exists() else {}
+
+
 @pytest.mark.parametrize("which,name", CASES)
 def test_golden_decode(codecs, which, name):
     x = np.load(SETS[which] / f"{name}.npy")
     data = (SETS[which] / f"{name}.chunk").read_bytes()
-    y = codecs[which].decode(data, x.shape, x.dtype, EXPECTED[which]["codec_version"])
+    y = codecs[which].decode(data, x.shape, x.dtype, EXPECTED[which]["codec_version"], **_reference(which, name))
     assert y.dtype == x.dtype and np.array_equal(y, x)
 
 
@@ -69,27 +77,28 @@ def test_a_golden_set_guards_what_the_codec_writes_now():
 def test_golden_encode(codecs, which, name):
     x = np.load(SETS[which] / f"{name}.npy")
     try:
-        data = codecs[which].encode(x)
+        data = codecs[which].encode(x, **_reference(which, name))
     except RuntimeError as e:  # load_state_dict: the encoder's layers changed
         pytest.fail(f"the golden weights no longer load into the float encoder ({str(e)[:200]}); "
                     "if the architecture change is meant, regenerate with tests/data/lvpnet_golden/make_golden.py")
     want = (SETS[which] / f"{name}.chunk").read_bytes()
     if EXPECTED[which].get("jpegxl", _JXL) != _JXL:  # another libjxl may write other base codestreams
-        data, want = _without_base_codestreams(data, x), _without_base_codestreams(want, x)
+        version = EXPECTED[which]["codec_version"]
+        data, want = _without_base_codestreams(data, x, version), _without_base_codestreams(want, x, version)
     assert data == want, "the codec's output changed: bump its version or fix it"
 
 
 _JXL = imagecodecs.jpegxl_version()
 
 
-def _without_base_codestreams(data: bytes, x: np.ndarray) -> list:
-    """A version 7 chunk with each base layer's codestream replaced by the lattice it decodes to."""
+def _without_base_codestreams(data: bytes, x: np.ndarray, version: int = 7) -> list:
+    """A version 7 or 8 chunk with each base layer's codestream replaced by the lattice it decodes to."""
     from lvpnet.codecs.lvpnet_base import decode_lattice
     from lvpnet.codecs.lvpnet_codec import unpack_chunk
     from lvpnet.model import lattice
 
     out = []
-    for *plane, (level, code) in unpack_chunk(data, 3 if x.ndim == 3 else 1, 7):
+    for *plane, (level, code) in (p[:7] for p in unpack_chunk(data, 3 if x.ndim == 3 else 1, version)):
         sub = decode_lattice(code, *x.shape[:2], plane[1], lattice.stride(4, level)) if level else None
         out.append([np.asarray(p).tobytes() for p in plane] + [level, None if sub is None else sub.tobytes()])
     return out
@@ -266,3 +275,27 @@ def test_the_golden_comparison_survives_another_libjxl():
     pix2[0] ^= 1
     changed = pack_chunk([(vmin, R, lat, pix2, step, gaps, (level, code))], 7)
     assert _without_base_codestreams(changed, x) != _without_base_codestreams(data, x)
+
+
+@pytest.mark.parametrize("name", ["cine_uint8", "cine_rgb_uint8"])
+def test_the_cine_golden_inputs_repeat_their_previous_frame(codecs, name):
+    """Set v9's cine frames are coded against the frame before (every plane at a reference level):
+    the golden bytes guard the reference flags. Without that frame they are refused; against
+    another frame they decode wrongly or fail."""
+    from lvpnet.codecs.lvpnet_codec import unpack_chunk
+
+    codec = codecs["v9"]
+    x, ref = np.load(SETS["v9"] / f"{name}.npy"), np.load(SETS["v9"] / f"{name}.ref.npy")
+    data = (SETS["v9"] / f"{name}.chunk").read_bytes()
+    assert codec.needs_reference(data, x.shape, 8)
+    assert all(p[7] > 0 for p in unpack_chunk(data, 3 if x.ndim == 3 else 1, 8))
+    assert len(data) < 0.9 * len(codec.encode(x))  # the flags pay
+    with pytest.raises(ValueError, match="previous one"):
+        codec.decode(data, x.shape, x.dtype, 8)
+    other = ref.copy()
+    other[x.shape[0] // 2 :] = 255 - other[x.shape[0] // 2 :]
+    try:
+        y = codec.decode(data, x.shape, x.dtype, 8, reference=other)
+    except ValueError:
+        return
+    assert not np.array_equal(y, x)

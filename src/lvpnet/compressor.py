@@ -21,6 +21,11 @@ from .progress import Progress, run
 from .slicing import check_array, iter_slices, n_slices
 from .volume import Volume
 
+# A learned slice may be coded against the slice before it (bitstream 8, ``model.reference``:
+# the pixels that repeat it, a cine loop's overlays, cost almost nothing). Every REFERENCE_RUN-th
+# slice is coded alone, so reading one slice of a file decodes at most this many.
+REFERENCE_RUN = 8
+
 
 @dataclass
 class CompressResult:
@@ -108,6 +113,8 @@ def encode_stream(
     smaller than effort 7 on ultrasound and the CT, worse on most MR; the learned encoder is
     slower than it anyway), and effort 10 on 8-bit slices (``FallbackCodec.thorough_efforts``:
     a further 1-10% on the ultrasound). ``safety_net=False`` gives the chosen codec's own figures.
+    A codec that ``takes_reference`` codes each slice against the one before it, except every
+    ``REFERENCE_RUN``-th (the slice before may be stored by the fallback: the pixels are the same).
     """
     check_array(volume.array, volume.rgb)
     array = _little_endian(volume.array)
@@ -121,8 +128,13 @@ def encode_stream(
     counts: dict[str, int] = {}
     model = chosen.model_id()
     backup = codecs.get_codec(codecs.FallbackCodec.id) if safety_net and model is not None else None
+    prev = None
     for i, s in enumerate(iter_slices(array, volume.rgb)):
-        used, data = chosen, chosen.encode(s)
+        if getattr(chosen, "takes_reference", False) and prev is not None and i % REFERENCE_RUN:
+            used, data = chosen, chosen.encode(s, reference=prev)
+        else:
+            used, data = chosen, chosen.encode(s)
+        prev = s
         if backup is not None:
             alt = backup.encode(s)
             if len(alt) < len(data):

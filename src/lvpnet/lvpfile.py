@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Generator
 
 import numpy as np
@@ -21,8 +22,11 @@ class LvpFile:
 
     ``f[i]`` or ``f.read_slice(i)`` decodes slice ``i`` (in flattened
     leading-axis order) and checks its chunk CRC and its data hash, so one
-    slice can be trusted without decoding the rest. Safe to call from several
-    threads: every read opens the file afresh.
+    slice can be trusted without decoding the rest. A learned slice coded against
+    the slice before it (bitstream 8, ``model.reference``) needs that one decoded
+    first: the writer starts a fresh run every few slices (``compressor.REFERENCE_RUN``),
+    and the last slice decoded is kept, so reading in order decodes each slice once.
+    Safe to call from several threads: every read opens the file afresh.
     """
 
     def __init__(self, source: str | os.PathLike | bytes, name: str | None = None):
@@ -41,6 +45,8 @@ class LvpFile:
             raise DamagedError(f"{self.name}: damaged: header lacks a valid {e}") from None
         if n_slices(self.shape, self.rgb) != len(self._reader.records):
             raise DamagedError(f"{self.name}: damaged: {len(self._reader.records)} chunks for shape {self.shape}")
+        self._last: tuple[int, np.ndarray] | None = None  # the last slice decoded, a reference for the next
+        self._lock = threading.Lock()
 
     @property
     def name(self) -> str:
@@ -93,6 +99,40 @@ class LvpFile:
     def read_slice(self, i: int) -> np.ndarray:
         if not 0 <= i < len(self):
             raise IndexError(f"slice {i} out of range 0..{len(self) - 1}")
+        with self._lock:
+            last = self._last
+        if last is not None and last[0] == i:
+            return last[1].copy()
+        chain, reference = [], None  # (slice, chunk) to decode, last first, back to one that needs none
+        j = i
+        while True:
+            chunk = self._chunk(j)
+            chain.append((j, chunk))
+            if not self._needs_reference(j, *chunk):
+                break
+            if j == 0:
+                raise DamagedError(f"{self.name}: slice 0: coded against a slice before it, which no file has")
+            j -= 1
+            if last is not None and last[0] == j:
+                reference = last[1]
+                break
+        for j, chunk in reversed(chain):
+            reference = self._decode(j, *chunk, reference)
+        with self._lock:
+            self._last = (i, reference)
+        return reference.copy()
+
+    def _needs_reference(self, i: int, data: bytes, codec, version: int) -> bool:
+        """Does slice ``i``'s chunk decode only against slice ``i - 1``?"""
+        if not getattr(codec, "takes_reference", False):
+            return False
+        try:
+            return bool(codec.needs_reference(data, self.slice_shape, version))
+        except ValueError as e:
+            raise DamagedError(f"{self.name}: slice {i}: could not be decoded ({e})") from None
+
+    def _chunk(self, i: int):
+        """Slice ``i``'s chunk bytes, the codec that reads them (with the file's weights) and its version."""
         data, codec_id, version = self._reader.chunk(i)
         try:
             codec = codecs.get_codec(codec_id)
@@ -108,9 +148,15 @@ class LvpFile:
                 f"{self.name}: slice {i} was coded with learned-codec weights {want[:16]}..., "
                 f"but the installed weights are {str(have)[:16]}... (set LVPNET_WEIGHTS to the weights that wrote it)"
             )
-        codec = matching
+        return data, matching, version
+
+    def _decode(self, i: int, data: bytes, codec, version: int, reference: np.ndarray | None) -> np.ndarray:
+        """Slice ``i`` from its chunk (``reference``: the slice before it, decoded, where it needs it)."""
         try:
-            out = codec.decode(data, self.slice_shape, self.dtype, version)
+            if reference is not None and getattr(codec, "takes_reference", False):
+                out = codec.decode(data, self.slice_shape, self.dtype, version, reference=reference)
+            else:
+                out = codec.decode(data, self.slice_shape, self.dtype, version)
         except InputError:  # e.g. the learned codec's weights are not installed: not damage
             raise
         except Exception as e:  # a codec failing on bytes whose CRC matched

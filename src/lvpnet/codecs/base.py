@@ -21,6 +21,9 @@ class Codec(ABC):
     version: int = 1
     #: versions of the chunk bitstream this class can read
     reads_versions: tuple[int, ...] = (1,)
+    #: whether ``encode`` and ``decode`` take ``reference=``, the slice before this one in the file
+    #: (a chunk coded against it decodes only with it: ``needs_reference``)
+    takes_reference: bool = False
 
     def accepts(self, dtype: np.dtype, rgb: bool) -> bool:
         """Whether this codec can code slices of this dtype losslessly."""
@@ -33,6 +36,10 @@ class Codec(ABC):
     @abstractmethod
     def decode(self, data: bytes, shape: tuple[int, ...], dtype: np.dtype, version: int) -> np.ndarray:
         """Decode one chunk written by ``encode`` (of the given bitstream ``version``)."""
+
+    def needs_reference(self, data: bytes, shape: tuple[int, ...], version: int) -> bool:
+        """Whether this chunk decodes only with ``reference=`` (never, unless ``takes_reference``)."""
+        return False
 
     def model_id(self) -> str | None:
         """sha256 of the weights the codec uses, or None for a classical codec."""

@@ -13,6 +13,8 @@ Version 7 keeps the layout of version 3; the plane header's last u32 holds the n
 its low 16 bits and the plane's base level in the next 8 (``model.lattice``). A plane with a
 base level > 0 has, after its pixel words, a u32 byte count and that many bytes: a JPEG-XL
 codestream of the plane's coarse lattice (``lvpnet_base``). Planes without one cost nothing more.
+Version 8 puts the plane's reference level (``model.reference``) in the top 8 bits of that u32:
+a plane with a level > 0 decodes only against the previous slice of the file.
 
 The plane's values are ``vmin + step * expand_gaps(k)`` with ``k`` in ``[0, R]`` the coded
 values. Version 2 has no gaps field (18-byte plane headers), version 1 neither the step
@@ -37,6 +39,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..model import prep
+from ..model.reference import ref_values
 from . import lvpnet_base
 from .base import Codec
 
@@ -49,6 +52,7 @@ _PLANE[4] = _PLANE[3]  # version 4 changes only what the pixel stream holds
 _PLANE[5] = _PLANE[3]  # version 5 too: only what the streams hold changes
 _PLANE[6] = _PLANE[3]  # and version 6
 _PLANE[7] = _PLANE[3]  # version 7: the base level beside the gap count, the base layer after the pixel words
+_PLANE[8] = _PLANE[3]  # version 8: the reference level above the base level
 
 
 def shipped_weights() -> Path | None:
@@ -127,9 +131,9 @@ def default_weights() -> Path | None:
 
 
 def pack_chunk(planes: list[tuple], version: int = 3) -> bytes:
-    """Planes ``(vmin, R, latent words, pixel words[, step[, gaps[, base]]])`` -> chunk bytes
-    (``step``: version 2 and later; ``gaps``, an (n, 2) array of ``prep.collapse_gaps``: version
-    3; ``base``, ``(level, codestream)``: version 7)."""
+    """Planes ``(vmin, R, latent words, pixel words[, step[, gaps[, base[, ref level]]]]])`` -> chunk
+    bytes (``step``: version 2 and later; ``gaps``, an (n, 2) array of ``prep.collapse_gaps``: version
+    3; ``base``, ``(level, codestream)``: version 7; the reference level: version 8)."""
     fmt = _PLANE[version]
     head = [bytes([len(planes)])]
     body = []
@@ -137,7 +141,10 @@ def pack_chunk(planes: list[tuple], version: int = 3) -> bytes:
         step = int(rest[0]) if rest else 1
         gaps = np.asarray(rest[1] if len(rest) > 1 else np.zeros((0, 2)), dtype=np.int64).reshape(-1, 2)
         level, data = rest[2] if len(rest) > 2 else (0, b"")
-        extra = (step, len(gaps) | int(level) << 16)[: max(0, version - 1)]
+        ref = int(rest[3]) if len(rest) > 3 else 0
+        if (version < 8 and ref) or not 0 <= ref < 256:
+            raise ValueError("a reference level needs bitstream version 8 and fits in 8 bits")
+        extra = (step, len(gaps) | int(level) << 16 | ref << 24)[: max(0, version - 1)]
         if version < 3 and len(gaps):
             raise ValueError("value gaps need bitstream version 3")
         if (version < 7 and level) or not 0 <= level < 256 or bool(level) != bool(len(data)):
@@ -154,7 +161,7 @@ def pack_chunk(planes: list[tuple], version: int = 3) -> bytes:
 def unpack_chunk(data: bytes, n_planes: int, version: int = 3) -> list[tuple]:
     """Chunk bytes -> planes ``(vmin, R, latent words, pixel words, step, gaps)`` (step 1 before
     version 2; gaps an (n, 2) int64 array, empty before version 3), from version 7 with
-    ``base = (level, codestream)`` appended."""
+    ``base = (level, codestream)`` appended, from version 8 the reference level after it."""
     fmt = _PLANE.get(version)
     if fmt is None:
         raise ValueError(f"lvpnet chunk version {version} is not supported")
@@ -168,7 +175,11 @@ def unpack_chunk(data: bytes, n_planes: int, version: int = 3) -> list[tuple]:
         vmin, R, nl, npx, *rest = fmt.unpack_from(data, 1 + i * fmt.size)
         step = rest[0] if rest else 1
         ng = rest[1] if len(rest) > 1 else 0
-        level = 0
+        level = ref = 0
+        if version >= 8:
+            ng, ref = ng & 0xFFFFFF, ng >> 24
+            if R == 0 and ref:
+                raise ValueError("lvpnet chunk: bad reference level")
         if version >= 7:
             ng, level = ng & 0xFFFF, ng >> 16
             if level > 255 or (R == 0 and level):
@@ -199,6 +210,8 @@ def unpack_chunk(data: bytes, n_planes: int, version: int = 3) -> list[tuple]:
                 if nb == 0 or end > len(data):
                     raise ValueError("lvpnet chunk: truncated base layer")
             plane += ((level, base),)
+        if version >= 8:
+            plane += (ref,)
         out.append(plane)
         pos = end
     if pos != len(data):
@@ -232,9 +245,11 @@ class LVPNetCodec(Codec):
     # levels of neighbour-repeat flags, only where most or all neighbours agree (model.repeat);
     # 6: as 5, with the adapted tables counted per scale and distance from the minimum (model.edge),
     # and flags on candidates at the plane's minimum, in contexts of their own (model.repeat);
-    # 7: as 6, with a plane's coarse lattice coded by JPEG-XL where that is smaller (model.lattice)
-    version = 7
-    reads_versions = (1, 2, 3, 4, 5, 6, 7)
+    # 7: as 6, with a plane's coarse lattice coded by JPEG-XL where that is smaller (model.lattice);
+    # 8: as 7, with flags for the pixels that repeat the previous slice (model.reference)
+    version = 8
+    reads_versions = (1, 2, 3, 4, 5, 6, 7, 8)
+    takes_reference = True
 
     def __init__(self, weights: str | os.PathLike | None = None, device: str = "auto"):
         self._weights = Path(weights) if weights is not None else None
@@ -299,29 +314,69 @@ class LVPNetCodec(Codec):
             raise ValueError(f"lvpnet codec: a slice must be 2-D or 2-D RGB, got shape {slice_.shape}")
         return [slice_]
 
-    def encode(self, slice_: np.ndarray) -> bytes:
+    def encode(self, slice_: np.ndarray, reference: np.ndarray | None = None) -> bytes:
+        """``reference``: the slice before this one in the file (same shape and dtype); planes may
+        then flag the pixels that repeat it (``model.reference``), and decoding needs it too."""
         if not self.accepts(slice_.dtype, slice_.ndim == 3):
             raise InputError(f"lvpnet codec does not take {slice_.dtype} data")
         eng = self.engine()
+        refs = self._references(np.shape(slice_), reference)
         planes = []
-        for p in self._planes(np.asarray(slice_)):
+        for i, p in enumerate(self._planes(np.asarray(slice_))):
             vmin, step, k = prep.to_grid(p)
             packed, gaps = prep.collapse_gaps(k)
-            _zero, R, lat, pix, *base = eng.encode_plane(packed, **_levels(self.version, encoder=True))
-            planes.append((vmin, R, lat, pix, step, gaps, *base))
+            kw = {}
+            if self.version >= 8 and refs is not None and packed.size:
+                kw["ref_plane"] = ref_values(refs[i], vmin, step, gaps, int(packed.max()))
+            _zero, R, lat, pix, *more = eng.encode_plane(packed, **_levels(self.version, encoder=True), **kw)
+            planes.append((vmin, R, lat, pix, step, gaps, *more) + ((0,) if self.version >= 8 and not kw else ()))
         return pack_chunk(planes, self.version)
 
-    def decode(self, data: bytes, shape: tuple[int, ...], dtype: np.dtype, version: int) -> np.ndarray:
+    def _references(self, shape: tuple[int, ...], reference: np.ndarray | None) -> list[np.ndarray] | None:
+        """The planes of the reference slice (of a slice shaped ``shape``), or None without one."""
+        if reference is None:
+            return None
+        reference = np.asarray(reference)
+        if reference.shape != tuple(shape):
+            raise ValueError(f"lvpnet codec: the reference slice is {reference.shape}, the slice {tuple(shape)}")
+        return [np.asarray(p).astype(np.int64) for p in self._planes(reference)]
+
+    def needs_reference(self, data: bytes, shape: tuple[int, ...], version: int) -> bool:
+        """Does this chunk decode only against the previous slice (version 8, ``model.reference``)?"""
+        if version < 8:
+            return False
+        return any(p[7] for p in unpack_chunk(data, 3 if len(shape) == 3 else 1, version))
+
+    def _decode_planes(self, planes, shape: tuple[int, ...], version: int, reference, want_bits: bool = False):
+        """Each plane's ``decode_plane`` result, the previous slice's planes as its reference."""
+        eng = self.engine()
+        H, W = shape[:2]
+        refs = None
+        if any(len(p) > 7 and p[7] for p in planes):
+            if reference is None:
+                raise ValueError("lvpnet chunk: this slice was coded against the previous one, which was not given")
+            refs = self._references(shape, reference)
+        out = []
+        for i, (vmin, R, lat, pix, step, gaps, *more) in enumerate(planes):
+            kw = {"base": more[0]} if more else {}
+            if len(more) > 1 and more[1]:
+                kw |= {"ref_level": more[1], "ref_plane": ref_values(refs[i], vmin, step, gaps, R)}
+            out.append(eng.decode_plane(0 if not want_bits else vmin, R, lat, pix, H, W, want_bits=want_bits,
+                                        **_levels(version), **kw))
+        return out
+
+    def decode(self, data: bytes, shape: tuple[int, ...], dtype: np.dtype, version: int,
+               reference: np.ndarray | None = None) -> np.ndarray:
+        """``reference``: the slice before this one in the file, needed where ``needs_reference``."""
         dtype = np.dtype(dtype)
         if version not in self.reads_versions:
             raise ValueError(f"lvpnet chunk version {version} is not supported")
         rgb = len(shape) == 3
         H, W = shape[:2]
         planes = unpack_chunk(data, 3 if rgb else 1, version)
-        eng = self.engine()
-        out = [vmin + step * prep.expand_gaps(eng.decode_plane(0, R, lat, pix, H, W, **_levels(version),
-                                                               base=base[0] if base else None), gaps)
-               for vmin, R, lat, pix, step, gaps, *base in planes]
+        out = [vmin + step * prep.expand_gaps(k, gaps)
+               for (vmin, _R, _lat, _pix, step, gaps, *_more), k in
+               zip(planes, self._decode_planes(planes, shape, version, reference))]
         if rgb:
             from ..model.prep import planes_to_rgb
 
@@ -336,15 +391,11 @@ class LVPNetCodec(Codec):
             raise ValueError("lvpnet chunk: value range outside the dtype")
         return out[0].astype(dtype)
 
-    def chunk_stats(self, data: bytes, shape: tuple[int, ...], dtype: np.dtype, version: int) -> dict[str, float]:
-        rgb = len(shape) == 3
-        H, W = shape[:2]
-        planes = unpack_chunk(data, 3 if rgb else 1, version)
-        eng = self.engine()
+    def chunk_stats(self, data: bytes, shape: tuple[int, ...], dtype: np.dtype, version: int,
+                    reference: np.ndarray | None = None) -> dict[str, float]:
+        planes = unpack_chunk(data, 3 if len(shape) == 3 else 1, version)
         est_lat = est_pix = 0.0
-        for vmin, R, lat, pix, _step, _gaps, *base in planes:
-            _out, bl, bp = eng.decode_plane(vmin, R, lat, pix, H, W, want_bits=True, **_levels(version),
-                                            base=base[0] if base else None)
+        for _out, bl, bp in self._decode_planes(planes, shape, version, reference, want_bits=True):
             est_lat += bl
             est_pix += bp
         return {

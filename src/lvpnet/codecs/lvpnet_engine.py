@@ -19,11 +19,12 @@ import threading
 import numpy as np
 import torch
 
-from ..model import IntegerDecoder, LVPNet, edge, feedback, lattice, load_checkpoint, prep, refine
+from ..model import IntegerDecoder, LVPNet, edge, feedback, lattice, load_checkpoint, prep, reference, refine
 from ..model.adapt import (
     ADAPT_WEIGHTS,
     StepTables,
     choose_plane_coding,
+    choose_reference,
     flag_levels,
     make_item,
     modes,
@@ -150,9 +151,9 @@ class Engine:
     def encode_plane(
         self, x: np.ndarray, want_bits: bool = False, calibrate: bool = True, adapt: bool = True, refined: bool = True,
         staged_latent: bool = True, wide_flags: bool = True, edge_classes: bool = True, min_flags: bool = True,
-        base_layer: bool = False,
+        base_layer: bool = False, ref_plane: np.ndarray | None = None,
     ):
-        """Integer plane (H, W) -> (vmin, R, latent words, pixel words[, base][, estimated bits]).
+        """Integer plane (H, W) -> (vmin, R, latent words, pixel words[, base][, ref level][, estimated bits]).
 
         ``calibrate`` (bitstream version 2): per step a scale offset chosen by the encoder
         (``_choose_offsets``) and stored at the head of the pixel stream; False writes version 1.
@@ -164,13 +165,15 @@ class Engine:
         ``edge_classes``: version 6, table rows by the distance from the minimum (``model.edge``).
         ``min_flags``: version 6, flags on candidates at the plane's minimum (``model.repeat``).
         ``base_layer``: version 7, a coarse lattice coded by JPEG-XL where that is smaller
-        (``model.lattice``); ``base`` is then returned: ``(level, codestream)``, level 0 for none."""
+        (``model.lattice``); ``base`` is then returned: ``(level, codestream)``, level 0 for none.
+        ``ref_plane``: version 8, the previous slice's plane in this plane's values (-1 where it has
+        none, ``reference.ref_values``); the reference level chosen is then returned (0: not used)."""
         x = np.asarray(x).astype(np.int64)
         H, W = x.shape
         vmin, R, B = prep.slice_params(x)
         if R == 0:
             empty = np.zeros(0, np.uint32)
-            out = (vmin, 0, empty, empty) + (((0, b""),) if base_layer else ())
+            out = (vmin, 0, empty, empty) + (((0, b""),) if base_layer else ()) + ((0,) if ref_plane is not None else ())
             return out + (0.0,) if want_bits else out
         v = x - vmin
         f = self.dec.f
@@ -207,10 +210,14 @@ class Engine:
             extra_bits = np.where(esc, np.log2(R + 1.0), nb)
             at = pos if row is None else (pos[0] + row * f, pos[1])
             trows = self.table_rows(mu, s, edge_classes)
-            items.append(make_item(k, sym, trows, extra_bits, sub, at, v, self.dec.order, f, adapt, row, min_flags))
+            items.append(make_item(k, sym, trows, extra_bits, sub, at, v, self.dec.order, f, adapt, row, min_flags,
+                                   ref_plane))
             extras.append(np.where(esc, sub, low).reshape(-1))
         levels = flag_levels(wide_flags)
         weight, flags = choose_plane_coding(items, pixels.tables, levels) if adapt else (0, 0)
+        ref_level = choose_reference(items, pixels.tables, weight, flags) if adapt and ref_plane is not None else 0
+        if ref_level:  # version 8: the coding choice again, with the reference flags
+            weight, flags = choose_plane_coding(items, pixels.tables, levels)
         base, est = (0, b""), 0.0
         if base_layer and adapt:  # version 7: the lattice's sub-images leave the pixel stream
             options = lvpnet_base.options(v, R, f)
@@ -224,21 +231,26 @@ class Engine:
         # each item's flag tables and models, walking forward as the decoder will (ANS pushes in
         # reverse); weight 0 and no flags: the fixed tables (versions 1 and 2)
         coded = []
-        for it, keep, tables, counts in walk_plane(items, pixels.tables, weight, flags):
-            flag_state = None
+        for it, keep, tables, counts, refs in walk_plane(items, pixels.tables, weight, flags):
+            flag_state = ref_state = None
+            if it.ref_flagged:
+                ref_state = (it.ref_hit(), it.ref_x, [refs.table(xi) for xi in range(reference.CONTEXTS)])
+                est += float(refs.bits(*ref_state[:2]).sum()) if want_bits else 0.0
             if it.flagged(flags):
                 flag_state = (it.flag_hit(flags), it.flag_x(flags), [counts.table(xi) for xi in range(FLAG_CONTEXTS)])
                 est += float(counts.bits(*flag_state[:2]).sum()) if want_bits else 0.0
             sym, s = it.sym[keep], it.s[keep]
-            coded.append((keep, flag_state, pixels.step_models(s, tables)))
+            coded.append((keep, flag_state, ref_state, pixels.step_models(s, tables)))
             if want_bits:
                 est += pixels.bits(sym, s, R, tables)
         lat = self.latent.encode(zs, staged_latent)
         coder = new_coder()
-        for it, extra, (keep, flag_state, models) in zip(reversed(items), reversed(extras), reversed(coded)):
+        for it, extra, (keep, flag_state, ref_state, models) in zip(reversed(items), reversed(extras), reversed(coded)):
             pixels.push_step(coder, it.sym[keep], extra[keep], it.s[keep], R, models)
             if flag_state is not None:
                 self.pixels.push_flags(coder, flag_state[0], flag_state[1], _FixedCounts(flag_state[2]))
+            if ref_state is not None:  # read first: the reference flags, then the neighbours', then the values
+                self.pixels.push_flags(coder, ref_state[0], ref_state[1], _FixedCounts(ref_state[2]))
         if fits is not None:  # read after the offsets: the refinement, then the error feedback
             est += self.pixels.push_uniform(coder, *fits.side_symbols())
         if offsets is not None:  # pushed last, so the decoder reads them first
@@ -246,7 +258,7 @@ class Engine:
         if adapt:  # read before the offsets
             est += self.pixels.push_offsets(coder, np.array([weight + len(ADAPT_WEIGHTS) * flags]), modes(levels))
         pix = coder.get_compressed()
-        out = (vmin, R, lat, pix) + ((base,) if base_layer else ())
+        out = (vmin, R, lat, pix) + ((base,) if base_layer else ()) + ((ref_level,) if ref_plane is not None else ())
         if not want_bits:
             return out
         est += self.latent.bits(zs, staged_latent)
@@ -275,14 +287,16 @@ class Engine:
     def decode_plane(
         self, vmin: int, R: int, lat: np.ndarray, pix: np.ndarray, H: int, W: int, want_bits=False, calibrated=True,
         adaptive=True, refined=True, staged_latent=True, wide_flags=True, edge_classes=True, min_flags=True,
-        base=None,
+        base=None, ref_level: int = 0, ref_plane: np.ndarray | None = None,
     ):
         """Inverse of ``encode_plane`` (``calibrated``: bitstream version 2 or later, with per-step
         offsets; ``adaptive``: version 3, tables adapted to the slice; ``refined``: version 4,
         locations refined per step; ``staged_latent``, ``wide_flags``: version 5, latent tables
         adapted, flag levels 3 and 4; ``edge_classes``: version 6, table rows by the distance from
         the minimum; ``min_flags``: version 6, flags on candidates at the minimum; ``base``: version 7,
-        ``(level, codestream)`` of the base lattice, ``model.lattice``)."""
+        ``(level, codestream)`` of the base lattice, ``model.lattice``; ``ref_level``: version 8, the
+        plane's reference level, and ``ref_plane`` the previous slice's plane as
+        ``reference.ref_values`` gives it, ``model.reference``)."""
         if R == 0:
             out = np.full((H, W), vmin, dtype=np.int64)
             return (out, 0.0, 0.0) if want_bits else out
@@ -294,7 +308,11 @@ class Engine:
         pix_bits = [0.0]
         offsets = tables = None
         flags = 0
-        counts = FlagCounts()
+        counts, ref_counts = FlagCounts(), reference.counts()
+        if ref_level and ref_plane is None:
+            raise ValueError("lvpnet chunk: this slice was coded against the previous one, which was not given")
+        if ref_level and not (calibrated and adaptive and 0 < ref_level < reference.LEVELS):
+            raise ValueError(f"lvpnet chunk: reference level {ref_level} is not valid here")
         levels = flag_levels(wide_flags)
         pixels = self.pixel_coder(edge_classes)
         if calibrated and adaptive:
@@ -351,19 +369,31 @@ class Engine:
             if tables is not None:
                 tables.start_step(k)
             counts.start_step((k, -1 if row is None else row))
-            hit = np.zeros(mu.shape, bool)
+            ref_counts.start_step((k, -1 if row is None else row))
+            hit = ref_hit = np.zeros(mu.shape, bool)
+            at = pos if row is None else (di + row * f, dj)
+            got = None
+            if ref_level:  # version 8: the reference flags come first
+                got = reference.item_reference(out, ref_plane, at, f, mu.shape, self.dec.order, k, row)
+            if got is not None:
+                r, rx = got[0], reference.contexts(*got, ref_level, row)
+                ref_hit = self.pixels.pop_flags(coder, rx, ref_counts)
+                if want_bits:
+                    pix_bits[0] += float(ref_counts.bits(ref_hit, rx).sum())
+                ref_counts.add(ref_hit, rx)
             found = None
             if flags_apply(flags, row):
-                at = pos if row is None else (di + row * f, dj)
                 found = item_candidates(out, at, f, mu.shape, self.dec.order, k, row)
             if found is not None:
                 cand, x = found
                 x = flag_contexts(x, flags, row, cand == 0 if min_flags else None)
+                if got is not None:  # no flag where the reference took the pixel or its candidate missed
+                    x = np.where((rx > 0) & (ref_hit | (cand == r)), 0, x)
                 hit = self.pixels.pop_flags(coder, x, counts)
                 if want_bits:
                     pix_bits[0] += float(counts.bits(hit, x).sum())
                 counts.add(hit, x)
-            keep = ~hit
+            keep = ~hit & ~ref_hit
             sym, extra = pixels.pop_step(coder, trows[keep], R, tables)
             esc = sym == self.pixels.esc
             low = np.where(esc, 0, extra)
@@ -374,6 +404,8 @@ class Engine:
             ).numpy()
             if found is not None:
                 vals[hit] = cand[hit]
+            if got is not None:
+                vals[ref_hit] = r[ref_hit]
             if vals.size and (vals.min() < 0 or vals.max() > R):
                 raise ValueError("decoded value outside the slice's range (damaged stream or other weights)")
             record(pos, row, vals, mu)

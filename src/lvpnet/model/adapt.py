@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import edge
+from . import edge, reference
 from .repeat import FlagCounts, flag_contexts, flags_apply, item_candidates
 from .tables import OFFSET_MAX, TOTAL, WIDE_OFFSET_MAX, pixel_symbols
 
@@ -183,6 +183,15 @@ class PlaneItem:
     x: np.ndarray | None = None
     row: int | None = None  # the row of sub-image 0 decoded row by row
     at_min: np.ndarray | None = None  # bitstream 6: whether each pixel's candidate is the plane's minimum
+    # bitstream 8 (``model.reference``): each pixel's reference value (-1: none), its ring's repeats,
+    # the ring's size, whether it equals its reference value, whether its candidate does; and the
+    # plane's reference level (``set_reference_level``)
+    ref: np.ndarray | None = None
+    ref_m: np.ndarray | None = None
+    ref_n: int = 0
+    ref_eq: np.ndarray | None = None
+    ref_is_cand: np.ndarray | None = None
+    ref_level: int = 0
     _flag_x: dict = field(default_factory=dict, repr=False)  # level -> flag_x: x, row, at_min are set first
 
     @property
@@ -195,31 +204,61 @@ class PlaneItem:
         return self.hit is not None and flags_apply(flags, self.row)
 
     def flag_x(self, flags: int) -> np.ndarray:
-        """The contexts of the pixels that carry a flag at level ``flags`` (0: no flag)."""
+        """The contexts of the pixels that carry a flag at level ``flags`` (0: no flag): not those a
+        reference flag took, nor those whose candidate is the reference value that flag missed."""
         if flags not in self._flag_x:
-            self._flag_x[flags] = flag_contexts(self.x, flags, self.row, self.at_min)
+            x = flag_contexts(self.x, flags, self.row, self.at_min)
+            if self.ref_flagged:
+                x = np.where((self.ref_x > 0) & (self.ref_eq | self.ref_is_cand), 0, x)
+            self._flag_x[flags] = x
         return self._flag_x[flags]
+
+    @property
+    def ref_flagged(self) -> bool:
+        """Does this item carry reference flags (bitstream 8) at the plane's reference level?"""
+        return self.ref_level > 0 and self.ref is not None
+
+    @property
+    def ref_x(self) -> np.ndarray:
+        """The reference flags' contexts at the plane's level (0: no flag)."""
+        return reference.contexts(self.ref, self.ref_m, self.ref_n, self.ref_level, self.row)
+
+    def ref_hit(self) -> np.ndarray:
+        """The pixels flagged as repeats of the reference."""
+        if not self.ref_flagged:
+            return np.zeros(self.sym.shape, bool)
+        return self.ref_eq & (self.ref_x > 0)
 
     def flag_hit(self, flags: int) -> np.ndarray:
         """The pixels flagged as repeats at level ``flags``."""
         return self.hit & (self.flag_x(flags) > 0)
 
     def keep(self, flags: int) -> np.ndarray:
-        """The pixels coded with the tables (all but the flagged repeats)."""
+        """The pixels coded with the tables (all but the flagged repeats, of the reference or a neighbour)."""
+        keep = ~self.ref_hit()
         if self.flagged(flags):
-            return ~self.flag_hit(flags)
-        return np.ones(self.sym.shape, bool)
+            keep &= ~self.flag_hit(flags)
+        return keep
+
+
+def set_reference_level(items: list[PlaneItem], level: int) -> None:
+    """The plane's reference level (``model.reference``) on each of its items."""
+    for it in items:
+        if it.ref_level != level:
+            it.ref_level = level
+            it._flag_x.clear()
 
 
 def make_item(
     k, sym, s, extra_bits, values, pos, v, order, f: int, flags: bool = True, row: int | None = None,
-    min_flags: bool = False,
+    min_flags: bool = False, ref: np.ndarray | None = None,
 ) -> PlaneItem:
     """A ``PlaneItem`` from numpy arrays of one sub-image (``values`` its real pixels, the first
     at ``pos`` of the plane ``v``, which holds every pixel decoded before them); with ``flags``,
     the candidates and contexts of ``repeat.item_candidates``. ``row``: the item is that row of
     sub-image 0. ``min_flags`` (bitstream version 6): candidates at the plane's minimum flag as
-    ``repeat.flag_contexts`` says."""
+    ``repeat.flag_contexts`` says. ``ref`` (bitstream version 8): the plane's reference values
+    (``reference.ref_values``), for the reference flags."""
     item = PlaneItem(k, np.asarray(sym).reshape(-1).astype(np.int64), np.asarray(s).reshape(-1).astype(np.int64),
                      np.asarray(extra_bits, np.float64).reshape(-1), row=row)
     found = item_candidates(v, pos, f, np.shape(values), order, k, row) if flags and np.size(values) else None
@@ -229,30 +268,47 @@ def make_item(
         item.hit = (np.asarray(values).reshape(-1) == c.reshape(-1)) & (item.x > 0)
         if min_flags:
             item.at_min = c.reshape(-1) == 0
+    got = reference.item_reference(v, ref, pos, f, np.shape(values), order, k, row) \
+        if flags and ref is not None and np.size(values) else None
+    if got is not None:
+        r, m, item.ref_n = got
+        item.ref, item.ref_m = r.reshape(-1), m.reshape(-1)
+        item.ref_eq = np.asarray(values).reshape(-1) == item.ref
+        item.ref_is_cand = (c.reshape(-1) == item.ref) if found is not None else np.zeros(item.ref.shape, bool)
     return item
 
 
 def walk_plane(items: list[PlaneItem], base: np.ndarray, weight_index: int, flags: int):
     """The coding state item by item, in decoding order, at one coding choice (prior-weight
-    index, flag level): yields ``(item, keep, tables, flag counts)`` as they stand when the item
-    is coded, and counts the item once the caller is done with it."""
-    tabs, counts = StepTables(base, ADAPT_WEIGHTS[weight_index]), FlagCounts()
+    index, flag level): yields ``(item, keep, tables, flag counts, reference flag counts)`` as
+    they stand when the item is coded, and counts the item once the caller is done with it."""
+    tabs, counts, refs = StepTables(base, ADAPT_WEIGHTS[weight_index]), FlagCounts(), reference.counts()
     for it in items:
         tabs.start_step(it.k)
         counts.start_step(it.stage)
+        refs.start_step(it.stage)
         keep = it.keep(flags)
-        yield it, keep, tabs, counts
+        yield it, keep, tabs, counts, refs
+        if it.ref_flagged:
+            refs.add(it.ref_hit(), it.ref_x)
         if it.flagged(flags):
             counts.add(it.flag_hit(flags), it.flag_x(flags))
         tabs.add(it.sym[keep], it.s[keep])
+
+
+def ref_flag_bits(it: PlaneItem, refs) -> np.ndarray:
+    """Code length of each of the item's reference flags (0 where none), as ``refs`` stands."""
+    return refs.bits(it.ref_hit(), it.ref_x) if it.ref_flagged else np.zeros(it.sym.shape, np.float64)
 
 
 def plane_bits(items: list[PlaneItem], base: np.ndarray, weight_index: int, flags: int) -> list[np.ndarray]:
     """Per item, every pixel's code length (float64) at one coding choice: flag bits (``flags``: the level),
     then for the unflagged pixels the adapted table bits and the raw low / escape bits."""
     out = []
-    for it, keep, tabs, counts in walk_plane(items, base, weight_index, flags):
-        b = counts.bits(it.flag_hit(flags), it.flag_x(flags)) if it.flagged(flags) else np.zeros(it.sym.shape, np.float64)
+    for it, keep, tabs, counts, refs in walk_plane(items, base, weight_index, flags):
+        b = ref_flag_bits(it, refs)
+        if it.flagged(flags):
+            b += counts.bits(it.flag_hit(flags), it.flag_x(flags))
         b[keep] += tabs.symbol_bits(it.sym[keep], it.s[keep]) + it.extra_bits[keep]
         out.append(b)
     return out
@@ -268,7 +324,8 @@ def choose_plane_coding(items: list[PlaneItem], base: np.ndarray, flag_levels: i
     best = None
     for flags in levels:
         kept, fixed = {}, 0.0  # per step, the kept pixels' (row, symbol) as flat histogram indices
-        for it, keep, _tabs, counts in walk_plane(items, base, 0, flags):  # flag and raw bits do not depend on the weight
+        for it, keep, _tabs, counts, refs in walk_plane(items, base, 0, flags):  # flag and raw bits do not depend on the weight
+            fixed += float(ref_flag_bits(it, refs).sum())
             if it.flagged(flags):
                 fixed += float(counts.bits(it.flag_hit(flags), it.flag_x(flags)).sum())
             fixed += float(it.extra_bits[keep].sum())
@@ -285,9 +342,36 @@ def choose_plane_coding(items: list[PlaneItem], base: np.ndarray, flag_levels: i
     return best[1], best[2]
 
 
+def choose_reference(items: list[PlaneItem], base: np.ndarray, weight_index: int, flags: int) -> int:
+    """The reference level (``model.reference``) that codes the plane in the fewest bits, judged on
+    every pixel's code length without references at the coding choice given: a level's flags plus
+    the bits of the pixels they do not take. Sets it on the items and returns it (0: none, also
+    when no item has reference values). Stored in the stream, so it need not be reproducible."""
+    set_reference_level(items, 0)
+    if not any(it.ref is not None for it in items):
+        return 0
+    bits = plane_bits(items, base, weight_index, flags)
+    best, best_cost = 0, sum(float(b.sum()) for b in bits)
+    for level in range(1, reference.LEVELS):
+        set_reference_level(items, level)
+        refs, cost = reference.counts(), 0.0
+        for it, b in zip(items, bits):
+            refs.start_step(it.stage)
+            hit = it.ref_hit()
+            if it.ref_flagged:
+                cost += float(refs.bits(hit, it.ref_x).sum())
+                refs.add(hit, it.ref_x)
+            cost += float(b[~hit].sum())
+        if cost < best_cost - 1e-9:
+            best, best_cost = level, cost
+    set_reference_level(items, best)
+    return best
+
+
 def adapted_pixel_bits(
     steps, R: int, tables, shifts, K: int, v: np.ndarray, order, rows0: bool = False, flag_levels: int = FLAG_LEVELS,
     edge_thr: np.ndarray | None = None, min_flags: bool = False, base_costs: dict[int, float] | None = None,
+    ref: np.ndarray | None = None,
 ) -> tuple[list[np.ndarray], tuple]:
     """Per item ``(k, values, mu, s)`` of a plane (integer tensors, decoding order, ``s`` as
     coded; ``v`` the whole plane, numpy; ``rows0``: sub-image 0 is decoded row by row): every
@@ -295,8 +379,8 @@ def adapted_pixel_bits(
     ``flag_levels`` = ``WIDE_FLAG_LEVELS``: version 5; with the ``model.edge`` thresholds
     ``edge_thr`` and ``min_flags`` as well: version 6; with ``base_costs``, the bits of each base
     level's codestream: version 7, the chosen lattice's bits shared over its pixels by
-    ``lattice.map_share``), and
-    the encoder's choice (weight index, flag level, base level)."""
+    ``lattice.map_share``; with ``ref``, the previous slice's values as ``reference.ref_values`` gives
+    them: version 8), and the encoder's choice (weight index, flag level, base level, reference level)."""
     from . import lattice  # it builds on this module
 
     base = tables.cpu().numpy()
@@ -314,12 +398,15 @@ def adapted_pixel_bits(
         if k == 0 and rows0:  # the codec's items: one per row
             for r in range(vals.shape[0]):
                 items.append(make_item(0, sym[r], s_[r], extra[r], vals[r : r + 1], (di + r * f, dj), v, order, f, row=r,
-                                       min_flags=min_flags))
+                                       min_flags=min_flags, ref=ref))
             rows_of.append(vals.shape[0])
         else:
-            items.append(make_item(k, sym, s_, extra, vals, (di, dj), v, order, f, min_flags=min_flags))
+            items.append(make_item(k, sym, s_, extra, vals, (di, dj), v, order, f, min_flags=min_flags, ref=ref))
             rows_of.append(None)
     w, flags = choose_plane_coding(items, base, flag_levels)
+    ref_level = choose_reference(items, base, w, flags) if ref is not None else 0
+    if ref_level:  # the coding choice again, with the reference flags
+        w, flags = choose_plane_coding(items, base, flag_levels)
     level, prefix = 0, []
     if base_costs:  # the learned bits of the lattices' items, walked once for the choice and the map
         prefix = lattice.learned_bits(items, base, w, flags, lattice.candidate_steps(base_costs, order, f))
@@ -334,4 +421,4 @@ def adapted_pixel_bits(
         n = 1 if nrows is None else nrows
         out.append(np.concatenate(bits[i : i + n]).reshape(tuple(vals.shape)))
         i += n
-    return out, (w, flags, level)
+    return out, (w, flags, level, ref_level)

@@ -40,7 +40,6 @@ ROW0_CONTEXT = 4  # added to a sub-image-0 row's x: its own contexts
 # Bitstream version 6: a candidate at the plane's minimum (value 0: a CT's padding, an MR's or an
 # ultrasound's black background) has contexts of its own, ``x + CONTEXTS``, with the same priors.
 FLAG_CONTEXTS = 2 * CONTEXTS
-_PRIOR = np.array(PRIOR_HITS, np.int64)
 
 
 def row_ring(f: int):
@@ -133,9 +132,12 @@ class FlagCounts:
     ``add``-ed earlier then count; sub-image 0's rows are stages of their own, so its flags
     learn row by row), ``table(x)`` the integer ``[miss, hit]`` frequencies."""
 
-    def __init__(self):
-        self.hits = np.zeros(FLAG_CONTEXTS, np.int64)
-        self.total = np.zeros(FLAG_CONTEXTS, np.int64)
+    def __init__(self, priors=PRIOR_HITS + PRIOR_HITS):
+        """``priors``: the prior hits per context, in eighths (the neighbour-repeat flags' by default;
+        ``model.reference`` counts its own flags with its own)."""
+        self._prior = np.array(priors, np.int64)
+        self.hits = np.zeros(len(priors), np.int64)
+        self.total = np.zeros(len(priors), np.int64)
         self._pending: list[tuple[np.ndarray, np.ndarray]] = []
         self._step = None
 
@@ -151,7 +153,7 @@ class FlagCounts:
 
     def table(self, x: int) -> np.ndarray:
         """[miss, hit] summing to 2**16 (miss >= 2, hit >= 1): p(hit) = (8 hits + prior) / (8 total + 8)."""
-        num = 8 * int(self.hits[x]) + PRIOR_HITS[x % CONTEXTS]
+        num = 8 * int(self.hits[x]) + int(self._prior[x])
         den = 8 * int(self.total[x]) + 8
         hit = 1 + num * (TOTAL - 2) // den
         return np.array([TOTAL - hit, hit], np.int64)
@@ -163,7 +165,7 @@ class FlagCounts:
         m = x > 0
         if m.any():
             xs = x[m]
-            num = 8 * self.hits[xs] + _PRIOR[xs % CONTEXTS]
+            num = 8 * self.hits[xs] + self._prior[xs]
             h = 1 + num * (TOTAL - 2) // (8 * self.total[xs] + 8)
             out[m] = -np.log2(np.where(hit[m], h, TOTAL - h) / TOTAL)
         return out

@@ -1,6 +1,6 @@
 """Regenerate the learned codec's golden files (only on a deliberate format change: bump the version).
 
-    .venv/bin/python tests/data/lvpnet_golden/make_golden.py [--set v1|v2|v3|v4|v5|v6|v7|v8] [--inputs-only]
+    .venv/bin/python tests/data/lvpnet_golden/make_golden.py [--set v1|v2|v3|v4|v5|v6|v7|v8|v9] [--inputs-only]
 
 Writes model.pt (configs/tiny-test.json with 4 latent and 2 upsampling channels, torch seed 0: small enough to
 commit), the inputs (*.npy), the expected chunks (*.chunk) of ``LVPNetCodec`` version 1 and
@@ -19,7 +19,10 @@ seven stages and a CT-like slice with padding that takes the new flag levels; se
 from the minimum, flags on candidates at the minimum: the padded CT-like slice's edge takes them),
 every input of v6 plus an MR-like slice of magnitude noise around a disc; set v8
 (``../lvpnet_golden_v8``): the v3 weights with bitstream version 7 (base lattices coded by
-JPEG-XL where that is smaller; expected.json names the libjxl that wrote them), the inputs of v7.
+JPEG-XL where that is smaller; expected.json names the libjxl that wrote them), the inputs of v7;
+set v9 (``../lvpnet_golden_v9``): the v3 weights with bitstream version 8 (flags for the pixels
+that repeat the previous slice), the inputs of v8 plus two frames of cine loops (grey and RGB),
+each coded against the frame before it (``<name>.ref.npy``).
 
 Regenerate model.pt too (no --inputs-only) when the encoder's architecture changed so that the
 old weights no longer load; the decode tests keep guarding the format either way.
@@ -96,6 +99,25 @@ def version6_inputs() -> dict[str, np.ndarray]:
     return {"rician_mr_uint16": np.round(mag).astype(np.uint16)}
 
 
+def version8_inputs() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Inputs of bitstream version 8 (set v9), each with the frame before it: a grey cine-like frame
+    (a black background, a static block of text-like glyphs, a speckled sector that changes) and
+    an RGB one (a coloured static overlay, a changing grey middle)."""
+    rng = np.random.default_rng(19)
+    glyphs = rng.choice(np.array([0, 255], np.uint8), size=(8, 40), p=[0.7, 0.3])
+    frames = np.zeros((2, 48, 64), np.uint8)
+    frames[:, 2:10, 4:44] = glyphs
+    yy, xx = np.mgrid[:48, :64]
+    sector = (np.hypot(yy - 12, xx - 32) < 34) & (yy > 14)
+    for t in range(2):
+        frames[t][sector] = rng.integers(10, 120, int(sector.sum()))
+    rgb = np.zeros((2, 24, 40, 3), np.uint8)
+    rgb[:, 1:5, 2:30] = np.array([40, 200, 220], np.uint8) * (glyphs[:4, :28, None] > 0)
+    for t in range(2):
+        rgb[t, 8:20, 6:34] = rng.integers(0, 90, (12, 28, 1))
+    return {"cine_uint8": (frames[1], frames[0]), "cine_rgb_uint8": (rgb[1], rgb[0])}
+
+
 SETS = {
     "v1": (HERE, {}),
     "v2": (HERE.parent / "lvpnet_golden_v2", {"head": 2, "subimage": 4, "ctx_bits": 9, "step0_rows": True}),
@@ -105,6 +127,7 @@ SETS = {
     "v6": (HERE.parent / "lvpnet_golden_v6", "v3"),
     "v7": (HERE.parent / "lvpnet_golden_v7", "v3"),
     "v8": (HERE.parent / "lvpnet_golden_v8", "v3"),
+    "v9": (HERE.parent / "lvpnet_golden_v9", "v3"),
 }
 
 
@@ -149,9 +172,15 @@ def main() -> None:
         expected["jpegxl"] = imagecodecs.jpegxl_version()
     cases = (inputs() | (adapting_inputs() if later(4) else {}) | (refining_inputs() if later(5) else {})
              | (version5_inputs() if later(6) else {}) | (version6_inputs() if later(7) else {}))
+    pairs = version8_inputs() if later(9) else {}
+    cases |= {name: x for name, (x, _ref) in pairs.items()}
     for name, x in cases.items():
         np.save(out / f"{name}.npy", x)
-        data = codec.encode(x)
+        if name in pairs:
+            np.save(out / f"{name}.ref.npy", pairs[name][1])
+            data = codec.encode(x, reference=pairs[name][1])
+        else:
+            data = codec.encode(x)
         (out / f"{name}.chunk").write_bytes(data)
         expected["chunks"][name] = hashlib.sha256(data).hexdigest()
     (out / "expected.json").write_text(json.dumps(expected, indent=1) + "\n")
