@@ -12,7 +12,10 @@ model (float encoder ``LVPNet`` + exact ``IntegerDecoder``, docs/MODEL.md):
   the ``log2(R + 1)`` bits of its uniform code). Where bitstream version 7 hands the slice's
   coarse lattice to JPEG-XL (``model.lattice``), that codestream's bits shared over the lattice's
   pixels in proportion to what the learned codec would have spent on each (``lattice.map_share``:
-  JPEG-XL gives no per-pixel lengths, so this part of the map is an attribution). RGB: the sum over the planes.
+  JPEG-XL gives no per-pixel lengths, so this part of the map is an attribution). A slice that
+  the writer codes against the slice before it (bitstream version 8, ``model.reference``: all but
+  every ``compressor.REFERENCE_RUN``-th) is mapped against it too, reference flags included.
+  RGB: the sum over the planes.
 * **latent bits** ``latent_bits`` (float32, one cell per 32 x 32 block): the
   code length of the block's latent ``z`` (all channels, all planes) under the
   latent tables. Pixel map + latent map = the slice's whole ideal code length,
@@ -231,8 +234,9 @@ def _integer_slice(x, rgb: bool) -> np.ndarray:
     return a.astype(np.int64)
 
 
-def _plane(model: LoadedModel, plane: np.ndarray) -> dict:
-    """Everything for one grey plane (int64 2-D), as float64 / int tensors moved to numpy."""
+def _plane(model: LoadedModel, plane: np.ndarray, reference: np.ndarray | None = None) -> dict:
+    """Everything for one grey plane (int64 2-D), as float64 / int tensors moved to numpy
+    (``reference``: the previous slice's plane, raw values, for bitstream 8's reference flags)."""
     import torch
 
     from .codecs import lvpnet_base
@@ -241,17 +245,19 @@ def _plane(model: LoadedModel, plane: np.ndarray) -> dict:
     from .model.intnet import ExactMode
     from .model.prep import collapse_gaps, padded_size, polyphase_pad, slice_params, sub_real_shape, to_grid
     from .model.qcm import qcm_int
+    from .model.reference import ref_values
     from .model.tables import WIDE_OFFSET_MAX, calibrated_scales
 
     net, dec = model.net, model.dec
     cfg, f = dec.cfg, dec.f
     # values on a grid are coded by their index, without runs of unused values, as the codec does
-    plane = to_grid(plane)[2]
+    vmin0, step, plane = to_grid(plane)
     span = slice_params(plane)[1]
     if span > MAX_RANGE:
         raise InputError(f"the slice spans {span + 1} values; the model codes ranges of at most 16 bits")
-    plane = collapse_gaps(plane)[0]
+    plane, gaps = collapse_gaps(plane)
     vmin, R, B = slice_params(plane)
+    ref = None if reference is None or R == 0 else ref_values(reference, vmin0, step, gaps, R)
     v = plane - vmin
     H, W = v.shape
     Hp, Wp = padded_size(H, W, cfg.stride)
@@ -285,7 +291,7 @@ def _plane(model: LoadedModel, plane: np.ndarray) -> dict:
         # ... its tables adapted to the slice and its neighbour-repeat flags (bitstream version 3)
         per_pixel, _mode = adapted_pixel_bits(
             steps, R, dec.pixel_tables, dec.pixel_shifts, dec.K, v, dec.order, dec.cfg.step0_rows, WIDE_FLAG_LEVELS,
-            dec.edge_thr, True, lvpnet_base.costs(v, R, f),
+            dec.edge_thr, True, lvpnet_base.costs(v, R, f), ref,
         )
         for (k, *_rest), b in zip(steps, per_pixel):
             di, dj = dec.order[k]
@@ -304,13 +310,20 @@ def _plane(model: LoadedModel, plane: np.ndarray) -> dict:
     }
 
 
-def analyse_slice(x, model: LoadedModel, *, rgb: bool = False, index: int = 0) -> SliceMaps:
-    """Maps of one 2-D slice ((rows, cols), or (rows, cols, 3) with ``rgb``) under ``model``."""
+def analyse_slice(x, model: LoadedModel, *, rgb: bool = False, index: int = 0, reference=None) -> SliceMaps:
+    """Maps of one 2-D slice ((rows, cols), or (rows, cols, 3) with ``rgb``) under ``model``
+    (``reference``: the slice before it, when the writer codes it against that one)."""
     from .model.prep import rgb_to_planes
 
     a = _integer_slice(x, rgb)
     planes = [p.astype(np.int64) for p in rgb_to_planes(a)] if rgb else [a]
-    parts = [_plane(model, p) for p in planes]
+    refs = [None] * len(planes)
+    if reference is not None:
+        r = _integer_slice(reference, rgb)
+        if r.shape != a.shape:
+            raise InputError(f"the reference slice is {r.shape}, the slice {a.shape}")
+        refs = [p.astype(np.int64) for p in rgb_to_planes(r)] if rgb else [r]
+    parts = [_plane(model, p, q) for p, q in zip(planes, refs)]
     pixel = sum(p["pixel_bits"] for p in parts)
     latent = sum(p["latent_bits"] for p in parts)
     return SliceMaps(
@@ -466,8 +479,11 @@ def iter_analyse(
         return result
     pix, lat = np.zeros(len(idx)), np.zeros(len(idx))
     yield Progress("inspect", 0, len(idx))
+    from .compressor import REFERENCE_RUN
+
     for k, i in enumerate(idx):
-        m = analyse_slice(_get_slice(source, i, tuple(frames)), model, rgb=rgb, index=i)
+        ref = _get_slice(source, i - 1, tuple(frames)) if i % REFERENCE_RUN else None  # as the writer codes it
+        m = analyse_slice(_get_slice(source, i, tuple(frames)), model, rgb=rgb, index=i, reference=ref)
         pix[k], lat[k] = m.pixel_bits_total, m.latent_bits_total
         if maps:
             result.maps.append(m)

@@ -111,11 +111,14 @@ def _ours(volume: Volume, codec: str | None) -> dict[str, Any]:
     sums: dict[str, float] = {}
     stat_slices = 0
     slice_samples = int(np.prod(lvp.slice_shape))
+    flat = back.reshape((-1,) + lvp.slice_shape)
     for i in range(len(lvp)):
         chunk, cid, version = lvp._reader.chunk(i)
         per_codec[cid] = per_codec.get(cid, 0) + 1
         per_codec_bytes[cid] = per_codec_bytes.get(cid, 0) + len(chunk)
-        stats = codecs.get_codec(cid).chunk_stats(chunk, lvp.slice_shape, lvp.dtype, version)
+        c = codecs.get_codec(cid)
+        ref = {"reference": flat[i - 1]} if i and c.needs_reference(chunk, lvp.slice_shape, version) else {}
+        stats = c.chunk_stats(chunk, lvp.slice_shape, lvp.dtype, version, **ref)
         if stats:
             stat_slices += 1
             for k, v in stats.items():

@@ -1,0 +1,178 @@
+"""Bitstream version 8: flags for the pixels that repeat the previous slice (``model.reference``),
+from the value mapping up to files whose slices are coded against the slice before them."""
+
+import numpy as np
+import pytest
+
+import lvpnet
+from lvpnet.codecs.lvpnet_codec import LVPNetCodec, unpack_chunk
+from lvpnet.compressor import REFERENCE_RUN
+from lvpnet.errors import DamagedError
+from lvpnet.model import prep, reference
+from lvpnet.model.repeat import ring_for_step
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def cine(frames: int, shape=(40, 56), seed: int = 3) -> np.ndarray:
+    """A cine-like uint8 loop: black, a static block of glyphs, a speckled region that changes."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros((frames,) + shape, np.uint8)
+    out[:, 2:8, 3:40] = rng.choice(np.array([0, 200, 255], np.uint8), size=(6, 37), p=[0.6, 0.2, 0.2])
+    for t in range(frames):
+        out[t, 12:34, 10:46] = rng.integers(20, 110, out[t, 12:34, 10:46].shape)
+    return out
+
+
+def test_reference_values_are_the_planes_coded_values():
+    """The previous plane in this plane's coded values: the plane itself maps to what the codec
+    codes; values off the grid, inside a removed run or outside the range have none."""
+    rng = np.random.default_rng(0)
+    plane = np.where(rng.random((30, 40)) < 0.5, -2000, 7 * rng.integers(0, 60, (30, 40)) + 14)
+    vmin, step, k = prep.to_grid(plane)
+    packed, gaps = prep.collapse_gaps(k)
+    assert step == 1 or len(gaps)  # the padding's run is taken out
+    R = int(packed.max())
+    assert np.array_equal(reference.ref_values(plane, vmin, step, gaps, R), packed)
+    odd = np.array([[vmin - 1, vmin + 1 if step > 1 else vmin + 10, int(plane.max()) + step, -2000]])
+    got = reference.ref_values(odd, vmin, step, gaps, R)
+    assert got[0, 0] == -1 and got[0, 2] == -1 and got[0, 3] == 0
+    if len(gaps):  # a value inside the removed run
+        inside = vmin + step * (int(gaps[0, 0]) + 1)
+        assert reference.ref_values(np.array([[inside]]), vmin, step, gaps, R)[0, 0] == -1
+
+
+def test_ring_repeats_and_contexts():
+    order = [(0, 0), (2, 2), (0, 2), (2, 0), (1, 1), (1, 3), (3, 1), (3, 3),
+             (0, 1), (0, 3), (2, 1), (2, 3), (1, 0), (1, 2), (3, 0), (3, 2)]
+    v = np.arange(36).reshape(6, 6) % 5
+    ref = v.copy()
+    ref[0, 2] = 9  # a neighbour of pixel (1, 1) no longer repeats
+    ref[4, 0] = 7  # and one of (5, 1); (1, 5) and (5, 5) have neighbours outside (they count as repeating)
+    k = order.index((1, 1))
+    assert ring_for_step(order, k) == ((-1, -1), (-1, 1), (1, -1), (1, 1))
+    r, m, n = reference.item_reference(v, ref, (1, 1), 4, (2, 2), order, k)
+    assert n == 4 and np.array_equal(r, ref[1::4, 1::4])
+    assert np.array_equal(m, [[3, 4], [3, 4]])
+    r2 = r.copy()
+    r2[1, 1] = -1
+    assert np.array_equal(reference.contexts(r2, m, n, 1, None), [[4, 5], [4, 0]])
+    assert np.array_equal(reference.contexts(r2, m, n, 3, None), [[0, 5], [0, 0]])
+    assert np.array_equal(reference.contexts(r2, m, n, 2, None), [[4, 5], [4, 0]])
+    assert not reference.contexts(r2, m - 2, n, 2, None)[0, 0]
+    assert not reference.contexts(r2, m, n, 0, None).any()
+    assert reference.contexts(r, np.array([[0]]), 3, 1, 0)[0, 0] == reference.ROW0_CONTEXT
+
+
+def test_a_repeating_frame_costs_less_and_decodes_exactly():
+    codec = LVPNetCodec(device="cpu")
+    a = cine(2)
+    alone, against = codec.encode(a[1]), codec.encode(a[1], reference=a[0])
+    assert codec.needs_reference(against, a[1].shape, 8) and not codec.needs_reference(alone, a[1].shape, 8)
+    assert len(against) < 0.9 * len(alone)
+    assert np.array_equal(codec.decode(against, a[1].shape, a.dtype, 8, reference=a[0]), a[1])
+    with pytest.raises(ValueError, match="previous one"):
+        codec.decode(against, a[1].shape, a.dtype, 8)
+    with pytest.raises(ValueError, match="reference slice"):
+        codec.decode(against, a[1].shape, a.dtype, 8, reference=a[0][:-1])
+    # the estimate the decoder reports is the stream's length, near enough
+    st = codec.chunk_stats(against, a[1].shape, a.dtype, 8, reference=a[0])
+    assert abs(st["estimated_pixel_bits"] - st["pixel_bits"]) < 0.01 * st["pixel_bits"] + 64
+
+
+def test_an_unrelated_reference_is_left_unused():
+    """Where nothing repeats, the encoder picks reference level 0: the same bytes as alone."""
+    codec = LVPNetCodec(device="cpu")
+    rng = np.random.default_rng(9)
+    x = rng.integers(0, 4096, (32, 48)).astype(np.uint16)
+    other = rng.integers(0, 4096, (32, 48)).astype(np.uint16)
+    data = codec.encode(x, reference=other)
+    assert not codec.needs_reference(data, x.shape, 8)
+    assert data == codec.encode(x)
+
+
+def test_rgb_frames_repeat_plane_by_plane():
+    codec = LVPNetCodec(device="cpu")
+    g = cine(2, (24, 40), seed=5)
+    rgb = np.stack([g, g // 2, 255 - g], -1)
+    data = codec.encode(rgb[1], reference=rgb[0])
+    assert [p[7] > 0 for p in unpack_chunk(data, 3, 8)] == [True] * 3
+    assert np.array_equal(codec.decode(data, rgb[1].shape, rgb.dtype, 8, reference=rgb[0]), rgb[1])
+
+
+# ------------------------------------------------------------------ files
+
+
+@pytest.fixture(scope="module")
+def cine_file():
+    a = cine(REFERENCE_RUN + 3)
+    return a, lvpnet.compress(a, codec="lvpnet", safety_net=False)
+
+
+def _needs(f: lvpnet.LvpFile, i: int) -> bool:
+    data, codec, version = f._chunk(i)
+    return codec.needs_reference(data, f.slice_shape, version)
+
+
+def test_a_cine_file_codes_each_frame_against_the_one_before(cine_file):
+    a, data = cine_file
+    f = lvpnet.LvpFile(data)
+    assert [_needs(f, i) for i in range(len(f))] == [i % REFERENCE_RUN != 0 for i in range(len(f))]
+    alone = lvpnet.compress(a[:1], codec="lvpnet", safety_net=False)
+    assert f.chunk_bytes(1) < 0.9 * lvpnet.LvpFile(alone).chunk_bytes(0)
+    assert np.array_equal(f.read_all(), a)
+
+
+def test_any_frame_reads_alone_in_any_order(cine_file):
+    a, data = cine_file
+    for i in (5, REFERENCE_RUN + 2, 0, 3, 3, REFERENCE_RUN - 1, 1):
+        f = lvpnet.LvpFile(data) if i == 5 else f  # noqa: F821 (a fresh file first, then the same)
+        assert np.array_equal(f[i], a[i])
+    got = f[2]
+    got[:] = 0  # a caller's changes do not reach the kept slice
+    assert np.array_equal(f[2], a[2]) and np.array_equal(f[3], a[3])
+
+
+def test_damage_before_a_frame_is_reported_when_reading_it(cine_file):
+    """A frame coded against a damaged one is not decoded into a wrong image: the damage is named."""
+    a, data = cine_file
+    rec = lvpnet.LvpFile(data)._reader.records[2]
+    damaged = bytearray(data)
+    damaged[rec.offset + rec.length // 2] ^= 0x10
+    g = lvpnet.LvpFile(bytes(damaged))
+    assert np.array_equal(g[1], a[1])
+    assert np.array_equal(g[REFERENCE_RUN], a[REFERENCE_RUN])  # a fresh run: unaffected
+    with pytest.raises(DamagedError, match="slice 2"):
+        g[4]
+
+
+def test_a_frame_kept_by_the_fallback_is_a_reference_too():
+    """With the safety net, a frame the fallback stores still serves the next one as its reference."""
+    a = cine(3)
+    a[1] = 0  # a black frame: the fallback codes it smaller
+    a[1, 2:8, 3:40] = a[0, 2:8, 3:40]
+    data = lvpnet.compress(a, codec="lvpnet")
+    f = lvpnet.LvpFile(data)
+    codecs = [f.header["codecs"][r.codec]["id"] for r in f._reader.records]
+    assert np.array_equal(f.read_all(), a)
+    if codecs[1] == "fallback" and codecs[2] == "lvpnet":
+        assert _needs(f, 2) and np.array_equal(lvpnet.LvpFile(data)[2], a[2])
+
+
+def test_the_map_of_a_frame_is_what_its_chunk_pays(cine_file):
+    """The Inspect maps of a frame the writer codes against the one before count its reference
+    flags as the decoder does: against the frame coded alone, map and decoder estimate move by
+    the same number of bits (the side information, which maps leave out, is the same)."""
+    from lvpnet import analysis
+
+    a, data = cine_file
+    f = lvpnet.LvpFile(data)
+    model = analysis.load_model()
+    res = lvpnet.progress.run(analysis.iter_analyse(f, model, indices=[1]))
+    mapped = analysis.analyse_slice(a[1], model, reference=a[0]).total_bits
+    alone = analysis.analyse_slice(a[1], model).total_bits
+    assert res.maps[0].total_bits == pytest.approx(mapped, rel=1e-12) and mapped < 0.9 * alone
+    codec = LVPNetCodec(device="cpu")
+    est = codec.chunk_stats(f._chunk(1)[0], f.slice_shape, f.dtype, 8, reference=a[0])["estimated_bits"]
+    est_alone = codec.chunk_stats(codec.encode(a[1]), f.slice_shape, f.dtype, 8)["estimated_bits"]
+    assert est - mapped == pytest.approx(est_alone - alone, abs=1e-3)
