@@ -148,6 +148,7 @@ def info_dict(path: str) -> dict:
         "writer": h.get("writer"),
         "codec": next(iter(counts)) if len(counts) == 1 else "mixed",
         "codecs": counts,
+        "coded_against_previous": lvp.coded_against_previous(),
         "codec_versions": h["codecs"],
         "model": h.get("model"),
         "constriction_version": h.get("constriction_version"),
@@ -180,7 +181,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(json.dumps(info))
         return 0
     for key in ("file", "format_version", "writer", "shape", "dtype", "rgb", "slices", "spacing", "source_format",
-                "codecs", "model", "constriction_version", "original_bytes", "file_bytes", "bits_per_sample", "ratio"):
+                "codecs", "coded_against_previous", "model", "constriction_version", "original_bytes", "file_bytes", "bits_per_sample", "ratio"):
         print(f"{key:>20}: {info[key]}")
     for key in ("dicom_files", "dicom_source_bytes", "transfer_syntax_changed", "photometric_changed",
                 "carried_verbatim", "lossy_source_files", "not_archived"):

@@ -87,6 +87,19 @@ class LvpFile:
             counts[cid] = counts.get(cid, 0) + 1
         return counts
 
+    def coded_against_previous(self) -> int:
+        """How many slices are coded against the slice before them (bitstream 8, ``model.reference``);
+        reads the chunks' headers, not their streams, and needs no weights."""
+        n = 0
+        for i in range(len(self)):
+            data, codec_id, version = self._reader.chunk(i)
+            try:
+                codec = codecs.get_codec(codec_id)
+            except InputError:
+                continue
+            n += self._needs_reference(i, data, codec, version)
+        return n
+
     def chunk_bytes(self, i: int) -> int:
         return self._reader.records[i].length
 

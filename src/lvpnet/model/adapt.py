@@ -193,6 +193,7 @@ class PlaneItem:
     ref_is_cand: np.ndarray | None = None
     ref_level: int = 0
     _flag_x: dict = field(default_factory=dict, repr=False)  # level -> flag_x: x, row, at_min are set first
+    _ref_x: np.ndarray | None = field(default=None, repr=False)  # ref_x at ref_level
 
     @property
     def stage(self) -> tuple[int, int]:
@@ -221,7 +222,9 @@ class PlaneItem:
     @property
     def ref_x(self) -> np.ndarray:
         """The reference flags' contexts at the plane's level (0: no flag)."""
-        return reference.contexts(self.ref, self.ref_m, self.ref_n, self.ref_level, self.row)
+        if self._ref_x is None:
+            self._ref_x = reference.contexts(self.ref, self.ref_m, self.ref_n, self.ref_level, self.row)
+        return self._ref_x
 
     def ref_hit(self) -> np.ndarray:
         """The pixels flagged as repeats of the reference."""
@@ -247,6 +250,7 @@ def set_reference_level(items: list[PlaneItem], level: int) -> None:
         if it.ref_level != level:
             it.ref_level = level
             it._flag_x.clear()
+            it._ref_x = None
 
 
 def make_item(
