@@ -193,3 +193,23 @@ def test_the_command_line_round_trip_of_a_cine(tmp_path):
     assert main(["verify", str(tmp_path / "c.lvp")]) == 0
     assert main(["decompress", str(tmp_path / "c.lvp"), str(tmp_path / "out.npy")]) == 0
     assert np.array_equal(np.load(tmp_path / "out.npy"), a)
+
+
+def test_a_base_lattice_and_a_reference_in_one_plane(monkeypatch):
+    """A plane may carry both a JPEG-XL base lattice (bitstream 7) and reference flags (the RGB train
+    cine's G plane does); forced here: the lattice's sub-images read no reference flags, the
+    others read them against pixels the lattice supplied, and the slice decodes exactly."""
+    import nibabel as nib
+
+    from lvpnet.codecs import lvpnet_engine
+    from lvpnet.resources import path
+
+    v = np.asarray(nib.load(path("sample_ct.nii.gz")).dataobj)
+    frames = [np.ascontiguousarray(v[:96, :128, k]) for k in (5, 6)]
+    frames[1][:40] = frames[0][:40]  # the top repeats, the rest changes
+    monkeypatch.setattr(lvpnet_engine.lattice, "choose", lambda *a, **k: 2)
+    codec = LVPNetCodec(device="cpu")
+    data = codec.encode(frames[1], reference=frames[0])
+    ((*_p, (level, code), ref),) = unpack_chunk(data, 1, 8)
+    assert level == 2 and code and ref > 0
+    assert np.array_equal(codec.decode(data, frames[1].shape, frames[1].dtype, 8, reference=frames[0]), frames[1])

@@ -348,7 +348,8 @@ class LVPNetCodec(Codec):
         return any(p[7] for p in unpack_chunk(data, 3 if len(shape) == 3 else 1, version))
 
     def _decode_planes(self, planes, shape: tuple[int, ...], version: int, reference, want_bits: bool = False):
-        """Each plane's ``decode_plane`` result, the previous slice's planes as its reference."""
+        """Each plane's ``decode_plane`` result (its coded values ``k``; with ``want_bits`` also the
+        estimates), the previous slice's planes as its reference where the chunk says so."""
         eng = self.engine()
         H, W = shape[:2]
         refs = None
@@ -361,8 +362,7 @@ class LVPNetCodec(Codec):
             kw = {"base": more[0]} if more else {}
             if len(more) > 1 and more[1]:
                 kw |= {"ref_level": more[1], "ref_plane": ref_values(refs[i], vmin, step, gaps, R)}
-            out.append(eng.decode_plane(0 if not want_bits else vmin, R, lat, pix, H, W, want_bits=want_bits,
-                                        **_levels(version), **kw))
+            out.append(eng.decode_plane(0, R, lat, pix, H, W, want_bits=want_bits, **_levels(version), **kw))
         return out
 
     def decode(self, data: bytes, shape: tuple[int, ...], dtype: np.dtype, version: int,
