@@ -144,6 +144,7 @@ def test_damage_before_a_frame_is_reported_when_reading_it(cine_file):
     assert np.array_equal(g[REFERENCE_RUN], a[REFERENCE_RUN])  # a fresh run: unaffected
     with pytest.raises(DamagedError, match="slice 2"):
         g[4]
+    assert g.coded_against_previous() == lvpnet.LvpFile(data).coded_against_previous() - 1  # info still reads
 
 
 def test_a_frame_kept_by_the_fallback_is_a_reference_too():

@@ -130,10 +130,8 @@ def encode_stream(
     backup = codecs.get_codec(codecs.FallbackCodec.id) if safety_net and model is not None else None
     prev = None
     for i, s in enumerate(iter_slices(array, volume.rgb)):
-        if getattr(chosen, "takes_reference", False) and prev is not None and i % REFERENCE_RUN:
-            used, data = chosen, chosen.encode(s, reference=prev)
-        else:
-            used, data = chosen, chosen.encode(s)
+        ref = {"reference": prev} if chosen.takes_reference and i % REFERENCE_RUN else {}
+        used, data = chosen, chosen.encode(s, **ref)
         prev = s
         if backup is not None:
             alt = backup.encode(s)

@@ -11,7 +11,7 @@ import numpy as np
 
 from . import codecs
 from .container import ContainerReader, slice_hash
-from .errors import DamagedError, InputError
+from .errors import DamagedError, InputError, LvpnetError
 from .progress import Progress, run
 from .slicing import n_slices, slice_shape
 from .volume import Volume
@@ -88,16 +88,16 @@ class LvpFile:
         return counts
 
     def coded_against_previous(self) -> int:
-        """How many slices are coded against the slice before them (bitstream 8, ``model.reference``);
-        reads the chunks' headers, not their streams, and needs no weights."""
+        """How many slices are coded against the slice before them (bitstream 8, ``model.reference``),
+        from the chunks' plane headers: no weights needed, no stream decoded. A chunk that cannot be
+        read (damaged, an unknown codec) is not counted; ``verify`` names it."""
         n = 0
         for i in range(len(self)):
-            data, codec_id, version = self._reader.chunk(i)
             try:
-                codec = codecs.get_codec(codec_id)
-            except InputError:
+                data, codec_id, version = self._reader.chunk(i)
+                n += self._needs_reference(i, data, codecs.get_codec(codec_id), version)
+            except LvpnetError:
                 continue
-            n += self._needs_reference(i, data, codec, version)
         return n
 
     def chunk_bytes(self, i: int) -> int:
@@ -137,7 +137,7 @@ class LvpFile:
 
     def _needs_reference(self, i: int, data: bytes, codec, version: int) -> bool:
         """Does slice ``i``'s chunk decode only against slice ``i - 1``?"""
-        if not getattr(codec, "takes_reference", False):
+        if not codec.takes_reference:
             return False
         try:
             return bool(codec.needs_reference(data, self.slice_shape, version))
@@ -166,10 +166,8 @@ class LvpFile:
     def _decode(self, i: int, data: bytes, codec, version: int, reference: np.ndarray | None) -> np.ndarray:
         """Slice ``i`` from its chunk (``reference``: the slice before it, decoded, where it needs it)."""
         try:
-            if reference is not None and getattr(codec, "takes_reference", False):
-                out = codec.decode(data, self.slice_shape, self.dtype, version, reference=reference)
-            else:
-                out = codec.decode(data, self.slice_shape, self.dtype, version)
+            ref = {"reference": reference} if reference is not None and codec.takes_reference else {}
+            out = codec.decode(data, self.slice_shape, self.dtype, version, **ref)
         except InputError:  # e.g. the learned codec's weights are not installed: not damage
             raise
         except Exception as e:  # a codec failing on bytes whose CRC matched
