@@ -201,9 +201,9 @@ def test_a_base_lattice_and_a_reference_in_one_plane(monkeypatch):
     cine's G plane does); forced here: the lattice's sub-images read no reference flags, the
     others read them against pixels the lattice supplied, and the slice decodes exactly."""
     import nibabel as nib
+    from lvpnet.resources import path
 
     from lvpnet.codecs import lvpnet_engine
-    from lvpnet.resources import path
 
     v = np.asarray(nib.load(path("sample_ct.nii.gz")).dataobj)
     frames = [np.ascontiguousarray(v[:96, :128, k]) for k in (5, 6)]
