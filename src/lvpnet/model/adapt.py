@@ -272,8 +272,9 @@ def make_item(
         item.hit = (np.asarray(values).reshape(-1) == c.reshape(-1)) & (item.x > 0)
         if min_flags:
             item.at_min = c.reshape(-1) == 0
-    got = reference.item_reference(v, ref, pos, f, np.shape(values), order, k, row) \
-        if flags and ref is not None and np.size(values) else None
+    got = None
+    if flags and ref is not None and np.size(values):
+        got = reference.item_reference(v, ref, pos, f, np.shape(values), order, k, row)
     if got is not None:
         r, m, item.ref_n = got
         item.ref, item.ref_m = r.reshape(-1), m.reshape(-1)

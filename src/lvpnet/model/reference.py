@@ -78,7 +78,7 @@ def item_reference(v: np.ndarray, ref: np.ndarray, at: tuple[int, int], f: int, 
         inside = (r_ >= 0) & (r_ < H) & (c_ >= 0) & (c_ < W)
         r_, c_ = np.clip(r_, 0, H - 1), np.clip(c_, 0, W - 1)
         m += ~inside | (v[r_, c_] == ref[r_, c_])
-    return ref[np.clip(rows, 0, H - 1), np.clip(cols, 0, W - 1)], m, len(ring)
+    return ref[rows, cols], m, len(ring)  # the item's own pixels lie inside
 
 
 def contexts(r: np.ndarray, m: np.ndarray, n: int, level: int, row: int | None) -> np.ndarray:
