@@ -214,3 +214,16 @@ def test_a_base_lattice_and_a_reference_in_one_plane(monkeypatch):
     ((*_p, (level, code), ref),) = unpack_chunk(data, 1, 8)
     assert level == 2 and code and ref > 0
     assert np.array_equal(codec.decode(data, frames[1].shape, frames[1].dtype, 8, reference=frames[0]), frames[1])
+
+
+def test_bench_reports_a_cine_with_its_references(cine_file):
+    """``lvpnet bench`` on a cine: the chunk figures of frames coded against the one before are
+    computed against it (the decoder's estimate is within 1% of the real pixel bits)."""
+    from lvpnet.bench import bench_volume
+
+    a, _data = cine_file
+    rec = bench_volume(lvpnet.Volume(array=a[:4]), "cine", codec="lvpnet", classical_ids=("jpegxl-e7",))
+    ours = rec["lvpnet"]
+    assert ours["lossless"] and ours["stats"]["slices"] == sum(ours["codecs"].get(k, 0) for k in ("lvpnet",))
+    st = ours["stats"]
+    assert abs(st["estimated_pixel_bits"] - st["pixel_bits"]) < 0.01 * st["pixel_bits"] + 64 * st["slices"]
