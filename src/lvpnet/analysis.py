@@ -481,9 +481,14 @@ def iter_analyse(
     yield Progress("inspect", 0, len(idx))
     from .compressor import REFERENCE_RUN
 
+    last = None  # (index, slice) read last: the reference of the next index
     for k, i in enumerate(idx):
-        ref = _get_slice(source, i - 1, tuple(frames)) if i % REFERENCE_RUN else None  # as the writer codes it
-        m = analyse_slice(_get_slice(source, i, tuple(frames)), model, rgb=rgb, index=i, reference=ref)
+        ref = None
+        if i % REFERENCE_RUN:  # as the writer codes it
+            ref = last[1] if last is not None and last[0] == i - 1 else _get_slice(source, i - 1, tuple(frames))
+        x = _get_slice(source, i, tuple(frames))
+        last = (i, x)
+        m = analyse_slice(x, model, rgb=rgb, index=i, reference=ref)
         pix[k], lat[k] = m.pixel_bits_total, m.latent_bits_total
         if maps:
             result.maps.append(m)

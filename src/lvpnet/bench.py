@@ -117,7 +117,7 @@ def _ours(volume: Volume, codec: str | None) -> dict[str, Any]:
         per_codec[cid] = per_codec.get(cid, 0) + 1
         per_codec_bytes[cid] = per_codec_bytes.get(cid, 0) + len(chunk)
         c = codecs.get_codec(cid)
-        ref = {"reference": flat[i - 1]} if i and c.needs_reference(chunk, lvp.slice_shape, version) else {}
+        ref = {"reference": flat[i - 1]} if i and c.takes_reference else {}  # used where the chunk needs it
         stats = c.chunk_stats(chunk, lvp.slice_shape, lvp.dtype, version, **ref)
         if stats:
             stat_slices += 1

@@ -352,16 +352,12 @@ class LVPNetCodec(Codec):
         estimates), the previous slice's planes as its reference where the chunk says so."""
         eng = self.engine()
         H, W = shape[:2]
-        refs = None
-        if any(len(p) > 7 and p[7] for p in planes):
-            if reference is None:
-                raise ValueError("lvpnet chunk: this slice was coded against the previous one, which was not given")
-            refs = self._references(shape, reference)
+        refs = self._references(shape, reference) if any(len(p) > 7 and p[7] for p in planes) else None
         out = []
         for i, (vmin, R, lat, pix, step, gaps, *more) in enumerate(planes):
             kw = {"base": more[0]} if more else {}
-            if len(more) > 1 and more[1]:
-                kw |= {"ref_level": more[1], "ref_plane": ref_values(refs[i], vmin, step, gaps, R)}
+            if len(more) > 1 and more[1]:  # without a reference the engine refuses the plane
+                kw |= {"ref_level": more[1], "ref_plane": None if refs is None else ref_values(refs[i], vmin, step, gaps, R)}
             out.append(eng.decode_plane(0, R, lat, pix, H, W, want_bits=want_bits, **_levels(version), **kw))
         return out
 
@@ -372,7 +368,6 @@ class LVPNetCodec(Codec):
         if version not in self.reads_versions:
             raise ValueError(f"lvpnet chunk version {version} is not supported")
         rgb = len(shape) == 3
-        H, W = shape[:2]
         planes = unpack_chunk(data, 3 if rgb else 1, version)
         out = [vmin + step * prep.expand_gaps(k, gaps)
                for (vmin, _R, _lat, _pix, step, gaps, *_more), k in
