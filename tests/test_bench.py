@@ -57,7 +57,10 @@ def test_json_contract_and_consistency(tmp_path, capsys, inputs):
     rep = _bench_json(capsys, grey, nii, dcm)
     assert rep["lvpnet_version"] == lvpnet.__version__
     assert set(rep["classical_codecs"]) == CLASSICAL_IDS
-    assert rep["stat_keys"] == []  # the fallback codec reports no latent/pixel split
+    model = get_codec("lvpnet").model_id()
+    # the default learned codec reports its latent/pixel split where it kept slices; the fallback has none
+    learned = [r for r in rep["inputs"] if r["lvpnet"]["codecs"].get("lvpnet")]
+    assert learned and rep["stat_keys"] == list(bench.STAT_KEYS)
     recs = rep["inputs"]
     assert [r["input"] for r in recs] == [str(grey), str(nii), str(dcm)]
     for k, (r, path) in enumerate(zip(recs, (grey, nii, dcm))):
@@ -70,8 +73,10 @@ def test_json_contract_and_consistency(tmp_path, capsys, inputs):
         assert ours["file_bytes"] == real.stat().st_size
         assert ours["chunk_bytes"] + ours["container_bytes"] == ours["file_bytes"]
         assert ours["bits_per_sample"] == pytest.approx(8 * real.stat().st_size / vol.array.size, abs=1e-4)
-        assert ours["lossless"] is True and ours["stats"] is None
+        assert ours["lossless"] is True and (ours["stats"] is None) == (r not in learned)
         assert sum(ours["codecs"].values()) == r["slices"]
+        assert ours["model"] == (model if r in learned else None) and set(ours["versions"]) == set(ours["codecs"])
+        assert ours["versions"].get("lvpnet", [8]) == [8]
         assert sum(ours["codec_bytes"].values()) == ours["chunk_bytes"]
         # the six classical codecs, every one round-tripped
         assert set(r["classical"]) == CLASSICAL_IDS and r["classical_skipped"] is None
@@ -205,8 +210,11 @@ class _StatsCodec(Codec):
     def __init__(self):
         self._inner = get_codec("fallback")
 
-    def encode(self, slice_):
-        return self._inner.encode(slice_)
+    def encode(self, slice_, **kw):
+        return self._inner.encode(slice_, **kw)
+
+    def thorough_efforts(self, slice_):
+        return self._inner.thorough_efforts(slice_)
 
     def decode(self, data, shape, dtype, version):
         return self._inner.decode(data, shape, dtype, version)
@@ -222,7 +230,7 @@ def test_codec_stats_columns_appear_when_reported(monkeypatch, rng):
     assert get_codec("fallback").chunk_stats(b"\x02\x00", (1, 1), np.dtype(np.uint8), 1) is None
     monkeypatch.setitem(codecs_mod._INSTANCES, "fallback", _StatsCodec())
     vol = Volume(smooth_image(rng, (2, 24, 24), 0, 900, np.uint16))
-    rep = lvpnet.progress.run(bench.bench_volumes([("v", vol, None)], classical_ids=("jpegls",)))
+    rep = lvpnet.progress.run(bench.bench_volumes([("v", vol, None)], codec="fallback", classical_ids=("jpegls",)))
     assert rep["stat_keys"] == ["latent_bits", "pixel_bits", "estimated_bits"]
     st = rep["inputs"][0]["lvpnet"]["stats"]
     assert st["slices"] == 2 and st["samples"] == vol.array.size

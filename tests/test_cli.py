@@ -11,6 +11,7 @@ import pytest
 from conftest import smooth_image
 
 from lvpnet.cli import main
+from lvpnet.codecs import get_codec
 
 
 def lvpnet_cmd(*args, check_rc=None):
@@ -74,7 +75,9 @@ def test_compress_json_and_info_json(tmp_path, rng):
     for key in ("format_version", "codec", "model", "shape", "dtype", "slices", "file_bytes", "bits_per_sample"):
         assert key in info
     assert info["shape"] == [4, 64, 64] and info["dtype"] == "int16" and info["slices"] == 4
-    assert info["file_bytes"] == size and info["codec"] == "fallback" and info["format_version"] == "1.0"
+    assert info["file_bytes"] == size and info["format_version"] == "1.0"
+    # integers up to 16 bits: the learned codec by default, its weights named in the file
+    assert info["codec"] == "lvpnet" and info["model"] == get_codec("lvpnet").model_id()
 
 
 def test_nifti_input_roundtrip_keeps_header(tmp_path, rng):
@@ -173,16 +176,27 @@ def test_debug_shows_traceback(tmp_path):
     assert proc.returncode != 0 and "Traceback" in proc.stderr
 
 
+def _demo_rows(text: str) -> dict[str, list[str]]:
+    return {line[:30].strip(): line[30:].split() for line in text.splitlines()
+            if line.startswith(("lvpnet", "JPEG-XL", "JPEG-LS"))}
+
+
 def test_demo_runs_and_is_identical():
-    proc = lvpnet_cmd("demo", check_rc=0)
-    lines = proc.stdout.splitlines()
-    assert any(line.startswith("lvpnet") and line.rstrip().endswith("yes") for line in lines)
-    assert any(line.startswith("JPEG-XL") for line in lines) and any(line.startswith("JPEG-LS") for line in lines)
+    """The shipped weights are the default: one lvpnet row, the learned codec keeping the sample's
+    slices, smaller than JPEG-XL and identical after decoding."""
+    rows = _demo_rows(lvpnet_cmd("demo", check_rc=0).stdout)
+    ours = [k for k in rows if k.startswith("lvpnet")]
+    assert ours == ["lvpnet (lvpnet)"] and all(r[-1] == "yes" for r in rows.values())
+    assert float(rows[ours[0]][1]) < float(rows["JPEG-XL e7 lossless"][1])  # bits per sample
+    assert "JPEG-LS lossless" in rows
 
 
-def test_demo_also_shows_learned_weights_that_are_not_the_default(monkeypatch, tiny_model_path):
+def test_demo_also_shows_learned_weights_that_are_not_the_default(monkeypatch, capsys, tiny_model_path):
+    from lvpnet import codecs, demo
+
     monkeypatch.setenv("LVPNET_WEIGHTS", str(tiny_model_path))
-    proc = lvpnet_cmd("demo", check_rc=0)
-    rows = [line for line in proc.stdout.splitlines() if line.startswith("lvpnet")]
-    assert len(rows) == 2 and rows[1].startswith("lvpnet codec alone")
-    assert all(r.rstrip().endswith("yes") for r in rows)
+    monkeypatch.setattr(codecs.get_codec("lvpnet"), "_engine", None)  # load the weights the environment names
+    monkeypatch.setattr(codecs, "shipped_is_default", lambda: False)  # weights whose card says they lost
+    assert demo.run_demo() == 0
+    rows = [k for k in _demo_rows(capsys.readouterr().out) if k.startswith("lvpnet")]
+    assert len(rows) == 2 and rows[0].startswith("lvpnet (fallback") and rows[1] == "lvpnet codec alone"

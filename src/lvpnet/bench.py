@@ -38,6 +38,8 @@ Layout of the report (``bench --json`` prints it)::
               "lvpnet": {"file_bytes", "chunk_bytes", "container_bytes", "bits_per_sample",
                          "encode_seconds", "decode_seconds", "encode_msps", "decode_msps",
                          "lossless", "codecs": {id: slices}, "codec_bytes": {id: bytes},
+                         "versions": {id: [bitstream versions]}, "model": null | weights sha256,
+                         "learned_only": null | {"file_bytes", "bits_per_sample", "model"},
                          "stats": null | {"slices", "samples", key..., key + "_per_sample"...}},
               "classical": {id: {"name", "bytes", "bits_per_sample", "encode_seconds",
                                  "decode_seconds", "encode_msps", "decode_msps", "lossless"}},
@@ -108,6 +110,7 @@ def _ours(volume: Volume, codec: str | None) -> dict[str, Any]:
 
     per_codec: dict[str, int] = {}
     per_codec_bytes: dict[str, int] = {}
+    versions: dict[str, set[int]] = {}
     sums: dict[str, float] = {}
     stat_slices = 0
     slice_samples = int(np.prod(lvp.slice_shape))
@@ -116,6 +119,7 @@ def _ours(volume: Volume, codec: str | None) -> dict[str, Any]:
         chunk, cid, version = lvp._reader.chunk(i)
         per_codec[cid] = per_codec.get(cid, 0) + 1
         per_codec_bytes[cid] = per_codec_bytes.get(cid, 0) + len(chunk)
+        versions.setdefault(cid, set()).add(version)
         c = codecs.get_codec(cid)
         ref = {"reference": flat[i - 1]} if i and c.takes_reference else {}  # used where the chunk needs it
         stats = c.chunk_stats(chunk, lvp.slice_shape, lvp.dtype, version, **ref)
@@ -145,6 +149,8 @@ def _ours(volume: Volume, codec: str | None) -> dict[str, Any]:
         "lossless": lossless,
         "codecs": per_codec,
         "codec_bytes": per_codec_bytes,
+        "versions": {cid: sorted(v) for cid, v in versions.items()},
+        "model": lvp.header.get("model"),
         "stats": stats_out,
     }
 
@@ -156,6 +162,7 @@ def _learned_only(volume: Volume, codec: str | None, per_codec: dict[str, int]) 
     (then the figures above are its own already).
     """
     from . import compress
+    from .lvpfile import LvpFile
 
     name = codec or codecs.default_codec_name(volume.array.dtype, volume.rgb)
     if name != "lvpnet" or set(per_codec) == {"lvpnet"}:
@@ -163,7 +170,8 @@ def _learned_only(volume: Volume, codec: str | None, per_codec: dict[str, int]) 
     if not codecs.get_codec("lvpnet").accepts(volume.array.dtype, volume.rgb):
         return None
     data = compress(volume, codec="lvpnet", verify=False, safety_net=False)
-    return {"file_bytes": len(data), "bits_per_sample": round(8.0 * len(data) / volume.array.size, 4)}
+    return {"file_bytes": len(data), "bits_per_sample": round(8.0 * len(data) / volume.array.size, 4),
+            "model": LvpFile(data).header.get("model")}
 
 
 def _classical(volume: Volume, ids: Sequence[str], step: Callable[[], None]) -> tuple[dict[str, Any], str | None]:
