@@ -40,8 +40,9 @@ def file_figures(report: dict, best: dict[str, float], modality: dict[str, str],
     versions = set()
     for r in report["inputs"]:
         ours = r["lvpnet"]
-        if ours.get("model") not in (None, sha) or (ours.get("learned_only") or {}).get("model") not in (None, sha):
-            raise SystemExit(f"the report's {r['input']} was coded with other weights ({ours['model'][:12]}...)")
+        other = {ours.get("model"), (ours.get("learned_only") or {}).get("model")} - {None, sha}
+        if other:
+            raise SystemExit(f"the report's {r['input']} was coded with other weights ({other.pop()[:12]}...)")
         if r["input"] not in best:
             raise SystemExit(f"the report's {r['input']} is not among the eval's val images")
         alone = (ours.get("learned_only") or ours)["bits_per_sample"]

@@ -227,6 +227,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+CODEC_HELP = ("slice codec (default: lvpnet for integers up to 16 bits when the shipped weights won on val, "
+              "each slice kept by the fallback where that is smaller; else fallback, the fast one)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lvpnet", description="Lossless compression of medical images and volumes.")
     p.add_argument("--version", action="version", version=f"lvpnet {__version__}")
@@ -238,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("output", help="the .lvp file to write")
     c.add_argument("--rgb", action="store_true", help="the last axis of 3 of a .npy input is colour")
     c.add_argument("--series", metavar="UID", help="the series to take from a DICOM folder holding several")
-    c.add_argument("--codec", choices=codecs.available(), help="slice codec (default: lvpnet, with the fallback per slice where smaller, for integers up to 16 bits when its weights won on val, else fallback; fallback is the fast one)")
+    c.add_argument("--codec", choices=codecs.available(), help=CODEC_HELP)
     c.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the learned codec runs")
     c.add_argument("--no-verify", action="store_true", help="skip decoding the output before it is put in place")
     c.add_argument("--allow-lossy-source", action="store_true",
@@ -266,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="bits per sample and speed of lvpnet against six classical codecs")
     b.add_argument("inputs", nargs="+", metavar="INPUT", help=".npy, .nii, .nii.gz, .lvp, a .dcm file or a DICOM folder")
-    b.add_argument("--codec", choices=codecs.available(), help="slice codec (default: lvpnet, with the fallback per slice where smaller, for integers up to 16 bits when its weights won on val, else fallback; fallback is the fast one)")
+    b.add_argument("--codec", choices=codecs.available(), help=CODEC_HELP)
     b.add_argument("--series", metavar="UID", help="the series to take from DICOM folders holding several")
     b.add_argument("--json", action="store_true", help="print one JSON object (per-input records and totals)")
     b.add_argument("--plot", metavar="OUT.png", help="write a bar chart of bits per sample (PNG)")
