@@ -2,8 +2,9 @@
 
 Usage: python benchmarks/plugin_timing.py
 Prints: seconds from viewer.open(sample .lvp) until the first slice is drawn (the file
-written with the default codec, and with the learned one when its weights are installed),
-and seconds to compress the sample from the Compress widget (verify on) with each codec.
+written with the default codec, and with each other codec the widget offers: the fallback, and
+the learned one alone when it is not the default), and seconds to compress the sample from the
+Compress widget (verify on) with each.
 """
 
 from __future__ import annotations
@@ -23,13 +24,16 @@ def main() -> None:
     app = QApplication.instance() or QApplication([])
     from lvpnet import codecs
 
-    names = ["auto"] + (["lvpnet"] if "lvpnet" in codecs.available() else [])
     with tempfile.TemporaryDirectory() as tmp:
         volume = lvpnet.read(path(SAMPLE_CT))
+        # the default ("auto"), and each other codec the widget offers for this scan
+        default = codecs.default_codec_name(volume.array.dtype, volume.rgb)
+        names = ["auto"] + [c for c in ("fallback", "lvpnet") if c != default and c in codecs.available()]
+        print(f"auto = {default}")
         for name in names:
             lvp = Path(tmp) / f"sample_ct.{name}.lvp"
             # the learned codec's file without the per-slice fallback, so opening it decodes learned chunks
-            lvpnet.compress_to_file(volume, lvp, codec=None if name == "auto" else name, safety_net=name == "auto")
+            lvpnet.compress_to_file(volume, lvp, codec=None if name == "auto" else name, safety_net=name != "lvpnet")
             viewer = napari.Viewer(show=True)
             app.processEvents()
             t0 = time.perf_counter()

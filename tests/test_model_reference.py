@@ -80,6 +80,23 @@ def test_a_repeating_frame_costs_less_and_decodes_exactly():
     assert abs(st["estimated_pixel_bits"] - st["pixel_bits"]) < 0.01 * st["pixel_bits"] + 64
 
 
+def test_same_bytes_with_one_and_two_threads_against_the_previous_frame():
+    import torch
+
+    codec = LVPNetCodec(device="cpu")
+    a = cine(2)
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = codec.encode(a[1], reference=a[0])
+        torch.set_num_threads(2)
+        two = codec.encode(a[1], reference=a[0])
+        back = codec.decode(one, a[1].shape, a.dtype, 8, reference=a[0])
+    finally:
+        torch.set_num_threads(old)
+    assert one == two and codec.needs_reference(one, a[1].shape, 8) and np.array_equal(back, a[1])
+
+
 def test_an_unrelated_reference_is_left_unused():
     """Where nothing repeats, the encoder picks reference level 0: the same bytes as alone."""
     codec = LVPNetCodec(device="cpu")
