@@ -122,7 +122,7 @@ def layer_kwargs(*, shape, rgb, spacing, origin, direction, metadata, name, samp
 
 def _middle(array: np.ndarray, rgb: bool) -> np.ndarray:
     lead = array.shape[: array.ndim - (3 if rgb else 2)]
-    return array[tuple(n // 2 for n in lead)]
+    return array[tuple((n - 1) // 2 for n in lead)]  # the slice napari shows first
 
 
 def volume_layer(volume: Volume, name: str) -> tuple:
@@ -140,8 +140,10 @@ def lazy_lvp_layer(lvp: LvpFile, name: str) -> tuple:
     import dask.array as da
 
     frames, slice_shape = lvp.frame_shape, lvp.slice_shape
-    middle = int(np.ravel_multi_index(tuple(n // 2 for n in frames), frames)) if frames else 0
-    sample = lvp.read_slice(middle)  # the slice napari shows first; also gives the contrast
+    # the slice napari shows first (its dims start at (n - 1) // 2 on every axis): decoded once, here,
+    # where it also gives the contrast, and handed to napari when it asks
+    middle = int(np.ravel_multi_index(tuple((n - 1) // 2 for n in frames), frames)) if frames else 0
+    sample = lvp.read_slice(middle)
     if not frames:
         data = sample
     else:

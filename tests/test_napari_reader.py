@@ -43,6 +43,27 @@ def test_open_lvp_in_viewer_is_lazy_and_exact(make_napari_viewer, volume_lvp, mo
     assert np.array_equal(np.asarray(layer.data), v.array)
 
 
+def test_open_decodes_the_first_shown_slice_once(make_napari_viewer, tmp_path, rng, monkeypatch):
+    """An even number of slices: napari starts at slice (n - 1) // 2; the reader's contrast sample is
+    that slice, so opening decodes it once (plus slice 0, which a new layer slices before the viewer
+    moves it)."""
+    path = tmp_path / "six.lvp"
+    lvpnet.compress_to_file(smooth_image(rng, (6, 24, 20), 0, 3000, np.uint16), path, codec="fallback")
+    decoded = []
+    real = lvpnet.LvpFile._decode
+
+    def counting(self, i, *args):
+        decoded.append(i)
+        return real(self, i, *args)
+
+    monkeypatch.setattr(lvpnet.LvpFile, "_decode", counting)
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(path), plugin="napari-lvpnet")
+    viewer.screenshot(canvas_only=True, flash=False)  # draw it
+    assert viewer.dims.current_step[0] == 2
+    assert decoded.count(2) == 1 and set(decoded) <= {0, 2}
+
+
 def test_reader_declines_foreign_files(tmp_path):
     from napari_lvpnet._reader import get_lvp_reader
 
