@@ -176,6 +176,29 @@ def test_debug_shows_traceback(tmp_path):
     assert proc.returncode != 0 and "Traceback" in proc.stderr
 
 
+def test_progress_bar_says_how_long_is_left():
+    import io
+
+    from lvpnet.cli import ProgressBar
+    from lvpnet.progress import Progress
+
+    now = [100.0]
+    out = io.StringIO()
+    bar = ProgressBar(enabled=True, clock=lambda: now[0], stream=out)
+    for done, t in ((1, 100.0), (2, 102.5), (3, 105.0)):  # 2.5 s a slice after the first
+        now[0] = t
+        bar(Progress("encode", done, 300))
+    lines = out.getvalue().split("\r")[1:]
+    assert lines[0].rstrip().endswith("1/300 slices")  # no rate yet
+    assert lines[1].rstrip().endswith("2/300 slices, 12:25 left")  # 298 x 2.5 s
+    assert lines[2].rstrip().endswith("3/300 slices, 12:22 left")  # 297 x 2.5 s
+    now[0] = 106.0
+    bar(Progress("verify", 1, 300))  # a new stage times itself
+    bar(Progress("verify", 300, 300))
+    last = out.getvalue().split("\r")[-1]
+    assert last.startswith(" verify") and last.rstrip().endswith("300/300 slices") and last.endswith("\n")
+
+
 def _demo_rows(text: str) -> dict[str, list[str]]:
     return {line[:30].strip(): line[30:].split() for line in text.splitlines()
             if line.startswith(("lvpnet", "JPEG-XL", "JPEG-LS"))}

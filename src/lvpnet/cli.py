@@ -21,24 +21,40 @@ OUTPUT_SUFFIXES = (".npy", ".nii", ".nii.gz")
 
 
 class ProgressBar:
-    """Slices done / total on stderr, drawn only on a terminal."""
+    """Slices done / total on stderr, drawn only on a terminal, with the time left from the second
+    slice of a stage on (timed from the first, which also loads the weights: the learned codec takes
+    seconds a slice, and a long volume should say how long it will take)."""
 
-    def __init__(self, enabled: bool | None = None):
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+    def __init__(self, enabled: bool | None = None, clock=time.monotonic, stream=None):
+        self.stream = sys.stderr if stream is None else stream
+        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self.clock = clock
         self._last = ""
+        self._stage: tuple[str, float, int] | None = None  # (stage, when it started, slices done then)
 
     def __call__(self, p: Progress) -> None:
         if not self.enabled:
             return
+        now = self.clock()
+        if self._stage is None or self._stage[0] != p.stage or p.done < self._stage[2]:
+            self._stage = (p.stage, now, p.done)
         width = 30
         filled = width * p.done // max(p.total, 1)
         line = f"\r{p.stage:>7} [{'#' * filled}{'.' * (width - filled)}] {p.done}/{p.total} slices"
+        _, start, first = self._stage
+        if first < p.done < p.total:
+            line += f", {_duration((now - start) / (p.done - first) * (p.total - p.done))} left"
         if line != self._last:
-            sys.stderr.write(line)
+            self.stream.write(line.ljust(len(self._last)))  # a shorter line wipes the longer one's tail
             if p.done == p.total:
-                sys.stderr.write("\n")
-            sys.stderr.flush()
+                self.stream.write("\n")
+            self.stream.flush()
             self._last = line
+
+
+def _duration(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
 def _check_device(device: str) -> None:
