@@ -30,6 +30,7 @@ class ProgressBar:
         self.enabled = self.stream.isatty() if enabled is None else enabled
         self.clock = clock
         self._last = ""
+        self._drawn = 0  # length of what the current terminal line shows
         self._stage: tuple[str, float, int] | None = None  # (stage, when it started, slices done then)
 
     def __call__(self, p: Progress) -> None:
@@ -45,9 +46,11 @@ class ProgressBar:
         if first < p.done < p.total:
             line += f", {_duration((now - start) / (p.done - first) * (p.total - p.done))} left"
         if line != self._last:
-            self.stream.write(line.ljust(len(self._last)))  # a shorter line wipes the longer one's tail
+            self.stream.write(line.ljust(self._drawn))  # a shorter line wipes the longer one's tail
+            self._drawn = len(line)
             if p.done == p.total:
                 self.stream.write("\n")
+                self._drawn = 0
             self.stream.flush()
             self._last = line
 
