@@ -118,7 +118,6 @@ def test_pixel_map_is_each_pixels_code_length(model, rng, tiny_model_path, kind,
     are kept off on both sides (with version 5's flag levels the smooth slice would flag the few
     pixels whose neighbours agree); test_a_flagged_background_is_nearly_free_in_the_map covers them.
     So is bitstream 7's base layer; test_the_base_layer_in_the_map covers it."""
-    import lvpnet.codecs.lvpnet_engine as engine_mod
     import lvpnet.model.adapt as adapt_mod
     from lvpnet.codecs import lvpnet_base
     from lvpnet.codecs.lvpnet_codec import LVPNetCodec
@@ -130,8 +129,7 @@ def test_pixel_map_is_each_pixels_code_length(model, rng, tiny_model_path, kind,
     if kind != "smooth":
         x = rng.choice(np.array([0, 1, 1023], np.uint16), size=x.shape, p=[0.45, 0.45, 0.1])
         forced = lambda items, base, *levels: (2, 0)  # noqa: E731
-    for mod in (adapt_mod, engine_mod):
-        monkeypatch.setattr(mod, "choose_plane_coding", forced)
+    monkeypatch.setattr(adapt_mod, "choose_plane_coding", forced)  # the engine's choice goes through adapt too
     monkeypatch.setattr(lvpnet_base, "options", lambda *a: {})
     m = analysis.analyse_slice(x, model)
     found = {w: _map_matches(m, model, x, w) for w in ADAPT_WEIGHTS}

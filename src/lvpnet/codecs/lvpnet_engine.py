@@ -23,8 +23,7 @@ from ..model import IntegerDecoder, LVPNet, edge, feedback, lattice, load_checkp
 from ..model.adapt import (
     ADAPT_WEIGHTS,
     StepTables,
-    choose_plane_coding,
-    choose_reference,
+    choose_coding,
     flag_levels,
     make_item,
     modes,
@@ -214,10 +213,8 @@ class Engine:
                                    ref_plane))
             extras.append(np.where(esc, sub, low).reshape(-1))
         levels = flag_levels(wide_flags)
-        weight, flags = choose_plane_coding(items, pixels.tables, levels) if adapt else (0, 0)
-        ref_level = choose_reference(items, pixels.tables, weight, flags) if adapt and ref_plane is not None else 0
-        if ref_level:  # version 8: the coding choice again, with the reference flags
-            weight, flags = choose_plane_coding(items, pixels.tables, levels)
+        # version 8: with a reference, its level too, and the first choice made again with its flags
+        weight, flags, ref_level = choose_coding(items, pixels.tables, levels, ref_plane is not None) if adapt else (0, 0, 0)
         base, est = (0, b""), 0.0
         if base_layer and adapt:  # version 7: the lattice's sub-images leave the pixel stream
             options = lvpnet_base.options(v, R, f)

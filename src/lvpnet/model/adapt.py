@@ -373,6 +373,17 @@ def choose_reference(items: list[PlaneItem], base: np.ndarray, weight_index: int
     return best
 
 
+def choose_coding(items: list[PlaneItem], base: np.ndarray, flag_levels: int, with_reference: bool) -> tuple[int, int, int]:
+    """The plane's coding choice, as the encoder makes it: prior-weight index and flag level
+    (``choose_plane_coding``), then, ``with_reference``, the reference level (``choose_reference``)
+    and, where one is taken, the first two again with its flags in place."""
+    w, flags = choose_plane_coding(items, base, flag_levels)
+    ref_level = choose_reference(items, base, w, flags) if with_reference else 0
+    if ref_level:
+        w, flags = choose_plane_coding(items, base, flag_levels)
+    return w, flags, ref_level
+
+
 def adapted_pixel_bits(
     steps, R: int, tables, shifts, K: int, v: np.ndarray, order, rows0: bool = False, flag_levels: int = FLAG_LEVELS,
     edge_thr: np.ndarray | None = None, min_flags: bool = False, base_costs: dict[int, float] | None = None,
@@ -408,10 +419,7 @@ def adapted_pixel_bits(
         else:
             items.append(make_item(k, sym, s_, extra, vals, (di, dj), v, order, f, min_flags=min_flags, ref=ref))
             rows_of.append(None)
-    w, flags = choose_plane_coding(items, base, flag_levels)
-    ref_level = choose_reference(items, base, w, flags) if ref is not None else 0
-    if ref_level:  # the coding choice again, with the reference flags
-        w, flags = choose_plane_coding(items, base, flag_levels)
+    w, flags, ref_level = choose_coding(items, base, flag_levels, ref is not None)
     level, prefix = 0, []
     if base_costs:  # the learned bits of the lattices' items, walked once for the choice and the map
         prefix = lattice.learned_bits(items, base, w, flags, lattice.candidate_steps(base_costs, order, f))
