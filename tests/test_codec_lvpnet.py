@@ -507,7 +507,7 @@ def test_every_coding_mode_decodes_every_shape(tmp_path, monkeypatch):
     slices of awkward shapes (one pixel, one row, one column, empty sub-images), flat ones with
     a few values (flags everywhere), 16-bit ranges and RGB all decode exactly; and version 4's
     12 modes still do."""
-    import lvpnet.codecs.lvpnet_engine as engine_mod
+    import lvpnet.model.adapt as adapt_mod
     from lvpnet.model.adapt import ADAPT_WEIGHTS, FLAG_LEVELS, WIDE_FLAG_LEVELS, modes
 
     p = _checkpoint(tmp_path / "v3.pt", head=3, subimage=4, ctx_bits=9, step0_rows=True)
@@ -526,7 +526,7 @@ def test_every_coding_mode_decodes_every_shape(tmp_path, monkeypatch):
         c.version = version
         for mode in range(modes(levels)):
             forced = (mode % len(ADAPT_WEIGHTS), mode // len(ADAPT_WEIGHTS))
-            monkeypatch.setattr(engine_mod, "choose_plane_coding", lambda items, base, lv, m=forced: m)
+            monkeypatch.setattr(adapt_mod, "choose_plane_coding", lambda items, base, lv, m=forced: m)  # the encoder's choice
             for x in shapes:
                 y = c.decode(c.encode(x), x.shape, x.dtype, version)
                 assert np.array_equal(y, x), (version, mode, x.shape)
