@@ -85,10 +85,6 @@ def _msps(samples: int, seconds: float) -> float | None:
     return round(samples / seconds / 1e6, 3) if seconds > 0 else None
 
 
-def _r(x: float | None, nd: int = 4) -> float | None:
-    return None if x is None else round(float(x), nd)
-
-
 # ---------------------------------------------------------------- one input
 
 

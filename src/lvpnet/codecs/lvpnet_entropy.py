@@ -51,16 +51,6 @@ def _categorical(freqs: np.ndarray):
     return _model.Categorical(p, perfect=False)
 
 
-def words_to_bytes(words: np.ndarray) -> bytes:
-    return np.ascontiguousarray(words, dtype="<u4").tobytes()
-
-
-def bytes_to_words(data: bytes) -> np.ndarray:
-    if len(data) % 4:
-        raise ValueError("stream length is not a multiple of 4 bytes")
-    return np.frombuffer(data, dtype="<u4").astype(np.uint32)
-
-
 class LatentCoder:
     """Per-channel categorical tables over ``z + zmax`` (symbols ``0 .. 2 zmax``).
 

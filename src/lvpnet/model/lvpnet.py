@@ -91,10 +91,6 @@ class ModelConfig:
             raise ValueError("stride must be a multiple of subimage")
 
 
-def _ste_floor(x):
-    return x + (torch.floor(x) - x).detach()
-
-
 class LVPNet(nn.Module):
     """Training-time model. ``forward`` returns the code length (bits) of a batch."""
 
@@ -542,5 +538,3 @@ __all__ = [
     "save_checkpoint",
     "slice_bits",
 ]
-
-_ = math  # keep import for users doing math on tables

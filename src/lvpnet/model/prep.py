@@ -140,12 +140,6 @@ def polyphase_pad(v: np.ndarray, Hp: int, Wp: int, f: int) -> np.ndarray:
     return out
 
 
-def real_mask(H: int, W: int, Hp: int, Wp: int) -> np.ndarray:
-    m = np.zeros((Hp, Wp), dtype=bool)
-    m[:H, :W] = True
-    return m
-
-
 def to_ctx(v, B: int, bits: int = CTX_BITS):
     """Exact integer context value in [0, 2**bits): floor(v * 2**bits / 2**B)."""
     if isinstance(v, torch.Tensor):

@@ -209,10 +209,6 @@ def latent_bits_exact(z: torch.Tensor, tables: torch.Tensor, zmax: int) -> torch
     return -torch.log2(f / TOTAL)
 
 
-def log2_int(x: int) -> float:
-    return math.log2(x)
-
-
 def _log_bin(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """log(sigmoid(b) - sigmoid(a)) for a < b, numerically stable in both tails (training relaxation)."""
     import torch.nn.functional as F
