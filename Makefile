@@ -20,7 +20,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PIP) install -q --upgrade pip
 	# the CPU build of torch; a CUDA torch already in a user's environment is left alone by the package metadata
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e .
+	$(PIP) install -q -e '.[napari]'
 	@touch $@
 
 install: $(VENV)/.installed

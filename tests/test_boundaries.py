@@ -67,3 +67,10 @@ def test_wheel_ships_resources_and_manifest(tmp_path):
     for needed in ("lvpnet/resources/sample_ct.nii.gz", "lvpnet/resources/README.md", "napari_lvpnet/napari.yaml",
                    "lvpnet/cli.py", "lvpnet/io/dicom.py", "lvpnet/codecs/fallback.py"):
         assert needed in names
+    # the codec installs without the viewer: Qt, napari, magicgui and matplotlib come only with the extra
+    meta = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    requires = [line.split(":", 1)[1].strip() for line in meta.splitlines() if line.startswith("Requires-Dist:")]
+    core = [r for r in requires if "extra ==" not in r]
+    gui = ("napari", "npe2", "magicgui", "qtpy", "matplotlib", "pyqt")
+    assert core and not [r for r in core if r.lower().startswith(gui)], core
+    assert any(r.startswith("napari") and 'extra == "napari"' in r for r in requires), requires

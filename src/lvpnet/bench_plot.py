@@ -26,7 +26,10 @@ def check_output(path: str | os.PathLike) -> None:
 def plot_bits(rep: dict[str, Any], path: str | os.PathLike, title: str | None = None) -> None:
     """Grouped bars: one group per input plus the total, one bar per codec (lvpnet first)."""
     check_output(path)
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:  # an extra: servers install the codec alone
+        raise InputError("--plot needs matplotlib: pip install 'napari-lvpnet[napari]' (or matplotlib)") from None
 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
