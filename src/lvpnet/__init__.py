@@ -16,7 +16,13 @@ __version__ = "0.1.0"
 
 import os
 
-import numpy as np
+# OpenMP threads that spin while they wait for work make torch 6-10x slower with 2 threads than
+# with 1 on a machine whose other core is busy (a user's workstation, a shared server); waiting
+# passively costs nothing measurable when the cores are free. libgomp reads this when torch is
+# first imported, which the imports below do, so it must be set first; a user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
 
 from .compressor import (
     CompressResult,
