@@ -1,0 +1,230 @@
+"""End-to-end speed of `lvpnet` on a 256 x 512 x 512 int16 volume, CPU or GPU, in one call.
+
+    here:    .venv/bin/python benchmarks/volume_engine.py --prepare .volbench
+             # .volbench/: sources.npy (4 real 512 x 512 CT slices from ../shared/data/train, 2 MB) and
+             # the wheels the device lacks (constriction, imagecodecs: 27 MB); the checkout is 34 MB, so
+             # the call stays under the device's 64 MiB. `echo /.volbench/ >> .git/info/exclude` once.
+    device:  python3 -m pip install -q --no-index --no-deps --target /tmp/site .volbench/*.whl && \\
+             mkdir -p /tmp/pkg && cp -r src/lvpnet /tmp/pkg/ && cp -r resources /tmp/pkg/lvpnet/resources && \\
+             PYTHONPATH=/tmp/site:/tmp/pkg PYTHONUNBUFFERED=1 python3 benchmarks/volume_engine.py --run .volbench \\
+                 --device cuda --budget-s 420 --out $OUT/volume_engine.json           (carry: .volbench)
+             # /tmp/pkg lays the package out as an install does (resources/ inside lvpnet/, for the weights)
+    CPU:     .venv/bin/python benchmarks/volume_engine.py --run .volbench --device cpu --budget-s 120 \\
+                 --md benchmarks/volume_engine.md
+
+The volume: 256 slices, each one of the source slices under one of the 8 flips and rotations of the
+square and one of 8 circular shifts, so that no slice repeats the one before it (bitstream 8 codes each
+slice against the one before; an exact repeat would cost nothing and flatter the figures).
+
+What is timed, end to end through the public API (`lvpnet.compress` and `lvpnet.decompress`: container,
+learned codec with the per-slice safety net, entropy coding): encode without verification, then decode
+(which checks every chunk's CRC and slice hash) and a comparison with the input, reported apart. The
+engine of today codes about 0.1-0.5 Mpixel/s, so a whole 256-slice volume does not fit a 15-minute GPU
+lease: ``--budget-s`` (default 420) sizes the volume from a 2-slice probe (a multiple of 8 slices, at
+most 256) and the report says how many slices were run. Then the portability check: the first 8 slices
+(one reference run) encoded on the device decode exactly on the CPU, and the CPU's file on the device.
+GPU memory: torch's peak allocation. Exit status 0 when every decode is exact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+SIDE = 512
+FULL = 256
+RUN = 8  # compressor.REFERENCE_RUN: the portability check takes one whole run
+
+
+# ---------------------------------------------------------------- preparing (here)
+
+
+def source_slices(n: int) -> np.ndarray:
+    """``n`` real 512 x 512 CT slices from train (never val), evenly spread over the CT arrays that have them."""
+    manifest = json.loads((SHARED / "manifest.json").read_text())
+    entries = manifest["items"]
+    picked = []
+    for e in sorted(entries, key=lambda e: e["id"]):
+        if e.get("split") != "train" or e.get("modality") != "CT" or e.get("rgb"):
+            continue
+        if list(e["shape"][-2:]) != [SIDE, SIDE] or np.dtype(e["dtype"]).kind not in "iu":
+            continue
+        with np.load(SHARED / e["file"]) as z:
+            a = z["image"].reshape(-1, SIDE, SIDE)
+        picked.append(a[len(a) // 2])
+    if len(picked) < n:
+        raise SystemExit(f"only {len(picked)} 512 x 512 CT arrays in train; asked for {n}")
+    step = len(picked) / n
+    return np.stack([picked[int(i * step)] for i in range(n)]).astype(np.int16)
+
+
+def prepare(folder: Path, n: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / "sources.npy", source_slices(n))
+    import imagecodecs
+
+    for old in folder.glob("*.whl"):
+        old.unlink()
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version", "3.12",
+         "--implementation", "cp", "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64",
+         "--platform", "manylinux2014_x86_64", "-d", str(folder), "constriction==0.5.0",
+         f"imagecodecs=={imagecodecs.__version__}"],
+        check=True,
+    )
+    print("prepared", folder, sorted(os.listdir(folder)))
+
+
+# ---------------------------------------------------------------- running (here or on the device)
+
+
+def build_volume(sources: np.ndarray, n: int) -> np.ndarray:
+    """Slice k: source k % S, flipped/rotated by (k // S) % 8, shifted by (k // (8 S)) % 8 steps of 61 pixels."""
+    S = len(sources)
+    out = np.empty((n, SIDE, SIDE), dtype=sources.dtype)
+    for k in range(n):
+        a = sources[k % S]
+        t = (k // S) % 8
+        a = np.rot90(a, t % 4)
+        if t >= 4:
+            a = a[:, ::-1]
+        shift = 61 * ((k // (8 * S)) % 8)
+        out[k] = np.roll(a, (shift, 2 * shift), axis=(0, 1))
+    return out
+
+
+def _timed(fn, sync):
+    sync()
+    t = time.perf_counter()
+    out = fn()
+    sync()
+    return out, time.perf_counter() - t
+
+
+def run(folder: Path, device: str, budget_s: float, slices: int | None) -> dict:
+    import torch
+
+    import lvpnet
+    from lvpnet import codecs
+
+    cuda = device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    learned = codecs.get_codec("lvpnet")
+    learned.device = device
+    sources = np.load(folder / "sources.npy")
+    report = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": torch.cuda.get_device_name(0) if cuda else f"{platform.machine()} CPU, {os.cpu_count()} cores",
+        "device": device,
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "lvpnet": lvpnet.__version__,
+        "model": learned.model_id(),
+        "bitstream_version": learned.version,
+    }
+    probe = build_volume(sources, 2)
+    lvpnet.compress(probe[:1], verify=False)  # warm-up: weights, cuDNN, allocator
+    _, t_probe = _timed(lambda: lvpnet.decompress(lvpnet.compress(probe, verify=False)), sync)
+    if slices is None:  # what fits the budget, in whole reference runs
+        slices = int(min(FULL, max(RUN, budget_s / (t_probe / 2) // RUN * RUN)))
+    volume = build_volume(sources, slices)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    data, t_enc = _timed(lambda: lvpnet.compress(volume, verify=False), sync)
+    decoded, t_dec = _timed(lambda: lvpnet.decompress(data), sync)
+    exact = bool(np.array_equal(decoded, volume))
+    pix = volume.size / 1e6
+    f = lvpnet.open(data)
+    report.update(
+        slices=slices,
+        shape=list(volume.shape),
+        probe_seconds_per_slice=round(t_probe / 2, 3),
+        file_bytes=len(data),
+        bits_per_sample=round(8 * len(data) / volume.size, 4),
+        codec_counts=f.codec_counts(),
+        encode_seconds=round(t_enc, 2),
+        decode_and_check_seconds=round(t_dec, 2),
+        encode_mpix_s=round(pix / t_enc, 3),
+        decode_mpix_s=round(pix / t_dec, 3),
+        exact=exact,
+    )
+    if cuda:
+        report["gpu_peak_memory_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        run_ = volume[:RUN]
+        on_gpu = lvpnet.compress(run_, verify=False)
+        learned.device = "cpu"
+        on_cpu = lvpnet.compress(run_, verify=False)
+        report["gpu_file_decodes_on_cpu"] = bool(np.array_equal(lvpnet.decompress(on_gpu), run_))
+        learned.device = "cuda"
+        report["cpu_file_decodes_on_gpu"] = bool(np.array_equal(lvpnet.decompress(on_cpu), run_))
+        report["same_bytes_cpu_gpu"] = on_gpu == on_cpu
+        exact = exact and report["gpu_file_decodes_on_cpu"] and report["cpu_file_decodes_on_gpu"]
+    report["all_exact"] = exact
+    return report
+
+
+def markdown(rep: dict) -> str:
+    lines = [
+        "# The engine on a 512 x 512 int16 volume, end to end",
+        "",
+        f"`benchmarks/volume_engine.py --run ... --device {rep['device']}`, {rep['date']}, {rep['machine']}, "
+        f"torch {rep["torch"]}, torch threads: {rep["torch_threads"]}, bitstream {rep['bitstream_version']}, "
+        f"weights {str(rep['model'])[:12]}. Default codec (learned, per-slice safety net), container and "
+        f"entropy coding included; the decode column includes every chunk's CRC and slice-hash check.",
+        "",
+        "| slices | encode s | encode Mpixel/s | decode s | decode Mpixel/s | bits/sample | exact |",
+        "|---|---|---|---|---|---|---|",
+        f"| {rep['slices']} | {rep['encode_seconds']} | {rep['encode_mpix_s']} | {rep['decode_and_check_seconds']} | "
+        f"{rep['decode_mpix_s']} | {rep['bits_per_sample']} | {rep['exact']} |",
+        "",
+        f"Slices per codec: {rep['codec_counts']}. {rep['slices']} of the {FULL} slices were run: the budget "
+        f"(`--budget-s`) sized the volume from a 2-slice probe ({rep['probe_seconds_per_slice']} s a slice, "
+        "encode and decode).",
+    ]
+    if "gpu_peak_memory_mib" in rep:
+        lines.append(
+            f"GPU peak memory {rep['gpu_peak_memory_mib']} MiB; one reference run of {RUN} slices encoded on the "
+            f"GPU decodes exactly on the CPU: {rep['gpu_file_decodes_on_cpu']}, and the CPU's on the GPU: "
+            f"{rep['cpu_file_decodes_on_gpu']} (same bytes: {rep['same_bytes_cpu_gpu']})."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = ap.add_mutually_exclusive_group(required=True)
+    g.add_argument("--prepare", metavar="DIR")
+    g.add_argument("--run", metavar="DIR")
+    ap.add_argument("--sources", type=int, default=4, help="--prepare: real slices to build the volume from")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cuda")
+    ap.add_argument("--budget-s", type=float, default=420.0, help="sizes the volume to end within about this")
+    ap.add_argument("--slices", type=int, help="run exactly this many slices instead (at most 256)")
+    ap.add_argument("--out", help="the report as JSON")
+    ap.add_argument("--md", help="the report as Markdown")
+    args = ap.parse_args(argv)
+    if args.prepare:
+        prepare(Path(args.prepare), args.sources)
+        return 0
+    rep = run(Path(args.run), args.device, args.budget_s, args.slices)
+    print(json.dumps(rep, indent=1))
+    if args.out:
+        Path(args.out).write_text(json.dumps(rep, indent=1))
+    if args.md:
+        Path(args.md).write_text(markdown(rep))
+    return 0 if rep["all_exact"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
