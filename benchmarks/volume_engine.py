@@ -180,7 +180,7 @@ def markdown(rep: dict) -> str:
         "# The engine on a 512 x 512 int16 volume, end to end",
         "",
         f"`benchmarks/volume_engine.py --run ... --device {rep['device']}`, {rep['date']}, {rep['machine']}, "
-        f"torch {rep["torch"]}, torch threads: {rep["torch_threads"]}, bitstream {rep['bitstream_version']}, "
+        f"torch {rep['torch']}, torch threads: {rep['torch_threads']}, bitstream {rep['bitstream_version']}, "
         f"weights {str(rep['model'])[:12]}. Default codec (learned, per-slice safety net), container and "
         f"entropy coding included; the decode column includes every chunk's CRC and slice-hash check.",
         "",
