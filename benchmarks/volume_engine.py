@@ -137,6 +137,7 @@ def run(folder: Path, device: str, budget_s: float, slices: int | None) -> dict:
     probe = build_volume(sources, 2)
     lvpnet.compress(probe[:1], verify=False)  # warm-up: weights, cuDNN, allocator
     _, t_probe = _timed(lambda: lvpnet.decompress(lvpnet.compress(probe, verify=False)), sync)
+    sized_by = "--slices" if slices else f"--budget-s {budget_s:g}"
     if slices is None:  # what fits the budget, in whole reference runs
         slices = int(min(FULL, max(RUN, budget_s / (t_probe / 2) // RUN * RUN)))
     volume = build_volume(sources, slices)
@@ -149,6 +150,7 @@ def run(folder: Path, device: str, budget_s: float, slices: int | None) -> dict:
     f = lvpnet.open(data)
     report.update(
         slices=slices,
+        sized_by=sized_by,
         shape=list(volume.shape),
         probe_seconds_per_slice=round(t_probe / 2, 3),
         file_bytes=len(data),
@@ -189,9 +191,9 @@ def markdown(rep: dict) -> str:
         f"| {rep['slices']} | {rep['encode_seconds']} | {rep['encode_mpix_s']} | {rep['decode_and_check_seconds']} | "
         f"{rep['decode_mpix_s']} | {rep['bits_per_sample']} | {rep['exact']} |",
         "",
-        f"Slices per codec: {rep['codec_counts']}. {rep['slices']} of the {FULL} slices were run: the budget "
-        f"(`--budget-s`) sized the volume from a 2-slice probe ({rep['probe_seconds_per_slice']} s a slice, "
-        "encode and decode).",
+        f"Slices per codec: {rep['codec_counts']}. {rep['slices']} of the {FULL} slices were run "
+        f"(`{rep['sized_by']}`; the budget sizes the volume from a 2-slice probe: here "
+        f"{rep['probe_seconds_per_slice']} s a slice, encode and decode).",
     ]
     if "gpu_peak_memory_mib" in rep:
         lines.append(
