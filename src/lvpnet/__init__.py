@@ -24,6 +24,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 
+# ``lvpnet.archive`` / ``lvpnet.restore`` are the functions (the subpackage of that name holds them)
+from .archive import archive, restore  # noqa: E402
 from .compressor import (
     CompressResult,
     compress,
@@ -64,10 +66,12 @@ __all__ = [
     "NewerFormatError",
     "NotLvpError",
     "Volume",
+    "archive",
     "compress",
     "compress_to_file",
     "decompress",
     "iter_compress_to_file",
     "open",
     "read",
+    "restore",
 ]

@@ -246,6 +246,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_archive(args: argparse.Namespace) -> int:
+    from .archive.command import run_archive
+
+    return run_archive(args)
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from .archive.command import run_restore
+
+    return run_restore(args)
+
+
 CODEC_HELP = ("slice codec (default: lvpnet for integers up to 16 bits when the shipped weights won on val, "
               "each slice kept by the fallback where that is smaller; else fallback, the fast one)")
 
@@ -294,6 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="print one JSON object (per-input records and totals)")
     b.add_argument("--plot", metavar="OUT.png", help="write a bar chart of bits per sample (PNG)")
     b.set_defaults(func=cmd_bench)
+
+    from .archive.command import add_parsers  # lvpnet archive / lvpnet restore
+
+    add_parsers(sub, cmd_archive, cmd_restore, CODEC_HELP)
     return p
 
 

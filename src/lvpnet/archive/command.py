@@ -1,0 +1,116 @@
+"""The ``lvpnet archive`` and ``lvpnet restore`` subcommands (registered by :mod:`lvpnet.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .bar import ArchiveBar, human_bytes
+
+
+def add_parsers(sub, cmd_archive, cmd_restore, codec_help: str) -> None:
+    from .. import codecs
+
+    engine = ("--workers", "--scheduler")
+    a = sub.add_parser("archive", help="compress a folder tree (DICOM series, NIfTI, .npy) into an archive folder")
+    a.add_argument("source", help="the folder tree to archive")
+    a.add_argument("dest", help="the archive folder (new, empty, or an archive of SOURCE to bring up to date)")
+    a.add_argument(engine[0], type=int, metavar="N", help="local worker processes (default: the free cores)")
+    a.add_argument(engine[1], metavar="ADDRESS", help="run on an existing dask cluster (tcp://host:8786)")
+    a.add_argument("--codec", choices=codecs.available(), help=codec_help)
+    a.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the learned codec runs")
+    a.add_argument("--allow-lossy-source", action="store_true",
+                   help="accept DICOM files whose pixel data went through lossy compression")
+    a.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    a.set_defaults(func=cmd_archive)
+
+    r = sub.add_parser("restore", help="rebuild the folder tree an archive folder holds")
+    r.add_argument("dest", help="the archive folder (what lvpnet archive wrote)")
+    r.add_argument("out", help="a new or empty folder")
+    r.add_argument(engine[0], type=int, metavar="N", help="local worker processes (default: the free cores)")
+    r.add_argument(engine[1], metavar="ADDRESS", help="run on an existing dask cluster (tcp://host:8786)")
+    r.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    r.set_defaults(func=cmd_restore)
+
+
+_INTERRUPTED = ("lvpnet: interrupted; every item finished so far is recorded and no partial file is left: "
+                "run the same command again to finish")
+
+
+def run_archive(args: argparse.Namespace) -> int:
+    from .run import archive
+
+    try:
+        summary = archive(args.source, args.dest, workers=args.workers, scheduler=args.scheduler, codec=args.codec,
+                          device=args.device, allow_lossy_source=args.allow_lossy_source, progress=ArchiveBar())
+    except KeyboardInterrupt:
+        print(_INTERRUPTED, file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(format_archive(summary))
+    return 1 if summary["failed"] else 0
+
+
+def run_restore(args: argparse.Namespace) -> int:
+    from .run import restore
+
+    try:
+        summary = restore(args.dest, args.out, workers=args.workers, scheduler=args.scheduler, progress=ArchiveBar())
+    except KeyboardInterrupt:
+        print("lvpnet: interrupted; run the same command again to finish (OUT is written again, file by file)",
+              file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(format_restore(summary))
+    return 1 if summary["failed"] else 0
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _bytes(n: int) -> str:
+    return f"{n:,} bytes" + (f" ({human_bytes(n)})" if n >= 10_000 else "")
+
+
+def format_archive(s: dict) -> str:
+    lines = [
+        f"{s['source']} -> {s['dest']}: {_plural(s['items'], 'item')} ({s['series']} DICOM series, "
+        f"{s['images']} NIfTI/.npy, {_plural(s['other_files'], 'other file')}; {_plural(s['files'], 'source file')})",
+        f"  done {s['done']}" + (f" ({s['adopted']} finished by an interrupted run)" if s["adopted"] else "")
+        + f", skipped {s['skipped']} (done and unchanged), failed {s['failed']}",
+    ]
+    if s["done"]:
+        ratio = f", ratio {s['ratio']:.2f}" if s["ratio"] else ""
+        lines.append(f"  {_bytes(s['bytes_in'])} -> {_bytes(s['bytes_out'])}{ratio} in {s['seconds']:.1f} s "
+                     f"on {_plural(s['workers'], 'worker')}")
+    if s["skipped"] or s["done"] != s["items"]:
+        lines.append(f"  archive: {_bytes(s['archive_bytes_in'])} -> {_bytes(s['archive_bytes_out'])}")
+    if s["not_identical"]:
+        lines.append(f"  restored with the same values but not byte for byte (compressed DICOM rewritten as "
+                     f"Explicit VR Little Endian): {', '.join(s['not_identical'])}")
+    if s["failures"]:
+        lines.append("failed:")
+        lines += [f"  {f['item']}: {f['reason']}" for f in s["failures"]]
+    if s["not_archived"]:
+        lines.append("not archived:")
+        lines += [f"  {f['file']}: {f['reason']}" for f in s["not_archived"]]
+    if s["not_in_source"]:
+        lines.append(f"  {_plural(len(s['not_in_source']), 'item')} in the archive no longer in SOURCE (kept)")
+    return "\n".join(lines)
+
+
+def format_restore(s: dict) -> str:
+    lines = [
+        f"{s['dest']} -> {s['out']}: {_plural(s['done'], 'item')} restored ({_plural(s['files'], 'file')}, "
+        f"{_bytes(s['bytes_out'])}) in {s['seconds']:.1f} s, failed {s['failed']}",
+    ]
+    if s["failures"]:
+        lines.append("failed:")
+        lines += [f"  {f['item']}: {f['reason']}" for f in s["failures"]]
+    return "\n".join(lines)

@@ -1,0 +1,96 @@
+"""The dask.distributed engine an archive runs on: a local cluster of worker processes, or an
+existing cluster reached through its scheduler's address.
+
+Local default: one single-threaded worker process per free core (``LocalCluster``); where PyTorch
+sees GPUs (and ``--device`` is not ``cpu``), one worker per GPU, each seeing only its own device.
+The same client code runs on a real cluster (dask-jobqueue, dask-kubernetes): docs/SCALE.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from ..errors import InputError
+
+
+def free_cores() -> int:
+    """Cores this process may use, less those the load average says are busy (at least 1)."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        n = os.cpu_count() or 1
+    try:
+        busy = int(os.getloadavg()[0] + 0.5)
+    except OSError:
+        busy = 0
+    return max(1, n - busy)
+
+
+def gpu_count(device: str) -> int:
+    if device == "cpu":
+        return 0
+    try:
+        import torch
+
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:  # no usable CUDA: CPU workers
+        return 0
+
+
+@contextmanager
+def connect(workers: int | None = None, scheduler=None, device: str = "auto") -> Iterator[tuple[object, int]]:
+    """Yield ``(client, number of workers)``; a local cluster is shut down on the way out."""
+    from distributed import Client
+
+    if scheduler is not None:
+        if isinstance(scheduler, Client):  # the caller's own client: theirs to close
+            yield scheduler, _wait_for_workers(scheduler, str(scheduler.scheduler.address))
+            return
+        try:
+            client = Client(scheduler, timeout="30s")
+        except (OSError, TimeoutError, ValueError) as e:
+            raise InputError(f"--scheduler {scheduler}: cannot reach a dask scheduler there ({e})") from None
+        try:
+            yield client, _wait_for_workers(client, scheduler)
+        finally:
+            client.close()
+        return
+    if workers is not None and workers < 1:
+        raise InputError(f"--workers {workers}: give at least 1")
+    cluster, n = _local_cluster(workers, device)
+    try:
+        with Client(cluster) as client:
+            yield client, n
+    finally:
+        cluster.close()
+
+
+def _wait_for_workers(client, address: str) -> int:
+    try:
+        client.wait_for_workers(1, timeout=120)
+    except TimeoutError:
+        raise InputError(f"--scheduler {address}: no worker joined within 2 minutes") from None
+    return len(client.scheduler_info().get("workers", {}))
+
+
+def _local_cluster(workers: int | None, device: str):
+    from distributed import LocalCluster
+
+    common = {"threads_per_worker": 1, "processes": True, "dashboard_address": None, "silence_logs": logging.ERROR}
+    gpus = gpu_count(device)
+    if not gpus:
+        n = workers or free_cores()
+        return LocalCluster(n_workers=n, **common), n
+    # one worker per GPU, each seeing only its own (round robin if --workers asks for more)
+    from distributed import Nanny, Scheduler, SpecCluster
+
+    n = workers or gpus
+    specs = {
+        f"gpu-{i}": {"cls": Nanny, "options": {"nthreads": 1, "env": {"CUDA_VISIBLE_DEVICES": str(i % gpus)}}}
+        for i in range(n)
+    }
+    scheduler = {"cls": Scheduler, "options": {"dashboard_address": None}}
+    return SpecCluster(workers=specs, scheduler=scheduler, silence_logs=logging.ERROR), n

@@ -1,0 +1,224 @@
+"""The ledger of an archive: one SQLite file in DEST, written only by the client process.
+
+Workers never touch it: they return their results and the client records each one in its own
+transaction as it arrives. SQLite's rollback journal makes every transaction atomic, so a killed
+client (SIGKILL included) leaves the ledger as it was after the last recorded item, and a dying
+worker cannot corrupt it. ``journal_mode=DELETE`` (not WAL, which needs shared memory that network
+file systems do not give) and ``synchronous=FULL``: see docs/SCALE.md for shared storage.
+
+Tables: ``items`` (one row per output: its kind, state ``pending`` / ``done`` / ``failed``, the
+reason of a failure, the output's SHA-256 and size), ``sources`` (per item, every source file with
+its size, modification time and SHA-256), ``runs`` (one row per command, with its summary) and
+``meta`` (the ledger's format and the SOURCE it archives).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import InputError
+from .walk import LEDGER_NAME, LOCK_NAME, Item
+
+FORMAT = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS items (
+    key TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    root TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'done', 'failed')),
+    reason TEXT,
+    output_sha256 TEXT,
+    output_bytes INTEGER,
+    source_bytes INTEGER NOT NULL,
+    raw_bytes INTEGER,
+    identical INTEGER,
+    codecs TEXT,
+    encodes INTEGER NOT NULL DEFAULT 0,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sources (
+    key TEXT NOT NULL REFERENCES items (key) ON DELETE CASCADE,
+    path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    sha256 TEXT,
+    PRIMARY KEY (key, path)
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    command TEXT NOT NULL,
+    started REAL NOT NULL,
+    finished REAL,
+    summary TEXT
+);
+"""
+
+
+@dataclass
+class Row:
+    key: str
+    kind: str
+    root: str
+    state: str
+    reason: str | None
+    output_sha256: str | None
+    output_bytes: int | None
+    source_bytes: int
+    raw_bytes: int | None
+    identical: int | None
+    encodes: int
+    sources: list[tuple[str, int, int, str | None]]  # (path, size, mtime_ns, sha256)
+
+
+class Ledger:
+    """The ledger of ``dest``; ``create`` makes a new one, else it must exist."""
+
+    def __init__(self, dest: str | os.PathLike, *, create: bool = False):
+        self.dest = Path(dest)
+        self.path = self.dest / LEDGER_NAME
+        if not create and not self.path.is_file():
+            raise InputError(f"{dest}: no lvpnet archive here (no {LEDGER_NAME})")
+        try:
+            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            self.db.execute("PRAGMA journal_mode=DELETE")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.executescript(_SCHEMA)  # idempotent (IF NOT EXISTS); executescript commits on its own
+            with self.transaction():
+                have = self._meta("format")
+                if have is None:
+                    self.db.execute("INSERT INTO meta VALUES ('format', ?)", (str(FORMAT),))
+                elif int(have) > FORMAT:
+                    raise InputError(f"{self.path}: ledger format {have} is newer than this lvpnet: please upgrade")
+        except sqlite3.DatabaseError as e:
+            raise InputError(f"{self.path}: not a readable lvpnet ledger ({e})") from None
+        self._lock_fd: int | None = None
+
+    # ------------------------------------------------------------ plumbing
+
+    def transaction(self):
+        return _Transaction(self.db)
+
+    def close(self) -> None:
+        self.unlock()
+        self.db.close()
+
+    def lock(self) -> None:
+        """One archive command per DEST at a time (a second one would record the same items)."""
+        import fcntl
+
+        fd = os.open(self.dest / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise InputError(f"{self.dest}: another lvpnet command is working on this archive") from None
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing releases the flock
+            self._lock_fd = None
+
+    def _meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def meta(self, key: str) -> str | None:
+        return self._meta(key)
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction():
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    # ------------------------------------------------------------ reading
+
+    def rows(self) -> dict[str, Row]:
+        srcs: dict[str, list] = {}
+        for key, path, size, mtime, sha in self.db.execute(
+            "SELECT key, path, size, mtime_ns, sha256 FROM sources ORDER BY key, path"
+        ):
+            srcs.setdefault(key, []).append((path, size, mtime, sha))
+        out = {}
+        for r in self.db.execute(
+            "SELECT key, kind, root, state, reason, output_sha256, output_bytes, source_bytes, raw_bytes, "
+            "identical, encodes FROM items ORDER BY key"
+        ):
+            out[r[0]] = Row(*r, sources=srcs.get(r[0], []))
+        return out
+
+    # ------------------------------------------------------------ writing (the client only)
+
+    def plan(self, items: list[Item]) -> None:
+        """Record what this run will do as ``pending`` (one transaction): the ledger lists the whole
+        plan from the start. A row that exists keeps its history (``encodes``)."""
+        now = time.time()
+        with self.transaction():
+            for it in items:
+                self.db.execute(
+                    "INSERT INTO items (key, kind, root, state, source_bytes, updated) VALUES (?, ?, ?, 'pending', ?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET kind = excluded.kind, root = excluded.root, state = 'pending', "
+                    "reason = NULL, source_bytes = excluded.source_bytes, updated = excluded.updated",
+                    (it.key, it.kind, it.root, it.source_bytes, now),
+                )
+                self._set_sources(it.key, [(s.rel, s.size, s.mtime_ns, None) for s in it.sources])
+
+    def record(self, key: str, result: dict) -> None:
+        """One item's result, in one transaction."""
+        now = time.time()
+        with self.transaction():
+            if result["ok"]:
+                self.db.execute(
+                    "UPDATE items SET state = 'done', reason = NULL, output_sha256 = ?, output_bytes = ?, "
+                    "raw_bytes = ?, identical = ?, codecs = ?, encodes = encodes + ?, updated = ? WHERE key = ?",
+                    (result["output_sha256"], result["output_bytes"], result.get("raw_bytes"),
+                     None if result.get("identical") is None else int(result["identical"]),
+                     json.dumps(result.get("codecs") or {}), int(bool(result.get("encoded"))), now, key),
+                )
+            else:
+                self.db.execute(
+                    "UPDATE items SET state = 'failed', reason = ?, output_sha256 = NULL, output_bytes = NULL, "
+                    "updated = ? WHERE key = ?",
+                    (result["reason"], now, key),
+                )
+            if result.get("sources"):  # what the worker read, hashes included
+                self._set_sources(key, [(s["rel"], s["size"], s["mtime_ns"], s.get("sha256")) for s in result["sources"]])
+
+    def _set_sources(self, key: str, rows: list[tuple]) -> None:
+        self.db.execute("DELETE FROM sources WHERE key = ?", (key,))
+        self.db.executemany("INSERT INTO sources VALUES (?, ?, ?, ?, ?)", [(key, *r) for r in rows])
+
+    def start_run(self, command: str) -> int:
+        with self.transaction():
+            cur = self.db.execute("INSERT INTO runs (command, started) VALUES (?, ?)", (command, time.time()))
+            return int(cur.lastrowid)
+
+    def finish_run(self, run_id: int, summary: dict) -> None:
+        with self.transaction():
+            self.db.execute("UPDATE runs SET finished = ?, summary = ? WHERE id = ?",
+                            (time.time(), json.dumps(summary), run_id))
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self):
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.db.execute("COMMIT")
+        else:
+            self.db.execute("ROLLBACK")
+        return False

@@ -1,0 +1,374 @@
+"""Orchestration of ``lvpnet archive`` and ``lvpnet restore`` on dask.distributed.
+
+The client walks SOURCE, compares it with the ledger, submits one task per item that is not done
+and unchanged (largest first, a bounded number in flight so a million-item tree does not flood the
+scheduler), and records every result in the ledger as it arrives (``as_completed``). A task that
+dies with its worker is retried by dask on another worker; one that kills its workers again and
+again (dask's ``allowed-failures``) is recorded as failed. Temporary files of the pattern our
+atomic writes use, left by killed workers, are swept from DEST before and after each run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ..errors import InputError
+from .bar import ArchiveProgress
+from .ledger import Ledger
+from .tasks import archive_item, restore_item
+from .walk import LEDGER_NAME, Item, walk
+
+# the temporary names of lvpnet.atomic.atomic_path: ".<stem>.partial-<8 hex>[<suffix>]"
+_PARTIAL = re.compile(r"^\..*\.partial-[0-9a-f]{8}(\..*)?$")
+
+Callback = Callable[[ArchiveProgress], None]
+
+
+# ---------------------------------------------------------------- archive
+
+
+def archive(
+    source: str | os.PathLike,
+    dest: str | os.PathLike,
+    *,
+    workers: int | None = None,
+    scheduler=None,
+    codec: str | None = None,
+    device: str = "auto",
+    allow_lossy_source: bool = False,
+    progress: Callback | None = None,
+) -> dict:
+    """Archive every series and file under ``source`` into ``dest``; returns the summary.
+
+    ``workers``: local worker processes (default: the free cores); ``scheduler``: the address of an
+    existing dask scheduler (or a ``distributed.Client``) instead. Rerunning skips what is done and
+    unchanged. Raises :class:`lvpnet.InputError` for bad arguments; failed items are in the summary.
+    """
+    t_start = time.perf_counter()
+    src, dst = _check_archive_paths(source, dest)
+    if codec is not None:
+        from .. import codecs
+
+        codecs.get_codec(codec)  # an unknown name fails here, not on every worker
+    if device not in ("auto", "cpu", "cuda"):
+        raise InputError(f"--device {device}: use auto, cpu or cuda")
+    ledger = Ledger(dst, create=True)
+    try:
+        ledger.lock()
+        known = ledger.meta("source")
+        if known is None:
+            ledger.set_meta("source", str(src))
+        elif known != str(src):
+            raise InputError(f"{dst}: is the archive of {known}, not of {src}; choose another DEST")
+        run_id = ledger.start_run("archive")
+        plan = walk(src)
+        keys = [it.key for it in plan.items]
+        if len(set(keys)) != len(keys):  # the naming rules make this impossible; never overwrite if not
+            raise InputError("internal error: two items would share an output name")
+        rows = ledger.rows()
+        _sweep(dst, set(keys) | set(rows))
+        todo: list[tuple[Item, bool]] = []
+        skipped = 0
+        for it in plan.items:
+            row = rows.get(it.key)
+            out = dst / it.key
+            if row is not None and row.state == "done" and _unchanged(row, it) and _output_present(out, row):
+                skipped += 1
+            else:
+                todo.append((it, out.exists()))
+        ledger.plan([it for it, _ in todo])
+
+        specs = [
+            {"key": it.key, "kind": it.kind, "root": it.root, "sources": [s.rel for s in it.sources],
+             "source": str(src), "dest": str(dst), "codec": codec, "device": device,
+             "allow_lossy_source": allow_lossy_source, "adopt": exists, "size": it.source_bytes}
+            for it, exists in todo
+        ]
+        stats = _Stats("archive", len(specs), sum(s["size"] for s in specs), progress)
+        n_workers, startup, interrupted = 0, 0.0, True
+        try:
+            if specs:
+                t0 = time.perf_counter()
+                from .engine import connect
+
+                with connect(workers, scheduler, device) as (client, n_workers):
+                    startup = time.perf_counter() - t0
+                    stats.start()
+                    for spec, res in _run_tasks(client, archive_item, specs):
+                        ledger.record(spec["key"], res)
+                        stats.add(spec, res, res.get("output_bytes") or 0, spec["size"])
+            interrupted = False
+        finally:
+            _sweep(dst, set(keys) | set(rows))
+            summary = _archive_summary(src, dst, plan, ledger, stats, skipped, n_workers,
+                                       startup, time.perf_counter() - t_start, interrupted)
+            ledger.finish_run(run_id, summary)
+        return summary
+    finally:
+        ledger.close()
+
+
+def _check_archive_paths(source, dest) -> tuple[Path, Path]:
+    src = Path(source)
+    if not src.exists():
+        raise InputError(f"{source}: not found")
+    if not src.is_dir():
+        raise InputError(f"{source}: not a folder (lvpnet archive takes a folder tree; lvpnet compress takes one file)")
+    src = src.resolve()
+    dst = Path(dest).resolve()
+    if dst == src or dst.is_relative_to(src) or src.is_relative_to(dst):
+        raise InputError(f"{dest}: DEST must lie outside SOURCE (and SOURCE outside DEST)")
+    if dst.exists() and not dst.is_dir():
+        raise InputError(f"{dest}: exists and is not a folder")
+    if dst.is_dir() and not (dst / LEDGER_NAME).exists() and any(dst.iterdir()):
+        raise InputError(f"{dest}: exists, is not empty and is not an lvpnet archive: choose a new or empty folder")
+    try:
+        dst.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"{dest}: cannot create the folder ({e.strerror or e})") from None
+    return src, dst
+
+
+def _unchanged(row, item: Item) -> bool:
+    """Same files, sizes and modification times as when the item was archived (hashing every
+    source on every rerun would read the whole tree again)."""
+    return [(p, size, mtime) for p, size, mtime, _ in row.sources] == [
+        (s.rel, s.size, s.mtime_ns) for s in item.sources
+    ]
+
+
+def _output_present(out: Path, row) -> bool:
+    try:
+        return out.is_file() and out.stat().st_size == row.output_bytes
+    except OSError:
+        return False
+
+
+def _sweep(root: Path, keep: set[str]) -> int:
+    """Remove the temporary files of our atomic writes under ``root`` (left by a killed worker or
+    command); never a file whose name the plan or the ledger knows, whatever it looks like."""
+    n = 0
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            if _PARTIAL.match(name):
+                path = Path(dirpath) / name
+                if path.relative_to(root).as_posix() not in keep and not path.is_symlink():
+                    path.unlink(missing_ok=True)
+                    n += 1
+    return n
+
+
+def _archive_summary(src, dst, plan, ledger, stats, skipped, n_workers, startup, seconds, interrupted) -> dict:
+    rows = ledger.rows()
+    planned = {it.key for it in plan.items}
+    done_rows = [r for r in rows.values() if r.state == "done" and r.key in planned]
+    return {
+        "command": "archive",
+        "source": str(src),
+        "dest": str(dst),
+        "items": len(plan.items),
+        "series": sum(1 for it in plan.items if it.kind == "dicom"),
+        "images": sum(1 for it in plan.items if it.kind in ("nifti", "numpy")),
+        "other_files": sum(1 for it in plan.items if it.kind == "other"),
+        "files": sum(len(it.sources) for it in plan.items),
+        "done": stats.done,
+        "adopted": stats.adopted,
+        "skipped": skipped,
+        "failed": len(stats.failures),
+        "bytes_in": stats.bytes_in,
+        "bytes_out": stats.bytes_out,
+        "ratio": round(stats.bytes_in / stats.bytes_out, 4) if stats.bytes_out else None,
+        "archive_bytes_in": sum(r.source_bytes for r in done_rows),
+        "archive_bytes_out": sum(r.output_bytes or 0 for r in done_rows),
+        "not_identical": sorted(r.key for r in done_rows if r.identical == 0),
+        "failures": stats.failures,
+        "not_archived": plan.skipped,
+        "not_in_source": sorted(k for k in rows if k not in planned),
+        "workers": n_workers,
+        "seconds": round(seconds, 3),
+        "startup_seconds": round(startup, 3),
+        "work_seconds": round(stats.seconds(), 3),
+        "interrupted": interrupted,
+    }
+
+
+# ---------------------------------------------------------------- restore
+
+
+def restore(
+    dest: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    workers: int | None = None,
+    scheduler=None,
+    progress: Callback | None = None,
+) -> dict:
+    """Rebuild the tree archived in ``dest`` under ``out`` (new or empty); returns the summary.
+
+    Every ``.lvp`` is checked against the SHA-256 in the ledger before it is decoded; a damaged
+    one is reported (``failures``) and the rest restored.
+    """
+    t_start = time.perf_counter()
+    dst = Path(dest)
+    if not dst.is_dir():
+        raise InputError(f"{dest}: not found or not a folder")
+    dst = dst.resolve()
+    ledger = Ledger(dst)
+    try:
+        ledger.lock()  # no archive run may change DEST meanwhile
+        target, marker = _check_restore_out(dst, Path(out))
+        rows = ledger.rows()
+        done = [r for r in rows.values() if r.state == "done"]
+        failures = [
+            {"item": r.key, "sources": [p for p, *_ in r.sources],
+             "reason": f"not in the archive: {r.reason or 'never archived (run lvpnet archive again)'}"}
+            for r in rows.values() if r.state != "done"
+        ]
+        specs = [
+            {"key": r.key, "kind": r.kind, "root": r.root, "sources": [p for p, *_ in r.sources],
+             "dest": str(dst), "out": str(target), "output_sha256": r.output_sha256, "size": r.output_bytes or 0}
+            for r in done
+        ]
+        specs.sort(key=lambda s: -s["size"])
+        target.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+        stats = _Stats("restore", len(specs), sum(s["size"] for s in specs), progress)
+        n_workers, startup, interrupted = 0, 0.0, True
+        try:
+            if specs:
+                t0 = time.perf_counter()
+                from .engine import connect
+
+                with connect(workers, scheduler, "cpu") as (client, n_workers):
+                    startup = time.perf_counter() - t0
+                    stats.start()
+                    for spec, res in _run_tasks(client, restore_item, specs):
+                        stats.add(spec, res, res.get("bytes") or 0, res.get("archive_bytes") or 0, files=res.get("files", 0))
+            interrupted = False
+        finally:
+            known = {p for r in done for p, *_ in r.sources}
+            _sweep(target, known)
+            if not interrupted:
+                marker.unlink(missing_ok=True)
+        return {
+            "command": "restore",
+            "dest": str(dst),
+            "out": str(target),
+            "items": len(rows),
+            "done": stats.done,
+            "skipped": 0,
+            "failed": len(stats.failures) + len(failures),
+            "files": stats.files,
+            "bytes_in": stats.bytes_in,
+            "bytes_out": stats.bytes_out,
+            "failures": failures + stats.failures,
+            "workers": n_workers,
+            "seconds": round(time.perf_counter() - t_start, 3),
+            "startup_seconds": round(startup, 3),
+            "work_seconds": round(stats.seconds(), 3),
+        }
+    finally:
+        ledger.close()
+
+
+def _check_restore_out(dst: Path, out: Path) -> tuple[Path, Path]:
+    """OUT must be new or empty, or hold a restore of ours that was interrupted (every file of
+    which is written again, atomically)."""
+    from ..dicom_archive import check_output_folder
+
+    target = out.resolve()
+    if target == dst or target.is_relative_to(dst) or dst.is_relative_to(target):
+        raise InputError(f"{out}: OUT must lie outside the archive folder")
+    marker = target.parent / f".{target.name}.lvpnet-restoring"
+    if not marker.exists():
+        check_output_folder(target)
+    if not target.parent.is_dir():
+        raise InputError(f"{out}: the folder {target.parent} does not exist")
+    return target, marker
+
+
+# ---------------------------------------------------------------- shared
+
+
+class _Stats:
+    def __init__(self, stage: str, total: int, total_bytes: int, progress: Callback | None):
+        self.stage, self.total, self.total_bytes, self.progress = stage, total, total_bytes, progress
+        self.done = self.adopted = self.bytes_in = self.bytes_out = self.files = 0
+        self.finished = self.read = 0
+        self.failures: list[dict] = []
+        self._t0: float | None = None
+        self._t1: float | None = None
+
+    def start(self) -> None:
+        self._t0 = time.perf_counter()
+        self._emit()
+
+    def seconds(self) -> float:
+        if self._t0 is None:
+            return 0.0
+        return (self._t1 or time.perf_counter()) - self._t0
+
+    def add(self, spec: dict, res: dict, bytes_out: int, bytes_in: int, files: int = 0) -> None:
+        self.finished += 1
+        self.read += bytes_in  # the time left counts failed items' bytes as done too
+        if res["ok"]:
+            self.done += 1
+            self.bytes_in += bytes_in
+            self.adopted += int(bool(res.get("adopted")))
+            self.bytes_out += bytes_out
+            self.files += files
+        else:
+            self.failures.append({"item": spec["key"], "sources": spec["sources"], "reason": res["reason"]})
+        self._t1 = time.perf_counter()
+        self._emit()
+
+    def _emit(self) -> None:
+        if self.progress is not None:
+            self.progress(ArchiveProgress(self.stage, self.finished, self.total, self.read, self.bytes_out,
+                                          self.total_bytes, len(self.failures)))
+
+
+def _run_tasks(client, fn, specs: list[dict]):
+    """Yield ``(spec, result)`` as tasks finish, largest items submitted first, at most a few per
+    worker in flight. A task whose workers kept dying comes back as a failed result."""
+    from distributed import as_completed
+
+    order = sorted(specs, key=lambda s: -s["size"])
+    window = max(16, 4 * max(1, len(client.scheduler_info().get("workers", {}))))
+    pending = iter(order)
+    by_key: dict[str, dict] = {}
+    done = as_completed(loop=client.loop)
+
+    def submit_next() -> None:
+        spec = next(pending, None)
+        if spec is not None:
+            fut = client.submit(fn, spec, pure=False)
+            by_key[fut.key] = spec
+            done.add(fut)
+
+    for _ in range(window):
+        submit_next()
+    try:
+        for fut in done:
+            spec = by_key.pop(fut.key)
+            try:
+                res = fut.result()
+            except Exception as e:  # KilledWorker after dask's retries, a lost scheduler...
+                res = {"key": spec["key"], "ok": False, "reason": _task_error(e)}
+            fut.release()
+            yield spec, res
+            submit_next()
+    finally:
+        for fut in list(done.futures):  # interrupted: nothing more runs on our behalf
+            fut.cancel()
+
+
+def _task_error(e: BaseException) -> str:
+    name = type(e).__name__
+    if name == "KilledWorker":
+        return "the workers running this item kept dying (killed, or out of memory)"
+    return f"task failed: {name}: {e}"

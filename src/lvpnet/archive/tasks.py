@@ -1,0 +1,363 @@
+"""The per-item work that runs on dask workers: pure functions of a plain dict, idempotent.
+
+``archive_item`` writes one output under DEST: a ``.lvp`` through
+:func:`lvpnet.compressor.compress_to_file` (a hidden ``.NAME.partial-XXXXXXXX.lvp`` beside the
+target, verified by decoding it, then renamed into place) or a copy of an other file through
+:func:`lvpnet.atomic.atomic_path`. Run twice, it gives the same file; killed, it leaves at most a
+temporary file of that pattern, which the client sweeps. When the output already exists (a run
+killed after the rename but before the client recorded it), the item is *adopted* instead of
+coded again if the output says it was made from exactly these source bytes: every archive
+``.lvp`` carries the SHA-256 of its sources in its header (``source.metadata.lvpnet_archive``).
+
+``restore_item`` checks an output against the SHA-256 the ledger holds, decodes it (every slice
+and record checksum checked) and writes the files it restores, each atomically.
+
+Neither function raises for a bad item: it returns ``{"ok": False, "reason": ...}`` so that one
+unreadable file is recorded and the run goes on. Only the client writes the ledger.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+from ..errors import DamagedError, InputError, LvpnetError
+
+_CHUNK = 1 << 20
+_threads_set = False
+
+
+# ---------------------------------------------------------------- worker set-up and helpers
+
+
+def _setup(device: str | None) -> None:
+    """One torch thread per worker unless the worker's OMP_NUM_THREADS says otherwise (dask's
+    nanny sets it to 1 before spawning), so N workers on N cores do not oversubscribe them."""
+    global _threads_set
+    if not _threads_set:
+        import torch
+
+        torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1") or 1)))
+        _threads_set = True
+    if device:
+        from .. import codecs
+
+        codecs.get_codec("lvpnet").device = device  # no weights are loaded here
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with _open_regular(path) as f:
+        while block := f.read(_CHUNK):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _open_regular(path: Path):
+    """Open ``path`` for reading only if it is a regular file: a name swapped for a FIFO or a
+    device after the walk must not hang or flood a worker (non-blocking open, then fstat)."""
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InputError(f"{path}: not a regular file (not read)")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _content_sha256(path: Path) -> str:
+    """SHA-256 of what a file holds: a .gz file's uncompressed bytes (gzip headers carry a time)."""
+    if not path.name.lower().endswith(".gz"):
+        return sha256_file(path)
+    h = hashlib.sha256()
+    with gzip.open(path, "rb") as f:
+        while block := f.read(_CHUNK):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, LvpnetError):
+        return str(e)
+    if isinstance(e, OSError):
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        return f"{where}{e.strerror or e}"
+    if isinstance(e, MemoryError):
+        return "out of memory"
+    return f"internal error: {type(e).__name__}: {e}"
+
+
+def _fail(spec: dict, e: BaseException, sources: list[dict] | None = None) -> dict:
+    return {"key": spec["key"], "ok": False, "reason": _describe(e), "sources": sources, "pid": os.getpid()}
+
+
+def _safe_rel(rel: str) -> str:
+    from ..dicom_archive import safe_name  # the same rule as a DICOM record's file name
+
+    try:
+        return safe_name(rel)
+    except DamagedError:
+        raise DamagedError(f"the ledger names a path outside the tree: {rel!r}") from None
+
+
+# ---------------------------------------------------------------- archiving
+
+
+def archive_item(spec: dict) -> dict:
+    """Archive one item. ``spec``: key, kind, root, sources (paths relative to ``source``), source,
+    dest, codec, device, allow_lossy_source, adopt (the output exists: check it before coding)."""
+    t0 = time.perf_counter()
+    sources = None
+    try:
+        _setup(spec.get("device"))
+        src_root, dest = Path(spec["source"]), Path(spec["dest"])
+        sources = [_stat_and_hash(src_root, rel) for rel in spec["sources"]]
+        out = dest / _safe_rel(spec["key"])
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if spec["kind"] == "other":
+            result = _copy_other(src_root / spec["sources"][0], out, sources[0], spec.get("adopt", False))
+        else:
+            result = None
+            if spec.get("adopt") and out.exists():
+                result = _adopt(out, sources)
+            if result is None:
+                result = _encode(spec, src_root, out, sources)
+        result.update(key=spec["key"], ok=True, sources=sources, seconds=time.perf_counter() - t0, pid=os.getpid())
+        return result
+    except Exception as e:  # recorded as this item's failure; the run goes on
+        return _fail(spec, e, sources)
+
+
+def _stat_and_hash(root: Path, rel: str) -> dict:
+    path = root / rel
+    st = path.stat()
+    return {"rel": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256_file(path)}
+
+
+def _fingerprint(sources: list[dict]) -> list[dict]:
+    return [{"rel": s["rel"], "sha256": s["sha256"]} for s in sources]
+
+
+def _adopt(out: Path, sources: list[dict]) -> dict | None:
+    """The existing output, if it was made from exactly these source bytes (else None: code again)."""
+    from ..lvpfile import LvpFile
+
+    try:
+        lvp = LvpFile(out)
+        meta = (lvp.header.get("source") or {}).get("metadata") or {}
+        mine = meta.get("lvpnet_archive") or {}
+        if mine.get("sources") != _fingerprint(sources):
+            return None
+        raw = lvp.n_samples * lvp.dtype.itemsize
+        codecs = lvp.codec_counts()
+    except LvpnetError:  # damaged or foreign: replace it
+        return None
+    return {"encoded": False, "adopted": True, "output_sha256": sha256_file(out), "output_bytes": out.stat().st_size,
+            "raw_bytes": raw, "identical": mine.get("identical"), "codecs": codecs}
+
+
+def _copy_other(src: Path, out: Path, source: dict, adopt: bool) -> dict:
+    from ..atomic import atomic_path
+
+    size = source["size"]
+    if adopt and out.is_file() and out.stat().st_size == size and sha256_file(out) == source["sha256"]:
+        return {"encoded": False, "adopted": True, "output_sha256": source["sha256"], "output_bytes": size,
+                "identical": True}
+    with atomic_path(out) as tmp:
+        h = hashlib.sha256()
+        with open(src, "rb") as fi, open(tmp, "xb") as fo:
+            while block := fi.read(_CHUNK):
+                h.update(block)
+                fo.write(block)
+        if h.hexdigest() != source["sha256"]:
+            raise InputError(f"{src}: changed while it was being archived; run again")
+    return {"encoded": True, "adopted": False, "output_sha256": source["sha256"], "output_bytes": size,
+            "identical": True}
+
+
+def _encode(spec: dict, src_root: Path, out: Path, sources: list[dict]) -> dict:
+    from ..compressor import compress_to_file
+
+    kind = spec["kind"]
+    if kind == "dicom":
+        volume, identical, restore = _dicom_volume(src_root / spec["root"], spec, sources)
+    else:
+        volume, identical, restore = _file_volume(src_root / spec["sources"][0], kind, sources[0])
+    volume.metadata = {
+        **volume.metadata,
+        "lvpnet_archive": {"item": spec["key"], "sources": _fingerprint(sources), "identical": identical, **restore},
+    }
+    result = compress_to_file(volume, out, spec.get("codec"), verify=True)
+    # hash what is now under the final name: that is what the ledger vouches for
+    return {"encoded": True, "adopted": False, "output_sha256": sha256_file(out), "output_bytes": result.lvp_bytes,
+            "raw_bytes": result.raw_bytes, "identical": identical, "codecs": result.codec_counts}
+
+
+def _dicom_volume(root: Path, spec: dict, sources: list[dict]):
+    """A DICOM series as a Volume with one file record per source file (``lvpnet compress FOLDER``'s
+    archive), its files named relative to ``root``."""
+    from ..dicom_archive import archive_of, build_archive
+
+    root_rel = spec["root"]
+    names = [s["rel"][len(root_rel) + 1 :] if root_rel else s["rel"] for s in sources]
+    volume = _read_series(root, names)
+    volume = build_archive(volume, root, allow_lossy_source=bool(spec.get("allow_lossy_source")))
+    arch = archive_of(volume.metadata)
+    # the other files of the folder are items of their own here, not "not archived"
+    arch["not_archived"] = []
+    # the records restore each file byte for byte, except the files rewritten from a compressed syntax
+    identical = not any(f.get("transfer_syntax_changed") for f in arch.get("files", []))
+    return volume, identical, {}
+
+
+def _read_series(root: Path, names: list[str]):
+    """The DICOM image files ``names`` (relative to ``root``) as one Volume: the reader of
+    :mod:`lvpnet.io.dicom` on an explicit list of files, which may lie in several folders."""
+    from ..io import dicom as dcm
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom warns about every oddity of real files
+            files = [dcm._File(root / n, n, dcm._dcmread(root / n, header_only=True)) for n in names]
+            for f in files:
+                if not dcm._has_pixels(f.ds):
+                    raise InputError(f"{f.path}: DICOM file without pixel data")
+            return dcm._build(files, [], single_file=len(files) == 1)
+    except InputError:
+        raise
+    except Exception as e:  # malformed values surface as many kinds of pydicom/numpy errors
+        raise InputError(f"{root / names[0]}: unreadable DICOM input ({type(e).__name__}: {e})") from None
+
+
+def _file_volume(path: Path, kind: str, source: dict):
+    """A NIfTI or .npy file as a Volume, with what restoring it must reproduce."""
+    from .. import io as lio
+
+    volume = lio.read(path)
+    if kind == "numpy":
+        head = _npy_header(path)
+        restored = _npy_bytes(head, volume)
+        sha = hashlib.sha256(restored).hexdigest()
+        return volume, sha == source["sha256"], {
+            "npy_header_b64": base64.b64encode(head).decode(), "restore_sha256": sha}
+    # NIfTI: write it back as a restore would and compare what the files hold
+    with tempfile.TemporaryDirectory(prefix="lvpnet-archive-") as tmp:
+        again = Path(tmp) / path.name
+        lio.write(volume, again)
+        sha = _content_sha256(again)
+    return volume, sha == _content_sha256(path), {"restore_sha256": sha}
+
+
+def _npy_header(path: Path) -> bytes:
+    """The bytes of a .npy file before its data (magic, version, header dictionary, padding)."""
+    import numpy as np
+
+    with open(path, "rb") as f:
+        fmt = np.lib.format
+        version = fmt.read_magic(f)
+        if version == (1, 0):
+            fmt.read_array_header_1_0(f)
+        elif version == (2, 0):
+            fmt.read_array_header_2_0(f)
+        else:  # 3.0 (UTF-8 field names) has no public reader
+            fmt._read_array_header(f, version)
+        n = f.tell()
+        f.seek(0)
+        return f.read(n)
+
+
+def _npy_bytes(head: bytes, volume) -> bytes:
+    """A .npy file from its kept header and the stored array: the source's bytes when it had nothing
+    after its data."""
+    import numpy as np
+
+    info = (volume.metadata or {}).get("numpy") or {}
+    arr = np.asarray(volume.array)
+    if info.get("dtype"):
+        arr = arr.astype(np.dtype(info["dtype"]), copy=False)
+    return head + arr.tobytes(order="F" if info.get("fortran_order") else "C")
+
+
+# ---------------------------------------------------------------- restoring
+
+
+def restore_item(spec: dict) -> dict:
+    """Restore one item into ``spec["out"]``. ``spec``: key, kind, root, dest, out, output_sha256,
+    sources (relative paths, for other files and single-file items)."""
+    t0 = time.perf_counter()
+    try:
+        _setup(None)
+        dest, out = Path(spec["dest"]), Path(spec["out"])
+        archived = dest / _safe_rel(spec["key"])
+        if not archived.is_file():
+            raise DamagedError(f"{archived}: missing from the archive")
+        if sha256_file(archived) != spec["output_sha256"]:
+            raise DamagedError(f"{archived}: damaged (its SHA-256 differs from the ledger's)")
+        if spec["kind"] == "other":
+            files = [_restore_copy(archived, out / _safe_rel(spec["sources"][0]), spec["output_sha256"])]
+        else:
+            files = _restore_lvp(archived, spec, out)
+        return {"key": spec["key"], "ok": True, "files": len(files), "bytes": sum(files),
+                "archive_bytes": archived.stat().st_size, "seconds": time.perf_counter() - t0, "pid": os.getpid()}
+    except Exception as e:
+        return _fail(spec, e)
+
+
+def _write(path: Path, data: bytes) -> int:
+    from ..atomic import atomic_path
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return len(data)
+
+
+def _restore_copy(archived: Path, target: Path, sha: str) -> int:
+    from ..atomic import atomic_path
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target) as tmp:
+        shutil.copyfile(archived, tmp)
+        if sha256_file(tmp) != sha:  # read back what was written
+            raise DamagedError(f"{target}: the copy differs from the archive")
+    return target.stat().st_size
+
+
+def _restore_lvp(archived: Path, spec: dict, out: Path) -> list[int]:
+    from .. import io as lio
+    from ..dicom_archive import iter_files
+    from ..lvpfile import LvpFile
+    from ..progress import run
+
+    lvp = LvpFile(archived)
+    volume = lvp.volume(run(lvp.iter_decode()))  # every slice checked against its checksum
+    mine = (volume.metadata or {}).get("lvpnet_archive") or {}
+    if spec["kind"] == "dicom":
+        base = out / spec["root"] if spec["root"] else out
+        # iter_files checks every file against the SHA-256 its record holds
+        return [_write(base / name, data) for name, data in iter_files(volume)]
+    target = out / _safe_rel(spec["sources"][0])
+    if spec["kind"] == "numpy":
+        data = _npy_bytes(base64.b64decode(mine["npy_header_b64"]), volume)
+        if hashlib.sha256(data).hexdigest() != mine.get("restore_sha256"):
+            raise DamagedError(f"{archived}: the restored .npy differs from the one checked when archiving")
+        return [_write(target, data)]
+    from ..atomic import atomic_path
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target) as tmp:  # keeps the extension: the writer picks .nii or .nii.gz from it
+        lio.write(volume, tmp)
+        if mine.get("restore_sha256") and _content_sha256(tmp) != mine["restore_sha256"]:
+            raise DamagedError(f"{archived}: the restored NIfTI differs from the one checked when archiving")
+    return [target.stat().st_size]

@@ -1,0 +1,202 @@
+"""Discovering what an archive run has to do: the items of a SOURCE tree.
+
+An *item* becomes one output under DEST:
+
+- ``dicom``: a DICOM series, its image files grouped by SeriesInstanceUID wherever they lie under
+  one study folder (a top-level folder of SOURCE; files directly in SOURCE form their own study);
+  written as ``DEST/<the files' common folder>/series-<UID>.lvp`` and restored file by file;
+- ``nifti`` / ``numpy``: one ``.nii``, ``.nii.gz`` or ``.npy`` file, written as ``<its name>.lvp``
+  beside where it lies;
+- ``other``: any other regular file (DICOMDIR, reports, notes, a DICOM object without pixels),
+  copied as it is, so the restored tree is complete.
+
+Names are deterministic and cannot collide: series outputs end in ``<digits>.lvp`` (UIDs hold
+digits and dots only; any other UID is hashed to ``x<hex>``) or ``dicom-<hex>.lvp``; NIfTI and
+``.npy`` outputs end in ``.nii.lvp``, ``.gz.lvp`` or ``.npy.lvp``; a copied file keeps its name
+unless that ends in ``.lvp`` or ``.lvpcarry`` or is one of the ledger's own names, in which case
+``.lvpcarry`` is appended (so copies never end in ``.lvp`` and stay distinct from each other).
+
+Symbolic links and special files (FIFOs, sockets, devices) are never followed or read: they are
+listed in the report with the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import re
+import stat
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..io import is_dicom_file
+
+LEDGER_NAME = "lvpnet-ledger.sqlite"
+LOCK_NAME = "lvpnet-ledger.lock"
+# SQLite's journal files sit beside the ledger
+RESERVED = {LEDGER_NAME, LOCK_NAME, *(LEDGER_NAME + s for s in ("-journal", "-wal", "-shm"))}
+CARRY_SUFFIX = ".lvpcarry"
+
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    rel: str  # POSIX path relative to SOURCE
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class Item:
+    key: str  # the output's path relative to DEST (POSIX): unique, the ledger's key
+    kind: str  # "dicom", "nifti", "numpy" or "other"
+    root: str  # folder (relative to SOURCE, "" for SOURCE) the DICOM record names are relative to
+    sources: list[SourceFile]
+
+    @property
+    def source_bytes(self) -> int:
+        return sum(s.size for s in self.sources)
+
+
+@dataclass
+class Plan:
+    items: list[Item]
+    skipped: list[dict[str, str]] = field(default_factory=list)  # {"file", "reason"}: never read
+
+
+def walk(source: str | os.PathLike) -> Plan:
+    """Every item under ``source`` (a folder), in a deterministic order (by output name)."""
+    root = Path(source)
+    items: list[Item] = []
+    skipped: list[dict[str, str]] = []
+    series: dict[tuple[str, str], list[tuple[SourceFile, int]]] = {}  # (study, uid) -> (file, frames)
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        for name in sorted(dirnames):
+            if (here / name).is_symlink():  # os.walk lists it but does not enter it: say so
+                skipped.append({"file": _rel(root, here / name), "reason": "symbolic link to a folder (not followed)"})
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = here / name
+            rel = _rel(root, path)
+            try:
+                st = path.lstat()
+            except OSError as e:
+                skipped.append({"file": rel, "reason": f"cannot be read ({e.strerror or e})"})
+                continue
+            why = _not_regular(st)
+            if why:
+                skipped.append({"file": rel, "reason": why})
+                continue
+            src = SourceFile(rel, st.st_size, st.st_mtime_ns)
+            kind = _kind(name)
+            if kind:
+                items.append(Item(key=rel + ".lvp", kind=kind, root=posixpath.dirname(rel), sources=[src]))
+                continue
+            header = _dicom_header(path, name)
+            if header is None:
+                items.append(_other(src))
+            elif header == "unreadable":  # the task reads it again and records why it fails
+                items.append(Item(_in(posixpath.dirname(rel), f"dicom-{_hash(rel)}.lvp"), "dicom",
+                                  posixpath.dirname(rel), [src]))
+            elif header == "no pixels":
+                items.append(_other(src))
+            else:
+                uid, frames = header
+                study = rel.split("/", 1)[0] if "/" in rel else ""
+                series.setdefault((study, uid), []).append((src, frames))
+    items.extend(_series_items(series))
+    items.sort(key=lambda it: it.key)
+    return Plan(items=items, skipped=skipped)
+
+
+def _rel(root: Path, path: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def _in(folder: str, name: str) -> str:
+    return f"{folder}/{name}" if folder else name
+
+
+def _hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
+def _not_regular(st: os.stat_result) -> str | None:
+    if stat.S_ISLNK(st.st_mode):
+        return "symbolic link (not followed)"
+    if stat.S_ISFIFO(st.st_mode):
+        return "FIFO (not read)"
+    if stat.S_ISSOCK(st.st_mode):
+        return "socket (not read)"
+    if not stat.S_ISREG(st.st_mode):
+        return "special file (not read)"
+    return None
+
+
+def _kind(name: str) -> str:
+    low = name.lower()
+    if low.endswith(".npy"):
+        return "numpy"
+    if low.endswith((".nii", ".nii.gz")):
+        return "nifti"
+    return ""
+
+
+def _other(src: SourceFile) -> Item:
+    name = posixpath.basename(src.rel)
+    key = src.rel
+    if name.lower().endswith((".lvp", CARRY_SUFFIX)) or src.rel in RESERVED:
+        key += CARRY_SUFFIX
+    return Item(key=key, kind="other", root=posixpath.dirname(src.rel), sources=[src])
+
+
+def _dicom_header(path: Path, name: str):
+    """None (not DICOM), "unreadable", "no pixels", or (SeriesInstanceUID, number of frames)."""
+    if not (name.lower().endswith(".dcm") or is_dicom_file(path)):
+        return None
+    import pydicom
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom warns about every oddity of real files
+            # large values (the pixel data) are not read, only skipped over
+            ds = pydicom.dcmread(path, force=True, defer_size=1024)
+            if "PixelData" not in ds or "Rows" not in ds:
+                return "no pixels"
+            uid = str(ds.get("SeriesInstanceUID", "") or "")
+            frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except Exception:  # damaged headers surface as many kinds of pydicom errors
+        return "unreadable"
+    return uid, frames
+
+
+def _series_items(series: dict[tuple[str, str], list[tuple[SourceFile, int]]]) -> list[Item]:
+    out = []
+    for (_study, uid), members in series.items():
+        files = [f for f, _ in members]
+        tag = uid if _UID.fullmatch(uid) and len(uid) <= 64 else ("x" + _hash(uid) if uid else "")
+        # a series of several multi-frame files is not one volume (lvpnet reads one such file at a
+        # time), and files without a series UID belong to no series: one item per file
+        alone = not tag or (len(files) > 1 and any(n > 1 for _, n in members))
+        groups = [[f] for f in files] if alone else [files]
+        for group in groups:
+            folder = _common_folder([f.rel for f in group])
+            if not tag:
+                name = f"dicom-{_hash(group[0].rel)}.lvp"
+            elif alone:
+                name = f"series-{tag}-{_hash(group[0].rel)}.lvp"
+            else:
+                name = f"series-{tag}.lvp"
+            out.append(Item(key=_in(folder, name), kind="dicom", root=folder, sources=sorted(group, key=lambda f: f.rel)))
+    return out
+
+
+def _common_folder(rels: list[str]) -> str:
+    dirs = [posixpath.dirname(r) for r in rels]
+    if any(d == "" for d in dirs):
+        return ""
+    return posixpath.commonpath(dirs)
