@@ -1,12 +1,13 @@
 """Damaged, truncated and foreign files are detected, never decoded into a wrong image."""
 
 import struct
+import zlib
 
 import numpy as np
 import pytest
 
 import lvpnet
-from lvpnet.container import FORMAT_MAJOR, PREAMBLE
+from lvpnet.container import FORMAT_MAJOR, PREAMBLE, TRAILER
 from lvpnet.errors import DamagedError, LvpnetError, NewerFormatError, NotLvpError
 
 
@@ -65,6 +66,10 @@ def test_foreign_files_are_not_lvp(content):
 def test_newer_major_version_is_refused(small_lvp):
     _, data = small_lvp
     newer = PREAMBLE.pack(b"\x89LVP\r\n\x1a\n", FORMAT_MAJOR + 1, 0) + data[PREAMBLE.size :]
+    # a newer lvpnet writes a checksum that covers its version (an unchecked flip reads as damage)
+    h_off, h_len, n, _crc, end = TRAILER.unpack(newer[-TRAILER.size :])
+    crc = zlib.crc32(newer[h_off : -TRAILER.size], zlib.crc32(newer[: PREAMBLE.size]))
+    newer = newer[: -TRAILER.size] + TRAILER.pack(h_off, h_len, n, crc, end)
     with pytest.raises(NewerFormatError, match="newer lvpnet"):
         lvpnet.LvpFile(newer)
 

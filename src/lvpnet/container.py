@@ -40,11 +40,9 @@ SLICE_HASH_BYTES = 8
 
 def looks_like_lvp(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a file that starts with the lvpnet magic bytes."""
-    try:
-        with open(path, "rb") as f:
-            return f.read(len(MAGIC)) == MAGIC
-    except OSError:
-        return False
+    from .files import read_head  # a FIFO or a device is not read (it could block or never end)
+
+    return read_head(path, len(MAGIC)) == MAGIC
 
 
 def slice_hash(slice_: np.ndarray) -> bytes:
@@ -139,6 +137,22 @@ class ContainerReader:
         if len(pre) < PREAMBLE.size or pre[:8] != MAGIC:
             raise NotLvpError(f"{self.name}: not an lvpnet file")
         _, major, minor = PREAMBLE.unpack(pre)
+        # The CRC covers the version, so it is checked first: a flipped version byte is damage,
+        # not a newer format. Only a file whose format-1 trailer is not there at all may be a
+        # newer format (which may lay its trailer out differently).
+        trailer = self._trailer()
+        if trailer is None:
+            if major > FORMAT_MAJOR:
+                raise NewerFormatError(
+                    f"{self.name}: made by a newer lvpnet (format {major}.{minor}); "
+                    f"this lvpnet reads format {FORMAT_MAJOR}.x: please upgrade"
+                )
+            raise DamagedError(f"{self.name}: truncated or damaged: the trailer does not match the file")
+        h_off, h_len, n_chunks, crc = trailer
+        index_len = n_chunks * INDEX_RECORD.size
+        meta = self._read(h_off, h_len + index_len)
+        if zlib.crc32(meta, zlib.crc32(pre)) != crc:
+            raise DamagedError(f"{self.name}: damaged: header checksum mismatch")
         if major > FORMAT_MAJOR:
             raise NewerFormatError(
                 f"{self.name}: made by a newer lvpnet (format {major}.{minor}); "
@@ -146,28 +160,54 @@ class ContainerReader:
             )
         if major < 1:
             raise DamagedError(f"{self.name}: damaged: unknown format version {major}.{minor}")
-        if self.file_bytes < PREAMBLE.size + TRAILER.size:
-            raise DamagedError(f"{self.name}: truncated: the file ends before its trailer")
-        h_off, h_len, n_chunks, crc, end = TRAILER.unpack(self._read(self.file_bytes - TRAILER.size, TRAILER.size))
-        index_len = n_chunks * INDEX_RECORD.size
-        if end != END_MAGIC or h_off + h_len + index_len != self.file_bytes - TRAILER.size or h_off < PREAMBLE.size:
-            raise DamagedError(f"{self.name}: truncated or damaged: the trailer does not match the file")
-        meta = self._read(h_off, h_len + index_len)
-        if zlib.crc32(meta, zlib.crc32(pre)) != crc:
-            raise DamagedError(f"{self.name}: damaged: header checksum mismatch")
         try:
             self.header = json.loads(meta[:h_len].decode())
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:  # CRC matched, so a writer bug
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:  # CRC matched: forged or a writer bug
             raise DamagedError(f"{self.name}: damaged: unreadable header ({e})") from None
         self.version = (major, minor)
+        self._check_header()
+        n_codecs = len(self.header["codecs"])
         self.records: list[ChunkRecord] = []
         offset = PREAMBLE.size
         for i in range(n_chunks):
             length, codec, ccrc, shash = INDEX_RECORD.unpack_from(meta, h_len + i * INDEX_RECORD.size)
+            if codec >= n_codecs:
+                raise DamagedError(f"{self.name}: damaged: slice {i} names codec {codec} of {n_codecs}")
             self.records.append(ChunkRecord(offset, length, codec, ccrc, shash))
             offset += length
         self._data_end = offset
         self._check_layout(h_off)
+
+    def _trailer(self) -> tuple[int, int, int, int] | None:
+        """The format-1 trailer's (header offset, header length, chunk count, crc), or None when
+        the file has none that fits it."""
+        if self.file_bytes < PREAMBLE.size + TRAILER.size:
+            return None
+        h_off, h_len, n_chunks, crc, end = TRAILER.unpack(self._read(self.file_bytes - TRAILER.size, TRAILER.size))
+        index_len = n_chunks * INDEX_RECORD.size
+        if end != END_MAGIC or h_off + h_len + index_len != self.file_bytes - TRAILER.size or h_off < PREAMBLE.size:
+            return None
+        return h_off, h_len, n_chunks, crc
+
+    def _check_header(self) -> None:
+        """The container's own header fields, typed and in range (docs/FORMAT.md, "Header")."""
+        h = self.header
+        if not isinstance(h, dict):
+            raise DamagedError(f"{self.name}: damaged: the header is a {type(h).__name__}, not an object")
+        codecs = h.get("codecs")
+        if not isinstance(codecs, list) or len(codecs) > 256:
+            raise DamagedError(f"{self.name}: damaged: header field 'codecs' is not a list of at most 256 codecs")
+        for k, c in enumerate(codecs):
+            if not (isinstance(c, dict) and isinstance(c.get("id"), str) and _is_uint(c.get("version"))):
+                raise DamagedError(f"{self.name}: damaged: header field 'codecs[{k}]' needs a string id and a version")
+        blobs = h.get("blobs", [])
+        if not isinstance(blobs, list):
+            raise DamagedError(f"{self.name}: damaged: header field 'blobs' is not a list")
+        for k, b in enumerate(blobs):
+            if not (isinstance(b, dict) and all(_is_uint(b.get(key)) for key in ("offset", "length", "crc32"))):
+                raise DamagedError(
+                    f"{self.name}: damaged: header field 'blobs[{k}]' needs integer offset, length and crc32"
+                )
 
     def _check_layout(self, header_offset: int) -> None:
         blob_end = self._data_end
@@ -193,3 +233,8 @@ class ContainerReader:
         if zlib.crc32(data) != b["crc32"]:
             raise DamagedError(f"{self.name}: blob {i}: checksum mismatch (the file is damaged)")
         return data
+
+
+def _is_uint(value) -> bool:
+    """A JSON non-negative integer (``bool`` is an ``int`` in Python, but not here)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

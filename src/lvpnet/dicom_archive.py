@@ -76,7 +76,9 @@ def info_fields(metadata: dict | None) -> dict[str, Any]:
     arch = archive_of(metadata)
     if arch is None:
         return {"dicom_archive": False}
-    files = arch.get("files", [])
+    # only reports: entries of another shape are left out here (verify checks the records themselves)
+    files = [f for f in _list(arch.get("files")) if isinstance(f, dict) and isinstance(f.get("name"), str)]
+    left = [f for f in _list(arch.get("not_archived")) if isinstance(f, dict) and isinstance(f.get("file"), str)]
     return {
         "dicom_archive": True,
         "dicom_files": len(files),
@@ -86,8 +88,12 @@ def info_fields(metadata: dict | None) -> dict[str, Any]:
         "photometric_changed": [f["name"] for f in files if f.get("photometric_changed")],
         "carried_verbatim": [f["name"] for f in files if f.get("mode") == "verbatim"],
         "lossy_source_files": [f["name"] for f in files if f.get("lossy_source")],
-        "not_archived": [f["file"] for f in arch.get("not_archived", [])],
+        "not_archived": [f["file"] for f in left],
     }
+
+
+def _list(value: Any) -> list:
+    return value if isinstance(value, list) else []
 
 
 # ---------------------------------------------------------------- building the archive
@@ -108,7 +114,10 @@ def iter_build_archive(
     source = Path(source)
     root = source if source.is_dir() else source.parent
     images = list(meta["files"])
-    others = [s["file"] for s in meta.get("skipped_files", [])]
+    # files that are not DICOM images are carried whole; what was not read at all (FIFOs,
+    # devices, links not followed) is only listed in not_archived
+    others = [s["file"] for s in meta.get("skipped_files", []) if s.get("archived", True)]
+    unread = {s["file"]: s["reason"] for s in meta.get("skipped_files", []) if not s.get("archived", True)}
     frames_per_file = list(meta["frames_per_file"])
     starts = np.concatenate([[0], np.cumsum(frames_per_file)[:-1]]).astype(int).tolist()
     flat = volume.array.reshape((-1,) + volume.slice_shape)
@@ -142,7 +151,7 @@ def iter_build_archive(
         "version": ARCHIVE_VERSION,
         "record_format": f"{RECORD_MAGIC.decode()} {RECORD_VERSION}",
         "files": summary,
-        "not_archived": _not_archived(source, root, set(images) | set(others)),
+        "not_archived": _not_archived(source, root, set(images) | set(others), unread),
         "source_bytes": sum(e["source_size"] if "source_size" in e else e["size"] for e in summary),
     }
     metadata = dict(volume.metadata)
@@ -170,21 +179,21 @@ def iter_build_archive(
 
 
 def _read(root: Path, rel: str) -> bytes:
-    try:
-        return (root / rel).read_bytes()
-    except OSError as e:
-        raise InputError(f"{root / rel}: cannot read ({e.strerror or e})") from None
+    from .files import read_bytes
+
+    return read_bytes(root / rel)  # a regular file only: what the reader saw could have been swapped
 
 
-def _not_archived(source: Path, root: Path, taken: set[str]) -> list[dict[str, str]]:
+def _not_archived(source: Path, root: Path, taken: set[str], unread: dict[str, str]) -> list[dict[str, str]]:
     if not source.is_dir():
         return []
-    left = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    left = [{"file": rel, "reason": reason} for rel, reason in unread.items()]
+    listed = taken | set(unread)
+    for dirpath, dirnames, filenames in os.walk(root):  # links to folders are not walked
         dirnames.sort()
         for name in sorted(filenames):
             rel = (Path(dirpath) / name).relative_to(root).as_posix()
-            if rel not in taken:
+            if rel not in listed:
                 left.append({"file": rel, "reason": "another series"})
     return left
 
@@ -402,41 +411,99 @@ def _parse_record(blob: bytes, k: int) -> tuple[dict, bytes]:
         raise DamagedError(f"DICOM file record {k}: not a file record")
     if version > RECORD_VERSION:
         raise InputError(f"DICOM file record {k}: record version {version} is newer than this lvpnet: please upgrade")
+    if _PREFIX.size + n > len(blob):
+        raise DamagedError(f"DICOM file record {k}: its header runs past the record")
     try:
         head = json.loads(blob[_PREFIX.size : _PREFIX.size + n].decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise DamagedError(f"DICOM file record {k}: unreadable header ({e})") from None
+    _check_record(head, k)
     return head, blob[_PREFIX.size + n :]
+
+
+_HEX64 = frozenset("0123456789abcdef")
+_LAYOUTS = ("interleaved", "planar", "ybr422")
+
+
+def _uint(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _sha_hex(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 64 and set(value) <= _HEX64
+
+
+def _check_record(head: Any, k: int) -> None:
+    """Every field of a record's JSON typed and in range (docs/FORMAT.md, "File record"), before
+    anything is decoded or allocated from it."""
+    if not isinstance(head, dict):
+        raise DamagedError(f"DICOM file record {k}: the header is not an object")
+    where = f"DICOM file record {k}"
+    safe_name(head.get("name"))
+    if head.get("role") not in ("image", "other"):
+        raise DamagedError(f"{where}: field 'role' is not image or other")
+    if not _uint(head.get("size")) or not _sha_hex(head.get("sha256")):
+        raise DamagedError(f"{where}: fields 'size' and 'sha256' must be a length and a SHA-256")
+    body = head.get("body")
+    if not (isinstance(body, dict) and body.get("codec") in ("zstd", "deflate") and _uint(body.get("length"))
+            and _sha_hex(body.get("sha256"))):
+        raise DamagedError(f"{where}: field 'body' needs codec zstd or deflate, a length and a SHA-256")
+    if body["codec"] == "deflate" and not _uint(body.get("dictionary")):
+        raise DamagedError(f"{where}: a deflate body needs a record number as 'dictionary'")
+    pixel = head.get("pixel")
+    if pixel is None:
+        return
+    if not (isinstance(pixel, dict) and all(_uint(pixel.get(key)) for key in ("offset", "length", "frame_start", "frames"))
+            and pixel.get("layout") in _LAYOUTS and isinstance(pixel.get("swap16"), bool)):
+        raise DamagedError(f"{where}: field 'pixel' needs offset, length, frame_start, frames, layout and swap16")
+    try:
+        dtype = np.dtype(pixel.get("dtype"))
+    except (TypeError, ValueError, SyntaxError):
+        dtype = None
+    if dtype is None or dtype.kind not in "iu" or dtype.itemsize not in (1, 2, 4):
+        raise DamagedError(f"{where}: field 'pixel.dtype' is not an 8, 16 or 32-bit integer type: {pixel.get('dtype')!r}")
 
 
 def _decode_body(head: dict, coded: bytes, k: int, ref_body) -> bytes:
     import imagecodecs
 
     body = head["body"]
+    name = head["name"]
     try:
         if body["codec"] == "zstd":
-            out = bytes(imagecodecs.zstd_decode(coded))
-        elif body["codec"] == "deflate":
-            d = zlib.decompressobj(-15, zdict=ref_body(int(body["dictionary"])))
-            out = d.decompress(coded) + d.flush()
+            # at most the declared length: a crafted frame cannot inflate past it (a zstd bomb)
+            out = bytes(imagecodecs.zstd_decode(coded, out=body["length"]))
         else:
-            raise InputError(f"DICOM file record {k}: unknown body coding {body['codec']!r}")
-    except InputError:
+            d = zlib.decompressobj(-15, zdict=ref_body(body["dictionary"]))
+            out = d.decompress(coded, body["length"] + 1)
+            if len(out) <= body["length"]:
+                out += d.flush(body["length"] + 1 - len(out))
+    except (InputError, DamagedError):
         raise
     except Exception as e:
-        raise DamagedError(f"{head.get('name', k)}: file record cannot be decoded ({e})") from None
+        raise DamagedError(f"{name}: file record cannot be decoded ({e})") from None
     if len(out) != body["length"] or _sha(out) != body["sha256"]:
-        raise DamagedError(f"{head.get('name', k)}: file record checksum mismatch (the archive is damaged)")
+        raise DamagedError(f"{name}: file record checksum mismatch (the archive is damaged)")
     return out
 
 
+_NAME_MAX, _PATH_MAX = 255, 4096  # bytes, as Linux and most file systems count them
+
+
 def safe_name(name: Any) -> str:
-    """A record's file name, checked to stay inside the output folder."""
+    """A record's file name, checked to stay inside the output folder and to be writable
+    (verify refuses every name that decompress could not write)."""
     if not isinstance(name, str) or not name or "\\" in name or "\x00" in name:
         raise DamagedError(f"DICOM file record with an invalid file name {name!r}")
     p = PurePosixPath(name)
     if p.is_absolute() or any(part in ("", ".", "..") for part in name.split("/")):
         raise DamagedError(f"DICOM file record with a file name outside the folder: {name!r}")
+    try:
+        raw = os.fsencode(name)
+    except UnicodeError:
+        raise DamagedError(f"DICOM file record with a file name that cannot be written: {name!r}") from None
+    if len(raw) > _PATH_MAX or any(len(part) > _NAME_MAX for part in raw.split(b"/")):
+        raise DamagedError(f"DICOM file record with a file name too long to write ({len(raw)} bytes): {name[:60]!r}...")
     return name
 
 
@@ -450,11 +517,32 @@ def iter_files(volume: Volume) -> Iterator[tuple[str, bytes]]:
     yield from _iter_restore(volume)
 
 
+def _check_names(names: list[str]) -> None:
+    """No two records may restore to the same path, nor one file sit where another needs a folder."""
+    files = set()
+    for name in names:
+        if name in files:
+            raise DamagedError(f"{name}: two file records with the same name")
+        files.add(name)
+    for name in names:
+        parts = name.split("/")
+        for i in range(1, len(parts)):
+            if "/".join(parts[:i]) in files:
+                raise DamagedError(f"{name}: file record inside {'/'.join(parts[:i])}, which is a file of the archive")
+
+
 def _iter_restore(volume: Volume) -> Iterator[tuple[str, bytes]]:
     parsed = [_parse_record(b, k) for k, b in enumerate(volume.blobs)]
-    n_files = len(archive_of(volume.metadata).get("files", []))
+    files = archive_of(volume.metadata).get("files", [])
+    n_files = len(files) if isinstance(files, list) else -1
     if len(parsed) != n_files:
         raise DamagedError(f"the archive lists {n_files} files but holds {len(parsed)} file records")
+    _check_names([head["name"] for head, _ in parsed])
+    from . import limits
+
+    stored = sum(len(b) for b in volume.blobs)
+    for k, (head, _) in enumerate(parsed):  # a record's body and file are allocated whole
+        limits.check(head["body"]["length"] + head["size"], stored, f"{head['name']}: DICOM file record {k}")
     cache: dict[int, bytes] = {}
 
     def body_of(k: int) -> bytes:
@@ -465,20 +553,18 @@ def _iter_restore(volume: Volume) -> Iterator[tuple[str, bytes]]:
         return cache[k]
 
     flat = volume.array.reshape((-1,) + volume.slice_shape)
-    seen: set[str] = set()
     for k, (head, coded) in enumerate(parsed):
-        name = safe_name(head.get("name"))
-        if name in seen:
-            raise DamagedError(f"{name}: two file records with the same name")
-        seen.add(name)
+        name = head["name"]
         body = cache[k] if k in cache else _decode_body(head, coded, k, body_of)
         spec = head.get("pixel")
         if spec:
-            start, n = int(spec["frame_start"]), int(spec["frames"])
-            if start < 0 or start + n > flat.shape[0]:
+            start, n = spec["frame_start"], spec["frames"]
+            if start + n > flat.shape[0]:
                 raise DamagedError(f"{name}: file record refers to frames {start}..{start + n - 1} of {flat.shape[0]}")
+            if spec["layout"] != "interleaved" and (flat.ndim != 4 or (spec["layout"] == "ybr422" and flat.shape[2] % 2)):
+                raise DamagedError(f"{name}: file record's pixel layout {spec['layout']} does not fit {flat.shape[1:]} frames")
             pixels = _serialise(flat[start : start + n], spec)
-            off = int(spec["offset"])
+            off = spec["offset"]
             if len(pixels) != spec["length"] or off > len(body):
                 raise DamagedError(f"{name}: file record does not match the pixel data")
             data = body[:off] + pixels + body[off:]

@@ -28,3 +28,7 @@ class DamagedError(LvpnetError):
     """Damaged, truncated or failing verification (exit 1)."""
 
     exit_code = 1
+
+
+class LimitError(InputError):
+    """Decoding would need more memory than the limit allows (exit 2; ``lvpnet.limits``)."""

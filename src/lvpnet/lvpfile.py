@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import threading
 from collections.abc import Generator
 
 import numpy as np
 
-from . import codecs
+from . import codecs, limits
 from .container import ContainerReader, slice_hash
 from .errors import DamagedError, InputError, LvpnetError
+from .header_check import check_header
 from .progress import Progress, run
-from .slicing import n_slices, slice_shape
+from .slicing import slice_shape
 from .volume import Volume
 
 
@@ -36,14 +38,9 @@ class LvpFile:
             if os.path.isdir(source):
                 raise InputError(f"{source}: is a folder, not an lvpnet file")
         self._reader = ContainerReader(source, name)
-        h = self._reader.header
-        try:
-            self.dtype = np.dtype(h["dtype"])
-            self.shape = tuple(int(n) for n in h["shape"])
-            self.rgb = bool(h["rgb"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise DamagedError(f"{self.name}: damaged: header lacks a valid {e}") from None
-        if n_slices(self.shape, self.rgb) != len(self._reader.records):
+        # every field that lays out the output, typed and in range before anything trusts it
+        self.dtype, self.shape, self.rgb = check_header(self._reader.header, self.name)
+        if math.prod(self.shape[: len(self.shape) - len(self.slice_shape)]) != len(self._reader.records):
             raise DamagedError(f"{self.name}: damaged: {len(self._reader.records)} chunks for shape {self.shape}")
         self._last: tuple[int, np.ndarray] | None = None  # the last slice decoded, a reference for the next
         self._lock = threading.Lock()
@@ -51,6 +48,11 @@ class LvpFile:
     @property
     def name(self) -> str:
         return self._reader.name
+
+    @property
+    def _sample_bytes(self) -> int:
+        """Bytes of one pixel of a slice (all its colours)."""
+        return self.dtype.itemsize * (3 if self.rgb else 1)
 
     @property
     def header(self) -> dict:
@@ -74,7 +76,7 @@ class LvpFile:
 
     @property
     def n_samples(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)
 
     @property
     def bits_per_sample(self) -> float:
@@ -165,6 +167,10 @@ class LvpFile:
 
     def _decode(self, i: int, data: bytes, codec, version: int, reference: np.ndarray | None) -> np.ndarray:
         """Slice ``i`` from its chunk (``reference``: the slice before it, decoded, where it needs it)."""
+        # what the codec will allocate follows the declared slice shape: bounded by the file's size first
+        pixels = math.prod(self.slice_shape[:2])
+        work = getattr(codec, "decode_bytes_per_pixel", 16) * pixels + 3 * pixels * self._sample_bytes
+        limits.check(work, self.file_bytes, f"{self.name}: slice {i} ({'x'.join(map(str, self.slice_shape))} {self.dtype})")
         try:
             ref = {"reference": reference} if reference is not None and codec.takes_reference else {}
             out = codec.decode(data, self.slice_shape, self.dtype, version, **ref)
@@ -178,6 +184,8 @@ class LvpFile:
 
     def iter_decode(self, stage: str = "decode") -> Generator[Progress, None, np.ndarray]:
         """Decode every slice and check the whole-array hash; yields progress."""
+        limits.check(self.n_samples * self.dtype.itemsize, self.file_bytes,
+                     f"{self.name}: the array ({'x'.join(map(str, self.shape))} {self.dtype})")
         out = np.empty(self.shape, self.dtype)
         flat = out.reshape((-1,) + self.slice_shape)
         h = hashlib.blake2b(digest_size=32)

@@ -21,10 +21,13 @@ bytes and so cannot lose anything.
 
 from __future__ import annotations
 
+import math
+
 import imagecodecs
 import numpy as np
 
 from .base import Codec
+from .jxl_size import jxl_size
 
 MODE_JXL, MODE_SHUFFLE_ZSTD, MODE_CONSTANT = 0, 1, 2
 JXL_EFFORT = 7
@@ -55,6 +58,9 @@ class FallbackCodec(Codec):
     id = "fallback"
     version = 1
     reads_versions = (1,)
+    # memory a decode takes beyond the slice itself, per pixel (``LvpFile`` checks it against
+    # ``lvpnet.limits`` before decoding): libjxl's int32 channels, up to 3 of them, and its output
+    decode_bytes_per_pixel = 16
 
     def encode(self, slice_: np.ndarray, effort: int = JXL_EFFORT) -> bytes:
         """``effort``: JPEG-XL's (the chunk decodes the same way whatever it is)."""
@@ -83,21 +89,32 @@ class FallbackCodec(Codec):
         return (JXL_EFFORT_THOROUGH,)
 
     def decode(self, data: bytes, shape: tuple[int, ...], dtype: np.dtype, version: int) -> np.ndarray:
+        """Every stream is checked against ``shape`` before it is decoded, so what is allocated
+        follows the slice, never a size the stream declares (a JPEG-XL header, a zstd bomb)."""
         dtype = np.dtype(dtype)
+        if not data:
+            raise ValueError("empty chunk")
         mode, body = data[0], data[1:]
+        n_bytes = math.prod(shape) * dtype.itemsize
         if mode == MODE_CONSTANT:
             if len(body) != dtype.itemsize:
                 raise ValueError("constant chunk of the wrong size")
             return np.full(shape, np.frombuffer(body, dtype)[0], dtype=dtype)
         if mode == MODE_JXL:
+            if dtype.kind not in "iu" or len(body) <= dtype.itemsize:
+                raise ValueError("JPEG-XL chunk for a slice that is not integer, or without a codestream")
             offset = np.frombuffer(body[: dtype.itemsize], dtype)[0]
-            shifted = imagecodecs.jpegxl_decode(body[dtype.itemsize :], numthreads=1)
-            if shifted.size != int(np.prod(shape)):
+            stream = body[dtype.itemsize :]
+            declared = jxl_size(stream)
+            if declared != tuple(shape[:2]):
+                raise ValueError(f"JPEG-XL codestream of {declared[0]}x{declared[1]} for a {shape[0]}x{shape[1]} slice")
+            shifted = imagecodecs.jpegxl_decode(stream, numthreads=1)
+            if shifted.size != math.prod(shape):
                 raise ValueError("JPEG-XL chunk of the wrong size")
             return shifted.reshape(shape).astype(dtype) + offset
         if mode == MODE_SHUFFLE_ZSTD:
-            raw = imagecodecs.zstd_decode(body)
-            if len(raw) != int(np.prod(shape)) * dtype.itemsize:
+            raw = imagecodecs.zstd_decode(body, out=n_bytes)  # refuses a frame that inflates past the slice
+            if len(raw) != n_bytes:
                 raise ValueError("zstd chunk of the wrong size")
             return _unshuffle(raw, shape, dtype)
         raise ValueError(f"unknown fallback mode {mode}")

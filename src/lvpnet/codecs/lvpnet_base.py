@@ -42,7 +42,11 @@ def decode_lattice(data: bytes, H: int, W: int, R: int, g: int) -> np.ndarray:
     """The lattice (int64) of an (H, W) plane with values in ``0..R``; ValueError when damaged."""
     import imagecodecs
 
-    try:
+    from .jxl_size import jxl_size
+
+    try:  # the declared size first: the decoder would allocate whatever the codestream says
+        if jxl_size(data) != lattice_shape(H, W, g):
+            raise ValueError("declares another size than the lattice's")
         sub = imagecodecs.jpegxl_decode(data)
     except Exception as e:  # imagecodecs raises its own error types for damaged codestreams
         raise ValueError(f"lvpnet base layer: not a JPEG-XL codestream ({e})") from None

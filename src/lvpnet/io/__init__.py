@@ -14,21 +14,17 @@ import os
 from pathlib import Path
 
 from ..errors import InputError
+from ..files import read_head, require_regular
 from ..volume import Volume
 
-__all__ = ["read", "write", "is_dicom_file"]
+__all__ = ["read", "write", "is_dicom_file", "notes"]
 
 _DICOM_MAGIC_OFFSET = 128
 
 
 def is_dicom_file(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a file with the DICOM preamble (``DICM`` at byte 128)."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(_DICOM_MAGIC_OFFSET)
-            return f.read(4) == b"DICM"
-    except OSError:
-        return False
+    return read_head(path, 4, _DICOM_MAGIC_OFFSET) == b"DICM"  # never blocks on a FIFO or reads a device
 
 
 def _kind(path: Path) -> str:
@@ -44,15 +40,17 @@ def _kind(path: Path) -> str:
     return ""
 
 
-def read(path: str | os.PathLike, *, series: str | None = None, rgb: bool = False) -> Volume:
+def read(
+    path: str | os.PathLike, *, series: str | None = None, rgb: bool = False, follow_symlinks: bool = False
+) -> Volume:
     """Read an image or volume, keeping the stored values exactly.
 
     ``series`` picks one series (by SeriesInstanceUID) from a DICOM folder
     holding several; ``rgb`` says the last axis (of 3) of a ``.npy`` is colour.
+    Only regular files are read: in a folder, FIFOs, devices and sockets are
+    skipped, and symbolic links too unless ``follow_symlinks`` (``notes`` lists them).
     """
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"{p}: not found")
+    p = require_regular(path)
     kind = _kind(p)
     if series is not None and kind != "dicom":
         raise InputError(f"{p}: series selection applies to DICOM input only")
@@ -69,10 +67,17 @@ def read(path: str | os.PathLike, *, series: str | None = None, rgb: bool = Fals
     if kind == "dicom":
         from .dicom import read_dicom
 
-        return read_dicom(p, series=series)
+        return read_dicom(p, series=series, follow_symlinks=follow_symlinks)
     raise InputError(
         f"{p}: unsupported input (expected .npy, .nii, .nii.gz, a DICOM file or a DICOM folder)"
     )
+
+
+def notes(volume: Volume) -> list[str]:
+    """What reading skipped that a user should hear about: special files and links in a folder."""
+    dicom = (volume.metadata or {}).get("dicom") or {}
+    skipped = dicom.get("skipped_files", []) if isinstance(dicom, dict) else []
+    return [f"{s['file']}: skipped: {s['reason']}" for s in skipped if not s.get("archived", True)]
 
 
 def write(volume: Volume, path: str | os.PathLike) -> None:

@@ -37,7 +37,6 @@ except palette colour lookup tables, which are kept inline.
 from __future__ import annotations
 
 import base64
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..files import iter_folder
 from ..volume import Volume
 from . import is_dicom_file
 
@@ -93,22 +93,26 @@ class _File:
 # ---------------------------------------------------------------- entry point
 
 
-def read_dicom(path: Path, *, series: str | None = None) -> Volume:
-    """Read a DICOM file or a folder holding one series (or the one ``series`` names)."""
+def read_dicom(path: Path, *, series: str | None = None, follow_symlinks: bool = False) -> Volume:
+    """Read a DICOM file or a folder holding one series (or the one ``series`` names).
+
+    In a folder only regular files are read; FIFOs, devices, sockets and (unless
+    ``follow_symlinks``) symbolic links are listed in ``skipped_files`` with
+    ``"archived": false``."""
     path = Path(path)
     try:
         with warnings.catch_warnings():  # pydicom warns about every oddity; we report what matters
             warnings.simplefilter("ignore")
-            return _read(path, series)
+            return _read(path, series, follow_symlinks)
     except InputError:
         raise
     except Exception as e:  # malformed values surface as many kinds of pydicom/numpy errors
         raise InputError(f"{path}: unreadable DICOM input ({type(e).__name__}: {e})") from None
 
 
-def _read(path: Path, series: str | None) -> Volume:
+def _read(path: Path, series: str | None, follow_symlinks: bool) -> Volume:
     if path.is_dir():
-        files, skipped = _scan(path)
+        files, skipped = _scan(path, follow_symlinks)
         chosen = _select_series(files, series, path)
         return _build(chosen, skipped, single_file=False)
     ds = _dcmread(path, header_only=True)
@@ -145,23 +149,23 @@ def _sop_name(ds: Any) -> str:
 # ---------------------------------------------------------------- folders and series
 
 
-def _scan(root: Path) -> tuple[list[_File], list[dict[str, str]]]:
-    """DICOM image files under ``root`` and what was skipped (and why)."""
+def _scan(root: Path, follow_symlinks: bool = False) -> tuple[list[_File], list[dict[str, Any]]]:
+    """DICOM image files under ``root`` and what was skipped (and why): files that are not
+    DICOM images (archived as they are) and what is not read at all (``"archived": False``)."""
     files: list[_File] = []
-    skipped: list[dict[str, str]] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames):
-            p = Path(dirpath) / name
-            rel = p.relative_to(root).as_posix()
-            if not (is_dicom_file(p) or name.lower().endswith(".dcm")):
-                skipped.append({"file": rel, "reason": "not DICOM"})
-                continue
-            ds = _dcmread(p, header_only=True)
-            if not _has_pixels(ds):
-                skipped.append({"file": rel, "reason": f"no pixel data ({_sop_name(ds)})"})
-                continue
-            files.append(_File(p, rel, ds))
+    skipped: list[dict[str, Any]] = []
+    for rel, p, unread in iter_folder(root, follow_symlinks):
+        if unread is not None:
+            skipped.append({"file": rel, "reason": unread, "archived": False})
+            continue
+        if not (is_dicom_file(p) or p.name.lower().endswith(".dcm")):
+            skipped.append({"file": rel, "reason": "not DICOM"})
+            continue
+        ds = _dcmread(p, header_only=True)
+        if not _has_pixels(ds):
+            skipped.append({"file": rel, "reason": f"no pixel data ({_sop_name(ds)})"})
+            continue
+        files.append(_File(p, rel, ds))
     return files, skipped
 
 

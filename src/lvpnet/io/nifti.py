@@ -60,7 +60,28 @@ def read_nifti(path: Path) -> Volume:
         raise InputError(f"{path}: NIfTI data unreadable ({e})") from None
 
 
+def _check_data_size(img: Any, path: Path) -> None:
+    """Refuse a header that declares more data than the file can hold, before nibabel allocates it:
+    an uncompressed file must contain every byte; gzip cannot inflate more than about 1032-fold,
+    so a ``.nii.gz`` is held to the memory limit's ratio (``lvpnet.limits``)."""
+    from .. import limits
+
+    shape = tuple(int(n) for n in img.header.get_data_shape())
+    if any(n < 0 for n in shape):
+        raise InputError(f"{path}: NIfTI header declares a negative dimension {shape}")
+    need = math.prod(shape) * img.header.get_data_dtype().itemsize
+    size = path.stat().st_size
+    if path.name.lower().endswith(".gz"):
+        limits.check(need, size, f"{path}: the NIfTI data ({'x'.join(map(str, shape))})")
+    elif need > size - int(img.dataobj.offset):
+        raise InputError(
+            f"{path}: NIfTI header declares {need:,} bytes of data ({'x'.join(map(str, shape))}), "
+            f"the file holds {max(0, size - int(img.dataobj.offset)):,}: truncated or not a NIfTI file"
+        )
+
+
 def _volume(img: Any, path: Path) -> Volume:
+    _check_data_size(img, path)
     raw = np.asarray(img.dataobj.get_unscaled())
     offset = int(img.dataobj.offset)  # where data starts (vox_offset may be 0)
     head, extra = _raw_header(path, img.header, offset)
@@ -139,6 +160,41 @@ def _nifti_metadata(
             {"code": int(e.get_code()), "size": int(e.get_sizeondisk())} for e in hdr.extensions
         ],
     }
+
+
+def metadata_problem(info: Any) -> str | None:
+    """What makes a ``.lvp`` header's ``metadata["nifti"]`` unfit to lay out a ``.nii`` (None: fit).
+
+    The kept header bytes go to the output as they are, so what the record says about them
+    must agree with them: the data starts where the kept bytes end and where the header's
+    ``vox_offset`` says, and ``scl_slope`` / ``scl_inter`` are the header's own (as the reader
+    wrote them). Anything else is a forged or damaged record."""
+    if not isinstance(info, dict):
+        return "not an object"
+    try:
+        head = base64.b64decode(info["header_b64"], validate=True)
+        extra = base64.b64decode(info.get("extra_b64", ""), validate=True)
+    except (KeyError, TypeError, ValueError):
+        return "header_b64 / extra_b64 are not base64"
+    if len(head) not in _HEADER_SIZES:
+        return f"a header of {len(head)} bytes (NIfTI-1 has 348, NIfTI-2 540)"
+    offset = info.get("data_offset", 0)
+    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        return f"data_offset {offset!r} is not a byte offset"
+    try:
+        disk = _header_from_bytes(head)
+        vox_offset, slope, inter = float(disk["vox_offset"]), disk["scl_slope"], disk["scl_inter"]
+    except Exception as e:  # nibabel's header classes raise several kinds on odd bytes
+        return f"the header cannot be parsed ({e})"
+    if offset >= len(head):  # the kept bytes are written as they are, the data right after them
+        if offset != len(head) + len(extra):
+            return f"data_offset {offset} is not where the kept bytes end ({len(head) + len(extra)})"
+        if vox_offset != offset:
+            return f"data_offset {offset} differs from the header's vox_offset {vox_offset:g}"
+    for key, value in (("scl_slope", slope), ("scl_inter", inter)):
+        if info.get(key) != _finite_or_none(value):
+            return f"{key} {info.get(key)!r} differs from the header's {float(value):g}"
+    return None
 
 
 # ---------------------------------------------------------------- writing
@@ -228,16 +284,18 @@ def _write_with_nibabel(volume: Volume, path: Path) -> None:
 def _affine_for(volume: Volume) -> np.ndarray:
     """Voxel (i, j, k) -> RAS mm for a volume that did not come from NIfTI."""
     lps = (volume.metadata or {}).get("coordinate_system") == "LPS"
-    if volume.affine is not None and not lps:
+    if volume.affine is not None and not lps and np.shape(volume.affine) == (4, 4):
         return np.asarray(volume.affine, dtype=np.float64)
     n_axes = volume.array.ndim - (1 if volume.rgb else 0)
     spacing = list(reversed(volume.spacing)) if volume.spacing else [1.0] * n_axes
     spacing = (spacing + [1.0, 1.0, 1.0])[:3]
-    direction = np.asarray(volume.direction if volume.direction is not None else np.eye(3), float)
+    # geometry of another shape than a reader gives (a Volume made by hand) is left out, not an error
+    direction = np.asarray(volume.direction, float) if volume.direction is not None else np.eye(3)
     affine = np.eye(4)
-    affine[:3, :3] = direction.T * np.asarray(spacing, float)
+    affine[:3, :3] = (direction if direction.shape == (3, 3) else np.eye(3)).T * np.asarray(spacing, float)
     if volume.origin is not None:
-        affine[:3, 3] = np.asarray(volume.origin, float)[:3]
+        origin = np.asarray(volume.origin, float).reshape(-1)[:3]
+        affine[: len(origin), 3] = origin
     if lps:  # DICOM patient LPS -> NIfTI RAS
         affine[:2, :] *= -1
     return affine

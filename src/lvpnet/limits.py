@@ -1,0 +1,81 @@
+"""How much memory a file may make lvpnet allocate.
+
+A file states its own sizes (an array shape, a record length, a NIfTI header's
+dimensions). Trusted as they are, a few hundred crafted bytes could ask for
+gigabytes. So every size a reader is about to allocate is checked first
+against a budget that follows the size of the file that asks for it:
+
+    budget = max(256 MiB, 4096 x the file's size)
+
+(docs/FORMAT.md, "Limits"). A genuine file that decodes to more than that
+(a large, nearly empty mask, say) is refused with a message saying how to
+raise the limit: ``--max-memory SIZE`` on the command line or the environment
+variable ``LVPNET_MAX_MEMORY``, either of which replaces the rule by one fixed
+number of bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from .errors import LimitError
+
+ENV = "LVPNET_MAX_MEMORY"
+FLOOR = 256 << 20
+RATIO = 4096
+
+_override: int | None = None  # --max-memory, set once by the command line
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """``"8G"``, ``"512m"``, ``"1.5g"`` or a plain number of bytes -> bytes."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*", str(text), re.IGNORECASE)
+    if not m:
+        raise LimitError(f"{text!r} is not a size (examples: 4G, 512M, 1000000)")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def set_max_memory(size: int | None) -> None:
+    """Replace the budget by a fixed number of bytes (None: back to the rule or the environment)."""
+    global _override
+    _override = size
+
+
+def explicit_limit() -> int | None:
+    """The limit the user set (``--max-memory``, else ``LVPNET_MAX_MEMORY``), or None."""
+    if _override is not None:
+        return _override
+    env = os.environ.get(ENV)
+    if not env:
+        return None
+    try:
+        return parse_size(env)
+    except LimitError:
+        raise LimitError(f"{ENV}={env!r} is not a size (examples: 4G, 512M)") from None
+
+
+def budget(file_bytes: int) -> int:
+    """Bytes a file of ``file_bytes`` may make a reader allocate."""
+    limit = explicit_limit()
+    return limit if limit is not None else max(FLOOR, RATIO * int(file_bytes))
+
+
+def check(nbytes: int, file_bytes: int, what: str) -> None:
+    """Refuse to allocate ``nbytes`` for ``what`` (a file and the thing it declares) beyond the budget."""
+    allowed = budget(file_bytes)
+    if nbytes > allowed:
+        how = ("the limit set" if explicit_limit() is not None
+               else f"the default limit for a file of {file_bytes:,} bytes")
+        raise LimitError(
+            f"{what} needs {_human(nbytes)} of memory, more than {how} ({_human(allowed)}); "
+            f"if the file is genuine, raise the limit with --max-memory SIZE or {ENV}=SIZE"
+        )
+
+
+def _human(n: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} bytes"
