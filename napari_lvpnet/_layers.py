@@ -57,9 +57,9 @@ def _first(v):
     return v
 
 
-def contrast_limits(sample: np.ndarray, metadata: dict, rgb: bool) -> list[float] | None:
-    """Stored-value limits for display (None: let napari decide, e.g. for RGB)."""
-    if rgb or sample.dtype.kind not in "iuf":
+def window_limits(metadata: dict, rgb: bool) -> list[float] | None:
+    """The stored DICOM window, or a CT soft-tissue window for CT, in stored values (None: no window)."""
+    if rgb:
         return None
     slope, inter = _rescale(metadata)
     dicom = metadata.get("dicom") or {}
@@ -70,6 +70,17 @@ def contrast_limits(sample: np.ndarray, metadata: dict, rgb: bool) -> list[float
         lo, hi = float(centre) - float(width) / 2, float(centre) + float(width) / 2
         lo, hi = sorted(((lo - inter) / slope, (hi - inter) / slope))  # to stored values
         return [lo, hi]
+    return None
+
+
+def contrast_limits(sample: np.ndarray, metadata: dict, rgb: bool) -> list[float] | None:
+    """Stored-value limits for display: the window, else the 0.5 to 99.5 percentiles of ``sample``
+    (None: let napari decide, e.g. for RGB)."""
+    if rgb or sample.dtype.kind not in "iuf":
+        return None
+    window = window_limits(metadata, rgb)
+    if window is not None:
+        return window
     finite = sample[np.isfinite(sample)] if sample.dtype.kind == "f" else sample
     if finite.size == 0:
         return None
@@ -104,17 +115,53 @@ def geometry(spacing, origin, direction, affine) -> dict:
     return {"spacing": plain(spacing), "origin": plain(origin), "direction": plain(direction), "affine": plain(affine)}
 
 
+def axis_labels(ndim: int, metadata: dict) -> tuple[str, ...]:
+    """Names for the dims sliders: the last two axes are the image, the one before it the slice
+    (the frame of a DICOM cine, which has no slice spacing), a 4-D series (time, slice, ...);
+    labelled so that no other layer's axis passes for them."""
+    dicom = metadata.get("dicom") or {}
+    third = "frame" if dicom and not dicom.get("slice_spacing") else "slice"
+    names = {1: (third,), 2: ("time", third)}.get(ndim - 2, tuple(f"axis {k}" for k in range(ndim - 2)))
+    return (*names, "row", "column")[-ndim:]
+
+
+def display_units(spacing, ndim: int, metadata: dict) -> list[str] | None:
+    """Millimetres on the axes whose spacing the source gives in mm (DICOM, NIfTI); None when unknown."""
+    if spacing is None or len(spacing) != ndim:
+        return None
+    units = ["pixel"] * ndim
+    nifti, dicom = metadata.get("nifti") or {}, metadata.get("dicom") or {}
+    if nifti:
+        space = (nifti.get("xyzt_units") or ["unknown"])[0]
+        unit = {"mm": "mm", "micron": "um", "meter": "m", "unknown": "mm"}.get(str(space))  # NIfTI's default: mm
+        if unit is None:
+            return None
+        for ax in range(max(0, ndim - 3), ndim):
+            units[ax] = unit
+    elif dicom:
+        units[-2:] = ["mm", "mm"]
+        if ndim >= 3 and dicom.get("slice_spacing"):  # a stack of positioned slices, not frames of a cine
+            units[-3] = "mm"
+    else:
+        return None
+    return units
+
+
 def layer_kwargs(*, shape, rgb, spacing, origin, direction, metadata, name, sample, affine=None) -> dict:
+    """Keyword arguments of ``Image`` (``sample``: the slice for the percentile contrast, or None)."""
     ndim = _spatial_ndim(shape, rgb)
     metadata = {**metadata, "geometry": geometry(spacing, origin, direction, affine)}
-    kwargs: dict = {"name": name, "rgb": rgb, "metadata": metadata}
+    kwargs: dict = {"name": name, "rgb": rgb, "metadata": metadata, "axis_labels": axis_labels(ndim, metadata)}
     scale = display_scale(spacing, ndim)
     if scale is not None:
         kwargs["scale"] = scale
+        units = display_units(spacing, ndim, metadata)
+        if units is not None:
+            kwargs["units"] = units
     translate = display_translate(origin, direction, ndim)
     if translate is not None:
         kwargs["translate"] = translate
-    limits = contrast_limits(sample, metadata, rgb)
+    limits = window_limits(metadata, rgb) if sample is None else contrast_limits(sample, metadata, rgb)
     if limits is not None:
         kwargs["contrast_limits"] = limits
     return kwargs
@@ -135,25 +182,26 @@ def volume_layer(volume: Volume, name: str) -> tuple:
     return (volume.array, kwargs, "image")
 
 
-def lazy_lvp_layer(lvp: LvpFile, name: str) -> tuple:
-    """A dask array with one chunk per slice, each decoded when napari first shows it."""
-    import dask.array as da
+def _blank(dtype: np.dtype, limits) -> object:
+    """The placeholder value of a slice not decoded yet (or damaged): the bottom of the window, black."""
+    if dtype.kind == "b":
+        return False
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return info.min if limits is None else int(np.clip(np.floor(limits[0]), info.min, info.max))
+    return np.nan
 
-    frames, slice_shape = lvp.frame_shape, lvp.slice_shape
-    # the slice napari shows first (its dims start at (n - 1) // 2 on every axis): decoded once, here,
-    # where it also gives the contrast, and handed to napari when it asks
-    middle = int(np.ravel_multi_index(tuple((n - 1) // 2 for n in frames), frames)) if frames else 0
-    sample = lvp.read_slice(middle)
-    if not frames:
-        data = sample
-    else:
-        def load(block_id):
-            flat = int(np.ravel_multi_index(block_id[: len(frames)], frames))
-            s = sample if flat == middle else lvp.read_slice(flat)
-            return s.reshape((1,) * len(frames) + slice_shape)
 
-        chunks = tuple((1,) * n for n in frames) + tuple((n,) for n in slice_shape)
-        data = da.map_blocks(load, dtype=lvp.dtype, chunks=chunks, meta=np.empty((0,) * len(lvp.shape), lvp.dtype))
+def lazy_lvp_layer(lvp: LvpFile, name: str):
+    """An Image layer over ``lvp`` whose slices decode in the background (``_lazy``).
+
+    The slice napari shows first, ``(n - 1) // 2`` on every leading axis, starts decoding at
+    once; the contrast comes from the stored window, or from that slice when it arrives."""
+    from napari.layers import Image
+
+    from ._lazy import LayerFeed, LazySlices, SliceLoader
+
+    frames = lvp.frame_shape
     h = lvp.header
     source = h.get("source", {})
     meta = {
@@ -164,9 +212,22 @@ def lazy_lvp_layer(lvp: LvpFile, name: str) -> tuple:
     }
     kwargs = layer_kwargs(
         shape=lvp.shape, rgb=lvp.rgb, spacing=h.get("spacing"), origin=h.get("origin"),
-        direction=h.get("direction"), metadata=meta, name=name, sample=sample, affine=h.get("affine"),
+        direction=h.get("direction"), metadata=meta, name=name, sample=None, affine=h.get("affine"),
     )
-    return (data, kwargs, "image")
+    loader = SliceLoader(lvp)
+    middle = int(np.ravel_multi_index(tuple((n - 1) // 2 for n in frames), frames)) if frames else 0
+    loader.want([middle])
+    window = kwargs.get("contrast_limits")
+    later = None
+    if window is None and not lvp.rgb:
+        # until the first slice gives percentiles: the dtype's range, so the blank placeholder is black
+        info = np.iinfo(lvp.dtype) if lvp.dtype.kind in "iu" else None
+        kwargs["contrast_limits"] = [float(info.min), float(info.max)] if info else [0.0, 1.0]
+        later = lambda s: contrast_limits(s, meta, False)  # noqa: E731
+    data = LazySlices(loader, _blank(lvp.dtype, window))
+    layer = Image(data, **kwargs)
+    data.feed = LayerFeed(layer, data, later)  # held by the data, so it lives as long as the layer
+    return layer
 
 
 def layer_to_volume(data, attributes: dict) -> Volume:

@@ -1,7 +1,15 @@
 """npe2 readers for .lvp, NIfTI and DICOM.
 
-``get_*_reader`` returns a reader function, or None for anything it cannot
-read; it never raises (napari then offers the file to other plugins).
+``get_*_reader`` returns a reader function, or None for anything it cannot read; it never
+raises. A file that starts with the lvpnet magic is claimed even when it is damaged: its
+reader then says what is wrong in the words of ``lvpnet verify`` and opens nothing (napari
+would otherwise say only that no plugin could read it).
+
+napari's own reader claims ``*.dcm`` and ``*.nii*`` too (it cannot read NIfTI here, and reads
+a DICOM file's whole folder as one stack), so for those napari asks which to use; the
+manifest's DICOM patterns claim only ``.dcm`` / ``.dicom`` names, folders and names without a
+dot (DICOM media file IDs such as ``IM000001``); the reader checks the preamble before it takes
+one.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from pathlib import Path
 from ._layers import lazy_lvp_layer, volume_layer
 
 _MAX_FILES_PROBED = 64
+DICOM_SUFFIXES = (".dcm", ".dicom")
 
 
 def _single(path):
@@ -31,28 +40,29 @@ def _name(path: str, suffixes: tuple[str, ...]) -> str:
 def get_lvp_reader(path):
     path = _single(path)
     try:
-        from lvpnet import LvpFile
         from lvpnet.container import looks_like_lvp
 
         if path is None or not looks_like_lvp(path):
             return None
-        LvpFile(path)  # header, index and their checksum: cheap, and refuses damaged files up front
     except Exception:
         return None
     return read_lvp
 
 
 def read_lvp(path):
-    from napari.utils.notifications import show_error
+    from napari.utils import notifications
 
     from lvpnet import LvpFile, LvpnetError
 
+    from ._messages import notification
+
     path = os.fspath(_single(path))
     try:
-        return [lazy_lvp_layer(LvpFile(path), _name(path, (".lvp",)))]
-    except LvpnetError as e:  # damaged or unreadable: say so, add nothing (napari's "empty file" sentinel)
-        show_error(f"Cannot open {Path(path).name}: {e}")
-        return [(None,)]
+        lvp = LvpFile(path)
+    except LvpnetError as e:  # damaged header, truncated, newer format: say so, add nothing
+        notifications.show_error(notification(e, path))
+        return [(None,)]  # npe2's "read, no layers" sentinel: no "try another plugin" dialog
+    return [lazy_lvp_layer(lvp, _name(path, (".lvp",)))]
 
 
 def get_nifti_reader(path):
@@ -69,10 +79,12 @@ def get_nifti_reader(path):
 
 
 def _is_dicom(path: str) -> bool:
+    """A ``.dcm`` / ``.dicom`` file, another file with the DICOM preamble ('DICM' at byte 128), or a
+    folder holding one."""
     from lvpnet.io import is_dicom_file
 
     if os.path.isfile(path):
-        return str(path).lower().endswith(".dcm") or is_dicom_file(path)
+        return path.lower().endswith(DICOM_SUFFIXES) or is_dicom_file(path)
     if os.path.isdir(path):
         for i, p in enumerate(Path(path).rglob("*")):
             if i >= _MAX_FILES_PROBED:
@@ -98,4 +110,4 @@ def read_volume(path):
 
     path = os.fspath(_single(path))
     volume = lvpnet.read(path)
-    return [volume_layer(volume, _name(path, (".nii.gz", ".nii", ".dcm")))]
+    return [volume_layer(volume, _name(path, (".nii.gz", ".nii", *DICOM_SUFFIXES)))]

@@ -86,3 +86,36 @@ def test_readers_decline_what_they_cannot_read(tmp_path):
     assert get_nifti_reader(str(tmp_path / "missing.nii")) is None
     assert get_nifti_reader(str(tmp_path / "fake.nii")) is None
     assert get_lvp_reader([str(tmp_path / "a"), str(tmp_path / "b")]) is None
+
+
+def test_reader_patterns_claim_only_what_the_plugin_reads(tmp_path):
+    """A PNG gets no reader of this plugin (so no "Choose reader" dialog); a DICOM file without an
+    extension does, once its preamble says DICOM; .lvp, .dcm and folders do."""
+    import shutil
+
+    from napari.plugins._npe2 import get_readers
+    from pydicom.data import get_testdata_file
+
+    from napari_lvpnet._reader import get_dicom_reader, read_volume
+
+    png = tmp_path / "photo.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    assert "napari-lvpnet" not in get_readers(str(png))
+    im = tmp_path / "IM000001"  # a DICOM media file ID
+    shutil.copy(get_testdata_file("CT_small.dcm"), im)
+    assert "napari-lvpnet" in get_readers(str(im)) and get_dicom_reader(str(im)) is read_volume
+    notes = tmp_path / "README"
+    notes.write_text("not an image")
+    assert get_dicom_reader(str(notes)) is None
+    for name in ("a.lvp", "b.dcm"):
+        assert "napari-lvpnet" in get_readers(str(tmp_path / name))
+    assert "napari-lvpnet" in get_readers(str(tmp_path))
+
+
+def test_dicom_series_has_mm_units_and_labelled_axes(make_napari_viewer):
+    from pydicom.data import get_testdata_file
+
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(get_testdata_file("CT_small.dcm"), plugin="napari-lvpnet")
+    assert [str(u) for u in layer.units] == ["millimeter"] * 2
+    assert viewer.dims.axis_labels == ("row", "column")

@@ -1,0 +1,337 @@
+"""Slices of a .lvp decoded off the main thread, for a napari layer that never waits.
+
+A learned slice takes one to two seconds to decode on a small CPU; napari slices a layer on
+the main thread, so decoding there freezes the window at every step. Here:
+
+- ``SliceLoader`` owns one ``LvpFile`` and one background thread. The slices napari asked
+  for last are decoded first (a newer request replaces an older one), then their neighbours
+  (prefetch). Decoded slices stay in an LRU cache bounded in bytes; the slices on screen are
+  never evicted. A slice that fails its checks is remembered with its error and never shown.
+- ``LazySlices`` is the array napari holds: indexing returns at once, with the cached slices
+  and a blank placeholder (the lowest value of the window) for the others. ``np.asarray``
+  and ``read(i)`` decode what is missing and wait: they give the exact data.
+- ``LayerFeed`` lives on the main thread: when a slice on screen arrives it refreshes the
+  layer, names a damaged slice in a notification and on the canvas, sets the contrast from
+  the first slice when the file gave no window, and says "decoding ..." on the canvas when a
+  slice takes longer than a moment.
+
+One lock serialises every decode of the file: ``LvpFile`` keeps the last slice decoded as the
+reference of the next (bitstream 8), and two decodes at once would only share two cores.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from lvpnet import LvpFile
+from lvpnet.errors import LvpnetError
+
+from ._messages import first_line, notification
+
+CACHE_BYTES = 256 * 2**20  # decoded slices kept besides those on screen (512 slices of 512 x 512 int16)
+PREFETCH = 2  # neighbours decoded ahead on each side of the slices on screen
+PENDING_NOTICE_MS = 300  # a slice still decoding after this long gets a "decoding ..." line on the canvas
+REFRESH_EVERY_S = 0.5  # a request of many slices (3-D view) is redrawn at most this often while it fills
+
+
+class SliceLoader:
+    """Decodes slices of one .lvp on a background thread, newest request first, and caches them."""
+
+    def __init__(self, lvp: LvpFile, *, cache_bytes: int = CACHE_BYTES, prefetch: int = PREFETCH):
+        self.lvp = lvp
+        self.n = len(lvp)
+        slice_bytes = max(int(np.prod(lvp.slice_shape)) * lvp.dtype.itemsize, 1)
+        self.capacity = max(cache_bytes // slice_bytes, 1)
+        self.prefetch = prefetch
+        self.failed: dict[int, LvpnetError] = {}
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._wanted: tuple[int, ...] = ()
+        self._file_lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._listeners: list[Callable[[int], None]] = []
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    # ---------------------------------------------------------------- main-thread side
+    def add_listener(self, fn: Callable[[int], None]) -> None:
+        """``fn(i)`` is called on the loader's thread when slice ``i`` is decoded or has failed."""
+        self._listeners.append(fn)
+
+    def get(self, i: int) -> np.ndarray | None:
+        """The decoded slice if it is cached (never waits)."""
+        with self._cond:
+            s = self._cache.get(i)
+            if s is not None:
+                self._cache.move_to_end(i)
+            return s
+
+    def resolved(self, i: int) -> bool:
+        with self._cond:
+            return i in self._cache or i in self.failed
+
+    def want(self, indices: Sequence[int]) -> None:
+        """Decode these first (they replace the previous request), then their neighbours."""
+        with self._cond:
+            self._wanted = tuple(dict.fromkeys(int(i) for i in indices))
+            if self._thread is None and not self._closed:
+                self._thread = threading.Thread(target=self._run, name=f"lvpnet decode {self.lvp.name}", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def read(self, i: int) -> np.ndarray:
+        """Slice ``i``, decoded on the calling thread if needed; raises its error if it is damaged."""
+        s = self.get(i)
+        if s is None:
+            self._decode(i)
+            s = self.get(i)
+        if s is None:
+            raise self.failed[i]
+        return s
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+    # ---------------------------------------------------------------- loader thread
+    def _pending(self, i: int) -> bool:
+        return i not in self._cache and i not in self.failed
+
+    def _next_job(self) -> int | None:
+        """The next slice to decode (called with the condition held), or None."""
+        for i in self._wanted:
+            if self._pending(i):
+                return i
+        spare = self.capacity - sum(1 for i in self._cache if i not in self._wanted)
+        if spare <= 0 or len(self._wanted) > 2 * self.prefetch + 1:  # a whole volume asked: nothing to prefetch
+            return None
+        for d in range(1, self.prefetch + 1):  # i+1 before i-1: reading forward reuses the reference slice
+            for i in self._wanted:
+                for j in (i + d, i - d):
+                    if 0 <= j < self.n and self._pending(j):
+                        return j
+        return None
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                job = self._next_job()
+                while job is None and not self._closed:
+                    self._cond.wait()
+                    job = self._next_job()
+                if self._closed:
+                    return
+            self._decode(job)
+
+    def _decode(self, i: int) -> None:
+        with self._file_lock:
+            if not self._pending(i) or self._closed:
+                return
+            try:
+                s = self.lvp.read_slice(i)
+                s.flags.writeable = False  # shared with every reader of the cache
+            except LvpnetError as e:
+                with self._cond:
+                    self.failed[i] = e
+            else:
+                with self._cond:
+                    self._cache[i] = s
+                    self._evict()
+        if not self._closed:
+            for fn in list(self._listeners):
+                fn(i)
+
+    def _evict(self) -> None:
+        extra = len(self._cache) - self.capacity - len(self._wanted)
+        for i in list(self._cache):
+            if extra <= 0:
+                break
+            if i not in self._wanted:
+                del self._cache[i]
+                extra -= 1
+
+
+def _expand(key, ndim: int) -> tuple:
+    key = key if isinstance(key, tuple) else (key,)
+    if any(k is Ellipsis for k in key):
+        at = next(n for n, k in enumerate(key) if k is Ellipsis)
+        key = key[:at] + (slice(None),) * (ndim - len(key) + 1) + key[at + 1 :]
+    return key + (slice(None),) * (ndim - len(key))
+
+
+class LazySlices:
+    """The array a .lvp layer holds: indexing never waits (placeholders for slices not decoded yet)."""
+
+    def __init__(self, loader: SliceLoader, fill):
+        lvp = loader.lvp
+        self.loader = loader
+        self.shape = tuple(lvp.shape)
+        self.dtype = lvp.dtype
+        self.ndim = len(self.shape)
+        self.size = int(np.prod(self.shape, dtype=np.int64))
+        self.fill = fill
+        self.frame_shape = tuple(lvp.frame_shape)
+        self.slice_shape = tuple(lvp.slice_shape)
+        self._flat = np.arange(loader.n).reshape(self.frame_shape)
+        self.last_request: tuple[int, ...] = ()  # flat indices of the last indexing (what napari shows)
+        self._on_request: Callable[[], None] | None = None
+        self.feed: LayerFeed | None = None  # set by the reader: the layer's main-thread side
+        weakref.finalize(self, loader.close)
+
+    @property
+    def name(self) -> str:
+        return self.loader.lvp.name
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key) -> np.ndarray:
+        key = _expand(key, self.ndim)
+        nf = len(self.frame_shape)
+        idx = self._flat[key[:nf]] if nf else np.asarray(0)
+        flat = [int(i) for i in np.ravel(idx)]
+        self.last_request = tuple(flat)
+        self.loader.want(flat)
+        out = np.full(idx.shape + self.slice_shape, self.fill, self.dtype)
+        rows = out.reshape((-1,) + self.slice_shape)
+        for k, i in enumerate(flat):
+            s = self.loader.get(i)
+            if s is not None:
+                rows[k] = s
+        if self._on_request is not None:
+            self._on_request()
+        return out[(slice(None),) * idx.ndim + key[nf:]]
+
+    def read(self, i: int) -> np.ndarray:
+        """Slice ``i`` (flat index), exact: decodes and waits if needed, raises if it is damaged."""
+        return self.loader.read(i)
+
+    def __array__(self, dtype=None, copy=None):
+        out = np.empty(self.shape, self.dtype)
+        rows = out.reshape((-1,) + self.slice_shape)
+        for i in range(self.loader.n):
+            rows[i] = self.loader.read(i)
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def __repr__(self) -> str:
+        return f"LazySlices({self.name!r}, shape={self.shape}, dtype={self.dtype})"
+
+
+_BRIDGE = None
+
+
+def _bridge():
+    """One QObject for the life of the process, made on the main thread: a signal emitted on a loader
+    thread runs its slot on the main thread. Never deleted, so no thread emits into a dead object."""
+    global _BRIDGE
+    if _BRIDGE is None:
+        from qtpy.QtCore import QObject, Signal
+
+        class _Bridge(QObject):
+            arrived = Signal(object, int)  # (weakref to a LayerFeed, slice index)
+            requested = Signal(object)
+
+        _BRIDGE = _Bridge()
+        _BRIDGE.arrived.connect(lambda ref, i: (feed := ref()) is not None and feed._on_arrived(i))
+        _BRIDGE.requested.connect(lambda ref: (feed := ref()) is not None and feed._on_shown())
+    return _BRIDGE
+
+
+class LayerFeed:
+    """Main-thread side of a lazy .lvp layer: redraws, notifications, canvas text, first contrast."""
+
+    def __init__(self, layer, data: LazySlices, contrast_from_first: Callable[[np.ndarray], list | None] | None):
+        from qtpy.QtCore import QTimer
+
+        self._layer = weakref.ref(layer)
+        self.data = data
+        self._contrast_from_first = contrast_from_first
+        self._notified: set[int] = set()
+        self._canvas_text = ""
+        self._last_refresh = 0.0
+        self._timer = QTimer  # for the delayed "decoding ..." line
+        bridge, me = _bridge(), weakref.ref(self)
+        data.loader.add_listener(lambda i: bridge.arrived.emit(me, i))
+        data._on_request = lambda: bridge.requested.emit(me)
+        for i in range(data.loader.n):  # a slice decoded before the layer existed gives the contrast now
+            if data.loader.get(i) is not None:
+                self._take_contrast(layer, i)
+                break
+
+    def _take_contrast(self, layer, i: int) -> None:
+        first = self.data.loader.get(i) if self._contrast_from_first is not None else None
+        if first is None:
+            return
+        limits = self._contrast_from_first(first)
+        self._contrast_from_first = None
+        if limits is not None:
+            layer.contrast_limits_range = limits
+            layer.contrast_limits = limits
+
+    def _on_arrived(self, i: int) -> None:
+        layer = self._layer()
+        if layer is None:
+            return
+        loader = self.data.loader
+        shown = self.data.last_request
+        self._take_contrast(layer, i)
+        if i not in shown:
+            return
+        complete = all(loader.resolved(j) for j in shown)
+        now = time.monotonic()
+        if complete or now - self._last_refresh > REFRESH_EVERY_S:
+            self._last_refresh = now
+            layer.refresh()
+        self._on_shown()
+
+    def _on_shown(self) -> None:
+        """The slices on screen changed or one arrived: name damage at once, say "decoding" after a moment."""
+        loader = self.data.loader
+        for i in self.data.last_request:
+            if i in loader.failed and i not in self._notified:
+                self._notified.add(i)
+                from napari.utils import notifications
+
+                notifications.show_error(notification(loader.failed[i], loader.lvp.name))
+        self.update_canvas_text()
+        if any(not loader.resolved(i) for i in self.data.last_request):
+            self._timer.singleShot(PENDING_NOTICE_MS, lambda: self.update_canvas_text(pending=True))
+
+    def _viewer(self):
+        from napari import Viewer
+
+        layer = self._layer()
+        return next((v for v in list(Viewer._instances) if layer is not None and layer in v.layers), None)
+
+    def status(self, pending: bool = False) -> str:
+        """What the canvas should say about the slices on screen: damage, or (``pending``, or already
+        said) the slices still decoding; '' when they are all shown."""
+        loader, shown = self.data.loader, self.data.last_request
+        damaged = [i for i in shown if i in loader.failed]
+        if damaged:
+            text = first_line(loader.failed[damaged[0]], loader.lvp.name) + " (shown blank)"
+            return text if len(damaged) == 1 else f"{text}; {len(damaged) - 1} more damaged slices"
+        waiting = [i for i in shown if not loader.resolved(i)]
+        if waiting and (pending or self._canvas_text.startswith("decoding")):
+            file = loader.lvp.name.replace("\\", "/").rsplit("/", 1)[-1]
+            what = f"slice {waiting[0]}" if len(waiting) == 1 else f"{len(waiting)} slices"
+            return f"decoding {what} of {file} ..."
+        return ""
+
+    def update_canvas_text(self, pending: bool = False) -> None:
+        layer, viewer = self._layer(), self._viewer()
+        if layer is None or viewer is None:
+            return
+        overlay = viewer.canvas.overlays.text
+        if overlay.text not in ("", self._canvas_text):  # someone else's text: leave it
+            return
+        text = self.status(pending) if layer.visible else ""
+        self._canvas_text = text
+        overlay.text = text
+        overlay.visible = bool(text)

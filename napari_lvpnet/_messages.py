@@ -1,0 +1,47 @@
+"""Error messages for people looking at the viewer.
+
+The core's messages start with the file's full path ("/long/folder/ct.lvp: slice 8: chunk
+checksum mismatch (the file is damaged)"); a napari notification shows only its first line,
+elided, so that line would show a folder. Here the first line says what is wrong and where
+("Slice 8 of ct.lvp is damaged: chunk checksum mismatch"), and the second repeats the core's
+words, which are what ``lvpnet verify`` prints.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from lvpnet.errors import DamagedError
+
+_SLICE = re.compile(r"^slice (\d+):? (.*)$", re.DOTALL)
+
+
+def _strip_name(text: str, name: str) -> str:
+    for prefix in (f"{name}: ", f"{Path(name).name}: "):
+        if text.startswith(prefix):
+            return text[len(prefix):]
+    return text
+
+
+def error_slice(error: Exception, name: str) -> int | None:
+    """The slice an error from ``LvpFile`` names, or None when it is about the whole file."""
+    m = _SLICE.match(_strip_name(str(error), name))
+    return int(m.group(1)) if m else None
+
+
+def first_line(error: Exception, name: str) -> str:
+    """One short line: which slice (or file), what is wrong."""
+    file = Path(name).name
+    rest = _strip_name(str(error), name)
+    m = _SLICE.match(rest)
+    if m is None:
+        return f"Cannot open {file}: {rest}"
+    what = m.group(2).replace(" (the file is damaged)", "")
+    state = "is damaged" if isinstance(error, DamagedError) else "cannot be decoded"
+    return f"Slice {m.group(1)} of {file} {state}: {what}"
+
+
+def notification(error: Exception, name: str) -> str:
+    """First line for the notification's collapsed view, then the core's words in full."""
+    return f"{first_line(error, name)}\nlvpnet verify: {error}"

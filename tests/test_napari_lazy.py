@@ -1,0 +1,174 @@
+"""A .lvp in a real viewer (pytest-qt under Xvfb): slices decode off the main thread, damaged
+slices are shown blank and named, never replaced by a neighbour."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from conftest import smooth_image
+
+import lvpnet
+
+pytest.importorskip("napari")
+
+
+def _flip_in_slice(path, i, out):
+    f = lvpnet.open(path)
+    rec = f._reader.records[i]
+    data = bytearray(path.read_bytes())
+    data[rec.offset + rec.length // 2] ^= 0x20
+    out.write_bytes(bytes(data))
+    return out
+
+
+@pytest.fixture
+def stack(tmp_path, rng):
+    a = smooth_image(rng, (8, 64, 64), -1000, 1500, np.int16)
+    path = tmp_path / "ct.lvp"
+    lvpnet.compress_to_file(lvpnet.Volume(array=a, spacing=(2.5, 0.7, 0.7), metadata={"modality": "CT"}), path,
+                            codec="fallback")
+    return a, path
+
+
+def _shown(layer):
+    """The slice the canvas holds for ``layer`` now."""
+    return np.asarray(layer._slice.image.raw)
+
+
+def _settle(qtbot, layer, ms=3000):
+    qtbot.waitUntil(lambda: all(layer.data.loader.resolved(i) for i in layer.data.last_request), timeout=ms)
+    qtbot.wait(30)  # the queued refresh
+
+
+def test_damaged_slice_is_blank_under_a_labels_layer_and_named(make_napari_viewer, qtbot, stack, tmp_path,
+                                                                monkeypatch):
+    a, path = stack
+    damaged = _flip_in_slice(path, 5, tmp_path / "dmg.lvp")
+    errors = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", errors.append)
+    viewer = make_napari_viewer()
+    (image,) = viewer.open(str(damaged), plugin="napari-lvpnet")
+    marks = np.zeros(a.shape, np.uint8)
+    marks[:, 10:20, 10:20] = np.arange(1, 9)[:, None, None]  # each slice its own label
+    labels = viewer.add_labels(marks, scale=image.scale, name="mask")
+    for step in (3, 4, 5, 6):
+        viewer.dims.set_current_step(0, step)
+        _settle(qtbot, image)
+        assert viewer.dims.current_step[0] == step
+        assert labels._slice.image.raw[15, 15] == step + 1  # the overlay is on this slice, and so is the image
+        if step == 5:
+            shown = _shown(image)
+            assert (shown == image.data.fill).all()  # blank, never slice 4
+            assert shown.max() <= image.contrast_limits[0]  # black
+            assert viewer.canvas.overlays.text.visible and viewer.canvas.overlays.text.text.startswith("Slice 5 of dmg.lvp is damaged")
+        else:
+            np.testing.assert_array_equal(_shown(image), a[step])
+            assert not viewer.canvas.overlays.text.visible
+    assert len(errors) == 1  # once, when the slice was shown
+    first = errors[0].splitlines()[0]
+    assert first == "Slice 5 of dmg.lvp is damaged: chunk checksum mismatch"
+    with pytest.raises(lvpnet.LvpnetError):  # exact reads say so too
+        image.data.read(5)
+
+
+def test_damaged_first_slice_opens_blank_with_notification(make_napari_viewer, qtbot, stack, tmp_path, monkeypatch):
+    a, path = stack
+    damaged = _flip_in_slice(path, 3, tmp_path / "mid.lvp")  # (8 - 1) // 2: the slice napari shows first
+    errors = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", errors.append)
+    viewer = make_napari_viewer()
+    (image,) = viewer.open(str(damaged), plugin="napari-lvpnet")
+    _settle(qtbot, image)
+    qtbot.waitUntil(lambda: bool(errors), timeout=3000)
+    assert viewer.dims.current_step[0] == 3 and (_shown(image) == image.data.fill).all()
+    assert errors[0].startswith("Slice 3 of mid.lvp is damaged: chunk checksum mismatch\n")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "header"])
+def test_damaged_header_or_truncated_file_says_what_verify_says(make_napari_viewer, stack, tmp_path, monkeypatch,
+                                                                 capsys, damage):
+    from lvpnet.cli import main
+    from napari_lvpnet._reader import get_lvp_reader
+
+    _, path = stack
+    data = path.read_bytes()
+    bad = tmp_path / "bad.lvp"
+    bad.write_bytes(data[:-40] if damage == "truncated" else data[:-30] + bytes([data[-30] ^ 0xFF]) + data[-29:])
+    assert get_lvp_reader(str(bad)) is not None  # it is a .lvp: this plugin speaks for it
+    assert main(["verify", str(bad)]) == 1
+    verify_says = capsys.readouterr().err.strip().removeprefix("lvpnet: ")
+    errors = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", errors.append)
+    viewer = make_napari_viewer()
+    viewer.window._qt_viewer._qt_open([str(bad)], stack=False)  # what dropping the file does
+    assert len(viewer.layers) == 0
+    assert len(errors) == 1
+    first, second = errors[0].splitlines()
+    assert first.startswith("Cannot open bad.lvp: ") and verify_says.endswith(first.removeprefix("Cannot open bad.lvp: "))
+    assert second == f"lvpnet verify: {verify_says}"
+
+
+def test_slow_decodes_never_block_the_main_thread(make_napari_viewer, qtbot, stack, monkeypatch):
+    """Each decode takes 0.4 s (a learned slice on a slow CPU, scaled down): a 20 ms timer on the
+    main thread keeps ticking while the user steps through every slice, and every slice ends up
+    shown exactly."""
+    from qtpy.QtCore import QTimer
+
+    a, path = stack
+    real = lvpnet.LvpFile.read_slice
+
+    on_main = []
+
+    def slow(self, i):
+        on_main.append(threading.current_thread() is threading.main_thread())
+        time.sleep(0.4)
+        return real(self, i)
+
+    monkeypatch.setattr(lvpnet.LvpFile, "read_slice", slow)
+    viewer = make_napari_viewer()
+    (image,) = viewer.open(str(path), plugin="napari-lvpnet")
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start(20)
+    for step in range(8):
+        viewer.dims.set_current_step(0, step)
+        qtbot.wait(100)
+    _settle(qtbot, image, ms=10000)
+    timer.stop()
+    np.testing.assert_array_equal(_shown(image), a[7])
+    gaps = np.diff(ticks)
+    assert gaps.max() < 0.3, f"the main thread stalled {gaps.max():.2f} s"
+    assert on_main and not any(on_main)  # no decode ran on the main thread
+    viewer.dims.set_current_step(0, 2)  # cached: shown at once
+    np.testing.assert_array_equal(_shown(image), a[2])
+
+
+def test_prefetch_and_memory_bound(stack):
+    from napari_lvpnet._lazy import LazySlices, SliceLoader
+
+    a, path = stack
+    slice_bytes = a[0].nbytes
+    loader = SliceLoader(lvpnet.open(path), cache_bytes=3 * slice_bytes, prefetch=2)
+    data = LazySlices(loader, -32768)
+    assert (data[4] == -32768).all()  # nothing decoded yet: the placeholder, at once
+    deadline = time.time() + 10
+    while time.time() < deadline and not all(loader.resolved(i) for i in (3, 4, 5)):
+        time.sleep(0.01)
+    time.sleep(0.2)
+    cached = set(loader._cache)
+    assert {4, 5, 3} <= cached and len(cached) <= 3 + 1  # the shown slice plus the bound
+    np.testing.assert_array_equal(data[4], a[4])
+    np.testing.assert_array_equal(data[4, 10:20, ::2], a[4, 10:20, ::2])
+    np.testing.assert_array_equal(np.asarray(data), a)  # exact reads decode what is missing
+    loader.close()
+
+
+def test_sample_opens_in_a_ct_window_with_mm_units(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-lvpnet", "sample_ct")
+    layer = viewer.layers[0]
+    assert layer.contrast_limits == [-160.0, 240.0]  # CT soft tissue, 40 / 400 HU
+    assert [str(u) for u in layer.units] == ["millimeter"] * 3
+    assert viewer.dims.axis_labels == ("slice", "row", "column")
