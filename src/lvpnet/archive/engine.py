@@ -79,7 +79,9 @@ def _wait_for_workers(client, address: str) -> int:
 def _local_cluster(workers: int | None, device: str):
     from distributed import LocalCluster
 
-    common = {"threads_per_worker": 1, "processes": True, "dashboard_address": None, "silence_logs": logging.ERROR}
+    # no dashboard, and its HTTP server on any free port (a second run on the machine must not warn)
+    common = {"threads_per_worker": 1, "processes": True, "dashboard_address": ":0",
+              "scheduler_kwargs": {"dashboard": False}, "silence_logs": logging.CRITICAL}
     gpus = gpu_count(device)
     if not gpus:
         n = workers or free_cores()
@@ -92,5 +94,5 @@ def _local_cluster(workers: int | None, device: str):
         f"gpu-{i}": {"cls": Nanny, "options": {"nthreads": 1, "env": {"CUDA_VISIBLE_DEVICES": str(i % gpus)}}}
         for i in range(n)
     }
-    scheduler = {"cls": Scheduler, "options": {"dashboard_address": None}}
-    return SpecCluster(workers=specs, scheduler=scheduler, silence_logs=logging.ERROR), n
+    scheduler = {"cls": Scheduler, "options": {"dashboard_address": ":0", "dashboard": False}}
+    return SpecCluster(workers=specs, scheduler=scheduler, silence_logs=logging.CRITICAL), n

@@ -49,6 +49,7 @@ def archive(
     unchanged. Raises :class:`lvpnet.InputError` for bad arguments; failed items are in the summary.
     """
     t_start = time.perf_counter()
+    _check_engine(workers, scheduler)
     src, dst = _check_archive_paths(source, dest)
     if codec is not None:
         from .. import codecs
@@ -110,6 +111,13 @@ def archive(
         return summary
     finally:
         ledger.close()
+
+
+def _check_engine(workers: int | None, scheduler) -> None:
+    if workers is not None and workers < 1:
+        raise InputError(f"--workers {workers}: give at least 1")
+    if workers is not None and scheduler is not None:
+        raise InputError("--workers sizes the local cluster; a cluster given by --scheduler has its own workers")
 
 
 def _check_archive_paths(source, dest) -> tuple[Path, Path]:
@@ -213,6 +221,7 @@ def restore(
     one is reported (``failures``) and the rest restored.
     """
     t_start = time.perf_counter()
+    _check_engine(workers, scheduler)
     dst = Path(dest)
     if not dst.is_dir():
         raise InputError(f"{dest}: not found or not a folder")

@@ -1,0 +1,416 @@
+"""lvpnet archive / restore: whole trees on dask.distributed, resumable, nothing lost.
+
+One LocalCluster of two worker processes serves the in-process tests (``scheduler=``); the
+SIGKILL test runs the command itself in a subprocess with its own local cluster, as a user
+would. DICOM files come from pydicom's bundled test files (never downloaded here), NIfTI from
+nibabel's test data and nibabel itself. Every run uses the fallback codec (fast).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+
+import lvpnet
+from lvpnet.archive.walk import LEDGER_NAME, walk
+from lvpnet.cli import main
+
+TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
+NIB_DATA = Path(nib.__file__).parent / "tests" / "data"
+PARTIAL = re.compile(r"\.partial-[0-9a-f]{8}")
+COMPRESSED_DICOM = {"study2/mr_rle.dcm", "study2/mr_j2k.dcm"}  # restored as Explicit VR LE, same values
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def _local(name: str) -> Path:
+    path = TEST_FILES / name
+    if not path.exists():  # pydicom downloads some test files on demand: never here
+        pytest.skip(f"{name} is not bundled with this pydicom")
+    return path
+
+
+def _dcm(path) -> pydicom.Dataset:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pydicom.dcmread(path, force=True)
+
+
+def _series(src: Path, folders: list[Path], n: int, uid: str) -> None:
+    """``n`` slices of one series made from ``src`` (new SOP UIDs, positions, pixel values),
+    dealt round-robin into ``folders``."""
+    for i in range(n):
+        ds = _dcm(src)
+        ds.SeriesInstanceUID = uid
+        ds.SOPInstanceUID = f"{uid}.{i + 1}"
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.InstanceNumber = i + 1
+        ds.ImagePositionPatient = [0.0, 0.0, 2.5 * i]
+        arr = ds.pixel_array.copy()
+        ds.PixelData = (arr + i).astype(arr.dtype).tobytes()
+        folder = folders[i % len(folders)]
+        folder.mkdir(parents=True, exist_ok=True)
+        ds.save_as(folder / f"slice{i:02d}.dcm")
+
+
+def make_tree(root: Path) -> Path:
+    """A small archive's worth: DICOM series (one spread over two folders), compressed and big-endian
+    DICOM singles, a DICOM object without pixels, NIfTI, .npy (int, float with NaN, Fortran order)
+    and other files, one of them named like an output."""
+    rng = np.random.default_rng(7)
+    _series(_local("CT_small.dcm"), [root / "study1" / "ct"], 3, "1.2.826.0.1.3680043.9.7.1")
+    _series(_local("MR_small.dcm"), [root / "study1" / "mr" / "a", root / "study1" / "mr" / "b"], 4,
+            "1.2.826.0.1.3680043.9.7.2")
+    (root / "study2").mkdir()
+    shutil.copy(_local("MR_small_RLE.dcm"), root / "study2" / "mr_rle.dcm")
+    shutil.copy(_local("MR_small_jp2klossless.dcm"), root / "study2" / "mr_j2k.dcm")
+    (root / "study3" / "big").mkdir(parents=True)  # the same series UID, another study: another item
+    shutil.copy(_local("MR_small_bigendian.dcm"), root / "study3" / "big" / "mr_be.dcm")
+    shutil.copy(_local("rtplan.dcm"), root / "study1" / "rtplan.dcm")
+    (root / "study1" / "notes.txt").write_text("referral letter\n")
+    (root / "old.lvp").write_bytes(b"not an lvpnet file, just named like one")
+    (root / "nifti").mkdir()
+    for name in ("anatomical.nii", "example_nifti2.nii.gz"):
+        if (NIB_DATA / name).exists():
+            shutil.copy(NIB_DATA / name, root / "nifti" / name)
+    img = nib.Nifti1Image(rng.integers(-1000, 2000, (40, 32, 5)).astype(np.int16), np.diag([0.8, 0.8, 3.0, 1.0]))
+    nib.save(img, root / "nifti" / "made.nii.gz")
+    np.save(root / "vol.npy", rng.integers(0, 4000, (4, 48, 40)).astype(np.uint16))
+    flt = rng.normal(size=(30, 20)).astype(np.float32)
+    flt[3, 4] = np.nan
+    np.save(root / "nifti" / "float.npy", flt)
+    np.save(root / "fortran.npy", np.asfortranarray(rng.integers(-50, 50, (3, 16, 24)).astype(np.int16)))
+    return root
+
+
+def tree_files(root: Path) -> dict[str, Path]:
+    return {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def assert_restored(src: Path, out: Path, missing: set[str] = frozenset()) -> None:
+    """OUT equals SOURCE file by file: byte for byte, except .nii.gz (the same uncompressed bytes)
+    and compressed DICOM (the same stored values, as Explicit VR Little Endian)."""
+    want, got = tree_files(src), tree_files(out)
+    assert set(got) == set(want) - set(missing)
+    for rel, p in got.items():
+        a, b = want[rel].read_bytes(), p.read_bytes()
+        if rel.endswith(".gz"):
+            assert gzip.decompress(a) == gzip.decompress(b), rel
+        elif rel in COMPRESSED_DICOM:
+            assert np.array_equal(lvpnet.read(want[rel]).array, lvpnet.read(p).array), rel
+            assert str(_dcm(p).file_meta.TransferSyntaxUID) == "1.2.840.10008.1.2.1"
+        else:
+            assert a == b, rel
+
+
+def partials(root: Path) -> list[str]:
+    return [p.name for p in root.rglob("*") if PARTIAL.search(p.name)]
+
+
+def ledger_rows(dest: Path) -> dict[str, dict]:
+    db = sqlite3.connect(f"file:{dest / LEDGER_NAME}?mode=ro", uri=True)
+    try:
+        db.row_factory = sqlite3.Row
+        return {r["key"]: dict(r) for r in db.execute("SELECT * FROM items")}
+    finally:
+        db.close()
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                      silence_logs=50) as lc, Client(lc) as client:
+        client.wait_for_workers(2)
+        yield client
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    return make_tree(tmp_path_factory.mktemp("src") / "tree")
+
+
+# ---------------------------------------------------------------- the walk
+
+
+def test_walk_names_items_deterministically(source):
+    plan = walk(source)
+    keys = {it.key: it for it in plan.items}
+    assert keys["study1/ct/series-1.2.826.0.1.3680043.9.7.1.lvp"].kind == "dicom"
+    mr = keys["study1/mr/series-1.2.826.0.1.3680043.9.7.2.lvp"]  # one series over two folders
+    assert [s.rel for s in mr.sources] == [f"study1/mr/{d}/slice{i:02d}.dcm" for d, i in
+                                           (("a", 0), ("a", 2), ("b", 1), ("b", 3))]
+    assert mr.root == "study1/mr"
+    assert keys["vol.npy.lvp"].kind == "numpy"
+    assert keys["nifti/made.nii.gz.lvp"].kind == "nifti"
+    assert keys["study1/rtplan.dcm"].kind == "other"  # DICOM without pixel data: copied
+    assert keys["old.lvp.lvpcarry"].kind == "other"  # never a name that ends in .lvp
+    assert [it.key for it in walk(source).items] == [it.key for it in plan.items]
+
+
+def test_walk_lists_links_and_fifos_without_reading_them(tmp_path):
+    (tmp_path / "a.npy").write_bytes(b"x")
+    os.symlink(tmp_path / "a.npy", tmp_path / "link.npy")
+    os.mkfifo(tmp_path / "pipe.dcm")
+    plan = walk(tmp_path)
+    assert [it.key for it in plan.items] == ["a.npy.lvp"]
+    assert {s["file"]: s["reason"] for s in plan.skipped} == {
+        "link.npy": "symbolic link (not followed)", "pipe.dcm": "FIFO (not read)"}
+
+
+# ---------------------------------------------------------------- archive and restore
+
+
+def test_archive_and_restore_tree(cluster, source, tmp_path):
+    dest, out = tmp_path / "dest", tmp_path / "out"
+    s = lvpnet.archive(source, dest, scheduler=cluster, codec="fallback")
+    n = len(walk(source).items)
+    assert (s["done"], s["skipped"], s["failed"], s["items"]) == (n, 0, 0, n)
+    assert s["series"] == 4 and s["bytes_in"] == sum(p.stat().st_size for p in tree_files(source).values())
+    assert 0 < s["bytes_out"] < s["bytes_in"]
+    assert s["not_identical"] == ["study2/series-1.3.6.1.4.1.5962.1.3.4.1.20040826185059.5457.lvp"]
+    assert not partials(dest)
+    # the ledger: every item done, with its sources' sizes, times and hashes and its output's hash
+    rows = ledger_rows(dest)
+    assert set(rows) == {it.key for it in walk(source).items}
+    assert all(r["state"] == "done" and r["encodes"] == 1 for r in rows.values())
+    from lvpnet.archive.tasks import sha256_file
+
+    for key, r in rows.items():
+        assert sha256_file(dest / key) == r["output_sha256"]
+    db = sqlite3.connect(dest / LEDGER_NAME)
+    path, size, mtime, sha = db.execute(
+        "SELECT path, size, mtime_ns, sha256 FROM sources WHERE path = 'vol.npy'").fetchone()
+    db.close()
+    st = (source / path).stat()
+    assert (size, mtime, sha) == (st.st_size, st.st_mtime_ns, sha256_file(source / path))
+    # what lvpnet compress FOLDER writes: lvpnet decompress restores the series on its own too
+    assert main(["decompress", str(dest / "study1/ct/series-1.2.826.0.1.3680043.9.7.1.lvp"),
+                 str(tmp_path / "ct")]) == 0
+    assert {p.name for p in (tmp_path / "ct").iterdir()} == {"slice00.dcm", "slice01.dcm", "slice02.dcm"}
+
+    again = lvpnet.archive(source, dest, scheduler=cluster, codec="fallback")
+    assert (again["done"], again["skipped"], again["failed"]) == (0, n, 0)
+
+    r = lvpnet.restore(dest, out, scheduler=cluster)
+    assert (r["done"], r["failed"], r["skipped"]) == (n, 0, 0)
+    assert r["files"] == len(tree_files(source))
+    assert_restored(source, out)
+    assert not partials(out)
+
+
+def test_cli_archive_json_and_bad_usage(cluster, source, tmp_path, capsys):
+    dest = tmp_path / "dest"
+    addr = cluster.scheduler.address
+    assert main(["archive", str(source), str(dest), "--scheduler", addr, "--codec", "fallback", "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert {"done", "skipped", "failed", "bytes_in", "bytes_out"} <= set(s) and s["failed"] == 0
+    assert main(["archive", str(source), str(dest), "--scheduler", addr, "--codec", "fallback"]) == 0
+    assert "skipped" in capsys.readouterr().out
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "x").write_text("occupied")
+    cases = [
+        ["archive", str(tmp_path / "missing"), str(tmp_path / "d2")],  # no SOURCE
+        ["archive", str(source), str(source / "inside")],  # DEST inside SOURCE
+        ["archive", str(source), str(out)],  # a non-empty folder that is not an archive
+        ["archive", str(tmp_path / "out"), str(dest)],  # the archive of another SOURCE
+        ["archive", str(source), str(tmp_path / "d3"), "--workers", "0"],
+        ["restore", str(dest), str(out)],  # OUT not empty
+        ["restore", str(tmp_path / "out"), str(tmp_path / "o2")],  # not an archive
+        ["archive", str(source), str(tmp_path / "d4"), "--scheduler", addr, "--workers", "2"],
+    ]
+    for argv in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("lvpnet: ") and "Traceback" not in err, (argv, err)
+
+
+def test_failures_are_recorded_and_the_rest_completes(cluster, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    np.save(src / "good.npy", np.arange(600, dtype=np.int16).reshape(20, 30))
+    (src / "bad.npy").write_bytes(b"\x93NUMPY garbage")
+    (src / "cut.nii.gz").write_bytes(gzip.compress(b"\x5c\x01" + b"\0" * 100))
+    data = _local("CT_small.dcm").read_bytes()
+    (src / "study").mkdir()
+    (src / "study" / "cut.dcm").write_bytes(data[: len(data) // 2])  # pixel data cut short
+    shutil.copy(_local("SC_rgb_jpeg_dcmtk.dcm"), src / "study" / "lossy.dcm")  # JPEG baseline
+    dest = tmp_path / "dest"
+    s = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")
+    assert (s["done"], s["failed"]) == (1, 4)
+    reasons = {f["sources"][0]: f["reason"] for f in s["failures"]}
+    assert "not a readable .npy" in reasons["bad.npy"]
+    assert "lossy source" in reasons["study/lossy.dcm"]
+    assert set(reasons) == {"bad.npy", "cut.nii.gz", "study/cut.dcm", "study/lossy.dcm"}
+    rows = ledger_rows(dest)
+    assert {k: r["state"] for k, r in rows.items() if r["state"] == "failed"}.keys() == {f["item"] for f in s["failures"]}
+    assert all(rows[f["item"]]["reason"] == f["reason"] for f in s["failures"])
+    assert [p.name for p in dest.rglob("*.lvp")] == ["good.npy.lvp"] and not partials(dest)
+    # the failures are tried again on a rerun; what is done is not
+    again = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")
+    assert (again["done"], again["skipped"], again["failed"]) == (0, 1, 4)
+    out = tmp_path / "out"
+    r = lvpnet.restore(dest, out, scheduler=cluster)
+    assert (r["done"], r["failed"]) == (1, 4)
+    assert tree_files(out).keys() == {"good.npy"}
+
+
+def test_changed_source_is_redone_and_touched_one_adopted(cluster, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        np.save(src / f"v{i}.npy", np.full((2, 16, 16), i, np.int16))
+    dest = tmp_path / "dest"
+    assert lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")["done"] == 3
+    before = {p.name: p.stat().st_ino for p in dest.glob("*.lvp")}
+    np.save(src / "v0.npy", np.full((2, 16, 16), 9, np.int16))  # new content
+    os.utime(src / "v1.npy", ns=(1, 1))  # same bytes, another modification time
+    s = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")
+    assert (s["done"], s["adopted"], s["skipped"], s["failed"]) == (2, 1, 1, 0)
+    rows = ledger_rows(dest)
+    assert [rows[f"v{i}.npy.lvp"]["encodes"] for i in range(3)] == [2, 1, 1]
+    after = {p.name: p.stat().st_ino for p in dest.glob("*.lvp")}
+    assert after["v0.npy.lvp"] != before["v0.npy.lvp"]  # rewritten
+    assert after["v1.npy.lvp"] == before["v1.npy.lvp"] and after["v2.npy.lvp"] == before["v2.npy.lvp"]
+    # the client killed after an output was renamed into place but before the ledger recorded it
+    db = sqlite3.connect(dest / LEDGER_NAME)
+    with db:
+        db.execute("UPDATE items SET state = 'pending' WHERE key = 'v2.npy.lvp'")
+    db.close()
+    s = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")
+    assert (s["done"], s["adopted"], s["skipped"]) == (1, 1, 2)
+    assert (dest / "v2.npy.lvp").stat().st_ino == before["v2.npy.lvp"]
+    assert ledger_rows(dest)["v2.npy.lvp"]["state"] == "done"
+    out = tmp_path / "out"
+    lvpnet.restore(dest, out, scheduler=cluster)
+    assert_restored(src, out)
+
+
+def test_damaged_lvp_is_reported_and_the_rest_restored(cluster, source, tmp_path):
+    dest = tmp_path / "dest"
+    lvpnet.archive(source, dest, scheduler=cluster, codec="fallback")
+    victim = dest / "vol.npy.lvp"
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    out = tmp_path / "out"
+    r = lvpnet.restore(dest, out, scheduler=cluster)
+    assert r["failed"] == 1 and "SHA-256 differs from the ledger" in r["failures"][0]["reason"]
+    assert_restored(source, out, missing={"vol.npy"})
+
+
+# ---------------------------------------------------------------- faults
+
+
+def _slow_tree(root: Path, n: int) -> Path:
+    """``n`` .npy volumes that take the fallback codec a noticeable time each."""
+    root.mkdir()
+    yy, xx = np.mgrid[0:256, 0:256]
+    rng = np.random.default_rng(3)
+    for i in range(n):
+        vol = 1000 + 400 * np.sin(yy / 9.0 + i) + 300 * np.cos(xx / 13.0) + rng.normal(0, 20, (6, 256, 256))
+        np.save(root / f"v{i:02d}.npy", vol.astype(np.int16))
+    return root
+
+
+def test_worker_killed_mid_run(cluster, tmp_path):
+    src = _slow_tree(tmp_path / "src", 8)
+    pids = cluster.run(os.getpid)
+    killed = []
+
+    def kill_a_busy_worker(p):
+        if killed or p.done < 1:
+            return
+        busy = [w for w, keys in cluster.processing().items() if keys and w in pids]
+        if busy:
+            os.kill(pids[busy[0]], signal.SIGKILL)
+            killed.append(busy[0])
+
+    dest = tmp_path / "dest"
+    s = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback", progress=kill_a_busy_worker)
+    assert killed, "no worker was busy to be killed"
+    assert (s["done"], s["failed"]) == (8, 0)
+    assert not partials(dest)
+    assert all(r["state"] == "done" and r["encodes"] == 1 for r in ledger_rows(dest).values())
+    cluster.wait_for_workers(2, timeout=60)  # the nanny brings the killed one back
+    out = tmp_path / "out"
+    lvpnet.restore(dest, out, scheduler=cluster)
+    assert_restored(src, out)
+
+
+def test_command_sigkilled_then_rerun(tmp_path):
+    """SIGKILL the command (a local cluster of two workers) mid-run, then run it again: every output
+    that was in place is kept as it is (adopted, not coded again), nothing is partial."""
+    src = _slow_tree(tmp_path / "src", 12)
+    dest = tmp_path / "dest"
+    cmd = [sys.executable, "-m", "lvpnet.cli", "archive", str(src), str(dest), "--workers", "2", "--codec", "fallback"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (dest / LEDGER_NAME).exists() and sum(r["state"] == "done" for r in ledger_rows(dest).values()) >= 2:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, "the run finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)  # the command only: its workers notice and go
+        proc.wait()
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever of that session is still around
+        except ProcessLookupError:
+            pass
+    time.sleep(1)
+    recorded = {k for k, r in ledger_rows(dest).items() if r["state"] == "done"}
+    in_place = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in dest.glob("*.lvp") if not PARTIAL.search(p.name)}
+    assert recorded <= set(in_place) and len(recorded) < 12
+
+    rerun = subprocess.run(cmd + ["--json"], capture_output=True, text=True, env=env, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    s = json.loads(rerun.stdout)
+    assert s["skipped"] == len(recorded)
+    assert s["adopted"] == len(set(in_place) - recorded)
+    assert s["done"] == 12 - len(recorded) and s["failed"] == 0
+    for name, stamp in in_place.items():  # nothing that was in place was written again
+        p = dest / name
+        assert (p.stat().st_ino, p.stat().st_mtime_ns) == stamp, name
+    assert not partials(dest)
+    assert all(r["state"] == "done" and r["encodes"] <= 1 for r in ledger_rows(dest).values())
+    out = tmp_path / "out"
+    assert main(["restore", str(dest), str(out), "--workers", "2"]) == 0
+    assert_restored(src, out)
+
+
+def test_progress_bar_draws_items_bytes_and_time_left():
+    from lvpnet.archive.bar import ArchiveBar, ArchiveProgress
+
+    buf = io.StringIO()
+    t = iter([0.0, 10.0, 20.0])
+    bar = ArchiveBar(enabled=True, clock=lambda: next(t), stream=buf)
+    bar(ArchiveProgress("archive", 0, 4, 0, 0, 4_000_000, 0))
+    bar(ArchiveProgress("archive", 1, 4, 1_000_000, 400_000, 4_000_000, 0))
+    bar(ArchiveProgress("archive", 4, 4, 4_000_000, 1_600_000, 4_000_000, 1))
+    text = buf.getvalue()
+    assert "1/4 items, 1.0 MB -> 400.0 kB, 0:30 left" in text
+    assert "4/4 items, 4.0 MB -> 1.6 MB, 1 failed" in text and text.endswith("\n")
+    quiet = io.StringIO()
+    ArchiveBar(stream=quiet)(ArchiveProgress("archive", 1, 4, 1, 1, 4, 0))  # not a terminal: nothing
+    assert quiet.getvalue() == ""
