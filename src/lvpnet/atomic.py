@@ -3,17 +3,117 @@
 An interrupted, cancelled or failed write never leaves a partial file under
 the final name, and an existing file of that name stays untouched until the
 new one is complete.
+
+The temporary name, ``.NAME.partial-HOST-PID-XXXXXXXX.EXT``, says which machine
+(a hash of its name) and which process wrote it. A process killed outright
+(SIGKILL, the OOM killer) cannot remove its own: the next write into that
+folder removes every such file of this machine whose process is gone
+(``clean_debris``). SIGTERM and SIGHUP are turned into an exception by
+``signals_interrupt`` (the command line installs it), so the usual cleanup runs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import secrets
+import shutil
+import signal
+import socket
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .errors import InputError
+
 _COMPOUND_SUFFIXES = (".nii.gz",)
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+_PARTIAL = re.compile(r"\..+\.partial-(?P<host>[0-9a-f]{6})-(?P<pid>[0-9]+)-[0-9a-f]{8}(\.[A-Za-z0-9.]+)?")
+
+
+def partial_name(target: Path, suffix: str = "") -> Path:
+    """A fresh hidden temporary name beside ``target`` that ``clean_debris`` can tell is ours."""
+    stem = target.name[: len(target.name) - len(suffix)] if suffix else target.name
+    return target.with_name(f".{stem}.partial-{_HOST}-{os.getpid()}-{secrets.token_hex(4)}{suffix}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):  # someone else's process, or no pid we can ask
+        pass
+    return True
+
+
+def clean_debris(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files (and DICOM output folders) that an lvpnet killed outright left
+    in ``folder``: only names of our own pattern, written on this machine, by a process that is
+    no longer running. Returns what was removed."""
+    removed = []
+    try:
+        entries = [e for e in os.scandir(folder) if e.name.startswith(".")]
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _PARTIAL.fullmatch(entry.name)
+        if m is None or m["host"] != _HOST or _alive(int(m["pid"])):
+            continue
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+            removed.append(Path(entry.path))
+        except OSError:  # gone already, or not ours to remove: leave it
+            continue
+    return removed
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Refuse, before any work, an output path that cannot be written: a folder, a missing
+    parent folder, a folder without write permission (or on a read-only file system)."""
+    target = Path(path)
+    if target.is_dir():
+        raise InputError(f"{target}: is a folder; give the name of the file to write")
+    parent = target.parent
+    if not parent.is_dir():
+        raise InputError(f"{target}: the folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{target}: the folder {parent} is not writable")
+
+
+class Interrupted(KeyboardInterrupt):
+    """A termination signal (SIGTERM, SIGHUP, SIGINT) turned into an exception, so that every
+    ``finally`` and every temporary file's cleanup runs as for Ctrl-C."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def signals_interrupt(signums=(signal.SIGINT, signal.SIGTERM, signal.SIGHUP)) -> Iterator[None]:
+    """While inside, those signals raise ``Interrupted``; a second one is ignored so that it
+    cannot cut the cleanup short. A no-op outside the main thread (where signals cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        for s in signums:
+            signal.signal(s, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    old = {s: signal.signal(s, handler) for s in signums}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 def _suffix(path: Path) -> str:
@@ -33,16 +133,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     target = Path(path)
     if not target.parent.is_dir():
-        from .errors import InputError
-
         raise InputError(f"{target}: the folder {target.parent} does not exist")
-    suffix = _suffix(target)
-    stem = target.name[: len(target.name) - len(suffix)] if suffix else target.name
-    tmp = target.with_name(f".{stem}.partial-{secrets.token_hex(4)}{suffix}")
+    clean_debris(target.parent)
+    tmp = partial_name(target, _suffix(target))
     try:
         yield tmp
         _fsync(tmp)
         os.replace(tmp, target)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.filename is None or os.fspath(e.filename) == os.fspath(tmp):
+            e.filename = os.fspath(target)  # messages name the user's path, not the hidden temporary one
+        raise
     except BaseException:  # includes GeneratorExit and KeyboardInterrupt: never leave the temp behind
         tmp.unlink(missing_ok=True)
         raise

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 
@@ -72,18 +73,22 @@ def _check_device(device: str) -> None:
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
-    from . import read
+    from .atomic import check_writable
     from .compressor import iter_compress_to_file
     from .container import looks_like_lvp
+    from .io import notes, read
 
     if not str(args.output).lower().endswith(".lvp"):
         raise InputError(f"{args.output}: the output name must end in .lvp")
+    check_writable(args.output)  # before the encode, not after it
     if looks_like_lvp(args.input):
         raise InputError(f"{args.input}: is already an lvpnet file")
     _check_device(args.device)
     codecs.get_codec("lvpnet").device = args.device  # where the learned codec runs (no weights loaded here)
     t0 = time.perf_counter()
-    volume = read(args.input, series=args.series, rgb=args.rgb)
+    volume = read(args.input, series=args.series, rgb=args.rgb, follow_symlinks=args.follow_symlinks)
+    for note in notes(volume):  # FIFOs, devices, links in a folder: not read, and said so
+        print(f"lvpnet: note: {note}", file=sys.stderr)
     if volume.source_format == "dicom":  # keep every source file, restorable byte for byte
         from .dicom_archive import info_fields, iter_build_archive
 
@@ -113,17 +118,17 @@ def _output_suffix(path: str) -> str | None:
 
 def cmd_decompress(args: argparse.Namespace) -> int:
     from . import io as lio
-    from .atomic import atomic_path
+    from .atomic import check_writable
     from .lvpfile import LvpFile
 
     out = str(args.output)
     if _output_suffix(out) is None:
         return _decompress_dicom(args.input, out)
+    check_writable(out)  # before the decode
     lvp = LvpFile(args.input)
     array = run(lvp.iter_decode(), ProgressBar())  # everything checked before anything is written
     volume = lvp.volume(array)
-    with atomic_path(out) as tmp:
-        lio.write(volume, tmp)
+    lio.write(volume, out)  # atomic itself; its messages name OUT, not the hidden temporary file
     print(f"{args.input} -> {out}: {array.shape} {array.dtype}", file=sys.stderr)
     return 0
 
@@ -142,7 +147,11 @@ def _decompress_dicom(src: str, out: str) -> int:
     single = out.lower().endswith(".dcm")
     if single and os.path.lexists(out):
         raise InputError(f"{out}: already exists; lvpnet never overwrites: choose a new name")
-    if not single:
+    if single:
+        from .atomic import check_writable
+
+        check_writable(out)  # before the decode
+    else:
         check_output_folder(out)
     array = run(lvp.iter_decode(), ProgressBar())  # every slice and every record checked before writing
     volume = lvp.volume(array)
@@ -262,6 +271,19 @@ CODEC_HELP = ("slice codec (default: lvpnet for integers up to 16 bits when the 
               "each slice kept by the fallback where that is smaller; else fallback, the fast one)")
 
 
+MAX_MEMORY_HELP = ("the most memory a file may make lvpnet allocate, e.g. 8G (default: 256 MiB or 4096 times "
+                   "the file's size, whichever is more; also LVPNET_MAX_MEMORY)")
+
+
+def _size(text: str) -> int:
+    from .limits import parse_size
+
+    try:
+        return parse_size(text)
+    except LvpnetError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lvpnet", description="Lossless compression of medical images and volumes.")
     p.add_argument("--version", action="version", version=f"lvpnet {__version__}")
@@ -279,11 +301,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--allow-lossy-source", action="store_true",
                    help="accept DICOM files whose pixel data went through lossy compression")
     c.add_argument("--json", action="store_true", help="print one JSON object with sizes, ratio and times")
+    c.add_argument("--follow-symlinks", action="store_true",
+                   help="read the files that symbolic links in an input folder point to (default: skip links)")
+    c.add_argument("--max-memory", type=_size, metavar="SIZE", help=MAX_MEMORY_HELP)
     c.set_defaults(func=cmd_compress)
 
     d = sub.add_parser("decompress", help="restore a .lvp to .npy, .nii or .nii.gz, or its DICOM files to a folder")
     d.add_argument("input")
     d.add_argument("output", help=".npy, .nii, .nii.gz; for a DICOM source a new folder (or .dcm for one file)")
+    d.add_argument("--max-memory", type=_size, metavar="SIZE", help=MAX_MEMORY_HELP)
     d.set_defaults(func=cmd_decompress)
 
     i = sub.add_parser("info", help="what a .lvp holds")
@@ -293,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("verify", help="decode every slice and check every checksum")
     v.add_argument("input")
+    v.add_argument("--max-memory", type=_size, metavar="SIZE", help=MAX_MEMORY_HELP)
     v.set_defaults(func=cmd_verify)
 
     m = sub.add_parser("demo", help="compress the bundled sample scan and compare with JPEG-XL and JPEG-LS")
@@ -314,31 +341,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .atomic import signals_interrupt
+    from .limits import set_max_memory
+
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except LvpnetError as e:
-        if args.debug:
-            raise
-        print(f"lvpnet: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("lvpnet: interrupted; nothing was written", file=sys.stderr)
-        return 130
-    except OSError as e:
-        if args.debug:
-            raise
-        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
-        print(f"lvpnet: {where}{e.strerror or e}", file=sys.stderr)
-        return 2
-    except MemoryError:
-        print("lvpnet: out of memory", file=sys.stderr)
-        return 2
-    except Exception as e:  # a bug: say so briefly, the traceback is one flag away
-        if args.debug:
-            raise
-        print(f"lvpnet: internal error: {type(e).__name__}: {e} (run with --debug for details)", file=sys.stderr)
-        return 3
+    # SIGTERM and SIGHUP (a scheduler, a closed terminal) clean up like Ctrl-C: no temporary file left
+    with signals_interrupt():
+        try:
+            if getattr(args, "max_memory", None) is not None:
+                set_max_memory(args.max_memory)
+            return args.func(args)
+        except LvpnetError as e:
+            if args.debug:
+                raise
+            print(f"lvpnet: {e}", file=sys.stderr)
+            return e.exit_code
+        except KeyboardInterrupt as e:
+            signum = getattr(e, "signum", signal.SIGINT)
+            print(f"lvpnet: interrupted ({signal.Signals(signum).name}); nothing was written", file=sys.stderr)
+            return 128 + signum
+        except OSError as e:
+            if args.debug:
+                raise
+            where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+            print(f"lvpnet: {where}{e.strerror or e}", file=sys.stderr)
+            return 2
+        except MemoryError:
+            print("lvpnet: out of memory", file=sys.stderr)
+            return 2
+        except Exception as e:  # a bug: say so briefly, the traceback is one flag away
+            if args.debug:
+                raise
+            print(f"lvpnet: internal error: {type(e).__name__}: {e} (run with --debug for details)", file=sys.stderr)
+            return 3
+        finally:
+            set_max_memory(None)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,6 @@ import hashlib
 import io
 import json
 import os
-import secrets
 import shutil
 import struct
 import warnings
@@ -590,6 +589,10 @@ def check_output_folder(out: str | os.PathLike) -> Path:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         what = "a folder that is not empty" if out.is_dir() else "a file"
         raise InputError(f"{out}: already exists ({what}); lvpnet never overwrites: choose a new folder")
+    if not out.parent.is_dir():
+        raise InputError(f"{out}: the folder {out.parent} does not exist")
+    if not os.access(out.parent, os.W_OK | os.X_OK):
+        raise InputError(f"{out}: the folder {out.parent} is not writable")
     return out
 
 
@@ -600,8 +603,11 @@ def write_folder(volume: Volume, out: str | os.PathLike) -> list[str]:
     ``out`` which is renamed to ``out`` only when all are in place: an
     interrupted or failed run leaves no partial folder under the final name.
     """
+    from .atomic import clean_debris, partial_name
+
     out = check_output_folder(out)
-    tmp = out.parent / f".{out.name}.partial-{secrets.token_hex(4)}"
+    clean_debris(out.parent)  # what a killed run left beside it
+    tmp = partial_name(out)
     tmp.mkdir()
     names = []
     try:
