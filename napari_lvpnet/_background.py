@@ -3,10 +3,13 @@
 The widget provides ``run_button``, ``cancel_button``, ``progress``, ``summary``,
 a ``threading.Event`` ``_cancel`` and ``_on_done(result)``. The job is a core
 progress generator taking the cancel event as its last argument; it returns
-None when cancelled.
+None when cancelled (the core checks the event between slices, so a job stops
+within one slice).
 """
 
 from __future__ import annotations
+
+import time
 
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error
@@ -14,12 +17,34 @@ from napari.utils.notifications import show_error
 from lvpnet.progress import Progress
 
 
+def wrap_text(*labels) -> None:
+    """Long lines (a summary, an error) wrap instead of widening the dock over the canvas."""
+    for label in labels:
+        label.native.setWordWrap(True)
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def progress_text(p: Progress, started: float, done_at_start: int, now: float) -> str:
+    """'encode: slice 3 of 12, 0:25 left' (the time left from the second slice of a stage on)."""
+    text = f"{p.stage}: slice {p.done} of {p.total}" if p.total > 1 else p.stage
+    done = p.done - done_at_start
+    if done >= 1 and p.done >= 2 and p.done < p.total:
+        text += f", {_clock((now - started) / done * (p.total - p.done))} left"
+    return text
+
+
 class BackgroundJobMixin:
     job_title = "Job"
 
     def _run_in_background(self, job, *args) -> None:
         self._cancel.clear()
+        self._stage = None
         self.progress.value, self.progress.visible = 0, True
+        self.progress.native.setFormat("starting ...")
         self.run_button.enabled, self.cancel_button.enabled = False, True
         # ignore_errors: errors go to _on_error (a notification), not re-raised in the Qt event loop
         worker = thread_worker(job, start_thread=False, ignore_errors=True)(*args, self._cancel)
@@ -32,12 +57,16 @@ class BackgroundJobMixin:
 
     def cancel(self, *_) -> None:
         self._cancel.set()
-        self.summary.value = "cancelling ..."
+        self.cancel_button.enabled = False  # pressed once is enough: the job stops after the slice it is on
+        self.summary.value = "cancelling after the current slice ..."
 
     def _on_progress(self, p: Progress) -> None:
-        self.progress.label = p.stage
+        now = time.perf_counter()
+        if p.stage != self._stage:  # each stage (encode, verify, ...) has its own pace
+            self._stage, self._stage_start = p.stage, (now, p.done)
         self.progress.max = max(p.total, 1)
         self.progress.value = p.done
+        self.progress.native.setFormat(progress_text(p, *self._stage_start, now))
 
     def _on_error(self, exc) -> None:
         self.summary.value = f"failed: {exc}"

@@ -8,6 +8,7 @@ behind. Errors become napari notifications.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ from lvpnet import codecs
 from lvpnet.progress import Progress, cancellable
 from lvpnet.slicing import check_array
 
-from ._background import BackgroundJobMixin
+from ._background import BackgroundJobMixin, wrap_text
 from ._layers import layer_to_volume
 
 AUTO_CODEC = "auto (best for the data)"
@@ -53,6 +54,24 @@ def _compress_job(volume, path, codec, verify, compare, cancel):
         jxl = classical.measure("JPEG-XL e7", volume.array, volume.rgb)
         yield Progress("JPEG-XL", 1, 1)
     return {"result": result, "seconds": seconds, "jxl": jxl}
+
+
+def safe_name(name: str) -> str:
+    """A file name from a layer name: letters, digits, '.', '-' and '_' only ('sample CT' -> 'sample_CT')."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "image"
+
+
+def default_output(layer) -> Path:
+    """Where a layer's .lvp goes unless the user says otherwise: next to the file it was opened from
+    (or in the home folder), under a safe name that no existing file has."""
+    source = getattr(layer.source, "path", None)
+    src = Path(str(source)) if source else None
+    folder = src.parent if src is not None and src.parent.is_dir() else Path.home()
+    stem = safe_name(layer.name)
+    candidate, k = folder / f"{stem}.lvp", 1
+    while candidate.exists():
+        candidate, k = folder / f"{stem}-{k}.lvp", k + 1
+    return candidate
 
 
 def format_summary(out: dict) -> str:
@@ -88,6 +107,7 @@ class CompressWidget(BackgroundJobMixin, Container):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="slices", value=0, min=0, max=1, visible=False)
         self.summary = Label(label="", value="")
+        wrap_text(self.summary)
         self.inspect_button = PushButton(text="Inspect where the bits go", visible=False)
         super().__init__(widgets=[self.layer, self.codec, self.device, self.output, self.verify, self.compare,
                                   self.run_button, self.cancel_button, self.progress, self.summary,
@@ -98,17 +118,31 @@ class CompressWidget(BackgroundJobMixin, Container):
         self.run_button.changed.connect(self.start)
         self.cancel_button.changed.connect(self.cancel)
         self.inspect_button.changed.connect(self.open_inspect)
+        self._suggested: str | None = None  # the output path this widget filled in (the user may change it)
+        self.layer.changed.connect(self._suggest_output)
         viewer.layers.events.inserted.connect(lambda e: self.layer.reset_choices())
         viewer.layers.events.removed.connect(lambda e: self.layer.reset_choices())
+        self._suggest_output()
+
+    def _suggest_output(self, *_):
+        """Fill "save as" for the chosen layer, unless the user typed a path of their own."""
+        layer = self.layer.value
+        value = str(self.output.value)
+        if layer is None or value not in ("", ".", str(Path.cwd()), self._suggested):
+            return
+        self._suggested = str(default_output(layer))
+        self.output.value = self._suggested
 
     def _image_layers(self, _widget=None):
         return [layer for layer in self._viewer.layers if isinstance(layer, Image)]
 
     def _output_path(self, layer) -> Path:
         chosen = Path(str(self.output.value))
-        if str(self.output.value) in ("", ".") or chosen.is_dir():
-            folder = chosen if chosen.is_dir() else Path.cwd()
-            chosen = folder / f"{layer.name}.lvp"
+        # an emptied field reads as the working folder (magicgui resolves ""): the default, never the cwd
+        if str(self.output.value) in ("", ".") or chosen.resolve() == Path.cwd().resolve():
+            return default_output(layer)
+        if chosen.is_dir():
+            chosen = chosen / f"{safe_name(layer.name)}.lvp"
         if chosen.suffix.lower() != ".lvp":
             chosen = chosen.with_name(chosen.name + ".lvp")
         return chosen
@@ -127,7 +161,7 @@ class CompressWidget(BackgroundJobMixin, Container):
         path = self._output_path(layer)
         codec = None if self.codec.value == AUTO_CODEC else self.codec.value
         codecs.get_codec("lvpnet").device = self.device.value.lower()  # where the learned codec runs
-        self.summary.value = f"compressing to {path.name} ..."
+        self.summary.value = f"compressing to {path} ..."
         self.progress.max = volume.n_slices
         self.inspect_button.visible = False
         self._run_in_background(_compress_job, volume, path, codec, self.verify.value, self.compare.value)
@@ -146,6 +180,7 @@ class CompressWidget(BackgroundJobMixin, Container):
             return
         self.last_result = out
         self.summary.value = format_summary(out)
+        self._suggest_output()  # the next run gets a new name, not this file
         self.inspect_button.visible = True
         show_info(f"Saved {out['result'].path}")
 

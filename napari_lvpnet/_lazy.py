@@ -12,8 +12,8 @@ the main thread, so decoding there freezes the window at every step. Here:
   and ``read(i)`` decode what is missing and wait: they give the exact data.
 - ``LayerFeed`` lives on the main thread: when a slice on screen arrives it refreshes the
   layer, names a damaged slice in a notification and on the canvas, sets the contrast from
-  the first slice when the file gave no window, and says "decoding ..." on the canvas when a
-  slice takes longer than a moment.
+  the first slice when the file gave no window, and says "decoding ..." in the status bar when
+  a slice takes longer than a moment.
 
 One lock serialises every decode of the file: ``LvpFile`` keeps the last slice decoded as the
 reference of the next (bitstream 8), and two decodes at once would only share two cores.
@@ -21,6 +21,7 @@ reference of the next (bitstream 8), and two decodes at once would only share tw
 
 from __future__ import annotations
 
+import atexit
 import threading
 import time
 import weakref
@@ -43,6 +44,8 @@ REFRESH_EVERY_S = 0.5  # a request of many slices (3-D view) is redrawn at most 
 class SliceLoader:
     """Decodes slices of one .lvp on a background thread, newest request first, and caches them."""
 
+    live: weakref.WeakSet[SliceLoader] = weakref.WeakSet()  # for the clean stop at exit
+
     def __init__(self, lvp: LvpFile, *, cache_bytes: int = CACHE_BYTES, prefetch: int = PREFETCH):
         self.lvp = lvp
         self.n = len(lvp)
@@ -57,6 +60,7 @@ class SliceLoader:
         self._listeners: list[Callable[[int], None]] = []
         self._thread: threading.Thread | None = None
         self._closed = False
+        SliceLoader.live.add(self)
 
     # ---------------------------------------------------------------- main-thread side
     def add_listener(self, fn: Callable[[int], None]) -> None:
@@ -254,6 +258,7 @@ class LayerFeed:
         self._contrast_from_first = contrast_from_first
         self._notified: set[int] = set()
         self._canvas_text = ""
+        self._status_text = ""
         self._last_refresh = 0.0
         self._timer = QTimer  # for the delayed "decoding ..." line
         bridge, me = _bridge(), weakref.ref(self)
@@ -309,29 +314,51 @@ class LayerFeed:
         layer = self._layer()
         return next((v for v in list(Viewer._instances) if layer is not None and layer in v.layers), None)
 
-    def status(self, pending: bool = False) -> str:
-        """What the canvas should say about the slices on screen: damage, or (``pending``, or already
-        said) the slices still decoding; '' when they are all shown."""
+    def damage_text(self) -> str:
+        """The canvas line for damaged slices on screen ('' when none)."""
         loader, shown = self.data.loader, self.data.last_request
         damaged = [i for i in shown if i in loader.failed]
-        if damaged:
-            text = first_line(loader.failed[damaged[0]], loader.lvp.name) + " (shown blank)"
-            return text if len(damaged) == 1 else f"{text}; {len(damaged) - 1} more damaged slices"
-        waiting = [i for i in shown if not loader.resolved(i)]
-        if waiting and (pending or self._canvas_text.startswith("decoding")):
-            file = loader.lvp.name.replace("\\", "/").rsplit("/", 1)[-1]
-            what = f"slice {waiting[0]}" if len(waiting) == 1 else f"{len(waiting)} slices"
-            return f"decoding {what} of {file} ..."
-        return ""
+        if not damaged:
+            return ""
+        text = first_line(loader.failed[damaged[0]], loader.lvp.name) + " (shown blank)"
+        return text if len(damaged) == 1 else f"{text}; {len(damaged) - 1} more damaged slices"
+
+    def pending_text(self) -> str:
+        """The status-bar line for slices on screen still decoding ('' when none)."""
+        loader = self.data.loader
+        waiting = [i for i in self.data.last_request if not loader.resolved(i)]
+        if not waiting:
+            return ""
+        file = loader.lvp.name.replace("\\", "/").rsplit("/", 1)[-1]
+        what = f"slice {waiting[0]}" if len(waiting) == 1 else f"{len(waiting)} slices"
+        return f"decoding {what} of {file} ..."
 
     def update_canvas_text(self, pending: bool = False) -> None:
+        """Damage goes on the canvas (it stays while the slice is shown); "decoding ..." goes in the
+        status bar, only once a slice has taken a moment (drawing new glyphs on the canvas costs the
+        main thread more than a decode should)."""
         layer, viewer = self._layer(), self._viewer()
         if layer is None or viewer is None:
             return
         overlay = viewer.canvas.overlays.text
-        if overlay.text not in ("", self._canvas_text):  # someone else's text: leave it
-            return
-        text = self.status(pending) if layer.visible else ""
-        self._canvas_text = text
-        overlay.text = text
-        overlay.visible = bool(text)
+        if overlay.text in ("", self._canvas_text):  # someone else's text: leave it
+            text = self.damage_text() if layer.visible else ""
+            self._canvas_text = text
+            overlay.text = text
+            overlay.visible = bool(text)
+        waiting = self.pending_text() if layer.visible else ""
+        if waiting and (pending or viewer.status == self._status_text):
+            viewer.status = self._status_text = waiting
+        elif not waiting and self._status_text and viewer.status == self._status_text:
+            viewer.status = self._status_text = ""
+
+
+@atexit.register
+def _stop_loaders() -> None:
+    """Let each loader thread finish the slice it is on before the interpreter goes: a thread still
+    inside torch at exit aborts the process."""
+    for loader in list(SliceLoader.live):
+        loader.close()
+    for loader in list(SliceLoader.live):
+        if loader._thread is not None:
+            loader._thread.join(timeout=10)

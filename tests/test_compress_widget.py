@@ -37,7 +37,8 @@ def test_compress_widget_writes_identical_file_and_shows_numbers(widget_and_view
     qtbot.waitUntil(lambda: inspect.run_button.enabled, timeout=60000)
 
 
-def test_cancel_leaves_no_file(widget_and_viewer, qtbot, tmp_path, rng, monkeypatch):
+def test_progress_names_slices_and_time_left_and_cancel_stops_within_one_slice(widget_and_viewer, qtbot, tmp_path,
+                                                                             rng, monkeypatch):
     viewer, w = widget_and_viewer
     viewer.add_image(smooth_image(rng, (40, 64, 64), 0, 4000, np.uint16), name="big")
     w.layer.value = viewer.layers["big"]
@@ -46,20 +47,58 @@ def test_cancel_leaves_no_file(widget_and_viewer, qtbot, tmp_path, rng, monkeypa
     from lvpnet.codecs.fallback import FallbackCodec
 
     real = FallbackCodec.encode
+    encoded = []
 
-    def slow_encode(self, s):  # make each slice take a moment so Cancel lands mid-run
+    def slow_encode(self, s):  # each slice takes a moment, so Cancel lands mid-run
         import time
 
-        time.sleep(0.05)
+        time.sleep(0.1)
+        encoded.append(1)
         return real(self, s)
 
     monkeypatch.setattr(FallbackCodec, "encode", slow_encode)
     w.run_button.changed.emit(True)
-    qtbot.waitUntil(lambda: w.progress.value >= 2, timeout=30000)
+    qtbot.waitUntil(lambda: w.progress.value >= 3, timeout=30000)
+    text = w.progress.native.format()
+    assert "slice 3 of 40" in text or "slice 4 of 40" in text
+    assert text.endswith(" left")
     w.cancel_button.changed.emit(True)
+    at_cancel = len(encoded)
+    assert not w.cancel_button.enabled  # pressed once: it says so and cannot be pressed again
+    assert "cancelling" in w.summary.value
     qtbot.waitUntil(lambda: w.run_button.enabled, timeout=30000)
+    assert len(encoded) - at_cancel <= 1  # the slice it was on, no more
     assert "cancelled" in w.summary.value
     assert list(tmp_path.iterdir()) == []
+
+
+def test_default_output_is_next_to_the_source_under_a_safe_name(widget_and_viewer, qtbot, tmp_path, rng,
+                                                                monkeypatch):
+    import nibabel as nib
+
+    viewer, w = widget_and_viewer
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setattr("pathlib.Path.home", lambda: home)
+    monkeypatch.chdir(tmp_path)
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    nib.save(nib.Nifti1Image(smooth_image(rng, (16, 12, 3), 0, 900, np.int16), np.eye(4)), scans / "knee mr.nii.gz")
+    (opened,) = viewer.open(str(scans / "knee mr.nii.gz"), plugin="napari-lvpnet")
+    w.layer.value = opened
+    assert w.output.value == scans / "knee_mr.lvp"  # next to the source; no space in the name
+    (scans / "knee_mr.lvp").write_bytes(b"someone's file")
+    viewer.add_image(smooth_image(rng, (2, 16, 16), 0, 99, np.uint8), name="sample CT")  # in memory: no folder
+    w.layer.value = viewer.layers["sample CT"]
+    assert w.output.value == home / "sample_CT.lvp"
+    w.layer.value = opened
+    assert w.output.value == scans / "knee_mr-1.lvp"  # never an existing file
+    w.output.value = ""  # emptied by the user: still the default, never the working folder
+    w.run_button.changed.emit(True)
+    qtbot.waitUntil(lambda: w.last_result is not None and w.run_button.enabled, timeout=30000)
+    assert str(w.last_result["result"].path) == str(scans / "knee_mr-1.lvp"), w.last_result["result"].path
+    assert (scans / "knee_mr-1.lvp").exists() and not list(tmp_path.glob("*.lvp"))
+    assert w.summary.native.wordWrap()
 
 
 def test_unsupported_layer_gives_notification_not_crash(widget_and_viewer, tmp_path, monkeypatch):
