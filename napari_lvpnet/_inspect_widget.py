@@ -1,13 +1,15 @@
 """The "Inspect" dock widget: where the bits go, drawn over the image.
 
-The core (``lvpnet.analysis``) computes the arrays: per-pixel code length,
-latent maps, QCM error maps, per-slice totals and, for a ``.lvp``, the real
-bits of every stored chunk. This widget runs it in a napari ``thread_worker``
-with a progress bar, adds the maps as layers aligned with the image (same
-scale and translate; block maps are placed on the image grid), and shows a
-colorbar, the totals and a small plot (bits per slice, or a histogram of bits
-per pixel for one 2-D slice). Errors and a missing model become napari
-notifications.
+The core (``lvpnet.analysis``) computes the arrays: per-pixel code length, latent maps, QCM
+error maps, per-slice totals and, for a ``.lvp``, the real bits of every stored chunk. This
+widget runs it in a napari ``thread_worker`` with a progress bar, slice by slice so that a
+damaged slice of a ``.lvp`` is skipped and named instead of ending the run; adds the maps as
+layers aligned with the image (same scale, translate, axis labels and units; block maps placed
+on the image grid), each named with what it shows and its unit; and shows colorbars of the
+visible maps, a legend in words, the totals and a plot (bits per slice, or a histogram of bits
+per pixel for one slice) in napari's theme. The latent's channel is chosen in the dock, so the
+maps never add a dims slider that could pass for the slice axis. Errors and a missing model
+become napari notifications.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, ProgressBar, PushButton
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, ProgressBar, PushButton, SpinBox
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from napari.layers import Image
@@ -26,27 +28,89 @@ from napari.viewer import Viewer
 
 from lvpnet import LvpFile, analysis
 from lvpnet.container import looks_like_lvp
-from lvpnet.progress import Progress, cancellable
+from lvpnet.errors import DamagedError
+from lvpnet.progress import Progress, run
 
-from ._background import BackgroundJobMixin
+from ._background import BackgroundJobMixin, wrap_text
+from ._lazy import LazySlices
+from ._maps import MAPS, layer_name, legend
+from ._messages import error_slice, first_line
+from ._plots import draw_colorbars, draw_plot, theme_colours
 
 CURRENT = "current slice"
 ALL = "all slices"
-COLORMAPS = {"bits": "inferno", "latent": "PiYG", "qcm": "viridis"}
-BAR_COLOURS = ["0.65", "C0", "C2", "C4"]
-MAP_KEY = "lvpnet_inspect"  # metadata key of the layers Inspect adds: {"map": kind, "units": ...}
+MAP_KEY = "lvpnet_inspect"  # metadata key of the layers Inspect adds: {"map": kind, "unit": ..., "says": ...}
+
+
+class ExactSlices:
+    """A lazy .lvp layer's data for the analysis: every slice exact (waits for its decode, from the
+    layer's cache when it is there), a damaged one raising its error."""
+
+    def __init__(self, data: LazySlices):
+        self.data, self.shape, self.dtype = data, data.shape, data.dtype
+
+    def __getitem__(self, frame_index) -> np.ndarray:
+        return self.data.read(int(np.ravel_multi_index(tuple(frame_index), self.data.frame_shape)))
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self.data.read(0), dtype=dtype)
+
+
+def _merge(into: analysis.Analysis, part: analysis.Analysis) -> None:
+    into.indices += part.indices
+    into.pixel_bits = np.concatenate([into.pixel_bits, part.pixel_bits])
+    into.latent_bits = np.concatenate([into.latent_bits, part.latent_bits])
+    into.maps += part.maps
 
 
 def _inspect_job(source, rgb, lvp, indices, weights, cancel):
-    """Runs in the worker thread: load the model (None when there is none), then analyse."""
+    """Runs in the worker thread: load the model (None when there is none), then analyse slice by
+    slice. Returns (Analysis, {slice: error} of the damaged slices skipped), or None if cancelled."""
     yield Progress("loading model", 0, 1)
     model = analysis.load_model(weights, device="auto")
-    job = analysis.iter_analyse(source, model, rgb=rgb, indices=indices, lvp=lvp)
-    return (yield from cancellable(job, cancel))
+    if model is None:  # the real chunk bits of a .lvp, nothing decoded
+        return run(analysis.iter_analyse(source, None, rgb=rgb, indices=indices, lvp=lvp)), {}
+    frames, _ = analysis.slice_layout(source.shape, rgb)
+    idx = list(range(int(np.prod(frames, dtype=np.int64)))) if indices is None else list(indices)
+    res, skipped = None, {}
+    yield Progress("inspect", 0, len(idx))
+    for k, i in enumerate(idx):
+        if cancel.is_set():
+            return None
+        try:
+            part = run(analysis.iter_analyse(source, model, rgb=rgb, indices=[i], lvp=lvp))
+        except DamagedError as e:  # this slice, or the one it is coded against: skip it, say which
+            skipped[i] = e
+        else:
+            if res is None:
+                res = part
+            else:
+                _merge(res, part)
+        yield Progress("inspect", k + 1, len(idx))
+    if res is None:  # every slice asked for was damaged
+        res = run(analysis.iter_analyse(source, None, rgb=rgb, indices=[], lvp=lvp))
+        res.model_path, res.model_sha256 = model.path, model.sha256
+    return res, skipped
+
+
+def skipped_text(skipped: dict, name: str) -> str:
+    """'skipped damaged slice 8: chunk checksum mismatch', 'skipped slice 9: its maps need slice 8,
+    which is damaged' (a slice is mapped against the one before it, as the writer codes it)."""
+    lines = []
+    for i, e in sorted(skipped.items()):
+        j = error_slice(e, name)
+        what = first_line(e, name).split(": ", 1)[-1]
+        if j in (None, i):
+            lines.append(f"skipped damaged slice {i}: {what}")
+        else:
+            lines.append(f"skipped slice {i}: its maps need slice {j}, which is damaged ({what})")
+    return "\n".join(lines)
 
 
 def layer_lvp(layer) -> LvpFile | None:
     """The .lvp a layer was opened from (and still matches), or None."""
+    if isinstance(layer.data, LazySlices):
+        return layer.data.loader.lvp
     candidates = [((layer.metadata or {}).get("lvp") or {}).get("file"), getattr(layer.source, "path", None)]
     for path in candidates:
         if not path or not os.path.isfile(str(path)):
@@ -109,26 +173,40 @@ class InspectWidget(BackgroundJobMixin, Container):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="slices", value=0, min=0, max=1, visible=False)
         self.summary = Label(label="", value="")
+        self.hint = Label(label="", value="", visible=False)
+        self.channel = SpinBox(label="latent channel", min=0, max=0, visible=False)
+        self.legend = Label(label="", value="", visible=False)
+        wrap_text(self.summary, self.hint, self.legend)
         super().__init__(widgets=[self.layer, self.scope, self.show_bits, self.show_latent, self.show_qcm,
-                                  self.weights, self.run_button, self.cancel_button, self.progress, self.summary])
-        self.colorbar_figure = Figure(figsize=(3.2, 0.9), layout="constrained")
-        self.colorbar_canvas = FigureCanvasQTAgg(self.colorbar_figure)
-        self.colorbar_canvas.setMinimumHeight(60)
+                                  self.weights, self.run_button, self.cancel_button, self.progress, self.summary,
+                                  self.hint, self.channel, self.legend])
+        self.colorbar_canvas = FigureCanvasQTAgg(Figure(figsize=(3.2, 0.8), layout="constrained"))
         self.colorbar_canvas.setVisible(False)
-        self.plot_figure = Figure(figsize=(3.2, 2.2), layout="constrained")
-        self.plot_canvas = FigureCanvasQTAgg(self.plot_figure)
-        self.plot_canvas.setMinimumHeight(160)
+        self.plot_canvas = FigureCanvasQTAgg(Figure(figsize=(3.2, 2.2), layout="constrained"))
+        self.plot_canvas.setFixedHeight(200)
         self.plot_canvas.setVisible(False)
         self.native.layout().addWidget(self.colorbar_canvas)
         self.native.layout().addWidget(self.plot_canvas)
         self.worker = None
         self.last_result: analysis.Analysis | None = None
+        self.skipped: dict = {}
         self.added_layers: dict[str, Image] = {}  # kind -> layer added by the last run
         self._cancel = threading.Event()
         self.run_button.changed.connect(self.start)
         self.cancel_button.changed.connect(self.cancel)
+        self.channel.changed.connect(self._show_channel)
         viewer.layers.events.inserted.connect(lambda e: self.layer.reset_choices())
         viewer.layers.events.removed.connect(lambda e: self.layer.reset_choices())
+        viewer.dims.events.current_step.connect(self._update_hint)
+        viewer.events.theme.connect(lambda e: self._redraw())
+
+    @property
+    def colorbar_figure(self):
+        return self.colorbar_canvas.figure
+
+    @property
+    def plot_figure(self):
+        return self.plot_canvas.figure
 
     def _image_layers(self, _widget=None):
         # the maps this widget adds carry MAP_KEY in their metadata and are not offered for inspection
@@ -159,76 +237,97 @@ class InspectWidget(BackgroundJobMixin, Container):
             rgb = bool(layer.rgb)
             frames, _ = analysis.slice_layout(data.shape, rgb)
             lvp = layer_lvp(layer)
-            source = lvp if lvp is not None else data
+            if isinstance(data, LazySlices):
+                source = ExactSlices(data)
+            else:
+                source = lvp if lvp is not None else data
             indices = None if self.scope.value == ALL else [self.current_index(layer, frames)]
         except Exception as e:
             show_error(f"Inspect: {e}")
             return
-        self._layer, self._frames = layer, frames
+        self._layer, self._frames, self._lvp_name = layer, frames, lvp.name if lvp is not None else layer.name
         self.summary.value = f"inspecting {layer.name} ..."
         self.progress.max = 1
         self._run_in_background(_inspect_job, source, rgb, lvp, indices, self._weights_path())
 
-
-    def _on_done(self, res: analysis.Analysis | None):
-        if res is None:
+    def _on_done(self, out):
+        if out is None:
             self.summary.value = "cancelled"
             return
+        res, self.skipped = out
         self.last_result = res
         layer = self._layer
         model_name = Path(res.model_path).name if res.model_path else None
-        if not res.has_model:
+        if not res.has_model and not self.skipped:
             if res.chunk_bits is None:
                 show_warning("Inspect: no model weights are installed (lvpnet-v1.pt) or chosen, and this layer "
                              "was not opened from a .lvp: there is nothing to show")
             else:
                 show_warning("Inspect: no model weights are installed (lvpnet-v1.pt) or chosen: showing the real "
                              "bits of every stored chunk; heatmaps need the model")
+        skipped = skipped_text(self.skipped, self._lvp_name)
+        if skipped:
+            show_warning(f"Inspect {skipped}" if len(self.skipped) == 1 else
+                         f"Inspect skipped {len(self.skipped)} slices ({', '.join(map(str, sorted(self.skipped)))})"
+                         f"\n{skipped}")
         try:
-            if res.has_model:
+            if res.has_model and res.maps:
                 self._add_layers(layer, res)
-            self.summary.value = summary_text(res, model_name)
-            self._draw_colorbars()
-            self._draw_plot(res)
+            self.summary.value = "\n".join(t for t in (summary_text(res, model_name), skipped) if t)
+            self._redraw()
+            self._update_hint()
         except Exception as e:  # drawing must never take the viewer down
             self._on_error(e)
 
     # ------------------------------------------------------------ layers
-    def _placement(self, layer, res: analysis.Analysis) -> tuple[tuple, list, list]:
+    def _placement(self, layer, res: analysis.Analysis, full: bool) -> tuple[tuple, list, list]:
         """Leading shape, scale and translate so the maps sit exactly on the analysed slices."""
         scale = np.asarray(layer.scale, float)
         translate = np.asarray(layer.translate, float).copy()
         frames = res.frame_shape
-        if len(res.indices) == res.n_slices:
+        if full:
             return tuple(frames), list(scale), list(translate)
         (i,) = res.indices
-        pos = np.unravel_index(i, frames)
-        for ax, p in enumerate(pos):
+        for ax, p in enumerate(np.unravel_index(i, frames)):
             translate[ax] += p * scale[ax]
         return (1,) * len(frames), list(scale), list(translate)
 
+    def _stack(self, res: analysis.Analysis, per_slice, full: bool) -> np.ndarray:
+        """One map per analysed slice on the image grid, (lead..., rows, cols); in a full stack the
+        slices not analysed (damaged) stay 0."""
+        maps = [np.asarray(per_slice(m), np.float32) for m in res.maps]
+        if not full:
+            return maps[0][None]
+        out = np.zeros((res.n_slices, *res.slice_shape), np.float32)
+        for m, a in zip(res.maps, maps):
+            out[m.index] = a
+        return out
+
     def _put(self, kind: str, data, name: str, **kwargs) -> Image:
-        old = self.added_layers.pop(kind, None)
-        if old is not None and old in self._viewer.layers:
-            self._viewer.layers.remove(old)
-        kwargs["metadata"] = {MAP_KEY: {"map": kind, **kwargs.get("metadata", {})}}
-        new = self._viewer.add_image(data, name=name, **kwargs)
+        info = MAPS[kind]
+        kwargs["metadata"] = {MAP_KEY: {"map": kind, "unit": info.unit, "says": info.says}}
+        new = self._viewer.add_image(data, name=name, colormap=info.colormap, opacity=0.8, blending="translucent",
+                                     **kwargs)
         self.added_layers[kind] = new
         new.events.contrast_limits.connect(lambda e: self._draw_colorbars())
+        new.events.visible.connect(lambda e: self._draw_colorbars())
         return new
 
     def _add_layers(self, layer, res: analysis.Analysis):
-        lead, scale, translate = self._placement(layer, res)
+        full = self.scope.value == ALL or res.n_slices == 1
+        lead, scale, translate = self._placement(layer, res, full)
         hw = res.slice_shape
-        geo = {"scale": scale, "translate": translate}
+        geo = {"scale": scale, "translate": translate, "axis_labels": layer.axis_labels, "units": layer.units}
         aff = np.asarray(layer.affine.affine_matrix, float)
         if not np.allclose(aff, np.eye(len(aff))):  # a world affine set on the image: the maps follow it
             geo["affine"] = aff
-        for kind in list(self.added_layers):  # drop the maps of an earlier run that are not asked for now
+        for kind in list(self.added_layers):  # drop the maps of an earlier run
             old = self.added_layers.pop(kind)
             if old in self._viewer.layers:
                 self._viewer.layers.remove(old)
         base = layer.name
+        where = None if full or res.n_slices == 1 else res.indices[0]
+        self._res, self._full, self._where = res, full, where
         shown = []  # one map visible at a time (the first asked for); the others wait behind their eye icons
 
         def first(kind):
@@ -236,109 +335,81 @@ class InspectWidget(BackgroundJobMixin, Container):
                 shown.append(kind)
             return shown[0] == kind
 
+        def put(kind, data, hi, visible, lo=0.0, **extra):
+            return self._put(kind, data.reshape(lead + hw), layer_name(base, kind, slice_index=where, **extra),
+                             contrast_limits=[lo, hi], visible=visible, **geo)
+
         if self.show_bits.value:
-            bits = res.stack("pixel_bits").reshape(lead + hw)
+            bits = self._stack(res, lambda m: m.pixel_bits, full)
             hi = float(np.percentile(bits, 99.5)) if bits.size else 1.0
-            self._put("bits", bits, f"{base} bit cost", colormap=COLORMAPS["bits"],
-                      contrast_limits=[0.0, max(hi, 1e-3)], opacity=0.8, blending="translucent", visible=first("bits"),
-                      metadata={"units": "bits per pixel (code length of each pixel)"}, **geo)
+            put("bits", bits, max(hi, 1e-3), first("bits"))
         if self.show_latent.value:
-            share = np.stack([m.on_grid(m.latent_bits / analysis.block_pixel_counts(hw, m.block)) for m in res.maps])
-            self._put("latent_bits", share.reshape(lead + hw).astype(np.float32), f"{base} latent bits",
-                      colormap=COLORMAPS["bits"], contrast_limits=[0.0, max(float(share.max()), 1e-3)],
-                      opacity=0.8, blending="translucent", visible=False,
-                      metadata={"units": "bits per pixel (block's latent bits / its pixels)"}, **geo)
-            z = self._latent_stack(res, lead)
+            share = self._stack(res, lambda m: m.on_grid(m.latent_bits / analysis.block_pixel_counts(hw, m.block)),
+                                full)
+            put("latent_bits", share, max(float(share.max()), 1e-3), False)
             m = max(1, int(np.abs(res.stack("z")).max()))
-            self._put("latent", z, f"{base} latent z", colormap=COLORMAPS["latent"], contrast_limits=[-m, m],
-                      opacity=0.8, blending="translucent", visible=first("latent"),
-                      metadata={"units": "quantised latent z; leading axis: channel"},
-                      scale=[1.0, *scale], translate=[0.0, *translate],
-                      **({"affine": _lead_identity(geo["affine"])} if "affine" in geo else {}))
+            channels = res.maps[0].z.shape[0]
+            self.channel.max = channels - 1
+            c = min(int(self.channel.value), channels - 1)
+            put("latent", self._latent(c), m, first("latent"), lo=-m, channel=c)
         if self.show_qcm.value:
-            before = res.stack("qcm_before", on_grid=True).reshape(lead + hw)
-            after = res.stack("qcm_after", on_grid=True).reshape(lead + hw)
+            q = self._q_step(res)
+            before = self._stack(res, lambda m: m.on_grid(m.qcm_before) / q, full)
+            after = self._stack(res, lambda m: m.on_grid(m.qcm_after) / q, full)
             hi = max(float(before.max()), float(after.max()), 1e-6)
-            for kind, arr, label in (("qcm_before", before, "before"), ("qcm_after", after, "after")):
-                self._put(kind, arr, f"{base} QCM error {label}", colormap=COLORMAPS["qcm"], contrast_limits=[0.0, hi],
-                          opacity=0.8, blending="translucent", visible=label == "after" and first("qcm"),
-                          metadata={"units": "mean |y - y_hat| over channels, per 32x32 block"}, **geo)
+            visible = first("qcm")
+            put("qcm_before", before, hi, False)
+            put("qcm_after", after, hi, visible)
+        self.channel.visible = "latent" in self.added_layers
+        self.legend.value = legend(self.added_layers)
+        self.legend.visible = bool(self.added_layers)
         if shown:
             self._viewer.layers.selection.active = self.added_layers[shown[0] if shown[0] != "qcm" else "qcm_after"]
         self.layer.reset_choices()  # the maps themselves are not offered as images to inspect
 
     @staticmethod
-    def _latent_stack(res: analysis.Analysis, lead: tuple):
-        """(channels, *lead, rows, cols), computed lazily one channel-slice at a time on the image grid."""
-        import dask.array as da
+    def _q_step(res: analysis.Analysis) -> float:
+        """The latent's quantisation step, so the QCM maps read in steps (the shipped model's is 1)."""
+        try:
+            return float(analysis.load_model(res.model_path, device="auto").q_step) or 1.0
+        except Exception:
+            return 1.0
 
-        small = np.moveaxis(res.stack("z"), 1, 0)  # (C, n, hz, wz)
-        small = small.reshape((small.shape[0], *lead, *small.shape[-2:]))
-        hw, block = res.slice_shape, res.maps[0].block
-        chunks = (1,) * (small.ndim - 2) + small.shape[-2:]
-        lazy = da.from_array(small, chunks=chunks)
-        return lazy.map_blocks(lambda b: analysis.to_image_grid(b, hw, block), dtype=small.dtype,
-                               chunks=tuple((1,) * n for n in small.shape[:-2]) + ((hw[0],), (hw[1],)))
+    def _latent(self, c: int) -> np.ndarray:
+        """Channel ``c`` of the latent z of every analysed slice, each cell covering its 32 x 32 block."""
+        res = self._res
+        return self._stack(res, lambda m: m.on_grid(m.z[c].astype(np.float32)), self._full)
 
-    # ------------------------------------------------------------ drawing
-    def _draw_colorbars(self):
-        from matplotlib.cm import ScalarMappable
-        from matplotlib.colors import Normalize
-
-        fig = self.colorbar_figure
-        fig.clear()
-        shown = [(k, layer) for k, layer in self.added_layers.items() if k in ("bits", "latent", "qcm_after")]
-        if not shown:
-            self.colorbar_canvas.setVisible(False)
+    def _show_channel(self, *_):
+        layer = self.added_layers.get("latent")
+        if layer is None or layer not in self._viewer.layers:
             return
-        titles = {"bits": "bit cost (bits per pixel)", "latent": "latent z", "qcm_after": "QCM |error| (y units)"}
-        axes = fig.subplots(len(shown), 1, squeeze=False)[:, 0]
-        for ax, (kind, layer) in zip(axes, shown):
-            lo, hi = layer.contrast_limits
-            sm = ScalarMappable(norm=Normalize(lo, hi), cmap=COLORMAPS[kind if kind != "qcm_after" else "qcm"])
-            cb = fig.colorbar(sm, cax=ax, orientation="horizontal")
-            cb.ax.tick_params(labelsize=7)
-            cb.set_label(titles[kind], fontsize=7)
-        fig.set_size_inches(3.2, 0.75 * len(shown))
-        self.colorbar_canvas.setMinimumHeight(int(60 * len(shown)))
-        self.colorbar_canvas.setVisible(True)
-        self.colorbar_canvas.draw_idle()
+        c = int(self.channel.value)
+        layer.data = self._latent(c).reshape(layer.data.shape)
+        layer.name = layer_name(self._layer.name, "latent", channel=c, slice_index=self._where)
 
-    def _draw_plot(self, res: analysis.Analysis):
-        fig = self.plot_figure
-        fig.clear()
-        ax = fig.add_subplot()
-        per_slice = len(res.indices) > 1 or (res.chunk_bits is not None and res.n_slices > 1)
-        if per_slice:
-            x = np.arange(res.n_slices)
-            if res.chunk_bits is not None:
-                codecs = res.chunk_codecs or ["stored"] * res.n_slices
-                for k, cid in enumerate(sorted(set(codecs))):
-                    sel = np.array([c == cid for c in codecs])
-                    ax.bar(x[sel], res.chunk_bits[sel] / 1e3, color=BAR_COLOURS[k % len(BAR_COLOURS)],
-                           label=f"stored ({cid})")
-            if res.has_model:
-                ax.plot(res.indices, res.estimated_bits / 1e3, "o-", ms=3, color="C3", label="estimated")
-            ax.margins(y=0.1)
-            ax.set_xlabel("slice", fontsize=8)
-            ax.set_ylabel("kbit per slice", fontsize=8)
-            ax.legend(fontsize=7)
-        elif res.maps:
-            counts, edges = res.histogram()
-            ax.stairs(counts, edges, fill=True, color="C1")
-            ax.set_xlabel("bits per pixel", fontsize=8)
-            ax.set_ylabel("pixels", fontsize=8)
-        else:
-            ax.bar([0], res.chunk_bits / 1e3, color="0.7")
-            ax.set_ylabel("kbit (stored chunk)", fontsize=8)
-        ax.tick_params(labelsize=7)
-        self.plot_canvas.setVisible(True)
-        self.plot_canvas.draw_idle()
+    # ------------------------------------------------------------ words and drawing
+    def _update_hint(self, *_):
+        """Maps of one slice vanish on the others: say so while the viewer is elsewhere."""
+        where = getattr(self, "_where", None)
+        text = ""
+        if where is not None and self.added_layers and self._layer in self._viewer.layers:
+            here = self.current_index(self._layer, self._frames)
+            if here != where:
+                text = (f"The maps show slice {where} only; the viewer is on slice {here}. Step back to slice "
+                        f"{where}, run Inspect here, or choose 'all slices'.")
+        self.hint.value, self.hint.visible = text, bool(text)
 
+    def _draw_colorbars(self):
+        items = []
+        for kind, layer in self.added_layers.items():
+            if layer in self._viewer.layers and layer.visible:
+                info = MAPS[kind]
+                lo, hi = layer.contrast_limits
+                items.append((f"{info.title} [{info.unit}]", info.colormap, lo, hi))
+        draw_colorbars(self.colorbar_canvas, items, theme_colours(self._viewer))
 
-def _lead_identity(aff: np.ndarray) -> np.ndarray:
-    """An (n+1)x(n+1) affine extended by one leading axis that it leaves alone (the channel axis)."""
-    n = aff.shape[0]
-    out = np.eye(n + 1)
-    out[1:, 1:] = aff
-    return out
+    def _redraw(self):
+        self._draw_colorbars()
+        if self.last_result is not None:
+            draw_plot(self.plot_canvas, self.last_result, theme_colours(self._viewer))

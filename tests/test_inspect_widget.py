@@ -10,6 +10,7 @@ pytest.importorskip("napari")
 
 from lvpnet import analysis  # noqa: E402
 from napari_lvpnet import _inspect_widget as iw  # noqa: E402
+from napari_lvpnet._maps import layer_name  # noqa: E402
 
 SCALE = (3.0, 0.5, 0.7)
 TRANSLATE = (10.0, -5.0, 2.0)
@@ -44,37 +45,50 @@ def test_all_slices_adds_aligned_maps_plot_and_scale(widget_and_viewer, qtbot, r
     res = w.last_result
     assert res is not None and res.indices == [0, 1, 2] and res.has_model
 
-    bits = viewer.layers["ct bit cost"]
+    bits = viewer.layers[layer_name("ct", "bits")]
+    assert bits.name == "ct bit cost [bits/pixel]"  # what it shows, in which unit
     assert bits.data.shape == (3, 48, 40) and np.isfinite(bits.data).all() and (bits.data > 0).all()
     _aligned(bits, image)
     assert bits.colormap.name == "inferno"
-    assert bits.visible and not viewer.layers["ct latent z"].visible  # one map shown at a time
+    z = viewer.layers[layer_name("ct", "latent", channel=0)]
+    assert bits.visible and not z.visible  # one map shown at a time
     assert list(w.layer.choices) == [image]  # maps are not offered for inspection
     assert bits.metadata["lvpnet_inspect"]["map"] == "bits"
-    for name in ("ct QCM error before", "ct QCM error after", "ct latent bits"):
-        layer = viewer.layers[name]
+    for kind in ("qcm_before", "qcm_after", "latent_bits"):
+        layer = viewer.layers[layer_name("ct", kind)]
         assert layer.data.shape == (3, 48, 40) and np.isfinite(layer.data).all()
         _aligned(layer, image)
-    z = viewer.layers["ct latent z"]
+    # the latent's channel is chosen in the dock: no extra dims axis, the slice axis stays the slice axis
+    assert z.data.shape == (3, 48, 40) and viewer.dims.ndim == 3
+    assert viewer.dims.axis_labels == image.axis_labels
+    _aligned(z, image)
     channels = analysis.load_model(w.weights.value).channels
-    assert z.data.shape == (channels, 3, 48, 40)
-    _aligned(z, image, lead=1)
+    assert w.channel.native.isVisibleTo(w.native) and w.channel.max == channels - 1
+    w.channel.value = 5
+    assert z.name == layer_name("ct", "latent", channel=5)
     # each latent cell covers its 32x32 block of the image grid
-    block = np.asarray(z.data[5, 1])
+    block = np.asarray(z.data[1])
     assert (block[:32, :32] == res.maps[1].z[5, 0, 0]).all() and (block[32:, 32:] == res.maps[1].z[5, 1, 1]).all()
     # the maps sum to the estimated totals
     assert bits.data.sum(dtype=np.float64) == pytest.approx(res.pixel_bits.sum(), rel=1e-6)
 
     text = w.summary.value
     assert "3 slices" in text and "bits/pixel" in text and "tiny.pt" in text
-    assert w.colorbar_canvas.isVisibleTo(w.native) and len(w.colorbar_figure.axes) == 3
+    assert "latent bits [bits/pixel]: " in w.legend.value and "QCM" in w.legend.value
+    # colorbars of the visible maps only, following the eye icons
+    assert w.colorbar_canvas.isVisibleTo(w.native) and len(w.colorbar_figure.axes) == 1
+    viewer.layers[layer_name("ct", "qcm_after")].visible = True
+    assert len(w.colorbar_figure.axes) == 2
+    assert w.colorbar_figure.axes[1].get_xlabel() == "latent error after QCM [quantisation steps]"
+    bits.visible = False
+    assert len(w.colorbar_figure.axes) == 1
     ax = w.plot_figure.axes[0]
     assert w.plot_canvas.isVisibleTo(w.native) and ax.get_xlabel() == "slice" and len(ax.lines) == 1
 
     # a second run replaces the maps instead of piling them up
     w.show_latent.value = w.show_qcm.value = False
     _run(w, qtbot)
-    assert [layer.name for layer in viewer.layers] == ["ct", "ct bit cost"]
+    assert [layer.name for layer in viewer.layers] == ["ct", "ct bit cost [bits/pixel]"]
 
 
 def test_current_slice_sits_on_that_slice(widget_and_viewer, qtbot, rng):
@@ -87,15 +101,18 @@ def test_current_slice_sits_on_that_slice(widget_and_viewer, qtbot, rng):
     w.show_qcm.value = True
     _run(w, qtbot)
     assert w.last_result.indices == [2]
-    bits = viewer.layers["mr bit cost"]
+    bits = viewer.layers[layer_name("mr", "bits", slice_index=2)]
     assert bits.data.shape == (1, 48, 40)
     assert np.allclose(bits.scale, image.scale)
     assert np.allclose(bits.translate, (TRANSLATE[0] + 2 * SCALE[0], *TRANSLATE[1:]))
-    assert viewer.layers["mr QCM error after"].data.shape == (1, 48, 40)
+    assert viewer.layers[layer_name("mr", "qcm_after", slice_index=2)].data.shape == (1, 48, 40)
     ref = analysis.analyse_slice(a[2], analysis.load_model(w.weights.value))
     np.testing.assert_array_equal(bits.data[0], ref.pixel_bits)
     assert "slice 2" in w.summary.value
     assert w.plot_figure.axes[0].get_xlabel() == "bits per pixel"  # one slice: histogram
+    assert not w.hint.native.isVisibleTo(w.native)
+    viewer.dims.set_point(0, TRANSLATE[0] + 1 * SCALE[0])  # elsewhere: the maps are gone, the dock says why
+    assert w.hint.native.isVisibleTo(w.native) and "slice 2 only" in w.hint.value and "on slice 1" in w.hint.value
 
 
 def test_maps_follow_a_world_affine(widget_and_viewer, qtbot, rng):
@@ -108,10 +125,10 @@ def test_maps_follow_a_world_affine(widget_and_viewer, qtbot, rng):
     w.layer.value = image
     w.show_latent.value = True
     _run(w, qtbot)
-    bits = viewer.layers["obl bit cost"]
+    bits = viewer.layers[layer_name("obl", "bits", slice_index=0)]
     _aligned(bits, image)
     assert np.allclose(bits.affine.affine_matrix, aff)
-    assert np.allclose(viewer.layers["obl latent z"].affine.affine_matrix[1:, 1:], aff)
+    assert np.allclose(viewer.layers[layer_name("obl", "latent", channel=0, slice_index=0)].affine.affine_matrix, aff)
 
 
 def test_2d_rgb_image(widget_and_viewer, qtbot, rng):
@@ -121,9 +138,9 @@ def test_2d_rgb_image(widget_and_viewer, qtbot, rng):
     w.layer.value = image
     w.show_latent.value = True
     _run(w, qtbot)
-    bits = viewer.layers["us bit cost"]
+    bits = viewer.layers[layer_name("us", "bits")]
     assert bits.data.shape == (40, 36) and np.allclose(bits.scale, (0.2, 0.3))
-    assert viewer.layers["us latent z"].data.shape[1:] == (40, 36)
+    assert viewer.layers[layer_name("us", "latent", channel=0)].data.shape == (40, 36)
     assert "image:" in w.summary.value
 
 
@@ -139,7 +156,7 @@ def test_layer_opened_from_lvp(widget_and_viewer, qtbot, rng, tmp_path):
     res = w.last_result
     lvp = lvpnet.open(path)
     assert res.chunk_bits.tolist() == [8 * lvp.chunk_bytes(i) for i in range(3)]
-    bits = viewer.layers["scan bit cost"]
+    bits = viewer.layers[layer_name("scan", "bits")]
     assert bits.data.shape == (3, 40, 33) and np.isfinite(bits.data).all()
     _aligned(bits, image)
     assert "stored, all 3 chunks" in w.summary.value
@@ -193,3 +210,62 @@ def test_no_model_plain_layer_bad_weights_and_bad_data_notify(widget_and_viewer,
     _run(w, qtbot)
     assert "integer" in errors[-1]
     assert [layer.name for layer in viewer.layers] == ["xr", "float"]
+
+
+def test_damaged_slice_is_skipped_and_named(widget_and_viewer, qtbot, rng, tmp_path, monkeypatch):
+    viewer, w = widget_and_viewer
+    warnings = []
+    monkeypatch.setattr(iw, "show_warning", warnings.append)
+    monkeypatch.setattr("napari.utils.notifications.show_error", lambda *a: None)
+    a = smooth_image(rng, (4, 40, 33), 0, 3000, np.uint16)
+    path = tmp_path / "scan.lvp"
+    lvpnet.compress_to_file(lvpnet.Volume(array=a, spacing=(2.0, 0.8, 0.8)), path, codec="fallback")
+    rec = lvpnet.open(path)._reader.records[2]
+    data = bytearray(path.read_bytes())
+    data[rec.offset + rec.length // 2] ^= 0x20
+    path.write_bytes(bytes(data))
+    (image,) = viewer.open(path, plugin="napari-lvpnet")
+    w.layer.value = image
+    w.scope.value = iw.ALL
+    _run(w, qtbot)
+    res = w.last_result
+    # slice 3 is mapped against slice 2, as the learned codec would code it: it needs slice 2
+    assert res.indices == [0, 1] and sorted(w.skipped) == [2, 3]
+    assert warnings and warnings[-1].splitlines()[0] == "Inspect skipped 2 slices (2, 3)"
+    assert "skipped damaged slice 2: chunk checksum mismatch" in w.summary.value
+    assert "skipped slice 3: its maps need slice 2, which is damaged" in w.summary.value
+    bits = viewer.layers[layer_name("scan", "bits")]
+    assert bits.data.shape == (4, 40, 33) and (bits.data[2] == 0).all() and (bits.data[1] > 0).all()
+    ax = w.plot_figure.axes[0]
+    assert len(ax.patches) == 4 and list(ax.lines[0].get_xdata()) == [0, 1]  # estimates where decoded
+
+
+def test_panels_follow_the_theme_and_keep_their_size(widget_and_viewer, qtbot, rng, tmp_path):
+    """Dark panels on napari's dark theme, light on light; a second run and a contrast change redraw
+    the colorbars over the whole canvas (the figure is the widget's size); one slice of a .lvp gets a
+    histogram with the slice's mean estimated and stored bits; the legend sits above the axes."""
+    viewer, w = widget_and_viewer
+    a = smooth_image(rng, (3, 40, 33), 0, 3000, np.uint16)
+    path = tmp_path / "scan.lvp"
+    lvpnet.compress_to_file(a, path, codec="fallback")
+    (image,) = viewer.open(path, plugin="napari-lvpnet")
+    w.layer.value = image
+    w.scope.value = iw.CURRENT
+    _run(w, qtbot)
+    _run(w, qtbot)
+    bits = viewer.layers[layer_name("scan", "bits", slice_index=1)]
+    bits.contrast_limits = [0.5, 3.0]
+    fig, canvas = w.colorbar_figure, w.colorbar_canvas
+    assert fig.axes[0].get_xlim() == (0.5, 3.0)
+    dpr = canvas.device_pixel_ratio
+    assert tuple(np.round(fig.get_size_inches() * fig.dpi / dpr)) == (canvas.width(), canvas.height())
+    ax = w.plot_figure.axes[0]
+    assert ax.get_xlabel() == "bits per pixel" and len(ax.lines) == 2  # estimated and stored, mean
+    assert ax.get_legend().get_bbox_to_anchor().y0 >= ax.get_position().y1 * w.plot_figure.bbox.height - 1
+    from matplotlib.colors import to_hex
+    from napari.utils.theme import get_theme
+
+    assert to_hex(w.plot_figure.get_facecolor()) == get_theme("dark").foreground.as_hex()
+    viewer.theme = "light"
+    assert to_hex(w.plot_figure.get_facecolor()) == get_theme("light").foreground.as_hex()
+    assert w.summary.native.wordWrap() and w.legend.native.wordWrap()

@@ -1,0 +1,57 @@
+"""What each Inspect map shows, in words a reader of the image understands, and in which unit.
+
+The same words go in the layer name (title and unit, so napari's status bar reads
+"ct bit cost [bits/pixel]: 3.2" under the cursor), over the map's colorbar and in the dock's
+legend (one sentence each).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MapInfo:
+    title: str
+    unit: str
+    colormap: str
+    says: str
+
+
+STEPS = "quantisation steps"
+MAPS = {
+    "bits": MapInfo(
+        "bit cost", "bits/pixel", "inferno",
+        "the bits the learned codec spends on each pixel (an estimate: -log2 of the probability the model "
+        "gave its value). Bright: hard to predict (edges, vessels, noise); dark: cheap (air, flat areas)."),
+    "latent_bits": MapInfo(
+        "latent bits", "bits/pixel", "inferno",
+        "the bits of each 32 x 32 block's latent code, shared over its pixels. The latent is nearly the same "
+        "over a slice and coded block after block, so the first blocks (top left) carry most of it: that is "
+        "the cost of the slice's summary, not of the image there."),
+    "latent": MapInfo(
+        "latent z", STEPS, "PiYG",
+        "the encoder's quantised summary of each 32 x 32 block, one channel at a time (the channel is chosen "
+        "in this dock); a whole number of steps, no physical unit."),
+    "qcm_before": MapInfo(
+        "latent rounding error", STEPS, "viridis",
+        "how far rounding moved the latent in each 32 x 32 block (mean |y - y_hat| over the channels; "
+        "0.5 is half a step)."),
+    "qcm_after": MapInfo(
+        "latent error after QCM", STEPS, "viridis",
+        "the same error once the quantisation compensation module (QCM) has predicted and added back part "
+        "of the rounding: where this is darker than the rounding error, the QCM helped."),
+}
+ORDER = ("bits", "latent_bits", "latent", "qcm_before", "qcm_after")
+
+
+def layer_name(base: str, kind: str, *, channel: int | None = None, slice_index: int | None = None) -> str:
+    """'ct bit cost [bits/pixel]', 'ct latent z, channel 5 [quantisation steps] (slice 8)'."""
+    info = MAPS[kind]
+    title = info.title if channel is None else f"{info.title}, channel {channel}"
+    where = "" if slice_index is None else f" (slice {slice_index})"
+    return f"{base} {title} [{info.unit}]{where}"
+
+
+def legend(kinds) -> str:
+    return "\n".join(f"{MAPS[k].title} [{MAPS[k].unit}]: {MAPS[k].says}" for k in ORDER if k in kinds)

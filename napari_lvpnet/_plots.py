@@ -1,0 +1,106 @@
+"""The Inspect dock's matplotlib panels (colorbars, bits per slice or per pixel), in napari's theme.
+
+The canvases keep a fixed height and the width the dock gives them; the figure follows the
+widget (matplotlib resizes it on Qt's resize event), so every redraw paints the whole widget.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lvpnet import analysis
+
+BAR_COLOURS = ["0.65", "C0", "C2", "C4"]
+COLORBAR_PX = 52  # height of one colorbar with its title
+
+
+def theme_colours(viewer) -> tuple[str, str]:
+    """(background, text) of the viewer's theme, as napari draws its own docks."""
+    from napari.utils.theme import get_theme
+
+    try:
+        theme = get_theme(viewer.theme)
+        return theme.foreground.as_hex(), theme.text.as_hex()
+    except Exception:  # an unknown theme name: napari's default dark
+        return "#2e333e", "#f0f1f2"
+
+
+def _fit(canvas) -> None:
+    """The figure exactly the widget's size (what matplotlib does on a resize event, which a
+    hidden or unchanged widget does not get): every pixel of the widget is painted."""
+    fig, ratio = canvas.figure, canvas.device_pixel_ratio
+    fig.set_size_inches(canvas.width() * ratio / fig.dpi, canvas.height() * ratio / fig.dpi, forward=False)
+
+
+def _style(fig, axes, colours) -> None:
+    bg, fg = colours
+    fig.set_facecolor(bg)
+    for ax in axes:
+        ax.set_facecolor(bg)
+        ax.tick_params(colors=fg, labelsize=7)
+        ax.xaxis.label.set_color(fg)
+        ax.yaxis.label.set_color(fg)
+        for spine in ax.spines.values():
+            spine.set_color(fg)
+
+
+def draw_colorbars(canvas, items, colours) -> None:
+    """``items``: (title, colormap, lo, hi) of each visible map; none hides the panel."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    fig = canvas.figure
+    fig.clear()
+    canvas.setVisible(bool(items))
+    if not items:
+        return
+    canvas.setFixedHeight(COLORBAR_PX * len(items))
+    _fit(canvas)
+    axes = fig.subplots(len(items), 1, squeeze=False)[:, 0]
+    for ax, (title, cmap, lo, hi) in zip(axes, items):
+        cb = fig.colorbar(ScalarMappable(norm=Normalize(lo, hi), cmap=cmap), cax=ax, orientation="horizontal")
+        cb.set_label(title, fontsize=7, color=colours[1])
+        cb.outline.set_edgecolor(colours[1])
+    _style(fig, axes, colours)
+    canvas.draw_idle()
+
+
+def draw_plot(canvas, res: analysis.Analysis, colours) -> None:
+    """Bits per slice (the stored chunks of a .lvp as bars, the estimate as a line), or for one
+    analysed slice the histogram of bits per pixel with the slice's mean estimated and stored."""
+    fig = canvas.figure
+    fig.clear()
+    _fit(canvas)
+    ax = fig.add_subplot()
+    px = res.pixels_per_slice
+    one_slice = len(res.indices) == 1 and bool(res.maps)
+    if one_slice:
+        counts, edges = res.histogram()
+        ax.stairs(counts, edges, fill=True, color="C1", label="pixels")
+        ax.axvline(float(res.estimated_bits[0]) / px, color="C3", lw=1.2, label="estimated, mean")
+        if res.chunk_bits is not None:
+            stored = float(res.chunk_bits[res.indices[0]]) / px
+            ax.axvline(stored, color="C0", lw=1.2, ls="--", label="stored chunk, mean")
+        ax.set_xlabel("bits per pixel", fontsize=8)
+        ax.set_ylabel("pixels", fontsize=8)
+    else:
+        x = np.arange(res.n_slices)
+        if res.chunk_bits is not None:
+            codecs = res.chunk_codecs or ["stored"] * res.n_slices
+            for k, cid in enumerate(sorted(set(codecs))):
+                sel = np.array([c == cid for c in codecs])
+                ax.bar(x[sel], res.chunk_bits[sel] / 1e3, color=BAR_COLOURS[k % len(BAR_COLOURS)],
+                       label=f"stored ({cid})")
+        if res.has_model and len(res.indices):
+            ax.plot(res.indices, res.estimated_bits / 1e3, "o-", ms=3, color="C3", label="estimated")
+        ax.margins(y=0.1)
+        ax.set_xlabel("slice", fontsize=8)
+        ax.set_ylabel("kbit per slice", fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        # above the axes, never over the bars
+        leg = ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=3, frameon=False)
+        for text in leg.get_texts():
+            text.set_color(colours[1])
+    _style(fig, [ax], colours)
+    canvas.setVisible(True)
+    canvas.draw_idle()
