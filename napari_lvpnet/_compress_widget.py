@@ -26,6 +26,7 @@ from lvpnet.slicing import check_array
 
 from ._background import BackgroundJobMixin, wrap_text
 from ._layers import layer_to_volume
+from ._lazy import LazySlices
 
 AUTO_CODEC = "auto (best for the data)"
 
@@ -39,8 +40,28 @@ def cuda_available() -> bool:
         return False
 
 
+def _decode_layer(data: LazySlices, attributes: dict, name: str, cancel):
+    """A lazy .lvp layer as a Volume, decoded here on the worker thread (cached slices reused),
+    not on the main thread; None when cancelled."""
+    out = np.empty(data.shape, data.dtype)
+    rows = out.reshape((-1,) + data.slice_shape)
+    for i in range(len(rows)):
+        if cancel.is_set():
+            return None
+        rows[i] = data.read(i)
+        yield Progress("decode", i + 1, len(rows))
+    volume = layer_to_volume(out, attributes)
+    check_array(volume.array, volume.rgb, what=f"layer {name!r}")
+    return volume
+
+
 def _compress_job(volume, path, codec, verify, compare, cancel):
-    """Runs in the worker thread: compress, then optionally JPEG-XL for comparison."""
+    """Runs in the worker thread: (decode a lazy .lvp layer,) compress, then optionally JPEG-XL for
+    comparison. ``volume``: a Volume, or (LazySlices, attributes, name)."""
+    if isinstance(volume, tuple):
+        volume = yield from _decode_layer(*volume, cancel)
+        if volume is None:
+            return None
     t0 = time.perf_counter()
     result = yield from cancellable(lvpnet.iter_compress_to_file(volume, path, codec, verify), cancel)
     if result is None:
@@ -152,9 +173,13 @@ class CompressWidget(BackgroundJobMixin, Container):
         if layer is None:
             show_error("Compress: choose an image layer first")
             return
+        attributes = {"rgb": layer.rgb, "scale": layer.scale, "metadata": layer.metadata}
         try:
-            volume = layer_to_volume(layer.data, {"rgb": layer.rgb, "scale": layer.scale, "metadata": layer.metadata})
-            check_array(volume.array, volume.rgb, what=f"layer {layer.name!r}")
+            if isinstance(layer.data, LazySlices):  # a .lvp still decoding: the worker decodes the rest
+                volume = (layer.data, attributes, layer.name)
+            else:
+                volume = layer_to_volume(layer.data, attributes)
+                check_array(volume.array, volume.rgb, what=f"layer {layer.name!r}")
         except Exception as e:
             show_error(f"Compress: {e}")
             return
@@ -162,7 +187,7 @@ class CompressWidget(BackgroundJobMixin, Container):
         codec = None if self.codec.value == AUTO_CODEC else self.codec.value
         codecs.get_codec("lvpnet").device = self.device.value.lower()  # where the learned codec runs
         self.summary.value = f"compressing to {path} ..."
-        self.progress.max = volume.n_slices
+        self.progress.max = len(layer.data.loader.lvp) if isinstance(layer.data, LazySlices) else volume.n_slices
         self.inspect_button.visible = False
         self._run_in_background(_compress_job, volume, path, codec, self.verify.value, self.compare.value)
 

@@ -139,3 +139,28 @@ def test_device_choice_reaches_the_learned_codec(widget_and_viewer, qtbot, tmp_p
     assert codecs.get_codec("lvpnet").device == "cpu"
     qtbot.waitUntil(lambda: w.run_button.enabled, timeout=30000)
     codecs.get_codec("lvpnet").device = "auto"
+
+
+def test_a_lvp_layer_is_decoded_off_the_main_thread(widget_and_viewer, qtbot, tmp_path, rng, monkeypatch):
+    import threading
+
+    viewer, w = widget_and_viewer
+    a = smooth_image(rng, (4, 24, 20), 0, 3000, np.uint16)
+    src = tmp_path / "in.lvp"
+    lvpnet.compress_to_file(a, src, codec="fallback")
+    (layer,) = viewer.open(str(src), plugin="napari-lvpnet")
+    on_main = []
+    real = lvpnet.LvpFile.read_slice
+
+    def watched(self, i):
+        on_main.append(threading.current_thread() is threading.main_thread())
+        return real(self, i)
+
+    monkeypatch.setattr(lvpnet.LvpFile, "read_slice", watched)
+    w.layer.value = layer
+    w.output.value = tmp_path / "out.lvp"
+    w.codec.value = "fallback"
+    w.run_button.changed.emit(True)
+    qtbot.waitUntil(lambda: w.last_result is not None and w.run_button.enabled, timeout=30000)
+    assert on_main and not any(on_main)
+    assert np.array_equal(lvpnet.open(tmp_path / "out.lvp").read_all(), a)
