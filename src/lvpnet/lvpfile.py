@@ -213,10 +213,21 @@ class LvpFile:
 
         if archive_of(self.header.get("source", {}).get("metadata")) is None:
             return 0
-        return (yield from iter_check(self.volume(array)))
+        return (yield from iter_check(self._volume(array)))
 
     def volume(self, array: np.ndarray | None = None) -> Volume:
-        """The stored Volume (decoding every slice unless ``array`` is given)."""
+        """The stored Volume (decoding every slice unless ``array`` is given). A DICOM archive's
+        files are rebuilt in memory and checked as ``verify`` does, whatever is written from it:
+        what verify refuses, decompress refuses too."""
+        volume = self._volume(array)
+        from .dicom_archive import archive_of, iter_files
+
+        if archive_of(volume.metadata) is not None:
+            for _ in iter_files(volume):
+                pass
+        return volume
+
+    def _volume(self, array: np.ndarray | None = None) -> Volume:
         h = self.header
         affine = h.get("affine")
         return Volume(

@@ -1,0 +1,293 @@
+"""Crafted .lvp files (every CRC-32 recomputed) get a clean refusal within bounded memory.
+
+Issue 21's cases: a header that is a list or null, bad shapes, a codec index out of
+range, a codec without an id, a blob with a string offset, a record with a bad dtype or
+no body, forged NIfTI data_offset / scl_slope, a tiny file declaring a huge slice, zstd
+bombs, a JPEG-XL codestream declaring 16000 x 16000, a learned chunk declared 30000 x
+30000. The Python API raises only LvpnetError subclasses; the command line exits 1 or 2
+without a traceback, under 1 GB of memory and 60 s, and writes nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import struct
+import subprocess
+import sys
+import textwrap
+import zlib
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+import lvpnet
+from lvpnet import dicom_archive
+from lvpnet.errors import DamagedError, InputError, LimitError, LvpnetError, NewerFormatError
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fuzz"))
+import lvp_forge  # noqa: E402
+from fuzz_lvp import _dicom_series  # noqa: E402
+
+
+def _read_all(data: bytes, folder: Path | None = None) -> None:
+    """What verify and decompress do: every slice, every record, a DICOM archive's folder written."""
+    f = lvpnet.LvpFile(data)
+    for _ in f.iter_verify():
+        pass
+    volume = f.volume()
+    if folder is not None and dicom_archive.archive_of(volume.metadata) is not None:
+        dicom_archive.write_folder(volume, folder)
+
+
+def _with_header(data: bytes, **changes) -> bytes:
+    p = lvp_forge.split(data)
+    p.header = {**p.header, **changes}
+    return lvp_forge.join(p)
+
+
+@pytest.fixture(scope="module")
+def seeds(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("seeds")
+    rng = np.random.default_rng(21)
+    out = {
+        "int": lvpnet.compress(lvpnet.Volume(rng.integers(-300, 300, (2, 9, 7)).astype(np.int16), blobs=[b"blob"]),
+                               codec="fallback"),
+        "float": lvpnet.compress(rng.normal(size=(1, 64, 64)).astype(np.float32), codec="fallback"),
+        "grey64": lvpnet.compress(rng.integers(0, 900, (64, 64)).astype(np.uint16), codec="fallback"),
+        "constant": lvpnet.compress(np.zeros((4, 4), np.uint16), codec="fallback"),
+    }
+    series = tmp / "series"
+    series.mkdir()
+    _dicom_series(series, rng)
+    out["dicom"] = lvpnet.compress(dicom_archive.build_archive(lvpnet.io.read(series), series), codec="fallback")
+    nii = tmp / "x.nii"
+    nib.save(nib.Nifti1Image(rng.integers(0, 999, (7, 6, 2)).astype(np.int16), np.diag([0.5, 0.5, 2, 1])), nii)
+    out["nifti"] = lvpnet.compress(lvpnet.io.read(nii), codec="fallback")
+    NIFTI_SOURCE[:] = [nii.read_bytes()]
+    return out
+
+
+NIFTI_SOURCE: list[bytes] = []  # the .nii the "nifti" seed was made from
+
+
+def _record(data: bytes, k: int, change) -> bytes:
+    p = lvp_forge.split(data)
+    prefix, head, body = lvp_forge.record_split(p.blobs[k])
+    head, body = change(head, body)
+    p.blobs[k] = lvp_forge.record_join(prefix, head, body)
+    return lvp_forge.join(p)
+
+
+def _nifti(data: bytes, **changes) -> bytes:
+    p = lvp_forge.split(data)
+    meta = p.header["source"]["metadata"]
+    meta["nifti"] = {**meta["nifti"], **changes}
+    return lvp_forge.join(p)
+
+
+def _nifti_header_with(data: bytes, offset: int, fmt: str, value) -> str:
+    head = bytearray(base64.b64decode(lvp_forge.split(data).header["source"]["metadata"]["nifti"]["header_b64"]))
+    struct.pack_into(fmt, head, offset, value)
+    return base64.b64encode(bytes(head)).decode()
+
+
+def crafted(seeds) -> dict[str, tuple[bytes, type]]:
+    """name -> (file bytes, the error class the reader must raise)."""
+    s = seeds
+    p = lvp_forge.split(s["int"])
+    cases = {
+        "header-list": (lvp_forge.join(p, header_bytes=b"[1, 2]"), DamagedError),
+        "header-null": (lvp_forge.join(p, header_bytes=b"null"), DamagedError),
+        "header-deep": (lvp_forge.join(p, header_bytes=b"[" * 100000 + b"]" * 100000), DamagedError),
+        "shape-negative": (_with_header(s["int"], shape=[-2, 9, 7]), DamagedError),
+        "shape-zero": (_with_header(s["int"], shape=[2, 0, 7]), DamagedError),
+        "shape-overflow": (_with_header(s["int"], shape=[2**62, 2**62, 2**62]), DamagedError),
+        "shape-wrapping": (_with_header(s["int"], shape=[2, 2**32, 2**32]), LimitError),
+        "shape-string": (_with_header(s["int"], shape="2x9x7"), DamagedError),
+        "shape-bool": (_with_header(s["int"], shape=[True, 9, 7]), DamagedError),
+        "dtype-object": (_with_header(s["int"], dtype="O"), DamagedError),
+        "dtype-list": (_with_header(s["int"], dtype=[["a", "<i2"]]), DamagedError),
+        "dtype-big-endian": (_with_header(s["int"], dtype=">i2"), DamagedError),
+        "rgb-string": (_with_header(s["int"], rgb="yes"), DamagedError),
+        "model-number": (_with_header(s["int"], model=5), DamagedError),
+        "direction-ragged": (_with_header(s["int"], direction=[[1, 0], 3]), DamagedError),
+        "codec-without-id": (_with_header(s["int"], codecs=[{"version": 1}]), DamagedError),
+        "codecs-null": (_with_header(s["int"], codecs=None), DamagedError),
+        "source-list": (_with_header(s["int"], source=[]), DamagedError),
+    }
+    p = lvp_forge.split(s["int"])
+    p.codecs[1] = 7
+    cases["codec-index-out-of-range"] = (lvp_forge.join(p), DamagedError)
+    p = lvp_forge.split(s["int"])
+    p.header = {**p.header, "blobs": [{"offset": str(b["offset"]), "length": b["length"], "crc32": b["crc32"]}
+                                      for b in p.header["blobs"]]}
+    cases["blob-string-offset"] = (lvp_forge.join(p, fix_blobs=False), DamagedError)
+    flipped = bytearray(s["int"])
+    flipped[8] ^= 0xFE  # the major version's low byte: 1 -> 255, checksum not recomputed
+    cases["version-byte-flipped"] = (bytes(flipped), DamagedError)
+    # memory: a tiny file declaring a huge slice; bombs inside chunks
+    cases["declares-40000x40000"] = (_with_header(s["constant"], shape=[40000, 40000]), LimitError)
+    p = lvp_forge.split(s["float"])
+    p.chunks[0] = b"\x01" + lvp_forge.zstd_bomb(1_300_000_000)
+    cases["zstd-bomb-chunk"] = (lvp_forge.join(p), DamagedError)
+    p = lvp_forge.split(s["grey64"])
+    p.chunks[0] = b"\x00" + b"\x00\x00" + lvp_forge.jxl_declaring(16000, 16000)
+    cases["jxl-16000-in-64"] = (lvp_forge.join(p), DamagedError)
+    # DICOM file records
+    cases["record-bad-dtype"] = (
+        _record(s["dicom"], 0, lambda h, b: ({**h, "pixel": {**h["pixel"], "dtype": "O"}}, b)), DamagedError)
+    cases["record-no-body"] = (
+        _record(s["dicom"], 0, lambda h, b: ({k: v for k, v in h.items() if k != "body"}, b)), DamagedError)
+    cases["record-string-offset"] = (
+        _record(s["dicom"], 0, lambda h, b: ({**h, "pixel": {**h["pixel"], "offset": "12"}}, b)), DamagedError)
+    cases["record-zstd-bomb"] = (
+        _record(s["dicom"], 2, lambda h, b: (h, lvp_forge.zstd_bomb(1_300_000_000))), DamagedError)
+    cases["record-inside-a-file"] = (
+        _record(s["dicom"], 1, lambda h, b: ({**h, "name": "IM0.dcm/x"}, b)), DamagedError)
+    cases["record-name-300"] = (_record(s["dicom"], 1, lambda h, b: ({**h, "name": "a" * 300}, b)), DamagedError)
+    # metadata that lays out an output file
+    cases["nifti-data-offset-1.5e9"] = (_nifti(s["nifti"], data_offset=1_500_000_000), DamagedError)
+    cases["nifti-data-offset-4096"] = (_nifti(s["nifti"], data_offset=4096), DamagedError)
+    cases["nifti-scl-slope-3"] = (_nifti(s["nifti"], header_b64=_nifti_header_with(s["nifti"], 112, "<f", 3.0)),
+                                  DamagedError)
+    cases["nifti-vox-offset-4096"] = (_nifti(s["nifti"], header_b64=_nifti_header_with(s["nifti"], 108, "<f", 4096.0)),
+                                      DamagedError)
+    p = lvp_forge.split(s["int"])
+    p.header["source"] = {"format": "numpy", "metadata": {"numpy": {"dtype": "O", "fortran_order": False}}}
+    cases["npy-metadata-object-dtype"] = (lvp_forge.join(p), DamagedError)
+    return cases
+
+
+def test_the_seeds_are_genuine(seeds, tmp_path):
+    for name, data in seeds.items():
+        _read_all(data)
+    dicom_archive.write_folder(lvpnet.LvpFile(seeds["dicom"]).volume(), tmp_path / "restored")
+    assert sorted(p.name for p in (tmp_path / "restored").iterdir()) == ["IM0.dcm", "IM1.dcm", "notes.txt"]
+
+
+def test_every_crafted_file_raises_only_lvpnet_errors(seeds, tmp_path):
+    for name, (data, want) in crafted(seeds).items():
+        with pytest.raises(LvpnetError) as e:
+            _read_all(data, tmp_path / name)
+        assert isinstance(e.value, want), (name, e.value)
+        assert not (tmp_path / name).exists(), name
+
+
+def test_a_flipped_version_byte_is_damage_not_a_newer_format(seeds):
+    flipped = bytearray(seeds["int"])
+    flipped[8] = 2
+    with pytest.raises(DamagedError, match="checksum"):
+        lvpnet.LvpFile(bytes(flipped))
+    with pytest.raises(NewerFormatError):  # a genuine newer file checksums its own version
+        p = lvp_forge.split(seeds["int"])
+        p.major = 2
+        lvpnet.LvpFile(lvp_forge.join(p))
+
+
+def test_messages_name_the_field_or_slice(seeds):
+    cases = crafted(seeds)
+    expect = {"shape-negative": "'shape'", "codec-index-out-of-range": "slice 1", "codec-without-id": "codecs[0]",
+              "blob-string-offset": "blobs[0]", "jxl-16000-in-64": "16000x16000", "record-bad-dtype": "pixel.dtype",
+              "nifti-data-offset-1.5e9": "data_offset", "nifti-scl-slope-3": "scl_slope",
+              "declares-40000x40000": "--max-memory", "record-name-300": "too long", "record-inside-a-file": "IM0.dcm"}
+    for name, text in expect.items():
+        with pytest.raises(LvpnetError, match=re.escape(text)):
+            _read_all(cases[name][0])
+
+
+def test_verify_and_decompress_agree_on_record_names(seeds, tmp_path):
+    """What verify passes, decompress writes; what verify refuses, decompress refuses."""
+    for name in ("IM0.dcm/x", "a" * 300, "sub/" + "c" * 256):
+        data = _record(seeds["dicom"], 1, lambda h, b, n=name: ({**h, "name": n}, b))
+        f = lvpnet.LvpFile(data)
+        with pytest.raises(DamagedError):
+            list(f.iter_verify())
+        with pytest.raises(DamagedError):
+            dicom_archive.write_folder(f.volume(), tmp_path / "out")
+        assert not (tmp_path / "out").exists()
+    ok = _record(seeds["dicom"], 1, lambda h, b: ({**h, "name": "sub/" + "d" * 200 + ".dcm"}, b))
+    assert list(lvpnet.LvpFile(ok).iter_verify())
+    dicom_archive.write_folder(lvpnet.LvpFile(ok).volume(), tmp_path / "ok")
+    assert (tmp_path / "ok" / "sub" / ("d" * 200 + ".dcm")).is_file()
+
+
+def test_nifti_output_of_a_genuine_file_is_byte_identical(seeds, tmp_path):
+    lvpnet.io.write(lvpnet.LvpFile(seeds["nifti"]).volume(), tmp_path / "back.nii")
+    assert (tmp_path / "back.nii").read_bytes() == NIFTI_SOURCE[0]
+
+
+def test_the_memory_limit_can_be_raised(monkeypatch):
+    data = lvpnet.compress(np.zeros((2000, 2000), np.uint8), codec="fallback")
+    assert len(data) < 1000
+    assert lvpnet.decompress(data).shape == (2000, 2000)  # 4 MB: under the default floor
+    monkeypatch.setenv("LVPNET_MAX_MEMORY", "1M")
+    with pytest.raises(LimitError, match="LVPNET_MAX_MEMORY"):
+        lvpnet.decompress(data)
+    monkeypatch.setenv("LVPNET_MAX_MEMORY", "128M")
+    assert lvpnet.decompress(data).shape == (2000, 2000)
+    monkeypatch.setenv("LVPNET_MAX_MEMORY", "lots")
+    with pytest.raises(InputError, match="not a size"):
+        lvpnet.decompress(data)
+
+
+def test_a_learned_chunk_declared_30000_square_is_refused_before_decoding():
+    a = (np.arange(32 * 32).reshape(32, 32) % 97).astype(np.int16)
+    data = lvpnet.compress(a, codec="lvpnet", safety_net=False)
+    forged = _with_header(data, shape=[30000, 30000])
+    with pytest.raises(LimitError, match="30000x30000"):
+        list(lvpnet.LvpFile(forged).iter_verify())
+    p = lvp_forge.split(data)  # a plane header's stream length past the chunk: damage, named
+    c = bytearray(p.chunks[0])
+    struct.pack_into("<I", c, 1 + 12, 1 << 30)
+    p.chunks[0] = bytes(c)
+    with pytest.raises(DamagedError, match="slice 0"):
+        lvpnet.LvpFile(lvp_forge.join(p))[0]
+
+
+_RUNNER = textwrap.dedent("""
+    import contextlib, io, json, resource, sys, time
+    from lvpnet.cli import main
+    out = []
+    for path in sys.argv[2:]:
+        for cmd in (["verify", path], ["decompress", path, sys.argv[1] + "/" + path.split("/")[-1] + ".npy"]):
+            err = io.StringIO()
+            t0 = time.monotonic()
+            with contextlib.redirect_stderr(err):
+                rc = main(cmd)
+            out.append({"case": path, "cmd": cmd[0], "rc": rc, "stderr": err.getvalue(), "s": time.monotonic() - t0})
+    print(json.dumps({"runs": out, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}))
+""")
+
+
+def test_command_line_exits_1_or_2_without_traceback_in_bounded_memory(seeds, tmp_path):
+    files = tmp_path / "crafted"
+    files.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    for name, (data, _) in crafted(seeds).items():
+        (files / f"{name}.lvp").write_bytes(data)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("LVPNET_MAX_MEMORY", None)
+    proc = subprocess.run([sys.executable, "-c", _RUNNER, str(out), *sorted(map(str, files.iterdir()))],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    for run in report["runs"]:
+        assert run["rc"] in (1, 2), run
+        assert "Traceback" not in run["stderr"] and "internal error" not in run["stderr"], run
+        assert run["s"] < 60, run
+    assert report["rss_mb"] < 1024, report["rss_mb"]
+    assert list(out.iterdir()) == []  # nothing written, not even a temporary file
+    assert sorted(p.name for p in files.iterdir()) == sorted(f"{n}.lvp" for n in crafted(seeds))
+
+
+def test_nifti_crc_of_forged_files_is_valid(seeds):
+    """The forgeries above are not caught by a checksum: their CRC-32s are all valid."""
+    data = crafted(seeds)["nifti-scl-slope-3"][0]
+    h_off, h_len, n, crc, _ = struct.unpack("<QIII4s", data[-24:])
+    assert zlib.crc32(data[h_off:-24], zlib.crc32(data[:12])) == crc

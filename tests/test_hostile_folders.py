@@ -1,0 +1,207 @@
+"""Hostile folders, inputs, output paths and signals (issue 21).
+
+A FIFO in a DICOM folder must not hang ``compress``, a link to ``/dev/zero`` must not be
+read, links are followed only with ``--follow-symlinks``; SIGTERM and SIGHUP leave no
+temporary file, and what SIGKILL leaves is removed by the next run writing to that folder;
+an output path that cannot be written is refused before the encode; a NIfTI header
+declaring gigabytes in a tiny file is refused before anything is allocated. Every command
+runs in a subprocess with a timeout, so a hang fails the test instead of stalling it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from lvpnet.atomic import clean_debris, partial_name
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fuzz"))
+from fuzz_lvp import _dicom_series  # noqa: E402
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+_RUNNER = textwrap.dedent("""
+    import resource, sys
+    from lvpnet.cli import main
+    rc = main(sys.argv[1:])
+    print(f"RSS_MB={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}", file=sys.stderr)
+    sys.exit(rc)
+""")
+
+
+def cli(*args, timeout=120) -> tuple[int, str, int]:
+    """(exit code, stderr, peak RSS in MB) of ``lvpnet ARGS`` in a fresh process."""
+    proc = subprocess.run([sys.executable, "-c", _RUNNER, *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=ENV)
+    rss = [int(line.split("=")[1]) for line in proc.stderr.splitlines() if line.startswith("RSS_MB=")]
+    return proc.returncode, proc.stderr, rss[0] if rss else -1
+
+
+def _partials(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if ".partial-" in p.name)
+
+
+@pytest.fixture
+def hostile_series(tmp_path):
+    """A DICOM series folder with a FIFO, a link to /dev/zero and a link to a file outside it."""
+    src = tmp_path / "series"
+    src.mkdir()
+    _dicom_series(src, np.random.default_rng(3))
+    os.mkfifo(src / "pipe.dcm")
+    os.symlink("/dev/zero", src / "zero.dcm")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("outside the folder\n")
+    os.symlink(secret, src / "secret.txt")
+    return src
+
+
+def test_fifo_and_links_in_a_folder_are_skipped_with_a_note(hostile_series, tmp_path):
+    out = tmp_path / "s.lvp"
+    rc, err, rss = cli("compress", hostile_series, out, "--codec", "fallback", "--json")
+    assert rc == 0, err
+    assert "pipe.dcm: skipped: not a regular file (a FIFO)" in err
+    assert "zero.dcm: skipped: symbolic link" in err and "secret.txt: skipped: symbolic link" in err
+    rc, err, _ = cli("decompress", out, tmp_path / "back")
+    assert rc == 0, err
+    assert sorted(p.name for p in (tmp_path / "back").iterdir()) == ["IM0.dcm", "IM1.dcm", "notes.txt"]
+
+
+def test_links_are_followed_only_when_asked(hostile_series, tmp_path):
+    out = tmp_path / "s.lvp"
+    rc, err, _ = cli("compress", hostile_series, out, "--codec", "fallback", "--follow-symlinks")
+    assert rc == 0, err
+    assert "zero.dcm: skipped: not a regular file (a device)" in err and "secret.txt" not in err
+    rc, err, _ = cli("decompress", out, tmp_path / "back")
+    assert rc == 0, err
+    assert (tmp_path / "back" / "secret.txt").read_text() == "outside the folder\n"
+
+
+def test_special_files_given_as_input_are_refused(tmp_path):
+    os.mkfifo(tmp_path / "pipe.npy")
+    for src in (tmp_path / "pipe.npy", Path("/dev/zero")):
+        rc, err, _ = cli("compress", src, tmp_path / "x.lvp", timeout=60)
+        assert rc == 2 and "not a regular file" in err, err
+    assert not (tmp_path / "x.lvp").exists()
+
+
+def test_output_paths_that_cannot_be_written_are_refused_before_the_encode(tmp_path):
+    src = tmp_path / "a.npy"
+    np.save(src, np.zeros((4, 5), np.uint8))
+    (tmp_path / "dir.lvp").mkdir()
+    for out, why in ((tmp_path / "dir.lvp", "is a folder"), (tmp_path / "missing" / "x.lvp", "does not exist")):
+        rc, err, _ = cli("compress", src, out, "--codec", "fallback")
+        assert rc == 2 and why in err and "encode" not in err, err
+    rc, err, _ = cli("compress", src, tmp_path / "ok.lvp", "--codec", "fallback")
+    assert rc == 0, err
+    (tmp_path / "dir.npy").mkdir()
+    for out, why in ((tmp_path / "dir.npy", "is a folder"), (tmp_path / "missing" / "x.nii", "does not exist"),
+                     (tmp_path / "missing" / "folder", "does not exist")):
+        rc, err, _ = cli("decompress", tmp_path / "ok.lvp", out)
+        assert rc == 2 and why in err, err
+    assert _partials(tmp_path) == []
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_folder_is_refused_before_the_encode(tmp_path):
+    src = tmp_path / "a.npy"
+    np.save(src, np.zeros((4, 5), np.uint8))
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        rc, err, _ = cli("compress", src, ro / "x.lvp", "--codec", "fallback")
+        assert rc == 2 and "not writable" in err, err
+    finally:
+        ro.chmod(0o755)
+
+
+def _slow_input(tmp_path: Path) -> Path:
+    """A volume the fallback takes several seconds to code (random 16-bit slices)."""
+    src = tmp_path / "slow.npy"
+    np.save(src, np.random.default_rng(0).integers(0, 60000, (300, 128, 128)).astype(np.uint16))
+    return src
+
+
+def _start_compress(src: Path, out: Path) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "lvpnet.cli", "compress", str(src), str(out), "--codec", "fallback"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    deadline = time.monotonic() + 60
+    while not _partials(out.parent):  # the temporary file exists: the encode is under way
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    return proc
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_leave_no_debris(tmp_path, sig):
+    src = _slow_input(tmp_path)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    proc = _start_compress(src, out_dir / "slow.lvp")
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + sig, err
+    assert f"interrupted ({signal.Signals(sig).name})" in err and "Traceback" not in err
+    assert list(out_dir.iterdir()) == []
+
+
+def test_what_sigkill_leaves_is_removed_by_the_next_run(tmp_path):
+    src = _slow_input(tmp_path)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    proc = _start_compress(src, out_dir / "slow.lvp")
+    proc.kill()
+    proc.wait(timeout=60)
+    left = _partials(out_dir)
+    assert len(left) == 1  # SIGKILL cannot be caught: the next run cleans up
+    live = partial_name(out_dir / "busy.lvp", ".lvp")  # a writer still running (this process): kept
+    live.write_bytes(b"in use")
+    foreign = out_dir / ".notes.partial-1234.txt"  # not our pattern: never touched
+    foreign.write_bytes(b"user file")
+    small = tmp_path / "small.npy"
+    np.save(small, np.zeros((4, 4), np.uint8))
+    rc, err, _ = cli("compress", small, out_dir / "small.lvp", "--codec", "fallback")
+    assert rc == 0, err
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted([live.name, foreign.name, "small.lvp"])
+    assert clean_debris(out_dir) == []
+
+
+def _nifti_declaring(path: Path, shape, gz: bool = False) -> Path:
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape(shape)
+    hdr.set_data_dtype(np.int16)
+    hdr["vox_offset"] = 352
+    data = hdr.binaryblock + b"\0" * 4 + b"\1" * 1024
+    path.write_bytes(gzip.compress(data) if gz else data)
+    return path
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_a_nifti_header_declaring_gigabytes_is_refused_before_allocating(tmp_path, gz):
+    src = _nifti_declaring(tmp_path / ("big.nii.gz" if gz else "big.nii"), (40000, 40000, 1), gz)
+    assert src.stat().st_size < 1500
+    t0 = time.monotonic()
+    rc, err, rss = cli("compress", src, tmp_path / "x.lvp", "--codec", "fallback")
+    assert rc == 2 and ("declares" in err or "--max-memory" in err), err
+    assert "Traceback" not in err and time.monotonic() - t0 < 60
+    assert 0 < rss < 1024, rss
+    assert sorted(p.name for p in tmp_path.iterdir()) == [src.name]
+
+
+def test_the_info_of_a_folder_lists_what_was_not_read(hostile_series, tmp_path):
+    out = tmp_path / "s.lvp"
+    assert cli("compress", hostile_series, out, "--codec", "fallback")[0] == 0
+    proc = subprocess.run([sys.executable, "-m", "lvpnet.cli", "info", str(out), "--json"], capture_output=True,
+                          text=True, timeout=60, env=ENV)
+    info = json.loads(proc.stdout)
+    assert sorted(info["not_archived"]) == ["pipe.dcm", "secret.txt", "zero.dcm"]
