@@ -28,12 +28,12 @@ import pydicom
 import pytest
 
 import lvpnet
-from lvpnet.archive.walk import LEDGER_NAME, walk
+from lvpnet.archiver.walk import LEDGER_NAME, walk
 from lvpnet.cli import main
 
 TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 NIB_DATA = Path(nib.__file__).parent / "tests" / "data"
-PARTIAL = re.compile(r"\.partial-[0-9a-f]{8}")
+PARTIAL = re.compile(r"\.partial-")  # lvpnet.atomic's temporary names
 COMPRESSED_DICOM = {"study2/mr_rle.dcm", "study2/mr_j2k.dcm"}  # restored as Explicit VR LE, same values
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -178,7 +178,7 @@ def test_walk_lists_links_and_fifos_without_reading_them(tmp_path):
 # ---------------------------------------------------------------- archive and restore
 
 
-def test_archive_and_restore_tree(cluster, source, tmp_path):
+def test_archive_and_restore_tree(cluster, source, tmp_path, monkeypatch):
     dest, out = tmp_path / "dest", tmp_path / "out"
     s = lvpnet.archive(source, dest, scheduler=cluster, codec="fallback")
     n = len(walk(source).items)
@@ -191,7 +191,7 @@ def test_archive_and_restore_tree(cluster, source, tmp_path):
     rows = ledger_rows(dest)
     assert set(rows) == {it.key for it in walk(source).items}
     assert all(r["state"] == "done" and r["encodes"] == 1 for r in rows.values())
-    from lvpnet.archive.tasks import sha256_file
+    from lvpnet.archiver.tasks import sha256_file
 
     for key, r in rows.items():
         assert sha256_file(dest / key) == r["output_sha256"]
@@ -206,8 +206,15 @@ def test_archive_and_restore_tree(cluster, source, tmp_path):
                  str(tmp_path / "ct")]) == 0
     assert {p.name for p in (tmp_path / "ct").iterdir()} == {"slice00.dcm", "slice01.dcm", "slice02.dcm"}
 
+    # a rerun reads no DICOM header again (the ledger knows what each unchanged file is)
+    import lvpnet.archiver.walk as walk_module
+
+    opened = []
+    real = walk_module._dicom_header
+    monkeypatch.setattr(walk_module, "_dicom_header", lambda path, name: opened.append(name) or real(path, name))
     again = lvpnet.archive(source, dest, scheduler=cluster, codec="fallback")
     assert (again["done"], again["skipped"], again["failed"]) == (0, n, 0)
+    assert opened == []
 
     r = lvpnet.restore(dest, out, scheduler=cluster)
     assert (r["done"], r["failed"], r["skipped"]) == (n, 0, 0)
@@ -400,7 +407,7 @@ def test_command_sigkilled_then_rerun(tmp_path):
 
 
 def test_progress_bar_draws_items_bytes_and_time_left():
-    from lvpnet.archive.bar import ArchiveBar, ArchiveProgress
+    from lvpnet.archiver.bar import ArchiveBar, ArchiveProgress
 
     buf = io.StringIO()
     t = iter([0.0, 10.0, 20.0])

@@ -24,8 +24,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 
-# ``lvpnet.archive`` / ``lvpnet.restore`` are the functions (the subpackage of that name holds them)
-from .archive import archive, restore  # noqa: E402
+# whole trees on dask.distributed: lvpnet.archive(...), lvpnet.restore(...) (the lvpnet.archiver package)
+from .archiver import archive, restore  # noqa: E402
 from .compressor import (
     CompressResult,
     compress,

@@ -256,13 +256,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_archive(args: argparse.Namespace) -> int:
-    from .archive.command import run_archive
+    from .archiver.command import run_archive
 
     return run_archive(args)
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from .archive.command import run_restore
+    from .archiver.command import run_restore
 
     return run_restore(args)
 
@@ -334,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--plot", metavar="OUT.png", help="write a bar chart of bits per sample (PNG)")
     b.set_defaults(func=cmd_bench)
 
-    from .archive.command import add_parsers  # lvpnet archive / lvpnet restore
+    from .archiver.command import add_parsers  # lvpnet archive / lvpnet restore
 
     add_parsers(sub, cmd_archive, cmd_restore, CODEC_HELP)
     return p

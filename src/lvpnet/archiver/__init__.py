@@ -1,5 +1,6 @@
 """Whole folder trees of studies to ``.lvp`` and back, on dask.distributed (``lvpnet archive``,
-``lvpnet restore``).
+``lvpnet restore``; ``lvpnet.archive(...)`` and ``lvpnet.restore(...)`` in Python). The package is
+not called ``archive`` so that it never shadows the function ``lvpnet.archive``.
 
 - :mod:`.walk`: what SOURCE holds (DICOM series, NIfTI and ``.npy`` files, other files) and the
   output name of each;

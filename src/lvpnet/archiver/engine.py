@@ -60,12 +60,40 @@ def connect(workers: int | None = None, scheduler=None, device: str = "auto") ->
         return
     if workers is not None and workers < 1:
         raise InputError(f"--workers {workers}: give at least 1")
-    cluster, n = _local_cluster(workers, device)
+    with _sigint_ignored():
+        cluster, n = _local_cluster(workers, device)
     try:
         with Client(cluster) as client:
+            client.run(_warm_up)
             yield client, n
     finally:
         cluster.close()
+
+
+def _warm_up() -> None:
+    """Import the codec stack in a fresh worker (torch takes seconds) before the first item, so
+    that start-up and work are timed apart."""
+    from . import tasks
+
+    tasks._setup(None)
+
+
+@contextmanager
+def _sigint_ignored():
+    """Worker processes spawned meanwhile inherit SIGINT ignored: Ctrl-C at a terminal reaches every
+    process of the foreground group, and only the client should act on it (it closes the cluster,
+    which stops the workers) instead of each worker printing its own KeyboardInterrupt."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def _wait_for_workers(client, address: str) -> int:

@@ -49,6 +49,7 @@ CREATE TABLE IF NOT EXISTS sources (
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
     sha256 TEXT,
+    hint TEXT,
     PRIMARY KEY (key, path)
 );
 CREATE TABLE IF NOT EXISTS runs (
@@ -168,7 +169,9 @@ class Ledger:
                     "reason = NULL, source_bytes = excluded.source_bytes, updated = excluded.updated",
                     (it.key, it.kind, it.root, it.source_bytes, now),
                 )
-                self._set_sources(it.key, [(s.rel, s.size, s.mtime_ns, None) for s in it.sources])
+                self.db.execute("DELETE FROM sources WHERE key = ?", (it.key,))
+                self.db.executemany("INSERT INTO sources VALUES (?, ?, ?, ?, NULL, ?)",
+                                    [(it.key, s.rel, s.size, s.mtime_ns, s.hint) for s in it.sources])
 
     def record(self, key: str, result: dict) -> None:
         """One item's result, in one transaction."""
@@ -188,12 +191,19 @@ class Ledger:
                     "updated = ? WHERE key = ?",
                     (result["reason"], now, key),
                 )
-            if result.get("sources"):  # what the worker read, hashes included
-                self._set_sources(key, [(s["rel"], s["size"], s["mtime_ns"], s.get("sha256")) for s in result["sources"]])
+            # what the worker read, hashes included; a file that changed since the walk loses its hint
+            # (the walk's header reading), so the next walk reads its header again
+            self.db.executemany(
+                "UPDATE sources SET hint = CASE WHEN size = ? AND mtime_ns = ? THEN hint END, "
+                "size = ?, mtime_ns = ?, sha256 = ? WHERE key = ? AND path = ?",
+                [(s["size"], s["mtime_ns"], s["size"], s["mtime_ns"], s.get("sha256"), key, s["rel"])
+                 for s in result.get("sources") or []],
+            )
 
-    def _set_sources(self, key: str, rows: list[tuple]) -> None:
-        self.db.execute("DELETE FROM sources WHERE key = ?", (key,))
-        self.db.executemany("INSERT INTO sources VALUES (?, ?, ?, ?, ?)", [(key, *r) for r in rows])
+    def known_files(self) -> dict[str, tuple[int, int, str | None]]:
+        """``{path: (size, mtime_ns, hint)}`` of every source file the ledger knows (for the walk)."""
+        return {p: (size, mtime, hint) for p, size, mtime, hint in
+                self.db.execute("SELECT path, size, mtime_ns, hint FROM sources")}
 
     def start_run(self, command: str) -> int:
         with self.transaction():

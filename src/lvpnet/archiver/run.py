@@ -11,7 +11,6 @@ atomic writes use, left by killed workers, are swept from DEST before and after 
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,9 +20,6 @@ from .bar import ArchiveProgress
 from .ledger import Ledger
 from .tasks import archive_item, restore_item
 from .walk import LEDGER_NAME, Item, walk
-
-# the temporary names of lvpnet.atomic.atomic_path: ".<stem>.partial-<8 hex>[<suffix>]"
-_PARTIAL = re.compile(r"^\..*\.partial-[0-9a-f]{8}(\..*)?$")
 
 Callback = Callable[[ArchiveProgress], None]
 
@@ -66,7 +62,7 @@ def archive(
         elif known != str(src):
             raise InputError(f"{dst}: is the archive of {known}, not of {src}; choose another DEST")
         run_id = ledger.start_run("archive")
-        plan = walk(src)
+        plan = walk(src, ledger.known_files())
         keys = [it.key for it in plan.items]
         if len(set(keys)) != len(keys):  # the naming rules make this impossible; never overwrite if not
             raise InputError("internal error: two items would share an output name")
@@ -158,11 +154,16 @@ def _output_present(out: Path, row) -> bool:
 
 def _sweep(root: Path, keep: set[str]) -> int:
     """Remove the temporary files of our atomic writes under ``root`` (left by a killed worker or
-    command); never a file whose name the plan or the ledger knows, whatever it looks like."""
+    command); never a file whose name the plan or the ledger knows, whatever it looks like.
+    Unlike ``atomic.clean_debris`` (this machine's dead processes only) it removes those of any
+    machine: a cluster's workers write from many hosts, and the client runs it only when no task
+    of its own is running (before the first and after the last)."""
+    from ..atomic import _PARTIAL  # the temporary names of lvpnet.atomic.atomic_path
+
     n = 0
     for dirpath, _dirnames, filenames in os.walk(root):
         for name in filenames:
-            if _PARTIAL.match(name):
+            if _PARTIAL.fullmatch(name):
                 path = Path(dirpath) / name
                 if path.relative_to(root).as_posix() not in keep and not path.is_symlink():
                     path.unlink(missing_ok=True)

@@ -47,6 +47,10 @@ class SourceFile:
     rel: str  # POSIX path relative to SOURCE
     size: int
     mtime_ns: int
+    # what the walk learnt from a DICOM header ("uid <frames> <SeriesInstanceUID>", "no pixels",
+    # "unreadable", or "" for a file that is not DICOM): kept in the ledger, so a rerun reads the
+    # header of a file again only when its size or modification time changed
+    hint: str = ""
 
 
 @dataclass
@@ -67,8 +71,12 @@ class Plan:
     skipped: list[dict[str, str]] = field(default_factory=list)  # {"file", "reason"}: never read
 
 
-def walk(source: str | os.PathLike) -> Plan:
-    """Every item under ``source`` (a folder), in a deterministic order (by output name)."""
+def walk(source: str | os.PathLike, known: dict[str, tuple[int, int, str]] | None = None) -> Plan:
+    """Every item under ``source`` (a folder), in a deterministic order (by output name).
+
+    ``known``: ``{path: (size, mtime_ns, hint)}`` from the ledger; a file whose size and
+    modification time are unchanged is classified from its hint without opening it."""
+    known = known or {}
     root = Path(source)
     items: list[Item] = []
     skipped: list[dict[str, str]] = []
@@ -91,12 +99,18 @@ def walk(source: str | os.PathLike) -> Plan:
             if why:
                 skipped.append({"file": rel, "reason": why})
                 continue
-            src = SourceFile(rel, st.st_size, st.st_mtime_ns)
             kind = _kind(name)
             if kind:
+                src = SourceFile(rel, st.st_size, st.st_mtime_ns)
                 items.append(Item(key=rel + ".lvp", kind=kind, root=posixpath.dirname(rel), sources=[src]))
                 continue
-            header = _dicom_header(path, name)
+            cached = known.get(rel)
+            if cached is not None and cached[:2] == (st.st_size, st.st_mtime_ns) and cached[2] is not None:
+                hint = cached[2]
+            else:
+                hint = _hint(_dicom_header(path, name))
+            src = SourceFile(rel, st.st_size, st.st_mtime_ns, hint)
+            header = _from_hint(hint)
             if header is None:
                 items.append(_other(src))
             elif header == "unreadable":  # the task reads it again and records why it fails
@@ -172,6 +186,24 @@ def _dicom_header(path: Path, name: str):
     except Exception:  # damaged headers surface as many kinds of pydicom errors
         return "unreadable"
     return uid, frames
+
+
+def _hint(header) -> str:
+    if header is None:
+        return ""
+    if isinstance(header, str):
+        return header
+    uid, frames = header
+    return f"uid {frames} {uid}"  # the UID last: it may hold anything, spaces included
+
+
+def _from_hint(hint: str):
+    if not hint:
+        return None
+    if hint.startswith("uid "):
+        _, frames, uid = hint.split(" ", 2)
+        return uid, int(frames)
+    return hint
 
 
 def _series_items(series: dict[tuple[str, str], list[tuple[SourceFile, int]]]) -> list[Item]:
