@@ -164,7 +164,7 @@ def crafted(seeds) -> dict[str, tuple[bytes, type]]:
 
 
 def test_the_seeds_are_genuine(seeds, tmp_path):
-    for name, data in seeds.items():
+    for data in seeds.values():
         _read_all(data)
     dicom_archive.write_folder(lvpnet.LvpFile(seeds["dicom"]).volume(), tmp_path / "restored")
     assert sorted(p.name for p in (tmp_path / "restored").iterdir()) == ["IM0.dcm", "IM1.dcm", "notes.txt"]

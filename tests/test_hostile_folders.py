@@ -104,8 +104,7 @@ def test_output_paths_that_cannot_be_written_are_refused_before_the_encode(tmp_p
     rc, err, _ = cli("compress", src, tmp_path / "ok.lvp", "--codec", "fallback")
     assert rc == 0, err
     (tmp_path / "dir.npy").mkdir()
-    for out, why in ((tmp_path / "dir.npy", "is a folder"), (tmp_path / "missing" / "x.nii", "does not exist"),
-                     (tmp_path / "missing" / "folder", "does not exist")):
+    for out, why in ((tmp_path / "dir.npy", "is a folder"), (tmp_path / "missing" / "x.nii", "does not exist")):
         rc, err, _ = cli("decompress", tmp_path / "ok.lvp", out)
         assert rc == 2 and why in err, err
     assert _partials(tmp_path) == []
@@ -188,7 +187,7 @@ def _nifti_declaring(path: Path, shape, gz: bool = False) -> Path:
 
 @pytest.mark.parametrize("gz", [False, True])
 def test_a_nifti_header_declaring_gigabytes_is_refused_before_allocating(tmp_path, gz):
-    src = _nifti_declaring(tmp_path / ("big.nii.gz" if gz else "big.nii"), (40000, 40000, 1), gz)
+    src = _nifti_declaring(tmp_path / ("big.nii.gz" if gz else "big.nii"), (20000, 20000, 4), gz)  # 3.2 GB of int16
     assert src.stat().st_size < 1500
     t0 = time.monotonic()
     rc, err, rss = cli("compress", src, tmp_path / "x.lvp", "--codec", "fallback")
