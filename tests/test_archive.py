@@ -169,10 +169,12 @@ def test_walk_lists_links_and_fifos_without_reading_them(tmp_path):
     (tmp_path / "a.npy").write_bytes(b"x")
     os.symlink(tmp_path / "a.npy", tmp_path / "link.npy")
     os.mkfifo(tmp_path / "pipe.dcm")
+    (tmp_path / os.fsdecode(b"latin-\xe9.npy")).write_bytes(b"x")  # a name no ledger can hold as text
     plan = walk(tmp_path)
     assert [it.key for it in plan.items] == ["a.npy.lvp"]
     assert {s["file"]: s["reason"] for s in plan.skipped} == {
-        "link.npy": "symbolic link (not followed)", "pipe.dcm": "FIFO (not read)"}
+        "link.npy": "symbolic link (not followed)", "pipe.dcm": "FIFO (not read)",
+        "latin-\ufffd.npy": "file name is not valid UTF-8 (not read)"}
 
 
 # ---------------------------------------------------------------- archive and restore
@@ -244,6 +246,10 @@ def test_cli_archive_json_and_bad_usage(cluster, source, tmp_path, capsys):
         ["restore", str(tmp_path / "out"), str(tmp_path / "o2")],  # not an archive
         ["archive", str(source), str(tmp_path / "d4"), "--scheduler", addr, "--workers", "2"],
     ]
+    import torch
+
+    if not torch.cuda.is_available():
+        cases.append(["archive", str(source), str(tmp_path / "d5"), "--device", "cuda"])
     for argv in cases:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
@@ -322,6 +328,47 @@ def test_damaged_lvp_is_reported_and_the_rest_restored(cluster, source, tmp_path
     r = lvpnet.restore(dest, out, scheduler=cluster)
     assert r["failed"] == 1 and "SHA-256 differs from the ledger" in r["failures"][0]["reason"]
     assert_restored(source, out, missing={"vol.npy"})
+
+
+def test_restore_into_an_interrupted_restore(cluster, source, tmp_path):
+    """OUT of a restore that was killed (its marker beside it) is written again, file by file."""
+    dest, out = tmp_path / "dest", tmp_path / "out"
+    lvpnet.archive(source, dest, scheduler=cluster, codec="fallback")
+    (out / "study1").mkdir(parents=True)
+    (out / "study1" / "notes.txt").write_text("half")  # as a killed restore could not leave it, but still
+    (tmp_path / ".out.lvpnet-restoring").touch()
+    r = lvpnet.restore(dest, out, scheduler=cluster)
+    assert r["failed"] == 0
+    assert_restored(source, out)
+    assert not (tmp_path / ".out.lvpnet-restoring").exists()
+
+
+def test_default_learned_codec_on_the_workers(cluster, tmp_path):
+    """The one learned case: the default codec (the shipped weights) loads and codes on a worker."""
+    from lvpnet import codecs
+
+    if "lvpnet" not in codecs.available():
+        pytest.skip("no learned-codec weights installed")
+    src = tmp_path / "src"
+    src.mkdir()
+    yy, xx = np.mgrid[0:64, 0:64]
+    np.save(src / "small.npy", (500 + 200 * np.sin(yy / 5.0) + 100 * np.cos(xx / 7.0)).astype(np.int16))
+    s = lvpnet.archive(src, tmp_path / "dest", scheduler=cluster)
+    assert (s["done"], s["failed"]) == (1, 0)
+    assert sum(lvpnet.open(tmp_path / "dest" / "small.npy.lvp").codec_counts().values()) == 1
+    lvpnet.restore(tmp_path / "dest", tmp_path / "out", scheduler=cluster)
+    assert_restored(src, tmp_path / "out")
+
+
+def test_one_worker_per_gpu_each_sees_its_own(monkeypatch):
+    """Where PyTorch sees GPUs, the local cluster has one worker per device, each seeing only its own
+    (checked here with two pretend GPUs: the workers' environment, not CUDA)."""
+    from lvpnet.archiver import engine
+
+    monkeypatch.setattr(engine, "gpu_count", lambda device: 2)
+    with engine.connect(None, None, "auto") as (client, n):
+        seen = client.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES"))
+    assert n == 2 and sorted(seen.values()) == ["0", "1"]
 
 
 # ---------------------------------------------------------------- faults

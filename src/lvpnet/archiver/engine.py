@@ -47,14 +47,18 @@ def connect(workers: int | None = None, scheduler=None, device: str = "auto") ->
 
     if scheduler is not None:
         if isinstance(scheduler, Client):  # the caller's own client: theirs to close
-            yield scheduler, _wait_for_workers(scheduler, str(scheduler.scheduler.address))
+            n = _wait_for_workers(scheduler, str(scheduler.scheduler.address))
+            _check_workers(scheduler)
+            yield scheduler, n
             return
         try:
             client = Client(scheduler, timeout="30s")
         except (OSError, TimeoutError, ValueError) as e:
             raise InputError(f"--scheduler {scheduler}: cannot reach a dask scheduler there ({e})") from None
         try:
-            yield client, _wait_for_workers(client, scheduler)
+            n = _wait_for_workers(client, scheduler)
+            _check_workers(client)
+            yield client, n
         finally:
             client.close()
         return
@@ -70,12 +74,30 @@ def connect(workers: int | None = None, scheduler=None, device: str = "auto") ->
         cluster.close()
 
 
-def _warm_up() -> None:
+def _warm_up() -> str:
     """Import the codec stack in a fresh worker (torch takes seconds) before the first item, so
-    that start-up and work are timed apart."""
+    that start-up and work are timed apart; returns the worker's lvpnet version."""
+    from .. import __version__
     from . import tasks
 
     tasks._setup(None)
+    return __version__
+
+
+def _check_workers(client) -> None:
+    """Every worker of an existing cluster must run this lvpnet: the tasks and the files they
+    write are this version's."""
+    from .. import __version__
+
+    try:
+        versions = client.run(_warm_up)
+    except Exception as e:  # lvpnet missing on a worker, or a worker that cannot import it
+        raise InputError(f"the cluster's workers cannot run lvpnet ({type(e).__name__}: {e}); "
+                         "install napari-lvpnet on them") from None
+    other = {w: v for w, v in versions.items() if v != __version__}
+    if other:
+        w, v = next(iter(other.items()))
+        raise InputError(f"worker {w} runs lvpnet {v}, this is lvpnet {__version__}: install the same version on all")
 
 
 @contextmanager

@@ -53,6 +53,11 @@ def archive(
         codecs.get_codec(codec)  # an unknown name fails here, not on every worker
     if device not in ("auto", "cpu", "cuda"):
         raise InputError(f"--device {device}: use auto, cpu or cuda")
+    if device == "cuda" and scheduler is None:
+        from .engine import gpu_count
+
+        if not gpu_count(device):
+            raise InputError("--device cuda: no CUDA device is available (use --device cpu or auto)")
     ledger = Ledger(dst, create=True)
     try:
         ledger.lock()

@@ -85,11 +85,17 @@ def walk(source: str | os.PathLike, known: dict[str, tuple[int, int, str]] | Non
         here = Path(dirpath)
         for name in sorted(dirnames):
             if (here / name).is_symlink():  # os.walk lists it but does not enter it: say so
-                skipped.append({"file": _rel(root, here / name), "reason": "symbolic link to a folder (not followed)"})
+                skipped.append({"file": _printable(_rel(root, here / name)),
+                                "reason": "symbolic link to a folder (not followed)"})
         dirnames.sort()
         for name in sorted(filenames):
             path = here / name
             rel = _rel(root, path)
+            try:
+                rel.encode("utf-8")
+            except UnicodeEncodeError:  # bytes the file system allows but no ledger or header can hold
+                skipped.append({"file": _printable(rel), "reason": "file name is not valid UTF-8 (not read)"})
+                continue
             try:
                 st = path.lstat()
             except OSError as e:
@@ -129,6 +135,11 @@ def walk(source: str | os.PathLike, known: dict[str, tuple[int, int, str]] | Non
 
 def _rel(root: Path, path: Path) -> str:
     return path.relative_to(root).as_posix()
+
+
+def _printable(rel: str) -> str:
+    """A name for the report: undecodable bytes shown as U+FFFD."""
+    return rel.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _in(folder: str, name: str) -> str:
