@@ -92,6 +92,10 @@ def test_special_files_given_as_input_are_refused(tmp_path):
         rc, err, _ = cli("compress", src, tmp_path / "x.lvp", timeout=60)
         assert rc == 2 and "not a regular file" in err, err
     assert not (tmp_path / "x.lvp").exists()
+    os.mkfifo(tmp_path / "pipe.lvp")
+    for cmd in ("verify", "info"):
+        rc, err, _ = cli(cmd, tmp_path / "pipe.lvp", timeout=60)
+        assert rc == 2 and "not a regular file (a FIFO)" in err, err
 
 
 def test_output_paths_that_cannot_be_written_are_refused_before_the_encode(tmp_path):

@@ -13,6 +13,7 @@ import numpy as np
 from . import codecs, limits
 from .container import ContainerReader, slice_hash
 from .errors import DamagedError, InputError, LvpnetError
+from .files import kind
 from .header_check import check_header
 from .progress import Progress, run
 from .slicing import slice_shape
@@ -33,10 +34,13 @@ class LvpFile:
 
     def __init__(self, source: str | os.PathLike | bytes, name: str | None = None):
         if not isinstance(source, (bytes, bytearray, memoryview)):
-            if not os.path.exists(source):
+            what = kind(source)
+            if what == "missing":
                 raise InputError(f"{source}: file not found")
-            if os.path.isdir(source):
+            if what == "folder":
                 raise InputError(f"{source}: is a folder, not an lvpnet file")
+            if what != "file":  # a FIFO would block the read, a device never end
+                raise InputError(f"{source}: not a regular file (a {what})")
         self._reader = ContainerReader(source, name)
         # every field that lays out the output, typed and in range before anything trusts it
         self.dtype, self.shape, self.rgb = check_header(self._reader.header, self.name)
