@@ -177,6 +177,19 @@ def test_walk_lists_links_and_fifos_without_reading_them(tmp_path):
         "latin-\ufffd.npy": "file name is not valid UTF-8 (not read)"}
 
 
+def test_walk_splits_a_series_whose_files_do_not_stack(tmp_path):
+    """One UID over files of two sizes (it happens: a localizer among the slices) is two items,
+    each its own volume, instead of one item that fails."""
+    for name, src in (("a.dcm", "MR_small.dcm"), ("b.dcm", "CT_small.dcm"), ("c.dcm", "MR_small.dcm")):
+        ds = _dcm(_local(src))
+        ds.SeriesInstanceUID = "1.2.3.4"
+        ds.SOPInstanceUID = f"1.2.3.4.{ord(name[0])}"
+        ds.save_as(tmp_path / name)
+    items = walk(tmp_path).items
+    assert sorted([s.rel for s in it.sources] for it in items) == [["a.dcm", "c.dcm"], ["b.dcm"]]
+    assert all(re.fullmatch(r"series-1\.2\.3\.4-[0-9a-f]{16}\.lvp", it.key) for it in items)
+
+
 # ---------------------------------------------------------------- archive and restore
 
 

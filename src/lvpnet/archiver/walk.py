@@ -4,7 +4,10 @@ An *item* becomes one output under DEST:
 
 - ``dicom``: a DICOM series, its image files grouped by SeriesInstanceUID wherever they lie under
   one study folder (a top-level folder of SOURCE; files directly in SOURCE form their own study);
-  written as ``DEST/<the files' common folder>/series-<UID>.lvp`` and restored file by file;
+  written as ``DEST/<the files' common folder>/series-<UID>.lvp`` and restored file by file. Files
+  of one UID that cannot form one volume (other rows, columns, samples, bits, signedness or
+  photometric interpretation; several multi-frame files) become several items,
+  ``series-<UID>-<hash of the first file's path>.lvp``;
 - ``nifti`` / ``numpy``: one ``.nii``, ``.nii.gz`` or ``.npy`` file, written as ``<its name>.lvp``
   beside where it lies;
 - ``other``: any other regular file (DICOMDIR, reports, notes, a DICOM object without pixels),
@@ -40,6 +43,8 @@ RESERVED = {LEDGER_NAME, LOCK_NAME, *(LEDGER_NAME + s for s in ("-journal", "-wa
 CARRY_SUFFIX = ".lvpcarry"
 
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+# what io.dicom requires to be equal across the files of one series
+_LAYOUT = ("Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "PixelRepresentation", "PhotometricInterpretation")
 
 
 @dataclass(frozen=True)
@@ -80,7 +85,7 @@ def walk(source: str | os.PathLike, known: dict[str, tuple[int, int, str]] | Non
     root = Path(source)
     items: list[Item] = []
     skipped: list[dict[str, str]] = []
-    series: dict[tuple[str, str], list[tuple[SourceFile, int]]] = {}  # (study, uid) -> (file, frames)
+    series: dict[tuple[str, str], list[tuple[SourceFile, int, str]]] = {}  # (study, uid) -> (file, frames, layout)
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
         for name in sorted(dirnames):
@@ -125,9 +130,9 @@ def walk(source: str | os.PathLike, known: dict[str, tuple[int, int, str]] | Non
             elif header == "no pixels":
                 items.append(_other(src))
             else:
-                uid, frames = header
+                uid, frames, layout = header
                 study = rel.split("/", 1)[0] if "/" in rel else ""
-                series.setdefault((study, uid), []).append((src, frames))
+                series.setdefault((study, uid), []).append((src, frames, layout))
     items.extend(_series_items(series))
     items.sort(key=lambda it: it.key)
     return Plan(items=items, skipped=skipped)
@@ -180,7 +185,8 @@ def _other(src: SourceFile) -> Item:
 
 
 def _dicom_header(path: Path, name: str):
-    """None (not DICOM), "unreadable", "no pixels", or (SeriesInstanceUID, number of frames)."""
+    """None (not DICOM), "unreadable", "no pixels", or (SeriesInstanceUID, number of frames, pixel
+    layout: what must match for files to stack into one volume)."""
     if not (name.lower().endswith(".dcm") or is_dicom_file(path)):
         return None
     import pydicom
@@ -194,9 +200,10 @@ def _dicom_header(path: Path, name: str):
                 return "no pixels"
             uid = str(ds.get("SeriesInstanceUID", "") or "")
             frames = int(ds.get("NumberOfFrames", 1) or 1)
+            layout = "/".join(str(ds.get(k, "")) for k in _LAYOUT).replace(" ", "_")
     except Exception:  # damaged headers surface as many kinds of pydicom errors
         return "unreadable"
-    return uid, frames
+    return uid, frames, layout
 
 
 def _hint(header) -> str:
@@ -204,37 +211,42 @@ def _hint(header) -> str:
         return ""
     if isinstance(header, str):
         return header
-    uid, frames = header
-    return f"uid {frames} {uid}"  # the UID last: it may hold anything, spaces included
+    uid, frames, layout = header
+    return f"uid {frames} {layout} {uid}"  # the UID last: it may hold anything, spaces included
 
 
 def _from_hint(hint: str):
     if not hint:
         return None
     if hint.startswith("uid "):
-        _, frames, uid = hint.split(" ", 2)
-        return uid, int(frames)
+        _, frames, layout, uid = hint.split(" ", 3)
+        return uid, int(frames), layout
     return hint
 
 
-def _series_items(series: dict[tuple[str, str], list[tuple[SourceFile, int]]]) -> list[Item]:
+def _series_items(series: dict[tuple[str, str], list[tuple[SourceFile, int, str]]]) -> list[Item]:
     out = []
     for (_study, uid), members in series.items():
-        files = [f for f, _ in members]
         tag = uid if _UID.fullmatch(uid) and len(uid) <= 64 else ("x" + _hash(uid) if uid else "")
-        # a series of several multi-frame files is not one volume (lvpnet reads one such file at a
-        # time), and files without a series UID belong to no series: one item per file
-        alone = not tag or (len(files) > 1 and any(n > 1 for _, n in members))
-        groups = [[f] for f in files] if alone else [files]
-        for group in groups:
-            folder = _common_folder([f.rel for f in group])
-            if not tag:
-                name = f"dicom-{_hash(group[0].rel)}.lvp"
-            elif alone:
-                name = f"series-{tag}-{_hash(group[0].rel)}.lvp"
-            else:
-                name = f"series-{tag}.lvp"
-            out.append(Item(key=_in(folder, name), kind="dicom", root=folder, sources=sorted(group, key=lambda f: f.rel)))
+        by_layout: dict[str, list[tuple[SourceFile, int]]] = {}
+        for f, n, layout in members:
+            by_layout.setdefault(layout, []).append((f, n))
+        split = len(by_layout) > 1  # one UID, files that do not stack: one item per layout
+        for same in by_layout.values():
+            files = [f for f, _ in same]
+            # a series of several multi-frame files is not one volume (lvpnet reads one such file
+            # at a time), and files without a series UID belong to no series: one item per file
+            alone = not tag or (len(files) > 1 and any(n > 1 for _, n in same))
+            for group in [[f] for f in files] if alone else [files]:
+                folder = _common_folder([f.rel for f in group])
+                if not tag:
+                    name = f"dicom-{_hash(group[0].rel)}.lvp"
+                elif alone or split:
+                    name = f"series-{tag}-{_hash(group[0].rel)}.lvp"
+                else:
+                    name = f"series-{tag}.lvp"
+                out.append(Item(key=_in(folder, name), kind="dicom", root=folder,
+                                sources=sorted(group, key=lambda f: f.rel)))
     return out
 
 
