@@ -34,7 +34,7 @@ from lvpnet.progress import Progress, run
 from ._background import BackgroundJobMixin, wrap_text
 from ._lazy import LazySlices
 from ._maps import MAPS, layer_name, legend
-from ._messages import error_slice, first_line
+from ._messages import error_slice, what_is_wrong
 from ._plots import draw_colorbars, draw_plot, theme_colours
 
 CURRENT = "current slice"
@@ -99,7 +99,7 @@ def skipped_text(skipped: dict, name: str) -> str:
     lines = []
     for i, e in sorted(skipped.items()):
         j = error_slice(e, name)
-        what = first_line(e, name).split(": ", 1)[-1]
+        what = what_is_wrong(e, name)
         if j in (None, i):
             lines.append(f"skipped damaged slice {i}: {what}")
         else:
@@ -360,12 +360,33 @@ class InspectWidget(BackgroundJobMixin, Container):
             visible = first("qcm")
             put("qcm_before", before, hi, False)
             put("qcm_after", after, hi, visible)
+        self._follow(layer)
         self.channel.visible = "latent" in self.added_layers
         self.legend.value = legend(self.added_layers)
         self.legend.visible = bool(self.added_layers)
         if shown:
             self._viewer.layers.selection.active = self.added_layers[shown[0] if shown[0] != "qcm" else "qcm_after"]
         self.layer.reset_choices()  # the maps themselves are not offered as images to inspect
+
+    def _follow(self, image) -> None:
+        """The maps hide with their image and come back as they were when it is shown again."""
+        if getattr(self, "_followed", None) is image:
+            return
+        self._followed, self._hidden_with_image = image, {}
+
+        def on_visible(event):
+            if image is not self._layer:
+                return
+            maps = [m for m in self.added_layers.values() if m in self._viewer.layers]
+            if not image.visible:
+                self._hidden_with_image = {id(m): m.visible for m in maps}
+                for m in maps:
+                    m.visible = False
+            else:
+                for m in maps:
+                    m.visible = self._hidden_with_image.get(id(m), m.visible)
+
+        image.events.visible.connect(on_visible)
 
     @staticmethod
     def _q_step(res: analysis.Analysis) -> float:

@@ -344,6 +344,8 @@ class LayerFeed:
         if overlay.text in ("", self._canvas_text):  # someone else's text: leave it
             text = self.damage_text() if layer.visible else ""
             self._canvas_text = text
+            if text:  # where no notification covers it
+                overlay.position, overlay.font_size = "top_left", 12
             overlay.text = text
             overlay.visible = bool(text)
         waiting = self.pending_text() if layer.visible else ""

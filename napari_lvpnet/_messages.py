@@ -2,9 +2,9 @@
 
 The core's messages start with the file's full path ("/long/folder/ct.lvp: slice 8: chunk
 checksum mismatch (the file is damaged)"); a napari notification shows only its first line,
-elided, so that line would show a folder. Here the first line says what is wrong and where
-("Slice 8 of ct.lvp is damaged: chunk checksum mismatch"), and the second repeats the core's
-words, which are what ``lvpnet verify`` prints.
+cut to about 40 characters, so that line would show a folder. Here the first line says which
+slice and what is wrong before it names the file ("Slice 8 is damaged: checksum mismatch
+(ct.lvp)"), and the second repeats the core's words, which are what ``lvpnet verify`` prints.
 """
 
 from __future__ import annotations
@@ -30,16 +30,22 @@ def error_slice(error: Exception, name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def first_line(error: Exception, name: str) -> str:
-    """One short line: which slice (or file), what is wrong."""
-    file = Path(name).name
+def what_is_wrong(error: Exception, name: str) -> str:
+    """The check that failed, in a few words ('checksum mismatch'), without the file or slice."""
     rest = _strip_name(str(error), name)
     m = _SLICE.match(rest)
-    if m is None:
-        return f"Cannot open {file}: {rest}"
-    what = m.group(2).replace(" (the file is damaged)", "")
+    what = rest if m is None else m.group(2)
+    return what.replace(" (the file is damaged)", "").replace("chunk checksum mismatch", "checksum mismatch")
+
+
+def first_line(error: Exception, name: str) -> str:
+    """One short line: which slice (or file), what is wrong, then the file's name."""
+    file = Path(name).name
+    i = error_slice(error, name)
+    if i is None:
+        return f"Cannot open {file}: {_strip_name(str(error), name)}"
     state = "is damaged" if isinstance(error, DamagedError) else "cannot be decoded"
-    return f"Slice {m.group(1)} of {file} {state}: {what}"
+    return f"Slice {i} {state}: {what_is_wrong(error, name)} ({file})"
 
 
 def notification(error: Exception, name: str) -> str:

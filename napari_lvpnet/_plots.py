@@ -81,6 +81,8 @@ def draw_plot(canvas, res: analysis.Analysis, colours) -> None:
         if res.chunk_bits is not None:
             stored = float(res.chunk_bits[res.indices[0]]) / px
             ax.axvline(stored, color="C0", lw=1.2, ls="--", label="stored chunk, mean")
+        hi = float(np.percentile(np.concatenate([m.pixel_bits.ravel() for m in res.maps]), 99.9))
+        ax.set_xlim(0, max(hi, 1e-3))  # the rare very costly pixels would squeeze the bulk into a sliver
         ax.set_xlabel("bits per pixel", fontsize=8)
         ax.set_ylabel("pixels", fontsize=8)
     else:
@@ -96,9 +98,9 @@ def draw_plot(canvas, res: analysis.Analysis, colours) -> None:
         ax.margins(y=0.1)
         ax.set_xlabel("slice", fontsize=8)
         ax.set_ylabel("kbit per slice", fontsize=8)
-    if ax.get_legend_handles_labels()[0]:
-        # above the axes, never over the bars
-        leg = ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=3, frameon=False)
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:  # above the axes, never over the bars, and the layout makes room for it
+        leg = fig.legend(handles, labels, fontsize=7, loc="outside upper center", ncol=3, frameon=False)
         for text in leg.get_texts():
             text.set_color(colours[1])
     _style(fig, [ax], colours)
