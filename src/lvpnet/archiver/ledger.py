@@ -14,6 +14,7 @@ its size, modification time and SHA-256), ``runs`` (one row per command, with it
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
@@ -118,9 +119,11 @@ class Ledger:
         fd = os.open(self.dest / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as e:
             os.close(fd)
-            raise InputError(f"{self.dest}: another lvpnet command is working on this archive") from None
+            if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise InputError(f"{self.dest}: another lvpnet command is working on this archive") from None
+            return  # a file system without locks (docs/SCALE.md): run one command per DEST yourself
         self._lock_fd = fd
 
     def unlock(self) -> None:
@@ -217,18 +220,31 @@ class Ledger:
 
 
 class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception. A ledger that cannot be written
+    (a full disk, a read-only mount) stops the run with a message, not a traceback: everything
+    recorded before stays, and the outputs not recorded are adopted by the next run."""
 
     def __init__(self, db: sqlite3.Connection):
         self.db = db
 
     def __enter__(self):
-        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            raise InputError(f"cannot write the archive's ledger ({e})") from None
         return self.db
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is None:
-            self.db.execute("COMMIT")
-        else:
+            try:
+                self.db.execute("COMMIT")
+            except sqlite3.Error as e:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise InputError(f"cannot write the archive's ledger ({e})") from None
+            return False
+        if self.db.in_transaction:
             self.db.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.Error):
+            raise InputError(f"cannot write the archive's ledger ({exc})") from None
         return False
