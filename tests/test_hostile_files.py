@@ -241,6 +241,9 @@ def test_a_learned_chunk_declared_30000_square_is_refused_before_decoding():
     forged = _with_header(data, shape=[30000, 30000])
     with pytest.raises(LimitError, match="30000x30000"):
         list(lvpnet.LvpFile(forged).iter_verify())
+    # a small array, but the network's working memory at 1500 x 1500 is over a gigabyte: checked per slice
+    with pytest.raises(LimitError, match="slice 0 .1500x1500"):
+        list(lvpnet.LvpFile(_with_header(data, shape=[1500, 1500])).iter_verify())
     p = lvp_forge.split(data)  # a plane header's stream length past the chunk: damage, named
     c = bytearray(p.chunks[0])
     struct.pack_into("<I", c, 1 + 12, 1 << 30)

@@ -193,7 +193,8 @@ class ContainerReader:
         """The container's own header fields, typed and in range (docs/FORMAT.md, "Header")."""
         h = self.header
         if not isinstance(h, dict):
-            raise DamagedError(f"{self.name}: damaged: the header is a {type(h).__name__}, not an object")
+            what = "null" if h is None else f"a {type(h).__name__}"
+            raise DamagedError(f"{self.name}: damaged: the header is {what}, not an object")
         codecs = h.get("codecs")
         if not isinstance(codecs, list) or len(codecs) > 256:
             raise DamagedError(f"{self.name}: damaged: header field 'codecs' is not a list of at most 256 codecs")

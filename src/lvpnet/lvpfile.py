@@ -217,7 +217,10 @@ class LvpFile:
 
         if archive_of(self.header.get("source", {}).get("metadata")) is None:
             return 0
-        return (yield from iter_check(self._volume(array)))
+        try:
+            return (yield from iter_check(self._volume(array)))
+        except DamagedError as e:  # the records name the archived file; say which .lvp holds it
+            raise DamagedError(f"{self.name}: {e}") from None
 
     def volume(self, array: np.ndarray | None = None) -> Volume:
         """The stored Volume (decoding every slice unless ``array`` is given). A DICOM archive's
@@ -227,8 +230,11 @@ class LvpFile:
         from .dicom_archive import archive_of, iter_files
 
         if archive_of(volume.metadata) is not None:
-            for _ in iter_files(volume):
-                pass
+            try:
+                for _ in iter_files(volume):
+                    pass
+            except DamagedError as e:  # the records name the archived file; say which .lvp holds it
+                raise DamagedError(f"{self.name}: {e}") from None
         return volume
 
     def _volume(self, array: np.ndarray | None = None) -> Volume:
