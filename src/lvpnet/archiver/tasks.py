@@ -61,11 +61,12 @@ def sha256_file(path: Path) -> str:
 
 
 def _open_regular(path: Path):
-    """Open ``path`` for reading only if it is a regular file: a name swapped for a FIFO or a
-    device after the walk must not hang or flood a worker (non-blocking open, then fstat)."""
+    """Open ``path`` for reading only if it is a regular file: a name swapped for a FIFO, a device
+    or a symbolic link after the walk must not hang, flood or lead a worker elsewhere
+    (non-blocking, not following a link, then fstat)."""
     import stat
 
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0))
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise InputError(f"{path}: not a regular file (not read)")
@@ -141,7 +142,7 @@ def archive_item(spec: dict) -> dict:
 
 def _stat_and_hash(root: Path, rel: str) -> dict:
     path = root / rel
-    st = path.stat()
+    st = path.lstat()
     return {"rel": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256_file(path)}
 
 
@@ -176,7 +177,7 @@ def _copy_other(src: Path, out: Path, source: dict, adopt: bool) -> dict:
                 "identical": True}
     with atomic_path(out) as tmp:
         h = hashlib.sha256()
-        with open(src, "rb") as fi, open(tmp, "xb") as fo:
+        with _open_regular(src) as fi, open(tmp, "xb") as fo:
             while block := fi.read(_CHUNK):
                 h.update(block)
                 fo.write(block)
