@@ -320,7 +320,7 @@ class LayerFeed:
         damaged = [i for i in shown if i in loader.failed]
         if not damaged:
             return ""
-        text = first_line(loader.failed[damaged[0]], loader.lvp.name) + " (shown blank)"
+        text = first_line(loader.failed[damaged[0]], loader.lvp.name) + ", shown blank"
         return text if len(damaged) == 1 else f"{text}; {len(damaged) - 1} more damaged slices"
 
     def pending_text(self) -> str:
