@@ -330,6 +330,54 @@ def test_changed_source_is_redone_and_touched_one_adopted(cluster, tmp_path):
     assert_restored(src, out)
 
 
+def test_regrouped_series_restores_from_the_newest_items(cluster, tmp_path):
+    """A series archived whole, then split (one file changed size): the old .lvp stays in DEST and
+    the ledger, and restore takes every file from the newer items."""
+    src = tmp_path / "src"
+    _series(_local("CT_small.dcm"), [src / "s"], 3, "1.2.826.0.1.3680043.9.7.9")
+    dest = tmp_path / "dest"
+    assert lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")["done"] == 1
+    ds = _dcm(_local("MR_small.dcm"))
+    ds.SeriesInstanceUID = "1.2.826.0.1.3680043.9.7.9"
+    ds.save_as(src / "s" / "slice02.dcm")
+    s = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")
+    assert (s["done"], s["failed"]) == (2, 0)
+    assert s["not_in_source"] == ["s/series-1.2.826.0.1.3680043.9.7.9.lvp"]
+    assert (dest / "s/series-1.2.826.0.1.3680043.9.7.9.lvp").exists()  # nothing in DEST is deleted
+    r = lvpnet.restore(dest, tmp_path / "out", scheduler=cluster)
+    assert (r["done"], r["skipped"], r["failed"]) == (2, 1, 0)
+    assert r["superseded"] == ["s/series-1.2.826.0.1.3680043.9.7.9.lvp"]
+    assert_restored(src, tmp_path / "out")
+
+
+def test_files_deleted_from_source_stay_restorable(cluster, tmp_path):
+    """Archive, delete originals (what archiving is for), run again: nothing the archive holds is
+    dropped or rewritten without them; a series that also changed is reported, not rewritten."""
+    src = tmp_path / "src"
+    _series(_local("CT_small.dcm"), [src / "s"], 3, "1.2.826.0.1.3680043.9.7.8")
+    np.save(src / "v.npy", np.arange(64, dtype=np.int16).reshape(8, 8))
+    dest = tmp_path / "dest"
+    lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")
+    before = (dest / "s/series-1.2.826.0.1.3680043.9.7.8.lvp").stat().st_ino
+    saved = {rel: p.read_bytes() for rel, p in tree_files(src).items()}
+    (src / "s" / "slice02.dcm").unlink()
+    (src / "v.npy").unlink()
+    s = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")
+    assert (s["done"], s["skipped"], s["failed"]) == (0, 1, 0)
+    assert s["kept_with_deleted_sources"] == ["s/series-1.2.826.0.1.3680043.9.7.8.lvp"]
+    assert s["not_in_source"] == ["v.npy.lvp"]
+    assert (dest / "s/series-1.2.826.0.1.3680043.9.7.8.lvp").stat().st_ino == before
+    r = lvpnet.restore(dest, tmp_path / "out", scheduler=cluster)
+    assert r["failed"] == 0
+    assert {rel: p.read_bytes() for rel, p in tree_files(tmp_path / "out").items()} == saved
+    ds = _dcm(src / "s" / "slice00.dcm")  # now a remaining file changes too
+    ds.InstanceNumber = 7
+    ds.save_as(src / "s" / "slice00.dcm")
+    s = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")
+    assert s["failed"] == 1 and "deleted from SOURCE" in s["failures"][0]["reason"]
+    assert (dest / "s/series-1.2.826.0.1.3680043.9.7.8.lvp").stat().st_ino == before
+
+
 def test_damaged_lvp_is_reported_and_the_rest_restored(cluster, source, tmp_path):
     dest = tmp_path / "dest"
     lvpnet.archive(source, dest, scheduler=cluster, codec="fallback")

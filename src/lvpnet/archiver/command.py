@@ -101,8 +101,12 @@ def format_archive(s: dict) -> str:
     if s["not_archived"]:
         lines.append("not archived:")
         lines += [f"  {f['file']}: {f['reason']}" for f in s["not_archived"]]
+    if s.get("kept_with_deleted_sources"):
+        lines.append(f"  {_plural(len(s['kept_with_deleted_sources']), 'item')} kept as archived: some of their files "
+                     "were deleted from SOURCE since (the archive still restores them)")
     if s["not_in_source"]:
-        lines.append(f"  {_plural(len(s['not_in_source']), 'item')} in the archive no longer in SOURCE (kept)")
+        lines.append(f"  {_plural(len(s['not_in_source']), 'item')} in the archive no longer in SOURCE as such (kept: "
+                     "restore takes each file from the newest item that holds it)")
     return "\n".join(lines)
 
 
@@ -111,6 +115,8 @@ def format_restore(s: dict) -> str:
         f"{s['dest']} -> {s['out']}: {_plural(s['done'], 'item')} restored ({_plural(s['files'], 'file')}, "
         f"{_bytes(s['bytes_out'])}) in {s['seconds']:.1f} s, failed {s['failed']}",
     ]
+    if s.get("superseded"):
+        lines.append(f"  {_plural(len(s['superseded']), 'older item')} not restored: newer items hold their files")
     if s["failures"]:
         lines.append("failed:")
         lines += [f"  {f['item']}: {f['reason']}" for f in s["failures"]]

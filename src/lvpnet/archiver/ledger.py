@@ -76,6 +76,7 @@ class Row:
     raw_bytes: int | None
     identical: int | None
     encodes: int
+    updated: float
     sources: list[tuple[str, int, int, str | None]]  # (path, size, mtime_ns, sha256)
 
 
@@ -153,7 +154,7 @@ class Ledger:
         out = {}
         for r in self.db.execute(
             "SELECT key, kind, root, state, reason, output_sha256, output_bytes, source_bytes, raw_bytes, "
-            "identical, encodes FROM items ORDER BY key"
+            "identical, encodes, updated FROM items ORDER BY key"
         ):
             out[r[0]] = Row(*r, sources=srcs.get(r[0], []))
         return out

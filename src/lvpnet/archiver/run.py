@@ -75,10 +75,22 @@ def archive(
         _sweep(dst, set(keys) | set(rows))
         todo: list[tuple[Item, bool]] = []
         skipped = 0
+        kept: list[str] = []  # done items some of whose files were deleted from SOURCE since
+        conflicts: list[dict] = []
         for it in plan.items:
             row = rows.get(it.key)
             out = dst / it.key
-            if row is not None and row.state == "done" and _unchanged(row, it) and _output_present(out, row):
+            gone = _deleted_sources(src, row, it) if row is not None and row.state == "done" else []
+            if gone:  # never rewrite an output that holds files SOURCE no longer has
+                if _unchanged(row, it, subset=True) and _output_present(out, row):
+                    skipped += 1
+                    kept.append(it.key)
+                else:
+                    conflicts.append({"item": it.key, "sources": gone, "reason": (
+                        f"{len(gone)} of its files were deleted from SOURCE since it was archived and others "
+                        "changed: the archived .lvp, which still holds the deleted files, is kept as it is "
+                        "(move it out of DEST to archive the series anew)")})
+            elif row is not None and row.state == "done" and _unchanged(row, it) and _output_present(out, row):
                 skipped += 1
             else:
                 todo.append((it, out.exists()))
@@ -107,7 +119,7 @@ def archive(
         finally:
             _sweep(dst, set(keys) | set(rows))
             summary = _archive_summary(src, dst, plan, ledger, stats, skipped, n_workers,
-                                       startup, time.perf_counter() - t_start, interrupted)
+                                       startup, time.perf_counter() - t_start, interrupted, kept, conflicts)
             ledger.finish_run(run_id, summary)
         return summary
     finally:
@@ -142,12 +154,19 @@ def _check_archive_paths(source, dest) -> tuple[Path, Path]:
     return src, dst
 
 
-def _unchanged(row, item: Item) -> bool:
+def _unchanged(row, item: Item, subset: bool = False) -> bool:
     """Same files, sizes and modification times as when the item was archived (hashing every
-    source on every rerun would read the whole tree again)."""
-    return [(p, size, mtime) for p, size, mtime, _ in row.sources] == [
-        (s.rel, s.size, s.mtime_ns) for s in item.sources
-    ]
+    source on every rerun would read the whole tree again); ``subset``: the item's files are
+    among those archived, each unchanged."""
+    then = [(p, size, mtime) for p, size, mtime, _ in row.sources]
+    now = [(s.rel, s.size, s.mtime_ns) for s in item.sources]
+    return set(now) <= set(then) if subset else then == now
+
+
+def _deleted_sources(src: Path, row, item: Item) -> list[str]:
+    """Files the archived item holds that are gone from SOURCE (not moved to another item)."""
+    now = {s.rel for s in item.sources}
+    return [p for p, *_ in row.sources if p not in now and not os.path.lexists(src / p)]
 
 
 def _output_present(out: Path, row) -> bool:
@@ -176,7 +195,8 @@ def _sweep(root: Path, keep: set[str]) -> int:
     return n
 
 
-def _archive_summary(src, dst, plan, ledger, stats, skipped, n_workers, startup, seconds, interrupted) -> dict:
+def _archive_summary(src, dst, plan, ledger, stats, skipped, n_workers, startup, seconds, interrupted,
+                     kept, conflicts) -> dict:
     rows = ledger.rows()
     planned = {it.key for it in plan.items}
     done_rows = [r for r in rows.values() if r.state == "done" and r.key in planned]
@@ -192,14 +212,15 @@ def _archive_summary(src, dst, plan, ledger, stats, skipped, n_workers, startup,
         "done": stats.done,
         "adopted": stats.adopted,
         "skipped": skipped,
-        "failed": len(stats.failures),
+        "failed": len(stats.failures) + len(conflicts),
         "bytes_in": stats.bytes_in,
         "bytes_out": stats.bytes_out,
         "ratio": round(stats.bytes_in / stats.bytes_out, 4) if stats.bytes_out else None,
         "archive_bytes_in": sum(r.source_bytes for r in done_rows),
         "archive_bytes_out": sum(r.output_bytes or 0 for r in done_rows),
         "not_identical": sorted(r.key for r in done_rows if r.identical == 0),
-        "failures": stats.failures,
+        "failures": conflicts + stats.failures,
+        "kept_with_deleted_sources": kept,
         "not_archived": plan.skipped,
         "not_in_source": sorted(k for k in rows if k not in planned),
         "workers": n_workers,
@@ -243,12 +264,17 @@ def restore(
              "reason": f"not in the archive: {r.reason or 'never archived (run lvpnet archive again)'}"}
             for r in rows.values() if r.state != "done"
         ]
-        specs = [
-            {"key": r.key, "kind": r.kind, "root": r.root, "sources": [p for p, *_ in r.sources],
-             "dest": str(dst), "out": str(target), "output_sha256": r.output_sha256, "size": r.output_bytes or 0}
-            for r in done
-        ]
-        specs.sort(key=lambda s: -s["size"])
+        owner = _owners(done)
+        specs, superseded = [], []
+        for r in done:
+            mine = [p for p, *_ in r.sources if owner[p] == r.key]
+            if not mine:
+                superseded.append(r.key)
+                continue
+            specs.append({"key": r.key, "kind": r.kind, "root": r.root, "sources": mine,
+                          "only": None if len(mine) == len(r.sources) else mine,
+                          "dest": str(dst), "out": str(target), "output_sha256": r.output_sha256,
+                          "size": r.output_bytes or 0})
         target.mkdir(parents=True, exist_ok=True)
         marker.touch()
         stats = _Stats("restore", len(specs), sum(s["size"] for s in specs), progress)
@@ -275,7 +301,8 @@ def restore(
             "out": str(target),
             "items": len(rows),
             "done": stats.done,
-            "skipped": 0,
+            "skipped": len(superseded),
+            "superseded": superseded,
             "failed": len(stats.failures) + len(failures),
             "files": stats.files,
             "bytes_in": stats.bytes_in,
@@ -288,6 +315,18 @@ def restore(
         }
     finally:
         ledger.close()
+
+
+def _owners(done: list) -> dict[str, str]:
+    """Which item restores each source path: the one recorded last. An item whose files were
+    regrouped later (a series split, a file moved to another item) stays in the ledger, and its
+    files that a newer item also holds must come from the newer one. Files whose source was
+    deleted after archiving keep their only item: the archive still restores them."""
+    owner: dict[str, str] = {}
+    for r in sorted(done, key=lambda r: (r.updated, r.key)):
+        for p, *_ in r.sources:
+            owner[p] = r.key
+    return owner
 
 
 def _check_restore_out(dst: Path, out: Path) -> tuple[Path, Path]:

@@ -346,8 +346,11 @@ def _restore_lvp(archived: Path, spec: dict, out: Path) -> list[int]:
     mine = (volume.metadata or {}).get("lvpnet_archive") or {}
     if spec["kind"] == "dicom":
         base = out / spec["root"] if spec["root"] else out
+        prefix = spec["root"] + "/" if spec["root"] else ""
+        only = None if spec.get("only") is None else set(spec["only"])  # files a newer item holds are its
         # iter_files checks every file against the SHA-256 its record holds
-        return [_write(base / name, data) for name, data in iter_files(volume)]
+        return [_write(base / name, data) for name, data in iter_files(volume)
+                if only is None or prefix + name in only]
     target = out / _safe_rel(spec["sources"][0])
     if spec["kind"] == "numpy":
         data = _npy_bytes(base64.b64decode(mine["npy_header_b64"]), volume)
