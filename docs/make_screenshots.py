@@ -18,7 +18,6 @@ from pathlib import Path
 
 import napari
 import numpy as np
-from lvpnet.resources import SAMPLE_CT, path
 from PIL import Image
 from qtpy.QtWidgets import QApplication
 

@@ -137,7 +137,8 @@ def test_slow_decodes_never_block_the_main_thread(make_napari_viewer, qtbot, sta
     monkeypatch.setattr(lvpnet.LvpFile, "read_slice", slow)
     viewer = make_napari_viewer()
     (image,) = viewer.open(str(path), plugin="napari-lvpnet")
-    ticks = []
+    ticks, statuses = [], []
+    viewer.events.status.connect(lambda e: statuses.append(str(e.value)))
     timer = QTimer()
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
     timer.start(20)
@@ -150,15 +151,18 @@ def test_slow_decodes_never_block_the_main_thread(make_napari_viewer, qtbot, sta
     gaps = np.diff(ticks)
     assert gaps.max() < 0.3, f"the main thread stalled {gaps.max():.2f} s"
     assert on_main and not any(on_main)  # no decode ran on the main thread
+    assert any(t.startswith("decoding slice ") and t.endswith(" of ct.lvp ...") for t in statuses)
     viewer.dims.set_current_step(0, 0)
     viewer.dims.set_current_step(0, 7)  # back to a decoded slice: from the cache, at once
     np.testing.assert_array_equal(_shown(image), a[7])
 
 
-def test_prefetch_and_memory_bound(stack):
+def test_prefetch_and_memory_bound(stack, monkeypatch):
     from napari_lvpnet._lazy import LazySlices, SliceLoader
 
     a, path = stack
+    real = lvpnet.LvpFile.read_slice
+    monkeypatch.setattr(lvpnet.LvpFile, "read_slice", lambda self, i: time.sleep(0.05) or real(self, i))
     slice_bytes = a[0].nbytes
     loader = SliceLoader(lvpnet.open(path), cache_bytes=3 * slice_bytes, prefetch=2)
     data = LazySlices(loader, -32768)
