@@ -251,8 +251,6 @@ class LayerFeed:
     """Main-thread side of a lazy .lvp layer: redraws, notifications, canvas text, first contrast."""
 
     def __init__(self, layer, data: LazySlices, contrast_from_first: Callable[[np.ndarray], list | None] | None):
-        from qtpy.QtCore import QTimer
-
         self._layer = weakref.ref(layer)
         self.data = data
         self._contrast_from_first = contrast_from_first
@@ -260,7 +258,6 @@ class LayerFeed:
         self._canvas_text = ""
         self._status_text = ""
         self._last_refresh = 0.0
-        self._timer = QTimer  # for the delayed "decoding ..." line
         bridge, me = _bridge(), weakref.ref(self)
         data.loader.add_listener(lambda i: bridge.arrived.emit(me, i))
         data._on_request = lambda: bridge.requested.emit(me)
@@ -306,7 +303,9 @@ class LayerFeed:
                 notifications.show_error(notification(loader.failed[i], loader.lvp.name))
         self.update_canvas_text()
         if any(not loader.resolved(i) for i in self.data.last_request):
-            self._timer.singleShot(PENDING_NOTICE_MS, lambda: self.update_canvas_text(pending=True))
+            from qtpy.QtCore import QTimer
+
+            QTimer.singleShot(PENDING_NOTICE_MS, lambda: self.update_canvas_text(pending=True))
 
     def _viewer(self):
         from napari import Viewer
