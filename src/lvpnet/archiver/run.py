@@ -109,7 +109,9 @@ def archive(
                 t0 = time.perf_counter()
                 from .engine import connect
 
-                with connect(workers, scheduler, device) as (client, n_workers):
+                # the fallback codec never uses a GPU: one worker per core then, not one per GPU
+                engine_device = "cpu" if codec == "fallback" else device
+                with connect(workers, scheduler, engine_device) as (client, n_workers):
                     startup = time.perf_counter() - t0
                     stats.start()
                     for spec, res in _run_tasks(client, archive_item, specs):
