@@ -22,6 +22,7 @@ import shutil
 import signal
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,6 +48,18 @@ def _alive(pid: int) -> bool:
     except (PermissionError, OverflowError, ValueError):  # someone else's process, or no pid we can ask
         pass
     return True
+
+
+_SWEPT: dict[str, float] = {}  # folder -> when this process last swept it
+_SWEEP_EVERY = 60.0  # seconds: a batch writing thousands of files into one folder lists it once a minute
+
+
+def _sweep(folder: Path) -> None:
+    """``clean_debris`` of ``folder``, at most once a minute per process."""
+    key, now = os.path.abspath(folder), time.monotonic()
+    if now - _SWEPT.get(key, -_SWEEP_EVERY) >= _SWEEP_EVERY:
+        _SWEPT[key] = now
+        clean_debris(folder)
 
 
 def clean_debris(folder: str | os.PathLike) -> list[Path]:
@@ -97,15 +110,15 @@ class Interrupted(KeyboardInterrupt):
 
 @contextmanager
 def signals_interrupt(signums=(signal.SIGINT, signal.SIGTERM, signal.SIGHUP)) -> Iterator[None]:
-    """While inside, those signals raise ``Interrupted``; a second one is ignored so that it
-    cannot cut the cleanup short. A no-op outside the main thread (where signals cannot be set)."""
+    """While inside, those signals raise ``Interrupted``, every time, as Ctrl-C does: Python drops
+    an exception raised while a finaliser runs, and a later signal must still stop the run (what
+    a signal during the cleanup itself leaves, the next write's ``clean_debris`` removes). A
+    no-op outside the main thread (where signals cannot be set)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum, frame):
-        for s in signums:
-            signal.signal(s, signal.SIG_IGN)
         raise Interrupted(signum)
 
     old = {s: signal.signal(s, handler) for s in signums}
@@ -134,7 +147,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     target = Path(path)
     if not target.parent.is_dir():
         raise InputError(f"{target}: the folder {target.parent} does not exist")
-    clean_debris(target.parent)
+    _sweep(target.parent)
     tmp = partial_name(target, _suffix(target))
     try:
         yield tmp

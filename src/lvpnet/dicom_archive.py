@@ -606,7 +606,7 @@ def write_folder(volume: Volume, out: str | os.PathLike) -> list[str]:
     from .atomic import clean_debris, partial_name
 
     out = check_output_folder(out)
-    clean_debris(out.parent)  # what a killed run left beside it
+    clean_debris(out.parent)  # what a killed run left beside it (one folder written: no need to spare the listing)
     tmp = partial_name(out)
     tmp.mkdir()
     names = []
