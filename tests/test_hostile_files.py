@@ -296,3 +296,22 @@ def test_nifti_crc_of_forged_files_is_valid(seeds):
     data = crafted(seeds)["nifti-scl-slope-3"][0]
     h_off, h_len, n, crc, _ = struct.unpack("<QIII4s", data[-24:])
     assert zlib.crc32(data[h_off:-24], zlib.crc32(data[:12])) == crc
+
+
+def test_compressed_dicom_pixels_are_held_to_the_file_size(tmp_path):
+    """An RLE file declaring 60000 x 60000 in a few hundred bytes is refused before any frame is decoded."""
+    import pydicom
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import RLELossless
+
+    path = tmp_path / "big.dcm"
+    _dicom_series(tmp_path, np.random.default_rng(0), n=1)
+    ds = pydicom.dcmread(tmp_path / "IM0.dcm")
+    ds.file_meta.TransferSyntaxUID = RLELossless
+    ds.Rows = ds.Columns = 60000
+    ds.PixelData = encapsulate([b"\0" * 64])
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(LimitError, match="60000x60000"):
+        lvpnet.io.read(path)

@@ -490,6 +490,11 @@ def _pixels(ds: Any, path: Path) -> tuple[np.ndarray, str]:
 
     if not UID(ts).is_encapsulated:
         return _native(data, fmt, ts, ds, path), _native_photometric(fmt)
+    # compressed frames decode to what Rows x Columns x frames declare: held to the file's size first
+    from .. import limits
+
+    limits.check(fmt.rows * fmt.cols * fmt.spp * fmt.frames * fmt.dtype.itemsize, len(data),
+                 f"{path}: the pixel data ({fmt.frames} x {fmt.rows}x{fmt.cols})")
     frames = _encapsulated_frames(data, fmt, ds, path, ts)
     if ts == _ENCAPSULATED_UNCOMPRESSED:
         return np.stack([_raw_frame(f, fmt, "<", path) for f in frames]), fmt.photometric
