@@ -9,12 +9,16 @@ widget offers (the fallback, and the learned one alone when it is not the defaul
 - the longest gap between ticks of a 20 ms QTimer on the main thread (how long the window was
   frozen) while opening, then while stepping through every slice as a user does: one step, wait
   until the slice is drawn, next step; and a fast scroll (a step every 100 ms over all slices);
-- seconds to compress the sample from the Compress widget (verify on).
+- seconds to compress the sample from the Compress widget (verify on);
+- the same open in a fresh process where nothing has imported lvpnet yet (the first file a user
+  drops into a new napari): the reader's import of lvpnet (and torch) runs on the main thread.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -105,6 +109,40 @@ def time_viewer(app, lvp: Path, volume, name: str) -> None:
     viewer.close()
 
 
+FRESH = """
+import sys, time
+import numpy as np
+import napari
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QApplication
+
+app = QApplication.instance() or QApplication([])
+viewer = napari.Viewer(show=True)
+app.processEvents()
+assert "lvpnet" not in sys.modules
+ticks = [time.perf_counter()]
+timer = QTimer()
+timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+timer.start(20)
+t0 = time.perf_counter()
+(layer,) = viewer.open(sys.argv[1], plugin="napari-lvpnet")
+t_return = time.perf_counter() - t0
+first = layer.data.last_request[0]
+while not (layer.data.loader.resolved(first) and not (np.asarray(layer._slice.image.raw) == layer.data.fill).all()):
+    app.processEvents()
+    time.sleep(0.005)
+t_first = time.perf_counter() - t0
+gap = float(np.diff(ticks + [time.perf_counter()]).max())
+print(f"viewer.open returned after {t_return:.2f} s, first slice drawn after {t_first:.2f} s; "
+      f"longest main-thread gap {gap:.3f} s")
+"""
+
+
+def time_fresh_process(lvp: Path, name: str) -> None:
+    out = subprocess.run([sys.executable, "-c", FRESH, str(lvp)], capture_output=True, text=True, check=True)
+    print(f"[{name}] open in a fresh napari (lvpnet not imported yet): {out.stdout.strip().splitlines()[-1]}")
+
+
 def time_compress(app, volume, out: Path, codec: str) -> None:
     viewer = napari.Viewer(show=True)
     viewer.add_image(volume.array, name="ct")
@@ -138,6 +176,7 @@ def main() -> None:
             # the learned codec's file without the per-slice fallback, so opening it decodes learned chunks
             lvpnet.compress_to_file(volume, lvp, codec=None if name == "auto" else name, safety_net=name != "lvpnet")
             time_viewer(app, lvp, volume, name)
+            time_fresh_process(lvp, name)
             if not args.skip_compress:
                 time_compress(app, volume, Path(tmp) / f"widget.{name}.lvp", name)
 

@@ -14,10 +14,10 @@ one.
 
 from __future__ import annotations
 
+import importlib
 import os
+import threading
 from pathlib import Path
-
-from ._layers import lazy_lvp_layer, volume_layer
 
 _MAX_FILES_PROBED = 64
 DICOM_SUFFIXES = (".dcm", ".dicom")
@@ -37,9 +37,37 @@ def _name(path: str, suffixes: tuple[str, ...]) -> str:
     return name
 
 
+_IMPORT: threading.Thread | None = None
+
+
+def _import_lvpnet() -> None:
+    """Import lvpnet (and torch with it: 2 s or more) on a helper thread while the main thread keeps
+    painting, so the first file dropped into a new napari does not freeze the window. User input
+    waits until it is done (no second drop can start while the first is half read)."""
+    global _IMPORT
+    if _IMPORT is None:
+        _IMPORT = threading.Thread(target=importlib.import_module, args=("lvpnet",), name="import lvpnet",
+                                   daemon=True)
+        _IMPORT.start()
+    app = None
+    if threading.current_thread() is threading.main_thread():
+        try:
+            from qtpy.QtCore import QEventLoop
+            from qtpy.QtWidgets import QApplication
+
+            app, flags = QApplication.instance(), QEventLoop.ProcessEventsFlag.ExcludeUserInputEvents
+        except Exception:  # no Qt: just wait
+            app = None
+    while _IMPORT.is_alive():
+        if app is not None:
+            app.processEvents(flags)
+        _IMPORT.join(0.01)
+
+
 def get_lvp_reader(path):
     path = _single(path)
     try:
+        _import_lvpnet()
         from lvpnet.container import looks_like_lvp
 
         if path is None or not looks_like_lvp(path):
@@ -54,6 +82,7 @@ def read_lvp(path):
 
     from lvpnet import LvpFile, LvpnetError
 
+    from ._layers import lazy_lvp_layer
     from ._messages import notification
 
     path = os.fspath(_single(path))
@@ -72,6 +101,7 @@ def get_nifti_reader(path):
     try:
         import nibabel
 
+        _import_lvpnet()  # read_volume needs it: imported here, where the window keeps painting
         nibabel.load(path)  # reads the header only; the data stays on disk
     except Exception:
         return None
@@ -81,6 +111,7 @@ def get_nifti_reader(path):
 def _is_dicom(path: str) -> bool:
     """A ``.dcm`` / ``.dicom`` file, another file with the DICOM preamble ('DICM' at byte 128), or a
     folder holding one."""
+    _import_lvpnet()
     from lvpnet.io import is_dicom_file
 
     if os.path.isfile(path):
@@ -107,6 +138,8 @@ def get_dicom_reader(path):
 def read_volume(path):
     """NIfTI or DICOM through lvpnet.io: stored integers, geometry and metadata kept."""
     import lvpnet
+
+    from ._layers import volume_layer
 
     path = os.fspath(_single(path))
     volume = lvpnet.read(path)
