@@ -129,9 +129,10 @@ def test_a_read_only_folder_is_refused_before_the_encode(tmp_path):
 
 
 def _slow_input(tmp_path: Path) -> Path:
-    """A volume the fallback takes several seconds to code (random 16-bit slices)."""
+    """A volume the fallback takes tens of seconds to code (random 16-bit slices): the signal lands
+    during the encode even when the machine is busy and this test process waits its turn."""
     src = tmp_path / "slow.npy"
-    np.save(src, np.random.default_rng(0).integers(0, 60000, (300, 128, 128)).astype(np.uint16))
+    np.save(src, np.random.default_rng(0).integers(0, 60000, (2000, 128, 128), dtype=np.uint16))
     return src
 
 
@@ -152,8 +153,8 @@ def test_sigterm_and_sighup_leave_no_debris(tmp_path, sig):
     out_dir.mkdir()
     proc = _start_compress(src, out_dir / "slow.lvp")
     proc.send_signal(sig)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 128 + sig, err
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + sig, (out, err)
     assert f"interrupted ({signal.Signals(sig).name})" in err and "Traceback" not in err
     assert list(out_dir.iterdir()) == []
 
