@@ -90,6 +90,9 @@ class ContainerWriter:
     def finish(self, header: dict) -> int:
         """Write header, index and trailer; return the total file size."""
         header = dict(header)
+        from . import limits  # reading this file back (compress verifies it) is bounded by the array, not the rule
+
+        limits.remember_written(header["array_hash"], header["shape"], np.dtype(header["dtype"]).itemsize, header["rgb"])
         header["codecs"] = [{"id": cid, "version": ver} for cid, ver in self._codecs]
         header["blobs"] = self._blobs
         head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()

@@ -11,11 +11,13 @@ against a budget that follows the size of the file that asks for it:
 (a large, nearly empty mask, say) is refused with a message saying how to
 raise the limit: ``--max-memory SIZE`` on the command line or the environment
 variable ``LVPNET_MAX_MEMORY``, either of which replaces the rule by one fixed
-number of bytes.
+number of bytes. A file this process has just written from an array it holds
+(``compress`` reads it back to verify it) may take what that array takes.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 
@@ -26,6 +28,9 @@ FLOOR = 256 << 20
 RATIO = 4096
 
 _override: int | None = None  # --max-memory, set once by the command line
+# files this process wrote from arrays it holds, by array hash -> bytes their reading back may take
+_WRITTEN: dict[str, int] = {}
+_WRITTEN_KEPT = 64
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
@@ -56,15 +61,29 @@ def explicit_limit() -> int | None:
         raise LimitError(f"{ENV}={env!r} is not a size (examples: 4G, 512M)") from None
 
 
-def budget(file_bytes: int) -> int:
-    """Bytes a file of ``file_bytes`` may make a reader allocate."""
+def remember_written(array_hash: str, shape: list[int], itemsize: int, rgb: bool) -> None:
+    """A file this process has just written from an array it holds (``compress`` reads it back to
+    verify it): reading that file may take what the array and one slice's decoding take, whatever
+    the rule says, since the array is already in memory. Keyed by the array's hash, so only a file
+    of the very same data gets the allowance."""
+    rows, cols = shape[-3:-1] if rgb else shape[-2:]
+    per_pixel = 512 + 3 * itemsize * (3 if rgb else 1)  # the learned codec's working memory, the most of any codec
+    _WRITTEN[array_hash] = math.prod(shape) * itemsize + per_pixel * rows * cols
+    while len(_WRITTEN) > _WRITTEN_KEPT:
+        _WRITTEN.pop(next(iter(_WRITTEN)))
+
+
+def budget(file_bytes: int, array_hash: str | None = None) -> int:
+    """Bytes a file of ``file_bytes`` (whose header names ``array_hash``) may make a reader allocate."""
     limit = explicit_limit()
-    return limit if limit is not None else max(FLOOR, RATIO * int(file_bytes))
+    if limit is not None:
+        return limit
+    return max(FLOOR, RATIO * int(file_bytes), _WRITTEN.get(array_hash, 0) if isinstance(array_hash, str) else 0)
 
 
-def check(nbytes: int, file_bytes: int, what: str) -> None:
+def check(nbytes: int, file_bytes: int, what: str, array_hash: str | None = None) -> None:
     """Refuse to allocate ``nbytes`` for ``what`` (a file and the thing it declares) beyond the budget."""
-    allowed = budget(file_bytes)
+    allowed = budget(file_bytes, array_hash)
     if nbytes > allowed:
         how = ("the limit set" if explicit_limit() is not None
                else f"the default limit for a file of {file_bytes:,} bytes")

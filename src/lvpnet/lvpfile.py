@@ -174,7 +174,8 @@ class LvpFile:
         # what the codec will allocate follows the declared slice shape: bounded by the file's size first
         pixels = math.prod(self.slice_shape[:2])
         work = getattr(codec, "decode_bytes_per_pixel", 16) * pixels + 3 * pixels * self._sample_bytes
-        limits.check(work, self.file_bytes, f"{self.name}: slice {i} ({'x'.join(map(str, self.slice_shape))} {self.dtype})")
+        limits.check(work, self.file_bytes, f"{self.name}: slice {i} ({'x'.join(map(str, self.slice_shape))} {self.dtype})",
+                     self.header["array_hash"])
         try:
             ref = {"reference": reference} if reference is not None and codec.takes_reference else {}
             out = codec.decode(data, self.slice_shape, self.dtype, version, **ref)
@@ -189,7 +190,7 @@ class LvpFile:
     def iter_decode(self, stage: str = "decode") -> Generator[Progress, None, np.ndarray]:
         """Decode every slice and check the whole-array hash; yields progress."""
         limits.check(self.n_samples * self.dtype.itemsize, self.file_bytes,
-                     f"{self.name}: the array ({'x'.join(map(str, self.shape))} {self.dtype})")
+                     f"{self.name}: the array ({'x'.join(map(str, self.shape))} {self.dtype})", self.header["array_hash"])
         out = np.empty(self.shape, self.dtype)
         flat = out.reshape((-1,) + self.slice_shape)
         h = hashlib.blake2b(digest_size=32)
