@@ -7,7 +7,7 @@ against a budget that follows the size of the file that asks for it:
 
     budget = max(256 MiB, 4096 x the file's size)
 
-(docs/FORMAT.md, "Limits"). A genuine file that decodes to more than that
+(65536 x for a decoder's working memory on one slice; docs/FORMAT.md, "Limits"). A genuine file that decodes to more than that
 (a large, nearly empty mask, say) is refused with a message saying how to
 raise the limit: ``--max-memory SIZE`` on the command line or the environment
 variable ``LVPNET_MAX_MEMORY``, either of which replaces the rule by one fixed
@@ -26,6 +26,10 @@ from .errors import LimitError
 ENV = "LVPNET_MAX_MEMORY"
 FLOOR = 256 << 20
 RATIO = 4096
+# A decoder's working memory for one slice follows the slice's size, not its content: the learned
+# codec takes about 540 bytes per pixel, so a 13-megapixel mammogram coded at 0.5 bit per pixel
+# needs 8,000 times its file. It gets a wider ratio; the floor still bounds a tiny crafted file.
+WORK_RATIO = 65536
 
 _override: int | None = None  # --max-memory, set once by the command line
 # files this process wrote from arrays it holds, by array hash -> bytes their reading back may take
@@ -73,17 +77,18 @@ def remember_written(array_hash: str, shape: list[int], itemsize: int, rgb: bool
         _WRITTEN.pop(next(iter(_WRITTEN)))
 
 
-def budget(file_bytes: int, array_hash: str | None = None) -> int:
-    """Bytes a file of ``file_bytes`` (whose header names ``array_hash``) may make a reader allocate."""
+def budget(file_bytes: int, array_hash: str | None = None, ratio: int = RATIO) -> int:
+    """Bytes a file of ``file_bytes`` (whose header names ``array_hash``) may make a reader allocate
+    (``ratio``: ``WORK_RATIO`` for a decoder's working memory)."""
     limit = explicit_limit()
     if limit is not None:
         return limit
-    return max(FLOOR, RATIO * int(file_bytes), _WRITTEN.get(array_hash, 0) if isinstance(array_hash, str) else 0)
+    return max(FLOOR, ratio * int(file_bytes), _WRITTEN.get(array_hash, 0) if isinstance(array_hash, str) else 0)
 
 
-def check(nbytes: int, file_bytes: int, what: str, array_hash: str | None = None) -> None:
+def check(nbytes: int, file_bytes: int, what: str, array_hash: str | None = None, ratio: int = RATIO) -> None:
     """Refuse to allocate ``nbytes`` for ``what`` (a file and the thing it declares) beyond the budget."""
-    allowed = budget(file_bytes, array_hash)
+    allowed = budget(file_bytes, array_hash, ratio)
     if nbytes > allowed:
         how = ("the limit set" if explicit_limit() is not None
                else f"the default limit for a file of {file_bytes:,} bytes")

@@ -175,7 +175,7 @@ class LvpFile:
         pixels = math.prod(self.slice_shape[:2])
         work = getattr(codec, "decode_bytes_per_pixel", 16) * pixels + 3 * pixels * self._sample_bytes
         limits.check(work, self.file_bytes, f"{self.name}: slice {i} ({'x'.join(map(str, self.slice_shape))} {self.dtype})",
-                     self.header["array_hash"])
+                     self.header["array_hash"], limits.WORK_RATIO)
         try:
             ref = {"reference": reference} if reference is not None and codec.takes_reference else {}
             out = codec.decode(data, self.slice_shape, self.dtype, version, **ref)
