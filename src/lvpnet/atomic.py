@@ -34,6 +34,11 @@ _HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
 _PARTIAL = re.compile(r"\..+\.partial-(?P<host>[0-9a-f]{6})-(?P<pid>[0-9]+)-[0-9a-f]{8}(\.[A-Za-z0-9.]+)?")
 
 
+def is_partial_name(name: str) -> bool:
+    """Whether ``name`` is one of ``partial_name``'s temporary names (from any machine or process)."""
+    return _PARTIAL.fullmatch(name) is not None
+
+
 def partial_name(target: Path, suffix: str = "") -> Path:
     """A fresh hidden temporary name beside ``target`` that ``clean_debris`` can tell is ours."""
     stem = target.name[: len(target.name) - len(suffix)] if suffix else target.name

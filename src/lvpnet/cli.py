@@ -154,7 +154,7 @@ def _decompress_dicom(src: str, out: str) -> int:
     else:
         check_output_folder(out)
     array = run(lvp.iter_decode(), ProgressBar())  # every slice and every record checked before writing
-    volume = lvp.volume(array)
+    volume = lvp.volume(array, check_files=False)  # write_single / write_folder check every file they rebuild
     if single:
         write_single(volume, out)
         print(f"{src} -> {out}: 1 DICOM file", file=sys.stderr)

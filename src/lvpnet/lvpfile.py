@@ -223,14 +223,15 @@ class LvpFile:
         except DamagedError as e:  # the records name the archived file; say which .lvp holds it
             raise DamagedError(f"{self.name}: {e}") from None
 
-    def volume(self, array: np.ndarray | None = None) -> Volume:
+    def volume(self, array: np.ndarray | None = None, *, check_files: bool = True) -> Volume:
         """The stored Volume (decoding every slice unless ``array`` is given). A DICOM archive's
         files are rebuilt in memory and checked as ``verify`` does, whatever is written from it:
-        what verify refuses, decompress refuses too."""
+        what verify refuses, decompress refuses too. ``check_files=False`` leaves that to a caller
+        that rebuilds them next anyway (``dicom_archive.iter_files`` checks each file it yields)."""
         volume = self._volume(array)
         from .dicom_archive import archive_of, iter_files
 
-        if archive_of(volume.metadata) is not None:
+        if check_files and archive_of(volume.metadata) is not None:
             try:
                 for _ in iter_files(volume):
                     pass

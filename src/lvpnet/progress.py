@@ -22,14 +22,20 @@ class Progress:
 
 
 def run(job: Generator[Progress, None, T], on_progress: Callable[[Progress], None] | None = None) -> T:
-    """Drive a progress generator to the end and return its result."""
-    while True:
-        try:
-            p = next(job)
-        except StopIteration as stop:
-            return stop.value
-        if on_progress is not None:
-            on_progress(p)
+    """Drive a progress generator to the end and return its result.
+
+    Whatever stops the drive early (Ctrl-C or SIGTERM while ``on_progress`` draws) closes ``job``
+    here, so its cleanup (removing a temporary file) runs now, not whenever it is collected."""
+    try:
+        while True:
+            try:
+                p = next(job)
+            except StopIteration as stop:
+                return stop.value
+            if on_progress is not None:
+                on_progress(p)
+    finally:
+        job.close()
 
 
 def cancellable(job: Generator[Progress, None, T], cancel) -> Generator[Progress, None, T | None]:

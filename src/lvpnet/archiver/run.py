@@ -184,12 +184,12 @@ def _sweep(root: Path, keep: set[str]) -> int:
     Unlike ``atomic.clean_debris`` (this machine's dead processes only) it removes those of any
     machine: a cluster's workers write from many hosts, and the client runs it only when no task
     of its own is running (before the first and after the last)."""
-    from ..atomic import _PARTIAL  # the temporary names of lvpnet.atomic.atomic_path
+    from ..atomic import is_partial_name  # the temporary names of lvpnet.atomic.atomic_path
 
     n = 0
     for dirpath, _dirnames, filenames in os.walk(root):
         for name in filenames:
-            if _PARTIAL.fullmatch(name):
+            if is_partial_name(name):
                 path = Path(dirpath) / name
                 if path.relative_to(root).as_posix() not in keep and not path.is_symlink():
                     path.unlink(missing_ok=True)

@@ -25,7 +25,6 @@ import os
 import shutil
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 from ..errors import DamagedError, InputError, LvpnetError
@@ -223,22 +222,10 @@ def _dicom_volume(root: Path, spec: dict, sources: list[dict]):
 
 
 def _read_series(root: Path, names: list[str]):
-    """The DICOM image files ``names`` (relative to ``root``) as one Volume: the reader of
-    :mod:`lvpnet.io.dicom` on an explicit list of files, which may lie in several folders."""
-    from ..io import dicom as dcm
+    """The DICOM image files ``names`` (relative to ``root``, possibly in several folders) as one Volume."""
+    from ..io.dicom import read_dicom_files
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # pydicom warns about every oddity of real files
-            files = [dcm._File(root / n, n, dcm._dcmread(root / n, header_only=True)) for n in names]
-            for f in files:
-                if not dcm._has_pixels(f.ds):
-                    raise InputError(f"{f.path}: DICOM file without pixel data")
-            return dcm._build(files, [], single_file=len(files) == 1)
-    except InputError:
-        raise
-    except Exception as e:  # malformed values surface as many kinds of pydicom/numpy errors
-        raise InputError(f"{root / names[0]}: unreadable DICOM input ({type(e).__name__}: {e})") from None
+    return read_dicom_files(root, names)
 
 
 def _file_volume(path: Path, kind: str, source: dict):
@@ -342,7 +329,8 @@ def _restore_lvp(archived: Path, spec: dict, out: Path) -> list[int]:
     from ..progress import run
 
     lvp = LvpFile(archived)
-    volume = lvp.volume(run(lvp.iter_decode()))  # every slice checked against its checksum
+    # every slice checked against its checksum; the DICOM files are checked one by one by iter_files below
+    volume = lvp.volume(run(lvp.iter_decode()), check_files=spec["kind"] != "dicom")
     mine = (volume.metadata or {}).get("lvpnet_archive") or {}
     if spec["kind"] == "dicom":
         base = out / spec["root"] if spec["root"] else out

@@ -110,6 +110,23 @@ def read_dicom(path: Path, *, series: str | None = None, follow_symlinks: bool =
         raise InputError(f"{path}: unreadable DICOM input ({type(e).__name__}: {e})") from None
 
 
+def read_dicom_files(root: Path, names: list[str]) -> Volume:
+    """The DICOM image files ``names`` (paths relative to ``root``, in any folders under it) as one
+    Volume, as ``read_dicom`` reads a series from a folder (the archiver groups series itself)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            files = [_File(root / n, n, _dcmread(root / n, header_only=True)) for n in names]
+            for f in files:
+                if not _has_pixels(f.ds):
+                    raise InputError(f"{f.path}: DICOM file without pixel data")
+            return _build(files, [], single_file=len(files) == 1)
+    except InputError:
+        raise
+    except Exception as e:  # malformed values surface as many kinds of pydicom/numpy errors
+        raise InputError(f"{root / names[0]}: unreadable DICOM input ({type(e).__name__}: {e})") from None
+
+
 def _read(path: Path, series: str | None, follow_symlinks: bool) -> Volume:
     if path.is_dir():
         files, skipped = _scan(path, follow_symlinks)
