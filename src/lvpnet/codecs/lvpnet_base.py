@@ -45,8 +45,12 @@ def decode_lattice(data: bytes, H: int, W: int, R: int, g: int) -> np.ndarray:
     from .jxl_size import jxl_size
 
     try:  # the declared size first: the decoder would allocate whatever the codestream says
-        if jxl_size(data) != lattice_shape(H, W, g):
-            raise ValueError("declares another size than the lattice's")
+        declared = jxl_size(data)
+    except Exception as e:
+        raise ValueError(f"lvpnet base layer: not a JPEG-XL codestream ({e})") from None
+    if declared != lattice_shape(H, W, g):
+        raise ValueError("lvpnet base layer: wrong shape or type (a codestream of another size; damaged chunk)")
+    try:
         sub = imagecodecs.jpegxl_decode(data)
     except Exception as e:  # imagecodecs raises its own error types for damaged codestreams
         raise ValueError(f"lvpnet base layer: not a JPEG-XL codestream ({e})") from None
