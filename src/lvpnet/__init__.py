@@ -16,9 +16,10 @@ __version__ = "0.1.0"
 
 import os
 
-# OpenMP threads that spin while they wait for work make torch 6-10x slower with 2 threads than
-# with 1 on a machine whose other core is busy (a user's workstation, a shared server); waiting
-# passively costs nothing measurable when the cores are free. libgomp reads this when torch is
+# OpenMP threads that spin while they wait for work make torch 1.8x (up to 6-10x) slower with 2
+# threads than with 1 on a machine whose other core is busy (a user's workstation, a shared server);
+# waiting passively keeps 2 threads level with 1 there, and costs about 15% against spinning when
+# the cores are free (benchmarks/threads.md): the safe default. libgomp reads this when torch is
 # first imported, which the imports below do, so it must be set first; a user's own setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
