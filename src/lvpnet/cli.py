@@ -17,21 +17,20 @@ import time
 from . import __version__, codecs
 from .errors import InputError, LvpnetError
 from .progress import Progress, run
+from .terminal import StatusLine, bar, duration
 
 OUTPUT_SUFFIXES = (".npy", ".nii", ".nii.gz")
 
 
-class ProgressBar:
+class ProgressBar(StatusLine):
     """Slices done / total on stderr, drawn only on a terminal, with the time left from the second
     slice of a stage on (timed from the first, which also loads the weights: the learned codec takes
     seconds a slice, and a long volume should say how long it will take)."""
 
     def __init__(self, enabled: bool | None = None, clock=time.monotonic, stream=None):
-        self.stream = sys.stderr if stream is None else stream
-        self.enabled = self.stream.isatty() if enabled is None else enabled
+        super().__init__(enabled, stream)
         self.clock = clock
         self._last = ""
-        self._drawn = 0  # length of what the current terminal line shows
         self._stage: tuple[str, float, int] | None = None  # (stage, when it started, slices done then)
 
     def __call__(self, p: Progress) -> None:
@@ -40,25 +39,13 @@ class ProgressBar:
         now = self.clock()
         if self._stage is None or self._stage[0] != p.stage or p.done < self._stage[2]:
             self._stage = (p.stage, now, p.done)
-        width = 30
-        filled = width * p.done // max(p.total, 1)
-        line = f"\r{p.stage:>7} [{'#' * filled}{'.' * (width - filled)}] {p.done}/{p.total} slices"
+        line = f"\r{p.stage:>7} {bar(p.done, p.total, 30)} {p.done}/{p.total} slices"
         _, start, first = self._stage
         if first < p.done < p.total:
-            line += f", {_duration((now - start) / (p.done - first) * (p.total - p.done))} left"
+            line += f", {duration((now - start) / (p.done - first) * (p.total - p.done))} left"
         if line != self._last:
-            self.stream.write(line.ljust(self._drawn))  # a shorter line wipes the longer one's tail
-            self._drawn = len(line)
-            if p.done == p.total:
-                self.stream.write("\n")
-                self._drawn = 0
-            self.stream.flush()
+            self.draw(line, final=p.done == p.total)
             self._last = line
-
-
-def _duration(seconds: float) -> str:
-    s = int(round(seconds))
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
 def _check_device(device: str) -> None:

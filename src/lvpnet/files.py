@@ -25,10 +25,11 @@ def kind(path: str | os.PathLike, follow_symlinks: bool = True) -> str:
         return "broken link" if os.path.islink(path) else "missing"
     except OSError:
         return "unreadable"
-    return _kind_of(st.st_mode)
+    return kind_of(st.st_mode)
 
 
-def _kind_of(mode: int) -> str:
+def kind_of(mode: int) -> str:
+    """The kind ``kind`` names, from a stat mode."""
     if stat.S_ISREG(mode):
         return "file"
     if stat.S_ISDIR(mode):
@@ -42,14 +43,19 @@ def _kind_of(mode: int) -> str:
     return "device"
 
 
-def open_regular(path: str | os.PathLike):
-    """A binary file object for ``path``, refused (InputError) unless it is a regular file."""
+def open_regular(path: str | os.PathLike, *, follow_symlinks: bool = True):
+    """A binary file object for ``path``, refused (InputError) unless it is a regular file.
+    Opened non-blocking, then checked with fstat: a FIFO cannot hang the open, and a name swapped
+    after a walk is caught too; ``follow_symlinks=False`` refuses a final symbolic link as well."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    if not follow_symlinks:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, flags)
     except OSError as e:
         raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
     try:
-        what = _kind_of(os.fstat(fd).st_mode)
+        what = kind_of(os.fstat(fd).st_mode)
         if what != "file":
             raise InputError(f"{path}: not a regular file (a {what}); only regular files are read")
         os.set_blocking(fd, True)

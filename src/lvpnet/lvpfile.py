@@ -214,12 +214,17 @@ class LvpFile:
         array = yield from self.iter_decode(stage="verify")
         for i in range(len(self.header.get("blobs", []))):
             self._reader.blob(i)
+        return (yield from self._iter_check_files(self._volume(array)))
+
+    def _iter_check_files(self, volume: Volume) -> Generator[Progress, None, int]:
+        """A DICOM archive's files rebuilt in memory and checked against their SHA-256; returns how
+        many (0 when the file holds no archive)."""
         from .dicom_archive import archive_of, iter_check
 
-        if archive_of(self.header.get("source", {}).get("metadata")) is None:
+        if archive_of(volume.metadata) is None:
             return 0
         try:
-            return (yield from iter_check(self._volume(array)))
+            return (yield from iter_check(volume))
         except DamagedError as e:  # the records name the archived file; say which .lvp holds it
             raise DamagedError(f"{self.name}: {e}") from None
 
@@ -229,14 +234,8 @@ class LvpFile:
         what verify refuses, decompress refuses too. ``check_files=False`` leaves that to a caller
         that rebuilds them next anyway (``dicom_archive.iter_files`` checks each file it yields)."""
         volume = self._volume(array)
-        from .dicom_archive import archive_of, iter_files
-
-        if check_files and archive_of(volume.metadata) is not None:
-            try:
-                for _ in iter_files(volume):
-                    pass
-            except DamagedError as e:  # the records name the archived file; say which .lvp holds it
-                raise DamagedError(f"{self.name}: {e}") from None
+        if check_files:
+            run(self._iter_check_files(volume))
         return volume
 
     def _volume(self, array: np.ndarray | None = None) -> Volume:

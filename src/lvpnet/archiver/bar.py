@@ -4,9 +4,10 @@ bar). The time left is estimated from the source bytes done, as items differ muc
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass
+
+from ..terminal import StatusLine, bar, duration
 
 
 @dataclass(frozen=True)
@@ -28,18 +29,11 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} PB"  # pragma: no cover - the loop returns
 
 
-def duration(seconds: float) -> str:
-    s = int(round(seconds))
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
-
-
-class ArchiveBar:
+class ArchiveBar(StatusLine):
     def __init__(self, enabled: bool | None = None, clock=time.monotonic, stream=None):
-        self.stream = sys.stderr if stream is None else stream
-        self.enabled = self.stream.isatty() if enabled is None else enabled
+        super().__init__(enabled, stream)
         self.clock = clock
         self._start: float | None = None
-        self._drawn = 0
 
     def __call__(self, p: ArchiveProgress) -> None:
         if not self.enabled:
@@ -47,18 +41,11 @@ class ArchiveBar:
         now = self.clock()
         if self._start is None:
             self._start = now
-        width = 24
-        filled = width * p.done // max(p.total, 1)
-        line = (f"\r{p.stage:>7} [{'#' * filled}{'.' * (width - filled)}] {p.done}/{p.total} items, "
+        line = (f"\r{p.stage:>7} {bar(p.done, p.total, 24)} {p.done}/{p.total} items, "
                 f"{human_bytes(p.bytes_in)} -> {human_bytes(p.bytes_out)}")
         if p.failed:
             line += f", {p.failed} failed"
         if 0 < p.bytes_in < p.total_bytes_in and p.done < p.total:
             left = (now - self._start) / p.bytes_in * (p.total_bytes_in - p.bytes_in)
             line += f", {duration(left)} left"
-        self.stream.write(line.ljust(self._drawn))  # a shorter line wipes the longer one's tail
-        self._drawn = len(line)
-        if p.done == p.total:
-            self.stream.write("\n")
-            self._drawn = 0
-        self.stream.flush()
+        self.draw(line, final=p.done == p.total)

@@ -60,20 +60,11 @@ def sha256_file(path: Path) -> str:
 
 
 def _open_regular(path: Path):
-    """Open ``path`` for reading only if it is a regular file: a name swapped for a FIFO, a device
-    or a symbolic link after the walk must not hang, flood or lead a worker elsewhere
-    (non-blocking, not following a link, then fstat)."""
-    import stat
+    """A walked file, read only while it is still a regular file: a name swapped for a FIFO, a device
+    or a symbolic link after the walk must not hang, flood or lead a worker elsewhere."""
+    from ..files import open_regular
 
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0))
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise InputError(f"{path}: not a regular file (not read)")
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
+    return open_regular(path, follow_symlinks=False)
 
 
 def _content_sha256(path: Path) -> str:

@@ -29,11 +29,11 @@ import hashlib
 import os
 import posixpath
 import re
-import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..files import kind_of
 from ..io import is_dicom_file
 
 LEDGER_NAME = "lvpnet-ledger.sqlite"
@@ -156,15 +156,10 @@ def _hash(text: str) -> str:
 
 
 def _not_regular(st: os.stat_result) -> str | None:
-    if stat.S_ISLNK(st.st_mode):
-        return "symbolic link (not followed)"
-    if stat.S_ISFIFO(st.st_mode):
-        return "FIFO (not read)"
-    if stat.S_ISSOCK(st.st_mode):
-        return "socket (not read)"
-    if not stat.S_ISREG(st.st_mode):
-        return "special file (not read)"
-    return None
+    what = kind_of(st.st_mode)
+    if what == "file":
+        return None
+    return "symbolic link (not followed)" if what == "link" else f"{what} (not read)"
 
 
 def _kind(name: str) -> str:

@@ -1,0 +1,33 @@
+"""One status line redrawn in place on a terminal: the progress bars of ``lvpnet compress`` and of
+``lvpnet archive`` / ``restore`` draw through it (stderr, and only on a terminal)."""
+
+from __future__ import annotations
+
+import sys
+
+
+def duration(seconds: float) -> str:
+    """``m:ss``, or ``h:mm:ss`` from an hour on."""
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def bar(done: int, total: int, width: int) -> str:
+    filled = width * done // max(total, 1)
+    return f"[{'#' * filled}{'.' * (width - filled)}]"
+
+
+class StatusLine:
+    def __init__(self, enabled: bool | None = None, stream=None):
+        self.stream = sys.stderr if stream is None else stream
+        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self._drawn = 0  # length of what the current terminal line shows
+
+    def draw(self, line: str, final: bool) -> None:
+        """Show ``line`` (starting with a carriage return) over the last one; ``final`` ends it."""
+        self.stream.write(line.ljust(self._drawn))  # a shorter line wipes the longer one's tail
+        self._drawn = len(line)
+        if final:
+            self.stream.write("\n")
+            self._drawn = 0
+        self.stream.flush()
