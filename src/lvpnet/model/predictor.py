@@ -60,6 +60,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .head_kernel import fused_params
 from .intnet import AMAX, IntConv2d, int_conv
 from .prep import CTX_BITS, ORDERS
 from .tables import ACT_FRAC
@@ -261,6 +262,12 @@ def head_params(
     N = raw.shape[0]
     if head >= 3 and lin is None and (nb is not None or ctx_v is not None):
         raise ValueError("head version 3 needs the linear-term channels (lin=, predictor.lin_index)")
+    if not soft:  # the codec's CPU case as one fused loop (model.head_kernel); None: not that case
+        fused = fused_params(raw, ctx_v, avail, first, R, B, head=head, thr=thr, lin=lin, soft=soft, nb=nb,
+                             nb_has=nb_has, n_scales=n_scales, fw=fw, act_frac=ACT_FRAC, amax=AMAX,
+                             lin_clamp=LIN_CLAMP)
+        if fused is not None:
+            return fused
     R = R.to(dev).long().view(N, 1, 1)
     B = B.to(dev).long().view(N, 1, 1)
     m_int = torch.round(raw[:, 0].detach()).long()

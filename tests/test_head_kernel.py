@@ -1,0 +1,56 @@
+"""The fused head kernel (numba) gives the very integers of the torch head, on hostile inputs too."""
+
+import pytest
+import torch
+
+from lvpnet.model import head_kernel
+from lvpnet.model.predictor import LIN_CLAMP, head_params, lin_index
+from lvpnet.model.tables import build_scale_thresholds
+
+pytest.importorskip("numba")
+
+
+def _both(monkeypatch, raw, ctx_v, k, R, B, head, thr, lin):
+    kw = dict(n_scales=80, per_octave=4, head=head, thr=thr, lin=lin)
+    args = (raw, ctx_v, torch.ones((1, ctx_v.shape[1]), dtype=torch.bool), torch.tensor([False]),
+            torch.tensor([R]), torch.tensor([B]))
+    fused = head_params(*args, **kw)
+    monkeypatch.setattr(head_kernel, "_KERNEL", False)  # the torch path
+    ref = head_params(*args, **kw)
+    monkeypatch.setattr(head_kernel, "_KERNEL", None)
+    return fused, ref
+
+
+@pytest.mark.parametrize("head", [2, 3])
+@pytest.mark.parametrize("k,R", [(1, 1), (3, 255), (7, 4095), (15, 65535), (15, 3)])
+def test_fused_equals_torch(monkeypatch, head, k, R):
+    g = torch.Generator().manual_seed(k * 7 + head + R)
+    B = max(1, int(R).bit_length())
+    h, w = 9, 13  # small and odd: every edge-replicated border
+    P = 2 + 9 * 15 + 12
+    # raw outputs far outside the clamps as well as near them
+    raw = torch.randint(-(2**22), 2**22, (1, P, h, w), generator=g).float()
+    raw[:, 2:] = torch.where(torch.rand((1, P - 2, h, w), generator=g) < 0.5,
+                             torch.randint(-(2**12), 2**18, (1, P - 2, h, w), generator=g).float(), raw[:, 2:])
+    raw[:, -12:] = torch.randint(-2 * LIN_CLAMP, 2 * LIN_CLAMP, (1, 12, h, w), generator=g).float()
+    ctx_v = torch.randint(0, R + 1, (1, k, h, w), generator=g)
+    thr = torch.from_numpy(build_scale_thresholds(80, 4, 0.08))
+    idx, ok = lin_index(4, True)
+    lin = (idx[k : k + 1], ok[k : k + 1]) if head >= 3 else None
+    (mu_f, s_f), (mu_t, s_t) = _both(monkeypatch, raw, ctx_v, k, R, B, head, thr, lin)
+    assert torch.equal(mu_f, mu_t) and torch.equal(s_f, s_t)
+    assert int(mu_f.min()) >= 0 and int(mu_f.max()) <= R
+
+
+def test_not_fused_where_it_does_not_apply(monkeypatch):
+    raw = torch.zeros((1, 149, 4, 4))
+    ctx_v = torch.zeros((1, 2, 4, 4), dtype=torch.int64)
+    common = dict(head=3, thr=torch.arange(80), lin=None, nb=None, nb_has=None, n_scales=80, fw=10, act_frac=8,
+                  amax=127, lin_clamp=LIN_CLAMP)
+    one, R, B = torch.tensor([False]), torch.tensor([5]), torch.tensor([3])
+    avail = torch.ones((1, 2), dtype=torch.bool)
+    assert head_kernel.fused_params(raw, ctx_v, avail, one, R, B, soft=True, **common) is None  # training
+    assert head_kernel.fused_params(raw, ctx_v, avail, torch.tensor([True]), R, B, soft=False, **common) is None
+    assert head_kernel.fused_params(raw, ctx_v, avail & False, one, R, B, soft=False, **common) is None
+    monkeypatch.setattr(head_kernel, "_KERNEL", False)  # numba missing: the caller keeps torch
+    assert head_kernel.fused_params(raw, ctx_v, avail, one, R, B, soft=False, **common) is None
