@@ -56,6 +56,8 @@ def test_qat_forward_equals_integer_path(subimage, head, rows):
     dec = IntegerDecoder(model.export_decoder(), dtype=torch.float64)
     dec32 = IntegerDecoder(model.export_decoder(), dtype=torch.float32)
     decg = IntegerDecoder(model.export_decoder(), dtype=torch.float32, impl="gemm")
+    decf = IntegerDecoder(model.export_decoder(), dtype=torch.float32, int8=False)  # the float convs (GPU path)
+    assert dec.int8 and dec32.int8 and not decg.int8  # int8 trunk on the CPU by default (model.int8_trunk)
     z = out["z"][0]
     feats = dec.features(z)
     assert torch.equal(feats, dec32.features(z).double())
@@ -68,6 +70,7 @@ def test_qat_forward_equals_integer_path(subimage, head, rows):
         mu, s = dec.predict(feats, ctx, k, R, B, known=sub)
         mu32, s32 = dec32.predict(dec32.features(z), ctx, k, R, B, known=sub)
         mug, sg = decg.predict(decg.features(z), ctx, k, R, B, known=sub)
+        muf, sf = decf.predict(decf.features(z), ctx, k, R, B, known=sub)
         if k == 0 and rows:  # what the decoder does: one row at a time from the row above
             raw0 = dec32.step0_head(dec32.features(z))
             for r in range(sub.shape[0]):
@@ -76,7 +79,8 @@ def test_qat_forward_equals_integer_path(subimage, head, rows):
                 assert torch.equal(mr[0], mu[r]) and torch.equal(sr[0], s[r]), f"row {r}"
         assert torch.equal(mu, out["mu"][k, 0]) and torch.equal(s, out["s"][k, 0]), f"step {k}: QAT != integer path"
         assert torch.equal(mu, mu32) and torch.equal(s, s32), f"step {k}: float32 != float64"
-        assert torch.equal(mu, mug) and torch.equal(s, sg), f"step {k}: gemm != conv"
+        assert torch.equal(mu, mug) and torch.equal(s, sg), f"step {k}: gemm != int8"
+        assert torch.equal(mu, muf) and torch.equal(s, sf), f"step {k}: float conv != int8"
         nontrivial += int(mu.unique().numel() > 3) + int(s.unique().numel() > 1)
         hr, wr = sub_real_shape(H, W, f, di, dj)
         assert torch.equal(pad_edge(sub[:hr, :wr], *sub.shape), sub)  # decoder rebuilds the padding exactly

@@ -24,6 +24,7 @@ from . import edge
 from .adapt import adapted_pixel_bits, flag_levels, offset_max, side_bits
 from .fitting import SliceFitting
 from .gmsm import GMSM
+from .int8_trunk import Int8Step
 from .intnet import ExactMode, IntConv2d, int_conv
 from .latent_adapt import staged_bits
 from .predictor import (
@@ -290,12 +291,15 @@ class IntegerDecoder:
     implementation to unfold + matmul (a cross-check; same results).
     """
 
-    def __init__(self, d: dict, device="cpu", dtype=None, impl: str = "conv"):
+    def __init__(self, d: dict, device="cpu", dtype=None, impl: str = "conv", int8: bool | None = None):
         if d.get("format") != FORMAT:
             raise ValueError(f"not an lvpnet decoder export (format {d.get('format')!r})")
         self.device = torch.device(device)
         self.dtype = dtype or (torch.float64 if self.device.type == "cpu" else torch.float32)
         self.impl = impl
+        # the trunk as exact int8 products (``model.int8_trunk``): on the CPU unless asked otherwise
+        self.int8 = (impl == "conv" and self.device.type == "cpu") if int8 is None else bool(int8)
+        self._int8_steps: dict = {}
         self.cfg = ModelConfig(**d["config"])
         mv = lambda t: t.to(self.device)  # noqa: E731
 
@@ -366,11 +370,26 @@ class IntegerDecoder:
             ctx_v = ctx_u = avail = None
         if k not in self._step_specs:  # the head cut to step k: 1/steps of its work
             self._step_specs[k] = step_spec(self.pred, k, self.P)
-        with ExactMode():
-            raw = trunk_int(self._step_specs[k], feats, ctx_u, avail, self.impl)
+        fast = self._int8_step(k, navail) if self.int8 else None
+        if fast is not None:
+            raw = fast(feats, ctx_u, avail)
+        else:
+            with ExactMode():
+                raw = trunk_int(self._step_specs[k], feats, ctx_u, avail, self.impl)
         if ctx_v is not None:
             ctx_v, avail = ctx_v[:, :navail], avail[:, :navail]
         return raw, ctx_v, avail
+
+    def _int8_step(self, k: int, navail: int):
+        """Step ``k``'s ``int8_trunk.Int8Step`` (None where the weights do not fit int8). Its head
+        computes only what ``head_params`` reads: location, scale, the neighbour weights of the
+        decoded sub-images (step 0 by rows: its three above) and the linear terms, in that order."""
+        if k not in self._int8_steps:
+            nw = 9 * navail if k else (3 if self.cfg.step0_rows else 0)
+            L = 0 if self.lin is None else int(self.lin[0].shape[1])
+            rows = torch.tensor([0, 1, *range(2, 2 + nw), *range(self.P - L, self.P)], dtype=torch.int64)
+            self._int8_steps[k] = Int8Step.build(self._step_specs[k], rows, navail)
+        return self._int8_steps[k]
 
     def _params(self, raw, R: int, B: int, k: int, **kw):
         lin = None if self.lin is None else (self.lin[0][k : k + 1], self.lin[1][k : k + 1])

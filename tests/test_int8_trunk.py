@@ -1,0 +1,46 @@
+"""The int8 trunk gives the float trunk's integers on the shipped weights, step by step."""
+
+import numpy as np
+import pytest
+import torch
+
+from lvpnet.model import IntegerDecoder, int8_trunk, load_checkpoint, prep
+
+pytest.importorskip("numba")
+
+
+def test_shipped_weights_int8_equals_float():
+    from lvpnet.codecs.lvpnet_codec import shipped_weights
+
+    w = shipped_weights()
+    if w is None or not int8_trunk.supported():
+        pytest.skip("no shipped weights or no int8 product on this CPU")
+    ck = load_checkpoint(w)
+    fast = IntegerDecoder(ck["decoder"], dtype=torch.float32)
+    ref = IntegerDecoder(ck["decoder"], dtype=torch.float32, int8=False)
+    assert fast.int8 and not ref.int8
+    rng = np.random.default_rng(0)
+    H, W = 70, 45  # padded to 96 x 64: every border of the 3x3 layers, odd grids
+    yy, xx = np.mgrid[:H, :W]
+    v = (2000 + 900 * np.sin(yy / 6) * np.cos(xx / 9) + rng.normal(0, 30, (H, W))).astype(np.int64)
+    v -= v.min()
+    R, B = int(v.max()), prep.bit_depth(int(v.max()))
+    Hp, Wp = prep.padded_size(H, W, fast.cfg.stride)
+    f = fast.f
+    vp = prep.polyphase_pad(v, Hp, Wp, f)
+    z = torch.from_numpy(rng.integers(-3, 4, fast_latent_shape(fast, Hp, Wp)))
+    feats = fast.features(z)
+    assert torch.equal(feats, ref.features(z))
+    ctx = [torch.from_numpy(np.ascontiguousarray(vp[di::f, dj::f])) for di, dj in fast.order]
+    for k in range(fast.steps):
+        a, ctx_v, avail = fast._raw(feats, ctx, k, B)
+        b = ref._raw(feats, ctx, k, B)[0]
+        assert torch.equal(a, b[:, fast._int8_steps[k].head_rows]), f"step {k}"
+        if k:
+            pa = fast._params(a, R, B, k, ctx_v=ctx_v, avail=avail)
+            pb = ref._params(b, R, B, k, ctx_v=ctx_v, avail=avail)
+            assert torch.equal(pa[0], pb[0]) and torch.equal(pa[1], pb[1]), f"step {k}"
+
+
+def fast_latent_shape(dec, Hp, Wp):
+    return (int(dec.latent_tables.shape[0]), Hp // dec.cfg.stride, Wp // dec.cfg.stride)
