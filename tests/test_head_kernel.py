@@ -54,3 +54,27 @@ def test_not_fused_where_it_does_not_apply(monkeypatch):
     assert head_kernel.fused_params(raw, ctx_v, avail & False, one, R, B, soft=False, **common) is None
     monkeypatch.setattr(head_kernel, "_KERNEL", False)  # numba missing: the caller keeps torch
     assert head_kernel.fused_params(raw, ctx_v, avail, one, R, B, soft=False, **common) is None
+
+
+@pytest.mark.parametrize("head,R", [(2, 255), (3, 4095), (3, 65535)])
+def test_fused_rows_equal_torch(monkeypatch, head, R):
+    """Step 0 by rows (neighbours given: the row above), every row but the first."""
+    from lvpnet.model.predictor import row_neighbours
+
+    g = torch.Generator().manual_seed(R + head)
+    w, n = 11, 4
+    P = 2 + 9 * 15 + 12
+    raw = torch.randint(-(2**20), 2**20, (1, P, n, w), generator=g).float()
+    raw[:, 2:5] = torch.randint(-(2**12), 2**18, (1, 3, n, w), generator=g).float()
+    raw[:, -12:] = torch.randint(-2 * LIN_CLAMP, 2 * LIN_CLAMP, (1, 12, n, w), generator=g).float()
+    up = torch.randint(0, R + 1, (1, n, w), generator=g)
+    nb, has = row_neighbours(up, 1)
+    idx, ok = lin_index(4, True)
+    kw = dict(n_scales=80, per_octave=4, head=head, thr=torch.from_numpy(build_scale_thresholds(80, 4, 0.08)),
+              lin=(idx[:1], ok[:1]) if head >= 3 else None, nb=nb, nb_has=has)
+    args = (raw, None, None, torch.tensor([True]), torch.tensor([R]), torch.tensor([max(1, R.bit_length())]))
+    fused = head_params(*args, **kw)
+    assert head_kernel._KERNEL  # the kernel ran
+    monkeypatch.setattr(head_kernel, "_KERNEL", False)
+    ref = head_params(*args, **kw)
+    assert torch.equal(fused[0], ref[0]) and torch.equal(fused[1], ref[1])

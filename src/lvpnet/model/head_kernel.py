@@ -7,10 +7,11 @@ every decoded sub-image (up to 135 neighbours per pixel). In torch that is a doz
 decoder's time, all of it memory traffic. One loop per pixel reads each neighbour once and keeps
 the sums in registers, in int64 (exact by construction, no float bound to argue).
 
-Only the case the codec runs on the CPU is fused: head version >= 2, every listed context
-sub-image available, neighbours taken from the context sub-images (not step 0's rows), no
-training relaxation. ``fused_params`` returns None for anything else, and when numba is not
-installed, and the caller keeps the torch path. Tests compare both on random and real inputs.
+Only the cases the codec runs on the CPU are fused: head version >= 2, no training relaxation;
+steps >= 1 with every listed context sub-image available, and step 0's rows below the first
+(128 small calls a 512 x 512 slice, where torch's per-call cost dominated). ``fused_params``
+returns None for anything else, and when numba is not installed, and the caller keeps the torch
+path. Tests compare both on random and real inputs.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ _KERNEL = None  # compiled on first use; False when numba is not available
 
 
 def _compile():
+    """(steps >= 1 kernel, step-0 rows kernel), or False without numba."""
     global _KERNEL
     if _KERNEL is None:
         try:
@@ -29,25 +31,65 @@ def _compile():
         except ImportError:  # the torch path is exact too, only slower
             _KERNEL = False
             return _KERNEL
-        _KERNEL = numba.njit(cache=True, nogil=True)(_head)
+        jit = numba.njit(cache=True, nogil=True)
+        global _finish, _weight
+        inline = numba.njit(cache=True, nogil=True, inline="always")  # per neighbour and pixel: no calls
+        _finish, _weight = inline(_finish), inline(_weight)
+        _KERNEL = (jit(_head), jit(_head_nb))
     return _KERNEL
 
 
-def _head(raw, ctx, lin_idx, lin_ok, thr, R, B, fw, act_frac, amax, n_scales, lin_clamp):
-    """raw (P, h, w) float32 integer-valued; ctx (n, h, w) int64 -> mu, s (h, w) int64.
+def _finish(raw, y, x, nbv, wt, nw, A, num, lin_idx, lin_ok, thr, R, fw, sscale, act_frac, n_scales, lin_clamp, mu, s):
+    """One pixel's (mu, s) from its neighbours ``nbv[:nw]``, weights ``wt[:nw]`` and their sums."""
+    P = raw.shape[0]
+    L = lin_idx.shape[0]
+    Ac = max(A, 1)
+    wavg = (num + (A >> 1)) // Ac
+    act = 0
+    for j in range(nw):
+        act += wt[j] * abs(nbv[j] - wavg)
+    act = (act << act_frac) // Ac
+    # searchsorted(thr, act, right=True) - 1: thresholds at or below act, minus one
+    lo, hi = 0, thr.shape[0]
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if thr[mid] <= act:
+            lo = mid + 1
+        else:
+            hi = mid
+    s_raw = np.floor(np.float64(raw[1, y, x]) * sscale)
+    s_corr = np.int64(min(max(s_raw, -64.0), 63.0))
+    s[y, x] = min(max(lo - 1 + s_corr, 0), n_scales - 1)
+    m_int = np.int64(np.round(np.float64(raw[0, y, x])))
+    delta = (m_int * act + (np.int64(1) << (fw + 3 + act_frac))) >> (fw + 4 + act_frac)
+    acc = 0
+    for t in range(L):
+        if lin_ok[t]:
+            c_t = np.int64(min(max(np.round(np.float64(raw[P - L + t, y, x])), -lin_clamp), lin_clamp))
+            acc += c_t * (nbv[lin_idx[t]] - wavg)
+    if L:
+        delta += (acc + (np.int64(1) << (fw + 3))) >> (fw + 4)
+    mu[y, x] = min(max(wavg + delta, 0), R)
 
-    Mirrors ``head_params`` line by line (``neighbours``' channel order ``c * 9 + 3 * ki + kj``,
-    edge-replicated; torch's floor division and arithmetic shifts)."""
+
+def _weight(a, wscale, amax):
+    """A neighbour's weight ``clamp(floor(a / 2**fw), 0, AMAX) + 1`` from its raw head output
+    (``wscale = 2**-fw``, exact: a power of two)."""
+    a = np.floor(np.float64(a) * wscale)
+    return np.int64(min(max(a, 0.0), amax)) + 1
+
+
+def _head(raw, ctx, lin_idx, lin_ok, thr, R, fw, act_frac, amax, n_scales, lin_clamp):
+    """Steps >= 1: raw (P, h, w) float32 integer-valued, ctx (n, h, w) int64 decoded sub-images
+    -> mu, s (h, w) int64. Mirrors ``head_params`` (``neighbours``' channel order
+    ``c * 9 + 3 * ki + kj``, edge-replicated; torch's floor division and arithmetic shifts)."""
     n, h, w = ctx.shape
     nw = 9 * n
-    L = lin_idx.shape[0]
-    P = raw.shape[0]
     mu = np.empty((h, w), np.int64)
     s = np.empty((h, w), np.int64)
-    wscale = 2.0 ** -fw
-    sscale = 2.0 ** -(fw + 2)
     nbv = np.empty(nw, np.int64)
     wt = np.empty(nw, np.int64)
+    wscale, sscale = 2.0 ** -fw, 2.0 ** -(fw + 2)
     for y in range(h):
         for x in range(w):
             A = 0
@@ -58,64 +100,68 @@ def _head(raw, ctx, lin_idx, lin_ok, thr, R, B, fw, act_frac, amax, n_scales, li
                     for kj in range(3):
                         xx = min(max(x + kj - 1, 0), w - 1)
                         j = c * 9 + 3 * ki + kj
-                        a = np.floor(np.float64(raw[2 + j, y, x]) * wscale)
-                        a = min(max(a, 0.0), amax)
-                        wj = np.int64(a) + 1
+                        wj = _weight(raw[2 + j, y, x], wscale, amax)
                         v = ctx[c, yy, xx]
                         nbv[j] = v
                         wt[j] = wj
                         A += wj
                         num += wj * v
-            Ac = max(A, 1)
-            wavg = (num + (A >> 1)) // Ac
-            act = 0
+            _finish(raw, y, x, nbv, wt, nw, A, num, lin_idx, lin_ok, thr, R, fw, sscale, act_frac, n_scales, lin_clamp,
+                    mu, s)
+    return mu, s
+
+
+def _head_nb(raw, nb, lin_idx, lin_ok, thr, R, fw, act_frac, amax, n_scales, lin_clamp):
+    """Step 0 by rows: the neighbours given, ``nb`` (n, h, w) int64 (``row_neighbours``), every
+    pixel with a row above -> mu, s (h, w) int64."""
+    nw, h, w = nb.shape
+    mu = np.empty((h, w), np.int64)
+    s = np.empty((h, w), np.int64)
+    nbv = np.empty(nw, np.int64)
+    wt = np.empty(nw, np.int64)
+    wscale, sscale = 2.0 ** -fw, 2.0 ** -(fw + 2)
+    for y in range(h):
+        for x in range(w):
+            A = 0
+            num = 0
             for j in range(nw):
-                act += wt[j] * abs(nbv[j] - wavg)
-            act = (act << act_frac) // Ac
-            # searchsorted(thr, act, right=True) - 1: thresholds at or below act, minus one
-            lo, hi = 0, thr.shape[0]
-            while lo < hi:
-                mid = (lo + hi) >> 1
-                if thr[mid] <= act:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            s_raw = np.floor(np.float64(raw[1, y, x]) * sscale)
-            s_corr = np.int64(min(max(s_raw, -64.0), 63.0))
-            s[y, x] = min(max(lo - 1 + s_corr, 0), n_scales - 1)
-            m_int = np.int64(np.round(np.float64(raw[0, y, x])))
-            delta = (m_int * act + (np.int64(1) << (fw + 3 + act_frac))) >> (fw + 4 + act_frac)
-            acc = 0
-            for t in range(L):
-                if lin_ok[t]:
-                    c_t = np.int64(min(max(np.round(np.float64(raw[P - L + t, y, x])), -lin_clamp), lin_clamp))
-                    acc += c_t * (nbv[lin_idx[t]] - wavg)
-            if L:
-                delta += (acc + (np.int64(1) << (fw + 3))) >> (fw + 4)
-            mu[y, x] = min(max(wavg + delta, 0), R)
+                wj = _weight(raw[2 + j, y, x], wscale, amax)
+                v = nb[j, y, x]
+                nbv[j] = v
+                wt[j] = wj
+                A += wj
+                num += wj * v
+            _finish(raw, y, x, nbv, wt, nw, A, num, lin_idx, lin_ok, thr, R, fw, sscale, act_frac, n_scales, lin_clamp,
+                    mu, s)
     return mu, s
 
 
 def fused_params(raw, ctx_v, avail, first, R, B, *, head, thr, lin, soft, nb, nb_has, n_scales, fw, act_frac, amax,
                  lin_clamp):
-    """``head_params``' (mu, s) from the fused kernel, or None where it does not apply."""
-    if soft or head < 2 or nb is not None or nb_has is not None or ctx_v is None or thr is None:
+    """``head_params``' (mu, s) from a fused kernel, or None where none applies: the codec's CPU
+    cases, head version >= 2, one slice, no training relaxation; steps >= 1 with every listed
+    context sub-image available, or step 0's rows that all have a row above."""
+    if soft or head < 2 or thr is None or raw.device.type != "cpu" or raw.shape[0] != 1:
         return None
-    if raw.device.type != "cpu" or raw.shape[0] != 1 or ctx_v.shape[1] == 0 or bool(first.any()):
+    if nb is not None:
+        if nb_has is None or not bool(nb_has.all()):
+            return None
+        which, values = 1, nb[0]
+    else:
+        if ctx_v is None or ctx_v.shape[1] == 0 or bool(first.any()):
+            return None
+        if avail is not None and not bool(avail.all()):
+            return None
+        which, values = 0, ctx_v[0]
+    kernels = _compile()
+    if not kernels:
         return None
-    if avail is not None and not bool(avail.all()):
-        return None
-    kernel = _compile()
-    if not kernel:
-        return None
-    lin_idx = np.zeros(0, np.int64) if lin is None else lin[0][0].cpu().numpy().astype(np.int64)
-    lin_ok = np.zeros(0, np.bool_) if lin is None else lin[1][0].cpu().numpy().astype(np.bool_)
-    if head < 3:
-        lin_idx, lin_ok = lin_idx[:0], lin_ok[:0]
-    mu, s = kernel(
+    lin_idx = np.zeros(0, np.int64) if lin is None or head < 3 else lin[0][0].cpu().numpy().astype(np.int64)
+    lin_ok = np.zeros(0, np.bool_) if lin is None or head < 3 else lin[1][0].cpu().numpy().astype(np.bool_)
+    mu, s = kernels[which](
         np.ascontiguousarray(raw[0].detach().to(torch.float32).numpy()),
-        np.ascontiguousarray(ctx_v[0].to(torch.int64).numpy()),
+        np.ascontiguousarray(values.to(torch.int64).numpy()),
         lin_idx, lin_ok, np.ascontiguousarray(thr.cpu().numpy().astype(np.int64)),
-        int(R.reshape(-1)[0]), int(B.reshape(-1)[0]), fw, act_frac, float(amax), n_scales, lin_clamp,
+        int(R.reshape(-1)[0]), fw, act_frac, float(amax), n_scales, lin_clamp,
     )
     return torch.from_numpy(mu)[None], torch.from_numpy(s)[None]
