@@ -11,8 +11,9 @@ Two more savings come for free with exact integers: the head computes only the o
 reads (the neighbour weights of the sub-images decoded so far, not all of them), and the context
 stem reads only the decoded sub-images (the others are zero and add nothing).
 
-Layout: activations stay (h, w, C) int8 between layers, so a 3x3 layer's input matrix is nine
-shifted views side by side, with no transposes.
+Layout: channel first, as the float path: a 3x3 layer's input matrix is ``F.unfold``'s (nine
+shifted copies of each channel, rows of contiguous pixels), the product ``W cols`` gives the
+output channels first, and the head's raw maps come out in the layout ``head_params`` reads.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ def _fits(layer: dict) -> bool:
 
 
 class _Layer:
-    """One exported layer as a (K, O) int8 matrix (rows in (ki, kj, c) order) and int32 bias."""
+    """One exported layer as an (O, K) int8 matrix (columns in (c, ki, kj) order, zero-padded to
+    ``_K_ALIGN``) and an int32 bias."""
 
     def __init__(self, spec: dict, rows: torch.Tensor | None = None):
         w = spec["weight"].to(torch.int64)
@@ -60,65 +62,52 @@ class _Layer:
         n_out, C, k, _ = w.shape
         self.k, self.C, self.O = k, C, n_out
         K = k * k * C
-        self.Kp = -(-K // _K_ALIGN) * _K_ALIGN
-        mat = torch.zeros((self.Kp, n_out), dtype=torch.int8)
-        mat[:K] = w.permute(2, 3, 1, 0).reshape(K, n_out).to(torch.int8)
-        self.mat = mat.t().contiguous().t()  # column-major: the layout the int8 kernel reads fastest
-        self.w_rows = mat[:K].t().contiguous() if k == 1 else None  # (O, C): a 1x1 head as W x^T
-        self.bias = b.to(torch.int32)
-        self.shift, self.relu, self.raw = int(spec["shift"]), bool(spec["relu"]), bool(spec["raw"])
+        self.Kp = -(-K // _K_ALIGN) * _K_ALIGN if k > 1 else K
+        mat = torch.zeros((n_out, self.Kp), dtype=torch.int8)
+        mat[:, :K] = w.reshape(n_out, K).to(torch.int8)
+        self.mat = mat
+        self.bias = b.to(torch.int32)[:, None]
+        self.shift = int(spec["shift"])
 
-    def acc(self, x: torch.Tensor) -> torch.Tensor:
-        """x (h, w, C) int8 -> the exact sums (h * w, O) int32, without the bias."""
-        h, w, C = x.shape
-        cols = torch.from_numpy(_kernels()[0](x.numpy(), self.k, self.Kp))
-        return torch._int_mm(cols, self.mat)
+    def acc(self, parts: list) -> torch.Tensor:
+        """Channel-first inputs (C_i, h, w) (float32 or int8, integers in [0, AMAX]), together the
+        layer's C channels -> the exact sums (O, h * w) int32, bias included."""
+        if self.k == 1:
+            (x,) = parts
+            cols = torch.from_numpy(x.reshape(x.shape[0], -1))
+        else:
+            h, w = parts[0].shape[-2:]
+            out = np.zeros((self.Kp, h * w), np.int8)
+            row = 0
+            for x in parts:
+                _kernels()[0](x, out, row)
+                row += 9 * x.shape[0]
+            cols = torch.from_numpy(out)
+        return torch._int_mm(self.mat, cols) + self.bias
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """A hidden layer: floor((acc + bias) / 2**shift) clamped to [0, AMAX], as (h, w, O) int8."""
-        h, w, _ = x.shape
-        y = _kernels()[1](self.acc(x).numpy(), self.bias.numpy(), self.shift)
-        return torch.from_numpy(y).view(h, w, self.O)
-
-    def head(self, x: torch.Tensor) -> torch.Tensor:
-        """A 1x1 raw head: acc + bias as (O, h * w) float32 (|sums| < 2**24: exact). Computed as
-        W x^T, so the channels come out first without a transpose of the (large) result."""
-        h, w, C = x.shape
-        acc = torch._int_mm(self.w_rows, x.reshape(h * w, C).t().contiguous())
-        return (acc + self.bias[:, None]).to(torch.float32)
-
-
-def _im2col(x, k, Kp):
-    """(h, w, C) int8 -> (h * w, Kp) int8: the k x k neighbourhoods (zero padded), (ki, kj, c) order."""
-    h, w, C = x.shape
-    out = np.zeros((h * w, Kp), np.int8)
-    r = k // 2
-    for y in range(h):
-        for xx in range(w):
-            row = y * w + xx
-            for ki in range(k):
-                yy = y + ki - r
-                if yy < 0 or yy >= h:
-                    continue
-                for kj in range(k):
-                    xs = xx + kj - r
-                    if xs < 0 or xs >= w:
-                        continue
-                    base = (ki * k + kj) * C
-                    for c in range(C):
-                        out[row, base + c] = x[yy, xs, c]
-    return out
+    def hidden(self, parts: list) -> np.ndarray:
+        """A hidden layer: clamp(floor(sums / 2**shift), 0, AMAX) as (O, h, w) int8."""
+        h, w = parts[0].shape[-2:]
+        y = torch.bitwise_right_shift(self.acc(parts), self.shift).clamp_(0, AMAX).to(torch.int8)
+        return y.numpy().reshape(self.O, h, w)
 
 
-def _hidden(acc, bias, shift):
-    """(n, O) int32 sums -> clamp(floor((acc + bias) / 2**shift), 0, AMAX) as int8."""
-    n, n_out = acc.shape
-    out = np.empty((n, n_out), np.int8)
-    for i in range(n):
-        for o in range(n_out):
-            v = (acc[i, o] + bias[o]) >> shift
-            out[i, o] = min(max(v, 0), AMAX)
-    return out
+def _unfold3(x, out, row0):
+    """Rows ``row0 + 9 c + 3 ki + kj`` of ``out`` (K, h * w) int8: channel ``c`` of ``x`` (C, h, w)
+    shifted by (ki - 1, kj - 1), zero outside (``F.unfold``'s layout, a 3x3 conv's zero padding;
+    ``out`` comes zeroed). Row segments are copied through views, which numba vectorises."""
+    C, h, w = x.shape
+    for c in range(C):
+        for ki in range(3):
+            for kj in range(3):
+                r = row0 + 9 * c + 3 * ki + kj
+                lo = 1 if kj == 0 else 0
+                hi = w - 1 if kj == 2 else w
+                for y in range(max(0, 1 - ki), min(h, h + 1 - ki)):
+                    dst = out[r, y * w + lo : y * w + hi]
+                    src = x[c, y + ki - 1, lo + kj - 1 : hi + kj - 1]
+                    for i in range(hi - lo):
+                        dst[i] = src[i]
 
 
 _KERNELS = None
@@ -129,8 +118,7 @@ def _kernels():
     if _KERNELS is None:
         import numba
 
-        jit = numba.njit(cache=True, nogil=True)
-        _KERNELS = (jit(_im2col), jit(_hidden))
+        _KERNELS = (numba.njit(cache=True, nogil=True)(_unfold3),)
     return _KERNELS
 
 
@@ -163,14 +151,12 @@ class Int8Step:
     def __call__(self, feats: torch.Tensor, ctx_u: torch.Tensor | None, avail: torch.Tensor | None) -> torch.Tensor:
         """Like ``predictor.trunk_int`` for one slice: raw head integers (1, len(head_rows), h, w) float32."""
         h, w = feats.shape[-2:]
-        parts = [feats[0].permute(1, 2, 0).to(torch.int8)]  # small: 16 channels
+        parts = [feats[0].to(torch.float32).numpy()]
         if self.ctx is not None:
             # sub-images not decoded yet are zero here (``IntegerDecoder._raw``): cutting them adds nothing
             c = int_conv(ctx_u[:, : max(1, self.n_ctx)].to(torch.float32), self.ctx, "conv")
-            parts.append(c[0].permute(1, 2, 0).to(torch.int8))
-            m = (avail[0].to(torch.int8) * AMAX).view(1, 1, -1).expand(h, w, -1)
-            parts.append(m)
-        x = torch.cat(parts, 2)
+            m = np.broadcast_to((avail[0].to(torch.int8) * AMAX).numpy()[:, None, None], (avail.shape[1], h, w))
+            parts += [c[0].numpy(), np.ascontiguousarray(m)]
         for layer in self.layers:
-            x = layer(x)
-        return self.head.head(x).view(1, -1, h, w)
+            parts = [layer.hidden(parts)]
+        return self.head.acc(parts).to(torch.float32).view(1, -1, h, w)  # |sums| < 2**24: exact
