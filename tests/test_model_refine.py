@@ -128,3 +128,28 @@ def test_the_encoder_refines_a_texture_and_leaves_small_steps(rng):
     small = v[:16, :16]
     ref, same = refine.choose_step(small, small[di::f, dj::f], mu[:4, :4], s[:4, :4], (di, dj), f, ORDER, k, 4095, SHIFTS)
     assert ref is None and np.array_equal(same, mu[:4, :4])
+
+
+def test_numba_kernels_give_the_numpy_integers(monkeypatch):
+    """``refine_step`` and ``neighbour_deltas`` through numba equal the numpy path, at every border."""
+    pytest.importorskip("numba")
+    from lvpnet.model import refine
+
+    rng = np.random.default_rng(0)
+    plane = rng.integers(0, 2**16, (37, 29)).astype(np.int64)
+    order = ORDERS[4]
+    for k in (1, 5, 15):
+        pos = order[k]
+        h, w = len(range(pos[0], 37, 4)), len(range(pos[1], 29, 4))
+        mu, s = rng.integers(0, 2**16, (h, w)), rng.integers(0, 80, (h, w))
+        for config in range(1, len(refine.CONFIGS)):
+            radius, classes = refine.CONFIGS[config]
+            offs = refine.neighbour_offsets(order, k, radius)
+            ref = refine.StepRefinement(config, np.sort(rng.integers(0, 80, classes - 1)),
+                                        rng.integers(-(2**13) + 1, 2**13, (classes, len(offs))))
+            fast = refine.refine_step(plane, mu, s, pos, 4, order, k, ref, 2**16 - 1)
+            d_fast = refine.neighbour_deltas(plane, mu, pos, 4, offs)
+            monkeypatch.setattr(refine, "_KERNELS", False)
+            assert np.array_equal(fast, refine.refine_step(plane, mu, s, pos, 4, order, k, ref, 2**16 - 1))
+            assert np.array_equal(d_fast, refine.neighbour_deltas(plane, mu, pos, 4, offs))
+            monkeypatch.setattr(refine, "_KERNELS", None)

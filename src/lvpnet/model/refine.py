@@ -102,11 +102,75 @@ def neighbours(plane: np.ndarray, pos, shape: tuple[int, int], f: int, offset) -
 def neighbour_deltas(plane: np.ndarray, mu: np.ndarray, pos, f: int, offsets) -> np.ndarray:
     """int64 (pixels, offsets): ``n_t - mu`` for the pixels of ``plane[di::f, dj::f]`` (``mu`` their
     real shape), 0 where an offset has no pixel."""
+    kernels = _kernels()
+    if kernels and len(offsets):
+        return kernels[0](np.ascontiguousarray(plane, np.int64), np.ascontiguousarray(mu, np.int64),
+                          *_folded(plane.shape, mu.shape, pos, f, offsets))
     out = np.zeros((mu.size, len(offsets)), np.int64)
     for t, offset in enumerate(offsets):
         n, ok = neighbours(plane, pos, mu.shape, f, offset)
         out[:, t] = np.where(ok, n - mu, 0).reshape(-1)
     return out
+
+
+def _deltas(plane, mu, ry, oky, rx, okx):
+    """``neighbour_deltas`` from the folded indices: (T, h) rows, (T, w) columns and their masks."""
+    T, h = ry.shape
+    w = rx.shape[1]
+    out = np.zeros((h * w, T), np.int64)
+    for i in range(h):
+        for j in range(w):
+            p = i * w + j
+            for t in range(T):
+                if oky[t, i] and okx[t, j]:
+                    out[p, t] = plane[ry[t, i], rx[t, j]] - mu[i, j]
+    return out
+
+
+def _folded(shape, sub_shape, pos, f: int, offsets):
+    """Every offset's folded rows (T, h) and columns (T, w) with their masks (``fold``)."""
+    (di, dj), (h, w) = pos, sub_shape
+    rows = [fold(di + f * np.arange(h) + dy, shape[0], f) for dy, _ in offsets]
+    cols = [fold(dj + f * np.arange(w) + dx, shape[1], f) for _, dx in offsets]
+    return (np.stack([r for r, _ in rows]), np.stack([ok for _, ok in rows]),
+            np.stack([c for c, _ in cols]), np.stack([ok for _, ok in cols]))
+
+
+def _refined(plane, mu, ry, oky, rx, okx, cls, coefs, R, frac):
+    """``apply_coefs`` of the deltas without building them: ``mu + round(sum_t q[c, t] (n_t - mu))``
+    per pixel in int64 (exact; the float64 path is exact too, below 2**51)."""
+    T, h = ry.shape
+    w = rx.shape[1]
+    out = np.empty((h, w), np.int64)
+    half = np.int64(1) << (frac - 1)
+    for i in range(h):
+        for j in range(w):
+            c = cls[i * w + j]
+            m = mu[i, j]
+            acc = np.int64(0)
+            for t in range(T):
+                if oky[t, i] and okx[t, j]:
+                    acc += coefs[c, t] * (plane[ry[t, i], rx[t, j]] - m)
+            out[i, j] = min(max(m + ((acc + half) >> frac), 0), R)
+    return out
+
+
+_KERNELS = None
+
+
+def _kernels():
+    """(``_deltas``, ``_refined``) compiled by numba, or False without numba (the numpy path, same
+    integers)."""
+    global _KERNELS
+    if _KERNELS is None:
+        try:
+            import numba
+
+            jit = numba.njit(cache=True, nogil=True)
+            _KERNELS = (jit(_deltas), jit(_refined))
+        except ImportError:
+            _KERNELS = False
+    return _KERNELS
 
 
 def classes_of(s: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -130,8 +194,15 @@ def refine_step(plane, mu, s, pos, f: int, order, k: int, ref: StepRefinement | 
     offsets = neighbour_offsets(order, k, CONFIGS[ref.config][0])
     if not offsets:
         return mu
+    cls = classes_of(s, ref.edges)
+    kernels = _kernels()
+    if kernels:  # one pass: the sums per pixel in int64, no (pixels, offsets) matrix
+        folded = _folded(plane.shape, mu.shape, pos, f, offsets)
+        out = kernels[1](np.ascontiguousarray(plane, np.int64), np.ascontiguousarray(mu, np.int64), *folded,
+                         cls.astype(np.int64), np.ascontiguousarray(ref.coefs, np.int64), int(R), COEF_FRAC)
+        return out
     deltas = neighbour_deltas(plane, mu, pos, f, offsets)
-    return apply_coefs(mu, deltas, classes_of(s, ref.edges), ref.coefs, R)
+    return apply_coefs(mu, deltas, cls, ref.coefs, R)
 
 
 # ------------------------------------------------------------------ side information
