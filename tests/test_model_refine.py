@@ -131,7 +131,7 @@ def test_the_encoder_refines_a_texture_and_leaves_small_steps(rng):
 
 
 def test_numba_kernels_give_the_numpy_integers(monkeypatch):
-    """``refine_step`` and ``neighbour_deltas`` through numba equal the numpy path, at every border."""
+    """``refine_step``, ``neighbour_deltas`` and ``apply_coefs`` through numba equal the numpy path, at every border."""
     pytest.importorskip("numba")
     from lvpnet.model import refine
 
@@ -149,7 +149,10 @@ def test_numba_kernels_give_the_numpy_integers(monkeypatch):
                                         rng.integers(-(2**13) + 1, 2**13, (classes, len(offs))))
             fast = refine.refine_step(plane, mu, s, pos, 4, order, k, ref, 2**16 - 1)
             d_fast = refine.neighbour_deltas(plane, mu, pos, 4, offs)
+            cls = refine.classes_of(s, ref.edges)
+            a_fast = refine.apply_coefs(mu, d_fast, cls, ref.coefs, 2**16 - 1)
             monkeypatch.setattr(refine, "_KERNELS", False)
+            assert np.array_equal(a_fast, refine.apply_coefs(mu, d_fast, cls, ref.coefs, 2**16 - 1))
             assert np.array_equal(fast, refine.refine_step(plane, mu, s, pos, 4, order, k, ref, 2**16 - 1))
             assert np.array_equal(d_fast, refine.neighbour_deltas(plane, mu, pos, 4, offs))
             monkeypatch.setattr(refine, "_KERNELS", None)

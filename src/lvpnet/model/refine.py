@@ -155,19 +155,33 @@ def _refined(plane, mu, ry, oky, rx, okx, cls, coefs, R, frac):
     return out
 
 
+def _applied(mu, deltas, cls, coefs, R, frac):
+    """``apply_coefs`` over flat pixels: ``mu + round(sum_t q[c, t] d_t)`` in int64."""
+    n, T = deltas.shape
+    out = np.empty(n, np.int64)
+    half = np.int64(1) << (frac - 1)
+    for p in range(n):
+        c = cls[p]
+        acc = np.int64(0)
+        for t in range(T):
+            acc += coefs[c, t] * deltas[p, t]
+        out[p] = min(max(mu[p] + ((acc + half) >> frac), 0), R)
+    return out
+
+
 _KERNELS = None
 
 
 def _kernels():
-    """(``_deltas``, ``_refined``) compiled by numba, or False without numba (the numpy path, same
-    integers)."""
+    """(``_deltas``, ``_refined``, ``_applied``) compiled by numba, or False without numba (the numpy
+    path, same integers)."""
     global _KERNELS
     if _KERNELS is None:
         try:
             import numba
 
             jit = numba.njit(cache=True, nogil=True)
-            _KERNELS = (jit(_deltas), jit(_refined))
+            _KERNELS = (jit(_deltas), jit(_refined), jit(_applied))
         except ImportError:
             _KERNELS = False
     return _KERNELS
@@ -180,7 +194,13 @@ def classes_of(s: np.ndarray, edges: np.ndarray) -> np.ndarray:
 def apply_coefs(mu: np.ndarray, deltas: np.ndarray, cls: np.ndarray, coefs: np.ndarray, R: int) -> np.ndarray:
     """``mu'`` (int64, ``mu``'s shape) from the integer coefficients (the formula above). The
     sums run in float64 for speed, exact: every term and partial sum is an integer below 2**51
-    (2**51 > 48 * 2**13 * 2**32), so no rounding happens in any order of summation."""
+    (2**51 > 48 * 2**13 * 2**32), so no rounding happens in any order of summation; with numba,
+    one int64 pass that sums only each pixel's own class."""
+    kernels = _kernels()
+    if kernels and deltas.shape[1]:
+        return kernels[2](np.ascontiguousarray(mu, np.int64).reshape(-1), np.ascontiguousarray(deltas, np.int64),
+                          np.ascontiguousarray(cls, np.int64).reshape(-1), np.ascontiguousarray(coefs, np.int64),
+                          int(R), COEF_FRAC).reshape(mu.shape)
     num = _mm(deltas.astype(np.float64), coefs.astype(np.float64).T)  # (pixels, classes)
     num = np.take_along_axis(num, cls.reshape(-1, 1), 1)[:, 0].astype(np.int64)
     half = 1 << (COEF_FRAC - 1)
