@@ -23,10 +23,10 @@ def _both(monkeypatch, raw, ctx_v, k, R, B, head, thr, lin):
 
 @pytest.mark.parametrize("head", [2, 3])
 @pytest.mark.parametrize("k,R", [(1, 1), (3, 255), (7, 4095), (15, 65535), (15, 3)])
-def test_fused_equals_torch(monkeypatch, head, k, R):
+@pytest.mark.parametrize("h,w", [(9, 13), (1, 1), (2, 3)])  # every edge-replicated border, one-pixel rows
+def test_fused_equals_torch(monkeypatch, head, k, R, h, w):
     g = torch.Generator().manual_seed(k * 7 + head + R)
     B = max(1, int(R).bit_length())
-    h, w = 9, 13  # small and odd: every edge-replicated border
     P = 2 + 9 * 15 + 12
     # raw outputs far outside the clamps as well as near them
     raw = torch.randint(-(2**22), 2**22, (1, P, h, w), generator=g).float()

@@ -34,21 +34,16 @@ def _compile():
         jit = numba.njit(cache=True, nogil=True)
         global _finish, _weight
         inline = numba.njit(cache=True, nogil=True, inline="always")  # per neighbour and pixel: no calls
-        _finish, _weight = inline(_finish), inline(_weight)
+        global _lin_coef
+        _finish, _weight, _lin_coef = inline(_finish), inline(_weight), inline(_lin_coef)
         _KERNEL = (jit(_head), jit(_head_nb))
     return _KERNEL
 
 
-def _finish(raw, y, x, nbv, wt, nw, A, num, lin_idx, lin_ok, thr, R, fw, sscale, act_frac, n_scales, lin_clamp, mu, s):
-    """One pixel's (mu, s) from its neighbours ``nbv[:nw]``, weights ``wt[:nw]`` and their sums."""
-    P = raw.shape[0]
-    L = lin_idx.shape[0]
-    Ac = max(A, 1)
-    wavg = (num + (A >> 1)) // Ac
-    act = 0
-    for j in range(nw):
-        act += wt[j] * abs(nbv[j] - wavg)
-    act = (act << act_frac) // Ac
+def _finish(raw, y, x, A, wavg, act_sum, lin_acc, has_lin, thr, R, fw, sscale, act_frac, n_scales, mu, s):
+    """One pixel's (mu, s) from its weight total ``A``, weighted average, weighted absolute
+    deviation sum and linear-term sum (``has_lin``: head 3)."""
+    act = (act_sum << act_frac) // max(A, 1)
     # searchsorted(thr, act, right=True) - 1: thresholds at or below act, minus one
     lo, hi = 0, thr.shape[0]
     while lo < hi:
@@ -62,13 +57,8 @@ def _finish(raw, y, x, nbv, wt, nw, A, num, lin_idx, lin_ok, thr, R, fw, sscale,
     s[y, x] = min(max(lo - 1 + s_corr, 0), n_scales - 1)
     m_int = np.int64(np.round(np.float64(raw[0, y, x])))
     delta = (m_int * act + (np.int64(1) << (fw + 3 + act_frac))) >> (fw + 4 + act_frac)
-    acc = 0
-    for t in range(L):
-        if lin_ok[t]:
-            c_t = np.int64(min(max(np.round(np.float64(raw[P - L + t, y, x])), -lin_clamp), lin_clamp))
-            acc += c_t * (nbv[lin_idx[t]] - wavg)
-    if L:
-        delta += (acc + (np.int64(1) << (fw + 3))) >> (fw + 4)
+    if has_lin:
+        delta += (lin_acc + (np.int64(1) << (fw + 3))) >> (fw + 4)
     mu[y, x] = min(max(wavg + delta, 0), R)
 
 
@@ -79,35 +69,77 @@ def _weight(a, wscale, amax):
     return np.int64(min(max(a, 0.0), amax)) + 1
 
 
+def _lin_coef(a, lin_clamp):
+    """A linear term's coefficient ``clamp(round(a), +-LIN_CLAMP)`` (``a`` integer-valued)."""
+    return np.int64(min(max(np.round(np.float64(a)), -lin_clamp), lin_clamp))
+
+
 def _head(raw, ctx, lin_idx, lin_ok, thr, R, fw, act_frac, amax, n_scales, lin_clamp):
     """Steps >= 1: raw (P, h, w) float32 integer-valued, ctx (n, h, w) int64 decoded sub-images
     -> mu, s (h, w) int64. Mirrors ``head_params`` (``neighbours``' channel order
-    ``c * 9 + 3 * ki + kj``, edge-replicated; torch's floor division and arithmetic shifts)."""
+    ``c * 9 + 3 * ki + kj``, edge-replicated; torch's floor division and arithmetic shifts).
+    Row by row, each neighbour channel's pass running along the row, so the sums vectorise."""
     n, h, w = ctx.shape
-    nw = 9 * n
+    P = raw.shape[0]
+    L = lin_idx.shape[0]
     mu = np.empty((h, w), np.int64)
     s = np.empty((h, w), np.int64)
-    nbv = np.empty(nw, np.int64)
-    wt = np.empty(nw, np.int64)
     wscale, sscale = 2.0 ** -fw, 2.0 ** -(fw + 2)
-    for y in range(h):
+    A = np.empty(w, np.int64)
+    num = np.empty(w, np.int64)
+    wavg = np.empty(w, np.int64)
+    act = np.empty(w, np.int64)
+    lin = np.empty(w, np.int64)
+    xs = np.empty((3, w), np.int64)  # the edge-replicated column of each kj
+    for kj in range(3):
         for x in range(w):
-            A = 0
-            num = 0
-            for c in range(n):
-                for ki in range(3):
-                    yy = min(max(y + ki - 1, 0), h - 1)
-                    for kj in range(3):
-                        xx = min(max(x + kj - 1, 0), w - 1)
-                        j = c * 9 + 3 * ki + kj
-                        wj = _weight(raw[2 + j, y, x], wscale, amax)
-                        v = ctx[c, yy, xx]
-                        nbv[j] = v
-                        wt[j] = wj
-                        A += wj
-                        num += wj * v
-            _finish(raw, y, x, nbv, wt, nw, A, num, lin_idx, lin_ok, thr, R, fw, sscale, act_frac, n_scales, lin_clamp,
-                    mu, s)
+            xs[kj, x] = min(max(x + kj - 1, 0), w - 1)
+    wts = np.empty((9 * n, w), np.int64)  # this row's neighbour weights, for both passes
+    for y in range(h):
+        A[:] = 0
+        num[:] = 0
+        for c in range(n):
+            for ki in range(3):
+                row = ctx[c, min(max(y + ki - 1, 0), h - 1)]
+                for kj in range(3):
+                    j = c * 9 + 3 * ki + kj
+                    a = raw[2 + j, y]
+                    wj = wts[j]
+                    for x in range(w):
+                        wj[x] = _weight(a[x], wscale, amax)
+                        A[x] += wj[x]
+                    # interior columns read row[x + kj - 1] directly (contiguous: vectorised), the
+                    # two edge columns their replicated neighbour
+                    for x in range(1, w - 1):
+                        num[x] += wj[x] * row[x + kj - 1]
+                    num[0] += wj[0] * row[xs[kj, 0]]
+                    if w > 1:
+                        num[w - 1] += wj[w - 1] * row[xs[kj, w - 1]]
+        for x in range(w):
+            wavg[x] = (num[x] + (A[x] >> 1)) // max(A[x], 1)
+        act[:] = 0
+        for c in range(n):
+            for ki in range(3):
+                row = ctx[c, min(max(y + ki - 1, 0), h - 1)]
+                for kj in range(3):
+                    wj = wts[c * 9 + 3 * ki + kj]
+                    for x in range(1, w - 1):
+                        act[x] += wj[x] * abs(row[x + kj - 1] - wavg[x])
+                    act[0] += wj[0] * abs(row[xs[kj, 0]] - wavg[0])
+                    if w > 1:
+                        act[w - 1] += wj[w - 1] * abs(row[xs[kj, w - 1]] - wavg[w - 1])
+        lin[:] = 0
+        for t in range(L):
+            if lin_ok[t]:
+                j = lin_idx[t]
+                c, ki, kj = j // 9, (j % 9) // 3, j % 3
+                row = ctx[c, min(max(y + ki - 1, 0), h - 1)]
+                a = raw[P - L + t, y]
+                xk = xs[kj]
+                for x in range(w):
+                    lin[x] += _lin_coef(a[x], lin_clamp) * (row[xk[x]] - wavg[x])
+        for x in range(w):
+            _finish(raw, y, x, A[x], wavg[x], act[x], lin[x], L > 0, thr, R, fw, sscale, act_frac, n_scales, mu, s)
     return mu, s
 
 
@@ -115,10 +147,10 @@ def _head_nb(raw, nb, lin_idx, lin_ok, thr, R, fw, act_frac, amax, n_scales, lin
     """Step 0 by rows: the neighbours given, ``nb`` (n, h, w) int64 (``row_neighbours``), every
     pixel with a row above -> mu, s (h, w) int64."""
     nw, h, w = nb.shape
+    P = raw.shape[0]
+    L = lin_idx.shape[0]
     mu = np.empty((h, w), np.int64)
     s = np.empty((h, w), np.int64)
-    nbv = np.empty(nw, np.int64)
-    wt = np.empty(nw, np.int64)
     wscale, sscale = 2.0 ** -fw, 2.0 ** -(fw + 2)
     for y in range(h):
         for x in range(w):
@@ -126,13 +158,17 @@ def _head_nb(raw, nb, lin_idx, lin_ok, thr, R, fw, act_frac, amax, n_scales, lin
             num = 0
             for j in range(nw):
                 wj = _weight(raw[2 + j, y, x], wscale, amax)
-                v = nb[j, y, x]
-                nbv[j] = v
-                wt[j] = wj
                 A += wj
-                num += wj * v
-            _finish(raw, y, x, nbv, wt, nw, A, num, lin_idx, lin_ok, thr, R, fw, sscale, act_frac, n_scales, lin_clamp,
-                    mu, s)
+                num += wj * nb[j, y, x]
+            wavg = (num + (A >> 1)) // max(A, 1)
+            act = 0
+            for j in range(nw):
+                act += _weight(raw[2 + j, y, x], wscale, amax) * abs(nb[j, y, x] - wavg)
+            lin = 0
+            for t in range(L):
+                if lin_ok[t]:
+                    lin += _lin_coef(raw[P - L + t, y, x], lin_clamp) * (nb[lin_idx[t], y, x] - wavg)
+            _finish(raw, y, x, A, wavg, act, lin, L > 0, thr, R, fw, sscale, act_frac, n_scales, mu, s)
     return mu, s
 
 
