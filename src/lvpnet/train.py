@@ -40,6 +40,10 @@ DEFAULT_TRAIN = {
     "log_every": 25,
     "sample_power": 0.5,
     "seed": 0,
+    # anti-collapse switches for the latent (docs/MODEL.md, "Latent collapse: measured, session 12");
+    # both off by default, so the shipped recipe is unchanged
+    "free_bits": 0.0,  # bits per channel per 32x32 block the loss does not charge (0: every bit charged)
+    "reopen_latent": False,  # after loading weights: a new encoder head whose tanh is not saturated
 }
 
 
@@ -154,6 +158,65 @@ class Sampler:
         R = torch.tensor(Rs, dtype=torch.int64, device=device)
         B = torch.tensor([bit_depth(r) for r in Rs], dtype=torch.int64, device=device)
         return v, m, R, B
+
+
+# ------------------------------------------------------------------ the latent's rate
+
+
+def charged_latent_bits(o: dict, free_bits: float) -> torch.Tensor:
+    """The latent bits the loss charges for a batch (``LVPNet.forward``'s output ``o``).
+
+    ``free_bits`` > 0: free bits per channel (Kingma et al. 2016). A channel whose mean code length
+    over the batch's blocks is below ``free_bits`` is charged ``free_bits`` per block, a constant,
+    so the rate gives it no gradient; above it is charged what it costs. Under the histogram prior
+    the rate's gradient pulls every ``y`` towards its channel's likeliest value, so a channel that
+    has lost its variation is pulled further in, and the pixel bits alone must pay for any
+    variation it might carry: training collapsed the latent this way (docs/MODEL.md section 6).
+    With free bits, the first ``free_bits`` a channel spends per block cost the gradient nothing.
+    The value reported (and evaluated) is always the true ``o["latent_bits"]``."""
+    if free_bits <= 0:
+        return o["latent_bits"]
+    blocks = o["latent_blocks"].clamp_min(1)
+    per_block = o["latent_channel_bits"] / blocks
+    return blocks * per_block.clamp_min(free_bits).sum()  # clamp: no gradient below the floor
+
+
+@torch.no_grad()
+def reopen_latent(model: LVPNet, sampler: Sampler, device, batches: int = 4, batch: int = 8) -> dict:
+    """Give a collapsed encoder a new output layer (``encoder.head``) that gradients can move.
+
+    Measured on the shipped weights: the head's outputs sit near -329 for most channels, where
+    ``y = 32 tanh(h / 32)`` is flat (slope ~1e-9) and ``y`` below ``-zmax`` is clamped for the
+    decoder's straight-through gradient too, so no loss, free bits included, can make ``z`` vary
+    again. The new head has the default (small) random weights and per-channel biases chosen, on
+    ``batches`` x ``batch`` train crops, so each channel's mean pre-activation lands where ``y`` is
+    in the middle of the bin of the channel's old most frequent ``z``: the decoder first sees the
+    ``z`` it was trained on, with small variations and a live gradient."""
+    enc, cfg = model.encoder, model.cfg
+    was_training = model.training
+    model.eval()
+    feats, zs, masks = [], [], []
+    hook = enc.head.register_forward_hook(lambda _m, inp, _out: feats.append(inp[0]))
+    try:
+        for _ in range(batches):
+            v, m, _R, B = sampler.batch(batch, device)
+            zs.append(model.latent(v, B)[1])
+            masks.append(torch.nn.functional.max_pool2d(m[:, None].float(), cfg.stride) > 0)
+    finally:
+        hook.remove()
+    C = cfg.latent_channels
+    sel = torch.cat([mk.expand(-1, C, -1, -1).permute(1, 0, 2, 3).reshape(C, -1) for mk in masks], 1)
+    z = torch.cat([t.permute(1, 0, 2, 3).reshape(C, -1) for t in zs], 1).long()
+    old = torch.stack([torch.bincount(z[c][sel[c]] + cfg.zmax, minlength=2 * cfg.zmax + 1).argmax() for c in range(C)])
+    old = old - cfg.zmax
+    enc.head.reset_parameters()
+    enc.head.bias.zero_()
+    f = torch.cat([enc.head(t).permute(1, 0, 2, 3).reshape(C, -1) for t in feats], 1)
+    mean_wf = (f * sel).sum(1) / sel.sum(1).clamp_min(1)
+    target = (old.to(f.dtype) + 0.5).clamp(-cfg.zmax + 0.5, cfg.zmax - 0.5) * cfg.q_step
+    enc.head.bias.copy_(enc.bound * torch.atanh(target / enc.bound) - mean_wf)
+    model.train(was_training)
+    return {"old_z": old.tolist(), "target_y": target.tolist()}
 
 
 # ------------------------------------------------------------------ evaluation
@@ -377,6 +440,13 @@ def main(argv=None) -> int:
     # (the latent prior is a running histogram, not a gradient-trained parameter)
     opt = torch.optim.Adam([{"params": list(model.parameters()), "scale": 1.0}], lr=tcfg["lr"])
     sampler = Sampler(train, int(tcfg["crop"]), mcfg.subimage, float(tcfg["sample_power"]), seed)
+    if tcfg.get("reopen_latent"):  # its own crops, so the training stream is the same with or without it
+        crops = Sampler(train, int(tcfg["crop"]), mcfg.subimage, float(tcfg["sample_power"]), seed + 1)
+        info = reopen_latent(model, crops, device)
+        log(f"latent reopened: new encoder head; old z per channel {sorted(set(info['old_z']))}")
+    free_bits = float(tcfg.get("free_bits", 0.0))
+    if free_bits > 0:
+        log(f"free bits: {free_bits} per latent channel per block")
     nparams = model.n_params()
     log(f"model {nparams} params, subimage={mcfg.subimage}, device {device}, budget {minutes} min")
 
@@ -443,7 +513,7 @@ def main(argv=None) -> int:
             v, m, R, B = sampler.batch(int(tcfg["batch"]), device)
             o = model(v, m, R, B)
             n = o["n_pixels"].clamp_min(1)
-            loss = (o["pixel_bits"] + o["latent_bits"]) / n + mcfg.qcm_weight * o["qcm_mse"]
+            loss = (o["pixel_bits"] + charged_latent_bits(o, free_bits)) / n + mcfg.qcm_weight * o["qcm_mse"]
             opt.zero_grad(set_to_none=True)
             if not bool(torch.isfinite(loss)):
                 skipped += 1

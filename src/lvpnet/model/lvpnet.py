@@ -208,6 +208,9 @@ class LVPNet(nn.Module):
         out = {
             "pixel_bits": pix_bits_sum,
             "latent_bits": lat_bits_sum,
+            # per channel (C,) and the blocks counted: what a per-channel rate rule (free bits) needs
+            "latent_channel_bits": (lat_bits * lat_mask).sum((0, 2, 3)),
+            "latent_blocks": lat_mask.sum(),
             "qcm_mse": mse,
             "n_pixels": mask.sum(),
             "step_bits": (bits * m).view(steps, N, h, w).sum((1, 2, 3)).detach(),
