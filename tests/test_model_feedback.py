@@ -93,3 +93,22 @@ def test_small_steps_get_no_feedback():
     vals = np.arange(12).reshape(3, 4)
     assert feedback.choose(vals, vals * 0, vals * 0 + 20, vals * 0, 20, tables, shifts, 64) is None
     assert len(bin_shifts(scale_sigmas(80, 4, 0.08))) == len(shifts)
+
+
+def test_numba_buckets_equal_numpy(monkeypatch):
+    """``ErrorPlane.buckets`` through numba gives the numpy path's buckets, borders and large errors too."""
+    pytest.importorskip("numba")
+    from lvpnet.model import feedback
+    from lvpnet.model.prep import ORDERS
+
+    rng = np.random.default_rng(3)
+    order = ORDERS[4]
+    plane = feedback.ErrorPlane((23, 30), order)
+    plane.e[:] = rng.integers(0, 2**20, plane.e.shape) >> rng.integers(0, 21, plane.e.shape)
+    for k in range(1, 16):
+        pos = order[k]
+        shape = (len(range(pos[0], 23, 4)), len(range(pos[1], 30, 4)))
+        fast = plane.buckets(k, pos, shape)
+        monkeypatch.setattr(feedback, "_KERNEL", False)
+        assert np.array_equal(fast, plane.buckets(k, pos, shape)), k
+        monkeypatch.setattr(feedback, "_KERNEL", None)

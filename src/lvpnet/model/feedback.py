@@ -26,7 +26,7 @@ import math
 
 import numpy as np
 
-from .refine import bit_length, neighbour_offsets, neighbours, plane_f
+from .refine import bit_length, fold_offsets, neighbour_offsets, neighbours, plane_f
 from .tables import OFFSET_MAX, TOTAL, WIDE_OFFSET_MAX, residual_bins
 
 BUCKETS = 6
@@ -62,13 +62,55 @@ class ErrorPlane:
 
     def buckets(self, k: int, pos, shape: tuple[int, int]) -> np.ndarray:
         """int64 ``shape``: the bucket of every pixel of step ``k`` (sub-image ``pos``)."""
+        offsets = ring(self.order, k)
+        kernel = _buckets_kernel()
+        if kernel and offsets and shape[0] * shape[1]:
+            return kernel(self.e, *fold_offsets(self.e.shape, shape, pos, self.f, offsets), BUCKETS)
         total = np.zeros(shape, np.int64)
         count = np.zeros(shape, np.int64)
-        for offset in ring(self.order, k):
+        for offset in offsets:
             e, ok = neighbours(self.e, pos, shape, self.f, offset)
             total += np.where(ok, e, 0)
             count += ok
         return np.minimum(bit_length(total // np.maximum(count, 1)), BUCKETS - 1)
+
+
+def _buckets(e, ry, oky, rx, okx, n_buckets):
+    """``ErrorPlane.buckets`` from the folded ring offsets (``refine.fold_offsets``), in one pass."""
+    T, h = ry.shape
+    w = rx.shape[1]
+    out = np.empty((h, w), np.int64)
+    for i in range(h):
+        for j in range(w):
+            total = np.int64(0)
+            count = 0
+            for t in range(T):
+                if oky[t, i] and okx[t, j]:
+                    total += e[ry[t, i], rx[t, j]]
+                    count += 1
+            mean = total // max(count, 1)
+            b = 0
+            while mean > 0 and b < n_buckets - 1:  # bit_length, capped
+                mean >>= 1
+                b += 1
+            out[i, j] = b
+    return out
+
+
+_KERNEL = None
+
+
+def _buckets_kernel():
+    """``_buckets`` compiled by numba, or False without it (the numpy path, same buckets)."""
+    global _KERNEL
+    if _KERNEL is None:
+        try:
+            import numba
+
+            _KERNEL = numba.njit(cache=True, nogil=True)(_buckets)
+        except ImportError:
+            _KERNEL = False
+    return _KERNEL
 
 
 def apply(s: np.ndarray, buckets: np.ndarray, offsets: np.ndarray | None, n_scales: int) -> np.ndarray:

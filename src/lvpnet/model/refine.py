@@ -105,7 +105,7 @@ def neighbour_deltas(plane: np.ndarray, mu: np.ndarray, pos, f: int, offsets) ->
     kernels = _kernels()
     if kernels and len(offsets):
         return kernels[0](np.ascontiguousarray(plane, np.int64), np.ascontiguousarray(mu, np.int64),
-                          *_folded(plane.shape, mu.shape, pos, f, offsets))
+                          *fold_offsets(plane.shape, mu.shape, pos, f, offsets))
     out = np.zeros((mu.size, len(offsets)), np.int64)
     for t, offset in enumerate(offsets):
         n, ok = neighbours(plane, pos, mu.shape, f, offset)
@@ -127,7 +127,7 @@ def _deltas(plane, mu, ry, oky, rx, okx):
     return out
 
 
-def _folded(shape, sub_shape, pos, f: int, offsets):
+def fold_offsets(shape, sub_shape, pos, f: int, offsets):
     """Every offset's folded rows (T, h) and columns (T, w) with their masks (``fold``)."""
     (di, dj), (h, w) = pos, sub_shape
     rows = [fold(di + f * np.arange(h) + dy, shape[0], f) for dy, _ in offsets]
@@ -217,7 +217,7 @@ def refine_step(plane, mu, s, pos, f: int, order, k: int, ref: StepRefinement | 
     cls = classes_of(s, ref.edges)
     kernels = _kernels()
     if kernels:  # one pass: the sums per pixel in int64, no (pixels, offsets) matrix
-        folded = _folded(plane.shape, mu.shape, pos, f, offsets)
+        folded = fold_offsets(plane.shape, mu.shape, pos, f, offsets)
         out = kernels[1](np.ascontiguousarray(plane, np.int64), np.ascontiguousarray(mu, np.int64), *folded,
                          cls.astype(np.int64), np.ascontiguousarray(ref.coefs, np.int64), int(R), COEF_FRAC)
         return out
