@@ -83,7 +83,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
     elif args.allow_lossy_source:
         raise InputError("--allow-lossy-source applies to DICOM input only")
     read_seconds = time.perf_counter() - t0
-    result = run(iter_compress_to_file(volume, args.output, args.codec, verify=not args.no_verify), ProgressBar())
+    result = run(iter_compress_to_file(volume, args.output, args.codec, verify=not args.no_verify,
+                                       workers=args.workers), ProgressBar())
     report = {"input": str(args.input), **result.as_dict(), "read_seconds": round(read_seconds, 3)}
     if volume.source_format == "dicom":
         report.update(info_fields(volume.metadata))
@@ -110,17 +111,17 @@ def cmd_decompress(args: argparse.Namespace) -> int:
 
     out = str(args.output)
     if _output_suffix(out) is None:
-        return _decompress_dicom(args.input, out)
+        return _decompress_dicom(args.input, out, args.workers)
     check_writable(out)  # before the decode
     lvp = LvpFile(args.input)
-    array = run(lvp.iter_decode(), ProgressBar())  # everything checked before anything is written
+    array = run(lvp.iter_decode(workers=args.workers), ProgressBar())  # everything checked before anything is written
     volume = lvp.volume(array)
     lio.write(volume, out)  # atomic itself; its messages name OUT, not the hidden temporary file
     print(f"{args.input} -> {out}: {array.shape} {array.dtype}", file=sys.stderr)
     return 0
 
 
-def _decompress_dicom(src: str, out: str) -> int:
+def _decompress_dicom(src: str, out: str, workers: int | None = None) -> int:
     """Write the DICOM files a .lvp archives: into a new folder, or one ``.dcm`` file."""
     from .dicom_archive import archive_of, check_output_folder, write_folder, write_single
     from .lvpfile import LvpFile
@@ -140,7 +141,7 @@ def _decompress_dicom(src: str, out: str) -> int:
         check_writable(out)  # before the decode
     else:
         check_output_folder(out)
-    array = run(lvp.iter_decode(), ProgressBar())  # every slice and every record checked before writing
+    array = run(lvp.iter_decode(workers=workers), ProgressBar())  # every slice and every record checked before writing
     volume = lvp.volume(array, check_files=False)  # write_single / write_folder check every file they rebuild
     if single:
         write_single(volume, out)
@@ -209,7 +210,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from .lvpfile import LvpFile
 
     lvp = LvpFile(args.input)
-    files = run(lvp.iter_verify(), ProgressBar())
+    files = run(lvp.iter_verify(workers=args.workers), ProgressBar())
     extra = f", {files} DICOM files rebuilt and matching their SHA-256" if files else ""
     print(f"{args.input}: OK ({len(lvp)} slices{extra}, every checksum matches)")
     return 0
@@ -262,6 +263,20 @@ MAX_MEMORY_HELP = ("the most memory a file may make lvpnet allocate, e.g. 8G (de
                    "the file's size, whichever is more; also LVPNET_MAX_MEMORY)")
 
 
+WORKERS_HELP = ("processes that code the slices of a learned-codec volume in parallel (default: one per core "
+                "for volumes of 8 slices or more; also LVPNET_WORKERS; 1: none)")
+
+
+def _workers(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of workers (1 or more)")
+    return n
+
+
 def _size(text: str) -> int:
     from .limits import parse_size
 
@@ -291,12 +306,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--follow-symlinks", action="store_true",
                    help="read the files that symbolic links in an input folder point to (default: skip links)")
     c.add_argument("--max-memory", type=_size, metavar="SIZE", help=MAX_MEMORY_HELP)
+    c.add_argument("--workers", type=_workers, metavar="N", help=WORKERS_HELP)
     c.set_defaults(func=cmd_compress)
 
     d = sub.add_parser("decompress", help="restore a .lvp to .npy, .nii or .nii.gz, or its DICOM files to a folder")
     d.add_argument("input")
     d.add_argument("output", help=".npy, .nii, .nii.gz; for a DICOM source a new folder (or .dcm for one file)")
     d.add_argument("--max-memory", type=_size, metavar="SIZE", help=MAX_MEMORY_HELP)
+    d.add_argument("--workers", type=_workers, metavar="N", help=WORKERS_HELP)
     d.set_defaults(func=cmd_decompress)
 
     i = sub.add_parser("info", help="what a .lvp holds")
@@ -307,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="decode every slice and check every checksum")
     v.add_argument("input")
     v.add_argument("--max-memory", type=_size, metavar="SIZE", help=MAX_MEMORY_HELP)
+    v.add_argument("--workers", type=_workers, metavar="N", help=WORKERS_HELP)
     v.set_defaults(func=cmd_verify)
 
     m = sub.add_parser("demo", help="compress the bundled sample scan and compare with JPEG-XL and JPEG-LS")

@@ -12,7 +12,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from . import __version__, codecs
+from . import __version__, codecs, slice_pool
 from .atomic import atomic_path
 from .container import ContainerWriter
 from .errors import DamagedError, InputError
@@ -103,7 +103,7 @@ def _little_endian(array: np.ndarray) -> np.ndarray:
 
 
 def encode_stream(
-    fileobj: BinaryIO, volume: Volume, codec: str | None = None, safety_net: bool = True
+    fileobj: BinaryIO, volume: Volume, codec: str | None = None, safety_net: bool = True, workers: int | None = 1
 ) -> Generator[Progress, None, tuple[int, dict[str, int]]]:
     """Code ``volume`` into ``fileobj``; yields progress, returns (bytes written, slices per codec).
 
@@ -115,6 +115,8 @@ def encode_stream(
     a further 1-10% on the ultrasound). ``safety_net=False`` gives the chosen codec's own figures.
     A codec that ``takes_reference`` codes each slice against the one before it, except every
     ``REFERENCE_RUN``-th (the slice before may be stored by the fallback: the pixels are the same).
+    ``workers``: processes that code the slices of a learned codec (``slice_pool.workers``; None:
+    automatic); the bytes are the same with any number.
     """
     check_array(volume.array, volume.rgb)
     array = _little_endian(volume.array)
@@ -127,20 +129,15 @@ def encode_stream(
     digest = hashlib.blake2b(digest_size=32)
     counts: dict[str, int] = {}
     model = chosen.model_id()
-    backup = codecs.get_codec(codecs.FallbackCodec.id) if safety_net and model is not None else None
-    prev = None
-    for i, s in enumerate(iter_slices(array, volume.rgb)):
-        ref = {"reference": prev} if chosen.takes_reference and i % REFERENCE_RUN else {}
-        used, data = chosen, chosen.encode(s, **ref)
-        prev = s
-        if backup is not None:
-            alt = backup.encode(s)
-            if len(alt) < len(data):
-                thorough = [backup.encode(s, effort=e) for e in backup.thorough_efforts(s)]
-                used, data = backup, min([alt, *thorough], key=len)
-        writer.add_chunk(data, used.id, used.version, s)
+    safety = safety_net and model is not None
+    slices = list(iter_slices(array, volume.rgb))  # views of the array
+    tasks = ((name, s, slices[i - 1] if chosen.takes_reference and i % REFERENCE_RUN else None, safety)
+             for i, s in enumerate(slices))
+    n = slice_pool.workers(total, workers) if model is not None and _on_cpu(chosen) else 1
+    for i, (s, (used_id, used_version, data)) in enumerate(zip(slices, slice_pool.ordered(code_slice, tasks, n))):
+        writer.add_chunk(data, used_id, used_version, s)
         digest.update(s.tobytes())
-        counts[used.id] = counts.get(used.id, 0) + 1
+        counts[used_id] = counts.get(used_id, 0) + 1
         yield Progress("encode", i + 1, total)
     for blob in volume.blobs:
         writer.add_blob(blob)
@@ -148,8 +145,32 @@ def encode_stream(
     return size, counts
 
 
-def _verify(lvp: LvpFile, volume: Volume) -> Generator[Progress, None, None]:
-    decoded = yield from lvp.iter_decode(stage="verify")
+def code_slice(name: str, s: np.ndarray, prev: np.ndarray | None, safety_net: bool) -> tuple[str, int, bytes]:
+    """One slice's chunk: (codec id, codec version, bytes), with ``encode_stream``'s safety net.
+    Runs in this process or in a ``slice_pool`` worker: the same code either way."""
+    chosen = codecs.get_codec(name)
+    used, data = chosen, chosen.encode(s, **({"reference": prev} if prev is not None else {}))
+    if safety_net:
+        backup = codecs.get_codec(codecs.FallbackCodec.id)
+        alt = backup.encode(s)
+        if len(alt) < len(data):
+            thorough = [backup.encode(s, effort=e) for e in backup.thorough_efforts(s)]
+            used, data = backup, min([alt, *thorough], key=len)
+    return used.id, used.version, data
+
+
+def _on_cpu(codec) -> bool:
+    """Does the learned codec run on the CPU here? (A GPU works on its own slices; no pool then.)"""
+    device = str(getattr(codec, "device", "cpu"))
+    if device == "cpu":
+        return True
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+def _verify(lvp: LvpFile, volume: Volume, workers: int | None = 1) -> Generator[Progress, None, None]:
+    decoded = yield from lvp.iter_decode(stage="verify", workers=workers)
     # compare bytes, not values: NaN payloads and -0.0 must survive too
     if decoded.tobytes() != _little_endian(volume.array).tobytes():
         raise DamagedError("verification failed: the decoded data differs from the input (nothing was written)")
@@ -158,9 +179,11 @@ def _verify(lvp: LvpFile, volume: Volume) -> Generator[Progress, None, None]:
 
 
 def iter_compress_to_file(
-    volume: Volume, path: str | os.PathLike, codec: str | None = None, verify: bool = True, safety_net: bool = True
+    volume: Volume, path: str | os.PathLike, codec: str | None = None, verify: bool = True, safety_net: bool = True,
+    workers: int | None = 1,
 ) -> Generator[Progress, None, CompressResult]:
-    """Write ``volume`` to ``path`` atomically; yields progress, returns a CompressResult.
+    """Write ``volume`` to ``path`` atomically; yields progress, returns a CompressResult
+    (``workers``: ``encode_stream``'s, for the verifying decode too).
 
     Closing the generator early (a Cancel button) removes the temporary file;
     nothing appears under ``path`` unless every slice was written and, with
@@ -171,12 +194,12 @@ def iter_compress_to_file(
     t0 = time.perf_counter()
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
-            size, counts = yield from encode_stream(f, volume, codec, safety_net=safety_net)
+            size, counts = yield from encode_stream(f, volume, codec, safety_net=safety_net, workers=workers)
             f.flush()
         t1 = time.perf_counter()
         verify_seconds = None
         if verify:
-            yield from _verify(LvpFile(tmp, name=path), volume)
+            yield from _verify(LvpFile(tmp, name=path), volume, workers)
             verify_seconds = time.perf_counter() - t1
     return CompressResult(
         shape=tuple(volume.array.shape),
@@ -192,15 +215,17 @@ def iter_compress_to_file(
 
 
 def compress(
-    data: np.ndarray | Volume, codec: str | None = None, rgb: bool = False, verify: bool = True, safety_net: bool = True
+    data: np.ndarray | Volume, codec: str | None = None, rgb: bool = False, verify: bool = True, safety_net: bool = True,
+    workers: int | None = 1,
 ) -> bytes:
-    """Compress an array (or Volume) to the bytes of a ``.lvp`` file (``safety_net``: see ``encode_stream``)."""
+    """Compress an array (or Volume) to the bytes of a ``.lvp`` file (``safety_net``, ``workers``: see
+    ``encode_stream``)."""
     volume = as_volume(data, rgb)
     buf = io.BytesIO()
-    run(encode_stream(buf, volume, codec, safety_net=safety_net))
+    run(encode_stream(buf, volume, codec, safety_net=safety_net, workers=workers))
     out = buf.getvalue()
     if verify:
-        run(_verify(LvpFile(out), volume))
+        run(_verify(LvpFile(out), volume, workers))
     return out
 
 
@@ -211,5 +236,6 @@ def compress_to_file(
     rgb: bool = False,
     verify: bool = True,
     safety_net: bool = True,
+    workers: int | None = 1,
 ) -> CompressResult:
-    return run(iter_compress_to_file(as_volume(data, rgb), path, codec, verify, safety_net))
+    return run(iter_compress_to_file(as_volume(data, rgb), path, codec, verify, safety_net, workers))

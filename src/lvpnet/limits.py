@@ -77,6 +77,20 @@ def remember_written(array_hash: str, shape: list[int], itemsize: int, rgb: bool
         _WRITTEN.pop(next(iter(_WRITTEN)))
 
 
+def state(array_hash: str | None) -> tuple[int | None, int]:
+    """What another process needs to judge this file as this one does (``adopt``): the user's
+    limit and the allowance of a file this process has just written."""
+    return explicit_limit(), _WRITTEN.get(array_hash, 0) if isinstance(array_hash, str) else 0
+
+
+def adopt(array_hash: str | None, st: tuple[int | None, int]) -> None:
+    """Take over ``state(array_hash)`` of the process that hands this one a file to read."""
+    limit, written = st
+    set_max_memory(limit)
+    if isinstance(array_hash, str) and written:
+        _WRITTEN[array_hash] = written
+
+
 def budget(file_bytes: int, array_hash: str | None = None, ratio: int = RATIO) -> int:
     """Bytes a file of ``file_bytes`` (whose header names ``array_hash``) may make a reader allocate
     (``ratio``: ``WORK_RATIO`` for a decoder's working memory)."""

@@ -42,6 +42,7 @@ class LvpFile:
             if what != "file":  # a FIFO would block the read, a device never end
                 raise InputError(f"{source}: not a regular file (a {what})")
         self._reader = ContainerReader(source, name)
+        self._source = bytes(source) if isinstance(source, (bytearray, memoryview)) else source  # for workers
         # every field that lays out the output, typed and in range before anything trusts it
         self.dtype, self.shape, self.rgb = check_header(self._reader.header, self.name)
         if math.prod(self.shape[: len(self.shape) - len(self.slice_shape)]) != len(self._reader.records):
@@ -187,31 +188,51 @@ class LvpFile:
             raise DamagedError(f"{self.name}: slice {i}: decoded data checksum mismatch")
         return out
 
-    def iter_decode(self, stage: str = "decode") -> Generator[Progress, None, np.ndarray]:
-        """Decode every slice and check the whole-array hash; yields progress."""
+    def iter_decode(self, stage: str = "decode", workers: int | None = 1) -> Generator[Progress, None, np.ndarray]:
+        """Decode every slice and check the whole-array hash; yields progress (``workers``: processes
+        that decode runs of slices, ``slice_pool.workers``; None: automatic)."""
         limits.check(self.n_samples * self.dtype.itemsize, self.file_bytes,
                      f"{self.name}: the array ({'x'.join(map(str, self.shape))} {self.dtype})", self.header["array_hash"])
         out = np.empty(self.shape, self.dtype)
         flat = out.reshape((-1,) + self.slice_shape)
         h = hashlib.blake2b(digest_size=32)
-        for i in range(len(self)):
-            flat[i] = self.read_slice(i)
+        for i, s in enumerate(self._iter_slices(workers)):
+            flat[i] = s
             h.update(flat[i].astype(self.dtype.newbyteorder("<"), copy=False).tobytes())
             yield Progress(stage, i + 1, len(self))
         if h.hexdigest() != self.header.get("array_hash"):
             raise DamagedError(f"{self.name}: whole-array checksum mismatch")
         return out
 
+    def _iter_slices(self, workers: int | None):
+        """Every slice in order: here, or by ``slice_pool`` workers for a learned file long enough
+        to pay for them, each decoding a run of ``compressor.REFERENCE_RUN`` slices (a run's first
+        slice needs no slice before it: the writer starts a fresh run there)."""
+        from . import slice_pool
+        from .compressor import REFERENCE_RUN
+
+        n = len(self)
+        workers = slice_pool.workers(n, workers) if self.codec_counts().get(codecs.LVPNetCodec.id) else 1
+        if workers <= 1:
+            for i in range(n):
+                yield self.read_slice(i)
+            return
+        state = limits.state(self.header.get("array_hash"))
+        runs = [(self._source, self.name, self.header.get("array_hash"), state, a, min(n, a + REFERENCE_RUN))
+                for a in range(0, n, REFERENCE_RUN)]
+        for decoded in slice_pool.ordered(decode_run, runs, workers):
+            yield from decoded
+
     def read_all(self) -> np.ndarray:
         return run(self.iter_decode())
 
-    def iter_verify(self) -> Generator[Progress, None, int]:
+    def iter_verify(self, workers: int | None = 1) -> Generator[Progress, None, int]:
         """Decode every slice, check every checksum, keep nothing.
 
         A DICOM archive's files are rebuilt in memory and checked against their
         SHA-256 too; returns how many files that was (0 when none).
         """
-        array = yield from self.iter_decode(stage="verify")
+        array = yield from self.iter_decode(stage="verify", workers=workers)
         for i in range(len(self.header.get("blobs", []))):
             self._reader.blob(i)
         return (yield from self._iter_check_files(self._volume(array)))
@@ -252,6 +273,14 @@ class LvpFile:
             metadata=h.get("source", {}).get("metadata", {}),
             blobs=[self._reader.blob(i) for i in range(len(h.get("blobs", [])))],
         )
+
+
+def decode_run(source, name: str, array_hash, limit_state, start: int, stop: int) -> list[np.ndarray]:
+    """Slices ``start..stop-1`` of a file, in a ``slice_pool`` worker: the very ``read_slice`` of the
+    serial path (checksums, limits as the parent judges them: ``limits.adopt``)."""
+    limits.adopt(array_hash, limit_state)
+    lvp = LvpFile(source, name=name)
+    return [lvp.read_slice(i) for i in range(start, stop)]
 
 
 def _tuple(v):

@@ -1,0 +1,120 @@
+"""A volume's slices coded by worker processes, in order, with a bounded number in flight.
+
+Why processes: the learned codec is one slice at a time on one core (one torch thread, numba
+loops), and about a third of its time is Python and numpy glue that holds the GIL, so threads do
+not scale; N processes on N free cores code N slices at once. Each worker loads the codec's
+weights once and keeps them for every later volume of this process (the pool lives until exit).
+
+Who uses it: ``compressor.encode_stream`` (slices, the safety net included) and
+``LvpFile.iter_decode`` (runs of slices that decode without the one before them). A worker runs
+the very code the serial path runs, so files and errors are the same with any number of workers.
+
+How many: ``workers(n, requested)``: a number asked for, or with ``None`` (the command line's
+default) ``LVPNET_WORKERS`` when set, else the cores this process may use, and 1 for volumes under
+``MIN_SLICES`` slices, where starting workers (about 2 s each: torch, numba, weights) costs more
+than it saves. The Python API asks for 1 unless told otherwise: workers are started with
+``spawn``, which re-imports the caller's main module, so a script must guard its top level with
+``if __name__ == "__main__":`` to use them (the ``lvpnet`` command and napari do).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+
+ENV = "LVPNET_WORKERS"
+MIN_SLICES = 8
+
+_pool = None
+_pool_size = 0
+_lock = threading.Lock()
+
+
+def workers(n_slices: int, requested: int | None = 1) -> int:
+    """How many worker processes code ``n_slices`` slices (1: in this process). ``requested``: a
+    number, or None for automatic (module docstring)."""
+    if requested is not None:
+        return max(1, min(int(requested), n_slices))
+    env = os.environ.get(ENV, "").strip()
+    if env:
+        try:
+            return max(1, min(int(env), n_slices))
+        except ValueError:
+            return 1
+    if n_slices < MIN_SLICES:
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, n_slices // 2))
+
+
+def _init(env: dict) -> None:
+    """Worker start: the parent's codec settings; Ctrl-C is the parent's to handle."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ.update(env)
+    os.environ[ENV] = "1"  # a worker never starts a pool of its own
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _executor(n: int):
+    global _pool, _pool_size
+    with _lock:
+        if _pool is not None and _pool_size != n:
+            _pool.shutdown(wait=True, cancel_futures=True)
+            _pool = None
+        if _pool is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            keep = {k: v for k, v in os.environ.items() if k.startswith(("LVPNET_", "OMP_"))}
+            # spawn: a fresh interpreter per worker (forking a process that holds torch's threads
+            # can deadlock); the codecs load their weights there on first use
+            _pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), initializer=_init,
+                                        initargs=(keep,))
+            _pool_size = n
+        return _pool
+
+
+def shutdown() -> None:
+    """Stop the workers (at exit, and when a run is cut short)."""
+    global _pool
+    with _lock:
+        if _pool is not None:
+            _pool.shutdown(wait=False, cancel_futures=True)
+            _pool = None
+
+
+atexit.register(shutdown)
+
+
+def ordered(fn: Callable, tasks: Iterable[tuple], n: int) -> Iterator:
+    """``fn(*task)`` for every task, results in task order, at most ``2 n`` in flight (memory stays
+    bounded by the window, not the volume). ``n == 1``: in this process, no pool."""
+    if n <= 1:
+        for task in tasks:
+            yield fn(*task)
+        return
+    pool = _executor(n)
+    window: deque = deque()
+    it = iter(tasks)
+    try:
+        for task in it:
+            window.append(pool.submit(fn, *task))
+            if len(window) >= 2 * n:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()
+    except BaseException as e:
+        for f in window:  # queued slices are dropped; a worker finishes the one it holds
+            f.cancel()
+        if isinstance(e, KeyboardInterrupt):  # Ctrl-C, SIGTERM: do not wait for the workers
+            shutdown()
+        raise

@@ -1,0 +1,69 @@
+"""Slices coded by worker processes: the same file and the same errors as in one process."""
+
+import os
+
+import numpy as np
+import pytest
+
+from lvpnet import slice_pool
+from lvpnet.codecs.lvpnet_codec import shipped_weights
+from lvpnet.compressor import compress
+from lvpnet.errors import DamagedError
+from lvpnet.lvpfile import LvpFile
+from lvpnet.progress import run
+
+needs_weights = pytest.mark.skipif(shipped_weights() is None, reason="no shipped weights")
+
+
+def _volume(n=9, size=48):
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:size, :size]
+    base = 600 + 300 * np.sin(yy / 5.0) * np.cos(xx / 7.0)
+    return np.stack([base + 40 * k + rng.normal(0, 9, base.shape) for k in range(n)]).astype(np.int16)
+
+
+def test_how_many_workers(monkeypatch):
+    monkeypatch.delenv(slice_pool.ENV, raising=False)
+    assert slice_pool.workers(100, 1) == 1 and slice_pool.workers(100, 3) == 3
+    assert slice_pool.workers(2, 4) == 2  # never more than slices
+    assert slice_pool.workers(slice_pool.MIN_SLICES - 1, None) == 1  # too short to pay for them
+    assert slice_pool.workers(1000, None) == len(os.sched_getaffinity(0))
+    monkeypatch.setenv(slice_pool.ENV, "1")
+    assert slice_pool.workers(1000, None) == 1
+    monkeypatch.setenv(slice_pool.ENV, "2")
+    assert slice_pool.workers(1000, None) == 2 and slice_pool.workers(1000, 1) == 1  # asked for: asked for
+
+
+@needs_weights
+def test_two_workers_write_and_read_the_same_file():
+    vol = _volume()
+    one = compress(vol, codec="lvpnet", verify=False, workers=1)
+    two = compress(vol, codec="lvpnet", verify=True, workers=2)  # the verifying decode in workers too
+    assert one == two
+    lvp = LvpFile(two)
+    assert lvp.codec_counts().get("lvpnet", 0) > 0
+    assert np.array_equal(run(lvp.iter_decode(workers=2)), vol)
+
+
+@needs_weights
+def test_damage_is_named_by_a_worker_too():
+    vol = _volume()
+    data = bytearray(compress(vol, codec="lvpnet", verify=False, workers=1))
+    lvp = LvpFile(bytes(data))
+    rec = lvp._reader.records[5]
+    data[rec.offset + rec.length // 2] ^= 0x40
+    with pytest.raises(DamagedError, match="slice 5"):
+        run(LvpFile(bytes(data)).iter_decode(workers=2))
+
+
+def test_cli_refuses_a_bad_number_of_workers(tmp_path, capsys):
+    from lvpnet.cli import main
+
+    src = tmp_path / "v.npy"
+    np.save(src, _volume(2, 16))
+    with pytest.raises(SystemExit) as e:
+        main(["compress", str(src), str(tmp_path / "v.lvp"), "--workers", "0"])
+    assert e.value.code == 2
+    assert "not a number of workers" in capsys.readouterr().err
+    assert main(["compress", str(src), str(tmp_path / "v.lvp"), "--codec", "fallback", "--workers", "2"]) == 0
+    assert main(["verify", str(tmp_path / "v.lvp"), "--workers", "2"]) == 0
