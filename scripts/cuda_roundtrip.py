@@ -123,7 +123,8 @@ def prepare(folder: Path, max_mb: float = 2.6, with_imagecodecs: bool = False) -
     (stage / "codecs").mkdir(parents=True)
     shutil.copytree(ROOT / "src" / "lvpnet" / "model", stage / "model")
     shutil.copy(ROOT / "src" / "lvpnet" / "errors.py", stage / "errors.py")
-    for f in ("base.py", "lvpnet_base.py", "lvpnet_codec.py", "lvpnet_engine.py", "lvpnet_entropy.py"):
+    for f in ("base.py", "lvpnet_base.py", "lvpnet_chunk.py", "lvpnet_codec.py", "lvpnet_engine.py",
+              "lvpnet_entropy.py", "profiles.py", "weights.py"):
         shutil.copy(ROOT / "src" / "lvpnet" / "codecs" / f, stage / "codecs" / f)
     (stage / "__init__.py").write_text("")
     (stage / "codecs" / "__init__.py").write_text("")

@@ -121,6 +121,7 @@ def test_pixel_map_is_each_pixels_code_length(model, rng, tiny_model_path, kind,
     import lvpnet.model.adapt as adapt_mod
     from lvpnet.codecs import lvpnet_base
     from lvpnet.codecs.lvpnet_codec import LVPNetCodec
+    from lvpnet.codecs.profiles import PROFILES
     from lvpnet.model.adapt import ADAPT_WEIGHTS, WIDE_FLAG_LEVELS, side_bits
 
     x = smooth_image(rng, (37, 50), 0, 1023, np.uint16)
@@ -138,7 +139,7 @@ def test_pixel_map_is_each_pixels_code_length(model, rng, tiny_model_path, kind,
     if kind != "smooth":
         assert matches == [ADAPT_WEIGHTS[2]], "the map should follow the tables adapted at weight 1024 only"
     eng = LVPNetCodec(tiny_model_path, device="cpu").engine()
-    est = eng.encode_plane(collapse_gaps(to_grid(x)[2])[0], want_bits=True)[4]  # what the codec codes
+    est = eng.encode_plane(collapse_gaps(to_grid(x)[2])[0], PROFILES[6], want_bits=True)[1]  # what the codec codes
     side = side_bits(model.dec.steps, refined=True, flag_levels=WIDE_FLAG_LEVELS) + found[matches[0]].side_bits()
     assert est == pytest.approx(m.total_bits + side, rel=1e-9)
 
@@ -306,7 +307,7 @@ def test_a_flagged_background_is_nearly_free_in_the_map(model, tiny_model_path):
     x = np.where(out, -2000, 100 + yy + xx).astype(np.int16)
     codec = LVPNetCodec(tiny_model_path, device="cpu")
     data = codec.encode(x)
-    ((_v, _R, _lat, pix, _s, _g, _b, _r),) = unpack_chunk(data, 1, codec.version)
+    pix = unpack_chunk(data, 1, codec.version)[0].pixels
     mode = int(codec.engine().pixels.pop_offsets(new_coder(pix), 1, modes(WIDE_FLAG_LEVELS))[0])
     assert mode // len(ADAPT_WEIGHTS) >= 3
     m = analysis.analyse_slice(x, model)
@@ -335,7 +336,8 @@ def test_the_base_layer_in_the_map(model, tiny_model_path, monkeypatch):
     x = np.where(np.hypot(yy - 35, xx - 45) < 30, 900, 100).astype(np.uint16)
     x = x + ((yy // 3 + xx // 5) % 7 * 37).astype(np.uint16)  # a pattern the untrained model does not know
     data = LVPNetCodec(tiny_model_path, device="cpu").encode(x)
-    ((_v, R, _lat, _pix, _s, _g, (level, code)),) = unpack_chunk(data, 1, 7)
+    (plane,) = unpack_chunk(data, 1, 7)
+    level, code = plane.base_level, plane.base
     assert level > 0
     g = lattice.stride(model.dec.f, level)
     m = analysis.analyse_slice(x, model)

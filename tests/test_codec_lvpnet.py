@@ -5,6 +5,7 @@ checkpoint: the format and exactness do not depend on training.
 """
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,9 @@ import pytest
 import torch
 
 from lvpnet import codecs
-from lvpnet.codecs.lvpnet_codec import LVPNetCodec, pack_chunk, unpack_chunk
+from lvpnet.codecs import weights
+from lvpnet.codecs.lvpnet_codec import LVPNetCodec, Plane, pack_chunk, unpack_chunk
+from lvpnet.codecs.profiles import PROFILES
 from lvpnet.compressor import compress
 from lvpnet.errors import InputError
 from lvpnet.lvpfile import LvpFile
@@ -91,9 +94,9 @@ def test_roundtrip_bit_exact(codec, name):
     assert y.dtype == x.dtype and y.shape == x.shape
     assert np.array_equal(x, y)
     planes = unpack_chunk(data, 3 if x.ndim == 3 else 1, codec.version)
-    for _vmin, R, lat, pix, step, gaps, (level, base), *_ref in planes:
-        assert (R == 0) == (len(lat) == 0) == (len(pix) == 0) and step >= 1 and gaps.shape[1] == 2
-        assert (level == 0) == (base == b"")
+    for p in planes:
+        assert (p.R == 0) == (len(p.latent) == 0) == (len(p.pixels) == 0) and p.step >= 1 and p.gaps.shape[1] == 2
+        assert (p.base_level == 0) == (p.base == b"")
 
 
 def test_large_odd_slice(codec):
@@ -207,38 +210,38 @@ def test_damaged_chunks_are_refused(codec):
 def test_pack_unpack():
     lat = np.array([1, 2], np.uint32)
     pix = np.array([3, 4, 5], np.uint32)
-    data = pack_chunk([(-5, 300, lat, pix)], version=1)
-    ((vmin, R, l2, p2, step, gaps),) = unpack_chunk(data, 1, version=1)
-    assert (vmin, R, step, gaps.shape) == (-5, 300, 1, (0, 2)) and np.array_equal(l2, lat) and np.array_equal(p2, pix)
-    data = pack_chunk([(-5, 300, lat, pix, 16)], version=2)
-    ((vmin, R, l2, p2, step, gaps),) = unpack_chunk(data, 1, version=2)
-    assert (vmin, R, step, gaps.shape) == (-5, 300, 16, (0, 2)) and np.array_equal(l2, lat) and np.array_equal(p2, pix)
+    data = pack_chunk([Plane(-5, 300, lat, pix)], version=1)
+    (got,) = unpack_chunk(data, 1, version=1)
+    assert got == Plane(-5, 300, lat, pix) and got.gaps.shape == (0, 2)
+    data = pack_chunk([Plane(-5, 300, lat, pix, 16)], version=2)
+    (got,) = unpack_chunk(data, 1, version=2)
+    assert got == Plane(-5, 300, lat, pix, 16) and got.gaps.shape == (0, 2)
     with pytest.raises(ValueError):
         unpack_chunk(data, 1, version=1)  # the other layout does not tile the chunk
     g = np.array([[10, 900], [200, 70]])
-    data = pack_chunk([(-5, 300, lat, pix, 16, g)], version=3)
-    ((vmin, R, l2, p2, step, gaps),) = unpack_chunk(data, 1, version=3)
-    assert (vmin, R, step) == (-5, 300, 16) and np.array_equal(gaps, g) and np.array_equal(p2, pix)
+    data = pack_chunk([Plane(-5, 300, lat, pix, 16, g)], version=3)
+    (got,) = unpack_chunk(data, 1, version=3)
+    assert (got.vmin, got.R, got.step) == (-5, 300, 16) and np.array_equal(got.gaps, g) and np.array_equal(got.pixels, pix)
     for bad in ([[10, 900], [10, 70]], [[10, 0]], [[300, 5]]):  # not increasing, empty run, beyond R
         with pytest.raises(ValueError, match="gaps"):
-            unpack_chunk(pack_chunk([(-5, 300, lat, pix, 16, np.array(bad))], version=3), 1, version=3)
+            unpack_chunk(pack_chunk([Plane(-5, 300, lat, pix, 16, np.array(bad))], version=3), 1, version=3)
     with pytest.raises(ValueError):
-        pack_chunk([(-5, 300, lat, pix, 16, g)], version=2)
+        pack_chunk([Plane(-5, 300, lat, pix, 16, g)], version=2)
     # version 7: the base level beside the gap count, the base layer (u32 length + bytes) after the words
-    planes = [(-5, 300, lat, pix, 16, g, (2, b"jxl!\x01")), (0, 7, lat, pix, 1, g[:0], (0, b""))]
+    planes = [Plane(-5, 300, lat, pix, 16, g, 2, b"jxl!\x01"), Plane(0, 7, lat, pix, 1, g[:0])]
     data = pack_chunk(planes, version=7)
     assert len(data) == 1 + 2 * 22 + 4 * (4 + 2 + 3) + 4 + 5 + 4 * (2 + 3)
     got = unpack_chunk(data, 2, version=7)
-    assert [p[6] for p in got] == [(2, b"jxl!\x01"), (0, b"")] and np.array_equal(got[0][5], g)
-    assert np.array_equal(got[1][3], pix)
+    assert [(p.base_level, p.base) for p in got] == [(2, b"jxl!\x01"), (0, b"")] and np.array_equal(got[0].gaps, g)
+    assert np.array_equal(got[1].pixels, pix) and got == planes
     one = pack_chunk(planes[:1], version=7)
     for bad in (one[:-1], one[:-6], one + b"\0"):  # truncated base layer, its length cut, trailing byte
         with pytest.raises(ValueError):
             unpack_chunk(bad, 1, version=7)
     with pytest.raises(ValueError, match="base level"):
-        unpack_chunk(pack_chunk([(0, 0, lat[:0], pix[:0], 1, g[:0])], 7)[:19] + bytes([0, 0, 1, 0]), 1, version=7)
-    for bad_plane, version in (((-5, 300, lat, pix, 16, g, (2, b"x")), 6), ((-5, 300, lat, pix, 16, g, (2, b"")), 7),
-                               ((-5, 300, lat, pix, 16, g, (0, b"x")), 7), ((-5, 300, lat, pix, 16, g, (256, b"x")), 7)):
+        unpack_chunk(pack_chunk([Plane(0, 0, lat[:0], pix[:0], 1, g[:0])], 7)[:19] + bytes([0, 0, 1, 0]), 1, version=7)
+    for bad_plane, version in ((Plane(-5, 300, lat, pix, 16, g, 2, b"x"), 6), (Plane(-5, 300, lat, pix, 16, g, 2, b""), 7),
+                               (Plane(-5, 300, lat, pix, 16, g, 0, b"x"), 7), (Plane(-5, 300, lat, pix, 16, g, 256, b"x"), 7)):
         with pytest.raises(ValueError, match="base layer"):
             pack_chunk([bad_plane], version)
 
@@ -255,15 +258,15 @@ def test_unused_value_runs_are_taken_out(codec):
     x[np.hypot(yy - 20, xx - 26) > 22] = -2000
     x[5, 5:8] = [25000, 26000, 30000]  # a few bright outliers: the runs between them stay
     data = codec.encode(x)
-    ((vmin, R, _l, _p, step, gaps, _b, _r),) = unpack_chunk(data, 1, codec.version)
+    (plane,) = unpack_chunk(data, 1, codec.version)
+    vmin, R, step, gaps = plane.vmin, plane.R, plane.step, plane.gaps
     assert vmin == -2000 and step == 1 and len(gaps) == 1 and gaps[0, 0] == 0
     assert gaps[0, 1] == int(x[x > -2000].min()) + 2000 - 1 > GAP_MIN and R == int(x.max()) + 2000 - gaps[0, 1]
     assert R > 30000
     assert np.array_equal(codec.decode(data, x.shape, x.dtype, codec.version), x)
     big = np.array([[0, 40000]])  # a run that takes the values beyond int16: refused
-    ((vmin, R, lat, pix, step, _g, base, _r),) = unpack_chunk(data, 1, codec.version)
     with pytest.raises(ValueError, match="range"):
-        codec.decode(pack_chunk([(vmin, R, lat, pix, step, big, base)], codec.version), x.shape, x.dtype, codec.version)
+        codec.decode(pack_chunk([replace(plane, gaps=big)], codec.version), x.shape, x.dtype, codec.version)
 
 
 def test_a_sparse_histogram_lists_only_its_longest_gaps(codec):
@@ -280,7 +283,7 @@ def test_a_sparse_histogram_lists_only_its_longest_gaps(codec):
     _packed, gaps = collapse_gaps(x.astype(np.int64) - int(x.min()))
     assert len(gaps) == GAP_MAX and gaps[:, 1].min() >= np.sort(runs)[-GAP_MAX]
     data = codec.encode(x)
-    assert len(unpack_chunk(data, 1, codec.version)[0][5]) == GAP_MAX
+    assert len(unpack_chunk(data, 1, codec.version)[0].gaps) == GAP_MAX
     assert np.array_equal(codec.decode(data, x.shape, x.dtype, codec.version), x)
 
 
@@ -291,7 +294,7 @@ def test_values_on_a_grid_are_coded_by_their_step(codec):
     x = CASES["uint16_12bit_overlay"] & 0x0FFF
     x16 = (x.astype(np.uint16) << 4) + 32
     data = codec.encode(x16)
-    ((vmin, R, _l, _p, step, _g, _b, _r),) = unpack_chunk(data, 1, codec.version)
+    ((vmin, step),) = [(p.vmin, p.step) for p in unpack_chunk(data, 1, codec.version)]
     assert step == 16 * int(np.gcd.reduce(np.diff(np.unique(x)))) and vmin == int(x16.min())
     assert np.array_equal(codec.decode(data, x16.shape, x16.dtype, codec.version), x16)
     assert len(data) < len(codec.encode(x16 + (np.arange(x16.size).reshape(x16.shape) % 2).astype(np.uint16)))
@@ -316,13 +319,13 @@ def test_cuda_request_without_cuda(tiny):
 
 def test_registry_and_default(monkeypatch, tiny):
     monkeypatch.setattr(codecs, "shipped_weights", lambda: None)
-    monkeypatch.setattr("lvpnet.codecs.lvpnet_codec.shipped_weights", lambda: None)
+    monkeypatch.setattr(weights, "shipped_weights", lambda: None)
     monkeypatch.delenv("LVPNET_WEIGHTS", raising=False)
     assert codecs.default_codec_name(np.dtype("<i2"), False) == "fallback"
     assert "lvpnet" not in codecs.available()
     assert isinstance(codecs.get_codec("lvpnet"), LVPNetCodec)  # known, so files name the missing weights
     monkeypatch.setattr(codecs, "shipped_weights", lambda: Path(tiny))
-    monkeypatch.setattr("lvpnet.codecs.lvpnet_codec.shipped_weights", lambda: Path(tiny))
+    monkeypatch.setattr(weights, "shipped_weights", lambda: Path(tiny))
     monkeypatch.setattr(codecs, "shipped_is_default", lambda: False)  # weights that lose on val
     assert codecs.default_codec_name(np.dtype("<i2"), False) == "fallback"
     assert "lvpnet" in codecs.available()
@@ -391,7 +394,7 @@ def test_file_from_other_weights_is_refused(registered, monkeypatch, tmp_path):
 def test_file_from_earlier_shipped_weights_still_opens(monkeypatch):
     """After an upgrade of the shipped weights, files the earlier ones wrote open with them
     (resources/retired, picked by the header's sha256); the shared codec keeps the new ones."""
-    from lvpnet.codecs.lvpnet_codec import retired_dir, shipped_weights, weights_for_model
+    from lvpnet.codecs.weights import retired_dir, shipped_weights, weights_for_model
 
     monkeypatch.delenv("LVPNET_WEIGHTS", raising=False)
     retired = sorted(retired_dir().glob("lvpnet-*.pt"))
@@ -414,7 +417,7 @@ def test_file_from_earlier_shipped_weights_still_opens(monkeypatch):
 def test_retired_weights_are_named_by_their_sha256():
     import hashlib
 
-    from lvpnet.codecs.lvpnet_codec import retired_dir
+    from lvpnet.codecs.weights import retired_dir
 
     for p in retired_dir().glob("*.pt"):
         sha = hashlib.sha256(p.read_bytes()).hexdigest()
@@ -439,19 +442,17 @@ def test_one_pass_model_roundtrip(tmp_path):
 
 def test_default_follows_the_shipped_card(monkeypatch, tmp_path, tiny):
     """The learned codec is the default only when the card beside the shipped weights says it won on val."""
-    from lvpnet.codecs import lvpnet_codec
-
     w = tmp_path / "lvpnet-v1.pt"
     w.write_bytes(Path(tiny).read_bytes())
-    monkeypatch.setattr(lvpnet_codec, "shipped_weights", lambda: w)
-    assert lvpnet_codec.shipped_card() == {} and not lvpnet_codec.shipped_is_default()
-    card = tmp_path / lvpnet_codec.CARD_NAME
+    monkeypatch.setattr(weights, "shipped_weights", lambda: w)
+    assert weights.shipped_card() == {} and not weights.shipped_is_default()
+    card = tmp_path / weights.CARD_NAME
     card.write_text('{"default_codec": false, "val_ratio": 1.2}')
-    assert not lvpnet_codec.shipped_is_default()
+    assert not weights.shipped_is_default()
     card.write_text('{"default_codec": true, "val_ratio": 0.9}')
-    assert lvpnet_codec.shipped_is_default()
+    assert weights.shipped_is_default()
     card.write_text("{not json")
-    assert not lvpnet_codec.shipped_is_default()
+    assert not weights.shipped_is_default()
 
 
 @pytest.mark.parametrize("subimage", [4, 2])
@@ -466,9 +467,9 @@ def test_v2_head_row_step0_roundtrip(tmp_path, subimage):
         x = CASES[name]
         assert np.array_equal(c.decode(c.encode(x), x.shape, x.dtype, LVPNetCodec.version), x), name
     x = CASES["int16_ct"].astype(np.int64)
-    vmin, R, lat, pix, est = eng.encode_plane(x, want_bits=True)
-    assert np.array_equal(eng.decode_plane(vmin, R, lat, pix, *x.shape), x)
-    assert 32 * (len(lat) + len(pix)) <= est + 64 + 64
+    plane, est = eng.encode_plane(x, PROFILES[6], want_bits=True)
+    assert np.array_equal(eng.decode_plane(plane, *x.shape, PROFILES[6]), x)
+    assert 32 * (len(plane.latent) + len(plane.pixels)) <= est + 64 + 64
 
 
 def test_per_step_scale_offsets(perturbed):
@@ -476,11 +477,10 @@ def test_per_step_scale_offsets(perturbed):
     (beyond their own few bits), decode exactly, and version 1 streams still decode."""
     eng = perturbed.engine()
     x = CASES["uint16_12bit_overlay"].astype(np.int64)
-    v2 = eng.encode_plane(x, want_bits=True)
-    v1 = eng.encode_plane(x, want_bits=True, calibrate=False)
-    assert v2[4] <= v1[4] + eng.dec.steps * np.log2(9) + 1e-6
-    assert np.array_equal(eng.decode_plane(*v2[:4], *x.shape), x)
-    assert np.array_equal(eng.decode_plane(*v1[:4], *x.shape, calibrated=False), x)
+    (v2, est2), (v1, est1) = (eng.encode_plane(x, PROFILES[n], want_bits=True) for n in (2, 1))
+    assert est2 <= est1 + eng.dec.steps * np.log2(9) + 1e-6
+    assert np.array_equal(eng.decode_plane(v2, *x.shape, PROFILES[2]), x)
+    assert np.array_equal(eng.decode_plane(v1, *x.shape, PROFILES[1]), x)
 
 
 def test_adapted_tables(perturbed):
@@ -493,13 +493,12 @@ def test_adapted_tables(perturbed):
     rng = np.random.default_rng(3)
     levels = rng.choice(np.array([0, 1, 1023]), size=(48, 61), p=[0.45, 0.45, 0.1])
     for x in (CASES["uint16_12bit_overlay"].astype(np.int64), levels):
-        v3 = eng.encode_plane(x, want_bits=True)
-        v2 = eng.encode_plane(x, want_bits=True, adapt=False)
-        assert v3[4] <= v2[4] + np.log2(modes(WIDE_FLAG_LEVELS)) + 1e-6
-        assert np.array_equal(eng.decode_plane(*v3[:4], *x.shape), x)
-        assert np.array_equal(eng.decode_plane(*v2[:4], *x.shape, adaptive=False), x)
-        assert 32 * (len(v3[2]) + len(v3[3])) <= v3[4] + 64 + 64
-    assert v3[4] < 0.9 * v2[4]  # the few-level slice: adaptation saves more than 10%
+        (v3, est3), (v2, est2) = (eng.encode_plane(x, PROFILES[n], want_bits=True) for n in (3, 2))
+        assert est3 <= est2 + np.log2(modes(WIDE_FLAG_LEVELS)) + 1e-6
+        assert np.array_equal(eng.decode_plane(v3, *x.shape, PROFILES[3]), x)
+        assert np.array_equal(eng.decode_plane(v2, *x.shape, PROFILES[2]), x)
+        assert 32 * (len(v3.latent) + len(v3.pixels)) <= est3 + 64 + 64
+    assert est3 < 0.9 * est2  # the few-level slice: adaptation saves more than 10%
 
 
 def test_every_coding_mode_decodes_every_shape(tmp_path, monkeypatch):
@@ -537,8 +536,7 @@ def test_rgb_chunk_beyond_the_dtype_is_refused(codec):
     not wrapped around."""
     x = CASES["rgb_uint8"]
     planes = unpack_chunk(codec.encode(x), 3, codec.version)
-    vmin, R, lat, pix, step, gaps, base, ref = planes[1]
-    planes[1] = (vmin + 300, R, lat, pix, step, gaps, base)  # R-G shifted far up
+    planes[1] = replace(planes[1], vmin=planes[1].vmin + 300, ref_level=0)  # R-G shifted far up
     with pytest.raises(ValueError, match="outside the dtype"):
         codec.decode(pack_chunk(planes, codec.version), x.shape, x.dtype, codec.version)
 
@@ -550,12 +548,11 @@ def test_refined_locations(perturbed):
     yy, xx = np.mgrid[:96, :88]
     rng = np.random.default_rng(5)
     x = np.clip(1500 + 900 * np.sin((yy + 2 * xx) / 3.0) + rng.normal(0, 4, yy.shape), 0, 4095).astype(np.int64)
-    v4 = eng.encode_plane(x, want_bits=True)
-    v3 = eng.encode_plane(x, want_bits=True, refined=False)
-    assert v4[4] < 0.9 * v3[4]
-    assert np.array_equal(eng.decode_plane(*v4[:4], *x.shape), x)
-    assert np.array_equal(eng.decode_plane(*v3[:4], *x.shape, refined=False), x)
-    assert 32 * (len(v4[2]) + len(v4[3])) <= v4[4] + 64 + 64
+    (v4, est4), (v3, est3) = (eng.encode_plane(x, PROFILES[n], want_bits=True) for n in (4, 3))
+    assert est4 < 0.9 * est3
+    assert np.array_equal(eng.decode_plane(v4, *x.shape, PROFILES[4]), x)
+    assert np.array_equal(eng.decode_plane(v3, *x.shape, PROFILES[3]), x)
+    assert 32 * (len(v4.latent) + len(v4.pixels)) <= est4 + 64 + 64
 
 
 def test_every_refinement_config_decodes_every_shape(tmp_path, monkeypatch):

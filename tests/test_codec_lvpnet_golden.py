@@ -98,9 +98,11 @@ def _without_base_codestreams(data: bytes, x: np.ndarray, version: int = 7) -> l
     from lvpnet.model import lattice
 
     out = []
-    for *plane, (level, code) in (p[:7] for p in unpack_chunk(data, 3 if x.ndim == 3 else 1, version)):
-        sub = decode_lattice(code, *x.shape[:2], plane[1], lattice.stride(4, level)) if level else None
-        out.append([np.asarray(p).tobytes() for p in plane] + [level, None if sub is None else sub.tobytes()])
+    for p in unpack_chunk(data, 3 if x.ndim == 3 else 1, version):
+        level = p.base_level
+        sub = decode_lattice(p.base, *x.shape[:2], p.R, lattice.stride(4, level)) if level else None
+        fields = (p.vmin, p.R, p.latent, p.pixels, p.step, p.gaps)
+        out.append([np.asarray(f).tobytes() for f in fields] + [level, None if sub is None else sub.tobytes()])
     return out
 
 
@@ -115,7 +117,7 @@ def test_the_adapting_golden_inputs_adapt(codecs, name, flags):
 
     x = np.load(SETS["v4"] / f"{name}.npy")
     data = (SETS["v4"] / f"{name}.chunk").read_bytes()
-    ((_vmin, _R, _lat, pix, _step, _gaps),) = unpack_chunk(data, 1, 3)
+    pix = unpack_chunk(data, 1, 3)[0].pixels
     mode = int(codecs["v4"].engine().pixels.pop_offsets(new_coder(pix), 1, MODES)[0])
     assert mode % len(ADAPT_WEIGHTS) > 0 if flags is None else mode >= len(ADAPT_WEIGHTS)
     assert np.array_equal(codecs["v4"].decode(data, x.shape, x.dtype, 3), x)
@@ -133,7 +135,7 @@ def test_the_refining_golden_input_is_refined(codecs):
     codec = codecs["v5"]
     x = np.load(SETS["v5"] / "texture_uint16.npy")
     data = (SETS["v5"] / "texture_uint16.chunk").read_bytes()
-    ((_vmin, _R, _lat, pix, _step, _gaps),) = unpack_chunk(data, 1, 4)
+    pix = unpack_chunk(data, 1, 4)[0].pixels
     eng = codec.engine()
     coder = new_coder(pix)
     eng.pixels.pop_offsets(coder, 1, MODES)
@@ -156,7 +158,7 @@ def test_the_staged_golden_latent_spans_stages(codecs):
     codec = codecs["v6"]
     x = np.load(SETS["v6"] / "blocks_uint8.npy")
     data = (SETS["v6"] / "blocks_uint8.chunk").read_bytes()
-    ((_vmin, _R, lat, _pix, _step, _gaps),) = unpack_chunk(data, 1, 5)
+    lat = unpack_chunk(data, 1, 5)[0].latent
     eng = codec.engine()
     shape = eng.latent_shape(*x.shape)
     zs = eng.latent.decode(lat, shape, staged=True)
@@ -181,7 +183,7 @@ def test_the_padded_golden_ct_flags_only_where_neighbours_agree(codecs):
     codec = codecs["v6"]
     x = np.load(SETS["v6"] / "padded_ct_int16.npy")
     data = (SETS["v6"] / "padded_ct_int16.chunk").read_bytes()
-    ((_vmin, _R, _lat, pix, _step, _gaps),) = unpack_chunk(data, 1, 5)
+    pix = unpack_chunk(data, 1, 5)[0].pixels
     mode = int(codec.engine().pixels.pop_offsets(new_coder(pix), 1, modes(WIDE_FLAG_LEVELS))[0])
     assert mode // len(ADAPT_WEIGHTS) == 3
     assert np.array_equal(codec.decode(data, x.shape, x.dtype, 5), x)
@@ -190,13 +192,16 @@ def test_the_padded_golden_ct_flags_only_where_neighbours_agree(codecs):
 def _plane_changes_without(codec, data: bytes, shape, **switch) -> bool:
     """Does a one-plane version 6 chunk decode to another plane, or fail, with one of the
     version's parts switched off (``edge_classes=False`` or ``min_flags=False``)?"""
-    from lvpnet.codecs.lvpnet_codec import unpack_chunk
+    from dataclasses import replace
 
-    ((vmin, R, lat, pix, _step, _gaps),) = unpack_chunk(data, 1, 6)
+    from lvpnet.codecs.lvpnet_codec import unpack_chunk
+    from lvpnet.codecs.profiles import profile
+
+    (coded,) = unpack_chunk(data, 1, 6)
     eng = codec.engine()
-    plane = eng.decode_plane(vmin, R, lat, pix, *shape)
+    plane = eng.decode_plane(coded, *shape, profile(6))
     try:
-        other = eng.decode_plane(vmin, R, lat, pix, *shape, **switch)
+        other = eng.decode_plane(coded, *shape, replace(profile(6), **switch))
     except ValueError:  # the stream does not fit the other tables or flags
         return True
     return not np.array_equal(other, plane)
@@ -231,22 +236,24 @@ def test_the_golden_base_layers(codecs, name):
     and are shorter than version 6 writes them; without the base layer, or with its codestream
     damaged or another lattice's, they do not decode to the image (an error, never a wrong image
     from a damaged base layer)."""
+    from dataclasses import replace
+
     from lvpnet.codecs.lvpnet_codec import pack_chunk, unpack_chunk
 
     codec = codecs["v8"]
     x = np.load(SETS["v8"] / f"{name}.npy")
     data = (SETS["v8"] / f"{name}.chunk").read_bytes()
     planes = unpack_chunk(data, 3 if x.ndim == 3 else 1, 7)
-    assert any(p[6][0] for p in planes)
+    assert any(p.base_level for p in planes)
     assert np.array_equal(codec.decode(data, x.shape, x.dtype, 7), x)
     assert len(data) < len((SETS["v7"] / f"{name}.chunk").read_bytes())
-    i = next(i for i, p in enumerate(planes) if p[6][0])
-    level, code = planes[i][6]
+    i = next(i for i, p in enumerate(planes) if p.base_level)
+    level, code = planes[i].base_level, planes[i].base
     damaged = bytearray(code)
     damaged[len(code) // 2] ^= 0x5A
     for base in [(0, b""), (level, bytes(damaged)), (3 - level, code)]:
         forged = list(planes)
-        forged[i] = planes[i][:6] + (base,)
+        forged[i] = replace(planes[i], base_level=base[0], base=base[1])
         try:
             y = codec.decode(pack_chunk(forged, 7), x.shape, x.dtype, 7)
         except ValueError:
@@ -258,22 +265,25 @@ def test_the_golden_comparison_survives_another_libjxl():
     """With another libjxl the golden encode test compares base layers by the lattices they decode
     to: a codestream written otherwise (here effort 9 for effort 7) compares equal, a changed pixel
     stream does not."""
+    from dataclasses import replace
+
     from lvpnet.codecs.lvpnet_base import decode_lattice
     from lvpnet.codecs.lvpnet_codec import pack_chunk, unpack_chunk
     from lvpnet.model import lattice
 
     x = np.load(SETS["v8"] / "padded_ct_int16.npy")
     data = (SETS["v8"] / "padded_ct_int16.chunk").read_bytes()
-    ((vmin, R, lat, pix, step, gaps, (level, code)),) = unpack_chunk(data, 1, 7)
+    (plane,) = unpack_chunk(data, 1, 7)
+    level, code, R, pix = plane.base_level, plane.base, plane.R, plane.pixels
     g = lattice.stride(4, level)
     sub = decode_lattice(code, *x.shape, R, g)
     other = imagecodecs.jpegxl_encode(sub.astype(np.uint16 if R >= 256 else np.uint8), lossless=True, effort=9)
     assert other != code
-    same = pack_chunk([(vmin, R, lat, pix, step, gaps, (level, other))], 7)
+    same = pack_chunk([replace(plane, base=other)], 7)
     assert same != data and _without_base_codestreams(same, x) == _without_base_codestreams(data, x)
     pix2 = pix.copy()
     pix2[0] ^= 1
-    changed = pack_chunk([(vmin, R, lat, pix2, step, gaps, (level, code))], 7)
+    changed = pack_chunk([replace(plane, pixels=pix2)], 7)
     assert _without_base_codestreams(changed, x) != _without_base_codestreams(data, x)
 
 
@@ -288,7 +298,7 @@ def test_the_cine_golden_inputs_repeat_their_previous_frame(codecs, name):
     x, ref = np.load(SETS["v9"] / f"{name}.npy"), np.load(SETS["v9"] / f"{name}.ref.npy")
     data = (SETS["v9"] / f"{name}.chunk").read_bytes()
     assert codec.needs_reference(data, x.shape, 8)
-    assert all(p[7] > 0 for p in unpack_chunk(data, 3 if x.ndim == 3 else 1, 8))
+    assert all(p.ref_level > 0 for p in unpack_chunk(data, 3 if x.ndim == 3 else 1, 8))
     assert len(data) < 0.9 * len(codec.encode(x))  # the flags pay
     with pytest.raises(ValueError, match="previous one"):
         codec.decode(data, x.shape, x.dtype, 8)

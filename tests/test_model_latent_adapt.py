@@ -94,5 +94,5 @@ def test_the_shipped_model_pays_far_less_for_its_latent_from_version_5():
     v5.version, v4.version = 5, 4
     d5, d4 = v5.encode(x), v4.encode(x)
     assert np.array_equal(v5.decode(d5, x.shape, x.dtype, 5), x)
-    lat5, lat4 = len(unpack_chunk(d5, 1, 5)[0][2]), len(unpack_chunk(d4, 1, 4)[0][2])
+    lat5, lat4 = len(unpack_chunk(d5, 1, 5)[0].latent), len(unpack_chunk(d4, 1, 4)[0].latent)
     assert lat5 * 10 < lat4 and len(d5) < len(d4)

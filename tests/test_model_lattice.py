@@ -8,7 +8,7 @@ import pytest
 
 from lvpnet.codecs import lvpnet_base
 from lvpnet.model import lattice
-from lvpnet.model.adapt import make_item
+from lvpnet.model.adapt import choose_lattice, make_item
 from lvpnet.model.prep import ORDERS
 
 RESOURCES = Path(__file__).resolve().parents[1] / "resources"
@@ -42,7 +42,7 @@ def _items(bits_per_step, order):
 def test_choose_takes_the_level_that_saves_most():
     order = ORDERS[4]
     items, base = _items([10] * 4 + [1] * 12, order)  # 40 bits in step 0, 160 in steps 0-3
-    choose = lambda costs: lattice.choose(items, base, 0, 0, costs, order, 4)  # noqa: E731
+    choose = lambda costs: choose_lattice(items, base, 0, 0, costs, order, 4)  # noqa: E731
     assert choose({}) == 0
     assert choose({1: 50.0, 2: 170.0}) == 0  # neither saves
     assert choose({1: 30.0, 2: 170.0}) == 1
@@ -85,6 +85,7 @@ def test_the_shipped_model_hands_a_ct_lattice_to_jpegxl():
     import nibabel as nib
 
     from lvpnet.codecs.lvpnet_codec import LVPNetCodec, unpack_chunk
+    from lvpnet.codecs.profiles import profile
     from lvpnet.model import prep, slice_bits
 
     weights = RESOURCES / "lvpnet-v1.pt"
@@ -94,7 +95,8 @@ def test_the_shipped_model_hands_a_ct_lattice_to_jpegxl():
     v7, v6 = LVPNetCodec(weights, device="cpu"), LVPNetCodec(weights, device="cpu")
     v6.version = 6
     d7, d6 = v7.encode(x), v6.encode(x)
-    ((_vmin, R, lat, pix, _step, _gaps, (level, code)),) = unpack_chunk(d7, 1, 7)
+    (p7,) = unpack_chunk(d7, 1, 7)
+    level, code, pix = p7.base_level, p7.base, p7.pixels
     assert level in (1, 2) and len(code) > 0
     assert np.array_equal(v7.decode(d7, x.shape, x.dtype, 7), x)
     assert len(d7) < 0.998 * len(d6)  # measured: -0.48%
@@ -104,7 +106,7 @@ def test_the_shipped_model_hands_a_ct_lattice_to_jpegxl():
     eng = v7.engine()
     plane = prep.collapse_gaps(prep.to_grid(x)[2])[0]
     plane = plane - plane.min()
-    *_head, base, est = eng.encode_plane(plane, want_bits=True, base_layer=True)
-    assert base == (level, code)
+    coded, est = eng.encode_plane(plane, profile(7), want_bits=True)
+    assert (coded.base_level, coded.base) == (level, code)
     ref = slice_bits(eng.model(), eng.dec, x, lattice_costs=lvpnet_base.costs)
     assert ref["pixel_bits"] + ref["latent_bits"] + ref["side_bits"] == pytest.approx(est, rel=1e-9)

@@ -113,7 +113,7 @@ def test_rgb_frames_repeat_plane_by_plane():
     g = cine(2, (24, 40), seed=5)
     rgb = np.stack([g, g // 2, 255 - g], -1)
     data = codec.encode(rgb[1], reference=rgb[0])
-    assert [p[7] > 0 for p in unpack_chunk(data, 3, 8)] == [True] * 3
+    assert [p.ref_level > 0 for p in unpack_chunk(data, 3, 8)] == [True] * 3
     assert np.array_equal(codec.decode(data, rgb[1].shape, rgb.dtype, 8, reference=rgb[0]), rgb[1])
 
 
@@ -225,11 +225,11 @@ def test_a_base_lattice_and_a_reference_in_one_plane(monkeypatch):
     v = np.asarray(nib.load(path("sample_ct.nii.gz")).dataobj)
     frames = [np.ascontiguousarray(v[:96, :128, k]) for k in (5, 6)]
     frames[1][:40] = frames[0][:40]  # the top repeats, the rest changes
-    monkeypatch.setattr(lvpnet_engine.lattice, "choose", lambda *a, **k: 2)
+    monkeypatch.setattr(lvpnet_engine, "choose_lattice", lambda *a, **k: 2)
     codec = LVPNetCodec(device="cpu")
     data = codec.encode(frames[1], reference=frames[0])
-    ((*_p, (level, code), ref),) = unpack_chunk(data, 1, 8)
-    assert level == 2 and code and ref > 0
+    (plane,) = unpack_chunk(data, 1, 8)
+    assert plane.base_level == 2 and plane.base and plane.ref_level > 0
     assert np.array_equal(codec.decode(data, frames[1].shape, frames[1].dtype, 8, reference=frames[0]), frames[1])
 
 

@@ -7,7 +7,8 @@ import numpy as np
 from ..errors import InputError
 from .base import Codec
 from .fallback import FallbackCodec
-from .lvpnet_codec import LVPNetCodec, shipped_is_default, shipped_weights, weights_for_model
+from .lvpnet_codec import LVPNetCodec
+from .weights import shipped_is_default, shipped_weights, weights_for_model
 
 _CODECS: dict[str, type[Codec]] = {FallbackCodec.id: FallbackCodec, LVPNetCodec.id: LVPNetCodec}
 _INSTANCES: dict[str, Codec] = {}

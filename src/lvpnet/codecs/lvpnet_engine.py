@@ -1,4 +1,4 @@
-"""The learned codec's model side: one grey plane <-> (latent words, pixel words).
+"""The learned codec's model side: one grey plane <-> its coded ``Plane`` (latent and pixel words).
 
 Imports torch (the codec module imports this lazily). Encoder and decoder walk
 the same integer path (``lvpnet.model.IntegerDecoder``) from the same ``z``:
@@ -24,6 +24,7 @@ from ..model.adapt import (
     ADAPT_WEIGHTS,
     StepTables,
     choose_coding,
+    choose_lattice,
     flag_levels,
     make_item,
     modes,
@@ -35,8 +36,10 @@ from ..model.fitting import SliceFitting
 from ..model.repeat import FLAG_CONTEXTS, FlagCounts, flag_contexts, flags_apply, item_candidates
 from ..model.tables import best_scale_offset, scale_offset, values_from_symbols
 from . import lvpnet_base
-from .lvpnet_codec import file_sha256
+from .lvpnet_chunk import Plane
 from .lvpnet_entropy import LatentCoder, PixelCoder, new_coder
+from .profiles import Profile
+from .weights import file_sha256
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -147,33 +150,29 @@ class Engine:
 
     # ------------------------------------------------------------------ encode
     @torch.no_grad()
-    def encode_plane(
-        self, x: np.ndarray, want_bits: bool = False, calibrate: bool = True, adapt: bool = True, refined: bool = True,
-        staged_latent: bool = True, wide_flags: bool = True, edge_classes: bool = True, min_flags: bool = True,
-        base_layer: bool = False, ref_plane: np.ndarray | None = None,
-    ):
-        """Integer plane (H, W) -> (vmin, R, latent words, pixel words[, base][, ref level][, estimated bits]).
+    def encode_plane(self, x: np.ndarray, profile: Profile, want_bits: bool = False,
+                     ref_plane: np.ndarray | None = None):
+        """Integer plane (H, W) -> its ``Plane`` (vmin, R, the two streams, base layer and reference
+        level), as bitstream ``profile`` codes it; with ``want_bits`` ``(plane, estimated bits)``.
 
-        ``calibrate`` (bitstream version 2): per step a scale offset chosen by the encoder
-        (``_choose_offsets``) and stored at the head of the pixel stream; False writes version 1.
-        ``adapt`` (version 3, needs ``calibrate``): tables adapted to the slice and neighbour-repeat
-        flags (``model.adapt``, ``model.repeat``), the coding mode chosen by the encoder and
-        stored first; False writes version 2. ``refined``: version 4 (``model.fitting``).
-        ``staged_latent``: version 5, the latent's tables adapted to the slice
-        (``model.latent_adapt``); ``wide_flags``: version 5, flag levels 3 and 4 (``model.repeat``).
-        ``edge_classes``: version 6, table rows by the distance from the minimum (``model.edge``).
-        ``min_flags``: version 6, flags on candidates at the plane's minimum (``model.repeat``).
-        ``base_layer``: version 7, a coarse lattice coded by JPEG-XL where that is smaller
-        (``model.lattice``); ``base`` is then returned: ``(level, codestream)``, level 0 for none.
-        ``ref_plane``: version 8, the previous slice's plane in this plane's values (-1 where it has
-        none, ``reference.ref_values``); the reference level chosen is then returned (0: not used)."""
+        What each setting of the profile does here: ``scale_offsets``, per step a scale offset
+        chosen by the encoder (``_choose_offsets``) at the head of the pixel stream;
+        ``adapted_tables``, tables adapted to the slice and neighbour-repeat flags (``model.adapt``,
+        ``model.repeat``), the coding mode chosen by the encoder and stored first; ``refined``,
+        ``model.fitting``; ``staged_latent``, ``model.latent_adapt``; ``wide_flags``, flag levels 3
+        and 4; ``edge_classes``, table rows by the distance from the minimum (``model.edge``);
+        ``min_flags``, flags on candidates at the plane's minimum; ``base_lattice``, a coarse
+        lattice coded by JPEG-XL where that is smaller (``model.lattice``).
+        ``ref_plane`` (profiles with ``reference``): the previous slice's plane in this plane's
+        values (-1 where it has none, ``reference.ref_values``); the plane's ``ref_level`` is then
+        the level chosen (0: not used). The plane's step is 1 and it has no gaps: the caller's."""
+        if ref_plane is not None and not profile.reference:
+            raise ValueError(f"bitstream version {profile.version} codes no reference slice")
         x = np.asarray(x).astype(np.int64)
         H, W = x.shape
         vmin, R, B = prep.slice_params(x)
         if R == 0:
-            empty = np.zeros(0, np.uint32)
-            out = (vmin, 0, empty, empty) + (((0, b""),) if base_layer else ()) + ((0,) if ref_plane is not None else ())
-            return out + (0.0,) if want_bits else out
+            return (Plane(vmin, 0), 0.0) if want_bits else Plane(vmin, 0)
         v = x - vmin
         f = self.dec.f
         Hp, Wp = prep.padded_size(H, W, self.cfg.stride)
@@ -192,15 +191,14 @@ class Engine:
 
         z = z.to(self.device)
         self._walk(z, R, H, W, step)
-        refined = refined and adapt and calibrate
         fits = None
-        if refined:
+        if profile.refined:
             fits = SliceFitting(v, R, self.dec.order, self.dec.pixel_tables.cpu(), self.pixels.shifts, self.dec.K)
             records = [(k, sub, *fits.step(k, pos, sub, mu, s, row), pos, row) for k, sub, mu, s, pos, row in records]
-        omax = offset_max(refined)
-        offsets = self._choose_offsets(records, R, omax) if calibrate else None
-        adapt = adapt and offsets is not None
-        pixels = self.pixel_coder(edge_classes)
+        omax = offset_max(profile.refined)
+        offsets = self._choose_offsets(records, R, omax) if profile.scale_offsets else None
+        adapted = profile.adapted_tables
+        pixels = self.pixel_coder(profile.edge_classes)
         items, extras = [], []
         for k, sub, mu, s, pos, row in records:
             s = self._shift(s, offsets, k)
@@ -208,18 +206,18 @@ class Engine:
             sym, low, nb, esc = sym.numpy(), low.numpy(), nb.numpy(), esc.numpy()
             extra_bits = np.where(esc, np.log2(R + 1.0), nb)
             at = pos if row is None else (pos[0] + row * f, pos[1])
-            trows = self.table_rows(mu, s, edge_classes)
-            items.append(make_item(k, sym, trows, extra_bits, sub, at, v, self.dec.order, f, adapt, row, min_flags,
-                                   ref_plane))
+            trows = self.table_rows(mu, s, profile.edge_classes)
+            items.append(make_item(k, sym, trows, extra_bits, sub, at, v, self.dec.order, f, adapted, row,
+                                   profile.min_flags, ref_plane))
             extras.append(np.where(esc, sub, low).reshape(-1))
-        levels = flag_levels(wide_flags)
+        levels = flag_levels(profile.wide_flags)
         # version 8: with a reference, its level too, and the first choice made again with its flags
-        weight, flags, ref_level = choose_coding(items, pixels.tables, levels, ref_plane is not None) if adapt else (0, 0, 0)
+        weight, flags, ref_level = choose_coding(items, pixels.tables, levels, ref_plane is not None) if adapted else (0, 0, 0)
         base, est = (0, b""), 0.0
-        if base_layer and adapt:  # version 7: the lattice's sub-images leave the pixel stream
+        if profile.base_lattice:  # version 7: the lattice's sub-images leave the pixel stream
             options = lvpnet_base.options(v, R, f)
             costs = {c: lvpnet_base.bits(d) for c, d in options.items()}
-            level = lattice.choose(items, pixels.tables, weight, flags, costs, self.dec.order, f)
+            level = choose_lattice(items, pixels.tables, weight, flags, costs, self.dec.order, f)
             if level:
                 base, est = (level, options[level]), costs[level]
                 skip = lattice.steps(self.dec.order, lattice.stride(f, level))
@@ -240,7 +238,7 @@ class Engine:
             coded.append((keep, flag_state, ref_state, pixels.step_models(s, tables)))
             if want_bits:
                 est += pixels.bits(sym, s, R, tables)
-        lat = self.latent.encode(zs, staged_latent)
+        lat = self.latent.encode(zs, profile.staged_latent)
         coder = new_coder()
         for it, extra, (keep, flag_state, ref_state, models) in zip(reversed(items), reversed(extras), reversed(coded)):
             pixels.push_step(coder, it.sym[keep], extra[keep], it.s[keep], R, models)
@@ -252,14 +250,12 @@ class Engine:
             est += self.pixels.push_uniform(coder, *fits.side_symbols())
         if offsets is not None:  # pushed last, so the decoder reads them first
             est += self.pixels.push_offsets(coder, offsets + omax, 2 * omax + 1)
-        if adapt:  # read before the offsets
+        if adapted:  # read before the offsets
             est += self.pixels.push_offsets(coder, np.array([weight + len(ADAPT_WEIGHTS) * flags]), modes(levels))
-        pix = coder.get_compressed()
-        out = (vmin, R, lat, pix) + ((base,) if base_layer else ()) + ((ref_level,) if ref_plane is not None else ())
+        plane = Plane(vmin, R, lat, coder.get_compressed(), base_level=base[0], base=base[1], ref_level=ref_level)
         if not want_bits:
-            return out
-        est += self.latent.bits(zs, staged_latent)
-        return out + (est,)
+            return plane
+        return plane, est + self.latent.bits(zs, profile.staged_latent)
 
     # ------------------------------------------------------------------ per-slice calibration
     def _shift(self, s: np.ndarray, offsets, k: int) -> np.ndarray:
@@ -281,25 +277,19 @@ class Engine:
 
     # ------------------------------------------------------------------ decode
     @torch.no_grad()
-    def decode_plane(
-        self, vmin: int, R: int, lat: np.ndarray, pix: np.ndarray, H: int, W: int, want_bits=False, calibrated=True,
-        adaptive=True, refined=True, staged_latent=True, wide_flags=True, edge_classes=True, min_flags=True,
-        base=None, ref_level: int = 0, ref_plane: np.ndarray | None = None,
-    ):
-        """Inverse of ``encode_plane`` (``calibrated``: bitstream version 2 or later, with per-step
-        offsets; ``adaptive``: version 3, tables adapted to the slice; ``refined``: version 4,
-        locations refined per step; ``staged_latent``, ``wide_flags``: version 5, latent tables
-        adapted, flag levels 3 and 4; ``edge_classes``: version 6, table rows by the distance from
-        the minimum; ``min_flags``: version 6, flags on candidates at the minimum; ``base``: version 7,
-        ``(level, codestream)`` of the base lattice, ``model.lattice``; ``ref_level``: version 8, the
-        plane's reference level, and ``ref_plane`` the previous slice's plane as
-        ``reference.ref_values`` gives it, ``model.reference``)."""
+    def decode_plane(self, plane: Plane, H: int, W: int, profile: Profile, want_bits: bool = False,
+                     ref_plane: np.ndarray | None = None):
+        """Inverse of ``encode_plane``: the plane's (H, W) values (``Plane.values``), with
+        ``want_bits`` ``(values, estimated latent bits, estimated pixel bits)``. ``profile``: the
+        chunk's bitstream version; ``ref_plane``: for a plane with a ``ref_level``, the previous
+        slice's plane as ``reference.ref_values`` gives it (``model.reference``)."""
+        R, ref_level = plane.R, plane.ref_level
         if R == 0:
-            out = np.full((H, W), vmin, dtype=np.int64)
+            out = np.full((H, W), plane.vmin, dtype=np.int64)
             return (out, 0.0, 0.0) if want_bits else out
-        zs = self.latent.decode(lat, self.latent_shape(H, W), staged_latent)
+        zs = self.latent.decode(plane.latent, self.latent_shape(H, W), profile.staged_latent)
         z = torch.from_numpy(zs.astype(np.int64) - self.dec.zmax).to(self.device)
-        coder = new_coder(pix)
+        coder = new_coder(plane.pixels)
         out = np.empty((H, W), dtype=np.int64)
         f = self.dec.f
         pix_bits = [0.0]
@@ -308,30 +298,29 @@ class Engine:
         counts, ref_counts = FlagCounts(), reference.counts()
         if ref_level and ref_plane is None:
             raise ValueError("lvpnet chunk: this slice was coded against the previous one, which was not given")
-        if ref_level and not (calibrated and adaptive and 0 < ref_level < reference.LEVELS):
+        if ref_level and not (profile.reference and 0 < ref_level < reference.LEVELS):
             raise ValueError(f"lvpnet chunk: reference level {ref_level} is not valid here")
-        levels = flag_levels(wide_flags)
-        pixels = self.pixel_coder(edge_classes)
-        if calibrated and adaptive:
+        levels = flag_levels(profile.wide_flags)
+        pixels = self.pixel_coder(profile.edge_classes)
+        if profile.adapted_tables:
             mode = int(self.pixels.pop_offsets(coder, 1, modes(levels))[0])
             flags = mode // len(ADAPT_WEIGHTS)
             tables = StepTables(pixels.tables, ADAPT_WEIGHTS[mode % len(ADAPT_WEIGHTS)])
-        refined = calibrated and adaptive and refined
-        if calibrated:
-            omax = offset_max(refined)
+        if profile.scale_offsets:
+            omax = offset_max(profile.refined)
             offsets = self.pixels.pop_offsets(coder, self.dec.steps, 2 * omax + 1) - omax
-        pix_bits[0] += side_bits(self.dec.steps, calibrated, adaptive, refined, levels)
+        pix_bits[0] += side_bits(self.dec.steps, profile.scale_offsets, profile.adapted_tables, profile.refined, levels)
         known, known_steps = None, frozenset()
-        if base is not None and base[0]:
-            if not (calibrated and adaptive):
+        if plane.base_level:
+            if not profile.base_lattice:
                 raise ValueError("lvpnet chunk: a base layer needs bitstream version 7")
-            g = lattice.stride(f, base[0])
-            known = lattice.known_plane(lvpnet_base.decode_lattice(base[1], H, W, R, g), (H, W), g)
+            g = lattice.stride(f, plane.base_level)
+            known = lattice.known_plane(lvpnet_base.decode_lattice(plane.base, H, W, R, g), (H, W), g)
             known_steps = lattice.steps(self.dec.order, g)
-            pix_bits[0] += lvpnet_base.bits(base[1])
+            pix_bits[0] += plane.base_bits()
         refs, fbs = [None] * self.dec.steps, [None] * self.dec.steps
-        errors = feedback.ErrorPlane((H, W), self.dec.order) if refined else None
-        if refined:
+        errors = feedback.ErrorPlane((H, W), self.dec.order) if profile.refined else None
+        if profile.refined:
             def pop(sizes):
                 pix_bits[0] += float(np.log2(sizes.astype(np.float64)).sum())
                 return self.pixels.pop_uniform(coder, sizes)
@@ -362,7 +351,7 @@ class Engine:
                 vals = known[di::f, dj::f] if row is None else known[di + row * f, dj::f][None]
                 return record(pos, row, np.ascontiguousarray(vals), mu)
             s = self._shift(s, offsets, k)
-            trows = self.table_rows(mu, s, edge_classes)
+            trows = self.table_rows(mu, s, profile.edge_classes)
             if tables is not None:
                 tables.start_step(k)
             counts.start_step((k, -1 if row is None else row))
@@ -383,7 +372,7 @@ class Engine:
                 found = item_candidates(out, at, f, mu.shape, self.dec.order, k, row)
             if found is not None:
                 cand, x = found
-                x = flag_contexts(x, flags, row, cand == 0 if min_flags else None)
+                x = flag_contexts(x, flags, row, cand == 0 if profile.min_flags else None)
                 if got is not None:  # no flag where the reference took the pixel or its candidate missed
                     x = np.where((rx > 0) & (ref_hit | (cand == r)), 0, x)
                 hit = self.pixels.pop_flags(coder, x, counts)
@@ -415,7 +404,7 @@ class Engine:
         self._walk(z, R, H, W, step)
         if not coder.is_empty():
             raise ValueError("pixel stream has data left over (damaged stream or other weights)")
-        out += vmin
+        out = plane.values(out)
         if want_bits:
-            return out, self.latent.bits(zs, staged_latent), pix_bits[0]
+            return out, self.latent.bits(zs, profile.staged_latent), pix_bits[0]
         return out

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import edge, reference
+from . import edge, lattice, reference
 from .repeat import FlagCounts, flag_contexts, flags_apply, item_candidates
 from .tables import OFFSET_MAX, TOTAL, WIDE_OFFSET_MAX, pixel_symbols
 
@@ -384,6 +384,25 @@ def choose_coding(items: list[PlaneItem], base: np.ndarray, flag_levels: int, wi
     return w, flags, ref_level
 
 
+def choose_lattice(items: list[PlaneItem], base: np.ndarray, weight_index: int, flags: int,
+                   costs: dict[int, float], order, f: int) -> int:
+    """Bitstream version 7: the base level whose classical bits ``costs[level]`` save most over
+    what the learned codec spends on that lattice's items at the coding choice
+    ``(weight_index, flags)`` (0: none saves; ``model.lattice``). The lattices' steps come first
+    in the decoding order, so only that prefix of ``items`` is walked."""
+    if not costs:
+        return 0
+    bits = lattice_bits(items, base, weight_index, flags, lattice.candidate_steps(costs, order, f))
+    return lattice.choose_from(items, bits, costs, order, f)
+
+
+def lattice_bits(items: list[PlaneItem], base: np.ndarray, weight_index: int, flags: int, ks) -> list[np.ndarray]:
+    """Each pixel's learned code length (``plane_bits``) for the items up to the last one whose
+    step is in ``ks`` (that prefix of the decoding order): what a base lattice would replace."""
+    last = max((i for i, it in enumerate(items) if it.k in ks), default=-1)
+    return plane_bits(items[: last + 1], base, weight_index, flags)
+
+
 def adapted_pixel_bits(
     steps, R: int, tables, shifts, K: int, v: np.ndarray, order, rows0: bool = False, flag_levels: int = FLAG_LEVELS,
     edge_thr: np.ndarray | None = None, min_flags: bool = False, base_costs: dict[int, float] | None = None,
@@ -397,8 +416,6 @@ def adapted_pixel_bits(
     level's codestream: version 7, the chosen lattice's bits shared over its pixels by
     ``lattice.map_share``; with ``ref``, the previous slice's values as ``reference.ref_values`` gives
     them: version 8), and the encoder's choice (weight index, flag level, base level, reference level)."""
-    from . import lattice  # it builds on this module
-
     base = tables.cpu().numpy()
     if edge_thr is not None:
         base = edge.expand(base)
@@ -422,7 +439,7 @@ def adapted_pixel_bits(
     w, flags, ref_level = choose_coding(items, base, flag_levels, ref is not None)
     level, prefix = 0, []
     if base_costs:  # the learned bits of the lattices' items, walked once for the choice and the map
-        prefix = lattice.learned_bits(items, base, w, flags, lattice.candidate_steps(base_costs, order, f))
+        prefix = lattice_bits(items, base, w, flags, lattice.candidate_steps(base_costs, order, f))
         level = lattice.choose_from(items, prefix, base_costs, order, f)
     known = lattice.steps(order, lattice.stride(f, level)) if level else frozenset()
     # the lattice's items leave the pixel stream; the coding choice stays (``model.lattice``)

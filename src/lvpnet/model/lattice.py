@@ -13,14 +13,13 @@ again without the lattice's items changed no choice on six val slices, and cost 
 
 Level ``c`` (1, 2, ...) is the lattice of stride ``f >> (c - 1)``: level 1 is sub-image 0 alone,
 level 2 (4x4 models) the four sub-images on even rows and columns. Numpy only: the classical
-coder lives in ``codecs.lvpnet_base``.
+coder lives in ``codecs.lvpnet_base``; what the learned codec would spend on a lattice, and so
+the choice (``choose_lattice``), lives in ``model.adapt``, which builds on this module's geometry.
 """
 
 from __future__ import annotations
 
 import numpy as np
-
-from .adapt import PlaneItem, plane_bits
 
 
 def stride(f: int, level: int) -> int:
@@ -44,31 +43,16 @@ def steps(order, g: int) -> frozenset[int]:
     return frozenset(k for k, (di, dj) in enumerate(order) if di % g == 0 and dj % g == 0)
 
 
-def choose(items: list[PlaneItem], base: np.ndarray, weight_index: int, flags: int, costs: dict[int, float],
-           order, f: int) -> int:
-    """The base level whose classical bits ``costs[level]`` save most over what the learned codec
-    spends on that lattice's items at the coding choice ``(weight_index, flags)`` (0: none saves).
-    The lattices' steps come first in the decoding order, so only that prefix of ``items`` is walked."""
-    if not costs:
-        return 0
-    return choose_from(items, learned_bits(items, base, weight_index, flags, candidate_steps(costs, order, f)), costs,
-                       order, f)
-
-
 def candidate_steps(costs: dict[int, float], order, f: int) -> frozenset[int]:
     """The steps of every lattice in ``costs`` (its keys: base levels)."""
     return frozenset().union(*(steps(order, stride(f, c)) for c in costs))
 
 
-def learned_bits(items: list[PlaneItem], base: np.ndarray, weight_index: int, flags: int, ks) -> list[np.ndarray]:
-    """Each pixel's learned code length (``adapt.plane_bits``) for the items up to the last one
-    whose step is in ``ks`` (that prefix of the decoding order)."""
-    last = max((i for i, it in enumerate(items) if it.k in ks), default=-1)
-    return plane_bits(items[: last + 1], base, weight_index, flags)
-
-
-def choose_from(items: list[PlaneItem], bits: list[np.ndarray], costs: dict[int, float], order, f: int) -> int:
-    """``choose`` given ``learned_bits`` of a prefix holding every candidate lattice's items."""
+def choose_from(items: list, bits: list[np.ndarray], costs: dict[int, float], order, f: int) -> int:
+    """The base level whose classical bits ``costs[level]`` save most over what the learned codec
+    spends on that lattice's items (0: none saves), given ``bits``, each pixel's learned code
+    length for a prefix of ``items`` (``adapt.PlaneItem``, decoding order) holding every
+    candidate lattice's items (``adapt.lattice_bits``)."""
     best, saving = 0, 0.0
     for c in sorted(costs):
         ks = steps(order, stride(f, c))
@@ -78,9 +62,9 @@ def choose_from(items: list[PlaneItem], bits: list[np.ndarray], costs: dict[int,
     return best
 
 
-def map_share(items: list[PlaneItem], bits: list[np.ndarray], ks, total: float) -> list[np.ndarray]:
+def map_share(items: list, bits: list[np.ndarray], ks, total: float) -> list[np.ndarray]:
     """For the bit-cost maps: the lattice's ``total`` bits shared out over the pixels of the items
-    in ``ks``, in proportion to their ``learned_bits`` (what the learned codec would have spent on
+    in ``ks``, in proportion to their ``adapt.lattice_bits`` (what the learned codec would have spent on
     each: JPEG-XL gives no per-pixel lengths; evenly where that is all 0). One array per such item."""
     would = [b for it, b in zip(items, bits) if it.k in ks]
     spent = sum(float(b.sum()) for b in would)

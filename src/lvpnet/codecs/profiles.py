@@ -1,0 +1,108 @@
+"""The learned codec's bitstream versions, each a declared profile of named settings.
+
+A chunk's version (the file index records it per slice) says how its planes were coded; the
+encoder and the decoder both read that from one ``Profile``, so a setting has one name on
+both sides and a version is a record, not a set of flags threaded by hand. Each version keeps
+everything of the one before and switches on the settings it declares (``PROFILES[n].adds``);
+``tests/test_profiles.py`` checks that against the fields. Numpy-free and torch-free: the
+chunk layout (``lvpnet_chunk``) and the file reader consult it without loading the model.
+
+Why each version exists (measured figures: ``docs/MODEL.md``, ``BENCHMARKS.md``):
+
+1. The network's fixed tables, nothing fitted to the slice.
+2. Per-step scale offsets at the head of each pixel stream, chosen by the encoder
+   (``tables.best_scale_offset``); the plane header gains the value step (``prep.to_grid``).
+3. Pixel tables adapted to the slice (``model.adapt``) with neighbour-repeat flags
+   (``model.repeat``), the coding mode chosen per plane; runs of unused values taken out
+   (``prep.collapse_gaps``, listed in the chunk).
+4. Each step's location refined by a linear predictor fitted on the slice (``model.refine``),
+   its scales moved by the residuals decoded nearby (``model.feedback``), per-step scale
+   offsets in [-8, 8].
+5. The latent's tables adapted to the slice stage by stage (``model.latent_adapt``) and two
+   more levels of neighbour-repeat flags, only where most or all neighbours agree.
+6. The adapted tables counted per scale and distance from the minimum (``model.edge``), and
+   flags on candidates at the plane's minimum, in contexts of their own (``model.repeat``).
+7. A plane's coarse lattice coded by JPEG-XL where that is smaller (``model.lattice``,
+   ``codecs.lvpnet_base``).
+8. Flags for the pixels that repeat the previous slice (``model.reference``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What a bitstream version codes. Settings are off in version 1; see the module docstring."""
+
+    version: int
+    #: plane header: a u16 value step after the word counts (version 2)
+    value_step: bool = False
+    #: one scale offset per sub-image step at the head of the pixel stream (version 2)
+    scale_offsets: bool = False
+    #: plane header: a u32 gap count, then the gaps before the streams (version 3)
+    value_gaps: bool = False
+    #: pixel tables adapted to the slice, neighbour-repeat flags, a coding mode per plane (version 3)
+    adapted_tables: bool = False
+    #: locations refined per step, error feedback on the scales, offsets in [-8, 8] (version 4)
+    refined: bool = False
+    #: the latent's tables adapted to the slice stage by stage (version 5)
+    staged_latent: bool = False
+    #: flag levels 3 and 4 in the coding mode (version 5)
+    wide_flags: bool = False
+    #: table rows by scale and distance from the minimum (version 6)
+    edge_classes: bool = False
+    #: flags on candidates at the plane's minimum (version 6)
+    min_flags: bool = False
+    #: a coarse lattice coded by JPEG-XL where that is smaller; its level in the plane header (version 7)
+    base_lattice: bool = False
+    #: flags for the pixels repeating the previous slice; its level in the plane header (version 8)
+    reference: bool = False
+    #: the settings this version switched on over the one before (declaration, not a setting)
+    adds: frozenset[str] = field(default=frozenset(), compare=False)
+
+    def __post_init__(self):
+        # the engine builds each stage on the ones before it: a profile that skips one is no version
+        needs = {"adapted_tables": "scale_offsets", "refined": "adapted_tables", "base_lattice": "adapted_tables",
+                 "reference": "adapted_tables", "value_gaps": "value_step"}
+        for name, base in needs.items():
+            if getattr(self, name) and not getattr(self, base):
+                raise ValueError(f"profile {self.version}: {name} needs {base}")
+
+    def settings(self) -> dict[str, bool]:
+        """The named settings (every field but the version and the declaration)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("version", "adds")}
+
+
+def _declare(*settings: str) -> Profile:
+    """The next version: the last declared one with ``settings`` switched on."""
+    last = PROFILES[max(PROFILES)] if PROFILES else Profile(0)
+    return replace(last, version=last.version + 1, adds=frozenset(settings), **{s: True for s in settings})
+
+
+PROFILES: dict[int, Profile] = {}
+for _settings in [
+    (),                                    # 1: the network's fixed tables
+    ("value_step", "scale_offsets"),       # 2: per-step scale offsets
+    ("value_gaps", "adapted_tables"),      # 3: tables adapted to the slice, repeat flags, value gaps
+    ("refined",),                          # 4: refinement and error feedback
+    ("staged_latent", "wide_flags"),       # 5: staged latent tables, flag levels 3 and 4
+    ("edge_classes", "min_flags"),         # 6: edge classes, flags at the minimum
+    ("base_lattice",),                     # 7: JPEG-XL base lattice
+    ("reference",),                        # 8: the previous slice as reference
+]:
+    _p = _declare(*_settings)
+    PROFILES[_p.version] = _p
+del _settings, _p
+
+LATEST = max(PROFILES)
+
+
+def profile(version: int) -> Profile:
+    """The profile of bitstream ``version``; ValueError for a version this codec does not know."""
+    try:
+        return PROFILES[version]
+    except (KeyError, TypeError):
+        raise ValueError(f"lvpnet chunk version {version} is not supported (known: "
+                         f"{', '.join(map(str, sorted(PROFILES)))})") from None
