@@ -105,7 +105,7 @@ def prepare(folder: Path, max_mb: float = 2.6, with_imagecodecs: bool = False) -
             continue
         np.save(folder / f"{name}.npy", a)
         used += a.nbytes + 128
-    from lvpnet.codecs.lvpnet_codec import shipped_weights
+    from lvpnet.codecs.weights import shipped_weights
 
     if shipped_weights() is None:  # else the run reads the checkout's resources/ (or --weights)
         import torch

@@ -585,3 +585,23 @@ def test_every_refinement_config_decodes_every_shape(tmp_path, monkeypatch):
         for x in shapes:
             y = c.decode(c.encode(x), x.shape, x.dtype, LVPNetCodec.version)
             assert np.array_equal(y, x), (config, x.shape)
+
+
+def test_the_engine_holds_a_plane_to_its_profile(codec):
+    """A plane that carries more than its bitstream version can code is refused, not misread: a
+    base layer under version 6, a reference level under version 7, a reference slice handed to an
+    encoder of version 7; without the reference slice a plane coded against one is refused too."""
+    eng = codec.engine()
+    x = CASES["int16_ct"].astype(np.int64)
+    x -= x.min()
+    plane = eng.encode_plane(x, PROFILES[7])
+    forged = replace(plane, base_level=1, base=b"jxl")
+    with pytest.raises(ValueError, match="base layer needs bitstream version 7"):
+        eng.decode_plane(forged, *x.shape, PROFILES[6])
+    with pytest.raises(ValueError, match="reference level 1 is not valid"):
+        eng.decode_plane(replace(plane, ref_level=1), *x.shape, PROFILES[7], ref_plane=x)
+    with pytest.raises(ValueError, match="previous one"):
+        eng.decode_plane(replace(plane, ref_level=1), *x.shape, PROFILES[8])
+    with pytest.raises(ValueError, match="codes no reference"):
+        eng.encode_plane(x, PROFILES[7], ref_plane=x)
+    assert np.array_equal(eng.decode_plane(plane, *x.shape, PROFILES[7]), x)
