@@ -64,7 +64,62 @@ GAP_MAX = 8  # ... the longest 8 at most: each costs 8 bytes in the chunk, and a
 # 3.5 kB of streams plus 1.9 kB of gap list)
 
 
+GAP_RUN_BITS = 64  # what one listed run costs in the chunk: a pair of u32
+GAP_ALL_GAIN = 0.01  # every run is taken out when that saves at least this fraction of the estimate
+
+
 def collapse_gaps(k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``long_gaps`` (below), or every run of unused values taken out when the plane's histogram is
+    sparse throughout: the encoder's choice, the decoder only reads the list.
+
+    Why: a radiograph mapped through a display LUT uses only some of its levels (a train CR hip:
+    519 of 894, a train DX chest: 822 of 4096, with gaps of 1 to 8 between used levels). The model
+    codes ``v - mu`` in grey levels, so its bins spread over levels that never occur (about
+    ``log2(R / used)`` bits per pixel), and the adapted tables cannot learn it (they count bins
+    relative to ``mu``); JPEG-XL compacts such a channel to the used levels. Coding the rank of
+    the value instead: CR hip 1.101x -> 0.968x JPEG-XL effort 7 (real bytes, whole image,
+    ``benchmarks/bits_breakdown.md``). The choice compares ``med_bits`` (a LOCO-I residual
+    entropy, a few array passes) plus ``GAP_RUN_BITS`` per listed run for both, so small slices
+    with a few scattered values (the golden inputs, a 37 x 45 random slice) keep the long runs."""
+    packed, gaps = long_gaps(k)
+    k = np.asarray(k, dtype=np.int64)
+    if k.ndim != 2 or min(k.shape) < 2:
+        return packed, gaps
+    every, runs = _take_out(k, 0)
+    if len(runs) <= len(gaps) or len(runs) > 0xFFFF:  # the chunk's count is 16 bits from version 7
+        return packed, gaps
+    now = med_bits(packed) + GAP_RUN_BITS * len(gaps)
+    alt = med_bits(every) + GAP_RUN_BITS * len(runs)
+    return (every, runs) if alt < (1.0 - GAP_ALL_GAIN) * now else (packed, gaps)
+
+
+def _take_out(k: np.ndarray, longer_than: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every run of more than ``longer_than`` unused values taken out (``collapse_gaps``'s layout)."""
+    u = np.unique(k)
+    d = np.diff(u)
+    big = np.nonzero(d - 1 > longer_than)[0]
+    if big.size == 0:
+        return k, np.zeros((0, 2), np.int64)
+    removed = d[big] - 1
+    before = np.concatenate([[0], np.cumsum(removed)])
+    packed = k - before[np.searchsorted(u[big], k, side="left")]
+    return packed, np.stack([u[big] - before[:-1], removed], axis=1)
+
+
+def med_bits(v: np.ndarray) -> float:
+    """Bits of a 2-D plane under the LOCO-I median predictor and one empirical residual histogram
+    (first row and column left out, scaled to the whole plane): a quick, model-free estimate to
+    compare codings of the same plane."""
+    v = np.asarray(v, dtype=np.int64)
+    N, W, NW, c = v[:-1, 1:], v[1:, :-1], v[:-1, :-1], v[1:, 1:]
+    lo, hi = np.minimum(N, W), np.maximum(N, W)
+    r = (c - np.where(NW >= hi, lo, np.where(NW <= lo, hi, N + W - NW))).ravel()
+    n = np.bincount(r - r.min()).astype(np.float64)
+    n = n[n > 0]
+    return float(-(n * np.log2(n / r.size)).sum()) * v.size / r.size
+
+
+def long_gaps(k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Values ``k`` (int64, minimum 0) -> (``packed``, ``gaps``): every run of more than ``GAP_MIN``
     values that no pixel takes, with at least ``GAP_SIDE`` of the pixels below it and above it,
     is removed (the ``GAP_MAX`` longest such runs when there are more), so ``packed`` spans a smaller range. ``gaps`` (n, 2) int64 holds per run
