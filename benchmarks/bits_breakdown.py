@@ -125,6 +125,7 @@ def plane_breakdown(model, plane: np.ndarray) -> dict:
     # per step
     shifts = dec.pixel_shifts.cpu()
     stepd = {}
+    esc_counts, esc_n = np.zeros(R + 1), 0  # escaped values under an adaptive (KT) histogram, decoding order
     for (k, v_, mu_, s_), b in zip(steps, per_pixel):
         sym, _low, nb, esc = pixel_symbols(v_, mu_, s_, shifts, dec.K)
         sym, nb, esc = sym.numpy(), nb.numpy(), esc.numpy()
@@ -136,6 +137,11 @@ def plane_breakdown(model, plane: np.ndarray) -> dict:
         h_joint = -(cnt * np.log2(cnt)).sum()
         h_rows = -(rc * np.log2(rc)).sum()
         oracle = float(h_joint - h_rows) + float(nb.sum()) + float(esc.sum()) * np.log2(R + 1.0)
+        esc_adaptive = 0.0
+        for val in v_.numpy()[esc]:
+            esc_adaptive -= np.log2((esc_counts[val] + 0.5) / (esc_n + 0.5 * (R + 1)))
+            esc_counts[val] += 1
+            esc_n += 1
         di, dj = dec.order[k]
         # flat: the four axial neighbours in the whole plane equal the pixel
         vv = v[di::f, dj::f][: v_.shape[0], : v_.shape[1]]
@@ -146,7 +152,7 @@ def plane_breakdown(model, plane: np.ndarray) -> dict:
         flat = ((pad[Y - 1, X] == vv) & (pad[Y + 1, X] == vv) & (pad[Y, X - 1] == vv) & (pad[Y, X + 1] == vv))
         stepd[k] = {
             "n": int(b.size), "bits": float(b.sum()), "low": float(nb.sum()), "esc": int(esc.sum()),
-            "esc_bits": float(esc.sum() * np.log2(R + 1.0)), "oracle": oracle,
+            "esc_bits": float(esc.sum() * np.log2(R + 1.0)), "esc_adaptive": float(esc_adaptive), "oracle": oracle,
             "flat_n": int(flat.sum()), "flat_bits": float(b[flat].sum()),
             "absres": float(np.abs(v_.numpy() - mu_.numpy()).mean()),
         }
@@ -196,7 +202,9 @@ def summarise(name: str, p: dict) -> list[str]:
     low = sum(d["low"] for d in st.values())
     fl = sum(d["flat_n"] for d in st.values())
     flb = sum(d["flat_bits"] for d in st.values())
-    lines += ["", f"raw low bits {low / n:.3f} bits/px; escapes {esc} ({escb / n:.4f} bits/px); "
+    esca = sum(d.get("esc_adaptive", 0.0) for d in st.values())
+    lines += ["", f"raw low bits {low / n:.3f} bits/px; escapes {esc} ({escb / n:.4f} bits/px uniform, "
+              f"{esca / n:.4f} under an adaptive histogram of the escaped values); "
               f"flat pixels {fl / n * 100:.1f}% costing {flb / max(fl, 1):.3f} bits each ({flb / n:.4f} bits/px)", ""]
     return lines
 
