@@ -528,3 +528,19 @@ def test_a_multiframe_ultrasound_cine_through_the_learned_codec(tmp_path, rng):
     lvp, out, info = compress_restore(tmp_path, src / "cine.dcm", "--codec", "lvpnet", subprocess=False)
     assert _tree(out) == _tree(src) and info["carried_verbatim"] == []
     assert info["coded_against_previous"] >= 1 and LvpFile(lvp).shape == (4, 40, 56, 3)
+
+
+def test_python_api_archives_a_dicom_folder_as_the_cli_does(tmp_path):
+    """``lvpnet.compress_path`` on a DICOM folder: the same restorable archive as ``lvpnet compress``."""
+    import lvpnet
+
+    src = tmp_path / "study"
+    shutil.copytree(_local("dicomdirtests/98892003/MR700"), src)
+    (src / "notes.txt").write_text("beside the series\n")
+    result = lvpnet.compress_path(src, tmp_path / "api.lvp", codec="fallback")
+    assert result.slices > 0
+    main(["compress", str(src), str(tmp_path / "cli.lvp"), "--codec", "fallback"])
+    assert LvpFile(tmp_path / "api.lvp").header["source"] == LvpFile(tmp_path / "cli.lvp").header["source"]
+    out = tmp_path / "restored"
+    assert main(["decompress", str(tmp_path / "api.lvp"), str(out)]) == 0
+    assert _tree(out) == _tree(src)  # every file, every byte

@@ -30,7 +30,9 @@ from .archiver import archive, restore  # noqa: E402
 from .compressor import (
     CompressResult,
     compress,
+    compress_path,
     compress_to_file,
+    iter_compress_path,
     iter_compress_to_file,
 )
 from .container import looks_like_lvp
@@ -69,8 +71,10 @@ __all__ = [
     "Volume",
     "archive",
     "compress",
+    "compress_path",
     "compress_to_file",
     "decompress",
+    "iter_compress_path",
     "iter_compress_to_file",
     "open",
     "read",

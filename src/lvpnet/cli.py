@@ -61,9 +61,8 @@ def _check_device(device: str) -> None:
 
 def cmd_compress(args: argparse.Namespace) -> int:
     from .atomic import check_writable
-    from .compressor import iter_compress_to_file
+    from .compressor import iter_compress_path
     from .container import looks_like_lvp
-    from .io import notes, read
 
     if not str(args.output).lower().endswith(".lvp"):
         raise InputError(f"{args.output}: the output name must end in .lvp")
@@ -72,21 +71,15 @@ def cmd_compress(args: argparse.Namespace) -> int:
         raise InputError(f"{args.input}: is already an lvpnet file")
     _check_device(args.device)
     codecs.get_codec("lvpnet").device = args.device  # where the learned codec runs (no weights loaded here)
-    t0 = time.perf_counter()
-    volume = read(args.input, series=args.series, rgb=args.rgb, follow_symlinks=args.follow_symlinks)
-    for note in notes(volume):  # FIFOs, devices, links in a folder: not read, and said so
-        print(f"lvpnet: note: {note}", file=sys.stderr)
-    if volume.source_format == "dicom":  # keep every source file, restorable byte for byte
-        from .dicom_archive import info_fields, iter_build_archive
-
-        volume = run(iter_build_archive(volume, args.input, allow_lossy_source=args.allow_lossy_source))
-    elif args.allow_lossy_source:
-        raise InputError("--allow-lossy-source applies to DICOM input only")
-    read_seconds = time.perf_counter() - t0
-    result = run(iter_compress_to_file(volume, args.output, args.codec, verify=not args.no_verify,
-                                       workers=args.workers), ProgressBar())
+    job = iter_compress_path(args.input, args.output, args.codec, verify=not args.no_verify, series=args.series,
+                             rgb=args.rgb, follow_symlinks=args.follow_symlinks,
+                             allow_lossy_source=args.allow_lossy_source, workers=args.workers,
+                             on_note=lambda note: print(f"lvpnet: note: {note}", file=sys.stderr))
+    result, volume, read_seconds = run(job, ProgressBar())
     report = {"input": str(args.input), **result.as_dict(), "read_seconds": round(read_seconds, 3)}
     if volume.source_format == "dicom":
+        from .dicom_archive import info_fields
+
         report.update(info_fields(volume.metadata))
     if args.json:
         print(json.dumps(report))

@@ -214,6 +214,39 @@ def iter_compress_to_file(
     )
 
 
+def iter_compress_path(
+    source: str | os.PathLike, path: str | os.PathLike, codec: str | None = None, *, verify: bool = True,
+    series: str | None = None, rgb: bool = False, follow_symlinks: bool = False, allow_lossy_source: bool = False,
+    workers: int | None = 1, on_note=None,
+) -> Generator[Progress, None, tuple[CompressResult, Volume, float]]:
+    """A file or folder on disk to ``path``, as ``lvpnet compress`` does it: a DICOM source is
+    archived with one record per source file, so ``decompress`` restores the files byte for byte
+    (``dicom_archive``); anything else is stored as read. ``on_note(text)`` hears what reading
+    skipped (special files, links in a folder) before the encode starts. Yields progress; returns
+    (the result, the volume stored, the seconds reading and archiving took)."""
+    from .io import notes, read
+
+    t0 = time.perf_counter()
+    volume = read(source, series=series, rgb=rgb, follow_symlinks=follow_symlinks)
+    for note in notes(volume) if on_note is not None else ():
+        on_note(note)
+    if volume.source_format == "dicom":  # keep every source file, restorable byte for byte
+        from .dicom_archive import iter_build_archive
+
+        volume = yield from iter_build_archive(volume, source, allow_lossy_source=allow_lossy_source)
+    elif allow_lossy_source:
+        raise InputError("--allow-lossy-source applies to DICOM input only")
+    read_seconds = time.perf_counter() - t0
+    result = yield from iter_compress_to_file(volume, path, codec, verify=verify, workers=workers)
+    return result, volume, read_seconds
+
+
+def compress_path(source: str | os.PathLike, path: str | os.PathLike, codec: str | None = None, **kw) -> CompressResult:
+    """``iter_compress_path`` without progress, e.g. ``lvpnet.compress_path("dicom_folder", "ct.lvp")``:
+    a DICOM folder stored so that ``lvpnet decompress`` restores its files byte for byte."""
+    return run(iter_compress_path(source, path, codec, **kw))[0]
+
+
 def compress(
     data: np.ndarray | Volume, codec: str | None = None, rgb: bool = False, verify: bool = True, safety_net: bool = True,
     workers: int | None = 1,
