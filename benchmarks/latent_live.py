@@ -14,7 +14,7 @@ slices (``np.linspace(0, n - 1, k)`` rounded, so the choice is fixed by the shap
     (``lvpnet.analysis.analyse_slice``: its ``qcm_before`` / ``qcm_after`` block maps, averaged
     over the slice's blocks);
 (c) **ablation**: the learned codec's estimated bits of the slice (``Engine.encode_plane(...,
-    want_bits=True)`` at the codec's bitstream version, base layer included: the estimate the
+    want_bits=True)`` under the codec's bitstream profile, base layer included: the estimate the
     real bytes follow), once with the real ``z`` and once with every channel's ``z`` replaced by
     its most frequent value in that plane (ties: the smallest value). The difference is what the
     latent saves. Each slice is coded alone (no previous-slice reference, bitstream 8's flags
@@ -114,9 +114,10 @@ def codec_planes(x: np.ndarray, rgb: bool) -> list[np.ndarray]:
 
 def measure_slice(engine, model, x: np.ndarray, rgb: bool) -> dict:
     from lvpnet.analysis import analyse_slice
-    from lvpnet.codecs.lvpnet_codec import LVPNetCodec, _levels
+    from lvpnet.codecs.lvpnet_codec import LVPNetCodec
+    from lvpnet.codecs.profiles import profile
 
-    levels = _levels(LVPNetCodec.version, encoder=True)
+    prof = profile(LVPNetCodec.version)  # what the codec writes now
     net = engine.model()
     real_bits = mode_bits = 0.0
     varying = channels = 0
@@ -124,7 +125,7 @@ def measure_slice(engine, model, x: np.ndarray, rgb: bool) -> dict:
         for p in codec_planes(x, rgb):
             hook = _ZHook(net)
             engine._model = hook
-            real_bits += float(engine.encode_plane(p, want_bits=True, **levels)[-1])
+            real_bits += float(engine.encode_plane(p, prof, want_bits=True)[1])
             if hook.last is None:  # a constant plane: no latent is coded
                 continue
             z = hook.last
@@ -133,7 +134,7 @@ def measure_slice(engine, model, x: np.ndarray, rgb: bool) -> dict:
             varying += int((flat != flat[:, :1]).any(1).sum())
             channels += C
             engine._model = _ZHook(net, channel_mode)
-            mode_bits += float(engine.encode_plane(p, want_bits=True, **levels)[-1])
+            mode_bits += float(engine.encode_plane(p, prof, want_bits=True)[1])
     finally:
         engine._model = net
     maps = analyse_slice(x, model, rgb=rgb)
@@ -217,7 +218,7 @@ def markdown(results: list[dict], k: int, command: str, seconds: float) -> str:
              "slice's 32 x 32 blocks. `QCM before / after`: mean `|y - y_hat|` without and with the QCM, as Inspect "
              "measures it (`analysis.analyse_slice`), over all blocks. `bpsp`: the learned codec's estimated bits "
              "per sample (`Engine.encode_plane(want_bits=True)`, bitstream "
-             "8's levels, every slice coded alone), with the real `z` and with each channel's `z` replaced by its "
+             "profile of `LVPNetCodec.version`, every slice coded alone), with the real `z` and with each channel's `z` replaced by its "
              "most frequent value in the plane; `saved %`: (mode - real) / real, what the latent saves. Estimates, "
              "not file bytes.")
     head = ("| {} | slices | samples | varying % | QCM before | QCM after | bpsp real z | bpsp z = mode | saved % |\n"
