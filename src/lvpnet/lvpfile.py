@@ -205,9 +205,11 @@ class LvpFile:
         return out
 
     def _iter_slices(self, workers: int | None):
-        """Every slice in order: here, or by ``slice_pool`` workers for a learned file long enough
-        to pay for them, each decoding a run of ``compressor.REFERENCE_RUN`` slices (a run's first
-        slice needs no slice before it: the writer starts a fresh run there)."""
+        """Every slice in order: here, or also by ``slice_pool`` workers for a learned file long
+        enough to pay for them. A task is one slice of a file on disk whose slices all decode on
+        their own, else a run of ``compressor.REFERENCE_RUN`` slices (the writer starts a fresh run
+        there, so no run needs the one before it; an in-memory file travels to the worker with
+        each task, so it goes in runs too)."""
         from . import slice_pool
         from .compressor import REFERENCE_RUN
 
@@ -217,9 +219,11 @@ class LvpFile:
             for i in range(n):
                 yield self.read_slice(i)
             return
+        alone = isinstance(self._source, (str, os.PathLike)) and self.coded_against_previous() == 0
+        step = 1 if alone else REFERENCE_RUN
         state = limits.state(self.header.get("array_hash"))
-        runs = [(self._source, self.name, self.header.get("array_hash"), state, a, min(n, a + REFERENCE_RUN))
-                for a in range(0, n, REFERENCE_RUN)]
+        runs = [(self._source, self.name, self.header.get("array_hash"), state, a, min(n, a + step))
+                for a in range(0, n, step)]
         for decoded in slice_pool.ordered(decode_run, runs, workers):
             yield from decoded
 

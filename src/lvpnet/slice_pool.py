@@ -97,24 +97,36 @@ atexit.register(shutdown)
 
 def ordered(fn: Callable, tasks: Iterable[tuple], n: int) -> Iterator:
     """``fn(*task)`` for every task, results in task order, at most ``2 n`` in flight (memory stays
-    bounded by the window, not the volume). ``n == 1``: in this process, no pool."""
+    bounded by the window, not the volume). ``n == 1``: in this process, no pool. Otherwise this
+    process is one of the ``n``: it codes every ``n``-th task itself, on one torch thread, while
+    ``n - 1`` workers code the others (so it works while they start, and never sits idle)."""
     if n <= 1:
         for task in tasks:
             yield fn(*task)
         return
-    pool = _executor(n)
-    window: deque = deque()
-    it = iter(tasks)
+    import torch
+
+    pool = _executor(n - 1)
+    window: deque = deque()  # futures, or the tasks this process codes itself when their turn comes
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one core each: this process and every worker
     try:
-        for task in it:
-            window.append(pool.submit(fn, *task))
+        for i, task in enumerate(tasks):
+            window.append(task if i % n == 0 else pool.submit(fn, *task))
             if len(window) >= 2 * n:
-                yield window.popleft().result()
+                yield _result(fn, window.popleft())
         while window:
-            yield window.popleft().result()
+            yield _result(fn, window.popleft())
     except BaseException as e:
         for f in window:  # queued slices are dropped; a worker finishes the one it holds
-            f.cancel()
+            if not isinstance(f, tuple):
+                f.cancel()
         if isinstance(e, KeyboardInterrupt):  # Ctrl-C, SIGTERM: do not wait for the workers
             shutdown()
         raise
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _result(fn: Callable, item):
+    return fn(*item) if isinstance(item, tuple) else item.result()
