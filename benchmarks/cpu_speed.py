@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -74,6 +72,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "cpu_speed.md"))
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    from lvpnet.bench import machine
     from lvpnet.codecs.lvpnet_codec import LVPNetCodec
 
     codec = LVPNetCodec(device="cpu")
@@ -108,8 +107,7 @@ def main(argv=None) -> int:
         "# The learned codec on one CPU thread against JPEG-XL effort 7",
         "",
         f"`benchmarks/cpu_speed.py --rounds {args.rounds}`, {time.strftime('%Y-%m-%d')}. Machine: "
-        f"{platform.machine()}, {os.cpu_count()} logical CPUs ({_cpu_name()}), torch {torch.__version__}, "
-        f"Python {sys.version.split()[0]}, one thread for every codec. Weights sha256 {codec.model_id()[:16]}..., "
+        f"{machine()}, torch {torch.__version__}, one thread for every codec. Weights sha256 {codec.model_id()[:16]}..., "
         f"bitstream {ver}.",
         "",
         f"{len(items)} real 512 x 512 CT slices ({len(VAL_CT)} val CT arrays, the sample CT's "
@@ -133,16 +131,6 @@ def main(argv=None) -> int:
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -32,12 +32,13 @@ import datetime as dt
 import hashlib
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from lvpnet.bench import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -45,16 +46,6 @@ DATA = ROOT.parent / "shared" / "data"
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine() + " CPU"
 
 
 def slice_indices(n: int, k: int) -> list[int]:
@@ -208,7 +199,7 @@ def markdown(results: list[dict], k: int, command: str, seconds: float) -> str:
 
     L = ["# Is the latent alive? (varying channels, QCM, ablation)", ""]
     L.append(f"Written by `benchmarks/latent_live.py` on {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, "
-             f"{cpu_name()} ({os.cpu_count()} cores; OMP_NUM_THREADS="
+             f"{machine()} (OMP_NUM_THREADS="
              f"{os.environ.get('OMP_NUM_THREADS', 'unset')}), torch {torch.__version__}, {seconds / 60:.1f} minutes.")
     L.append("")
     L.append(f"Command: `{command}`")
