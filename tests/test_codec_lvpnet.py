@@ -133,6 +133,20 @@ def test_chunk_stats_real_and_estimated(codec):
     assert abs(st["pixel_bits"] - st["estimated_pixel_bits"]) < 64 + 0.005 * st["estimated_pixel_bits"]
 
 
+@pytest.mark.parametrize("version", sorted(PROFILES))
+def test_the_estimate_is_what_every_version_pays(tiny, version):
+    """``chunk_stats``' estimate (the engine's, the walk training and Inspect rebuild) against the real
+    streams of a chunk written in each bitstream version: within an ANS stream's flush."""
+    writer = LVPNetCodec(tiny, device="cpu")
+    writer.version = version
+    for x in (CASES["int16_ct"], CASES["rgb_uint8"]):
+        data = writer.encode(x)
+        st = writer.chunk_stats(data, x.shape, x.dtype, version)
+        planes = 3 if x.ndim == 3 else 1
+        assert abs(st["latent_bits"] - st["estimated_latent_bits"]) < planes * 64 + 0.01 * st["estimated_latent_bits"]
+        assert abs(st["pixel_bits"] - st["estimated_pixel_bits"]) < planes * 64 + 0.005 * st["estimated_pixel_bits"]
+
+
 @pytest.fixture(scope="module")
 def perturbed(tmp_path_factory):
     """Random in-range integer weights everywhere (as in test_model_intexact), so no path is trivial."""
