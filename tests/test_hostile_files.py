@@ -264,7 +264,8 @@ _RUNNER = textwrap.dedent("""
             with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
                 rc = main(cmd)
             out.append({"case": path, "cmd": cmd[0], "rc": rc, "stderr": err.getvalue(), "s": time.monotonic() - t0})
-    print(json.dumps({"runs": out, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}))
+    # VmHWM: this process's own peak (ru_maxrss would count the pytest process it was forked from)
+    print(json.dumps({"runs": out, "rss_mb": int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) // 1024}))
 """)
 
 

@@ -34,7 +34,8 @@ _RUNNER = textwrap.dedent("""
     import resource, sys
     from lvpnet.cli import main
     rc = main(sys.argv[1:])
-    print(f"RSS_MB={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}", file=sys.stderr)
+    # VmHWM: this process's own peak (ru_maxrss would count the pytest process it was forked from)
+    print(f"RSS_MB={int(open('/proc/self/status').read().split('VmHWM:')[1].split()[0]) // 1024}", file=sys.stderr)
     sys.exit(rc)
 """)
 
