@@ -1,7 +1,7 @@
 """Where the learned codec's bits go on one plane, against JPEG-XL effort 7 on the same pixels.
 
 Per plane (grey, or each RGB plane G, R-G, B-G), with the shipped weights, through the same walk as
-the Inspect maps (``lvpnet.analysis._plane``: network, refinement, error feedback, per-step offsets,
+the Inspect maps (``lvpnet.analysis.coded_steps``: network, refinement, error feedback, per-step offsets,
 adapted tables, flags; bitstream version 7 without a reference):
 
 * per step group (step 0 = the stride-4 lattice, steps 1-3 = the rest of the stride-2 lattice,
@@ -71,11 +71,11 @@ def load(spec: str) -> tuple[str, np.ndarray, bool]:
 def plane_breakdown(model, plane: np.ndarray) -> dict:
     import torch
 
+    from lvpnet.analysis import coded_steps
     from lvpnet.codecs import lvpnet_base
     from lvpnet.model.adapt import WIDE_FLAG_LEVELS, adapted_pixel_bits
-    from lvpnet.model.fitting import SliceFitting
-    from lvpnet.model.prep import collapse_gaps, padded_size, polyphase_pad, slice_params, sub_real_shape, to_grid
-    from lvpnet.model.tables import WIDE_OFFSET_MAX, calibrated_scales, pixel_symbols
+    from lvpnet.model.prep import collapse_gaps, padded_size, polyphase_pad, slice_params, to_grid
+    from lvpnet.model.tables import pixel_symbols
 
     net, dec = model.net, model.dec
     cfg, f = dec.cfg, dec.f
@@ -99,19 +99,7 @@ def plane_breakdown(model, plane: np.ndarray) -> dict:
         z = z_hard[0].long()
         out["latent"] = float(dec.latent_code_bits(z).sum())
         feats = dec.features(z)
-        vs = torch.from_numpy(vp).to(dec.device)
-        ctx, steps = [], []
-        fits = SliceFitting(v, R, dec.order, dec.pixel_tables, dec.pixel_shifts, dec.K)
-        for k, (di, dj) in enumerate(dec.order):
-            sub = vs[di::f, dj::f]
-            mu, s = dec.predict(feats, ctx, k, R, B, known=sub)
-            hr, wr = sub_real_shape(H, W, f, di, dj)
-            v_, mu_, s_ = sub[:hr, :wr], mu[:hr, :wr], s[:hr, :wr]
-            mu_, s_ = fits.tensor_step(k, (di, dj), v_, mu_, s_)
-            s_ = calibrated_scales(v_, mu_, s_, R, dec.pixel_tables, dec.pixel_shifts, dec.K, WIDE_OFFSET_MAX)
-            if v_.numel():
-                steps.append((k, v_, mu_, s_))
-            ctx.append(sub)
+        steps, fits = coded_steps(dec, feats, v, vp, R, B)  # the walk Inspect's maps make
         args = (R, dec.pixel_tables, dec.pixel_shifts, dec.K, v, dec.order, cfg.step0_rows, WIDE_FLAG_LEVELS,
                 dec.edge_thr, True)
         per_pixel, mode = adapted_pixel_bits(steps, *args, None)

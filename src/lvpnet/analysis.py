@@ -234,6 +234,35 @@ def _integer_slice(x, rgb: bool) -> np.ndarray:
     return a.astype(np.int64)
 
 
+def coded_steps(dec, feats, v: np.ndarray, vp: np.ndarray, R: int, B: int) -> tuple[list, object]:
+    """Every sub-image step of a plane as the codec codes it: ``[(k, values, mu, s)]`` (torch, the
+    real part of each step's grid) and the plane's ``SliceFitting``. The network's prediction, the
+    location refined on the slice and the scales moved by the error feedback (bitstream version 4),
+    then the step's scale offset, so maps and breakdowns are what files pay. ``v``: the plane minus
+    its minimum, ``vp``: it polyphase-padded (``prep.polyphase_pad``), ``feats``: its latent features."""
+    import torch
+
+    from .model.fitting import SliceFitting
+    from .model.prep import sub_real_shape
+    from .model.tables import WIDE_OFFSET_MAX, calibrated_scales
+
+    f, (H, W) = dec.f, v.shape
+    vs = torch.from_numpy(vp).to(dec.device)
+    ctx, steps = [], []
+    fits = SliceFitting(v, R, dec.order, dec.pixel_tables, dec.pixel_shifts, dec.K)
+    for k, (di, dj) in enumerate(dec.order):
+        sub = vs[di::f, dj::f]
+        mu, s = dec.predict(feats, ctx, k, R, B, known=sub)
+        hr, wr = sub_real_shape(H, W, f, di, dj)
+        v_, mu_, s_ = sub[:hr, :wr], mu[:hr, :wr], s[:hr, :wr]
+        mu_, s_ = fits.tensor_step(k, (di, dj), v_, mu_, s_)
+        s_ = calibrated_scales(v_, mu_, s_, R, dec.pixel_tables, dec.pixel_shifts, dec.K, WIDE_OFFSET_MAX)
+        if v_.numel():
+            steps.append((k, v_, mu_, s_))
+        ctx.append(sub)  # the edge-padded sub-image, as the decoder rebuilds it
+    return steps, fits
+
+
 def _plane(model: LoadedModel, plane: np.ndarray, reference: np.ndarray | None = None) -> dict:
     """Everything for one grey plane (int64 2-D), as float64 / int tensors moved to numpy
     (``reference``: the previous slice's plane, raw values, for bitstream 8's reference flags)."""
@@ -241,12 +270,10 @@ def _plane(model: LoadedModel, plane: np.ndarray, reference: np.ndarray | None =
 
     from .codecs import lvpnet_base
     from .model.adapt import WIDE_FLAG_LEVELS, adapted_pixel_bits
-    from .model.fitting import SliceFitting
     from .model.intnet import ExactMode
-    from .model.prep import collapse_gaps, padded_size, polyphase_pad, slice_params, sub_real_shape, to_grid
+    from .model.prep import collapse_gaps, padded_size, polyphase_pad, slice_params, to_grid
     from .model.qcm import qcm_int
     from .model.reference import ref_values
-    from .model.tables import WIDE_OFFSET_MAX, calibrated_scales
 
     net, dec = model.net, model.dec
     cfg, f = dec.cfg, dec.f
@@ -273,21 +300,7 @@ def _plane(model: LoadedModel, plane: np.ndarray, reference: np.ndarray | None =
             yt = qcm_int(z.to(dec.device, dec.dtype)[None], dec.qcm, dec.impl)[0]  # units Q/4
         feats = dec.features(z)
         bits = np.zeros((H, W), np.float64)
-        vs = torch.from_numpy(vp).to(dec.device)
-        ctx, steps = [], []
-        fits = SliceFitting(v, R, dec.order, dec.pixel_tables, dec.pixel_shifts, dec.K)
-        for k, (di, dj) in enumerate(dec.order):
-            sub = vs[di::f, dj::f]
-            mu, s = dec.predict(feats, ctx, k, R, B, known=sub)
-            hr, wr = sub_real_shape(H, W, f, di, dj)
-            v_, mu_, s_ = sub[:hr, :wr], mu[:hr, :wr], s[:hr, :wr]
-            # the location refined on the slice and the scales moved by the error feedback (bitstream
-            # version 4), then the codec's per-step scale offset, so the map is what files pay
-            mu_, s_ = fits.tensor_step(k, (di, dj), v_, mu_, s_)
-            s_ = calibrated_scales(v_, mu_, s_, R, dec.pixel_tables, dec.pixel_shifts, dec.K, WIDE_OFFSET_MAX)
-            if v_.numel():
-                steps.append((k, v_, mu_, s_))
-            ctx.append(sub)  # the edge-padded sub-image, as the decoder rebuilds it
+        steps, _fits = coded_steps(dec, feats, v, vp, R, B)
         # ... its tables adapted to the slice and its neighbour-repeat flags (bitstream version 3)
         per_pixel, _mode = adapted_pixel_bits(
             steps, R, dec.pixel_tables, dec.pixel_shifts, dec.K, v, dec.order, dec.cfg.step0_rows, WIDE_FLAG_LEVELS,
