@@ -31,11 +31,12 @@ def _compile():
         except ImportError:  # the torch path is exact too, only slower
             _KERNEL = False
             return _KERNEL
-        jit = numba.njit(cache=True, nogil=True)
-        global _finish, _weight
-        inline = numba.njit(cache=True, nogil=True, inline="always")  # per neighbour and pixel: no calls
-        global _lin_coef
+        # the kernels call these helpers by their global names, so the compiled versions replace them
+        # first; inlined, since they run per neighbour and pixel
+        global _finish, _weight, _lin_coef
+        inline = numba.njit(cache=True, nogil=True, inline="always")
         _finish, _weight, _lin_coef = inline(_finish), inline(_weight), inline(_lin_coef)
+        jit = numba.njit(cache=True, nogil=True)
         _KERNEL = (jit(_head), jit(_head_nb))
     return _KERNEL
 
