@@ -44,7 +44,7 @@ def test_slice(seed: int = 0) -> np.ndarray:
 def weights(arg: str | None) -> tuple[Path, str]:
     if arg:
         return Path(arg), "given"
-    from lvpnet.codecs.lvpnet_codec import shipped_weights
+    from lvpnet.codecs.weights import shipped_weights
 
     w = shipped_weights()
     if w is not None:

@@ -244,7 +244,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "latent_live.md"))
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
-    from lvpnet.codecs.lvpnet_codec import shipped_weights
+    from lvpnet.codecs.weights import shipped_weights
 
     weights = [Path(w) for w in (args.weights or [shipped_weights()])]
     t0 = time.perf_counter()

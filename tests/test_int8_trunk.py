@@ -10,7 +10,7 @@ pytest.importorskip("numba")
 
 
 def test_shipped_weights_int8_equals_float():
-    from lvpnet.codecs.lvpnet_codec import shipped_weights
+    from lvpnet.codecs.weights import shipped_weights
 
     w = shipped_weights()
     if w is None or not int8_trunk.supported():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lvpnet import slice_pool
-from lvpnet.codecs.lvpnet_codec import shipped_weights
+from lvpnet.codecs.weights import shipped_weights
 from lvpnet.compressor import compress
 from lvpnet.errors import DamagedError
 from lvpnet.lvpfile import LvpFile

@@ -23,7 +23,6 @@ from .base import Codec
 from .lvpnet_chunk import Plane, pack_chunk, unpack_chunk
 from .profiles import LATEST, PROFILES, profile
 from .weights import WEIGHTS_NAME, default_weights, file_sha256
-from .weights import shipped_weights as shipped_weights  # benchmarks/ import it from here
 
 __all__ = ["LVPNetCodec", "Plane", "pack_chunk", "unpack_chunk"]
 
