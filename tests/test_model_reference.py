@@ -191,8 +191,8 @@ def test_the_map_of_a_frame_is_what_its_chunk_pays(cine_file):
     alone = analysis.analyse_slice(a[1], model).total_bits
     assert res.maps[0].total_bits == pytest.approx(mapped, rel=1e-12) and mapped < 0.9 * alone
     codec = LVPNetCodec(device="cpu")
-    est = codec.chunk_stats(f._chunk(1)[0], f.slice_shape, f.dtype, 8, reference=a[0])["estimated_bits"]
-    est_alone = codec.chunk_stats(codec.encode(a[1]), f.slice_shape, f.dtype, 8)["estimated_bits"]
+    est = codec.chunk_stats(f._chunk(1)[0], f.slice_shape, f.dtype, codec.version, reference=a[0])["estimated_bits"]
+    est_alone = codec.chunk_stats(codec.encode(a[1]), f.slice_shape, f.dtype, codec.version)["estimated_bits"]
     assert est - mapped == pytest.approx(est_alone - alone, abs=1e-3)
 
 
@@ -228,9 +228,9 @@ def test_a_base_lattice_and_a_reference_in_one_plane(monkeypatch):
     monkeypatch.setattr(lvpnet_engine, "choose_lattice", lambda *a, **k: 2)
     codec = LVPNetCodec(device="cpu")
     data = codec.encode(frames[1], reference=frames[0])
-    (plane,) = unpack_chunk(data, 1, 8)
+    (plane,) = unpack_chunk(data, 1, codec.version)
     assert plane.base_level == 2 and plane.base and plane.ref_level > 0
-    assert np.array_equal(codec.decode(data, frames[1].shape, frames[1].dtype, 8, reference=frames[0]), frames[1])
+    assert np.array_equal(codec.decode(data, frames[1].shape, frames[1].dtype, codec.version, reference=frames[0]), frames[1])
 
 
 def test_bench_reports_a_cine_with_its_references(cine_file):

@@ -21,6 +21,7 @@ ADDS = {
     6: {"edge_classes", "min_flags"},
     7: {"base_lattice"},
     8: {"reference"},
+    9: {"lattice_skip"},
 }
 
 
@@ -31,7 +32,7 @@ def test_every_version_the_codec_reads_has_a_profile():
         assert profile(v) is PROFILES[v] and profile(v).version == v
 
 
-@pytest.mark.parametrize("bad", [0, 9, -1, 255, None, "8", 7.5])
+@pytest.mark.parametrize("bad", [0, 10, -1, 255, None, "8", 7.5])
 def test_unknown_versions_are_refused_clearly(bad):
     with pytest.raises(ValueError, match=f"lvpnet chunk version {bad} is not supported .*known: 1, 2, 3"):
         profile(bad)
@@ -42,8 +43,8 @@ def test_unknown_versions_are_refused_clearly(bad):
 
 
 def test_unknown_versions_are_refused_by_the_codec():
-    with pytest.raises(ValueError, match="version 9 is not supported"):
-        LVPNetCodec().decode(b"\x01" + bytes(21), (4, 4), np.uint8, 9)
+    with pytest.raises(ValueError, match="version 10 is not supported"):
+        LVPNetCodec().decode(b"\x01" + bytes(21), (4, 4), np.uint8, 10)
 
 
 @pytest.mark.parametrize("version", sorted(ADDS))
@@ -61,7 +62,8 @@ def test_profiles_are_frozen_and_consistent():
         p.refined = False
     assert replace(p, min_flags=False) != p and replace(p, min_flags=False).version == p.version
     for name, needs in [("adapted_tables", "scale_offsets"), ("refined", "adapted_tables"),
-                        ("base_lattice", "adapted_tables"), ("reference", "adapted_tables")]:
+                        ("base_lattice", "adapted_tables"), ("reference", "adapted_tables"),
+                        ("lattice_skip", "base_lattice")]:
         with pytest.raises(ValueError, match=f"{name} needs {needs}"):
             Profile(99, **{name: True})
     with pytest.raises(ValueError, match="needs"):

@@ -12,7 +12,9 @@ model (float encoder ``LVPNet`` + exact ``IntegerDecoder``, docs/MODEL.md):
   the ``log2(R + 1)`` bits of its uniform code). Where bitstream version 7 hands the slice's
   coarse lattice to JPEG-XL (``model.lattice``), that codestream's bits shared over the lattice's
   pixels in proportion to what the learned codec would have spent on each (``lattice.map_share``:
-  JPEG-XL gives no per-pixel lengths, so this part of the map is an attribution). A slice that
+  JPEG-XL gives no per-pixel lengths, so this part of the map is an attribution; as bitstream 9
+  codes it, the lattice chosen first and the steps after it fitted without the network's residuals
+  on the lattice, ``model.fitting.fit_plane``). A slice that
   the writer codes against the slice before it (bitstream version 8, ``model.reference``: all but
   every ``compressor.REFERENCE_RUN``-th) is mapped against it too, reference flags included.
   RGB: the sum over the planes.
@@ -234,33 +236,37 @@ def _integer_slice(x, rgb: bool) -> np.ndarray:
     return a.astype(np.int64)
 
 
-def coded_steps(dec, feats, v: np.ndarray, vp: np.ndarray, R: int, B: int) -> tuple[list, object]:
+def coded_steps(dec, feats, v: np.ndarray, vp: np.ndarray, R: int, B: int, candidates=frozenset(),
+                choose=None) -> tuple[list, object]:
     """Every sub-image step of a plane as the codec codes it: ``[(k, values, mu, s)]`` (torch, the
     real part of each step's grid) and the plane's ``SliceFitting``. The network's prediction, the
     location refined on the slice and the scales moved by the error feedback (bitstream version 4),
     then the step's scale offset, so maps and breakdowns are what files pay. ``v``: the plane minus
-    its minimum, ``vp``: it polyphase-padded (``prep.polyphase_pad``), ``feats``: its latent features."""
+    its minimum, ``vp``: it polyphase-padded (``prep.polyphase_pad``), ``feats``: its latent features.
+    Bitstream 9 (``choose``, ``candidates``: ``model.fitting.fit_plane``): the base lattice chosen
+    on the fitted steps of the candidate lattices first; the chosen lattice's steps are left out."""
     import torch
 
-    from .model.fitting import SliceFitting
+    from .model.fitting import SliceFitting, fit_plane
     from .model.prep import sub_real_shape
     from .model.tables import WIDE_OFFSET_MAX, calibrated_scales
 
     f, (H, W) = dec.f, v.shape
     vs = torch.from_numpy(vp).to(dec.device)
-    ctx, steps = [], []
-    fits = SliceFitting(v, R, dec.order, dec.pixel_tables, dec.pixel_shifts, dec.K)
+    ctx, raw = [], []
     for k, (di, dj) in enumerate(dec.order):
         sub = vs[di::f, dj::f]
         mu, s = dec.predict(feats, ctx, k, R, B, known=sub)
         hr, wr = sub_real_shape(H, W, f, di, dj)
-        v_, mu_, s_ = sub[:hr, :wr], mu[:hr, :wr], s[:hr, :wr]
-        mu_, s_ = fits.tensor_step(k, (di, dj), v_, mu_, s_)
-        s_ = calibrated_scales(v_, mu_, s_, R, dec.pixel_tables, dec.pixel_shifts, dec.K, WIDE_OFFSET_MAX)
-        if v_.numel():
-            steps.append((k, v_, mu_, s_))
+        raw.append((k, (di, dj), sub[:hr, :wr], mu[:hr, :wr], s[:hr, :wr]))
         ctx.append(sub)  # the edge-padded sub-image, as the decoder rebuilds it
-    return steps, fits
+    fits = SliceFitting(v, R, dec.order, dec.pixel_tables, dec.pixel_shifts, dec.K)
+
+    def calibrate(v_, mu_, s_):
+        return calibrated_scales(v_, mu_, s_, R, dec.pixel_tables, dec.pixel_shifts, dec.K, WIDE_OFFSET_MAX)
+
+    steps, _level, _head = fit_plane(raw, fits, calibrate, dec.order, candidates, choose)
+    return [st for st in steps if st[1].numel()], fits
 
 
 def _plane(model: LoadedModel, plane: np.ndarray, reference: np.ndarray | None = None) -> dict:
@@ -269,6 +275,7 @@ def _plane(model: LoadedModel, plane: np.ndarray, reference: np.ndarray | None =
     import torch
 
     from .codecs import lvpnet_base
+    from .model import lattice
     from .model.adapt import WIDE_FLAG_LEVELS, adapted_pixel_bits
     from .model.intnet import ExactMode
     from .model.prep import collapse_gaps, padded_size, polyphase_pad, slice_params, to_grid
@@ -300,13 +307,22 @@ def _plane(model: LoadedModel, plane: np.ndarray, reference: np.ndarray | None =
             yt = qcm_int(z.to(dec.device, dec.dtype)[None], dec.qcm, dec.impl)[0]  # units Q/4
         feats = dec.features(z)
         bits = np.zeros((H, W), np.float64)
-        steps, _fits = coded_steps(dec, feats, v, vp, R, B)
+        args = (R, dec.pixel_tables, dec.pixel_shifts, dec.K, v, dec.order, dec.cfg.step0_rows, WIDE_FLAG_LEVELS,
+                dec.edge_thr, True)
+        costs = lvpnet_base.costs(v, R, f)
+        lattice_bits = {}  # bitstream 9: the lattice's codestream shared over its pixels, from the choice
+
+        def choose(head):
+            head = [st for st in head if st[1].numel()]
+            per_pixel, mode = adapted_pixel_bits(head, *args, costs, ref)
+            known = lattice.steps(dec.order, lattice.stride(f, mode[2])) if mode[2] else ()
+            lattice_bits.update({st[0]: b for st, b in zip(head, per_pixel) if st[0] in known})
+            return mode[2]
+
+        steps, _fits = coded_steps(dec, feats, v, vp, R, B, lattice.candidate_steps(costs, dec.order, f), choose)
         # ... its tables adapted to the slice and its neighbour-repeat flags (bitstream version 3)
-        per_pixel, _mode = adapted_pixel_bits(
-            steps, R, dec.pixel_tables, dec.pixel_shifts, dec.K, v, dec.order, dec.cfg.step0_rows, WIDE_FLAG_LEVELS,
-            dec.edge_thr, True, lvpnet_base.costs(v, R, f), ref,
-        )
-        for (k, *_rest), b in zip(steps, per_pixel):
+        per_pixel, _mode = adapted_pixel_bits(steps, *args, None, ref)
+        for (k, *_rest), b in list(zip(steps, per_pixel)) + [((k,), b) for k, b in lattice_bits.items()]:
             di, dj = dec.order[k]
             bits[di::f, dj::f] = b
         q = float(cfg.q_step)

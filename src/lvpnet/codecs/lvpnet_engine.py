@@ -117,11 +117,15 @@ class Engine:
         return self.channels, Hp // self.cfg.stride, Wp // self.cfg.stride
 
     # ------------------------------------------------------------------ the shared walk
-    def _walk(self, z: torch.Tensor, R: int, H: int, W: int, step):
+    def _walk(self, z: torch.Tensor, R: int, H: int, W: int, step, skip=frozenset(), known=None):
         """Run the integer path from ``z``; ``step(k, mu, s, (di, dj), row)`` returns the real values
         of sub-image ``k`` (``row`` None), or of its row ``row`` when step 0 goes row by row
         (``step0_rows`` models: each row is predicted from the row above, so the decoder must
-        have decoded it first; the encoder walks the same way and gets the same integers)."""
+        have decoded it first; the encoder walks the same way and gets the same integers).
+        ``skip``: steps whose values come from elsewhere (bitstream 9's base lattice): no network,
+        ``step(k, None, None, pos, None)`` gives them, and they still enter later steps' context.
+        ``known``: the encoder's polyphase-padded plane, so step 0's rows are predicted in one call
+        (each from the row above, as the decoder will: the same integers)."""
         dec, f = self.dec, self.dec.f
         B = prep.bit_depth(R)
         Hp, Wp = prep.padded_size(H, W, self.cfg.stride)
@@ -130,8 +134,14 @@ class Engine:
         ctx = []
         for k, (di, dj) in enumerate(dec.order):
             hr, wr = prep.sub_real_shape(H, W, f, di, dj)
-            if hr * wr == 0:
+            if k in skip:
+                sub = step(k, None, None, (di, dj), None)
+            elif hr * wr == 0:
                 sub = step(k, np.zeros((hr, wr), np.int64), np.zeros((hr, wr), np.int64), (di, dj), None)
+            elif k == 0 and dec.cfg.step0_rows and known is not None:
+                mu, s = dec.predict(feats, ctx, 0, R, B, known=known[di::f, dj::f])
+                mu, s = mu[:hr, :wr].cpu().numpy(), s[:hr, :wr].cpu().numpy()
+                sub = np.concatenate([step(k, mu[r : r + 1], s[r : r + 1], (di, dj), r) for r in range(hr)], 0)
             elif k == 0 and dec.cfg.step0_rows:
                 raw0 = dec.step0_head(feats)
                 up = torch.zeros((1, w), dtype=torch.int64, device=self.device)  # row -1: not used
@@ -146,7 +156,7 @@ class Engine:
                 mu, s = dec.predict(feats, ctx, k, R, B)
                 sub = step(k, mu[:hr, :wr].cpu().numpy(), s[:hr, :wr].cpu().numpy(), (di, dj), None)
             if k < dec.steps - 1:  # the last sub-image is context for nothing
-                ctx.append(prep.pad_edge(torch.from_numpy(sub).to(self.device), h, w))
+                ctx.append(prep.pad_edge(torch.from_numpy(np.ascontiguousarray(sub)).to(self.device), h, w))
 
     # ------------------------------------------------------------------ encode
     @torch.no_grad()
@@ -190,39 +200,58 @@ class Engine:
             return sub
 
         z = z.to(self.device)
-        self._walk(z, R, H, W, step)
+        self._walk(z, R, H, W, step, known=vp)
         fits = None
         if profile.refined:
             fits = SliceFitting(v, R, self.dec.order, self.dec.pixel_tables.cpu(), self.pixels.shifts, self.dec.K)
-            records = [(k, sub, *fits.step(k, pos, sub, mu, s, row), pos, row) for k, sub, mu, s, pos, row in records]
         omax = offset_max(profile.refined)
-        offsets = self._choose_offsets(records, R, omax) if profile.scale_offsets else None
         adapted = profile.adapted_tables
         pixels = self.pixel_coder(profile.edge_classes)
-        items, extras = [], []
-        for k, sub, mu, s, pos, row in records:
-            s = self._shift(s, offsets, k)
-            sym, low, nb, esc = self.dec.symbols(torch.from_numpy(sub), torch.from_numpy(mu), torch.from_numpy(s))
-            sym, low, nb, esc = sym.numpy(), low.numpy(), nb.numpy(), esc.numpy()
-            extra_bits = np.where(esc, np.log2(R + 1.0), nb)
-            at = pos if row is None else (pos[0] + row * f, pos[1])
-            trows = self.table_rows(mu, s, profile.edge_classes)
-            items.append(make_item(k, sym, trows, extra_bits, sub, at, v, self.dec.order, f, adapted, row,
-                                   profile.min_flags, ref_plane))
-            extras.append(np.where(esc, sub, low).reshape(-1))
         levels = flag_levels(profile.wide_flags)
-        # version 8: with a reference, its level too, and the first choice made again with its flags
-        weight, flags, ref_level = choose_coding(items, pixels.tables, levels, ref_plane is not None) if adapted else (0, 0, 0)
+
+        def fitted(recs):
+            if fits is None:
+                return recs
+            return [(k, sub, *fits.step(k, pos, sub, mu, s, row), pos, row) for k, sub, mu, s, pos, row in recs]
+
+        def itemised(recs, offsets):
+            items, extras = [], []
+            for k, sub, mu, s, pos, row in recs:
+                s = self._shift(s, offsets, k)
+                sym, low, nb, esc = self.dec.symbols(torch.from_numpy(sub), torch.from_numpy(mu), torch.from_numpy(s))
+                sym, low, nb, esc = sym.numpy(), low.numpy(), nb.numpy(), esc.numpy()
+                extra_bits = np.where(esc, np.log2(R + 1.0), nb)
+                at = pos if row is None else (pos[0] + row * f, pos[1])
+                trows = self.table_rows(mu, s, profile.edge_classes)
+                items.append(make_item(k, sym, trows, extra_bits, sub, at, v, self.dec.order, f, adapted, row,
+                                       profile.min_flags, ref_plane))
+                extras.append(np.where(esc, sub, low).reshape(-1))
+            return items, extras
+
+        def offsets_of(recs):
+            return self._choose_offsets(recs, R, omax) if profile.scale_offsets else None
+
         base, est = (0, b""), 0.0
-        if profile.base_lattice:  # version 7: the lattice's sub-images leave the pixel stream
-            options = lvpnet_base.options(v, R, f)
-            costs = {c: lvpnet_base.bits(d) for c, d in options.items()}
-            level = choose_lattice(items, pixels.tables, weight, flags, costs, self.dec.order, f)
-            if level:
-                base, est = (level, options[level]), costs[level]
-                skip = lattice.steps(self.dec.order, lattice.stride(f, level))
-                kept = [i for i, it in enumerate(items) if it.k not in skip]
-                items, extras = [items[i] for i in kept], [extras[i] for i in kept]
+        if profile.lattice_skip:
+            items, extras, offsets, base, est = self._lattice_first(records, fitted, itemised, offsets_of, v, R, fits,
+                                                                    levels, pixels, ref_plane is not None)
+            weight, flags, ref_level = choose_coding(items, pixels.tables, levels, ref_plane is not None)
+        else:
+            records = fitted(records)
+            offsets = offsets_of(records)
+            items, extras = itemised(records, offsets)
+            # version 8: with a reference, its level too, and the first choice made again with its flags
+            weight, flags, ref_level = (choose_coding(items, pixels.tables, levels, ref_plane is not None) if adapted
+                                        else (0, 0, 0))
+            if profile.base_lattice:  # version 7: the lattice's sub-images leave the pixel stream
+                options = lvpnet_base.options(v, R, f)
+                costs = {c: lvpnet_base.bits(d) for c, d in options.items()}
+                level = choose_lattice(items, pixels.tables, weight, flags, costs, self.dec.order, f)
+                if level:
+                    base, est = (level, options[level]), costs[level]
+                    skip = lattice.steps(self.dec.order, lattice.stride(f, level))
+                    kept = [i for i, it in enumerate(items) if it.k not in skip]
+                    items, extras = [items[i] for i in kept], [extras[i] for i in kept]
         # each item's flag tables and models, walking forward as the decoder will (ANS pushes in
         # reverse); weight 0 and no flags: the fixed tables (versions 1 and 2)
         coded = []
@@ -256,6 +285,43 @@ class Engine:
         if not want_bits:
             return plane
         return plane, est + self.latent.bits(zs, profile.staged_latent)
+
+    def _lattice_first(self, records, fitted, itemised, offsets_of, v, R: int, fits, levels: int, pixels,
+                       with_ref: bool):
+        """Bitstream 9's encoder: the base lattice chosen before the steps after it are fitted, so
+        their fits see the residual plane the decoder will have (``SliceFitting.lattice``). The
+        lattices' steps come first in the decoding order: that prefix is fitted as without a
+        lattice, its learned bits at its own coding choice are weighed against each lattice's
+        JPEG-XL bits (``choose_lattice``); with a lattice, the prefix's other steps are fitted
+        again (their refinement kept, the feedback chosen anew) and the lattice's steps leave.
+        -> (items, extras, offsets, (base level, codestream), the codestream's bits)."""
+        order, f = self.dec.order, self.dec.f
+        options = lvpnet_base.options(v, R, f)
+        costs = {c: lvpnet_base.bits(d) for c, d in options.items()}
+        cand = lattice.candidate_steps(costs, order, f) if costs else frozenset()
+        n = next((i for i, r in enumerate(records) if r[0] not in cand), len(records))
+        head = fitted(records[:n])
+        offsets = offsets_of(head)
+        items, extras = itemised(head, offsets)
+        level = 0
+        if costs:
+            weight, flags, _ref = choose_coding(items, pixels.tables, levels, with_ref)
+            level = choose_lattice(items, pixels.tables, weight, flags, costs, order, f)
+        base, est, known = (0, b""), 0.0, frozenset()
+        if level:
+            g = lattice.stride(f, level)
+            known = lattice.steps(order, g)
+            base, est = (level, options[level]), costs[level]
+            if fits is not None:
+                fits.lattice(g, known)
+            head = fitted([r for r in records[:n] if r[0] not in known])
+            offsets = offsets_of(head)
+            items, extras = itemised(head, offsets)
+        tail = fitted([r for r in records[n:] if r[0] not in known])
+        more = offsets_of(tail)
+        offsets = None if offsets is None else offsets + more  # the two cover different steps
+        items2, extras2 = itemised(tail, offsets)
+        return items + items2, extras + extras2, offsets, base, est
 
     # ------------------------------------------------------------------ per-slice calibration
     def _shift(self, s: np.ndarray, offsets, k: int) -> np.ndarray:
@@ -318,8 +384,12 @@ class Engine:
             known = lattice.known_plane(lvpnet_base.decode_lattice(plane.base, H, W, R, g), (H, W), g)
             known_steps = lattice.steps(self.dec.order, g)
             pix_bits[0] += plane.base_bits()
+        # version 9: the lattice's steps are taken as they are, nothing computed for them
+        skip = known_steps if profile.lattice_skip else frozenset()
         refs, fbs = [None] * self.dec.steps, [None] * self.dec.steps
         errors = feedback.ErrorPlane((H, W), self.dec.order) if profile.refined else None
+        if errors is not None and skip:
+            errors.record_lattice(known, g)
         if profile.refined:
             def pop(sizes):
                 pix_bits[0] += float(np.log2(sizes.astype(np.float64)).sum())
@@ -341,6 +411,10 @@ class Engine:
 
         def step(k, mu, s, pos, row):
             di, dj = pos
+            if k in skip:
+                vals = np.ascontiguousarray(known[di::f, dj::f])
+                out[di::f, dj::f] = vals
+                return vals
             if mu.size == 0:
                 return np.zeros(mu.shape, np.int64)
             if row is None:  # version 4 (else no-ops): the refinement classes by the network's s
@@ -401,7 +475,7 @@ class Engine:
                 tables.add(sym, trows[keep])
             return vals
 
-        self._walk(z, R, H, W, step)
+        self._walk(z, R, H, W, step, skip)
         if not coder.is_empty():
             raise ValueError("pixel stream has data left over (damaged stream or other weights)")
         out = plane.values(out)

@@ -25,6 +25,13 @@ Why each version exists (measured figures: ``docs/MODEL.md``, ``BENCHMARKS.md``)
 7. A plane's coarse lattice coded by JPEG-XL where that is smaller (``model.lattice``,
    ``codecs.lvpnet_base``).
 8. Flags for the pixels that repeat the previous slice (``model.reference``).
+9. The decoder computes nothing the stream does not need (``lattice_skip``): on the steps a
+   version-7 base lattice gives, it ran the network, the refinement and the error feedback only
+   to record residuals for the feedback of later steps (about a quarter of a CT slice's decode
+   time). Now those steps are taken from the lattice alone; the feedback sees there the residuals
+   of a network-free predictor on the lattice (``feedback.lattice_residuals``), the encoder chooses
+   the lattice before fitting the steps after it, and writes "none" for the lattice steps'
+   refinement and feedback (``docs/MODEL.md`` section 2h).
 """
 
 from __future__ import annotations
@@ -59,13 +66,16 @@ class Profile:
     base_lattice: bool = False
     #: flags for the pixels repeating the previous slice; its level in the plane header (version 8)
     reference: bool = False
+    #: no network, refinement or feedback on the base lattice's steps; the feedback sees a
+    #: network-free predictor's residuals there (version 9)
+    lattice_skip: bool = False
     #: the settings this version switched on over the one before (declaration, not a setting)
     adds: frozenset[str] = field(default=frozenset(), compare=False)
 
     def __post_init__(self):
         # the engine builds each stage on the ones before it: a profile that skips one is no version
         needs = {"adapted_tables": "scale_offsets", "refined": "adapted_tables", "base_lattice": "adapted_tables",
-                 "reference": "adapted_tables", "value_gaps": "value_step"}
+                 "reference": "adapted_tables", "lattice_skip": "base_lattice", "value_gaps": "value_step"}
         for name, base in needs.items():
             if getattr(self, name) and not getattr(self, base):
                 raise ValueError(f"profile {self.version}: {name} needs {base}")
@@ -91,6 +101,7 @@ for _settings in [
     ("edge_classes", "min_flags"),         # 6: edge classes, flags at the minimum
     ("base_lattice",),                     # 7: JPEG-XL base lattice
     ("reference",),                        # 8: the previous slice as reference
+    ("lattice_skip",),                     # 9: nothing computed for the base lattice's steps
 ]:
     _p = _declare(*_settings)
     PROFILES[_p.version] = _p

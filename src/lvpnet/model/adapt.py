@@ -283,13 +283,16 @@ def make_item(
     return item
 
 
-def walk_plane(items: list[PlaneItem], base: np.ndarray, weight_index: int, flags: int):
+def walk_plane(items: list[PlaneItem], base: np.ndarray, weight_index: int, flags: int, tables: bool = True):
     """The coding state item by item, in decoding order, at one coding choice (prior-weight
     index, flag level): yields ``(item, keep, tables, flag counts, reference flag counts)`` as
-    they stand when the item is coded, and counts the item once the caller is done with it."""
-    tabs, counts, refs = StepTables(base, ADAPT_WEIGHTS[weight_index]), FlagCounts(), reference.counts()
+    they stand when the item is coded, and counts the item once the caller is done with it.
+    ``tables`` False: the flags' state alone (the tables yielded as None, not kept)."""
+    tabs = StepTables(base, ADAPT_WEIGHTS[weight_index]) if tables else None
+    counts, refs = FlagCounts(), reference.counts()
     for it in items:
-        tabs.start_step(it.k)
+        if tabs is not None:
+            tabs.start_step(it.k)
         counts.start_step(it.stage)
         refs.start_step(it.stage)
         keep = it.keep(flags)
@@ -298,7 +301,8 @@ def walk_plane(items: list[PlaneItem], base: np.ndarray, weight_index: int, flag
             refs.add(it.ref_hit(), it.ref_x)
         if it.flagged(flags):
             counts.add(it.flag_hit(flags), it.flag_x(flags))
-        tabs.add(it.sym[keep], it.s[keep])
+        if tabs is not None:
+            tabs.add(it.sym[keep], it.s[keep])
 
 
 def ref_flag_bits(it: PlaneItem, refs) -> np.ndarray:
@@ -329,7 +333,7 @@ def choose_plane_coding(items: list[PlaneItem], base: np.ndarray, flag_levels: i
     best = None
     for flags in levels:
         kept, fixed = {}, 0.0  # per step, the kept pixels' (row, symbol) as flat histogram indices
-        for it, keep, _tabs, counts, refs in walk_plane(items, base, 0, flags):  # flag and raw bits do not depend on the weight
+        for it, keep, _tabs, counts, refs in walk_plane(items, base, 0, flags, tables=False):  # nor on the weight
             fixed += float(ref_flag_bits(it, refs).sum())
             if it.flagged(flags):
                 fixed += float(counts.bits(it.flag_hit(flags), it.flag_x(flags)).sum())
@@ -376,7 +380,10 @@ def choose_reference(items: list[PlaneItem], base: np.ndarray, weight_index: int
 def choose_coding(items: list[PlaneItem], base: np.ndarray, flag_levels: int, with_reference: bool) -> tuple[int, int, int]:
     """The plane's coding choice, as the encoder makes it: prior-weight index and flag level
     (``choose_plane_coding``), then, ``with_reference``, the reference level (``choose_reference``)
-    and, where one is taken, the first two again with its flags in place."""
+    and, where one is taken, the first two again with its flags in place. The choice starts from
+    no reference on every item, whatever an earlier choice left on them (bitstream 9 chooses on
+    the lattice's items first)."""
+    set_reference_level(items, 0)
     w, flags = choose_plane_coding(items, base, flag_levels)
     ref_level = choose_reference(items, base, w, flags) if with_reference else 0
     if ref_level:

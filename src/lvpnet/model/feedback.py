@@ -43,6 +43,25 @@ def ring(order, k: int) -> list[tuple[int, int]]:
     return []
 
 
+def lattice_residuals(lattice: np.ndarray) -> np.ndarray:
+    """Bitstream version 9: the absolute residuals the feedback sees on a base lattice's pixels,
+    which the decoder takes from the lattice without running the network: those of LOCO-I's
+    median edge detector on the lattice itself (``v[::g, ::g]``); its first row is predicted from
+    the left, its first column from above, its first pixel not at all (residual 0).
+    Integer-exact, no model."""
+    L = np.asarray(lattice, np.int64)
+    if L.size == 0:
+        return np.zeros(L.shape, np.int64)
+    pred = L.copy()
+    if L.shape[0] > 1 and L.shape[1] > 1:
+        a, b, c = L[1:, :-1], L[:-1, 1:], L[:-1, :-1]
+        lo, hi = np.minimum(a, b), np.maximum(a, b)
+        pred[1:, 1:] = np.where(c >= hi, lo, np.where(c <= lo, hi, a + b - c))
+    pred[0, 1:] = L[0, :-1]
+    pred[1:, 0] = L[:-1, 0]
+    return np.abs(L - pred)
+
+
 class ErrorPlane:
     """The absolute residuals of the decoded pixels of one plane, and the buckets they give."""
 
@@ -50,6 +69,11 @@ class ErrorPlane:
         self.e = np.zeros(shape, np.int64)
         self.order = order
         self.f = plane_f(order)
+
+    def record_lattice(self, v: np.ndarray, g: int) -> None:
+        """Version 9: the residuals on the base lattice of stride ``g`` of the plane ``v`` (only
+        ``v[::g, ::g]`` is read), as ``lattice_residuals`` gives them."""
+        self.e[::g, ::g] = lattice_residuals(v[::g, ::g])
 
     def record(self, pos, vals: np.ndarray, mu: np.ndarray, row: int | None = None) -> None:
         """Residuals of sub-image ``pos`` (or of its row ``row``) once decoded."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import feedback, refine
+from . import feedback, lattice, refine
 
 
 class SliceFitting:
@@ -27,18 +27,33 @@ class SliceFitting:
         self.refs: list = [None] * len(order)
         self.fbs: list = [None] * len(order)
         self.errors = feedback.ErrorPlane(plane.shape, order)
+        # step -> (refinement, refined mu): the refinement reads the plane, never the residuals, so
+        # steps fitted again after a version-9 lattice choice (``lattice``) keep theirs
+        self._refined: dict = {}
 
     def step(self, k: int, pos, vals: np.ndarray, mu: np.ndarray, s: np.ndarray, row: int | None = None):
         """-> (mu, s) as coded for one item (numpy; a row of sub-image 0 when ``row`` is given,
         which keeps the network's), its residuals recorded."""
         if row is None and k > 0:
-            self.refs[k], mu = refine.choose_step(self.plane, vals, mu, s, pos, self.f, self.order, k, self.R,
-                                                  self.shifts)
+            if k not in self._refined:
+                self._refined[k] = refine.choose_step(self.plane, vals, mu, s, pos, self.f, self.order, k, self.R,
+                                                      self.shifts)
+            self.refs[k], mu = self._refined[k]
             b = self.errors.buckets(k, pos, vals.shape)
             self.fbs[k] = feedback.choose(vals, mu, s, b, self.R, self.tables, self.shifts, self.K)
             s = feedback.apply(s, b, self.fbs[k], len(self.shifts))
         self.errors.record(pos, vals, mu, row)
         return mu, s
+
+    def lattice(self, g: int, ks) -> None:
+        """Bitstream version 9: the plane's base lattice of stride ``g`` (steps ``ks``) is coded by
+        JPEG-XL and the decoder runs nothing on it: those steps get no refinement or feedback, and
+        the feedback starts again from the lattice's network-free residuals
+        (``feedback.ErrorPlane.record_lattice``). The steps after it are (re)fitted by ``step``."""
+        self.errors = feedback.ErrorPlane(self.plane.shape, self.order)
+        self.errors.record_lattice(self.plane, g)
+        for k in ks:
+            self.refs[k] = self.fbs[k] = None
 
     def tensor_step(self, k: int, pos, vals, mu, s):
         """``step`` for the integer tensors of the estimate and the maps (whole sub-images)."""
@@ -54,3 +69,33 @@ class SliceFitting:
 
     def side_bits(self) -> float:
         return float(np.log2(self.side_symbols()[1].astype(np.float64)).sum())
+
+
+def fit_plane(raw: list, fits: SliceFitting | None, calibrate, order, candidates=frozenset(), choose=None):
+    """The steps of a plane as the codec codes them, for the estimate and the maps (torch, whole
+    sub-images): ``raw`` holds ``(k, pos, values, mu, s)`` per step in decoding order, the network's
+    prediction; each is fitted (``SliceFitting.tensor_step``, when ``fits``) and its scales moved by
+    ``calibrate(values, mu, s)`` (the step's scale offset). -> ``([(k, values, mu, s)], level, head)``.
+
+    Bitstream 9 (``choose`` given): the steps of every candidate lattice (``candidates``, a prefix of
+    the decoding order) are fitted first as ``head``, ``choose(head)`` gives the base level; with a
+    lattice its steps leave and the others are fitted again against the lattice's residuals
+    (``SliceFitting.lattice``), as the codec's encoder does (``Engine._lattice_first``)."""
+    def one(k, pos, vals, mu, s):
+        if fits is not None:
+            mu, s = fits.tensor_step(k, pos, vals, mu, s)
+        return k, vals, mu, calibrate(vals, mu, s)
+
+    if choose is None:
+        return [one(*r) for r in raw], 0, []
+    n = next((i for i, r in enumerate(raw) if r[0] not in candidates), len(raw))
+    head = [one(*r) for r in raw[:n]]
+    level = choose(head) if n else 0
+    if not level:
+        return head + [one(*r) for r in raw[n:]], 0, head
+    f = refine.plane_f(order)
+    g = lattice.stride(f, level)
+    known = lattice.steps(order, g)
+    if fits is not None:
+        fits.lattice(g, known)
+    return [one(*r) for r in raw if r[0] not in known], level, head

@@ -20,9 +20,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import edge
+from . import edge, lattice
 from .adapt import adapted_pixel_bits, flag_levels, offset_max, side_bits
-from .fitting import SliceFitting
+from .fitting import SliceFitting, fit_plane
 from .gmsm import GMSM
 from .int8_trunk import Int8Step
 from .intnet import ExactMode, IntConv2d, int_conv
@@ -446,7 +446,7 @@ class IntegerDecoder:
 def slice_bits(
     model: LVPNet, dec: IntegerDecoder, v2d: np.ndarray, enc_device=None, calibrate: bool = True, adapt: bool = True,
     refined: bool = True, staged_latent: bool = True, wide_flags: bool = True, edge_classes: bool = True,
-    min_flags: bool = True, lattice_costs=None,
+    min_flags: bool = True, lattice_costs=None, lattice_skip: bool = True,
 ) -> dict:
     """Estimated code length of one grey slice with the exact integer decoder.
 
@@ -489,31 +489,45 @@ def slice_bits(
     refined = refined and adapt
     levels = flag_levels(wide_flags)
     fits = SliceFitting(v, R, dec.order, dec.pixel_tables, dec.pixel_shifts, dec.K) if refined else None
-    ctx, step_bits, steps = [], [], []
+    ctx, raw = [], []
     for k, (di, dj) in enumerate(dec.order):
         sub = vt[di::f, dj::f]
         mu, s = dec.predict(feats, ctx, k, R, B, known=sub)
         hr, wr = sub_real_shape(H, W, f, di, dj)
-        v_, mu_, s_ = sub[:hr, :wr], mu[:hr, :wr], s[:hr, :wr]
-        if fits is not None:  # bitstream version 4: location refined, scales moved by the error feedback
-            mu_, s_ = fits.tensor_step(k, (di, dj), v_, mu_, s_)
-        if calibrate:  # what the codec does (bitstream version 2): per-step scale offset
-            s_ = calibrated_scales(v_, mu_, s_, R, dec.pixel_tables, dec.pixel_shifts, dec.K, offset_max(refined))
-        if adapt:
-            if v_.numel():
-                steps.append((k, v_, mu_, s_))
-        else:
-            step_bits.append(float(pixel_bits_exact(v_, mu_, s_, R, dec.pixel_tables, dec.pixel_shifts, dec.K).sum()))
+        raw.append((k, (di, dj), sub[:hr, :wr], mu[:hr, :wr], s[:hr, :wr]))
         ctx.append(sub)  # already the edge-padded sub-image (same as prep.pad_edge of its real part)
+
+    def calibrated(v_, mu_, s_):  # what the codec does (bitstream version 2): per-step scale offset
+        if not calibrate:
+            return s_
+        return calibrated_scales(v_, mu_, s_, R, dec.pixel_tables, dec.pixel_shifts, dec.K, offset_max(refined))
+
+    costs = lattice_costs(v, R, f) if adapt and lattice_costs is not None and v.size else None
+    args = (R, dec.pixel_tables, dec.pixel_shifts, dec.K, v, dec.order, dec.cfg.step0_rows, levels,
+            dec.edge_thr if edge_classes else None, min_flags)
+    step_bits = [0.0] * dec.steps
+    choose = None
+    if costs and lattice_skip:  # bitstream 9: the lattice chosen on its own steps before the others are fitted
+
+        def choose(head):
+            head = [st for st in head if st[1].numel()]
+            per_pixel, mode = adapted_pixel_bits(head, *args, costs)
+            if mode[2]:
+                for (k, *_rest), b in zip(head, per_pixel):  # the lattice's steps: its codestream, shared
+                    if k in lattice.steps(dec.order, lattice.stride(f, mode[2])):
+                        step_bits[k] = float(b.sum())
+            return mode[2]
+
+    candidates = lattice.candidate_steps(costs, dec.order, f) if choose else frozenset()
+    steps, _level, _head = fit_plane(raw, fits, calibrated, dec.order, candidates, choose)
+    steps = [st for st in steps if st[1].numel()]
     if adapt:
-        per_pixel, _mode = adapted_pixel_bits(
-            steps, R, dec.pixel_tables, dec.pixel_shifts, dec.K, v, dec.order, dec.cfg.step0_rows, levels,
-            dec.edge_thr if edge_classes else None, min_flags,
-            lattice_costs(v, R, f) if lattice_costs is not None and v.size else None,
-        )
-        step_bits = [0.0] * dec.steps
+        per_pixel, _mode = adapted_pixel_bits(steps, *args, None if lattice_skip else costs)
         for (k, *_rest), b in zip(steps, per_pixel):
             step_bits[k] = float(b.sum())
+    else:
+        for k, v_, mu_, s_ in steps:
+            step_bits[k] = float(pixel_bits_exact(v_, mu_, s_, R, dec.pixel_tables, dec.pixel_shifts, dec.K).sum())
     side = side_bits(dec.steps, calibrate, adapt, refined, levels) + (fits.side_bits() if fits is not None else 0.0)
     return {"pixel_bits": sum(step_bits), "latent_bits": lat, "side_bits": side, "n": H * W, "step_bits": step_bits}
 

@@ -33,6 +33,7 @@ every ``m >= 1`` (1: negative).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -45,8 +46,8 @@ CONFIGS = ((0, 1), (1, 1), (2, 1), (2, 2), (3, 1), (3, 2), (3, 4), (3, 8))  # (r
 COEF_FRAC = 8  # coefficients in units of 2**-8
 MAG_CLASSES = 14  # |q| < 2**13
 _FIT_PIXELS = 8192  # the encoder fits on at most this many pixels of a step (DWI: 0.06% worse than 32768)
-_CHOICE_PIXELS = 8192  # ... and compares configs on at most this many
-_IRLS = 3  # weighted fits: from the network's residual, then twice from the finest model's
+_CHOICE_PIXELS = 8192  # ... and compares configs on the same sample
+_IRLS = 3  # weighted fits: from the network's residual, then twice from the finest model's (2: CT +0.27% on val)
 
 
 @dataclass
@@ -99,18 +100,21 @@ def neighbours(plane: np.ndarray, pos, shape: tuple[int, int], f: int, offset) -
     return plane[np.ix_(ry, rx)], oky[:, None] & okx[None, :]
 
 
-def neighbour_deltas(plane: np.ndarray, mu: np.ndarray, pos, f: int, offsets) -> np.ndarray:
+def neighbour_deltas(plane: np.ndarray, mu: np.ndarray, pos, f: int, offsets, idx: np.ndarray | None = None) -> np.ndarray:
     """int64 (pixels, offsets): ``n_t - mu`` for the pixels of ``plane[di::f, dj::f]`` (``mu`` their
-    real shape), 0 where an offset has no pixel."""
+    real shape), 0 where an offset has no pixel; with ``idx``, only the pixels at those flat indices."""
     kernels = _kernels()
     if kernels and len(offsets):
-        return kernels[0](np.ascontiguousarray(plane, np.int64), np.ascontiguousarray(mu, np.int64),
-                          *fold_offsets(plane.shape, mu.shape, pos, f, offsets))
+        plane, mu = np.ascontiguousarray(plane, np.int64), np.ascontiguousarray(mu, np.int64)
+        folded = fold_offsets(plane.shape, mu.shape, pos, f, offsets)
+        if idx is not None:
+            return kernels[3](plane, mu, *folded, np.ascontiguousarray(idx, np.int64))
+        return kernels[0](plane, mu, *folded)
     out = np.zeros((mu.size, len(offsets)), np.int64)
     for t, offset in enumerate(offsets):
         n, ok = neighbours(plane, pos, mu.shape, f, offset)
         out[:, t] = np.where(ok, n - mu, 0).reshape(-1)
-    return out
+    return out if idx is None else out[idx]
 
 
 def _deltas(plane, mu, ry, oky, rx, okx):
@@ -127,13 +131,36 @@ def _deltas(plane, mu, ry, oky, rx, okx):
     return out
 
 
+def _deltas_at(plane, mu, ry, oky, rx, okx, idx):
+    """``_deltas`` of the pixels at the flat indices ``idx`` of the sub-image only."""
+    T = ry.shape[0]
+    w = rx.shape[1]
+    out = np.zeros((idx.size, T), np.int64)
+    for p in range(idx.size):
+        i = idx[p] // w
+        j = idx[p] % w
+        for t in range(T):
+            if oky[t, i] and okx[t, j]:
+                out[p, t] = plane[ry[t, i], rx[t, j]] - mu[i, j]
+    return out
+
+
 def fold_offsets(shape, sub_shape, pos, f: int, offsets):
-    """Every offset's folded rows (T, h) and columns (T, w) with their masks (``fold``)."""
+    """Every offset's folded rows (T, h) and columns (T, w) with their masks (``fold``); read-only
+    arrays, kept for the next call with the same geometry (each step of every plane asks again)."""
+    return _folded(tuple(shape), tuple(sub_shape), tuple(pos), int(f), tuple(tuple(o) for o in offsets))
+
+
+@functools.lru_cache(maxsize=512)
+def _folded(shape, sub_shape, pos, f, offsets):
     (di, dj), (h, w) = pos, sub_shape
-    rows = [fold(di + f * np.arange(h) + dy, shape[0], f) for dy, _ in offsets]
-    cols = [fold(dj + f * np.arange(w) + dx, shape[1], f) for _, dx in offsets]
-    return (np.stack([r for r, _ in rows]), np.stack([ok for _, ok in rows]),
-            np.stack([c for c, _ in cols]), np.stack([ok for _, ok in cols]))
+    dy = np.array([o[0] for o in offsets], np.int64).reshape(-1, 1)
+    dx = np.array([o[1] for o in offsets], np.int64).reshape(-1, 1)
+    ry, oky = fold(di + f * np.arange(h)[None, :] + dy, shape[0], f)
+    rx, okx = fold(dj + f * np.arange(w)[None, :] + dx, shape[1], f)
+    for a in (ry, oky, rx, okx):
+        a.flags.writeable = False
+    return ry, oky, rx, okx
 
 
 def _refined(plane, mu, ry, oky, rx, okx, cls, coefs, R, frac):
@@ -173,7 +200,7 @@ _KERNELS = None
 
 
 def _kernels():
-    """(``_deltas``, ``_refined``, ``_applied``) compiled by numba, or False without numba (the numpy
+    """(``_deltas``, ``_refined``, ``_applied``, ``_deltas_at``) compiled by numba, or False without numba (the numpy
     path, same integers)."""
     global _KERNELS
     if _KERNELS is None:
@@ -181,7 +208,7 @@ def _kernels():
             import numba
 
             jit = numba.njit(cache=True, nogil=True)
-            _KERNELS = (jit(_deltas), jit(_refined), jit(_applied))
+            _KERNELS = (jit(_deltas), jit(_refined), jit(_applied), jit(_deltas_at))
         except ImportError:
             _KERNELS = False
     return _KERNELS
@@ -234,7 +261,7 @@ def coef_bits(q: np.ndarray) -> float:
 
 
 def _mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """float64 matrix product through torch: numpy's BLAS threads would spin beside torch's
+    """Matrix product through torch: numpy's BLAS threads would spin beside torch's
     and slow its convolutions down (measured: decode +0.4 s on a 512 x 512 slice)."""
     return torch.matmul(torch.from_numpy(a), torch.from_numpy(b)).numpy()
 
@@ -314,16 +341,20 @@ def side_bits(refs: list, order, n_scales: int) -> float:
 
 
 def _fit(A: np.ndarray, e: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
-    """Ridge-stabilised (weighted) least squares."""
+    """Ridge-stabilised (weighted) least squares; the coefficients in ``A``'s dtype."""
     Aw = A if w is None else A * w[:, None]
-    return _solve(_mm(Aw.T, A), _mm(Aw.T, e), A.shape[0] if w is None else w.sum())
+    return _solve(_mm(Aw.T, A), _mm(Aw.T, e), A.shape[0] if w is None else w.sum()).astype(A.dtype)
 
 
-def _solve(G: np.ndarray, b: np.ndarray, weight: float) -> np.ndarray:
+def _solve(G: np.ndarray, b: np.ndarray, weight) -> np.ndarray:
     """``G a = b`` with a ridge of 1e-3 times the mean squared feature (``weight``: the
-    weighted pixel count), so a rare neighbour pattern cannot blow a coefficient up."""
-    lam = 1e-3 * np.trace(G) / max(weight, 1e-9) + 1e-6
-    return torch.linalg.solve(torch.from_numpy(G + lam * np.eye(G.shape[0])), torch.from_numpy(b)).numpy()
+    weighted pixel count), so a rare neighbour pattern cannot blow a coefficient up. Also for a
+    stack of systems (``G`` (n, T, T), ``b`` (n, T), ``weight`` (n,)) at once."""
+    G, b = G.astype(np.float64), b.astype(np.float64)
+    lam = 1e-3 * np.trace(G, axis1=-2, axis2=-1) / np.maximum(np.asarray(weight, np.float64), 1e-9) + 1e-6
+    eye = np.eye(G.shape[-1])
+    ridge = lam[..., None, None] * eye if G.ndim == 3 else lam * eye
+    return torch.linalg.solve(torch.from_numpy(G + ridge), torch.from_numpy(b)).numpy()
 
 
 def _quantise(a: np.ndarray) -> np.ndarray:
@@ -364,15 +395,19 @@ def choose_step(plane, vals, mu, s, pos, f: int, order, k: int, R: int, shifts: 
     offs3 = neighbour_offsets(order, k, 3)
     if k == 0 or n < 64 or not offs3:
         return None, mu
-    D = neighbour_deltas(plane, mu, pos, f, offs3)
-    e = (vals - mu).reshape(-1)
+    # the fits and the choice of config look at one sample of the step (evenly spaced),
+    # so the neighbour deltas are built for it alone
+    sample = np.arange(0, n, max(1, n // min(_FIT_PIXELS, _CHOICE_PIXELS)))
+    D = neighbour_deltas(plane, mu, pos, f, offs3, sample)
+    e = (vals.reshape(-1) - mu.reshape(-1))[sample]
     sf = s.reshape(-1)
-    fit_idx = np.arange(0, n, max(1, n // _FIT_PIXELS))
-    E8 = _nested_edges(sf[fit_idx])
-    lab8 = classes_of(sf[fit_idx], E8)
-    by_class = fit_idx[np.argsort(lab8, kind="stable")]  # the fit sample, the 8 classes one after another
+    s_c = sf[sample]
+    E8 = _nested_edges(s_c)
+    lab8 = classes_of(s_c, E8)
+    by_class = np.argsort(lab8, kind="stable")  # the sample, the 8 classes one after another
     bounds = np.searchsorted(np.sort(lab8), np.arange(9))
-    A, y = D[by_class].astype(np.float64), e[by_class].astype(np.float64)
+    # float32: the fits only propose coefficients (quantised to 2**-8, then judged by their bits)
+    A, y = D[by_class].astype(np.float32), e[by_class].astype(np.float32)
     # weights towards the least absolute residual (IRLS), starting from the network's residual
     parts = [slice(bounds[c], bounds[c + 1]) for c in range(8)]
     w = 1.0 / np.maximum(np.abs(y), 1.0)
@@ -383,12 +418,12 @@ def choose_step(plane, vals, mu, s, pos, f: int, order, k: int, R: int, shifts: 
         b8 = np.stack([_mm(Aw[p].T, y[p]) for p in parts])
         w8 = np.array([w[p].sum() for p in parts])
         if it + 1 < _IRLS:  # reweight by the residual of the finest model (8 classes, radius 3)
+            a8 = _solve(G8, b8, w8).astype(np.float32)
             for c, p in enumerate(parts):
-                w[p] = 1.0 / np.maximum(np.abs(y[p] - _mm(A[p], _solve(G8[c], b8[c], w8[c]))), 1.0)
-    # configs compared on a sample of the step, against no refinement with the same estimate
-    ci = np.arange(0, n, max(1, n // _CHOICE_PIXELS))
-    v_c, mu_c, s_c, D_c = vals.reshape(-1)[ci], mu.reshape(-1)[ci], sf[ci], D[ci]
-    scale = n / ci.size
+                w[p] = 1.0 / np.maximum(np.abs(y[p] - _mm(A[p], a8[c])), 1.0)
+    # configs compared on the sample, against no refinement with the same estimate
+    v_c, mu_c, D_c = vals.reshape(-1)[sample], mu.reshape(-1)[sample], D
+    scale = n / sample.size
     base = _estimate(v_c, mu_c, s_c, shifts) * scale
     best = (base, None)
     for config in range(1, len(CONFIGS)):
@@ -400,11 +435,9 @@ def choose_step(plane, vals, mu, s, pos, f: int, order, k: int, R: int, shifts: 
         edges = E8[pick]
         # a coarse class is the union of the fine classes between its edges
         group = np.searchsorted(np.array(pick, np.int64), np.arange(8), side="left")
-        q = np.zeros((classes, len(cols)), np.int64)
-        for c in range(classes):
-            G = G8[group == c][:, cols][:, :, cols].sum(0)
-            b = b8[group == c][:, cols].sum(0)
-            q[c] = _quantise(_solve(G, b, w8[group == c].sum()))
+        G = np.stack([G8[group == c][:, cols][:, :, cols].sum(0) for c in range(classes)])
+        b = np.stack([b8[group == c][:, cols].sum(0) for c in range(classes)])
+        q = _quantise(_solve(G, b, np.array([w8[group == c].sum() for c in range(classes)])))
         ref = StepRefinement(config, edges, q)
         mu2 = apply_coefs(mu_c, D_c[:, cols], classes_of(s_c, edges), q, R)
         est = _estimate(v_c, mu2, s_c, shifts) * scale
@@ -414,5 +447,4 @@ def choose_step(plane, vals, mu, s, pos, f: int, order, k: int, R: int, shifts: 
     ref = best[1]
     if ref is None:
         return None, mu
-    cols = [offs3.index(o) for o in neighbour_offsets(order, k, CONFIGS[ref.config][0])]
-    return ref, apply_coefs(mu, D[:, cols], classes_of(sf, ref.edges), ref.coefs, R)
+    return ref, refine_step(plane, mu, s, pos, f, order, k, ref, R)

@@ -168,6 +168,10 @@ def scale_offset(s: torch.Tensor, d: int, n_scales: int) -> torch.Tensor:
     return s if d == 0 else (s + d).clamp(0, n_scales - 1)
 
 
+def _numpy(a) -> np.ndarray:
+    return np.asarray(a.cpu() if hasattr(a, "cpu") else a).astype(np.int64, copy=False)
+
+
 def best_scale_offset(v, mu, s, R, tables: torch.Tensor, shifts: torch.Tensor, K: int, omax: int = OFFSET_MAX) -> int:
     """The offset ``d`` in ``[-omax, omax]`` for which ``scale_offset(s, d)`` codes the values ``v``
     in the fewest bits (ties: the smallest |d|): the encoder's per-step calibration of the model's
@@ -175,9 +179,20 @@ def best_scale_offset(v, mu, s, R, tables: torch.Tensor, shifts: torch.Tensor, K
     dropping (the bits are close to convex in ``d``). ``d`` is stored, so this choice need not be
     reproducible."""
     n_scales = tables.shape[0]
+    # ``pixel_bits_exact`` summed, in numpy on the step's residuals: the same bits (up to the
+    # order of the float sum), without torch's per-call overhead on every offset tried
+    r = _numpy(v) - _numpy(mu)
+    s0 = _numpy(s)
+    logt = -np.log2(_numpy(tables).astype(np.float64) / TOTAL)
+    sh = _numpy(shifts)
+    esc_bits = math.log2(float(R) + 1.0)
 
     def bits(d):
-        return float(pixel_bits_exact(v, mu, scale_offset(s, d, n_scales), R, tables, shifts, K).sum())
+        sd = np.clip(s0 + d, 0, n_scales - 1) if d else s0
+        b = sh[sd]
+        q = (r + ((np.int64(1) << b) >> 1)) >> b
+        esc = (q < -K) | (q > K)
+        return float(logt[sd, np.where(esc, 2 * K + 1, q + K)].sum() + np.where(esc, esc_bits, b).sum())
 
     best = (math.inf, 0)
     for d in sorted(range(-min(omax, OFFSET_MAX), min(omax, OFFSET_MAX) + 1), key=abs):

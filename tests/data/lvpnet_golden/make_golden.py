@@ -1,6 +1,6 @@
 """Regenerate the learned codec's golden files (only on a deliberate format change: bump the version).
 
-    .venv/bin/python tests/data/lvpnet_golden/make_golden.py [--set v1|v2|v3|v4|v5|v6|v7|v8|v9] [--inputs-only]
+    .venv/bin/python tests/data/lvpnet_golden/make_golden.py [--set v1|v2|v3|v4|v5|v6|v7|v8|v9|b9] [--inputs-only]
 
 Writes model.pt (configs/tiny-test.json with 4 latent and 2 upsampling channels, torch seed 0: small enough to
 commit), the inputs (*.npy), the expected chunks (*.chunk) of ``LVPNetCodec`` version 1 and
@@ -23,6 +23,10 @@ JPEG-XL where that is smaller; expected.json names the libjxl that wrote them), 
 set v9 (``../lvpnet_golden_v9``): the v3 weights with bitstream version 8 (flags for the pixels
 that repeat the previous slice), the inputs of v8 plus two frames of cine loops (grey and RGB),
 each coded against the frame before it (``<name>.ref.npy``).
+
+The sets ``v<n>`` are numbered one above the bitstream version they hold (v9: bitstream 8); from
+bitstream 9 on a set is named by its bitstream: ``b9`` (``../lvpnet_golden_b9``): the v3 weights
+with bitstream version 9 (nothing computed for the base lattice's steps), the inputs of v9.
 
 Regenerate model.pt too (no --inputs-only) when the encoder's architecture changed so that the
 old weights no longer load; the decode tests keep guarding the format either way.
@@ -128,6 +132,7 @@ SETS = {
     "v7": (HERE.parent / "lvpnet_golden_v7", "v3"),
     "v8": (HERE.parent / "lvpnet_golden_v8", "v3"),
     "v9": (HERE.parent / "lvpnet_golden_v9", "v3"),
+    "b9": (HERE.parent / "lvpnet_golden_b9", "v3"),
 }
 
 
@@ -165,7 +170,8 @@ def main() -> None:
 
     codec = LVPNetCodec(out / "model.pt", device="cpu")
     expected = {"model_sha256": codec.model_id(), "codec_version": codec.version, "chunks": {}}
-    later = lambda first: which[0] == "v" and int(which[1:]) >= first  # noqa: E731 (the sets from v<first> on)
+    number = int(which[1:]) + (which[0] == "b")  # set b<n> comes after set v<n> (bitstream n - 1)
+    later = lambda first: number >= first  # noqa: E731 (the sets from v<first> on)
     if later(8):  # bitstream 7's base layers are JPEG-XL codestreams: which libjxl wrote them
         import imagecodecs
 

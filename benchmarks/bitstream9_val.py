@@ -1,0 +1,111 @@
+"""Bitstream 9 against 8 on the whole val split: the learned codec alone, real chunk bytes.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bitstream9_val.py --version 9 [--label L] --json out.json
+    .venv/bin/python benchmarks/bitstream9_val.py --compare a.json b.json [--out benchmarks/bitstream9_val.md]
+
+Every slice of every ``val`` array of the shared corpus (``manifest.json``; a volume gives all its
+slices, an RGB slice is one chunk) is coded by ``LVPNetCodec`` in the version asked, each slice
+alone (no previous-slice reference: bitstream 8's reference flags off, so the versions differ only
+in what they change), and its chunk's bytes are summed per array. ``--compare`` prints bits per sample per modality and in total, and the
+change of the second file against the first; ``--out`` writes that table as markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+
+
+def val_arrays(data: Path):
+    man = json.loads((data / "manifest.json").read_text())
+    for it in man["items"]:
+        if it["split"] != "val":
+            continue
+        with np.load(data / it["file"]) as f:
+            a = f["image"]
+        rgb = bool(it.get("rgb", False))
+        frame = a.shape[-3:] if rgb else a.shape[-2:]
+        yield it["id"], it["modality"], a.reshape((-1,) + tuple(frame))
+
+
+def code(args) -> int:
+    import torch
+
+    torch.set_num_threads(1)
+    from lvpnet.codecs.lvpnet_codec import LVPNetCodec
+    codec = LVPNetCodec(device="cpu")
+    codec.version = args.version
+    out = {"version": args.version, "label": args.label or f"v{args.version}", "arrays": {}}
+    t0 = time.perf_counter()
+    for name, modality, slices in val_arrays(Path(args.data)):
+        nbytes, samples, t = 0, 0, time.perf_counter()
+        for x in slices:
+            data = codec.encode(x)
+            if args.verify and not np.array_equal(codec.decode(data, x.shape, x.dtype, args.version), x):
+                raise SystemExit(f"{name}: does not decode")
+            nbytes += len(data)
+            samples += x.size
+        out["arrays"][name] = {"modality": modality, "bytes": nbytes, "samples": samples,
+                               "seconds": time.perf_counter() - t}
+        print(f"{name} {modality} {8 * nbytes / samples:.4f} bpsp {time.perf_counter() - t:.1f} s", flush=True)
+    out["seconds"] = time.perf_counter() - t0
+    Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+    return 0
+
+
+def totals(rep: dict) -> dict[str, tuple[int, int]]:
+    acc: dict[str, list[int]] = {}
+    for a in rep["arrays"].values():
+        for key in (a["modality"], "all"):
+            t = acc.setdefault(key, [0, 0])
+            t[0] += a["bytes"]
+            t[1] += a["samples"]
+    return {k: (b, n) for k, (b, n) in acc.items()}
+
+
+def compare(paths: list[str], out: str | None) -> int:
+    reps = [json.loads(Path(p).read_text()) for p in paths]
+    tots = [totals(r) for r in reps]
+    label = lambda r: r.get("label") or f"v{r['version']}"  # noqa: E731
+    head = "| modality | " + " | ".join(f"{label(r)} bits/sample" for r in reps) + " | " + \
+        " | ".join(f"{label(r)} vs {label(reps[0])}" for r in reps[1:]) + " |"
+    lines = [head, "|" + "---|" * (1 + 2 * len(reps) - 1)]
+    for key in sorted(tots[0], key=lambda k: (k == "all", k)):
+        bps = [8 * t[key][0] / t[key][1] for t in tots]
+        ch = [f"{100 * (b / bps[0] - 1):+.3f}%" for b in bps[1:]]
+        lines.append(f"| {key} | " + " | ".join(f"{b:.4f}" for b in bps) + " | " + " | ".join(ch) + " |")
+    text = "\n".join(lines)
+    print(text)
+    if out:
+        Path(out).write_text(text + "\n")
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--version", type=int, default=9)
+    ap.add_argument("--label", help="the run's name in --compare's table (default: v<version>)")
+    ap.add_argument("--data", default=str(DATA))
+    ap.add_argument("--json")
+    ap.add_argument("--verify", action="store_true")
+    ap.add_argument("--compare", nargs="+")
+    ap.add_argument("--out")
+    args = ap.parse_args(argv)
+    if args.compare:
+        return compare(args.compare, args.out)
+    return code(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Bitstream version 9: the decoder computes nothing for the steps a base lattice gives.
+
+The golden v3 weights (4x4 sub-images, step 0 row by row): on inputs whose encoder takes a
+base lattice, the decoder must never run the network (step 0's head and rows, the trunk of the
+lattice's steps) on those steps, and a file must decode the same on the reference paths (float
+trunk, torch head, numpy refinement and feedback) as on the fast ones, and be written the same.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lvpnet.codecs.lvpnet_chunk import unpack_chunk
+from lvpnet.codecs.lvpnet_codec import LVPNetCodec
+from lvpnet.codecs.profiles import PROFILES
+from lvpnet.model import feedback, head_kernel, lattice, refine
+
+DATA = Path(__file__).resolve().parent / "data"
+WEIGHTS = DATA / "lvpnet_golden_b9" / "model.pt"  # the v3 weights
+# inputs of the golden sets on which these weights take a base lattice (level 1 and level 2)
+INPUTS = {"blocks_uint8": 1, "padded_ct_int16": 2}
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def codec():
+    c = LVPNetCodec(WEIGHTS, device="cpu")
+    assert c.version == 9 and PROFILES[9].lattice_skip
+    return c
+
+
+def _input(name):
+    return np.load(DATA / "lvpnet_golden_b9" / f"{name}.npy")
+
+
+class _Counting:
+    """Wraps the integer decoder's network entry points and records the steps they ran."""
+
+    def __init__(self, dec, monkeypatch):
+        self.steps, self.rows = [], 0
+        predict, step0_head, step0_rows = dec.predict, dec.step0_head, dec.step0_rows
+
+        def counted_predict(feats, ctx, k, *a, **kw):
+            self.steps.append(k)
+            return predict(feats, ctx, k, *a, **kw)
+
+        def counted_head(*a, **kw):
+            self.steps.append(0)
+            return step0_head(*a, **kw)
+
+        def counted_rows(*a, **kw):
+            self.rows += 1
+            return step0_rows(*a, **kw)
+
+        monkeypatch.setattr(dec, "predict", counted_predict)
+        monkeypatch.setattr(dec, "step0_head", counted_head)
+        monkeypatch.setattr(dec, "step0_rows", counted_rows)
+
+
+@pytest.mark.parametrize("name", sorted(INPUTS))
+def test_the_decoder_runs_no_network_on_lattice_steps(codec, monkeypatch, name):
+    x = _input(name)
+    data = codec.encode(x)
+    (plane,) = unpack_chunk(data, 1, 9)
+    assert plane.base_level == INPUTS[name]
+    dec = codec.engine().dec
+    known = lattice.steps(dec.order, lattice.stride(dec.f, plane.base_level))
+    count = _Counting(dec, monkeypatch)
+    assert np.array_equal(codec.decode(data, x.shape, x.dtype, 9), x)
+    assert count.rows == 0 and 0 not in count.steps  # step 0 is always on the lattice
+    assert sorted(count.steps) == [k for k in range(dec.steps) if k not in known]
+    # version 8 ran every step: the counter sees them
+    count = _Counting(dec, monkeypatch)
+    assert np.array_equal(codec.decode(_writer(8).encode(x), x.shape, x.dtype, 8), x)
+    assert count.rows > 0 and sorted(set(count.steps)) == list(range(dec.steps))
+
+
+def _writer(version: int) -> LVPNetCodec:
+    """A codec writing bitstream ``version`` with the same weights."""
+    c = LVPNetCodec(WEIGHTS, device="cpu")
+    c.version = version
+    return c
+
+
+@pytest.fixture
+def reference_paths(monkeypatch):
+    """Every exact fast path off: float trunk, torch head, numpy refinement and feedback."""
+    def switch(codec):
+        monkeypatch.setattr(codec.engine().dec, "int8", False)
+        monkeypatch.setattr(head_kernel, "_KERNEL", False)
+        monkeypatch.setattr(refine, "_KERNELS", False)
+        monkeypatch.setattr(feedback, "_KERNEL", False)
+    return switch
+
+
+@pytest.mark.parametrize("name", sorted(INPUTS) + ["us_rgb_uint8", "texture_uint16"])
+def test_reference_and_fast_paths_agree(name, reference_paths):
+    x = _input(name)
+    fast = LVPNetCodec(WEIGHTS, device="cpu")
+    data = fast.encode(x)
+    assert np.array_equal(fast.decode(data, x.shape, x.dtype, 9), x)
+    ref = LVPNetCodec(WEIGHTS, device="cpu")
+    reference_paths(ref)
+    assert np.array_equal(ref.decode(data, x.shape, x.dtype, 9), x)
+    assert ref.encode(x) == data
+
+
+def test_lattice_residuals_are_loco_i():
+    L = np.array([[5, 7, 7], [6, 9, 4], [6, 6, 8]])
+    e = feedback.lattice_residuals(L)
+    # (0, 0) predicts itself; the first row from the left, the first column from above
+    assert e[0].tolist() == [0, 2, 0] and e[:, 0].tolist() == [0, 1, 0]
+    # (1, 1): a=6, b=7, c=5 <= min -> max(a, b) = 7; (2, 2): a=6, b=4, c=9 >= max -> 4
+    assert e[1, 1] == 2 and e[2, 2] == 4
+    assert feedback.lattice_residuals(np.zeros((0, 3), np.int64)).shape == (0, 3)
