@@ -610,6 +610,28 @@ def grey_mask_bits(g: np.ndarray, c1: np.ndarray, c2: np.ndarray) -> float:
     return kt_binary(n1[nn > 0], nn[nn > 0])
 
 
+def cooccurrence_estimate(prev: np.ndarray, d) -> tuple[float, float]:
+    """A chroma plane's pixels flagged as "the value most often seen with this value of the plane
+    before" (whole-image co-occurrence counts: optimistic, no learning cost), adaptive binary (KT) in
+    contexts of the pixel's neighbour agreement and whether that value is the plane's most frequent;
+    misses keep their bits. (coded bits now, with the flag) over the coded (not lattice) pixels."""
+    cur = d["v"].astype(np.int64)
+    p = prev.astype(np.int64) - prev.min()
+    key = p * (int(cur.max()) + 1) + cur
+    uk, cnt = np.unique(key, return_counts=True)
+    pk, ck = uk // (int(cur.max()) + 1), uk % (int(cur.max()) + 1)
+    order = np.lexsort((-cnt, pk))
+    first = np.r_[True, pk[order][1:] != pk[order][:-1]]
+    best = np.zeros(int(p.max()) + 1, np.int64)
+    best[pk[order][first]] = ck[order][first]
+    hit = best[p] == cur
+    m = ~d["known"]
+    b = d["bits"].astype(np.float64)
+    ctx = (np.clip(d["agree"].astype(np.int64), 0, 15) * 2 + (best[p] == np.bincount(cur.ravel()).argmax()))[m]
+    n1, nn = np.bincount(ctx, weights=hit[m]), np.bincount(ctx)
+    return float(b[m].sum()), kt_binary(n1[nn > 0], nn[nn > 0]) + float(b[m & ~hit].sum())
+
+
 def extras(cache: Path) -> str:
     """JPEG-XL per plane and jointly on the US, tiles by sparsity, a classical context model in the
     learned codec's order, colour transforms, the grey mask: markdown."""
@@ -681,6 +703,18 @@ def extras(cache: Path) -> str:
             if int(d["R"]):
                 on_grey += float(d["bits"][grey & ~d["known"]].sum())
         L.append(f"| {ident} | " + " | ".join(cells) + f" | {jxl_bits(x, 7) / 1e3:.0f} | {mask / 1e3:.1f} | {on_grey / 1e3:.1f} |")
+    L += ["", "### 8. RGB: chroma pixels flagged as the co-occurring value of the plane before (optimistic), kbit", "",
+          "| image | R-G given G: now -> with flag | B-G given R-G: now -> with flag |", "|---|---|---|"]
+    for ident in [i for i, it in items.items() if it["modality"] == "US" and it.get("rgb")]:
+        split = "val" if items[ident]["split"] == "val" else "trainus"
+        fn = sorted(cache.glob(f"{split}__{ident}__*__0.npz"))[0]
+        stem = fn.name[: -len("0.npz")]
+        P = [dict(np.load(cache / f"{stem}{p}.npz")) for p in range(3)]
+        cells = []
+        for p in (1, 2):
+            now, new = cooccurrence_estimate(P[p - 1]["v"], P[p]) if int(P[p]["R"]) else (0.0, 0.0)
+            cells.append(f"{now / 1e3:.1f} -> {new / 1e3:.1f} ({(new - now) / max(now, 1) * 100:+.0f}%)")
+        L.append(f"| {ident} | " + " | ".join(cells) + " |")
     return "\n".join(L)
 
 

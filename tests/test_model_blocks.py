@@ -128,6 +128,8 @@ def test_take_matches_the_sub_image():
         assert np.array_equal(bmap.take(pos, 4, sub.shape), sub)
     row = bmap.take((5, 1), 4, (1, m[5, 1::4].size))
     assert np.array_equal(row[0], m[5, 1::4])
+    vals = bmap.take((1, 3), 4, m[1::4, 3::4].shape, values=True)
+    assert np.array_equal(vals[m[1::4, 3::4]], v[1::4, 3::4][m[1::4, 3::4]])
 
 
 def test_other_range_never_gives_values_outside_it():

@@ -31,6 +31,7 @@ then their new values, uniform. The encoder pushes the reverse (``write``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import constriction
 import numpy as np
@@ -94,23 +95,33 @@ class BlockMap:
     def count(self) -> int:
         return int(self.flags.sum())
 
-    def pixel_mask(self) -> np.ndarray:
-        """(H, W) bool: the pixels that leave the pixel stream."""
+    @cached_property
+    def _mask(self) -> np.ndarray:
         H, W = self.shape
         return np.repeat(np.repeat(self.flags, self.n, 0), self.n, 1)[:H, :W]
 
-    def pixel_values(self) -> np.ndarray:
-        """(H, W) int64: each flagged pixel's value (0 elsewhere)."""
+    @cached_property
+    def _values(self) -> np.ndarray:
         H, W = self.shape
         v = np.where(self.flags, self.values, 0)
         return np.repeat(np.repeat(v, self.n, 0), self.n, 1)[:H, :W]
 
-    def take(self, pos: tuple[int, int], f: int, shape) -> np.ndarray:
+    def pixel_mask(self) -> np.ndarray:
+        """(H, W) bool: the pixels that leave the pixel stream (kept: read only)."""
+        return self._mask
+
+    def pixel_values(self) -> np.ndarray:
+        """(H, W) int64: each flagged pixel's value (0 elsewhere; kept: read only)."""
+        return self._values
+
+    def take(self, pos: tuple[int, int], f: int, shape, values: bool = False) -> np.ndarray:
         """The flagged pixels of one coded item: the sub-image ``v[di::f, dj::f]`` (``pos`` its first
-        pixel, ``shape`` its real shape, or a row of it), as a bool array of ``shape``."""
+        pixel, ``shape`` its real shape, or a row of it), as a bool array of ``shape``; with
+        ``values`` their values instead (int64, 0 where not flagged)."""
         di, dj = pos
         h, w = shape
-        return self.pixel_mask()[di : di + f * (h - 1) + 1 : f, dj : dj + f * (w - 1) + 1 : f][:h, :w]
+        a = self._values if values else self._mask
+        return a[di : di + f * (h - 1) + 1 : f, dj : dj + f * (w - 1) + 1 : f][:h, :w]
 
 
 def plan(v: np.ndarray, known_mask: np.ndarray | None = None, n: int = BLOCK) -> BlockMap:
@@ -200,7 +211,7 @@ def worth(bmap: BlockMap, R: int, known_values=None, known_mask=None, pixel_bits
         return False
     m = bmap.pixel_mask()
     if known_mask is not None:
-        m &= ~np.asarray(known_mask, bool)
+        m = m & ~np.asarray(known_mask, bool)
     saved = float(pixel_bits[m].sum()) if pixel_bits is not None else SAVE_PER_PIXEL * float(m.sum())
     return saved > bits(bmap, R, known_values, known_mask)
 
