@@ -272,6 +272,36 @@ def blocks_estimate(d, n: int) -> tuple[float, dict]:
                                             "map": map_bits + value_bits, "mask": mask}
 
 
+def flags_on_estimate(d, order) -> float:
+    """(g) planes that code no neighbour-repeat flag now (flag level 0): the best of levels 1-4 with
+    ``model.flag_adapt``'s flags, saving each hit pixel's bits now (its table, low and escape bits)
+    less every flag's bits. 0 for planes that have flags (their choice stays)."""
+    from lvpnet.model.flag_adapt import AdaptiveFlags, contexts
+    from lvpnet.model.repeat import flag_contexts
+
+    if int(d["flags"]) or not (d["cand"] >= 0).any():
+        return 0.0
+    f = max(max(p) for p in order) + 1
+    b = d["bits"].astype(np.float64)
+    best = 0.0
+    for level in range(1, 5):
+        flags, saved = AdaptiveFlags(), 0.0
+        for k, (di, dj) in enumerate(order):
+            known = d["known"][di::f, dj::f]
+            if known.all():
+                continue
+            ag = d["agree"][di::f, dj::f].astype(np.int64)
+            x = flag_contexts(ag % 8, level, 0 if k == 0 else None, (ag >= 8))
+            x = np.where(known | (d["cand"][di::f, dj::f] < 0), 0, x)
+            if not (x > 0).any():
+                continue
+            hit = (d["cand"][di::f, dj::f] == d["v"][di::f, dj::f]) & (x > 0)
+            ctx = contexts(x, d["mu"][di::f, dj::f], d["cand"][di::f, dj::f], d["scale"][di::f, dj::f])
+            saved += float(b[di::f, dj::f][hit].sum()) - flags.bits(hit, ctx)
+        best = max(best, saved - 1.0)
+    return best
+
+
 def blocks_built_estimate(d) -> tuple[float, np.ndarray | None]:
     """(a), built: ``model.blocks`` on the plane (its lattice known first, as the decoder has it):
     the bits of the flagged blocks' coded pixels against the map's exact bits, when that pays
@@ -458,6 +488,7 @@ def candidates(order, prior) -> dict:
         cands[f"(f) flags by {which}, adaptive in a step (KT)"] = (lambda w: lambda d: flags_estimate(d, w))(which)
     cands["(f) built: model.flag_adapt"] = lambda d: flag_adapt_estimate(d, order)
     cands["(a) + (f) built"] = lambda d: blocks_and_flags_estimate(d, order)
+    cands["(g) flags on where a plane has none, model.flag_adapt"] = lambda d: flags_on_estimate(d, order)
     for which in ("x", "act", "x+act"):
         cands[f"(e) tables split by {which}"] = (lambda w: lambda d: tables_context_estimate(d, order, prior, w))(which)
     return cands
