@@ -426,11 +426,14 @@ def choose_step(plane, vals, mu, s, pos, f: int, order, k: int, R: int, shifts: 
     scale = n / sample.size
     base = _estimate(v_c, mu_c, s_c, shifts) * scale
     best = (base, None)
+    by_radius = {}  # the sample's deltas at each radius's offsets (radius 3: all of them)
     for config in range(1, len(CONFIGS)):
         radius, classes = CONFIGS[config]
         cols = [offs3.index(o) for o in neighbour_offsets(order, k, radius)]
         if not cols:
             continue
+        if radius not in by_radius:
+            by_radius[radius] = D_c if cols == list(range(len(offs3))) else np.ascontiguousarray(D_c[:, cols])
         pick = _EDGE_PICK[classes]
         edges = E8[pick]
         # a coarse class is the union of the fine classes between its edges
@@ -439,7 +442,7 @@ def choose_step(plane, vals, mu, s, pos, f: int, order, k: int, R: int, shifts: 
         b = np.stack([b8[group == c][:, cols].sum(0) for c in range(classes)])
         q = _quantise(_solve(G, b, np.array([w8[group == c].sum() for c in range(classes)])))
         ref = StepRefinement(config, edges, q)
-        mu2 = apply_coefs(mu_c, D_c[:, cols], classes_of(s_c, edges), q, R)
+        mu2 = apply_coefs(mu_c, by_radius[radius], classes_of(s_c, edges), q, R)
         est = _estimate(v_c, mu2, s_c, shifts) * scale
         est += (classes - 1) * math.log2(n_scales) + coef_bits(q)
         if est < best[0]:

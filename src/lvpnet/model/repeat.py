@@ -67,6 +67,12 @@ def candidates(v: np.ndarray, pos: tuple[int, int], f: int, shape: tuple[int, in
     row of it) for the pixels ``v[di::f, dj::f]`` of a plane ``v`` (int64, H x W) whose ``ring``
     neighbours are decoded. Neighbours outside the plane do not count. ``c`` is the first neighbour (in ring
     order) among those shared by the most neighbours; ``x`` how many share it (0: none inside)."""
+    kernel = _candidates_kernel()
+    if kernel and len(ring) and shape[0] * shape[1]:
+        c, x = np.empty(shape, np.int64), np.empty(shape, np.int64)
+        kernel(np.ascontiguousarray(v, np.int64), int(pos[0]), int(pos[1]), int(f),
+               np.array([o[0] for o in ring], np.int64), np.array([o[1] for o in ring], np.int64), c, x)
+        return c, x
     H, W = v.shape
     di, dj = pos
     rows = di + f * np.arange(shape[0])[:, None]
@@ -83,6 +89,51 @@ def candidates(v: np.ndarray, pos: tuple[int, int], f: int, shape: tuple[int, in
     c = np.take_along_axis(nb, best[None], 0)[0]
     x = np.take_along_axis(eq, best[None], 0)[0]
     return c.astype(np.int64), x.astype(np.int64)
+
+
+def _candidates(v, di, dj, f, dys, dxs, c_out, x_out):
+    """``candidates`` pixel by pixel (the same values, ties to the first neighbour in ring order)."""
+    H, W = v.shape
+    h, w = c_out.shape
+    T = dys.size
+    nb = np.empty(T, np.int64)
+    ok = np.empty(T, np.bool_)
+    for i in range(h):
+        for j in range(w):
+            r0 = di + f * i
+            c0 = dj + f * j
+            for t in range(T):
+                r = r0 + dys[t]
+                c = c0 + dxs[t]
+                ok[t] = r >= 0 and r < H and c >= 0 and c < W
+                nb[t] = v[min(max(r, 0), H - 1), min(max(c, 0), W - 1)]
+            best, most = 0, -1
+            for t in range(T):
+                n = 0
+                if ok[t]:
+                    for u in range(T):
+                        if ok[u] and nb[u] == nb[t]:
+                            n += 1
+                if n > most:
+                    best, most = t, n
+            c_out[i, j] = nb[best]
+            x_out[i, j] = most
+
+
+_KERNEL = None
+
+
+def _candidates_kernel():
+    """``_candidates`` compiled by numba, or False without it (the numpy path, same values)."""
+    global _KERNEL
+    if _KERNEL is None:
+        try:
+            import numba
+
+            _KERNEL = numba.njit(cache=True, nogil=True)(_candidates)
+        except ImportError:
+            _KERNEL = False
+    return _KERNEL
 
 
 # The least context ``x`` a pixel needs to carry a flag, per flag level: (in sub-images 1 and
