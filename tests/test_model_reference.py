@@ -225,7 +225,8 @@ def test_a_base_lattice_and_a_reference_in_one_plane(monkeypatch):
     v = np.asarray(nib.load(path("sample_ct.nii.gz")).dataobj)
     frames = [np.ascontiguousarray(v[:96, :128, k]) for k in (5, 6)]
     frames[1][:40] = frames[0][:40]  # the top repeats, the rest changes
-    monkeypatch.setattr(lvpnet_engine, "choose_lattice", lambda *a, **k: 2)
+    monkeypatch.setattr(lvpnet_engine, "choose_lattice", lambda *a, **k: 2)  # bitstreams 7 and 8
+    monkeypatch.setattr(lvpnet_engine.lattice, "choose_by_steps", lambda *a, **k: 2)  # bitstream 9
     codec = LVPNetCodec(device="cpu")
     data = codec.encode(frames[1], reference=frames[0])
     (plane,) = unpack_chunk(data, 1, codec.version)

@@ -172,7 +172,9 @@ class Engine:
         ``model.fitting``; ``staged_latent``, ``model.latent_adapt``; ``wide_flags``, flag levels 3
         and 4; ``edge_classes``, table rows by the distance from the minimum (``model.edge``);
         ``min_flags``, flags on candidates at the plane's minimum; ``base_lattice``, a coarse
-        lattice coded by JPEG-XL where that is smaller (``model.lattice``).
+        lattice coded by JPEG-XL where that is smaller (``model.lattice``); ``lattice_skip``, that
+        lattice chosen before the steps after it are fitted, which see the decoder's residual plane
+        (``_lattice_first``), and "none" written for its steps' refinement and feedback.
         ``ref_plane`` (profiles with ``reference``): the previous slice's plane in this plane's
         values (-1 where it has none, ``reference.ref_values``); the plane's ``ref_level`` is then
         the level chosen (0: not used). The plane's step is 1 and it has no gaps: the caller's."""
@@ -304,9 +306,10 @@ class Engine:
         offsets = offsets_of(head)
         items, extras = itemised(head, offsets)
         level = 0
-        if costs:
-            weight, flags, _ref = choose_coding(items, pixels.tables, levels, with_ref)
-            level = choose_lattice(items, pixels.tables, weight, flags, costs, order, f)
+        if costs:  # each step's learned bits come with the coding choice (no second walk of the items)
+            step_bits: dict = {}
+            choose_coding(items, pixels.tables, levels, with_ref, step_bits)
+            level = lattice.choose_by_steps(step_bits, costs, order, f)
         base, est, known = (0, b""), 0.0, frozenset()
         if level:
             g = lattice.stride(f, level)
@@ -348,7 +351,9 @@ class Engine:
         """Inverse of ``encode_plane``: the plane's (H, W) values (``Plane.values``), with
         ``want_bits`` ``(values, estimated latent bits, estimated pixel bits)``. ``profile``: the
         chunk's bitstream version; ``ref_plane``: for a plane with a ``ref_level``, the previous
-        slice's plane as ``reference.ref_values`` gives it (``model.reference``)."""
+        slice's plane as ``reference.ref_values`` gives it (``model.reference``). With ``lattice_skip``
+        (bitstream 9) the base lattice's steps are taken from it alone: no network, refinement or
+        feedback runs for them (``_walk``'s ``skip``)."""
         R, ref_level = plane.R, plane.ref_level
         if R == 0:
             out = np.full((H, W), plane.vmin, dtype=np.int64)

@@ -332,23 +332,45 @@ def choose_plane_coding(items: list[PlaneItem], base: np.ndarray, flag_levels: i
                     if any(it.flagged(lv) and bool((it.flag_x(lv) > 0).any()) for it in items)]
     best = None
     for flags in levels:
-        kept, fixed = {}, 0.0  # per step, the kept pixels' (row, symbol) as flat histogram indices
-        for it, keep, _tabs, counts, refs in walk_plane(items, base, 0, flags, tables=False):  # nor on the weight
-            fixed += float(ref_flag_bits(it, refs).sum())
-            if it.flagged(flags):
-                fixed += float(counts.bits(it.flag_hit(flags), it.flag_x(flags)).sum())
-            fixed += float(it.extra_bits[keep].sum())
-            kept.setdefault(it.k, []).append(it.s[keep] * base.shape[1] + it.sym[keep])
-        hists = {k: np.bincount(np.concatenate(f), minlength=base.size).reshape(base.shape) for k, f in kept.items()}
+        fixed, hists = _fixed_and_hists(items, base, flags)
         for w in range(len(ADAPT_WEIGHTS)):
-            tabs, cost = StepTables(base, ADAPT_WEIGHTS[w]), fixed
-            for k, h in hists.items():  # decoding order: items come in it
-                tabs.start_step(k)
-                cost += tabs.hist_bits(h)
-                tabs.add_counts(h)
+            cost = sum(fixed.values()) + sum(_table_bits(base, w, hists).values())
             if best is None or cost < best[0] - 1e-9:
                 best = (cost, w, flags)
     return best[1], best[2]
+
+
+def _fixed_and_hists(items: list[PlaneItem], base: np.ndarray, flags: int) -> tuple[dict, dict]:
+    """Per step at flag level ``flags``: the bits that do not depend on the tables (reference and
+    neighbour-repeat flags, raw low and escape bits) and the histogram (rows, symbols) of the
+    symbols the tables code."""
+    kept, fixed = {}, {}  # per step, the kept pixels' (row, symbol) as flat histogram indices
+    for it, keep, _tabs, counts, refs in walk_plane(items, base, 0, flags, tables=False):  # nor on the weight
+        b = float(ref_flag_bits(it, refs).sum())
+        if it.flagged(flags):
+            b += float(counts.bits(it.flag_hit(flags), it.flag_x(flags)).sum())
+        fixed[it.k] = fixed.get(it.k, 0.0) + b + float(it.extra_bits[keep].sum())
+        kept.setdefault(it.k, []).append(it.s[keep] * base.shape[1] + it.sym[keep])
+    hists = {k: np.bincount(np.concatenate(f), minlength=base.size).reshape(base.shape) for k, f in kept.items()}
+    return fixed, hists
+
+
+def _table_bits(base: np.ndarray, weight_index: int, hists: dict) -> dict:
+    """Per step, the adapted tables' bits of its histogram at prior weight ``weight_index``."""
+    tabs, out = StepTables(base, ADAPT_WEIGHTS[weight_index]), {}
+    for k, h in hists.items():  # decoding order: items come in it
+        tabs.start_step(k)
+        out[k] = tabs.hist_bits(h)
+        tabs.add_counts(h)
+    return out
+
+
+def coding_step_bits(items: list[PlaneItem], base: np.ndarray, weight_index: int, flags: int) -> dict:
+    """Each step's bits (``{k: bits}``) at one coding choice: the sums of ``plane_bits`` per step
+    (up to the order of the float sums), from histograms."""
+    fixed, hists = _fixed_and_hists(items, base, flags)
+    table = _table_bits(base, weight_index, hists)
+    return {k: fixed[k] + table.get(k, 0.0) for k in fixed}
 
 
 def choose_reference(items: list[PlaneItem], base: np.ndarray, weight_index: int, flags: int) -> int:
@@ -377,7 +399,8 @@ def choose_reference(items: list[PlaneItem], base: np.ndarray, weight_index: int
     return best
 
 
-def choose_coding(items: list[PlaneItem], base: np.ndarray, flag_levels: int, with_reference: bool) -> tuple[int, int, int]:
+def choose_coding(items: list[PlaneItem], base: np.ndarray, flag_levels: int, with_reference: bool,
+                  step_bits: dict | None = None) -> tuple[int, int, int]:
     """The plane's coding choice, as the encoder makes it: prior-weight index and flag level
     (``choose_plane_coding``), then, ``with_reference``, the reference level (``choose_reference``)
     and, where one is taken, the first two again with its flags in place. The choice starts from
@@ -388,6 +411,8 @@ def choose_coding(items: list[PlaneItem], base: np.ndarray, flag_levels: int, wi
     ref_level = choose_reference(items, base, w, flags) if with_reference else 0
     if ref_level:
         w, flags = choose_plane_coding(items, base, flag_levels)
+    if step_bits is not None:  # each step's bits at the choice (``coding_step_bits``)
+        step_bits.update(coding_step_bits(items, base, w, flags))
     return w, flags, ref_level
 
 

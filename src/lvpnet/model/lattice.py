@@ -62,6 +62,18 @@ def choose_from(items: list, bits: list[np.ndarray], costs: dict[int, float], or
     return best
 
 
+def choose_by_steps(step_bits: dict, costs: dict[int, float], order, f: int) -> int:
+    """``choose_from`` given the learned bits of each step (``{k: bits}``, e.g. from the coding
+    choice, ``adapt.choose_coding``'s ``step_bits``) instead of every pixel's."""
+    best, saving = 0, 0.0
+    for c in sorted(costs):
+        ks = steps(order, stride(f, c))
+        learned = sum(b for k, b in step_bits.items() if k in ks)
+        if learned - costs[c] > saving:
+            best, saving = c, learned - costs[c]
+    return best
+
+
 def map_share(items: list, bits: list[np.ndarray], ks, total: float) -> list[np.ndarray]:
     """For the bit-cost maps: the lattice's ``total`` bits shared out over the pixels of the items
     in ``ks``, in proportion to their ``adapt.lattice_bits`` (what the learned codec would have spent on
