@@ -330,9 +330,10 @@ def choose_plane_coding(items: list[PlaneItem], base: np.ndarray, flag_levels: i
     A level is tried only when some pixel would carry a flag at it."""
     levels = [0] + [lv for lv in range(1, flag_levels)
                     if any(it.flagged(lv) and bool((it.flag_x(lv) > 0).any()) for it in items)]
+    unflagged = _unflagged(items, base)
     best = None
     for flags in levels:
-        fixed, hists = _fixed_and_hists(items, base, flags)
+        fixed, hists = _fixed_and_hists(items, base, flags, unflagged)
         for w in range(len(ADAPT_WEIGHTS)):
             cost = sum(fixed.values()) + sum(_table_bits(base, w, hists).values())
             if best is None or cost < best[0] - 1e-9:
@@ -340,19 +341,45 @@ def choose_plane_coding(items: list[PlaneItem], base: np.ndarray, flag_levels: i
     return best[1], best[2]
 
 
-def _fixed_and_hists(items: list[PlaneItem], base: np.ndarray, flags: int) -> tuple[dict, dict]:
-    """Per step at flag level ``flags``: the bits that do not depend on the tables (reference and
-    neighbour-repeat flags, raw low and escape bits) and the histogram (rows, symbols) of the
-    symbols the tables code."""
-    kept, fixed = {}, {}  # per step, the kept pixels' (row, symbol) as flat histogram indices
-    for it, keep, _tabs, counts, refs in walk_plane(items, base, 0, flags, tables=False):  # nor on the weight
+def _unflagged(items: list[PlaneItem], base: np.ndarray) -> tuple[dict, dict]:
+    """Per step, what holds at every flag level before its flags take pixels out: the reference
+    flags' bits plus the raw low and escape bits of the pixels they leave, and the histogram
+    (rows, symbols) of those pixels' symbols."""
+    fixed, kept = {}, {}
+    refs = reference.counts()
+    for it in items:
+        refs.start_step(it.stage)
         b = float(ref_flag_bits(it, refs).sum())
-        if it.flagged(flags):
-            b += float(counts.bits(it.flag_hit(flags), it.flag_x(flags)).sum())
+        if it.ref_flagged:
+            refs.add(it.ref_hit(), it.ref_x)
+        keep = ~it.ref_hit()
         fixed[it.k] = fixed.get(it.k, 0.0) + b + float(it.extra_bits[keep].sum())
         kept.setdefault(it.k, []).append(it.s[keep] * base.shape[1] + it.sym[keep])
-    hists = {k: np.bincount(np.concatenate(f), minlength=base.size).reshape(base.shape) for k, f in kept.items()}
+    hists = {k: np.bincount(np.concatenate(f), minlength=base.size) for k, f in kept.items()}
     return fixed, hists
+
+
+def _fixed_and_hists(items: list[PlaneItem], base: np.ndarray, flags: int, unflagged=None) -> tuple[dict, dict]:
+    """Per step at flag level ``flags``: the bits that do not depend on the tables (reference and
+    neighbour-repeat flags, raw low and escape bits) and the histogram (rows, symbols) of the
+    symbols the tables code; ``unflagged``: ``_unflagged``'s, when already at hand."""
+    fixed, hists = unflagged if unflagged is not None else _unflagged(items, base)
+    fixed, taken = dict(fixed), {}
+    counts = FlagCounts()
+    for it in items:  # the neighbour-repeat flags take their hits out (never a reference flag's pixel)
+        counts.start_step(it.stage)
+        if not it.flagged(flags):
+            continue
+        hit, x = it.flag_hit(flags), it.flag_x(flags)
+        fixed[it.k] += float(counts.bits(hit, x).sum()) - float(it.extra_bits[hit].sum())
+        counts.add(hit, x)
+        taken.setdefault(it.k, []).append(it.s[hit] * base.shape[1] + it.sym[hit])
+    out = {}
+    for k, h in hists.items():
+        if k in taken:
+            h = h - np.bincount(np.concatenate(taken[k]), minlength=base.size)
+        out[k] = h.reshape(base.shape)
+    return fixed, out
 
 
 def _table_bits(base: np.ndarray, weight_index: int, hists: dict) -> dict:
