@@ -1,7 +1,7 @@
 """Is the GMSM latent alive? Varying channels, QCM error and the latent's ablation on the val split.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/latent_live.py [--weights W ...] [--slices 3]
-        [--out benchmarks/latent_live.md] [--json F] [--ids ID ...]
+        [--out benchmarks/latent_live.md] [--json F] [--ids ID ...] [--reuse JSON ... [--reuse-sha P ...]]
 
 For each weights file (default: the shipped ones), on every ``val`` array of the shared corpus
 (``manifest.json``): a 2-D image is one slice, a volume gives up to ``--slices`` evenly spaced
@@ -243,13 +243,22 @@ def main(argv=None) -> int:
     ap.add_argument("--ids", nargs="+", default=None, help="only these val ids (smoke runs)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "latent_live.md"))
     ap.add_argument("--json", default=None)
+    ap.add_argument("--reuse", nargs="+", default=[], metavar="JSON",
+                    help="earlier --json files (same slices): their results are listed first, not measured again")
+    ap.add_argument("--reuse-sha", nargs="+", default=None, metavar="PREFIX",
+                    help="with --reuse: only the reused results whose sha256 starts with one of these")
     args = ap.parse_args(argv)
     from lvpnet.codecs.weights import shipped_weights
 
-    weights = [Path(w) for w in (args.weights or [shipped_weights()])]
+    weights = [Path(w) for w in (args.weights or ([] if args.reuse else [shipped_weights()]))]
     t0 = time.perf_counter()
     images = val_slices(Path(args.data), args.slices, args.ids)
     results = []
+    for f in args.reuse:  # measured before on the same slices (the json keeps every row)
+        old = json.loads(Path(f).read_text())
+        if old.get("slices_per_volume") != args.slices:
+            raise SystemExit(f"{f} was measured with --slices {old.get('slices_per_volume')}")
+        results += [r for r in old["results"] if not args.reuse_sha or r["sha256"].startswith(tuple(args.reuse_sha))]
     for w in weights:
         print(f"{w} ({len(images)} images)", flush=True)
         results.append(run(w, images, log=lambda m: print(m, flush=True)))

@@ -1,4 +1,5 @@
-"""The training switches against latent collapse (``train.charged_latent_bits``, ``train.reopen_latent``)."""
+"""The training switches against latent collapse (``train.charged_latent_bits``, ``train.reopen_latent``,
+``train.reopen_qcm``, ``train.range_bits``) and the QCM's open clamp."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 import torch
 
 from lvpnet.model.lvpnet import LVPNet
-from lvpnet.train import Sampler, charged_latent_bits, reopen_latent
+from lvpnet.train import Sampler, charged_latent_bits, range_bits, reopen_latent, reopen_qcm
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,3 +52,56 @@ def test_reopen_keeps_z_and_lets_the_gradient_through():
     loss = (o["pixel_bits"] + charged_latent_bits(o, 0.5)) / o["n_pixels"]
     loss.backward()
     assert float(model.encoder.head.weight.grad.abs().sum()) > 0
+
+
+def test_reopen_qcm_keeps_the_decoders_view():
+    """Reopening the QCM moves c inside 0..3 with live layers, and the up layer's biases absorb the
+    change: for a latent whose every channel sits at its most frequent value the features are the same."""
+    model = _tiny()
+    q = model.qcm
+    with torch.no_grad():  # a collapsed QCM as measured on the shipped weights: c a constant 0 or 3 per channel
+        q.l1.weight.zero_()
+        q.l2.weight.zero_()
+        q.l2.bias.copy_(torch.where(torch.arange(q.l2.cout) % 2 == 0, -40.0, 40.0) * 2.0 ** -(q.l2.fw + q.l2.f_in) * 2**q.l2.shift)
+    C = model.cfg.latent_channels
+    z = torch.full((1, C, 2, 2), 5.0)
+    with torch.no_grad():
+        assert set((q(z) - 4 * z).unique().tolist()) == {0.0, 3.0}
+    c_old = q(z)[0, :, 0, 0] - 4 * z[0, :, 0, 0]
+    w_up, b_old = model.up.int_weight().detach()[:, :, 0, 0], model.up.int_bias().detach()
+    sampler = _sampler(3)
+    info = reopen_qcm(model, sampler, torch.device("cpu"), batches=1, batch=2)
+    assert info["hidden_off"] < 0.5 and info["hidden_sat"] < 0.5
+    v, m, _R, B = sampler.batch(2, "cpu")
+    with torch.no_grad():
+        zc = model.latent(v, B)[1]
+        c = q(zc) - 4 * zc
+    assert float(c.min()) >= 0 and float(c.max()) <= 3
+    # the up layer's accumulator (before its floor) is unchanged wherever the new c is each
+    # channel's most frequent value; elsewhere it moves by exactly what c moves
+    c_mode = torch.tensor(info["c_mode"], dtype=torch.float32)
+    with torch.no_grad():
+        zm = zc[0, :, 0, 0]  # one block, all channels
+        c_new = q(zm[None, :, None, None])[0, :, 0, 0] - 4 * zm
+        acc_old = w_up @ (4 * zm + c_old) + b_old
+        acc_new = model.up.int_weight()[:, :, 0, 0] @ (4 * zm + c_new) + model.up.int_bias()
+    assert torch.equal(acc_new - acc_old, w_up @ (c_new - c_mode))
+
+
+def test_open_clamp_gradient_points_back_into_range():
+    from lvpnet.model.qcm import _ClampBack
+
+    x = torch.tensor([-5.0, 1.0, 7.0, -5.0, 7.0], requires_grad=True)
+    y = _ClampBack.apply(x, 0.0, 3.0)
+    assert y.tolist() == [0.0, 1.0, 3.0, 0.0, 3.0]
+    y.backward(torch.tensor([-1.0, 2.0, 1.0, 1.0, -1.0]))
+    # below the range only a gradient that raises x passes, above only one that lowers it
+    assert x.grad.tolist() == [-1.0, 2.0, 1.0, 0.0, 0.0]
+
+
+def test_range_bits_hinge():
+    h = torch.tensor([-400.0, -66.0, 0.0, 60.0, 300.0], requires_grad=True)
+    p = range_bits(h, 32.0, -31.0, 31.5)
+    assert p[1:4].tolist() == [0.0, 0.0, 0.0] and p[0] > 300 and p[4] > 200
+    p.sum().backward()
+    assert h.grad.tolist() == [-1.0, 0.0, 0.0, 0.0, 1.0]

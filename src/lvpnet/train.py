@@ -44,6 +44,9 @@ DEFAULT_TRAIN = {
     # both off by default, so the shipped recipe is unchanged
     "free_bits": 0.0,  # bits per channel per 32x32 block the loss does not charge (0: every bit charged)
     "reopen_latent": False,  # after loading weights: a new encoder head whose tanh is not saturated
+    # QCM and latent range switches (docs/MODEL.md, "Latent and QCM, session 13"); off by default
+    "reopen_qcm": False,  # after loading weights: QCM layers re-initialised inside their ranges, clamp opened
+    "range_bits": 0.0,  # bits per unit of the encoder head's pre-tanh output beyond the coded range
 }
 
 
@@ -217,6 +220,104 @@ def reopen_latent(model: LVPNet, sampler: Sampler, device, batches: int = 4, bat
     enc.head.bias.copy_(enc.bound * torch.atanh(target / enc.bound) - mean_wf)
     model.train(was_training)
     return {"old_z": old.tolist(), "target_y": target.tolist()}
+
+
+def _masked_mean(t: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
+    """Per-channel mean of t (N, C, h, w) over the blocks where sel (N, 1, h, w) is True -> (C,)."""
+    w = sel.to(t.dtype).expand_as(t)
+    return (t * w).sum((0, 2, 3)) / w.sum((0, 2, 3)).clamp_min(1)
+
+
+def _set_int(conv, w_int: torch.Tensor, b_int: torch.Tensor) -> None:
+    """Give an IntConv2d exactly these integer weights and biases (its real values are their scaled ones)."""
+    from lvpnet.model.intnet import BIAS_MAX, WMAX
+
+    if float(w_int.abs().max()) > WMAX or float(b_int.abs().max()) > BIAS_MAX:
+        raise ValueError("integer weights or biases out of range")
+    conv.weight.data.copy_(w_int.to(conv.weight.dtype) * 2.0**-conv.fw)
+    conv.bias.data.copy_(b_int.to(conv.bias.dtype) * 2.0 ** -(conv.fw + conv.f_in))
+
+
+@torch.no_grad()
+def reopen_qcm(model: LVPNet, sampler: Sampler, device, batches: int = 4, batch: int = 8, seed: int = 0) -> dict:
+    """New QCM weights whose outputs start inside their ranges, the decoder's view kept.
+
+    Measured on the shipped weights (and session 12's runs): the QCM's hidden layer is 0 or 127
+    everywhere (ReLU off or clamped) and its last layer's outputs are -82..-1 or 4..76, so
+    ``c`` is a per-channel constant 0 or 3, no gradient reaches either layer, and on every image
+    the compensated error is 0.37 above the uncompensated one. New weights: the hidden layer
+    random with its biases centring every unit at 64 (of 0..127) on train crops, its spread
+    scaled to about 24; the last layer nearly zero with biases that put each channel's ``c`` at
+    its mean sub-bin position ``4 (y / Q - z)`` (the MSE's optimum without information from
+    ``z``). The ``up`` layer's integer biases absorb the change of each channel's most frequent
+    ``c``, so on those ``z`` the predictor sees exactly the input it was trained on."""
+    cfg, q = model.cfg, model.qcm
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    zs, us, sels = [], [], []
+    for _ in range(batches):
+        v, m, _R, B = sampler.batch(batch, device)
+        y, z, _ = model.latent(v, B)
+        yc = torch.clamp(y / cfg.q_step, -cfg.zmax, cfg.zmax + 1.0)
+        zs.append(z)
+        us.append(yc - z)
+        sels.append(torch.nn.functional.max_pool2d(m[:, None].float(), cfg.stride) > 0)
+    z, u, sel = torch.cat(zs), torch.cat(us), torch.cat(sels)
+    C = z.shape[1]
+
+    def mode(c: torch.Tensor) -> torch.Tensor:  # per-channel most frequent value of an integer map
+        flat = c.permute(1, 0, 2, 3).reshape(C, -1).long()
+        keep = sel.expand_as(c).permute(1, 0, 2, 3).reshape(C, -1)
+        return torch.stack([torch.bincount(flat[i][keep[i]] + 64, minlength=256).argmax() - 64 for i in range(C)])
+
+    c_old = mode(q(z) - 4.0 * z)
+    # hidden layer: random directions, spread about 24 of 0..127, centred at 64
+    l1, l2 = q.l1, q.l2
+    std = (2.0 / l1.cin) ** 0.5
+    w1 = torch.randn(l1.weight.shape, generator=gen).to(device) * std
+    acc = torch.nn.functional.conv2d(z, torch.round(w1 * 2.0**l1.fw))
+    spread = float(acc.permute(1, 0, 2, 3).reshape(acc.shape[1], -1).std(1).mean()) * 2.0**-l1.shift
+    w1 = torch.round(w1 * min(1.0, 24.0 / max(spread, 1e-6)) * 2.0**l1.fw).clamp(-127, 127)
+    acc = torch.nn.functional.conv2d(z, w1)
+    b1 = torch.round(64.5 * 2.0**l1.shift - _masked_mean(acc, sel))
+    _set_int(l1, w1, b1)
+    h = l1(z)
+    # last layer: weights of about one quantum (live for the straight-through rounding), biases on target
+    w2 = torch.round(torch.randn(l2.weight.shape, generator=gen).to(device) * 0.5).clamp(-127, 127)
+    acc2 = torch.nn.functional.conv2d(h, w2)
+    target = torch.clamp(4.0 * _masked_mean(u, sel), 0.0, 3.0)
+    b2 = torch.round((target + 0.5) * 2.0**l2.shift - _masked_mean(acc2, sel))
+    _set_int(l2, w2, b2)
+    c_new = mode(q(z) - 4.0 * z)
+    # the up layer is linear before its floor: shift its integer biases by what the new c adds
+    up = model.up
+    wu = up.int_weight()[:, :, 0, 0]
+    bu = up.int_bias() - wu @ (c_new - c_old).to(wu.dtype)
+    _set_int(up, up.int_weight(), bu)
+    h_hid = h.permute(1, 0, 2, 3).reshape(h.shape[1], -1)
+    model.train(was_training)
+    return {
+        "c_old": torch.bincount(c_old.clamp(0, 3), minlength=4).tolist(),
+        "c_new": torch.bincount(c_new.clamp(0, 3), minlength=4).tolist(),
+        "c_mode": c_new.tolist(),
+        "hidden_off": float((h_hid == 0).float().mean()),
+        "hidden_sat": float((h_hid == 127).float().mean()),
+    }
+
+
+def range_bits(h: torch.Tensor, bound: float, lo: float, hi: float) -> torch.Tensor:
+    """Per-element hinge on the encoder head's pre-tanh output ``h`` (``y = bound tanh(h / bound)``):
+    0 while ``lo <= y <= hi``, else the distance of ``h`` beyond the matching pre-image.
+
+    Why on ``h`` rather than ``y``: where ``y`` leaves the coded range the tanh is nearly flat (its
+    slope was 1e-9 at the shipped weights' ``h = -329``), so a penalty on ``y`` would not pull it
+    back; on ``h`` the pull is the same however far out. Below ``-zmax`` the decoder's
+    straight-through ``z`` is clamped, so there a channel has no pixel gradient, and under free bits
+    no rate gradient either: session 12 saw 49% of the values of a slice go there."""
+    h_lo = bound * math.atanh(lo / bound)
+    h_hi = bound * math.atanh(hi / bound)
+    return torch.relu(h_lo - h) + torch.relu(h - h_hi)
 
 
 # ------------------------------------------------------------------ evaluation
@@ -444,6 +545,20 @@ def main(argv=None) -> int:
         crops = Sampler(train, int(tcfg["crop"]), mcfg.subimage, float(tcfg["sample_power"]), seed + 1)
         info = reopen_latent(model, crops, device)
         log(f"latent reopened: new encoder head; old z per channel {sorted(set(info['old_z']))}")
+    if tcfg.get("reopen_qcm"):
+        crops = Sampler(train, int(tcfg["crop"]), mcfg.subimage, float(tcfg["sample_power"]), seed + 2)
+        info = reopen_qcm(model, crops, device, seed=seed)
+        model.qcm.open_clamp = True
+        log(f"QCM reopened: c per channel (counts of 0..3) {info['c_old']} -> {info['c_new']}; hidden units "
+            f"off {info['hidden_off']:.2f}, saturated {info['hidden_sat']:.2f}; clamp passes gradients back into 0..3")
+    range_w = float(tcfg.get("range_bits", 0.0))
+    heads = []  # the encoder head's last output (pre-tanh), for the range hinge and the QCM error log
+    model.encoder.head.register_forward_hook(lambda _m, _i, out: heads.__setitem__(slice(None), [out]))
+    qcm_out = []
+    model.qcm.register_forward_hook(lambda _m, _i, out: qcm_out.__setitem__(slice(None), [out]))
+    y_lo, y_hi = -mcfg.zmax * mcfg.q_step, (mcfg.zmax + 0.5) * mcfg.q_step
+    if range_w > 0:
+        log(f"range hinge: {range_w} bits per unit of the head's output beyond y in [{y_lo}, {y_hi}]")
     free_bits = float(tcfg.get("free_bits", 0.0))
     if free_bits > 0:
         log(f"free bits: {free_bits} per latent channel per block")
@@ -514,6 +629,11 @@ def main(argv=None) -> int:
             o = model(v, m, R, B)
             n = o["n_pixels"].clamp_min(1)
             loss = (o["pixel_bits"] + charged_latent_bits(o, free_bits)) / n + mcfg.qcm_weight * o["qcm_mse"]
+            hd = heads[0]
+            lat_sel = torch.nn.functional.max_pool2d(m[:, None].float(), mcfg.stride)
+            if range_w > 0:
+                out_bits = (range_bits(hd, model.encoder.bound, y_lo, y_hi) * lat_sel).sum()
+                loss = loss + range_w * out_bits / n
             opt.zero_grad(set_to_none=True)
             if not bool(torch.isfinite(loss)):
                 skipped += 1
@@ -541,6 +661,14 @@ def main(argv=None) -> int:
             acc["lat"] += float(o["latent_bits"].detach())
             acc["n"] += float(n)
             acc["mse"] += float(o["qcm_mse"].detach())
+            with torch.no_grad():  # the QCM error as Inspect measures it (unclamped y), on this batch
+                yb = model.encoder.bound * torch.tanh(hd.detach() / model.encoder.bound) / mcfg.q_step
+                zb = torch.clamp(torch.floor(yb), -mcfg.zmax, mcfg.zmax)
+                wsel = lat_sel.expand_as(yb)
+                nb = wsel.sum().clamp_min(1)
+                acc["qb"] = acc.get("qb", 0.0) + float(((yb - zb).abs() * wsel).sum() / nb)
+                acc["qa"] = acc.get("qa", 0.0) + float(((yb - qcm_out[0].detach() / 4.0).abs() * wsel).sum() / nb)
+                acc["dead"] = acc.get("dead", 0.0) + float(((yb < -mcfg.zmax).to(yb.dtype) * wsel).sum() / nb)
             acc["k"] += 1
             sb = o["step_bits"].cpu().numpy()
             sp = o["step_pixels"].cpu().numpy()
@@ -556,12 +684,16 @@ def main(argv=None) -> int:
                     "qcm_mse": acc["mse"] / acc["k"],
                     "step_bpp": (acc["steps"] / np.maximum(acc["sp"], 1)).round(3).tolist(),
                     "max_grad_norm": round(acc.get("gnorm", 0.0), 3),
+                    "qcm_l1_before": round(acc.get("qb", 0.0) / acc["k"], 4),
+                    "qcm_l1_after": round(acc.get("qa", 0.0) / acc["k"], 4),
+                    "y_below_range": round(acc.get("dead", 0.0) / acc["k"], 4),
                     "skipped_steps": skipped,
                 }
                 history.append(rec)
                 log(
                     f"step {step} lr {lr:.2e} train {rec['train_bpsp']:.4f} bpsp (lat {rec['train_latent_bpsp']:.4f}) "
-                    f"mse {rec['qcm_mse']:.4f} gnorm {rec['max_grad_norm']} skipped {skipped} per-step {rec['step_bpp']}"
+                    f"mse {rec['qcm_mse']:.4f} qcm |y-yhat| {rec['qcm_l1_before']:.3f} -> {rec['qcm_l1_after']:.3f} "
+                    f"y<-zmax {rec['y_below_range']:.3f} gnorm {rec['max_grad_norm']} skipped {skipped} per-step {rec['step_bpp']}"
                 )
                 acc = {"bits": 0.0, "lat": 0.0, "n": 0.0, "mse": 0.0, "k": 0, "steps": None, "sp": None}
             if time.time() - last_eval >= tcfg["val_every_minutes"] * 60 and budget - (time.time() - t_start) > 45:
