@@ -20,6 +20,7 @@ from lvpnet import bench, classical
 from lvpnet.cli import main
 from lvpnet.codecs import get_codec
 from lvpnet.codecs.base import Codec
+from lvpnet.codecs.profiles import LATEST
 from lvpnet.volume import Volume
 
 TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
@@ -76,7 +77,8 @@ def test_json_contract_and_consistency(tmp_path, capsys, inputs):
         assert ours["lossless"] is True and (ours["stats"] is None) == (r not in learned)
         assert sum(ours["codecs"].values()) == r["slices"]
         assert ours["model"] == (model if r in learned else None) and set(ours["versions"]) == set(ours["codecs"])
-        assert ours["versions"].get("lvpnet", [8]) == [8]
+        latest = LATEST  # the bitstream the learned codec writes
+        assert ours["versions"].get("lvpnet", [latest]) == [latest]
         assert sum(ours["codec_bytes"].values()) == ours["chunk_bytes"]
         # the six classical codecs, every one round-tripped
         assert set(r["classical"]) == CLASSICAL_IDS and r["classical_skipped"] is None
