@@ -115,3 +115,22 @@ def test_lattice_residuals_are_loco_i():
     # (1, 1): a=6, b=7, c=5 <= min -> max(a, b) = 7; (2, 2): a=6, b=4, c=9 >= max -> 4
     assert e[1, 1] == 2 and e[2, 2] == 4
     assert feedback.lattice_residuals(np.zeros((0, 3), np.int64)).shape == (0, 3)
+
+
+@pytest.mark.parametrize("name", sorted(INPUTS))
+def test_the_maps_and_the_estimate_are_what_version_9_pays(codec, name):
+    """The Inspect maps (``analysis.coded_steps``) and the training estimate (``slice_bits``) walk
+    version 9 as the encoder does (the lattice chosen first, the steps after it fitted against its
+    network-free residuals): the map plus the side information is the decoder's own estimate of
+    the chunk, and ``slice_bits`` gives the same total."""
+    from lvpnet import analysis
+    from lvpnet.codecs.lvpnet_base import costs
+    from lvpnet.model import slice_bits
+
+    x = _input(name)
+    data = codec.encode(x)
+    est = codec.chunk_stats(data, x.shape, x.dtype, 9)["estimated_bits"]
+    model = analysis.load_model(WEIGHTS)
+    est_model = slice_bits(model.net, model.dec, x, lattice_costs=costs)
+    assert sum(est_model[k] for k in ("pixel_bits", "latent_bits", "side_bits")) == pytest.approx(est, rel=1e-9)
+    assert analysis.analyse_slice(x, model).total_bits + est_model["side_bits"] == pytest.approx(est, rel=1e-9)

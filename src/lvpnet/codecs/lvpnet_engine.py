@@ -294,7 +294,7 @@ class Engine:
         their fits see the residual plane the decoder will have (``SliceFitting.lattice``). The
         lattices' steps come first in the decoding order: that prefix is fitted as without a
         lattice, its learned bits at its own coding choice are weighed against each lattice's
-        JPEG-XL bits (``choose_lattice``); with a lattice, the prefix's other steps are fitted
+        JPEG-XL bits (``lattice.choose_by_steps``); with a lattice, the prefix's other steps are fitted
         again (their refinement kept, the feedback chosen anew) and the lattice's steps leave.
         -> (items, extras, offsets, (base level, codestream), the codestream's bits)."""
         order, f = self.dec.order, self.dec.f
