@@ -218,16 +218,24 @@ class Engine:
 
         def itemised(recs, offsets):
             items, extras = [], []
-            for k, sub, mu, s, pos, row in recs:
+            i = 0
+            while i < len(recs):  # step 0's rows together: their symbols and table rows in one call
+                j = i + 1
+                while recs[i][5] is not None and j < len(recs) and recs[j][0] == recs[i][0] and recs[j][5] is not None:
+                    j += 1
+                group, k = recs[i:j], recs[i][0]
+                sub, mu, s = (np.concatenate([r[n] for r in group]) for n in (1, 2, 3))
                 s = self._shift(s, offsets, k)
                 sym, low, nb, esc = self.dec.symbols(torch.from_numpy(sub), torch.from_numpy(mu), torch.from_numpy(s))
                 sym, low, nb, esc = sym.numpy(), low.numpy(), nb.numpy(), esc.numpy()
                 extra_bits = np.where(esc, np.log2(R + 1.0), nb)
-                at = pos if row is None else (pos[0] + row * f, pos[1])
                 trows = self.table_rows(mu, s, profile.edge_classes)
-                items.append(make_item(k, sym, trows, extra_bits, sub, at, v, self.dec.order, f, adapted, row,
-                                       profile.min_flags, ref_plane))
-                extras.append(np.where(esc, sub, low).reshape(-1))
+                for n, (_k, sub_n, _mu, _s, pos, row) in enumerate(group):
+                    at, part = (pos, slice(None)) if row is None else ((pos[0] + row * f, pos[1]), slice(n, n + 1))
+                    items.append(make_item(k, sym[part], trows[part], extra_bits[part], sub_n, at, v, self.dec.order,
+                                           f, adapted, row, profile.min_flags, ref_plane))
+                    extras.append(np.where(esc[part], sub_n, low[part]).reshape(-1))
+                i = j
             return items, extras
 
         def offsets_of(recs):

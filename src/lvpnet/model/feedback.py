@@ -158,14 +158,15 @@ def choose(vals, mu, s, buckets, R: int, tables, shifts, K: int) -> np.ndarray |
     pick = np.arange(0, r.size, max(1, r.size // _SAMPLE))
     r, s, b = r[pick], s[pick], b[pick]
     ds = np.arange(-WIDE_OFFSET_MAX, WIDE_OFFSET_MAX + 1)
-    per = np.empty((len(ds), BUCKETS))
-    for i, d in enumerate(ds):
-        sd = np.clip(s + d, 0, len(sh) - 1)
-        w = sh[sd]
-        q = residual_bins(r, w)
-        esc = np.abs(q) > K
-        bits = logt[sd, np.where(esc, 2 * K + 1, q + K)] + np.where(esc, math.log2(R + 1.0), w)
-        per[i] = np.bincount(b, weights=bits, minlength=BUCKETS)
+    # every offset at once, (offsets, pixels); the bucket sums row by row in pixel order, as one
+    # bincount of row-shifted buckets
+    sd = np.clip(s[None, :] + ds[:, None], 0, len(sh) - 1)
+    w = sh[sd]
+    q = residual_bins(r[None, :], w)
+    esc = np.abs(q) > K
+    bits = logt[sd, np.where(esc, 2 * K + 1, q + K)] + np.where(esc, math.log2(R + 1.0), w)
+    rows = b[None, :] + BUCKETS * np.arange(len(ds))[:, None]
+    per = np.bincount(rows.reshape(-1), weights=bits.reshape(-1), minlength=len(ds) * BUCKETS).reshape(len(ds), BUCKETS)
     tot = per.sum(1)
     o = int(min(range(len(ds)), key=lambda i: (tot[i], abs(ds[i]))))
     lo, hi = max(0, o - OFFSET_MAX), min(len(ds), o + OFFSET_MAX + 1)
