@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from lvpnet.model.lvpnet import LVPNet
-from lvpnet.train import Sampler, charged_latent_bits, range_bits, reopen_latent, reopen_qcm
+from lvpnet.train import Sampler, centred_rate, charged_latent_bits, range_bits, reopen_latent, reopen_qcm
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,3 +105,30 @@ def test_range_bits_hinge():
     assert p[1:4].tolist() == [0.0, 0.0, 0.0] and p[0] > 300 and p[4] > 200
     p.sum().backward()
     assert h.grad.tolist() == [-1.0, 0.0, 0.0, 0.0, 1.0]
+
+
+def test_centred_rate_pulls_to_the_middle_of_the_likeliest_bin():
+    """The prior's slope alone pushes both in-range values down (bits[1] > bits[0]), and, since it tests
+    its clamped straight-through z, a value below -zmax further down too; with the centred term the
+    lower-half value is pushed up and the one below the range back up."""
+    model = _tiny()
+    zmax = model.cfg.zmax
+    with torch.no_grad():  # every channel's histogram peaked at z = 0, and -zmax likelier than -zmax + 1
+        model.prior.hist.fill_(1e-3)
+        model.prior.hist[:, zmax] = 1.0
+        model.prior.hist[:, 0] = 0.5
+    C = model.cfg.latent_channels
+    yq = torch.zeros(1, C, 1, 3)
+    yq[0, :, 0, 0], yq[0, :, 0, 1], yq[0, :, 0, 2] = 0.1, 0.9, -31.5
+    yq.requires_grad_(True)
+    z = torch.clamp(torch.floor(yq.detach()), -zmax, zmax)
+    z_rate = yq + (z - yq).detach()
+    sel = torch.ones(1, 1, 1, 3)
+    prior_only = torch.autograd.grad(model.prior.bits(z_rate, z).sum(), yq)[0][0, 0, 0]
+    assert prior_only[0] > 0 and prior_only[1] > 0 and prior_only[2] > 0
+    total = model.prior.bits(z_rate, z).sum() + centred_rate(model, yq, sel)
+    g = torch.autograd.grad(total, yq)[0][0, 0, 0]
+    assert g[0] < 0 and g[1] > 0 and float(g[2]) == -1.0  # towards 0.5 from both sides; back from below
+    assert float(centred_rate(model, yq, sel).detach()) == 0.0
+    off = centred_rate(model, yq, sel, charged=torch.zeros(C, dtype=torch.bool))
+    assert torch.autograd.grad(off, yq, allow_unused=True)[0].abs().sum() == 0

@@ -47,6 +47,8 @@ DEFAULT_TRAIN = {
     # QCM and latent range switches (docs/MODEL.md, "Latent and QCM, session 13"); off by default
     "reopen_qcm": False,  # after loading weights: QCM layers re-initialised inside their ranges, clamp opened
     "range_bits": 0.0,  # bits per unit of the encoder head's pre-tanh output beyond the coded range
+    "range_margin": 0.0,  # the hinge's lower end: y >= (-zmax + range_margin) * q_step (0.5: the bin's middle)
+    "rate_centred": False,  # the rate's gradient inside a bin from the neighbour on y's side (train.centred_rate)
 }
 
 
@@ -320,6 +322,41 @@ def range_bits(h: torch.Tensor, bound: float, lo: float, hi: float) -> torch.Ten
     return torch.relu(h_lo - h) + torch.relu(h - h_hi)
 
 
+def centred_rate(model: LVPNet, yq: torch.Tensor, sel: torch.Tensor, charged: torch.Tensor | None = None) -> torch.Tensor:
+    """A zero-valued term whose gradient turns the prior's rate slope into a centred one.
+
+    ``FactorizedPrior.bits`` gives every ``y`` in bin ``z`` the slope ``bits[z+1] - bits[z]``, the same
+    across the bin, so the rate drives each value to the edge of its bin on the likelier side (measured,
+    session 13: with every latent bit charged, 75% of the values sat just below -31, the rest mostly at a
+    bin's edge, and ``|y - z|`` was about 0.1, leaving the QCM nothing to compensate). Here the slope in
+    the lower half of a bin is ``bits[z] - bits[z-1]``: the linear interpolation of the bit table between
+    bin centres, so around its channel's likeliest value ``y`` settles at the bin's centre. Below the
+    coded range the slope is -1 (pulls back), which the prior means but does not do (see below). ``yq`` = y / Q with its gradient, ``sel`` (N, 1, h, w) the
+    blocks with a real pixel, ``charged`` (C,) bool: the channels whose rate the loss charges (free bits)."""
+    zmax = model.cfg.zmax
+    with torch.no_grad():
+        tab = model.prior.bit_table()  # (C, V), after this batch's histogram update, as the prior used it
+        C, V = tab.shape
+        ones = torch.ones(C, 1, device=tab.device, dtype=tab.dtype)
+        up_tab = torch.cat([tab[:, 1:] - tab[:, :-1], ones], 1)
+        down_tab = torch.cat([-ones, tab[:, 1:] - tab[:, :-1]], 1)
+        y0 = yq.detach()
+        z = torch.clamp(torch.floor(y0), -zmax, zmax)
+        idx = (z.long() + zmax).permute(1, 0, 2, 3).reshape(C, -1)
+        up = torch.gather(up_tab, 1, idx).reshape(C, *z.shape[:1], *z.shape[2:]).permute(1, 0, 2, 3)
+        down = torch.gather(down_tab, 1, idx).reshape(C, *z.shape[:1], *z.shape[2:]).permute(1, 0, 2, 3)
+        inside = (y0 >= -zmax) & (y0 < zmax + 1)
+        delta = torch.where(inside & (y0 - z < 0.5), down - up, torch.zeros_like(up))
+        # below the range: the prior means a slope of -1 there, but it tests its straight-through z,
+        # whose value is the clamped z, so it never sees y < -zmax and gives bits[-zmax+1] - bits[-zmax],
+        # which pushes y further out whenever -zmax is the likeliest value
+        delta = torch.where(y0 < -zmax, -1.0 - up, delta)
+        w = sel.to(delta.dtype).expand_as(delta)
+        if charged is not None:
+            w = w * charged.to(delta.dtype).view(1, -1, 1, 1)
+    return (delta * w * (yq - y0)).sum()
+
+
 # ------------------------------------------------------------------ evaluation
 
 
@@ -556,7 +593,15 @@ def main(argv=None) -> int:
     model.encoder.head.register_forward_hook(lambda _m, _i, out: heads.__setitem__(slice(None), [out]))
     qcm_out = []
     model.qcm.register_forward_hook(lambda _m, _i, out: qcm_out.__setitem__(slice(None), [out]))
-    y_lo, y_hi = -mcfg.zmax * mcfg.q_step, (mcfg.zmax + 0.5) * mcfg.q_step
+    # The rate's straight-through slope is constant inside a bin, so it drives y to a bin's edge; at
+    # -zmax the hinge stops it. Measured (session 13): with free_bits 0, 75% of the y values sat just
+    # below -31, where z = -31 and any c > 0 widens |y - y_hat|; a margin of 0.5 holds them at the
+    # bin's middle instead, where the QCM's c = 2 is exact.
+    y_lo = (-mcfg.zmax + float(tcfg.get("range_margin", 0.0))) * mcfg.q_step
+    y_hi = (mcfg.zmax + 0.5) * mcfg.q_step
+    rate_centred = bool(tcfg.get("rate_centred", False))
+    if rate_centred:
+        log("rate: centred slope inside the bins (the bit table interpolated between bin centres)")
     if range_w > 0:
         log(f"range hinge: {range_w} bits per unit of the head's output beyond y in [{y_lo}, {y_hi}]")
     free_bits = float(tcfg.get("free_bits", 0.0))
@@ -634,6 +679,12 @@ def main(argv=None) -> int:
             if range_w > 0:
                 out_bits = (range_bits(hd, model.encoder.bound, y_lo, y_hi) * lat_sel).sum()
                 loss = loss + range_w * out_bits / n
+            if rate_centred:
+                yq = model.encoder.bound * torch.tanh(hd / model.encoder.bound) / mcfg.q_step
+                charged = None
+                if free_bits > 0:  # channels under the floor get no rate gradient, centred or not
+                    charged = o["latent_channel_bits"].detach() / o["latent_blocks"].clamp_min(1) >= free_bits
+                loss = loss + centred_rate(model, yq, lat_sel, charged) / n
             opt.zero_grad(set_to_none=True)
             if not bool(torch.isfinite(loss)):
                 skipped += 1
