@@ -189,6 +189,12 @@ def run(weights: Path, images, log=print) -> dict:
     }
 
 
+def _short(weights: str) -> str:
+    """A weights file's name, with its folder when the name alone says nothing (``best.pt``)."""
+    p = Path(weights)
+    return f"{p.parent.name}/{p.name}" if p.name == "best.pt" else p.name
+
+
 def _row(name: str, s: dict) -> str:
     return (f"| {name} | {s['slices']} | {s['samples']} | {s['varying_pct']:.1f} | {s['qcm_before']:.3f} | "
             f"{s['qcm_after']:.3f} | {s['bpsp_real']:.4f} | {s['bpsp_mode']:.4f} | {s['saved_pct']:+.2f} |")
@@ -229,7 +235,7 @@ def markdown(results: list[dict], k: int, command: str, seconds: float) -> str:
               "| weights | bpsp real z | vs first | varying % | QCM after - before | saved % |", "|---|---|---|---|---|---|"]
         for res in results:
             t = res["total"]
-            L.append(f"| `{Path(res['weights']).name}` ({res['sha256'][:12]}) | {t['bpsp_real']:.4f} | "
+            L.append(f"| `{_short(res['weights'])}` ({res['sha256'][:12]}) | {t['bpsp_real']:.4f} | "
                      f"{100 * (t['bpsp_real'] / a['bpsp_real'] - 1):+.2f}% | {t['varying_pct']:.1f} | "
                      f"{t['qcm_after'] - t['qcm_before']:+.3f} | {t['saved_pct']:+.2f} |")
     return "\n".join(L) + "\n"
