@@ -158,6 +158,16 @@ class AdaptiveFlags:
         out[m] = h.astype(bool)
         return out.reshape(ctx.shape)
 
+    def pixel_bits(self, hit: np.ndarray, ctx: np.ndarray) -> np.ndarray:
+        """Each pixel's flag code length (float64 shaped like ``ctx``, 0 where no flag), moving the
+        counts as ``plan`` does (the per-pixel maps of ``model.adapt.plane_bits``)."""
+        ctx = np.asarray(ctx, np.int64)
+        plan = self.plan(hit, ctx)
+        p = plan.q.astype(np.float64) / TOTAL
+        out = np.zeros(ctx.size, np.float64)
+        out[ctx.reshape(-1) > 0] = -np.log2(np.where(plan.hit == 1, p, 1.0 - p))
+        return out.reshape(ctx.shape)
+
     def bits(self, hit: np.ndarray, ctx: np.ndarray) -> float:
         """Code length of one stage's flags, moving the counts as ``plan`` does (for estimates)."""
         return self.plan(hit, ctx).bits()
