@@ -1,4 +1,5 @@
-"""Bitstream 9 against 8 on the whole val split: the learned codec alone, real chunk bytes.
+"""Bitstream 9 against 8 (and 10 against 9, ``bitstream10_val.md``) on the whole val split: the
+learned codec alone, real chunk bytes.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bitstream9_val.py --version 9 [--label L] --json out.json
     .venv/bin/python benchmarks/bitstream9_val.py --compare a.json b.json [--out benchmarks/bitstream9_val.md]

@@ -27,7 +27,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def codec():
     c = LVPNetCodec(WEIGHTS, device="cpu")
-    assert c.version == 9 and PROFILES[9].lattice_skip
+    assert PROFILES[9].lattice_skip
+    c.version = 9  # the codec writes a later version now; these tests guard 9's walk
     return c
 
 
@@ -98,10 +99,10 @@ def reference_paths(monkeypatch):
 @pytest.mark.parametrize("name", sorted(INPUTS) + ["us_rgb_uint8", "texture_uint16"])
 def test_reference_and_fast_paths_agree(name, reference_paths):
     x = _input(name)
-    fast = LVPNetCodec(WEIGHTS, device="cpu")
+    fast = _writer(9)
     data = fast.encode(x)
     assert np.array_equal(fast.decode(data, x.shape, x.dtype, 9), x)
-    ref = LVPNetCodec(WEIGHTS, device="cpu")
+    ref = _writer(9)
     reference_paths(ref)
     assert np.array_equal(ref.decode(data, x.shape, x.dtype, 9), x)
     assert ref.encode(x) == data
@@ -121,8 +122,8 @@ def test_lattice_residuals_are_loco_i():
 def test_the_maps_and_the_estimate_are_what_version_9_pays(codec, name):
     """The Inspect maps (``analysis.coded_steps``) and the training estimate (``slice_bits``) walk
     version 9 as the encoder does (the lattice chosen first, the steps after it fitted against its
-    network-free residuals): the map plus the side information is the decoder's own estimate of
-    the chunk, and ``slice_bits`` gives the same total."""
+    network-free residuals): ``slice_bits`` without version 10's flags gives the decoder's own
+    estimate of the chunk (the maps follow the latest version: ``test_bitstream10``)."""
     from lvpnet import analysis
     from lvpnet.codecs.lvpnet_base import costs
     from lvpnet.model import slice_bits
@@ -131,6 +132,5 @@ def test_the_maps_and_the_estimate_are_what_version_9_pays(codec, name):
     data = codec.encode(x)
     est = codec.chunk_stats(data, x.shape, x.dtype, 9)["estimated_bits"]
     model = analysis.load_model(WEIGHTS)
-    est_model = slice_bits(model.net, model.dec, x, lattice_costs=costs)
+    est_model = slice_bits(model.net, model.dec, x, lattice_costs=costs, adaptive_flags=False)
     assert sum(est_model[k] for k in ("pixel_bits", "latent_bits", "side_bits")) == pytest.approx(est, rel=1e-9)
-    assert analysis.analyse_slice(x, model).total_bits + est_model["side_bits"] == pytest.approx(est, rel=1e-9)

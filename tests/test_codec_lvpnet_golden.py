@@ -31,10 +31,12 @@ DATA = Path(__file__).resolve().parent / "data"
 #     inputs with a ``<name>.ref.npy`` are coded against it)
 # b9: v3's weights, bitstream version 9 (nothing computed for the base lattice's steps); from here on
 #     a set is named by the bitstream it holds
+# b10: v3's weights, bitstream version 10 (neighbour-repeat flags by the prediction, adapting within
+#     a stage), the inputs of b9
 SETS = {"v1": DATA / "lvpnet_golden", "v2": DATA / "lvpnet_golden_v2", "v3": DATA / "lvpnet_golden_v3",
         "v4": DATA / "lvpnet_golden_v4", "v5": DATA / "lvpnet_golden_v5", "v6": DATA / "lvpnet_golden_v6",
         "v7": DATA / "lvpnet_golden_v7", "v8": DATA / "lvpnet_golden_v8", "v9": DATA / "lvpnet_golden_v9",
-        "b9": DATA / "lvpnet_golden_b9"}
+        "b9": DATA / "lvpnet_golden_b9", "b10": DATA / "lvpnet_golden_b10"}
 EXPECTED = {k: json.loads((d / "expected.json").read_text()) for k, d in SETS.items()}
 CASES = [(k, name) for k in SETS for name in sorted(EXPECTED[k]["chunks"])]
 CURRENT = [(k, name) for k, name in CASES if EXPECTED[k]["codec_version"] == LVPNetCodec.version]

@@ -22,6 +22,7 @@ ADDS = {
     7: {"base_lattice"},
     8: {"reference"},
     9: {"lattice_skip"},
+    10: {"adaptive_flags"},
 }
 
 
@@ -32,7 +33,7 @@ def test_every_version_the_codec_reads_has_a_profile():
         assert profile(v) is PROFILES[v] and profile(v).version == v
 
 
-@pytest.mark.parametrize("bad", [0, 10, -1, 255, None, "8", 7.5])
+@pytest.mark.parametrize("bad", [0, LATEST + 1, -1, 255, None, "8", 7.5])
 def test_unknown_versions_are_refused_clearly(bad):
     with pytest.raises(ValueError, match=f"lvpnet chunk version {bad} is not supported .*known: 1, 2, 3"):
         profile(bad)
@@ -43,8 +44,8 @@ def test_unknown_versions_are_refused_clearly(bad):
 
 
 def test_unknown_versions_are_refused_by_the_codec():
-    with pytest.raises(ValueError, match="version 10 is not supported"):
-        LVPNetCodec().decode(b"\x01" + bytes(21), (4, 4), np.uint8, 10)
+    with pytest.raises(ValueError, match=f"version {LATEST + 1} is not supported"):
+        LVPNetCodec().decode(b"\x01" + bytes(21), (4, 4), np.uint8, LATEST + 1)
 
 
 @pytest.mark.parametrize("version", sorted(ADDS))

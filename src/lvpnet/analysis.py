@@ -321,7 +321,7 @@ def _plane(model: LoadedModel, plane: np.ndarray, reference: np.ndarray | None =
 
         steps, _fits = coded_steps(dec, feats, v, vp, R, B, lattice.candidate_steps(costs, dec.order, f), choose)
         # ... its tables adapted to the slice and its neighbour-repeat flags (bitstream version 3)
-        per_pixel, _mode = adapted_pixel_bits(steps, *args, None, ref)
+        per_pixel, _mode = adapted_pixel_bits(steps, *args, None, ref, adaptive_flags=True)  # bitstream 10's flags
         for (k, *_rest), b in list(zip(steps, per_pixel)) + [((k,), b) for k, b in lattice_bits.items()]:
             di, dj = dec.order[k]
             bits[di::f, dj::f] = b

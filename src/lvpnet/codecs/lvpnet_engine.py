@@ -19,7 +19,18 @@ import threading
 import numpy as np
 import torch
 
-from ..model import IntegerDecoder, LVPNet, edge, feedback, lattice, load_checkpoint, prep, reference, refine
+from ..model import (
+    IntegerDecoder,
+    LVPNet,
+    edge,
+    feedback,
+    flag_adapt,
+    lattice,
+    load_checkpoint,
+    prep,
+    reference,
+    refine,
+)
 from ..model.adapt import (
     ADAPT_WEIGHTS,
     StepTables,
@@ -174,7 +185,9 @@ class Engine:
         ``min_flags``, flags on candidates at the plane's minimum; ``base_lattice``, a coarse
         lattice coded by JPEG-XL where that is smaller (``model.lattice``); ``lattice_skip``, that
         lattice chosen before the steps after it are fitted, which see the decoder's residual plane
-        (``_lattice_first``), and "none" written for its steps' refinement and feedback.
+        (``_lattice_first``), and "none" written for its steps' refinement and feedback;
+        ``adaptive_flags``, the neighbour-repeat flags coded by ``model.flag_adapt`` (contexts of the
+        refined ``mu``, the candidate and the shifted scale; the coding choice stays version 9's).
         ``ref_plane`` (profiles with ``reference``): the previous slice's plane in this plane's
         values (-1 where it has none, ``reference.ref_values``); the plane's ``ref_level`` is then
         the level chosen (0: not used). The plane's step is 1 and it has no gaps: the caller's."""
@@ -232,8 +245,9 @@ class Engine:
                 trows = self.table_rows(mu, s, profile.edge_classes)
                 for n, (_k, sub_n, _mu, _s, pos, row) in enumerate(group):
                     at, part = (pos, slice(None)) if row is None else ((pos[0] + row * f, pos[1]), slice(n, n + 1))
+                    ms = (mu[part], s[part]) if profile.adaptive_flags else (None, None)
                     items.append(make_item(k, sym[part], trows[part], extra_bits[part], sub_n, at, v, self.dec.order,
-                                           f, adapted, row, profile.min_flags, ref_plane))
+                                           f, adapted, row, profile.min_flags, ref_plane, *ms))
                     extras.append(np.where(esc[part], sub_n, low[part]).reshape(-1))
                 i = j
             return items, extras
@@ -265,12 +279,18 @@ class Engine:
         # each item's flag tables and models, walking forward as the decoder will (ANS pushes in
         # reverse); weight 0 and no flags: the fixed tables (versions 1 and 2)
         coded = []
+        # version 10: the flags coded by ``model.flag_adapt`` (which pixels carry one, and the coding
+        # choice above, stay version 9's)
+        af = flag_adapt.AdaptiveFlags() if profile.adaptive_flags else None
         for it, keep, tables, counts, refs in walk_plane(items, pixels.tables, weight, flags):
             flag_state = ref_state = None
             if it.ref_flagged:
                 ref_state = (it.ref_hit(), it.ref_x, [refs.table(xi) for xi in range(reference.CONTEXTS)])
                 est += float(refs.bits(*ref_state[:2]).sum()) if want_bits else 0.0
-            if it.flagged(flags):
+            if it.flagged(flags) and af is not None:
+                flag_state = af.plan(it.flag_hit(flags), it.adaptive_ctx(flags))
+                est += flag_state.bits() if want_bits else 0.0
+            elif it.flagged(flags):
                 flag_state = (it.flag_hit(flags), it.flag_x(flags), [counts.table(xi) for xi in range(FLAG_CONTEXTS)])
                 est += float(counts.bits(*flag_state[:2]).sum()) if want_bits else 0.0
             sym, s = it.sym[keep], it.s[keep]
@@ -281,7 +301,9 @@ class Engine:
         coder = new_coder()
         for it, extra, (keep, flag_state, ref_state, models) in zip(reversed(items), reversed(extras), reversed(coded)):
             pixels.push_step(coder, it.sym[keep], extra[keep], it.s[keep], R, models)
-            if flag_state is not None:
+            if flag_state is not None and af is not None:
+                flag_adapt.AdaptiveFlags.push(coder, flag_state)
+            elif flag_state is not None:
                 self.pixels.push_flags(coder, flag_state[0], flag_state[1], _FixedCounts(flag_state[2]))
             if ref_state is not None:  # read first: the reference flags, then the neighbours', then the values
                 self.pixels.push_flags(coder, ref_state[0], ref_state[1], _FixedCounts(ref_state[2]))
@@ -375,6 +397,7 @@ class Engine:
         offsets = tables = None
         flags = 0
         counts, ref_counts = FlagCounts(), reference.counts()
+        af = flag_adapt.AdaptiveFlags() if profile.adaptive_flags else None  # version 10's flags
         if ref_level and ref_plane is None:
             raise ValueError("lvpnet chunk: this slice was coded against the previous one, which was not given")
         if ref_level and not (profile.reference and 0 < ref_level < reference.LEVELS):
@@ -462,10 +485,15 @@ class Engine:
                 x = flag_contexts(x, flags, row, cand == 0 if profile.min_flags else None)
                 if got is not None:  # no flag where the reference took the pixel or its candidate missed
                     x = np.where((rx > 0) & (ref_hit | (cand == r)), 0, x)
-                hit = self.pixels.pop_flags(coder, x, counts)
-                if want_bits:
-                    pix_bits[0] += float(counts.bits(hit, x).sum())
-                counts.add(hit, x)
+                if af is not None:  # version 10: contexts of the refined mu and the shifted s
+                    before = af.coded_bits
+                    hit = af.pop(coder, flag_adapt.contexts(x, mu, cand, s))
+                    pix_bits[0] += af.coded_bits - before
+                else:
+                    hit = self.pixels.pop_flags(coder, x, counts)
+                    if want_bits:
+                        pix_bits[0] += float(counts.bits(hit, x).sum())
+                    counts.add(hit, x)
             keep = ~hit & ~ref_hit
             sym, extra = pixels.pop_step(coder, trows[keep], R, tables)
             esc = sym == self.pixels.esc

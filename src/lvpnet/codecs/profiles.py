@@ -32,6 +32,14 @@ Why each version exists (measured figures: ``docs/MODEL.md``, ``BENCHMARKS.md``)
    of a network-free predictor on the lattice (``feedback.lattice_residuals``), the encoder chooses
    the lattice before fitting the steps after it, and writes "none" for the lattice steps'
    refinement and feedback (``docs/MODEL.md`` section 2h).
+10. Neighbour-repeat flags coded in contexts of the network's prediction, adapting within a stage
+    (``adaptive_flags``, ``model.flag_adapt``): version 9 coded each flag with one probability per
+    neighbour context ``x``, learnt between stages only, so a base lattice's first coded step saw
+    only the priors and a location far from the candidate (text and graphics edges on black) cost
+    as much as one on it. Now ``x`` is split by ``|mu - candidate|`` and the scale and the counts
+    move round by round within each stage; on val the ultrasound planes pay 2.9% less (estimate,
+    ``benchmarks/us_levers.md``; real bytes: ``benchmarks/bitstream10_val.md``). Which pixels carry
+    a flag and the coding-mode choice are version 9's.
 """
 
 from __future__ import annotations
@@ -69,13 +77,17 @@ class Profile:
     #: no network, refinement or feedback on the base lattice's steps; the feedback sees a
     #: network-free predictor's residuals there (version 9)
     lattice_skip: bool = False
+    #: neighbour-repeat flags in contexts of |mu - candidate| and the scale, adapting within a
+    #: stage (``model.flag_adapt``, version 10)
+    adaptive_flags: bool = False
     #: the settings this version switched on over the one before (declaration, not a setting)
     adds: frozenset[str] = field(default=frozenset(), compare=False)
 
     def __post_init__(self):
         # the engine builds each stage on the ones before it: a profile that skips one is no version
         needs = {"adapted_tables": "scale_offsets", "refined": "adapted_tables", "base_lattice": "adapted_tables",
-                 "reference": "adapted_tables", "lattice_skip": "base_lattice", "value_gaps": "value_step"}
+                 "reference": "adapted_tables", "lattice_skip": "base_lattice", "value_gaps": "value_step",
+                 "adaptive_flags": "adapted_tables"}
         for name, base in needs.items():
             if getattr(self, name) and not getattr(self, base):
                 raise ValueError(f"profile {self.version}: {name} needs {base}")
@@ -102,6 +114,7 @@ for _settings in [
     ("base_lattice",),                     # 7: JPEG-XL base lattice
     ("reference",),                        # 8: the previous slice as reference
     ("lattice_skip",),                     # 9: nothing computed for the base lattice's steps
+    ("adaptive_flags",),                   # 10: repeat flags by the prediction, adapting within a stage
 ]:
     _p = _declare(*_settings)
     PROFILES[_p.version] = _p

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import edge, lattice, reference
+from . import edge, flag_adapt, lattice, reference
 from .repeat import FlagCounts, flag_contexts, flags_apply, item_candidates
 from .tables import OFFSET_MAX, TOTAL, WIDE_OFFSET_MAX, pixel_symbols
 
@@ -192,6 +192,11 @@ class PlaneItem:
     ref_eq: np.ndarray | None = None
     ref_is_cand: np.ndarray | None = None
     ref_level: int = 0
+    # bitstream 10 (``model.flag_adapt``): each pixel's location (refined) and scale index (shifted)
+    # as the decoder has them before the flags, and its neighbour-repeat candidate
+    mu: np.ndarray | None = None
+    scale: np.ndarray | None = None
+    cand: np.ndarray | None = None
     _flag_x: dict = field(default_factory=dict, repr=False)  # level -> flag_x: x, row, at_min are set first
     _ref_x: np.ndarray | None = field(default=None, repr=False)  # ref_x at ref_level
 
@@ -232,6 +237,10 @@ class PlaneItem:
             return np.zeros(self.sym.shape, bool)
         return self.ref_eq & (self.ref_x > 0)
 
+    def adaptive_ctx(self, flags: int) -> np.ndarray:
+        """Bitstream 10: the flags' contexts split by ``|mu - cand|`` and the scale (``flag_adapt.contexts``)."""
+        return flag_adapt.contexts(self.flag_x(flags), self.mu, self.cand, self.scale)
+
     def flag_hit(self, flags: int) -> np.ndarray:
         """The pixels flagged as repeats at level ``flags``."""
         return self.hit & (self.flag_x(flags) > 0)
@@ -255,20 +264,25 @@ def set_reference_level(items: list[PlaneItem], level: int) -> None:
 
 def make_item(
     k, sym, s, extra_bits, values, pos, v, order, f: int, flags: bool = True, row: int | None = None,
-    min_flags: bool = False, ref: np.ndarray | None = None,
+    min_flags: bool = False, ref: np.ndarray | None = None, mu: np.ndarray | None = None,
+    scale: np.ndarray | None = None,
 ) -> PlaneItem:
     """A ``PlaneItem`` from numpy arrays of one sub-image (``values`` its real pixels, the first
     at ``pos`` of the plane ``v``, which holds every pixel decoded before them); with ``flags``,
     the candidates and contexts of ``repeat.item_candidates``. ``row``: the item is that row of
     sub-image 0. ``min_flags`` (bitstream version 6): candidates at the plane's minimum flag as
     ``repeat.flag_contexts`` says. ``ref`` (bitstream version 8): the plane's reference values
-    (``reference.ref_values``), for the reference flags."""
+    (``reference.ref_values``), for the reference flags. ``mu``, ``scale`` (bitstream version 10):
+    the pixels' location and scale index as coded, for ``model.flag_adapt``'s contexts."""
     item = PlaneItem(k, np.asarray(sym).reshape(-1).astype(np.int64), np.asarray(s).reshape(-1).astype(np.int64),
                      np.asarray(extra_bits, np.float64).reshape(-1), row=row)
     found = item_candidates(v, pos, f, np.shape(values), order, k, row) if flags and np.size(values) else None
     if found is not None:
         c, x = found
         item.x = x.reshape(-1)
+        item.cand = c.reshape(-1)
+        if mu is not None:
+            item.mu, item.scale = np.asarray(mu).reshape(-1), np.asarray(scale).reshape(-1)
         item.hit = (np.asarray(values).reshape(-1) == c.reshape(-1)) & (item.x > 0)
         if min_flags:
             item.at_min = c.reshape(-1) == 0
@@ -310,13 +324,18 @@ def ref_flag_bits(it: PlaneItem, refs) -> np.ndarray:
     return refs.bits(it.ref_hit(), it.ref_x) if it.ref_flagged else np.zeros(it.sym.shape, np.float64)
 
 
-def plane_bits(items: list[PlaneItem], base: np.ndarray, weight_index: int, flags: int) -> list[np.ndarray]:
-    """Per item, every pixel's code length (float64) at one coding choice: flag bits (``flags``: the level),
-    then for the unflagged pixels the adapted table bits and the raw low / escape bits."""
+def plane_bits(items: list[PlaneItem], base: np.ndarray, weight_index: int, flags: int,
+               adaptive_flags: bool = False) -> list[np.ndarray]:
+    """Per item, every pixel's code length (float64) at one coding choice: flag bits (``flags``: the level;
+    ``adaptive_flags``: coded by ``model.flag_adapt``, bitstream 10), then for the unflagged pixels the
+    adapted table bits and the raw low / escape bits."""
     out = []
+    af = flag_adapt.AdaptiveFlags() if adaptive_flags else None
     for it, keep, tabs, counts, refs in walk_plane(items, base, weight_index, flags):
         b = ref_flag_bits(it, refs)
-        if it.flagged(flags):
+        if it.flagged(flags) and af is not None:
+            b += af.pixel_bits(it.flag_hit(flags), it.adaptive_ctx(flags))
+        elif it.flagged(flags):
             b += counts.bits(it.flag_hit(flags), it.flag_x(flags))
         b[keep] += tabs.symbol_bits(it.sym[keep], it.s[keep]) + it.extra_bits[keep]
         out.append(b)
@@ -465,7 +484,7 @@ def lattice_bits(items: list[PlaneItem], base: np.ndarray, weight_index: int, fl
 def adapted_pixel_bits(
     steps, R: int, tables, shifts, K: int, v: np.ndarray, order, rows0: bool = False, flag_levels: int = FLAG_LEVELS,
     edge_thr: np.ndarray | None = None, min_flags: bool = False, base_costs: dict[int, float] | None = None,
-    ref: np.ndarray | None = None,
+    ref: np.ndarray | None = None, adaptive_flags: bool = False,
 ) -> tuple[list[np.ndarray], tuple]:
     """Per item ``(k, values, mu, s)`` of a plane (integer tensors, decoding order, ``s`` as
     coded; ``v`` the whole plane, numpy; ``rows0``: sub-image 0 is decoded row by row): every
@@ -474,7 +493,8 @@ def adapted_pixel_bits(
     ``edge_thr`` and ``min_flags`` as well: version 6; with ``base_costs``, the bits of each base
     level's codestream: version 7, the chosen lattice's bits shared over its pixels by
     ``lattice.map_share``; with ``ref``, the previous slice's values as ``reference.ref_values`` gives
-    them: version 8), and the encoder's choice (weight index, flag level, base level, reference level)."""
+    them: version 8; with ``adaptive_flags``, the flags coded by ``model.flag_adapt``: version 10; the
+    coding choice is still judged with the flag counts of version 9), and the encoder's choice (weight index, flag level, base level, reference level)."""
     base = tables.cpu().numpy()
     if edge_thr is not None:
         base = edge.expand(base)
@@ -483,6 +503,7 @@ def adapted_pixel_bits(
     for k, vals, mu, s in steps:
         sym, _low, nb, esc = pixel_symbols(vals, mu, s, shifts, K)
         sym, s_, vals = sym.cpu().numpy(), s.long().cpu().numpy(), vals.cpu().numpy()
+        mu_, sc = (mu.long().cpu().numpy(), s_) if adaptive_flags else (None, None)
         if edge_thr is not None:  # the table rows by scale and distance from the minimum
             s_ = edge.table_index(mu.cpu().numpy(), s_, edge_thr)
         extra = np.where(esc.cpu().numpy(), np.log2(float(R) + 1.0), nb.cpu().numpy().astype(np.float64))
@@ -490,10 +511,12 @@ def adapted_pixel_bits(
         if k == 0 and rows0:  # the codec's items: one per row
             for r in range(vals.shape[0]):
                 items.append(make_item(0, sym[r], s_[r], extra[r], vals[r : r + 1], (di + r * f, dj), v, order, f, row=r,
-                                       min_flags=min_flags, ref=ref))
+                                       min_flags=min_flags, ref=ref, mu=None if mu_ is None else mu_[r],
+                                       scale=None if sc is None else sc[r]))
             rows_of.append(vals.shape[0])
         else:
-            items.append(make_item(k, sym, s_, extra, vals, (di, dj), v, order, f, min_flags=min_flags, ref=ref))
+            items.append(make_item(k, sym, s_, extra, vals, (di, dj), v, order, f, min_flags=min_flags, ref=ref,
+                                   mu=mu_, scale=sc))
             rows_of.append(None)
     w, flags, ref_level = choose_coding(items, base, flag_levels, ref is not None)
     level, prefix = 0, []
@@ -503,7 +526,7 @@ def adapted_pixel_bits(
     known = lattice.steps(order, lattice.stride(f, level)) if level else frozenset()
     # the lattice's items leave the pixel stream; the coding choice stays (``model.lattice``)
     shared = iter(lattice.map_share(items, prefix, known, base_costs[level]) if level else [])
-    coded = iter(plane_bits([it for it in items if it.k not in known], base, w, flags))
+    coded = iter(plane_bits([it for it in items if it.k not in known], base, w, flags, adaptive_flags))
     bits = [next(shared) if it.k in known else next(coded) for it in items]
     out, i = [], 0
     for (_k, vals, _mu, _s), nrows in zip(steps, rows_of):

@@ -1,5 +1,6 @@
 """Neighbour-repeat flags coded with the network's prediction as context, adapting within a stage
-(a candidate for the bitstream version after 9; ``benchmarks/us_levers.md``).
+(bitstream version 10, ``adaptive_flags``; measured in ``benchmarks/us_levers.md`` and
+``benchmarks/bitstream10_val.md``).
 
 The flags of ``model.repeat`` ("this pixel equals its candidate ``c``") are coded today with one
 probability per context ``x`` (how many decoded neighbours share ``c``, whether ``c`` is the
@@ -20,8 +21,8 @@ machine; they reach constriction as exact float64 ``q / TOTAL`` through its ``Be
 whose quantisation of an exact input is deterministic.
 
 Numpy and constriction only; the engine calls ``plan`` (encoder, forward walk), ``push`` (encoder,
-reverse) and ``pop`` (decoder) once per coded item, where it now calls ``FlagCounts`` and
-``PixelCoder.push_flags`` / ``pop_flags``.
+reverse) and ``pop`` (decoder) once per coded item, where versions 3 to 9 call ``FlagCounts`` and
+``PixelCoder.push_flags`` / ``pop_flags``; ``model.adapt.plane_bits`` calls ``pixel_bits``.
 """
 
 from __future__ import annotations
@@ -156,6 +157,16 @@ class AdaptiveFlags:
             self.coded_bits += FlagPlan(h[a:b], q).bits()
         out = np.zeros(flat.size, bool)
         out[m] = h.astype(bool)
+        return out.reshape(ctx.shape)
+
+    def pixel_bits(self, hit: np.ndarray, ctx: np.ndarray) -> np.ndarray:
+        """Each pixel's flag code length (float64 shaped like ``ctx``, 0 where no flag), moving the
+        counts as ``plan`` does (the per-pixel maps of ``model.adapt.plane_bits``)."""
+        ctx = np.asarray(ctx, np.int64)
+        plan = self.plan(hit, ctx)
+        p = plan.q.astype(np.float64) / TOTAL
+        out = np.zeros(ctx.size, np.float64)
+        out[ctx.reshape(-1) > 0] = -np.log2(np.where(plan.hit == 1, p, 1.0 - p))
         return out.reshape(ctx.shape)
 
     def bits(self, hit: np.ndarray, ctx: np.ndarray) -> float:

@@ -446,7 +446,7 @@ class IntegerDecoder:
 def slice_bits(
     model: LVPNet, dec: IntegerDecoder, v2d: np.ndarray, enc_device=None, calibrate: bool = True, adapt: bool = True,
     refined: bool = True, staged_latent: bool = True, wide_flags: bool = True, edge_classes: bool = True,
-    min_flags: bool = True, lattice_costs=None, lattice_skip: bool = True,
+    min_flags: bool = True, lattice_costs=None, lattice_skip: bool = True, adaptive_flags: bool = True,
 ) -> dict:
     """Estimated code length of one grey slice with the exact integer decoder.
 
@@ -465,6 +465,7 @@ def slice_bits(
     (version 7, with ``adapt``): ``f(v, R, f) -> {base level: bits}``, the classical coder's bits of
     each base lattice (``codecs.lvpnet_base.costs``; ``model.lattice``); the chosen lattice's
     bits count in ``pixel_bits`` and in ``step_bits`` (shared over its steps by ``lattice.map_share``).
+    ``adaptive_flags`` (version 10): the neighbour-repeat flags coded by ``model.flag_adapt``.
 
     Returns {'pixel_bits', 'latent_bits', 'side_bits', 'n', 'step_bits'} (ideal -log2 p;
     the plane header (vmin, R, stream lengths) is not counted).
@@ -522,7 +523,8 @@ def slice_bits(
     steps, _level, _head = fit_plane(raw, fits, calibrated, dec.order, candidates, choose)
     steps = [st for st in steps if st[1].numel()]
     if adapt:
-        per_pixel, _mode = adapted_pixel_bits(steps, *args, None if lattice_skip else costs)
+        per_pixel, _mode = adapted_pixel_bits(steps, *args, None if lattice_skip else costs,
+                                              adaptive_flags=adaptive_flags)
         for (k, *_rest), b in zip(steps, per_pixel):
             step_bits[k] = float(b.sum())
     else:

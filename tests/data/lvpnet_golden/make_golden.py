@@ -1,6 +1,6 @@
 """Regenerate the learned codec's golden files (only on a deliberate format change: bump the version).
 
-    .venv/bin/python tests/data/lvpnet_golden/make_golden.py [--set v1|v2|v3|v4|v5|v6|v7|v8|v9|b9] [--inputs-only]
+    .venv/bin/python tests/data/lvpnet_golden/make_golden.py [--set v1|v2|v3|v4|v5|v6|v7|v8|v9|b9|b10] [--inputs-only]
 
 Writes model.pt (configs/tiny-test.json with 4 latent and 2 upsampling channels, torch seed 0: small enough to
 commit), the inputs (*.npy), the expected chunks (*.chunk) of ``LVPNetCodec`` version 1 and
@@ -26,7 +26,9 @@ each coded against the frame before it (``<name>.ref.npy``).
 
 The sets ``v<n>`` are numbered one above the bitstream version they hold (v9: bitstream 8); from
 bitstream 9 on a set is named by its bitstream: ``b9`` (``../lvpnet_golden_b9``): the v3 weights
-with bitstream version 9 (nothing computed for the base lattice's steps), the inputs of v9.
+with bitstream version 9 (nothing computed for the base lattice's steps), the inputs of v9;
+``b10`` (``../lvpnet_golden_b10``): the v3 weights with bitstream version 10 (neighbour-repeat
+flags by the prediction, adapting within a stage), the inputs of b9.
 
 Regenerate model.pt too (no --inputs-only) when the encoder's architecture changed so that the
 old weights no longer load; the decode tests keep guarding the format either way.
@@ -133,6 +135,7 @@ SETS = {
     "v8": (HERE.parent / "lvpnet_golden_v8", "v3"),
     "v9": (HERE.parent / "lvpnet_golden_v9", "v3"),
     "b9": (HERE.parent / "lvpnet_golden_b9", "v3"),
+    "b10": (HERE.parent / "lvpnet_golden_b10", "v3"),
 }
 
 
