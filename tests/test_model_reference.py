@@ -68,15 +68,16 @@ def test_a_repeating_frame_costs_less_and_decodes_exactly():
     codec = LVPNetCodec(device="cpu")
     a = cine(2)
     alone, against = codec.encode(a[1]), codec.encode(a[1], reference=a[0])
-    assert codec.needs_reference(against, a[1].shape, 8) and not codec.needs_reference(alone, a[1].shape, 8)
+    v = codec.version
+    assert codec.needs_reference(against, a[1].shape, v) and not codec.needs_reference(alone, a[1].shape, v)
     assert len(against) < 0.9 * len(alone)
-    assert np.array_equal(codec.decode(against, a[1].shape, a.dtype, 8, reference=a[0]), a[1])
+    assert np.array_equal(codec.decode(against, a[1].shape, a.dtype, codec.version, reference=a[0]), a[1])
     with pytest.raises(ValueError, match="previous one"):
-        codec.decode(against, a[1].shape, a.dtype, 8)
+        codec.decode(against, a[1].shape, a.dtype, codec.version)
     with pytest.raises(ValueError, match="reference slice"):
-        codec.decode(against, a[1].shape, a.dtype, 8, reference=a[0][:-1])
+        codec.decode(against, a[1].shape, a.dtype, codec.version, reference=a[0][:-1])
     # the estimate the decoder reports is the stream's length, near enough
-    st = codec.chunk_stats(against, a[1].shape, a.dtype, 8, reference=a[0])
+    st = codec.chunk_stats(against, a[1].shape, a.dtype, codec.version, reference=a[0])
     assert abs(st["estimated_pixel_bits"] - st["pixel_bits"]) < 0.01 * st["pixel_bits"] + 64
 
 
@@ -91,10 +92,10 @@ def test_same_bytes_with_one_and_two_threads_against_the_previous_frame():
         one = codec.encode(a[1], reference=a[0])
         torch.set_num_threads(2)
         two = codec.encode(a[1], reference=a[0])
-        back = codec.decode(one, a[1].shape, a.dtype, 8, reference=a[0])
+        back = codec.decode(one, a[1].shape, a.dtype, codec.version, reference=a[0])
     finally:
         torch.set_num_threads(old)
-    assert one == two and codec.needs_reference(one, a[1].shape, 8) and np.array_equal(back, a[1])
+    assert one == two and codec.needs_reference(one, a[1].shape, codec.version) and np.array_equal(back, a[1])
 
 
 def test_an_unrelated_reference_is_left_unused():
@@ -104,7 +105,7 @@ def test_an_unrelated_reference_is_left_unused():
     x = rng.integers(0, 4096, (32, 48)).astype(np.uint16)
     other = rng.integers(0, 4096, (32, 48)).astype(np.uint16)
     data = codec.encode(x, reference=other)
-    assert not codec.needs_reference(data, x.shape, 8)
+    assert not codec.needs_reference(data, x.shape, codec.version)
     assert data == codec.encode(x)
 
 
@@ -113,8 +114,8 @@ def test_rgb_frames_repeat_plane_by_plane():
     g = cine(2, (24, 40), seed=5)
     rgb = np.stack([g, g // 2, 255 - g], -1)
     data = codec.encode(rgb[1], reference=rgb[0])
-    assert [p.ref_level > 0 for p in unpack_chunk(data, 3, 8)] == [True] * 3
-    assert np.array_equal(codec.decode(data, rgb[1].shape, rgb.dtype, 8, reference=rgb[0]), rgb[1])
+    assert [p.ref_level > 0 for p in unpack_chunk(data, 3, codec.version)] == [True] * 3
+    assert np.array_equal(codec.decode(data, rgb[1].shape, rgb.dtype, codec.version, reference=rgb[0]), rgb[1])
 
 
 # ------------------------------------------------------------------ files
