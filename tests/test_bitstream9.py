@@ -14,7 +14,7 @@ import pytest
 from lvpnet.codecs.lvpnet_chunk import unpack_chunk
 from lvpnet.codecs.lvpnet_codec import LVPNetCodec
 from lvpnet.codecs.profiles import PROFILES
-from lvpnet.model import feedback, head_kernel, lattice, refine
+from lvpnet.model import feedback, head_kernel, lattice, refine, repeat
 
 DATA = Path(__file__).resolve().parent / "data"
 WEIGHTS = DATA / "lvpnet_golden_b9" / "model.pt"  # the v3 weights
@@ -92,7 +92,8 @@ def reference_paths(monkeypatch):
         monkeypatch.setattr(codec.engine().dec, "int8", False)
         monkeypatch.setattr(head_kernel, "_KERNEL", False)
         monkeypatch.setattr(refine, "_KERNELS", False)
-        monkeypatch.setattr(feedback, "_KERNEL", False)
+        monkeypatch.setattr(feedback, "_buckets_kernel", lambda: False)
+        monkeypatch.setattr(repeat, "_candidates_kernel", lambda: False)
     return switch
 
 

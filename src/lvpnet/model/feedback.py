@@ -26,6 +26,7 @@ import math
 
 import numpy as np
 
+from .jit import compiled
 from .refine import bit_length, fold_offsets, neighbour_offsets, neighbours, plane_f
 from .tables import OFFSET_MAX, TOTAL, WIDE_OFFSET_MAX, residual_bins
 
@@ -121,20 +122,9 @@ def _buckets(e, ry, oky, rx, okx, n_buckets):
     return out
 
 
-_KERNEL = None
-
-
 def _buckets_kernel():
     """``_buckets`` compiled by numba, or False without it (the numpy path, same buckets)."""
-    global _KERNEL
-    if _KERNEL is None:
-        try:
-            import numba
-
-            _KERNEL = numba.njit(cache=True, nogil=True)(_buckets)
-        except ImportError:
-            _KERNEL = False
-    return _KERNEL
+    return compiled(_buckets)
 
 
 def apply(s: np.ndarray, buckets: np.ndarray, offsets: np.ndarray | None, n_scales: int) -> np.ndarray:

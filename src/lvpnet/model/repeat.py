@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .jit import compiled
 from .tables import TOTAL
 
 # The neighbour sets tried in turn: the first whose four phases are all decoded before step k.
@@ -120,20 +121,9 @@ def _candidates(v, di, dj, f, dys, dxs, c_out, x_out):
             x_out[i, j] = most
 
 
-_KERNEL = None
-
-
 def _candidates_kernel():
     """``_candidates`` compiled by numba, or False without it (the numpy path, same values)."""
-    global _KERNEL
-    if _KERNEL is None:
-        try:
-            import numba
-
-            _KERNEL = numba.njit(cache=True, nogil=True)(_candidates)
-        except ImportError:
-            _KERNEL = False
-    return _KERNEL
+    return compiled(_candidates)
 
 
 # The least context ``x`` a pixel needs to carry a flag, per flag level: (in sub-images 1 and

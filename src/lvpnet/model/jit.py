@@ -1,0 +1,22 @@
+"""numba, when it is installed, for the kernels that have an exact numpy twin.
+
+Each kernel is a plain Python function whose numpy path gives the same integers; ``compiled``
+hands back its numba build (compiled once per process, cached beside the package) or False,
+so the caller takes the numpy path where numba is missing.
+"""
+
+from __future__ import annotations
+
+_BUILT: dict = {}
+
+
+def compiled(fn):
+    """``fn`` compiled by ``numba.njit(cache=True, nogil=True)``, or False without numba."""
+    if fn not in _BUILT:
+        try:
+            import numba
+
+            _BUILT[fn] = numba.njit(cache=True, nogil=True)(fn)
+        except ImportError:
+            _BUILT[fn] = False
+    return _BUILT[fn]
