@@ -245,21 +245,11 @@ def coded_steps(dec, feats, v: np.ndarray, vp: np.ndarray, R: int, B: int, candi
     its minimum, ``vp``: it polyphase-padded (``prep.polyphase_pad``), ``feats``: its latent features.
     Bitstream 9 (``choose``, ``candidates``: ``model.fitting.fit_plane``): the base lattice chosen
     on the fitted steps of the candidate lattices first; the chosen lattice's steps are left out."""
-    import torch
 
-    from .model.fitting import SliceFitting, fit_plane
-    from .model.prep import sub_real_shape
+    from .model.fitting import SliceFitting, fit_plane, network_steps
     from .model.tables import WIDE_OFFSET_MAX, calibrated_scales
 
-    f, (H, W) = dec.f, v.shape
-    vs = torch.from_numpy(vp).to(dec.device)
-    ctx, raw = [], []
-    for k, (di, dj) in enumerate(dec.order):
-        sub = vs[di::f, dj::f]
-        mu, s = dec.predict(feats, ctx, k, R, B, known=sub)
-        hr, wr = sub_real_shape(H, W, f, di, dj)
-        raw.append((k, (di, dj), sub[:hr, :wr], mu[:hr, :wr], s[:hr, :wr]))
-        ctx.append(sub)  # the edge-padded sub-image, as the decoder rebuilds it
+    raw = network_steps(dec, feats, vp, *v.shape, R, B)
     fits = SliceFitting(v, R, dec.order, dec.pixel_tables, dec.pixel_shifts, dec.K)
 
     def calibrate(v_, mu_, s_):

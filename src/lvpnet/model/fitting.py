@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from . import feedback, lattice, refine
+from .prep import sub_real_shape
 
 
 class SliceFitting:
@@ -69,6 +70,22 @@ class SliceFitting:
 
     def side_bits(self) -> float:
         return float(np.log2(self.side_symbols()[1].astype(np.float64)).sum())
+
+
+def network_steps(dec, feats, vp: np.ndarray, H: int, W: int, R: int, B: int) -> list:
+    """``fit_plane``'s ``raw``: every step's network prediction at once (the estimate and the maps know
+    every value), ``(k, pos, values, mu, s)`` on the real part of each sub-image grid. ``vp``: the
+    plane polyphase-padded; its sub-images are already edge-padded, as the decoder rebuilds them."""
+    f = dec.f
+    vs = torch.from_numpy(vp).to(dec.device)
+    ctx, raw = [], []
+    for k, (di, dj) in enumerate(dec.order):
+        sub = vs[di::f, dj::f]
+        mu, s = dec.predict(feats, ctx, k, R, B, known=sub)
+        hr, wr = sub_real_shape(H, W, f, di, dj)
+        raw.append((k, (di, dj), sub[:hr, :wr], mu[:hr, :wr], s[:hr, :wr]))
+        ctx.append(sub)
+    return raw
 
 
 def fit_plane(raw: list, fits: SliceFitting | None, calibrate, order, candidates=frozenset(), choose=None):

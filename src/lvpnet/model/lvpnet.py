@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from . import edge, lattice
 from .adapt import adapted_pixel_bits, flag_levels, offset_max, side_bits
-from .fitting import SliceFitting, fit_plane
+from .fitting import SliceFitting, fit_plane, network_steps
 from .gmsm import GMSM
 from .int8_trunk import Int8Step
 from .intnet import ExactMode, IntConv2d, int_conv
@@ -38,7 +38,7 @@ from .predictor import (
     up_neighbours,
     upgrade_state,
 )
-from .prep import ORDERS, collapse_gaps, padded_size, polyphase_pad, slice_params, sub_real_shape, to_ctx, to_grid
+from .prep import ORDERS, collapse_gaps, padded_size, polyphase_pad, slice_params, to_ctx, to_grid
 from .prior import FactorizedPrior
 from .qcm import QCM, qcm_int
 from .tables import (
@@ -485,18 +485,11 @@ def slice_bits(
     z = model.encode_slice(vp, B, device=enc_device)
     lat = float(dec.latent_code_bits(z, staged_latent).sum())
     feats = dec.features(z)
-    vt = torch.from_numpy(vp).to(dec.device)
     adapt = adapt and calibrate
     refined = refined and adapt
     levels = flag_levels(wide_flags)
     fits = SliceFitting(v, R, dec.order, dec.pixel_tables, dec.pixel_shifts, dec.K) if refined else None
-    ctx, raw = [], []
-    for k, (di, dj) in enumerate(dec.order):
-        sub = vt[di::f, dj::f]
-        mu, s = dec.predict(feats, ctx, k, R, B, known=sub)
-        hr, wr = sub_real_shape(H, W, f, di, dj)
-        raw.append((k, (di, dj), sub[:hr, :wr], mu[:hr, :wr], s[:hr, :wr]))
-        ctx.append(sub)  # already the edge-padded sub-image (same as prep.pad_edge of its real part)
+    raw = network_steps(dec, feats, vp, H, W, R, B)
 
     def calibrated(v_, mu_, s_):  # what the codec does (bitstream version 2): per-step scale offset
         if not calibrate:
