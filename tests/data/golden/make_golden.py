@@ -1,37 +1,23 @@
-"""Regenerate the learned codec's golden files (only on a deliberate format change: bump the version).
+"""Write a golden set of the learned codec (only on a deliberate format change: bump the version).
 
-    .venv/bin/python tests/data/lvpnet_golden/make_golden.py [--set v1|v2|v3|v4|v5|v6|v7|v8|v9|b9|b10] [--inputs-only]
+    .venv/bin/python tests/data/golden/make_golden.py --set b<n> [--new-weights]
 
-Writes model.pt (configs/tiny-test.json with 4 latent and 2 upsampling channels, torch seed 0: small enough to
-commit), the inputs (*.npy), the expected chunks (*.chunk) of ``LVPNetCodec`` version 1 and
-expected.json (sha256 of the weights and of every chunk). Set ``v1`` (this folder): the
-model head version 1, 2x2 sub-images; set ``v2`` (``../lvpnet_golden_v2``): head version 2,
-4x4 sub-images, step 0 row by row; set ``v3`` (``../lvpnet_golden_v3``): the same with head
-version 3 (signed linear terms, given nonzero values here); set ``v4`` (``../lvpnet_golden_v4``):
-the v3 weights (copied) with bitstream version 3 (tables adapted to the slice), plus an input
-of a few grey levels that makes the encoder adapt them; set v5 (``../lvpnet_golden_v5``): the v3
-weights with bitstream version 4 (locations refined on the slice), every input of v4 plus a
-textured 64 x 64 slice whose steps are large enough to be refined; set v6 (``../lvpnet_golden_v6``):
-the v3 weights with bitstream version 5 (latent tables adapted to the slice, two more flag
-levels), every input of v5 plus a 160 x 224 slice whose 35 latent blocks per channel span
-seven stages and a CT-like slice with padding that takes the new flag levels; set v7
-(``../lvpnet_golden_v7``): the v3 weights with bitstream version 6 (tables counted by the distance
-from the minimum, flags on candidates at the minimum: the padded CT-like slice's edge takes them),
-every input of v6 plus an MR-like slice of magnitude noise around a disc; set v8
-(``../lvpnet_golden_v8``): the v3 weights with bitstream version 7 (base lattices coded by
-JPEG-XL where that is smaller; expected.json names the libjxl that wrote them), the inputs of v7;
-set v9 (``../lvpnet_golden_v9``): the v3 weights with bitstream version 8 (flags for the pixels
-that repeat the previous slice), the inputs of v8 plus two frames of cine loops (grey and RGB),
-each coded against the frame before it (``<name>.ref.npy``).
+A set ``b<n>`` (folder ``tests/data/golden/b<n>``) holds chunks of bitstream version ``n``: the
+inputs (``*.npy``, ``<name>.ref.npy`` for a frame coded against the one before), the chunks the
+codec writes for them (``*.chunk``) and ``expected.json`` (the weights' sha256, the version, every
+chunk's sha256 and, from bitstream 7 on, the libjxl that wrote the base layers). Each set has the
+inputs of the one before plus those that exercise what its version added (``inputs_of``). A set is
+written once, when its version is new, and then kept as history: the encoder's choices move between
+versions (a version 8 chunk written today is another valid version 8 chunk), and the oldest sets'
+paths are no longer written at all.
 
-The sets ``v<n>`` are numbered one above the bitstream version they hold (v9: bitstream 8); from
-bitstream 9 on a set is named by its bitstream: ``b9`` (``../lvpnet_golden_b9``): the v3 weights
-with bitstream version 9 (nothing computed for the base lattice's steps), the inputs of v9;
-``b10`` (``../lvpnet_golden_b10``): the v3 weights with bitstream version 10 (neighbour-repeat
-flags by the prediction, adapting within a stage), the inputs of b9.
-
-Regenerate model.pt too (no --inputs-only) when the encoder's architecture changed so that the
-old weights no longer load; the decode tests keep guarding the format either way.
+Weights are stored once, in ``weights/<first 12 hex digits of their sha256>.pt`` (configs/tiny-test.json
+with 4 latent and 2 upsampling channels, torch seed 0: small enough to commit), named per set by
+``WEIGHTS_OF``: ``b1`` model head 1 with 2 x 2 sub-images; ``b2-head2`` head 2, 4 x 4 sub-images, step
+0 row by row; every other set head 3 (signed linear terms, given nonzero values here). A new set uses
+the head-3 weights. ``--new-weights`` makes them again from their config (when the float encoder's
+architecture changed so that the stored ones no longer load), stores them by their sha256 and
+says which entry of ``KNOWN`` to update; the decode tests keep guarding the format either way.
 """
 
 import json
@@ -124,19 +110,21 @@ def version8_inputs() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return {"cine_uint8": (frames[1], frames[0]), "cine_rgb_uint8": (rgb[1], rgb[0])}
 
 
-SETS = {
-    "v1": (HERE, {}),
-    "v2": (HERE.parent / "lvpnet_golden_v2", {"head": 2, "subimage": 4, "ctx_bits": 9, "step0_rows": True}),
-    "v3": (HERE.parent / "lvpnet_golden_v3", {"head": 3, "subimage": 4, "ctx_bits": 9, "step0_rows": True}),
-    "v4": (HERE.parent / "lvpnet_golden_v4", "v3"),  # the weights of set v3
-    "v5": (HERE.parent / "lvpnet_golden_v5", "v3"),
-    "v6": (HERE.parent / "lvpnet_golden_v6", "v3"),
-    "v7": (HERE.parent / "lvpnet_golden_v7", "v3"),
-    "v8": (HERE.parent / "lvpnet_golden_v8", "v3"),
-    "v9": (HERE.parent / "lvpnet_golden_v9", "v3"),
-    "b9": (HERE.parent / "lvpnet_golden_b9", "v3"),
-    "b10": (HERE.parent / "lvpnet_golden_b10", "v3"),
+HEADS = {
+    "head1": {},
+    "head2": {"head": 2, "subimage": 4, "ctx_bits": 9, "step0_rows": True},
+    "head3": {"head": 3, "subimage": 4, "ctx_bits": 9, "step0_rows": True},
 }
+KNOWN = {"head1": "8b42cf13d35f", "head2": "beed14148557", "head3": "5f95f7d9bbd1"}  # weights/<sha12>.pt
+WEIGHTS_OF = {"b1": "head1", "b2-head2": "head2"}  # every other set: head3
+
+
+def inputs_of(version: int) -> tuple[dict, dict]:
+    """The inputs of a set of bitstream ``version`` and the (frame, frame before) pairs coded against it."""
+    since = lambda first: version >= first  # noqa: E731 (the sets from bitstream ``first`` on)
+    cases = (inputs() | (adapting_inputs() if since(3) else {}) | (refining_inputs() if since(4) else {})
+             | (version5_inputs() if since(5) else {}) | (version6_inputs() if since(6) else {}))
+    return cases, (version8_inputs() if since(8) else {})
 
 
 def make_model(path: Path, over: dict) -> None:
@@ -158,30 +146,35 @@ def make_model(path: Path, over: dict) -> None:
 
 
 def main() -> None:
+    import hashlib
+    import shutil
+    import tempfile
+
     from lvpnet.codecs.lvpnet_codec import LVPNetCodec
 
-    which = sys.argv[sys.argv.index("--set") + 1] if "--set" in sys.argv else "v1"
-    out, over = SETS[which]
+    if "--set" not in sys.argv:
+        sys.exit(__doc__)
+    which = sys.argv[sys.argv.index("--set") + 1]
+    version = int(which[1:].split("-")[0])
+    head = WEIGHTS_OF.get(which, "head3")
+    weights = HERE / "weights" / f"{KNOWN[head]}.pt"
+    if "--new-weights" in sys.argv:
+        with tempfile.TemporaryDirectory() as tmp:
+            make_model(Path(tmp) / "model.pt", HEADS[head])
+            sha = hashlib.sha256((Path(tmp) / "model.pt").read_bytes()).hexdigest()[:12]
+            weights = HERE / "weights" / f"{sha}.pt"
+            shutil.copyfile(Path(tmp) / "model.pt", weights)
+        print(f"new {head} weights: set KNOWN[{head!r}] = {sha!r}")
+    out = HERE / which
     out.mkdir(exist_ok=True)
-    if isinstance(over, str):
-        import shutil
-
-        shutil.copyfile(SETS[over][0] / "model.pt", out / "model.pt")
-    elif "--inputs-only" not in sys.argv:
-        make_model(out / "model.pt", over)
-    import hashlib
-
-    codec = LVPNetCodec(out / "model.pt", device="cpu")
-    expected = {"model_sha256": codec.model_id(), "codec_version": codec.version, "chunks": {}}
-    number = int(which[1:]) + (which[0] == "b")  # set b<n> comes after set v<n> (bitstream n - 1)
-    later = lambda first: number >= first  # noqa: E731 (the sets from v<first> on)
-    if later(8):  # bitstream 7's base layers are JPEG-XL codestreams: which libjxl wrote them
+    codec = LVPNetCodec(weights, device="cpu")
+    codec.version = version
+    expected = {"model_sha256": codec.model_id(), "codec_version": version, "chunks": {}}
+    if version >= 7:  # bitstream 7's base layers are JPEG-XL codestreams: which libjxl wrote them
         import imagecodecs
 
         expected["jpegxl"] = imagecodecs.jpegxl_version()
-    cases = (inputs() | (adapting_inputs() if later(4) else {}) | (refining_inputs() if later(5) else {})
-             | (version5_inputs() if later(6) else {}) | (version6_inputs() if later(7) else {}))
-    pairs = version8_inputs() if later(9) else {}
+    cases, pairs = inputs_of(version)
     cases |= {name: x for name, (x, _ref) in pairs.items()}
     for name, x in cases.items():
         np.save(out / f"{name}.npy", x)
@@ -193,7 +186,7 @@ def main() -> None:
         (out / f"{name}.chunk").write_bytes(data)
         expected["chunks"][name] = hashlib.sha256(data).hexdigest()
     (out / "expected.json").write_text(json.dumps(expected, indent=1) + "\n")
-    print("model sha256", codec.model_id())
+    print(f"set {which}: bitstream {version}, weights {weights.name}, {len(cases)} chunks")
 
 
 if __name__ == "__main__":
