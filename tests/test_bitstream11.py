@@ -150,3 +150,20 @@ def test_the_maps_count_a_mapped_rgb_as_the_decoder(codec):
     model = analysis.load_model(WEIGHTS)
     side = sum(slice_bits(model.net, model.dec, p, lattice_costs=costs)["side_bits"] for p in rgb_to_planes(x))
     assert analysis.analyse_slice(x, model, rgb=True).total_bits + side == pytest.approx(est, rel=1e-9)
+
+
+def test_the_map_with_reference_flags(codec, maps_read):
+    """A frame coded against the one before whose chroma planes take the map: the map's pixels
+    carry no reference flag either, and the decoder, given the frame before, reads it back."""
+    rng = np.random.default_rng(3)
+    x = _input(MAPPED)
+    ref = x.copy()
+    noisy = rng.random(x.shape[:2]) < 0.3
+    ref[noisy] = rng.integers(0, 255, ref[noisy].shape)
+    x[30:40, 10:30] = rng.integers(0, 255, x[30:40, 10:30].shape)
+    data = codec.encode(x, reference=ref)
+    assert codec.needs_reference(data, x.shape, 11)
+    assert np.array_equal(codec.decode(data, x.shape, x.dtype, 11, reference=ref), x)
+    assert maps_read and all(n > 0 for n in maps_read)
+    st = codec.chunk_stats(data, x.shape, x.dtype, 11, reference=ref)
+    assert abs(st["pixel_bits"] - st["estimated_pixel_bits"]) < 64 + 0.01 * st["estimated_pixel_bits"]
