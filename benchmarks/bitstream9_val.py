@@ -75,7 +75,39 @@ def totals(rep: dict) -> dict[str, tuple[int, int]]:
     return {k: (b, n) for k, (b, n) in acc.items()}
 
 
-def compare(paths: list[str], out: str | None) -> int:
+def baseline_best(md: Path) -> dict[str, float]:
+    """id -> the per-image best classical codec's bits per sample (BENCHMARKS.md's learned-alone table)."""
+    out = {}
+    for line in md.read_text().split("ratio alone |", 1)[1].splitlines():
+        c = [x.strip() for x in line.strip().strip("|").split("|")]
+        if len(c) == 6 and c[1] and not c[0].startswith("-"):
+            out[c[0]] = float(c[4])
+    return out
+
+
+def per_array(reps: list[dict], best: dict[str, float]) -> str:
+    """Bytes per array in each run, the change, and per modality each run's ratio to the best."""
+    label = lambda r: r.get("label") or f"v{r['version']}"  # noqa: E731
+    lines = ["| array | modality | " + " | ".join(f"{label(r)} bytes" for r in reps) + " | "
+             + " | ".join(f"{label(r)} vs {label(reps[0])}" for r in reps[1:]) + " |",
+             "|" + "---|" * (2 + 2 * len(reps) - 1)]
+    for name, a in sorted(reps[0]["arrays"].items(), key=lambda kv: (kv[1]["modality"], kv[0])):
+        b = [r["arrays"][name]["bytes"] for r in reps]
+        lines.append(f"| {name} | {a['modality']} | " + " | ".join(f"{x:,}" for x in b) + " | "
+                     + " | ".join(f"{100 * (x / b[0] - 1):+.2f}%" for x in b[1:]) + " |")
+    lines += ["", "| modality | best bits/sample | " + " | ".join(f"{label(r)} / best" for r in reps) + " |",
+              "|" + "---|" * (2 + len(reps))]
+    mods = sorted({a["modality"] for a in reps[0]["arrays"].values()}) + ["all"]
+    for m in mods:
+        names = [n for n, a in reps[0]["arrays"].items() if m in ("all", a["modality"]) and n in best]
+        n = sum(reps[0]["arrays"][k]["samples"] for k in names)
+        bb = sum(best[k] * reps[0]["arrays"][k]["samples"] for k in names)
+        ratios = [8 * sum(r["arrays"][k]["bytes"] for k in names) / bb for r in reps]
+        lines.append(f"| {m} | {bb / n:.4f} | " + " | ".join(f"{x:.4f}" for x in ratios) + " |")
+    return "\n".join(lines)
+
+
+def compare(paths: list[str], out: str | None, best_md: str | None = None) -> int:
     reps = [json.loads(Path(p).read_text()) for p in paths]
     tots = [totals(r) for r in reps]
     label = lambda r: r.get("label") or f"v{r['version']}"  # noqa: E731
@@ -87,6 +119,8 @@ def compare(paths: list[str], out: str | None) -> int:
         ch = [f"{100 * (b / bps[0] - 1):+.3f}%" for b in bps[1:]]
         lines.append(f"| {key} | " + " | ".join(f"{b:.4f}" for b in bps) + " | " + " | ".join(ch) + " |")
     text = "\n".join(lines)
+    if best_md:
+        text += "\n\n" + per_array(reps, baseline_best(Path(best_md)))
     print(text)
     if out:
         Path(out).write_text(text + "\n")
@@ -102,9 +136,11 @@ def main(argv=None) -> int:
     ap.add_argument("--verify", action="store_true")
     ap.add_argument("--compare", nargs="+")
     ap.add_argument("--out")
+    ap.add_argument("--best", help="--compare: also per array, and the ratio to the per-image best classical "
+                    "codec of this BENCHMARKS.md's learned-alone table (chunk bytes, no container)")
     args = ap.parse_args(argv)
     if args.compare:
-        return compare(args.compare, args.out)
+        return compare(args.compare, args.out, args.best)
     return code(args)
 
 

@@ -10,6 +10,9 @@ Two phases, so the expensive one runs once:
   the escape and flag masks, the step, the lattice's pixels. One ``.npz`` per plane in ``--cache``.
 * ``estimate``: from the cache, each candidate's saving (bits) per modality and in total, and
   the learned-alone ratios of BENCHMARKS.md scaled by it.
+* ``crossplane``: for the chroma planes of every cached RGB image, what a context from the planes
+  decoded before them would save (flags, scale offsets, ``mu``, per class of their activity at the
+  pixel; ``bitstream11_val.md``, "Left").
 
 Run: OMP_NUM_THREADS=1 nice .venv/bin/python benchmarks/us_levers.py collect [--split val|trainus] [IDS]
      OMP_NUM_THREADS=1 .venv/bin/python benchmarks/us_levers.py estimate [--md benchmarks/us_levers.md]
@@ -801,9 +804,123 @@ def report(path: Path) -> str:
     return "\n".join(L)
 
 
+# ------------------------------------------------------------------ cross-plane (bitstream 11's question)
+
+
+def _highpass(q: np.ndarray) -> np.ndarray:
+    """A plane less the mean of its 4 neighbours (edges replicated): its local activity, signed."""
+    p = np.pad(q.astype(np.float64), 1, mode="edge")
+    return q - (p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:]) / 4.0
+
+
+ACT_EDGES = np.array([0.0, 1.0, 4.0, 16.0])  # |high-pass| classes: exactly flat, <= 1, <= 4, <= 16, above
+
+
+def kt_by(ctx: np.ndarray, hit: np.ndarray) -> float:
+    """Adaptive binary code length (KT) of ``hit`` per context ``ctx`` (int64)."""
+    _u, inv = np.unique(ctx, return_inverse=True)
+    n = np.bincount(inv).astype(np.float64)
+    n1 = np.bincount(inv, weights=hit.astype(np.float64))
+    return kt_binary(n1, n)
+
+
+def crossplane_estimate(planes: list, tables, shifts, K: int) -> dict:
+    """Bits the chroma planes (1: R-G given G; 2: B-G given G and R-G) would save with a context
+    from the planes decoded before them, each candidate taken per plane only where it pays:
+    (i) the flags' contexts split by the class of the earlier planes' activity at the pixel (KT);
+    (ii) per step and class a scale offset in [-4, 4] (fixed tables; 3.17 bits each);
+    (iii) per step, the earlier planes' high-pass at the pixel added to ``mu`` with fitted
+    coefficients in 1/8 (fixed tables; 8 bits each)."""
+    import torch
+
+    from lvpnet.model.tables import pixel_bits_exact
+
+    by = {int(d["plane"]): d for d in planes}
+    out = {"i": 0.0, "ii": 0.0, "iii": 0.0, "chroma": 0.0}
+    for p in (1, 2):
+        if p not in by or 0 not in by or by[0]["v"].shape != by[p]["v"].shape:
+            continue
+        d = by[p]
+        hp = [_highpass(by[q]["v"]) for q in range(p)]
+        act = np.max([np.abs(h) for h in hp], axis=0)
+        cls = np.searchsorted(ACT_EDGES, act, side="left")  # 0: act == 0, ..., 4: act > 16
+        out["chroma"] += float(d["bits"].sum())
+        # (i) flags
+        fl = d["ctx"] > 0
+        if fl.any():
+            base = d["step"][fl].astype(np.int64) * 256 + d["ctx"][fl]
+            hit = d["hit"][fl]
+            out["i"] += max(0.0, kt_by(base, hit) - kt_by(base * 8 + cls[fl], hit))
+        coded = d["row"] >= 0
+        if not coded.any():
+            continue
+        R = int(d["R"])
+        v_, mu_, s_ = (torch.from_numpy(d[k][coded].astype(np.int64)) for k in ("v", "mu", "scale"))
+        st, cl = d["step"][coded], cls[coded]
+
+        def bits(mu, s, v_=v_, R=R):
+            return pixel_bits_exact(v_, mu, s.clamp(0, tables.shape[0] - 1), R, tables, shifts, K).numpy()
+
+        b0 = bits(mu_, s_)
+        # (ii) scale offsets per step and class
+        per_o = {o: bits(mu_, s_ + o) for o in range(-4, 5)}
+        save = 0.0
+        for k in np.unique(st):
+            for c in range(len(ACT_EDGES) + 1):
+                m = (st == k) & (cl == c)
+                if m.any():
+                    best = min(float(per_o[o][m].sum()) for o in per_o)
+                    save += max(0.0, float(b0[m].sum()) - best - np.log2(9.0))
+        out["ii"] += save
+        # (iii) co-located high-pass terms in mu, per step, least squares, coefficients in 1/8
+        H = np.stack([h[coded] for h in hp], 1)
+        r = (v_ - mu_).numpy().astype(np.float64)
+        mu2 = mu_.numpy().copy()
+        side = 0.0
+        for k in np.unique(st):
+            m = st == k
+            coef, *_ = np.linalg.lstsq(H[m], r[m], rcond=None)
+            q = np.clip(np.round(coef * 8) / 8, -4, 4)
+            if np.any(q != 0):
+                mu2[m] = np.clip(mu2[m] + np.round(H[m] @ q).astype(np.int64), 0, R)
+                side += 8.0 * len(q)
+        b3 = bits(torch.from_numpy(mu2), s_)
+        step_save = 0.0
+        for k in np.unique(st):  # per step, only where it pays
+            m = st == k
+            step_save += max(0.0, float(b0[m].sum() - b3[m].sum()) - 8.0 * H.shape[1])
+        out["iii"] += step_save
+    return out
+
+
+def crossplane(cache: Path) -> str:
+    from lvpnet.analysis import load_model
+
+    model = load_model()
+    dec = model.dec
+    tables, shifts, K = dec.pixel_tables.cpu(), dec.pixel_shifts.cpu(), dec.K
+    rows = ["| split | image | chroma bits (est.) | image bits (est.) | (i) flags by class | (ii) offsets by class"
+            " | (iii) high-pass in mu |", "|---|---|---|---|---|---|---|"]
+    for split in ("val", "trainus"):
+        for ident, rec in load_cache(cache, split).items():
+            planes = rec["planes"]
+            if len({int(d["plane"]) for d in planes}) < 3:
+                continue
+            total = sum(float(d["bits"].sum()) + float(d["latent"]) + float(d["side"]) for d in planes)
+            e = crossplane_estimate(planes, tables, shifts, K)
+
+            def pct(x, total=total):
+                return f"{x / 1000:.1f} kbit ({100 * x / total:.2f}%)"
+
+            rows.append(f"| {split} | {ident} | {e['chroma'] / 1000:.1f} kbit | {total / 1000:.1f} kbit | {pct(e['i'])}"
+                        f" | {pct(e['ii'])} | {pct(e['iii'])} |")
+            print(rows[-1], flush=True)
+    return "\n".join(rows)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
-    ap.add_argument("phase", choices=("collect", "estimate", "report", "extras"))
+    ap.add_argument("phase", choices=("collect", "estimate", "report", "extras", "crossplane"))
     ap.add_argument("ids", nargs="*")
     ap.add_argument("--split", choices=("val", "trainus"), default="val")
     ap.add_argument("--cache", type=Path, default=CACHE)
@@ -813,6 +930,8 @@ def main(argv=None):
         collect(a.ids, a.split, a.cache)
     elif a.phase == "extras":
         print(extras(a.cache))
+    elif a.phase == "crossplane":
+        print(crossplane(a.cache))
     elif a.phase == "report":
         print(report(Path(a.json)))
     else:

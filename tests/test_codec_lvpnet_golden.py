@@ -30,6 +30,8 @@ from lvpnet.codecs.lvpnet_codec import LVPNetCodec
 #     ``<name>.ref.npy`` are coded against it)
 # b9: bitstream version 9 (nothing computed for the base lattice's steps)
 # b10: bitstream version 10 (neighbour-repeat flags by the prediction, adapting within a stage)
+# b11: bitstream version 11 (constant 8 x 8 blocks out of the pixel stream; two inputs with flat
+#      backgrounds, one RGB whose chroma planes take the map)
 # (where they live and how their weights are stored once: golden_sets.py)
 CASES = [(k, name) for k in SETS for name in sorted(EXPECTED[k]["chunks"])]
 CURRENT = [(k, name) for k, name in CASES if EXPECTED[k]["codec_version"] == LVPNetCodec.version]

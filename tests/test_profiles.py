@@ -23,6 +23,7 @@ ADDS = {
     8: {"reference"},
     9: {"lattice_skip"},
     10: {"adaptive_flags"},
+    11: {"block_map"},
 }
 
 

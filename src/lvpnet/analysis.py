@@ -301,17 +301,20 @@ def _plane(model: LoadedModel, plane: np.ndarray, reference: np.ndarray | None =
                 dec.edge_thr, True)
         costs = lvpnet_base.costs(v, R, f)
         lattice_bits = {}  # bitstream 9: the lattice's codestream shared over its pixels, from the choice
+        chosen = [0]  # its level
 
         def choose(head):
             head = [st for st in head if st[1].numel()]
             per_pixel, mode = adapted_pixel_bits(head, *args, costs, ref)
             known = lattice.steps(dec.order, lattice.stride(f, mode[2])) if mode[2] else ()
             lattice_bits.update({st[0]: b for st, b in zip(head, per_pixel) if st[0] in known})
+            chosen[0] = mode[2]
             return mode[2]
 
         steps, _fits = coded_steps(dec, feats, v, vp, R, B, lattice.candidate_steps(costs, dec.order, f), choose)
         # ... its tables adapted to the slice and its neighbour-repeat flags (bitstream version 3)
-        per_pixel, _mode = adapted_pixel_bits(steps, *args, None, ref, adaptive_flags=True)  # bitstream 10's flags
+        g = lattice.stride(f, chosen[0]) if chosen[0] else 0  # bitstream 11's block map, after the lattice
+        per_pixel, _mode = adapted_pixel_bits(steps, *args, None, ref, adaptive_flags=True, block_lattice=g)
         for (k, *_rest), b in list(zip(steps, per_pixel)) + [((k,), b) for k, b in lattice_bits.items()]:
             di, dj = dec.order[k]
             bits[di::f, dj::f] = b

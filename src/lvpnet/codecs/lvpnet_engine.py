@@ -22,6 +22,8 @@ import torch
 from ..model import (
     IntegerDecoder,
     LVPNet,
+    block_choice,
+    blocks,
     edge,
     feedback,
     flag_adapt,
@@ -187,7 +189,9 @@ class Engine:
         lattice chosen before the steps after it are fitted, which see the decoder's residual plane
         (``_lattice_first``), and "none" written for its steps' refinement and feedback;
         ``adaptive_flags``, the neighbour-repeat flags coded by ``model.flag_adapt`` (contexts of the
-        refined ``mu``, the candidate and the shifted scale; the coding choice stays version 9's).
+        refined ``mu``, the candidate and the shifted scale; the coding choice stays version 9's);
+        ``block_map``, constant 8 x 8 blocks out of the items where that pays (``model.block_choice``),
+        the map after the side information and its bit in the coding mode.
         ``ref_plane`` (profiles with ``reference``): the previous slice's plane in this plane's
         values (-1 where it has none, ``reference.ref_values``); the plane's ``ref_level`` is then
         the level chosen (0: not used). The plane's step is 1 and it has no gaps: the caller's."""
@@ -255,11 +259,15 @@ class Engine:
         def offsets_of(recs):
             return self._choose_offsets(recs, R, omax) if profile.scale_offsets else None
 
-        base, est = (0, b""), 0.0
+        base, est, bmap = (0, b""), 0.0, None
         if profile.lattice_skip:
             items, extras, offsets, base, est = self._lattice_first(records, fitted, itemised, offsets_of, v, R, fits,
                                                                     levels, pixels, ref_plane is not None)
             weight, flags, ref_level = choose_coding(items, pixels.tables, levels, ref_plane is not None)
+            if profile.block_map:  # version 11: constant blocks out of the items, if that pays
+                g = lattice.stride(f, base[0]) if base[0] else 0
+                bmap, (weight, flags, ref_level), _ = block_choice.choose(
+                    items, pixels.tables, levels, ref_plane is not None, (weight, flags, ref_level), v, R, f, g)
         else:
             records = fitted(records)
             offsets = offsets_of(records)
@@ -307,12 +315,16 @@ class Engine:
                 self.pixels.push_flags(coder, flag_state[0], flag_state[1], _FixedCounts(flag_state[2]))
             if ref_state is not None:  # read first: the reference flags, then the neighbours', then the values
                 self.pixels.push_flags(coder, ref_state[0], ref_state[1], _FixedCounts(ref_state[2]))
+        if bmap is not None:  # version 11: read after the side information, before the first step
+            km = block_choice.lattice_mask(v.shape, g)
+            est += blocks.write(coder, bmap, R, None if km is None else np.where(km, v, 0), km)
         if fits is not None:  # read after the offsets: the refinement, then the error feedback
             est += self.pixels.push_uniform(coder, *fits.side_symbols())
         if offsets is not None:  # pushed last, so the decoder reads them first
             est += self.pixels.push_offsets(coder, offsets + omax, 2 * omax + 1)
-        if adapted:  # read before the offsets
-            est += self.pixels.push_offsets(coder, np.array([weight + len(ADAPT_WEIGHTS) * flags]), modes(levels))
+        if adapted:  # read before the offsets; version 11: the block map on in the upper half
+            mode = weight + len(ADAPT_WEIGHTS) * flags + (modes(levels) if bmap is not None else 0)
+            est += self.pixels.push_offsets(coder, np.array([mode]), modes(levels) * (2 if profile.block_map else 1))
         plane = Plane(vmin, R, lat, coder.get_compressed(), base_level=base[0], base=base[1], ref_level=ref_level)
         if not want_bits:
             return plane
@@ -404,14 +416,17 @@ class Engine:
             raise ValueError(f"lvpnet chunk: reference level {ref_level} is not valid here")
         levels = flag_levels(profile.wide_flags)
         pixels = self.pixel_coder(profile.edge_classes)
+        use_blocks = False
         if profile.adapted_tables:
-            mode = int(self.pixels.pop_offsets(coder, 1, modes(levels))[0])
+            mode = int(self.pixels.pop_offsets(coder, 1, modes(levels) * (2 if profile.block_map else 1))[0])
+            use_blocks, mode = mode >= modes(levels), mode % modes(levels)
             flags = mode // len(ADAPT_WEIGHTS)
             tables = StepTables(pixels.tables, ADAPT_WEIGHTS[mode % len(ADAPT_WEIGHTS)])
         if profile.scale_offsets:
             omax = offset_max(profile.refined)
             offsets = self.pixels.pop_offsets(coder, self.dec.steps, 2 * omax + 1) - omax
         pix_bits[0] += side_bits(self.dec.steps, profile.scale_offsets, profile.adapted_tables, profile.refined, levels)
+        pix_bits[0] += 1.0 if profile.block_map else 0.0
         known, known_steps = None, frozenset()
         if plane.base_level:
             if not profile.base_lattice:
@@ -433,6 +448,11 @@ class Engine:
 
             refs = refine.read_side(pop, self.dec.order, self.cfg.n_scales)
             fbs = feedback.read_side(pop, self.dec.steps)
+        bmap = None
+        if use_blocks:  # version 11: the constant blocks, their lattice pixels known
+            km = block_choice.lattice_mask((H, W), g) if plane.base_level else None
+            bmap = blocks.read(coder, (H, W), R, known, km)
+            pix_bits[0] += blocks.bits(bmap, R, known, km) if want_bits else 0.0
 
         def record(pos, row, vals, mu):
             """Decoded values into ``out`` and the error feedback's plane."""
@@ -468,11 +488,13 @@ class Engine:
             ref_counts.start_step((k, -1 if row is None else row))
             hit = ref_hit = np.zeros(mu.shape, bool)
             at = pos if row is None else (di + row * f, dj)
+            inb = bmap.take(at, f, mu.shape) if bmap is not None else None  # version 11: given by the map
             got = None
             if ref_level:  # version 8: the reference flags come first
                 got = reference.item_reference(out, ref_plane, at, f, mu.shape, self.dec.order, k, row)
             if got is not None:
                 r, rx = got[0], reference.contexts(*got, ref_level, row)
+                rx = rx if inb is None else np.where(inb, 0, rx)
                 ref_hit = self.pixels.pop_flags(coder, rx, ref_counts)
                 if want_bits:
                     pix_bits[0] += float(ref_counts.bits(ref_hit, rx).sum())
@@ -485,6 +507,8 @@ class Engine:
                 x = flag_contexts(x, flags, row, cand == 0 if profile.min_flags else None)
                 if got is not None:  # no flag where the reference took the pixel or its candidate missed
                     x = np.where((rx > 0) & (ref_hit | (cand == r)), 0, x)
+                if inb is not None:
+                    x = np.where(inb, 0, x)
                 if af is not None:  # version 10: contexts of the refined mu and the shifted s
                     before = af.coded_bits
                     hit = af.pop(coder, flag_adapt.contexts(x, mu, cand, s))
@@ -494,7 +518,7 @@ class Engine:
                     if want_bits:
                         pix_bits[0] += float(counts.bits(hit, x).sum())
                     counts.add(hit, x)
-            keep = ~hit & ~ref_hit
+            keep = ~hit & ~ref_hit if inb is None else ~hit & ~ref_hit & ~inb
             sym, extra = pixels.pop_step(coder, trows[keep], R, tables)
             esc = sym == self.pixels.esc
             low = np.where(esc, 0, extra)
@@ -507,6 +531,8 @@ class Engine:
                 vals[hit] = cand[hit]
             if got is not None:
                 vals[ref_hit] = r[ref_hit]
+            if inb is not None:
+                vals[inb] = bmap.take(at, f, mu.shape, values=True)[inb]
             if vals.size and (vals.min() < 0 or vals.max() > R):
                 raise ValueError("decoded value outside the slice's range (damaged stream or other weights)")
             record(pos, row, vals, mu)

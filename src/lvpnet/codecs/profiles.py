@@ -40,6 +40,12 @@ Why each version exists (measured figures: ``docs/MODEL.md``, ``BENCHMARKS.md``)
     move round by round within each stage; on val the ultrasound planes pay 2.9% less (estimate,
     ``benchmarks/us_levers.md``; real bytes: ``benchmarks/bitstream10_val.md``). Which pixels carry
     a flag and the coding-mode choice are version 9's.
+11. Constant 8 x 8 blocks leave the pixel stream (``block_map``, ``model.blocks``): a map of the
+    blocks whose pixels all hold one value, read after the side information and before the first
+    step, takes their pixels out of every coded step (no flag, no symbol; a base lattice's pixels
+    inside a block give its value). The coding mode gains one bit, the map on or off, which the
+    encoder chooses per plane by the bits (``model.block_choice``): wide flat backgrounds
+    (ultrasound, graphics) stop paying a flag per pixel (``benchmarks/bitstream11_val.md``).
 """
 
 from __future__ import annotations
@@ -80,6 +86,9 @@ class Profile:
     #: neighbour-repeat flags in contexts of |mu - candidate| and the scale, adapting within a
     #: stage (``model.flag_adapt``, version 10)
     adaptive_flags: bool = False
+    #: constant 8 x 8 blocks mapped ahead of the steps, one more bit in the coding mode
+    #: (``model.blocks``, version 11)
+    block_map: bool = False
     #: the settings this version switched on over the one before (declaration, not a setting)
     adds: frozenset[str] = field(default=frozenset(), compare=False)
 
@@ -87,7 +96,7 @@ class Profile:
         # the engine builds each stage on the ones before it: a profile that skips one is no version
         needs = {"adapted_tables": "scale_offsets", "refined": "adapted_tables", "base_lattice": "adapted_tables",
                  "reference": "adapted_tables", "lattice_skip": "base_lattice", "value_gaps": "value_step",
-                 "adaptive_flags": "adapted_tables"}
+                 "adaptive_flags": "adapted_tables", "block_map": "lattice_skip"}
         for name, base in needs.items():
             if getattr(self, name) and not getattr(self, base):
                 raise ValueError(f"profile {self.version}: {name} needs {base}")
@@ -115,6 +124,7 @@ for _settings in [
     ("reference",),                        # 8: the previous slice as reference
     ("lattice_skip",),                     # 9: nothing computed for the base lattice's steps
     ("adaptive_flags",),                   # 10: repeat flags by the prediction, adapting within a stage
+    ("block_map",),                        # 11: constant 8 x 8 blocks out of the pixel stream
 ]:
     _p = _declare(*_settings)
     PROFILES[_p.version] = _p

@@ -197,6 +197,11 @@ class PlaneItem:
     mu: np.ndarray | None = None
     scale: np.ndarray | None = None
     cand: np.ndarray | None = None
+    # bitstream 11 (``model.blocks``): the item's first pixel in the plane and its shape, and the
+    # pixels a constant-block map gives (no flag, not coded; ``set_known``)
+    at: tuple[int, int] | None = None
+    shape: tuple[int, int] | None = None
+    known: np.ndarray | None = None
     _flag_x: dict = field(default_factory=dict, repr=False)  # level -> flag_x: x, row, at_min are set first
     _ref_x: np.ndarray | None = field(default=None, repr=False)  # ref_x at ref_level
 
@@ -216,6 +221,8 @@ class PlaneItem:
             x = flag_contexts(self.x, flags, self.row, self.at_min)
             if self.ref_flagged:
                 x = np.where((self.ref_x > 0) & (self.ref_eq | self.ref_is_cand), 0, x)
+            if self.known is not None:
+                x = np.where(self.known, 0, x)
             self._flag_x[flags] = x
         return self._flag_x[flags]
 
@@ -228,8 +235,15 @@ class PlaneItem:
     def ref_x(self) -> np.ndarray:
         """The reference flags' contexts at the plane's level (0: no flag)."""
         if self._ref_x is None:
-            self._ref_x = reference.contexts(self.ref, self.ref_m, self.ref_n, self.ref_level, self.row)
+            x = reference.contexts(self.ref, self.ref_m, self.ref_n, self.ref_level, self.row)
+            self._ref_x = x if self.known is None else np.where(self.known, 0, x)
         return self._ref_x
+
+    def set_known(self, known: np.ndarray | None) -> None:
+        """Bitstream 11: the item's pixels a block map gives (flattened bool; None: none)."""
+        self.known = None if known is None or not known.any() else np.asarray(known, bool).reshape(-1)
+        self._flag_x.clear()
+        self._ref_x = None
 
     def ref_hit(self) -> np.ndarray:
         """The pixels flagged as repeats of the reference."""
@@ -250,6 +264,8 @@ class PlaneItem:
         keep = ~self.ref_hit()
         if self.flagged(flags):
             keep &= ~self.flag_hit(flags)
+        if self.known is not None:
+            keep &= ~self.known
         return keep
 
 
@@ -275,7 +291,7 @@ def make_item(
     (``reference.ref_values``), for the reference flags. ``mu``, ``scale`` (bitstream version 10):
     the pixels' location and scale index as coded, for ``model.flag_adapt``'s contexts."""
     item = PlaneItem(k, np.asarray(sym).reshape(-1).astype(np.int64), np.asarray(s).reshape(-1).astype(np.int64),
-                     np.asarray(extra_bits, np.float64).reshape(-1), row=row)
+                     np.asarray(extra_bits, np.float64).reshape(-1), row=row, at=tuple(pos), shape=np.shape(values))
     found = item_candidates(v, pos, f, np.shape(values), order, k, row) if flags and np.size(values) else None
     if found is not None:
         c, x = found
@@ -371,7 +387,7 @@ def _unflagged(items: list[PlaneItem], base: np.ndarray) -> tuple[dict, dict]:
         b = float(ref_flag_bits(it, refs).sum())
         if it.ref_flagged:
             refs.add(it.ref_hit(), it.ref_x)
-        keep = ~it.ref_hit()
+        keep = it.keep(0)  # level 0: no neighbour flags; not the reference's nor a block map's pixels
         fixed[it.k] = fixed.get(it.k, 0.0) + b + float(it.extra_bits[keep].sum())
         kept.setdefault(it.k, []).append(it.s[keep] * base.shape[1] + it.sym[keep])
     hists = {k: np.bincount(np.concatenate(f), minlength=base.size) for k, f in kept.items()}
@@ -484,7 +500,7 @@ def lattice_bits(items: list[PlaneItem], base: np.ndarray, weight_index: int, fl
 def adapted_pixel_bits(
     steps, R: int, tables, shifts, K: int, v: np.ndarray, order, rows0: bool = False, flag_levels: int = FLAG_LEVELS,
     edge_thr: np.ndarray | None = None, min_flags: bool = False, base_costs: dict[int, float] | None = None,
-    ref: np.ndarray | None = None, adaptive_flags: bool = False,
+    ref: np.ndarray | None = None, adaptive_flags: bool = False, block_lattice: int | None = None,
 ) -> tuple[list[np.ndarray], tuple]:
     """Per item ``(k, values, mu, s)`` of a plane (integer tensors, decoding order, ``s`` as
     coded; ``v`` the whole plane, numpy; ``rows0``: sub-image 0 is decoded row by row): every
@@ -494,7 +510,10 @@ def adapted_pixel_bits(
     level's codestream: version 7, the chosen lattice's bits shared over its pixels by
     ``lattice.map_share``; with ``ref``, the previous slice's values as ``reference.ref_values`` gives
     them: version 8; with ``adaptive_flags``, the flags coded by ``model.flag_adapt``: version 10; the
-    coding choice is still judged with the flag counts of version 9), and the encoder's choice (weight index, flag level, base level, reference level)."""
+    coding choice is still judged with the flag counts of version 9; with ``block_lattice``, the
+    stride of the base lattice already taken out of ``steps`` (0: none), the constant-block map as
+    ``model.block_choice`` chooses it: version 11, its bits shared over the pixels it gives), and
+    the encoder's choice (weight index, flag level, base level, reference level)."""
     base = tables.cpu().numpy()
     if edge_thr is not None:
         base = edge.expand(base)
@@ -526,7 +545,21 @@ def adapted_pixel_bits(
     known = lattice.steps(order, lattice.stride(f, level)) if level else frozenset()
     # the lattice's items leave the pixel stream; the coding choice stays (``model.lattice``)
     shared = iter(lattice.map_share(items, prefix, known, base_costs[level]) if level else [])
-    coded = iter(plane_bits([it for it in items if it.k not in known], base, w, flags, adaptive_flags))
+    coded_items = [it for it in items if it.k not in known]
+    map_bits = 0.0
+    if block_lattice is not None:  # version 11 (the lattice, if any, chosen before: not in ``steps``)
+        from . import block_choice
+
+        _map, (w, flags, ref_level), map_bits = block_choice.choose(
+            coded_items, base, flag_levels, ref is not None, (w, flags, ref_level), v, R, f, block_lattice,
+            adaptive_flags)
+    coded_bits = plane_bits(coded_items, base, w, flags, adaptive_flags)
+    if map_bits:
+        given = sum(int(it.known.sum()) for it in coded_items if it.known is not None)
+        for it, b in zip(coded_items, coded_bits):
+            if it.known is not None:
+                b[it.known] += map_bits / given
+    coded = iter(coded_bits)
     bits = [next(shared) if it.k in known else next(coded) for it in items]
     out, i = [], 0
     for (_k, vals, _mu, _s), nrows in zip(steps, rows_of):

@@ -447,6 +447,7 @@ def slice_bits(
     model: LVPNet, dec: IntegerDecoder, v2d: np.ndarray, enc_device=None, calibrate: bool = True, adapt: bool = True,
     refined: bool = True, staged_latent: bool = True, wide_flags: bool = True, edge_classes: bool = True,
     min_flags: bool = True, lattice_costs=None, lattice_skip: bool = True, adaptive_flags: bool = True,
+    block_map: bool = True,
 ) -> dict:
     """Estimated code length of one grey slice with the exact integer decoder.
 
@@ -466,6 +467,8 @@ def slice_bits(
     each base lattice (``codecs.lvpnet_base.costs``; ``model.lattice``); the chosen lattice's
     bits count in ``pixel_bits`` and in ``step_bits`` (shared over its steps by ``lattice.map_share``).
     ``adaptive_flags`` (version 10): the neighbour-repeat flags coded by ``model.flag_adapt``.
+    ``block_map`` (version 11, with ``lattice_skip``): constant blocks out of the steps (``model.blocks``),
+    its mode bit in ``side_bits``.
 
     Returns {'pixel_bits', 'latent_bits', 'side_bits', 'n', 'step_bits'} (ideal -log2 p;
     the plane header (vmin, R, stream lengths) is not counted).
@@ -513,17 +516,20 @@ def slice_bits(
             return mode[2]
 
     candidates = lattice.candidate_steps(costs, dec.order, f) if choose else frozenset()
-    steps, _level, _head = fit_plane(raw, fits, calibrated, dec.order, candidates, choose)
+    steps, level, _head = fit_plane(raw, fits, calibrated, dec.order, candidates, choose)
     steps = [st for st in steps if st[1].numel()]
+    block_map = block_map and adapt and lattice_skip
     if adapt:
+        g = (lattice.stride(f, level) if level else 0) if block_map else None
         per_pixel, _mode = adapted_pixel_bits(steps, *args, None if lattice_skip else costs,
-                                              adaptive_flags=adaptive_flags)
+                                              adaptive_flags=adaptive_flags, block_lattice=g)
         for (k, *_rest), b in zip(steps, per_pixel):
             step_bits[k] = float(b.sum())
     else:
         for k, v_, mu_, s_ in steps:
             step_bits[k] = float(pixel_bits_exact(v_, mu_, s_, R, dec.pixel_tables, dec.pixel_shifts, dec.K).sum())
     side = side_bits(dec.steps, calibrate, adapt, refined, levels) + (fits.side_bits() if fits is not None else 0.0)
+    side += 1.0 if block_map else 0.0  # version 11: the map's bit in the coding mode
     return {"pixel_bits": sum(step_bits), "latent_bits": lat, "side_bits": side, "n": H * W, "step_bits": step_bits}
 
 

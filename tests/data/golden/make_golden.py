@@ -110,6 +110,21 @@ def version8_inputs() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return {"cine_uint8": (frames[1], frames[0]), "cine_rgb_uint8": (rgb[1], rgb[0])}
 
 
+def version11_inputs() -> dict[str, np.ndarray]:
+    """Inputs of bitstream version 11 (set b11) whose planes take a constant-block map: a grey
+    ultrasound-like frame (a black background, a speckled sector, a white caption) and an RGB one
+    (grey speckle, R = G = B, with coloured captions: its chroma planes are constant but for them)."""
+    rng = np.random.default_rng(23)
+    yy, xx = np.mgrid[:64, :88]
+    grey = np.zeros((64, 88), np.uint8)
+    sector = (np.hypot(yy - 4, xx - 44) < 52) & (np.abs(xx - 44) < (yy - 4) * 0.8)
+    grey[sector] = rng.integers(5, 140, int(sector.sum()))
+    grey[56:60, 4:30] = 255 * (rng.random((4, 26)) < 0.5)
+    rgb = np.repeat(grey[:48, :72, None], 3, axis=2)
+    rgb[2:6, 40:68] = np.array([250, 220, 30], np.uint8) * (rng.random((4, 28, 1)) < 0.6)
+    return {"us_blocks_uint8": grey, "us_overlay_rgb_uint8": rgb}
+
+
 HEADS = {
     "head1": {},
     "head2": {"head": 2, "subimage": 4, "ctx_bits": 9, "step0_rows": True},
@@ -123,7 +138,8 @@ def inputs_of(version: int) -> tuple[dict, dict]:
     """The inputs of a set of bitstream ``version`` and the (frame, frame before) pairs coded against it."""
     since = lambda first: version >= first  # noqa: E731 (the sets from bitstream ``first`` on)
     cases = (inputs() | (adapting_inputs() if since(3) else {}) | (refining_inputs() if since(4) else {})
-             | (version5_inputs() if since(5) else {}) | (version6_inputs() if since(6) else {}))
+             | (version5_inputs() if since(5) else {}) | (version6_inputs() if since(6) else {})
+             | (version11_inputs() if since(11) else {}))
     return cases, (version8_inputs() if since(8) else {})
 
 
