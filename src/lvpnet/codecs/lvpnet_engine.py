@@ -168,6 +168,7 @@ class Engine:
                 sub = step(k, mu[:hr, :wr].cpu().numpy(), s[:hr, :wr].cpu().numpy(), (di, dj), None)
             if k < dec.steps - 1:  # the last sub-image is context for nothing
                 ctx.append(prep.pad_edge(torch.from_numpy(np.ascontiguousarray(sub)).to(self.device), h, w))
+        dec.end_slice()
 
     # ------------------------------------------------------------------ encode
     @torch.no_grad()

@@ -88,8 +88,33 @@ class _Layer:
     def hidden(self, parts: list) -> np.ndarray:
         """A hidden layer: clamp(floor(sums / 2**shift), 0, AMAX) as (O, h, w) int8."""
         h, w = parts[0].shape[-2:]
-        y = torch.bitwise_right_shift(self.acc(parts), self.shift).clamp_(0, AMAX).to(torch.int8)
+        return self.activate(self.acc(parts), h, w)
+
+    def activate(self, acc: torch.Tensor, h: int, w: int) -> np.ndarray:
+        """The exact sums (O, h * w) int32 -> clamp(floor(sums / 2**shift), 0, AMAX) as (O, h, w) int8."""
+        y = torch.bitwise_right_shift(acc, self.shift).clamp_(0, AMAX).to(torch.int8)
         return y.numpy().reshape(self.O, h, w)
+
+
+class FeatsProduct:
+    """The first layer's product with the latent features (its bias included): the same for every
+    step of a slice, since the steps share the trunk and read the same features, so it is computed
+    once per slice (a quarter of the first layer's work for each of the other steps). Keyed by the
+    features tensor itself (held until ``clear``); integer sums, so splitting the product is exact."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
+        self.weight = weight
+        self.layer = _Layer({"weight": weight, "bias": bias, "shift": 0})
+        self._feats = self._acc = None
+
+    def acc(self, feats: torch.Tensor) -> torch.Tensor:
+        if self._feats is not feats:
+            self._acc = self.layer.acc([feats[0].to(torch.float32).numpy()])
+            self._feats = feats
+        return self._acc
+
+    def clear(self) -> None:
+        self._feats = self._acc = None
 
 
 def _unfold3(x, out, row0):
@@ -126,37 +151,74 @@ class Int8Step:
     """Step ``k``'s trunk and head (``predictor.step_spec``) as int8 products; ``head_rows`` the head
     outputs the step reads. ``Int8Step.build`` returns None where the weights do not fit int8."""
 
-    def __init__(self, spec: dict, head_rows: torch.Tensor, n_ctx: int):
+    def __init__(self, spec: dict, head_rows: torch.Tensor, n_ctx: int, shared: FeatsProduct | None = None):
         self.head_rows = head_rows
         self.n_ctx = n_ctx
         self.ctx = None
+        self.layers = [_Layer(layer) for layer in spec["layers"]]
+        self.head = _Layer(spec["head"], head_rows)
+        self.feats = None
         if "ctx" in spec:  # 9-bit inputs: stays a float conv, cut to the decoded sub-images
             c = dict(spec["ctx"])
             c["weight"] = c["weight"][:, : max(1, n_ctx)].contiguous()
             self.ctx = c
-        self.layers = [_Layer(layer) for layer in spec["layers"]]
-        self.head = _Layer(spec["head"], head_rows)
+            self._split_first(spec["layers"][0], spec["ctx"]["weight"].shape, shared)
+
+    def _split_first(self, first: dict, ctx_shape, shared: FeatsProduct | None) -> None:
+        """The first layer's input is (features, context conv, availability masks): its product
+        is taken in three parts, the features' once per slice (``FeatsProduct``, shared by the
+        steps), the masks' a constant map per step and plane size (``_mask_sums``)."""
+        w = first["weight"]
+        n_out, n_mask = int(ctx_shape[0]), int(ctx_shape[1])
+        cu = w.shape[1] - n_out - n_mask
+        if cu <= 0 or w.shape[-1] != 3:
+            return
+        if shared is None or not torch.equal(shared.weight, w[:, :cu]):
+            shared = FeatsProduct(w[:, :cu], first["bias"])
+        self.feats = shared
+        zero = torch.zeros(w.shape[0], dtype=first["bias"].dtype)
+        self.first_ctx = _Layer({"weight": w[:, cu : cu + n_out], "bias": zero, "shift": 0})
+        # the masks: channel c is AMAX where sub-image c is decoded (the first n_ctx), 0 elsewhere
+        self.mask_taps = (w[:, cu + n_out : cu + n_out + self.n_ctx].to(torch.int64).sum(1) * AMAX).numpy()
+        self._masks: dict = {}
+
+    def _mask_sums(self, h: int, w: int) -> torch.Tensor:
+        """The masks' exact sums (O, h * w) int32: constant inside, the 3x3 zero padding at the borders."""
+        if (h, w) not in self._masks:
+            rows = np.ones((3, h), np.int64)
+            cols = np.ones((3, w), np.int64)
+            rows[0, 0] = rows[2, h - 1] = 0  # tap row ki reads row y + ki - 1
+            cols[0, 0] = cols[2, w - 1] = 0
+            m = np.einsum("oab,ay,bx->oyx", self.mask_taps, rows, cols)
+            self._masks[(h, w)] = torch.from_numpy(m.reshape(m.shape[0], -1).astype(np.int32))
+        return self._masks[(h, w)]
 
     @classmethod
-    def build(cls, spec: dict, head_rows: torch.Tensor, n_ctx: int) -> Int8Step | None:
+    def build(cls, spec: dict, head_rows: torch.Tensor, n_ctx: int, shared: FeatsProduct | None = None
+              ) -> Int8Step | None:
         if not supported():
             return None
         if not all(_fits(layer) for layer in spec["layers"]) or not _fits(spec["head"]):
             return None
         if not all(layer["relu"] and not layer["raw"] for layer in spec["layers"]) or not spec["head"]["raw"]:
             return None
-        return cls(spec, head_rows, n_ctx)
+        return cls(spec, head_rows, n_ctx, shared)
 
     @torch.no_grad()
     def __call__(self, feats: torch.Tensor, ctx_u: torch.Tensor | None, avail: torch.Tensor | None) -> torch.Tensor:
         """Like ``predictor.trunk_int`` for one slice: raw head integers (1, len(head_rows), h, w) float32."""
         h, w = feats.shape[-2:]
         parts = [feats[0].to(torch.float32).numpy()]
+        layers = self.layers
         if self.ctx is not None:
             # sub-images not decoded yet are zero here (``IntegerDecoder._raw``): cutting them adds nothing
             c = int_conv(ctx_u[:, : max(1, self.n_ctx)].to(torch.float32), self.ctx, "conv")
-            m = np.broadcast_to((avail[0].to(torch.int8) * AMAX).numpy()[:, None, None], (avail.shape[1], h, w))
-            parts += [c[0].numpy(), np.ascontiguousarray(m)]
-        for layer in self.layers:
+            if self.feats is not None:  # the first layer in its three parts (``_split_first``)
+                acc = self.feats.acc(feats) + self.first_ctx.acc([c[0].numpy()]) + self._mask_sums(h, w)
+                parts, layers = [layers[0].activate(acc, h, w)], layers[1:]
+            else:
+                m = np.broadcast_to((avail[0].to(torch.int8) * AMAX).numpy()[:, None, None], (avail.shape[1], h, w))
+                parts += [c[0].numpy(), np.ascontiguousarray(m)]
+        for layer in layers:
             parts = [layer.hidden(parts)]
         return self.head.acc(parts).to(torch.float32).view(1, -1, h, w)  # |sums| < 2**24: exact
