@@ -18,6 +18,8 @@ output channels first, and the head's raw maps come out in the layout ``head_par
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import torch
 
@@ -77,13 +79,15 @@ class _Layer:
             cols = torch.from_numpy(x.reshape(x.shape[0], -1))
         else:
             h, w = parts[0].shape[-2:]
-            out = np.zeros((self.Kp, h * w), np.int8)
+            out = _columns(self.Kp, tuple(x.shape[0] for x in parts), h, w)
             row = 0
             for x in parts:
                 _kernels()[0](x, out, row)
                 row += 9 * x.shape[0]
             cols = torch.from_numpy(out)
-        return torch._int_mm(self.mat, cols) + self.bias
+        acc = torch._int_mm(self.mat, cols)
+        acc += self.bias
+        return acc
 
     def hidden(self, parts: list) -> np.ndarray:
         """A hidden layer: clamp(floor(sums / 2**shift), 0, AMAX) as (O, h, w) int8."""
@@ -91,8 +95,10 @@ class _Layer:
         return self.activate(self.acc(parts), h, w)
 
     def activate(self, acc: torch.Tensor, h: int, w: int) -> np.ndarray:
-        """The exact sums (O, h * w) int32 -> clamp(floor(sums / 2**shift), 0, AMAX) as (O, h, w) int8."""
-        y = torch.bitwise_right_shift(acc, self.shift).clamp_(0, AMAX).to(torch.int8)
+        """The exact sums (O, h * w) int32 (overwritten) -> clamp(floor(sums / 2**shift), 0, AMAX) as
+        (O, h, w) int8."""
+        acc >>= self.shift
+        y = acc.clamp_(0, AMAX).to(torch.int8)
         return y.numpy().reshape(self.O, h, w)
 
 
@@ -105,16 +111,36 @@ class FeatsProduct:
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
         self.weight = weight
         self.layer = _Layer({"weight": weight, "bias": bias, "shift": 0})
-        self._feats = self._acc = None
+        self._local = threading.local()  # an engine may walk slices in two threads at once
 
     def acc(self, feats: torch.Tensor) -> torch.Tensor:
-        if self._feats is not feats:
-            self._acc = self.layer.acc([feats[0].to(torch.float32).numpy()])
-            self._feats = feats
-        return self._acc
+        mine = self._local.__dict__
+        if mine.get("feats") is not feats:
+            mine["acc"] = self.layer.acc([feats[0].to(torch.float32).numpy()])
+            mine["feats"] = feats
+        return mine["acc"]
 
     def clear(self) -> None:
-        self._feats = self._acc = None
+        self._local.__dict__.clear()
+
+
+_LOCAL = threading.local()  # per thread (a viewer decodes in the background): the unfold buffers
+
+
+def _columns(K: int, channels: tuple, h: int, w: int) -> np.ndarray:
+    """A zeroed (K, h * w) int8 buffer for a 3x3 layer's unfolded input, kept for the next call of
+    the same layout in this thread: ``_unfold3`` writes the same entries on every call (the
+    padding's zeros and the rows past the channels stay as they are), so it is zeroed once, not
+    once per step. Every step's layers share them; ``release_columns`` drops them after a slice."""
+    bufs = _LOCAL.__dict__.setdefault("columns", {})
+    key = (K, channels, h, w)
+    if key not in bufs:
+        bufs[key] = np.zeros((K, h * w), np.int8)
+    return bufs[key]
+
+
+def release_columns() -> None:
+    _LOCAL.__dict__.pop("columns", None)
 
 
 def _unfold3(x, out, row0):
@@ -214,7 +240,9 @@ class Int8Step:
             # sub-images not decoded yet are zero here (``IntegerDecoder._raw``): cutting them adds nothing
             c = int_conv(ctx_u[:, : max(1, self.n_ctx)].to(torch.float32), self.ctx, "conv")
             if self.feats is not None:  # the first layer in its three parts (``_split_first``)
-                acc = self.feats.acc(feats) + self.first_ctx.acc([c[0].numpy()]) + self._mask_sums(h, w)
+                acc = self.first_ctx.acc([c[0].numpy()])
+                acc += self.feats.acc(feats)
+                acc += self._mask_sums(h, w)
                 parts, layers = [layers[0].activate(acc, h, w)], layers[1:]
             else:
                 m = np.broadcast_to((avail[0].to(torch.int8) * AMAX).numpy()[:, None, None], (avail.shape[1], h, w))

@@ -24,7 +24,7 @@ from . import edge, lattice
 from .adapt import adapted_pixel_bits, flag_levels, offset_max, side_bits
 from .fitting import SliceFitting, fit_plane, network_steps
 from .gmsm import GMSM
-from .int8_trunk import Int8Step
+from .int8_trunk import Int8Step, release_columns
 from .intnet import ExactMode, IntConv2d, int_conv
 from .latent_adapt import staged_bits
 from .predictor import (
@@ -402,6 +402,7 @@ class IntegerDecoder:
         for st in self._int8_steps.values():
             if st is not None and st.feats is not None:
                 st.feats.clear()
+        release_columns()
 
     def _params(self, raw, R: int, B: int, k: int, **kw):
         lin = None if self.lin is None else (self.lin[0][k : k + 1], self.lin[1][k : k + 1])
