@@ -232,7 +232,7 @@ class Int8Step:
 
     @torch.no_grad()
     def __call__(self, feats: torch.Tensor, ctx_u: torch.Tensor | None, avail: torch.Tensor | None) -> torch.Tensor:
-        """Like ``predictor.trunk_int`` for one slice: raw head integers (1, len(head_rows), h, w) float32."""
+        """Like ``predictor.trunk_int`` for one slice: raw head integers (1, len(head_rows), h, w) int32."""
         h, w = feats.shape[-2:]
         parts = [feats[0].to(torch.float32).numpy()]
         layers = self.layers
@@ -249,4 +249,6 @@ class Int8Step:
                 parts += [c[0].numpy(), np.ascontiguousarray(m)]
         for layer in layers:
             parts = [layer.hidden(parts)]
-        return self.head.acc(parts).to(torch.float32).view(1, -1, h, w)  # |sums| < 2**24: exact
+        # int32, as the product gives them: ``head_params`` reads integers of either type (a float32
+        # copy cost as much as the fused head itself on a large plane)
+        return self.head.acc(parts).view(1, -1, h, w)
