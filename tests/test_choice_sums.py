@@ -42,3 +42,21 @@ def test_table_bits_all_is_every_weight():
             want = adapt._table_bits(base, w, hists)
             assert got[w].keys() == want.keys()
             assert all(abs(got[w][k] - want[k]) <= 1e-9 * max(1.0, want[k]) for k in want)
+
+
+def test_residual_pairs_count_every_pixel():
+    from lvpnet.model.tables import residual_pairs
+
+    rng = np.random.default_rng(2)
+    for r, s in ((rng.integers(-5, 6, 5000), rng.integers(10, 14, 5000)),  # concentrated: pairs
+                 (rng.integers(-10**6, 10**6, 300), rng.integers(0, 80, 300)),  # spread: the pixels
+                 (np.zeros(0, np.int64), np.zeros(0, np.int64))):
+        ru, su, n = residual_pairs(r, s)
+        got = {(a, b): c for a, b, c in zip(ru.tolist(), su.tolist(), n.tolist()) if c}
+        want = {}
+        for a, b in zip(r.tolist(), s.tolist()):
+            want[(a, b)] = want.get((a, b), 0) + 1
+        if len(ru) == len(r):  # the pixels as they are
+            assert np.array_equal(ru, r) and np.array_equal(su, s) and (n == 1).all()
+        else:
+            assert got == want
