@@ -71,15 +71,17 @@ class _Layer:
         self.bias = b.to(torch.int32)[:, None]
         self.shift = int(spec["shift"])
 
-    def acc(self, parts: list) -> torch.Tensor:
+    def acc(self, parts: list, keep: bool = True) -> torch.Tensor:
         """Channel-first inputs (C_i, h, w) (float32 or int8, integers in [0, AMAX]), together the
-        layer's C channels -> the exact sums (O, h * w) int32, bias included."""
+        layer's C channels -> the exact sums (O, h * w) int32, bias included. ``keep``: the unfold
+        buffer kept for the next step (``_columns``); False for a product taken once a slice."""
         if self.k == 1:
             (x,) = parts
             cols = torch.from_numpy(x.reshape(x.shape[0], -1))
         else:
             h, w = parts[0].shape[-2:]
-            out = _columns(self.Kp, tuple(x.shape[0] for x in parts), h, w)
+            out = (_columns(self.Kp, tuple(x.shape[0] for x in parts), h, w) if keep and self.Kp * h * w <= _KEEP
+                   else np.zeros((self.Kp, h * w), np.int8))
             row = 0
             for x in parts:
                 _kernels()[0](x, out, row)
@@ -116,7 +118,7 @@ class FeatsProduct:
     def acc(self, feats: torch.Tensor) -> torch.Tensor:
         mine = self._local.__dict__
         if mine.get("feats") is not feats:
-            mine["acc"] = self.layer.acc([feats[0].to(torch.float32).numpy()])
+            mine["acc"] = self.layer.acc([feats[0].to(torch.float32).numpy()], keep=False)
             mine["feats"] = feats
         return mine["acc"]
 
@@ -125,6 +127,8 @@ class FeatsProduct:
 
 
 _LOCAL = threading.local()  # per thread (a viewer decodes in the background): the unfold buffers
+_KEEP = 32 << 20  # bytes: buffers up to this are kept between steps (every layer of a 1024 x 1024 plane;
+# a larger plane's zeroing is small beside its products, and its buffers would hold 60 bytes a pixel)
 
 
 def _columns(K: int, channels: tuple, h: int, w: int) -> np.ndarray:
@@ -193,7 +197,7 @@ class Int8Step:
     def _split_first(self, first: dict, ctx_shape, shared: FeatsProduct | None) -> None:
         """The first layer's input is (features, context conv, availability masks): its product
         is taken in three parts, the features' once per slice (``FeatsProduct``, shared by the
-        steps), the masks' a constant map per step and plane size (``_mask_sums``)."""
+        steps), the masks' a constant map per step (``_add_mask_sums``)."""
         w = first["weight"]
         n_out, n_mask = int(ctx_shape[0]), int(ctx_shape[1])
         cu = w.shape[1] - n_out - n_mask
@@ -204,20 +208,27 @@ class Int8Step:
         self.feats = shared
         zero = torch.zeros(w.shape[0], dtype=first["bias"].dtype)
         self.first_ctx = _Layer({"weight": w[:, cu : cu + n_out], "bias": zero, "shift": 0})
-        # the masks: channel c is AMAX where sub-image c is decoded (the first n_ctx), 0 elsewhere
+        # the masks: channel c is AMAX where sub-image c is decoded (the first n_ctx), 0 elsewhere;
+        # their sums per plane width are kept (``_add_mask_sums``)
         self.mask_taps = (w[:, cu + n_out : cu + n_out + self.n_ctx].to(torch.int64).sum(1) * AMAX).numpy()
         self._masks: dict = {}
 
-    def _mask_sums(self, h: int, w: int) -> torch.Tensor:
-        """The masks' exact sums (O, h * w) int32: constant inside, the 3x3 zero padding at the borders."""
-        if (h, w) not in self._masks:
-            rows = np.ones((3, h), np.int64)
+    def _add_mask_sums(self, acc: torch.Tensor, h: int, w: int) -> None:
+        """Adds the masks' exact sums to ``acc`` (O, h * w) int32: the same in every row but the
+        first and the last, whose taps above or below fall in the 3x3 zero padding."""
+        if w not in self._masks:  # per tap row ki, each column's sum over the taps kj inside the plane
             cols = np.ones((3, w), np.int64)
-            rows[0, 0] = rows[2, h - 1] = 0  # tap row ki reads row y + ki - 1
-            cols[0, 0] = cols[2, w - 1] = 0
-            m = np.einsum("oab,ay,bx->oyx", self.mask_taps, rows, cols)
-            self._masks[(h, w)] = torch.from_numpy(m.reshape(m.shape[0], -1).astype(np.int32))
-        return self._masks[(h, w)]
+            cols[0, 0] = cols[2, w - 1] = 0  # tap column kj reads column x + kj - 1
+            self._masks[w] = torch.from_numpy(np.einsum("oab,bx->oax", self.mask_taps, cols).astype(np.int32))
+        part = self._masks[w]  # (O, 3, w)
+        a = acc.view(acc.shape[0], h, w)
+        if h == 1:
+            a += part[:, 1][:, None]
+            return
+        a[:, 0] += part[:, 1] + part[:, 2]  # tap row ki reads row y + ki - 1
+        a[:, h - 1] += part[:, 0] + part[:, 1]
+        if h > 2:
+            a[:, 1 : h - 1] += part.sum(1, dtype=torch.int32)[:, None]
 
     @classmethod
     def build(cls, spec: dict, head_rows: torch.Tensor, n_ctx: int, shared: FeatsProduct | None = None
@@ -242,7 +253,7 @@ class Int8Step:
             if self.feats is not None:  # the first layer in its three parts (``_split_first``)
                 acc = self.first_ctx.acc([c[0].numpy()])
                 acc += self.feats.acc(feats)
-                acc += self._mask_sums(h, w)
+                self._add_mask_sums(acc, h, w)
                 parts, layers = [layers[0].activate(acc, h, w)], layers[1:]
             else:
                 m = np.broadcast_to((avail[0].to(torch.int8) * AMAX).numpy()[:, None, None], (avail.shape[1], h, w))
