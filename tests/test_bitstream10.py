@@ -1,23 +1,22 @@
 """Bitstream version 10: neighbour-repeat flags coded in contexts of the prediction, adapting within a
 stage (``model.flag_adapt``).
 
-The golden v3 weights on the golden inputs whose planes carry flags: the encoder and the decoder
+The golden head-3 weights on the golden inputs whose planes carry flags: the encoder and the decoder
 walk the same flag contexts (round trip, reference paths), the estimate is what the chunk pays,
 the training estimate (``slice_bits``) and the Inspect maps (``analysis``) count the same bits, and
 a version 9 reader of the same planes does not (the flags' coding is the version's).
 """
 
-from pathlib import Path
 
 import numpy as np
 import pytest
+from golden_sets import SETS, weights_of
 
 from lvpnet.codecs.lvpnet_codec import LVPNetCodec
 from lvpnet.codecs.profiles import LATEST, PROFILES
 from lvpnet.model import flag_adapt
 
-DATA = Path(__file__).resolve().parent / "data"
-WEIGHTS = DATA / "lvpnet_golden_b10" / "model.pt"  # the v3 weights
+WEIGHTS = weights_of("b10")  # the head-3 weights every golden set from b2 on shares
 # inputs whose planes carry neighbour-repeat flags under these weights (v10 writes them otherwise than v9)
 FLAGGED = ["flat_background_uint8", "padded_ct_int16"]
 GREY = FLAGGED + ["blocks_uint8", "levels_uint16", "texture_uint16"]
@@ -40,7 +39,7 @@ def codec():
 
 
 def _input(name):
-    return np.load(DATA / "lvpnet_golden_b10" / f"{name}.npy")
+    return np.load(SETS["b10"] / f"{name}.npy")
 
 
 @pytest.mark.parametrize("name", FLAGGED + ["us_rgb_uint8"])

@@ -1,23 +1,22 @@
 """Bitstream version 9: the decoder computes nothing for the steps a base lattice gives.
 
-The golden v3 weights (4x4 sub-images, step 0 row by row): on inputs whose encoder takes a
+The golden head-3 weights (4x4 sub-images, step 0 row by row): on inputs whose encoder takes a
 base lattice, the decoder must never run the network (step 0's head and rows, the trunk of the
 lattice's steps) on those steps, and a file must decode the same on the reference paths (float
 trunk, torch head, numpy refinement and feedback) as on the fast ones, and be written the same.
 """
 
-from pathlib import Path
 
 import numpy as np
 import pytest
+from golden_sets import SETS, weights_of
 
 from lvpnet.codecs.lvpnet_chunk import unpack_chunk
 from lvpnet.codecs.lvpnet_codec import LVPNetCodec
 from lvpnet.codecs.profiles import PROFILES
 from lvpnet.model import feedback, head_kernel, lattice, refine, repeat
 
-DATA = Path(__file__).resolve().parent / "data"
-WEIGHTS = DATA / "lvpnet_golden_b9" / "model.pt"  # the v3 weights
+WEIGHTS = weights_of("b9")  # the head-3 weights every golden set from b2 on shares
 # inputs of the golden sets on which these weights take a base lattice (level 1 and level 2)
 INPUTS = {"blocks_uint8": 1, "padded_ct_int16": 2}
 
@@ -33,7 +32,7 @@ def codec():
 
 
 def _input(name):
-    return np.load(DATA / "lvpnet_golden_b9" / f"{name}.npy")
+    return np.load(SETS["b9"] / f"{name}.npy")
 
 
 class _Counting:

@@ -4,40 +4,33 @@ Decoding the committed chunks must give the inputs exactly (the format and the i
 decoder side must not change by accident). Encoding the inputs must give the same bytes: a
 change of what the codec writes is a format change (bump ``LVPNetCodec.version`` and keep
 decoding version 1). When the float encoder's architecture changes (its weights no longer
-load), regenerate deliberately with ``tests/data/lvpnet_golden/make_golden.py``.
+load), regenerate deliberately with ``tests/data/golden/make_golden.py``.
 """
 
 import hashlib
-import json
-from pathlib import Path
 
 import imagecodecs
 import numpy as np
 import pytest
+from golden_sets import EXPECTED, SETS, weights_of
 
 from lvpnet.codecs.lvpnet_codec import LVPNetCodec
 
-DATA = Path(__file__).resolve().parent / "data"
-# v1: model head 1, 2x2 sub-images, bitstream version 1 (decode only: the codec writes version 3 now)
-# v2: model head 2, 4x4 sub-images, step 0 by rows, bitstream version 2 (per-step scale offsets)
-# v3: as v2 with model head 3 (signed linear terms, nonzero in this set's weights)
-# v4: v3's weights, bitstream version 3 (tables adapted to the slice, value gaps, repeat flags)
-# v5: v3's weights, bitstream version 4 (locations refined on the slice)
-# v6: v3's weights, bitstream version 5 (latent tables adapted to the slice, flag levels 3 and 4)
-# v7: v3's weights, bitstream version 6 (tables counted by the distance from the minimum, flags on
-#     candidates at the minimum)
-# v8: v3's weights, bitstream version 7 (base lattices coded by JPEG-XL where that is smaller)
-# v9: v3's weights, bitstream version 8 (flags for the pixels that repeat the previous slice; the
-#     inputs with a ``<name>.ref.npy`` are coded against it)
-# b9: v3's weights, bitstream version 9 (nothing computed for the base lattice's steps); from here on
-#     a set is named by the bitstream it holds
-# b10: v3's weights, bitstream version 10 (neighbour-repeat flags by the prediction, adapting within
-#     a stage), the inputs of b9
-SETS = {"v1": DATA / "lvpnet_golden", "v2": DATA / "lvpnet_golden_v2", "v3": DATA / "lvpnet_golden_v3",
-        "v4": DATA / "lvpnet_golden_v4", "v5": DATA / "lvpnet_golden_v5", "v6": DATA / "lvpnet_golden_v6",
-        "v7": DATA / "lvpnet_golden_v7", "v8": DATA / "lvpnet_golden_v8", "v9": DATA / "lvpnet_golden_v9",
-        "b9": DATA / "lvpnet_golden_b9", "b10": DATA / "lvpnet_golden_b10"}
-EXPECTED = {k: json.loads((d / "expected.json").read_text()) for k, d in SETS.items()}
+# b1: model head 1, 2x2 sub-images, bitstream version 1
+# b2-head2: model head 2, 4x4 sub-images, step 0 by rows, bitstream version 2 (per-step scale offsets)
+# b2: as b2-head2 with model head 3 (signed linear terms, nonzero in these weights); every later set
+#     shares these weights
+# b3: bitstream version 3 (tables adapted to the slice, value gaps, repeat flags)
+# b4: bitstream version 4 (locations refined on the slice)
+# b5: bitstream version 5 (latent tables adapted to the slice, flag levels 3 and 4)
+# b6: bitstream version 6 (tables counted by the distance from the minimum, flags on candidates at the
+#     minimum)
+# b7: bitstream version 7 (base lattices coded by JPEG-XL where that is smaller)
+# b8: bitstream version 8 (flags for the pixels that repeat the previous slice; the inputs with a
+#     ``<name>.ref.npy`` are coded against it)
+# b9: bitstream version 9 (nothing computed for the base lattice's steps)
+# b10: bitstream version 10 (neighbour-repeat flags by the prediction, adapting within a stage)
+# (where they live and how their weights are stored once: golden_sets.py)
 CASES = [(k, name) for k in SETS for name in sorted(EXPECTED[k]["chunks"])]
 CURRENT = [(k, name) for k, name in CASES if EXPECTED[k]["codec_version"] == LVPNetCodec.version]
 
@@ -47,21 +40,21 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def codecs():
-    return {k: LVPNetCodec(d / "model.pt", device="cpu") for k, d in SETS.items()}
+    return {k: LVPNetCodec(weights_of(k), device="cpu") for k in SETS}
 
 
 @pytest.mark.parametrize("which", sorted(SETS))
 def test_golden_files_present(codecs, which):
     here, expected, codec = SETS[which], EXPECTED[which], codecs[which]
     assert len(expected["chunks"]) >= 4 and expected["codec_version"] in codec.reads_versions
-    assert hashlib.sha256((here / "model.pt").read_bytes()).hexdigest() == expected["model_sha256"]
+    assert hashlib.sha256(weights_of(which).read_bytes()).hexdigest() == expected["model_sha256"]
     assert codec.model_id() == expected["model_sha256"]
     for name, sha in expected["chunks"].items():
         assert hashlib.sha256((here / f"{name}.chunk").read_bytes()).hexdigest() == sha
 
 
 def _reference(which: str, name: str) -> dict:
-    """``{"reference": the frame before}`` for an input coded against it (set v9 on), else {}."""
+    """``{"reference": the frame before}`` for an input coded against it (set b8 on), else {}."""
     path = SETS[which] / f"{name}.ref.npy"
     return {"reference": np.load(path)} if path.exists() else {}
 
@@ -85,7 +78,7 @@ def test_golden_encode(codecs, which, name):
         data = codecs[which].encode(x, **_reference(which, name))
     except RuntimeError as e:  # load_state_dict: the encoder's layers changed
         pytest.fail(f"the golden weights no longer load into the float encoder ({str(e)[:200]}); "
-                    "if the architecture change is meant, regenerate with tests/data/lvpnet_golden/make_golden.py")
+                    "if the architecture change is meant, regenerate with tests/data/golden/make_golden.py")
     want = (SETS[which] / f"{name}.chunk").read_bytes()
     if EXPECTED[which].get("jpegxl", _JXL) != _JXL:  # another libjxl may write other base codestreams
         version = EXPECTED[which]["codec_version"]
@@ -120,12 +113,12 @@ def test_the_adapting_golden_inputs_adapt(codecs, name, flags):
     from lvpnet.codecs.lvpnet_entropy import new_coder
     from lvpnet.model.adapt import ADAPT_WEIGHTS, MODES
 
-    x = np.load(SETS["v4"] / f"{name}.npy")
-    data = (SETS["v4"] / f"{name}.chunk").read_bytes()
+    x = np.load(SETS["b3"] / f"{name}.npy")
+    data = (SETS["b3"] / f"{name}.chunk").read_bytes()
     pix = unpack_chunk(data, 1, 3)[0].pixels
-    mode = int(codecs["v4"].engine().pixels.pop_offsets(new_coder(pix), 1, MODES)[0])
+    mode = int(codecs["b3"].engine().pixels.pop_offsets(new_coder(pix), 1, MODES)[0])
     assert mode % len(ADAPT_WEIGHTS) > 0 if flags is None else mode >= len(ADAPT_WEIGHTS)
-    assert np.array_equal(codecs["v4"].decode(data, x.shape, x.dtype, 3), x)
+    assert np.array_equal(codecs["b3"].decode(data, x.shape, x.dtype, 3), x)
 
 
 def test_the_refining_golden_input_is_refined(codecs):
@@ -137,9 +130,9 @@ def test_the_refining_golden_input_is_refined(codecs):
     from lvpnet.model.adapt import MODES
     from lvpnet.model.tables import WIDE_OFFSET_MAX
 
-    codec = codecs["v5"]
-    x = np.load(SETS["v5"] / "texture_uint16.npy")
-    data = (SETS["v5"] / "texture_uint16.chunk").read_bytes()
+    codec = codecs["b4"]
+    x = np.load(SETS["b4"] / "texture_uint16.npy")
+    data = (SETS["b4"] / "texture_uint16.chunk").read_bytes()
     pix = unpack_chunk(data, 1, 4)[0].pixels
     eng = codec.engine()
     coder = new_coder(pix)
@@ -160,9 +153,9 @@ def test_the_staged_golden_latent_spans_stages(codecs):
     from lvpnet.codecs.lvpnet_codec import unpack_chunk
     from lvpnet.model.latent_adapt import stage_bounds
 
-    codec = codecs["v6"]
-    x = np.load(SETS["v6"] / "blocks_uint8.npy")
-    data = (SETS["v6"] / "blocks_uint8.chunk").read_bytes()
+    codec = codecs["b5"]
+    x = np.load(SETS["b5"] / "blocks_uint8.npy")
+    data = (SETS["b5"] / "blocks_uint8.chunk").read_bytes()
     lat = unpack_chunk(data, 1, 5)[0].latent
     eng = codec.engine()
     shape = eng.latent_shape(*x.shape)
@@ -185,9 +178,9 @@ def test_the_padded_golden_ct_flags_only_where_neighbours_agree(codecs):
     from lvpnet.codecs.lvpnet_entropy import new_coder
     from lvpnet.model.adapt import ADAPT_WEIGHTS, WIDE_FLAG_LEVELS, modes
 
-    codec = codecs["v6"]
-    x = np.load(SETS["v6"] / "padded_ct_int16.npy")
-    data = (SETS["v6"] / "padded_ct_int16.chunk").read_bytes()
+    codec = codecs["b5"]
+    x = np.load(SETS["b5"] / "padded_ct_int16.npy")
+    data = (SETS["b5"] / "padded_ct_int16.chunk").read_bytes()
     pix = unpack_chunk(data, 1, 5)[0].pixels
     mode = int(codec.engine().pixels.pop_offsets(new_coder(pix), 1, modes(WIDE_FLAG_LEVELS))[0])
     assert mode // len(ADAPT_WEIGHTS) == 3
@@ -215,12 +208,12 @@ def _plane_changes_without(codec, data: bytes, shape, **switch) -> bool:
 def test_the_rician_golden_input_takes_the_edge_classes(codecs):
     """rician_mr_uint16 (bitstream 6): its chunk decodes only with the tables counted by the
     distance from the minimum, and is shorter than version 5 writes it."""
-    codec = codecs["v7"]
-    x = np.load(SETS["v7"] / "rician_mr_uint16.npy")
-    data = (SETS["v7"] / "rician_mr_uint16.chunk").read_bytes()
+    codec = codecs["b6"]
+    x = np.load(SETS["b6"] / "rician_mr_uint16.npy")
+    data = (SETS["b6"] / "rician_mr_uint16.chunk").read_bytes()
     assert np.array_equal(codec.decode(data, x.shape, x.dtype, 6), x)
     assert _plane_changes_without(codec, data, x.shape, edge_classes=False)
-    v5 = LVPNetCodec(SETS["v7"] / "model.pt", device="cpu")
+    v5 = LVPNetCodec(weights_of("b6"), device="cpu")
     v5.version = 5
     assert len(data) < len(v5.encode(x))
 
@@ -228,9 +221,9 @@ def test_the_rician_golden_input_takes_the_edge_classes(codecs):
 def test_the_padded_golden_ct_flags_its_edge_at_the_minimum(codecs):
     """padded_ct_int16 (bitstream 6): the padding's edge, where two neighbours are padding, carries
     flags on the minimum candidate; read without them the chunk does not decode to the image."""
-    codec = codecs["v7"]
-    x = np.load(SETS["v7"] / "padded_ct_int16.npy")
-    data = (SETS["v7"] / "padded_ct_int16.chunk").read_bytes()
+    codec = codecs["b6"]
+    x = np.load(SETS["b6"] / "padded_ct_int16.npy")
+    data = (SETS["b6"] / "padded_ct_int16.chunk").read_bytes()
     assert np.array_equal(codec.decode(data, x.shape, x.dtype, 6), x)
     assert _plane_changes_without(codec, data, x.shape, min_flags=False)
 
@@ -245,13 +238,13 @@ def test_the_golden_base_layers(codecs, name):
 
     from lvpnet.codecs.lvpnet_codec import pack_chunk, unpack_chunk
 
-    codec = codecs["v8"]
-    x = np.load(SETS["v8"] / f"{name}.npy")
-    data = (SETS["v8"] / f"{name}.chunk").read_bytes()
+    codec = codecs["b7"]
+    x = np.load(SETS["b7"] / f"{name}.npy")
+    data = (SETS["b7"] / f"{name}.chunk").read_bytes()
     planes = unpack_chunk(data, 3 if x.ndim == 3 else 1, 7)
     assert any(p.base_level for p in planes)
     assert np.array_equal(codec.decode(data, x.shape, x.dtype, 7), x)
-    assert len(data) < len((SETS["v7"] / f"{name}.chunk").read_bytes())
+    assert len(data) < len((SETS["b6"] / f"{name}.chunk").read_bytes())
     i = next(i for i, p in enumerate(planes) if p.base_level)
     level, code = planes[i].base_level, planes[i].base
     damaged = bytearray(code)
@@ -276,8 +269,8 @@ def test_the_golden_comparison_survives_another_libjxl():
     from lvpnet.codecs.lvpnet_codec import pack_chunk, unpack_chunk
     from lvpnet.model import lattice
 
-    x = np.load(SETS["v8"] / "padded_ct_int16.npy")
-    data = (SETS["v8"] / "padded_ct_int16.chunk").read_bytes()
+    x = np.load(SETS["b7"] / "padded_ct_int16.npy")
+    data = (SETS["b7"] / "padded_ct_int16.chunk").read_bytes()
     (plane,) = unpack_chunk(data, 1, 7)
     level, code, R, pix = plane.base_level, plane.base, plane.R, plane.pixels
     g = lattice.stride(4, level)
@@ -294,14 +287,14 @@ def test_the_golden_comparison_survives_another_libjxl():
 
 @pytest.mark.parametrize("name", ["cine_uint8", "cine_rgb_uint8"])
 def test_the_cine_golden_inputs_repeat_their_previous_frame(codecs, name):
-    """Set v9's cine frames are coded against the frame before (every plane at a reference level):
+    """Set b8's cine frames are coded against the frame before (every plane at a reference level):
     the golden bytes guard the reference flags. Without that frame they are refused; against
     another frame they decode wrongly or fail."""
     from lvpnet.codecs.lvpnet_codec import unpack_chunk
 
-    codec = codecs["v9"]
-    x, ref = np.load(SETS["v9"] / f"{name}.npy"), np.load(SETS["v9"] / f"{name}.ref.npy")
-    data = (SETS["v9"] / f"{name}.chunk").read_bytes()
+    codec = codecs["b8"]
+    x, ref = np.load(SETS["b8"] / f"{name}.npy"), np.load(SETS["b8"] / f"{name}.ref.npy")
+    data = (SETS["b8"] / f"{name}.chunk").read_bytes()
     assert codec.needs_reference(data, x.shape, 8)
     assert all(p.ref_level > 0 for p in unpack_chunk(data, 3 if x.ndim == 3 else 1, 8))
     assert len(data) < 0.9 * len(codec.encode(x))  # the flags pay
