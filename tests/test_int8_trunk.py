@@ -35,7 +35,7 @@ def test_shipped_weights_int8_equals_float():
     for k in range(fast.steps):
         a, ctx_v, avail = fast._raw(feats, ctx, k, B)
         b = ref._raw(feats, ctx, k, B)[0]
-        assert torch.equal(a, b[:, fast._int8_steps[k].head_rows]), f"step {k}"
+        assert a.dtype == torch.int32 and torch.equal(a.to(b.dtype), b[:, fast._int8_steps[k].head_rows]), f"step {k}"
         if k:
             pa = fast._params(a, R, B, k, ctx_v=ctx_v, avail=avail)
             pb = ref._params(b, R, B, k, ctx_v=ctx_v, avail=avail)
@@ -44,3 +44,45 @@ def test_shipped_weights_int8_equals_float():
 
 def fast_latent_shape(dec, Hp, Wp):
     return (int(dec.latent_tables.shape[0]), Hp // dec.cfg.stride, Wp // dec.cfg.stride)
+
+
+def test_int8_caches_follow_the_slice_and_the_thread():
+    """The features' product and the unfold buffers are kept between steps (``FeatsProduct``,
+    ``_columns``): slices of two sizes walked in two threads at once still get the float trunk's
+    integers at every step."""
+    import threading
+
+    from lvpnet.codecs.weights import shipped_weights
+
+    w = shipped_weights()
+    if w is None or not int8_trunk.supported():
+        pytest.skip("no shipped weights or no int8 product on this CPU")
+    ck = load_checkpoint(w)
+    fast = IntegerDecoder(ck["decoder"], dtype=torch.float32)
+    ref = IntegerDecoder(ck["decoder"], dtype=torch.float32, int8=False)
+    rng = np.random.default_rng(1)
+    cases = []
+    for H, W in ((70, 45), (40, 100)):
+        Hp, Wp = prep.padded_size(H, W, fast.cfg.stride)
+        vp = rng.integers(0, 4000, (Hp, Wp))
+        feats = fast.features(torch.from_numpy(rng.integers(-3, 4, fast_latent_shape(fast, Hp, Wp))))
+        ctx = [torch.from_numpy(np.ascontiguousarray(vp[di::fast.f, dj::fast.f])) for di, dj in fast.order]
+        want = [ref._raw(feats, ctx, k, 12)[0] for k in range(fast.steps)]
+        cases.append((feats, ctx, want))
+    bad = []
+
+    def walk(first):
+        for r in range(4):
+            feats, ctx, want = cases[(first + r) % 2]
+            for k in range(fast.steps):
+                got = fast._raw(feats, ctx, k, 12)[0].to(want[k].dtype)
+                if not torch.equal(got, want[k][:, fast._int8_steps[k].head_rows]):
+                    bad.append((first, r, k))
+            fast.end_slice()
+
+    threads = [threading.Thread(target=walk, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not bad

@@ -369,8 +369,8 @@ def choose_plane_coding(items: list[PlaneItem], base: np.ndarray, flag_levels: i
     best = None
     for flags in levels:
         fixed, hists = _fixed_and_hists(items, base, flags, unflagged)
-        for w in range(len(ADAPT_WEIGHTS)):
-            cost = sum(fixed.values()) + sum(_table_bits(base, w, hists).values())
+        for w, table in enumerate(_table_bits_all(base, hists)):
+            cost = sum(fixed.values()) + sum(table.values())
             if best is None or cost < best[0] - 1e-9:
                 best = (cost, w, flags)
     return best[1], best[2]
@@ -400,14 +400,17 @@ def _fixed_and_hists(items: list[PlaneItem], base: np.ndarray, flags: int, unfla
     symbols the tables code; ``unflagged``: ``_unflagged``'s, when already at hand."""
     fixed, hists = unflagged if unflagged is not None else _unflagged(items, base)
     fixed, taken = dict(fixed), {}
-    counts = FlagCounts()
-    for it in items:  # the neighbour-repeat flags take their hits out (never a reference flag's pixel)
-        counts.start_step(it.stage)
-        if not it.flagged(flags):
-            continue
-        hit, x = it.flag_hit(flags), it.flag_x(flags)
-        fixed[it.k] += float(counts.bits(hit, x).sum()) - float(it.extra_bits[hit].sum())
-        counts.add(hit, x)
+    stages, flagged, stage, last = [], [], -1, None
+    for it in items:  # the flags' counts move on at every new stage, flagged or not (``walk_plane``)
+        if it.stage != last:
+            stage, last = stage + 1, it.stage
+        if it.flagged(flags):
+            flagged.append(it)
+            stages.append(stage)
+    bits = FlagCounts().walk_bits([(it.flag_hit(flags), it.flag_x(flags)) for it in flagged], np.array(stages))
+    for it, b in zip(flagged, bits):  # the neighbour-repeat flags take their hits out (never a reference flag's pixel)
+        hit = it.flag_hit(flags)
+        fixed[it.k] += float(b) - float(it.extra_bits[hit].sum())
         taken.setdefault(it.k, []).append(it.s[hit] * base.shape[1] + it.sym[hit])
     out = {}
     for k, h in hists.items():
@@ -427,11 +430,43 @@ def _table_bits(base: np.ndarray, weight_index: int, hists: dict) -> dict:
     return out
 
 
+def _table_bits_all(base: np.ndarray, hists: dict) -> list[dict]:
+    """``_table_bits`` at every prior weight (a list by weight index), in one pass over every step's
+    rows: the counts before a step are the sum of the histograms of the steps before it, so the
+    adapted rows of all steps and weights are mixed in a few array calls (the same integer rows as
+    ``StepTables``; the float sums may differ from ``hist_bits``'s in the last bit)."""
+    ks = list(hists)
+    if not ks:
+        return [{} for _ in ADAPT_WEIGHTS]
+    hs = [np.asarray(hists[k], np.int64) for k in ks]
+    used = np.flatnonzero(np.logical_or.reduce([h.any(axis=1) for h in hs]))  # rows some step holds
+    H = np.stack([h[used] for h in hs])  # (steps, used rows, symbols), decoding order
+    C = np.cumsum(H, axis=0) - H  # each step's counts: its histogram counts from the next step on
+    if (C.sum(axis=-1) > _MAX_COUNT).any():  # StepTables would halve counts: its own walk
+        return [_table_bits(base, w, hists) for w in range(len(ADAPT_WEIGHTS))]
+    t, r = np.nonzero(H.any(axis=-1))  # each step's present rows, in order
+    h, c, b = H[t, r], C[t, r], np.asarray(base, np.int64)[used[r]]
+    nz = h > 0
+    hv, step_of = h[nz].astype(np.float64), np.broadcast_to(t[:, None], h.shape)[nz]
+    mixed = c.any(axis=1)
+    out = []
+    for weight in ADAPT_WEIGHTS:
+        rows = b
+        if weight > 0 and mixed.any():
+            rows = b.copy()
+            rows[mixed] = mix_tables(b[mixed], c[mixed], weight)
+        bits = np.bincount(step_of, weights=-(hv * np.log2(rows[nz] / TOTAL)), minlength=len(ks))
+        present = np.zeros(len(ks), bool)
+        present[t] = True
+        out.append({k: float(bits[i]) if present[i] else 0.0 for i, k in enumerate(ks)})
+    return out
+
+
 def coding_step_bits(items: list[PlaneItem], base: np.ndarray, weight_index: int, flags: int) -> dict:
     """Each step's bits (``{k: bits}``) at one coding choice: the sums of ``plane_bits`` per step
     (up to the order of the float sums), from histograms."""
     fixed, hists = _fixed_and_hists(items, base, flags)
-    table = _table_bits(base, weight_index, hists)
+    table = _table_bits_all(base, hists)[weight_index]
     return {k: fixed[k] + table.get(k, 0.0) for k in fixed}
 
 

@@ -85,6 +85,7 @@ def network_steps(dec, feats, vp: np.ndarray, H: int, W: int, R: int, B: int) ->
         hr, wr = sub_real_shape(H, W, f, di, dj)
         raw.append((k, (di, dj), sub[:hr, :wr], mu[:hr, :wr], s[:hr, :wr]))
         ctx.append(sub)
+    dec.end_slice()
     return raw
 
 

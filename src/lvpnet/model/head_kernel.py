@@ -76,7 +76,7 @@ def _lin_coef(a, lin_clamp):
 
 
 def _head(raw, ctx, lin_idx, lin_ok, thr, R, fw, act_frac, amax, n_scales, lin_clamp):
-    """Steps >= 1: raw (P, h, w) float32 integer-valued, ctx (n, h, w) int64 decoded sub-images
+    """Steps >= 1: raw (P, h, w) float32 integer-valued or int32, ctx (n, h, w) int64 decoded sub-images
     -> mu, s (h, w) int64. Mirrors ``head_params`` (``neighbours``' channel order
     ``c * 9 + 3 * ki + kj``, edge-replicated; torch's floor division and arithmetic shifts).
     Row by row, each neighbour channel's pass running along the row, so the sums vectorise."""
@@ -173,6 +173,12 @@ def _head_nb(raw, nb, lin_idx, lin_ok, thr, R, fw, act_frac, amax, n_scales, lin
     return mu, s
 
 
+def _integers(raw: torch.Tensor) -> torch.Tensor:
+    """The raw head integers as the kernels read them: int32 (the int8 trunk's) as they are, any
+    other type as float32 (integer-valued, exact below 2**24); every read goes through float64."""
+    return raw if raw.dtype == torch.int32 else raw.to(torch.float32)
+
+
 def fused_params(raw, ctx_v, avail, first, R, B, *, head, thr, lin, soft, nb, nb_has, n_scales, fw, act_frac, amax,
                  lin_clamp):
     """``head_params``' (mu, s) from a fused kernel, or None where none applies: the codec's CPU
@@ -196,7 +202,7 @@ def fused_params(raw, ctx_v, avail, first, R, B, *, head, thr, lin, soft, nb, nb
     lin_idx = np.zeros(0, np.int64) if lin is None or head < 3 else lin[0][0].cpu().numpy().astype(np.int64)
     lin_ok = np.zeros(0, np.bool_) if lin is None or head < 3 else lin[1][0].cpu().numpy().astype(np.bool_)
     mu, s = kernels[which](
-        np.ascontiguousarray(raw[0].detach().to(torch.float32).numpy()),
+        np.ascontiguousarray(_integers(raw[0].detach()).numpy()),
         np.ascontiguousarray(values.to(torch.int64).numpy()),
         lin_idx, lin_ok, np.ascontiguousarray(thr.cpu().numpy().astype(np.int64)),
         int(R.reshape(-1)[0]), fw, act_frac, float(amax), n_scales, lin_clamp,

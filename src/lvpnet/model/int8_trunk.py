@@ -18,6 +18,8 @@ output channels first, and the head's raw maps come out in the layout ``head_par
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import torch
 
@@ -69,27 +71,80 @@ class _Layer:
         self.bias = b.to(torch.int32)[:, None]
         self.shift = int(spec["shift"])
 
-    def acc(self, parts: list) -> torch.Tensor:
+    def acc(self, parts: list, keep: bool = True) -> torch.Tensor:
         """Channel-first inputs (C_i, h, w) (float32 or int8, integers in [0, AMAX]), together the
-        layer's C channels -> the exact sums (O, h * w) int32, bias included."""
+        layer's C channels -> the exact sums (O, h * w) int32, bias included. ``keep``: the unfold
+        buffer kept for the next step (``_columns``); False for a product taken once a slice."""
         if self.k == 1:
             (x,) = parts
             cols = torch.from_numpy(x.reshape(x.shape[0], -1))
         else:
             h, w = parts[0].shape[-2:]
-            out = np.zeros((self.Kp, h * w), np.int8)
+            out = (_columns(self.Kp, tuple(x.shape[0] for x in parts), h, w) if keep and self.Kp * h * w <= _KEEP
+                   else np.zeros((self.Kp, h * w), np.int8))
             row = 0
             for x in parts:
                 _kernels()[0](x, out, row)
                 row += 9 * x.shape[0]
             cols = torch.from_numpy(out)
-        return torch._int_mm(self.mat, cols) + self.bias
+        acc = torch._int_mm(self.mat, cols)
+        acc += self.bias
+        return acc
 
     def hidden(self, parts: list) -> np.ndarray:
         """A hidden layer: clamp(floor(sums / 2**shift), 0, AMAX) as (O, h, w) int8."""
         h, w = parts[0].shape[-2:]
-        y = torch.bitwise_right_shift(self.acc(parts), self.shift).clamp_(0, AMAX).to(torch.int8)
+        return self.activate(self.acc(parts), h, w)
+
+    def activate(self, acc: torch.Tensor, h: int, w: int) -> np.ndarray:
+        """The exact sums (O, h * w) int32 (overwritten) -> clamp(floor(sums / 2**shift), 0, AMAX) as
+        (O, h, w) int8."""
+        acc >>= self.shift
+        y = acc.clamp_(0, AMAX).to(torch.int8)
         return y.numpy().reshape(self.O, h, w)
+
+
+class FeatsProduct:
+    """The first layer's product with the latent features (its bias included): the same for every
+    step of a slice, since the steps share the trunk and read the same features, so it is computed
+    once per slice (a quarter of the first layer's work for each of the other steps). Keyed by the
+    features tensor itself (held until ``clear``); integer sums, so splitting the product is exact."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
+        self.weight = weight
+        self.layer = _Layer({"weight": weight, "bias": bias, "shift": 0})
+        self._local = threading.local()  # an engine may walk slices in two threads at once
+
+    def acc(self, feats: torch.Tensor) -> torch.Tensor:
+        mine = self._local.__dict__
+        if mine.get("feats") is not feats:
+            mine["acc"] = self.layer.acc([feats[0].to(torch.float32).numpy()], keep=False)
+            mine["feats"] = feats
+        return mine["acc"]
+
+    def clear(self) -> None:
+        self._local.__dict__.clear()
+
+
+_LOCAL = threading.local()  # per thread (a viewer decodes in the background): the unfold buffers
+_KEEP = 32 << 20  # bytes: buffers up to this are kept between steps (every layer of a 1024 x 1024 plane;
+# a larger plane's zeroing is small beside its products, and its buffers would hold 60 bytes a pixel)
+
+
+def _columns(K: int, channels: tuple, h: int, w: int) -> np.ndarray:
+    """A zeroed (K, h * w) int8 buffer for a 3x3 layer's unfolded input, kept for the next call of
+    the same layout in this thread: ``_unfold3`` writes the same entries on every call (the
+    padding's zeros and the rows past the channels stay as they are), so it is zeroed once, not
+    once per step. Every step's layers share them; ``release_columns`` drops them after a slice."""
+    bufs = _LOCAL.__dict__.setdefault("columns", {})
+    key = (K, channels, h, w)
+    if key not in bufs:
+        bufs[key] = np.zeros((K, h * w), np.int8)
+    return bufs[key]
+
+
+def release_columns() -> None:
+    _LOCAL.__dict__.pop("columns", None)
 
 
 def _unfold3(x, out, row0):
@@ -126,37 +181,85 @@ class Int8Step:
     """Step ``k``'s trunk and head (``predictor.step_spec``) as int8 products; ``head_rows`` the head
     outputs the step reads. ``Int8Step.build`` returns None where the weights do not fit int8."""
 
-    def __init__(self, spec: dict, head_rows: torch.Tensor, n_ctx: int):
+    def __init__(self, spec: dict, head_rows: torch.Tensor, n_ctx: int, shared: FeatsProduct | None = None):
         self.head_rows = head_rows
         self.n_ctx = n_ctx
         self.ctx = None
+        self.layers = [_Layer(layer) for layer in spec["layers"]]
+        self.head = _Layer(spec["head"], head_rows)
+        self.feats = None
         if "ctx" in spec:  # 9-bit inputs: stays a float conv, cut to the decoded sub-images
             c = dict(spec["ctx"])
             c["weight"] = c["weight"][:, : max(1, n_ctx)].contiguous()
             self.ctx = c
-        self.layers = [_Layer(layer) for layer in spec["layers"]]
-        self.head = _Layer(spec["head"], head_rows)
+            self._split_first(spec["layers"][0], spec["ctx"]["weight"].shape, shared)
+
+    def _split_first(self, first: dict, ctx_shape, shared: FeatsProduct | None) -> None:
+        """The first layer's input is (features, context conv, availability masks): its product
+        is taken in three parts, the features' once per slice (``FeatsProduct``, shared by the
+        steps), the masks' a constant map per step (``_add_mask_sums``)."""
+        w = first["weight"]
+        n_out, n_mask = int(ctx_shape[0]), int(ctx_shape[1])
+        cu = w.shape[1] - n_out - n_mask
+        if cu <= 0 or w.shape[-1] != 3:
+            return
+        if shared is None or not torch.equal(shared.weight, w[:, :cu]):
+            shared = FeatsProduct(w[:, :cu], first["bias"])
+        self.feats = shared
+        zero = torch.zeros(w.shape[0], dtype=first["bias"].dtype)
+        self.first_ctx = _Layer({"weight": w[:, cu : cu + n_out], "bias": zero, "shift": 0})
+        # the masks: channel c is AMAX where sub-image c is decoded (the first n_ctx), 0 elsewhere;
+        # their sums per plane width are kept (``_add_mask_sums``)
+        self.mask_taps = (w[:, cu + n_out : cu + n_out + self.n_ctx].to(torch.int64).sum(1) * AMAX).numpy()
+        self._masks: dict = {}
+
+    def _add_mask_sums(self, acc: torch.Tensor, h: int, w: int) -> None:
+        """Adds the masks' exact sums to ``acc`` (O, h * w) int32: the same in every row but the
+        first and the last, whose taps above or below fall in the 3x3 zero padding."""
+        if w not in self._masks:  # per tap row ki, each column's sum over the taps kj inside the plane
+            cols = np.ones((3, w), np.int64)
+            cols[0, 0] = cols[2, w - 1] = 0  # tap column kj reads column x + kj - 1
+            self._masks[w] = torch.from_numpy(np.einsum("oab,bx->oax", self.mask_taps, cols).astype(np.int32))
+        part = self._masks[w]  # (O, 3, w)
+        a = acc.view(acc.shape[0], h, w)
+        if h == 1:
+            a += part[:, 1][:, None]
+            return
+        a[:, 0] += part[:, 1] + part[:, 2]  # tap row ki reads row y + ki - 1
+        a[:, h - 1] += part[:, 0] + part[:, 1]
+        if h > 2:
+            a[:, 1 : h - 1] += part.sum(1, dtype=torch.int32)[:, None]
 
     @classmethod
-    def build(cls, spec: dict, head_rows: torch.Tensor, n_ctx: int) -> Int8Step | None:
+    def build(cls, spec: dict, head_rows: torch.Tensor, n_ctx: int, shared: FeatsProduct | None = None
+              ) -> Int8Step | None:
         if not supported():
             return None
         if not all(_fits(layer) for layer in spec["layers"]) or not _fits(spec["head"]):
             return None
         if not all(layer["relu"] and not layer["raw"] for layer in spec["layers"]) or not spec["head"]["raw"]:
             return None
-        return cls(spec, head_rows, n_ctx)
+        return cls(spec, head_rows, n_ctx, shared)
 
     @torch.no_grad()
     def __call__(self, feats: torch.Tensor, ctx_u: torch.Tensor | None, avail: torch.Tensor | None) -> torch.Tensor:
-        """Like ``predictor.trunk_int`` for one slice: raw head integers (1, len(head_rows), h, w) float32."""
+        """Like ``predictor.trunk_int`` for one slice: raw head integers (1, len(head_rows), h, w) int32."""
         h, w = feats.shape[-2:]
         parts = [feats[0].to(torch.float32).numpy()]
+        layers = self.layers
         if self.ctx is not None:
             # sub-images not decoded yet are zero here (``IntegerDecoder._raw``): cutting them adds nothing
             c = int_conv(ctx_u[:, : max(1, self.n_ctx)].to(torch.float32), self.ctx, "conv")
-            m = np.broadcast_to((avail[0].to(torch.int8) * AMAX).numpy()[:, None, None], (avail.shape[1], h, w))
-            parts += [c[0].numpy(), np.ascontiguousarray(m)]
-        for layer in self.layers:
+            if self.feats is not None:  # the first layer in its three parts (``_split_first``)
+                acc = self.first_ctx.acc([c[0].numpy()])
+                acc += self.feats.acc(feats)
+                self._add_mask_sums(acc, h, w)
+                parts, layers = [layers[0].activate(acc, h, w)], layers[1:]
+            else:
+                m = np.broadcast_to((avail[0].to(torch.int8) * AMAX).numpy()[:, None, None], (avail.shape[1], h, w))
+                parts += [c[0].numpy(), np.ascontiguousarray(m)]
+        for layer in layers:
             parts = [layer.hidden(parts)]
-        return self.head.acc(parts).to(torch.float32).view(1, -1, h, w)  # |sums| < 2**24: exact
+        # int32, as the product gives them: ``head_params`` reads integers of either type (a float32
+        # copy cost as much as the fused head itself on a large plane)
+        return self.head.acc(parts).view(1, -1, h, w)

@@ -24,7 +24,7 @@ from . import edge, lattice
 from .adapt import adapted_pixel_bits, flag_levels, offset_max, side_bits
 from .fitting import SliceFitting, fit_plane, network_steps
 from .gmsm import GMSM
-from .int8_trunk import Int8Step
+from .int8_trunk import Int8Step, release_columns
 from .intnet import ExactMode, IntConv2d, int_conv
 from .latent_adapt import staged_bits
 from .predictor import (
@@ -391,8 +391,18 @@ class IntegerDecoder:
             nw = 9 * navail if k else (3 if self.cfg.step0_rows else 0)
             L = 0 if self.lin is None else int(self.lin[0].shape[1])
             rows = torch.tensor([0, 1, *range(2, 2 + nw), *range(self.P - L, self.P)], dtype=torch.int64)
-            self._int8_steps[k] = Int8Step.build(self._step_specs[k], rows, navail)
+            # the steps share the trunk: the first layer's product with the features is taken once per slice
+            shared = next((st.feats for st in self._int8_steps.values() if st is not None and st.feats is not None),
+                          None)
+            self._int8_steps[k] = Int8Step.build(self._step_specs[k], rows, navail, shared)
         return self._int8_steps[k]
+
+    def end_slice(self) -> None:
+        """Drops what the int8 steps keep of the slice just walked (``int8_trunk.FeatsProduct``)."""
+        for st in self._int8_steps.values():
+            if st is not None and st.feats is not None:
+                st.feats.clear()
+        release_columns()
 
     def _params(self, raw, R: int, B: int, k: int, **kw):
         lin = None if self.lin is None else (self.lin[0][k : k + 1], self.lin[1][k : k + 1])

@@ -268,6 +268,8 @@ def head_params(
                              lin_clamp=LIN_CLAMP)
         if fused is not None:
             return fused
+    if not raw.is_floating_point():  # the int8 trunk's int32 integers (exact in float32: below 2**24)
+        raw = raw.to(torch.float32)
     R = R.to(dev).long().view(N, 1, 1)
     B = B.to(dev).long().view(N, 1, 1)
     m_int = torch.round(raw[:, 0].detach()).long()

@@ -47,12 +47,31 @@ def to_grid(plane: np.ndarray) -> tuple[int, int, np.ndarray]:
     return vmin, step, (plane - vmin) // step
 
 
+_DENSE_SPAN = 1 << 17  # ``used_values`` counts in an array up to this span (or twice the size)
+
+
+def used_values(a: np.ndarray, counts: bool = False):
+    """``np.unique(a)`` (with ``counts``: ``np.unique(a, return_counts=True)``) of integers: by a
+    histogram where the value span is small, as for every plane the codec takes (16-bit samples),
+    which is several times faster than ``np.unique``'s sort on a 512 x 512 slice."""
+    a = np.asarray(a).reshape(-1)
+    if a.size == 0 or a.dtype.kind not in "iu":
+        return np.unique(a, return_counts=True) if counts else np.unique(a)
+    lo, hi = int(a.min()), int(a.max())
+    if hi - lo > max(_DENSE_SPAN, 2 * a.size):
+        return np.unique(a, return_counts=True) if counts else np.unique(a)
+    n = np.bincount((a.astype(np.int64) - lo) if lo else a.astype(np.int64, copy=False), minlength=hi - lo + 1)
+    u = np.flatnonzero(n)
+    vals = (u + lo).astype(a.dtype)
+    return (vals, n[u]) if counts else vals
+
+
 def value_step(plane: np.ndarray) -> int:
     """The largest ``g`` with every value of the plane equal to ``min + g * k`` (1 when constant or
     when none): data scaled by a constant (12-bit values stored times 16, quantised ultrasound)
     is coded as ``k`` (codec bitstream version 2), so no bits go to values that cannot occur.
     At most 65535 (a u16 in the chunk)."""
-    d = np.unique(np.asarray(plane))
+    d = used_values(plane)
     g = int(np.gcd.reduce(np.diff(d).astype(np.int64))) if d.size > 1 else 1
     return g if 1 <= g <= 0xFFFF else 1
 
@@ -95,7 +114,7 @@ def collapse_gaps(k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _take_out(k: np.ndarray, longer_than: int) -> tuple[np.ndarray, np.ndarray]:
     """Every run of more than ``longer_than`` unused values taken out (``collapse_gaps``'s layout)."""
-    u = np.unique(k)
+    u = used_values(k)
     d = np.diff(u)
     big = np.nonzero(d - 1 > longer_than)[0]
     if big.size == 0:
@@ -132,7 +151,7 @@ def long_gaps(k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     between are gone: -8% on the val CT. Runs among a few bright outliers stay: removing them
     bends the grey scale where the bright tissue is (+0.3% on a DWI mosaic, measured)."""
     k = np.asarray(k, dtype=np.int64)
-    u, n = np.unique(k, return_counts=True)
+    u, n = used_values(k, counts=True)
     d = np.diff(u)
     below = np.cumsum(n)[:-1]
     side = GAP_SIDE * k.size

@@ -186,9 +186,10 @@ class FlagCounts:
         """Before the flags of stage ``k`` (a step, or one row of sub-image 0: ``(0, row)``)."""
         if k == self._step:
             return
+        n = len(self._prior)
         for hit, x in self._pending:
-            np.add.at(self.hits, x, hit.astype(np.int64))
-            np.add.at(self.total, x, 1)
+            self.hits += np.bincount(x[np.asarray(hit, bool)], minlength=n)  # hits may come as 0/1
+            self.total += np.bincount(x, minlength=n)
         self._pending = []
         self._step = k
 
@@ -210,6 +211,36 @@ class FlagCounts:
             h = 1 + num * (TOTAL - 2) // (8 * self.total[xs] + 8)
             out[m] = -np.log2(np.where(hit[m], h, TOTAL - h) / TOTAL)
         return out
+
+    def walk_bits(self, flags: list[tuple[np.ndarray, np.ndarray]], stages: np.ndarray) -> np.ndarray:
+        """``bits(hit, x).sum()`` of each of a plane's flagged items (``(hit, x)`` in decoding order, item
+        ``i`` in stage ``stages[i]``, stage numbers non-decreasing, the first above every stage
+        already counted) as a walk from these counts would give them, every ``start_step`` and
+        ``add`` in between, in a few array calls: an item sees the flags of earlier stages only.
+        Leaves the counts as they are. The encoder's coding choice sums it over every flag of a
+        plane at each flag level; the float sums may differ from ``bits``'s in the last bit."""
+        n, m = len(self._prior), len(flags)
+        if m == 0:
+            return np.zeros(0, np.float64)
+        xs = [x.reshape(-1) for _, x in flags]
+        sizes = np.array([x.size for x in xs])
+        item = np.repeat(np.arange(m), sizes)
+        x = np.concatenate(xs).astype(np.int64)
+        hit = np.concatenate([np.asarray(h, bool).reshape(-1) for h, _ in flags])
+        keep = x > 0
+        cell = item[keep] * n + x[keep]
+        got = np.bincount(cell[hit[keep]], minlength=m * n).reshape(m, n)
+        seen = np.bincount(cell, minlength=m * n).reshape(m, n)
+        # the counts each item sees: those before its stage (items of one stage see the same)
+        stages = np.asarray(stages, np.int64)
+        first = np.searchsorted(stages, stages, side="left")  # each item's stage's first item
+        cum_got = np.concatenate([np.zeros((1, n), np.int64), np.cumsum(got, axis=0)])[first] + self.hits
+        cum_seen = np.concatenate([np.zeros((1, n), np.int64), np.cumsum(seen, axis=0)])[first] + self.total
+        i, c = np.nonzero(seen)
+        h = 1 + (8 * cum_got[i, c] + self._prior[c]) * (TOTAL - 2) // (8 * cum_seen[i, c] + 8)
+        g, t = got[i, c], seen[i, c]
+        bits = -(g * np.log2(h / TOTAL) + (t - g) * np.log2((TOTAL - h) / TOTAL))
+        return np.bincount(i, weights=bits, minlength=m)
 
     def add(self, hit: np.ndarray, x: np.ndarray) -> None:
         m = x.reshape(-1) > 0
