@@ -28,6 +28,7 @@ RT_RUN=${LVP_ROUNDTRIP_RUN:-latent}
 ROUNDTRIP=${LVP_ROUNDTRIP:-1}
 RT_FIRST=${LVP_ROUNDTRIP_FIRST:-0}
 KILL_AFTER=${LVP_KILL_AFTER:-480}
+DATA=${LVP_DATA:-.traindata}  # scripts/gpu_session.sh passes its smaller pack
 PY=${PYTHON:-python3}
 mkdir -p "$OUT"
 # Stage lvpnet.model + lvpnet.train under a bare package, so that whatever src/lvpnet/__init__.py
@@ -60,8 +61,8 @@ for spec in "${SPECS[@]}"; do
   IFS='|' read -r name config args <<< "$spec"
   mkdir -p "$OUT/$name"
   # shellcheck disable=SC2086
-  OMP_NUM_THREADS=4 PYTHONPATH="$STAGE" timeout -s INT -k 25 "$KILL_AFTER" $PY -m lvpnet.train --config "$config" \
-    --data .traindata --device "$DEV" --minutes "$MIN" --out "$OUT/$name" $args $EXTRA > "$OUT/$name/train.log" 2>&1 &
+  OMP_NUM_THREADS=${LVP_TRAIN_THREADS:-4} PYTHONPATH="$STAGE" timeout -s INT -k 25 "$KILL_AFTER" $PY -m lvpnet.train --config "$config" \
+    --data "$DATA" --device "$DEV" --minutes "$MIN" --out "$OUT/$name" $args $EXTRA > "$OUT/$name/train.log" 2>&1 &
   PIDS+=($!)
   NAMES+=("$name")
   echo "started $name: $config $args $EXTRA"
