@@ -21,17 +21,18 @@
 #   committed, the default is one run "resume" that continues it with its own train config (latent
 #   and QCM reopening off: scripts/gpu_checkpoint.py expand); without it, gpu_train.sh's default runs
 #   from the shipped resources/lvpnet-v1.pt. LVP_TRAIN_S (default 300) bounds training wall time in
-#   all (fitting minutes = LVP_TRAIN_S - 75 s for the last val pass, the fingerprints and start-up).
+#   all: fitting minutes = LVP_TRAIN_S - 100 s, for start-up and the last val pass (an H200 took 40 s
+#   a val pass and 0.7 min past a 4-minute budget in session 8), val every 1.6 min (LVP_EXTRA).
 # Engine: benchmarks/volume_engine.py --device cuda with --budget-s = what is left of LVP_SESSION_S
 #   less 120 s (the 8-slice CPU <-> GPU portability check and warm-up come after the timed volume).
 #
 # Size that travels (2026-12-05, after --prepare): tracked files 27.8 MB (`git ls-files -z | xargs -0
-#   du -cb`) + .gpucarry 29.5 MB (site.tar.xz 5.5, vol 2.1, train 21.9) = 54.6 MiB, with 4 MB kept
+#   du -cb`: 28.0 MB) + .gpucarry 29.5 MB (site.tar.xz 5.5, vol 2.1, train 21.9) = 54.8 MiB, 4 MB kept
 #   for checkpoints/gpu-latest/ (gpu_carry.py writes .gpucarry/size.txt); the device's limit is 64 MiB.
 #
 # CPU smoke test of this exact script (the venv is Python 3.11, the carried wheels cp312: LVP_SITE=0):
 #   OMP_NUM_THREADS=1 OUT=/tmp/gpu_session_smoke LVP_DEVICE=cpu PYTHON=.venv/bin/python LVP_SITE=0 \
-#     LVP_TRAIN_S=100 LVP_TRAIN_THREADS=1 LVP_EXTRA="--batch 2 --crop 64 --val-max-pixels 70000" \
+#     LVP_TRAIN_S=120 LVP_TRAIN_THREADS=1 LVP_EXTRA="--batch 2 --crop 64 --val-max-pixels 70000" \
 #     LVP_BENCH_SLICES=8 nice bash scripts/gpu_session.sh
 set -u
 case "${1:-}" in
@@ -59,8 +60,8 @@ if [ -z "${LVP_RUNS:-}" ] && [ -f checkpoints/gpu-latest/resume.pt ]; then
   $PY scripts/gpu_checkpoint.py expand checkpoints/gpu-latest/resume.pt "$RES" || exit 4
   export LVP_RUNS="resume|$RES/config.json|--resume $RES/resume.pt"
 fi
-MIN=$(awk -v s="$TRAIN_S" 'BEGIN { m = (s - 75) / 60; if (m < 0.2) m = 0.2; printf "%.2f", m }')
-OUT="$OUT" LVP_DATA="$CARRY/train" LVP_MINUTES="$MIN" LVP_KILL_AFTER=$((TRAIN_S - 20)) LVP_ROUNDTRIP=0 \
+MIN=$(awk -v s="$TRAIN_S" 'BEGIN { m = (s - 100) / 60; if (m < 0.2) m = 0.2; printf "%.2f", m }')
+OUT="$OUT" LVP_EXTRA="${LVP_EXTRA:---val-every 1.6}" LVP_DATA="$CARRY/train" LVP_MINUTES="$MIN" LVP_KILL_AFTER=$((TRAIN_S - 20)) LVP_ROUNDTRIP=0 \
   LVP_DEVICE="$DEV" bash scripts/gpu_train.sh
 # The engine benchmark: the package laid out as an install does (resources/ inside lvpnet/).
 PKG=$(mktemp -d)
