@@ -26,8 +26,8 @@
 # Engine: benchmarks/volume_engine.py --device cuda with --budget-s = what is left of LVP_SESSION_S
 #   less 120 s (the 8-slice CPU <-> GPU portability check and warm-up come after the timed volume).
 #
-# Size that travels (2026-12-05, after --prepare): tracked files 27.8 MB (`git ls-files -z | xargs -0
-#   du -cb`: 28.0 MB) + .gpucarry 29.5 MB (site.tar.xz 5.5, vol 2.1, train 21.9) = 54.8 MiB, 4 MB kept
+# Size that travels (2026-12-05, after --prepare): tracked files 28.0 MB (`git ls-files -z | xargs -0
+#   du -cb`) + .gpucarry 29.5 MB (site.tar.xz 5.5, vol 2.1, train 21.9) = 54.8 MiB, 4 MB kept
 #   for checkpoints/gpu-latest/ (gpu_carry.py writes .gpucarry/size.txt); the device's limit is 64 MiB.
 #
 # CPU smoke test of this exact script (the venv is Python 3.11, the carried wheels cp312: LVP_SITE=0):
