@@ -111,6 +111,12 @@ def seeds(learned: bool = False) -> dict[str, bytes]:
         a = (500 + 40 * np.sin(yy / 5) + rng.integers(0, 9, (2, 32, 32))).astype(np.int16)
         a[1, :16] = a[0, :16]  # the second slice repeats part of the first: coded against it
         out["lvpnet"] = lvpnet.compress(a, codec="lvpnet", safety_net=False)
+        # bitstream 11: a flat background around a noisy patch, so both planes take the block map
+        # (the map's flags, its values and the masked items are then in the bytes mutated)
+        b = np.full((2, 96, 91), 3, np.uint8)
+        b[:, 5:21, 9:27] = rng.integers(0, 200, (2, 16, 18))
+        b[1, 30:] = b[0, 30:]
+        out["lvpnet-blocks"] = lvpnet.compress(b, codec="lvpnet", safety_net=False)
     return out
 
 

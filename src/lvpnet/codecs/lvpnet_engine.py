@@ -135,7 +135,15 @@ class Engine:
         return self.channels, Hp // self.cfg.stride, Wp // self.cfg.stride
 
     # ------------------------------------------------------------------ the shared walk
-    def _walk(self, z: torch.Tensor, R: int, H: int, W: int, step, skip=frozenset(), known=None):
+    def _walk(self, *args, **kw):
+        """``_walk_items``, then what the int8 steps keep of the slice (the features' product, this
+        thread's unfold buffers) dropped: also when a damaged stream raises in ``step``."""
+        try:
+            self._walk_items(*args, **kw)
+        finally:
+            self.dec.end_slice()
+
+    def _walk_items(self, z: torch.Tensor, R: int, H: int, W: int, step, skip=frozenset(), known=None):
         """Run the integer path from ``z``; ``step(k, mu, s, (di, dj), row)`` returns the real values
         of sub-image ``k`` (``row`` None), or of its row ``row`` when step 0 goes row by row
         (``step0_rows`` models: each row is predicted from the row above, so the decoder must
@@ -175,7 +183,6 @@ class Engine:
                 sub = step(k, mu[:hr, :wr].cpu().numpy(), s[:hr, :wr].cpu().numpy(), (di, dj), None)
             if k < dec.steps - 1:  # the last sub-image is context for nothing
                 ctx.append(prep.pad_edge(torch.from_numpy(np.ascontiguousarray(sub)).to(self.device), h, w))
-        dec.end_slice()
 
     # ------------------------------------------------------------------ encode
     @torch.no_grad()

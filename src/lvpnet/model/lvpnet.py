@@ -399,7 +399,9 @@ class IntegerDecoder:
 
     def end_slice(self) -> None:
         """Drops what the int8 steps keep of the slice just walked (``int8_trunk.FeatsProduct``)."""
-        for st in self._int8_steps.values():
+        # a copy: another thread walking its first slice may add steps to the dict meanwhile (a
+        # viewer's worker threads share one engine), and a dict changing size stops an iteration
+        for st in list(self._int8_steps.values()):
             if st is not None and st.feats is not None:
                 st.feats.clear()
         release_columns()
