@@ -172,3 +172,25 @@ def test_two_threads_decode_mapped_chunks_exactly(codec):
     for t in ts:
         t.join(120)
     assert errors == [] and len(out) == 6 and all(out.values())
+
+
+@pytest.mark.parametrize("R", [1 << 24, 2**31 + 5, 2**32 - 2])
+def test_a_forged_plane_range_on_a_mapped_plane_is_a_value_error(codec, R):
+    """A header's range wider than any real plane (16 bits) on a plane that reads a map: the
+    map's uniform values would ask constriction for more than 2**24 symbols, which panics (a
+    ``BaseException`` no reader catches); the decoder must say the stream is damaged."""
+    from lvpnet.codecs.lvpnet_chunk import header
+    from lvpnet.codecs.profiles import profile
+
+    x, data = _mapped_chunk(codec)
+    fmt, d = header(profile(11)), bytearray(data)
+    v = list(fmt.unpack_from(d, 1 + fmt.size))  # plane 1: a chroma plane that takes the map
+    v[1] = R
+    fmt.pack_into(d, 1 + fmt.size, *v)
+    try:
+        codec.decode(bytes(d), x.shape, x.dtype, 11)
+    except ValueError:
+        return
+    except BaseException as e:  # noqa: BLE001 - the panic is the failure this test is for
+        pytest.fail(f"{type(e).__name__}: {e}")
+    pytest.fail("decoded a chunk whose range was forged")

@@ -51,6 +51,9 @@ SAVE_PER_PIXEL = 0.03  # bits a flagged pixel saves at least (a flat pixel's fla
 
 _BERNOULLI = constriction.stream.model.Bernoulli(perfect=False)
 _UNIFORM = constriction.stream.model.Uniform()
+# constriction's uniform model takes at most 2**24 symbols and panics (an exception no reader
+# catches) above: a real plane's range is 16 bits, a wider one is a forged header
+UNIFORM_MAX = 1 << 24
 
 
 def grid(shape: tuple[int, int], n: int = BLOCK) -> tuple[int, int]:
@@ -235,6 +238,8 @@ def write(coder, bmap: BlockMap, R: int, known_values=None, known_mask=None) -> 
 
 def read(coder, shape: tuple[int, int], R: int, known_values=None, known_mask=None, n: int = BLOCK) -> BlockMap:
     """Decoder: the map ``write`` pushed, for a plane of ``shape`` and range ``R``."""
+    if not 0 < R < UNIFORM_MAX:
+        raise ValueError(f"block map: a plane range of {R} takes no map (damaged stream)")
     has, agree, lat = lattice_view(known_values, known_mask, shape, n)
     hb, wb = grid(shape, n)
     flags = np.zeros((hb, wb), bool)
