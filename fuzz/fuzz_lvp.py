@@ -245,7 +245,9 @@ def run(seconds: float | None = None, iterations: int | None = None, seed: int =
             read_everything(data)
         except LvpnetError:
             pass
-        except Exception:
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException:  # a native library's panic (pyo3's PanicException) is a finding too
             problem = traceback.format_exc(limit=-3)
         took = time.monotonic() - t0
         rss = peak_rss_mb()

@@ -194,3 +194,20 @@ def test_a_forged_plane_range_on_a_mapped_plane_is_a_value_error(codec, R):
     except BaseException as e:  # noqa: BLE001 - the panic is the failure this test is for
         pytest.fail(f"{type(e).__name__}: {e}")
     pytest.fail("decoded a chunk whose range was forged")
+
+
+def test_a_native_panic_while_decoding_is_the_codecs_value_error(codec, monkeypatch):
+    """Defence in depth: whatever constriction model a forged stream drives out of its domain, the
+    reader gets the codec's ValueError, not pyo3's PanicException (a BaseException)."""
+    from lvpnet.codecs.lvpnet_entropy import new_coder as real_new_coder
+
+    x, data = _mapped_chunk(codec)
+
+    def panicking(words=None):
+        coder = real_new_coder(words)
+        coder.decode(blocks._UNIFORM, np.full(1, (1 << 24) + 1, np.int32))  # panics inside constriction
+        return coder
+
+    monkeypatch.setattr(lvpnet_engine, "new_coder", panicking)
+    with pytest.raises(ValueError, match="damaged"):
+        codec.decode(data, x.shape, x.dtype, 11)

@@ -150,7 +150,14 @@ class LVPNetCodec(Codec):
             ref = None  # without a reference the engine refuses a plane coded against one
             if p.ref_level and refs is not None:
                 ref = ref_values(refs[i], p.vmin, p.step, p.gaps, p.R)
-            out.append(eng.decode_plane(p, H, W, prof, want_bits=want_bits, ref_plane=ref))
+            try:
+                out.append(eng.decode_plane(p, H, W, prof, want_bits=want_bits, ref_plane=ref))
+            except BaseException as e:  # noqa: BLE001 - narrowed to a native panic just below
+                # constriction's models panic (pyo3's PanicException, a BaseException no reader
+                # catches) on parameters only a damaged or forged stream gives: the codec's error
+                if type(e).__name__ != "PanicException":
+                    raise
+                raise ValueError(f"lvpnet chunk: plane {i}'s streams are inconsistent (damaged stream)") from None
         return out
 
     def decode(self, data: bytes, shape: tuple[int, ...], dtype: np.dtype, version: int,
