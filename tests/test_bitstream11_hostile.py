@@ -211,3 +211,23 @@ def test_a_native_panic_while_decoding_is_the_codecs_value_error(codec, monkeypa
     monkeypatch.setattr(lvpnet_engine, "new_coder", panicking)
     with pytest.raises(ValueError, match="damaged"):
         codec.decode(data, x.shape, x.dtype, 11)
+
+
+def test_lattice_values_outside_the_range_never_reach_the_map():
+    """A flagged block takes its lattice pixels' value: one outside [0, R] (a lattice the base layer's
+    checks let through) must stop the read, never fill a block with it."""
+    shape, R, g = (33, 40), 9, 4
+    km = block_choice.lattice_mask(shape, g)
+    kv = np.where(km, R + 3, 0)
+    rng = np.random.default_rng(5)
+    raised = 0
+    for _ in range(60):
+        words = rng.integers(0, 2**32, 4, dtype=np.uint64).astype(np.uint32)
+        words[-1] |= 1 << 31
+        try:
+            bmap = blocks.read(new_coder(words), shape, R, kv, km)
+        except ValueError:
+            raised += 1
+            continue
+        assert bmap.count == 0 or bmap.pixel_values().max() <= R
+    assert raised  # some words flag a block, and those raise
