@@ -14,6 +14,7 @@ change of the second file against the first; ``--out`` writes that table as mark
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -51,14 +52,16 @@ def code(args) -> int:
     t0 = time.perf_counter()
     for name, modality, slices in val_arrays(Path(args.data)):
         nbytes, samples, t = 0, 0, time.perf_counter()
+        digest = hashlib.sha256()  # the chunks themselves, so a speed change can show it moved no byte
         for x in slices:
             data = codec.encode(x)
+            digest.update(data)
             if args.verify and not np.array_equal(codec.decode(data, x.shape, x.dtype, args.version), x):
                 raise SystemExit(f"{name}: does not decode")
             nbytes += len(data)
             samples += x.size
         out["arrays"][name] = {"modality": modality, "bytes": nbytes, "samples": samples,
-                               "seconds": time.perf_counter() - t}
+                               "sha256": digest.hexdigest(), "seconds": time.perf_counter() - t}
         print(f"{name} {modality} {8 * nbytes / samples:.4f} bpsp {time.perf_counter() - t:.1f} s", flush=True)
     out["seconds"] = time.perf_counter() - t0
     Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
