@@ -174,7 +174,7 @@ def test_two_threads_decode_mapped_chunks_exactly(codec):
     assert errors == [] and len(out) == 6 and all(out.values())
 
 
-@pytest.mark.parametrize("R", [1 << 24, 2**31 + 5, 2**32 - 2])
+@pytest.mark.parametrize("R", [2 * 0xFFFF + 1, 1 << 24, 2**31 + 5, 2**32 - 2])
 def test_a_forged_plane_range_on_a_mapped_plane_is_a_value_error(codec, R):
     """A header's range wider than any real plane (16 bits) on a plane that reads a map: the
     map's uniform values would ask constriction for more than 2**24 symbols, which panics (a

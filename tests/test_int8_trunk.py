@@ -86,3 +86,34 @@ def test_int8_caches_follow_the_slice_and_the_thread():
     for t in threads:
         t.join()
     assert not bad
+
+
+def test_int8_mask_sums_kept_for_a_bounded_number_of_widths():
+    """A process that decodes slices of many widths keeps at most ``_MASK_WIDTHS`` widths' mask
+    sums per step, and a width dropped from the cache gives the same integers when it comes back."""
+    from lvpnet.codecs.weights import shipped_weights
+
+    w = shipped_weights()
+    if w is None or not int8_trunk.supported():
+        pytest.skip("no shipped weights or no int8 product on this CPU")
+    fast = IntegerDecoder(load_checkpoint(w)["decoder"], dtype=torch.float32)
+    rng = np.random.default_rng(2)
+    Hp, Wp = prep.padded_size(40, 40, fast.cfg.stride)
+    vp = rng.integers(0, 4000, (Hp, Wp))
+    feats = fast.features(torch.from_numpy(rng.integers(-3, 4, fast_latent_shape(fast, Hp, Wp))))
+    ctx = [torch.from_numpy(np.ascontiguousarray(vp[di::fast.f, dj::fast.f])) for di, dj in fast.order]
+    fast._raw(feats, ctx, 1, 12)  # builds step 1's int8 step
+    step = fast._int8_steps[1]
+    assert step is not None and hasattr(step, "_masks")
+    n = int8_trunk._MASK_WIDTHS
+    first = None
+    for w_ in range(3, 3 + 2 * n + 1):
+        acc = torch.zeros(step.mask_taps.shape[0], 2 * w_, dtype=torch.int32)
+        step._add_mask_sums(acc, 2, w_)
+        if first is None:
+            first = acc.clone()
+        assert len(step._masks) <= n
+    assert 3 not in step._masks  # evicted on the way
+    again = torch.zeros_like(first)
+    step._add_mask_sums(again, 2, 3)
+    assert torch.equal(again, first)

@@ -35,6 +35,8 @@ from . import lvpnet_base
 from .profiles import Profile, profile
 
 _NO_WORDS = np.zeros(0, np.uint32)
+# the widest plane the encoder writes: a chroma difference of 16-bit RGB (R - G in -65535..65535)
+MAX_RANGE = 2 * 0xFFFF
 
 
 def _no_gaps() -> np.ndarray:
@@ -138,6 +140,8 @@ def unpack_chunk(data: bytes, n_planes: int, version: int) -> list[Plane]:
                 raise ValueError("lvpnet chunk: bad base level")
         if step < 1:
             raise ValueError("lvpnet chunk: value step 0")
+        if R > MAX_RANGE:
+            raise ValueError("lvpnet chunk: plane range beyond 17 bits (damaged header)")
         if R == 0 and (nl or npx or ng):
             raise ValueError("lvpnet chunk: streams for a constant plane")
         if R > 0 and (nl == 0 or npx == 0):

@@ -166,6 +166,7 @@ def _unfold3(x, out, row0):
 
 
 _KERNELS = None
+_MASK_WIDTHS = 16  # plane widths whose mask sums a step keeps (a volume has one or two)
 
 
 def _kernels():
@@ -216,11 +217,14 @@ class Int8Step:
     def _add_mask_sums(self, acc: torch.Tensor, h: int, w: int) -> None:
         """Adds the masks' exact sums to ``acc`` (O, h * w) int32: the same in every row but the
         first and the last, whose taps above or below fall in the 3x3 zero padding."""
-        if w not in self._masks:  # per tap row ki, each column's sum over the taps kj inside the plane
+        part = self._masks.get(w)  # (O, 3, w); read once: another thread may clear the cache
+        if part is None:  # per tap row ki, each column's sum over the taps kj inside the plane
             cols = np.ones((3, w), np.int64)
             cols[0, 0] = cols[2, w - 1] = 0  # tap column kj reads column x + kj - 1
-            self._masks[w] = torch.from_numpy(np.einsum("oab,bx->oax", self.mask_taps, cols).astype(np.int32))
-        part = self._masks[w]  # (O, 3, w)
+            part = torch.from_numpy(np.einsum("oab,bx->oax", self.mask_taps, cols).astype(np.int32))
+            if len(self._masks) >= _MASK_WIDTHS:  # bounded in a process that decodes many widths
+                self._masks.clear()
+            self._masks[w] = part
         a = acc.view(acc.shape[0], h, w)
         if h == 1:
             a += part[:, 1][:, None]
