@@ -2,6 +2,7 @@
 learned codec alone, real chunk bytes.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bitstream9_val.py --version 9 [--label L] --json out.json
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bitstream9_val.py --version 11 --without refined --json out.json
     .venv/bin/python benchmarks/bitstream9_val.py --compare a.json b.json [--out benchmarks/bitstream9_val.md]
 
 Every slice of every ``val`` array of the shared corpus (``manifest.json``; a volume gives all its
@@ -48,7 +49,11 @@ def code(args) -> int:
     from lvpnet.codecs.lvpnet_codec import LVPNetCodec
     codec = LVPNetCodec(device="cpu")
     codec.version = args.version
-    out = {"version": args.version, "label": args.label or f"v{args.version}", "arrays": {}}
+    if args.without:
+        codec.version = without(args.version, args.without.split(","))
+        codec.reads_versions = (*codec.reads_versions, codec.version)  # --verify decodes it in this process
+    out = {"version": args.version, "label": args.label or f"v{args.version}", "arrays": {},
+           "without": args.without or ""}
     t0 = time.perf_counter()
     for name, modality, slices in val_arrays(Path(args.data)):
         nbytes, samples, t = 0, 0, time.perf_counter()
@@ -56,7 +61,7 @@ def code(args) -> int:
         for x in slices:
             data = codec.encode(x)
             digest.update(data)
-            if args.verify and not np.array_equal(codec.decode(data, x.shape, x.dtype, args.version), x):
+            if args.verify and not np.array_equal(codec.decode(data, x.shape, x.dtype, codec.version), x):
                 raise SystemExit(f"{name}: does not decode")
             nbytes += len(data)
             samples += x.size
@@ -66,6 +71,23 @@ def code(args) -> int:
     out["seconds"] = time.perf_counter() - t0
     Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
     return 0
+
+
+def without(version: int, names: list[str]) -> int:
+    """A throwaway profile, bitstream ``version`` with the settings ``names`` off, registered in this
+    process only (as version 1000 + ``version``): what each stage still buys on val, one left out at
+    a time. Its chunks are not a declared version; they never leave this process."""
+    from dataclasses import replace
+
+    from lvpnet.codecs import profiles
+
+    base = profiles.profile(version)
+    bad = [n for n in names if n not in base.settings() or not getattr(base, n)]
+    if bad:
+        raise SystemExit(f"--without: not a setting that version {version} has on: {', '.join(bad)}")
+    test = replace(base, version=1000 + version, adds=frozenset(), **{n: False for n in names})
+    profiles.PROFILES[test.version] = test
+    return test.version
 
 
 def totals(rep: dict) -> dict[str, tuple[int, int]]:
@@ -137,6 +159,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--json")
     ap.add_argument("--verify", action="store_true")
+    ap.add_argument("--without", help="comma-separated profile settings switched off (a leave-one-out run; "
+                    "the engine's dependencies between settings are checked)")
     ap.add_argument("--compare", nargs="+")
     ap.add_argument("--out")
     ap.add_argument("--best", help="--compare: also per array, and the ratio to the per-image best classical "

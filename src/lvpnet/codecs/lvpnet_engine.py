@@ -280,7 +280,8 @@ class Engine:
             if profile.block_map:  # version 11: constant blocks out of the items, if that pays
                 g = lattice.stride(f, base[0]) if base[0] else 0
                 bmap, (weight, flags, ref_level), _ = block_choice.choose(
-                    items, pixels.tables, levels, ref_plane is not None, (weight, flags, ref_level), v, R, f, g)
+                    items, pixels.tables, levels, ref_plane is not None, (weight, flags, ref_level), v, R, f, g,
+                    adaptive_flags=profile.adaptive_flags)
         else:
             records = fitted(records)
             offsets = offsets_of(records)
