@@ -49,3 +49,24 @@ def test_train_smoke(tmp_path, capsys):
     fps = log["meta"]["fingerprints"]
     assert fps and T.check_fingerprints(out / "best.pt", fps, val) == [True] * len(fps)
     assert T.check_fingerprints(out / "best.pt", fps, val, dtype=torch.float32) == [True] * len(fps)
+
+
+def test_lattice_weight_lightens_the_stride_2_lattice_steps():
+    """``lattice_weight``: the loss weighs the pixel bits of the steps on the stride-2 lattice (those
+    bitstream 7 may hand to JPEG-XL) by it; the live per-step bits the loss reads sum to ``pixel_bits``."""
+    from lvpnet.model.prep import ORDERS
+
+    assert T.lattice_step_weights(4, 1.0, "cpu") is None and T.lattice_step_weights(2, 0.25, "cpu") is None
+    w = T.lattice_step_weights(4, 0.25, "cpu")
+    assert [float(x) for x in w] == [0.25 if di % 2 == 0 and dj % 2 == 0 else 1.0 for di, dj in ORDERS[4]]
+    assert float(w.sum()) == 4 * 0.25 + 12
+    cfg = json.loads((ROOT / "configs" / "tiny-test.json").read_text())["model"] | {"subimage": 4, "head": 3, "ctx_bits": 9, "step0_rows": True}
+    model = LVPNet(cfg)
+    rng = np.random.default_rng(0)
+    v = torch.from_numpy(rng.integers(0, 200, (2, 64, 64)).astype(np.float32))
+    o = model(v, torch.ones_like(v), torch.tensor([255, 255]), torch.tensor([8, 8]))
+    live = o["step_bits_live"]
+    assert live.shape == (16,) and live.requires_grad
+    assert torch.allclose(live.sum(), o["pixel_bits"]) and torch.allclose(live.detach(), o["step_bits"])
+    (live * w).sum().backward()  # the weighted loss reaches the network
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())

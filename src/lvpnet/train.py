@@ -49,7 +49,24 @@ DEFAULT_TRAIN = {
     "range_bits": 0.0,  # bits per unit of the encoder head's pre-tanh output beyond the coded range
     "range_margin": 0.0,  # the hinge's lower end: y >= (-zmax + range_margin) * q_step (0.5: the bin's middle)
     "rate_centred": False,  # the rate's gradient inside a bin from the neighbour on y's side (train.centred_rate)
+    # the weight of the pixel bits of the steps on the stride-2 lattice (steps 0-3 of 4x4 sub-images):
+    # on val the codec hands that lattice to JPEG-XL on every CT, MG and ultrasound plane (bitstream 7),
+    # so the network's work there is mostly never used; below 1 the shared trunk leans to the steps it codes
+    "lattice_weight": 1.0,
 }
+
+
+def lattice_step_weights(f: int, weight: float, device) -> torch.Tensor | None:
+    """Per step, the loss's weight of its pixel bits: ``weight`` on the steps of the stride-2 base
+    lattice (bitstream 7's level 2, coded by JPEG-XL where that is smaller), 1 elsewhere; None
+    when every step weighs 1 (the loss is then the plain sum, as before)."""
+    if weight == 1.0 or f < 4:
+        return None
+    from lvpnet.model import lattice
+    from lvpnet.model.prep import ORDERS
+
+    ks = lattice.steps(ORDERS[f], lattice.stride(f, 2))
+    return torch.tensor([weight if k in ks else 1.0 for k in range(len(ORDERS[f]))], device=device)
 
 
 def log(msg: str) -> None:
@@ -607,6 +624,9 @@ def main(argv=None) -> int:
     free_bits = float(tcfg.get("free_bits", 0.0))
     if free_bits > 0:
         log(f"free bits: {free_bits} per latent channel per block")
+    step_w = lattice_step_weights(mcfg.subimage, float(tcfg.get("lattice_weight", 1.0)), device)
+    if step_w is not None:
+        log(f"step weights in the loss: {[round(float(w), 3) for w in step_w]} (the stride-2 lattice's steps lighter)")
     nparams = model.n_params()
     log(f"model {nparams} params, subimage={mcfg.subimage}, device {device}, budget {minutes} min")
 
@@ -673,7 +693,8 @@ def main(argv=None) -> int:
             v, m, R, B = sampler.batch(int(tcfg["batch"]), device)
             o = model(v, m, R, B)
             n = o["n_pixels"].clamp_min(1)
-            loss = (o["pixel_bits"] + charged_latent_bits(o, free_bits)) / n + mcfg.qcm_weight * o["qcm_mse"]
+            pixel_bits = o["pixel_bits"] if step_w is None else (o["step_bits_live"] * step_w).sum()
+            loss = (pixel_bits + charged_latent_bits(o, free_bits)) / n + mcfg.qcm_weight * o["qcm_mse"]
             hd = heads[0]
             lat_sel = torch.nn.functional.max_pool2d(m[:, None].float(), mcfg.stride)
             if range_w > 0:

@@ -214,6 +214,8 @@ class LVPNet(nn.Module):
             "qcm_mse": mse,
             "n_pixels": mask.sum(),
             "step_bits": (bits * m).view(steps, N, h, w).sum((1, 2, 3)).detach(),
+            # the same with its gradient: a loss may weigh the steps (train's ``lattice_weight``)
+            "step_bits_live": (bits * m).view(steps, N, h, w).sum((1, 2, 3)),
             "step_pixels": m.view(steps, N, h, w).sum((1, 2, 3)).detach(),
         }
         if return_params:
