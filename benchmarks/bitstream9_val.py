@@ -47,13 +47,13 @@ def code(args) -> int:
 
     torch.set_num_threads(1)
     from lvpnet.codecs.lvpnet_codec import LVPNetCodec
-    codec = LVPNetCodec(device="cpu")
+    codec = LVPNetCodec(args.weights, device="cpu") if args.weights else LVPNetCodec(device="cpu")
     codec.version = args.version
     if args.without:
         codec.version = without(args.version, args.without.split(","))
         codec.reads_versions = (*codec.reads_versions, codec.version)  # --verify decodes it in this process
     out = {"version": args.version, "label": args.label or f"v{args.version}", "arrays": {},
-           "without": args.without or ""}
+           "without": args.without or "", "weights": args.weights or "shipped"}
     t0 = time.perf_counter()
     for name, modality, slices in val_arrays(Path(args.data)):
         nbytes, samples, t = 0, 0, time.perf_counter()
@@ -159,6 +159,7 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--json")
     ap.add_argument("--verify", action="store_true")
+    ap.add_argument("--weights", help="a checkpoint to code with (default: the shipped weights)")
     ap.add_argument("--without", help="comma-separated profile settings switched off (a leave-one-out run; "
                     "the engine's dependencies between settings are checked)")
     ap.add_argument("--compare", nargs="+")
