@@ -4,12 +4,15 @@ learned codec alone, real chunk bytes.
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bitstream9_val.py --version 9 [--label L] --json out.json
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bitstream9_val.py --version 11 --without refined --json out.json
     .venv/bin/python benchmarks/bitstream9_val.py --compare a.json b.json [--out benchmarks/bitstream9_val.md]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bitstream9_val.py --version 11 --split trainus --json out.json
 
 Every slice of every ``val`` array of the shared corpus (``manifest.json``; a volume gives all its
 slices, an RGB slice is one chunk) is coded by ``LVPNetCodec`` in the version asked, each slice
 alone (no previous-slice reference: bitstream 8's reference flags off, so the versions differ only
 in what they change), and its chunk's bytes are summed per array. ``--compare`` prints bits per sample per modality and in total, and the
 change of the second file against the first; ``--out`` writes that table as markdown.
+``--split trainus``: the train split's ultrasound arrays instead, the middle frame of each (as
+``us_levers.py``): more RGB images than val's two, to see whether a change for them is general.
 """
 
 from __future__ import annotations
@@ -30,16 +33,21 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 
 
-def val_arrays(data: Path):
+def val_arrays(data: Path, split: str = "val"):
     man = json.loads((data / "manifest.json").read_text())
     for it in man["items"]:
-        if it["split"] != "val":
+        if split == "trainus" and not (it["split"] == "train" and it["modality"] == "US"):
+            continue
+        if split == "val" and it["split"] != "val":
             continue
         with np.load(data / it["file"]) as f:
             a = f["image"]
         rgb = bool(it.get("rgb", False))
         frame = a.shape[-3:] if rgb else a.shape[-2:]
-        yield it["id"], it["modality"], a.reshape((-1,) + tuple(frame))
+        slices = a.reshape((-1,) + tuple(frame))
+        if split == "trainus":  # the middle frame only
+            slices = slices[len(slices) // 2 :][:1]
+        yield it["id"], it["modality"], slices
 
 
 def code(args) -> int:
@@ -55,7 +63,7 @@ def code(args) -> int:
     out = {"version": args.version, "label": args.label or f"v{args.version}", "arrays": {},
            "without": args.without or "", "weights": args.weights or "shipped"}
     t0 = time.perf_counter()
-    for name, modality, slices in val_arrays(Path(args.data)):
+    for name, modality, slices in val_arrays(Path(args.data), args.split):
         nbytes, samples, t = 0, 0, time.perf_counter()
         digest = hashlib.sha256()  # the chunks themselves, so a speed change can show it moved no byte
         for x in slices:
@@ -157,6 +165,7 @@ def main(argv=None) -> int:
     ap.add_argument("--version", type=int, default=9)
     ap.add_argument("--label", help="the run's name in --compare's table (default: v<version>)")
     ap.add_argument("--data", default=str(DATA))
+    ap.add_argument("--split", choices=("val", "trainus"), default="val")
     ap.add_argument("--json")
     ap.add_argument("--verify", action="store_true")
     ap.add_argument("--weights", help="a checkpoint to code with (default: the shipped weights)")
