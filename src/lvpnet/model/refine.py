@@ -427,6 +427,7 @@ def choose_step(plane, vals, mu, s, pos, f: int, order, k: int, R: int, shifts: 
     base = _estimate(v_c, mu_c, s_c, shifts) * scale
     best = (base, None)
     by_radius = {}  # the sample's deltas at each radius's offsets (radius 3: all of them)
+    systems = {}  # config -> (radius, classes, edges, G, b, weights): each config's normal equations
     for config in range(1, len(CONFIGS)):
         radius, classes = CONFIGS[config]
         cols = [offs3.index(o) for o in neighbour_offsets(order, k, radius)]
@@ -435,12 +436,20 @@ def choose_step(plane, vals, mu, s, pos, f: int, order, k: int, R: int, shifts: 
         if radius not in by_radius:
             by_radius[radius] = D_c if cols == list(range(len(offs3))) else np.ascontiguousarray(D_c[:, cols])
         pick = _EDGE_PICK[classes]
-        edges = E8[pick]
         # a coarse class is the union of the fine classes between its edges
         group = np.searchsorted(np.array(pick, np.int64), np.arange(8), side="left")
         G = np.stack([G8[group == c][:, cols][:, :, cols].sum(0) for c in range(classes)])
         b = np.stack([b8[group == c][:, cols].sum(0) for c in range(classes)])
-        q = _quantise(_solve(G, b, np.array([w8[group == c].sum() for c in range(classes)])))
+        systems[config] = (radius, classes, E8[pick], G, b, np.array([w8[group == c].sum() for c in range(classes)]))
+    # the configs of one radius share their size: one stacked solve each (the same system by system)
+    solved = {}
+    for radius in by_radius:
+        mine = [c for c in systems if systems[c][0] == radius]
+        a = _solve(*(np.concatenate([systems[c][i] for c in mine]) for i in (3, 4, 5)))
+        at = np.cumsum([0] + [systems[c][1] for c in mine])
+        solved.update({c: a[at[i] : at[i + 1]] for i, c in enumerate(mine)})
+    for config, (radius, classes, edges, _G, _b, _w) in systems.items():
+        q = _quantise(solved[config])
         ref = StepRefinement(config, edges, q)
         mu2 = apply_coefs(mu_c, by_radius[radius], classes_of(s_c, edges), q, R)
         est = _estimate(v_c, mu2, s_c, shifts) * scale
