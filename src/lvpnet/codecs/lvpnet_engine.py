@@ -201,7 +201,8 @@ class Engine:
         ``min_flags``, flags on candidates at the plane's minimum; ``base_lattice``, a coarse
         lattice coded by JPEG-XL where that is smaller (``model.lattice``); ``lattice_skip``, that
         lattice chosen before the steps after it are fitted, which see the decoder's residual plane
-        (``_lattice_first``), and "none" written for its steps' refinement and feedback;
+        (``_lattice_first``; level 2 before the walk where a network-free estimate makes it clear,
+        ``model.lattice_estimate``), and "none" written for its steps' refinement and feedback;
         ``adaptive_flags``, the neighbour-repeat flags coded by ``model.flag_adapt`` (contexts of the
         refined ``mu``, the candidate and the shifted scale; the coding choice stays version 9's);
         ``block_map``, constant 8 x 8 blocks out of the items where that pays (``model.block_choice``),
