@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from lvpnet.model import prep
 from lvpnet.model.prep import used_values
 
 
@@ -19,3 +20,15 @@ def test_used_values_is_unique(a):
     got, counts = used_values(a, counts=True)
     assert got.dtype == u.dtype and np.array_equal(got, u) and np.array_equal(counts, n)
     assert np.array_equal(used_values(a), np.unique(a))
+
+
+@pytest.mark.parametrize("span", [300, 5000, 1 << 20])
+def test_gap_packing_by_table_is_the_binary_search(span):
+    """``prep._below`` (a table over the used values, or the binary search on a sparse span) gives
+    what ``before[searchsorted(u[big], k)]`` gives, pixel by pixel."""
+    rng = np.random.default_rng(span)
+    k = rng.choice(rng.integers(0, span, 60), (40, 50)).astype(np.int64)
+    u = prep.used_values(k)
+    big = np.nonzero(np.diff(u) > 3)[0]
+    before = np.concatenate([[0], np.cumsum(np.diff(u)[big] - 1)])
+    assert np.array_equal(prep._below(u, big, before, k), before[np.searchsorted(u[big], k, side="left")])

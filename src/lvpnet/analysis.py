@@ -265,7 +265,7 @@ def _plane(model: LoadedModel, plane: np.ndarray, reference: np.ndarray | None =
     import torch
 
     from .codecs import lvpnet_base
-    from .model import lattice
+    from .model import lattice, lattice_estimate
     from .model.adapt import WIDE_FLAG_LEVELS, adapted_pixel_bits
     from .model.intnet import ExactMode
     from .model.prep import collapse_gaps, padded_size, polyphase_pad, slice_params, to_grid
@@ -302,10 +302,11 @@ def _plane(model: LoadedModel, plane: np.ndarray, reference: np.ndarray | None =
         costs = lvpnet_base.costs(v, R, f)
         lattice_bits = {}  # bitstream 9: the lattice's codestream shared over its pixels, from the choice
         chosen = [0]  # its level
+        early = lattice_estimate.early_level(v, costs, dec.order, f)  # the encoder's, before its walk
 
         def choose(head):
             head = [st for st in head if st[1].numel()]
-            per_pixel, mode = adapted_pixel_bits(head, *args, costs, ref)
+            per_pixel, mode = adapted_pixel_bits(head, *args, costs, ref, early_level=early)
             known = lattice.steps(dec.order, lattice.stride(f, mode[2])) if mode[2] else ()
             lattice_bits.update({st[0]: b for st, b in zip(head, per_pixel) if st[0] in known})
             chosen[0] = mode[2]

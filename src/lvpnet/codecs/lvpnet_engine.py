@@ -28,6 +28,7 @@ from ..model import (
     feedback,
     flag_adapt,
     lattice,
+    lattice_estimate,
     load_checkpoint,
     prep,
     reference,
@@ -200,7 +201,8 @@ class Engine:
         ``min_flags``, flags on candidates at the plane's minimum; ``base_lattice``, a coarse
         lattice coded by JPEG-XL where that is smaller (``model.lattice``); ``lattice_skip``, that
         lattice chosen before the steps after it are fitted, which see the decoder's residual plane
-        (``_lattice_first``), and "none" written for its steps' refinement and feedback;
+        (``_lattice_first``; level 2 before the walk where a network-free estimate makes it clear,
+        ``model.lattice_estimate``), and "none" written for its steps' refinement and feedback;
         ``adaptive_flags``, the neighbour-repeat flags coded by ``model.flag_adapt`` (contexts of the
         refined ``mu``, the candidate and the shifted scale; the coding choice stays version 9's);
         ``block_map``, constant 8 x 8 blocks out of the items where that pays (``model.block_choice``),
@@ -227,12 +229,18 @@ class Engine:
             di, dj = pos
             sub = v[di::f, dj::f]
             sub = np.ascontiguousarray(sub if row is None else sub[row : row + 1])
-            if sub.size:
+            if sub.size and mu is not None:  # a lattice step taken before the walk: not coded
                 records.append((k, sub, mu, s, pos, row))
             return sub
 
         z = z.to(self.device)
-        self._walk(z, R, H, W, step, known=vp)
+        lat_options, early = None, 0
+        if profile.lattice_skip:  # the lattice taken before the walk where that is clear: its steps not walked
+            lat_options = lvpnet_base.options(v, R, f)
+            lat_costs = {c: lvpnet_base.bits(d) for c, d in lat_options.items()}
+            early = lattice_estimate.early_level(v, lat_costs, self.dec.order, f) if lat_costs else 0
+        skip = lattice.steps(self.dec.order, lattice.stride(f, early)) if early else frozenset()
+        self._walk(z, R, H, W, step, skip=skip, known=vp)
         fits = None
         if profile.refined:
             fits = SliceFitting(v, R, self.dec.order, self.dec.pixel_tables.cpu(), self.pixels.shifts, self.dec.K)
@@ -274,8 +282,9 @@ class Engine:
 
         base, est, bmap = (0, b""), 0.0, None
         if profile.lattice_skip:
-            items, extras, offsets, base, est = self._lattice_first(records, fitted, itemised, offsets_of, v, R, fits,
-                                                                    levels, pixels, ref_plane is not None)
+            items, extras, offsets, base, est = self._lattice_first(records, fitted, itemised, offsets_of, R, fits,
+                                                                    levels, pixels, ref_plane is not None,
+                                                                    lat_options, lat_costs, early)
             weight, flags, ref_level = choose_coding(items, pixels.tables, levels, ref_plane is not None)
             if profile.block_map:  # version 11: constant blocks out of the items, if that pays
                 g = lattice.stride(f, base[0]) if base[0] else 0
@@ -344,25 +353,27 @@ class Engine:
             return plane
         return plane, est + self.latent.bits(zs, profile.staged_latent)
 
-    def _lattice_first(self, records, fitted, itemised, offsets_of, v, R: int, fits, levels: int, pixels,
-                       with_ref: bool):
+    def _lattice_first(self, records, fitted, itemised, offsets_of, R: int, fits, levels: int, pixels,
+                       with_ref: bool, options: dict, costs: dict, early: int = 0):
         """Bitstream 9's encoder: the base lattice chosen before the steps after it are fitted, so
         their fits see the residual plane the decoder will have (``SliceFitting.lattice``). The
         lattices' steps come first in the decoding order: that prefix is fitted as without a
         lattice, its learned bits at its own coding choice are weighed against each lattice's
         JPEG-XL bits (``lattice.choose_by_steps``); with a lattice, the prefix's other steps are fitted
         again (their refinement kept, the feedback chosen anew) and the lattice's steps leave.
+        ``options``, ``costs``: each level's codestream and bits; ``early``: the level taken before
+        the walk (``model.lattice_estimate``), whose steps are not in ``records``: nothing of them is
+        fitted or weighed, and the rest comes out as the exact choice of that level would give it.
         -> (items, extras, offsets, (base level, codestream), the codestream's bits)."""
         order, f = self.dec.order, self.dec.f
-        options = lvpnet_base.options(v, R, f)
-        costs = {c: lvpnet_base.bits(d) for c, d in options.items()}
         cand = lattice.candidate_steps(costs, order, f) if costs else frozenset()
         n = next((i for i, r in enumerate(records) if r[0] not in cand), len(records))
-        head = fitted(records[:n])
-        offsets = offsets_of(head)
-        items, extras = itemised(head, offsets)
-        level = 0
-        if costs:  # each step's learned bits come with the coding choice (no second walk of the items)
+        level = early
+        if not early:
+            head = fitted(records[:n])
+            offsets = offsets_of(head)
+            items, extras = itemised(head, offsets)
+        if costs and not early:  # each step's learned bits come with the coding choice (no second walk of the items)
             step_bits: dict = {}
             choose_coding(items, pixels.tables, levels, with_ref, step_bits)
             level = lattice.choose_by_steps(step_bits, costs, order, f)

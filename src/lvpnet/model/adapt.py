@@ -536,6 +536,7 @@ def adapted_pixel_bits(
     steps, R: int, tables, shifts, K: int, v: np.ndarray, order, rows0: bool = False, flag_levels: int = FLAG_LEVELS,
     edge_thr: np.ndarray | None = None, min_flags: bool = False, base_costs: dict[int, float] | None = None,
     ref: np.ndarray | None = None, adaptive_flags: bool = False, block_lattice: int | None = None,
+    early_level: int = 0,
 ) -> tuple[list[np.ndarray], tuple]:
     """Per item ``(k, values, mu, s)`` of a plane (integer tensors, decoding order, ``s`` as
     coded; ``v`` the whole plane, numpy; ``rows0``: sub-image 0 is decoded row by row): every
@@ -548,7 +549,8 @@ def adapted_pixel_bits(
     coding choice is still judged with the flag counts of version 9; with ``block_lattice``, the
     stride of the base lattice already taken out of ``steps`` (0: none), the constant-block map as
     ``model.block_choice`` chooses it: version 11, its bits shared over the pixels it gives), and
-    the encoder's choice (weight index, flag level, base level, reference level)."""
+    the encoder's choice (weight index, flag level, base level, reference level). ``early_level``:
+    the base level the encoder takes before weighing (``model.lattice_estimate``; 0: it weighs)."""
     base = tables.cpu().numpy()
     if edge_thr is not None:
         base = edge.expand(base)
@@ -576,7 +578,7 @@ def adapted_pixel_bits(
     level, prefix = 0, []
     if base_costs:  # the learned bits of the lattices' items, walked once for the choice and the map
         prefix = lattice_bits(items, base, w, flags, lattice.candidate_steps(base_costs, order, f))
-        level = lattice.choose_from(items, prefix, base_costs, order, f)
+        level = early_level or lattice.choose_from(items, prefix, base_costs, order, f)
     known = lattice.steps(order, lattice.stride(f, level)) if level else frozenset()
     # the lattice's items leave the pixel stream; the coding choice stays (``model.lattice``)
     shared = iter(lattice.map_share(items, prefix, known, base_costs[level]) if level else [])

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import edge, lattice
+from . import edge, lattice, lattice_estimate
 from .adapt import adapted_pixel_bits, flag_levels, offset_max, side_bits
 from .fitting import SliceFitting, fit_plane, network_steps
 from .gmsm import GMSM
@@ -519,10 +519,11 @@ def slice_bits(
     step_bits = [0.0] * dec.steps
     choose = None
     if costs and lattice_skip:  # bitstream 9: the lattice chosen on its own steps before the others are fitted
+        early = lattice_estimate.early_level(v, costs, dec.order, f)  # the encoder's, before its walk
 
         def choose(head):
             head = [st for st in head if st[1].numel()]
-            per_pixel, mode = adapted_pixel_bits(head, *args, costs)
+            per_pixel, mode = adapted_pixel_bits(head, *args, costs, early_level=early)
             if mode[2]:
                 for (k, *_rest), b in zip(head, per_pixel):  # the lattice's steps: its codestream, shared
                     if k in lattice.steps(dec.order, lattice.stride(f, mode[2])):

@@ -412,21 +412,23 @@ def choose_step(plane, vals, mu, s, pos, f: int, order, k: int, R: int, shifts: 
     parts = [slice(bounds[c], bounds[c + 1]) for c in range(8)]
     w = 1.0 / np.maximum(np.abs(y), 1.0)
     w = 1.0 / np.maximum(np.abs(y - _mm(A, _fit(A, y, w))), 1.0)
-    for it in range(_IRLS):
-        Aw = A * w[:, None]
-        G8 = np.stack([_mm(Aw[p].T, A[p]) for p in parts])
-        b8 = np.stack([_mm(Aw[p].T, y[p]) for p in parts])
+    At, yt = torch.from_numpy(A), torch.from_numpy(y)  # the class products below on torch views: the
+    for it in range(_IRLS):  # same ``_mm`` calls, without a numpy round trip each (64 a step)
+        Aw = torch.from_numpy(A * w[:, None])
+        G8 = torch.stack([torch.matmul(Aw[p].T, At[p]) for p in parts]).numpy()
+        b8 = torch.stack([torch.matmul(Aw[p].T, yt[p]) for p in parts]).numpy()
         w8 = np.array([w[p].sum() for p in parts])
         if it + 1 < _IRLS:  # reweight by the residual of the finest model (8 classes, radius 3)
-            a8 = _solve(G8, b8, w8).astype(np.float32)
+            a8 = torch.from_numpy(_solve(G8, b8, w8).astype(np.float32))
             for c, p in enumerate(parts):
-                w[p] = 1.0 / np.maximum(np.abs(y[p] - _mm(A[p], a8[c])), 1.0)
+                w[p] = 1.0 / np.maximum(np.abs(y[p] - torch.matmul(At[p], a8[c]).numpy()), 1.0)
     # configs compared on the sample, against no refinement with the same estimate
     v_c, mu_c, D_c = vals.reshape(-1)[sample], mu.reshape(-1)[sample], D
     scale = n / sample.size
     base = _estimate(v_c, mu_c, s_c, shifts) * scale
     best = (base, None)
     by_radius = {}  # the sample's deltas at each radius's offsets (radius 3: all of them)
+    systems = {}  # config -> (radius, classes, edges, G, b, weights): each config's normal equations
     for config in range(1, len(CONFIGS)):
         radius, classes = CONFIGS[config]
         cols = [offs3.index(o) for o in neighbour_offsets(order, k, radius)]
@@ -435,12 +437,20 @@ def choose_step(plane, vals, mu, s, pos, f: int, order, k: int, R: int, shifts: 
         if radius not in by_radius:
             by_radius[radius] = D_c if cols == list(range(len(offs3))) else np.ascontiguousarray(D_c[:, cols])
         pick = _EDGE_PICK[classes]
-        edges = E8[pick]
         # a coarse class is the union of the fine classes between its edges
         group = np.searchsorted(np.array(pick, np.int64), np.arange(8), side="left")
         G = np.stack([G8[group == c][:, cols][:, :, cols].sum(0) for c in range(classes)])
         b = np.stack([b8[group == c][:, cols].sum(0) for c in range(classes)])
-        q = _quantise(_solve(G, b, np.array([w8[group == c].sum() for c in range(classes)])))
+        systems[config] = (radius, classes, E8[pick], G, b, np.array([w8[group == c].sum() for c in range(classes)]))
+    # the configs of one radius share their size: one stacked solve each (the same system by system)
+    solved = {}
+    for radius in by_radius:
+        mine = [c for c in systems if systems[c][0] == radius]
+        a = _solve(*(np.concatenate([systems[c][i] for c in mine]) for i in (3, 4, 5)))
+        at = np.cumsum([0] + [systems[c][1] for c in mine])
+        solved.update({c: a[at[i] : at[i + 1]] for i, c in enumerate(mine)})
+    for config, (radius, classes, edges, _G, _b, _w) in systems.items():
+        q = _quantise(solved[config])
         ref = StepRefinement(config, edges, q)
         mu2 = apply_coefs(mu_c, by_radius[radius], classes_of(s_c, edges), q, R)
         est = _estimate(v_c, mu2, s_c, shifts) * scale
