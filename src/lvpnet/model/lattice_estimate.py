@@ -84,14 +84,18 @@ def estimated_bits(v: np.ndarray) -> tuple[float, float]:
     h, w = s1.shape
     c = _edge_to(s0, h + 1, w + 1)
     e1 = _between_bits(s1, [c[:h, :w], c[1 : h + 1, :w], c[:h, 1 : w + 1], c[1 : h + 1, 1 : w + 1]])
+    # a plane of under 3 rows or columns has no centres (s1 empty, nothing to edge-pad): steps 2
+    # and 3 then see their two step-0 neighbours alone (``early_level`` never asks; callers may)
     s2 = v[::4, 2::4]  # between two step-0 pixels in a row, two centres above and below
     h, w = s2.shape
-    c, m = _edge_to(s0, h, w + 1), _edge_to(s1, h + 1, w, top=1)
-    e2 = _between_bits(s2, [c[:h, :w], c[:h, 1 : w + 1], m[:h, :w], m[1 : h + 1, :w]])
+    c = _edge_to(s0, h, w + 1)
+    m = _edge_to(s1, h + 1, w, top=1) if s1.size and s2.size else None
+    e2 = _between_bits(s2, [c[:h, :w], c[:h, 1 : w + 1]] + ([] if m is None else [m[:h, :w], m[1 : h + 1, :w]]))
     s3 = v[2::4, ::4]  # between two step-0 pixels in a column, two centres left and right
     h, w = s3.shape
-    c, m = _edge_to(s0, h + 1, w), _edge_to(s1, h, w + 1, left=1)
-    e3 = _between_bits(s3, [c[:h, :w], c[1 : h + 1, :w], m[:h, :w], m[:h, 1 : w + 1]])
+    c = _edge_to(s0, h + 1, w)
+    m = _edge_to(s1, h, w + 1, left=1) if s1.size and s3.size else None
+    e3 = _between_bits(s3, [c[:h, :w], c[1 : h + 1, :w]] + ([] if m is None else [m[:h, :w], m[:h, 1 : w + 1]]))
     return e0, e0 + e1 + e2 + e3
 
 
