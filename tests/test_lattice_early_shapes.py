@@ -87,3 +87,34 @@ def test_estimate_of_tiny_planes_does_not_raise(shape):
     v = np.arange(np.prod(shape), dtype=np.int64).reshape(shape) * 7
     e1, e2 = lattice_estimate.estimated_bits(v)
     assert 0 <= e1 <= e2 and np.isfinite(e2)
+
+
+def test_early_level_2_is_the_exact_level_2_with_a_reference_slice(codec, monkeypatch):
+    """Profiles with ``reference``: the previous slice's repeat flags ride on the items the early path
+    keeps, as on those the exact choice keeps."""
+    prev = _smooth((22, 26), 0, 4000, seed=5)
+    x = prev.copy()
+    x[5:12, 3:20] += 7  # most pixels repeat the reference
+    with monkeypatch.context() as m:
+        m.setattr(lattice_estimate, "early_level", lambda *a: 2)
+        early = codec.encode(x, reference=prev)
+    with monkeypatch.context() as m:
+        m.setattr(lattice_estimate, "early_level", lambda *a: 0)
+        m.setattr(lattice, "choose_by_steps", lambda *a: 2)
+        exact = codec.encode(x, reference=prev)
+    assert early == exact
+    assert np.array_equal(codec.decode(early, x.shape, x.dtype, codec.version, reference=prev), x)
+
+
+def test_rgb_chroma_at_the_widest_range_decodes(codec):
+    """16-bit RGB whose R - G spans -65535..65535: the plane range is ``lvpnet_chunk.MAX_RANGE`` exactly,
+    which the chunk reader's new bound must still accept."""
+    from lvpnet.codecs import lvpnet_chunk
+
+    x = np.stack([_smooth((12, 13), 0, 0xFFFF, seed=s) for s in range(3)], axis=-1)
+    x[0, 0] = (0xFFFF, 0, 0)
+    x[1, 1] = (0, 0xFFFF, 0)
+    rg = x[..., 0].astype(np.int64) - x[..., 1]
+    assert int(rg.max() - rg.min()) == lvpnet_chunk.MAX_RANGE
+    data = codec.encode(x)
+    assert np.array_equal(codec.decode(data, x.shape, x.dtype, codec.version), x)
