@@ -14,11 +14,24 @@ import struct
 
 import numpy as np
 
+from ..errors import InputError
 from ..model import lattice
 
 EFFORTS = (7,)
 EFFORTS_8BIT = (7, 9)
 LENGTH = struct.Struct("<I")  # the chunk's byte count before each codestream (``lvpnet_codec``)
+
+
+def _no_jpegxl(e: Exception) -> InputError:
+    return InputError(f"lvpnet codec: the base lattice (bitstream 7 and later) needs imagecodecs with JPEG-XL ({e})")
+
+
+def _imagecodecs():
+    try:
+        import imagecodecs
+    except ImportError as e:
+        raise _no_jpegxl(e) from None
+    return imagecodecs
 
 
 def lattice_shape(H: int, W: int, g: int) -> tuple[int, int]:
@@ -27,12 +40,15 @@ def lattice_shape(H: int, W: int, g: int) -> tuple[int, int]:
 
 def encode_lattice(v: np.ndarray, R: int, g: int) -> bytes:
     """The smallest JPEG-XL codestream of ``v[::g, ::g]`` (values in ``0..R``)."""
-    import imagecodecs  # not on import: the CUDA round trip stages the codec where it may be missing
+    imagecodecs = _imagecodecs()  # not on import: the CUDA round trip stages the codec where it may be missing
 
     sub = np.ascontiguousarray(v[::g, ::g]).astype(np.uint8 if R < 256 else np.uint16)
     best = None
     for effort in EFFORTS_8BIT if R < 256 else EFFORTS:
-        data = imagecodecs.jpegxl_encode(sub, lossless=True, effort=effort)
+        try:
+            data = imagecodecs.jpegxl_encode(sub, lossless=True, effort=effort)
+        except ImportError as e:  # an imagecodecs built without JPEG-XL imports it only here
+            raise _no_jpegxl(e) from None
         if best is None or len(data) < len(best):
             best = data
     return bytes(best)
@@ -40,9 +56,9 @@ def encode_lattice(v: np.ndarray, R: int, g: int) -> bytes:
 
 def decode_lattice(data: bytes, H: int, W: int, R: int, g: int) -> np.ndarray:
     """The lattice (int64) of an (H, W) plane with values in ``0..R``; ValueError when damaged."""
-    import imagecodecs
-
     from .jxl_size import jxl_size
+
+    imagecodecs = _imagecodecs()
 
     try:  # the declared size first: the decoder would allocate whatever the codestream says
         declared = jxl_size(data)
@@ -52,6 +68,8 @@ def decode_lattice(data: bytes, H: int, W: int, R: int, g: int) -> np.ndarray:
         raise ValueError("lvpnet base layer: wrong shape or type (a codestream of another size; damaged chunk)")
     try:
         sub = imagecodecs.jpegxl_decode(data)
+    except ImportError as e:  # no JPEG-XL in this imagecodecs: the file is fine, the install is not
+        raise _no_jpegxl(e) from None
     except Exception as e:  # imagecodecs raises its own error types for damaged codestreams
         raise ValueError(f"lvpnet base layer: not a JPEG-XL codestream ({e})") from None
     want = np.uint8 if R < 256 else np.uint16
