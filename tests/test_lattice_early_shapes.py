@@ -118,3 +118,35 @@ def test_rgb_chroma_at_the_widest_range_decodes(codec):
     assert int(rg.max() - rg.min()) == lvpnet_chunk.MAX_RANGE
     data = codec.encode(x)
     assert np.array_equal(codec.decode(data, x.shape, x.dtype, codec.version), x)
+
+
+def _sample_ct_slice(i=6):
+    from pathlib import Path
+
+    nib = pytest.importorskip("nibabel")
+    path = Path(__file__).resolve().parents[1] / "resources" / "sample_ct.nii.gz"
+    return np.ascontiguousarray(np.asarray(nib.load(path).dataobj)[:, :, i].T).astype(np.int16)
+
+
+def test_pixels_repeating_the_reference_are_left_out_of_the_estimate():
+    v = _sample_ct_slice().astype(np.int64)
+    v -= v.min()
+    e1, e2 = lattice_estimate.estimated_bits(v)
+    clear = {1: e1, 2: e2 * (1 - 2 * lattice_estimate.MARGIN)}
+    order = [(0, 0), (2, 2), (0, 2), (2, 0)] + [(i, j) for i in range(4) for j in range(4) if i % 2 or j % 2]
+    assert lattice_estimate.early_level(v, clear, order, 4) == 2
+    assert lattice_estimate.early_level(v, clear, order, 4, np.full_like(v, -1)) == 2  # no repeats: the same
+    assert lattice_estimate.early_level(v, clear, order, 4, v) == 0  # all repeat: the learned bits near 0
+    half = np.where(np.arange(v.shape[0])[:, None] < v.shape[0] // 2, v, -1)
+    k1, k2 = lattice_estimate.estimated_bits(v, half != v)
+    assert 0 < k2 < e2 and 0 < k1 < e1
+
+
+def test_a_slice_repeating_its_reference_keeps_the_exact_choice(codec, monkeypatch):
+    """The estimate knows no reference flags: a CT slice coded against itself was taken to level 2
+    early (52,509 bytes) where the exact choice writes 1,243; its repeats now leave the estimate."""
+    x = _sample_ct_slice()
+    got = codec.encode(x, reference=x)
+    monkeypatch.setattr(lattice_estimate, "early_level", lambda *a: 0)
+    assert got == codec.encode(x, reference=x)
+    assert len(got) < 5000

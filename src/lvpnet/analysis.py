@@ -302,7 +302,7 @@ def _plane(model: LoadedModel, plane: np.ndarray, reference: np.ndarray | None =
         costs = lvpnet_base.costs(v, R, f)
         lattice_bits = {}  # bitstream 9: the lattice's codestream shared over its pixels, from the choice
         chosen = [0]  # its level
-        early = lattice_estimate.early_level(v, costs, dec.order, f)  # the encoder's, before its walk
+        early = lattice_estimate.early_level(v, costs, dec.order, f, ref)  # the encoder's, before its walk
 
         def choose(head):
             head = [st for st in head if st[1].numel()]

@@ -238,7 +238,7 @@ class Engine:
         if profile.lattice_skip:  # the lattice taken before the walk where that is clear: its steps not walked
             lat_options = lvpnet_base.options(v, R, f)
             lat_costs = {c: lvpnet_base.bits(d) for c, d in lat_options.items()}
-            early = lattice_estimate.early_level(v, lat_costs, self.dec.order, f) if lat_costs else 0
+            early = lattice_estimate.early_level(v, lat_costs, self.dec.order, f, ref_plane) if lat_costs else 0
         skip = lattice.steps(self.dec.order, lattice.stride(f, early)) if early else frozenset()
         self._walk(z, R, H, W, step, skip=skip, known=vp)
         fits = None
