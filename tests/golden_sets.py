@@ -29,3 +29,13 @@ EXPECTED: dict[str, dict] = {k: json.loads((d / "expected.json").read_text()) fo
 def weights_of(which: str) -> Path:
     """The weights file of set ``which`` (by the sha256 its expected.json records)."""
     return WEIGHTS / f"{EXPECTED[which]['model_sha256'][:12]}.pt"
+
+
+def writer(which: str, version: int):
+    """A learned codec with set ``which``'s weights that writes bitstream ``version`` (older
+    versions are written to check what they code, not only what they read)."""
+    from lvpnet.codecs.lvpnet_codec import LVPNetCodec
+
+    c = LVPNetCodec(weights_of(which), device="cpu")
+    c.version = version
+    return c

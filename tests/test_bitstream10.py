@@ -8,15 +8,17 @@ a version 9 reader of the same planes does not (the flags' coding is the version
 """
 
 
+import functools
+
 import numpy as np
 import pytest
-from golden_sets import SETS, weights_of
+from golden_sets import SETS, weights_of, writer
 
-from lvpnet.codecs.lvpnet_codec import LVPNetCodec
 from lvpnet.codecs.profiles import LATEST, PROFILES
 from lvpnet.model import flag_adapt
 
 WEIGHTS = weights_of("b10")  # the head-3 weights every golden set from b2 on shares
+_writer = functools.partial(writer, "b10")  # writes any version with these weights
 # inputs whose planes carry neighbour-repeat flags under these weights (v10 writes them otherwise than v9)
 FLAGGED = ["flat_background_uint8", "padded_ct_int16"]
 GREY = FLAGGED + ["blocks_uint8", "levels_uint16", "texture_uint16"]
@@ -24,10 +26,6 @@ GREY = FLAGGED + ["blocks_uint8", "levels_uint16", "texture_uint16"]
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _writer(version: int) -> LVPNetCodec:
-    c = LVPNetCodec(WEIGHTS, device="cpu")
-    c.version = version
-    return c
 
 
 @pytest.fixture(scope="module")

@@ -7,25 +7,24 @@ what the chunk pays, the training estimate (``slice_bits``) and the Inspect maps
 counting the same bits as the decoder, and every earlier version still written and read as before.
 """
 
+import functools
+
 import numpy as np
 import pytest
-from golden_sets import SETS, weights_of
+from golden_sets import SETS, weights_of, writer
 
 from lvpnet.codecs.lvpnet_codec import LVPNetCodec
 from lvpnet.codecs.profiles import LATEST, PROFILES
 from lvpnet.model import blocks
 
 WEIGHTS = weights_of("b11")
+_writer = functools.partial(writer, "b11")  # writes any version with these weights
 MAPPED = "us_overlay_rgb_uint8"  # its chroma planes take the map under these weights
 GREY = ["us_blocks_uint8", "flat_background_uint8", "padded_ct_int16", "blocks_uint8", "texture_uint16"]
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _writer(version: int) -> LVPNetCodec:
-    c = LVPNetCodec(WEIGHTS, device="cpu")
-    c.version = version
-    return c
 
 
 @pytest.fixture(scope="module")

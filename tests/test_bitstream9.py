@@ -7,9 +7,11 @@ trunk, torch head, numpy refinement and feedback) as on the fast ones, and be wr
 """
 
 
+import functools
+
 import numpy as np
 import pytest
-from golden_sets import SETS, weights_of
+from golden_sets import SETS, weights_of, writer
 
 from lvpnet.codecs.lvpnet_chunk import unpack_chunk
 from lvpnet.codecs.lvpnet_codec import LVPNetCodec
@@ -17,6 +19,7 @@ from lvpnet.codecs.profiles import PROFILES
 from lvpnet.model import feedback, head_kernel, lattice, refine, repeat
 
 WEIGHTS = weights_of("b9")  # the head-3 weights every golden set from b2 on shares
+_writer = functools.partial(writer, "b9")  # writes any version with these weights
 # inputs of the golden sets on which these weights take a base lattice (level 1 and level 2)
 INPUTS = {"blocks_uint8": 1, "padded_ct_int16": 2}
 
@@ -77,11 +80,6 @@ def test_the_decoder_runs_no_network_on_lattice_steps(codec, monkeypatch, name):
     assert count.rows > 0 and sorted(set(count.steps)) == list(range(dec.steps))
 
 
-def _writer(version: int) -> LVPNetCodec:
-    """A codec writing bitstream ``version`` with the same weights."""
-    c = LVPNetCodec(WEIGHTS, device="cpu")
-    c.version = version
-    return c
 
 
 @pytest.fixture
