@@ -627,6 +627,8 @@ def main(argv=None) -> int:
     step_w = lattice_step_weights(mcfg.subimage, float(tcfg.get("lattice_weight", 1.0)), device)
     if step_w is not None:
         log(f"step weights in the loss: {[round(float(w), 3) for w in step_w]} (the stride-2 lattice's steps lighter)")
+    elif float(tcfg.get("lattice_weight", 1.0)) != 1.0:
+        log(f"lattice_weight ignored: {mcfg.subimage} x {mcfg.subimage} sub-images have no stride-2 lattice of steps")
     nparams = model.n_params()
     log(f"model {nparams} params, subimage={mcfg.subimage}, device {device}, budget {minutes} min")
 
