@@ -132,16 +132,21 @@ def _deltas(plane, mu, ry, oky, rx, okx):
 
 
 def _deltas_at(plane, mu, ry, oky, rx, okx, idx):
-    """``_deltas`` of the pixels at the flat indices ``idx`` of the sub-image only."""
+    """``_deltas`` of the pixels at the flat indices ``idx`` of the sub-image only (the encoder's
+    sample). The folded indices pixel-major first: the inner loop over offsets then reads them
+    in a row (a third less time than striding over them)."""
     T = ry.shape[0]
     w = rx.shape[1]
+    ryt, okyt = np.ascontiguousarray(ry.T), np.ascontiguousarray(oky.T)
+    rxt, okxt = np.ascontiguousarray(rx.T), np.ascontiguousarray(okx.T)
     out = np.zeros((idx.size, T), np.int64)
     for p in range(idx.size):
         i = idx[p] // w
         j = idx[p] % w
+        m = mu[i, j]
         for t in range(T):
-            if oky[t, i] and okx[t, j]:
-                out[p, t] = plane[ry[t, i], rx[t, j]] - mu[i, j]
+            if okyt[i, t] and okxt[j, t]:
+                out[p, t] = plane[ryt[i, t], rxt[j, t]] - m
     return out
 
 
@@ -420,7 +425,7 @@ def choose_step(plane, vals, mu, s, pos, f: int, order, k: int, R: int, shifts: 
     lab8 = classes_of(s_c, E8)
     # the sample, the 8 classes one after another (int8 labels: numpy's radix sort, the same order)
     by_class = np.argsort(lab8.astype(np.int8), kind="stable")
-    bounds = np.searchsorted(np.sort(lab8), np.arange(9))
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(lab8, minlength=8))])  # each class's start and end
     # float32: the fits only propose coefficients (quantised to 2**-8, then judged by their bits)
     A, y = D[by_class].astype(np.float32), e[by_class].astype(np.float32)
     # weights towards the least absolute residual (IRLS), starting from the network's residual
