@@ -143,7 +143,9 @@ class PixelCoder:
                 self.uniform,
                 np.ascontiguousarray(sizes[has], dtype=np.int32),
             )
-        order, counts = self._groups(s)
+        # int16 keys (every index is below len(self.models)): numpy's stable argsort of them is a
+        # radix sort, the same order several times faster than int64's merge sort
+        order, counts = self._groups(s.astype(np.int16) if len(self.models) <= 1 << 15 else s)
         flat = sym.reshape(-1)
         ends = np.cumsum(counts)
         for si in np.nonzero(counts)[0][::-1]:
