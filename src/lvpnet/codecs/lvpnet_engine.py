@@ -234,7 +234,7 @@ class Engine:
             return sub
 
         z = z.to(self.device)
-        lat_options, early = None, 0
+        lat_options, lat_costs, early = None, None, 0
         if profile.lattice_skip:  # the lattice taken before the walk where that is clear: its steps not walked
             lat_options = lvpnet_base.options(v, R, f)
             lat_costs = {c: lvpnet_base.bits(d) for c, d in lat_options.items()}

@@ -27,6 +27,7 @@ import math
 import numpy as np
 
 from .jit import compiled
+from .prep import med_predict
 from .refine import bit_length, fold_offsets, neighbour_offsets, neighbours, plane_f
 from .tables import OFFSET_MAX, TOTAL, WIDE_OFFSET_MAX, residual_bins
 
@@ -55,9 +56,7 @@ def lattice_residuals(lattice: np.ndarray) -> np.ndarray:
         return np.zeros(L.shape, np.int64)
     pred = L.copy()
     if L.shape[0] > 1 and L.shape[1] > 1:
-        a, b, c = L[1:, :-1], L[:-1, 1:], L[:-1, :-1]
-        lo, hi = np.minimum(a, b), np.maximum(a, b)
-        pred[1:, 1:] = np.where(c >= hi, lo, np.where(c <= lo, hi, a + b - c))
+        pred[1:, 1:] = med_predict(L[1:, :-1], L[:-1, 1:], L[:-1, :-1])
     pred[0, 1:] = L[0, :-1]
     pred[1:, 0] = L[:-1, 0]
     return np.abs(L - pred)

@@ -205,6 +205,8 @@ class LVPNet(nn.Module):
         m = smask.transpose(0, 1).reshape(steps * N, h, w)
         bits = self._pixel_bits(tgt, mu, s, mu_f, s_f, Rr.view(-1, 1, 1))
         pix_bits_sum = (bits * m).sum()
+        # per step, with its gradient: a loss may weigh the steps (train's ``lattice_weight``)
+        step_bits = (bits * m).view(steps, N, h, w).sum((1, 2, 3))
         out = {
             "pixel_bits": pix_bits_sum,
             "latent_bits": lat_bits_sum,
@@ -213,9 +215,8 @@ class LVPNet(nn.Module):
             "latent_blocks": lat_mask.sum(),
             "qcm_mse": mse,
             "n_pixels": mask.sum(),
-            "step_bits": (bits * m).view(steps, N, h, w).sum((1, 2, 3)).detach(),
-            # the same with its gradient: a loss may weigh the steps (train's ``lattice_weight``)
-            "step_bits_live": (bits * m).view(steps, N, h, w).sum((1, 2, 3)),
+            "step_bits": step_bits.detach(),
+            "step_bits_live": step_bits,
             "step_pixels": m.view(steps, N, h, w).sum((1, 2, 3)).detach(),
         }
         if return_params:

@@ -135,6 +135,13 @@ def _below(u: np.ndarray, big: np.ndarray, before: np.ndarray, k: np.ndarray) ->
     return before[at][k - u[0]]
 
 
+def med_predict(left: np.ndarray, above: np.ndarray, corner: np.ndarray) -> np.ndarray:
+    """LOCO-I's median edge detector: each pixel's prediction from its left, above and above-left
+    neighbours (arrays of one shape)."""
+    lo, hi = np.minimum(left, above), np.maximum(left, above)
+    return np.where(corner >= hi, lo, np.where(corner <= lo, hi, left + above - corner))
+
+
 def med_bits(v: np.ndarray) -> float:
     """Bits of a 2-D plane under the LOCO-I median predictor and one empirical residual histogram
     (first row and column left out, scaled to the whole plane): a quick, model-free estimate to
@@ -142,9 +149,7 @@ def med_bits(v: np.ndarray) -> float:
     v = np.asarray(v, dtype=np.int64)
     if v.size and -(1 << 29) < v.min() and v.max() < (1 << 29):  # int32 exact: half the memory traffic
         v = v.astype(np.int32)
-    N, W, NW, c = v[:-1, 1:], v[1:, :-1], v[:-1, :-1], v[1:, 1:]
-    lo, hi = np.minimum(N, W), np.maximum(N, W)
-    r = (c - np.where(NW >= hi, lo, np.where(NW <= lo, hi, N + W - NW))).ravel()
+    r = (v[1:, 1:] - med_predict(v[1:, :-1], v[:-1, 1:], v[:-1, :-1])).ravel()
     n = np.bincount(r - r.min()).astype(np.float64)
     n = n[n > 0]
     return float(-(n * np.log2(n / r.size)).sum()) * v.size / r.size

@@ -377,19 +377,14 @@ _EDGE_PICK = {1: [], 2: [3], 4: [1, 3, 5], 8: list(range(7))}
 _QMAX = 65  # the tables' 2K + 1 bins and an escape on each side (K = 64)
 
 
-def _estimate(vals, mu, s, shifts: np.ndarray) -> float:
+class _Estimate:
     """Bits of one step's sample as the adapted tables (``model.adapt``) come to code it,
     roughly: the empirical entropy of the binned residual (bins of ``2**shifts[s]``, as
     ``tables.pixel_symbols`` makes them) given the scale index, plus the raw low bits. The
     model's fixed tables would not do: their offsets saturate on a CT whose residual is
-    sharper than any of them, where the adapted tables follow it."""
-    return _Estimate(vals, s, shifts)(mu)
-
-
-class _Estimate:
-    """``_estimate`` of one sample for many ``mu``: what depends on the scale indices alone (their
-    bins, the per-index entropy term, the raw low bits) made once; the same float operations in
-    the same order, so the same value to the last bit (``choose_step`` asks once per config)."""
+    sharper than any of them, where the adapted tables follow it. Called with each ``mu`` that
+    ``choose_step`` weighs; what depends on the scale indices alone (their bins, the per-index
+    entropy term, the raw low bits) is made once."""
 
     def __init__(self, vals, s, shifts: np.ndarray):
         self.vals, self.b = vals, shifts[s]
