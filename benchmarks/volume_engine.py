@@ -23,7 +23,12 @@ engine of today codes about 0.1-0.5 Mpixel/s, so a whole 256-slice volume does n
 lease: ``--budget-s`` (default 420) sizes the volume from a 2-slice probe (a multiple of 8 slices, at
 most 256) and the report says how many slices were run. Then the portability check: the first 8 slices
 (one reference run) encoded on the device decode exactly on the CPU, and the CPU's file on the device.
-GPU memory: torch's peak allocation. Exit status 0 when every decode is exact.
+GPU memory: torch's peak allocation. Then ``--pools`` (default ``same:auto``): the same volume by a pool
+of processes (``slice_pool``: one per core, on a GPU bounded by its free memory), each running the learned
+codec on the device named (``cpu``, ``cuda``, ``same`` as ``--device``); on a GPU machine the per-slice
+fits, tables, entropy coding and the safety net's JPEG-XL run on the CPU, so the GPU session runs
+``same:auto,cpu:auto`` to see what the GPU adds. ``--profile``: where one process's time goes (cProfile of
+2 slices). Exit status 0 when every decode is exact.
 """
 
 from __future__ import annotations
@@ -111,7 +116,7 @@ def _timed(fn, sync):
     return out, time.perf_counter() - t
 
 
-def run(folder: Path, device: str, budget_s: float, slices: int | None) -> dict:
+def run(folder: Path, device: str, budget_s: float, slices: int | None, pools: str = "", profile: bool = False) -> dict:
     import torch
 
     import lvpnet
@@ -138,8 +143,9 @@ def run(folder: Path, device: str, budget_s: float, slices: int | None) -> dict:
     lvpnet.compress(probe[:1], verify=False)  # warm-up: weights, cuDNN, allocator
     _, t_probe = _timed(lambda: lvpnet.decompress(lvpnet.compress(probe, verify=False)), sync)
     sized_by = "--slices" if slices else f"--budget-s {budget_s:g}"
-    if slices is None:  # what fits the budget, in whole reference runs
-        slices = int(min(FULL, max(RUN, budget_s / (t_probe / 2) // RUN * RUN)))
+    if slices is None:  # what fits the budget, in whole reference runs (half of it with pools after)
+        serial_s = budget_s / 2 if pools else budget_s
+        slices = int(min(FULL, max(RUN, serial_s / (t_probe / 2) // RUN * RUN)))
     volume = build_volume(sources, slices)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -173,8 +179,81 @@ def run(folder: Path, device: str, budget_s: float, slices: int | None) -> dict:
         report["cpu_file_decodes_on_gpu"] = bool(np.array_equal(lvpnet.decompress(on_cpu), run_))
         report["same_bytes_cpu_gpu"] = on_gpu == on_cpu
         exact = exact and report["gpu_file_decodes_on_cpu"] and report["cpu_file_decodes_on_gpu"]
+    if pools:
+        plan = _pool_plan(pools, device, slices)
+        report["pools"] = [_pooled(volume, data, learned, dev, n, sync) for dev, n in plan]
+        exact = exact and all(p["exact"] for p in report["pools"])
+    if profile:
+        report["profile"] = _profile(volume[:2], sync)
     report["all_exact"] = exact
     return report
+
+
+def _pooled(volume: np.ndarray, serial: bytes, learned, device: str, n: int, sync) -> dict:
+    """The same volume coded by ``n`` processes (``slice_pool``: this one and ``n - 1`` workers, each
+    running the learned codec on ``device``), the file written and decoded back from disk as the
+    command does. The pool is started by an untimed warm-up of ``n`` slices (about 2 s a worker),
+    so the figures are a running pool's; the bytes must equal the serial run's (bitstream 8 codes
+    against the slice before within a run, identically in any process)."""
+    import tempfile
+
+    import lvpnet
+    from lvpnet.lvpfile import LvpFile
+    from lvpnet.progress import run as drain
+
+    before = learned.device
+    learned.device = device
+    try:
+        lvpnet.compress(volume[: min(n, len(volume))], verify=False, workers=n)  # warm-up: the workers start
+        data, t_enc = _timed(lambda: lvpnet.compress(volume, verify=False, workers=n), sync)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "v.lvp"
+            path.write_bytes(data)
+            decoded, t_dec = _timed(lambda: drain(LvpFile(path).iter_decode(workers=n)), sync)
+    finally:
+        learned.device = before
+    pix = volume.size / 1e6
+    return {
+        "device": device,
+        "processes": n,
+        "encode_seconds": round(t_enc, 2),
+        "decode_and_check_seconds": round(t_dec, 2),
+        "encode_mpix_s": round(pix / t_enc, 3),
+        "decode_mpix_s": round(pix / t_dec, 3),
+        "same_bytes_as_serial": data == serial,
+        "exact": bool(np.array_equal(decoded, volume)),
+    }
+
+
+def _profile(vol: np.ndarray, sync, top: int = 30) -> str:
+    """Where one process's time goes: cProfile of the serial encode and decode of ``vol``, the
+    ``top`` functions by their own time (the GPU run's first question is what is left on the CPU)."""
+    import cProfile
+    import io
+    import pstats
+
+    import lvpnet
+
+    prof = cProfile.Profile()
+    prof.enable()
+    lvpnet.decompress(lvpnet.compress(vol, verify=False))
+    sync()
+    prof.disable()
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(top)
+    return out.getvalue()
+
+
+def _pool_plan(spec: str, device: str, slices: int) -> list[tuple[str, int]]:
+    """``--pools``: comma-separated ``DEVICE:N`` (N a number or ``auto``: ``slice_pool.workers``)."""
+    from lvpnet import slice_pool
+
+    plan = []
+    for item in filter(None, (p.strip() for p in spec.split(","))):
+        dev, _, n = item.partition(":")
+        dev = device if dev == "same" else dev
+        plan.append((dev, slice_pool.workers(slices, None if n in ("", "auto") else int(n), dev)))
+    return plan
 
 
 def markdown(rep: dict) -> str:
@@ -201,6 +280,13 @@ def markdown(rep: dict) -> str:
             f"GPU decodes exactly on the CPU: {rep['gpu_file_decodes_on_cpu']}, and the CPU's on the GPU: "
             f"{rep['cpu_file_decodes_on_gpu']} (same bytes: {rep['same_bytes_cpu_gpu']})."
         )
+    if rep.get("pools"):
+        lines += ["", "The same volume by a pool of processes (`slice_pool`; warm pool, file decoded from disk):", "",
+                  "| device | processes | encode s | encode Mpixel/s | decode s | decode Mpixel/s | same bytes | exact |",
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {p['device']} | {p['processes']} | {p['encode_seconds']} | {p['encode_mpix_s']} | "
+                  f"{p['decode_and_check_seconds']} | {p['decode_mpix_s']} | {p['same_bytes_as_serial']} | {p['exact']} |"
+                  for p in rep["pools"]]
     return "\n".join(lines) + "\n"
 
 
@@ -213,13 +299,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cuda")
     ap.add_argument("--budget-s", type=float, default=420.0, help="sizes the volume to end within about this")
     ap.add_argument("--slices", type=int, help="run exactly this many slices instead (at most 256)")
+    ap.add_argument("--pools", default="same:auto",
+                    help="after the serial run, pools of processes: comma-separated DEVICE:N, DEVICE cpu, cuda or "
+                         "same (--device), N a number or auto (one per core, bounded by GPU memory); '' for none")
+    ap.add_argument("--profile", action="store_true", help="cProfile of 2 slices (serial), into the report")
     ap.add_argument("--out", help="the report as JSON")
     ap.add_argument("--md", help="the report as Markdown")
     args = ap.parse_args(argv)
     if args.prepare:
         prepare(Path(args.prepare), args.sources)
         return 0
-    rep = run(Path(args.run), args.device, args.budget_s, args.slices)
+    rep = run(Path(args.run), args.device, args.budget_s, args.slices, args.pools, args.profile)
     print(json.dumps(rep, indent=1))
     if args.out:
         Path(args.out).write_text(json.dumps(rep, indent=1))

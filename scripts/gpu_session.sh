@@ -24,7 +24,9 @@
 #   all: fitting minutes = LVP_TRAIN_S - 100 s, for start-up and the last val pass (an H200 took 40 s
 #   a val pass and 0.7 min past a 4-minute budget in session 8), val every 1.6 min (LVP_EXTRA).
 # Engine: benchmarks/volume_engine.py --device cuda with --budget-s = what is left of LVP_SESSION_S
-#   less 120 s (the 8-slice CPU <-> GPU portability check and warm-up come after the timed volume).
+#   less 120 s (the 8-slice CPU <-> GPU portability check and warm-up come after the timed volume):
+#   one process on the GPU, then the same volume by a pool of processes on the GPU and by one on the
+#   CPU (one per core; the per-slice stages run on the CPU either way), and a cProfile of 2 slices.
 #
 # Size that travels (2026-12-05, after --prepare): tracked files 28.0 MB (`git ls-files -z | xargs -0
 #   du -cb`) + .gpucarry 29.5 MB (site.tar.xz 5.5, vol 2.1, train 21.9) = 54.8 MiB, 4 MB kept
@@ -73,7 +75,8 @@ if [ -n "${LVP_BENCH_SLICES:-}" ]; then SIZE="--slices $LVP_BENCH_SLICES"; else 
 echo "== $(date -u) engine: ${LEFT}s left, $SIZE"
 # shellcheck disable=SC2086
 PYTHONPATH="${SITE:+$SITE:}$PKG" PYTHONUNBUFFERED=1 timeout -k 10 $((LEFT > 40 ? LEFT - 10 : 30)) \
-  $PY benchmarks/volume_engine.py --run "$CARRY/vol" --device "$DEV" $SIZE --out "$OUT/volume_engine.json" \
+  $PY benchmarks/volume_engine.py --run "$CARRY/vol" --device "$DEV" $SIZE --pools "same:auto,cpu:auto" --profile \
+  --out "$OUT/volume_engine.json" \
   > "$OUT/volume_engine.log" 2>&1
 echo "== engine exit $?"
 grep -E '"(slices|encode_mpix_s|decode_mpix_s|bits_per_sample|gpu_peak_memory_mib|all_exact)"' "$OUT/volume_engine.log"

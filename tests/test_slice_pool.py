@@ -67,3 +67,42 @@ def test_cli_refuses_a_bad_number_of_workers(tmp_path, capsys):
     assert "not a number of workers" in capsys.readouterr().err
     assert main(["compress", str(src), str(tmp_path / "v.lvp"), "--codec", "fallback", "--workers", "2"]) == 0
     assert main(["verify", str(tmp_path / "v.lvp"), "--workers", "2"]) == 0
+
+
+def test_workers_run_where_the_parent_asks(monkeypatch):
+    """The parent's device reaches the workers (``--device cpu`` on a GPU machine stays on the CPU
+    there too), and a pool started with another device is replaced, not reused."""
+    monkeypatch.delenv(slice_pool.DEVICE_ENV, raising=False)
+    tasks = [(slice_pool.DEVICE_ENV,)] * 4  # os.getenv in the process that runs the task
+    got = list(slice_pool.ordered(os.getenv, tasks, 2, {slice_pool.DEVICE_ENV: "cpu"}))
+    assert got == [None, "cpu", None, "cpu"]  # every 2nd task is this process's own
+    got = list(slice_pool.ordered(os.getenv, tasks, 2, {slice_pool.DEVICE_ENV: "auto"}))
+    assert got == [None, "auto", None, "auto"]
+    slice_pool.shutdown()
+
+
+def test_device_bounds_workers_only_on_a_gpu(monkeypatch):
+    import torch
+
+    monkeypatch.delenv(slice_pool.ENV, raising=False)
+    cores = len(os.sched_getaffinity(0))
+    assert slice_pool.workers(1000, None, "cpu") == cores
+    if not torch.cuda.is_available():
+        assert slice_pool.workers(1000, None, "auto") == cores  # auto without a GPU is the CPU
+    assert slice_pool.workers(1000, 3, "cuda") == 3  # asked for: asked for
+
+
+def test_learned_codec_device_from_the_environment(monkeypatch):
+    from lvpnet.codecs.lvpnet_codec import LVPNetCodec
+    from lvpnet.errors import InputError
+
+    monkeypatch.setenv(slice_pool.DEVICE_ENV, "cpu")
+    assert LVPNetCodec().device == "cpu"
+    assert LVPNetCodec(device="auto").device == "auto"  # an explicit device wins
+    monkeypatch.setenv(slice_pool.DEVICE_ENV, "gpu")
+    codec = LVPNetCodec()
+    if codec.is_available():
+        with pytest.raises(InputError, match="LVPNET_DEVICE"):
+            codec.engine()
+    monkeypatch.delenv(slice_pool.DEVICE_ENV)
+    assert LVPNetCodec().device == "auto"

@@ -69,8 +69,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
     check_writable(args.output)  # before the encode, not after it
     if looks_like_lvp(args.input):
         raise InputError(f"{args.input}: is already an lvpnet file")
-    _check_device(args.device)
-    codecs.get_codec("lvpnet").device = args.device  # where the learned codec runs (no weights loaded here)
+    if args.device:  # else the codec's own: LVPNET_DEVICE, or auto
+        _check_device(args.device)
+        codecs.get_codec("lvpnet").device = args.device  # where the learned codec runs (no weights loaded here)
     job = iter_compress_path(args.input, args.output, args.codec, verify=not args.no_verify, series=args.series,
                              rgb=args.rgb, follow_symlinks=args.follow_symlinks,
                              allow_lossy_source=args.allow_lossy_source, workers=args.workers,
@@ -291,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--rgb", action="store_true", help="the last axis of 3 of a .npy input is colour")
     c.add_argument("--series", metavar="UID", help="the series to take from a DICOM folder holding several")
     c.add_argument("--codec", choices=codecs.available(), help=CODEC_HELP)
-    c.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the learned codec runs")
+    c.add_argument("--device", choices=("auto", "cpu", "cuda"),
+                   help="where the learned codec runs (default: LVPNET_DEVICE when set, else auto)")
     c.add_argument("--no-verify", action="store_true", help="skip decoding the output before it is put in place")
     c.add_argument("--allow-lossy-source", action="store_true",
                    help="accept DICOM files whose pixel data went through lossy compression")

@@ -133,8 +133,10 @@ def encode_stream(
     slices = list(iter_slices(array, volume.rgb))  # views of the array
     tasks = ((name, s, slices[i - 1] if chosen.takes_reference and i % REFERENCE_RUN else None, safety)
              for i, s in enumerate(slices))
-    n = slice_pool.workers(total, workers) if model is not None and _on_cpu(chosen) else 1
-    for i, (s, (used_id, used_version, data)) in enumerate(zip(slices, slice_pool.ordered(code_slice, tasks, n))):
+    device = str(getattr(chosen, "device", "cpu"))
+    n = slice_pool.workers(total, workers, device) if model is not None else 1
+    coded = slice_pool.ordered(code_slice, tasks, n, slice_pool.device_env(chosen))
+    for i, (s, (used_id, used_version, data)) in enumerate(zip(slices, coded)):
         writer.add_chunk(data, used_id, used_version, s)
         digest.update(s.tobytes())
         counts[used_id] = counts.get(used_id, 0) + 1
@@ -157,16 +159,6 @@ def code_slice(name: str, s: np.ndarray, prev: np.ndarray | None, safety_net: bo
             thorough = [backup.encode(s, effort=e) for e in backup.thorough_efforts(s)]
             used, data = backup, min([alt, *thorough], key=len)
     return used.id, used.version, data
-
-
-def _on_cpu(codec) -> bool:
-    """Does the learned codec run on the CPU here? (A GPU works on its own slices; no pool then.)"""
-    device = str(getattr(codec, "device", "cpu"))
-    if device == "cpu":
-        return True
-    import torch
-
-    return not torch.cuda.is_available()
 
 
 def _verify(lvp: LvpFile, volume: Volume, workers: int | None = 1) -> Generator[Progress, None, None]:

@@ -214,7 +214,9 @@ class LvpFile:
         from .compressor import REFERENCE_RUN
 
         n = len(self)
-        workers = slice_pool.workers(n, workers) if self.codec_counts().get(codecs.LVPNetCodec.id) else 1
+        learned = codecs.get_codec(codecs.LVPNetCodec.id)
+        device = learned.device
+        workers = slice_pool.workers(n, workers, device) if self.codec_counts().get(learned.id) else 1
         if workers <= 1:
             for i in range(n):
                 yield self.read_slice(i)
@@ -224,7 +226,7 @@ class LvpFile:
         state = limits.state(self.header.get("array_hash"))
         runs = [(self._source, self.name, self.header.get("array_hash"), state, a, min(n, a + step))
                 for a in range(0, n, step)]
-        for decoded in slice_pool.ordered(decode_run, runs, workers):
+        for decoded in slice_pool.ordered(decode_run, runs, workers, slice_pool.device_env(learned)):
             yield from decoded
 
     def read_all(self) -> np.ndarray:

@@ -9,10 +9,16 @@ Who uses it: ``compressor.encode_stream`` (slices, the safety net included) and
 ``LvpFile.iter_decode`` (runs of slices that decode without the one before them). A worker runs
 the very code the serial path runs, so files and errors are the same with any number of workers.
 
-How many: ``workers(n, requested)``: a number asked for, or with ``None`` (the command line's
-default) ``LVPNET_WORKERS`` when set, else the cores this process may use, and 1 for volumes under
-``MIN_SLICES`` slices, where starting workers (about 2 s each: torch, numba, weights) costs more
-than it saves. The Python API asks for 1 unless told otherwise: workers are started with
+How many: ``workers(n, requested, device)``: a number asked for, or with ``None`` (the command
+line's default) ``LVPNET_WORKERS`` when set, else the cores this process may use, and 1 for volumes
+under ``MIN_SLICES`` slices, where starting workers (about 2 s each: torch, numba, weights) costs
+more than it saves. On a CUDA device the automatic number is also bounded by the device's free
+memory (``GPU_BYTES_PER_WORKER`` each): on a GPU machine the per-slice fits, tables and entropy
+coding run on the CPU (``docs/MODEL.md``, GPU), so one process leaves the GPU mostly idle.
+
+Where: the workers run the learned codec on this process's device (``device_env``: the parent's
+codec device as ``LVPNET_DEVICE``), so ``--device cpu`` on a GPU machine stays on the CPU in the
+workers too. The Python API asks for 1 unless told otherwise: workers are started with
 ``spawn``, which re-imports the caller's main module, so a script must guard its top level with
 ``if __name__ == "__main__":`` to use them (the ``lvpnet`` command and napari do).
 """
@@ -27,16 +33,21 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 
 ENV = "LVPNET_WORKERS"
+DEVICE_ENV = "LVPNET_DEVICE"
 MIN_SLICES = 8
+#: what one worker on a CUDA device may take: its CUDA context, the weights and one slice's buffers
+#: (an estimate with room to spare; benchmarks/volume_engine.py reports the measured peak per process)
+GPU_BYTES_PER_WORKER = 3 * 2**30
 
 _pool = None
-_pool_size = 0
+_pool_key: tuple | None = None
 _lock = threading.Lock()
 
 
-def workers(n_slices: int, requested: int | None = 1) -> int:
+def workers(n_slices: int, requested: int | None = 1, device: str = "cpu") -> int:
     """How many worker processes code ``n_slices`` slices (1: in this process). ``requested``: a
-    number, or None for automatic (module docstring)."""
+    number, or None for automatic (module docstring); ``device``: where the learned codec runs
+    ("auto", "cpu", "cuda"), which bounds the automatic number on a GPU."""
     if requested is not None:
         return max(1, min(int(requested), n_slices))
     env = os.environ.get(ENV, "").strip()
@@ -51,7 +62,25 @@ def workers(n_slices: int, requested: int | None = 1) -> int:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
-    return max(1, min(cores, n_slices // 2))
+    return max(1, min(cores, n_slices // 2, _gpu_room(device)))
+
+
+def _gpu_room(device: str) -> int:
+    """How many workers the CUDA device behind ``device`` has free memory for (a large number on the CPU)."""
+    if str(device) == "cpu":
+        return 1 << 30
+    import torch
+
+    if not torch.cuda.is_available():
+        return 1 << 30  # "auto" without a GPU is the CPU
+    index = torch.device(device).index if str(device).startswith("cuda:") else None
+    free, _total = torch.cuda.mem_get_info(index)
+    return max(1, free // GPU_BYTES_PER_WORKER)
+
+
+def device_env(codec) -> dict[str, str]:
+    """What a worker needs to run ``codec`` where this process runs it: its device."""
+    return {DEVICE_ENV: str(getattr(codec, "device", "auto"))}
 
 
 def _init(env: dict) -> None:
@@ -64,22 +93,22 @@ def _init(env: dict) -> None:
     torch.set_num_threads(1)
 
 
-def _executor(n: int):
-    global _pool, _pool_size
+def _executor(n: int, env: dict[str, str]):
+    global _pool, _pool_key
     with _lock:
-        if _pool is not None and _pool_size != n:
+        if _pool is not None and _pool_key != (n, env):
             _pool.shutdown(wait=True, cancel_futures=True)
             _pool = None
         if _pool is None:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
-            keep = {k: v for k, v in os.environ.items() if k.startswith(("LVPNET_", "OMP_"))}
+            keep = {k: v for k, v in os.environ.items() if k.startswith(("LVPNET_", "OMP_"))} | env
             # spawn: a fresh interpreter per worker (forking a process that holds torch's threads
             # can deadlock); the codecs load their weights there on first use
             _pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), initializer=_init,
                                         initargs=(keep,))
-            _pool_size = n
+            _pool_key = (n, env)
         return _pool
 
 
@@ -95,9 +124,10 @@ def shutdown() -> None:
 atexit.register(shutdown)
 
 
-def ordered(fn: Callable, tasks: Iterable[tuple], n: int) -> Iterator:
+def ordered(fn: Callable, tasks: Iterable[tuple], n: int, env: dict[str, str] | None = None) -> Iterator:
     """``fn(*task)`` for every task, results in task order, at most ``2 n`` in flight (memory stays
-    bounded by the window, not the volume). ``n == 1``: in this process, no pool. Otherwise this
+    bounded by the window, not the volume). ``env``: settings the workers take (``device_env``); a
+    pool started with others is replaced. ``n == 1``: in this process, no pool. Otherwise this
     process is one of the ``n``: it codes every ``n``-th task itself, on one torch thread, while
     ``n - 1`` workers code the others (so it works while they start, and never sits idle)."""
     if n <= 1:
@@ -106,7 +136,7 @@ def ordered(fn: Callable, tasks: Iterable[tuple], n: int) -> Iterator:
         return
     import torch
 
-    pool = _executor(n - 1)
+    pool = _executor(n - 1, dict(env or {}))
     window: deque = deque()  # futures, or the tasks this process codes itself when their turn comes
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one core each: this process and every worker

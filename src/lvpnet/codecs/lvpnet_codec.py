@@ -27,8 +27,14 @@ from .weights import WEIGHTS_NAME, default_weights, file_sha256
 __all__ = ["LVPNetCodec", "Plane", "pack_chunk", "unpack_chunk"]
 
 
+def _check_device(value: str, what: str = "device") -> None:
+    if value not in ("auto", "cpu", "cuda") and not str(value).startswith("cuda:"):
+        raise InputError(f"{what} must be auto, cpu or cuda, not {value!r}")
+
+
 class LVPNetCodec(Codec):
-    """LVPNet with real constriction bitstreams. ``device``: "auto" | "cpu" | "cuda" (GMSM and integer path)."""
+    """LVPNet with real constriction bitstreams. ``device``: "auto" | "cpu" | "cuda" (GMSM and integer
+    path); by default ``LVPNET_DEVICE`` when set (how ``slice_pool`` workers follow their parent), else "auto"."""
 
     id = "lvpnet"
     # what each version codes, and why it exists: ``profiles``; the latest is written
@@ -40,9 +46,10 @@ class LVPNetCodec(Codec):
     # ``lvpnet.limits`` before a declared slice shape makes the engine allocate it
     decode_bytes_per_pixel = 512
 
-    def __init__(self, weights: str | os.PathLike | None = None, device: str = "auto"):
+    def __init__(self, weights: str | os.PathLike | None = None, device: str | None = None):
         self._weights = Path(weights) if weights is not None else None
-        self._device = device
+        # checked when the engine is built (``engine``), so a bad LVPNET_DEVICE is a clear error there
+        self._device = device or os.environ.get("LVPNET_DEVICE", "").strip() or "auto"
         self._engine = None
 
     # ------------------------------------------------------------------ configuration
@@ -56,8 +63,7 @@ class LVPNetCodec(Codec):
 
     @device.setter
     def device(self, value: str) -> None:
-        if value not in ("auto", "cpu", "cuda") and not str(value).startswith("cuda:"):
-            raise InputError(f"device must be auto, cpu or cuda, not {value!r}")
+        _check_device(value)
         if value != self._device:
             self._device = value
             self._engine = None
@@ -76,6 +82,8 @@ class LVPNetCodec(Codec):
                     "to a weights file (to compress without them, use --codec fallback)"
                 )
             from .lvpnet_engine import Engine
+
+            _check_device(self._device, "the learned codec's device (LVPNET_DEVICE)")
 
             try:
                 self._engine = Engine(w, self._device)
