@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -63,6 +64,19 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("CUDA was asked for but no CUDA device is available")
     return dev
+
+
+class StepRecord(NamedTuple):
+    """One step of a plane as the encoder walks it (step 0 of a ``step0_rows`` model: one row), in
+    decoding order: its real values, the network's (or, once fitted, the refined) ``mu`` and ``s``,
+    its sub-image ``pos`` and ``row`` (None: the whole sub-image)."""
+
+    k: int
+    values: np.ndarray
+    mu: np.ndarray
+    s: np.ndarray
+    pos: tuple[int, int]
+    row: int | None
 
 
 class _FixedCounts:
@@ -223,14 +237,14 @@ class Engine:
         vp = prep.polyphase_pad(v, Hp, Wp, f)
         z = self.model().encode_slice(vp, B, device=self.device)
         zs = self.dec.latent_symbols(z).cpu().numpy()
-        records = []  # (step, values, mu, s, pos, row) in decoding order (step 0 row by row for step0_rows models)
+        records: list[StepRecord] = []  # in decoding order (step 0 row by row for step0_rows models)
 
         def step(k, mu, s, pos, row):
             di, dj = pos
             sub = v[di::f, dj::f]
             sub = np.ascontiguousarray(sub if row is None else sub[row : row + 1])
             if sub.size and mu is not None:  # a lattice step taken before the walk: not coded
-                records.append((k, sub, mu, s, pos, row))
+                records.append(StepRecord(k, sub, mu, s, pos, row))
             return sub
 
         z = z.to(self.device)
@@ -252,17 +266,18 @@ class Engine:
         def fitted(recs):
             if fits is None:
                 return recs
-            return [(k, sub, *fits.step(k, pos, sub, mu, s, row), pos, row) for k, sub, mu, s, pos, row in recs]
+            return [StepRecord(r.k, r.values, *fits.step(r.k, r.pos, r.values, r.mu, r.s, r.row), r.pos, r.row)
+                    for r in recs]
 
         def itemised(recs, offsets):
             items, extras = [], []
             i = 0
             while i < len(recs):  # step 0's rows together: their symbols and table rows in one call
                 j = i + 1
-                while recs[i][5] is not None and j < len(recs) and recs[j][0] == recs[i][0] and recs[j][5] is not None:
+                while recs[i].row is not None and j < len(recs) and recs[j].k == recs[i].k and recs[j].row is not None:
                     j += 1
-                group, k = recs[i:j], recs[i][0]
-                sub, mu, s = (np.concatenate([r[n] for r in group]) for n in (1, 2, 3))
+                group, k = recs[i:j], recs[i].k
+                sub, mu, s = (np.concatenate([getattr(r, n) for r in group]) for n in ("values", "mu", "s"))
                 s = self._shift(s, offsets, k)
                 sym, low, nb, esc = self.dec.symbols(torch.from_numpy(sub), torch.from_numpy(mu), torch.from_numpy(s))
                 sym, low, nb, esc = sym.numpy(), low.numpy(), nb.numpy(), esc.numpy()
@@ -367,7 +382,7 @@ class Engine:
         -> (items, extras, offsets, (base level, codestream), the codestream's bits)."""
         order, f = self.dec.order, self.dec.f
         cand = lattice.candidate_steps(costs, order, f) if costs else frozenset()
-        n = next((i for i, r in enumerate(records) if r[0] not in cand), len(records))
+        n = next((i for i, r in enumerate(records) if r.k not in cand), len(records))
         level = early
         if not early:
             head = fitted(records[:n])
@@ -384,10 +399,10 @@ class Engine:
             base, est = (level, options[level]), costs[level]
             if fits is not None:
                 fits.lattice(g, known)
-            head = fitted([r for r in records[:n] if r[0] not in known])
+            head = fitted([r for r in records[:n] if r.k not in known])
             offsets = offsets_of(head)
             items, extras = itemised(head, offsets)
-        tail = fitted([r for r in records[n:] if r[0] not in known])
+        tail = fitted([r for r in records[n:] if r.k not in known])
         more = offsets_of(tail)
         offsets = None if offsets is None else offsets + more  # the two cover different steps
         items2, extras2 = itemised(tail, offsets)
@@ -405,9 +420,10 @@ class Engine:
         dec = self.dec
         tabs, shifts = dec.pixel_tables.cpu(), dec.pixel_shifts.cpu()
         for k in range(dec.steps):
-            mine = [r for r in records if r[0] == k]
+            mine = [r for r in records if r.k == k]
             if mine:
-                v, mu, s = (torch.from_numpy(np.concatenate([r[i].reshape(-1) for r in mine])) for i in (1, 2, 3))
+                v, mu, s = (torch.from_numpy(np.concatenate([getattr(r, n).reshape(-1) for r in mine]))
+                            for n in ("values", "mu", "s"))
                 offsets[k] = best_scale_offset(v, mu, s, R, tabs, shifts, dec.K, omax)
         return offsets
 
