@@ -73,7 +73,9 @@ def plane_breakdown(model, plane: np.ndarray) -> dict:
 
     from lvpnet.analysis import coded_steps
     from lvpnet.codecs import lvpnet_base
-    from lvpnet.model.adapt import WIDE_FLAG_LEVELS, adapted_pixel_bits
+    from lvpnet.coding import edge
+    from lvpnet.coding.adapt import WIDE_FLAG_LEVELS, adapted_pixel_bits
+    from lvpnet.coding.latent_adapt import latent_code_bits
     from lvpnet.model.prep import collapse_gaps, padded_size, polyphase_pad, slice_params, to_grid
     from lvpnet.model.tables import pixel_symbols
 
@@ -97,11 +99,11 @@ def plane_breakdown(model, plane: np.ndarray) -> dict:
         vt = torch.as_tensor(vp, device=dev).to(net.encoder.stem.weight.dtype)[None]
         _y, z_hard, _ = net.latent(vt, torch.tensor([B], device=dev))
         z = z_hard[0].long()
-        out["latent"] = float(dec.latent_code_bits(z).sum())
+        out["latent"] = float(latent_code_bits(dec, z).sum())
         feats = dec.features(z)
         steps, fits = coded_steps(dec, feats, v, vp, R, B)  # the walk Inspect's maps make
         args = (R, dec.pixel_tables, dec.pixel_shifts, dec.K, v, dec.order, cfg.step0_rows, WIDE_FLAG_LEVELS,
-                dec.edge_thr, True)
+                edge.config_thresholds(cfg), True)
         per_pixel, mode = adapted_pixel_bits(steps, *args, None)
         costs = lvpnet_base.costs(v, R, f)
         _pp, mode_l = adapted_pixel_bits(steps, *args, costs)
@@ -208,7 +210,7 @@ def main(argv=None):
     global GAPS
     GAPS = a.gaps
     if a.fit_pixels:
-        from lvpnet.model import feedback, refine
+        from lvpnet.coding import feedback, refine
 
         refine._FIT_PIXELS = refine._CHOICE_PIXELS = feedback._SAMPLE = a.fit_pixels
     from lvpnet.analysis import load_model

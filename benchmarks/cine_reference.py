@@ -1,4 +1,4 @@
-"""Cine loops with the previous frame as a reference (bitstream version 8, ``model.reference``).
+"""Cine loops with the previous frame as a reference (bitstream version 8, ``coding.reference``).
 
     .venv/bin/python benchmarks/cine_reference.py [--frames 8] [--json F] [--out benchmarks/cine_reference.md]
 

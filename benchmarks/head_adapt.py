@@ -135,7 +135,7 @@ def _sigmas(dec, s: np.ndarray) -> np.ndarray:
 
 def fit_mu(d: StepSample, dec, bits: Bits, R: int):
     """-> (G, q int64 (49,), estimated saving in bits with the side bits paid) or None."""
-    from lvpnet.model.refine import coef_bits
+    from lvpnet.coding.refine import coef_bits
 
     X = d.X.astype(np.float64)
     A = X * (d.act * M_UNIT)[:, None]  # mu per unit of m
@@ -165,7 +165,7 @@ def fit_mu(d: StepSample, dec, bits: Bits, R: int):
 
 def fit_s(d: StepSample, dec, bits: Bits, R: int, mu: np.ndarray):
     """-> (G, p int64 (49,), estimated saving) or None: Newton steps on the tables' code length."""
-    from lvpnet.model.refine import coef_bits
+    from lvpnet.coding.refine import coef_bits
 
     X = d.X.astype(np.float64)
     a = X * S_UNIT  # quarter octaves per unit of raw s
@@ -223,7 +223,7 @@ def choose(d: StepSample, dec, R: int, which: str) -> dict:
 def side_bits(corr: dict, which: str) -> float:
     """The corrections of one plane (or volume): per step >= 1 and channel adapted in this variant,
     the choice among off and the shifts, plus the coefficients' bits."""
-    from lvpnet.model.refine import coef_bits
+    from lvpnet.coding.refine import coef_bits
 
     chans = {"mu": ("m",), "s": ("s",), "mus": ("m", "s")}[which]
     total = 0.0
@@ -244,7 +244,7 @@ class Adapter:
     ``head_params``' integers of the corrected raw outputs."""
 
     def __init__(self, engine, which: str, target: str = "refined"):
-        from lvpnet.model import fitting
+        from lvpnet.coding import fitting
 
         self.eng, self.dec, self.which, self.target = engine, engine.dec, which, target
         self._encode, self._predict = engine.encode_plane, engine.dec.predict

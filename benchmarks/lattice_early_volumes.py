@@ -1,4 +1,4 @@
-"""The encoder's early base-lattice choice (``model.lattice_estimate``) on volumes coded as files code
+"""The encoder's early base-lattice choice (``coding.lattice_estimate``) on volumes coded as files code
 them, each slice against the one before (bitstream 8's reference flags): bytes and encoder CPU time
 with the early choice and with the exact choice only, slice by slice.
 
@@ -35,7 +35,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(1)
     from lvpnet.codecs.lvpnet_codec import LVPNetCodec
-    from lvpnet.model import lattice_estimate
+    from lvpnet.coding import lattice_estimate
 
     items = {it["id"]: it for it in json.loads((Path(args.data) / "manifest.json").read_text())["items"]}
     codec, exact_rule = LVPNetCodec(device="cpu"), lattice_estimate.early_level

@@ -55,8 +55,8 @@ def plane_record(model, plane: np.ndarray, reference: np.ndarray | None) -> dict
 
     from lvpnet.analysis import coded_steps
     from lvpnet.codecs import lvpnet_base
-    from lvpnet.model import edge, lattice
-    from lvpnet.model.adapt import (
+    from lvpnet.coding import edge, lattice
+    from lvpnet.coding.adapt import (
         WIDE_FLAG_LEVELS,
         choose_coding,
         lattice_bits,
@@ -65,9 +65,10 @@ def plane_record(model, plane: np.ndarray, reference: np.ndarray | None) -> dict
         side_bits,
         walk_plane,
     )
+    from lvpnet.coding.latent_adapt import latent_code_bits
+    from lvpnet.coding.reference import ref_values
+    from lvpnet.coding.repeat import item_candidates
     from lvpnet.model.prep import collapse_gaps, padded_size, polyphase_pad, slice_params, to_grid
-    from lvpnet.model.reference import ref_values
-    from lvpnet.model.repeat import item_candidates
     from lvpnet.model.tables import pixel_symbols
 
     net, dec = model.net, model.dec
@@ -86,7 +87,7 @@ def plane_record(model, plane: np.ndarray, reference: np.ndarray | None) -> dict
         vt = torch.as_tensor(vp).to(net.encoder.stem.weight.dtype)[None]
         _y, z_hard, _ = net.latent(vt, torch.tensor([B]))
         z = z_hard[0].long()
-        latent = float(dec.latent_code_bits(z).sum())
+        latent = float(latent_code_bits(dec, z).sum())
         feats = dec.features(z)
         steps, fits = coded_steps(dec, feats, v, vp, R, B)
     base = edge.expand(dec.pixel_tables.cpu().numpy())
@@ -94,7 +95,7 @@ def plane_record(model, plane: np.ndarray, reference: np.ndarray | None) -> dict
     for k, vals, mu, s in steps:
         sym, _low, nb, esc = pixel_symbols(vals, mu, s, dec.pixel_shifts, dec.K)
         sym, s_, vals_n = sym.numpy(), s.long().numpy(), vals.numpy()
-        s_ = edge.table_index(mu.numpy(), s_, dec.edge_thr)
+        s_ = edge.table_index(mu.numpy(), s_, edge.config_thresholds(cfg))
         esc = esc.numpy()
         extra = np.where(esc, np.log2(R + 1.0), nb.numpy().astype(np.float64))
         di, dj = dec.order[k]
@@ -277,10 +278,10 @@ def blocks_estimate(d, n: int) -> tuple[float, dict]:
 
 def flags_on_estimate(d, order) -> float:
     """(g) planes that code no neighbour-repeat flag now (flag level 0): the best of levels 1-4 with
-    ``model.flag_adapt``'s flags, saving each hit pixel's bits now (its table, low and escape bits)
+    ``coding.flag_adapt``'s flags, saving each hit pixel's bits now (its table, low and escape bits)
     less every flag's bits. 0 for planes that have flags (their choice stays)."""
-    from lvpnet.model.flag_adapt import AdaptiveFlags, contexts
-    from lvpnet.model.repeat import flag_contexts
+    from lvpnet.coding.flag_adapt import AdaptiveFlags, contexts
+    from lvpnet.coding.repeat import flag_contexts
 
     if int(d["flags"]) or not (d["cand"] >= 0).any():
         return 0.0
@@ -306,10 +307,10 @@ def flags_on_estimate(d, order) -> float:
 
 
 def blocks_built_estimate(d) -> tuple[float, np.ndarray | None]:
-    """(a), built: ``model.blocks`` on the plane (its lattice known first, as the decoder has it):
+    """(a), built: ``coding.blocks`` on the plane (its lattice known first, as the decoder has it):
     the bits of the flagged blocks' coded pixels against the map's exact bits, when that pays
     (``blocks.worth``; else no map, one bit). Returns (saved bits, the map's pixel mask or None)."""
-    from lvpnet.model import blocks
+    from lvpnet.coding import blocks
 
     known = d["known"]
     kv = np.where(known, d["v"], 0)
@@ -323,7 +324,7 @@ def blocks_built_estimate(d) -> tuple[float, np.ndarray | None]:
 
 def blocks_and_flags_estimate(d, order) -> float:
     """(a) + (f), built: the constant blocks leave first (``blocks_built_estimate``), then
-    ``model.flag_adapt`` codes the flags of the pixels left (the flagged blocks' go with them)."""
+    ``coding.flag_adapt`` codes the flags of the pixels left (the flagged blocks' go with them)."""
     net, mask = blocks_built_estimate(d)
     if mask is None:
         return flag_adapt_estimate(d, order)
@@ -376,8 +377,8 @@ ACT_EDGES = np.array([0, 2, 8, 32])  # ring range buckets: 0, 1-2, 3-8, 9-32, > 
 
 def ring_activity(v: np.ndarray, step: np.ndarray, order) -> np.ndarray:
     """Per pixel, the range (max - min) of the four neighbours its step's candidate ring reads
-    (``model.repeat``), bucketed by ``ACT_EDGES``; -1 where the step has no ring (step 0)."""
-    from lvpnet.model.repeat import ring_for_step
+    (``coding.repeat``), bucketed by ``ACT_EDGES``; -1 where the step has no ring (step 0)."""
+    from lvpnet.coding.repeat import ring_for_step
 
     H, W = v.shape
     out = np.full((H, W), -1, np.int64)
@@ -441,9 +442,9 @@ def flags_estimate(d, which: str) -> float:
 
 
 def flag_adapt_estimate(d, order) -> float:
-    """(f), built: ``model.flag_adapt`` run on the plane's flags stage by stage (a step's flags in
+    """(f), built: ``coding.flag_adapt`` run on the plane's flags stage by stage (a step's flags in
     raster order; sub-image 0 as one stage), against the flag bits the codec pays now: saved bits."""
-    from lvpnet.model.flag_adapt import AdaptiveFlags, contexts
+    from lvpnet.coding.flag_adapt import AdaptiveFlags, contexts
 
     x = d["ctx"].astype(np.int64)
     m = (x > 0) & ~d["known"]
@@ -484,14 +485,14 @@ def candidates(order, prior) -> dict:
     """name -> per-plane saving (bits; the encoder takes a candidate on a plane only where it pays)."""
     cands = {"(a) 8x8 blocks (KT)": lambda d: blocks_estimate(d, 8)[0],
              "(a) 16x16 blocks (KT)": lambda d: blocks_estimate(d, 16)[0],
-             "(a) built: model.blocks (8x8)": lambda d: blocks_built_estimate(d)[0],
+             "(a) built: coding.blocks (8x8)": lambda d: blocks_built_estimate(d)[0],
              "(b) escape histogram": escapes_estimate,
              "(c) flat pixels free (bound)": lambda d: flat_bound(d)[0]}
     for which in ("x", "x,mu", "x,mu,s"):
         cands[f"(f) flags by {which}, adaptive in a step (KT)"] = (lambda w: lambda d: flags_estimate(d, w))(which)
-    cands["(f) built: model.flag_adapt"] = lambda d: flag_adapt_estimate(d, order)
+    cands["(f) built: coding.flag_adapt"] = lambda d: flag_adapt_estimate(d, order)
     cands["(a) + (f) built"] = lambda d: blocks_and_flags_estimate(d, order)
-    cands["(g) flags on where a plane has none, model.flag_adapt"] = lambda d: flags_on_estimate(d, order)
+    cands["(g) flags on where a plane has none, coding.flag_adapt"] = lambda d: flags_on_estimate(d, order)
     for which in ("x", "act", "x+act"):
         cands[f"(e) tables split by {which}"] = (lambda w: lambda d: tables_context_estimate(d, order, prior, w))(which)
     return cands
@@ -525,7 +526,7 @@ def jxl_e7(x: np.ndarray) -> float:
 
 def estimate(cache: Path, md_out: str | None) -> None:
     from lvpnet.analysis import load_model
-    from lvpnet.model import edge
+    from lvpnet.coding import edge
     from lvpnet.model.prep import rgb_to_planes
 
     items = {it["id"]: it for it in manifest()}
@@ -606,7 +607,7 @@ def context_model_bits(d, order) -> tuple[float, float]:
     agreement (1-4); zero flag by KT, then the magnitude's octave by KT, sign and raw bits)."""
     from scipy.special import gammaln
 
-    from lvpnet.model.repeat import ring_for_step
+    from lvpnet.coding.repeat import ring_for_step
 
     v, b = d["v"].astype(np.int64), d["bits"].astype(np.float64)
     H, W = v.shape

@@ -30,7 +30,7 @@ from collections import defaultdict
 from pathlib import Path
 
 RES = Path(__file__).resolve().parents[1] / "resources"
-CODEC_VERSION = 7  # the learned codec's bitstream version the eval's estimates model (lvpnet.model.slice_bits)
+CODEC_VERSION = 7  # the learned codec's bitstream version the eval's estimates model (lvpnet.coding.estimate.slice_bits)
 
 
 def file_figures(report: dict, best: dict[str, float], modality: dict[str, str], sha: str) -> dict:

@@ -8,8 +8,9 @@ from conftest import smooth_image
 import lvpnet
 from lvpnet import analysis
 from lvpnet.codecs.lvpnet_base import costs
+from lvpnet.coding.estimate import slice_bits
 from lvpnet.errors import InputError
-from lvpnet.model import pixel_symbols, slice_bits
+from lvpnet.model import pixel_symbols
 from lvpnet.model.prep import (
     collapse_gaps,
     padded_size,
@@ -68,11 +69,11 @@ def _map_matches(m, model, x, weight):
     """Does every pixel of ``m.pixel_bits`` hold its own code length under the tables adapted at
     prior weight ``weight``, with some per-step scale offset (found here independently), around
     the locations and scales the encoder fits on the slice (``fitting.SliceFitting``), the tables
-    counted per scale and distance from the minimum (bitstream 6, ``model.edge``)? -> the fits,
+    counted per scale and distance from the minimum (bitstream 6, ``coding.edge``)? -> the fits,
     or None."""
-    from lvpnet.model import edge
-    from lvpnet.model.adapt import StepTables
-    from lvpnet.model.fitting import SliceFitting
+    from lvpnet.coding import edge
+    from lvpnet.coding.adapt import StepTables
+    from lvpnet.coding.fitting import SliceFitting
     from lvpnet.model.tables import WIDE_OFFSET_MAX, scale_offset
 
     vp, R, B = _prepared(x, model)
@@ -118,11 +119,11 @@ def test_pixel_map_is_each_pixels_code_length(model, rng, tiny_model_path, kind,
     are kept off on both sides (with version 5's flag levels the smooth slice would flag the few
     pixels whose neighbours agree); test_a_flagged_background_is_nearly_free_in_the_map covers them.
     So is bitstream 7's base layer; test_the_base_layer_in_the_map covers it."""
-    import lvpnet.model.adapt as adapt_mod
+    import lvpnet.coding.adapt as adapt_mod
     from lvpnet.codecs import lvpnet_base
     from lvpnet.codecs.lvpnet_codec import LVPNetCodec
     from lvpnet.codecs.profiles import PROFILES
-    from lvpnet.model.adapt import ADAPT_WEIGHTS, WIDE_FLAG_LEVELS, side_bits
+    from lvpnet.coding.adapt import ADAPT_WEIGHTS, WIDE_FLAG_LEVELS, side_bits
 
     x = smooth_image(rng, (37, 50), 0, 1023, np.uint16)
     choose = adapt_mod.choose_plane_coding
@@ -278,8 +279,8 @@ def test_refuses_what_the_model_cannot_code(model):
 def test_maps_follow_the_codecs_value_step(model, rng, tiny_model_path):
     """12-bit values stored times 16: the maps are what the codec pays for the values' indices."""
     from lvpnet.codecs.lvpnet_codec import LVPNetCodec
-    from lvpnet.model import slice_bits
-    from lvpnet.model.adapt import WIDE_FLAG_LEVELS, side_bits
+    from lvpnet.coding.adapt import WIDE_FLAG_LEVELS, side_bits
+    from lvpnet.coding.estimate import slice_bits
 
     x = smooth_image(rng, (40, 44), 0, 4095, np.uint16) << 4
     m = analysis.analyse_slice(x, model)
@@ -299,8 +300,8 @@ def test_a_flagged_background_is_nearly_free_in_the_map(model, tiny_model_path):
     estimate."""
     from lvpnet.codecs.lvpnet_codec import LVPNetCodec, unpack_chunk
     from lvpnet.codecs.lvpnet_entropy import new_coder
-    from lvpnet.model import slice_bits
-    from lvpnet.model.adapt import ADAPT_WEIGHTS, WIDE_FLAG_LEVELS, modes
+    from lvpnet.coding.adapt import ADAPT_WEIGHTS, WIDE_FLAG_LEVELS, modes
+    from lvpnet.coding.estimate import slice_bits
 
     yy, xx = np.mgrid[:96, :112]
     out = np.hypot(yy - 48, xx - 56) > 44
@@ -331,7 +332,7 @@ def test_the_base_layer_in_the_map(model, tiny_model_path, monkeypatch):
     the lattice costs. Without the base layer, the lattice's pixels show those very lengths."""
     from lvpnet.codecs import lvpnet_base
     from lvpnet.codecs.lvpnet_codec import LVPNetCodec, unpack_chunk
-    from lvpnet.model import lattice
+    from lvpnet.coding import lattice
 
     yy, xx = np.mgrid[:70, :90]
     x = np.where(np.hypot(yy - 35, xx - 45) < 30, 900, 100).astype(np.uint16)

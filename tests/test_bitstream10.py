@@ -1,5 +1,5 @@
 """Bitstream version 10: neighbour-repeat flags coded in contexts of the prediction, adapting within a
-stage (``model.flag_adapt``).
+stage (``coding.flag_adapt``).
 
 The golden head-3 weights on the golden inputs whose planes carry flags: the encoder and the decoder
 walk the same flag contexts (round trip, reference paths), the estimate is what the chunk pays,
@@ -15,7 +15,7 @@ import pytest
 from golden_sets import SETS, weights_of, writer
 
 from lvpnet.codecs.profiles import LATEST, PROFILES
-from lvpnet.model import flag_adapt
+from lvpnet.coding import flag_adapt
 
 WEIGHTS = weights_of("b10")  # the head-3 weights every golden set from b2 on shares
 _writer = functools.partial(writer, "b10")  # writes any version with these weights
@@ -65,7 +65,7 @@ def test_the_estimate_is_what_version_10_pays(codec, name):
     side information, the decoder's own estimate of the chunk (the Inspect maps walk the latest
     version: ``test_bitstream11``)."""
     from lvpnet.codecs.lvpnet_base import costs
-    from lvpnet.model import slice_bits
+    from lvpnet.coding.estimate import slice_bits
 
     x = _input(name)
     data = codec.encode(x)

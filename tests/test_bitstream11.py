@@ -1,5 +1,5 @@
-"""Bitstream version 11: constant 8 x 8 blocks leave the pixel stream (``model.blocks``), the map on
-or off per plane in the coding mode (``model.block_choice``).
+"""Bitstream version 11: constant 8 x 8 blocks leave the pixel stream (``coding.blocks``), the map on
+or off per plane in the coding mode (``coding.block_choice``).
 
 The golden head-3 weights on the golden inputs: round trips (grey, RGB, empty and constant planes,
 tiny and odd shapes), a plane that takes the map and one that does not, the estimate within 1% of
@@ -15,7 +15,7 @@ from golden_sets import SETS, weights_of, writer
 
 from lvpnet.codecs.lvpnet_codec import LVPNetCodec
 from lvpnet.codecs.profiles import LATEST, PROFILES
-from lvpnet.model import blocks
+from lvpnet.coding import blocks
 
 WEIGHTS = weights_of("b11")
 _writer = functools.partial(writer, "b11")  # writes any version with these weights
@@ -124,7 +124,7 @@ def test_the_maps_and_the_estimate_are_what_version_11_pays(codec, name):
     side information, the decoder's own estimate of the chunk."""
     from lvpnet import analysis
     from lvpnet.codecs.lvpnet_base import costs
-    from lvpnet.model import slice_bits
+    from lvpnet.coding.estimate import slice_bits
 
     x = _input(name)
     data = codec.encode(x)
@@ -140,7 +140,7 @@ def test_the_maps_count_a_mapped_rgb_as_the_decoder(codec):
     information, are the decoder's estimate of the chunk."""
     from lvpnet import analysis
     from lvpnet.codecs.lvpnet_base import costs
-    from lvpnet.model import slice_bits
+    from lvpnet.coding.estimate import slice_bits
     from lvpnet.model.prep import rgb_to_planes
 
     x = _input(MAPPED)

@@ -13,7 +13,8 @@ from golden_sets import SETS, weights_of
 from lvpnet.codecs import lvpnet_engine
 from lvpnet.codecs.lvpnet_codec import LVPNetCodec
 from lvpnet.codecs.lvpnet_entropy import new_coder
-from lvpnet.model import block_choice, blocks, int8_trunk
+from lvpnet.coding import block_choice, blocks
+from lvpnet.model import int8_trunk
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

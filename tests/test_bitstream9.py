@@ -16,7 +16,8 @@ from golden_sets import SETS, weights_of, writer
 from lvpnet.codecs.lvpnet_chunk import unpack_chunk
 from lvpnet.codecs.lvpnet_codec import LVPNetCodec
 from lvpnet.codecs.profiles import PROFILES
-from lvpnet.model import feedback, head_kernel, lattice, refine, repeat
+from lvpnet.coding import feedback, lattice, refine, repeat
+from lvpnet.model import head_kernel
 
 WEIGHTS = weights_of("b9")  # the head-3 weights every golden set from b2 on shares
 _writer = functools.partial(writer, "b9")  # writes any version with these weights
@@ -124,7 +125,7 @@ def test_the_maps_and_the_estimate_are_what_version_9_pays(codec, name):
     estimate of the chunk (the maps follow the latest version: ``test_bitstream10``)."""
     from lvpnet import analysis
     from lvpnet.codecs.lvpnet_base import costs
-    from lvpnet.model import slice_bits
+    from lvpnet.coding.estimate import slice_bits
 
     x = _input(name)
     data = codec.encode(x)

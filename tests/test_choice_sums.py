@@ -3,8 +3,8 @@
 
 import numpy as np
 
-from lvpnet.model import adapt
-from lvpnet.model.repeat import FlagCounts
+from lvpnet.coding import adapt
+from lvpnet.coding.repeat import FlagCounts
 
 
 def test_walk_bits_is_the_walk():

@@ -501,7 +501,7 @@ def test_adapted_tables(perturbed):
     """Bitstream version 3: tables adapted to the slice never cost more than the fixed ones
     (beyond the log2(20) bits of the coding mode), pay off on a few-level slice, decode exactly, and
     version 2 streams still decode."""
-    from lvpnet.model.adapt import WIDE_FLAG_LEVELS, modes
+    from lvpnet.coding.adapt import WIDE_FLAG_LEVELS, modes
 
     eng = perturbed.engine()
     rng = np.random.default_rng(3)
@@ -520,8 +520,8 @@ def test_every_coding_mode_decodes_every_shape(tmp_path, monkeypatch):
     slices of awkward shapes (one pixel, one row, one column, empty sub-images), flat ones with
     a few values (flags everywhere), 16-bit ranges and RGB all decode exactly; and version 4's
     12 modes still do."""
-    import lvpnet.model.adapt as adapt_mod
-    from lvpnet.model.adapt import ADAPT_WEIGHTS, FLAG_LEVELS, WIDE_FLAG_LEVELS, modes
+    import lvpnet.coding.adapt as adapt_mod
+    from lvpnet.coding.adapt import ADAPT_WEIGHTS, FLAG_LEVELS, WIDE_FLAG_LEVELS, modes
 
     p = _checkpoint(tmp_path / "v3.pt", head=3, subimage=4, ctx_bits=9, step0_rows=True)
     c = LVPNetCodec(p, device="cpu")
@@ -573,7 +573,7 @@ def test_every_refinement_config_decodes_every_shape(tmp_path, monkeypatch):
     """Each step forced into each refinement config, with coefficients up to the limit, and random
     error-feedback offsets: awkward shapes (one pixel, one row, one column, empty sub-images),
     16-bit ranges and RGB decode exactly."""
-    from lvpnet.model import feedback, refine
+    from lvpnet.coding import feedback, refine
 
     p = _checkpoint(tmp_path / "v3.pt", head=3, subimage=4, ctx_bits=9, step0_rows=True)
     c = LVPNetCodec(p, device="cpu")

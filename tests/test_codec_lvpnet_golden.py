@@ -95,7 +95,7 @@ def _without_base_codestreams(data: bytes, x: np.ndarray, version: int = 7) -> l
     """A version 7 or 8 chunk with each base layer's codestream replaced by the lattice it decodes to."""
     from lvpnet.codecs.lvpnet_base import decode_lattice
     from lvpnet.codecs.lvpnet_codec import unpack_chunk
-    from lvpnet.model import lattice
+    from lvpnet.coding import lattice
 
     out = []
     for p in unpack_chunk(data, 3 if x.ndim == 3 else 1, version):
@@ -113,7 +113,7 @@ def test_the_adapting_golden_inputs_adapt(codecs, name, flags):
     those paths, not only the fixed tables."""
     from lvpnet.codecs.lvpnet_codec import unpack_chunk
     from lvpnet.codecs.lvpnet_entropy import new_coder
-    from lvpnet.model.adapt import ADAPT_WEIGHTS, MODES
+    from lvpnet.coding.adapt import ADAPT_WEIGHTS, MODES
 
     x = np.load(SETS["b3"] / f"{name}.npy")
     data = (SETS["b3"] / f"{name}.chunk").read_bytes()
@@ -128,8 +128,8 @@ def test_the_refining_golden_input_is_refined(codecs):
     the coding mode and the offsets): the golden bytes guard the refinement, not only its absence."""
     from lvpnet.codecs.lvpnet_codec import unpack_chunk
     from lvpnet.codecs.lvpnet_entropy import new_coder
-    from lvpnet.model import refine
-    from lvpnet.model.adapt import MODES
+    from lvpnet.coding import refine
+    from lvpnet.coding.adapt import MODES
     from lvpnet.model.tables import WIDE_OFFSET_MAX
 
     codec = codecs["b4"]
@@ -153,7 +153,7 @@ def test_the_staged_golden_latent_spans_stages(codecs):
     and the golden bytes guard the adaptation. The same words read with the fixed tables are
     refused or give other symbols."""
     from lvpnet.codecs.lvpnet_codec import unpack_chunk
-    from lvpnet.model.latent_adapt import stage_bounds
+    from lvpnet.coding.latent_adapt import stage_bounds
 
     codec = codecs["b5"]
     x = np.load(SETS["b5"] / "blocks_uint8.npy")
@@ -178,7 +178,7 @@ def test_the_padded_golden_ct_flags_only_where_neighbours_agree(codecs):
     the golden bytes guard the new levels, not only the old ones."""
     from lvpnet.codecs.lvpnet_codec import unpack_chunk
     from lvpnet.codecs.lvpnet_entropy import new_coder
-    from lvpnet.model.adapt import ADAPT_WEIGHTS, WIDE_FLAG_LEVELS, modes
+    from lvpnet.coding.adapt import ADAPT_WEIGHTS, WIDE_FLAG_LEVELS, modes
 
     codec = codecs["b5"]
     x = np.load(SETS["b5"] / "padded_ct_int16.npy")
@@ -269,7 +269,7 @@ def test_the_golden_comparison_survives_another_libjxl():
 
     from lvpnet.codecs.lvpnet_base import decode_lattice
     from lvpnet.codecs.lvpnet_codec import pack_chunk, unpack_chunk
-    from lvpnet.model import lattice
+    from lvpnet.coding import lattice
 
     x = np.load(SETS["b7"] / "padded_ct_int16.npy")
     data = (SETS["b7"] / "padded_ct_int16.chunk").read_bytes()

@@ -1,4 +1,4 @@
-"""The encoder's early level 2 (``model.lattice_estimate``, ``Engine._lattice_first``'s ``early``) on
+"""The encoder's early level 2 (``coding.lattice_estimate``, ``Engine._lattice_first``'s ``early``) on
 awkward planes: whatever the estimate says, taking level 2 before the walk must write the bytes the
 exact choice writes when it takes level 2 too. The estimate's own guards keep such planes off the
 early path; these tests force both paths to level 2, so the mechanism itself is checked on shapes
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from lvpnet.codecs.lvpnet_codec import LVPNetCodec
-from lvpnet.model import lattice, lattice_estimate
+from lvpnet.coding import lattice, lattice_estimate
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -1,4 +1,4 @@
-"""The encoder's early base-lattice choice (``model.lattice_estimate``): level 2 taken before the walk
+"""The encoder's early base-lattice choice (``coding.lattice_estimate``): level 2 taken before the walk
 where the network-free estimate is far from a tie, and then the chunk is the one the exact choice
 of that level writes (the lattice's steps are neither walked nor fitted, nothing else changes)."""
 
@@ -7,7 +7,7 @@ import pytest
 
 from lvpnet.codecs import lvpnet_base, lvpnet_engine
 from lvpnet.codecs.lvpnet_codec import LVPNetCodec
-from lvpnet.model import lattice_estimate
+from lvpnet.coding import lattice_estimate
 
 ORDER = [(0, 0), (2, 2), (0, 2), (2, 0), (1, 1), (1, 3), (3, 1), (3, 3),
          (0, 1), (0, 3), (2, 1), (2, 3), (1, 0), (1, 2), (3, 0), (3, 2)]

@@ -7,8 +7,8 @@ import pytest
 
 from lvpnet.codecs import lvpnet_base
 from lvpnet.codecs.lvpnet_codec import LVPNetCodec
+from lvpnet.coding import lattice_estimate
 from lvpnet.errors import InputError
-from lvpnet.model import lattice_estimate
 
 imagecodecs = pytest.importorskip("imagecodecs")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

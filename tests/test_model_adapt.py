@@ -1,9 +1,9 @@
-"""lvpnet.model.adapt: integer tables mixed from the model's and the slice's counts."""
+"""lvpnet.coding.adapt: integer tables mixed from the model's and the slice's counts."""
 
 import numpy as np
 import pytest
 
-from lvpnet.model.adapt import (
+from lvpnet.coding.adapt import (
     ADAPT_WEIGHTS,
     PlaneItem,
     StepTables,

@@ -1,11 +1,11 @@
-"""lvpnet.model.blocks: the map of constant blocks ahead of a plane's pixels."""
+"""lvpnet.coding.blocks: the map of constant blocks ahead of a plane's pixels."""
 
 import numpy as np
 import pytest
 
 from lvpnet.codecs.lvpnet_entropy import new_coder
-from lvpnet.model import blocks
-from lvpnet.model.blocks import BlockMap, lattice_view, plan, read, worth, write
+from lvpnet.coding import blocks
+from lvpnet.coding.blocks import BlockMap, lattice_view, plan, read, worth, write
 
 
 def _plane(rng, H, W, R=255, flat_share=0.6):

@@ -1,11 +1,11 @@
-"""lvpnet.model.edge: table rows by scale and distance from the slice's minimum (bitstream 6)."""
+"""lvpnet.coding.edge: table rows by scale and distance from the slice's minimum (bitstream 6)."""
 
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from lvpnet.model import edge
+from lvpnet.coding import edge
 from lvpnet.model.tables import build_pixel_tables, scale_sigmas
 
 RESOURCES = Path(__file__).resolve().parents[1] / "resources"
@@ -50,7 +50,8 @@ def test_the_shipped_model_codes_magnitude_noise_shorter_from_version_6():
     and it is over 0.5% shorter than version 5, which still decodes."""
     from lvpnet.codecs.lvpnet_codec import LVPNetCodec
     from lvpnet.codecs.profiles import PROFILES
-    from lvpnet.model import prep, slice_bits
+    from lvpnet.coding.estimate import slice_bits
+    from lvpnet.model import prep
 
     weights = RESOURCES / "lvpnet-v1.pt"
     if not weights.is_file():

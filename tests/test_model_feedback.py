@@ -1,12 +1,12 @@
-"""Error feedback on the scale (bitstream version 4, ``lvpnet.model.feedback``) and the encoder's
-walk of the version-4 fits (``lvpnet.model.fitting``)."""
+"""Error feedback on the scale (bitstream version 4, ``lvpnet.coding.feedback``) and the encoder's
+walk of the version-4 fits (``lvpnet.coding.fitting``)."""
 
 import numpy as np
 import pytest
 from conftest import stream_reader
 
-from lvpnet.model import feedback
-from lvpnet.model.fitting import SliceFitting
+from lvpnet.coding import feedback
+from lvpnet.coding.fitting import SliceFitting
 from lvpnet.model.prep import ORDERS
 from lvpnet.model.tables import bin_shifts, build_pixel_tables, scale_sigmas
 
@@ -98,7 +98,7 @@ def test_small_steps_get_no_feedback():
 def test_numba_buckets_equal_numpy(monkeypatch):
     """``ErrorPlane.buckets`` through numba gives the numpy path's buckets, borders and large errors too."""
     pytest.importorskip("numba")
-    from lvpnet.model import feedback
+    from lvpnet.coding import feedback
     from lvpnet.model.prep import ORDERS
 
     rng = np.random.default_rng(3)

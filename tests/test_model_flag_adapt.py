@@ -1,10 +1,10 @@
-"""lvpnet.model.flag_adapt: neighbour-repeat flags with prediction contexts, adaptive within a stage."""
+"""lvpnet.coding.flag_adapt: neighbour-repeat flags with prediction contexts, adaptive within a stage."""
 
 import numpy as np
 import pytest
 
 from lvpnet.codecs.lvpnet_entropy import new_coder
-from lvpnet.model.flag_adapt import (
+from lvpnet.coding.flag_adapt import (
     CONTEXTS,
     N_DMU,
     N_SCALE,
@@ -14,7 +14,7 @@ from lvpnet.model.flag_adapt import (
     parent,
     rounds,
 )
-from lvpnet.model.repeat import FLAG_CONTEXTS, FlagCounts
+from lvpnet.coding.repeat import FLAG_CONTEXTS, FlagCounts
 from lvpnet.model.tables import TOTAL
 
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from lvpnet.model import IntegerDecoder, LVPNet, ModelConfig, pad_edge, polyphase_pad, slice_bits
+from lvpnet.coding.estimate import slice_bits
+from lvpnet.model import IntegerDecoder, LVPNet, ModelConfig, pad_edge, polyphase_pad
 from lvpnet.model.intnet import EXACT_LIMIT, IntConv2d, int_conv, spec_bound
 from lvpnet.model.lvpnet import load_checkpoint, save_checkpoint
 from lvpnet.model.prep import ORDERS, padded_size, slice_params, sub_real_shape

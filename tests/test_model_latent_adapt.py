@@ -1,4 +1,4 @@
-"""lvpnet.model.latent_adapt: the latent's tables adapted to the slice, stage by stage (bitstream 5)."""
+"""lvpnet.coding.latent_adapt: the latent's tables adapted to the slice, stage by stage (bitstream 5)."""
 
 from pathlib import Path
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lvpnet.codecs.lvpnet_entropy import LatentCoder
-from lvpnet.model.latent_adapt import StagedTables, stage_bounds, staged_bits, staged_plan
+from lvpnet.coding.latent_adapt import StagedTables, stage_bounds, staged_bits, staged_plan
 from lvpnet.model.tables import TOTAL, quantize_probs
 
 RESOURCES = Path(__file__).resolve().parents[1] / "resources"

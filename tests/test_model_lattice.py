@@ -1,4 +1,4 @@
-"""Bitstream version 7's base lattice: which sub-images (model.lattice), their JPEG-XL codestream
+"""Bitstream version 7's base lattice: which sub-images (coding.lattice), their JPEG-XL codestream
 (codecs.lvpnet_base), and the shipped weights on a CT slice."""
 
 from pathlib import Path
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from lvpnet.codecs import lvpnet_base
-from lvpnet.model import lattice
-from lvpnet.model.adapt import choose_lattice, make_item
+from lvpnet.coding import lattice
+from lvpnet.coding.adapt import choose_lattice, make_item
 from lvpnet.model.prep import ORDERS
 
 RESOURCES = Path(__file__).resolve().parents[1] / "resources"
@@ -86,7 +86,8 @@ def test_the_shipped_model_hands_a_ct_lattice_to_jpegxl():
 
     from lvpnet.codecs.lvpnet_codec import LVPNetCodec, unpack_chunk
     from lvpnet.codecs.profiles import profile
-    from lvpnet.model import prep, slice_bits
+    from lvpnet.coding.estimate import slice_bits
+    from lvpnet.model import prep
 
     weights = RESOURCES / "lvpnet-v1.pt"
     if not weights.is_file():

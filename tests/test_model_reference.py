@@ -1,4 +1,4 @@
-"""Bitstream version 8: flags for the pixels that repeat the previous slice (``model.reference``),
+"""Bitstream version 8: flags for the pixels that repeat the previous slice (``coding.reference``),
 from the value mapping up to files whose slices are coded against the slice before them."""
 
 import numpy as np
@@ -6,10 +6,11 @@ import pytest
 
 import lvpnet
 from lvpnet.codecs.lvpnet_codec import LVPNetCodec, unpack_chunk
+from lvpnet.coding import reference
+from lvpnet.coding.repeat import ring_for_step
 from lvpnet.compressor import REFERENCE_RUN
 from lvpnet.errors import DamagedError
-from lvpnet.model import prep, reference
-from lvpnet.model.repeat import ring_for_step
+from lvpnet.model import prep
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

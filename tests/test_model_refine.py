@@ -1,10 +1,10 @@
-"""The per-slice refinement of the location (bitstream version 4, ``lvpnet.model.refine``)."""
+"""The per-slice refinement of the location (bitstream version 4, ``lvpnet.coding.refine``)."""
 
 import numpy as np
 import pytest
 from conftest import stream_reader
 
-from lvpnet.model import refine
+from lvpnet.coding import refine
 from lvpnet.model.prep import ORDERS
 from lvpnet.model.tables import bin_shifts, scale_sigmas
 
@@ -133,7 +133,7 @@ def test_the_encoder_refines_a_texture_and_leaves_small_steps(rng):
 def test_numba_kernels_give_the_numpy_integers(monkeypatch):
     """``refine_step``, ``neighbour_deltas`` and ``apply_coefs`` through numba equal the numpy path, at every border."""
     pytest.importorskip("numba")
-    from lvpnet.model import refine
+    from lvpnet.coding import refine
 
     rng = np.random.default_rng(0)
     plane = rng.integers(0, 2**16, (37, 29)).astype(np.int64)

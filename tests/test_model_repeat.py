@@ -1,13 +1,13 @@
-"""lvpnet.model.repeat: neighbour-repeat flags (candidates from decoded neighbours, adaptive flag tables)."""
+"""lvpnet.coding.repeat: neighbour-repeat flags (candidates from decoded neighbours, adaptive flag tables)."""
 
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from lvpnet.model.adapt import PlaneItem, choose_plane_coding, make_item, plane_bits
+from lvpnet.coding.adapt import PlaneItem, choose_plane_coding, make_item, plane_bits
+from lvpnet.coding.repeat import CONTEXTS, FlagCounts, candidates, ring_for_step, row_ring
 from lvpnet.model.prep import ORDERS
-from lvpnet.model.repeat import CONTEXTS, FlagCounts, candidates, ring_for_step, row_ring
 from lvpnet.model.tables import TOTAL, build_pixel_tables
 
 
@@ -116,7 +116,7 @@ def test_rows_of_sub_image_0_flag_from_the_row_above():
 def test_flag_levels_pick_the_pixels_that_carry_flags():
     """Levels 1 and 2 flag every pixel with a candidate (level 2 also in sub-image 0's rows);
     levels 3 and 4 (bitstream version 5) only those whose neighbours mostly or all agree."""
-    from lvpnet.model.repeat import ROW0_CONTEXT, flag_contexts, flags_apply
+    from lvpnet.coding.repeat import ROW0_CONTEXT, flag_contexts, flags_apply
 
     x = np.array([0, 1, 2, 3, 4])
     rows = np.array([0, 1, 2, 3]) + np.array([0, 1, 1, 1]) * ROW0_CONTEXT  # 0, 5, 6, 7
@@ -136,7 +136,7 @@ def test_candidates_at_the_minimum_flag_in_contexts_of_their_own():
     """Bitstream version 6: a candidate at the plane's minimum carries a flag at levels 3 and 4
     whatever its context, and every flagged pixel with such a candidate counts in context
     ``x + CONTEXTS`` (at every level), with the prior of ``x``."""
-    from lvpnet.model.repeat import CONTEXTS, FLAG_CONTEXTS, PRIOR_HITS, FlagCounts, flag_contexts
+    from lvpnet.coding.repeat import CONTEXTS, FLAG_CONTEXTS, PRIOR_HITS, FlagCounts, flag_contexts
 
     x = np.array([0, 1, 2, 3, 4, 1, 2, 3, 4])
     at_min = np.array([True, True, True, True, True, False, False, False, False])

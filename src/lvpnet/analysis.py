@@ -8,20 +8,20 @@ model (float encoder ``LVPNet`` + exact ``IntegerDecoder``, docs/MODEL.md):
   frequency tables (at the scale the codec uses: the model's, moved by the
   step's per-slice offset; the table adapted to the slice, bitstream version 3;
   around the location refined on the slice and at the scale moved by the error
-  feedback, version 4, ``model.fitting``) plus that pixel's raw low bits (or, for an escaped pixel,
+  feedback, version 4, ``coding.fitting``) plus that pixel's raw low bits (or, for an escaped pixel,
   the ``log2(R + 1)`` bits of its uniform code). Where bitstream version 7 hands the slice's
-  coarse lattice to JPEG-XL (``model.lattice``), that codestream's bits shared over the lattice's
+  coarse lattice to JPEG-XL (``coding.lattice``), that codestream's bits shared over the lattice's
   pixels in proportion to what the learned codec would have spent on each (``lattice.map_share``:
   JPEG-XL gives no per-pixel lengths, so this part of the map is an attribution; as bitstream 9
   codes it, the lattice chosen first and the steps after it fitted without the network's residuals
-  on the lattice, ``model.fitting.fit_plane``). A slice that
-  the writer codes against the slice before it (bitstream version 8, ``model.reference``: all but
+  on the lattice, ``coding.fitting.fit_plane``). A slice that
+  the writer codes against the slice before it (bitstream version 8, ``coding.reference``: all but
   every ``compressor.REFERENCE_RUN``-th) is mapped against it too, reference flags included.
   RGB: the sum over the planes.
 * **latent bits** ``latent_bits`` (float32, one cell per 32 x 32 block): the
   code length of the block's latent ``z`` (all channels, all planes) under the
   latent tables. Pixel map + latent map = the slice's whole ideal code length,
-  the number ``lvpnet.model.slice_bits`` reports (side information such as the
+  the number ``lvpnet.coding.estimate.slice_bits`` reports (side information such as the
   slice minimum and range is not counted; these are estimates, not file bytes).
 * **latent maps** ``z`` (int8, channels x blocks): the quantised latent; RGB
   stacks the planes' channels (G first, then R-G, then B-G).
@@ -243,10 +243,10 @@ def coded_steps(dec, feats, v: np.ndarray, vp: np.ndarray, R: int, B: int, candi
     location refined on the slice and the scales moved by the error feedback (bitstream version 4),
     then the step's scale offset, so maps and breakdowns are what files pay. ``v``: the plane minus
     its minimum, ``vp``: it polyphase-padded (``prep.polyphase_pad``), ``feats``: its latent features.
-    Bitstream 9 (``choose``, ``candidates``: ``model.fitting.fit_plane``): the base lattice chosen
+    Bitstream 9 (``choose``, ``candidates``: ``coding.fitting.fit_plane``): the base lattice chosen
     on the fitted steps of the candidate lattices first; the chosen lattice's steps are left out."""
 
-    from .model.fitting import SliceFitting, fit_plane, network_steps
+    from .coding.fitting import SliceFitting, fit_plane, network_steps
     from .model.tables import WIDE_OFFSET_MAX, calibrated_scales
 
     raw = network_steps(dec, feats, vp, *v.shape, R, B)
@@ -265,12 +265,13 @@ def _plane(model: LoadedModel, plane: np.ndarray, reference: np.ndarray | None =
     import torch
 
     from .codecs import lvpnet_base
-    from .model import lattice, lattice_estimate
-    from .model.adapt import WIDE_FLAG_LEVELS, adapted_pixel_bits
+    from .coding import edge, lattice, lattice_estimate
+    from .coding.adapt import WIDE_FLAG_LEVELS, adapted_pixel_bits
+    from .coding.latent_adapt import latent_code_bits
+    from .coding.reference import ref_values
     from .model.intnet import ExactMode
     from .model.prep import collapse_gaps, padded_size, polyphase_pad, slice_params, to_grid
     from .model.qcm import qcm_int
-    from .model.reference import ref_values
 
     net, dec = model.net, model.dec
     cfg, f = dec.cfg, dec.f
@@ -292,13 +293,13 @@ def _plane(model: LoadedModel, plane: np.ndarray, reference: np.ndarray | None =
         vt = torch.as_tensor(vp, device=dev).to(net.encoder.stem.weight.dtype)[None]
         y, z_hard, _ = net.latent(vt, torch.tensor([B], device=dev))
         y, z = y[0], z_hard[0].long()
-        lat = dec.latent_code_bits(z)  # (C, hz, wz) float64, tables adapted as bitstream version 5 codes them
+        lat = latent_code_bits(dec, z)  # (C, hz, wz) float64, tables adapted as bitstream version 5 codes them
         with ExactMode():
             yt = qcm_int(z.to(dec.device, dec.dtype)[None], dec.qcm, dec.impl)[0]  # units Q/4
         feats = dec.features(z)
         bits = np.zeros((H, W), np.float64)
         args = (R, dec.pixel_tables, dec.pixel_shifts, dec.K, v, dec.order, dec.cfg.step0_rows, WIDE_FLAG_LEVELS,
-                dec.edge_thr, True)
+                edge.config_thresholds(cfg), True)
         costs = lvpnet_base.costs(v, R, f)
         lattice_bits = {}  # bitstream 9: the lattice's codestream shared over its pixels, from the choice
         chosen = [0]  # its level

@@ -21,7 +21,7 @@ from .progress import Progress, run
 from .slicing import check_array, iter_slices, n_slices
 from .volume import Volume
 
-# A learned slice may be coded against the slice before it (bitstream 8, ``model.reference``:
+# A learned slice may be coded against the slice before it (bitstream 8, ``coding.reference``:
 # the pixels that repeat it, a cine loop's overlays, cost almost nothing). Every REFERENCE_RUN-th
 # slice is coded alone, so reading one slice of a file decodes at most this many.
 REFERENCE_RUN = 8

@@ -26,7 +26,7 @@ class LvpFile:
     ``f[i]`` or ``f.read_slice(i)`` decodes slice ``i`` (in flattened
     leading-axis order) and checks its chunk CRC and its data hash, so one
     slice can be trusted without decoding the rest. A learned slice coded against
-    the slice before it (bitstream 8, ``model.reference``) needs that one decoded
+    the slice before it (bitstream 8, ``coding.reference``) needs that one decoded
     first: the writer starts a fresh run every few slices (``compressor.REFERENCE_RUN``),
     and the last slice decoded is kept, so reading in order decodes each slice once.
     Safe to call from several threads: every read opens the file afresh.
@@ -95,7 +95,7 @@ class LvpFile:
         return counts
 
     def coded_against_previous(self) -> int:
-        """How many slices are coded against the slice before them (bitstream 8, ``model.reference``),
+        """How many slices are coded against the slice before them (bitstream 8, ``coding.reference``),
         from the chunks' plane headers: no weights needed, no stream decoded. A chunk that cannot be
         read (damaged, an unknown codec) is not counted; ``verify`` names it."""
         n = 0

@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lvpnet.coding.estimate import slice_bits
 from lvpnet.model.intnet import ExactMode
-from lvpnet.model.lvpnet import IntegerDecoder, LVPNet, ModelConfig, save_checkpoint, slice_bits
+from lvpnet.model.lvpnet import IntegerDecoder, LVPNet, ModelConfig, save_checkpoint
 from lvpnet.model.prep import bit_depth, grey_slices, padded_size, polyphase_pad, slice_params
 
 DEFAULT_TRAIN = {
@@ -62,7 +63,7 @@ def lattice_step_weights(f: int, weight: float, device) -> torch.Tensor | None:
     when every step weighs 1 (the loss is then the plain sum, as before)."""
     if weight == 1.0 or f < 4:
         return None
-    from lvpnet.model import lattice
+    from lvpnet.coding import lattice
     from lvpnet.model.prep import ORDERS
 
     ks = lattice.steps(ORDERS[f], lattice.stride(f, 2))

@@ -1,6 +1,6 @@
 """The base layer of bitstream version 7: a plane's coarse lattice as a JPEG-XL codestream.
 
-``model.lattice`` says which lattices there are and why. Here the lattice ``v[::g, ::g]`` of a
+``coding.lattice`` says which lattices there are and why. Here the lattice ``v[::g, ::g]`` of a
 plane's coded values (``0..R``) is coded lossless by JPEG-XL, as uint8 when ``R < 256``, else
 uint16. Effort 7, and 9 as well on 8-bit lattices (measured on val lattices: effort 9 is smaller
 on the palette ultrasound by 13%, larger on the CT and MR by 0.7-5%); the smaller is kept. The
@@ -14,8 +14,8 @@ import struct
 
 import numpy as np
 
+from ..coding import lattice
 from ..errors import InputError
-from ..model import lattice
 
 EFFORTS = (7,)
 EFFORTS_8BIT = (7, 9)
@@ -92,5 +92,5 @@ def bits(data: bytes) -> float:
 
 
 def costs(v: np.ndarray, R: int, f: int) -> dict[int, float]:
-    """Every base level's ``bits`` (``model.adapt.adapted_pixel_bits``, ``model.slice_bits``)."""
+    """Every base level's ``bits`` (``coding.adapt.adapted_pixel_bits``, ``model.slice_bits``)."""
     return {c: bits(d) for c, d in options(v, R, f).items()}

@@ -12,10 +12,10 @@ Chunk layout (docs/FORMAT.md, section "lvpnet"), little-endian:
 Which fields a version has is its profile's (``profiles``): version 1 has neither the step nor
 the gaps (16-byte plane headers), version 2 no gaps (18 bytes). From version 7 (``base_lattice``)
 the header's last u32 holds the number of gaps in its low 16 bits and the plane's base level in
-the next 8 (``model.lattice``); a plane with a base level > 0 has, after its pixel words, a u32
+the next 8 (``coding.lattice``); a plane with a base level > 0 has, after its pixel words, a u32
 byte count and that many bytes: a JPEG-XL codestream of the plane's coarse lattice
 (``lvpnet_base``). Planes without one cost nothing more. Version 8 (``reference``) puts the
-plane's reference level (``model.reference``) in the top 8 bits of that u32: a plane with a
+plane's reference level (``coding.reference``) in the top 8 bits of that u32: a plane with a
 level > 0 decodes only against the previous slice of the file.
 
 The plane's values are ``vmin + step * expand_gaps(k)`` with ``k`` in ``[0, R]`` the coded

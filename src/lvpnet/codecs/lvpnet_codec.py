@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..coding.reference import ref_values
 from ..errors import InputError
 from ..model import prep
-from ..model.reference import ref_values
 from .base import Codec
 from .lvpnet_chunk import Plane, pack_chunk, unpack_chunk
 from .profiles import LATEST, PROFILES, profile
@@ -113,7 +113,7 @@ class LVPNetCodec(Codec):
 
     def encode(self, slice_: np.ndarray, reference: np.ndarray | None = None) -> bytes:
         """``reference``: the slice before this one in the file (same shape and dtype); planes may
-        then flag the pixels that repeat it (``model.reference``), and decoding needs it too."""
+        then flag the pixels that repeat it (``coding.reference``), and decoding needs it too."""
         if not self.accepts(slice_.dtype, slice_.ndim == 3):
             raise InputError(f"lvpnet codec does not take {slice_.dtype} data")
         eng = self.engine()
@@ -140,7 +140,7 @@ class LVPNetCodec(Codec):
         return [np.asarray(p).astype(np.int64) for p in self._planes(reference)]
 
     def needs_reference(self, data: bytes, shape: tuple[int, ...], version: int) -> bool:
-        """Does this chunk decode only against the previous slice (version 8, ``model.reference``)?"""
+        """Does this chunk decode only against the previous slice (version 8, ``coding.reference``)?"""
         if not profile(version).reference:
             return False
         return any(p.ref_level for p in unpack_chunk(data, 3 if len(shape) == 3 else 1, version))

@@ -20,9 +20,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from ..model import (
-    IntegerDecoder,
-    LVPNet,
+from ..coding import (
     block_choice,
     blocks,
     edge,
@@ -30,12 +28,10 @@ from ..model import (
     flag_adapt,
     lattice,
     lattice_estimate,
-    load_checkpoint,
-    prep,
     reference,
     refine,
 )
-from ..model.adapt import (
+from ..coding.adapt import (
     ADAPT_WEIGHTS,
     StepTables,
     choose_coding,
@@ -47,8 +43,9 @@ from ..model.adapt import (
     side_bits,
     walk_plane,
 )
-from ..model.fitting import SliceFitting
-from ..model.repeat import FLAG_CONTEXTS, FlagCounts, flag_contexts, flags_apply, item_candidates
+from ..coding.fitting import SliceFitting
+from ..coding.repeat import FLAG_CONTEXTS, FlagCounts, flag_contexts, flags_apply, item_candidates
+from ..model import IntegerDecoder, LVPNet, load_checkpoint, prep
 from ..model.tables import best_scale_offset, scale_offset, values_from_symbols
 from . import lvpnet_base
 from .lvpnet_chunk import Plane
@@ -143,7 +140,7 @@ class Engine:
 
     def table_rows(self, mu: np.ndarray, s: np.ndarray, edge_classes: bool) -> np.ndarray:
         """The table row of every pixel: its scale index ``s`` (as coded), or its ``model.edge`` row."""
-        return edge.table_index(mu, s, self.dec.edge_thr) if edge_classes else s
+        return edge.table_index(mu, s, edge.config_thresholds(self.dec.cfg)) if edge_classes else s
 
     def latent_shape(self, H: int, W: int) -> tuple[int, int, int]:
         Hp, Wp = prep.padded_size(H, W, self.cfg.stride)

@@ -20,7 +20,7 @@ Orders (the decoder's; the encoder pushes the same items in reverse, ANS being
 a stack):
 
 * latent stream: channel 0, 1, ..., C-1; within a channel the latent grid in
-  C (raster) order (version 5: per stage of ``model.latent_adapt``, channel 0, 1, ..., C-1,
+  C (raster) order (version 5: per stage of ``coding.latent_adapt``, channel 0, 1, ..., C-1,
   each with the stage's slice of that raster order);
 * pixel stream: first the coding mode (version 3, uniform over 12: prior-weight index plus 4
   times the flag level 0-2 of the neighbour-repeat flags; version 5: over 20, levels 0-4), then the per-step scale offsets (version 2 and later,
@@ -30,8 +30,8 @@ a stack):
   uniform "extras" in raster order: for a non-escaped pixel with ``b_s > 0``
   its ``b_s`` low bits (uniform over ``2**b_s``), for an escaped pixel its value
   (uniform over ``[0, R]``); pixels with neither have no extra. In version 3 the
-  symbols of scale index s are coded with the slice-adapted row (``model.adapt``). In version 6
-  the groups are the table rows ``6 s + e`` of ``model.edge`` (e: the location's distance from
+  symbols of scale index s are coded with the slice-adapted row (``coding.adapt``). In version 6
+  the groups are the table rows ``6 s + e`` of ``coding.edge`` (e: the location's distance from
   the minimum), ascending, each with its own adapted row; the extras still follow ``b_s``.
 """
 
@@ -40,7 +40,7 @@ from __future__ import annotations
 import constriction
 import numpy as np
 
-from ..model.latent_adapt import StagedTables, stage_bounds, staged_bits, staged_plan
+from ..coding.latent_adapt import StagedTables, stage_bounds, staged_bits, staged_plan
 
 _model = constriction.stream.model
 _stack = constriction.stream.stack
@@ -55,7 +55,7 @@ class LatentCoder:
     """Per-channel categorical tables over ``z + zmax`` (symbols ``0 .. 2 zmax``).
 
     ``staged`` (bitstream version 5): the tables adapt to the slice stage by stage
-    (``model.latent_adapt``); the stream then holds, per stage, channel 0, 1, ..., C-1."""
+    (``coding.latent_adapt``); the stream then holds, per stage, channel 0, 1, ..., C-1."""
 
     def __init__(self, tables: np.ndarray):
         self.tables = np.asarray(tables)
@@ -156,7 +156,7 @@ class PixelCoder:
 
     def step_models(self, s: np.ndarray, tables=None) -> dict:
         """Scale index -> model, for the indices present in ``s``: the fixed table's, or with ``tables``
-        (a ``model.adapt.StepTables`` at the step being coded, bitstream version 3) the adapted row
+        (a ``coding.adapt.StepTables`` at the step being coded, bitstream version 3) the adapted row
         where it has counts. The rows a step needs are mixed in one call and kept in
         ``tables.models`` for the step."""
         present = np.unique(s)
@@ -187,7 +187,7 @@ class PixelCoder:
         return sym.reshape(s.shape), extra.reshape(s.shape)
 
     def push_flags(self, coder, hit: np.ndarray, x: np.ndarray, counts) -> None:
-        """Encoder: one stage's neighbour-repeat flags (``model.repeat``; where ``x > 0``), grouped
+        """Encoder: one stage's neighbour-repeat flags (``coding.repeat``; where ``x > 0``), grouped
         by context ``x`` ascending, raster order inside a group, with ``counts.table(x)``."""
         hit, x = hit.reshape(-1), x.reshape(-1)
         for xi in np.unique(x[x > 0])[::-1]:
@@ -216,7 +216,7 @@ class PixelCoder:
 
     def push_uniform(self, coder, values: np.ndarray, sizes: np.ndarray) -> float:
         """Encoder: integers ``values[i]`` in ``[0, sizes[i])`` coded uniformly, in order (the
-        side information of bitstream version 4: ``model.refine``, ``model.feedback``); returns
+        side information of bitstream version 4: ``coding.refine``, ``coding.feedback``); returns
         their bits."""
         if values.size:
             coder.encode_reverse(

@@ -12,19 +12,19 @@ Why each version exists (measured figures: ``docs/MODEL.md``, ``BENCHMARKS.md``)
 1. The network's fixed tables, nothing fitted to the slice.
 2. Per-step scale offsets at the head of each pixel stream, chosen by the encoder
    (``tables.best_scale_offset``); the plane header gains the value step (``prep.to_grid``).
-3. Pixel tables adapted to the slice (``model.adapt``) with neighbour-repeat flags
-   (``model.repeat``), the coding mode chosen per plane; runs of unused values taken out
+3. Pixel tables adapted to the slice (``coding.adapt``) with neighbour-repeat flags
+   (``coding.repeat``), the coding mode chosen per plane; runs of unused values taken out
    (``prep.collapse_gaps``, listed in the chunk).
-4. Each step's location refined by a linear predictor fitted on the slice (``model.refine``),
-   its scales moved by the residuals decoded nearby (``model.feedback``), per-step scale
+4. Each step's location refined by a linear predictor fitted on the slice (``coding.refine``),
+   its scales moved by the residuals decoded nearby (``coding.feedback``), per-step scale
    offsets in [-8, 8].
-5. The latent's tables adapted to the slice stage by stage (``model.latent_adapt``) and two
+5. The latent's tables adapted to the slice stage by stage (``coding.latent_adapt``) and two
    more levels of neighbour-repeat flags, only where most or all neighbours agree.
-6. The adapted tables counted per scale and distance from the minimum (``model.edge``), and
-   flags on candidates at the plane's minimum, in contexts of their own (``model.repeat``).
-7. A plane's coarse lattice coded by JPEG-XL where that is smaller (``model.lattice``,
+6. The adapted tables counted per scale and distance from the minimum (``coding.edge``), and
+   flags on candidates at the plane's minimum, in contexts of their own (``coding.repeat``).
+7. A plane's coarse lattice coded by JPEG-XL where that is smaller (``coding.lattice``,
    ``codecs.lvpnet_base``).
-8. Flags for the pixels that repeat the previous slice (``model.reference``).
+8. Flags for the pixels that repeat the previous slice (``coding.reference``).
 9. The decoder computes nothing the stream does not need (``lattice_skip``): on the steps a
    version-7 base lattice gives, it ran the network, the refinement and the error feedback only
    to record residuals for the feedback of later steps (about a quarter of a CT slice's decode
@@ -33,18 +33,18 @@ Why each version exists (measured figures: ``docs/MODEL.md``, ``BENCHMARKS.md``)
    the lattice before fitting the steps after it, and writes "none" for the lattice steps'
    refinement and feedback (``docs/MODEL.md`` section 2h).
 10. Neighbour-repeat flags coded in contexts of the network's prediction, adapting within a stage
-    (``adaptive_flags``, ``model.flag_adapt``): version 9 coded each flag with one probability per
+    (``adaptive_flags``, ``coding.flag_adapt``): version 9 coded each flag with one probability per
     neighbour context ``x``, learnt between stages only, so a base lattice's first coded step saw
     only the priors and a location far from the candidate (text and graphics edges on black) cost
     as much as one on it. Now ``x`` is split by ``|mu - candidate|`` and the scale and the counts
     move round by round within each stage; on val the ultrasound planes pay 2.9% less (estimate,
     ``benchmarks/us_levers.md``; real bytes: ``benchmarks/bitstream10_val.md``). Which pixels carry
     a flag and the coding-mode choice are version 9's.
-11. Constant 8 x 8 blocks leave the pixel stream (``block_map``, ``model.blocks``): a map of the
+11. Constant 8 x 8 blocks leave the pixel stream (``block_map``, ``coding.blocks``): a map of the
     blocks whose pixels all hold one value, read after the side information and before the first
     step, takes their pixels out of every coded step (no flag, no symbol; a base lattice's pixels
     inside a block give its value). The coding mode gains one bit, the map on or off, which the
-    encoder chooses per plane by the bits (``model.block_choice``): wide flat backgrounds
+    encoder chooses per plane by the bits (``coding.block_choice``): wide flat backgrounds
     (ultrasound, graphics) stop paying a flag per pixel (``benchmarks/bitstream11_val.md``).
 """
 
@@ -84,10 +84,10 @@ class Profile:
     #: network-free predictor's residuals there (version 9)
     lattice_skip: bool = False
     #: neighbour-repeat flags in contexts of |mu - candidate| and the scale, adapting within a
-    #: stage (``model.flag_adapt``, version 10)
+    #: stage (``coding.flag_adapt``, version 10)
     adaptive_flags: bool = False
     #: constant 8 x 8 blocks mapped ahead of the steps, one more bit in the coding mode
-    #: (``model.blocks``, version 11)
+    #: (``coding.blocks``, version 11)
     block_map: bool = False
     #: the settings this version switched on over the one before (declaration, not a setting)
     adds: frozenset[str] = field(default=frozenset(), compare=False)

@@ -1,10 +1,14 @@
 """LVPNet model: float GMSM encoder, learned latent prior, integer-exact decoder side.
 
+The network only: the coding stages (tables adapted to the slice, flags, refinement, feedback,
+lattice, the code-length estimate ``slice_bits``) are in ``lvpnet.coding``, which imports this
+package and never the other way round.
+
 Only torch and numpy are needed (no constriction, imagecodecs or Qt).
 See docs/MODEL.md for the design and the codec-facing API.
 """
 
-from .lvpnet import FORMAT, IntegerDecoder, LVPNet, ModelConfig, load_checkpoint, save_checkpoint, slice_bits
+from .lvpnet import FORMAT, IntegerDecoder, LVPNet, ModelConfig, load_checkpoint, save_checkpoint
 from .prep import (
     ORDERS,
     grey_slices,
@@ -36,7 +40,6 @@ __all__ = [
     "polyphase_pad",
     "rgb_to_planes",
     "save_checkpoint",
-    "slice_bits",
     "slice_params",
     "sub_real_shape",
     "values_from_symbols",

@@ -158,7 +158,7 @@ def pixel_bits_exact(v, mu, s, R, tables: torch.Tensor, shifts: torch.Tensor, K:
 
 
 OFFSET_MAX = 4  # per-step scale-index offsets chosen by the encoder lie in [-4, 4] (bitstream version 2)
-# ... and in [-8, 8] from version 4 on: with the location refined on the slice (model.refine) a
+# ... and in [-8, 8] from version 4 on: with the location refined on the slice (coding.refine) a
 # CT's later steps want sharper tables than -4 reaches (measured: CT -2.1%, shoulder MR -1.5%)
 WIDE_OFFSET_MAX = 8
 

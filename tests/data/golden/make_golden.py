@@ -83,7 +83,7 @@ def version5_inputs() -> dict[str, np.ndarray]:
 def version6_inputs() -> dict[str, np.ndarray]:
     """An input of bitstream version 6 (set v7): an MR-like slice of magnitude noise (Rician:
     never below 0, skewed up) around a brighter disc, whose background's residuals sit at the
-    slice's minimum, where version 6 counts them apart from the disc's (``model.edge``)."""
+    slice's minimum, where version 6 counts them apart from the disc's (``coding.edge``)."""
     rng = np.random.default_rng(17)
     yy, xx = np.mgrid[:72, :80]
     disc = 600.0 * (np.hypot(yy - 36, xx - 40) < 25)

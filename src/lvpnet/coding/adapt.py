@@ -9,7 +9,7 @@ earlier sub-image steps, a Dirichlet posterior with ``T[s]`` as its prior):
     p_i = (w * T[s]_i / 2**16 + c_i) / (w + n)          n = sum_i c_i
 
 with a prior weight ``w`` the encoder picks per plane from ``ADAPT_WEIGHTS`` (index 0: the
-fixed tables), together with a level of neighbour-repeat flags (``model.repeat``: off, from
+fixed tables), together with a level of neighbour-repeat flags (``coding.repeat``: off, from
 step 1 on, or also in sub-image 0's rows): one of 12 coding modes, so a slice never pays more
 than the 3.6 bits of the choice. Counts grow only
 between steps, so every pixel of a step sees the same tables and a step is still coded in
@@ -29,12 +29,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..model.tables import OFFSET_MAX, TOTAL, WIDE_OFFSET_MAX, pixel_symbols
 from . import edge, flag_adapt, lattice, reference
 from .repeat import FlagCounts, flag_contexts, flags_apply, item_candidates
-from .tables import OFFSET_MAX, TOTAL, WIDE_OFFSET_MAX, pixel_symbols
 
 ADAPT_WEIGHTS = (0, 256, 1024, 4096)  # prior weights in pixels; the index is coded per plane
-FLAG_LEVELS = 3  # neighbour-repeat flags (model.repeat): 0 off, 1 from step 1 on, 2 also in sub-image 0's rows
+FLAG_LEVELS = 3  # neighbour-repeat flags (coding.repeat): 0 off, 1 from step 1 on, 2 also in sub-image 0's rows
 WIDE_FLAG_LEVELS = 5  # bitstream version 5: 3 and 4 as 2, only where most or all neighbours agree
 MODES = FLAG_LEVELS * len(ADAPT_WEIGHTS)  # the plane's coding mode: weight index + 4 * flag level (versions 3, 4)
 
@@ -170,10 +170,10 @@ def symbol_counts(sym: np.ndarray, s: np.ndarray, shape: tuple[int, int]) -> np.
 @dataclass
 class PlaneItem:
     """One coded item of a plane in decoding order (a sub-image, or a row of sub-image 0):
-    its pixels' symbols, scale indices as coded (bitstream 6: their ``model.edge`` table rows),
+    its pixels' symbols, scale indices as coded (bitstream 6: their ``coding.edge`` table rows),
     raw low or escape bits (all flattened), and
     with neighbour-repeat flags possible, each pixel's flag context ``x`` and whether it
-    equals its candidate (``hit``, only where ``x > 0``; ``model.repeat``)."""
+    equals its candidate (``hit``, only where ``x > 0``; ``coding.repeat``)."""
 
     k: int
     sym: np.ndarray
@@ -183,7 +183,7 @@ class PlaneItem:
     x: np.ndarray | None = None
     row: int | None = None  # the row of sub-image 0 decoded row by row
     at_min: np.ndarray | None = None  # bitstream 6: whether each pixel's candidate is the plane's minimum
-    # bitstream 8 (``model.reference``): each pixel's reference value (-1: none), its ring's repeats,
+    # bitstream 8 (``coding.reference``): each pixel's reference value (-1: none), its ring's repeats,
     # the ring's size, whether it equals its reference value, whether its candidate does; and the
     # plane's reference level (``set_reference_level``)
     ref: np.ndarray | None = None
@@ -192,12 +192,12 @@ class PlaneItem:
     ref_eq: np.ndarray | None = None
     ref_is_cand: np.ndarray | None = None
     ref_level: int = 0
-    # bitstream 10 (``model.flag_adapt``): each pixel's location (refined) and scale index (shifted)
+    # bitstream 10 (``coding.flag_adapt``): each pixel's location (refined) and scale index (shifted)
     # as the decoder has them before the flags, and its neighbour-repeat candidate
     mu: np.ndarray | None = None
     scale: np.ndarray | None = None
     cand: np.ndarray | None = None
-    # bitstream 11 (``model.blocks``): the item's first pixel in the plane and its shape, and the
+    # bitstream 11 (``coding.blocks``): the item's first pixel in the plane and its shape, and the
     # pixels a constant-block map gives (no flag, not coded; ``set_known``)
     at: tuple[int, int] | None = None
     shape: tuple[int, int] | None = None
@@ -270,7 +270,7 @@ class PlaneItem:
 
 
 def set_reference_level(items: list[PlaneItem], level: int) -> None:
-    """The plane's reference level (``model.reference``) on each of its items."""
+    """The plane's reference level (``coding.reference``) on each of its items."""
     for it in items:
         if it.ref_level != level:
             it.ref_level = level
@@ -289,7 +289,7 @@ def make_item(
     sub-image 0. ``min_flags`` (bitstream version 6): candidates at the plane's minimum flag as
     ``repeat.flag_contexts`` says. ``ref`` (bitstream version 8): the plane's reference values
     (``reference.ref_values``), for the reference flags. ``mu``, ``scale`` (bitstream version 10):
-    the pixels' location and scale index as coded, for ``model.flag_adapt``'s contexts."""
+    the pixels' location and scale index as coded, for ``coding.flag_adapt``'s contexts."""
     item = PlaneItem(k, np.asarray(sym).reshape(-1).astype(np.int64), np.asarray(s).reshape(-1).astype(np.int64),
                      np.asarray(extra_bits, np.float64).reshape(-1), row=row, at=tuple(pos), shape=np.shape(values))
     found = item_candidates(v, pos, f, np.shape(values), order, k, row) if flags and np.size(values) else None
@@ -343,7 +343,7 @@ def ref_flag_bits(it: PlaneItem, refs) -> np.ndarray:
 def plane_bits(items: list[PlaneItem], base: np.ndarray, weight_index: int, flags: int,
                adaptive_flags: bool = False) -> list[np.ndarray]:
     """Per item, every pixel's code length (float64) at one coding choice: flag bits (``flags``: the level;
-    ``adaptive_flags``: coded by ``model.flag_adapt``, bitstream 10), then for the unflagged pixels the
+    ``adaptive_flags``: coded by ``coding.flag_adapt``, bitstream 10), then for the unflagged pixels the
     adapted table bits and the raw low / escape bits."""
     out = []
     af = flag_adapt.AdaptiveFlags() if adaptive_flags else None
@@ -471,7 +471,7 @@ def coding_step_bits(items: list[PlaneItem], base: np.ndarray, weight_index: int
 
 
 def choose_reference(items: list[PlaneItem], base: np.ndarray, weight_index: int, flags: int) -> int:
-    """The reference level (``model.reference``) that codes the plane in the fewest bits, judged on
+    """The reference level (``coding.reference``) that codes the plane in the fewest bits, judged on
     every pixel's code length without references at the coding choice given: a level's flags plus
     the bits of the pixels they do not take. Sets it on the items and returns it (0: none, also
     when no item has reference values). Stored in the stream, so it need not be reproducible."""
@@ -517,7 +517,7 @@ def choose_lattice(items: list[PlaneItem], base: np.ndarray, weight_index: int, 
                    costs: dict[int, float], order, f: int) -> int:
     """Bitstream version 7: the base level whose classical bits ``costs[level]`` save most over
     what the learned codec spends on that lattice's items at the coding choice
-    ``(weight_index, flags)`` (0: none saves; ``model.lattice``). The lattices' steps come first
+    ``(weight_index, flags)`` (0: none saves; ``coding.lattice``). The lattices' steps come first
     in the decoding order, so only that prefix of ``items`` is walked."""
     if not costs:
         return 0
@@ -541,16 +541,16 @@ def adapted_pixel_bits(
     """Per item ``(k, values, mu, s)`` of a plane (integer tensors, decoding order, ``s`` as
     coded; ``v`` the whole plane, numpy; ``rows0``: sub-image 0 is decoded row by row): every
     pixel's code length in float64 bits as the codec writes it in bitstream version 3 (with
-    ``flag_levels`` = ``WIDE_FLAG_LEVELS``: version 5; with the ``model.edge`` thresholds
+    ``flag_levels`` = ``WIDE_FLAG_LEVELS``: version 5; with the ``coding.edge`` thresholds
     ``edge_thr`` and ``min_flags`` as well: version 6; with ``base_costs``, the bits of each base
     level's codestream: version 7, the chosen lattice's bits shared over its pixels by
     ``lattice.map_share``; with ``ref``, the previous slice's values as ``reference.ref_values`` gives
-    them: version 8; with ``adaptive_flags``, the flags coded by ``model.flag_adapt``: version 10; the
+    them: version 8; with ``adaptive_flags``, the flags coded by ``coding.flag_adapt``: version 10; the
     coding choice is still judged with the flag counts of version 9; with ``block_lattice``, the
     stride of the base lattice already taken out of ``steps`` (0: none), the constant-block map as
-    ``model.block_choice`` chooses it: version 11, its bits shared over the pixels it gives), and
+    ``coding.block_choice`` chooses it: version 11, its bits shared over the pixels it gives), and
     the encoder's choice (weight index, flag level, base level, reference level). ``early_level``:
-    the base level the encoder takes before weighing (``model.lattice_estimate``; 0: it weighs)."""
+    the base level the encoder takes before weighing (``coding.lattice_estimate``; 0: it weighs)."""
     base = tables.cpu().numpy()
     if edge_thr is not None:
         base = edge.expand(base)
@@ -580,7 +580,7 @@ def adapted_pixel_bits(
         prefix = lattice_bits(items, base, w, flags, lattice.candidate_steps(base_costs, order, f))
         level = early_level or lattice.choose_from(items, prefix, base_costs, order, f)
     known = lattice.steps(order, lattice.stride(f, level)) if level else frozenset()
-    # the lattice's items leave the pixel stream; the coding choice stays (``model.lattice``)
+    # the lattice's items leave the pixel stream; the coding choice stays (``coding.lattice``)
     shared = iter(lattice.map_share(items, prefix, known, base_costs[level]) if level else [])
     coded_items = [it for it in items if it.k not in known]
     map_bits = 0.0

@@ -9,9 +9,9 @@ decoded neighbours share (``candidates``), with a context ``x`` = how many of th
 row, takes its candidate from the three pixels above it in that sub-image (``row_ring``). A binary flag says "the pixel is ``c``";
 only pixels without the flag are coded with the model's tables. The flag's probability per
 context adapts to the slice step by step (``FlagCounts``), like the pixel tables
-(``model.adapt``). Measured on val (estimate, shipped weights): palette ultrasound -37%, RGB
+(``coding.adapt``). Measured on val (estimate, shipped weights): palette ultrasound -37%, RGB
 ultrasound -30%; MR and CT leave them off (the flag level is part of the plane's coding mode,
-``model.adapt``). Bitstream version 5 adds levels 3 and 4, which flag only pixels whose
+``coding.adapt``). Bitstream version 5 adds levels 3 and 4, which flag only pixels whose
 neighbours mostly (x >= 3) or all agree (``MIN_CONTEXT``): measured on val (estimate, one to
 three slices each), MIP -2.2%, CT -1.2%, PD -1.0%, shoulder -0.8%, as they now flag their
 black background or padding without paying for flags in the tissue. Bitstream version 6 also
@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..model.tables import TOTAL
 from .jit import compiled
-from .tables import TOTAL
 
 # The neighbour sets tried in turn: the first whose four phases are all decoded before step k.
 RINGS = (
@@ -175,7 +175,7 @@ class FlagCounts:
 
     def __init__(self, priors=PRIOR_HITS + PRIOR_HITS):
         """``priors``: the prior hits per context, in eighths (the neighbour-repeat flags' by default;
-        ``model.reference`` counts its own flags with its own)."""
+        ``coding.reference`` counts its own flags with its own)."""
         self._prior = np.array(priors, np.int64)
         self.hits = np.zeros(len(priors), np.int64)
         self.total = np.zeros(len(priors), np.int64)

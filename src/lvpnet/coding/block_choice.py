@@ -1,4 +1,4 @@
-"""Bitstream 11: whether a plane takes a constant-block map (``model.blocks``), chosen by the encoder.
+"""Bitstream 11: whether a plane takes a constant-block map (``coding.blocks``), chosen by the encoder.
 
 The map is one more bit of the plane's coding mode. The encoder plans the map on the plane and its
 base lattice (the lattice's pixels are known to the decoder first, so a block whose lattice pixels

@@ -2,8 +2,8 @@
 ``benchmarks/us_levers.md``).
 
 Ultrasound and other scans with a wide flat background pay for every background pixel: a
-neighbour-repeat flag (``model.repeat``) costs 0.02 bits at best and more while its probability
-learns, and a base lattice (``model.lattice``) pays JPEG-XL's share. Here, before the pixel
+neighbour-repeat flag (``coding.repeat``) costs 0.02 bits at best and more while its probability
+learns, and a base lattice (``coding.lattice``) pays JPEG-XL's share. Here, before the pixel
 stream's first item, one flag per ``BLOCK`` x ``BLOCK`` block says "every pixel of the block has
 one value"; the pixels of a flagged block then leave every coded step (the decoder knows them
 before it decodes anything else, as it knows a base lattice's) and carry no flag.
@@ -36,8 +36,8 @@ from functools import cached_property
 import constriction
 import numpy as np
 
+from ..model.tables import TOTAL
 from .flag_adapt import rounds
-from .tables import TOTAL
 
 BLOCK = 8
 CONTEXTS = 16  # up-left, up, up-right flags (8) x whether the block has lattice pixels (2)

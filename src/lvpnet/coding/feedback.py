@@ -3,7 +3,7 @@
 Where the pixels decoded nearby were predicted badly, this one likely is too: a CT's bone edge,
 a shoulder's fat boundary. The network's scale index ``s`` only sees the neighbours' values,
 not how far they were from their own predictions. So the decoder keeps the absolute residual
-``|v - mu|`` of every decoded pixel (``mu`` as coded: refined, ``model.refine``), and from step 1
+``|v - mu|`` of every decoded pixel (``mu`` as coded: refined, ``coding.refine``), and from step 1
 on a pixel's bucket is
 
     b = min(bit_length(sum_t e_t // n), BUCKETS - 1)
@@ -26,10 +26,10 @@ import math
 
 import numpy as np
 
+from ..model.prep import med_predict
+from ..model.tables import OFFSET_MAX, TOTAL, WIDE_OFFSET_MAX, residual_bins
 from .jit import compiled
-from .prep import med_predict
 from .refine import bit_length, fold_offsets, neighbour_offsets, neighbours, plane_f
-from .tables import OFFSET_MAX, TOTAL, WIDE_OFFSET_MAX, residual_bins
 
 BUCKETS = 6
 _SIZE = 2 * OFFSET_MAX + 1  # a bucket's offset lies in [-4, 4]

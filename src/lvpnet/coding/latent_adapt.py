@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..model.tables import TOTAL, latent_bits_exact
 from .adapt import mix_tables, symbol_counts
-from .tables import TOTAL
 
 WEIGHT = 1  # the model's table counts as one symbol seen
 
@@ -70,3 +70,13 @@ def staged_bits(base: np.ndarray, syms: np.ndarray) -> np.ndarray:
         f = np.take_along_axis(t, syms[:, a:b], axis=1).astype(np.float64)
         out[:, a:b] = -np.log2(f / TOTAL)
     return out
+
+
+def latent_code_bits(dec, z, staged: bool = True) -> np.ndarray:
+    """Code length of every latent symbol of z (C, hz, wz) with the tables of ``dec`` (an
+    ``IntegerDecoder``), float64 numpy: adapted to the slice (``staged``, bitstream version 5) or
+    the model's fixed ones."""
+    if not staged:
+        return latent_bits_exact(z.to(dec.device), dec.latent_tables, dec.zmax).cpu().numpy()
+    syms = dec.latent_symbols(z).cpu().numpy()
+    return staged_bits(dec.latent_tables.cpu().numpy(), syms.reshape(syms.shape[0], -1)).reshape(syms.shape)

@@ -5,9 +5,9 @@ A cine loop (ultrasound, most of all) repeats its text, scale, graphics and blac
 exactly from frame to frame, and a classical codec coding one frame at a time pays for them in
 every frame. Measured on the train cines (frame 4 against frame 3): 64-76% of the pixels repeat
 and carry 26-75% of the learned codec's bits. So a plane may take the previous slice's plane as
-its reference: before the neighbour-repeat flags (``model.repeat``), each pixel whose reference
+its reference: before the neighbour-repeat flags (``coding.repeat``), each pixel whose reference
 value the plane can code gets a flag saying it equals it. Its context is how many of its ring
-neighbours (the ring ``model.repeat`` takes candidates from, decoded already) equal their own
+neighbours (the ring ``coding.repeat`` takes candidates from, decoded already) equal their own
 reference values: a static region flags itself nearly for free, a moving one learns to expect
 misses. Flag probabilities adapt stage by stage as the neighbour-repeat flags do (``FlagCounts``,
 with priors of their own). A pixel whose reference flag missed carries no neighbour-repeat flag
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .prep import expand_gaps
+from ..model.prep import expand_gaps
 from .repeat import FlagCounts, ring_for_step, row_ring
 
 LEVELS = 4  # 0 off, 1 all, 2 half the ring repeats, 3 all of the ring repeats

@@ -1,6 +1,6 @@
 """Table contexts by the location's distance from the slice's minimum (bitstream version 6).
 
-The adapted tables of ``model.adapt`` count the decoded symbols per scale index ``s``: one
+The adapted tables of ``coding.adapt`` count the decoded symbols per scale index ``s``: one
 residual shape per scale. But near the slice's minimum the residual is not symmetric. An MR's
 background is magnitude noise (Rician: never below 0, skewed up), and a pixel predicted at
 ``mu = 0.5 sigma`` has no room below it, while one at ``mu = 6 sigma`` is a logistic again. So
@@ -21,9 +21,11 @@ move one, and the class is integer comparisons after that.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
-from .tables import scale_sigmas
+from ..model.tables import scale_sigmas
 
 EDGE_STEPS = (1, 2, 3, 4, 6)  # class edges, in units of the scale's sigma
 CLASSES = len(EDGE_STEPS) + 1
@@ -33,6 +35,19 @@ def thresholds(n_scales: int, per_octave: int, sigma_min: float) -> np.ndarray:
     """(n_scales, len(EDGE_STEPS)) int64: the least integer location at or beyond each edge."""
     sig = scale_sigmas(n_scales, per_octave, sigma_min)
     return np.ceil(sig[:, None] * np.asarray(EDGE_STEPS, np.float64)[None]).astype(np.int64)
+
+
+def config_thresholds(cfg) -> np.ndarray:
+    """``thresholds`` of a model's config (``ModelConfig``), read-only and computed once: the
+    table rows of every plane and step the model codes use them."""
+    return _thresholds_once(cfg.n_scales, cfg.per_octave, cfg.sigma_min)
+
+
+@functools.lru_cache(maxsize=8)
+def _thresholds_once(n_scales: int, per_octave: int, sigma_min: float) -> np.ndarray:
+    thr = thresholds(n_scales, per_octave, sigma_min)
+    thr.flags.writeable = False  # one array shared by every caller
+    return thr
 
 
 def table_index(mu: np.ndarray, s: np.ndarray, thr: np.ndarray) -> np.ndarray:

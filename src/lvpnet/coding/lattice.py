@@ -14,7 +14,7 @@ again without the lattice's items changed no choice on six val slices, and cost 
 Level ``c`` (1, 2, ...) is the lattice of stride ``f >> (c - 1)``: level 1 is sub-image 0 alone,
 level 2 (4x4 models) the four sub-images on even rows and columns. Numpy only: the classical
 coder lives in ``codecs.lvpnet_base``; what the learned codec would spend on a lattice, and so
-the choice (``choose_lattice``), lives in ``model.adapt``, which builds on this module's geometry.
+the choice (``choose_lattice``), lives in ``coding.adapt``, which builds on this module's geometry.
 """
 
 from __future__ import annotations

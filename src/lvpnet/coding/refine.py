@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .tables import residual_bins
+from ..model.tables import residual_bins
 
 CONFIGS = ((0, 1), (1, 1), (2, 1), (2, 2), (3, 1), (3, 2), (3, 4), (3, 8))  # (radius, classes)
 COEF_FRAC = 8  # coefficients in units of 2**-8
@@ -378,7 +378,7 @@ _QMAX = 65  # the tables' 2K + 1 bins and an escape on each side (K = 64)
 
 
 class _Estimate:
-    """Bits of one step's sample as the adapted tables (``model.adapt``) come to code it,
+    """Bits of one step's sample as the adapted tables (``coding.adapt``) come to code it,
     roughly: the empirical entropy of the binned residual (bins of ``2**shifts[s]``, as
     ``tables.pixel_symbols`` makes them) given the scale index, plus the raw low bits. The
     model's fixed tables would not do: their offsets saturate on a CT whose residual is

@@ -2,8 +2,8 @@
 
 One walk serves the codec's encoder, the estimate (``lvpnet.slice_bits``) and the bit-cost maps
 (``lvpnet.analysis``), so all three code the same locations and scales: for every sub-image
-``k >= 1`` the location refined on the slice (``model.refine``), then the scales moved by the
-error feedback (``model.feedback``); every decoded item's residual is recorded for the feedback
+``k >= 1`` the location refined on the slice (``coding.refine``), then the scales moved by the
+error feedback (``coding.feedback``); every decoded item's residual is recorded for the feedback
 of the steps after it.
 """
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..model.prep import sub_real_shape
 from . import feedback, lattice, refine
-from .prep import sub_real_shape
 
 
 class SliceFitting:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .prep import med_predict
+from ..model.prep import med_predict
 
 MARGIN = 0.02  # of the level-2 lattice's JPEG-XL bits; val: not level 2 at 0.012 at most, level 2 above
 MIN_PIXELS = 1 << 16  # smaller planes keep the exact choice: few pixels to estimate from, little time to save
@@ -101,7 +101,7 @@ def _flag_bits(rep: np.ndarray) -> float:
 def estimated_bits(v: np.ndarray, keep: np.ndarray | None = None) -> tuple[float, float]:
     """(level 1, level 2): estimated learned bits of the stride-4 lattice (sub-image 0) and of the
     whole stride-2 lattice of plane ``v`` (int64, values from 0). ``keep`` (bool, v's shape): False
-    where a pixel repeats the reference slice; the coder may flag those (``model.reference``), so
+    where a pixel repeats the reference slice; the coder may flag those (``coding.reference``), so
     each level costs the less of its bits without flags and its flags plus the other pixels' bits
     (chance repeats in noise flag at a loss and change nothing; a slice much like the one before
     costs little)."""

@@ -2,7 +2,7 @@
 (bitstream version 10, ``adaptive_flags``; measured in ``benchmarks/us_levers.md`` and
 ``benchmarks/bitstream10_val.md``).
 
-The flags of ``model.repeat`` ("this pixel equals its candidate ``c``") are coded today with one
+The flags of ``coding.repeat`` ("this pixel equals its candidate ``c``") are coded today with one
 probability per context ``x`` (how many decoded neighbours share ``c``, whether ``c`` is the
 plane's minimum), learnt between stages only (``repeat.FlagCounts``). Measured on val
 (``benchmarks/us_levers.py``), this costs the sparse ultrasound planes 22-37% of their bits:
@@ -22,7 +22,7 @@ whose quantisation of an exact input is deterministic.
 
 Numpy and constriction only; the engine calls ``plan`` (encoder, forward walk), ``push`` (encoder,
 reverse) and ``pop`` (decoder) once per coded item, where versions 3 to 9 call ``FlagCounts`` and
-``PixelCoder.push_flags`` / ``pop_flags``; ``model.adapt.plane_bits`` calls ``pixel_bits``.
+``PixelCoder.push_flags`` / ``pop_flags``; ``coding.adapt.plane_bits`` calls ``pixel_bits``.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 import constriction
 import numpy as np
 
+from ..model.tables import TOTAL
 from .repeat import FLAG_CONTEXTS, PRIOR_HITS
-from .tables import TOTAL
 
 DMU_EDGES = np.array([0, 1, 3, 7, 15, 31], np.int64)  # |mu - c| buckets: 0, 1, 2-3, 4-7, 8-15, 16-31, > 31
 SCALE_EDGES = np.array([8, 16, 24, 32, 40, 48, 64], np.int64)  # scale index buckets (80 scales)
@@ -161,7 +161,7 @@ class AdaptiveFlags:
 
     def pixel_bits(self, hit: np.ndarray, ctx: np.ndarray) -> np.ndarray:
         """Each pixel's flag code length (float64 shaped like ``ctx``, 0 where no flag), moving the
-        counts as ``plan`` does (the per-pixel maps of ``model.adapt.plane_bits``)."""
+        counts as ``plan`` does (the per-pixel maps of ``coding.adapt.plane_bits``)."""
         ctx = np.asarray(ctx, np.int64)
         plan = self.plan(hit, ctx)
         p = plan.q.astype(np.float64) / TOTAL
