@@ -1,0 +1,66 @@
+"""The two packages' rule: ``lvpnet.model`` (the network) never imports ``lvpnet.coding`` (the
+coding stages), so a change to the network does not touch the stages (``lvpnet/coding/__init__``)."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import lvpnet
+
+PKG = Path(lvpnet.__file__).resolve().parent
+MODEL = PKG / "model"
+
+
+def _imported(path: Path) -> list[str]:
+    """Absolute names of every module an ``import`` in the file asks for (at any depth: the lazy
+    imports inside functions count too)."""
+    # the file's own package, as a relative import resolves it: lvpnet.model for model/x.py
+    parts = ["lvpnet", *path.relative_to(PKG).with_suffix("").parts[:-1]]
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = parts[: len(parts) - node.level + 1] if node.level else []
+            mod = ".".join(base + ([node.module] if node.module else []))
+            names.append(mod)
+            names += [f"{mod}.{a.name}" for a in node.names]  # `from .. import coding`
+    return names
+
+
+def test_model_sources_never_import_coding():
+    files = sorted(MODEL.rglob("*.py"))
+    assert len(files) > 5
+    bad = [
+        f"{f.relative_to(PKG)}: {name}"
+        for f in files
+        for name in _imported(f)
+        if name == "lvpnet.coding" or name.startswith("lvpnet.coding.")
+    ]
+    assert not bad, bad
+
+
+def test_import_resolution_sees_relative_imports():
+    """The check above would pass vacuously if relative imports resolved wrongly."""
+    names = _imported(PKG / "coding" / "estimate.py")
+    assert "lvpnet.model.lvpnet" in names and "lvpnet.coding.adapt" in names
+
+
+def test_model_imports_without_coding():
+    # ``import lvpnet.model`` runs lvpnet/__init__ first, which loads the codec (and so the coding
+    # stages) for the public API; the parent package is stood in by an empty one of the same path,
+    # so what gets loaded is lvpnet.model's own imports and theirs.
+    code = (
+        "import sys, types\n"
+        f"pkg = types.ModuleType('lvpnet'); pkg.__path__ = [{str(PKG)!r}]; sys.modules['lvpnet'] = pkg\n"
+        "import lvpnet.model, lvpnet.model.lvpnet\n"
+        "import pkgutil, importlib\n"
+        "for m in pkgutil.iter_modules(lvpnet.model.__path__): importlib.import_module('lvpnet.model.' + m.name)\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('lvpnet.'))\n"
+        "assert 'lvpnet.model.predictor' in loaded, loaded\n"
+        "bad = [m for m in loaded if m == 'lvpnet.coding' or m.startswith('lvpnet.coding.')]\n"
+        "assert not bad, bad\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
