@@ -31,11 +31,11 @@ KILL_AFTER=${LVP_KILL_AFTER:-480}
 DATA=${LVP_DATA:-.traindata}  # scripts/gpu_session.sh passes its smaller pack
 PY=${PYTHON:-python3}
 mkdir -p "$OUT"
-# Stage lvpnet.model + lvpnet.train under a bare package, so that whatever src/lvpnet/__init__.py
+# Stage lvpnet.model + lvpnet.coding (the estimate) + lvpnet.train under a bare package, so that whatever src/lvpnet/__init__.py
 # imports (constriction, imagecodecs, ...) is not needed on the device.
 STAGE=$(mktemp -d)
 mkdir -p "$STAGE/lvpnet"
-cp -r src/lvpnet/model src/lvpnet/train.py "$STAGE/lvpnet/"
+cp -r src/lvpnet/model src/lvpnet/coding src/lvpnet/train.py "$STAGE/lvpnet/"
 touch "$STAGE/lvpnet/__init__.py"
 export PYTHONUNBUFFERED=1
 echo "== $(date -u) device=$DEV minutes=$MIN"

@@ -438,8 +438,9 @@ def check_fingerprints(ckpt, fps: list, val, device="cpu", dtype=None) -> list[b
 @torch.no_grad()
 def base_layer_costs():
     """``codecs.lvpnet_base.costs`` (bitstream 7's base layer) for the val estimates, or None where
-    the codec or imagecodecs is missing: ``scripts/gpu_train.sh`` stages only ``lvpnet.model`` and
-    this module on a device with only torch and numpy, and its estimates are then bitstream 6's."""
+    the codec or imagecodecs is missing: ``scripts/gpu_train.sh`` stages only ``lvpnet.model``,
+    ``lvpnet.coding`` and this module on a device with only torch and numpy, and its estimates are
+    then bitstream 6's."""
     try:
         import imagecodecs  # noqa: F401
 
