@@ -1,6 +1,6 @@
 """The encoder's per-slice fits of bitstream version 4, step by step in decoding order.
 
-One walk serves the codec's encoder, the estimate (``lvpnet.slice_bits``) and the bit-cost maps
+One walk serves the codec's encoder, the estimate (``estimate.slice_bits``) and the bit-cost maps
 (``lvpnet.analysis``), so all three code the same locations and scales: for every sub-image
 ``k >= 1`` the location refined on the slice (``coding.refine``), then the scales moved by the
 error feedback (``coding.feedback``); every decoded item's residual is recorded for the feedback
