@@ -128,7 +128,7 @@ class Engine:
 
     def pixel_coder(self, edge_classes: bool) -> PixelCoder:
         """The pixel coder whose table rows are the scale indices, or with ``edge_classes``
-        (bitstream version 6) the ``model.edge`` rows: scale index and distance from the minimum."""
+        (bitstream version 6) the ``coding.edge`` rows: scale index and distance from the minimum."""
         if not edge_classes:
             return self.pixels
         with self._lock:
@@ -139,7 +139,7 @@ class Engine:
             return self._pixels_edge
 
     def table_rows(self, mu: np.ndarray, s: np.ndarray, edge_classes: bool) -> np.ndarray:
-        """The table row of every pixel: its scale index ``s`` (as coded), or its ``model.edge`` row."""
+        """The table row of every pixel: its scale index ``s`` (as coded), or its ``coding.edge`` row."""
         return edge.table_index(mu, s, edge.config_thresholds(self.dec.cfg)) if edge_classes else s
 
     def latent_shape(self, H: int, W: int) -> tuple[int, int, int]:
@@ -205,18 +205,18 @@ class Engine:
 
         What each setting of the profile does here: ``scale_offsets``, per step a scale offset
         chosen by the encoder (``_choose_offsets``) at the head of the pixel stream;
-        ``adapted_tables``, tables adapted to the slice and neighbour-repeat flags (``model.adapt``,
-        ``model.repeat``), the coding mode chosen by the encoder and stored first; ``refined``,
-        ``model.fitting``; ``staged_latent``, ``model.latent_adapt``; ``wide_flags``, flag levels 3
-        and 4; ``edge_classes``, table rows by the distance from the minimum (``model.edge``);
+        ``adapted_tables``, tables adapted to the slice and neighbour-repeat flags (``coding.adapt``,
+        ``coding.repeat``), the coding mode chosen by the encoder and stored first; ``refined``,
+        ``coding.fitting``; ``staged_latent``, ``coding.latent_adapt``; ``wide_flags``, flag levels 3
+        and 4; ``edge_classes``, table rows by the distance from the minimum (``coding.edge``);
         ``min_flags``, flags on candidates at the plane's minimum; ``base_lattice``, a coarse
-        lattice coded by JPEG-XL where that is smaller (``model.lattice``); ``lattice_skip``, that
+        lattice coded by JPEG-XL where that is smaller (``coding.lattice``); ``lattice_skip``, that
         lattice chosen before the steps after it are fitted, which see the decoder's residual plane
         (``_lattice_first``; level 2 before the walk where a network-free estimate makes it clear,
-        ``model.lattice_estimate``), and "none" written for its steps' refinement and feedback;
-        ``adaptive_flags``, the neighbour-repeat flags coded by ``model.flag_adapt`` (contexts of the
+        ``coding.lattice_estimate``), and "none" written for its steps' refinement and feedback;
+        ``adaptive_flags``, the neighbour-repeat flags coded by ``coding.flag_adapt`` (contexts of the
         refined ``mu``, the candidate and the shifted scale; the coding choice stays version 9's);
-        ``block_map``, constant 8 x 8 blocks out of the items where that pays (``model.block_choice``),
+        ``block_map``, constant 8 x 8 blocks out of the items where that pays (``coding.block_choice``),
         the map after the side information and its bit in the coding mode.
         ``ref_plane`` (profiles with ``reference``): the previous slice's plane in this plane's
         values (-1 where it has none, ``reference.ref_values``); the plane's ``ref_level`` is then
@@ -322,7 +322,7 @@ class Engine:
         # each item's flag tables and models, walking forward as the decoder will (ANS pushes in
         # reverse); weight 0 and no flags: the fixed tables (versions 1 and 2)
         coded = []
-        # version 10: the flags coded by ``model.flag_adapt`` (which pixels carry one, and the coding
+        # version 10: the flags coded by ``coding.flag_adapt`` (which pixels carry one, and the coding
         # choice above, stay version 9's)
         af = flag_adapt.AdaptiveFlags() if profile.adaptive_flags else None
         for it, keep, tables, counts, refs in walk_plane(items, pixels.tables, weight, flags):
@@ -374,7 +374,7 @@ class Engine:
         JPEG-XL bits (``lattice.choose_by_steps``); with a lattice, the prefix's other steps are fitted
         again (their refinement kept, the feedback chosen anew) and the lattice's steps leave.
         ``options``, ``costs``: each level's codestream and bits; ``early``: the level taken before
-        the walk (``model.lattice_estimate``), whose steps are not in ``records``: nothing of them is
+        the walk (``coding.lattice_estimate``), whose steps are not in ``records``: nothing of them is
         fitted or weighed, and the rest comes out as the exact choice of that level would give it.
         -> (items, extras, offsets, (base level, codestream), the codestream's bits)."""
         order, f = self.dec.order, self.dec.f
@@ -431,7 +431,7 @@ class Engine:
         """Inverse of ``encode_plane``: the plane's (H, W) values (``Plane.values``), with
         ``want_bits`` ``(values, estimated latent bits, estimated pixel bits)``. ``profile``: the
         chunk's bitstream version; ``ref_plane``: for a plane with a ``ref_level``, the previous
-        slice's plane as ``reference.ref_values`` gives it (``model.reference``). With ``lattice_skip``
+        slice's plane as ``reference.ref_values`` gives it (``coding.reference``). With ``lattice_skip``
         (bitstream 9) the base lattice's steps are taken from it alone: no network, refinement or
         feedback runs for them (``_walk``'s ``skip``)."""
         R, ref_level = plane.R, plane.ref_level
