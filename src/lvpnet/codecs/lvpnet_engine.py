@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -43,7 +42,7 @@ from ..coding.adapt import (
     side_bits,
     walk_plane,
 )
-from ..coding.fitting import SliceFitting
+from ..coding.fitting import SliceFitting, StepRecord
 from ..coding.repeat import FLAG_CONTEXTS, FlagCounts, flag_contexts, flags_apply, item_candidates
 from ..model import IntegerDecoder, LVPNet, load_checkpoint, prep
 from ..model.tables import best_scale_offset, scale_offset, values_from_symbols
@@ -61,19 +60,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("CUDA was asked for but no CUDA device is available")
     return dev
-
-
-class StepRecord(NamedTuple):
-    """One step of a plane as the encoder walks it (step 0 of a ``step0_rows`` model: one row), in
-    decoding order: its real values, the network's (or, once fitted, the refined) ``mu`` and ``s``,
-    its sub-image ``pos`` and ``row`` (None: the whole sub-image)."""
-
-    k: int
-    values: np.ndarray
-    mu: np.ndarray
-    s: np.ndarray
-    pos: tuple[int, int]
-    row: int | None
 
 
 class _FixedCounts:

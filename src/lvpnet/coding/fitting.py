@@ -9,6 +9,8 @@ of the steps after it.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 
@@ -72,9 +74,23 @@ class SliceFitting:
         return float(np.log2(self.side_symbols()[1].astype(np.float64)).sum())
 
 
+class StepRecord(NamedTuple):
+    """One step of a plane in decoding order, as the encoder walks it (numpy; step 0 of a ``step0_rows``
+    model: one row each) and as ``network_steps`` gives it to the estimate and the maps (torch, whole
+    sub-images): its real values, the network's (once fitted, the refined) ``mu`` and ``s``, its
+    sub-image ``pos`` and ``row`` (None: the whole sub-image)."""
+
+    k: int
+    values: np.ndarray
+    mu: np.ndarray
+    s: np.ndarray
+    pos: tuple[int, int]
+    row: int | None
+
+
 def network_steps(dec, feats, vp: np.ndarray, H: int, W: int, R: int, B: int) -> list:
     """``fit_plane``'s ``raw``: every step's network prediction at once (the estimate and the maps know
-    every value), ``(k, pos, values, mu, s)`` on the real part of each sub-image grid. ``vp``: the
+    every value), a ``StepRecord`` per step on the real part of each sub-image grid. ``vp``: the
     plane polyphase-padded; its sub-images are already edge-padded, as the decoder rebuilds them."""
     f = dec.f
     vs = torch.from_numpy(vp).to(dec.device)
@@ -83,7 +99,7 @@ def network_steps(dec, feats, vp: np.ndarray, H: int, W: int, R: int, B: int) ->
         sub = vs[di::f, dj::f]
         mu, s = dec.predict(feats, ctx, k, R, B, known=sub)
         hr, wr = sub_real_shape(H, W, f, di, dj)
-        raw.append((k, (di, dj), sub[:hr, :wr], mu[:hr, :wr], s[:hr, :wr]))
+        raw.append(StepRecord(k, sub[:hr, :wr], mu[:hr, :wr], s[:hr, :wr], (di, dj), None))
         ctx.append(sub)
     dec.end_slice()
     return raw
@@ -91,7 +107,7 @@ def network_steps(dec, feats, vp: np.ndarray, H: int, W: int, R: int, B: int) ->
 
 def fit_plane(raw: list, fits: SliceFitting | None, calibrate, order, candidates=frozenset(), choose=None):
     """The steps of a plane as the codec codes them, for the estimate and the maps (torch, whole
-    sub-images): ``raw`` holds ``(k, pos, values, mu, s)`` per step in decoding order, the network's
+    sub-images): ``raw`` holds ``network_steps``' ``StepRecord`` per step in decoding order, the network's
     prediction; each is fitted (``SliceFitting.tensor_step``, when ``fits``) and its scales moved by
     ``calibrate(values, mu, s)`` (the step's scale offset). -> ``([(k, values, mu, s)], level, head)``.
 
@@ -99,21 +115,20 @@ def fit_plane(raw: list, fits: SliceFitting | None, calibrate, order, candidates
     the decoding order) are fitted first as ``head``, ``choose(head)`` gives the base level; with a
     lattice its steps leave and the others are fitted again against the lattice's residuals
     (``SliceFitting.lattice``), as the codec's encoder does (``Engine._lattice_first``)."""
-    def one(k, pos, vals, mu, s):
-        if fits is not None:
-            mu, s = fits.tensor_step(k, pos, vals, mu, s)
-        return k, vals, mu, calibrate(vals, mu, s)
+    def one(r: StepRecord):
+        mu, s = fits.tensor_step(r.k, r.pos, r.values, r.mu, r.s) if fits is not None else (r.mu, r.s)
+        return r.k, r.values, mu, calibrate(r.values, mu, s)
 
     if choose is None:
-        return [one(*r) for r in raw], 0, []
-    n = next((i for i, r in enumerate(raw) if r[0] not in candidates), len(raw))
-    head = [one(*r) for r in raw[:n]]
+        return [one(r) for r in raw], 0, []
+    n = next((i for i, r in enumerate(raw) if r.k not in candidates), len(raw))
+    head = [one(r) for r in raw[:n]]
     level = choose(head) if n else 0
     if not level:
-        return head + [one(*r) for r in raw[n:]], 0, head
+        return head + [one(r) for r in raw[n:]], 0, head
     f = refine.plane_f(order)
     g = lattice.stride(f, level)
     known = lattice.steps(order, g)
     if fits is not None:
         fits.lattice(g, known)
-    return [one(*r) for r in raw if r[0] not in known], level, head
+    return [one(r) for r in raw if r.k not in known], level, head
