@@ -116,7 +116,8 @@ def _timed(fn, sync):
     return out, time.perf_counter() - t
 
 
-def run(folder: Path, device: str, budget_s: float, slices: int | None, pools: str = "", profile: bool = False) -> dict:
+def run(folder: Path, device: str, budget_s: float, slices: int | None, pools: str = "", profile: bool = False,
+        save=lambda report: None) -> dict:
     import torch
 
     import lvpnet
@@ -179,12 +180,17 @@ def run(folder: Path, device: str, budget_s: float, slices: int | None, pools: s
         report["cpu_file_decodes_on_gpu"] = bool(np.array_equal(lvpnet.decompress(on_cpu), run_))
         report["same_bytes_cpu_gpu"] = on_gpu == on_cpu
         exact = exact and report["gpu_file_decodes_on_cpu"] and report["cpu_file_decodes_on_gpu"]
-    if pools:
-        plan = _pool_plan(pools, device, slices)
-        report["pools"] = [_pooled(volume, data, learned, dev, n, sync) for dev, n in plan]
-        exact = exact and all(p["exact"] for p in report["pools"])
-    if profile:
+    if profile:  # before the pools: the GPU session's first question, kept if a pool runs out of time
         report["profile"] = _profile(volume[:2], sync)
+    if pools:
+        report["all_exact"] = exact
+        save(report)  # the one-process figures kept even if a pool runs past the session's end
+        report["pools"] = []
+        for dev, n in _pool_plan(pools, device, slices):
+            report["pools"].append(_pooled(volume, data, learned, dev, n, sync))
+            exact = exact and report["pools"][-1]["exact"]
+            report["all_exact"] = exact
+            save(report)
     report["all_exact"] = exact
     return report
 
@@ -309,7 +315,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.prepare:
         prepare(Path(args.prepare), args.sources)
         return 0
-    rep = run(Path(args.run), args.device, args.budget_s, args.slices, args.pools, args.profile)
+
+    def save(rep: dict) -> None:
+        if args.out:
+            Path(args.out).write_text(json.dumps(rep, indent=1))
+
+    rep = run(Path(args.run), args.device, args.budget_s, args.slices, args.pools, args.profile, save)
     print(json.dumps(rep, indent=1))
     if args.out:
         Path(args.out).write_text(json.dumps(rep, indent=1))
