@@ -133,8 +133,7 @@ def encode_stream(
     slices = list(iter_slices(array, volume.rgb))  # views of the array
     tasks = ((name, s, slices[i - 1] if chosen.takes_reference and i % REFERENCE_RUN else None, safety)
              for i, s in enumerate(slices))
-    device = str(getattr(chosen, "device", "cpu"))
-    n = slice_pool.workers(total, workers, device) if model is not None else 1
+    n = slice_pool.workers(total, workers, chosen.device) if model is not None else 1  # a model: the learned codec
     coded = slice_pool.ordered(code_slice, tasks, n, slice_pool.device_env(chosen))
     for i, (s, (used_id, used_version, data)) in enumerate(zip(slices, coded)):
         writer.add_chunk(data, used_id, used_version, s)

@@ -215,8 +215,7 @@ class LvpFile:
 
         n = len(self)
         learned = codecs.get_codec(codecs.LVPNetCodec.id)
-        device = learned.device
-        workers = slice_pool.workers(n, workers, device) if self.codec_counts().get(learned.id) else 1
+        workers = slice_pool.workers(n, workers, learned.device) if self.codec_counts().get(learned.id) else 1
         if workers <= 1:
             for i in range(n):
                 yield self.read_slice(i)
