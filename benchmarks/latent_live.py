@@ -70,15 +70,12 @@ def val_slices(data: Path, k: int, ids=None):
 
 
 def channel_mode(z):
-    """Each channel's most frequent value over the plane's blocks, broadcast back to z's shape."""
+    """``lvpnet.analysis.channel_mode`` on a torch ``z``, as Inspect's ablation computes it."""
     import torch
 
-    C = z.shape[0]
-    flat = z.reshape(C, -1).cpu().numpy()
-    lo = int(flat.min())
-    counts = np.stack([np.bincount(r - lo, minlength=int(flat.max()) - lo + 1) for r in flat])
-    mode = counts.argmax(1) + lo  # argmax takes the first maximum: the smallest value on ties
-    return torch.from_numpy(np.broadcast_to(mode[:, None, None], z.shape).copy()).to(z.dtype).to(z.device)
+    from lvpnet.analysis import channel_mode as mode
+
+    return torch.from_numpy(mode(z.cpu().numpy())).to(z.device)
 
 
 class _ZHook:

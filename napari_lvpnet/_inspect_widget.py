@@ -61,11 +61,14 @@ def _merge(into: analysis.Analysis, part: analysis.Analysis) -> None:
     into.pixel_bits = np.concatenate([into.pixel_bits, part.pixel_bits])
     into.latent_bits = np.concatenate([into.latent_bits, part.latent_bits])
     into.maps += part.maps
+    if into.ablated_bits is not None:
+        into.ablated_bits = np.concatenate([into.ablated_bits, part.ablated_bits])
 
 
-def _inspect_job(source, rgb, lvp, indices, weights, cancel):
+def _inspect_job(source, rgb, lvp, indices, weights, ablation, cancel):
     """Runs in the worker thread: load the model (None when there is none), then analyse slice by
-    slice. Returns (Analysis, {slice: error} of the damaged slices skipped), or None if cancelled."""
+    slice (``ablation``: the latent's ablation too). Returns (Analysis, {slice: error} of the damaged
+    slices skipped), or None if cancelled."""
     yield Progress("loading model", 0, 1)
     model = analysis.load_model(weights, device="auto")
     if model is None:  # the real chunk bits of a .lvp, nothing decoded
@@ -78,7 +81,7 @@ def _inspect_job(source, rgb, lvp, indices, weights, cancel):
         if cancel.is_set():
             return None
         try:
-            part = run(analysis.iter_analyse(source, model, rgb=rgb, indices=[i], lvp=lvp))
+            part = run(analysis.iter_analyse(source, model, rgb=rgb, indices=[i], lvp=lvp, ablation=ablation))
         except DamagedError as e:  # this slice, or the one it is coded against: skip it, say which
             skipped[i] = e
         else:
@@ -130,6 +133,18 @@ def _fmt_bits(bits: float, pixels: int) -> str:
     return f"{bits:,.0f} bits ({bits / pixels:.3f} bits/pixel)"
 
 
+def ablation_text(saved: float, ablated: float) -> str:
+    """The latent's ablation in words: what the slices cost with every latent channel held at its most
+    frequent value, against the real latent (the bits the latent saves, or what its variation costs)."""
+    share = 100.0 * saved / ablated if ablated else 0.0
+    if saved > 0:
+        return f"  latent ablation: the latent saves {saved:,.0f} bits ({share:.2f}%) against a constant latent"
+    if saved < 0:
+        return (f"  latent ablation: the latent saves nothing; its variation costs {-saved:,.0f} bits "
+                f"({-share:.2f}%) more than a constant latent")
+    return "  latent ablation: the latent saves nothing (the same bits with a constant latent)"
+
+
 def summary_text(res: analysis.Analysis, model_name: str | None) -> str:
     px = res.pixels_per_slice
     lines = [f"model: {model_name}" if model_name else "no model: real chunk bits only"]
@@ -144,6 +159,8 @@ def summary_text(res: analysis.Analysis, model_name: str | None) -> str:
             n = len(res.indices)
             lines.append(f"{n} slices: {_fmt_bits(float(est.sum()), n * px)} estimated")
             lines.append(f"  pixels {res.pixel_bits.sum():,.0f} + latent {res.latent_bits.sum():,.0f} bits")
+        if res.ablated_bits is not None:
+            lines.append(ablation_text(float(res.latent_saved_bits.sum()), float(res.ablated_bits.sum())))
     if res.chunk_bits is not None:
         if len(res.indices) == 1 and res.n_slices > 1:
             i = res.indices[0]
@@ -168,6 +185,7 @@ class InspectWidget(BackgroundJobMixin, Container):
         self.show_bits = CheckBox(text="bit-cost heatmap (bits per pixel)", value=True)
         self.show_latent = CheckBox(text="latent maps (z, latent bits)", value=False)
         self.show_qcm = CheckBox(text="QCM error maps (before / after)", value=False)
+        self.show_ablation = CheckBox(text="latent ablation: what the latent saves (twice the time)", value=False)
         self.weights = FileEdit(label="model weights", mode="r", filter="*.pt", value=str(default or ""))
         self.run_button = PushButton(text="Inspect")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
@@ -178,7 +196,7 @@ class InspectWidget(BackgroundJobMixin, Container):
         self.legend = Label(label="", value="", visible=False)
         wrap_text(self.summary, self.hint, self.legend)
         super().__init__(widgets=[self.layer, self.scope, self.show_bits, self.show_latent, self.show_qcm,
-                                  self.weights, self.run_button, self.cancel_button, self.progress, self.summary,
+                                  self.show_ablation, self.weights, self.run_button, self.cancel_button, self.progress, self.summary,
                                   self.hint, self.channel, self.legend])
         self.colorbar_canvas = FigureCanvasQTAgg(Figure(figsize=(3.2, 0.8), layout="constrained"))
         self.colorbar_canvas.setVisible(False)
@@ -248,7 +266,8 @@ class InspectWidget(BackgroundJobMixin, Container):
         self._layer, self._frames, self._lvp_name = layer, frames, lvp.name if lvp is not None else layer.name
         self.summary.value = f"inspecting {layer.name} ..."
         self.progress.max = 1
-        self._run_in_background(_inspect_job, source, rgb, lvp, indices, self._weights_path())
+        self._run_in_background(_inspect_job, source, rgb, lvp, indices, self._weights_path(),
+                                bool(self.show_ablation.value))
 
     def _on_done(self, out):
         if out is None:
@@ -360,6 +379,11 @@ class InspectWidget(BackgroundJobMixin, Container):
             visible = first("qcm")
             put("qcm_before", before, hi, False)
             put("qcm_after", after, hi, visible)
+        if self.show_ablation.value and res.maps[0].latent_saving is not None:
+            saving = self._stack(res, lambda m: m.on_grid(m.latent_saving / analysis.block_pixel_counts(hw, m.block)),
+                                 full)
+            m = max(float(np.abs(saving).max()), 1e-3)  # centred: green where the latent pays, pink where it costs
+            put("latent_saving", saving, m, first("latent_saving"), lo=-m)
         self._follow(layer)
         self.channel.visible = "latent" in self.added_layers
         self.legend.value = legend(self.added_layers)

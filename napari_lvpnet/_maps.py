@@ -41,8 +41,13 @@ MAPS = {
         "latent error after QCM", STEPS, "viridis",
         "the same error once the quantisation compensation module (QCM) has predicted and added back part "
         "of the rounding: where this is darker than the rounding error, the QCM helped."),
+    "latent_saving": MapInfo(
+        "latent saving", "bits/pixel", "PiYG",
+        "the latent's ablation: how many more bits each 32 x 32 block costs when every latent channel is held "
+        "at its most frequent value in the slice, shared over the block's pixels. Green: the latent pays for "
+        "itself there; pink: its variation costs more than it saves; blank: it changes nothing."),
 }
-ORDER = ("bits", "latent_bits", "latent", "qcm_before", "qcm_after")
+ORDER = ("bits", "latent_bits", "latent", "qcm_before", "qcm_after", "latent_saving")
 
 
 def layer_name(base: str, kind: str, *, channel: int | None = None, slice_index: int | None = None) -> str:

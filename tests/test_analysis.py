@@ -353,3 +353,42 @@ def test_the_base_layer_in_the_map(model, tiny_model_path, monkeypatch):
     learned = analysis.analyse_slice(x, model).pixel_bits[on].astype(np.float64)
     share = m.pixel_bits[on].astype(np.float64)
     np.testing.assert_allclose(share, learned * (share.sum() / learned.sum()), rtol=1e-5, atol=1e-6)
+
+
+def test_channel_mode():
+    z = np.array([[[3, 3], [1, 3]], [[-2, 5], [5, -2]]], np.int64)  # channel 1 ties: the smaller value
+    m = analysis.channel_mode(z)
+    assert m.shape == z.shape and m.dtype == z.dtype
+    assert (m[0] == 3).all() and (m[1] == -2).all()
+
+
+def test_latent_ablation_is_the_slice_coded_with_each_channels_mode(model, rng, monkeypatch):
+    x = smooth_image(rng, (64, 96), 0, 4095, np.uint16)
+    m = analysis.analyse_slice(x, model, ablation=True)
+    assert m.latent_saving.shape == (2, 3) and m.latent_saving.dtype == np.float32
+    assert np.unique(m.z.reshape(m.z.shape[0], -1), axis=1).shape[1] > 1  # the untrained latent varies
+    assert m.ablated_bits_total != pytest.approx(m.total_bits, rel=1e-4)
+    assert m.latent_saved_bits == pytest.approx(m.ablated_bits_total - m.total_bits)
+    assert m.latent_saving.sum(dtype=np.float64) == pytest.approx(m.latent_saved_bits, rel=1e-5, abs=1e-3)
+    plain = analysis.analyse_slice(x, model)  # the ablation changes nothing of the real maps
+    assert plain.total_bits == m.total_bits and plain.latent_saving is None and plain.latent_saved_bits is None
+
+    # the same slice with the encoder's z replaced by each channel's mode costs exactly the ablated bits
+    real = model.net.latent
+
+    def held(v, B):
+        y, z, rest = real(v, B)
+        return y, torch.from_numpy(analysis.channel_mode(z[0].numpy()))[None].to(z.dtype), rest
+
+    monkeypatch.setattr(model.net, "latent", held)
+    const = analysis.analyse_slice(x, model, ablation=True)
+    assert const.total_bits == pytest.approx(m.ablated_bits_total, rel=1e-12)
+    assert (const.latent_saving == 0).all() and const.latent_saved_bits == 0  # a constant latent saves nothing
+
+
+def test_iter_analyse_carries_the_ablation(model, rng):
+    a = smooth_image(rng, (2, 40, 40), 0, 1000, np.uint16)
+    res = run(analysis.iter_analyse(a, model, ablation=True))
+    assert res.ablated_bits.shape == (2,)
+    assert res.latent_saved_bits == pytest.approx([m.latent_saved_bits for m in res.maps])
+    assert run(analysis.iter_analyse(a, model, maps=False)).ablated_bits is None

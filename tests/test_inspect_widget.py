@@ -276,3 +276,36 @@ def test_panels_follow_the_theme_and_keep_their_size(widget_and_viewer, qtbot, r
     viewer.theme = "light"
     assert to_hex(w.plot_figure.get_facecolor()) == get_theme("light").foreground.as_hex()
     assert w.summary.native.wordWrap() and w.legend.native.wordWrap()
+
+
+def test_latent_ablation_map_and_words(widget_and_viewer, qtbot, rng):
+    viewer, w = widget_and_viewer
+    a = smooth_image(rng, (2, 64, 48), 0, 4000, np.uint16)
+    image = viewer.add_image(a, name="mr")
+    w.layer.value = image
+    w.scope.value = iw.ALL
+    w.show_ablation.value = True
+    _run(w, qtbot)
+    res = w.last_result
+    saved = res.latent_saved_bits
+    assert saved.shape == (2,) and res.ablated_bits is not None
+    layer = viewer.layers[layer_name("mr", "latent_saving")]
+    assert layer.name == "mr latent saving [bits/pixel]" and layer.data.shape == (2, 64, 48)
+    lo, hi = layer.contrast_limits
+    assert lo == -hi and hi > 0 and layer.colormap.name == "PiYG"  # centred: 0 is the middle colour
+    # the map spreads each block's saving over its pixels: it sums back to the slices' totals
+    assert layer.data.sum(axis=(1, 2), dtype=np.float64) == pytest.approx(saved, rel=1e-4, abs=1e-2)
+    assert not layer.visible and viewer.layers[layer_name("mr", "bits")].visible
+    assert "latent ablation" in w.summary.value
+    assert "latent saving" in w.legend.value
+    # without the box: no ablation, no map, no words
+    w.show_ablation.value = False
+    _run(w, qtbot)
+    assert w.last_result.ablated_bits is None and "latent ablation" not in w.summary.value
+    assert layer_name("mr", "latent_saving") not in [m.name for m in viewer.layers]
+
+
+def test_ablation_text():
+    assert "saves 120 bits (1.20%)" in iw.ablation_text(120.0, 10_000.0)
+    assert "costs 50 bits (0.50%) more" in iw.ablation_text(-50.0, 10_000.0)
+    assert "saves nothing (the same bits" in iw.ablation_text(0.0, 10_000.0)

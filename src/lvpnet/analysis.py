@@ -163,6 +163,11 @@ class SliceMaps:
     latent_bits_total: float  # float64 sum of the latent code lengths
     block: int = BLOCK
     plane_bits: list[dict] = field(default_factory=list)  # per plane: pixel_bits, latent_bits (RGB: 3 planes)
+    # the latent's ablation (``analyse_slice(ablation=True)``, else None): per block, the bits the slice
+    # would cost more with every channel's z set to its most frequent value in the plane (pixels and
+    # latent; negative where the latent's variation costs more than it saves), and that slice's total
+    latent_saving: np.ndarray | None = None  # float32 (ceil(rows/32), ceil(cols/32))
+    ablated_bits_total: float | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -179,6 +184,11 @@ class SliceMaps:
     @property
     def bits_per_pixel(self) -> float:
         return self.total_bits / self.n_pixels
+
+    @property
+    def latent_saved_bits(self) -> float | None:
+        """What the latent saves this slice: its bits with each channel's z at its mode minus with the real z."""
+        return None if self.ablated_bits_total is None else self.ablated_bits_total - self.total_bits
 
     def on_grid(self, block_map: np.ndarray) -> np.ndarray:
         """A per-block map (``latent_bits``, ``z``, ``qcm_*``) placed on this slice's pixel grid."""
@@ -259,9 +269,31 @@ def coded_steps(dec, feats, v: np.ndarray, vp: np.ndarray, R: int, B: int, candi
     return [st for st in steps if st[1].numel()], fits
 
 
-def _plane(model: LoadedModel, plane: np.ndarray, reference: np.ndarray | None = None) -> dict:
+def channel_mode(z: np.ndarray) -> np.ndarray:
+    """Each channel's most frequent value over the plane's blocks, broadcast back to ``z``'s shape
+    (C, h, w): the latent's ablation replaces ``z`` by this (the smallest value on ties)."""
+    z = np.asarray(z)
+    flat = z.reshape(z.shape[0], -1).astype(np.int64)
+    lo = int(flat.min())
+    counts = np.stack([np.bincount(r - lo, minlength=int(flat.max()) - lo + 1) for r in flat])
+    mode = (counts.argmax(1) + lo).astype(z.dtype)
+    return np.broadcast_to(mode[:, None, None], z.shape).copy()
+
+
+def block_sums(a: np.ndarray, grid: Sequence[int], block: int = BLOCK) -> np.ndarray:
+    """(rows, cols) per-pixel values -> (h, w) sums over each block x block cell (the inverse of
+    ``to_image_grid`` for totals: cells past the image's edge sum what they cover)."""
+    h, w = int(grid[0]), int(grid[1])
+    out = np.zeros((h * block, w * block), np.float64)
+    out[: a.shape[0], : a.shape[1]] = a
+    return out.reshape(h, block, w, block).sum(axis=(1, 3))
+
+
+def _plane(model: LoadedModel, plane: np.ndarray, reference: np.ndarray | None = None,
+           ablation: bool = False) -> dict:
     """Everything for one grey plane (int64 2-D), as float64 / int tensors moved to numpy
-    (``reference``: the previous slice's plane, raw values, for bitstream 8's reference flags)."""
+    (``reference``: the previous slice's plane, raw values, for bitstream 8's reference flags;
+    ``ablation``: the plane coded again with ``channel_mode(z)``, ``latent_saving`` per block)."""
     import torch
 
     from .codecs import lvpnet_base
@@ -287,23 +319,18 @@ def _plane(model: LoadedModel, plane: np.ndarray, reference: np.ndarray | None =
     H, W = v.shape
     Hp, Wp = padded_size(H, W, cfg.stride)
     vp = polyphase_pad(v, Hp, Wp, f)
-    with torch.no_grad():
-        # what LVPNet.encode_slice does, keeping the float latent y as well
-        dev = next(net.parameters()).device
-        vt = torch.as_tensor(vp, device=dev).to(net.encoder.stem.weight.dtype)[None]
-        y, z_hard, _ = net.latent(vt, torch.tensor([B], device=dev))
-        y, z = y[0], z_hard[0].long()
+    args = (R, dec.pixel_tables, dec.pixel_shifts, dec.K, v, dec.order, dec.cfg.step0_rows, WIDE_FLAG_LEVELS,
+            edge.config_thresholds(cfg), True)
+    costs = lvpnet_base.costs(v, R, f)
+    early = lattice_estimate.early_level(v, costs, dec.order, f, ref)  # the encoder's, before its walk
+
+    def walk(z: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """The plane's per-pixel bits and per-block latent bits with latent ``z``, as the codec codes it."""
         lat = latent_code_bits(dec, z)  # (C, hz, wz) float64, tables adapted as bitstream version 5 codes them
-        with ExactMode():
-            yt = qcm_int(z.to(dec.device, dec.dtype)[None], dec.qcm, dec.impl)[0]  # units Q/4
         feats = dec.features(z)
         bits = np.zeros((H, W), np.float64)
-        args = (R, dec.pixel_tables, dec.pixel_shifts, dec.K, v, dec.order, dec.cfg.step0_rows, WIDE_FLAG_LEVELS,
-                edge.config_thresholds(cfg), True)
-        costs = lvpnet_base.costs(v, R, f)
         lattice_bits = {}  # bitstream 9: the lattice's codestream shared over its pixels, from the choice
         chosen = [0]  # its level
-        early = lattice_estimate.early_level(v, costs, dec.order, f, ref)  # the encoder's, before its walk
 
         def choose(head):
             head = [st for st in head if st[1].numel()]
@@ -320,6 +347,22 @@ def _plane(model: LoadedModel, plane: np.ndarray, reference: np.ndarray | None =
         for (k, *_rest), b in list(zip(steps, per_pixel)) + [((k,), b) for k, b in lattice_bits.items()]:
             di, dj = dec.order[k]
             bits[di::f, dj::f] = b
+        return bits, lat.sum(0)
+
+    with torch.no_grad():
+        # what LVPNet.encode_slice does, keeping the float latent y as well
+        dev = next(net.parameters()).device
+        vt = torch.as_tensor(vp, device=dev).to(net.encoder.stem.weight.dtype)[None]
+        y, z_hard, _ = net.latent(vt, torch.tensor([B], device=dev))
+        y, z = y[0], z_hard[0].long()
+        with ExactMode():
+            yt = qcm_int(z.to(dec.device, dec.dtype)[None], dec.qcm, dec.impl)[0]  # units Q/4
+        bits, lat = walk(z)
+        saving = None
+        if ablation:
+            z_mode = torch.from_numpy(channel_mode(z.cpu().numpy())).to(z.device)
+            bits_m, lat_m = walk(z_mode)
+            saving = block_sums(bits_m - bits, lat.shape) + (lat_m - lat)
         q = float(cfg.q_step)
         yd = y.double().cpu()
         zd = z.double().cpu()
@@ -327,16 +370,19 @@ def _plane(model: LoadedModel, plane: np.ndarray, reference: np.ndarray | None =
         after = (yd - yt.double().cpu() * (q / 4.0)).abs().mean(0)
     return {
         "pixel_bits": bits,
-        "latent_bits": lat.sum(0),
+        "latent_bits": lat,
         "z": z.cpu().numpy(),
         "qcm_before": before.numpy(),
         "qcm_after": after.numpy(),
+        "latent_saving": saving,
     }
 
 
-def analyse_slice(x, model: LoadedModel, *, rgb: bool = False, index: int = 0, reference=None) -> SliceMaps:
+def analyse_slice(x, model: LoadedModel, *, rgb: bool = False, index: int = 0, reference=None,
+                  ablation: bool = False) -> SliceMaps:
     """Maps of one 2-D slice ((rows, cols), or (rows, cols, 3) with ``rgb``) under ``model``
-    (``reference``: the slice before it, when the writer codes it against that one)."""
+    (``reference``: the slice before it, when the writer codes it against that one; ``ablation``:
+    the latent's ablation too, ``SliceMaps.latent_saving``, which codes every plane twice)."""
     from .model.prep import rgb_to_planes
 
     a = _integer_slice(x, rgb)
@@ -347,10 +393,10 @@ def analyse_slice(x, model: LoadedModel, *, rgb: bool = False, index: int = 0, r
         if r.shape != a.shape:
             raise InputError(f"the reference slice is {r.shape}, the slice {a.shape}")
         refs = [p.astype(np.int64) for p in rgb_to_planes(r)] if rgb else [r]
-    parts = [_plane(model, p, q) for p, q in zip(planes, refs)]
+    parts = [_plane(model, p, q, ablation) for p, q in zip(planes, refs)]
     pixel = sum(p["pixel_bits"] for p in parts)
     latent = sum(p["latent_bits"] for p in parts)
-    return SliceMaps(
+    out = SliceMaps(
         index=int(index),
         pixel_bits=pixel.astype(np.float32),
         latent_bits=latent.astype(np.float32),
@@ -363,6 +409,11 @@ def analyse_slice(x, model: LoadedModel, *, rgb: bool = False, index: int = 0, r
         plane_bits=[{"pixel_bits": float(p["pixel_bits"].sum()), "latent_bits": float(p["latent_bits"].sum())}
                     for p in parts],
     )
+    if ablation:
+        saving = sum(p["latent_saving"] for p in parts)
+        out.latent_saving = saving.astype(np.float32)
+        out.ablated_bits_total = out.total_bits + float(saving.sum())
+    return out
 
 
 # ------------------------------------------------------------------ volumes and .lvp files
@@ -384,6 +435,7 @@ class Analysis:
     model_path: str | None = None
     model_sha256: str | None = None
     file_model: str | None = None  # the model id a .lvp names in its header (None: classical codec)
+    ablated_bits: np.ndarray | None = None  # (len(indices),) the estimate with z = channel_mode(z) (ablation)
 
     @property
     def n_slices(self) -> int:
@@ -401,6 +453,11 @@ class Analysis:
     def estimated_bits(self) -> np.ndarray | None:
         """(len(indices),) pixel + latent bits (ideal code length) of the analysed slices."""
         return None if self.pixel_bits is None else self.pixel_bits + self.latent_bits
+
+    @property
+    def latent_saved_bits(self) -> np.ndarray | None:
+        """(len(indices),) what the latent saves each analysed slice (the ablation), or None."""
+        return None if self.ablated_bits is None else self.ablated_bits - self.estimated_bits
 
     @property
     def model_matches_file(self) -> bool | None:
@@ -466,13 +523,16 @@ def iter_analyse(
     indices: Sequence[int] | None = None,
     maps: bool = True,
     lvp: LvpFile | None = None,
+    ablation: bool = False,
 ) -> Generator[Progress, None, Analysis]:
     """Analyse slices of ``source`` (an array-like (frames..., rows, cols[, 3]), e.g. a napari layer's
     numpy or dask data, or an ``LvpFile``), yielding ``Progress('inspect', done, total)``.
 
     ``indices``: flat slice indices (default: all). ``maps``: keep every analysed slice's maps
     (False: totals only). ``model`` None: no estimates and no maps, only the real chunk bits of a
-    .lvp (``source`` itself or ``lvp``: the file a layer was opened from). Returns an ``Analysis``.
+    .lvp (``source`` itself or ``lvp``: the file a layer was opened from). ``ablation``: each slice
+    estimated again with every latent channel at its most frequent value (``channel_mode``; twice
+    the time), so ``Analysis.latent_saved_bits`` says what the latent pays for. Returns an ``Analysis``.
     """
     if isinstance(source, LvpFile):
         lvp = source
@@ -501,7 +561,7 @@ def iter_analyse(
     if model is None:
         yield Progress("inspect", 1, 1)
         return result
-    pix, lat = np.zeros(len(idx)), np.zeros(len(idx))
+    pix, lat, abl = np.zeros(len(idx)), np.zeros(len(idx)), np.zeros(len(idx))
     yield Progress("inspect", 0, len(idx))
     from .compressor import REFERENCE_RUN
 
@@ -512,12 +572,14 @@ def iter_analyse(
             ref = last[1] if last is not None and last[0] == i - 1 else _get_slice(source, i - 1, tuple(frames))
         x = _get_slice(source, i, tuple(frames))
         last = (i, x)
-        m = analyse_slice(x, model, rgb=rgb, index=i, reference=ref)
+        m = analyse_slice(x, model, rgb=rgb, index=i, reference=ref, ablation=ablation)
         pix[k], lat[k] = m.pixel_bits_total, m.latent_bits_total
+        abl[k] = m.ablated_bits_total if ablation else 0.0
         if maps:
             result.maps.append(m)
         yield Progress("inspect", k + 1, len(idx))
     result.pixel_bits, result.latent_bits = pix, lat
+    result.ablated_bits = abl if ablation else None
     return result
 
 
