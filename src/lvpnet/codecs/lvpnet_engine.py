@@ -21,7 +21,6 @@ import torch
 
 from ..coding import (
     block_choice,
-    blocks,
     edge,
     feedback,
     flag_adapt,
@@ -37,13 +36,12 @@ from ..coding.adapt import (
     choose_lattice,
     flag_levels,
     make_item,
-    modes,
     offset_max,
-    side_bits,
     walk_plane,
 )
 from ..coding.fitting import SliceFitting, StepRecord
 from ..coding.repeat import FLAG_CONTEXTS, FlagCounts, flag_contexts, flags_apply, item_candidates
+from ..coding.stage import Mode, SideContext, SidePlan, plan_bits, read_side, side_stages, write_side
 from ..model import IntegerDecoder, LVPNet, load_checkpoint, prep
 from ..model.tables import best_scale_offset, scale_offset, values_from_symbols
 from . import lvpnet_base
@@ -336,16 +334,10 @@ class Engine:
                 self.pixels.push_flags(coder, flag_state[0], flag_state[1], _FixedCounts(flag_state[2]))
             if ref_state is not None:  # read first: the reference flags, then the neighbours', then the values
                 self.pixels.push_flags(coder, ref_state[0], ref_state[1], _FixedCounts(ref_state[2]))
-        if bmap is not None:  # version 11: read after the side information, before the first step
-            km = block_choice.lattice_mask(v.shape, g)
-            est += blocks.write(coder, bmap, R, None if km is None else np.where(km, v, 0), km)
-        if fits is not None:  # read after the offsets: the refinement, then the error feedback
-            est += self.pixels.push_uniform(coder, *fits.side_symbols())
-        if offsets is not None:  # pushed last, so the decoder reads them first
-            est += self.pixels.push_offsets(coder, offsets + omax, 2 * omax + 1)
-        if adapted:  # read before the offsets; version 11: the block map on in the upper half
-            mode = weight + len(ADAPT_WEIGHTS) * flags + (modes(levels) if bmap is not None else 0)
-            est += self.pixels.push_offsets(coder, np.array([mode]), modes(levels) * (2 if profile.block_map else 1))
+        # the side information, the stage read last pushed first (``coding.stage``)
+        side = SidePlan(Mode(weight, flags, bmap is not None), offsets,
+                        None if fits is None else (fits.refs, fits.fbs), bmap)
+        est = write_side(coder, side_stages(profile), side, self._side_context(v.shape, R, base[0], v), est)
         plane = Plane(vmin, R, lat, coder.get_compressed(), base_level=base[0], base=base[1], ref_level=ref_level)
         if not want_bits:
             return plane
@@ -391,6 +383,13 @@ class Engine:
         items2, extras2 = itemised(tail, offsets)
         return items + items2, extras + extras2, offsets, base, est
 
+    def _side_context(self, shape: tuple[int, int], R: int, base_level: int, plane) -> SideContext:
+        """What the side stages know of a plane: with a base lattice its pixels (``plane``'s values
+        on the lattice: the encoder's plane, or the decoder's known plane)."""
+        km = block_choice.lattice_mask(shape, lattice.stride(self.dec.f, base_level)) if base_level else None
+        kv = None if km is None else np.where(km, plane, 0)
+        return SideContext(shape, R, self.dec.order, self.cfg.n_scales, self.pixels, kv, km)
+
     # ------------------------------------------------------------------ per-slice calibration
     def _shift(self, s: np.ndarray, offsets, k: int) -> np.ndarray:
         if offsets is None:
@@ -430,27 +429,14 @@ class Engine:
         out = np.empty((H, W), dtype=np.int64)
         f = self.dec.f
         pix_bits = [0.0]
-        offsets = tables = None
-        flags = 0
+        tables = None
         counts, ref_counts = FlagCounts(), reference.counts()
         af = flag_adapt.AdaptiveFlags() if profile.adaptive_flags else None  # version 10's flags
         if ref_level and ref_plane is None:
             raise ValueError("lvpnet chunk: this slice was coded against the previous one, which was not given")
         if ref_level and not (profile.reference and 0 < ref_level < reference.LEVELS):
             raise ValueError(f"lvpnet chunk: reference level {ref_level} is not valid here")
-        levels = flag_levels(profile.wide_flags)
         pixels = self.pixel_coder(profile.edge_classes)
-        use_blocks = False
-        if profile.adapted_tables:
-            mode = int(self.pixels.pop_offsets(coder, 1, modes(levels) * (2 if profile.block_map else 1))[0])
-            use_blocks, mode = mode >= modes(levels), mode % modes(levels)
-            flags = mode // len(ADAPT_WEIGHTS)
-            tables = StepTables(pixels.tables, ADAPT_WEIGHTS[mode % len(ADAPT_WEIGHTS)])
-        if profile.scale_offsets:
-            omax = offset_max(profile.refined)
-            offsets = self.pixels.pop_offsets(coder, self.dec.steps, 2 * omax + 1) - omax
-        pix_bits[0] += side_bits(self.dec.steps, profile.scale_offsets, profile.adapted_tables, profile.refined, levels)
-        pix_bits[0] += 1.0 if profile.block_map else 0.0
         known, known_steps = None, frozenset()
         if plane.base_level:
             if not profile.base_lattice:
@@ -459,24 +445,20 @@ class Engine:
             known = lattice.known_plane(lvpnet_base.decode_lattice(plane.base, H, W, R, g), (H, W), g)
             known_steps = lattice.steps(self.dec.order, g)
             pix_bits[0] += plane.base_bits()
+        # the side information, stage by stage (``coding.stage``)
+        stages, ctx = side_stages(profile), self._side_context((H, W), R, plane.base_level, known)
+        side = read_side(coder, stages, ctx)
+        if want_bits:
+            pix_bits[0] += plan_bits(stages, side, ctx)
+        flags, offsets, bmap = side.coding_mode.flags, side.scale_offsets, side.block_map
+        if profile.adapted_tables:
+            tables = StepTables(pixels.tables, ADAPT_WEIGHTS[side.coding_mode.weight])
+        refs, fbs = side.refs(self.dec.steps), side.feedback(self.dec.steps)
         # version 9: the lattice's steps are taken as they are, nothing computed for them
         skip = known_steps if profile.lattice_skip else frozenset()
-        refs, fbs = [None] * self.dec.steps, [None] * self.dec.steps
         errors = feedback.ErrorPlane((H, W), self.dec.order) if profile.refined else None
         if errors is not None and skip:
             errors.record_lattice(known, g)
-        if profile.refined:
-            def pop(sizes):
-                pix_bits[0] += float(np.log2(sizes.astype(np.float64)).sum())
-                return self.pixels.pop_uniform(coder, sizes)
-
-            refs = refine.read_side(pop, self.dec.order, self.cfg.n_scales)
-            fbs = feedback.read_side(pop, self.dec.steps)
-        bmap = None
-        if use_blocks:  # version 11: the constant blocks, their lattice pixels known
-            km = block_choice.lattice_mask((H, W), g) if plane.base_level else None
-            bmap = blocks.read(coder, (H, W), R, known, km)
-            pix_bits[0] += blocks.bits(bmap, R, known, km) if want_bits else 0.0
 
         def record(pos, row, vals, mu):
             """Decoded values into ``out`` and the error feedback's plane."""
