@@ -186,3 +186,89 @@ def test_engine_side_information_reads_and_writes_back(tiny_model_path, one_torc
         assert side.coding_mode.blocks and side.block_map is not None
     stage.write_side(coder, stages, side, ctx)
     assert np.array_equal(coder.get_compressed(), plane.pixels)
+
+
+def _plane_items(rng, version, H=40, W=36, R=15):
+    """Items of a plane with repeats (left half constant by row) and a reference slice, at
+    profile ``version``'s settings: random symbols and extras with valid alphabets."""
+    from lvpnet.coding.adapt import make_item, set_reference_level
+
+    tables, shifts = build_pixel_tables()
+    order, f = ORDERS[2], 2
+    v = rng.integers(0, R + 1, (H, W))
+    v[:, : W // 2] = v[:, :1]
+    ref = np.where(rng.random((H, W)) < 0.5, v, -1)
+    p = PROFILES[version]
+    items, extras = [], []
+    for k, (di, dj) in enumerate(order):
+        vals = v[di::f, dj::f]
+        n = vals.size
+        s = rng.integers(0, 60, n)
+        sym = rng.integers(0, 2 * 64 + 1, n)
+        extras.append(rng.integers(0, 1 << shifts[s]))
+        items.append(make_item(k, sym, s, np.zeros(n), vals, (di, dj), v, order, f, p.adapted_tables, None,
+                               p.min_flags, ref if p.reference else None, vals, s))
+    if p.reference:
+        set_reference_level(items, 1)
+    return items, extras, PixelCoder(tables, shifts, 64), R
+
+
+@pytest.mark.parametrize("version", [1, 3, 8, 10])
+def test_item_stages_round_trip(rng, version):
+    """Every item's stages planned forward, written in reverse, read back in order: the same flags
+    and symbols, each stage's bits on both sides alike and near what the coder grew."""
+    from lvpnet.coding import flag_adapt
+    from lvpnet.coding.adapt import walk_plane
+    from lvpnet.coding.item_stage import ItemPlan, PlaneWalk, item_stages
+
+    p = PROFILES[version]
+    items, extras, pixels, R = _plane_items(rng, version)
+    weight, flags = (2, 2) if p.adapted_tables else (0, 0)
+    stages = item_stages(p)
+    assert list(stages) == [n for n in ("reference_flags", "neighbour_flags", "symbols") if n in stages]
+    walk = PlaneWalk(pixels, R, flags, adaptive=flag_adapt.AdaptiveFlags() if p.adaptive_flags else None)
+    coded, bits = [], {name: 0.0 for name in stages}
+    for (it, keep, tables, counts, refs), extra in zip(walk_plane(items, pixels.tables, weight, flags), extras):
+        walk.tables, walk.counts, walk.refs = tables, counts, refs
+        rec = ItemPlan(keep)
+        for name, st in stages.items():
+            setattr(rec, name, st.plan(it, keep, extra, walk))
+            bits[name] += st.bits(getattr(rec, name), walk)
+        coded.append(rec)
+    if p.adapted_tables:
+        assert any(rec.neighbour_flags is not None for rec in coded)
+    if p.reference:
+        assert any(rec.reference_flags is not None for rec in coded)
+    coder = new_coder()
+    for rec in reversed(coded):
+        for name, st in reversed(stages.items()):
+            st.write(coder, getattr(rec, name), walk)
+    grown = coder.num_valid_bits()
+
+    back = new_coder(coder.get_compressed())
+    dwalk = PlaneWalk.decoder(pixels, R, pixels.tables, weight if p.adapted_tables else None, flags,
+                              p.adaptive_flags, want_bits=True)
+    read_bits = {name: 0.0 for name in stages}
+    for it, rec in zip(items, coded):
+        dwalk.start(it.k, it.row)
+        if rec.reference_flags is not None:
+            hit, b = stages["reference_flags"].read(back, it.ref_x, dwalk)
+            assert np.array_equal(hit, rec.reference_flags.hit)
+            read_bits["reference_flags"] += b
+        if rec.neighbour_flags is not None:
+            x = it.adaptive_ctx(flags) if p.adaptive_flags else it.flag_x(flags)
+            hit, b = stages["neighbour_flags"].read(back, x, dwalk)
+            assert np.array_equal(hit, it.flag_hit(flags))
+            read_bits["neighbour_flags"] += b
+        (sym, extra), b = stages["symbols"].read(back, it.s[rec.keep], dwalk)
+        assert np.array_equal(sym, rec.symbols.sym) and np.array_equal(extra[extra > 0], rec.symbols.extra[extra > 0])
+        read_bits["symbols"] += b
+    assert back.is_empty()
+    assert read_bits == pytest.approx(bits, rel=1e-12)
+    _near(sum(bits.values()), grown, sum(it.sym.size for it in items))
+
+
+def test_profile_names_its_item_stages():
+    for n, p in PROFILES.items():
+        flags = () if n < 3 else ("adaptive_flags",) if n >= 10 else ("neighbour_flags",)
+        assert p.item_stages() == (("reference_flags",) if n >= 8 else ()) + flags + ("symbols",), n

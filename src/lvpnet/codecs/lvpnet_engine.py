@@ -30,8 +30,6 @@ from ..coding import (
     refine,
 )
 from ..coding.adapt import (
-    ADAPT_WEIGHTS,
-    StepTables,
     choose_coding,
     choose_lattice,
     flag_levels,
@@ -40,7 +38,8 @@ from ..coding.adapt import (
     walk_plane,
 )
 from ..coding.fitting import SliceFitting, StepRecord
-from ..coding.repeat import FLAG_CONTEXTS, FlagCounts, flag_contexts, flags_apply, item_candidates
+from ..coding.item_stage import ItemPlan, PlaneWalk, item_stages
+from ..coding.repeat import flag_contexts, flags_apply, item_candidates
 from ..coding.stage import Mode, SideContext, SidePlan, plan_bits, read_side, side_stages, write_side
 from ..model import IntegerDecoder, LVPNet, load_checkpoint, prep
 from ..model.tables import best_scale_offset, scale_offset, values_from_symbols
@@ -58,16 +57,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("CUDA was asked for but no CUDA device is available")
     return dev
-
-
-class _FixedCounts:
-    """The flag tables of one step, frozen for the encoder's reverse pass."""
-
-    def __init__(self, tables):
-        self._tables = tables
-
-    def table(self, x: int) -> np.ndarray:
-        return self._tables[x]
 
 
 class Engine:
@@ -303,37 +292,23 @@ class Engine:
                     skip = lattice.steps(self.dec.order, lattice.stride(f, level))
                     kept = [i for i, it in enumerate(items) if it.k not in skip]
                     items, extras = [items[i] for i in kept], [extras[i] for i in kept]
-        # each item's flag tables and models, walking forward as the decoder will (ANS pushes in
-        # reverse); weight 0 and no flags: the fixed tables (versions 1 and 2)
+        # each item's stages planned walking forward as the decoder will, pushed in reverse (ANS is
+        # a stack: ``coding.item_stage``); weight 0 and no flags: the fixed tables (versions 1 and 2)
+        stages = item_stages(profile)
+        walk = PlaneWalk(pixels, R, flags, adaptive=flag_adapt.AdaptiveFlags() if profile.adaptive_flags else None)
         coded = []
-        # version 10: the flags coded by ``coding.flag_adapt`` (which pixels carry one, and the coding
-        # choice above, stay version 9's)
-        af = flag_adapt.AdaptiveFlags() if profile.adaptive_flags else None
-        for it, keep, tables, counts, refs in walk_plane(items, pixels.tables, weight, flags):
-            flag_state = ref_state = None
-            if it.ref_flagged:
-                ref_state = (it.ref_hit(), it.ref_x, [refs.table(xi) for xi in range(reference.CONTEXTS)])
-                est += float(refs.bits(*ref_state[:2]).sum()) if want_bits else 0.0
-            if it.flagged(flags) and af is not None:
-                flag_state = af.plan(it.flag_hit(flags), it.adaptive_ctx(flags))
-                est += flag_state.bits() if want_bits else 0.0
-            elif it.flagged(flags):
-                flag_state = (it.flag_hit(flags), it.flag_x(flags), [counts.table(xi) for xi in range(FLAG_CONTEXTS)])
-                est += float(counts.bits(*flag_state[:2]).sum()) if want_bits else 0.0
-            sym, s = it.sym[keep], it.s[keep]
-            coded.append((keep, flag_state, ref_state, pixels.step_models(s, tables)))
-            if want_bits:
-                est += pixels.bits(sym, s, R, tables)
+        for (it, keep, tables, counts, refs), extra in zip(walk_plane(items, pixels.tables, weight, flags), extras):
+            walk.tables, walk.counts, walk.refs = tables, counts, refs
+            rec = ItemPlan(keep)
+            for name, st in stages.items():
+                setattr(rec, name, st.plan(it, keep, extra, walk))
+                est += st.bits(getattr(rec, name), walk) if want_bits else 0.0
+            coded.append(rec)
         lat = self.latent.encode(zs, profile.staged_latent)
         coder = new_coder()
-        for it, extra, (keep, flag_state, ref_state, models) in zip(reversed(items), reversed(extras), reversed(coded)):
-            pixels.push_step(coder, it.sym[keep], extra[keep], it.s[keep], R, models)
-            if flag_state is not None and af is not None:
-                flag_adapt.AdaptiveFlags.push(coder, flag_state)
-            elif flag_state is not None:
-                self.pixels.push_flags(coder, flag_state[0], flag_state[1], _FixedCounts(flag_state[2]))
-            if ref_state is not None:  # read first: the reference flags, then the neighbours', then the values
-                self.pixels.push_flags(coder, ref_state[0], ref_state[1], _FixedCounts(ref_state[2]))
+        for rec in reversed(coded):
+            for name, st in reversed(stages.items()):
+                st.write(coder, getattr(rec, name), walk)
         # the side information, the stage read last pushed first (``coding.stage``)
         side = SidePlan(Mode(weight, flags, bmap is not None), offsets,
                         None if fits is None else (fits.refs, fits.fbs), bmap)
@@ -429,9 +404,6 @@ class Engine:
         out = np.empty((H, W), dtype=np.int64)
         f = self.dec.f
         pix_bits = [0.0]
-        tables = None
-        counts, ref_counts = FlagCounts(), reference.counts()
-        af = flag_adapt.AdaptiveFlags() if profile.adaptive_flags else None  # version 10's flags
         if ref_level and ref_plane is None:
             raise ValueError("lvpnet chunk: this slice was coded against the previous one, which was not given")
         if ref_level and not (profile.reference and 0 < ref_level < reference.LEVELS):
@@ -451,8 +423,10 @@ class Engine:
         if want_bits:
             pix_bits[0] += plan_bits(stages, side, ctx)
         flags, offsets, bmap = side.coding_mode.flags, side.scale_offsets, side.block_map
-        if profile.adapted_tables:
-            tables = StepTables(pixels.tables, ADAPT_WEIGHTS[side.coding_mode.weight])
+        # each item's stages read in order (``coding.item_stage``), the walk's tables and counts moving
+        stages = item_stages(profile)
+        walk = PlaneWalk.decoder(pixels, R, pixels.tables, side.coding_mode.weight if profile.adapted_tables else None,
+                                 flags, profile.adaptive_flags, want_bits)
         refs, fbs = side.refs(self.dec.steps), side.feedback(self.dec.steps)
         # version 9: the lattice's steps are taken as they are, nothing computed for them
         skip = known_steps if profile.lattice_skip else frozenset()
@@ -488,10 +462,7 @@ class Engine:
                 return record(pos, row, np.ascontiguousarray(vals), mu)
             s = self._shift(s, offsets, k)
             trows = self.table_rows(mu, s, profile.edge_classes)
-            if tables is not None:
-                tables.start_step(k)
-            counts.start_step((k, -1 if row is None else row))
-            ref_counts.start_step((k, -1 if row is None else row))
+            walk.start(k, row)
             hit = ref_hit = np.zeros(mu.shape, bool)
             at = pos if row is None else (di + row * f, dj)
             inb = bmap.take(at, f, mu.shape) if bmap is not None else None  # version 11: given by the map
@@ -501,10 +472,8 @@ class Engine:
             if got is not None:
                 r, rx = got[0], reference.contexts(*got, ref_level, row)
                 rx = rx if inb is None else np.where(inb, 0, rx)
-                ref_hit = self.pixels.pop_flags(coder, rx, ref_counts)
-                if want_bits:
-                    pix_bits[0] += float(ref_counts.bits(ref_hit, rx).sum())
-                ref_counts.add(ref_hit, rx)
+                ref_hit, bits = stages["reference_flags"].read(coder, rx, walk)
+                pix_bits[0] += bits
             found = None
             if flags_apply(flags, row):
                 found = item_candidates(out, at, f, mu.shape, self.dec.order, k, row)
@@ -515,17 +484,12 @@ class Engine:
                     x = np.where((rx > 0) & (ref_hit | (cand == r)), 0, x)
                 if inb is not None:
                     x = np.where(inb, 0, x)
-                if af is not None:  # version 10: contexts of the refined mu and the shifted s
-                    before = af.coded_bits
-                    hit = af.pop(coder, flag_adapt.contexts(x, mu, cand, s))
-                    pix_bits[0] += af.coded_bits - before
-                else:
-                    hit = self.pixels.pop_flags(coder, x, counts)
-                    if want_bits:
-                        pix_bits[0] += float(counts.bits(hit, x).sum())
-                    counts.add(hit, x)
+                if profile.adaptive_flags:  # version 10: contexts of the refined mu and the shifted s
+                    x = flag_adapt.contexts(x, mu, cand, s)
+                hit, bits = stages["neighbour_flags"].read(coder, x, walk)
+                pix_bits[0] += bits
             keep = ~hit & ~ref_hit if inb is None else ~hit & ~ref_hit & ~inb
-            sym, extra = pixels.pop_step(coder, trows[keep], R, tables)
+            (sym, extra), sym_bits = stages["symbols"].read(coder, trows[keep], walk)
             esc = sym == self.pixels.esc
             low = np.where(esc, 0, extra)
             vals = np.empty(mu.shape, np.int64)
@@ -542,10 +506,7 @@ class Engine:
             if vals.size and (vals.min() < 0 or vals.max() > R):
                 raise ValueError("decoded value outside the slice's range (damaged stream or other weights)")
             record(pos, row, vals, mu)
-            if want_bits:
-                pix_bits[0] += pixels.bits(sym, trows[keep], R, tables)
-            if tables is not None:
-                tables.add(sym, trows[keep])
+            pix_bits[0] += sym_bits
             return vals
 
         self._walk(z, R, H, W, step, skip)

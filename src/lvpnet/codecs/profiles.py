@@ -11,7 +11,8 @@ A profile also names the side information a plane's pixel stream opens with, in 
 decoder reads it (``Profile.side_stages``): ``coding.stage`` maps each name to a stage with one
 interface (write, read, bits), the engine writes them in reverse and reads them in order, so a
 version that adds side information adds a setting, its stage name here and the stage there
-(``docs/MODEL.md`` section 4).
+(``docs/MODEL.md`` section 4). ``Profile.item_stages`` names, the same way, what each coded item
+holds (reference flags, neighbour-repeat flags, symbols; ``coding.item_stage``).
 
 Why each version exists (measured figures: ``docs/MODEL.md``, ``BENCHMARKS.md``):
 
@@ -113,6 +114,14 @@ class Profile:
         feedback, the block map. Names only; ``coding.stage`` maps them to the stages."""
         named = [("coding_mode", self.adapted_tables), ("scale_offsets", self.scale_offsets),
                  ("refinement", self.refined), ("block_map", self.block_map)]
+        return tuple(name for name, on in named if on)
+
+    def item_stages(self) -> tuple[str, ...]:
+        """What each coded item holds, by stage name, in the order the decoder reads it: the
+        reference flags, the neighbour-repeat flags (counted per context, or ``adaptive_flags``),
+        the symbols. Names only; ``coding.item_stage`` maps them to the stages."""
+        flags = "adaptive_flags" if self.adaptive_flags else "neighbour_flags" if self.adapted_tables else None
+        named = [("reference_flags", self.reference), (flags, flags is not None), ("symbols", True)]
         return tuple(name for name, on in named if on)
 
     def settings(self) -> dict[str, bool]:

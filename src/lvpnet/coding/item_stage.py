@@ -1,0 +1,237 @@
+"""A plane's items (one step, or one row of sub-image 0) as stages behind one interface.
+
+Each coded item holds, in the decoder's reading order: the flags of the pixels that repeat the
+previous slice (``reference_flags``, version 8), the flags of the pixels that repeat a decoded
+neighbour (``neighbour_flags``: counts per context from version 3, ``coding.flag_adapt`` from 10),
+then the symbols and extras of the other pixels (``symbols``). Each is an ``ItemStage``:
+
+* ``plan(it, keep, extra, walk)``, encoder, forward: the stage's state for ``PlaneItem`` ``it``
+  as the plane's adaptive state ``walk`` stands at it (None: nothing coded);
+* ``bits(state, walk)``: its code length, asked before the walk moves past the item;
+* ``write(coder, state, walk)``, encoder, reverse: push it (ANS is a stack: the items and their
+  stages in reverse);
+* ``read(coder, x, walk)``, decoder: pop the stage of one item given what the decoder knows
+  before it (the flags' contexts, or the symbols' table rows), -> (what it read, its bits when
+  ``walk.want_bits``); the walk's counts move past it.
+
+The encoder keeps one ``ItemPlan`` per item (the states by name); which stages a profile has is
+``Profile.item_stages`` (names), mapped to the classes here by ``item_stages``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..model.tables import TOTAL
+from . import flag_adapt, reference
+from .adapt import ADAPT_WEIGHTS, PlaneItem, StepTables
+from .repeat import FLAG_CONTEXTS, FlagCounts
+
+
+@dataclass
+class PlaneWalk:
+    """The adaptive state of one plane's items: the tables (None: the fixed ones), the flag level
+    and counts (``FlagCounts`` or ``flag_adapt.AdaptiveFlags``), the reference flags' counts. The
+    encoder's ``adapt.walk_plane`` moves its tables and counts; the decoder's ``read`` calls do."""
+
+    pixels: object  # the ``PixelCoder`` of the plane's table rows
+    R: int
+    flags: int = 0
+    tables: StepTables | None = None
+    counts: FlagCounts | None = None
+    refs: FlagCounts | None = None
+    adaptive: flag_adapt.AdaptiveFlags | None = None
+    want_bits: bool = False
+
+    @classmethod
+    def decoder(cls, pixels, R: int, base, weight: int | None, flags: int, adaptive: bool, want_bits: bool):
+        """The decoder's walk: ``weight`` None, the fixed tables (versions 1 and 2)."""
+        tables = None if weight is None else StepTables(base, ADAPT_WEIGHTS[weight])
+        return cls(pixels, R, flags, tables, FlagCounts(), reference.counts(),
+                   flag_adapt.AdaptiveFlags() if adaptive else None, want_bits)
+
+    def start(self, k: int, row: int | None) -> None:
+        """Decoder: before the item of step ``k`` (``row``: a row of sub-image 0)."""
+        if self.tables is not None:
+            self.tables.start_step(k)
+        stage = (k, -1 if row is None else row)
+        self.counts.start_step(stage)
+        self.refs.start_step(stage)
+
+
+@dataclass
+class FixedFlags:
+    """Flags coded with per-context probabilities frozen for the item (``repeat.FlagCounts``):
+    ``hit`` and ``x`` (0: no flag) per pixel, ``tables[x]`` the [miss, hit] frequencies."""
+
+    hit: np.ndarray
+    x: np.ndarray
+    tables: list
+
+    @classmethod
+    def of(cls, counts: FlagCounts, hit: np.ndarray, x: np.ndarray, contexts: int) -> FixedFlags:
+        return cls(hit, x, [counts.table(xi) for xi in range(contexts)])
+
+    def table(self, x: int) -> np.ndarray:
+        return self.tables[x]
+
+    def bits(self) -> float:
+        """``FlagCounts.bits(hit, x).sum()`` as the counts stood (the same float)."""
+        out = np.zeros(self.hit.shape, np.float64)
+        m = self.x > 0
+        if m.any():
+            h = np.array([t[1] for t in self.tables], np.int64)[self.x[m]]
+            out[m] = -np.log2(np.where(self.hit[m], h, TOTAL - h) / TOTAL)
+        return float(out.sum())
+
+
+@dataclass
+class Symbols:
+    """An item's coded pixels: symbols, extras, table rows, and the models they are pushed with."""
+
+    sym: np.ndarray
+    extra: np.ndarray
+    s: np.ndarray
+    models: dict
+
+
+@dataclass
+class ItemPlan:
+    """What the encoder codes of one item, by stage (the pixels ``keep``: those with a symbol)."""
+
+    keep: np.ndarray
+    reference_flags: FixedFlags | None = None
+    neighbour_flags: FixedFlags | flag_adapt.FlagPlan | None = None
+    symbols: Symbols | None = None
+
+
+class ItemStage:
+    """One part of an item (see the module docstring). ``name``: its ``ItemPlan`` field."""
+
+    name: str = ""
+
+    def plan(self, it: PlaneItem, keep: np.ndarray, extra: np.ndarray, walk: PlaneWalk):
+        raise NotImplementedError
+
+    def bits(self, state, walk: PlaneWalk) -> float:
+        raise NotImplementedError
+
+    def write(self, coder, state, walk: PlaneWalk) -> None:
+        raise NotImplementedError
+
+    def read(self, coder, x: np.ndarray, walk: PlaneWalk):
+        raise NotImplementedError
+
+
+class _CountedFlags(ItemStage):
+    """Flags pushed per context with ``FixedFlags``' frozen tables, popped with the walk's counts."""
+
+    contexts = FLAG_CONTEXTS
+
+    def counts(self, walk: PlaneWalk) -> FlagCounts:
+        raise NotImplementedError
+
+    def bits(self, state: FixedFlags | None, walk: PlaneWalk) -> float:
+        return 0.0 if state is None else state.bits()
+
+    def write(self, coder, state: FixedFlags | None, walk: PlaneWalk) -> None:
+        if state is not None:
+            walk.pixels.push_flags(coder, state.hit, state.x, state)
+
+    def read(self, coder, x: np.ndarray, walk: PlaneWalk):
+        counts = self.counts(walk)
+        hit = walk.pixels.pop_flags(coder, x, counts)
+        bits = float(counts.bits(hit, x).sum()) if walk.want_bits else 0.0
+        counts.add(hit, x)
+        return hit, bits
+
+
+class ReferenceFlags(_CountedFlags):
+    """Version 8: the pixels repeating the previous slice, at the plane's reference level."""
+
+    name = "reference_flags"
+    contexts = reference.CONTEXTS
+
+    def counts(self, walk: PlaneWalk) -> FlagCounts:
+        return walk.refs
+
+    def plan(self, it, keep, extra, walk) -> FixedFlags | None:
+        return FixedFlags.of(walk.refs, it.ref_hit(), it.ref_x, self.contexts) if it.ref_flagged else None
+
+
+class NeighbourFlags(_CountedFlags):
+    """Versions 3 to 9: the pixels repeating a decoded neighbour, per context ``x``."""
+
+    name = "neighbour_flags"
+
+    def counts(self, walk: PlaneWalk) -> FlagCounts:
+        return walk.counts
+
+    def plan(self, it, keep, extra, walk) -> FixedFlags | None:
+        if not it.flagged(walk.flags):
+            return None
+        return FixedFlags.of(walk.counts, it.flag_hit(walk.flags), it.flag_x(walk.flags), self.contexts)
+
+
+class AdaptiveNeighbourFlags(ItemStage):
+    """Version 10 on: the same flags in contexts of the prediction, adapting round by round
+    (``coding.flag_adapt``); ``read`` takes the fine contexts (``flag_adapt.contexts``)."""
+
+    name = "neighbour_flags"
+
+    def plan(self, it, keep, extra, walk) -> flag_adapt.FlagPlan | None:
+        if not it.flagged(walk.flags):
+            return None
+        return walk.adaptive.plan(it.flag_hit(walk.flags), it.adaptive_ctx(walk.flags))
+
+    def bits(self, state, walk) -> float:
+        return 0.0 if state is None else state.bits()
+
+    def write(self, coder, state, walk) -> None:
+        if state is not None:
+            flag_adapt.AdaptiveFlags.push(coder, state)
+
+    def read(self, coder, x, walk):
+        before = walk.adaptive.coded_bits
+        hit = walk.adaptive.pop(coder, x)
+        return hit, walk.adaptive.coded_bits - before
+
+
+class ItemSymbols(ItemStage):
+    """Every version: the kept pixels' symbols by table row, then their extras (``PixelCoder``);
+    ``read`` takes the kept pixels' table rows and returns (sym, extra)."""
+
+    name = "symbols"
+
+    def plan(self, it, keep, extra, walk) -> Symbols:
+        s = it.s[keep]
+        return Symbols(it.sym[keep], extra[keep], s, walk.pixels.step_models(s, walk.tables))
+
+    def bits(self, state: Symbols, walk) -> float:
+        return walk.pixels.bits(state.sym, state.s, walk.R, walk.tables)
+
+    def write(self, coder, state: Symbols, walk) -> None:
+        walk.pixels.push_step(coder, state.sym, state.extra, state.s, walk.R, state.models)
+
+    def read(self, coder, x, walk):
+        sym, extra = walk.pixels.pop_step(coder, x, walk.R, walk.tables)
+        bits = walk.pixels.bits(sym, x, walk.R, walk.tables) if walk.want_bits else 0.0
+        if walk.tables is not None:
+            walk.tables.add(sym, x)
+        return (sym, extra), bits
+
+
+STAGES = {
+    "reference_flags": ReferenceFlags,
+    "neighbour_flags": NeighbourFlags,
+    "adaptive_flags": AdaptiveNeighbourFlags,
+    "symbols": ItemSymbols,
+}
+
+
+def item_stages(profile) -> dict[str, ItemStage]:
+    """The item stages of ``profile`` by ``ItemPlan`` field, in the decoder's reading order."""
+    stages = [STAGES[name]() for name in profile.item_stages()]
+    return {st.name: st for st in stages}
