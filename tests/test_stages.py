@@ -252,15 +252,15 @@ def test_item_stages_round_trip(rng, version):
     for it, rec in zip(items, coded):
         dwalk.start(it.k, it.row)
         if rec.reference_flags is not None:
-            hit, b = stages["reference_flags"].read(back, it.ref_x, dwalk)
+            hit, b = stages["reference_flags"].pop(back, it.ref_x, dwalk)
             assert np.array_equal(hit, rec.reference_flags.hit)
             read_bits["reference_flags"] += b
         if rec.neighbour_flags is not None:
             x = it.adaptive_ctx(flags) if p.adaptive_flags else it.flag_x(flags)
-            hit, b = stages["neighbour_flags"].read(back, x, dwalk)
+            hit, b = stages["neighbour_flags"].pop(back, x, dwalk)
             assert np.array_equal(hit, it.flag_hit(flags))
             read_bits["neighbour_flags"] += b
-        (sym, extra), b = stages["symbols"].read(back, it.s[rec.keep], dwalk)
+        (sym, extra), b = stages["symbols"].pop(back, it.s[rec.keep], dwalk)
         assert np.array_equal(sym, rec.symbols.sym) and np.array_equal(extra[extra > 0], rec.symbols.extra[extra > 0])
         read_bits["symbols"] += b
     assert back.is_empty()

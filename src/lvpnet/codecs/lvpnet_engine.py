@@ -38,8 +38,7 @@ from ..coding.adapt import (
     walk_plane,
 )
 from ..coding.fitting import SliceFitting, StepRecord
-from ..coding.item_stage import ItemPlan, PlaneWalk, item_stages
-from ..coding.repeat import flag_contexts, flags_apply, item_candidates
+from ..coding.item_stage import ItemPlan, ItemView, PlaneWalk, item_stages
 from ..coding.stage import Mode, SideContext, SidePlan, plan_bits, read_side, side_stages, write_side
 from ..model import IntegerDecoder, LVPNet, load_checkpoint, prep
 from ..model.tables import best_scale_offset, scale_offset, values_from_symbols
@@ -463,50 +462,28 @@ class Engine:
             s = self._shift(s, offsets, k)
             trows = self.table_rows(mu, s, profile.edge_classes)
             walk.start(k, row)
-            hit = ref_hit = np.zeros(mu.shape, bool)
             at = pos if row is None else (di + row * f, dj)
-            inb = bmap.take(at, f, mu.shape) if bmap is not None else None  # version 11: given by the map
-            got = None
-            if ref_level:  # version 8: the reference flags come first
-                got = reference.item_reference(out, ref_plane, at, f, mu.shape, self.dec.order, k, row)
-            if got is not None:
-                r, rx = got[0], reference.contexts(*got, ref_level, row)
-                rx = rx if inb is None else np.where(inb, 0, rx)
-                ref_hit, bits = stages["reference_flags"].read(coder, rx, walk)
-                pix_bits[0] += bits
-            found = None
-            if flags_apply(flags, row):
-                found = item_candidates(out, at, f, mu.shape, self.dec.order, k, row)
-            if found is not None:
-                cand, x = found
-                x = flag_contexts(x, flags, row, cand == 0 if profile.min_flags else None)
-                if got is not None:  # no flag where the reference took the pixel or its candidate missed
-                    x = np.where((rx > 0) & (ref_hit | (cand == r)), 0, x)
-                if inb is not None:
-                    x = np.where(inb, 0, x)
-                if profile.adaptive_flags:  # version 10: contexts of the refined mu and the shifted s
-                    x = flag_adapt.contexts(x, mu, cand, s)
-                hit, bits = stages["neighbour_flags"].read(coder, x, walk)
-                pix_bits[0] += bits
-            keep = ~hit & ~ref_hit if inb is None else ~hit & ~ref_hit & ~inb
-            (sym, extra), sym_bits = stages["symbols"].read(coder, trows[keep], walk)
-            esc = sym == self.pixels.esc
-            low = np.where(esc, 0, extra)
+            view = ItemView(out, at, f, self.dec.order, k, row, mu, s, trows,
+                            bmap.take(at, f, mu.shape) if bmap is not None else None,  # version 11: given by the map
+                            ref_plane, ref_level)
+            for st in stages.values():  # reference flags, neighbour flags, symbols (``coding.item_stage``)
+                pix_bits[0] += st.read(coder, view, walk)
+            keep, hit, ref_hit, inb = view.keep, view.hit, view.ref_hit, view.given
             vals = np.empty(mu.shape, np.int64)
+            low = np.where(view.sym == self.pixels.esc, 0, view.extra)
             vals[keep] = values_from_symbols(
-                torch.from_numpy(sym), torch.from_numpy(low), torch.from_numpy(mu[keep]), torch.from_numpy(s[keep]),
-                self.shifts_cpu, self.dec.K, torch.from_numpy(extra),
+                torch.from_numpy(view.sym), torch.from_numpy(low), torch.from_numpy(mu[keep]),
+                torch.from_numpy(s[keep]), self.shifts_cpu, self.dec.K, torch.from_numpy(view.extra),
             ).numpy()
-            if found is not None:
-                vals[hit] = cand[hit]
-            if got is not None:
-                vals[ref_hit] = r[ref_hit]
+            if view.cand is not None:
+                vals[hit] = view.cand[hit]
+            if view.ref is not None:
+                vals[ref_hit] = view.ref[ref_hit]
             if inb is not None:
                 vals[inb] = bmap.take(at, f, mu.shape, values=True)[inb]
             if vals.size and (vals.min() < 0 or vals.max() > R):
                 raise ValueError("decoded value outside the slice's range (damaged stream or other weights)")
             record(pos, row, vals, mu)
-            pix_bits[0] += sym_bits
             return vals
 
         self._walk(z, R, H, W, step, skip)

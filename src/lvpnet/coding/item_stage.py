@@ -10,11 +10,15 @@ then the symbols and extras of the other pixels (``symbols``). Each is an ``Item
 * ``bits(state, walk)``: its code length, asked before the walk moves past the item;
 * ``write(coder, state, walk)``, encoder, reverse: push it (ANS is a stack: the items and their
   stages in reverse);
-* ``read(coder, x, walk)``, decoder: pop the stage of one item given what the decoder knows
-  before it (the flags' contexts, or the symbols' table rows), -> (what it read, its bits when
-  ``walk.want_bits``); the walk's counts move past it.
+* ``read(coder, view, walk)``, decoder: the stage's contexts from what the decoder knows of the
+  item (``ItemView``: the plane decoded so far, the stages read before), then ``pop``; what it read
+  goes into the view, its bits (when ``walk.want_bits``) are returned;
+* ``pop(coder, x, walk)``, decoder: pop the stage given its contexts (or the symbols' table rows),
+  -> (what it read, its bits); the walk's counts move past it.
 
-The encoder keeps one ``ItemPlan`` per item (the states by name); which stages a profile has is
+So the encoder's contexts come from ``adapt.make_item`` (the whole plane known), the decoder's from
+``read`` (the plane decoded so far): the same numbers, each stage's in its class. The encoder keeps
+one ``ItemPlan`` per item (the states by name); which stages a profile has is
 ``Profile.item_stages`` (names), mapped to the classes here by ``item_stages``.
 """
 
@@ -27,7 +31,7 @@ import numpy as np
 from ..model.tables import TOTAL
 from . import flag_adapt, reference
 from .adapt import ADAPT_WEIGHTS, PlaneItem, StepTables
-from .repeat import FLAG_CONTEXTS, FlagCounts
+from .repeat import FLAG_CONTEXTS, FlagCounts, flag_contexts, flags_apply, item_candidates
 
 
 @dataclass
@@ -59,6 +63,48 @@ class PlaneWalk:
         stage = (k, -1 if row is None else row)
         self.counts.start_step(stage)
         self.refs.start_step(stage)
+
+
+@dataclass
+class ItemView:
+    """The decoder's view of one item: the plane decoded so far (``out``), the item's first pixel
+    ``at`` and ``shape``, its step ``k`` and ``row`` (of sub-image 0; None: a sub-image), its
+    location ``mu`` and shifted scale ``s``, table rows ``trows``, the pixels a block map gives
+    (``given``, None: none) and the previous slice (``ref_plane`` at ``ref_level``). The stages
+    fill in what they read: the reference values and flags, the neighbours' candidates and flags,
+    the kept pixels' symbols and extras."""
+
+    out: np.ndarray
+    at: tuple[int, int]
+    f: int
+    order: tuple
+    k: int
+    row: int | None
+    mu: np.ndarray
+    s: np.ndarray
+    trows: np.ndarray
+    given: np.ndarray | None = None
+    ref_plane: np.ndarray | None = None
+    ref_level: int = 0
+    ref: np.ndarray | None = None  # reference values, where the reference flags were read
+    ref_x: np.ndarray | None = None
+    ref_hit: np.ndarray | None = None
+    cand: np.ndarray | None = None  # neighbour candidates, where the neighbour flags were read
+    hit: np.ndarray | None = None
+    keep: np.ndarray | None = None  # the pixels with a symbol, and theirs
+    sym: np.ndarray | None = None
+    extra: np.ndarray | None = None
+
+    def __post_init__(self):
+        self.ref_hit = self.hit = np.zeros(self.mu.shape, bool)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.mu.shape
+
+    def ungiven(self, x: np.ndarray) -> np.ndarray:
+        """Contexts ``x`` with no flag where the block map gives the pixel."""
+        return x if self.given is None else np.where(self.given, 0, x)
 
 
 @dataclass
@@ -121,7 +167,10 @@ class ItemStage:
     def write(self, coder, state, walk: PlaneWalk) -> None:
         raise NotImplementedError
 
-    def read(self, coder, x: np.ndarray, walk: PlaneWalk):
+    def read(self, coder, view: ItemView, walk: PlaneWalk) -> float:
+        raise NotImplementedError
+
+    def pop(self, coder, x: np.ndarray, walk: PlaneWalk):
         raise NotImplementedError
 
 
@@ -140,7 +189,7 @@ class _CountedFlags(ItemStage):
         if state is not None:
             walk.pixels.push_flags(coder, state.hit, state.x, state)
 
-    def read(self, coder, x: np.ndarray, walk: PlaneWalk):
+    def pop(self, coder, x: np.ndarray, walk: PlaneWalk):
         counts = self.counts(walk)
         hit = walk.pixels.pop_flags(coder, x, counts)
         bits = float(counts.bits(hit, x).sum()) if walk.want_bits else 0.0
@@ -160,8 +209,54 @@ class ReferenceFlags(_CountedFlags):
     def plan(self, it, keep, extra, walk) -> FixedFlags | None:
         return FixedFlags.of(walk.refs, it.ref_hit(), it.ref_x, self.contexts) if it.ref_flagged else None
 
+    def read(self, coder, view: ItemView, walk: PlaneWalk) -> float:
+        if not view.ref_level:
+            return 0.0
+        got = reference.item_reference(view.out, view.ref_plane, view.at, view.f, view.shape, view.order, view.k,
+                                       view.row)
+        if got is None:
+            return 0.0
+        view.ref, view.ref_x = got[0], view.ungiven(reference.contexts(*got, view.ref_level, view.row))
+        view.ref_hit, bits = self.pop(coder, view.ref_x, walk)
+        return bits
 
-class NeighbourFlags(_CountedFlags):
+
+@dataclass(frozen=True)
+class _NeighbourContexts:
+    """The decoder's contexts of the neighbour-repeat flags (``min_flags``: version 6's flags at
+    the plane's minimum)."""
+
+    min_flags: bool = False
+
+    def candidates(self, view: ItemView, walk: PlaneWalk):
+        """-> (candidates, contexts ``x``) of the item's flags, or None where it carries none: not
+        where the reference took the pixel or its candidate missed, nor where the block map gives it."""
+        if not flags_apply(walk.flags, view.row):
+            return None
+        found = item_candidates(view.out, view.at, view.f, view.shape, view.order, view.k, view.row)
+        if found is None:
+            return None
+        cand, x = found
+        x = flag_contexts(x, walk.flags, view.row, cand == 0 if self.min_flags else None)
+        if view.ref is not None:
+            x = np.where((view.ref_x > 0) & (view.ref_hit | (cand == view.ref)), 0, x)
+        return cand, view.ungiven(x)
+
+    def fine(self, x: np.ndarray, view: ItemView) -> np.ndarray:
+        """The contexts ``pop`` takes (the counted flags': ``x`` itself)."""
+        return x
+
+    def read(self, coder, view: ItemView, walk: PlaneWalk) -> float:
+        found = self.candidates(view, walk)
+        if found is None:
+            return 0.0
+        view.cand, x = found
+        view.hit, bits = self.pop(coder, self.fine(x, view), walk)
+        return bits
+
+
+@dataclass(frozen=True)
+class NeighbourFlags(_NeighbourContexts, _CountedFlags):
     """Versions 3 to 9: the pixels repeating a decoded neighbour, per context ``x``."""
 
     name = "neighbour_flags"
@@ -175,11 +270,16 @@ class NeighbourFlags(_CountedFlags):
         return FixedFlags.of(walk.counts, it.flag_hit(walk.flags), it.flag_x(walk.flags), self.contexts)
 
 
-class AdaptiveNeighbourFlags(ItemStage):
+@dataclass(frozen=True)
+class AdaptiveNeighbourFlags(_NeighbourContexts, ItemStage):
     """Version 10 on: the same flags in contexts of the prediction, adapting round by round
-    (``coding.flag_adapt``); ``read`` takes the fine contexts (``flag_adapt.contexts``)."""
+    (``coding.flag_adapt``); ``pop`` takes the fine contexts (``flag_adapt.contexts``)."""
 
     name = "neighbour_flags"
+
+    def fine(self, x: np.ndarray, view: ItemView) -> np.ndarray:
+        """Split by the refined ``mu``'s distance from the candidate and the shifted scale."""
+        return flag_adapt.contexts(x, view.mu, view.cand, view.s)
 
     def plan(self, it, keep, extra, walk) -> flag_adapt.FlagPlan | None:
         if not it.flagged(walk.flags):
@@ -193,7 +293,7 @@ class AdaptiveNeighbourFlags(ItemStage):
         if state is not None:
             flag_adapt.AdaptiveFlags.push(coder, state)
 
-    def read(self, coder, x, walk):
+    def pop(self, coder, x, walk):
         before = walk.adaptive.coded_bits
         hit = walk.adaptive.pop(coder, x)
         return hit, walk.adaptive.coded_bits - before
@@ -201,7 +301,7 @@ class AdaptiveNeighbourFlags(ItemStage):
 
 class ItemSymbols(ItemStage):
     """Every version: the kept pixels' symbols by table row, then their extras (``PixelCoder``);
-    ``read`` takes the kept pixels' table rows and returns (sym, extra)."""
+    ``pop`` takes the kept pixels' table rows and returns (sym, extra)."""
 
     name = "symbols"
 
@@ -215,7 +315,12 @@ class ItemSymbols(ItemStage):
     def write(self, coder, state: Symbols, walk) -> None:
         walk.pixels.push_step(coder, state.sym, state.extra, state.s, walk.R, state.models)
 
-    def read(self, coder, x, walk):
+    def read(self, coder, view: ItemView, walk: PlaneWalk) -> float:
+        view.keep = ~view.hit & ~view.ref_hit if view.given is None else ~view.hit & ~view.ref_hit & ~view.given
+        (view.sym, view.extra), bits = self.pop(coder, view.trows[view.keep], walk)
+        return bits
+
+    def pop(self, coder, x, walk):
         sym, extra = walk.pixels.pop_step(coder, x, walk.R, walk.tables)
         bits = walk.pixels.bits(sym, x, walk.R, walk.tables) if walk.want_bits else 0.0
         if walk.tables is not None:
@@ -223,15 +328,16 @@ class ItemSymbols(ItemStage):
         return (sym, extra), bits
 
 
+# each stage name of ``Profile.item_stages`` -> the stage, configured by the profile's settings
 STAGES = {
-    "reference_flags": ReferenceFlags,
-    "neighbour_flags": NeighbourFlags,
-    "adaptive_flags": AdaptiveNeighbourFlags,
-    "symbols": ItemSymbols,
+    "reference_flags": lambda p: ReferenceFlags(),
+    "neighbour_flags": lambda p: NeighbourFlags(p.min_flags),
+    "adaptive_flags": lambda p: AdaptiveNeighbourFlags(p.min_flags),
+    "symbols": lambda p: ItemSymbols(),
 }
 
 
 def item_stages(profile) -> dict[str, ItemStage]:
     """The item stages of ``profile`` by ``ItemPlan`` field, in the decoder's reading order."""
-    stages = [STAGES[name]() for name in profile.item_stages()]
+    stages = [STAGES[name](profile) for name in profile.item_stages()]
     return {st.name: st for st in stages}
