@@ -35,10 +35,9 @@ from ..coding.adapt import (
     flag_levels,
     make_item,
     offset_max,
-    walk_plane,
 )
 from ..coding.fitting import SliceFitting, StepRecord
-from ..coding.item_stage import ItemPlan, ItemView, PlaneWalk, item_stages
+from ..coding.item_stage import ItemView, PlaneWalk, item_stages, plan_items, write_items
 from ..coding.stage import Mode, SideContext, SidePlan, plan_bits, read_side, side_stages, write_side
 from ..model import IntegerDecoder, LVPNet, load_checkpoint, prep
 from ..model.tables import best_scale_offset, scale_offset, values_from_symbols
@@ -295,19 +294,10 @@ class Engine:
         # a stack: ``coding.item_stage``); weight 0 and no flags: the fixed tables (versions 1 and 2)
         stages = item_stages(profile)
         walk = PlaneWalk(pixels, R, flags, adaptive=flag_adapt.AdaptiveFlags() if profile.adaptive_flags else None)
-        coded = []
-        for (it, keep, tables, counts, refs), extra in zip(walk_plane(items, pixels.tables, weight, flags), extras):
-            walk.tables, walk.counts, walk.refs = tables, counts, refs
-            rec = ItemPlan(keep)
-            for name, st in stages.items():
-                setattr(rec, name, st.plan(it, keep, extra, walk))
-                est += st.bits(getattr(rec, name), walk) if want_bits else 0.0
-            coded.append(rec)
+        coded, est = plan_items(items, extras, stages, walk, weight, want_bits, est)
         lat = self.latent.encode(zs, profile.staged_latent)
         coder = new_coder()
-        for rec in reversed(coded):
-            for name, st in reversed(stages.items()):
-                st.write(coder, getattr(rec, name), walk)
+        write_items(coder, coded, stages, walk)
         # the side information, the stage read last pushed first (``coding.stage``)
         side = SidePlan(Mode(weight, flags, bmap is not None), offsets,
                         None if fits is None else (fits.refs, fits.fbs), bmap)
@@ -417,15 +407,15 @@ class Engine:
             known_steps = lattice.steps(self.dec.order, g)
             pix_bits[0] += plane.base_bits()
         # the side information, stage by stage (``coding.stage``)
-        stages, ctx = side_stages(profile), self._side_context((H, W), R, plane.base_level, known)
-        side = read_side(coder, stages, ctx)
+        sides, ctx = side_stages(profile), self._side_context((H, W), R, plane.base_level, known)
+        side = read_side(coder, sides, ctx)
         if want_bits:
-            pix_bits[0] += plan_bits(stages, side, ctx)
-        flags, offsets, bmap = side.coding_mode.flags, side.scale_offsets, side.block_map
+            pix_bits[0] += plan_bits(sides, side, ctx)
+        offsets, bmap, mode = side.scale_offsets, side.block_map, side.coding_mode
         # each item's stages read in order (``coding.item_stage``), the walk's tables and counts moving
         stages = item_stages(profile)
-        walk = PlaneWalk.decoder(pixels, R, pixels.tables, side.coding_mode.weight if profile.adapted_tables else None,
-                                 flags, profile.adaptive_flags, want_bits)
+        walk = PlaneWalk.decoder(pixels, R, pixels.tables, mode.weight if profile.adapted_tables else None, mode.flags,
+                                 profile.adaptive_flags, want_bits)
         refs, fbs = side.refs(self.dec.steps), side.feedback(self.dec.steps)
         # version 9: the lattice's steps are taken as they are, nothing computed for them
         skip = known_steps if profile.lattice_skip else frozenset()

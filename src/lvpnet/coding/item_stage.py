@@ -30,7 +30,7 @@ import numpy as np
 
 from ..model.tables import TOTAL
 from . import flag_adapt, reference
-from .adapt import ADAPT_WEIGHTS, PlaneItem, StepTables
+from .adapt import ADAPT_WEIGHTS, PlaneItem, StepTables, walk_plane
 from .repeat import FLAG_CONTEXTS, FlagCounts, flag_contexts, flags_apply, item_candidates
 
 
@@ -341,3 +341,27 @@ def item_stages(profile) -> dict[str, ItemStage]:
     """The item stages of ``profile`` by ``ItemPlan`` field, in the decoder's reading order."""
     stages = [STAGES[name](profile) for name in profile.item_stages()]
     return {st.name: st for st in stages}
+
+
+def plan_items(items: list[PlaneItem], extras: list, stages: dict, walk: PlaneWalk, weight: int,
+               want_bits: bool = False, bits: float = 0.0) -> tuple[list[ItemPlan], float]:
+    """Encoder, forward: each item's stages planned as the decoder will meet them, at the coding
+    choice (prior-weight index ``weight``, ``walk.flags``); -> (one ``ItemPlan`` per item, ``bits``
+    plus their bits with ``want_bits``, added stage by stage)."""
+    coded = []
+    for (it, keep, tables, counts, refs), extra in zip(walk_plane(items, walk.pixels.tables, weight, walk.flags),
+                                                       extras):
+        walk.tables, walk.counts, walk.refs = tables, counts, refs
+        rec = ItemPlan(keep)
+        for name, st in stages.items():
+            setattr(rec, name, st.plan(it, keep, extra, walk))
+            bits += st.bits(getattr(rec, name), walk) if want_bits else 0.0
+        coded.append(rec)
+    return coded, bits
+
+
+def write_items(coder, coded: list[ItemPlan], stages: dict, walk: PlaneWalk) -> None:
+    """Encoder, reverse: push the items, the last first, each item's stages the last read first."""
+    for rec in reversed(coded):
+        for name, st in reversed(stages.items()):
+            st.write(coder, getattr(rec, name), walk)
