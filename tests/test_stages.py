@@ -105,6 +105,15 @@ def test_scale_offsets_round_trip(uniform, rng, omax):
     _near(bits, grown, len(ORDER))
 
 
+def test_scale_offsets_move_the_scales_within_the_tables(rng):
+    s = rng.integers(0, 80, (5, 7))
+    assert stage.ScaleOffsets.apply(s, None, 3, 80) is s
+    offsets = np.array([0, 8, -8, 3])
+    for k, d in enumerate(offsets):
+        got = stage.ScaleOffsets.apply(s, offsets, k, 80)
+        assert np.array_equal(got, np.clip(s + d, 0, 79))
+
+
 def test_refinement_round_trips_the_fits(uniform, rng):
     R = 4095
     v = _flat_plane(rng, 128, 128, R)

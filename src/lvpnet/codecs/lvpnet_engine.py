@@ -38,9 +38,9 @@ from ..coding.adapt import (
 )
 from ..coding.fitting import SliceFitting, StepRecord
 from ..coding.item_stage import ItemView, PlaneWalk, item_stages, plan_items, write_items
-from ..coding.stage import Mode, SideContext, SidePlan, plan_bits, read_side, side_stages, write_side
+from ..coding.stage import Mode, ScaleOffsets, SideContext, SidePlan, plan_bits, read_side, side_stages, write_side
 from ..model import IntegerDecoder, LVPNet, load_checkpoint, prep
-from ..model.tables import best_scale_offset, scale_offset, values_from_symbols
+from ..model.tables import values_from_symbols
 from . import lvpnet_base
 from .lvpnet_chunk import Plane
 from .lvpnet_entropy import LatentCoder, PixelCoder, new_coder
@@ -175,7 +175,7 @@ class Engine:
         level), as bitstream ``profile`` codes it; with ``want_bits`` ``(plane, estimated bits)``.
 
         What each setting of the profile does here: ``scale_offsets``, per step a scale offset
-        chosen by the encoder (``_choose_offsets``) at the head of the pixel stream;
+        chosen by the encoder (``coding.stage.ScaleOffsets``) at the head of the pixel stream;
         ``adapted_tables``, tables adapted to the slice and neighbour-repeat flags (``coding.adapt``,
         ``coding.repeat``), the coding mode chosen by the encoder and stored first; ``refined``,
         ``coding.fitting``; ``staged_latent``, ``coding.latent_adapt``; ``wide_flags``, flag levels 3
@@ -246,7 +246,7 @@ class Engine:
                     j += 1
                 group, k = recs[i:j], recs[i].k
                 sub, mu, s = (np.concatenate([getattr(r, n) for r in group]) for n in ("values", "mu", "s"))
-                s = self._shift(s, offsets, k)
+                s = ScaleOffsets.apply(s, offsets, k, self.cfg.n_scales)
                 sym, low, nb, esc = self.dec.symbols(torch.from_numpy(sub), torch.from_numpy(mu), torch.from_numpy(s))
                 sym, low, nb, esc = sym.numpy(), low.numpy(), nb.numpy(), esc.numpy()
                 extra_bits = np.where(esc, np.log2(R + 1.0), nb)
@@ -261,7 +261,7 @@ class Engine:
             return items, extras
 
         def offsets_of(recs):
-            return self._choose_offsets(recs, R, omax) if profile.scale_offsets else None
+            return ScaleOffsets(omax).plan(recs, R, self.dec) if profile.scale_offsets else None
 
         base, est, bmap = (0, b""), 0.0, None
         if profile.lattice_skip:
@@ -354,25 +354,6 @@ class Engine:
         kv = None if km is None else np.where(km, plane, 0)
         return SideContext(shape, R, self.dec.order, self.cfg.n_scales, self.pixels, kv, km)
 
-    # ------------------------------------------------------------------ per-slice calibration
-    def _shift(self, s: np.ndarray, offsets, k: int) -> np.ndarray:
-        if offsets is None:
-            return s
-        return scale_offset(torch.from_numpy(s), int(offsets[k]), self.cfg.n_scales).numpy()
-
-    def _choose_offsets(self, records, R: int, omax: int) -> np.ndarray:
-        """Per step, ``tables.best_scale_offset`` over all its pixels (step 0's rows together)."""
-        offsets = np.zeros(self.dec.steps, dtype=np.int64)
-        dec = self.dec
-        tabs, shifts = dec.pixel_tables.cpu(), dec.pixel_shifts.cpu()
-        for k in range(dec.steps):
-            mine = [r for r in records if r.k == k]
-            if mine:
-                v, mu, s = (torch.from_numpy(np.concatenate([getattr(r, n).reshape(-1) for r in mine]))
-                            for n in ("values", "mu", "s"))
-                offsets[k] = best_scale_offset(v, mu, s, R, tabs, shifts, dec.K, omax)
-        return offsets
-
     # ------------------------------------------------------------------ decode
     @torch.no_grad()
     def decode_plane(self, plane: Plane, H: int, W: int, profile: Profile, want_bits: bool = False,
@@ -449,7 +430,7 @@ class Engine:
             if k in known_steps:  # version 7: from the base layer; nothing in the pixel stream
                 vals = known[di::f, dj::f] if row is None else known[di + row * f, dj::f][None]
                 return record(pos, row, np.ascontiguousarray(vals), mu)
-            s = self._shift(s, offsets, k)
+            s = ScaleOffsets.apply(s, offsets, k, self.cfg.n_scales)
             trows = self.table_rows(mu, s, profile.edge_classes)
             walk.start(k, row)
             at = pos if row is None else (di + row * f, dj)

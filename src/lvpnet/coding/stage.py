@@ -21,7 +21,9 @@ from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 import numpy as np
+import torch
 
+from ..model.tables import best_scale_offset, scale_offset
 from . import blocks, feedback, refine
 from .adapt import ADAPT_WEIGHTS, flag_levels, modes, offset_max
 
@@ -80,7 +82,10 @@ class SideStage:
     """One kind of side information. ``name``: its ``SidePlan`` field and its name in
     ``Profile.side_stages``. ``write`` pushes the state and returns its bits (the encoder's
     estimate); ``read`` pops it, given what the stages before it read (``plan``); ``bits`` is its
-    code length as ``write`` counts it. A stage whose state says "nothing here" writes nothing."""
+    code length as ``write`` counts it. A stage whose state says "nothing here" writes nothing.
+    The encoder's choice of a state is the stage's ``plan`` where it is the stage's alone (the
+    scale offsets); the coding mode and the block map are chosen together with the items
+    (``adapt.choose_coding``, ``block_choice.choose``), the refinement by ``fitting.SliceFitting``."""
 
     name: str = ""
 
@@ -126,6 +131,27 @@ class ScaleOffsets(SideStage):
 
     omax: int
     name: str = field(default="scale_offsets", init=False)
+
+    def plan(self, records, R: int, dec) -> np.ndarray:
+        """Encoder: per step, ``tables.best_scale_offset`` over all its pixels (``records``: the
+        plane's ``fitting.StepRecord``s; step 0's rows together) with the tables of ``dec`` (the
+        ``IntegerDecoder``)."""
+        offsets = np.zeros(dec.steps, dtype=np.int64)
+        tabs, shifts = dec.pixel_tables.cpu(), dec.pixel_shifts.cpu()
+        for k in range(dec.steps):
+            mine = [r for r in records if r.k == k]
+            if mine:
+                v, mu, s = (torch.from_numpy(np.concatenate([getattr(r, n).reshape(-1) for r in mine]))
+                            for n in ("values", "mu", "s"))
+                offsets[k] = best_scale_offset(v, mu, s, R, tabs, shifts, dec.K, self.omax)
+        return offsets
+
+    @staticmethod
+    def apply(s: np.ndarray, offsets: np.ndarray | None, k: int, n_scales: int) -> np.ndarray:
+        """Both sides: step ``k``'s scale indices moved by its offset (None: no offsets)."""
+        if offsets is None:
+            return s
+        return scale_offset(torch.from_numpy(s), int(offsets[k]), n_scales).numpy()
 
     def write(self, coder, state: np.ndarray, ctx: SideContext) -> float:
         return ctx.uniform.push_offsets(coder, np.asarray(state) + self.omax, 2 * self.omax + 1)
