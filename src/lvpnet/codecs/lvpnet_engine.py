@@ -21,7 +21,6 @@ import torch
 
 from ..coding import (
     block_choice,
-    blocks,
     edge,
     feedback,
     flag_adapt,
@@ -31,21 +30,17 @@ from ..coding import (
     refine,
 )
 from ..coding.adapt import (
-    ADAPT_WEIGHTS,
-    StepTables,
     choose_coding,
     choose_lattice,
     flag_levels,
     make_item,
-    modes,
     offset_max,
-    side_bits,
-    walk_plane,
 )
 from ..coding.fitting import SliceFitting, StepRecord
-from ..coding.repeat import FLAG_CONTEXTS, FlagCounts, flag_contexts, flags_apply, item_candidates
+from ..coding.item_stage import ItemView, PlaneWalk, item_stages, plan_items, write_items
+from ..coding.stage import Mode, ScaleOffsets, SideContext, SidePlan, plan_bits, read_side, side_stages, write_side
 from ..model import IntegerDecoder, LVPNet, load_checkpoint, prep
-from ..model.tables import best_scale_offset, scale_offset, values_from_symbols
+from ..model.tables import values_from_symbols
 from . import lvpnet_base
 from .lvpnet_chunk import Plane
 from .lvpnet_entropy import LatentCoder, PixelCoder, new_coder
@@ -60,16 +55,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("CUDA was asked for but no CUDA device is available")
     return dev
-
-
-class _FixedCounts:
-    """The flag tables of one step, frozen for the encoder's reverse pass."""
-
-    def __init__(self, tables):
-        self._tables = tables
-
-    def table(self, x: int) -> np.ndarray:
-        return self._tables[x]
 
 
 class Engine:
@@ -190,7 +175,7 @@ class Engine:
         level), as bitstream ``profile`` codes it; with ``want_bits`` ``(plane, estimated bits)``.
 
         What each setting of the profile does here: ``scale_offsets``, per step a scale offset
-        chosen by the encoder (``_choose_offsets``) at the head of the pixel stream;
+        chosen by the encoder (``coding.stage.ScaleOffsets``) at the head of the pixel stream;
         ``adapted_tables``, tables adapted to the slice and neighbour-repeat flags (``coding.adapt``,
         ``coding.repeat``), the coding mode chosen by the encoder and stored first; ``refined``,
         ``coding.fitting``; ``staged_latent``, ``coding.latent_adapt``; ``wide_flags``, flag levels 3
@@ -261,7 +246,7 @@ class Engine:
                     j += 1
                 group, k = recs[i:j], recs[i].k
                 sub, mu, s = (np.concatenate([getattr(r, n) for r in group]) for n in ("values", "mu", "s"))
-                s = self._shift(s, offsets, k)
+                s = ScaleOffsets.apply(s, offsets, k, self.cfg.n_scales)
                 sym, low, nb, esc = self.dec.symbols(torch.from_numpy(sub), torch.from_numpy(mu), torch.from_numpy(s))
                 sym, low, nb, esc = sym.numpy(), low.numpy(), nb.numpy(), esc.numpy()
                 extra_bits = np.where(esc, np.log2(R + 1.0), nb)
@@ -276,7 +261,7 @@ class Engine:
             return items, extras
 
         def offsets_of(recs):
-            return self._choose_offsets(recs, R, omax) if profile.scale_offsets else None
+            return ScaleOffsets(omax).plan(recs, R, self.dec) if profile.scale_offsets else None
 
         base, est, bmap = (0, b""), 0.0, None
         if profile.lattice_skip:
@@ -305,47 +290,18 @@ class Engine:
                     skip = lattice.steps(self.dec.order, lattice.stride(f, level))
                     kept = [i for i, it in enumerate(items) if it.k not in skip]
                     items, extras = [items[i] for i in kept], [extras[i] for i in kept]
-        # each item's flag tables and models, walking forward as the decoder will (ANS pushes in
-        # reverse); weight 0 and no flags: the fixed tables (versions 1 and 2)
-        coded = []
-        # version 10: the flags coded by ``coding.flag_adapt`` (which pixels carry one, and the coding
-        # choice above, stay version 9's)
-        af = flag_adapt.AdaptiveFlags() if profile.adaptive_flags else None
-        for it, keep, tables, counts, refs in walk_plane(items, pixels.tables, weight, flags):
-            flag_state = ref_state = None
-            if it.ref_flagged:
-                ref_state = (it.ref_hit(), it.ref_x, [refs.table(xi) for xi in range(reference.CONTEXTS)])
-                est += float(refs.bits(*ref_state[:2]).sum()) if want_bits else 0.0
-            if it.flagged(flags) and af is not None:
-                flag_state = af.plan(it.flag_hit(flags), it.adaptive_ctx(flags))
-                est += flag_state.bits() if want_bits else 0.0
-            elif it.flagged(flags):
-                flag_state = (it.flag_hit(flags), it.flag_x(flags), [counts.table(xi) for xi in range(FLAG_CONTEXTS)])
-                est += float(counts.bits(*flag_state[:2]).sum()) if want_bits else 0.0
-            sym, s = it.sym[keep], it.s[keep]
-            coded.append((keep, flag_state, ref_state, pixels.step_models(s, tables)))
-            if want_bits:
-                est += pixels.bits(sym, s, R, tables)
+        # each item's stages planned walking forward as the decoder will, pushed in reverse (ANS is
+        # a stack: ``coding.item_stage``); weight 0 and no flags: the fixed tables (versions 1 and 2)
+        stages = item_stages(profile)
+        walk = PlaneWalk(pixels, R, flags, adaptive=flag_adapt.AdaptiveFlags() if profile.adaptive_flags else None)
+        coded, est = plan_items(items, extras, stages, walk, weight, want_bits, est)
         lat = self.latent.encode(zs, profile.staged_latent)
         coder = new_coder()
-        for it, extra, (keep, flag_state, ref_state, models) in zip(reversed(items), reversed(extras), reversed(coded)):
-            pixels.push_step(coder, it.sym[keep], extra[keep], it.s[keep], R, models)
-            if flag_state is not None and af is not None:
-                flag_adapt.AdaptiveFlags.push(coder, flag_state)
-            elif flag_state is not None:
-                self.pixels.push_flags(coder, flag_state[0], flag_state[1], _FixedCounts(flag_state[2]))
-            if ref_state is not None:  # read first: the reference flags, then the neighbours', then the values
-                self.pixels.push_flags(coder, ref_state[0], ref_state[1], _FixedCounts(ref_state[2]))
-        if bmap is not None:  # version 11: read after the side information, before the first step
-            km = block_choice.lattice_mask(v.shape, g)
-            est += blocks.write(coder, bmap, R, None if km is None else np.where(km, v, 0), km)
-        if fits is not None:  # read after the offsets: the refinement, then the error feedback
-            est += self.pixels.push_uniform(coder, *fits.side_symbols())
-        if offsets is not None:  # pushed last, so the decoder reads them first
-            est += self.pixels.push_offsets(coder, offsets + omax, 2 * omax + 1)
-        if adapted:  # read before the offsets; version 11: the block map on in the upper half
-            mode = weight + len(ADAPT_WEIGHTS) * flags + (modes(levels) if bmap is not None else 0)
-            est += self.pixels.push_offsets(coder, np.array([mode]), modes(levels) * (2 if profile.block_map else 1))
+        write_items(coder, coded, stages, walk)
+        # the side information, the stage read last pushed first (``coding.stage``)
+        side = SidePlan(Mode(weight, flags, bmap is not None), offsets,
+                        None if fits is None else (fits.refs, fits.fbs), bmap)
+        est = write_side(coder, side_stages(profile), side, self._side_context(v.shape, R, base[0], v), est)
         plane = Plane(vmin, R, lat, coder.get_compressed(), base_level=base[0], base=base[1], ref_level=ref_level)
         if not want_bits:
             return plane
@@ -391,24 +347,12 @@ class Engine:
         items2, extras2 = itemised(tail, offsets)
         return items + items2, extras + extras2, offsets, base, est
 
-    # ------------------------------------------------------------------ per-slice calibration
-    def _shift(self, s: np.ndarray, offsets, k: int) -> np.ndarray:
-        if offsets is None:
-            return s
-        return scale_offset(torch.from_numpy(s), int(offsets[k]), self.cfg.n_scales).numpy()
-
-    def _choose_offsets(self, records, R: int, omax: int) -> np.ndarray:
-        """Per step, ``tables.best_scale_offset`` over all its pixels (step 0's rows together)."""
-        offsets = np.zeros(self.dec.steps, dtype=np.int64)
-        dec = self.dec
-        tabs, shifts = dec.pixel_tables.cpu(), dec.pixel_shifts.cpu()
-        for k in range(dec.steps):
-            mine = [r for r in records if r.k == k]
-            if mine:
-                v, mu, s = (torch.from_numpy(np.concatenate([getattr(r, n).reshape(-1) for r in mine]))
-                            for n in ("values", "mu", "s"))
-                offsets[k] = best_scale_offset(v, mu, s, R, tabs, shifts, dec.K, omax)
-        return offsets
+    def _side_context(self, shape: tuple[int, int], R: int, base_level: int, plane) -> SideContext:
+        """What the side stages know of a plane: with a base lattice its pixels (``plane``'s values
+        on the lattice: the encoder's plane, or the decoder's known plane)."""
+        km = block_choice.lattice_mask(shape, lattice.stride(self.dec.f, base_level)) if base_level else None
+        kv = None if km is None else np.where(km, plane, 0)
+        return SideContext(shape, R, self.dec.order, self.cfg.n_scales, self.pixels, kv, km)
 
     # ------------------------------------------------------------------ decode
     @torch.no_grad()
@@ -430,27 +374,11 @@ class Engine:
         out = np.empty((H, W), dtype=np.int64)
         f = self.dec.f
         pix_bits = [0.0]
-        offsets = tables = None
-        flags = 0
-        counts, ref_counts = FlagCounts(), reference.counts()
-        af = flag_adapt.AdaptiveFlags() if profile.adaptive_flags else None  # version 10's flags
         if ref_level and ref_plane is None:
             raise ValueError("lvpnet chunk: this slice was coded against the previous one, which was not given")
         if ref_level and not (profile.reference and 0 < ref_level < reference.LEVELS):
             raise ValueError(f"lvpnet chunk: reference level {ref_level} is not valid here")
-        levels = flag_levels(profile.wide_flags)
         pixels = self.pixel_coder(profile.edge_classes)
-        use_blocks = False
-        if profile.adapted_tables:
-            mode = int(self.pixels.pop_offsets(coder, 1, modes(levels) * (2 if profile.block_map else 1))[0])
-            use_blocks, mode = mode >= modes(levels), mode % modes(levels)
-            flags = mode // len(ADAPT_WEIGHTS)
-            tables = StepTables(pixels.tables, ADAPT_WEIGHTS[mode % len(ADAPT_WEIGHTS)])
-        if profile.scale_offsets:
-            omax = offset_max(profile.refined)
-            offsets = self.pixels.pop_offsets(coder, self.dec.steps, 2 * omax + 1) - omax
-        pix_bits[0] += side_bits(self.dec.steps, profile.scale_offsets, profile.adapted_tables, profile.refined, levels)
-        pix_bits[0] += 1.0 if profile.block_map else 0.0
         known, known_steps = None, frozenset()
         if plane.base_level:
             if not profile.base_lattice:
@@ -459,24 +387,22 @@ class Engine:
             known = lattice.known_plane(lvpnet_base.decode_lattice(plane.base, H, W, R, g), (H, W), g)
             known_steps = lattice.steps(self.dec.order, g)
             pix_bits[0] += plane.base_bits()
+        # the side information, stage by stage (``coding.stage``)
+        sides, ctx = side_stages(profile), self._side_context((H, W), R, plane.base_level, known)
+        side = read_side(coder, sides, ctx)
+        if want_bits:
+            pix_bits[0] += plan_bits(sides, side, ctx)
+        offsets, bmap, mode = side.scale_offsets, side.block_map, side.coding_mode
+        # each item's stages read in order (``coding.item_stage``), the walk's tables and counts moving
+        stages = item_stages(profile)
+        walk = PlaneWalk.decoder(pixels, R, pixels.tables, mode.weight if profile.adapted_tables else None, mode.flags,
+                                 profile.adaptive_flags, want_bits)
+        refs, fbs = side.refs(self.dec.steps), side.feedback(self.dec.steps)
         # version 9: the lattice's steps are taken as they are, nothing computed for them
         skip = known_steps if profile.lattice_skip else frozenset()
-        refs, fbs = [None] * self.dec.steps, [None] * self.dec.steps
         errors = feedback.ErrorPlane((H, W), self.dec.order) if profile.refined else None
         if errors is not None and skip:
             errors.record_lattice(known, g)
-        if profile.refined:
-            def pop(sizes):
-                pix_bits[0] += float(np.log2(sizes.astype(np.float64)).sum())
-                return self.pixels.pop_uniform(coder, sizes)
-
-            refs = refine.read_side(pop, self.dec.order, self.cfg.n_scales)
-            fbs = feedback.read_side(pop, self.dec.steps)
-        bmap = None
-        if use_blocks:  # version 11: the constant blocks, their lattice pixels known
-            km = block_choice.lattice_mask((H, W), g) if plane.base_level else None
-            bmap = blocks.read(coder, (H, W), R, known, km)
-            pix_bits[0] += blocks.bits(bmap, R, known, km) if want_bits else 0.0
 
         def record(pos, row, vals, mu):
             """Decoded values into ``out`` and the error feedback's plane."""
@@ -504,66 +430,31 @@ class Engine:
             if k in known_steps:  # version 7: from the base layer; nothing in the pixel stream
                 vals = known[di::f, dj::f] if row is None else known[di + row * f, dj::f][None]
                 return record(pos, row, np.ascontiguousarray(vals), mu)
-            s = self._shift(s, offsets, k)
+            s = ScaleOffsets.apply(s, offsets, k, self.cfg.n_scales)
             trows = self.table_rows(mu, s, profile.edge_classes)
-            if tables is not None:
-                tables.start_step(k)
-            counts.start_step((k, -1 if row is None else row))
-            ref_counts.start_step((k, -1 if row is None else row))
-            hit = ref_hit = np.zeros(mu.shape, bool)
+            walk.start(k, row)
             at = pos if row is None else (di + row * f, dj)
-            inb = bmap.take(at, f, mu.shape) if bmap is not None else None  # version 11: given by the map
-            got = None
-            if ref_level:  # version 8: the reference flags come first
-                got = reference.item_reference(out, ref_plane, at, f, mu.shape, self.dec.order, k, row)
-            if got is not None:
-                r, rx = got[0], reference.contexts(*got, ref_level, row)
-                rx = rx if inb is None else np.where(inb, 0, rx)
-                ref_hit = self.pixels.pop_flags(coder, rx, ref_counts)
-                if want_bits:
-                    pix_bits[0] += float(ref_counts.bits(ref_hit, rx).sum())
-                ref_counts.add(ref_hit, rx)
-            found = None
-            if flags_apply(flags, row):
-                found = item_candidates(out, at, f, mu.shape, self.dec.order, k, row)
-            if found is not None:
-                cand, x = found
-                x = flag_contexts(x, flags, row, cand == 0 if profile.min_flags else None)
-                if got is not None:  # no flag where the reference took the pixel or its candidate missed
-                    x = np.where((rx > 0) & (ref_hit | (cand == r)), 0, x)
-                if inb is not None:
-                    x = np.where(inb, 0, x)
-                if af is not None:  # version 10: contexts of the refined mu and the shifted s
-                    before = af.coded_bits
-                    hit = af.pop(coder, flag_adapt.contexts(x, mu, cand, s))
-                    pix_bits[0] += af.coded_bits - before
-                else:
-                    hit = self.pixels.pop_flags(coder, x, counts)
-                    if want_bits:
-                        pix_bits[0] += float(counts.bits(hit, x).sum())
-                    counts.add(hit, x)
-            keep = ~hit & ~ref_hit if inb is None else ~hit & ~ref_hit & ~inb
-            sym, extra = pixels.pop_step(coder, trows[keep], R, tables)
-            esc = sym == self.pixels.esc
-            low = np.where(esc, 0, extra)
+            view = ItemView(out, at, f, self.dec.order, k, row, mu, s, trows,
+                            bmap.take(at, f, mu.shape) if bmap is not None else None,  # version 11: given by the map
+                            ref_plane, ref_level)
+            for st in stages.values():  # reference flags, neighbour flags, symbols (``coding.item_stage``)
+                pix_bits[0] += st.read(coder, view, walk)
+            keep, hit, ref_hit, inb = view.keep, view.hit, view.ref_hit, view.given
             vals = np.empty(mu.shape, np.int64)
+            low = np.where(view.sym == self.pixels.esc, 0, view.extra)
             vals[keep] = values_from_symbols(
-                torch.from_numpy(sym), torch.from_numpy(low), torch.from_numpy(mu[keep]), torch.from_numpy(s[keep]),
-                self.shifts_cpu, self.dec.K, torch.from_numpy(extra),
+                torch.from_numpy(view.sym), torch.from_numpy(low), torch.from_numpy(mu[keep]),
+                torch.from_numpy(s[keep]), self.shifts_cpu, self.dec.K, torch.from_numpy(view.extra),
             ).numpy()
-            if found is not None:
-                vals[hit] = cand[hit]
-            if got is not None:
-                vals[ref_hit] = r[ref_hit]
+            if view.cand is not None:
+                vals[hit] = view.cand[hit]
+            if view.ref is not None:
+                vals[ref_hit] = view.ref[ref_hit]
             if inb is not None:
                 vals[inb] = bmap.take(at, f, mu.shape, values=True)[inb]
             if vals.size and (vals.min() < 0 or vals.max() > R):
                 raise ValueError("decoded value outside the slice's range (damaged stream or other weights)")
             record(pos, row, vals, mu)
-            if want_bits:
-                pix_bits[0] += pixels.bits(sym, trows[keep], R, tables)
-            if tables is not None:
-                tables.add(sym, trows[keep])
             return vals
 
         self._walk(z, R, H, W, step, skip)

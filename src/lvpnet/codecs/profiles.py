@@ -7,6 +7,13 @@ everything of the one before and switches on the settings it declares (``PROFILE
 ``tests/test_profiles.py`` checks that against the fields. Numpy-free and torch-free: the
 chunk layout (``lvpnet_chunk``) and the file reader consult it without loading the model.
 
+A profile also names the side information a plane's pixel stream opens with, in the order the
+decoder reads it (``Profile.side_stages``): ``coding.stage`` maps each name to a stage with one
+interface (write, read, bits), the engine writes them in reverse and reads them in order, so a
+version that adds side information adds a setting, its stage name here and the stage there
+(``docs/MODEL.md`` section 4). ``Profile.item_stages`` names, the same way, what each coded item
+holds (reference flags, neighbour-repeat flags, symbols; ``coding.item_stage``).
+
 Why each version exists (measured figures: ``docs/MODEL.md``, ``BENCHMARKS.md``):
 
 1. The network's fixed tables, nothing fitted to the slice.
@@ -100,6 +107,22 @@ class Profile:
         for name, base in needs.items():
             if getattr(self, name) and not getattr(self, base):
                 raise ValueError(f"profile {self.version}: {name} needs {base}")
+
+    def side_stages(self) -> tuple[str, ...]:
+        """The plane's side information, by stage name, in the order the decoder reads it (the
+        encoder writes it in reverse): the coding mode, the scale offsets, the refinement and
+        feedback, the block map. Names only; ``coding.stage`` maps them to the stages."""
+        named = [("coding_mode", self.adapted_tables), ("scale_offsets", self.scale_offsets),
+                 ("refinement", self.refined), ("block_map", self.block_map)]
+        return tuple(name for name, on in named if on)
+
+    def item_stages(self) -> tuple[str, ...]:
+        """What each coded item holds, by stage name, in the order the decoder reads it: the
+        reference flags, the neighbour-repeat flags (counted per context, or ``adaptive_flags``),
+        the symbols. Names only; ``coding.item_stage`` maps them to the stages."""
+        flags = "adaptive_flags" if self.adaptive_flags else "neighbour_flags" if self.adapted_tables else None
+        named = [("reference_flags", self.reference), (flags, flags is not None), ("symbols", True)]
+        return tuple(name for name, on in named if on)
 
     def settings(self) -> dict[str, bool]:
         """The named settings (every field but the version and the declaration)."""

@@ -4,7 +4,9 @@ Tables adapted to the slice (``adapt``, ``edge``, ``latent_adapt``), neighbour-r
 (``repeat``, ``flag_adapt``, ``reference``), the coding-mode choice (``block_choice``,
 ``blocks``), the per-slice refinement and error feedback (``refine``, ``feedback``,
 ``fitting``), the classical base lattice (``lattice``, ``lattice_estimate``) and the estimate
-of a slice's code length that training and Inspect read (``estimate.slice_bits``). The
+of a slice's code length that training and Inspect read (``estimate.slice_bits``). How a plane's
+stream composes them: its side information as ``stage`` stages and each item's parts as
+``item_stage`` stages, both named by the bitstream profile (``codecs.profiles``). The
 network itself (GMSM, QCM, predictor, integer layers, its tables and plane preparation) lives
 in ``lvpnet.model``.
 
