@@ -87,7 +87,7 @@ def without(version: int, names: list[str]) -> int:
     a time. Its chunks are not a declared version; they never leave this process."""
     from dataclasses import replace
 
-    from lvpnet.codecs import profiles
+    from lvpnet.coding import profiles
 
     base = profiles.profile(version)
     bad = [n for n in names if n not in base.settings() or not getattr(base, n)]

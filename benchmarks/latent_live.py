@@ -103,7 +103,7 @@ def codec_planes(x: np.ndarray, rgb: bool) -> list[np.ndarray]:
 def measure_slice(engine, model, x: np.ndarray, rgb: bool) -> dict:
     from lvpnet.analysis import analyse_slice
     from lvpnet.codecs.lvpnet_codec import LVPNetCodec
-    from lvpnet.codecs.profiles import profile
+    from lvpnet.coding.profiles import profile
 
     prof = profile(LVPNetCodec.version)  # what the codec writes now
     net = engine.model()

@@ -122,9 +122,10 @@ def prepare(folder: Path, max_mb: float = 2.6, with_imagecodecs: bool = False) -
         shutil.rmtree(stage)
     (stage / "codecs").mkdir(parents=True)
     shutil.copytree(ROOT / "src" / "lvpnet" / "model", stage / "model")
+    shutil.copytree(ROOT / "src" / "lvpnet" / "coding", stage / "coding")  # the engine's stages and the profiles
     shutil.copy(ROOT / "src" / "lvpnet" / "errors.py", stage / "errors.py")
     for f in ("base.py", "lvpnet_base.py", "lvpnet_chunk.py", "lvpnet_codec.py", "lvpnet_engine.py",
-              "lvpnet_entropy.py", "profiles.py", "weights.py"):
+              "lvpnet_entropy.py", "weights.py"):
         shutil.copy(ROOT / "src" / "lvpnet" / "codecs" / f, stage / "codecs" / f)
     (stage / "__init__.py").write_text("")
     (stage / "codecs" / "__init__.py").write_text("")

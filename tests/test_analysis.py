@@ -122,8 +122,8 @@ def test_pixel_map_is_each_pixels_code_length(model, rng, tiny_model_path, kind,
     import lvpnet.coding.adapt as adapt_mod
     from lvpnet.codecs import lvpnet_base
     from lvpnet.codecs.lvpnet_codec import LVPNetCodec
-    from lvpnet.codecs.profiles import PROFILES
     from lvpnet.coding.adapt import ADAPT_WEIGHTS, WIDE_FLAG_LEVELS, side_bits
+    from lvpnet.coding.profiles import PROFILES
 
     x = smooth_image(rng, (37, 50), 0, 1023, np.uint16)
     choose = adapt_mod.choose_plane_coding

@@ -20,7 +20,7 @@ from lvpnet import bench, classical
 from lvpnet.cli import main
 from lvpnet.codecs import get_codec
 from lvpnet.codecs.base import Codec
-from lvpnet.codecs.profiles import LATEST
+from lvpnet.coding.profiles import LATEST
 from lvpnet.volume import Volume
 
 TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"

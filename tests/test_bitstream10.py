@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from golden_sets import SETS, weights_of, writer
 
-from lvpnet.codecs.profiles import LATEST, PROFILES
 from lvpnet.coding import flag_adapt
+from lvpnet.coding.profiles import LATEST, PROFILES
 
 WEIGHTS = weights_of("b10")  # the head-3 weights every golden set from b2 on shares
 _writer = functools.partial(writer, "b10")  # writes any version with these weights

@@ -14,8 +14,8 @@ import pytest
 from golden_sets import SETS, weights_of, writer
 
 from lvpnet.codecs.lvpnet_codec import LVPNetCodec
-from lvpnet.codecs.profiles import LATEST, PROFILES
 from lvpnet.coding import blocks
+from lvpnet.coding.profiles import LATEST, PROFILES
 
 WEIGHTS = weights_of("b11")
 _writer = functools.partial(writer, "b11")  # writes any version with these weights

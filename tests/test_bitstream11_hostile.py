@@ -181,7 +181,7 @@ def test_a_forged_plane_range_on_a_mapped_plane_is_a_value_error(codec, R):
     map's uniform values would ask constriction for more than 2**24 symbols, which panics (a
     ``BaseException`` no reader catches); the decoder must say the stream is damaged."""
     from lvpnet.codecs.lvpnet_chunk import header
-    from lvpnet.codecs.profiles import profile
+    from lvpnet.coding.profiles import profile
 
     x, data = _mapped_chunk(codec)
     fmt, d = header(profile(11)), bytearray(data)

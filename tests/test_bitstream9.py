@@ -15,8 +15,8 @@ from golden_sets import SETS, weights_of, writer
 
 from lvpnet.codecs.lvpnet_chunk import unpack_chunk
 from lvpnet.codecs.lvpnet_codec import LVPNetCodec
-from lvpnet.codecs.profiles import PROFILES
 from lvpnet.coding import feedback, lattice, refine, repeat
+from lvpnet.coding.profiles import PROFILES
 from lvpnet.model import head_kernel
 
 WEIGHTS = weights_of("b9")  # the head-3 weights every golden set from b2 on shares

@@ -15,7 +15,7 @@ import torch
 from lvpnet import codecs
 from lvpnet.codecs import weights
 from lvpnet.codecs.lvpnet_codec import LVPNetCodec, Plane, pack_chunk, unpack_chunk
-from lvpnet.codecs.profiles import PROFILES
+from lvpnet.coding.profiles import PROFILES
 from lvpnet.compressor import compress
 from lvpnet.errors import InputError
 from lvpnet.lvpfile import LvpFile

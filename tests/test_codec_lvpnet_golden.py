@@ -195,7 +195,7 @@ def _plane_changes_without(codec, data: bytes, shape, **switch) -> bool:
     from dataclasses import replace
 
     from lvpnet.codecs.lvpnet_codec import unpack_chunk
-    from lvpnet.codecs.profiles import profile
+    from lvpnet.coding.profiles import profile
 
     (coded,) = unpack_chunk(data, 1, 6)
     eng = codec.engine()

@@ -49,8 +49,8 @@ def test_the_shipped_model_codes_magnitude_noise_shorter_from_version_6():
     version 6 decodes exactly, its stream is as long as estimated (and as ``slice_bits`` says),
     and it is over 0.5% shorter than version 5, which still decodes."""
     from lvpnet.codecs.lvpnet_codec import LVPNetCodec
-    from lvpnet.codecs.profiles import PROFILES
     from lvpnet.coding.estimate import slice_bits
+    from lvpnet.coding.profiles import PROFILES
     from lvpnet.model import prep
 
     weights = RESOURCES / "lvpnet-v1.pt"

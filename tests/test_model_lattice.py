@@ -85,8 +85,8 @@ def test_the_shipped_model_hands_a_ct_lattice_to_jpegxl():
     import nibabel as nib
 
     from lvpnet.codecs.lvpnet_codec import LVPNetCodec, unpack_chunk
-    from lvpnet.codecs.profiles import profile
     from lvpnet.coding.estimate import slice_bits
+    from lvpnet.coding.profiles import profile
     from lvpnet.model import prep
 
     weights = RESOURCES / "lvpnet-v1.pt"

@@ -182,7 +182,7 @@ def test_the_shipped_model_flags_a_padding_edge_at_the_minimum():
     from dataclasses import replace
 
     from lvpnet.codecs.lvpnet_codec import LVPNetCodec
-    from lvpnet.codecs.profiles import PROFILES
+    from lvpnet.coding.profiles import PROFILES
     from lvpnet.model import prep
 
     weights = Path(__file__).resolve().parents[1] / "resources" / "lvpnet-v1.pt"

@@ -1,5 +1,7 @@
-"""The two packages' rule: ``lvpnet.model`` (the network) never imports ``lvpnet.coding`` (the
-coding stages), so a change to the network does not touch the stages (``lvpnet/coding/__init__``)."""
+"""The packages' rules: ``lvpnet.model`` (the network) never imports ``lvpnet.coding`` (the
+coding stages), so a change to the network does not touch the stages (``lvpnet/coding/__init__``);
+``lvpnet.coding`` never imports ``lvpnet.codecs`` (whose package imports the engine, which imports
+the stages: a cycle), so the estimate runs from ``model`` and ``coding`` alone (``scripts/gpu_train.sh``)."""
 
 import ast
 import subprocess
@@ -37,6 +39,18 @@ def test_model_sources_never_import_coding():
         for f in files
         for name in _imported(f)
         if name == "lvpnet.coding" or name.startswith("lvpnet.coding.")
+    ]
+    assert not bad, bad
+
+
+def test_coding_sources_never_import_codecs():
+    files = sorted((PKG / "coding").rglob("*.py"))
+    assert len(files) > 5
+    bad = [
+        f"{f.relative_to(PKG)}: {name}"
+        for f in files
+        for name in _imported(f)
+        if name == "lvpnet.codecs" or name.startswith("lvpnet.codecs.")
     ]
     assert not bad, bad
 

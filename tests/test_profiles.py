@@ -8,7 +8,7 @@ import pytest
 
 from lvpnet.codecs.lvpnet_chunk import Plane, header, pack_chunk, unpack_chunk
 from lvpnet.codecs.lvpnet_codec import LVPNetCodec
-from lvpnet.codecs.profiles import LATEST, PROFILES, Profile, profile
+from lvpnet.coding.profiles import LATEST, PROFILES, Profile, profile
 
 # what each version switches on over the one before: the spec, written out here on purpose so a
 # change of a declaration in ``profiles`` has to be made twice

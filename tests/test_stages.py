@@ -5,9 +5,9 @@ import pytest
 from conftest import smooth_image
 
 from lvpnet.codecs.lvpnet_entropy import PixelCoder, new_coder
-from lvpnet.codecs.profiles import PROFILES
 from lvpnet.coding import blocks, feedback, refine, stage
 from lvpnet.coding.fitting import SliceFitting
+from lvpnet.coding.profiles import PROFILES
 from lvpnet.coding.stage import SideContext, SidePlan
 from lvpnet.model.prep import ORDERS
 from lvpnet.model.tables import build_pixel_tables

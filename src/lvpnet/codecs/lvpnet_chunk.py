@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..coding.profiles import Profile, profile
 from ..model import prep
 from . import lvpnet_base
-from .profiles import Profile, profile
 
 _NO_WORDS = np.zeros(0, np.uint32)
 # the widest plane the encoder writes: a chroma difference of 16-bit RGB (R - G in -65535..65535)

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..coding.profiles import LATEST, PROFILES, profile
 from ..coding.reference import ref_values
 from ..errors import InputError
 from ..model import prep
 from .base import Codec
 from .lvpnet_chunk import Plane, pack_chunk, unpack_chunk
-from .profiles import LATEST, PROFILES, profile
 from .weights import WEIGHTS_NAME, default_weights, file_sha256
 
 __all__ = ["LVPNetCodec", "Plane", "pack_chunk", "unpack_chunk"]

@@ -38,13 +38,13 @@ from ..coding.adapt import (
 )
 from ..coding.fitting import SliceFitting, StepRecord
 from ..coding.item_stage import ItemView, PlaneWalk, item_stages, plan_items, write_items
+from ..coding.profiles import Profile
 from ..coding.stage import Mode, ScaleOffsets, SideContext, SidePlan, plan_bits, read_side, side_stages, write_side
 from ..model import IntegerDecoder, LVPNet, load_checkpoint, prep
 from ..model.tables import values_from_symbols
 from . import lvpnet_base
 from .lvpnet_chunk import Plane
 from .lvpnet_entropy import LatentCoder, PixelCoder, new_coder
-from .profiles import Profile
 from .weights import file_sha256
 
 

@@ -6,7 +6,7 @@ Tables adapted to the slice (``adapt``, ``edge``, ``latent_adapt``), neighbour-r
 ``fitting``), the classical base lattice (``lattice``, ``lattice_estimate``) and the estimate
 of a slice's code length that training and Inspect read (``estimate.slice_bits``). How a plane's
 stream composes them: its side information as ``stage`` stages and each item's parts as
-``item_stage`` stages, both named by the bitstream profile (``codecs.profiles``). The
+``item_stage`` stages, both named by the bitstream profile (``coding.profiles``). The
 network itself (GMSM, QCM, predictor, integer layers, its tables and plane preparation) lives
 in ``lvpnet.model``.
 

@@ -5,7 +5,9 @@ encoder and the decoder both read that from one ``Profile``, so a setting has on
 both sides and a version is a record, not a set of flags threaded by hand. Each version keeps
 everything of the one before and switches on the settings it declares (``PROFILES[n].adds``);
 ``tests/test_profiles.py`` checks that against the fields. Numpy-free and torch-free: the
-chunk layout (``lvpnet_chunk``) and the file reader consult it without loading the model.
+chunk layout (``codecs.lvpnet_chunk``) and the file reader consult it without loading the model.
+It lives in ``coding``, beside the stages it names, so that the estimate (``coding.estimate``), which
+runs a profile too, needs nothing from ``codecs`` (which imports the engine, which imports ``coding``).
 
 A profile also names the side information a plane's pixel stream opens with, in the order the
 decoder reads it (``Profile.side_stages``): ``coding.stage`` maps each name to a stage with one
