@@ -61,7 +61,7 @@ def test_the_estimate_is_what_the_chunk_pays(codec, name):
 
 @pytest.mark.parametrize("name", GREY)
 def test_the_estimate_is_what_version_10_pays(codec, name):
-    """``slice_bits`` (training) without version 11's block map walks version 10's flags: plus the
+    """``slice_bits`` (training) of version 10's profile walks version 10's flags: plus the
     side information, the decoder's own estimate of the chunk (the Inspect maps walk the latest
     version: ``test_bitstream11``)."""
     from lvpnet.codecs.lvpnet_base import costs
@@ -73,7 +73,7 @@ def test_the_estimate_is_what_version_10_pays(codec, name):
     from lvpnet import analysis
 
     model = analysis.load_model(WEIGHTS)
-    est_model = slice_bits(model.net, model.dec, x, lattice_costs=costs, block_map=False)
+    est_model = slice_bits(model.net, model.dec, x, profile=PROFILES[10], lattice_costs=costs)
     assert sum(est_model[k] for k in ("pixel_bits", "latent_bits", "side_bits")) == pytest.approx(est, rel=1e-9)
 
 

@@ -119,10 +119,10 @@ def test_lattice_residuals_are_loco_i():
 
 @pytest.mark.parametrize("name", sorted(INPUTS))
 def test_the_maps_and_the_estimate_are_what_version_9_pays(codec, name):
-    """The Inspect maps (``analysis.coded_steps``) and the training estimate (``slice_bits``) walk
-    version 9 as the encoder does (the lattice chosen first, the steps after it fitted against its
-    network-free residuals): ``slice_bits`` without version 10's flags gives the decoder's own
-    estimate of the chunk (the maps follow the latest version: ``test_bitstream10``)."""
+    """The estimate's walk (``coding.estimate.plane_walk``, which the Inspect maps and the training
+    estimate share) walks version 9 as the encoder does (the lattice chosen first, the steps after it
+    fitted against its network-free residuals): ``slice_bits`` of version 9's profile gives the
+    decoder's own estimate of the chunk (the maps follow the latest version: ``test_bitstream11``)."""
     from lvpnet import analysis
     from lvpnet.codecs.lvpnet_base import costs
     from lvpnet.coding.estimate import slice_bits
@@ -131,5 +131,5 @@ def test_the_maps_and_the_estimate_are_what_version_9_pays(codec, name):
     data = codec.encode(x)
     est = codec.chunk_stats(data, x.shape, x.dtype, 9)["estimated_bits"]
     model = analysis.load_model(WEIGHTS)
-    est_model = slice_bits(model.net, model.dec, x, lattice_costs=costs, adaptive_flags=False, block_map=False)
+    est_model = slice_bits(model.net, model.dec, x, profile=PROFILES[9], lattice_costs=costs)
     assert sum(est_model[k] for k in ("pixel_bits", "latent_bits", "side_bits")) == pytest.approx(est, rel=1e-9)

@@ -68,6 +68,6 @@ def test_the_shipped_model_codes_magnitude_noise_shorter_from_version_6():
     assert np.array_equal(eng.decode_plane(v5, *x.shape, PROFILES[5]), x)
     real6, real5 = (32 * (len(v.latent) + len(v.pixels)) for v in (v6, v5))
     assert abs(real6 - est6) <= 128
-    est = slice_bits(eng.model(), eng.dec, x, block_map=False)  # version 6: no block map's mode bit
+    est = slice_bits(eng.model(), eng.dec, x, profile=PROFILES[6])
     assert est["pixel_bits"] + est["latent_bits"] + est["side_bits"] == pytest.approx(est6, rel=1e-9)
     assert real6 < 0.995 * real5

@@ -109,11 +109,9 @@ def test_the_shipped_model_hands_a_ct_lattice_to_jpegxl():
     plane = plane - plane.min()
     coded, est = eng.encode_plane(plane, profile(7), want_bits=True)
     assert (coded.base_level, coded.base) == (level, code)
-    ref = slice_bits(eng.model(), eng.dec, x, lattice_costs=lvpnet_base.costs, lattice_skip=False,
-                     adaptive_flags=False)
+    ref = slice_bits(eng.model(), eng.dec, x, profile=profile(7), lattice_costs=lvpnet_base.costs)
     assert ref["pixel_bits"] + ref["latent_bits"] + ref["side_bits"] == pytest.approx(est, rel=1e-9)
-    # bitstream 9: the lattice chosen first, no network on it; the estimate follows (slice_bits without version 10's flags)
+    # bitstream 9: the lattice chosen first, no network on it; the estimate follows (slice_bits of version 9's profile)
     est9 = eng.encode_plane(plane, profile(9), want_bits=True)[1]
-    ref9 = slice_bits(eng.model(), eng.dec, x, lattice_costs=lvpnet_base.costs, adaptive_flags=False,
-                      block_map=False)
+    ref9 = slice_bits(eng.model(), eng.dec, x, profile=profile(9), lattice_costs=lvpnet_base.costs)
     assert ref9["pixel_bits"] + ref9["latent_bits"] + ref9["side_bits"] == pytest.approx(est9, rel=1e-9)
