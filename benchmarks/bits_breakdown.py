@@ -1,7 +1,7 @@
 """Where the learned codec's bits go on one plane, against JPEG-XL effort 7 on the same pixels.
 
 Per plane (grey, or each RGB plane G, R-G, B-G), with the shipped weights, through the same walk as
-the Inspect maps (``lvpnet.analysis.coded_steps``: network, refinement, error feedback, per-step offsets,
+the Inspect maps (``lvpnet.coding.estimate.fitted_steps``: network, refinement, error feedback, per-step offsets,
 adapted tables, flags; bitstream version 7 without a reference):
 
 * per step group (step 0 = the stride-4 lattice, steps 1-3 = the rest of the stride-2 lattice,
@@ -71,10 +71,10 @@ def load(spec: str) -> tuple[str, np.ndarray, bool]:
 def plane_breakdown(model, plane: np.ndarray) -> dict:
     import torch
 
-    from lvpnet.analysis import coded_steps
     from lvpnet.codecs import lvpnet_base
     from lvpnet.coding import edge
     from lvpnet.coding.adapt import WIDE_FLAG_LEVELS, adapted_pixel_bits
+    from lvpnet.coding.estimate import fitted_steps
     from lvpnet.coding.latent_adapt import latent_code_bits
     from lvpnet.model.prep import collapse_gaps, padded_size, polyphase_pad, slice_params, to_grid
     from lvpnet.model.tables import pixel_symbols
@@ -101,7 +101,7 @@ def plane_breakdown(model, plane: np.ndarray) -> dict:
         z = z_hard[0].long()
         out["latent"] = float(latent_code_bits(dec, z).sum())
         feats = dec.features(z)
-        steps, fits = coded_steps(dec, feats, v, vp, R, B)  # the walk Inspect's maps make
+        steps, _level, fits = fitted_steps(dec, feats, v, vp, R, B)  # the walk Inspect's maps make
         args = (R, dec.pixel_tables, dec.pixel_shifts, dec.K, v, dec.order, cfg.step0_rows, WIDE_FLAG_LEVELS,
                 edge.config_thresholds(cfg), True)
         per_pixel, mode = adapted_pixel_bits(steps, *args, None)

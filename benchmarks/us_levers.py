@@ -53,7 +53,6 @@ def plane_record(model, plane: np.ndarray, reference: np.ndarray | None) -> dict
     """The per-pixel walk of one plane (int64 2-D), as ``analysis._plane`` and the codec make it."""
     import torch
 
-    from lvpnet.analysis import coded_steps
     from lvpnet.codecs import lvpnet_base
     from lvpnet.coding import edge, lattice
     from lvpnet.coding.adapt import (
@@ -65,6 +64,7 @@ def plane_record(model, plane: np.ndarray, reference: np.ndarray | None) -> dict
         side_bits,
         walk_plane,
     )
+    from lvpnet.coding.estimate import fitted_steps
     from lvpnet.coding.latent_adapt import latent_code_bits
     from lvpnet.coding.reference import ref_values
     from lvpnet.coding.repeat import item_candidates
@@ -89,7 +89,7 @@ def plane_record(model, plane: np.ndarray, reference: np.ndarray | None) -> dict
         z = z_hard[0].long()
         latent = float(latent_code_bits(dec, z).sum())
         feats = dec.features(z)
-        steps, fits = coded_steps(dec, feats, v, vp, R, B)
+        steps, _level, fits = fitted_steps(dec, feats, v, vp, R, B)
     base = edge.expand(dec.pixel_tables.cpu().numpy())
     items, where, escs = [], [], []
     for k, vals, mu, s in steps:

@@ -22,7 +22,9 @@ model (float encoder ``LVPNet`` + exact ``IntegerDecoder``, docs/MODEL.md):
   code length of the block's latent ``z`` (all channels, all planes) under the
   latent tables. Pixel map + latent map = the slice's whole ideal code length,
   the number ``lvpnet.coding.estimate.slice_bits`` reports (side information such as the
-  slice minimum and range is not counted; these are estimates, not file bytes).
+  slice minimum and range is not counted; these are estimates, not file bytes): both are one
+  walk, ``coding.estimate.plane_walk`` of the latest profile, which the estimate sums and the maps
+  lay out on the slice.
 * **latent maps** ``z`` (int8, channels x blocks): the quantised latent; RGB
   stacks the planes' channels (G first, then R-G, then B-G).
 * **QCM error maps** ``qcm_before`` / ``qcm_after`` (float32, per block): the
@@ -246,29 +248,6 @@ def _integer_slice(x, rgb: bool) -> np.ndarray:
     return a.astype(np.int64)
 
 
-def coded_steps(dec, feats, v: np.ndarray, vp: np.ndarray, R: int, B: int, candidates=frozenset(),
-                choose=None) -> tuple[list, object]:
-    """Every sub-image step of a plane as the codec codes it: ``[(k, values, mu, s)]`` (torch, the
-    real part of each step's grid) and the plane's ``SliceFitting``. The network's prediction, the
-    location refined on the slice and the scales moved by the error feedback (bitstream version 4),
-    then the step's scale offset, so maps and breakdowns are what files pay. ``v``: the plane minus
-    its minimum, ``vp``: it polyphase-padded (``prep.polyphase_pad``), ``feats``: its latent features.
-    Bitstream 9 (``choose``, ``candidates``: ``coding.fitting.fit_plane``): the base lattice chosen
-    on the fitted steps of the candidate lattices first; the chosen lattice's steps are left out."""
-
-    from .coding.fitting import SliceFitting, fit_plane, network_steps
-    from .model.tables import WIDE_OFFSET_MAX, calibrated_scales
-
-    raw = network_steps(dec, feats, vp, *v.shape, R, B)
-    fits = SliceFitting(v, R, dec.order, dec.pixel_tables, dec.pixel_shifts, dec.K)
-
-    def calibrate(v_, mu_, s_):
-        return calibrated_scales(v_, mu_, s_, R, dec.pixel_tables, dec.pixel_shifts, dec.K, WIDE_OFFSET_MAX)
-
-    steps, _level, _head = fit_plane(raw, fits, calibrate, dec.order, candidates, choose)
-    return [st for st in steps if st[1].numel()], fits
-
-
 def channel_mode(z: np.ndarray) -> np.ndarray:
     """Each channel's most frequent value over the plane's blocks, broadcast back to ``z``'s shape
     (C, h, w): the latent's ablation replaces ``z`` by this (the smallest value on ties)."""
@@ -297,9 +276,8 @@ def _plane(model: LoadedModel, plane: np.ndarray, reference: np.ndarray | None =
     import torch
 
     from .codecs import lvpnet_base
-    from .coding import edge, lattice, lattice_estimate
-    from .coding.adapt import WIDE_FLAG_LEVELS, adapted_pixel_bits
-    from .coding.latent_adapt import latent_code_bits
+    from .coding.estimate import plane_walk
+    from .coding.profiles import LATEST, PROFILES
     from .coding.reference import ref_values
     from .model.intnet import ExactMode
     from .model.prep import collapse_gaps, padded_size, polyphase_pad, slice_params, to_grid
@@ -319,35 +297,18 @@ def _plane(model: LoadedModel, plane: np.ndarray, reference: np.ndarray | None =
     H, W = v.shape
     Hp, Wp = padded_size(H, W, cfg.stride)
     vp = polyphase_pad(v, Hp, Wp, f)
-    args = (R, dec.pixel_tables, dec.pixel_shifts, dec.K, v, dec.order, dec.cfg.step0_rows, WIDE_FLAG_LEVELS,
-            edge.config_thresholds(cfg), True)
-    costs = lvpnet_base.costs(v, R, f)
-    early = lattice_estimate.early_level(v, costs, dec.order, f, ref)  # the encoder's, before its walk
+    costs = lvpnet_base.costs(v, R, f)  # once: the ablation walks the plane again with the same lattices
 
     def walk(z: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """The plane's per-pixel bits and per-block latent bits with latent ``z``, as the codec codes it."""
-        lat = latent_code_bits(dec, z)  # (C, hz, wz) float64, tables adapted as bitstream version 5 codes them
-        feats = dec.features(z)
+        """The plane's per-pixel bits and per-block latent bits with latent ``z``, as the codec codes
+        it (the latest profile; the estimate's walk, ``coding.estimate.plane_walk``)."""
+        w = plane_walk(dec, z, v, vp, R, B, PROFILES[LATEST], costs, ref)
         bits = np.zeros((H, W), np.float64)
-        lattice_bits = {}  # bitstream 9: the lattice's codestream shared over its pixels, from the choice
-        chosen = [0]  # its level
-
-        def choose(head):
-            head = [st for st in head if st[1].numel()]
-            per_pixel, mode = adapted_pixel_bits(head, *args, costs, ref, early_level=early)
-            known = lattice.steps(dec.order, lattice.stride(f, mode[2])) if mode[2] else ()
-            lattice_bits.update({st[0]: b for st, b in zip(head, per_pixel) if st[0] in known})
-            chosen[0] = mode[2]
-            return mode[2]
-
-        steps, _fits = coded_steps(dec, feats, v, vp, R, B, lattice.candidate_steps(costs, dec.order, f), choose)
-        # ... its tables adapted to the slice and its neighbour-repeat flags (bitstream version 3)
-        g = lattice.stride(f, chosen[0]) if chosen[0] else 0  # bitstream 11's block map, after the lattice
-        per_pixel, _mode = adapted_pixel_bits(steps, *args, None, ref, adaptive_flags=True, block_lattice=g)
-        for (k, *_rest), b in list(zip(steps, per_pixel)) + [((k,), b) for k, b in lattice_bits.items()]:
-            di, dj = dec.order[k]
-            bits[di::f, dj::f] = b
-        return bits, lat.sum(0)
+        for k, b in enumerate(w.pixel_bits):
+            if b is not None:
+                di, dj = dec.order[k]
+                bits[di::f, dj::f] = b
+        return bits, w.latent_bits.sum(0)
 
     with torch.no_grad():
         # what LVPNet.encode_slice does, keeping the float latent y as well
