@@ -166,7 +166,7 @@ def plane_record(model, plane: np.ndarray, reference: np.ndarray | None) -> dict
         got = item_candidates(v, at[:2], f, at[2:], dec.order, it.k, it.row)
         if got is not None:
             put(candm, at, got[0])
-        put(agree, at, np.zeros(it.sym.shape, np.int64) if it.x is None else it.x + 8 * (it.at_min & (it.x > 0)))
+        put(agree, at, np.zeros(it.sym.shape, np.int64) if it.x is None else it.x + 8 * ((it.cand == 0) & (it.x > 0)))
         put(rowm, at, np.where(keep, it.s, -1))
         put(symb, at, sb)
         eb = np.where(keep & esc.reshape(-1), it.extra_bits, 0.0)

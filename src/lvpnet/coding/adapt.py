@@ -31,7 +31,7 @@ import numpy as np
 
 from ..model.tables import OFFSET_MAX, TOTAL, WIDE_OFFSET_MAX, pixel_symbols
 from . import edge, flag_adapt, lattice, reference
-from .repeat import FlagCounts, flag_contexts, flags_apply, item_candidates
+from .repeat import FlagCounts, flags_apply, item_candidates, item_flag_contexts
 
 ADAPT_WEIGHTS = (0, 256, 1024, 4096)  # prior weights in pixels; the index is coded per plane
 FLAG_LEVELS = 3  # neighbour-repeat flags (coding.repeat): 0 off, 1 from step 1 on, 2 also in sub-image 0's rows
@@ -182,7 +182,7 @@ class PlaneItem:
     hit: np.ndarray | None = None
     x: np.ndarray | None = None
     row: int | None = None  # the row of sub-image 0 decoded row by row
-    at_min: np.ndarray | None = None  # bitstream 6: whether each pixel's candidate is the plane's minimum
+    min_flags: bool = False  # bitstream 6: candidates at the plane's minimum flag in contexts of their own
     # bitstream 8 (``coding.reference``): each pixel's reference value (-1: none), its ring's repeats,
     # the ring's size, whether it equals its reference value, whether its candidate does; and the
     # plane's reference level (``set_reference_level``)
@@ -190,7 +190,6 @@ class PlaneItem:
     ref_m: np.ndarray | None = None
     ref_n: int = 0
     ref_eq: np.ndarray | None = None
-    ref_is_cand: np.ndarray | None = None
     ref_level: int = 0
     # bitstream 10 (``coding.flag_adapt``): each pixel's location (refined) and scale index (shifted)
     # as the decoder has them before the flags, and its neighbour-repeat candidate
@@ -202,7 +201,7 @@ class PlaneItem:
     at: tuple[int, int] | None = None
     shape: tuple[int, int] | None = None
     known: np.ndarray | None = None
-    _flag_x: dict = field(default_factory=dict, repr=False)  # level -> flag_x: x, row, at_min are set first
+    _flag_x: dict = field(default_factory=dict, repr=False)  # level -> flag_x: x, cand, row are set first
     _ref_x: np.ndarray | None = field(default=None, repr=False)  # ref_x at ref_level
 
     @property
@@ -218,12 +217,10 @@ class PlaneItem:
         """The contexts of the pixels that carry a flag at level ``flags`` (0: no flag): not those a
         reference flag took, nor those whose candidate is the reference value that flag missed."""
         if flags not in self._flag_x:
-            x = flag_contexts(self.x, flags, self.row, self.at_min)
-            if self.ref_flagged:
-                x = np.where((self.ref_x > 0) & (self.ref_eq | self.ref_is_cand), 0, x)
-            if self.known is not None:
-                x = np.where(self.known, 0, x)
-            self._flag_x[flags] = x
+            ref = self.ref if self.ref_flagged else None
+            self._flag_x[flags] = item_flag_contexts(self.x, self.cand, flags, self.row, self.min_flags, ref,
+                                                     self.ref_x if ref is not None else None,
+                                                     self.ref_hit() if ref is not None else None, self.known)
         return self._flag_x[flags]
 
     @property
@@ -235,8 +232,7 @@ class PlaneItem:
     def ref_x(self) -> np.ndarray:
         """The reference flags' contexts at the plane's level (0: no flag)."""
         if self._ref_x is None:
-            x = reference.contexts(self.ref, self.ref_m, self.ref_n, self.ref_level, self.row)
-            self._ref_x = x if self.known is None else np.where(self.known, 0, x)
+            self._ref_x = reference.contexts(self.ref, self.ref_m, self.ref_n, self.ref_level, self.row, self.known)
         return self._ref_x
 
     def set_known(self, known: np.ndarray | None) -> None:
@@ -300,8 +296,7 @@ def make_item(
         if mu is not None:
             item.mu, item.scale = np.asarray(mu).reshape(-1), np.asarray(scale).reshape(-1)
         item.hit = (np.asarray(values).reshape(-1) == c.reshape(-1)) & (item.x > 0)
-        if min_flags:
-            item.at_min = c.reshape(-1) == 0
+        item.min_flags = min_flags
     got = None
     if flags and ref is not None and np.size(values):
         got = reference.item_reference(v, ref, pos, f, np.shape(values), order, k, row)
@@ -309,7 +304,6 @@ def make_item(
         r, m, item.ref_n = got
         item.ref, item.ref_m = r.reshape(-1), m.reshape(-1)
         item.ref_eq = np.asarray(values).reshape(-1) == item.ref
-        item.ref_is_cand = (c.reshape(-1) == item.ref) if found is not None else np.zeros(item.ref.shape, bool)
     return item
 
 

@@ -16,8 +16,9 @@ then the symbols and extras of the other pixels (``symbols``). Each is an ``Item
 * ``pop(coder, x, walk)``, decoder: pop the stage given its contexts (or the symbols' table rows),
   -> (what it read, its bits); the walk's counts move past it.
 
-So the encoder's contexts come from ``adapt.make_item`` (the whole plane known), the decoder's from
-``read`` (the plane decoded so far): the same numbers, each stage's in its class. The encoder keeps
+So the encoder's flags see the whole plane (``adapt.make_item``), the decoder's ``read`` the plane
+decoded so far; the contexts of both come from one function each (``repeat.item_flag_contexts``,
+``reference.contexts``), fed the same numbers. The encoder keeps
 one ``ItemPlan`` per item (the states by name); which stages a profile has is
 ``Profile.item_stages`` (names), mapped to the classes here by ``item_stages``.
 """
@@ -31,7 +32,7 @@ import numpy as np
 from ..model.tables import TOTAL
 from . import flag_adapt, reference
 from .adapt import ADAPT_WEIGHTS, PlaneItem, StepTables, walk_plane
-from .repeat import FLAG_CONTEXTS, FlagCounts, flag_contexts, flags_apply, item_candidates
+from .repeat import FLAG_CONTEXTS, FlagCounts, flags_apply, item_candidates, item_flag_contexts
 
 
 @dataclass
@@ -101,10 +102,6 @@ class ItemView:
     @property
     def shape(self) -> tuple[int, ...]:
         return self.mu.shape
-
-    def ungiven(self, x: np.ndarray) -> np.ndarray:
-        """Contexts ``x`` with no flag where the block map gives the pixel."""
-        return x if self.given is None else np.where(self.given, 0, x)
 
 
 @dataclass
@@ -216,7 +213,7 @@ class ReferenceFlags(_CountedFlags):
                                        view.row)
         if got is None:
             return 0.0
-        view.ref, view.ref_x = got[0], view.ungiven(reference.contexts(*got, view.ref_level, view.row))
+        view.ref, view.ref_x = got[0], reference.contexts(*got, view.ref_level, view.row, view.given)
         view.ref_hit, bits = self.pop(coder, view.ref_x, walk)
         return bits
 
@@ -237,10 +234,8 @@ class _NeighbourContexts:
         if found is None:
             return None
         cand, x = found
-        x = flag_contexts(x, walk.flags, view.row, cand == 0 if self.min_flags else None)
-        if view.ref is not None:
-            x = np.where((view.ref_x > 0) & (view.ref_hit | (cand == view.ref)), 0, x)
-        return cand, view.ungiven(x)
+        return cand, item_flag_contexts(x, cand, walk.flags, view.row, self.min_flags, view.ref, view.ref_x,
+                                        view.ref_hit, view.given)
 
     def fine(self, x: np.ndarray, view: ItemView) -> np.ndarray:
         """The contexts ``pop`` takes (the counted flags': ``x`` itself)."""

@@ -81,11 +81,15 @@ def item_reference(v: np.ndarray, ref: np.ndarray, at: tuple[int, int], f: int, 
     return ref[rows, cols], m, len(ring)  # the item's own pixels lie inside
 
 
-def contexts(r: np.ndarray, m: np.ndarray, n: int, level: int, row: int | None) -> np.ndarray:
+def contexts(r: np.ndarray, m: np.ndarray, n: int, level: int, row: int | None,
+             given: np.ndarray | None = None) -> np.ndarray:
     """The reference flags' contexts at ``level`` (0: no flag): pixels with a reference value whose
-    ring repeats enough (level 2: at least half, level 3: all of it)."""
+    ring repeats enough (level 2: at least half, level 3: all of it), not those a block map gives
+    (``given``, version 11). The encoder (``adapt.PlaneItem.ref_x``) and the decoder
+    (``item_stage.ReferenceFlags``) both call this."""
     if level <= 0:
         return np.zeros(np.shape(r), np.int64)
     need = (0, 0, (n + 1) // 2, n)[level]
     x = m + (ROW0_CONTEXT if row is not None else 1)
-    return np.where((r >= 0) & (m >= need), x, 0)
+    x = np.where((r >= 0) & (m >= need), x, 0)
+    return x if given is None else np.where(given, 0, x)

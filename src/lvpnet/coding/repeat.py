@@ -155,6 +155,24 @@ def flag_contexts(x: np.ndarray, level: int, row: int | None, at_min: np.ndarray
     return np.where((x >= need) | (at_min & (x > 0)), x + CONTEXTS * at_min, 0)
 
 
+def item_flag_contexts(x: np.ndarray, cand: np.ndarray, level: int, row: int | None, min_flags: bool = False,
+                       ref: np.ndarray | None = None, ref_x: np.ndarray | None = None,
+                       ref_hit: np.ndarray | None = None, given: np.ndarray | None = None) -> np.ndarray:
+    """The contexts of one item's neighbour-repeat flags at flag level ``level`` (0: no flag), from
+    its candidates ``cand`` and their contexts ``x`` (``item_candidates``): by the level
+    (``flag_contexts``; ``min_flags``, version 6: candidates at the plane's minimum flag in contexts
+    of their own); none where a reference flag (version 8: ``ref`` the reference values, None where
+    the item has no reference flags, ``ref_x`` their contexts, ``ref_hit`` those that hit) took the
+    pixel, or missed on a reference value that is the candidate too (the neighbour flag would only
+    repeat it); none where a block map gives the pixel (``given``, version 11). The encoder
+    (``adapt.PlaneItem.flag_x``, the whole plane known) and the decoder (``item_stage``, the plane
+    decoded so far) both call this, so their contexts are one computation."""
+    x = flag_contexts(x, level, row, cand == 0 if min_flags else None)
+    if ref is not None:
+        x = np.where((ref_x > 0) & (ref_hit | (cand == ref)), 0, x)
+    return x if given is None else np.where(given, 0, x)
+
+
 def item_candidates(v: np.ndarray, at: tuple[int, int], f: int, shape, order, k: int, row: int | None = None):
     """``(c, x)`` for one coded item (``candidates`` with the item's ring; a row of sub-image 0,
     starting at pixel ``at``, gets ``row_ring`` and its own contexts), or None when step ``k``
