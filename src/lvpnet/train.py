@@ -440,7 +440,7 @@ def base_layer_costs():
     """``codecs.lvpnet_base.costs`` (bitstream 7's base layer) for the val estimates, or None where
     the codec or imagecodecs is missing: ``scripts/gpu_train.sh`` stages only ``lvpnet.model``,
     ``lvpnet.coding`` and this module on a device with only torch and numpy, and its estimates are
-    then bitstream 6's."""
+    then the latest bitstream's without a base lattice (every step by the network)."""
     try:
         import imagecodecs  # noqa: F401
 
@@ -581,7 +581,8 @@ def main(argv=None) -> int:
     train, val, source = load_data(data_dir)
     log(f"data {source}: {len(train)} train arrays, {sum(len(s) for _, s in train)} slices; {len(val)} val images")
     lattice_costs = base_layer_costs()
-    log("val estimates: bitstream 7 (base layers)" if lattice_costs else "val estimates: bitstream 6 (no imagecodecs here)")
+    log("val estimates: the latest bitstream, base layers by JPEG-XL" if lattice_costs
+        else "val estimates: the latest bitstream without base layers (no imagecodecs here)")
 
     mcfg = ModelConfig(**conf.get("model", {}))
     model = LVPNet(mcfg)
