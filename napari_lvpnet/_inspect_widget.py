@@ -196,8 +196,8 @@ class InspectWidget(BackgroundJobMixin, Container):
         self.legend = Label(label="", value="", visible=False)
         wrap_text(self.summary, self.hint, self.legend)
         super().__init__(widgets=[self.layer, self.scope, self.show_bits, self.show_latent, self.show_qcm,
-                                  self.show_ablation, self.weights, self.run_button, self.cancel_button, self.progress, self.summary,
-                                  self.hint, self.channel, self.legend])
+                                  self.show_ablation, self.weights, self.run_button, self.cancel_button,
+                                  self.progress, self.summary, self.hint, self.channel, self.legend])
         self.colorbar_canvas = FigureCanvasQTAgg(Figure(figsize=(3.2, 0.8), layout="constrained"))
         self.colorbar_canvas.setVisible(False)
         self.plot_canvas = FigureCanvasQTAgg(Figure(figsize=(3.2, 2.2), layout="constrained"))

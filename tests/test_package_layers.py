@@ -31,27 +31,25 @@ def _imported(path: Path) -> list[str]:
     return names
 
 
-def test_model_sources_never_import_coding():
-    files = sorted(MODEL.rglob("*.py"))
+def _imports_of(folder: Path, package: str) -> list[str]:
+    """'file: module' for every import of ``package`` (or a module in it) by a source under ``folder``."""
+    files = sorted(folder.rglob("*.py"))
     assert len(files) > 5
-    bad = [
+    return [
         f"{f.relative_to(PKG)}: {name}"
         for f in files
         for name in _imported(f)
-        if name == "lvpnet.coding" or name.startswith("lvpnet.coding.")
+        if name == package or name.startswith(package + ".")
     ]
+
+
+def test_model_sources_never_import_coding():
+    bad = _imports_of(MODEL, "lvpnet.coding")
     assert not bad, bad
 
 
 def test_coding_sources_never_import_codecs():
-    files = sorted((PKG / "coding").rglob("*.py"))
-    assert len(files) > 5
-    bad = [
-        f"{f.relative_to(PKG)}: {name}"
-        for f in files
-        for name in _imported(f)
-        if name == "lvpnet.codecs" or name.startswith("lvpnet.codecs.")
-    ]
+    bad = _imports_of(PKG / "coding", "lvpnet.codecs")
     assert not bad, bad
 
 
