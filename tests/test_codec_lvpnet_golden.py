@@ -209,15 +209,16 @@ def _plane_changes_without(codec, data: bytes, shape, **switch) -> bool:
 
 def test_the_rician_golden_input_takes_the_edge_classes(codecs):
     """rician_mr_uint16 (bitstream 6): its chunk decodes only with the tables counted by the
-    distance from the minimum, and is shorter than version 5 writes it."""
+    distance from the minimum, and today's encoder writes it shorter at version 6 than at 5 (the
+    same encoder both times: the fits the set was written with have moved since)."""
     codec = codecs["b6"]
     x = np.load(SETS["b6"] / "rician_mr_uint16.npy")
     data = (SETS["b6"] / "rician_mr_uint16.chunk").read_bytes()
     assert np.array_equal(codec.decode(data, x.shape, x.dtype, 6), x)
     assert _plane_changes_without(codec, data, x.shape, edge_classes=False)
-    v5 = LVPNetCodec(weights_of("b6"), device="cpu")
-    v5.version = 5
-    assert len(data) < len(v5.encode(x))
+    v5, v6 = LVPNetCodec(weights_of("b6"), device="cpu"), LVPNetCodec(weights_of("b6"), device="cpu")
+    v5.version, v6.version = 5, 6
+    assert len(v6.encode(x)) < len(v5.encode(x))
 
 
 def test_the_padded_golden_ct_flags_its_edge_at_the_minimum(codecs):

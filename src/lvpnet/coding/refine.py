@@ -205,15 +205,15 @@ _KERNELS = None
 
 
 def _kernels():
-    """(``_deltas``, ``_refined``, ``_applied``, ``_deltas_at``) compiled by numba, or False without numba (the numpy
-    path, same integers)."""
+    """(``_deltas``, ``_refined``, ``_applied``, ``_deltas_at``, ``_eliminate``) compiled by numba, or False
+    without numba (the numpy path, the same integers and the same fits to the last bit)."""
     global _KERNELS
     if _KERNELS is None:
         try:
             import numba
 
             jit = numba.njit(cache=True, nogil=True)
-            _KERNELS = (jit(_deltas), jit(_refined), jit(_applied), jit(_deltas_at))
+            _KERNELS = (jit(_deltas), jit(_refined), jit(_applied), jit(_deltas_at), jit(_eliminate))
         except ImportError:
             _KERNELS = False
     return _KERNELS
@@ -345,21 +345,95 @@ def side_bits(refs: list, order, n_scales: int) -> float:
 # ------------------------------------------------------------------ the encoder's choice
 
 
-def _fit(A: np.ndarray, e: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
-    """Ridge-stabilised (weighted) least squares; the coefficients in ``A``'s dtype."""
-    Aw = A if w is None else A * w[:, None]
-    return _solve(_mm(Aw.T, A), _mm(Aw.T, e), A.shape[0] if w is None else w.sum()).astype(A.dtype)
+# The fits below give the same coefficients on every machine: a file's bytes must not depend on
+# which CPU wrote it (``tests/test_encoder_portable.py``). Float products of BLAS and LAPACK are
+# summed in an order that depends on the CPU's vector width, and a coefficient that lands near a
+# rounding boundary then flips (measured: the same slice gave coefficients one apart on an
+# AVX-512 Intel and an AMD machine). So every sum here is of integers, exact in float64 in any
+# order, and the systems are solved by a fixed sequence of elementwise operations.
+_WEIGHT_BITS = 10  # IRLS weights are integers round(2**W / max(|r|, 1)) in [1, 2**W]
+_EXACT_BITS = 52  # every product sum of the fits stays below 2**52: exact in float64
+
+
+def _fit_scale(A: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Deltas ``A`` and residuals ``y`` (int64) as float64, shifted right where their size would
+    take a weighted sum of products past ``_EXACT_BITS`` (only wide-range planes: a fit is a
+    proposal, judged afterwards by its bits); the weight bits that keep every sum exact; and the
+    fraction bits of the grid ``_residual`` puts coefficients on to keep ``A a`` exact."""
+    top = int(max(np.abs(A).max(initial=0), np.abs(y).max(initial=0)))
+    room = _EXACT_BITS - int(A.shape[0]).bit_length()
+    shift = max(0, -(-(2 * top.bit_length() + 4 - room) // 2))  # leaves at least 4 weight bits
+    bits = (top >> shift).bit_length()
+    wbits = min(_WEIGHT_BITS, room - 2 * bits)
+    # |a| < 2**5 after the clip, at most 2**bit_length(T) terms
+    fbits = _EXACT_BITS - int(A.shape[1]).bit_length() - bits - 5
+    return (A >> shift).astype(np.float64), (y >> shift).astype(np.float64), wbits, fbits
+
+
+def _int_weights(r: np.ndarray, wbits: int) -> np.ndarray:
+    """IRLS weights towards the least absolute residual, ``1 / max(|r|, 1)`` as integers."""
+    return np.maximum(np.rint(np.ldexp(1.0, wbits) / np.maximum(np.abs(r), 1.0)), 1.0)
+
+
+def _residual(A: np.ndarray, y: np.ndarray, a: np.ndarray, fbits: int) -> np.ndarray:
+    """``y - A a``, with ``a`` first rounded to multiples of ``2**-fbits`` (and to the
+    coefficients' range): integer products, exact in any order of summation."""
+    lim = ((1 << (MAG_CLASSES - 1)) - 1) / (1 << COEF_FRAC)
+    grid = np.ldexp(1.0, fbits)
+    return y - _mm(A, np.rint(np.clip(a, -lim, lim) * grid)) / grid
 
 
 def _solve(G: np.ndarray, b: np.ndarray, weight) -> np.ndarray:
     """``G a = b`` with a ridge of 1e-3 times the mean squared feature (``weight``: the
     weighted pixel count), so a rare neighbour pattern cannot blow a coefficient up. Also for a
-    stack of systems (``G`` (n, T, T), ``b`` (n, T), ``weight`` (n,)) at once."""
-    G, b = G.astype(np.float64), b.astype(np.float64)
-    lam = 1e-3 * np.trace(G, axis1=-2, axis2=-1) / np.maximum(np.asarray(weight, np.float64), 1e-9) + 1e-6
-    eye = np.eye(G.shape[-1])
-    ridge = lam[..., None, None] * eye if G.ndim == 3 else lam * eye
-    return torch.linalg.solve(torch.from_numpy(G + ridge), torch.from_numpy(b)).numpy()
+    stack of systems (``G`` (n, T, T), ``b`` (n, T), ``weight`` (n,)) at once. ``G``, ``b``,
+    ``weight``: exact integer sums (float64); the same result on every machine (see above)."""
+    G, b = np.asarray(G, np.float64), np.asarray(b, np.float64)
+    trace = np.diagonal(G, axis1=-2, axis2=-1).astype(np.int64).sum(-1)  # integers: any order
+    lam = 1e-3 * trace / np.maximum(np.asarray(weight, np.float64), 1e-9) + 1e-6
+    T = G.shape[-1]
+    M = np.ascontiguousarray(G + lam[..., None, None] * np.eye(T))
+    return _spd_solve(M, np.array(b, np.float64, order="C"))
+
+
+def _spd_solve(M: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Gaussian elimination of symmetric positive definite systems (a ridge makes them so: no
+    pivoting), stacked, in place. Each operation is one IEEE multiply, subtract or divide,
+    rounded once, in an order fixed here (no library's blocking, no fused multiply-add: numba
+    fuses none without fastmath), so every machine gets the same bits; ``_eliminate`` with numba
+    (0.2 ms a step), these numpy lines without it (the same operations in the same order)."""
+    kernels = _kernels()
+    if kernels:
+        kernels[4](M.reshape(-1, *M.shape[-2:]), x.reshape(-1, x.shape[-1]))
+        return x
+    T = M.shape[-1]
+    for i in range(T):
+        f = M[..., i + 1 :, i] / M[..., i, i, None]
+        M[..., i + 1 :, i + 1 :] -= f[..., :, None] * M[..., None, i, i + 1 :]
+        x[..., i + 1 :] -= f * x[..., i, None]
+    for i in range(T - 1, -1, -1):
+        acc = x[..., i]
+        for j in range(i + 1, T):
+            acc = acc - M[..., i, j] * x[..., j]
+        x[..., i] = acc / M[..., i, i]
+    return x
+
+
+def _eliminate(M, x):
+    """``_spd_solve``'s operations for numba, system by system: (n, T, T) and (n, T), in place."""
+    n, T = x.shape
+    for s in range(n):
+        for i in range(T):
+            for r in range(i + 1, T):
+                f = M[s, r, i] / M[s, i, i]
+                for c in range(i + 1, T):
+                    M[s, r, c] -= f * M[s, i, c]
+                x[s, r] -= f * x[s, i]
+        for i in range(T - 1, -1, -1):
+            acc = x[s, i]
+            for j in range(i + 1, T):
+                acc = acc - M[s, i, j] * x[s, j]
+            x[s, i] = acc / M[s, i, i]
 
 
 def _quantise(a: np.ndarray) -> np.ndarray:
@@ -421,12 +495,13 @@ def choose_step(plane, vals, mu, s, pos, f: int, order, k: int, R: int, shifts: 
     # the sample, the 8 classes one after another (int8 labels: numpy's radix sort, the same order)
     by_class = np.argsort(lab8.astype(np.int8), kind="stable")
     bounds = np.concatenate([[0], np.cumsum(np.bincount(lab8, minlength=8))])  # each class's start and end
-    # float32: the fits only propose coefficients (quantised to 2**-8, then judged by their bits)
-    A, y = D[by_class].astype(np.float32), e[by_class].astype(np.float32)
+    # integers as float64, every sum of products exact: the same fit on every machine (``_solve``)
+    A, y, wbits, fbits = _fit_scale(D[by_class].astype(np.int64), e[by_class].astype(np.int64))
     # weights towards the least absolute residual (IRLS), starting from the network's residual
     parts = [slice(bounds[c], bounds[c + 1]) for c in range(8)]
-    w = 1.0 / np.maximum(np.abs(y), 1.0)
-    w = 1.0 / np.maximum(np.abs(y - _mm(A, _fit(A, y, w))), 1.0)
+    w = _int_weights(y, wbits)
+    Aw = A * w[:, None]
+    w = _int_weights(_residual(A, y, _solve(_mm(Aw.T, A), _mm(Aw.T, y), w.sum()), fbits), wbits)
     At, yt = torch.from_numpy(A), torch.from_numpy(y)  # the class products below on torch views: the
     for it in range(_IRLS):  # same ``_mm`` calls, without a numpy round trip each (64 a step)
         Aw = torch.from_numpy(A * w[:, None])
@@ -434,9 +509,9 @@ def choose_step(plane, vals, mu, s, pos, f: int, order, k: int, R: int, shifts: 
         b8 = torch.stack([torch.matmul(Aw[p].T, yt[p]) for p in parts]).numpy()
         w8 = np.array([w[p].sum() for p in parts])
         if it + 1 < _IRLS:  # reweight by the residual of the finest model (8 classes, radius 3)
-            a8 = torch.from_numpy(_solve(G8, b8, w8).astype(np.float32))
+            a8 = _solve(G8, b8, w8)
             for c, p in enumerate(parts):
-                w[p] = 1.0 / np.maximum(np.abs(y[p] - torch.matmul(At[p], a8[c]).numpy()), 1.0)
+                w[p] = _int_weights(_residual(A[p], y[p], a8[c], fbits), wbits)
     # configs compared on the sample, against no refinement with the same estimate
     v_c, mu_c, D_c = vals.reshape(-1)[sample], mu.reshape(-1)[sample], D
     scale = n / sample.size

@@ -18,6 +18,7 @@ output channels first, and the head's raw maps come out in the layout ``head_par
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -29,18 +30,44 @@ _K_ALIGN = 64  # inner dimension padded with zero columns: oneDNN's int8 kernels
 
 
 def supported() -> bool:
-    """True when this torch has an int8 matrix product on the CPU and numba is there for the
-    layout kernels around it."""
+    """True when this torch has an int8 matrix product on the CPU that is exact here, and numba is
+    there for the layout kernels around it. ``LVPNET_INT8=0`` turns the int8 trunk off.
+
+    Exact is not a given: oneDNN's int8 kernels for CPUs without VNNI (x86 before Cascade Lake and
+    Zen 4) multiply through saturating 16-bit pair sums (``vpmaddubsw``), so a 7-bit activation
+    times a large 8-bit weight comes out wrong by thousands (measured here with
+    ``ONEDNN_MAX_CPU_ISA=AVX2``: every shape off, the golden files undecodable). Hence the probe
+    (``_exact_products``) instead of trusting that the call runs: a CPU that fails it takes the
+    float32 convolutions, slower and exact everywhere."""
     global _SUPPORTED
     if _SUPPORTED is None:
+        if os.environ.get("LVPNET_INT8", "").strip() == "0":
+            _SUPPORTED = False
+            return False
         try:
             import numba  # noqa: F401
 
-            a = torch.ones((2, 8), dtype=torch.int8)
-            _SUPPORTED = bool((torch._int_mm(a, a.t().contiguous()) == 8).all())
+            _SUPPORTED = _exact_products()
         except (ImportError, AttributeError, RuntimeError, NotImplementedError):
             _SUPPORTED = False
     return _SUPPORTED
+
+
+def _exact_products() -> bool:
+    """Whether ``torch._int_mm`` gives the exact sums on the cases that break a saturating kernel:
+    weights at +-127 against activations at ``AMAX`` (every pair sum past 2**15), and random ones,
+    in the shapes the trunk uses (a matrix-vector product for one pixel, an odd width, a wide
+    layer), against int64 products."""
+    g = torch.Generator().manual_seed(0)
+    for n_out, k, n in ((48, 64, 1), (48, 576, 37), (64, 1152, 512)):
+        w = torch.randint(-127, 128, (n_out, k), dtype=torch.int8, generator=g)
+        x = torch.randint(0, AMAX + 1, (k, n), dtype=torch.int8, generator=g)
+        w[: n_out // 3] = 127
+        w[n_out // 3 : 2 * n_out // 3] = -127
+        x[:, : n // 2 + 1] = AMAX
+        if not torch.equal(torch._int_mm(w, x).to(torch.int64), w.to(torch.int64) @ x.to(torch.int64)):
+            return False
+    return True
 
 
 _SUPPORTED: bool | None = None
