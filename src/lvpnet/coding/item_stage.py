@@ -31,7 +31,7 @@ import numpy as np
 
 from ..model.tables import TOTAL
 from . import flag_adapt, reference
-from .adapt import ADAPT_WEIGHTS, PlaneItem, StepTables, walk_plane
+from .adapt import ADAPT_WEIGHTS, PlaneItem, StepTables, kept_pixels, walk_plane
 from .repeat import FLAG_CONTEXTS, FlagCounts, flags_apply, item_candidates, item_flag_contexts
 
 
@@ -311,7 +311,7 @@ class ItemSymbols(ItemStage):
         walk.pixels.push_step(coder, state.sym, state.extra, state.s, walk.R, state.models)
 
     def read(self, coder, view: ItemView, walk: PlaneWalk) -> float:
-        view.keep = ~view.hit & ~view.ref_hit if view.given is None else ~view.hit & ~view.ref_hit & ~view.given
+        view.keep = kept_pixels(view.ref_hit, view.hit, view.given)
         (view.sym, view.extra), bits = self.pop(coder, view.trows[view.keep], walk)
         return bits
 
