@@ -227,7 +227,7 @@ def test_item_stages_round_trip(rng, version):
     """Every item's stages planned forward, written in reverse, read back in order: the same flags
     and symbols, each stage's bits on both sides alike and near what the coder grew."""
     from lvpnet.coding import flag_adapt
-    from lvpnet.coding.item_stage import PlaneWalk, item_stages, plan_items, write_items
+    from lvpnet.coding.item_stage import PlaneWalk, StepItems, item_stages, plan_items, write_items
 
     p = PROFILES[version]
     items, extras, pixels, R = _plane_items(rng, version)
@@ -235,7 +235,7 @@ def test_item_stages_round_trip(rng, version):
     stages = item_stages(p)
     assert list(stages) == [n for n in ("reference_flags", "neighbour_flags", "symbols") if n in stages]
     walk = PlaneWalk(pixels, R, flags, adaptive=flag_adapt.AdaptiveFlags() if p.adaptive_flags else None)
-    coded, total = plan_items(items, extras, stages, walk, weight, want_bits=True)
+    coded, total = plan_items(StepItems(items, extras), stages, walk, weight, want_bits=True)
     if p.adapted_tables:
         assert any(rec.neighbour_flags is not None for rec in coded)
     if p.reference:
