@@ -30,17 +30,21 @@ from ..coding import (
     reference,
     refine,
 )
-from ..coding.adapt import (
-    choose_coding,
-    choose_lattice,
-    flag_levels,
-    make_item,
-    offset_max,
-)
+from ..coding.adapt import choose_lattice, make_item
 from ..coding.fitting import SliceFitting, StepRecord
 from ..coding.item_stage import ItemView, PlaneWalk, StepItems, item_stages, plan_items, write_items
 from ..coding.profiles import Profile
-from ..coding.stage import Mode, ScaleOffsets, SideContext, SidePlan, plan_bits, read_side, side_stages, write_side
+from ..coding.stage import (
+    CodingChoice,
+    CodingMode,
+    ScaleOffsets,
+    SideContext,
+    SidePlan,
+    plan_bits,
+    read_side,
+    side_stages,
+    write_side,
+)
 from ..model import IntegerDecoder, LVPNet, load_checkpoint, prep
 from ..model.tables import values_from_symbols
 from . import lvpnet_base
@@ -245,10 +249,12 @@ class Engine:
         fits = None
         if profile.refined:
             fits = SliceFitting(v, R, self.dec.order, self.dec.pixel_tables.cpu(), self.pixels.shifts, self.dec.K)
-        omax = offset_max(profile.refined)
         adapted = profile.adapted_tables
         pixels = self.pixel_coder(profile.edge_classes)
-        levels = flag_levels(profile.wide_flags)
+        # the side stages' plans choose what the plane's side information holds (``coding.stage``)
+        sides = side_stages(profile)
+        side_of = {st.name: st for st in sides}
+        with_ref = ref_plane is not None
 
         def fitted(recs):
             if fits is None:
@@ -280,53 +286,50 @@ class Engine:
             return StepItems(items, extras)
 
         def offsets_of(recs):
-            return ScaleOffsets(omax).plan(recs, R, self.dec) if profile.scale_offsets else None
+            return side_of["scale_offsets"].plan(recs, R, self.dec) if "scale_offsets" in side_of else None
 
-        bmap = None
         if profile.lattice_skip:
-            lat = self._lattice_first(records, fitted, itemised, offsets_of, R, fits, levels, pixels,
-                                      ref_plane is not None, lat_options, lat_costs, early)
+            lat = self._lattice_first(records, fitted, itemised, offsets_of, R, fits, side_of["coding_mode"], pixels,
+                                      with_ref, lat_options, lat_costs, early)
             items = lat.items.items
-            weight, flags, ref_level = choose_coding(items, pixels.tables, levels, ref_plane is not None)
-            if profile.block_map:  # version 11: constant blocks out of the items, if that pays
+            choice = side_of["coding_mode"].plan(items, pixels.tables, with_ref)
+            if "block_map" in side_of:  # version 11: constant blocks out of the items, if that pays
                 g = lattice.stride(f, lat.base.level) if lat.base.level else 0
-                bmap, (weight, flags, ref_level), _ = block_choice.choose(
-                    items, pixels.tables, levels, ref_plane is not None, (weight, flags, ref_level), v, R, f, g,
-                    adaptive_flags=profile.adaptive_flags)
+                choice = side_of["block_map"].plan(choice, items, pixels.tables, with_ref, v, R, f, g)
         else:
             records = fitted(records)
             offsets = offsets_of(records)
             lat = LatticeChoice(itemised(records, offsets), offsets)
             items = lat.items.items
-            # version 8: with a reference, its level too, and the first choice made again with its flags
-            weight, flags, ref_level = (choose_coding(items, pixels.tables, levels, ref_plane is not None) if adapted
-                                        else (0, 0, 0))
+            choice = CodingChoice()  # versions 1 and 2: the fixed tables, no flags
+            if "coding_mode" in side_of:  # version 8: with a reference, its level too, and the choice made again
+                choice = side_of["coding_mode"].plan(items, pixels.tables, with_ref)
             if profile.base_lattice:  # version 7: the lattice's sub-images leave the pixel stream
                 options = lvpnet_base.options(v, R, f)
                 costs = {c: lvpnet_base.bits(d) for c, d in options.items()}
-                level = choose_lattice(items, pixels.tables, weight, flags, costs, self.dec.order, f)
+                level = choose_lattice(items, pixels.tables, choice.weight, choice.flags, costs, self.dec.order, f)
                 if level:
                     skip = lattice.steps(self.dec.order, lattice.stride(f, level))
                     lat = lat._replace(items=lat.items.without(skip), base=BaseLayer(level, options[level], costs[level]))
         # each item's stages planned walking forward as the decoder will, pushed in reverse (ANS is
         # a stack: ``coding.item_stage``); weight 0 and no flags: the fixed tables (versions 1 and 2)
         stages = item_stages(profile)
-        walk = PlaneWalk(pixels, R, flags, adaptive=flag_adapt.AdaptiveFlags() if profile.adaptive_flags else None)
-        coded, est = plan_items(lat.items, stages, walk, weight, want_bits, lat.base.bits)
+        walk = PlaneWalk(pixels, R, choice.flags,
+                         adaptive=flag_adapt.AdaptiveFlags() if profile.adaptive_flags else None)
+        coded, est = plan_items(lat.items, stages, walk, choice.weight, want_bits, lat.base.bits)
         latent = self.latent.encode(zs, profile.staged_latent)
         coder = new_coder()
         write_items(coder, coded, stages, walk)
         # the side information, the stage read last pushed first (``coding.stage``)
-        side = SidePlan(Mode(weight, flags, bmap is not None), lat.offsets,
-                        None if fits is None else (fits.refs, fits.fbs), bmap)
-        est = write_side(coder, side_stages(profile), side, self._side_context(v.shape, R, lat.base.level, v), est)
+        side = SidePlan(choice.mode, lat.offsets, None if fits is None else (fits.refs, fits.fbs), choice.block_map)
+        est = write_side(coder, sides, side, self._side_context(v.shape, R, lat.base.level, v), est)
         plane = Plane(vmin, R, latent, coder.get_compressed(), base_level=lat.base.level, base=lat.base.codestream,
-                      ref_level=ref_level)
+                      ref_level=choice.ref_level)
         if not want_bits:
             return plane
         return plane, est + self.latent.bits(zs, profile.staged_latent)
 
-    def _lattice_first(self, records, fitted, itemised, offsets_of, R: int, fits, levels: int, pixels,
+    def _lattice_first(self, records, fitted, itemised, offsets_of, R: int, fits, coding: CodingMode, pixels,
                        with_ref: bool, options: dict, costs: dict, early: int = 0) -> LatticeChoice:
         """Bitstream 9's encoder: the base lattice chosen before the steps after it are fitted, so
         their fits see the residual plane the decoder will have (``SliceFitting.lattice``). The
@@ -347,7 +350,7 @@ class Engine:
             first = itemised(head, offsets)
         if costs and not early:  # each step's learned bits come with the coding choice (no second walk of the items)
             step_bits: dict = {}
-            choose_coding(first.items, pixels.tables, levels, with_ref, step_bits)
+            coding.plan(first.items, pixels.tables, with_ref, step_bits)
             level = lattice.choose_by_steps(step_bits, costs, order, f)
         base, known = BaseLayer(), frozenset()
         if level:
