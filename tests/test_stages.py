@@ -320,6 +320,18 @@ def test_item_stages_round_trip(rng, version):
     _near(total, grown, sum(it.sym.size for it in items))
 
 
+def test_step_items_keep_items_and_extras_together(rng):
+    from lvpnet.coding.item_stage import StepItems
+
+    items, extras, _pixels, _R = _plane_items(rng, 3)
+    plane = StepItems(items[:2], extras[:2]) + StepItems(items[2:], extras[2:])
+    assert all(a is b for a, b in zip(plane.items + plane.extras, items + extras))
+    assert len(plane.items) == len(plane.extras) == len(items)
+    rest = plane.without({0, 2})
+    assert [it.k for it in rest.items] == [1, 3]
+    assert rest.extras[0] is extras[1] and rest.extras[1] is extras[3]
+
+
 def test_profile_names_its_item_stages():
     for n, p in PROFILES.items():
         flags = () if n < 3 else ("adaptive_flags",) if n >= 10 else ("neighbour_flags",)

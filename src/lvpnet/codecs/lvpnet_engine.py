@@ -214,7 +214,12 @@ class Engine:
         the map after the side information and its bit in the coding mode.
         ``ref_plane`` (profiles with ``reference``): the previous slice's plane in this plane's
         values (-1 where it has none, ``reference.ref_values``); the plane's ``ref_level`` is then
-        the level chosen (0: not used). The plane's step is 1 and it has no gaps: the caller's."""
+        the level chosen (0: not used). The plane's step is 1 and it has no gaps: the caller's.
+
+        The plane's items are gathered once (``item_stage.StepItems``, with the lattice chosen:
+        ``LatticeChoice``); the side information is what the profile's side stages plan
+        (``ScaleOffsets.plan``, ``CodingMode.plan`` and ``BlockMap.plan``: a ``CodingChoice``) with
+        the refinement fitted during the walk, gathered in one ``SidePlan``."""
         if ref_plane is not None and not profile.reference:
             raise ValueError(f"bitstream version {profile.version} codes no reference slice")
         x = np.asarray(x).astype(np.int64)

@@ -18,9 +18,10 @@ then the symbols and extras of the other pixels (``symbols``). Each is an ``Item
 
 So the encoder's flags see the whole plane (``adapt.make_item``), the decoder's ``read`` the plane
 decoded so far; the contexts of both come from one function each (``repeat.item_flag_contexts``,
-``reference.contexts``), fed the same numbers. The encoder keeps
-one ``ItemPlan`` per item (the states by name); which stages a profile has is
-``Profile.item_stages`` (names), mapped to the classes here by ``item_stages``.
+``reference.contexts``), fed the same numbers, and the pixels left to ``symbols`` from one
+rule (``adapt.kept_pixels``). The encoder hands ``plan_items`` the plane's items with their extras
+as one ``StepItems`` and keeps one ``ItemPlan`` per item (the states by name); which stages a
+profile has is ``Profile.item_stages`` (names), mapped to the classes here by ``item_stages``.
 """
 
 from __future__ import annotations

@@ -5,10 +5,12 @@ step: the coding mode, the per-step scale offsets, the refinement and error feed
 constant-block map. Each is a ``SideStage`` that knows how to ``write`` its state (push it: ANS
 is a stack, so the encoder writes the stages in reverse), ``read`` it back (pop, in the declared
 order, each stage seeing what the ones before it read) and count its ``bits``; the encoder's
-choices are gathered once per plane in a ``SidePlan``, which the decoder rebuilds stage by stage
-and both sides then consult. Which stages a plane has, and in which order, is its profile's
-(``Profile.side_stages``, names only: ``profiles`` stays numpy-free); ``side_stages`` maps the
-names to the classes here, configured by the profile's settings.
+choices come from the stages' ``plan`` (``ScaleOffsets.plan``; ``CodingMode.plan`` then
+``BlockMap.plan``, one ``CodingChoice``) and are gathered once per plane in a ``SidePlan``, which
+the decoder rebuilds stage by stage and both sides then consult. Which stages a plane has, and in
+which order, is its profile's (``Profile.side_stages``, names only: ``profiles`` stays
+numpy-free); ``side_stages`` maps the names to the classes here, configured by the profile's
+settings.
 
 A new bitstream version that adds side information adds a setting to ``profiles.Profile``, its
 name to ``Profile.side_stages`` (where the decoder reads it) and a class here registered in
