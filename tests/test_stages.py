@@ -141,13 +141,13 @@ def test_block_map_round_trips(uniform, rng, g):
     bmap = blocks.plan(v, ctx.lattice_mask)
     assert bmap.count > 0
     on = SidePlan(coding_mode=stage.Mode(0, 0, True))
-    got, bits, grown = _round_trip(stage.BlockMap(), bmap, ctx, on)
+    got, bits, grown = _round_trip(stage.BlockMap(5, True), bmap, ctx, on)
     assert np.array_equal(got.flags, bmap.flags)
     m = got.pixel_mask()
     assert np.array_equal(got.pixel_values()[m], v[m])
     _near(bits, grown, bmap.flags.size)
     # the mode's bit off: no map written, none read
-    got, bits, grown = _round_trip(stage.BlockMap(), None, ctx)
+    got, bits, grown = _round_trip(stage.BlockMap(5, True), None, ctx)
     assert got is None and bits == 0.0 and grown == 0
 
 
@@ -170,7 +170,60 @@ def test_profile_names_its_stages_in_reading_order():
         assert [st.name for st in stage.side_stages(p)] == list(want[n])
     p11 = stage.side_stages(PROFILES[11])
     assert p11[0] == stage.CodingMode(5, True) and p11[1] == stage.ScaleOffsets(8)
+    assert p11[3] == stage.BlockMap(5, True)
     assert stage.side_stages(PROFILES[3])[:2] == [stage.CodingMode(3, False), stage.ScaleOffsets(4)]
+
+
+def _predicted_items(rng, with_ref: bool, R=255):
+    """``_flat_plane``'s items as version 11 makes them, each pixel predicted by its left neighbour
+    in its sub-image (near where the plane is smooth, exact on its flat patches); with
+    ``with_ref`` a previous slice holding 70% of the plane."""
+    import torch
+
+    from lvpnet.coding.adapt import make_item
+    from lvpnet.model.tables import pixel_symbols
+
+    tables, shifts = build_pixel_tables()
+    v = _flat_plane(rng, 96, 80, R)
+    ref = np.where(rng.random(v.shape) < 0.7, v, -1) if with_ref else None
+    f, items = 4, []
+    for k, (di, dj) in enumerate(ORDER):
+        vals = v[di::f, dj::f]
+        mu, s = np.roll(vals, 1, axis=1), np.full(vals.shape, 20)
+        sym, _low, nb, esc = (t.numpy() for t in pixel_symbols(*map(torch.from_numpy, (vals, mu, s, shifts)), 64))
+        extra = np.where(esc, np.log2(R + 1.0), nb)
+        items.append(make_item(k, sym, s, extra, vals, (di, dj), v, ORDER, f, True, None, True, ref, mu, s))
+    return items, tables, v, R
+
+
+@pytest.mark.parametrize("with_ref", [False, True])
+@pytest.mark.parametrize("g", [0, 4])
+def test_coding_plans_choose_as_the_encoder_did_inline(rng, with_ref, g):
+    """``CodingMode.plan`` then ``BlockMap.plan`` give the choice the encoder made inline before
+    (``adapt.choose_coding``, then ``block_choice.choose``) and leave the items as it did; the lattice
+    of stride 4 takes the map here (its flat patches' flags then no longer pay), none does not."""
+    import copy
+
+    from lvpnet.coding import block_choice
+    from lvpnet.coding.adapt import choose_coding
+
+    items, tables, v, R = _predicted_items(rng, with_ref)
+    inline = copy.deepcopy(items)
+    first = choose_coding(inline, tables, 5, with_ref)
+    bmap, want, _ = block_choice.choose(inline, tables, 5, with_ref, first, v, R, 4, g, adaptive_flags=True)
+    sides = {st.name: st for st in stage.side_stages(PROFILES[11])}
+    choice = sides["coding_mode"].plan(items, tables, with_ref)
+    assert choice == stage.CodingChoice(*first)
+    assert choice.ref_level == (1 if with_ref else 0)
+    choice = sides["block_map"].plan(choice, items, tables, with_ref, v, R, 4, g)
+    assert (choice.weight, choice.flags, choice.ref_level) == tuple(want)
+    assert (choice.block_map is not None) == (bmap is not None) == (g == 4)
+    if bmap is not None:
+        assert np.array_equal(choice.block_map.flags, bmap.flags)
+    assert choice.mode == stage.Mode(want[0], want[1], bmap is not None)
+    for it, was in zip(items, inline):
+        assert it.ref_level == was.ref_level
+        assert np.array_equal(it.keep(choice.flags), was.keep(want[1]))
 
 
 @pytest.mark.parametrize("version", [2, 4, 11])
@@ -227,7 +280,7 @@ def test_item_stages_round_trip(rng, version):
     """Every item's stages planned forward, written in reverse, read back in order: the same flags
     and symbols, each stage's bits on both sides alike and near what the coder grew."""
     from lvpnet.coding import flag_adapt
-    from lvpnet.coding.item_stage import PlaneWalk, item_stages, plan_items, write_items
+    from lvpnet.coding.item_stage import PlaneWalk, StepItems, item_stages, plan_items, write_items
 
     p = PROFILES[version]
     items, extras, pixels, R = _plane_items(rng, version)
@@ -235,7 +288,7 @@ def test_item_stages_round_trip(rng, version):
     stages = item_stages(p)
     assert list(stages) == [n for n in ("reference_flags", "neighbour_flags", "symbols") if n in stages]
     walk = PlaneWalk(pixels, R, flags, adaptive=flag_adapt.AdaptiveFlags() if p.adaptive_flags else None)
-    coded, total = plan_items(items, extras, stages, walk, weight, want_bits=True)
+    coded, total = plan_items(StepItems(items, extras), stages, walk, weight, want_bits=True)
     if p.adapted_tables:
         assert any(rec.neighbour_flags is not None for rec in coded)
     if p.reference:
@@ -265,6 +318,18 @@ def test_item_stages_round_trip(rng, version):
     assert back.is_empty()
     assert sum(read_bits.values()) == pytest.approx(total, rel=1e-12)
     _near(total, grown, sum(it.sym.size for it in items))
+
+
+def test_step_items_keep_items_and_extras_together(rng):
+    from lvpnet.coding.item_stage import StepItems
+
+    items, extras, _pixels, _R = _plane_items(rng, 3)
+    plane = StepItems(items[:2], extras[:2]) + StepItems(items[2:], extras[2:])
+    assert all(a is b for a, b in zip(plane.items + plane.extras, items + extras))
+    assert len(plane.items) == len(plane.extras) == len(items)
+    rest = plane.without({0, 2})
+    assert [it.k for it in rest.items] == [1, 3]
+    assert rest.extras[0] is extras[1] and rest.extras[1] is extras[3]
 
 
 def test_profile_names_its_item_stages():

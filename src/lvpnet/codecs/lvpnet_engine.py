@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -29,17 +30,21 @@ from ..coding import (
     reference,
     refine,
 )
-from ..coding.adapt import (
-    choose_coding,
-    choose_lattice,
-    flag_levels,
-    make_item,
-    offset_max,
-)
+from ..coding.adapt import choose_lattice, make_item
 from ..coding.fitting import SliceFitting, StepRecord
-from ..coding.item_stage import ItemView, PlaneWalk, item_stages, plan_items, write_items
+from ..coding.item_stage import ItemView, PlaneWalk, StepItems, item_stages, plan_items, write_items
 from ..coding.profiles import Profile
-from ..coding.stage import Mode, ScaleOffsets, SideContext, SidePlan, plan_bits, read_side, side_stages, write_side
+from ..coding.stage import (
+    CodingChoice,
+    CodingMode,
+    ScaleOffsets,
+    SideContext,
+    SidePlan,
+    plan_bits,
+    read_side,
+    side_stages,
+    write_side,
+)
 from ..model import IntegerDecoder, LVPNet, load_checkpoint, prep
 from ..model.tables import values_from_symbols
 from . import lvpnet_base
@@ -55,6 +60,24 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("CUDA was asked for but no CUDA device is available")
     return dev
+
+
+class BaseLayer(NamedTuple):
+    """A plane's base lattice (bitstream 7 on): its level (0: none), JPEG-XL codestream and the
+    codestream's bits (the encoder's estimate starts from them)."""
+
+    level: int = 0
+    codestream: bytes = b""
+    bits: float = 0.0
+
+
+class LatticeChoice(NamedTuple):
+    """The encoder's plane once its base lattice is chosen: the items left in the pixel stream,
+    their steps' scale offsets (None: the profile has none) and the lattice (``BaseLayer()``: none)."""
+
+    items: StepItems
+    offsets: np.ndarray | None
+    base: BaseLayer = BaseLayer()
 
 
 class Engine:
@@ -191,7 +214,12 @@ class Engine:
         the map after the side information and its bit in the coding mode.
         ``ref_plane`` (profiles with ``reference``): the previous slice's plane in this plane's
         values (-1 where it has none, ``reference.ref_values``); the plane's ``ref_level`` is then
-        the level chosen (0: not used). The plane's step is 1 and it has no gaps: the caller's."""
+        the level chosen (0: not used). The plane's step is 1 and it has no gaps: the caller's.
+
+        The plane's items are gathered once (``item_stage.StepItems``, with the lattice chosen:
+        ``LatticeChoice``); the side information is what the profile's side stages plan
+        (``ScaleOffsets.plan``, ``CodingMode.plan`` and ``BlockMap.plan``: a ``CodingChoice``) with
+        the refinement fitted during the walk, gathered in one ``SidePlan``."""
         if ref_plane is not None and not profile.reference:
             raise ValueError(f"bitstream version {profile.version} codes no reference slice")
         x = np.asarray(x).astype(np.int64)
@@ -226,10 +254,12 @@ class Engine:
         fits = None
         if profile.refined:
             fits = SliceFitting(v, R, self.dec.order, self.dec.pixel_tables.cpu(), self.pixels.shifts, self.dec.K)
-        omax = offset_max(profile.refined)
         adapted = profile.adapted_tables
         pixels = self.pixel_coder(profile.edge_classes)
-        levels = flag_levels(profile.wide_flags)
+        # the side stages' plans choose what the plane's side information holds (``coding.stage``)
+        sides = side_stages(profile)
+        side_of = {st.name: st for st in sides}
+        with_ref = ref_plane is not None
 
         def fitted(recs):
             if fits is None:
@@ -237,7 +267,7 @@ class Engine:
             return [StepRecord(r.k, r.values, *fits.step(r.k, r.pos, r.values, r.mu, r.s, r.row), r.pos, r.row)
                     for r in recs]
 
-        def itemised(recs, offsets):
+        def itemised(recs, offsets) -> StepItems:
             items, extras = [], []
             i = 0
             while i < len(recs):  # step 0's rows together: their symbols and table rows in one call
@@ -258,57 +288,54 @@ class Engine:
                                            f, adapted, row, profile.min_flags, ref_plane, *ms))
                     extras.append(np.where(esc[part], sub_n, low[part]).reshape(-1))
                 i = j
-            return items, extras
+            return StepItems(items, extras)
 
         def offsets_of(recs):
-            return ScaleOffsets(omax).plan(recs, R, self.dec) if profile.scale_offsets else None
+            return side_of["scale_offsets"].plan(recs, R, self.dec) if "scale_offsets" in side_of else None
 
-        base, est, bmap = (0, b""), 0.0, None
         if profile.lattice_skip:
-            items, extras, offsets, base, est = self._lattice_first(records, fitted, itemised, offsets_of, R, fits,
-                                                                    levels, pixels, ref_plane is not None,
-                                                                    lat_options, lat_costs, early)
-            weight, flags, ref_level = choose_coding(items, pixels.tables, levels, ref_plane is not None)
-            if profile.block_map:  # version 11: constant blocks out of the items, if that pays
-                g = lattice.stride(f, base[0]) if base[0] else 0
-                bmap, (weight, flags, ref_level), _ = block_choice.choose(
-                    items, pixels.tables, levels, ref_plane is not None, (weight, flags, ref_level), v, R, f, g,
-                    adaptive_flags=profile.adaptive_flags)
+            lat = self._lattice_first(records, fitted, itemised, offsets_of, R, fits, side_of["coding_mode"], pixels,
+                                      with_ref, lat_options, lat_costs, early)
+            items = lat.items.items
+            choice = side_of["coding_mode"].plan(items, pixels.tables, with_ref)
+            if "block_map" in side_of:  # version 11: constant blocks out of the items, if that pays
+                g = lattice.stride(f, lat.base.level) if lat.base.level else 0
+                choice = side_of["block_map"].plan(choice, items, pixels.tables, with_ref, v, R, f, g)
         else:
             records = fitted(records)
             offsets = offsets_of(records)
-            items, extras = itemised(records, offsets)
-            # version 8: with a reference, its level too, and the first choice made again with its flags
-            weight, flags, ref_level = (choose_coding(items, pixels.tables, levels, ref_plane is not None) if adapted
-                                        else (0, 0, 0))
+            lat = LatticeChoice(itemised(records, offsets), offsets)
+            items = lat.items.items
+            choice = CodingChoice()  # versions 1 and 2: the fixed tables, no flags
+            if "coding_mode" in side_of:  # version 8: with a reference, its level too, and the choice made again
+                choice = side_of["coding_mode"].plan(items, pixels.tables, with_ref)
             if profile.base_lattice:  # version 7: the lattice's sub-images leave the pixel stream
                 options = lvpnet_base.options(v, R, f)
                 costs = {c: lvpnet_base.bits(d) for c, d in options.items()}
-                level = choose_lattice(items, pixels.tables, weight, flags, costs, self.dec.order, f)
+                level = choose_lattice(items, pixels.tables, choice.weight, choice.flags, costs, self.dec.order, f)
                 if level:
-                    base, est = (level, options[level]), costs[level]
                     skip = lattice.steps(self.dec.order, lattice.stride(f, level))
-                    kept = [i for i, it in enumerate(items) if it.k not in skip]
-                    items, extras = [items[i] for i in kept], [extras[i] for i in kept]
+                    lat = lat._replace(items=lat.items.without(skip), base=BaseLayer(level, options[level], costs[level]))
         # each item's stages planned walking forward as the decoder will, pushed in reverse (ANS is
         # a stack: ``coding.item_stage``); weight 0 and no flags: the fixed tables (versions 1 and 2)
         stages = item_stages(profile)
-        walk = PlaneWalk(pixels, R, flags, adaptive=flag_adapt.AdaptiveFlags() if profile.adaptive_flags else None)
-        coded, est = plan_items(items, extras, stages, walk, weight, want_bits, est)
-        lat = self.latent.encode(zs, profile.staged_latent)
+        walk = PlaneWalk(pixels, R, choice.flags,
+                         adaptive=flag_adapt.AdaptiveFlags() if profile.adaptive_flags else None)
+        coded, est = plan_items(lat.items, stages, walk, choice.weight, want_bits, lat.base.bits)
+        latent = self.latent.encode(zs, profile.staged_latent)
         coder = new_coder()
         write_items(coder, coded, stages, walk)
         # the side information, the stage read last pushed first (``coding.stage``)
-        side = SidePlan(Mode(weight, flags, bmap is not None), offsets,
-                        None if fits is None else (fits.refs, fits.fbs), bmap)
-        est = write_side(coder, side_stages(profile), side, self._side_context(v.shape, R, base[0], v), est)
-        plane = Plane(vmin, R, lat, coder.get_compressed(), base_level=base[0], base=base[1], ref_level=ref_level)
+        side = SidePlan(choice.mode, lat.offsets, None if fits is None else (fits.refs, fits.fbs), choice.block_map)
+        est = write_side(coder, sides, side, self._side_context(v.shape, R, lat.base.level, v), est)
+        plane = Plane(vmin, R, latent, coder.get_compressed(), base_level=lat.base.level, base=lat.base.codestream,
+                      ref_level=choice.ref_level)
         if not want_bits:
             return plane
         return plane, est + self.latent.bits(zs, profile.staged_latent)
 
-    def _lattice_first(self, records, fitted, itemised, offsets_of, R: int, fits, levels: int, pixels,
-                       with_ref: bool, options: dict, costs: dict, early: int = 0):
+    def _lattice_first(self, records, fitted, itemised, offsets_of, R: int, fits, coding: CodingMode, pixels,
+                       with_ref: bool, options: dict, costs: dict, early: int = 0) -> LatticeChoice:
         """Bitstream 9's encoder: the base lattice chosen before the steps after it are fitted, so
         their fits see the residual plane the decoder will have (``SliceFitting.lattice``). The
         lattices' steps come first in the decoding order: that prefix is fitted as without a
@@ -317,8 +344,7 @@ class Engine:
         again (their refinement kept, the feedback chosen anew) and the lattice's steps leave.
         ``options``, ``costs``: each level's codestream and bits; ``early``: the level taken before
         the walk (``coding.lattice_estimate``), whose steps are not in ``records``: nothing of them is
-        fitted or weighed, and the rest comes out as the exact choice of that level would give it.
-        -> (items, extras, offsets, (base level, codestream), the codestream's bits)."""
+        fitted or weighed, and the rest comes out as the exact choice of that level would give it."""
         order, f = self.dec.order, self.dec.f
         cand = lattice.candidate_steps(costs, order, f) if costs else frozenset()
         n = next((i for i, r in enumerate(records) if r.k not in cand), len(records))
@@ -326,26 +352,25 @@ class Engine:
         if not early:
             head = fitted(records[:n])
             offsets = offsets_of(head)
-            items, extras = itemised(head, offsets)
+            first = itemised(head, offsets)
         if costs and not early:  # each step's learned bits come with the coding choice (no second walk of the items)
             step_bits: dict = {}
-            choose_coding(items, pixels.tables, levels, with_ref, step_bits)
+            coding.plan(first.items, pixels.tables, with_ref, step_bits)
             level = lattice.choose_by_steps(step_bits, costs, order, f)
-        base, est, known = (0, b""), 0.0, frozenset()
+        base, known = BaseLayer(), frozenset()
         if level:
             g = lattice.stride(f, level)
             known = lattice.steps(order, g)
-            base, est = (level, options[level]), costs[level]
+            base = BaseLayer(level, options[level], costs[level])
             if fits is not None:
                 fits.lattice(g, known)
             head = fitted([r for r in records[:n] if r.k not in known])
             offsets = offsets_of(head)
-            items, extras = itemised(head, offsets)
+            first = itemised(head, offsets)
         tail = fitted([r for r in records[n:] if r.k not in known])
         more = offsets_of(tail)
         offsets = None if offsets is None else offsets + more  # the two cover different steps
-        items2, extras2 = itemised(tail, offsets)
-        return items + items2, extras + extras2, offsets, base, est
+        return LatticeChoice(first + itemised(tail, offsets), offsets, base)
 
     def _side_context(self, shape: tuple[int, int], R: int, base_level: int, plane) -> SideContext:
         """What the side stages know of a plane: with a base lattice its pixels (``plane``'s values

@@ -256,13 +256,21 @@ class PlaneItem:
         return self.hit & (self.flag_x(flags) > 0)
 
     def keep(self, flags: int) -> np.ndarray:
-        """The pixels coded with the tables (all but the flagged repeats, of the reference or a neighbour)."""
-        keep = ~self.ref_hit()
-        if self.flagged(flags):
-            keep &= ~self.flag_hit(flags)
-        if self.known is not None:
-            keep &= ~self.known
-        return keep
+        """The pixels coded with the tables at flag level ``flags`` (``kept_pixels``)."""
+        return kept_pixels(self.ref_hit(), self.flag_hit(flags) if self.flagged(flags) else None, self.known)
+
+
+def kept_pixels(ref_hit: np.ndarray, hit: np.ndarray | None = None, given: np.ndarray | None = None) -> np.ndarray:
+    """The pixels of an item coded with the tables: all but the flagged repeats of the reference
+    (``ref_hit``) or of a neighbour (``hit``; None: the item carries no neighbour flags) and those a
+    block map gives (``given``; None: none). The encoder's ``PlaneItem.keep`` and the decoder's
+    ``item_stage.ItemSymbols.read`` both ask here, so the two agree by construction."""
+    keep = ~ref_hit
+    if hit is not None:
+        keep &= ~hit
+    if given is not None:
+        keep &= ~given
+    return keep
 
 
 def set_reference_level(items: list[PlaneItem], level: int) -> None:

@@ -18,21 +18,41 @@ then the symbols and extras of the other pixels (``symbols``). Each is an ``Item
 
 So the encoder's flags see the whole plane (``adapt.make_item``), the decoder's ``read`` the plane
 decoded so far; the contexts of both come from one function each (``repeat.item_flag_contexts``,
-``reference.contexts``), fed the same numbers. The encoder keeps
-one ``ItemPlan`` per item (the states by name); which stages a profile has is
-``Profile.item_stages`` (names), mapped to the classes here by ``item_stages``.
+``reference.contexts``), fed the same numbers, and the pixels left to ``symbols`` from one
+rule (``adapt.kept_pixels``). The encoder hands ``plan_items`` the plane's items with their extras
+as one ``StepItems`` and keeps one ``ItemPlan`` per item (the states by name); which stages a
+profile has is ``Profile.item_stages`` (names), mapped to the classes here by ``item_stages``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..model.tables import TOTAL
 from . import flag_adapt, reference
-from .adapt import ADAPT_WEIGHTS, PlaneItem, StepTables, walk_plane
+from .adapt import ADAPT_WEIGHTS, PlaneItem, StepTables, kept_pixels, walk_plane
 from .repeat import FLAG_CONTEXTS, FlagCounts, flags_apply, item_candidates, item_flag_contexts
+
+
+@dataclass(frozen=True)
+class StepItems:
+    """A plane's coded items in decoding order (``adapt.PlaneItem``) and, with each, its pixels'
+    extras (the raw low bits, or the value where the symbol escapes; flattened): what
+    ``plan_items`` codes. Built once per step group by the encoder, joined with ``+``; ``without``
+    takes steps out (a base lattice's), items and extras together."""
+
+    items: list[PlaneItem] = field(default_factory=list)
+    extras: list[np.ndarray] = field(default_factory=list)
+
+    def __add__(self, other: StepItems) -> StepItems:
+        return StepItems(self.items + other.items, self.extras + other.extras)
+
+    def without(self, steps) -> StepItems:
+        """The items (and their extras) of the steps not in ``steps``."""
+        kept = [i for i, it in enumerate(self.items) if it.k not in steps]
+        return StepItems([self.items[i] for i in kept], [self.extras[i] for i in kept])
 
 
 @dataclass
@@ -311,7 +331,7 @@ class ItemSymbols(ItemStage):
         walk.pixels.push_step(coder, state.sym, state.extra, state.s, walk.R, state.models)
 
     def read(self, coder, view: ItemView, walk: PlaneWalk) -> float:
-        view.keep = ~view.hit & ~view.ref_hit if view.given is None else ~view.hit & ~view.ref_hit & ~view.given
+        view.keep = kept_pixels(view.ref_hit, view.hit, view.given)
         (view.sym, view.extra), bits = self.pop(coder, view.trows[view.keep], walk)
         return bits
 
@@ -338,14 +358,14 @@ def item_stages(profile) -> dict[str, ItemStage]:
     return {st.name: st for st in stages}
 
 
-def plan_items(items: list[PlaneItem], extras: list, stages: dict, walk: PlaneWalk, weight: int,
+def plan_items(plane: StepItems, stages: dict, walk: PlaneWalk, weight: int,
                want_bits: bool = False, bits: float = 0.0) -> tuple[list[ItemPlan], float]:
-    """Encoder, forward: each item's stages planned as the decoder will meet them, at the coding
-    choice (prior-weight index ``weight``, ``walk.flags``); -> (one ``ItemPlan`` per item, ``bits``
-    plus their bits with ``want_bits``, added stage by stage)."""
+    """Encoder, forward: each of ``plane``'s items' stages planned as the decoder will meet them, at
+    the coding choice (prior-weight index ``weight``, ``walk.flags``); -> (one ``ItemPlan`` per item,
+    ``bits`` plus their bits with ``want_bits``, added stage by stage)."""
     coded = []
-    for (it, keep, tables, counts, refs), extra in zip(walk_plane(items, walk.pixels.tables, weight, walk.flags),
-                                                       extras):
+    for (it, keep, tables, counts, refs), extra in zip(walk_plane(plane.items, walk.pixels.tables, weight, walk.flags),
+                                                       plane.extras):
         walk.tables, walk.counts, walk.refs = tables, counts, refs
         rec = ItemPlan(keep)
         for name, st in stages.items():

@@ -5,10 +5,12 @@ step: the coding mode, the per-step scale offsets, the refinement and error feed
 constant-block map. Each is a ``SideStage`` that knows how to ``write`` its state (push it: ANS
 is a stack, so the encoder writes the stages in reverse), ``read`` it back (pop, in the declared
 order, each stage seeing what the ones before it read) and count its ``bits``; the encoder's
-choices are gathered once per plane in a ``SidePlan``, which the decoder rebuilds stage by stage
-and both sides then consult. Which stages a plane has, and in which order, is its profile's
-(``Profile.side_stages``, names only: ``profiles`` stays numpy-free); ``side_stages`` maps the
-names to the classes here, configured by the profile's settings.
+choices come from the stages' ``plan`` (``ScaleOffsets.plan``; ``CodingMode.plan`` then
+``BlockMap.plan``, one ``CodingChoice``) and are gathered once per plane in a ``SidePlan``, which
+the decoder rebuilds stage by stage and both sides then consult. Which stages a plane has, and in
+which order, is its profile's (``Profile.side_stages``, names only: ``profiles`` stays
+numpy-free); ``side_stages`` maps the names to the classes here, configured by the profile's
+settings.
 
 A new bitstream version that adds side information adds a setting to ``profiles.Profile``, its
 name to ``Profile.side_stages`` (where the decoder reads it) and a class here registered in
@@ -24,8 +26,8 @@ import numpy as np
 import torch
 
 from ..model.tables import best_scale_offset, scale_offset
-from . import blocks, feedback, refine
-from .adapt import ADAPT_WEIGHTS, flag_levels, modes, offset_max
+from . import block_choice, blocks, feedback, refine
+from .adapt import ADAPT_WEIGHTS, PlaneItem, choose_coding, flag_levels, modes, offset_max
 
 
 class Mode(NamedTuple):
@@ -34,6 +36,22 @@ class Mode(NamedTuple):
     weight: int = 0
     flags: int = 0
     blocks: bool = False
+
+
+class CodingChoice(NamedTuple):
+    """The encoder's coding choice for a plane (``CodingMode.plan``, then ``BlockMap.plan``):
+    prior-weight index, flag level, reference level (version 8; the plane's header carries it,
+    not the mode) and block map (version 11; None: none)."""
+
+    weight: int = 0
+    flags: int = 0
+    ref_level: int = 0
+    block_map: blocks.BlockMap | None = None
+
+    @property
+    def mode(self) -> Mode:
+        """What the coding-mode stage writes of it."""
+        return Mode(self.weight, self.flags, self.block_map is not None)
 
 
 @dataclass(frozen=True)
@@ -83,9 +101,10 @@ class SideStage:
     ``Profile.side_stages``. ``write`` pushes the state and returns its bits (the encoder's
     estimate); ``read`` pops it, given what the stages before it read (``plan``); ``bits`` is its
     code length as ``write`` counts it. A stage whose state says "nothing here" writes nothing.
-    The encoder's choice of a state is the stage's ``plan`` where it is the stage's alone (the
-    scale offsets); the coding mode and the block map are chosen together with the items
-    (``adapt.choose_coding``, ``block_choice.choose``), the refinement by ``fitting.SliceFitting``."""
+    The encoder chooses a state with the stage's ``plan``, whose arguments are the stage's own:
+    the scale offsets from the steps' records, the coding mode from the plane's items, the block
+    map from the items and the coding mode's choice (which it may change); the refinement is
+    ``fitting.SliceFitting``'s, fitted during the walk."""
 
     name: str = ""
 
@@ -111,6 +130,13 @@ class CodingMode(SideStage):
     @property
     def size(self) -> int:
         return modes(self.levels) * (2 if self.block_bit else 1)
+
+    def plan(self, items: list[PlaneItem], tables: np.ndarray, with_reference: bool,
+             step_bits: dict | None = None) -> CodingChoice:
+        """Encoder: the plane's coding choice over its ``items`` with the base ``tables``
+        (``adapt.choose_coding`` at this stage's flag levels, ``step_bits`` as it fills them), no
+        block map yet. The items are left at the chosen reference level."""
+        return CodingChoice(*choose_coding(items, tables, self.levels, with_reference, step_bits))
 
     def write(self, coder, state: Mode, ctx: SideContext) -> float:
         mode = state.weight + len(ADAPT_WEIGHTS) * state.flags + (modes(self.levels) if state.blocks else 0)
@@ -190,11 +216,26 @@ class Refinement(SideStage):
         return float(np.log2(self.symbols(state, ctx)[1].astype(np.float64)).sum())
 
 
+@dataclass(frozen=True)
 class BlockMap(SideStage):
     """Version 11: the constant 8 x 8 blocks (``coding.blocks``), present where the coding mode's
-    block bit is on; a base lattice's pixels in a block give its value."""
+    block bit is on; a base lattice's pixels in a block give its value. ``levels`` and
+    ``adaptive_flags``: the profile's flag levels and flag coder, which ``plan`` weighs with."""
 
-    name = "block_map"
+    levels: int
+    adaptive_flags: bool
+    name: str = field(default="block_map", init=False)
+
+    def plan(self, choice: CodingChoice, items: list[PlaneItem], tables: np.ndarray, with_reference: bool,
+             v: np.ndarray, R: int, f: int, g: int) -> CodingChoice:
+        """Encoder: ``choice`` (``CodingMode.plan``'s) with the map where it pays, and the coding
+        choice made again with it (``block_choice.choose``) on the plane ``v`` of range ``R``,
+        sub-image factor ``f``, base lattice stride ``g`` (0: none). The items are left as the
+        answer codes them."""
+        bmap, (weight, flags, ref_level), _ = block_choice.choose(
+            items, tables, self.levels, with_reference, (choice.weight, choice.flags, choice.ref_level), v, R, f, g,
+            adaptive_flags=self.adaptive_flags)
+        return CodingChoice(weight, flags, ref_level, bmap)
 
     def write(self, coder, state: blocks.BlockMap | None, ctx: SideContext) -> float:
         if state is None:
@@ -215,7 +256,7 @@ STAGES = {
     "coding_mode": lambda p: CodingMode(flag_levels(p.wide_flags), p.block_map),
     "scale_offsets": lambda p: ScaleOffsets(offset_max(p.refined)),
     "refinement": lambda p: Refinement(),
-    "block_map": lambda p: BlockMap(),
+    "block_map": lambda p: BlockMap(flag_levels(p.wide_flags), p.adaptive_flags),
 }
 
 
