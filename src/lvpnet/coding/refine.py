@@ -355,19 +355,22 @@ _WEIGHT_BITS = 10  # IRLS weights are integers round(2**W / max(|r|, 1)) in [1, 
 _EXACT_BITS = 52  # every product sum of the fits stays below 2**52: exact in float64
 
 
-def _fit_scale(A: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """Deltas ``A`` and residuals ``y`` (int64) as float64, shifted right where their size would
-    take a weighted sum of products past ``_EXACT_BITS`` (only wide-range planes: a fit is a
-    proposal, judged afterwards by its bits); the weight bits that keep every sum exact; and the
-    fraction bits of the grid ``_residual`` puts coefficients on to keep ``A a`` exact."""
-    top = int(max(np.abs(A).max(initial=0), np.abs(y).max(initial=0)))
-    room = _EXACT_BITS - int(A.shape[0]).bit_length()
+def _fit_scale(A: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """Deltas ``A`` (n, T) and residuals ``y`` (n,), integers, as one float64 matrix ``[A | y]``,
+    shifted right where their size would take a weighted sum of products past ``_EXACT_BITS``
+    (only wide-range planes: a fit is a proposal, judged afterwards by its bits); the weight bits
+    that keep every sum exact; and the fraction bits of the grid ``_residual`` puts coefficients
+    on to keep ``A a`` exact."""
+    n, T = A.shape
+    top = int(max(A.max(initial=0), -A.min(initial=0), y.max(initial=0), -y.min(initial=0)))
+    room = _EXACT_BITS - int(n).bit_length()
     shift = max(0, -(-(2 * top.bit_length() + 4 - room) // 2))  # leaves at least 4 weight bits
     bits = (top >> shift).bit_length()
     wbits = min(_WEIGHT_BITS, room - 2 * bits)
-    # |a| < 2**5 after the clip, at most 2**bit_length(T) terms
-    fbits = _EXACT_BITS - int(A.shape[1]).bit_length() - bits - 5
-    return (A >> shift).astype(np.float64), (y >> shift).astype(np.float64), wbits, fbits
+    fbits = _EXACT_BITS - int(T).bit_length() - bits - 5  # |a| < 2**5 after the clip, T terms
+    Ay = np.empty((n, T + 1))
+    Ay[:, :T], Ay[:, T] = (A >> shift, y >> shift) if shift else (A, y)
+    return Ay, wbits, fbits
 
 
 def _int_weights(r: np.ndarray, wbits: int) -> np.ndarray:
@@ -496,17 +499,20 @@ def choose_step(plane, vals, mu, s, pos, f: int, order, k: int, R: int, shifts: 
     by_class = np.argsort(lab8.astype(np.int8), kind="stable")
     bounds = np.concatenate([[0], np.cumsum(np.bincount(lab8, minlength=8))])  # each class's start and end
     # integers as float64, every sum of products exact: the same fit on every machine (``_solve``)
-    A, y, wbits, fbits = _fit_scale(D[by_class].astype(np.int64), e[by_class].astype(np.int64))
-    # weights towards the least absolute residual (IRLS), starting from the network's residual
+    Ay, wbits, fbits = _fit_scale(D[by_class], e[by_class])
+    T = Ay.shape[1] - 1
+    A, y = Ay[:, :T], Ay[:, T]
+    # weights towards the least absolute residual (IRLS), starting from the network's residual;
+    # one product of [A | y] gives a class's normal equations: G = P[:T, :T], b = P[:T, T]
     parts = [slice(bounds[c], bounds[c + 1]) for c in range(8)]
     w = _int_weights(y, wbits)
-    Aw = A * w[:, None]
-    w = _int_weights(_residual(A, y, _solve(_mm(Aw.T, A), _mm(Aw.T, y), w.sum()), fbits), wbits)
-    At, yt = torch.from_numpy(A), torch.from_numpy(y)  # the class products below on torch views: the
-    for it in range(_IRLS):  # same ``_mm`` calls, without a numpy round trip each (64 a step)
-        Aw = torch.from_numpy(A * w[:, None])
-        G8 = torch.stack([torch.matmul(Aw[p].T, At[p]) for p in parts]).numpy()
-        b8 = torch.stack([torch.matmul(Aw[p].T, yt[p]) for p in parts]).numpy()
+    P = _mm((Ay * w[:, None]).T, Ay)
+    w = _int_weights(_residual(A, y, _solve(P[:T, :T], P[:T, T], w.sum()), fbits), wbits)
+    Ayt = torch.from_numpy(Ay)  # the class products below on torch views: no numpy round trip each
+    for it in range(_IRLS):
+        Ayw = torch.from_numpy(Ay * w[:, None])
+        P8 = torch.stack([torch.matmul(Ayw[p].T, Ayt[p]) for p in parts]).numpy()
+        G8, b8 = P8[:, :T, :T], P8[:, :T, T]
         w8 = np.array([w[p].sum() for p in parts])
         if it + 1 < _IRLS:  # reweight by the residual of the finest model (8 classes, radius 3)
             a8 = _solve(G8, b8, w8)
