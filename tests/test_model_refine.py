@@ -156,3 +156,32 @@ def test_numba_kernels_give_the_numpy_integers(monkeypatch):
             assert np.array_equal(fast, refine.refine_step(plane, mu, s, pos, 4, order, k, ref, 2**16 - 1))
             assert np.array_equal(d_fast, refine.neighbour_deltas(plane, mu, pos, 4, offs))
             monkeypatch.setattr(refine, "_KERNELS", None)
+
+
+@pytest.mark.parametrize("top", [0, 1, 4095, 65535, 2**31 - 1])
+def test_the_fits_sums_stay_exact(top):
+    """Whatever the plane's range, every weighted sum of products of the fits stays below 2**52, so
+    float64 adds it exactly in any order (``refine._fit_scale``): the same fit on every CPU."""
+    rng = np.random.default_rng(top)
+    n, T = 8192, 24
+    A = rng.integers(-top, top + 1, (n, T), dtype=np.int64)
+    y = rng.integers(-top, top + 1, n, dtype=np.int64)
+    Ay, wbits, fbits = refine._fit_scale(A, y)
+    big = float(np.abs(Ay).max())
+    assert wbits >= 4 and n * 2.0**wbits * big**2 < 2.0**52
+    assert T * big * 2.0 ** (fbits + 5) <= 2.0**52  # ``_residual``'s products on its grid
+
+
+def test_the_solve_gives_the_same_bits_with_and_without_numba(monkeypatch):
+    """``_spd_solve``: numba's loops and numpy's lines do the same operations in the same order."""
+    rng = np.random.default_rng(5)
+    A = rng.integers(-3000, 3000, (6, 400, 9)).astype(np.float64)
+    G = np.einsum("nij,nik->njk", A, A)
+    b = np.einsum("nij,ni->nj", A, rng.integers(-50, 50, (6, 400)).astype(np.float64))
+    w = np.full(6, 400.0)
+    fast = refine._solve(G, b, w)
+    monkeypatch.setattr(refine, "_KERNELS", False)
+    plain = refine._solve(G, b, w)
+    assert fast is not plain and np.array_equal(fast, plain)
+    ridge = (1e-3 * np.trace(G, axis1=1, axis2=2) / w + 1e-6)[:, None, None] * np.eye(9)
+    assert np.allclose(fast, np.linalg.solve(G + ridge, b[..., None])[..., 0], rtol=1e-9, atol=1e-12)
