@@ -5,7 +5,7 @@ that sees another x86 CPU: the vector extensions oneDNN, MKL, ATen and numpy may
 AVX2, as on a workstation without AVX-512 or VNNI (x86 before Cascade Lake, AMD before Zen 4).
 Two things broke there before they were caught (session 18):
 
-* the int8 trunk: oneDNN's int8 products without VNNI saturate, so the decoder computed other
+* the int8 trunk: oneDNN's int8 products without VNNI are not exact, so the decoder computed other
   integers and every golden file failed to decode (``int8_trunk.supported`` now probes exactness);
 * the encoder's refinement fits: float products summed in another order gave coefficients one
   apart, so the same slice gave other bytes (``coding.refine`` now sums integers only).

@@ -391,7 +391,7 @@ def _solve(G: np.ndarray, b: np.ndarray, weight) -> np.ndarray:
     weighted pixel count), so a rare neighbour pattern cannot blow a coefficient up. Also for a
     stack of systems (``G`` (n, T, T), ``b`` (n, T), ``weight`` (n,)) at once. ``G``, ``b``,
     ``weight``: exact integer sums (float64); the same result on every machine (see above)."""
-    G, b = np.asarray(G, np.float64), np.asarray(b, np.float64)
+    G = np.asarray(G, np.float64)
     trace = np.diagonal(G, axis1=-2, axis2=-1).astype(np.int64).sum(-1)  # integers: any order
     lam = 1e-3 * trace / np.maximum(np.asarray(weight, np.float64), 1e-9) + 1e-6
     T = G.shape[-1]

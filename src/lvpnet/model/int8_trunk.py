@@ -34,9 +34,9 @@ def supported() -> bool:
     there for the layout kernels around it. ``LVPNET_INT8=0`` turns the int8 trunk off.
 
     Exact is not a given: oneDNN's int8 kernels for CPUs without VNNI (x86 before Cascade Lake and
-    Zen 4) multiply through saturating 16-bit pair sums (``vpmaddubsw``), so a 7-bit activation
-    times a large 8-bit weight comes out wrong by thousands (measured here with
-    ``ONEDNN_MAX_CPU_ISA=AVX2``: every shape off, the golden files undecodable). Hence the probe
+    Zen 4) are not exact (measured here with
+    ``ONEDNN_MAX_CPU_ISA=AVX2``: every shape off by up to 10**7, even with weights split into parts
+    of at most 8, and the golden files undecodable). Hence the probe
     (``_exact_products``) instead of trusting that the call runs: a CPU that fails it takes the
     float32 convolutions, slower and exact everywhere."""
     global _SUPPORTED
@@ -54,7 +54,7 @@ def supported() -> bool:
 
 
 def _exact_products() -> bool:
-    """Whether ``torch._int_mm`` gives the exact sums on the cases that break a saturating kernel:
+    """Whether ``torch._int_mm`` gives the exact sums where an inexact kernel goes wrong most:
     weights at +-127 against activations at ``AMAX`` (every pair sum past 2**15), and random ones,
     in the shapes the trunk uses (a matrix-vector product for one pixel, an odd width, a wide
     layer), against int64 products."""
