@@ -108,7 +108,7 @@ def test_int8_mask_sums_kept_for_a_bounded_number_of_widths():
     n = int8_trunk._MASK_WIDTHS
     first = None
     for w_ in range(3, 3 + 2 * n + 1):
-        acc = torch.zeros(step.mask_taps.shape[0], 2 * w_, dtype=torch.int32)
+        acc = torch.zeros(2 * w_, step.mask_taps.shape[0], dtype=torch.int32)
         step._add_mask_sums(acc, 2, w_)
         if first is None:
             first = acc.clone()
