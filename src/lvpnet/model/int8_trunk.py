@@ -146,11 +146,10 @@ class _Layer:
         return self.activate(self.acc(parts), h, w)
 
     def activate(self, acc: torch.Tensor, h: int, w: int) -> np.ndarray:
-        """The exact sums (h * w, O) int32 (overwritten) -> clamp(floor(sums / 2**shift), 0, AMAX) as
-        (h, w, O) int8."""
-        acc >>= self.shift
-        y = acc.clamp_(0, AMAX).to(torch.int8)
-        return y.numpy().reshape(h, w, self.O)
+        """The exact sums (h * w, O) int32 -> clamp(floor(sums / 2**shift), 0, AMAX) as (h, w, O) int8."""
+        out = np.empty((h, w, self.O), np.int8)
+        _kernels()[1](acc.numpy().reshape(-1), out.reshape(-1), self.shift, AMAX)
+        return out
 
 
 def pixels_first(x: torch.Tensor) -> np.ndarray:
@@ -227,6 +226,12 @@ def _unfold3(x, out, col0):
                     dst[i] = src[i]
 
 
+def _activate(acc, out, shift, amax):
+    """``out = clamp(acc >> shift, 0, amax)`` (int32 -> int8, flat): one pass where torch took three."""
+    for i in range(acc.shape[0]):
+        out[i] = min(max(acc[i] >> shift, 0), amax)
+
+
 _KERNELS = None
 _MASK_WIDTHS = 16  # plane widths whose mask sums a step keeps (a volume has one or two)
 
@@ -236,7 +241,8 @@ def _kernels():
     if _KERNELS is None:
         import numba
 
-        _KERNELS = (numba.njit(cache=True, nogil=True)(_unfold3),)
+        jit = numba.njit(cache=True, nogil=True)
+        _KERNELS = (jit(_unfold3), jit(_activate))
     return _KERNELS
 
 
