@@ -30,7 +30,7 @@ from ..coding import (
     reference,
     refine,
 )
-from ..coding.adapt import choose_lattice, make_item
+from ..coding.adapt import choose_lattice
 from ..coding.fitting import SliceFitting, StepRecord
 from ..coding.item_stage import ItemView, PlaneWalk, StepItems, item_stages, plan_items, write_items
 from ..coding.profiles import Profile
@@ -50,6 +50,7 @@ from ..model.tables import values_from_symbols
 from . import lvpnet_base
 from .lvpnet_chunk import Plane
 from .lvpnet_entropy import LatentCoder, PixelCoder, new_coder
+from .plane_steps import PlaneSteps
 from .weights import file_sha256
 
 
@@ -254,57 +255,26 @@ class Engine:
         fits = None
         if profile.refined:
             fits = SliceFitting(v, R, self.dec.order, self.dec.pixel_tables.cpu(), self.pixels.shifts, self.dec.K)
-        adapted = profile.adapted_tables
         pixels = self.pixel_coder(profile.edge_classes)
         # the side stages' plans choose what the plane's side information holds (``coding.stage``)
         sides = side_stages(profile)
         side_of = {st.name: st for st in sides}
         with_ref = ref_plane is not None
 
-        def fitted(recs):
-            if fits is None:
-                return recs
-            return [StepRecord(r.k, r.values, *fits.step(r.k, r.pos, r.values, r.mu, r.s, r.row), r.pos, r.row)
-                    for r in recs]
-
-        def itemised(recs, offsets) -> StepItems:
-            items, extras = [], []
-            i = 0
-            while i < len(recs):  # step 0's rows together: their symbols and table rows in one call
-                j = i + 1
-                while recs[i].row is not None and j < len(recs) and recs[j].k == recs[i].k and recs[j].row is not None:
-                    j += 1
-                group, k = recs[i:j], recs[i].k
-                sub, mu, s = (np.concatenate([getattr(r, n) for r in group]) for n in ("values", "mu", "s"))
-                s = ScaleOffsets.apply(s, offsets, k, self.cfg.n_scales)
-                sym, low, nb, esc = self.dec.symbols(torch.from_numpy(sub), torch.from_numpy(mu), torch.from_numpy(s))
-                sym, low, nb, esc = sym.numpy(), low.numpy(), nb.numpy(), esc.numpy()
-                extra_bits = np.where(esc, np.log2(R + 1.0), nb)
-                trows = self.table_rows(mu, s, profile.edge_classes)
-                for n, (_k, sub_n, _mu, _s, pos, row) in enumerate(group):
-                    at, part = (pos, slice(None)) if row is None else ((pos[0] + row * f, pos[1]), slice(n, n + 1))
-                    ms = (mu[part], s[part]) if profile.adaptive_flags else (None, None)
-                    items.append(make_item(k, sym[part], trows[part], extra_bits[part], sub_n, at, v, self.dec.order,
-                                           f, adapted, row, profile.min_flags, ref_plane, *ms))
-                    extras.append(np.where(esc[part], sub_n, low[part]).reshape(-1))
-                i = j
-            return StepItems(items, extras)
-
-        def offsets_of(recs):
-            return side_of["scale_offsets"].plan(recs, R, self.dec) if "scale_offsets" in side_of else None
+        steps = PlaneSteps(self, profile, v, R, fits, ref_plane, side_of.get("scale_offsets"))
 
         if profile.lattice_skip:
-            lat = self._lattice_first(records, fitted, itemised, offsets_of, R, fits, side_of["coding_mode"], pixels,
-                                      with_ref, lat_options, lat_costs, early)
+            lat = self._lattice_first(records, steps, side_of["coding_mode"], pixels, with_ref, lat_options,
+                                      lat_costs, early)
             items = lat.items.items
             choice = side_of["coding_mode"].plan(items, pixels.tables, with_ref)
             if "block_map" in side_of:  # version 11: constant blocks out of the items, if that pays
                 g = lattice.stride(f, lat.base.level) if lat.base.level else 0
                 choice = side_of["block_map"].plan(choice, items, pixels.tables, with_ref, v, R, f, g)
         else:
-            records = fitted(records)
-            offsets = offsets_of(records)
-            lat = LatticeChoice(itemised(records, offsets), offsets)
+            records = steps.fitted(records)
+            offsets = steps.offsets_of(records)
+            lat = LatticeChoice(steps.itemised(records, offsets), offsets)
             items = lat.items.items
             choice = CodingChoice()  # versions 1 and 2: the fixed tables, no flags
             if "coding_mode" in side_of:  # version 8: with a reference, its level too, and the choice made again
@@ -334,8 +304,8 @@ class Engine:
             return plane
         return plane, est + self.latent.bits(zs, profile.staged_latent)
 
-    def _lattice_first(self, records, fitted, itemised, offsets_of, R: int, fits, coding: CodingMode, pixels,
-                       with_ref: bool, options: dict, costs: dict, early: int = 0) -> LatticeChoice:
+    def _lattice_first(self, records, steps: PlaneSteps, coding: CodingMode, pixels, with_ref: bool, options: dict,
+                       costs: dict, early: int = 0) -> LatticeChoice:
         """Bitstream 9's encoder: the base lattice chosen before the steps after it are fitted, so
         their fits see the residual plane the decoder will have (``SliceFitting.lattice``). The
         lattices' steps come first in the decoding order: that prefix is fitted as without a
@@ -350,9 +320,9 @@ class Engine:
         n = next((i for i, r in enumerate(records) if r.k not in cand), len(records))
         level = early
         if not early:
-            head = fitted(records[:n])
-            offsets = offsets_of(head)
-            first = itemised(head, offsets)
+            head = steps.fitted(records[:n])
+            offsets = steps.offsets_of(head)
+            first = steps.itemised(head, offsets)
         if costs and not early:  # each step's learned bits come with the coding choice (no second walk of the items)
             step_bits: dict = {}
             coding.plan(first.items, pixels.tables, with_ref, step_bits)
@@ -362,15 +332,15 @@ class Engine:
             g = lattice.stride(f, level)
             known = lattice.steps(order, g)
             base = BaseLayer(level, options[level], costs[level])
-            if fits is not None:
-                fits.lattice(g, known)
-            head = fitted([r for r in records[:n] if r.k not in known])
-            offsets = offsets_of(head)
-            first = itemised(head, offsets)
-        tail = fitted([r for r in records[n:] if r.k not in known])
-        more = offsets_of(tail)
+            if steps.fits is not None:
+                steps.fits.lattice(g, known)
+            head = steps.fitted([r for r in records[:n] if r.k not in known])
+            offsets = steps.offsets_of(head)
+            first = steps.itemised(head, offsets)
+        tail = steps.fitted([r for r in records[n:] if r.k not in known])
+        more = steps.offsets_of(tail)
         offsets = None if offsets is None else offsets + more  # the two cover different steps
-        return LatticeChoice(first + itemised(tail, offsets), offsets, base)
+        return LatticeChoice(first + steps.itemised(tail, offsets), offsets, base)
 
     def _side_context(self, shape: tuple[int, int], R: int, base_level: int, plane) -> SideContext:
         """What the side stages know of a plane: with a base lattice its pixels (``plane``'s values
