@@ -112,3 +112,26 @@ def test_numba_buckets_equal_numpy(monkeypatch):
         with monkeypatch.context() as m:
             m.setattr(feedback, "_buckets_kernel", lambda: False)  # the numpy path
             assert np.array_equal(fast, plane.buckets(k, pos, shape)), k
+
+
+def test_numba_offset_bits_equal_numpy():
+    """The encoder's bits per (offset, bucket) through numba are the numpy path's to the last bit
+    (the same summation order), so the offsets chosen are too: 8- and 16-bit ranges, escapes,
+    scales at both ends of the tables."""
+    pytest.importorskip("numba")
+    from lvpnet.coding.jit import compiled
+
+    tables, shifts = build_pixel_tables()
+    logt = -np.log2(np.asarray(tables, np.float64) / feedback.TOTAL)
+    sh = np.asarray(shifts, np.int64)
+    rng = np.random.default_rng(4)
+    n_off = 2 * feedback.WIDE_OFFSET_MAX + 1
+    for R in (255, 4095, 65535):
+        n = 5000
+        r = rng.integers(-R, R + 1, n) >> rng.integers(0, 17, n)
+        s = rng.integers(0, len(sh), n)
+        s[:50], s[50:100] = 0, len(sh) - 1
+        b = rng.integers(0, feedback.BUCKETS, n)
+        args = (r, s, b, sh, logt, 64, float(np.log2(R + 1.0)), n_off, feedback.BUCKETS)
+        fast = compiled(feedback._offset_bits)(*args)
+        assert np.array_equal(fast, feedback._offset_bits_numpy(*args)), R

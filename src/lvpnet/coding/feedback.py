@@ -133,6 +133,41 @@ def apply(s: np.ndarray, buckets: np.ndarray, offsets: np.ndarray | None, n_scal
     return np.clip(s + np.asarray(offsets, np.int64)[buckets], 0, n_scales - 1)
 
 
+def _offset_bits(r, s, b, sh, logt, K, esc_bits, n_off, n_buckets):
+    """``choose``'s bits per (offset, bucket) in one pass: the sample's residuals ``r`` under the
+    fixed tables (``-log2`` of them, ``logt``) with every scale index moved by each offset. Summed
+    offset by offset, pixel by pixel, the order ``np.bincount`` sums the numpy path's, so the float
+    sums and the choice are the same bits."""
+    n_scales = sh.shape[0]
+    per = np.zeros((n_off, n_buckets))
+    for i in range(n_off):
+        d = i - n_off // 2
+        for j in range(r.shape[0]):
+            sd = min(max(s[j] + d, 0), n_scales - 1)
+            w = sh[sd]
+            q = (r[j] + ((np.int64(1) << w) >> 1)) >> w  # ``residual_bins``
+            if q > K or q < -K:
+                per[i, b[j]] += logt[sd, 2 * K + 1] + esc_bits
+            else:
+                per[i, b[j]] += logt[sd, q + K] + w
+    return per
+
+
+def _offset_bits_numpy(r, s, b, sh, logt, K, esc_bits, n_off, n_buckets):
+    """``_offset_bits`` without numba: every offset at once, (offsets, pixels), the bucket sums row
+    by row in pixel order as one bincount of row-shifted buckets."""
+    ds = np.arange(n_off) - n_off // 2
+    sd = np.clip(s[None, :] + ds[:, None], 0, len(sh) - 1)
+    w = sh[sd]
+    q = residual_bins(r[None, :], w)
+    esc = np.abs(q) > K
+    # the table entries by one flat index (the same values; a 2-D fancy index is slower)
+    col = np.where(esc, 2 * K + 1, q + K)
+    bits = logt.reshape(-1)[sd * logt.shape[1] + col] + np.where(esc, esc_bits, w)
+    rows = b[None, :] + n_buckets * np.arange(n_off)[:, None]
+    return np.bincount(rows.reshape(-1), weights=bits.reshape(-1), minlength=n_off * n_buckets).reshape(n_off, n_buckets)
+
+
 def choose(vals, mu, s, buckets, R: int, tables, shifts, K: int) -> np.ndarray | None:
     """The encoder's offsets for one step (numpy in, int64 (BUCKETS,) or None). Under the fixed
     tables: the step's best own offset ``o`` (``tables.WIDE_OFFSET_MAX``), then per bucket the
@@ -147,17 +182,7 @@ def choose(vals, mu, s, buckets, R: int, tables, shifts, K: int) -> np.ndarray |
     pick = np.arange(0, r.size, max(1, r.size // _SAMPLE))
     r, s, b = r[pick], s[pick], b[pick]
     ds = np.arange(-WIDE_OFFSET_MAX, WIDE_OFFSET_MAX + 1)
-    # every offset at once, (offsets, pixels); the bucket sums row by row in pixel order, as one
-    # bincount of row-shifted buckets
-    sd = np.clip(s[None, :] + ds[:, None], 0, len(sh) - 1)
-    w = sh[sd]
-    q = residual_bins(r[None, :], w)
-    esc = np.abs(q) > K
-    # the table entries by one flat index (the same values; a 2-D fancy index is slower)
-    col = np.where(esc, 2 * K + 1, q + K)
-    bits = logt.reshape(-1)[sd * logt.shape[1] + col] + np.where(esc, math.log2(R + 1.0), w)
-    rows = b[None, :] + BUCKETS * np.arange(len(ds))[:, None]
-    per = np.bincount(rows.reshape(-1), weights=bits.reshape(-1), minlength=len(ds) * BUCKETS).reshape(len(ds), BUCKETS)
+    per = (compiled(_offset_bits) or _offset_bits_numpy)(r, s, b, sh, logt, K, math.log2(R + 1.0), len(ds), BUCKETS)
     tot = per.sum(1)
     o = int(min(range(len(ds)), key=lambda i: (tot[i], abs(ds[i]))))
     lo, hi = max(0, o - OFFSET_MAX), min(len(ds), o + OFFSET_MAX + 1)
