@@ -117,3 +117,28 @@ def test_int8_mask_sums_kept_for_a_bounded_number_of_widths():
     again = torch.zeros_like(first)
     step._add_mask_sums(again, 2, 3)
     assert torch.equal(again, first)
+
+
+def test_first_layer_unsplit_equals_float(monkeypatch):
+    """The first layer taken as one product of its three inputs (features, context conv, masks:
+    weights whose features part does not split off) gives the float trunk's integers: the
+    columns of several parts, each in its own tap-major order."""
+    from lvpnet.codecs.weights import shipped_weights
+
+    w = shipped_weights()
+    if w is None or not int8_trunk.supported():
+        pytest.skip("no shipped weights or no int8 product on this CPU")
+    monkeypatch.setattr(int8_trunk.Int8Step, "_split_first", lambda self, *a, **k: None)
+    ck = load_checkpoint(w)
+    fast = IntegerDecoder(ck["decoder"], dtype=torch.float32)
+    ref = IntegerDecoder(ck["decoder"], dtype=torch.float32, int8=False)
+    rng = np.random.default_rng(5)
+    Hp, Wp = prep.padded_size(37, 50, fast.cfg.stride)
+    vp = rng.integers(0, 4000, (Hp, Wp))
+    feats = fast.features(torch.from_numpy(rng.integers(-3, 4, fast_latent_shape(fast, Hp, Wp))))
+    ctx = [torch.from_numpy(np.ascontiguousarray(vp[di::fast.f, dj::fast.f])) for di, dj in fast.order]
+    for k in (1, 7, fast.steps - 1):
+        got = fast._raw(feats, ctx, k, 12)[0]
+        assert fast._int8_steps[k].feats is None  # the unsplit path ran
+        want = ref._raw(feats, ctx, k, 12)[0][:, fast._int8_steps[k].head_rows]
+        assert torch.equal(got.to(want.dtype), want), k
