@@ -350,17 +350,19 @@ class IntegerDecoder:
         h, w = feats.shape[-2:]
         nctx = self.steps - 1
         navail = min(k, nctx)
+        if k not in self._step_specs:  # the head cut to step k: 1/steps of its work
+            self._step_specs[k] = step_spec(self.pred, k, self.P)
+        fast = self._int8_step(k, navail) if self.int8 else None
         if nctx:
-            ctx_v = torch.zeros((1, nctx, h, w), dtype=torch.int64, device=self.device)
+            # the int8 trunk reads the decoded sub-images only (``Int8Step``): the zero rest is not built
+            ctx_v = torch.zeros((1, nctx if fast is None else max(1, navail), h, w), dtype=torch.int64,
+                                device=self.device)
             for c in range(navail):
                 ctx_v[0, c] = torch.as_tensor(ctx[c], device=self.device).long()
             avail = (torch.arange(nctx, device=self.device) < k)[None]
             ctx_u = to_ctx(ctx_v, B, self.cfg.ctx_bits).to(self.dtype)
         else:
             ctx_v = ctx_u = avail = None
-        if k not in self._step_specs:  # the head cut to step k: 1/steps of its work
-            self._step_specs[k] = step_spec(self.pred, k, self.P)
-        fast = self._int8_step(k, navail) if self.int8 else None
         if fast is not None:
             raw = fast(feats, ctx_u, avail)
         else:
