@@ -99,7 +99,7 @@ class _Layer:
         n_out, C, k, _ = w.shape
         self.k, self.C, self.O, self.first = k, C, n_out, first
         self.Kp = -(-k * k * C // _K_ALIGN) * _K_ALIGN if k > 1 else C
-        self.w = w
+        self.w = w.to(torch.int8)  # kept to lay the matrix out for each input split (``mat``)
         self._mats: dict = {}  # the parts' channel counts -> the matrix in their column order
         self.bias = b.to(torch.int32)[:, None] if first else b.to(torch.int32)
         self.shift = int(spec["shift"])
@@ -112,7 +112,7 @@ class _Layer:
                 cols.append(self.w[:, at : at + c].permute(0, 2, 3, 1).reshape(self.O, -1))
                 at += c
             full = torch.zeros((self.O, self.Kp), dtype=torch.int8)
-            full[:, : self.k * self.k * self.C] = torch.cat(cols, 1).to(torch.int8)
+            full[:, : self.k * self.k * self.C] = torch.cat(cols, 1)
             m = full if self.first else full.T.contiguous()
             self._mats[channels] = m
         return m
