@@ -74,10 +74,35 @@ def test_workers_run_where_the_parent_asks(monkeypatch):
     there too), and a pool started with another device is replaced, not reused."""
     monkeypatch.delenv(slice_pool.DEVICE_ENV, raising=False)
     tasks = [(slice_pool.DEVICE_ENV,)] * 4  # os.getenv in the process that runs the task
+    for device in ("cpu", "auto"):
+        got = list(slice_pool.ordered(os.getenv, tasks, 2, {slice_pool.DEVICE_ENV: device}))
+        assert got[0] == device and set(got) <= {None, device}  # the first task always goes to a worker
+    slice_pool.shutdown()
+
+
+def test_this_process_codes_while_the_worker_starts(monkeypatch):
+    """A fresh worker takes seconds to start; meanwhile this process codes every task past the two
+    the worker holds, instead of waiting for the worker's first result."""
+    monkeypatch.delenv(slice_pool.DEVICE_ENV, raising=False)
+    slice_pool.shutdown()
+    tasks = [(slice_pool.DEVICE_ENV,)] * 10
     got = list(slice_pool.ordered(os.getenv, tasks, 2, {slice_pool.DEVICE_ENV: "cpu"}))
-    assert got == [None, "cpu", None, "cpu"]  # every 2nd task is this process's own
-    got = list(slice_pool.ordered(os.getenv, tasks, 2, {slice_pool.DEVICE_ENV: "auto"}))
-    assert got == [None, "auto", None, "auto"]
+    assert got == ["cpu", "cpu"] + [None] * 8
+    slice_pool.shutdown()
+
+
+def test_errors_come_in_task_order_whoever_coded_the_task():
+    """A task this process coded ahead of its turn raises at its turn: every result before it
+    first, and the first failing task's error, whichever process ran into which."""
+    slice_pool.shutdown()
+    for tasks in (["1", "2", "3", "x4", "5", "x6"], ["x1", "2", "x3", "4", "5", "6", "7"]):
+        got = []
+        with pytest.raises(ValueError) as e:
+            for v in slice_pool.ordered(int, [(t,) for t in tasks], 2):
+                got.append(v)
+        first = next(i for i, t in enumerate(tasks) if t.startswith("x"))
+        assert got == [int(t) for t in tasks[:first]] and repr(tasks[first]) in str(e.value)
+    assert list(slice_pool.ordered(int, [(str(i),) for i in range(30)], 2)) == list(range(30))
     slice_pool.shutdown()
 
 
