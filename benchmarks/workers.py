@@ -7,7 +7,9 @@ idle, and never slower than one thread when it is loaded. Each configuration run
 commands in fresh processes, start-up and weights included: `lvpnet compress` (learned codec,
 safety net and verification included) and `lvpnet decompress`, on --slices slices of the bundled
 sample CT (its 12 slices repeated), while --load busy-looping processes keep cores busy.
-Configurations are interleaved round by round; the best round of each is reported.
+Configurations are interleaved round by round. Each is reported by its best round and, since a
+shared host can move one configuration's time by a quarter within minutes, by the median of the
+per-round speeds (each round's time against that round's one-thread time): run several rounds.
 """
 
 from __future__ import annotations
@@ -80,7 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for p in spinners:
             p.terminate()
-    be, bd = (min(t[i] for t in times["1 thread"]) for i in (0, 1))
+    base = times["1 thread"]
+    be, bd = (min(t[i] for t in base) for i in (0, 1))
+
+    def median_speed(ts: list, i: int) -> float:
+        return float(np.median([b[i] / t[i] for b, t in zip(base, ts)]))
+
     lines = [
         "# A volume with 1 thread, 2 threads and 2 worker processes",
         "",
@@ -88,14 +95,17 @@ def main(argv: list[str] | None = None) -> int:
         f"{time.strftime('%Y-%m-%d %H:%M')} UTC, {platform.machine()}, {os.cpu_count()} cores, {args.load} "
         f"busy-looping process(es) beside the commands. {args.slices} slices of 512 x 512 int16 (the sample CT "
         "repeated), learned codec; `compress` includes the safety net and verification; whole commands timed, "
-        "start-up and weights included; best of the rounds, configurations interleaved.",
+        "start-up and weights included; configurations interleaved round by round. Speed: the best round against "
+        "one thread's best, and the median over the rounds of each round's speed against that round's one thread.",
         "",
-        "| configuration | compress (s) | speed vs 1 thread | decompress (s) | speed vs 1 thread |",
-        "|---|---|---|---|---|",
+        "| configuration | compress (s), best | speed, best | speed, median | decompress (s), best | speed, best "
+        "| speed, median |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, ts in times.items():
         e, d = min(t[0] for t in ts), min(t[1] for t in ts)
-        lines.append(f"| {name} | {e:.1f} | {be / e:.2f}x | {d:.1f} | {bd / d:.2f}x |")
+        lines.append(f"| {name} | {e:.1f} | {be / e:.2f}x | {median_speed(ts, 0):.2f}x | {d:.1f} | {bd / d:.2f}x "
+                     f"| {median_speed(ts, 1):.2f}x |")
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
