@@ -9,8 +9,15 @@ from lvpnet.model import IntegerDecoder, int8_trunk, load_checkpoint, prep
 pytest.importorskip("numba")
 
 
-def test_shipped_weights_int8_equals_float():
+@pytest.mark.parametrize("rows", [None, 1, 5])
+def test_shipped_weights_int8_equals_float(rows, monkeypatch):
+    """``rows``: the hidden layers' bands forced to that many rows (None: as the cache size sets
+    them, one band on this small plane): one row, and bands that do not divide the plane's 24 rows,
+    so a reused band buffer meets the plane's top and bottom edges in different bands."""
     from lvpnet.codecs.weights import shipped_weights
+
+    if rows is not None:
+        monkeypatch.setattr(int8_trunk, "_band_rows", lambda K, w, h: min(h, rows))
 
     w = shipped_weights()
     if w is None or not int8_trunk.supported():

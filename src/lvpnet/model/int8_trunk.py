@@ -132,7 +132,7 @@ class _Layer:
                    else np.zeros((h * w, self.Kp), np.int8))
             col = 0
             for x in parts:
-                _kernels()[0](x, out, col)
+                _kernels()[0](x, out, col, 0, h)
                 col += 9 * x.shape[-1]
             cols = torch.from_numpy(out)
         m = self.mat(channels)
@@ -141,9 +141,30 @@ class _Layer:
         return acc
 
     def hidden(self, parts: list) -> np.ndarray:
-        """A hidden layer: clamp(floor(sums / 2**shift), 0, AMAX) as (h, w, O) int8."""
+        """A hidden layer: clamp(floor(sums / 2**shift), 0, AMAX) as (h, w, O) int8. A 3x3 layer
+        goes by bands of rows (``_band_rows``): each band's input columns, product and sums stay in
+        the core's cache instead of a whole plane's (a 128 x 128 step's columns are 7 MB), which
+        was the decode's memory traffic, the part that slows down when the other cores work too.
+        Every pixel's sums are the same integers either way."""
         h, w = parts[0].shape[:2]
-        return self.activate(self.acc(parts), h, w)
+        if self.k == 1:
+            return self.activate(self.acc(parts), h, w)
+        channels = tuple(x.shape[-1] for x in parts)
+        rows = _band_rows(self.Kp, w, h)
+        cols = _columns(self.Kp, channels, rows, w)
+        m = self.mat(channels)
+        out = np.empty((h, w, self.O), np.int8)
+        unfold, activate = _kernels()
+        for y0 in range(0, h, rows):
+            y1 = min(h, y0 + rows)
+            col = 0
+            for x in parts:
+                unfold(x, cols, col, y0, y1)
+                col += 9 * x.shape[-1]
+            acc = torch._int_mm(torch.from_numpy(cols[: (y1 - y0) * w]), m)
+            acc += self.bias
+            activate(acc.numpy().reshape(-1), out[y0:y1].reshape(-1), self.shift, AMAX)
+        return out
 
     def activate(self, acc: torch.Tensor, h: int, w: int) -> np.ndarray:
         """The exact sums (h * w, O) int32 -> clamp(floor(sums / 2**shift), 0, AMAX) as (h, w, O) int8."""
@@ -179,16 +200,26 @@ class FeatsProduct:
         self._local.__dict__.clear()
 
 
+_BAND_BYTES = 1 << 20  # a band's input columns: about half a core's L2 cache
+
+
+def _band_rows(K: int, w: int, h: int) -> int:
+    """Rows per band of a 3x3 layer whose unfolded row takes ``K`` bytes a pixel (``hidden``)."""
+    return max(1, min(h, _BAND_BYTES // max(1, K * w)))
+
+
 _LOCAL = threading.local()  # per thread (a viewer decodes in the background): the unfold buffers
 _KEEP = 32 << 20  # bytes: buffers up to this are kept between steps (every layer of a 1024 x 1024 plane;
 # a larger plane's zeroing is small beside its products, and its buffers would hold 60 bytes a pixel)
 
 
 def _columns(K: int, channels: tuple, h: int, w: int) -> np.ndarray:
-    """A zeroed (h * w, K) int8 buffer for a 3x3 layer's unfolded input, kept for the next call of
-    the same layout in this thread: ``_unfold3`` writes the same entries on every call (the
-    padding's zeros and the columns past the channels stay as they are), so it is zeroed once, not
-    once per step. Every step's layers share them; ``release_columns`` drops them after a slice."""
+    """A zeroed (h * w, K) int8 buffer for a 3x3 layer's unfolded input (``h``: a plane's rows, or a
+    band's, ``_Layer.hidden``), kept for the next call of the same layout in this thread:
+    ``_unfold3`` writes the same entries on every call (the left and right padding's zeros and the
+    columns past the channels stay as they are; the rows above and below the plane it writes as
+    zeros), so it is zeroed once, not once per step or band. Every step's layers share them;
+    ``release_columns`` drops them after a slice."""
     bufs = _LOCAL.__dict__.setdefault("columns", {})
     key = (K, channels, h, w)
     if key not in bufs:
@@ -200,27 +231,33 @@ def release_columns() -> None:
     _LOCAL.__dict__.pop("columns", None)
 
 
-def _unfold3(x, out, col0):
-    """Pixel ``y w + x``'s row of ``out`` (h * w, K) int8, columns ``col0 + (3 ki + kj) C + c``:
+def _unfold3(x, out, col0, y0, y1):
+    """Rows ``y0 <= y < y1`` of a 3x3 layer's input matrix: pixel (y, x)'s row ``(y - y0) w + x``
+    of ``out`` (at least (y1 - y0) w rows, K columns) int8, columns ``col0 + (3 ki + kj) C + c``:
     channel ``c`` of ``x`` (h, w, C) int8 at (y + ki - 1, x + kj - 1), zero outside (a 3x3 conv's
-    zero padding; ``out`` comes zeroed). For each tap row the three taps' channels are one
-    contiguous run in both arrays, copied through flat views, which numba vectorises."""
+    zero padding). A tap row above or below the plane is written as zeros, so a band buffer is
+    reused from band to band without zeroing; the taps left and right of the plane are never
+    written (the same entries in every band: zero from the buffer's start). For each tap row the
+    three taps' channels are one contiguous run in both arrays, copied through flat views, which
+    numba vectorises."""
     h, w, C = x.shape
     K = out.shape[1]
     src_all = x.reshape(-1)
     dst_all = out.reshape(-1)
-    for y in range(h):
+    for y in range(y0, y1):
         for ki in range(3):
             sy = y + ki - 1
-            if sy < 0 or sy >= h:
-                continue
+            inside = 0 <= sy < h
             for xx in range(w):
                 lo = 1 if xx == 0 else 0  # the taps kj in lo..hi-1 fall inside the plane
                 hi = 2 if xx == w - 1 else 3
-                d = (y * w + xx) * K + col0 + (3 * ki + lo) * C
-                s = (sy * w + xx + lo - 1) * C
+                d = ((y - y0) * w + xx) * K + col0 + (3 * ki + lo) * C
                 n = (hi - lo) * C
                 dst = dst_all[d : d + n]
+                if not inside:
+                    dst[:] = 0
+                    continue
+                s = (sy * w + xx + lo - 1) * C
                 src = src_all[s : s + n]
                 for i in range(n):
                     dst[i] = src[i]
