@@ -140,15 +140,21 @@ class _Layer:
         acc += self.bias
         return acc
 
-    def hidden(self, parts: list) -> np.ndarray:
-        """A hidden layer: clamp(floor(sums / 2**shift), 0, AMAX) as (h, w, O) int8. A 3x3 layer
-        goes by bands of rows (``_band_rows``): each band's input columns, product and sums stay in
-        the core's cache instead of a whole plane's (a 128 x 128 step's columns are 7 MB), which
-        was the decode's memory traffic, the part that slows down when the other cores work too.
-        Every pixel's sums are the same integers either way."""
+    def hidden(self, parts: list, shift: int | None = None, add=None) -> np.ndarray:
+        """A hidden layer: clamp(floor(sums / 2**shift), 0, AMAX) as (h, w, O) int8 (``shift``: this
+        layer's unless given). A 3x3 layer goes by bands of rows (``_band_rows``): each band's input
+        columns, product and sums stay in the core's cache instead of a whole plane's (a 128 x 128
+        step's columns are 7 MB), which was the decode's memory traffic, the part that slows down
+        when the other cores work too. ``add(acc, y0, y1)``: adds more sums to a band's (rows y0 to
+        y1, (rows * w, O) int32) before the activation. Every pixel's sums are the same integers
+        either way."""
         h, w = parts[0].shape[:2]
+        shift = self.shift if shift is None else shift
         if self.k == 1:
-            return self.activate(self.acc(parts), h, w)
+            acc = self.acc(parts)
+            if add is not None:
+                add(acc, 0, h)
+            return self._activate(acc, h, w, shift)
         channels = tuple(x.shape[-1] for x in parts)
         rows = _band_rows(self.Kp, w, h)
         cols = _columns(self.Kp, channels, rows, w)
@@ -163,13 +169,15 @@ class _Layer:
                 col += 9 * x.shape[-1]
             acc = torch._int_mm(torch.from_numpy(cols[: (y1 - y0) * w]), m)
             acc += self.bias
-            activate(acc.numpy().reshape(-1), out[y0:y1].reshape(-1), self.shift, AMAX)
+            if add is not None:
+                add(acc, y0, y1)
+            activate(acc.numpy().reshape(-1), out[y0:y1].reshape(-1), shift, AMAX)
         return out
 
-    def activate(self, acc: torch.Tensor, h: int, w: int) -> np.ndarray:
+    def _activate(self, acc: torch.Tensor, h: int, w: int, shift: int) -> np.ndarray:
         """The exact sums (h * w, O) int32 -> clamp(floor(sums / 2**shift), 0, AMAX) as (h, w, O) int8."""
         out = np.empty((h, w, self.O), np.int8)
-        _kernels()[1](acc.numpy().reshape(-1), out.reshape(-1), self.shift, AMAX)
+        _kernels()[1](acc.numpy().reshape(-1), out.reshape(-1), shift, AMAX)
         return out
 
 
@@ -319,26 +327,28 @@ class Int8Step:
         self.mask_taps = (w[:, cu + n_out : cu + n_out + self.n_ctx].to(torch.int64).sum(1) * AMAX).numpy()
         self._masks: dict = {}
 
-    def _add_mask_sums(self, acc: torch.Tensor, h: int, w: int) -> None:
-        """Adds the masks' exact sums to ``acc`` (h * w, O) int32: the same in every row but the
-        first and the last, whose taps above or below fall in the 3x3 zero padding."""
-        part = self._masks.get(w)  # (3, w, O); read once: another thread may clear the cache
-        if part is None:  # per tap row ki, each column's sum over the taps kj inside the plane
+    def _add_mask_sums(self, acc: torch.Tensor, h: int, w: int, y0: int = 0, y1: int | None = None) -> None:
+        """Adds the masks' exact sums to ``acc`` ((y1 - y0) * w, O) int32, rows ``y0`` to ``y1`` of
+        an (h, w) plane (all of it by default): the same in every row but the first and the last,
+        whose taps above or below fall in the 3x3 zero padding."""
+        y1 = h if y1 is None else y1
+        kept = self._masks.get(w)  # read once: another thread may clear the cache
+        if kept is None:  # per tap row ki, each column's sum over the taps kj inside the plane
             cols = np.ones((3, w), np.int64)
             cols[0, 0] = cols[2, w - 1] = 0  # tap column kj reads column x + kj - 1
             part = torch.from_numpy(np.ascontiguousarray(np.einsum("oab,bx->axo", self.mask_taps, cols)
-                                                         .astype(np.int32)))
+                                                         .astype(np.int32)))  # (3, w, O)
+            kept = (part, part.sum(0, dtype=torch.int32))
             if len(self._masks) >= _MASK_WIDTHS:  # bounded in a process that decodes many widths
                 self._masks.clear()
-            self._masks[w] = part
-        a = acc.view(h, w, acc.shape[1])
-        if h == 1:
-            a += part[1]
-            return
-        a[0] += part[1] + part[2]  # tap row ki reads row y + ki - 1
-        a[h - 1] += part[0] + part[1]
-        if h > 2:
-            a[1 : h - 1] += part.sum(0, dtype=torch.int32)
+            self._masks[w] = kept
+        part, total = kept
+        a = acc.view(y1 - y0, w, acc.shape[1])
+        a += total  # tap row ki reads row y + ki - 1: all three inside the plane ...
+        if y0 == 0:
+            a[0] -= part[0]  # ... but above the first row
+        if y1 == h:
+            a[-1] -= part[2]  # ... and below the last
 
     @classmethod
     def build(cls, spec: dict, head_rows: torch.Tensor, n_ctx: int, shared: FeatsProduct | None = None
@@ -360,10 +370,14 @@ class Int8Step:
             # sub-images not decoded yet are zero here (``IntegerDecoder._raw``): cutting them adds nothing
             c = pixels_first(int_conv(ctx_u[:, : max(1, self.n_ctx)].to(torch.float32), self.ctx, "conv")[0])
             if self.feats is not None:  # the first layer in its three parts (``_split_first``)
-                acc = self.first_ctx.acc([c])
-                acc += self.feats.acc(feats)
-                self._add_mask_sums(acc, h, w)
-                parts, layers = [layers[0].activate(acc, h, w)], layers[1:]
+                fa = self.feats.acc(feats)
+
+                def add(acc, y0, y1):  # the features' sums (once a slice) and the masks'
+                    acc += fa[y0 * w : y1 * w]
+                    self._add_mask_sums(acc, h, w, y0, y1)
+
+                parts = [self.first_ctx.hidden([c], layers[0].shift, add)]
+                layers = layers[1:]
             else:
                 m = np.broadcast_to((avail[0].to(torch.int8) * AMAX).numpy(), (h, w, avail.shape[1]))
                 parts = [pixels_first(feats[0]), c, np.ascontiguousarray(m)]
