@@ -133,10 +133,10 @@ def ordered(fn: Callable, tasks: Iterable[tuple], n: int, env: dict[str, str] | 
     Otherwise this process is one of the ``n``, on one torch thread. The ``n - 1`` workers each keep
     two tasks (one running, one queued, so a worker never waits for this process to hand it the
     next); whenever the next result in order is a worker's that is not ready, this process codes
-    the next task itself instead of waiting. So it works while the workers start (about 2 s: a
-    slice decodes in about 0.35 s) and takes on more tasks whenever they are slower (a loaded
-    core). Who codes a task changes nothing in its result, and an error is raised at its task's
-    turn, after every result before it, as in one process."""
+    the next task itself instead of waiting. So it works while the workers start (about 2 s,
+    when a slice decodes in a quarter of a second) and takes on more tasks whenever they are
+    slower (a loaded core). Who codes a task changes nothing in its result, and an error is raised
+    at its task's turn, after every result before it, as in one process."""
     if n <= 1:
         for task in tasks:
             yield fn(*task)
