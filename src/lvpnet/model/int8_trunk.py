@@ -135,54 +135,46 @@ class _Layer:
             h, w = parts[0].shape[:2]
             out = (_columns(self.Kp, channels, h, w) if keep and self.Kp * h * w <= _KEEP
                    else np.zeros((h * w, self.Kp), np.int8))
-            col = 0
-            for x in parts:
-                _kernels()[0](x, out, col, 0, h)
-                col += 9 * x.shape[-1]
+            _unfold_parts(parts, out, 0, h)
             cols = torch.from_numpy(out)
         m = self.mat(channels)
         acc = torch._int_mm(m, cols.T) if self.first else torch._int_mm(cols, m)
         acc += self.bias
         return acc
 
-    def hidden(self, parts: list, shift: int | None = None, add=None) -> np.ndarray:
-        """A hidden layer: clamp(floor(sums / 2**shift), 0, AMAX) as (h, w, O) int8 (``shift``: this
-        layer's unless given). A 3x3 layer goes by bands of rows (``_band_rows``): each band's input
+    def hidden(self, parts: list, add=None) -> np.ndarray:
+        """A hidden layer: clamp(floor(sums / 2**shift), 0, AMAX) as (h, w, O) int8. A 3x3 layer goes by bands of rows (``_band_rows``): each band's input
         columns, product and sums stay in the core's cache instead of a whole plane's (a 128 x 128
         step's columns are 7 MB), which was the decode's memory traffic, the part that slows down
         when the other cores work too. ``add(acc, y0, y1)``: adds more sums to a band's (rows y0 to
         y1, (rows * w, O) int32) before the activation. Every pixel's sums are the same integers
         either way."""
         h, w = parts[0].shape[:2]
-        shift = self.shift if shift is None else shift
         if self.k == 1:
             acc = self.acc(parts)
             if add is not None:
                 add(acc, 0, h)
-            return self._activate(acc, h, w, shift)
+            return self._activate(acc, h, w)
         channels = tuple(x.shape[-1] for x in parts)
         rows = _band_rows(self.Kp, w, h)
         cols = _columns(self.Kp, channels, rows, w)
         m = self.mat(channels)
         out = np.empty((h, w, self.O), np.int8)
-        unfold, activate = _kernels()
+        activate = _kernels()[1]
         for y0 in range(0, h, rows):
             y1 = min(h, y0 + rows)
-            col = 0
-            for x in parts:
-                unfold(x, cols, col, y0, y1)
-                col += 9 * x.shape[-1]
+            _unfold_parts(parts, cols, y0, y1)
             acc = torch._int_mm(torch.from_numpy(cols[: (y1 - y0) * w]), m)
             acc += self.bias
             if add is not None:
                 add(acc, y0, y1)
-            activate(acc.numpy().reshape(-1), out[y0:y1].reshape(-1), shift, AMAX)
+            activate(acc.numpy().reshape(-1), out[y0:y1].reshape(-1), self.shift, AMAX)
         return out
 
-    def _activate(self, acc: torch.Tensor, h: int, w: int, shift: int) -> np.ndarray:
+    def _activate(self, acc: torch.Tensor, h: int, w: int) -> np.ndarray:
         """The exact sums (h * w, O) int32 -> clamp(floor(sums / 2**shift), 0, AMAX) as (h, w, O) int8."""
         out = np.empty((h, w, self.O), np.int8)
-        _kernels()[1](acc.numpy().reshape(-1), out.reshape(-1), shift, AMAX)
+        _kernels()[1](acc.numpy().reshape(-1), out.reshape(-1), self.shift, AMAX)
         return out
 
 
@@ -242,6 +234,15 @@ def _columns(K: int, channels: tuple, h: int, w: int) -> np.ndarray:
 
 def release_columns() -> None:
     _LOCAL.__dict__.pop("columns", None)
+
+
+def _unfold_parts(parts: list, out: np.ndarray, y0: int, y1: int) -> None:
+    """Rows ``y0`` to ``y1`` of the input matrix of a 3x3 layer whose input is ``parts`` (h, w, C_i),
+    each part's nine taps of channels after the one before (``_Layer.mat``'s column order)."""
+    unfold, col = _kernels()[0], 0
+    for x in parts:
+        unfold(x, out, col, y0, y1)
+        col += 9 * x.shape[-1]
 
 
 def _unfold3(x, out, col0, y0, y1):
@@ -326,7 +327,8 @@ class Int8Step:
             shared = FeatsProduct(w[:, :cu], first["bias"])
         self.feats = shared
         zero = torch.zeros(w.shape[0], dtype=first["bias"].dtype)
-        self.first_ctx = _Layer({"weight": w[:, cu : cu + n_out], "bias": zero, "shift": 0})
+        # the context part's product, activated with the first layer's shift once the other parts are added
+        self.first_ctx = _Layer({"weight": w[:, cu : cu + n_out], "bias": zero, "shift": first["shift"]})
         # the masks: channel c is AMAX where sub-image c is decoded (the first n_ctx), 0 elsewhere;
         # their sums per plane width are kept (``_add_mask_sums``)
         self.mask_taps = (w[:, cu + n_out : cu + n_out + self.n_ctx].to(torch.int64).sum(1) * AMAX).numpy()
@@ -381,7 +383,7 @@ class Int8Step:
                     acc += fa[y0 * w : y1 * w]
                     self._add_mask_sums(acc, h, w, y0, y1)
 
-                parts = [self.first_ctx.hidden([c], layers[0].shift, add)]
+                parts = [self.first_ctx.hidden([c], add)]
                 layers = layers[1:]
             else:
                 m = np.broadcast_to((avail[0].to(torch.int8) * AMAX).numpy(), (h, w, avail.shape[1]))
