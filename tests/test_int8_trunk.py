@@ -16,8 +16,9 @@ def test_shipped_weights_int8_equals_float(rows, monkeypatch):
     so a reused band buffer meets the plane's top and bottom edges in different bands."""
     from lvpnet.codecs.weights import shipped_weights
 
-    if rows is not None:
+    if rows is not None:  # the head's bands too (``predict``'s fused path)
         monkeypatch.setattr(int8_trunk, "_band_rows", lambda K, w, h: min(h, rows))
+        monkeypatch.setattr(int8_trunk, "_head_rows", lambda n_out, w, h: min(h, rows))
 
     w = shipped_weights()
     if w is None or not int8_trunk.supported():
@@ -47,6 +48,10 @@ def test_shipped_weights_int8_equals_float(rows, monkeypatch):
             pa = fast._params(a, R, B, k, ctx_v=ctx_v, avail=avail)
             pb = ref._params(b, R, B, k, ctx_v=ctx_v, avail=avail)
             assert torch.equal(pa[0], pb[0]) and torch.equal(pa[1], pb[1]), f"step {k}"
+            # the codec's path: the head's product by bands, each band through the fused kernel
+            assert fast._banded(feats, ctx, k, R, B) is not None
+            mu, s = fast.predict(feats, ctx, k, R, B)
+            assert torch.equal(mu, pb[0][0]) and torch.equal(s, pb[1][0]), f"step {k}, by bands"
 
 
 def fast_latent_shape(dec, Hp, Wp):
@@ -149,3 +154,39 @@ def test_first_layer_unsplit_equals_float(monkeypatch):
         assert fast._int8_steps[k].feats is None  # the unsplit path ran
         want = ref._raw(feats, ctx, k, 12)[0][:, fast._int8_steps[k].head_rows]
         assert torch.equal(got.to(want.dtype), want), k
+
+
+def test_context_sums_carried_only_for_the_same_sub_images():
+    """``ContextSums`` adds the new sub-images' sums to the last step's only when the earlier ones are
+    the very tensors it saw, unchanged, at the same bit depth: a new tensor, one changed in place, or
+    another ``B`` gives the full conv's values, as does every step of an in-order walk."""
+    from lvpnet.model.intnet import int_conv
+
+    g = torch.Generator().manual_seed(5)
+    # small weights and a bias near the middle, so that few outputs sit at the clamp and a stale sum shows
+    spec = {"weight": torch.randint(-2, 3, (8, 15, 3, 3), generator=g, dtype=torch.int32),
+            "bias": torch.full((8,), 4000), "shift": 6, "pad": 1, "relu": True, "raw": False}
+    sums = int8_trunk.ContextSums(spec)
+    subs = [torch.randint(0, 2**12, (9, 11), generator=g) for _ in range(15)]
+
+    def check(subs, n, B):
+        ctx_u = prep.to_ctx(torch.stack(subs[:n])[None], B).double()
+        keys = (B, *((c, c._version) for c in subs[:n]))
+        cut = dict(spec, weight=spec["weight"][:, :n])
+        assert torch.equal(sums(ctx_u, n, keys), int_conv(ctx_u.float(), cut)), (n, B)
+
+    for n in range(1, 16):  # the walk: one more sub-image a step
+        check(subs, n, 12)
+    other = list(subs)
+    bump = torch.zeros_like(subs[2])
+    bump[3:6, 3:6] = 2000
+    other[2] = subs[2] + bump  # a new tensor, at version 0 as the one it replaces
+    check(subs, 4, 12)  # a walk started again
+    check(other, 6, 12)  # a new tensor among the earlier ones
+    check(other, 9, 12)
+    other[5][2:7, 2:7] -= 1500  # changed in place
+    check(other, 10, 12)
+    check(other, 11, 13)  # another bit depth
+    check(other, 3, 13)  # fewer sub-images than last time
+    sums.clear()
+    check(other, 15, 13)

@@ -33,7 +33,7 @@ import threading
 import numpy as np
 import torch
 
-from .intnet import AMAX, int_conv
+from .intnet import AMAX
 
 _K_ALIGN = 64  # inner dimension padded with zero columns: oneDNN's int8 kernels like multiples of 64
 
@@ -205,12 +205,59 @@ class FeatsProduct:
         self._local.__dict__.clear()
 
 
+class ContextSums:
+    """The context conv's exact sums (bias included, before its shift), kept through a slice's steps.
+    Step k's context is step k-1's plus the sub-images decoded in between, and the conv is linear, so
+    a step convolves only the sub-images that are new to it (one channel of up to 15 at the last
+    steps). Sub-images are recognised by identity (the tensor objects and torch's in-place version
+    counter, ``keys``), never by value; any other call computes every channel. Integer sums below
+    the layer's float32 bound in any grouping, so the sums are the full conv's exactly."""
+
+    def __init__(self, spec: dict):
+        self.weight = spec["weight"].to(torch.float32)  # (O, every context channel, 3, 3)
+        self.bias = spec["bias"].to(torch.float32)
+        self.shift, self.pad = int(spec["shift"]), int(spec["pad"])
+        self._local = threading.local()  # an engine may walk slices in two threads at once
+
+    def __call__(self, ctx_u: torch.Tensor, n: int, keys: tuple | None) -> torch.Tensor:
+        """The layer's output (1, O, h, w) float32 in [0, AMAX] on the first ``n >= 1`` channels of
+        ``ctx_u`` (1, >= n, h, w), named by ``keys`` (``(B, (tensor, version), ...)``, or None: keep nothing)."""
+        mine = self._local.__dict__
+        have, acc = mine.get("keys"), mine.get("acc")
+        start = 0
+        if keys is not None and have is not None and acc.shape[-2:] == ctx_u.shape[-2:] and _extends(have, keys):
+            start = len(have) - 1
+        conv = torch.nn.functional.conv2d
+        if start == 0:
+            acc = conv(ctx_u[:, :n].to(torch.float32), self.weight[:, :n], self.bias, padding=self.pad)
+        elif start < n:
+            acc.add_(conv(ctx_u[:, start:n].to(torch.float32), self.weight[:, start:n], padding=self.pad))
+        if keys is not None:
+            mine["keys"], mine["acc"] = keys, acc
+        return torch.clamp(torch.floor(acc * 2.0**-self.shift), 0, AMAX)
+
+    def clear(self) -> None:
+        self._local.__dict__.clear()
+
+
+def _extends(have: tuple, keys: tuple) -> bool:
+    """Whether ``keys`` names the sub-images ``have`` names, in order, and possibly more, at the same ``B``."""
+    if have[0] != keys[0] or len(have) > len(keys):
+        return False
+    return all(a[0] is b[0] and a[1] == b[1] for a, b in zip(have[1:], keys[1:]))
+
+
 _BAND_BYTES = 1 << 20  # a band's input columns: about half a core's L2 cache
 
 
 def _band_rows(K: int, w: int, h: int) -> int:
     """Rows per band of a 3x3 layer whose unfolded row takes ``K`` bytes a pixel (``hidden``)."""
     return max(1, min(h, _BAND_BYTES // max(1, K * w)))
+
+
+def _head_rows(n_out: int, w: int, h: int) -> int:
+    """Rows per band of the head's ``n_out`` int32 sums a pixel (``Int8Step.head_bands``)."""
+    return max(1, min(h, _BAND_BYTES // max(1, 4 * n_out * w)))
 
 
 _LOCAL = threading.local()  # per thread (a viewer decodes in the background): the unfold buffers
@@ -301,17 +348,17 @@ class Int8Step:
     """Step ``k``'s trunk and head (``predictor.step_spec``) as int8 products; ``head_rows`` the head
     outputs the step reads. ``Int8Step.build`` returns None where the weights do not fit int8."""
 
-    def __init__(self, spec: dict, head_rows: torch.Tensor, n_ctx: int, shared: FeatsProduct | None = None):
+    def __init__(self, spec: dict, head_rows: torch.Tensor, n_ctx: int, shared: FeatsProduct | None = None,
+                 ctx_shared: ContextSums | None = None):
         self.head_rows = head_rows
         self.n_ctx = n_ctx
-        self.ctx = None
+        self.ctx_sums = None
         self.layers = [_Layer(layer) for layer in spec["layers"]]
         self.head = _Layer(spec["head"], head_rows, first=True)
         self.feats = None
-        if "ctx" in spec:  # 9-bit inputs: stays a float conv, cut to the decoded sub-images
-            c = dict(spec["ctx"])
-            c["weight"] = c["weight"][:, : max(1, n_ctx)].contiguous()
-            self.ctx = c
+        if "ctx" in spec:  # 9-bit inputs: stays a float conv, on the decoded sub-images only
+            same = ctx_shared is not None and torch.equal(ctx_shared.weight, spec["ctx"]["weight"].to(torch.float32))
+            self.ctx_sums = ctx_shared if same else ContextSums(spec["ctx"])
             self._split_first(spec["layers"][0], spec["ctx"]["weight"].shape, shared)
 
     def _split_first(self, first: dict, ctx_shape, shared: FeatsProduct | None) -> None:
@@ -358,24 +405,51 @@ class Int8Step:
             a[-1] -= part[2]  # ... and below the last
 
     @classmethod
-    def build(cls, spec: dict, head_rows: torch.Tensor, n_ctx: int, shared: FeatsProduct | None = None
-              ) -> Int8Step | None:
+    def build(cls, spec: dict, head_rows: torch.Tensor, n_ctx: int, shared: FeatsProduct | None = None,
+              ctx_shared: ContextSums | None = None) -> Int8Step | None:
         if not supported():
             return None
         if not all(_fits(layer) for layer in spec["layers"]) or not _fits(spec["head"]):
             return None
         if not all(layer["relu"] and not layer["raw"] for layer in spec["layers"]) or not spec["head"]["raw"]:
             return None
-        return cls(spec, head_rows, n_ctx, shared)
+        return cls(spec, head_rows, n_ctx, shared, ctx_shared)
 
     @torch.no_grad()
-    def __call__(self, feats: torch.Tensor, ctx_u: torch.Tensor | None, avail: torch.Tensor | None) -> torch.Tensor:
-        """Like ``predictor.trunk_int`` for one slice: raw head integers (1, len(head_rows), h, w) int32."""
+    def __call__(self, feats: torch.Tensor, ctx_u: torch.Tensor | None, avail: torch.Tensor | None,
+                 keys: tuple | None = None) -> torch.Tensor:
+        """Like ``predictor.trunk_int`` for one slice: raw head integers (1, len(head_rows), h, w) int32.
+        ``keys``: names the decoded sub-images in ``ctx_u`` (``ContextSums``)."""
+        h, w = feats.shape[-2:]
+        # int32, as the product gives them: ``head_params`` reads integers of either type (a float32
+        # copy cost as much as the fused head itself on a large plane)
+        return self.head.acc(self.trunk(feats, ctx_u, avail, keys)).view(1, -1, h, w)
+
+    @torch.no_grad()
+    def head_bands(self, hidden: list):
+        """The head's raw integers band by band: (first row, (len(head_rows), rows, w) int32) for
+        bands of about ``_BAND_BYTES`` of sums, from the last hidden layer ``hidden`` (``trunk``).
+        The caller uses each band before asking for the next (``head_kernel.banded_params``)."""
+        (x,) = hidden
+        h, w, c = x.shape
+        m = self.head.mat((c,))
+        rows = _head_rows(self.head.O, w, h)
+        for y0 in range(0, h, rows):
+            y1 = min(h, y0 + rows)
+            acc = torch._int_mm(m, torch.from_numpy(x[y0:y1].reshape(-1, c)).T)
+            acc += self.head.bias
+            yield y0, acc.view(-1, y1 - y0, w)
+
+    @torch.no_grad()
+    def trunk(self, feats: torch.Tensor, ctx_u: torch.Tensor | None, avail: torch.Tensor | None,
+              keys: tuple | None = None) -> list:
+        """The hidden layers: the last one's activations as the head's input part, [(h, w, C) int8]."""
         h, w = feats.shape[-2:]
         layers = self.layers
-        if self.ctx is not None:
+        if self.ctx_sums is not None:
             # sub-images not decoded yet are zero here (``IntegerDecoder._raw``): cutting them adds nothing
-            c = pixels_first(int_conv(ctx_u[:, : max(1, self.n_ctx)].to(torch.float32), self.ctx, "conv")[0])
+            # (step 0 has none: its one zero channel gives the bias)
+            c = pixels_first(self.ctx_sums(ctx_u, max(1, self.n_ctx), keys if self.n_ctx else None)[0])
             if self.feats is not None:  # the first layer in its three parts (``_split_first``)
                 fa = self.feats.acc(feats)
 
@@ -392,6 +466,4 @@ class Int8Step:
             parts = [pixels_first(feats[0])]
         for layer in layers:
             parts = [layer.hidden(parts)]
-        # int32, as the product gives them: ``head_params`` reads integers of either type (a float32
-        # copy cost as much as the fused head itself on a large plane)
-        return self.head.acc(parts).view(1, -1, h, w)
+        return parts

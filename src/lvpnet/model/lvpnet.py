@@ -21,9 +21,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .gmsm import GMSM
+from .head_kernel import banded_params, kernel_ready
 from .int8_trunk import Int8Step, release_columns
 from .intnet import ExactMode, IntConv2d, int_conv
 from .predictor import (
+    ACT_FRAC,
+    AMAX,
+    HEAD_FW,
+    LIN_CLAMP,
     Predictor,
     head_params,
     lin_index,
@@ -345,32 +350,58 @@ class IntegerDecoder:
             u = int_conv(yt, self.up, self.impl)
             return F.pixel_shuffle(u, self.up_factor)
 
-    def _raw(self, feats: torch.Tensor, ctx: list, k: int, B: int):
-        """Step ``k``'s raw head integers (1, P, h, w) and its exact context values."""
+    def _inputs(self, feats: torch.Tensor, ctx: list, k: int, B: int):
+        """Step ``k``'s int8 step (None: the float trunk), exact context values (1, n, h, w), the
+        network's context input, the availability of each context sub-image and the keys that name
+        the decoded ones (``int8_trunk.ContextSums``)."""
         h, w = feats.shape[-2:]
         nctx = self.steps - 1
         navail = min(k, nctx)
         if k not in self._step_specs:  # the head cut to step k: 1/steps of its work
             self._step_specs[k] = step_spec(self.pred, k, self.P)
         fast = self._int8_step(k, navail) if self.int8 else None
-        if nctx:
-            # the int8 trunk reads the decoded sub-images only (``Int8Step``): the zero rest is not built
-            ctx_v = torch.zeros((1, nctx if fast is None else max(1, navail), h, w), dtype=torch.int64,
-                                device=self.device)
-            for c in range(navail):
-                ctx_v[0, c] = torch.as_tensor(ctx[c], device=self.device).long()
-            avail = (torch.arange(nctx, device=self.device) < k)[None]
-            ctx_u = to_ctx(ctx_v, B, self.cfg.ctx_bits).to(self.dtype)
-        else:
-            ctx_v = ctx_u = avail = None
+        if not nctx:
+            return fast, None, None, None, None
+        # the int8 trunk reads the decoded sub-images only (``Int8Step``): the zero rest is not built
+        ctx_v = torch.zeros((1, nctx if fast is None else max(1, navail), h, w), dtype=torch.int64,
+                            device=self.device)
+        for c in range(navail):
+            ctx_v[0, c] = torch.as_tensor(ctx[c], device=self.device).long()
+        avail = (torch.arange(nctx, device=self.device) < k)[None]
+        # the sub-images by identity, for the context sums kept through the slice (``ContextSums``)
+        keys = ((B, *((c, c._version) for c in ctx[:navail]))
+                if all(isinstance(c, torch.Tensor) for c in ctx[:navail]) else None)
+        return fast, ctx_v, to_ctx(ctx_v, B, self.cfg.ctx_bits).to(self.dtype), avail, keys
+
+    def _raw(self, feats: torch.Tensor, ctx: list, k: int, B: int):
+        """Step ``k``'s raw head integers (1, P, h, w) and its exact context values."""
+        fast, ctx_v, ctx_u, avail, keys = self._inputs(feats, ctx, k, B)
         if fast is not None:
-            raw = fast(feats, ctx_u, avail)
+            raw = fast(feats, ctx_u, avail, keys)
         else:
             with ExactMode():
                 raw = trunk_int(self._step_specs[k], feats, ctx_u, avail, self.impl)
         if ctx_v is not None:
+            navail = min(k, self.steps - 1)
             ctx_v, avail = ctx_v[:, :navail], avail[:, :navail]
         return raw, ctx_v, avail
+
+    def _banded(self, feats: torch.Tensor, ctx: list, k: int, R: int, B: int):
+        """Step ``k >= 1``'s (mu, s) with the int8 head's product taken band by band and each band's
+        raw integers turned into (mu, s) by the fused kernel while they are in the core's cache
+        (``head_kernel.banded_params``); None where that path does not apply (no int8 step, no
+        kernel, not the CPU)."""
+        if not (self.int8 and self.device.type == "cpu" and kernel_ready(self.cfg.head, self.scale_thresholds)):
+            return None
+        fast, ctx_v, ctx_u, avail, keys = self._inputs(feats, ctx, k, B)
+        if fast is None or ctx_v is None:
+            return None
+        navail = min(k, self.steps - 1)
+        lin = None if self.lin is None else (self.lin[0][k : k + 1], self.lin[1][k : k + 1])
+        hidden = fast.trunk(feats, ctx_u, avail, keys)
+        return banded_params(fast.head_bands(hidden), ctx_v[0, :navail], R, head=self.cfg.head,
+                             thr=self.scale_thresholds, lin=lin, n_scales=self.cfg.n_scales, fw=HEAD_FW,
+                             act_frac=ACT_FRAC, amax=AMAX, lin_clamp=LIN_CLAMP)
 
     def _int8_step(self, k: int, navail: int):
         """Step ``k``'s ``int8_trunk.Int8Step`` (None where the weights do not fit int8). Its head
@@ -380,19 +411,23 @@ class IntegerDecoder:
             nw = 9 * navail if k else (3 if self.cfg.step0_rows else 0)
             L = 0 if self.lin is None else int(self.lin[0].shape[1])
             rows = torch.tensor([0, 1, *range(2, 2 + nw), *range(self.P - L, self.P)], dtype=torch.int64)
-            # the steps share the trunk: the first layer's product with the features is taken once per slice
-            shared = next((st.feats for st in self._int8_steps.values() if st is not None and st.feats is not None),
-                          None)
-            self._int8_steps[k] = Int8Step.build(self._step_specs[k], rows, navail, shared)
+            # the steps share the trunk: the first layer's product with the features is taken once per
+            # slice, and the context conv's sums carried from step to step
+            built = [st for st in list(self._int8_steps.values()) if st is not None]
+            shared = next((st.feats for st in built if st.feats is not None), None)
+            ctx_shared = next((st.ctx_sums for st in built if st.ctx_sums is not None), None)
+            self._int8_steps[k] = Int8Step.build(self._step_specs[k], rows, navail, shared, ctx_shared)
         return self._int8_steps[k]
 
     def end_slice(self) -> None:
-        """Drops what the int8 steps keep of the slice just walked (``int8_trunk.FeatsProduct``)."""
+        """Drops what the int8 steps keep of the slice just walked (``int8_trunk.FeatsProduct``,
+        ``int8_trunk.ContextSums``)."""
         # a copy: another thread walking its first slice may add steps to the dict meanwhile (a
         # viewer's worker threads share one engine), and a dict changing size stops an iteration
         for st in list(self._int8_steps.values()):
-            if st is not None and st.feats is not None:
-                st.feats.clear()
+            for kept in (st.feats, st.ctx_sums) if st is not None else ():
+                if kept is not None:
+                    kept.clear()
         release_columns()
 
     def _params(self, raw, R: int, B: int, k: int, **kw):
@@ -417,6 +452,10 @@ class IntegerDecoder:
                 raise ValueError("step 0 is predicted row by row: pass its values (known=) or use step0_rows")
             up = rows_above(torch.as_tensor(known, device=self.device).long())
             return self.step0_rows(self.step0_head(feats), up, 0, R, B)
+        if k > 0:
+            fused = self._banded(feats, ctx, k, R, B)
+            if fused is not None:
+                return fused
         raw, ctx_v, avail = self._raw(feats, ctx, k, B)
         mu, s = self._params(raw, R, B, k, ctx_v=ctx_v, avail=avail)
         return mu[0], s[0]
