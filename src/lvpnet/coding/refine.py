@@ -170,20 +170,30 @@ def _folded(shape, sub_shape, pos, f, offsets):
 
 def _refined(plane, mu, ry, oky, rx, okx, cls, coefs, R, frac):
     """``apply_coefs`` of the deltas without building them: ``mu + round(sum_t q[c, t] (n_t - mu))``
-    per pixel in int64 (exact; the float64 path is exact too, below 2**51)."""
+    per pixel in int64 (exact; the float64 path is exact too, below 2**51). Row by row, each
+    offset's pass running along the row (its coefficient per pixel first, 0 where the offset has no
+    pixel), so the sums vectorise."""
     T, h = ry.shape
     w = rx.shape[1]
     out = np.empty((h, w), np.int64)
     half = np.int64(1) << (frac - 1)
+    acc = np.empty(w, np.int64)
+    cf = np.empty(w, np.int64)
+    coefs_t = np.ascontiguousarray(coefs.T)  # (T, classes)
     for i in range(h):
+        acc[:] = 0
+        ci = cls[i * w : (i + 1) * w]
+        m = mu[i]
+        for t in range(T):
+            if not oky[t, i]:
+                continue
+            row, ct, rxt, okt = plane[ry[t, i]], coefs_t[t], rx[t], okx[t]
+            for j in range(w):
+                cf[j] = ct[ci[j]] if okt[j] else 0
+            for j in range(w):
+                acc[j] += cf[j] * (row[rxt[j]] - m[j])
         for j in range(w):
-            c = cls[i * w + j]
-            m = mu[i, j]
-            acc = np.int64(0)
-            for t in range(T):
-                if oky[t, i] and okx[t, j]:
-                    acc += coefs[c, t] * (plane[ry[t, i], rx[t, j]] - m)
-            out[i, j] = min(max(m + ((acc + half) >> frac), 0), R)
+            out[i, j] = min(max(m[j] + ((acc[j] + half) >> frac), 0), R)
     return out
 
 

@@ -219,9 +219,10 @@ class ContextSums:
         self.shift, self.pad = int(spec["shift"]), int(spec["pad"])
         self._local = threading.local()  # an engine may walk slices in two threads at once
 
-    def __call__(self, ctx_u: torch.Tensor, n: int, keys: tuple | None) -> torch.Tensor:
-        """The layer's output (1, O, h, w) float32 in [0, AMAX] on the first ``n >= 1`` channels of
-        ``ctx_u`` (1, >= n, h, w), named by ``keys`` (``(B, (tensor, version), ...)``, or None: keep nothing)."""
+    def __call__(self, ctx_u: torch.Tensor, n: int, keys: tuple | None) -> np.ndarray:
+        """The layer's output on the first ``n >= 1`` channels of ``ctx_u`` (1, >= n, h, w), named by
+        ``keys`` (``(B, (tensor, version), ...)``, or None: keep nothing), as the trunk's input part:
+        (h, w, O) int8 in [0, AMAX]."""
         mine = self._local.__dict__
         have, acc = mine.get("keys"), mine.get("acc")
         start = 0
@@ -234,7 +235,10 @@ class ContextSums:
             acc.add_(conv(ctx_u[:, start:n].to(torch.float32), self.weight[:, start:n], padding=self.pad))
         if keys is not None:
             mine["keys"], mine["acc"] = keys, acc
-        return torch.clamp(torch.floor(acc * 2.0**-self.shift), 0, AMAX)
+        _, n_out, h, w = acc.shape
+        out = np.empty((h, w, n_out), np.int8)
+        _kernels()[2](acc[0].reshape(n_out, -1).numpy(), out.reshape(-1, n_out), 2.0**-self.shift, float(AMAX))
+        return out
 
     def clear(self) -> None:
         self._local.__dict__.clear()
@@ -330,6 +334,20 @@ def _activate(acc, out, shift, amax):
         out[i] = min(max(acc[i] >> shift, 0), amax)
 
 
+def _activate_float(acc, out, scale, amax):
+    """``out[p, o] = clamp(floor(acc[o, p] * scale), 0, amax)``: a float conv's exact sums (O, n),
+    channels first, to the trunk's int8 pixels-first layout (n, O). A channel's row is activated
+    in one vectorised pass, then scattered into its column."""
+    n_out, n = acc.shape
+    row = np.empty(n, np.int8)
+    for o in range(n_out):
+        a = acc[o]
+        for p in range(n):
+            row[p] = np.int8(min(max(np.floor(a[p] * scale), 0.0), amax))
+        for p in range(n):
+            out[p, o] = row[p]
+
+
 _KERNELS = None
 _MASK_WIDTHS = 16  # plane widths whose mask sums a step keeps (a volume has one or two)
 
@@ -340,7 +358,7 @@ def _kernels():
         import numba
 
         jit = numba.njit(cache=True, nogil=True)
-        _KERNELS = (jit(_unfold3), jit(_activate))
+        _KERNELS = (jit(_unfold3), jit(_activate), jit(_activate_float))
     return _KERNELS
 
 
@@ -449,7 +467,7 @@ class Int8Step:
         if self.ctx_sums is not None:
             # sub-images not decoded yet are zero here (``IntegerDecoder._raw``): cutting them adds nothing
             # (step 0 has none: its one zero channel gives the bias)
-            c = pixels_first(self.ctx_sums(ctx_u, max(1, self.n_ctx), keys if self.n_ctx else None)[0])
+            c = self.ctx_sums(ctx_u, max(1, self.n_ctx), keys if self.n_ctx else None)
             if self.feats is not None:  # the first layer in its three parts (``_split_first``)
                 fa = self.feats.acc(feats)
 
