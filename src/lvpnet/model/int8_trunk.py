@@ -22,7 +22,12 @@ channels first, the layout ``head_params`` reads, without a transpose.
 Bands: the hidden 3x3 layers and the first layer go by bands of rows (``_Layer.hidden``), so a
 band's input matrix (about 1 MB) stays in the core's cache instead of a step's 7 MB going out to
 memory and back: 191 -> 151 ms for steps 1-15 of a 512 x 512 slice (``benchmarks/cpu_speed.md``,
-session 20).
+session 20). The head's product goes by bands too when the codec asks for (mu, s)
+(``Int8Step.head_bands``): each band's raw sums go straight into the fused head kernel
+(``head_kernel.banded_params``) while they are in cache.
+
+The context stem (9-bit inputs, a float conv) is carried through a slice's steps
+(``ContextSums``): each step convolves only the sub-images decoded since the last one.
 """
 
 from __future__ import annotations
