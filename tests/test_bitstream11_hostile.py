@@ -139,6 +139,7 @@ def test_end_slice_while_another_thread_adds_steps(codec):
     class Adding:  # a step whose ``clear`` lets "another thread" add the next step meanwhile
         def __init__(self):
             self.feats = self
+            self.ctx_sums = None
 
         def clear(self):
             steps.setdefault(free, None)
