@@ -23,7 +23,7 @@ def _both(monkeypatch, raw, ctx_v, k, R, B, head, thr, lin):
 
 
 @pytest.mark.parametrize("head", [2, 3])
-# R 2**17 - 1: sums that could pass 2**31, so the kernel sums in int64 instead of int32 (``_ctx_type``)
+# R 2**17 - 1: sums that could pass 2**31, so the kernel sums in int64 instead of int32 (``sums_type``)
 @pytest.mark.parametrize("k,R", [(1, 1), (3, 255), (7, 4095), (15, 65535), (15, 3), (15, 2**17 - 1)])
 @pytest.mark.parametrize("h,w", [(9, 13), (1, 1), (2, 3)])  # every edge-replicated border, one-pixel rows
 def test_fused_equals_torch(monkeypatch, head, k, R, h, w):
@@ -42,7 +42,7 @@ def test_fused_equals_torch(monkeypatch, head, k, R, h, w):
     (mu_f, s_f), (mu_t, s_t) = _both(monkeypatch, raw, ctx_v, k, R, B, head, thr, lin)
     assert torch.equal(mu_f, mu_t) and torch.equal(s_f, s_t)
     assert int(mu_f.min()) >= 0 and int(mu_f.max()) <= R
-    assert head_kernel._ctx_type(R, k, 127) == (np.int64 if R > 2**16 else np.int32)
+    assert head_kernel.sums_type(R, k, 127) == (np.int64 if R > 2**16 else np.int32)
 
 
 def test_not_fused_where_it_does_not_apply(monkeypatch):

@@ -59,9 +59,9 @@ def fast_latent_shape(dec, Hp, Wp):
 
 
 def test_int8_caches_follow_the_slice_and_the_thread():
-    """The features' product and the unfold buffers are kept between steps (``FeatsProduct``,
-    ``_columns``): slices of two sizes walked in two threads at once still get the float trunk's
-    integers at every step."""
+    """The features' product, the unfold buffers, the context sums and the head kernel's values are
+    kept between steps (``FeatsProduct``, ``_columns``, ``ContextSums``, ``_kernel_values``): slices of
+    two sizes walked in two threads at once still get the float trunk's integers at every step."""
     import threading
 
     from lvpnet.codecs.weights import shipped_weights
@@ -79,14 +79,21 @@ def test_int8_caches_follow_the_slice_and_the_thread():
         vp = rng.integers(0, 4000, (Hp, Wp))
         feats = fast.features(torch.from_numpy(rng.integers(-3, 4, fast_latent_shape(fast, Hp, Wp))))
         ctx = [torch.from_numpy(np.ascontiguousarray(vp[di::fast.f, dj::fast.f])) for di, dj in fast.order]
-        want = [ref._raw(feats, ctx, k, 12)[0] for k in range(fast.steps)]
-        cases.append((feats, ctx, want))
+        want = [ref._raw(feats, ctx, k, 12) for k in range(fast.steps)]
+        params = [None] + [ref._params(raw, 3999, 12, k, ctx_v=ctx_v, avail=avail)
+                           for k, (raw, ctx_v, avail) in enumerate(want) if k]
+        cases.append((feats, ctx, [w[0] for w in want], params))
     bad = []
 
     def walk(first):
         for r in range(4):
-            feats, ctx, want = cases[(first + r) % 2]
+            feats, ctx, want, params = cases[(first + r) % 2]
             for k in range(fast.steps):
+                if r % 2 and k:  # the codec's path: the carried context, the head by bands
+                    mu, s = fast.predict(feats, ctx, k, 3999, 12)
+                    if not (torch.equal(mu, params[k][0][0]) and torch.equal(s, params[k][1][0])):
+                        bad.append((first, r, k))
+                    continue
                 got = fast._raw(feats, ctx, k, 12)[0].to(want[k].dtype)
                 if not torch.equal(got, want[k][:, fast._int8_steps[k].head_rows]):
                     bad.append((first, r, k))
@@ -191,3 +198,60 @@ def test_context_sums_carried_only_for_the_same_sub_images():
     check(other, 3, 13)  # fewer sub-images than last time
     sums.clear()
     check(other, 15, 13)
+
+
+def test_walk_threads_one_torch_thread_for_the_int8_walk():
+    """``walk_threads``: one torch thread inside a walk on the int8 trunk, the caller's count after
+    (also when the walk raises); the float trunk keeps the caller's."""
+    from lvpnet.codecs.weights import shipped_weights
+
+    w = shipped_weights()
+    if w is None or not int8_trunk.supported():
+        pytest.skip("no shipped weights or no int8 product on this CPU")
+    ck = load_checkpoint(w)
+    fast = IntegerDecoder(ck["decoder"], dtype=torch.float32)
+    ref = IntegerDecoder(ck["decoder"], dtype=torch.float32, int8=False)
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with fast.walk_threads():
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError), fast.walk_threads():
+            raise RuntimeError("damaged")
+        assert torch.get_num_threads() == 2
+        with ref.walk_threads():
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(old)
+
+
+def test_kernel_values_carried_only_for_the_same_sub_images():
+    """``IntegerDecoder._kernel_values`` copies in only the sub-images new to a step when the earlier
+    ones are the very tensors it saw, unchanged; otherwise it copies every one."""
+    from lvpnet.codecs.weights import shipped_weights
+
+    w = shipped_weights()
+    if w is None:
+        pytest.skip("no shipped weights")
+    dec = IntegerDecoder(load_checkpoint(w)["decoder"])
+    g = torch.Generator().manual_seed(3)
+    subs = [torch.randint(0, 4096, (6, 7), generator=g) for _ in range(15)]
+
+    def check(subs, n, B=12, dtype=np.int32):
+        keys = (B, *((c, c._version) for c in subs[:n]))
+        got = dec._kernel_values(subs, n, keys, dtype)
+        assert got.dtype == dtype and np.array_equal(got, torch.stack(subs[:n]).numpy()), n
+
+    for n in range(1, 16):
+        check(subs, n)
+    check(subs, 3)  # a walk started again
+    other = list(subs)
+    other[1] = subs[1] + 1  # a new tensor, at version 0 as the one it replaces
+    check(other, 5)
+    other[2][0, 0] += 9  # changed in place
+    check(other, 6)
+    check(other, 7, dtype=np.int64)
+    check([s[:5] for s in other], 8, dtype=np.int64)  # another size
+    dec.end_slice()
+    check(other, 2)

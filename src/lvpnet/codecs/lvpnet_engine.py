@@ -146,7 +146,8 @@ class Engine:
         """``_walk_items``, then what the int8 steps keep of the slice (the features' product, this
         thread's unfold buffers) dropped: also when a damaged stream raises in ``step``."""
         try:
-            self._walk_items(*args, **kw)
+            with self.dec.walk_threads():
+                self._walk_items(*args, **kw)
         finally:
             self.dec.end_slice()
 

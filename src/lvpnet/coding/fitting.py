@@ -95,12 +95,13 @@ def network_steps(dec, feats, vp: np.ndarray, H: int, W: int, R: int, B: int) ->
     f = dec.f
     vs = torch.from_numpy(vp).to(dec.device)
     ctx, raw = [], []
-    for k, (di, dj) in enumerate(dec.order):
-        sub = vs[di::f, dj::f]
-        mu, s = dec.predict(feats, ctx, k, R, B, known=sub)
-        hr, wr = sub_real_shape(H, W, f, di, dj)
-        raw.append(StepRecord(k, sub[:hr, :wr], mu[:hr, :wr], s[:hr, :wr], (di, dj), None))
-        ctx.append(sub)
+    with dec.walk_threads():
+        for k, (di, dj) in enumerate(dec.order):
+            sub = vs[di::f, dj::f]
+            mu, s = dec.predict(feats, ctx, k, R, B, known=sub)
+            hr, wr = sub_real_shape(H, W, f, di, dj)
+            raw.append(StepRecord(k, sub[:hr, :wr], mu[:hr, :wr], s[:hr, :wr], (di, dj), None))
+            ctx.append(sub)
     dec.end_slice()
     return raw
 

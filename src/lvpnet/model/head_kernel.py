@@ -75,7 +75,7 @@ def _weight(a, fw, amax):
 def _head(raw, ctx, y0, mu, s, lin_idx, lin_ok, thr, R, fw, act_frac, amax, n_scales, lin_clamp):
     """Steps >= 1, rows ``y0`` to ``y0 + raw.shape[1]``: raw (P, rows, w) int32, those rows' raw head
     integers; ctx (n, h, w) the decoded sub-images, int32 (or int64 where a sum could pass 2**31,
-    ``_ctx_type``) -> writes those rows of mu, s (h, w) int64. Mirrors ``head_params``
+    ``sums_type``) -> writes those rows of mu, s (h, w) int64. Mirrors ``head_params``
     (``neighbours``' channel order ``c * 9 + 3 * ki + kj``, edge-replicated; torch's floor division
     and arithmetic shifts). Row by row, each neighbour channel's pass running along the row, so the
     sums vectorise; the sums take ctx's integer type (twice the lanes of int64 in int32)."""
@@ -179,7 +179,7 @@ def _integers(raw: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray((raw if raw.dtype == torch.int32 else raw.to(torch.int32)).numpy())
 
 
-def _ctx_type(R: int, n: int, amax: int):
+def sums_type(R: int, n: int, amax: int):
     """The sums' integer type: int32 where none can pass 2**31 (every value at most ``R``, ``9 n``
     neighbours of weight at most ``amax + 1``; any plane of 16 bits or fewer), else int64."""
     return np.int32 if 9 * n * (amax + 1) * (R + 1) < 2**31 else np.int64
@@ -200,19 +200,22 @@ def _lin_rows(lin, head):
     return lin[0][0].cpu().numpy().astype(np.int64), lin[1][0].cpu().numpy().astype(np.bool_)
 
 
-def banded_params(bands, ctx_v, R: int, *, head, thr, lin, n_scales, fw, act_frac, amax, lin_clamp):
+def banded_params(bands, ctx: np.ndarray, R: int, *, head, thr, lin, n_scales, fw, act_frac, amax, lin_clamp):
     """Steps >= 1: ``head_params``' (mu, s) (h, w) int64 from the raw head integers given band by band,
-    ``bands`` yielding (first row, (P, rows, w) int32), with ``ctx_v`` (n, h, w) the decoded sub-images
-    (all available). Each band goes through the kernel while its sums are still in the core's cache
-    (``int8_trunk.Int8Step.head_bands``): a whole step's raw sums (10 MB for 128 x 128) are not. None
-    where the kernel does not apply (then the caller takes the whole-plane path)."""
-    if not _applies(ctx_v.device, head, thr, False) or ctx_v.shape[0] == 0:
+    ``bands`` yielding (first row, (P, rows, w) int32), with ``ctx`` (n, h, w) int32 or int64 the
+    decoded sub-images (all available). Each band goes through the kernel while its sums are still in
+    the core's cache (``int8_trunk.Int8Step.head_bands``): a whole step's raw sums (10 MB for
+    128 x 128) are not. None where the kernel does not apply (then the caller takes the whole-plane
+    path)."""
+    if not _applies(torch.device("cpu"), head, thr, False) or ctx.shape[0] == 0:
         return None
     kernels = _compile()
     if not kernels:
         return None
-    n, h, w = ctx_v.shape
-    ctx = np.ascontiguousarray(ctx_v.numpy().astype(_ctx_type(R, n, int(amax))))
+    n, h, w = ctx.shape
+    if ctx.dtype != np.int64 and sums_type(R, n, int(amax)) == np.int64:
+        ctx = ctx.astype(np.int64)  # int32 sums could overflow: the kernel sums in the values' type
+    ctx = np.ascontiguousarray(ctx)
     lin_idx, lin_ok = _lin_rows(lin, head)
     thr = np.ascontiguousarray(thr.cpu().numpy().astype(np.int64))
     mu, s = np.empty((h, w), np.int64), np.empty((h, w), np.int64)
@@ -242,7 +245,9 @@ def fused_params(raw, ctx_v, avail, first, R, B, *, head, thr, lin, soft, nb, nb
         return None
     R = int(R.reshape(-1)[0])
     if nb is None:
-        return tuple(t[None] for t in banded_params(((0, torch.from_numpy(_integers(raw[0].detach()))),), ctx_v[0], R,
+        ctx = ctx_v[0].cpu().numpy()
+        ctx = ctx.astype(sums_type(R, ctx.shape[0], int(amax)))
+        return tuple(t[None] for t in banded_params(((0, torch.from_numpy(_integers(raw[0].detach()))),), ctx, R,
                                                     head=head, thr=thr, lin=lin, n_scales=n_scales, fw=fw,
                                                     act_frac=act_frac, amax=amax, lin_clamp=lin_clamp))
     lin_idx, lin_ok = _lin_rows(lin, head)

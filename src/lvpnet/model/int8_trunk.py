@@ -224,14 +224,15 @@ class ContextSums:
         self.shift, self.pad = int(spec["shift"]), int(spec["pad"])
         self._local = threading.local()  # an engine may walk slices in two threads at once
 
-    def __call__(self, ctx_u: torch.Tensor, n: int, keys: tuple | None) -> np.ndarray:
-        """The layer's output on the first ``n >= 1`` channels of ``ctx_u`` (1, >= n, h, w), named by
-        ``keys`` (``(B, (tensor, version), ...)``, or None: keep nothing), as the trunk's input part:
-        (h, w, O) int8 in [0, AMAX]."""
+    def __call__(self, ctx_u, n: int, keys: tuple | None) -> np.ndarray:
+        """The layer's output on the first ``n >= 1`` channels of ``ctx_u`` (1, >= n, h, w): a tensor, or
+        anything with its ``shape`` that gives ``ctx_u[:, a:b]`` as one (``IntegerDecoder``'s
+        ``_ContextInput``), named by ``keys`` (``(B, (tensor, version), ...)``, or None: keep nothing);
+        as the trunk's input part: (h, w, O) int8 in [0, AMAX]."""
         mine = self._local.__dict__
         have, acc = mine.get("keys"), mine.get("acc")
         start = 0
-        if keys is not None and have is not None and acc.shape[-2:] == ctx_u.shape[-2:] and _extends(have, keys):
+        if keys is not None and have is not None and acc.shape[-2:] == ctx_u.shape[-2:] and keys_extend(have, keys):
             start = len(have) - 1
         conv = torch.nn.functional.conv2d
         if start == 0:
@@ -249,7 +250,7 @@ class ContextSums:
         self._local.__dict__.clear()
 
 
-def _extends(have: tuple, keys: tuple) -> bool:
+def keys_extend(have: tuple, keys: tuple) -> bool:
     """Whether ``keys`` names the sub-images ``have`` names, in order, and possibly more, at the same ``B``."""
     if have[0] != keys[0] or len(have) > len(keys):
         return False

@@ -9,10 +9,12 @@ table of the pixel is ``pixel_tables[s]`` (see ``tables.py``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import math
+import threading
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -21,8 +23,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .gmsm import GMSM
-from .head_kernel import banded_params, kernel_ready
-from .int8_trunk import Int8Step, release_columns
+from .head_kernel import banded_params, kernel_ready, sums_type
+from .int8_trunk import Int8Step, keys_extend, release_columns
 from .intnet import ExactMode, IntConv2d, int_conv
 from .predictor import (
     ACT_FRAC,
@@ -288,6 +290,21 @@ class LVPNet(nn.Module):
         return model
 
 
+class _ContextInput:
+    """The network's context input (1, n, h, w) of the first ``n`` decoded sub-images ``subs``, built
+    only for the channels asked for (``ctx_u[:, a:b]``): ``int8_trunk.ContextSums`` reads those new to
+    a step."""
+
+    def __init__(self, subs: list, n: int, B: int, bits: int, hw: tuple[int, int]):
+        self.subs, self.B, self.bits = subs, B, bits
+        self.shape = (1, n, *hw)
+
+    def __getitem__(self, index) -> torch.Tensor:
+        _, chan = index
+        a, b, _ = chan.indices(self.shape[1])
+        return to_ctx(torch.stack([c.long() for c in self.subs[a:b]])[None], self.B, self.bits)
+
+
 class IntegerDecoder:
     """The exact integer decoder side, from exported integers only.
 
@@ -305,6 +322,7 @@ class IntegerDecoder:
         # the trunk as exact int8 products (``model.int8_trunk``): on the CPU unless asked otherwise
         self.int8 = (impl == "conv" and self.device.type == "cpu") if int8 is None else bool(int8)
         self._int8_steps: dict = {}
+        self._carried = threading.local()  # ``_kernel_values``, per thread (a viewer's workers share a decoder)
         self.cfg = ModelConfig(**d["config"])
         mv = lambda t: t.to(self.device)  # noqa: E731
 
@@ -390,18 +408,46 @@ class IntegerDecoder:
         """Step ``k >= 1``'s (mu, s) with the int8 head's product taken band by band and each band's
         raw integers turned into (mu, s) by the fused kernel while they are in the core's cache
         (``head_kernel.banded_params``); None where that path does not apply (no int8 step, no
-        kernel, not the CPU)."""
-        if not (self.int8 and self.device.type == "cpu" and kernel_ready(self.cfg.head, self.scale_thresholds)):
+        kernel, not the CPU, the sub-images not tensors). Its inputs are carried through the slice's
+        steps: the context conv's sums (``int8_trunk.ContextSums``) and the kernel's copy of the
+        decoded sub-images (``_kernel_values``) take in only the sub-images new to the step."""
+        nctx = self.steps - 1
+        navail = min(k, nctx)
+        if not (self.int8 and self.device.type == "cpu" and nctx and kernel_ready(self.cfg.head, self.scale_thresholds)
+                and all(isinstance(c, torch.Tensor) for c in ctx[:navail])):
             return None
-        fast, ctx_v, ctx_u, avail, keys = self._inputs(feats, ctx, k, B)
-        if fast is None or ctx_v is None:
+        if k not in self._step_specs:
+            self._step_specs[k] = step_spec(self.pred, k, self.P)
+        fast = self._int8_step(k, navail)
+        if fast is None:
             return None
-        navail = min(k, self.steps - 1)
+        keys = (B, *((c, c._version) for c in ctx[:navail]))
+        h, w = feats.shape[-2:]
+        ctx_u = _ContextInput(ctx, navail, B, self.cfg.ctx_bits, (h, w))
+        avail = None if fast.feats is not None else (torch.arange(nctx) < k)[None]  # the unsplit first layer's masks
         lin = None if self.lin is None else (self.lin[0][k : k + 1], self.lin[1][k : k + 1])
         hidden = fast.trunk(feats, ctx_u, avail, keys)
-        return banded_params(fast.head_bands(hidden), ctx_v[0, :navail], R, head=self.cfg.head,
+        values = self._kernel_values(ctx, navail, keys, sums_type(R, nctx, AMAX))
+        return banded_params(fast.head_bands(hidden), values, R, head=self.cfg.head,
                              thr=self.scale_thresholds, lin=lin, n_scales=self.cfg.n_scales, fw=HEAD_FW,
                              act_frac=ACT_FRAC, amax=AMAX, lin_clamp=LIN_CLAMP)
+
+    def _kernel_values(self, ctx: list, n: int, keys: tuple, dtype) -> np.ndarray:
+        """The first ``n`` decoded sub-images as one (n, h, w) array of ``dtype`` for the fused head,
+        kept per thread through a slice's steps: a step whose ``keys`` extend the last step's copies in
+        only its new sub-images (``int8_trunk.keys_extend``: by identity, never by value)."""
+        mine = self._carried.__dict__
+        have, vals = mine.get("keys"), mine.get("vals")
+        h, w = ctx[0].shape
+        start = 0
+        if have is not None and vals.dtype == dtype and keys_extend(have, keys):  # the same tensors: same shape
+            start = len(have) - 1
+        else:
+            vals = np.empty((self.steps - 1, h, w), dtype)
+        for c in range(start, n):
+            vals[c] = ctx[c].numpy()
+        mine["keys"], mine["vals"] = keys, vals
+        return vals[:n]
 
     def _int8_step(self, k: int, navail: int):
         """Step ``k``'s ``int8_trunk.Int8Step`` (None where the weights do not fit int8). Its head
@@ -419,6 +465,24 @@ class IntegerDecoder:
             self._int8_steps[k] = Int8Step.build(self._step_specs[k], rows, navail, shared, ctx_shared)
         return self._int8_steps[k]
 
+    @contextlib.contextmanager
+    def walk_threads(self):
+        """Around a slice's walk: one torch thread where the int8 trunk runs (the CPU). Its products
+        come in bands too small for a second thread to pay, and a second thread slowed the
+        single-threaded kernels beside them (the fused head, the unfold, the activations) by a third:
+        a 64-slice decode took 13.4 s with two threads against 11.2 s with one (session 21). Parallel
+        work comes from slices (``slice_pool``) instead. OpenMP's thread count is the calling
+        thread's own, so this leaves other threads' as they are."""
+        n = torch.get_num_threads()
+        if not self.int8 or self.device.type != "cpu" or n == 1:
+            yield
+            return
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(n)
+
     def end_slice(self) -> None:
         """Drops what the int8 steps keep of the slice just walked (``int8_trunk.FeatsProduct``,
         ``int8_trunk.ContextSums``)."""
@@ -428,6 +492,7 @@ class IntegerDecoder:
             for kept in (st.feats, st.ctx_sums) if st is not None else ():
                 if kept is not None:
                     kept.clear()
+        self._carried.__dict__.clear()
         release_columns()
 
     def _params(self, raw, R: int, B: int, k: int, **kw):
