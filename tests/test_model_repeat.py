@@ -39,6 +39,27 @@ def test_candidates_majority_first_and_edges():
     assert x[0, 0] == 0  # no neighbour inside: no flag
 
 
+@pytest.mark.parametrize("H,W", [(37, 29), (9, 1), (1, 6), (16, 16)])
+def test_candidates_numba_equals_numpy(monkeypatch, H, W):
+    """The compiled kernel and the numpy path give the same candidates and contexts, ties and
+    plane edges included, for every step's ring and for step 0's rows."""
+    from lvpnet.coding import repeat
+
+    pytest.importorskip("numba")
+    rng = np.random.default_rng(H * W)
+    v = rng.integers(0, 3, (H, W)).astype(np.int64)  # three values: ties everywhere
+    rings = [(ORDERS[4][k], ring_for_step(ORDERS[4], k)) for k in range(1, 16)] + [((0, 0), row_ring(4))]
+    for (di, dj), ring in rings:
+        shape = (len(range(di, H, 4)), len(range(dj, W, 4)))
+        if not shape[0] * shape[1]:
+            continue
+        fast = candidates(v, (di, dj), 4, shape, ring)
+        monkeypatch.setattr(repeat, "_candidates_kernel", lambda: False)
+        slow = candidates(v, (di, dj), 4, shape, ring)
+        monkeypatch.undo()
+        assert np.array_equal(fast[0], slow[0]) and np.array_equal(fast[1], slow[1]), (di, dj)
+
+
 def test_flag_tables_are_valid_and_learn():
     fc = FlagCounts()
     for x in range(1, CONTEXTS):

@@ -93,32 +93,37 @@ def candidates(v: np.ndarray, pos: tuple[int, int], f: int, shape: tuple[int, in
 
 
 def _candidates(v, di, dj, f, dys, dxs, c_out, x_out):
-    """``candidates`` pixel by pixel (the same values, ties to the first neighbour in ring order)."""
+    """``candidates`` row by row (the same values, ties to the first neighbour in ring order): a
+    row's neighbours gathered per ring offset, then each offset's count of neighbours sharing its
+    value as passes along the row, so they vectorise."""
     H, W = v.shape
     h, w = c_out.shape
     T = dys.size
-    nb = np.empty(T, np.int64)
-    ok = np.empty(T, np.bool_)
+    nb = np.empty((T, w), np.int64)
+    ok = np.empty((T, w), np.bool_)
+    cnt = np.empty(w, np.int64)
     for i in range(h):
+        r0 = di + f * i
+        for t in range(T):
+            r = r0 + dys[t]
+            inside = r >= 0 and r < H
+            row = v[min(max(r, 0), H - 1)]
+            for j in range(w):
+                c = dj + f * j + dxs[t]
+                ok[t, j] = inside and c >= 0 and c < W
+                nb[t, j] = row[min(max(c, 0), W - 1)]
         for j in range(w):
-            r0 = di + f * i
-            c0 = dj + f * j
-            for t in range(T):
-                r = r0 + dys[t]
-                c = c0 + dxs[t]
-                ok[t] = r >= 0 and r < H and c >= 0 and c < W
-                nb[t] = v[min(max(r, 0), H - 1), min(max(c, 0), W - 1)]
-            best, most = 0, -1
-            for t in range(T):
-                n = 0
-                if ok[t]:
-                    for u in range(T):
-                        if ok[u] and nb[u] == nb[t]:
-                            n += 1
-                if n > most:
-                    best, most = t, n
-            c_out[i, j] = nb[best]
-            x_out[i, j] = most
+            x_out[i, j] = -1
+        for t in range(T):
+            cnt[:] = 0
+            for u in range(T):
+                for j in range(w):
+                    cnt[j] += ok[u, j] & (nb[u, j] == nb[t, j])
+            for j in range(w):  # a strictly larger count only: ties stay with the earlier neighbour
+                n = cnt[j] if ok[t, j] else 0
+                if n > x_out[i, j]:
+                    x_out[i, j] = n
+                    c_out[i, j] = nb[t, j]
 
 
 def _candidates_kernel():
