@@ -45,6 +45,25 @@ def test_buckets_follow_the_nearest_decoded_residuals():
     assert (big.buckets(k, ORDER[k], (4, 4)) == feedback.BUCKETS - 1).all()
 
 
+@pytest.mark.parametrize("H,W", [(37, 29), (9, 1), (9, 2), (9, 3), (1, 6), (3, 7), (16, 16)])
+def test_buckets_numba_equals_numpy(monkeypatch, H, W):
+    """The compiled kernel and the numpy path give the same bucket at every pixel of every step,
+    the plane's edges included: neighbours of a phase the plane has no row or column of (a plane
+    narrower than the sub-image grid) are not counted."""
+    pytest.importorskip("numba")
+    rng = np.random.default_rng(H + W)
+    ep = feedback.ErrorPlane((H, W), ORDER)
+    ep.e[:] = rng.integers(0, 2**rng.integers(0, 12, (H, W)))  # residuals of every bit length
+    for k in range(1, len(ORDER)):
+        di, dj = ORDER[k]
+        shape = (len(range(di, H, 4)), len(range(dj, W, 4)))
+        fast = ep.buckets(k, ORDER[k], shape)
+        monkeypatch.setattr(feedback, "_buckets_kernel", lambda: False)
+        slow = ep.buckets(k, ORDER[k], shape)
+        monkeypatch.undo()
+        assert np.array_equal(fast, slow), k
+
+
 def test_rows_of_sub_image_0_are_recorded_in_place():
     ep = feedback.ErrorPlane((9, 10), ORDER)
     ep.record((0, 0), np.array([[5, 6, 7]]), np.array([[1, 1, 1]]), row=2)

@@ -100,19 +100,27 @@ class ErrorPlane:
 
 
 def _buckets(e, ry, oky, rx, okx, n_buckets):
-    """``ErrorPlane.buckets`` from the folded ring offsets (``refine.fold_offsets``), in one pass."""
+    """``ErrorPlane.buckets`` from the folded ring offsets (``refine.fold_offsets``), in one pass: row
+    by row, each offset's pass along the row (so the sums vectorise), then each pixel's mean and
+    its capped bit length."""
     T, h = ry.shape
     w = rx.shape[1]
     out = np.empty((h, w), np.int64)
+    total = np.empty(w, np.int64)
+    count = np.empty(w, np.int64)
     for i in range(h):
+        total[:] = 0
+        count[:] = 0
+        for t in range(T):
+            if not oky[t, i]:
+                continue
+            row, rxt, okt = e[ry[t, i]], rx[t], okx[t]
+            for j in range(w):
+                if okt[j]:
+                    total[j] += row[rxt[j]]
+                    count[j] += 1
         for j in range(w):
-            total = np.int64(0)
-            count = 0
-            for t in range(T):
-                if oky[t, i] and okx[t, j]:
-                    total += e[ry[t, i], rx[t, j]]
-                    count += 1
-            mean = total // max(count, 1)
+            mean = total[j] // max(count[j], 1)
             b = 0
             while mean > 0 and b < n_buckets - 1:  # bit_length, capped
                 mean >>= 1
