@@ -71,3 +71,18 @@ def test_the_shipped_model_codes_magnitude_noise_shorter_from_version_6():
     est = slice_bits(eng.model(), eng.dec, x, profile=PROFILES[6])
     assert est["pixel_bits"] + est["latent_bits"] + est["side_bits"] == pytest.approx(est6, rel=1e-9)
     assert real6 < 0.995 * real5
+
+
+def test_table_index_numba_equals_numpy(monkeypatch):
+    """The compiled pass and the numpy path give the same row for every pixel: locations on, just
+    below and just above every threshold, and far beyond them, at every scale."""
+    pytest.importorskip("numba")
+    thr = edge.thresholds(80, 4, 0.08)
+    rng = np.random.default_rng(7)
+    s = rng.integers(0, 80, (40, 33))
+    pick = thr[s, rng.integers(0, thr.shape[1], s.shape)]
+    mu = np.clip(pick + rng.integers(-1, 2, s.shape) + (rng.random(s.shape) < 0.2) * 10**6, 0, None)
+    fast = edge.table_index(mu, s, thr)
+    monkeypatch.setattr(edge, "_table_index_kernel", lambda: False)
+    slow = edge.table_index(mu, s, thr)
+    assert np.array_equal(fast, slow) and len(np.unique(fast % edge.CLASSES)) == edge.CLASSES

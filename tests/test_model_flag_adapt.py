@@ -136,3 +136,23 @@ def test_prediction_contexts_pay_when_they_separate():
     split = AdaptiveFlags().bits(hit, contexts(x, mu, cand, np.zeros(n)))
     flat = AdaptiveFlags().bits(hit, contexts(x, mu, mu, np.zeros(n)))
     assert split < 0.2 * flat
+
+
+def test_contexts_numba_equals_numpy(monkeypatch):
+    """The compiled pass and the numpy path give the same context for every pixel: no flag (x 0),
+    distances on and beside every edge, every scale bucket."""
+    from lvpnet.coding import flag_adapt
+
+    pytest.importorskip("numba")
+    rng = np.random.default_rng(11)
+    shape = (37, 29)
+    x = rng.integers(0, FLAG_CONTEXTS, shape)
+    cand = rng.integers(0, 5000, shape)
+    edges = np.concatenate([flag_adapt.DMU_EDGES, [100]])
+    d = edges[rng.integers(0, edges.size, shape)] + rng.integers(-1, 2, shape)
+    mu = np.clip(cand + np.where(rng.random(shape) < 0.5, d, -d), 0, None)
+    s = rng.integers(0, 80, shape)
+    fast = contexts(x, mu, cand, s)
+    monkeypatch.setattr(flag_adapt, "_contexts_kernel", lambda: False)
+    slow = contexts(x, mu, cand, s)
+    assert np.array_equal(fast, slow) and (fast[x == 0] == 0).all() and len(np.unique(fast)) > 100

@@ -26,6 +26,7 @@ import functools
 import numpy as np
 
 from ..model.tables import scale_sigmas
+from .jit import compiled
 
 EDGE_STEPS = (1, 2, 3, 4, 6)  # class edges, in units of the scale's sigma
 CLASSES = len(EDGE_STEPS) + 1
@@ -54,8 +55,31 @@ def table_index(mu: np.ndarray, s: np.ndarray, thr: np.ndarray) -> np.ndarray:
     """Each pixel's table row ``s * CLASSES + e`` (int64, shaped like ``s``) for locations ``mu``
     (as coded, in ``[0, R]``) and scale indices ``s`` (as coded)."""
     s = np.asarray(s, np.int64)
-    e = (np.asarray(mu, np.int64)[..., None] >= thr[s]).sum(axis=-1)
+    mu = np.asarray(mu, np.int64)
+    kernel = _table_index_kernel()
+    if kernel and mu.shape == s.shape and s.size:
+        out = np.empty(s.shape, np.int64)
+        kernel(np.ascontiguousarray(mu).reshape(-1), np.ascontiguousarray(s).reshape(-1),
+               np.ascontiguousarray(thr, np.int64), CLASSES, out.reshape(-1))
+        return out
+    e = (mu[..., None] >= thr[s]).sum(axis=-1)
     return s * CLASSES + e
+
+
+def _table_index(mu, s, thr, classes, out):
+    """``table_index`` pixel by pixel in one pass (numpy builds a (pixels, edges) array of each
+    pixel's thresholds first)."""
+    for p in range(mu.size):
+        row = thr[s[p]]
+        e = 0
+        for c in range(row.size):
+            e += mu[p] >= row[c]
+        out[p] = s[p] * classes + e
+
+
+def _table_index_kernel():
+    """``_table_index`` compiled by numba, or False without it (the numpy path, the same rows)."""
+    return compiled(_table_index)
 
 
 def expand(a: np.ndarray) -> np.ndarray:

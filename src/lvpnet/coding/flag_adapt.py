@@ -33,6 +33,7 @@ import constriction
 import numpy as np
 
 from ..model.tables import TOTAL
+from .jit import compiled
 from .repeat import FLAG_CONTEXTS, PRIOR_HITS
 
 DMU_EDGES = np.array([0, 1, 3, 7, 15, 31], np.int64)  # |mu - c| buckets: 0, 1, 2-3, 4-7, 8-15, 16-31, > 31
@@ -52,9 +53,38 @@ def contexts(x: np.ndarray, mu: np.ndarray, cand: np.ndarray, s: np.ndarray) -> 
     ``FLAG_CONTEXTS - 1``), split by the distance of the location ``mu`` from the candidate ``cand``
     and by the scale index ``s`` as coded. Everything here is known to the decoder before the flags."""
     x = np.asarray(x, np.int64)
-    dmu = np.searchsorted(DMU_EDGES, np.abs(np.asarray(mu, np.int64) - np.asarray(cand, np.int64)), side="left")
-    sb = np.searchsorted(SCALE_EDGES, np.asarray(s, np.int64), side="right")
+    mu, cand, s = (np.asarray(a, np.int64) for a in (mu, cand, s))
+    kernel = _contexts_kernel()
+    if kernel and x.size and x.shape == mu.shape == cand.shape == s.shape:
+        out = np.empty(x.shape, np.int64)
+        kernel(*(np.ascontiguousarray(a).reshape(-1) for a in (x, mu, cand, s)), DMU_EDGES, SCALE_EDGES, N_DMU,
+               N_SCALE, out.reshape(-1))
+        return out
+    dmu = np.searchsorted(DMU_EDGES, np.abs(mu - cand), side="left")
+    sb = np.searchsorted(SCALE_EDGES, s, side="right")
     return np.where(x > 0, 1 + ((x - 1) * N_DMU + dmu) * N_SCALE + sb, 0)
+
+
+def _contexts(x, mu, cand, s, dmu_edges, scale_edges, n_dmu, n_scale, out):
+    """``contexts`` pixel by pixel in one pass: the two bucket searches as counts over the few
+    sorted edges (``searchsorted`` left: edges below the value; right: edges at or below it)."""
+    for p in range(x.size):
+        if x[p] <= 0:
+            out[p] = 0
+            continue
+        d = abs(mu[p] - cand[p])
+        dmu = 0
+        for e in dmu_edges:
+            dmu += e < d
+        sb = 0
+        for e in scale_edges:
+            sb += e <= s[p]
+        out[p] = 1 + ((x[p] - 1) * n_dmu + dmu) * n_scale + sb
+
+
+def _contexts_kernel():
+    """``_contexts`` compiled by numba, or False without it (the numpy path, the same contexts)."""
+    return compiled(_contexts)
 
 
 def parent(ctx: np.ndarray) -> np.ndarray:
