@@ -14,18 +14,11 @@ def test_shipped_weights_int8_equals_float(rows, monkeypatch):
     """``rows``: the hidden layers' bands forced to that many rows (None: as the cache size sets
     them, one band on this small plane): one row, and bands that do not divide the plane's 24 rows,
     so a reused band buffer meets the plane's top and bottom edges in different bands."""
-    from lvpnet.codecs.weights import shipped_weights
-
     if rows is not None:  # the head's bands too (``predict``'s fused path)
         monkeypatch.setattr(int8_trunk, "_band_rows", lambda K, w, h: min(h, rows))
         monkeypatch.setattr(int8_trunk, "_head_rows", lambda n_out, w, h: min(h, rows))
 
-    w = shipped_weights()
-    if w is None or not int8_trunk.supported():
-        pytest.skip("no shipped weights or no int8 product on this CPU")
-    ck = load_checkpoint(w)
-    fast = IntegerDecoder(ck["decoder"], dtype=torch.float32)
-    ref = IntegerDecoder(ck["decoder"], dtype=torch.float32, int8=False)
+    fast, ref = _decoders()
     assert fast.int8 and not ref.int8
     rng = np.random.default_rng(0)
     H, W = 70, 45  # padded to 96 x 64: every border of the 3x3 layers, odd grids
@@ -54,6 +47,19 @@ def test_shipped_weights_int8_equals_float(rows, monkeypatch):
             assert torch.equal(mu, pb[0][0]) and torch.equal(s, pb[1][0]), f"step {k}, by bands"
 
 
+def _decoders():
+    """The shipped weights' decoder on the int8 trunk and on the float trunk (its reference); the
+    test is skipped without shipped weights or an int8 product on this CPU."""
+    from lvpnet.codecs.weights import shipped_weights
+
+    w = shipped_weights()
+    if w is None or not int8_trunk.supported():
+        pytest.skip("no shipped weights or no int8 product on this CPU")
+    ck = load_checkpoint(w)
+    return (IntegerDecoder(ck["decoder"], dtype=torch.float32),
+            IntegerDecoder(ck["decoder"], dtype=torch.float32, int8=False))
+
+
 def fast_latent_shape(dec, Hp, Wp):
     return (int(dec.latent_tables.shape[0]), Hp // dec.cfg.stride, Wp // dec.cfg.stride)
 
@@ -64,14 +70,7 @@ def test_int8_caches_follow_the_slice_and_the_thread():
     two sizes walked in two threads at once still get the float trunk's integers at every step."""
     import threading
 
-    from lvpnet.codecs.weights import shipped_weights
-
-    w = shipped_weights()
-    if w is None or not int8_trunk.supported():
-        pytest.skip("no shipped weights or no int8 product on this CPU")
-    ck = load_checkpoint(w)
-    fast = IntegerDecoder(ck["decoder"], dtype=torch.float32)
-    ref = IntegerDecoder(ck["decoder"], dtype=torch.float32, int8=False)
+    fast, ref = _decoders()
     rng = np.random.default_rng(1)
     cases = []
     for H, W in ((70, 45), (40, 100)):
@@ -110,12 +109,7 @@ def test_int8_caches_follow_the_slice_and_the_thread():
 def test_int8_mask_sums_kept_for_a_bounded_number_of_widths():
     """A process that decodes slices of many widths keeps at most ``_MASK_WIDTHS`` widths' mask
     sums per step, and a width dropped from the cache gives the same integers when it comes back."""
-    from lvpnet.codecs.weights import shipped_weights
-
-    w = shipped_weights()
-    if w is None or not int8_trunk.supported():
-        pytest.skip("no shipped weights or no int8 product on this CPU")
-    fast = IntegerDecoder(load_checkpoint(w)["decoder"], dtype=torch.float32)
+    fast = _decoders()[0]
     rng = np.random.default_rng(2)
     Hp, Wp = prep.padded_size(40, 40, fast.cfg.stride)
     vp = rng.integers(0, 4000, (Hp, Wp))
@@ -142,15 +136,8 @@ def test_first_layer_unsplit_equals_float(monkeypatch):
     """The first layer taken as one product of its three inputs (features, context conv, masks:
     weights whose features part does not split off) gives the float trunk's integers: the
     columns of several parts, each in its own tap-major order."""
-    from lvpnet.codecs.weights import shipped_weights
-
-    w = shipped_weights()
-    if w is None or not int8_trunk.supported():
-        pytest.skip("no shipped weights or no int8 product on this CPU")
     monkeypatch.setattr(int8_trunk.Int8Step, "_split_first", lambda self, *a, **k: None)
-    ck = load_checkpoint(w)
-    fast = IntegerDecoder(ck["decoder"], dtype=torch.float32)
-    ref = IntegerDecoder(ck["decoder"], dtype=torch.float32, int8=False)
+    fast, ref = _decoders()
     rng = np.random.default_rng(5)
     Hp, Wp = prep.padded_size(37, 50, fast.cfg.stride)
     vp = rng.integers(0, 4000, (Hp, Wp))
@@ -203,14 +190,7 @@ def test_context_sums_carried_only_for_the_same_sub_images():
 def test_walk_threads_one_torch_thread_for_the_int8_walk():
     """``walk_threads``: one torch thread inside a walk on the int8 trunk, the caller's count after
     (also when the walk raises); the float trunk keeps the caller's."""
-    from lvpnet.codecs.weights import shipped_weights
-
-    w = shipped_weights()
-    if w is None or not int8_trunk.supported():
-        pytest.skip("no shipped weights or no int8 product on this CPU")
-    ck = load_checkpoint(w)
-    fast = IntegerDecoder(ck["decoder"], dtype=torch.float32)
-    ref = IntegerDecoder(ck["decoder"], dtype=torch.float32, int8=False)
+    fast, ref = _decoders()
     old = torch.get_num_threads()
     torch.set_num_threads(2)
     try:

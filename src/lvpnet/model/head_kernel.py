@@ -185,13 +185,14 @@ def sums_type(R: int, n: int, amax: int):
     return np.int32 if 9 * n * (amax + 1) * (R + 1) < 2**31 else np.int64
 
 
-def _applies(raw_device, head, thr, soft) -> bool:
-    return not soft and head >= 2 and thr is not None and raw_device.type == "cpu"
+def _applies(head, thr) -> bool:
+    """The model cases the kernels compute: head version >= 2, with its scale thresholds."""
+    return head >= 2 and thr is not None
 
 
 def kernel_ready(head, thr) -> bool:
     """Whether ``banded_params`` runs for a model of head version ``head`` with thresholds ``thr``."""
-    return _applies(torch.device("cpu"), head, thr, False) and bool(_compile())
+    return _applies(head, thr) and bool(_compile())
 
 
 def _lin_rows(lin, head):
@@ -207,11 +208,9 @@ def banded_params(bands, ctx: np.ndarray, R: int, *, head, thr, lin, n_scales, f
     the core's cache (``int8_trunk.Int8Step.head_bands``): a whole step's raw sums (10 MB for
     128 x 128) are not. None where the kernel does not apply (then the caller takes the whole-plane
     path)."""
-    if not _applies(torch.device("cpu"), head, thr, False) or ctx.shape[0] == 0:
+    if not kernel_ready(head, thr) or ctx.shape[0] == 0:
         return None
     kernels = _compile()
-    if not kernels:
-        return None
     n, h, w = ctx.shape
     if ctx.dtype != np.int64 and sums_type(R, n, int(amax)) == np.int64:
         ctx = ctx.astype(np.int64)  # int32 sums could overflow: the kernel sums in the values' type
@@ -230,7 +229,7 @@ def fused_params(raw, ctx_v, avail, first, R, B, *, head, thr, lin, soft, nb, nb
     """``head_params``' (mu, s) from a fused kernel, or None where none applies: the codec's CPU
     cases, head version >= 2, one slice, no training relaxation; steps >= 1 with every listed
     context sub-image available, or step 0's rows that all have a row above."""
-    if not _applies(raw.device, head, thr, soft) or raw.shape[0] != 1:
+    if soft or not _applies(head, thr) or raw.device.type != "cpu" or raw.shape[0] != 1:
         return None
     if nb is not None:
         if nb_has is None or not bool(nb_has.all()):

@@ -290,6 +290,14 @@ class LVPNet(nn.Module):
         return model
 
 
+def _keys(ctx: list, n: int, B: int) -> tuple | None:
+    """The first ``n`` decoded sub-images by identity, at bit depth ``B`` (``int8_trunk.keys_extend``):
+    the tensors and torch's in-place version counters; None where one is not a tensor."""
+    if not all(isinstance(c, torch.Tensor) for c in ctx[:n]):
+        return None
+    return (B, *((c, c._version) for c in ctx[:n]))
+
+
 class _ContextInput:
     """The network's context input (1, n, h, w) of the first ``n`` decoded sub-images ``subs``, built
     only for the channels asked for (``ctx_u[:, a:b]``): ``int8_trunk.ContextSums`` reads those new to
@@ -375,8 +383,6 @@ class IntegerDecoder:
         h, w = feats.shape[-2:]
         nctx = self.steps - 1
         navail = min(k, nctx)
-        if k not in self._step_specs:  # the head cut to step k: 1/steps of its work
-            self._step_specs[k] = step_spec(self.pred, k, self.P)
         fast = self._int8_step(k, navail) if self.int8 else None
         if not nctx:
             return fast, None, None, None, None
@@ -386,10 +392,7 @@ class IntegerDecoder:
         for c in range(navail):
             ctx_v[0, c] = torch.as_tensor(ctx[c], device=self.device).long()
         avail = (torch.arange(nctx, device=self.device) < k)[None]
-        # the sub-images by identity, for the context sums kept through the slice (``ContextSums``)
-        keys = ((B, *((c, c._version) for c in ctx[:navail]))
-                if all(isinstance(c, torch.Tensor) for c in ctx[:navail]) else None)
-        return fast, ctx_v, to_ctx(ctx_v, B, self.cfg.ctx_bits).to(self.dtype), avail, keys
+        return fast, ctx_v, to_ctx(ctx_v, B, self.cfg.ctx_bits).to(self.dtype), avail, _keys(ctx, navail, B)
 
     def _raw(self, feats: torch.Tensor, ctx: list, k: int, B: int):
         """Step ``k``'s raw head integers (1, P, h, w) and its exact context values."""
@@ -398,7 +401,7 @@ class IntegerDecoder:
             raw = fast(feats, ctx_u, avail, keys)
         else:
             with ExactMode():
-                raw = trunk_int(self._step_specs[k], feats, ctx_u, avail, self.impl)
+                raw = trunk_int(self._spec(k), feats, ctx_u, avail, self.impl)
         if ctx_v is not None:
             navail = min(k, self.steps - 1)
             ctx_v, avail = ctx_v[:, :navail], avail[:, :navail]
@@ -413,15 +416,13 @@ class IntegerDecoder:
         decoded sub-images (``_kernel_values``) take in only the sub-images new to the step."""
         nctx = self.steps - 1
         navail = min(k, nctx)
-        if not (self.int8 and self.device.type == "cpu" and nctx and kernel_ready(self.cfg.head, self.scale_thresholds)
-                and all(isinstance(c, torch.Tensor) for c in ctx[:navail])):
+        keys = _keys(ctx, navail, B)
+        if not (self.int8 and self.device.type == "cpu" and nctx and keys is not None
+                and kernel_ready(self.cfg.head, self.scale_thresholds)):
             return None
-        if k not in self._step_specs:
-            self._step_specs[k] = step_spec(self.pred, k, self.P)
         fast = self._int8_step(k, navail)
         if fast is None:
             return None
-        keys = (B, *((c, c._version) for c in ctx[:navail]))
         h, w = feats.shape[-2:]
         ctx_u = _ContextInput(ctx, navail, B, self.cfg.ctx_bits, (h, w))
         avail = None if fast.feats is not None else (torch.arange(nctx) < k)[None]  # the unsplit first layer's masks
@@ -462,8 +463,14 @@ class IntegerDecoder:
             built = [st for st in list(self._int8_steps.values()) if st is not None]
             shared = next((st.feats for st in built if st.feats is not None), None)
             ctx_shared = next((st.ctx_sums for st in built if st.ctx_sums is not None), None)
-            self._int8_steps[k] = Int8Step.build(self._step_specs[k], rows, navail, shared, ctx_shared)
+            self._int8_steps[k] = Int8Step.build(self._spec(k), rows, navail, shared, ctx_shared)
         return self._int8_steps[k]
+
+    def _spec(self, k: int) -> dict:
+        """The predictor cut to step ``k``'s head (1/steps of its work), kept."""
+        if k not in self._step_specs:
+            self._step_specs[k] = step_spec(self.pred, k, self.P)
+        return self._step_specs[k]
 
     @contextlib.contextmanager
     def walk_threads(self):
