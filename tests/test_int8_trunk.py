@@ -150,11 +150,17 @@ def test_first_layer_unsplit_equals_float(monkeypatch):
         assert torch.equal(got.to(want.dtype), want), k
 
 
-def test_context_sums_carried_only_for_the_same_sub_images():
+@pytest.mark.parametrize("band_rows", [None, 1, 2, 4])
+def test_context_sums_carried_only_for_the_same_sub_images(monkeypatch, band_rows):
     """``ContextSums`` adds the new sub-images' sums to the last step's only when the earlier ones are
     the very tensors it saw, unchanged, at the same bit depth: a new tensor, one changed in place, or
-    another ``B`` gives the full conv's values, as does every step of an in-order walk."""
+    another ``B`` gives the full conv's values, as does every step of an in-order walk. The same by
+    bands of ``band_rows`` rows (a large plane's path: the plane's edge rows, a last short band)."""
     from lvpnet.model.intnet import int_conv
+
+    if band_rows is not None:
+        monkeypatch.setattr(int8_trunk, "_CONV_BANDS_FROM", 0)
+        monkeypatch.setattr(int8_trunk, "_BAND_BYTES", 4 * 8 * 11 * band_rows)  # 8 outputs, 11 columns
 
     g = torch.Generator().manual_seed(5)
     # small weights and a bias near the middle, so that few outputs sit at the clamp and a stale sum shows

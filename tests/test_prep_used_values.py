@@ -32,3 +32,25 @@ def test_gap_packing_by_table_is_the_binary_search(span):
     big = np.nonzero(np.diff(u) > 3)[0]
     before = np.concatenate([[0], np.cumsum(np.diff(u)[big] - 1)])
     assert np.array_equal(prep._below(u, big, before, k), before[np.searchsorted(u[big], k, side="left")])
+
+
+
+@pytest.mark.parametrize("span", [300, 5000, 1 << 20])
+def test_gap_expansion_inverts_the_packing(span):
+    rng = np.random.default_rng(span)
+    k = rng.choice(rng.integers(0, span, 60), (40, 50)).astype(np.int64)
+    k -= k.min()
+    packed, gaps = prep.collapse_gaps(k)
+    assert len(gaps) and np.array_equal(prep.expand_gaps(packed, gaps), k)
+
+
+@pytest.mark.parametrize("span", [50, 3000, 1 << 18, 1 << 40])
+def test_gap_expansion_by_table_is_the_binary_search(span):
+    """``prep.expand_gaps`` (a table over the packed values, or the binary search where their span
+    is wide) adds what ``before[searchsorted(gaps[:, 0], packed)]`` adds, pixel by pixel."""
+    rng = np.random.default_rng(span % 997)
+    packed = rng.integers(0, span, (30, 40)).astype(np.int64)
+    gaps = np.stack([np.sort(rng.choice(span, 9, replace=False)), rng.integers(1, 1000, 9)], axis=1)
+    before = np.concatenate([[0], np.cumsum(gaps[:, 1])])
+    want = packed + before[np.searchsorted(gaps[:, 0], packed, side="left")]
+    assert np.array_equal(prep.expand_gaps(packed, gaps), want)
