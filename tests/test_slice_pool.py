@@ -131,3 +131,42 @@ def test_learned_codec_device_from_the_environment(monkeypatch):
             codec.engine()
     monkeypatch.delenv(slice_pool.DEVICE_ENV)
     assert LVPNetCodec().device == "auto"
+
+
+def test_a_spare_core_only_with_automatic_workers(monkeypatch):
+    monkeypatch.delenv(slice_pool.ENV, raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1})
+    assert slice_pool.spare_core(None)
+    assert not slice_pool.spare_core(1) and not slice_pool.spare_core(2)  # asked for: nothing more
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0})
+    assert not slice_pool.spare_core(None)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1, 2})
+    monkeypatch.setenv(slice_pool.ENV, "1")  # the user's setting, and every worker process's
+    assert not slice_pool.spare_core(None)
+
+
+@needs_weights
+def test_the_safety_net_beside_the_encoder_gives_the_same_chunks(monkeypatch):
+    """``code_slice`` with ``overlap`` (the safety net's JPEG-XL in a helper thread) chooses the same
+    codec and bytes as without, where the learned codec wins and where the fallback does; an error
+    of the learned encoder is raised as it is, and the helper serves the next slice."""
+    from lvpnet import compressor
+
+    smooth = _volume(1)[0]
+    noise = np.random.default_rng(1).integers(0, 2, (40, 40)).astype(np.uint8) * 255  # JPEG-XL wins
+    for s in (smooth, noise):
+        assert compressor.code_slice("lvpnet", s, None, True, True) == compressor.code_slice("lvpnet", s, None, True)
+    real = compressor.codecs.get_codec("lvpnet").encode
+
+    def broken(*a, **k):
+        raise RuntimeError("encoder failed")
+
+    monkeypatch.setattr(compressor.codecs.get_codec("lvpnet"), "encode", broken)
+    with pytest.raises(RuntimeError, match="encoder failed"):
+        compressor.code_slice("lvpnet", smooth, None, True, True)
+    monkeypatch.setattr(compressor.codecs.get_codec("lvpnet"), "encode", real)
+    used = {compressor.code_slice("lvpnet", s, None, True, True)[0] for s in (smooth, noise)}
+    assert used == {"lvpnet", "fallback"}
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1})
+    monkeypatch.delenv(slice_pool.ENV, raising=False)
+    assert compress(smooth, verify=False, workers=None) == compress(smooth, verify=False, workers=1)

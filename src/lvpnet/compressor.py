@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
 import time
 from collections.abc import Generator
 from dataclasses import dataclass, field
@@ -131,9 +132,11 @@ def encode_stream(
     model = chosen.model_id()
     safety = safety_net and model is not None
     slices = list(iter_slices(array, volume.rgb))  # views of the array
-    tasks = ((name, s, slices[i - 1] if chosen.takes_reference and i % REFERENCE_RUN else None, safety)
-             for i, s in enumerate(slices))
     n = slice_pool.workers(total, workers, chosen.device) if model is not None else 1  # a model: the learned codec
+    # coded here one by one with a core to spare: the safety net's JPEG-XL beside the learned encoder
+    overlap = safety and n == 1 and slice_pool.spare_core(workers)
+    tasks = ((name, s, slices[i - 1] if chosen.takes_reference and i % REFERENCE_RUN else None, safety, overlap)
+             for i, s in enumerate(slices))
     coded = slice_pool.ordered(code_slice, tasks, n, slice_pool.device_env(chosen))
     for i, (s, (used_id, used_version, data)) in enumerate(zip(slices, coded)):
         writer.add_chunk(data, used_id, used_version, s)
@@ -146,18 +149,44 @@ def encode_stream(
     return size, counts
 
 
-def code_slice(name: str, s: np.ndarray, prev: np.ndarray | None, safety_net: bool) -> tuple[str, int, bytes]:
+def code_slice(name: str, s: np.ndarray, prev: np.ndarray | None, safety_net: bool,
+               overlap: bool = False) -> tuple[str, int, bytes]:
     """One slice's chunk: (codec id, codec version, bytes), with ``encode_stream``'s safety net.
-    Runs in this process or in a ``slice_pool`` worker: the same code either way."""
+    Runs in this process or in a ``slice_pool`` worker: the same code either way. ``overlap``: the
+    safety net's first JPEG-XL encode runs in a helper thread while the chosen codec encodes
+    (libjxl releases the GIL; ``slice_pool.spare_core`` says when a core is free for it): a single
+    radiograph's compress no longer waits for it after the learned encoder. The same bytes."""
     chosen = codecs.get_codec(name)
-    used, data = chosen, chosen.encode(s, **({"reference": prev} if prev is not None else {}))
-    if safety_net:
-        backup = codecs.get_codec(codecs.FallbackCodec.id)
-        alt = backup.encode(s)
+    backup = codecs.get_codec(codecs.FallbackCodec.id) if safety_net else None
+    pending = _helper().submit(backup.encode, s) if backup is not None and overlap else None
+    try:
+        used, data = chosen, chosen.encode(s, **({"reference": prev} if prev is not None else {}))
+    except BaseException:
+        if pending is not None:
+            pending.cancel()  # not started yet: dropped; running: it ends by itself, unread
+        raise
+    if backup is not None:
+        alt = pending.result() if pending is not None else backup.encode(s)
         if len(alt) < len(data):
             thorough = [backup.encode(s, effort=e) for e in backup.thorough_efforts(s)]
             used, data = backup, min([alt, *thorough], key=len)
     return used.id, used.version, data
+
+
+_HELPER = None
+_HELPER_LOCK = threading.Lock()
+
+
+def _helper():
+    """One helper thread for ``code_slice``'s overlap, started on first use (a viewer may compress
+    from two threads: they share it, one encode after the other)."""
+    global _HELPER
+    with _HELPER_LOCK:
+        if _HELPER is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            _HELPER = ThreadPoolExecutor(1, thread_name_prefix="lvpnet-safety-net")
+        return _HELPER
 
 
 def _verify(lvp: LvpFile, volume: Volume, workers: int | None = 1) -> Generator[Progress, None, None]:

@@ -66,6 +66,19 @@ def workers(n_slices: int, requested: int | None = 1, device: str = "cpu") -> in
     return max(1, min(cores, n_slices // 2, _gpu_room(device)))
 
 
+def spare_core(requested: int | None) -> bool:
+    """Whether a slice coded in this process may run a helper thread beside it (``compressor``: the
+    safety net's JPEG-XL encode while the learned codec encodes): only with the automatic number of
+    workers (``requested`` None, ``LVPNET_WORKERS`` unset; a worker process never does) and at least
+    two cores for this process. A volume large enough for worker processes has none to spare."""
+    if requested is not None or os.environ.get(ENV, "").strip():
+        return False
+    try:
+        return len(os.sched_getaffinity(0)) >= 2
+    except AttributeError:  # not Linux
+        return (os.cpu_count() or 1) >= 2
+
+
 def _gpu_room(device: str) -> int:
     """How many workers the CUDA device behind ``device`` has free memory for (a large number on the CPU)."""
     if str(device) == "cpu":
