@@ -4,19 +4,30 @@ import numpy as np
 import pytest
 import torch
 
-from lvpnet.model import IntegerDecoder, int8_trunk, load_checkpoint, prep
+from lvpnet.model import IntegerDecoder, band_threads, int8_trunk, load_checkpoint, prep
 
 pytest.importorskip("numba")
 
 
-@pytest.mark.parametrize("rows", [None, 1, 5])
-def test_shipped_weights_int8_equals_float(rows, monkeypatch):
+@pytest.mark.parametrize("rows, threads", [(None, 1), (1, 1), (5, 1), (1, 3), (5, 2), (None, 2)])
+def test_shipped_weights_int8_equals_float(rows, threads, monkeypatch):
     """``rows``: the hidden layers' bands forced to that many rows (None: as the cache size sets
     them, one band on this small plane): one row, and bands that do not divide the plane's 24 rows,
-    so a reused band buffer meets the plane's top and bottom edges in different bands."""
-    if rows is not None:  # the head's bands too (``predict``'s fused path)
+    so a reused band buffer meets the plane's top and bottom edges in different bands. ``threads``:
+    the bands shared by that many threads (``band_threads``, here on a plane below its usual size;
+    the context conv by bands too), handed out as they free up."""
+    if rows is not None:  # the head's bands too (``predict``'s fused path), and the context conv's
         monkeypatch.setattr(int8_trunk, "_band_rows", lambda K, w, h: min(h, rows))
         monkeypatch.setattr(int8_trunk, "_head_rows", lambda n_out, w, h: min(h, rows))
+        monkeypatch.setattr(int8_trunk, "_BAND_BYTES", 4 * 32 * 16 * rows)  # 32 sums a pixel, 16 columns
+    if threads > 1:
+        monkeypatch.setattr(band_threads, "MIN_PIXELS", 0)
+        monkeypatch.setattr(int8_trunk, "_CONV_BANDS_FROM", 0)
+    with band_threads.allowed(threads):
+        _int8_equals_float()
+
+
+def _int8_equals_float():
 
     fast, ref = _decoders()
     assert fast.int8 and not ref.int8

@@ -24,6 +24,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from . import band_threads
+
 _KERNEL = None  # compiled on first use; False when numba is not available
 
 
@@ -218,9 +220,16 @@ def banded_params(bands, ctx: np.ndarray, R: int, *, head, thr, lin, n_scales, f
     lin_idx, lin_ok = _lin_rows(lin, head)
     thr = np.ascontiguousarray(thr.cpu().numpy().astype(np.int64))
     mu, s = np.empty((h, w), np.int64), np.empty((h, w), np.int64)
-    for y0, raw in bands:
+
+    def band(y0, raw):
         kernels[0](raw.numpy(), ctx, y0, mu, s, lin_idx, lin_ok, thr, R, fw, act_frac, int(amax), n_scales,
                    lin_clamp)
+
+    if hasattr(bands, "raw"):  # ``int8_trunk.HeadBands``: its bands may go to several threads
+        band_threads.run(lambda: lambda y0: band(y0, bands.raw(y0)), bands.starts, h * w)
+    else:
+        for y0, raw in bands:
+            band(y0, raw)
     return torch.from_numpy(mu), torch.from_numpy(s)
 
 

@@ -38,6 +38,7 @@ import threading
 import numpy as np
 import torch
 
+from . import band_threads
 from .intnet import AMAX
 
 _K_ALIGN = 64  # inner dimension padded with zero columns: oneDNN's int8 kernels like multiples of 64
@@ -155,25 +156,36 @@ class _Layer:
         y1, (rows * w, O) int32) before the activation. Every pixel's sums are the same integers
         either way."""
         h, w = parts[0].shape[:2]
-        if self.k == 1:
+        shared = band_threads.threads(h * w) > 1
+        if self.k == 1 and not shared:
             acc = self.acc(parts)
             if add is not None:
                 add(acc, 0, h)
             return self._activate(acc, h, w)
         channels = tuple(x.shape[-1] for x in parts)
         rows = _band_rows(self.Kp, w, h)
-        cols = _columns(self.Kp, channels, rows, w)
         m = self.mat(channels)
         out = np.empty((h, w, self.O), np.int8)
         activate = _kernels()[1]
-        for y0 in range(0, h, rows):
-            y1 = min(h, y0 + rows)
-            _unfold_parts(parts, cols, y0, y1)
-            acc = torch._int_mm(torch.from_numpy(cols[: (y1 - y0) * w]), m)
-            acc += self.bias
-            if add is not None:
-                add(acc, y0, y1)
-            activate(acc.numpy().reshape(-1), out[y0:y1].reshape(-1), self.shift, AMAX)
+
+        def worker():  # one band at a time, in this thread's buffer (``band_threads``: maybe several threads)
+            cols = _columns(self.Kp, channels, rows, w) if self.k > 1 else None
+
+            def band(y0):
+                y1 = min(h, y0 + rows)
+                if cols is None:  # 1x1: the band's pixels are its input rows
+                    (x,) = parts
+                    acc = torch._int_mm(torch.from_numpy(x[y0:y1].reshape(-1, x.shape[-1])), m)
+                else:
+                    _unfold_parts(parts, cols, y0, y1)
+                    acc = torch._int_mm(torch.from_numpy(cols[: (y1 - y0) * w]), m)
+                acc += self.bias
+                if add is not None:
+                    add(acc, y0, y1)
+                activate(acc.numpy().reshape(-1), out[y0:y1].reshape(-1), self.shift, AMAX)
+            return band
+
+        band_threads.run(worker, range(0, h, rows), h * w)
         return out
 
     def _activate(self, acc: torch.Tensor, h: int, w: int) -> np.ndarray:
@@ -259,11 +271,14 @@ class ContextSums:
             acc.add_(conv(x, weight, padding=self.pad))
             return
         rows = max(1, _BAND_BYTES // (4 * n_out * w))
-        for y0 in range(0, h, rows):
+
+        def band(y0):
             y1 = min(h, y0 + rows)
             lo, hi = max(0, y0 - 1), min(h, y1 + 1)
-            band = torch.nn.functional.pad(x[:, :, lo:hi], (0, 0, lo - (y0 - 1), (y1 + 1) - hi))
-            acc[:, :, y0:y1].add_(conv(band, weight, padding=(0, 1)))
+            part = torch.nn.functional.pad(x[:, :, lo:hi], (0, 0, lo - (y0 - 1), (y1 + 1) - hi))
+            acc[:, :, y0:y1].add_(conv(part, weight, padding=(0, 1)))
+
+        band_threads.run(lambda: band, range(0, h, rows), h * w)
 
     def clear(self) -> None:
         self._local.__dict__.clear()
@@ -290,6 +305,7 @@ def _head_rows(n_out: int, w: int, h: int) -> int:
     return max(1, min(h, _BAND_BYTES // max(1, 4 * n_out * w)))
 
 
+_KEPT_LAYOUTS = 16  # column buffers a thread keeps (a plane's steps use a few layouts)
 _LOCAL = threading.local()  # per thread (a viewer decodes in the background): the unfold buffers
 _KEEP = 32 << 20  # bytes: buffers up to this are kept between steps (every layer of a 1024 x 1024 plane;
 # a larger plane's zeroing is small beside its products, and its buffers would hold 60 bytes a pixel)
@@ -305,6 +321,8 @@ def _columns(K: int, channels: tuple, h: int, w: int) -> np.ndarray:
     bufs = _LOCAL.__dict__.setdefault("columns", {})
     key = (K, channels, h, w)
     if key not in bufs:
+        if len(bufs) >= _KEPT_LAYOUTS:  # a ``band_threads`` helper keeps its own and never releases them
+            bufs.clear()
         bufs[key] = np.zeros((h * w, K), np.int8)
     return bufs[key]
 
@@ -469,20 +487,10 @@ class Int8Step:
         # copy cost as much as the fused head itself on a large plane)
         return self.head.acc(self.trunk(feats, ctx_u, avail, keys)).view(1, -1, h, w)
 
-    @torch.no_grad()
-    def head_bands(self, hidden: list):
-        """The head's raw integers band by band: (first row, (len(head_rows), rows, w) int32) for
-        bands of about ``_BAND_BYTES`` of sums, from the last hidden layer ``hidden`` (``trunk``).
-        The caller uses each band before asking for the next (``head_kernel.banded_params``)."""
-        (x,) = hidden
-        h, w, c = x.shape
-        m = self.head.mat((c,))
-        rows = _head_rows(self.head.O, w, h)
-        for y0 in range(0, h, rows):
-            y1 = min(h, y0 + rows)
-            acc = torch._int_mm(m, torch.from_numpy(x[y0:y1].reshape(-1, c)).T)
-            acc += self.head.bias
-            yield y0, acc.view(-1, y1 - y0, w)
+    def head_bands(self, hidden: list) -> HeadBands:
+        """The head's raw integers by bands of about ``_BAND_BYTES`` of sums, from the last hidden
+        layer ``hidden`` (``trunk``), for ``head_kernel.banded_params``."""
+        return HeadBands(self.head, hidden[0])
 
     @torch.no_grad()
     def trunk(self, feats: torch.Tensor, ctx_u: torch.Tensor | None, avail: torch.Tensor | None,
@@ -511,3 +519,29 @@ class Int8Step:
         for layer in layers:
             parts = [layer.hidden(parts)]
         return parts
+
+
+class HeadBands:
+    """A step's head product by bands of rows: ``raw(y0)`` is band ``y0``'s sums, (outputs, rows, w)
+    int32; ``starts`` the bands' first rows; iterating gives (first row, sums) in order. The caller
+    uses each band while its sums are in the core's cache (``head_kernel.banded_params``), in one
+    thread or several (``band_threads``)."""
+
+    def __init__(self, head: _Layer, x: np.ndarray):
+        self.x = x
+        self.h, self.w, c = x.shape
+        self.m = head.mat((c,))
+        self.bias = head.bias
+        self.rows = _head_rows(head.O, self.w, self.h)
+        self.starts = range(0, self.h, self.rows)
+
+    @torch.no_grad()
+    def raw(self, y0: int) -> torch.Tensor:
+        y1 = min(self.h, y0 + self.rows)
+        acc = torch._int_mm(self.m, torch.from_numpy(self.x[y0:y1].reshape(-1, self.x.shape[-1])).T)
+        acc += self.bias
+        return acc.view(-1, y1 - y0, self.w)
+
+    def __iter__(self):
+        for y0 in self.starts:
+            yield y0, self.raw(y0)

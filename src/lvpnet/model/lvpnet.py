@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import band_threads
 from .gmsm import GMSM
 from .head_kernel import banded_params, kernel_ready, sums_type
 from .int8_trunk import Int8Step, keys_extend, release_columns
@@ -478,15 +479,18 @@ class IntegerDecoder:
         come in bands too small for a second thread to pay, and a second thread slowed the
         single-threaded kernels beside them (the fused head, the unfold, the activations) by a third:
         a 64-slice decode took 13.4 s with two threads against 11.2 s with one (session 21). Parallel
-        work comes from slices (``slice_pool``) instead. OpenMP's thread count is the calling
-        thread's own, so this leaves other threads' as they are."""
+        work comes from slices (``slice_pool``) instead, and on a large plane from its bands: the
+        caller's thread count is what ``band_threads`` may use for them (helper threads of one torch
+        thread each). OpenMP's thread count is the calling thread's own, so this leaves other
+        threads' as they are."""
         n = torch.get_num_threads()
         if not self.int8 or self.device.type != "cpu" or n == 1:
             yield
             return
         torch.set_num_threads(1)
         try:
-            yield
+            with band_threads.allowed(n):
+                yield
         finally:
             torch.set_num_threads(n)
 
