@@ -8,6 +8,7 @@ import os
 import threading
 import time
 from collections.abc import Generator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -158,7 +159,7 @@ def code_slice(name: str, s: np.ndarray, prev: np.ndarray | None, safety_net: bo
     radiograph's compress no longer waits for it after the learned encoder. The same bytes."""
     chosen = codecs.get_codec(name)
     backup = codecs.get_codec(codecs.FallbackCodec.id) if safety_net else None
-    pending = _helper().submit(backup.encode, s) if backup is not None and overlap else None
+    pending = _beside(backup.encode, s) if backup is not None and overlap else None
     try:
         used, data = chosen, chosen.encode(s, **({"reference": prev} if prev is not None else {}))
     except BaseException:
@@ -173,20 +174,21 @@ def code_slice(name: str, s: np.ndarray, prev: np.ndarray | None, safety_net: bo
     return used.id, used.version, data
 
 
-_HELPER = None
-_HELPER_LOCK = threading.Lock()
+def _beside(fn, *args) -> Future:
+    """``fn(*args)`` in a daemon thread of its own (``code_slice``'s overlap): an interrupted run
+    exits without waiting for a JPEG-XL encode nobody will read (a pool's threads are joined at
+    exit: SIGTERM took 3.7 s instead of 2.1 on a radiograph)."""
+    done: Future = Future()
 
+    def run():
+        if done.set_running_or_notify_cancel():
+            try:
+                done.set_result(fn(*args))
+            except BaseException as e:  # noqa: BLE001 - handed to the caller through the future
+                done.set_exception(e)
 
-def _helper():
-    """One helper thread for ``code_slice``'s overlap, started on first use (a viewer may compress
-    from two threads: they share it, one encode after the other)."""
-    global _HELPER
-    with _HELPER_LOCK:
-        if _HELPER is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            _HELPER = ThreadPoolExecutor(1, thread_name_prefix="lvpnet-safety-net")
-        return _HELPER
+    threading.Thread(target=run, name="lvpnet-safety-net", daemon=True).start()
+    return done
 
 
 def _verify(lvp: LvpFile, volume: Volume, workers: int | None = 1) -> Generator[Progress, None, None]:
