@@ -59,11 +59,15 @@ def workers(n_slices: int, requested: int | None = 1, device: str = "cpu") -> in
             return 1
     if n_slices < MIN_SLICES:
         return 1
+    return max(1, min(cores(), n_slices // 2, _gpu_room(device)))
+
+
+def cores() -> int:
+    """The cores this process may use."""
     try:
-        cores = len(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, n_slices // 2, _gpu_room(device)))
+        return os.cpu_count() or 1
 
 
 def spare_core(requested: int | None) -> bool:
@@ -71,12 +75,7 @@ def spare_core(requested: int | None) -> bool:
     safety net's JPEG-XL encode while the learned codec encodes): only with the automatic number of
     workers (``requested`` None, ``LVPNET_WORKERS`` unset; a worker process never does) and at least
     two cores for this process. A volume large enough for worker processes has none to spare."""
-    if requested is not None or os.environ.get(ENV, "").strip():
-        return False
-    try:
-        return len(os.sched_getaffinity(0)) >= 2
-    except AttributeError:  # not Linux
-        return (os.cpu_count() or 1) >= 2
+    return requested is None and not os.environ.get(ENV, "").strip() and cores() >= 2
 
 
 def _gpu_room(device: str) -> int:
