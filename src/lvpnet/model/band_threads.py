@@ -58,7 +58,7 @@ def _helpers():
 
                 torch.set_num_threads(1)
 
-            try:
+            try:  # as ``slice_pool.cores``, which model/ does not import (the GPU run stages model/ alone)
                 cores = len(os.sched_getaffinity(0))
             except AttributeError:  # not Linux
                 cores = os.cpu_count() or 1
