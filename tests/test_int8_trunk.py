@@ -4,9 +4,20 @@ import numpy as np
 import pytest
 import torch
 
-from lvpnet.model import IntegerDecoder, band_threads, int8_trunk, load_checkpoint, prep
+from lvpnet.model import IntegerDecoder, band_threads, exact_mm, int8_trunk, load_checkpoint, prep
 
 pytest.importorskip("numba")
+
+
+@pytest.fixture(params=["int8", "float32"], autouse=True)
+def products(request):
+    """Every test with both ways of taking the trunk's exact products (``exact_mm``): int8 where
+    ``torch._int_mm`` is exact on this CPU, and float32 GEMMs, which every CPU runs."""
+    if request.param == "int8" and not exact_mm._int8_exact():
+        pytest.skip("torch._int_mm is not exact on this CPU")
+    exact_mm.set_kind(request.param)
+    yield request.param
+    exact_mm.set_kind(None)
 
 
 @pytest.mark.parametrize("rows, threads", [(None, 1), (1, 1), (5, 1), (1, 3), (5, 2), (None, 2)])

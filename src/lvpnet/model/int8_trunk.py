@@ -2,10 +2,12 @@
 
 Why: the trunk's 3x3 convolutions are most of the decoder's time, and float32 convolutions
 already run at this CPU's peak. Its activations are 7-bit and its weights 8-bit (``intnet``),
-so each layer is an int8 x int8 matrix product with int32 sums (``torch._int_mm``, VNNI where
-the CPU has it): measured 2.6 ms against 9.4 ms for the first layer of a 512 x 512 slice's step.
-Integer sums are exact in any order, so every machine, thread count and batch gets the integers
-the float path computes (tests compare the two on random and real weights).
+so each layer is an int8 x int8 matrix product with int32 sums (``exact_mm``: ``torch._int_mm``
+where the CPU has VNNI, measured 2.6 ms against 9.4 ms for the first layer of a 512 x 512 slice's
+step; float32 GEMMs on the same matrices elsewhere, exact for these sums and 20x faster than
+torch's int8 loop on an AVX2-only CPU). Integer sums are exact in any order, so every machine,
+thread count and batch gets the integers the float path computes (tests compare the two on random
+and real weights, with both kinds of product).
 
 Two more savings come for free with exact integers: the head computes only the outputs the step
 reads (the neighbour weights of the sub-images decoded so far, not all of them), and the context
@@ -38,22 +40,15 @@ import threading
 import numpy as np
 import torch
 
-from . import band_threads
+from . import band_threads, exact_mm
 from .intnet import AMAX
 
 _K_ALIGN = 64  # inner dimension padded with zero columns: oneDNN's int8 kernels like multiples of 64
 
 
 def supported() -> bool:
-    """True when this torch has an int8 matrix product on the CPU that is exact here, and numba is
-    there for the layout kernels around it. ``LVPNET_INT8=0`` turns the int8 trunk off.
-
-    Exact is not a given: oneDNN's int8 kernels for CPUs without VNNI (x86 before Cascade Lake and
-    Zen 4) are not exact (measured here with
-    ``ONEDNN_MAX_CPU_ISA=AVX2``: every shape off by up to 10**7, even with weights split into parts
-    of at most 8, and the golden files undecodable). Hence the probe
-    (``_exact_products``) instead of trusting that the call runs: a CPU that fails it takes the
-    float32 convolutions, slower and exact everywhere."""
+    """True when numba is there for the layout kernels around the products (``exact_mm`` takes the
+    products themselves, exact on every CPU). ``LVPNET_INT8=0`` turns the int8 trunk off."""
     global _SUPPORTED
     if _SUPPORTED is None:
         if os.environ.get("LVPNET_INT8", "").strip() == "0":
@@ -62,30 +57,10 @@ def supported() -> bool:
         try:
             import numba  # noqa: F401
 
-            _SUPPORTED = _exact_products()
-        except (ImportError, AttributeError, RuntimeError, NotImplementedError):
+            _SUPPORTED = True
+        except ImportError:
             _SUPPORTED = False
     return _SUPPORTED
-
-
-def _exact_products() -> bool:
-    """Whether ``torch._int_mm`` gives the exact sums where an inexact kernel goes wrong most:
-    weights at +-127 against activations at ``AMAX`` (every pair sum past 2**15), and random ones,
-    in the shapes the trunk uses (a matrix-vector product for one pixel, an odd width, a wide
-    layer), against int64 products."""
-    g = torch.Generator().manual_seed(0)
-    for n_out, k, n in ((48, 64, 1), (48, 576, 37), (64, 1152, 512), (17, 48, 300)):
-        w = torch.randint(-127, 128, (n_out, k), dtype=torch.int8, generator=g)
-        x = torch.randint(0, AMAX + 1, (n, k), dtype=torch.int8, generator=g)  # pixels first, as the trunk
-        w[: n_out // 3] = 127
-        w[n_out // 3 : 2 * n_out // 3] = -127
-        x[: n // 2 + 1] = AMAX
-        want = x.to(torch.int64) @ w.to(torch.int64).T
-        # both forms the trunk takes: a hidden layer's ``cols @ W.T`` and the head's ``W @ cols.T``
-        if not (torch.equal(torch._int_mm(x, w.T.contiguous()).to(torch.int64), want)
-                and torch.equal(torch._int_mm(w, x.T).to(torch.int64), want.T)):
-            return False
-    return True
 
 
 _SUPPORTED: bool | None = None
@@ -116,7 +91,9 @@ class _Layer:
         self.shift = int(spec["shift"])
 
     def mat(self, channels: tuple) -> torch.Tensor:
-        m = self._mats.get(channels)
+        """The weights as ``exact_mm.mm`` takes them, columns in the order of ``channels``' parts."""
+        key = (exact_mm.kind(), channels)
+        m = self._mats.get(key)
         if m is None:
             cols, at = [], 0
             for c in channels:  # each part's taps then its channels, as ``_unfold3`` writes them
@@ -124,8 +101,8 @@ class _Layer:
                 at += c
             full = torch.zeros((self.O, self.Kp), dtype=torch.int8)
             full[:, : self.k * self.k * self.C] = torch.cat(cols, 1)
-            m = full if self.first else full.T.contiguous()
-            self._mats[channels] = m
+            m = exact_mm.weights(full if self.first else full.T.contiguous())
+            self._mats[key] = m
         return m
 
     def acc(self, parts: list, keep: bool = True) -> torch.Tensor:
@@ -139,12 +116,13 @@ class _Layer:
             cols = torch.from_numpy(x.reshape(-1, x.shape[-1]))
         else:
             h, w = parts[0].shape[:2]
-            out = (_columns(self.Kp, channels, h, w) if keep and self.Kp * h * w <= _KEEP
-                   else np.zeros((h * w, self.Kp), np.int8))
+            dtype = exact_mm.np_dtype()
+            out = (_columns(self.Kp, channels, h, w) if keep and self.Kp * h * w * dtype().itemsize <= _KEEP
+                   else np.zeros((h * w, self.Kp), dtype))
             _unfold_parts(parts, out, 0, h)
             cols = torch.from_numpy(out)
         m = self.mat(channels)
-        acc = torch._int_mm(m, cols.T) if self.first else torch._int_mm(cols, m)
+        acc = exact_mm.mm(m, cols.T) if self.first else exact_mm.mm(cols, m)
         acc += self.bias
         return acc
 
@@ -163,7 +141,7 @@ class _Layer:
                 add(acc, 0, h)
             return self._activate(acc, h, w)
         channels = tuple(x.shape[-1] for x in parts)
-        rows = _band_rows(self.Kp, w, h)
+        rows = _band_rows(self.Kp * exact_mm.np_dtype()().itemsize, w, h)
         m = self.mat(channels)
         out = np.empty((h, w, self.O), np.int8)
         activate = _kernels()[1]
@@ -175,10 +153,10 @@ class _Layer:
                 y1 = min(h, y0 + rows)
                 if cols is None:  # 1x1: the band's pixels are its input rows
                     (x,) = parts
-                    acc = torch._int_mm(torch.from_numpy(x[y0:y1].reshape(-1, x.shape[-1])), m)
+                    acc = exact_mm.mm(torch.from_numpy(x[y0:y1].reshape(-1, x.shape[-1])), m)
                 else:
                     _unfold_parts(parts, cols, y0, y1)
-                    acc = torch._int_mm(torch.from_numpy(cols[: (y1 - y0) * w]), m)
+                    acc = exact_mm.mm(torch.from_numpy(cols[: (y1 - y0) * w]), m)
                 acc += self.bias
                 if add is not None:
                     add(acc, y0, y1)
@@ -312,18 +290,19 @@ _KEEP = 32 << 20  # bytes: buffers up to this are kept between steps (every laye
 
 
 def _columns(K: int, channels: tuple, h: int, w: int) -> np.ndarray:
-    """A zeroed (h * w, K) int8 buffer for a 3x3 layer's unfolded input (``h``: a plane's rows, or a
+    """A zeroed (h * w, K) buffer (``exact_mm.np_dtype``: int8 or float32) for a 3x3 layer's unfolded input (``h``: a plane's rows, or a
     band's, ``_Layer.hidden``), kept for the next call of the same layout in this thread:
     ``_unfold3`` writes the same entries on every call (the left and right padding's zeros and the
     columns past the channels stay as they are; the rows above and below the plane it writes as
     zeros), so it is zeroed once, not once per step or band. Every step's layers share them;
     ``release_columns`` drops them after a slice."""
     bufs = _LOCAL.__dict__.setdefault("columns", {})
-    key = (K, channels, h, w)
+    dtype = exact_mm.np_dtype()
+    key = (K, channels, h, w, dtype)
     if key not in bufs:
         if len(bufs) >= _KEPT_LAYOUTS:  # a ``band_threads`` helper keeps its own and never releases them
             bufs.clear()
-        bufs[key] = np.zeros((h * w, K), np.int8)
+        bufs[key] = np.zeros((h * w, K), dtype)
     return bufs[key]
 
 
@@ -342,7 +321,7 @@ def _unfold_parts(parts: list, out: np.ndarray, y0: int, y1: int) -> None:
 
 def _unfold3(x, out, col0, y0, y1):
     """Rows ``y0 <= y < y1`` of a 3x3 layer's input matrix: pixel (y, x)'s row ``(y - y0) w + x``
-    of ``out`` (at least (y1 - y0) w rows, K columns) int8, columns ``col0 + (3 ki + kj) C + c``:
+    of ``out`` (at least (y1 - y0) w rows, K columns; int8 or float32), columns ``col0 + (3 ki + kj) C + c``:
     channel ``c`` of ``x`` (h, w, C) int8 at (y + ki - 1, x + kj - 1), zero outside (a 3x3 conv's
     zero padding). A tap row above or below the plane is written as zeros, so a band buffer is
     reused from band to band without zeroing; the taps left and right of the plane are never
@@ -473,6 +452,9 @@ class Int8Step:
             return None
         if not all(_fits(layer) for layer in spec["layers"]) or not _fits(spec["head"]):
             return None
+        if exact_mm.kind() == "float32" and not all(exact_mm.fits_float32(layer["weight"])
+                                                    for layer in [*spec["layers"], spec["head"]]):
+            return None  # sums a float32 product might round: the float64 convolutions
         if not all(layer["relu"] and not layer["raw"] for layer in spec["layers"]) or not spec["head"]["raw"]:
             return None
         return cls(spec, head_rows, n_ctx, shared, ctx_shared)
@@ -538,7 +520,7 @@ class HeadBands:
     @torch.no_grad()
     def raw(self, y0: int) -> torch.Tensor:
         y1 = min(self.h, y0 + self.rows)
-        acc = torch._int_mm(self.m, torch.from_numpy(self.x[y0:y1].reshape(-1, self.x.shape[-1])).T)
+        acc = exact_mm.mm(self.m, torch.from_numpy(self.x[y0:y1].reshape(-1, self.x.shape[-1])).T)
         acc += self.bias
         return acc.view(-1, y1 - y0, self.w)
 
