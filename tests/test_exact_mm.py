@@ -1,5 +1,7 @@
 """``exact_mm``: the trunk's integer products are exact whichever way this CPU takes them."""
 
+import platform
+
 import numpy as np
 import pytest
 import torch
@@ -8,8 +10,18 @@ from lvpnet.model import exact_mm
 from lvpnet.model.intnet import AMAX
 
 
+@pytest.fixture(params=exact_mm.KINDS)
+def kind(request):
+    if not exact_mm.available(request.param):
+        pytest.skip(f"no {request.param} products on this CPU")
+    exact_mm.set_kind(request.param)
+    yield request.param
+    exact_mm.set_kind(None)
+
+
 def _extreme(n, k, o, seed=0):
-    """Activations at AMAX against weights at +-127 where sums grow most, random elsewhere."""
+    """Activations at AMAX against weights at +-127 where sums grow most (every pair of inputs
+    past 2**15, where a saturating 16-bit step would go wrong), random elsewhere."""
     g = torch.Generator().manual_seed(seed)
     a = torch.randint(0, AMAX + 1, (n, k), dtype=torch.int8, generator=g)
     w = torch.randint(-127, 128, (k, o), dtype=torch.int8, generator=g)
@@ -19,26 +31,18 @@ def _extreme(n, k, o, seed=0):
     return a, w
 
 
-@pytest.mark.parametrize("kind", ["int8", "float32"])
-@pytest.mark.parametrize("n, k, o", [(1, 64, 48), (37, 576, 48), (300, 48, 17), (513, 1024, 8)])
-def test_products_are_the_int64_sums(kind, n, k, o):
-    if kind == "int8" and not exact_mm._int8_exact():
-        pytest.skip("torch._int_mm is not exact on this CPU")
+@pytest.mark.parametrize("first", [False, True])
+@pytest.mark.parametrize("n, k, o", [(1, 64, 48), (37, 576, 48), (300, 48, 17), (7, 6, 5), (513, 1024, 8)])
+def test_products_are_the_int64_sums(kind, first, n, k, o):
+    """Every shape the trunk takes (one pixel, row counts that are not a multiple of the kernel's
+    four, outputs not a multiple of 16, inputs not a multiple of 4), both output layouts."""
     a, w = _extreme(n, k, o)
     want = a.to(torch.int64) @ w.to(torch.int64)
-    assert k * 127 * AMAX < exact_mm.FLOAT_EXACT  # every case here within float32's bound
-    exact_mm.set_kind(kind)
-    try:
-        m = exact_mm.weights(w)
-        assert m.dtype == (torch.int8 if kind == "int8" else torch.float32)
-        got = exact_mm.mm(a if kind == "int8" else a.to(torch.float32), m)
-        assert got.dtype == torch.int32 and torch.equal(got.to(torch.int64), want)
-        # the head's form, weights first against a transposed view; and int8 activations as they come
-        got_t = exact_mm.mm(exact_mm.weights(w.T.contiguous()), a.T)
-        assert torch.equal(got_t.to(torch.int64), want.T)
-        assert exact_mm.np_dtype() == (np.int8 if kind == "int8" else np.float32)
-    finally:
-        exact_mm.set_kind(None)
+    m = exact_mm.Weights(w, first)
+    x = a.to(torch.float32) if exact_mm.np_dtype() == np.float32 else a
+    got = exact_mm.product(x, m)
+    assert got.dtype == torch.int32 and got.is_contiguous()
+    assert torch.equal(got.to(torch.int64), want.T if first else want)
 
 
 def test_float32_products_exact_at_reduced_matmul_precision():
@@ -50,33 +54,53 @@ def test_float32_products_exact_at_reduced_matmul_precision():
     exact_mm.set_kind("float32")
     torch.set_float32_matmul_precision("medium")
     try:
-        assert torch.equal(exact_mm.mm(a, exact_mm.weights(w)).to(torch.int64), want)
+        assert torch.equal(exact_mm.product(a, exact_mm.Weights(w)).to(torch.int64), want)
     finally:
         torch.set_float32_matmul_precision(before)
         exact_mm.set_kind(None)
 
 
-def test_fits_float32_is_the_sum_bound():
-    """The bound is AMAX times a row's sum of |w|: one past 2**24 no longer fits."""
-    limit = (exact_mm.FLOAT_EXACT - 1) // AMAX  # the largest row sum of |w| that fits
-    w = torch.zeros((2, limit // 127 + 2), dtype=torch.int64)
-    w[0, : limit // 127] = -127
-    w[0, limit // 127] = limit % 127
-    assert exact_mm.fits_float32(w.view(2, -1, 1, 1))
-    w[0, -1] = 1  # row 0 one past the bound (row 1, all zero, fits)
-    assert not exact_mm.fits_float32(w.view(2, -1, 1, 1))
+def test_float_products_past_float32s_bound_take_float64():
+    """A layer whose sums could pass 2**24 (AMAX times a row's sum of |w|) is multiplied in float64:
+    here an odd sum past 2**24, which float32 cannot hold."""
+    k = 1061
+    w = torch.full((k, 1), 127, dtype=torch.int8)
+    a = torch.full((1, k), AMAX, dtype=torch.int8)
+    want = k * 127 * AMAX
+    assert want > exact_mm.FLOAT_EXACT and int(np.float32(want)) != want
+    exact_mm.set_kind("float32")
+    try:
+        m = exact_mm.Weights(w)
+        assert m.m.dtype == torch.float64
+        assert int(exact_mm.product(a, m)) == want
+        assert exact_mm.Weights(w[:1000]).m.dtype == torch.float32  # 1000 * 127 * 127 < 2**24
+    finally:
+        exact_mm.set_kind(None)
 
 
-def test_kind_forced_by_environment(monkeypatch):
+def test_avx2_kernel_built_on_x86():
+    """``make install`` builds the kernel (``setup.py``); an x86 CPU with AVX2 runs it."""
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("the AVX2 kernel is for x86")
+    from lvpnet.model import _avx2mm
+
+    with open("/proc/cpuinfo") as f:
+        has = " avx2 " in f.read().replace("\n", " ")
+    assert _avx2mm.supported() == has
+    if has:
+        with pytest.raises(ValueError, match="multiple"):
+            _avx2mm.gemm(1, 1, 6, 1, 16, 1, 16, False)  # K not a multiple of 4: refused, nothing read
+
+
+def test_kind_chosen_or_forced(monkeypatch):
     exact_mm.set_kind(None)
     try:
         monkeypatch.setenv("LVPNET_PRODUCTS", "float32")
         assert exact_mm.kind() == "float32"
         exact_mm.set_kind(None)
         monkeypatch.setenv("LVPNET_PRODUCTS", "")
-        assert exact_mm.kind() in ("int8", "float32")
-        if not exact_mm._int8_exact():
-            assert exact_mm.kind() == "float32"  # never an inexact int8 product
+        chosen = exact_mm.kind()
+        assert exact_mm.available(chosen)  # never an inexact int8 product
         with pytest.raises(ValueError):
             exact_mm.set_kind("int4")
     finally:

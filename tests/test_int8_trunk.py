@@ -9,12 +9,13 @@ from lvpnet.model import IntegerDecoder, band_threads, exact_mm, int8_trunk, loa
 pytest.importorskip("numba")
 
 
-@pytest.fixture(params=["int8", "float32"], autouse=True)
+@pytest.fixture(params=exact_mm.KINDS, autouse=True)
 def products(request):
-    """Every test with both ways of taking the trunk's exact products (``exact_mm``): int8 where
-    ``torch._int_mm`` is exact on this CPU, and float32 GEMMs, which every CPU runs."""
-    if request.param == "int8" and not exact_mm._int8_exact():
-        pytest.skip("torch._int_mm is not exact on this CPU")
+    """Every test with each way of taking the trunk's exact products (``exact_mm``) this CPU has:
+    ``torch._int_mm`` where exact, the AVX2 kernel where built and the CPU has AVX2, and float32
+    GEMMs, which every CPU runs."""
+    if not exact_mm.available(request.param):
+        pytest.skip(f"no {request.param} products on this CPU")
     exact_mm.set_kind(request.param)
     yield request.param
     exact_mm.set_kind(None)

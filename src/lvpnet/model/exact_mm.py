@@ -1,20 +1,24 @@
 """Exact integer matrix products for the CPU trunk (``int8_trunk``): int8 x int8 -> int32 sums, the
 fastest exact way this CPU has, chosen once a process.
 
-Why two ways. ``torch._int_mm`` runs oneDNN's VNNI kernels where the CPU has them (x86 from
+Why more than one way. ``torch._int_mm`` runs oneDNN's VNNI kernels where the CPU has them (x86 from
 Cascade Lake, AMD from Zen 4): several times float32's speed. Where it does not, torch 2.13 takes a
 scalar loop instead: on an AVX2-only AMD EPYC a 16,384 x 576 x 48 product took 325 ms against 15 ms
-as a float32 GEMM, and a CT slice's encode 12.5 s against 1.7 s on the float convolutions, 69x
-JPEG-XL's time. oneDNN's int8 kernels for CPUs without VNNI, where torch does reach them, are not
-exact either (``_exact_int8``). A float32 GEMM is exact for this trunk: each product
-of a 7-bit activation and an 8-bit weight is an integer below 2**14, and every partial sum, in any
-order the library adds them, is at most ``AMAX * sum(|w|)`` of the output's row, under 2**24 where
-``fits_float32`` says so (every layer of the shipped weights: 4.0 M at most), so float32 holds it
-exactly. So the same integers either way, on every CPU: only the speed depends on the choice.
+as a float32 GEMM, and a CT slice's encode 12.5 s, 69x JPEG-XL's time. oneDNN's int8 kernels for
+CPUs without VNNI, where torch does reach them, are not exact either (``_exact_int8``). So:
 
-``kind()``: "int8" where ``torch._int_mm`` is exact and not slower than a float32 GEMM on a trunk
-shaped product (timed once, a few ms), else "float32". ``LVPNET_PRODUCTS=int8`` or ``float32``
-forces one (tests run both).
+- "int8": ``torch._int_mm``, where it is exact and the fastest;
+- "avx2": this package's own AVX2 kernel (``_avx2mm.c``, built at install; unsigned activations by
+  signed weights, exact because the trunk's activations are 7-bit), 2.0-3.2x a float32 GEMM on the
+  AVX2 EPYC;
+- "float32": float32 GEMMs, exact for this trunk: each product of a 7-bit activation and an 8-bit
+  weight is an integer below 2**14, and every partial sum, in any order, is at most
+  ``AMAX * sum(|w|)`` of the output's row, under 2**24 for every layer of the shipped weights (4.0 M
+  at most; a layer past it is multiplied in float64). Every CPU runs it.
+
+The same integers every way, on every CPU: only the speed depends on the choice. ``kind()`` times
+the available ways once a process on a band-sized product (a few ms); ``LVPNET_PRODUCTS=int8``,
+``avx2`` or ``float32`` forces one (tests run each).
 """
 
 from __future__ import annotations
@@ -27,62 +31,117 @@ import torch
 
 from .intnet import AMAX
 
+KINDS = ("int8", "avx2", "float32")
 FLOAT_EXACT = 2**24  # float32 holds every integer of magnitude up to this
 _KIND: str | None = None
 
 
 def kind() -> str:
-    """"int8" or "float32": how ``mm`` multiplies in this process."""
+    """"int8", "avx2" or "float32": how ``product`` multiplies in this process."""
     global _KIND
     if _KIND is None:
         forced = os.environ.get("LVPNET_PRODUCTS", "").strip().lower()
-        if forced in ("int8", "float32"):
+        if forced in KINDS and available(forced):
             _KIND = forced
         else:
-            _KIND = "int8" if _int8_exact() and _int8_faster() else "float32"
+            _KIND = _fastest([k for k in KINDS if available(k)])
     return _KIND
 
 
 def set_kind(value: str | None) -> None:
     """Forces ``kind`` (None: choose again on next use); for tests and benchmarks."""
     global _KIND
-    if value not in (None, "int8", "float32"):
-        raise ValueError(f"unknown product kind {value!r}")
+    if value is not None and (value not in KINDS or not available(value)):
+        raise ValueError(f"product kind {value!r} is not available here")
     _KIND = value
 
 
+def available(k: str) -> bool:
+    """Whether kind ``k`` runs, exactly, in this process."""
+    if k == "int8":
+        return _int8_exact()
+    if k == "avx2":
+        return _avx2() is not None
+    return k == "float32"
+
+
 def np_dtype():
-    """The dtype of the trunk's unfolded input columns: the products' own, so they need no copy."""
-    return np.int8 if kind() == "int8" else np.float32
+    """The dtype of the trunk's unfolded input columns, the products' own so they need no copy."""
+    return np.float32 if kind() == "float32" else np.int8
 
 
-def weights(m: torch.Tensor) -> torch.Tensor:
-    """An int8 weight matrix as ``mm`` takes it (a float32 copy for float32 products)."""
-    return m if kind() == "int8" else m.to(torch.float32)
+class Weights:
+    """A layer's int8 weights ``m`` (K, O), in [-127, 127], prepared for this process's ``product``.
+    ``first``: its products come out channels first, (O, n), else pixels first, (n, O)."""
+
+    def __init__(self, m: torch.Tensor, first: bool = False):
+        self.K, self.O = m.shape
+        self.first = first
+        self.kind = kind()
+        if self.kind == "avx2" and self.K % 4:
+            self.kind = "float32"  # the kernel reads inputs four at a time (3x3 layers are padded to 64)
+        if self.kind == "avx2":
+            self.Op = -(-self.O // 16) * 16  # whole blocks of 16 outputs: zero weights past O
+            full = np.zeros((self.K, self.Op), np.int8)
+            full[:, : self.O] = m.numpy()
+            # (K / 4, 4, Op / 8, 8) -> (Op / 8, K / 4, 8, 4): a block's 8 outputs' 4 weights in 32 bytes
+            self.m = np.ascontiguousarray(full.reshape(self.K // 4, 4, self.Op // 8, 8).transpose(2, 0, 3, 1))
+        else:
+            # float32 holds the sums exactly while every partial sum of an output is below 2**24, in any
+            # order: at most AMAX times the output's sum of |w| (4.0 M for the shipped weights' widest)
+            exact32 = int(m.to(torch.int64).abs().sum(0).max()) * AMAX < FLOAT_EXACT
+            dtype = torch.int8 if self.kind == "int8" else torch.float32 if exact32 else torch.float64
+            m = m.to(dtype)
+            self.m = m.T.contiguous() if first else m.contiguous()
 
 
-def fits_float32(w: torch.Tensor) -> bool:
-    """Whether every partial sum of a layer with weights ``w`` (outputs first) on inputs in
-    [0, AMAX] stays below 2**24, in any order: float32 products give its exact sums."""
-    return int(w.to(torch.int64).abs().flatten(1).sum(1).max()) * AMAX < FLOAT_EXACT
-
-
-def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """The exact int32 sums ``a @ b``: ``a`` and ``b`` both int8 (``torch._int_mm``) or float32 holding
-    integers (one of them may be int8: converted), the sums known to fit (``fits_float32``)."""
-    if a.dtype == torch.int8 and b.dtype == torch.int8:
-        return torch._int_mm(a, b)
+def product(a: torch.Tensor, w: Weights) -> torch.Tensor:
+    """The exact int32 sums of ``a`` (n, K), integers in [0, AMAX] (int8, or float32 for float32
+    products), by ``w``: (n, O), or (O, n) for ``w.first``."""
+    if w.kind == "int8":
+        a = a.to(torch.int8)
+        return torch._int_mm(w.m, a.T) if w.first else torch._int_mm(a, w.m)
+    if w.kind == "avx2":
+        a = a.to(torch.int8).contiguous()
+        n = a.shape[0]
+        out = torch.empty((w.O, n) if w.first else (n, w.Op), dtype=torch.int32)
+        _avx2().gemm(a.data_ptr(), n, w.K, w.m.ctypes.data, w.Op, out.data_ptr(), w.O, w.first)
+        return out if w.first or w.Op == w.O else out[:, : w.O].contiguous()
     # float32 sums are exact only at full precision: a user's "high"/"medium" lets oneDNN use
     # bfloat16 or TF32 where the CPU has them; float64 is exact whatever is set
-    dtype = torch.float32 if torch.get_float32_matmul_precision() == "highest" else torch.float64
-    return torch.mm(a.to(dtype), b.to(dtype)).to(torch.int32)
+    full = torch.get_float32_matmul_precision() == "highest"
+    dtype = w.m.dtype if full else torch.float64
+    a, m = a.to(dtype), w.m.to(dtype)
+    return (m @ a.T if w.first else a @ m).to(torch.int32)
+
+
+_AVX2 = None
+
+
+def _avx2():
+    """The compiled kernel's module where it was built and this CPU has AVX2, else None."""
+    global _AVX2
+    if _AVX2 is None:
+        try:
+            from . import _avx2mm
+
+            _AVX2 = _avx2mm if _avx2mm.supported() else False
+        except ImportError:
+            _AVX2 = False
+    return _AVX2 or None
+
+
+_INT8_EXACT: bool | None = None
 
 
 def _int8_exact() -> bool:
-    try:
-        return _exact_int8()
-    except (AttributeError, RuntimeError, NotImplementedError):
-        return False
+    global _INT8_EXACT
+    if _INT8_EXACT is None:
+        try:
+            _INT8_EXACT = _exact_int8()
+        except (AttributeError, RuntimeError, NotImplementedError):
+            _INT8_EXACT = False
+    return _INT8_EXACT
 
 
 def _exact_int8() -> bool:
@@ -106,20 +165,26 @@ def _exact_int8() -> bool:
     return True
 
 
-def _int8_faster() -> bool:
-    """Times a band-sized product of a hidden 3x3 layer both ways, best of 3 after a warm-up."""
+def _fastest(kinds: list) -> str:
+    """The kind that takes a band-sized product of a hidden 3x3 layer fastest, best of 3 after a
+    warm-up each (a few ms; torch's int8 loop, where it is slow, about 30 ms)."""
+    global _KIND
+    if len(kinds) == 1:
+        return kinds[0]
     g = torch.Generator().manual_seed(0)
     a = torch.randint(0, AMAX + 1, (1024, 448), dtype=torch.int8, generator=g)
-    b = torch.randint(-127, 128, (448, 48), dtype=torch.int8, generator=g)
-    af, bf = a.to(torch.float32), b.to(torch.float32)
-
-    def best(f) -> float:
-        f()
-        out = float("inf")
+    m = torch.randint(-127, 128, (448, 48), dtype=torch.int8, generator=g)
+    times = {}
+    for k in kinds:
+        _KIND = k  # ``Weights`` prepares for the kind being timed
+        w = Weights(m)
+        x = a.to(torch.float32) if k == "float32" else a
+        product(x, w)
+        best = float("inf")
         for _ in range(3):
             t = time.perf_counter()
-            f()
-            out = min(out, time.perf_counter() - t)
-        return out
-
-    return best(lambda: torch._int_mm(a, b)) <= best(lambda: torch.mm(af, bf))
+            product(x, w)
+            best = min(best, time.perf_counter() - t)
+        times[k] = best
+    _KIND = None
+    return min(kinds, key=times.get)

@@ -90,8 +90,8 @@ class _Layer:
         self.bias = b.to(torch.int32)[:, None] if first else b.to(torch.int32)
         self.shift = int(spec["shift"])
 
-    def mat(self, channels: tuple) -> torch.Tensor:
-        """The weights as ``exact_mm.mm`` takes them, columns in the order of ``channels``' parts."""
+    def mat(self, channels: tuple) -> exact_mm.Weights:
+        """The weights as ``exact_mm.product`` takes them, columns in the order of ``channels``' parts."""
         key = (exact_mm.kind(), channels)
         m = self._mats.get(key)
         if m is None:
@@ -101,7 +101,7 @@ class _Layer:
                 at += c
             full = torch.zeros((self.O, self.Kp), dtype=torch.int8)
             full[:, : self.k * self.k * self.C] = torch.cat(cols, 1)
-            m = exact_mm.weights(full if self.first else full.T.contiguous())
+            m = exact_mm.Weights(full.T, self.first)
             self._mats[key] = m
         return m
 
@@ -122,7 +122,7 @@ class _Layer:
             _unfold_parts(parts, out, 0, h)
             cols = torch.from_numpy(out)
         m = self.mat(channels)
-        acc = exact_mm.mm(m, cols.T) if self.first else exact_mm.mm(cols, m)
+        acc = exact_mm.product(cols, m)
         acc += self.bias
         return acc
 
@@ -153,10 +153,10 @@ class _Layer:
                 y1 = min(h, y0 + rows)
                 if cols is None:  # 1x1: the band's pixels are its input rows
                     (x,) = parts
-                    acc = exact_mm.mm(torch.from_numpy(x[y0:y1].reshape(-1, x.shape[-1])), m)
+                    acc = exact_mm.product(torch.from_numpy(x[y0:y1].reshape(-1, x.shape[-1])), m)
                 else:
                     _unfold_parts(parts, cols, y0, y1)
-                    acc = exact_mm.mm(torch.from_numpy(cols[: (y1 - y0) * w]), m)
+                    acc = exact_mm.product(torch.from_numpy(cols[: (y1 - y0) * w]), m)
                 acc += self.bias
                 if add is not None:
                     add(acc, y0, y1)
@@ -290,7 +290,7 @@ _KEEP = 32 << 20  # bytes: buffers up to this are kept between steps (every laye
 
 
 def _columns(K: int, channels: tuple, h: int, w: int) -> np.ndarray:
-    """A zeroed (h * w, K) buffer (``exact_mm.np_dtype``: int8 or float32) for a 3x3 layer's unfolded input (``h``: a plane's rows, or a
+    """A zeroed (h * w, K) buffer (``exact_mm.np_dtype``) for a 3x3 layer's unfolded input (``h``: a plane's rows, or a
     band's, ``_Layer.hidden``), kept for the next call of the same layout in this thread:
     ``_unfold3`` writes the same entries on every call (the left and right padding's zeros and the
     columns past the channels stay as they are; the rows above and below the plane it writes as
@@ -452,9 +452,6 @@ class Int8Step:
             return None
         if not all(_fits(layer) for layer in spec["layers"]) or not _fits(spec["head"]):
             return None
-        if exact_mm.kind() == "float32" and not all(exact_mm.fits_float32(layer["weight"])
-                                                    for layer in [*spec["layers"], spec["head"]]):
-            return None  # sums a float32 product might round: the float64 convolutions
         if not all(layer["relu"] and not layer["raw"] for layer in spec["layers"]) or not spec["head"]["raw"]:
             return None
         return cls(spec, head_rows, n_ctx, shared, ctx_shared)
@@ -520,7 +517,7 @@ class HeadBands:
     @torch.no_grad()
     def raw(self, y0: int) -> torch.Tensor:
         y1 = min(self.h, y0 + self.rows)
-        acc = exact_mm.mm(self.m, torch.from_numpy(self.x[y0:y1].reshape(-1, self.x.shape[-1])).T)
+        acc = exact_mm.product(torch.from_numpy(self.x[y0:y1].reshape(-1, self.x.shape[-1])), self.m)
         acc += self.bias
         return acc.view(-1, y1 - y0, self.w)
 
