@@ -9,7 +9,8 @@ hits both alike); each slice's time is its best round. Slices: the val split's t
 
 Also timed in the same rounds: the engine's reference paths (float convolutions for the trunk,
 the torch head), the paths the GPU runs and every CPU ran before the int8 trunk and the fused
-head; the bytes of both must be equal. Entropy coding and the container's chunk are included;
+head; and the trunk with each other kind of exact product this CPU has (``exact_mm``: torch's
+int8, the AVX2 kernel, float32; ``--kinds`` picks them). The bytes of all must be equal. Entropy coding and the container's chunk are included;
 the safety net (``lvpnet compress`` also tries JPEG-XL on every slice) and verification are not.
 """
 
@@ -72,17 +73,27 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "cpu_speed.md"))
+    ap.add_argument("--kinds", default="", help="comma-separated kinds of product to time besides the chosen "
+                    "one (default: every other kind this CPU has)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     from lvpnet.bench import machine
     from lvpnet.codecs.lvpnet_codec import LVPNetCodec
+    from lvpnet.model import exact_mm
 
     codec = LVPNetCodec(device="cpu")
     items = slices(Path(args.data))
     ver = codec.version
-    # warm-up: weights, numba kernels, oneDNN
-    codec.decode(codec.encode(items[0][1]), items[0][1].shape, items[0][1].dtype, ver)
-    names = ("lvpnet", "lvpnet reference paths", "JPEG-XL e7")
+    chosen = exact_mm.kind()
+    others = [k for k in (args.kinds.split(",") if args.kinds else exact_mm.KINDS)
+              if k and k != chosen and exact_mm.available(k)]
+    # warm-up: weights, numba kernels, oneDNN, each kind's layouts
+    for k in [chosen, *others]:
+        exact_mm.set_kind(k)
+        codec.decode(codec.encode(items[0][1]), items[0][1].shape, items[0][1].dtype, ver)
+    exact_mm.set_kind(chosen)
+    names = (f"lvpnet (products: {chosen}, as chosen)", *(f"lvpnet, products: {k}" for k in others),
+             "lvpnet reference paths", "JPEG-XL e7")
     best = {n: np.full((len(items), 2), np.inf) for n in names}
     cpu = {n: np.full((len(items), 2), np.inf) for n in names}
     size = {n: np.zeros(len(items)) for n in names}
@@ -95,11 +106,20 @@ def main(argv=None) -> int:
                 tre, rdata = timed(codec.encode, x)
                 trd, ry = timed(codec.decode, data, x.shape, x.dtype, ver)
             assert rdata == data and np.array_equal(ry, x), f"{name}: reference paths differ"
+            kinds = []
+            for k in others:
+                exact_mm.set_kind(k)
+                tke, kdata = timed(codec.encode, x)
+                tkd, ky = timed(codec.decode, data, x.shape, x.dtype, ver)
+                assert kdata == data and np.array_equal(ky, x), f"{name}: {k} products differ"
+                kinds.append((tke, tkd, len(data)))
+            exact_mm.set_kind(chosen)
             v = (x.astype(np.int32) - int(x.min())).astype(np.uint16)
             tje, jxl = timed(imagecodecs.jpegxl_encode, v, lossless=True, effort=7, numthreads=1)
             tjd, jy = timed(imagecodecs.jpegxl_decode, jxl, numthreads=1)
             assert np.array_equal(jy, v)
-            for n, (e, d, nb) in zip(names, ((te, td, len(data)), (tre, trd, len(data)), (tje, tjd, len(jxl)))):
+            for n, (e, d, nb) in zip(names, ((te, td, len(data)), *kinds, (tre, trd, len(data)),
+                                             (tje, tjd, len(jxl)))):
                 best[n][i] = np.minimum(best[n][i], (e[0], d[0]))
                 cpu[n][i] = np.minimum(cpu[n][i], (e[1], d[1]))
                 size[n][i] = nb
@@ -131,7 +151,8 @@ def main(argv=None) -> int:
                      f"{ce / cjxl_e:.1f}x | {cd / cjxl_d:.1f}x |")
     lines += [
         "",
-        "The reference paths wrote the same bytes and decoded the same files (checked on every slice). "
+        "The reference paths and the other kinds of product wrote the same bytes and decoded the same files "
+        "(checked on every slice). "
         "The CPU-time columns use each slice's least process CPU time over the rounds (the wall-clock "
         "columns its least elapsed time): on a machine shared with other jobs they show the codecs' own work.",
         "Targets (issue 20): encode at most 5x JPEG-XL's time, decode at most 20x.",
