@@ -24,6 +24,7 @@ the available ways once a process on a band-sized product (a few ms); ``LVPNET_P
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import numpy as np
@@ -34,17 +35,20 @@ from .intnet import AMAX
 KINDS = ("int8", "avx2", "float32")
 FLOAT_EXACT = 2**24  # float32 holds every integer of magnitude up to this
 _KIND: str | None = None
+_CHOOSING = threading.Lock()  # a viewer's threads may ask at once: one choice, timed once
 
 
 def kind() -> str:
     """"int8", "avx2" or "float32": how ``product`` multiplies in this process."""
     global _KIND
     if _KIND is None:
-        forced = os.environ.get("LVPNET_PRODUCTS", "").strip().lower()
-        if forced in KINDS and available(forced):
-            _KIND = forced
-        else:
-            _KIND = _fastest([k for k in KINDS if available(k)])
+        with _CHOOSING:
+            if _KIND is None:
+                forced = os.environ.get("LVPNET_PRODUCTS", "").strip().lower()
+                if forced in KINDS and available(forced):
+                    _KIND = forced
+                else:
+                    _KIND = _fastest([k for k in KINDS if available(k)])
     return _KIND
 
 
@@ -71,13 +75,14 @@ def np_dtype():
 
 
 class Weights:
-    """A layer's int8 weights ``m`` (K, O), in [-127, 127], prepared for this process's ``product``.
-    ``first``: its products come out channels first, (O, n), else pixels first, (n, O)."""
+    """A layer's int8 weights ``m`` (K, O), in [-127, 127], prepared for ``product`` of kind ``as_kind``
+    (this process's ``kind()`` by default). ``first``: its products come out channels first, (O, n), else
+    pixels first, (n, O)."""
 
-    def __init__(self, m: torch.Tensor, first: bool = False):
+    def __init__(self, m: torch.Tensor, first: bool = False, as_kind: str | None = None):
         self.K, self.O = m.shape
         self.first = first
-        self.kind = kind()
+        self.kind = as_kind or kind()
         if self.kind == "avx2" and self.K % 4:
             self.kind = "float32"  # the kernel reads inputs four at a time (3x3 layers are padded to 64)
         if self.kind == "avx2":
@@ -168,7 +173,6 @@ def _exact_int8() -> bool:
 def _fastest(kinds: list) -> str:
     """The kind that takes a band-sized product of a hidden 3x3 layer fastest, best of 3 after a
     warm-up each (a few ms; torch's int8 loop, where it is slow, about 30 ms)."""
-    global _KIND
     if len(kinds) == 1:
         return kinds[0]
     g = torch.Generator().manual_seed(0)
@@ -176,8 +180,7 @@ def _fastest(kinds: list) -> str:
     m = torch.randint(-127, 128, (448, 48), dtype=torch.int8, generator=g)
     times = {}
     for k in kinds:
-        _KIND = k  # ``Weights`` prepares for the kind being timed
-        w = Weights(m)
+        w = Weights(m, as_kind=k)
         x = a.to(torch.float32) if k == "float32" else a
         product(x, w)
         best = float("inf")
@@ -186,5 +189,4 @@ def _fastest(kinds: list) -> str:
             product(x, w)
             best = min(best, time.perf_counter() - t)
         times[k] = best
-    _KIND = None
     return min(kinds, key=times.get)

@@ -101,7 +101,7 @@ class _Layer:
                 at += c
             full = torch.zeros((self.O, self.Kp), dtype=torch.int8)
             full[:, : self.k * self.k * self.C] = torch.cat(cols, 1)
-            m = exact_mm.Weights(full.T, self.first)
+            m = exact_mm.Weights(full.T, self.first, key[0])
             self._mats[key] = m
         return m
 
