@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from lvpnet.model import IntegerDecoder, band_threads, exact_mm, int8_trunk, load_checkpoint, prep
+from lvpnet.model.intnet import AMAX
 
 pytest.importorskip("numba")
 
@@ -264,3 +265,18 @@ def test_kernel_values_carried_only_for_the_same_sub_images():
     check([s[:5] for s in other], 8, dtype=np.int64)  # another size
     dec.end_slice()
     check(other, 2)
+
+
+def test_features_product_exact_for_signed_features():
+    """The features' product (``FeatsProduct``) gives the conv's exact sums even for features below
+    zero, which the shipped model never makes (its features are a relu's) and the AVX2 kernel,
+    reading unsigned bytes, cannot take: there it takes the float32 product."""
+    g = torch.Generator().manual_seed(3)
+    weight = torch.randint(-127, 128, (48, 8, 3, 3), generator=g)
+    bias = torch.randint(-1000, 1000, (48,), generator=g)
+    fp = int8_trunk.FeatsProduct(weight, bias)
+    for lo in (0, -127):
+        feats = torch.randint(lo, AMAX + 1, (1, 8, 10, 13), generator=g).to(torch.float32)
+        want = torch.nn.functional.conv2d(feats.double(), weight.double(), bias.double(), padding=1)
+        got = fp.acc(feats)  # (pixels, outputs)
+        assert torch.equal(got.to(torch.float64), want[0].permute(1, 2, 0).reshape(-1, 48)), lo

@@ -90,9 +90,10 @@ class _Layer:
         self.bias = b.to(torch.int32)[:, None] if first else b.to(torch.int32)
         self.shift = int(spec["shift"])
 
-    def mat(self, channels: tuple) -> exact_mm.Weights:
-        """The weights as ``exact_mm.product`` takes them, columns in the order of ``channels``' parts."""
-        key = (exact_mm.kind(), channels)
+    def mat(self, channels: tuple, as_kind: str | None = None) -> exact_mm.Weights:
+        """The weights as ``exact_mm.product`` takes them (this process's kind, or ``as_kind``),
+        columns in the order of ``channels``' parts."""
+        key = (as_kind or exact_mm.kind(), channels)
         m = self._mats.get(key)
         if m is None:
             cols, at = [], 0
@@ -105,11 +106,11 @@ class _Layer:
             self._mats[key] = m
         return m
 
-    def acc(self, parts: list, keep: bool = True) -> torch.Tensor:
+    def acc(self, parts: list, keep: bool = True, as_kind: str | None = None) -> torch.Tensor:
         """Pixels-first inputs (h, w, C_i) int8 (integers in [0, AMAX]), together the layer's C
         channels -> the exact sums, bias included: (h * w, O) int32, or (O, h * w) for ``first``.
         ``keep``: the unfold buffer kept for the next step (``_columns``); False for a product
-        taken once a slice."""
+        taken once a slice. ``as_kind``: another kind of product than the process's."""
         channels = tuple(x.shape[-1] for x in parts)
         if self.k == 1:
             (x,) = parts
@@ -121,7 +122,7 @@ class _Layer:
                    else np.zeros((h * w, self.Kp), dtype))
             _unfold_parts(parts, out, 0, h)
             cols = torch.from_numpy(out)
-        m = self.mat(channels)
+        m = self.mat(channels, as_kind)
         acc = exact_mm.product(cols, m)
         acc += self.bias
         return acc
@@ -192,7 +193,11 @@ class FeatsProduct:
     def acc(self, feats: torch.Tensor) -> torch.Tensor:
         mine = self._local.__dict__
         if mine.get("feats") is not feats:
-            mine["acc"] = self.layer.acc([pixels_first(feats[0])], keep=False)
+            # the AVX2 kernel reads its inputs as unsigned bytes: features are a relu's, in [0, AMAX],
+            # but a model whose are not gets the float32 product (exact for signed ones too)
+            signed = bool((feats < 0).any())
+            mine["acc"] = self.layer.acc([pixels_first(feats[0])], keep=False,
+                                         as_kind="float32" if signed and exact_mm.kind() == "avx2" else None)
             mine["feats"] = feats
         return mine["acc"]
 
