@@ -3,11 +3,16 @@
 Real series come from pydicom's bundled test files (never downloaded here);
 the pixel cases (signed, overlay bits, MONOCHROME1, odd sizes, RGB planar 0/1,
 palette, multi-frame, 8/12/16-bit, compressed sources) are written by the tests
-with pydicom. Everything goes through the installed ``lvpnet`` command.
+with pydicom. Everything goes through the ``lvpnet`` command line: its ``main`` in this process
+(arguments, messages and exit codes as a user gets them), and the installed console script in a
+subprocess for the real series (``test_real_series_with_dicomdir_and_text_restored_byte_identical``)
+and in ``test_cli``: each subprocess spends about 2 s starting torch, which made this file two
+minutes of the suite.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
@@ -55,10 +60,20 @@ def _local(name: str) -> Path:
     return path
 
 
-def lvpnet_cmd(*args, check_rc=None):
-    """Run the installed console script in a subprocess (what a user types)."""
-    exe = os.path.join(os.path.dirname(sys.executable), "lvpnet")
-    proc = subprocess.run([exe, *map(str, args)], capture_output=True, text=True, timeout=300)
+def lvpnet_cmd(*args, check_rc=None, real=False):
+    """The command line on ``args``: its ``main`` in this process, or with ``real`` the installed
+    console script in a subprocess (what a user types). Returns what ``subprocess.run`` would."""
+    if real:
+        exe = os.path.join(os.path.dirname(sys.executable), "lvpnet")
+        proc = subprocess.run([exe, *map(str, args)], capture_output=True, text=True, timeout=300)
+    else:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                rc = main([str(a) for a in args])
+            except SystemExit as e:  # argparse's usage errors
+                rc = e.code
+        proc = subprocess.CompletedProcess(args, rc, out.getvalue(), err.getvalue())
     if check_rc is not None:
         assert proc.returncode == check_rc, proc.stderr
     assert "Traceback" not in proc.stderr
@@ -93,20 +108,15 @@ def assert_same_elements(orig: Dataset, back: Dataset, photometric_may_change: b
             assert a[t].VR == b[t].VR and a[t].value == b[t].value, a[t]
 
 
-def compress_restore(tmp_path: Path, src: Path, *extra, subprocess: bool = True) -> tuple[Path, Path, dict]:
-    """compress, info, verify, decompress to a folder: as a user types them, or in-process (faster)."""
+def compress_restore(tmp_path: Path, src: Path, *extra, subprocess: bool = False) -> tuple[Path, Path, dict]:
+    """compress, info, verify, decompress to a folder, through the command line (``lvpnet_cmd``; with
+    ``subprocess`` the installed console script)."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     lvp, out = tmp_path / "a.lvp", tmp_path / "restored"
-    if subprocess:
-        lvpnet_cmd("compress", src, lvp, *extra, check_rc=0)
-        info = json.loads(lvpnet_cmd("info", lvp, "--json", check_rc=0).stdout)
-        assert "DICOM files rebuilt" in lvpnet_cmd("verify", lvp, check_rc=0).stdout
-        lvpnet_cmd("decompress", lvp, out, check_rc=0)
-    else:
-        assert main(["compress", str(src), str(lvp), *extra]) == 0
-        info = info_dict(str(lvp))
-        assert main(["verify", str(lvp)]) == 0
-        assert main(["decompress", str(lvp), str(out)]) == 0
+    lvpnet_cmd("compress", src, lvp, *extra, check_rc=0, real=subprocess)
+    info = json.loads(lvpnet_cmd("info", lvp, "--json", check_rc=0, real=subprocess).stdout)
+    assert "DICOM files rebuilt" in lvpnet_cmd("verify", lvp, check_rc=0, real=subprocess).stdout
+    lvpnet_cmd("decompress", lvp, out, check_rc=0, real=subprocess)
     return lvp, out, info
 
 
@@ -228,14 +238,14 @@ def test_real_series_with_dicomdir_and_text_restored_byte_identical(tmp_path):
     shutil.copyfile(_local("dicomdirtests/DICOMDIR"), src / "DICOMDIR")
     (src / "notes.txt").write_text("acquired on the old scanner\n")
 
-    lvp, out, info = compress_restore(tmp_path, src)
+    lvp, out, info = compress_restore(tmp_path, src, subprocess=True)  # as a user types it
     assert _tree(out) == _tree(src)  # every file, every byte, same names
     assert info["dicom_files"] == len(files) + 2 and info["dicom_image_files"] == len(files)
     assert sorted(info["carried_verbatim"]) == ["DICOMDIR", "notes.txt"]
     assert info["transfer_syntax_changed"] == [] and info["not_archived"] == []
     assert info["dicom_source_bytes"] == sum(len(b) for b in _tree(src).values())
     # the codec still gets the slices in anatomical order; .npy output keeps working
-    lvpnet_cmd("decompress", lvp, tmp_path / "a.npy", check_rc=0)
+    lvpnet_cmd("decompress", lvp, tmp_path / "a.npy", check_rc=0, real=True)
     np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), read(src).array)
 
 
@@ -292,7 +302,7 @@ def test_pydicom_files_round_trip(tmp_path, name):
     src = tmp_path / "src"
     src.mkdir()
     shutil.copyfile(path, src / name)
-    lvp, out, info = compress_restore(tmp_path, src / name, subprocess=False)  # a single file as input
+    lvp, out, info = compress_restore(tmp_path, src / name)  # a single file as input
     assert_restored(src, out, info)
     native = _ts(_dcm(path)) in NATIVE
     assert ((out / name).read_bytes() == path.read_bytes()) == native
@@ -330,7 +340,7 @@ def test_pixel_cases_series_byte_identical(tmp_path, rng, case):
     src = tmp_path / "series"
     names = [f"file_{k}.dcm" for k in random.Random(case).sample(range(100), n)]  # names not in slice order
     _series(src, rng, n, shape, dtype, names=names, **kw)
-    lvp, out, info = compress_restore(tmp_path, src, subprocess=False)
+    lvp, out, info = compress_restore(tmp_path, src)
     assert _tree(out) == _tree(src) and info["carried_verbatim"] == []
     back = read(src)
     np.testing.assert_array_equal(LvpFile(lvp).read_all(), back.array)
@@ -340,7 +350,7 @@ def test_palette_multiframe_and_odd_length_in_one_file(tmp_path, rng):
     frames = rng.integers(0, 256, size=(3, 9, 7), dtype=np.uint8)  # 189 bytes per frame: odd total
     src = tmp_path / "pal"
     write_image(src / "palette.dcm", frames, photometric="PALETTE COLOR", multi_frame=True, extra=_palette)
-    lvp, out, info = compress_restore(tmp_path, src / "palette.dcm", subprocess=False)
+    lvp, out, info = compress_restore(tmp_path, src / "palette.dcm")
     assert _tree(out) == _tree(src) and info["carried_verbatim"] == []
     assert LvpFile(lvp).shape == (3, 9, 7)
 
@@ -510,7 +520,7 @@ def test_files_that_cannot_be_rebuilt_are_kept_whole(tmp_path, rng, monkeypatch)
     monkeypatch.setattr(dicom_archive, "_pixel_spec", lambda *a, **k: None)
     monkeypatch.setattr(dicom_archive, "_rewrite_native", lambda *a, **k: None)
     for case in (src, tmp_path / "c"):
-        lvp, out, info = compress_restore(tmp_path / f"run_{case.name}", case, subprocess=False)
+        lvp, out, info = compress_restore(tmp_path / f"run_{case.name}", case)
         assert _tree(out) == _tree(case)
         assert sorted(info["carried_verbatim"]) == sorted(os.listdir(case)) and info["transfer_syntax_changed"] == []
 
@@ -525,7 +535,7 @@ def test_a_multiframe_ultrasound_cine_through_the_learned_codec(tmp_path, rng):
         frames[t, 14:34, 10:46] = rng.integers(10, 120, (20, 36, 1))
     src = tmp_path / "us"
     write_image(src / "cine.dcm", frames, multi_frame=True)
-    lvp, out, info = compress_restore(tmp_path, src / "cine.dcm", "--codec", "lvpnet", subprocess=False)
+    lvp, out, info = compress_restore(tmp_path, src / "cine.dcm", "--codec", "lvpnet")
     assert _tree(out) == _tree(src) and info["carried_verbatim"] == []
     assert info["coded_against_previous"] >= 1 and LvpFile(lvp).shape == (4, 40, 56, 3)
 
