@@ -105,3 +105,23 @@ def test_kind_chosen_or_forced(monkeypatch):
             exact_mm.set_kind("int4")
     finally:
         exact_mm.set_kind(None)
+
+
+@pytest.mark.parametrize("n, k, shift", [(1, 64, 0), (37, 448, 7), (258, 48, 12)])
+def test_avx2_activation_fused_with_the_product(n, k, shift):
+    """``activated``: clamp(floor((sums + bias) / 2**shift), 0, AMAX) as int8, the hidden layers'
+    activation, in the kernel's pass: negative sums (floor, then 0), sums past AMAX, any row count."""
+    if not exact_mm.available("avx2"):
+        pytest.skip("no AVX2 kernel on this CPU")
+    a, w = _extreme(n, k, 48, seed=n)
+    bias = torch.randint(-(2**20), 2**20, (48,), dtype=torch.int32, generator=torch.Generator().manual_seed(k))
+    sums = a.to(torch.int64) @ w.to(torch.int64) + bias.to(torch.int64)
+    want = torch.clamp(torch.div(sums, 2**shift, rounding_mode="floor"), 0, AMAX).to(torch.int8)
+    assert (want == 0).any() and (want == AMAX).any()  # both ends of the clamp are met
+    m = exact_mm.Weights(w, as_kind="avx2")
+    assert exact_mm.fuses(m)
+    out = np.full((n, 48), -1, np.int8)
+    exact_mm.activated(a, m, bias, shift, AMAX, out)
+    assert np.array_equal(out, want.numpy())
+    with pytest.raises(ValueError):
+        exact_mm.activated(a, m, bias, shift, AMAX, np.empty((n, 47), np.int8))  # the wrong size: refused

@@ -23,32 +23,58 @@
 #define HAVE_AVX2_KERNEL 1
 #include <immintrin.h>
 
-/* Stores rows p .. p + rows - 1's sums of outputs ob * 8 .. ob * 8 + 15 (two registers a row): into C
- * (n, O) as they are, or, ``trans``, into C (O_out, n) channels first (the head's layout), only the
- * outputs below O_out (the rest are the zero padding's). */
-__attribute__((target("avx2"))) static inline void put(int32_t *C, Py_ssize_t n, Py_ssize_t O, Py_ssize_t O_out,
-                                                        int trans, Py_ssize_t p, Py_ssize_t ob, int rows,
+/* Where a product's sums go: mode 0 into C (n, O) int32 as they are; 1 into C (O_out, n) int32
+ * channels first (the head's layout), only the outputs below O_out (the rest are the zero padding's);
+ * 2 activated as a hidden layer's: clamp((sums + bias) >> shift, 0, amax) into C (n, O) int8, so
+ * the sums never go out to memory and back. */
+typedef struct {
+    int mode;
+    void *C;
+    Py_ssize_t n, O, O_out;
+    const int32_t *bias;
+    int shift, amax;
+} out_t;
+
+/* Stores rows p .. p + rows - 1's sums of outputs ob * 8 .. ob * 8 + 15 (two registers a row). */
+__attribute__((target("avx2"))) static inline void put(const out_t *o, Py_ssize_t p, Py_ssize_t ob, int rows,
                                                         const __m256i *c) {
-    if (!trans) {
+    if (o->mode == 0) {
+        int32_t *C = (int32_t *)o->C;
         for (int r = 0; r < rows; r++) {
-            _mm256_storeu_si256((__m256i *)(C + (p + r) * O + ob * 8), c[2 * r]);
-            _mm256_storeu_si256((__m256i *)(C + (p + r) * O + ob * 8 + 8), c[2 * r + 1]);
+            _mm256_storeu_si256((__m256i *)(C + (p + r) * o->O + ob * 8), c[2 * r]);
+            _mm256_storeu_si256((__m256i *)(C + (p + r) * o->O + ob * 8 + 8), c[2 * r + 1]);
         }
-        return;
+    } else if (o->mode == 1) {
+        int32_t *C = (int32_t *)o->C, t[4][16];
+        for (int r = 0; r < rows; r++) {
+            _mm256_storeu_si256((__m256i *)t[r], c[2 * r]);
+            _mm256_storeu_si256((__m256i *)(t[r] + 8), c[2 * r + 1]);
+        }
+        for (int k = 0; k < 16 && ob * 8 + k < o->O_out; k++)
+            for (int r = 0; r < rows; r++)
+                C[(ob * 8 + k) * o->n + p + r] = t[r][k];
+    } else {
+        int8_t *C = (int8_t *)o->C;
+        const __m256i b0 = _mm256_loadu_si256((const __m256i *)(o->bias + ob * 8));
+        const __m256i b1 = _mm256_loadu_si256((const __m256i *)(o->bias + ob * 8 + 8));
+        const __m256i zero = _mm256_setzero_si256(), top = _mm256_set1_epi32(o->amax);
+        const __m128i sh = _mm_cvtsi32_si128(o->shift);
+        for (int r = 0; r < rows; r++) {
+            /* an arithmetic shift is floor division by 2**shift, as the float path's floor */
+            __m256i v0 = _mm256_sra_epi32(_mm256_add_epi32(c[2 * r], b0), sh);
+            __m256i v1 = _mm256_sra_epi32(_mm256_add_epi32(c[2 * r + 1], b1), sh);
+            v0 = _mm256_min_epi32(_mm256_max_epi32(v0, zero), top);
+            v1 = _mm256_min_epi32(_mm256_max_epi32(v1, zero), top);
+            /* 16 values in [0, amax] to 16 bytes, in order (packs works within 128-bit lanes) */
+            const __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(v0, v1), 0xD8);
+            const __m128i b = _mm_packs_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+            _mm_storeu_si128((__m128i *)(C + (p + r) * o->O + ob * 8), b);
+        }
     }
-    int32_t t[4][16];
-    for (int r = 0; r < rows; r++) {
-        _mm256_storeu_si256((__m256i *)t[r], c[2 * r]);
-        _mm256_storeu_si256((__m256i *)(t[r] + 8), c[2 * r + 1]);
-    }
-    for (int o = 0; o < 16 && ob * 8 + o < O_out; o++)
-        for (int r = 0; r < rows; r++)
-            C[(ob * 8 + o) * n + p + r] = t[r][o];
 }
 
 __attribute__((target("avx2"))) static void gemm_avx2(const uint8_t *A, Py_ssize_t n, Py_ssize_t K,
-                                                     const int8_t *Bp, Py_ssize_t O, int32_t *C,
-                                                     Py_ssize_t O_out, int trans) {
+                                                     const int8_t *Bp, Py_ssize_t O, const out_t *out) {
     const __m256i ones = _mm256_set1_epi16(1);
     const Py_ssize_t Q = K / 4;
 #define STEP(c0, c1, row)                                                               \
@@ -75,7 +101,7 @@ __attribute__((target("avx2"))) static void gemm_avx2(const uint8_t *A, Py_ssize
                 STEP(c30, c31, a3);
             }
             const __m256i c[8] = {c00, c01, c10, c11, c20, c21, c30, c31};
-            put(C, n, O, O_out, trans, p, ob, 4, c);
+            put(out, p, ob, 4, c);
         }
         for (; p < n; p++) {  /* the last rows, one at a time */
             __m256i c0 = _mm256_setzero_si256(), c1 = c0;
@@ -86,7 +112,7 @@ __attribute__((target("avx2"))) static void gemm_avx2(const uint8_t *A, Py_ssize
                 STEP(c0, c1, a0);
             }
             const __m256i c[2] = {c0, c1};
-            put(C, n, O, O_out, trans, p, ob, 1, c);
+            put(out, p, ob, 1, c);
         }
     }
 #undef STEP
@@ -108,33 +134,71 @@ static PyObject *supported(PyObject *self, PyObject *args) {
     return PyBool_FromLong(cpu_has_avx2());
 }
 
+static int check(Py_ssize_t a, Py_ssize_t n, Py_ssize_t K, Py_ssize_t b, Py_ssize_t O, Py_ssize_t c) {
+    if (n < 0 || K <= 0 || K % 4 || O <= 0 || O % 16 || !a || !b || !c) {
+        PyErr_SetString(PyExc_ValueError, "gemm: K must be a positive multiple of 4 and O of 16");
+        return 0;
+    }
+    if (!cpu_has_avx2()) {
+        PyErr_SetString(PyExc_RuntimeError, "gemm: this CPU has no AVX2");
+        return 0;
+    }
+    return 1;
+}
+
+static void run(Py_ssize_t a, Py_ssize_t n, Py_ssize_t K, Py_ssize_t b, Py_ssize_t O, const out_t *out) {
+#ifdef HAVE_AVX2_KERNEL
+    Py_BEGIN_ALLOW_THREADS
+    gemm_avx2((const uint8_t *)a, n, K, (const int8_t *)b, O, out);
+    Py_END_ALLOW_THREADS
+#else
+    (void)a, (void)n, (void)K, (void)b, (void)O, (void)out;
+#endif
+}
+
 /* gemm(a, n, K, packed_b, O, c, O_out, trans): addresses of contiguous buffers (the caller's tensors
- * keep them alive), sizes as above; ``trans``: C is (O_out, n), channels first, else (n, O). */
+ * keep them alive), sizes as above; ``trans``: C is (O_out, n) int32, channels first, else (n, O). */
 static PyObject *gemm(PyObject *self, PyObject *args) {
     (void)self;
     Py_ssize_t a, n, K, b, O, c, O_out;
     int trans;
     if (!PyArg_ParseTuple(args, "nnnnnnnp", &a, &n, &K, &b, &O, &c, &O_out, &trans))
         return NULL;
-    if (n < 0 || K <= 0 || K % 4 || O <= 0 || O % 16 || O_out <= 0 || O_out > O || !a || !b || !c) {
-        PyErr_SetString(PyExc_ValueError, "gemm: K must be a positive multiple of 4, O of 16, 0 < O_out <= O");
+    if (!check(a, n, K, b, O, c))
+        return NULL;
+    if (O_out <= 0 || O_out > O) {
+        PyErr_SetString(PyExc_ValueError, "gemm: 0 < O_out <= O");
         return NULL;
     }
-    if (!cpu_has_avx2()) {
-        PyErr_SetString(PyExc_RuntimeError, "gemm: this CPU has no AVX2");
+    const out_t out = {trans ? 1 : 0, (void *)c, n, O, O_out, NULL, 0, 0};
+    run(a, n, K, b, O, &out);
+    Py_RETURN_NONE;
+}
+
+/* gemm_act(a, n, K, packed_b, O, c, bias, shift, amax): C (n, O) int8 = clamp((A @ B + bias) >> shift,
+ * 0, amax), bias (O,) int32. */
+static PyObject *gemm_act(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_ssize_t a, n, K, b, O, c, bias;
+    int shift, amax;
+    if (!PyArg_ParseTuple(args, "nnnnnnnii", &a, &n, &K, &b, &O, &c, &bias, &shift, &amax))
+        return NULL;
+    if (!check(a, n, K, b, O, c))
+        return NULL;
+    if (!bias || shift < 0 || shift > 31 || amax < 0 || amax > 127) {
+        PyErr_SetString(PyExc_ValueError, "gemm_act: a bias, 0 <= shift <= 31, 0 <= amax <= 127");
         return NULL;
     }
-#ifdef HAVE_AVX2_KERNEL
-    Py_BEGIN_ALLOW_THREADS
-    gemm_avx2((const uint8_t *)a, n, K, (const int8_t *)b, O, (int32_t *)c, O_out, trans);
-    Py_END_ALLOW_THREADS
-#endif
+    const out_t out = {2, (void *)c, n, O, O, (const int32_t *)bias, shift, amax};
+    run(a, n, K, b, O, &out);
     Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {
     {"supported", supported, METH_NOARGS, "Whether this CPU runs the AVX2 kernel."},
     {"gemm", gemm, METH_VARARGS, "gemm(a, n, K, packed_b, O, c, O_out, trans): C = A @ B, exact int32 sums."},
+    {"gemm_act", gemm_act, METH_VARARGS,
+     "gemm_act(a, n, K, packed_b, O, c, bias, shift, amax): C = clamp((A @ B + bias) >> shift, 0, amax), int8."},
     {NULL, NULL, 0, NULL},
 };
 

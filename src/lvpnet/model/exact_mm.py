@@ -120,6 +120,23 @@ def product(a: torch.Tensor, w: Weights) -> torch.Tensor:
     return (m @ a.T if w.first else a @ m).to(torch.int32)
 
 
+def fuses(w: Weights) -> bool:
+    """Whether ``activated`` takes ``w``'s product and activation in one pass (the AVX2 kernel)."""
+    return w.kind == "avx2" and not w.first and w.Op == w.O
+
+
+def activated(a: torch.Tensor, w: Weights, bias: torch.Tensor, shift: int, amax: int, out: np.ndarray) -> None:
+    """``out`` (n, O) int8 = clamp((a @ w + bias) >> shift, 0, amax), a hidden layer's activation,
+    without the int32 sums going out to memory (where ``fuses(w)``; the caller does it in steps
+    elsewhere). ``bias``: (O,) int32."""
+    a = a.to(torch.int8).contiguous()
+    bias = bias.to(torch.int32).contiguous()
+    if not (fuses(w) and out.dtype == np.int8 and out.flags.c_contiguous and out.size == a.shape[0] * w.O):
+        raise ValueError("exact_mm.activated: AVX2 weights and a contiguous int8 output of (n, O)")
+    _avx2().gemm_act(a.data_ptr(), a.shape[0], w.K, w.m.ctypes.data, w.Op, out.ctypes.data, bias.data_ptr(),
+                     int(shift), int(amax))
+
+
 _AVX2 = None
 
 

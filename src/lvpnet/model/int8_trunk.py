@@ -137,6 +137,12 @@ class _Layer:
         h, w = parts[0].shape[:2]
         shared = band_threads.threads(h * w) > 1
         if self.k == 1 and not shared:
+            m = self.mat((parts[0].shape[-1],))
+            if add is None and exact_mm.fuses(m):
+                out = np.empty((h, w, self.O), np.int8)
+                exact_mm.activated(torch.from_numpy(parts[0].reshape(h * w, -1)), m, self.bias, self.shift, AMAX,
+                                   out.reshape(-1, self.O))
+                return out
             acc = self.acc(parts)
             if add is not None:
                 add(acc, 0, h)
@@ -146,6 +152,7 @@ class _Layer:
         m = self.mat(channels)
         out = np.empty((h, w, self.O), np.int8)
         activate = _kernels()[1]
+        fused = add is None and exact_mm.fuses(m)
 
         def worker():  # one band at a time, in this thread's buffer (``band_threads``: maybe several threads)
             cols = _columns(self.Kp, channels, rows, w) if self.k > 1 else None
@@ -154,10 +161,14 @@ class _Layer:
                 y1 = min(h, y0 + rows)
                 if cols is None:  # 1x1: the band's pixels are its input rows
                     (x,) = parts
-                    acc = exact_mm.product(torch.from_numpy(x[y0:y1].reshape(-1, x.shape[-1])), m)
+                    a = torch.from_numpy(x[y0:y1].reshape(-1, x.shape[-1]))
                 else:
                     _unfold_parts(parts, cols, y0, y1)
-                    acc = exact_mm.product(torch.from_numpy(cols[: (y1 - y0) * w]), m)
+                    a = torch.from_numpy(cols[: (y1 - y0) * w])
+                if fused:  # product, bias and activation in one pass (``exact_mm.activated``)
+                    exact_mm.activated(a, m, self.bias, self.shift, AMAX, out[y0:y1].reshape(-1, self.O))
+                    return
+                acc = exact_mm.product(a, m)
                 acc += self.bias
                 if add is not None:
                     add(acc, y0, y1)
