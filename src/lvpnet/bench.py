@@ -470,18 +470,27 @@ def _merge(dicts: list[dict[str, int]]) -> dict[str, int]:
 
 
 def machine() -> str:
-    """One line about this machine."""
+    """One line about this machine: the CPU, its vector extensions that decide the learned codec's
+    speed (a model name such as "AMD EPYC" does not say), and how its trunk multiplies here."""
+    from .model import exact_mm
+
     cpu = platform.processor() or platform.machine()
+    flags: set = set()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
+                if line.startswith("model name") and cpu == (platform.processor() or platform.machine()):
                     cpu = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
                     break
     except OSError:
         pass
+    vector = [name for flag, name in (("avx512_vnni", "AVX-512 VNNI"), ("avx_vnni", "AVX-VNNI"),
+                                      ("avx512f", "AVX-512"), ("avx2", "AVX2")) if flag in flags]
     system = f"{platform.system()} {platform.release()}, Python {platform.python_version()}"
-    return f"{cpu}, {os.cpu_count()} logical CPUs, {system}"
+    extensions = " (" + ", ".join(vector) + ")" if vector else ""
+    return f"{cpu}{extensions}, {os.cpu_count()} logical CPUs, {system}, trunk products: {exact_mm.kind()}"
 
 
 def bench_volumes(
