@@ -125,3 +125,32 @@ def test_avx2_activation_fused_with_the_product(n, k, shift):
     assert np.array_equal(out, want.numpy())
     with pytest.raises(ValueError):
         exact_mm.activated(a, m, bias, shift, AMAX, np.empty((n, 47), np.int8))  # the wrong size: refused
+
+
+@pytest.mark.parametrize("h, w, C, y0, y1", [(1, 1, 4, 0, 1), (5, 7, 48, 0, 5), (9, 13, 8, 3, 7), (6, 3, 48, 5, 6)])
+def test_avx2_3x3_layer_read_straight_from_its_input(h, w, C, y0, y1):
+    """``conv3x3``: a band of rows of a 3x3 layer with zero padding, read from the (h, w, C) input
+    without unfolding: the exact sums (with the bias) and the activation, at every edge of the plane
+    (a 1 x 1 plane, a band at the top, one inside, one at the bottom)."""
+    if not exact_mm.available("avx2"):
+        pytest.skip("no AVX2 kernel on this CPU")
+    g = torch.Generator().manual_seed(h * 100 + C)
+    x = torch.randint(0, AMAX + 1, (h, w, C), dtype=torch.int8, generator=g)
+    x[: h // 2 + 1] = AMAX
+    weight = torch.randint(-127, 128, (48, C, 3, 3), dtype=torch.int8, generator=g)
+    weight[:16] = 127
+    bias = torch.randint(-(2**16), 2**16, (48,), dtype=torch.int32, generator=g)
+    conv = torch.nn.functional.conv2d(x.permute(2, 0, 1)[None].double(), weight.double(), bias.double(), padding=1)
+    want = conv[0, :, y0:y1].permute(1, 2, 0).reshape(-1, 48).to(torch.int64)
+    K = -(-9 * C // 64) * 64  # as ``int8_trunk._Layer`` pads the inputs
+    m = torch.zeros((K, 48), dtype=torch.int8)
+    m[: 9 * C] = weight.permute(2, 3, 1, 0).reshape(9 * C, 48)  # (tap row, tap column, channel) x outputs
+    w8 = exact_mm.Weights(m, as_kind="avx2")
+    assert exact_mm.reads_3x3(w8, C)
+    xs = np.ascontiguousarray(x.numpy())
+    assert torch.equal(exact_mm.conv3x3(xs, y0, y1, w8, bias).to(torch.int64), want)
+    out = np.empty(((y1 - y0) * w, 48), np.int8)
+    exact_mm.conv3x3(xs, y0, y1, w8, bias, 9, AMAX, out)
+    assert np.array_equal(out, torch.clamp(torch.div(want, 2**9, rounding_mode="floor"), 0, AMAX).numpy())
+    with pytest.raises(ValueError):
+        exact_mm.conv3x3(xs[..., :3].copy(), y0, y1, w8, bias)  # channels not a multiple of 4: refused

@@ -17,6 +17,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
@@ -117,6 +118,61 @@ __attribute__((target("avx2"))) static void gemm_avx2(const uint8_t *A, Py_ssize
     }
 #undef STEP
 }
+
+/* The same product for a 3x3 layer (zero padding 1) read straight from its input X (h, w, C), C a
+ * multiple of 4: pixel (y, x)'s K = 9 C inputs are tap t = 3 ki + kj's channels, X[y + ki - 1,
+ * x + kj - 1, :], zero outside the plane (``int8_trunk._unfold3``'s column order, so the packed
+ * weights are the same). Rows y0 to y1 of the layer, output row p = (y - y0) w + x. No unfolded
+ * copy of the input (9 times its size) is written and read back. ``zeros``: C zero bytes. */
+__attribute__((target("avx2"))) static void gemm3_avx2(const uint8_t *X, Py_ssize_t h, Py_ssize_t w, Py_ssize_t C,
+                                                      Py_ssize_t y0, Py_ssize_t y1, const int8_t *Bp, Py_ssize_t Kp,
+                                                      Py_ssize_t O, const out_t *out, const uint8_t *zeros) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    const Py_ssize_t Q = Kp / 4, Qc = C / 4, n = (y1 - y0) * w;
+    for (Py_ssize_t p = 0; p < n; p += 4) {
+        const int rows = n - p < 4 ? (int)(n - p) : 4;
+        const uint8_t *tap[4][9];
+        for (int r = 0; r < 4; r++) {
+            const Py_ssize_t q = p + (r < rows ? r : 0), y = y0 + q / w, x = q % w;
+            for (int t = 0; t < 9; t++) {
+                const Py_ssize_t yy = y + t / 3 - 1, xx = x + t % 3 - 1;
+                tap[r][t] = (yy < 0 || yy >= h || xx < 0 || xx >= w) ? zeros : X + (yy * w + xx) * C;
+            }
+        }
+        for (Py_ssize_t ob = 0; ob < O / 8; ob += 2) {
+            const int8_t *p0 = Bp + ob * Q * 32, *p1 = p0 + Q * 32;
+            __m256i c[8];
+            for (int i = 0; i < 8; i++)
+                c[i] = _mm256_setzero_si256();
+            for (int t = 0; t < 9; t++) {
+                const uint8_t *a0 = tap[0][t], *a1 = tap[1][t], *a2 = tap[2][t], *a3 = tap[3][t];
+                for (Py_ssize_t qc = 0; qc < Qc; qc++) {
+                    const Py_ssize_t q = t * Qc + qc;
+                    const __m256i b0 = _mm256_loadu_si256((const __m256i *)(p0 + q * 32));
+                    const __m256i b1 = _mm256_loadu_si256((const __m256i *)(p1 + q * 32));
+                    int32_t v0, v1, v2, v3;
+                    memcpy(&v0, a0 + 4 * qc, 4);
+                    memcpy(&v1, a1 + 4 * qc, 4);
+                    memcpy(&v2, a2 + 4 * qc, 4);
+                    memcpy(&v3, a3 + 4 * qc, 4);
+                    __m256i x = _mm256_set1_epi32(v0);
+                    c[0] = _mm256_add_epi32(c[0], _mm256_madd_epi16(_mm256_maddubs_epi16(x, b0), ones));
+                    c[1] = _mm256_add_epi32(c[1], _mm256_madd_epi16(_mm256_maddubs_epi16(x, b1), ones));
+                    x = _mm256_set1_epi32(v1);
+                    c[2] = _mm256_add_epi32(c[2], _mm256_madd_epi16(_mm256_maddubs_epi16(x, b0), ones));
+                    c[3] = _mm256_add_epi32(c[3], _mm256_madd_epi16(_mm256_maddubs_epi16(x, b1), ones));
+                    x = _mm256_set1_epi32(v2);
+                    c[4] = _mm256_add_epi32(c[4], _mm256_madd_epi16(_mm256_maddubs_epi16(x, b0), ones));
+                    c[5] = _mm256_add_epi32(c[5], _mm256_madd_epi16(_mm256_maddubs_epi16(x, b1), ones));
+                    x = _mm256_set1_epi32(v3);
+                    c[6] = _mm256_add_epi32(c[6], _mm256_madd_epi16(_mm256_maddubs_epi16(x, b0), ones));
+                    c[7] = _mm256_add_epi32(c[7], _mm256_madd_epi16(_mm256_maddubs_epi16(x, b1), ones));
+                }
+            }
+            put(out, p, ob, rows, c);  /* rows past n (the last group's) were computed on pixel p, not stored */
+        }
+    }
+}
 #endif
 
 static int cpu_has_avx2(void) {
@@ -194,9 +250,40 @@ static PyObject *gemm_act(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* gemm3(x, h, w, C, y0, y1, packed_b, Kp, O, c, bias, shift, amax): a 3x3 layer's rows y0 to y1 from
+ * its input x (h, w, C) uint8 (``gemm3_avx2``): the activated int8 (rows * w, O) where ``bias`` is
+ * given (not 0), else the int32 sums. */
+static PyObject *gemm3(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_ssize_t x, h, w, C, y0, y1, b, Kp, O, c, bias;
+    int shift, amax;
+    if (!PyArg_ParseTuple(args, "nnnnnnnnnnnii", &x, &h, &w, &C, &y0, &y1, &b, &Kp, &O, &c, &bias, &shift, &amax))
+        return NULL;
+    if (!check(x, (y1 - y0) * w, Kp, b, O, c))
+        return NULL;
+    if (h <= 0 || w <= 0 || C <= 0 || C % 4 || 9 * C > Kp || y0 < 0 || y1 <= y0 || y1 > h || shift < 0 || shift > 31
+        || amax < 0 || amax > 127) {
+        PyErr_SetString(PyExc_ValueError, "gemm3: C a multiple of 4 with 9 C <= Kp, 0 <= y0 < y1 <= h");
+        return NULL;
+    }
+    uint8_t *zeros = calloc((size_t)C, 1);
+    if (!zeros)
+        return PyErr_NoMemory();
+    const out_t out = {bias ? 2 : 0, (void *)c, (y1 - y0) * w, O, O, (const int32_t *)bias, shift, amax};
+#ifdef HAVE_AVX2_KERNEL
+    Py_BEGIN_ALLOW_THREADS
+    gemm3_avx2((const uint8_t *)x, h, w, C, y0, y1, (const int8_t *)b, Kp, O, &out, zeros);
+    Py_END_ALLOW_THREADS
+#endif
+    free(zeros);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"supported", supported, METH_NOARGS, "Whether this CPU runs the AVX2 kernel."},
     {"gemm", gemm, METH_VARARGS, "gemm(a, n, K, packed_b, O, c, O_out, trans): C = A @ B, exact int32 sums."},
+    {"gemm3", gemm3, METH_VARARGS,
+     "gemm3(x, h, w, C, y0, y1, packed_b, Kp, O, c, bias, shift, amax): a 3x3 layer's rows without unfolding."},
     {"gemm_act", gemm_act, METH_VARARGS,
      "gemm_act(a, n, K, packed_b, O, c, bias, shift, amax): C = clamp((A @ B + bias) >> shift, 0, amax), int8."},
     {NULL, NULL, 0, NULL},

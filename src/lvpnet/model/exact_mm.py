@@ -137,6 +137,33 @@ def activated(a: torch.Tensor, w: Weights, bias: torch.Tensor, shift: int, amax:
                      int(shift), int(amax))
 
 
+def reads_3x3(w: Weights, channels: int) -> bool:
+    """Whether ``conv3x3`` takes a 3x3 layer with weights ``w`` on a ``channels``-channel input straight
+    from the input, without unfolded columns (the AVX2 kernel, channels a multiple of 4)."""
+    return fuses(w) and channels % 4 == 0 and 9 * channels <= w.K
+
+
+def conv3x3(x: np.ndarray, y0: int, y1: int, w: Weights, bias: torch.Tensor, shift: int | None = None,
+            amax: int = 0, out: np.ndarray | None = None) -> torch.Tensor | None:
+    """Rows ``y0`` to ``y1`` of a 3x3 layer (zero padding) on ``x`` (h, w, C) int8 in [0, AMAX], where
+    ``reads_3x3``: with ``shift``, activated into ``out`` ((y1 - y0) * w, O) int8 as ``activated``;
+    else the exact sums with ``bias``, ((y1 - y0) * w, O) int32."""
+    h, width, C = x.shape
+    if not (reads_3x3(w, C) and x.dtype == np.int8 and x.flags.c_contiguous and 0 <= y0 < y1 <= h):
+        raise ValueError("exact_mm.conv3x3: AVX2 weights and a contiguous int8 input with channels a multiple of 4")
+    bias = bias.to(torch.int32).contiguous()
+    if shift is None:
+        acc = torch.empty(((y1 - y0) * width, w.O), dtype=torch.int32)
+        _avx2().gemm3(x.ctypes.data, h, width, C, y0, y1, w.m.ctypes.data, w.K, w.Op, acc.data_ptr(), 0, 0, 0)
+        acc += bias
+        return acc
+    if not (out.dtype == np.int8 and out.flags.c_contiguous and out.size == (y1 - y0) * width * w.O):
+        raise ValueError("exact_mm.conv3x3: a contiguous int8 output of ((y1 - y0) w, O)")
+    _avx2().gemm3(x.ctypes.data, h, width, C, y0, y1, w.m.ctypes.data, w.K, w.Op, out.ctypes.data, bias.data_ptr(),
+                  int(shift), int(amax))
+    return None
+
+
 _AVX2 = None
 
 

@@ -154,11 +154,24 @@ class _Layer:
         activate = _kernels()[1]
         fused = add is None and exact_mm.fuses(m)
 
+        # a 3x3 layer on one input part read straight from it (``exact_mm.conv3x3``): no unfolded columns
+        direct = self.k == 3 and len(parts) == 1 and exact_mm.reads_3x3(m, channels[0])
+
         def worker():  # one band at a time, in this thread's buffer (``band_threads``: maybe several threads)
-            cols = _columns(self.Kp, channels, rows, w) if self.k > 1 else None
+            cols = _columns(self.Kp, channels, rows, w) if self.k > 1 and not direct else None
 
             def band(y0):
                 y1 = min(h, y0 + rows)
+                if direct:
+                    if fused:
+                        exact_mm.conv3x3(parts[0], y0, y1, m, self.bias, self.shift, AMAX,
+                                         out[y0:y1].reshape(-1, self.O))
+                        return
+                    acc = exact_mm.conv3x3(parts[0], y0, y1, m, self.bias)
+                    if add is not None:
+                        add(acc, y0, y1)
+                    activate(acc.numpy().reshape(-1), out[y0:y1].reshape(-1), self.shift, AMAX)
+                    return
                 if cols is None:  # 1x1: the band's pixels are its input rows
                     (x,) = parts
                     a = torch.from_numpy(x[y0:y1].reshape(-1, x.shape[-1]))
