@@ -122,39 +122,49 @@ __attribute__((target("avx2"))) static void gemm_avx2(const uint8_t *A, Py_ssize
 /* The same product for a 3x3 layer (zero padding 1) read straight from its input X (h, w, C), C a
  * multiple of 4: pixel (y, x)'s K = 9 C inputs are tap t = 3 ki + kj's channels, X[y + ki - 1,
  * x + kj - 1, :], zero outside the plane (``int8_trunk._unfold3``'s column order, so the packed
- * weights are the same). Rows y0 to y1 of the layer, output row p = (y - y0) w + x. No unfolded
- * copy of the input (9 times its size) is written and read back. ``zeros``: C zero bytes. */
+ * weights are the same). Rows y0 to y1 of the layer, output row p = (y - y0) w + x. The band's input
+ * rows, one more above and below, are copied into ``pad`` ((y1 - y0 + 2) x (w + 2) x C, zero around the
+ * plane), where a pixel's three taps of a tap row are one run of 3 C bytes: no unfolded copy of the
+ * input (9 times its size) is written and read back. */
 __attribute__((target("avx2"))) static void gemm3_avx2(const uint8_t *X, Py_ssize_t h, Py_ssize_t w, Py_ssize_t C,
                                                       Py_ssize_t y0, Py_ssize_t y1, const int8_t *Bp, Py_ssize_t Kp,
-                                                      Py_ssize_t O, const out_t *out, const uint8_t *zeros) {
+                                                      Py_ssize_t O, const out_t *out, uint8_t *pad) {
     const __m256i ones = _mm256_set1_epi16(1);
-    const Py_ssize_t Q = Kp / 4, Qc = C / 4, n = (y1 - y0) * w;
+    const Py_ssize_t Q = Kp / 4, G = 3 * C / 4, n = (y1 - y0) * w, stride = (w + 2) * C;
+    for (Py_ssize_t r = 0; r < y1 - y0 + 2; r++) {
+        const Py_ssize_t y = y0 + r - 1;
+        uint8_t *row = pad + r * stride;
+        memset(row, 0, (size_t)C);
+        memset(row + (w + 1) * C, 0, (size_t)C);
+        if (y < 0 || y >= h)
+            memset(row + C, 0, (size_t)(w * C));
+        else
+            memcpy(row + C, X + y * w * C, (size_t)(w * C));
+    }
     for (Py_ssize_t p = 0; p < n; p += 4) {
         const int rows = n - p < 4 ? (int)(n - p) : 4;
-        const uint8_t *tap[4][9];
-        for (int r = 0; r < 4; r++) {
-            const Py_ssize_t q = p + (r < rows ? r : 0), y = y0 + q / w, x = q % w;
-            for (int t = 0; t < 9; t++) {
-                const Py_ssize_t yy = y + t / 3 - 1, xx = x + t % 3 - 1;
-                tap[r][t] = (yy < 0 || yy >= h || xx < 0 || xx >= w) ? zeros : X + (yy * w + xx) * C;
-            }
+        const uint8_t *base[4];
+        for (int r = 0; r < 4; r++) {  /* a short last group repeats pixel p (computed, not stored) */
+            const Py_ssize_t q = p + (r < rows ? r : 0);
+            base[r] = pad + (q / w) * stride + (q % w) * C;  /* tap row 0's run: padded row y - y0, column x */
         }
         for (Py_ssize_t ob = 0; ob < O / 8; ob += 2) {
             const int8_t *p0 = Bp + ob * Q * 32, *p1 = p0 + Q * 32;
             __m256i c[8];
             for (int i = 0; i < 8; i++)
                 c[i] = _mm256_setzero_si256();
-            for (int t = 0; t < 9; t++) {
-                const uint8_t *a0 = tap[0][t], *a1 = tap[1][t], *a2 = tap[2][t], *a3 = tap[3][t];
-                for (Py_ssize_t qc = 0; qc < Qc; qc++) {
-                    const Py_ssize_t q = t * Qc + qc;
-                    const __m256i b0 = _mm256_loadu_si256((const __m256i *)(p0 + q * 32));
-                    const __m256i b1 = _mm256_loadu_si256((const __m256i *)(p1 + q * 32));
+            for (int ki = 0; ki < 3; ki++) {
+                const uint8_t *a0 = base[0] + ki * stride, *a1 = base[1] + ki * stride;
+                const uint8_t *a2 = base[2] + ki * stride, *a3 = base[3] + ki * stride;
+                const int8_t *q0 = p0 + ki * G * 32, *q1 = p1 + ki * G * 32;
+                for (Py_ssize_t g = 0; g < G; g++) {
+                    const __m256i b0 = _mm256_loadu_si256((const __m256i *)(q0 + g * 32));
+                    const __m256i b1 = _mm256_loadu_si256((const __m256i *)(q1 + g * 32));
                     int32_t v0, v1, v2, v3;
-                    memcpy(&v0, a0 + 4 * qc, 4);
-                    memcpy(&v1, a1 + 4 * qc, 4);
-                    memcpy(&v2, a2 + 4 * qc, 4);
-                    memcpy(&v3, a3 + 4 * qc, 4);
+                    memcpy(&v0, a0 + 4 * g, 4);
+                    memcpy(&v1, a1 + 4 * g, 4);
+                    memcpy(&v2, a2 + 4 * g, 4);
+                    memcpy(&v3, a3 + 4 * g, 4);
                     __m256i x = _mm256_set1_epi32(v0);
                     c[0] = _mm256_add_epi32(c[0], _mm256_madd_epi16(_mm256_maddubs_epi16(x, b0), ones));
                     c[1] = _mm256_add_epi32(c[1], _mm256_madd_epi16(_mm256_maddubs_epi16(x, b1), ones));
@@ -169,7 +179,7 @@ __attribute__((target("avx2"))) static void gemm3_avx2(const uint8_t *X, Py_ssiz
                     c[7] = _mm256_add_epi32(c[7], _mm256_madd_epi16(_mm256_maddubs_epi16(x, b1), ones));
                 }
             }
-            put(out, p, ob, rows, c);  /* rows past n (the last group's) were computed on pixel p, not stored */
+            put(out, p, ob, rows, c);
         }
     }
 }
@@ -266,16 +276,16 @@ static PyObject *gemm3(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "gemm3: C a multiple of 4 with 9 C <= Kp, 0 <= y0 < y1 <= h");
         return NULL;
     }
-    uint8_t *zeros = calloc((size_t)C, 1);
-    if (!zeros)
+    uint8_t *pad = malloc((size_t)((y1 - y0 + 2) * (w + 2) * C));
+    if (!pad)
         return PyErr_NoMemory();
     const out_t out = {bias ? 2 : 0, (void *)c, (y1 - y0) * w, O, O, (const int32_t *)bias, shift, amax};
 #ifdef HAVE_AVX2_KERNEL
     Py_BEGIN_ALLOW_THREADS
-    gemm3_avx2((const uint8_t *)x, h, w, C, y0, y1, (const int8_t *)b, Kp, O, &out, zeros);
+    gemm3_avx2((const uint8_t *)x, h, w, C, y0, y1, (const int8_t *)b, Kp, O, &out, pad);
     Py_END_ALLOW_THREADS
 #endif
-    free(zeros);
+    free(pad);
     Py_RETURN_NONE;
 }
 
