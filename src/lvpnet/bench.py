@@ -474,18 +474,18 @@ def machine() -> str:
     speed (a model name such as "AMD EPYC" does not say), and how its trunk multiplies here."""
     from .model import exact_mm
 
-    cpu = platform.processor() or platform.machine()
-    flags: set = set()
+    model, flags = None, set()
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name") and cpu == (platform.processor() or platform.machine()):
-                    cpu = line.split(":", 1)[1].strip()
+            for line in f:  # the first CPU's model name, then its flags
+                if line.startswith("model name") and model is None:
+                    model = line.split(":", 1)[1].strip()
                 elif line.startswith("flags"):
                     flags = set(line.split(":", 1)[1].split())
                     break
     except OSError:
         pass
+    cpu = model or platform.processor() or platform.machine()
     vector = [name for flag, name in (("avx512_vnni", "AVX-512 VNNI"), ("avx_vnni", "AVX-VNNI"),
                                       ("avx512f", "AVX-512"), ("avx2", "AVX2")) if flag in flags]
     system = f"{platform.system()} {platform.release()}, Python {platform.python_version()}"

@@ -74,49 +74,40 @@ __attribute__((target("avx2"))) static inline void put(const out_t *o, Py_ssize_
     }
 }
 
+/* The micro-kernel's step: 4 inputs of each of four rows (at a[r] + off, broadcast) by the packed
+ * weights of two blocks of 8 outputs (b0, b1), added into the rows' accumulators c[2 r], c[2 r + 1]. */
+__attribute__((target("avx2"))) static inline void step4(__m256i *c, const uint8_t *const *a, Py_ssize_t off,
+                                                          __m256i b0, __m256i b1, __m256i ones) {
+    for (int r = 0; r < 4; r++) {
+        int32_t v;
+        memcpy(&v, a[r] + off, 4);
+        const __m256i x = _mm256_set1_epi32(v);
+        c[2 * r] = _mm256_add_epi32(c[2 * r], _mm256_madd_epi16(_mm256_maddubs_epi16(x, b0), ones));
+        c[2 * r + 1] = _mm256_add_epi32(c[2 * r + 1], _mm256_madd_epi16(_mm256_maddubs_epi16(x, b1), ones));
+    }
+}
+
+/* Rows of four at a time; a short last group repeats its first row (computed, not stored). */
 __attribute__((target("avx2"))) static void gemm_avx2(const uint8_t *A, Py_ssize_t n, Py_ssize_t K,
                                                      const int8_t *Bp, Py_ssize_t O, const out_t *out) {
     const __m256i ones = _mm256_set1_epi16(1);
     const Py_ssize_t Q = K / 4;
-#define STEP(c0, c1, row)                                                               \
-    do {                                                                                \
-        int32_t v;                                                                      \
-        memcpy(&v, (row) + 4 * q, 4);                                                   \
-        const __m256i x = _mm256_set1_epi32(v);                                         \
-        c0 = _mm256_add_epi32(c0, _mm256_madd_epi16(_mm256_maddubs_epi16(x, b0), ones)); \
-        c1 = _mm256_add_epi32(c1, _mm256_madd_epi16(_mm256_maddubs_epi16(x, b1), ones)); \
-    } while (0)
-    for (Py_ssize_t ob = 0; ob < O / 8; ob += 2) {
-        const int8_t *p0 = Bp + ob * Q * 32, *p1 = p0 + Q * 32;
-        Py_ssize_t p = 0;
-        for (; p + 4 <= n; p += 4) {
-            __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00;
-            __m256i c20 = c00, c21 = c00, c30 = c00, c31 = c00;
-            const uint8_t *a0 = A + p * K, *a1 = a0 + K, *a2 = a1 + K, *a3 = a2 + K;
-            for (Py_ssize_t q = 0; q < Q; q++) {
-                const __m256i b0 = _mm256_loadu_si256((const __m256i *)(p0 + q * 32));
-                const __m256i b1 = _mm256_loadu_si256((const __m256i *)(p1 + q * 32));
-                STEP(c00, c01, a0);
-                STEP(c10, c11, a1);
-                STEP(c20, c21, a2);
-                STEP(c30, c31, a3);
-            }
-            const __m256i c[8] = {c00, c01, c10, c11, c20, c21, c30, c31};
-            put(out, p, ob, 4, c);
-        }
-        for (; p < n; p++) {  /* the last rows, one at a time */
-            __m256i c0 = _mm256_setzero_si256(), c1 = c0;
-            const uint8_t *a0 = A + p * K;
-            for (Py_ssize_t q = 0; q < Q; q++) {
-                const __m256i b0 = _mm256_loadu_si256((const __m256i *)(p0 + q * 32));
-                const __m256i b1 = _mm256_loadu_si256((const __m256i *)(p1 + q * 32));
-                STEP(c0, c1, a0);
-            }
-            const __m256i c[2] = {c0, c1};
-            put(out, p, ob, 1, c);
+    for (Py_ssize_t p = 0; p < n; p += 4) {
+        const int rows = n - p < 4 ? (int)(n - p) : 4;
+        const uint8_t *a[4];
+        for (int r = 0; r < 4; r++)
+            a[r] = A + (p + (r < rows ? r : 0)) * K;
+        for (Py_ssize_t ob = 0; ob < O / 8; ob += 2) {
+            const int8_t *p0 = Bp + ob * Q * 32, *p1 = p0 + Q * 32;
+            __m256i c[8];
+            for (int i = 0; i < 8; i++)
+                c[i] = _mm256_setzero_si256();
+            for (Py_ssize_t q = 0; q < Q; q++)
+                step4(c, a, 4 * q, _mm256_loadu_si256((const __m256i *)(p0 + q * 32)),
+                      _mm256_loadu_si256((const __m256i *)(p1 + q * 32)), ones);
+            put(out, p, ob, rows, c);
         }
     }
-#undef STEP
 }
 
 /* The same product for a 3x3 layer (zero padding 1) read straight from its input X (h, w, C), C a
@@ -146,38 +137,20 @@ __attribute__((target("avx2"))) static void gemm3_avx2(const uint8_t *X, Py_ssiz
         const uint8_t *base[4];
         for (int r = 0; r < 4; r++) {  /* a short last group repeats pixel p (computed, not stored) */
             const Py_ssize_t q = p + (r < rows ? r : 0);
-            base[r] = pad + (q / w) * stride + (q % w) * C;  /* tap row 0's run: padded row y - y0, column x */
+            base[r] = pad + (q / w) * stride + (q % w) * C;
         }
         for (Py_ssize_t ob = 0; ob < O / 8; ob += 2) {
             const int8_t *p0 = Bp + ob * Q * 32, *p1 = p0 + Q * 32;
             __m256i c[8];
             for (int i = 0; i < 8; i++)
                 c[i] = _mm256_setzero_si256();
-            for (int ki = 0; ki < 3; ki++) {
-                const uint8_t *a0 = base[0] + ki * stride, *a1 = base[1] + ki * stride;
-                const uint8_t *a2 = base[2] + ki * stride, *a3 = base[3] + ki * stride;
+            for (int ki = 0; ki < 3; ki++) {  /* tap row ki: the run of 3 C bytes at column x of padded row y - y0 + ki */
+                const uint8_t *const a[4] = {base[0] + ki * stride, base[1] + ki * stride, base[2] + ki * stride,
+                                             base[3] + ki * stride};
                 const int8_t *q0 = p0 + ki * G * 32, *q1 = p1 + ki * G * 32;
-                for (Py_ssize_t g = 0; g < G; g++) {
-                    const __m256i b0 = _mm256_loadu_si256((const __m256i *)(q0 + g * 32));
-                    const __m256i b1 = _mm256_loadu_si256((const __m256i *)(q1 + g * 32));
-                    int32_t v0, v1, v2, v3;
-                    memcpy(&v0, a0 + 4 * g, 4);
-                    memcpy(&v1, a1 + 4 * g, 4);
-                    memcpy(&v2, a2 + 4 * g, 4);
-                    memcpy(&v3, a3 + 4 * g, 4);
-                    __m256i x = _mm256_set1_epi32(v0);
-                    c[0] = _mm256_add_epi32(c[0], _mm256_madd_epi16(_mm256_maddubs_epi16(x, b0), ones));
-                    c[1] = _mm256_add_epi32(c[1], _mm256_madd_epi16(_mm256_maddubs_epi16(x, b1), ones));
-                    x = _mm256_set1_epi32(v1);
-                    c[2] = _mm256_add_epi32(c[2], _mm256_madd_epi16(_mm256_maddubs_epi16(x, b0), ones));
-                    c[3] = _mm256_add_epi32(c[3], _mm256_madd_epi16(_mm256_maddubs_epi16(x, b1), ones));
-                    x = _mm256_set1_epi32(v2);
-                    c[4] = _mm256_add_epi32(c[4], _mm256_madd_epi16(_mm256_maddubs_epi16(x, b0), ones));
-                    c[5] = _mm256_add_epi32(c[5], _mm256_madd_epi16(_mm256_maddubs_epi16(x, b1), ones));
-                    x = _mm256_set1_epi32(v3);
-                    c[6] = _mm256_add_epi32(c[6], _mm256_madd_epi16(_mm256_maddubs_epi16(x, b0), ones));
-                    c[7] = _mm256_add_epi32(c[7], _mm256_madd_epi16(_mm256_maddubs_epi16(x, b1), ones));
-                }
+                for (Py_ssize_t g = 0; g < G; g++)
+                    step4(c, a, 4 * g, _mm256_loadu_si256((const __m256i *)(q0 + g * 32)),
+                          _mm256_loadu_si256((const __m256i *)(q1 + g * 32)), ones);
             }
             put(out, p, ob, rows, c);
         }

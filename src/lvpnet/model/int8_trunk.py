@@ -135,25 +135,17 @@ class _Layer:
         y1, (rows * w, O) int32) before the activation. Every pixel's sums are the same integers
         either way."""
         h, w = parts[0].shape[:2]
-        shared = band_threads.threads(h * w) > 1
-        if self.k == 1 and not shared:
-            m = self.mat((parts[0].shape[-1],))
-            if add is None and exact_mm.fuses(m):
-                out = np.empty((h, w, self.O), np.int8)
-                exact_mm.activated(torch.from_numpy(parts[0].reshape(h * w, -1)), m, self.bias, self.shift, AMAX,
-                                   out.reshape(-1, self.O))
-                return out
+        channels = tuple(x.shape[-1] for x in parts)
+        m = self.mat(channels)
+        fused = add is None and exact_mm.fuses(m)  # product, bias and activation in one pass (the AVX2 kernel)
+        if self.k == 1 and not fused and band_threads.threads(h * w) == 1:  # the plane's one product
             acc = self.acc(parts)
             if add is not None:
                 add(acc, 0, h)
             return self._activate(acc, h, w)
-        channels = tuple(x.shape[-1] for x in parts)
         rows = _band_rows(self.Kp * exact_mm.np_dtype()().itemsize, w, h)
-        m = self.mat(channels)
         out = np.empty((h, w, self.O), np.int8)
         activate = _kernels()[1]
-        fused = add is None and exact_mm.fuses(m)
-
         # a 3x3 layer on one input part read straight from it (``exact_mm.conv3x3``): no unfolded columns
         direct = self.k == 3 and len(parts) == 1 and exact_mm.reads_3x3(m, channels[0])
 
@@ -162,30 +154,27 @@ class _Layer:
 
             def band(y0):
                 y1 = min(h, y0 + rows)
+                target = out[y0:y1].reshape(-1, self.O)
+                if direct and fused:
+                    exact_mm.conv3x3(parts[0], y0, y1, m, self.bias, self.shift, AMAX, target)
+                    return
                 if direct:
-                    if fused:
-                        exact_mm.conv3x3(parts[0], y0, y1, m, self.bias, self.shift, AMAX,
-                                         out[y0:y1].reshape(-1, self.O))
-                        return
                     acc = exact_mm.conv3x3(parts[0], y0, y1, m, self.bias)
-                    if add is not None:
-                        add(acc, y0, y1)
-                    activate(acc.numpy().reshape(-1), out[y0:y1].reshape(-1), self.shift, AMAX)
-                    return
-                if cols is None:  # 1x1: the band's pixels are its input rows
-                    (x,) = parts
-                    a = torch.from_numpy(x[y0:y1].reshape(-1, x.shape[-1]))
                 else:
-                    _unfold_parts(parts, cols, y0, y1)
-                    a = torch.from_numpy(cols[: (y1 - y0) * w])
-                if fused:  # product, bias and activation in one pass (``exact_mm.activated``)
-                    exact_mm.activated(a, m, self.bias, self.shift, AMAX, out[y0:y1].reshape(-1, self.O))
-                    return
-                acc = exact_mm.product(a, m)
-                acc += self.bias
+                    if cols is None:  # 1x1: the band's pixels are its input rows
+                        (x,) = parts
+                        a = torch.from_numpy(x[y0:y1].reshape(-1, x.shape[-1]))
+                    else:
+                        _unfold_parts(parts, cols, y0, y1)
+                        a = torch.from_numpy(cols[: (y1 - y0) * w])
+                    if fused:
+                        exact_mm.activated(a, m, self.bias, self.shift, AMAX, target)
+                        return
+                    acc = exact_mm.product(a, m)
+                    acc += self.bias
                 if add is not None:
                     add(acc, y0, y1)
-                activate(acc.numpy().reshape(-1), out[y0:y1].reshape(-1), self.shift, AMAX)
+                activate(acc.numpy().reshape(-1), target.reshape(-1), self.shift, AMAX)
             return band
 
         band_threads.run(worker, range(0, h, rows), h * w)
