@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
+import math
 import os
 import threading
 import time
@@ -138,7 +140,12 @@ def encode_stream(
     overlap = safety and n == 1 and slice_pool.spare_core(workers)
     tasks = ((name, s, slices[i - 1] if chosen.takes_reference and i % REFERENCE_RUN else None, safety, overlap)
              for i, s in enumerate(slices))
-    coded = slice_pool.ordered(code_slice, tasks, n, slice_pool.device_env(chosen))
+    lanes = slice_pool.lanes(chosen.device, math.prod(array.shape[-3:-1] if volume.rgb else array.shape[-2:])) \
+        if model is not None and n == 1 and total > 1 else 1
+    if lanes > 1:  # a GPU: slices walked in lock-step, one network call per step for all of them
+        coded = _coded_in_lanes(chosen, tasks, lanes)
+    else:
+        coded = slice_pool.ordered(code_slice, tasks, n, slice_pool.device_env(chosen))
     for i, (s, (used_id, used_version, data)) in enumerate(zip(slices, coded)):
         writer.add_chunk(data, used_id, used_version, s)
         digest.update(s.tobytes())
@@ -161,17 +168,39 @@ def code_slice(name: str, s: np.ndarray, prev: np.ndarray | None, safety_net: bo
     backup = codecs.get_codec(codecs.FallbackCodec.id) if safety_net else None
     pending = _beside(backup.encode, s) if backup is not None and overlap else None
     try:
-        used, data = chosen, chosen.encode(s, **({"reference": prev} if prev is not None else {}))
+        data = chosen.encode(s, **({"reference": prev} if prev is not None else {}))
     except BaseException:
         if pending is not None:
             pending.cancel()  # not started yet: dropped; running: it ends by itself, unread
         raise
+    return _kept(chosen, backup, s, data, pending)
+
+
+def _kept(chosen, backup, s: np.ndarray, data: bytes, pending: Future | None = None) -> tuple[str, int, bytes]:
+    """The chunk the safety net keeps of slice ``s``: the chosen codec's ``data``, or where the
+    fallback ``backup`` (None: no safety net) is smaller, its smallest (``pending``: its first
+    encode, already started)."""
+    used = chosen
     if backup is not None:
         alt = pending.result() if pending is not None else backup.encode(s)
         if len(alt) < len(data):
             thorough = [backup.encode(s, effort=e) for e in backup.thorough_efforts(s)]
             used, data = backup, min([alt, *thorough], key=len)
     return used.id, used.version, data
+
+
+def _coded_in_lanes(chosen, tasks, lanes: int):
+    """``code_slice`` of each task, in order, the learned encodes of ``lanes`` slices at a time walked
+    in lock-step (``Engine.run_lanes``); the same bytes. Errors are raised at their slice's turn."""
+    backup = codecs.get_codec(codecs.FallbackCodec.id)
+    engine, tasks = chosen.engine(), iter(tasks)
+    while group := list(itertools.islice(tasks, lanes)):
+        walks = [chosen.encode_walk(s, **({"reference": prev} if prev is not None else {}))
+                 for _name, s, prev, _safety, _overlap in group]
+        for (_name, s, _prev, safety, _overlap), (data, error) in zip(group, engine.run_lanes(walks)):
+            if error is not None:
+                raise error
+            yield _kept(chosen, backup if safety else None, s, data)
 
 
 def _beside(fn, *args) -> Future:

@@ -172,6 +172,11 @@ class LvpFile:
 
     def _decode(self, i: int, data: bytes, codec, version: int, reference: np.ndarray | None) -> np.ndarray:
         """Slice ``i`` from its chunk (``reference``: the slice before it, decoded, where it needs it)."""
+        return codec.drive(self._decode_walk(i, data, codec, version, reference))
+
+    def _decode_walk(self, i: int, data: bytes, codec, version: int, reference: np.ndarray | None):
+        """``_decode`` as a walk generator (``Codec.decode_walk``): the learned codec's network asks
+        yielded, so that ``_iter_lanes`` can answer many slices' at once."""
         # what the codec will allocate follows the declared slice shape: bounded by the file's size first
         pixels = math.prod(self.slice_shape[:2])
         work = getattr(codec, "decode_bytes_per_pixel", 16) * pixels + 3 * pixels * self._sample_bytes
@@ -179,7 +184,7 @@ class LvpFile:
                      self.header["array_hash"], limits.WORK_RATIO)
         try:
             ref = {"reference": reference} if reference is not None and codec.takes_reference else {}
-            out = codec.decode(data, self.slice_shape, self.dtype, version, **ref)
+            out = yield from codec.decode_walk(data, self.slice_shape, self.dtype, version, **ref)
         except InputError:  # e.g. the learned codec's weights are not installed: not damage
             raise
         except Exception as e:  # a codec failing on bytes whose CRC matched
@@ -215,8 +220,13 @@ class LvpFile:
 
         n = len(self)
         learned = codecs.get_codec(codecs.LVPNetCodec.id)
-        workers = slice_pool.workers(n, workers, learned.device) if self.codec_counts().get(learned.id) else 1
+        uses = bool(self.codec_counts().get(learned.id))
+        workers = slice_pool.workers(n, workers, learned.device) if uses else 1
         if workers <= 1:
+            lanes = slice_pool.lanes(learned.device, math.prod(self.slice_shape[:2])) if uses and n > 1 else 1
+            if lanes > 1:  # a GPU: runs of slices walked in lock-step, one network call per step
+                yield from self._iter_lanes(lanes, learned)
+                return
             for i in range(n):
                 yield self.read_slice(i)
             return
@@ -227,6 +237,29 @@ class LvpFile:
                 for a in range(0, n, step)]
         for decoded in slice_pool.ordered(decode_run, runs, workers, slice_pool.device_env(learned)):
             yield from decoded
+
+    def _iter_lanes(self, lanes: int, learned):
+        """Every slice in order, the chains of slices (a slice that decodes on its own and those after
+        it coded against the one before) walked ``lanes`` chains at a time in lock-step by the learned
+        codec's engine (``Engine.run_lanes``: on a GPU one network call per step for all of them)."""
+        n = len(self)
+        starts = [j for j in range(n) if j == 0 or not self._needs_reference(j, *self._chunk(j))]
+        chains = list(zip(starts, starts[1:] + [n]))
+        engine = learned.engine()
+        for g in range(0, len(chains), lanes):
+            for decoded, error in engine.run_lanes([self._chain_walk(a, b) for a, b in chains[g : g + lanes]]):
+                if error is not None:
+                    raise error
+                yield from decoded
+
+    def _chain_walk(self, start: int, stop: int):
+        """Slices ``start..stop-1`` as one walk generator, each decoded as ``read_slice`` decodes it
+        (slice ``start`` needs none before it, each later one may need the one before)."""
+        out, reference = [], None
+        for j in range(start, stop):
+            reference = yield from self._decode_walk(j, *self._chunk(j), reference)
+            out.append(reference)
+        return out
 
     def read_all(self) -> np.ndarray:
         return run(self.iter_decode())

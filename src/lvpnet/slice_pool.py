@@ -40,6 +40,12 @@ MIN_SLICES = 8
 #: (an estimate with room to spare; benchmarks/volume_engine.py reports the measured peak per process)
 GPU_BYTES_PER_WORKER = 3 * 2**30
 
+LANES_ENV = "LVPNET_LANES"
+MAX_LANES = 64
+#: a lane's GPU memory per pixel of its slice: one step's features, context, hidden layers and head
+#: of a 4 x 4 sub-image grid in float32 (about 1.5 kB a sub-image pixel), with room to spare
+LANE_BYTES_PER_PIXEL = 512
+
 _pool = None
 _pool_key: tuple | None = None
 _lock = threading.Lock()
@@ -78,8 +84,24 @@ def spare_core(requested: int | None) -> bool:
     return requested is None and not os.environ.get(ENV, "").strip() and cores() >= 2
 
 
-def _gpu_room(device: str) -> int:
-    """How many workers the CUDA device behind ``device`` has free memory for (a large number on the CPU)."""
+def lanes(device: str, slice_pixels: int) -> int:
+    """How many slices (runs of slices, on decode) one process walks in lock-step (``Engine.run_lanes``:
+    one network call per step for all of them). ``LVPNET_LANES`` when set; else on a CUDA device as
+    many as a quarter of its free memory holds at ``LANE_BYTES_PER_PIXEL`` (at most ``MAX_LANES``),
+    and 1 on the CPU, whose int8 trunk gains nothing from a batch (``Engine.batches``)."""
+    env = os.environ.get(LANES_ENV, "").strip()
+    if env:
+        try:
+            return max(1, min(int(env), MAX_LANES))
+        except ValueError:
+            return 1
+    room = _gpu_room(device, LANE_BYTES_PER_PIXEL * max(1, slice_pixels) * 4)
+    return 1 if room >= 1 << 30 else max(1, min(MAX_LANES, room))
+
+
+def _gpu_room(device: str, each: int = GPU_BYTES_PER_WORKER) -> int:
+    """How many workers (of ``each`` bytes) the CUDA device behind ``device`` has free memory for (a
+    large number on the CPU)."""
     if str(device) == "cpu":
         return 1 << 30
     import torch
@@ -88,7 +110,7 @@ def _gpu_room(device: str) -> int:
         return 1 << 30  # "auto" without a GPU is the CPU
     index = torch.device(device).index if str(device).startswith("cuda:") else None
     free, _total = torch.cuda.mem_get_info(index)
-    return max(1, free // GPU_BYTES_PER_WORKER)
+    return max(1, free // each)
 
 
 def device_env(codec) -> dict[str, str]:

@@ -37,6 +37,21 @@ class Codec(ABC):
     def decode(self, data: bytes, shape: tuple[int, ...], dtype: np.dtype, version: int) -> np.ndarray:
         """Decode one chunk written by ``encode`` (of the given bitstream ``version``)."""
 
+    def decode_walk(self, data: bytes, shape: tuple[int, ...], dtype: np.dtype, version: int, **kw):
+        """``decode`` as a walk generator: a learned codec's yields its network's asks, so that the
+        walks of many slices can share the network's calls (``LVPNetCodec``, ``Engine.run_lanes``); a
+        classical codec's asks nothing and returns the slice."""
+        return self.decode(data, shape, dtype, version, **kw)
+        yield  # never reached: it makes this function a generator
+
+    def drive(self, walk):
+        """Runs a walk generator of this codec's here: its return value."""
+        try:
+            next(walk)
+        except StopIteration as stop:
+            return stop.value
+        raise RuntimeError(f"{self.id} codec: a walk asked for a network it does not have")
+
     def needs_reference(self, data: bytes, shape: tuple[int, ...], version: int) -> bool:
         """Whether this chunk decodes only with ``reference=`` (never, unless ``takes_reference``)."""
         return False

@@ -114,6 +114,19 @@ class LVPNetCodec(Codec):
     def encode(self, slice_: np.ndarray, reference: np.ndarray | None = None) -> bytes:
         """``reference``: the slice before this one in the file (same shape and dtype); planes may
         then flag the pixels that repeat it (``coding.reference``), and decoding needs it too."""
+        return self.drive(self.encode_walk(slice_, reference))
+
+    def drive(self, walk):
+        """Runs a walk generator here: its checks and errors come first, as the walk meets them; the
+        engine answers its asks (``Engine.drive``)."""
+        try:
+            ask = next(walk)
+        except StopIteration as stop:
+            return stop.value
+        return self.engine().drive(walk, ask)
+
+    def encode_walk(self, slice_: np.ndarray, reference: np.ndarray | None = None):
+        """``encode`` as a walk generator (``lvpnet_engine.Ask``; ``run_lanes`` runs many at once)."""
         if not self.accepts(slice_.dtype, slice_.ndim == 3):
             raise InputError(f"lvpnet codec does not take {slice_.dtype} data")
         eng = self.engine()
@@ -127,7 +140,8 @@ class LVPNetCodec(Codec):
             if prof.reference and refs is not None and packed.size:
                 ref = ref_values(refs[i], vmin, step, gaps, int(packed.max()))
             # the engine codes the values k from 0; the plane's own offset, step and gaps go in its header
-            planes.append(replace(eng.encode_plane(packed, prof, ref_plane=ref), vmin=vmin, step=step, gaps=gaps))
+            coded = yield from eng.encode_walk(packed, prof, ref_plane=ref)
+            planes.append(replace(coded, vmin=vmin, step=step, gaps=gaps))
         return pack_chunk(planes, self.version)
 
     def _references(self, shape: tuple[int, ...], reference: np.ndarray | None) -> list[np.ndarray] | None:
@@ -147,7 +161,7 @@ class LVPNetCodec(Codec):
 
     def _decode_planes(self, planes: list[Plane], shape: tuple[int, ...], version: int, reference,
                        want_bits: bool = False):
-        """Each plane's ``decode_plane`` result (its values; with ``want_bits`` also the estimates),
+        """A walk generator of each plane's ``decode_walk`` result (its values; with ``want_bits`` also the estimates),
         the previous slice's planes as its reference where the chunk says so."""
         eng = self.engine()
         prof = profile(version)
@@ -159,7 +173,7 @@ class LVPNetCodec(Codec):
             if p.ref_level and refs is not None:
                 ref = ref_values(refs[i], p.vmin, p.step, p.gaps, p.R)
             try:
-                out.append(eng.decode_plane(p, H, W, prof, want_bits=want_bits, ref_plane=ref))
+                out.append((yield from eng.decode_walk(p, H, W, prof, want_bits=want_bits, ref_plane=ref)))
             except BaseException as e:  # noqa: BLE001 - narrowed to a native panic just below
                 # constriction's models panic (pyo3's PanicException, a BaseException no reader
                 # catches) on parameters only a damaged or forged stream gives: the codec's error
@@ -171,12 +185,17 @@ class LVPNetCodec(Codec):
     def decode(self, data: bytes, shape: tuple[int, ...], dtype: np.dtype, version: int,
                reference: np.ndarray | None = None) -> np.ndarray:
         """``reference``: the slice before this one in the file, needed where ``needs_reference``."""
+        return self.drive(self.decode_walk(data, shape, dtype, version, reference))
+
+    def decode_walk(self, data: bytes, shape: tuple[int, ...], dtype: np.dtype, version: int,
+                    reference: np.ndarray | None = None):
+        """``decode`` as a walk generator (``lvpnet_engine.Ask``; ``run_lanes`` runs many at once)."""
         dtype = np.dtype(dtype)
         if version not in self.reads_versions:
             raise ValueError(f"lvpnet chunk version {version} is not supported")
         rgb = len(shape) == 3
         planes = unpack_chunk(data, 3 if rgb else 1, version)
-        out = self._decode_planes(planes, shape, version, reference)
+        out = yield from self._decode_planes(planes, shape, version, reference)
         if rgb:
             from ..model.prep import planes_to_rgb
 
@@ -194,7 +213,7 @@ class LVPNetCodec(Codec):
                     reference: np.ndarray | None = None) -> dict[str, float]:
         planes = unpack_chunk(data, 3 if len(shape) == 3 else 1, version)
         est_lat = est_pix = 0.0
-        for _out, bl, bp in self._decode_planes(planes, shape, version, reference, want_bits=True):
+        for _out, bl, bp in self.drive(self._decode_planes(planes, shape, version, reference, want_bits=True)):
             est_lat += bl
             est_pix += bp
         return {

@@ -81,6 +81,19 @@ class LatticeChoice(NamedTuple):
     base: BaseLayer = BaseLayer()
 
 
+class Ask(NamedTuple):
+    """A plane's walk asking for step ``k``'s (mu, s): ``IntegerDecoder.predict``'s arguments. The
+    walks are generators (``Engine.encode_walk``, ``Engine.decode_walk``) that yield these; a driver
+    answers them, for one plane (``Engine.drive``) or for many planes' walks in lock-step, one batched
+    network call per step (``Engine.run_lanes``)."""
+
+    feats: torch.Tensor
+    ctx: list
+    k: int
+    R: int
+    B: int
+
+
 class Engine:
     """Weights loaded once; encoder (float GMSM) built on first encode."""
 
@@ -147,9 +160,69 @@ class Engine:
         thread's unfold buffers) dropped: also when a damaged stream raises in ``step``."""
         try:
             with self.dec.walk_threads():
-                self._walk_items(*args, **kw)
+                yield from self._walk_items(*args, **kw)
         finally:
             self.dec.end_slice()
+
+    def batches(self) -> bool:
+        """Do walks in lock-step gain from one network call per step (``run_lanes``)? On the float
+        trunk (a GPU's) yes; the int8 trunk (the CPU's) carries a slice's sums from step to step and
+        runs at the core's peak, so there the walks run one after another."""
+        return not self.dec.int8
+
+    @torch.no_grad()
+    def drive(self, walk, ask: Ask | None = None):
+        """Runs one walk generator to its end, answering each ``Ask`` by ``IntegerDecoder.predict``:
+        its return value. ``ask``: the walk's first, where the caller has started it."""
+        try:
+            ask = next(walk) if ask is None else ask
+            while True:
+                ask = walk.send(self.dec.predict(*ask))
+        except StopIteration as stop:
+            return stop.value
+
+    @torch.no_grad()
+    def run_lanes(self, walks: list) -> list:
+        """Runs walk generators to their ends: [(return value, None) or (None, the exception it
+        raised)], in order. Where the engine ``batches``, in lock-step: the asks for the same step
+        and sub-image size go to the network together (``IntegerDecoder.predict_many``), the same
+        integers as one by one; else one walk after another."""
+        out: list = [None] * len(walks)
+
+        def advance(i, value=None):
+            try:
+                pending[i] = next(walks[i]) if value is None else walks[i].send(value)
+            except StopIteration as stop:
+                out[i] = (stop.value, None)
+            except Exception as e:  # noqa: BLE001 - handed to the caller, at its walk's place
+                out[i] = (None, e)
+
+        if not self.batches():
+            for i, walk in enumerate(walks):
+                try:
+                    out[i] = (self.drive(walk), None)
+                except Exception as e:  # noqa: BLE001 - as above
+                    out[i] = (None, e)
+            return out
+        pending: dict = {}
+        for i in range(len(walks)):
+            advance(i)
+        while pending:
+            groups: dict = {}
+            for i, ask in pending.items():
+                groups.setdefault((ask.k, tuple(ask.feats.shape)), []).append(i)
+            asked, pending = pending, {}
+            for idx in groups.values():
+                try:
+                    answers = self.dec.predict_many([asked[i] for i in idx])
+                except Exception as e:  # noqa: BLE001 - every walk of the group fails with it
+                    for i in idx:
+                        walks[i].close()
+                        out[i] = (None, e)
+                    continue
+                for i, answer in zip(idx, answers):
+                    advance(i, answer)
+        return out
 
     def _walk_items(self, z: torch.Tensor, R: int, H: int, W: int, step, skip=frozenset(), known=None):
         """Run the integer path from ``z``; ``step(k, mu, s, (di, dj), row)`` returns the real values
@@ -187,17 +260,22 @@ class Engine:
                     rows.append(row)
                 sub = np.concatenate(rows, 0)
             else:
-                mu, s = dec.predict(feats, ctx, k, R, B)
+                mu, s = yield Ask(feats, ctx, k, R, B)
                 sub = step(k, mu[:hr, :wr].cpu().numpy(), s[:hr, :wr].cpu().numpy(), (di, dj), None)
             if k < dec.steps - 1:  # the last sub-image is context for nothing
                 ctx.append(prep.pad_edge(torch.from_numpy(np.ascontiguousarray(sub)).to(self.device), h, w))
 
     # ------------------------------------------------------------------ encode
-    @torch.no_grad()
     def encode_plane(self, x: np.ndarray, profile: Profile, want_bits: bool = False,
                      ref_plane: np.ndarray | None = None):
-        """Integer plane (H, W) -> its ``Plane`` (vmin, R, the two streams, base layer and reference
-        level), as bitstream ``profile`` codes it; with ``want_bits`` ``(plane, estimated bits)``.
+        """``encode_walk`` run here (``drive``)."""
+        return self.drive(self.encode_walk(x, profile, want_bits, ref_plane))
+
+    def encode_walk(self, x: np.ndarray, profile: Profile, want_bits: bool = False,
+                    ref_plane: np.ndarray | None = None):
+        """A walk generator (``Ask``) returning the integer plane (H, W)'s ``Plane`` (vmin, R, the two
+        streams, base layer and reference level), as bitstream ``profile`` codes it; with ``want_bits``
+        ``(plane, estimated bits)``.
 
         What each setting of the profile does here: ``scale_offsets``, per step a scale offset
         chosen by the encoder (``coding.stage.ScaleOffsets``) at the head of the pixel stream;
@@ -252,7 +330,7 @@ class Engine:
             lat_costs = {c: lvpnet_base.bits(d) for c, d in lat_options.items()}
             early = lattice_estimate.early_level(v, lat_costs, self.dec.order, f, ref_plane) if lat_costs else 0
         skip = lattice.steps(self.dec.order, lattice.stride(f, early)) if early else frozenset()
-        self._walk(z, R, H, W, step, skip=skip, known=vp)
+        yield from self._walk(z, R, H, W, step, skip=skip, known=vp)
         fits = None
         if profile.refined:
             fits = SliceFitting(v, R, self.dec.order, self.dec.pixel_tables.cpu(), self.pixels.shifts, self.dec.K)
@@ -351,11 +429,15 @@ class Engine:
         return SideContext(shape, R, self.dec.order, self.cfg.n_scales, self.pixels, kv, km)
 
     # ------------------------------------------------------------------ decode
-    @torch.no_grad()
     def decode_plane(self, plane: Plane, H: int, W: int, profile: Profile, want_bits: bool = False,
                      ref_plane: np.ndarray | None = None):
-        """Inverse of ``encode_plane``: the plane's (H, W) values (``Plane.values``), with
-        ``want_bits`` ``(values, estimated latent bits, estimated pixel bits)``. ``profile``: the
+        """``decode_walk`` run here (``drive``)."""
+        return self.drive(self.decode_walk(plane, H, W, profile, want_bits, ref_plane))
+
+    def decode_walk(self, plane: Plane, H: int, W: int, profile: Profile, want_bits: bool = False,
+                    ref_plane: np.ndarray | None = None):
+        """A walk generator (``Ask``), the inverse of ``encode_walk``: the plane's (H, W) values
+        (``Plane.values``), with ``want_bits`` ``(values, estimated latent bits, estimated pixel bits)``. ``profile``: the
         chunk's bitstream version; ``ref_plane``: for a plane with a ``ref_level``, the previous
         slice's plane as ``reference.ref_values`` gives it (``coding.reference``). With ``lattice_skip``
         (bitstream 9) the base lattice's steps are taken from it alone: no network, refinement or
@@ -453,7 +535,7 @@ class Engine:
             record(pos, row, vals, mu)
             return vals
 
-        self._walk(z, R, H, W, step, skip)
+        yield from self._walk(z, R, H, W, step, skip)
         if not coder.is_empty():
             raise ValueError("pixel stream has data left over (damaged stream or other weights)")
         out = plane.values(out)

@@ -536,6 +536,39 @@ class IntegerDecoder:
         mu, s = self._params(raw, R, B, k, ctx_v=ctx_v, avail=avail)
         return mu[0], s[0]
 
+    def predict_many(self, asks: list) -> list:
+        """``predict`` for several slices at once: ``asks`` [(feats, ctx, k, R, B)], one step ``k`` and
+        one sub-image size -> [(mu, s)], the integers ``predict`` gives each. On the float trunk (the
+        GPU's path) one batched trunk and head for all of them: a 128 x 128 step is too small to keep a
+        GPU busy, a batch of slices is not; its integer sums are exact, so the batch changes no value.
+        The int8 trunk (the CPU's) carries a slice's sums from step to step and its kernels run at
+        the core's peak already: there the slices go one by one."""
+        k = asks[0][2]
+        if len(asks) < 2 or self.int8 or (k == 0 and self.cfg.step0_rows):
+            return [self.predict(*a) for a in asks]
+        if any(a[2] != k or a[0].shape != asks[0][0].shape for a in asks):
+            raise ValueError("predict_many: one step and one sub-image size at a time")
+        inputs = [self._inputs(feats, ctx, k, B) for feats, ctx, _k, _R, B in asks]
+        feats = torch.cat([a[0] for a in asks])
+        n = len(asks)
+        with ExactMode():
+            if inputs[0][1] is None:  # a one-step model: no context
+                raw = trunk_int(self._spec(k), feats, None, None, self.impl)
+                ctx_v = avail = None
+            else:
+                ctx_u = torch.cat([i[2] for i in inputs])
+                avail = torch.cat([i[3] for i in inputs])
+                raw = trunk_int(self._spec(k), feats, ctx_u, avail, self.impl)
+                navail = min(k, self.steps - 1)
+                ctx_v, avail = torch.cat([i[1] for i in inputs])[:, :navail], avail[:, :navail]
+        lin = None if self.lin is None else tuple(t[k : k + 1].expand(n, -1) for t in self.lin)
+        mu, s = head_params(
+            raw, ctx_v, avail, torch.full((n,), k == 0, device=self.device),
+            torch.tensor([a[3] for a in asks]), torch.tensor([a[4] for a in asks]), n_scales=self.cfg.n_scales,
+            per_octave=self.cfg.per_octave, head=self.cfg.head, thr=self.scale_thresholds, lin=lin,
+        )
+        return [(mu[i], s[i]) for i in range(n)]
+
     def step0_head(self, feats: torch.Tensor) -> torch.Tensor:
         """Step 0's raw head integers (1, P, h, w): from the latent only, computed once per slice."""
         return self._raw(feats, [], 0, 1)[0]
