@@ -58,6 +58,7 @@ def test_predict_many_gives_each_slice_its_own_integers():
     from lvpnet.model import IntegerDecoder
 
     dec = IntegerDecoder(engine._ck["decoder"], device="cpu", dtype=torch.float32, int8=False)
+    gemm = IntegerDecoder(engine._ck["decoder"], device="cpu", dtype=torch.float32, int8=False, impl="gemm")
     rng = np.random.default_rng(1)
     asks = []
     for R in (4095, 255, 1000):
@@ -66,8 +67,11 @@ def test_predict_many_gives_each_slice_its_own_integers():
         asks.append((feats, ctx, R, prep.bit_depth(R)))
     for k in (1, 6, dec.steps - 1):
         batch = [(f, c[:k], k, R, B) for f, c, R, B in asks]
-        for (mu, s), (mu1, s1) in zip(dec.predict_many(batch), [dec.predict(*a) for a in batch]):
-            assert torch.equal(mu, mu1) and torch.equal(s, s1)
+        one = [dec.predict(*a) for a in batch]
+        # the convolutions as unfold + product too: what a GPU's batch runs (``predict_many``)
+        for many in (dec.predict_many(batch), gemm.predict_many(batch)):
+            for (mu, s), (mu1, s1) in zip(many, one):
+                assert torch.equal(mu, mu1) and torch.equal(s, s1)
     with pytest.raises(ValueError, match="one step"):
         dec.predict_many([(asks[0][0], asks[0][1][:1], 1, 4095, 12), (asks[1][0], asks[1][1][:2], 2, 255, 8)])
 
@@ -143,3 +147,15 @@ def test_run_lanes_hands_each_walk_its_own_outcome(float_trunk):
     assert np.array_equal(out[2][0], vol[2]) and out[2][1] is None
     assert out[1][0] is None and isinstance(out[1][1], Exception)
     assert float_trunk["many"] > 0
+
+
+def test_worker_processes_walk_their_tasks_in_lanes(monkeypatch, float_trunk):
+    """Processes and lanes together (a GPU machine: the processes share the per-slice CPU stages out
+    over the cores, each walks its task's slices in lock-step): the same file and values."""
+    vol = _volume(n=12, seed=4)
+    monkeypatch.delenv(slice_pool.LANES_ENV, raising=False)
+    one = compress(vol, codec="lvpnet", verify=False)
+    monkeypatch.setenv(slice_pool.LANES_ENV, "3")  # the workers take it from the environment too
+    two = compress(vol, codec="lvpnet", verify=False, workers=2)
+    assert two == one
+    assert np.array_equal(run(LvpFile(two).iter_decode(workers=2)), vol)

@@ -140,10 +140,11 @@ def encode_stream(
     overlap = safety and n == 1 and slice_pool.spare_core(workers)
     tasks = ((name, s, slices[i - 1] if chosen.takes_reference and i % REFERENCE_RUN else None, safety, overlap)
              for i, s in enumerate(slices))
-    lanes = slice_pool.lanes(chosen.device, math.prod(array.shape[-3:-1] if volume.rgb else array.shape[-2:])) \
-        if model is not None and n == 1 and total > 1 else 1
+    pixels = math.prod(array.shape[-3:-1] if volume.rgb else array.shape[-2:])
+    lanes = slice_pool.lanes(chosen.device, pixels, n) if model is not None and total > 1 else 1
     if lanes > 1:  # a GPU: slices walked in lock-step, one network call per step for all of them
-        coded = _coded_in_lanes(chosen, tasks, lanes)
+        groups = ((g,) for g in iter(lambda: list(itertools.islice(tasks, lanes)), []))
+        coded = itertools.chain.from_iterable(slice_pool.ordered(code_lanes, groups, n, slice_pool.device_env(chosen)))
     else:
         coded = slice_pool.ordered(code_slice, tasks, n, slice_pool.device_env(chosen))
     for i, (s, (used_id, used_version, data)) in enumerate(zip(slices, coded)):
@@ -189,18 +190,25 @@ def _kept(chosen, backup, s: np.ndarray, data: bytes, pending: Future | None = N
     return used.id, used.version, data
 
 
-def _coded_in_lanes(chosen, tasks, lanes: int):
-    """``code_slice`` of each task, in order, the learned encodes of ``lanes`` slices at a time walked
-    in lock-step (``Engine.run_lanes``); the same bytes. Errors are raised at their slice's turn."""
+def code_lanes(group: list) -> list[tuple[str, int, bytes]]:
+    """``code_slice`` of each task of ``group`` (one codec), their learned encodes walked in lock-step
+    (``Engine.run_lanes``); the same bytes. Runs in this process or in a ``slice_pool`` worker; the
+    first error is raised, as one by one."""
+    chosen = codecs.get_codec(group[0][0])
     backup = codecs.get_codec(codecs.FallbackCodec.id)
-    engine, tasks = chosen.engine(), iter(tasks)
-    while group := list(itertools.islice(tasks, lanes)):
-        walks = [chosen.encode_walk(s, **({"reference": prev} if prev is not None else {}))
-                 for _name, s, prev, _safety, _overlap in group]
-        for (_name, s, _prev, safety, _overlap), (data, error) in zip(group, engine.run_lanes(walks)):
-            if error is not None:
-                raise error
-            yield _kept(chosen, backup if safety else None, s, data)
+    # the safety net's JPEG-XL beside the walks where a core is free for it (``code_slice``'s overlap)
+    pending = [_beside(backup.encode, s) if safety and overlap else None for _name, s, _prev, safety, overlap in group]
+    walks = [chosen.encode_walk(s, **({"reference": prev} if prev is not None else {}))
+             for _name, s, prev, _safety, _overlap in group]
+    out = []
+    for (_name, s, _prev, safety, _overlap), wait, (data, error) in zip(group, pending, chosen.engine().run_lanes(walks)):
+        if error is not None:
+            for p in pending:
+                if p is not None:
+                    p.cancel()
+            raise error
+        out.append(_kept(chosen, backup if safety else None, s, data, wait))
+    return out
 
 
 def _beside(fn, *args) -> Future:

@@ -214,7 +214,7 @@ class LvpFile:
         enough to pay for them. A task is one slice of a file on disk whose slices all decode on
         their own, else a run of ``compressor.REFERENCE_RUN`` slices (the writer starts a fresh run
         there, so no run needs the one before it; an in-memory file travels to the worker with
-        each task, so it goes in runs too)."""
+        each task, so it goes in runs too); on a GPU ``slice_pool.lanes`` of them, walked in lock-step."""
         from . import slice_pool
         from .compressor import REFERENCE_RUN
 
@@ -222,29 +222,30 @@ class LvpFile:
         learned = codecs.get_codec(codecs.LVPNetCodec.id)
         uses = bool(self.codec_counts().get(learned.id))
         workers = slice_pool.workers(n, workers, learned.device) if uses else 1
+        # on a GPU, chains of slices walked in lock-step: one network call per step for all of them
+        lanes = slice_pool.lanes(learned.device, math.prod(self.slice_shape[:2]), workers) if uses and n > 1 else 1
         if workers <= 1:
-            lanes = slice_pool.lanes(learned.device, math.prod(self.slice_shape[:2])) if uses and n > 1 else 1
-            if lanes > 1:  # a GPU: runs of slices walked in lock-step, one network call per step
+            if lanes > 1:
                 yield from self._iter_lanes(lanes, learned)
                 return
             for i in range(n):
                 yield self.read_slice(i)
             return
         alone = isinstance(self._source, (str, os.PathLike)) and self.coded_against_previous() == 0
-        step = 1 if alone else REFERENCE_RUN
+        step = (1 if alone else REFERENCE_RUN) * lanes
         state = limits.state(self.header.get("array_hash"))
-        runs = [(self._source, self.name, self.header.get("array_hash"), state, a, min(n, a + step))
+        runs = [(self._source, self.name, self.header.get("array_hash"), state, a, min(n, a + step), lanes)
                 for a in range(0, n, step)]
         for decoded in slice_pool.ordered(decode_run, runs, workers, slice_pool.device_env(learned)):
             yield from decoded
 
-    def _iter_lanes(self, lanes: int, learned):
-        """Every slice in order, the chains of slices (a slice that decodes on its own and those after
-        it coded against the one before) walked ``lanes`` chains at a time in lock-step by the learned
-        codec's engine (``Engine.run_lanes``: on a GPU one network call per step for all of them)."""
-        n = len(self)
-        starts = [j for j in range(n) if j == 0 or not self._needs_reference(j, *self._chunk(j))]
-        chains = list(zip(starts, starts[1:] + [n]))
+    def _iter_lanes(self, lanes: int, learned, start: int = 0, stop: int | None = None):
+        """Slices ``start..stop-1`` in order, the chains of slices (a slice that decodes on its own and
+        those after it coded against the one before) walked ``lanes`` chains at a time in lock-step by
+        the learned codec's engine (``Engine.run_lanes``: on a GPU one network call per step for all)."""
+        stop = len(self) if stop is None else stop
+        starts = [j for j in range(start, stop) if j == start or not self._needs_reference(j, *self._chunk(j))]
+        chains = list(zip(starts, starts[1:] + [stop]))
         engine = learned.engine()
         for g in range(0, len(chains), lanes):
             for decoded, error in engine.run_lanes([self._chain_walk(a, b) for a, b in chains[g : g + lanes]]):
@@ -253,9 +254,10 @@ class LvpFile:
                 yield from decoded
 
     def _chain_walk(self, start: int, stop: int):
-        """Slices ``start..stop-1`` as one walk generator, each decoded as ``read_slice`` decodes it
-        (slice ``start`` needs none before it, each later one may need the one before)."""
+        """Slices ``start..stop-1`` as one walk generator, each decoded as ``read_slice`` decodes it."""
         out, reference = [], None
+        if start and self._needs_reference(start, *self._chunk(start)):  # not where a writer starts a run
+            reference = self.read_slice(start - 1)
         for j in range(start, stop):
             reference = yield from self._decode_walk(j, *self._chunk(j), reference)
             out.append(reference)
@@ -313,11 +315,14 @@ class LvpFile:
         )
 
 
-def decode_run(source, name: str, array_hash, limit_state, start: int, stop: int) -> list[np.ndarray]:
+def decode_run(source, name: str, array_hash, limit_state, start: int, stop: int, lanes: int = 1) -> list[np.ndarray]:
     """Slices ``start..stop-1`` of a file, in a ``slice_pool`` worker: the very ``read_slice`` of the
-    serial path (checksums, limits as the parent judges them: ``limits.adopt``)."""
+    serial path (checksums, limits as the parent judges them: ``limits.adopt``), or with ``lanes``
+    its walk in lock-step (``_iter_lanes``)."""
     limits.adopt(array_hash, limit_state)
     lvp = LvpFile(source, name=name)
+    if lanes > 1:
+        return list(lvp._iter_lanes(lanes, codecs.get_codec(codecs.LVPNetCodec.id), start, stop))
     return [lvp.read_slice(i) for i in range(start, stop)]
 
 

@@ -84,18 +84,20 @@ def spare_core(requested: int | None) -> bool:
     return requested is None and not os.environ.get(ENV, "").strip() and cores() >= 2
 
 
-def lanes(device: str, slice_pixels: int) -> int:
-    """How many slices (runs of slices, on decode) one process walks in lock-step (``Engine.run_lanes``:
-    one network call per step for all of them). ``LVPNET_LANES`` when set; else on a CUDA device as
-    many as a quarter of its free memory holds at ``LANE_BYTES_PER_PIXEL`` (at most ``MAX_LANES``),
-    and 1 on the CPU, whose int8 trunk gains nothing from a batch (``Engine.batches``)."""
+def lanes(device: str, slice_pixels: int, processes: int = 1) -> int:
+    """How many slices (chains of slices, on decode) one process walks in lock-step (``Engine.run_lanes``:
+    one network call per step for all of them). ``LVPNET_LANES`` when set; else on a CUDA device as many
+    as a quarter of its free memory holds at ``LANE_BYTES_PER_PIXEL``, shared by ``processes`` processes
+    (at most ``MAX_LANES`` each), and 1 on the CPU, whose int8 trunk gains nothing from a batch
+    (``Engine.batches``). With several processes on a GPU each walks its task's slices in lanes: the
+    processes share the per-slice CPU stages out over the cores, the lanes fill the GPU."""
     env = os.environ.get(LANES_ENV, "").strip()
     if env:
         try:
             return max(1, min(int(env), MAX_LANES))
         except ValueError:
             return 1
-    room = _gpu_room(device, LANE_BYTES_PER_PIXEL * max(1, slice_pixels) * 4)
+    room = _gpu_room(device, LANE_BYTES_PER_PIXEL * max(1, slice_pixels) * 4 * max(1, processes))
     return 1 if room >= 1 << 30 else max(1, min(MAX_LANES, room))
 
 

@@ -539,10 +539,11 @@ class IntegerDecoder:
     def predict_many(self, asks: list) -> list:
         """``predict`` for several slices at once: ``asks`` [(feats, ctx, k, R, B)], one step ``k`` and
         one sub-image size -> [(mu, s)], the integers ``predict`` gives each. On the float trunk (the
-        GPU's path) one batched trunk and head for all of them: a 128 x 128 step is too small to keep a
-        GPU busy, a batch of slices is not; its integer sums are exact, so the batch changes no value.
-        The int8 trunk (the CPU's) carries a slice's sums from step to step and its kernels run at
-        the core's peak already: there the slices go one by one."""
+        GPU's path) one batched trunk and head for all of them, its results copied to the CPU at once:
+        a 128 x 128 step is too small to keep a GPU busy, a batch of slices is not, and the integer
+        sums are exact, so the batch changes no value. The int8 trunk (the CPU's) carries a slice's
+        sums from step to step and its kernels run at the core's peak already: there the slices go
+        one by one."""
         k = asks[0][2]
         if len(asks) < 2 or self.int8 or (k == 0 and self.cfg.step0_rows):
             return [self.predict(*a) for a in asks]
@@ -551,14 +552,18 @@ class IntegerDecoder:
         inputs = [self._inputs(feats, ctx, k, B) for feats, ctx, _k, _R, B in asks]
         feats = torch.cat([a[0] for a in asks])
         n = len(asks)
+        # On a GPU the convolutions go as unfold + matrix product: cuDNN picks its algorithm by the
+        # batch's shape, and a Winograd or FFT one (deterministic, not exact on integers) must never
+        # be the one a batch gets; a float32 product without TF32 sums exactly under the bound.
+        impl = "gemm" if self.device.type == "cuda" else self.impl
         with ExactMode():
             if inputs[0][1] is None:  # a one-step model: no context
-                raw = trunk_int(self._spec(k), feats, None, None, self.impl)
+                raw = trunk_int(self._spec(k), feats, None, None, impl)
                 ctx_v = avail = None
             else:
                 ctx_u = torch.cat([i[2] for i in inputs])
                 avail = torch.cat([i[3] for i in inputs])
-                raw = trunk_int(self._spec(k), feats, ctx_u, avail, self.impl)
+                raw = trunk_int(self._spec(k), feats, ctx_u, avail, impl)
                 navail = min(k, self.steps - 1)
                 ctx_v, avail = torch.cat([i[1] for i in inputs])[:, :navail], avail[:, :navail]
         lin = None if self.lin is None else tuple(t[k : k + 1].expand(n, -1) for t in self.lin)
@@ -567,6 +572,7 @@ class IntegerDecoder:
             torch.tensor([a[3] for a in asks]), torch.tensor([a[4] for a in asks]), n_scales=self.cfg.n_scales,
             per_octave=self.cfg.per_octave, head=self.cfg.head, thr=self.scale_thresholds, lin=lin,
         )
+        mu, s = mu.cpu(), s.cpu()  # the walks code on the CPU: one copy from a GPU for the batch
         return [(mu[i], s[i]) for i in range(n)]
 
     def step0_head(self, feats: torch.Tensor) -> torch.Tensor:
