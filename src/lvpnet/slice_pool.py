@@ -15,6 +15,8 @@ under ``MIN_SLICES`` slices, where starting workers (about 2 s each: torch, numb
 more than it saves. On a CUDA device the automatic number is also bounded by the device's free
 memory (``GPU_BYTES_PER_WORKER`` each): on a GPU machine the per-slice fits, tables and entropy
 coding run on the CPU (``docs/MODEL.md``, GPU), so one process leaves the GPU mostly idle.
+On a CUDA device each process also walks its slices in lanes (``lanes``: a batch of slices in
+lock-step, one network call per sub-image step for all of them, ``Engine.run_lanes``).
 
 Where: the workers run the learned codec on this process's device (``device_env``: the parent's
 codec device as ``LVPNET_DEVICE``), so ``--device cpu`` on a GPU machine stays on the CPU in the
