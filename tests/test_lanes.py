@@ -22,7 +22,7 @@ from lvpnet.progress import run
 pytestmark = pytest.mark.skipif(shipped_weights() is None, reason="no shipped weights")
 
 
-def _volume(n=10, size=40, seed=0):
+def _volume(n=9, size=40, seed=0):
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size]
     base = 600 + 300 * np.sin(yy / 5.0) * np.cos(xx / 7.0)
@@ -152,7 +152,7 @@ def test_run_lanes_hands_each_walk_its_own_outcome(float_trunk):
 def test_worker_processes_walk_their_tasks_in_lanes(monkeypatch, float_trunk):
     """Processes and lanes together (a GPU machine: the processes share the per-slice CPU stages out
     over the cores, each walks its task's slices in lock-step): the same file and values."""
-    vol = _volume(n=12, seed=4)
+    vol = _volume(n=9, seed=4)
     monkeypatch.delenv(slice_pool.LANES_ENV, raising=False)
     one = compress(vol, codec="lvpnet", verify=False)
     monkeypatch.setenv(slice_pool.LANES_ENV, "3")  # the workers take it from the environment too
