@@ -271,6 +271,7 @@ class Engine:
         """``encode_walk`` run here (``drive``)."""
         return self.drive(self.encode_walk(x, profile, want_bits, ref_plane))
 
+    @torch.no_grad()  # each resumption of the generator (the float encoder builds no graph)
     def encode_walk(self, x: np.ndarray, profile: Profile, want_bits: bool = False,
                     ref_plane: np.ndarray | None = None):
         """A walk generator (``Ask``) returning the integer plane (H, W)'s ``Plane`` (vmin, R, the two
@@ -434,6 +435,7 @@ class Engine:
         """``decode_walk`` run here (``drive``)."""
         return self.drive(self.decode_walk(plane, H, W, profile, want_bits, ref_plane))
 
+    @torch.no_grad()  # each resumption of the generator (the float encoder builds no graph)
     def decode_walk(self, plane: Plane, H: int, W: int, profile: Profile, want_bits: bool = False,
                     ref_plane: np.ndarray | None = None):
         """A walk generator (``Ask``), the inverse of ``encode_walk``: the plane's (H, W) values
