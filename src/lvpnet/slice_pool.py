@@ -43,7 +43,7 @@ MIN_SLICES = 8
 GPU_BYTES_PER_WORKER = 3 * 2**30
 
 LANES_ENV = "LVPNET_LANES"
-MAX_LANES = 64
+MAX_LANES = 32  # 32 x 128 x 128 sub-image pixels a call fill a GPU; each walk holds its slice's host buffers
 #: a lane's GPU memory per pixel of its slice: one step's features, context, hidden layers and head
 #: of a 4 x 4 sub-image grid in float32 (about 1.5 kB a sub-image pixel), with room to spare
 LANE_BYTES_PER_PIXEL = 512
