@@ -29,7 +29,8 @@ codec on the device named (``cpu``, ``cuda``, ``same`` as ``--device``); on a GP
 fits, tables, entropy coding and the safety net's JPEG-XL run on the CPU, so the GPU session runs
 ``same:auto,cpu:auto`` to see what the GPU adds. On a GPU each process walks its slices in lock-step
 (``slice_pool.lanes``, from the free GPU memory: one network call per sub-image step for a batch of slices,
-``Engine.run_lanes``); the report gives the lanes of each run. ``--profile``: where one process's time goes (cProfile of
+``Engine.run_lanes``); the report gives the lanes of each run, and the first 8 slices timed in lanes and one
+slice at a time. ``--profile``: where one process's time goes (cProfile of
 2 slices). Exit status 0 when every decode is exact.
 """
 
@@ -199,6 +200,10 @@ def run(folder: Path, device: str, budget_s: float, slices: int | None, pools: s
         exact = exact and report["gpu_file_decodes_on_cpu"] and report["cpu_file_decodes_on_gpu"]
     if profile:  # before the pools: the GPU session's first question, kept if a pool runs out of time
         report["profile"] = _profile(volume[:2], sync)
+    if report["lanes"] > 1:  # what the lanes buy: a reference run in lanes and one slice at a time
+        report["all_exact"] = exact
+        save(report)  # the figures so far kept even if this runs past the session's end
+        report["lanes_against_one"] = _lanes_against_one(volume[:RUN], report["lanes"], sync)
     if pools:
         report["all_exact"] = exact
         save(report)  # the one-process figures kept even if a pool runs past the session's end
@@ -210,6 +215,34 @@ def run(folder: Path, device: str, budget_s: float, slices: int | None, pools: s
             save(report)
     report["all_exact"] = exact
     return report
+
+
+def _lanes_against_one(vol: np.ndarray, lanes: int, sync) -> dict:
+    """``vol`` compressed and decompressed in ``lanes`` lanes and one slice at a time (``LVPNET_LANES``),
+    one after the other: Mpixel/s both ways, and whether the files are the same."""
+    import lvpnet
+    from lvpnet import slice_pool
+
+    before = os.environ.get(slice_pool.LANES_ENV)
+    best: dict = {}
+    files: dict = {}
+    try:
+        for n in (lanes, 1):
+            os.environ[slice_pool.LANES_ENV] = str(n)
+            data, t_enc = _timed(lambda: lvpnet.compress(vol, verify=False), sync)
+            _, t_dec = _timed(lambda data=data: lvpnet.decompress(data), sync)
+            files[n] = data
+            e, d = best.get(n, (1e9, 1e9))
+            best[n] = (min(e, t_enc), min(d, t_dec))
+    finally:
+        if before is None:
+            os.environ.pop(slice_pool.LANES_ENV, None)
+        else:
+            os.environ[slice_pool.LANES_ENV] = before
+    pix = vol.size / 1e6
+    return {"slices": len(vol), "same_bytes": files[lanes] == files[1],
+            **{f"{'lanes' if n > 1 else 'one'}_{k}_mpix_s": round(pix / t, 3)
+               for n, (te, td) in best.items() for k, t in (("encode", te), ("decode", td))}}
 
 
 def _pooled(volume: np.ndarray, serial: bytes, learned, device: str, n: int, sync) -> dict:
@@ -301,6 +334,13 @@ def markdown(rep: dict) -> str:
         f"(`{rep['sized_by']}`; the budget sizes the volume from a 2-slice probe: here "
         f"{rep['probe_seconds_per_slice']} s a slice, encode and decode).",
     ]
+    if "lanes_against_one" in rep:
+        c = rep["lanes_against_one"]
+        lines.append(
+            f"The first {c['slices']} slices in {rep['lanes']} lanes against one slice at a time (one after the "
+            f"other): encode {c['lanes_encode_mpix_s']} against {c['one_encode_mpix_s']} Mpixel/s, decode "
+            f"{c['lanes_decode_mpix_s']} against {c['one_decode_mpix_s']} Mpixel/s; the same bytes: {c['same_bytes']}."
+        )
     if "gpu_peak_memory_mib" in rep:
         lines.append(
             f"GPU peak memory {rep['gpu_peak_memory_mib']} MiB; one reference run of {RUN} slices encoded on the "
