@@ -242,24 +242,36 @@ class LvpFile:
     def _iter_lanes(self, lanes: int, learned, start: int = 0, stop: int | None = None):
         """Slices ``start..stop-1`` in order, the chains of slices (a slice that decodes on its own and
         those after it coded against the one before) walked ``lanes`` chains at a time in lock-step by
-        the learned codec's engine (``Engine.run_lanes``: on a GPU one network call per step for all)."""
+        the learned codec's engine (``Engine.run_lanes``: on a GPU one network call per step for all).
+        Each chunk is read once, and only a group's are held."""
         stop = len(self) if stop is None else stop
-        starts = [j for j in range(start, stop) if j == start or not self._needs_reference(j, *self._chunk(j))]
-        chains = list(zip(starts, starts[1:] + [stop]))
-        engine = learned.engine()
-        for g in range(0, len(chains), lanes):
-            for decoded, error in engine.run_lanes([self._chain_walk(a, b) for a, b in chains[g : g + lanes]]):
-                if error is not None:
-                    raise error
-                yield from decoded
-
-    def _chain_walk(self, start: int, stop: int):
-        """Slices ``start..stop-1`` as one walk generator, each decoded as ``read_slice`` decodes it."""
-        out, reference = [], None
-        if start and self._needs_reference(start, *self._chunk(start)):  # not where a writer starts a run
-            reference = self.read_slice(start - 1)
+        engine, chains = learned.engine(), []
         for j in range(start, stop):
-            reference = yield from self._decode_walk(j, *self._chunk(j), reference)
+            chunk = self._chunk(j)
+            if j == start or not self._needs_reference(j, *chunk):  # a chain starts here
+                if len(chains) == lanes:
+                    yield from self._walk_chains(engine, chains)
+                    chains = []
+                chains.append([])
+            chains[-1].append((j, chunk))
+        yield from self._walk_chains(engine, chains)
+
+    def _walk_chains(self, engine, chains: list):
+        """The slices of ``chains`` in order, their walks run in lock-step; an error at its slice's turn."""
+        for decoded, error in engine.run_lanes([self._chain_walk(links) for links in chains]):
+            if error is not None:
+                raise error
+            yield from decoded
+
+    def _chain_walk(self, links: list):
+        """A chain's slices ``links`` [(index, chunk)] as one walk generator, each decoded as
+        ``read_slice`` decodes it."""
+        out, reference = [], None
+        first, chunk = links[0]
+        if first and self._needs_reference(first, *chunk):  # not where a writer starts a run
+            reference = self.read_slice(first - 1)
+        for j, chunk in links:
+            reference = yield from self._decode_walk(j, *chunk, reference)
             out.append(reference)
         return out
 

@@ -59,15 +59,24 @@ def workers(n_slices: int, requested: int | None = 1, device: str = "cpu") -> in
     ("auto", "cpu", "cuda"), which bounds the automatic number on a GPU."""
     if requested is not None:
         return max(1, min(int(requested), n_slices))
-    env = os.environ.get(ENV, "").strip()
-    if env:
-        try:
-            return max(1, min(int(env), n_slices))
-        except ValueError:
-            return 1
+    asked = _env_count(ENV, n_slices)
+    if asked:
+        return asked
     if n_slices < MIN_SLICES:
         return 1
     return max(1, min(cores(), n_slices // 2, _gpu_room(device)))
+
+
+def _env_count(name: str, most: int) -> int:
+    """The count the environment variable ``name`` asks for, in ``1..most``; 1 if it is not a number,
+    0 if it is unset."""
+    env = os.environ.get(name, "").strip()
+    if not env:
+        return 0
+    try:
+        return max(1, min(int(env), most))
+    except ValueError:
+        return 1
 
 
 def cores() -> int:
@@ -93,12 +102,9 @@ def lanes(device: str, slice_pixels: int, processes: int = 1) -> int:
     (at most ``MAX_LANES`` each), and 1 on the CPU, whose int8 trunk gains nothing from a batch
     (``Engine.batches``). With several processes on a GPU each walks its task's slices in lanes: the
     processes share the per-slice CPU stages out over the cores, the lanes fill the GPU."""
-    env = os.environ.get(LANES_ENV, "").strip()
-    if env:
-        try:
-            return max(1, min(int(env), MAX_LANES))
-        except ValueError:
-            return 1
+    asked = _env_count(LANES_ENV, MAX_LANES)
+    if asked:
+        return asked
     room = _gpu_room(device, LANE_BYTES_PER_PIXEL * max(1, slice_pixels) * 4 * max(1, processes))
     return 1 if room >= 1 << 30 else max(1, min(MAX_LANES, room))
 
