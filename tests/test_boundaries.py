@@ -32,6 +32,18 @@ def test_importing_core_and_cli_loads_no_gui():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_the_command_and_the_file_reader_start_without_torch():
+    """``lvpnet --help``, ``lvpnet info``, a bad argument, a classical-codec file: none needs the
+    network, and importing torch takes seconds; the learned codec brings it in when it is used."""
+    code = (
+        "import sys, lvpnet, lvpnet.cli, lvpnet.lvpfile, lvpnet.codecs as c;"
+        "c.available(); c.get_codec('fallback');"
+        "assert 'torch' not in sys.modules;"
+        "c.LVPNetCodec; assert 'torch' in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_resources_ship_inside_the_package():
     from lvpnet.resources import SAMPLE_CT, path
 

@@ -78,6 +78,11 @@ def test_compress_json_and_info_json(tmp_path, rng):
     assert info["file_bytes"] == size and info["format_version"] == "1.0"
     # integers up to 16 bits: the learned codec by default, its weights named in the file
     assert info["codec"] == "lvpnet" and info["model"] == get_codec("lvpnet").model_id()
+    # ``lvpnet info a.lvp | head -1``: the reader leaves early; the command stops quietly, as a pipe's writer does
+    exe = os.path.join(os.path.dirname(sys.executable), "lvpnet")
+    info = subprocess.Popen([exe, "info", str(tmp_path / "a.lvp")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    info.stdout.close()
+    assert info.wait(timeout=60) == 141 and info.stderr.read() == b""
 
 
 def test_nifti_input_roundtrip_keeps_header(tmp_path, rng):

@@ -360,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
             signum = getattr(e, "signum", signal.SIGINT)
             print(f"lvpnet: interrupted ({signal.Signals(signum).name}); nothing was written", file=sys.stderr)
             return 128 + signum
+        except BrokenPipeError:  # ``lvpnet info x.lvp | head``: the reader left; stop quietly, as a pipe's writer does
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
+            return 128 + signal.SIGPIPE
         except OSError as e:
             if args.debug:
                 raise

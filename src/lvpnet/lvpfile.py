@@ -219,7 +219,7 @@ class LvpFile:
         from .compressor import REFERENCE_RUN
 
         n = len(self)
-        learned = codecs.get_codec(codecs.LVPNetCodec.id)
+        learned = codecs.get_codec(codecs.LEARNED)
         uses = bool(self.codec_counts().get(learned.id))
         workers = slice_pool.workers(n, workers, learned.device) if uses else 1
         # on a GPU, chains of slices walked in lock-step: one network call per step for all of them
@@ -334,7 +334,7 @@ def decode_run(source, name: str, array_hash, limit_state, start: int, stop: int
     limits.adopt(array_hash, limit_state)
     lvp = LvpFile(source, name=name)
     if lanes > 1:
-        return list(lvp._iter_lanes(lanes, codecs.get_codec(codecs.LVPNetCodec.id), start, stop))
+        return list(lvp._iter_lanes(lanes, codecs.get_codec(codecs.LEARNED), start, stop))
     return [lvp.read_slice(i) for i in range(start, stop)]
 
 

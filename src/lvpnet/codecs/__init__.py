@@ -7,14 +7,33 @@ import numpy as np
 from ..errors import InputError
 from .base import Codec
 from .fallback import FallbackCodec
-from .lvpnet_codec import LVPNetCodec
-from .weights import shipped_is_default, shipped_weights, weights_for_model
+from .weights import default_weights, shipped_is_default, shipped_weights, weights_for_model
 
-_CODECS: dict[str, type[Codec]] = {FallbackCodec.id: FallbackCodec, LVPNetCodec.id: LVPNetCodec}
+# The learned codec's id, known without importing it: its module imports torch (2-3 s), which
+# ``lvpnet --help``, ``lvpnet info``, a bad argument or a classical-codec file never need.
+LEARNED = "lvpnet"
+
+
+def _learned() -> type[Codec]:
+    from .lvpnet_codec import LVPNetCodec
+
+    return LVPNetCodec
+
+
+_CODECS = {FallbackCodec.id: lambda: FallbackCodec, LEARNED: _learned}  # id -> the class, imported when asked
 _INSTANCES: dict[str, Codec] = {}
 
 
+def __getattr__(name: str):
+    if name == "LVPNetCodec":  # ``codecs.LVPNetCodec`` and ``from lvpnet.codecs import LVPNetCodec``
+        return _learned()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def _usable(name: str) -> bool:
+    if name == LEARNED and LEARNED not in _INSTANCES:  # the shared instance's weights: the default ones
+        w = default_weights()
+        return w is not None and w.is_file()
     codec = get_codec(name)
     return bool(getattr(codec, "is_available", lambda: True)())
 
@@ -33,7 +52,7 @@ def get_codec(name: str) -> Codec:
     if name not in _CODECS:
         raise InputError(f"unknown codec {name!r}; available: {', '.join(available())}")
     if name not in _INSTANCES:
-        _INSTANCES[name] = _CODECS[name]()
+        _INSTANCES[name] = _CODECS[name]()()
     return _INSTANCES[name]
 
 
@@ -44,9 +63,9 @@ def codec_for_model(name: str, model: str | None) -> Codec | None:
     installed weights match."""
     codec = get_codec(name)
     have = codec.model_id() if getattr(codec, "is_available", lambda: True)() else None
-    if model is None or (have is None and name != LVPNetCodec.id) or have == model:
+    if model is None or (have is None and name != LEARNED) or have == model:
         return codec
-    if name != LVPNetCodec.id:
+    if name != LEARNED:
         return None
     device = getattr(codec, "device", "auto")
     key = f"{name}@{model}@{device}"  # the shared codec's device may change (napari's widget sets it)
@@ -54,7 +73,7 @@ def codec_for_model(name: str, model: str | None) -> Codec | None:
         w = weights_for_model(model)
         if w is None:
             return None
-        _INSTANCES[key] = LVPNetCodec(w, device=device)
+        _INSTANCES[key] = _learned()(w, device=device)
     return _INSTANCES[key]
 
 
@@ -62,9 +81,9 @@ def default_codec_name(dtype: np.dtype, rgb: bool) -> str:
     """The codec ``compress`` uses when none is named: the learned one for integers up to 16 bits
     (grey or RGB) when the shipped weights are installed and their card says they beat the
     classical codecs on val (``scripts/ship_weights.py``), else the classical fallback."""
-    if shipped_weights() is not None and shipped_is_default() and LVPNetCodec().accepts(np.dtype(dtype), rgb):
-        return LVPNetCodec.id
+    if shipped_weights() is not None and shipped_is_default() and _learned()().accepts(np.dtype(dtype), rgb):
+        return LEARNED
     return FallbackCodec.id
 
 
-__all__ = ["Codec", "FallbackCodec", "LVPNetCodec", "available", "codec_for_model", "default_codec_name", "get_codec"]
+__all__ = ["LEARNED", "Codec", "FallbackCodec", "LVPNetCodec", "available", "codec_for_model", "default_codec_name", "get_codec"]
