@@ -435,13 +435,13 @@ def test_one_worker_per_gpu_each_sees_its_own(monkeypatch):
 # ---------------------------------------------------------------- faults
 
 
-def _slow_tree(root: Path, n: int) -> Path:
+def _slow_tree(root: Path, n: int, slices: int = 6) -> Path:
     """``n`` .npy volumes that take the fallback codec a noticeable time each."""
     root.mkdir()
     yy, xx = np.mgrid[0:256, 0:256]
     rng = np.random.default_rng(3)
     for i in range(n):
-        vol = 1000 + 400 * np.sin(yy / 9.0 + i) + 300 * np.cos(xx / 13.0) + rng.normal(0, 20, (6, 256, 256))
+        vol = 1000 + 400 * np.sin(yy / 9.0 + i) + 300 * np.cos(xx / 13.0) + rng.normal(0, 20, (slices, 256, 256))
         np.save(root / f"v{i:02d}.npy", vol.astype(np.int16))
     return root
 
@@ -474,7 +474,7 @@ def test_worker_killed_mid_run(cluster, tmp_path):
 def test_command_sigkilled_then_rerun(tmp_path):
     """SIGKILL the command (a local cluster of two workers) mid-run, then run it again: every output
     that was in place is kept as it is (adopted, not coded again), nothing is partial."""
-    src = _slow_tree(tmp_path / "src", 12)
+    src = _slow_tree(tmp_path / "src", 12, slices=3)  # a second or so each: killed after two, the rest left
     dest = tmp_path / "dest"
     cmd = [sys.executable, "-m", "lvpnet.cli", "archive", str(src), str(dest), "--workers", "2", "--codec", "fallback"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -16,5 +16,5 @@ def test_fuzz_container_chunks_and_records_briefly():
 
 
 def test_fuzz_learned_codec_chunks_briefly():
-    findings = fuzz_lvp.run(iterations=1500, seconds=20, seed=7, learned=True, log=lambda *_: None)
+    findings = fuzz_lvp.run(iterations=1000, seconds=12, seed=7, learned=True, log=lambda *_: None)
     assert findings == []
