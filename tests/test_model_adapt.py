@@ -61,3 +61,50 @@ def test_weight_zero_is_the_fixed_tables_and_the_choice_is_the_cheapest(base):
     w, flags = choose_plane_coding(items, base)
     assert not flags  # no flag contexts in these items
     assert costs[w] == min(costs) and w > 0 and costs[w] < 0.8 * fixed
+
+
+def _numpy_only(monkeypatch):
+    """The adapt module as it runs without numba (the kernels' twins in numpy)."""
+    import lvpnet.coding.adapt as adapt
+
+    monkeypatch.setattr(adapt, "compiled", lambda fn: False)
+
+
+def test_the_compiled_mix_gives_the_numpy_integers(base, monkeypatch):
+    """``mix_tables`` by numba (a float quotient set right by the remainder) and by numpy (integer
+    division) agree on every entry, the rounding's remainder included: ties for the largest entry,
+    counts up to 2**30, every prior weight."""
+    rng = np.random.default_rng(5)
+    n = base.shape[1]
+    tied = np.ones((3, n), np.int64)  # two equal largest entries (the second and the last), the rest small
+    tied[:, 0] += (TOTAL - n) % 2
+    tied[:, 1] = tied[:, -1] = (TOTAL - tied[:, :-1].sum(1) + 1) // 2
+    assert (tied.sum(1) == TOTAL).all()
+    rows = np.concatenate([base, tied])
+    cases = [np.zeros(rows.shape, np.int64), rng.integers(0, 50, rows.shape),
+             rng.integers(0, 1 << 30, rows.shape) * (rng.random(rows.shape) < 0.3)]
+    got = [mix_tables(rows, c, w) for c in cases for w in (1, *ADAPT_WEIGHTS[1:])]
+    _numpy_only(monkeypatch)
+    want = [mix_tables(rows, c, w) for c in cases for w in (1, *ADAPT_WEIGHTS[1:])]
+    assert all(np.array_equal(g, x) for g, x in zip(got, want))
+
+
+def test_the_compiled_coding_choice_sums_what_numpy_sums(base, monkeypatch):
+    """The coding choice's per-step table bits (``_table_bits_all``) by the numba kernel and by numpy:
+    the same floats, bit for bit (the same terms in the same order), and the same choice."""
+    from lvpnet.coding import adapt
+
+    rng = np.random.default_rng(6)
+    hists = {}
+    for k in (0, 3, 1, 7, 2):  # decoding order, not step order
+        h = np.zeros(base.shape, np.int64)
+        rows = rng.choice(base.shape[0], 5, replace=False)
+        h[rows] = rng.integers(0, 40, (5, base.shape[1])) * (rng.random((5, base.shape[1])) < 0.4)
+        hists[k] = h
+    hists[9] = np.zeros(base.shape, np.int64)  # a step that holds nothing
+    steps = [(k, rng.choice([2, 9, 4], size=400), rng.integers(0, 12, 400)) for k in range(5)]
+    items = [PlaneItem(k, y, s, np.zeros(y.size)) for k, y, s in steps]
+    got, choice = adapt._table_bits_all(base, hists), choose_plane_coding(items, base)
+    _numpy_only(monkeypatch)
+    assert adapt._table_bits_all(base, hists) == got and choose_plane_coding(items, base) == choice
+    assert got[0][9] == 0.0 and got[2][3] != got[0][3]  # step 3 sees step 0's counts at weight 1024

@@ -31,6 +31,7 @@ import numpy as np
 
 from ..model.tables import OFFSET_MAX, TOTAL, WIDE_OFFSET_MAX, pixel_symbols
 from . import edge, flag_adapt, lattice, reference
+from .jit import compiled
 from .repeat import FlagCounts, flags_apply, item_candidates, item_flag_contexts
 
 ADAPT_WEIGHTS = (0, 256, 1024, 4096)  # prior weights in pixels; the index is coded per plane
@@ -72,7 +73,13 @@ def offset_max(refined: bool) -> int:
 def mix_tables(base: np.ndarray, counts: np.ndarray, weight: int) -> np.ndarray:
     """Integer tables (G, n) summing to 2**16, every entry >= 1: ``base`` rows (each summing to
     2**16) mixed with symbol ``counts`` (G, n) at prior weight ``weight`` (> 0). Exact in int64:
-    numerators are below (weight + 2**30) * 2**16, times 2**16."""
+    numerators are below (weight + 2**30) * 2**16, times 2**16. With numba one pass a row
+    (``_mix_rows``); the numpy lines below give the same integers."""
+    kernel = compiled(_mix_rows)
+    if kernel and base.ndim == 2:
+        out = np.empty(base.shape, np.int64)
+        kernel(np.ascontiguousarray(base, np.int64), np.ascontiguousarray(counts, np.int64), int(weight), TOTAL, out)
+        return out
     base = base.astype(np.int64)
     counts = counts.astype(np.int64)
     ncol = base.shape[-1]
@@ -83,6 +90,35 @@ def mix_tables(base: np.ndarray, counts: np.ndarray, weight: int) -> np.ndarray:
     idx = np.argmax(num, axis=-1)
     np.put_along_axis(f, idx[..., None], np.take_along_axis(f, idx[..., None], -1) + rem[..., None], -1)
     return f
+
+
+def _mix_rows(base, counts, weight, total, out):
+    """``mix_tables`` row by row into ``out`` (numba): the same integers without the numpy
+    version's (G, n) temporaries, whose allocation cost more than the arithmetic (a plane's coding
+    choice mixes some 2,000 rows per prior weight and flag level)."""
+    G, n = base.shape
+    for g in range(G):
+        den = 0
+        top = 0
+        at = 0
+        for j in range(n):
+            v = weight * base[g, j] + counts[g, j] * total
+            den += v
+            if v > top:  # the first largest entry takes the rounding's remainder (``np.argmax``)
+                top = v
+                at = j
+        kept = 0
+        inv = 1.0 / den
+        for j in range(n):
+            # a // den by a float quotient (a < 2**62, the quotient below 2**16: off by at most one)
+            # set right by the integer remainder, which costs less than an integer division
+            a = (weight * base[g, j] + counts[g, j] * total) * (total - n)
+            q = np.int64(a * inv)
+            r = a - q * den
+            q = q - 1 if r < 0 else (q + 1 if r >= den else q)
+            out[g, j] = 1 + q
+            kept += 1 + q
+        out[g, at] += total - kept
 
 
 class StepTables:
@@ -440,6 +476,14 @@ def _table_bits_all(base: np.ndarray, hists: dict) -> list[dict]:
     ks = list(hists)
     if not ks:
         return [{} for _ in ADAPT_WEIGHTS]
+    kernel, mix = compiled(_steps_bits), compiled(_mix_rows)
+    if kernel:
+        H = np.stack([np.asarray(hists[k], np.int64).reshape(base.shape) for k in ks])
+        bits = np.zeros((len(ADAPT_WEIGHTS), len(ks)))
+        if not kernel(H, np.ascontiguousarray(base, np.int64), np.array(ADAPT_WEIGHTS, np.int64), TOTAL, _MAX_COUNT,
+                      bits, mix):
+            return [_table_bits(base, w, hists) for w in range(len(ADAPT_WEIGHTS))]
+        return [dict(zip(ks, map(float, b))) for b in bits]
     hs = [np.asarray(hists[k], np.int64) for k in ks]
     used = np.flatnonzero(np.logical_or.reduce([h.any(axis=1) for h in hs]))  # rows some step holds
     H = np.stack([h[used] for h in hs])  # (steps, used rows, symbols), decoding order
@@ -451,17 +495,63 @@ def _table_bits_all(base: np.ndarray, hists: dict) -> list[dict]:
     nz = h > 0
     hv, step_of = h[nz].astype(np.float64), np.broadcast_to(t[:, None], h.shape)[nz]
     mixed = c.any(axis=1)
+    # only the present symbols' entries are read: the base rows' once (prior weight 0, and every row
+    # without counts yet), the mixed rows' per weight, in the same order (row-major) as ``nz``
+    fixed = np.log2(b[nz] / TOTAL)
+    in_mixed = np.repeat(mixed, nz.sum(axis=1))
+    bm, cm, nzm = b[mixed], c[mixed], nz[mixed]
     out = []
     for weight in ADAPT_WEIGHTS:
-        rows = b
+        logs = fixed
         if weight > 0 and mixed.any():
-            rows = b.copy()
-            rows[mixed] = mix_tables(b[mixed], c[mixed], weight)
-        bits = np.bincount(step_of, weights=-(hv * np.log2(rows[nz] / TOTAL)), minlength=len(ks))
+            logs = fixed.copy()
+            logs[in_mixed] = np.log2(mix_tables(bm, cm, weight)[nzm] / TOTAL)
+        bits = np.bincount(step_of, weights=-(hv * logs), minlength=len(ks))
         present = np.zeros(len(ks), bool)
         present[t] = True
         out.append({k: float(bits[i]) if present[i] else 0.0 for i, k in enumerate(ks)})
     return out
+
+
+def _steps_bits(H, base, weights, total, max_count, out, mix_rows) -> bool:
+    """``_table_bits_all``'s sums for numba, the same terms added in the same order (each step's rows,
+    then symbols): ``out[w, t]``, the bits of step ``t``'s histogram ``H[t]`` (S, n) under the tables
+    at prior weight ``weights[w]`` after the steps before it (``mix_rows``: ``_mix_rows`` compiled).
+    False where a row's counts pass ``max_count`` (``StepTables`` would halve them)."""
+    steps, S, n = H.shape
+    counts = np.zeros((S, n), np.int64)
+    mixed = np.zeros((1, n), np.int64)
+    logs = np.empty(n)
+    for t in range(steps):
+        for s in range(S):
+            present = False
+            for j in range(n):
+                if H[t, s, j] > 0:
+                    logs[j] = np.log2(base[s, j] / total)
+                    present = True
+            if not present:
+                continue
+            counted = False
+            for j in range(n):
+                counted = counted or counts[s, j] > 0
+            for w in range(weights.shape[0]):
+                if weights[w] > 0 and counted:
+                    mix_rows(base[s : s + 1], counts[s : s + 1], weights[w], total, mixed)
+                    for j in range(n):
+                        if H[t, s, j] > 0:
+                            out[w, t] += -(H[t, s, j] * np.log2(mixed[0, j] / total))
+                else:
+                    for j in range(n):
+                        if H[t, s, j] > 0:
+                            out[w, t] += -(H[t, s, j] * logs[j])
+        for s in range(S):
+            row = 0
+            for j in range(n):
+                counts[s, j] += H[t, s, j]
+                row += counts[s, j]
+            if row > max_count and t + 1 < steps:
+                return False
+    return True
 
 
 def coding_step_bits(items: list[PlaneItem], base: np.ndarray, weight_index: int, flags: int) -> dict:
