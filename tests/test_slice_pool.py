@@ -28,6 +28,15 @@ def test_how_many_workers(monkeypatch):
     assert slice_pool.workers(2, 4) == 2  # never more than slices
     assert slice_pool.workers(slice_pool.MIN_SLICES - 1, None) == 1  # too short to pay for them
     assert slice_pool.workers(1000, None) == len(os.sched_getaffinity(0))
+    # too little work to pay for starting them: ten 128 x 128 slices to decode (about 1 s), unless a
+    # pool is already running; twelve 512 x 512 slices to encode (about 12 s) take them
+    small = slice_pool.work_s(10, 128 * 128, slice_pool.DECODE_S)
+    assert small < slice_pool.MIN_WORK_S and slice_pool.workers(10, None, "cpu", small) == 1
+    monkeypatch.setattr(slice_pool, "_pool", object())
+    assert slice_pool.workers(10, None, "cpu", small) == min(5, len(os.sched_getaffinity(0)))
+    monkeypatch.setattr(slice_pool, "_pool", None)
+    big = slice_pool.work_s(12, 512 * 512, slice_pool.ENCODE_S)
+    assert slice_pool.workers(12, None, "cpu", big) == min(6, len(os.sched_getaffinity(0)))
     monkeypatch.setenv(slice_pool.ENV, "1")
     assert slice_pool.workers(1000, None) == 1
     monkeypatch.setenv(slice_pool.ENV, "2")

@@ -135,7 +135,8 @@ def encode_stream(
     model = chosen.model_id()
     safety = safety_net and model is not None
     slices = list(iter_slices(array, volume.rgb))  # views of the array
-    n = slice_pool.workers(total, workers, chosen.device) if model is not None else 1  # a model: the learned codec
+    work = slice_pool.work_s(total, array.size // max(1, total), slice_pool.ENCODE_S)
+    n = slice_pool.workers(total, workers, chosen.device, work) if model is not None else 1  # a model: the learned codec
     # coded here one by one with a core to spare: the safety net's JPEG-XL beside the learned encoder
     overlap = safety and n == 1 and slice_pool.spare_core(workers)
     tasks = ((name, s, slices[i - 1] if chosen.takes_reference and i % REFERENCE_RUN else None, safety, overlap)

@@ -221,7 +221,8 @@ class LvpFile:
         n = len(self)
         learned = codecs.get_codec(codecs.LEARNED)
         uses = bool(self.codec_counts().get(learned.id))
-        workers = slice_pool.workers(n, workers, learned.device) if uses else 1
+        work = slice_pool.work_s(n, math.prod(self.slice_shape), slice_pool.DECODE_S)
+        workers = slice_pool.workers(n, workers, learned.device, work) if uses else 1
         # on a GPU, chains of slices walked in lock-step: one network call per step for all of them
         lanes = slice_pool.lanes(learned.device, math.prod(self.slice_shape[:2]), workers) if uses and n > 1 else 1
         if workers <= 1:

@@ -11,8 +11,8 @@ the very code the serial path runs, so files and errors are the same with any nu
 
 How many: ``workers(n, requested, device)``: a number asked for, or with ``None`` (the command
 line's default) ``LVPNET_WORKERS`` when set, else the cores this process may use, and 1 for volumes
-under ``MIN_SLICES`` slices, where starting workers (about 2 s each: torch, numba, weights) costs
-more than it saves. On a CUDA device the automatic number is also bounded by the device's free
+under ``MIN_SLICES`` slices or under ``MIN_WORK_S`` seconds of one core's work (a 10-slice 128 x 128
+MR), where starting workers (about 3 s: torch, numba, weights) costs more than it saves. On a CUDA device the automatic number is also bounded by the device's free
 memory (``GPU_BYTES_PER_WORKER`` each): on a GPU machine the per-slice fits, tables and entropy
 coding run on the CPU (``docs/MODEL.md``, GPU), so one process leaves the GPU mostly idle.
 On a CUDA device each process also walks its slices in lanes (``lanes``: a batch of slices in
@@ -38,6 +38,16 @@ from concurrent.futures import Future
 ENV = "LVPNET_WORKERS"
 DEVICE_ENV = "LVPNET_DEVICE"
 MIN_SLICES = 8
+#: one core's seconds of work below which starting workers does not pay: a pool of two took 2.9 s to
+#: start and load the codec (64-slice decompress, ``benchmarks/workers.md``), which two workers win
+#: back only from 2 x 2.9 s of work on; a pool already running costs nothing more
+MIN_WORK_S = 6.0
+#: one core's seconds for a slice of the learned codec, (per slice, per pixel), to weigh a volume's work
+#: against ``MIN_WORK_S`` (``work_s``): measured on a Zen 3 core (``benchmarks/val_speed.md``), a
+#: 512 x 512 CT slice encodes in about 1 s with the safety net and decodes in 0.35 s, a 256 x 256 MR
+#: slice in 0.6 and 0.25 s, a 128 x 128 one in 0.35 and 0.12 s: much of the time is per slice
+ENCODE_S = (0.4, 2.2e-6)
+DECODE_S = (0.1, 1.0e-6)
 #: what one worker on a CUDA device may take: its CUDA context, the weights and one slice's buffers
 #: (an estimate with room to spare; benchmarks/volume_engine.py reports the measured peak per process)
 GPU_BYTES_PER_WORKER = 3 * 2**30
@@ -53,18 +63,26 @@ _pool_key: tuple | None = None
 _lock = threading.Lock()
 
 
-def workers(n_slices: int, requested: int | None = 1, device: str = "cpu") -> int:
+def workers(n_slices: int, requested: int | None = 1, device: str = "cpu", work_s: float | None = None) -> int:
     """How many worker processes code ``n_slices`` slices (1: in this process). ``requested``: a
     number, or None for automatic (module docstring); ``device``: where the learned codec runs
-    ("auto", "cpu", "cuda"), which bounds the automatic number on a GPU."""
+    ("auto", "cpu", "cuda"), which bounds the automatic number on a GPU; ``work_s``: one core's
+    estimated seconds for the whole volume (``work_s``): under
+    ``MIN_WORK_S`` the automatic number is 1 unless a pool is already running."""
     if requested is not None:
         return max(1, min(int(requested), n_slices))
     asked = _env_count(ENV, n_slices)
     if asked:
         return asked
-    if n_slices < MIN_SLICES:
+    if n_slices < MIN_SLICES or (work_s is not None and work_s < MIN_WORK_S and _pool is None):
         return 1
     return max(1, min(cores(), n_slices // 2, _gpu_room(device)))
+
+
+def work_s(n_slices: int, slice_pixels: int, rates: tuple[float, float]) -> float:
+    """One core's estimated seconds for ``n_slices`` slices of ``slice_pixels`` pixels (every plane of an
+    RGB slice counted) at ``rates`` (``ENCODE_S`` or ``DECODE_S``)."""
+    return n_slices * (rates[0] + slice_pixels * rates[1])
 
 
 def _env_count(name: str, most: int) -> int:
