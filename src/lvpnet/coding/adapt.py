@@ -406,18 +406,23 @@ def choose_plane_coding(items: list[PlaneItem], base: np.ndarray, flag_levels: i
     unflagged = _unflagged(items, base)
     best = None
     for flags in levels:
-        fixed, hists = _fixed_and_hists(items, base, flags, unflagged)
-        for w, table in enumerate(_table_bits_all(base, hists)):
+        fixed, hists, rows = _fixed_and_hists(items, base, flags, unflagged)
+        for w, table in enumerate(_table_bits_all(rows, hists)):
             cost = sum(fixed.values()) + sum(table.values())
             if best is None or cost < best[0] - 1e-9:
                 best = (cost, w, flags)
     return best[1], best[2]
 
 
-def _unflagged(items: list[PlaneItem], base: np.ndarray) -> tuple[dict, dict]:
+def _unflagged(items: list[PlaneItem], base: np.ndarray) -> tuple:
     """Per step, what holds at every flag level before its flags take pixels out: the reference
     flags' bits plus the raw low and escape bits of the pixels they leave, and the histogram
-    (rows, symbols) of those pixels' symbols."""
+    (rows, symbols) of those pixels' symbols; then the table rows the plane's pixels use (ascending)
+    and each scale index's place among them: the histograms hold those rows only (a plane uses
+    about half of the tables' rows, and the choice sums over every row it is given)."""
+    used = np.unique(np.concatenate([it.s.reshape(-1) for it in items])) if items else np.zeros(0, np.int64)
+    place = np.zeros(base.shape[0], np.int64)
+    place[used] = np.arange(used.size)
     fixed, kept = {}, {}
     refs = reference.counts()
     for it in items:
@@ -427,16 +432,18 @@ def _unflagged(items: list[PlaneItem], base: np.ndarray) -> tuple[dict, dict]:
             refs.add(it.ref_hit(), it.ref_x)
         keep = it.keep(0)  # level 0: no neighbour flags; not the reference's nor a block map's pixels
         fixed[it.k] = fixed.get(it.k, 0.0) + b + float(it.extra_bits[keep].sum())
-        kept.setdefault(it.k, []).append(it.s[keep] * base.shape[1] + it.sym[keep])
-    hists = {k: np.bincount(np.concatenate(f), minlength=base.size) for k, f in kept.items()}
-    return fixed, hists
+        kept.setdefault(it.k, []).append(place[it.s[keep]] * base.shape[1] + it.sym[keep])
+    hists = {k: np.bincount(np.concatenate(f), minlength=used.size * base.shape[1]) for k, f in kept.items()}
+    return fixed, hists, used, place
 
 
-def _fixed_and_hists(items: list[PlaneItem], base: np.ndarray, flags: int, unflagged=None) -> tuple[dict, dict]:
+def _fixed_and_hists(items: list[PlaneItem], base: np.ndarray, flags: int, unflagged=None) -> tuple[dict, dict, np.ndarray]:
     """Per step at flag level ``flags``: the bits that do not depend on the tables (reference and
     neighbour-repeat flags, raw low and escape bits) and the histogram (rows, symbols) of the
-    symbols the tables code; ``unflagged``: ``_unflagged``'s, when already at hand."""
-    fixed, hists = unflagged if unflagged is not None else _unflagged(items, base)
+    symbols the tables code, over the rows the plane uses, which come third (``base``'s rows);
+    ``unflagged``: ``_unflagged``'s, when already at hand."""
+    fixed, hists, used, place = unflagged if unflagged is not None else _unflagged(items, base)
+    rows = base[used]
     fixed, taken = dict(fixed), {}
     stages, flagged, stage, last = [], [], -1, None
     for it in items:  # the flags' counts move on at every new stage, flagged or not (``walk_plane``)
@@ -449,13 +456,13 @@ def _fixed_and_hists(items: list[PlaneItem], base: np.ndarray, flags: int, unfla
     for it, b in zip(flagged, bits):  # the neighbour-repeat flags take their hits out (never a reference flag's pixel)
         hit = it.flag_hit(flags)
         fixed[it.k] += float(b) - float(it.extra_bits[hit].sum())
-        taken.setdefault(it.k, []).append(it.s[hit] * base.shape[1] + it.sym[hit])
+        taken.setdefault(it.k, []).append(place[it.s[hit]] * base.shape[1] + it.sym[hit])
     out = {}
     for k, h in hists.items():
         if k in taken:
-            h = h - np.bincount(np.concatenate(taken[k]), minlength=base.size)
-        out[k] = h.reshape(base.shape)
-    return fixed, out
+            h = h - np.bincount(np.concatenate(taken[k]), minlength=rows.size)
+        out[k] = h.reshape(rows.shape)
+    return fixed, out, rows
 
 
 def _table_bits(base: np.ndarray, weight_index: int, hists: dict) -> dict:
@@ -557,8 +564,8 @@ def _steps_bits(H, base, weights, total, max_count, out, mix_rows) -> bool:
 def coding_step_bits(items: list[PlaneItem], base: np.ndarray, weight_index: int, flags: int) -> dict:
     """Each step's bits (``{k: bits}``) at one coding choice: the sums of ``plane_bits`` per step
     (up to the order of the float sums), from histograms."""
-    fixed, hists = _fixed_and_hists(items, base, flags)
-    table = _table_bits_all(base, hists)[weight_index]
+    fixed, hists, rows = _fixed_and_hists(items, base, flags)
+    table = _table_bits_all(rows, hists)[weight_index]
     return {k: fixed[k] + table.get(k, 0.0) for k in fixed}
 
 
