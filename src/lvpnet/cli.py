@@ -258,7 +258,8 @@ MAX_MEMORY_HELP = ("the most memory a file may make lvpnet allocate, e.g. 8G (de
 
 
 WORKERS_HELP = ("processes that code the slices of a learned-codec volume in parallel (default: one per core "
-                "for volumes of 8 slices or more; also LVPNET_WORKERS; 1: none)")
+                "for volumes of 8 slices or more and enough work to pay for starting them; also LVPNET_WORKERS; "
+                "1: none)")
 
 
 def _workers(text: str) -> int:
