@@ -108,3 +108,20 @@ def test_the_compiled_coding_choice_sums_what_numpy_sums(base, monkeypatch):
     _numpy_only(monkeypatch)
     assert adapt._table_bits_all(base, hists) == got and choose_plane_coding(items, base) == choice
     assert got[0][9] == 0.0 and got[2][3] != got[0][3]  # step 3 sees step 0's counts at weight 1024
+
+
+def test_the_coding_choice_kernel_comes_from_numba_s_cache_in_a_new_process():
+    """The kernel calls ``_mix_rows`` by a module global, so numba caches it once: a kernel passed as an
+    argument gave every process a new cache entry and a new compilation (2 s at its first plane, and
+    an index file that grew with every run)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np; from lvpnet.coding import adapt; from lvpnet.model.tables import build_pixel_tables;"
+        "base = build_pixel_tables(n_scales=12, per_octave=4, sigma_min=0.5, K=8)[0].astype(np.int64);"
+        "adapt._table_bits_all(base, {0: np.ones(base.shape, np.int64), 1: np.ones(base.shape, np.int64)});"
+        "print(sum(adapt._steps_kernel().stats.cache_hits.values()))"
+    )
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True) for _ in range(2)]
+    assert int(runs[1].stdout.split()[-1]) >= 1, runs[1].stderr

@@ -483,12 +483,12 @@ def _table_bits_all(base: np.ndarray, hists: dict) -> list[dict]:
     ks = list(hists)
     if not ks:
         return [{} for _ in ADAPT_WEIGHTS]
-    kernel, mix = compiled(_steps_bits), compiled(_mix_rows)
+    kernel = _steps_kernel()
     if kernel:
         H = np.stack([np.asarray(hists[k], np.int64).reshape(base.shape) for k in ks])
         bits = np.zeros((len(ADAPT_WEIGHTS), len(ks)))
         if not kernel(H, np.ascontiguousarray(base, np.int64), np.array(ADAPT_WEIGHTS, np.int64), TOTAL, _MAX_COUNT,
-                      bits, mix):
+                      bits):
             return [_table_bits(base, w, hists) for w in range(len(ADAPT_WEIGHTS))]
         return [dict(zip(ks, map(float, b))) for b in bits]
     hs = [np.asarray(hists[k], np.int64) for k in ks]
@@ -520,11 +520,26 @@ def _table_bits_all(base: np.ndarray, hists: dict) -> list[dict]:
     return out
 
 
-def _steps_bits(H, base, weights, total, max_count, out, mix_rows) -> bool:
+_mix_rows_compiled = None  # ``_mix_rows`` as numba built it, which ``_steps_bits`` calls (``_steps_kernel``)
+
+
+def _steps_kernel():
+    """``_steps_bits`` compiled, or False without numba. The kernel it calls is compiled first and
+    named by a module global, as numba resolves a kernel's callees (a kernel passed as an argument
+    instead would give every process a new cache entry, compiled again: 2 s at its first plane)."""
+    global _mix_rows_compiled
+    mix = compiled(_mix_rows)
+    if not mix:
+        return False
+    _mix_rows_compiled = mix  # before ``_steps_bits`` compiles: numba reads it then
+    return compiled(_steps_bits)
+
+
+def _steps_bits(H, base, weights, total, max_count, out) -> bool:
     """``_table_bits_all``'s sums for numba, the same terms added in the same order (each step's rows,
     then symbols): ``out[w, t]``, the bits of step ``t``'s histogram ``H[t]`` (S, n) under the tables
-    at prior weight ``weights[w]`` after the steps before it (``mix_rows``: ``_mix_rows`` compiled).
-    False where a row's counts pass ``max_count`` (``StepTables`` would halve them)."""
+    at prior weight ``weights[w]`` after the steps before it (mixed by ``_mix_rows``). False where a
+    row's counts pass ``max_count`` (``StepTables`` would halve them)."""
     steps, S, n = H.shape
     counts = np.zeros((S, n), np.int64)
     mixed = np.zeros((1, n), np.int64)
@@ -543,7 +558,7 @@ def _steps_bits(H, base, weights, total, max_count, out, mix_rows) -> bool:
                 counted = counted or counts[s, j] > 0
             for w in range(weights.shape[0]):
                 if weights[w] > 0 and counted:
-                    mix_rows(base[s : s + 1], counts[s : s + 1], weights[w], total, mixed)
+                    _mix_rows_compiled(base[s : s + 1], counts[s : s + 1], weights[w], total, mixed)
                     for j in range(n):
                         if H[t, s, j] > 0:
                             out[w, t] += -(H[t, s, j] * np.log2(mixed[0, j] / total))
