@@ -31,6 +31,7 @@ def test_how_many_workers(monkeypatch):
     # too little work to pay for starting them: ten 128 x 128 slices to decode (about 1 s), unless a
     # pool is already running; twelve 512 x 512 slices to encode (about 12 s) take them
     small = slice_pool.work_s(10, 128 * 128, slice_pool.DECODE_S)
+    monkeypatch.setattr(slice_pool, "_pool", None)  # none running (an earlier test's pool lives until exit)
     assert small < slice_pool.MIN_WORK_S and slice_pool.workers(10, None, "cpu", small) == 1
     monkeypatch.setattr(slice_pool, "_pool", object())
     assert slice_pool.workers(10, None, "cpu", small) == min(5, len(os.sched_getaffinity(0)))
