@@ -9,12 +9,13 @@ Who uses it: ``compressor.encode_stream`` (slices, the safety net included) and
 ``LvpFile.iter_decode`` (runs of slices that decode without the one before them). A worker runs
 the very code the serial path runs, so files and errors are the same with any number of workers.
 
-How many: ``workers(n, requested, device)``: a number asked for, or with ``None`` (the command
+How many: ``workers(n, requested, device, work)``: a number asked for, or with ``None`` (the command
 line's default) ``LVPNET_WORKERS`` when set, else the cores this process may use, and 1 for volumes
 under ``MIN_SLICES`` slices or under ``MIN_WORK_S`` seconds of one core's work (a 10-slice 128 x 128
-MR), where starting workers (about 3 s: torch, numba, weights) costs more than it saves. On a CUDA device the automatic number is also bounded by the device's free
-memory (``GPU_BYTES_PER_WORKER`` each): on a GPU machine the per-slice fits, tables and entropy
-coding run on the CPU (``docs/MODEL.md``, GPU), so one process leaves the GPU mostly idle.
+MR), where starting workers (about 3 s: torch, numba, weights) costs more than it saves. On a CUDA
+device the automatic number is also bounded by the device's free memory (``GPU_BYTES_PER_WORKER``
+each): on a GPU machine the per-slice fits, tables and entropy coding run on the CPU
+(``docs/MODEL.md``, GPU), so one process leaves the GPU mostly idle.
 On a CUDA device each process also walks its slices in lanes (``lanes``: a batch of slices in
 lock-step, one network call per sub-image step for all of them, ``Engine.run_lanes``).
 
@@ -63,18 +64,18 @@ _pool_key: tuple | None = None
 _lock = threading.Lock()
 
 
-def workers(n_slices: int, requested: int | None = 1, device: str = "cpu", work_s: float | None = None) -> int:
+def workers(n_slices: int, requested: int | None = 1, device: str = "cpu", work: float | None = None) -> int:
     """How many worker processes code ``n_slices`` slices (1: in this process). ``requested``: a
     number, or None for automatic (module docstring); ``device``: where the learned codec runs
-    ("auto", "cpu", "cuda"), which bounds the automatic number on a GPU; ``work_s``: one core's
-    estimated seconds for the whole volume (``work_s``): under
-    ``MIN_WORK_S`` the automatic number is 1 unless a pool is already running."""
+    ("auto", "cpu", "cuda"), which bounds the automatic number on a GPU; ``work``: one core's
+    estimated seconds for the whole volume (``work_s``), under ``MIN_WORK_S`` of which the automatic
+    number is 1 unless a pool is already running."""
     if requested is not None:
         return max(1, min(int(requested), n_slices))
     asked = _env_count(ENV, n_slices)
     if asked:
         return asked
-    if n_slices < MIN_SLICES or (work_s is not None and work_s < MIN_WORK_S and _pool is None):
+    if n_slices < MIN_SLICES or (work is not None and work < MIN_WORK_S and _pool is None):
         return 1
     return max(1, min(cores(), n_slices // 2, _gpu_room(device)))
 
