@@ -417,8 +417,8 @@ def choose_plane_coding(items: list[PlaneItem], base: np.ndarray, flag_levels: i
 def _unflagged(items: list[PlaneItem], base: np.ndarray) -> tuple:
     """Per step, what holds at every flag level before its flags take pixels out: the reference
     flags' bits plus the raw low and escape bits of the pixels they leave, and the histogram
-    (rows, symbols) of those pixels' symbols; then the table rows the plane's pixels use (ascending)
-    and each scale index's place among them: the histograms hold those rows only (a plane uses
+    (rows, symbols) of those pixels' symbols; then ``base``'s rows that the plane's pixels use
+    (ascending) and each scale index's place among them: the histograms hold those rows only (a plane uses
     about half of the tables' rows, and the choice sums over every row it is given)."""
     used = np.unique(np.concatenate([it.s.reshape(-1) for it in items])) if items else np.zeros(0, np.int64)
     place = np.zeros(base.shape[0], np.int64)
@@ -433,8 +433,9 @@ def _unflagged(items: list[PlaneItem], base: np.ndarray) -> tuple:
         keep = it.keep(0)  # level 0: no neighbour flags; not the reference's nor a block map's pixels
         fixed[it.k] = fixed.get(it.k, 0.0) + b + float(it.extra_bits[keep].sum())
         kept.setdefault(it.k, []).append(place[it.s[keep]] * base.shape[1] + it.sym[keep])
-    hists = {k: np.bincount(np.concatenate(f), minlength=used.size * base.shape[1]) for k, f in kept.items()}
-    return fixed, hists, used, place
+    rows = base[used]
+    hists = {k: np.bincount(np.concatenate(f), minlength=rows.size) for k, f in kept.items()}
+    return fixed, hists, rows, place
 
 
 def _fixed_and_hists(items: list[PlaneItem], base: np.ndarray, flags: int, unflagged=None) -> tuple[dict, dict, np.ndarray]:
@@ -442,8 +443,7 @@ def _fixed_and_hists(items: list[PlaneItem], base: np.ndarray, flags: int, unfla
     neighbour-repeat flags, raw low and escape bits) and the histogram (rows, symbols) of the
     symbols the tables code, over the rows the plane uses, which come third (``base``'s rows);
     ``unflagged``: ``_unflagged``'s, when already at hand."""
-    fixed, hists, used, place = unflagged if unflagged is not None else _unflagged(items, base)
-    rows = base[used]
+    fixed, hists, rows, place = unflagged if unflagged is not None else _unflagged(items, base)
     fixed, taken = dict(fixed), {}
     stages, flagged, stage, last = [], [], -1, None
     for it in items:  # the flags' counts move on at every new stage, flagged or not (``walk_plane``)
