@@ -142,6 +142,26 @@ def test_a_cine_file_codes_each_frame_against_the_one_before(cine_file):
     assert np.array_equal(f.read_all(), a)
 
 
+def test_info_counts_the_frames_coded_against_the_one_before_without_torch(cine_file, tmp_path):
+    """``lvpnet info`` reads the learned codec's plane headers alone: no torch import (seconds)."""
+    import json
+    import subprocess
+    import sys
+
+    _, data = cine_file
+    path = tmp_path / "cine.lvp"
+    path.write_bytes(data)
+    f = lvpnet.LvpFile(data)
+    want = sum(_needs(f, i) for i in range(len(f)))
+    code = (
+        "import json, sys, lvpnet.cli as c;"
+        f"d = c.info_dict({str(path)!r}); assert 'torch' not in sys.modules, 'torch imported';"
+        "print(json.dumps(d['coded_against_previous']))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert json.loads(out.stdout) == want > 0
+
+
 def test_any_frame_reads_alone_in_any_order(cine_file):
     a, data = cine_file
     f = lvpnet.LvpFile(data)  # a fresh file: slice 5 decodes 0..5 first

@@ -102,8 +102,8 @@ class LvpFile:
         for i in range(len(self)):
             try:
                 data, codec_id, version = self._reader.chunk(i)
-                n += self._needs_reference(i, data, codecs.get_codec(codec_id), version)
-            except LvpnetError:
+                n += codecs.needs_reference(codec_id, data, self.slice_shape, version)
+            except (LvpnetError, ValueError):
                 continue
         return n
 

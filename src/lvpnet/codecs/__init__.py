@@ -56,6 +56,16 @@ def get_codec(name: str) -> Codec:
     return _INSTANCES[name]
 
 
+def needs_reference(name: str, data: bytes, shape: tuple[int, ...], version: int) -> bool:
+    """Does a chunk of codec ``name`` decode only against the slice before it (``Codec.needs_reference``)?
+    The learned codec's answer comes from its plane headers, without the codec: no torch, no weights."""
+    if name == LEARNED:
+        from .lvpnet_chunk import needs_reference as from_headers
+
+        return from_headers(data, shape, version)
+    return get_codec(name).needs_reference(data, shape, version)
+
+
 def codec_for_model(name: str, model: str | None) -> Codec | None:
     """The codec ``name`` set up with the weights whose sha256 is ``model`` (a file header's
     ``model``): the shared instance when its weights are those (or the codec has none), else
@@ -86,4 +96,4 @@ def default_codec_name(dtype: np.dtype, rgb: bool) -> str:
     return FallbackCodec.id
 
 
-__all__ = ["LEARNED", "Codec", "FallbackCodec", "LVPNetCodec", "available", "codec_for_model", "default_codec_name", "get_codec"]
+__all__ = ["LEARNED", "Codec", "FallbackCodec", "LVPNetCodec", "available", "codec_for_model", "default_codec_name", "get_codec", "needs_reference"]

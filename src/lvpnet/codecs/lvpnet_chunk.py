@@ -168,3 +168,12 @@ def unpack_chunk(data: bytes, n_planes: int, version: int) -> list[Plane]:
     if pos != len(data):
         raise ValueError("lvpnet chunk: trailing bytes")
     return out
+
+
+def needs_reference(data: bytes, shape: tuple[int, ...], version: int) -> bool:
+    """Does this chunk (of a slice shaped ``shape``: 3 dimensions for RGB) decode only against
+    the previous slice (version 8, ``coding.reference``)? From the plane headers alone: no
+    weights, no network (``lvpnet info`` counts them without importing torch)."""
+    if not profile(version).reference:
+        return False
+    return any(p.ref_level for p in unpack_chunk(data, 3 if len(shape) == 3 else 1, version))

@@ -20,6 +20,7 @@ from ..coding.profiles import LATEST, PROFILES, profile
 from ..coding.reference import ref_values
 from ..errors import InputError
 from ..model import prep
+from . import lvpnet_chunk
 from .base import Codec
 from .lvpnet_chunk import Plane, pack_chunk, unpack_chunk
 from .weights import WEIGHTS_NAME, default_weights, file_sha256
@@ -155,9 +156,7 @@ class LVPNetCodec(Codec):
 
     def needs_reference(self, data: bytes, shape: tuple[int, ...], version: int) -> bool:
         """Does this chunk decode only against the previous slice (version 8, ``coding.reference``)?"""
-        if not profile(version).reference:
-            return False
-        return any(p.ref_level for p in unpack_chunk(data, 3 if len(shape) == 3 else 1, version))
+        return lvpnet_chunk.needs_reference(data, shape, version)
 
     def _decode_planes(self, planes: list[Plane], shape: tuple[int, ...], version: int, reference,
                        want_bits: bool = False):

@@ -8,19 +8,24 @@ Only torch and numpy are needed (no constriction, imagecodecs or Qt).
 See docs/MODEL.md for the design and the codec-facing API.
 """
 
-from .lvpnet import FORMAT, IntegerDecoder, LVPNet, ModelConfig, load_checkpoint, save_checkpoint
-from .prep import (
-    ORDERS,
-    grey_slices,
-    pad_edge,
-    padded_size,
-    planes_to_rgb,
-    polyphase_pad,
-    rgb_to_planes,
-    slice_params,
-    sub_real_shape,
-)
-from .tables import PREC, TOTAL, pixel_bits_exact, pixel_symbols, values_from_symbols
+import importlib
+
+# name -> the submodule that defines it. Imported when first asked for (PEP 562): the submodules
+# that need torch bring it in then, so ``lvpnet.model.prep`` alone (the chunk reader's, which
+# ``lvpnet info`` runs) costs no torch import.
+_WHERE = {
+    **dict.fromkeys(("FORMAT", "IntegerDecoder", "LVPNet", "ModelConfig", "load_checkpoint", "save_checkpoint"), "lvpnet"),
+    **dict.fromkeys(("ORDERS", "grey_slices", "pad_edge", "padded_size", "planes_to_rgb", "polyphase_pad",
+                     "rgb_to_planes", "slice_params", "sub_real_shape"), "prep"),
+    **dict.fromkeys(("PREC", "TOTAL", "pixel_bits_exact", "pixel_symbols", "values_from_symbols"), "tables"),
+}
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "FORMAT",

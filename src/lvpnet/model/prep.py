@@ -19,8 +19,9 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
-import torch
 
 ORDERS = {
     1: [(0, 0)],
@@ -212,10 +213,19 @@ def sub_real_shape(H: int, W: int, f: int, di: int, dj: int) -> tuple[int, int]:
     return max(0, -(-(H - di) // f)), max(0, -(-(W - dj) // f))
 
 
+def _torch_tensor(a) -> bool:
+    """Is ``a`` a torch tensor? Without importing torch: where it is not imported, nothing is one
+    (this module also serves the chunk reader, which ``lvpnet info`` runs without torch)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(a, torch.Tensor)
+
+
 def pad_edge(a, Hh: int, Wh: int):
     """Edge-replicate pad a 2-D numpy array or torch tensor to (Hh, Wh); empty -> zeros."""
     h, w = a.shape[-2:]
-    if isinstance(a, torch.Tensor):
+    if _torch_tensor(a):
+        import torch
+
         if h == 0 or w == 0:
             return torch.zeros(a.shape[:-2] + (Hh, Wh), dtype=a.dtype, device=a.device)
         ri = torch.clamp(torch.arange(Hh, device=a.device), max=h - 1)
@@ -239,7 +249,7 @@ def polyphase_pad(v: np.ndarray, Hp: int, Wp: int, f: int) -> np.ndarray:
 
 def to_ctx(v, B: int, bits: int = CTX_BITS):
     """Exact integer context value in [0, 2**bits): floor(v * 2**bits / 2**B)."""
-    if isinstance(v, torch.Tensor):
+    if _torch_tensor(v):
         v = v.long()
         return (v << bits) >> B
     v = np.asarray(v).astype(np.int64)
