@@ -105,6 +105,52 @@ def test_flags_pay_off_on_a_flat_background():
     assert isinstance(items[0], PlaneItem) and items[0].hit is None  # step 0: no flags
 
 
+def _walked_bits(items, base, w, flags, adaptive):
+    """``plane_bits`` item by item as ``walk_plane`` yields the coding state (its definition)."""
+    from lvpnet.coding import flag_adapt
+    from lvpnet.coding.adapt import ref_flag_bits, walk_plane
+
+    af = flag_adapt.AdaptiveFlags() if adaptive else None
+    out = []
+    for it, keep, tabs, counts, refs in walk_plane(items, base, w, flags):
+        b = ref_flag_bits(it, refs)
+        if it.flagged(flags) and af is not None:
+            b += af.pixel_bits(it.flag_hit(flags), it.adaptive_ctx(flags))
+        elif it.flagged(flags):
+            b += counts.bits(it.flag_hit(flags), it.flag_x(flags))
+        b[keep] += tabs.symbol_bits(it.sym[keep], it.s[keep]) + it.extra_bits[keep]
+        out.append(b)
+    return out
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_plane_bits_are_the_walks_pixel_by_pixel(adaptive):
+    """``plane_bits`` looks a step's table bits up once for all its rows: the very floats of the
+    item-by-item walk, at every prior weight and flag level (the encoder's choices compare them)."""
+    base = build_pixel_tables(n_scales=12, per_octave=4, sigma_min=0.5, K=8)[0].astype(np.int64)
+    order, f = ORDERS[4], 4
+    rng = np.random.default_rng(7)
+    v = np.zeros((48, 64), np.int64)
+    v[8:40, 12:52] = rng.integers(0, 16, (32, 40))
+    v[20:30, 20:44] = 5  # a flat patch inside: flags hit there
+    items = []
+    for k, (di, dj) in enumerate(order):
+        vals = v[di::f, dj::f]
+        sym, s = np.clip(vals - 8, -8, 8) + 8, rng.integers(0, 12, vals.shape)
+        extra = rng.integers(0, 3, vals.shape).astype(np.float64)
+        mu, scale = vals + rng.integers(-2, 3, vals.shape), s
+        if k == 0:
+            for r in range(vals.shape[0]):
+                items.append(make_item(0, sym[r], s[r], extra[r], vals[r : r + 1], (r * f, 0), v, order, f, row=r,
+                                       mu=mu[r], scale=scale[r]))
+        else:
+            items.append(make_item(k, sym, s, extra, vals, (di, dj), v, order, f, mu=mu, scale=scale))
+    for w in range(4):
+        for flags in range(5):
+            got, want = plane_bits(items, base, w, flags, adaptive), _walked_bits(items, base, w, flags, adaptive)
+            assert all(np.array_equal(a, b) for a, b in zip(got, want)) and len(got) == len(want) == len(items)
+
+
 def test_rows_of_sub_image_0_flag_from_the_row_above():
     """Sub-image 0 decoded row by row: candidates come from the three pixels above in that
     sub-image, with contexts of their own, and the counts learn row by row; on a flat
