@@ -160,25 +160,30 @@ class PixelCoder:
         where it has counts. The rows a step needs are mixed in one call and kept in
         ``tables.models`` for the step."""
         present = np.unique(s)
+        return dict(zip(present.tolist(), self._present_models(present, tables)))
+
+    def _present_models(self, present: np.ndarray, tables=None) -> list:
+        """``step_models``' models as a list, for the scale indices ``present`` (ascending)."""
         if tables is None or tables.weight == 0 or present.size == 0:
-            return {int(si): self.models[si] for si in present}
+            return [self.models[si] for si in present.tolist()]
         mixed = tables.adapted_rows(present)
-        need = np.array([si for si in present[mixed] if int(si) not in tables.models], np.int64)
-        if need.size:
-            for si, row in zip(need.tolist(), tables.rows(need)):
-                tables.models[si] = _categorical(row)
-        return {int(si): tables.models[int(si)] if m else self.models[si] for si, m in zip(present, mixed)}
+        kept = tables.models
+        need = [si for si in present[mixed].tolist() if si not in kept]
+        if need:
+            for si, row in zip(need, tables.rows(np.array(need, np.int64))):
+                kept[si] = _categorical(row)
+        return [kept[si] if m else self.models[si] for si, m in zip(present.tolist(), mixed.tolist())]
 
     def pop_step(self, coder, s: np.ndarray, R: int, tables=None) -> tuple[np.ndarray, np.ndarray]:
         """Decoder: -> (sym, extra) int64 arrays shaped like ``s`` (``tables``: see ``step_models``)."""
         order, counts = self._groups(s)
+        present = np.flatnonzero(counts)
+        # the groups in ascending scale index, each decoded in one call; ``order`` lists their pixels
+        # group after group, so one scatter puts every symbol in its place
+        parts = [coder.decode(m, n) for m, n in zip(self._present_models(present, tables), counts[present].tolist())]
         sym = np.empty(s.size, dtype=np.int64)
-        models = self.step_models(s, tables)
-        start = 0
-        for si in np.nonzero(counts)[0]:
-            n = int(counts[si])
-            sym[order[start : start + n]] = coder.decode(models[int(si)], n)
-            start += n
+        if parts:
+            sym[order] = np.concatenate(parts)
         sizes = self.extra_sizes(sym, s, R)
         has = sizes > 0
         extra = np.zeros(s.size, dtype=np.int64)

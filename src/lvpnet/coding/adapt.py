@@ -170,8 +170,14 @@ class StepTables:
 
     def add(self, sym: np.ndarray, s: np.ndarray) -> None:
         """Symbols of the current step (any shape; ``s`` alike): counted from the next step on."""
-        if self.weight > 0:
-            self.add_counts(symbol_counts(sym, s, self.base.shape))
+        if self.weight == 0:
+            return
+        if np.size(sym) * 16 < self._pending.size:  # a row of sub-image 0: counted in place, no whole-table histogram
+            n = self.base.shape[1]
+            np.add.at(self._pending.reshape(-1), np.asarray(s).reshape(-1).astype(np.int64) * n
+                      + np.asarray(sym).reshape(-1), 1)
+            return
+        self.add_counts(symbol_counts(sym, s, self.base.shape))
 
     def add_counts(self, hist: np.ndarray) -> None:
         """A histogram (S, n) of the current step's symbols per scale index (``symbol_counts``)."""
