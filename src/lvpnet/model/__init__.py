@@ -27,6 +27,10 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def __dir__():
+    return sorted({*globals(), *_WHERE})
+
+
 __all__ = [
     "FORMAT",
     "IntegerDecoder",
