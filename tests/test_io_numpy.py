@@ -93,3 +93,52 @@ def test_write_refuses_dicom_and_unknown_targets(tmp_path):
     with pytest.raises(InputError, match="unsupported output"):
         write(vol, tmp_path / "a.png")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npy"]
+
+
+# ------------------------------------------------------------------ .npz (one array)
+
+
+@pytest.mark.parametrize("save", [np.savez, np.savez_compressed])
+def test_an_npz_of_one_array_reads_as_that_array(tmp_path, save):
+    arr = np.random.default_rng(3).integers(-2000, 3000, (3, 20, 24)).astype(">i2")  # big-endian too
+    save(tmp_path / "a.npz", scan=arr)
+    vol = read(tmp_path / "a.npz")
+    assert vol.source_format == "numpy" and vol.array.dtype == np.int16 and np.array_equal(vol.array, arr)
+    write(vol, tmp_path / "b.npy")  # decompresses to the array's own .npy
+    back = np.load(tmp_path / "b.npy")
+    assert back.dtype == arr.dtype and np.array_equal(back, arr)
+    rgb = np.zeros((2, 5, 6, 3), np.uint8)
+    np.savez(tmp_path / "c.npz", rgb)
+    assert read(tmp_path / "c.npz", rgb=True).rgb
+
+
+def test_an_npz_is_refused_clearly_when_it_is_not_one_readable_array(tmp_path):
+    np.savez(tmp_path / "two.npz", first=np.zeros((2, 2)), second=np.ones((3, 3)))
+    with pytest.raises(InputError, match=r"holds 2 arrays \(first, second\).*save the one to keep as \.npy"):
+        read(tmp_path / "two.npz")
+    np.savez(tmp_path / "none.npz")
+    with pytest.raises(InputError, match="holds no array"):
+        read(tmp_path / "none.npz")
+    np.savez(tmp_path / "obj.npz", o=np.array([1, "a", None], dtype=object))
+    with pytest.raises(InputError, match="Python objects"):
+        read(tmp_path / "obj.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip file" * 10)
+    with pytest.raises(InputError, match="not a readable .npz"):
+        read(tmp_path / "junk.npz")
+
+
+def test_an_npz_declaring_a_huge_array_is_refused_before_it_is_inflated(tmp_path):
+    """A compressed member may declare any size: it is held to the memory limit (``lvpnet.limits``)
+    from its header, before a byte of the array is allocated."""
+    import io
+    import zipfile
+
+    from lvpnet.errors import LimitError
+
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, {"descr": "<u2", "fortran_order": False, "shape": (4096, 4096, 64)})
+    with zipfile.ZipFile(tmp_path / "bomb.npz", "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("arr_0.npy", head.getvalue() + bytes(1 << 20))  # 1 MiB of the 2 GiB it declares
+    assert (tmp_path / "bomb.npz").stat().st_size < 20_000
+    with pytest.raises(LimitError, match=r"4096x4096x64 uint16\) needs 2.0 GiB"):
+        read(tmp_path / "bomb.npz")

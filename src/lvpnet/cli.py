@@ -287,10 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    c = sub.add_parser("compress", help="compress a .npy, NIfTI or DICOM input to .lvp")
-    c.add_argument("input", help=".npy, .nii, .nii.gz, a .dcm file or a DICOM folder")
+    c = sub.add_parser("compress", help="compress a .npy, .npz, NIfTI or DICOM input to .lvp")
+    c.add_argument("input", help=".npy, .npz (one array), .nii, .nii.gz, a .dcm file or a DICOM folder")
     c.add_argument("output", help="the .lvp file to write")
-    c.add_argument("--rgb", action="store_true", help="the last axis of 3 of a .npy input is colour")
+    c.add_argument("--rgb", action="store_true", help="the last axis of 3 of a .npy or .npz input is colour")
     c.add_argument("--series", metavar="UID", help="the series to take from a DICOM folder holding several")
     c.add_argument("--codec", choices=codecs.available(), help=CODEC_HELP)
     c.add_argument("--device", choices=("auto", "cpu", "cuda"),
@@ -328,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_demo)
 
     b = sub.add_parser("bench", help="bits per sample and speed of lvpnet against six classical codecs")
-    b.add_argument("inputs", nargs="+", metavar="INPUT", help=".npy, .nii, .nii.gz, .lvp, a .dcm file or a DICOM folder")
+    b.add_argument("inputs", nargs="+", metavar="INPUT", help=".npy, .npz, .nii, .nii.gz, .lvp, a .dcm file or a DICOM folder")
     b.add_argument("--codec", choices=codecs.available(), help=CODEC_HELP)
     b.add_argument("--series", metavar="UID", help="the series to take from DICOM folders holding several")
     b.add_argument("--json", action="store_true", help="print one JSON object (per-input records and totals)")

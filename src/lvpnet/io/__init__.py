@@ -1,6 +1,6 @@
 """Reading and writing medical images as :class:`lvpnet.volume.Volume`.
 
-``read`` picks the reader from the path: ``.npy``; ``.nii`` / ``.nii.gz``; a
+``read`` picks the reader from the path: ``.npy`` (or an ``.npz`` of one array); ``.nii`` / ``.nii.gz``; a
 ``.dcm`` file, any file with the DICOM preamble (``DICM`` at byte 128), or a
 folder of DICOM files. ``write`` writes ``.npy``, ``.nii`` and ``.nii.gz``.
 ``.lvp`` files are not handled here (see ``lvpnet.container``).
@@ -33,6 +33,8 @@ def _kind(path: Path) -> str:
         return "dicom"
     if name.endswith(".npy"):
         return "numpy"
+    if name.endswith(".npz"):
+        return "npz"
     if name.endswith((".nii", ".nii.gz")):
         return "nifti"
     if name.endswith(".dcm") or is_dicom_file(path):
@@ -46,7 +48,7 @@ def read(
     """Read an image or volume, keeping the stored values exactly.
 
     ``series`` picks one series (by SeriesInstanceUID) from a DICOM folder
-    holding several; ``rgb`` says the last axis (of 3) of a ``.npy`` is colour.
+    holding several; ``rgb`` says the last axis (of 3) of a ``.npy`` or ``.npz`` is colour.
     Only regular files are read: in a folder, FIFOs, devices and sockets are
     skipped, and symbolic links too unless ``follow_symlinks`` (``notes`` lists them).
     """
@@ -58,8 +60,12 @@ def read(
         from .numpy_io import read_numpy
 
         return read_numpy(p, rgb=rgb)
+    if kind == "npz":
+        from .numpy_io import read_npz
+
+        return read_npz(p, rgb=rgb)
     if rgb:
-        raise InputError(f"{p}: --rgb applies to .npy input only (colour is read from the file)")
+        raise InputError(f"{p}: --rgb applies to .npy and .npz input only (colour is read from the file)")
     if kind == "nifti":
         from .nifti import read_nifti
 
@@ -69,7 +75,7 @@ def read(
 
         return read_dicom(p, series=series, follow_symlinks=follow_symlinks)
     raise InputError(
-        f"{p}: unsupported input (expected .npy, .nii, .nii.gz, a DICOM file or a DICOM folder)"
+        f"{p}: unsupported input (expected .npy, .npz, .nii, .nii.gz, a DICOM file or a DICOM folder)"
     )
 
 

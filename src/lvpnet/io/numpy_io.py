@@ -1,14 +1,17 @@
-"""NumPy ``.npy`` input and output.
+"""NumPy ``.npy`` input and output, and ``.npz`` input.
 
 The array layout is ``(frames..., rows, cols)``; with ``rgb=True`` the last
 axis (which must be 3) is colour. Pickles are never loaded. The array is
 handed on in native byte order; the file's dtype (byte order included) and
 memory order are kept in ``metadata["numpy"]`` so writing back reproduces the
-file.
+file. An ``.npz`` (``np.savez``, ``np.savez_compressed``) must hold one array:
+it is read as that array's ``.npy`` (and decompresses to one); with several the
+user is told their names, since which one to keep is theirs to say.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +28,50 @@ def read_numpy(path: Path, *, rgb: bool = False) -> Volume:
         raise InputError(f"{path}: not a readable .npy file ({e})") from None
     if not isinstance(arr, np.ndarray):
         raise InputError(f"{path}: not a .npy array file")
+    return _volume(arr, path, rgb)
+
+
+def read_npz(path: Path, *, rgb: bool = False) -> Volume:
+    """The one array of an ``.npz``. Its declared size is checked before it is inflated: a small
+    compressed file may declare any size (``lvpnet.limits``, as for ``.nii.gz``)."""
+    import zipfile
+
+    from .. import limits
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+            if not names:
+                raise InputError(f"{path}: holds no array")
+            if len(names) > 1:
+                keys = ", ".join(n[:-4] if n.endswith(".npy") else n for n in names[:20])
+                more = f" and {len(names) - 20} more" if len(names) > 20 else ""
+                raise InputError(
+                    f"{path}: holds {len(names)} arrays ({keys}{more}); lvpnet compresses one: "
+                    f"save the one to keep as .npy (np.save('x.npy', np.load({str(path)!r})['NAME']))"
+                )
+            with zf.open(names[0]) as f:
+                version = np.lib.format.read_magic(f)
+                if version == (1, 0):
+                    shape, _fortran, dtype = np.lib.format.read_array_header_1_0(f)
+                elif version == (2, 0):
+                    shape, _fortran, dtype = np.lib.format.read_array_header_2_0(f)
+                else:
+                    raise ValueError(f".npy format version {version[0]}.{version[1]} inside")
+            if dtype.hasobject:
+                raise ValueError("an array of Python objects (pickles are never loaded)")
+            limits.check(math.prod(shape) * dtype.itemsize, path.stat().st_size,
+                         f"{path}: the array {names[0]} ({'x'.join(map(str, shape))} {dtype})")
+            with zf.open(names[0]) as f:
+                arr = np.lib.format.read_array(f, allow_pickle=False)
+    except InputError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError) as e:
+        raise InputError(f"{path}: not a readable .npz file ({e})") from None
+    return _volume(arr, path, rgb)
+
+
+def _volume(arr: np.ndarray, path: Path, rgb: bool) -> Volume:
     file_dtype = arr.dtype.str
     fortran = bool(arr.flags.f_contiguous and not arr.flags.c_contiguous)
     if rgb and (arr.ndim < 3 or arr.shape[-1] != 3):
