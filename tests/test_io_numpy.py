@@ -142,3 +142,24 @@ def test_an_npz_declaring_a_huge_array_is_refused_before_it_is_inflated(tmp_path
     assert (tmp_path / "bomb.npz").stat().st_size < 20_000
     with pytest.raises(LimitError, match=r"4096x4096x64 uint16\) needs 2.0 GiB"):
         read(tmp_path / "bomb.npz")
+
+
+def test_a_npy_declaring_more_data_than_it_holds_is_refused_before_anything_is_allocated(tmp_path):
+    import io
+
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, {"descr": "<u2", "fortran_order": False, "shape": (40000, 40000, 10)})
+    (tmp_path / "huge.npy").write_bytes(head.getvalue() + bytes(1000))  # 32 GB declared: numpy would try to allocate it
+    with pytest.raises(InputError, match=r"declares 32,000,000,000 bytes .* holds 1,000: truncated"):
+        read(tmp_path / "huge.npy")
+
+
+def test_a_npy_header_that_does_not_parse_is_unreadable_input(tmp_path):
+    """numpy parses the header's dictionary with the tokenizer: an unclosed bracket raised its
+    TokenError, which the command reported as an internal error (exit 3) instead of bad input."""
+    np.save(tmp_path / "a.npy", np.zeros((2, 3), np.int16))
+    data = bytearray((tmp_path / "a.npy").read_bytes())
+    data[10] = 0x0C  # the header dictionary loses its opening brace (found by fuzzing)
+    (tmp_path / "a.npy").write_bytes(bytes(data))
+    with pytest.raises(InputError, match="not a readable .npy file"):
+        read(tmp_path / "a.npy")

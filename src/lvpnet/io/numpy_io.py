@@ -12,7 +12,10 @@ user is told their names, since which one to keep is theirs to say.
 from __future__ import annotations
 
 import math
+import zipfile
+import zlib
 from pathlib import Path
+from tokenize import TokenError
 
 import numpy as np
 
@@ -20,22 +23,49 @@ from ..atomic import atomic_path
 from ..errors import InputError
 from ..volume import Volume
 
+# What numpy's readers raise on a damaged or crafted file: a header that does not parse (its dictionary
+# goes through the tokenizer: SyntaxError, TokenError), short data, a bad zip or deflate stream.
+_UNREADABLE = (ValueError, OSError, EOFError, SyntaxError, TokenError, zlib.error, zipfile.BadZipFile,
+               zipfile.LargeZipFile, NotImplementedError, RuntimeError)
+
+
+def _header(f) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape and dtype a ``.npy`` stream declares (``f`` left at its data); ValueError when it
+    is not one or holds Python objects."""
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, _fortran, dtype = np.lib.format.read_array_header_1_0(f)
+    elif version == (2, 0):
+        shape, _fortran, dtype = np.lib.format.read_array_header_2_0(f)
+    else:
+        raise ValueError(f".npy format version {version[0]}.{version[1]}")
+    if dtype.hasobject:
+        raise ValueError("an array of Python objects (pickles are never loaded)")
+    return shape, dtype
+
 
 def read_numpy(path: Path, *, rgb: bool = False) -> Volume:
+    """A ``.npy`` file; one whose header declares more data than the file holds is refused before
+    anything is allocated (truncated, or crafted)."""
     try:
-        arr = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:  # object arrays raise ValueError
+        with open(path, "rb") as f:
+            shape, dtype = _header(f)
+            need, have = math.prod(shape) * dtype.itemsize, path.stat().st_size - f.tell()
+            if need > have:
+                raise InputError(f"{path}: the header declares {need:,} bytes of data ({'x'.join(map(str, shape))} "
+                                 f"{dtype}), the file holds {have:,}: truncated or not a .npy file")
+            f.seek(0)
+            arr = np.lib.format.read_array(f, allow_pickle=False)
+    except InputError:
+        raise
+    except _UNREADABLE as e:
         raise InputError(f"{path}: not a readable .npy file ({e})") from None
-    if not isinstance(arr, np.ndarray):
-        raise InputError(f"{path}: not a .npy array file")
     return _volume(arr, path, rgb)
 
 
 def read_npz(path: Path, *, rgb: bool = False) -> Volume:
     """The one array of an ``.npz``. Its declared size is checked before it is inflated: a small
     compressed file may declare any size (``lvpnet.limits``, as for ``.nii.gz``)."""
-    import zipfile
-
     from .. import limits
 
     try:
@@ -51,22 +81,14 @@ def read_npz(path: Path, *, rgb: bool = False) -> Volume:
                     f"save the one to keep as .npy (np.save('x.npy', np.load({str(path)!r})['NAME']))"
                 )
             with zf.open(names[0]) as f:
-                version = np.lib.format.read_magic(f)
-                if version == (1, 0):
-                    shape, _fortran, dtype = np.lib.format.read_array_header_1_0(f)
-                elif version == (2, 0):
-                    shape, _fortran, dtype = np.lib.format.read_array_header_2_0(f)
-                else:
-                    raise ValueError(f".npy format version {version[0]}.{version[1]} inside")
-            if dtype.hasobject:
-                raise ValueError("an array of Python objects (pickles are never loaded)")
+                shape, dtype = _header(f)
             limits.check(math.prod(shape) * dtype.itemsize, path.stat().st_size,
                          f"{path}: the array {names[0]} ({'x'.join(map(str, shape))} {dtype})")
             with zf.open(names[0]) as f:
                 arr = np.lib.format.read_array(f, allow_pickle=False)
     except InputError:
         raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError) as e:
+    except _UNREADABLE as e:
         raise InputError(f"{path}: not a readable .npz file ({e})") from None
     return _volume(arr, path, rgb)
 
