@@ -243,7 +243,10 @@ class PlaneItem:
     at: tuple[int, int] | None = None
     shape: tuple[int, int] | None = None
     known: np.ndarray | None = None
-    _flag_x: dict = field(default_factory=dict, repr=False)  # level -> flag_x: x, cand, row are set first
+    # what follows from the fields above, the plane's reference level and the known pixels (flag contexts and
+    # hits per level, the reference's hits, the kept pixels): the coding choice asks for them many times a
+    # plane; ``set_known`` and ``set_reference_level`` empty it (x, cand, row are set first)
+    _derived: dict = field(default_factory=dict, repr=False)
     _ref_x: np.ndarray | None = field(default=None, repr=False)  # ref_x at ref_level
 
     @property
@@ -258,12 +261,13 @@ class PlaneItem:
     def flag_x(self, flags: int) -> np.ndarray:
         """The contexts of the pixels that carry a flag at level ``flags`` (0: no flag): not those a
         reference flag took, nor those whose candidate is the reference value that flag missed."""
-        if flags not in self._flag_x:
+        key = ("x", flags)
+        if key not in self._derived:
             ref = self.ref if self.ref_flagged else None
-            self._flag_x[flags] = item_flag_contexts(self.x, self.cand, flags, self.row, self.min_flags, ref,
-                                                     self.ref_x if ref is not None else None,
-                                                     self.ref_hit() if ref is not None else None, self.known)
-        return self._flag_x[flags]
+            self._derived[key] = item_flag_contexts(self.x, self.cand, flags, self.row, self.min_flags, ref,
+                                                    self.ref_x if ref is not None else None,
+                                                    self.ref_hit() if ref is not None else None, self.known)
+        return self._derived[key]
 
     @property
     def ref_flagged(self) -> bool:
@@ -280,26 +284,41 @@ class PlaneItem:
     def set_known(self, known: np.ndarray | None) -> None:
         """Bitstream 11: the item's pixels a block map gives (flattened bool; None: none)."""
         self.known = None if known is None or not known.any() else np.asarray(known, bool).reshape(-1)
-        self._flag_x.clear()
+        self._derived.clear()
         self._ref_x = None
 
     def ref_hit(self) -> np.ndarray:
-        """The pixels flagged as repeats of the reference."""
-        if not self.ref_flagged:
-            return np.zeros(self.sym.shape, bool)
-        return self.ref_eq & (self.ref_x > 0)
+        """The pixels flagged as repeats of the reference (not to be written to: kept)."""
+        got = self._derived.get("ref_hit")
+        if got is None:
+            got = self.ref_eq & (self.ref_x > 0) if self.ref_flagged else np.zeros(self.sym.shape, bool)
+            self._derived["ref_hit"] = got
+        return got
 
     def adaptive_ctx(self, flags: int) -> np.ndarray:
         """Bitstream 10: the flags' contexts split by ``|mu - cand|`` and the scale (``flag_adapt.contexts``)."""
-        return flag_adapt.contexts(self.flag_x(flags), self.mu, self.cand, self.scale)
+        key = ("ctx", flags)
+        got = self._derived.get(key)
+        if got is None:
+            got = self._derived[key] = flag_adapt.contexts(self.flag_x(flags), self.mu, self.cand, self.scale)
+        return got
 
     def flag_hit(self, flags: int) -> np.ndarray:
-        """The pixels flagged as repeats at level ``flags``."""
-        return self.hit & (self.flag_x(flags) > 0)
+        """The pixels flagged as repeats at level ``flags`` (not to be written to: kept)."""
+        key = ("hit", flags)
+        got = self._derived.get(key)
+        if got is None:
+            got = self._derived[key] = self.hit & (self.flag_x(flags) > 0)
+        return got
 
     def keep(self, flags: int) -> np.ndarray:
-        """The pixels coded with the tables at flag level ``flags`` (``kept_pixels``)."""
-        return kept_pixels(self.ref_hit(), self.flag_hit(flags) if self.flagged(flags) else None, self.known)
+        """The pixels coded with the tables at flag level ``flags`` (``kept_pixels``; not to be written to: kept)."""
+        key = ("keep", flags)
+        got = self._derived.get(key)
+        if got is None:
+            got = self._derived[key] = kept_pixels(self.ref_hit(), self.flag_hit(flags) if self.flagged(flags) else None,
+                                                   self.known)
+        return got
 
 
 def kept_pixels(ref_hit: np.ndarray, hit: np.ndarray | None = None, given: np.ndarray | None = None) -> np.ndarray:
@@ -320,7 +339,7 @@ def set_reference_level(items: list[PlaneItem], level: int) -> None:
     for it in items:
         if it.ref_level != level:
             it.ref_level = level
-            it._flag_x.clear()
+            it._derived.clear()
             it._ref_x = None
 
 
