@@ -47,20 +47,14 @@ def _header(f) -> tuple[tuple[int, ...], np.dtype]:
 def read_numpy(path: Path, *, rgb: bool = False) -> Volume:
     """A ``.npy`` file; one whose header declares more data than the file holds is refused before
     anything is allocated (truncated, or crafted)."""
-    try:
-        with open(path, "rb") as f:
-            shape, dtype = _header(f)
-            need, have = math.prod(shape) * dtype.itemsize, path.stat().st_size - f.tell()
-            if need > have:
-                raise InputError(f"{path}: the header declares {need:,} bytes of data ({'x'.join(map(str, shape))} "
-                                 f"{dtype}), the file holds {have:,}: truncated or not a .npy file")
-            f.seek(0)
-            arr = np.lib.format.read_array(f, allow_pickle=False)
-    except InputError:
-        raise
-    except _UNREADABLE as e:
-        raise InputError(f"{path}: not a readable .npy file ({e})") from None
-    return _volume(arr, path, rgb)
+
+    def room(need: int, what: str, f) -> None:
+        have = path.stat().st_size - f.tell()
+        if need > have:
+            raise InputError(f"{path}: the header declares {need:,} bytes of data ({what}), the file holds "
+                             f"{have:,}: truncated or not a .npy file")
+
+    return _volume(_checked_array(path, ".npy", lambda: open(path, "rb"), room), path, rgb)
 
 
 def read_npz(path: Path, *, rgb: bool = False) -> Volume:
@@ -80,17 +74,31 @@ def read_npz(path: Path, *, rgb: bool = False) -> Volume:
                     f"{path}: holds {len(names)} arrays ({keys}{more}); lvpnet compresses one: "
                     f"save the one to keep as .npy (np.save('x.npy', np.load({str(path)!r})['NAME']))"
                 )
-            with zf.open(names[0]) as f:
-                shape, dtype = _header(f)
-            limits.check(math.prod(shape) * dtype.itemsize, path.stat().st_size,
-                         f"{path}: the array {names[0]} ({'x'.join(map(str, shape))} {dtype})")
-            with zf.open(names[0]) as f:
-                arr = np.lib.format.read_array(f, allow_pickle=False)
+            arr = _checked_array(
+                path, ".npz", lambda: zf.open(names[0]),
+                lambda need, what, _f: limits.check(need, path.stat().st_size, f"{path}: the array {names[0]} ({what})"),
+            )
     except InputError:
         raise
     except _UNREADABLE as e:
         raise InputError(f"{path}: not a readable .npz file ({e})") from None
     return _volume(arr, path, rgb)
+
+
+def _checked_array(path: Path, kind: str, open_data, room) -> np.ndarray:
+    """The array of the ``.npy`` stream ``open_data()`` opens (twice: its header, then the array), once
+    ``room(bytes, "shape dtype", stream at its data)`` has let its declared size through; any failure to
+    parse it is unreadable input."""
+    try:
+        with open_data() as f:
+            shape, dtype = _header(f)
+            room(math.prod(shape) * dtype.itemsize, f"{'x'.join(map(str, shape))} {dtype}", f)
+        with open_data() as f:
+            return np.lib.format.read_array(f, allow_pickle=False)
+    except InputError:
+        raise
+    except _UNREADABLE as e:
+        raise InputError(f"{path}: not a readable {kind} file ({e})") from None
 
 
 def _volume(arr: np.ndarray, path: Path, rgb: bool) -> Volume:
