@@ -280,7 +280,7 @@ def _plane(model: LoadedModel, plane: np.ndarray, reference: np.ndarray | None =
     from .coding.profiles import LATEST, PROFILES
     from .coding.reference import ref_values
     from .model.intnet import ExactMode
-    from .model.lvpnet import encoder_threads
+    from .model.lvpnet import one_cpu_thread
     from .model.prep import collapse_gaps, padded_size, polyphase_pad, slice_params, to_grid
     from .model.qcm import qcm_int
 
@@ -315,7 +315,7 @@ def _plane(model: LoadedModel, plane: np.ndarray, reference: np.ndarray | None =
         # what LVPNet.encode_slice does, keeping the float latent y as well
         dev = next(net.parameters()).device
         vt = torch.as_tensor(vp, device=dev).to(net.encoder.stem.weight.dtype)[None]
-        with encoder_threads(dev):  # the file's z, whatever threads this process has
+        with one_cpu_thread(dev):  # the file's z, whatever threads this process has
             y, z_hard, _ = net.latent(vt, torch.tensor([B], device=dev))
         y, z = y[0], z_hard[0].long()
         with ExactMode():

@@ -408,45 +408,38 @@ def plane_bits(items: list[PlaneItem], base: np.ndarray, weight_index: int, flag
     """Per item, every pixel's code length (float64) at one coding choice: flag bits (``flags``: the level;
     ``adaptive_flags``: coded by ``coding.flag_adapt``, bitstream 10), then for the unflagged pixels the
     adapted table bits and the raw low / escape bits."""
-    # ``walk_plane``'s state, walked here a step at a time: the items of one step (the rows of sub-image 0)
-    # see the same tables (counts move between steps), so their table bits are looked up in one call
-    # (the same values, element by element) and counted in one; the flags' counts move item by item
+    # the flags' state moves item by item (``walk_plane``); the tables only between steps, so the table
+    # bits of a step's items (the rows of sub-image 0) are looked up in one call (the same values, element
+    # by element) and counted in one, when the step is over
     af = flag_adapt.AdaptiveFlags() if adaptive_flags else None
     tabs = StepTables(base, ADAPT_WEIGHTS[weight_index])
-    counts, refs = FlagCounts(), reference.counts()
-    out, start = [], 0
-    while start < len(items):
-        k = items[start].k
-        end = start + 1
-        while end < len(items) and items[end].k == k:
-            end += 1
-        tabs.start_step(k)
-        kept = []
-        for it in items[start:end]:
-            counts.start_step(it.stage)
-            refs.start_step(it.stage)
-            keep = it.keep(flags)
-            b = ref_flag_bits(it, refs)
-            if it.flagged(flags) and af is not None:
-                b += af.pixel_bits(it.flag_hit(flags), it.adaptive_ctx(flags))
-            elif it.flagged(flags):
-                b += counts.bits(it.flag_hit(flags), it.flag_x(flags))
-            if it.ref_flagged:
-                refs.add(it.ref_hit(), it.ref_x)
-            if it.flagged(flags):
-                counts.add(it.flag_hit(flags), it.flag_x(flags))
-            out.append(b)
-            kept.append(keep)
-        sym = np.concatenate([it.sym[keep] for it, keep in zip(items[start:end], kept)])
-        sc = np.concatenate([it.s[keep] for it, keep in zip(items[start:end], kept)])
-        table = tabs.symbol_bits(sym, sc)
-        at = 0
-        for it, keep, b in zip(items[start:end], kept, out[start:end]):
+    out, step = [], []  # step: (bits, item, kept pixels) of the current step's items, their table bits to come
+
+    def end_step():
+        if not step:
+            return
+        sym = np.concatenate([it.sym[keep] for _b, it, keep in step])
+        sc = np.concatenate([it.s[keep] for _b, it, keep in step])
+        table, at = tabs.symbol_bits(sym, sc), 0
+        for b, it, keep in step:
             n = int(np.count_nonzero(keep))
             b[keep] += table[at : at + n] + it.extra_bits[keep]
             at += n
         tabs.add(sym, sc)
-        start = end
+        step.clear()
+
+    for it, keep, _none, counts, refs in walk_plane(items, base, weight_index, flags, tables=False):
+        if step and it.k != step[-1][1].k:
+            end_step()
+        tabs.start_step(it.k)
+        b = ref_flag_bits(it, refs)
+        if it.flagged(flags) and af is not None:
+            b += af.pixel_bits(it.flag_hit(flags), it.adaptive_ctx(flags))
+        elif it.flagged(flags):
+            b += counts.bits(it.flag_hit(flags), it.flag_x(flags))
+        out.append(b)
+        step.append((b, it, keep))
+    end_step()
     return out
 
 

