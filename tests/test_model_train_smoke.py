@@ -70,3 +70,40 @@ def test_lattice_weight_lightens_the_stride_2_lattice_steps():
     assert torch.allclose(live.sum(), o["pixel_bits"]) and torch.allclose(live.detach(), o["step_bits"])
     (live * w).sum().backward()  # the weighted loss reaches the network
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_crop_weighting_follows_each_crops_relative_gain():
+    """``crop_floor_bpp``: the loss weighs each crop's live pixel bits by ``1 / (bpp + floor)``, scaled
+    so that the mean weight over real pixels is 1; the gradient is then the sum of each crop's relative
+    change, whatever its bits: a cheap crop (ultrasound, 0.3 bits a pixel) counts as much as a noisy one
+    of as many real pixels."""
+    cfg = json.loads((ROOT / "configs" / "tiny-test.json").read_text())["model"] | {"subimage": 4, "head": 3, "ctx_bits": 9, "step0_rows": True}
+    model = LVPNet(cfg)
+    rng = np.random.default_rng(1)
+    noisy = rng.integers(0, 200, (64, 64))
+    flat = np.zeros((64, 64), np.int64)
+    flat[20:30, 10:50] = 7  # a mostly black crop with one grey bar
+    v = torch.from_numpy(np.stack([noisy, flat]).astype(np.float32))
+    mask = torch.ones_like(v)
+    mask[1, :, 32:] = 0  # the second crop is half padding
+    o = model(v, mask, torch.tensor([255, 255]), torch.tensor([8, 8]))
+    crop, px = o["crop_bits_live"], o["crop_pixels"]
+    assert crop.shape == (2,) and crop.requires_grad
+    assert torch.allclose(crop.sum(), o["pixel_bits"]) and [float(p) for p in px] == [64 * 64, 64 * 32]
+    w = T.crop_weights(crop, px, 0.25)
+    assert not w.requires_grad
+    bpp = crop.detach() / px
+    assert torch.allclose((w * px).sum(), px.sum())  # the mean weight over real pixels is 1
+    assert torch.allclose(w[0] / w[1], (bpp[1] + 0.25) / (bpp[0] + 0.25))
+    assert float(bpp[1]) < float(bpp[0]) and float(w[1]) > float(w[0])  # the cheap crop weighs more
+    # the weighted loss's gradient is, up to one factor, that of sum(pixels * log(bpp + floor)): each
+    # crop's relative change, counted by its real pixels
+    ref = LVPNet(cfg)
+    ref.load_state_dict(model.state_dict())
+    o2 = ref(v, mask, torch.tensor([255, 255]), torch.tensor([8, 8]))
+    (px * torch.log(o2["crop_bits_live"] / px + 0.25)).sum().backward()
+    (o["crop_bits_live"] * w).sum().backward()
+    scale = float(px.sum() / (px / (bpp + 0.25)).sum())
+    g1 = torch.cat([p.grad.reshape(-1) for p in model.parameters() if p.grad is not None])
+    g2 = torch.cat([p.grad.reshape(-1) for p in ref.parameters() if p.grad is not None])
+    assert torch.allclose(g1, g2 * scale, rtol=1e-3, atol=1e-6 * float(g1.abs().max()))

@@ -54,7 +54,22 @@ DEFAULT_TRAIN = {
     # on val the codec hands that lattice to JPEG-XL on every CT, MG and ultrasound plane (bitstream 7),
     # so the network's work there is mostly never used; below 1 the shared trunk leans to the steps it codes
     "lattice_weight": 1.0,
+    # > 0: each crop's pixel bits weighed by 1 / (its bits per pixel + this floor), so the loss follows
+    # the crops' relative gains (the product is judged per image against a classical codec) instead of
+    # their bits, which the noisiest crops dominate; 0: every bit counts the same (the shipped recipe)
+    "crop_floor_bpp": 0.0,
 }
+
+
+def crop_weights(crop_bits: torch.Tensor, crop_pixels: torch.Tensor, floor: float) -> torch.Tensor:
+    """Per crop, ``1 / (bits per pixel + floor)`` (no gradient), scaled so that their mean over the
+    batch's real pixels is 1: the weighted loss keeps the scale of bits per pixel, and its gradient is
+    that of ``sum(pixels * log(bpp + floor))``, each crop's relative change counted by its real pixels.
+    ``floor`` keeps a near-empty crop (a black background at a few hundredths of a bit) from taking
+    the whole batch."""
+    bpp = crop_bits.detach() / crop_pixels.clamp_min(1)
+    w = 1.0 / (bpp + floor)
+    return w * crop_pixels.sum() / (w * crop_pixels).sum().clamp_min(1e-12)
 
 
 def lattice_step_weights(f: int, weight: float, device) -> torch.Tensor | None:
@@ -628,6 +643,11 @@ def main(argv=None) -> int:
     if free_bits > 0:
         log(f"free bits: {free_bits} per latent channel per block")
     step_w = lattice_step_weights(mcfg.subimage, float(tcfg.get("lattice_weight", 1.0)), device)
+    crop_floor = float(tcfg.get("crop_floor_bpp", 0.0))
+    if crop_floor > 0 and step_w is not None:
+        raise SystemExit("crop_floor_bpp and lattice_weight weigh the same bits two ways: set one of them")
+    if crop_floor > 0:
+        log(f"crops weighed by 1 / (bits per pixel + {crop_floor:g}) (crop_floor_bpp)")
     if step_w is not None:
         log(f"step weights in the loss: {[round(float(w), 3) for w in step_w]} (the stride-2 lattice's steps lighter)")
     elif float(tcfg.get("lattice_weight", 1.0)) != 1.0:
@@ -698,7 +718,10 @@ def main(argv=None) -> int:
             v, m, R, B = sampler.batch(int(tcfg["batch"]), device)
             o = model(v, m, R, B)
             n = o["n_pixels"].clamp_min(1)
-            pixel_bits = o["pixel_bits"] if step_w is None else (o["step_bits_live"] * step_w).sum()
+            if crop_floor > 0:
+                pixel_bits = (o["crop_bits_live"] * crop_weights(o["crop_bits_live"], o["crop_pixels"], crop_floor)).sum()
+            else:
+                pixel_bits = o["pixel_bits"] if step_w is None else (o["step_bits_live"] * step_w).sum()
             loss = (pixel_bits + charged_latent_bits(o, free_bits)) / n + mcfg.qcm_weight * o["qcm_mse"]
             hd = heads[0]
             lat_sel = torch.nn.functional.max_pool2d(m[:, None].float(), mcfg.stride)

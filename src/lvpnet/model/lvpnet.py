@@ -231,6 +231,8 @@ class LVPNet(nn.Module):
         pix_bits_sum = (bits * m).sum()
         # per step, with its gradient: a loss may weigh the steps (train's ``lattice_weight``)
         step_bits = (bits * m).view(steps, N, h, w).sum((1, 2, 3))
+        # per crop, with its gradient: a loss may weigh the crops (train's ``crop_weighting``)
+        crop_bits = (bits * m).view(steps, N, h, w).sum((0, 2, 3))
         out = {
             "pixel_bits": pix_bits_sum,
             "latent_bits": lat_bits_sum,
@@ -242,6 +244,8 @@ class LVPNet(nn.Module):
             "step_bits": step_bits.detach(),
             "step_bits_live": step_bits,
             "step_pixels": m.view(steps, N, h, w).sum((1, 2, 3)).detach(),
+            "crop_bits_live": crop_bits,
+            "crop_pixels": m.view(steps, N, h, w).sum((0, 2, 3)).detach(),
         }
         if return_params:
             out["mu"] = mu.view(steps, N, h, w)
