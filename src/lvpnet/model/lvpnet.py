@@ -231,7 +231,7 @@ class LVPNet(nn.Module):
         pix_bits_sum = (bits * m).sum()
         # per step, with its gradient: a loss may weigh the steps (train's ``lattice_weight``)
         step_bits = (bits * m).view(steps, N, h, w).sum((1, 2, 3))
-        # per crop, with its gradient: a loss may weigh the crops (train's ``crop_weighting``)
+        # per crop, with its gradient: a loss may weigh the crops (train's ``crop_floor_bpp``)
         crop_bits = (bits * m).view(steps, N, h, w).sum((0, 2, 3))
         out = {
             "pixel_bits": pix_bits_sum,
