@@ -6,8 +6,8 @@
 
 For each array (manifest ids, or every grey array of ``--modality`` in ``--split``): its middle slice
 (``--all-slices``: every slice), coded by ``LVPNetCodec`` (shipped weights, latest bitstream, chunk
-bytes, each slice alone, no safety net) and by JPEG-XL lossless at efforts 7 and 9 (the slice minus its
-minimum, uint8 or uint16, as ``BENCHMARKS.md`` codes it); the ratio is to the smaller JPEG-XL.
+bytes, each slice alone, no safety net) and by JPEG-XL lossless at efforts 7 and 9 (``lvpnet.classical``:
+the slice minus its minimum, uint8 or uint16, one thread, as ``BENCHMARKS.md`` codes it); the ratio is to the smaller JPEG-XL.
 Transforms, to probe data unlike val without other medical images (issue 17: unseen scans that lose
 are 8-bit, small, or smooth): ``8bit`` rescales to 0..255 by the maximum, ``down2`` averages 2 x 2
 blocks, ``blur`` a Gaussian of sigma 1.5 (rounded to integers).
@@ -22,16 +22,16 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import imagecodecs  # noqa: E402
 import numpy as np  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def _jxl(s: np.ndarray) -> int:
-    s = s.astype(np.int64) - s.min()
-    s = s.astype(np.uint8 if s.max() < 256 else np.uint16)
-    return min(len(imagecodecs.jpegxl_encode(s, lossless=True, effort=e)) for e in (7, 9))
+    """The smaller JPEG-XL (efforts 7 and 9) of one slice, as ``lvpnet bench`` codes it (round-tripped)."""
+    from lvpnet.classical import measure
+
+    return min(measure(c, s).bytes for c in ("jpegxl-e7", "jpegxl-e9"))
 
 
 def transform(s: np.ndarray, name: str) -> np.ndarray:

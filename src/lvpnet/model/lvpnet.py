@@ -228,11 +228,13 @@ class LVPNet(nn.Module):
         tgt = subs.transpose(0, 1).reshape(steps * N, h, w)
         m = smask.transpose(0, 1).reshape(steps * N, h, w)
         bits = self._pixel_bits(tgt, mu, s, mu_f, s_f, Rr.view(-1, 1, 1))
-        pix_bits_sum = (bits * m).sum()
-        # per step, with its gradient: a loss may weigh the steps (train's ``lattice_weight``)
-        step_bits = (bits * m).view(steps, N, h, w).sum((1, 2, 3))
-        # per crop, with its gradient: a loss may weigh the crops (train's ``crop_floor_bpp``)
-        crop_bits = (bits * m).view(steps, N, h, w).sum((0, 2, 3))
+        paid = (bits * m).view(steps, N, h, w)
+        mv = m.view(steps, N, h, w)
+        pix_bits_sum = paid.sum()
+        # per step and per crop, with their gradients: a loss may weigh the steps (train's
+        # ``lattice_weight``) or the crops (``crop_floor_bpp``)
+        step_bits = paid.sum((1, 2, 3))
+        crop_bits = paid.sum((0, 2, 3))
         out = {
             "pixel_bits": pix_bits_sum,
             "latent_bits": lat_bits_sum,
@@ -243,9 +245,9 @@ class LVPNet(nn.Module):
             "n_pixels": mask.sum(),
             "step_bits": step_bits.detach(),
             "step_bits_live": step_bits,
-            "step_pixels": m.view(steps, N, h, w).sum((1, 2, 3)).detach(),
+            "step_pixels": mv.sum((1, 2, 3)).detach(),
             "crop_bits_live": crop_bits,
-            "crop_pixels": m.view(steps, N, h, w).sum((0, 2, 3)).detach(),
+            "crop_pixels": mv.sum((0, 2, 3)).detach(),
         }
         if return_params:
             out["mu"] = mu.view(steps, N, h, w)
