@@ -36,7 +36,10 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
     JPEGLSLossless,
+    JPEGLSNearLossless,
     MRImageStorage,
     RLELossless,
     SecondaryCaptureImageStorage,
@@ -396,6 +399,12 @@ def test_lossy_source_refused_unless_allowed(tmp_path, name):
     assert info_dict(str(tmp_path / "x.lvp"))["lossy_source_files"] == [name]
     assert main(["decompress", str(tmp_path / "x.lvp"), str(tmp_path / "out")]) == 0
     np.testing.assert_array_equal(read(tmp_path / "out" / name).array, read(path).array)
+    # rewritten without its lossy transfer syntax, the file says itself that it went through lossy coding
+    back, src = _dcm(tmp_path / "out" / name), _dcm(path)
+    assert _ts(back) == ExplicitVRLittleEndian != _ts(src)
+    assert back.LossyImageCompression == "01"
+    assert back.LossyImageCompressionMethod == src.get("LossyImageCompressionMethod", {
+        JPEGBaseline8Bit: "ISO_10918_1", JPEGExtended12Bit: "ISO_10918_1", JPEGLSNearLossless: "ISO_14495_1", JPEG2000: "ISO_15444_1"}[_ts(src)])
 
 
 def test_irreversible_jpeg2000_without_lossy_flag_is_refused(tmp_path, rng):

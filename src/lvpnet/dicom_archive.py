@@ -15,8 +15,10 @@ record* (format in docs/FORMAT.md, "DICOM archive"):
   element (native, not encapsulated: OB for 8-bit, OW otherwise, padded to an
   even length with a zero byte), no extended offset table, and
   PhotometricInterpretation only where the decoder changed the colour space
-  (YBR_RCT / YBR_ICT / YBR_FULL(_422) decoded to RGB by JPEG 2000 or JPEG);
-  every other element is kept as it was. That rewritten file is then archived
+  (YBR_RCT / YBR_ICT / YBR_FULL(_422) decoded to RGB by JPEG 2000 or JPEG),
+  and for a lossy source (``--allow-lossy-source``) LossyImageCompression
+  "01" with its method, since the old transfer syntax said so; every other
+  element is kept as it was. That rewritten file is then archived
   like an uncompressed one and comes back byte-identical to *it*;
 - anything that cannot be rebuilt exactly (checked at compress time for every
   file) is kept whole, zstd-compressed, as are the folder's other files
@@ -354,6 +356,8 @@ def _rewrite_native(data: bytes, ds: Any, frames: np.ndarray, path: Path, ts: st
         if new_pi != source_pi:
             out.PhotometricInterpretation = new_pi
             entry["photometric_changed"] = [source_pi, new_pi]
+        if entry.get("lossy_source"):
+            _mark_lossy(out, ts, entry)
         del out[_PIXEL_DATA]
         out.add_new(_PIXEL_DATA, "OB" if ba == 8 else "OW", pixels)
         buf = io.BytesIO()
@@ -368,6 +372,30 @@ def _rewrite_native(data: bytes, ds: Any, frames: np.ndarray, path: Path, ts: st
         return rewritten
     except Exception:  # any surprise: the caller keeps the file whole instead
         return None
+
+
+# (0028,2114)'s defined terms by the transfer syntax that did the lossy coding
+_LOSSY_METHODS = {
+    **{f"1.2.840.10008.1.2.4.{n}": "ISO_10918_1" for n in (50, 51, 52, 53, 54, 55, 56, 57, 59, 60, 61, 62, 63, 64, 70)},
+    "1.2.840.10008.1.2.4.81": "ISO_14495_1",
+    "1.2.840.10008.1.2.4.91": "ISO_15444_1",
+    "1.2.840.10008.1.2.4.93": "ISO_15444_1",
+    "1.2.840.10008.1.2.4.203": "ISO_15444_15",
+    "1.2.840.10008.1.2.4.111": "ISO_18181_1",
+    "1.2.840.10008.1.2.4.112": "ISO_18181_1",
+}
+
+
+def _mark_lossy(ds: Any, ts: str, entry: dict) -> None:
+    """A lossy source rewritten as Explicit VR Little Endian says so itself: its old transfer syntax
+    was the evidence, and PS3.3 C.7.6.1.1.5 requires LossyImageCompression "01" once an image has been
+    through lossy compression (with the method where the transfer syntax names it)."""
+    if str(ds.get("LossyImageCompression", "") or "").strip() != "01":
+        ds.LossyImageCompression = "01"
+        entry["lossy_flag_set"] = True
+    method = _LOSSY_METHODS.get(ts)
+    if method and "LossyImageCompressionMethod" not in ds:
+        ds.LossyImageCompressionMethod = method
 
 
 # ---------------------------------------------------------------- the record format
