@@ -445,3 +445,57 @@ def test_single_file_series_mismatch(tmp_path):
     assert read(path, series="1.2.3.4").array.shape == (6, 5)
     with pytest.raises(InputError, match="series 9.9 not found"):
         read(path, series="9.9")
+
+
+def test_nifti_from_a_dicom_series_carries_its_rescale_and_says_what_it_cannot_hold(tmp_path, capsys):
+    """NIfTI has one spacing per axis and one scaling per file: a series' one rescale goes into
+    ``scl_slope`` / ``scl_inter`` (a CT in HU, not 1024 off), and a series whose slices are not evenly
+    spaced, or rescaled slice by slice, is written with a warning naming what the file cannot say."""
+    import gzip
+
+    import nibabel as nib
+
+    from lvpnet.cli import main
+    from lvpnet.io import write
+    from lvpnet.io.nifti import conversion_notes
+
+    def series(name, z, slopes=None):
+        folder = tmp_path / name
+        folder.mkdir()
+        uid = generate_uid()
+        for i, (img, zz) in enumerate(zip(_images(len(z)), z, strict=True)):
+            ds = _slice(folder / f"{i}.dcm", img, series_uid=uid, position=(0, 0, zz), instance=i + 1)
+            if slopes:
+                ds.RescaleSlope = slopes[i]
+                ds.save_as(folder / f"{i}.dcm", enforce_file_format=True)
+        return read(folder)
+
+    even = series("even", [0.0, 3.0, 6.0, 9.0])
+    assert conversion_notes(even) == []
+    write(even, tmp_path / "even.nii.gz")
+    raw = (tmp_path / "even.nii.gz").read_bytes()
+    assert raw[3] & 0x08 == 0  # no file name in the gzip header (it would be the temporary one)
+    img = nib.Nifti1Image.from_bytes(gzip.decompress(raw))
+    assert (img.dataobj.slope, img.dataobj.inter) == (1.0, -1024.0)
+    np.testing.assert_array_equal(np.asarray(img.dataobj.get_unscaled()).T, even.array)
+    assert np.allclose(np.asarray(img.dataobj)[0, 0, 0], even.array[0, 0, 0] - 1024.0)
+
+    uneven = series("uneven", [0.0, 3.0, 6.0, 12.0])
+    (note,) = conversion_notes(uneven)
+    assert "not evenly spaced (3 to 6 mm apart)" in note and "up to 3 mm" in note
+
+    rescaled = series("rescaled", [0.0, 3.0, 6.0], slopes=[1, 2.5, 1])
+    (note,) = conversion_notes(rescaled)
+    assert "differ between slices (slope 1 to 2.5" in note
+    write(rescaled, tmp_path / "r.nii")
+    img = nib.load(tmp_path / "r.nii")
+    assert (img.dataobj.slope, img.dataobj.inter) == (1.0, 0.0)
+
+    # the command line says it, and still writes the file
+    assert main(["compress", str(tmp_path / "uneven"), str(tmp_path / "u.lvp"), "--codec", "fallback"]) == 0
+    capsys.readouterr()
+    assert main(["decompress", str(tmp_path / "u.lvp"), str(tmp_path / "u.nii.gz")]) == 0
+    err = capsys.readouterr().err
+    assert "warning" in err and "not evenly spaced" in err and (tmp_path / "u.nii.gz").exists()
+    assert main(["decompress", str(tmp_path / "u.lvp"), str(tmp_path / "u.npy")]) == 0
+    assert "warning" not in capsys.readouterr().err

@@ -110,6 +110,11 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     lvp = LvpFile(args.input)
     array = run(lvp.iter_decode(workers=args.workers), ProgressBar())  # everything checked before anything is written
     volume = lvp.volume(array)
+    if _output_suffix(out) != ".npy":  # what NIfTI cannot hold of a DICOM series: said before writing
+        from .io.nifti import conversion_notes
+
+        for note in conversion_notes(volume):
+            print(f"lvpnet: warning: {out}: {note}", file=sys.stderr)
     lio.write(volume, out)  # atomic itself; its messages name OUT, not the hidden temporary file
     print(f"{args.input} -> {out}: {array.shape} {array.dtype}", file=sys.stderr)
     return 0

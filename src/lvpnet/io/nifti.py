@@ -21,7 +21,12 @@ up to the data (extension flag, extensions, padding) are kept in
 ``metadata["nifti"]`` (``header_b64``, ``extra_b64``, ``data_offset``), so writing a volume
 read from a ``.nii`` gives the identical file bytes (``.nii.gz``: identical
 uncompressed bytes). A volume from another source is written by nibabel
-with an affine built from its geometry.
+with an affine built from its geometry; one read from DICOM gets the series'
+RescaleSlope / RescaleIntercept as ``scl_slope`` / ``scl_inter`` where every
+slice shares them. What a NIfTI file cannot hold of a DICOM series (slices
+not evenly spaced, a rescale per slice) is said by ``conversion_notes``.
+A ``.nii.gz`` carries no file name in its gzip header (the atomic write's
+temporary name would be the one it carried).
 """
 
 from __future__ import annotations
@@ -215,11 +220,74 @@ def write_nifti(volume: Volume, path: Path) -> None:
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
-    if path.name.lower().endswith(".gz"):
-        with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
+    if path.name.lower().endswith(".gz"):  # no name in the gzip header (``path`` is a temporary one)
+        with open(path, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as f:
             f.write(data)
     else:
         path.write_bytes(data)
+
+
+def _dicom_rescale(volume: Volume) -> tuple[list[float], list[float]] | None:
+    """The slopes and intercepts of a DICOM series (one each where every file agrees), or None."""
+    meta = (volume.metadata or {}).get("dicom")
+    if volume.source_format != "dicom" or not isinstance(meta, dict):
+        return None
+    try:
+        out = []
+        for key, default in (("rescale_slope", 1.0), ("rescale_intercept", 0.0)):
+            v = meta.get(key)
+            vals = v if isinstance(v, list) else [v]
+            out.append([default if x is None else float(x) for x in vals])
+    except (TypeError, ValueError):
+        return None
+    if not all(np.isfinite(out[0] + out[1])):
+        return None
+    return out[0], out[1]
+
+
+def _positions_along_normal(volume: Volume) -> np.ndarray | None:
+    """Each slice's position along the slice normal (mm), for a DICOM series that has them."""
+    meta = (volume.metadata or {}).get("dicom")
+    if volume.source_format != "dicom" or not isinstance(meta, dict):
+        return None
+    pos, iop = meta.get("image_positions"), meta.get("image_orientation")
+    try:
+        pos, iop = np.asarray(pos, float), np.asarray(iop, float)
+    except (TypeError, ValueError):
+        return None
+    if pos.ndim != 2 or pos.shape[1] != 3 or len(pos) < 3 or iop.shape != (6,):
+        return None
+    normal = np.cross(iop[:3], iop[3:])
+    if not np.isfinite(normal).all() or np.linalg.norm(normal) < 1e-6:
+        return None
+    return pos @ (normal / np.linalg.norm(normal))
+
+
+def conversion_notes(volume: Volume) -> list[str]:
+    """What a NIfTI file written from ``volume`` cannot say that its DICOM source did: slices that
+    are not evenly spaced (NIfTI has one spacing per axis) and a rescale that differs between slices
+    (one ``scl_slope`` / ``scl_inter`` per file). The file is still written; the DICOM output (a
+    folder or ``.dcm``) keeps both."""
+    notes = []
+    proj = _positions_along_normal(volume)
+    if proj is not None:
+        steps = np.abs(np.diff(proj))
+        step = float(np.median(steps))
+        if step > 0 and float(steps.max() - steps.min()) > max(0.02, 0.01 * step):
+            ideal = proj[0] + np.sign(proj[-1] - proj[0]) * step * np.arange(len(proj))
+            off = float(np.abs(proj - ideal).max())
+            notes.append(
+                f"the slices are not evenly spaced ({steps.min():g} to {steps.max():g} mm apart); NIfTI holds one "
+                f"spacing, so the file places them {step:g} mm apart and some slices are up to {off:.3g} mm from "
+                "their true position (a DICOM output keeps every slice's position)")
+    rescale = _dicom_rescale(volume)
+    if rescale is not None and (len(rescale[0]) > 1 or len(rescale[1]) > 1):
+        slopes, inters = rescale
+        notes.append(
+            f"RescaleSlope / RescaleIntercept differ between slices (slope {min(slopes):g} to {max(slopes):g}, "
+            f"intercept {min(inters):g} to {max(inters):g}); NIfTI holds one scaling, so the file holds the "
+            "stored values unscaled (scl_slope 1, scl_inter 0): apply each slice's rescale from the DICOM output")
+    return notes
 
 
 def _header_from_bytes(head: bytes) -> Any:
@@ -273,8 +341,13 @@ def _write_with_nibabel(volume: Volume, path: Path) -> None:
         if volume.spacing is not None and len(volume.spacing) == data.ndim:
             img.header.set_zooms(tuple(reversed([float(s) for s in volume.spacing])))
         img.header.set_data_dtype(data.dtype)
-        img.header.set_slope_inter(1.0, 0.0)  # the array holds what is stored
-        nib.save(img, str(path))
+        # the array holds what is stored; a DICOM series' one rescale makes its values real units
+        rescale = _dicom_rescale(volume)
+        if rescale is not None and len(rescale[0]) == len(rescale[1]) == 1:
+            img.header.set_slope_inter(rescale[0][0], rescale[1][0])
+        else:
+            img.header.set_slope_inter(1.0, 0.0)
+        _write_bytes(path, img.to_bytes())
     except InputError:
         raise
     except Exception as e:
