@@ -129,6 +129,7 @@ def test_dicom_input_roundtrip(tmp_path):
         ("empty-file", lambda d: ["verify", d / "in.lvp"], 2, "not an lvpnet file"),
         ("png", lambda d: ["decompress", d / "in.lvp", d / "o.npy"], 2, "not an lvpnet file"),
         ("ok", lambda d: ["compress", d / "in.npy", d / "o.txt"], 2, "must end in .lvp"),
+        ("ok", lambda d: ["compress", d, d / "o.lvp"], 2, "inside the folder being compressed"),
         (None, lambda d: ["frobnicate"], 2, "invalid choice"),
     ],
 )

@@ -116,6 +116,7 @@ def crafted(seeds) -> dict[str, tuple[bytes, type]]:
         "rgb-string": (_with_header(s["int"], rgb="yes"), DamagedError),
         "model-number": (_with_header(s["int"], model=5), DamagedError),
         "direction-ragged": (_with_header(s["int"], direction=[[1, 0], 3]), DamagedError),
+        "affine-ragged": (_with_header(s["int"], affine=[[1, 2], [3]]), DamagedError),
         "codec-without-id": (_with_header(s["int"], codecs=[{"version": 1}]), DamagedError),
         "codecs-null": (_with_header(s["int"], codecs=None), DamagedError),
         "source-list": (_with_header(s["int"], source=[]), DamagedError),

@@ -179,3 +179,20 @@ def test_truncated_nifti_is_an_input_error(tmp_path):
     p.write_bytes(src[: len(src) // 2])
     with pytest.raises(InputError, match="cut.nii"):
         read(p)
+
+
+def test_geometry_that_is_not_finite_is_left_out_and_messages_name_the_output(tmp_path):
+    """A volume (say, from a forged header) whose spacing or origin is NaN is written with unit
+    spacing there, not refused with nibabel's affine error; a refusal names the file asked for, not
+    the hidden temporary one."""
+    from lvpnet.volume import Volume
+
+    vol = Volume(array=np.arange(24, dtype=np.uint16).reshape(2, 3, 4), spacing=(float("nan"), 2.0, 0.0),
+                 origin=(float("nan"), 1.0, 2.0))
+    write(vol, tmp_path / "a.nii")
+    img = nib.load(tmp_path / "a.nii")
+    assert np.allclose(np.diag(img.affine)[:3], [1.0, 2.0, 1.0]) and np.allclose(img.affine[:3, 3], [0, 1, 2])
+    rgba = Volume(array=np.zeros((3, 4, 3), np.uint16), rgb=True)
+    with pytest.raises(InputError) as e:
+        write(rgba, tmp_path / "b.nii")
+    assert str(e.value).startswith(f"{tmp_path / 'b.nii'}:") and not list(tmp_path.glob(".*"))

@@ -12,6 +12,7 @@ import time
 from collections.abc import Generator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
@@ -286,6 +287,10 @@ def iter_compress_path(
     (the result, the volume stored, the seconds reading and archiving took)."""
     from .io import notes, read
 
+    src = Path(source)
+    if src.is_dir() and Path(path).resolve().is_relative_to(src.resolve()):
+        # else a rerun would archive the last run's .lvp as one of the folder's files, growing each time
+        raise InputError(f"{path}: the output lies inside the folder being compressed ({source}); write it elsewhere")
     t0 = time.perf_counter()
     volume = read(source, series=series, rgb=rgb, follow_symlinks=follow_symlinks)
     for note in notes(volume) if on_note is not None else ():

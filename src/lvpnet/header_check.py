@@ -90,11 +90,12 @@ def _count(n: Any) -> bool:
 
 
 def _numbers(v: Any, depth: int) -> bool:
+    """A list of numbers (depth 1), or of such lists all of one length (a matrix)."""
     if not isinstance(v, list) or len(v) > 16:
         return False
     if depth == 1:
         return all(isinstance(x, numbers.Real) and not isinstance(x, bool) for x in v)
-    return all(_numbers(row, depth - 1) for row in v)
+    return all(_numbers(row, depth - 1) for row in v) and len({len(row) for row in v}) <= 1
 
 
 def _short(v: Any) -> str:

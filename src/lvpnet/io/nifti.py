@@ -214,7 +214,7 @@ def write_nifti(volume: Volume, path: Path) -> None:
             if data is not None:
                 _write_bytes(tmp, data)
             else:
-                _write_with_nibabel(volume, tmp)
+                _write_with_nibabel(volume, tmp, path)
     except OSError as e:
         raise InputError(f"{path}: cannot write ({e.strerror or e})") from None
 
@@ -324,14 +324,18 @@ def _kept_header_bytes(volume: Volume, info: dict[str, Any]) -> bytes | None:
     return head + extra + b"\0" * (offset - len(head) - len(extra)) + body
 
 
-def _write_with_nibabel(volume: Volume, path: Path) -> None:
+def _write_with_nibabel(volume: Volume, path: Path, shown: Path | None = None) -> None:
+    """``volume`` as a new NIfTI-1 file at ``path``; messages name ``shown`` (the file the user asked
+    for, where ``path`` is its temporary)."""
     import nibabel as nib
+
+    shown = shown or path
 
     arr = np.asarray(volume.array)
     if volume.rgb:
         if arr.dtype != np.uint8 or arr.shape[-1] != 3:
             raise InputError(
-                f"{path}: NIfTI colour must be uint8 RGB, got {arr.dtype} x{arr.shape[-1]}"
+                f"{shown}: NIfTI colour must be uint8 RGB, got {arr.dtype} x{arr.shape[-1]}"
             )
         rgb_t = np.dtype([("R", "u1"), ("G", "u1"), ("B", "u1")])
         arr = np.ascontiguousarray(arr).view(rgb_t)[..., 0]
@@ -351,7 +355,7 @@ def _write_with_nibabel(volume: Volume, path: Path) -> None:
     except InputError:
         raise
     except Exception as e:
-        raise InputError(f"{path}: cannot write {arr.dtype} data as NIfTI ({e})") from None
+        raise InputError(f"{shown}: cannot write {arr.dtype} data as NIfTI ({e})") from None
 
 
 def _affine_for(volume: Volume) -> np.ndarray:
@@ -361,14 +365,16 @@ def _affine_for(volume: Volume) -> np.ndarray:
         return np.asarray(volume.affine, dtype=np.float64)
     n_axes = volume.array.ndim - (1 if volume.rgb else 0)
     spacing = list(reversed(volume.spacing)) if volume.spacing else [1.0] * n_axes
-    spacing = (spacing + [1.0, 1.0, 1.0])[:3]
-    # geometry of another shape than a reader gives (a Volume made by hand) is left out, not an error
+    spacing = [s if math.isfinite(s) and s != 0 else 1.0 for s in (list(map(float, spacing)) + [1.0, 1.0, 1.0])[:3]]
+    # geometry of another shape than a reader gives (a Volume made by hand), or not finite, is left out, not an error
     direction = np.asarray(volume.direction, float) if volume.direction is not None else np.eye(3)
+    if direction.shape != (3, 3) or not np.isfinite(direction).all():
+        direction = np.eye(3)
     affine = np.eye(4)
-    affine[:3, :3] = (direction if direction.shape == (3, 3) else np.eye(3)).T * np.asarray(spacing, float)
+    affine[:3, :3] = direction.T * np.asarray(spacing, float)
     if volume.origin is not None:
         origin = np.asarray(volume.origin, float).reshape(-1)[:3]
-        affine[: len(origin), 3] = origin
+        affine[: len(origin), 3] = np.where(np.isfinite(origin), origin, 0.0)
     if lps:  # DICOM patient LPS -> NIfTI RAS
         affine[:2, :] *= -1
     return affine
