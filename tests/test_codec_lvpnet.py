@@ -5,6 +5,9 @@ checkpoint: the format and exactness do not depend on training.
 """
 
 import json
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -644,3 +647,26 @@ def test_the_engine_holds_a_plane_to_its_profile(codec):
     with pytest.raises(ValueError, match="codes no reference"):
         eng.encode_plane(x, PROFILES[7], ref_plane=x)
     assert np.array_equal(eng.decode_plane(plane, *x.shape, PROFILES[7]), x)
+
+
+@pytest.mark.parametrize("content", [b"", b"\x93NUMPY not weights", b"PK\x03\x04 half a zip", b'{"format": 1}'])
+def test_weights_that_are_not_weights_get_one_clear_line(tmp_path, content):
+    """LVPNET_WEIGHTS pointing at the wrong file is the user's mistake, named with the file, not a
+    paragraph of torch.load's or an internal error."""
+    path = tmp_path / "w.pt"
+    path.write_bytes(content)
+    with pytest.raises(InputError) as e:
+        LVPNetCodec(path, device="cpu").engine()
+    text = str(e.value)
+    assert text.startswith(f"{path}: not") and "\n" not in text and len(text) < 300
+
+
+def test_the_command_line_names_missing_weights_for_codec_lvpnet(tmp_path, monkeypatch):
+    """``--codec lvpnet`` without weights: the message says which file is missing (argparse's choice
+    list would say only that 'lvpnet' is not one)."""
+    np.save(tmp_path / "a.npy", np.arange(64, dtype=np.int16).reshape(8, 8))
+    env = {**os.environ, "LVPNET_WEIGHTS": str(tmp_path / "none.pt")}
+    exe = os.path.join(os.path.dirname(sys.executable), "lvpnet")
+    proc = subprocess.run([exe, "compress", str(tmp_path / "a.npy"), str(tmp_path / "a.lvp"), "--codec", "lvpnet"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2 and "none.pt is missing" in proc.stderr and "invalid choice" not in proc.stderr

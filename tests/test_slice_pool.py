@@ -180,3 +180,15 @@ def test_the_safety_net_beside_the_encoder_gives_the_same_chunks(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1})
     monkeypatch.delenv(slice_pool.ENV, raising=False)
     assert compress(smooth, verify=False, workers=None) == compress(smooth, verify=False, workers=1)
+
+
+@pytest.mark.parametrize("value", ["xyz", "0", "-2", "1.5"])
+def test_a_workers_variable_that_is_not_a_count_is_refused(monkeypatch, value):
+    """LVPNET_WORKERS=xyz is refused as --workers xyz would be, not quietly taken as 1."""
+    from lvpnet.errors import InputError
+
+    monkeypatch.setenv("LVPNET_WORKERS", value)
+    with pytest.raises(InputError, match=f"LVPNET_WORKERS={value}: not a positive whole number"):
+        slice_pool.workers(16, None)
+    monkeypatch.setenv("LVPNET_WORKERS", "3")
+    assert slice_pool.workers(16, None) == 3 and slice_pool.workers(2, None) == 2

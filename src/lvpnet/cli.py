@@ -297,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("output", help="the .lvp file to write")
     c.add_argument("--rgb", action="store_true", help="the last axis of 3 of a .npy or .npz input is colour")
     c.add_argument("--series", metavar="UID", help="the series to take from a DICOM folder holding several")
-    c.add_argument("--codec", choices=codecs.available(), help=CODEC_HELP)
+    c.add_argument("--codec", choices=codecs.known(), help=CODEC_HELP)
     c.add_argument("--device", choices=("auto", "cpu", "cuda"),
                    help="where the learned codec runs (default: LVPNET_DEVICE when set, else auto)")
     c.add_argument("--no-verify", action="store_true", help="skip decoding the output before it is put in place")
@@ -334,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="bits per sample and speed of lvpnet against six classical codecs")
     b.add_argument("inputs", nargs="+", metavar="INPUT", help=".npy, .npz, .nii, .nii.gz, .lvp, a .dcm file or a DICOM folder")
-    b.add_argument("--codec", choices=codecs.available(), help=CODEC_HELP)
+    b.add_argument("--codec", choices=codecs.known(), help=CODEC_HELP)
     b.add_argument("--series", metavar="UID", help="the series to take from DICOM folders holding several")
     b.add_argument("--json", action="store_true", help="print one JSON object (per-input records and totals)")
     b.add_argument("--plot", metavar="OUT.png", help="write a bar chart of bits per sample (PNG)")

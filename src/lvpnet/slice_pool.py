@@ -36,6 +36,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 
+from .errors import InputError
+
 ENV = "LVPNET_WORKERS"
 DEVICE_ENV = "LVPNET_DEVICE"
 MIN_SLICES = 8
@@ -87,15 +89,18 @@ def work_s(n_slices: int, slice_pixels: int, rates: tuple[float, float]) -> floa
 
 
 def _env_count(name: str, most: int) -> int:
-    """The count the environment variable ``name`` asks for, in ``1..most``; 1 if it is not a number,
-    0 if it is unset."""
+    """The count the environment variable ``name`` asks for, in ``1..most``; 0 if it is unset;
+    InputError if it is not a positive whole number (as ``--workers`` would say)."""
     env = os.environ.get(name, "").strip()
     if not env:
         return 0
     try:
-        return max(1, min(int(env), most))
+        n = int(env)
     except ValueError:
-        return 1
+        n = 0
+    if n < 1:
+        raise InputError(f"{name}={env}: not a positive whole number")
+    return max(1, min(n, most))
 
 
 def cores() -> int:

@@ -18,7 +18,7 @@ def add_parsers(sub, cmd_archive, cmd_restore, codec_help: str) -> None:
     a.add_argument("dest", help="the archive folder (new, empty, or an archive of SOURCE to bring up to date)")
     a.add_argument(engine[0], type=int, metavar="N", help="local worker processes (default: the free cores)")
     a.add_argument(engine[1], metavar="ADDRESS", help="run on an existing dask cluster (tcp://host:8786)")
-    a.add_argument("--codec", choices=codecs.available(), help=codec_help)
+    a.add_argument("--codec", choices=codecs.known(), help=codec_help)
     a.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the learned codec runs")
     a.add_argument("--allow-lossy-source", action="store_true",
                    help="accept DICOM files whose pixel data went through lossy compression")

@@ -43,6 +43,12 @@ def available() -> list[str]:
     return sorted(n for n in _CODECS if _usable(n))
 
 
+def known() -> list[str]:
+    """Every codec name, installed or not: what ``--codec`` accepts, so naming the learned codec
+    without its weights gets the message that says which file is missing, not argparse's list."""
+    return sorted(_CODECS)
+
+
 def get_codec(name: str) -> Codec:
     """The codec registered under ``name`` (one shared instance).
 
@@ -96,4 +102,4 @@ def default_codec_name(dtype: np.dtype, rgb: bool) -> str:
     return FallbackCodec.id
 
 
-__all__ = ["LEARNED", "Codec", "FallbackCodec", "LVPNetCodec", "available", "codec_for_model", "default_codec_name", "get_codec", "needs_reference"]
+__all__ = ["LEARNED", "Codec", "FallbackCodec", "LVPNetCodec", "available", "codec_for_model", "default_codec_name", "get_codec", "known", "needs_reference"]

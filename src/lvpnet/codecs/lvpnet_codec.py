@@ -11,6 +11,7 @@ torch and the weights are loaded on first use, not on import.
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import replace
 from pathlib import Path
 
@@ -88,8 +89,11 @@ class LVPNetCodec(Codec):
 
             try:
                 self._engine = Engine(w, self._device)
-            except RuntimeError as e:
-                raise InputError(f"lvpnet codec: {e}") from None
+            except (EOFError, pickle.UnpicklingError):  # torch.load's own message runs to a paragraph
+                raise InputError(f"{w}: not a PyTorch weights file (LVPNET_WEIGHTS or the installed weights)") from None
+            except (RuntimeError, ValueError, KeyError, TypeError) as e:
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+                raise InputError(f"{w}: not usable as the learned codec's weights ({first})") from None
         return self._engine
 
     # ------------------------------------------------------------------ Codec
