@@ -61,3 +61,21 @@ def test_progress_reports_every_slice(tmp_path, rng):
     assert [(p.stage, p.done) for p in seen] == [("encode", 1), ("encode", 2), ("encode", 3),
                                                  ("verify", 1), ("verify", 2), ("verify", 3)]
     assert result.lvp_bytes == (tmp_path / "p.lvp").stat().st_size
+
+
+def test_a_short_write_is_named_with_the_users_path(tmp_path, monkeypatch):
+    """numpy reports a short write (a full disk) as an OSError without errno: the message keeps its
+    words (not "[Errno None] None") and names the file asked for, with no temporary left."""
+    from lvpnet.errors import InputError
+    from lvpnet.io import write
+    from lvpnet.volume import Volume
+
+    def short(f, arr, allow_pickle=False):
+        f.write(b"\x93NUMPY")
+        raise OSError("163840 requested and 47040 written")
+
+    monkeypatch.setattr(np, "save", short)
+    with pytest.raises(InputError) as e:
+        write(Volume(array=np.zeros((4, 4), np.uint8)), tmp_path / "x.npy")
+    assert str(e.value) == f"{tmp_path / 'x.npy'}: cannot write (163840 requested and 47040 written: is the disk full?)"
+    assert list(tmp_path.iterdir()) == []

@@ -261,3 +261,10 @@ def test_bench_reports_learned_codec_alone_when_safety_net_used(tmp_path, tiny_m
     assert ours["codecs"].get("fallback")  # an untrained model loses: the safety net chose the fallback
     assert own is not None and own["file_bytes"] > ours["file_bytes"]
     assert "learned codec alone" in format_table(rep)
+
+
+def test_plot_onto_a_folder_fails_before_work(tmp_path, capsys, rng):
+    src = tmp_path / "a.npy"
+    np.save(src, smooth_image(rng, (20, 20), 0, 100, np.uint8))
+    assert main(["bench", str(src), "--plot", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err

@@ -160,7 +160,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, target)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        if e.filename is None or os.fspath(e.filename) == os.fspath(tmp):
+        if e.errno is not None and (e.filename is None or os.fspath(e.filename) == os.fspath(tmp)):
             e.filename = os.fspath(target)  # messages name the user's path, not the hidden temporary one
         raise
     except BaseException:  # includes GeneratorExit and KeyboardInterrupt: never leave the temp behind

@@ -10,22 +10,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_path
+from .atomic import atomic_path, check_writable
 from .errors import InputError
-
-
-def check_output(path: str | os.PathLike) -> None:
-    """Refuse an output path that cannot be written, before any long work."""
-    parent = Path(path).resolve().parent
-    if not parent.is_dir():
-        raise InputError(f"{path}: folder {parent} does not exist")
-    if Path(path).is_dir():
-        raise InputError(f"{path}: is a folder; give a .png file name")
 
 
 def plot_bits(rep: dict[str, Any], path: str | os.PathLike, title: str | None = None) -> None:
     """Grouped bars: one group per input plus the total, one bar per codec (lvpnet first)."""
-    check_output(path)
+    check_writable(path)
     try:
         import matplotlib
     except ImportError:  # an extra: servers install the codec alone

@@ -225,9 +225,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import bench_paths, format_table
 
     if args.plot:
-        from .bench_plot import check_output
+        from .atomic import check_writable
 
-        check_output(args.plot)
+        check_writable(args.plot)  # before the bench's long work
     rep = run(bench_paths(args.inputs, codec=args.codec, series=args.series), ProgressBar())
     if args.plot:
         from .bench_plot import plot_bits

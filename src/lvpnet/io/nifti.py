@@ -352,7 +352,7 @@ def _write_with_nibabel(volume: Volume, path: Path, shown: Path | None = None) -
         else:
             img.header.set_slope_inter(1.0, 0.0)
         _write_bytes(path, img.to_bytes())
-    except InputError:
+    except (InputError, OSError):  # a full disk is said by ``write_nifti``, as for any file
         raise
     except Exception as e:
         raise InputError(f"{shown}: cannot write {arr.dtype} data as NIfTI ({e})") from None

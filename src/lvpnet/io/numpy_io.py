@@ -137,4 +137,6 @@ def write_numpy(volume: Volume, path: Path) -> None:
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.save(f, arr, allow_pickle=False)
     except OSError as e:
-        raise InputError(f"{path}: cannot write ({e.strerror or e})") from None
+        # numpy's short write comes without an errno ("N requested and M written"): a full disk, mostly
+        why = e.strerror or (f"{e}: is the disk full?" if e.errno is None else str(e))
+        raise InputError(f"{path}: cannot write ({why})") from None
