@@ -59,6 +59,15 @@ def test_lazy_open_decodes_single_slices(tmp_path, rng):
     f = lvpnet.open(path)
     assert len(f) == 12 and f.shape == a.shape and f.dtype == a.dtype
     assert np.array_equal(f[7], a[1, 3])
+    flat = a.reshape(12, 20, 30)
+    assert np.array_equal(f[-1], flat[-1]) and np.array_equal(f[np.int64(-12)], flat[0])
+    assert np.array_equal(f[2:5], flat[2:5]) and np.array_equal(f[::-5], flat[::-5])
+    assert f[5:5].shape == (0, 20, 30) and f[5:5].dtype == a.dtype
+    for bad in (12, -13):
+        with pytest.raises(IndexError):
+            f[bad]
+    with pytest.raises(TypeError, match="slice numbers"):
+        f[1.5]
     assert np.array_equal(f.read_all(), a)
 
 

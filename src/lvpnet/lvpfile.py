@@ -113,8 +113,18 @@ class LvpFile:
     def __len__(self) -> int:
         return len(self._reader.records)
 
-    def __getitem__(self, i: int) -> np.ndarray:
-        return self.read_slice(i)
+    def __getitem__(self, key) -> np.ndarray:
+        """``f[i]``: slice ``i`` (a flat index over every frame axis; negative counts from the end);
+        ``f[a:b:c]``: those slices stacked, ``(n, *slice_shape)``."""
+        if isinstance(key, slice):
+            picked = range(*key.indices(len(self)))
+            if not picked:
+                return np.empty((0, *self.slice_shape), self.dtype)
+            return np.stack([self.read_slice(i) for i in picked])
+        if not isinstance(key, (int, np.integer)) or isinstance(key, bool):
+            raise TypeError(f"lvpnet file indices are slice numbers or ranges (f[3], f[-1], f[2:5]), not {key!r}")
+        i = int(key)
+        return self.read_slice(i + len(self) if -len(self) <= i < 0 else i)
 
     def read_slice(self, i: int) -> np.ndarray:
         if not 0 <= i < len(self):
