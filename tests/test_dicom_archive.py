@@ -464,7 +464,7 @@ def test_output_rules(tmp_path, rng):
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("mine")
     proc = lvpnet_cmd("decompress", lvp, tmp_path / "full")
-    assert proc.returncode == 2 and "never overwrites" in proc.stderr
+    assert proc.returncode == 2 and "never over files" in proc.stderr
     assert os.listdir(tmp_path / "full") == ["keep.txt"]
     (tmp_path / "empty").mkdir()  # an empty folder is fine
     lvpnet_cmd("decompress", lvp, tmp_path / "empty", check_rc=0)

@@ -133,7 +133,7 @@ def _decompress_dicom(src: str, out: str, workers: int | None = None) -> int:
         raise InputError(f"{out}: unsupported output type; use .npy, .nii or .nii.gz ({src} {why})")
     single = out.lower().endswith(".dcm")
     if single and os.path.lexists(out):
-        raise InputError(f"{out}: already exists; lvpnet never overwrites: choose a new name")
+        raise InputError(f"{out}: already exists; DICOM output never replaces a file: choose a new name")
     if single:
         from .atomic import check_writable
 

@@ -616,7 +616,7 @@ def check_output_folder(out: str | os.PathLike) -> Path:
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         what = "a folder that is not empty" if out.is_dir() else "a file"
-        raise InputError(f"{out}: already exists ({what}); lvpnet never overwrites: choose a new folder")
+        raise InputError(f"{out}: already exists ({what}); DICOM output goes to a new or empty folder, never over files: choose a new folder")
     if not out.parent.is_dir():
         raise InputError(f"{out}: the folder {out.parent} does not exist")
     if not os.access(out.parent, os.W_OK | os.X_OK):
@@ -666,7 +666,7 @@ def write_single(volume: Volume, out: str | os.PathLike) -> str:
         raise InputError(f"{out}: the archive holds {len(files)} files; give a folder to write them into")
     out = Path(out)
     if out.exists():
-        raise InputError(f"{out}: already exists; lvpnet never overwrites: choose a new name")
+        raise InputError(f"{out}: already exists; DICOM output never replaces a file: choose a new name")
     with atomic_path(out) as tmp:
         tmp.write_bytes(files[0][1])
     return files[0][0]
