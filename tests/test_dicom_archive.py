@@ -243,7 +243,8 @@ def test_real_series_with_dicomdir_and_text_restored_byte_identical(tmp_path):
 
     lvp, out, info = compress_restore(tmp_path, src, subprocess=True)  # as a user types it
     assert _tree(out) == _tree(src)  # every file, every byte, same names
-    assert info["dicom_files"] == len(files) + 2 and info["dicom_image_files"] == len(files)
+    assert info["archived_files"] == len(files) + 2 and info["dicom_image_files"] == len(files)
+    assert info["other_files"] == 2
     assert sorted(info["carried_verbatim"]) == ["DICOMDIR", "notes.txt"]
     assert info["transfer_syntax_changed"] == [] and info["not_archived"] == []
     assert info["dicom_source_bytes"] == sum(len(b) for b in _tree(src).values())

@@ -94,3 +94,19 @@ def test_volume_metadata_travels(tmp_path, rng):
     assert back.direction == tuple(tuple(float(x) for x in r) for r in v.direction)
     assert back.metadata == v.metadata and back.source_format == "nifti"
     assert back.blobs == v.blobs
+
+
+def test_a_fallback_file_decodes_without_importing_the_learned_codec(tmp_path):
+    """Reading a file the classical fallback wrote needs no torch: importing it took 1.6-2.6 s, which
+    ``lvpnet bench`` counted as the fallback's decode time (0.16 Msamples/s instead of 10)."""
+    import subprocess
+    import sys
+
+    a = np.arange(3 * 16 * 16, dtype=np.int16).reshape(3, 16, 16)
+    lvpnet.compress_to_file(a, tmp_path / "f.lvp", codec="fallback")
+    code = ("import sys, numpy as np; from lvpnet.lvpfile import LvpFile; "
+            f"a = LvpFile(r'{tmp_path / 'f.lvp'}').read_all(); "
+            "assert a.shape == (3, 16, 16) and int(a[2, 15, 15]) == 767; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

@@ -198,7 +198,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     for key in ("file", "format_version", "writer", "shape", "dtype", "rgb", "slices", "spacing", "source_format",
                 "codecs", "coded_against_previous", "model", "constriction_version", "original_bytes", "file_bytes", "bits_per_sample", "ratio"):
         print(f"{key:>20}: {info[key]}")
-    for key in ("dicom_files", "dicom_source_bytes", "transfer_syntax_changed", "photometric_changed",
+    for key in ("archived_files", "dicom_image_files", "other_files", "dicom_source_bytes", "transfer_syntax_changed", "photometric_changed",
                 "carried_verbatim", "lossy_source_files", "not_archived"):
         if info.get(key):
             print(f"{key:>20}: {info[key]}")

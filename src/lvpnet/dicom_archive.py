@@ -82,8 +82,9 @@ def info_fields(metadata: dict | None) -> dict[str, Any]:
     left = [f for f in _list(arch.get("not_archived")) if isinstance(f, dict) and isinstance(f.get("file"), str)]
     return {
         "dicom_archive": True,
-        "dicom_files": len(files),
+        "archived_files": len(files),  # what decompress restores: the image files and the folder's others
         "dicom_image_files": sum(1 for f in files if f.get("role") == "image"),
+        "other_files": sum(1 for f in files if f.get("role") != "image"),
         "dicom_source_bytes": arch.get("source_bytes"),
         "transfer_syntax_changed": [f["name"] for f in files if f.get("transfer_syntax_changed")],
         "photometric_changed": [f["name"] for f in files if f.get("photometric_changed")],

@@ -229,12 +229,15 @@ class LvpFile:
         from .compressor import REFERENCE_RUN
 
         n = len(self)
+        uses = bool(self.codec_counts().get(codecs.LEARNED))
+        if not uses:  # a file of the fallback codec alone: no torch to import (a second or two), no workers
+            yield from (self.read_slice(i) for i in range(n))
+            return
         learned = codecs.get_codec(codecs.LEARNED)
-        uses = bool(self.codec_counts().get(learned.id))
         work = slice_pool.work_s(n, math.prod(self.slice_shape), slice_pool.DECODE_S)
-        workers = slice_pool.workers(n, workers, learned.device, work) if uses else 1
+        workers = slice_pool.workers(n, workers, learned.device, work)
         # on a GPU, chains of slices walked in lock-step: one network call per step for all of them
-        lanes = slice_pool.lanes(learned.device, math.prod(self.slice_shape[:2]), workers) if uses and n > 1 else 1
+        lanes = slice_pool.lanes(learned.device, math.prod(self.slice_shape[:2]), workers) if n > 1 else 1
         if workers <= 1:
             if lanes > 1:
                 yield from self._iter_lanes(lanes, learned)
