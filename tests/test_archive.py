@@ -366,6 +366,8 @@ def test_files_deleted_from_source_stay_restorable(cluster, tmp_path):
     assert (s["done"], s["skipped"], s["failed"]) == (0, 1, 0)
     assert s["kept_with_deleted_sources"] == ["s/series-1.2.826.0.1.3680043.9.7.8.lvp"]
     assert s["not_in_source"] == ["v.npy.lvp"]
+    # the archive's size line counts every item it holds, those kept for deleted sources too
+    assert s["archive_bytes_out"] == sum(p.stat().st_size for p in dest.rglob("*.lvp"))
     assert (dest / "s/series-1.2.826.0.1.3680043.9.7.8.lvp").stat().st_ino == before
     r = lvpnet.restore(dest, tmp_path / "out", scheduler=cluster)
     assert r["failed"] == 0
