@@ -143,7 +143,7 @@ def main(argv=None) -> int:
     for th in args.threads:
         torch.set_num_threads(th)
         te, data = best(lambda: codec.encode(x), args.repeat)
-        td, y = best(lambda: codec.decode(data, x.shape, x.dtype, codec.version), args.repeat)
+        td, y = best(lambda data=data: codec.decode(data, x.shape, x.dtype, codec.version), args.repeat)
         assert np.array_equal(y, x)
         rows.append((th, te, td, len(data)))
         datas.append(data)

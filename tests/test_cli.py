@@ -76,6 +76,12 @@ def test_compress_json_and_info_json(tmp_path, rng):
         assert key in info
     assert info["shape"] == [4, 64, 64] and info["dtype"] == "int16" and info["slices"] == 4
     assert info["file_bytes"] == size and info["format_version"] == "1.0"
+    # decompress reports on stdout as compress does, one JSON object with --json
+    rep = json.loads(lvpnet_cmd("decompress", tmp_path / "a.lvp", tmp_path / "b.npy", "--json", check_rc=0).stdout)
+    assert rep["output"] == str(tmp_path / "b.npy") and rep["shape"] == [4, 64, 64] and rep["dtype"] == "int16"
+    assert np.array_equal(np.load(tmp_path / "b.npy"), a)
+    proc = lvpnet_cmd("decompress", tmp_path / "a.lvp", tmp_path / "c.nii", check_rc=0)
+    assert proc.stdout.strip() == f"{tmp_path / 'a.lvp'} -> {tmp_path / 'c.nii'}: (4, 64, 64) int16"
     # integers up to 16 bits: the learned codec by default, its weights named in the file
     assert info["codec"] == "lvpnet" and info["model"] == get_codec("lvpnet").model_id()
     # ``lvpnet info a.lvp | head -1``: the reader leaves early; the command stops quietly, as a pipe's writer does

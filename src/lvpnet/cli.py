@@ -104,23 +104,33 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     from .lvpfile import LvpFile
 
     out = str(args.output)
+    t0 = time.perf_counter()
     if _output_suffix(out) is None:
-        return _decompress_dicom(args.input, out, args.workers)
-    check_writable(out)  # before the decode
-    lvp = LvpFile(args.input)
-    array = run(lvp.iter_decode(workers=args.workers), ProgressBar())  # everything checked before anything is written
-    volume = lvp.volume(array)
-    if _output_suffix(out) != ".npy":  # what NIfTI cannot hold of a DICOM series: said before writing
-        from .io.nifti import conversion_notes
+        report = _decompress_dicom(args.input, out, args.workers)
+    else:
+        check_writable(out)  # before the decode
+        lvp = LvpFile(args.input)
+        array = run(lvp.iter_decode(workers=args.workers), ProgressBar())  # all checked before anything is written
+        volume = lvp.volume(array)
+        if _output_suffix(out) != ".npy":  # what NIfTI cannot hold of a DICOM series: said before writing
+            from .io.nifti import conversion_notes
 
-        for note in conversion_notes(volume):
-            print(f"lvpnet: warning: {out}: {note}", file=sys.stderr)
-    lio.write(volume, out)  # atomic itself; its messages name OUT, not the hidden temporary file
-    print(f"{args.input} -> {out}: {array.shape} {array.dtype}", file=sys.stderr)
+            for note in conversion_notes(volume):
+                print(f"lvpnet: warning: {out}: {note}", file=sys.stderr)
+        lio.write(volume, out)  # atomic itself; its messages name OUT, not the hidden temporary file
+        report = {"shape": list(array.shape), "dtype": str(array.dtype)}
+    report = {"input": str(args.input), "output": out, **report, "seconds": round(time.perf_counter() - t0, 3)}
+    if args.json:
+        print(json.dumps(report))
+    elif "files" in report:
+        n = report["files"]
+        print(f"{args.input} -> {out}: {n} DICOM file{'' if n == 1 else 's'}")
+    else:
+        print(f"{args.input} -> {out}: {tuple(report['shape'])} {report['dtype']}")
     return 0
 
 
-def _decompress_dicom(src: str, out: str, workers: int | None = None) -> int:
+def _decompress_dicom(src: str, out: str, workers: int | None = None) -> dict:
     """Write the DICOM files a .lvp archives: into a new folder, or one ``.dcm`` file."""
     from .dicom_archive import archive_of, check_output_folder, write_folder, write_single
     from .lvpfile import LvpFile
@@ -144,11 +154,8 @@ def _decompress_dicom(src: str, out: str, workers: int | None = None) -> int:
     volume = lvp.volume(array, check_files=False)  # write_single / write_folder check every file they rebuild
     if single:
         write_single(volume, out)
-        print(f"{src} -> {out}: 1 DICOM file", file=sys.stderr)
-    else:
-        names = write_folder(volume, out)
-        print(f"{src} -> {out}: {len(names)} files", file=sys.stderr)
-    return 0
+        return {"files": 1}
+    return {"files": len(write_folder(volume, out))}
 
 
 def info_dict(path: str) -> dict:
@@ -315,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("output", help=".npy, .nii, .nii.gz; for a DICOM source a new folder (or .dcm for one file)")
     d.add_argument("--max-memory", type=_size, metavar="SIZE", help=MAX_MEMORY_HELP)
     d.add_argument("--workers", type=_workers, metavar="N", help=WORKERS_HELP)
+    d.add_argument("--json", action="store_true", help="print one JSON object (what was written, seconds)")
     d.set_defaults(func=cmd_decompress)
 
     i = sub.add_parser("info", help="what a .lvp holds")
