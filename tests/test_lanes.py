@@ -14,7 +14,7 @@ from lvpnet import slice_pool
 from lvpnet.codecs import get_codec
 from lvpnet.codecs.weights import shipped_weights
 from lvpnet.compressor import compress
-from lvpnet.errors import DamagedError
+from lvpnet.errors import DamagedError, InputError
 from lvpnet.lvpfile import LvpFile
 from lvpnet.model import prep
 from lvpnet.progress import run
@@ -129,8 +129,9 @@ def test_how_many_lanes(monkeypatch):
     assert slice_pool.lanes("cpu", 512 * 512) == 8
     monkeypatch.setenv(slice_pool.LANES_ENV, "1000")
     assert slice_pool.lanes("cpu", 512 * 512) == slice_pool.MAX_LANES
-    monkeypatch.setenv(slice_pool.LANES_ENV, "many")
-    assert slice_pool.lanes("cpu", 512 * 512) == 1
+    monkeypatch.setenv(slice_pool.LANES_ENV, "many")  # refused, as LVPNET_WORKERS=many is
+    with pytest.raises(InputError, match="LVPNET_LANES=many: not a positive whole number"):
+        slice_pool.lanes("cpu", 512 * 512)
 
 
 def test_run_lanes_hands_each_walk_its_own_outcome(float_trunk):
