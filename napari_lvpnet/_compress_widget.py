@@ -87,7 +87,8 @@ def default_output(layer) -> Path:
     (or in the home folder), under a safe name that no existing file has."""
     source = getattr(layer.source, "path", None)
     src = Path(str(source)) if source else None
-    folder = src.parent if src is not None and src.parent.is_dir() else Path.home()
+    # absolute, as the path field shows it: a layer opened by a relative path must still match its suggestion
+    folder = src.parent.resolve() if src is not None and src.parent.is_dir() else Path.home()
     stem = safe_name(layer.name)
     candidate, k = folder / f"{stem}.lvp", 1
     while candidate.exists():
@@ -148,19 +149,28 @@ class CompressWidget(BackgroundJobMixin, Container):
     def _suggest_output(self, *_):
         """Fill "save as" for the chosen layer, unless the user typed a path of their own."""
         layer = self.layer.value
-        value = str(self.output.value)
-        if layer is None or value not in ("", ".", str(Path.cwd()), self._suggested):
+        if layer is None or not self._field_is_ours():
             return
         self._suggested = str(default_output(layer))
         self.output.value = self._suggested
+
+    def _field_is_ours(self) -> bool:
+        """Whether "save as" holds nothing of the user's: empty, the working folder, or the path this
+        widget suggested (compared resolved: the field makes a relative path absolute)."""
+        value = str(self.output.value)
+        if value in ("", ".") or Path(value).resolve() == Path.cwd().resolve():
+            return True
+        return self._suggested is not None and Path(value).resolve() == Path(self._suggested).resolve()
 
     def _image_layers(self, _widget=None):
         return [layer for layer in self._viewer.layers if isinstance(layer, Image)]
 
     def _output_path(self, layer) -> Path:
         chosen = Path(str(self.output.value))
-        # an emptied field reads as the working folder (magicgui resolves ""): the default, never the cwd
-        if str(self.output.value) in ("", ".") or chosen.resolve() == Path.cwd().resolve():
+        # an emptied field reads as the working folder (magicgui resolves ""): the default, never the cwd;
+        # our own suggestion is taken again if a file has appeared there since: never over a file by default
+        if self._field_is_ours() and (str(self.output.value) in ("", ".") or chosen.resolve() == Path.cwd().resolve()
+                                      or chosen.exists()):
             return default_output(layer)
         if chosen.is_dir():
             chosen = chosen / f"{safe_name(layer.name)}.lvp"

@@ -101,6 +101,30 @@ def test_default_output_is_next_to_the_source_under_a_safe_name(widget_and_viewe
     assert w.summary.native.wordWrap()
 
 
+def test_a_layer_opened_by_a_relative_path_never_has_its_file_overwritten(widget_and_viewer, qtbot, tmp_path, rng,
+                                                                         monkeypatch):
+    """Scripts open files by relative paths: the suggestion must still move on after a run and follow
+    the chosen layer, so a second Compress on another layer cannot replace the first file."""
+    viewer, w = widget_and_viewer
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "scans").mkdir()
+    first = smooth_image(rng, (3, 16, 16), 0, 900, np.int16)
+    np.save(tmp_path / "scans" / "pd.npy", first)
+    (opened,) = viewer.open("scans/pd.npy", plugin="napari")  # napari keeps the relative path as the source
+    w.layer.value = opened
+    assert w.output.value == tmp_path / "scans" / "pd.lvp"
+    w.run_button.changed.emit(True)
+    qtbot.waitUntil(lambda: w.last_result is not None and w.run_button.enabled, timeout=30000)
+    assert w.output.value == tmp_path / "scans" / "pd-1.lvp"  # the next run gets a new name
+    other = viewer.add_image(np.full((2, 16, 16), 7, np.int16), name="other")
+    w.layer.value = other
+    assert w.output.value != tmp_path / "scans" / "pd.lvp"
+    w.last_result = None
+    w.run_button.changed.emit(True)
+    qtbot.waitUntil(lambda: w.last_result is not None and w.run_button.enabled, timeout=30000)
+    assert np.array_equal(lvpnet.open(tmp_path / "scans" / "pd.lvp").read_all(), first)
+
+
 def test_unsupported_layer_gives_notification_not_crash(widget_and_viewer, tmp_path, monkeypatch):
     viewer, w = widget_and_viewer
     viewer.add_image(np.zeros((1, 1, 1, 2, 4, 4), np.uint8), name="six_d")
