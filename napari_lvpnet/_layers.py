@@ -236,6 +236,9 @@ def layer_to_volume(data, attributes: dict) -> Volume:
     rgb = bool(attributes.get("rgb", False))
     meta = dict(attributes.get("metadata") or {})
     meta.pop("lvp", None)
+    if isinstance(meta.get("dicom"), dict) and "archive" in meta["dicom"]:
+        # a layer holds the values, not the source files a DICOM archive restores: the new file is no archive
+        meta["dicom"] = {k: v for k, v in meta["dicom"].items() if k != "archive"}
     source_format = meta.pop("source_format", None) or "numpy"
     geo = meta.pop("geometry", None) or {}
     scale = attributes.get("scale")

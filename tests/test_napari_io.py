@@ -75,6 +75,29 @@ def test_save_layer_as_lvp_and_decode(make_napari_viewer, tmp_path, rng):
     assert f.header["spacing"] == [2.0, 0.5, 0.5]
 
 
+def test_a_layer_from_a_dicom_archive_saves_as_its_values(make_napari_viewer, tmp_path):
+    """A .lvp made from DICOM files opens as a layer of values; saving that layer writes those values
+    with the series' metadata, not a claim to restore files it does not hold (which failed as damage)."""
+    import shutil
+
+    from pydicom.data import get_testdata_file
+
+    from lvpnet.cli import main
+
+    (tmp_path / "series").mkdir()
+    shutil.copy(get_testdata_file("CT_small.dcm"), tmp_path / "series" / "IM0.dcm")
+    assert main(["compress", str(tmp_path / "series"), str(tmp_path / "a.lvp"), "--codec", "fallback"]) == 0
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(tmp_path / "a.lvp"), plugin="napari-lvpnet")
+    viewer.layers.save(str(tmp_path / "b.lvp"), selected=True, plugin="napari-lvpnet")
+    f = lvpnet.open(tmp_path / "b.lvp")
+    assert np.array_equal(f.read_all(), lvpnet.open(tmp_path / "a.lvp").read_all())
+    meta = f.header["source"]["metadata"]["dicom"]
+    assert "archive" not in meta and meta["modality"] == "CT"
+    assert main(["verify", str(tmp_path / "b.lvp")]) == 0
+    assert main(["decompress", str(tmp_path / "b.lvp"), str(tmp_path / "out")]) == 2  # no files to restore
+
+
 def test_readers_decline_what_they_cannot_read(tmp_path):
     from napari_lvpnet._reader import get_dicom_reader, get_lvp_reader, get_nifti_reader
 

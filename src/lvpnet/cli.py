@@ -138,7 +138,8 @@ def _decompress_dicom(src: str, out: str, workers: int | None = None) -> dict:
     lvp = LvpFile(src)
     source = lvp.header.get("source", {})
     if archive_of(source.get("metadata")) is None:
-        why = ("was made without DICOM file records (an older lvpnet)" if source.get("format") == "dicom"
+        why = ("holds the values of a DICOM series but not its files (written from an image, e.g. by the napari "
+               "plugin, or by an lvpnet before the DICOM archive)" if source.get("format") == "dicom"
                else f"was not made from DICOM files (source: {source.get('format')})")
         raise InputError(f"{out}: unsupported output type; use .npy, .nii or .nii.gz ({src} {why})")
     single = out.lower().endswith(".dcm")
