@@ -79,3 +79,19 @@ def test_a_short_write_is_named_with_the_users_path(tmp_path, monkeypatch):
         write(Volume(array=np.zeros((4, 4), np.uint8)), tmp_path / "x.npy")
     assert str(e.value) == f"{tmp_path / 'x.npy'}: cannot write (163840 requested and 47040 written: is the disk full?)"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_compress_to_a_folder_is_refused_before_the_encode(tmp_path, monkeypatch):
+    """``compress_to_file(a, folder)`` says so at once, not after encoding and verifying the volume."""
+    from lvpnet import compressor
+    from lvpnet.errors import InputError
+
+    def never(*a, **k):
+        raise AssertionError("encoded before the output was checked")
+
+    monkeypatch.setattr(compressor, "encode_stream", never)
+    with pytest.raises(InputError, match="is a folder"):
+        lvpnet.compress_to_file(np.zeros((2, 8, 8), np.int16), tmp_path)
+    with pytest.raises(InputError, match="does not exist"):
+        lvpnet.compress_to_file(np.zeros((2, 8, 8), np.int16), tmp_path / "no" / "a.lvp")
+    assert list(tmp_path.iterdir()) == []

@@ -18,7 +18,7 @@ from typing import BinaryIO
 import numpy as np
 
 from . import __version__, codecs, slice_pool
-from .atomic import atomic_path
+from .atomic import atomic_path, check_writable
 from .container import ContainerWriter
 from .errors import DamagedError, InputError
 from .lvpfile import LvpFile
@@ -252,6 +252,7 @@ def iter_compress_to_file(
     """
     check_array(volume.array, volume.rgb)
     path = os.fspath(path)
+    check_writable(path)  # a folder, a missing or read-only one: said before the encode, not after it
     t0 = time.perf_counter()
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
