@@ -242,6 +242,34 @@ def test_lvp_chunk_bits_with_and_without_model(model, rng, tmp_path):
     assert res2.chunk_bits.tolist() == real
 
 
+def _damage_slice(path, i):
+    rec = lvpnet.open(path)._reader.records[i]
+    data = bytearray(path.read_bytes())
+    data[rec.offset + rec.length // 2] ^= 0x20
+    path.write_bytes(bytes(data))
+
+
+def test_a_slice_after_a_damaged_one_is_mapped_unless_its_chunk_needs_it(model, rng, tmp_path):
+    """The maps of slice i are made against slice i - 1 where the writer offers it; when i - 1 is damaged,
+    slice i is still mapped if its own chunk does not decode against i - 1 (the file says which)."""
+    from lvpnet.errors import DamagedError
+
+    vol = smooth_image(rng, (4, 40, 33), 0, 3000, np.uint16)
+    vol[3] = vol[2]  # the learned codec codes slice 3 against slice 2
+    for codec, needs in (("fallback", False), ("lvpnet", True)):
+        path = tmp_path / f"{codec}.lvp"
+        lvpnet.compress_to_file(vol, path, codec=codec)
+        _damage_slice(path, 2)
+        lvp = lvpnet.open(path)
+        assert lvp.needs_previous(3) is needs and lvp.needs_previous(1) is False
+        if needs:
+            with pytest.raises(DamagedError, match="slice 2"):
+                run(analysis.iter_analyse(lvp, model, indices=[3]))
+        else:
+            res = run(analysis.iter_analyse(lvp, model, indices=[3]))
+            assert res.indices == [3] and res.estimated_bits[0] > 0
+
+
 def test_rgb_volume_layout(model, rng):
     vol = rng.integers(0, 256, (2, 20, 24, 3)).astype(np.uint8)
     res = run(analysis.iter_analyse(vol, model, rgb=True))

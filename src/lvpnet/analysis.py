@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from .errors import DamagedError, InputError
 from .lvpfile import LvpFile
 from .progress import Progress
 
@@ -532,7 +532,11 @@ def iter_analyse(
     for k, i in enumerate(idx):
         ref = None
         if i % REFERENCE_RUN:  # as the writer codes it
-            ref = last[1] if last is not None and last[0] == i - 1 else _get_slice(source, i - 1, tuple(frames))
+            try:
+                ref = last[1] if last is not None and last[0] == i - 1 else _get_slice(source, i - 1, tuple(frames))
+            except DamagedError:  # a damaged slice before: this one is still mapped if its chunk does not need it
+                if lvp is None or lvp.needs_previous(i):
+                    raise
         x = _get_slice(source, i, tuple(frames))
         last = (i, x)
         m = analyse_slice(x, model, rgb=rgb, index=i, reference=ref, ablation=ablation)

@@ -101,11 +101,19 @@ class LvpFile:
         n = 0
         for i in range(len(self)):
             try:
-                data, codec_id, version = self._reader.chunk(i)
-                n += codecs.needs_reference(codec_id, data, self.slice_shape, version)
-            except (LvpnetError, ValueError):
+                n += self.needs_previous(i)
+            except LvpnetError:
                 continue
         return n
+
+    def needs_previous(self, i: int) -> bool:
+        """Whether slice ``i``'s chunk is coded against slice ``i - 1`` (its plane headers say; no
+        weights, nothing decoded). DamagedError when the chunk cannot say."""
+        data, codec_id, version = self._reader.chunk(i)
+        try:
+            return bool(codecs.needs_reference(codec_id, data, self.slice_shape, version))
+        except ValueError as e:
+            raise DamagedError(f"{self.name}: slice {i}: could not be decoded ({e})") from None
 
     def chunk_bytes(self, i: int) -> int:
         return self._reader.records[i].length
