@@ -670,3 +670,16 @@ def test_the_command_line_names_missing_weights_for_codec_lvpnet(tmp_path, monke
     proc = subprocess.run([exe, "compress", str(tmp_path / "a.npy"), str(tmp_path / "a.lvp"), "--codec", "lvpnet"],
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2 and "none.pt is missing" in proc.stderr and "invalid choice" not in proc.stderr
+
+
+def test_a_checkpoint_missing_its_parts_is_named_not_a_bare_key(tmp_path):
+    """A file with lvpnet's format mark but no model: the message says what is missing, not "(105)"."""
+    from lvpnet import analysis
+    from lvpnet.model import FORMAT
+
+    path = tmp_path / "w.pt"
+    torch.save({"format": FORMAT}, path)
+    for load in (lambda: LVPNetCodec(path, device="cpu").engine(), lambda: analysis.load_model(path)):
+        with pytest.raises(InputError) as e:
+            load()
+        assert str(e.value).startswith(f"{path}: not usable") and "no entry" in str(e.value), str(e.value)

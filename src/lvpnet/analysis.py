@@ -117,7 +117,7 @@ def _device(device: str | None):
 def _load_cached(path: str, mtime_ns: int, size: int, device: str) -> LoadedModel:
     import torch
 
-    from .model import IntegerDecoder, LVPNet, load_checkpoint
+    from .model import IntegerDecoder, LVPNet, load_checkpoint, load_error
 
     data = Path(path).read_bytes()
     sha = hashlib.sha256(data).hexdigest()
@@ -127,7 +127,7 @@ def _load_cached(path: str, mtime_ns: int, size: int, device: str) -> LoadedMode
         # float32 with TF32 off is exact for the integer path (every partial sum < 2**24), as the codec runs it
         dec = IntegerDecoder.from_checkpoint(ck, device=device, dtype=torch.float32)
     except Exception as e:
-        raise InputError(f"{path}: not usable as lvpnet model weights ({e})") from None
+        raise InputError(f"{path}: not usable as lvpnet model weights ({load_error(e, path)})") from None
     return LoadedModel.from_parts(net, dec, path, sha)
 
 

@@ -11,7 +11,6 @@ torch and the weights are loaded on first use, not on import.
 from __future__ import annotations
 
 import os
-import pickle
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import numpy as np
 from ..coding.profiles import LATEST, PROFILES, profile
 from ..coding.reference import ref_values
 from ..errors import InputError
-from ..model import prep
+from ..model import load_error, prep
 from . import lvpnet_chunk
 from .base import Codec
 from .lvpnet_chunk import Plane, pack_chunk, unpack_chunk
@@ -89,11 +88,8 @@ class LVPNetCodec(Codec):
 
             try:
                 self._engine = Engine(w, self._device)
-            except (EOFError, pickle.UnpicklingError):  # torch.load's own message runs to a paragraph
-                raise InputError(f"{w}: not a PyTorch weights file (LVPNET_WEIGHTS or the installed weights)") from None
             except (RuntimeError, ValueError, KeyError, TypeError) as e:
-                first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-                raise InputError(f"{w}: not usable as the learned codec's weights ({first})") from None
+                raise InputError(f"{w}: not usable as the learned codec's weights ({load_error(e, w)})") from None
         return self._engine
 
     # ------------------------------------------------------------------ Codec

@@ -14,7 +14,8 @@ import importlib
 # that need torch bring it in then, so ``lvpnet.model.prep`` alone (the chunk reader's, which
 # ``lvpnet info`` runs) costs no torch import.
 _WHERE = {
-    **dict.fromkeys(("FORMAT", "IntegerDecoder", "LVPNet", "ModelConfig", "load_checkpoint", "save_checkpoint"), "lvpnet"),
+    **dict.fromkeys(("FORMAT", "IntegerDecoder", "LVPNet", "ModelConfig", "load_checkpoint", "load_error",
+                     "save_checkpoint"), "lvpnet"),
     **dict.fromkeys(("ORDERS", "grey_slices", "pad_edge", "padded_size", "planes_to_rgb", "polyphase_pad",
                      "rgb_to_planes", "slice_params", "sub_real_shape"), "prep"),
     **dict.fromkeys(("PREC", "TOTAL", "pixel_bits_exact", "pixel_symbols", "values_from_symbols"), "tables"),
@@ -41,6 +42,7 @@ __all__ = [
     "TOTAL",
     "grey_slices",
     "load_checkpoint",
+    "load_error",
     "pad_edge",
     "padded_size",
     "pixel_bits_exact",

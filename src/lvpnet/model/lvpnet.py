@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import math
+import pickle
 import threading
 from dataclasses import asdict, dataclass, field
 
@@ -647,10 +648,23 @@ def save_checkpoint(path, model: LVPNet, meta: dict | None = None) -> str:
 def load_checkpoint(path_or_dict, map_location="cpu") -> dict:
     if isinstance(path_or_dict, dict):
         return path_or_dict
-    ck = torch.load(path_or_dict, map_location=map_location, weights_only=True)
-    if ck.get("format") != FORMAT:
+    try:
+        ck = torch.load(path_or_dict, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, EOFError, RuntimeError) as e:  # torch's own message runs to a paragraph
+        raise ValueError(f"{path_or_dict}: not a PyTorch weights file ({type(e).__name__})") from None
+    if not isinstance(ck, dict) or ck.get("format") != FORMAT:
         raise ValueError(f"{path_or_dict}: not an lvpnet checkpoint")
     return ck
+
+
+def load_error(e: Exception, path) -> str:
+    """One short line for why weights at ``path`` did not load (``load_checkpoint``, then the model's own
+    layers): a KeyError's bare key ("105") says nothing, torch's messages run to paragraphs."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    text = text.removeprefix(f"{path}: ")
+    if isinstance(e, KeyError) or not text:
+        text = f"{type(e).__name__} {text}".strip() if not isinstance(e, KeyError) else f"no entry {text} in it"
+    return text[:160]
 
 
 __all__ = [
@@ -660,5 +674,6 @@ __all__ = [
     "ModelConfig",
     "TOTAL",
     "load_checkpoint",
+    "load_error",
     "save_checkpoint",
 ]
