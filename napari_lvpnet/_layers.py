@@ -219,6 +219,10 @@ def lazy_lvp_layer(lvp: LvpFile, name: str):
     loader.want([middle])
     window = kwargs.get("contrast_limits")
     later = None
+    if window is not None and not lvp.rgb:
+        # the stored window stays the limits; the slider reaches the first slice's values too (bone, lung
+        # windows of a CT stored with a soft-tissue one), where napari would confine it to the window
+        later = lambda s: (window, [min(window[0], float(np.nanmin(s))), max(window[1], float(np.nanmax(s)))])  # noqa: E731
     if window is None and not lvp.rgb:
         # until the first slice gives percentiles: the dtype's range, so the blank placeholder is black
         info = np.iinfo(lvp.dtype) if lvp.dtype.kind in "iu" else None

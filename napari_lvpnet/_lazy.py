@@ -250,7 +250,7 @@ def _bridge():
 class LayerFeed:
     """Main-thread side of a lazy .lvp layer: redraws, notifications, canvas text, first contrast."""
 
-    def __init__(self, layer, data: LazySlices, contrast_from_first: Callable[[np.ndarray], list | None] | None):
+    def __init__(self, layer, data: LazySlices, contrast_from_first: Callable[[np.ndarray], list | tuple | None] | None):
         self._layer = weakref.ref(layer)
         self.data = data
         self._contrast_from_first = contrast_from_first
@@ -270,10 +270,11 @@ class LayerFeed:
         first = self.data.loader.get(i) if self._contrast_from_first is not None else None
         if first is None:
             return
-        limits = self._contrast_from_first(first)
+        got = self._contrast_from_first(first)
         self._contrast_from_first = None
-        if limits is not None:
-            layer.contrast_limits_range = limits
+        if got is not None:  # limits, or (limits, the slider's range)
+            limits, span = got if isinstance(got, tuple) else (got, got)
+            layer.contrast_limits_range = span
             layer.contrast_limits = limits
 
     def _on_arrived(self, i: int) -> None:

@@ -186,3 +186,26 @@ def test_sample_opens_in_a_ct_window_with_mm_units(make_napari_viewer):
     assert layer.contrast_limits == [-160.0, 240.0]  # CT soft tissue, 40 / 400 HU
     assert [str(u) for u in layer.units] == ["millimeter"] * 3
     assert viewer.dims.axis_labels == ("slice", "row", "column")
+
+
+def test_a_stored_window_sets_the_limits_and_the_slider_reaches_the_values(make_napari_viewer, qtbot, tmp_path):
+    """A CT stored with a soft-tissue window opens in it, and the contrast slider still reaches the
+    slice's whole range once it decodes (bone or lung by dragging), not only the window."""
+    import shutil
+
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
+
+    from lvpnet.cli import main
+
+    src = get_testdata_file("CT_small.dcm")
+    (tmp_path / "s").mkdir()
+    shutil.copy(src, tmp_path / "s" / "IM0.dcm")
+    assert main(["compress", str(tmp_path / "s"), str(tmp_path / "ct.lvp"), "--codec", "fallback"]) == 0
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(tmp_path / "ct.lvp"), plugin="napari-lvpnet")
+    window = list(layer.contrast_limits)
+    values = dcmread(src).pixel_array
+    want = [min(window[0], float(values.min())), max(window[1], float(values.max()))]
+    qtbot.waitUntil(lambda: list(layer.contrast_limits_range) == want, timeout=20000)
+    assert list(layer.contrast_limits) == window and want != window
