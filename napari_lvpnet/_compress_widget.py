@@ -141,9 +141,16 @@ class CompressWidget(BackgroundJobMixin, Container):
         self.cancel_button.changed.connect(self.cancel)
         self.inspect_button.changed.connect(self.open_inspect)
         self._suggested: str | None = None  # the output path this widget filled in (the user may change it)
-        self.layer.changed.connect(self._suggest_output)
+        self.layer.changed.connect(self._layer_changed)
         viewer.layers.events.inserted.connect(lambda e: self.layer.reset_choices())
         viewer.layers.events.removed.connect(lambda e: self.layer.reset_choices())
+        self._suggest_output()
+
+    def _layer_changed(self, *_):
+        """Another layer chosen: the last run's summary and its Inspect button were about the other one."""
+        if self.run_button.enabled:  # not while a run is going: its summary is on its way
+            self.summary.value = ""
+            self.inspect_button.visible = False
         self._suggest_output()
 
     def _suggest_output(self, *_):

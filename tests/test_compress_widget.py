@@ -35,6 +35,9 @@ def test_compress_widget_writes_identical_file_and_shows_numbers(widget_and_view
     inspect = w.open_inspect()  # the result links to the inspection layers
     assert inspect.layer.value is viewer.layers["ct"]
     qtbot.waitUntil(lambda: inspect.run_button.enabled, timeout=60000)
+    viewer.add_image(np.zeros((2, 8, 8), np.int16), name="other")
+    w.layer.value = viewer.layers["other"]  # the summary and its Inspect button were about "ct"
+    assert w.summary.value == "" and w.inspect_button.native.isHidden()
 
 
 def test_progress_names_slices_and_time_left_and_cancel_stops_within_one_slice(widget_and_viewer, qtbot, tmp_path,
