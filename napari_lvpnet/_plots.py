@@ -65,6 +65,15 @@ def draw_colorbars(canvas, items, colours) -> None:
     canvas.draw_idle()
 
 
+def _broken_at_gaps(indices, values) -> tuple[np.ndarray, np.ndarray]:
+    """The points in slice order with a NaN between two that are not neighbours, so the line does not
+    run across slices that were not analysed (damaged, or not asked for)."""
+    order = np.argsort(indices)
+    x, y = np.asarray(indices, float)[order], np.asarray(values, float)[order]
+    gaps = np.flatnonzero(np.diff(x) > 1) + 1
+    return np.insert(x, gaps, (x[gaps - 1] + x[gaps]) / 2), np.insert(y, gaps, np.nan)
+
+
 def draw_plot(canvas, res: analysis.Analysis, colours) -> None:
     """Bits per slice (the stored chunks of a .lvp as bars, the estimate as a line), or for one
     analysed slice the histogram of bits per pixel with the slice's mean estimated and stored."""
@@ -94,7 +103,8 @@ def draw_plot(canvas, res: analysis.Analysis, colours) -> None:
                 ax.bar(x[sel], res.chunk_bits[sel] / 1e3, color=BAR_COLOURS[k % len(BAR_COLOURS)],
                        label=f"stored ({cid})")
         if res.has_model and len(res.indices):
-            ax.plot(res.indices, res.estimated_bits / 1e3, "o-", ms=3, color="C3", label="estimated")
+            xs, ys = _broken_at_gaps(res.indices, res.estimated_bits / 1e3)
+            ax.plot(xs, ys, "o-", ms=3, color="C3", label="estimated")
         ax.margins(y=0.1)
         ax.set_xlabel("slice", fontsize=8)
         ax.set_ylabel("kbit per slice", fontsize=8)
