@@ -22,6 +22,7 @@ reference of the next (bitstream 8), and two decodes at once would only share tw
 from __future__ import annotations
 
 import atexit
+import textwrap
 import threading
 import time
 import weakref
@@ -38,6 +39,7 @@ from ._messages import first_line, notification
 CACHE_BYTES = 256 * 2**20  # decoded slices kept besides those on screen (512 slices of 512 x 512 int16)
 PREFETCH = 2  # neighbours decoded ahead on each side of the slices on screen
 PENDING_NOTICE_MS = 300  # a slice still decoding after this long gets a "decoding ..." line on the canvas
+CANVAS_LINE = 32  # characters a line of the canvas text holds before it wraps
 REFRESH_EVERY_S = 0.5  # a request of many slices (3-D view) is redrawn at most this often while it fills
 
 
@@ -320,7 +322,8 @@ class LayerFeed:
         damaged = [i for i in shown if i in loader.failed]
         if not damaged:
             return ""
-        text = first_line(loader.failed[damaged[0]], loader.lvp.name) + ", shown blank"
+        # a few short lines: the overlay does not wrap, and a narrow canvas cut the file's name off
+        text = textwrap.fill(first_line(loader.failed[damaged[0]], loader.lvp.name), CANVAS_LINE) + "\nshown blank"
         return text if len(damaged) == 1 else f"{text}; {len(damaged) - 1} more damaged slices"
 
     def pending_text(self) -> str:
