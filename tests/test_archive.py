@@ -28,6 +28,7 @@ import pydicom
 import pytest
 
 import lvpnet
+from lvpnet.archiver.command import format_archive
 from lvpnet.archiver.walk import LEDGER_NAME, walk
 from lvpnet.cli import main
 
@@ -328,6 +329,29 @@ def test_changed_source_is_redone_and_touched_one_adopted(cluster, tmp_path):
     out = tmp_path / "out"
     lvpnet.restore(dest, out, scheduler=cluster)
     assert_restored(src, out)
+
+
+def test_a_source_broken_after_archiving_keeps_its_archived_version(cluster, tmp_path):
+    """A file that becomes unreadable in SOURCE after a good archive fails to archive again; the
+    version the archive holds stays restorable (it was not replaced: writes are atomic), and says so."""
+    src = tmp_path / "src"
+    src.mkdir()
+    good = np.arange(64, dtype=np.int16).reshape(8, 8)
+    np.save(src / "v.npy", good)
+    np.save(src / "w.npy", good + 1)
+    dest = tmp_path / "dest"
+    assert lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")["done"] == 2
+    saved = {rel: p.read_bytes() for rel, p in tree_files(src).items()}
+    (src / "v.npy").write_text("garbage\n")
+    s = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")
+    assert (s["done"], s["failed"], s["kept_after_failure"]) == (0, 1, ["v.npy.lvp"])
+    assert "failed to archive again and keep the version archived before" in format_archive(s)
+    r = lvpnet.restore(dest, tmp_path / "out", scheduler=cluster)
+    assert r["failed"] == 0
+    assert {rel: p.read_bytes() for rel, p in tree_files(tmp_path / "out").items()} == saved
+    (src / "v.npy").unlink()  # and once the broken file is gone, the archived one is still kept
+    s = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")
+    assert s["failed"] == 0 and s["not_in_source"] == ["v.npy.lvp"]
 
 
 def test_regrouped_series_restores_from_the_newest_items(cluster, tmp_path):

@@ -104,6 +104,9 @@ def format_archive(s: dict) -> str:
     if s.get("kept_with_deleted_sources"):
         lines.append(f"  {_plural(len(s['kept_with_deleted_sources']), 'item')} kept as archived: some of their files "
                      "were deleted from SOURCE since (the archive still restores them)")
+    if s.get("kept_after_failure"):
+        lines.append(f"  {_plural(len(s['kept_after_failure']), 'item')} failed to archive again and keep the version "
+                     f"archived before (restore gives it): {', '.join(s['kept_after_failure'])}")
     if s["not_in_source"]:
         lines.append(f"  {_plural(len(s['not_in_source']), 'item')} in the archive no longer in SOURCE as such (kept: "
                      "restore takes each file from the newest item that holds it)")

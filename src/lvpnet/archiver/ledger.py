@@ -204,6 +204,21 @@ class Ledger:
                  for s in result.get("sources") or []],
             )
 
+    def keep_previous(self, row: Row, reason: str) -> None:
+        """An item archived before (``row``, read before this run's ``plan``) whose new version failed:
+        the row and its sources go back to what the archive still holds, so restore gives it (the .lvp
+        was never replaced: writes are atomic); ``reason`` says why it is not the newest."""
+        with self.transaction():
+            self.db.execute(
+                "UPDATE items SET state = 'done', reason = ?, output_sha256 = ?, output_bytes = ?, source_bytes = ?, "
+                "raw_bytes = ?, identical = ?, updated = ? WHERE key = ?",
+                (reason, row.output_sha256, row.output_bytes, row.source_bytes, row.raw_bytes, row.identical,
+                 time.time(), row.key),
+            )
+            self.db.execute("DELETE FROM sources WHERE key = ?", (row.key,))
+            self.db.executemany("INSERT INTO sources VALUES (?, ?, ?, ?, ?, NULL)",
+                                [(row.key, p, size, mtime, sha) for p, size, mtime, sha in row.sources])
+
     def known_files(self) -> dict[str, tuple[int, int, str | None]]:
         """``{path: (size, mtime_ns, hint)}`` of every source file the ledger knows (for the walk)."""
         return {p: (size, mtime, hint) for p, size, mtime, hint in

@@ -94,6 +94,10 @@ def archive(
                 skipped += 1
             else:
                 todo.append((it, out.exists()))
+        # what the archive holds of the items coded again: kept if their new version fails (a source
+        # broken since, say), for "nothing the archive holds is dropped because SOURCE lost it"
+        previous = {it.key: rows[it.key] for it, _ in todo if it.key in rows and rows[it.key].state == "done"}
+        kept_after_failure: list[dict] = []
         ledger.plan([it for it, _ in todo])
 
         specs = [
@@ -116,12 +120,18 @@ def archive(
                     stats.start()
                     for spec, res in _run_tasks(client, archive_item, specs):
                         ledger.record(spec["key"], res)
+                        old = previous.get(spec["key"])
+                        if not res["ok"] and old is not None and _output_present(dst / spec["key"], old):
+                            ledger.keep_previous(old, f"its sources failed to archive again ({res['reason']}): "
+                                                      "the version archived before is kept")
+                            kept_after_failure.append({"item": spec["key"], "reason": res["reason"]})
                         stats.add(spec, res, res.get("output_bytes") or 0, spec["size"])
             interrupted = False
         finally:
             _sweep(dst, set(keys) | set(rows))
             summary = _archive_summary(src, dst, plan, ledger, stats, skipped, n_workers,
                                        startup, time.perf_counter() - t_start, interrupted, kept, conflicts)
+            summary["kept_after_failure"] = [k["item"] for k in kept_after_failure]
             ledger.finish_run(run_id, summary)
         return summary
     finally:
