@@ -430,6 +430,33 @@ def test_restore_into_an_interrupted_restore(cluster, source, tmp_path):
     assert not (tmp_path / ".out.lvpnet-restoring").exists()
 
 
+def test_an_interrupted_restores_marker_lets_nothing_else_be_written_into(cluster, source, tmp_path):
+    """The marker of a killed restore is no licence to write into a folder made anew in its place (a
+    user's files), nor to mix another archive into it; a marker whose OUT is gone is forgotten."""
+    from lvpnet.errors import InputError
+
+    dest, other, out = tmp_path / "dest", tmp_path / "other", tmp_path / "out"
+    lvpnet.archive(source, dest, scheduler=cluster, codec="fallback")
+    (tmp_path / "src2").mkdir()
+    np.save(tmp_path / "src2" / "x.npy", np.zeros((4, 4), np.int16))
+    lvpnet.archive(tmp_path / "src2", other, scheduler=cluster, codec="fallback")
+    marker = tmp_path / ".out.lvpnet-restoring"
+    out.mkdir()
+    (out / "my notes.txt").write_text("mine")
+    marker.touch()
+    with pytest.raises(InputError, match="my notes.txt, which this archive does not restore"):
+        lvpnet.restore(dest, out, scheduler=cluster)
+    assert [p.name for p in out.iterdir()] == ["my notes.txt"]
+    (out / "my notes.txt").unlink()
+    marker.write_text(str(other.resolve()))  # a restore of the other archive was interrupted here
+    with pytest.raises(InputError, match="interrupted restore of another archive"):
+        lvpnet.restore(dest, out, scheduler=cluster)
+    out.rmdir()  # OUT removed: the marker is stale, and a new restore goes ahead
+    r = lvpnet.restore(dest, out, scheduler=cluster)
+    assert r["failed"] == 0 and not marker.exists()
+    assert_restored(source, out)
+
+
 def test_default_learned_codec_on_the_workers(cluster, tmp_path):
     """The one learned case: the default codec (the shipped weights) loads and codes on a worker."""
     from lvpnet import codecs

@@ -269,9 +269,9 @@ def restore(
     ledger = Ledger(dst)
     try:
         ledger.lock()  # no archive run may change DEST meanwhile
-        target, marker = _check_restore_out(dst, Path(out))
         rows = ledger.rows()
         done = [r for r in rows.values() if r.state == "done"]
+        target, marker = _check_restore_out(dst, Path(out), {p for r in done for p, *_ in r.sources})
         failures = [
             {"item": r.key, "sources": [p for p, *_ in r.sources],
              "reason": f"not in the archive: {r.reason or 'never archived (run lvpnet archive again)'}"}
@@ -289,7 +289,7 @@ def restore(
                           "dest": str(dst), "out": str(target), "output_sha256": r.output_sha256,
                           "size": r.output_bytes or 0})
         target.mkdir(parents=True, exist_ok=True)
-        marker.touch()
+        marker.write_text(str(dst))  # which archive this OUT is a restore of, should it be interrupted
         stats = _Stats("restore", len(specs), sum(s["size"] for s in specs), progress)
         n_workers, startup, interrupted = 0, 0.0, True
         try:
@@ -342,17 +342,35 @@ def _owners(done: list) -> dict[str, str]:
     return owner
 
 
-def _check_restore_out(dst: Path, out: Path) -> tuple[Path, Path]:
-    """OUT must be new or empty, or hold a restore of ours that was interrupted (every file of
-    which is written again, atomically)."""
+def _check_restore_out(dst: Path, out: Path, known: set[str]) -> tuple[Path, Path]:
+    """OUT must be new or empty, or hold an interrupted restore of this archive (every file of which
+    is written again, atomically): its marker names this DEST, and OUT holds no file the archive does
+    not restore (``known``), so a folder made anew where a restore was interrupted, or the restore of
+    another archive, is not written into."""
+    from ..atomic import is_partial_name
     from ..dicom_archive import check_output_folder
 
     target = out.resolve()
     if target == dst or target.is_relative_to(dst) or dst.is_relative_to(target):
         raise InputError(f"{out}: OUT must lie outside the archive folder")
     marker = target.parent / f".{target.name}.lvpnet-restoring"
+    if marker.exists() and not target.is_dir():  # OUT removed since: the marker speaks of nothing
+        marker.unlink(missing_ok=True)
     if not marker.exists():
         check_output_folder(target)
+    else:
+        try:
+            of = marker.read_text().strip()
+        except (OSError, UnicodeDecodeError):
+            of = ""
+        if of and of != str(dst):
+            raise InputError(f"{out}: holds an interrupted restore of another archive ({of}): choose a new folder")
+        for dirpath, _dirs, names in os.walk(target):
+            for name in names:
+                rel = (Path(dirpath) / name).relative_to(target).as_posix()
+                if rel not in known and not is_partial_name(name):
+                    raise InputError(f"{out}: holds {rel}, which this archive does not restore: not an "
+                                     "interrupted restore of it; choose a new or empty folder")
     if not target.parent.is_dir():
         raise InputError(f"{out}: the folder {target.parent} does not exist")
     return target, marker
