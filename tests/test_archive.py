@@ -582,3 +582,20 @@ def test_progress_bar_draws_items_bytes_and_time_left():
     quiet = io.StringIO()
     ArchiveBar(stream=quiet)(ArchiveProgress("archive", 1, 4, 1, 1, 4, 0))  # not a terminal: nothing
     assert quiet.getvalue() == ""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_archive_and_restore_exit_128_plus_the_signal(tmp_path, monkeypatch, capsys, sig):
+    """Schedulers tell a termination from a Ctrl-C by the exit code: 128 + the signal, as compress gives."""
+    from lvpnet.archiver import run as archiver_run
+    from lvpnet.atomic import Interrupted
+
+    def stopped(*a, **k):
+        raise Interrupted(sig)
+
+    monkeypatch.setattr(archiver_run, "archive", stopped)
+    monkeypatch.setattr(archiver_run, "restore", stopped)
+    (tmp_path / "src").mkdir()
+    for argv in (["archive", str(tmp_path / "src"), str(tmp_path / "dest")], ["restore", str(tmp_path), str(tmp_path / "o")]):
+        assert main(argv) == 128 + sig
+        assert f"lvpnet: interrupted ({signal.Signals(sig).name}); " in capsys.readouterr().err

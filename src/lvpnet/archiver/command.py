@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 
 from .bar import ArchiveBar, human_bytes
@@ -34,8 +35,15 @@ def add_parsers(sub, cmd_archive, cmd_restore, codec_help: str) -> None:
     r.set_defaults(func=cmd_restore)
 
 
-_INTERRUPTED = ("lvpnet: interrupted; every item finished so far is recorded and no partial file is left: "
+_INTERRUPTED = ("every item finished so far is recorded and no partial file is left: "
                 "run the same command again to finish")
+
+
+def _interrupted(e: KeyboardInterrupt, what: str) -> int:
+    """'lvpnet: interrupted (SIGTERM); ...' and 128 + the signal, as every lvpnet command (Ctrl-C: 130)."""
+    signum = getattr(e, "signum", signal.SIGINT)
+    print(f"lvpnet: interrupted ({signal.Signals(signum).name}); {what}", file=sys.stderr)
+    return 128 + signum
 
 
 def run_archive(args: argparse.Namespace) -> int:
@@ -44,9 +52,8 @@ def run_archive(args: argparse.Namespace) -> int:
     try:
         summary = archive(args.source, args.dest, workers=args.workers, scheduler=args.scheduler, codec=args.codec,
                           device=args.device, allow_lossy_source=args.allow_lossy_source, progress=ArchiveBar())
-    except KeyboardInterrupt:
-        print(_INTERRUPTED, file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        return _interrupted(e, _INTERRUPTED)
     if args.json:
         print(json.dumps(summary))
     else:
@@ -59,10 +66,8 @@ def run_restore(args: argparse.Namespace) -> int:
 
     try:
         summary = restore(args.dest, args.out, workers=args.workers, scheduler=args.scheduler, progress=ArchiveBar())
-    except KeyboardInterrupt:
-        print("lvpnet: interrupted; run the same command again to finish (OUT is written again, file by file)",
-              file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        return _interrupted(e, "run the same command again to finish (OUT is written again, file by file)")
     if args.json:
         print(json.dumps(summary))
     else:
