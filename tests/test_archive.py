@@ -599,3 +599,30 @@ def test_archive_and_restore_exit_128_plus_the_signal(tmp_path, monkeypatch, cap
     for argv in (["archive", str(tmp_path / "src"), str(tmp_path / "dest")], ["restore", str(tmp_path), str(tmp_path / "o")]):
         assert main(argv) == 128 + sig
         assert f"lvpnet: interrupted ({signal.Signals(sig).name}); " in capsys.readouterr().err
+
+
+def test_restore_writes_nothing_in_dest(cluster, tmp_path, monkeypatch):
+    """An archive on read-only storage (a snapshot, WORM media) restores: the ledger is opened read-only
+    and a lock file that cannot be created is done without (nothing can change such a DEST)."""
+    import errno
+
+    from lvpnet.archiver import ledger as ledger_mod
+    from lvpnet.archiver.walk import LOCK_NAME
+
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    src.mkdir()
+    np.save(src / "a.npy", np.arange(64, dtype=np.int16).reshape(8, 8))
+    lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")
+    (dest / LOCK_NAME).unlink()
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in dest.iterdir()}
+    real_open = os.open
+
+    def read_only_fs(path, flags, *a):
+        if flags & os.O_CREAT:
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, flags, *a)
+
+    monkeypatch.setattr(ledger_mod.os, "open", read_only_fs)
+    r = lvpnet.restore(dest, tmp_path / "out", scheduler=cluster)
+    assert r["failed"] == 0 and (tmp_path / "out" / "a.npy").read_bytes() == (src / "a.npy").read_bytes()
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in dest.iterdir()} == before

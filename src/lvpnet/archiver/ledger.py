@@ -83,23 +83,33 @@ class Row:
 class Ledger:
     """The ledger of ``dest``; ``create`` makes a new one, else it must exist."""
 
-    def __init__(self, dest: str | os.PathLike, *, create: bool = False):
+    def __init__(self, dest: str | os.PathLike, *, create: bool = False, read_only: bool = False):
+        """``read_only`` (restore): nothing is written to DEST, so an archive on read-only storage (a
+        snapshot, WORM media, a read-only mount) restores."""
         self.dest = Path(dest)
         self.path = self.dest / LEDGER_NAME
+        self.read_only = read_only
         if not create and not self.path.is_file():
             raise InputError(f"{dest}: no lvpnet archive here (no {LEDGER_NAME})")
         try:
-            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
-            self.db.execute("PRAGMA journal_mode=DELETE")
-            self.db.execute("PRAGMA synchronous=FULL")
-            self.db.execute("PRAGMA foreign_keys=ON")
-            self.db.executescript(_SCHEMA)  # idempotent (IF NOT EXISTS); executescript commits on its own
-            with self.transaction():
+            if read_only:
+                self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None,
+                                          timeout=30)
+            else:
+                self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+                self.db.execute("PRAGMA journal_mode=DELETE")
+                self.db.execute("PRAGMA synchronous=FULL")
+                self.db.execute("PRAGMA foreign_keys=ON")
+                self.db.executescript(_SCHEMA)  # idempotent (IF NOT EXISTS); executescript commits on its own
+            if read_only:  # no transaction: BEGIN IMMEDIATE takes a write lock
                 have = self._meta("format")
-                if have is None:
-                    self.db.execute("INSERT INTO meta VALUES ('format', ?)", (str(FORMAT),))
-                elif int(have) > FORMAT:
-                    raise InputError(f"{self.path}: ledger format {have} is newer than this lvpnet: please upgrade")
+            else:
+                with self.transaction():
+                    have = self._meta("format")
+                    if have is None:
+                        self.db.execute("INSERT INTO meta VALUES ('format', ?)", (str(FORMAT),))
+            if have is not None and int(have) > FORMAT:
+                raise InputError(f"{self.path}: ledger format {have} is newer than this lvpnet: please upgrade")
         except sqlite3.DatabaseError as e:
             raise InputError(f"{self.path}: not a readable lvpnet ledger ({e})") from None
         self._lock_fd: int | None = None
@@ -117,7 +127,15 @@ class Ledger:
         """One archive command per DEST at a time (a second one would record the same items)."""
         import fcntl
 
-        fd = os.open(self.dest / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.dest / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            if not (self.read_only and e.errno in (errno.EROFS, errno.EACCES, errno.EPERM)):
+                raise
+            try:  # a read-only DEST: its lock file, if it has one, still takes a shared lock
+                fd = os.open(self.dest / LOCK_NAME, os.O_RDONLY)
+            except OSError:
+                return  # none: nothing can change a DEST that cannot be written
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:

@@ -266,7 +266,7 @@ def restore(
     if not dst.is_dir():
         raise InputError(f"{dest}: not found or not a folder")
     dst = dst.resolve()
-    ledger = Ledger(dst)
+    ledger = Ledger(dst, read_only=True)  # restore writes nothing in DEST
     try:
         ledger.lock()  # no archive run may change DEST meanwhile
         rows = ledger.rows()
