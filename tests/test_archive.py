@@ -390,6 +390,9 @@ def test_files_deleted_from_source_stay_restorable(cluster, tmp_path):
     assert (s["done"], s["skipped"], s["failed"]) == (0, 1, 0)
     assert s["kept_with_deleted_sources"] == ["s/series-1.2.826.0.1.3680043.9.7.8.lvp"]
     assert s["not_in_source"] == ["v.npy.lvp"]
+    text = format_archive(s)  # the text summary names them too
+    assert "(the archive still restores them): s/series-1.2.826.0.1.3680043.9.7.8.lvp" in text
+    assert "holds it): v.npy.lvp" in text
     # the archive's size line counts every item it holds, those kept for deleted sources too
     assert s["archive_bytes_out"] == sum(p.stat().st_size for p in dest.rglob("*.lvp"))
     assert (dest / "s/series-1.2.826.0.1.3680043.9.7.8.lvp").stat().st_ino == before

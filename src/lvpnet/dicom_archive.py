@@ -617,7 +617,7 @@ def check_output_folder(out: str | os.PathLike) -> Path:
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         what = "a folder that is not empty" if out.is_dir() else "a file"
-        raise InputError(f"{out}: already exists ({what}); DICOM output goes to a new or empty folder, never over files: choose a new folder")
+        raise InputError(f"{out}: already exists ({what}); the output goes to a new or empty folder, never over files: choose a new folder")
     if not out.parent.is_dir():
         raise InputError(f"{out}: the folder {out.parent} does not exist")
     if not os.access(out.parent, os.W_OK | os.X_OK):

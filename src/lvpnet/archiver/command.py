@@ -79,6 +79,11 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
+def _names(keys: list[str], most: int = 5) -> str:
+    """The first few item names, and how many more (``--json`` lists them all)."""
+    return ", ".join(keys[:most]) + (f" and {len(keys) - most} more" if len(keys) > most else "")
+
+
 def _bytes(n: int) -> str:
     return f"{n:,} bytes" + (f" ({human_bytes(n)})" if n >= 10_000 else "")
 
@@ -108,13 +113,13 @@ def format_archive(s: dict) -> str:
         lines += [f"  {f['file']}: {f['reason']}" for f in s["not_archived"]]
     if s.get("kept_with_deleted_sources"):
         lines.append(f"  {_plural(len(s['kept_with_deleted_sources']), 'item')} kept as archived: some of their files "
-                     "were deleted from SOURCE since (the archive still restores them)")
+                     f"were deleted from SOURCE since (the archive still restores them): {_names(s['kept_with_deleted_sources'])}")
     if s.get("kept_after_failure"):
         lines.append(f"  {_plural(len(s['kept_after_failure']), 'item')} failed to archive again and keep the version "
-                     f"archived before (restore gives it): {', '.join(s['kept_after_failure'])}")
+                     f"archived before (restore gives it): {_names(s['kept_after_failure'])}")
     if s["not_in_source"]:
         lines.append(f"  {_plural(len(s['not_in_source']), 'item')} in the archive no longer in SOURCE as such (kept: "
-                     "restore takes each file from the newest item that holds it)")
+                     f"restore takes each file from the newest item that holds it): {_names(s['not_in_source'])}")
     return "\n".join(lines)
 
 
