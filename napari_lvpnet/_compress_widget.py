@@ -174,10 +174,9 @@ class CompressWidget(BackgroundJobMixin, Container):
 
     def _output_path(self, layer) -> Path:
         chosen = Path(str(self.output.value))
-        # an emptied field reads as the working folder (magicgui resolves ""): the default, never the cwd;
-        # our own suggestion is taken again if a file has appeared there since: never over a file by default
-        if self._field_is_ours() and (str(self.output.value) in ("", ".") or chosen.resolve() == Path.cwd().resolve()
-                                      or chosen.exists()):
+        # an emptied field reads as the working folder (magicgui resolves ""), which exists: the default, never
+        # the cwd; our own suggestion is taken again if a file has appeared there since: never over a file by default
+        if self._field_is_ours() and chosen.exists():
             return default_output(layer)
         if chosen.is_dir():
             chosen = chosen / f"{safe_name(layer.name)}.lvp"

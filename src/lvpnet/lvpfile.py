@@ -110,6 +110,9 @@ class LvpFile:
         """Whether slice ``i``'s chunk is coded against slice ``i - 1`` (its plane headers say; no
         weights, nothing decoded). DamagedError when the chunk cannot say."""
         data, codec_id, version = self._reader.chunk(i)
+        return self._headers_need_reference(i, codec_id, data, version)
+
+    def _headers_need_reference(self, i: int, codec_id: str, data: bytes, version: int) -> bool:
         try:
             return bool(codecs.needs_reference(codec_id, data, self.slice_shape, version))
         except ValueError as e:
@@ -162,12 +165,7 @@ class LvpFile:
 
     def _needs_reference(self, i: int, data: bytes, codec, version: int) -> bool:
         """Does slice ``i``'s chunk decode only against slice ``i - 1``?"""
-        if not codec.takes_reference:
-            return False
-        try:
-            return bool(codec.needs_reference(data, self.slice_shape, version))
-        except ValueError as e:
-            raise DamagedError(f"{self.name}: slice {i}: could not be decoded ({e})") from None
+        return codec.takes_reference and self._headers_need_reference(i, codec.id, data, version)
 
     def _chunk(self, i: int):
         """Slice ``i``'s chunk bytes, the codec that reads them (with the file's weights) and its version."""

@@ -92,18 +92,16 @@ class Ledger:
         if not create and not self.path.is_file():
             raise InputError(f"{dest}: no lvpnet archive here (no {LEDGER_NAME})")
         try:
-            if read_only:
+            if read_only:  # and no transaction: BEGIN IMMEDIATE takes a write lock
                 self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None,
                                           timeout=30)
+                have = self._meta("format")
             else:
                 self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
                 self.db.execute("PRAGMA journal_mode=DELETE")
                 self.db.execute("PRAGMA synchronous=FULL")
                 self.db.execute("PRAGMA foreign_keys=ON")
                 self.db.executescript(_SCHEMA)  # idempotent (IF NOT EXISTS); executescript commits on its own
-            if read_only:  # no transaction: BEGIN IMMEDIATE takes a write lock
-                have = self._meta("format")
-            else:
                 with self.transaction():
                     have = self._meta("format")
                     if have is None:

@@ -97,7 +97,7 @@ def archive(
         # what the archive holds of the items coded again: kept if their new version fails (a source
         # broken since, say), for "nothing the archive holds is dropped because SOURCE lost it"
         previous = {it.key: rows[it.key] for it, _ in todo if it.key in rows and rows[it.key].state == "done"}
-        kept_after_failure: list[dict] = []
+        kept_after_failure: list[str] = []
         ledger.plan([it for it, _ in todo])
 
         specs = [
@@ -124,14 +124,14 @@ def archive(
                         if not res["ok"] and old is not None and _output_present(dst / spec["key"], old):
                             ledger.keep_previous(old, f"its sources failed to archive again ({res['reason']}): "
                                                       "the version archived before is kept")
-                            kept_after_failure.append({"item": spec["key"], "reason": res["reason"]})
+                            kept_after_failure.append(spec["key"])
                         stats.add(spec, res, res.get("output_bytes") or 0, spec["size"])
             interrupted = False
         finally:
             _sweep(dst, set(keys) | set(rows))
             summary = _archive_summary(src, dst, plan, ledger, stats, skipped, n_workers,
                                        startup, time.perf_counter() - t_start, interrupted, kept, conflicts)
-            summary["kept_after_failure"] = [k["item"] for k in kept_after_failure]
+            summary["kept_after_failure"] = kept_after_failure
             ledger.finish_run(run_id, summary)
         return summary
     finally:

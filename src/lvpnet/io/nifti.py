@@ -227,10 +227,15 @@ def _write_bytes(path: Path, data: bytes) -> None:
         path.write_bytes(data)
 
 
+def _dicom_meta(volume: Volume) -> dict | None:
+    meta = (volume.metadata or {}).get("dicom")
+    return meta if volume.source_format == "dicom" and isinstance(meta, dict) else None
+
+
 def _dicom_rescale(volume: Volume) -> tuple[list[float], list[float]] | None:
     """The slopes and intercepts of a DICOM series (one each where every file agrees), or None."""
-    meta = (volume.metadata or {}).get("dicom")
-    if volume.source_format != "dicom" or not isinstance(meta, dict):
+    meta = _dicom_meta(volume)
+    if meta is None:
         return None
     try:
         out = []
@@ -247,8 +252,8 @@ def _dicom_rescale(volume: Volume) -> tuple[list[float], list[float]] | None:
 
 def _positions_along_normal(volume: Volume) -> np.ndarray | None:
     """Each slice's position along the slice normal (mm), for a DICOM series that has them."""
-    meta = (volume.metadata or {}).get("dicom")
-    if volume.source_format != "dicom" or not isinstance(meta, dict):
+    meta = _dicom_meta(volume)
+    if meta is None:
         return None
     pos, iop = meta.get("image_positions"), meta.get("image_orientation")
     try:

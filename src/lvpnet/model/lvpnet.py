@@ -660,11 +660,10 @@ def load_checkpoint(path_or_dict, map_location="cpu") -> dict:
 def load_error(e: Exception, path) -> str:
     """One short line for why weights at ``path`` did not load (``load_checkpoint``, then the model's own
     layers): a KeyError's bare key ("105") says nothing, torch's messages run to paragraphs."""
-    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    text = text.removeprefix(f"{path}: ")
-    if isinstance(e, KeyError) or not text:
-        text = f"{type(e).__name__} {text}".strip() if not isinstance(e, KeyError) else f"no entry {text} in it"
-    return text[:160]
+    if isinstance(e, KeyError):
+        return f"no entry {e} in it"
+    lines = str(e).strip().splitlines()
+    return (lines[0].removeprefix(f"{path}: ") if lines else type(e).__name__)[:160]
 
 
 __all__ = [
