@@ -210,3 +210,27 @@ def test_the_info_of_a_folder_lists_what_was_not_read(hostile_series, tmp_path):
                           text=True, timeout=60, env=ENV)
     info = json.loads(proc.stdout)
     assert sorted(info["not_archived"]) == ["pipe.dcm", "secret.txt", "zero.dcm"]
+
+
+def test_a_signal_whose_exception_was_swallowed_still_stops_the_run_at_the_next_slice():
+    """The handler's exception can be lost inside C code that clears errors; the run stops anyway."""
+    from lvpnet.atomic import Interrupted, signals_interrupt
+    from lvpnet.progress import Progress, run
+
+    done = []
+
+    def job():
+        for i in range(5):
+            done.append(i)
+            if i == 1:
+                try:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    time.sleep(1)  # the handler runs here
+                except KeyboardInterrupt:
+                    pass  # swallowed, as C code that clears errors would
+            yield Progress("encode", i + 1, 5)
+
+    with signals_interrupt():
+        with pytest.raises(Interrupted) as e:
+            run(job())
+    assert e.value.signum == signal.SIGTERM and done == [0, 1]

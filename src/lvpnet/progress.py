@@ -25,9 +25,15 @@ def run(job: Generator[Progress, None, T], on_progress: Callable[[Progress], Non
     """Drive a progress generator to the end and return its result.
 
     Whatever stops the drive early (Ctrl-C or SIGTERM while ``on_progress`` draws) closes ``job``
-    here, so its cleanup (removing a temporary file) runs now, not whenever it is collected."""
+    here, so its cleanup (removing a temporary file) runs now, not whenever it is collected. A
+    termination signal whose exception was swallowed stops it at the next slice (``atomic.caught_signal``)."""
+    from .atomic import Interrupted, caught_signal
+
     try:
         while True:
+            signum = caught_signal()
+            if signum is not None:
+                raise Interrupted(signum)
             try:
                 p = next(job)
             except StopIteration as stop:
