@@ -410,14 +410,51 @@ def test_files_deleted_from_source_stay_restorable(cluster, tmp_path):
 def test_damaged_lvp_is_reported_and_the_rest_restored(cluster, source, tmp_path):
     dest = tmp_path / "dest"
     lvpnet.archive(source, dest, scheduler=cluster, codec="fallback")
-    victim = dest / "vol.npy.lvp"
-    data = bytearray(victim.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    victim.write_bytes(bytes(data))
+    _flip(dest / "vol.npy.lvp")
     out = tmp_path / "out"
     r = lvpnet.restore(dest, out, scheduler=cluster)
     assert r["failed"] == 1 and "SHA-256 differs from the ledger" in r["failures"][0]["reason"]
     assert_restored(source, out, missing={"vol.npy"})
+
+
+def _flip(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_check_rearchives_damaged_outputs_and_names_those_it_cannot(cluster, tmp_path):
+    """A bit flipped in DEST: a plain rerun cannot see it (same size, sources unchanged); with
+    ``check`` the file is read, found damaged and coded again from SOURCE, whether a .lvp or a
+    copied file; one whose sources SOURCE no longer has is named as failed, never replaced."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        np.save(src / f"v{i}.npy", np.full((2, 16, 16), i, np.int16))
+    (src / "notes.txt").write_text("ward 4")
+    dest = tmp_path / "dest"
+    assert lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")["done"] == 4
+    _flip(dest / "v0.npy.lvp")
+    _flip(dest / "notes.txt")
+    s = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")
+    assert (s["done"], s["skipped"], s["checked"]) == (0, 4, None)  # a plain rerun only looks at sizes
+    s = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback", check=True)
+    assert (s["done"], s["skipped"], s["failed"], s["checked"]) == (2, 2, 0, 4)
+    assert s["damaged"] == s["repaired"] == ["notes.txt", "v0.npy.lvp"]
+    assert "2 damaged, archived again from SOURCE: notes.txt, v0.npy.lvp" in format_archive(s)
+    assert lvpnet.restore(dest, tmp_path / "out", scheduler=cluster)["failed"] == 0
+    assert_restored(src, tmp_path / "out")
+    s = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback", check=True)
+    assert (s["done"], s["skipped"], s["damaged"]) == (0, 4, [])
+    assert "checked 4 archived files against the ledger: all intact" in format_archive(s)
+    (src / "v1.npy").unlink()  # archived, then deleted from SOURCE: only the archive holds it
+    _flip(dest / "v1.npy.lvp")
+    damaged = (dest / "v1.npy.lvp").read_bytes()
+    s = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback", check=True)
+    assert (s["done"], s["failed"], s["damaged"], s["repaired"]) == (0, 1, ["v1.npy.lvp"], [])
+    assert "SOURCE no longer has its files" in s["failures"][0]["reason"]
+    assert "1 damaged, which SOURCE cannot give again (failed, below)" in format_archive(s)
+    assert (dest / "v1.npy.lvp").read_bytes() == damaged  # left for restore to report, not replaced
 
 
 def test_restore_into_an_interrupted_restore(cluster, source, tmp_path):
@@ -582,6 +619,10 @@ def test_progress_bar_draws_items_bytes_and_time_left():
     text = buf.getvalue()
     assert "1/4 items, 1.0 MB -> 400.0 kB, 0:30 left" in text
     assert "4/4 items, 4.0 MB -> 1.6 MB, 1 failed" in text and text.endswith("\n")
+    buf = io.StringIO()
+    bar = ArchiveBar(enabled=True, clock=lambda: 0.0, stream=buf)
+    bar(ArchiveProgress("check", 3, 3, 2_000_000, 0, 2_000_000, 1))
+    assert "3/3 items, 2.0 MB read, 1 damaged" in buf.getvalue()
     quiet = io.StringIO()
     ArchiveBar(stream=quiet)(ArchiveProgress("archive", 1, 4, 1, 1, 4, 0))  # not a terminal: nothing
     assert quiet.getvalue() == ""

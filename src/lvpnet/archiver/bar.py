@@ -12,13 +12,13 @@ from ..terminal import StatusLine, bar, duration
 
 @dataclass(frozen=True)
 class ArchiveProgress:
-    stage: str  # "archive" or "restore"
+    stage: str  # "archive", "restore", or "check" (archive --check reading the outputs it would skip)
     done: int  # items finished this run (failed ones included)
     total: int  # items this run
     bytes_in: int  # bytes read so far (sources, or archive files for a restore)
     bytes_out: int  # bytes written so far
     total_bytes_in: int  # bytes all this run's items will read
-    failed: int
+    failed: int  # for "check": the outputs found damaged
 
 
 def human_bytes(n: float) -> str:
@@ -34,17 +34,19 @@ class ArchiveBar(StatusLine):
         super().__init__(enabled, stream)
         self.clock = clock
         self._start: float | None = None
+        self._stage = ""
 
     def __call__(self, p: ArchiveProgress) -> None:
         if not self.enabled:
             return
         now = self.clock()
-        if self._start is None:
-            self._start = now
-        line = (f"\r{p.stage:>7} {bar(p.done, p.total, 24)} {p.done}/{p.total} items, "
-                f"{human_bytes(p.bytes_in)} -> {human_bytes(p.bytes_out)}")
-        if p.failed:
-            line += f", {p.failed} failed"
+        if self._start is None or p.stage != self._stage:  # each stage its own time left
+            self._start, self._stage = now, p.stage
+        line = f"\r{p.stage:>7} {bar(p.done, p.total, 24)} {p.done}/{p.total} items, "
+        if p.stage == "check":
+            line += f"{human_bytes(p.bytes_in)} read" + (f", {p.failed} damaged" if p.failed else "")
+        else:
+            line += f"{human_bytes(p.bytes_in)} -> {human_bytes(p.bytes_out)}" + (f", {p.failed} failed" if p.failed else "")
         if 0 < p.bytes_in < p.total_bytes_in and p.done < p.total:
             left = (now - self._start) / p.bytes_in * (p.total_bytes_in - p.bytes_in)
             line += f", {duration(left)} left"

@@ -23,6 +23,9 @@ def add_parsers(sub, cmd_archive, cmd_restore, codec_help: str) -> None:
     a.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the learned codec runs")
     a.add_argument("--allow-lossy-source", action="store_true",
                    help="accept DICOM files whose pixel data went through lossy compression")
+    a.add_argument("--check", action="store_true",
+                   help="also read every archived output that is up to date and compare it with the SHA-256 in "
+                        "the ledger; a damaged one is archived again from SOURCE")
     a.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     a.set_defaults(func=cmd_archive)
 
@@ -51,7 +54,8 @@ def run_archive(args: argparse.Namespace) -> int:
 
     try:
         summary = archive(args.source, args.dest, workers=args.workers, scheduler=args.scheduler, codec=args.codec,
-                          device=args.device, allow_lossy_source=args.allow_lossy_source, progress=ArchiveBar())
+                          device=args.device, allow_lossy_source=args.allow_lossy_source, check=args.check,
+                          progress=ArchiveBar())
     except KeyboardInterrupt as e:
         return _interrupted(e, _INTERRUPTED)
     if args.json:
@@ -105,6 +109,17 @@ def format_archive(s: dict) -> str:
     if s["not_identical"]:
         lines.append(f"  restored with the same values but not byte for byte (compressed DICOM rewritten as "
                      f"Explicit VR Little Endian): {', '.join(s['not_identical'])}")
+    if s.get("checked") is not None:
+        bad, again = s["damaged"], s["repaired"]
+        if not bad:
+            said = "all intact"
+        elif len(again) == len(bad):
+            said = f"{len(bad)} damaged, archived again from SOURCE: {_names(again)}"
+        elif not again:
+            said = f"{len(bad)} damaged, which SOURCE cannot give again (failed, below)"
+        else:
+            said = f"{len(bad)} damaged: {len(again)} archived again from SOURCE ({_names(again)}), the others failed (below)"
+        lines.append(f"  checked {_plural(s['checked'], 'archived file')} against the ledger: {said}")
     if s["failures"]:
         lines.append("failed:")
         lines += [f"  {f['item']}: {f['reason']}" for f in s["failures"]]

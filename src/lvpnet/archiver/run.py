@@ -36,13 +36,16 @@ def archive(
     codec: str | None = None,
     device: str = "auto",
     allow_lossy_source: bool = False,
+    check: bool = False,
     progress: Callback | None = None,
 ) -> dict:
     """Archive every series and file under ``source`` into ``dest``; returns the summary.
 
     ``workers``: local worker processes (default: the free cores); ``scheduler``: the address of an
     existing dask scheduler (or a ``distributed.Client``) instead. Rerunning skips what is done and
-    unchanged. Raises :class:`lvpnet.InputError` for bad arguments; failed items are in the summary.
+    unchanged; ``check`` first reads every output it would skip and compares its SHA-256 with the
+    ledger's: a damaged one is coded again from SOURCE (``repaired``). Raises
+    :class:`lvpnet.InputError` for bad arguments; failed items are in the summary.
     """
     t_start = time.perf_counter()
     _check_engine(workers, scheduler)
@@ -74,8 +77,7 @@ def archive(
         rows = ledger.rows()
         _sweep(dst, set(keys) | set(rows))
         todo: list[tuple[Item, bool]] = []
-        skipped = 0
-        kept: list[str] = []  # done items some of whose files were deleted from SOURCE since
+        skips: list[tuple[Item, object, bool]] = []  # done and unchanged: (item, row, some sources deleted)
         conflicts: list[dict] = []
         for it in plan.items:
             row = rows.get(it.key)
@@ -83,20 +85,42 @@ def archive(
             gone = _deleted_sources(src, row, it) if row is not None and row.state == "done" else []
             if gone:  # never rewrite an output that holds files SOURCE no longer has
                 if _unchanged(row, it, subset=True) and _output_present(out, row):
-                    skipped += 1
-                    kept.append(it.key)
+                    skips.append((it, row, True))
                 else:
                     conflicts.append({"item": it.key, "sources": gone, "reason": (
                         f"{len(gone)} of its files were deleted from SOURCE since it was archived and others "
                         "changed: the archived .lvp, which still holds the deleted files, is kept as it is "
                         "(move it out of DEST to archive the series anew)")})
             elif row is not None and row.state == "done" and _unchanged(row, it) and _output_present(out, row):
-                skipped += 1
+                skips.append((it, row, False))
             else:
                 todo.append((it, out.exists()))
+        # with --check also the items SOURCE no longer has (kept for restore): damage there is said, not repaired
+        orphans = [r for k, r in rows.items() if r.state == "done" and k not in set(keys)] if check else []
+        looked = [row for _, row, _ in skips] + orphans
+        damaged = _damaged_outputs(dst, looked, progress) if check else set()
+        conflicts += [{"item": r.key, "sources": [p for p, *_ in r.sources], "reason": (
+            "its archived file is damaged (its SHA-256 is not the ledger's) and SOURCE no longer has its "
+            "files: it cannot be archived again")} for r in orphans if r.key in damaged]
+        skipped = 0
+        kept: list[str] = []  # done items some of whose files were deleted from SOURCE since
+        repaired: list[str] = []
+        for it, row, with_deleted in skips:
+            if it.key not in damaged:
+                skipped += 1
+                if with_deleted:
+                    kept.append(it.key)
+            elif with_deleted:  # SOURCE cannot give it again: said, and left for restore to report
+                conflicts.append({"item": it.key, "sources": [p for p, *_ in row.sources], "reason": (
+                    "its archived file is damaged (its SHA-256 is not the ledger's) and some of its files were "
+                    "deleted from SOURCE since: it cannot be archived again")})
+            else:  # coded again from SOURCE over the damaged output (never adopted: it is not what was made)
+                todo.append((it, False))
+                repaired.append(it.key)
         # what the archive holds of the items coded again: kept if their new version fails (a source
         # broken since, say), for "nothing the archive holds is dropped because SOURCE lost it"
-        previous = {it.key: rows[it.key] for it, _ in todo if it.key in rows and rows[it.key].state == "done"}
+        previous = {it.key: rows[it.key] for it, _ in todo
+                    if it.key in rows and rows[it.key].state == "done" and it.key not in damaged}
         kept_after_failure: list[str] = []
         ledger.plan([it for it, _ in todo])
 
@@ -132,6 +156,9 @@ def archive(
             summary = _archive_summary(src, dst, plan, ledger, stats, skipped, n_workers,
                                        startup, time.perf_counter() - t_start, interrupted, kept, conflicts)
             summary["kept_after_failure"] = kept_after_failure
+            summary["checked"] = len(looked) if check else None
+            summary["damaged"] = sorted(damaged)
+            summary["repaired"] = repaired
             ledger.finish_run(run_id, summary)
         return summary
     finally:
@@ -179,6 +206,31 @@ def _deleted_sources(src: Path, row, item: Item) -> list[str]:
     """Files the archived item holds that are gone from SOURCE (not moved to another item)."""
     now = {s.rel for s in item.sources}
     return [p for p, *_ in row.sources if p not in now and not os.path.lexists(src / p)]
+
+
+def _damaged_outputs(dst: Path, rows: list, progress: Callback | None) -> set[str]:
+    """The keys of ``rows`` whose output in ``dst`` is unreadable or no longer has the SHA-256 the
+    ledger recorded (``archive --check``): hashed here, a few files at a time (the disk, not the
+    cores, is the limit), with the progress line as stage "check"."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .tasks import sha256_file
+
+    def intact(row) -> bool:
+        try:
+            return sha256_file(dst / row.key) == row.output_sha256
+        except OSError:
+            return False
+
+    stats = _Stats("check", len(rows), sum(r.output_bytes or 0 for r in rows), progress)
+    stats.start()
+    damaged: set[str] = set()
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for row, ok in zip(rows, pool.map(intact, rows)):
+            if not ok:
+                damaged.add(row.key)
+            stats.looked_at(row.output_bytes or 0, ok)
+    return damaged
 
 
 def _output_present(out: Path, row) -> bool:
@@ -385,6 +437,7 @@ class _Stats:
         self.done = self.adopted = self.bytes_in = self.bytes_out = self.files = 0
         self.finished = self.read = 0
         self.failures: list[dict] = []
+        self.flagged = 0  # items found damaged by a check (nothing of them written)
         self._t0: float | None = None
         self._t1: float | None = None
 
@@ -411,10 +464,17 @@ class _Stats:
         self._t1 = time.perf_counter()
         self._emit()
 
+    def looked_at(self, bytes_in: int, ok: bool) -> None:
+        """One item read and checked, nothing written (``archive --check``)."""
+        self.finished += 1
+        self.read += bytes_in
+        self.flagged += int(not ok)
+        self._emit()
+
     def _emit(self) -> None:
         if self.progress is not None:
             self.progress(ArchiveProgress(self.stage, self.finished, self.total, self.read, self.bytes_out,
-                                          self.total_bytes, len(self.failures)))
+                                          self.total_bytes, len(self.failures) + self.flagged))
 
 
 def _run_tasks(client, fn, specs: list[dict]):
