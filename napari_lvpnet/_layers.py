@@ -90,6 +90,20 @@ def contrast_limits(sample: np.ndarray, metadata: dict, rgb: bool) -> list[float
     return [float(lo), float(hi)]
 
 
+def slider_span(limits: list[float], values: np.ndarray) -> list[float]:
+    """The contrast slider's range: the limits widened to the values shown (napari confines the slider
+    to the limits a layer starts with, so a CT opened in a soft-tissue window could never be set to a
+    bone or lung window, nor a percentile window widened to the brightest pixels)."""
+    lo, hi = limits
+    planes = values.reshape(-1, *values.shape[-2:]) if values.ndim > 2 else [values]
+    for part in planes:  # a plane at a time: no copy of a whole float volume for its finite values
+        if part.dtype.kind == "f":
+            part = part[np.isfinite(part)]
+        if part.size:
+            lo, hi = min(lo, float(part.min())), max(hi, float(part.max()))
+    return [lo, hi]
+
+
 def _json_safe(metadata: dict) -> dict:
     out = {}
     for k, v in metadata.items():
@@ -182,6 +196,20 @@ def volume_layer(volume: Volume, name: str) -> tuple:
     return (volume.array, kwargs, "image")
 
 
+def volume_image(volume: Volume, name: str):
+    """The reader's layer: ``volume_layer`` as an Image whose contrast slider reaches every value of
+    the volume (``slider_span``), which a layer data tuple cannot ask of napari."""
+    from napari.layers import Image
+
+    data, kwargs, _ = volume_layer(volume, name)
+    layer = Image(data, **kwargs)
+    limits = kwargs.get("contrast_limits")
+    if limits is not None and data.dtype.kind in "iuf" and not volume.rgb:
+        layer.contrast_limits_range = slider_span(limits, data)
+        layer.contrast_limits = limits
+    return layer
+
+
 def _blank(dtype: np.dtype, limits) -> object:
     """The placeholder value of a slice not decoded yet (or damaged): the bottom of the window, black."""
     if dtype.kind == "b":
@@ -220,14 +248,15 @@ def lazy_lvp_layer(lvp: LvpFile, name: str):
     window = kwargs.get("contrast_limits")
     later = None
     if window is not None and not lvp.rgb:
-        # the stored window stays the limits; the slider reaches the first slice's values too (bone, lung
-        # windows of a CT stored with a soft-tissue one), where napari would confine it to the window
-        later = lambda s: (window, [min(window[0], float(np.nanmin(s))), max(window[1], float(np.nanmax(s)))])  # noqa: E731
+        later = lambda s: (window, slider_span(window, s))  # noqa: E731
     if window is None and not lvp.rgb:
         # until the first slice gives percentiles: the dtype's range, so the blank placeholder is black
         info = np.iinfo(lvp.dtype) if lvp.dtype.kind in "iu" else None
         kwargs["contrast_limits"] = [float(info.min), float(info.max)] if info else [0.0, 1.0]
-        later = lambda s: contrast_limits(s, meta, False)  # noqa: E731
+
+        def later(s):
+            limits = contrast_limits(s, meta, False)
+            return None if limits is None else (limits, slider_span(limits, s))
     data = LazySlices(loader, _blank(lvp.dtype, window))
     layer = Image(data, **kwargs)
     data.feed = LayerFeed(layer, data, later)  # held by the data, so it lives as long as the layer

@@ -139,8 +139,8 @@ def read_volume(path):
     """NIfTI or DICOM through lvpnet.io: stored integers, geometry and metadata kept."""
     import lvpnet
 
-    from ._layers import volume_layer
+    from ._layers import volume_image
 
     path = os.fspath(_single(path))
     volume = lvpnet.read(path)
-    return [volume_layer(volume, _name(path, (".nii.gz", ".nii", *DICOM_SUFFIXES)))]
+    return [volume_image(volume, _name(path, (".nii.gz", ".nii", *DICOM_SUFFIXES)))]

@@ -22,6 +22,8 @@ def test_open_nifti_keeps_stored_integers_and_scale(make_napari_viewer, tmp_path
     assert layer.metadata["source_format"] == "nifti" and "nifti" in layer.metadata
     lo, hi = layer.contrast_limits
     assert -1000 <= lo < hi <= 2000  # percentiles of the stored values
+    # ... and the slider reaches every value of the volume, not only the percentiles
+    assert list(layer.contrast_limits_range) == [float(data.min()), float(data.max())]
 
 
 def test_oblique_nifti_keeps_its_world_geometry_through_a_save(make_napari_viewer, tmp_path, rng):
@@ -62,6 +64,10 @@ def test_open_dicom_uses_stored_window(make_napari_viewer):
     else:
         c, w = 40.0, 400.0
     assert np.allclose(layer.contrast_limits, [(c - w / 2 - inter) / slope, (c + w / 2 - inter) / slope])
+    # the window sets the limits; the slider reaches the stored values beyond it (a bone or lung window)
+    lo, hi = layer.contrast_limits
+    assert list(layer.contrast_limits_range) == [min(lo, float(ds.pixel_array.min())), max(hi, float(ds.pixel_array.max()))]
+    assert list(layer.contrast_limits_range) != [lo, hi]
 
 
 def test_save_layer_as_lvp_and_decode(make_napari_viewer, tmp_path, rng):

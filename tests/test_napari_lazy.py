@@ -209,3 +209,16 @@ def test_a_stored_window_sets_the_limits_and_the_slider_reaches_the_values(make_
     want = [min(window[0], float(values.min())), max(window[1], float(values.max()))]
     qtbot.waitUntil(lambda: list(layer.contrast_limits_range) == want, timeout=20000)
     assert list(layer.contrast_limits) == window and want != window
+
+
+def test_a_percentile_window_leaves_the_slider_the_slices_whole_range(make_napari_viewer, qtbot, tmp_path, rng):
+    """Without a stored window the limits are the first slice's 0.5-99.5 percentiles; the slider still
+    reaches its darkest and brightest pixels (napari would confine it to the percentiles)."""
+    a = smooth_image(rng, (3, 40, 40), 0, 4000, np.uint16)
+    a[:, 0, 0], a[:, 0, 1] = 0, 60000  # outliers beyond the percentiles, in whichever slice decodes first
+    lvpnet.compress_to_file(a, tmp_path / "p.lvp", codec="fallback")
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(tmp_path / "p.lvp"), plugin="napari-lvpnet")
+    qtbot.waitUntil(lambda: list(layer.contrast_limits_range) == [0.0, 60000.0], timeout=20000)
+    lo, hi = layer.contrast_limits
+    assert 0 < lo < hi < 60000
