@@ -196,3 +196,37 @@ def test_geometry_that_is_not_finite_is_left_out_and_messages_name_the_output(tm
     with pytest.raises(InputError) as e:
         write(rgba, tmp_path / "b.nii")
     assert str(e.value).startswith(f"{tmp_path / 'b.nii'}:") and not list(tmp_path.glob(".*"))
+
+
+def test_edited_geometry_is_written_and_the_headers_other_fields_kept(tmp_path):
+    """A volume read from NIfTI comes back byte for byte while its geometry is the header's; a moved
+    affine, or a new spacing, is what the written file says (it was silently the old header's)."""
+    import dataclasses
+
+    data = np.arange(6 * 16 * 20, dtype=np.int16).reshape(20, 16, 6)
+    c, s = np.cos(0.3), np.sin(0.3)
+    aff = np.array([[0.9 * c, -0.9 * s, 0, -100.5], [0.9 * s, 0.9 * c, 0, 20.25], [0, 0, 2.5, -33.3], [0, 0, 0, 1]])
+    img = nib.Nifti1Image(data, aff)
+    img.header["descrip"] = b"study 7"
+    img.header.set_xyzt_units("mm", "sec")
+    img.header.set_slope_inter(2.0, -10.0)
+    nib.save(img, tmp_path / "a.nii")
+    vol = read(tmp_path / "a.nii")
+    write(vol, tmp_path / "same.nii")
+    assert (tmp_path / "same.nii").read_bytes() == (tmp_path / "a.nii").read_bytes()
+    moved = vol.affine.copy()
+    moved[:3, 3] += [5, 6, 7]
+    write(dataclasses.replace(vol, affine=moved, origin=tuple(moved[:3, 3])), tmp_path / "moved.nii")
+    write(dataclasses.replace(vol, spacing=(3.0, 1.0, 1.0)), tmp_path / "spaced.nii")
+    for name, want_affine, want_zooms in (("moved", moved, (0.9, 0.9, 2.5)),
+                                          ("spaced", None, (1.0, 1.0, 3.0))):
+        out = nib.load(tmp_path / f"{name}.nii")
+        assert np.allclose(out.header.get_zooms(), want_zooms)
+        if want_affine is not None:
+            assert np.allclose(out.affine, want_affine, atol=1e-5)
+        else:  # the same rotation and origin, the new spacing
+            assert np.allclose(out.affine[:3, 3], aff[:3, 3], atol=1e-5)
+            assert np.allclose(out.affine[:3, :3] / [1.0, 1.0, 3.0], aff[:3, :3] / [0.9, 0.9, 2.5], atol=1e-5)
+        assert out.header["descrip"].item() == b"study 7" and out.header.get_xyzt_units() == ("mm", "sec")
+        assert np.array_equal(np.asarray(out.dataobj.get_unscaled()), data)
+        assert (out.dataobj.slope, out.dataobj.inter) == (2.0, -10.0)  # the stored values keep their meaning

@@ -20,7 +20,9 @@ Writing back: the header bytes of the source file and whatever follows them
 up to the data (extension flag, extensions, padding) are kept in
 ``metadata["nifti"]`` (``header_b64``, ``extra_b64``, ``data_offset``), so writing a volume
 read from a ``.nii`` gives the identical file bytes (``.nii.gz``: identical
-uncompressed bytes). A volume from another source is written by nibabel
+uncompressed bytes), as long as its geometry is the header's: one whose affine (or spacing,
+origin, direction) was changed is written by nibabel with that geometry and the old header's
+other fields. A volume from another source is written by nibabel
 with an affine built from its geometry; one read from DICOM gets the series'
 RescaleSlope / RescaleIntercept as ``scl_slope`` / ``scl_inter`` where every
 slice shares them. What a NIfTI file cannot hold of a DICOM series (slices
@@ -32,6 +34,7 @@ temporary name would be the one it carried).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import gzip
 import math
 from pathlib import Path
@@ -214,7 +217,11 @@ def write_nifti(volume: Volume, path: Path) -> None:
             if data is not None:
                 _write_bytes(tmp, data)
             else:
-                _write_with_nibabel(volume, tmp, path)
+                hdr = _kept_header(info) if info else None
+                if hdr is not None and volume.affine is not None and _same(volume.affine, hdr.get_best_affine()):
+                    # the affine is the header's: what was edited is the spacing, origin or direction
+                    volume = dataclasses.replace(volume, affine=None)
+                _write_with_nibabel(volume, tmp, path, template=hdr)
     except OSError as e:
         raise InputError(f"{path}: cannot write ({e.strerror or e})") from None
 
@@ -302,8 +309,34 @@ def _header_from_bytes(head: bytes) -> Any:
     return cls(binaryblock=head, check=False)
 
 
+def _kept_header(info: dict[str, Any]) -> Any:
+    """The NIfTI header a volume was read with (None: none, or not readable)."""
+    try:
+        return _header_from_bytes(base64.b64decode(info["header_b64"]))
+    except Exception:
+        return None
+
+
+def _same(a, b) -> bool:
+    """Equal geometry (``a`` None: not given, so not changed), to the header's float32 precision."""
+    if a is None:
+        return True
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    return a.shape == b.shape and bool(np.allclose(a, b, rtol=1e-6, atol=1e-6, equal_nan=True))
+
+
+def _geometry_kept(volume: Volume, hdr: Any, ndim: int) -> bool:
+    """Whether ``volume``'s spacing, origin, direction and affine are still those its kept header
+    gives (the reader's, ``_volume``): a volume whose geometry was edited since gets a new header."""
+    affine = np.asarray(hdr.get_best_affine(), float)
+    zooms = [float(z) for z in hdr.get_zooms()][:ndim]
+    same = _same
+    return (same(volume.affine, affine) and same(volume.spacing, list(reversed(zooms)))
+            and same(volume.origin, affine[:3, 3]) and same(volume.direction, _direction(affine)))
+
+
 def _kept_header_bytes(volume: Volume, info: dict[str, Any]) -> bytes | None:
-    """The whole file from the kept header, or None when the array no longer fits it."""
+    """The whole file from the kept header, or None when the array or its geometry no longer fit it."""
     try:
         head = base64.b64decode(info["header_b64"])
         extra = base64.b64decode(info.get("extra_b64", ""))
@@ -315,6 +348,8 @@ def _kept_header_bytes(volume: Volume, info: dict[str, Any]) -> bytes | None:
     arr = np.asarray(volume.array)
     shape = arr.shape[:-1] if volume.rgb else arr.shape
     if tuple(int(n) for n in hdr.get_data_shape()) != tuple(reversed(shape)):
+        return None
+    if not _geometry_kept(volume, hdr, len(shape)):
         return None
     if disk.names is not None:
         if not volume.rgb or arr.dtype != np.uint8 or arr.shape[-1] != len(disk.names):
@@ -329,9 +364,10 @@ def _kept_header_bytes(volume: Volume, info: dict[str, Any]) -> bytes | None:
     return head + extra + b"\0" * (offset - len(head) - len(extra)) + body
 
 
-def _write_with_nibabel(volume: Volume, path: Path, shown: Path | None = None) -> None:
+def _write_with_nibabel(volume: Volume, path: Path, shown: Path | None = None, template: Any = None) -> None:
     """``volume`` as a new NIfTI-1 file at ``path``; messages name ``shown`` (the file the user asked
-    for, where ``path`` is its temporary)."""
+    for, where ``path`` is its temporary). ``template``: the NIfTI-1 header the volume was read with,
+    whose other fields (units, intent, description, form codes, scaling) the new file keeps."""
     import nibabel as nib
 
     shown = shown or path
@@ -345,8 +381,10 @@ def _write_with_nibabel(volume: Volume, path: Path, shown: Path | None = None) -
         rgb_t = np.dtype([("R", "u1"), ("G", "u1"), ("B", "u1")])
         arr = np.ascontiguousarray(arr).view(rgb_t)[..., 0]
     data = arr.transpose(tuple(reversed(range(arr.ndim))))
+    if template is not None and not isinstance(template, nib.Nifti1Header) or isinstance(template, nib.Nifti2Header):
+        template = None  # a NIfTI-2 header does not fit a NIfTI-1 file
     try:
-        img = nib.Nifti1Image(data, _affine_for(volume))
+        img = nib.Nifti1Image(data, _affine_for(volume), header=template)
         if volume.spacing is not None and len(volume.spacing) == data.ndim:
             img.header.set_zooms(tuple(reversed([float(s) for s in volume.spacing])))
         img.header.set_data_dtype(data.dtype)
@@ -354,6 +392,9 @@ def _write_with_nibabel(volume: Volume, path: Path, shown: Path | None = None) -
         rescale = _dicom_rescale(volume)
         if rescale is not None and len(rescale[0]) == len(rescale[1]) == 1:
             img.header.set_slope_inter(rescale[0][0], rescale[1][0])
+        elif template is not None:  # the stored values with the scaling they were read with
+            img.header.set_slope_inter(*(float(template[k]) if math.isfinite(float(template[k])) else d
+                                         for k, d in (("scl_slope", 1.0), ("scl_inter", 0.0))))
         else:
             img.header.set_slope_inter(1.0, 0.0)
         _write_bytes(path, img.to_bytes())
