@@ -98,6 +98,36 @@ def test_bad_arrays_are_refused(array, message):
         lvpnet.compress(array)
 
 
+@pytest.mark.parametrize("kw, message", [
+    (dict(spacing=(1.0,)), r"spacing has shape \(1,\), needs \(3,\) \(one value per axis"),
+    (dict(affine=np.eye(3)), r"affine has shape \(3, 3\), needs \(4, 4\)"),
+    (dict(origin=(1.0, 2.0)), r"origin has shape \(2,\), needs \(3,\)"),
+    (dict(direction=np.eye(2)), r"direction has shape"),
+    (dict(spacing=("a", 1, 1)), "spacing must be numbers"),
+    (dict(metadata={"scanner": {"serial": b"x1"}}), "metadata 'scanner.serial' is a bytes"),
+])
+def test_geometry_and_metadata_a_file_could_not_keep_are_refused_before_coding(kw, message, tmp_path):
+    """Geometry of the wrong shape was stored and silently dropped when the file became NIfTI; bytes
+    in the metadata failed with a bare TypeError after the whole encode."""
+    vol = lvpnet.Volume(array=np.zeros((3, 8, 8), np.uint16), **kw)
+    with pytest.raises(lvpnet.InputError, match=message):
+        lvpnet.compress_to_file(vol, tmp_path / "x.lvp", codec="fallback")
+    assert not list(tmp_path.iterdir())
+
+
+def test_numpy_values_in_metadata_are_stored_as_numbers_and_lists():
+    meta = {"n": np.int64(3), "te": np.float32(0.5), "bvals": np.array([0, 1000]), "nested": [{"k": np.bool_(True)}]}
+    data = lvpnet.compress(lvpnet.Volume(array=np.zeros((8, 8), np.uint8), metadata=meta), codec="fallback")
+    assert lvpnet.open(data).header["source"]["metadata"] == {"n": 3, "te": 0.5, "bvals": [0, 1000],
+                                                              "nested": [{"k": True}]}
+
+
+def test_a_masked_array_is_refused_not_called_damaged():
+    a = np.ma.array(np.arange(64, dtype=np.uint16).reshape(8, 8), mask=np.eye(8, dtype=bool))
+    with pytest.raises(lvpnet.InputError, match="masked array: its mask would be lost"):
+        lvpnet.compress(a, codec="fallback")
+
+
 def test_rgb_needs_three_channels():
     with pytest.raises(lvpnet.InputError, match="last axis of 3"):
         lvpnet.compress(np.zeros((4, 4, 4), np.uint8), rgb=True)

@@ -230,3 +230,15 @@ def test_edited_geometry_is_written_and_the_headers_other_fields_kept(tmp_path):
         assert out.header["descrip"].item() == b"study 7" and out.header.get_xyzt_units() == ("mm", "sec")
         assert np.array_equal(np.asarray(out.dataobj.get_unscaled()), data)
         assert (out.dataobj.slope, out.dataobj.inter) == (2.0, -10.0)  # the stored values keep their meaning
+
+
+def test_a_spacing_that_is_not_positive_is_said_and_left_to_the_affine(tmp_path):
+    from lvpnet import Volume
+    from lvpnet.io.nifti import conversion_notes
+
+    for spacing in ((float("nan"), 1.0, 1.0), (-1.0, 0.0, 1.0)):
+        vol = Volume(array=np.zeros((3, 8, 8), np.uint16), spacing=spacing)
+        write(vol, tmp_path / "s.nii")  # was: "cannot write uint16 data as NIfTI (zooms must be positive)"
+        assert nib.load(tmp_path / "s.nii").header.get_zooms() == (1.0, 1.0, 1.0)
+        assert any("not positive numbers" in n for n in conversion_notes(vol))
+        (tmp_path / "s.nii").unlink()

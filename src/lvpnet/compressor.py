@@ -23,8 +23,8 @@ from .container import ContainerWriter
 from .errors import DamagedError, InputError
 from .lvpfile import LvpFile
 from .progress import Progress, run
-from .slicing import check_array, iter_slices, n_slices
-from .volume import Volume
+from .slicing import iter_slices, n_slices
+from .volume import Volume, check_volume, plain_metadata
 
 # A learned slice may be coded against the slice before it (bitstream 8, ``coding.reference``:
 # the pixels that repeat it, a cine loop's overlays, cost almost nothing). Every REFERENCE_RUN-th
@@ -86,7 +86,7 @@ def _header(volume: Volume, array: np.ndarray, digest: str, model: str | None) -
         "origin": _list(volume.origin),
         "direction": _list(volume.direction),
         "affine": _list(volume.affine),
-        "source": {"format": volume.source_format, "metadata": volume.metadata},
+        "source": {"format": volume.source_format, "metadata": plain_metadata(volume.metadata)},
         "model": model,
         "constriction_version": _constriction_version(),
         "array_hash": digest,
@@ -123,7 +123,7 @@ def encode_stream(
     ``workers``: processes that code the slices of a learned codec (``slice_pool.workers``; None:
     automatic); the bytes are the same with any number.
     """
-    check_array(volume.array, volume.rgb)
+    check_volume(volume)
     array = _little_endian(volume.array)
     name = codec or codecs.default_codec_name(array.dtype, volume.rgb)
     chosen = codecs.get_codec(name)
@@ -250,7 +250,7 @@ def iter_compress_to_file(
     nothing appears under ``path`` unless every slice was written and, with
     ``verify``, decoded back identical.
     """
-    check_array(volume.array, volume.rgb)
+    check_volume(volume)
     path = os.fspath(path)
     check_writable(path)  # a folder, a missing or read-only one: said before the encode, not after it
     t0 = time.perf_counter()

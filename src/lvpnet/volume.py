@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from . import slicing
+from .errors import InputError
 
 
 @dataclass
@@ -52,3 +53,52 @@ class Volume:
     @property
     def n_slices(self) -> int:
         return slicing.n_slices(self.array.shape, self.rgb)
+
+
+def check_volume(volume: Volume, what: str = "input") -> None:
+    """Refuse, before any coding, what the file could not store as given: the array
+    (``slicing.check_array``), geometry of the wrong shape (it would be dropped when the file is
+    written out as NIfTI or DICOM) and metadata that is not JSON (``plain_metadata``)."""
+    array = volume.array
+    if isinstance(array, np.ma.MaskedArray):
+        raise InputError(f"{what}: a masked array: its mask would be lost; store array.filled(value), or "
+                         "array.data and the mask (np.ma.getmaskarray) as two arrays")
+    slicing.check_array(array, volume.rgb, what)
+    axes = array.ndim - (1 if volume.rgb else 0)
+    for name, value, shape in (("spacing", volume.spacing, (axes,)), ("origin", volume.origin, (3,)),
+                               ("direction", volume.direction, (3, 3)), ("affine", volume.affine, (4, 4))):
+        if value is None:
+            continue
+        try:
+            got = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InputError(f"{what}: {name} must be numbers, got {value!r}") from None
+        if got.shape != shape:
+            each = f"one value per axis of a {'RGB ' if volume.rgb else ''}{array.shape} array" if name == "spacing" else ""
+            raise InputError(f"{what}: {name} has shape {got.shape}, needs {shape}" + (f" ({each})" if each else ""))
+    plain_metadata(volume.metadata, what)
+
+
+def plain_metadata(metadata: dict, what: str = "input") -> dict:
+    """``metadata`` as the file's JSON header holds it: numpy scalars and arrays become numbers and
+    lists; anything else that is not JSON (bytes, objects) is refused, naming its key."""
+    def plain(value, key: str):
+        if isinstance(value, np.generic):
+            value = value.item()
+        elif isinstance(value, np.ndarray):
+            value = value.tolist()
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return value
+        if isinstance(value, dict):
+            bad = next((k for k in value if not isinstance(k, str)), None)
+            if bad is not None:
+                raise InputError(f"{what}: metadata {key or 'keys'}: key {bad!r} is not a string")
+            return {k: plain(v, f"{key}.{k}" if key else k) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v, f"{key}[{i}]") for i, v in enumerate(value)]
+        raise InputError(f"{what}: metadata {key!r} is a {type(value).__name__}, which a .lvp header cannot hold "
+                         "(numbers, strings, booleans, None, lists and dicts of them)")
+
+    if not isinstance(metadata, dict):
+        raise InputError(f"{what}: metadata must be a dict, got {type(metadata).__name__}")
+    return plain(metadata, "")

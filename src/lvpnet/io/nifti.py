@@ -278,7 +278,7 @@ def _positions_along_normal(volume: Volume) -> np.ndarray | None:
 def conversion_notes(volume: Volume) -> list[str]:
     """What a NIfTI file written from ``volume`` cannot say that its DICOM source did: slices that
     are not evenly spaced (NIfTI has one spacing per axis) and a rescale that differs between slices
-    (one ``scl_slope`` / ``scl_inter`` per file). The file is still written; the DICOM output (a
+    (one ``scl_slope`` / ``scl_inter`` per file); and a spacing that is not positive (NIfTI zooms must be). The file is still written; the DICOM output (a
     folder or ``.dcm``) keeps both."""
     notes = []
     proj = _positions_along_normal(volume)
@@ -299,7 +299,14 @@ def conversion_notes(volume: Volume) -> list[str]:
             f"RescaleSlope / RescaleIntercept differ between slices (slope {min(slopes):g} to {max(slopes):g}, "
             f"intercept {min(inters):g} to {max(inters):g}); NIfTI holds one scaling, so the file holds the "
             "stored values unscaled (scl_slope 1, scl_inter 0): apply each slice's rescale from the DICOM output")
+    if volume.spacing is not None and not _usable_zooms(volume.spacing):
+        notes.append(f"the spacing {tuple(volume.spacing)} has values that are not positive numbers; NIfTI "
+                     "zooms must be, so the file's spacing is the one its affine gives")
     return notes
+
+
+def _usable_zooms(spacing) -> bool:
+    return all(math.isfinite(float(v)) and float(v) > 0 for v in spacing)
 
 
 def _header_from_bytes(head: bytes) -> Any:
@@ -385,7 +392,7 @@ def _write_with_nibabel(volume: Volume, path: Path, shown: Path | None = None, t
         template = None  # a NIfTI-2 header does not fit a NIfTI-1 file
     try:
         img = nib.Nifti1Image(data, _affine_for(volume), header=template)
-        if volume.spacing is not None and len(volume.spacing) == data.ndim:
+        if volume.spacing is not None and len(volume.spacing) == data.ndim and _usable_zooms(volume.spacing):
             img.header.set_zooms(tuple(reversed([float(s) for s in volume.spacing])))
         img.header.set_data_dtype(data.dtype)
         # the array holds what is stored; a DICOM series' one rescale makes its values real units
