@@ -331,3 +331,16 @@ def test_compress_verifies_what_it_wrote_whatever_the_rule(monkeypatch):
     limits._WRITTEN.clear()
     with pytest.raises(LimitError, match="4x2048x2048"):
         lvpnet.decompress(data)
+
+
+def test_a_nearly_empty_megapixel_slice_decodes_in_any_process(monkeypatch):
+    """A 1024 x 1024 mask the learned codec stores in about 3 kB needs 515 MiB of working memory to
+    decode: under the rule it was refused in every process but the one that wrote it."""
+    from lvpnet import limits
+
+    monkeypatch.setattr(limits, "_WRITTEN", {})
+    monkeypatch.delenv("LVPNET_MAX_MEMORY", raising=False)
+    need = 1024 * 1024 * (512 + 3)  # what LvpFile checks for a learned uint8 slice
+    limits.check(need, 3304, "slice 0 (1024x1024 uint8)", None, limits.WORK_RATIO)
+    with pytest.raises(LimitError, match=r"lvpnet.limits.set_max_memory"):  # 1500 x 1500 still refused
+        limits.check(1500 * 1500 * 515, 3304, "slice 0 (1500x1500 uint8)", None, limits.WORK_RATIO)

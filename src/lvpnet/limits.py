@@ -7,7 +7,7 @@ against a budget that follows the size of the file that asks for it:
 
     budget = max(256 MiB, 4096 x the file's size)
 
-(65536 x for a decoder's working memory on one slice; docs/FORMAT.md, "Limits"). A genuine file that decodes to more than that
+(65536 x, and at least 1 GiB, for a decoder's working memory on one slice; docs/FORMAT.md, "Limits"). A genuine file that decodes to more than that
 (a large, nearly empty mask, say) is refused with a message saying how to
 raise the limit: ``--max-memory SIZE`` on the command line or the environment
 variable ``LVPNET_MAX_MEMORY``, either of which replaces the rule by one fixed
@@ -30,6 +30,9 @@ RATIO = 4096
 # codec takes about 540 bytes per pixel, so a 13-megapixel mammogram coded at 0.5 bit per pixel
 # needs 8,000 times its file. It gets a wider ratio; the floor still bounds a tiny crafted file.
 WORK_RATIO = 65536
+# ... and a wider floor: a 1024 x 1024 slice (515 MiB at 512 bytes a pixel) decodes whatever its file's
+# size (a nearly empty mask compressed to 3 kB was refused in any process but the one that wrote it)
+WORK_FLOOR = 1 << 30
 
 _override: int | None = None  # --max-memory, set once by the command line
 # files this process wrote from arrays it holds, by array hash -> bytes their reading back may take
@@ -97,7 +100,8 @@ def budget(file_bytes: int, array_hash: str | None = None, ratio: int = RATIO) -
     limit = explicit_limit()
     if limit is not None:
         return limit
-    return max(FLOOR, ratio * int(file_bytes), _WRITTEN.get(array_hash, 0) if isinstance(array_hash, str) else 0)
+    floor = WORK_FLOOR if ratio == WORK_RATIO else FLOOR
+    return max(floor, ratio * int(file_bytes), _WRITTEN.get(array_hash, 0) if isinstance(array_hash, str) else 0)
 
 
 def check(nbytes: int, file_bytes: int, what: str, array_hash: str | None = None, ratio: int = RATIO) -> None:
@@ -108,7 +112,8 @@ def check(nbytes: int, file_bytes: int, what: str, array_hash: str | None = None
                else f"the default limit for a file of {file_bytes:,} bytes")
         raise LimitError(
             f"{what} needs {_human(nbytes)} of memory, more than {how} ({_human(allowed)}); "
-            f"if the file is genuine, raise the limit with --max-memory SIZE or {ENV}=SIZE"
+            f"if the file is genuine, raise the limit with --max-memory SIZE or {ENV}=SIZE "
+            "(in Python: lvpnet.limits.set_max_memory(bytes))"
         )
 
 
