@@ -1,5 +1,7 @@
 """Bit-exact round trips through the Python API for every kind of array we accept."""
 
+import os
+
 import numpy as np
 import pytest
 from conftest import smooth_image
@@ -110,3 +112,50 @@ def test_a_fallback_file_decodes_without_importing_the_learned_codec(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_an_opened_file_behaves_as_a_file_handle(tmp_path):
+    """np.asarray in the file's shape, with/close, pickling to another process, a readable repr; a file
+    replaced or removed since it was opened is said so (it was called damaged, or a bare OSError)."""
+    import pickle
+    import time
+    from concurrent.futures import ProcessPoolExecutor
+
+    a = np.arange(2 * 3 * 8 * 8, dtype=np.uint16).reshape(2, 3, 8, 8)
+    path = tmp_path / "r.lvp"
+    lvpnet.compress_to_file(a, path, codec="fallback")
+    f = lvpnet.open(path)
+    assert np.asarray(f).shape == a.shape and np.array_equal(np.asarray(f, dtype=np.int32), a)
+    assert "shape (2, 3, 8, 8) uint16, 6 slices" in repr(f)
+    with ProcessPoolExecutor(1) as pool:
+        assert np.array_equal(pool.submit(pickle.loads(pickle.dumps(f)).__getitem__, 4).result(), a[1, 1])
+    with lvpnet.open(path) as g:
+        assert np.array_equal(g[0], a[0, 0])
+    with pytest.raises(ValueError, match="closed"):
+        g[0]
+    time.sleep(0.01)
+    lvpnet.compress_to_file(a + 1, path, codec="fallback")  # replaced: another index
+    with pytest.raises(lvpnet.InputError, match="changed since it was opened"):
+        f[2]
+    path.unlink()
+    with pytest.raises(lvpnet.InputError, match="gone since it was opened"):
+        f[3]
+
+
+@pytest.mark.parametrize("bad", [None, 3, 2.5])
+def test_open_says_what_it_takes(bad):
+    with pytest.raises(lvpnet.InputError, match="expected a path or the bytes of a .lvp file"):
+        lvpnet.open(bad)
+
+
+def test_api_arguments_said_plainly(tmp_path):
+    a = np.arange(64, dtype=np.uint8).reshape(8, 8)
+    data = lvpnet.compress(a, codec="fallback")
+    assert np.array_equal(lvpnet.decompress(np.frombuffer(data, np.uint8)), a)  # the bytes as numpy holds them
+    assert lvpnet.compress_to_file(a, os.fsencode(tmp_path / "b.lvp"), codec="fallback").path == str(tmp_path / "b.lvp")
+    with pytest.raises(lvpnet.InputError, match="name of another format"):
+        lvpnet.compress_to_file(a, tmp_path / "a.npy", codec="fallback")
+    with pytest.raises(lvpnet.InputError, match="the output must be a path"):
+        lvpnet.compress_to_file(a, None, codec="fallback")
+    with pytest.raises(lvpnet.InputError, match="rgb=True applies to an array"):
+        lvpnet.compress(lvpnet.Volume(array=np.zeros((4, 4, 3), np.uint8)), rgb=True)

@@ -3,7 +3,7 @@
 The Python API mirrors the command line::
 
     data = lvpnet.compress(array)          # bytes of a .lvp file
-    array = lvpnet.decompress(data)        # bit-exact, same dtype and shape
+    array = lvpnet.decompress(data)        # bit-exact, same dtype and shape (native byte order)
     volume = lvpnet.read("scan.nii.gz")    # .npy, NIfTI, DICOM or .lvp -> Volume
     with_slices = lvpnet.open("scan.lvp")  # lazy: with_slices[i] decodes slice i
 

@@ -69,7 +69,11 @@ class CompressResult:
 
 
 def as_volume(data: np.ndarray | Volume, rgb: bool = False) -> Volume:
-    return data if isinstance(data, Volume) else Volume(array=data, rgb=rgb)
+    if isinstance(data, Volume):
+        if rgb and not data.rgb:  # was silently ignored
+            raise InputError("rgb=True applies to an array; a Volume says it itself: Volume(..., rgb=True)")
+        return data
+    return Volume(array=data, rgb=rgb)
 
 
 def _header(volume: Volume, array: np.ndarray, digest: str, model: str | None) -> dict:
@@ -239,6 +243,22 @@ def _verify(lvp: LvpFile, volume: Volume, workers: int | None = 1) -> Generator[
         raise DamagedError("verification failed: a stored blob differs from the input (nothing was written)")
 
 
+# names of what lvpnet reads: a .lvp written under one of them would pass for that format
+_OTHER_FORMATS = (".npy", ".npz", ".nii", ".nii.gz", ".dcm", ".dicom")
+
+
+def _output_path(path) -> str:
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if not isinstance(path, (str, os.PathLike)):
+        raise InputError(f"the output must be a path, got {type(path).__name__}")
+    path = os.fspath(path)
+    if path.lower().endswith(_OTHER_FORMATS):
+        raise InputError(f"{path}: a .lvp file would be written under the name of another format; name it .lvp "
+                         "(`lvpnet decompress` writes .npy, NIfTI and DICOM from it)")
+    return path
+
+
 def iter_compress_to_file(
     volume: Volume, path: str | os.PathLike, codec: str | None = None, verify: bool = True, safety_net: bool = True,
     workers: int | None = 1,
@@ -251,7 +271,7 @@ def iter_compress_to_file(
     ``verify``, decoded back identical.
     """
     check_volume(volume)
-    path = os.fspath(path)
+    path = _output_path(path)
     check_writable(path)  # a folder, a missing or read-only one: said before the encode, not after it
     t0 = time.perf_counter()
     with atomic_path(path) as tmp:

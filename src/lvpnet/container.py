@@ -27,7 +27,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from .errors import DamagedError, NewerFormatError, NotLvpError
+from .errors import DamagedError, InputError, NewerFormatError, NotLvpError
 
 MAGIC = b"\x89LVP\r\n\x1a\n"
 END_MAGIC = b"LVP\x00"
@@ -125,15 +125,26 @@ class ContainerReader:
             self._data = None
             self._path = Path(source)
             self.name = name or str(source)
-            self.file_bytes = self._path.stat().st_size
+            st = self._path.stat()
+            self.file_bytes = st.st_size
+            self._stamp = (st.st_size, st.st_mtime_ns)  # every later read checks it is still this file
         self._parse()
 
     def _read(self, offset: int, length: int) -> bytes:
         if self._data is not None:
             return self._data[offset : offset + length]
-        with open(self._path, "rb") as f:
-            f.seek(offset)
-            return f.read(length)
+        try:
+            with open(self._path, "rb") as f:
+                st = os.fstat(f.fileno())
+                if (st.st_size, st.st_mtime_ns) != self._stamp:  # its index would point into other bytes
+                    raise InputError(f"{self.name}: the file changed since it was opened (rewritten or replaced); "
+                                     "open it again")
+                f.seek(offset)
+                return f.read(length)
+        except FileNotFoundError:
+            raise InputError(f"{self.name}: the file is gone since it was opened") from None
+        except OSError as e:
+            raise InputError(f"{self.name}: cannot read ({e.strerror or e})") from None
 
     def _parse(self) -> None:
         pre = self._read(0, PREAMBLE.size)

@@ -29,16 +29,24 @@ class LvpFile:
     the slice before it (bitstream 8, ``coding.reference``) needs that one decoded
     first: the writer starts a fresh run every few slices (``compressor.REFERENCE_RUN``),
     and the last slice decoded is kept, so reading in order decodes each slice once.
-    Safe to call from several threads: every read opens the file afresh.
+    Safe to call from several threads: every read opens the file afresh (and finds out if it was
+    rewritten since: an error, not a wrong slice). So nothing is held open: ``close()`` and ``with``
+    only mark it closed, and an opened file pickles (to a process pool) as its path.
     """
 
     def __init__(self, source: str | os.PathLike | bytes, name: str | None = None):
+        if isinstance(source, np.ndarray) and source.dtype == np.uint8 and source.ndim == 1:
+            source = source.tobytes()  # the file's bytes as numpy holds them
+        if not isinstance(source, (bytes, bytearray, memoryview, str, os.PathLike)):
+            raise InputError(f"expected a path or the bytes of a .lvp file, got {type(source).__name__}")
         if not isinstance(source, (bytes, bytearray, memoryview)):
             what = kind(source)
             if what == "missing":
                 raise InputError(f"{source}: file not found")
             if what == "folder":
                 raise InputError(f"{source}: is a folder, not an lvpnet file")
+            if what == "unreadable":
+                raise InputError(f"{source}: cannot be read")
             if what != "file":  # a FIFO would block the read, a device never end
                 raise InputError(f"{source}: not a regular file (a {what})")
         self._reader = ContainerReader(source, name)
@@ -49,6 +57,38 @@ class LvpFile:
             raise DamagedError(f"{self.name}: damaged: {len(self._reader.records)} chunks for shape {self.shape}")
         self._last: tuple[int, np.ndarray] | None = None  # the last slice decoded, a reference for the next
         self._lock = threading.Lock()
+        self.closed = False
+
+    def close(self) -> None:
+        """Mark the file closed: later reads raise ValueError (no handle is held between reads)."""
+        self.closed = True
+        self._last = None
+
+    def __enter__(self) -> LvpFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_lock")
+        state["_last"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        rgb = " RGB" if self.rgb else ""
+        return (f"<lvpnet.LvpFile {self.name!r}: shape {self.shape} {self.dtype}{rgb}, {len(self)} slices, "
+                f"{self.file_bytes:,} bytes{', closed' if self.closed else ''}>")
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        """``np.asarray(f)``: every slice decoded, in the file's shape (not a stack of its slices)."""
+        array = self.read_all()
+        return array if dtype is None else array.astype(dtype, copy=False)
 
     @property
     def name(self) -> str:
@@ -138,6 +178,8 @@ class LvpFile:
         return self.read_slice(i + len(self) if -len(self) <= i < 0 else i)
 
     def read_slice(self, i: int) -> np.ndarray:
+        if self.closed:
+            raise ValueError(f"{self.name}: read from a closed lvpnet file")
         if not 0 <= i < len(self):
             raise IndexError(f"slice {i} out of range 0..{len(self) - 1}")
         with self._lock:
@@ -212,6 +254,8 @@ class LvpFile:
     def iter_decode(self, stage: str = "decode", workers: int | None = 1) -> Generator[Progress, None, np.ndarray]:
         """Decode every slice and check the whole-array hash; yields progress (``workers``: processes
         that decode runs of slices, ``slice_pool.workers``; None: automatic)."""
+        if self.closed:
+            raise ValueError(f"{self.name}: read from a closed lvpnet file")
         limits.check(self.n_samples * self.dtype.itemsize, self.file_bytes,
                      f"{self.name}: the array ({'x'.join(map(str, self.shape))} {self.dtype})", self.header["array_hash"])
         out = np.empty(self.shape, self.dtype)
