@@ -298,6 +298,15 @@ def test_failures_are_recorded_and_the_rest_completes(cluster, tmp_path):
     r = lvpnet.restore(dest, out, scheduler=cluster)
     assert (r["done"], r["failed"]) == (1, 4)
     assert tree_files(out).keys() == {"good.npy"}
+    # the broken file removed from SOURCE: the rerun forgets its failure (the archive never held it),
+    # so restore stops reporting it; it was "kept" and failed every restore for ever
+    (src / "bad.npy").unlink()
+    s = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")
+    assert s["forgotten"] == ["bad.npy.lvp"] and "bad.npy.lvp" not in s["not_in_source"]
+    assert "dropped from the ledger (the archive never held them): bad.npy.lvp" in format_archive(s)
+    assert "bad.npy.lvp" not in ledger_rows(dest)
+    r = lvpnet.restore(dest, tmp_path / "out2", scheduler=cluster)
+    assert (r["done"], r["failed"]) == (1, 3)
 
 
 def test_changed_source_is_redone_and_touched_one_adopted(cluster, tmp_path):

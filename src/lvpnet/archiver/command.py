@@ -132,6 +132,9 @@ def format_archive(s: dict) -> str:
     if s.get("kept_after_failure"):
         lines.append(f"  {_plural(len(s['kept_after_failure']), 'item')} failed to archive again and keep the version "
                      f"archived before (restore gives it): {_names(s['kept_after_failure'])}")
+    if s.get("forgotten"):
+        lines.append(f"  {_plural(len(s['forgotten']), 'item')} that failed before and left SOURCE since dropped from "
+                     f"the ledger (the archive never held them): {_names(s['forgotten'])}")
     if s["not_in_source"]:
         lines.append(f"  {_plural(len(s['not_in_source']), 'item')} in the archive no longer in SOURCE as such (kept: "
                      f"restore takes each file from the newest item that holds it): {_names(s['not_in_source'])}")

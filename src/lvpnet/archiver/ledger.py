@@ -235,6 +235,14 @@ class Ledger:
             self.db.executemany("INSERT INTO sources VALUES (?, ?, ?, ?, ?, NULL)",
                                 [(row.key, p, size, mtime, sha) for p, size, mtime, sha in row.sources])
 
+    def forget(self, keys: list[str]) -> None:
+        """Drop items that never made an output (failed, or planned and never done) and that SOURCE no
+        longer has: nothing of them is in the archive, so nothing should stay reported."""
+        with self.transaction():
+            for key in keys:
+                self.db.execute("DELETE FROM sources WHERE key = ?", (key,))
+                self.db.execute("DELETE FROM items WHERE key = ? AND state != 'done'", (key,))
+
     def known_files(self) -> dict[str, tuple[int, int, str | None]]:
         """``{path: (size, mtime_ns, hint)}`` of every source file the ledger knows (for the walk)."""
         return {p: (size, mtime, hint) for p, size, mtime, hint in

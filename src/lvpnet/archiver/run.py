@@ -76,6 +76,14 @@ def archive(
             raise InputError("internal error: two items would share an output name")
         rows = ledger.rows()
         _sweep(dst, set(keys) | set(rows))
+        # an item that failed (or never finished) and has left SOURCE since holds nothing: forgotten, so
+        # that restore does not report it for ever (a done one stays: the archive is where its files are)
+        planned = set(keys)
+        forgotten = sorted(k for k, r in rows.items()
+                           if k not in planned and r.state != "done" and not os.path.lexists(dst / k))
+        if forgotten:
+            ledger.forget(forgotten)
+            rows = ledger.rows()
         todo: list[tuple[Item, bool]] = []
         skips: list[tuple[Item, object, bool]] = []  # done and unchanged: (item, row, some sources deleted)
         conflicts: list[dict] = []
@@ -96,7 +104,7 @@ def archive(
             else:
                 todo.append((it, out.exists()))
         # with --check also the items SOURCE no longer has (kept for restore): damage there is said, not repaired
-        orphans = [r for k, r in rows.items() if r.state == "done" and k not in set(keys)] if check else []
+        orphans = [r for k, r in rows.items() if r.state == "done" and k not in planned] if check else []
         looked = [row for _, row, _ in skips] + orphans
         damaged = _damaged_outputs(dst, looked, progress) if check else set()
         conflicts += [{"item": r.key, "sources": [p for p, *_ in r.sources], "reason": (
@@ -158,6 +166,7 @@ def archive(
             summary["kept_after_failure"] = kept_after_failure
             summary["checked"] = len(looked) if check else None
             summary["damaged"] = sorted(damaged)
+            summary["forgotten"] = forgotten
             summary["repaired"] = repaired
             ledger.finish_run(run_id, summary)
         return summary
