@@ -184,8 +184,11 @@ def test_damaged_file_exit_1_and_no_output(tmp_path, rng):
 
 def test_debug_shows_traceback(tmp_path):
     (tmp_path / "x.lvp").write_text("text")
-    proc = lvpnet_cmd("--debug", "info", tmp_path / "x.lvp")
-    assert proc.returncode != 0 and "Traceback" in proc.stderr
+    plain = lvpnet_cmd("info", tmp_path / "x.lvp")
+    assert plain.returncode == 2 and "Traceback" not in plain.stderr
+    for args in (("--debug", "info", tmp_path / "x.lvp"), ("info", tmp_path / "x.lvp", "--debug")):
+        proc = lvpnet_cmd(*args)  # before or after the command; the exit code stays the error's
+        assert proc.returncode == 2 and "Traceback" in proc.stderr and plain.stderr.strip() in proc.stderr
 
 
 def test_progress_bar_says_how_long_is_left():

@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 
 from . import __version__, codecs
 from .errors import InputError, LvpnetError
@@ -352,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .archiver.command import add_parsers  # lvpnet archive / lvpnet restore
 
     add_parsers(sub, cmd_archive, cmd_restore, CODEC_HELP)
+    for command in sub.choices.values():  # also after the command (`lvpnet compress ... --debug`)
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show the traceback of an error (the exit code stays the error's)")
     return p
 
 
@@ -368,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
             return args.func(args)
         except LvpnetError as e:
             if args.debug:
-                raise
+                traceback.print_exc()
             print(f"lvpnet: {e}", file=sys.stderr)
             return e.exit_code
         except KeyboardInterrupt as e:
@@ -380,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
             return 128 + signal.SIGPIPE
         except OSError as e:
             if args.debug:
-                raise
+                traceback.print_exc()
             where = f"{e.filename}: " if getattr(e, "filename", None) else ""
             print(f"lvpnet: {where}{e.strerror or e}", file=sys.stderr)
             return 2
@@ -389,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         except Exception as e:  # a bug: say so briefly, the traceback is one flag away
             if args.debug:
-                raise
+                traceback.print_exc()
             print(f"lvpnet: internal error: {type(e).__name__}: {e} (run with --debug for details)", file=sys.stderr)
             return 3
         finally:

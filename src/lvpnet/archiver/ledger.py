@@ -139,7 +139,9 @@ class Ledger:
         except OSError as e:
             os.close(fd)
             if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise InputError(f"{self.dest}: another lvpnet command is working on this archive") from None
+                raise InputError(f"{self.dest}: another lvpnet command is working on this archive (or a script "
+                                 "calls lvpnet.archive / restore outside `if __name__ == \"__main__\":`, which each "
+                                 "worker process it starts runs again)") from None
             return  # a file system without locks (docs/SCALE.md): run one command per DEST yourself
         self._lock_fd = fd
 
