@@ -128,6 +128,8 @@ def test_device_bounds_workers_only_on_a_gpu(monkeypatch):
 
 
 def test_learned_codec_device_from_the_environment(monkeypatch):
+    import torch
+
     from lvpnet.codecs.lvpnet_codec import LVPNetCodec
     from lvpnet.errors import InputError
 
@@ -139,6 +141,10 @@ def test_learned_codec_device_from_the_environment(monkeypatch):
     if codec.is_available():
         with pytest.raises(InputError, match="LVPNET_DEVICE"):
             codec.engine()
+    if codec.is_available() and not torch.cuda.is_available():  # the device's fault, not the weights'
+        monkeypatch.setenv(slice_pool.DEVICE_ENV, "cuda")
+        with pytest.raises(InputError, match=r"device is cuda \(LVPNET_DEVICE\), but no CUDA device is available"):
+            LVPNetCodec().engine()
     monkeypatch.delenv(slice_pool.DEVICE_ENV)
     assert LVPNetCodec().device == "auto"
 

@@ -85,6 +85,13 @@ class LVPNetCodec(Codec):
             from .lvpnet_engine import Engine
 
             _check_device(self._device, "the learned codec's device (LVPNET_DEVICE)")
+            if str(self._device).startswith("cuda"):
+                import torch
+
+                if not torch.cuda.is_available():  # said as the device's fault, not the weights'
+                    source = "device=" if os.environ.get("LVPNET_DEVICE", "").strip() != self._device else "LVPNET_DEVICE"
+                    raise InputError(f"the learned codec's device is {self._device} ({source}), but no CUDA device "
+                                     "is available: use cpu or auto")
 
             try:
                 self._engine = Engine(w, self._device)
