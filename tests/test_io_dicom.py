@@ -499,3 +499,14 @@ def test_nifti_from_a_dicom_series_carries_its_rescale_and_says_what_it_cannot_h
     assert "warning" in err and "not evenly spaced" in err and (tmp_path / "u.nii.gz").exists()
     assert main(["decompress", str(tmp_path / "u.lvp"), str(tmp_path / "u.npy")]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_an_image_file_cut_before_its_pixels_is_called_truncated(tmp_path):
+    """pydicom stops quietly at an element cut short, so a CT cut after 600 bytes looked like a file
+    without pixels; an image object without them is said to be truncated or damaged."""
+    data = _local("CT_small.dcm").read_bytes()
+    (tmp_path / "cut.dcm").write_bytes(data[:600])
+    with pytest.raises(InputError, match=r"although it is an image object \(CT Image Storage\): truncated"):
+        read(tmp_path / "cut.dcm")
+    with pytest.raises(InputError, match=r"without pixel data \(RT Plan Storage\)$"):
+        read(_local("rtplan.dcm"))  # not an image: no pixels is what it is

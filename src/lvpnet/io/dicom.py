@@ -119,7 +119,7 @@ def read_dicom_files(root: Path, names: list[str]) -> Volume:
             files = [_File(root / n, n, _dcmread(root / n, header_only=True)) for n in names]
             for f in files:
                 if not _has_pixels(f.ds):
-                    raise InputError(f"{f.path}: DICOM file without pixel data")
+                    raise InputError(f"{f.path}: {_no_pixels(f.ds)}")
             return _build(files, [], single_file=len(files) == 1)
     except InputError:
         raise
@@ -134,7 +134,7 @@ def _read(path: Path, series: str | None, follow_symlinks: bool) -> Volume:
         return _build(chosen, skipped, single_file=False)
     ds = _dcmread(path, header_only=True)
     if not _has_pixels(ds):
-        raise InputError(f"{path}: DICOM file without pixel data ({_sop_name(ds)})")
+        raise InputError(f"{path}: {_no_pixels(ds)}")
     uid = str(ds.get("SeriesInstanceUID", ""))
     if series is not None and series != uid:
         raise InputError(
@@ -156,6 +156,16 @@ def _dcmread(path: Path, *, header_only: bool) -> Any:
 
 def _has_pixels(ds: Any) -> bool:
     return "PixelData" in ds and "Rows" in ds
+
+
+def _no_pixels(ds: Any) -> str:
+    """Why a file gives no image: an image object whose pixel data is missing is most likely cut short
+    (pydicom stops quietly at a truncated element), not a file that never had pixels."""
+    name = _sop_name(ds)
+    if name.endswith("Image Storage") or "Rows" in ds:
+        return (f"DICOM file without pixel data, although it is an image object ({name}): "
+                "truncated or damaged?")
+    return f"DICOM file without pixel data ({name})"
 
 
 def _sop_name(ds: Any) -> str:
