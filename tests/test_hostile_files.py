@@ -226,6 +226,9 @@ def test_the_memory_limit_can_be_raised(monkeypatch):
     data = lvpnet.compress(np.zeros((2000, 2000), np.uint8), codec="fallback")
     assert len(data) < 1000
     assert lvpnet.decompress(data).shape == (2000, 2000)  # 4 MB: under the default floor
+    from lvpnet import limits
+
+    monkeypatch.setattr(limits, "_WRITTEN", {})  # a reader other than the process that wrote it
     monkeypatch.setenv("LVPNET_MAX_MEMORY", "1M")
     with pytest.raises(LimitError, match="LVPNET_MAX_MEMORY"):
         lvpnet.decompress(data)
@@ -344,3 +347,20 @@ def test_a_nearly_empty_megapixel_slice_decodes_in_any_process(monkeypatch):
     limits.check(need, 3304, "slice 0 (1024x1024 uint8)", None, limits.WORK_RATIO)
     with pytest.raises(LimitError, match=r"lvpnet.limits.set_max_memory"):  # 1500 x 1500 still refused
         limits.check(1500 * 1500 * 515, 3304, "slice 0 (1500x1500 uint8)", None, limits.WORK_RATIO)
+
+
+def test_an_explicit_limit_does_not_refuse_compress_its_own_verification(monkeypatch):
+    """`compress --max-memory 10K` refused the file it had just written from memory, naming it as if
+    it were a suspicious input; a later reader is held to the limit as before."""
+    from lvpnet import limits
+
+    monkeypatch.setattr(limits, "_WRITTEN", {})
+    a = (np.arange(4 * 128 * 128) % 300).astype(np.int16).reshape(4, 128, 128)
+    limits.set_max_memory(10 << 10)
+    try:
+        data = lvpnet.compress(a, codec="fallback")  # verified
+        limits._WRITTEN.clear()
+        with pytest.raises(LimitError, match="more than the limit set"):
+            lvpnet.decompress(data)
+    finally:
+        limits.set_max_memory(None)

@@ -268,7 +268,8 @@ CODEC_HELP = ("slice codec (default: lvpnet for integers up to 16 bits when the 
 
 
 MAX_MEMORY_HELP = ("the most memory a file may make lvpnet allocate, e.g. 8G (default: 256 MiB or 4096 times "
-                   "the file's size, whichever is more; also LVPNET_MAX_MEMORY)")
+                   "the file's size, whichever is more; also LVPNET_MAX_MEMORY); for compress, what reading the "
+                   "input may take (its verification of the output it wrote from memory is not held to it)")
 
 
 WORKERS_HELP = ("processes that code the slices of a learned-codec volume in parallel (default: one per core "

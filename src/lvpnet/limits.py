@@ -97,11 +97,12 @@ def adopt(array_hash: str | None, st: tuple[int | None, int]) -> None:
 def budget(file_bytes: int, array_hash: str | None = None, ratio: int = RATIO) -> int:
     """Bytes a file of ``file_bytes`` (whose header names ``array_hash``) may make a reader allocate
     (``ratio``: ``WORK_RATIO`` for a decoder's working memory)."""
+    written = _WRITTEN.get(array_hash, 0) if isinstance(array_hash, str) else 0
     limit = explicit_limit()
-    if limit is not None:
-        return limit
+    if limit is not None:  # the user's, for what files declare; a file just written from memory still reads back
+        return max(limit, written)
     floor = WORK_FLOOR if ratio == WORK_RATIO else FLOOR
-    return max(floor, ratio * int(file_bytes), _WRITTEN.get(array_hash, 0) if isinstance(array_hash, str) else 0)
+    return max(floor, ratio * int(file_bytes), written)
 
 
 def check(nbytes: int, file_bytes: int, what: str, array_hash: str | None = None, ratio: int = RATIO) -> None:
