@@ -18,6 +18,7 @@ import io
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -118,7 +119,7 @@ def compress_restore(tmp_path: Path, src: Path, *extra, subprocess: bool = False
     lvp, out = tmp_path / "a.lvp", tmp_path / "restored"
     lvpnet_cmd("compress", src, lvp, *extra, check_rc=0, real=subprocess)
     info = json.loads(lvpnet_cmd("info", lvp, "--json", check_rc=0, real=subprocess).stdout)
-    assert "DICOM files rebuilt" in lvpnet_cmd("verify", lvp, check_rc=0, real=subprocess).stdout
+    assert re.search(r"files? rebuilt, each matching its SHA-256", lvpnet_cmd("verify", lvp, check_rc=0, real=subprocess).stdout)
     lvpnet_cmd("decompress", lvp, out, check_rc=0, real=subprocess)
     return lvp, out, info
 
@@ -564,3 +565,16 @@ def test_python_api_archives_a_dicom_folder_as_the_cli_does(tmp_path):
     out = tmp_path / "restored"
     assert main(["decompress", str(tmp_path / "api.lvp"), str(out)]) == 0
     assert _tree(out) == _tree(src)  # every file, every byte
+
+
+def test_summaries_count_the_folders_other_files_apart(tmp_path):
+    """A series folder with a note: verify and decompress said "2 DICOM files", counting the note."""
+    src = tmp_path / "s"
+    src.mkdir()
+    shutil.copy(_local("CT_small.dcm"), src / "IM0.dcm")
+    (src / "notes.txt").write_text("ward 4")
+    lvp = tmp_path / "a.lvp"
+    lvpnet_cmd("compress", src, lvp, "--codec", "fallback", check_rc=0)
+    out = lvpnet_cmd("verify", lvp, check_rc=0).stdout
+    assert "OK (1 slice, 2 files rebuilt, each matching its SHA-256 (1 DICOM, 1 other)" in out
+    assert lvpnet_cmd("decompress", lvp, tmp_path / "r", check_rc=0).stdout.strip().endswith("2 files (1 DICOM, 1 other)")

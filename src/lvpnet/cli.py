@@ -124,8 +124,7 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report))
     elif "files" in report:
-        n = report["files"]
-        print(f"{args.input} -> {out}: {n} DICOM file{'' if n == 1 else 's'}")
+        print(f"{args.input} -> {out}: {_files_phrase(report['files'], report.get('other_files', 0))}")
     else:
         print(f"{args.input} -> {out}: {tuple(report['shape'])} {report['dtype']}")
     return 0
@@ -133,7 +132,7 @@ def cmd_decompress(args: argparse.Namespace) -> int:
 
 def _decompress_dicom(src: str, out: str, workers: int | None = None) -> dict:
     """Write the DICOM files a .lvp archives: into a new folder, or one ``.dcm`` file."""
-    from .dicom_archive import archive_of, check_output_folder, write_folder, write_single
+    from .dicom_archive import archive_of, check_output_folder, info_fields, write_folder, write_single
     from .lvpfile import LvpFile
 
     lvp = LvpFile(src)
@@ -157,7 +156,14 @@ def _decompress_dicom(src: str, out: str, workers: int | None = None) -> dict:
     if single:
         write_single(volume, out)
         return {"files": 1}
-    return {"files": len(write_folder(volume, out))}
+    return {"files": len(write_folder(volume, out)), "other_files": info_fields(volume.metadata)["other_files"]}
+
+
+def _files_phrase(n: int, others: int, what: str = "") -> str:
+    """"3 DICOM files", or "4 files (3 DICOM, 1 other)" where the folder's notes or reports came too."""
+    if not others:
+        return f"{n} DICOM file{'' if n == 1 else 's'}{what}"
+    return f"{n} file{'' if n == 1 else 's'}{what} ({n - others} DICOM, {others} other)"
 
 
 def info_dict(path: str) -> dict:
@@ -215,12 +221,15 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from .dicom_archive import info_fields
     from .lvpfile import LvpFile
 
     lvp = LvpFile(args.input)
     files = run(lvp.iter_verify(workers=args.workers), ProgressBar())
-    extra = f", {files} DICOM files rebuilt and matching their SHA-256" if files else ""
-    print(f"{args.input}: OK ({len(lvp)} slices{extra}, every checksum matches)")
+    others = info_fields(lvp.header.get("source", {}).get("metadata"))["other_files"] if files else 0
+    extra = f", {_files_phrase(files, others, ' rebuilt, each matching its SHA-256')}" if files else ""
+    n = len(lvp)
+    print(f"{args.input}: OK ({n} slice{'' if n == 1 else 's'}{extra}, every checksum matches)")
     return 0
 
 
