@@ -159,6 +159,7 @@ def test_bad_input_exit_codes(tmp_path, setup, args_fn, rc, message):
     assert proc.returncode == rc
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) <= 3
+    assert "input:" not in proc.stderr  # the file is named, not "input"
     assert set(os.listdir(tmp_path)) == before  # nothing written
 
 

@@ -314,6 +314,7 @@ def iter_compress_path(
         raise InputError(f"{path}: the output lies inside the folder being compressed ({source}); write it elsewhere")
     t0 = time.perf_counter()
     volume = read(source, series=series, rgb=rgb, follow_symlinks=follow_symlinks)
+    check_volume(volume, os.fspath(source))  # what cannot be stored, said of the file (not of "input")
     for note in notes(volume) if on_note is not None else ():
         on_note(note)
     if volume.source_format == "dicom":  # keep every source file, restorable byte for byte
