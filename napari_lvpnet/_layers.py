@@ -29,10 +29,10 @@ def display_scale(spacing, ndim: int) -> list[float] | None:
 
 def display_translate(origin, direction, ndim: int) -> list[float] | None:
     """Origin in the frame of the volume's axes: (..., slice, row, column)."""
-    if origin is None or direction is None or ndim < 2:
+    if origin is None or ndim < 2:
         return None
     o = np.asarray(origin, float)[:3]
-    d = np.asarray(direction, float)
+    d = np.eye(3) if direction is None else np.asarray(direction, float)  # none given: the axes themselves
     if o.shape != (3,) or d.shape != (3, 3) or not np.isfinite(o).all() or not np.isfinite(d).all():
         return None
     # direction rows go with (column index, row index, slice index)
@@ -263,6 +263,18 @@ def lazy_lvp_layer(lvp: LvpFile, name: str):
     return layer
 
 
+def _origin_of(translate) -> tuple[float, float, float] | None:
+    """The (x, y, z) origin of a layer placed by ``translate`` alone (no source geometry): the inverse
+    of ``display_translate`` with the identity direction (x along columns, y rows, z slices)."""
+    if translate is None:
+        return None
+    t = [float(v) for v in translate]
+    if len(t) < 2 or not any(t) or not all(np.isfinite(t)):
+        return None
+    col, row = t[-1], t[-2]
+    return (col, row, t[-3] if len(t) >= 3 else 0.0)
+
+
 def layer_to_volume(data, attributes: dict) -> Volume:
     """A napari image layer (data + attributes, as npe2 writers get them) as a Volume."""
     array = np.asarray(data)
@@ -277,7 +289,7 @@ def layer_to_volume(data, attributes: dict) -> Volume:
     scale = attributes.get("scale")
     spacing = tuple(float(s) for s in scale) if scale is not None else None
     # origin, direction and world affine of the source survive a save (scale is the layer's own)
-    origin = tuple(geo["origin"]) if geo.get("origin") is not None else None
+    origin = tuple(geo["origin"]) if geo.get("origin") is not None else _origin_of(attributes.get("translate"))
     direction = tuple(tuple(r) for r in geo["direction"]) if geo.get("direction") is not None else None
     affine = np.asarray(geo["affine"], dtype=np.float64) if geo.get("affine") is not None else None
     return Volume(array=array, rgb=rgb, spacing=spacing, source_format=source_format, metadata=_json_safe(meta),

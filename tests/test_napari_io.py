@@ -148,3 +148,16 @@ def test_dicom_series_has_mm_units_and_labelled_axes(make_napari_viewer):
     (layer,) = viewer.open(get_testdata_file("CT_small.dcm"), plugin="napari-lvpnet")
     assert [str(u) for u in layer.units] == ["millimeter"] * 2
     assert viewer.dims.axis_labels == ("row", "column")
+
+
+def test_a_layer_placed_by_translate_saves_and_reopens_in_place(make_napari_viewer, tmp_path, rng):
+    """A layer made in napari with scale and translate (no source geometry): the saved file kept the
+    spacing but lost the translate, so it reopened at the origin, off the layers it lined up with."""
+    a = smooth_image(rng, (3, 24, 28), 0, 4000, np.uint16)
+    viewer = make_napari_viewer()
+    viewer.add_image(a, scale=(6.9, 0.86, 0.86), translate=(10.0, -50.0, 20.0), name="mr")
+    out = tmp_path / "mr.lvp"
+    viewer.layers.save(str(out), plugin="napari-lvpnet")
+    assert lvpnet.open(out).header["origin"] == [20.0, -50.0, 10.0]  # x (columns), y (rows), z (slices)
+    (back,) = viewer.open(str(out), plugin="napari-lvpnet")
+    assert np.allclose(back.translate, (10.0, -50.0, 20.0)) and np.allclose(back.scale, (6.9, 0.86, 0.86))
