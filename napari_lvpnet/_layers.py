@@ -178,6 +178,8 @@ def layer_kwargs(*, shape, rgb, spacing, origin, direction, metadata, name, samp
     limits = window_limits(metadata, rgb) if sample is None else contrast_limits(sample, metadata, rgb)
     if limits is not None:
         kwargs["contrast_limits"] = limits
+    if not rgb and str((metadata.get("dicom") or {}).get("photometric", "")).upper() == "MONOCHROME1":
+        kwargs["colormap"] = "gray_r"  # the smallest value is white (a radiograph's bone), as DICOM says
     return kwargs
 
 

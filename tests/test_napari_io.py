@@ -161,3 +161,18 @@ def test_a_layer_placed_by_translate_saves_and_reopens_in_place(make_napari_view
     assert lvpnet.open(out).header["origin"] == [20.0, -50.0, 10.0]  # x (columns), y (rows), z (slices)
     (back,) = viewer.open(str(out), plugin="napari-lvpnet")
     assert np.allclose(back.translate, (10.0, -50.0, 20.0)) and np.allclose(back.scale, (6.9, 0.86, 0.86))
+
+
+def test_monochrome1_opens_inverted(make_napari_viewer, tmp_path):
+    """MONOCHROME1 (CR, DX): the smallest stored value is white; it opened as MONOCHROME2, bone black."""
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
+
+    ds = dcmread(get_testdata_file("CT_small.dcm"))
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    ds.save_as(tmp_path / "m1.dcm")
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(tmp_path / "m1.dcm"), plugin="napari-lvpnet")
+    assert layer.colormap.name == "gray_r" and np.array_equal(layer.data, ds.pixel_array)  # values as stored
+    (plain,) = viewer.open(get_testdata_file("CT_small.dcm"), plugin="napari-lvpnet")
+    assert plain.colormap.name == "gray"
