@@ -89,7 +89,11 @@ def default_output(layer) -> Path:
     src = Path(str(source)) if source else None
     # absolute, as the path field shows it: a layer opened by a relative path must still match its suggestion
     folder = src.parent.resolve() if src is not None and src.parent.is_dir() else Path.home()
-    stem = safe_name(layer.name)
+    return free_name(folder, safe_name(layer.name))
+
+
+def free_name(folder: Path, stem: str) -> Path:
+    """``folder/stem.lvp``, or ``stem-1.lvp``, ``stem-2.lvp``, ...: the first that no file has."""
     candidate, k = folder / f"{stem}.lvp", 1
     while candidate.exists():
         candidate, k = folder / f"{stem}-{k}.lvp", k + 1
@@ -141,6 +145,7 @@ class CompressWidget(BackgroundJobMixin, Container):
         self.cancel_button.changed.connect(self.cancel)
         self.inspect_button.changed.connect(self.open_inspect)
         self._suggested: str | None = None  # the output path this widget filled in (the user may change it)
+        self._compressed = None  # the layer of the last run
         self.layer.changed.connect(self._layer_changed)
         viewer.layers.events.inserted.connect(lambda e: self.layer.reset_choices())
         viewer.layers.events.removed.connect(lambda e: self.layer.reset_choices())
@@ -178,8 +183,8 @@ class CompressWidget(BackgroundJobMixin, Container):
         # the cwd; our own suggestion is taken again if a file has appeared there since: never over a file by default
         if self._field_is_ours() and chosen.exists():
             return default_output(layer)
-        if chosen.is_dir():
-            chosen = chosen / f"{safe_name(layer.name)}.lvp"
+        if chosen.is_dir():  # a folder: the layer's name in it, never over a file already there
+            chosen = free_name(chosen, safe_name(layer.name))
         if chosen.suffix.lower() != ".lvp":
             chosen = chosen.with_name(chosen.name + ".lvp")
         return chosen
@@ -189,7 +194,7 @@ class CompressWidget(BackgroundJobMixin, Container):
         if layer is None:
             show_error("Compress: choose an image layer first")
             return
-        attributes = {"rgb": layer.rgb, "scale": layer.scale, "metadata": layer.metadata}
+        attributes = {"rgb": layer.rgb, "scale": layer.scale, "translate": layer.translate, "metadata": layer.metadata}
         try:
             if isinstance(layer.data, LazySlices):  # a .lvp still decoding: the worker decodes the rest
                 volume = (layer.data, attributes, layer.name)
@@ -205,13 +210,17 @@ class CompressWidget(BackgroundJobMixin, Container):
         self.summary.value = f"compressing to {path} ..."
         self.progress.max = len(layer.data.loader.lvp) if isinstance(layer.data, LazySlices) else volume.n_slices
         self.inspect_button.visible = False
+        self._compressed = layer  # what "Inspect where the bits go" opens, whatever is chosen by then
         self._run_in_background(_compress_job, volume, path, codec, self.verify.value, self.compare.value)
 
     def open_inspect(self, *_):
         """Open the Inspect dock on the layer just compressed and run it."""
+        layer = self._compressed
+        if layer is None or layer not in self._viewer.layers:
+            show_error("Inspect: the layer that was compressed is no longer in the viewer")
+            return None
         _, inspect = self._viewer.window.add_plugin_dock_widget("napari-lvpnet", "Inspect")
-        if self.layer.value is not None:
-            inspect.layer.value = self.layer.value
+        inspect.layer.value = layer
         inspect.run_button.changed.emit(True)
         return inspect
 
@@ -220,7 +229,7 @@ class CompressWidget(BackgroundJobMixin, Container):
             self.summary.value = "cancelled: nothing was written"
             return
         self.last_result = out
-        self.summary.value = format_summary(out)
+        self.summary.value = f"layer: {self._compressed.name}\n" + format_summary(out)
         self._suggest_output()  # the next run gets a new name, not this file
         self.inspect_button.visible = True
         show_info(f"Saved {out['result'].path}")

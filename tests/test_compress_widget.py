@@ -191,3 +191,27 @@ def test_a_lvp_layer_is_decoded_off_the_main_thread(widget_and_viewer, qtbot, tm
     qtbot.waitUntil(lambda: w.last_result is not None and w.run_button.enabled, timeout=30000)
     assert on_main and not any(on_main)
     assert np.array_equal(lvpnet.open(tmp_path / "out.lvp").read_all(), a)
+
+
+def test_a_layer_switched_during_a_run_leaves_inspect_and_the_file_to_the_compressed_one(widget_and_viewer, qtbot,
+                                                                                           tmp_path, rng):
+    """Choosing another layer while a run went on made "Inspect where the bits go" open that other
+    layer; a folder as "save as" replaced a file of the layer's name already there; the translate of
+    the layer was lost."""
+    viewer, w = widget_and_viewer
+    a = smooth_image(rng, (3, 32, 32), 0, 999, np.uint16)
+    viewer.add_image(a, name="A", translate=(0.0, 5.0, -7.0))
+    viewer.add_image(a[:, ::-1].copy(), name="B")
+    (tmp_path / "A.lvp").write_bytes(b"someone else's file")
+    w.layer.value = viewer.layers["A"]
+    w.output.value = tmp_path  # a folder
+    w.run_button.changed.emit(True)
+    w.layer.value = viewer.layers["B"]
+    qtbot.waitUntil(lambda: w.last_result is not None and w.run_button.enabled, timeout=60000)
+    assert (tmp_path / "A.lvp").read_bytes() == b"someone else's file"
+    f = lvpnet.open(tmp_path / "A-1.lvp")
+    assert np.array_equal(f.read_all(), a) and f.header["origin"] == [-7.0, 5.0, 0.0]
+    assert w.summary.value.startswith("layer: A\n")
+    inspect = w.open_inspect()
+    assert inspect.layer.value is viewer.layers["A"]
+    qtbot.waitUntil(lambda: inspect.run_button.enabled, timeout=60000)
