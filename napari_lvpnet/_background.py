@@ -9,12 +9,18 @@ within one slice).
 
 from __future__ import annotations
 
+import functools
+import inspect
+import threading
 import time
 
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error
+from qtpy.QtWidgets import QApplication
 
 from lvpnet.progress import Progress
+
+_CLOSE_WAIT_S = 120  # at most one slice of a learned encode on a slow CPU
 
 
 def wrap_text(*labels) -> None:
@@ -37,8 +43,22 @@ def progress_text(p: Progress, started: float, done_at_start: int, now: float) -
     return text
 
 
+def quietly_if_closed(method):
+    """A worker's signal may arrive after the viewer closed and Qt deleted the dock's widgets
+    ("wrapped C/C++ object ... has been deleted"): nothing is left to update then."""
+    @functools.wraps(method)
+    def guarded(self, *args):
+        try:
+            return method(self, *args)
+        except RuntimeError as e:
+            if "has been deleted" not in str(e):
+                raise
+    return guarded
+
+
 class BackgroundJobMixin:
     job_title = "Job"
+    _ended: threading.Event | None = None  # set when the running job's generator has finished
 
     def _run_in_background(self, job, *args) -> None:
         self._cancel.clear()
@@ -46,8 +66,19 @@ class BackgroundJobMixin:
         self.progress.value, self.progress.visible = 0, True
         self.progress.native.setFormat("starting ...")
         self.run_button.enabled, self.cancel_button.enabled = False, True
+        if self._ended is None:  # the viewer closing (or the app quitting) stops the job, as Cancel does
+            self.native.destroyed.connect(self._stop_for_close)
+            QApplication.instance().aboutToQuit.connect(self._stop_for_close)
+        ended = self._ended = threading.Event()
+
+        def run(*a):
+            try:
+                return (yield from job(*a))
+            finally:
+                ended.set()
+
         # ignore_errors: errors go to _on_error (a notification), not re-raised in the Qt event loop
-        worker = thread_worker(job, start_thread=False, ignore_errors=True)(*args, self._cancel)
+        worker = thread_worker(run, start_thread=False, ignore_errors=True)(*args, self._cancel)
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(self._on_done)
         worker.errored.connect(self._on_error)
@@ -55,11 +86,28 @@ class BackgroundJobMixin:
         self.worker = worker
         worker.start()
 
+    def _stop_for_close(self, *_) -> None:
+        """Cancel a running job and wait for it to stop (within a slice): its temporary file is removed
+        by the job itself, which a thread killed with the process would have left behind."""
+        ended = self._ended
+        if ended is None or ended.is_set():
+            return
+        self._cancel.set()
+        deadline = time.monotonic() + _CLOSE_WAIT_S
+        while not ended.wait(0.05) and time.monotonic() < deadline:
+            gen = getattr(self.worker, "_gen", None)
+            # the worker's loop stops at the first progress it can no longer signal (its QObject deleted with
+            # the window), leaving the job suspended between two slices: closed here, so its cleanup runs
+            if (gen is not None and not self.worker.is_running
+                    and inspect.getgeneratorstate(gen) == inspect.GEN_SUSPENDED):
+                gen.close()
+
     def cancel(self, *_) -> None:
         self._cancel.set()
         self.cancel_button.enabled = False  # pressed once is enough: the job stops after the slice it is on
         self.summary.value = "cancelling after the current slice ..."
 
+    @quietly_if_closed
     def _on_progress(self, p: Progress) -> None:
         now = time.perf_counter()
         if p.stage != self._stage:  # each stage (encode, verify, ...) has its own pace
@@ -68,10 +116,12 @@ class BackgroundJobMixin:
         self.progress.value = p.done
         self.progress.native.setFormat(progress_text(p, *self._stage_start, now))
 
+    @quietly_if_closed
     def _on_error(self, exc) -> None:
         self.summary.value = f"failed: {exc}"
         show_error(f"{self.job_title} failed: {exc}")
 
+    @quietly_if_closed
     def _on_finished(self) -> None:
         self.run_button.enabled, self.cancel_button.enabled = True, False
         self.progress.visible = False

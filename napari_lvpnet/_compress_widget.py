@@ -24,7 +24,7 @@ from lvpnet import codecs
 from lvpnet.progress import Progress, cancellable
 from lvpnet.slicing import check_array
 
-from ._background import BackgroundJobMixin, wrap_text
+from ._background import BackgroundJobMixin, quietly_if_closed, wrap_text
 from ._layers import layer_to_volume
 from ._lazy import LazySlices
 
@@ -224,6 +224,7 @@ class CompressWidget(BackgroundJobMixin, Container):
         inspect.run_button.changed.emit(True)
         return inspect
 
+    @quietly_if_closed
     def _on_done(self, out):
         if out is None:
             self.summary.value = "cancelled: nothing was written"

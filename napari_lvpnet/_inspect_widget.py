@@ -31,7 +31,7 @@ from lvpnet.container import looks_like_lvp
 from lvpnet.errors import DamagedError
 from lvpnet.progress import Progress, run
 
-from ._background import BackgroundJobMixin, wrap_text
+from ._background import BackgroundJobMixin, quietly_if_closed, wrap_text
 from ._lazy import LazySlices
 from ._maps import MAPS, layer_name, legend
 from ._messages import error_slice, what_is_wrong
@@ -269,6 +269,7 @@ class InspectWidget(BackgroundJobMixin, Container):
         self._run_in_background(_inspect_job, source, rgb, lvp, indices, self._weights_path(),
                                 bool(self.show_ablation.value))
 
+    @quietly_if_closed
     def _on_done(self, out):
         if out is None:
             self.summary.value = "cancelled"

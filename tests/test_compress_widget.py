@@ -215,3 +215,28 @@ def test_a_layer_switched_during_a_run_leaves_inspect_and_the_file_to_the_compre
     inspect = w.open_inspect()
     assert inspect.layer.value is viewer.layers["A"]
     qtbot.waitUntil(lambda: inspect.run_button.enabled, timeout=60000)
+
+
+def test_closing_the_viewer_mid_run_stops_the_job_and_leaves_no_file(widget_and_viewer, qtbot, tmp_path, rng,
+                                                                      monkeypatch):
+    """The window closed while Compress ran: the worker's loop stopped at its next progress (its QObject
+    gone), leaving the job suspended and its hidden temporary .lvp behind, and the late signals raised
+    'wrapped C/C++ object ... has been deleted'. Now the job is closed like Cancel and nothing is left."""
+    import time
+
+    from lvpnet.codecs.fallback import FallbackCodec
+
+    viewer, w = widget_and_viewer
+    viewer.add_image(smooth_image(rng, (40, 64, 64), 0, 4000, np.uint16), name="big")
+    w.layer.value = viewer.layers["big"]
+    w.output.value = tmp_path / "big.lvp"
+    real = FallbackCodec.encode
+    monkeypatch.setattr(FallbackCodec, "encode", lambda self, s: (time.sleep(0.1), real(self, s))[1])
+    w.run_button.changed.emit(True)
+    qtbot.waitUntil(lambda: w.progress.value >= 2, timeout=30000)
+    assert any(p.name.startswith(".big.partial") for p in tmp_path.iterdir())
+    ended = w._ended
+    viewer.close()
+    qtbot.waitUntil(ended.is_set, timeout=30000)
+    qtbot.wait(200)
+    assert list(tmp_path.iterdir()) == []
