@@ -412,8 +412,15 @@ def test_files_deleted_from_source_stay_restorable(cluster, tmp_path):
     ds.InstanceNumber = 7
     ds.save_as(src / "s" / "slice00.dcm")
     s = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")
-    assert s["failed"] == 1 and "deleted from SOURCE" in s["failures"][0]["reason"]
+    assert s["failed"] == 1 and "deleted (or renamed) in SOURCE" in s["failures"][0]["reason"]
     assert (dest / "s/series-1.2.826.0.1.3680043.9.7.8.lvp").stat().st_ino == before
+    # doing what the message says (the .lvp moved out of DEST) archives the series anew from SOURCE;
+    # reruns kept repeating the message and restore found the series missing
+    (dest / "s/series-1.2.826.0.1.3680043.9.7.8.lvp").rename(tmp_path / "kept-aside.lvp")
+    s = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")
+    assert (s["done"], s["failed"]) == (1, 0)
+    r = lvpnet.restore(dest, tmp_path / "out2", scheduler=cluster)
+    assert r["failed"] == 0 and sorted(tree_files(tmp_path / "out2" / "s")) == ["slice00.dcm", "slice01.dcm"]
 
 
 def test_damaged_lvp_is_reported_and_the_rest_restored(cluster, source, tmp_path):

@@ -91,14 +91,16 @@ def archive(
             row = rows.get(it.key)
             out = dst / it.key
             gone = _deleted_sources(src, row, it) if row is not None and row.state == "done" else []
-            if gone:  # never rewrite an output that holds files SOURCE no longer has
-                if _unchanged(row, it, subset=True) and _output_present(out, row):
+            if gone and not _output_present(out, row):  # its .lvp moved out of DEST (as the message below
+                todo.append((it, False))                  # says): archived anew from what SOURCE has now
+            elif gone:  # never rewrite an output that holds files SOURCE no longer has
+                if _unchanged(row, it, subset=True):
                     skips.append((it, row, True))
                 else:
                     conflicts.append({"item": it.key, "sources": gone, "reason": (
-                        f"{len(gone)} of its files were deleted from SOURCE since it was archived and others "
-                        "changed: the archived .lvp, which still holds the deleted files, is kept as it is "
-                        "(move it out of DEST to archive the series anew)")})
+                        f"{len(gone)} of its files were deleted (or renamed) in SOURCE since it was archived and "
+                        "files were added or changed: the archived .lvp, which still holds the deleted files, is "
+                        "kept as it is (move it out of DEST to archive the series anew from SOURCE)")})
             elif row is not None and row.state == "done" and _unchanged(row, it) and _output_present(out, row):
                 skips.append((it, row, False))
             else:
