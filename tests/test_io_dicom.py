@@ -483,6 +483,13 @@ def test_nifti_from_a_dicom_series_carries_its_rescale_and_says_what_it_cannot_h
     uneven = series("uneven", [0.0, 3.0, 6.0, 12.0])
     (note,) = conversion_notes(uneven)
     assert "not evenly spaced (3 to 6 mm apart)" in note and "up to 3 mm" in note
+    # the note speaks of the spacing the file gets (the volume's), and of slices that share a position
+    spacing = uneven.spacing[0]
+    ideal = np.arange(4) * spacing
+    off = np.abs(np.array([0.0, 3.0, 6.0, 12.0]) - ideal).max()
+    assert f"places them {spacing:g} mm apart" in note and f"up to {off:.3g} mm" in note
+    (note,) = conversion_notes(series("twice", [0.0, 0.0, 2.0, 2.0, 4.0, 4.0]))
+    assert "3 slices share a position with another" in note
 
     rescaled = series("rescaled", [0.0, 3.0, 6.0], slopes=[1, 2.5, 1])
     (note,) = conversion_notes(rescaled)

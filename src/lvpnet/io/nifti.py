@@ -284,14 +284,18 @@ def conversion_notes(volume: Volume) -> list[str]:
     proj = _positions_along_normal(volume)
     if proj is not None:
         steps = np.abs(np.diff(proj))
-        step = float(np.median(steps))
-        if step > 0 and float(steps.max() - steps.min()) > max(0.02, 0.01 * step):
-            ideal = proj[0] + np.sign(proj[-1] - proj[0]) * step * np.arange(len(proj))
-            off = float(np.abs(proj - ideal).max())
+        # the spacing the file gets is the volume's (what the zooms say), else the median step
+        spacing = volume.spacing[-3] if volume.spacing is not None and len(volume.spacing) >= 3 else None
+        step = float(spacing) if spacing is not None and _usable_zooms([spacing]) else float(np.median(steps))
+        ideal = proj[0] + (np.sign(proj[-1] - proj[0]) or 1.0) * step * np.arange(len(proj))
+        off = float(np.abs(proj - ideal).max())
+        if off > max(0.02, 0.01 * step):
+            same = int(np.sum(steps <= 1e-6))
+            how = (f"{same + 1 if same == 1 else same} slices share a position with another" if same
+                   else f"the slices are not evenly spaced ({steps.min():g} to {steps.max():g} mm apart)")
             notes.append(
-                f"the slices are not evenly spaced ({steps.min():g} to {steps.max():g} mm apart); NIfTI holds one "
-                f"spacing, so the file places them {step:g} mm apart and some slices are up to {off:.3g} mm from "
-                "their true position (a DICOM output keeps every slice's position)")
+                f"{how}; NIfTI holds one spacing, so the file places them {step:g} mm apart and some slices are "
+                f"up to {off:.3g} mm from their true position (a DICOM output keeps every slice's position)")
     rescale = _dicom_rescale(volume)
     if rescale is not None and (len(rescale[0]) > 1 or len(rescale[1]) > 1):
         slopes, inters = rescale
