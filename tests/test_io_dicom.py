@@ -517,3 +517,29 @@ def test_an_image_file_cut_before_its_pixels_is_called_truncated(tmp_path):
         read(tmp_path / "cut.dcm")
     with pytest.raises(InputError, match=r"without pixel data \(RT Plan Storage\)$"):
         read(_local("rtplan.dcm"))  # not an image: no pixels is what it is
+
+
+def test_npy_and_nifti_outputs_hold_pixel_values_within_bits_stored(tmp_path, capsys):
+    """Words with bits above BitsStored (a 12-bit signed CT whose -1 is stored as 0x0FFF, an overlay bit)
+    went to .npy and NIfTI as they were stored: 4095 where the CT reads -1. The outputs for analysis
+    now hold the pixel values, said in a warning; the DICOM output keeps the words byte for byte."""
+    import pydicom
+
+    from lvpnet.cli import main
+
+    ds = pydicom.dcmread(_local("CT_small.dcm"))
+    a = np.clip(ds.pixel_array, -2048, 2047).astype(np.int16)
+    a[:3, :5] = -1
+    raw = a.copy()
+    raw[:3, :5] = 0x0FFF
+    raw[5, 5] |= np.int16(0x1000)  # an overlay bit
+    ds.BitsStored, ds.HighBit, ds.PixelData = 12, 11, raw.tobytes()
+    (tmp_path / "s").mkdir()
+    ds.save_as(tmp_path / "s" / "IM0.dcm")
+    assert main(["compress", str(tmp_path / "s"), str(tmp_path / "a.lvp"), "--codec", "fallback"]) == 0
+    capsys.readouterr()
+    assert main(["decompress", str(tmp_path / "a.lvp"), str(tmp_path / "a.npy")]) == 0
+    assert "16 stored values use bits above BitsStored (12)" in capsys.readouterr().err
+    assert np.array_equal(np.load(tmp_path / "a.npy"), pydicom.dcmread(tmp_path / "s" / "IM0.dcm").pixel_array)
+    assert main(["decompress", str(tmp_path / "a.lvp"), str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "IM0.dcm").read_bytes() == (tmp_path / "s" / "IM0.dcm").read_bytes()

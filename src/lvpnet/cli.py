@@ -100,8 +100,11 @@ def _output_suffix(path: str) -> str | None:
 
 
 def cmd_decompress(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from . import io as lio
     from .atomic import check_writable
+    from .io.dicom import pixel_values
     from .lvpfile import LvpFile
 
     out = str(args.output)
@@ -113,6 +116,10 @@ def cmd_decompress(args: argparse.Namespace) -> int:
         lvp = LvpFile(args.input)
         array = run(lvp.iter_decode(workers=args.workers), ProgressBar())  # all checked before anything is written
         volume = lvp.volume(array)
+        values, note = pixel_values(volume)  # a DICOM series' words held to BitsStored, as viewers show them
+        if note:
+            print(f"lvpnet: warning: {out}: {note}", file=sys.stderr)
+            volume = dataclasses.replace(volume, array=values)
         if _output_suffix(out) != ".npy":  # what NIfTI cannot hold of a DICOM series: said before writing
             from .io.nifti import conversion_notes
 

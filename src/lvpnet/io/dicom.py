@@ -810,3 +810,28 @@ def _elements(ds: Any) -> dict[str, Any]:
 
 def _omit(elem: Any) -> str:
     return _OMITTED
+
+
+def pixel_values(volume: Volume) -> tuple[np.ndarray, str | None]:
+    """The pixel values of a DICOM-sourced volume, as DICOM defines them and viewers show them: the
+    stored words held to BitsStored (bits above it, overlays of old scanners, cleared; signed data
+    sign-extended from its top stored bit). With a note when that changed any value, else the array
+    itself and None. The ``.lvp`` and a DICOM output keep the words as stored (byte for byte); an
+    ``.npy`` or NIfTI output is for analysis, where a CT must read in HU."""
+    meta = (volume.metadata or {}).get("dicom") if volume.source_format == "dicom" else None
+    arr = volume.array
+    bits = meta.get("bits_stored") if isinstance(meta, dict) else None
+    if volume.rgb or not isinstance(bits, int) or arr.dtype.kind not in "iu" or not 0 < bits < 8 * arr.dtype.itemsize:
+        return arr, None
+    if arr.dtype.kind == "u":
+        values = arr & arr.dtype.type((1 << bits) - 1)
+    else:
+        shift = 8 * arr.dtype.itemsize - bits
+        values = (arr << shift) >> shift
+    changed = int(np.count_nonzero(values != arr))
+    if not changed:
+        return arr, None
+    what = "sign-extended from bit" if arr.dtype.kind == "i" else "held to bit"
+    return values, (f"{changed:,} stored values use bits above BitsStored ({bits}): overlay bits or a sign not "
+                    f"extended; the file holds the pixel values ({what} {bits - 1}), as DICOM viewers show them "
+                    "(the .lvp and a DICOM output keep the words as stored)")
