@@ -198,3 +198,33 @@ def test_a_workers_variable_that_is_not_a_count_is_refused(monkeypatch, value):
         slice_pool.workers(16, None)
     monkeypatch.setenv("LVPNET_WORKERS", "3")
     assert slice_pool.workers(16, None) == 3 and slice_pool.workers(2, None) == 2
+
+
+def test_a_worker_leaves_when_its_parent_is_killed_outright():
+    """`compress --workers 2` killed with SIGKILL left its spawned worker waiting for ever on the pool's
+    pipe (it holds both ends); a worker's watch thread makes it exit once it is orphaned."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    child = ("from lvpnet.slice_pool import _exit_with_parent; import os; _exit_with_parent(os.getppid())")
+    parent = subprocess.Popen([sys.executable, "-c", f"import subprocess, sys, time; p = subprocess.Popen("
+                               f"[sys.executable, '-c', {child!r}]); print(p.pid, flush=True); time.sleep(120)"],
+                              stdout=subprocess.PIPE, text=True)
+    pid = int(parent.stdout.readline())
+    time.sleep(0.5)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+
+    def alive() -> bool:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().split(")")[-1].split()[0] != "Z"  # a zombie has exited
+        except FileNotFoundError:
+            return False
+
+    deadline = time.time() + 10
+    while alive() and time.time() < deadline:
+        time.sleep(0.1)
+    assert not alive()

@@ -32,6 +32,7 @@ import atexit
 import os
 import signal
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
@@ -152,14 +153,26 @@ def device_env(codec) -> dict[str, str]:
     return {DEVICE_ENV: str(getattr(codec, "device", "auto"))}
 
 
+_PARENT_POLL_S = 1.0
+
+
 def _init(env: dict) -> None:
     """Worker start: the parent's codec settings; Ctrl-C is the parent's to handle."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.update(env)
     os.environ[ENV] = "1"  # a worker never starts a pool of its own
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True, name="lvpnet-parent-watch").start()
     import torch
 
     torch.set_num_threads(1)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A parent killed outright (SIGKILL, the OOM killer) cannot stop its workers, and a worker waiting for
+    its next task may wait for ever (it holds both ends of the pool's pipe): it leaves when orphaned."""
+    while os.getppid() == parent:
+        time.sleep(_PARENT_POLL_S)
+    os._exit(0)
 
 
 def _executor(n: int, env: dict[str, str]):
