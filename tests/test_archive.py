@@ -426,11 +426,19 @@ def test_files_deleted_from_source_stay_restorable(cluster, tmp_path):
 def test_damaged_lvp_is_reported_and_the_rest_restored(cluster, source, tmp_path):
     dest = tmp_path / "dest"
     lvpnet.archive(source, dest, scheduler=cluster, codec="fallback")
+    good = (dest / "vol.npy.lvp").read_bytes()
     _flip(dest / "vol.npy.lvp")
     out = tmp_path / "out"
     r = lvpnet.restore(dest, out, scheduler=cluster)
     assert r["failed"] == 1 and "SHA-256 differs from the ledger" in r["failures"][0]["reason"]
     assert_restored(source, out, missing={"vol.npy"})
+    # the failure fixed (here the .lvp put back; a disk that was full, say), the same command into the same OUT
+    # finishes the restore: it was refused, OUT being no longer empty
+    (dest / "vol.npy.lvp").write_bytes(good)
+    assert (tmp_path / ".out.lvpnet-restoring").exists()
+    assert lvpnet.restore(dest, out, scheduler=cluster)["failed"] == 0
+    assert_restored(source, out)
+    assert not (tmp_path / ".out.lvpnet-restoring").exists()
 
 
 def _flip(path: Path) -> None:

@@ -201,6 +201,8 @@ def _check_archive_paths(source, dest) -> tuple[Path, Path]:
         dst.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise InputError(f"{dest}: cannot create the folder ({e.strerror or e})") from None
+    if not os.access(dst, os.W_OK | os.X_OK):  # said as such, not as a ledger that cannot be opened
+        raise InputError(f"{dest}: cannot be written (a read-only folder or file system)")
     return src, dst
 
 
@@ -352,6 +354,8 @@ def restore(
                           "dest": str(dst), "out": str(target), "output_sha256": r.output_sha256,
                           "size": r.output_bytes or 0})
         target.mkdir(parents=True, exist_ok=True)
+        if not os.access(target, os.W_OK | os.X_OK):  # before decoding anything, not one failure per item
+            raise InputError(f"{out}: cannot be written (a read-only folder or file system)")
         marker.write_text(str(dst))  # which archive this OUT is a restore of, should it be interrupted
         stats = _Stats("restore", len(specs), sum(s["size"] for s in specs), progress)
         n_workers, startup, interrupted = 0, 0.0, True
@@ -369,7 +373,7 @@ def restore(
         finally:
             known = {p for r in done for p, *_ in r.sources}
             _sweep(target, known)
-            if not interrupted:
+            if not interrupted and not stats.failures:  # else kept: a rerun into OUT resumes (a disk was full)
                 marker.unlink(missing_ok=True)
         return {
             "command": "restore",
