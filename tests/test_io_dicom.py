@@ -517,6 +517,9 @@ def test_an_image_file_cut_before_its_pixels_is_called_truncated(tmp_path):
         read(tmp_path / "cut.dcm")
     with pytest.raises(InputError, match=r"without pixel data \(RT Plan Storage\)$"):
         read(_local("rtplan.dcm"))  # not an image: no pixels is what it is
+    (tmp_path / "notes.dcm").write_text("not dicom at all\n")  # was "DICOM file without pixel data (no SOP class)"
+    with pytest.raises(InputError, match=r"not a DICOM image \(no SOP class and no pixel data"):
+        read(tmp_path / "notes.dcm")
 
 
 def test_npy_and_nifti_outputs_hold_pixel_values_within_bits_stored(tmp_path, capsys):

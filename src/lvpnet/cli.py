@@ -163,7 +163,11 @@ def _decompress_dicom(src: str, out: str, workers: int | None = None) -> dict:
     if single:
         write_single(volume, out)
         return {"files": 1}
-    return {"files": len(write_folder(volume, out)), "other_files": info_fields(volume.metadata)["other_files"]}
+    try:
+        written = write_folder(volume, out)
+    except OSError as e:  # a full disk names the folder (the file's own name is in a hidden temporary)
+        raise InputError(f"{out}: cannot write ({e.strerror or e})") from None
+    return {"files": len(written), "other_files": info_fields(volume.metadata)["other_files"]}
 
 
 def _files_phrase(n: int, others: int, what: str = "") -> str:

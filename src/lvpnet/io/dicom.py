@@ -161,8 +161,11 @@ def _has_pixels(ds: Any) -> bool:
 def _no_pixels(ds: Any) -> str:
     """Why a file gives no image: an image object whose pixel data is missing is most likely cut short
     (pydicom stops quietly at a truncated element), not a file that never had pixels."""
+    uid = ds.get("SOPClassUID")
+    if uid is None:  # pydicom reads anything with force=True: no SOP class, no pixels is no DICOM object
+        return "not a DICOM image (no SOP class and no pixel data: another kind of file, or one cut short)"
     name = _sop_name(ds)
-    if name.endswith("Image Storage") or "Rows" in ds:
+    if name.endswith("Image Storage") or "Rows" in ds or not getattr(uid, "is_valid", True):
         return (f"DICOM file without pixel data, although it is an image object ({name}): "
                 "truncated or damaged?")
     return f"DICOM file without pixel data ({name})"
