@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import threading
 import time
 
@@ -21,6 +22,16 @@ from qtpy.QtWidgets import QApplication
 from lvpnet.progress import Progress
 
 _CLOSE_WAIT_S = 120  # at most one slice of a learned encode on a slow CPU
+
+
+def reason_first(message: str) -> str:
+    """'/a/long/path/x.lvp: slice 5: checksum mismatch' as 'slice 5: checksum mismatch (x.lvp)': napari's
+    notification shows one line cut to its width, where a long path left no room for the reason."""
+    where, sep, reason = message.partition(": ")
+    if not sep or "/" not in where and "\\" not in where:
+        return message
+    name = os.path.basename(where.rstrip("/\\")) or where
+    return f"{reason} ({name})"
 
 
 def wrap_text(*labels) -> None:
@@ -119,7 +130,7 @@ class BackgroundJobMixin:
     @quietly_if_closed
     def _on_error(self, exc) -> None:
         self.summary.value = f"failed: {exc}"
-        show_error(f"{self.job_title} failed: {exc}")
+        show_error(f"{self.job_title} failed: {reason_first(str(exc))}")
 
     @quietly_if_closed
     def _on_finished(self) -> None:

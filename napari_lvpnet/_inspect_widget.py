@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 from napari.layers import Image
 from napari.utils.notifications import show_error, show_warning
 from napari.viewer import Viewer
+from qtpy.QtCore import Qt
 
 from lvpnet import LvpFile, analysis
 from lvpnet.container import looks_like_lvp
@@ -173,7 +174,24 @@ def summary_text(res: analysis.Analysis, model_name: str | None) -> str:
     return "\n".join(lines)
 
 
+_MAX_DOCK_WIDTH = 640  # wider content scrolls sideways instead of squeezing the canvas
+
+
 class InspectWidget(BackgroundJobMixin, Container):
+    def _fit_width(self) -> None:
+        """The dock as wide as its content needs (its summary and plots widen it once filled), so nothing
+        is cut on the right; a horizontal scroll bar where the window cannot give that much."""
+        scroll = self.root_native_widget
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        bar = scroll.verticalScrollBar().sizeHint().width()
+        scroll.setMinimumWidth(min(super().native.minimumSizeHint().width() + bar, _MAX_DOCK_WIDTH))
+
+    @property
+    def native(self):
+        """The scroll area around the dock's content: napari docks ``native``, and the content (its plots
+        and legend) is taller than a laptop's screen, which made the window grow past it."""
+        return self.root_native_widget
+
     job_title = "Inspect"
 
     def __init__(self, napari_viewer: Viewer):
@@ -197,14 +215,17 @@ class InspectWidget(BackgroundJobMixin, Container):
         wrap_text(self.summary, self.hint, self.legend)
         super().__init__(widgets=[self.layer, self.scope, self.show_bits, self.show_latent, self.show_qcm,
                                   self.show_ablation, self.weights, self.run_button, self.cancel_button,
-                                  self.progress, self.summary, self.hint, self.channel, self.legend])
+                                  self.progress, self.summary, self.hint, self.channel, self.legend],
+                         scrollable=True)
         self.colorbar_canvas = FigureCanvasQTAgg(Figure(figsize=(3.2, 0.8), layout="constrained"))
         self.colorbar_canvas.setVisible(False)
         self.plot_canvas = FigureCanvasQTAgg(Figure(figsize=(3.2, 2.2), layout="constrained"))
         self.plot_canvas.setFixedHeight(200)
         self.plot_canvas.setVisible(False)
-        self.native.layout().addWidget(self.colorbar_canvas)
-        self.native.layout().addWidget(self.plot_canvas)
+        content = super().native  # the scroll area's content
+        content.layout().addWidget(self.colorbar_canvas)
+        content.layout().addWidget(self.plot_canvas)
+        self._fit_width()
         self.worker = None
         self.last_result: analysis.Analysis | None = None
         self.skipped: dict = {}
@@ -296,6 +317,7 @@ class InspectWidget(BackgroundJobMixin, Container):
             self.summary.value = "\n".join(t for t in (summary_text(res, model_name), skipped) if t)
             self._redraw()
             self._update_hint()
+            self._fit_width()
         except Exception as e:  # drawing must never take the viewer down
             self._on_error(e)
 

@@ -51,11 +51,12 @@ ORDER = ("bits", "latent_bits", "latent", "qcm_before", "qcm_after", "latent_sav
 
 
 def layer_name(base: str, kind: str, *, channel: int | None = None, slice_index: int | None = None) -> str:
-    """'ct bit cost [bits/pixel]', 'ct latent z, channel 5 [quantisation steps] (slice 8)'."""
+    """'bit cost [bits/pixel] · ct', 'latent z, channel 5 [quantisation steps] · ct (slice 8)': what the map
+    shows first (napari's layer list elides the middle of a long name, and its start says which map)."""
     info = MAPS[kind]
     title = info.title if channel is None else f"{info.title}, channel {channel}"
     where = "" if slice_index is None else f" (slice {slice_index})"
-    return f"{base} {title} [{info.unit}]{where}"
+    return f"{title} [{info.unit}] · {base}{where}"
 
 
 def legend(kinds) -> str:

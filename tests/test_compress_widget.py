@@ -240,3 +240,13 @@ def test_closing_the_viewer_mid_run_stops_the_job_and_leaves_no_file(widget_and_
     qtbot.waitUntil(ended.is_set, timeout=30000)
     qtbot.wait(200)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failure_notification_gives_the_reason_before_the_path():
+    """napari's notification is one line cut to its width: 'Compress failed: /tmp/a/long/...' hid why."""
+    from napari_lvpnet._background import reason_first
+
+    assert reason_first("/data/scans/x.lvp: slice 5: chunk checksum mismatch") == "slice 5: chunk checksum mismatch (x.lvp)"
+    assert reason_first("/tmp/nowhere/x.lvp: the folder /tmp/nowhere does not exist") == \
+        "the folder /tmp/nowhere does not exist (x.lvp)"
+    assert reason_first("layer 'ct': the array is empty") == "layer 'ct': the array is empty"  # no path: as it was

@@ -46,7 +46,7 @@ def test_all_slices_adds_aligned_maps_plot_and_scale(widget_and_viewer, qtbot, r
     assert res is not None and res.indices == [0, 1, 2] and res.has_model
 
     bits = viewer.layers[layer_name("ct", "bits")]
-    assert bits.name == "ct bit cost [bits/pixel]"  # what it shows, in which unit
+    assert bits.name == "bit cost [bits/pixel] · ct"  # what it shows, in which unit
     assert bits.data.shape == (3, 48, 40) and np.isfinite(bits.data).all() and (bits.data > 0).all()
     _aligned(bits, image)
     assert bits.colormap.name == "inferno"
@@ -92,7 +92,7 @@ def test_all_slices_adds_aligned_maps_plot_and_scale(widget_and_viewer, qtbot, r
     # a second run replaces the maps instead of piling them up
     w.show_latent.value = w.show_qcm.value = False
     _run(w, qtbot)
-    assert [layer.name for layer in viewer.layers] == ["ct", "ct bit cost [bits/pixel]"]
+    assert [layer.name for layer in viewer.layers] == ["ct", "bit cost [bits/pixel] · ct"]
 
 
 def test_current_slice_sits_on_that_slice(widget_and_viewer, qtbot, rng):
@@ -291,7 +291,7 @@ def test_latent_ablation_map_and_words(widget_and_viewer, qtbot, rng):
     saved = res.latent_saved_bits
     assert saved.shape == (2,) and res.ablated_bits is not None
     layer = viewer.layers[layer_name("mr", "latent_saving")]
-    assert layer.name == "mr latent saving [bits/pixel]" and layer.data.shape == (2, 64, 48)
+    assert layer.name == "latent saving [bits/pixel] · mr" and layer.data.shape == (2, 64, 48)
     lo, hi = layer.contrast_limits
     assert lo == -hi and hi > 0 and layer.colormap.name == "PiYG"  # centred: 0 is the middle colour
     # the map spreads each block's saving over its pixels: it sums back to the slices' totals
@@ -310,3 +310,20 @@ def test_ablation_text():
     assert "saves 120 bits (1.20%)" in iw.ablation_text(120.0, 10_000.0)
     assert "costs 50 bits (0.50%) more" in iw.ablation_text(-50.0, 10_000.0)
     assert "saves nothing (the same bits" in iw.ablation_text(0.0, 10_000.0)
+
+
+def test_the_dock_scrolls_instead_of_growing_the_window_and_names_maps_first(make_napari_viewer, qtbot, rng):
+    """On a laptop screen the Inspect dock (plots, legend) made the window taller than the screen; its map
+    layers' names began with the image's, which the layer list cut to '... (slice 5)'."""
+    from qtpy.QtWidgets import QScrollArea
+
+    viewer = make_napari_viewer()
+    viewer.add_image(smooth_image(rng, (2, 40, 36), 0, 900, np.uint16), name="ct")
+    dock, w = viewer.window.add_plugin_dock_widget("napari-lvpnet", "Inspect")
+    assert isinstance(w.native, QScrollArea) and dock.widget() is w.native  # napari docks the scroll area
+    w.show_latent.value = w.show_qcm.value = True
+    w.run_button.changed.emit(True)
+    qtbot.waitUntil(lambda: w.last_result is not None and w.run_button.enabled, timeout=120000)
+    assert w.native.minimumSizeHint().height() < 300  # the content scrolls; it does not set the window's height
+    assert viewer.layers[-1].name.startswith("latent error after QCM [")
+    assert w.native.minimumWidth() >= w.native.widget().minimumSizeHint().width()  # nothing cut on the right
