@@ -142,5 +142,37 @@ def read_volume(path):
     from ._layers import volume_image
 
     path = os.fspath(_single(path))
+    name = _name(path, (".nii.gz", ".nii", *DICOM_SUFFIXES))
+    if os.path.isdir(path):  # a folder of several series: one layer each (the command line asks --series)
+        from lvpnet.io.dicom import series_uids
+
+        uids = series_uids(path)
+        if len(uids) > 1:
+            return _each_series(path, name, uids)
     volume = lvpnet.read(path)
-    return [volume_image(volume, _name(path, (".nii.gz", ".nii", *DICOM_SUFFIXES)))]
+    return [volume_image(volume, name)]
+
+
+def _each_series(path: str, name: str, uids: list[str]) -> list:
+    """Every series of a folder as its own layer, named by its description; one that cannot be read is
+    said in a warning and the others open."""
+    from napari.utils.notifications import show_warning
+
+    import lvpnet
+
+    from ._layers import volume_image
+
+    layers, failed = [], []
+    for uid in uids:
+        try:
+            volume = lvpnet.read(path, series=uid)
+        except lvpnet.LvpnetError as e:
+            failed.append(f"{uid}: {e}")
+            continue
+        desc = str((volume.metadata.get("dicom") or {}).get("series_description") or "").strip()
+        layers.append(volume_image(volume, f"{name} {desc or uid[-12:]}".strip()))
+    if failed:
+        show_warning(f"{len(failed)} of {len(uids)} series in {name} could not be opened: " + "; ".join(failed))
+    if not layers:
+        raise lvpnet.InputError(f"{path}: none of its {len(uids)} series could be opened: " + "; ".join(failed))
+    return layers

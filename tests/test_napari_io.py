@@ -176,3 +176,23 @@ def test_monochrome1_opens_inverted(make_napari_viewer, tmp_path):
     assert layer.colormap.name == "gray_r" and np.array_equal(layer.data, ds.pixel_array)  # values as stored
     (plain,) = viewer.open(get_testdata_file("CT_small.dcm"), plugin="napari-lvpnet")
     assert plain.colormap.name == "gray"
+
+
+def test_a_folder_of_several_series_opens_one_layer_each(make_napari_viewer, tmp_path):
+    """It was refused with 'pick one with --series UID', an option napari does not have."""
+    import shutil
+
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
+
+    for i, (name, desc) in enumerate((("CT_small.dcm", "chest"), ("MR_small.dcm", "knee"))):
+        ds = dcmread(get_testdata_file(name))
+        ds.SeriesDescription = desc
+        (tmp_path / "study" / f"s{i}").mkdir(parents=True)
+        ds.save_as(tmp_path / "study" / f"s{i}" / "IM0.dcm")
+    shutil.copy(tmp_path / "study" / "s0" / "IM0.dcm", tmp_path / "study" / "s0" / "IM1.dcm")
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(tmp_path / "study"), plugin="napari-lvpnet")
+    assert sorted(layer.name for layer in layers) == ["study chest", "study knee"]
+    knee = next(layer for layer in layers if layer.name == "study knee")
+    assert np.array_equal(knee.data, dcmread(get_testdata_file("MR_small.dcm")).pixel_array)

@@ -127,6 +127,20 @@ def read_dicom_files(root: Path, names: list[str]) -> Volume:
         raise InputError(f"{root / names[0]}: unreadable DICOM input ({type(e).__name__}: {e})") from None
 
 
+def series_uids(path: Path) -> list[str]:
+    """The SeriesInstanceUIDs of the DICOM images in a folder, in the order ``--series`` lists them
+    (a viewer opens each as its own layer)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            files, _ = _scan(Path(path), False)
+    except InputError:
+        raise
+    except Exception as e:
+        raise InputError(f"{path}: unreadable DICOM input ({type(e).__name__}: {e})") from None
+    return list(dict.fromkeys(str(f.ds.get("SeriesInstanceUID", "")) for f in files))
+
+
 def _read(path: Path, series: str | None, follow_symlinks: bool) -> Volume:
     if path.is_dir():
         files, skipped = _scan(path, follow_symlinks)
