@@ -34,7 +34,7 @@ from lvpnet.progress import Progress, run
 
 from ._background import BackgroundJobMixin, quietly_if_closed, wrap_text
 from ._lazy import LazySlices
-from ._maps import MAPS, layer_name, legend
+from ._maps import MAPS, layer_name, legend, slice_words
 from ._messages import error_slice, what_is_wrong
 from ._plots import draw_colorbars, draw_plot, theme_colours
 
@@ -146,14 +146,14 @@ def ablation_text(saved: float, ablated: float) -> str:
     return "  latent ablation: the latent saves nothing (the same bits with a constant latent)"
 
 
-def summary_text(res: analysis.Analysis, model_name: str | None) -> str:
+def summary_text(res: analysis.Analysis, model_name: str | None, frames: tuple = (), labels=None) -> str:
     px = res.pixels_per_slice
     lines = [f"model: {model_name}" if model_name else "no model: real chunk bits only"]
     if res.has_model:
         est = res.estimated_bits
         if len(res.indices) == 1:
             i = res.indices[0]
-            where = f"slice {i}" if res.n_slices > 1 else "image"
+            where = slice_words(i, frames, labels) if res.n_slices > 1 else "image"
             lines.append(f"{where}: {_fmt_bits(float(est[0]), px)} estimated")
             lines.append(f"  pixels {res.pixel_bits[0]:,.0f} + latent {res.latent_bits[0]:,.0f} bits")
         else:
@@ -165,7 +165,7 @@ def summary_text(res: analysis.Analysis, model_name: str | None) -> str:
     if res.chunk_bits is not None:
         if len(res.indices) == 1 and res.n_slices > 1:
             i = res.indices[0]
-            lines.append(f"stored chunk of slice {i}: {_fmt_bits(float(res.chunk_bits[i]), px)}")
+            lines.append(f"stored chunk of {slice_words(i, frames, labels)}: {_fmt_bits(float(res.chunk_bits[i]), px)}")
         lines.append(f"stored, all {res.n_slices} chunks: {_fmt_bits(float(res.chunk_bits.sum()), res.n_slices * px)}")
         if res.has_model and res.model_matches_file is False:
             lines.append("  (the file was coded with other weights; estimates are for these)")
@@ -259,6 +259,11 @@ class InspectWidget(BackgroundJobMixin, Container):
             return None
         return value
 
+    def _axis_names(self):
+        """The names of the layer's leading axes, as its sliders show them."""
+        layer = getattr(self, "_layer", None)
+        return tuple(layer.axis_labels) if layer is not None and hasattr(layer, "axis_labels") else None
+
     def current_index(self, layer, frames) -> int:
         """Flat index of the slice the viewer shows for ``layer``."""
         if not frames:
@@ -314,7 +319,7 @@ class InspectWidget(BackgroundJobMixin, Container):
         try:
             if res.has_model and res.maps:
                 self._add_layers(layer, res)
-            self.summary.value = "\n".join(t for t in (summary_text(res, model_name), skipped) if t)
+            self.summary.value = "\n".join(t for t in (summary_text(res, model_name, self._frames, self._axis_names()), skipped) if t)
             self._redraw()
             self._update_hint()
             self._fit_width()
@@ -378,7 +383,8 @@ class InspectWidget(BackgroundJobMixin, Container):
             return shown[0] == kind
 
         def put(kind, data, hi, visible, lo=0.0, **extra):
-            return self._put(kind, data.reshape(lead + hw), layer_name(base, kind, slice_index=where, **extra),
+            return self._put(kind, data.reshape(lead + hw), layer_name(base, kind, slice_index=where, frames=self._frames,
+                                                                 labels=self._axis_names(), **extra),
                              contrast_limits=[lo, hi], visible=visible, **geo)
 
         if self.show_bits.value:
@@ -454,7 +460,8 @@ class InspectWidget(BackgroundJobMixin, Container):
             return
         c = int(self.channel.value)
         layer.data = self._latent(c).reshape(layer.data.shape)
-        layer.name = layer_name(self._layer.name, "latent", channel=c, slice_index=self._where)
+        layer.name = layer_name(self._layer.name, "latent", channel=c, slice_index=self._where,
+                                frames=self._frames, labels=self._axis_names())
 
     # ------------------------------------------------------------ words and drawing
     def _update_hint(self, *_):
@@ -464,8 +471,9 @@ class InspectWidget(BackgroundJobMixin, Container):
         if where is not None and self.added_layers and self._layer in self._viewer.layers:
             here = self.current_index(self._layer, self._frames)
             if here != where:
-                text = (f"The maps show slice {where} only; the viewer is on slice {here}. Step back to slice "
-                        f"{where}, run Inspect here, or choose 'all slices'.")
+                there, now = (slice_words(i, self._frames, self._axis_names()) for i in (where, here))
+                text = (f"The maps show {there} only; the viewer is on {now}. Step back to {there}, run Inspect "
+                        "here, or choose 'all slices'.")
         self.hint.value, self.hint.visible = text, bool(text)
 
     def _draw_colorbars(self):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class MapInfo:
@@ -50,12 +52,22 @@ MAPS = {
 ORDER = ("bits", "latent_bits", "latent", "qcm_before", "qcm_after", "latent_saving")
 
 
-def layer_name(base: str, kind: str, *, channel: int | None = None, slice_index: int | None = None) -> str:
+def slice_words(i: int, frames: tuple = (), labels=None) -> str:
+    """'slice 11', or on a 4-D layer 'time 1, slice 11' (the sliders' own words), not the flat index 35."""
+    if len(frames) <= 1:
+        return f"slice {i}"
+    names = list(labels)[: len(frames)] if labels is not None and len(labels) >= len(frames) else None
+    names = names or [f"axis {k}" for k in range(len(frames))]
+    return ", ".join(f"{n} {int(v)}" for n, v in zip(names, np.unravel_index(i, frames), strict=True))
+
+
+def layer_name(base: str, kind: str, *, channel: int | None = None, slice_index: int | None = None,
+               frames: tuple = (), labels=None) -> str:
     """'bit cost [bits/pixel] · ct', 'latent z, channel 5 [quantisation steps] · ct (slice 8)': what the map
     shows first (napari's layer list elides the middle of a long name, and its start says which map)."""
     info = MAPS[kind]
     title = info.title if channel is None else f"{info.title}, channel {channel}"
-    where = "" if slice_index is None else f" (slice {slice_index})"
+    where = "" if slice_index is None else f" ({slice_words(slice_index, frames, labels)})"
     return f"{title} [{info.unit}] · {base}{where}"
 
 

@@ -327,3 +327,22 @@ def test_the_dock_scrolls_instead_of_growing_the_window_and_names_maps_first(mak
     assert w.native.minimumSizeHint().height() < 300  # the content scrolls; it does not set the window's height
     assert viewer.layers[-1].name.startswith("latent error after QCM [")
     assert w.native.minimumWidth() >= w.native.widget().minimumSizeHint().width()  # nothing cut on the right
+
+
+def test_a_4d_layer_is_spoken_of_in_its_sliders_words(make_napari_viewer, qtbot, rng):
+    """Inspect on time 1, slice 2 of a (2, 3, h, w) layer said 'slice 5' (the flat index), in a summary,
+    a layer name and a hint whose slice slider stops at 2."""
+    viewer = make_napari_viewer()
+    _, w = viewer.window.add_plugin_dock_widget("napari-lvpnet", "Inspect")
+    a = smooth_image(rng, (2, 3, 32, 28), 0, 4000, np.uint16)
+    image = viewer.add_image(a, name="fmri", axis_labels=("time", "slice", "row", "column"))
+    viewer.dims.set_point(0, 1)
+    viewer.dims.set_point(1, 2)
+    w.layer.value = image
+    w.scope.value = iw.CURRENT
+    _run(w, qtbot)
+    assert w.last_result.indices == [5]
+    assert "time 1, slice 2:" in w.summary.value and "slice 5" not in w.summary.value
+    assert viewer.layers[-1].name == "bit cost [bits/pixel] · fmri (time 1, slice 2)"
+    viewer.dims.set_point(1, 0)
+    qtbot.waitUntil(lambda: "the viewer is on time 1, slice 0" in w.hint.value, timeout=5000)
