@@ -34,7 +34,7 @@ from lvpnet.progress import Progress, run
 
 from ._background import BackgroundJobMixin, quietly_if_closed, wrap_text
 from ._lazy import LazySlices
-from ._maps import MAPS, layer_name, legend, slice_words
+from ._maps import MAPS, layer_colormap, layer_name, legend, slice_words
 from ._messages import error_slice, what_is_wrong
 from ._plots import draw_colorbars, draw_plot, theme_colours
 
@@ -353,7 +353,7 @@ class InspectWidget(BackgroundJobMixin, Container):
     def _put(self, kind: str, data, name: str, **kwargs) -> Image:
         info = MAPS[kind]
         kwargs["metadata"] = {MAP_KEY: {"map": kind, "unit": info.unit, "says": info.says}}
-        new = self._viewer.add_image(data, name=name, colormap=info.colormap, opacity=0.8, blending="translucent",
+        new = self._viewer.add_image(data, name=name, colormap=layer_colormap(kind), opacity=0.8, blending="translucent",
                                      **kwargs)
         self.added_layers[kind] = new
         new.events.contrast_limits.connect(lambda e: self._draw_colorbars())

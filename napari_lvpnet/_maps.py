@@ -73,3 +73,18 @@ def layer_name(base: str, kind: str, *, channel: int | None = None, slice_index:
 
 def legend(kinds) -> str:
     return "\n".join(f"{MAPS[k].title} [{MAPS[k].unit}]: {MAPS[k].says}" for k in ORDER if k in kinds)
+
+
+def layer_colormap(kind: str):
+    """The colormap of a map layer: the map's own, except that a diverging map (the latent saving) fades
+    to transparent at its zero, so "blank: it changes nothing" shows the image, not a white wash."""
+    info = MAPS[kind]
+    if kind != "latent_saving":
+        return info.colormap
+    from matplotlib import colormaps
+    from napari.utils.colormaps import Colormap
+
+    t = np.linspace(0.0, 1.0, 65)
+    rgba = colormaps[info.colormap](t)
+    rgba[:, 3] = np.minimum(1.0, 2.0 * np.abs(t - 0.5)) ** 0.5  # 0 at the centre, quickly opaque away from it
+    return Colormap(colors=rgba, controls=t, name=f"{info.colormap} (clear at 0)")
