@@ -296,6 +296,12 @@ def conversion_notes(volume: Volume) -> list[str]:
             notes.append(
                 f"{how}; NIfTI holds one spacing, so the file places them {step:g} mm apart and some slices are "
                 f"up to {off:.3g} mm from their true position (a DICOM output keeps every slice's position)")
+    meta = _dicom_meta(volume)
+    if meta is not None and meta.get("slice_order") in ("InstanceNumber", "unknown") and volume.n_slices > 1:
+        notes.append(f"the slices were stacked by {'InstanceNumber' if meta['slice_order'] != 'unknown' else 'file order'}"
+                     ", not by position (positions missing, repeated, or in different planes): NIfTI's one affine "
+                     "assumes parallel slices one spacing apart; check the geometry (a DICOM output keeps each "
+                     "slice's own)")
     rescale = _dicom_rescale(volume)
     if rescale is not None and (len(rescale[0]) > 1 or len(rescale[1]) > 1):
         slopes, inters = rescale
