@@ -166,7 +166,8 @@ def summary_text(res: analysis.Analysis, model_name: str | None, frames: tuple =
         if len(res.indices) == 1 and res.n_slices > 1:
             i = res.indices[0]
             lines.append(f"stored chunk of {slice_words(i, frames, labels)}: {_fmt_bits(float(res.chunk_bits[i]), px)}")
-        lines.append(f"stored, all {res.n_slices} chunks: {_fmt_bits(float(res.chunk_bits.sum()), res.n_slices * px)}")
+        every = f"all {res.n_slices} chunks" if res.n_slices > 1 else "its one chunk"
+        lines.append(f"stored, {every}: {_fmt_bits(float(res.chunk_bits.sum()), res.n_slices * px)}")
         if res.has_model and res.model_matches_file is False:
             lines.append("  (the file was coded with other weights; estimates are for these)")
         elif res.has_model and res.file_model is None:
