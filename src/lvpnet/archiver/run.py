@@ -232,7 +232,7 @@ def _damaged_outputs(dst: Path, rows: list, progress: Callback | None) -> set[st
     def intact(row) -> bool:
         try:
             return sha256_file(dst / row.key) == row.output_sha256
-        except OSError:
+        except (OSError, InputError):  # unreadable, or no longer a regular file (``open_regular``)
             return False
 
     stats = _Stats("check", len(rows), sum(r.output_bytes or 0 for r in rows), progress)
