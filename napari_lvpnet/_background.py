@@ -76,6 +76,8 @@ class BackgroundJobMixin:
         self._stage = None
         self.progress.value, self.progress.visible = 0, True
         self.progress.native.setFormat("starting ...")
+        if self.progress.max <= 1:  # one slice: no progress comes before it is done, so show it is busy
+            self.progress.native.setRange(0, 0)
         self.run_button.enabled, self.cancel_button.enabled = False, True
         if self._ended is None:  # the viewer closing (or the app quitting) stops the job, as Cancel does
             self.native.destroyed.connect(self._stop_for_close)

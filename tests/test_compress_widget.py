@@ -250,3 +250,20 @@ def test_a_failure_notification_gives_the_reason_before_the_path():
     assert reason_first("/tmp/nowhere/x.lvp: the folder /tmp/nowhere does not exist") == \
         "the folder /tmp/nowhere does not exist (x.lvp)"
     assert reason_first("layer 'ct': the array is empty") == "layer 'ct': the array is empty"  # no path: as it was
+
+
+def test_one_large_slice_shows_a_busy_bar_not_a_still_one(widget_and_viewer, qtbot, tmp_path, rng, monkeypatch):
+    """Progress comes per slice, so a single slice showed 'starting ...' on a still bar for all its seconds."""
+    import time
+
+    from lvpnet.codecs.fallback import FallbackCodec
+
+    viewer, w = widget_and_viewer
+    viewer.add_image(smooth_image(rng, (64, 64), 0, 4000, np.uint16), name="dx")
+    w.layer.value = viewer.layers["dx"]
+    w.output.value = tmp_path / "dx.lvp"
+    real = FallbackCodec.encode
+    monkeypatch.setattr(FallbackCodec, "encode", lambda self, s: (time.sleep(0.5), real(self, s))[1])
+    w.run_button.changed.emit(True)
+    assert w.progress.native.maximum() == 0  # Qt's busy indicator
+    qtbot.waitUntil(lambda: w.last_result is not None and w.run_button.enabled, timeout=30000)
