@@ -179,6 +179,8 @@ _MAX_DOCK_WIDTH = 640  # wider content scrolls sideways instead of squeezing the
 
 
 class InspectWidget(BackgroundJobMixin, Container):
+    job_title = "Inspect"
+
     def _fit_width(self) -> None:
         """The dock as wide as its content needs (its summary and plots widen it once filled), so nothing
         is cut on the right; a horizontal scroll bar where the window cannot give that much."""
@@ -192,8 +194,6 @@ class InspectWidget(BackgroundJobMixin, Container):
         """The scroll area around the dock's content: napari docks ``native``, and the content (its plots
         and legend) is taller than a laptop's screen, which made the window grow past it."""
         return self.root_native_widget
-
-    job_title = "Inspect"
 
     def __init__(self, napari_viewer: Viewer):
         viewer = napari_viewer

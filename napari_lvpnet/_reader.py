@@ -143,36 +143,37 @@ def read_volume(path):
 
     path = os.fspath(_single(path))
     name = _name(path, (".nii.gz", ".nii", *DICOM_SUFFIXES))
-    if os.path.isdir(path):  # a folder of several series: one layer each (the command line asks --series)
-        from lvpnet.io.dicom import series_uids
+    if os.path.isdir(path):  # a DICOM folder, read once: one layer per series (the command line asks --series)
+        from lvpnet.io.dicom import read_each_series
 
-        uids = series_uids(path)
-        if len(uids) > 1:
-            return _each_series(path, name, uids)
+        return _each_series(path, name, read_each_series(path))
     volume = lvpnet.read(path)
     return [volume_image(volume, name)]
 
 
-def _each_series(path: str, name: str, uids: list[str]) -> list:
-    """Every series of a folder as its own layer, named by its description; one that cannot be read is
-    said in a warning and the others open."""
+def _each_series(path: str, name: str, series: list) -> list:
+    """Every series of a folder as its own layer (named by its description where there are several);
+    one that cannot be read is said in a warning and the others open."""
     from napari.utils.notifications import show_warning
 
     import lvpnet
 
     from ._layers import volume_image
 
+    if len(series) == 1:  # a series folder: its error as it is, the folder's name
+        volume = series[0][1]
+        if isinstance(volume, Exception):
+            raise volume
+        return [volume_image(volume, name)]
     layers, failed = [], []
-    for uid in uids:
-        try:
-            volume = lvpnet.read(path, series=uid)
-        except lvpnet.LvpnetError as e:
-            failed.append(f"{uid}: {e}")
+    for uid, volume in series:
+        if isinstance(volume, Exception):
+            failed.append(f"{uid}: {volume}")
             continue
         desc = str((volume.metadata.get("dicom") or {}).get("series_description") or "").strip()
         layers.append(volume_image(volume, f"{name} {desc or uid[-12:]}".strip()))
     if failed:
-        show_warning(f"{len(failed)} of {len(uids)} series in {name} could not be opened: " + "; ".join(failed))
+        show_warning(f"{len(failed)} of {len(series)} series in {name} could not be opened: " + "; ".join(failed))
     if not layers:
-        raise lvpnet.InputError(f"{path}: none of its {len(uids)} series could be opened: " + "; ".join(failed))
+        raise lvpnet.InputError(f"{path}: none of its {len(series)} series could be opened: " + "; ".join(failed))
     return layers

@@ -64,6 +64,10 @@ class LvpFile:
         self.closed = True
         self._last = None
 
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ValueError(f"{self.name}: read from a closed lvpnet file")
+
     def __enter__(self) -> LvpFile:
         return self
 
@@ -178,8 +182,7 @@ class LvpFile:
         return self.read_slice(i + len(self) if -len(self) <= i < 0 else i)
 
     def read_slice(self, i: int) -> np.ndarray:
-        if self.closed:
-            raise ValueError(f"{self.name}: read from a closed lvpnet file")
+        self._check_open()
         if not 0 <= i < len(self):
             raise IndexError(f"slice {i} out of range 0..{len(self) - 1}")
         with self._lock:
@@ -254,8 +257,7 @@ class LvpFile:
     def iter_decode(self, stage: str = "decode", workers: int | None = 1) -> Generator[Progress, None, np.ndarray]:
         """Decode every slice and check the whole-array hash; yields progress (``workers``: processes
         that decode runs of slices, ``slice_pool.workers``; None: automatic)."""
-        if self.closed:
-            raise ValueError(f"{self.name}: read from a closed lvpnet file")
+        self._check_open()
         limits.check(self.n_samples * self.dtype.itemsize, self.file_bytes,
                      f"{self.name}: the array ({'x'.join(map(str, self.shape))} {self.dtype})", self.header["array_hash"])
         out = np.empty(self.shape, self.dtype)

@@ -109,9 +109,7 @@ def archive(
         orphans = [r for k, r in rows.items() if r.state == "done" and k not in planned] if check else []
         looked = [row for _, row, _ in skips] + orphans
         damaged = _damaged_outputs(dst, looked, progress) if check else set()
-        conflicts += [{"item": r.key, "sources": [p for p, *_ in r.sources], "reason": (
-            "its archived file is damaged (its SHA-256 is not the ledger's) and SOURCE no longer has its "
-            "files: it cannot be archived again")} for r in orphans if r.key in damaged]
+        conflicts += [_unrepairable(r, "SOURCE no longer has its files") for r in orphans if r.key in damaged]
         skipped = 0
         kept: list[str] = []  # done items some of whose files were deleted from SOURCE since
         repaired: list[str] = []
@@ -121,9 +119,7 @@ def archive(
                 if with_deleted:
                     kept.append(it.key)
             elif with_deleted:  # SOURCE cannot give it again: said, and left for restore to report
-                conflicts.append({"item": it.key, "sources": [p for p, *_ in row.sources], "reason": (
-                    "its archived file is damaged (its SHA-256 is not the ledger's) and some of its files were "
-                    "deleted from SOURCE since: it cannot be archived again")})
+                conflicts.append(_unrepairable(row, "some of its files were deleted from SOURCE since"))
             else:  # coded again from SOURCE over the damaged output (never adopted: it is not what was made)
                 todo.append((it, False))
                 repaired.append(it.key)
@@ -244,6 +240,12 @@ def _damaged_outputs(dst: Path, rows: list, progress: Callback | None) -> set[st
                 damaged.add(row.key)
             stats.looked_at(row.output_bytes or 0, ok)
     return damaged
+
+
+def _unrepairable(row, why: str) -> dict:
+    """The failure of a damaged output (``archive --check``) that SOURCE cannot give again."""
+    return {"item": row.key, "sources": [p for p, *_ in row.sources], "reason": (
+        f"its archived file is damaged (its SHA-256 is not the ledger's) and {why}: it cannot be archived again")}
 
 
 def _output_present(out: Path, row) -> bool:

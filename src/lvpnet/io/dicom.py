@@ -127,18 +127,27 @@ def read_dicom_files(root: Path, names: list[str]) -> Volume:
         raise InputError(f"{root / names[0]}: unreadable DICOM input ({type(e).__name__}: {e})") from None
 
 
-def series_uids(path: Path) -> list[str]:
-    """The SeriesInstanceUIDs of the DICOM images in a folder, in the order ``--series`` lists them
-    (a viewer opens each as its own layer)."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            files, _ = _scan(Path(path), False)
-    except InputError:
-        raise
-    except Exception as e:
-        raise InputError(f"{path}: unreadable DICOM input ({type(e).__name__}: {e})") from None
-    return list(dict.fromkeys(str(f.ds.get("SeriesInstanceUID", "")) for f in files))
+def read_each_series(path: Path) -> list[tuple[str, Volume | InputError]]:
+    """Every series of a DICOM folder from one scan of it, in the order ``--series`` lists them: its UID
+    and its Volume, or the InputError that series alone gives (a viewer opens each as its own layer)."""
+    path = Path(path)
+
+    def guarded(read):  # what ``read_dicom`` makes of pydicom's many kinds of errors
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return read()
+        except InputError as e:
+            return e
+        except Exception as e:
+            return InputError(f"{path}: unreadable DICOM input ({type(e).__name__}: {e})")
+
+    scanned = guarded(lambda: _scan(path, False))
+    if isinstance(scanned, InputError):
+        raise scanned
+    files, skipped = scanned
+    groups = _series_groups(files, path)
+    return [(uid, guarded(lambda g=g: _build(g, skipped, single_file=False))) for uid, g in groups.items()]
 
 
 def _read(path: Path, series: str | None, follow_symlinks: bool) -> Volume:
@@ -213,12 +222,18 @@ def _scan(root: Path, follow_symlinks: bool = False) -> tuple[list[_File], list[
     return files, skipped
 
 
-def _select_series(files: list[_File], series: str | None, root: Path) -> list[_File]:
+def _series_groups(files: list[_File], root: Path) -> dict[str, list[_File]]:
+    """The image files of a folder by SeriesInstanceUID, in the order they were found."""
     groups: dict[str, list[_File]] = {}
     for f in files:
         groups.setdefault(str(f.ds.get("SeriesInstanceUID", "")), []).append(f)
     if not groups:
         raise InputError(f"{root}: no DICOM images found in this folder")
+    return groups
+
+
+def _select_series(files: list[_File], series: str | None, root: Path) -> list[_File]:
+    groups = _series_groups(files, root)
     if series is not None:
         if series not in groups:
             raise InputError(f"{root}: no series {series} here\nseries found: {_listing(groups)}")

@@ -347,9 +347,8 @@ def _geometry_kept(volume: Volume, hdr: Any, ndim: int) -> bool:
     gives (the reader's, ``_volume``): a volume whose geometry was edited since gets a new header."""
     affine = np.asarray(hdr.get_best_affine(), float)
     zooms = [float(z) for z in hdr.get_zooms()][:ndim]
-    same = _same
-    return (same(volume.affine, affine) and same(volume.spacing, list(reversed(zooms)))
-            and same(volume.origin, affine[:3, 3]) and same(volume.direction, _direction(affine)))
+    return (_same(volume.affine, affine) and _same(volume.spacing, list(reversed(zooms)))
+            and _same(volume.origin, affine[:3, 3]) and _same(volume.direction, _direction(affine)))
 
 
 def _kept_header_bytes(volume: Volume, info: dict[str, Any]) -> bytes | None:
@@ -398,8 +397,8 @@ def _write_with_nibabel(volume: Volume, path: Path, shown: Path | None = None, t
         rgb_t = np.dtype([("R", "u1"), ("G", "u1"), ("B", "u1")])
         arr = np.ascontiguousarray(arr).view(rgb_t)[..., 0]
     data = arr.transpose(tuple(reversed(range(arr.ndim))))
-    if template is not None and not isinstance(template, nib.Nifti1Header) or isinstance(template, nib.Nifti2Header):
-        template = None  # a NIfTI-2 header does not fit a NIfTI-1 file
+    if not isinstance(template, nib.Nifti1Header) or isinstance(template, nib.Nifti2Header):
+        template = None  # none, or a NIfTI-2 header, which does not fit a NIfTI-1 file
     try:
         img = nib.Nifti1Image(data, _affine_for(volume), header=template)
         if volume.spacing is not None and len(volume.spacing) == data.ndim and _usable_zooms(volume.spacing):
