@@ -9,6 +9,7 @@ import math
 import os
 import threading
 import time
+import warnings
 from collections.abc import Generator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -112,7 +113,8 @@ def _little_endian(array: np.ndarray) -> np.ndarray:
 
 
 def encode_stream(
-    fileobj: BinaryIO, volume: Volume, codec: str | None = None, safety_net: bool = True, workers: int | None = 1
+    fileobj: BinaryIO, volume: Volume, codec: str | None = None, safety_net: bool = True, workers: int | None = 1,
+    on_note=None,
 ) -> Generator[Progress, None, tuple[int, dict[str, int]]]:
     """Code ``volume`` into ``fileobj``; yields progress, returns (bytes written, slices per codec).
 
@@ -125,7 +127,9 @@ def encode_stream(
     A codec that ``takes_reference`` codes each slice against the one before it, except every
     ``REFERENCE_RUN``-th (the slice before may be stored by the fallback: the pixels are the same).
     ``workers``: processes that code the slices of a learned codec (``slice_pool.workers``; None:
-    automatic); the bytes are the same with any number.
+    automatic); the bytes are the same with any number. A slice larger than the learned codec can
+    encode in the memory free (``lvpnet.ram``) is refused before the encode when that codec was asked
+    for, and otherwise coded with the fallback, said through ``on_note(text)`` (None: a warning).
     """
     check_volume(volume)
     array = _little_endian(volume.array)
@@ -133,6 +137,10 @@ def encode_stream(
     chosen = codecs.get_codec(name)
     if not chosen.accepts(array.dtype, volume.rgb):
         raise InputError(f"codec {name} does not take {array.dtype} {'RGB ' if volume.rgb else ''}data")
+    pixels = math.prod(array.shape[-3:-1] if volume.rgb else array.shape[-2:])
+    if not _fits(chosen, pixels, asked=codec is not None, on_note=on_note):
+        name = codecs.FallbackCodec.id
+        chosen = codecs.get_codec(name)
     writer = ContainerWriter(fileobj)
     total = n_slices(array.shape, volume.rgb)
     digest = hashlib.blake2b(digest_size=32)
@@ -141,12 +149,12 @@ def encode_stream(
     safety = safety_net and model is not None
     slices = list(iter_slices(array, volume.rgb))  # views of the array
     work = slice_pool.work_s(total, array.size // max(1, total), slice_pool.ENCODE_S)
-    n = slice_pool.workers(total, workers, chosen.device, work) if model is not None else 1  # a model: the learned codec
+    n = (slice_pool.workers(total, workers, chosen.device, work, chosen.encode_ram_per_pixel * pixels)
+         if model is not None else 1)  # a model: the learned codec
     # coded here one by one with a core to spare: the safety net's JPEG-XL beside the learned encoder
     overlap = safety and n == 1 and slice_pool.spare_core(workers)
     tasks = ((name, s, slices[i - 1] if chosen.takes_reference and i % REFERENCE_RUN else None, safety, overlap)
              for i, s in enumerate(slices))
-    pixels = math.prod(array.shape[-3:-1] if volume.rgb else array.shape[-2:])
     lanes = slice_pool.lanes(chosen.device, pixels, n) if model is not None and total > 1 else 1
     if lanes > 1:  # a GPU: slices walked in lock-step, one network call per step for all of them
         groups = ((g,) for g in iter(lambda: list(itertools.islice(tasks, lanes)), []))
@@ -162,6 +170,29 @@ def encode_stream(
         writer.add_blob(blob)
     size = writer.finish(_header(volume, array, digest.hexdigest(), model if counts.get(chosen.id) else None))
     return size, counts
+
+
+def _fits(chosen, pixels: int, asked: bool, on_note=None) -> bool:
+    """Can ``chosen`` encode a slice of ``pixels`` pixels in the memory free now? Only a codec that says
+    what a pixel takes (``encode_ram_per_pixel``: the learned one) is asked. A codec the caller named
+    (``asked``) that cannot is an InputError, before any work; the default one is replaced by the
+    fallback (False), with a note."""
+    from . import ram
+
+    per_pixel = getattr(chosen, "encode_ram_per_pixel", None)
+    free = ram.available() if per_pixel else None
+    if free is None or per_pixel * pixels <= free:
+        return True
+    why = (f"the learned codec needs about {ram.human(per_pixel * pixels)} of memory to encode a slice of "
+           f"{pixels / 1e6:.1f} megapixels and {ram.human(free)} is free")
+    if asked:
+        raise InputError(f"{why}: free some memory, or use --codec fallback (JPEG-XL lossless)")
+    note = f"{why}: coded with the fallback codec (JPEG-XL lossless)"
+    if on_note is None:
+        warnings.warn(note, stacklevel=2)
+    else:
+        on_note(note)
+    return False
 
 
 def code_slice(name: str, s: np.ndarray, prev: np.ndarray | None, safety_net: bool,
@@ -261,10 +292,10 @@ def _output_path(path) -> str:
 
 def iter_compress_to_file(
     volume: Volume, path: str | os.PathLike, codec: str | None = None, verify: bool = True, safety_net: bool = True,
-    workers: int | None = 1,
+    workers: int | None = 1, on_note=None,
 ) -> Generator[Progress, None, CompressResult]:
     """Write ``volume`` to ``path`` atomically; yields progress, returns a CompressResult
-    (``workers``: ``encode_stream``'s, for the verifying decode too).
+    (``workers``: ``encode_stream``'s, for the verifying decode too; ``on_note``: ``encode_stream``'s).
 
     Closing the generator early (a Cancel button) removes the temporary file;
     nothing appears under ``path`` unless every slice was written and, with
@@ -276,7 +307,8 @@ def iter_compress_to_file(
     t0 = time.perf_counter()
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
-            size, counts = yield from encode_stream(f, volume, codec, safety_net=safety_net, workers=workers)
+            size, counts = yield from encode_stream(f, volume, codec, safety_net=safety_net, workers=workers,
+                                                      on_note=on_note)
             f.flush()
         t1 = time.perf_counter()
         verify_seconds = None
@@ -304,7 +336,8 @@ def iter_compress_path(
     """A file or folder on disk to ``path``, as ``lvpnet compress`` does it: a DICOM source is
     archived with one record per source file, so ``decompress`` restores the files byte for byte
     (``dicom_archive``); anything else is stored as read. ``on_note(text)`` hears what reading
-    skipped (special files, links in a folder) before the encode starts. Yields progress; returns
+    skipped (special files, links in a folder) before the encode starts, and a learned codec left for
+    the fallback for want of memory (``encode_stream``). Yields progress; returns
     (the result, the volume stored, the seconds reading and archiving took)."""
     from .io import notes, read
 
@@ -324,7 +357,7 @@ def iter_compress_path(
     elif allow_lossy_source:
         raise InputError("--allow-lossy-source applies to DICOM input only")
     read_seconds = time.perf_counter() - t0
-    result = yield from iter_compress_to_file(volume, path, codec, verify=verify, workers=workers)
+    result = yield from iter_compress_to_file(volume, path, codec, verify=verify, workers=workers, on_note=on_note)
     return result, volume, read_seconds
 
 

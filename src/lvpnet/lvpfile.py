@@ -287,7 +287,8 @@ class LvpFile:
             return
         learned = codecs.get_codec(codecs.LEARNED)
         work = slice_pool.work_s(n, math.prod(self.slice_shape), slice_pool.DECODE_S)
-        workers = slice_pool.workers(n, workers, learned.device, work)
+        workers = slice_pool.workers(n, workers, learned.device, work,
+                                     learned.decode_ram_per_pixel * math.prod(self.slice_shape[:2]))
         # on a GPU, chains of slices walked in lock-step: one network call per step for all of them
         lanes = slice_pool.lanes(learned.device, math.prod(self.slice_shape[:2]), workers) if n > 1 else 1
         if workers <= 1:

@@ -10,7 +10,8 @@ Who uses it: ``compressor.encode_stream`` (slices, the safety net included) and
 the very code the serial path runs, so files and errors are the same with any number of workers.
 
 How many: ``workers(n, requested, device, work)``: a number asked for, or with ``None`` (the command
-line's default) ``LVPNET_WORKERS`` when set, else the cores this process may use, and 1 for volumes
+line's default) ``LVPNET_WORKERS`` when set, else the cores this process may use (no more than the
+memory free holds: ``lvpnet.ram``), and 1 for volumes
 under ``MIN_SLICES`` slices or under ``MIN_WORK_S`` seconds of one core's work (a 10-slice 128 x 128
 MR), where starting workers (about 3 s: torch, numba, weights) costs more than it saves. On a CUDA
 device the automatic number is also bounded by the device's free memory (``GPU_BYTES_PER_WORKER``
@@ -67,12 +68,14 @@ _pool_key: tuple | None = None
 _lock = threading.Lock()
 
 
-def workers(n_slices: int, requested: int | None = 1, device: str = "cpu", work: float | None = None) -> int:
+def workers(n_slices: int, requested: int | None = 1, device: str = "cpu", work: float | None = None,
+            slice_bytes: int = 0) -> int:
     """How many worker processes code ``n_slices`` slices (1: in this process). ``requested``: a
     number, or None for automatic (module docstring); ``device``: where the learned codec runs
     ("auto", "cpu", "cuda"), which bounds the automatic number on a GPU; ``work``: one core's
     estimated seconds for the whole volume (``work_s``), under ``MIN_WORK_S`` of which the automatic
-    number is 1 unless a pool is already running."""
+    number is 1 unless a pool is already running; ``slice_bytes``: one slice's working memory, which
+    with each worker's own (``ram.WORKER_BASE_BYTES``) bounds the automatic number by the memory free."""
     if requested is not None:
         return max(1, min(int(requested), n_slices))
     asked = _env_count(ENV, n_slices)
@@ -80,7 +83,16 @@ def workers(n_slices: int, requested: int | None = 1, device: str = "cpu", work:
         return asked
     if n_slices < MIN_SLICES or (work is not None and work < MIN_WORK_S and _pool is None):
         return 1
-    return max(1, min(cores(), n_slices // 2, _gpu_room(device)))
+    return max(1, min(cores(), n_slices // 2, _gpu_room(device), _ram_room(slice_bytes)))
+
+
+def _ram_room(slice_bytes: int) -> int:
+    """How many workers, each with its own torch and weights and one slice's working memory, the memory
+    free now holds (a large number where it is unknown)."""
+    from . import ram
+
+    free = ram.available()
+    return 1 << 30 if free is None else free // (ram.WORKER_BASE_BYTES + max(0, slice_bytes))
 
 
 def work_s(n_slices: int, slice_pixels: int, rates: tuple[float, float]) -> float:

@@ -46,6 +46,10 @@ class LVPNetCodec(Codec):
     # 1024 x 1024 and 256 x 256 slices, weights and torch included); ``LvpFile`` checks it against
     # ``lvpnet.limits`` before a declared slice shape makes the engine allocate it
     decode_bytes_per_pixel = 512
+    # this machine's memory a slice's work takes per pixel, numpy's arrays and torch's (measured on 1024 x 1024
+    # and 2048 x 2048 slices, ``benchmarks/codec_memory.md``: 220-240 and 120-135): ``lvpnet.ram``
+    encode_ram_per_pixel = 240
+    decode_ram_per_pixel = 140
 
     def __init__(self, weights: str | os.PathLike | None = None, device: str | None = None):
         self._weights = Path(weights) if weights is not None else None
