@@ -184,6 +184,9 @@ def test_sample_opens_in_a_ct_window_with_mm_units(make_napari_viewer):
     viewer.open_sample("napari-lvpnet", "sample_ct")
     layer = viewer.layers[0]
     assert layer.contrast_limits == [-160.0, 240.0]  # CT soft tissue, 40 / 400 HU
+    data = np.asarray(layer.data)
+    # the slider reaches the lung and the bone, not only the window it opened in
+    assert list(layer.contrast_limits_range) == [float(data.min()), float(data.max())]
     assert [str(u) for u in layer.units] == ["millimeter"] * 3
     assert viewer.dims.axis_labels == ("slice", "row", "column")
 
