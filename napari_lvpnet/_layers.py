@@ -178,9 +178,39 @@ def layer_kwargs(*, shape, rgb, spacing, origin, direction, metadata, name, samp
     limits = window_limits(metadata, rgb) if sample is None else contrast_limits(sample, metadata, rgb)
     if limits is not None:
         kwargs["contrast_limits"] = limits
-    if not rgb and str((metadata.get("dicom") or {}).get("photometric", "")).upper() == "MONOCHROME1":
+    photometric = str((metadata.get("dicom") or {}).get("photometric", "")).upper()
+    if not rgb and photometric == "MONOCHROME1":
         kwargs["colormap"] = "gray_r"  # the smallest value is white (a radiograph's bone), as DICOM says
+    if not rgb and photometric == "PALETTE COLOR":
+        palette = palette_colormap(metadata)
+        if palette is not None:  # the indices stay the values; the colours are the palette's
+            kwargs["colormap"], kwargs["contrast_limits"] = palette
     return kwargs
+
+
+def palette_colormap(metadata: dict):
+    """A PALETTE COLOR series' colours as a napari colour map over its stored indices: (Colormap, contrast
+    limits), from the first file's lookup tables (kept in ``metadata["dicom"]["elements"]``); None where
+    they are missing or cannot be read (the indices then show grey)."""
+    from napari.utils.colormaps import Colormap
+
+    elements = (metadata.get("dicom") or {}).get("elements") or [None]
+    try:
+        import pydicom
+        from pydicom.pixels import apply_color_lut
+
+        ds = pydicom.Dataset.from_json(elements[0])
+        count, first = int(ds.RedPaletteColorLookupTableDescriptor[0]) or 65536, int(ds.RedPaletteColorLookupTableDescriptor[1])
+        rgb = np.asarray(apply_color_lut(np.arange(first, first + count, dtype=np.uint16), ds), np.float64)
+    except Exception:  # noqa: BLE001 - no palette, a damaged one, one pydicom cannot read: grey
+        return None
+    if rgb.shape != (count, 3):
+        return None
+    top = 65535.0 if rgb.max() > 255 else 255.0
+    colours = np.concatenate([np.clip(rgb / top, 0, 1), np.ones((count, 1))], axis=1)
+    # one colour per index: index first + i shows colours[i] over [first + i - 0.5, first + i + 0.5)
+    cmap = Colormap(colours, controls=np.linspace(0.0, 1.0, count + 1), interpolation="zero", name="DICOM palette")
+    return cmap, [first - 0.5, first + count - 0.5]
 
 
 def _middle(array: np.ndarray, rgb: bool) -> np.ndarray:

@@ -196,3 +196,46 @@ def test_a_folder_of_several_series_opens_one_layer_each(make_napari_viewer, tmp
     assert sorted(layer.name for layer in layers) == ["study chest", "study knee"]
     knee = next(layer for layer in layers if layer.name == "study knee")
     assert np.array_equal(knee.data, dcmread(get_testdata_file("MR_small.dcm")).pixel_array)
+
+
+def _palette_dicom(path, lut_data=True):
+    """An 8-bit PALETTE COLOR image whose 256-entry, 16-bit palette shows index i as (i, 255 - i, min(2i, 255))."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = "1.2.840.10008.5.1.4.1.1.6.1", generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality = generate_uid(), generate_uid(), "US"
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 24, 32, 1, "PALETTE COLOR"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    i = np.arange(256)
+    for colour, values in zip(("Red", "Green", "Blue"), (i, 255 - i, np.minimum(2 * i, 255))):
+        setattr(ds, f"{colour}PaletteColorLookupTableDescriptor", [256, 0, 16])
+        if lut_data:
+            setattr(ds, f"{colour}PaletteColorLookupTableData", (values * 257).astype("<u2").tobytes())
+    pixels = (np.arange(24 * 32) % 256).astype(np.uint8).reshape(24, 32)
+    ds.PixelData = pixels.tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return pixels
+
+
+def test_palette_colour_shows_its_colours_and_keeps_its_indices(make_napari_viewer, tmp_path):
+    """PALETTE COLOR (old ultrasound, nuclear medicine) opened as grey indices; the palette is applied for
+    display only: the layer's values stay the stored indices, from the DICOM and from its .lvp alike."""
+    pixels = _palette_dicom(tmp_path / "pal.dcm")
+    lvpnet.compress_path(tmp_path / "pal.dcm", tmp_path / "pal.lvp", codec="fallback")
+    viewer = make_napari_viewer()
+    for name in ("pal.dcm", "pal.lvp"):
+        (layer,) = viewer.open(str(tmp_path / name), plugin="napari-lvpnet")
+        assert np.array_equal(np.asarray(layer.data).reshape(pixels.shape), pixels)
+        assert layer.colormap.name == "DICOM palette" and layer.contrast_limits == [-0.5, 255.5]
+        shown = layer.colormap.map((np.array([0, 100, 255]) + 0.5) / 256)[:, :3]
+        assert np.allclose(shown * 255, [[0, 255, 0], [100, 155, 200], [255, 0, 255]], atol=0.01)
+    # tables missing: the indices show grey, as before, and the file still opens
+    _palette_dicom(tmp_path / "bare.dcm", lut_data=False)
+    (layer,) = viewer.open(str(tmp_path / "bare.dcm"), plugin="napari-lvpnet")
+    assert layer.colormap.name == "gray"
