@@ -91,11 +91,18 @@ def test_trailer_fields_are_checked(small_lvp):
         (np.zeros((1, 1, 1, 1, 1, 2, 2), np.uint8), "dimensions"),
         (np.zeros(5, np.uint8), "not an image"),
         (np.array([["a", "b"]]), "not supported"),
-    ],
+        (np.zeros((4, 4), np.dtype([("a", "<i2"), ("b", "<i2")])), "not supported"),
+    ] + ([(np.zeros((4, 4), np.longdouble), "at most 64 bits")] if np.dtype(np.longdouble).itemsize > 8 else []),
 )
 def test_bad_arrays_are_refused(array, message):
+    """long double was coded, and the file it wrote could not be read back ('damaged' from info and verify)."""
     with pytest.raises(lvpnet.InputError, match=message):
         lvpnet.compress(array)
+
+
+def test_rgb_without_a_colour_axis_says_so():
+    with pytest.raises(lvpnet.InputError, match=r"RGB data needs rows, columns and a last axis of 3 colours"):
+        lvpnet.compress(np.zeros((4, 4), np.uint8), rgb=True)  # it said "(4, 4) is not an image"
 
 
 @pytest.mark.parametrize("kw, message", [
