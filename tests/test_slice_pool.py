@@ -228,3 +228,27 @@ def test_a_worker_leaves_when_its_parent_is_killed_outright():
     while alive() and time.time() < deadline:
         time.sleep(0.1)
     assert not alive()
+
+
+def _compress_in_a_daemon(queue, workers):
+    try:
+        vol = _volume(n=2, size=16)
+        queue.put(len(compress(vol, codec="fallback", verify=False, workers=workers)) > 0
+                  and slice_pool.workers(100, workers) == 1 and slice_pool.workers(100, None) == 1)
+    except BaseException as e:  # noqa: BLE001 - reported to the test
+        queue.put(repr(e))
+
+
+@pytest.mark.parametrize("workers", [None, 2])
+def test_a_daemonic_process_codes_its_slices_itself(workers):
+    """A dask worker's task asking for workers (or for the automatic number) failed with 'daemonic
+    processes are not allowed to have children'."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_compress_in_a_daemon, args=(queue, workers), daemon=True)
+    proc.start()
+    got = queue.get(timeout=120)
+    proc.join(30)
+    assert got is True

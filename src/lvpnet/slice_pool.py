@@ -76,6 +76,8 @@ def workers(n_slices: int, requested: int | None = 1, device: str = "cpu", work:
     estimated seconds for the whole volume (``work_s``), under ``MIN_WORK_S`` of which the automatic
     number is 1 unless a pool is already running; ``slice_bytes``: one slice's working memory, which
     with each worker's own (``ram.WORKER_BASE_BYTES``) bounds the automatic number by the memory free."""
+    if _daemonic():
+        return 1  # a dask worker's task, a multiprocessing pool's: such a process may not start processes
     if requested is not None:
         return max(1, min(int(requested), n_slices))
     asked = _env_count(ENV, n_slices)
@@ -84,6 +86,15 @@ def workers(n_slices: int, requested: int | None = 1, device: str = "cpu", work:
     if n_slices < MIN_SLICES or (work is not None and work < MIN_WORK_S and _pool is None):
         return 1
     return max(1, min(cores(), n_slices // 2, _gpu_room(device), _ram_room(slice_bytes)))
+
+
+def _daemonic() -> bool:
+    """Is this a daemonic process (a dask worker's, a ``multiprocessing`` pool's)? Python forbids those to
+    start processes ("daemonic processes are not allowed to have children"), so its slices are coded in
+    it, whatever number was asked for: the file is the same."""
+    import multiprocessing
+
+    return bool(multiprocessing.current_process().daemon)
 
 
 def _ram_room(slice_bytes: int) -> int:
