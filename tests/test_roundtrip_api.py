@@ -159,3 +159,21 @@ def test_api_arguments_said_plainly(tmp_path):
         lvpnet.compress_to_file(a, None, codec="fallback")
     with pytest.raises(lvpnet.InputError, match="rgb=True applies to an array"):
         lvpnet.compress(lvpnet.Volume(array=np.zeros((4, 4, 3), np.uint8)), rgb=True)
+
+
+def test_a_file_opened_by_a_relative_name_pickles_to_another_folder(tmp_path, monkeypatch):
+    """The pickle held the name as given: a worker started in another folder read 'the file is gone since it
+    was opened' (or another file of that name: 'changed since it was opened')."""
+    import pickle
+
+    a = np.arange(2 * 8 * 8, dtype=np.uint16).reshape(2, 8, 8)
+    (tmp_path / "here").mkdir()
+    (tmp_path / "there").mkdir()
+    lvpnet.compress_to_file(a, tmp_path / "here" / "scan.lvp", codec="fallback")
+    lvpnet.compress_to_file(a + 1, tmp_path / "there" / "scan.lvp", codec="fallback")
+    monkeypatch.chdir(tmp_path / "here")
+    f = lvpnet.open("scan.lvp")
+    assert f.name == "scan.lvp"  # messages name it as the user did
+    state = pickle.dumps(f)
+    monkeypatch.chdir(tmp_path / "there")
+    assert np.array_equal(pickle.loads(state)[1], a[1])

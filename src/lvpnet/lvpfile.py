@@ -49,6 +49,10 @@ class LvpFile:
                 raise InputError(f"{source}: cannot be read")
             if what != "file":  # a FIFO would block the read, a device never end
                 raise InputError(f"{source}: not a regular file (a {what})")
+            # the file itself, wherever the reading process stands: an opened file pickled to a worker
+            # that runs in another folder read a missing (or another) file of the same relative name
+            name = name or os.fspath(source)
+            source = os.path.abspath(source)
         self._reader = ContainerReader(source, name)
         self._source = bytes(source) if isinstance(source, (bytearray, memoryview)) else source  # for workers
         # every field that lays out the output, typed and in range before anything trusts it
