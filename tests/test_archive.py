@@ -694,3 +694,21 @@ def test_restore_writes_nothing_in_dest(cluster, tmp_path, monkeypatch):
     r = lvpnet.restore(dest, tmp_path / "out", scheduler=cluster)
     assert r["failed"] == 0 and (tmp_path / "out" / "a.npy").read_bytes() == (src / "a.npy").read_bytes()
     assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in dest.iterdir()} == before
+
+
+def test_the_memory_limit_reaches_the_workers(cluster, tmp_path, capsys):
+    """restore had no --max-memory, and a limit set in Python never reached the workers: a genuine mostly
+    empty mask (7 kB for 272 MB) could be archived but never restored. Here the limit is set low enough to
+    refuse a small volume in the workers, and then high enough to restore it."""
+    src = tmp_path / "src"
+    src.mkdir()
+    np.save(src / "mask.npy", np.zeros((4, 64, 64), np.uint8))
+    dest = tmp_path / "dest"
+    addr = cluster.scheduler.address
+    assert main(["archive", str(src), str(dest), "--scheduler", addr, "--codec", "fallback"]) == 0
+    capsys.readouterr()
+    assert main(["restore", str(dest), str(tmp_path / "low"), "--scheduler", addr, "--max-memory", "1K"]) == 1
+    said = capsys.readouterr()
+    assert "more than the limit set" in said.out + said.err, said
+    assert main(["restore", str(dest), str(tmp_path / "ok"), "--scheduler", addr, "--max-memory", "1G"]) == 0
+    assert np.array_equal(np.load(tmp_path / "ok" / "mask.npy"), np.zeros((4, 64, 64), np.uint8))

@@ -177,3 +177,35 @@ def test_a_file_opened_by_a_relative_name_pickles_to_another_folder(tmp_path, mo
     state = pickle.dumps(f)
     monkeypatch.chdir(tmp_path / "there")
     assert np.array_equal(pickle.loads(state)[1], a[1])
+
+
+def _read_in_worker(f):
+    return np.asarray(f).sum()
+
+
+def test_the_memory_limit_travels_with_a_pickled_file(tmp_path):
+    """set_max_memory did not reach a dask worker reading a pickled LvpFile: the worker's refusal told the
+    user to call set_max_memory, which they had."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    path = tmp_path / "m.lvp"
+    lvpnet.compress_to_file(np.ones((2, 64, 64), np.uint8), path, codec="fallback")
+    lvpnet.limits._WRITTEN.clear()  # as a file another process wrote (this one may read back what it wrote)
+    f = lvpnet.open(path)
+    try:
+        lvpnet.limits.set_max_memory("1K")  # a size as text works too
+        with ProcessPoolExecutor(1) as pool:
+            with pytest.raises(lvpnet.limits.LimitError, match="more than the limit set"):
+                pool.submit(_read_in_worker, f).result()
+        lvpnet.limits.set_max_memory(1 << 30)
+        with ProcessPoolExecutor(1) as pool:
+            assert pool.submit(_read_in_worker, f).result() == 2 * 64 * 64
+    finally:
+        lvpnet.limits.set_max_memory(None)
+
+
+@pytest.mark.parametrize("bad", [-1, 0, 1.5, True, "lots"])
+def test_a_memory_limit_that_is_not_a_size_is_refused(bad):
+    with pytest.raises(lvpnet.LvpnetError, match="not a size|positive number of bytes"):
+        lvpnet.limits.set_max_memory(bad)
+    assert lvpnet.limits.explicit_limit() is None or lvpnet.limits._override is None

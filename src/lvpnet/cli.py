@@ -373,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .archiver.command import add_parsers  # lvpnet archive / lvpnet restore
 
-    add_parsers(sub, cmd_archive, cmd_restore, CODEC_HELP)
+    add_parsers(sub, cmd_archive, cmd_restore, CODEC_HELP, MAX_MEMORY_HELP + " (in every worker)", _size)
     for command in sub.choices.values():  # also after the command (`lvpnet compress ... --debug`)
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                              help="show the traceback of an error (the exit code stays the error's)")

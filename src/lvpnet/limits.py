@@ -18,10 +18,11 @@ number of bytes. A file this process has just written from an array it holds
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import re
 
-from .errors import LimitError
+from .errors import InputError, LimitError
 
 ENV = "LVPNET_MAX_MEMORY"
 FLOOR = 256 << 20
@@ -49,10 +50,15 @@ def parse_size(text: str) -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
-def set_max_memory(size: int | None) -> None:
-    """Replace the budget by a fixed number of bytes (None: back to the rule or the environment)."""
+def set_max_memory(size: int | str | None) -> None:
+    """Replace the budget by a fixed number of bytes, or a size such as ``"8G"`` (None: back to the rule or
+    the environment)."""
     global _override
-    _override = size
+    if isinstance(size, str):
+        size = parse_size(size)
+    if size is not None and (isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1):
+        raise InputError(f"max memory must be a positive number of bytes or a size such as '8G', not {size!r}")
+    _override = None if size is None else int(size)
 
 
 def explicit_limit() -> int | None:

@@ -82,11 +82,17 @@ class LvpFile:
         state = dict(self.__dict__)
         state.pop("_lock")
         state["_last"] = None
+        # the memory limits this process judges the file by (``set_max_memory``), which the process that
+        # receives it (a dask worker) takes over, as ``slice_pool``'s workers do
+        state["_limits"] = limits.state(self.header.get("array_hash"))
         return state
 
     def __setstate__(self, state: dict) -> None:
+        judged = state.pop("_limits", None)
         self.__dict__.update(state)
         self._lock = threading.Lock()
+        if judged is not None and judged[0] is not None:
+            limits.adopt(self.header.get("array_hash"), judged)
 
     def __repr__(self) -> str:
         rgb = " RGB" if self.rgb else ""

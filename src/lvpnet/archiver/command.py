@@ -10,7 +10,7 @@ import sys
 from .bar import ArchiveBar, human_bytes
 
 
-def add_parsers(sub, cmd_archive, cmd_restore, codec_help: str) -> None:
+def add_parsers(sub, cmd_archive, cmd_restore, codec_help: str, max_memory_help: str, size_type) -> None:
     from .. import codecs
 
     engine = ("--workers", "--scheduler")
@@ -26,6 +26,7 @@ def add_parsers(sub, cmd_archive, cmd_restore, codec_help: str) -> None:
     a.add_argument("--check", action="store_true",
                    help="also read every archived output that is up to date and compare it with the SHA-256 in "
                         "the ledger; a damaged one is archived again from SOURCE")
+    a.add_argument("--max-memory", type=size_type, metavar="SIZE", help=max_memory_help)
     a.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     a.set_defaults(func=cmd_archive)
 
@@ -34,6 +35,7 @@ def add_parsers(sub, cmd_archive, cmd_restore, codec_help: str) -> None:
     r.add_argument("out", help="a new or empty folder")
     r.add_argument(engine[0], type=int, metavar="N", help="local worker processes (default: the free cores)")
     r.add_argument(engine[1], metavar="ADDRESS", help="run on an existing dask cluster (tcp://host:8786)")
+    r.add_argument("--max-memory", type=size_type, metavar="SIZE", help=max_memory_help)
     r.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     r.set_defaults(func=cmd_restore)
 

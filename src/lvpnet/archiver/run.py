@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .. import limits
 from ..errors import InputError
 from .bar import ArchiveProgress
 from .ledger import Ledger
@@ -508,7 +509,8 @@ def _run_tasks(client, fn, specs: list[dict]):
     def submit_next() -> None:
         spec = next(pending, None)
         if spec is not None:
-            fut = client.submit(fn, spec, pure=False)
+            # the user's memory limit (``--max-memory``, ``set_max_memory``) judges the files in the workers too
+            fut = client.submit(fn, {**spec, "max_memory": limits.explicit_limit()}, pure=False)
             by_key[fut.key] = spec
             done.add(fut)
 

@@ -27,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from .. import limits
 from ..errors import DamagedError, InputError, LvpnetError
 
 _CHUNK = 1 << 20
@@ -36,10 +37,12 @@ _threads_set = False
 # ---------------------------------------------------------------- worker set-up and helpers
 
 
-def _setup(device: str | None) -> None:
+def _setup(device: str | None, max_memory: int | None = None) -> None:
     """One torch thread per worker unless the worker's OMP_NUM_THREADS says otherwise (dask's
-    nanny sets it to 1 before spawning), so N workers on N cores do not oversubscribe them."""
+    nanny sets it to 1 before spawning), so N workers on N cores do not oversubscribe them. The
+    memory limit the run was given (None: the rule, or the worker's LVPNET_MAX_MEMORY)."""
     global _threads_set
+    limits.set_max_memory(max_memory)
     if not _threads_set:
         import torch
 
@@ -111,7 +114,7 @@ def archive_item(spec: dict) -> dict:
     t0 = time.perf_counter()
     sources = None
     try:
-        _setup(spec.get("device"))
+        _setup(spec.get("device"), spec.get("max_memory"))
         src_root, dest = Path(spec["source"]), Path(spec["dest"])
         sources = [_stat_and_hash(src_root, rel) for rel in spec["sources"]]
         out = dest / _safe_rel(spec["key"])
@@ -276,7 +279,7 @@ def restore_item(spec: dict) -> dict:
     sources (relative paths, for other files and single-file items)."""
     t0 = time.perf_counter()
     try:
-        _setup(None)
+        _setup(None, spec.get("max_memory"))
         dest, out = Path(spec["dest"]), Path(spec["out"])
         archived = dest / _safe_rel(spec["key"])
         if not archived.is_file():
