@@ -209,3 +209,21 @@ def test_a_memory_limit_that_is_not_a_size_is_refused(bad):
     with pytest.raises(lvpnet.LvpnetError, match="not a size|positive number of bytes"):
         lvpnet.limits.set_max_memory(bad)
     assert lvpnet.limits.explicit_limit() is None or lvpnet.limits._override is None
+
+
+def test_the_python_api_refuses_what_the_command_line_refuses():
+    """workers=0, -3 and 1.7 ran as 1 (the CLI refuses them); read_slice(1.5) and 'x in f' failed with
+    numpy's or list's messages."""
+    a = np.arange(2 * 8 * 8, dtype=np.uint8).reshape(2, 8, 8)
+    for bad in (0, -3, 1.7, True):
+        with pytest.raises(lvpnet.InputError, match="workers must be a whole number of at least 1"):
+            lvpnet.compress(a, workers=bad)
+    f = lvpnet.LvpFile(lvpnet.compress(a, codec="fallback"))
+    with pytest.raises(TypeError, match="slice numbers are whole numbers, not 1.5"):
+        f.read_slice(1.5)
+    with pytest.raises(TypeError, match="'in' is not defined"):
+        _ = 3 in f
+    assert np.array_equal(f.read_slice(np.int64(1)), a[1])
+    with pytest.raises(lvpnet.InputError, match="workers must be"):
+        for _ in f.iter_decode(workers=0):
+            pass

@@ -132,6 +132,7 @@ def encode_stream(
     for, and otherwise coded with the fallback, said through ``on_note(text)`` (None: a warning).
     """
     check_volume(volume)
+    slice_pool.check_requested(workers)
     array = _little_endian(volume.array)
     name = codec or codecs.default_codec_name(array.dtype, volume.rgb)
     chosen = codecs.get_codec(name)

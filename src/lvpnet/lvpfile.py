@@ -191,7 +191,13 @@ class LvpFile:
         i = int(key)
         return self.read_slice(i + len(self) if -len(self) <= i < 0 else i)
 
+    def __contains__(self, item) -> bool:
+        raise TypeError("'in' is not defined for an lvpnet file (its items are slices: compare f[i] with an array)")
+
     def read_slice(self, i: int) -> np.ndarray:
+        if not isinstance(i, (int, np.integer)) or isinstance(i, bool):
+            raise TypeError(f"slice numbers are whole numbers, not {i!r}")
+        i = int(i)
         self._check_open()
         if not 0 <= i < len(self):
             raise IndexError(f"slice {i} out of range 0..{len(self) - 1}")
@@ -290,6 +296,7 @@ class LvpFile:
         from . import slice_pool
         from .compressor import REFERENCE_RUN
 
+        slice_pool.check_requested(workers)
         n = len(self)
         uses = bool(self.codec_counts().get(codecs.LEARNED))
         if not uses:  # a file of the fallback codec alone: no torch to import (a second or two), no workers

@@ -30,6 +30,7 @@ workers too. The Python API asks for 1 unless told otherwise: workers are starte
 from __future__ import annotations
 
 import atexit
+import numbers
 import os
 import signal
 import threading
@@ -76,6 +77,7 @@ def workers(n_slices: int, requested: int | None = 1, device: str = "cpu", work:
     estimated seconds for the whole volume (``work_s``), under ``MIN_WORK_S`` of which the automatic
     number is 1 unless a pool is already running; ``slice_bytes``: one slice's working memory, which
     with each worker's own (``ram.WORKER_BASE_BYTES``) bounds the automatic number by the memory free."""
+    check_requested(requested)
     if _daemonic():
         return 1  # a dask worker's task, a multiprocessing pool's: such a process may not start processes
     if requested is not None:
@@ -86,6 +88,13 @@ def workers(n_slices: int, requested: int | None = 1, device: str = "cpu", work:
     if n_slices < MIN_SLICES or (work is not None and work < MIN_WORK_S and _pool is None):
         return 1
     return max(1, min(cores(), n_slices // 2, _gpu_room(device), _ram_room(slice_bytes)))
+
+
+def check_requested(requested) -> None:
+    """A number of workers asked for in Python is what ``--workers`` takes (InputError if not)."""
+    if requested is not None and (isinstance(requested, bool) or not isinstance(requested, numbers.Integral)
+                                  or requested < 1):
+        raise InputError(f"workers must be a whole number of at least 1 (or None: automatic), not {requested!r}")
 
 
 def _daemonic() -> bool:
