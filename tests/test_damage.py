@@ -138,3 +138,15 @@ def test_a_masked_array_is_refused_not_called_damaged():
 def test_rgb_needs_three_channels():
     with pytest.raises(lvpnet.InputError, match="last axis of 3"):
         lvpnet.compress(np.zeros((4, 4, 4), np.uint8), rgb=True)
+
+
+def test_metadata_nested_too_deep_is_refused():
+    """A RecursionError traceback came out of the header's conversion."""
+    deep: dict = {}
+    for _ in range(5000):
+        deep = {"a": deep}
+    loop: dict = {}
+    loop["self"] = loop
+    for meta in (deep, loop):
+        with pytest.raises(lvpnet.InputError, match="nested too deeply"):
+            lvpnet.compress(lvpnet.Volume(np.zeros((4, 4), np.uint8), metadata=meta), codec="fallback")

@@ -101,4 +101,7 @@ def plain_metadata(metadata: dict, what: str = "input") -> dict:
 
     if not isinstance(metadata, dict):
         raise InputError(f"{what}: metadata must be a dict, got {type(metadata).__name__}")
-    return plain(metadata, "")
+    try:
+        return plain(metadata, "")
+    except RecursionError:  # nested hundreds deep, or a dict that holds itself
+        raise InputError(f"{what}: metadata is nested too deeply (or holds itself) to be stored") from None
