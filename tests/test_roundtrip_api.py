@@ -227,3 +227,13 @@ def test_the_python_api_refuses_what_the_command_line_refuses():
     with pytest.raises(lvpnet.InputError, match="workers must be"):
         for _ in f.iter_decode(workers=0):
             pass
+
+
+def test_a_refusal_shows_a_difference_rounding_would_hide():
+    """'needs 2.0 MiB of memory, more than the limit set (2.0 MiB)'."""
+    try:
+        lvpnet.limits.set_max_memory(2_097_152)
+        with pytest.raises(lvpnet.limits.LimitError, match=r"needs 2,121,728 bytes of memory, more than the limit set \(2,097,152 bytes\)"):
+            lvpnet.limits.check(2_121_728, 10, "x")
+    finally:
+        lvpnet.limits.set_max_memory(None)

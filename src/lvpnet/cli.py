@@ -89,7 +89,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
         print(
             f"{args.input} -> {args.output}: {report['original_bytes']:,} -> {report['lvp_bytes']:,} bytes, "
             f"{report['bits_per_sample']:.3f} bits/sample, ratio {report['ratio']:.2f}, "
-            f"{report['encode_seconds']:.2f} s" + ("" if args.no_verify else " (verified)")
+            f"encoded in {report['encode_seconds']:.2f} s"
+            + ("" if report.get("verify_seconds") is None else f", verified in {report['verify_seconds']:.2f} s")
         )
     return 0
 

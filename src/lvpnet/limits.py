@@ -117,8 +117,11 @@ def check(nbytes: int, file_bytes: int, what: str, array_hash: str | None = None
     if nbytes > allowed:
         how = ("the limit set" if explicit_limit() is not None
                else f"the default limit for a file of {file_bytes:,} bytes")
+        need, have = _human(nbytes), _human(allowed)
+        if need == have:  # rounding would hide the difference
+            need, have = f"{nbytes:,} bytes", f"{allowed:,} bytes"
         raise LimitError(
-            f"{what} needs {_human(nbytes)} of memory, more than {how} ({_human(allowed)}); "
+            f"{what} needs {need} of memory, more than {how} ({have}); "
             f"if the file is genuine, raise the limit with --max-memory SIZE or {ENV}=SIZE "
             "(in Python: lvpnet.limits.set_max_memory(bytes))"
         )

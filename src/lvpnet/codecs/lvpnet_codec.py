@@ -42,8 +42,8 @@ class LVPNetCodec(Codec):
     version = LATEST
     reads_versions = tuple(sorted(PROFILES))
     takes_reference = True
-    # memory a decode takes per pixel of the slice (measured: 540-930 bytes per pixel on the CPU for
-    # 1024 x 1024 and 256 x 256 slices, weights and torch included); ``LvpFile`` checks it against
+    # memory a decode may take per pixel of the slice (measured: 120-135 bytes per pixel on 1024 x 1024 and
+    # 2048 x 2048 slices, plus 0.4 GB for torch and the weights, which small slices feel most); ``LvpFile`` checks it against
     # ``lvpnet.limits`` before a declared slice shape makes the engine allocate it
     decode_bytes_per_pixel = 512
     # this machine's memory a slice's work takes per pixel, numpy's arrays and torch's (measured on 1024 x 1024
