@@ -268,3 +268,18 @@ def test_plot_onto_a_folder_fails_before_work(tmp_path, capsys, rng):
     np.save(src, smooth_image(rng, (20, 20), 0, 100, np.uint8))
     assert main(["bench", str(src), "--plot", str(tmp_path)]) == 2
     assert "is a folder" in capsys.readouterr().err
+
+
+def test_bench_reads_rgb_as_compress_does(tmp_path, capsys):
+    """BENCHMARKS.md's RGB ultrasound could not be reproduced: bench had no --rgb and took it as 256 x 3
+    grey slices. Its table says which way its ratio goes."""
+    from lvpnet.cli import main
+
+    rgb = np.zeros((2, 24, 32, 3), np.uint8)
+    rgb[:, 4:20, 6:26] = (200, 120, 40)
+    np.save(tmp_path / "c.npy", rgb)
+    assert main(["bench", str(tmp_path / "c.npy"), "--rgb", "--json", "--codec", "fallback"]) == 0
+    rec = json.loads(capsys.readouterr().out)["inputs"][0]
+    assert rec["rgb"] is True and rec["slices"] == 2
+    assert main(["bench", str(tmp_path / "c.npy"), "--codec", "fallback"]) == 0
+    assert "lvpnet / best" in capsys.readouterr().out
