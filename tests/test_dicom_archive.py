@@ -417,6 +417,26 @@ def test_irreversible_jpeg2000_without_lossy_flag_is_refused(tmp_path, rng):
     assert proc.returncode == 2 and "9/7" in proc.stderr and not (tmp_path / "x.lvp").exists()
 
 
+@pytest.mark.parametrize("kind", ["j2k", "jls"])
+def test_a_lossy_codestream_under_a_lossless_only_syntax_is_refused(tmp_path, rng, kind):
+    """An irreversible JPEG 2000 labelled .4.90 (lossless only), a NEAR = 3 JPEG-LS labelled .4.80: both
+    were archived without --allow-lossy-source and restored as Explicit VR Little Endian with no word of
+    their lossy history."""
+    a = rng.integers(0, 4096, size=(1, 16, 16), dtype=np.uint16)
+    if kind == "j2k":
+        code = imagecodecs.jpeg2k_encode(a[0], level=40, reversible=False, codecformat=imagecodecs.JPEG2K.CODEC.J2K)
+        ts, said = JPEG2000Lossless, "9/7"
+    else:
+        code = imagecodecs.jpegls_encode(a[0], level=3)
+        ts, said = JPEGLSLossless, "NEAR=3"
+    path = write_image(tmp_path / "src" / "lying.dcm", a, ts=ts, bits_stored=12, codestreams=[code])
+    proc = lvpnet_cmd("compress", path, tmp_path / "x.lvp")
+    assert proc.returncode == 2 and said in proc.stderr and "--allow-lossy-source" in proc.stderr
+    assert not (tmp_path / "x.lvp").exists()
+    assert main(["compress", str(path), str(tmp_path / "x.lvp"), "--allow-lossy-source"]) == 0
+    assert info_dict(str(tmp_path / "x.lvp"))["lossy_source_files"] == ["lying.dcm"]
+
+
 # ---------------------------------------------------------------- damage, refusals, safety
 
 

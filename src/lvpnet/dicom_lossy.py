@@ -12,7 +12,9 @@ lossy when
   wavelet (COD marker), JPEG-LS near-lossless (``.4.81``) with NEAR > 0 (SOS
   marker), JPEG lossless (``.4.57``, ``.4.70``) whose frames are in fact DCT
   coded (SOF marker), JPEG XL (``.4.112``) unless ``LossyImageCompression`` is
-  ``00``. A codestream whose headers cannot be parsed counts as lossy.
+  ``00``. A codestream whose headers cannot be parsed counts as lossy. The
+  lossless-only JPEG 2000 (``.4.90``, HTJ2K ``.4.201``, ``.4.202``) and JPEG-LS
+  (``.4.80``) codestreams are read the same way: a writer may mislabel them.
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ _ALWAYS_LOSSY = {
 }
 _J2K_MAYBE_LOSSY = {"1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.93", "1.2.840.10008.1.2.4.203"}
 _JLS_NEAR_LOSSLESS = "1.2.840.10008.1.2.4.81"
+# lossless-only transfer syntaxes, whose codestreams are read all the same: a writer that labels a lossy
+# codestream lossless (an irreversible JPEG 2000 under .4.90, NEAR = 3 under .4.80) would otherwise have its
+# lossy history dropped when the file is restored as Explicit VR Little Endian
+_J2K_LOSSLESS_ONLY = {"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202"}
+_JLS_LOSSLESS = "1.2.840.10008.1.2.4.80"
 _JPEG_LOSSLESS = {"1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70"}
 _JPEG_XL_ANY = "1.2.840.10008.1.2.4.112"
 
@@ -49,13 +56,13 @@ def lossy_reason(ds: Any, transfer_syntax: str, frames: list[bytes] | None) -> s
     if transfer_syntax in _ALWAYS_LOSSY:
         return f"{_ALWAYS_LOSSY[transfer_syntax]} transfer syntax {transfer_syntax}"
     frames = frames or []
-    if transfer_syntax in _J2K_MAYBE_LOSSY:
+    if transfer_syntax in _J2K_MAYBE_LOSSY | _J2K_LOSSLESS_ONLY:
         for i, f in enumerate(frames):
             wavelet = _j2k_wavelet(f)
             if wavelet != 1:
                 what = "the irreversible 9/7 wavelet" if wavelet == 0 else "a codestream whose wavelet cannot be read"
                 return f"JPEG 2000 frame {i} uses {what}"
-    elif transfer_syntax == _JLS_NEAR_LOSSLESS:
+    elif transfer_syntax in (_JLS_NEAR_LOSSLESS, _JLS_LOSSLESS):
         for i, f in enumerate(frames):
             near = _jls_near(f)
             if near != 0:
