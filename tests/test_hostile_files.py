@@ -104,6 +104,9 @@ def crafted(seeds) -> dict[str, tuple[bytes, type]]:
         "header-list": (lvp_forge.join(p, header_bytes=b"[1, 2]"), DamagedError),
         "header-null": (lvp_forge.join(p, header_bytes=b"null"), DamagedError),
         "header-deep": (lvp_forge.join(p, header_bytes=b"[" * 100000 + b"]" * 100000), DamagedError),
+        # a number of 5000 digits, which Python refuses to convert (it was exit 3, "internal error")
+        "header-long-number": (lvp_forge.join(p, header_bytes=json.dumps({**p.header, "shape": [0]}).encode().replace(
+            b'"shape": [0]', b'"shape": [' + b"9" * 5000 + b"]")), DamagedError),
         "shape-negative": (_with_header(s["int"], shape=[-2, 9, 7]), DamagedError),
         "shape-zero": (_with_header(s["int"], shape=[2, 0, 7]), DamagedError),
         "shape-overflow": (_with_header(s["int"], shape=[2**62, 2**62, 2**62]), DamagedError),
