@@ -196,6 +196,11 @@ def test_a_workers_variable_that_is_not_a_count_is_refused(monkeypatch, value):
     monkeypatch.setenv("LVPNET_WORKERS", value)
     with pytest.raises(InputError, match=f"LVPNET_WORKERS={value}: not a positive whole number"):
         slice_pool.workers(16, None)
+    # also where the file needs no workers (fallback slices only): it was silently ignored there
+    data = compress(np.zeros((2, 8, 8), np.uint8), codec="fallback", verify=False, workers=1)
+    with pytest.raises(InputError, match="LVPNET_WORKERS"):
+        for _ in LvpFile(data).iter_decode(workers=None):
+            pass
     monkeypatch.setenv("LVPNET_WORKERS", "3")
     assert slice_pool.workers(16, None) == 3 and slice_pool.workers(2, None) == 2
 

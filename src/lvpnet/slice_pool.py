@@ -91,10 +91,13 @@ def workers(n_slices: int, requested: int | None = 1, device: str = "cpu", work:
 
 
 def check_requested(requested) -> None:
-    """A number of workers asked for in Python is what ``--workers`` takes (InputError if not)."""
+    """A number of workers asked for in Python is what ``--workers`` takes, and ``LVPNET_WORKERS`` too
+    (InputError if not), whether or not the volume turns out to need workers."""
     if requested is not None and (isinstance(requested, bool) or not isinstance(requested, numbers.Integral)
                                   or requested < 1):
         raise InputError(f"workers must be a whole number of at least 1 (or None: automatic), not {requested!r}")
+    if requested is None:
+        _env_count(ENV, 1)
 
 
 def _daemonic() -> bool:
