@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -547,3 +548,24 @@ def test_npy_and_nifti_outputs_hold_pixel_values_within_bits_stored(tmp_path, ca
     assert np.array_equal(np.load(tmp_path / "a.npy"), pydicom.dcmread(tmp_path / "s" / "IM0.dcm").pixel_array)
     assert main(["decompress", str(tmp_path / "a.lvp"), str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "IM0.dcm").read_bytes() == (tmp_path / "s" / "IM0.dcm").read_bytes()
+
+
+def test_a_file_without_its_preamble_and_float_pixel_data_are_named(tmp_path):
+    """A file starting with 'DICM' (its 128-byte preamble cut off) was 'not a DICOM image (no SOP class and
+    no pixel data)'; FloatPixelData was 'no DICOM images found in this folder'. Both said as they are now,
+    alone and in a folder."""
+    pixels = _images(1)[0]
+    _slice(tmp_path / "whole.dcm", pixels, series_uid=generate_uid(), position=(0, 0, 0), instance=1)
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "a.dcm").write_bytes((tmp_path / "whole.dcm").read_bytes()[128:])
+    ds = pydicom.dcmread(tmp_path / "whole.dcm")
+    ds.FloatPixelData = pixels.astype("<f4").tobytes()
+    del ds.PixelData
+    (tmp_path / "float").mkdir()
+    ds.save_as(tmp_path / "float" / "f.dcm", enforce_file_format=True)
+    for path, said in ((tmp_path / "cut" / "a.dcm", "without its 128-byte preamble"),
+                       (tmp_path / "cut", "1 file: a DICOM file without its 128-byte preamble"),
+                       (tmp_path / "float" / "f.dcm", "float pixel data"),
+                       (tmp_path / "float", "1 file: float pixel data (FloatPixelData or DoubleFloatPixelData) is not")):
+        with pytest.raises(InputError, match=re.escape(said)):
+            read(path)

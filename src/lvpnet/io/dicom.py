@@ -80,6 +80,7 @@ _COLOUR_TRANSFORMING = ("jpeg8", "jpeg2k")
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _PALETTE_TAGS = {"00281201", "00281202", "00281203", "00281221", "00281222", "00281223"}
 _BULK_LIMIT = 1024
+_NO_PREAMBLE = 0x49444D43  # the tag pydicom reads from "DICM" at byte 0 (group 'DI', element 'CM')
 _OMITTED = "lvpnet:omitted"
 
 
@@ -146,14 +147,14 @@ def read_each_series(path: Path) -> list[tuple[str, Volume | InputError]]:
     if isinstance(scanned, InputError):
         raise scanned
     files, skipped = scanned
-    groups = _series_groups(files, path)
+    groups = _series_groups(files, path, skipped)
     return [(uid, guarded(lambda g=g: _build(g, skipped, single_file=False))) for uid, g in groups.items()]
 
 
 def _read(path: Path, series: str | None, follow_symlinks: bool) -> Volume:
     if path.is_dir():
         files, skipped = _scan(path, follow_symlinks)
-        chosen = _select_series(files, series, path)
+        chosen = _select_series(files, series, path, skipped)
         return _build(chosen, skipped, single_file=False)
     ds = _dcmread(path, header_only=True)
     if not _has_pixels(ds):
@@ -185,6 +186,11 @@ def _no_pixels(ds: Any) -> str:
     """Why a file gives no image: an image object whose pixel data is missing is most likely cut short
     (pydicom stops quietly at a truncated element), not a file that never had pixels."""
     uid = ds.get("SOPClassUID")
+    if _float_pixels(ds):
+        return "float pixel data (FloatPixelData or DoubleFloatPixelData) is not supported"
+    if _NO_PREAMBLE in ds:  # "DICM" read as the first tag: the file starts where its preamble should end
+        return ("a DICOM file without its 128-byte preamble (it starts with 'DICM', which belongs at byte 128): "
+                "not read; dcmconv (DCMTK) or pydicom's dcmwrite can write it with its preamble")
     if uid is None:  # pydicom reads anything with force=True: no SOP class, no pixels is no DICOM object
         return "not a DICOM image (no SOP class and no pixel data: another kind of file, or one cut short)"
     name = _sop_name(ds)
@@ -192,6 +198,10 @@ def _no_pixels(ds: Any) -> str:
         return (f"DICOM file without pixel data, although it is an image object ({name}): "
                 "truncated or damaged?")
     return f"DICOM file without pixel data ({name})"
+
+
+def _float_pixels(ds: Any) -> bool:
+    return "PixelData" not in ds and ("FloatPixelData" in ds or "DoubleFloatPixelData" in ds)
 
 
 def _sop_name(ds: Any) -> str:
@@ -216,24 +226,31 @@ def _scan(root: Path, follow_symlinks: bool = False) -> tuple[list[_File], list[
             continue
         ds = _dcmread(p, header_only=True)
         if not _has_pixels(ds):
-            skipped.append({"file": rel, "reason": f"no pixel data ({_sop_name(ds)})"})
+            why = _no_pixels(ds) if _NO_PREAMBLE in ds or _float_pixels(ds) else f"no pixel data ({_sop_name(ds)})"
+            skipped.append({"file": rel, "reason": why})
             continue
         files.append(_File(p, rel, ds))
     return files, skipped
 
 
-def _series_groups(files: list[_File], root: Path) -> dict[str, list[_File]]:
+def _series_groups(files: list[_File], root: Path, skipped: list[dict[str, Any]] = ()) -> dict[str, list[_File]]:
     """The image files of a folder by SeriesInstanceUID, in the order they were found."""
     groups: dict[str, list[_File]] = {}
     for f in files:
         groups.setdefault(str(f.ds.get("SeriesInstanceUID", "")), []).append(f)
     if not groups:
-        raise InputError(f"{root}: no DICOM images found in this folder")
+        # why the files were not images, the most common reason first: "no images" alone hid a missing
+        # preamble or float pixel data behind a folder that plainly holds DICOM files
+        reasons: dict[str, int] = {}
+        for s in skipped:
+            reasons[s["reason"]] = reasons.get(s["reason"], 0) + 1
+        said = "; ".join(f"{n} file{'s' * (n > 1)}: {r}" for r, n in sorted(reasons.items(), key=lambda x: -x[1])[:3])
+        raise InputError(f"{root}: no DICOM images found in this folder" + (f" ({said})" if said else ""))
     return groups
 
 
-def _select_series(files: list[_File], series: str | None, root: Path) -> list[_File]:
-    groups = _series_groups(files, root)
+def _select_series(files: list[_File], series: str | None, root: Path, skipped=()) -> list[_File]:
+    groups = _series_groups(files, root, skipped)
     if series is not None:
         if series not in groups:
             raise InputError(f"{root}: no series {series} here\nseries found: {_listing(groups)}")
