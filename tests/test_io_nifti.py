@@ -242,3 +242,29 @@ def test_a_spacing_that_is_not_positive_is_said_and_left_to_the_affine(tmp_path)
         assert nib.load(tmp_path / "s.nii").header.get_zooms() == (1.0, 1.0, 1.0)
         assert any("not positive numbers" in n for n in conversion_notes(vol))
         (tmp_path / "s.nii").unlink()
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_bytes_after_the_data_come_back(tmp_path, suffix, monkeypatch, capsys):
+    """A .nii with bytes after its image data came back 12 bytes short, with "(verified)" and no word (and the
+    archive blamed a DICOM rewrite). Kept now; beyond TRAILING_KEPT, said and not kept."""
+    import lvpnet
+    from lvpnet.cli import main
+    from lvpnet.io import nifti
+
+    a = (np.arange(6 * 7 * 3).reshape(6, 7, 3) * 5).astype(np.int16)
+    nib.save(nib.Nifti1Image(a, np.eye(4)), tmp_path / "b.nii")
+    source = (tmp_path / "b.nii").read_bytes() + b"TRAILINGJUNK"
+    src = tmp_path / f"x{suffix}"
+    src.write_bytes(gzip.compress(source) if suffix == ".nii.gz" else source)
+    lvpnet.compress_path(src, tmp_path / "x.lvp", codec="fallback")
+    out = tmp_path / f"back{suffix}"
+    write(lvpnet.open(tmp_path / "x.lvp").volume(), out)
+    back = out.read_bytes()
+    assert (gzip.decompress(back) if suffix == ".nii.gz" else back) == source
+    monkeypatch.setattr(nifti, "TRAILING_KEPT", 8)  # more than is kept: said, and the data written without it
+    assert main(["compress", str(src), str(tmp_path / "y.lvp"), "--codec", "fallback"]) == 0
+    assert "12 bytes after the NIfTI image data are not kept" in capsys.readouterr().err
+    assert main(["decompress", str(tmp_path / "y.lvp"), str(tmp_path / f"short{suffix}")]) == 0
+    short = (tmp_path / f"short{suffix}").read_bytes()
+    assert (gzip.decompress(short) if suffix == ".nii.gz" else short) == source[:-12]

@@ -109,8 +109,9 @@ def format_archive(s: dict) -> str:
     if s["skipped"] or s["done"] != s["items"]:
         lines.append(f"  archive: {_bytes(s['archive_bytes_in'])} -> {_bytes(s['archive_bytes_out'])}")
     if s["not_identical"]:
-        lines.append(f"  restored with the same values but not byte for byte (compressed DICOM rewritten as "
-                     f"Explicit VR Little Endian): {', '.join(s['not_identical'])}")
+        lines.append(f"  restored with the same values but not byte for byte (a compressed DICOM rewritten as "
+                     f"Explicit VR Little Endian, or a NIfTI's bytes after its data beyond 1 MiB): "
+                     f"{', '.join(s['not_identical'])}")
     if s.get("checked") is not None:
         bad, again = s["damaged"], s["repaired"]
         if not bad:

@@ -80,10 +80,17 @@ def read(
 
 
 def notes(volume: Volume) -> list[str]:
-    """What reading skipped that a user should hear about: special files and links in a folder."""
+    """What reading skipped that a user should hear about: special files and links in a folder, a NIfTI's
+    bytes after its image data beyond what is kept."""
     dicom = (volume.metadata or {}).get("dicom") or {}
     skipped = dicom.get("skipped_files", []) if isinstance(dicom, dict) else []
-    return [f"{s['file']}: skipped: {s['reason']}" for s in skipped if not s.get("archived", True)]
+    said = [f"{s['file']}: skipped: {s['reason']}" for s in skipped if not s.get("archived", True)]
+    nifti = (volume.metadata or {}).get("nifti") or {}
+    dropped = nifti.get("trailing_dropped") if isinstance(nifti, dict) else None
+    if dropped:
+        said.append(f"{dropped:,} bytes after the NIfTI image data are not kept (more than 1 MiB): "
+                    "a .nii written from this file ends with the data")
+    return said
 
 
 def write(volume: Volume, path: str | os.PathLike) -> None:

@@ -20,7 +20,8 @@ Writing back: the header bytes of the source file and whatever follows them
 up to the data (extension flag, extensions, padding) are kept in
 ``metadata["nifti"]`` (``header_b64``, ``extra_b64``, ``data_offset``), so writing a volume
 read from a ``.nii`` gives the identical file bytes (``.nii.gz``: identical
-uncompressed bytes), as long as its geometry is the header's: one whose affine (or spacing,
+uncompressed bytes; bytes after the image data, up to ``TRAILING_KEPT``, are kept too as
+``trailing_b64``), as long as its geometry is the header's: one whose affine (or spacing,
 origin, direction) was changed is written by nibabel with that geometry and the old header's
 other fields. A volume from another source is written by nibabel
 with an affine built from its geometry; one read from DICOM gets the series'
@@ -47,6 +48,9 @@ from ..errors import InputError
 from ..volume import Volume
 
 _HEADER_SIZES = {348: 1, 540: 2}
+#: bytes after the image data kept for a byte-identical .nii (a writer's padding, a tool's appended
+#: note); more than this is said (``io.notes``) and not kept: the header's JSON is no place for megabytes
+TRAILING_KEPT = 1 << 20
 
 
 def read_nifti(path: Path) -> Volume:
@@ -93,6 +97,7 @@ def _volume(img: Any, path: Path) -> Volume:
     raw = np.asarray(img.dataobj.get_unscaled())
     offset = int(img.dataobj.offset)  # where data starts (vox_offset may be 0)
     head, extra = _raw_header(path, img.header, offset)
+    trailing, dropped = _trailing(path, offset + raw.nbytes)
     array, rgb = _to_volume_layout(raw, path)
     hdr = img.header
     affine = np.asarray(img.affine, dtype=np.float64)
@@ -108,9 +113,25 @@ def _volume(img: Any, path: Path) -> Volume:
         metadata={
             "modality": None,  # NIfTI does not say
             "coordinate_system": "RAS",
-            "nifti": _nifti_metadata(hdr, head, extra, raw.dtype, offset),
+            "nifti": {**_nifti_metadata(hdr, head, extra, raw.dtype, offset),
+                      **({"trailing_b64": base64.b64encode(trailing).decode("ascii")} if trailing else {}),
+                      **({"trailing_dropped": dropped} if dropped else {})},
         },
     )
+
+
+def _trailing(path: Path, end: int) -> tuple[bytes, int]:
+    """The bytes after the image data (which ends at ``end``): (kept bytes, count of bytes not kept)."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as f:
+        f.seek(end)
+        tail = f.read(TRAILING_KEPT + 1)
+        if len(tail) <= TRAILING_KEPT:
+            return tail, 0
+        more = len(tail)
+        while chunk := f.read(1 << 20):
+            more += len(chunk)
+    return b"", more
 
 
 def _raw_header(path: Path, hdr: Any, offset: int) -> tuple[bytes, bytes]:
@@ -182,8 +203,11 @@ def metadata_problem(info: Any) -> str | None:
     try:
         head = base64.b64decode(info["header_b64"], validate=True)
         extra = base64.b64decode(info.get("extra_b64", ""), validate=True)
+        trailing = base64.b64decode(info.get("trailing_b64", ""), validate=True)
     except (KeyError, TypeError, ValueError):
-        return "header_b64 / extra_b64 are not base64"
+        return "header_b64 / extra_b64 / trailing_b64 are not base64"
+    if len(trailing) > TRAILING_KEPT:
+        return f"trailing_b64 holds {len(trailing):,} bytes, more than a reader keeps ({TRAILING_KEPT:,})"
     if len(head) not in _HEADER_SIZES:
         return f"a header of {len(head)} bytes (NIfTI-1 has 348, NIfTI-2 540)"
     offset = info.get("data_offset", 0)
@@ -377,7 +401,11 @@ def _kept_header_bytes(volume: Volume, info: dict[str, Any]) -> bytes | None:
         body = np.ascontiguousarray(arr, dtype=disk).tobytes()
     if offset < len(head) + len(extra):  # inconsistent record: let nibabel lay the file out
         return None
-    return head + extra + b"\0" * (offset - len(head) - len(extra)) + body
+    try:
+        trailing = base64.b64decode(info.get("trailing_b64", ""), validate=True)
+    except (TypeError, ValueError):
+        trailing = b""
+    return head + extra + b"\0" * (offset - len(head) - len(extra)) + body + trailing
 
 
 def _write_with_nibabel(volume: Volume, path: Path, shown: Path | None = None, template: Any = None) -> None:
