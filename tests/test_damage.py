@@ -108,6 +108,7 @@ def test_rgb_without_a_colour_axis_says_so():
 @pytest.mark.parametrize("kw, message", [
     (dict(spacing=(1.0,)), r"spacing has shape \(1,\), needs \(3,\) \(one value per axis"),
     (dict(affine=np.eye(3)), r"affine has shape \(3, 3\), needs \(4, 4\)"),
+    (dict(affine=np.vstack([np.eye(4)[:3], [1, 1, 1, 1]])), r"affine's last row is \[1.0, 1.0, 1.0, 1.0\], needs \[0, 0, 0, 1\]"),
     (dict(origin=(1.0, 2.0)), r"origin has shape \(2,\), needs \(3,\)"),
     (dict(direction=np.eye(2)), r"direction has shape"),
     (dict(spacing=("a", 1, 1)), "spacing must be numbers"),

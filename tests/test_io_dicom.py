@@ -569,3 +569,37 @@ def test_a_file_without_its_preamble_and_float_pixel_data_are_named(tmp_path):
                        (tmp_path / "float", "1 file: float pixel data (FloatPixelData or DoubleFloatPixelData) is not")):
         with pytest.raises(InputError, match=re.escape(said)):
             read(path)
+
+
+@pytest.mark.parametrize("case", ["slope 0", "slope NaN", "orientation zeros"])
+def test_a_series_whose_geometry_or_rescale_nifti_cannot_hold_is_still_written(tmp_path, case):
+    """A zero slope or a zero orientation made '.nii' output fail ('Slope cannot be 0', 'Could not
+    decompose affine'); a NaN slope lost the intercept without a word. Written now, with a note."""
+    import nibabel as nib
+    from pydicom.valuerep import DS
+
+    from lvpnet.io import write
+    from lvpnet.io.nifti import conversion_notes
+
+    uid = generate_uid()
+    folder = tmp_path / "s"
+    folder.mkdir()
+    images = _images(2)
+    for i, img in enumerate(images):
+        ds = _slice(folder / f"{i}.dcm", img, series_uid=uid, position=(0, 0, 3.0 * i), instance=i + 1)
+        if case == "slope 0":
+            ds.RescaleSlope = 0
+        elif case == "slope NaN":
+            ds.RescaleSlope = DS("NaN", auto_format=False, validation_mode=pydicom.config.IGNORE)
+        else:
+            ds.ImageOrientationPatient = [0.0] * 6
+        ds.save_as(folder / f"{i}.dcm", enforce_file_format=True)
+    vol = read(folder)
+    notes = conversion_notes(vol)
+    said = "cannot be a NIfTI scaling" if case.startswith("slope") else "orientation is not usable"
+    assert any(said in n for n in notes), notes
+    write(vol, tmp_path / "x.nii")
+    img = nib.load(tmp_path / "x.nii")
+    np.testing.assert_array_equal(np.asarray(img.dataobj.get_unscaled()).T, vol.array)
+    if case.startswith("slope"):
+        assert (img.dataobj.slope, img.dataobj.inter) == (1.0, 0.0)  # the stored values, as the note says

@@ -76,6 +76,9 @@ def check_volume(volume: Volume, what: str = "input") -> None:
         if got.shape != shape:
             each = f"one value per axis of a {'RGB ' if volume.rgb else ''}{array.shape} array" if name == "spacing" else ""
             raise InputError(f"{what}: {name} has shape {got.shape}, needs {shape}" + (f" ({each})" if each else ""))
+        if name == "affine" and not np.array_equal(got[3], [0.0, 0.0, 0.0, 1.0]):
+            # a NIfTI (or any world) affine is homogeneous: another last row was silently replaced on output
+            raise InputError(f"{what}: affine's last row is {got[3].tolist()}, needs [0, 0, 0, 1]")
     plain_metadata(volume.metadata, what)
 
 

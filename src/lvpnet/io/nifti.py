@@ -264,7 +264,15 @@ def _dicom_meta(volume: Volume) -> dict | None:
 
 
 def _dicom_rescale(volume: Volume) -> tuple[list[float], list[float]] | None:
-    """The slopes and intercepts of a DICOM series (one each where every file agrees), or None."""
+    """The slopes and intercepts of a DICOM series (one each where every file agrees), or None (also where
+    one is not a number or a slope is 0, which no scaling can hold: ``_unusable_rescale`` says so)."""
+    got = _dicom_rescale_values(volume)
+    if got is None or not all(np.isfinite(got[0] + got[1])) or 0.0 in got[0]:
+        return None
+    return got
+
+
+def _dicom_rescale_values(volume: Volume) -> tuple[list[float], list[float]] | None:
     meta = _dicom_meta(volume)
     if meta is None:
         return None
@@ -276,9 +284,19 @@ def _dicom_rescale(volume: Volume) -> tuple[list[float], list[float]] | None:
             out.append([default if x is None else float(x) for x in vals])
     except (TypeError, ValueError):
         return None
-    if not all(np.isfinite(out[0] + out[1])):
-        return None
     return out[0], out[1]
+
+
+def _unusable_rescale(volume: Volume) -> bool:
+    """A DICOM series whose rescale cannot be a NIfTI scaling (a slope of 0, a value that is not a number)."""
+    got = _dicom_rescale_values(volume)
+    return got is not None and (not all(np.isfinite(got[0] + got[1])) or 0.0 in got[0])
+
+
+def _usable_direction(direction) -> bool:
+    """A 3 x 3 direction NIfTI can hold: finite, its axes not collapsed (a DICOM orientation of zeros)."""
+    d = np.asarray(direction, float) if direction is not None else None
+    return d is not None and d.shape == (3, 3) and bool(np.isfinite(d).all()) and abs(np.linalg.det(d)) > 1e-6
 
 
 def _positions_along_normal(volume: Volume) -> np.ndarray | None:
@@ -336,6 +354,14 @@ def conversion_notes(volume: Volume) -> list[str]:
     if volume.spacing is not None and not _usable_zooms(volume.spacing):
         notes.append(f"the spacing {tuple(volume.spacing)} has values that are not positive numbers; NIfTI "
                      "zooms must be, so the file's spacing is the one its affine gives")
+    if _unusable_rescale(volume):
+        slopes, inters = _dicom_rescale_values(volume)
+        notes.append(f"RescaleSlope {', '.join(f'{v:g}' for v in sorted(set(slopes)))} / RescaleIntercept "
+                     f"{', '.join(f'{v:g}' for v in sorted(set(inters)))} cannot be a NIfTI scaling (a slope of 0 "
+                     "or a value that is not a number): the file holds the stored values unscaled")
+    if volume.direction is not None and volume.affine is None and not _usable_direction(volume.direction):
+        notes.append("the orientation is not usable (its axes are zero, collapsed or not numbers): the file's "
+                     "affine takes the image axes as they are, with the spacing and origin")
     return notes
 
 
@@ -451,15 +477,14 @@ def _write_with_nibabel(volume: Volume, path: Path, shown: Path | None = None, t
 def _affine_for(volume: Volume) -> np.ndarray:
     """Voxel (i, j, k) -> RAS mm for a volume that did not come from NIfTI."""
     lps = (volume.metadata or {}).get("coordinate_system") == "LPS"
-    if volume.affine is not None and not lps and np.shape(volume.affine) == (4, 4):
+    if volume.affine is not None and not lps and np.shape(volume.affine) == (4, 4) and _usable_direction(
+            np.asarray(volume.affine, float)[:3, :3]):
         return np.asarray(volume.affine, dtype=np.float64)
     n_axes = volume.array.ndim - (1 if volume.rgb else 0)
     spacing = list(reversed(volume.spacing)) if volume.spacing else [1.0] * n_axes
     spacing = [s if math.isfinite(s) and s != 0 else 1.0 for s in (list(map(float, spacing)) + [1.0, 1.0, 1.0])[:3]]
     # geometry of another shape than a reader gives (a Volume made by hand), or not finite, is left out, not an error
-    direction = np.asarray(volume.direction, float) if volume.direction is not None else np.eye(3)
-    if direction.shape != (3, 3) or not np.isfinite(direction).all():
-        direction = np.eye(3)
+    direction = np.asarray(volume.direction, float) if _usable_direction(volume.direction) else np.eye(3)
     affine = np.eye(4)
     affine[:3, :3] = direction.T * np.asarray(spacing, float)
     if volume.origin is not None:
