@@ -237,3 +237,27 @@ def test_a_refusal_shows_a_difference_rounding_would_hide():
             lvpnet.limits.check(2_121_728, 10, "x")
     finally:
         lvpnet.limits.set_max_memory(None)
+
+
+def test_a_file_indexes_as_its_array_and_feeds_dask():
+    """dask.array.from_array(lvpnet.open(p), chunks=...) failed: no ndim, and tuples were refused."""
+    import dask.array as da
+
+    a = np.arange(2 * 3 * 8 * 10, dtype=np.int16).reshape(2, 3, 8, 10)
+    f = lvpnet.LvpFile(lvpnet.compress(a, codec="fallback"))
+    assert f.ndim == 4
+    for key in [(0,), (1, 2), (..., 3), (slice(None), 1, slice(2, 5), 7), (-1, -1, -1, -1), (...,),
+                (slice(0, 0),), (0, slice(None, None, -1)), (np.int64(1), ..., slice(1, 9, 3))]:
+        assert np.array_equal(f[key], a[key]), key
+    assert np.array_equal(f[...], a) and f[0].shape == (8, 10)  # one integer: still slice 0 of the flat order
+    d = da.from_array(f, chunks=(1, 1, 8, 10))
+    assert np.array_equal(d[1, :, 2:5].compute(), a[1, :, 2:5]) and np.array_equal(d.compute(), a)
+    rgb = np.arange(2 * 4 * 5 * 3, dtype=np.uint8).reshape(2, 4, 5, 3)
+    g = lvpnet.LvpFile(lvpnet.compress(rgb, rgb=True, codec="fallback"))
+    assert np.array_equal(g[1, ..., 2], rgb[1, ..., 2]) and np.array_equal(g[:, 1:3, 2], rgb[:, 1:3, 2])
+    with pytest.raises(IndexError, match="too many indices"):
+        f[0, 0, 0, 0, 0]
+    with pytest.raises(IndexError):
+        f[5, 0]
+    with pytest.raises(TypeError, match="whole numbers, ranges and"):
+        f[0, [1, 2]]

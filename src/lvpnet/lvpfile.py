@@ -178,9 +178,17 @@ class LvpFile:
     def __len__(self) -> int:
         return len(self._reader.records)
 
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
     def __getitem__(self, key) -> np.ndarray:
         """``f[i]``: slice ``i`` (a flat index over every frame axis; negative counts from the end);
-        ``f[a:b:c]``: those slices stacked, ``(n, *slice_shape)``."""
+        ``f[a:b:c]``: those slices stacked, ``(n, *slice_shape)``. A tuple (or ``...``) indexes the file's
+        whole shape as numpy would its array (``f[0, 2:4, :, 10:20]``, ``f[...]``), decoding only the
+        slices it touches: what ``dask.array.from_array(f, chunks=...)`` asks for."""
+        if isinstance(key, tuple) or key is Ellipsis:
+            return self._index(key if isinstance(key, tuple) else (key,))
         if isinstance(key, slice):
             picked = range(*key.indices(len(self)))
             if not picked:
@@ -190,6 +198,29 @@ class LvpFile:
             raise TypeError(f"lvpnet file indices are slice numbers or ranges (f[3], f[-1], f[2:5]), not {key!r}")
         i = int(key)
         return self.read_slice(i + len(self) if -len(self) <= i < 0 else i)
+
+    def _index(self, key: tuple) -> np.ndarray:
+        """``__getitem__`` of a tuple: integers, ranges and one ``...`` over ``self.shape``."""
+        for k in key:
+            if k is not Ellipsis and not isinstance(k, slice) and (
+                    not isinstance(k, (int, np.integer)) or isinstance(k, bool)):
+                raise TypeError(f"lvpnet file indices are whole numbers, ranges and '...', not {k!r}")
+        if sum(k is Ellipsis for k in key) > 1:
+            raise IndexError("an index can only have a single ellipsis ('...')")
+        if Ellipsis in key:
+            at = key.index(Ellipsis)
+            key = key[:at] + (slice(None),) * (self.ndim - len(key) + 1) + key[at + 1:]
+        if len(key) > self.ndim:
+            raise IndexError(f"too many indices: the file has {self.ndim} axes {self.shape}, {len(key)} were given")
+        key = key + (slice(None),) * (self.ndim - len(key))
+        lead = self.ndim - len(self.slice_shape)
+        numbers = np.arange(len(self)).reshape(self.shape[:lead])[key[:lead]]  # numpy checks the ranges
+        rest = key[lead:]
+        picked = np.reshape(numbers, -1)
+        if not picked.size:
+            return np.empty(numbers.shape + np.empty(self.slice_shape, self.dtype)[rest].shape, self.dtype)
+        parts = [self.read_slice(int(i))[rest] for i in picked]
+        return np.stack(parts).reshape(numbers.shape + parts[0].shape)
 
     def __contains__(self, item) -> bool:
         raise TypeError("'in' is not defined for an lvpnet file (its items are slices: compare f[i] with an array)")
