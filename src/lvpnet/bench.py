@@ -617,6 +617,10 @@ def format_table(rep: dict[str, Any], markdown: bool = False) -> str:
         ]
     )
     out = ["Bits per sample (real file bytes; lower is better)", grid(head, rows, markdown, bold_last=True)]
+    if keys:  # not parts of the lvpnet column: a mix of codecs shares its samples out differently
+        used = rep.get("codecs_used") or {}
+        out.append(f"({', '.join(stat_heads)}: per sample of the slices the learned codec kept, "
+                   f"{used.get(codecs.LEARNED, 0)} of {sum(used.values())} here; every other column is whole files)")
 
     shead = ["input", ours_label, *names]
     srows = []
