@@ -68,12 +68,27 @@ def test_json_contract_and_consistency(tmp_path, capsys, inputs):
         vol = lvpnet.read(path)
         assert r["samples"] == vol.array.size and r["slices"] == vol.n_slices
         ours = r["lvpnet"]
-        # our bytes are the bytes of the .lvp that `lvpnet compress` writes for the same input
+        # our bytes are the bytes of the .lvp that `lvpnet compress` writes for the same input; for DICOM,
+        # pixels against pixels: the .lvp of the pixels alone, and the one compress writes (the files' headers
+        # and records with them) as archive_bytes, which the DICOM table compares with the files
         real = tmp_path / f"real{k}.lvp"
+        capsys.readouterr()
         assert main(["compress", str(path), str(real)]) == 0
-        assert ours["file_bytes"] == real.stat().st_size
+        said = capsys.readouterr().out
+        if path == dcm:
+            assert ours["archive_bytes"] == real.stat().st_size > ours["file_bytes"]
+            # compress compares the .lvp with the files it holds, not with their pixels alone
+            size = (dcm / "CT_small.dcm").stat().st_size
+            assert f"1 file of {size:,} bytes -> {real.stat().st_size:,} bytes, ratio {size / real.stat().st_size:.2f}" in said
+            pixels_only = tmp_path / "pixels.npy"
+            np.save(pixels_only, vol.array)
+            assert main(["compress", str(pixels_only), str(tmp_path / "pixels.lvp")]) == 0
+            alone = lvpnet.open(tmp_path / "pixels.lvp")  # another header (its source format), the same chunks
+            assert ours["chunk_bytes"] == sum(alone.chunk_bytes(i) for i in range(vol.n_slices))
+        else:
+            assert "archive_bytes" not in ours and ours["file_bytes"] == real.stat().st_size
+            assert ours["bits_per_sample"] == pytest.approx(8 * real.stat().st_size / vol.array.size, abs=1e-4)
         assert ours["chunk_bytes"] + ours["container_bytes"] == ours["file_bytes"]
-        assert ours["bits_per_sample"] == pytest.approx(8 * real.stat().st_size / vol.array.size, abs=1e-4)
         assert ours["lossless"] is True and (ours["stats"] is None) == (r not in learned)
         assert sum(ours["codecs"].values()) == r["slices"]
         assert ours["model"] == (model if r in learned else None) and set(ours["versions"]) == set(ours["codecs"])
@@ -113,7 +128,7 @@ def test_json_contract_and_consistency(tmp_path, capsys, inputs):
     d = recs[2]["dicom"]
     size = (dcm / "CT_small.dcm").stat().st_size
     assert d["folder_bytes"] == size == d["series_bytes"] and d["files"] == d["series_files"] == 1
-    assert d["lvp_bytes"] == recs[2]["lvpnet"]["file_bytes"]
+    assert d["lvp_bytes"] == recs[2]["lvpnet"]["archive_bytes"]
     for key in ("jpegls_bytes", "jpeg2k_bytes"):  # 16-bit CT: well below the uncompressed file
         assert 0 < d[key] < size
     assert t["dicom"]["folder_bytes"] == size and t["dicom"]["inputs"] == 1

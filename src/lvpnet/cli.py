@@ -83,8 +83,19 @@ def cmd_compress(args: argparse.Namespace) -> int:
         from .dicom_archive import info_fields
 
         report.update(info_fields(volume.metadata))
+    source_bytes = report.get("dicom_source_bytes")
+    if source_bytes:  # the .lvp holds the files, headers and all: their size is what it compares with
+        report["dicom_ratio"] = round(source_bytes / report["lvp_bytes"], 4)
     if args.json:
         print(json.dumps(report))
+    elif source_bytes:
+        files = report.get("archived_files", 0)
+        print(
+            f"{args.input} -> {args.output}: {files} file{'s' * (files != 1)} of {source_bytes:,} bytes -> "
+            f"{report['lvp_bytes']:,} bytes, ratio {report['dicom_ratio']:.2f} (headers and every file kept; "
+            f"the pixels alone: {report['original_bytes']:,} bytes), encoded in {report['encode_seconds']:.2f} s"
+            + ("" if report.get("verify_seconds") is None else f", verified in {report['verify_seconds']:.2f} s")
+        )
     else:
         print(
             f"{args.input} -> {args.output}: {report['original_bytes']:,} -> {report['lvp_bytes']:,} bytes, "
