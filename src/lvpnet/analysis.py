@@ -276,6 +276,7 @@ def _plane(model: LoadedModel, plane: np.ndarray, reference: np.ndarray | None =
     import torch
 
     from .codecs import lvpnet_base
+    from .codecs.weights import writes_prior_mode_latent
     from .coding.estimate import plane_walk
     from .coding.profiles import LATEST, PROFILES
     from .coding.reference import ref_values
@@ -317,9 +318,12 @@ def _plane(model: LoadedModel, plane: np.ndarray, reference: np.ndarray | None =
         vt = torch.as_tensor(vp, device=dev).to(net.encoder.stem.weight.dtype)[None]
         with one_cpu_thread(dev):  # the file's z, whatever threads this process has
             y, z_hard, _ = net.latent(vt, torch.tensor([B], device=dev))
-        y, z = y[0], z_hard[0].long()
-        with ExactMode():
-            yt = qcm_int(z.to(dec.device, dec.dtype)[None], dec.qcm, dec.impl)[0]  # units Q/4
+        y, z_net = y[0], z_hard[0].long()
+        with ExactMode():  # the QCM maps: how it compensates the network's own latent
+            yt = qcm_int(z_net.to(dec.device, dec.dtype)[None], dec.qcm, dec.impl)[0]  # units Q/4
+        # the bits as a file pays them: with the latent the encoder writes, which for weights whose card
+        # says so is the prior's mode, not the GMSM's (``Engine.latent_z``)
+        z = dec.prior_mode_latent(Hp, Wp).to(z_net.device) if writes_prior_mode_latent(model.sha256) else z_net
         bits, lat = walk(z)
         saving = None
         if ablation:
@@ -328,7 +332,7 @@ def _plane(model: LoadedModel, plane: np.ndarray, reference: np.ndarray | None =
             saving = block_sums(bits_m - bits, lat.shape) + (lat_m - lat)
         q = float(cfg.q_step)
         yd = y.double().cpu()
-        zd = z.double().cpu()
+        zd = z_net.double().cpu()
         before = (yd - zd * q).abs().mean(0)
         after = (yd - yt.double().cpu() * (q / 4.0)).abs().mean(0)
     return {

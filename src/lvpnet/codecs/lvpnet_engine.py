@@ -51,7 +51,7 @@ from . import lvpnet_base
 from .lvpnet_chunk import Plane
 from .lvpnet_entropy import LatentCoder, PixelCoder, new_coder
 from .plane_steps import PlaneSteps
-from .weights import file_sha256
+from .weights import file_sha256, writes_prior_mode_latent
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -111,6 +111,15 @@ class Engine:
         self._pixels_edge: PixelCoder | None = None
         self._model: LVPNet | None = None
         self._lock = threading.Lock()
+        # these weights' card: their GMSM's latent costs bits, so the encoder writes the prior's mode and
+        # never runs (or loads) the float encoder: 14% of an encode's time (docs/MODEL.md, session 30)
+        self.prior_mode_latent = writes_prior_mode_latent(self.sha256)
+
+    def latent_z(self, vp: np.ndarray, B: int) -> torch.Tensor:
+        """The latent the encoder writes for a padded slice ``vp`` of bit depth ``B``."""
+        if self.prior_mode_latent:
+            return self.dec.prior_mode_latent(*vp.shape)
+        return self.model().encode_slice(vp, B, device=self.device)
 
     @property
     def channels(self) -> int:
@@ -312,7 +321,7 @@ class Engine:
         f = self.dec.f
         Hp, Wp = prep.padded_size(H, W, self.cfg.stride)
         vp = prep.polyphase_pad(v, Hp, Wp, f)
-        z = self.model().encode_slice(vp, B, device=self.device)
+        z = self.latent_z(vp, B)
         zs = self.dec.latent_symbols(z).cpu().numpy()
         records: list[StepRecord] = []  # in decoding order (step 0 row by row for step0_rows models)
 

@@ -78,6 +78,16 @@ def shipped_card() -> dict:
         return {}
 
 
+def writes_prior_mode_latent(sha256: str | None) -> bool:
+    """Whether the encoder writes, for the weights whose sha256 is ``sha256``, each latent channel's most
+    probable value (``IntegerDecoder.prior_mode_latent``) instead of running the GMSM: only where their
+    card says so (``"encoder_latent": "prior_mode"``), because on val the GMSM's latent cost bits there
+    (``docs/MODEL.md``, "A latent that does not pay, not computed"). Any other weights run the GMSM. The
+    decoder reads whatever latent a file holds: nothing about the format changes."""
+    card = shipped_card()
+    return bool(sha256) and card.get("sha256") == sha256 and card.get("encoder_latent") == "prior_mode"
+
+
 def shipped_is_default() -> bool:
     """True when the shipped model beat the classical codecs on val (its card says so)."""
     return bool(shipped_card().get("default_codec"))

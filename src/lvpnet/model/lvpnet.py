@@ -398,6 +398,14 @@ class IntegerDecoder:
     def latent_symbols(self, z: torch.Tensor) -> torch.Tensor:
         return (z.long() + self.zmax).to(torch.int32)
 
+    def prior_mode_latent(self, Hp: int, Wp: int) -> torch.Tensor:
+        """Each channel at its most probable value under the latent tables, in every block of a padded
+        ``Hp`` x ``Wp`` slice: (C, Hp / stride, Wp / stride) int64, what an encoder that does not run the
+        GMSM writes (``weights.writes_prior_mode_latent``)."""
+        s = int(self.cfg.stride)
+        mode = self.latent_tables.argmax(-1).long().cpu() - self.zmax
+        return mode[:, None, None].expand(-1, Hp // s, Wp // s).clone()
+
     def features(self, z: torch.Tensor) -> torch.Tensor:
         """z (C, hz, wz) integers -> latent features (1, Cu, Hp/f, Wp/f), integer-valued."""
         with ExactMode():
