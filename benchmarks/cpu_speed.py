@@ -75,6 +75,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "cpu_speed.md"))
     ap.add_argument("--kinds", default="", help="comma-separated kinds of product to time besides the chosen "
                     "one (default: every other kind this CPU has)")
+    ap.add_argument("--gmsm", action="store_true", help="also time the encoder running the GMSM, as for weights "
+                    "whose card does not have it write the prior's mode (its bytes may differ; they decode)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     from lvpnet.bench import machine
@@ -92,8 +94,13 @@ def main(argv=None) -> int:
         exact_mm.set_kind(k)
         codec.decode(codec.encode(items[0][1]), items[0][1].shape, items[0][1].dtype, ver)
     exact_mm.set_kind(chosen)
+    gmsm = None
+    if args.gmsm:  # the same weights, their encoder told to run the float GMSM for the latent
+        gmsm = LVPNetCodec(device="cpu")
+        gmsm.engine().prior_mode_latent = False
+        gmsm.encode(items[0][1])
     names = (f"lvpnet (products: {chosen}, as chosen)", *(f"lvpnet, products: {k}" for k in others),
-             "lvpnet reference paths", "JPEG-XL e7")
+             "lvpnet reference paths", *(["lvpnet, encoder running the GMSM"] if gmsm else []), "JPEG-XL e7")
     best = {n: np.full((len(items), 2), np.inf) for n in names}
     cpu = {n: np.full((len(items), 2), np.inf) for n in names}
     size = {n: np.zeros(len(items)) for n in names}
@@ -114,12 +121,17 @@ def main(argv=None) -> int:
                 assert kdata == data and np.array_equal(ky, x), f"{name}: {k} products differ"
                 kinds.append((tke, tkd, len(data)))
             exact_mm.set_kind(chosen)
+            if gmsm is not None:
+                tge, gdata = timed(gmsm.encode, x)
+                tgd, gy = timed(gmsm.decode, gdata, x.shape, x.dtype, ver)
+                assert np.array_equal(gy, x), f"{name}: the GMSM's file"
             v = (x.astype(np.int32) - int(x.min())).astype(np.uint16)
             tje, jxl = timed(imagecodecs.jpegxl_encode, v, lossless=True, effort=7, numthreads=1)
             tjd, jy = timed(imagecodecs.jpegxl_decode, jxl, numthreads=1)
             assert np.array_equal(jy, v)
-            for n, (e, d, nb) in zip(names, ((te, td, len(data)), *kinds, (tre, trd, len(data)),
-                                             (tje, tjd, len(jxl)))):
+            timings = ((te, td, len(data)), *kinds, (tre, trd, len(data)),
+                       *([(tge, tgd, len(gdata))] if gmsm is not None else []), (tje, tjd, len(jxl)))
+            for n, (e, d, nb) in zip(names, timings):
                 best[n][i] = np.minimum(best[n][i], (e[0], d[0]))
                 cpu[n][i] = np.minimum(cpu[n][i], (e[1], d[1]))
                 size[n][i] = nb
