@@ -310,6 +310,31 @@ class LayerFeed:
 
             QTimer.singleShot(PENDING_NOTICE_MS, lambda: self.update_canvas_text(pending=True))
 
+    def _watch(self, viewer) -> None:
+        """Clear this layer's canvas and status text when it leaves ``viewer``: the damage line stayed on an
+        empty canvas, and over the next file opened."""
+        if getattr(self, "_watched", None) is viewer:
+            return
+        self._watched = viewer
+        me = weakref.ref(self)
+
+        def removed(event) -> None:
+            feed = me()
+            if feed is not None and event.value is feed._layer():
+                feed.clear_text(viewer)
+
+        viewer.layers.events.removed.connect(removed)
+
+    def clear_text(self, viewer) -> None:
+        """Take this layer's lines off ``viewer``'s canvas and status bar (someone else's stay)."""
+        overlay = viewer.canvas.overlays.text
+        if self._canvas_text and overlay.text == self._canvas_text:
+            overlay.text, overlay.visible = "", False
+        self._canvas_text = ""
+        if self._status_text and viewer.status == self._status_text:
+            viewer.status = ""
+        self._status_text = ""
+
     def _viewer(self):
         from napari import Viewer
 
@@ -343,6 +368,7 @@ class LayerFeed:
         layer, viewer = self._layer(), self._viewer()
         if layer is None or viewer is None:
             return
+        self._watch(viewer)
         overlay = viewer.canvas.overlays.text
         if overlay.text in ("", self._canvas_text):  # someone else's text: leave it
             text = self.damage_text() if layer.visible else ""

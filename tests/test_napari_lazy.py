@@ -79,6 +79,16 @@ def test_damaged_slice_is_blank_under_a_labels_layer_and_named(make_napari_viewe
     assert first == "Slice 5 is damaged: checksum mismatch (dmg.lvp)"
     with pytest.raises(lvpnet.LvpnetError):  # exact reads say so too
         image.data.read(5)
+    # the line goes with its layer: it stayed on an empty canvas, and over the next file opened
+    viewer.dims.set_current_step(0, 5)
+    _settle(qtbot, image)
+    assert viewer.canvas.overlays.text.visible
+    viewer.layers.remove(image)
+    assert not viewer.canvas.overlays.text.visible and viewer.canvas.overlays.text.text == ""
+    (again,) = viewer.open(str(path), plugin="napari-lvpnet")
+    viewer.dims.set_current_step(0, 5)
+    _settle(qtbot, again)
+    assert not viewer.canvas.overlays.text.visible
 
 
 def test_damaged_first_slice_opens_blank_with_notification(make_napari_viewer, qtbot, stack, tmp_path, monkeypatch):
