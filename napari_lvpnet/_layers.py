@@ -307,6 +307,22 @@ def _origin_of(translate) -> tuple[float, float, float] | None:
     return (col, row, t[-3] if len(t) >= 3 else 0.0)
 
 
+def _moved_origin(origin, direction, translate, ndim: int) -> tuple[float, float, float]:
+    """The origin whose ``display_translate`` is ``translate``: the inverse of its projection on the
+    direction's rows (a 2-D layer keeps the origin's part along the slice normal)."""
+    o = np.asarray(origin, float)
+    d = np.eye(3) if direction is None else np.asarray(direction, float)
+    want = d @ o  # along (columns, rows, slices)
+    t = [float(v) for v in translate]
+    want[0], want[1] = t[-1], t[-2]
+    if ndim >= 3:
+        want[2] = t[-3]
+    try:
+        return tuple(float(v) for v in np.linalg.solve(d, want))
+    except np.linalg.LinAlgError:  # a direction that is no basis: the axes themselves
+        return (want[0], want[1], want[2])
+
+
 def layer_to_volume(data, attributes: dict) -> Volume:
     """A napari image layer (data + attributes, as npe2 writers get them) as a Volume."""
     array = np.asarray(data)
@@ -321,8 +337,16 @@ def layer_to_volume(data, attributes: dict) -> Volume:
     scale = attributes.get("scale")
     spacing = tuple(float(s) for s in scale) if scale is not None else None
     # origin, direction and world affine of the source survive a save (scale is the layer's own)
-    origin = tuple(geo["origin"]) if geo.get("origin") is not None else _origin_of(attributes.get("translate"))
+    translate = attributes.get("translate")
+    origin = tuple(geo["origin"]) if geo.get("origin") is not None else _origin_of(translate)
     direction = tuple(tuple(r) for r in geo["direction"]) if geo.get("direction") is not None else None
     affine = np.asarray(geo["affine"], dtype=np.float64) if geo.get("affine") is not None else None
+    if geo.get("origin") is not None and translate is not None:
+        ndim = array.ndim - (1 if rgb else 0)
+        shown = display_translate(origin, direction, ndim)
+        if shown is not None and len(shown) == len(translate) and not np.allclose(shown, translate):
+            # the layer was moved since it was opened: what was seen is saved (the scale was already), so the
+            # origin follows the translate and the source's world affine, which no longer says where, goes
+            origin, affine = _moved_origin(origin, direction, translate, ndim), None
     return Volume(array=array, rgb=rgb, spacing=spacing, source_format=source_format, metadata=_json_safe(meta),
                   origin=origin, direction=direction, affine=affine)

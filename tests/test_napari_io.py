@@ -239,3 +239,23 @@ def test_palette_colour_shows_its_colours_and_keeps_its_indices(make_napari_view
     _palette_dicom(tmp_path / "bare.dcm", lut_data=False)
     (layer,) = viewer.open(str(tmp_path / "bare.dcm"), plugin="napari-lvpnet")
     assert layer.colormap.name == "gray"
+
+
+def test_a_moved_layer_saves_where_it_was_seen(tmp_path):
+    """A DICOM or NIfTI layer whose translate the user changed kept its scale and lost its translate: the
+    stored origin won. The origin follows the translate now, also on oblique axes."""
+    from napari_lvpnet._layers import display_translate, layer_to_volume
+
+    c, s = np.cos(0.3), np.sin(0.3)
+    direction = [[c, s, 0.0], [-s, c, 0.0], [0.0, 0.0, 1.0]]
+    geo = {"origin": [10.0, -20.0, 5.0], "direction": direction, "affine": np.eye(4).tolist()}
+    data = np.zeros((3, 8, 8), np.int16)
+    seen = display_translate(geo["origin"], direction, 3)
+    kept = layer_to_volume(data, {"metadata": {"geometry": geo}, "scale": (2.0, 1.0, 1.0), "translate": seen})
+    assert kept.origin == (10.0, -20.0, 5.0) and kept.affine is not None  # not moved: the source's geometry
+    moved = layer_to_volume(data, {"metadata": {"geometry": geo}, "scale": (5.0, 0.7, 0.7), "translate": (0, 0, 0)})
+    assert np.allclose(display_translate(moved.origin, moved.direction, 3), (0, 0, 0))
+    assert moved.spacing == (5.0, 0.7, 0.7) and moved.affine is None  # the old world affine no longer says where
+    lvpnet.compress_to_file(moved, tmp_path / "m.lvp", codec="fallback")
+    back = lvpnet.open(tmp_path / "m.lvp").volume()
+    assert np.allclose(display_translate(back.origin, back.direction, 3), (0, 0, 0))
