@@ -176,6 +176,8 @@ def layer_kwargs(*, shape, rgb, spacing, origin, direction, metadata, name, samp
     if translate is not None:
         kwargs["translate"] = translate
     limits = window_limits(metadata, rgb) if sample is None else contrast_limits(sample, metadata, rgb)
+    shown = saved_display(metadata, rgb)
+    limits = shown.get("contrast_limits", limits)  # the window the layer was saved in
     if limits is not None:
         kwargs["contrast_limits"] = limits
     photometric = str((metadata.get("dicom") or {}).get("photometric", "")).upper()
@@ -185,7 +187,31 @@ def layer_kwargs(*, shape, rgb, spacing, origin, direction, metadata, name, samp
         palette = palette_colormap(metadata)
         if palette is not None:  # the indices stay the values; the colours are the palette's
             kwargs["colormap"], kwargs["contrast_limits"] = palette
+    for key in ("colormap", "gamma"):
+        if key in shown:
+            kwargs[key] = shown[key]
     return kwargs
+
+
+def saved_display(metadata: dict, rgb: bool) -> dict:
+    """How a layer was shown when it was saved (``layer_to_volume`` keeps its contrast limits, colormap and
+    gamma in ``metadata["display"]``): the entries that still make sense ({} for none)."""
+    from napari.utils.colormaps import AVAILABLE_COLORMAPS
+
+    shown = metadata.get("display")
+    if rgb or not isinstance(shown, dict):
+        return {}
+    out = {}
+    limits = shown.get("contrast_limits")
+    if (isinstance(limits, list) and len(limits) == 2 and all(isinstance(v, (int, float)) for v in limits)
+            and np.isfinite(limits).all() and limits[0] < limits[1]):
+        out["contrast_limits"] = [float(limits[0]), float(limits[1])]
+    if isinstance(shown.get("colormap"), str) and shown["colormap"] in AVAILABLE_COLORMAPS:
+        out["colormap"] = shown["colormap"]
+    gamma = shown.get("gamma")
+    if isinstance(gamma, (int, float)) and 0.2 <= gamma <= 2.0:
+        out["gamma"] = float(gamma)
+    return out
 
 
 def palette_colormap(metadata: dict):
@@ -334,6 +360,16 @@ def layer_to_volume(data, attributes: dict) -> Volume:
         meta["dicom"] = {k: v for k, v in meta["dicom"].items() if k != "archive"}
     source_format = meta.pop("source_format", None) or "numpy"
     geo = meta.pop("geometry", None) or {}
+    meta.pop("display", None)
+    if not rgb:  # what the user set the layer to look like, back when the file is opened
+        display = {"contrast_limits": attributes.get("contrast_limits"), "colormap": attributes.get("colormap"),
+                   "gamma": attributes.get("gamma")}
+        limits = display["contrast_limits"]
+        display["contrast_limits"] = None if limits is None else [float(v) for v in limits]
+        cmap = display["colormap"]  # a name, a Colormap, or (from a layer data tuple) its dict
+        display["colormap"] = (cmap if isinstance(cmap, str) else
+                               cmap.get("name") if isinstance(cmap, dict) else getattr(cmap, "name", None))
+        meta["display"] = {k: v for k, v in display.items() if v is not None}
     scale = attributes.get("scale")
     spacing = tuple(float(s) for s in scale) if scale is not None else None
     # origin, direction and world affine of the source survive a save (scale is the layer's own)

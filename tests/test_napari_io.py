@@ -259,3 +259,18 @@ def test_a_moved_layer_saves_where_it_was_seen(tmp_path):
     lvpnet.compress_to_file(moved, tmp_path / "m.lvp", codec="fallback")
     back = lvpnet.open(tmp_path / "m.lvp").volume()
     assert np.allclose(display_translate(back.origin, back.direction, 3), (0, 0, 0))
+
+
+def test_a_saved_layer_reopens_as_it_was_shown(make_napari_viewer, tmp_path, rng):
+    """A bone window, a magma colormap and a gamma set on a layer came back as the soft-tissue (or
+    percentile) window in grey after a save and reopen."""
+    data = smooth_image(rng, (4, 32, 32), -1000, 2000, np.int16)
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(data, name="ct", colormap="magma", contrast_limits=(-1000, 300), gamma=0.8)
+    path = tmp_path / "ct.lvp"
+    viewer.layers.save(str(path), selected=False, plugin="napari-lvpnet")
+    viewer.layers.clear()
+    (back,) = viewer.open(str(path), plugin="napari-lvpnet")
+    assert back.colormap.name == "magma" and back.gamma == pytest.approx(0.8)
+    assert list(back.contrast_limits) == [-1000.0, 300.0]
+    del layer
