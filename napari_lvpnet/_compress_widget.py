@@ -67,14 +67,18 @@ def _compress_job(volume, path, codec, verify, compare, cancel):
     if result is None:
         return None
     seconds = time.perf_counter() - t0
-    jxl = None
+    jxl, pixel_bytes = None, None
     if compare and not cancel.is_set() and volume.array.dtype.kind in "iub":
         from lvpnet import classical
 
         yield Progress("JPEG-XL", 0, 1)
         jxl = classical.measure("JPEG-XL e7", volume.array, volume.rgb)
         yield Progress("JPEG-XL", 1, 1)
-    return {"result": result, "seconds": seconds, "jxl": jxl}
+        lvp = lvpnet.open(result.path)  # JPEG-XL codes the pixels alone: so do its counterparts here
+        pixel_bytes = sum(lvp.chunk_bytes(i) for i in range(len(lvp)))
+    skipped = ("not run: JPEG-XL lossless codes integer images only" if compare and not cancel.is_set()
+               and jxl is None else None)
+    return {"result": result, "seconds": seconds, "jxl": jxl, "pixel_bytes": pixel_bytes, "jxl_skipped": skipped}
 
 
 def safe_name(name: str) -> str:
@@ -107,13 +111,19 @@ def format_summary(out: dict) -> str:
         f".lvp: {r.lvp_bytes:,} bytes ({', '.join(f'{k} {v}' for k, v in r.codec_counts.items())})",
         f"bits per sample: {r.bits_per_sample:.3f}",
         f"ratio: {r.ratio:.2f}",
-        f"time: {out['seconds']:.2f} s" + (" (verified)" if r.verify_seconds is not None else ""),
+        f"time: {out['seconds']:.2f} s: encoded in {r.encode_seconds:.2f} s"
+        + ("" if r.verify_seconds is None else f", verified in {r.verify_seconds:.2f} s"),
     ]
-    jxl = out.get("jxl")
+    jxl, pixels = out.get("jxl"), out.get("pixel_bytes")
     if jxl is not None:
         n = r.raw_bytes / np.dtype(r.dtype).itemsize
-        lines.append(f"JPEG-XL lossless: {jxl.bytes:,} bytes, {8 * jxl.bytes / n:.3f} bits/sample, "
-                     f"ratio {r.raw_bytes / jxl.bytes:.2f}")
+        if pixels is not None:  # the .lvp also holds a header, an index and the layer's metadata
+            lines.append(f"  of which the slices {pixels:,} bytes, {8 * pixels / n:.3f} bits/sample "
+                         f"(header, index and metadata {r.lvp_bytes - pixels:,})")
+        lines.append(f"JPEG-XL lossless (the slices alone): {jxl.bytes:,} bytes, {8 * jxl.bytes / n:.3f} bits/sample"
+                     + (f"; the .lvp's slices are {pixels / jxl.bytes:.3f}x it" if pixels else ""))
+    elif out.get("jxl_skipped"):
+        lines.append(f"JPEG-XL: {out['jxl_skipped']}")
     return "\n".join(lines)
 
 

@@ -31,6 +31,11 @@ def test_compress_widget_writes_identical_file_and_shows_numbers(widget_and_view
     assert np.array_equal(lvpnet.open(out).read_all(), a)
     text = w.summary.value
     assert f"{out.stat().st_size:,} bytes" in text and "bits per sample" in text and "JPEG-XL lossless" in text
+    # JPEG-XL codes the slices alone: it is compared with the .lvp's slices, the header's bytes said apart
+    lvp = lvpnet.open(out)
+    slices = sum(lvp.chunk_bytes(i) for i in range(len(lvp)))
+    assert f"of which the slices {slices:,} bytes" in text and f"metadata {out.stat().st_size - slices:,})" in text
+    assert "the .lvp's slices are" in text and "verified in" in text
     assert not w.inspect_button.native.isHidden()  # shown once a result exists
     inspect = w.open_inspect()  # the result links to the inspection layers
     assert inspect.layer.value is viewer.layers["ct"]
@@ -267,3 +272,15 @@ def test_one_large_slice_shows_a_busy_bar_not_a_still_one(widget_and_viewer, qtb
     w.run_button.changed.emit(True)
     assert w.progress.native.maximum() == 0  # Qt's busy indicator
     qtbot.waitUntil(lambda: w.last_result is not None and w.run_button.enabled, timeout=30000)
+
+
+def test_a_float_layer_says_why_jpeg_xl_was_not_run(widget_and_viewer, qtbot, tmp_path, rng):
+    """'also run JPEG-XL' was skipped without a word for a float layer."""
+    viewer, w = widget_and_viewer
+    viewer.add_image(rng.normal(size=(2, 16, 16)).astype(np.float32), name="t1map")
+    w.layer.value = viewer.layers["t1map"]
+    w.output.value = tmp_path / "f.lvp"
+    w.compare.value = True
+    w.run_button.changed.emit(True)
+    qtbot.waitUntil(lambda: w.last_result is not None and w.run_button.enabled, timeout=60000)
+    assert "JPEG-XL: not run: JPEG-XL lossless codes integer images only" in w.summary.value
