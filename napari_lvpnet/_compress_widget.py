@@ -104,6 +104,15 @@ def free_name(folder: Path, stem: str) -> Path:
     return candidate
 
 
+def confirm_replace(path: Path) -> bool:
+    """Ask before a run replaces a file typed in "save as" (the dock's own names never exist)."""
+    from qtpy.QtWidgets import QMessageBox
+
+    answer = QMessageBox.question(None, "Compress", f"{path} exists. Replace it?",
+                                  QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
+    return answer == QMessageBox.Yes
+
+
 def format_summary(out: dict) -> str:
     r = out["result"]
     lines = [
@@ -162,10 +171,14 @@ class CompressWidget(BackgroundJobMixin, Container):
         self._suggest_output()
 
     def _layer_changed(self, *_):
-        """Another layer chosen: the last run's summary and its Inspect button were about the other one."""
+        """Another layer chosen: the last run's summary and its Inspect button were about the other one, and
+        so was a file name typed in "save as" (a folder typed there stays: it holds any layer's file)."""
         if self.run_button.enabled:  # not while a run is going: its summary is on its way
             self.summary.value = ""
             self.inspect_button.visible = False
+        if not self._field_is_ours() and not Path(str(self.output.value)).is_dir():
+            self._suggested = None
+            self.output.value = ""
         self._suggest_output()
 
     def _suggest_output(self, *_):
@@ -215,6 +228,9 @@ class CompressWidget(BackgroundJobMixin, Container):
             show_error(f"Compress: {e}")
             return
         path = self._output_path(layer)
+        if path.exists() and not confirm_replace(path):
+            self.summary.value = f"{path} exists and was kept: nothing was written"
+            return
         codec = None if self.codec.value == AUTO_CODEC else self.codec.value
         codecs.get_codec("lvpnet").device = self.device.value.lower()  # where the learned codec runs
         self.summary.value = f"compressing to {path} ..."

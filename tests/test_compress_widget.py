@@ -1,5 +1,7 @@
 """The Compress dock widget driven end to end in a real viewer."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import smooth_image
@@ -284,3 +286,28 @@ def test_a_float_layer_says_why_jpeg_xl_was_not_run(widget_and_viewer, qtbot, tm
     w.run_button.changed.emit(True)
     qtbot.waitUntil(lambda: w.last_result is not None and w.run_button.enabled, timeout=60000)
     assert "JPEG-XL: not run: JPEG-XL lossless codes integer images only" in w.summary.value
+
+
+def test_a_typed_file_is_not_replaced_without_asking(widget_and_viewer, qtbot, tmp_path, rng, monkeypatch):
+    """A path typed in "save as" replaced the file there without a word, and stayed in the field for the
+    next layer chosen, whose run would have replaced the first layer's file."""
+    from napari_lvpnet import _compress_widget
+
+    viewer, w = widget_and_viewer
+    viewer.add_image(smooth_image(rng, (2, 24, 24), 0, 900, np.int16), name="a")
+    viewer.add_image(smooth_image(rng, (2, 24, 24), 0, 900, np.int16), name="b")
+    w.layer.value = viewer.layers["a"]
+    target = tmp_path / "kept.lvp"
+    target.write_bytes(b"someone's file")
+    w.output.value = target
+    asked = []
+    monkeypatch.setattr(_compress_widget, "confirm_replace", lambda p: asked.append(p) or False)
+    w.run_button.changed.emit(True)
+    assert asked == [target] and target.read_bytes() == b"someone's file"
+    assert "exists and was kept" in w.summary.value
+    monkeypatch.setattr(_compress_widget, "confirm_replace", lambda p: asked.append(p) or True)
+    w.run_button.changed.emit(True)
+    qtbot.waitUntil(lambda: w.last_result is not None and w.run_button.enabled, timeout=60000)
+    assert np.array_equal(lvpnet.open(target)[:], viewer.layers["a"].data)
+    w.layer.value = viewer.layers["b"]  # the typed file was the other layer's: the field suggests anew
+    assert Path(str(w.output.value)) != target
