@@ -40,6 +40,18 @@ def wrap_text(*labels) -> None:
         label.native.setWordWrap(True)
 
 
+def full_width(*widgets) -> None:
+    """Text without a label of its own (a summary, a legend) across the whole dock once it is in its
+    container: the empty label column left it in a narrow column, wrapped at every few words."""
+    from qtpy.QtWidgets import QSizePolicy
+
+    for widget in widgets:
+        row = widget._labeled_widget() if getattr(widget, "_labeled_widget_ref", None) else None
+        if row is not None:
+            row._label_widget.native.hide()
+        widget.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+
+
 def _clock(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 60}:{seconds % 60:02d}"

@@ -24,7 +24,7 @@ from lvpnet import codecs
 from lvpnet.progress import Progress, cancellable
 from lvpnet.slicing import check_array
 
-from ._background import BackgroundJobMixin, quietly_if_closed, wrap_text
+from ._background import BackgroundJobMixin, full_width, quietly_if_closed, wrap_text
 from ._layers import layer_to_volume
 from ._lazy import LazySlices
 
@@ -157,6 +157,7 @@ class CompressWidget(BackgroundJobMixin, Container):
         super().__init__(widgets=[self.layer, self.codec, self.device, self.output, self.verify, self.compare,
                                   self.run_button, self.cancel_button, self.progress, self.summary,
                                   self.inspect_button])
+        full_width(self.summary)
         self.worker = None
         self.last_result: dict | None = None
         self._cancel = threading.Event()

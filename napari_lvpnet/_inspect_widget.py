@@ -32,7 +32,7 @@ from lvpnet.container import looks_like_lvp
 from lvpnet.errors import DamagedError
 from lvpnet.progress import Progress, run
 
-from ._background import BackgroundJobMixin, quietly_if_closed, wrap_text
+from ._background import BackgroundJobMixin, full_width, quietly_if_closed, wrap_text
 from ._lazy import LazySlices
 from ._maps import MAPS, layer_colormap, layer_name, legend, slice_words
 from ._messages import error_slice, what_is_wrong
@@ -226,6 +226,8 @@ class InspectWidget(BackgroundJobMixin, Container):
         content = super().native  # the scroll area's content
         content.layout().addWidget(self.colorbar_canvas)
         content.layout().addWidget(self.plot_canvas)
+        content.layout().addStretch(1)  # a tall dock's spare height goes below, not between the controls
+        full_width(self.summary, self.hint, self.legend)
         self._fit_width()
         self.worker = None
         self.last_result: analysis.Analysis | None = None

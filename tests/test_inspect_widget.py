@@ -329,6 +329,15 @@ def test_the_dock_scrolls_instead_of_growing_the_window_and_names_maps_first(mak
     assert w.native.minimumSizeHint().height() < 300  # the content scrolls; it does not set the window's height
     assert viewer.layers[-1].name.startswith("latent error after QCM [")
     assert w.native.minimumWidth() >= w.native.widget().minimumSizeHint().width()  # nothing cut on the right
+    # the summary, hint and legend span the dock (an empty label column left them wrapped in a narrow column),
+    # and a tall dock's spare height goes below the controls, not between them
+    from qtpy.QtWidgets import QSizePolicy
+
+    for text in (w.summary, w.hint, w.legend):
+        assert text._labeled_widget()._label_widget.native.isHidden()
+        assert text.native.sizePolicy().horizontalPolicy() == QSizePolicy.Policy.Expanding
+    layout = w.native.widget().layout()
+    assert layout.itemAt(layout.count() - 1).spacerItem() is not None  # spare height goes last
 
 
 def test_a_4d_layer_is_spoken_of_in_its_sliders_words(make_napari_viewer, qtbot, rng):
