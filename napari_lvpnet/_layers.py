@@ -152,6 +152,10 @@ def display_units(spacing, ndim: int, metadata: dict) -> list[str] | None:
             return None
         for ax in range(max(0, ndim - 3), ndim):
             units[ax] = unit
+        times = (nifti.get("xyzt_units") or ["unknown", "unknown"])[1:2] or ["unknown"]
+        tunit = {"sec": "s", "msec": "ms", "usec": "us"}.get(str(times[0]))
+        if ndim >= 4 and tunit is not None:  # the 4th NIfTI axis (the array's 4th from the end) is time
+            units[ndim - 4] = tunit
     elif dicom:
         units[-2:] = ["mm", "mm"]
         if ndim >= 3 and dicom.get("slice_spacing"):  # a stack of positioned slices, not frames of a cine

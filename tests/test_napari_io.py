@@ -274,3 +274,15 @@ def test_a_saved_layer_reopens_as_it_was_shown(make_napari_viewer, tmp_path, rng
     assert back.colormap.name == "magma" and back.gamma == pytest.approx(0.8)
     assert list(back.contrast_limits) == [-1000.0, 300.0]
     del layer
+
+
+def test_a_4d_nifti_time_axis_has_its_unit(tmp_path, rng):
+    """An fMRI run (xyzt_units mm / sec) showed its time axis in 'pixel'."""
+    from napari_lvpnet._layers import volume_layer
+
+    img = nib.Nifti1Image(smooth_image(rng, (8, 8, 3, 5), 0, 900, np.int16), np.eye(4))
+    img.header.set_xyzt_units("mm", "sec")
+    img.header.set_zooms((2.0, 2.0, 3.0, 2.5))
+    nib.save(img, tmp_path / "f.nii.gz")
+    _, kwargs, _ = volume_layer(lvpnet.read(tmp_path / "f.nii.gz"), "f")
+    assert kwargs["units"] == ["s", "mm", "mm", "mm"] and kwargs["scale"][0] == 2.5
