@@ -18,6 +18,11 @@ beside the weights:
   total and in every modality.
 * ``lvpnet-v1.md``: the model card the training run wrote, next to the weights
   (``--keep-card``: left as it is, to refresh the figures of the weights already shipped).
+
+A new card has no ``encoder_latent``: the encoder runs the GMSM for the new weights. Set it to
+``"prior_mode"`` (with an ``encoder_latent_note``) only when measured on val that the GMSM's latent
+does not pay for these weights (``benchmarks/latent_prior_mode.md`` says how), as for the weights
+shipped in session 30.
 """
 
 from __future__ import annotations
@@ -121,6 +126,12 @@ def main(argv=None) -> int:
     }
     if files is not None:
         card["val_files"] = files
+    try:  # the same weights' card refreshed: what was measured of their latent stays
+        old = json.loads((RES / "lvpnet-v1.json").read_text())
+    except (OSError, ValueError):
+        old = {}
+    if old.get("sha256") == sha:
+        card.update({k: old[k] for k in ("encoder_latent", "encoder_latent_note") if k in old})
     if ck.resolve() != (RES / "lvpnet-v1.pt").resolve():  # refreshing the card of the shipped weights
         shutil.copyfile(ck, RES / "lvpnet-v1.pt")
     (RES / "lvpnet-v1.json").write_text(json.dumps(card, indent=1) + "\n")

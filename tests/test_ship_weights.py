@@ -82,3 +82,19 @@ def test_files_of_other_weights_are_refused(ship, tmp_path):
     with pytest.raises(SystemExit, match="other weights"):
         ship.main([str(ck), str(ev), "--files", str(rep)])
     assert not (ship.RES / "lvpnet-v1.json").exists()
+
+
+def test_a_refreshed_card_keeps_what_was_measured_of_the_latent_and_new_weights_do_not(ship, tmp_path):
+    """encoder_latent (the encoder writes the prior's mode) belongs to the weights it was measured on."""
+    ck, ev, rep = _inputs(tmp_path, {"ct_a": 0.8, "ct_b": 0.85, "us": 0.9}, {"ct_a": 0.8, "ct_b": 0.85, "us": 0.9}, None)
+    assert ship.main([str(ck), str(ev)]) == 0
+    card = _card(ship)
+    card.update(encoder_latent="prior_mode", encoder_latent_note="measured")
+    (ship.RES / "lvpnet-v1.json").write_text(json.dumps(card))
+    assert ship.main([str(ck), str(ev), "--files", str(rep)]) == 0  # the same weights, figures refreshed
+    assert _card(ship)["encoder_latent"] == "prior_mode" and _card(ship)["encoder_latent_note"] == "measured"
+    ck.write_bytes(b"other weights")
+    ev.write_text(ev.read_text().replace(hashlib.sha256(b"weights").hexdigest(),
+                                         hashlib.sha256(b"other weights").hexdigest()))
+    assert ship.main([str(ck), str(ev)]) == 0
+    assert "encoder_latent" not in _card(ship)  # new weights: the GMSM until measured
