@@ -80,6 +80,9 @@ def test_json_contract_and_consistency(tmp_path, capsys, inputs):
             # compress compares the .lvp with the files it holds, not with their pixels alone
             size = (dcm / "CT_small.dcm").stat().st_size
             assert f"1 file of {size:,} bytes -> {real.stat().st_size:,} bytes, ratio {size / real.stat().st_size:.2f}" in said
+            from lvpnet.cli import info_dict
+
+            assert info_dict(str(real))["dicom_ratio"] == round(size / real.stat().st_size, 4)  # info says it too
             pixels_only = tmp_path / "pixels.npy"
             np.save(pixels_only, vol.array)
             assert main(["compress", str(pixels_only), str(tmp_path / "pixels.lvp")]) == 0

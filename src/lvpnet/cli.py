@@ -215,17 +215,21 @@ def info_dict(path: str) -> dict:
         "original_bytes": lvp.n_samples * lvp.dtype.itemsize,
         "bits_per_sample": round(lvp.bits_per_sample, 4),
         "ratio": round(lvp.n_samples * lvp.dtype.itemsize / lvp.file_bytes, 4),
-        **_dicom_info(h),
+        **_dicom_info(h, lvp.file_bytes),
     }
 
 
-def _dicom_info(header: dict) -> dict:
+def _dicom_info(header: dict, file_bytes: int) -> dict:
     source = header.get("source", {})
     if source.get("format") != "dicom":
         return {}
     from .dicom_archive import info_fields
 
-    return info_fields(source.get("metadata"))
+    out = info_fields(source.get("metadata"))
+    if isinstance(out.get("dicom_source_bytes"), int) and out["dicom_source_bytes"] > 0:
+        # the .lvp holds the files, headers and all: against their size (as compress says), beside the pixels' ratio
+        out["dicom_ratio"] = round(out["dicom_source_bytes"] / file_bytes, 4)
+    return out
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -236,7 +240,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     for key in ("file", "format_version", "writer", "shape", "dtype", "rgb", "slices", "spacing", "source_format",
                 "codecs", "coded_against_previous", "model", "constriction_version", "original_bytes", "file_bytes", "bits_per_sample", "ratio"):
         print(f"{key:>20}: {info[key]}")
-    for key in ("archived_files", "dicom_image_files", "other_files", "dicom_source_bytes", "transfer_syntax_changed", "photometric_changed",
+    for key in ("archived_files", "dicom_image_files", "other_files", "dicom_source_bytes", "dicom_ratio",
+                "transfer_syntax_changed", "photometric_changed",
                 "carried_verbatim", "lossy_source_files", "not_archived"):
         if info.get(key):
             print(f"{key:>20}: {info[key]}")
