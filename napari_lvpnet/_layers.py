@@ -333,8 +333,7 @@ def _origin_of(translate) -> tuple[float, float, float] | None:
     t = [float(v) for v in translate]
     if len(t) < 2 or not any(t) or not all(np.isfinite(t)):
         return None
-    col, row = t[-1], t[-2]
-    return (col, row, t[-3] if len(t) >= 3 else 0.0)
+    return _moved_origin((0.0, 0.0, 0.0), None, t, len(t))
 
 
 def _moved_origin(origin, direction, translate, ndim: int) -> tuple[float, float, float]:

@@ -122,7 +122,10 @@ def _volume(img: Any, path: Path) -> Volume:
 
 def _trailing(path: Path, end: int) -> tuple[bytes, int]:
     """The bytes after the image data (which ends at ``end``): (kept bytes, count of bytes not kept)."""
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    gz = path.name.lower().endswith(".gz")
+    if (_gzip_size_mod32(path) if gz else path.stat().st_size) == (end % (1 << 32) if gz else end):
+        return b"", 0  # the data ends the file, the usual case: a .nii.gz is not inflated a second time
+    opener = gzip.open if gz else open
     with opener(path, "rb") as f:
         f.seek(end)
         tail = f.read(TRAILING_KEPT + 1)
@@ -132,6 +135,17 @@ def _trailing(path: Path, end: int) -> tuple[bytes, int]:
         while chunk := f.read(1 << 20):
             more += len(chunk)
     return b"", more
+
+
+def _gzip_size_mod32(path: Path) -> int | None:
+    """The uncompressed size modulo 2**32 that a gzip file's trailer states (of its last member: a file of
+    several members whose last one happens to match is taken at its word), None if unreadable."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(-4, 2)
+            return int.from_bytes(f.read(4), "little")
+    except OSError:
+        return None
 
 
 def _raw_header(path: Path, hdr: Any, offset: int) -> tuple[bytes, bytes]:
@@ -289,8 +303,7 @@ def _dicom_rescale_values(volume: Volume) -> tuple[list[float], list[float]] | N
 
 def _unusable_rescale(volume: Volume) -> bool:
     """A DICOM series whose rescale cannot be a NIfTI scaling (a slope of 0, a value that is not a number)."""
-    got = _dicom_rescale_values(volume)
-    return got is not None and (not all(np.isfinite(got[0] + got[1])) or 0.0 in got[0])
+    return _dicom_rescale_values(volume) is not None and _dicom_rescale(volume) is None
 
 
 def _usable_direction(direction) -> bool:
