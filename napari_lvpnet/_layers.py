@@ -41,19 +41,37 @@ def display_translate(origin, direction, ndim: int) -> list[float] | None:
     return [0.0] * (ndim - len(spatial)) + spatial
 
 
-def _rescale(metadata: dict) -> tuple[float, float]:
+def _numbers(value, default: float, zero_ok: bool) -> np.ndarray:
+    """A metadata entry (a number, or a list of them: one per file of a DICOM series whose files
+    differ) as floats; a missing, unreadable or non-finite entry (and 0 where not ``zero_ok``) reads
+    as ``default``."""
+    out = []
+    for v in value if isinstance(value, list) and value else [value]:
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            f = default
+        out.append(f if np.isfinite(f) and (zero_ok or f != 0) else default)
+    return np.asarray(out, float)
+
+
+def stored_rescale(metadata: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Slope and intercept from stored values to the scan's units (DICOM Rescale Slope and Intercept,
+    NIfTI ``scl_slope`` / ``scl_inter``): arrays of one entry, or one per file where a DICOM series'
+    files differ (a PET series' usually do); identity where the source gives none."""
     dicom = metadata.get("dicom") or {}
     nifti = metadata.get("nifti") or {}
-    slope = dicom.get("rescale_slope", nifti.get("scl_slope"))
-    inter = dicom.get("rescale_intercept", nifti.get("scl_inter"))
-    slope = float(slope) if slope not in (None, 0) and np.isfinite(float(slope)) else 1.0
-    inter = float(inter) if inter is not None and np.isfinite(float(inter)) else 0.0
+    slope = _numbers(dicom.get("rescale_slope", nifti.get("scl_slope")), 1.0, zero_ok=False)
+    inter = _numbers(dicom.get("rescale_intercept", nifti.get("scl_inter")), 0.0, zero_ok=True)
+    if len(slope) != len(inter) and 1 not in (len(slope), len(inter)):
+        return slope[:1], inter[:1]  # lists that do not pair up: the first file's
+    slope, inter = np.broadcast_arrays(slope, inter)
     return slope, inter
 
 
 def _first(v):
-    if isinstance(v, (list, tuple)):
-        return v[0] if v else None
+    while isinstance(v, (list, tuple)):  # multi-valued, or one value per file where the files differ
+        v = v[0] if v else None
     return v
 
 
@@ -61,15 +79,19 @@ def window_limits(metadata: dict, rgb: bool) -> list[float] | None:
     """The stored DICOM window, or a CT soft-tissue window for CT, in stored values (None: no window)."""
     if rgb:
         return None
-    slope, inter = _rescale(metadata)
+    slope, inter = stored_rescale(metadata)
+    if np.ptp(slope) or np.ptp(inter):
+        return None  # a window in the scan's units is other stored values on every slice: the percentiles
+    slope, inter = float(slope[0]), float(inter[0])
     dicom = metadata.get("dicom") or {}
     centre, width = _first(dicom.get("window_center")), _first(dicom.get("window_width"))
     if centre is None and str(metadata.get("modality", "")).upper() == "CT":
         centre, width = CT_SOFT_TISSUE
-    if centre is not None and width is not None and float(width) > 0:
-        lo, hi = float(centre) - float(width) / 2, float(centre) + float(width) / 2
+    centre, width = _numbers(centre, np.nan, True)[0], _numbers(width, np.nan, True)[0]
+    if np.isfinite(centre) and np.isfinite(width) and width > 0:
+        lo, hi = centre - width / 2, centre + width / 2
         lo, hi = sorted(((lo - inter) / slope, (hi - inter) / slope))  # to stored values
-        return [lo, hi]
+        return [float(lo), float(hi)]
     return None
 
 
@@ -260,11 +282,15 @@ def volume_layer(volume: Volume, name: str) -> tuple:
 
 def volume_image(volume: Volume, name: str):
     """The reader's layer: ``volume_layer`` as an Image whose contrast slider reaches every value of
-    the volume (``slider_span``), which a layer data tuple cannot ask of napari."""
+    the volume (``slider_span``), which a layer data tuple cannot ask of napari, and whose status bar
+    reads values in the scan's units too (``_readout``)."""
     from napari.layers import Image
+
+    from ._readout import attach
 
     data, kwargs, _ = volume_layer(volume, name)
     layer = Image(data, **kwargs)
+    attach(layer)
     limits = kwargs.get("contrast_limits")
     if limits is not None and data.dtype.kind in "iuf" and not volume.rgb:
         layer.contrast_limits_range = slider_span(limits, data)
@@ -290,6 +316,7 @@ def lazy_lvp_layer(lvp: LvpFile, name: str):
     from napari.layers import Image
 
     from ._lazy import LayerFeed, LazySlices, SliceLoader
+    from ._readout import attach
 
     frames = lvp.frame_shape
     h = lvp.header
@@ -321,6 +348,7 @@ def lazy_lvp_layer(lvp: LvpFile, name: str):
             return None if limits is None else (limits, slider_span(limits, s))
     data = LazySlices(loader, _blank(lvp.dtype, window))
     layer = Image(data, **kwargs)
+    attach(layer)
     data.feed = LayerFeed(layer, data, later)  # held by the data, so it lives as long as the layer
     return layer
 
