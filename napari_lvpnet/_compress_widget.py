@@ -218,7 +218,9 @@ class CompressWidget(BackgroundJobMixin, Container):
         if layer is None:
             show_error("Compress: choose an image layer first")
             return
-        attributes = {"rgb": layer.rgb, "scale": layer.scale, "translate": layer.translate, "metadata": layer.metadata}
+        # what napari hands a writer (File > Save): geometry, metadata and the display (window, colormap,
+        # gamma), so both ways of saving keep the same; only rgb, scale, translate and metadata were passed
+        attributes = layer.as_layer_data_tuple()[1]
         try:
             if isinstance(layer.data, LazySlices):  # a .lvp still decoding: the worker decodes the rest
                 volume = (layer.data, attributes, layer.name)

@@ -311,3 +311,19 @@ def test_a_typed_file_is_not_replaced_without_asking(widget_and_viewer, qtbot, t
     assert np.array_equal(lvpnet.open(target)[:], viewer.layers["a"].data)
     w.layer.value = viewer.layers["b"]  # the typed file was the other layer's: the field suggests anew
     assert Path(str(w.output.value)) != target
+
+
+def test_the_widget_keeps_the_display_as_file_save_does(widget_and_viewer, qtbot, tmp_path, rng):
+    """The widget passed only rgb, scale, translate and metadata: the window, colormap and gamma the user
+    set (which File > Save keeps) were lost, and the file reopened in the source's window."""
+    viewer, w = widget_and_viewer
+    viewer.add_image(smooth_image(rng, (2, 24, 20), 0, 2000, np.uint16), name="mr", contrast_limits=(100, 900),
+                     colormap="bone", gamma=1.3)
+    w.layer.value = viewer.layers["mr"]
+    w.codec.value = "fallback"
+    w.output.value = tmp_path / "mr.lvp"
+    w.run_button.changed.emit(True)
+    qtbot.waitUntil(lambda: w.last_result is not None and w.run_button.enabled, timeout=60000)
+    viewer.layers.save(str(tmp_path / "saved.lvp"), selected=False, plugin="napari-lvpnet")
+    shown = [lvpnet.open(tmp_path / n).header["source"]["metadata"]["display"] for n in ("mr.lvp", "saved.lvp")]
+    assert shown[0] == shown[1] == {"contrast_limits": [100.0, 900.0], "colormap": "bone", "gamma": 1.3}
