@@ -6,6 +6,9 @@ so the layers the readers make answer ``get_status`` with the rescaled value add
 ``[12 250 301]: 1064 (40 HU)``. The unit is the DICOM Rescale Type, HU for a CT that names none;
 NIfTI's ``scl_slope`` / ``scl_inter`` give a value without a unit. A series whose files differ in
 their rescale (PET) is rescaled with the shown slice's own slope and intercept.
+
+A ``.lvp`` layer's slices that are damaged or not decoded yet hold placeholders, not the scan: there
+the status bar says so instead of a value (a placeholder read as -1024 HU looked like air).
 """
 
 from __future__ import annotations
@@ -44,12 +47,17 @@ def rescaled_text(value, i: int | None, slope: np.ndarray, inter: np.ndarray, un
 
 
 def attach(layer) -> None:
-    """Make ``layer`` (an Image from this plugin's readers) show its rescaled values in the status bar;
-    nothing for RGB, or where the rescale is the identity."""
-    if getattr(layer, "rgb", False) or getattr(layer, "_lvpnet_readout", False):
+    """Make ``layer`` (an Image from this plugin's readers) show its rescaled values in the status bar,
+    and name the slices a ``.lvp`` layer only has placeholders for; nothing for an RGB layer or an
+    identity rescale read from an array in memory."""
+    from ._lazy import LazySlices
+
+    if getattr(layer, "_lvpnet_readout", False):
         return
     slope, inter = stored_rescale(layer.metadata)
-    if np.all(slope == 1) and np.all(inter == 0):
+    identity = bool(np.all(slope == 1) and np.all(inter == 0)) or getattr(layer, "rgb", False)
+    lazy = layer.data if isinstance(layer.data, LazySlices) else None
+    if identity and lazy is None:
         return
     unit = units_of(layer.metadata)
     plain = layer.get_status
@@ -59,10 +67,15 @@ def attach(layer) -> None:
         if position is None:
             return status
         try:
-            text = _text(layer, position, kw, slope, inter, unit)
+            frame = _frame(layer, position, kw, lazy)
+            text = None if identity else _text(layer, position, kw, frame, slope, inter, unit)
+            absent = _placeholder(lazy, frame)
         except Exception:  # noqa: BLE001 - the readout must never take the status bar down with it
-            text = None
-        if text:
+            text = absent = None
+        if absent:  # no value: what is drawn there is not the scan
+            status["value"] = absent
+            status["coordinates"] = f"{status.get('coords', '')}: {absent}"
+        elif text:
             status["value"] = f"{status.get('value', '')} ({text})"
             status["coordinates"] = f"{status.get('coordinates', '')} ({text})"
         return status
@@ -71,11 +84,31 @@ def attach(layer) -> None:
     layer._lvpnet_readout = True
 
 
-def _text(layer, position, kw, slope, inter, unit) -> str | None:
+def _frame(layer, position, kw, lazy) -> tuple[int, ...] | None:
+    """The index of the slice under ``position`` on the layer's leading axes (None: outside them)."""
+    n_lead = layer.ndim - 2
+    if n_lead <= 0:
+        return ()
+    data_pos = layer.world_to_data(position) if kw.get("world", False) else np.asarray(position)
+    lead = tuple(int(np.round(v)) for v in np.asarray(data_pos)[-layer.ndim:][:n_lead])
+    shape = lazy.frame_shape if lazy is not None else layer.data.shape[:n_lead]
+    return lead if all(0 <= i < n for i, n in zip(lead, shape)) else None
+
+
+def _placeholder(lazy, frame) -> str | None:
+    """'damaged slice' or 'not decoded yet' where a ``.lvp`` layer shows a placeholder, else None."""
+    if lazy is None or frame is None:
+        return None
+    i = int(np.ravel_multi_index(frame, lazy.frame_shape)) if frame else 0
+    if i in lazy.loader.failed:
+        return f"slice {i} is damaged: no value"
+    if lazy.loader.get(i) is None:
+        return "not decoded yet"
+    return None
+
+
+def _text(layer, position, kw, frame, slope, inter, unit) -> str | None:
     value = layer.get_value(position, view_direction=kw.get("view_direction"),
                             dims_displayed=kw.get("dims_displayed"), world=kw.get("world", False))
-    i = None
-    if len(slope) > 1 and layer.ndim == 3 and layer.data.shape[0] == len(slope):
-        data_pos = layer.world_to_data(position) if kw.get("world", False) else np.asarray(position)
-        i = int(np.round(np.asarray(data_pos)[-3]))
+    i = frame[0] if len(slope) > 1 and frame and len(frame) == 1 and layer.data.shape[0] == len(slope) else None
     return rescaled_text(value, i, slope, inter, unit)

@@ -235,3 +235,27 @@ def test_a_percentile_window_leaves_the_slider_the_slices_whole_range(make_napar
     qtbot.waitUntil(lambda: list(layer.contrast_limits_range) == [0.0, 60000.0], timeout=20000)
     lo, hi = layer.contrast_limits
     assert 0 <= lo < hi < 5000  # the percentiles, not the outliers
+
+
+def test_the_status_bar_gives_no_value_on_a_damaged_or_undecoded_slice(make_napari_viewer, qtbot, tmp_path, rng,
+                                                                        monkeypatch):
+    """A damaged slice's placeholder read '0 (-1024 HU)' under the cursor: air, on a slice with no data."""
+    monkeypatch.setattr("napari.utils.notifications.show_error", lambda *a: None)
+    a = smooth_image(rng, (8, 32, 32), 0, 3000, np.uint16)
+    path = tmp_path / "ct.lvp"
+    meta = {"modality": "CT", "dicom": {"rescale_slope": 1.0, "rescale_intercept": -1024.0}}
+    lvpnet.compress_to_file(lvpnet.Volume(array=a, metadata=meta), path, codec="fallback")
+    damaged = _flip_in_slice(path, 2, tmp_path / "dmg.lvp")
+    viewer = make_napari_viewer()
+    (image,) = viewer.open(str(damaged), plugin="napari-lvpnet")
+
+    def status(step):  # the cursor on slice ``step``, as napari puts it there (the slice shown)
+        viewer.dims.set_current_step(0, step)
+        if step != 7:
+            _settle(qtbot, image)
+        return image.get_status((step, 5, 6))["coordinates"]
+
+    assert status(1).endswith(f": {a[1, 5, 6]} ({int(a[1, 5, 6]) - 1024} HU)")
+    assert status(2).endswith(": slice 2 is damaged: no value")
+    image.data.loader.close()  # nothing more is decoded: slice 7 was never shown nor prefetched
+    assert not image.data.loader.resolved(7) and status(7).endswith(": not decoded yet")
