@@ -344,11 +344,12 @@ class InspectWidget(BackgroundJobMixin, Container):
 
     def _stack(self, res: analysis.Analysis, per_slice, full: bool) -> np.ndarray:
         """One map per analysed slice on the image grid, (lead..., rows, cols); in a full stack the
-        slices not analysed (damaged) stay 0."""
+        slices not analysed (damaged) are NaN: drawn transparent, and read 'nan' under the cursor (0 read
+        as a slice that cost nothing)."""
         maps = [np.asarray(per_slice(m), np.float32) for m in res.maps]
         if not full:
             return maps[0][None]
-        out = np.zeros((res.n_slices, *res.slice_shape), np.float32)
+        out = np.full((res.n_slices, *res.slice_shape), np.nan, np.float32)
         for m, a in zip(res.maps, maps):
             out[m.index] = a
         return out
@@ -392,12 +393,12 @@ class InspectWidget(BackgroundJobMixin, Container):
 
         if self.show_bits.value:
             bits = self._stack(res, lambda m: m.pixel_bits, full)
-            hi = float(np.percentile(bits, 99.5)) if bits.size else 1.0
+            hi = float(np.nanpercentile(bits, 99.5)) if bits.size else 1.0
             put("bits", bits, max(hi, 1e-3), first("bits"))
         if self.show_latent.value:
             share = self._stack(res, lambda m: m.on_grid(m.latent_bits / analysis.block_pixel_counts(hw, m.block)),
                                 full)
-            put("latent_bits", share, max(float(share.max()), 1e-3), False)
+            put("latent_bits", share, max(float(np.nanmax(share)), 1e-3), False)
             m = max(1, int(np.abs(res.stack("z")).max()))
             channels = res.maps[0].z.shape[0]
             self.channel.max = channels - 1
@@ -407,14 +408,14 @@ class InspectWidget(BackgroundJobMixin, Container):
             q = self._q_step(res)
             before = self._stack(res, lambda m: m.on_grid(m.qcm_before) / q, full)
             after = self._stack(res, lambda m: m.on_grid(m.qcm_after) / q, full)
-            hi = max(float(before.max()), float(after.max()), 1e-6)
+            hi = max(float(np.nanmax(before)), float(np.nanmax(after)), 1e-6)
             visible = first("qcm")
             put("qcm_before", before, hi, False)
             put("qcm_after", after, hi, visible)
         if self.show_ablation.value and res.maps[0].latent_saving is not None:
             saving = self._stack(res, lambda m: m.on_grid(m.latent_saving / analysis.block_pixel_counts(hw, m.block)),
                                  full)
-            m = max(float(np.abs(saving).max()), 1e-3)  # centred: green where the latent pays, pink where it costs
+            m = max(float(np.nanmax(np.abs(saving))), 1e-3)  # centred: green where the latent pays, pink where it costs
             put("latent_saving", saving, m, first("latent_saving"), lo=-m)
         self._follow(layer)
         self.channel.visible = "latent" in self.added_layers
