@@ -77,6 +77,8 @@ def _broken_at_gaps(indices, values) -> tuple[np.ndarray, np.ndarray]:
 def draw_plot(canvas, res: analysis.Analysis, colours) -> None:
     """Bits per slice (the stored chunks of a .lvp as bars, the estimate as a line), or for one
     analysed slice the histogram of bits per pixel with the slice's mean estimated and stored."""
+    from matplotlib.ticker import MaxNLocator
+
     fig = canvas.figure
     fig.clear()
     _fit(canvas)
@@ -106,6 +108,7 @@ def draw_plot(canvas, res: analysis.Analysis, colours) -> None:
             xs, ys = _broken_at_gaps(res.indices, res.estimated_bits / 1e3)
             ax.plot(xs, ys, "o-", ms=3, color="C3", label="estimated")
         ax.margins(y=0.1)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # slices are whole: no tick at 0.5
         ax.set_xlabel("slice", fontsize=8)
         ax.set_ylabel("kbit per slice", fontsize=8)
     handles, labels = ax.get_legend_handles_labels()

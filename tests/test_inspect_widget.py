@@ -88,6 +88,7 @@ def test_all_slices_adds_aligned_maps_plot_and_scale(widget_and_viewer, qtbot, r
     assert len(w.colorbar_figure.axes) == 1
     ax = w.plot_figure.axes[0]
     assert w.plot_canvas.isVisibleTo(w.native) and ax.get_xlabel() == "slice" and len(ax.lines) == 1
+    assert all(float(t).is_integer() for t in ax.get_xticks())  # whole slices: no tick at slice 0.5
 
     # a second run replaces the maps instead of piling them up
     w.show_latent.value = w.show_qcm.value = False
