@@ -65,12 +65,16 @@ def _import_lvpnet() -> None:
 
 
 def get_lvp_reader(path):
+    """``read_lvp`` for a file that starts with the lvpnet magic, and for any file named ``.lvp``: one
+    that is empty or something else gets what ``lvpnet verify`` says ("not an lvpnet file"), not
+    napari's "the plugin refused the file, try another"."""
     path = _single(path)
     try:
         _import_lvpnet()
         from lvpnet.container import looks_like_lvp
 
-        if path is None or not looks_like_lvp(path):
+        named = path is not None and str(path).lower().endswith(".lvp") and os.path.isfile(path)
+        if path is None or not (named or looks_like_lvp(path)):
             return None
     except Exception:
         return None

@@ -259,3 +259,17 @@ def test_the_status_bar_gives_no_value_on_a_damaged_or_undecoded_slice(make_napa
     assert status(2).endswith(": slice 2 is damaged: no value")
     image.data.loader.close()  # nothing more is decoded: slice 7 was never shown nor prefetched
     assert not image.data.loader.resolved(7) and status(7).endswith(": not decoded yet")
+
+
+@pytest.mark.parametrize("content", [b"", b"hello, not a scan\n", b"\x93NUMPY\x01\x00v\x00"])
+def test_a_file_named_lvp_that_is_not_one_says_so(make_napari_viewer, tmp_path, monkeypatch, content):
+    """An empty file, a text file or an .npy named .lvp got napari's 'the plugin refused the file, try
+    associating another': now what `lvpnet verify` says, and nothing opens."""
+    bad = tmp_path / "scan.lvp"
+    bad.write_bytes(content)
+    errors = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", errors.append)
+    viewer = make_napari_viewer()
+    viewer.window._qt_viewer._qt_open([str(bad)], stack=False)  # what dropping the file does
+    assert len(viewer.layers) == 0 and len(errors) == 1
+    assert "scan.lvp" in errors[0] and "not an lvpnet file" in errors[0]

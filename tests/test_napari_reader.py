@@ -66,11 +66,15 @@ def test_open_decodes_the_first_shown_slice_first_and_once(make_napari_viewer, q
     assert len(decoded) == len(set(decoded))
 
 
-def test_reader_declines_foreign_files(tmp_path):
+def test_reader_declines_foreign_files_unless_named_lvp(tmp_path):
+    """A file named .lvp is this plugin's to explain ("not an lvpnet file"; no other plugin reads .lvp);
+    other names are claimed only with the lvpnet magic."""
     from napari_lvpnet._reader import get_lvp_reader
 
     (tmp_path / "x.lvp").write_text("not really")
-    assert get_lvp_reader(str(tmp_path / "x.lvp")) is None
+    (tmp_path / "x.bin").write_text("not really")
+    assert get_lvp_reader(str(tmp_path / "x.lvp")) is not None
+    assert get_lvp_reader(str(tmp_path / "x.bin")) is None
     assert get_lvp_reader(str(tmp_path / "missing.lvp")) is None
 
 
