@@ -15,6 +15,7 @@ import numpy as np
 from lvpnet import LvpFile, Volume
 
 CT_SOFT_TISSUE = (40.0, 400.0)  # window centre and width in HU
+LABELS_KEY = "napari_labels"  # in a .lvp's metadata: saved from a labels layer, opens as one
 
 
 def _spatial_ndim(shape, rgb: bool) -> int:
@@ -353,6 +354,27 @@ def lazy_lvp_layer(lvp: LvpFile, name: str):
     return layer
 
 
+def labels_layer(lvp: LvpFile, name: str):
+    """A .lvp saved from a labels layer, as a Labels layer again: read whole (labels are edited, so not a
+    lazy placeholder array), with the geometry and metadata an image from it would have."""
+    from napari.layers import Labels
+
+    h = lvp.header
+    source = h.get("source", {})
+    meta = {"source_format": source.get("format"), **source.get("metadata", {})}
+    ndim = len(lvp.shape)
+    kwargs: dict = {"name": name, "metadata": {**meta, "geometry": geometry(h.get("spacing"), h.get("origin"),
+                                                                            h.get("direction"), h.get("affine"))},
+                    "axis_labels": axis_labels(ndim, meta)}
+    scale = display_scale(h.get("spacing"), ndim)
+    if scale is not None:
+        kwargs["scale"] = scale
+    translate = display_translate(h.get("origin"), h.get("direction"), ndim)
+    if translate is not None:
+        kwargs["translate"] = translate
+    return Labels(lvp.read_all(), **kwargs)
+
+
 def _origin_of(translate) -> tuple[float, float, float] | None:
     """The (x, y, z) origin of a layer placed by ``translate`` alone (no source geometry): the inverse
     of ``display_translate`` with the identity direction (x along columns, y rows, z slices)."""
@@ -392,7 +414,9 @@ def layer_to_volume(data, attributes: dict) -> Volume:
     source_format = meta.pop("source_format", None) or "numpy"
     geo = meta.pop("geometry", None) or {}
     meta.pop("display", None)
-    if not rgb:  # what the user set the layer to look like, back when the file is opened
+    if not attributes.get("labels"):
+        meta.pop(LABELS_KEY, None)  # an image made from a labels layer's data opens as an image
+    if not rgb and not attributes.get("labels"):  # what the user set the layer to look like, back when opened
         display = {"contrast_limits": attributes.get("contrast_limits"), "colormap": attributes.get("colormap"),
                    "gamma": attributes.get("gamma")}
         limits = display["contrast_limits"]

@@ -86,13 +86,15 @@ def read_lvp(path):
 
     from lvpnet import LvpFile, LvpnetError
 
-    from ._layers import lazy_lvp_layer
+    from ._layers import LABELS_KEY, labels_layer, lazy_lvp_layer
     from ._messages import notification
 
     path = os.fspath(_single(path))
     try:
         lvp = LvpFile(path)
-    except LvpnetError as e:  # damaged header, truncated, newer format: say so, add nothing
+        if lvp.header.get("source", {}).get("metadata", {}).get(LABELS_KEY):  # saved from a labels layer
+            return [labels_layer(lvp, _name(path, (".lvp",)))]
+    except LvpnetError as e:  # damaged header, truncated, newer format, a damaged labels slice: say so, add nothing
         notifications.show_error(notification(e, path))
         return [(None,)]  # npe2's "read, no layers" sentinel: no "try another plugin" dialog
     return [lazy_lvp_layer(lvp, _name(path, (".lvp",)))]

@@ -1,8 +1,8 @@
-"""npe2 writer: an image layer to a verified, atomically written .lvp."""
+"""npe2 writers: an image or labels layer to a verified, atomically written .lvp."""
 
 from __future__ import annotations
 
-from ._layers import layer_to_volume
+from ._layers import LABELS_KEY, layer_to_volume
 
 
 def write_lvp(path: str, data, attributes: dict) -> list[str]:
@@ -12,3 +12,10 @@ def write_lvp(path: str, data, attributes: dict) -> list[str]:
         path = f"{path}.lvp"
     lvpnet.compress_to_file(layer_to_volume(data, attributes), path)
     return [path]
+
+
+def write_labels_lvp(path: str, data, attributes: dict) -> list[str]:
+    """A labels layer (a segmentation): its integers exactly, marked so that it opens as labels again."""
+    metadata = {**(attributes.get("metadata") or {}), LABELS_KEY: True}
+    keep = {k: attributes.get(k) for k in ("scale", "translate", "name")}  # no window or colormap of an image
+    return write_lvp(path, data, {**keep, "rgb": False, "metadata": metadata, "labels": True})

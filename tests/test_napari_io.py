@@ -286,3 +286,25 @@ def test_a_4d_nifti_time_axis_has_its_unit(tmp_path, rng):
     nib.save(img, tmp_path / "f.nii.gz")
     _, kwargs, _ = volume_layer(lvpnet.read(tmp_path / "f.nii.gz"), "f")
     assert kwargs["units"] == ["s", "mm", "mm", "mm"] and kwargs["scale"][0] == 2.5
+
+
+def test_a_painted_labels_layer_saves_as_lvp_and_reopens_as_labels(make_napari_viewer, tmp_path, rng):
+    """'napari-lvpnet is not a valid writer' for labels: a segmentation could not be kept beside its scan."""
+    viewer = make_napari_viewer()
+    seg = np.zeros((3, 40, 36), np.uint8)
+    seg[1, 10:20, 5:30] = 2
+    labels = viewer.add_labels(seg, name="seg", scale=(2.5, 0.7, 0.7), translate=(10.0, -5.0, 3.0))
+    labels.paint((1, 30, 30), 3, refresh=True)  # a brush stroke, as a user paints
+    out = tmp_path / "seg.lvp"
+    viewer.layers.selection = {labels}
+    viewer.layers.save(str(out), selected=True, plugin="napari-lvpnet")
+    assert np.array_equal(lvpnet.open(out).read_all(), labels.data)
+    (back,) = viewer.open(str(out), plugin="napari-lvpnet")
+    assert back._type_string == "labels" and np.array_equal(back.data, labels.data)
+    assert np.allclose(back.scale, labels.scale) and np.allclose(back.translate, labels.translate)
+    # an image layer of the same data saves and opens as an image
+    viewer.add_image(back.data.astype(np.int16), name="as image", metadata=dict(back.metadata))
+    viewer.layers.selection = {viewer.layers["as image"]}
+    viewer.layers.save(str(tmp_path / "img.lvp"), selected=True, plugin="napari-lvpnet")
+    (img,) = viewer.open(str(tmp_path / "img.lvp"), plugin="napari-lvpnet")
+    assert img._type_string == "image"
