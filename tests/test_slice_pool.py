@@ -1,6 +1,7 @@
 """Slices coded by worker processes: the same file and the same errors as in one process."""
 
 import os
+import signal
 
 import numpy as np
 import pytest
@@ -87,6 +88,18 @@ def test_workers_run_where_the_parent_asks(monkeypatch):
     for device in ("cpu", "auto"):
         got = list(slice_pool.ordered(os.getenv, tasks, 2, {slice_pool.DEVICE_ENV: device}))
         assert got[0] == device and set(got) <= {None, device}  # the first task always goes to a worker
+    slice_pool.shutdown()
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="no signal masks")
+def test_workers_start_with_ctrl_c_blocked_and_the_parent_gets_it_back():
+    """A terminal's Ctrl-C reaches the whole process group: a worker still importing lvpnet printed a
+    KeyboardInterrupt traceback under the parent's "interrupted; nothing was written"."""
+    slice_pool.shutdown()
+    tasks = [(signal.SIG_BLOCK, [])] * 2  # the signals blocked in the process that runs the task
+    got = list(slice_pool.ordered(signal.pthread_sigmask, tasks, 2, {slice_pool.DEVICE_ENV: "cpu"}))
+    assert signal.SIGINT in got[0]  # the first task always goes to a worker
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])  # this process: as it was
     slice_pool.shutdown()
 
 

@@ -30,6 +30,8 @@ workers too. The Python API asks for 1 unless told otherwise: workers are starte
 from __future__ import annotations
 
 import atexit
+import multiprocessing
+import multiprocessing.context
 import numbers
 import os
 import signal
@@ -210,6 +212,27 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(0)
 
 
+class _QuietProcess(multiprocessing.context.SpawnProcess):
+    """A spawned worker that starts with Ctrl-C blocked: a terminal's Ctrl-C goes to the whole process
+    group, and a worker still importing lvpnet (before ``_init`` ignores SIGINT) printed a
+    KeyboardInterrupt traceback under the parent's clean "interrupted" line. The block (a mask, per
+    thread, inherited through exec) only delays the parent's own SIGINT until the worker has started;
+    the worker keeps it (``_init`` ignores SIGINT anyway). Module level: spawn pickles the process."""
+
+    def start(self):
+        if not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks
+            return super().start()
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            return super().start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+class _QuietSpawn(multiprocessing.context.SpawnContext):
+    Process = _QuietProcess
+
+
 def _executor(n: int, env: dict[str, str]):
     global _pool, _pool_key
     with _lock:
@@ -217,14 +240,12 @@ def _executor(n: int, env: dict[str, str]):
             _pool.shutdown(wait=True, cancel_futures=True)
             _pool = None
         if _pool is None:
-            import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
             keep = {k: v for k, v in os.environ.items() if k.startswith(("LVPNET_", "OMP_"))} | env
             # spawn: a fresh interpreter per worker (forking a process that holds torch's threads
             # can deadlock); the codecs load their weights there on first use
-            _pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), initializer=_init,
-                                        initargs=(keep,))
+            _pool = ProcessPoolExecutor(n, mp_context=_QuietSpawn(), initializer=_init, initargs=(keep,))
             _pool_key = (n, env)
         return _pool
 
