@@ -21,7 +21,8 @@ JPEG-LS lossless (1.2.840.10008.1.2.4.80) and JPEG 2000 lossless
 frames encapsulated and the transfer syntax changed, and measured; where
 pydicom cannot write a file back, its size is estimated as file bytes minus
 the old pixel data value plus the new encapsulated value (``method`` says
-which). Files that are not part of the series count unchanged. What a PACS
+which). The folder's files that are not the series' images but that the ``.lvp``
+carries (a DICOMDIR, notes) count unchanged; another series' files do not count. What a PACS
 would store: JPEG-LS codes signed pixels as their bit pattern in BitsStored
 bits; JPEG 2000 codes them signed; colour frames are one 3-component image.
 
@@ -356,10 +357,10 @@ def _rewritten_size(path: Path, codestreams: list[bytes], ts: str, colour: bool)
 def dicom_sizes(source: Path, volume: Volume, lvp_bytes: int) -> dict[str, Any]:
     """Bytes of a DICOM file or folder as it is and with its pixel data re-encoded, beside the ``.lvp``.
 
-    Keys: ``folder_bytes`` (every file under the folder, or the one file),
-    ``files``, ``series_files``, ``series_bytes``, ``jpegls_bytes`` and
-    ``jpeg2k_bytes`` (the folder with every series file re-encoded; other
-    files unchanged), ``lvp_bytes``, ``method`` ({"jpegls": {"rewritten": n, "estimated": n},
+    Keys: ``folder_bytes`` (the files the ``.lvp`` holds: the series' files and the folder's other
+    files it carries, not another series'; or the one file), ``files``, ``series_files``,
+    ``series_bytes``, ``jpegls_bytes`` and ``jpeg2k_bytes`` (those files with every series file
+    re-encoded; the others unchanged), ``lvp_bytes``, ``method`` ({"jpegls": {"rewritten": n, "estimated": n},
     "jpeg2k": {...}}: files per way of measuring), and ratios of the ``.lvp`` to
     each; ``notes`` (a list) only when something could not be measured.
     """
@@ -367,10 +368,11 @@ def dicom_sizes(source: Path, volume: Volume, lvp_bytes: int) -> dict[str, Any]:
 
     meta = volume.metadata.get("dicom", {}) if isinstance(volume.metadata, dict) else {}
     if source.is_dir():
-        on_disk = [Path(d) / f for d, _, fs in os.walk(source) for f in fs]
-        on_disk = [p for p in on_disk if p.is_file() and not p.is_symlink()]
-        rels = meta.get("files") or []
-        series = [source / r for r in rels]
+        # what lvpnet compress stores (dicom_archive.iter_build_archive): the series' image files and the
+        # files it carries whole; a folder's other series (--series) are not in the .lvp, nor counted here
+        series = [source / r for r in meta.get("files") or []]
+        carried = [source / s["file"] for s in meta.get("skipped_files", []) if s.get("archived", True)]
+        on_disk = [p for p in series + carried if p.is_file() and not p.is_symlink()]
     else:
         on_disk = [source]
         series = [source]
