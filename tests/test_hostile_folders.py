@@ -234,3 +234,39 @@ def test_a_signal_whose_exception_was_swallowed_still_stops_the_run_at_the_next_
         with pytest.raises(Interrupted) as e:
             run(job())
     assert e.value.signum == signal.SIGTERM and done == [0, 1]
+
+
+def _partial_of(pid: int, target: Path) -> Path:
+    """A temporary name as the process ``pid`` would have made it for ``target``."""
+    mine = partial_name(target, ".lvp")
+    return mine.with_name(mine.name.replace(f"-{os.getpid()}-", f"-{pid}-"))
+
+
+def test_a_killed_writer_not_yet_reaped_leaves_debris_that_is_removed(tmp_path):
+    """A zombie (killed, its parent not waiting for it; in a container whose first process never reaps,
+    for ever) still answers kill(pid, 0): its temporary file was kept as a live writer's."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 30
+    while open(f"/proc/{child.pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":  # exited, not reaped
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    debris = _partial_of(child.pid, tmp_path / "a.lvp")
+    debris.write_bytes(b"half a file")
+    assert clean_debris(tmp_path) == [debris] and not debris.exists()
+    child.wait()
+
+
+def test_debris_of_a_writer_still_ending_is_removed_when_the_next_run_finishes(tmp_path):
+    """A rerun started right after a SIGKILL found the killed writer still running (dying), kept its
+    temporary file, and did not look again: the file stayed until a later run, a minute on."""
+    from lvpnet.atomic import atomic_path
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    debris = _partial_of(child.pid, tmp_path / "a.lvp")
+    debris.write_bytes(b"half a file")
+    with atomic_path(tmp_path / "a.lvp") as tmp:
+        assert debris.exists()  # its writer runs: kept
+        tmp.write_bytes(b"the new file")
+        child.kill()
+        child.wait()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.lvp"]

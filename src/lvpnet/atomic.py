@@ -52,10 +52,22 @@ def _alive(pid: int) -> bool:
         return False
     except (PermissionError, OverflowError, ValueError):  # someone else's process, or no pid we can ask
         pass
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """A killed process its parent has not reaped yet (Linux; a container whose first process never
+    reaps keeps it so for ever): it writes nothing more, though ``kill(pid, 0)`` still finds it."""
+    try:
+        with open(f"/proc/{int(pid)}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError, ValueError):
+        return False
+    return state in (b"Z", b"X")
 
 
 _SWEPT: dict[str, float] = {}  # folder -> when this process last swept it
+_WAITING: set[str] = set()  # folders whose last sweep left debris of another process still running
 _SWEEP_EVERY = 60.0  # seconds: a batch writing thousands of files into one folder lists it once a minute
 
 
@@ -71,14 +83,17 @@ def clean_debris(folder: str | os.PathLike) -> list[Path]:
     """Remove the temporary files (and DICOM output folders) that an lvpnet killed outright left
     in ``folder``: only names of our own pattern, written on this machine, by a process that is
     no longer running. Returns what was removed."""
-    removed = []
+    removed, waiting = [], False
     try:
         entries = [e for e in os.scandir(folder) if e.name.startswith(".")]
     except OSError:
         return removed
     for entry in entries:
         m = _PARTIAL.fullmatch(entry.name)
-        if m is None or m["host"] != _HOST or _alive(int(m["pid"])):
+        if m is None or m["host"] != _HOST:
+            continue
+        if _alive(int(m["pid"])):
+            waiting = waiting or int(m["pid"]) != os.getpid()
             continue
         try:
             if entry.is_dir(follow_symlinks=False):
@@ -88,6 +103,7 @@ def clean_debris(folder: str | os.PathLike) -> list[Path]:
             removed.append(Path(entry.path))
         except OSError:  # gone already, or not ours to remove: leave it
             continue
+    (_WAITING.add if waiting else _WAITING.discard)(os.path.abspath(folder))
     return removed
 
 
@@ -172,6 +188,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         _fsync(tmp)
         os.replace(tmp, target)
+        if os.path.abspath(target.parent) in _WAITING:  # a run killed just before this one had not ended yet
+            clean_debris(target.parent)
     except OSError as e:
         tmp.unlink(missing_ok=True)
         if e.errno is not None and (e.filename is None or os.fspath(e.filename) == os.fspath(tmp)):
