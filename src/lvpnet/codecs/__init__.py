@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
-from .base import Codec
+from .base import Codec, learned_takes
 from .fallback import FallbackCodec
 from .weights import default_weights, shipped_is_default, shipped_weights, weights_for_model
 
@@ -97,7 +97,7 @@ def default_codec_name(dtype: np.dtype, rgb: bool) -> str:
     """The codec ``compress`` uses when none is named: the learned one for integers up to 16 bits
     (grey or RGB) when the shipped weights are installed and their card says they beat the
     classical codecs on val (``scripts/ship_weights.py``), else the classical fallback."""
-    if shipped_weights() is not None and shipped_is_default() and _learned()().accepts(np.dtype(dtype), rgb):
+    if learned_takes(dtype) and shipped_weights() is not None and shipped_is_default():
         return LEARNED
     return FallbackCodec.id
 

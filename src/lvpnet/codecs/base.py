@@ -14,6 +14,13 @@ from abc import ABC, abstractmethod
 import numpy as np
 
 
+def learned_takes(dtype: np.dtype) -> bool:
+    """The data the learned codec codes: integers of at most 16 bits (grey or RGB). Here, torch-free, so
+    choosing the codec for floats or wide integers does not import torch (1.5 s) only to say no."""
+    dtype = np.dtype(dtype)
+    return dtype.kind in "iu" and dtype.itemsize <= 2
+
+
 class Codec(ABC):
     #: short stable name written into every chunk record
     id: str = ""

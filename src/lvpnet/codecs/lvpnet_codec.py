@@ -21,7 +21,7 @@ from ..coding.reference import ref_values
 from ..errors import InputError
 from ..model import load_error, prep
 from . import lvpnet_chunk
-from .base import Codec
+from .base import Codec, learned_takes
 from .lvpnet_chunk import Plane, pack_chunk, unpack_chunk
 from .weights import WEIGHTS_NAME, default_weights, file_sha256
 
@@ -105,8 +105,7 @@ class LVPNetCodec(Codec):
 
     # ------------------------------------------------------------------ Codec
     def accepts(self, dtype: np.dtype, rgb: bool) -> bool:
-        dtype = np.dtype(dtype)
-        return dtype.kind in "iu" and dtype.itemsize <= 2
+        return learned_takes(dtype)
 
     def model_id(self) -> str | None:
         w = self.weights
