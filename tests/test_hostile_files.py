@@ -367,3 +367,28 @@ def test_an_explicit_limit_does_not_refuse_compress_its_own_verification(monkeyp
             lvpnet.decompress(data)
     finally:
         limits.set_max_memory(None)
+
+
+def test_an_explicit_limit_holds_for_npy_and_not_for_a_dicom_folder_s_own_records(tmp_path, monkeypatch, capsys):
+    """A user's trial: `--max-memory 1K` refused .npz, NIfTI and DICOM input but not .npy; and compress of
+    a DICOM folder was refused by the check of the file records it had just built from the files it read,
+    under a bare archived file name. A later reader of the file is held to the limit, named by the .lvp."""
+    from lvpnet import limits
+    from lvpnet.cli import main
+
+    monkeypatch.setattr(limits, "_WRITTEN", {})
+    npy = tmp_path / "a.npy"
+    np.save(npy, np.zeros((64, 64), np.uint16))
+    series = tmp_path / "series"
+    series.mkdir()
+    _dicom_series(series, np.random.default_rng(0), n=2)
+    out = tmp_path / "s.lvp"
+    assert main(["compress", str(npy), str(tmp_path / "a.lvp"), "--codec", "fallback", "--max-memory", "1K"]) == 2
+    assert "a.npy: the array (64x64 uint16) needs 8.0 KiB" in capsys.readouterr().err
+    assert main(["compress", str(series), str(out), "--codec", "fallback", "--max-memory", "100"]) == 0
+    limits._WRITTEN.clear()  # as in another process
+    for cmd in (["verify", str(out)], ["decompress", str(out), str(tmp_path / "back")]):
+        capsys.readouterr()
+        assert main([*cmd, "--max-memory", "1000"]) == 2  # the records (1.2 KiB each) are the file's word
+        assert capsys.readouterr().err.startswith(f"lvpnet: {out}: IM0.dcm: DICOM file record 0 needs")
+    assert not (tmp_path / "back").exists()

@@ -16,7 +16,7 @@ import time
 import traceback
 
 from . import __version__, codecs
-from .errors import InputError, LvpnetError
+from .errors import DamagedError, InputError, LimitError, LvpnetError
 from .progress import Progress, run
 from .terminal import StatusLine, bar, duration
 
@@ -172,13 +172,15 @@ def _decompress_dicom(src: str, out: str, workers: int | None = None) -> dict:
         check_output_folder(out)
     array = run(lvp.iter_decode(workers=workers), ProgressBar())  # every slice and every record checked before writing
     volume = lvp.volume(array, check_files=False)  # write_single / write_folder check every file they rebuild
-    if single:
-        write_single(volume, out)
-        return {"files": 1}
     try:
+        if single:
+            write_single(volume, out)
+            return {"files": 1}
         written = write_folder(volume, out)
     except OSError as e:  # a full disk names the folder (the file's own name is in a hidden temporary)
         raise InputError(f"{out}: cannot write ({e.strerror or e})") from None
+    except (DamagedError, LimitError) as e:  # the records name the archived file; say which .lvp holds it
+        raise type(e)(f"{src}: {e}") from None
     return {"files": len(written), "other_files": info_fields(volume.metadata)["other_files"]}
 
 

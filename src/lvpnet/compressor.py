@@ -18,7 +18,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from . import __version__, codecs, slice_pool
+from . import __version__, codecs, limits, slice_pool
 from .atomic import atomic_path, check_writable
 from .container import ContainerWriter
 from .errors import DamagedError, InputError
@@ -267,12 +267,13 @@ def _beside(fn, *args) -> Future:
 
 
 def _verify(lvp: LvpFile, volume: Volume, workers: int | None = 1) -> Generator[Progress, None, None]:
-    decoded = yield from lvp.iter_decode(stage="verify", workers=workers)
-    # compare bytes, not values: NaN payloads and -0.0 must survive too
-    if decoded.tobytes() != _little_endian(volume.array).tobytes():
-        raise DamagedError("verification failed: the decoded data differs from the input (nothing was written)")
-    if lvp.volume(decoded).blobs != list(volume.blobs):  # per-file records (a DICOM archive) read back too
-        raise DamagedError("verification failed: a stored blob differs from the input (nothing was written)")
+    with limits.own_output():  # what this process wrote from memory: --max-memory is about files' words
+        decoded = yield from lvp.iter_decode(stage="verify", workers=workers)
+        # compare bytes, not values: NaN payloads and -0.0 must survive too
+        if decoded.tobytes() != _little_endian(volume.array).tobytes():
+            raise DamagedError("verification failed: the decoded data differs from the input (nothing was written)")
+        if lvp.volume(decoded).blobs != list(volume.blobs):  # per-file records (a DICOM archive) read back too
+            raise DamagedError("verification failed: a stored blob differs from the input (nothing was written)")
 
 
 # names of what lvpnet reads: a .lvp written under one of them would pass for that format

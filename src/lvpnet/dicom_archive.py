@@ -174,7 +174,7 @@ def iter_build_archive(
         blobs=blobs,
     )
     # the records must restore every file from the very array that will be coded
-    for k, (name, data) in enumerate(_iter_restore(out)):
+    for k, (name, data) in enumerate(_iter_restore(out, limited=False)):  # built here, from files already read
         if _sha(data) != records[k]["sha256"]:
             raise InputError(f"{name}: internal error: the archive would not restore this file exactly")
     return out
@@ -559,7 +559,10 @@ def _check_names(names: list[str]) -> None:
                 raise DamagedError(f"{name}: file record inside {'/'.join(parts[:i])}, which is a file of the archive")
 
 
-def _iter_restore(volume: Volume) -> Iterator[tuple[str, bytes]]:
+def _iter_restore(volume: Volume, limited: bool = True) -> Iterator[tuple[str, bytes]]:
+    """Every file the records restore. ``limited``: records read from a file may ask for no more memory
+    than ``lvpnet.limits`` allows; the encoder's check of the records it has just built is not held to it
+    (``--max-memory`` is about what a file makes lvpnet allocate)."""
     parsed = [_parse_record(b, k) for k, b in enumerate(volume.blobs)]
     files = archive_of(volume.metadata).get("files", [])
     n_files = len(files) if isinstance(files, list) else -1
@@ -569,7 +572,7 @@ def _iter_restore(volume: Volume) -> Iterator[tuple[str, bytes]]:
     from . import limits
 
     stored = sum(len(b) for b in volume.blobs)
-    for k, (head, _) in enumerate(parsed):  # a record's body and file are allocated whole
+    for k, (head, _) in enumerate(parsed if limited else []):  # a record's body and file are allocated whole
         limits.check(head["body"]["length"] + head["size"], stored, f"{head['name']}: DICOM file record {k}")
     cache: dict[int, bytes] = {}
 

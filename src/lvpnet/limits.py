@@ -21,6 +21,9 @@ import math
 import numbers
 import os
 import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from .errors import InputError, LimitError
 
@@ -40,6 +43,20 @@ _override: int | None = None  # --max-memory, set once by the command line
 _WRITTEN: dict[str, int] = {}
 _WRITTEN_KEPT = 64
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_OWN = threading.local()  # .depth > 0: this thread reads back what it has just written from memory
+
+
+@contextmanager
+def own_output() -> Iterator[None]:
+    """On this thread, reading back what this process has just written from what it holds in memory
+    (``compress`` verifying its file): no file's word is taken here, so no limit applies (the DICOM
+    archive's file records were refused under ``--max-memory`` although they were built from files
+    just read). Worker processes decoding the slices get ``remember_written``'s allowance instead."""
+    _OWN.depth = getattr(_OWN, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _OWN.depth -= 1
 
 
 def parse_size(text: str) -> int:
@@ -113,6 +130,8 @@ def budget(file_bytes: int, array_hash: str | None = None, ratio: int = RATIO) -
 
 def check(nbytes: int, file_bytes: int, what: str, array_hash: str | None = None, ratio: int = RATIO) -> None:
     """Refuse to allocate ``nbytes`` for ``what`` (a file and the thing it declares) beyond the budget."""
+    if getattr(_OWN, "depth", 0):
+        return
     allowed = budget(file_bytes, array_hash, ratio)
     if nbytes > allowed:
         how = ("the limit set" if explicit_limit() is not None

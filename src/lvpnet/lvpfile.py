@@ -12,7 +12,7 @@ import numpy as np
 
 from . import codecs, limits
 from .container import ContainerReader, slice_hash
-from .errors import DamagedError, InputError, LvpnetError
+from .errors import DamagedError, InputError, LimitError, LvpnetError
 from .files import kind
 from .header_check import check_header
 from .progress import Progress, run
@@ -413,8 +413,8 @@ class LvpFile:
             return 0
         try:
             return (yield from iter_check(volume))
-        except DamagedError as e:  # the records name the archived file; say which .lvp holds it
-            raise DamagedError(f"{self.name}: {e}") from None
+        except (DamagedError, LimitError) as e:  # the records name the archived file; say which .lvp holds it
+            raise type(e)(f"{self.name}: {e}") from None
 
     def volume(self, array: np.ndarray | None = None, *, check_files: bool = True) -> Volume:
         """The stored Volume (decoding every slice unless ``array`` is given). A DICOM archive's

@@ -48,11 +48,15 @@ def read_numpy(path: Path, *, rgb: bool = False) -> Volume:
     """A ``.npy`` file; one whose header declares more data than the file holds is refused before
     anything is allocated (truncated, or crafted)."""
 
+    from .. import limits
+
     def room(need: int, what: str, f) -> None:
         have = path.stat().st_size - f.tell()
         if need > have:
             raise InputError(f"{path}: the header declares {need:,} bytes of data ({what}), the file holds "
                              f"{have:,}: truncated or not a .npy file")
+        # never more than the file's size (the check above), so only a limit the user set can refuse it
+        limits.check(need, path.stat().st_size, f"{path}: the array ({what})")
 
     return _volume(_checked_array(path, ".npy", lambda: open(path, "rb"), room), path, rgb)
 
