@@ -239,3 +239,18 @@ def test_demo_also_shows_learned_weights_that_are_not_the_default(monkeypatch, c
     assert demo.run_demo() == 0
     rows = [k for k in _demo_rows(capsys.readouterr().out) if k.startswith("lvpnet")]
     assert len(rows) == 2 and rows[0].startswith("lvpnet (fallback") and rows[1] == "lvpnet codec alone"
+
+
+def test_bench_and_demo_name_what_they_refuse(tmp_path, capsys):
+    """A complex input among several was refused as 'input: complex arrays ...'; `demo --keep FILE` gave
+    the bare 'File exists' of mkdir."""
+    good, bad = tmp_path / "good.npy", tmp_path / "c64.npy"
+    np.save(good, np.zeros((8, 8), np.uint8))
+    np.save(bad, np.zeros((8, 8), np.complex64))
+    capsys.readouterr()
+    assert main(["bench", str(good), str(bad)]) == 2
+    assert capsys.readouterr().err.startswith(f"lvpnet: {bad}: complex arrays are not supported")
+    keep = tmp_path / "p.lvp"
+    keep.write_bytes(b"")
+    assert main(["demo", "--keep", str(keep)]) == 2
+    assert f"{keep}: is a file; --keep names a folder" in capsys.readouterr().err

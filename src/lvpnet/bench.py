@@ -587,10 +587,13 @@ def bench_paths(
     """Read every input first (a bad one fails before any coding), then bench them (``rgb``: a last axis of 3
     in .npy / .npz input is colour, as ``lvpnet compress --rgb`` reads it)."""
     from . import read
+    from .volume import check_volume
 
     if codec is not None:
         codecs.get_codec(codec)
     items = [(str(p), read(p, series=series, rgb=rgb), p) for p in paths]
+    for name, volume, _ in items:  # what no codec can store, said with the input's name before any coding
+        check_volume(volume, what=name)
     return (yield from bench_volumes(items, codec=codec))
 
 

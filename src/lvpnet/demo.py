@@ -3,6 +3,7 @@ its weights are installed but not yet the default) and two classical codecs."""
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from . import classical, codecs, read
 from .compressor import iter_compress_to_file
+from .errors import InputError
 from .lvpfile import LvpFile
 from .progress import run
 
@@ -21,6 +23,8 @@ def sample_path() -> Path:
 
 
 def run_demo(keep: str | None = None) -> int:
+    if keep is not None and os.path.exists(keep) and not os.path.isdir(keep):
+        raise InputError(f"{keep}: is a file; --keep names a folder to keep the sample's .lvp in")
     src = sample_path()
     volume = read(src)
     a = volume.array
