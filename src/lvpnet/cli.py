@@ -239,14 +239,15 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info))
         return 0
-    for key in ("file", "format_version", "writer", "shape", "dtype", "rgb", "slices", "spacing", "source_format",
-                "codecs", "coded_against_previous", "model", "constriction_version", "original_bytes", "file_bytes", "bits_per_sample", "ratio"):
-        print(f"{key:>20}: {info[key]}")
-    for key in ("archived_files", "dicom_image_files", "other_files", "dicom_source_bytes", "dicom_ratio",
-                "transfer_syntax_changed", "photometric_changed",
-                "carried_verbatim", "lossy_source_files", "not_archived"):
-        if info.get(key):
-            print(f"{key:>20}: {info[key]}")
+    keys = ["file", "format_version", "writer", "shape", "dtype", "rgb", "slices", "spacing", "source_format", "codecs",
+            "coded_against_previous", "model", "constriction_version", "original_bytes", "file_bytes",
+            "bits_per_sample", "ratio"]
+    keys += [k for k in ("archived_files", "dicom_image_files", "other_files", "dicom_source_bytes", "dicom_ratio",
+                         "transfer_syntax_changed", "photometric_changed", "carried_verbatim", "lossy_source_files",
+                         "not_archived") if info.get(k)]
+    width = max(len(k) for k in keys)  # one column of names, however long the longest
+    for key in keys:
+        print(f"{key:>{width}}: {info[key]}")
     return 0
 
 

@@ -96,7 +96,7 @@ class LvpFile:
 
     def __repr__(self) -> str:
         rgb = " RGB" if self.rgb else ""
-        return (f"<lvpnet.LvpFile {self.name!r}: shape {self.shape} {self.dtype}{rgb}, {len(self)} slices, "
+        return (f"<lvpnet.LvpFile {self.name!r}: shape {self.shape} {self.dtype}{rgb}, {len(self)} slice{'s' * (len(self) != 1)}, "
                 f"{self.file_bytes:,} bytes{', closed' if self.closed else ''}>")
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
