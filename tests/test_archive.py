@@ -712,3 +712,19 @@ def test_the_memory_limit_reaches_the_workers(cluster, tmp_path, capsys):
     assert "more than the limit set" in said.out + said.err, said
     assert main(["restore", str(dest), str(tmp_path / "ok"), "--scheduler", addr, "--max-memory", "1G"]) == 0
     assert np.array_equal(np.load(tmp_path / "ok" / "mask.npy"), np.zeros((4, 64, 64), np.uint8))
+
+
+def test_a_dicom_file_whose_pixels_lvpnet_does_not_code_is_carried(cluster, tmp_path):
+    """A 1-bit DICOM SEG beside its CT failed as an item, and restore gave back the tree without it
+    (exit 1): it is carried as it is, as a DICOM object without pixels is, and the tree comes back whole."""
+    src, dest, out = tmp_path / "src", tmp_path / "dest", tmp_path / "out"
+    (src / "study").mkdir(parents=True)
+    shutil.copy(_local("CT_small.dcm"), src / "study" / "ct.dcm")
+    shutil.copy(_local("liver_1frame.dcm"), src / "study" / "seg.dcm")  # BitsAllocated 1
+    keys = {it.key: it.kind for it in walk(src).items}
+    assert keys["study/seg.dcm"] == "other"
+    s = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")
+    assert s["failed"] == 0 and s["done"] == 2
+    r = lvpnet.restore(dest, out, scheduler=cluster)
+    assert r["failed"] == 0
+    assert_restored(src, out)

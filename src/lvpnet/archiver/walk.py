@@ -10,8 +10,8 @@ An *item* becomes one output under DEST:
   ``series-<UID>-<hash of the first file's path>.lvp``;
 - ``nifti`` / ``numpy``: one ``.nii``, ``.nii.gz`` or ``.npy`` file, written as ``<its name>.lvp``
   beside where it lies;
-- ``other``: any other regular file (DICOMDIR, reports, notes, a DICOM object without pixels),
-  copied as it is, so the restored tree is complete.
+- ``other``: any other regular file (DICOMDIR, reports, notes, a DICOM object without pixels or with
+  a pixel layout lvpnet does not code, a 1-bit SEG), copied as it is, so the restored tree is complete.
 
 Names are deterministic and cannot collide: series outputs end in ``<digits>.lvp`` (UIDs hold
 digits and dots only; any other UID is hashed to ``x<hex>``) or ``dicom-<hex>.lvp``; NIfTI and
@@ -35,6 +35,7 @@ from pathlib import Path
 
 from ..files import kind_of
 from ..io import is_dicom_file
+from ..io.dicom import pixels_coded
 
 LEDGER_NAME = "lvpnet-ledger.sqlite"
 LOCK_NAME = "lvpnet-ledger.lock"
@@ -191,8 +192,8 @@ def _dicom_header(path: Path, name: str):
             warnings.simplefilter("ignore")  # pydicom warns about every oddity of real files
             # large values (the pixel data) are not read, only skipped over
             ds = pydicom.dcmread(path, force=True, defer_size=1024)
-            if "PixelData" not in ds or "Rows" not in ds:
-                return "no pixels"
+            if "PixelData" not in ds or "Rows" not in ds or not pixels_coded(ds):
+                return "no pixels"  # carried as it is: no image, or one lvpnet does not code (a 1-bit SEG)
             uid = str(ds.get("SeriesInstanceUID", "") or "")
             frames = int(ds.get("NumberOfFrames", 1) or 1)
             layout = "/".join(str(ds.get(k, "")) for k in _LAYOUT).replace(" ", "_")

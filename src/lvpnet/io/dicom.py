@@ -528,6 +528,20 @@ class _Format:
     planar: int
 
 
+CODED_BITS_ALLOCATED = (8, 16, 32)
+CODED_SAMPLES_PER_PIXEL = (1, 3)
+
+
+def pixels_coded(ds: Any) -> bool:
+    """Whether lvpnet reads this file's pixel layout (a 1-bit SEG, say, it does not): the archive
+    carries a file it does not as it is."""
+    try:
+        ba, spp = int(ds.get("BitsAllocated", 0) or 0), int(ds.get("SamplesPerPixel", 1) or 1)
+    except (TypeError, ValueError):
+        return True  # a damaged header: the reader says what is wrong with it
+    return ba in CODED_BITS_ALLOCATED and spp in CODED_SAMPLES_PER_PIXEL
+
+
 def _format(ds: Any, path: Path) -> _Format:
     rows = _required_int(ds, "Rows", path)
     cols = _required_int(ds, "Columns", path)
@@ -535,9 +549,9 @@ def _format(ds: Any, path: Path) -> _Format:
     bs = _int_or_none(ds.get("BitsStored")) or ba
     pr = _int_or_none(ds.get("PixelRepresentation")) or 0
     spp = _int_or_none(ds.get("SamplesPerPixel")) or 1
-    if ba not in (8, 16, 32):
+    if ba not in CODED_BITS_ALLOCATED:
         raise InputError(f"{path}: BitsAllocated {ba} is not supported (only 8, 16 and 32)")
-    if spp not in (1, 3):
+    if spp not in CODED_SAMPLES_PER_PIXEL:
         raise InputError(f"{path}: SamplesPerPixel {spp} is not supported (only 1 and 3)")
     if rows < 1 or cols < 1:
         raise InputError(f"{path}: empty image ({rows}x{cols})")
