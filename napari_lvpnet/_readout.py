@@ -13,6 +13,8 @@ the status bar says so instead of a value (a placeholder read as -1024 HU looked
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from ._layers import stored_rescale
@@ -60,10 +62,12 @@ def attach(layer) -> None:
     if identity and lazy is None:
         return
     unit = units_of(layer.metadata)
-    plain = layer.get_status
+    plain = type(layer).get_status  # unbound, and the layer held weakly: no cycle keeps a removed layer alive
+    me = weakref.ref(layer)
 
     def get_status(position=None, **kw):
-        status = plain(position, **kw)
+        layer = me()
+        status = plain(layer, position, **kw)
         if position is None:
             return status
         try:
