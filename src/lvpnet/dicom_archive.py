@@ -572,8 +572,9 @@ def _iter_restore(volume: Volume, limited: bool = True) -> Iterator[tuple[str, b
     from . import limits
 
     stored = sum(len(b) for b in volume.blobs)
-    for k, (head, _) in enumerate(parsed if limited else []):  # a record's body and file are allocated whole
-        limits.check(head["body"]["length"] + head["size"], stored, f"{head['name']}: DICOM file record {k}")
+    for k, (head, _) in enumerate(parsed):  # a record's body and file are allocated whole
+        if limited:
+            limits.check(head["body"]["length"] + head["size"], stored, f"{head['name']}: DICOM file record {k}")
     cache: dict[int, bytes] = {}
 
     def body_of(k: int) -> bytes:

@@ -536,10 +536,12 @@ def pixels_coded(ds: Any) -> bool:
     """Whether lvpnet reads this file's pixel layout (a 1-bit SEG, say, it does not): the archive
     carries a file it does not as it is."""
     try:
-        ba, spp = int(ds.get("BitsAllocated", 0) or 0), int(ds.get("SamplesPerPixel", 1) or 1)
+        ba, spp = ds.get("BitsAllocated"), int(ds.get("SamplesPerPixel", 1) or 1)
+        if ba is None:
+            return True  # a damaged header: the reader says what is missing
+        return int(ba) in CODED_BITS_ALLOCATED and spp in CODED_SAMPLES_PER_PIXEL
     except (TypeError, ValueError):
         return True  # a damaged header: the reader says what is wrong with it
-    return ba in CODED_BITS_ALLOCATED and spp in CODED_SAMPLES_PER_PIXEL
 
 
 def _format(ds: Any, path: Path) -> _Format:
