@@ -728,3 +728,15 @@ def test_a_dicom_file_whose_pixels_lvpnet_does_not_code_is_carried(cluster, tmp_
     r = lvpnet.restore(dest, out, scheduler=cluster)
     assert r["failed"] == 0
     assert_restored(src, out)
+
+
+def test_a_hint_cached_before_carries_a_file_whose_pixels_lvpnet_does_not_code(tmp_path, monkeypatch):
+    """An archive's ledger remembers each unchanged file's header as a hint; one that cached a 1-bit SEG
+    as a series member (before such files were carried) is carried now too, without reading it again."""
+    import lvpnet.archiver.walk as walk_module
+
+    shutil.copy(_local("liver_1frame.dcm"), tmp_path / "seg.dcm")
+    st = (tmp_path / "seg.dcm").stat()
+    cached = {"seg.dcm": (st.st_size, st.st_mtime_ns, "uid 1 512/512/1/1/0/MONOCHROME2 1.2.3.4")}
+    monkeypatch.setattr(walk_module, "_dicom_header", lambda path, name: pytest.fail("read again"))
+    assert [(it.key, it.kind) for it in walk(tmp_path, cached).items] == [("seg.dcm", "other")]

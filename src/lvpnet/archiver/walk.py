@@ -128,8 +128,8 @@ def walk(source: str | os.PathLike, known: dict[str, tuple[int, int, str]] | Non
             elif header == "unreadable":  # the task reads it again and records why it fails
                 items.append(Item(_in(posixpath.dirname(rel), f"dicom-{_hash(rel)}.lvp"), "dicom",
                                   posixpath.dirname(rel), [src]))
-            elif header == "no pixels":
-                items.append(_other(src))
+            elif header == "no pixels" or not _coded(header[2]):  # from the layout: a hint cached before says it too
+                items.append(_other(src))  # carried as it is: no image, or one lvpnet does not code (a 1-bit SEG)
             else:
                 uid, frames, layout = header
                 study = rel.split("/", 1)[0] if "/" in rel else ""
@@ -192,14 +192,20 @@ def _dicom_header(path: Path, name: str):
             warnings.simplefilter("ignore")  # pydicom warns about every oddity of real files
             # large values (the pixel data) are not read, only skipped over
             ds = pydicom.dcmread(path, force=True, defer_size=1024)
-            if "PixelData" not in ds or "Rows" not in ds or not pixels_coded(ds):
-                return "no pixels"  # carried as it is: no image, or one lvpnet does not code (a 1-bit SEG)
+            if "PixelData" not in ds or "Rows" not in ds:
+                return "no pixels"
             uid = str(ds.get("SeriesInstanceUID", "") or "")
             frames = int(ds.get("NumberOfFrames", 1) or 1)
             layout = "/".join(str(ds.get(k, "")) for k in _LAYOUT).replace(" ", "_")
     except Exception:  # damaged headers surface as many kinds of pydicom errors
         return "unreadable"
     return uid, frames, layout
+
+
+def _coded(layout: str) -> bool:
+    """Whether lvpnet codes the pixels of a file of this ``_LAYOUT`` string (``io.dicom.pixels_coded``)."""
+    fields = dict(zip(_LAYOUT, layout.split("/")))
+    return pixels_coded({k: fields.get(k) or None for k in ("SamplesPerPixel", "BitsAllocated")})
 
 
 def _hint(header) -> str:
