@@ -740,3 +740,29 @@ def test_a_hint_cached_before_carries_a_file_whose_pixels_lvpnet_does_not_code(t
     cached = {"seg.dcm": (st.st_size, st.st_mtime_ns, "uid 1 512/512/1/1/0/MONOCHROME2 1.2.3.4")}
     monkeypatch.setattr(walk_module, "_dicom_header", lambda path, name: pytest.fail("read again"))
     assert [(it.key, it.kind) for it in walk(tmp_path, cached).items] == [("seg.dcm", "other")]
+
+
+def test_an_archive_killed_inside_a_transaction_still_restores_without_writing_dest(cluster, tmp_path):
+    """A SIGKILL inside the ledger's per-item transaction leaves its rollback journal; restore opens the
+    ledger read-only, which cannot roll it back, and said 'not a readable lvpnet ledger (attempt to write a
+    readonly database)' until an archive run (which needs SOURCE) had rolled it back."""
+    src, dest, out = tmp_path / "src", tmp_path / "dest", tmp_path / "out"
+    src.mkdir()
+    np.save(src / "a.npy", np.arange(64, dtype=np.uint16).reshape(8, 8))
+    (src / "notes.txt").write_text("kept")
+    assert lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")["failed"] == 0
+    ledger = dest / "lvpnet-ledger.sqlite"
+    # a small page cache spills the transaction's pages into the file, the journal first: what a kill
+    # mid-transaction leaves on a real archive's larger ledger
+    killed = (f"import os, sqlite3; db = sqlite3.connect({str(ledger)!r}, isolation_level=None); "
+              "db.execute('PRAGMA cache_size=1'); db.execute('BEGIN IMMEDIATE'); "
+              "db.execute(\"UPDATE items SET state = 'failed', reason = hex(zeroblob(3000))\"); "
+              "db.execute('DELETE FROM sources'); os._exit(9)")
+    subprocess.run([sys.executable, "-c", killed])
+    journal = dest / "lvpnet-ledger.sqlite-journal"
+    assert journal.stat().st_size > 0  # hot: the transaction never ended
+    before = {p.name: p.read_bytes() for p in (ledger, journal)}
+    r = lvpnet.restore(dest, out, scheduler=cluster)
+    assert r["failed"] == 0 and r["done"] == 2  # the ledger as it was after its last recorded item
+    assert_restored(src, out)
+    assert {p.name: p.read_bytes() for p in (ledger, journal)} == before  # nothing written in DEST

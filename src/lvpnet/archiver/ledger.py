@@ -17,7 +17,9 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import sqlite3
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,10 +93,11 @@ class Ledger:
         self.read_only = read_only
         if not create and not self.path.is_file():
             raise InputError(f"{dest}: no lvpnet archive here (no {LEDGER_NAME})")
+        self._copy: tempfile.TemporaryDirectory | None = None
         try:
             if read_only:  # and no transaction: BEGIN IMMEDIATE takes a write lock
-                self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None,
-                                          timeout=30)
+                self.db = sqlite3.connect(f"{self._readable().resolve().as_uri()}?mode=ro", uri=True,
+                                          isolation_level=None, timeout=30)
                 have = self._meta("format")
             else:
                 self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
@@ -112,6 +115,29 @@ class Ledger:
             raise InputError(f"{self.path}: not a readable lvpnet ledger ({e})") from None
         self._lock_fd: int | None = None
 
+    def _readable(self) -> Path:
+        """The ledger to read without writing DEST. An archive command killed inside a transaction leaves
+        its rollback journal beside the ledger, and read-only SQLite cannot roll it back ("attempt to write
+        a readonly database"): then a copy of both, in a temporary folder, is rolled back and read, which
+        is the ledger as it was after its last recorded item."""
+        journal = self.path.with_name(self.path.name + "-journal")
+        if not (journal.is_file() and journal.stat().st_size > 0):
+            return self.path
+        self._copy = tempfile.TemporaryDirectory(prefix="lvpnet-ledger-")
+        copy = Path(self._copy.name) / self.path.name
+        try:
+            shutil.copyfile(self.path, copy)
+            shutil.copyfile(journal, copy.with_name(journal.name))
+        except OSError as e:
+            raise InputError(f"{self.path}: its journal of an interrupted run could not be rolled back in a "
+                             f"copy ({e.strerror or e}); run lvpnet archive on DEST once to roll it back") from None
+        con = sqlite3.connect(copy)
+        try:
+            con.execute("SELECT count(*) FROM sqlite_master").fetchone()  # reading rolls the journal back
+        finally:
+            con.close()
+        return copy
+
     # ------------------------------------------------------------ plumbing
 
     def transaction(self):
@@ -120,6 +146,8 @@ class Ledger:
     def close(self) -> None:
         self.unlock()
         self.db.close()
+        if self._copy is not None:
+            self._copy.cleanup()
 
     def lock(self) -> None:
         """One archive command per DEST at a time (a second one would record the same items)."""
