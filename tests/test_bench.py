@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -320,3 +321,15 @@ def test_bench_reads_rgb_as_compress_does(tmp_path, capsys):
     assert rec["rgb"] is True and rec["slices"] == 2
     assert main(["bench", str(tmp_path / "c.npy"), "--codec", "fallback"]) == 0
     assert "lvpnet / best" in capsys.readouterr().out
+
+
+def test_plot_without_matplotlib_is_refused_before_the_bench(tmp_path, capsys, monkeypatch):
+    """On a core-only install `bench --plot` ran the whole bench, then said matplotlib was missing and
+    printed nothing of what it had measured."""
+    grey = tmp_path / "g.npy"
+    np.save(grey, np.zeros((8, 8), np.uint8))
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
+    monkeypatch.setattr(bench, "bench_paths", lambda *a, **k: pytest.fail("benched before refusing"))
+    capsys.readouterr()
+    assert main(["bench", str(grey), "--plot", str(tmp_path / "o.png")]) == 2
+    assert "--plot needs matplotlib" in capsys.readouterr().err

@@ -14,13 +14,20 @@ from .atomic import atomic_path, check_writable
 from .errors import InputError
 
 
-def plot_bits(rep: dict[str, Any], path: str | os.PathLike, title: str | None = None) -> None:
-    """Grouped bars: one group per input plus the total, one bar per codec (lvpnet first)."""
+def check_can_plot(path: str | os.PathLike) -> None:
+    """Refuse ``--plot`` before a bench's long work: an output that cannot be written, or no matplotlib
+    (an extra: servers install the codec alone). Said after the bench, its results were lost with it."""
     check_writable(path)
     try:
-        import matplotlib
-    except ImportError:  # an extra: servers install the codec alone
+        import matplotlib  # noqa: F401
+    except ImportError:
         raise InputError("--plot needs matplotlib: pip install 'napari-lvpnet[napari]' (or matplotlib)") from None
+
+
+def plot_bits(rep: dict[str, Any], path: str | os.PathLike, title: str | None = None) -> None:
+    """Grouped bars: one group per input plus the total, one bar per codec (lvpnet first)."""
+    check_can_plot(path)
+    import matplotlib
 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure

@@ -274,9 +274,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import bench_paths, format_table
 
     if args.plot:
-        from .atomic import check_writable
+        from .bench_plot import check_can_plot
 
-        check_writable(args.plot)  # before the bench's long work
+        check_can_plot(args.plot)  # before the bench's long work
     rep = run(bench_paths(args.inputs, codec=args.codec, series=args.series, rgb=args.rgb), ProgressBar())
     if args.plot:
         from .bench_plot import plot_bits
