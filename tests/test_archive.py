@@ -766,3 +766,24 @@ def test_an_archive_killed_inside_a_transaction_still_restores_without_writing_d
     assert r["failed"] == 0 and r["done"] == 2  # the ledger as it was after its last recorded item
     assert_restored(src, out)
     assert {p.name: p.read_bytes() for p in (ledger, journal)} == before  # nothing written in DEST
+
+
+def test_a_valid_npy_that_lvpnet_does_not_code_is_carried(cluster, tmp_path):
+    """A 1-D .npy (labels, b-values), a complex or an empty one failed as an item for ever, and the
+    restored tree lacked it; a .npy that does not parse still fails, saying why."""
+    src, dest, out = tmp_path / "src", tmp_path / "dest", tmp_path / "out"
+    src.mkdir()
+    np.save(src / "image.npy", np.arange(64, dtype=np.int16).reshape(8, 8))
+    np.save(src / "bvals.npy", np.arange(10))
+    np.save(src / "kspace.npy", np.zeros((4, 4), np.complex64))
+    np.save(src / "none.npy", np.zeros((0, 4, 4), np.uint8))
+    np.save(src / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    kinds = {it.key: it.kind for it in walk(src).items}
+    assert kinds == {"image.npy.lvp": "numpy", "bvals.npy": "other", "kspace.npy": "other", "none.npy": "other",
+                     "objects.npy": "other"}
+    (src / "broken.npy").write_bytes(b"\x93NUMPY\x01\x00garbage")
+    s = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")
+    assert s["failed"] == 1 and "broken.npy" in str(s["failures"])
+    (src / "broken.npy").unlink()
+    lvpnet.restore(dest, out, scheduler=cluster)
+    assert_restored(src, out)

@@ -21,24 +21,30 @@ def check_array(array: np.ndarray, rgb: bool, what: str = "input") -> None:
     """Refuse what cannot be stored losslessly, with a message for the user."""
     if not isinstance(array, np.ndarray):
         raise InputError(f"{what}: expected a numpy array, got {type(array).__name__}")
-    kind = array.dtype.kind
+    check_layout(tuple(array.shape), array.dtype, rgb, what)
+
+
+def check_layout(shape: tuple[int, ...], dtype: np.dtype, rgb: bool, what: str = "input") -> None:
+    """``check_array`` from the shape and dtype alone (a ``.npy`` header, before reading its data)."""
+    dtype, ndim, size = np.dtype(dtype), len(shape), int(np.prod(shape, dtype=np.int64))
+    kind = dtype.kind
     if kind == "c":
         raise InputError(f"{what}: complex arrays are not supported (store real and imaginary parts separately)")
-    if kind not in "biuf" or array.dtype.fields is not None:
-        raise InputError(f"{what}: arrays of dtype {array.dtype} are not supported (need integers, floats or booleans)")
-    if array.dtype.itemsize > 8:  # long double: no file format holds it (the header's dtypes go to 8 bytes)
-        raise InputError(f"{what}: {array.dtype} ({8 * array.dtype.itemsize}-bit) values are not supported "
+    if kind not in "biuf" or dtype.fields is not None:
+        raise InputError(f"{what}: arrays of dtype {dtype} are not supported (need integers, floats or booleans)")
+    if dtype.itemsize > 8:  # long double: no file format holds it (the header's dtypes go to 8 bytes)
+        raise InputError(f"{what}: {dtype} ({8 * dtype.itemsize}-bit) values are not supported "
                          "(at most 64 bits: convert to float64 if that keeps what you need)")
-    if array.size == 0:
-        raise InputError(f"{what}: the array is empty (shape {array.shape})")
-    if array.ndim > MAX_DIMS:
-        raise InputError(f"{what}: {array.ndim} dimensions; at most {MAX_DIMS} are supported")
-    if array.ndim < 2:
-        raise InputError(f"{what}: shape {array.shape} is not an image: need at least rows and columns")
-    if rgb and array.ndim < 3:
-        raise InputError(f"{what}: RGB data needs rows, columns and a last axis of 3 colours, the shape is {array.shape}")
-    if rgb and array.shape[-1] != 3:
-        raise InputError(f"{what}: RGB data needs a last axis of 3 colours, the shape is {array.shape}")
+    if size == 0:
+        raise InputError(f"{what}: the array is empty (shape {shape})")
+    if ndim > MAX_DIMS:
+        raise InputError(f"{what}: {ndim} dimensions; at most {MAX_DIMS} are supported")
+    if ndim < 2:
+        raise InputError(f"{what}: shape {shape} is not an image: need at least rows and columns")
+    if rgb and ndim < 3:
+        raise InputError(f"{what}: RGB data needs rows, columns and a last axis of 3 colours, the shape is {shape}")
+    if rgb and shape[-1] != 3:
+        raise InputError(f"{what}: RGB data needs a last axis of 3 colours, the shape is {shape}")
 
 
 def slice_shape(shape: tuple[int, ...], rgb: bool) -> tuple[int, ...]:

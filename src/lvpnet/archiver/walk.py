@@ -11,7 +11,8 @@ An *item* becomes one output under DEST:
 - ``nifti`` / ``numpy``: one ``.nii``, ``.nii.gz`` or ``.npy`` file, written as ``<its name>.lvp``
   beside where it lies;
 - ``other``: any other regular file (DICOMDIR, reports, notes, a DICOM object without pixels or with
-  a pixel layout lvpnet does not code, a 1-bit SEG), copied as it is, so the restored tree is complete.
+  a pixel layout lvpnet does not code, a 1-bit SEG; a ``.npy`` array it does not code, 1-D or complex),
+  copied as it is, so the restored tree is complete.
 
 Names are deterministic and cannot collide: series outputs end in ``<digits>.lvp`` (UIDs hold
 digits and dots only; any other UID is hashed to ``x<hex>``) or ``dicom-<hex>.lvp``; NIfTI and
@@ -36,6 +37,7 @@ from pathlib import Path
 from ..files import kind_of
 from ..io import is_dicom_file
 from ..io.dicom import pixels_coded
+from ..io.numpy_io import npy_coded
 
 LEDGER_NAME = "lvpnet-ledger.sqlite"
 LOCK_NAME = "lvpnet-ledger.lock"
@@ -112,6 +114,9 @@ def walk(source: str | os.PathLike, known: dict[str, tuple[int, int, str]] | Non
                 skipped.append({"file": rel, "reason": why})
                 continue
             kind = _kind(name)
+            if kind == "numpy" and not npy_coded(path):  # a 1-D or complex array, say: carried as it is
+                items.append(_other(SourceFile(rel, st.st_size, st.st_mtime_ns)))
+                continue
             if kind:
                 src = SourceFile(rel, st.st_size, st.st_mtime_ns)
                 items.append(Item(key=rel + ".lvp", kind=kind, root=posixpath.dirname(rel), sources=[src]))

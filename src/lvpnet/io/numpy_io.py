@@ -44,6 +44,28 @@ def _header(f) -> tuple[tuple[int, ...], np.dtype]:
     return shape, dtype
 
 
+def npy_coded(path: Path) -> bool:
+    """Whether lvpnet codes the array a ``.npy`` file declares, from its header alone: False for a valid
+    file it does not (1-D, complex, empty, Python objects: ``lvpnet archive`` carries it as it is); True
+    also where the header does not parse, so that reading it says what is wrong."""
+    from ..slicing import check_layout
+
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            shape, _fortran, dtype = read[version](f)
+    except (KeyError, *_UNREADABLE):
+        return True
+    if dtype.hasobject:
+        return False
+    try:
+        check_layout(tuple(shape), dtype, False)
+    except InputError:
+        return False
+    return True
+
+
 def read_numpy(path: Path, *, rgb: bool = False) -> Volume:
     """A ``.npy`` file; one whose header declares more data than the file holds is refused before
     anything is allocated (truncated, or crafted)."""
