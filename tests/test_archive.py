@@ -787,3 +787,25 @@ def test_a_valid_npy_that_lvpnet_does_not_code_is_carried(cluster, tmp_path):
     (src / "broken.npy").unlink()
     lvpnet.restore(dest, out, scheduler=cluster)
     assert_restored(src, out)
+
+
+def test_a_full_out_disk_names_the_output_of_a_carried_file(tmp_path, monkeypatch):
+    """shutil.copyfile's error on a full disk names the file it reads (in DEST): 'DEST/vol/README: No
+    space left on device' read as if DEST were full."""
+    import errno
+
+    from lvpnet.archiver import tasks
+
+    archived = tmp_path / "dest" / "README"
+    archived.parent.mkdir()
+    archived.write_text("notes")
+
+    def full(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device", str(src), None, str(dst))
+
+    monkeypatch.setattr(tasks.shutil, "copyfile", full)
+    target = tmp_path / "out" / "README"
+    with pytest.raises(OSError) as got:
+        tasks._restore_copy(archived, target, "0" * 64)
+    assert tasks._describe(got.value) == f"{target}: No space left on device"
+    assert list(target.parent.iterdir()) == []  # no temporary left

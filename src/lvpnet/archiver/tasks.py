@@ -310,7 +310,12 @@ def _restore_copy(archived: Path, target: Path, sha: str) -> int:
 
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(target) as tmp:
-        shutil.copyfile(archived, tmp)
+        try:
+            shutil.copyfile(archived, tmp)
+        except OSError as e:  # a write that failed (a full OUT) named the archive's file being read
+            if getattr(e, "filename2", None) is not None and os.fspath(e.filename2) == os.fspath(tmp):
+                e.filename, e.filename2 = os.fspath(target), None
+            raise
         if sha256_file(tmp) != sha:  # read back what was written
             raise DamagedError(f"{target}: the copy differs from the archive")
     return target.stat().st_size
