@@ -809,3 +809,20 @@ def test_a_full_out_disk_names_the_output_of_a_carried_file(tmp_path, monkeypatc
         tasks._restore_copy(archived, target, "0" * 64)
     assert tasks._describe(got.value) == f"{target}: No space left on device"
     assert list(target.parent.iterdir()) == []  # no temporary left
+
+
+def test_a_dest_that_archived_nothing_yet_takes_another_source(cluster, tmp_path):
+    """A first run that failed before any item (a scheduler it could not reach) bound DEST to that SOURCE
+    for ever: 'is the archive of SRC, not of SRC3; choose another DEST', with nothing in it."""
+    from lvpnet.archiver.ledger import Ledger
+
+    dest, other, third = tmp_path / "dest", tmp_path / "other", tmp_path / "third"
+    for folder in (dest, other, third):
+        folder.mkdir()
+    (other / "notes.txt").write_text("kept")
+    ledger = Ledger(dest, create=True)
+    ledger.set_meta("source", str(tmp_path / "first"))  # what the failed first run recorded
+    ledger.close()
+    assert lvpnet.archive(other, dest, scheduler=cluster, codec="fallback")["done"] == 1
+    with pytest.raises(lvpnet.InputError, match="is the archive of"):  # now it holds something: bound
+        lvpnet.archive(third, dest, scheduler=cluster, codec="fallback")

@@ -69,7 +69,11 @@ def archive(
         if known is None:
             ledger.set_meta("source", str(src))
         elif known != str(src):
-            raise InputError(f"{dst}: is the archive of {known}, not of {src}; choose another DEST")
+            if any(r.state == "done" for r in ledger.rows().values()):
+                raise InputError(f"{dst}: is the archive of {known}, not of {src}; choose another DEST")
+            # nothing archived from it (a first run that failed before any item, an unreachable scheduler):
+            # not yet anyone's archive
+            ledger.set_meta("source", str(src))
         run_id = ledger.start_run("archive")
         plan = walk(src, ledger.known_files())
         keys = [it.key for it in plan.items]
