@@ -103,7 +103,8 @@ def archive(
                     skips.append((it, row, True))
                 else:
                     conflicts.append({"item": it.key, "sources": gone, "reason": (
-                        f"{len(gone)} of its files were deleted (or renamed) in SOURCE since it was archived and "
+                        f"{len(gone)} of its files {'was' if len(gone) == 1 else 'were'} deleted (or renamed) in SOURCE "
+                        "since it was archived and "
                         "files were added or changed: the archived .lvp, which still holds the deleted files, is "
                         "kept as it is (move it out of DEST to archive the series anew from SOURCE)")})
             elif row is not None and row.state == "done" and _unchanged(row, it) and _output_present(out, row):
