@@ -29,9 +29,9 @@ _UNREADABLE = (ValueError, OSError, EOFError, SyntaxError, TokenError, zlib.erro
                zipfile.LargeZipFile, NotImplementedError, RuntimeError)
 
 
-def _header(f) -> tuple[tuple[int, ...], np.dtype]:
+def _declared(f) -> tuple[tuple[int, ...], np.dtype]:
     """The shape and dtype a ``.npy`` stream declares (``f`` left at its data); ValueError when it
-    is not one or holds Python objects."""
+    is not one."""
     version = np.lib.format.read_magic(f)
     if version == (1, 0):
         shape, _fortran, dtype = np.lib.format.read_array_header_1_0(f)
@@ -39,6 +39,12 @@ def _header(f) -> tuple[tuple[int, ...], np.dtype]:
         shape, _fortran, dtype = np.lib.format.read_array_header_2_0(f)
     else:
         raise ValueError(f".npy format version {version[0]}.{version[1]}")
+    return shape, dtype
+
+
+def _header(f) -> tuple[tuple[int, ...], np.dtype]:
+    """``_declared``, and ValueError for an array of Python objects."""
+    shape, dtype = _declared(f)
     if dtype.hasobject:
         raise ValueError("an array of Python objects (pickles are never loaded)")
     return shape, dtype
@@ -52,10 +58,8 @@ def npy_coded(path: Path) -> bool:
 
     try:
         with open(path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-            shape, _fortran, dtype = read[version](f)
-    except (KeyError, *_UNREADABLE):
+            shape, dtype = _declared(f)
+    except _UNREADABLE:
         return True
     if dtype.hasobject:
         return False
