@@ -362,17 +362,10 @@ def labels_layer(lvp: LvpFile, name: str):
     h = lvp.header
     source = h.get("source", {})
     meta = {"source_format": source.get("format"), **source.get("metadata", {})}
-    ndim = len(lvp.shape)
-    kwargs: dict = {"name": name, "metadata": {**meta, "geometry": geometry(h.get("spacing"), h.get("origin"),
-                                                                            h.get("direction"), h.get("affine"))},
-                    "axis_labels": axis_labels(ndim, meta)}
-    scale = display_scale(h.get("spacing"), ndim)
-    if scale is not None:
-        kwargs["scale"] = scale
-    translate = display_translate(h.get("origin"), h.get("direction"), ndim)
-    if translate is not None:
-        kwargs["translate"] = translate
-    return Labels(lvp.read_all(), **kwargs)
+    kwargs = layer_kwargs(shape=lvp.shape, rgb=False, spacing=h.get("spacing"), origin=h.get("origin"),
+                          direction=h.get("direction"), metadata=meta, name=name, sample=None, affine=h.get("affine"))
+    keep = ("name", "metadata", "axis_labels", "scale", "units", "translate")  # no window or colormap of an image
+    return Labels(lvp.read_all(), **{k: v for k, v in kwargs.items() if k in keep})
 
 
 def _origin_of(translate) -> tuple[float, float, float] | None:

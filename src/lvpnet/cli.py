@@ -82,10 +82,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
     if volume.source_format == "dicom":
         from .dicom_archive import info_fields
 
-        report.update(info_fields(volume.metadata))
+        report.update(info_fields(volume.metadata, report["lvp_bytes"]))
     source_bytes = report.get("dicom_source_bytes")
-    if source_bytes:  # the .lvp holds the files, headers and all: their size is what it compares with
-        report["dicom_ratio"] = round(source_bytes / report["lvp_bytes"], 4)
     if args.json:
         print(json.dumps(report))
     elif source_bytes:
@@ -227,11 +225,7 @@ def _dicom_info(header: dict, file_bytes: int) -> dict:
         return {}
     from .dicom_archive import info_fields
 
-    out = info_fields(source.get("metadata"))
-    if isinstance(out.get("dicom_source_bytes"), int) and out["dicom_source_bytes"] > 0:
-        # the .lvp holds the files, headers and all: against their size (as compress says), beside the pixels' ratio
-        out["dicom_ratio"] = round(out["dicom_source_bytes"] / file_bytes, 4)
-    return out
+    return info_fields(source.get("metadata"), file_bytes)
 
 
 def cmd_info(args: argparse.Namespace) -> int:

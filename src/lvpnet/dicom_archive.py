@@ -72,8 +72,9 @@ def archive_of(metadata: dict | None) -> dict | None:
     return arch if isinstance(arch, dict) else None
 
 
-def info_fields(metadata: dict | None) -> dict[str, Any]:
-    """What ``lvpnet info`` says about the DICOM files a ``.lvp`` restores."""
+def info_fields(metadata: dict | None, lvp_bytes: int | None = None) -> dict[str, Any]:
+    """What ``lvpnet info`` says about the DICOM files a ``.lvp`` restores; with the ``.lvp``'s size, also
+    ``dicom_ratio``: the files' bytes over it (the .lvp holds the files, headers and all)."""
     arch = archive_of(metadata)
     if arch is None:
         return {"dicom_archive": False}
@@ -91,6 +92,8 @@ def info_fields(metadata: dict | None) -> dict[str, Any]:
         "carried_verbatim": [f["name"] for f in files if f.get("mode") == "verbatim"],
         "lossy_source_files": [f["name"] for f in files if f.get("lossy_source")],
         "not_archived": [f["file"] for f in left],
+        **({"dicom_ratio": round(source / lvp_bytes, 4)}
+           if lvp_bytes and isinstance(source := arch.get("source_bytes"), int) and source > 0 else {}),
     }
 
 

@@ -47,6 +47,7 @@ CARRY_SUFFIX = ".lvpcarry"
 
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 # what io.dicom requires to be equal across the files of one series
+_NPY_HINTS = ("npy", "no pixels")  # a .npy's hint: coded, or carried as it is
 _LAYOUT = ("Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "PixelRepresentation", "PhotometricInterpretation")
 
 
@@ -114,18 +115,19 @@ def walk(source: str | os.PathLike, known: dict[str, tuple[int, int, str]] | Non
                 skipped.append({"file": rel, "reason": why})
                 continue
             kind = _kind(name)
-            if kind == "numpy" and not npy_coded(path):  # a 1-D or complex array, say: carried as it is
-                items.append(_other(SourceFile(rel, st.st_size, st.st_mtime_ns)))
+            cached = known.get(rel)
+            fresh = cached is not None and cached[:2] == (st.st_size, st.st_mtime_ns) and cached[2] is not None
+            if kind == "numpy":  # a 1-D or complex array, say, is carried as it is; the verdict kept as a hint
+                hint = cached[2] if fresh and cached[2] in _NPY_HINTS else ("npy" if npy_coded(path) else "no pixels")
+                src = SourceFile(rel, st.st_size, st.st_mtime_ns, hint)
+                items.append(_other(src) if hint == "no pixels" else
+                             Item(key=rel + ".lvp", kind=kind, root=posixpath.dirname(rel), sources=[src]))
                 continue
             if kind:
                 src = SourceFile(rel, st.st_size, st.st_mtime_ns)
                 items.append(Item(key=rel + ".lvp", kind=kind, root=posixpath.dirname(rel), sources=[src]))
                 continue
-            cached = known.get(rel)
-            if cached is not None and cached[:2] == (st.st_size, st.st_mtime_ns) and cached[2] is not None:
-                hint = cached[2]
-            else:
-                hint = _hint(_dicom_header(path, name))
+            hint = cached[2] if fresh else _hint(_dicom_header(path, name))
             src = SourceFile(rel, st.st_size, st.st_mtime_ns, hint)
             header = _from_hint(hint)
             if header is None:
