@@ -324,7 +324,7 @@ def lazy_lvp_layer(lvp: LvpFile, name: str):
     source = h.get("source", {})
     meta = {
         "source_format": source.get("format"),
-        **source.get("metadata", {}),
+        **lvp.metadata,
         "lvp": {"file": lvp.name, "codecs": lvp.codec_counts(), "bits_per_sample": lvp.bits_per_sample,
                 "file_bytes": lvp.file_bytes},
     }

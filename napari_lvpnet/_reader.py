@@ -92,7 +92,8 @@ def read_lvp(path):
     path = os.fspath(_single(path))
     try:
         lvp = LvpFile(path)
-        if lvp.header.get("source", {}).get("metadata", {}).get(LABELS_KEY):  # saved from a labels layer
+        # the metadata read here, where a damaged record of it is said as the header's damage is
+        if lvp.metadata.get(LABELS_KEY):  # saved from a labels layer
             return [labels_layer(lvp, _name(path, (".lvp",)))]
     except LvpnetError as e:  # damaged header, truncated, newer format, a damaged labels slice: say so, add nothing
         notifications.show_error(notification(e, path))

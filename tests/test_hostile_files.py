@@ -11,6 +11,7 @@ without a traceback, under 1 GB of memory and 60 s, and writes nothing.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import re
@@ -21,6 +22,7 @@ import textwrap
 import zlib
 from pathlib import Path
 
+import imagecodecs
 import nibabel as nib
 import numpy as np
 import pytest
@@ -154,6 +156,17 @@ def crafted(seeds) -> dict[str, tuple[bytes, type]]:
     cases["record-inside-a-file"] = (
         _record(s["dicom"], 1, lambda h, b: ({**h, "name": "IM0.dcm/x"}, b)), DamagedError)
     cases["record-name-300"] = (_record(s["dicom"], 1, lambda h, b: ({**h, "name": "a" * 300}, b)), DamagedError)
+    # the first file's elements, left to its record (FORMAT.md): a number out of range, a string, a record
+    # (checksums recomputed) whose body is no DICOM file
+    for name, value in (("elements-in-record-99", 99), ("elements-in-record-string", "0")):
+        p = lvp_forge.split(s["dicom"])
+        assert p.header["source"]["metadata"]["dicom"]["elements_in_record"] == 0
+        p.header["source"]["metadata"]["dicom"]["elements_in_record"] = value
+        cases[name] = (lvp_forge.join(p), DamagedError)
+    junk = b"not a DICOM file" * 8
+    cases["elements-record-not-dicom"] = (_record(s["dicom"], 0, lambda h, b: (
+        {**h, "pixel": None, "body": {"codec": "zstd", "length": len(junk), "sha256": hashlib.sha256(junk).hexdigest()}},
+        imagecodecs.zstd_encode(junk))), DamagedError)
     # metadata that lays out an output file
     cases["nifti-data-offset-1.5e9"] = (_nifti(s["nifti"], data_offset=1_500_000_000), DamagedError)
     cases["nifti-data-offset-4096"] = (_nifti(s["nifti"], data_offset=4096), DamagedError)
@@ -198,7 +211,8 @@ def test_messages_name_the_field_or_slice(seeds):
     expect = {"shape-negative": "'shape'", "codec-index-out-of-range": "slice 1", "codec-without-id": "codecs[0]",
               "blob-string-offset": "blobs[0]", "jxl-16000-in-64": "16000x16000", "record-bad-dtype": "pixel.dtype",
               "nifti-data-offset-1.5e9": "data_offset", "nifti-scl-slope-3": "scl_slope",
-              "declares-40000x40000": "--max-memory", "record-name-300": "too long", "record-inside-a-file": "IM0.dcm"}
+              "declares-40000x40000": "--max-memory", "record-name-300": "too long", "record-inside-a-file": "IM0.dcm",
+              "elements-in-record-99": "elements_in_record"}
     for name, text in expect.items():
         with pytest.raises(LvpnetError, match=re.escape(text)):
             _read_all(cases[name][0])

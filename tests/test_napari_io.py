@@ -228,6 +228,8 @@ def test_palette_colour_shows_its_colours_and_keeps_its_indices(make_napari_view
     display only: the layer's values stay the stored indices, from the DICOM and from its .lvp alike."""
     pixels = _palette_dicom(tmp_path / "pal.dcm")
     lvpnet.compress_path(tmp_path / "pal.dcm", tmp_path / "pal.lvp", codec="fallback")
+    # the tables travel in the file's record only (``elements_in_record``): the reader takes them from there
+    assert "elements" not in lvpnet.open(tmp_path / "pal.lvp").header["source"]["metadata"]["dicom"]
     viewer = make_napari_viewer()
     for name in ("pal.dcm", "pal.lvp"):
         (layer,) = viewer.open(str(tmp_path / name), plugin="napari-lvpnet")

@@ -161,9 +161,16 @@ def iter_build_archive(
     }
     metadata = dict(volume.metadata)
     metadata["dicom"] = {**meta, "archive": archive}
-    if isinstance(meta.get("elements"), list) and len(meta["elements"]) > 1:
+    elements = meta.get("elements")
+    if isinstance(elements, list) and elements and images and _same_json(_first_elements(blobs), elements[0]):
+        # every file's whole header is in its record, the first file's too, and it gives back exactly these
+        # elements: the JSON header does not hold them twice (4-7 kB for one ultrasound frame, a third of
+        # its .lvp); LvpFile.metadata reads them back from the record
+        del metadata["dicom"]["elements"]
+        metadata["dicom"]["elements_in_record"] = 0
+    elif isinstance(elements, list) and len(elements) > 1:
         # every file's whole header is in its record: the JSON header keeps the first file's only
-        metadata["dicom"]["elements"] = meta["elements"][:1]
+        metadata["dicom"]["elements"] = elements[:1]
         metadata["dicom"]["elements_scope"] = "first file only; every file's header is in its DICOM file record"
     out = Volume(
         array=volume.array,
@@ -428,6 +435,68 @@ def _encode_records(records: list[dict], bodies: list[bytes]) -> list[bytes]:
         head = json.dumps(rec, sort_keys=True, separators=(",", ":")).encode()
         blobs.append(_PREFIX.pack(RECORD_MAGIC, RECORD_VERSION, 0, len(head)) + head + coded)
     return blobs
+
+
+def record_elements(blob, k: int) -> dict:
+    """The DICOM JSON elements (``io.dicom``'s ``metadata["dicom"]["elements"]`` entry) of the file that
+    record ``k`` restores, read from the record's body without rebuilding the pixel bytes: ``blob(j)``
+    gives record ``j``'s bytes (a deflated body needs its dictionary's record too)."""
+    import pydicom
+
+    from . import limits
+    from .io.dicom import elements_of
+
+    def parsed(j: int) -> tuple[dict, bytes]:
+        raw = blob(j)
+        head, coded = _parse_record(raw, j)
+        limits.check(head["body"]["length"], len(raw), f"{head['name']}: DICOM file record {j}")
+        return head, coded
+
+    head, coded = parsed(k)
+    ref = head["body"].get("dictionary") if head["body"]["codec"] == "deflate" else None
+
+    def dictionary(j: int) -> bytes:
+        ref_head, ref_coded = parsed(j) if j == ref and j != k else (None, b"")
+        if ref_head is None or ref_head["body"]["codec"] != "zstd":
+            raise DamagedError(f"DICOM file record {k}: invalid dictionary reference")
+        return _decode_body(ref_head, ref_coded, j, None)
+
+    body = _decode_body(head, coded, k, dictionary)
+    spec = head.get("pixel")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom warns about every oddity of real files
+            if spec is None:  # the whole file
+                return elements_of(pydicom.dcmread(io.BytesIO(body), force=True))
+            # the elements before the pixel data, then those after it (trailing padding, say)
+            ds = pydicom.dcmread(io.BytesIO(body[: spec["offset"]]), force=True, stop_before_pixels=True)
+            if len(body) > spec["offset"]:
+                from pydicom.filereader import read_dataset
+
+                implicit, little = ds.original_encoding
+                for elem in read_dataset(io.BytesIO(body[spec["offset"] :]), implicit, little):
+                    ds.add(elem)
+            return elements_of(ds)
+    except Exception as e:  # the record's checksum held, so this is a file pydicom cannot read back
+        raise DamagedError(f"{head['name']}: DICOM file record {k}: its header cannot be read ({e})") from None
+
+
+def _first_elements(blobs: list[bytes]) -> dict | None:
+    """Record 0's elements as ``record_elements`` will read them, or None where they cannot be read."""
+    try:
+        return record_elements(lambda j: blobs[j], 0)
+    except (DamagedError, InputError, IndexError):
+        return None
+
+
+def _same_json(a: Any, b: Any) -> bool:
+    """Equal as the JSON header stores them (a tuple and a list, an int key and its string, are alike)."""
+    if a is None or b is None:
+        return False
+    try:
+        return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    except (TypeError, ValueError):
+        return False
 
 
 def _zstd_level(n: int) -> int:

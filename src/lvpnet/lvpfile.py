@@ -60,6 +60,7 @@ class LvpFile:
         if math.prod(self.shape[: len(self.shape) - len(self.slice_shape)]) != len(self._reader.records):
             raise DamagedError(f"{self.name}: damaged: {len(self._reader.records)} chunks for shape {self.shape}")
         self._last: tuple[int, np.ndarray] | None = None  # the last slice decoded, a reference for the next
+        self._metadata: dict | None = None
         self._lock = threading.Lock()
         self.closed = False
 
@@ -116,6 +117,30 @@ class LvpFile:
     @property
     def header(self) -> dict:
         return self._reader.header
+
+    @property
+    def metadata(self) -> dict:
+        """The source's metadata (the header's ``source.metadata``), complete: a DICOM archive's header
+        may leave its first file's elements to that file's record (``elements_in_record``, FORMAT.md),
+        and they are read back from it here, once."""
+        if self._metadata is None:
+            meta = self.header.get("source", {}).get("metadata", {})
+            dicom = meta.get("dicom")
+            if isinstance(dicom, dict) and "elements" not in dicom and "elements_in_record" in dicom:
+                from .dicom_archive import record_elements
+
+                k = dicom["elements_in_record"]
+                n = len(self.header.get("blobs", []))
+                if not (isinstance(k, int) and not isinstance(k, bool) and 0 <= k < n):
+                    raise DamagedError(f"{self.name}: damaged: field 'source.metadata.dicom.elements_in_record' "
+                                       f"is not a record number below {n}")
+                try:
+                    elements = record_elements(self._reader.blob, k)
+                except (DamagedError, LimitError) as e:  # a blob's own checksum names the file already
+                    raise type(e)(str(e) if str(e).startswith(self.name) else f"{self.name}: {e}") from None
+                meta = {**meta, "dicom": {**dicom, "elements": [elements]}}
+            self._metadata = meta
+        return self._metadata
 
     @property
     def version(self) -> tuple[int, int]:
@@ -437,7 +462,7 @@ class LvpFile:
             direction=tuple(tuple(r) for r in h["direction"]) if h.get("direction") else None,
             affine=np.array(affine, dtype=np.float64) if affine is not None else None,
             source_format=h.get("source", {}).get("format", "numpy"),
-            metadata=h.get("source", {}).get("metadata", {}),
+            metadata=self.metadata,
             blobs=[self._reader.blob(i) for i in range(len(h.get("blobs", [])))],
         )
 

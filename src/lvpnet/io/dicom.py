@@ -287,7 +287,7 @@ def _build(files: list[_File], skipped: list[dict[str, str]], *, single_file: bo
         arr, decoded_pi = _pixels(ds, f.path)
         arrays.append(arr)
         infos.append(_file_info(ds, f.rel, decoded_pi, arr.shape[0]))
-        elements.append(_elements(ds))
+        elements.append(elements_of(ds))
     array = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
     geo = _geometry(infos)
@@ -851,8 +851,9 @@ def _series_metadata(
     }
 
 
-def _elements(ds: Any) -> dict[str, Any]:
-    """DICOM JSON of the file (meta included) without pixel data; large binaries dropped."""
+def elements_of(ds: Any) -> dict[str, Any]:
+    """DICOM JSON of the file (meta included) without pixel data; large binaries dropped. Removes the
+    pixel data elements from ``ds``."""
     for kw in _PIXEL_KEYWORDS:
         if kw in ds:
             del ds[kw]
