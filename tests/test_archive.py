@@ -826,3 +826,31 @@ def test_a_dest_that_archived_nothing_yet_takes_another_source(cluster, tmp_path
     assert lvpnet.archive(other, dest, scheduler=cluster, codec="fallback")["done"] == 1
     with pytest.raises(lvpnet.InputError, match="is the archive of"):  # now it holds something: bound
         lvpnet.archive(third, dest, scheduler=cluster, codec="fallback")
+
+
+def test_a_series_with_one_damaged_file_is_archived_with_that_file_carried(cluster, tmp_path):
+    """One slice whose pixel data is cut short kept its whole series out of the archive ("failed 1": the
+    other slices were not archived either, and restore gave nothing of the series). The slices that read
+    are coded, the damaged file is carried whole in the same .lvp, the summary names it, and restore
+    gives back every file byte for byte."""
+    src, dest, out = tmp_path / "src", tmp_path / "dest", tmp_path / "out"
+    _series(_local("CT_small.dcm"), [src / "s"], 4, "1.2.826.0.1.3680043.8.498.77")
+    cut = src / "s" / "slice02.dcm"
+    cut.write_bytes(cut.read_bytes()[:-5000])
+    s = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")
+    assert (s["done"], s["failed"]) == (1, 0)
+    (carried,) = s["damaged_carried"]
+    assert carried["file"] == "s/slice02.dcm" and "pixel data truncated" in carried["reason"]
+    said = format_archive(s)
+    assert "carried as they are" in said and "slice02.dcm" in said and "pixel data truncated" in said
+    (lvp,) = dest.rglob("*.lvp")
+    f = lvpnet.open(lvp)
+    assert f.shape[0] == 3 and f.codec_counts() == {"fallback": 3}
+    r = lvpnet.restore(dest, out, scheduler=cluster)
+    assert r["failed"] == 0
+    assert_restored(src, out)
+    # a series whose every file is damaged still fails, naming why
+    for p in (src / "s").iterdir():
+        p.write_bytes(p.read_bytes()[:-5000])
+    s = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")
+    assert s["failed"] == 1 and "pixel data truncated" in s["failures"][0]["reason"]

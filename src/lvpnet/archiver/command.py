@@ -123,6 +123,11 @@ def format_archive(s: dict) -> str:
         else:
             said = f"{len(bad)} damaged: {len(again)} archived again from SOURCE ({_names(again)}), the others failed (below)"
         lines.append(f"  checked {_plural(s['checked'], 'archived file')} against the ledger: {said}")
+    if s.get("damaged_carried"):
+        lines.append("carried as they are in their series' .lvp (their pixels cannot be read; restore gives them "
+                     "back byte for byte):")
+        lines += [f"  {c['reason']}" if c["file"] in c["reason"] else f"  {c['file']}: {c['reason']}"
+                  for c in s["damaged_carried"]]
     if s["failures"]:
         lines.append("failed:")
         lines += [f"  {f['item']}: {f['reason']}" for f in s["failures"]]

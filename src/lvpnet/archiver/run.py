@@ -306,6 +306,7 @@ def _archive_summary(src, dst, plan, ledger, stats, skipped, n_workers, startup,
         "archive_bytes_out": sum(r.output_bytes or 0 for r in rows.values() if r.state == "done"),
         "not_identical": sorted(r.key for r in done_rows if r.identical == 0),
         "failures": conflicts + stats.failures,
+        "damaged_carried": stats.carried,
         "kept_with_deleted_sources": kept,
         "not_archived": plan.skipped,
         "not_in_source": sorted(k for k in rows if k not in planned),
@@ -460,6 +461,7 @@ class _Stats:
         self.done = self.adopted = self.bytes_in = self.bytes_out = self.files = 0
         self.finished = self.read = 0
         self.failures: list[dict] = []
+        self.carried: list[dict] = []  # files of a series whose pixels could not be read, carried whole
         self.flagged = 0  # items found damaged by a check (nothing of them written)
         self._t0: float | None = None
         self._t1: float | None = None
@@ -482,6 +484,7 @@ class _Stats:
             self.adopted += int(bool(res.get("adopted")))
             self.bytes_out += bytes_out
             self.files += files
+            self.carried += [{**c, "item": spec["key"]} for c in res.get("damaged_carried") or []]
         else:
             self.failures.append({"item": spec["key"], "sources": spec["sources"], "reason": res["reason"]})
         self._t1 = time.perf_counter()

@@ -22,6 +22,7 @@ import base64
 import gzip
 import hashlib
 import os
+import posixpath
 import shutil
 import tempfile
 import time
@@ -184,8 +185,9 @@ def _encode(spec: dict, src_root: Path, out: Path, sources: list[dict]) -> dict:
     from ..compressor import compress_to_file
 
     kind = spec["kind"]
+    carried: list[dict] = []
     if kind == "dicom":
-        volume, identical, restore = _dicom_volume(src_root / spec["root"], spec, sources)
+        volume, identical, restore, carried = _dicom_volume(src_root / spec["root"], spec, sources)
     else:
         volume, identical, restore = _file_volume(src_root / spec["sources"][0], kind, sources[0])
     volume.metadata = {
@@ -195,7 +197,8 @@ def _encode(spec: dict, src_root: Path, out: Path, sources: list[dict]) -> dict:
     result = compress_to_file(volume, out, spec.get("codec"), verify=True)
     # hash what is now under the final name: that is what the ledger vouches for
     return {"encoded": True, "adopted": False, "output_sha256": sha256_file(out), "output_bytes": result.lvp_bytes,
-            "raw_bytes": result.raw_bytes, "identical": identical, "codecs": result.codec_counts}
+            "raw_bytes": result.raw_bytes, "identical": identical, "codecs": result.codec_counts,
+            "damaged_carried": carried}
 
 
 def _dicom_volume(root: Path, spec: dict, sources: list[dict]):
@@ -205,14 +208,39 @@ def _dicom_volume(root: Path, spec: dict, sources: list[dict]):
 
     root_rel = spec["root"]
     names = [s["rel"][len(root_rel) + 1 :] if root_rel else s["rel"] for s in sources]
-    volume = _read_series(root, names)
+    volume, damaged = _read_series_carrying_damaged(root, names)
+    if damaged:  # carried whole in the series' .lvp, as a folder's other files are: restored byte for byte
+        dicom = volume.metadata["dicom"]
+        dicom["skipped_files"] = [*dicom.get("skipped_files", []), *({"file": n, "reason": why} for n, why in damaged)]
     volume = build_archive(volume, root, allow_lossy_source=bool(spec.get("allow_lossy_source")))
     arch = archive_of(volume.metadata)
     # the other files of the folder are items of their own here, not "not archived"
     arch["not_archived"] = []
     # the records restore each file byte for byte, except the files rewritten from a compressed syntax
     identical = not any(f.get("transfer_syntax_changed") for f in arch.get("files", []))
-    return volume, identical, {}
+    carried = [{"file": posixpath.join(root_rel, n), "reason": why} for n, why in damaged]
+    return volume, identical, {}, carried
+
+
+def _read_series_carrying_damaged(root: Path, names: list[str]):
+    """The series as one Volume and ``[(name, why)]`` of its files left out of it: those whose pixels
+    cannot be read (truncated, say), so that one damaged file does not keep a series out of the archive.
+    Only where the whole series fails and some files fail alone while the others still read as one."""
+    try:
+        return _read_series(root, names), []
+    except InputError:
+        if len(names) < 2:
+            raise
+        damaged = []
+        for n in names:
+            try:
+                _read_series(root, [n])
+            except InputError as e:
+                damaged.append((n, str(e)))
+        if not damaged or len(damaged) == len(names):
+            raise
+        out = {n for n, _ in damaged}
+        return _read_series(root, [n for n in names if n not in out]), damaged
 
 
 def _read_series(root: Path, names: list[str]):
