@@ -135,16 +135,30 @@ class ContainerReader:
             return self._data[offset : offset + length]
         try:
             with open(self._path, "rb") as f:
-                st = os.fstat(f.fileno())
-                if (st.st_size, st.st_mtime_ns) != self._stamp:  # its index would point into other bytes
-                    raise InputError(f"{self.name}: the file changed since it was opened (rewritten or replaced); "
-                                     "open it again")
+                self._same(os.fstat(f.fileno()))  # its index would point into other bytes
                 f.seek(offset)
                 return f.read(length)
         except FileNotFoundError:
             raise InputError(f"{self.name}: the file is gone since it was opened") from None
         except OSError as e:
             raise InputError(f"{self.name}: cannot read ({e.strerror or e})") from None
+
+    def check_unchanged(self) -> None:
+        """Raise as a read would where the file changed since it was opened: what was decoded from it
+        before (a cached slice) must not be given out for the file that replaced it."""
+        if self._data is not None:
+            return
+        try:
+            st = os.stat(self._path)
+        except FileNotFoundError:
+            raise InputError(f"{self.name}: the file is gone since it was opened") from None
+        except OSError as e:
+            raise InputError(f"{self.name}: cannot read ({e.strerror or e})") from None
+        self._same(st)
+
+    def _same(self, st: os.stat_result) -> None:
+        if (st.st_size, st.st_mtime_ns) != self._stamp:
+            raise InputError(f"{self.name}: the file changed since it was opened (rewritten or replaced); open it again")
 
     def _parse(self) -> None:
         pre = self._read(0, PREAMBLE.size)

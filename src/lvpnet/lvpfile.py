@@ -260,6 +260,7 @@ class LvpFile:
         with self._lock:
             last = self._last
         if last is not None and last[0] == i:
+            self._reader.check_unchanged()  # the slice kept from a file since replaced is not its slice
             return last[1].copy()
         chain, reference = [], None  # (slice, chunk) to decode, last first, back to one that needs none
         j = i
