@@ -270,3 +270,22 @@ def test_a_daemonic_process_codes_its_slices_itself(workers):
     got = queue.get(timeout=120)
     proc.join(30)
     assert got is True
+
+
+def test_a_script_without_a_main_guard_is_told_so(tmp_path):
+    """Workers start by importing the calling script again: one whose top level asks for workers ran its top
+    level twice and ended on multiprocessing's 'bootstrapping phase' RuntimeError and a BrokenProcessPool.
+    The worker and the script now both say what to do."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "noguard.py"
+    script.write_text("import numpy as np, lvpnet\n"
+                      "a = (np.arange(8 * 40 * 40) % 997).astype(np.int16).reshape(8, 40, 40)\n"
+                      "lvpnet.compress(a, codec='lvpnet', workers=2, verify=False)\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "workers were asked for while a worker process was starting" in proc.stderr  # the worker
+    assert "lvpnet.errors.LvpnetError: a worker process ended abruptly" in proc.stderr  # the script
+    assert 'if __name__ == "__main__":' in proc.stderr and "bootstrapping phase" not in proc.stderr

@@ -40,8 +40,9 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 
-from .errors import InputError
+from .errors import InputError, LvpnetError
 
 ENV = "LVPNET_WORKERS"
 DEVICE_ENV = "LVPNET_DEVICE"
@@ -233,8 +234,16 @@ class _QuietSpawn(multiprocessing.context.SpawnContext):
     Process = _QuietProcess
 
 
+_GUARD = ('put the script\'s top level under `if __name__ == "__main__":` (workers start by importing it '
+          "again), or ask for workers=1")
+
+
 def _executor(n: int, env: dict[str, str]):
     global _pool, _pool_key
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        # a worker importing a script that asks for workers at its top level: say so, in the worker, rather
+        # than multiprocessing's "bootstrapping phase" RuntimeError (the parent then says it too)
+        raise InputError(f"workers were asked for while a worker process was starting: {_GUARD}")
     with _lock:
         if _pool is not None and _pool_key != (n, env):
             _pool.shutdown(wait=True, cancel_futures=True)
@@ -302,7 +311,13 @@ def ordered(fn: Callable, tasks: Iterable[tuple], n: int, env: dict[str, str] | 
                     window.append(_here(fn, task))
                     continue
             window.popleft()
-            yield head.result() if isinstance(head, Future) else head.get()
+            try:
+                got = head.result() if isinstance(head, Future) else head.get()
+            except BrokenProcessPool:
+                shutdown()
+                raise LvpnetError(f"a worker process ended abruptly: killed, out of memory, or started by a script "
+                                  f"without a main guard: {_GUARD}") from None
+            yield got
     except BaseException as e:
         for f in window:  # queued slices are dropped; a worker finishes the one it holds
             if isinstance(f, Future):
