@@ -263,3 +263,22 @@ def test_a_file_indexes_as_its_array_and_feeds_dask():
         f[5, 0]
     with pytest.raises(TypeError, match="whole numbers, ranges and"):
         f[0, [1, 2]]
+
+
+def test_paths_are_asked_for_plainly(tmp_path):
+    """``compress_path`` and ``read`` given an array or a number raised pathlib's TypeError; a ``.lvp`` as
+    the source of ``compress_path`` said "unsupported input"; ``safety_net`` was refused by it alone."""
+    a = np.arange(64, dtype=np.int16).reshape(8, 8)
+    for call in (lambda: lvpnet.compress_path(a, tmp_path / "x.lvp"), lambda: lvpnet.read(a)):
+        with pytest.raises(lvpnet.InputError, match="got ndarray: an array goes to lvpnet.compress"):
+            call()
+    for call in (lambda: lvpnet.compress_path(123, tmp_path / "x.lvp"), lambda: lvpnet.read(None)):
+        with pytest.raises(lvpnet.InputError, match="expected the path of a file or folder"):
+            call()
+    np.save(tmp_path / "a.npy", a)
+    with pytest.raises(lvpnet.InputError, match="the output must be a path"):
+        lvpnet.compress_path(tmp_path / "a.npy", 5)
+    r = lvpnet.compress_path(tmp_path / "a.npy", tmp_path / "a.lvp", codec="lvpnet", safety_net=False)
+    assert r.codec_counts == {"lvpnet": 1}
+    with pytest.raises(lvpnet.InputError, match="is already an lvpnet file"):
+        lvpnet.compress_path(tmp_path / "a.lvp", tmp_path / "b.lvp")

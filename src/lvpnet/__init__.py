@@ -53,7 +53,9 @@ def open(path: str | os.PathLike) -> LvpFile:  # noqa: A001 - mirrors the CLI's 
 
 def read(path: str | os.PathLike, *, series: str | None = None, rgb: bool = False) -> Volume:
     """Read any supported file (``.lvp``, ``.npy``, ``.npz`` of one array, NIfTI, DICOM file or folder) into a Volume."""
-    if looks_like_lvp(path):
+    from .files import input_path
+
+    if looks_like_lvp(input_path(path)):
         return LvpFile(path).volume()
     from . import io
 

@@ -63,13 +63,10 @@ def _check_device(device: str) -> None:
 def cmd_compress(args: argparse.Namespace) -> int:
     from .atomic import check_writable
     from .compressor import iter_compress_path
-    from .container import looks_like_lvp
 
     if not str(args.output).lower().endswith(".lvp"):
         raise InputError(f"{args.output}: the output name must end in .lvp")
     check_writable(args.output)  # before the encode, not after it
-    if looks_like_lvp(args.input):
-        raise InputError(f"{args.input}: is already an lvpnet file")
     if args.device:  # else the codec's own: LVPNET_DEVICE, or auto
         _check_device(args.device)
         codecs.get_codec("lvpnet").device = args.device  # where the learned codec runs (no weights loaded here)

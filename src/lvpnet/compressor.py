@@ -20,7 +20,7 @@ import numpy as np
 
 from . import __version__, codecs, limits, slice_pool
 from .atomic import atomic_path, check_writable
-from .container import ContainerWriter
+from .container import ContainerWriter, looks_like_lvp
 from .errors import DamagedError, InputError
 from .lvpfile import LvpFile
 from .progress import Progress, run
@@ -333,16 +333,21 @@ def iter_compress_to_file(
 def iter_compress_path(
     source: str | os.PathLike, path: str | os.PathLike, codec: str | None = None, *, verify: bool = True,
     series: str | None = None, rgb: bool = False, follow_symlinks: bool = False, allow_lossy_source: bool = False,
-    workers: int | None = 1, on_note=None,
+    safety_net: bool = True, workers: int | None = 1, on_note=None,
 ) -> Generator[Progress, None, tuple[CompressResult, Volume, float]]:
     """A file or folder on disk to ``path``, as ``lvpnet compress`` does it: a DICOM source is
     archived with one record per source file, so ``decompress`` restores the files byte for byte
     (``dicom_archive``); anything else is stored as read. ``on_note(text)`` hears what reading
     skipped (special files, links in a folder) before the encode starts, and a learned codec left for
-    the fallback for want of memory (``encode_stream``). Yields progress; returns
-    (the result, the volume stored, the seconds reading and archiving took)."""
+    the fallback for want of memory (``encode_stream``); ``verify``, ``safety_net``, ``workers``: as
+    ``compress_to_file``'s. Yields progress; returns (the result, the volume stored, the seconds
+    reading and archiving took)."""
+    from .files import input_path
     from .io import notes, read
 
+    source, path = input_path(source), _output_path(path)
+    if looks_like_lvp(source):
+        raise InputError(f"{source}: is already an lvpnet file")
     src = Path(source)
     if src.is_dir() and Path(path).resolve().is_relative_to(src.resolve()):
         # else a rerun would archive the last run's .lvp as one of the folder's files, growing each time
@@ -359,7 +364,8 @@ def iter_compress_path(
     elif allow_lossy_source:
         raise InputError("--allow-lossy-source applies to DICOM input only")
     read_seconds = time.perf_counter() - t0
-    result = yield from iter_compress_to_file(volume, path, codec, verify=verify, workers=workers, on_note=on_note)
+    result = yield from iter_compress_to_file(volume, path, codec, verify=verify, safety_net=safety_net,
+                                              workers=workers, on_note=on_note)
     return result, volume, read_seconds
 
 
@@ -393,4 +399,9 @@ def compress_to_file(
     safety_net: bool = True,
     workers: int | None = 1,
 ) -> CompressResult:
+    """Compress an array (or Volume) to the file ``path``, atomically: nothing appears there unless
+    every slice was written and, with ``verify``, decoded back identical; an existing file is replaced
+    only then. ``codec``: None (the learned codec where it applies, else the fallback), "lvpnet" or
+    "fallback"; ``rgb``: a last axis of 3 is colour; ``safety_net``: per slice the smaller of the
+    learned codec and the fallback; ``workers``: processes coding the slices (``encode_stream``)."""
     return run(iter_compress_to_file(as_volume(data, rgb), path, codec, verify, safety_net, workers))

@@ -16,6 +16,17 @@ from pathlib import Path
 from .errors import InputError
 
 
+def input_path(path) -> str | os.PathLike:
+    """``path`` when it is a path (bytes decoded as the file system does), else InputError saying what is
+    taken: a bare TypeError from deep in pathlib told a caller who passed an array nothing."""
+    if isinstance(path, bytes):
+        return os.fsdecode(path)
+    if isinstance(path, (str, os.PathLike)):
+        return path
+    hint = ": an array goes to lvpnet.compress or lvpnet.compress_to_file" if hasattr(path, "__array__") else ""
+    raise InputError(f"expected the path of a file or folder, got {type(path).__name__}{hint}")
+
+
 def kind(path: str | os.PathLike, follow_symlinks: bool = True) -> str:
     """``"file"``, ``"folder"``, ``"link"`` (only when not following), ``"missing"`` or the
     special kind (``"FIFO"``, ``"device"``, ``"socket"``), without opening anything."""
@@ -86,6 +97,7 @@ def read_bytes(path: str | os.PathLike) -> bytes:
 
 def require_regular(path: str | os.PathLike) -> Path:
     """``path`` when it names a regular file (links followed: the user named it), else InputError."""
+    path = input_path(path)
     what = kind(path)
     if what == "missing":
         raise InputError(f"{path}: not found")
