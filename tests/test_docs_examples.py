@@ -46,3 +46,27 @@ def test_readme_inspect_from_python_runs():
     exec(m.group(1), scope)
     out = eval(m.group(2), scope)
     assert out is not None
+
+
+def test_readme_python_block_runs(tmp_path, monkeypatch):
+    """README's "## Python" block, as written, on the files it names (made here, small): its indexing line
+    once needed a 4-D file the block never makes."""
+    import shutil
+
+    import nibabel as nib
+    import pydicom
+
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    array = (rng.normal(500, 30, (4, 48, 40))).astype(np.int16)
+    nib.save(nib.Nifti1Image(array.T.copy(), np.diag([0.8, 0.8, 2.0, 1.0])), "scan.nii.gz")
+    (tmp_path / "dicom_folder").mkdir()
+    shutil.copy(Path(pydicom.__file__).parent / "data" / "test_files" / "MR_small.dcm", "dicom_folder")
+    scope = {"array": array, "dask": pytest.importorskip("dask")}
+    import dask.array  # noqa: F401 - the block's dask.array.from_array
+
+    exec(compile(_block("README.md", "## Python"), "README.md", "exec"), scope)
+    assert np.array_equal(scope["same"], array)
+    f = scope["f"]
+    assert np.array_equal(f[0, 10:20, :], np.asarray(f)[0, 10:20, :])
+    assert np.array_equal(np.asarray(scope["d"]), np.asarray(f))
