@@ -95,3 +95,26 @@ def test_compress_to_a_folder_is_refused_before_the_encode(tmp_path, monkeypatch
     with pytest.raises(InputError, match="does not exist"):
         lvpnet.compress_to_file(np.zeros((2, 8, 8), np.int16), tmp_path / "no" / "a.lvp")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_long_names_and_temporary_names_that_globs_do_not_take(tmp_path):
+    """A target of 225+ bytes (Linux takes 255) could not be written: its temporary name, 31 bytes longer,
+    was 'File name too long' (an archive of such a file would not restore). And a .lvp's temporary file,
+    left by a job killed outright, was named *.lvp: ``rglob("*.lvp")`` took it for a finished file."""
+    from lvpnet.atomic import atomic_path, is_partial_name, partial_name
+
+    for name in ("D" * 251 + ".dcm", "ä" * 125 + ".lvp", "x" * 248 + ".nii.gz"):
+        target = tmp_path / name
+        tmp = partial_name(target, ".nii.gz" if name.endswith(".gz") else "")
+        assert len(tmp.name.encode()) <= 255 and is_partial_name(tmp.name)
+        with atomic_path(target) as t:
+            t.write_bytes(b"x")
+        assert target.read_bytes() == b"x"
+    (tmp_path / "sub").mkdir()
+    with atomic_path(tmp_path / "sub" / "scan.lvp") as t:
+        assert not t.name.endswith(".lvp") and t.name.startswith(".scan.lvp.partial-")
+        assert list((tmp_path / "sub").rglob("*.lvp")) == []
+        t.write_bytes(b"y")
+    with atomic_path(tmp_path / "a.nii.gz") as t:
+        assert t.name.endswith(".nii.gz")  # nibabel picks the format from it
+        t.write_bytes(b"z")

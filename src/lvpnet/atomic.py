@@ -4,7 +4,8 @@ An interrupted, cancelled or failed write never leaves a partial file under
 the final name, and an existing file of that name stays untouched until the
 new one is complete.
 
-The temporary name, ``.NAME.partial-HOST-PID-XXXXXXXX.EXT``, says which machine
+The temporary name, ``.NAME.partial-HOST-PID-XXXXXXXX.EXT`` (``.NAME.lvp.partial-HOST-PID-XXXXXXXX`` for a
+``.lvp``), says which machine
 (a hash of its name) and which process wrote it. A process killed outright
 (SIGKILL, the OOM killer) cannot remove its own: the next write into that
 folder removes every such file of this machine whose process is gone
@@ -39,10 +40,19 @@ def is_partial_name(name: str) -> bool:
     return _PARTIAL.fullmatch(name) is not None
 
 
+_NAME_MAX = 255  # bytes of one file name: Linux, and the file systems most used with it
+
+
 def partial_name(target: Path, suffix: str = "") -> Path:
-    """A fresh hidden temporary name beside ``target`` that ``clean_debris`` can tell is ours."""
+    """A fresh hidden temporary name beside ``target`` that ``clean_debris`` can tell is ours. Its stem is
+    cut (at a character) where the whole name would pass the file system's 255 bytes: a target named
+    with 225 of them (allowed) could not be written, nor restored from an archive, at all."""
     stem = target.name[: len(target.name) - len(suffix)] if suffix else target.name
-    return target.with_name(f".{stem}.partial-{_HOST}-{os.getpid()}-{secrets.token_hex(4)}{suffix}")
+    tail = f".partial-{_HOST}-{os.getpid()}-{secrets.token_hex(4)}{suffix}"
+    room = _NAME_MAX - 1 - len(os.fsencode(tail))
+    while len(os.fsencode(stem)) > room:
+        stem = stem[:-1]
+    return target.with_name(f".{stem}{tail}")
 
 
 def _alive(pid: int) -> bool:
@@ -165,11 +175,14 @@ def caught_signal() -> int | None:
 
 
 def _suffix(path: Path) -> str:
+    """The extension the temporary name keeps: a writer may choose its format by it (nibabel) or add one
+    when it is missing (``np.save``). Not ``.lvp``: a job killed outright leaves its temporary file,
+    and one still named ``*.lvp`` is taken for a finished file by ``Path.rglob("*.lvp")``."""
     name = path.name.lower()
     for suffix in _COMPOUND_SUFFIXES:
         if name.endswith(suffix):
             return path.name[-len(suffix) :]
-    return path.suffix
+    return "" if name.endswith(".lvp") else path.suffix
 
 
 @contextmanager

@@ -102,7 +102,10 @@ def _safe_rel(rel: str) -> str:
 
     try:
         return safe_name(rel)
-    except DamagedError:
+    except DamagedError as e:
+        if "too long" in str(e):  # a name the file system takes, which the archive's suffix makes too long
+            raise InputError(f"{rel}: its name in the archive would be too long to write (255 bytes a name, "
+                             "4096 a path): rename it") from None
         raise DamagedError(f"the ledger names a path outside the tree: {rel!r}") from None
 
 
