@@ -282,22 +282,23 @@ def test_failures_are_recorded_and_the_rest_completes(cluster, tmp_path):
     shutil.copy(_local("SC_rgb_jpeg_dcmtk.dcm"), src / "study" / "lossy.dcm")  # JPEG baseline
     dest = tmp_path / "dest"
     s = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")
-    assert (s["done"], s["failed"]) == (1, 4)
+    assert (s["done"], s["failed"]) == (2, 3)  # the DICOM file cut short is carried as it is, and named
+    assert [c["file"] for c in s["damaged_carried"]] == ["study/cut.dcm"]
     reasons = {f["sources"][0]: f["reason"] for f in s["failures"]}
     assert "not a readable .npy" in reasons["bad.npy"]
     assert "lossy source" in reasons["study/lossy.dcm"]
-    assert set(reasons) == {"bad.npy", "cut.nii.gz", "study/cut.dcm", "study/lossy.dcm"}
+    assert set(reasons) == {"bad.npy", "cut.nii.gz", "study/lossy.dcm"}
     rows = ledger_rows(dest)
     assert {k: r["state"] for k, r in rows.items() if r["state"] == "failed"}.keys() == {f["item"] for f in s["failures"]}
     assert all(rows[f["item"]]["reason"] == f["reason"] for f in s["failures"])
     assert [p.name for p in dest.rglob("*.lvp")] == ["good.npy.lvp"] and not partials(dest)
     # the failures are tried again on a rerun; what is done is not
     again = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")
-    assert (again["done"], again["skipped"], again["failed"]) == (0, 1, 4)
+    assert (again["done"], again["skipped"], again["failed"]) == (0, 2, 3)
     out = tmp_path / "out"
     r = lvpnet.restore(dest, out, scheduler=cluster)
-    assert (r["done"], r["failed"]) == (1, 4)
-    assert tree_files(out).keys() == {"good.npy"}
+    assert (r["done"], r["failed"]) == (2, 3)
+    assert tree_files(out).keys() == {"good.npy", "study/cut.dcm"}
     # the broken file removed from SOURCE: the rerun forgets its failure (the archive never held it),
     # so restore stops reporting it; it was "kept" and failed every restore for ever
     (src / "bad.npy").unlink()
@@ -306,7 +307,7 @@ def test_failures_are_recorded_and_the_rest_completes(cluster, tmp_path):
     assert "dropped from the ledger (the archive never held them): bad.npy.lvp" in format_archive(s)
     assert "bad.npy.lvp" not in ledger_rows(dest)
     r = lvpnet.restore(dest, tmp_path / "out2", scheduler=cluster)
-    assert (r["done"], r["failed"]) == (1, 3)
+    assert (r["done"], r["failed"]) == (2, 2)
 
 
 def test_changed_source_is_redone_and_touched_one_adopted(cluster, tmp_path):
@@ -828,29 +829,36 @@ def test_a_dest_that_archived_nothing_yet_takes_another_source(cluster, tmp_path
         lvpnet.archive(third, dest, scheduler=cluster, codec="fallback")
 
 
-def test_a_series_with_one_damaged_file_is_archived_with_that_file_carried(cluster, tmp_path):
-    """One slice whose pixel data is cut short kept its whole series out of the archive ("failed 1": the
-    other slices were not archived either, and restore gave nothing of the series). The slices that read
-    are coded, the damaged file is carried whole in the same .lvp, the summary names it, and restore
-    gives back every file byte for byte."""
+def test_damaged_dicom_files_are_carried_whole_and_named(cluster, tmp_path):
+    """A damaged DICOM file failed as an item, and one in a series kept the whole series out of the archive
+    (the other slices were not archived either; restore gave nothing of the series). Now every file comes
+    back byte for byte and the summary names the damaged ones: a file cut short on disk (seen from its
+    header: carried as it is, as an other file), one whose pixel data element is shorter than its image
+    (seen when the series is read: carried whole inside the series' .lvp), one whose header cannot be read."""
     src, dest, out = tmp_path / "src", tmp_path / "dest", tmp_path / "out"
-    _series(_local("CT_small.dcm"), [src / "s"], 4, "1.2.826.0.1.3680043.8.498.77")
-    cut = src / "s" / "slice02.dcm"
-    cut.write_bytes(cut.read_bytes()[:-5000])
+    _series(_local("CT_small.dcm"), [src / "s"], 5, "1.2.826.0.1.3680043.8.498.77")
+    cut = src / "s" / "slice03.dcm"
+    cut.write_bytes(cut.read_bytes()[:-5000])  # a copy cut short
+    short = _dcm(src / "s" / "slice02.dcm")
+    short.PixelData = short.PixelData[:-5000]  # a well-formed element, too short for the image
+    short.save_as(src / "s" / "slice02.dcm")
+    (src / "lone").mkdir()
+    shutil.copy(_local("badVR.dcm"), src / "lone" / "noise.dcm")  # NumberOfFrames '1A'
     s = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")
-    assert (s["done"], s["failed"]) == (1, 0)
-    (carried,) = s["damaged_carried"]
-    assert carried["file"] == "s/slice02.dcm" and "pixel data truncated" in carried["reason"]
+    assert s["failed"] == 0 and s["done"] == 3  # the series, and the two damaged files on their own
+    reasons = {c["file"]: c["reason"] for c in s["damaged_carried"]}
+    assert set(reasons) == {"s/slice02.dcm", "s/slice03.dcm", "lone/noise.dcm"}
+    assert "cut short" in reasons["s/slice03.dcm"] and "pixel data truncated" in reasons["s/slice02.dcm"]
+    assert "header cannot be read" in reasons["lone/noise.dcm"]
     said = format_archive(s)
-    assert "carried as they are" in said and "slice02.dcm" in said and "pixel data truncated" in said
+    assert "damaged DICOM files, carried whole" in said and all(name in said for name in reasons)
     (lvp,) = dest.rglob("*.lvp")
     f = lvpnet.open(lvp)
     assert f.shape[0] == 3 and f.codec_counts() == {"fallback": 3}
     r = lvpnet.restore(dest, out, scheduler=cluster)
     assert r["failed"] == 0
     assert_restored(src, out)
-    # a series whose every file is damaged still fails, naming why
-    for p in (src / "s").iterdir():
-        p.write_bytes(p.read_bytes()[:-5000])
-    s = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")
-    assert s["failed"] == 1 and "pixel data truncated" in s["failures"][0]["reason"]
+    # a rerun codes nothing again and still names the files it carries as damaged
+    again = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")
+    assert (again["done"], again["skipped"], again["failed"]) == (0, 3, 0)
+    assert {c["file"] for c in again["damaged_carried"]} == {"s/slice03.dcm", "lone/noise.dcm"}

@@ -124,8 +124,8 @@ def format_archive(s: dict) -> str:
             said = f"{len(bad)} damaged: {len(again)} archived again from SOURCE ({_names(again)}), the others failed (below)"
         lines.append(f"  checked {_plural(s['checked'], 'archived file')} against the ledger: {said}")
     if s.get("damaged_carried"):
-        lines.append("carried as they are in their series' .lvp (their pixels cannot be read; restore gives them "
-                     "back byte for byte):")
+        lines.append("damaged DICOM files, carried whole (restore gives them back byte for byte; they hold no "
+                     "image lvpnet can show):")
         lines += [f"  {c['reason']}" if c["file"] in c["reason"] else f"  {c['file']}: {c['reason']}"
                   for c in s["damaged_carried"]]
     if s["failures"]:

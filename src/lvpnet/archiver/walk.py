@@ -11,8 +11,9 @@ An *item* becomes one output under DEST:
 - ``nifti`` / ``numpy``: one ``.nii``, ``.nii.gz`` or ``.npy`` file, written as ``<its name>.lvp``
   beside where it lies;
 - ``other``: any other regular file (DICOMDIR, reports, notes, a DICOM object without pixels or with
-  a pixel layout lvpnet does not code, a 1-bit SEG; a ``.npy`` array it does not code, 1-D or complex),
-  copied as it is, so the restored tree is complete.
+  a pixel layout lvpnet does not code, a 1-bit SEG; a damaged DICOM file, whose header pydicom cannot
+  read or whose pixel data is cut short, listed as such in ``Plan.damaged``; a ``.npy`` array it does not
+  code, 1-D or complex), copied as it is, so the restored tree is complete.
 
 Names are deterministic and cannot collide: series outputs end in ``<digits>.lvp`` (UIDs hold
 digits and dots only; any other UID is hashed to ``x<hex>``) or ``dicom-<hex>.lvp``; NIfTI and
@@ -30,6 +31,7 @@ import hashlib
 import os
 import posixpath
 import re
+import struct
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,8 +58,8 @@ class SourceFile:
     rel: str  # POSIX path relative to SOURCE
     size: int
     mtime_ns: int
-    # what the walk learnt from a DICOM header ("uid <frames> <SeriesInstanceUID>", "no pixels",
-    # "unreadable", or "" for a file that is not DICOM): kept in the ledger, so a rerun reads the
+    # what the walk learnt from a DICOM header ("uid <frames> <layout> <SeriesInstanceUID>", "no pixels",
+    # "unreadable", "truncated <have> <need>", or "" for a file that is not DICOM): kept in the ledger, so a rerun reads the
     # header of a file again only when its size or modification time changed
     hint: str = ""
 
@@ -78,6 +80,7 @@ class Item:
 class Plan:
     items: list[Item]
     skipped: list[dict[str, str]] = field(default_factory=list)  # {"file", "reason"}: never read
+    damaged: list[dict[str, str]] = field(default_factory=list)  # {"file", "reason"}: carried whole (other items)
 
 
 def walk(source: str | os.PathLike, known: dict[str, tuple[int, int, str]] | None = None) -> Plan:
@@ -89,6 +92,7 @@ def walk(source: str | os.PathLike, known: dict[str, tuple[int, int, str]] | Non
     root = Path(source)
     items: list[Item] = []
     skipped: list[dict[str, str]] = []
+    damaged: list[dict[str, str]] = []
     series: dict[tuple[str, str], list[tuple[SourceFile, int, str]]] = {}  # (study, uid) -> (file, frames, layout)
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
@@ -132,9 +136,11 @@ def walk(source: str | os.PathLike, known: dict[str, tuple[int, int, str]] | Non
             header = _from_hint(hint)
             if header is None:
                 items.append(_other(src))
-            elif header == "unreadable":  # the task reads it again and records why it fails
-                items.append(Item(_in(posixpath.dirname(rel), f"dicom-{_hash(rel)}.lvp"), "dicom",
-                                  posixpath.dirname(rel), [src]))
+            elif isinstance(header, str) and (header == "unreadable" or header.startswith("truncated ")):
+                # damaged (a header pydicom cannot read, pixel data cut short): carried whole, as it is, so the
+                # restored tree is complete; said in every run's summary
+                items.append(_other(src))
+                damaged.append({"file": rel, "reason": _damage(header)})
             elif header == "no pixels" or not _coded(header[2]):  # from the layout: a hint cached before says it too
                 items.append(_other(src))  # carried as it is: no image, or one lvpnet does not code (a 1-bit SEG)
             else:
@@ -143,7 +149,14 @@ def walk(source: str | os.PathLike, known: dict[str, tuple[int, int, str]] | Non
                 series.setdefault((study, uid), []).append((src, frames, layout))
     items.extend(_series_items(series))
     items.sort(key=lambda it: it.key)
-    return Plan(items=items, skipped=skipped)
+    return Plan(items=items, skipped=skipped, damaged=damaged)
+
+
+def _damage(header: str) -> str:
+    if header == "unreadable":
+        return "a DICOM file whose header cannot be read"
+    have, need = header.split()[1:]
+    return f"a DICOM file whose pixel data is cut short ({int(have):,} of {int(need):,} bytes)"
 
 
 def _rel(root: Path, path: Path) -> str:
@@ -188,25 +201,51 @@ def _other(src: SourceFile) -> Item:
 
 
 def _dicom_header(path: Path, name: str):
-    """None (not DICOM), "unreadable", "no pixels", or (SeriesInstanceUID, number of frames, pixel
-    layout: what must match for files to stack into one volume)."""
+    """None (not DICOM), "unreadable", "no pixels", "truncated HAVE NEED" (``_pixels_cut``), or
+    (SeriesInstanceUID, number of frames, pixel layout: what must match for files to stack into one volume)."""
     if not (name.lower().endswith(".dcm") or is_dicom_file(path)):
         return None
     import pydicom
 
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), open(path, "rb") as f:
             warnings.simplefilter("ignore")  # pydicom warns about every oddity of real files
-            # large values (the pixel data) are not read, only skipped over
-            ds = pydicom.dcmread(path, force=True, defer_size=1024)
-            if "PixelData" not in ds or "Rows" not in ds:
+            ds = pydicom.dcmread(f, force=True, stop_before_pixels=True)  # f stops at the pixel data
+            size = os.fstat(f.fileno()).st_size
+            cut = _pixels_cut(f, ds, size)
+            if cut == "none" or "Rows" not in ds:
                 return "no pixels"
+            if cut:
+                return cut
             uid = str(ds.get("SeriesInstanceUID", "") or "")
             frames = int(ds.get("NumberOfFrames", 1) or 1)
             layout = "/".join(str(ds.get(k, "")) for k in _LAYOUT).replace(" ", "_")
     except Exception:  # damaged headers surface as many kinds of pydicom errors
         return "unreadable"
     return uid, frames, layout
+
+
+def _pixels_cut(f, ds, size: int) -> str:
+    """At the pixel data element (where ``dcmread(stop_before_pixels=True)`` left ``f``): "none" when there
+    is none (no PixelData element: no image lvpnet codes), "truncated HAVE NEED" when its declared length
+    runs past the end of the file (a copy cut short), else ""."""
+    implicit, little = ds.original_encoding
+    start = f.tell()
+    head = f.read(8 if implicit else 12)
+    order = "<" if little is not False else ">"
+    if len(head) < 8 or struct.unpack(order + "HH", head[:4]) != (0x7FE0, 0x0010):
+        return "none"
+    if implicit:
+        (length,) = struct.unpack(order + "I", head[4:8])
+    elif head[4:6] in (b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"UT", b"SQ", b"UC", b"UR") and len(head) == 12:
+        (length,) = struct.unpack(order + "I", head[8:12])
+    else:  # a short-form VR: a 16-bit length
+        (length,) = struct.unpack(order + "H", head[6:8])
+        head = head[:8]
+    if length == 0xFFFFFFFF:  # encapsulated frames: their items are read by the task
+        return ""
+    have = size - start - len(head)
+    return f"truncated {have} {length}" if have < length else ""
 
 
 def _coded(layout: str) -> bool:
