@@ -289,3 +289,25 @@ def test_a_script_without_a_main_guard_is_told_so(tmp_path):
     assert "workers were asked for while a worker process was starting" in proc.stderr  # the worker
     assert "lvpnet.errors.LvpnetError: a worker process ended abruptly" in proc.stderr  # the script
     assert 'if __name__ == "__main__":' in proc.stderr and "bootstrapping phase" not in proc.stderr
+
+
+def test_numba_keeps_its_builds_where_it_can_write(monkeypatch, tmp_path):
+    """With the package's folders and the user's cache both read-only (another user's install, a read-only
+    home), ``cache=True`` raised "cannot cache function" and a good file read as damaged: the builds go to a
+    folder of this user's in the temporary folder, or are not kept."""
+    import numba.core.config
+
+    from lvpnet.coding import jit
+
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setattr(numba.core.config, "CACHE_DIR", numba.core.config.CACHE_DIR)
+    monkeypatch.setattr(jit.tempfile, "gettempdir", lambda: str(tmp_path))
+    real = jit._usable
+    monkeypatch.setattr(jit, "_usable", lambda folder: str(folder).startswith(str(tmp_path)) and real(folder))
+    assert jit._find_cache() is True
+    own = os.environ["NUMBA_CACHE_DIR"]
+    assert own.startswith(str(tmp_path)) and numba.core.config.CACHE_DIR == own
+    assert (os.stat(own).st_mode & 0o777) == 0o700
+    monkeypatch.delenv("NUMBA_CACHE_DIR")
+    monkeypatch.setattr(jit, "_usable", lambda folder: False)  # nowhere at all: compiled, not kept
+    assert jit._find_cache() is False

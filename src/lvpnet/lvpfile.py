@@ -319,8 +319,11 @@ class LvpFile:
         try:
             ref = {"reference": reference} if reference is not None and codec.takes_reference else {}
             out = yield from codec.decode_walk(data, self.slice_shape, self.dtype, version, **ref)
-        except InputError:  # e.g. the learned codec's weights are not installed: not damage
+        except (InputError, MemoryError):  # e.g. the learned codec's weights are not installed: not damage
             raise
+        except (ImportError, OSError) as e:  # this machine cannot run the codec (a library that will not load)
+            raise LvpnetError(f"{self.name}: slice {i}: the codec cannot run here ({type(e).__name__}: {e}); "
+                              "the file is not said to be damaged") from None
         except Exception as e:  # a codec failing on bytes whose CRC matched
             raise DamagedError(f"{self.name}: slice {i}: could not be decoded ({e})") from None
         if out.shape != self.slice_shape or out.dtype != self.dtype or slice_hash(out) != self._reader.records[i].slice_hash:

@@ -220,9 +220,9 @@ def _kernels():
     global _KERNELS
     if _KERNELS is None:
         try:
-            import numba
+            from .jit import njit
 
-            jit = numba.njit(cache=True, nogil=True)
+            jit = njit()
             _KERNELS = (jit(_deltas), jit(_refined), jit(_applied), jit(_deltas_at), jit(_eliminate))
         except ImportError:
             _KERNELS = False

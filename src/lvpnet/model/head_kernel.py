@@ -34,16 +34,18 @@ def _compile():
     global _KERNEL
     if _KERNEL is None:
         try:
-            import numba
+            import numba  # noqa: F401 - only whether it is there
         except ImportError:  # the torch path is exact too, only slower
             _KERNEL = False
             return _KERNEL
         # the kernels call these helpers by their global names, so the compiled versions replace them
         # first; inlined, since they run per neighbour and pixel
         global _finish, _weight
-        inline = numba.njit(cache=True, nogil=True, inline="always")
+        from ..coding.jit import njit
+
+        inline = njit(inline="always")
         _finish, _weight = inline(_finish), inline(_weight)
-        jit = numba.njit(cache=True, nogil=True)
+        jit = njit()
         _KERNEL = (jit(_head), jit(_head_nb))
     return _KERNEL
 

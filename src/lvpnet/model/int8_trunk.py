@@ -396,9 +396,9 @@ _MASK_WIDTHS = 16  # plane widths whose mask sums a step keeps (a volume has one
 def _kernels():
     global _KERNELS
     if _KERNELS is None:
-        import numba
+        from ..coding.jit import njit
 
-        jit = numba.njit(cache=True, nogil=True)
+        jit = njit()
         _KERNELS = (jit(_unfold3), jit(_activate), jit(_activate_float))
     return _KERNELS
 
