@@ -118,3 +118,20 @@ def test_long_names_and_temporary_names_that_globs_do_not_take(tmp_path):
     with atomic_path(tmp_path / "a.nii.gz") as t:
         assert t.name.endswith(".nii.gz")  # nibabel picks the format from it
         t.write_bytes(b"z")
+
+
+def test_a_replaced_file_keeps_its_permissions_and_a_read_only_one_is_not_replaced(tmp_path):
+    """An output replacing a private file (600) came out world-readable (644, the umask's); one made
+    read-only (444) to keep it was replaced without a word, and writable again."""
+    import os
+
+    a = np.arange(64, dtype=np.uint16).reshape(8, 8)
+    out = tmp_path / "p.lvp"
+    lvpnet.compress_to_file(a, out, codec="fallback")
+    os.chmod(out, 0o600)
+    lvpnet.compress_to_file(a + 1, out, codec="fallback")
+    assert (out.stat().st_mode & 0o777) == 0o600 and np.array_equal(lvpnet.decompress(out.read_bytes()), a + 1)
+    os.chmod(out, 0o444)
+    with pytest.raises(lvpnet.InputError, match="is read-only"):
+        lvpnet.compress_to_file(a, out, codec="fallback")
+    assert np.array_equal(lvpnet.decompress(out.read_bytes()), a + 1)

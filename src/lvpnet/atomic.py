@@ -22,6 +22,7 @@ import secrets
 import shutil
 import signal
 import socket
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -128,6 +129,13 @@ def check_writable(path: str | os.PathLike) -> None:
         raise InputError(f"{target}: the folder {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(f"{target}: the folder {parent} is not writable")
+    try:
+        st = target.stat()
+    except OSError:
+        return
+    if stat.S_ISREG(st.st_mode) and not st.st_mode & 0o222:  # made read-only to keep it: not replaced behind that
+        raise InputError(f"{target}: exists and is read-only (mode {stat.S_IMODE(st.st_mode):o}); make it writable "
+                         "(chmod u+w) or remove it to replace it")
 
 
 class Interrupted(KeyboardInterrupt):
@@ -200,6 +208,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         _fsync(tmp)
+        _keep_mode(target, tmp)
         os.replace(tmp, target)
         if os.path.abspath(target.parent) in _WAITING:  # a run killed just before this one had not ended yet
             clean_debris(target.parent)
@@ -211,6 +220,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:  # includes GeneratorExit and KeyboardInterrupt: never leave the temp behind
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _keep_mode(target: Path, tmp: Path) -> None:
+    """A file replaced keeps its permissions: a patient file kept private (600) turned world-readable (the
+    new file's umask mode) when an output replaced it. Not for a new file, nor a folder."""
+    try:
+        st = target.stat()
+    except OSError:
+        return
+    if stat.S_ISREG(st.st_mode) and tmp.is_file():
+        os.chmod(tmp, stat.S_IMODE(st.st_mode))
 
 
 def _fsync(path: Path) -> None:
