@@ -254,3 +254,16 @@ def test_bench_and_demo_name_what_they_refuse(tmp_path, capsys):
     keep.write_bytes(b"")
     assert main(["demo", "--keep", str(keep)]) == 2
     assert f"{keep}: is a file; --keep names a folder" in capsys.readouterr().err
+
+
+def test_runs_with_its_output_streams_closed(tmp_path):
+    """Started with stderr closed (`2>&-`, as cron and daemons may), every command failed with "internal
+    error: AttributeError: 'NoneType' object has no attribute 'isatty'" and wrote nothing."""
+    np.save(tmp_path / "a.npy", np.arange(2 * 16 * 16, dtype=np.int16).reshape(2, 16, 16))
+    exe = os.path.join(os.path.dirname(sys.executable), "lvpnet")
+    for redirect in ("2>&-", "2>&- >&-"):
+        out = tmp_path / "a.lvp"
+        out.unlink(missing_ok=True)
+        cmd = f'"{exe}" compress a.npy a.lvp --codec fallback {redirect} && "{exe}" verify a.lvp {redirect}'
+        proc = subprocess.run(["bash", "-c", cmd], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0 and out.exists(), proc.stdout

@@ -396,6 +396,9 @@ def main(argv: list[str] | None = None) -> int:
     from .atomic import signals_interrupt
     from .limits import set_max_memory
 
+    for name in ("stdout", "stderr"):  # started with one closed (cron, a daemon: `2>&-`): Python sets it to None
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115 - for the life of the process
     args = build_parser().parse_args(argv)
     # SIGTERM and SIGHUP (a scheduler, a closed terminal) clean up like Ctrl-C: no temporary file left
     with signals_interrupt():
