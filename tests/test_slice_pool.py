@@ -311,3 +311,22 @@ def test_numba_keeps_its_builds_where_it_can_write(monkeypatch, tmp_path):
     monkeypatch.delenv("NUMBA_CACHE_DIR")
     monkeypatch.setattr(jit, "_usable", lambda folder: False)  # nowhere at all: compiled, not kept
     assert jit._find_cache() is False
+
+
+def _dies_in_a_worker(i):
+    import multiprocessing
+    import time
+
+    if multiprocessing.parent_process() is not None:
+        os._exit(9)  # what the out-of-memory killer does to a worker
+    time.sleep(0.2)  # in the command's own process: slow enough that the worker's result is waited for
+    return i
+
+
+def test_a_worker_killed_outright_is_said_plainly():
+    """A worker killed (the OOM killer) gave "internal error: BrokenProcessPool" (exit 3)."""
+    from lvpnet.errors import LvpnetError
+
+    with pytest.raises(LvpnetError, match=r"a worker process ended abruptly \(killed, or out of memory\).*--workers 1"):
+        list(slice_pool.ordered(_dies_in_a_worker, [(i,) for i in range(8)], 2))
+    slice_pool.shutdown()

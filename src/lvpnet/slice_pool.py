@@ -235,7 +235,7 @@ class _QuietSpawn(multiprocessing.context.SpawnContext):
 
 
 _GUARD = ('put the script\'s top level under `if __name__ == "__main__":` (workers start by importing it '
-          "again), or ask for workers=1")
+          "again)")
 
 
 def _executor(n: int, env: dict[str, str]):
@@ -243,7 +243,7 @@ def _executor(n: int, env: dict[str, str]):
     if getattr(multiprocessing.current_process(), "_inheriting", False):
         # a worker importing a script that asks for workers at its top level: say so, in the worker, rather
         # than multiprocessing's "bootstrapping phase" RuntimeError (the parent then says it too)
-        raise InputError(f"workers were asked for while a worker process was starting: {_GUARD}")
+        raise InputError(f"workers were asked for while a worker process was starting: {_GUARD}, or ask for workers=1")
     with _lock:
         if _pool is not None and _pool_key != (n, env):
             _pool.shutdown(wait=True, cancel_futures=True)
@@ -311,19 +311,16 @@ def ordered(fn: Callable, tasks: Iterable[tuple], n: int, env: dict[str, str] | 
                     window.append(_here(fn, task))
                     continue
             window.popleft()
-            try:
-                got = head.result() if isinstance(head, Future) else head.get()
-            except BrokenProcessPool:
-                shutdown()
-                raise LvpnetError(f"a worker process ended abruptly: killed, out of memory, or started by a script "
-                                  f"without a main guard: {_GUARD}") from None
-            yield got
+            yield head.result() if isinstance(head, Future) else head.get()
     except BaseException as e:
         for f in window:  # queued slices are dropped; a worker finishes the one it holds
             if isinstance(f, Future):
                 f.cancel()
-        if isinstance(e, KeyboardInterrupt):  # Ctrl-C, SIGTERM: do not wait for the workers
+        if isinstance(e, (KeyboardInterrupt, BrokenProcessPool)):  # Ctrl-C, SIGTERM: do not wait for the workers
             shutdown()
+        if isinstance(e, BrokenProcessPool):  # at a submit or at a result
+            raise LvpnetError("a worker process ended abruptly (killed, or out of memory): code in one process "
+                              "with --workers 1 (workers=1 in Python); from a Python script, also: " + _GUARD) from None
         raise
     finally:
         torch.set_num_threads(threads)
