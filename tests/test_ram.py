@@ -31,6 +31,7 @@ def _files(tmp_path, monkeypatch, meminfo=None, v2=None, v1=None):
         (group / "memory" / "memory.usage_in_bytes").write_text(f"{v1[1]}\n")
     monkeypatch.setattr(ram, "_MEMINFO", info)
     monkeypatch.setattr(ram, "_CGROUP", group)
+    monkeypatch.setattr(ram, "_PROC_CGROUP", tmp_path / "no-proc-cgroup")
 
 
 def test_what_is_free_comes_from_meminfo_and_the_containers_limit(tmp_path, monkeypatch):
@@ -48,6 +49,27 @@ def test_what_is_free_comes_from_meminfo_and_the_containers_limit(tmp_path, monk
     assert ram.available() == 8_000_000 * 1024  # cgroup v1's "no limit"
     _files(tmp_path / "g", monkeypatch, v2=(1 << 30, 2 << 30))
     assert ram.available() == 0  # over its limit already
+
+
+def test_the_limit_of_this_process_own_cgroup_counts(tmp_path, monkeypatch):
+    """systemd's MemoryMax= and SLURM's --mem limit a cgroup below the mount's root: only the root's files
+    were read, so the automatic workers ignored the limit and the job was killed (exit 137)."""
+    for version, files in (("v2", ("memory.max", "memory.current")),
+                           ("v1", ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes"))):
+        _files(tmp_path / version, monkeypatch, meminfo=8_000_000)
+        group = ram._CGROUP / ("memory" if version == "v1" else "")
+        job, slice_ = group / "system.slice", group / "system.slice" / "job.scope"
+        slice_.mkdir(parents=True)
+        for folder, limit, used in ((job, 900 << 20, 100 << 20), (slice_, 350 << 20, 50 << 20)):
+            (folder / files[0].split("/")[-1]).write_text(f"{limit}\n")
+            (folder / files[1].split("/")[-1]).write_text(f"{used}\n")
+        proc = tmp_path / version / "proc_cgroup"
+        proc.write_text("0::/system.slice/job.scope\n" if version == "v2" else
+                        "4:memory:/system.slice/job.scope\n1:cpu:/\n")
+        monkeypatch.setattr(ram, "_PROC_CGROUP", proc)
+        assert ram.available() == 300 << 20  # the job's own limit less its use: the least room above it
+        (job / files[1].split("/")[-1]).write_text(f"{850 << 20}\n")
+        assert ram.available() == 50 << 20  # the slice above it is nearly full
 
 
 def test_this_machine_answers():

@@ -9,9 +9,9 @@ So the automatic number of workers is bounded by what is free (``slice_pool.work
 slice the learned codec cannot encode in what is free is said before the encode
 (``compressor.encode_stream``).
 
-What is free: Linux's ``MemAvailable`` (what can be allocated without swapping), and, inside a
-container, what its cgroup's limit leaves; None where neither can be read (not Linux), and then
-nothing is bounded.
+What is free: Linux's ``MemAvailable`` (what can be allocated without swapping), and what the
+limits of this process's memory cgroups leave (a container's, a systemd unit's ``MemoryMax=``, a
+SLURM job's ``--mem``); None where neither can be read (not Linux), and then nothing is bounded.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ WORKER_BASE_BYTES = 450 << 20
 
 _MEMINFO = Path("/proc/meminfo")
 _CGROUP = Path("/sys/fs/cgroup")
+_PROC_CGROUP = Path("/proc/self/cgroup")
 
 
 def available() -> int | None:
@@ -42,18 +43,44 @@ def _meminfo_available() -> int | None:
 
 
 def _cgroup_room() -> int | None:
-    """What the container's memory cgroup may still take (its limit less its use; cgroup v2 or v1), or
-    None without a limit."""
-    for limit, used in ((_CGROUP / "memory.max", _CGROUP / "memory.current"),
-                        (_CGROUP / "memory" / "memory.limit_in_bytes", _CGROUP / "memory" / "memory.usage_in_bytes")):
+    """What this process's memory cgroups may still take (each one's limit less its use, the least of
+    them; cgroup v2 or v1), or None without a limit."""
+    rooms = []
+    for limit, used in _cgroup_files():
         try:
             cap = limit.read_text().strip()
             if cap == "max" or int(cap) >= 1 << 60:  # v1 writes "no limit" as a number near 2**63
-                return None
-            return max(0, int(cap) - int(used.read_text().strip()))
+                continue
+            rooms.append(max(0, int(cap) - int(used.read_text().strip())))
         except (OSError, ValueError):
             continue
-    return None
+    return min(rooms) if rooms else None
+
+
+def _cgroup_files() -> list[tuple[Path, Path]]:
+    """(limit file, usage file) of the cgroup the mount shows at its root (a container's own) and of this
+    process's own memory cgroup (``/proc/self/cgroup``) and every one above it: systemd's ``MemoryMax=``
+    and SLURM's ``--mem`` limit a cgroup below the root, which the root's files do not show."""
+    own = {"v2": ["/"], "v1": ["/"]}
+    try:
+        for line in _PROC_CGROUP.read_text().splitlines():
+            hierarchy, controllers, path = line.split(":", 2)
+            if hierarchy == "0" and not controllers:
+                own["v2"].append(path)
+            elif "memory" in controllers.split(","):
+                own["v1"].append(path)
+    except (OSError, ValueError):
+        pass
+    out: list[tuple[Path, Path]] = []
+    for base, paths, names in ((_CGROUP, own["v2"], ("memory.max", "memory.current")),
+                               (_CGROUP / "memory", own["v1"], ("memory.limit_in_bytes", "memory.usage_in_bytes"))):
+        for path in paths:
+            parts = [p for p in path.split("/") if p and p not in (".", "..")]
+            for k in range(len(parts) + 1):  # the cgroup and each one above it
+                folder = base.joinpath(*parts[:k])
+                if (folder / names[0], folder / names[1]) not in out:
+                    out.append((folder / names[0], folder / names[1]))
+    return out
 
 
 def human(n: int) -> str:
