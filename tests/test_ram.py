@@ -126,3 +126,22 @@ def test_the_command_line_says_so(tmp_path, monkeypatch, capsys):
     assert main(["compress", str(src), str(tmp_path / "b.lvp"), "--codec", "lvpnet"]) == 2
     assert "use --codec fallback" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "b.lvp")
+
+
+def test_the_safety_nets_encode_runs_beside_only_with_room_for_both(monkeypatch):
+    """Under a tight memory cgroup (350 MB) the learned encoder and the safety net's JPEG-XL, run at once,
+    were killed where one after the other fits: the two run side by side only with room for both (and for
+    the weights, while they are not loaded yet)."""
+    from lvpnet.compressor import _room_beside
+
+    learned = codecs.get_codec("lvpnet")
+    px = 512 * 512
+    monkeypatch.setattr(ram, "available", lambda: None)
+    assert _room_beside(learned, px)
+    monkeypatch.setattr(ram, "available", lambda: 200 << 20)
+    monkeypatch.setattr(learned, "_engine", None)
+    assert not _room_beside(learned, px)  # the weights still to load take more than that
+    monkeypatch.setattr(learned, "_engine", object())
+    assert _room_beside(learned, px)  # loaded: 130 MB for the two encodes
+    monkeypatch.setattr(ram, "available", lambda: 100 << 20)
+    assert not _room_beside(learned, px)

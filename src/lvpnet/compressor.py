@@ -153,7 +153,7 @@ def encode_stream(
     n = (slice_pool.workers(total, workers, chosen.device, work, chosen.encode_ram_per_pixel * pixels)
          if model is not None else 1)  # a model: the learned codec
     # coded here one by one with a core to spare: the safety net's JPEG-XL beside the learned encoder
-    overlap = safety and n == 1 and slice_pool.spare_core(workers)
+    overlap = safety and n == 1 and slice_pool.spare_core(workers) and _room_beside(chosen, pixels)
     tasks = ((name, s, slices[i - 1] if chosen.takes_reference and i % REFERENCE_RUN else None, safety, overlap)
              for i, s in enumerate(slices))
     lanes = slice_pool.lanes(chosen.device, pixels, n) if model is not None and total > 1 else 1
@@ -194,6 +194,22 @@ def _fits(chosen, pixels: int, asked: bool, on_note=None) -> bool:
     else:
         on_note(note)
     return False
+
+
+#: JPEG-XL's lossless encode (effort 7) of one slice, beside the learned encoder's (measured: about 45 MB more
+#: for a 512 x 512 slice in a memory cgroup), with room to spare
+JPEGXL_ENCODE_RAM_PER_PIXEL = 256
+
+
+def _room_beside(chosen, pixels: int) -> bool:
+    """Whether the memory free holds the safety net's JPEG-XL encode beside the learned one: under a tight
+    limit (a cgroup) the two at once were killed where one after the other fits."""
+    from . import ram
+
+    free = ram.available()
+    # the weights and the engine (and torch, numba's kernels), when this process has not loaded them yet
+    base = 0 if getattr(chosen, "_engine", None) is not None else ram.WORKER_BASE_BYTES
+    return free is None or free >= base + (chosen.encode_ram_per_pixel + JPEGXL_ENCODE_RAM_PER_PIXEL) * pixels
 
 
 def code_slice(name: str, s: np.ndarray, prev: np.ndarray | None, safety_net: bool,
