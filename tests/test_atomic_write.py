@@ -1,5 +1,7 @@
 """Writes are atomic: cancelled or failed writes leave nothing under the final name."""
 
+import os
+
 import numpy as np
 import pytest
 from conftest import smooth_image
@@ -135,3 +137,24 @@ def test_a_replaced_file_keeps_its_permissions_and_a_read_only_one_is_not_replac
     with pytest.raises(lvpnet.InputError, match="is read-only"):
         lvpnet.compress_to_file(a, out, codec="fallback")
     assert np.array_equal(lvpnet.decompress(out.read_bytes()), a + 1)
+
+
+def test_a_write_in_another_pid_namespace_is_not_swept(tmp_path):
+    """Containers sharing a host name and a folder, each with its own PIDs: one run swept the other's
+    temporary file in the middle of its write (its PID was not running *here*), and that run failed with
+    'file not found'. The host tag holds the PID namespace, so the other's file is another machine's."""
+    import subprocess
+    import sys
+
+    from lvpnet.atomic import _HOST, clean_debris
+
+    if not os.path.exists("/proc/self/ns/pid") or subprocess.run(["unshare", "--pid", "--fork", "true"],
+                                                                 capture_output=True).returncode != 0:
+        pytest.skip("cannot make a PID namespace here")
+    code = "from lvpnet.atomic import _HOST; print(_HOST)"
+    other = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", code],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert other and other != _HOST
+    debris = tmp_path / f".x.lvp.partial-{other}-1-0123abcd"
+    debris.write_bytes(b"a write going on in the other container")
+    assert clean_debris(tmp_path) == [] and debris.exists()

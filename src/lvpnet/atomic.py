@@ -5,8 +5,7 @@ the final name, and an existing file of that name stays untouched until the
 new one is complete.
 
 The temporary name, ``.NAME.partial-HOST-PID-XXXXXXXX.EXT`` (``.NAME.lvp.partial-HOST-PID-XXXXXXXX`` for a
-``.lvp``), says which machine
-(a hash of its name) and which process wrote it. A process killed outright
+``.lvp``), says which machine (a hash of its name and of its PID namespace) and which process wrote it. A process killed outright
 (SIGKILL, the OOM killer) cannot remove its own: the next write into that
 folder removes every such file of this machine whose process is gone
 (``clean_debris``). SIGTERM and SIGHUP are turned into an exception by
@@ -32,7 +31,20 @@ from pathlib import Path
 from .errors import InputError
 
 _COMPOUND_SUFFIXES = (".nii.gz",)
-_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+
+
+def _host() -> str:
+    """This machine, as temporary names tell it: its name and its process-ID namespace (containers that
+    share a host name and a volume, with their own PIDs, cannot tell each other's processes alive, and one
+    swept the other's file in the middle of its write)."""
+    try:
+        space = os.readlink("/proc/self/ns/pid")
+    except OSError:  # not Linux: the name alone
+        space = ""
+    return hashlib.sha256(f"{socket.gethostname()}{'|' + space if space else ''}".encode()).hexdigest()[:6]
+
+
+_HOST = _host()
 _PARTIAL = re.compile(r"\..+\.partial-(?P<host>[0-9a-f]{6})-(?P<pid>[0-9]+)-[0-9a-f]{8}(\.[A-Za-z0-9.]+)?")
 
 
