@@ -649,7 +649,8 @@ def test_the_engine_holds_a_plane_to_its_profile(codec):
     assert np.array_equal(eng.decode_plane(plane, *x.shape, PROFILES[7]), x)
 
 
-@pytest.mark.parametrize("content", [b"", b"\x93NUMPY not weights", b"PK\x03\x04 half a zip", b'{"format": 1}'])
+@pytest.mark.parametrize("content", [b"", b"\x93NUMPY not weights", b"PK\x03\x04 half a zip", b'{"format": 1}',
+                                     b"root:x:0:0:root:/root:/bin/bash\nbin:x:1:1::/:/sbin/nologin\n"])
 def test_weights_that_are_not_weights_get_one_clear_line(tmp_path, content):
     """LVPNET_WEIGHTS pointing at the wrong file is the user's mistake, named with the file, not a
     paragraph of torch.load's or an internal error."""

@@ -99,7 +99,9 @@ class LVPNetCodec(Codec):
 
             try:
                 self._engine = Engine(w, self._device)
-            except (RuntimeError, ValueError, KeyError, TypeError) as e:
+            except (InputError, MemoryError):
+                raise
+            except Exception as e:  # torch's unpickler fails on other files in many ways (IndexError on /etc/passwd)
                 raise InputError(f"{w}: not usable as the learned codec's weights ({load_error(e, w)})") from None
         return self._engine
 
