@@ -425,7 +425,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"lvpnet: {where}{e.strerror or e}", file=sys.stderr)
             return 2
         except MemoryError:
-            print("lvpnet: out of memory", file=sys.stderr)
+            print("lvpnet: out of memory (--workers 1 holds one slice at a time; to compress, --codec fallback "
+                  "needs a tenth of the learned codec's memory)", file=sys.stderr)
             return 2
         except Exception as e:  # a bug: say so briefly, the traceback is one flag away
             if args.debug:
