@@ -174,8 +174,10 @@ def test_walk_lists_links_and_fifos_without_reading_them(tmp_path):
     plan = walk(tmp_path)
     assert [it.key for it in plan.items] == ["a.npy.lvp"]
     assert {s["file"]: s["reason"] for s in plan.skipped} == {
-        "link.npy": "symbolic link (not followed)", "pipe.dcm": "FIFO (not read)",
-        "latin-\ufffd.npy": "file name is not valid UTF-8 (not read)"}
+        "link.npy": "symbolic link (not followed)", "pipe.dcm": "FIFO (not read)"}
+    # a regular file the archive cannot name is a failure (the run exits 1), named so that it can be found
+    (unnamed,) = plan.unnamed
+    assert unnamed["file"] == "latin-\\xe9.npy" and "not valid UTF-8" in unnamed["reason"]
 
 
 def test_walk_splits_a_series_whose_files_do_not_stack(tmp_path):

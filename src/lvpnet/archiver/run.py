@@ -91,7 +91,9 @@ def archive(
             rows = ledger.rows()
         todo: list[tuple[Item, bool]] = []
         skips: list[tuple[Item, object, bool]] = []  # done and unchanged: (item, row, some sources deleted)
-        conflicts: list[dict] = []
+        # files whose names the archive cannot hold: failures of every run until renamed (not in the ledger)
+        conflicts: list[dict] = [{"item": u["file"], "sources": [u["file"]], "reason": u["reason"]}
+                                 for u in plan.unnamed]
         for it in plan.items:
             row = rows.get(it.key)
             out = dst / it.key

@@ -81,6 +81,8 @@ class Plan:
     items: list[Item]
     skipped: list[dict[str, str]] = field(default_factory=list)  # {"file", "reason"}: never read
     damaged: list[dict[str, str]] = field(default_factory=list)  # {"file", "reason"}: carried whole (other items)
+    # {"file", "reason"}: regular files whose names the archive cannot hold (not UTF-8): failures of the run
+    unnamed: list[dict[str, str]] = field(default_factory=list)
 
 
 def walk(source: str | os.PathLike, known: dict[str, tuple[int, int, str]] | None = None) -> Plan:
@@ -93,6 +95,7 @@ def walk(source: str | os.PathLike, known: dict[str, tuple[int, int, str]] | Non
     items: list[Item] = []
     skipped: list[dict[str, str]] = []
     damaged: list[dict[str, str]] = []
+    unnamed: list[dict[str, str]] = []
     series: dict[tuple[str, str], list[tuple[SourceFile, int, str]]] = {}  # (study, uid) -> (file, frames, layout)
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
@@ -107,7 +110,9 @@ def walk(source: str | os.PathLike, known: dict[str, tuple[int, int, str]] | Non
             try:
                 rel.encode("utf-8")
             except UnicodeEncodeError:  # bytes the file system allows but no ledger or header can hold
-                skipped.append({"file": _printable(rel), "reason": "file name is not valid UTF-8 (not read)"})
+                unnamed.append({"file": _printable(rel), "reason": (
+                    "its name is not valid UTF-8, which the archive cannot hold: not archived; rename it "
+                    "(convmv -f latin1 -t utf8, say) and run again")})
                 continue
             try:
                 st = path.lstat()
@@ -149,7 +154,7 @@ def walk(source: str | os.PathLike, known: dict[str, tuple[int, int, str]] | Non
                 series.setdefault((study, uid), []).append((src, frames, layout))
     items.extend(_series_items(series))
     items.sort(key=lambda it: it.key)
-    return Plan(items=items, skipped=skipped, damaged=damaged)
+    return Plan(items=items, skipped=skipped, damaged=damaged, unnamed=unnamed)
 
 
 def _damage(header: str) -> str:
@@ -164,8 +169,8 @@ def _rel(root: Path, path: Path) -> str:
 
 
 def _printable(rel: str) -> str:
-    """A name for the report: undecodable bytes shown as U+FFFD."""
-    return rel.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    """A name for the report: undecodable bytes shown as \\xNN, so the file can be found (U+FFFD hid which)."""
+    return rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _in(folder: str, name: str) -> str:
