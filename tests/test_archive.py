@@ -475,6 +475,7 @@ def test_check_rearchives_damaged_outputs_and_names_those_it_cannot(cluster, tmp
     assert (s["done"], s["skipped"], s["damaged"]) == (0, 4, [])
     assert "checked 4 archived files against the ledger: all intact" in format_archive(s)
     (src / "v1.npy").unlink()  # archived, then deleted from SOURCE: only the archive holds it
+    good = (dest / "v1.npy.lvp").read_bytes()
     _flip(dest / "v1.npy.lvp")
     damaged = (dest / "v1.npy.lvp").read_bytes()
     s = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback", check=True)
@@ -482,6 +483,14 @@ def test_check_rearchives_damaged_outputs_and_names_those_it_cannot(cluster, tmp
     assert "SOURCE no longer has its files" in s["failures"][0]["reason"]
     assert "1 damaged, which SOURCE cannot give again (failed, below)" in format_archive(s)
     assert (dest / "v1.npy.lvp").read_bytes() == damaged  # left for restore to report, not replaced
+    # a plain rerun (which reads no output) said "failed 0" and that the archive still restores it
+    s = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")
+    assert s["failed"] == 1 and "found by an earlier --check" in s["failures"][0]["reason"]
+    assert s["failures"][0]["item"] == "v1.npy.lvp" and "v1.npy.lvp" not in format_archive(s).split("failed:")[0]
+    (dest / "v1.npy.lvp").write_bytes(good)  # a good copy put back from a backup: a check clears it
+    s = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback", check=True)
+    assert (s["failed"], s["damaged"]) == (0, [])
+    assert lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")["failed"] == 0
 
 
 def test_restore_into_an_interrupted_restore(cluster, source, tmp_path):

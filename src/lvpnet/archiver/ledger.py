@@ -28,6 +28,7 @@ from ..errors import InputError
 from .walk import LEDGER_NAME, LOCK_NAME, Item
 
 FORMAT = 1
+DAMAGED = "damaged: "  # a done row's reason when a --check found its output damaged (``note_damage``)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -264,6 +265,17 @@ class Ledger:
             self.db.execute("DELETE FROM sources WHERE key = ?", (row.key,))
             self.db.executemany("INSERT INTO sources VALUES (?, ?, ?, ?, ?, NULL)",
                                 [(row.key, p, size, mtime, sha) for p, size, mtime, sha in row.sources])
+
+    def note_damage(self, key: str, reason: str | None) -> None:
+        """A done item whose output ``archive --check`` found damaged and SOURCE cannot give again: its
+        reason says so (``DAMAGED`` first), so that a plain run, which reads no output, still reports it;
+        None: found intact since (a copy put back from a backup), the note is dropped."""
+        with self.transaction():
+            if reason is None:
+                self.db.execute("UPDATE items SET reason = NULL WHERE key = ? AND state = 'done' AND reason LIKE ?",
+                                (key, DAMAGED + "%"))
+            else:
+                self.db.execute("UPDATE items SET reason = ? WHERE key = ? AND state = 'done'", (DAMAGED + reason, key))
 
     def forget(self, keys: list[str]) -> None:
         """Drop items that never made an output (failed, or planned and never done) and that SOURCE no

@@ -18,7 +18,7 @@ from pathlib import Path
 from .. import limits
 from ..errors import InputError
 from .bar import ArchiveProgress
-from .ledger import Ledger
+from .ledger import DAMAGED, Ledger
 from .tasks import archive_item, restore_item
 from .walk import LEDGER_NAME, Item, walk
 
@@ -117,20 +117,32 @@ def archive(
         orphans = [r for k, r in rows.items() if r.state == "done" and k not in planned] if check else []
         looked = [row for _, row, _ in skips] + orphans
         damaged = _damaged_outputs(dst, looked, progress) if check else set()
-        conflicts += [_unrepairable(r, "SOURCE no longer has its files") for r in orphans if r.key in damaged]
+        unrepairable = [_unrepairable(r, "SOURCE no longer has its files") for r in orphans if r.key in damaged]
         skipped = 0
         kept: list[str] = []  # done items some of whose files were deleted from SOURCE since
         repaired: list[str] = []
         for it, row, with_deleted in skips:
-            if it.key not in damaged:
+            if not check and (row.reason or "").startswith(DAMAGED):  # an earlier --check found it so
+                conflicts.append(_still_damaged(row))
+            elif it.key not in damaged:
                 skipped += 1
                 if with_deleted:
                     kept.append(it.key)
             elif with_deleted:  # SOURCE cannot give it again: said, and left for restore to report
-                conflicts.append(_unrepairable(row, "some of its files were deleted from SOURCE since"))
+                unrepairable.append(_unrepairable(row, "some of its files were deleted from SOURCE since"))
             else:  # coded again from SOURCE over the damaged output (never adopted: it is not what was made)
                 todo.append((it, False))
                 repaired.append(it.key)
+        if check:  # remembered for the plain runs, which read no output; dropped where found intact again
+            for row in looked:
+                if row.key not in damaged and (row.reason or "").startswith(DAMAGED):
+                    ledger.note_damage(row.key, None)
+            for failure in unrepairable:
+                ledger.note_damage(failure["item"], failure["reason"])
+        else:  # items SOURCE no longer has, found damaged by an earlier --check
+            conflicts += [_still_damaged(r) for k, r in rows.items()
+                          if r.state == "done" and k not in planned and (r.reason or "").startswith(DAMAGED)]
+        conflicts += unrepairable
         # what the archive holds of the items coded again: kept if their new version fails (a source
         # broken since, say), for "nothing the archive holds is dropped because SOURCE lost it"
         previous = {it.key: rows[it.key] for it, _ in todo
@@ -248,6 +260,12 @@ def _damaged_outputs(dst: Path, rows: list, progress: Callback | None) -> set[st
                 damaged.add(row.key)
             stats.looked_at(row.output_bytes or 0, ok)
     return damaged
+
+
+def _still_damaged(row) -> dict:
+    """The failure of a plain run for an output an earlier ``--check`` found damaged beyond repair."""
+    return {"item": row.key, "sources": [p for p, *_ in row.sources], "reason": (
+        f"{row.reason[len(DAMAGED):]} (found by an earlier --check; put a good copy back and run --check)")}
 
 
 def _unrepairable(row, why: str) -> dict:
