@@ -282,3 +282,25 @@ def test_paths_are_asked_for_plainly(tmp_path):
     assert r.codec_counts == {"lvpnet": 1}
     with pytest.raises(lvpnet.InputError, match="is already an lvpnet file"):
         lvpnet.compress_path(tmp_path / "a.lvp", tmp_path / "b.lvp")
+
+
+def test_the_header_is_strict_json(tmp_path):
+    """NaN and infinity in the geometry or the metadata were written as Python's NaN / Infinity, which strict
+    JSON readers (JavaScript, Go, serde) refuse: refused before the encode, naming the field; a DICOM
+    element's NaN is kept empty in the header (the file's record keeps its bytes)."""
+    import io
+
+    a = np.arange(64, dtype=np.int16).reshape(8, 8)
+    for vol, said in ((lvpnet.Volume(a, spacing=(np.nan, 1.0)), "spacing holds nan"),
+                      (lvpnet.Volume(a, origin=(0.0, np.inf, 0.0)), "origin holds inf"),
+                      (lvpnet.Volume(a, metadata={"scan": {"f": float("nan")}}), "metadata 'scan.f' is nan")):
+        with pytest.raises(lvpnet.InputError, match=said):
+            lvpnet.compress(vol, codec="fallback")
+    from lvpnet.io.dicom import _finite
+
+    assert _finite({"00181050": {"vr": "DS", "Value": [float("nan"), 1.5]}}) == {"00181050": {"vr": "DS", "Value": [None, 1.5]}}
+    from lvpnet.container import ContainerWriter
+
+    with pytest.raises(ValueError):  # the writer's own guard, whatever reaches it
+        ContainerWriter(io.BytesIO()).finish({"array_hash": "0" * 64, "shape": [8, 8], "dtype": "<i2", "rgb": False,
+                                              "spacing": [float("nan"), 1.0]})

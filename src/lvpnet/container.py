@@ -95,7 +95,8 @@ class ContainerWriter:
         limits.remember_written(header["array_hash"], header["shape"], np.dtype(header["dtype"]).itemsize, header["rgb"])
         header["codecs"] = [{"id": cid, "version": ver} for cid, ver in self._codecs]
         header["blobs"] = self._blobs
-        head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+        # strict JSON: NaN and infinity, which Python would write, no other reader takes (check_volume refuses them)
+        head = json.dumps(header, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
         index = b"".join(self._records)
         crc = zlib.crc32(index, zlib.crc32(head, zlib.crc32(PREAMBLE.pack(MAGIC, FORMAT_MAJOR, FORMAT_MINOR))))
         header_offset = self._pos

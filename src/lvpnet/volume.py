@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +77,8 @@ def check_volume(volume: Volume, what: str = "input") -> None:
         if got.shape != shape:
             each = f"one value per axis of a {'RGB ' if volume.rgb else ''}{array.shape} array" if name == "spacing" else ""
             raise InputError(f"{what}: {name} has shape {got.shape}, needs {shape}" + (f" ({each})" if each else ""))
+        if not np.isfinite(got).all():  # strict JSON (the header's) has no NaN or infinity, nor has a geometry
+            raise InputError(f"{what}: {name} holds {got[~np.isfinite(got)][0]}: needs finite numbers")
         if name == "affine" and not np.array_equal(got[3], [0.0, 0.0, 0.0, 1.0]):
             # a NIfTI (or any world) affine is homogeneous: another last row was silently replaced on output
             raise InputError(f"{what}: affine's last row is {got[3].tolist()}, needs [0, 0, 0, 1]")
@@ -90,6 +93,9 @@ def plain_metadata(metadata: dict, what: str = "input") -> dict:
             value = value.item()
         elif isinstance(value, np.ndarray):
             value = value.tolist()
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InputError(f"{what}: metadata {key!r} is {value}, which the JSON header cannot hold (JSON has no NaN "
+                             "or infinity): store None or a string")
         if value is None or isinstance(value, (bool, int, float, str)):
             return value
         if isinstance(value, dict):

@@ -37,6 +37,7 @@ except palette colour lookup tables, which are kept inline.
 from __future__ import annotations
 
 import base64
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -865,6 +866,7 @@ def elements_of(ds: Any) -> dict[str, Any]:
         out.update(ds.to_json_dict(_BULK_LIMIT, _omit, suppress_invalid_tags=True))
     except Exception as e:  # a value pydicom cannot express in JSON: keep what we can say
         out["error"] = f"elements not converted: {e}"
+    out = _finite(out)  # a DS "NaN" or an FD infinity: empty here (the file's own bytes keep it)
     for tag in _PALETTE_TAGS & set(out):  # the lookup table is needed to show the indices
         elem = ds[int(tag, 16)]
         out[tag] = {
@@ -872,6 +874,17 @@ def elements_of(ds: Any) -> dict[str, Any]:
             "InlineBinary": base64.b64encode(elem.value).decode("ascii"),
         }
     return out
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None: the .lvp header is strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _omit(elem: Any) -> str:
