@@ -304,3 +304,14 @@ def test_the_header_is_strict_json(tmp_path):
     with pytest.raises(ValueError):  # the writer's own guard, whatever reaches it
         ContainerWriter(io.BytesIO()).finish({"array_hash": "0" * 64, "shape": [8, 8], "dtype": "<i2", "rgb": False,
                                               "spacing": [float("nan"), 1.0]})
+
+
+def test_an_opened_file_gives_its_geometry_without_decoding(tmp_path, monkeypatch):
+    """``LvpFile`` had no ``spacing``, ``origin``, ``affine`` or ``metadata``: only ``volume()`` gave them, by
+    decoding every slice."""
+    a = np.arange(2 * 8 * 8, dtype=np.int16).reshape(2, 8, 8)
+    vol = lvpnet.Volume(a, spacing=(2.0, 0.5, 0.5), origin=(1.0, 2.0, 3.0), metadata={"study": "x"})
+    f = lvpnet.open(lvpnet.compress_to_file(vol, tmp_path / "g.lvp", codec="fallback").path)
+    monkeypatch.setattr(f, "_decode", lambda *a, **k: pytest.fail("decoded"))
+    assert f.spacing == (2.0, 0.5, 0.5) and f.origin == (1.0, 2.0, 3.0) and f.direction is None and f.affine is None
+    assert f.metadata["study"] == "x"

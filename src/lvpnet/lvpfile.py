@@ -143,6 +143,25 @@ class LvpFile:
         return self._metadata
 
     @property
+    def spacing(self) -> tuple[float, ...] | None:
+        """Voxel spacing per axis of the stored array (None where the source gave none), as ``Volume``'s."""
+        return _tuple(self.header.get("spacing"))
+
+    @property
+    def origin(self) -> tuple[float, ...] | None:
+        return _tuple(self.header.get("origin"))
+
+    @property
+    def direction(self) -> tuple[tuple[float, ...], ...] | None:
+        d = self.header.get("direction")
+        return tuple(tuple(r) for r in d) if d else None
+
+    @property
+    def affine(self) -> np.ndarray | None:
+        a = self.header.get("affine")
+        return np.array(a, dtype=np.float64) if a is not None else None
+
+    @property
     def version(self) -> tuple[int, int]:
         return self._reader.version
 
@@ -457,14 +476,13 @@ class LvpFile:
 
     def _volume(self, array: np.ndarray | None = None) -> Volume:
         h = self.header
-        affine = h.get("affine")
         return Volume(
             array=self.read_all() if array is None else array,
             rgb=self.rgb,
-            spacing=_tuple(h.get("spacing")),
-            origin=_tuple(h.get("origin")),
-            direction=tuple(tuple(r) for r in h["direction"]) if h.get("direction") else None,
-            affine=np.array(affine, dtype=np.float64) if affine is not None else None,
+            spacing=self.spacing,
+            origin=self.origin,
+            direction=self.direction,
+            affine=self.affine,
             source_format=h.get("source", {}).get("format", "numpy"),
             metadata=self.metadata,
             blobs=[self._reader.blob(i) for i in range(len(h.get("blobs", [])))],
