@@ -267,7 +267,7 @@ def _listing(groups: dict[str, list[_File]]) -> str:
     parts = []
     for uid, fs in groups.items():
         desc = str(fs[0].ds.get("SeriesDescription", "") or "")
-        parts.append(f"{uid or '(no UID)'} '{desc}' ({len(fs)} files)")
+        parts.append(f"{uid or '(no UID)'} '{desc}' ({len(fs)} file{'s' * (len(fs) != 1)})")
     return "; ".join(parts)
 
 
