@@ -309,8 +309,9 @@ def _blank(dtype: np.dtype, limits) -> object:
     return np.nan
 
 
-def lazy_lvp_layer(lvp: LvpFile, name: str):
-    """An Image layer over ``lvp`` whose slices decode in the background (``_lazy``).
+def lazy_lvp_layer(lvp: LvpFile, name: str, metadata: dict | None = None):
+    """An Image layer over ``lvp`` whose slices decode in the background (``_lazy``); ``metadata``: the
+    source's (``lvp.metadata`` when None).
 
     The slice napari shows first, ``(n - 1) // 2`` on every leading axis, starts decoding at
     once; the contrast comes from the stored window, or from that slice when it arrives."""
@@ -324,7 +325,7 @@ def lazy_lvp_layer(lvp: LvpFile, name: str):
     source = h.get("source", {})
     meta = {
         "source_format": source.get("format"),
-        **lvp.metadata,
+        **(lvp.metadata if metadata is None else metadata),
         "lvp": {"file": lvp.name, "codecs": lvp.codec_counts(), "bits_per_sample": lvp.bits_per_sample,
                 "file_bytes": lvp.file_bytes},
     }

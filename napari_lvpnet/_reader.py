@@ -84,7 +84,7 @@ def get_lvp_reader(path):
 def read_lvp(path):
     from napari.utils import notifications
 
-    from lvpnet import LvpFile, LvpnetError
+    from lvpnet import DamagedError, LvpFile, LvpnetError
 
     from ._layers import LABELS_KEY, labels_layer, lazy_lvp_layer
     from ._messages import notification
@@ -92,13 +92,18 @@ def read_lvp(path):
     path = os.fspath(_single(path))
     try:
         lvp = LvpFile(path)
-        # the metadata read here, where a damaged record of it is said as the header's damage is
-        if lvp.metadata.get(LABELS_KEY):  # saved from a labels layer
+        try:
+            meta = lvp.metadata
+        except DamagedError as e:  # the DICOM record that holds the first file's elements: the slices may be fine
+            notifications.show_warning(f"{e}\nOpened without the first file's DICOM elements (a palette shows "
+                                       "grey); the slices are checked as they decode")
+            meta = lvp.header.get("source", {}).get("metadata", {})
+        if meta.get(LABELS_KEY):  # saved from a labels layer
             return [labels_layer(lvp, _name(path, (".lvp",)))]
     except LvpnetError as e:  # damaged header, truncated, newer format, a damaged labels slice: say so, add nothing
         notifications.show_error(notification(e, path))
         return [(None,)]  # npe2's "read, no layers" sentinel: no "try another plugin" dialog
-    return [lazy_lvp_layer(lvp, _name(path, (".lvp",)))]
+    return [lazy_lvp_layer(lvp, _name(path, (".lvp",)), metadata=meta)]
 
 
 def get_nifti_reader(path):

@@ -310,3 +310,25 @@ def test_a_painted_labels_layer_saves_as_lvp_and_reopens_as_labels(make_napari_v
     viewer.layers.save(str(tmp_path / "img.lvp"), selected=True, plugin="napari-lvpnet")
     (img,) = viewer.open(str(tmp_path / "img.lvp"), plugin="napari-lvpnet")
     assert img._type_string == "image"
+
+
+def test_a_damaged_dicom_record_opens_the_slices_with_a_warning(tmp_path):
+    """The first file's DICOM elements are read from its record (``elements_in_record``): a damaged record
+    refused the whole file in the viewer, though its slices are intact. They open, grey, with a warning
+    naming the damage."""
+    from napari.utils import notifications
+
+    from napari_lvpnet._reader import read_lvp
+
+    pixels = _palette_dicom(tmp_path / "pal.dcm")
+    lvpnet.compress_path(tmp_path / "pal.dcm", tmp_path / "pal.lvp", codec="fallback")
+    blob = lvpnet.open(tmp_path / "pal.lvp").header["blobs"][0]
+    data = bytearray((tmp_path / "pal.lvp").read_bytes())
+    data[blob["offset"] + blob["length"] // 2] ^= 1
+    (tmp_path / "bad.lvp").write_bytes(bytes(data))
+    said = []
+    notifications.notification_manager.notification_ready.connect(lambda n: said.append(str(n.message)))
+    (layer,) = read_lvp(str(tmp_path / "bad.lvp"))
+    assert layer.colormap.name == "gray"
+    assert np.array_equal(np.asarray(layer.data).reshape(pixels.shape), pixels)
+    assert any("blob 0: checksum mismatch" in s and "Opened without" in s for s in said), said
