@@ -873,3 +873,24 @@ def test_damaged_dicom_files_are_carried_whole_and_named(cluster, tmp_path):
     again = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")
     assert (again["done"], again["skipped"], again["failed"]) == (0, 3, 0)
     assert {c["file"] for c in again["damaged_carried"]} == {"s/slice03.dcm", "lone/noise.dcm"}
+
+
+def test_a_damaged_series_restores_every_file_whose_slices_are_intact(cluster, tmp_path):
+    """One bit flipped in a series' .lvp lost every file of the series on restore (the item failed whole):
+    after a migration, with SOURCE gone, 24 good files of 25 were lost with the one. The files whose
+    slices decode are restored, each checked against its own SHA-256; the damaged ones are named."""
+    src, dest, out = tmp_path / "src", tmp_path / "dest", tmp_path / "out"
+    _series(_local("CT_small.dcm"), [src / "s"], 6, "1.2.826.0.1.3680043.8.498.78")
+    s = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")
+    assert s["done"] == 1
+    (lvp,) = dest.rglob("*.lvp")
+    f = lvpnet.open(lvp)
+    rec = f._reader.records[3]  # slice 3's chunk (each slice of a fallback file stands alone)
+    data = bytearray(lvp.read_bytes())
+    data[rec.offset + rec.length // 2] ^= 0x10
+    lvp.write_bytes(bytes(data))
+    r = lvpnet.restore(dest, out, scheduler=cluster)
+    assert r["failed"] == 1
+    reason = r["failures"][0]["reason"]
+    assert "1 of its 6 files cannot be restored (s/slice03.dcm)" in reason and "the other 5 were restored" in reason
+    assert_restored(src, out, missing={"s/slice03.dcm"})

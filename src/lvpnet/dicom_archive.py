@@ -610,11 +610,15 @@ def safe_name(name: Any) -> str:
 # ---------------------------------------------------------------- restoring
 
 
-def iter_files(volume: Volume) -> Iterator[tuple[str, bytes]]:
-    """Every archived file as (relative name, bytes), each checked against its SHA-256."""
+def iter_files(volume: Volume, lost_frames: set[int] | None = None, on_lost=None) -> Iterator[tuple[str, bytes]]:
+    """Every archived file as (relative name, bytes), each checked against its SHA-256.
+
+    Salvage (``on_lost(name, reason)`` given): a file whose record cannot be decoded, whose frames are
+    among ``lost_frames`` (slices that did not decode: their values in the array mean nothing) or that
+    does not match its SHA-256 is handed to ``on_lost`` instead of stopping the others."""
     if archive_of(volume.metadata) is None:
         raise InputError("this lvpnet file holds no DICOM archive")
-    yield from _iter_restore(volume)
+    yield from _iter_restore(volume, lost_frames=lost_frames or set(), on_lost=on_lost)
 
 
 def _check_names(names: list[str]) -> None:
@@ -631,7 +635,8 @@ def _check_names(names: list[str]) -> None:
                 raise DamagedError(f"{name}: file record inside {'/'.join(parts[:i])}, which is a file of the archive")
 
 
-def _iter_restore(volume: Volume, limited: bool = True) -> Iterator[tuple[str, bytes]]:
+def _iter_restore(volume: Volume, limited: bool = True, lost_frames: set[int] = frozenset(),
+                  on_lost=None) -> Iterator[tuple[str, bytes]]:
     """Every file the records restore. ``limited``: records read from a file may ask for no more memory
     than ``lvpnet.limits`` allows; the encoder's check of the records it has just built is not held to it
     (``--max-memory`` is about what a file makes lvpnet allocate)."""
@@ -659,24 +664,39 @@ def _iter_restore(volume: Volume, limited: bool = True) -> Iterator[tuple[str, b
     flat = volume.array.reshape((-1,) + volume.slice_shape)
     for k, (head, coded) in enumerate(parsed):
         name = head["name"]
-        body = cache[k] if k in cache else _decode_body(head, coded, k, body_of)
-        spec = head.get("pixel")
-        if spec:
-            start, n = spec["frame_start"], spec["frames"]
-            if start + n > flat.shape[0]:
-                raise DamagedError(f"{name}: file record refers to frames {start}..{start + n - 1} of {flat.shape[0]}")
-            if spec["layout"] != "interleaved" and (flat.ndim != 4 or (spec["layout"] == "ybr422" and flat.shape[2] % 2)):
-                raise DamagedError(f"{name}: file record's pixel layout {spec['layout']} does not fit {flat.shape[1:]} frames")
-            pixels = _serialise(flat[start : start + n], spec)
-            off = spec["offset"]
-            if len(pixels) != spec["length"] or off > len(body):
-                raise DamagedError(f"{name}: file record does not match the pixel data")
-            data = body[:off] + pixels + body[off:]
-        else:
-            data = body
-        if len(data) != head["size"] or _sha(data) != head["sha256"]:
-            raise DamagedError(f"{name}: restored file checksum (SHA-256) mismatch")
+        try:
+            data = _rebuild(head, coded, k, body_of, cache, flat, lost_frames)
+        except DamagedError as e:
+            if on_lost is None:
+                raise
+            on_lost(name, str(e))
+            continue
         yield name, data
+
+
+def _rebuild(head: dict, coded: bytes, k: int, body_of, cache: dict, flat: np.ndarray, lost_frames) -> bytes:
+    """The file record ``k`` restores, checked against its SHA-256 (DamagedError otherwise)."""
+    name = head["name"]
+    body = cache[k] if k in cache else _decode_body(head, coded, k, body_of)
+    spec = head.get("pixel")
+    if spec:
+        start, n = spec["frame_start"], spec["frames"]
+        if start + n > flat.shape[0]:
+            raise DamagedError(f"{name}: file record refers to frames {start}..{start + n - 1} of {flat.shape[0]}")
+        if lost_frames.intersection(range(start, start + n)):
+            raise DamagedError(f"{name}: its pixels are in damaged slices ({', '.join(map(str, sorted(lost_frames.intersection(range(start, start + n)))))})")
+        if spec["layout"] != "interleaved" and (flat.ndim != 4 or (spec["layout"] == "ybr422" and flat.shape[2] % 2)):
+            raise DamagedError(f"{name}: file record's pixel layout {spec['layout']} does not fit {flat.shape[1:]} frames")
+        pixels = _serialise(flat[start : start + n], spec)
+        off = spec["offset"]
+        if len(pixels) != spec["length"] or off > len(body):
+            raise DamagedError(f"{name}: file record does not match the pixel data")
+        data = body[:off] + pixels + body[off:]
+    else:
+        data = body
+    if len(data) != head["size"] or _sha(data) != head["sha256"]:
+        raise DamagedError(f"{name}: restored file checksum (SHA-256) mismatch")
+    return data
 
 
 def iter_check(volume: Volume) -> Generator[Progress, None, int]:

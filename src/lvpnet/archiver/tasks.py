@@ -315,14 +315,20 @@ def restore_item(spec: dict) -> dict:
         archived = dest / _safe_rel(spec["key"])
         if not archived.is_file():
             raise DamagedError(f"{archived}: missing from the archive")
-        if sha256_file(archived) != spec["output_sha256"]:
+        damaged = sha256_file(archived) != spec["output_sha256"]
+        if damaged and spec["kind"] != "dicom":  # one file, or a copy: nothing of it can be trusted
             raise DamagedError(f"{archived}: damaged (its SHA-256 differs from the ledger's)")
         if spec["kind"] == "other":
             files = [_restore_copy(archived, out / _safe_rel(spec["sources"][0]), spec["output_sha256"])]
-        else:
+        else:  # a damaged series: salvaged, file by file (every file written matches its own SHA-256)
             files = _restore_lvp(archived, spec, out)
+            if damaged:
+                raise _PartlyRestored(f"{archived}: damaged (its SHA-256 differs from the ledger's); every file it "
+                                      "holds still matched its own SHA-256 and was restored", files)
         return {"key": spec["key"], "ok": True, "files": len(files), "bytes": sum(files),
                 "archive_bytes": archived.stat().st_size, "seconds": time.perf_counter() - t0, "pid": os.getpid()}
+    except _PartlyRestored as e:  # a failure of the item, its intact files written all the same
+        return {**_fail(spec, e), "files": len(e.sizes), "bytes": sum(e.sizes)}
     except Exception as e:
         return _fail(spec, e)
 
@@ -352,6 +358,30 @@ def _restore_copy(archived: Path, target: Path, sha: str) -> int:
     return target.stat().st_size
 
 
+class _PartlyRestored(DamagedError):
+    """A series restored in part: the files of damaged slices are not written, the others are."""
+
+    def __init__(self, message: str, sizes: list[int]):
+        super().__init__(message)
+        self.sizes = sizes
+
+
+def _salvage(lvp) -> tuple:
+    """Every slice of ``lvp`` that decodes (a damaged one, and those coded against it, left as zeros), and
+    the numbers of those that do not."""
+    import numpy as np
+
+    array = np.zeros(lvp.shape, lvp.dtype)
+    flat = array.reshape((-1,) + lvp.slice_shape)
+    lost = set()
+    for i in range(len(lvp)):
+        try:
+            flat[i] = lvp.read_slice(i)
+        except DamagedError:
+            lost.add(i)
+    return array, lost
+
+
 def _restore_lvp(archived: Path, spec: dict, out: Path) -> list[int]:
     from .. import io as lio
     from ..dicom_archive import iter_files
@@ -359,16 +389,30 @@ def _restore_lvp(archived: Path, spec: dict, out: Path) -> list[int]:
     from ..progress import run
 
     lvp = LvpFile(archived)
-    # every slice checked against its checksum; the DICOM files are checked one by one by iter_files below
-    volume = lvp.volume(run(lvp.iter_decode()), check_files=spec["kind"] != "dicom")
+    lost_frames: set[int] = set()
+    try:  # every slice checked against its checksum; the DICOM files are checked one by one by iter_files below
+        array = run(lvp.iter_decode())
+    except DamagedError:
+        if spec["kind"] != "dicom":  # one file: nothing of it can be written
+            raise
+        array, lost_frames = _salvage(lvp)  # a series: every file whose slices are intact is restored
+    volume = lvp.volume(array, check_files=spec["kind"] != "dicom")
     mine = (volume.metadata or {}).get("lvpnet_archive") or {}
     if spec["kind"] == "dicom":
         base = out / spec["root"] if spec["root"] else out
         prefix = spec["root"] + "/" if spec["root"] else ""
         only = None if spec.get("only") is None else set(spec["only"])  # files a newer item holds are its
+        lost: list[str] = []
         # iter_files checks every file against the SHA-256 its record holds
-        return [_write(base / name, data) for name, data in iter_files(volume)
-                if only is None or prefix + name in only]
+        sizes = [_write(base / name, data)
+                 for name, data in iter_files(volume, lost_frames, lambda name, why: lost.append(f"{prefix}{name}"))
+                 if only is None or prefix + name in only]
+        lost = [name for name in lost if only is None or name in only]
+        if lost:
+            raise _PartlyRestored(f"{archived}: damaged: {len(lost)} of its {len(lost) + len(sizes)} files cannot be "
+                                  f"restored ({', '.join(lost[:5])}{' ...' if len(lost) > 5 else ''}); the other "
+                                  f"{len(sizes)} were restored, each matching its SHA-256", sizes)
+        return sizes
     target = out / _safe_rel(spec["sources"][0])
     if spec["kind"] == "numpy":
         data = _npy_bytes(base64.b64decode(mine["npy_header_b64"]), volume)
