@@ -241,7 +241,7 @@ def test_closing_the_viewer_mid_run_stops_the_job_and_leaves_no_file(widget_and_
     monkeypatch.setattr(FallbackCodec, "encode", lambda self, s: (time.sleep(0.1), real(self, s))[1])
     w.run_button.changed.emit(True)
     qtbot.waitUntil(lambda: w.progress.value >= 2, timeout=30000)
-    assert any(p.name.startswith(".big.partial") for p in tmp_path.iterdir())
+    assert any(p.name.startswith(".big.lvp.partial-") for p in tmp_path.iterdir())
     ended = w._ended
     viewer.close()
     qtbot.waitUntil(ended.is_set, timeout=30000)

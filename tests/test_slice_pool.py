@@ -297,7 +297,7 @@ def test_numba_keeps_its_builds_where_it_can_write(monkeypatch, tmp_path):
     folder of this user's in the temporary folder, or are not kept."""
     import numba.core.config
 
-    from lvpnet.coding import jit
+    from lvpnet.model import jit
 
     monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
     monkeypatch.setattr(numba.core.config, "CACHE_DIR", numba.core.config.CACHE_DIR)

@@ -220,7 +220,7 @@ def _kernels():
     global _KERNELS
     if _KERNELS is None:
         try:
-            from .jit import njit
+            from ..model.jit import njit
 
             jit = njit()
             _KERNELS = (jit(_deltas), jit(_refined), jit(_applied), jit(_deltas_at), jit(_eliminate))

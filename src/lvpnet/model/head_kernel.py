@@ -41,7 +41,7 @@ def _compile():
         # the kernels call these helpers by their global names, so the compiled versions replace them
         # first; inlined, since they run per neighbour and pixel
         global _finish, _weight
-        from ..coding.jit import njit
+        from .jit import njit
 
         inline = njit(inline="always")
         _finish, _weight = inline(_finish), inline(_weight)

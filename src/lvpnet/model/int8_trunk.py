@@ -396,7 +396,7 @@ _MASK_WIDTHS = 16  # plane widths whose mask sums a step keeps (a volume has one
 def _kernels():
     global _KERNELS
     if _KERNELS is None:
-        from ..coding.jit import njit
+        from .jit import njit
 
         jit = njit()
         _KERNELS = (jit(_unfold3), jit(_activate), jit(_activate_float))
