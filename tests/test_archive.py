@@ -284,23 +284,26 @@ def test_failures_are_recorded_and_the_rest_completes(cluster, tmp_path):
     shutil.copy(_local("SC_rgb_jpeg_dcmtk.dcm"), src / "study" / "lossy.dcm")  # JPEG baseline
     dest = tmp_path / "dest"
     s = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")
-    assert (s["done"], s["failed"]) == (2, 3)  # the DICOM file cut short is carried as it is, and named
+    # the DICOM file cut short and the lossy one are carried as they are, and named
+    assert (s["done"], s["failed"]) == (3, 2)
     assert [c["file"] for c in s["damaged_carried"]] == ["study/cut.dcm"]
+    assert s["lossy_carried"] == ["study/lossy.dcm"]
+    assert "1 lossy DICOM file (JPEG baseline, say) carried as it is" in format_archive(s)
     reasons = {f["sources"][0]: f["reason"] for f in s["failures"]}
     assert "not a readable .npy" in reasons["bad.npy"]
-    assert "lossy source" in reasons["study/lossy.dcm"]
-    assert set(reasons) == {"bad.npy", "cut.nii.gz", "study/lossy.dcm"}
+    assert set(reasons) == {"bad.npy", "cut.nii.gz"}
     rows = ledger_rows(dest)
     assert {k: r["state"] for k, r in rows.items() if r["state"] == "failed"}.keys() == {f["item"] for f in s["failures"]}
     assert all(rows[f["item"]]["reason"] == f["reason"] for f in s["failures"])
     assert [p.name for p in dest.rglob("*.lvp")] == ["good.npy.lvp"] and not partials(dest)
     # the failures are tried again on a rerun; what is done is not
     again = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")
-    assert (again["done"], again["skipped"], again["failed"]) == (0, 2, 3)
+    assert (again["done"], again["skipped"], again["failed"]) == (0, 3, 2)
     out = tmp_path / "out"
     r = lvpnet.restore(dest, out, scheduler=cluster)
-    assert (r["done"], r["failed"]) == (2, 3)
-    assert tree_files(out).keys() == {"good.npy", "study/cut.dcm"}
+    assert (r["done"], r["failed"]) == (3, 2)
+    assert tree_files(out).keys() == {"good.npy", "study/cut.dcm", "study/lossy.dcm"}
+    assert (out / "study" / "lossy.dcm").read_bytes() == (src / "study" / "lossy.dcm").read_bytes()
     # the broken file removed from SOURCE: the rerun forgets its failure (the archive never held it),
     # so restore stops reporting it; it was "kept" and failed every restore for ever
     (src / "bad.npy").unlink()
@@ -309,7 +312,7 @@ def test_failures_are_recorded_and_the_rest_completes(cluster, tmp_path):
     assert "dropped from the ledger (the archive never held them): bad.npy.lvp" in format_archive(s)
     assert "bad.npy.lvp" not in ledger_rows(dest)
     r = lvpnet.restore(dest, tmp_path / "out2", scheduler=cluster)
-    assert (r["done"], r["failed"]) == (2, 2)
+    assert (r["done"], r["failed"]) == (3, 1)
 
 
 def test_changed_source_is_redone_and_touched_one_adopted(cluster, tmp_path):
@@ -749,9 +752,15 @@ def test_a_hint_cached_before_carries_a_file_whose_pixels_lvpnet_does_not_code(t
 
     shutil.copy(_local("liver_1frame.dcm"), tmp_path / "seg.dcm")
     st = (tmp_path / "seg.dcm").stat()
-    cached = {"seg.dcm": (st.st_size, st.st_mtime_ns, "uid 1 512/512/1/1/0/MONOCHROME2 1.2.3.4")}
+    cached = {"seg.dcm": (st.st_size, st.st_mtime_ns, "image 1 512/512/1/1/0/MONOCHROME2 1.2.3.4")}
+    real = walk_module._dicom_header
     monkeypatch.setattr(walk_module, "_dicom_header", lambda path, name: pytest.fail("read again"))
     assert [(it.key, it.kind) for it in walk(tmp_path, cached).items] == [("seg.dcm", "other")]
+    # a hint of the form written before hints said whether a file is lossy ("uid ...") is read again, once
+    read = []
+    monkeypatch.setattr(walk_module, "_dicom_header", lambda path, name: read.append(name) or real(path, name))
+    cached = {"seg.dcm": (st.st_size, st.st_mtime_ns, "uid 1 512/512/1/1/0/MONOCHROME2 1.2.3.4")}
+    assert [(it.key, it.kind) for it in walk(tmp_path, cached).items] == [("seg.dcm", "other")] and read == ["seg.dcm"]
 
 
 def test_an_archive_killed_inside_a_transaction_still_restores_without_writing_dest(cluster, tmp_path):
@@ -894,3 +903,21 @@ def test_a_damaged_series_restores_every_file_whose_slices_are_intact(cluster, t
     reason = r["failures"][0]["reason"]
     assert "1 of its 6 files cannot be restored (s/slice03.dcm)" in reason and "the other 5 were restored" in reason
     assert_restored(src, out, missing={"s/slice03.dcm"})
+
+
+def test_lossy_dicom_files_are_carried_as_they_are_unless_their_values_are_asked_for(cluster, tmp_path):
+    """A JPEG-baseline file (secondary captures, ultrasound) failed as 'lossy source' unless
+    --allow-lossy-source, which decoded it and stored the values: 9,844 bytes grew to 527,296 on restore.
+    It is carried as it is now, restored byte for byte; --allow-lossy-source still codes its values."""
+    src = tmp_path / "src"
+    (src / "sc").mkdir(parents=True)
+    shutil.copy(_local("SC_rgb_jpeg_dcmtk.dcm"), src / "sc" / "capture.dcm")
+    shutil.copy(_local("CT_small.dcm"), src / "sc" / "ct.dcm")
+    s = lvpnet.archive(src, tmp_path / "dest", scheduler=cluster, codec="fallback")
+    assert (s["done"], s["failed"], s["lossy_carried"]) == (2, 0, ["sc/capture.dcm"])
+    assert (tmp_path / "dest" / "sc" / "capture.dcm").read_bytes() == (src / "sc" / "capture.dcm").read_bytes()
+    assert lvpnet.restore(tmp_path / "dest", tmp_path / "out", scheduler=cluster)["failed"] == 0
+    assert_restored(src, tmp_path / "out")
+    s = lvpnet.archive(src, tmp_path / "dest2", scheduler=cluster, codec="fallback", allow_lossy_source=True)
+    assert (s["done"], s["failed"], s["lossy_carried"]) == (2, 0, [])
+    assert len(list((tmp_path / "dest2").rglob("*.lvp"))) == 2  # the capture's decoded values coded too

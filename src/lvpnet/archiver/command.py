@@ -123,6 +123,11 @@ def format_archive(s: dict) -> str:
         else:
             said = f"{len(bad)} damaged: {len(again)} archived again from SOURCE ({_names(again)}), the others failed (below)"
         lines.append(f"  checked {_plural(s['checked'], 'archived file')} against the ledger: {said}")
+    if s.get("lossy_carried"):
+        n = len(s["lossy_carried"])
+        lines.append(f"  {_plural(n, 'lossy DICOM file')} (JPEG baseline, say) carried as {'it is' if n == 1 else 'they are'}, "
+                     f"restored byte for byte (--allow-lossy-source codes the decoded values instead): "
+                     f"{_names(s['lossy_carried'])}")
     if s.get("damaged_carried"):
         lines.append("damaged DICOM files, carried whole (restore gives them back byte for byte; they hold no "
                      "image lvpnet can show):")

@@ -75,7 +75,7 @@ def archive(
             # not yet anyone's archive
             ledger.set_meta("source", str(src))
         run_id = ledger.start_run("archive")
-        plan = walk(src, ledger.known_files())
+        plan = walk(src, ledger.known_files(), carry_lossy=not allow_lossy_source)
         keys = [it.key for it in plan.items]
         if len(set(keys)) != len(keys):  # the naming rules make this impossible; never overwrite if not
             raise InputError("internal error: two items would share an output name")
@@ -327,6 +327,7 @@ def _archive_summary(src, dst, plan, ledger, stats, skipped, n_workers, startup,
         "not_identical": sorted(r.key for r in done_rows if r.identical == 0),
         "failures": conflicts + stats.failures,
         "damaged_carried": plan.damaged + stats.carried,
+        "lossy_carried": [f["file"] for f in plan.lossy],
         "kept_with_deleted_sources": kept,
         "not_archived": plan.skipped,
         "not_in_source": sorted(k for k in rows if k not in planned),

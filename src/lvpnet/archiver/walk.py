@@ -36,6 +36,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..dicom_lossy import lossy_reason
 from ..files import kind_of
 from ..io import is_dicom_file
 from ..io.dicom import pixels_coded
@@ -58,7 +59,7 @@ class SourceFile:
     rel: str  # POSIX path relative to SOURCE
     size: int
     mtime_ns: int
-    # what the walk learnt from a DICOM header ("uid <frames> <layout> <SeriesInstanceUID>", "no pixels",
+    # what the walk learnt from a DICOM header ("image|lossy <frames> <layout> <SeriesInstanceUID>", "no pixels",
     # "unreadable", "truncated <have> <need>", or "" for a file that is not DICOM): kept in the ledger, so a rerun reads the
     # header of a file again only when its size or modification time changed
     hint: str = ""
@@ -83,19 +84,25 @@ class Plan:
     damaged: list[dict[str, str]] = field(default_factory=list)  # {"file", "reason"}: carried whole (other items)
     # {"file", "reason"}: regular files whose names the archive cannot hold (not UTF-8): failures of the run
     unnamed: list[dict[str, str]] = field(default_factory=list)
+    lossy: list[dict[str, str]] = field(default_factory=list)  # {"file", "reason"}: lossy DICOM, carried (other items)
 
 
-def walk(source: str | os.PathLike, known: dict[str, tuple[int, int, str]] | None = None) -> Plan:
+def walk(source: str | os.PathLike, known: dict[str, tuple[int, int, str]] | None = None,
+         carry_lossy: bool = True) -> Plan:
     """Every item under ``source`` (a folder), in a deterministic order (by output name).
 
     ``known``: ``{path: (size, mtime_ns, hint)}`` from the ledger; a file whose size and
-    modification time are unchanged is classified from its hint without opening it."""
+    modification time are unchanged is classified from its hint without opening it.
+    ``carry_lossy``: a DICOM file whose header says its pixels went through lossy compression
+    (``dicom_lossy``: LossyImageCompression 01, a lossy-only transfer syntax such as JPEG baseline)
+    is carried as it is (``Plan.lossy``) rather than decoded and coded again (``--allow-lossy-source``)."""
     known = known or {}
     root = Path(source)
     items: list[Item] = []
     skipped: list[dict[str, str]] = []
     damaged: list[dict[str, str]] = []
     unnamed: list[dict[str, str]] = []
+    lossy: list[dict[str, str]] = []
     series: dict[tuple[str, str], list[tuple[SourceFile, int, str]]] = {}  # (study, uid) -> (file, frames, layout)
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
@@ -136,6 +143,8 @@ def walk(source: str | os.PathLike, known: dict[str, tuple[int, int, str]] | Non
                 src = SourceFile(rel, st.st_size, st.st_mtime_ns)
                 items.append(Item(key=rel + ".lvp", kind=kind, root=posixpath.dirname(rel), sources=[src]))
                 continue
+            if fresh and cached[2].startswith("uid "):  # written before hints said lossy: read the header again
+                fresh = False
             hint = cached[2] if fresh else _hint(_dicom_header(path, name))
             src = SourceFile(rel, st.st_size, st.st_mtime_ns, hint)
             header = _from_hint(hint)
@@ -148,13 +157,17 @@ def walk(source: str | os.PathLike, known: dict[str, tuple[int, int, str]] | Non
                 damaged.append({"file": rel, "reason": _damage(header)})
             elif header == "no pixels" or not _coded(header[2]):  # from the layout: a hint cached before says it too
                 items.append(_other(src))  # carried as it is: no image, or one lvpnet does not code (a 1-bit SEG)
+            elif header[3] and carry_lossy:  # already compressed with loss: nothing to gain, its bytes kept as they are
+                items.append(_other(src))
+                lossy.append({"file": rel, "reason": "a lossy source (its transfer syntax or LossyImageCompression "
+                                                    "says so): carried as it is"})
             else:
-                uid, frames, layout = header
+                uid, frames, layout, _ = header
                 study = rel.split("/", 1)[0] if "/" in rel else ""
                 series.setdefault((study, uid), []).append((src, frames, layout))
     items.extend(_series_items(series))
     items.sort(key=lambda it: it.key)
-    return Plan(items=items, skipped=skipped, damaged=damaged, unnamed=unnamed)
+    return Plan(items=items, skipped=skipped, damaged=damaged, unnamed=unnamed, lossy=lossy)
 
 
 def _damage(header: str) -> str:
@@ -207,7 +220,8 @@ def _other(src: SourceFile) -> Item:
 
 def _dicom_header(path: Path, name: str):
     """None (not DICOM), "unreadable", "no pixels", "truncated HAVE NEED" (``_pixels_cut``), or
-    (SeriesInstanceUID, number of frames, pixel layout: what must match for files to stack into one volume)."""
+    (SeriesInstanceUID, number of frames, pixel layout: what must match for files to stack into one volume,
+    whether the header says the pixels are lossy)."""
     if not (name.lower().endswith(".dcm") or is_dicom_file(path)):
         return None
     import pydicom
@@ -225,9 +239,13 @@ def _dicom_header(path: Path, name: str):
             uid = str(ds.get("SeriesInstanceUID", "") or "")
             frames = int(ds.get("NumberOfFrames", 1) or 1)
             layout = "/".join(str(ds.get(k, "")) for k in _LAYOUT).replace(" ", "_")
+            meta = getattr(ds, "file_meta", None)
+            ts = str(meta.get("TransferSyntaxUID", "") or "") if meta is not None else ""
+            # from the header alone (a JPEG 2000 codestream's own lossy mark is for the task to read)
+            lossy = lossy_reason(ds, ts, None) is not None
     except Exception:  # damaged headers surface as many kinds of pydicom errors
         return "unreadable"
-    return uid, frames, layout
+    return uid, frames, layout, lossy
 
 
 def _pixels_cut(f, ds, size: int) -> str:
@@ -264,16 +282,17 @@ def _hint(header) -> str:
         return ""
     if isinstance(header, str):
         return header
-    uid, frames, layout = header
-    return f"uid {frames} {layout} {uid}"  # the UID last: it may hold anything, spaces included
+    uid, frames, layout, lossy = header
+    # the UID last: it may hold anything, spaces included
+    return f"{'lossy' if lossy else 'image'} {frames} {layout} {uid}"
 
 
 def _from_hint(hint: str):
     if not hint:
         return None
-    if hint.startswith("uid "):
-        _, frames, layout, uid = hint.split(" ", 3)
-        return uid, int(frames), layout
+    if hint.startswith(("image ", "lossy ")):
+        kind, frames, layout, uid = hint.split(" ", 3)
+        return uid, int(frames), layout, kind == "lossy"
     return hint
 
 
