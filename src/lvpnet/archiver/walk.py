@@ -12,7 +12,8 @@ An *item* becomes one output under DEST:
   beside where it lies;
 - ``other``: any other regular file (DICOMDIR, reports, notes, a DICOM object without pixels or with
   a pixel layout lvpnet does not code, a 1-bit SEG; a damaged DICOM file, whose header pydicom cannot
-  read or whose pixel data is cut short, listed as such in ``Plan.damaged``; a ``.npy`` array it does not
+  read or whose pixel data is cut short, listed as such in ``Plan.damaged``; a lossy one, listed in
+  ``Plan.lossy``, unless the run codes lossy sources' values; a ``.npy`` array it does not
   code, 1-D or complex), copied as it is, so the restored tree is complete.
 
 Names are deterministic and cannot collide: series outputs end in ``<digits>.lvp`` (UIDs hold
