@@ -330,3 +330,24 @@ def test_a_worker_killed_outright_is_said_plainly():
     with pytest.raises(LvpnetError, match=r"a worker process ended abruptly \(killed, or out of memory\).*--workers 1"):
         list(slice_pool.ordered(_dies_in_a_worker, [(i,) for i in range(8)], 2))
     slice_pool.shutdown()
+
+
+def _square(i):
+    return i * i
+
+
+@pytest.mark.parametrize("where", ["pool", "submit"])
+def test_workers_that_cannot_start_leave_the_work_to_this_process(monkeypatch, where):
+    """A read-only /dev/shm (the pool's locks: "Read-only file system") or a process limit (ulimit -u:
+    "can't start new thread", then a hang) stopped the command: the slices are coded here, with a warning."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    slice_pool.shutdown()
+    if where == "pool":
+        monkeypatch.setattr(slice_pool, "_executor", lambda n, env: (_ for _ in ()).throw(OSError(30, "Read-only file system")))
+    else:
+        monkeypatch.setattr(ProcessPoolExecutor, "submit", lambda self, *a, **k: (_ for _ in ()).throw(
+            RuntimeError("can't start new thread")))
+    with pytest.warns(UserWarning, match="worker processes cannot start here .*: coding in this process"):
+        assert list(slice_pool.ordered(_square, [(i,) for i in range(12)], 2)) == [i * i for i in range(12)]
+    slice_pool.shutdown()

@@ -14,6 +14,7 @@ import signal
 import sys
 import time
 import traceback
+import warnings
 
 from . import __version__, codecs
 from .errors import DamagedError, InputError, LimitError, LvpnetError
@@ -399,6 +400,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("stdout", "stderr"):  # started with one closed (cron, a daemon: `2>&-`): Python sets it to None
         if getattr(sys, name) is None:
             setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115 - for the life of the process
+    # lvpnet's own warnings (a slice left to the fallback for want of memory, workers that cannot start) as
+    # one line each, like its other messages, not Python's "file:line: UserWarning:" form
+    warnings.formatwarning = lambda message, *_a, **_k: f"lvpnet: warning: {message}\n"
     args = build_parser().parse_args(argv)
     # SIGTERM and SIGHUP (a scheduler, a closed terminal) clean up like Ctrl-C: no temporary file left
     with signals_interrupt():

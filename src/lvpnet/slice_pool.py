@@ -289,7 +289,12 @@ def ordered(fn: Callable, tasks: Iterable[tuple], n: int, env: dict[str, str] | 
         return
     import torch
 
-    pool = _executor(n - 1, dict(env or {}))
+    try:
+        pool = _executor(n - 1, dict(env or {}))
+    except OSError as e:  # no shared memory for the pool's locks (a read-only or missing /dev/shm)
+        _in_this_process(e)
+        yield from (fn(*task) for task in tasks)
+        return
     todo = iter(tasks)
     window: deque = deque()  # per task in order: a worker's future, or what this process got
     bound, depth = 2 * n + 8, 2 * (n - 1)
@@ -301,7 +306,20 @@ def ordered(fn: Callable, tasks: Iterable[tuple], n: int, env: dict[str, str] | 
                 task = next(todo, None)
                 if task is None:
                     break
-                window.append(pool.submit(fn, *task))
+                if pool is None:  # the workers could not start: every task here
+                    window.append(_here(fn, task))
+                    continue
+                try:
+                    window.append(pool.submit(fn, *task))
+                except BrokenProcessPool:
+                    raise
+                except (RuntimeError, OSError) as e:  # "can't start new thread" (ulimit -u): no workers at all
+                    if any(isinstance(f, Future) for f in window):
+                        raise
+                    _in_this_process(e)
+                    shutdown()
+                    pool = None
+                    window.append(_here(fn, task))
             if not window:
                 return
             head = window[0]
@@ -324,6 +342,12 @@ def ordered(fn: Callable, tasks: Iterable[tuple], n: int, env: dict[str, str] | 
         raise
     finally:
         torch.set_num_threads(threads)
+
+
+def _in_this_process(e: BaseException) -> None:
+    import warnings
+
+    warnings.warn(f"worker processes cannot start here ({e}): coding in this process", stacklevel=3)
 
 
 class _Here:
