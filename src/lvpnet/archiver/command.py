@@ -161,6 +161,10 @@ def format_restore(s: dict) -> str:
     ]
     if s.get("superseded"):
         lines.append(f"  {_plural(len(s['superseded']), 'older item')} not restored: newer items hold their files")
+    if s.get("not_identical"):
+        lines.append(f"  {_plural(len(s['not_identical']), 'file')} restored with the same values but not byte for byte "
+                     f"(a compressed DICOM written as Explicit VR Little Endian, or a NIfTI's bytes after its data "
+                     f"beyond 1 MiB): {_names(s['not_identical'])}")
     if s["failures"]:
         lines.append("failed:")
         lines += [f"  {f['item']}: {f['reason']}" for f in s["failures"]]

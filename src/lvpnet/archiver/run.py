@@ -388,6 +388,7 @@ def restore(
             raise InputError(f"{out}: cannot be written (a read-only folder or file system)")
         marker.write_text(str(dst))  # which archive this OUT is a restore of, should it be interrupted
         stats = _Stats("restore", len(specs), sum(s["size"] for s in specs), progress)
+        not_identical: list[str] = []  # files restored with the same values, not the same bytes
         n_workers, startup, interrupted = 0, 0.0, True
         try:
             if specs:
@@ -399,6 +400,7 @@ def restore(
                     stats.start()
                     for spec, res in _run_tasks(client, restore_item, specs):
                         stats.add(spec, res, res.get("bytes") or 0, res.get("archive_bytes") or 0, files=res.get("files", 0))
+                        not_identical += res.get("not_identical") or []
             interrupted = False
         finally:
             known = {p for r in done for p, *_ in r.sources}
@@ -418,6 +420,7 @@ def restore(
             "bytes_in": stats.bytes_in,
             "bytes_out": stats.bytes_out,
             "failures": failures + stats.failures,
+            "not_identical": sorted(not_identical),
             "workers": n_workers,
             "seconds": round(time.perf_counter() - t_start, 3),
             "startup_seconds": round(startup, 3),

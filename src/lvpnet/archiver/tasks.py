@@ -318,14 +318,15 @@ def restore_item(spec: dict) -> dict:
         damaged = sha256_file(archived) != spec["output_sha256"]
         if damaged and spec["kind"] != "dicom":  # one file, or a copy: nothing of it can be trusted
             raise DamagedError(f"{archived}: damaged (its SHA-256 differs from the ledger's)")
+        changed: list[str] = []
         if spec["kind"] == "other":
             files = [_restore_copy(archived, out / _safe_rel(spec["sources"][0]), spec["output_sha256"])]
         else:  # a damaged series: salvaged, file by file (every file written matches its own SHA-256)
-            files = _restore_lvp(archived, spec, out)
+            files, changed = _restore_lvp(archived, spec, out)
             if damaged:
                 raise _PartlyRestored(f"{archived}: damaged (its SHA-256 differs from the ledger's); every file it "
                                       "holds still matched its own SHA-256 and was restored", files)
-        return {"key": spec["key"], "ok": True, "files": len(files), "bytes": sum(files),
+        return {"key": spec["key"], "ok": True, "files": len(files), "bytes": sum(files), "not_identical": changed,
                 "archive_bytes": archived.stat().st_size, "seconds": time.perf_counter() - t0, "pid": os.getpid()}
     except _PartlyRestored as e:  # a failure of the item, its intact files written all the same
         return {**_fail(spec, e), "files": len(e.sizes), "bytes": sum(e.sizes)}
@@ -382,9 +383,12 @@ def _salvage(lvp) -> tuple:
     return array, lost
 
 
-def _restore_lvp(archived: Path, spec: dict, out: Path) -> list[int]:
+def _restore_lvp(archived: Path, spec: dict, out: Path) -> tuple[list[int], list[str]]:
+    """The files one ``.lvp`` restores, written under ``out``: their sizes, and the names (relative to
+    SOURCE) of those that come back with the same values but not the same bytes (a compressed DICOM
+    rewritten as Explicit VR Little Endian, a NIfTI's bytes after its data beyond 1 MiB)."""
     from .. import io as lio
-    from ..dicom_archive import iter_files
+    from ..dicom_archive import archive_of, iter_files
     from ..lvpfile import LvpFile
     from ..progress import run
 
@@ -412,13 +416,16 @@ def _restore_lvp(archived: Path, spec: dict, out: Path) -> list[int]:
             raise _PartlyRestored(f"{archived}: damaged: {len(lost)} of its {len(lost) + len(sizes)} files cannot be "
                                   f"restored ({', '.join(lost[:5])}{' ...' if len(lost) > 5 else ''}); the other "
                                   f"{len(sizes)} were restored, each matching its SHA-256", sizes)
-        return sizes
+        files = (archive_of(volume.metadata) or {}).get("files") or []
+        changed = [prefix + f["name"] for f in files if isinstance(f, dict) and f.get("transfer_syntax_changed")
+                   and isinstance(f.get("name"), str) and (only is None or prefix + f["name"] in only)]
+        return sizes, changed
     target = out / _safe_rel(spec["sources"][0])
     if spec["kind"] == "numpy":
         data = _npy_bytes(base64.b64decode(mine["npy_header_b64"]), volume)
         if hashlib.sha256(data).hexdigest() != mine.get("restore_sha256"):
             raise DamagedError(f"{archived}: the restored .npy differs from the one checked when archiving")
-        return [_write(target, data)]
+        return [_write(target, data)], ([] if mine.get("identical", True) else [spec["sources"][0]])
     from ..atomic import atomic_path
 
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -426,4 +433,4 @@ def _restore_lvp(archived: Path, spec: dict, out: Path) -> list[int]:
         lio.write(volume, tmp)
         if mine.get("restore_sha256") and _content_sha256(tmp) != mine["restore_sha256"]:
             raise DamagedError(f"{archived}: the restored NIfTI differs from the one checked when archiving")
-    return [target.stat().st_size]
+    return [target.stat().st_size], ([] if mine.get("identical", True) else [spec["sources"][0]])
