@@ -924,3 +924,18 @@ def test_lossy_dicom_files_are_carried_as_they_are_unless_their_values_are_asked
     s = lvpnet.archive(src, tmp_path / "dest2", scheduler=cluster, codec="fallback", allow_lossy_source=True)
     assert (s["done"], s["failed"], s["lossy_carried"]) == (2, 0, [])
     assert len(list((tmp_path / "dest2").rglob("*.lvp"))) == 2  # the capture's decoded values coded too
+
+
+def test_a_dicom_file_that_cannot_be_opened_is_read_again_next_run(tmp_path, monkeypatch):
+    """A file the walk could not open (permissions) was taken for a damaged DICOM file, and that verdict was
+    kept in the ledger: once readable again it stayed carried whole instead of joining its series. It is an
+    other item now (its copy fails, saying why) with nothing learnt to keep."""
+    import lvpnet.archiver.walk as walk_module
+
+    shutil.copy(_local("MR_small.dcm"), tmp_path / "a.dcm")
+    real_open = open
+    monkeypatch.setattr(walk_module, "open", lambda p, *a, **k: (_ for _ in ()).throw(PermissionError(13, "denied"))
+                        if str(p).endswith("a.dcm") else real_open(p, *a, **k), raising=False)
+    plan = walk(tmp_path)
+    (item,) = plan.items
+    assert item.kind == "other" and item.sources[0].hint is None and plan.damaged == []

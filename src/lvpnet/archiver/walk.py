@@ -63,7 +63,7 @@ class SourceFile:
     # what the walk learnt from a DICOM header ("image|lossy <frames> <layout> <SeriesInstanceUID>", "no pixels",
     # "unreadable", "truncated <have> <need>", or "" for a file that is not DICOM): kept in the ledger, so a rerun reads the
     # header of a file again only when its size or modification time changed
-    hint: str = ""
+    hint: str | None = ""  # None: nothing learnt to keep (a file that could not be opened)
 
 
 @dataclass
@@ -151,6 +151,8 @@ def walk(source: str | os.PathLike, known: dict[str, tuple[int, int, str]] | Non
             header = _from_hint(hint)
             if header is None:
                 items.append(_other(src))
+            elif header == "cannot open":  # its copy fails, saying why; read again next run (no hint kept)
+                items.append(_other(SourceFile(rel, st.st_size, st.st_mtime_ns, None)))
             elif isinstance(header, str) and (header == "unreadable" or header.startswith("truncated ")):
                 # damaged (a header pydicom cannot read, pixel data cut short): carried whole, as it is, so the
                 # restored tree is complete; said in every run's summary
@@ -228,7 +230,11 @@ def _dicom_header(path: Path, name: str):
     import pydicom
 
     try:
-        with warnings.catch_warnings(), open(path, "rb") as f:
+        f = open(path, "rb")  # noqa: SIM115 - closed by the with below
+    except OSError:  # not its content's fault (permissions, say): the copy task says why, and nothing is cached
+        return "cannot open"
+    try:
+        with warnings.catch_warnings(), f:
             warnings.simplefilter("ignore")  # pydicom warns about every oddity of real files
             ds = pydicom.dcmread(f, force=True, stop_before_pixels=True)  # f stops at the pixel data
             size = os.fstat(f.fileno()).st_size
