@@ -939,3 +939,25 @@ def test_a_dicom_file_that_cannot_be_opened_is_read_again_next_run(tmp_path, mon
     plan = walk(tmp_path)
     (item,) = plan.items
     assert item.kind == "other" and item.sources[0].hint is None and plan.damaged == []
+
+
+def test_a_lossy_jpeg2000_only_its_codestream_shows_is_carried_whole(cluster, tmp_path):
+    """A JPEG 2000 file coded with the irreversible wavelet under a header that does not say lossy failed its
+    whole series ('lossy source'); it is kept whole in the series' .lvp, named, restored byte for byte."""
+    import imagecodecs
+    from pydicom.uid import JPEG2000
+    from test_dicom_archive import write_image
+
+    rng = np.random.default_rng(5)
+    src = tmp_path / "src"
+    frames = [rng.integers(0, 4096, size=(1, 16, 16), dtype=np.uint16) for _ in range(3)]
+    for i, a in enumerate(frames[:2]):
+        write_image(src / "s" / f"im{i}.dcm", a, bits_stored=12, instance=i + 1, position=float(i))
+    code = imagecodecs.jpeg2k_encode(frames[2][0], level=40, reversible=False, codecformat=imagecodecs.JPEG2K.CODEC.J2K)
+    write_image(src / "s" / "im2.dcm", frames[2], ts=JPEG2000, bits_stored=12, instance=3, position=2.0,
+                codestreams=[code])
+    s = lvpnet.archive(src, tmp_path / "dest", scheduler=cluster, codec="fallback")
+    assert (s["done"], s["failed"], s["lossy_carried"]) == (1, 0, ["s/im2.dcm"])
+    assert s["damaged_carried"] == []
+    assert lvpnet.restore(tmp_path / "dest", tmp_path / "out", scheduler=cluster)["failed"] == 0
+    assert_restored(src, tmp_path / "out")

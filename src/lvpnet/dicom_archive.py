@@ -104,13 +104,16 @@ def _list(value: Any) -> list:
 # ---------------------------------------------------------------- building the archive
 
 
-def build_archive(volume: Volume, source: str | os.PathLike, *, allow_lossy_source: bool = False) -> Volume:
-    """``volume`` (read from ``source`` by :func:`lvpnet.io.read`) with one file record per source file."""
-    return run(iter_build_archive(volume, source, allow_lossy_source=allow_lossy_source))
+def build_archive(volume: Volume, source: str | os.PathLike, *, allow_lossy_source: bool = False,
+                  carry_lossy: bool = False) -> Volume:
+    """``volume`` (read from ``source`` by :func:`lvpnet.io.read`) with one file record per source file.
+    A lossy source file is refused unless ``allow_lossy_source``; with ``carry_lossy`` (``lvpnet archive``)
+    it is kept whole instead (its record holds the file, ``carried_lossy``)."""
+    return run(iter_build_archive(volume, source, allow_lossy_source=allow_lossy_source, carry_lossy=carry_lossy))
 
 
 def iter_build_archive(
-    volume: Volume, source: str | os.PathLike, *, allow_lossy_source: bool = False
+    volume: Volume, source: str | os.PathLike, *, allow_lossy_source: bool = False, carry_lossy: bool = False
 ) -> Generator[Progress, None, Volume]:
     """Generator form of :func:`build_archive` (yields one progress step per file)."""
     meta = (volume.metadata or {}).get("dicom")
@@ -138,7 +141,8 @@ def iter_build_archive(
         for i, rel in enumerate(images):
             data = _read(root, rel)
             rec, body, entry = _image_record(
-                data, rel, root / rel, flat[starts[i] : starts[i] + frames_per_file[i]], starts[i], allow_lossy_source
+                data, rel, root / rel, flat[starts[i] : starts[i] + frames_per_file[i]], starts[i], allow_lossy_source,
+                carry_lossy,
             )
             records.append(rec)
             bodies.append(body)
@@ -219,7 +223,7 @@ def _file_header(rel: str, role: str, target: bytes) -> dict:
 
 
 def _image_record(
-    data: bytes, rel: str, path: Path, frames: np.ndarray, start: int, allow_lossy: bool
+    data: bytes, rel: str, path: Path, frames: np.ndarray, start: int, allow_lossy: bool, carry_lossy: bool = False
 ) -> tuple[dict, bytes, dict]:
     """(record header, body before compression, summary entry) of one image file."""
     import pydicom
@@ -240,6 +244,9 @@ def _image_record(
         codestreams = dcm._encapsulated_frames(ds.PixelData, fmt, ds, path, ts) if encapsulated else None
         reason = lossy_reason(ds, ts, codestreams)
     if reason is not None:
+        if not allow_lossy and carry_lossy:  # the file whole, byte for byte: nothing lossless improves on it
+            entry.update(mode="verbatim", transfer_syntax=ts, size=len(data), lossy_source=reason, carried_lossy=True)
+            return _file_header(rel, "image", data), data, entry
         if not allow_lossy:
             raise InputError(
                 f"{rel}: lossy source ({reason}); an archive cannot be better than its source. "

@@ -327,7 +327,7 @@ def _archive_summary(src, dst, plan, ledger, stats, skipped, n_workers, startup,
         "not_identical": sorted(r.key for r in done_rows if r.identical == 0),
         "failures": conflicts + stats.failures,
         "damaged_carried": plan.damaged + stats.carried,
-        "lossy_carried": [f["file"] for f in plan.lossy],
+        "lossy_carried": sorted([f["file"] for f in plan.lossy] + stats.lossy),
         "kept_with_deleted_sources": kept,
         "not_archived": plan.skipped,
         "not_in_source": sorted(k for k in rows if k not in planned),
@@ -486,6 +486,7 @@ class _Stats:
         self.finished = self.read = 0
         self.failures: list[dict] = []
         self.carried: list[dict] = []  # files of a series whose pixels could not be read, carried whole
+        self.lossy: list[str] = []  # lossy files only their codestreams showed, carried whole in their .lvp
         self.flagged = 0  # items found damaged by a check (nothing of them written)
         self._t0: float | None = None
         self._t1: float | None = None
@@ -508,7 +509,8 @@ class _Stats:
             self.adopted += int(bool(res.get("adopted")))
             self.bytes_out += bytes_out
             self.files += files
-            self.carried += [{**c, "item": spec["key"]} for c in res.get("damaged_carried") or []]
+            self.carried += [{**c, "item": spec["key"]} for c in res.get("damaged_carried") or [] if not c.get("lossy")]
+            self.lossy += [c["file"] for c in res.get("damaged_carried") or [] if c.get("lossy")]
         else:
             self.failures.append({"item": spec["key"], "sources": spec["sources"], "reason": res["reason"]})
         self._t1 = time.perf_counter()

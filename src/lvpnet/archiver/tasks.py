@@ -215,13 +215,16 @@ def _dicom_volume(root: Path, spec: dict, sources: list[dict]):
     if damaged:  # carried whole in the series' .lvp, as a folder's other files are: restored byte for byte
         dicom = volume.metadata["dicom"]
         dicom["skipped_files"] = [*dicom.get("skipped_files", []), *({"file": n, "reason": why} for n, why in damaged)]
-    volume = build_archive(volume, root, allow_lossy_source=bool(spec.get("allow_lossy_source")))
+    volume = build_archive(volume, root, allow_lossy_source=bool(spec.get("allow_lossy_source")), carry_lossy=True)
     arch = archive_of(volume.metadata)
     # the other files of the folder are items of their own here, not "not archived"
     arch["not_archived"] = []
     # the records restore each file byte for byte, except the files rewritten from a compressed syntax
     identical = not any(f.get("transfer_syntax_changed") for f in arch.get("files", []))
     carried = [{"file": posixpath.join(root_rel, n), "reason": why} for n, why in damaged]
+    # a lossy file only its codestream shows (JPEG 2000), kept whole (the walk carries those its header shows)
+    carried += [{"file": posixpath.join(root_rel, f["name"]), "reason": f"a lossy source ({f['lossy_source']}): "
+                 "carried as it is", "lossy": True} for f in arch.get("files", []) if f.get("carried_lossy")]
     return volume, identical, {}, carried
 
 
