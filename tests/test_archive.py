@@ -961,3 +961,17 @@ def test_a_lossy_jpeg2000_only_its_codestream_shows_is_carried_whole(cluster, tm
     assert s["damaged_carried"] == []
     assert lvpnet.restore(tmp_path / "dest", tmp_path / "out", scheduler=cluster)["failed"] == 0
     assert_restored(src, tmp_path / "out")
+
+
+def test_restore_after_a_cut_short_archive_says_so_in_one_line():
+    """Restore after an archive run was cut short printed one "never archived" line per item (thousands for a
+    large tree); one line now, with the first names (--json still lists every one)."""
+    never = [{"item": f"v{i:02d}.npy.lvp", "sources": [f"v{i:02d}.npy"],
+              "reason": "not in the archive: never archived (run lvpnet archive again)"} for i in range(12)]
+    bad = {"item": "x.lvp", "sources": ["x"], "reason": "x.lvp: damaged (its SHA-256 differs from the ledger's)"}
+    s = {"dest": "D", "out": "O", "done": 3, "files": 3, "bytes_out": 10, "seconds": 1.0, "failed": 13,
+         "failures": never + [bad]}
+    said = format_restore(s)
+    assert said.count("never archived") == 1
+    assert "12 items never archived (the archive run was cut short" in said and "v04.npy.lvp and 7 more" in said
+    assert "failed:\n  x.lvp: x.lvp: damaged" in said

@@ -154,6 +154,9 @@ def format_archive(s: dict) -> str:
     return "\n".join(lines)
 
 
+_NEVER = "not in the archive: never archived"  # restore's reason for an item an archive run planned, not done
+
+
 def format_restore(s: dict) -> str:
     lines = [
         f"{s['dest']} -> {s['out']}: {_plural(s['done'], 'item')} restored ({_plural(s['files'], 'file')}, "
@@ -165,7 +168,12 @@ def format_restore(s: dict) -> str:
         lines.append(f"  {_plural(len(s['not_identical']), 'file')} restored with the same values but not byte for byte "
                      f"(a compressed DICOM written as Explicit VR Little Endian, or a NIfTI's bytes after its data "
                      f"beyond 1 MiB): {_names(s['not_identical'])}")
-    if s["failures"]:
+    never = [f["item"] for f in s["failures"] if f["reason"].startswith(_NEVER)]
+    if never:  # an archive run cut short: one line, not one per item (--json lists them all)
+        lines.append(f"  {_plural(len(never), 'item')} never archived (the archive run was cut short; run lvpnet "
+                     f"archive again): {_names(never)}")
+    others = [f for f in s["failures"] if not f["reason"].startswith(_NEVER)]
+    if others:
         lines.append("failed:")
-        lines += [f"  {f['item']}: {f['reason']}" for f in s["failures"]]
+        lines += [f"  {f['item']}: {f['reason']}" for f in others]
     return "\n".join(lines)
