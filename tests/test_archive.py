@@ -975,3 +975,27 @@ def test_restore_after_a_cut_short_archive_says_so_in_one_line():
     assert said.count("never archived") == 1
     assert "12 items never archived (the archive run was cut short" in said and "v04.npy.lvp and 7 more" in said
     assert "failed:\n  x.lvp: x.lvp: damaged" in said
+
+
+def test_a_damaged_output_is_not_adopted_when_a_source_is_touched(cluster, tmp_path):
+    """A bit flipped in a series' .lvp, then a source file touched (a copy that did not keep times): the rerun
+    adopted the damaged .lvp because its header names the same source bytes, recorded its hash as good, and
+    --check then said "all intact". The output is checked before it is adopted: coded again here."""
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    _series(_local("CT_small.dcm"), [src / "s"], 4, "1.2.826.0.1.3680043.8.498.79")
+    lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")
+    (lvp,) = dest.rglob("*.lvp")
+    rec = lvpnet.open(lvp)._reader.records[2]
+    data = bytearray(lvp.read_bytes())
+    data[rec.offset + rec.length // 2] ^= 0x04
+    lvp.write_bytes(bytes(data))
+    os.utime(src / "s" / "slice01.dcm")  # same bytes, a new modification time
+    s = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")
+    assert (s["done"], s["adopted"], s["failed"]) == (1, 0, 0)
+    assert lvpnet.archive(src, dest, scheduler=cluster, codec="fallback", check=True)["damaged"] == []
+    # an intact output whose hash the ledger holds is adopted without decoding it again
+    os.utime(src / "s" / "slice02.dcm")
+    s = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")
+    assert (s["done"], s["adopted"]) == (1, 1)
+    assert lvpnet.restore(dest, tmp_path / "out", scheduler=cluster)["failed"] == 0
+    assert_restored(src, tmp_path / "out")

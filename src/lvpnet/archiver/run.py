@@ -153,7 +153,9 @@ def archive(
         specs = [
             {"key": it.key, "kind": it.kind, "root": it.root, "sources": [s.rel for s in it.sources],
              "source": str(src), "dest": str(dst), "codec": codec, "device": device,
-             "allow_lossy_source": allow_lossy_source, "adopt": exists, "size": it.source_bytes}
+             "allow_lossy_source": allow_lossy_source, "adopt": exists, "size": it.source_bytes,
+             # the hash the ledger holds for the output there, verified when it was made (adopting checks it)
+             "recorded_sha256": rows[it.key].output_sha256 if it.key in rows and rows[it.key].state == "done" else None}
             for it, exists in todo
         ]
         stats = _Stats("archive", len(specs), sum(s["size"] for s in specs), progress)

@@ -128,7 +128,7 @@ def archive_item(spec: dict) -> dict:
         else:
             result = None
             if spec.get("adopt") and out.exists():
-                result = _adopt(out, sources)
+                result = _adopt(out, sources, spec.get("recorded_sha256"))
             if result is None:
                 result = _encode(spec, src_root, out, sources)
         result.update(key=spec["key"], ok=True, sources=sources, seconds=time.perf_counter() - t0, pid=os.getpid())
@@ -147,9 +147,13 @@ def _fingerprint(sources: list[dict]) -> list[dict]:
     return [{"rel": s["rel"], "sha256": s["sha256"]} for s in sources]
 
 
-def _adopt(out: Path, sources: list[dict]) -> dict | None:
-    """The existing output, if it was made from exactly these source bytes (else None: code again)."""
+def _adopt(out: Path, sources: list[dict], recorded: str | None = None) -> dict | None:
+    """The existing output, if it was made from exactly these source bytes and is intact (else None: code
+    again). Intact: its SHA-256 is the one the ledger ``recorded`` when it was verified, or, without one
+    (a run killed between the rename and the record), every slice and file record decodes and checks.
+    A damaged .lvp whose header still names these sources was adopted, and its hash recorded as good."""
     from ..lvpfile import LvpFile
+    from ..progress import run
 
     try:
         lvp = LvpFile(out)
@@ -157,11 +161,14 @@ def _adopt(out: Path, sources: list[dict]) -> dict | None:
         mine = meta.get("lvpnet_archive") or {}
         if mine.get("sources") != _fingerprint(sources):
             return None
+        sha = sha256_file(out)
+        if sha != recorded:
+            run(lvp.iter_verify())
         raw = lvp.n_samples * lvp.dtype.itemsize
         codecs = lvp.codec_counts()
     except LvpnetError:  # damaged or foreign: replace it
         return None
-    return {"encoded": False, "adopted": True, "output_sha256": sha256_file(out), "output_bytes": out.stat().st_size,
+    return {"encoded": False, "adopted": True, "output_sha256": sha, "output_bytes": out.stat().st_size,
             "raw_bytes": raw, "identical": mine.get("identical"), "codecs": codecs}
 
 
