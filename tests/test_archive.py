@@ -898,7 +898,8 @@ def test_a_damaged_series_restores_every_file_whose_slices_are_intact(cluster, t
     (lvp,) = dest.rglob("*.lvp")
     f = lvpnet.open(lvp)
     rec = f._reader.records[3]  # slice 3's chunk (each slice of a fallback file stands alone)
-    data = bytearray(lvp.read_bytes())
+    good = lvp.read_bytes()
+    data = bytearray(good)
     data[rec.offset + rec.length // 2] ^= 0x10
     lvp.write_bytes(bytes(data))
     r = lvpnet.restore(dest, out, scheduler=cluster)
@@ -906,6 +907,18 @@ def test_a_damaged_series_restores_every_file_whose_slices_are_intact(cluster, t
     reason = r["failures"][0]["reason"]
     assert "1 of its 6 files cannot be restored (s/slice03.dcm)" in reason and "the other 5 were restored" in reason
     assert_restored(src, out, missing={"s/slice03.dcm"})
+    # a damaged file record (its blob) loses that file only, whose name the archive's list of files gives
+    lvp.write_bytes(good)
+    head = f.header
+    name = head["source"]["metadata"]["dicom"]["archive"]["files"][4]["name"]
+    blob = head["blobs"][4]
+    data = bytearray(good)
+    data[blob["offset"] + blob["length"] - 3] ^= 0x10
+    lvp.write_bytes(bytes(data))
+    out2 = tmp_path / "out2"
+    r = lvpnet.restore(dest, out2, scheduler=cluster)
+    assert r["failed"] == 1 and f"1 of its 6 files cannot be restored (s/{name})" in r["failures"][0]["reason"]
+    assert_restored(src, out2, missing={f"s/{name}"})
 
 
 def test_lossy_dicom_files_are_carried_as_they_are_unless_their_values_are_asked_for(cluster, tmp_path):

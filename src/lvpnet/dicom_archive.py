@@ -647,29 +647,43 @@ def _iter_restore(volume: Volume, limited: bool = True, lost_frames: set[int] = 
     """Every file the records restore. ``limited``: records read from a file may ask for no more memory
     than ``lvpnet.limits`` allows; the encoder's check of the records it has just built is not held to it
     (``--max-memory`` is about what a file makes lvpnet allocate)."""
-    parsed = [_parse_record(b, k) for k, b in enumerate(volume.blobs)]
     files = archive_of(volume.metadata).get("files", [])
     n_files = len(files) if isinstance(files, list) else -1
-    if len(parsed) != n_files:
-        raise DamagedError(f"the archive lists {n_files} files but holds {len(parsed)} file records")
-    _check_names([head["name"] for head, _ in parsed])
+    if len(volume.blobs) != n_files:
+        raise DamagedError(f"the archive lists {n_files} files but holds {len(volume.blobs)} file records")
+    parsed: list[tuple[dict, bytes] | None] = []
+    for k, b in enumerate(volume.blobs):  # None: a blob that failed its checksum (``LvpFile.volume(salvage=True)``)
+        if b is None and on_lost is None:
+            raise DamagedError(f"DICOM file record {k}: checksum mismatch (the file is damaged)")
+        try:
+            parsed.append(None if b is None else _parse_record(b, k))
+        except DamagedError:
+            if on_lost is None:
+                raise
+            parsed.append(None)
+    _check_names([p[0]["name"] for p in parsed if p is not None])
     from . import limits
 
-    stored = sum(len(b) for b in volume.blobs)
-    for k, (head, _) in enumerate(parsed):  # a record's body and file are allocated whole
-        if limited:
-            limits.check(head["body"]["length"] + head["size"], stored, f"{head['name']}: DICOM file record {k}")
+    stored = sum(len(b) for b in volume.blobs if b is not None)
+    for k, p in enumerate(parsed):  # a record's body and file are allocated whole
+        if limited and p is not None:
+            limits.check(p[0]["body"]["length"] + p[0]["size"], stored, f"{p[0]['name']}: DICOM file record {k}")
     cache: dict[int, bytes] = {}
 
     def body_of(k: int) -> bytes:
         if k not in cache:
-            if not 0 <= k < len(parsed) or parsed[k][0]["body"]["codec"] != "zstd":
-                raise DamagedError(f"DICOM file record {k}: invalid dictionary reference")
+            if not 0 <= k < len(parsed) or parsed[k] is None or parsed[k][0]["body"]["codec"] != "zstd":
+                raise DamagedError(f"DICOM file record {k}: invalid or damaged dictionary record")
             cache[k] = _decode_body(parsed[k][0], parsed[k][1], k, body_of)
         return cache[k]
 
     flat = volume.array.reshape((-1,) + volume.slice_shape)
-    for k, (head, coded) in enumerate(parsed):
+    for k, p in enumerate(parsed):
+        if p is None:  # only with on_lost: its name from the archive's list of files
+            name = files[k].get("name") if isinstance(files[k], dict) else None
+            on_lost(name if isinstance(name, str) else f"file record {k}", f"DICOM file record {k} is damaged")
+            continue
+        head, coded = p
         name = head["name"]
         try:
             data = _rebuild(head, coded, k, body_of, cache, flat, lost_frames)

@@ -464,17 +464,25 @@ class LvpFile:
         except (DamagedError, LimitError) as e:  # the records name the archived file; say which .lvp holds it
             raise type(e)(f"{self.name}: {e}") from None
 
-    def volume(self, array: np.ndarray | None = None, *, check_files: bool = True) -> Volume:
+    def volume(self, array: np.ndarray | None = None, *, check_files: bool = True, salvage: bool = False) -> Volume:
         """The stored Volume (decoding every slice unless ``array`` is given). A DICOM archive's
         files are rebuilt in memory and checked as ``verify`` does, whatever is written from it:
         what verify refuses, decompress refuses too. ``check_files=False`` leaves that to a caller
-        that rebuilds them next anyway (``dicom_archive.iter_files`` checks each file it yields)."""
-        volume = self._volume(array)
+        that rebuilds them next anyway (``dicom_archive.iter_files`` checks each file it yields).
+        ``salvage`` (with ``check_files=False``): a blob that fails its checksum is None in
+        ``Volume.blobs`` instead of an error, for a caller that restores what is intact."""
+        volume = self._volume(array, salvage)
         if check_files:
             run(self._iter_check_files(volume))
         return volume
 
-    def _volume(self, array: np.ndarray | None = None) -> Volume:
+    def _blob_or_none(self, i: int) -> bytes | None:
+        try:
+            return self._reader.blob(i)
+        except DamagedError:
+            return None
+
+    def _volume(self, array: np.ndarray | None = None, salvage: bool = False) -> Volume:
         h = self.header
         return Volume(
             array=self.read_all() if array is None else array,
@@ -485,7 +493,7 @@ class LvpFile:
             affine=self.affine,
             source_format=h.get("source", {}).get("format", "numpy"),
             metadata=self.metadata,
-            blobs=[self._reader.blob(i) for i in range(len(h.get("blobs", [])))],
+            blobs=[(self._blob_or_none if salvage else self._reader.blob)(i) for i in range(len(h.get("blobs", [])))],
         )
 
 

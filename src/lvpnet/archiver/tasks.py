@@ -410,7 +410,8 @@ def _restore_lvp(archived: Path, spec: dict, out: Path) -> tuple[list[int], list
         if spec["kind"] != "dicom":  # one file: nothing of it can be written
             raise
         array, lost_frames = _salvage(lvp)  # a series: every file whose slices are intact is restored
-    volume = lvp.volume(array, check_files=spec["kind"] != "dicom")
+    # a series: a damaged file record loses its file (and those deflated against it), not the others
+    volume = lvp.volume(array, check_files=spec["kind"] != "dicom", salvage=spec["kind"] == "dicom")
     mine = (volume.metadata or {}).get("lvpnet_archive") or {}
     if spec["kind"] == "dicom":
         base = out / spec["root"] if spec["root"] else out
