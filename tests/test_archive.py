@@ -855,9 +855,13 @@ def test_a_dest_that_archived_nothing_yet_takes_another_source(cluster, tmp_path
 def test_damaged_dicom_files_are_carried_whole_and_named(cluster, tmp_path):
     """A damaged DICOM file failed as an item, and one in a series kept the whole series out of the archive
     (the other slices were not archived either; restore gave nothing of the series). Now every file comes
-    back byte for byte and the summary names the damaged ones: a file cut short on disk (seen from its
-    header: carried as it is, as an other file), one whose pixel data element is shorter than its image
-    (seen when the series is read: carried whole inside the series' .lvp), one whose header cannot be read."""
+    back byte for byte and the summary names the damaged ones. Seen from the header, each carried as it is:
+    a copy cut short, a pixel data element shorter than its image, a header pydicom cannot read, an image
+    header whose pixel data is gone. Seen only when the series is read (frames that do not decode): carried
+    whole inside the series' .lvp."""
+    from pydicom.uid import RLELossless
+    from test_dicom_archive import write_image
+
     src, dest, out = tmp_path / "src", tmp_path / "dest", tmp_path / "out"
     _series(_local("CT_small.dcm"), [src / "s"], 5, "1.2.826.0.1.3680043.8.498.77")
     cut = src / "s" / "slice03.dcm"
@@ -867,25 +871,31 @@ def test_damaged_dicom_files_are_carried_whole_and_named(cluster, tmp_path):
     short.save_as(src / "s" / "slice02.dcm")
     (src / "lone").mkdir()
     shutil.copy(_local("badVR.dcm"), src / "lone" / "noise.dcm")  # NumberOfFrames '1A'
+    ct = _local("CT_small.dcm").read_bytes()
+    (src / "lone" / "head.dcm").write_bytes(ct[: ct.rindex(b"\xe0\x7f\x10\x00") - 10])  # cut before its pixels
+    rng = np.random.default_rng(2)
+    for i in range(2):
+        write_image(src / "rle" / f"im{i}.dcm", rng.integers(0, 900, (1, 8, 8), dtype=np.uint16),
+                    series_uid="1.2.3.9", instance=i + 1, position=float(i))
+    write_image(src / "rle" / "im2.dcm", rng.integers(0, 900, (1, 8, 8), dtype=np.uint16), ts=RLELossless,
+                series_uid="1.2.3.9", instance=3, position=2.0, codestreams=[b"\x09" * 70])  # frames that do not decode
     s = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")
-    assert s["failed"] == 0 and s["done"] == 3  # the series, and the two damaged files on their own
+    assert s["failed"] == 0 and s["done"] == 6  # two series, and four damaged files on their own
     reasons = {c["file"]: c["reason"] for c in s["damaged_carried"]}
-    assert set(reasons) == {"s/slice02.dcm", "s/slice03.dcm", "lone/noise.dcm"}
-    assert "cut short" in reasons["s/slice03.dcm"] and "pixel data truncated" in reasons["s/slice02.dcm"]
-    assert "header cannot be read" in reasons["lone/noise.dcm"]
+    assert set(reasons) == {"s/slice02.dcm", "s/slice03.dcm", "lone/noise.dcm", "lone/head.dcm", "rle/im2.dcm"}
+    assert "cut short (" in reasons["s/slice03.dcm"] and "of the 32,768 bytes its image needs" in reasons["s/slice02.dcm"]
+    assert "header cannot be read" in reasons["lone/noise.dcm"] and "without its pixel data" in reasons["lone/head.dcm"]
     said = format_archive(s)
     assert "damaged DICOM files, carried whole" in said and all(name in said for name in reasons)
-    (lvp,) = dest.rglob("*.lvp")
-    f = lvpnet.open(lvp)
+    f = lvpnet.open(dest / "s" / "series-1.2.826.0.1.3680043.8.498.77.lvp")
     assert f.shape[0] == 3 and f.codec_counts() == {"fallback": 3}
     r = lvpnet.restore(dest, out, scheduler=cluster)
     assert r["failed"] == 0
     assert_restored(src, out)
-    # a rerun codes nothing again and still names the files it carries as damaged
+    # a rerun codes nothing again and still names the files the walk sees as damaged
     again = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")
-    assert (again["done"], again["skipped"], again["failed"]) == (0, 3, 0)
-    assert {c["file"] for c in again["damaged_carried"]} == {"s/slice03.dcm", "lone/noise.dcm"}
-
+    assert (again["done"], again["skipped"], again["failed"]) == (0, 6, 0)
+    assert {c["file"] for c in again["damaged_carried"]} == set(reasons) - {"rle/im2.dcm"}
 
 def test_a_damaged_series_restores_every_file_whose_slices_are_intact(cluster, tmp_path):
     """One bit flipped in a series' .lvp lost every file of the series on restore (the item failed whole):
@@ -1012,3 +1022,17 @@ def test_a_damaged_output_is_not_adopted_when_a_source_is_touched(cluster, tmp_p
     assert (s["done"], s["adopted"]) == (1, 1)
     assert lvpnet.restore(dest, tmp_path / "out", scheduler=cluster)["failed"] == 0
     assert_restored(src, tmp_path / "out")
+
+
+def test_the_walk_calls_no_good_pydicom_test_file_damaged():
+    """The walk's damage checks read the pixel element as written (a file that says explicit VR and is implicit,
+    a deflated dataset whose bytes are not the file's): of pydicom's bundled files only the two made damaged
+    are called so."""
+    import pydicom
+
+    from lvpnet.archiver.walk import _DAMAGED, _dicom_header
+
+    folder = Path(pydicom.__file__).parent / "data" / "test_files"
+    damaged = {p.name for p in folder.glob("*.dcm")
+               if isinstance(h := _dicom_header(p, p.name), str) and h.split(" ", 1)[0] in _DAMAGED}
+    assert damaged == {"MR_truncated.dcm", "badVR.dcm"}

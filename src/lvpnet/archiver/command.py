@@ -129,8 +129,7 @@ def format_archive(s: dict) -> str:
                      f"restored byte for byte (--allow-lossy-source codes the decoded values instead): "
                      f"{_names(s['lossy_carried'])}")
     if s.get("damaged_carried"):
-        lines.append("damaged DICOM files, carried whole (restore gives them back byte for byte; they hold no "
-                     "image lvpnet can show):")
+        lines.append("damaged DICOM files, carried whole (restore gives them back byte for byte):")
         lines += [f"  {c['reason']}" if c["file"] in c["reason"] else f"  {c['file']}: {c['reason']}"
                   for c in s["damaged_carried"]]
     if s["failures"]:

@@ -248,8 +248,8 @@ def _read_series_carrying_damaged(root: Path, names: list[str]):
         for n in names:
             try:
                 _read_series(root, [n])
-            except InputError as e:
-                damaged.append((n, str(e)))
+            except InputError as e:  # said of the file by its name in the tree, as the walk says the others
+                damaged.append((n, str(e).replace(f"{root / n}: ", "")))
         if not damaged or len(damaged) == len(names):
             raise
         out = {n for n, _ in damaged}

@@ -153,7 +153,7 @@ def walk(source: str | os.PathLike, known: dict[str, tuple[int, int, str]] | Non
                 items.append(_other(src))
             elif header == "cannot open":  # its copy fails, saying why; read again next run (no hint kept)
                 items.append(_other(SourceFile(rel, st.st_size, st.st_mtime_ns, None)))
-            elif isinstance(header, str) and (header == "unreadable" or header.startswith("truncated ")):
+            elif isinstance(header, str) and header.split(" ", 1)[0] in _DAMAGED:
                 # damaged (a header pydicom cannot read, pixel data cut short): carried whole, as it is, so the
                 # restored tree is complete; said in every run's summary
                 items.append(_other(src))
@@ -173,11 +173,20 @@ def walk(source: str | os.PathLike, known: dict[str, tuple[int, int, str]] | Non
     return Plan(items=items, skipped=skipped, damaged=damaged, unnamed=unnamed, lossy=lossy)
 
 
+_DAMAGED = ("unreadable", "truncated", "short", "cut")  # hints of damaged DICOM files (``_damage`` says each)
+
+
 def _damage(header: str) -> str:
-    if header == "unreadable":
+    kind, *n = header.split()
+    if kind == "unreadable":
         return "a DICOM file whose header cannot be read"
-    have, need = header.split()[1:]
-    return f"a DICOM file whose pixel data is cut short ({int(have):,} of {int(need):,} bytes)"
+    if kind == "truncated":
+        return f"a DICOM file whose pixel data is cut short ({int(n[0]):,} of {int(n[1]):,} bytes)"
+    if kind == "short":
+        return f"a DICOM file whose pixel data holds {int(n[0]):,} of the {int(n[1]):,} bytes its image needs"
+    if header == "cut header":
+        return "a DICOM image header without its pixel data (a copy cut short?)"
+    return "a DICOM file whose compressed pixel data is cut short (no end to its frames)"
 
 
 def _rel(root: Path, path: Path) -> str:
@@ -222,7 +231,7 @@ def _other(src: SourceFile) -> Item:
 
 
 def _dicom_header(path: Path, name: str):
-    """None (not DICOM), "unreadable", "no pixels", "truncated HAVE NEED" (``_pixels_cut``), or
+    """None (not DICOM), "unreadable", "no pixels", a damaged file's hint (``_DAMAGED``, ``_pixels_cut``), or
     (SeriesInstanceUID, number of frames, pixel layout: what must match for files to stack into one volume,
     whether the header says the pixels are lossy)."""
     if not (name.lower().endswith(".dcm") or is_dicom_file(path)):
@@ -239,6 +248,8 @@ def _dicom_header(path: Path, name: str):
             ds = pydicom.dcmread(f, force=True, stop_before_pixels=True)  # f stops at the pixel data
             size = os.fstat(f.fileno()).st_size
             cut = _pixels_cut(f, ds, size)
+            if cut == "none" and "Rows" in ds and "Columns" in ds:  # an image header, its pixels gone
+                return "cut header"
             if cut == "none" or "Rows" not in ds:
                 return "no pixels"
             if cut:
@@ -255,27 +266,76 @@ def _dicom_header(path: Path, name: str):
     return uid, frames, layout, lossy
 
 
-def _pixels_cut(f, ds, size: int) -> str:
+def _pixels_cut(f, ds, size: int) -> str:  # noqa: C901 - one element's layouts, in order
     """At the pixel data element (where ``dcmread(stop_before_pixels=True)`` left ``f``): "none" when there
     is none (no PixelData element: no image lvpnet codes), "truncated HAVE NEED" when its declared length
     runs past the end of the file (a copy cut short), else ""."""
-    implicit, little = ds.original_encoding
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and str(meta.get("TransferSyntaxUID", "")) == "1.2.840.10008.1.2.1.99":
+        # deflated: the file's bytes are not the dataset's, so read it whole (values deferred) instead
+        import pydicom
+
+        full = pydicom.dcmread(f.name, force=True, defer_size=1024)
+        return "" if "PixelData" in full else "none"
+    _, little = ds.original_encoding
     start = f.tell()
-    head = f.read(8 if implicit else 12)
+    head = f.read(12)
     order = "<" if little is not False else ">"
     if len(head) < 8 or struct.unpack(order + "HH", head[:4]) != (0x7FE0, 0x0010):
         return "none"
-    if implicit:
+    # the element as written, whatever the transfer syntax claims (pydicom reads a file that says explicit VR
+    # and is implicit, and so must this): two capital letters after the tag are a VR
+    if not (head[4:6].isalpha() and head[4:6].isupper()):
         (length,) = struct.unpack(order + "I", head[4:8])
+        head = head[:8]
     elif head[4:6] in (b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"UT", b"SQ", b"UC", b"UR") and len(head) == 12:
         (length,) = struct.unpack(order + "I", head[8:12])
     else:  # a short-form VR: a 16-bit length
         (length,) = struct.unpack(order + "H", head[6:8])
         head = head[:8]
-    if length == 0xFFFFFFFF:  # encapsulated frames: their items are read by the task
-        return ""
     have = size - start - len(head)
-    return f"truncated {have} {length}" if have < length else ""
+    if length == 0xFFFFFFFF:  # encapsulated frames: the sequence delimiter that ends them must be there
+        return "" if _delimiter_after(f, start + len(head), size, order) else "cut encapsulated"
+    if have < length:
+        return f"truncated {have} {length}"
+    need = _image_bytes(ds)
+    return f"short {length} {need}" if need is not None and length < need else ""
+
+
+_DELIMITER_TAIL = 64 << 10  # bytes from the end of a file searched for its encapsulated pixel data's end
+
+
+def _delimiter_after(f, start: int, size: int, order: str) -> bool:
+    """Whether the encapsulated pixel data that starts at ``start`` ends with its sequence delimiter
+    (FFFE,E0DD) within the file: a copy cut short loses it. The file's last 8 bytes, where it nearly always
+    is, else its last 64 KiB (trailing padding); pixel data followed by more than that would read as cut,
+    and be carried whole."""
+    mark = struct.pack(order + "HHI", 0xFFFE, 0xE0DD, 0)
+    for tail in (len(mark), _DELIMITER_TAIL):
+        begin = max(start, size - tail)
+        f.seek(begin)
+        if mark in f.read(size - begin):
+            return True
+    return False
+
+
+def _image_bytes(ds) -> int | None:
+    """The bytes a native pixel data element must hold for the image its header declares, or None where
+    the header does not say (a short element is a file damaged before it was copied: lvpnet reads it as
+    'pixel data truncated')."""
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        spp, bits = int(ds.get("SamplesPerPixel", 1) or 1), int(ds.BitsAllocated)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    meta = getattr(ds, "file_meta", None)
+    ts = str(meta.get("TransferSyntaxUID", "") or "") if meta is not None else ""
+    if ts not in ("", "1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2") or min(rows, cols, spp, bits) < 1:
+        return None  # compressed (deflated whole), or nonsense the task will name
+    if spp == 3 and str(ds.get("PhotometricInterpretation", "")).strip().endswith("_422"):
+        spp = 2  # two chroma samples shared by each pair of pixels: 2 bytes a pixel at 8 bits
+    return (rows * cols * spp * frames * bits + 7) // 8
 
 
 def _coded(layout: str) -> bool:
