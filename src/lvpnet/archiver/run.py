@@ -108,7 +108,9 @@ def archive(
                         f"{len(gone)} of its files {'was' if len(gone) == 1 else 'were'} deleted (or renamed) in SOURCE "
                         "since it was archived and "
                         "files were added or changed: the archived .lvp, which still holds the deleted files, is "
-                        "kept as it is (move it out of DEST to archive the series anew from SOURCE)")})
+                        "kept as it is, and restore gives the files as they were archived (to archive the series "
+                        "anew from SOURCE, move that .lvp out of DEST first, and keep it: it then holds the only "
+                        "copy of the deleted files)")})
             elif row is not None and row.state == "done" and _unchanged(row, it) and _output_present(out, row):
                 skips.append((it, row, False))
             else:
@@ -515,6 +517,8 @@ class _Stats:
             self.lossy += [c["file"] for c in res.get("damaged_carried") or [] if c.get("lossy")]
         else:
             self.failures.append({"item": spec["key"], "sources": spec["sources"], "reason": res["reason"]})
+            self.files += files  # a damaged series restored in part: the files it did write
+            self.bytes_out += bytes_out
         self._t1 = time.perf_counter()
         self._emit()
 
