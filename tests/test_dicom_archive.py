@@ -441,6 +441,11 @@ def test_a_lossy_codestream_under_a_lossless_only_syntax_is_refused(tmp_path, rn
     assert not (tmp_path / "x.lvp").exists()
     assert main(["compress", str(path), str(tmp_path / "x.lvp"), "--allow-lossy-source"]) == 0
     assert info_dict(str(tmp_path / "x.lvp"))["lossy_source_files"] == ["lying.dcm"]
+    # restored, it says both that it went through lossy coding and how (it had no method to keep)
+    assert main(["decompress", str(tmp_path / "x.lvp"), str(tmp_path / "out")]) == 0
+    back = _dcm(tmp_path / "out" / "lying.dcm")
+    assert back.LossyImageCompression == "01"
+    assert back.LossyImageCompressionMethod == ("ISO_15444_1" if kind == "j2k" else "ISO_14495_1")
 
 
 # ---------------------------------------------------------------- damage, refusals, safety

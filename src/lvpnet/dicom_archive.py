@@ -395,10 +395,10 @@ def _rewrite_native(data: bytes, ds: Any, frames: np.ndarray, path: Path, ts: st
 # (0028,2114)'s defined terms by the transfer syntax that did the lossy coding
 _LOSSY_METHODS = {
     **{f"1.2.840.10008.1.2.4.{n}": "ISO_10918_1" for n in (50, 51, 52, 53, 54, 55, 56, 57, 59, 60, 61, 62, 63, 64, 70)},
-    "1.2.840.10008.1.2.4.81": "ISO_14495_1",
-    "1.2.840.10008.1.2.4.91": "ISO_15444_1",
-    "1.2.840.10008.1.2.4.93": "ISO_15444_1",
-    "1.2.840.10008.1.2.4.203": "ISO_15444_15",
+    # lossless-only syntaxes too: a lossy codestream mislabelled under one (dicom_lossy reads them all)
+    **{f"1.2.840.10008.1.2.4.{n}": "ISO_14495_1" for n in (80, 81)},
+    **{f"1.2.840.10008.1.2.4.{n}": "ISO_15444_1" for n in (90, 91, 92, 93)},
+    **{f"1.2.840.10008.1.2.4.{n}": "ISO_15444_15" for n in (201, 202, 203)},
     "1.2.840.10008.1.2.4.111": "ISO_18181_1",
     "1.2.840.10008.1.2.4.112": "ISO_18181_1",
 }
