@@ -106,7 +106,8 @@ def format_archive(s: dict) -> str:
         ratio = f", ratio {s['ratio']:.2f}" if s["ratio"] else ""
         lines.append(f"  {_bytes(s['bytes_in'])} -> {_bytes(s['bytes_out'])}{ratio} in {s['seconds']:.1f} s "
                      f"on {_plural(s['workers'], 'worker')}")
-    if s["skipped"] or s["done"] != s["items"]:
+    if (s["archive_bytes_in"], s["archive_bytes_out"]) != ((s["bytes_in"], s["bytes_out"]) if s["done"] else (0, 0)):
+        # the whole archive, where it is more than this run wrote
         lines.append(f"  archive: {_bytes(s['archive_bytes_in'])} -> {_bytes(s['archive_bytes_out'])}")
     if s["not_identical"]:
         lines.append(f"  restored with the same values but not byte for byte (a compressed DICOM rewritten as "
