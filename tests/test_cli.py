@@ -267,3 +267,17 @@ def test_runs_with_its_output_streams_closed(tmp_path):
         cmd = f'"{exe}" compress a.npy a.lvp --codec fallback {redirect} && "{exe}" verify a.lvp {redirect}'
         proc = subprocess.run(["bash", "-c", cmd], cwd=tmp_path, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0 and out.exists(), proc.stdout
+
+
+def test_a_full_standard_output_is_named(tmp_path):
+    """`--json > /dev/full` said "lvpnet: No space left on device" (exit 2) after the .lvp was written and
+    verified, which read as the compress failing."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    np.save(tmp_path / "a.npy", np.arange(2 * 16 * 16, dtype=np.int16).reshape(2, 16, 16))
+    exe = os.path.join(os.path.dirname(sys.executable), "lvpnet")
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([exe, "compress", "a.npy", "a.lvp", "--codec", "fallback", "--json"], cwd=tmp_path,
+                              stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert proc.returncode == 2 and (tmp_path / "a.lvp").exists()
+    assert "standard output (the command's own work is done): No space left on device" in proc.stderr

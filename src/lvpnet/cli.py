@@ -8,6 +8,7 @@ or an input that cannot be read. Messages go to stderr, tracebacks only with
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -393,6 +394,41 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _NamedStdout:
+    """``sys.stdout`` whose write errors name it: "No space left on device" alone, after a compress whose
+    file was written, read as the compress failing."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def _named(self, call, *args):
+        try:
+            return call(*args)
+        except OSError as e:
+            if not isinstance(e, BrokenPipeError) and e.filename is None:
+                e.filename = "standard output (the command's own work is done)"
+            raise
+
+    def write(self, text):
+        return self._named(self._stream.write, text)
+
+    def flush(self):
+        return self._named(self._stream.flush)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _stdout_named():
+    real = sys.stdout
+    sys.stdout = _NamedStdout(real)
+    try:
+        yield
+    finally:
+        sys.stdout = real
+
+
 def main(argv: list[str] | None = None) -> int:
     from .atomic import signals_interrupt
     from .limits import set_max_memory
@@ -409,7 +445,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if getattr(args, "max_memory", None) is not None:
                 set_max_memory(args.max_memory)
-            return args.func(args)
+            with _stdout_named():
+                rc = args.func(args)
+                sys.stdout.flush()  # what was printed, written now: a full disk is said here, not lost at exit
+            return rc
         except LvpnetError as e:
             if args.debug:
                 traceback.print_exc()
