@@ -160,8 +160,8 @@ def learned_alone(rep: dict, meta: dict[str, dict], base: dict[str, float]) -> l
     a, o, b, n = tot
     rows.append(["total", "", _f(a / n, 4), _f(o / n, 4), _f(b / n, 4), _f(a / b, 4)])
     return ["## The learned codec alone", "",
-            "Real `.lvp` bits per sample with every slice coded by the learned codec (`--codec lvpnet`, "
-            "safety net off), beside the combined file above (per slice the smaller of learned and "
+            "Real `.lvp` bits per sample with every slice coded by the learned codec (`--codec lvpnet "
+            "--no-safety-net`), beside the combined file above (per slice the smaller of learned and "
             "fallback) and the baseline best classical codec.", "",
             bench.grid(["id", "modality", "learned alone", "combined", "baseline best", "ratio alone"], rows,
                        markdown=True, bold_last=True), ""]

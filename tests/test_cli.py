@@ -12,6 +12,7 @@ from conftest import smooth_image
 
 from lvpnet.cli import main
 from lvpnet.codecs import get_codec
+from lvpnet.lvpfile import LvpFile
 
 
 def lvpnet_cmd(*args, check_rc=None):
@@ -281,3 +282,16 @@ def test_a_full_standard_output_is_named(tmp_path):
                               stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
     assert proc.returncode == 2 and (tmp_path / "a.lvp").exists()
     assert "standard output (the command's own work is done): No space left on device" in proc.stderr
+
+
+def test_the_safety_net_can_be_turned_off_and_its_choice_is_said(tmp_path, capsys):
+    """BENCHMARKS.md's 'learned alone' said `--codec lvpnet`, which keeps the safety net: a user following it got
+    a JPEG-XL file and no word of it. `--no-safety-net` keeps the learned codec's slices; the summary line
+    names the codecs that kept the slices when the learned one did not keep them all."""
+    np.save(tmp_path / "a.npy", np.zeros((2, 32, 32), np.uint8))  # a blank: the fallback's few bytes win
+    assert main(["compress", str(tmp_path / "a.npy"), str(tmp_path / "a.lvp")]) == 0
+    assert "slices by codec: fallback 2" in capsys.readouterr().out
+    assert main(["compress", str(tmp_path / "a.npy"), str(tmp_path / "b.lvp"), "--codec", "lvpnet",
+                 "--no-safety-net"]) == 0
+    assert "slices by codec" not in capsys.readouterr().out
+    assert LvpFile(tmp_path / "b.lvp").codec_counts() == {"lvpnet": 2}

@@ -74,7 +74,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
         codecs.get_codec("lvpnet").device = args.device  # where the learned codec runs (no weights loaded here)
     job = iter_compress_path(args.input, args.output, args.codec, verify=not args.no_verify, series=args.series,
                              rgb=args.rgb, follow_symlinks=args.follow_symlinks,
-                             allow_lossy_source=args.allow_lossy_source, workers=args.workers,
+                             allow_lossy_source=args.allow_lossy_source, safety_net=not args.no_safety_net,
+                             workers=args.workers,
                              on_note=lambda note: print(f"lvpnet: note: {note}", file=sys.stderr))
     result, volume, read_seconds = run(job, ProgressBar())
     report = {"input": str(args.input), **result.as_dict(), "read_seconds": round(read_seconds, 3)}
@@ -83,6 +84,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
         report.update(info_fields(volume.metadata, report["lvp_bytes"]))
     source_bytes = report.get("dicom_source_bytes")
+    counts = report.get("codecs") or {}
+    kept = ("" if len(counts) < 2 and ("lvpnet" in counts or not counts) else
+            "; slices by codec: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     if args.json:
         print(json.dumps(report))
     elif source_bytes:
@@ -92,6 +96,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
             f"{report['lvp_bytes']:,} bytes, ratio {report['dicom_ratio']:.2f} (headers and every file kept; "
             f"the pixels alone: {report['original_bytes']:,} bytes), encoded in {report['encode_seconds']:.2f} s"
             + ("" if report.get("verify_seconds") is None else f", verified in {report['verify_seconds']:.2f} s")
+            + kept
         )
     else:
         print(
@@ -99,6 +104,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
             f"{report['bits_per_sample']:.3f} bits/sample, ratio {report['ratio']:.2f}, "
             f"encoded in {report['encode_seconds']:.2f} s"
             + ("" if report.get("verify_seconds") is None else f", verified in {report['verify_seconds']:.2f} s")
+            + kept
         )
     return 0
 
@@ -297,7 +303,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 CODEC_HELP = ("slice codec (default: lvpnet for integers up to 16 bits when the shipped weights won on val, "
-              "each slice kept by the fallback where that is smaller; else fallback, the fast one)")
+              "else fallback, the fast one); with lvpnet, each slice is kept by the fallback where that is smaller "
+              "(the safety net) unless --no-safety-net")
 
 
 MAX_MEMORY_HELP = ("the most memory a file may make lvpnet allocate, e.g. 8G (default: 256 MiB or 4096 times "
@@ -344,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--device", choices=("auto", "cpu", "cuda"),
                    help="where the learned codec runs (default: LVPNET_DEVICE when set, else auto)")
     c.add_argument("--no-verify", action="store_true", help="skip decoding the output before it is put in place")
+    c.add_argument("--no-safety-net", action="store_true",
+                   help="keep every slice the learned codec codes, even where the fallback would be smaller (what "
+                        "BENCHMARKS.md's 'learned codec alone' measures)")
     c.add_argument("--allow-lossy-source", action="store_true",
                    help="accept DICOM files whose pixel data went through lossy compression")
     c.add_argument("--json", action="store_true", help="print one JSON object with sizes, ratio and times")
