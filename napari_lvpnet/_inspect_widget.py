@@ -146,6 +146,24 @@ def ablation_text(saved: float, ablated: float) -> str:
     return "  latent ablation: the latent saves nothing (the same bits with a constant latent)"
 
 
+def latent_notes(maps: list) -> list[str]:
+    """What the latent maps show, said where they would otherwise read as a finding about the image: a latent
+    that is the same in every block (so the ablation can only say "nothing"), a QCM that raises the error it
+    exists to lower. Both are the weights' (docs/MODEL.md section 6, "Latent collapse"), not the slice's."""
+    if not maps:
+        return []
+    notes = []
+    if all(bool((m.z == m.z[:, :1, :1]).all()) for m in maps):
+        notes.append("  the latent is the same in every block of these slices: these weights' latent carries "
+                     "nothing of the image (docs/MODEL.md section 6)")
+    before = float(np.mean([m.qcm_before.mean() for m in maps]))
+    after = float(np.mean([m.qcm_after.mean() for m in maps]))
+    if after > before:
+        notes.append(f"  the QCM raises the latent's rounding error here ({before:.2f} -> {after:.2f} steps): "
+                     "these weights' QCM does not help (docs/MODEL.md section 6)")
+    return notes
+
+
 def summary_text(res: analysis.Analysis, model_name: str | None, frames: tuple = (), labels=None) -> str:
     px = res.pixels_per_slice
     lines = [f"model: {model_name}" if model_name else "no model: real chunk bits only"]
@@ -162,6 +180,7 @@ def summary_text(res: analysis.Analysis, model_name: str | None, frames: tuple =
             lines.append(f"  pixels {res.pixel_bits.sum():,.0f} + latent {res.latent_bits.sum():,.0f} bits")
         if res.ablated_bits is not None:
             lines.append(ablation_text(float(res.latent_saved_bits.sum()), float(res.ablated_bits.sum())))
+        lines += latent_notes(res.maps)
     if res.chunk_bits is not None:
         if len(res.indices) == 1 and res.n_slices > 1:
             i = res.indices[0]

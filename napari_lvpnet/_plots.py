@@ -48,6 +48,7 @@ def draw_colorbars(canvas, items, colours) -> None:
     """``items``: (title, colormap, lo, hi) of each visible map; none hides the panel."""
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     fig = canvas.figure
     fig.clear()
@@ -59,6 +60,9 @@ def draw_colorbars(canvas, items, colours) -> None:
     axes = fig.subplots(len(items), 1, squeeze=False)[:, 0]
     for ax, (title, cmap, lo, hi) in zip(axes, items):
         cb = fig.colorbar(ScalarMappable(norm=Normalize(lo, hi), cmap=cmap), cax=ax, orientation="horizontal")
+        # a few short ticks: a map of near-zero values (+-0.001) had seven long labels running into each other
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:.3g}"))
         cb.set_label(title, fontsize=7, color=colours[1])
         cb.outline.set_edgecolor(colours[1])
     _style(fig, axes, colours)

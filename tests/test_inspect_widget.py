@@ -360,3 +360,20 @@ def test_a_4d_layer_is_spoken_of_in_its_sliders_words(make_napari_viewer, qtbot,
     assert viewer.layers[-1].name == "bit cost [bits/pixel] · fmri (time 1, slice 2)"
     viewer.dims.set_point(1, 0)
     qtbot.waitUntil(lambda: "the viewer is on time 1, slice 0" in w.hint.value, timeout=5000)
+
+
+def test_the_summary_says_when_the_latent_maps_are_the_weights_not_the_image():
+    """With the shipped weights the latent is one value in every block and the QCM raises the error it is there
+    to lower: the ablation box said "the latent saves nothing" and the QCM maps showed a uniform worse error,
+    both reading as findings about the image. The summary says they are the weights'."""
+    from types import SimpleNamespace
+
+    from napari_lvpnet._inspect_widget import latent_notes
+
+    flat = SimpleNamespace(z=np.full((4, 3, 3), -31, np.int8), qcm_before=np.full((3, 3), 0.79, np.float32),
+                           qcm_after=np.full((3, 3), 1.16, np.float32))
+    said = latent_notes([flat])
+    assert len(said) == 2 and "same in every block" in said[0] and "0.79 -> 1.16 steps" in said[1]
+    live = SimpleNamespace(z=np.arange(36, dtype=np.int8).reshape(4, 3, 3), qcm_before=np.full((3, 3), 0.4),
+                           qcm_after=np.full((3, 3), 0.1))
+    assert latent_notes([live]) == [] and latent_notes([]) == []
