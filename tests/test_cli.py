@@ -295,3 +295,14 @@ def test_the_safety_net_can_be_turned_off_and_its_choice_is_said(tmp_path, capsy
                  "--no-safety-net"]) == 0
     assert "slices by codec" not in capsys.readouterr().out
     assert LvpFile(tmp_path / "b.lvp").codec_counts() == {"lvpnet": 2}
+
+
+def test_info_says_its_values_in_words(tmp_path, capsys):
+    """`lvpnet info` printed Python's reprs: `codecs: {'fallback': 1}`, `spacing: None`, `rgb: False`."""
+    np.save(tmp_path / "a.npy", np.zeros((2, 16, 16), np.uint8))
+    assert main(["compress", str(tmp_path / "a.npy"), str(tmp_path / "a.lvp"), "--codec", "fallback"]) == 0
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "a.lvp")]) == 0
+    lines = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in capsys.readouterr().out.splitlines())}
+    assert (lines["codecs"], lines["spacing"], lines["rgb"], lines["shape"]) == ("fallback 2", "-", "no", "2 x 16 x 16")
+    assert "{" not in "".join(lines.values()) and "None" not in "".join(lines.values())

@@ -246,8 +246,25 @@ def cmd_info(args: argparse.Namespace) -> int:
                          "not_archived") if info.get(k)]
     width = max(len(k) for k in keys)  # one column of names, however long the longest
     for key in keys:
-        print(f"{key:>{width}}: {info[key]}")
+        print(f"{key:>{width}}: {_plain(info[key])}")
     return 0
+
+
+def _plain(value) -> str:
+    """A value of ``info`` in words, not Python's repr (``--json`` gives the values as they are)."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_plain(v)}" for k, v in value.items()) or "-"
+    if isinstance(value, (list, tuple)):
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            return " x ".join(str(v) for v in value) if value else "-"
+        return ", ".join(_plain(v) for v in value) or "-"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
