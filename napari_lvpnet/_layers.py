@@ -355,14 +355,15 @@ def lazy_lvp_layer(lvp: LvpFile, name: str, metadata: dict | None = None):
     return layer
 
 
-def labels_layer(lvp: LvpFile, name: str):
+def labels_layer(lvp: LvpFile, name: str, metadata: dict | None = None):
     """A .lvp saved from a labels layer, as a Labels layer again: read whole (labels are edited, so not a
-    lazy placeholder array), with the geometry and metadata an image from it would have."""
+    lazy placeholder array), with the geometry and metadata an image from it would have; ``metadata``: the
+    source's (``lvp.metadata`` when None)."""
     from napari.layers import Labels
 
     h = lvp.header
     source = h.get("source", {})
-    meta = {"source_format": source.get("format"), **source.get("metadata", {})}
+    meta = {"source_format": source.get("format"), **(lvp.metadata if metadata is None else metadata)}
     kwargs = layer_kwargs(shape=lvp.shape, rgb=False, spacing=h.get("spacing"), origin=h.get("origin"),
                           direction=h.get("direction"), metadata=meta, name=name, sample=None, affine=h.get("affine"))
     keep = ("name", "metadata", "axis_labels", "scale", "units", "translate")  # no window or colormap of an image

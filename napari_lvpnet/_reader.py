@@ -99,7 +99,7 @@ def read_lvp(path):
                                        "grey); the slices are checked as they decode")
             meta = lvp.header.get("source", {}).get("metadata", {})
         if meta.get(LABELS_KEY):  # saved from a labels layer
-            return [labels_layer(lvp, _name(path, (".lvp",)))]
+            return [labels_layer(lvp, _name(path, (".lvp",)), metadata=meta)]
     except LvpnetError as e:  # damaged header, truncated, newer format, a damaged labels slice: say so, add nothing
         notifications.show_error(notification(e, path))
         return [(None,)]  # npe2's "read, no layers" sentinel: no "try another plugin" dialog

@@ -16,6 +16,7 @@ to (verification).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -134,32 +135,33 @@ class ContainerReader:
     def _read(self, offset: int, length: int) -> bytes:
         if self._data is not None:
             return self._data[offset : offset + length]
-        try:
+        with self._said():
             with open(self._path, "rb") as f:
                 self._same(os.fstat(f.fileno()))  # its index would point into other bytes
                 f.seek(offset)
                 return f.read(length)
-        except FileNotFoundError:
-            raise InputError(f"{self.name}: the file is gone since it was opened") from None
-        except OSError as e:
-            raise InputError(f"{self.name}: cannot read ({e.strerror or e})") from None
 
     def check_unchanged(self) -> None:
         """Raise as a read would where the file changed since it was opened: what was decoded from it
         before (a cached slice) must not be given out for the file that replaced it."""
         if self._data is not None:
             return
-        try:
-            st = os.stat(self._path)
-        except FileNotFoundError:
-            raise InputError(f"{self.name}: the file is gone since it was opened") from None
-        except OSError as e:
-            raise InputError(f"{self.name}: cannot read ({e.strerror or e})") from None
-        self._same(st)
+        with self._said():
+            self._same(os.stat(self._path))
 
     def _same(self, st: os.stat_result) -> None:
         if (st.st_size, st.st_mtime_ns) != self._stamp:
             raise InputError(f"{self.name}: the file changed since it was opened (rewritten or replaced); open it again")
+
+    @contextlib.contextmanager
+    def _said(self):
+        """The file system's errors on this file, as lvpnet says them."""
+        try:
+            yield
+        except FileNotFoundError:
+            raise InputError(f"{self.name}: the file is gone since it was opened") from None
+        except OSError as e:
+            raise InputError(f"{self.name}: cannot read ({e.strerror or e})") from None
 
     def _parse(self) -> None:
         pre = self._read(0, PREAMBLE.size)

@@ -293,8 +293,7 @@ def ordered(fn: Callable, tasks: Iterable[tuple], n: int, env: dict[str, str] | 
         pool = _executor(n - 1, dict(env or {}))
     except OSError as e:  # no shared memory for the pool's locks (a read-only or missing /dev/shm)
         _in_this_process(e)
-        yield from (fn(*task) for task in tasks)
-        return
+        pool = None
     todo = iter(tasks)
     window: deque = deque()  # per task in order: a worker's future, or what this process got
     bound, depth = 2 * n + 8, 2 * (n - 1)
@@ -306,20 +305,20 @@ def ordered(fn: Callable, tasks: Iterable[tuple], n: int, env: dict[str, str] | 
                 task = next(todo, None)
                 if task is None:
                     break
-                if pool is None:  # the workers could not start: every task here
-                    window.append(_here(fn, task))
-                    continue
-                try:
-                    window.append(pool.submit(fn, *task))
-                except BrokenProcessPool:
-                    raise
-                except (RuntimeError, OSError) as e:  # "can't start new thread" (ulimit -u): no workers at all
-                    if any(isinstance(f, Future) for f in window):
+                if pool is not None:
+                    try:
+                        window.append(pool.submit(fn, *task))
+                        continue
+                    except BrokenProcessPool:
                         raise
-                    _in_this_process(e)
-                    shutdown()
-                    pool = None
-                    window.append(_here(fn, task))
+                    except (RuntimeError, OSError) as e:  # "can't start new thread" (ulimit -u): no workers at all
+                        if any(isinstance(f, Future) for f in window):
+                            raise
+                        _in_this_process(e)
+                        shutdown()
+                        pool = None
+                window.append(_here(fn, task))  # the workers could not start: every task here, one at a time
+                break
             if not window:
                 return
             head = window[0]

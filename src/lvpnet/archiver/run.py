@@ -124,7 +124,7 @@ def archive(
         kept: list[str] = []  # done items some of whose files were deleted from SOURCE since
         repaired: list[str] = []
         for it, row, with_deleted in skips:
-            if not check and (row.reason or "").startswith(DAMAGED):  # an earlier --check found it so
+            if not check and _damage_noted(row):  # an earlier --check found it so
                 conflicts.append(_still_damaged(row))
             elif it.key not in damaged:
                 skipped += 1
@@ -137,13 +137,13 @@ def archive(
                 repaired.append(it.key)
         if check:  # remembered for the plain runs, which read no output; dropped where found intact again
             for row in looked:
-                if row.key not in damaged and (row.reason or "").startswith(DAMAGED):
+                if row.key not in damaged and _damage_noted(row):
                     ledger.note_damage(row.key, None)
             for failure in unrepairable:
                 ledger.note_damage(failure["item"], failure["reason"])
         else:  # items SOURCE no longer has, found damaged by an earlier --check
             conflicts += [_still_damaged(r) for k, r in rows.items()
-                          if r.state == "done" and k not in planned and (r.reason or "").startswith(DAMAGED)]
+                          if r.state == "done" and k not in planned and _damage_noted(r)]
         conflicts += unrepairable
         # what the archive holds of the items coded again: kept if their new version fails (a source
         # broken since, say), for "nothing the archive holds is dropped because SOURCE lost it"
@@ -266,6 +266,11 @@ def _damaged_outputs(dst: Path, rows: list, progress: Callback | None) -> set[st
     return damaged
 
 
+def _damage_noted(row) -> bool:
+    """Whether an earlier ``--check`` found the row's output damaged beyond repair (``Ledger.note_damage``)."""
+    return (row.reason or "").startswith(DAMAGED)
+
+
 def _still_damaged(row) -> dict:
     """The failure of a plain run for an output an earlier ``--check`` found damaged beyond repair."""
     return {"item": row.key, "sources": [p for p, *_ in row.sources], "reason": (
@@ -331,7 +336,7 @@ def _archive_summary(src, dst, plan, ledger, stats, skipped, n_workers, startup,
         "not_identical": sorted(r.key for r in done_rows if r.identical == 0),
         "failures": conflicts + stats.failures,
         "damaged_carried": plan.damaged + stats.carried,
-        "lossy_carried": sorted([f["file"] for f in plan.lossy] + stats.lossy),
+        "lossy_carried": sorted(plan.lossy + stats.lossy),
         "kept_with_deleted_sources": kept,
         "not_archived": plan.skipped,
         "not_in_source": sorted(k for k in rows if k not in planned),
@@ -513,8 +518,8 @@ class _Stats:
             self.adopted += int(bool(res.get("adopted")))
             self.bytes_out += bytes_out
             self.files += files
-            self.carried += [{**c, "item": spec["key"]} for c in res.get("damaged_carried") or [] if not c.get("lossy")]
-            self.lossy += [c["file"] for c in res.get("damaged_carried") or [] if c.get("lossy")]
+            self.carried += [{**c, "item": spec["key"]} for c in res.get("damaged_carried") or []]
+            self.lossy += res.get("lossy_carried") or []
         else:
             self.failures.append({"item": spec["key"], "sources": spec["sources"], "reason": res["reason"]})
             self.files += files  # a damaged series restored in part: the files it did write

@@ -196,8 +196,9 @@ def _encode(spec: dict, src_root: Path, out: Path, sources: list[dict]) -> dict:
 
     kind = spec["kind"]
     carried: list[dict] = []
+    lossy: list[str] = []
     if kind == "dicom":
-        volume, identical, restore, carried = _dicom_volume(src_root / spec["root"], spec, sources)
+        volume, identical, restore, carried, lossy = _dicom_volume(src_root / spec["root"], spec, sources)
     else:
         volume, identical, restore = _file_volume(src_root / spec["sources"][0], kind, sources[0])
     volume.metadata = {
@@ -208,7 +209,7 @@ def _encode(spec: dict, src_root: Path, out: Path, sources: list[dict]) -> dict:
     # hash what is now under the final name: that is what the ledger vouches for
     return {"encoded": True, "adopted": False, "output_sha256": sha256_file(out), "output_bytes": result.lvp_bytes,
             "raw_bytes": result.raw_bytes, "identical": identical, "codecs": result.codec_counts,
-            "damaged_carried": carried}
+            "damaged_carried": carried, "lossy_carried": lossy}
 
 
 def _dicom_volume(root: Path, spec: dict, sources: list[dict]):
@@ -230,9 +231,8 @@ def _dicom_volume(root: Path, spec: dict, sources: list[dict]):
     identical = not any(f.get("transfer_syntax_changed") for f in arch.get("files", []))
     carried = [{"file": posixpath.join(root_rel, n), "reason": why} for n, why in damaged]
     # a lossy file only its codestream shows (JPEG 2000), kept whole (the walk carries those its header shows)
-    carried += [{"file": posixpath.join(root_rel, f["name"]), "reason": f"a lossy source ({f['lossy_source']}): "
-                 "carried as it is", "lossy": True} for f in arch.get("files", []) if f.get("carried_lossy")]
-    return volume, identical, {}, carried
+    lossy = [posixpath.join(root_rel, f["name"]) for f in arch.get("files", []) if f.get("carried_lossy")]
+    return volume, identical, {}, carried, lossy
 
 
 def _read_series_carrying_damaged(root: Path, names: list[str]):

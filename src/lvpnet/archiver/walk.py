@@ -85,7 +85,7 @@ class Plan:
     damaged: list[dict[str, str]] = field(default_factory=list)  # {"file", "reason"}: carried whole (other items)
     # {"file", "reason"}: regular files whose names the archive cannot hold (not UTF-8): failures of the run
     unnamed: list[dict[str, str]] = field(default_factory=list)
-    lossy: list[dict[str, str]] = field(default_factory=list)  # {"file", "reason"}: lossy DICOM, carried (other items)
+    lossy: list[str] = field(default_factory=list)  # lossy DICOM files (their paths), carried (other items)
 
 
 def walk(source: str | os.PathLike, known: dict[str, tuple[int, int, str]] | None = None,
@@ -103,7 +103,7 @@ def walk(source: str | os.PathLike, known: dict[str, tuple[int, int, str]] | Non
     skipped: list[dict[str, str]] = []
     damaged: list[dict[str, str]] = []
     unnamed: list[dict[str, str]] = []
-    lossy: list[dict[str, str]] = []
+    lossy: list[str] = []
     series: dict[tuple[str, str], list[tuple[SourceFile, int, str]]] = {}  # (study, uid) -> (file, frames, layout)
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
@@ -162,8 +162,7 @@ def walk(source: str | os.PathLike, known: dict[str, tuple[int, int, str]] | Non
                 items.append(_other(src))  # carried as it is: no image, or one lvpnet does not code (a 1-bit SEG)
             elif header[3] and carry_lossy:  # already compressed with loss: nothing to gain, its bytes kept as they are
                 items.append(_other(src))
-                lossy.append({"file": rel, "reason": "a lossy source (its transfer syntax or LossyImageCompression "
-                                                    "says so): carried as it is"})
+                lossy.append(rel)
             else:
                 uid, frames, layout, _ = header
                 study = rel.split("/", 1)[0] if "/" in rel else ""
