@@ -163,6 +163,8 @@ def crafted(seeds) -> dict[str, tuple[bytes, type]]:
         assert p.header["source"]["metadata"]["dicom"]["elements_in_record"] == 0
         p.header["source"]["metadata"]["dicom"]["elements_in_record"] = value
         cases[name] = (lvp_forge.join(p), DamagedError)
+    cases["elements-record-dictionary-99"] = (_record(s["dicom"], 0, lambda h, b: (
+        {**h, "body": {**h["body"], "codec": "deflate", "dictionary": 99}}, b)), DamagedError)
     junk = b"not a DICOM file" * 8
     cases["elements-record-not-dicom"] = (_record(s["dicom"], 0, lambda h, b: (
         {**h, "pixel": None, "body": {"codec": "zstd", "length": len(junk), "sha256": hashlib.sha256(junk).hexdigest()}},

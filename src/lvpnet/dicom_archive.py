@@ -454,17 +454,15 @@ def record_elements(blob, k: int) -> dict:
     from .io.dicom import elements_of
 
     def parsed(j: int) -> tuple[dict, bytes]:
-        raw = blob(j)
+        raw = blob(j)  # a dictionary out of range: IndexError, which _decode_body names as damage
         head, coded = _parse_record(raw, j)
         limits.check(head["body"]["length"], len(raw), f"{head['name']}: DICOM file record {j}")
         return head, coded
 
     head, coded = parsed(k)
-    ref = head["body"].get("dictionary") if head["body"]["codec"] == "deflate" else None
-
-    def dictionary(j: int) -> bytes:
-        ref_head, ref_coded = parsed(j) if j == ref and j != k else (None, b"")
-        if ref_head is None or ref_head["body"]["codec"] != "zstd":
+    def dictionary(j: int) -> bytes:  # as _iter_restore's: a zstd body (so never record k itself, deflated)
+        ref_head, ref_coded = parsed(j)
+        if ref_head["body"]["codec"] != "zstd":
             raise DamagedError(f"DICOM file record {k}: invalid dictionary reference")
         return _decode_body(ref_head, ref_coded, j, None)
 
