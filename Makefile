@@ -3,6 +3,7 @@
 # the Debian packages the GUI tests need.
 
 PYTHON ?= python3
+TORCH_INDEX ?=
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
@@ -18,8 +19,10 @@ $(VENV)/.installed: setup.cfg setup.py pyproject.toml src/lvpnet/model/_avx2mm.c
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); \
 	  else echo "python3 -m venv failed: install python3-venv (sudo apt-get install python3-venv)"; exit 1; fi; }
 	$(PIP) install -q --upgrade pip
-	# the CPU build of torch; a CUDA torch already in a user's environment is left alone by the package metadata
-	$(PIP) install -q torch==2.13.0
+	# torch 2.13.0: PyPI's Linux x86_64 wheel is the CUDA build (several GB; it runs on a CPU too), unless pip
+	# finds a CPU wheel first (a local wheel folder); TORCH_INDEX=https://download.pytorch.org/whl/cpu takes
+	# the CPU build from PyTorch's index. A CUDA torch already in a user's environment is left alone.
+	$(PIP) install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PIP) install -q -e '.[napari]'
 	@touch $@
 

@@ -306,3 +306,25 @@ def test_info_says_its_values_in_words(tmp_path, capsys):
     lines = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in capsys.readouterr().out.splitlines())}
     assert (lines["codecs"], lines["spacing"], lines["rgb"], lines["shape"]) == ("fallback 2", "-", "no", "2 x 16 x 16")
     assert "{" not in "".join(lines.values()) and "None" not in "".join(lines.values())
+
+
+def test_every_option_a_help_text_names_exists_on_that_command():
+    """A help text that sends the user to an option the command lacks (``--no-safety-net`` on
+    ``archive`` and ``bench``) fails with "unrecognized arguments"; every command has a help
+    text for every option."""
+    import argparse
+    import re
+
+    from lvpnet.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name, parser in sub.choices.items():
+        options = {o for a in parser._actions for o in a.option_strings}
+        for action in parser._actions:
+            if action.help is argparse.SUPPRESS:
+                continue
+            assert action.help, f"lvpnet {name} {action.option_strings or action.dest}: no help text"
+            for named in re.findall(r"(?<![\w-])--[a-z][a-z-]*", action.help):
+                assert named in options, f"lvpnet {name} {action.option_strings}: its help names {named}"
+        if name != "compress":
+            assert "for compress" not in parser.format_help()

@@ -70,3 +70,41 @@ def test_readme_python_block_runs(tmp_path, monkeypatch):
     f = scope["f"]
     assert np.array_equal(f[0, 10:20, :], np.asarray(f)[0, 10:20, :])
     assert np.array_equal(np.asarray(scope["d"]), np.asarray(f))
+
+
+def test_format_md_weights_file_section_matches_the_shipped_weights():
+    """FORMAT.md's "The weights file" is what a reader without this code goes by: the keys it lists
+    are the file's, loaded the way it says (``weights_only=True``), and the layer fields too."""
+    torch = pytest.importorskip("torch")
+    text = (ROOT / "docs/FORMAT.md").read_text()
+    section = text[text.index("#### The weights file"):text.index("## What is accepted")]
+    ck = torch.load(ROOT / "resources/lvpnet-v1.pt", map_location="cpu", weights_only=True)
+    assert ck["format"] == "lvpnet-model-1" and f'`"{ck["format"]}"`' in section
+    for key in ck:
+        assert f"| `{key}` |" in section, key
+    for key in ck["decoder"]:
+        assert f"`{key}`" in section, f"decoder key {key}"
+    for layer in (ck["decoder"]["up"], ck["decoder"]["predictor"]["head"], *ck["decoder"]["qcm"].values()):
+        for field in layer:
+            assert f"`{field}`" in section, f"layer field {field}"
+    assert tuple(ck["decoder"]["latent_tables"].shape) == (ck["config"]["latent_channels"], 63)
+    assert tuple(ck["decoder"]["pixel_tables"].shape) == (80, 130)
+    assert ck["decoder"]["latent_tables"].sum(dim=1).eq(2 ** 16).all()
+
+
+def test_format_md_source_metadata_keys_are_what_readers_write():
+    """The keys FORMAT.md's `source.metadata` table names are the ones the readers write (a reader of a
+    ten-year-old file finds the rescale and the frame under the names it was told)."""
+    pydicom = pytest.importorskip("pydicom")
+    from lvpnet import io as lio
+
+    text = (ROOT / "docs/FORMAT.md").read_text()
+    table = text[text.index("### `source.metadata`"):text.index("## Checks, in the order")]
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| `(\w+)` \| (.*)$", table, re.M)}
+    ct = lio.read(pydicom.data.get_testdata_file("CT_small.dcm"))
+    sample = lio.read(ROOT / "resources/sample_ct.nii.gz")
+    assert ct.metadata["coordinate_system"] == "LPS" and sample.metadata["coordinate_system"] == "RAS"
+    assert set(rows) == {"coordinate_system", "modality", "numpy", "nifti", "dicom"}
+    named = set(re.findall(r"`(\w+)`", rows["dicom"])) - {"elements", "elements_in_record", "value"}
+    assert named <= set(ct.metadata["dicom"]), named - set(ct.metadata["dicom"])
+    assert set(re.findall(r"`(\w+)`", rows["nifti"])) <= set(sample.metadata["nifti"])

@@ -321,12 +321,13 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 CODEC_HELP = ("slice codec (default: lvpnet for integers up to 16 bits when the shipped weights won on val, "
               "else fallback, the fast one); with lvpnet, each slice is kept by the fallback where that is smaller "
-              "(the safety net) unless --no-safety-net")
+              "(the safety net)")
 
 
 MAX_MEMORY_HELP = ("the most memory a file may make lvpnet allocate, e.g. 8G (default: 256 MiB or 4096 times "
-                   "the file's size, whichever is more; also LVPNET_MAX_MEMORY); for compress, what reading the "
-                   "input may take (its verification of the output it wrote from memory is not held to it)")
+                   "the file's size, whichever is more; also LVPNET_MAX_MEMORY)")
+COMPRESS_MAX_MEMORY_HELP = (MAX_MEMORY_HELP + "; here, what reading the input may take (the verification of "
+                            "the output it wrote from memory is not held to it)")
 
 
 WORKERS_HELP = ("processes that code the slices of a learned-codec volume in parallel (default: one per core "
@@ -364,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("output", help="the .lvp file to write")
     c.add_argument("--rgb", action="store_true", help="the last axis of 3 of a .npy or .npz input is colour")
     c.add_argument("--series", metavar="UID", help="the series to take from a DICOM folder holding several")
-    c.add_argument("--codec", choices=codecs.known(), help=CODEC_HELP)
+    c.add_argument("--codec", choices=codecs.known(), help=CODEC_HELP + " unless --no-safety-net")
     c.add_argument("--device", choices=("auto", "cpu", "cuda"),
                    help="where the learned codec runs (default: LVPNET_DEVICE when set, else auto)")
     c.add_argument("--no-verify", action="store_true", help="skip decoding the output before it is put in place")
@@ -376,12 +377,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print one JSON object with sizes, ratio and times")
     c.add_argument("--follow-symlinks", action="store_true",
                    help="read the files that symbolic links in an input folder point to (default: skip links)")
-    c.add_argument("--max-memory", type=_size, metavar="SIZE", help=MAX_MEMORY_HELP)
+    c.add_argument("--max-memory", type=_size, metavar="SIZE", help=COMPRESS_MAX_MEMORY_HELP)
     c.add_argument("--workers", type=_workers, metavar="N", help=WORKERS_HELP)
     c.set_defaults(func=cmd_compress)
 
     d = sub.add_parser("decompress", help="restore a .lvp to .npy, .nii or .nii.gz, or its DICOM files to a folder")
-    d.add_argument("input")
+    d.add_argument("input", help="the .lvp file to restore")
     d.add_argument("output", help=".npy, .nii, .nii.gz; for a DICOM source a new folder (or .dcm for one file)")
     d.add_argument("--max-memory", type=_size, metavar="SIZE", help=MAX_MEMORY_HELP)
     d.add_argument("--workers", type=_workers, metavar="N", help=WORKERS_HELP)
@@ -389,12 +390,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_decompress)
 
     i = sub.add_parser("info", help="what a .lvp holds")
-    i.add_argument("input")
-    i.add_argument("--json", action="store_true")
+    i.add_argument("input", help="the .lvp file")
+    i.add_argument("--json", action="store_true", help="print one JSON object (shape, dtype, codecs, sizes, bits per sample, source format)")
     i.set_defaults(func=cmd_info)
 
     v = sub.add_parser("verify", help="decode every slice and check every checksum")
-    v.add_argument("input")
+    v.add_argument("input", help="the .lvp file to check")
     v.add_argument("--max-memory", type=_size, metavar="SIZE", help=MAX_MEMORY_HELP)
     v.add_argument("--workers", type=_workers, metavar="N", help=WORKERS_HELP)
     v.set_defaults(func=cmd_verify)

@@ -1,7 +1,7 @@
 """The per-item work that runs on dask workers: pure functions of a plain dict, idempotent.
 
 ``archive_item`` writes one output under DEST: a ``.lvp`` through
-:func:`lvpnet.compressor.compress_to_file` (a hidden ``.NAME.partial-XXXXXXXX.lvp`` beside the
+:func:`lvpnet.compressor.compress_to_file` (a hidden ``.NAME.lvp.partial-HOST-PID-XXXXXXXX`` beside the
 target, verified by decoding it, then renamed into place) or a copy of an other file through
 :func:`lvpnet.atomic.atomic_path`. Run twice, it gives the same file; killed, it leaves at most a
 temporary file of that pattern, which the client sweeps. When the output already exists (a run
