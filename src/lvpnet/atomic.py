@@ -206,11 +206,13 @@ def _suffix(path: Path) -> str:
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, mode: int | None = None) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; rename it to ``path`` on success.
 
     The temporary name keeps the target's extension (writers such as nibabel
     choose the format from it) and starts with a dot so file browsers hide it.
+    ``mode``: the permission bits the file gets (an archive's copy of a source file, the source's);
+    None: a file replaced keeps its own, a new one the umask's.
     """
     target = Path(path)
     if not target.parent.is_dir():
@@ -220,7 +222,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         _fsync(tmp)
-        _keep_mode(target, tmp)
+        if mode is None:
+            _keep_mode(target, tmp)
+        else:
+            os.chmod(tmp, mode)
         os.replace(tmp, target)
         if os.path.abspath(target.parent) in _WAITING:  # a run killed just before this one had not ended yet
             clean_debris(target.parent)

@@ -7,6 +7,7 @@ import io
 import itertools
 import math
 import os
+import stat
 import threading
 import time
 import warnings
@@ -310,10 +311,12 @@ def _output_path(path) -> str:
 
 def iter_compress_to_file(
     volume: Volume, path: str | os.PathLike, codec: str | None = None, verify: bool = True, safety_net: bool = True,
-    workers: int | None = 1, on_note=None,
+    workers: int | None = 1, on_note=None, mode: int | None = None,
 ) -> Generator[Progress, None, CompressResult]:
     """Write ``volume`` to ``path`` atomically; yields progress, returns a CompressResult
-    (``workers``: ``encode_stream``'s, for the verifying decode too; ``on_note``: ``encode_stream``'s).
+    (``workers``: ``encode_stream``'s, for the verifying decode too; ``on_note``: ``encode_stream``'s;
+    ``mode``: the file's permission bits, held by the temporary file from its first byte, owner
+    read and write added until it is renamed; None: ``atomic_path``'s).
 
     Closing the generator early (a Cancel button) removes the temporary file;
     nothing appears under ``path`` unless every slice was written and, with
@@ -323,8 +326,10 @@ def iter_compress_to_file(
     path = _output_path(path)
     check_writable(path)  # a folder, a missing or read-only one: said before the encode, not after it
     t0 = time.perf_counter()
-    with atomic_path(path) as tmp:
+    with atomic_path(path, mode) as tmp:
         with open(tmp, "wb") as f:
+            if mode is not None:  # before any of the patient's data is in it
+                os.fchmod(f.fileno(), mode | stat.S_IRUSR | stat.S_IWUSR)
             size, counts = yield from encode_stream(f, volume, codec, safety_net=safety_net, workers=workers,
                                                       on_note=on_note)
             f.flush()

@@ -8,7 +8,7 @@ file systems do not give) and ``synchronous=FULL``: see docs/SCALE.md for shared
 
 Tables: ``items`` (one row per output: its kind, state ``pending`` / ``done`` / ``failed``, the
 reason of a failure, the output's SHA-256 and size), ``sources`` (per item, every source file with
-its size, modification time and SHA-256), ``runs`` (one row per command, with its summary) and
+its size, modification time, SHA-256 and permission bits), ``runs`` (one row per command, with its summary) and
 ``meta`` (the ledger's format and the SOURCE it archives).
 """
 
@@ -54,6 +54,7 @@ CREATE TABLE IF NOT EXISTS sources (
     mtime_ns INTEGER NOT NULL,
     sha256 TEXT,
     hint TEXT,
+    mode INTEGER,
     PRIMARY KEY (key, path)
 );
 CREATE TABLE IF NOT EXISTS runs (
@@ -80,7 +81,7 @@ class Row:
     identical: int | None
     encodes: int
     updated: float
-    sources: list[tuple[str, int, int, str | None]]  # (path, size, mtime_ns, sha256)
+    sources: list[tuple[str, int, int, str | None, int | None]]  # (path, size, mtime_ns, sha256, mode)
 
 
 class Ledger:
@@ -106,6 +107,8 @@ class Ledger:
                 self.db.execute("PRAGMA synchronous=FULL")
                 self.db.execute("PRAGMA foreign_keys=ON")
                 self.db.executescript(_SCHEMA)  # idempotent (IF NOT EXISTS); executescript commits on its own
+                if "mode" not in self._source_columns():  # a ledger written before modes were kept
+                    self.db.execute("ALTER TABLE sources ADD COLUMN mode INTEGER")
                 with self.transaction():
                     have = self._meta("format")
                     if have is None:
@@ -192,12 +195,16 @@ class Ledger:
 
     # ------------------------------------------------------------ reading
 
+    def _source_columns(self) -> set[str]:
+        return {r[1] for r in self.db.execute("PRAGMA table_info(sources)")}
+
     def rows(self) -> dict[str, Row]:
         srcs: dict[str, list] = {}
-        for key, path, size, mtime, sha in self.db.execute(
-            "SELECT key, path, size, mtime_ns, sha256 FROM sources ORDER BY key, path"
+        mode = "mode" if "mode" in self._source_columns() else "NULL"  # a read-only ledger of before modes
+        for key, *source in self.db.execute(
+            f"SELECT key, path, size, mtime_ns, sha256, {mode} FROM sources ORDER BY key, path"
         ):
-            srcs.setdefault(key, []).append((path, size, mtime, sha))
+            srcs.setdefault(key, []).append(tuple(source))
         out = {}
         for r in self.db.execute(
             "SELECT key, kind, root, state, reason, output_sha256, output_bytes, source_bytes, raw_bytes, "
@@ -221,7 +228,7 @@ class Ledger:
                     (it.key, it.kind, it.root, it.source_bytes, now),
                 )
                 self.db.execute("DELETE FROM sources WHERE key = ?", (it.key,))
-                self.db.executemany("INSERT INTO sources VALUES (?, ?, ?, ?, NULL, ?)",
+                self.db.executemany("INSERT INTO sources (key, path, size, mtime_ns, hint) VALUES (?, ?, ?, ?, ?)",
                                     [(it.key, s.rel, s.size, s.mtime_ns, s.hint) for s in it.sources])
 
     def record(self, key: str, result: dict) -> None:
@@ -246,8 +253,8 @@ class Ledger:
             # (the walk's header reading), so the next walk reads its header again
             self.db.executemany(
                 "UPDATE sources SET hint = CASE WHEN size = ? AND mtime_ns = ? THEN hint END, "
-                "size = ?, mtime_ns = ?, sha256 = ? WHERE key = ? AND path = ?",
-                [(s["size"], s["mtime_ns"], s["size"], s["mtime_ns"], s.get("sha256"), key, s["rel"])
+                "size = ?, mtime_ns = ?, sha256 = ?, mode = ? WHERE key = ? AND path = ?",
+                [(s["size"], s["mtime_ns"], s["size"], s["mtime_ns"], s.get("sha256"), s.get("mode"), key, s["rel"])
                  for s in result.get("sources") or []],
             )
 
@@ -263,8 +270,8 @@ class Ledger:
                  time.time(), row.key),
             )
             self.db.execute("DELETE FROM sources WHERE key = ?", (row.key,))
-            self.db.executemany("INSERT INTO sources VALUES (?, ?, ?, ?, ?, NULL)",
-                                [(row.key, p, size, mtime, sha) for p, size, mtime, sha in row.sources])
+            self.db.executemany("INSERT INTO sources (key, path, size, mtime_ns, sha256, mode) VALUES (?, ?, ?, ?, ?, ?)",
+                                [(row.key, *source) for source in row.sources])
 
     def note_damage(self, key: str, reason: str | None) -> None:
         """A done item whose output ``archive --check`` found damaged and SOURCE cannot give again: its

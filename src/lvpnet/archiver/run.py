@@ -230,7 +230,7 @@ def _unchanged(row, item: Item, subset: bool = False) -> bool:
     """Same files, sizes and modification times as when the item was archived (hashing every
     source on every rerun would read the whole tree again); ``subset``: the item's files are
     among those archived, each unchanged."""
-    then = [(p, size, mtime) for p, size, mtime, _ in row.sources]
+    then = [(p, size, mtime) for p, size, mtime, *_ in row.sources]
     now = [(s.rel, s.size, s.mtime_ns) for s in item.sources]
     return set(now) <= set(then) if subset else then == now
 
@@ -388,7 +388,9 @@ def restore(
             if not mine:
                 superseded.append(r.key)
                 continue
-            specs.append({"key": r.key, "kind": r.kind, "root": r.root, "sources": mine,
+            # each file's modification time and permission bits, set before it takes its name
+            attrs = {p: (mtime, mode) for p, _size, mtime, _sha, mode in r.sources if owner[p] == r.key}
+            specs.append({"key": r.key, "kind": r.kind, "root": r.root, "sources": mine, "attrs": attrs,
                           "only": None if len(mine) == len(r.sources) else mine,
                           "dest": str(dst), "out": str(target), "output_sha256": r.output_sha256,
                           "size": r.output_bytes or 0})

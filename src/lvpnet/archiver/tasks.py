@@ -19,11 +19,14 @@ unreadable file is recorded and the run goes on. Only the client writes the ledg
 from __future__ import annotations
 
 import base64
+import functools
 import gzip
 import hashlib
+import operator
 import os
 import posixpath
 import shutil
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -140,7 +143,8 @@ def archive_item(spec: dict) -> dict:
 def _stat_and_hash(root: Path, rel: str) -> dict:
     path = root / rel
     st = path.lstat()
-    return {"rel": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256_file(path)}
+    return {"rel": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256_file(path),
+            "mode": stat.S_IMODE(st.st_mode) & 0o777}  # permission bits only: no set-user-ID on a copy
 
 
 def _fingerprint(sources: list[dict]) -> list[dict]:
@@ -179,9 +183,12 @@ def _copy_other(src: Path, out: Path, source: dict, adopt: bool) -> dict:
     if adopt and out.is_file() and out.stat().st_size == size and sha256_file(out) == source["sha256"]:
         return {"encoded": False, "adopted": True, "output_sha256": source["sha256"], "output_bytes": size,
                 "identical": True}
-    with atomic_path(out) as tmp:
+    mode = source.get("mode")
+    with atomic_path(out, mode) as tmp:
         h = hashlib.sha256()
         with _open_regular(src) as fi, open(tmp, "xb") as fo:
+            if mode is not None:  # as private as the source from its first byte
+                os.fchmod(fo.fileno(), mode | stat.S_IRUSR | stat.S_IWUSR)
             while block := fi.read(_CHUNK):
                 h.update(block)
                 fo.write(block)
@@ -192,7 +199,8 @@ def _copy_other(src: Path, out: Path, source: dict, adopt: bool) -> dict:
 
 
 def _encode(spec: dict, src_root: Path, out: Path, sources: list[dict]) -> dict:
-    from ..compressor import compress_to_file
+    from ..compressor import iter_compress_to_file
+    from ..progress import run
 
     kind = spec["kind"]
     carried: list[dict] = []
@@ -205,7 +213,10 @@ def _encode(spec: dict, src_root: Path, out: Path, sources: list[dict]) -> dict:
         **volume.metadata,
         "lvpnet_archive": {"item": spec["key"], "sources": _fingerprint(sources), "identical": identical, **restore},
     }
-    result = compress_to_file(volume, out, spec.get("codec"), verify=True)
+    # the archive's copy is as private as its most private source file (a 600 series stays 600)
+    modes = [s.get("mode") for s in sources]
+    mode = None if None in modes else functools.reduce(operator.and_, modes)
+    result = run(iter_compress_to_file(volume, out, spec.get("codec"), verify=True, mode=mode))
     # hash what is now under the final name: that is what the ledger vouches for
     return {"encoded": True, "adopted": False, "output_sha256": sha256_file(out), "output_bytes": result.lvp_bytes,
             "raw_bytes": result.raw_bytes, "identical": identical, "codecs": result.codec_counts,
@@ -330,7 +341,8 @@ def restore_item(spec: dict) -> dict:
             raise DamagedError(f"{archived}: damaged (its SHA-256 differs from the ledger's)")
         changed: list[str] = []
         if spec["kind"] == "other":
-            files = [_restore_copy(archived, out / _safe_rel(spec["sources"][0]), spec["output_sha256"])]
+            files = [_restore_copy(archived, out / _safe_rel(spec["sources"][0]), spec["output_sha256"],
+                                   _attrs(spec, spec["sources"][0]))]
         else:  # a damaged series: salvaged, file by file (every file written matches its own SHA-256)
             files, changed = _restore_lvp(archived, spec, out)
             if damaged:
@@ -344,16 +356,30 @@ def restore_item(spec: dict) -> dict:
         return _fail(spec, e)
 
 
-def _write(path: Path, data: bytes) -> int:
+def _write(path: Path, data: bytes, attrs: tuple | None = None) -> int:
     from ..atomic import atomic_path
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+        _set_attrs(tmp, attrs)
     return len(data)
 
 
-def _restore_copy(archived: Path, target: Path, sha: str) -> int:
+def _set_attrs(tmp: Path, attrs: tuple | None) -> None:
+    """The source file's (modification time in ns, permission bits) on a restored file, before it takes
+    its name: a patient file kept private (600) must not come back world-readable, even for a moment.
+    None (an archive whose ledger did not keep them): the new file's own."""
+    if not attrs:
+        return
+    mtime_ns, mode = attrs
+    if mode is not None:
+        os.chmod(tmp, mode)
+    if mtime_ns is not None:
+        os.utime(tmp, ns=(mtime_ns, mtime_ns))
+
+
+def _restore_copy(archived: Path, target: Path, sha: str, attrs: tuple | None = None) -> int:
     from ..atomic import atomic_path
 
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -366,7 +392,14 @@ def _restore_copy(archived: Path, target: Path, sha: str) -> int:
             raise
         if sha256_file(tmp) != sha:  # read back what was written
             raise DamagedError(f"{target}: the copy differs from the archive")
+        _set_attrs(tmp, attrs)
     return target.stat().st_size
+
+
+def _attrs(spec: dict, rel: str) -> tuple | None:
+    """What ``_set_attrs`` gives the restored file ``rel`` (relative to SOURCE), from the restore's spec."""
+    found = (spec.get("attrs") or {}).get(rel)
+    return tuple(found) if found else None
 
 
 class _PartlyRestored(DamagedError):
@@ -396,7 +429,8 @@ def _salvage(lvp) -> tuple:
 def _restore_lvp(archived: Path, spec: dict, out: Path) -> tuple[list[int], list[str]]:
     """The files one ``.lvp`` restores, written under ``out``: their sizes, and the names (relative to
     SOURCE) of those that come back with the same values but not the same bytes (a compressed DICOM
-    rewritten as Explicit VR Little Endian, a NIfTI's bytes after its data beyond 1 MiB)."""
+    rewritten as Explicit VR Little Endian, a NIfTI's bytes after its data beyond 1 MiB, a ``.nii.gz``
+    whose gzip stream is not the one the source held)."""
     from .. import io as lio
     from ..dicom_archive import archive_of, iter_files
     from ..lvpfile import LvpFile
@@ -419,7 +453,7 @@ def _restore_lvp(archived: Path, spec: dict, out: Path) -> tuple[list[int], list
         only = None if spec.get("only") is None else set(spec["only"])  # files a newer item holds are its
         lost: list[str] = []
         # iter_files checks every file against the SHA-256 its record holds
-        sizes = [_write(base / name, data)
+        sizes = [_write(base / name, data, _attrs(spec, prefix + name))
                  for name, data in iter_files(volume, lost_frames, lambda name, why: lost.append(f"{prefix}{name}"))
                  if only is None or prefix + name in only]
         lost = [name for name in lost if only is None or name in only]
@@ -436,7 +470,8 @@ def _restore_lvp(archived: Path, spec: dict, out: Path) -> tuple[list[int], list
         data = _npy_bytes(base64.b64decode(mine["npy_header_b64"]), volume)
         if hashlib.sha256(data).hexdigest() != mine.get("restore_sha256"):
             raise DamagedError(f"{archived}: the restored .npy differs from the one checked when archiving")
-        return [_write(target, data)], ([] if mine.get("identical", True) else [spec["sources"][0]])
+        return [_write(target, data, _attrs(spec, spec["sources"][0]))], (
+            [] if mine.get("identical", True) else [spec["sources"][0]])
     from ..atomic import atomic_path
 
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -444,4 +479,9 @@ def _restore_lvp(archived: Path, spec: dict, out: Path) -> tuple[list[int], list
         lio.write(volume, tmp)
         if mine.get("restore_sha256") and _content_sha256(tmp) != mine["restore_sha256"]:
             raise DamagedError(f"{archived}: the restored NIfTI differs from the one checked when archiving")
-    return [target.stat().st_size], ([] if mine.get("identical", True) else [spec["sources"][0]])
+        _set_attrs(tmp, _attrs(spec, spec["sources"][0]))
+    # a .nii.gz comes back with the same uncompressed bytes, rarely the same gzip stream: named when its bytes
+    # are not the source file's (its SHA-256 is in the .lvp), as a checksum manifest would see it
+    recorded = [s.get("sha256") for s in mine.get("sources") or [] if isinstance(s, dict)]
+    same = mine.get("identical", True) and (len(recorded) != 1 or sha256_file(target) == recorded[0])
+    return [target.stat().st_size], ([] if same else [spec["sources"][0]])

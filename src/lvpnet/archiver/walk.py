@@ -41,6 +41,7 @@ from ..dicom_lossy import lossy_reason
 from ..files import kind_of
 from ..io import is_dicom_file
 from ..io.dicom import pixels_coded
+from ..io.nifti import nifti_coded
 from ..io.numpy_io import npy_coded
 
 LEDGER_NAME = "lvpnet-ledger.sqlite"
@@ -51,7 +52,8 @@ CARRY_SUFFIX = ".lvpcarry"
 
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 # what io.dicom requires to be equal across the files of one series
-_NPY_HINTS = ("npy", "no pixels")  # a .npy's hint: coded, or carried as it is
+# a .npy's or NIfTI's hint: coded, or carried as it is
+_FILE_HINTS = {"numpy": ("npy", "no pixels"), "nifti": ("nifti", "no pixels")}
 _LAYOUT = ("Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "PixelRepresentation", "PhotometricInterpretation")
 
 
@@ -134,15 +136,13 @@ def walk(source: str | os.PathLike, known: dict[str, tuple[int, int, str]] | Non
             kind = _kind(name)
             cached = known.get(rel)
             fresh = cached is not None and cached[:2] == (st.st_size, st.st_mtime_ns) and cached[2] is not None
-            if kind == "numpy":  # a 1-D or complex array, say, is carried as it is; the verdict kept as a hint
-                hint = cached[2] if fresh and cached[2] in _NPY_HINTS else ("npy" if npy_coded(path) else "no pixels")
+            if kind:  # a 1-D or complex array, say, is carried as it is; the verdict from the header kept as a hint
+                coded = npy_coded if kind == "numpy" else nifti_coded
+                hint = cached[2] if fresh and cached[2] in _FILE_HINTS[kind] else (
+                    _FILE_HINTS[kind][0] if coded(path) else "no pixels")
                 src = SourceFile(rel, st.st_size, st.st_mtime_ns, hint)
                 items.append(_other(src) if hint == "no pixels" else
                              Item(key=rel + ".lvp", kind=kind, root=posixpath.dirname(rel), sources=[src]))
-                continue
-            if kind:
-                src = SourceFile(rel, st.st_size, st.st_mtime_ns)
-                items.append(Item(key=rel + ".lvp", kind=kind, root=posixpath.dirname(rel), sources=[src]))
                 continue
             if fresh and cached[2].startswith("uid "):  # written before hints said lossy: read the header again
                 fresh = False

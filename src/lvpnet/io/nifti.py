@@ -37,6 +37,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import gzip
+import zlib
 import math
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,30 @@ def read_nifti(path: Path) -> Volume:
         raise
     except Exception as e:  # damaged data or a header nibabel cannot interpret
         raise InputError(f"{path}: NIfTI data unreadable ({e})") from None
+
+
+def nifti_coded(path: Path) -> bool:
+    """Whether lvpnet codes the image a NIfTI file declares, from its header alone: False for a readable
+    header of data it does not (complex, 1-D, empty: ``lvpnet archive`` carries the file as it is); True
+    also where the header does not read, so that reading the file says what is wrong."""
+    import nibabel as nib
+
+    from ..slicing import check_layout
+
+    try:
+        hdr = nib.load(str(path)).header
+        dtype = hdr.get_data_dtype()
+        shape = tuple(int(n) for n in hdr.get_data_shape())
+    except Exception:  # noqa: BLE001 - nibabel raises many kinds; the read says which
+        return True
+    rgb = dtype.names is not None
+    if rgb:  # RGB24 / RGBA32: one uint8 per field
+        return len(shape) >= 2 and all(dtype[n] == np.uint8 for n in dtype.names)
+    try:
+        check_layout(shape, dtype, False)
+    except InputError:
+        return False
+    return True
 
 
 def _check_data_size(img: Any, path: Path) -> None:
@@ -121,31 +146,27 @@ def _volume(img: Any, path: Path) -> Volume:
 
 
 def _trailing(path: Path, end: int) -> tuple[bytes, int]:
-    """The bytes after the image data (which ends at ``end``): (kept bytes, count of bytes not kept)."""
+    """The bytes after the image data (which ends at ``end``): (kept bytes, count of bytes not kept).
+    A ``.nii.gz`` is inflated to its end here, so that every member's CRC-32 and size are checked:
+    nibabel stops reading after the data, and a flipped byte in the stream was coded as the file's
+    values, then written back as a sound ``.nii.gz`` (the damage laundered)."""
     gz = path.name.lower().endswith(".gz")
-    if (_gzip_size_mod32(path) if gz else path.stat().st_size) == (end % (1 << 32) if gz else end):
-        return b"", 0  # the data ends the file, the usual case: a .nii.gz is not inflated a second time
+    if not gz and path.stat().st_size == end:
+        return b"", 0  # the data ends the file, the usual case
     opener = gzip.open if gz else open
-    with opener(path, "rb") as f:
-        f.seek(end)
-        tail = f.read(TRAILING_KEPT + 1)
-        if len(tail) <= TRAILING_KEPT:
-            return tail, 0
-        more = len(tail)
-        while chunk := f.read(1 << 20):
-            more += len(chunk)
-    return b"", more
-
-
-def _gzip_size_mod32(path: Path) -> int | None:
-    """The uncompressed size modulo 2**32 that a gzip file's trailer states (of its last member: a file of
-    several members whose last one happens to match is taken at its word), None if unreadable."""
     try:
-        with open(path, "rb") as f:
-            f.seek(-4, 2)
-            return int.from_bytes(f.read(4), "little")
-    except OSError:
-        return None
+        with opener(path, "rb") as f:
+            while end - f.tell() > 0:  # to the data's end (the gzip module checks nothing on a seek)
+                if not f.read(min(end - f.tell(), 1 << 22)):
+                    break
+            tail = f.read(TRAILING_KEPT + 1)
+            more = len(tail)
+            while chunk := f.read(1 << 22):  # the end of the stream: the last member's CRC and size
+                more += len(chunk)
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        raise InputError(f"{path}: damaged gzip stream ({e}): its values cannot be trusted "
+                         "(gzip -t reports it too)") from None
+    return (tail, 0) if more <= TRAILING_KEPT else (b"", more)
 
 
 def _raw_header(path: Path, hdr: Any, offset: int) -> tuple[bytes, bytes]:
