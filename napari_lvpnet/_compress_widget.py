@@ -67,18 +67,19 @@ def _compress_job(volume, path, codec, verify, compare, cancel):
     if result is None:
         return None
     seconds = time.perf_counter() - t0
-    jxl, pixel_bytes = None, None
+    lvp = lvpnet.open(result.path)  # the slices' bytes apart from the header's (from the index: no decoding)
+    pixel_bytes = sum(lvp.chunk_bytes(i) for i in range(len(lvp)))
+    jxl = None
     if compare and not cancel.is_set() and volume.array.dtype.kind in "iub":
         from lvpnet import classical
 
         yield Progress("JPEG-XL", 0, 1)
         jxl = classical.measure("JPEG-XL e7", volume.array, volume.rgb)
         yield Progress("JPEG-XL", 1, 1)
-        lvp = lvpnet.open(result.path)  # JPEG-XL codes the pixels alone: so do its counterparts here
-        pixel_bytes = sum(lvp.chunk_bytes(i) for i in range(len(lvp)))
     skipped = ("not run: JPEG-XL lossless codes integer images only" if compare and not cancel.is_set()
                and jxl is None else None)
-    return {"result": result, "seconds": seconds, "jxl": jxl, "pixel_bytes": pixel_bytes, "jxl_skipped": skipped}
+    return {"result": result, "seconds": seconds, "jxl": jxl, "pixel_bytes": pixel_bytes, "jxl_skipped": skipped,
+            "rgb": volume.rgb}
 
 
 def safe_name(name: str) -> str:
@@ -113,27 +114,52 @@ def confirm_replace(path: Path) -> bool:
     return answer == QMessageBox.Yes
 
 
-def format_summary(out: dict) -> str:
+def format_summary(out: dict, source: tuple[str, int] | None = None) -> str:
+    """The result in words. ``source``: (name, bytes) of the file(s) the layer was opened from: a small
+    DICOM's .lvp is larger than its pixel values (it holds the header too) and smaller than the file."""
     r = out["result"]
+    n = r.raw_bytes / np.dtype(r.dtype).itemsize
+    per = "bits/sample (3 samples per RGB pixel)" if out.get("rgb") else "bits/sample"
     lines = [
-        f"original: {r.raw_bytes:,} bytes",
+        f"values: {r.raw_bytes:,} bytes",
         f".lvp: {r.lvp_bytes:,} bytes ({', '.join(f'{k} {v}' for k, v in r.codec_counts.items())})",
-        f"bits per sample: {r.bits_per_sample:.3f}",
-        f"ratio: {r.ratio:.2f}",
-        f"time: {out['seconds']:.2f} s: encoded in {r.encode_seconds:.2f} s"
-        + ("" if r.verify_seconds is None else f", verified in {r.verify_seconds:.2f} s"),
     ]
-    jxl, pixels = out.get("jxl"), out.get("pixel_bytes")
+    pixels = out.get("pixel_bytes")
+    if pixels is not None:
+        lines.append(f"  of which the slices {pixels:,} bytes, {8 * pixels / n:.3f} {per} "
+                     f"(header, index and metadata {r.lvp_bytes - pixels:,})")
+    else:
+        lines.append(f"bits per sample: {r.bits_per_sample:.3f}")
+    ratio = f"ratio: {r.ratio:.2f} to the values"
+    if source is not None:
+        ratio += f", {source[1] / r.lvp_bytes:.2f} to the source {source[0]} ({source[1]:,} bytes)"
+    lines += [ratio, f"time: {out['seconds']:.2f} s: encoded in {r.encode_seconds:.2f} s"
+              + ("" if r.verify_seconds is None else f", verified in {r.verify_seconds:.2f} s")]
+    jxl = out.get("jxl")
     if jxl is not None:
-        n = r.raw_bytes / np.dtype(r.dtype).itemsize
-        if pixels is not None:  # the .lvp also holds a header, an index and the layer's metadata
-            lines.append(f"  of which the slices {pixels:,} bytes, {8 * pixels / n:.3f} bits/sample "
-                         f"(header, index and metadata {r.lvp_bytes - pixels:,})")
-        lines.append(f"JPEG-XL lossless (the slices alone): {jxl.bytes:,} bytes, {8 * jxl.bytes / n:.3f} bits/sample"
+        lines.append(f"JPEG-XL lossless (the slices alone): {jxl.bytes:,} bytes, {8 * jxl.bytes / n:.3f} {per}"
                      + (f"; the .lvp's slices are {pixels / jxl.bytes:.3f}x it" if pixels else ""))
     elif out.get("jxl_skipped"):
         lines.append(f"JPEG-XL: {out['jxl_skipped']}")
     return "\n".join(lines)
+
+
+def source_size(layer) -> tuple[str, int] | None:
+    """(name, bytes) of what ``layer`` was opened from: its file, or a DICOM folder's image files (those its
+    metadata lists); None when it was not opened from disk or the files are gone."""
+    path = getattr(layer.source, "path", None)
+    if not path:
+        return None
+    path = Path(str(path))
+    try:
+        if path.is_file():
+            return path.name, path.stat().st_size
+        files = ((layer.metadata or {}).get("dicom") or {}).get("files")
+        if path.is_dir() and files:
+            return f"{path.name}/ ({len(files)} files)", sum((path / f).stat().st_size for f in files)
+    except (OSError, TypeError, AttributeError):
+        return None
+    return None
 
 
 class CompressWidget(BackgroundJobMixin, Container):
@@ -259,7 +285,7 @@ class CompressWidget(BackgroundJobMixin, Container):
             self.summary.value = "cancelled: nothing was written"
             return
         self.last_result = out
-        self.summary.value = f"layer: {self._compressed.name}\n" + format_summary(out)
+        self.summary.value = f"layer: {self._compressed.name}\n" + format_summary(out, source_size(self._compressed))
         self._suggest_output()  # the next run gets a new name, not this file
         self.inspect_button.visible = True
         show_info(f"Saved {out['result'].path}")

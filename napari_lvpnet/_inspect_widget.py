@@ -164,7 +164,10 @@ def latent_notes(maps: list) -> list[str]:
     return notes
 
 
-def summary_text(res: analysis.Analysis, model_name: str | None, frames: tuple = (), labels=None) -> str:
+def summary_text(res: analysis.Analysis, model_name: str | None, frames: tuple = (), labels=None,
+                 latent: bool = True) -> str:
+    """``latent``: the latent, QCM or ablation maps were asked for, so the notes on what they show belong
+    here (to a reader of the bit-cost map alone they read like warnings about the scan)."""
     px = res.pixels_per_slice
     lines = [f"model: {model_name}" if model_name else "no model: real chunk bits only"]
     if res.has_model:
@@ -180,7 +183,8 @@ def summary_text(res: analysis.Analysis, model_name: str | None, frames: tuple =
             lines.append(f"  pixels {res.pixel_bits.sum():,.0f} + latent {res.latent_bits.sum():,.0f} bits")
         if res.ablated_bits is not None:
             lines.append(ablation_text(float(res.latent_saved_bits.sum()), float(res.ablated_bits.sum())))
-        lines += latent_notes(res.maps)
+        if latent:
+            lines += latent_notes(res.maps)
     if res.chunk_bits is not None:
         if len(res.indices) == 1 and res.n_slices > 1:
             i = res.indices[0]
@@ -341,7 +345,11 @@ class InspectWidget(BackgroundJobMixin, Container):
         try:
             if res.has_model and res.maps:
                 self._add_layers(layer, res)
-            self.summary.value = "\n".join(t for t in (summary_text(res, model_name, self._frames, self._axis_names()), skipped) if t)
+            else:  # the maps of an earlier run (of another layer, say) would read as this run's
+                self._drop_maps()
+            latent = bool(self.show_latent.value or self.show_qcm.value or self.show_ablation.value)
+            said = summary_text(res, model_name, self._frames, self._axis_names(), latent=latent)
+            self.summary.value = "\n".join(t for t in (said, skipped) if t)
             self._redraw()
             self._update_hint()
             self._fit_width()
@@ -391,10 +399,7 @@ class InspectWidget(BackgroundJobMixin, Container):
         aff = np.asarray(layer.affine.affine_matrix, float)
         if not np.allclose(aff, np.eye(len(aff))):  # a world affine set on the image: the maps follow it
             geo["affine"] = aff
-        for kind in list(self.added_layers):  # drop the maps of an earlier run
-            old = self.added_layers.pop(kind)
-            if old in self._viewer.layers:
-                self._viewer.layers.remove(old)
+        self._drop_maps()
         base = layer.name
         where = None if full or res.n_slices == 1 else res.indices[0]
         self._res, self._full, self._where = res, full, where
@@ -443,6 +448,15 @@ class InspectWidget(BackgroundJobMixin, Container):
         if shown:
             self._viewer.layers.selection.active = self.added_layers[shown[0] if shown[0] != "qcm" else "qcm_after"]
         self.layer.reset_choices()  # the maps themselves are not offered as images to inspect
+
+    def _drop_maps(self) -> None:
+        """Remove the maps an earlier run added, and what said where they are."""
+        for kind in list(self.added_layers):
+            old = self.added_layers.pop(kind)
+            if old in self._viewer.layers:
+                self._viewer.layers.remove(old)
+        self._where = None
+        self.channel.visible = self.legend.visible = False
 
     def _follow(self, image) -> None:
         """The maps hide with their image and come back as they were when it is shown again."""

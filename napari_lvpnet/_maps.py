@@ -56,9 +56,21 @@ def slice_words(i: int, frames: tuple = (), labels=None) -> str:
     """'slice 11', or on a 4-D layer 'time 1, slice 11' (the sliders' own words), not the flat index 35."""
     if len(frames) <= 1:
         return f"slice {i}"
-    names = list(labels)[: len(frames)] if labels is not None and len(labels) >= len(frames) else None
-    names = names or [f"axis {k}" for k in range(len(frames))]
+    # without names of its own a layer's axes are napari's numbers ("-4", "-3"): the slice and the volume
+    plain = ["slice", "volume"][: len(frames)][::-1]
+    plain = [f"axis {k}" for k in range(len(frames) - len(plain))] + plain
+    given = list(labels)[: len(frames)] if labels is not None and len(labels) >= len(frames) else plain
+    names = [p if _placeholder(g) else g for g, p in zip(given, plain, strict=True)]
     return ", ".join(f"{n} {int(v)}" for n, v in zip(names, np.unravel_index(i, frames), strict=True))
+
+
+def _placeholder(label) -> bool:
+    """napari's default axis label: the axis number, counted from the end ("-4")."""
+    try:
+        int(str(label))
+    except ValueError:
+        return not str(label).strip()
+    return True
 
 
 def layer_name(base: str, kind: str, *, channel: int | None = None, slice_index: int | None = None,

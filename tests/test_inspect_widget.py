@@ -377,3 +377,61 @@ def test_the_summary_says_when_the_latent_maps_are_the_weights_not_the_image():
     live = SimpleNamespace(z=np.arange(36, dtype=np.int8).reshape(4, 3, 3), qcm_before=np.full((3, 3), 0.4),
                            qcm_after=np.full((3, 3), 0.1))
     assert latent_notes([live]) == [] and latent_notes([]) == []
+
+
+def test_a_4d_layer_without_axis_names_is_spoken_of_as_volume_and_slice():
+    """napari names a plain 4-D layer's axes "-4", "-3": the summary read "-4 0, -3 1"."""
+    from napari_lvpnet._maps import slice_words
+
+    assert slice_words(1, (2, 24), ("-4", "-3", "-2", "-1")) == "volume 0, slice 1"
+    assert slice_words(30, (2, 24), ("time", "slice", "y", "x")) == "time 1, slice 6"
+    assert slice_words(29, (2, 3, 5), None) == "axis 0 1, volume 2, slice 4"
+    assert slice_words(3, (12,), ("-3",)) == "slice 3"
+
+
+def test_a_run_without_maps_drops_the_maps_of_the_run_before(widget_and_viewer, qtbot, rng, tmp_path, monkeypatch):
+    """Inspect on one layer, then on another layer's damaged slice: the hint said "the maps show slice 2
+    only" of maps that belonged to the first layer, and its bit-cost words stayed."""
+    viewer, w = widget_and_viewer
+    monkeypatch.setattr(iw, "show_warning", lambda *a: None)
+    viewer.add_image(smooth_image(rng, (4, 32, 30), 0, 3000, np.uint16), name="first")
+    w.layer.value = viewer.layers["first"]
+    w.scope.value = iw.CURRENT
+    viewer.dims.set_point(0, 2)
+    _run(w, qtbot)
+    assert w.added_layers
+    a = smooth_image(rng, (8, 40, 33), 0, 3000, np.uint16)
+    path = tmp_path / "scan.lvp"
+    lvpnet.compress_to_file(lvpnet.Volume(array=a), path, codec="fallback")
+    rec = lvpnet.open(path)._reader.records[6]
+    data = bytearray(path.read_bytes())
+    data[rec.offset + rec.length // 2] ^= 0x20
+    path.write_bytes(bytes(data))
+    (image,) = viewer.open(path, plugin="napari-lvpnet")
+    viewer.layers["first"].visible = False
+    viewer.dims.set_point(0, 6)
+    w.layer.value = image
+    _run(w, qtbot)
+    assert sorted(w.skipped) == [6]
+    assert not w.added_layers and not any(layer_name("first", "bits") in lay.name for lay in viewer.layers)
+    assert w.hint.value == "" and not w.hint.visible
+
+
+def test_the_latent_notes_only_where_latent_maps_were_asked_for(widget_and_viewer, qtbot, rng):
+    """The notes on the weights' latent and QCM appeared under the bit-cost map alone, where "latent" and
+    "QCM" are unexplained and read like warnings about the scan."""
+    viewer, w = widget_and_viewer
+    viewer.add_image(smooth_image(rng, (40, 36), 0, 3000, np.uint16), name="xr")
+    w.layer.value = viewer.layers["xr"]
+    from lvpnet.codecs.weights import shipped_weights
+
+    w.weights.value = shipped_weights()  # the shipped weights: a note each on their latent and QCM
+    w.show_latent.value = w.show_qcm.value = w.show_ablation.value = False
+    _run(w, qtbot)
+    res = w.last_result
+    expected = iw.latent_notes(res.maps)
+    assert expected  # the shipped weights' latent and QCM: a note each
+    assert all(note.strip() not in w.summary.value for note in expected)
+    w.show_qcm.value = True
+    _run(w, qtbot)
+    assert all(note.strip() in w.summary.value for note in iw.latent_notes(w.last_result.maps))

@@ -84,6 +84,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
         report.update(info_fields(volume.metadata, report["lvp_bytes"]))
     source_bytes = report.get("dicom_source_bytes")
+    if source_bytes is None and os.path.isfile(args.input):  # a .nii.gz or .npz is smaller than its values
+        report["input_bytes"] = os.path.getsize(args.input)
     counts = report.get("codecs") or {}
     kept = ("" if len(counts) < 2 and ("lvpnet" in counts or not counts) else
             "; slices by codec: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
@@ -100,9 +102,11 @@ def cmd_compress(args: argparse.Namespace) -> int:
         )
     else:
         print(
-            f"{args.input} -> {args.output}: {report['original_bytes']:,} -> {report['lvp_bytes']:,} bytes, "
-            f"{report['bits_per_sample']:.3f} bits/sample, ratio {report['ratio']:.2f}, "
-            f"encoded in {report['encode_seconds']:.2f} s"
+            f"{args.input} -> {args.output}: {report['original_bytes']:,} bytes of values -> {report['lvp_bytes']:,} "
+            f"bytes, {report['bits_per_sample']:.3f} bits/sample, ratio {report['ratio']:.2f}"
+            + ("" if report.get("input_bytes") in (None, report["original_bytes"]) else
+               f" (to the input file's {report['input_bytes']:,} bytes: {report['input_bytes'] / report['lvp_bytes']:.2f})")
+            + f", encoded in {report['encode_seconds']:.2f} s"
             + ("" if report.get("verify_seconds") is None else f", verified in {report['verify_seconds']:.2f} s")
             + kept
         )

@@ -37,8 +37,8 @@ from __future__ import annotations
 import base64
 import dataclasses
 import gzip
-import zlib
 import math
+import zlib
 from pathlib import Path
 from typing import Any
 
