@@ -9,7 +9,6 @@ behind. Errors become napari notifications.
 from __future__ import annotations
 
 import re
-import threading
 import time
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from lvpnet import codecs
 from lvpnet.progress import Progress, cancellable
 from lvpnet.slicing import check_array
 
-from ._background import BackgroundJobMixin, full_width, quietly_if_closed, wrap_text
+from ._background import BackgroundJobMixin, JobControl, full_width, quietly_if_closed, wrap_text
 from ._layers import layer_to_volume
 from ._lazy import LazySlices
 
@@ -186,7 +185,7 @@ class CompressWidget(BackgroundJobMixin, Container):
         full_width(self.summary)
         self.worker = None
         self.last_result: dict | None = None
-        self._cancel = threading.Event()
+        self._cancel = JobControl()
         self.run_button.changed.connect(self.start)
         self.cancel_button.changed.connect(self.cancel)
         self.inspect_button.changed.connect(self.open_inspect)
@@ -274,7 +273,10 @@ class CompressWidget(BackgroundJobMixin, Container):
         if layer is None or layer not in self._viewer.layers:
             show_error("Inspect: the layer that was compressed is no longer in the viewer")
             return None
-        _, inspect = self._viewer.window.add_plugin_dock_widget("napari-lvpnet", "Inspect")
+        # a tab beside Compress: stacked under it, the dock that came second was squeezed to a few lines
+        dock, inspect = self._viewer.window.add_plugin_dock_widget("napari-lvpnet", "Inspect", tabify=True)
+        dock.show()
+        dock.raise_()
         inspect.layer.value = layer
         inspect.run_button.changed.emit(True)
         return inspect

@@ -15,7 +15,6 @@ become napari notifications.
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +29,9 @@ from qtpy.QtCore import Qt
 from lvpnet import LvpFile, analysis
 from lvpnet.container import looks_like_lvp
 from lvpnet.errors import DamagedError
-from lvpnet.progress import Progress, run
+from lvpnet.progress import Cancelled, Progress, run, watching
 
-from ._background import BackgroundJobMixin, full_width, quietly_if_closed, wrap_text
+from ._background import BackgroundJobMixin, JobControl, full_width, quietly_if_closed, wrap_text
 from ._lazy import LazySlices
 from ._maps import MAPS, layer_colormap, layer_name, legend, slice_words
 from ._messages import error_slice, what_is_wrong
@@ -82,7 +81,10 @@ def _inspect_job(source, rgb, lvp, indices, weights, ablation, cancel):
         if cancel.is_set():
             return None
         try:
-            part = run(analysis.iter_analyse(source, model, rgb=rgb, indices=[i], lvp=lvp, ablation=ablation))
+            with watching(cancel):  # a Cancel lands within the slice, at the network's next step
+                part = run(analysis.iter_analyse(source, model, rgb=rgb, indices=[i], lvp=lvp, ablation=ablation))
+        except Cancelled:
+            return None
         except DamagedError as e:  # this slice, or the one it is coded against: skip it, say which
             skipped[i] = e
         else:
@@ -199,6 +201,7 @@ def summary_text(res: analysis.Analysis, model_name: str | None, frames: tuple =
 
 
 _MAX_DOCK_WIDTH = 640  # wider content scrolls sideways instead of squeezing the canvas
+_MIN_DOCK_HEIGHT = 260  # the choices, the buttons and the summary's first lines
 
 
 class InspectWidget(BackgroundJobMixin, Container):
@@ -215,8 +218,11 @@ class InspectWidget(BackgroundJobMixin, Container):
     @property
     def native(self):
         """The scroll area around the dock's content: napari docks ``native``, and the content (its plots
-        and legend) is taller than a laptop's screen, which made the window grow past it."""
-        return self.root_native_widget
+        and legend) is taller than a laptop's screen, which made the window grow past it. At least its
+        controls' height: stacked under another dock it was squeezed to a few lines with two scroll bars."""
+        scroll = self.root_native_widget
+        scroll.setMinimumHeight(_MIN_DOCK_HEIGHT)
+        return scroll
 
     def __init__(self, napari_viewer: Viewer):
         viewer = napari_viewer
@@ -256,7 +262,7 @@ class InspectWidget(BackgroundJobMixin, Container):
         self.last_result: analysis.Analysis | None = None
         self.skipped: dict = {}
         self.added_layers: dict[str, Image] = {}  # kind -> layer added by the last run
-        self._cancel = threading.Event()
+        self._cancel = JobControl()
         self.run_button.changed.connect(self.start)
         self.cancel_button.changed.connect(self.cancel)
         self.channel.changed.connect(self._show_channel)

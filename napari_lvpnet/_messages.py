@@ -4,7 +4,7 @@ The core's messages start with the file's full path ("/long/folder/ct.lvp: slice
 checksum mismatch (the file is damaged)"); a napari notification shows only its first line,
 cut to about 40 characters, so that line would show a folder. Here the first line says which
 slice and what is wrong before it names the file ("Slice 8 is damaged: checksum mismatch
-(ct.lvp)"), and the second repeats the core's words, which are what ``lvpnet verify`` prints.
+(ct.lvp)"), and the second gives the core's words in full (what ``lvpnet verify`` prints).
 """
 
 from __future__ import annotations
@@ -50,4 +50,4 @@ def first_line(error: Exception, name: str) -> str:
 
 def notification(error: Exception, name: str) -> str:
     """First line for the notification's collapsed view, then the core's words in full."""
-    return f"{first_line(error, name)}\nlvpnet verify: {error}"
+    return f"{first_line(error, name)}\nin full: {error}"

@@ -16,6 +16,8 @@ def test_cancel_mid_run_leaves_no_file(tmp_path, rng):
     out = tmp_path / "c.lvp"
     job = iter_compress_to_file(v, out)
     p = next(job)
+    assert (p.stage, p.done, p.total) == ("encode", 0, 6)  # said before the first slice
+    p = next(job)
     assert (p.stage, p.done, p.total) == ("encode", 1, 6)
     next(job)
     job.close()  # what a Cancel button does
@@ -60,8 +62,8 @@ def test_progress_reports_every_slice(tmp_path, rng):
     v = lvpnet.Volume(array=smooth_image(rng, (3, 8, 8), 0, 99, np.uint8))
     seen = []
     result = lvpnet.progress.run(iter_compress_to_file(v, tmp_path / "p.lvp"), seen.append)
-    assert [(p.stage, p.done) for p in seen] == [("encode", 1), ("encode", 2), ("encode", 3),
-                                                 ("verify", 1), ("verify", 2), ("verify", 3)]
+    assert [(p.stage, p.done) for p in seen] == [("encode", 0), ("encode", 1), ("encode", 2), ("encode", 3),
+                                                 ("verify", 0), ("verify", 1), ("verify", 2), ("verify", 3)]
     assert result.lvp_bytes == (tmp_path / "p.lvp").stat().st_size
 
 

@@ -41,6 +41,12 @@ def test_compress_widget_writes_identical_file_and_shows_numbers(widget_and_view
     assert not w.inspect_button.native.isHidden()  # shown once a result exists
     inspect = w.open_inspect()  # the result links to the inspection layers
     assert inspect.layer.value is viewer.layers["ct"]
+    # a tab beside Compress (stacked under it, it was squeezed to a few lines), never shorter than its controls
+    docks = viewer.window._dock_widgets
+    compress_dock = next(d for name, d in docks.items() if name.startswith("Compress"))
+    inspect_dock = next(d for name, d in docks.items() if name.startswith("Inspect"))
+    assert inspect_dock in viewer.window._qt_window.tabifiedDockWidgets(compress_dock)
+    assert inspect.native.minimumHeight() >= 260
     qtbot.waitUntil(lambda: inspect.run_button.enabled, timeout=60000)
     viewer.add_image(np.zeros((2, 8, 8), np.int16), name="other")
     w.layer.value = viewer.layers["other"]  # the summary and its Inspect button were about "ct"
@@ -68,7 +74,7 @@ def test_progress_names_slices_and_time_left_and_cancel_stops_within_one_slice(w
 
     monkeypatch.setattr(FallbackCodec, "encode", slow_encode)
     w.run_button.changed.emit(True)
-    qtbot.waitUntil(lambda: w.progress.value >= 3, timeout=30000)
+    qtbot.waitUntil(lambda: w.progress.value >= 300, timeout=30000)  # in hundredths of a slice
     text = w.progress.native.format()
     assert "slice 3 of 40" in text or "slice 4 of 40" in text
     assert text.endswith(" left")
@@ -240,7 +246,7 @@ def test_closing_the_viewer_mid_run_stops_the_job_and_leaves_no_file(widget_and_
     real = FallbackCodec.encode
     monkeypatch.setattr(FallbackCodec, "encode", lambda self, s: (time.sleep(0.1), real(self, s))[1])
     w.run_button.changed.emit(True)
-    qtbot.waitUntil(lambda: w.progress.value >= 2, timeout=30000)
+    qtbot.waitUntil(lambda: w.progress.value >= 200, timeout=30000)  # in hundredths of a slice
     assert any(p.name.startswith(".big.lvp.partial-") for p in tmp_path.iterdir())
     ended = w._ended
     viewer.close()

@@ -125,7 +125,7 @@ def test_damaged_header_or_truncated_file_says_what_verify_says(make_napari_view
     assert len(errors) == 1
     first, second = errors[0].splitlines()
     assert first.startswith("Cannot open bad.lvp: ") and verify_says.endswith(first.removeprefix("Cannot open bad.lvp: "))
-    assert second == f"lvpnet verify: {verify_says}"
+    assert second == f"in full: {verify_says}"  # the same words as the command line, not its name
 
 
 def test_slow_decodes_never_block_the_main_thread(make_napari_viewer, qtbot, stack, monkeypatch):

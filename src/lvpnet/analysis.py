@@ -52,7 +52,7 @@ import numpy as np
 
 from .errors import DamagedError, InputError
 from .lvpfile import LvpFile
-from .progress import Progress
+from .progress import Progress, tick
 
 BLOCK = 32  # pixels per latent cell along each axis (the model's stride)
 DEFAULT_WEIGHTS = "lvpnet-v1.pt"
@@ -300,6 +300,7 @@ def _plane(model: LoadedModel, plane: np.ndarray, reference: np.ndarray | None =
     Hp, Wp = padded_size(H, W, cfg.stride)
     vp = polyphase_pad(v, Hp, Wp, f)
     costs = lvpnet_base.costs(v, R, f)  # once: the ablation walks the plane again with the same lattices
+    tick(0.1)  # (a Cancel lands at each tick)
 
     def walk(z: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """The plane's per-pixel bits and per-block latent bits with latent ``z``, as the codec codes
@@ -319,6 +320,7 @@ def _plane(model: LoadedModel, plane: np.ndarray, reference: np.ndarray | None =
         with one_cpu_thread(dev):  # the file's z, whatever threads this process has
             y, z_hard, _ = net.latent(vt, torch.tensor([B], device=dev))
         y, z_net = y[0], z_hard[0].long()
+        tick(0.2)
         with ExactMode():  # the QCM maps: how it compensates the network's own latent
             yt = qcm_int(z_net.to(dec.device, dec.dtype)[None], dec.qcm, dec.impl)[0]  # units Q/4
         # the bits as a file pays them: with the latent the encoder writes, which for weights whose card

@@ -163,6 +163,7 @@ def encode_stream(
         coded = itertools.chain.from_iterable(slice_pool.ordered(code_lanes, groups, n, slice_pool.device_env(chosen)))
     else:
         coded = slice_pool.ordered(code_slice, tasks, n, slice_pool.device_env(chosen))
+    yield Progress("encode", 0, total)  # said before the first slice: a large image is one slice of seconds
     for i, (s, (used_id, used_version, data)) in enumerate(zip(slices, coded)):
         writer.add_chunk(data, used_id, used_version, s)
         digest.update(s.tobytes())

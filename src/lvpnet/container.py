@@ -178,7 +178,7 @@ class ContainerReader:
                     f"{self.name}: made by a newer lvpnet (format {major}.{minor}); "
                     f"this lvpnet reads format {FORMAT_MAJOR}.x: please upgrade"
                 )
-            raise DamagedError(f"{self.name}: truncated or damaged: the trailer does not match the file")
+            raise DamagedError(f"{self.name}: truncated or damaged: its end record (the trailer) does not match its size")
         h_off, h_len, n_chunks, crc = trailer
         index_len = n_chunks * INDEX_RECORD.size
         meta = self._read(h_off, h_len + index_len)

@@ -358,6 +358,7 @@ class LvpFile:
         out = np.empty(self.shape, self.dtype)
         flat = out.reshape((-1,) + self.slice_shape)
         h = hashlib.blake2b(digest_size=32)
+        yield Progress(stage, 0, len(self))  # said before the first slice: a large image is one slice of seconds
         for i, s in enumerate(self._iter_slices(workers)):
             flat[i] = s
             h.update(flat[i].astype(self.dtype.newbyteorder("<"), copy=False).tobytes())

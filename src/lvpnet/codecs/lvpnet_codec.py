@@ -20,6 +20,7 @@ from ..coding.profiles import LATEST, PROFILES, profile
 from ..coding.reference import ref_values
 from ..errors import InputError
 from ..model import load_error, prep
+from ..progress import part_ticker
 from . import lvpnet_chunk
 from .base import Codec, learned_takes
 from .lvpnet_chunk import Plane, pack_chunk, unpack_chunk
@@ -146,14 +147,15 @@ class LVPNetCodec(Codec):
         prof = profile(self.version)
         refs = self._references(np.shape(slice_), reference)
         planes = []
-        for i, p in enumerate(self._planes(np.asarray(slice_))):
+        parts = self._planes(np.asarray(slice_))
+        for i, p in enumerate(parts):
             vmin, step, k = prep.to_grid(p)
             packed, gaps = prep.collapse_gaps(k)
             ref = None
             if prof.reference and refs is not None and packed.size:
                 ref = ref_values(refs[i], vmin, step, gaps, int(packed.max()))
             # the engine codes the values k from 0; the plane's own offset, step and gaps go in its header
-            coded = yield from eng.encode_walk(packed, prof, ref_plane=ref)
+            coded = yield from eng.encode_walk(packed, prof, ref_plane=ref, ticks=part_ticker(len(parts), i))
             planes.append(replace(coded, vmin=vmin, step=step, gaps=gaps))
         return pack_chunk(planes, self.version)
 
@@ -184,7 +186,8 @@ class LVPNetCodec(Codec):
             if p.ref_level and refs is not None:
                 ref = ref_values(refs[i], p.vmin, p.step, p.gaps, p.R)
             try:
-                out.append((yield from eng.decode_walk(p, H, W, prof, want_bits=want_bits, ref_plane=ref)))
+                out.append((yield from eng.decode_walk(p, H, W, prof, want_bits=want_bits, ref_plane=ref,
+                                                       ticks=part_ticker(len(planes), i))))
             except BaseException as e:  # noqa: BLE001 - narrowed to a native panic just below
                 # constriction's models panic (pyo3's PanicException, a BaseException no reader
                 # catches) on parameters only a damaged or forged stream gives: the codec's error

@@ -47,6 +47,7 @@ from ..coding.stage import (
 )
 from ..model import IntegerDecoder, LVPNet, load_checkpoint, prep
 from ..model.tables import values_from_symbols
+from ..progress import tick
 from . import lvpnet_base
 from .lvpnet_chunk import Plane
 from .lvpnet_entropy import LatentCoder, PixelCoder, new_coder
@@ -233,7 +234,8 @@ class Engine:
                     advance(i, answer)
         return out
 
-    def _walk_items(self, z: torch.Tensor, R: int, H: int, W: int, step, skip=frozenset(), known=None):
+    def _walk_items(self, z: torch.Tensor, R: int, H: int, W: int, step, skip=frozenset(), known=None,
+                    ticks=None, span=(0.0, 1.0)):
         """Run the integer path from ``z``; ``step(k, mu, s, (di, dj), row)`` returns the real values
         of sub-image ``k`` (``row`` None), or of its row ``row`` when step 0 goes row by row
         (``step0_rows`` models: each row is predicted from the row above, so the decoder must
@@ -241,7 +243,8 @@ class Engine:
         ``skip``: steps whose values come from elsewhere (bitstream 9's base lattice): no network,
         ``step(k, None, None, pos, None)`` gives them, and they still enter later steps' context.
         ``known``: the encoder's polyphase-padded plane, so step 0's rows are predicted in one call
-        (each from the row above, as the decoder will: the same integers)."""
+        (each from the row above, as the decoder will: the same integers). ``ticks``: told the share
+        of the plane's work done after each step, from ``span[0]`` to ``span[1]`` (``progress.tick``)."""
         dec, f = self.dec, self.dec.f
         B = prep.bit_depth(R)
         Hp, Wp = prep.padded_size(H, W, self.cfg.stride)
@@ -273,6 +276,8 @@ class Engine:
                 sub = step(k, mu[:hr, :wr].cpu().numpy(), s[:hr, :wr].cpu().numpy(), (di, dj), None)
             if k < dec.steps - 1:  # the last sub-image is context for nothing
                 ctx.append(prep.pad_edge(torch.from_numpy(np.ascontiguousarray(sub)).to(self.device), h, w))
+            if ticks is not None:
+                ticks(span[0] + (span[1] - span[0]) * (k + 1) / dec.steps)
 
     # ------------------------------------------------------------------ encode
     def encode_plane(self, x: np.ndarray, profile: Profile, want_bits: bool = False,
@@ -282,7 +287,7 @@ class Engine:
 
     @torch.no_grad()  # each resumption of the generator (the float encoder builds no graph)
     def encode_walk(self, x: np.ndarray, profile: Profile, want_bits: bool = False,
-                    ref_plane: np.ndarray | None = None):
+                    ref_plane: np.ndarray | None = None, ticks=None):
         """A walk generator (``Ask``) returning the integer plane (H, W)'s ``Plane`` (vmin, R, the two
         streams, base layer and reference level), as bitstream ``profile`` codes it; with ``want_bits``
         ``(plane, estimated bits)``.
@@ -309,13 +314,18 @@ class Engine:
         The plane's items are gathered once (``item_stage.StepItems``, with the lattice chosen:
         ``LatticeChoice``); the side information is what the profile's side stages plan
         (``ScaleOffsets.plan``, ``CodingMode.plan`` and ``BlockMap.plan``: a ``CodingChoice``) with
-        the refinement fitted during the walk, gathered in one ``SidePlan``."""
+        the refinement fitted during the walk, gathered in one ``SidePlan``.
+
+        ``ticks``: told the share of the plane's work done as it goes (``progress.tick`` by default: a
+        Cancel lands there); the shares are the stages' parts of a 512 x 512 CT slice's time."""
+        ticks = ticks or tick
         if ref_plane is not None and not profile.reference:
             raise ValueError(f"bitstream version {profile.version} codes no reference slice")
         x = np.asarray(x).astype(np.int64)
         H, W = x.shape
         vmin, R, B = prep.slice_params(x)
-        if R == 0:
+        if R == 0:  # one value: nothing to walk
+            ticks(1.0)
             return (Plane(vmin, 0), 0.0) if want_bits else Plane(vmin, 0)
         v = x - vmin
         f = self.dec.f
@@ -340,7 +350,8 @@ class Engine:
             lat_costs = {c: lvpnet_base.bits(d) for c, d in lat_options.items()}
             early = lattice_estimate.early_level(v, lat_costs, self.dec.order, f, ref_plane) if lat_costs else 0
         skip = lattice.steps(self.dec.order, lattice.stride(f, early)) if early else frozenset()
-        yield from self._walk(z, R, H, W, step, skip=skip, known=vp)
+        ticks(0.2)
+        yield from self._walk(z, R, H, W, step, skip=skip, known=vp, ticks=ticks, span=(0.2, 0.6))
         fits = None
         if profile.refined:
             fits = SliceFitting(v, R, self.dec.order, self.dec.pixel_tables.cpu(), self.pixels.shifts, self.dec.K)
@@ -354,7 +365,7 @@ class Engine:
 
         if profile.lattice_skip:
             lat = self._lattice_first(records, steps, side_of["coding_mode"], pixels, with_ref, lat_options,
-                                      lat_costs, early)
+                                      lat_costs, early, ticks)
             items = lat.items.items
             choice = side_of["coding_mode"].plan(items, pixels.tables, with_ref)
             if "block_map" in side_of:  # version 11: constant blocks out of the items, if that pays
@@ -380,6 +391,7 @@ class Engine:
         stages = item_stages(profile)
         walk = PlaneWalk(pixels, R, choice.flags,
                          adaptive=flag_adapt.AdaptiveFlags() if profile.adaptive_flags else None)
+        ticks(0.9)
         coded, est = plan_items(lat.items, stages, walk, choice.weight, want_bits, lat.base.bits)
         latent = self.latent.encode(zs, profile.staged_latent)
         coder = new_coder()
@@ -394,7 +406,7 @@ class Engine:
         return plane, est + self.latent.bits(zs, profile.staged_latent)
 
     def _lattice_first(self, records, steps: PlaneSteps, coding: CodingMode, pixels, with_ref: bool, options: dict,
-                       costs: dict, early: int = 0) -> LatticeChoice:
+                       costs: dict, early: int = 0, ticks=None) -> LatticeChoice:
         """Bitstream 9's encoder: the base lattice chosen before the steps after it are fitted, so
         their fits see the residual plane the decoder will have (``SliceFitting.lattice``). The
         lattices' steps come first in the decoding order: that prefix is fitted as without a
@@ -426,6 +438,8 @@ class Engine:
             head = steps.fitted([r for r in records[:n] if r.k not in known])
             offsets = steps.offsets_of(head)
             first = steps.itemised(head, offsets)
+        if ticks is not None:
+            ticks(0.7)
         tail = steps.fitted([r for r in records[n:] if r.k not in known])
         more = steps.offsets_of(tail)
         offsets = None if offsets is None else offsets + more  # the two cover different steps
@@ -446,7 +460,7 @@ class Engine:
 
     @torch.no_grad()  # each resumption of the generator (the float encoder builds no graph)
     def decode_walk(self, plane: Plane, H: int, W: int, profile: Profile, want_bits: bool = False,
-                    ref_plane: np.ndarray | None = None):
+                    ref_plane: np.ndarray | None = None, ticks=None):
         """A walk generator (``Ask``), the inverse of ``encode_walk``: the plane's (H, W) values
         (``Plane.values``), with ``want_bits`` ``(values, estimated latent bits, estimated pixel bits)``. ``profile``: the
         chunk's bitstream version; ``ref_plane``: for a plane with a ``ref_level``, the previous
@@ -546,7 +560,7 @@ class Engine:
             record(pos, row, vals, mu)
             return vals
 
-        yield from self._walk(z, R, H, W, step, skip)
+        yield from self._walk(z, R, H, W, step, skip, ticks=ticks or tick)
         if not coder.is_empty():
             raise ValueError("pixel stream has data left over (damaged stream or other weights)")
         out = plane.values(out)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..model.prep import sub_real_shape
+from ..progress import tick
 from . import feedback, lattice, refine
 
 
@@ -95,14 +96,17 @@ def network_steps(dec, feats, vp: np.ndarray, H: int, W: int, R: int, B: int) ->
     f = dec.f
     vs = torch.from_numpy(vp).to(dec.device)
     ctx, raw = [], []
-    with dec.walk_threads():
-        for k, (di, dj) in enumerate(dec.order):
-            sub = vs[di::f, dj::f]
-            mu, s = dec.predict(feats, ctx, k, R, B, known=sub)
-            hr, wr = sub_real_shape(H, W, f, di, dj)
-            raw.append(StepRecord(k, sub[:hr, :wr], mu[:hr, :wr], s[:hr, :wr], (di, dj), None))
-            ctx.append(sub)
-    dec.end_slice()
+    try:  # what the int8 steps keep of the slice dropped whatever happens (a Cancel raised by ``tick``)
+        with dec.walk_threads():
+            for k, (di, dj) in enumerate(dec.order):
+                sub = vs[di::f, dj::f]
+                mu, s = dec.predict(feats, ctx, k, R, B, known=sub)
+                hr, wr = sub_real_shape(H, W, f, di, dj)
+                raw.append(StepRecord(k, sub[:hr, :wr], mu[:hr, :wr], s[:hr, :wr], (di, dj), None))
+                ctx.append(sub)
+                tick(0.2 + 0.6 * (k + 1) / len(dec.order))  # the network's part of an estimate's work
+    finally:
+        dec.end_slice()
     return raw
 
 

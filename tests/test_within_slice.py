@@ -1,0 +1,76 @@
+"""Progress and Cancel within one slice: a large image is one slice of many seconds of the learned
+codec, during which the bars stood still and Cancel waited for the slice to end (``progress.tick``)."""
+
+import io
+import threading
+
+import numpy as np
+from conftest import smooth_image
+
+import lvpnet
+from lvpnet.compressor import iter_compress_to_file
+from lvpnet.progress import Progress, cancellable, run
+
+
+class _Control(threading.Event):
+    """A cancel event that hears each tick, and is set at the ``stop_at``-th (None: never)."""
+
+    def __init__(self, stop_at=None):
+        super().__init__()
+        self.parts, self.stop_at = [], stop_at
+
+    def note_part(self, fraction):
+        self.parts.append(fraction)
+        if self.stop_at is not None and len(self.parts) >= self.stop_at:
+            self.set()
+
+
+def test_a_single_slice_encode_ticks_its_steps_and_cancel_stops_within_it(tmp_path, rng):
+    image = smooth_image(rng, (300, 280), 0, 4000, np.uint16)
+    whole = _Control()
+    out = tmp_path / "a.lvp"
+    assert run(cancellable(iter_compress_to_file(lvpnet.Volume(array=image), out, "lvpnet"), whole)) is not None
+    encode = whole.parts[: next(i for i in range(1, len(whole.parts)) if whole.parts[i] < whole.parts[i - 1])]
+    assert len(encode) >= 15 and encode == sorted(encode) and encode[-1] >= 0.9  # the encode's steps, in order
+    assert max(whole.parts) <= 1.0
+    stopped = _Control(stop_at=3)  # Cancel pressed at the encode's third tick
+    out2 = tmp_path / "b.lvp"
+    assert run(cancellable(iter_compress_to_file(lvpnet.Volume(array=image), out2, "lvpnet"), stopped)) is None
+    assert len(stopped.parts) == 3  # it stopped at the next tick, not at the end of the slice
+    assert list(tmp_path.iterdir()) == [out]  # nothing written, no temporary file left
+
+
+def test_an_rgb_slice_ticks_through_its_three_planes(tmp_path, rng):
+    image = np.stack([smooth_image(rng, (64, 60), 0, 250, np.uint8)] * 3, -1)
+    image[..., 0] //= 2
+    seen = _Control()
+    run(cancellable(iter_compress_to_file(lvpnet.Volume(array=image, rgb=True), tmp_path / "c.lvp", "lvpnet",
+                                          verify=False), seen))
+    assert seen.parts == sorted(seen.parts) and seen.parts[-1] >= 0.9
+    assert any(p < 1 / 3 for p in seen.parts) and any(1 / 3 < p < 2 / 3 for p in seen.parts)
+
+
+def test_inspect_cancel_lands_within_the_slice(tiny_model_path, rng):
+    from napari_lvpnet import _inspect_widget as iw
+
+    stop = _Control(stop_at=2)
+    image = smooth_image(rng, (200, 180), 0, 4000, np.uint16)
+    assert run(iw._inspect_job(image, False, None, [0], tiny_model_path, False, stop)) is None
+    assert len(stop.parts) == 2
+
+
+def test_the_terminal_bar_draws_the_slice_under_way():
+    from lvpnet.cli import ProgressBar
+
+    out = io.StringIO()
+    bar = ProgressBar(enabled=True, stream=out)
+    bar.part(0.5)  # before any progress: nothing to say it of
+    assert out.getvalue() == ""
+    bar(Progress("encode", 0, 1))
+    bar.part(0.43)
+    line = out.getvalue().rsplit("\r", 1)[-1]
+    assert "0/1 slices (slice 1: 40%)" in line and "[############" in line
+    bar(Progress("encode", 1, 1))
+    bar.part(0.9)  # after the last slice: no part left to draw
+    assert out.getvalue().rsplit("\r", 1)[-1].startswith(" encode [####")
+    assert "slice 1:" not in out.getvalue().rsplit("\r", 1)[-1]
