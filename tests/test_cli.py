@@ -342,3 +342,24 @@ def test_compress_says_the_ratio_to_a_compressed_input_file_too(tmp_path, capsys
     assert f"(to the input file's {size:,} bytes: {size / lvp:.2f})" in said
     assert main(["compress", str(tmp_path / "s.nii.gz"), str(tmp_path / "t.lvp"), "--codec", "fallback", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["input_bytes"] == size
+
+
+def test_messages_that_point_the_way(tmp_path, capsys):
+    """An empty .lvp says it may be a copy cut off; a .png output of a NIfTI's .lvp says what outputs
+    there are, without a puzzling parenthesis; a folder of NIfTI files points to lvpnet archive."""
+    import nibabel as nib
+
+    (tmp_path / "empty.lvp").write_bytes(b"")
+    assert main(["verify", str(tmp_path / "empty.lvp")]) == 2
+    assert "empty (0 bytes): not an lvpnet file, or a copy of one cut off" in capsys.readouterr().err
+    nib.save(nib.Nifti1Image(np.zeros((8, 9, 2), np.int16), np.eye(4)), tmp_path / "a.nii")
+    assert main(["compress", str(tmp_path / "a.nii"), str(tmp_path / "a.lvp"), "--codec", "fallback"]) == 0
+    capsys.readouterr()
+    assert main(["decompress", str(tmp_path / "a.lvp"), str(tmp_path / "a.png")]) == 2
+    said = capsys.readouterr().err
+    assert "unsupported output type: use .npy, .nii or .nii.gz" in said and "made from a nifti file" in said
+    folder = tmp_path / "bids"
+    folder.mkdir()
+    nib.save(nib.Nifti1Image(np.zeros((8, 9, 2), np.int16), np.eye(4)), folder / "b.nii.gz")
+    assert main(["compress", str(folder), str(tmp_path / "b.lvp")]) == 2
+    assert "use lvpnet archive SOURCE DEST" in capsys.readouterr().err

@@ -179,10 +179,12 @@ def _decompress_dicom(src: str, out: str, workers: int | None = None) -> dict:
     lvp = LvpFile(src)
     source = lvp.header.get("source", {})
     if archive_of(source.get("metadata")) is None:
-        why = ("holds the values of a DICOM series but not its files (written from an image, e.g. by the napari "
-               "plugin, or by an lvpnet before the DICOM archive)" if source.get("format") == "dicom"
-               else f"was not made from DICOM files (source: {source.get('format')})")
-        raise InputError(f"{out}: unsupported output type; use .npy, .nii or .nii.gz ({src} {why})")
+        if source.get("format") == "dicom":
+            raise InputError(f"{out}: {src} holds the values of a DICOM series but not its files (written from an "
+                             "image, e.g. by the napari plugin, or by an lvpnet before the DICOM archive): "
+                             "decompress it to .npy, .nii or .nii.gz")
+        raise InputError(f"{out}: unsupported output type: use .npy, .nii or .nii.gz (a DICOM folder or .dcm only "
+                         f"for a .lvp made from DICOM files; {src} was made from a {source.get('format')} file)")
     single = out.lower().endswith(".dcm")
     if single and os.path.lexists(out):
         raise InputError(f"{out}: already exists; DICOM output never replaces a file: choose a new name")

@@ -246,7 +246,9 @@ def _series_groups(files: list[_File], root: Path, skipped: list[dict[str, Any]]
         for s in skipped:
             reasons[s["reason"]] = reasons.get(s["reason"], 0) + 1
         said = "; ".join(f"{n} file{'s' * (n > 1)}: {r}" for r, n in sorted(reasons.items(), key=lambda x: -x[1])[:3])
-        raise InputError(f"{root}: no DICOM images found in this folder" + (f" ({said})" if said else ""))
+        other = any(str(s.get("file", "")).lower().endswith((".nii", ".nii.gz", ".npy", ".npz")) for s in skipped)
+        hint = "; to compress a folder of NIfTI or .npy files, use lvpnet archive SOURCE DEST" if other else ""
+        raise InputError(f"{root}: no DICOM images found in this folder" + (f" ({said})" if said else "") + hint)
     return groups
 
 
