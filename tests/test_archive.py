@@ -166,15 +166,16 @@ def test_walk_names_items_deterministically(source):
     assert [it.key for it in walk(source).items] == [it.key for it in plan.items]
 
 
-def test_walk_lists_links_and_fifos_without_reading_them(tmp_path):
+def test_walk_keeps_links_and_lists_fifos_without_reading_them(tmp_path):
     (tmp_path / "a.npy").write_bytes(b"x")
     os.symlink(tmp_path / "a.npy", tmp_path / "link.npy")
     os.mkfifo(tmp_path / "pipe.dcm")
     (tmp_path / os.fsdecode(b"latin-\xe9.npy")).write_bytes(b"x")  # a name no ledger can hold as text
+    (tmp_path / "x.lvplink").write_bytes(b"a file named like a link's output")
     plan = walk(tmp_path)
-    assert [it.key for it in plan.items] == ["a.npy.lvp"]
-    assert {s["file"]: s["reason"] for s in plan.skipped} == {
-        "link.npy": "symbolic link (not followed)", "pipe.dcm": "FIFO (not read)"}
+    assert {it.key: it.kind for it in plan.items} == {"a.npy.lvp": "numpy", "link.npy.lvplink": "link",
+                                                      "x.lvplink.lvpcarry": "other"}
+    assert {s["file"]: s["reason"] for s in plan.skipped} == {"pipe.dcm": "FIFO (not read)"}
     # a regular file the archive cannot name is a failure (the run exits 1), named so that it can be found
     (unnamed,) = plan.unnamed
     assert unnamed["file"] == "latin-\\xe9.npy" and "not valid UTF-8" in unnamed["reason"]
@@ -1137,3 +1138,39 @@ def test_a_ledger_written_before_modes_were_kept_reads_and_restores(cluster, tmp
     con = sqlite3.connect(dest / LEDGER_NAME)
     assert "mode" in {r[1] for r in con.execute("PRAGMA table_info(sources)")}
     con.close()
+
+
+def test_symbolic_links_are_kept_and_restored_as_links(cluster, tmp_path):
+    """A datalad / git-annex dataset holds every image as a link into .git/annex/objects: links were
+    listed as not archived, so the restored dataset had its objects and none of its images. A link (to a
+    file or a folder, inside SOURCE or not) is kept as where it points, never followed, and restore makes
+    the same link; a dangling one too."""
+    src, dest, out = tmp_path / "src", tmp_path / "dest", tmp_path / "out"
+    objects = src / ".git" / "annex" / "objects" / "Xk" / "MD5E-s1--ab.nii.gz"
+    objects.mkdir(parents=True)
+    nib.save(nib.Nifti1Image(np.arange(240, dtype=np.int16).reshape(8, 10, 3), np.eye(4)), objects / objects.name)
+    anat = src / "sub-01" / "anat"
+    anat.mkdir(parents=True)
+    rel_target = os.path.relpath(objects / objects.name, anat)
+    os.symlink(rel_target, anat / "sub-01_T1w.nii.gz")
+    os.symlink("../sub-01", src / "sub-01" / "again")  # a link to a folder
+    os.symlink("/nowhere/at/all", src / "dangling")
+    os.symlink(tmp_path / "outside.txt", src / "outside")  # points out of SOURCE: kept, not read
+    (tmp_path / "outside.txt").write_text("not archived")
+    s = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")
+    assert s["failed"] == 0 and s["links"] == 4 and s["not_archived"] == []
+    assert "4 symbolic links" in format_archive(s)
+    assert (dest / "dangling.lvplink").read_bytes() == b"/nowhere/at/all"
+    r = lvpnet.restore(dest, out, scheduler=cluster)
+    assert r["failed"] == 0
+    for rel in ("sub-01/anat/sub-01_T1w.nii.gz", "sub-01/again", "dangling", "outside"):
+        assert (out / rel).is_symlink() and os.readlink(out / rel) == os.readlink(src / rel), rel
+    back = nib.load(out / "sub-01" / "anat" / "sub-01_T1w.nii.gz")  # through the link, into the objects
+    assert np.array_equal(np.asarray(back.dataobj), np.arange(240, dtype=np.int16).reshape(8, 10, 3))
+    assert not partials(out)
+    again = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")
+    assert (again["done"], again["failed"]) == (0, 0)  # unchanged links: nothing to do
+    os.unlink(src / "dangling")
+    os.symlink("/somewhere/else", src / "dangling")
+    again = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")
+    assert again["done"] == 1 and (dest / "dangling.lvplink").read_bytes() == b"/somewhere/else"

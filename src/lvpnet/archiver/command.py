@@ -97,7 +97,9 @@ def _bytes(n: int) -> str:
 def format_archive(s: dict) -> str:
     lines = [
         f"{s['source']} -> {s['dest']}: {_plural(s['items'], 'item')} ({s['series']} DICOM series, "
-        f"{s['images']} NIfTI/.npy, {_plural(s['other_files'], 'other file')}; {_plural(s['files'], 'source file')})",
+        f"{s['images']} NIfTI/.npy, {_plural(s['other_files'], 'other file')}"
+        + (f", {_plural(s['links'], 'symbolic link')}" if s.get("links") else "")
+        + f"; {_plural(s['files'], 'source file')})",
         f"  done {s['done']}" + (f" ({s['adopted']} found in DEST made from these very sources: kept, not coded again)"
                                if s["adopted"] else "")
         + f", skipped {s['skipped']} (done and unchanged), failed {s['failed']}",

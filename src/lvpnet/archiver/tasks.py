@@ -128,6 +128,8 @@ def archive_item(spec: dict) -> dict:
         out.parent.mkdir(parents=True, exist_ok=True)
         if spec["kind"] == "other":
             result = _copy_other(src_root / spec["sources"][0], out, sources[0], spec.get("adopt", False))
+        elif spec["kind"] == "link":
+            result = _keep_link(src_root / spec["sources"][0], out, sources[0])
         else:
             result = None
             if spec.get("adopt") and out.exists():
@@ -143,6 +145,10 @@ def archive_item(spec: dict) -> dict:
 def _stat_and_hash(root: Path, rel: str) -> dict:
     path = root / rel
     st = path.lstat()
+    if stat.S_ISLNK(st.st_mode):  # a link is where it points: never followed
+        target = os.fsencode(os.readlink(path))
+        return {"rel": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                "sha256": hashlib.sha256(target).hexdigest(), "mode": None}
     return {"rel": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256_file(path),
             "mode": stat.S_IMODE(st.st_mode) & 0o777}  # permission bits only: no set-user-ID on a copy
 
@@ -196,6 +202,36 @@ def _copy_other(src: Path, out: Path, source: dict, adopt: bool) -> dict:
             raise InputError(f"{src}: changed while it was being archived; run again")
     return {"encoded": True, "adopted": False, "output_sha256": source["sha256"], "output_bytes": size,
             "identical": True}
+
+
+def _keep_link(src: Path, out: Path, source: dict) -> dict:
+    """A symbolic link's output: where it points, as bytes (``walk.LINK_SUFFIX``)."""
+    from ..atomic import atomic_path
+
+    target = os.fsencode(os.readlink(src))
+    if hashlib.sha256(target).hexdigest() != source["sha256"]:
+        raise InputError(f"{src}: changed while it was being archived; run again")
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(target)
+    return {"encoded": True, "adopted": False, "output_sha256": source["sha256"], "output_bytes": len(target),
+            "identical": True}
+
+
+def _restore_link(archived: Path, target: Path) -> int:
+    """The link an archive's ``.lvplink`` holds, made at ``target`` under a temporary name and renamed
+    (a link already there, from a restore resumed, is replaced)."""
+    from ..atomic import partial_name
+
+    points = os.fsdecode(archived.read_bytes())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = partial_name(target)
+    os.symlink(points, tmp)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return 0
 
 
 def _encode(spec: dict, src_root: Path, out: Path, sources: list[dict]) -> dict:
@@ -343,6 +379,8 @@ def restore_item(spec: dict) -> dict:
         if spec["kind"] == "other":
             files = [_restore_copy(archived, out / _safe_rel(spec["sources"][0]), spec["output_sha256"],
                                    _attrs(spec, spec["sources"][0]))]
+        elif spec["kind"] == "link":
+            files = [_restore_link(archived, out / _safe_rel(spec["sources"][0]))]
         else:  # a damaged series: salvaged, file by file (every file written matches its own SHA-256)
             files, changed = _restore_lvp(archived, spec, out)
             if damaged:

@@ -14,16 +14,18 @@ An *item* becomes one output under DEST:
   a pixel layout lvpnet does not code, a 1-bit SEG; a damaged DICOM file, whose header pydicom cannot
   read or whose pixel data is cut short, listed as such in ``Plan.damaged``; a lossy one, listed in
   ``Plan.lossy``, unless the run codes lossy sources' values; a ``.npy`` array it does not
-  code, 1-D or complex), copied as it is, so the restored tree is complete.
+  code, 1-D or complex), copied as it is, so the restored tree is complete;
+- ``link``: a symbolic link (to a file or a folder), written as ``<its name>.lvplink``, a small file
+  holding where it points (never followed); restore makes the same link.
 
 Names are deterministic and cannot collide: series outputs end in ``<digits>.lvp`` (UIDs hold
 digits and dots only; any other UID is hashed to ``x<hex>``) or ``dicom-<hex>.lvp``; NIfTI and
 ``.npy`` outputs end in ``.nii.lvp``, ``.gz.lvp`` or ``.npy.lvp``; a copied file keeps its name
-unless that ends in ``.lvp`` or ``.lvpcarry`` or is one of the ledger's own names, in which case
-``.lvpcarry`` is appended (so copies never end in ``.lvp`` and stay distinct from each other).
+unless that ends in ``.lvp``, ``.lvpcarry`` or ``.lvplink`` or is one of the ledger's own names, in which
+case ``.lvpcarry`` is appended (so copies never end in ``.lvp`` or ``.lvplink`` and stay distinct from
+each other).
 
-Symbolic links and special files (FIFOs, sockets, devices) are never followed or read: they are
-listed in the report with the reason.
+Special files (FIFOs, sockets, devices) are never read: they are listed in the report with the reason.
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ LOCK_NAME = "lvpnet-ledger.lock"
 # SQLite's journal files sit beside the ledger
 RESERVED = {LEDGER_NAME, LOCK_NAME, *(LEDGER_NAME + s for s in ("-journal", "-wal", "-shm"))}
 CARRY_SUFFIX = ".lvpcarry"
+LINK_SUFFIX = ".lvplink"  # a symbolic link's output: a small file holding where the link points
+_NOT_UTF8 = ("its name is not valid UTF-8, which the archive cannot hold: not archived; rename it "
+             "(convmv -f latin1 -t utf8, say) and run again")
 
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 # what io.dicom requires to be equal across the files of one series
@@ -110,9 +115,10 @@ def walk(source: str | os.PathLike, known: dict[str, tuple[int, int, str]] | Non
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
         for name in sorted(dirnames):
-            if (here / name).is_symlink():  # os.walk lists it but does not enter it: say so
-                skipped.append({"file": _printable(_rel(root, here / name)),
-                                "reason": "symbolic link to a folder (not followed)"})
+            if (here / name).is_symlink():  # os.walk lists it but does not enter it: kept as a link
+                link = _link_item(root, here / name, unnamed, skipped)
+                if link is not None:
+                    items.append(link)
         dirnames.sort()
         for name in sorted(filenames):
             path = here / name
@@ -120,14 +126,15 @@ def walk(source: str | os.PathLike, known: dict[str, tuple[int, int, str]] | Non
             try:
                 rel.encode("utf-8")
             except UnicodeEncodeError:  # bytes the file system allows but no ledger or header can hold
-                unnamed.append({"file": _printable(rel), "reason": (
-                    "its name is not valid UTF-8, which the archive cannot hold: not archived; rename it "
-                    "(convmv -f latin1 -t utf8, say) and run again")})
+                unnamed.append({"file": _printable(rel), "reason": _NOT_UTF8})
                 continue
             try:
                 st = path.lstat()
             except OSError as e:
                 skipped.append({"file": rel, "reason": f"cannot be read ({e.strerror or e})"})
+                continue
+            if kind_of(st.st_mode) == "link":  # kept as a link (where it points, not what): restore makes it again
+                items.append(_link(SourceFile(rel, st.st_size, st.st_mtime_ns)))
                 continue
             why = _not_regular(st)
             if why:
@@ -224,9 +231,30 @@ def _kind(name: str) -> str:
 def _other(src: SourceFile) -> Item:
     name = posixpath.basename(src.rel)
     key = src.rel
-    if name.lower().endswith((".lvp", CARRY_SUFFIX)) or src.rel in RESERVED:
+    if name.lower().endswith((".lvp", CARRY_SUFFIX, LINK_SUFFIX)) or src.rel in RESERVED:
         key += CARRY_SUFFIX
     return Item(key=key, kind="other", root=posixpath.dirname(src.rel), sources=[src])
+
+
+def _link(src: SourceFile) -> Item:
+    """A symbolic link (to a file or a folder, inside SOURCE or not: a datalad or git-annex dataset holds
+    every image as one): its output holds where it points; restore makes the same link."""
+    return Item(key=src.rel + LINK_SUFFIX, kind="link", root=posixpath.dirname(src.rel), sources=[src])
+
+
+def _link_item(root: Path, path: Path, unnamed: list, skipped: list) -> Item | None:
+    """``_link`` of a link to a folder, which os.walk lists among the folders."""
+    rel = _rel(root, path)
+    try:
+        rel.encode("utf-8")
+        st = path.lstat()
+    except UnicodeEncodeError:
+        unnamed.append({"file": _printable(rel), "reason": _NOT_UTF8})
+        return None
+    except OSError as e:
+        skipped.append({"file": rel, "reason": f"cannot be read ({e.strerror or e})"})
+        return None
+    return _link(SourceFile(rel, st.st_size, st.st_mtime_ns))
 
 
 def _dicom_header(path: Path, name: str):
