@@ -1174,3 +1174,41 @@ def test_symbolic_links_are_kept_and_restored_as_links(cluster, tmp_path):
     os.symlink("/somewhere/else", src / "dangling")
     again = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")
     assert again["done"] == 1 and (dest / "dangling.lvplink").read_bytes() == b"/somewhere/else"
+
+
+def test_restore_never_writes_through_a_link(cluster, tmp_path):
+    """A crafted ledger with a link "a" -> a folder outside OUT and a file "a/passwd": restore made the
+    link, then wrote the file through it, out of OUT (tar's old hole). Links are made last, and no file
+    is written under a link."""
+    src, dest, out, victim = tmp_path / "src", tmp_path / "dest", tmp_path / "out", tmp_path / "victim"
+    (src / "a").mkdir(parents=True)
+    (src / "a" / "passwd").write_text("archived")
+    victim.mkdir()
+    assert lvpnet.archive(src, dest, scheduler=cluster)["failed"] == 0
+    (dest / "a.lvplink").write_bytes(os.fsencode(victim))  # the crafted part: a link item named "a"
+    con = sqlite3.connect(dest / LEDGER_NAME)
+    digest = __import__("hashlib").sha256(os.fsencode(victim)).hexdigest()
+    con.execute("INSERT INTO items (key, kind, root, state, output_sha256, output_bytes, source_bytes, updated) "
+                "VALUES ('a.lvplink', 'link', '', 'done', ?, 1, 1, 0)", (digest,))
+    con.execute("INSERT INTO sources (key, path, size, mtime_ns, sha256) VALUES ('a.lvplink', 'a', 1, 0, ?)", (digest,))
+    con.commit()
+    con.close()
+    r = lvpnet.restore(dest, out, scheduler=cluster)
+    assert list(victim.iterdir()) == []  # nothing written outside OUT
+    assert r["failed"] >= 1
+    # and a second restore into the same OUT (the link there now) writes nothing through it either
+    lvpnet.restore(dest, out, scheduler=cluster)
+    assert list(victim.iterdir()) == []
+
+
+def test_a_target_under_a_link_is_refused(tmp_path):
+    from lvpnet.archiver.tasks import _target
+    from lvpnet.errors import DamagedError
+
+    out = tmp_path / "out"
+    (out / "d").mkdir(parents=True)
+    os.symlink(tmp_path, out / "d" / "a")
+    assert _target(out, "d/b/c.dcm") == out / "d" / "b" / "c.dcm"
+    assert _target(out, "d/a") == out / "d" / "a"  # the link itself: replaced, not written through
+    with pytest.raises(DamagedError, match="under the symbolic link 'd/a'"):
+        _target(out, "d/a/passwd")

@@ -100,6 +100,17 @@ def _fail(spec: dict, e: BaseException, sources: list[dict] | None = None) -> di
     return {"key": spec["key"], "ok": False, "reason": _describe(e), "sources": sources, "pid": os.getpid()}
 
 
+def _target(out: Path, rel: str) -> Path:
+    """Where restore writes ``rel`` (relative to SOURCE) under ``out``: never through a symbolic link, which
+    no archived tree has above a file (a link is a leaf) and a crafted ledger would use to write out of OUT."""
+    path = out / _safe_rel(rel)
+    for parent in reversed(path.relative_to(out).parents[:-1]):  # "a", then "a/b": every folder on the way
+        if (out / parent).is_symlink():
+            raise DamagedError(f"the ledger names {rel!r} under the symbolic link {parent.as_posix()!r}: not "
+                               "written through it")
+    return path
+
+
 def _safe_rel(rel: str) -> str:
     from ..dicom_archive import safe_name  # the same rule as a DICOM record's file name
 
@@ -377,10 +388,10 @@ def restore_item(spec: dict) -> dict:
             raise DamagedError(f"{archived}: damaged (its SHA-256 differs from the ledger's)")
         changed: list[str] = []
         if spec["kind"] == "other":
-            files = [_restore_copy(archived, out / _safe_rel(spec["sources"][0]), spec["output_sha256"],
+            files = [_restore_copy(archived, _target(out, spec["sources"][0]), spec["output_sha256"],
                                    _attrs(spec, spec["sources"][0]))]
         elif spec["kind"] == "link":
-            files = [_restore_link(archived, out / _safe_rel(spec["sources"][0]))]
+            files = [_restore_link(archived, _target(out, spec["sources"][0]))]
         else:  # a damaged series: salvaged, file by file (every file written matches its own SHA-256)
             files, changed = _restore_lvp(archived, spec, out)
             if damaged:
@@ -486,12 +497,11 @@ def _restore_lvp(archived: Path, spec: dict, out: Path) -> tuple[list[int], list
     volume = lvp.volume(array, check_files=spec["kind"] != "dicom", salvage=spec["kind"] == "dicom")
     mine = (volume.metadata or {}).get("lvpnet_archive") or {}
     if spec["kind"] == "dicom":
-        base = out / spec["root"] if spec["root"] else out
         prefix = spec["root"] + "/" if spec["root"] else ""
         only = None if spec.get("only") is None else set(spec["only"])  # files a newer item holds are its
         lost: list[str] = []
         # iter_files checks every file against the SHA-256 its record holds
-        sizes = [_write(base / name, data, _attrs(spec, prefix + name))
+        sizes = [_write(_target(out, prefix + name), data, _attrs(spec, prefix + name))
                  for name, data in iter_files(volume, lost_frames, lambda name, why: lost.append(f"{prefix}{name}"))
                  if only is None or prefix + name in only]
         lost = [name for name in lost if only is None or name in only]
@@ -503,7 +513,7 @@ def _restore_lvp(archived: Path, spec: dict, out: Path) -> tuple[list[int], list
         changed = [prefix + f["name"] for f in files if isinstance(f, dict) and f.get("transfer_syntax_changed")
                    and isinstance(f.get("name"), str) and (only is None or prefix + f["name"] in only)]
         return sizes, changed
-    target = out / _safe_rel(spec["sources"][0])
+    target = _target(out, spec["sources"][0])
     if spec["kind"] == "numpy":
         data = _npy_bytes(base64.b64decode(mine["npy_header_b64"]), volume)
         if hashlib.sha256(data).hexdigest() != mine.get("restore_sha256"):
