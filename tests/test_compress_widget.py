@@ -42,9 +42,9 @@ def test_compress_widget_writes_identical_file_and_shows_numbers(widget_and_view
     inspect = w.open_inspect()  # the result links to the inspection layers
     assert inspect.layer.value is viewer.layers["ct"]
     # a tab beside Compress (stacked under it, it was squeezed to a few lines), never shorter than its controls
-    docks = viewer.window._dock_widgets
-    compress_dock = next(d for name, d in docks.items() if name.startswith("Compress"))
-    inspect_dock = next(d for name, d in docks.items() if name.startswith("Inspect"))
+    docks = viewer.window.dock_widgets  # name -> the widget; its dock is the native widget's parent
+    compress_dock = next(w.native.parent() for name, w in docks.items() if name.startswith("Compress"))
+    inspect_dock = next(w.native.parent() for name, w in docks.items() if name.startswith("Inspect"))
     assert inspect_dock in viewer.window._qt_window.tabifiedDockWidgets(compress_dock)
     assert inspect.native.minimumHeight() >= 260
     qtbot.waitUntil(lambda: inspect.run_button.enabled, timeout=60000)
