@@ -57,9 +57,9 @@ RUN = 8  # compressor.REFERENCE_RUN: the portability check takes one whole run
 # ---------------------------------------------------------------- preparing (here)
 
 
-def source_slices(n: int) -> np.ndarray:
+def source_slices(n: int, data: Path = SHARED) -> np.ndarray:
     """``n`` real 512 x 512 CT slices from train (never val), evenly spread over the CT arrays that have them."""
-    manifest = json.loads((SHARED / "manifest.json").read_text())
+    manifest = json.loads((data / "manifest.json").read_text())
     entries = manifest["items"]
     picked = []
     for e in sorted(entries, key=lambda e: e["id"]):
@@ -67,7 +67,7 @@ def source_slices(n: int) -> np.ndarray:
             continue
         if list(e["shape"][-2:]) != [SIDE, SIDE] or np.dtype(e["dtype"]).kind not in "iu":
             continue
-        with np.load(SHARED / e["file"]) as z:
+        with np.load(data / e["file"]) as z:
             a = z["image"].reshape(-1, SIDE, SIDE)
         picked.append(a[len(a) // 2])
     if len(picked) < n:
@@ -76,15 +76,17 @@ def source_slices(n: int) -> np.ndarray:
     return np.stack([picked[int(i * step)] for i in range(n)]).astype(np.int16)
 
 
-def prepare(folder: Path, n: int) -> None:
+def prepare(folder: Path, n: int, data: Path = SHARED, python_version: str = "3.12") -> None:
+    """``folder``: sources.npy and the two wheels the device lacks, for its Python (``python_version``: 3.12
+    on the lent machines; ``scripts/gpu_smoke.sh`` asks for this machine's)."""
     folder.mkdir(parents=True, exist_ok=True)
-    np.save(folder / "sources.npy", source_slices(n))
+    np.save(folder / "sources.npy", source_slices(n, data))
     import imagecodecs
 
     for old in folder.glob("*.whl"):
         old.unlink()
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version", "3.12",
+        [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version", python_version,
          "--implementation", "cp", "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64",
          "--platform", "manylinux2014_x86_64", "-d", str(folder), "constriction==0.5.0",
          f"imagecodecs=={imagecodecs.__version__}"],
@@ -364,6 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--prepare", metavar="DIR")
     g.add_argument("--run", metavar="DIR")
     ap.add_argument("--sources", type=int, default=4, help="--prepare: real slices to build the volume from")
+    ap.add_argument("--data", type=Path, default=SHARED, help="--prepare: the shared corpus (its manifest.json)")
+    ap.add_argument("--python-version", default="3.12", help="--prepare: the wheels' Python (the device's: 3.12)")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cuda")
     ap.add_argument("--budget-s", type=float, default=420.0, help="sizes the volume to end within about this")
     ap.add_argument("--slices", type=int, help="run exactly this many slices instead (at most 256)")
@@ -375,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--md", help="the report as Markdown")
     args = ap.parse_args(argv)
     if args.prepare:
-        prepare(Path(args.prepare), args.sources)
+        prepare(Path(args.prepare), args.sources, args.data, args.python_version)
         return 0
 
     def save(rep: dict) -> None:

@@ -71,11 +71,12 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
-def progress_text(p: Progress, started: float, done_at_start: int, now: float) -> str:
-    """'encode: slice 3 of 12, 0:25 left' (the time left from the second slice of a stage on)."""
+def progress_text(p: Progress, started: float | None, done_at_start: int, now: float) -> str:
+    """'encode: slice 3 of 12, 0:25 left' (the time left from the second slice of a stage on: timed from
+    the end of its first, which also loaded the weights; ``started`` None before that)."""
     text = f"{p.stage}: slice {p.done} of {p.total}" if p.total > 1 else p.stage
     done = p.done - done_at_start
-    if done >= 1 and p.done >= 2 and p.done < p.total:
+    if started is not None and done >= 1 and p.done >= 2 and p.done < p.total:
         text += f", {_clock((now - started) / done * (p.total - p.done))} left"
     return text
 
@@ -172,10 +173,15 @@ class BackgroundJobMixin:
     def _on_progress(self, p: Progress) -> None:
         now = time.perf_counter()
         if p.stage != self._stage:  # each stage (encode, verify, ...) has its own pace
-            self._stage, self._stage_start = p.stage, (now, p.done)
+            self._stage, self._stage_start = p.stage, (None, 0)
+        if self._stage_start[0] is None and p.done >= 1:  # timed from the end of the first slice
+            self._stage_start = (now, p.done)
         self._last, self._cancel.part = p, 0.0
-        self.progress.native.setRange(0, 100 * max(p.total, 1))  # in hundredths of a slice (``_show_part``)
-        self.progress.native.setValue(100 * p.done)
+        if p.done == 0 and p.total <= 1:  # one slice about to start: busy until its steps tick (a codec
+            self.progress.native.setRange(0, 0)  # without ticks, the fallback, never does)
+        else:
+            self.progress.native.setRange(0, 100 * max(p.total, 1))  # in hundredths of a slice (``_show_part``)
+            self.progress.native.setValue(100 * p.done)
         self.progress.native.setFormat(progress_text(p, *self._stage_start, now))
 
     @quietly_if_closed

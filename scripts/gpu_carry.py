@@ -87,10 +87,18 @@ def main() -> int:
                          "makes one; made here when missing)")
     ap.add_argument("--limit-mib", type=float, default=60.0, help="checkout + carry (the device's limit: 64)")
     ap.add_argument("--val-slices", type=int, default=2)
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"), help="the shared corpus (manifest.json)")
+    ap.add_argument("--site-only", action="store_true",
+                    help="only (re)build --out/site.tar.xz from the wheels in --wheels (scripts/gpu_smoke.sh)")
     a = ap.parse_args()
     out, wdir = Path(a.out), Path(a.wheels)
+    if a.site_only:
+        out.mkdir(parents=True, exist_ok=True)
+        slim_site(sorted(wdir.glob("*.whl")), out / "site.tar.xz")
+        return 0
     if not list(wdir.glob("imagecodecs-*.whl")) or not (wdir / "sources.npy").exists():
-        subprocess.run([sys.executable, str(ROOT / "benchmarks" / "volume_engine.py"), "--prepare", str(wdir)], check=True)
+        subprocess.run([sys.executable, str(ROOT / "benchmarks" / "volume_engine.py"), "--prepare", str(wdir),
+                        "--data", a.data], check=True)
     if out.exists():
         shutil.rmtree(out)
     (out / "vol").mkdir(parents=True)
@@ -101,7 +109,8 @@ def main() -> int:
     room = int(a.limit_mib * 2**20) - tracked - reserve - folder_bytes(out) - 4096
     samples = 7e5
     while True:
-        r = subprocess.run([sys.executable, str(ROOT / "scripts" / "prepare_train_data.py"), "--out", str(out / "train"),
+        r = subprocess.run([sys.executable, str(ROOT / "scripts" / "prepare_train_data.py"), "--data", a.data,
+                            "--out", str(out / "train"),
                             "--samples", f"{samples:.0f}", "--val-slices", str(a.val_slices),
                             "--max-mb", f"{room / 2**20:.2f}"], capture_output=True, text=True)
         print(r.stdout.strip().splitlines()[-1] if r.stdout.strip() else r.stderr[-300:])

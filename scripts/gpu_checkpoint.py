@@ -26,21 +26,25 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-HALF_MIN_NUMEL = 4096  # small tensors (biases, scales, the latent histogram) stay float32
+HALF_MIN_NUMEL = 4096  # small tensors (biases, scales) stay float32
 HALF_MAX = 60000.0  # below float16's 65504
 
 
 def compact_state(state: dict) -> dict:
+    """Large weights as float16; the latent prior's state (its histogram: 154 x 63, mostly counts far below
+    float16's smallest normal, which rounded 9417 of its 9702 entries to 0) always float32."""
     out = {}
     for k, v in state.items():
-        if v.is_floating_point() and v.numel() >= HALF_MIN_NUMEL and float(v.abs().max()) < HALF_MAX:
+        if "prior" in k:
+            out[k] = v
+        elif v.is_floating_point() and v.numel() >= HALF_MIN_NUMEL and float(v.abs().max()) < HALF_MAX:
             out[k] = v.to(torch.float16)
         else:
             out[k] = v
     return out
 
 
-def collect(run_dir: Path, dest: Path) -> int:
+def collect(run_dir: Path, dest: Path, force: bool = False) -> int:
     runs = []
     for best in sorted(run_dir.glob("*/best.pt")):
         ck = torch.load(best, map_location="cpu", weights_only=True)
@@ -53,13 +57,21 @@ def collect(run_dir: Path, dest: Path) -> int:
         return 1
     bits, best, ck = min(runs, key=lambda r: r[0])
     meta = ck["meta"]
+    before = dest / "source.json"
+    if before.exists() and not force:  # a session that got worse (or a smoke test) must not replace a better start
+        old = json.loads(before.read_text()).get("val_total_bits_device_pack")
+        if old is not None and bits > float(old):
+            print(f"{best}: {bits:.0f} val bits, more than the committed {dest / 'resume.pt'}'s {float(old):.0f} "
+                  "(the same val pack when --prepare was not run again): kept the committed one; --force replaces it",
+                  file=sys.stderr)
+            return 3
     dest.mkdir(parents=True, exist_ok=True)
     small = {
         "format": ck["format"],
         "config": ck["config"],
         "state_dict": compact_state(ck["state_dict"]),
-        "meta": {k: meta[k] for k in ("device", "params", "seed", "torch", "train_config", "steps", "train_minutes", "when")
-                 if k in meta},
+        "meta": {k: meta[k] for k in ("device", "params", "seed", "torch", "train_config", "train_config_base", "steps",
+                                      "train_minutes", "when") if k in meta},
     }
     torch.save(small, dest / "resume.pt")
     sha = hashlib.sha256(best.read_bytes()).hexdigest()
@@ -99,9 +111,13 @@ def expand(src: Path, out: Path) -> int:
     out.mkdir(parents=True, exist_ok=True)
     torch.save({"format": ck["format"], "config": ck["config"], "state_dict": state, "meta": ck["meta"]},
                out / "resume.pt")
-    train = dict(ck["meta"].get("train_config", {}))
+    meta = ck["meta"]
+    # the config file's settings, not the command's overrides (a smoke test's --batch 2 --crop 64)
+    train = dict(meta.get("train_config_base") or meta.get("train_config", {}))
     train["reopen_latent"] = False
     train["reopen_qcm"] = False
+    # new crops each session: the same seed replayed the same crop sequence every time
+    train["seed"] = int(meta.get("seed") or 0) + int(meta.get("steps") or 0) + 1
     (out / "config.json").write_text(json.dumps({"model": ck["config"], "train": train}, indent=1) + "\n")
     print(f"expanded {src} (step {ck['meta'].get('steps')}, {ck['meta'].get('when')}) -> {out}")
     return 0
@@ -113,12 +129,13 @@ def main() -> int:
     c = sub.add_parser("collect")
     c.add_argument("dir")
     c.add_argument("--dest", default=str(ROOT / "checkpoints" / "gpu-latest"))
+    c.add_argument("--force", action="store_true", help="replace a committed checkpoint with more val bits")
     e = sub.add_parser("expand")
     e.add_argument("src")
     e.add_argument("out")
     a = ap.parse_args()
     if a.cmd == "collect":
-        return collect(Path(a.dir), Path(a.dest))
+        return collect(Path(a.dir), Path(a.dest), a.force)
     return expand(Path(a.src), Path(a.out))
 
 

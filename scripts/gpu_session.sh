@@ -47,13 +47,13 @@ TOTAL=${LVP_SESSION_S:-540}
 TRAIN_S=${LVP_TRAIN_S:-300}
 DEV=${LVP_DEVICE:-cuda}
 PY=${PYTHON:-python3}
-CARRY=.gpucarry
+CARRY=${LVP_CARRY:-.gpucarry}
 mkdir -p "$OUT"
 [ -f "$CARRY/site.tar.xz" ] || { echo "no $CARRY/: run 'bash scripts/gpu_session.sh --prepare' here and carry it"; exit 2; }
 echo "== $(date -u) gpu_session device=$DEV session=${TOTAL}s train=${TRAIN_S}s"
 # The carried site: a wheel install of these two is an unzip, so the tarball unpacks into /tmp/site
 # (by Python: its lzma is there whatever the machine's tar lacks).
-SITE=/tmp/site
+SITE=${LVP_SITE_PATH:-/tmp/site}
 mkdir -p "$SITE" && $PY -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" "$CARRY/site.tar.xz" "$SITE" || exit 3
 [ "${LVP_SITE:-1}" = 1 ] || SITE=""
 # The run(s): resume the committed GPU checkpoint when there is one (else gpu_train.sh's default).
@@ -64,7 +64,8 @@ if [ -z "${LVP_RUNS:-}" ] && [ -f checkpoints/gpu-latest/resume.pt ]; then
 fi
 MIN=$(awk -v s="$TRAIN_S" 'BEGIN { m = (s - 100) / 60; if (m < 0.2) m = 0.2; printf "%.2f", m }')
 OUT="$OUT" LVP_EXTRA="${LVP_EXTRA:---val-every 1.6}" LVP_DATA="$CARRY/train" LVP_MINUTES="$MIN" LVP_KILL_AFTER=$((TRAIN_S - 20)) LVP_ROUNDTRIP=0 \
-  LVP_DEVICE="$DEV" bash scripts/gpu_train.sh
+  LVP_DEVICE="$DEV" LVP_SITE_DIR="$SITE" bash scripts/gpu_train.sh
+TRAIN_RC=$?
 # The engine benchmark: the package laid out as an install does (resources/ inside lvpnet/).
 PKG=$(mktemp -d)
 cp -r src/lvpnet "$PKG/" && cp -r resources "$PKG/lvpnet/resources"
@@ -83,5 +84,5 @@ grep -E '"(slices|encode_mpix_s|decode_mpix_s|bits_per_sample|gpu_peak_memory_mi
 tail -n 3 "$OUT/volume_engine.log"
 rm -rf "$PKG"
 find "$OUT" -type f -exec ls -la {} +
-echo "== $(date -u) gpu_session done in $(($(date +%s) - T0)) s"
-exit 0
+echo "== $(date -u) gpu_session done in $(($(date +%s) - T0)) s; training runs without a best.pt: $TRAIN_RC"
+exit $((TRAIN_RC > 0 ? 5 : 0))  # 5: training brought nothing back (the engine's results may still be there)

@@ -31,12 +31,16 @@ KILL_AFTER=${LVP_KILL_AFTER:-480}
 DATA=${LVP_DATA:-.traindata}  # scripts/gpu_session.sh passes its smaller pack
 PY=${PYTHON:-python3}
 mkdir -p "$OUT"
-# Stage lvpnet.model + lvpnet.coding (the estimate) + lvpnet.train under a bare package, so that whatever src/lvpnet/__init__.py
-# imports (constriction, imagecodecs, ...) is not needed on the device.
+# Stage the lvpnet package with an empty __init__.py, so that importing lvpnet.train does not import what
+# src/lvpnet/__init__.py does (the container, the readers); the whole package, because the modules training
+# uses import their neighbours (lvpnet.progress, lvpnet.errors: a staged subset failed on the first import
+# that was not in it). LVP_SITE_DIR (scripts/gpu_session.sh: the carried site) gives what lvpnet.coding
+# imports beyond torch and numpy (constriction; imagecodecs, for the val estimate's base layers).
 STAGE=$(mktemp -d)
 mkdir -p "$STAGE/lvpnet"
-cp -r src/lvpnet/model src/lvpnet/coding src/lvpnet/train.py "$STAGE/lvpnet/"
-touch "$STAGE/lvpnet/__init__.py"
+cp -r src/lvpnet/. "$STAGE/lvpnet/"
+: > "$STAGE/lvpnet/__init__.py"
+TRAIN_PATH="$STAGE${LVP_SITE_DIR:+:$LVP_SITE_DIR}"
 export PYTHONUNBUFFERED=1
 echo "== $(date -u) device=$DEV minutes=$MIN"
 nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null || true
@@ -61,21 +65,26 @@ for spec in "${SPECS[@]}"; do
   IFS='|' read -r name config args <<< "$spec"
   mkdir -p "$OUT/$name"
   # shellcheck disable=SC2086
-  OMP_NUM_THREADS=${LVP_TRAIN_THREADS:-4} PYTHONPATH="$STAGE" timeout -s INT -k 25 "$KILL_AFTER" $PY -m lvpnet.train --config "$config" \
+  # -k 60: after the SIGINT, train.py's last val pass (about 40 s on an H200) and its files
+  OMP_NUM_THREADS=${LVP_TRAIN_THREADS:-4} PYTHONPATH="$TRAIN_PATH" timeout -s INT -k 60 "$KILL_AFTER" $PY -m lvpnet.train --config "$config" \
     --data "$DATA" --device "$DEV" --minutes "$MIN" --out "$OUT/$name" $args $EXTRA > "$OUT/$name/train.log" 2>&1 &
   PIDS+=($!)
   NAMES+=("$name")
   echo "started $name: $config $args $EXTRA"
 done
+FAILED=0
 for i in "${!PIDS[@]}"; do
   wait "${PIDS[$i]}"
-  echo "== ${NAMES[$i]} exit $?"
-  grep -E "resumed|reopened|model |val step|new best|done|skipped [1-9]|stopped|failed" "$OUT/${NAMES[$i]}/train.log" | tail -n 12
+  rc=$?
+  echo "== ${NAMES[$i]} exit $rc"
+  [ -f "$OUT/${NAMES[$i]}/best.pt" ] || FAILED=$((FAILED + 1))
+  grep -E "resumed|reopened|model |val step|new best|done|skipped [1-9]|stopped|failed|Error|Traceback" \
+    "$OUT/${NAMES[$i]}/train.log" | tail -n 12
 done
 [ "$ROUNDTRIP" = 1 ] && [ "$RT_FIRST" = 0 ] && roundtrip "$OUT/$RT_RUN/best.pt"
 (cd "$OUT" && tar czf logs.tgz --ignore-failed-read ./*/train.log ./*/log.json ./*/model_card.md cuda_roundtrip.log 2>/dev/null;
  rm -f ./*/train.log ./*/log.json ./*/model_card.md cuda_roundtrip.log)
 rm -rf "$STAGE"
 ls -la "$OUT" "$OUT"/*/
-echo "== $(date -u) done"
-exit 0
+echo "== $(date -u) done; runs without a best.pt: $FAILED"
+exit "$FAILED"  # the run tool's rc says when training brought nothing back

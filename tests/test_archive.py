@@ -1191,6 +1191,13 @@ def test_restore_never_writes_through_a_link(cluster, tmp_path):
     con.execute("INSERT INTO items (key, kind, root, state, output_sha256, output_bytes, source_bytes, updated) "
                 "VALUES ('a.lvplink', 'link', '', 'done', ?, 1, 1, 0)", (digest,))
     con.execute("INSERT INTO sources (key, path, size, mtime_ns, sha256) VALUES ('a.lvplink', 'a', 1, 0, ?)", (digest,))
+    # and a link "a/x" beside it: made by another worker at the same time, it could pass "a" before it was a link
+    (dest / "a" / "x.lvplink").write_bytes(b"pwned")
+    pwned = __import__("hashlib").sha256(b"pwned").hexdigest()
+    con.execute("INSERT INTO items (key, kind, root, state, output_sha256, output_bytes, source_bytes, updated) "
+                "VALUES ('a/x.lvplink', 'link', 'a', 'done', ?, 5, 5, 0)", (pwned,))
+    con.execute("INSERT INTO sources (key, path, size, mtime_ns, sha256) VALUES ('a/x.lvplink', 'a/x', 5, 0, ?)",
+                (pwned,))
     con.commit()
     con.close()
     r = lvpnet.restore(dest, out, scheduler=cluster)
@@ -1212,3 +1219,77 @@ def test_a_target_under_a_link_is_refused(tmp_path):
     assert _target(out, "d/a") == out / "d" / "a"  # the link itself: replaced, not written through
     with pytest.raises(DamagedError, match="under the symbolic link 'd/a'"):
         _target(out, "d/a/passwd")
+
+
+def test_old_archives_get_their_modes_and_hints_on_the_next_run(cluster, tmp_path):
+    """An archive made before modes were kept: its unchanged outputs stayed world-readable and restored with
+    the umask's bits, and its NIfTI files' headers were read again on every run (no hint kept). The next run
+    records each file's bits and hint and makes the outputs as private as their sources; the ledger's
+    format goes to 2, which an older lvpnet refuses to write (it would insert rows without the new column)."""
+    from lvpnet.archiver.ledger import FORMAT
+    from lvpnet.archiver.tasks import output_mode
+
+    src, dest, out = tmp_path / "src", tmp_path / "dest", tmp_path / "out"
+    src.mkdir()
+    (src / "secret.txt").write_text("private")
+    nib.save(nib.Nifti1Image(np.arange(4800, dtype=np.int16).reshape(40, 40, 3), np.eye(4)), src / "t1.nii")
+    os.chmod(src / "secret.txt", 0o600)
+    os.chmod(src / "t1.nii", 0o640)
+    assert lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")["failed"] == 0
+    con = sqlite3.connect(dest / LEDGER_NAME)  # as the lvpnet before: no modes, no NIfTI hints, format 1
+    con.execute("UPDATE sources SET mode = NULL, hint = ''")
+    con.execute("UPDATE meta SET value = '1' WHERE key = 'format'")
+    con.commit()
+    con.close()
+    for f in dest.rglob("*"):
+        if f.is_file() and LEDGER_NAME not in f.name:
+            os.chmod(f, 0o644)
+    s = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")
+    assert (s["done"], s["skipped"], s["failed"]) == (0, 2, 0)
+    assert (dest / "secret.txt").stat().st_mode & 0o777 == 0o600
+    assert (dest / "t1.nii.lvp").stat().st_mode & 0o777 == 0o640
+    con = sqlite3.connect(dest / LEDGER_NAME)
+    assert dict(con.execute("SELECT path, mode FROM sources")) == {"secret.txt": 0o600, "t1.nii": 0o640}
+    assert dict(con.execute("SELECT path, hint FROM sources"))["t1.nii"] == "nifti"
+    assert con.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()[0] == str(FORMAT) == "2"
+    assert lvpnet.restore(dest, out, scheduler=cluster)["failed"] == 0
+    assert (out / "secret.txt").stat().st_mode & 0o777 == 0o600 and (out / "t1.nii").stat().st_mode & 0o777 == 0o640
+    con.execute("UPDATE meta SET value = '3' WHERE key = 'format'")
+    con.commit()
+    con.close()
+    with pytest.raises(lvpnet.InputError, match="ledger format 3 is newer than this lvpnet"):
+        lvpnet.archive(src, dest, scheduler=cluster)
+    # bits that lock out the owner (a source readable through its group only): the copy stays the owner's
+    assert output_mode([0o044]) == 0o644 and output_mode([0o600, 0o640]) == 0o600 and output_mode([0o600, None]) is None
+
+
+def test_the_permission_bits_are_set_where_os_fchmod_is_missing(tmp_path, monkeypatch):
+    """Windows before Python 3.13 has no os.fchmod: every carried file failed there."""
+    from lvpnet.atomic import set_mode
+
+    monkeypatch.delattr(os, "fchmod")
+    path = tmp_path / "f"
+    with open(path, "wb") as f:
+        set_mode(f, path, 0o600)
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_nifti_coded_agrees_with_the_reader_on_colour(tmp_path):
+    """An RGBA NIfTI (4 fields) passed the walk as coded, then failed every run when compressed."""
+    from lvpnet.io.nifti import nifti_coded
+
+    def colour(fields, shape):
+        dt = np.dtype([(c, np.uint8) for c in "RGBA"[:fields]])
+        arr = np.zeros(shape, dt)
+        path = tmp_path / f"c{fields}_{len(shape)}.nii"
+        nib.save(nib.Nifti1Image(arr, np.eye(4)), path)
+        return path
+
+    for fields, shape in ((3, (8, 9, 2)), (4, (8, 9, 2)), (3, (2, 2, 2, 2, 2, 2))):
+        path = colour(fields, shape)
+        try:
+            lvpnet.compress(lvpnet.read(path), codec="fallback", verify=False)
+            coded = True
+        except lvpnet.InputError:
+            coded = False
+        assert nifti_coded(path) == coded, (fields, shape)

@@ -74,3 +74,32 @@ def test_the_terminal_bar_draws_the_slice_under_way():
     bar.part(0.9)  # after the last slice: no part left to draw
     assert out.getvalue().rsplit("\r", 1)[-1].startswith(" encode [####")
     assert "slice 1:" not in out.getvalue().rsplit("\r", 1)[-1]
+
+
+def test_the_terminal_times_a_stage_from_the_end_of_its_first_slice():
+    """The first slice also loads the weights: the time left counts from its end, as before the stage's
+    progress began at slice 0."""
+    from lvpnet.cli import ProgressBar
+
+    out, now = io.StringIO(), [0.0]
+    bar = ProgressBar(enabled=True, stream=out, clock=lambda: now[0])
+    for t, done in ((0.0, 0), (10.0, 1), (11.0, 2)):
+        now[0] = t
+        bar(Progress("encode", done, 4))
+    assert out.getvalue().rsplit("\r", 1)[-1].strip().endswith("2/4 slices, 0:02 left")
+
+
+def test_a_single_slice_shows_busy_until_its_steps_tick(make_napari_viewer):
+    """'encode 0 of 1' set a fixed 0% bar where the dock showed it was busy; the fallback codec never ticks."""
+    import pytest
+
+    pytest.importorskip("napari")
+    viewer = make_napari_viewer()
+    _, w = viewer.window.add_plugin_dock_widget("napari-lvpnet", "Compress")
+    w._stage = None
+    w._on_progress(Progress("encode", 0, 1))
+    assert w.progress.native.maximum() == 0  # busy
+    w._cancel.part = 0.4
+    w._show_part()
+    assert (w.progress.native.maximum(), w.progress.native.value()) == (100, 40)
+    assert "40% of slice 1" in w.progress.native.format()

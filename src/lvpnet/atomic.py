@@ -239,6 +239,14 @@ def atomic_path(path: str | os.PathLike, mode: int | None = None) -> Iterator[Pa
         raise
 
 
+def set_mode(f, path: Path, mode: int) -> None:
+    """``mode`` on the open file ``f`` at ``path`` (``os.fchmod``; on Windows before Python 3.13, the path's)."""
+    if hasattr(os, "fchmod"):
+        os.fchmod(f.fileno(), mode)
+    else:
+        os.chmod(path, mode)
+
+
 def _keep_mode(target: Path, tmp: Path) -> None:
     """A file replaced keeps its permissions: a patient file kept private (600) turned world-readable (the
     new file's umask mode) when an output replaced it. Not for a new file, nor a folder."""

@@ -41,11 +41,13 @@ class ProgressBar(StatusLine):
         if not self.enabled:
             return
         now = self.clock()
-        if self._stage is None or self._stage[0] != p.stage or p.done < self._stage[2]:
+        if self._stage is not None and (self._stage[0] != p.stage or p.done < self._stage[2]):
+            self._stage = None
+        if self._stage is None and p.done >= 1:  # timed from the end of the first slice (the weights loaded)
             self._stage = (p.stage, now, p.done)
         self._p = p
         line = f"\r{p.stage:>7} {bar(p.done, p.total, 30)} {p.done}/{p.total} slices"
-        _, start, first = self._stage
+        _, start, first = self._stage or (p.stage, now, p.done)
         if first < p.done < p.total:
             line += f", {duration((now - start) / (p.done - first) * (p.total - p.done))} left"
         if line != self._last:

@@ -20,7 +20,7 @@ from typing import BinaryIO
 import numpy as np
 
 from . import __version__, codecs, limits, slice_pool
-from .atomic import atomic_path, check_writable
+from .atomic import atomic_path, check_writable, set_mode
 from .container import ContainerWriter, looks_like_lvp
 from .errors import DamagedError, InputError
 from .lvpfile import LvpFile
@@ -330,7 +330,7 @@ def iter_compress_to_file(
     with atomic_path(path, mode) as tmp:
         with open(tmp, "wb") as f:
             if mode is not None:  # before any of the patient's data is in it
-                os.fchmod(f.fileno(), mode | stat.S_IRUSR | stat.S_IWUSR)
+                set_mode(f, tmp, mode | stat.S_IRUSR | stat.S_IWUSR)
             size, counts = yield from encode_stream(f, volume, codec, safety_net=safety_net, workers=workers,
                                                       on_note=on_note)
             f.flush()

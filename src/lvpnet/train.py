@@ -578,6 +578,7 @@ def main(argv=None) -> int:
     conf = json.loads(Path(args.config).read_text())
     tcfg = dict(DEFAULT_TRAIN)
     tcfg.update(conf.get("train", {}))
+    base_tcfg = dict(tcfg)  # before this command's overrides: what a run resuming this one starts from
     for k in ("batch", "crop", "seed", "lr", "lr_min"):
         if getattr(args, k) is not None:
             tcfg[k] = getattr(args, k)
@@ -664,6 +665,9 @@ def main(argv=None) -> int:
         "train_ids": [i for i, _ in train],
         "val_ids": [e["id"] for e in val],
         "train_config": tcfg,
+        # the config file's own settings: a smoke test's --batch 2 --crop 64 must not become the next GPU
+        # session's (scripts/gpu_checkpoint.py expand starts from these)
+        "train_config_base": base_tcfg,
     }
     history, evals = [], []
     best = {"bits": math.inf, "eval": None, "sha": None}

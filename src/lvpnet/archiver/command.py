@@ -94,6 +94,10 @@ def _bytes(n: int) -> str:
     return f"{n:,} bytes" + (f" ({human_bytes(n)})" if n >= 10_000 else "")
 
 
+_NOT_IDENTICAL_WHY = ("a .nii.gz with the same uncompressed bytes in another gzip stream, a compressed DICOM "
+                      "rewritten as Explicit VR Little Endian, or a NIfTI's bytes after its data beyond 1 MiB")
+
+
 def format_archive(s: dict) -> str:
     lines = [
         f"{s['source']} -> {s['dest']}: {_plural(s['items'], 'item')} ({s['series']} DICOM series, "
@@ -112,8 +116,7 @@ def format_archive(s: dict) -> str:
         # the whole archive, where it is more than this run wrote
         lines.append(f"  archive: {_bytes(s['archive_bytes_in'])} -> {_bytes(s['archive_bytes_out'])}")
     if s["not_identical"]:
-        lines.append(f"  restored with the same values but not byte for byte (a compressed DICOM rewritten as "
-                     f"Explicit VR Little Endian, or a NIfTI's bytes after its data beyond 1 MiB): "
+        lines.append(f"  restored with the same values but not byte for byte ({_NOT_IDENTICAL_WHY}): "
                      f"{', '.join(s['not_identical'])}")
     if s.get("checked") is not None:
         bad, again = s["damaged"], s["repaired"]
@@ -168,8 +171,7 @@ def format_restore(s: dict) -> str:
         lines.append(f"  {_plural(len(s['superseded']), 'older item')} not restored: newer items hold their files")
     if s.get("not_identical"):
         lines.append(f"  {_plural(len(s['not_identical']), 'file')} restored with the same values but not byte for byte "
-                     f"(a compressed DICOM written as Explicit VR Little Endian, or a NIfTI's bytes after its data "
-                     f"beyond 1 MiB): {_names(s['not_identical'])}")
+                     f"({_NOT_IDENTICAL_WHY}): {_names(s['not_identical'])}")
     never = [f["item"] for f in s["failures"] if f["reason"].startswith(_NEVER)]
     if never:  # an archive run cut short: one line, not one per item (--json lists them all)
         lines.append(f"  {_plural(len(never), 'item')} never archived (the archive run was cut short; run lvpnet "

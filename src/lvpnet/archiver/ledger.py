@@ -27,7 +27,7 @@ from pathlib import Path
 from ..errors import InputError
 from .walk import LEDGER_NAME, LOCK_NAME, Item
 
-FORMAT = 1
+FORMAT = 2  # 2: sources.mode (an lvpnet before it would write rows without it: it is told to upgrade)
 DAMAGED = "damaged: "  # a done row's reason when a --check found its output damaged (``note_damage``)
 
 _SCHEMA = """
@@ -107,12 +107,13 @@ class Ledger:
                 self.db.execute("PRAGMA synchronous=FULL")
                 self.db.execute("PRAGMA foreign_keys=ON")
                 self.db.executescript(_SCHEMA)  # idempotent (IF NOT EXISTS); executescript commits on its own
-                if "mode" not in self._source_columns():  # a ledger written before modes were kept
-                    self.db.execute("ALTER TABLE sources ADD COLUMN mode INTEGER")
                 with self.transaction():
                     have = self._meta("format")
-                    if have is None:
-                        self.db.execute("INSERT INTO meta VALUES ('format', ?)", (str(FORMAT),))
+                    if have is not None and int(have) > FORMAT:
+                        raise InputError(f"{self.path}: ledger format {have} is newer than this lvpnet: please upgrade")
+                    if "mode" not in self._source_columns():  # a ledger written before modes were kept
+                        self.db.execute("ALTER TABLE sources ADD COLUMN mode INTEGER")
+                    self.db.execute("INSERT OR REPLACE INTO meta VALUES ('format', ?)", (str(FORMAT),))
             if have is not None and int(have) > FORMAT:
                 raise InputError(f"{self.path}: ledger format {have} is newer than this lvpnet: please upgrade")
         except sqlite3.DatabaseError as e:
@@ -228,8 +229,16 @@ class Ledger:
                     (it.key, it.kind, it.root, it.source_bytes, now),
                 )
                 self.db.execute("DELETE FROM sources WHERE key = ?", (it.key,))
-                self.db.executemany("INSERT INTO sources (key, path, size, mtime_ns, hint) VALUES (?, ?, ?, ?, ?)",
-                                    [(it.key, s.rel, s.size, s.mtime_ns, s.hint) for s in it.sources])
+                self.db.executemany("INSERT INTO sources (key, path, size, mtime_ns, hint, mode) VALUES (?, ?, ?, ?, ?, ?)",
+                                    [(it.key, s.rel, s.size, s.mtime_ns, s.hint, s.mode) for s in it.sources])
+
+    def refresh(self, items: list[Item]) -> None:
+        """What the walk learnt of items done and unchanged: each file's hint (a header read again, as
+        for a NIfTI archived before hints were kept) and its permission bits (chmod changes no
+        modification time), so a rerun reads no header again and restore gives the bits as they are."""
+        with self.transaction():
+            self.db.executemany("UPDATE sources SET hint = ?, mode = ? WHERE key = ? AND path = ?",
+                                [(s.hint, s.mode, it.key, s.rel) for it in items for s in it.sources])
 
     def record(self, key: str, result: dict) -> None:
         """One item's result, in one transaction."""

@@ -19,7 +19,7 @@ from .. import limits
 from ..errors import InputError
 from .bar import ArchiveProgress
 from .ledger import DAMAGED, Ledger
-from .tasks import archive_item, restore_item
+from .tasks import archive_item, private, restore_item
 from .walk import LEDGER_NAME, Item, walk
 
 Callback = Callable[[ArchiveProgress], None]
@@ -123,6 +123,7 @@ def archive(
         skipped = 0
         kept: list[str] = []  # done items some of whose files were deleted from SOURCE since
         repaired: list[str] = []
+        unchanged: list[Item] = []
         for it, row, with_deleted in skips:
             if not check and _damage_noted(row):  # an earlier --check found it so
                 conflicts.append(_still_damaged(row))
@@ -130,6 +131,8 @@ def archive(
                 skipped += 1
                 if with_deleted:
                     kept.append(it.key)
+                else:
+                    unchanged.append(it)
             elif with_deleted:  # SOURCE cannot give it again: said, and left for restore to report
                 unrepairable.append(_unrepairable(row, "some of its files were deleted from SOURCE since"))
             else:  # coded again from SOURCE over the damaged output (never adopted: it is not what was made)
@@ -150,6 +153,9 @@ def archive(
         previous = {it.key: rows[it.key] for it, _ in todo
                     if it.key in rows and rows[it.key].state == "done" and it.key not in damaged}
         kept_after_failure: list[str] = []
+        ledger.refresh(unchanged)
+        for it in unchanged:  # an archive made before modes were kept, or a source chmod-ed since
+            private(dst / it.key, [s.mode for s in it.sources])
         ledger.plan([it for it, _ in todo])
 
         specs = [
@@ -410,13 +416,16 @@ def restore(
                 with connect(workers, scheduler, "cpu") as (client, n_workers):
                     startup = time.perf_counter() - t0
                     stats.start()
-                    # the links last, once every file is written: no file can then be written through a link
-                    # this restore made (a crafted ledger's link "a" -> /etc beside a file "a/passwd")
-                    for batch in ([s for s in specs if s["kind"] != "link"], [s for s in specs if s["kind"] == "link"]):
-                        for spec, res in _run_tasks(client, restore_item, batch):
-                            stats.add(spec, res, res.get("bytes") or 0, res.get("archive_bytes") or 0,
-                                      files=res.get("files", 0))
-                            not_identical += res.get("not_identical") or []
+                    for spec, res in _run_tasks(client, restore_item, [s for s in specs if s["kind"] != "link"]):
+                        stats.add(spec, res, res.get("bytes") or 0, res.get("archive_bytes") or 0,
+                                  files=res.get("files", 0))
+                        not_identical += res.get("not_identical") or []
+                # the links last, once every file is written, and one at a time here: no file, and no link, can
+                # then be made through a link this restore made (a crafted ledger's link "a" -> /etc beside a
+                # file "a/passwd", or beside a link "a/x": two workers could race past each other's check)
+                for spec in (s for s in specs if s["kind"] == "link"):
+                    res = restore_item(spec)
+                    stats.add(spec, res, 0, res.get("archive_bytes") or 0, files=res.get("files", 0))
             interrupted = False
         finally:
             known = {p for r in done for p, *_ in r.sources}

@@ -194,18 +194,18 @@ def _adopt(out: Path, sources: list[dict], recorded: str | None = None) -> dict 
 
 
 def _copy_other(src: Path, out: Path, source: dict, adopt: bool) -> dict:
-    from ..atomic import atomic_path
+    from ..atomic import atomic_path, set_mode
 
     size = source["size"]
     if adopt and out.is_file() and out.stat().st_size == size and sha256_file(out) == source["sha256"]:
         return {"encoded": False, "adopted": True, "output_sha256": source["sha256"], "output_bytes": size,
                 "identical": True}
-    mode = source.get("mode")
+    mode = output_mode([source.get("mode")])
     with atomic_path(out, mode) as tmp:
         h = hashlib.sha256()
         with _open_regular(src) as fi, open(tmp, "xb") as fo:
             if mode is not None:  # as private as the source from its first byte
-                os.fchmod(fo.fileno(), mode | stat.S_IRUSR | stat.S_IWUSR)
+                set_mode(fo, tmp, mode)
             while block := fi.read(_CHUNK):
                 h.update(block)
                 fo.write(block)
@@ -213,6 +213,25 @@ def _copy_other(src: Path, out: Path, source: dict, adopt: bool) -> dict:
             raise InputError(f"{src}: changed while it was being archived; run again")
     return {"encoded": True, "adopted": False, "output_sha256": source["sha256"], "output_bytes": size,
             "identical": True}
+
+
+def output_mode(modes: list) -> int | None:
+    """The permission bits of an archive's output: those of its most private source (a 600 series stays
+    600), owner read and write added (the copy is the archiving user's, who must read it back to check
+    and restore it); None where a source's are not known."""
+    if not modes or None in modes:
+        return None
+    return functools.reduce(operator.and_, modes) | stat.S_IRUSR | stat.S_IWUSR
+
+
+def private(out: Path, modes: list) -> None:
+    """An existing output given ``output_mode`` (an archive made before modes were kept was the umask's)."""
+    mode = output_mode(modes)
+    try:
+        if mode is not None and out.is_file() and not out.is_symlink() and stat.S_IMODE(out.stat().st_mode) != mode:
+            os.chmod(out, mode)
+    except OSError:  # not this user's file: left as it is
+        pass
 
 
 def _keep_link(src: Path, out: Path, source: dict) -> dict:
@@ -260,10 +279,8 @@ def _encode(spec: dict, src_root: Path, out: Path, sources: list[dict]) -> dict:
         **volume.metadata,
         "lvpnet_archive": {"item": spec["key"], "sources": _fingerprint(sources), "identical": identical, **restore},
     }
-    # the archive's copy is as private as its most private source file (a 600 series stays 600)
-    modes = [s.get("mode") for s in sources]
-    mode = None if None in modes else functools.reduce(operator.and_, modes)
-    result = run(iter_compress_to_file(volume, out, spec.get("codec"), verify=True, mode=mode))
+    result = run(iter_compress_to_file(volume, out, spec.get("codec"), verify=True,
+                                       mode=output_mode([s.get("mode") for s in sources])))
     # hash what is now under the final name: that is what the ledger vouches for
     return {"encoded": True, "adopted": False, "output_sha256": sha256_file(out), "output_bytes": result.lvp_bytes,
             "raw_bytes": result.raw_bytes, "identical": identical, "codecs": result.codec_counts,
@@ -378,7 +395,8 @@ def restore_item(spec: dict) -> dict:
     sources (relative paths, for other files and single-file items)."""
     t0 = time.perf_counter()
     try:
-        _setup(None, spec.get("max_memory"))
+        if spec["kind"] != "link":  # a link is made in the client process (run.py): its settings left alone
+            _setup(None, spec.get("max_memory"))
         dest, out = Path(spec["dest"]), Path(spec["out"])
         archived = dest / _safe_rel(spec["key"])
         if not archived.is_file():
@@ -409,30 +427,40 @@ def _write(path: Path, data: bytes, attrs: tuple | None = None) -> int:
     from ..atomic import atomic_path
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, _mode_of(attrs)) as tmp:
+        _private(tmp, attrs)
         tmp.write_bytes(data)
-        _set_attrs(tmp, attrs)
+        _set_times(tmp, attrs)
     return len(data)
 
 
-def _set_attrs(tmp: Path, attrs: tuple | None) -> None:
-    """The source file's (modification time in ns, permission bits) on a restored file, before it takes
-    its name: a patient file kept private (600) must not come back world-readable, even for a moment.
-    None (an archive whose ledger did not keep them): the new file's own."""
-    if not attrs:
-        return
-    mtime_ns, mode = attrs
-    if mode is not None:
-        os.chmod(tmp, mode)
-    if mtime_ns is not None:
-        os.utime(tmp, ns=(mtime_ns, mtime_ns))
+# A restored file gets its source's (modification time in ns, permission bits): ``attrs``, None where the
+# archive's ledger did not keep them (the new file's own then). A patient file kept private (600) must not
+# come back world-readable, even for a moment: its temporary file is made owner-only before any byte is in
+# it, and ``atomic_path`` gives it the source's bits as it takes its name (after the last read of it, so
+# bits without the owner's read, 044 say, do not stop the restore).
+
+
+def _mode_of(attrs: tuple | None) -> int | None:
+    return attrs[1] if attrs else None
+
+
+def _private(tmp: Path, attrs: tuple | None) -> None:
+    if _mode_of(attrs) is not None:
+        os.close(os.open(tmp, os.O_CREAT | os.O_WRONLY, 0o600))  # writers open it "wb": its bits stay
+
+
+def _set_times(tmp: Path, attrs: tuple | None) -> None:
+    if attrs and attrs[0] is not None:
+        os.utime(tmp, ns=(attrs[0], attrs[0]))
 
 
 def _restore_copy(archived: Path, target: Path, sha: str, attrs: tuple | None = None) -> int:
     from ..atomic import atomic_path
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(target) as tmp:
+    with atomic_path(target, _mode_of(attrs)) as tmp:
+        _private(tmp, attrs)
         try:
             shutil.copyfile(archived, tmp)
         except OSError as e:  # a write that failed (a full OUT) named the archive's file being read
@@ -441,12 +469,12 @@ def _restore_copy(archived: Path, target: Path, sha: str, attrs: tuple | None = 
             raise
         if sha256_file(tmp) != sha:  # read back what was written
             raise DamagedError(f"{target}: the copy differs from the archive")
-        _set_attrs(tmp, attrs)
+        _set_times(tmp, attrs)
     return target.stat().st_size
 
 
 def _attrs(spec: dict, rel: str) -> tuple | None:
-    """What ``_set_attrs`` gives the restored file ``rel`` (relative to SOURCE), from the restore's spec."""
+    """The restored file ``rel``'s (modification time, permission bits), from the restore's spec."""
     found = (spec.get("attrs") or {}).get(rel)
     return tuple(found) if found else None
 
@@ -523,13 +551,16 @@ def _restore_lvp(archived: Path, spec: dict, out: Path) -> tuple[list[int], list
     from ..atomic import atomic_path
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(target) as tmp:  # keeps the extension: the writer picks .nii or .nii.gz from it
-        lio.write(volume, tmp)
-        if mine.get("restore_sha256") and _content_sha256(tmp) != mine["restore_sha256"]:
-            raise DamagedError(f"{archived}: the restored NIfTI differs from the one checked when archiving")
-        _set_attrs(tmp, _attrs(spec, spec["sources"][0]))
+    attrs = _attrs(spec, spec["sources"][0])
     # a .nii.gz comes back with the same uncompressed bytes, rarely the same gzip stream: named when its bytes
     # are not the source file's (its SHA-256 is in the .lvp), as a checksum manifest would see it
     recorded = [s.get("sha256") for s in mine.get("sources") or [] if isinstance(s, dict)]
-    same = mine.get("identical", True) and (len(recorded) != 1 or sha256_file(target) == recorded[0])
-    return [target.stat().st_size], ([] if same else [spec["sources"][0]])
+    with atomic_path(target, _mode_of(attrs)) as tmp:  # keeps the extension: the writer picks .nii or .nii.gz
+        _private(tmp, attrs)
+        lio.write(volume, tmp)
+        if mine.get("restore_sha256") and _content_sha256(tmp) != mine["restore_sha256"]:
+            raise DamagedError(f"{archived}: the restored NIfTI differs from the one checked when archiving")
+        same = mine.get("identical", True) and (len(recorded) != 1 or sha256_file(tmp) == recorded[0])
+        _set_times(tmp, attrs)
+        size = tmp.stat().st_size
+    return [size], ([] if same else [spec["sources"][0]])

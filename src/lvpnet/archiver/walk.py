@@ -34,6 +34,7 @@ import hashlib
 import os
 import posixpath
 import re
+import stat
 import struct
 import warnings
 from dataclasses import dataclass, field
@@ -71,6 +72,7 @@ class SourceFile:
     # "unreadable", "truncated <have> <need>", or "" for a file that is not DICOM): kept in the ledger, so a rerun reads the
     # header of a file again only when its size or modification time changed
     hint: str | None = ""  # None: nothing learnt to keep (a file that could not be opened)
+    mode: int | None = None  # permission bits (a regular file's; None for a link)
 
 
 @dataclass
@@ -147,19 +149,19 @@ def walk(source: str | os.PathLike, known: dict[str, tuple[int, int, str]] | Non
                 coded = npy_coded if kind == "numpy" else nifti_coded
                 hint = cached[2] if fresh and cached[2] in _FILE_HINTS[kind] else (
                     _FILE_HINTS[kind][0] if coded(path) else "no pixels")
-                src = SourceFile(rel, st.st_size, st.st_mtime_ns, hint)
+                src = SourceFile(rel, st.st_size, st.st_mtime_ns, hint, _mode(st))
                 items.append(_other(src) if hint == "no pixels" else
                              Item(key=rel + ".lvp", kind=kind, root=posixpath.dirname(rel), sources=[src]))
                 continue
             if fresh and cached[2].startswith("uid "):  # written before hints said lossy: read the header again
                 fresh = False
             hint = cached[2] if fresh else _hint(_dicom_header(path, name))
-            src = SourceFile(rel, st.st_size, st.st_mtime_ns, hint)
+            src = SourceFile(rel, st.st_size, st.st_mtime_ns, hint, _mode(st))
             header = _from_hint(hint)
             if header is None:
                 items.append(_other(src))
             elif header == "cannot open":  # its copy fails, saying why; read again next run (no hint kept)
-                items.append(_other(SourceFile(rel, st.st_size, st.st_mtime_ns, None)))
+                items.append(_other(SourceFile(rel, st.st_size, st.st_mtime_ns, None, _mode(st))))
             elif isinstance(header, str) and header.split(" ", 1)[0] in _DAMAGED:
                 # damaged (a header pydicom cannot read, pixel data cut short): carried whole, as it is, so the
                 # restored tree is complete; said in every run's summary
@@ -210,6 +212,10 @@ def _in(folder: str, name: str) -> str:
 
 def _hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
+def _mode(st: os.stat_result) -> int:
+    return stat.S_IMODE(st.st_mode) & 0o777  # permission bits only: no set-user-ID on a copy
 
 
 def _not_regular(st: os.stat_result) -> str | None:

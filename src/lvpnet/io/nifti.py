@@ -88,10 +88,10 @@ def nifti_coded(path: Path) -> bool:
     except Exception:  # noqa: BLE001 - nibabel raises many kinds; the read says which
         return True
     rgb = dtype.names is not None
-    if rgb:  # RGB24 / RGBA32: one uint8 per field
-        return len(shape) >= 2 and all(dtype[n] == np.uint8 for n in dtype.names)
-    try:
-        check_layout(shape, dtype, False)
+    if rgb and not all(dtype[n] == np.uint8 for n in dtype.names):
+        return False
+    try:  # RGB24 as the reader lays it out (the colours last); RGBA32 (4 fields) is refused there, so here
+        check_layout(shape + (len(dtype.names),) if rgb else shape, np.dtype(np.uint8) if rgb else dtype, rgb)
     except InputError:
         return False
     return True
