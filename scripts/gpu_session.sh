@@ -32,10 +32,12 @@
 #   du -cb`) + .gpucarry 29.5 MB (site.tar.xz 5.5, vol 2.1, train 21.9) = 54.8 MiB, 4 MB kept
 #   for checkpoints/gpu-latest/ (gpu_carry.py writes .gpucarry/size.txt); the device's limit is 64 MiB.
 #
-# CPU smoke test of this exact script (the venv is Python 3.11, the carried wheels cp312: LVP_SITE=0):
-#   OMP_NUM_THREADS=1 OUT=/tmp/gpu_session_smoke LVP_DEVICE=cpu PYTHON=.venv/bin/python LVP_SITE=0 \
-#     LVP_TRAIN_S=120 LVP_TRAIN_THREADS=1 LVP_EXTRA="--batch 2 --crop 64 --val-max-pixels 70000" \
-#     LVP_BENCH_SLICES=8 nice bash scripts/gpu_session.sh
+# Before a GPU session, the dry run of this exact script as the device runs it (a bare Python with torch
+# and numpy only, the carry with a site for this machine's Python; about 3 minutes):
+#   bash scripts/gpu_smoke.sh
+# (The project's .venv is no stand-in for the device: its editable install filled in what the staged
+# training package lacked, so a smoke test there passed where the device's training failed.)
+# Exit status: 0, or 5 when no training run brought back a best.pt (the engine's results may be there).
 set -u
 case "${1:-}" in
   --prepare) shift; exec "${PYTHON:-.venv/bin/python}" scripts/gpu_carry.py "$@" ;;
