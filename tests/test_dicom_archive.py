@@ -530,7 +530,7 @@ def test_output_rules(tmp_path, rng):
     np.save(tmp_path / "a.npy", np.zeros((4, 4), np.uint8))
     lvpnet_cmd("compress", tmp_path / "a.npy", tmp_path / "n.lvp", check_rc=0)
     proc = lvpnet_cmd("decompress", tmp_path / "n.lvp", tmp_path / "nfolder")
-    assert proc.returncode == 2 and "not made from DICOM" in proc.stderr and not (tmp_path / "nfolder").exists()
+    assert proc.returncode == 2 and "was made from a numpy file" in proc.stderr and not (tmp_path / "nfolder").exists()
     proc = lvpnet_cmd("compress", tmp_path / "a.npy", tmp_path / "m.lvp", "--allow-lossy-source")
     assert proc.returncode == 2 and "DICOM input only" in proc.stderr
 
