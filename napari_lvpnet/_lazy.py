@@ -142,9 +142,10 @@ class SliceLoader:
             try:
                 s = self.lvp.read_slice(i)
                 s.flags.writeable = False  # shared with every reader of the cache
-            except LvpnetError as e:
-                with self._cond:
-                    self.failed[i] = e
+            except Exception as e:  # noqa: BLE001 - damage, or anything else (a library's error): the slice says
+                with self._cond:  # so, and this thread lives on to decode the others (it died, leaving the layer blank)
+                    self.failed[i] = e if isinstance(e, LvpnetError) else LvpnetError(
+                        f"{self.lvp.name}: slice {i}: could not be decoded ({type(e).__name__}: {e})")
             else:
                 with self._cond:
                     self._cache[i] = s

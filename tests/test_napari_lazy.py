@@ -273,3 +273,61 @@ def test_a_file_named_lvp_that_is_not_one_says_so(make_napari_viewer, tmp_path, 
     viewer.window._qt_viewer._qt_open([str(bad)], stack=False)  # what dropping the file does
     assert len(viewer.layers) == 0 and len(errors) == 1
     assert "scan.lvp" in errors[0] and "not an lvpnet file" in errors[0]
+
+
+def test_an_error_that_is_not_damage_fails_its_slice_not_the_loader(stack, monkeypatch):
+    """Two files opened at once raced to build the learned codec's kernel; the loser's numba TypeError was
+    not an LvpnetError and killed that file's decode thread: its layer stayed blank for good, unsaid. Such
+    an error fails its slice (said, as damage is) and the thread decodes the others."""
+    from napari_lvpnet._lazy import LazySlices, SliceLoader
+
+    a, path = stack
+    real = lvpnet.LvpFile.read_slice
+
+    def flaky(self, i):
+        if i == 2:
+            raise TypeError("A jit decorator was called on an already jitted function")
+        return real(self, i)
+
+    monkeypatch.setattr(lvpnet.LvpFile, "read_slice", flaky)
+    loader = SliceLoader(lvpnet.open(path), cache_bytes=10 * a[0].nbytes, prefetch=8)
+    data = LazySlices(loader, -32768)
+    data[2]
+    deadline = time.time() + 10
+    while time.time() < deadline and not all(loader.resolved(i) for i in range(8)):
+        time.sleep(0.01)
+    assert set(loader.failed) == {2} and "TypeError" in str(loader.failed[2]) and "slice 2" in str(loader.failed[2])
+    np.testing.assert_array_equal(loader.get(5), a[5])
+    loader.close()
+
+
+def test_the_learned_kernels_build_once_whatever_threads_ask(tmp_path):
+    """The race itself, in a fresh interpreter (the kernels are built once per process): eight threads
+    build the head kernel at once."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import sys, threading
+        sys.setswitchinterval(1e-6)
+        from lvpnet.model import head_kernel
+        from lvpnet.coding import refine
+        from lvpnet.model import int8_trunk
+        barrier, errors, got = threading.Barrier(8), [], []
+        def build():
+            barrier.wait()
+            try:
+                got.append((head_kernel._compile(), refine._kernels(), int8_trunk._kernels()))
+            except Exception as e:
+                errors.append(repr(e))
+        threads = [threading.Thread(target=build) for _ in range(8)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        assert not errors, errors
+        assert all(g == got[0] for g in got)
+        print("ok")
+    """)
+    for _ in range(3):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

@@ -575,11 +575,14 @@ def _steps_kernel():
     named by a module global, as numba resolves a kernel's callees (a kernel passed as an argument
     instead would give every process a new cache entry, compiled again: 2 s at its first plane)."""
     global _mix_rows_compiled
-    mix = compiled(_mix_rows)
-    if not mix:
-        return False
-    _mix_rows_compiled = mix  # before ``_steps_bits`` compiles: numba reads it then
-    return compiled(_steps_bits)
+    from .jit import BUILD_LOCK
+
+    with BUILD_LOCK:
+        mix = compiled(_mix_rows)
+        if not mix:
+            return False
+        _mix_rows_compiled = mix  # before ``_steps_bits`` compiles: numba reads it then
+        return compiled(_steps_bits)
 
 
 def _steps_bits(H, base, weights, total, max_count, out) -> bool:

@@ -7,7 +7,7 @@ so the caller takes the numpy path where numba is missing.
 
 from __future__ import annotations
 
-from ..model.jit import njit
+from ..model.jit import BUILD_LOCK, njit
 
 _BUILT: dict = {}
 
@@ -15,8 +15,10 @@ _BUILT: dict = {}
 def compiled(fn):
     """``fn`` compiled by ``njit()``, or False without numba."""
     if fn not in _BUILT:
-        try:
-            _BUILT[fn] = njit()(fn)
-        except ImportError:
-            _BUILT[fn] = False
+        with BUILD_LOCK:
+            if fn not in _BUILT:
+                try:
+                    _BUILT[fn] = njit()(fn)
+                except ImportError:
+                    _BUILT[fn] = False
     return _BUILT[fn]

@@ -219,13 +219,17 @@ def _kernels():
     without numba (the numpy path, the same integers and the same fits to the last bit)."""
     global _KERNELS
     if _KERNELS is None:
-        try:
-            from ..model.jit import njit
+        from ..model.jit import BUILD_LOCK
 
-            jit = njit()
-            _KERNELS = (jit(_deltas), jit(_refined), jit(_applied), jit(_deltas_at), jit(_eliminate))
-        except ImportError:
-            _KERNELS = False
+        with BUILD_LOCK:
+            if _KERNELS is None:
+                try:
+                    from ..model.jit import njit
+
+                    jit = njit()
+                    _KERNELS = (jit(_deltas), jit(_refined), jit(_applied), jit(_deltas_at), jit(_eliminate))
+                except ImportError:
+                    _KERNELS = False
     return _KERNELS
 
 

@@ -32,21 +32,26 @@ _KERNEL = None  # compiled on first use; False when numba is not available
 def _compile():
     """(steps >= 1 kernel, step-0 rows kernel), or False without numba."""
     global _KERNEL
-    if _KERNEL is None:
-        try:
-            import numba  # noqa: F401 - only whether it is there
-        except ImportError:  # the torch path is exact too, only slower
-            _KERNEL = False
-            return _KERNEL
-        # the kernels call these helpers by their global names, so the compiled versions replace them
-        # first; inlined, since they run per neighbour and pixel
-        global _finish, _weight
-        from .jit import njit
+    if _KERNEL is not None:
+        return _KERNEL
+    from .jit import BUILD_LOCK
 
-        inline = njit(inline="always")
-        _finish, _weight = inline(_finish), inline(_weight)
-        jit = njit()
-        _KERNEL = (jit(_head), jit(_head_nb))
+    with BUILD_LOCK:  # the helpers below are replaced once, by one thread
+        if _KERNEL is None:
+            try:
+                import numba  # noqa: F401 - only whether it is there
+            except ImportError:  # the torch path is exact too, only slower
+                _KERNEL = False
+                return _KERNEL
+            # the kernels call these helpers by their global names, so the compiled versions replace them
+            # first; inlined, since they run per neighbour and pixel
+            global _finish, _weight
+            from .jit import njit
+
+            inline = njit(inline="always")
+            _finish, _weight = inline(_finish), inline(_weight)
+            jit = njit()
+            _KERNEL = (jit(_head), jit(_head_nb))
     return _KERNEL
 
 

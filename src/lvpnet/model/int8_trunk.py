@@ -396,10 +396,12 @@ _MASK_WIDTHS = 16  # plane widths whose mask sums a step keeps (a volume has one
 def _kernels():
     global _KERNELS
     if _KERNELS is None:
-        from .jit import njit
+        from .jit import BUILD_LOCK, njit
 
-        jit = njit()
-        _KERNELS = (jit(_unfold3), jit(_activate), jit(_activate_float))
+        with BUILD_LOCK:
+            if _KERNELS is None:
+                jit = njit()
+                _KERNELS = (jit(_unfold3), jit(_activate), jit(_activate_float))
     return _KERNELS
 
 

@@ -8,9 +8,15 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 _CACHE: list[bool] = []  # whether numba has somewhere to keep its builds, worked out once
+
+# One thread decorates lvpnet's kernels at a time: two viewer threads opening two files at once both
+# built the head kernel, the second re-decorating a helper the first had already replaced by its jitted
+# version (numba's TypeError), which killed that file's decode thread and left its layer blank.
+BUILD_LOCK = threading.RLock()
 
 
 def njit(**options):
