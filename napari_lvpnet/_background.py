@@ -71,10 +71,16 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
-def progress_text(p: Progress, started: float | None, done_at_start: int, now: float) -> str:
-    """'encode: slice 3 of 12, 0:25 left' (the time left from the second slice of a stage on: timed from
-    the end of its first, which also loaded the weights; ``started`` None before that)."""
-    text = f"{p.stage}: slice {p.done} of {p.total}" if p.total > 1 else p.stage
+def progress_text(p: Progress, started: float | None, done_at_start: int, now: float, part: float = 0.0) -> str:
+    """'encode: slice 3 of 12, 0:25 left': slices done (the time left from the second slice of a stage on,
+    timed from the end of its first, which also loaded the weights; ``started`` None before that). With
+    ``part`` of the next slice under way: 'encode: slice 4 of 12 at 35%, 0:25 left' ("slice 0 of 8 (90% of
+    slice 1)" read as a contradiction)."""
+    if part > 0.0 and p.done < p.total:
+        text = f"{p.stage}: slice {p.done + 1} of {p.total} at {int(100 * part)}%" if p.total > 1 else \
+            f"{p.stage} at {int(100 * part)}%"
+    else:
+        text = f"{p.stage}: slice {p.done} of {p.total}" if p.total > 1 and p.done else p.stage
     done = p.done - done_at_start
     if started is not None and done >= 1 and p.done >= 2 and p.done < p.total:
         text += f", {_clock((now - started) / done * (p.total - p.done))} left"
@@ -166,8 +172,7 @@ class BackgroundJobMixin:
             return
         self.progress.native.setRange(0, 100 * max(p.total, 1))
         self.progress.native.setValue(int(100 * (p.done + part)))
-        self.progress.native.setFormat(progress_text(p, *self._stage_start, time.perf_counter())
-                                       + f" ({int(100 * part)}% of slice {p.done + 1})")
+        self.progress.native.setFormat(progress_text(p, *self._stage_start, time.perf_counter(), part))
 
     @quietly_if_closed
     def _on_progress(self, p: Progress) -> None:

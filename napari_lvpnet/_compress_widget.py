@@ -8,7 +8,10 @@ behind. Errors become napari notifications.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -31,12 +34,16 @@ AUTO_CODEC = "auto (best for the data)"
 
 
 def cuda_available() -> bool:
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except Exception:  # torch missing or broken: CPU only
-        return False
+    """Whether to offer CUDA, without importing torch: importing it as the dock was built froze the window
+    for seconds (9 s on a busy machine). torch already loaded says itself; else an NVIDIA driver on the
+    machine is the sign. CUDA chosen where torch then finds none is said when the run starts."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        try:
+            return bool(torch.cuda.is_available())
+        except Exception:  # a broken torch: CPU only
+            return False
+    return os.path.exists("/proc/driver/nvidia/version") or shutil.which("nvidia-smi") is not None
 
 
 def _decode_layer(data: LazySlices, attributes: dict, name: str, cancel):

@@ -356,3 +356,15 @@ def test_a_small_dicom_is_measured_against_its_file_too(widget_and_viewer, qtbot
     assert f"of which the slices {slices:,} bytes, {8 * slices / 4096:.3f} bits/sample" in text
     assert f"{ratio:.2f} to the source MR_small.dcm ({src.stat().st_size:,} bytes)" in text
     assert "values: 8,192 bytes" in text
+
+
+def test_building_the_dock_does_not_import_torch():
+    """Whether to offer CUDA was asked of torch as the dock was built: importing it froze the window for
+    seconds (9 s on a busy machine) before the dock showed."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import napari_lvpnet._compress_widget as c; c.cuda_available(); "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr[-1000:]

@@ -102,4 +102,8 @@ def test_a_single_slice_shows_busy_until_its_steps_tick(make_napari_viewer):
     w._cancel.part = 0.4
     w._show_part()
     assert (w.progress.native.maximum(), w.progress.native.value()) == (100, 40)
-    assert "40% of slice 1" in w.progress.native.format()
+    assert w.progress.native.format() == "encode at 40%"
+    w._on_progress(Progress("encode", 2, 8))
+    w._cancel.part = 0.35
+    w._show_part()
+    assert w.progress.native.format().startswith("encode: slice 3 of 8 at 35%")

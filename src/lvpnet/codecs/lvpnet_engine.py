@@ -95,6 +95,21 @@ class Ask(NamedTuple):
     B: int
 
 
+class _Told:
+    """A plane's ``ticks``, keeping the share told last so that long work with no share of its own (each
+    step's fit after the walk) can tell it again: a Cancel lands there too."""
+
+    def __init__(self, ticks):
+        self.ticks, self.at = ticks, 0.0
+
+    def __call__(self, fraction: float) -> None:
+        self.at = fraction
+        self.ticks(fraction)
+
+    def again(self) -> None:
+        self.ticks(self.at)
+
+
 class Engine:
     """Weights loaded once; encoder (float GMSM) built on first encode."""
 
@@ -318,7 +333,7 @@ class Engine:
 
         ``ticks``: told the share of the plane's work done as it goes (``progress.tick`` by default: a
         Cancel lands there); the shares are the stages' parts of a 512 x 512 CT slice's time."""
-        ticks = ticks or tick
+        ticks = _Told(ticks or tick)
         if ref_plane is not None and not profile.reference:
             raise ValueError(f"bitstream version {profile.version} codes no reference slice")
         x = np.asarray(x).astype(np.int64)
@@ -361,7 +376,7 @@ class Engine:
         side_of = {st.name: st for st in sides}
         with_ref = ref_plane is not None
 
-        steps = PlaneSteps(self, profile, v, R, fits, ref_plane, side_of.get("scale_offsets"))
+        steps = PlaneSteps(self, profile, v, R, fits, ref_plane, side_of.get("scale_offsets"), ticks.again)
 
         if profile.lattice_skip:
             lat = self._lattice_first(records, steps, side_of["coding_mode"], pixels, with_ref, lat_options,
@@ -393,6 +408,7 @@ class Engine:
                          adaptive=flag_adapt.AdaptiveFlags() if profile.adaptive_flags else None)
         ticks(0.9)
         coded, est = plan_items(lat.items, stages, walk, choice.weight, want_bits, lat.base.bits)
+        ticks(0.95)
         latent = self.latent.encode(zs, profile.staged_latent)
         coder = new_coder()
         write_items(coder, coded, stages, walk)
@@ -401,6 +417,7 @@ class Engine:
         est = write_side(coder, sides, side, self._side_context(v.shape, R, lat.base.level, v), est)
         plane = Plane(vmin, R, latent, coder.get_compressed(), base_level=lat.base.level, base=lat.base.codestream,
                       ref_level=choice.ref_level)
+        ticks(1.0)
         if not want_bits:
             return plane
         return plane, est + self.latent.bits(zs, profile.staged_latent)

@@ -11,6 +11,7 @@ methods, built once per plane, rather than closures handed around.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -36,13 +37,18 @@ class PlaneSteps:
     fits: SliceFitting | None  # None: a profile without refinement
     ref_plane: np.ndarray | None
     scale_offsets: ScaleOffsets | None  # the profile's stage, if it has one
+    beat: Callable[[], None] | None = None  # called after each step's fit: a Cancel lands there (``progress.tick``)
 
     def fitted(self, recs: list[StepRecord]) -> list[StepRecord]:
         """The records with their refined ``mu`` and fed-back ``s`` (as they come without fits)."""
         if self.fits is None:
             return recs
-        step = self.fits.step
-        return [StepRecord(r.k, r.values, *step(r.k, r.pos, r.values, r.mu, r.s, r.row), r.pos, r.row) for r in recs]
+        step, out = self.fits.step, []
+        for r in recs:
+            out.append(StepRecord(r.k, r.values, *step(r.k, r.pos, r.values, r.mu, r.s, r.row), r.pos, r.row))
+            if self.beat is not None:
+                self.beat()
+        return out
 
     def offsets_of(self, recs: list[StepRecord]):
         """The scale offsets of these steps (``ScaleOffsets.plan``), None without that stage."""
