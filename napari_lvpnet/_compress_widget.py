@@ -284,6 +284,7 @@ class CompressWidget(BackgroundJobMixin, Container):
         dock, inspect = self._viewer.window.add_plugin_dock_widget("napari-lvpnet", "Inspect", tabify=True)
         dock.show()
         dock.raise_()
+        inspect._fit_width()  # again, now that its tab shows: the area kept Compress's width, cutting it on the right
         inspect.layer.value = layer
         inspect.run_button.changed.emit(True)
         return inspect

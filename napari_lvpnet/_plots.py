@@ -113,7 +113,10 @@ def draw_plot(canvas, res: analysis.Analysis, colours) -> None:
             ax.plot(xs, ys, "o-", ms=3, color="C3", label="estimated")
         ax.margins(y=0.1)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # slices are whole: no tick at 0.5
-        ax.set_xlabel("slice", fontsize=8)
+        frames = tuple(getattr(res, "frame_shape", ()) or ())
+        # a 4-D layer's slices in one row: the sliders' volume and slice, said how they make the number
+        ax.set_xlabel("slice" if len(frames) <= 1 else f"slice over every volume (volume x {frames[-1]} + slice)",
+                      fontsize=8)
         ax.set_ylabel("kbit per slice", fontsize=8)
     handles, labels = ax.get_legend_handles_labels()
     if handles:  # above the axes, never over the bars, and the layout makes room for it

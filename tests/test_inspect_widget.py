@@ -435,3 +435,15 @@ def test_the_latent_notes_only_where_latent_maps_were_asked_for(widget_and_viewe
     w.show_qcm.value = True
     _run(w, qtbot)
     assert all(note.strip() in w.summary.value for note in iw.latent_notes(w.last_result.maps))
+
+
+def test_a_4d_layer_plot_says_how_its_slice_numbers_run(widget_and_viewer, qtbot, rng):
+    """The per-slice plot of a (2, 3, h, w) layer ran 0-5 under "slice", where the sliders show volume
+    0-1 and slice 0-2."""
+    viewer, w = widget_and_viewer
+    viewer.add_image(smooth_image(rng, (2, 3, 24, 20), 0, 4000, np.uint16), name="fmri")
+    w.layer.value = viewer.layers["fmri"]
+    w.scope.value = iw.ALL
+    _run(w, qtbot)
+    labels = [ax.get_xlabel() for ax in w.plot_figure.axes]
+    assert "slice over every volume (volume x 3 + slice)" in labels
