@@ -261,6 +261,7 @@ class LayerFeed:
         self._canvas_text = ""
         self._status_text = ""
         self._last_refresh = 0.0
+        self._refresh_gap = REFRESH_EVERY_S
         bridge, me = _bridge(), weakref.ref(self)
         data.loader.add_listener(lambda i: bridge.arrived.emit(me, i))
         data._on_request = lambda: bridge.requested.emit(me)
@@ -291,9 +292,13 @@ class LayerFeed:
             return
         complete = all(loader.resolved(j) for j in shown)
         now = time.monotonic()
-        if complete or now - self._last_refresh > REFRESH_EVERY_S:
-            self._last_refresh = now
+        if complete or now - self._last_refresh > self._refresh_gap:
             layer.refresh()
+            took = time.monotonic() - now
+            self._last_refresh = time.monotonic()
+            # a 3-D view redraws the whole volume each time (3-9 s for 300 slices in software GL): the next
+            # partial redraw waits four times as long as this one took, so the window is mostly free
+            self._refresh_gap = max(REFRESH_EVERY_S, 4 * took)
         self._on_shown()
 
     def _on_shown(self) -> None:

@@ -331,3 +331,35 @@ def test_the_learned_kernels_build_once_whatever_threads_ask(tmp_path):
     for _ in range(3):
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
         assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_a_costly_redraw_waits_longer_before_the_next(stack, monkeypatch):
+    """A 3-D view redraws the whole volume at each partial refresh (3-9 s for 300 slices): refreshing every
+    0.5 s while it filled froze the window for minutes. The next partial refresh waits four times as long
+    as the last one took; the complete one comes at once."""
+    pytest.importorskip("qtpy")
+    from napari_lvpnet._lazy import LayerFeed, LazySlices, SliceLoader
+
+    a, path = stack
+    loader = SliceLoader(lvpnet.open(path), cache_bytes=10 * a[0].nbytes, prefetch=0)
+    data = LazySlices(loader, -32768)
+
+    class Layer:
+        refreshed = 0
+
+        def refresh(self):
+            time.sleep(0.3)
+            self.refreshed += 1
+
+    layer = Layer()
+    feed = LayerFeed(layer, data, None)
+    monkeypatch.setattr(feed, "_on_shown", lambda: None)
+    data.last_request = tuple(range(8))  # the whole volume on screen, as in 3-D
+    monkeypatch.setattr(loader, "resolved", lambda j: j < 2)
+    feed._on_arrived(0)
+    feed._on_arrived(1)  # 0.3 s later at most: within 4 x 0.3 s of the last redraw, none
+    assert layer.refreshed == 1
+    monkeypatch.setattr(loader, "resolved", lambda j: True)
+    feed._on_arrived(7)  # the last slice: redrawn at once
+    assert layer.refreshed == 2
+    loader.close()
