@@ -76,3 +76,15 @@ def test_model_imports_without_coding():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
+
+
+def test_the_napari_extra_brings_a_qt_binding():
+    """napari names no Qt binding of its own (its [pyqt] extra does): `pip install 'napari-lvpnet[napari]'`
+    and `make demo` gave a napari whose window could not start."""
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(PKG.parents[1] / "setup.cfg")
+    extra = [line.split(">")[0].split("=")[0].strip().lower()
+             for line in cfg["options.extras_require"]["napari"].splitlines() if line.strip()]
+    assert {"pyqt5", "pyqt6", "pyside2", "pyside6"} & set(extra), extra
