@@ -1217,7 +1217,7 @@ def test_a_target_under_a_link_is_refused(tmp_path):
     os.symlink(tmp_path, out / "d" / "a")
     assert _target(out, "d/b/c.dcm") == out / "d" / "b" / "c.dcm"
     assert _target(out, "d/a") == out / "d" / "a"  # the link itself: replaced, not written through
-    with pytest.raises(DamagedError, match="under the symbolic link 'd/a'"):
+    with pytest.raises(DamagedError, match="d/a is a symbolic link: 'd/a/passwd' is not written through it"):
         _target(out, "d/a/passwd")
 
 
@@ -1293,3 +1293,81 @@ def test_nifti_coded_agrees_with_the_reader_on_colour(tmp_path):
         except lvpnet.InputError:
             coded = False
         assert nifti_coded(path) == coded, (fields, shape)
+
+
+def test_what_the_archive_cannot_read_fails_the_run(tmp_path):
+    """A folder without read permission hid everything in it, unsaid, and a file that could not be stat-ed
+    was only 'not archived': the run exited 0, and deleting SOURCE then lost them. Both fail every run."""
+    from lvpnet.archiver.walk import walk as walk_tree
+
+    src = tmp_path / "src"
+    (src / "locked").mkdir(parents=True)
+    (src / "ok.txt").write_text("ok")
+    (src / "locked" / "secret.dcm").write_text("x")
+    real = os.scandir
+
+    def scandir(path="."):  # root reads every folder: the refusal an unprivileged user gets, made here
+        if Path(path).name == "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    try:
+        os.scandir = scandir  # os.walk lists each folder through it
+        plan = walk_tree(src)
+    finally:
+        os.scandir = real
+    assert [u["file"] for u in plan.unnamed] == ["locked"] and "cannot be read" in plan.unnamed[0]["reason"]
+    assert [it.key for it in plan.items] == ["ok.txt"]
+
+
+def test_lvpnet_temporary_files_in_source_are_not_archived(tmp_path):
+    """A killed lvpnet write's leftover in SOURCE was archived under its name, and the next write into that
+    DEST folder took the copy for debris and removed it: the ledger said done, restore failed."""
+    from lvpnet.atomic import partial_name
+
+    (tmp_path / "a").mkdir()
+    debris = partial_name(tmp_path / "a" / "scan.txt", ".txt")
+    debris.write_text("half")
+    (tmp_path / "a" / "f.txt").write_text("data")
+    plan = walk(tmp_path)
+    assert [it.key for it in plan.items] == ["a/f.txt"]
+    assert any("temporary file" in s["reason"] for s in plan.skipped)
+
+
+def test_a_dest_folder_replaced_by_a_link_is_not_written_through(cluster, tmp_path):
+    src, dest, elsewhere = tmp_path / "src", tmp_path / "dest", tmp_path / "elsewhere"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "a.txt").write_text("a")
+    elsewhere.mkdir()
+    assert lvpnet.archive(src, dest, scheduler=cluster)["failed"] == 0
+    shutil.rmtree(dest / "sub")
+    os.symlink(elsewhere, dest / "sub")
+    (src / "sub" / "b.txt").write_text("b")
+    s = lvpnet.archive(src, dest, scheduler=cluster)
+    assert s["failed"] >= 1 and list(elsewhere.iterdir()) == []
+    assert any("is a symbolic link" in f["reason"] for f in s["failures"])
+
+
+def test_a_hostile_lvplink_is_refused_before_it_is_read(tmp_path):
+    from lvpnet.archiver.tasks import _restore_link
+    from lvpnet.errors import DamagedError
+
+    big, nul = tmp_path / "big.lvplink", tmp_path / "nul.lvplink"
+    big.write_bytes(b"a" * 5000)
+    nul.write_bytes(b"a\0b")
+    for bad in (big, nul):
+        with pytest.raises(DamagedError):
+            _restore_link(bad, tmp_path / "out" / "x")
+    assert not (tmp_path / "out" / "x").exists()
+
+
+def test_a_killed_restores_partial_links_are_swept(tmp_path):
+    from lvpnet.archiver.run import _sweep
+    from lvpnet.atomic import partial_name
+
+    (tmp_path / "d").mkdir()
+    a = partial_name(tmp_path / "d" / "l1")
+    b = partial_name(tmp_path / "d" / "l2")
+    os.symlink("../nowhere", a)
+    os.symlink(tmp_path, b)  # a link to a folder: os.walk lists it among the folders
+    assert _sweep(tmp_path, set()) == 2 and list((tmp_path / "d").iterdir()) == []

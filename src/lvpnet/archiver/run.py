@@ -155,7 +155,7 @@ def archive(
         kept_after_failure: list[str] = []
         ledger.refresh(unchanged)
         for it in unchanged:  # an archive made before modes were kept, or a source chmod-ed since
-            private(dst / it.key, [s.mode for s in it.sources])
+            private(dst, it.key, [s.mode for s in it.sources])
         ledger.plan([it for it, _ in todo])
 
         specs = [
@@ -305,11 +305,14 @@ def _sweep(root: Path, keep: set[str]) -> int:
     from ..atomic import is_partial_name  # the temporary names of lvpnet.atomic.atomic_path
 
     n = 0
-    for dirpath, _dirnames, filenames in os.walk(root):
-        for name in filenames:
+    for dirpath, dirnames, filenames in os.walk(root):
+        # a link is unlinked, never followed: restore's links (``tasks._restore_link``) are made under these names
+        # too, and one to a folder is listed among the folders
+        links = [d for d in dirnames if (Path(dirpath) / d).is_symlink()]
+        for name in filenames + links:
             if is_partial_name(name):
                 path = Path(dirpath) / name
-                if path.relative_to(root).as_posix() not in keep and not path.is_symlink():
+                if path.relative_to(root).as_posix() not in keep:
                     path.unlink(missing_ok=True)
                     n += 1
     return n

@@ -101,13 +101,13 @@ def _fail(spec: dict, e: BaseException, sources: list[dict] | None = None) -> di
 
 
 def _target(out: Path, rel: str) -> Path:
-    """Where restore writes ``rel`` (relative to SOURCE) under ``out``: never through a symbolic link, which
-    no archived tree has above a file (a link is a leaf) and a crafted ledger would use to write out of OUT."""
+    """Where ``rel`` is written under ``out`` (restore's OUT, or archive's DEST): never through a symbolic
+    link, which no archived tree has above a file (a link is a leaf), a crafted ledger would use to write out
+    of OUT, and a DEST folder replaced by a link would take its outputs elsewhere."""
     path = out / _safe_rel(rel)
     for parent in reversed(path.relative_to(out).parents[:-1]):  # "a", then "a/b": every folder on the way
         if (out / parent).is_symlink():
-            raise DamagedError(f"the ledger names {rel!r} under the symbolic link {parent.as_posix()!r}: not "
-                               "written through it")
+            raise DamagedError(f"{out / parent} is a symbolic link: {rel!r} is not written through it")
     return path
 
 
@@ -135,7 +135,7 @@ def archive_item(spec: dict) -> dict:
         _setup(spec.get("device"), spec.get("max_memory"))
         src_root, dest = Path(spec["source"]), Path(spec["dest"])
         sources = [_stat_and_hash(src_root, rel) for rel in spec["sources"]]
-        out = dest / _safe_rel(spec["key"])
+        out = _target(dest, spec["key"])
         out.parent.mkdir(parents=True, exist_ok=True)
         if spec["kind"] == "other":
             result = _copy_other(src_root / spec["sources"][0], out, sources[0], spec.get("adopt", False))
@@ -224,13 +224,15 @@ def output_mode(modes: list) -> int | None:
     return functools.reduce(operator.and_, modes) | stat.S_IRUSR | stat.S_IWUSR
 
 
-def private(out: Path, modes: list) -> None:
-    """An existing output given ``output_mode`` (an archive made before modes were kept was the umask's)."""
+def private(dest: Path, key: str, modes: list) -> None:
+    """The existing output ``key`` in ``dest`` given ``output_mode`` (an archive made before modes were kept
+    was the umask's); never through a symbolic link."""
     mode = output_mode(modes)
     try:
+        out = _target(dest, key)
         if mode is not None and out.is_file() and not out.is_symlink() and stat.S_IMODE(out.stat().st_mode) != mode:
             os.chmod(out, mode)
-    except OSError:  # not this user's file: left as it is
+    except (OSError, DamagedError):  # not this user's file, or under a link: left as it is
         pass
 
 
@@ -252,16 +254,27 @@ def _restore_link(archived: Path, target: Path) -> int:
     (a link already there, from a restore resumed, is replaced)."""
     from ..atomic import partial_name
 
-    points = os.fsdecode(archived.read_bytes())
+    if archived.stat().st_size > _LINK_MAX:  # a crafted archive's: never read whole
+        raise DamagedError(f"{archived}: {archived.stat().st_size:,} bytes, longer than any link's target")
+    data = archived.read_bytes()
+    if not data or b"\0" in data:
+        raise DamagedError(f"{archived}: not a link's target (empty, or a NUL byte in it)")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = partial_name(target)
-    os.symlink(points, tmp)
+    os.symlink(os.fsdecode(data), tmp)
     try:
         os.replace(tmp, target)
+    except IsADirectoryError:  # a folder is there: the tree had one under that name too (the archive keeps both)
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"{target}: a folder is there, where the archive also holds a link of that name (the "
+                         "source had each at some time); the folder's files are restored, the link is not") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return 0
+
+
+_LINK_MAX = 4096  # PATH_MAX: the longest target a link can have
 
 
 def _encode(spec: dict, src_root: Path, out: Path, sources: list[dict]) -> dict:

@@ -40,7 +40,9 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..atomic import is_partial_name
 from ..dicom_lossy import lossy_reason
+from ..errors import InputError
 from ..files import kind_of
 from ..io import is_dicom_file
 from ..io.dicom import pixels_coded
@@ -92,7 +94,9 @@ class Plan:
     items: list[Item]
     skipped: list[dict[str, str]] = field(default_factory=list)  # {"file", "reason"}: never read
     damaged: list[dict[str, str]] = field(default_factory=list)  # {"file", "reason"}: carried whole (other items)
-    # {"file", "reason"}: regular files whose names the archive cannot hold (not UTF-8): failures of the run
+    # {"file", "reason"}: what the archive cannot hold: regular files whose names are not UTF-8, files and
+    # folders that cannot be read (a folder without read permission hid everything in it, unsaid): failures
+    # of every run, so that a run whose exit is 0 left nothing out
     unnamed: list[dict[str, str]] = field(default_factory=list)
     lossy: list[str] = field(default_factory=list)  # lossy DICOM files (their paths), carried (other items)
 
@@ -114,7 +118,14 @@ def walk(source: str | os.PathLike, known: dict[str, tuple[int, int, str]] | Non
     unnamed: list[dict[str, str]] = []
     lossy: list[str] = []
     series: dict[tuple[str, str], list[tuple[SourceFile, int, str]]] = {}  # (study, uid) -> (file, frames, layout)
-    for dirpath, dirnames, filenames in os.walk(root):
+    def unreadable(e: OSError) -> None:  # os.walk's: a folder it cannot list
+        if e.filename is not None and Path(e.filename) != root:
+            unnamed.append({"file": _printable(_rel(root, Path(e.filename))), "reason": (
+                f"a folder that cannot be read ({e.strerror or e}): nothing in it was archived")})
+        else:
+            raise InputError(f"{root}: cannot be read ({e.strerror or e})")
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
         here = Path(dirpath)
         for name in sorted(dirnames):
             if (here / name).is_symlink():  # os.walk lists it but does not enter it: kept as a link
@@ -133,8 +144,11 @@ def walk(source: str | os.PathLike, known: dict[str, tuple[int, int, str]] | Non
             try:
                 st = path.lstat()
             except OSError as e:
-                skipped.append({"file": rel, "reason": f"cannot be read ({e.strerror or e})"})
+                unnamed.append({"file": rel, "reason": f"cannot be read ({e.strerror or e}): not archived"})
                 continue
+            if is_partial_name(name):  # a killed lvpnet write's leftover: no one's data, and a write in DEST
+                skipped.append({"file": rel, "reason": "an lvpnet temporary file (a killed write's leftover)"})
+                continue  # would take its copy there for debris and remove it
             if kind_of(st.st_mode) == "link":  # kept as a link (where it points, not what): restore makes it again
                 items.append(_link(SourceFile(rel, st.st_size, st.st_mtime_ns)))
                 continue
