@@ -1371,3 +1371,18 @@ def test_a_killed_restores_partial_links_are_swept(tmp_path):
     os.symlink("../nowhere", a)
     os.symlink(tmp_path, b)  # a link to a folder: os.walk lists it among the folders
     assert _sweep(tmp_path, set()) == 2 and list((tmp_path / "d").iterdir()) == []
+
+
+def test_a_file_become_a_folder_says_how_to_archive_it(cluster, tmp_path):
+    """SOURCE's file "afile" became a folder: DEST still holds the old copy (kept for restore), and every
+    run failed with "File exists", no way out said."""
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    src.mkdir()
+    (src / "afile").write_text("was a file")
+    assert lvpnet.archive(src, dest, scheduler=cluster)["failed"] == 0
+    (src / "afile").unlink()
+    (src / "afile").mkdir()
+    (src / "afile" / "in.txt").write_text("now a folder")
+    s = lvpnet.archive(src, dest, scheduler=cluster)
+    (why,) = [f["reason"] for f in s["failures"]]
+    assert "is an earlier item's file" in why and "move it out of DEST" in why

@@ -136,7 +136,7 @@ def archive_item(spec: dict) -> dict:
         src_root, dest = Path(spec["source"]), Path(spec["dest"])
         sources = [_stat_and_hash(src_root, rel) for rel in spec["sources"]]
         out = _target(dest, spec["key"])
-        out.parent.mkdir(parents=True, exist_ok=True)
+        _room_for(dest, out)
         if spec["kind"] == "other":
             result = _copy_other(src_root / spec["sources"][0], out, sources[0], spec.get("adopt", False))
         elif spec["kind"] == "link":
@@ -151,6 +151,20 @@ def archive_item(spec: dict) -> dict:
         return result
     except Exception as e:  # recorded as this item's failure; the run goes on
         return _fail(spec, e, sources)
+
+
+def _room_for(dest: Path, out: Path) -> None:
+    """The folders above ``out`` made, and ``out`` free for a file: where SOURCE turned a file into a folder
+    (or back), DEST still holds the earlier item's output under that name, kept for restore. Said so, with
+    the way out, instead of "File exists" on every run."""
+    for parent in reversed(out.relative_to(dest).parents[:-1]):
+        if (dest / parent).exists() and not (dest / parent).is_dir():
+            raise InputError(f"{dest / parent} is an earlier item's file (SOURCE's {parent.as_posix()} was a file "
+                             "then, a folder now): move it out of DEST, keeping it, to archive the folder")
+    if out.is_dir() and not out.is_symlink():
+        raise InputError(f"{out} is a folder of earlier items (SOURCE's {out.relative_to(dest).as_posix()} was a "
+                         "folder then): move it out of DEST, keeping it, to archive what is there now")
+    out.parent.mkdir(parents=True, exist_ok=True)
 
 
 def _stat_and_hash(root: Path, rel: str) -> dict:
