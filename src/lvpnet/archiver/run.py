@@ -19,7 +19,7 @@ from .. import limits
 from ..errors import InputError
 from .bar import ArchiveProgress
 from .ledger import DAMAGED, Ledger
-from .tasks import archive_item, private, restore_item
+from .tasks import archive_item, make_private, restore_item
 from .walk import LEDGER_NAME, Item, walk
 
 Callback = Callable[[ArchiveProgress], None]
@@ -155,7 +155,7 @@ def archive(
         kept_after_failure: list[str] = []
         ledger.refresh(unchanged)
         for it in unchanged:  # an archive made before modes were kept, or a source chmod-ed since
-            private(dst, it.key, [s.mode for s in it.sources])
+            make_private(dst, it.key, [s.mode for s in it.sources])
         ledger.plan([it for it, _ in todo])
 
         specs = [

@@ -238,7 +238,7 @@ def output_mode(modes: list) -> int | None:
     return functools.reduce(operator.and_, modes) | stat.S_IRUSR | stat.S_IWUSR
 
 
-def private(dest: Path, key: str, modes: list) -> None:
+def make_private(dest: Path, key: str, modes: list) -> None:
     """The existing output ``key`` in ``dest`` given ``output_mode`` (an archive made before modes were kept
     was the umask's); never through a symbolic link."""
     mode = output_mode(modes)
@@ -455,7 +455,7 @@ def _write(path: Path, data: bytes, attrs: tuple | None = None) -> int:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path, _mode_of(attrs)) as tmp:
-        _private(tmp, attrs)
+        _owner_only(tmp, attrs)
         tmp.write_bytes(data)
         _set_times(tmp, attrs)
     return len(data)
@@ -472,7 +472,7 @@ def _mode_of(attrs: tuple | None) -> int | None:
     return attrs[1] if attrs else None
 
 
-def _private(tmp: Path, attrs: tuple | None) -> None:
+def _owner_only(tmp: Path, attrs: tuple | None) -> None:
     if _mode_of(attrs) is not None:
         os.close(os.open(tmp, os.O_CREAT | os.O_WRONLY, 0o600))  # writers open it "wb": its bits stay
 
@@ -487,7 +487,7 @@ def _restore_copy(archived: Path, target: Path, sha: str, attrs: tuple | None = 
 
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(target, _mode_of(attrs)) as tmp:
-        _private(tmp, attrs)
+        _owner_only(tmp, attrs)
         try:
             shutil.copyfile(archived, tmp)
         except OSError as e:  # a write that failed (a full OUT) named the archive's file being read
@@ -583,7 +583,7 @@ def _restore_lvp(archived: Path, spec: dict, out: Path) -> tuple[list[int], list
     # are not the source file's (its SHA-256 is in the .lvp), as a checksum manifest would see it
     recorded = [s.get("sha256") for s in mine.get("sources") or [] if isinstance(s, dict)]
     with atomic_path(target, _mode_of(attrs)) as tmp:  # keeps the extension: the writer picks .nii or .nii.gz
-        _private(tmp, attrs)
+        _owner_only(tmp, attrs)
         lio.write(volume, tmp)
         if mine.get("restore_sha256") and _content_sha256(tmp) != mine["restore_sha256"]:
             raise DamagedError(f"{archived}: the restored NIfTI differs from the one checked when archiving")
