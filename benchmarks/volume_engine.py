@@ -189,6 +189,9 @@ def run(folder: Path, device: str, budget_s: float, slices: int | None, pools: s
         decode_mpix_s=round(pix / t_dec, 3),
         exact=exact,
     )
+    report["all_exact"] = exact
+    save(report)  # the timed volume's figures kept at once: a GPU session's kill before the checks below lost them
+    print(json.dumps({k: report[k] for k in ("slices", "encode_mpix_s", "decode_mpix_s", "exact")}), flush=True)
     if cuda:
         report["gpu_peak_memory_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
         run_ = volume[:RUN]
