@@ -1265,12 +1265,12 @@ def test_old_archives_get_their_modes_and_hints_on_the_next_run(cluster, tmp_pat
 
 def test_the_permission_bits_are_set_where_os_fchmod_is_missing(tmp_path, monkeypatch):
     """Windows before Python 3.13 has no os.fchmod: every carried file failed there."""
-    from lvpnet.atomic import set_mode
+    from lvpnet.atomic import atomic_path
 
     monkeypatch.delattr(os, "fchmod")
     path = tmp_path / "f"
-    with open(path, "wb") as f:
-        set_mode(f, path, 0o600)
+    with atomic_path(path, 0o600) as tmp, open(tmp, "wb") as f:
+        f.write(b"x")
     assert path.stat().st_mode & 0o777 == 0o600
 
 

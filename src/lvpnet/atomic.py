@@ -211,8 +211,10 @@ def atomic_path(path: str | os.PathLike, mode: int | None = None) -> Iterator[Pa
 
     The temporary name keeps the target's extension (writers such as nibabel
     choose the format from it) and starts with a dot so file browsers hide it.
-    ``mode``: the permission bits the file gets (an archive's copy of a source file, the source's);
-    None: a file replaced keeps its own, a new one the umask's.
+    ``mode``: the permission bits the file gets (an archive's copy of a source file, the source's); its
+    temporary file is made owner-only before the caller writes a byte (writers open it "wb", which keeps
+    its bits), so a patient file kept private is never readable by others, even for a moment. None: a
+    file replaced keeps its own bits, a new one the umask's.
     """
     target = Path(path)
     if not target.parent.is_dir():
@@ -220,6 +222,8 @@ def atomic_path(path: str | os.PathLike, mode: int | None = None) -> Iterator[Pa
     _sweep(target.parent)
     tmp = partial_name(target, _suffix(target))
     try:
+        if mode is not None:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         yield tmp
         _fsync(tmp)
         if mode is None:
@@ -237,14 +241,6 @@ def atomic_path(path: str | os.PathLike, mode: int | None = None) -> Iterator[Pa
     except BaseException:  # includes GeneratorExit and KeyboardInterrupt: never leave the temp behind
         tmp.unlink(missing_ok=True)
         raise
-
-
-def set_mode(f, path: Path, mode: int) -> None:
-    """``mode`` on the open file ``f`` at ``path`` (``os.fchmod``; on Windows before Python 3.13, the path's)."""
-    if hasattr(os, "fchmod"):
-        os.fchmod(f.fileno(), mode)
-    else:
-        os.chmod(path, mode)
 
 
 def _keep_mode(target: Path, tmp: Path) -> None:

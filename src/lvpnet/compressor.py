@@ -7,7 +7,6 @@ import io
 import itertools
 import math
 import os
-import stat
 import threading
 import time
 import warnings
@@ -20,7 +19,7 @@ from typing import BinaryIO
 import numpy as np
 
 from . import __version__, codecs, limits, slice_pool
-from .atomic import atomic_path, check_writable, set_mode
+from .atomic import atomic_path, check_writable
 from .container import ContainerWriter, looks_like_lvp
 from .errors import DamagedError, InputError
 from .lvpfile import LvpFile
@@ -316,8 +315,7 @@ def iter_compress_to_file(
 ) -> Generator[Progress, None, CompressResult]:
     """Write ``volume`` to ``path`` atomically; yields progress, returns a CompressResult
     (``workers``: ``encode_stream``'s, for the verifying decode too; ``on_note``: ``encode_stream``'s;
-    ``mode``: the file's permission bits, held by the temporary file from its first byte, owner
-    read and write added until it is renamed; None: ``atomic_path``'s).
+    ``mode``: the file's permission bits, ``atomic_path``'s).
 
     Closing the generator early (a Cancel button) removes the temporary file;
     nothing appears under ``path`` unless every slice was written and, with
@@ -329,8 +327,6 @@ def iter_compress_to_file(
     t0 = time.perf_counter()
     with atomic_path(path, mode) as tmp:
         with open(tmp, "wb") as f:
-            if mode is not None:  # before any of the patient's data is in it
-                set_mode(f, tmp, mode | stat.S_IRUSR | stat.S_IWUSR)
             size, counts = yield from encode_stream(f, volume, codec, safety_net=safety_net, workers=workers,
                                                       on_note=on_note)
             f.flush()

@@ -208,7 +208,7 @@ def _adopt(out: Path, sources: list[dict], recorded: str | None = None) -> dict 
 
 
 def _copy_other(src: Path, out: Path, source: dict, adopt: bool) -> dict:
-    from ..atomic import atomic_path, set_mode
+    from ..atomic import atomic_path
 
     size = source["size"]
     if adopt and out.is_file() and out.stat().st_size == size and sha256_file(out) == source["sha256"]:
@@ -217,9 +217,7 @@ def _copy_other(src: Path, out: Path, source: dict, adopt: bool) -> dict:
     mode = output_mode([source.get("mode")])
     with atomic_path(out, mode) as tmp:
         h = hashlib.sha256()
-        with _open_regular(src) as fi, open(tmp, "xb") as fo:
-            if mode is not None:  # as private as the source from its first byte
-                set_mode(fo, tmp, mode)
+        with _open_regular(src) as fi, open(tmp, "wb") as fo:  # "wb": atomic_path's owner-only file, or a new one
             while block := fi.read(_CHUNK):
                 h.update(block)
                 fo.write(block)
@@ -455,26 +453,19 @@ def _write(path: Path, data: bytes, attrs: tuple | None = None) -> int:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path, _mode_of(attrs)) as tmp:
-        _owner_only(tmp, attrs)
         tmp.write_bytes(data)
         _set_times(tmp, attrs)
     return len(data)
 
 
 # A restored file gets its source's (modification time in ns, permission bits): ``attrs``, None where the
-# archive's ledger did not keep them (the new file's own then). A patient file kept private (600) must not
-# come back world-readable, even for a moment: its temporary file is made owner-only before any byte is in
-# it, and ``atomic_path`` gives it the source's bits as it takes its name (after the last read of it, so
-# bits without the owner's read, 044 say, do not stop the restore).
+# archive's ledger did not keep them (the new file's own then). ``atomic_path`` keeps its temporary file
+# owner-only and gives it the source's bits as it takes its name (after the last read of it, so bits
+# without the owner's read, 044 say, do not stop the restore).
 
 
 def _mode_of(attrs: tuple | None) -> int | None:
     return attrs[1] if attrs else None
-
-
-def _owner_only(tmp: Path, attrs: tuple | None) -> None:
-    if _mode_of(attrs) is not None:
-        os.close(os.open(tmp, os.O_CREAT | os.O_WRONLY, 0o600))  # writers open it "wb": its bits stay
 
 
 def _set_times(tmp: Path, attrs: tuple | None) -> None:
@@ -487,7 +478,6 @@ def _restore_copy(archived: Path, target: Path, sha: str, attrs: tuple | None = 
 
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(target, _mode_of(attrs)) as tmp:
-        _owner_only(tmp, attrs)
         try:
             shutil.copyfile(archived, tmp)
         except OSError as e:  # a write that failed (a full OUT) named the archive's file being read
@@ -583,7 +573,6 @@ def _restore_lvp(archived: Path, spec: dict, out: Path) -> tuple[list[int], list
     # are not the source file's (its SHA-256 is in the .lvp), as a checksum manifest would see it
     recorded = [s.get("sha256") for s in mine.get("sources") or [] if isinstance(s, dict)]
     with atomic_path(target, _mode_of(attrs)) as tmp:  # keeps the extension: the writer picks .nii or .nii.gz
-        _owner_only(tmp, attrs)
         lio.write(volume, tmp)
         if mine.get("restore_sha256") and _content_sha256(tmp) != mine["restore_sha256"]:
             raise DamagedError(f"{archived}: the restored NIfTI differs from the one checked when archiving")
