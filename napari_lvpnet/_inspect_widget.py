@@ -218,11 +218,8 @@ class InspectWidget(BackgroundJobMixin, Container):
     @property
     def native(self):
         """The scroll area around the dock's content: napari docks ``native``, and the content (its plots
-        and legend) is taller than a laptop's screen, which made the window grow past it. At least its
-        controls' height: stacked under another dock it was squeezed to a few lines with two scroll bars."""
-        scroll = self.root_native_widget
-        scroll.setMinimumHeight(_MIN_DOCK_HEIGHT)
-        return scroll
+        and legend) is taller than a laptop's screen, which made the window grow past it."""
+        return self.root_native_widget
 
     def __init__(self, napari_viewer: Viewer):
         viewer = napari_viewer
@@ -257,6 +254,8 @@ class InspectWidget(BackgroundJobMixin, Container):
         content.layout().addWidget(self.plot_canvas)
         content.layout().addStretch(1)  # a tall dock's spare height goes below, not between the controls
         full_width(self.summary, self.hint, self.legend)
+        # at least its controls' height: stacked under another dock it was squeezed to a few lines
+        self.root_native_widget.setMinimumHeight(_MIN_DOCK_HEIGHT)
         self._fit_width()
         self.worker = None
         self.last_result: analysis.Analysis | None = None
