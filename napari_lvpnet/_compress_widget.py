@@ -22,7 +22,7 @@ from napari.utils.notifications import show_error, show_info
 from napari.viewer import Viewer
 
 import lvpnet
-from lvpnet import codecs
+from lvpnet import codecs, slice_pool
 from lvpnet.progress import Progress, cancellable
 from lvpnet.slicing import check_array
 
@@ -51,11 +51,13 @@ def _decode_layer(data: LazySlices, attributes: dict, name: str, cancel):
     not on the main thread; None when cancelled."""
     out = np.empty(data.shape, data.dtype)
     rows = out.reshape((-1,) + data.slice_shape)
-    for i in range(len(rows)):
-        if cancel.is_set():
-            return None
-        rows[i] = data.read(i)
-        yield Progress("decode", i + 1, len(rows))
+    done = 0
+    for i, s in data.loader.iter_read(range(len(rows)), until=cancel.is_set):  # worker processes for a volume
+        rows[i] = s
+        done += 1
+        yield Progress("decode", done, len(rows))
+    if done < len(rows):  # cancelled
+        return None
     volume = layer_to_volume(out, attributes)
     check_array(volume.array, volume.rgb, what=f"layer {name!r}")
     return volume
@@ -69,7 +71,9 @@ def _compress_job(volume, path, codec, verify, compare, cancel):
         if volume is None:
             return None
     t0 = time.perf_counter()
-    result = yield from cancellable(lvpnet.iter_compress_to_file(volume, path, codec, verify), cancel)
+    # worker processes on every free core where they can start (a large volume: minutes on one core)
+    result = yield from cancellable(lvpnet.iter_compress_to_file(volume, path, codec, verify,
+                                                                 workers=slice_pool.automatic_if_safe()), cancel)
     if result is None:
         return None
     seconds = time.perf_counter() - t0

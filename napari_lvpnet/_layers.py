@@ -12,7 +12,7 @@ import json
 
 import numpy as np
 
-from lvpnet import LvpFile, Volume
+from lvpnet import LvpFile, Volume, slice_pool
 
 CT_SOFT_TISSUE = (40.0, 400.0)  # window centre and width in HU
 LABELS_KEY = "napari_labels"  # in a .lvp's metadata: saved from a labels layer, opens as one
@@ -333,7 +333,7 @@ def lazy_lvp_layer(lvp: LvpFile, name: str, metadata: dict | None = None):
         shape=lvp.shape, rgb=lvp.rgb, spacing=h.get("spacing"), origin=h.get("origin"),
         direction=h.get("direction"), metadata=meta, name=name, sample=None, affine=h.get("affine"),
     )
-    loader = SliceLoader(lvp)
+    loader = SliceLoader(lvp, workers=slice_pool.automatic_if_safe())  # workers for a 3-D view's volume
     middle = int(np.ravel_multi_index(tuple((n - 1) // 2 for n in frames), frames)) if frames else 0
     loader.want([middle])
     window = kwargs.get("contrast_limits")

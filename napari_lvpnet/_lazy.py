@@ -27,7 +27,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -48,12 +48,15 @@ class SliceLoader:
 
     live: weakref.WeakSet[SliceLoader] = weakref.WeakSet()  # for the clean stop at exit
 
-    def __init__(self, lvp: LvpFile, *, cache_bytes: int = CACHE_BYTES, prefetch: int = PREFETCH):
+    def __init__(self, lvp: LvpFile, *, cache_bytes: int = CACHE_BYTES, prefetch: int = PREFETCH,
+                 workers: int | None = 1):
         self.lvp = lvp
+        self.workers = workers  # for a whole volume asked at once (``LvpFile.read_slices``)
         self.n = len(lvp)
         slice_bytes = max(int(np.prod(lvp.slice_shape)) * lvp.dtype.itemsize, 1)
         self.capacity = max(cache_bytes // slice_bytes, 1)
         self.prefetch = prefetch
+        self.bulk = 2 * prefetch + 1  # a request of more slices (a 3-D view's volume) is read in runs (iter_read)
         self.failed: dict[int, LvpnetError] = {}
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._wanted: tuple[int, ...] = ()
@@ -115,7 +118,7 @@ class SliceLoader:
             if self._pending(i):
                 return i
         spare = self.capacity - sum(1 for i in self._cache if i not in self._wanted)
-        if spare <= 0 or len(self._wanted) > 2 * self.prefetch + 1:  # a whole volume asked: nothing to prefetch
+        if spare <= 0 or len(self._wanted) > self.bulk:  # a whole volume asked: nothing to prefetch
             return None
         for d in range(1, self.prefetch + 1):  # i+1 before i-1: reading forward reuses the reference slice
             for i in self._wanted:
@@ -133,7 +136,11 @@ class SliceLoader:
                     job = self._next_job()
                 if self._closed:
                     return
-            self._decode(job)
+                wanted = self._wanted
+            if job in wanted and len(wanted) > self.bulk:  # a whole volume (3-D): worker processes, in order
+                self._decode_volume(wanted)
+            else:
+                self._decode(job)
 
     def _decode(self, i: int) -> None:
         with self._file_lock:
@@ -141,15 +148,84 @@ class SliceLoader:
                 return
             try:
                 s = self.lvp.read_slice(i)
-                s.flags.writeable = False  # shared with every reader of the cache
             except Exception as e:  # noqa: BLE001 - damage, or anything else (a library's error): the slice says
-                with self._cond:  # so, and this thread lives on to decode the others (it died, leaving the layer blank)
-                    self.failed[i] = e if isinstance(e, LvpnetError) else LvpnetError(
-                        f"{self.lvp.name}: slice {i}: could not be decoded ({type(e).__name__}: {e})")
+                self._keep(i, error=e)  # so, and this thread lives on to decode the others (it died, leaving
+            else:  # the layer blank)
+                self._keep(i, s)
+        self._tell(i)
+
+    def iter_read(self, indices: Sequence[int], until: Callable[[], bool] | None = None
+                  ) -> Iterator[tuple[int, np.ndarray]]:
+        """``(i, slice)`` for each of ``indices``, in their order: cached slices as they are, each run of
+        consecutive missing ones decoded by ``LvpFile.read_slices`` with this loader's ``workers`` (a
+        whole volume: one core's minutes spread over the machine's cores) and cached. A damaged slice
+        raises its error at its turn (kept as failed first, so a retry goes past it); ``until()`` true
+        ends the walk early (the request it served has changed)."""
+        indices = [int(i) for i in indices]
+        k = 0
+        while k < len(indices):
+            i = indices[k]
+            s = self.get(i)
+            if s is not None:
+                yield i, s
+                k += 1
+                continue
+            if i in self.failed:
+                raise self.failed[i]
+            e = k  # the run of missing slices that follow one another from here
+            while e + 1 < len(indices) and indices[e + 1] == indices[e] + 1 and self._pending(indices[e + 1]):
+                e += 1
+            with self._file_lock:
+                j = i
+                try:
+                    slices = self.lvp.read_slices(i, indices[e] + 1, workers=self.workers)
+                    try:
+                        for j in range(i, indices[e] + 1):
+                            if self._closed or (until is not None and until()):
+                                return
+                            s = self._get_or_keep(j, slices)
+                            yield j, s
+                    finally:
+                        slices.close()  # the slices queued for the workers are dropped
+                except Exception as err:  # noqa: BLE001 - the slice being read failed: kept, then raised
+                    self._keep(j, error=err)
+                    self._tell(j)
+                    raise self.failed[j] from None
+            k = e + 1
+
+    def _get_or_keep(self, j: int, slices: Iterator[np.ndarray]) -> np.ndarray:
+        """The next slice of ``slices`` (slice ``j``), cached and announced (a slice another reader cached
+        meanwhile is kept as it was)."""
+        s = next(slices)
+        if self._pending(j):
+            self._keep(j, s)
+            self._tell(j)
+        return self.get(j) if self.get(j) is not None else s
+
+    def _decode_volume(self, wanted: tuple[int, ...]) -> None:
+        """The loader thread's work for a whole volume asked at once (the 3-D view): ``iter_read`` until
+        every slice of it is decoded or has failed, or the request changes."""
+        todo = sorted(i for i in wanted if self._pending(i))
+        while todo and not self._closed:
+            try:
+                for _ in self.iter_read(todo, until=lambda: self._wanted != wanted):
+                    pass
+                return
+            except Exception:  # noqa: BLE001 - that slice is kept as failed (iter_read): the others go on
+                todo = [i for i in todo if self._pending(i)]
+
+    def _keep(self, i: int, s: np.ndarray | None = None, error: Exception | None = None) -> None:
+        """Slice ``i`` decoded (cached, read-only: shared with every reader) or failed (its error kept)."""
+        with self._cond:
+            if error is not None:
+                self.failed[i] = error if isinstance(error, LvpnetError) else LvpnetError(
+                    f"{self.lvp.name}: slice {i}: could not be decoded ({type(error).__name__}: {error})")
             else:
-                with self._cond:
-                    self._cache[i] = s
-                    self._evict()
+                s.flags.writeable = False
+                self._cache[i] = s
+                self._evict()
+
+    def _tell(self, i: int) -> None:
         if not self._closed:
             for fn in list(self._listeners):
                 fn(i)
@@ -222,8 +298,8 @@ class LazySlices:
     def __array__(self, dtype=None, copy=None):
         out = np.empty(self.shape, self.dtype)
         rows = out.reshape((-1,) + self.slice_shape)
-        for i in range(self.loader.n):
-            rows[i] = self.loader.read(i)
+        for i, s in self.loader.iter_read(range(self.loader.n)):
+            rows[i] = s
         return out if dtype is None else out.astype(dtype, copy=False)
 
     def __repr__(self) -> str:

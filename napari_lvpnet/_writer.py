@@ -10,7 +10,10 @@ def write_lvp(path: str, data, attributes: dict) -> list[str]:
 
     if not str(path).lower().endswith(".lvp"):
         path = f"{path}.lvp"
-    lvpnet.compress_to_file(layer_to_volume(data, attributes), path)
+    from lvpnet import slice_pool
+
+    # napari's Save waits for this on its main thread: every free core where workers can start
+    lvpnet.compress_to_file(layer_to_volume(data, attributes), path, workers=slice_pool.automatic_if_safe())
     return [path]
 
 

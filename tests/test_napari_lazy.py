@@ -363,3 +363,34 @@ def test_a_costly_redraw_waits_longer_before_the_next(stack, monkeypatch):
     feed._on_arrived(7)  # the last slice: redrawn at once
     assert layer.refreshed == 2
     loader.close()
+
+
+def test_the_3d_view_reads_the_volume_with_worker_processes(make_napari_viewer, qtbot, tmp_path, rng, monkeypatch):
+    """A 3-D view asks for the whole volume: it is read in runs by worker processes (one per free core, here
+    LVPNET_WORKERS=2), exactly, and a damaged slice in it is failed and named while the others are shown."""
+    from lvpnet import slice_pool
+
+    a = smooth_image(rng, (10, 40, 32), 0, 3000, np.uint16)
+    path = tmp_path / "mr.lvp"
+    lvpnet.compress_to_file(a, path, codec="lvpnet")
+    damaged = _flip_in_slice(path, 6, tmp_path / "damaged.lvp")
+    monkeypatch.setenv(slice_pool.ENV, "2")
+    asked = []
+    real = slice_pool.ordered
+    monkeypatch.setattr(slice_pool, "ordered", lambda fn, tasks, n, env=None: asked.append(n) or real(fn, tasks, n, env))
+    viewer = make_napari_viewer()
+    for p in (path, damaged):
+        (image,) = viewer.open(str(p), plugin="napari-lvpnet")
+        viewer.dims.ndisplay = 3
+        loader = image.data.loader
+        qtbot.waitUntil(lambda: all(loader.resolved(i) for i in range(10)), timeout=120000)
+        assert 2 in asked
+        shown = {i: loader.get(i) for i in range(10)}
+        for i in range(10):
+            if p == damaged and i == 6:
+                assert shown[i] is None and "slice 6" in str(loader.failed[i])
+            else:
+                np.testing.assert_array_equal(shown[i], a[i])
+        viewer.dims.ndisplay = 2
+        asked.clear()
+    assert set(loader.failed) == {6}

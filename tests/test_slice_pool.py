@@ -351,3 +351,58 @@ def test_workers_that_cannot_start_leave_the_work_to_this_process(monkeypatch, w
     with pytest.warns(UserWarning, match="worker processes cannot start here .*: coding in this process"):
         assert list(slice_pool.ordered(_square, [(i,) for i in range(12)], 2)) == [i * i for i in range(12)]
     slice_pool.shutdown()
+
+
+@needs_weights
+def test_a_range_of_slices_reads_alike_with_any_workers(tmp_path):
+    """``LvpFile.read_slices``: the napari 3-D view's volume by worker processes; any range, runs cut where the
+    writer starts one (an in-memory file goes in runs), damage raised at its slice's turn."""
+    vol = _volume(n=11)
+    data = compress(vol, codec="lvpnet", verify=False, workers=1)
+    path = tmp_path / "v.lvp"
+    path.write_bytes(data)
+    for source in (path, data):
+        for a, b in ((0, 11), (3, 10), (5, 6), (7, 7)):
+            for w in (1, 2):
+                got = list(LvpFile(source).read_slices(a, b, workers=w))
+                assert len(got) == b - a and all(np.array_equal(s, vol[a + k]) for k, s in enumerate(got)), (a, b, w)
+    slices = LvpFile(path).read_slices(workers=2)
+    assert np.array_equal(next(slices), vol[0])
+    slices.close()  # early: the queued slices are dropped
+    with pytest.raises(IndexError, match="out of range"):
+        LvpFile(path).read_slices(2, 12)
+    broken = bytearray(data)
+    rec = LvpFile(data)._reader.records[6]
+    broken[rec.offset + rec.length // 2] ^= 0x40
+    got = []
+    with pytest.raises(DamagedError, match="slice 6"):
+        for s in LvpFile(bytes(broken)).read_slices(4, 11, workers=2):
+            got.append(s)
+    assert len(got) == 2 and np.array_equal(got[1], vol[5])
+
+
+@pytest.mark.parametrize("script, guarded", [
+    ('"""doc"""\nimport sys\nfrom napari._main import main\nif __name__ == "__main__":\n    sys.exit(main())\n', True),
+    ("import napari\nSIZE = (2, 3)\nx: int = 4\ndef f():\n    napari.run()\nclass C:\n    pass\n"
+     "try:\n    import torch\nexcept ImportError:\n    torch = None\nif '__main__' == __name__:\n    f()\n", True),
+    ("import napari\nviewer = napari.Viewer()\nnapari.run()\n", False),  # opens a viewer: it would again, per worker
+    ("import napari\nnapari.run()\n", False),
+    ("import os\nif os.environ.get('X'):\n    import sys\n", False),  # a test that calls: anything may run
+    ("def broken(:\n", False),  # a main that does not parse: not known to be safe
+])
+def test_workers_start_only_from_a_main_that_only_defines(tmp_path, monkeypatch, script, guarded):
+    """The napari plugin asks for workers where spawn's import of the main module runs nothing again."""
+    import types
+
+    main = types.ModuleType("__main__")
+    main.__file__ = str(tmp_path / "main.py")
+    (tmp_path / "main.py").write_text(script)
+    monkeypatch.setitem(__import__("sys").modules, "__main__", main)
+    assert slice_pool.main_is_guarded() is guarded
+    assert slice_pool.automatic_if_safe() == (None if guarded else 1)
+    main.__file__ = str(tmp_path / "gone.py")
+    assert slice_pool.main_is_guarded() is False  # unreadable: not known to be safe
+    del main.__file__
+    assert slice_pool.main_is_guarded() is True  # interactive (a prompt, Jupyter): nothing is imported again
+    main.__spec__ = types.SimpleNamespace(origin=str(tmp_path / "main.py"))  # python -m: the module's file
+    assert slice_pool.main_is_guarded() is guarded

@@ -6,7 +6,7 @@ import hashlib
 import math
 import os
 import threading
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 
 import numpy as np
 
@@ -367,20 +367,33 @@ class LvpFile:
             raise DamagedError(f"{self.name}: whole-array checksum mismatch")
         return out
 
-    def _iter_slices(self, workers: int | None):
-        """Every slice in order: here, or also by ``slice_pool`` workers for a learned file long
-        enough to pay for them. A task is one slice of a file on disk whose slices all decode on
-        their own, else a run of ``compressor.REFERENCE_RUN`` slices (the writer starts a fresh run
-        there, so no run needs the one before it; an in-memory file travels to the worker with
-        each task, so it goes in runs too); on a GPU ``slice_pool.lanes`` of them, walked in lock-step."""
+    def read_slices(self, start: int = 0, stop: int | None = None, workers: int | None = 1) -> Iterator[np.ndarray]:
+        """Slices ``start..stop-1`` in order, each checked as ``read_slice`` checks it (a damaged one
+        raises at its turn), decoded here or also by ``slice_pool`` workers (``workers``: a number, or
+        None: automatic) for a learned range long enough to pay for them: the napari 3-D view's whole
+        volume. Closing the generator early drops the slices queued for the workers."""
+        self._check_open()
+        stop = len(self) if stop is None else stop
+        if not 0 <= start <= stop <= len(self):
+            raise IndexError(f"slices {start}..{stop - 1} out of range 0..{len(self) - 1}")
+        return self._iter_slices(workers, start, stop)
+
+    def _iter_slices(self, workers: int | None, start: int = 0, stop: int | None = None):
+        """Slices ``start..stop-1`` (all by default) in order: here, or also by ``slice_pool`` workers
+        for a learned range long enough to pay for them. A task is one slice of a file on disk whose
+        slices all decode on their own, else a run of up to ``compressor.REFERENCE_RUN`` slices that
+        ends where the writer starts a fresh run (so no task after the first needs the one before it;
+        an in-memory file travels to the worker with each task, so it goes in runs too); on a GPU
+        ``slice_pool.lanes`` of them, walked in lock-step."""
         from . import slice_pool
         from .compressor import REFERENCE_RUN
 
         slice_pool.check_requested(workers)
-        n = len(self)
+        stop = len(self) if stop is None else stop
+        n = stop - start
         uses = bool(self.codec_counts().get(codecs.LEARNED))
         if not uses:  # a file of the fallback codec alone: no torch to import (a second or two), no workers
-            yield from (self.read_slice(i) for i in range(n))
+            yield from (self.read_slice(i) for i in range(start, stop))
             return
         learned = codecs.get_codec(codecs.LEARNED)
         work = slice_pool.work_s(n, math.prod(self.slice_shape), slice_pool.DECODE_S)
@@ -390,18 +403,21 @@ class LvpFile:
         lanes = slice_pool.lanes(learned.device, math.prod(self.slice_shape[:2]), workers) if n > 1 else 1
         if workers <= 1:
             if lanes > 1:
-                yield from self._iter_lanes(lanes, learned)
+                yield from self._iter_lanes(lanes, learned, start, stop)
                 return
-            for i in range(n):
+            for i in range(start, stop):
                 yield self.read_slice(i)
             return
         alone = isinstance(self._source, (str, os.PathLike)) and self.coded_against_previous() == 0
         step = (1 if alone else REFERENCE_RUN) * lanes
         state = limits.state(self.header.get("array_hash"))
-        runs = [(self._source, self.name, self.header.get("array_hash"), state, a, min(n, a + step), lanes)
-                for a in range(0, n, step)]
-        for decoded in slice_pool.ordered(decode_run, runs, workers, slice_pool.device_env(learned)):
-            yield from decoded
+        cuts = sorted({start, stop, *range(start - start % step + step, stop, step)})  # the writer's run starts
+        runs = [(self._source, self.name, self.header.get("array_hash"), state, a, b, lanes)
+                for a, b in zip(cuts, cuts[1:])]
+        for decoded, error in slice_pool.ordered(decode_run, runs, workers, slice_pool.device_env(learned)):
+            yield from decoded  # the slices of the run before a damaged one are fine: a viewer shows them
+            if error is not None:
+                raise error
 
     def _iter_lanes(self, lanes: int, learned, start: int = 0, stop: int | None = None):
         """Slices ``start..stop-1`` in order, the chains of slices (a slice that decodes on its own and
@@ -498,15 +514,23 @@ class LvpFile:
         )
 
 
-def decode_run(source, name: str, array_hash, limit_state, start: int, stop: int, lanes: int = 1) -> list[np.ndarray]:
+def decode_run(source, name: str, array_hash, limit_state, start: int, stop: int, lanes: int = 1
+               ) -> tuple[list[np.ndarray], LvpnetError | None]:
     """Slices ``start..stop-1`` of a file, in a ``slice_pool`` worker: the very ``read_slice`` of the
     serial path (checksums, limits as the parent judges them: ``limits.adopt``), or with ``lanes``
-    its walk in lock-step (``_iter_lanes``)."""
+    its walk in lock-step (``_iter_lanes``). -> (the slices decoded, in order; the error of the first
+    that failed, after them, or None)."""
     limits.adopt(array_hash, limit_state)
     lvp = LvpFile(source, name=name)
-    if lanes > 1:
-        return list(lvp._iter_lanes(lanes, codecs.get_codec(codecs.LEARNED), start, stop))
-    return [lvp.read_slice(i) for i in range(start, stop)]
+    slices = (lvp._iter_lanes(lanes, codecs.get_codec(codecs.LEARNED), start, stop) if lanes > 1
+              else (lvp.read_slice(i) for i in range(start, stop)))
+    out = []
+    try:
+        for s in slices:
+            out.append(s)
+    except LvpnetError as e:
+        return out, e
+    return out, None
 
 
 def _tuple(v):

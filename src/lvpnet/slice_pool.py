@@ -103,6 +103,62 @@ def check_requested(requested) -> None:
         _env_count(ENV, 1)
 
 
+def main_is_guarded() -> bool:
+    """Whether worker processes may start from this process without running its main script's work
+    again: spawn imports the main module in every worker, so its top level must only define things.
+    True for an interactive main (a Python prompt, IPython, Jupyter: nothing is imported again) and a
+    main whose top level holds only imports, definitions, constants, docstrings and an
+    ``if __name__ == "__main__":`` block (the ``napari`` and ``lvpnet`` commands, ``python -m
+    napari``); False for anything else (a script that opens a viewer at its top level would open it
+    again in every worker) and where the main file cannot be read. For callers that pick the number of
+    workers themselves (the napari plugin): the Python API leaves that to its caller."""
+    import ast
+    import sys
+
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    path = getattr(spec, "origin", None) if spec is not None else getattr(main, "__file__", None)
+    if main is None or path is None:
+        return True  # interactive: spawn has no main file to import again
+    try:
+        with open(path, "rb") as f:
+            tree = ast.parse(f.read())
+    except (OSError, SyntaxError, ValueError):
+        return False
+    return all(_only_defines(node) for node in tree.body)
+
+
+def automatic_if_safe() -> int | None:
+    """``workers``' request for a caller that runs in someone else's main (the napari plugin): None
+    (automatic) where workers can start (``main_is_guarded``), else 1 (this process)."""
+    return None if main_is_guarded() else 1
+
+
+def _only_defines(node) -> bool:
+    """A top-level statement that does nothing but define (``main_is_guarded``)."""
+    import ast
+
+    if isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef,
+                         ast.Pass)):
+        return True
+    if isinstance(node, ast.Expr):
+        return isinstance(node.value, ast.Constant)  # a docstring
+    if isinstance(node, (ast.Assign, ast.AnnAssign)):  # constants: no call, so nothing runs
+        return node.value is None or not any(isinstance(n, (ast.Call, ast.Await)) for n in ast.walk(node.value))
+    if isinstance(node, ast.If):
+        t = node.test
+        if (isinstance(t, ast.Compare) and len(t.ops) == 1 and isinstance(t.ops[0], ast.Eq)
+                and {ast.dump(t.left), ast.dump(t.comparators[0])}
+                == {ast.dump(ast.Name("__name__", ast.Load())), ast.dump(ast.Constant("__main__"))}):
+            return True  # the guard: its body runs only in the main process
+        return (not any(isinstance(n, ast.Call) for n in ast.walk(t))
+                and all(_only_defines(n) for n in node.body + node.orelse))
+    if isinstance(node, ast.Try):  # try: import x / except ImportError: ...
+        return all(_only_defines(n) for n in node.body + node.orelse + node.finalbody
+                   + [s for h in node.handlers for s in h.body])
+    return False
+
+
 def _daemonic() -> bool:
     """Is this a daemonic process (a dask worker's, a ``multiprocessing`` pool's)? Python forbids those to
     start processes ("daemonic processes are not allowed to have children"), so its slices are coded in
