@@ -21,6 +21,7 @@ from napari.utils.notifications import show_error
 from qtpy.QtWidgets import QApplication
 
 from lvpnet.progress import Progress
+from lvpnet.terminal import duration
 
 _CLOSE_WAIT_S = 120  # at most one slice of a learned encode on a slow CPU
 _PART_MS = 200  # how often the bar shows how far the current slice is
@@ -66,11 +67,6 @@ def full_width(*widgets) -> None:
         widget.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
 
 
-def _clock(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 60}:{seconds % 60:02d}"
-
-
 def progress_text(p: Progress, started: float | None, done_at_start: int, now: float, part: float = 0.0) -> str:
     """'encode: slice 3 of 12, 0:25 left': slices done (the time left from the second slice of a stage on,
     timed from the end of its first, which also loaded the weights; ``started`` None before that). With
@@ -83,7 +79,7 @@ def progress_text(p: Progress, started: float | None, done_at_start: int, now: f
         text = f"{p.stage}: slice {p.done} of {p.total}" if p.total > 1 and p.done else p.stage
     done = p.done - done_at_start
     if started is not None and done >= 1 and p.done >= 2 and p.done < p.total:
-        text += f", {_clock((now - started) / done * (p.total - p.done))} left"
+        text += f", {duration((now - started) / done * (p.total - p.done))} left"
     return text
 
 

@@ -33,6 +33,7 @@ import numpy as np
 
 from lvpnet import LvpFile
 from lvpnet.errors import LvpnetError
+from lvpnet.terminal import duration
 
 from ._messages import first_line, notification
 
@@ -41,6 +42,7 @@ PREFETCH = 2  # neighbours decoded ahead on each side of the slices on screen
 PENDING_NOTICE_MS = 300  # a slice still decoding after this long gets a "decoding ..." line on the canvas
 CANVAS_LINE = 32  # characters a line of the canvas text holds before it wraps
 REFRESH_EVERY_S = 0.5  # a request of many slices (3-D view) is redrawn at most this often while it fills
+COSTLY_REDRAW_S = 0.25  # a partial redraw that took longer: the rest of that request is drawn once, complete
 
 
 class SliceLoader:
@@ -102,6 +104,13 @@ class SliceLoader:
         if s is None:
             raise self.failed[i]
         return s
+
+    def release(self) -> None:
+        """Nothing is on screen any more (the layer left its viewer): stop decoding and drop the cache.
+        Showing the data again asks for its slices again, so a layer put back decodes them again."""
+        with self._cond:
+            self._wanted = ()
+            self._cache.clear()
 
     def close(self) -> None:
         with self._cond:
@@ -338,6 +347,8 @@ class LayerFeed:
         self._status_text = ""
         self._last_refresh = 0.0
         self._refresh_gap = REFRESH_EVERY_S
+        self._costly: tuple[int, ...] = ()  # a request whose partial redraw froze the window: drawn once complete
+        self._filling: tuple[tuple[int, ...], float, int] | None = None  # (request, when, resolved then)
         bridge, me = _bridge(), weakref.ref(self)
         data.loader.add_listener(lambda i: bridge.arrived.emit(me, i))
         data._on_request = lambda: bridge.requested.emit(me)
@@ -368,13 +379,18 @@ class LayerFeed:
             return
         complete = all(loader.resolved(j) for j in shown)
         now = time.monotonic()
-        if complete or now - self._last_refresh > self._refresh_gap:
+        partial = shown != self._costly  # partial redraws of this request are cheap enough
+        if complete or (partial and now - self._last_refresh > self._refresh_gap):
             layer.refresh()
             took = time.monotonic() - now
             self._last_refresh = time.monotonic()
             # a 3-D view redraws the whole volume each time (3-9 s for 300 slices in software GL): the next
-            # partial redraw waits four times as long as this one took, so the window is mostly free
+            # partial redraw waits four times as long as this one took, so the window is mostly free; and
+            # after one that froze the window noticeably, only the complete volume is drawn (the status bar
+            # counts the slices meanwhile): 25 freezes of 1-6 s filled a 183-slice volume
             self._refresh_gap = max(REFRESH_EVERY_S, 4 * took)
+            if took > COSTLY_REDRAW_S and not complete:
+                self._costly = shown
         self._on_shown()
 
     def _on_shown(self) -> None:
@@ -400,10 +416,11 @@ class LayerFeed:
         self._watched = viewer
         me = weakref.ref(self)
 
-        def removed(event) -> None:
+        def removed(event) -> None:  # also as the viewer closes: it removes every layer
             feed = me()
             if feed is not None and event.value is feed._layer():
                 feed.clear_text(viewer)
+                feed.data.loader.release()  # a 3-D view's volume went on decoding for minutes, unseen
 
         viewer.layers.events.removed.connect(removed)
 
@@ -440,8 +457,16 @@ class LayerFeed:
         if not waiting:
             return ""
         file = loader.lvp.name.replace("\\", "/").rsplit("/", 1)[-1]
-        what = f"slice {waiting[0]}" if len(waiting) == 1 else f"{len(waiting)} slices"
-        return f"decoding {what} of {file} ..."
+        shown = self.data.last_request
+        if len(waiting) == 1:
+            return f"decoding slice {waiting[0]} of {file} ..."
+        done, now = len(shown) - len(waiting), time.monotonic()
+        if self._filling is None or self._filling[0] != shown:  # a new request: its rate from here
+            self._filling = (shown, now, done)
+        _, since, done_then = self._filling
+        left = (f", {duration((now - since) / (done - done_then) * len(waiting))} left"
+                if done - done_then >= 2 else "")
+        return f"decoding {file}: {done} of {len(shown)} slices{left} ..."
 
     def update_canvas_text(self, pending: bool = False) -> None:
         """Damage goes on the canvas (it stays while the slice is shown); "decoding ..." goes in the

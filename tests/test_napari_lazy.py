@@ -336,7 +336,8 @@ def test_the_learned_kernels_build_once_whatever_threads_ask(tmp_path):
 def test_a_costly_redraw_waits_longer_before_the_next(stack, monkeypatch):
     """A 3-D view redraws the whole volume at each partial refresh (3-9 s for 300 slices): refreshing every
     0.5 s while it filled froze the window for minutes. The next partial refresh waits four times as long
-    as the last one took; the complete one comes at once."""
+    as the last one took, and after one that took more than a quarter second only the complete volume is
+    drawn; the complete one comes at once."""
     pytest.importorskip("qtpy")
     from napari_lvpnet._lazy import LayerFeed, LazySlices, SliceLoader
 
@@ -358,6 +359,9 @@ def test_a_costly_redraw_waits_longer_before_the_next(stack, monkeypatch):
     monkeypatch.setattr(loader, "resolved", lambda j: j < 2)
     feed._on_arrived(0)
     feed._on_arrived(1)  # 0.3 s later at most: within 4 x 0.3 s of the last redraw, none
+    assert layer.refreshed == 1
+    feed._last_refresh -= 10  # long after: still none, a redraw of this request froze the window once
+    feed._on_arrived(1)
     assert layer.refreshed == 1
     monkeypatch.setattr(loader, "resolved", lambda j: True)
     feed._on_arrived(7)  # the last slice: redrawn at once
@@ -383,14 +387,35 @@ def test_the_3d_view_reads_the_volume_with_worker_processes(make_napari_viewer, 
         (image,) = viewer.open(str(p), plugin="napari-lvpnet")
         viewer.dims.ndisplay = 3
         loader = image.data.loader
-        qtbot.waitUntil(lambda: all(loader.resolved(i) for i in range(10)), timeout=120000)
+        qtbot.waitUntil(lambda loader=loader: all(loader.resolved(i) for i in range(10)), timeout=120000)
         assert 2 in asked
-        shown = {i: loader.get(i) for i in range(10)}
         for i in range(10):
             if p == damaged and i == 6:
-                assert shown[i] is None and "slice 6" in str(loader.failed[i])
+                assert loader.get(i) is None and "slice 6" in str(loader.failed[i])
             else:
-                np.testing.assert_array_equal(shown[i], a[i])
+                np.testing.assert_array_equal(loader.get(i), a[i])
         viewer.dims.ndisplay = 2
         asked.clear()
     assert set(loader.failed) == {6}
+
+
+def test_the_3d_view_counts_its_slices_and_stops_when_the_layer_goes(make_napari_viewer, qtbot, stack, monkeypatch):
+    """While a 3-D view fills, the status bar counts the slices and gives the time left; removing the layer
+    (closing the viewer removes them all) stops the decoding and drops the cache: it went on for minutes."""
+    a, path = stack
+    real = lvpnet.LvpFile.read_slice
+    monkeypatch.setattr(lvpnet.LvpFile, "read_slice", lambda self, i: time.sleep(0.3) or real(self, i))
+    viewer = make_napari_viewer()
+    statuses = []
+    viewer.events.status.connect(lambda e: statuses.append(str(e.value)))
+    (image,) = viewer.open(str(path), plugin="napari-lvpnet")
+    loader = image.data.loader
+    viewer.dims.ndisplay = 3
+    qtbot.waitUntil(lambda: sum(loader.resolved(i) for i in range(8)) >= 5, timeout=20000)
+    assert any(t.startswith("decoding ct.lvp: ") and " of 8 slices" in t for t in statuses)
+    assert any(t.endswith(" left ...") for t in statuses)
+    viewer.layers.remove(image)
+    qtbot.wait(1000)  # the slice under way ends
+    decoded = len(loader._cache)
+    qtbot.wait(1500)
+    assert len(loader._cache) == decoded <= 1 and loader._wanted == ()
