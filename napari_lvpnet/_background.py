@@ -35,8 +35,9 @@ class JobControl(threading.Event):
         super().__init__()
         self.part = 0.0
 
-    def note_part(self, fraction: float) -> None:
-        self.part = fraction
+    def note_part(self, fraction: float | None) -> None:
+        if fraction is not None:  # None: a slice coded ahead of its turn (``progress.unplaced``)
+            self.part = fraction
 
 
 def reason_first(message: str) -> str:
@@ -67,11 +68,13 @@ def full_width(*widgets) -> None:
         widget.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
 
 
-def progress_text(p: Progress, started: float | None, done_at_start: int, now: float, part: float = 0.0) -> str:
+def progress_text(p: Progress, started: float | None, done_at_start: int, now: float, part: float = 0.0,
+                  then: dict | None = None) -> str:
     """'encode: slice 3 of 12, 0:25 left': slices done (the time left from the second slice of a stage on,
     timed from the end of its first, which also loaded the weights; ``started`` None before that). With
     ``part`` of the next slice under way: 'encode: slice 4 of 12 at 35%, 0:25 left' ("slice 0 of 8 (90% of
-    slice 1)" read as a contradiction)."""
+    slice 1)" read as a contradiction). ``then``: stage -> the stage after it, said while it runs ("then
+    verify": the time left is the stage's)."""
     if part > 0.0 and p.done < p.total:
         text = f"{p.stage}: slice {p.done + 1} of {p.total} at {int(100 * part)}%" if p.total > 1 else \
             f"{p.stage} at {int(100 * part)}%"
@@ -80,7 +83,8 @@ def progress_text(p: Progress, started: float | None, done_at_start: int, now: f
     done = p.done - done_at_start
     if started is not None and done >= 1 and p.done >= 2 and p.done < p.total:
         text += f", {duration((now - started) / done * (p.total - p.done))} left"
-    return text
+    later = (then or {}).get(p.stage)
+    return f"{text}, then {later}" if later and p.done < p.total else text
 
 
 def quietly_if_closed(method):
@@ -98,6 +102,7 @@ def quietly_if_closed(method):
 
 class BackgroundJobMixin:
     job_title = "Job"
+    then: dict = {}  # stage -> the stage after it (``progress_text``), set by the dock for its run
     _ended: threading.Event | None = None  # set when the running job's generator has finished
 
     def _run_in_background(self, job, *args) -> None:
@@ -168,7 +173,7 @@ class BackgroundJobMixin:
             return
         self.progress.native.setRange(0, 100 * max(p.total, 1))
         self.progress.native.setValue(int(100 * (p.done + part)))
-        self.progress.native.setFormat(progress_text(p, *self._stage_start, time.perf_counter(), part))
+        self.progress.native.setFormat(progress_text(p, *self._stage_start, time.perf_counter(), part, self.then))
 
     @quietly_if_closed
     def _on_progress(self, p: Progress) -> None:
@@ -183,7 +188,7 @@ class BackgroundJobMixin:
         else:
             self.progress.native.setRange(0, 100 * max(p.total, 1))  # in hundredths of a slice (``_show_part``)
             self.progress.native.setValue(100 * p.done)
-        self.progress.native.setFormat(progress_text(p, *self._stage_start, now))
+        self.progress.native.setFormat(progress_text(p, *self._stage_start, now, then=self.then))
 
     @quietly_if_closed
     def _on_error(self, exc) -> None:

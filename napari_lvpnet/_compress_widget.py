@@ -276,6 +276,7 @@ class CompressWidget(BackgroundJobMixin, Container):
         self.progress.max = len(layer.data.loader.lvp) if isinstance(layer.data, LazySlices) else volume.n_slices
         self.inspect_button.visible = False
         self._compressed = layer  # what "Inspect where the bits go" opens, whatever is chosen by then
+        self.then = {"encode": "verify"} if self.verify.value else {}
         self._run_in_background(_compress_job, volume, path, codec, self.verify.value, self.compare.value)
 
     def open_inspect(self, *_):

@@ -5,11 +5,12 @@ import io
 import threading
 
 import numpy as np
+import pytest
 from conftest import smooth_image
 
 import lvpnet
 from lvpnet.compressor import iter_compress_to_file
-from lvpnet.progress import Progress, cancellable, run
+from lvpnet.progress import Progress, cancellable, run, within_slice
 
 
 class _Control(threading.Event):
@@ -107,3 +108,65 @@ def test_a_single_slice_shows_busy_until_its_steps_tick(make_napari_viewer):
     w._cancel.part = 0.35
     w._show_part()
     assert w.progress.native.format().startswith("encode: slice 3 of 8 at 35%")
+
+
+def test_the_bars_say_a_stage_comes_after_and_keep_the_time_left_within_a_slice():
+    """The encode's "0:04 left" ended a minute before the run did (the verify came after, unsaid); and the
+    time left went away while a slice's share was drawn."""
+    from lvpnet.cli import ProgressBar
+    from napari_lvpnet._background import progress_text
+
+    out, now = io.StringIO(), [0.0]
+    bar = ProgressBar(enabled=True, stream=out, clock=lambda: now[0], then={"encode": "verify"})
+    for t, done in ((0.0, 0), (10.0, 1), (11.0, 2)):
+        now[0] = t
+        bar(Progress("encode", done, 4))
+    assert out.getvalue().rsplit("\r", 1)[-1].strip().endswith("2/4 slices, 0:02 left, then verify")
+    bar.part(0.5)
+    assert out.getvalue().rsplit("\r", 1)[-1].strip().endswith("(slice 3: 50%), 0:02 left, then verify")
+    bar(Progress("verify", 1, 4))
+    assert out.getvalue().rsplit("\r", 1)[-1].strip().endswith("1/4 slices")  # nothing after the verify
+    bar(Progress("encode", 4, 4))
+    assert "then" not in out.getvalue().rsplit("\r", 1)[-1]  # done
+    assert progress_text(Progress("encode", 2, 4), 10.0, 1, 11.0, then={"encode": "verify"}) == \
+        "encode: slice 2 of 4, 0:02 left, then verify"
+    assert progress_text(Progress("verify", 2, 4), 10.0, 1, 11.0, then={"encode": "verify"}) == \
+        "verify: slice 2 of 4, 0:02 left"
+
+
+def test_a_slice_coded_ahead_of_its_turn_ticks_for_cancel_only():
+    """With workers, this process codes the next task while a worker holds the one in order: its share is not
+    the next slice's (the bar cycled 0-100% eight times on one slice number), but Cancel still stops it."""
+    from lvpnet.progress import Cancelled, tick, unplaced, watching
+
+    heard = []
+    with within_slice(heard.append):
+        tick(0.25)
+        with unplaced():
+            tick(0.5)
+        tick(0.75)
+    assert heard == [0.25, None, 0.75]
+
+    class Control(threading.Event):
+        part = 0.0
+
+        def note_part(self, fraction):
+            self.part = fraction
+
+    control = Control()
+    with watching(control):
+        tick(0.3)
+        with unplaced():
+            tick(0.6)  # the bar keeps the share of the slice in order
+        assert control.part == 0.3
+        control.set()
+        with unplaced(), pytest.raises(Cancelled):
+            tick(0.9)
+    out = io.StringIO()
+    from lvpnet.cli import ProgressBar
+
+    bar = ProgressBar(enabled=True, stream=out)
+    bar(Progress("verify", 3, 9))
+    drawn = out.getvalue()
+    bar.part(None)
+    assert out.getvalue() == drawn

@@ -30,9 +30,10 @@ class ProgressBar(StatusLine):
     slice of a stage on (timed from the first, which also loads the weights: the learned codec takes
     seconds a slice, and a long volume should say how long it will take)."""
 
-    def __init__(self, enabled: bool | None = None, clock=time.monotonic, stream=None):
+    def __init__(self, enabled: bool | None = None, clock=time.monotonic, stream=None, then: dict | None = None):
         super().__init__(enabled, stream)
         self.clock = clock
+        self.then = then or {}  # stage -> the stage after it, said while it runs ({"encode": "verify"})
         self._last = ""
         self._stage: tuple[str, float, int] | None = None  # (stage, when it started, slices done then)
         self._p: Progress | None = None  # the last progress drawn
@@ -46,22 +47,28 @@ class ProgressBar(StatusLine):
         if self._stage is None and p.done >= 1:  # timed from the end of the first slice (the weights loaded)
             self._stage = (p.stage, now, p.done)
         self._p = p
-        line = f"\r{p.stage:>7} {bar(p.done, p.total, 30)} {p.done}/{p.total} slices"
-        _, start, first = self._stage or (p.stage, now, p.done)
-        if first < p.done < p.total:
-            line += f", {duration((now - start) / (p.done - first) * (p.total - p.done))} left"
+        line = f"\r{p.stage:>7} {bar(p.done, p.total, 30)} {p.done}/{p.total} slices{self._left(p, now)}"
         if line != self._last:
             self.draw(line, final=p.done == p.total)
             self._last = line
 
-    def part(self, fraction: float) -> None:
+    def _left(self, p: Progress, now: float) -> str:
+        """", 1:49 left" from the second slice of a stage on, and what comes after the stage ("then verify")."""
+        _, start, first = self._stage or (p.stage, now, p.done)
+        left = (f", {duration((now - start) / (p.done - first) * (p.total - p.done))} left"
+                if first < p.done < p.total else "")
+        later = self.then.get(p.stage)
+        return f"{left}, then {later}" if later and p.done < p.total else left
+
+    def part(self, fraction: float | None) -> None:
         """Within a slice (``progress.tick``): a large image is one slice of many seconds, whose bar
-        stood still at 0/1 until it was done. The next slice's share is drawn, in tenths."""
+        stood still at 0/1 until it was done. The next slice's share is drawn, in tenths (``None``: a
+        slice coded ahead of its turn, nothing to draw)."""
         p = self._p
-        if not self.enabled or p is None or p.done >= p.total:
+        if not self.enabled or p is None or p.done >= p.total or fraction is None:
             return
         line = (f"\r{p.stage:>7} {bar(10 * p.done + int(10 * fraction), 10 * p.total, 30)} {p.done}/{p.total} slices"
-                f" (slice {p.done + 1}: {int(100 * fraction) // 10 * 10}%)")
+                f" (slice {p.done + 1}: {int(100 * fraction) // 10 * 10}%){self._left(p, self.clock())}")
         if line != self._last:
             self.draw(line, final=False)
             self._last = line
@@ -93,7 +100,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
                              allow_lossy_source=args.allow_lossy_source, safety_net=not args.no_safety_net,
                              workers=args.workers,
                              on_note=lambda note: print(f"lvpnet: note: {note}", file=sys.stderr))
-    result, volume, read_seconds = run(job, ProgressBar())
+    result, volume, read_seconds = run(job, ProgressBar(then={} if args.no_verify else {"encode": "verify"}))
     report = {"input": str(args.input), **result.as_dict(), "read_seconds": round(read_seconds, 3)}
     if volume.source_format == "dicom":
         from .dicom_archive import info_fields

@@ -34,12 +34,29 @@ class Cancelled(BaseException):
 
 
 @contextmanager
-def within_slice(handler: Callable[[float], None]):
+def within_slice(handler: Callable[[float | None], None]):
     """Inside, long work on one slice calls ``handler(fraction)`` as it goes (``tick``): the learned
-    codec's walk at each sub-image step. A 13-megapixel mammogram is 30 s of one slice: without this
+    codec's walk at each sub-image step (``None``: work whose place is unknown, ``unplaced``). A 13-megapixel mammogram is 30 s of one slice: without this
     neither a bar nor a Cancel button moved until it was done."""
     before = getattr(_here, "handler", None)
     _here.handler = handler
+    try:
+        yield
+    finally:
+        _here.handler = before
+
+
+@contextmanager
+def unplaced():
+    """Inside, ticks say nothing of where the work is, but may still stop it (a cancelled job raises):
+    for a slice coded ahead of its turn (``slice_pool.ordered``: this process takes the next task while
+    a worker holds the one in order), whose share is not that of the slice a bar shows next. Its
+    handler hears ``None`` instead of a fraction."""
+    before = getattr(_here, "handler", None)
+    if before is None:
+        yield
+        return
+    _here.handler = lambda fraction: before(None)
     try:
         yield
     finally:
@@ -59,10 +76,10 @@ def watching(cancel):
     ``Cancelled`` once it is set, and otherwise tells ``cancel.note_part(fraction)`` where it has one."""
     note = getattr(cancel, "note_part", None)
 
-    def inside(fraction: float) -> None:
+    def inside(fraction: float | None) -> None:
         if cancel.is_set():
             raise Cancelled
-        if note is not None:
+        if note is not None and fraction is not None:
             note(fraction)
 
     return within_slice(inside)

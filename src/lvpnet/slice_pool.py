@@ -43,6 +43,7 @@ from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 
 from .errors import InputError, LvpnetError
+from .progress import unplaced
 
 ENV = "LVPNET_WORKERS"
 DEVICE_ENV = "LVPNET_DEVICE"
@@ -381,7 +382,8 @@ def ordered(fn: Callable, tasks: Iterable[tuple], n: int, env: dict[str, str] | 
             if isinstance(head, Future) and not head.done() and len(window) < bound:
                 task = next(todo, None)
                 if task is not None:
-                    window.append(_here(fn, task))
+                    with unplaced():  # ahead of its turn: a bar's share of the next slice is not this one's
+                        window.append(_here(fn, task))
                     continue
             window.popleft()
             yield head.result() if isinstance(head, Future) else head.get()
