@@ -79,7 +79,7 @@ def test_progress_names_slices_and_time_left_and_cancel_stops_within_one_slice(w
     text = w.progress.native.format()
     done = int(re.search(r"encode: slice (\d+) of 40", text).group(1))
     assert 3 <= done < 40
-    assert text.endswith(" left")
+    assert text.endswith(" left, then verify")  # the verify comes after the time left said
     w.cancel_button.changed.emit(True)
     at_cancel = len(encoded)
     assert not w.cancel_button.enabled  # pressed once: it says so and cannot be pressed again
