@@ -88,3 +88,25 @@ def test_the_napari_extra_brings_a_qt_binding():
     extra = [line.split(">")[0].split("=")[0].strip().lower()
              for line in cfg["options.extras_require"]["napari"].splitlines() if line.strip()]
     assert {"pyqt5", "pyqt6", "pyside2", "pyside6"} & set(extra), extra
+
+
+def test_every_folder_the_wheel_ships_is_a_listed_package():
+    """setup.cfg lists its packages by name: a folder of shipped files left out (resources/retired) gave every
+    install a boxed setuptools warning ("Package 'lvpnet.resources.retired' is absent from the `packages`
+    configuration"), which a new user takes for a failure."""
+    import configparser
+
+    root = PKG.parents[1]
+    cfg = configparser.ConfigParser()
+    cfg.read(root / "setup.cfg")
+    listed = {line.strip() for line in cfg["options"]["packages"].splitlines() if line.strip()}
+    dirs = {"lvpnet": root / "src" / "lvpnet", "lvpnet.resources": root / "resources",
+            "napari_lvpnet": root / "napari_lvpnet"}
+    found = set()
+    for name, folder in dirs.items():
+        for sub in [folder, *folder.rglob("*")]:
+            if sub.is_dir() and "__pycache__" not in sub.parts and any(f.is_file() for f in sub.iterdir()):
+                found.add(".".join([name, *sub.relative_to(folder).parts]))
+    assert found <= listed, sorted(found - listed)
+    data = cfg["options.package_data"]
+    assert "retired" not in data["lvpnet.resources"] and "*.pt" in data["lvpnet.resources.retired"]

@@ -21,7 +21,7 @@ def check_can_plot(path: str | os.PathLike) -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise InputError("--plot needs matplotlib: pip install 'napari-lvpnet[napari]' (or matplotlib)") from None
+        raise InputError("--plot needs matplotlib: pip install matplotlib (or, in the clone, pip install '.[napari]')") from None
 
 
 def plot_bits(rep: dict[str, Any], path: str | os.PathLike, title: str | None = None) -> None:
