@@ -363,3 +363,21 @@ def test_messages_that_point_the_way(tmp_path, capsys):
     nib.save(nib.Nifti1Image(np.zeros((8, 9, 2), np.int16), np.eye(4)), folder / "b.nii.gz")
     assert main(["compress", str(folder), str(tmp_path / "b.lvp")]) == 2
     assert "use lvpnet archive SOURCE DEST" in capsys.readouterr().err
+
+
+def test_a_colour_image_without_rgb_gets_a_note(tmp_path, capsys):
+    """A colour .npy without --rgb was coded as 768 slices of 1024 x 3 pixels (26 times the time, 3.3 times
+    the bytes), unsaid; the note names --rgb. A grey volume or one read with --rgb hears nothing."""
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 255, (6, 5, 3), np.uint8)
+    np.save(tmp_path / "rgb.npy", rgb)
+    assert main(["compress", str(tmp_path / "rgb.npy"), str(tmp_path / "a.lvp"), "--codec", "fallback"]) == 0
+    err = capsys.readouterr().err
+    assert "lvpnet: note: the last axis holds 3 values: if this is a colour image, add --rgb" in err
+    assert "6 grey slices of 5 x 3 pixels" in err
+    assert main(["compress", str(tmp_path / "rgb.npy"), str(tmp_path / "b.lvp"), "--codec", "fallback", "--rgb"]) == 0
+    np.save(tmp_path / "grey.npy", rng.integers(0, 255, (3, 6, 5), np.uint8))
+    assert main(["compress", str(tmp_path / "grey.npy"), str(tmp_path / "c.lvp"), "--codec", "fallback"]) == 0
+    assert "note" not in capsys.readouterr().err
+    assert main(["bench", str(tmp_path / "rgb.npy"), "--codec", "fallback"]) == 0  # bench reads it alike
+    assert f"lvpnet: note: {tmp_path / 'rgb.npy'}: the last axis holds 3 values" in capsys.readouterr().err

@@ -583,10 +583,13 @@ def report(
 
 def bench_paths(
     paths: Sequence[str | os.PathLike], *, codec: str | None = None, series: str | None = None, rgb: bool = False,
+    on_note=None,
 ) -> Generator[Progress, None, dict[str, Any]]:
     """Read every input first (a bad one fails before any coding), then bench them (``rgb``: a last axis of 3
-    in .npy / .npz input is colour, as ``lvpnet compress --rgb`` reads it)."""
+    in .npy / .npz input is colour, as ``lvpnet compress --rgb`` reads it; ``on_note(text)``: what reading
+    says of an input, as ``compressor.iter_compress_path``'s)."""
     from . import read
+    from .io import notes
     from .volume import check_volume
 
     if codec is not None:
@@ -594,6 +597,8 @@ def bench_paths(
     items = [(str(p), read(p, series=series, rgb=rgb), p) for p in paths]
     for name, volume, _ in items:  # what no codec can store, said with the input's name before any coding
         check_volume(volume, what=name)
+        for note in notes(volume) if on_note is not None else ():
+            on_note(f"{name}: {note}")
     return (yield from bench_volumes(items, codec=codec))
 
 

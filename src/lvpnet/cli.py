@@ -323,7 +323,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from .bench_plot import check_can_plot
 
         check_can_plot(args.plot)  # before the bench's long work
-    rep = run(bench_paths(args.inputs, codec=args.codec, series=args.series, rgb=args.rgb), ProgressBar())
+    rep = run(bench_paths(args.inputs, codec=args.codec, series=args.series, rgb=args.rgb,
+                          on_note=lambda note: print(f"lvpnet: note: {note}", file=sys.stderr)), ProgressBar())
     if args.plot:
         from .bench_plot import plot_bits
 

@@ -80,8 +80,8 @@ def read(
 
 
 def notes(volume: Volume) -> list[str]:
-    """What reading skipped that a user should hear about: special files and links in a folder, a NIfTI's
-    bytes after its image data beyond what is kept."""
+    """What reading skipped or guessed that a user should hear about: special files and links in a folder, a
+    NIfTI's bytes after its image data beyond what is kept, a colour image read as grey (no ``--rgb``)."""
     dicom = (volume.metadata or {}).get("dicom") or {}
     skipped = dicom.get("skipped_files", []) if isinstance(dicom, dict) else []
     said = [f"{s['file']}: skipped: {s['reason']}" for s in skipped if not s.get("archived", True)]
@@ -90,6 +90,12 @@ def notes(volume: Volume) -> list[str]:
     if dropped:
         said.append(f"{dropped:,} bytes after the NIfTI image data are not kept (more than 1 MiB): "
                     "a .nii written from this file ends with the data")
+    shape = volume.array.shape
+    if volume.source_format == "numpy" and not volume.rgb and len(shape) >= 3 and shape[-1] == 3:
+        # a colour image read as grey is coded as rows of 3 pixels: many times the time and the bytes
+        rows = "x".join(map(str, shape[:-2]))
+        said.append(f"the last axis holds 3 values: if this is a colour image, add --rgb (rgb=True in Python); "
+                    f"it is coded now as {rows} grey slices of {shape[-2]} x 3 pixels")
     return said
 
 
