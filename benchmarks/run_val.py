@@ -179,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="also write the raw report here")
     args = ap.parse_args(argv)
 
+    if not (args.data / "manifest.json").exists():  # the corpus is not shipped with the code
+        raise SystemExit(f"run_val.py: no manifest.json in {args.data}: give the corpus folder with --data DIR")
     manifest = json.loads((args.data / "manifest.json").read_text())
     entries = [e for e in manifest["items"] if e["split"] == "val"]
     items = []

@@ -381,3 +381,12 @@ def test_a_colour_image_without_rgb_gets_a_note(tmp_path, capsys):
     assert "note" not in capsys.readouterr().err
     assert main(["bench", str(tmp_path / "rgb.npy"), "--codec", "fallback"]) == 0  # bench reads it alike
     assert f"lvpnet: note: {tmp_path / 'rgb.npy'}: the last axis holds 3 values" in capsys.readouterr().err
+
+
+def test_training_without_its_corpus_says_where_it_looked(tmp_path):
+    """From a fresh clone the corpus is absent: a FileNotFoundError traceback told nothing of --data."""
+    r = subprocess.run([sys.executable, "-m", "lvpnet.train", "--config", "configs/lvpnet-v3-cpu.json", "--data",
+                        str(tmp_path), "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=300,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert f"no training data in {tmp_path}" in r.stderr and "--data DIR" in r.stderr

@@ -118,6 +118,11 @@ def parse_baselines(path: Path) -> dict:
 def load_data(data_dir: Path):
     """-> (train: list of (id, [2-D int32 slices]), val: list of dicts, source description)."""
     data_dir = Path(data_dir)
+    if not (data_dir / "index.json").exists() and not (data_dir / "manifest.json").exists():
+        # the corpus is not shipped with the code: say where it was looked for and how to point at it
+        raise SystemExit(f"lvpnet.train: no training data in {data_dir} (neither a manifest.json corpus nor a "
+                         "prepared index.json): the train / val corpus is not part of the package; give its "
+                         "folder with --data DIR")
     if (data_dir / "index.json").exists():
         idx = json.loads((data_dir / "index.json").read_text())
         train = []
