@@ -390,3 +390,26 @@ def test_training_without_its_corpus_says_where_it_looked(tmp_path):
                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert f"no training data in {tmp_path}" in r.stderr and "--data DIR" in r.stderr
+
+
+def test_info_says_a_damaged_chunk_and_exits_1(tmp_path, capsys):
+    """info reads every chunk's plane headers: one that could not be read was skipped in silence (exit 0, one
+    fewer slice "coded against previous"); it is said, as verify says it, and the rest still shown."""
+    a = np.arange(4 * 20 * 24, dtype=np.int16).reshape(4, 20, 24)
+    lvpnet_path = tmp_path / "a.lvp"
+    from lvpnet import Volume, compress_to_file
+
+    compress_to_file(Volume(array=a, spacing=(np.float32(0.9), 0.5, 0.5)), lvpnet_path, codec="fallback")
+    assert main(["info", str(lvpnet_path)]) == 0
+    out = capsys.readouterr().out
+    assert "spacing: 0.9 x 0.5 x 0.5" in out
+    rec = LvpFile(lvpnet_path)._reader.records[2]
+    data = bytearray(lvpnet_path.read_bytes())
+    data[rec.offset + rec.length // 2] ^= 0x10
+    lvpnet_path.write_bytes(bytes(data))
+    assert main(["info", str(lvpnet_path)]) == 1
+    out, err = capsys.readouterr()
+    assert "slices: 4" in out and "lvpnet: damaged: " in err and "slice 2" in err and "lvpnet verify" in err
+    assert main(["info", str(lvpnet_path), "--json"]) == 1
+    info = json.loads(capsys.readouterr().out)
+    assert [d["slice"] for d in info["damaged_slices"]] == [2]

@@ -230,13 +230,20 @@ def info_dict(path: str) -> dict:
     lvp = LvpFile(path)
     h = lvp.header
     counts = lvp.codec_counts()
+    against, damaged = 0, []  # every chunk is read for its plane headers: one that cannot be is said
+    for i in range(len(lvp)):
+        try:
+            against += lvp.needs_previous(i)
+        except LvpnetError as e:
+            damaged.append({"slice": i, "error": str(e)})
     return {
         "file": str(path),
         "format_version": "{}.{}".format(*lvp.version),
         "writer": h.get("writer"),
         "codec": next(iter(counts)) if len(counts) == 1 else "mixed",
         "codecs": counts,
-        "coded_against_previous": lvp.coded_against_previous(),
+        "coded_against_previous": against,
+        **({"damaged_slices": damaged} if damaged else {}),
         "codec_versions": h["codecs"],
         "model": h.get("model"),
         "constriction_version": h.get("constriction_version"),
@@ -264,10 +271,14 @@ def _dicom_info(header: dict, file_bytes: int) -> dict:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    """The header and index in words (``--json``: as they are); a chunk that cannot be read, as ``verify`` would
+    find it, is said too, and makes the exit status 1 (damage), the rest still shown."""
     info = info_dict(args.input)
+    damaged = info.get("damaged_slices", [])
+    status = 1 if damaged else 0
     if args.json:
         print(json.dumps(info))
-        return 0
+        return status
     keys = ["file", "format_version", "writer", "shape", "dtype", "rgb", "slices", "spacing", "source_format", "codecs",
             "coded_against_previous", "model", "constriction_version", "original_bytes", "file_bytes",
             "bits_per_sample", "ratio"]
@@ -276,8 +287,17 @@ def cmd_info(args: argparse.Namespace) -> int:
                          "not_archived") if info.get(k)]
     width = max(len(k) for k in keys)  # one column of names, however long the longest
     for key in keys:
-        print(f"{key:>{width}}: {_plain(info[key])}")
-    return 0
+        value = _plain(info[key])
+        if key == "model" and info[key]:
+            from .codecs.weights import weights_for_model
+
+            known = weights_for_model(info[key])
+            value = f"sha256 {value}" + (f" (the weights {known.name} shipped with lvpnet)" if known else
+                                         " (weights not shipped with this lvpnet)")
+        print(f"{key:>{width}}: {value}")
+    for d in damaged:
+        print(f"lvpnet: damaged: {d['error']} (lvpnet verify checks every slice)", file=sys.stderr)
+    return status
 
 
 def _plain(value) -> str:
@@ -290,10 +310,12 @@ def _plain(value) -> str:
         return ", ".join(f"{k} {_plain(v)}" for k, v in value.items()) or "-"
     if isinstance(value, (list, tuple)):
         if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-            return " x ".join(str(v) for v in value) if value else "-"
+            return " x ".join(str(v) if isinstance(v, int) else f"{v:.7g}" for v in value) if value else "-"
         return ", ".join(_plain(v) for v in value) or "-"
     if isinstance(value, int):
         return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.7g}"  # a float32 spacing, 0.9 rather than 0.8999999761581421
     return str(value)
 
 
