@@ -394,8 +394,11 @@ def ordered(fn: Callable, tasks: Iterable[tuple], n: int, env: dict[str, str] | 
         if isinstance(e, (KeyboardInterrupt, BrokenProcessPool)):  # Ctrl-C, SIGTERM: do not wait for the workers
             shutdown()
         if isinstance(e, BrokenProcessPool):  # at a submit or at a result
+            if not main_is_guarded():  # the likely cause first: a worker ran the script's top level again
+                raise LvpnetError("a worker process ended abruptly: the script's top level does more than define "
+                                  f"things, and every worker runs it again: {_GUARD}, or ask for workers=1") from None
             raise LvpnetError("a worker process ended abruptly (killed, or out of memory): code in one process "
-                              "with --workers 1 (workers=1 in Python); from a Python script, also: " + _GUARD) from None
+                              "with --workers 1 (workers=1 in Python)") from None
         raise
     finally:
         torch.set_num_threads(threads)
