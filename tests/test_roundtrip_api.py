@@ -315,3 +315,14 @@ def test_an_opened_file_gives_its_geometry_without_decoding(tmp_path, monkeypatc
     monkeypatch.setattr(f, "_decode", lambda *a, **k: pytest.fail("decoded"))
     assert f.spacing == (2.0, 0.5, 0.5) and f.origin == (1.0, 2.0, 3.0) and f.direction is None and f.affine is None
     assert f.metadata["study"] == "x"
+
+
+def test_a_volume_read_gives_its_shape_and_dtype_as_a_file_does(tmp_path):
+    """``lvpnet.read(path).shape`` raised AttributeError (``.array.shape`` was needed) where ``LvpFile.shape``
+    works: a Volume says its shape and dtype too."""
+    a = np.arange(2 * 6 * 5 * 3, dtype=np.uint8).reshape(2, 6, 5, 3)
+    np.save(tmp_path / "a.npy", a)
+    vol = lvpnet.read(tmp_path / "a.npy", rgb=True)
+    assert vol.shape == (2, 6, 5, 3) and vol.dtype == np.uint8 and vol.n_slices == 2
+    lvpnet.compress_to_file(vol, tmp_path / "a.lvp", codec="fallback")
+    assert lvpnet.open(tmp_path / "a.lvp").shape == vol.shape

@@ -42,6 +42,15 @@ class Volume:
     blobs: list[bytes] = field(default_factory=list)
 
     @property
+    def shape(self) -> tuple[int, ...]:
+        """The array's shape, as ``LvpFile.shape`` gives a file's (``lvpnet.read(path).shape``)."""
+        return tuple(self.array.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.array.dtype
+
+    @property
     def slice_shape(self) -> tuple[int, ...]:
         """Shape of one 2-D slice (``(rows, cols)`` or ``(rows, cols, 3)``)."""
         return slicing.slice_shape(self.array.shape, self.rgb)
