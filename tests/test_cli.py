@@ -226,7 +226,7 @@ def test_demo_runs_and_is_identical():
     slices, smaller than JPEG-XL and identical after decoding."""
     rows = _demo_rows(lvpnet_cmd("demo", check_rc=0).stdout)
     ours = [k for k in rows if k.startswith("lvpnet")]
-    assert ours == ["lvpnet (lvpnet)"] and all(r[-1] == "yes" for r in rows.values())
+    assert ours == ["lvpnet: 12 learned"] and all(r[-1] == "yes" for r in rows.values())
     assert float(rows[ours[0]][1]) < float(rows["JPEG-XL e7 lossless"][1])  # bits per sample
     assert "JPEG-LS lossless" in rows
 
@@ -239,7 +239,7 @@ def test_demo_also_shows_learned_weights_that_are_not_the_default(monkeypatch, c
     monkeypatch.setattr(codecs, "shipped_is_default", lambda: False)  # weights whose card says they lost
     assert demo.run_demo() == 0
     rows = [k for k in _demo_rows(capsys.readouterr().out) if k.startswith("lvpnet")]
-    assert len(rows) == 2 and rows[0].startswith("lvpnet (fallback") and rows[1] == "lvpnet codec alone"
+    assert len(rows) == 2 and rows[0] == "lvpnet: 12 fallback" and rows[1] == "lvpnet codec alone"
 
 
 def test_bench_and_demo_name_what_they_refuse(tmp_path, capsys):

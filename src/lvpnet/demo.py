@@ -40,7 +40,9 @@ def run_demo(keep: str | None = None) -> int:
             back = LvpFile(out).read_all()
             decode_seconds = time.perf_counter() - t0
             identical = back.dtype == a.dtype and back.shape == a.shape and back.tobytes() == a.tobytes()
-            label = "lvpnet (" + ", ".join(result.codec_counts) + ")" if codec is None else f"{codec} codec alone"
+            # the default codec's row says how many slices each codec kept ("lvpnet: 12 learned")
+            label = ("lvpnet: " + ", ".join(f"{n} {_SLICES_OF.get(c, c)}" for c, n in result.codec_counts.items())
+                     if codec is None else f"{codec} codec alone")
             rows.append((label, result.lvp_bytes, result.encode_seconds, decode_seconds, identical))
             if keep:
                 print(f"kept {out}", file=sys.stderr)
@@ -53,6 +55,9 @@ def run_demo(keep: str | None = None) -> int:
         print(f"{name:<30}{size:>12,}{8 * size / a.size:>13.3f}{a.nbytes / size:>8.2f}{enc:>10.2f}{dec:>10.2f}  "
               f"{'yes' if ok else 'NO'}")
     return 0 if all(r[4] for r in rows) else 1
+
+
+_SLICES_OF = {"lvpnet": "learned", "fallback": "fallback"}  # codec id -> its slices' word in the demo's table
 
 
 def _codecs(dtype, rgb: bool) -> list[str | None]:
