@@ -391,6 +391,13 @@ def test_a_range_of_slices_reads_alike_with_any_workers(tmp_path):
     ("import napari\nnapari.run()\n", False),
     ("import os\nif os.environ.get('X'):\n    import sys\n", False),  # a test that calls: anything may run
     ("def broken(:\n", False),  # a main that does not parse: not known to be safe
+    ("from magicgui import magicgui\n@magicgui(call_button='go')\ndef w(x: int = 1):\n    pass\n", False),
+    ("import napari\ndef f(v=napari.Viewer()):\n    pass\n", False),  # a default value runs at once
+    ("import os\nclass C:\n    here = os.getcwd()\n", False),  # so does a class body
+    ("import sys\nif __name__ == '__main__':\n    pass\nelse:\n    sys.exit(1)\n", False),  # the else: workers
+    ("if (n := 3):\n    pass\n", False),
+    ("import functools\n@functools.cache\ndef f(x: int = 2) -> int:\n    return x\nclass C(object):\n"
+     "    \"\"\"doc\"\"\"\n    size = 3\n    def g(self):\n        return print(self)\n", True),
 ])
 def test_workers_start_only_from_a_main_that_only_defines(tmp_path, monkeypatch, script, guarded):
     """The napari plugin asks for workers where spawn's import of the main module runs nothing again."""
@@ -406,5 +413,39 @@ def test_workers_start_only_from_a_main_that_only_defines(tmp_path, monkeypatch,
     assert slice_pool.main_is_guarded() is False  # unreadable: not known to be safe
     del main.__file__
     assert slice_pool.main_is_guarded() is True  # interactive (a prompt, Jupyter): nothing is imported again
-    main.__spec__ = types.SimpleNamespace(origin=str(tmp_path / "main.py"))  # python -m: the module's file
+    main.__spec__ = types.SimpleNamespace(name="tool", origin=str(tmp_path / "main.py"))  # python -m tool
     assert slice_pool.main_is_guarded() is guarded
+    main.__spec__ = types.SimpleNamespace(name="napari.__main__", origin=str(tmp_path / "main.py"))
+    assert slice_pool.main_is_guarded() is True  # python -m napari: spawn never runs a package's __main__ again
+
+
+def test_two_threads_share_the_pool_and_the_torch_threads_come_back():
+    """The napari plugin runs ``ordered`` from two threads at once (a 3-D view's decode beside a Compress): the
+    second, asking another number of workers, shut the first's pool under it ("cannot schedule new futures
+    after shutdown"), and their interleaved restores left torch on one thread for good."""
+    import threading
+
+    import torch
+
+    slice_pool.shutdown()
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    results, errors = {}, []
+
+    def run(n, key):
+        try:
+            results[key] = list(slice_pool.ordered(int, [(str(i),) for i in range(40)], n))
+        except Exception as e:  # noqa: BLE001 - the test reports it
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(n, n)) for n in (3, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    try:
+        assert not errors and results == {3: list(range(40)), 2: list(range(40))}
+        assert torch.get_num_threads() == 3 and slice_pool._users == 0
+    finally:
+        torch.set_num_threads(before)
+        slice_pool.shutdown()

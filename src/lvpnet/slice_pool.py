@@ -70,6 +70,9 @@ LANE_BYTES_PER_PIXEL = 512
 
 _pool = None
 _pool_key: tuple | None = None
+_users = 0  # runs of ``ordered`` (threads of this process) using ``_pool`` now: it is not replaced under them
+_single = 0  # runs of ``ordered`` under way (``_one_thread``)
+_threads_before: int | None = None
 _lock = threading.Lock()
 
 
@@ -107,17 +110,20 @@ def check_requested(requested) -> None:
 def main_is_guarded() -> bool:
     """Whether worker processes may start from this process without running its main script's work
     again: spawn imports the main module in every worker, so its top level must only define things.
-    True for an interactive main (a Python prompt, IPython, Jupyter: nothing is imported again) and a
+    True for an interactive main (a Python prompt, IPython, Jupyter: nothing is imported again), a
+    package's ``__main__`` run with ``-m`` (spawn never runs one again: ``python -m napari``), and a
     main whose top level holds only imports, definitions, constants, docstrings and an
-    ``if __name__ == "__main__":`` block (the ``napari`` and ``lvpnet`` commands, ``python -m
-    napari``); False for anything else (a script that opens a viewer at its top level would open it
-    again in every worker) and where the main file cannot be read. For callers that pick the number of
-    workers themselves (the napari plugin): the Python API leaves that to its caller."""
+    ``if __name__ == "__main__":`` block (the ``napari`` and ``lvpnet`` commands); False for anything
+    else (a script that opens a viewer at its top level, or defines a ``@magicgui(...)`` widget there,
+    would do it again in every worker) and where the main file cannot be read. For callers that pick
+    the number of workers themselves (the napari plugin): the Python API leaves that to its caller."""
     import ast
     import sys
 
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
+    if spec is not None and (spec.name == "__main__" or spec.name.endswith(".__main__")):
+        return True  # multiprocessing's spawn never imports such a module again
     path = getattr(spec, "origin", None) if spec is not None else getattr(main, "__file__", None)
     if main is None or path is None:
         return True  # interactive: spawn has no main file to import again
@@ -135,28 +141,49 @@ def automatic_if_safe() -> int | None:
     return None if main_is_guarded() else 1
 
 
-def _only_defines(node) -> bool:
-    """A top-level statement that does nothing but define (``main_is_guarded``)."""
+def _runs_nothing(*exprs) -> bool:
+    """No call (nor await, walrus or yield) in these expressions: evaluating them runs no one's code."""
     import ast
 
-    if isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef,
-                         ast.Pass)):
+    bad = (ast.Call, ast.Await, ast.NamedExpr, ast.Yield, ast.YieldFrom)
+    return not any(isinstance(n, bad) for e in exprs if e is not None for n in ast.walk(e))
+
+
+def _is_main_guard(test) -> bool:
+    import ast
+
+    return (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)
+            and {ast.dump(test.left), ast.dump(test.comparators[0])}
+            == {ast.dump(ast.Name("__name__", ast.Load())), ast.dump(ast.Constant("__main__"))})
+
+
+def _only_defines(node) -> bool:
+    """A top-level statement that does nothing when executed but define (``main_is_guarded``): what a
+    definition evaluates at once (decorators, default values, annotations, base classes, a class body)
+    calls nothing either."""
+    import ast
+
+    if isinstance(node, (ast.Import, ast.ImportFrom, ast.Pass)):
         return True
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        a = node.args
+        annotations = [x.annotation for x in a.posonlyargs + a.args + a.kwonlyargs + [a.vararg, a.kwarg] if x]
+        return _runs_nothing(*node.decorator_list, *a.defaults, *a.kw_defaults, node.returns, *annotations)
+    if isinstance(node, ast.ClassDef):
+        return (_runs_nothing(*node.decorator_list, *node.bases, *(k.value for k in node.keywords))
+                and all(_only_defines(n) for n in node.body))
     if isinstance(node, ast.Expr):
         return isinstance(node.value, ast.Constant)  # a docstring
-    if isinstance(node, (ast.Assign, ast.AnnAssign)):  # constants: no call, so nothing runs
-        return node.value is None or not any(isinstance(n, (ast.Call, ast.Await)) for n in ast.walk(node.value))
+    if isinstance(node, (ast.Assign, ast.AnnAssign)):  # constants: nothing runs
+        return _runs_nothing(node)
     if isinstance(node, ast.If):
-        t = node.test
-        if (isinstance(t, ast.Compare) and len(t.ops) == 1 and isinstance(t.ops[0], ast.Eq)
-                and {ast.dump(t.left), ast.dump(t.comparators[0])}
-                == {ast.dump(ast.Name("__name__", ast.Load())), ast.dump(ast.Constant("__main__"))}):
-            return True  # the guard: its body runs only in the main process
-        return (not any(isinstance(n, ast.Call) for n in ast.walk(t))
-                and all(_only_defines(n) for n in node.body + node.orelse))
+        if _is_main_guard(node.test):  # its body runs only in the main process; an else runs in every worker
+            return all(_only_defines(n) for n in node.orelse)
+        return _runs_nothing(node.test) and all(_only_defines(n) for n in node.body + node.orelse)
     if isinstance(node, ast.Try):  # try: import x / except ImportError: ...
-        return all(_only_defines(n) for n in node.body + node.orelse + node.finalbody
-                   + [s for h in node.handlers for s in h.body])
+        return (all(_runs_nothing(h.type) for h in node.handlers)
+                and all(_only_defines(n) for n in node.body + node.orelse + node.finalbody
+                        + [s for h in node.handlers for s in h.body]))
     return False
 
 
@@ -296,13 +323,20 @@ _GUARD = ('put the script\'s top level under `if __name__ == "__main__":` (worke
 
 
 def _executor(n: int, env: dict[str, str]):
-    global _pool, _pool_key
+    """The pool of ``n`` workers with settings ``env``, counted as used until ``_release_pool`` (None: another
+    run of this process holds a pool of other settings; this run codes in its own process)."""
+    global _pool, _pool_key, _users
     if getattr(multiprocessing.current_process(), "_inheriting", False):
         # a worker importing a script that asks for workers at its top level: say so, in the worker, rather
         # than multiprocessing's "bootstrapping phase" RuntimeError (the parent then says it too)
         raise InputError(f"workers were asked for while a worker process was starting: {_GUARD}, or ask for workers=1")
     with _lock:
         if _pool is not None and _pool_key != (n, env):
+            if _users:  # another thread's run holds it (the napari plugin: a 3-D view beside a Compress)
+                if _pool_key[1] != env:
+                    return None  # another device
+                _users += 1
+                return _pool  # of another size: shared, this run's window bounds its own tasks
             _pool.shutdown(wait=True, cancel_futures=True)
             _pool = None
         if _pool is None:
@@ -313,6 +347,7 @@ def _executor(n: int, env: dict[str, str]):
             # can deadlock); the codecs load their weights there on first use
             _pool = ProcessPoolExecutor(n, mp_context=_QuietSpawn(), initializer=_init, initargs=(keep,))
             _pool_key = (n, env)
+        _users += 1
         return _pool
 
 
@@ -344,8 +379,6 @@ def ordered(fn: Callable, tasks: Iterable[tuple], n: int, env: dict[str, str] | 
         for task in tasks:
             yield fn(*task)
         return
-    import torch
-
     try:
         pool = _executor(n - 1, dict(env or {}))
     except OSError as e:  # no shared memory for the pool's locks (a read-only or missing /dev/shm)
@@ -354,8 +387,7 @@ def ordered(fn: Callable, tasks: Iterable[tuple], n: int, env: dict[str, str] | 
     todo = iter(tasks)
     window: deque = deque()  # per task in order: a worker's future, or what this process got
     bound, depth = 2 * n + 8, 2 * (n - 1)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one core each: this process and every worker
+    _one_thread(+1)  # one core each: this process and every worker
     try:
         while True:
             while sum(isinstance(f, Future) and not f.done() for f in window) < depth and len(window) < bound:
@@ -401,7 +433,32 @@ def ordered(fn: Callable, tasks: Iterable[tuple], n: int, env: dict[str, str] | 
                               "with --workers 1 (workers=1 in Python)") from None
         raise
     finally:
-        torch.set_num_threads(threads)
+        _one_thread(-1)
+        if pool is not None:
+            _release_pool()
+
+
+def _release_pool() -> None:
+    global _users
+    with _lock:
+        _users = max(0, _users - 1)
+
+
+def _one_thread(step: int) -> None:
+    """Torch on one thread while any run of ``ordered`` is under way in this process (threads of one
+    process may run several: the plugin's 3-D view beside its Compress); the count before the first
+    comes back after the last. Each run restoring its own count left napari on one thread for good."""
+    global _single, _threads_before
+    import torch
+
+    with _lock:
+        if step > 0 and _single == 0:
+            _threads_before = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _single = max(0, _single + step)
+        if step < 0 and _single == 0 and _threads_before is not None:
+            torch.set_num_threads(_threads_before)
+            _threads_before = None
 
 
 def _in_this_process(e: BaseException) -> None:
