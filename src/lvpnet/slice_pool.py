@@ -384,6 +384,7 @@ def ordered(fn: Callable, tasks: Iterable[tuple], n: int, env: dict[str, str] | 
     except OSError as e:  # no shared memory for the pool's locks (a read-only or missing /dev/shm)
         _in_this_process(e)
         pool = None
+    held = pool is not None  # counted in ``_users`` until this run ends, whatever becomes of ``pool``
     todo = iter(tasks)
     window: deque = deque()  # per task in order: a worker's future, or what this process got
     bound, depth = 2 * n + 8, 2 * (n - 1)
@@ -434,7 +435,7 @@ def ordered(fn: Callable, tasks: Iterable[tuple], n: int, env: dict[str, str] | 
         raise
     finally:
         _one_thread(-1)
-        if pool is not None:
+        if held:
             _release_pool()
 
 
