@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 
 from lvpnet import LvpFile
-from lvpnet.errors import LvpnetError
+from lvpnet.errors import DamagedError, LimitError, LvpnetError
 from lvpnet.terminal import duration
 
 from ._messages import first_line, notification
@@ -63,6 +63,7 @@ class SliceLoader:
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._wanted: tuple[int, ...] = ()
         self._file_lock = threading.Lock()
+        self._single = 0  # single slices waiting for the file (``_decode``), served before a run's next slice
         self._cond = threading.Condition()
         self._listeners: list[Callable[[int], None]] = []
         self._thread: threading.Thread | None = None
@@ -152,27 +153,40 @@ class SliceLoader:
                 self._decode(job)
 
     def _decode(self, i: int) -> None:
-        with self._file_lock:
-            if not self._pending(i) or self._closed:
-                return
-            try:
-                s = self.lvp.read_slice(i)
-            except Exception as e:  # noqa: BLE001 - damage, or anything else (a library's error): the slice says
-                self._keep(i, error=e)  # so, and this thread lives on to decode the others (it died, leaving
-            else:  # the layer blank)
-                self._keep(i, s)
+        with self._cond:
+            self._single += 1  # a slice someone waits for: runs of a whole volume let it in first (iter_read)
+        try:
+            with self._file_lock:
+                if not self._pending(i) or self._closed:
+                    return
+                try:
+                    s = self.lvp.read_slice(i)
+                except Exception as e:  # noqa: BLE001 - damage, or anything else (a library's error): the slice
+                    self._keep(i, error=e)  # says so, and this thread lives on to decode the others (it died,
+                else:  # leaving the layer blank)
+                    self._keep(i, s)
+        finally:
+            with self._cond:
+                self._single -= 1
         self._tell(i)
 
     def iter_read(self, indices: Sequence[int], until: Callable[[], bool] | None = None
                   ) -> Iterator[tuple[int, np.ndarray]]:
         """``(i, slice)`` for each of ``indices``, in their order: cached slices as they are, each run of
         consecutive missing ones decoded by ``LvpFile.read_slices`` with this loader's ``workers`` (a
-        whole volume: one core's minutes spread over the machine's cores) and cached. A damaged slice
-        raises its error at its turn (kept as failed first, so a retry goes past it); ``until()`` true
-        ends the walk early (the request it served has changed)."""
+        whole volume: one core's minutes spread over the machine's cores) and cached. The file's lock is
+        taken slice by slice, so a 2-D view's slice or another reader waits one slice at most; a slice
+        another reader decoded meanwhile starts a new run after it (never decoded twice over a volume).
+        A damaged slice raises its error at its turn (kept as failed first, so a retry goes past it);
+        any other error (a setting, the workers) is raised as it is, blaming no slice. ``until()`` true
+        ends the walk early (the request it served has changed); a closed loader raises."""
         indices = [int(i) for i in indices]
         k = 0
         while k < len(indices):
+            if self._closed:
+                raise LvpnetError(f"{self.lvp.name}: the file was closed while its slices were read")
+            if until is not None and until():
+                return
             i = indices[k]
             s = self.get(i)
             if s is not None:
@@ -184,43 +198,48 @@ class SliceLoader:
             e = k  # the run of missing slices that follow one another from here
             while e + 1 < len(indices) and indices[e + 1] == indices[e] + 1 and self._pending(indices[e + 1]):
                 e += 1
-            with self._file_lock:
-                j = i
-                try:
-                    slices = self.lvp.read_slices(i, indices[e] + 1, workers=self.workers)
-                    try:
-                        for j in range(i, indices[e] + 1):
-                            if self._closed or (until is not None and until()):
-                                return
-                            s = self._get_or_keep(j, slices)
-                            yield j, s
-                    finally:
-                        slices.close()  # the slices queued for the workers are dropped
-                except Exception as err:  # noqa: BLE001 - the slice being read failed: kept, then raised
-                    self._keep(j, error=err)
+            slices = self.lvp.read_slices(i, indices[e] + 1, workers=self.workers)
+            try:
+                for j in range(i, indices[e] + 1):
+                    if self._closed or (until is not None and until()) or not self._pending(j):
+                        break  # to the top: closed, done, or a slice another reader decoded (a new run after it)
+                    while self._single and not self._closed:  # a lock is not fair: a 2-D slice waited for
+                        time.sleep(0.002)  # whole runs; it goes first
+                    with self._file_lock:
+                        if not self._pending(j):  # decoded by the reader that held the lock: a new run after it
+                            break
+                        try:
+                            s = next(slices)
+                        except (DamagedError, LimitError) as err:  # this slice's own damage: said as its own
+                            self._keep(j, error=err)
+                            self._tell(j)
+                            raise self.failed[j] from None
+                        self._keep(j, s)
                     self._tell(j)
-                    raise self.failed[j] from None
-            k = e + 1
-
-    def _get_or_keep(self, j: int, slices: Iterator[np.ndarray]) -> np.ndarray:
-        """The next slice of ``slices`` (slice ``j``), cached and announced (a slice another reader cached
-        meanwhile is kept as it was)."""
-        s = next(slices)
-        if self._pending(j):
-            self._keep(j, s)
-            self._tell(j)
-        return self.get(j) if self.get(j) is not None else s
+                    yield j, s
+                    k += 1
+            finally:
+                slices.close()  # the slices queued for the workers are dropped
 
     def _decode_volume(self, wanted: tuple[int, ...]) -> None:
         """The loader thread's work for a whole volume asked at once (the 3-D view): ``iter_read`` until
-        every slice of it is decoded or has failed, or the request changes."""
+        every slice of it is decoded or has failed, or the request changes. An error that is no slice's
+        own (the workers could not run, a setting) leaves the slices to be read one at a time here, each
+        failing on its own as a 2-D view's do."""
         todo = sorted(i for i in wanted if self._pending(i))
         while todo and not self._closed:
+            failures = len(self.failed)
             try:
                 for _ in self.iter_read(todo, until=lambda: self._wanted != wanted):
                     pass
                 return
-            except Exception:  # noqa: BLE001 - that slice is kept as failed (iter_read): the others go on
+            except Exception:  # noqa: BLE001 - a damaged slice is kept as failed (iter_read): the others go on
+                if len(self.failed) == failures:
+                    for i in todo:
+                        if self._closed or self._wanted != wanted:
+                            return
+                        self._decode(i)
+                    return
                 todo = [i for i in todo if self._pending(i)]
 
     def _keep(self, i: int, s: np.ndarray | None = None, error: Exception | None = None) -> None:
@@ -289,7 +308,8 @@ class LazySlices:
         idx = self._flat[key[:nf]] if nf else np.asarray(0)
         flat = [int(i) for i in np.ravel(idx)]
         self.last_request = tuple(flat)
-        self.loader.want(flat)
+        if self.feed is None or not self.feed._released:  # a removed layer sliced by napari asks for nothing
+            self.loader.want(flat)
         out = np.full(idx.shape + self.slice_shape, self.fill, self.dtype)
         rows = out.reshape((-1,) + self.slice_shape)
         for k, i in enumerate(flat):
@@ -347,6 +367,7 @@ class LayerFeed:
         self._status_text = ""
         self._last_refresh = 0.0
         self._refresh_gap = REFRESH_EVERY_S
+        self._released = False  # the layer left its viewer (``release``)
         self._costly: tuple[int, ...] = ()  # a request whose partial redraw froze the window: drawn once complete
         self._filling: tuple[tuple[int, ...], float, int] | None = None  # (request, when, resolved then)
         bridge, me = _bridge(), weakref.ref(self)
@@ -370,7 +391,7 @@ class LayerFeed:
 
     def _on_arrived(self, i: int) -> None:
         layer = self._layer()
-        if layer is None:
+        if layer is None or self._released:  # a refresh would ask for its slices again
             return
         loader = self.data.loader
         shown = self.data.last_request
@@ -420,9 +441,28 @@ class LayerFeed:
             feed = me()
             if feed is not None and event.value is feed._layer():
                 feed.clear_text(viewer)
-                feed.data.loader.release()  # a 3-D view's volume went on decoding for minutes, unseen
+                feed.release()
+
+        def inserted(event) -> None:  # put back (undo, or added to a viewer again): shown, so read again
+            feed = me()
+            if feed is not None and event.value is feed._layer() and feed._released:
+                feed._released = False
+                event.value.refresh()
+
+        viewer.layers.events.inserted.connect(inserted)
 
         viewer.layers.events.removed.connect(removed)
+
+    def release(self) -> None:
+        """The layer left its viewer: stop decoding and drop the cache (a 3-D view's volume went on decoding
+        for minutes, unseen), unless another layer in a viewer shows the same data (napari's duplicate)."""
+        from napari import Viewer
+
+        me = self._layer()
+        if any(layer is not me and layer.data is self.data for v in list(Viewer._instances) for layer in v.layers):
+            return
+        self._released = True  # napari may still slice the removed layer: that asks for nothing
+        self.data.loader.release()
 
     def clear_text(self, viewer) -> None:
         """Take this layer's lines off ``viewer``'s canvas and status bar (someone else's stay)."""

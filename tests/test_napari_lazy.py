@@ -9,6 +9,7 @@ import pytest
 from conftest import smooth_image
 
 import lvpnet
+from lvpnet.errors import LvpnetError
 
 pytest.importorskip("napari")
 
@@ -419,3 +420,69 @@ def test_the_3d_view_counts_its_slices_and_stops_when_the_layer_goes(make_napari
     decoded = len(loader._cache)
     qtbot.wait(1500)
     assert len(loader._cache) == decoded <= 1 and loader._wanted == ()
+
+
+def _counting_slow_reads(monkeypatch, seconds=0.05):
+    calls = []
+    real = lvpnet.LvpFile.read_slice
+
+    def slow(self, i):
+        calls.append(i)
+        time.sleep(seconds)
+        return real(self, i)
+
+    monkeypatch.setattr(lvpnet.LvpFile, "read_slice", slow)
+    return calls
+
+
+def test_two_whole_volume_readers_decode_each_slice_once_and_a_2d_slice_waits_one_slice(tmp_path, rng, monkeypatch):
+    """A Compress of a layer while its 3-D view fills read the volume twice over; and a run held the file's lock
+    across its yields, so a 2-D slice (or Inspect) waited for the whole run."""
+    from napari_lvpnet._lazy import SliceLoader
+
+    a = smooth_image(rng, (40, 24, 20), 0, 3000, np.uint16)
+    path = tmp_path / "v.lvp"
+    lvpnet.compress_to_file(a, path, codec="fallback")
+    calls = _counting_slow_reads(monkeypatch)
+    loader = SliceLoader(lvpnet.open(path), cache_bytes=100 * a[0].nbytes)
+    got = {}
+
+    def whole(key):
+        got[key] = [i for i, _ in loader.iter_read(range(40))]
+
+    readers = [threading.Thread(target=whole, args=(k,)) for k in "ab"]
+    for t in readers:
+        t.start()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    np.testing.assert_array_equal(loader.read(30), a[30])  # a 2-D view's slice, far ahead of the runs
+    waited = time.monotonic() - t0
+    for t in readers:
+        t.join(60)
+    assert got == {"a": list(range(40)), "b": list(range(40))}
+    assert len(calls) <= 40 + 2, len(calls)  # each slice once, give or take the slices in flight
+    assert waited < 0.5, waited  # one slice's decode (0.05 s) and its own, not the rest of a run
+    loader.close()
+
+
+def test_an_error_that_is_no_slices_own_blames_no_slice(stack, monkeypatch):
+    """A bad LVPNET_WORKERS (or workers that cannot run) failed the run at its first slice, and each retry blamed
+    the next: 8 healthy slices kept as damaged. The 3-D view now reads them one at a time instead, and a whole
+    read says the setting."""
+    from lvpnet.errors import InputError
+    from napari_lvpnet._lazy import SliceLoader
+
+    a, path = stack
+    monkeypatch.setenv("LVPNET_WORKERS", "four")
+    loader = SliceLoader(lvpnet.open(path), workers=None)
+    with pytest.raises(InputError, match="LVPNET_WORKERS=four"):
+        list(loader.iter_read(range(8)))
+    assert not loader.failed
+    loader._wanted = tuple(range(8))
+    loader._decode_volume(loader._wanted)
+    assert not loader.failed and all(np.array_equal(loader.get(i), a[i]) for i in range(8))
+    loader.close()
+    closed = SliceLoader(lvpnet.open(path))
+    closed.close()
+    with pytest.raises(LvpnetError, match="closed"):  # np.asarray of a closed file: an error, not np.empty's bytes
+        list(closed.iter_read(range(8)))
