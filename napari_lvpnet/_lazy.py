@@ -7,9 +7,10 @@ the main thread, so decoding there freezes the window at every step. Here:
   for last are decoded first (a newer request replaces an older one), then their neighbours
   (prefetch). Decoded slices stay in an LRU cache bounded in bytes; the slices on screen are
   never evicted. A slice that fails its checks is remembered with its error and never shown.
-- ``LazySlices`` is the array napari holds: indexing returns at once, with the cached slices
-  and a blank placeholder (the lowest value of the window) for the others. ``np.asarray``
-  and ``read(i)`` decode what is missing and wait: they give the exact data.
+- ``LazySlices`` is the array napari holds: napari's own slicing gets at once the cached slices
+  and a blank placeholder (the lowest value of the window) for the others (``view``). Any other
+  indexing (a script, the console, dask), ``np.asarray`` and ``read(i)`` decode what is missing and
+  wait: they give the exact data (``exact``).
 - ``LayerFeed`` lives on the main thread: when a slice on screen arrives it refreshes the
   layer, names a damaged slice in a notification and on the canvas, sets the contrast from
   the first slice when the file gave no window, and says "decoding ..." in the status bar when
@@ -22,6 +23,7 @@ reference of the next (bitstream 8), and two decodes at once would only share tw
 from __future__ import annotations
 
 import atexit
+import sys
 import textwrap
 import threading
 import time
@@ -303,10 +305,34 @@ class LazySlices:
         return self.shape[0]
 
     def __getitem__(self, key) -> np.ndarray:
+        """napari's drawing (its slicing code) gets ``view``: never waits. Any other caller (a script's
+        ``layer.data[2:5]``, the console, dask) gets ``exact``: placeholders taken for data were saved as a
+        "lossless" file of zeros."""
+        if sys._getframe(1).f_globals.get("__name__", "").startswith("napari."):
+            return self.view(key)
+        return self.exact(key)
+
+    def _flat_of(self, key) -> tuple[tuple, np.ndarray, list[int]]:
         key = _expand(key, self.ndim)
         nf = len(self.frame_shape)
         idx = self._flat[key[:nf]] if nf else np.asarray(0)
-        flat = [int(i) for i in np.ravel(idx)]
+        return key[nf:], idx, [int(i) for i in np.ravel(idx)]
+
+    def exact(self, key) -> np.ndarray:
+        """The values at ``key``, exact: the slices not decoded yet are decoded here (worker processes for
+        many) and waited for; a damaged one raises its error."""
+        inner, idx, flat = self._flat_of(key)
+        got = dict(self.loader.iter_read(sorted(set(flat))))
+        out = np.empty(idx.shape + self.slice_shape, self.dtype)
+        rows = out.reshape((-1,) + self.slice_shape)
+        for k, i in enumerate(flat):
+            rows[k] = got[i]
+        return out[(slice(None),) * idx.ndim + inner]
+
+    def view(self, key) -> np.ndarray:
+        """What napari draws at ``key``, at once: the decoded slices, and a blank placeholder (``fill``) for
+        the others, which are asked for (``SliceLoader.want``: the canvas is redrawn as they arrive)."""
+        inner, idx, flat = self._flat_of(key)
         self.last_request = tuple(flat)
         if self.feed is None or not self.feed._released:  # a removed layer sliced by napari asks for nothing
             self.loader.want(flat)
@@ -318,7 +344,7 @@ class LazySlices:
                 rows[k] = s
         if self._on_request is not None:
             self._on_request()
-        return out[(slice(None),) * idx.ndim + key[nf:]]
+        return out[(slice(None),) * idx.ndim + inner]
 
     def read(self, i: int) -> np.ndarray:
         """Slice ``i`` (flat index), exact: decodes and waits if needed, raises if it is damaged."""

@@ -177,15 +177,15 @@ def test_prefetch_and_memory_bound(stack, monkeypatch):
     slice_bytes = a[0].nbytes
     loader = SliceLoader(lvpnet.open(path), cache_bytes=3 * slice_bytes, prefetch=2)
     data = LazySlices(loader, -32768)
-    assert (data[4] == -32768).all()  # nothing decoded yet: the placeholder, at once
+    assert (data.view(4) == -32768).all()  # napari's slicing: nothing decoded yet, the placeholder, at once
     deadline = time.time() + 10
     while time.time() < deadline and not all(loader.resolved(i) for i in (3, 4, 5)):
         time.sleep(0.01)
     time.sleep(0.2)
     cached = set(loader._cache)
     assert {4, 5, 3} <= cached and len(cached) <= 3 + 1  # the shown slice plus the bound
-    np.testing.assert_array_equal(data[4], a[4])
-    np.testing.assert_array_equal(data[4, 10:20, ::2], a[4, 10:20, ::2])
+    np.testing.assert_array_equal(data.view(4), a[4])
+    np.testing.assert_array_equal(data.view((4, slice(10, 20), slice(None, None, 2))), a[4, 10:20, ::2])
     np.testing.assert_array_equal(np.asarray(data), a)  # exact reads decode what is missing
     loader.close()
 
@@ -293,7 +293,7 @@ def test_an_error_that_is_not_damage_fails_its_slice_not_the_loader(stack, monke
     monkeypatch.setattr(lvpnet.LvpFile, "read_slice", flaky)
     loader = SliceLoader(lvpnet.open(path), cache_bytes=10 * a[0].nbytes, prefetch=8)
     data = LazySlices(loader, -32768)
-    data[2]
+    data.view(2)
     deadline = time.time() + 10
     while time.time() < deadline and not all(loader.resolved(i) for i in range(8)):
         time.sleep(0.01)
@@ -486,3 +486,25 @@ def test_an_error_that_is_no_slices_own_blames_no_slice(stack, monkeypatch):
     closed.close()
     with pytest.raises(LvpnetError, match="closed"):  # np.asarray of a closed file: an error, not np.empty's bytes
         list(closed.iter_read(range(8)))
+
+
+def test_indexing_a_lvp_layer_outside_napari_gives_the_exact_values(make_napari_viewer, qtbot, tmp_path, rng):
+    """``layer.data[2:5]`` in a script gave placeholders for the slices not decoded yet: added as a layer and
+    saved, a "lossless" file of zeros. Only napari's own slicing gets placeholders now; a script, the console
+    and dask get the values, and a damaged slice raises."""
+    a = smooth_image(rng, (12, 24, 20), 0, 3000, np.int16)
+    path = tmp_path / "mr.lvp"
+    lvpnet.compress_to_file(a, path, codec="fallback")
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(path), plugin="napari-lvpnet")
+    np.testing.assert_array_equal(layer.data[2:5], a[2:5])
+    np.testing.assert_array_equal(layer.data[-1, 3:9, ::-2], a[-1, 3:9, ::-2])
+    np.testing.assert_array_equal(layer.data[[7, 1, 7]], a[[7, 1, 7]])
+    crop = viewer.add_image(layer.data[2:5], name="crop")
+    viewer.layers.selection = {crop}
+    viewer.layers.save(str(tmp_path / "crop.lvp"), selected=True, plugin="napari-lvpnet")
+    np.testing.assert_array_equal(lvpnet.open(tmp_path / "crop.lvp").read_all(), a[2:5])
+    (broken,) = viewer.open(str(_flip_in_slice(path, 9, tmp_path / "broken.lvp")), plugin="napari-lvpnet")
+    with pytest.raises(LvpnetError, match="slice 9"):
+        broken.data[8:11]
+    _settle(qtbot, layer)  # napari's own drawing still never waits
