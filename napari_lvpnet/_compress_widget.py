@@ -79,15 +79,18 @@ def _compress_job(volume, path, codec, verify, compare, cancel):
     seconds = time.perf_counter() - t0
     lvp = lvpnet.open(result.path)  # the slices' bytes apart from the header's (from the index: no decoding)
     pixel_bytes = sum(lvp.chunk_bytes(i) for i in range(len(lvp)))
-    jxl = None
-    if compare and not cancel.is_set() and volume.array.dtype.kind in "iub":
+    jxl = skipped = None
+    if compare and not cancel.is_set():
         from lvpnet import classical
 
-        yield Progress("JPEG-XL", 0, 1)
-        jxl = classical.measure("JPEG-XL e7", volume.array, volume.rgb)
-        yield Progress("JPEG-XL", 1, 1)
-    skipped = ("not run: JPEG-XL lossless codes integer images only" if compare and not cancel.is_set()
-               and jxl is None else None)
+        # a float layer, or a uint32 one spanning more than 16 bits: said, not failed (the file is written)
+        why = classical.not_applicable(volume.array, volume.rgb)
+        if why is None:
+            yield Progress("JPEG-XL", 0, 1)
+            jxl = classical.measure("JPEG-XL e7", volume.array, volume.rgb)
+            yield Progress("JPEG-XL", 1, 1)
+        else:
+            skipped = f"not run: {why}"
     return {"result": result, "seconds": seconds, "jxl": jxl, "pixel_bytes": pixel_bytes, "jxl_skipped": skipped,
             "rgb": volume.rgb}
 

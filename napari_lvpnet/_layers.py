@@ -217,7 +217,23 @@ def layer_kwargs(*, shape, rgb, spacing, origin, direction, metadata, name, samp
     for key in ("colormap", "gamma"):
         if key in shown:
             kwargs[key] = shown[key]
+    view = saved_affine(metadata, ndim)
+    if view is not None:
+        kwargs["affine"] = view
     return kwargs
+
+
+def saved_affine(metadata: dict, ndim: int) -> list | None:
+    """The layer's own affine when it was saved (``layer_to_volume``), where it still fits: a finite,
+    invertible ``(ndim + 1)``-square matrix; None otherwise."""
+    got = (metadata.get("napari") or {}).get("affine") if isinstance(metadata.get("napari"), dict) else None
+    try:
+        m = np.asarray(got, np.float64)
+    except (TypeError, ValueError):
+        return None
+    if got is None or m.shape != (ndim + 1, ndim + 1) or not np.isfinite(m).all() or abs(np.linalg.det(m)) < 1e-12:
+        return None
+    return m.tolist()
 
 
 def saved_display(metadata: dict, rgb: bool) -> dict:
@@ -398,7 +414,12 @@ def _moved_origin(origin, direction, translate, ndim: int) -> tuple[float, float
 
 
 def layer_to_volume(data, attributes: dict) -> Volume:
-    """A napari image layer (data + attributes, as npe2 writers get them) as a Volume."""
+    """A napari image layer (data + attributes, as npe2 writers get them) as a Volume. A multiscale layer
+    gives its full resolution (``np.asarray`` of napari's multiscale data is its smallest level: a layer
+    saved at a quarter of its pixels, said to be lossless); the layer's own affine (a rotation set in
+    napari) travels in ``metadata["napari"]["affine"]`` and comes back on open."""
+    if attributes.get("multiscale") or type(data).__name__ == "MultiScaleData" or isinstance(data, (list, tuple)):
+        data = data[0]
     array = np.asarray(data)
     rgb = bool(attributes.get("rgb", False))
     meta = dict(attributes.get("metadata") or {})
@@ -409,6 +430,10 @@ def layer_to_volume(data, attributes: dict) -> Volume:
     source_format = meta.pop("source_format", None) or "numpy"
     geo = meta.pop("geometry", None) or {}
     meta.pop("display", None)
+    meta.pop("napari", None)
+    view = attributes.get("affine")
+    if view is not None and not np.allclose(np.asarray(view, np.float64), np.eye(len(view))):
+        meta["napari"] = {"affine": np.asarray(view, np.float64).tolist()}
     if not attributes.get("labels"):
         meta.pop(LABELS_KEY, None)  # an image made from a labels layer's data opens as an image
     if not rgb and not attributes.get("labels"):  # what the user set the layer to look like, back when opened

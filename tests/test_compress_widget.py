@@ -293,7 +293,16 @@ def test_a_float_layer_says_why_jpeg_xl_was_not_run(widget_and_viewer, qtbot, tm
     w.compare.value = True
     w.run_button.changed.emit(True)
     qtbot.waitUntil(lambda: w.last_result is not None and w.run_button.enabled, timeout=60000)
-    assert "JPEG-XL: not run: JPEG-XL lossless codes integer images only" in w.summary.value
+    assert "JPEG-XL: not run: float32 data (the classical codecs take integers only)" in w.summary.value
+    # a uint32 layer spanning more than 16 bits: the file was written, then the comparison failed the run
+    viewer.add_image((np.arange(2 * 16 * 16, dtype=np.uint32) * 1000).reshape(2, 16, 16), name="wide")
+    w.layer.value = viewer.layers["wide"]
+    w.output.value = tmp_path / "wide.lvp"
+    w.run_button.changed.emit(True)
+    qtbot.waitUntil(lambda: w.last_result is not None and w.run_button.enabled and "wide" in w.summary.value,
+                    timeout=60000)
+    assert "JPEG-XL: not run: a slice spans more than 16 bits" in w.summary.value
+    assert "failed" not in w.summary.value
 
 
 def test_a_typed_file_is_not_replaced_without_asking(widget_and_viewer, qtbot, tmp_path, rng, monkeypatch):

@@ -332,3 +332,37 @@ def test_a_damaged_dicom_record_opens_the_slices_with_a_warning(tmp_path):
     assert layer.colormap.name == "gray"
     assert np.array_equal(np.asarray(layer.data).reshape(pixels.shape), pixels)
     assert any("blob 0: checksum mismatch" in s and "Opened without" in s for s in said), said
+
+
+def test_a_multiscale_layer_saves_its_full_resolution(make_napari_viewer, tmp_path, rng):
+    """np.asarray of napari's multiscale data is its smallest level: File > Save and Compress wrote a quarter of
+    the pixels and called it lossless."""
+    from napari_lvpnet._layers import layer_to_volume
+
+    ct = smooth_image(rng, (64, 48), -1000, 1500, np.int16)
+    viewer = make_napari_viewer()
+    layer = viewer.add_image([ct, ct[::2, ::2]], multiscale=True, name="pyramid")
+    viewer.layers.selection = {layer}
+    viewer.layers.save(str(tmp_path / "p.lvp"), selected=True, plugin="napari-lvpnet")
+    np.testing.assert_array_equal(lvpnet.open(tmp_path / "p.lvp").read_all(), ct)
+    assert layer_to_volume(layer.data, layer.as_layer_data_tuple()[1]).shape == ct.shape  # the Compress dock's
+
+
+def test_a_layer_rotated_in_napari_keeps_its_affine_through_a_save(make_napari_viewer, tmp_path, rng):
+    """A rotation set on the layer was dropped on save (scale and translate were kept)."""
+    a = smooth_image(rng, (4, 32, 24), 0, 900, np.uint16)
+    c, s = np.cos(np.pi / 6), np.sin(np.pi / 6)
+    rot = [[1, 0, 0, 0], [0, c, -s, 0], [0, s, c, 0], [0, 0, 0, 1]]
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(a, scale=(3, 0.5, 0.75), translate=(4, 10, -20), affine=rot, name="mr")
+    viewer.layers.selection = {layer}
+    viewer.layers.save(str(tmp_path / "r.lvp"), selected=True, plugin="napari-lvpnet")
+    (back,) = viewer.open(str(tmp_path / "r.lvp"), plugin="napari-lvpnet")
+    np.testing.assert_allclose(back.affine.affine_matrix, layer.affine.affine_matrix)
+    np.testing.assert_allclose(back.scale, layer.scale)
+    np.testing.assert_allclose(back.translate, layer.translate)
+    np.testing.assert_array_equal(np.asarray(back.data), a)
+    plain = viewer.add_image(a, name="plain")  # no rotation: nothing stored
+    viewer.layers.selection = {plain}
+    viewer.layers.save(str(tmp_path / "p.lvp"), selected=True, plugin="napari-lvpnet")
+    assert "napari" not in lvpnet.open(tmp_path / "p.lvp").metadata
