@@ -127,6 +127,21 @@ def confirm_replace(path: Path) -> bool:
     return answer == QMessageBox.Yes
 
 
+def slices_by_codec(counts: dict[str, int]) -> str:
+    """'12 slices by the learned codec', or with the safety net's choices said as such: "lvpnet 11, fallback 1"
+    read as if the codec chosen had not been used."""
+    learned, fallback = counts.get(codecs.LEARNED, 0), counts.get("fallback", 0)
+    others = {k: v for k, v in counts.items() if k not in (codecs.LEARNED, "fallback")}
+    words = []
+    if learned:
+        words.append(f"{learned} slice{'s' if learned > 1 else ''} by the learned codec")
+    if fallback:
+        words.append(f"{fallback} by the fallback codec (JPEG-XL) where it was smaller: the safety net" if learned
+                     else f"{fallback} slice{'s' if fallback > 1 else ''} by the fallback codec")
+    words += [f"{v} by {k}" for k, v in others.items()]
+    return ", ".join(words)
+
+
 def format_summary(out: dict, source: tuple[str, int] | None = None) -> str:
     """The result in words. ``source``: (name, bytes) of the file(s) the layer was opened from: a small
     DICOM's .lvp is larger than its pixel values (it holds the header too) and smaller than the file."""
@@ -135,7 +150,7 @@ def format_summary(out: dict, source: tuple[str, int] | None = None) -> str:
     per = "bits/sample (3 samples per RGB pixel)" if out.get("rgb") else "bits/sample"
     lines = [
         f"values: {r.raw_bytes:,} bytes",
-        f".lvp: {r.lvp_bytes:,} bytes ({', '.join(f'{k} {v}' for k, v in r.codec_counts.items())})",
+        f".lvp: {r.lvp_bytes:,} bytes ({slices_by_codec(r.codec_counts)})",
     ]
     pixels = out.get("pixel_bytes")
     if pixels is not None:

@@ -403,3 +403,7 @@ def test_a_volume_is_compressed_by_worker_processes(widget_and_viewer, qtbot, tm
     got, alone = lvpnet.open(out), lvpnet.open(lvpnet.compress(a, codec="lvpnet", verify=False, workers=1))
     assert np.array_equal(got.read_all(), a)
     assert [got.chunk_bytes(i) for i in range(3)] == [alone.chunk_bytes(i) for i in range(3)]
+    learned = got.codec_counts().get("lvpnet", 0)  # the summary says which codec kept the slices, in words
+    assert f"{learned} slice{'s' if learned > 1 else ''} by the learned codec" in w.summary.value
+    if learned < 3:
+        assert "by the fallback codec (JPEG-XL) where it was smaller: the safety net" in w.summary.value
