@@ -217,23 +217,50 @@ def layer_kwargs(*, shape, rgb, spacing, origin, direction, metadata, name, samp
     for key in ("colormap", "gamma"):
         if key in shown:
             kwargs[key] = shown[key]
-    view = saved_affine(metadata, ndim)
-    if view is not None:
-        kwargs["affine"] = view
+    kwargs.update(saved_view(metadata, ndim))
     return kwargs
 
 
-def saved_affine(metadata: dict, ndim: int) -> list | None:
-    """The layer's own affine when it was saved (``layer_to_volume``), where it still fits: a finite,
-    invertible ``(ndim + 1)``-square matrix; None otherwise."""
-    got = (metadata.get("napari") or {}).get("affine") if isinstance(metadata.get("napari"), dict) else None
-    try:
-        m = np.asarray(got, np.float64)
-    except (TypeError, ValueError):
-        return None
-    if got is None or m.shape != (ndim + 1, ndim + 1) or not np.isfinite(m).all() or abs(np.linalg.det(m)) < 1e-12:
-        return None
-    return m.tolist()
+#: a layer's own view transform in napari besides scale and translate: (matrix shape from ndim, what is no change)
+_VIEW = {"affine": (lambda n: (n + 1, n + 1), lambda n: np.eye(n + 1)),
+         "rotate": (lambda n: (n, n), lambda n: np.eye(n)),
+         "shear": (lambda n: (n * (n - 1) // 2,), lambda n: np.zeros(n * (n - 1) // 2))}
+
+
+def view_transform(attributes: dict) -> dict:
+    """The layer's ``affine``, ``rotate`` and ``shear`` where they are not the identity (a rotation set in
+    napari), as lists: kept in ``metadata["napari"]`` (``layer_to_volume``), given back on open."""
+    out = {}
+    for key, (_shape, identity) in _VIEW.items():
+        value = attributes.get(key)
+        if value is None:
+            continue
+        m = np.asarray(getattr(value, "affine_matrix", value), np.float64)
+        n = m.shape[0] - 1 if key == "affine" else (m.shape[0] if key == "rotate" else None)
+        if n is None:  # shear: n (n - 1) / 2 values
+            n = int(round((1 + np.sqrt(1 + 8 * m.size)) / 2))
+        if m.shape == _VIEW[key][0](n) and not np.allclose(m, identity(n)):
+            out[key] = m.tolist()
+    return out
+
+
+def saved_view(metadata: dict, ndim: int) -> dict:
+    """Keyword arguments of a layer for the view transform saved with it (``view_transform``), those that
+    still fit its ``ndim``: finite, of the right shape, the matrices invertible ({} for none)."""
+    saved = metadata.get("napari")
+    out = {}
+    for key, (shape, _identity) in _VIEW.items():
+        got = saved.get(key) if isinstance(saved, dict) else None
+        try:
+            m = np.asarray(got, np.float64)
+        except (TypeError, ValueError):
+            continue
+        if got is None or m.shape != shape(ndim) or not np.isfinite(m).all():
+            continue
+        if m.ndim == 2 and abs(np.linalg.det(m)) < 1e-12:
+            continue
+        out[key] = m.tolist()
+    return out
 
 
 def saved_display(metadata: dict, rgb: bool) -> dict:
@@ -382,7 +409,7 @@ def labels_layer(lvp: LvpFile, name: str, metadata: dict | None = None):
     meta = {"source_format": source.get("format"), **(lvp.metadata if metadata is None else metadata)}
     kwargs = layer_kwargs(shape=lvp.shape, rgb=False, spacing=h.get("spacing"), origin=h.get("origin"),
                           direction=h.get("direction"), metadata=meta, name=name, sample=None, affine=h.get("affine"))
-    keep = ("name", "metadata", "axis_labels", "scale", "units", "translate")  # no window or colormap of an image
+    keep = ("name", "metadata", "axis_labels", "scale", "units", "translate", *_VIEW)  # no window or colormap
     return Labels(lvp.read_all(), **{k: v for k, v in kwargs.items() if k in keep})
 
 
@@ -417,7 +444,7 @@ def layer_to_volume(data, attributes: dict) -> Volume:
     """A napari image layer (data + attributes, as npe2 writers get them) as a Volume. A multiscale layer
     gives its full resolution (``np.asarray`` of napari's multiscale data is its smallest level: a layer
     saved at a quarter of its pixels, said to be lossless); the layer's own affine (a rotation set in
-    napari) travels in ``metadata["napari"]["affine"]`` and comes back on open."""
+    napari) travels in ``metadata["napari"]`` (``view_transform``) and comes back on open."""
     if attributes.get("multiscale") or type(data).__name__ == "MultiScaleData" or isinstance(data, (list, tuple)):
         data = data[0]
     array = np.asarray(data)
@@ -431,9 +458,9 @@ def layer_to_volume(data, attributes: dict) -> Volume:
     geo = meta.pop("geometry", None) or {}
     meta.pop("display", None)
     meta.pop("napari", None)
-    view = attributes.get("affine")
-    if view is not None and not np.allclose(np.asarray(view, np.float64), np.eye(len(view))):
-        meta["napari"] = {"affine": np.asarray(view, np.float64).tolist()}
+    view = view_transform(attributes)
+    if view:
+        meta["napari"] = view
     if not attributes.get("labels"):
         meta.pop(LABELS_KEY, None)  # an image made from a labels layer's data opens as an image
     if not rgb and not attributes.get("labels"):  # what the user set the layer to look like, back when opened

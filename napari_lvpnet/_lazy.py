@@ -44,6 +44,8 @@ PREFETCH = 2  # neighbours decoded ahead on each side of the slices on screen
 PENDING_NOTICE_MS = 300  # a slice still decoding after this long gets a "decoding ..." line on the canvas
 CANVAS_LINE = 32  # characters a line of the canvas text holds before it wraps
 REFRESH_EVERY_S = 0.5  # a request of many slices (3-D view) is redrawn at most this often while it fills
+#: the modules of napari's slicing (0.5 on, and before): they get placeholders, any other caller exact values
+NAPARI_SLICING = frozenset({"napari.layers._scalar_field._slice", "napari.layers.image._slice"})
 COSTLY_REDRAW_S = 0.25  # a partial redraw that took longer: the rest of that request is drawn once, complete
 
 
@@ -214,10 +216,12 @@ class SliceLoader:
                             s = next(slices)
                         except (DamagedError, LimitError) as err:  # this slice's own damage: said as its own
                             self._keep(j, error=err)
-                            self._tell(j)
-                            raise self.failed[j] from None
-                        self._keep(j, s)
-                    self._tell(j)
+                            s = None
+                        else:
+                            self._keep(j, s)
+                    self._tell(j)  # not under the lock: a listener may be a Qt slot on this thread
+                    if s is None:
+                        raise self.failed[j]
                     yield j, s
                     k += 1
             finally:
@@ -308,9 +312,14 @@ class LazySlices:
         """napari's drawing (its slicing code) gets ``view``: never waits. Any other caller (a script's
         ``layer.data[2:5]``, the console, dask) gets ``exact``: placeholders taken for data were saved as a
         "lossless" file of zeros."""
-        if sys._getframe(1).f_globals.get("__name__", "").startswith("napari."):
+        if sys._getframe(1).f_globals.get("__name__", "") in NAPARI_SLICING:
             return self.view(key)
         return self.exact(key)
+
+    def __deepcopy__(self, memo) -> LazySlices:
+        """napari's Duplicate Layer deep-copies the data (a lock cannot be): the copy shares this file's
+        slices, as a read-only view of the same file should (``LayerFeed`` redraws every layer showing it)."""
+        return self
 
     def _flat_of(self, key) -> tuple[tuple, np.ndarray, list[int]]:
         key = _expand(key, self.ndim)
@@ -334,7 +343,10 @@ class LazySlices:
         the others, which are asked for (``SliceLoader.want``: the canvas is redrawn as they arrive)."""
         inner, idx, flat = self._flat_of(key)
         self.last_request = tuple(flat)
-        if self.feed is None or not self.feed._released:  # a removed layer sliced by napari asks for nothing
+        feed = self.feed
+        if feed is not None and feed._released and feed.layers():  # shown again: undone, or in another viewer
+            feed._released = False
+        if feed is None or not feed._released:  # a removed layer sliced by napari asks for nothing
             self.loader.want(flat)
         out = np.full(idx.shape + self.slice_shape, self.fill, self.dtype)
         rows = out.reshape((-1,) + self.slice_shape)
@@ -428,7 +440,8 @@ class LayerFeed:
         now = time.monotonic()
         partial = shown != self._costly  # partial redraws of this request are cheap enough
         if complete or (partial and now - self._last_refresh > self._refresh_gap):
-            layer.refresh()
+            for shown_in in self.layers() or [layer]:  # napari's duplicates of the layer share its data
+                shown_in.refresh()
             took = time.monotonic() - now
             self._last_refresh = time.monotonic()
             # a 3-D view redraws the whole volume each time (3-9 s for 300 slices in software GL): the next
@@ -467,25 +480,22 @@ class LayerFeed:
             feed = me()
             if feed is not None and event.value is feed._layer():
                 feed.clear_text(viewer)
+            if feed is not None and getattr(event.value, "data", None) is feed.data:  # it, or a duplicate
                 feed.release()
-
-        def inserted(event) -> None:  # put back (undo, or added to a viewer again): shown, so read again
-            feed = me()
-            if feed is not None and event.value is feed._layer() and feed._released:
-                feed._released = False
-                event.value.refresh()
-
-        viewer.layers.events.inserted.connect(inserted)
 
         viewer.layers.events.removed.connect(removed)
 
-    def release(self) -> None:
-        """The layer left its viewer: stop decoding and drop the cache (a 3-D view's volume went on decoding
-        for minutes, unseen), unless another layer in a viewer shows the same data (napari's duplicate)."""
+    def layers(self) -> list:
+        """The layers in any viewer that show this data: the layer, napari's duplicates of it."""
         from napari import Viewer
 
-        me = self._layer()
-        if any(layer is not me and layer.data is self.data for v in list(Viewer._instances) for layer in v.layers):
+        return [layer for v in list(Viewer._instances) for layer in v.layers if layer.data is self.data]
+
+    def release(self) -> None:
+        """The layer left its viewer: stop decoding and drop the cache (a 3-D view's volume went on decoding
+        for minutes, unseen), unless a layer in a viewer still shows the same data (a duplicate, or the layer
+        moved to another viewer). Shown again later, it asks for its slices again (``LazySlices.view``)."""
+        if self.layers():
             return
         self._released = True  # napari may still slice the removed layer: that asks for nothing
         self.data.loader.release()

@@ -20,5 +20,5 @@ def write_lvp(path: str, data, attributes: dict) -> list[str]:
 def write_labels_lvp(path: str, data, attributes: dict) -> list[str]:
     """A labels layer (a segmentation): its integers exactly, marked so that it opens as labels again."""
     metadata = {**(attributes.get("metadata") or {}), LABELS_KEY: True}
-    keep = {k: attributes.get(k) for k in ("scale", "translate", "name")}  # no window or colormap of an image
+    keep = {k: attributes.get(k) for k in ("scale", "translate", "name", "affine", "rotate", "shear")}  # no window
     return write_lvp(path, data, {**keep, "rgb": False, "metadata": metadata, "labels": True})

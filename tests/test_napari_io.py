@@ -349,7 +349,8 @@ def test_a_multiscale_layer_saves_its_full_resolution(make_napari_viewer, tmp_pa
 
 
 def test_a_layer_rotated_in_napari_keeps_its_affine_through_a_save(make_napari_viewer, tmp_path, rng):
-    """A rotation set on the layer was dropped on save (scale and translate were kept)."""
+    """A rotation set on the layer (its affine, or napari's rotate and shear; a labels layer's too) was dropped on
+    save (scale and translate were kept)."""
     a = smooth_image(rng, (4, 32, 24), 0, 900, np.uint16)
     c, s = np.cos(np.pi / 6), np.sin(np.pi / 6)
     rot = [[1, 0, 0, 0], [0, c, -s, 0], [0, s, c, 0], [0, 0, 0, 1]]
@@ -362,6 +363,14 @@ def test_a_layer_rotated_in_napari_keeps_its_affine_through_a_save(make_napari_v
     np.testing.assert_allclose(back.scale, layer.scale)
     np.testing.assert_allclose(back.translate, layer.translate)
     np.testing.assert_array_equal(np.asarray(back.data), a)
+    turned = viewer.add_image(a, rotate=30, shear=[0.1, 0, 0.2], name="turned")  # napari's own rotate and shear
+    labels = viewer.add_labels((a > 450).astype(np.int32), scale=(3, 0.5, 0.75), affine=rot, name="seg")
+    for layer, name in ((turned, "t.lvp"), (labels, "l.lvp")):
+        viewer.layers.selection = {layer}
+        viewer.layers.save(str(tmp_path / name), selected=True, plugin="napari-lvpnet")
+        (back,) = viewer.open(str(tmp_path / name), plugin="napari-lvpnet")
+        assert type(back) is type(layer)
+        np.testing.assert_allclose(back._data_to_world.affine_matrix, layer._data_to_world.affine_matrix, atol=1e-9)
     plain = viewer.add_image(a, name="plain")  # no rotation: nothing stored
     viewer.layers.selection = {plain}
     viewer.layers.save(str(tmp_path / "p.lvp"), selected=True, plugin="napari-lvpnet")

@@ -508,3 +508,36 @@ def test_indexing_a_lvp_layer_outside_napari_gives_the_exact_values(make_napari_
     with pytest.raises(LvpnetError, match="slice 9"):
         broken.data[8:11]
     _settle(qtbot, layer)  # napari's own drawing still never waits
+
+
+def test_napari_operations_other_than_drawing_get_the_values(make_napari_viewer, qtbot, tmp_path, rng):
+    """Only napari's slicing gets placeholders: its Split Stack took them for data (blank layers for good), its
+    Duplicate Layer could not copy the lazy data (a lock), and a duplicate was never redrawn."""
+    from napari.layers.utils.stack_utils import split_channels
+
+    a = smooth_image(rng, (6, 24, 20), 0, 3000, np.int16)
+    path = tmp_path / "mr.lvp"
+    lvpnet.compress_to_file(a, path, codec="fallback")
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(path), plugin="napari-lvpnet")
+    for k, (data, _, _) in enumerate(split_channels(layer.data, 0)):
+        np.testing.assert_array_equal(np.asarray(data), a[k])
+    from napari.layers._layer_actions import _duplicate_layer  # what the layer list's "Duplicate Layer" runs
+
+    viewer.layers.selection = {layer}
+    _duplicate_layer(viewer.layers)
+    copy = viewer.layers[-1]
+    assert copy is not layer and copy.data is layer.data
+    viewer.layers.remove(layer)  # the duplicate still shows the file: it goes on decoding and is redrawn
+    viewer.dims.set_current_step(0, 4)
+    qtbot.waitUntil(lambda: np.array_equal(np.asarray(copy._slice.image.raw), a[4]), timeout=10000)
+
+
+def test_a_layer_moved_to_another_viewer_decodes_there(make_napari_viewer, qtbot, stack):
+    a, path = stack
+    first, second = make_napari_viewer(), make_napari_viewer()
+    (layer,) = first.open(str(path), plugin="napari-lvpnet")
+    first.layers.remove(layer)
+    second.add_layer(layer)
+    second.dims.set_current_step(0, 5)
+    qtbot.waitUntil(lambda: np.array_equal(np.asarray(layer._slice.image.raw), a[5]), timeout=10000)

@@ -396,6 +396,8 @@ def test_a_range_of_slices_reads_alike_with_any_workers(tmp_path):
     ("import os\nclass C:\n    here = os.getcwd()\n", False),  # so does a class body
     ("import sys\nif __name__ == '__main__':\n    pass\nelse:\n    sys.exit(1)\n", False),  # the else: workers
     ("if (n := 3):\n    pass\n", False),
+    ("from magicgui import magicgui\n@magicgui\ndef w(x: int = 1):\n    pass\n", False),  # a bare decorator runs too
+    ("from dataclasses import dataclass\n@dataclass(frozen=True)\nclass P:\n    x: int = 0\n", True),
     ("import functools\n@functools.cache\ndef f(x: int = 2) -> int:\n    return x\nclass C(object):\n"
      "    \"\"\"doc\"\"\"\n    size = 3\n    def g(self):\n        return print(self)\n", True),
 ])

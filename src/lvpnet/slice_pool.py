@@ -149,6 +149,21 @@ def _runs_nothing(*exprs) -> bool:
     return not any(isinstance(n, bad) for e in exprs if e is not None for n in ast.walk(e))
 
 
+#: decorators that only wrap or mark what they decorate; any other is someone's code run at once (``@magicgui``
+#: builds a widget, in every worker)
+_PLAIN_DECORATORS = frozenset({"dataclass", "staticmethod", "classmethod", "property", "cached_property", "overload",
+                               "abstractmethod", "cache", "lru_cache", "wraps", "total_ordering", "final"})
+
+
+def _plain_decorator(d) -> bool:
+    import ast
+
+    call = isinstance(d, ast.Call)
+    f = d.func if call else d
+    name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", None)
+    return name in _PLAIN_DECORATORS and (not call or _runs_nothing(*d.args, *(k.value for k in d.keywords)))
+
+
 def _is_main_guard(test) -> bool:
     import ast
 
@@ -168,9 +183,11 @@ def _only_defines(node) -> bool:
     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
         a = node.args
         annotations = [x.annotation for x in a.posonlyargs + a.args + a.kwonlyargs + [a.vararg, a.kwarg] if x]
-        return _runs_nothing(*node.decorator_list, *a.defaults, *a.kw_defaults, node.returns, *annotations)
+        return (all(map(_plain_decorator, node.decorator_list))
+                and _runs_nothing(*a.defaults, *a.kw_defaults, node.returns, *annotations))
     if isinstance(node, ast.ClassDef):
-        return (_runs_nothing(*node.decorator_list, *node.bases, *(k.value for k in node.keywords))
+        return (all(map(_plain_decorator, node.decorator_list))
+                and _runs_nothing(*node.bases, *(k.value for k in node.keywords))
                 and all(_only_defines(n) for n in node.body))
     if isinstance(node, ast.Expr):
         return isinstance(node.value, ast.Constant)  # a docstring
