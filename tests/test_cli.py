@@ -413,3 +413,28 @@ def test_info_says_a_damaged_chunk_and_exits_1(tmp_path, capsys):
     assert main(["info", str(lvpnet_path), "--json"]) == 1
     info = json.loads(capsys.readouterr().out)
     assert [d["slice"] for d in info["damaged_slices"]] == [2]
+
+
+def test_info_on_a_newer_writers_file_is_a_note_not_damage(tmp_path, capsys):
+    """A healthy file whose chunks a newer lvpnet wrote (a codec version this one does not read) was called
+    damaged, four times, exit 1: it is said once, as a note, and info exits 0 (verify says exit 2)."""
+    import zlib
+
+    from lvpnet import Volume, compress_to_file
+    from lvpnet.container import INDEX_RECORD, PREAMBLE, TRAILER
+
+    path = tmp_path / "ok.lvp"
+    compress_to_file(Volume(array=np.arange(4 * 16 * 16, dtype=np.int16).reshape(4, 16, 16)), path, codec="fallback")
+    b = bytearray(path.read_bytes())
+    h_off, h_len, n, _, end = TRAILER.unpack(b[-TRAILER.size:])
+    header = bytes(b[h_off:h_off + h_len])
+    assert b'"version":1' in header
+    b[h_off:h_off + h_len] = header.replace(b'"version":1', b'"version":7')
+    crc = zlib.crc32(bytes(b[h_off:h_off + h_len + n * INDEX_RECORD.size]), zlib.crc32(bytes(b[:PREAMBLE.size])))
+    b[-TRAILER.size:] = TRAILER.pack(h_off, h_len, n, crc, end)
+    future = tmp_path / "future.lvp"
+    future.write_bytes(bytes(b))
+    assert main(["info", str(future)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("lvpnet: note: 4 of 4 slices cannot be read by this lvpnet") == 1
+    assert "version 7 is newer than this lvpnet" in err and "damaged" not in err

@@ -230,12 +230,14 @@ def info_dict(path: str) -> dict:
     lvp = LvpFile(path)
     h = lvp.header
     counts = lvp.codec_counts()
-    against, damaged = 0, []  # every chunk is read for its plane headers: one that cannot be is said
+    against, damaged, unread = 0, [], []  # every chunk is read for its plane headers: one that cannot be is said
     for i in range(len(lvp)):
         try:
             against += lvp.needs_previous(i)
-        except LvpnetError as e:
+        except DamagedError as e:
             damaged.append({"slice": i, "error": str(e)})
+        except LvpnetError as e:  # not damage: a codec or version this lvpnet does not know (a newer writer's)
+            unread.append({"slice": i, "error": str(e)})
     return {
         "file": str(path),
         "format_version": "{}.{}".format(*lvp.version),
@@ -244,6 +246,7 @@ def info_dict(path: str) -> dict:
         "codecs": counts,
         "coded_against_previous": against,
         **({"damaged_slices": damaged} if damaged else {}),
+        **({"unreadable_slices": unread} if unread else {}),
         "codec_versions": h["codecs"],
         "model": h.get("model"),
         "constriction_version": h.get("constriction_version"),
@@ -271,8 +274,9 @@ def _dicom_info(header: dict, file_bytes: int) -> dict:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    """The header and index in words (``--json``: as they are); a chunk that cannot be read, as ``verify`` would
-    find it, is said too, and makes the exit status 1 (damage), the rest still shown."""
+    """The header and index in words (``--json``: as they are); a damaged chunk, as ``verify`` would find it, is
+    said too and makes the exit status 1, the rest still shown; a chunk of a codec or version this lvpnet does
+    not know (a newer writer's) is said once, as a note: the file is not damaged."""
     info = info_dict(args.input)
     damaged = info.get("damaged_slices", [])
     status = 1 if damaged else 0
@@ -295,8 +299,14 @@ def cmd_info(args: argparse.Namespace) -> int:
             value = f"sha256 {value}" + (f" (the weights {known.name} shipped with lvpnet)" if known else
                                          " (weights not shipped with this lvpnet)")
         print(f"{key:>{width}}: {value}")
-    for d in damaged:
+    for d in damaged[:5]:
         print(f"lvpnet: damaged: {d['error']} (lvpnet verify checks every slice)", file=sys.stderr)
+    if len(damaged) > 5:
+        print(f"lvpnet: damaged: {len(damaged) - 5} more slices", file=sys.stderr)
+    unread = info.get("unreadable_slices", [])
+    if unread:  # said once: every slice of a newer writer's file says the same
+        print(f"lvpnet: note: {len(unread)} of {info['slices']} slices cannot be read by this lvpnet: "
+              f"{unread[0]['error']}", file=sys.stderr)
     return status
 
 

@@ -206,8 +206,14 @@ class LvpFile:
 
     def needs_previous(self, i: int) -> bool:
         """Whether slice ``i``'s chunk is coded against slice ``i - 1`` (its plane headers say; no
-        weights, nothing decoded). DamagedError when the chunk cannot say."""
+        weights, nothing decoded). DamagedError when the chunk cannot say; InputError for a codec or
+        version this lvpnet does not read (a newer writer's chunk is not damaged)."""
         data, codec_id, version = self._reader.chunk(i)
+        known = codecs.reads_versions(codec_id)
+        if known is None:
+            raise InputError(f"{self.name}: slice {i} uses codec {codec_id!r}, unknown to this lvpnet")
+        if version not in known:
+            raise InputError(f"{self.name}: slice {i}: codec {codec_id} version {version} is newer than this lvpnet")
         return self._headers_need_reference(i, codec_id, data, version)
 
     def _headers_need_reference(self, i: int, codec_id: str, data: bytes, version: int) -> bool:

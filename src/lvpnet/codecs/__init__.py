@@ -30,6 +30,16 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def reads_versions(name: str) -> tuple[int, ...] | None:
+    """The chunk versions of codec ``name`` this lvpnet reads (None: a codec it does not know), without
+    importing the codec (no torch for the learned one: ``lvpnet info``)."""
+    if name == LEARNED:
+        from ..coding.profiles import PROFILES
+
+        return tuple(sorted(PROFILES))
+    return _CODECS[name]().reads_versions if name in _CODECS else None
+
+
 def _usable(name: str) -> bool:
     if name == LEARNED and LEARNED not in _INSTANCES:  # the shared instance's weights: the default ones
         w = default_weights()
