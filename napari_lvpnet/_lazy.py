@@ -35,6 +35,7 @@ import numpy as np
 
 from lvpnet import LvpFile
 from lvpnet.errors import DamagedError, LimitError, LvpnetError
+from lvpnet.progress import Cancelled, also
 from lvpnet.terminal import duration
 
 from ._messages import first_line, notification
@@ -110,6 +111,12 @@ class SliceLoader:
             raise self.failed[i]
         return s
 
+    def _stop_if_closed(self, fraction) -> None:
+        """A tick of the learned codec's walk (``progress.within_slice``): a closed loader (the viewer closing,
+        the interpreter exiting) stops at the next step, not after the run of slices under way (seconds)."""
+        if self._closed:
+            raise Cancelled
+
     def release(self) -> None:
         """Nothing is on screen any more (the layer left its viewer): stop decoding and drop the cache.
         Showing the data again asks for its slices again, so a layer put back decodes them again."""
@@ -142,6 +149,12 @@ class SliceLoader:
         return None
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        except Cancelled:  # closed in the middle of a slice (``_stop_if_closed``)
+            return
+
+    def _serve(self) -> None:
         while True:
             with self._cond:
                 job = self._next_job()
@@ -164,7 +177,8 @@ class SliceLoader:
                 if not self._pending(i) or self._closed:
                     return
                 try:
-                    s = self.lvp.read_slice(i)
+                    with also(self._stop_if_closed):
+                        s = self.lvp.read_slice(i)
                 except Exception as e:  # noqa: BLE001 - damage, or anything else (a library's error): the slice
                     self._keep(i, error=e)  # says so, and this thread lives on to decode the others (it died,
                 else:  # leaving the layer blank)
@@ -213,7 +227,8 @@ class SliceLoader:
                         if not self._pending(j):  # decoded by the reader that held the lock: a new run after it
                             break
                         try:
-                            s = next(slices)
+                            with also(self._stop_if_closed):
+                                s = next(slices)
                         except (DamagedError, LimitError) as err:  # this slice's own damage: said as its own
                             self._keep(j, error=err)
                             s = None

@@ -541,3 +541,30 @@ def test_a_layer_moved_to_another_viewer_decodes_there(make_napari_viewer, qtbot
     second.add_layer(layer)
     second.dims.set_current_step(0, 5)
     qtbot.waitUntil(lambda: np.array_equal(np.asarray(layer._slice.image.raw), a[5]), timeout=10000)
+
+
+def test_a_closed_loader_stops_within_the_slice_under_way(stack, monkeypatch):
+    """Closing the viewer mid-decode waited for the run of slices under way (3-4 s more before napari exited):
+    the loader's thread now stops at the learned walk's next step, quietly."""
+    from lvpnet.progress import tick
+    from napari_lvpnet._lazy import SliceLoader
+
+    a, path = stack
+    real = lvpnet.LvpFile.read_slice
+
+    def slow(self, i):  # a long learned slice: it ticks at each step
+        for k in range(100):
+            time.sleep(0.05)
+            tick(k / 100)
+        return real(self, i)
+
+    monkeypatch.setattr(lvpnet.LvpFile, "read_slice", slow)
+    errors = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: errors.append(args.exc_value))
+    loader = SliceLoader(lvpnet.open(path))
+    loader.want([3])
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    loader.close()
+    loader._thread.join(3)
+    assert not loader._thread.is_alive() and time.monotonic() - t0 < 1.0 and not errors

@@ -170,3 +170,16 @@ def test_a_slice_coded_ahead_of_its_turn_ticks_for_cancel_only():
     drawn = out.getvalue()
     bar.part(None)
     assert out.getvalue() == drawn
+
+
+def test_a_second_listener_keeps_the_first():
+    """A reader's own stop (the napari loader's, when its file closes) is added to a job's Cancel, not put in
+    its place: the Compress dock's Cancel went deaf while it decoded a .lvp layer's slices."""
+    from lvpnet.progress import also, tick
+
+    heard = []
+    with within_slice(lambda f: heard.append(("job", f))):
+        with also(lambda f: heard.append(("reader", f))):
+            tick(0.5)
+        tick(0.7)
+    assert heard == [("reader", 0.5), ("job", 0.5), ("job", 0.7)]

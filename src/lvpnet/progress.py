@@ -47,6 +47,24 @@ def within_slice(handler: Callable[[float | None], None]):
 
 
 @contextmanager
+def also(handler: Callable[[float | None], None]):
+    """Inside, each tick calls ``handler`` too, before the handler already listening (a job's Cancel keeps
+    working where a reader adds its own stop)."""
+    before = getattr(_here, "handler", None)
+
+    def both(fraction: float | None) -> None:
+        handler(fraction)
+        if before is not None:
+            before(fraction)
+
+    _here.handler = both
+    try:
+        yield
+    finally:
+        _here.handler = before
+
+
+@contextmanager
 def unplaced():
     """Inside, ticks say nothing of where the work is, but may still stop it (a cancelled job raises):
     for a slice coded ahead of its turn (``slice_pool.ordered``: this process takes the next task while

@@ -463,20 +463,25 @@ def _release_pool() -> None:
 
 
 def _one_thread(step: int) -> None:
-    """Torch on one thread while any run of ``ordered`` is under way in this process (threads of one
-    process may run several: the plugin's 3-D view beside its Compress); the count before the first
-    comes back after the last. Each run restoring its own count left napari on one thread for good."""
+    """Torch on one thread in each thread that runs ``ordered`` while it runs (threads of one process may run
+    several: the plugin's 3-D view beside its Compress). torch's count is per thread (and the default of
+    threads started after a change), so each run sets its own thread; every run gives its thread back the
+    count the first run found, so interleaved ends never leave a thread (or napari's later ones) on one."""
     global _single, _threads_before
     import torch
 
     with _lock:
-        if step > 0 and _single == 0:
-            _threads_before = torch.get_num_threads()
+        if step > 0:
+            if _single == 0:
+                _threads_before = torch.get_num_threads()
+            _single += 1
             torch.set_num_threads(1)
-        _single = max(0, _single + step)
-        if step < 0 and _single == 0 and _threads_before is not None:
-            torch.set_num_threads(_threads_before)
-            _threads_before = None
+        else:
+            _single = max(0, _single - 1)
+            if _threads_before is not None:
+                torch.set_num_threads(_threads_before)
+            if _single == 0:
+                _threads_before = None
 
 
 def _in_this_process(e: BaseException) -> None:
