@@ -321,6 +321,12 @@ def test_bench_reads_rgb_as_compress_does(tmp_path, capsys):
     assert rec["rgb"] is True and rec["slices"] == 2
     assert main(["bench", str(tmp_path / "c.npy"), "--codec", "fallback"]) == 0
     assert "lvpnet / best" in capsys.readouterr().out
+    # a grey input beside a colour one: --rgb is for the colour one (both were refused)
+    np.save(tmp_path / "g.npy", np.arange(2 * 24 * 32, dtype=np.uint16).reshape(2, 24, 32))
+    assert main(["bench", str(tmp_path / "c.npy"), str(tmp_path / "g.npy"), "--rgb", "--json", "--codec",
+                 "fallback"]) == 0
+    recs = json.loads(capsys.readouterr().out)["inputs"]
+    assert [(r["rgb"], r["slices"]) for r in recs] == [(True, 2), (False, 2)]
 
 
 def test_plot_without_matplotlib_is_refused_before_the_bench(tmp_path, capsys, monkeypatch):

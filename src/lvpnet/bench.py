@@ -581,20 +581,31 @@ def report(
     }
 
 
+def _read(path, series: str | None, rgb: bool):
+    """An input as ``lvpnet compress`` reads it; with ``rgb``, one whose last axis is not 3 is read as grey: a
+    bench of grey and colour inputs together was refused ("--rgb needs a last axis of 3")."""
+    from . import read
+    from .errors import NotColourError
+
+    try:
+        return read(path, series=series, rgb=rgb)
+    except NotColourError:
+        return read(path, series=series)
+
+
 def bench_paths(
     paths: Sequence[str | os.PathLike], *, codec: str | None = None, series: str | None = None, rgb: bool = False,
     on_note=None,
 ) -> Generator[Progress, None, dict[str, Any]]:
     """Read every input first (a bad one fails before any coding), then bench them (``rgb``: a last axis of 3
-    in .npy / .npz input is colour, as ``lvpnet compress --rgb`` reads it; ``on_note(text)``: what reading
-    says of an input, as ``compressor.iter_compress_path``'s)."""
-    from . import read
+    in .npy / .npz input is colour, as ``lvpnet compress --rgb`` reads it, the other inputs grey;
+    ``on_note(text)``: what reading says of an input, as ``compressor.iter_compress_path``'s)."""
     from .io import notes
     from .volume import check_volume
 
     if codec is not None:
         codecs.get_codec(codec)
-    items = [(str(p), read(p, series=series, rgb=rgb), p) for p in paths]
+    items = [(str(p), _read(p, series, rgb), p) for p in paths]
     for name, volume, _ in items:  # what no codec can store, said with the input's name before any coding
         check_volume(volume, what=name)
         for note in notes(volume) if on_note is not None else ():

@@ -24,6 +24,10 @@ class NewerFormatError(InputError):
     """Made by a newer lvpnet whose format this one cannot read (exit 2)."""
 
 
+class NotColourError(InputError):
+    """``--rgb`` (``rgb=True``) for an array whose last axis is not 3 colours (exit 2)."""
+
+
 class DamagedError(LvpnetError):
     """Damaged, truncated or failing verification (exit 1)."""
 

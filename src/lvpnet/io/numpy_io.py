@@ -20,7 +20,7 @@ from tokenize import TokenError
 import numpy as np
 
 from ..atomic import atomic_path
-from ..errors import InputError
+from ..errors import InputError, NotColourError
 from ..volume import Volume
 
 # What numpy's readers raise on a damaged or crafted file: a header that does not parse (its dictionary
@@ -135,7 +135,7 @@ def _volume(arr: np.ndarray, path: Path, rgb: bool) -> Volume:
     file_dtype = arr.dtype.str
     fortran = bool(arr.flags.f_contiguous and not arr.flags.c_contiguous)
     if rgb and (arr.ndim < 3 or arr.shape[-1] != 3):
-        raise InputError(f"{path}: --rgb needs a last axis of 3, the array has shape {arr.shape}")
+        raise NotColourError(f"{path}: --rgb needs a last axis of 3, the array has shape {arr.shape}")
     if arr.ndim < 2:
         raise InputError(f"{path}: needs at least 2 dimensions (rows, cols), got shape {arr.shape}")
     if arr.dtype.byteorder not in ("=", "|"):
