@@ -471,7 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("inputs", nargs="+", metavar="INPUT", help=".npy, .npz, .nii, .nii.gz, .lvp, a .dcm file or a DICOM folder")
     b.add_argument("--codec", choices=codecs.known(), help=CODEC_HELP)
     b.add_argument("--series", metavar="UID", help="the series to take from DICOM folders holding several")
-    b.add_argument("--rgb", action="store_true", help="a last axis of 3 in .npy / .npz input is colour (as compress --rgb)")
+    b.add_argument("--rgb", action="store_true", help="a last axis of 3 in .npy / .npz input is colour (as compress --rgb); other inputs stay grey")
     b.add_argument("--json", action="store_true", help="print one JSON object (per-input records and totals)")
     b.add_argument("--plot", metavar="OUT.png", help="write a bar chart of bits per sample (PNG)")
     b.set_defaults(func=cmd_bench)
