@@ -227,19 +227,16 @@ _VIEW = {"affine": (lambda n: (n + 1, n + 1), lambda n: np.eye(n + 1)),
          "shear": (lambda n: (n * (n - 1) // 2,), lambda n: np.zeros(n * (n - 1) // 2))}
 
 
-def view_transform(attributes: dict) -> dict:
-    """The layer's ``affine``, ``rotate`` and ``shear`` where they are not the identity (a rotation set in
-    napari), as lists: kept in ``metadata["napari"]`` (``layer_to_volume``), given back on open."""
+def view_transform(attributes: dict, ndim: int) -> dict:
+    """The ``ndim``-dimensional layer's ``affine``, ``rotate`` and ``shear`` where they are not the identity (a
+    rotation set in napari), as lists: kept in ``metadata["napari"]`` (``layer_to_volume``), given back on open."""
     out = {}
-    for key, (_shape, identity) in _VIEW.items():
+    for key, (shape, identity) in _VIEW.items():
         value = attributes.get(key)
         if value is None:
             continue
         m = np.asarray(getattr(value, "affine_matrix", value), np.float64)
-        n = m.shape[0] - 1 if key == "affine" else (m.shape[0] if key == "rotate" else None)
-        if n is None:  # shear: n (n - 1) / 2 values
-            n = int(round((1 + np.sqrt(1 + 8 * m.size)) / 2))
-        if m.shape == _VIEW[key][0](n) and not np.allclose(m, identity(n)):
+        if m.shape == shape(ndim) and not np.allclose(m, identity(ndim)):
             out[key] = m.tolist()
     return out
 
@@ -458,7 +455,7 @@ def layer_to_volume(data, attributes: dict) -> Volume:
     geo = meta.pop("geometry", None) or {}
     meta.pop("display", None)
     meta.pop("napari", None)
-    view = view_transform(attributes)
+    view = view_transform(attributes, array.ndim - (1 if rgb else 0))
     if view:
         meta["napari"] = view
     if not attributes.get("labels"):

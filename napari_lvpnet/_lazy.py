@@ -346,11 +346,13 @@ class LazySlices:
         """The values at ``key``, exact: the slices not decoded yet are decoded here (worker processes for
         many) and waited for; a damaged one raises its error."""
         inner, idx, flat = self._flat_of(key)
-        got = dict(self.loader.iter_read(sorted(set(flat))))
+        at: dict[int, list[int]] = {}  # slice -> its rows in the result (a key may repeat or reorder slices)
+        for k, i in enumerate(flat):
+            at.setdefault(i, []).append(k)
         out = np.empty(idx.shape + self.slice_shape, self.dtype)
         rows = out.reshape((-1,) + self.slice_shape)
-        for k, i in enumerate(flat):
-            rows[k] = got[i]
+        for i, s in self.loader.iter_read(sorted(at)):
+            rows[at[i]] = s
         return out[(slice(None),) * idx.ndim + inner]
 
     def view(self, key) -> np.ndarray:
@@ -378,10 +380,7 @@ class LazySlices:
         return self.loader.read(i)
 
     def __array__(self, dtype=None, copy=None):
-        out = np.empty(self.shape, self.dtype)
-        rows = out.reshape((-1,) + self.slice_shape)
-        for i, s in self.loader.iter_read(range(self.loader.n)):
-            rows[i] = s
+        out = self.exact(Ellipsis)
         return out if dtype is None else out.astype(dtype, copy=False)
 
     def __repr__(self) -> str:

@@ -209,12 +209,17 @@ class LvpFile:
         weights, nothing decoded). DamagedError when the chunk cannot say; InputError for a codec or
         version this lvpnet does not read (a newer writer's chunk is not damaged)."""
         data, codec_id, version = self._reader.chunk(i)
+        self._check_readable(i, codec_id, version)
+        return self._headers_need_reference(i, codec_id, data, version)
+
+    def _check_readable(self, i: int, codec_id: str, version: int) -> None:
+        """InputError when slice ``i``'s codec or its version is not one this lvpnet reads (without
+        importing the codec: no torch for ``lvpnet info``)."""
         known = codecs.reads_versions(codec_id)
         if known is None:
             raise InputError(f"{self.name}: slice {i} uses codec {codec_id!r}, unknown to this lvpnet")
         if version not in known:
             raise InputError(f"{self.name}: slice {i}: codec {codec_id} version {version} is newer than this lvpnet")
-        return self._headers_need_reference(i, codec_id, data, version)
 
     def _headers_need_reference(self, i: int, codec_id: str, data: bytes, version: int) -> bool:
         try:
@@ -313,12 +318,8 @@ class LvpFile:
     def _chunk(self, i: int):
         """Slice ``i``'s chunk bytes, the codec that reads them (with the file's weights) and its version."""
         data, codec_id, version = self._reader.chunk(i)
-        try:
-            codec = codecs.get_codec(codec_id)
-        except InputError:
-            raise InputError(f"{self.name}: slice {i} uses codec {codec_id!r}, unknown to this lvpnet") from None
-        if version not in codec.reads_versions:
-            raise InputError(f"{self.name}: slice {i}: codec {codec_id} version {version} is newer than this lvpnet")
+        self._check_readable(i, codec_id, version)
+        codec = codecs.get_codec(codec_id)
         want = self.header.get("model")
         matching = codecs.codec_for_model(codec_id, want)
         if matching is None:

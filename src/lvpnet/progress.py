@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Generator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -36,8 +36,9 @@ class Cancelled(BaseException):
 @contextmanager
 def within_slice(handler: Callable[[float | None], None]):
     """Inside, long work on one slice calls ``handler(fraction)`` as it goes (``tick``): the learned
-    codec's walk at each sub-image step (``None``: work whose place is unknown, ``unplaced``). A 13-megapixel mammogram is 30 s of one slice: without this
-    neither a bar nor a Cancel button moved until it was done."""
+    codec's walk at each sub-image step (``None``: work whose place is unknown, ``unplaced``). A
+    13-megapixel mammogram is 30 s of one slice: without this neither a bar nor a Cancel button moved
+    until it was done."""
     before = getattr(_here, "handler", None)
     _here.handler = handler
     try:
@@ -46,7 +47,6 @@ def within_slice(handler: Callable[[float | None], None]):
         _here.handler = before
 
 
-@contextmanager
 def also(handler: Callable[[float | None], None]):
     """Inside, each tick calls ``handler`` too, before the handler already listening (a job's Cancel keeps
     working where a reader adds its own stop)."""
@@ -57,28 +57,16 @@ def also(handler: Callable[[float | None], None]):
         if before is not None:
             before(fraction)
 
-    _here.handler = both
-    try:
-        yield
-    finally:
-        _here.handler = before
+    return within_slice(both)
 
 
-@contextmanager
 def unplaced():
     """Inside, ticks say nothing of where the work is, but may still stop it (a cancelled job raises):
     for a slice coded ahead of its turn (``slice_pool.ordered``: this process takes the next task while
     a worker holds the one in order), whose share is not that of the slice a bar shows next. Its
     handler hears ``None`` instead of a fraction."""
     before = getattr(_here, "handler", None)
-    if before is None:
-        yield
-        return
-    _here.handler = lambda fraction: before(None)
-    try:
-        yield
-    finally:
-        _here.handler = before
+    return nullcontext() if before is None else within_slice(lambda fraction: before(None))
 
 
 def tick(fraction: float) -> None:

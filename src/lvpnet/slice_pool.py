@@ -29,12 +29,14 @@ workers too. The Python API asks for 1 unless told otherwise: workers are starte
 
 from __future__ import annotations
 
+import ast
 import atexit
 import multiprocessing
 import multiprocessing.context
 import numbers
 import os
 import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -117,9 +119,6 @@ def main_is_guarded() -> bool:
     else (a script that opens a viewer at its top level, or defines a ``@magicgui(...)`` widget there,
     would do it again in every worker) and where the main file cannot be read. For callers that pick
     the number of workers themselves (the napari plugin): the Python API leaves that to its caller."""
-    import ast
-    import sys
-
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
     if spec is not None and (spec.name == "__main__" or spec.name.endswith(".__main__")):
@@ -143,8 +142,6 @@ def automatic_if_safe() -> int | None:
 
 def _runs_nothing(*exprs) -> bool:
     """No call (nor await, walrus or yield) in these expressions: evaluating them runs no one's code."""
-    import ast
-
     bad = (ast.Call, ast.Await, ast.NamedExpr, ast.Yield, ast.YieldFrom)
     return not any(isinstance(n, bad) for e in exprs if e is not None for n in ast.walk(e))
 
@@ -156,8 +153,6 @@ _PLAIN_DECORATORS = frozenset({"dataclass", "staticmethod", "classmethod", "prop
 
 
 def _plain_decorator(d) -> bool:
-    import ast
-
     call = isinstance(d, ast.Call)
     f = d.func if call else d
     name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", None)
@@ -165,8 +160,6 @@ def _plain_decorator(d) -> bool:
 
 
 def _is_main_guard(test) -> bool:
-    import ast
-
     return (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)
             and {ast.dump(test.left), ast.dump(test.comparators[0])}
             == {ast.dump(ast.Name("__name__", ast.Load())), ast.dump(ast.Constant("__main__"))})
@@ -176,8 +169,6 @@ def _only_defines(node) -> bool:
     """A top-level statement that does nothing when executed but define (``main_is_guarded``): what a
     definition evaluates at once (decorators, default values, annotations, base classes, a class body)
     calls nothing either."""
-    import ast
-
     if isinstance(node, (ast.Import, ast.ImportFrom, ast.Pass)):
         return True
     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -459,7 +450,7 @@ def ordered(fn: Callable, tasks: Iterable[tuple], n: int, env: dict[str, str] | 
 def _release_pool() -> None:
     global _users
     with _lock:
-        _users = max(0, _users - 1)
+        _users -= 1
 
 
 def _one_thread(step: int) -> None:
