@@ -14,7 +14,7 @@ GUI_DEBS := xvfb libxcb-icccm4 libxcb-keysyms1 libxcb-cursor0 libxcb-image0 libx
 
 .PHONY: demo test install install-test sysdeps lint clean
 
-$(VENV)/.installed: setup.cfg setup.py pyproject.toml src/lvpnet/model/_avx2mm.c
+$(VENV)/.installed: setup.cfg setup.py pyproject.toml src/lvpnet/model/_x86mm.c
 	@$(PYTHON) -m venv $(VENV) || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); \
 	  else echo "python3 -m venv failed: install python3-venv (sudo apt-get install python3-venv)"; exit 1; fi; }

@@ -74,7 +74,7 @@ def main() -> int:
     loader = layer.data.loader
     first = pump_until(lambda: any(loader.resolved(i) for i in range(loader.n)), 120)
     gaps.clear()
-    last[0] = t0 = time.monotonic()
+    last[0] = time.monotonic()
     viewer.dims.ndisplay = 3
     took = pump_until(lambda: all(loader.resolved(i) for i in range(loader.n)), 900)
     pump_until(lambda: False, 1.0)  # the final redraw

@@ -45,6 +45,26 @@ def test_products_are_the_int64_sums(kind, first, n, k, o):
     assert torch.equal(got.to(torch.int64), want.T if first else want)
 
 
+@pytest.mark.parametrize("n, o", [(1, 3), (33, 50), (300, 149), (64, 8)])
+def test_head_sums_with_bias_into_a_kept_buffer(kind, n, o):
+    """The head's form (channels first) with its bias, into the band's buffer where given (the compiled
+    kernels write there; a buffer of the wrong shape is not written past, a new one comes back): pixel
+    counts that are not a multiple of the kernels' 16 or 32, outputs not a multiple of 8."""
+    a, w = _extreme(n, 48, o, seed=o)
+    bias = torch.randint(-(2**20), 2**20, (o,), dtype=torch.int32, generator=torch.Generator().manual_seed(n))
+    want = (a.to(torch.int64) @ w.to(torch.int64) + bias.to(torch.int64)).T
+    m = exact_mm.Weights(w, True)
+    x = a.to(torch.float32) if exact_mm.np_dtype() == np.float32 else a
+    buf = torch.full((o * n + 5,), -7, dtype=torch.int32)
+    got = exact_mm.product(x, m, bias, buf[: o * n].view(o, n))
+    assert torch.equal(got.to(torch.int64), want)
+    if kind in exact_mm.KERNELS:
+        assert got.data_ptr() == buf.data_ptr() and torch.equal(buf[o * n :], torch.full((5,), -7, dtype=torch.int32))
+    small = torch.full((o, n - 1 if n > 1 else 2), -7, dtype=torch.int32)
+    assert torch.equal(exact_mm.product(x, m, bias, small).to(torch.int64), want)
+    assert (small == -7).all()
+
+
 def test_float32_products_exact_at_reduced_matmul_precision():
     """A user's ``torch.set_float32_matmul_precision("medium")`` may let oneDNN multiply in bfloat16:
     the float path then multiplies in float64, still the exact sums."""
@@ -78,18 +98,41 @@ def test_float_products_past_float32s_bound_take_float64():
         exact_mm.set_kind(None)
 
 
-def test_avx2_kernel_built_on_x86():
-    """``make install`` builds the kernel (``setup.py``); an x86 CPU with AVX2 runs it."""
+def test_kernels_built_on_x86():
+    """``make install`` builds the kernels (``setup.py``); an x86 CPU runs each its instructions allow:
+    AVX2, and AVX-512 VNNI (the same sums in fewer instructions)."""
     if platform.machine() not in ("x86_64", "AMD64"):
-        pytest.skip("the AVX2 kernel is for x86")
-    from lvpnet.model import _avx2mm
+        pytest.skip("the compiled kernels are for x86")
+    from lvpnet.model import _x86mm
 
     with open("/proc/cpuinfo") as f:
-        has = " avx2 " in f.read().replace("\n", " ")
-    assert _avx2mm.supported() == has
-    if has:
-        with pytest.raises(ValueError, match="multiple"):
-            _avx2mm.gemm(1, 1, 6, 1, 16, 1, 16, False)  # K not a multiple of 4: refused, nothing read
+        flags = set(f.read().split())
+    want = [k for k, need in (("avx2", {"avx2"}), ("vnni", {"avx2", "avx512f", "avx512_vnni"})) if need <= flags]
+    assert _x86mm.kinds() == want
+    for isa, k in enumerate(("avx2", "vnni")):
+        if k in want:
+            with pytest.raises(ValueError, match="multiple"):  # K not a multiple of 4: refused, nothing read
+                _x86mm.gemm(isa, 1, 1, 6, 1, 16, 1)
+        else:
+            with pytest.raises(RuntimeError, match="does not run"):
+                _x86mm.gemm(isa, 1, 1, 8, 1, 16, 1)
+
+
+def test_the_choice_times_each_kind_on_the_same_layer():
+    """``kind()`` times each kind on a band of a hidden 3x3 layer as the trunk runs it (``_band``): every
+    kind computes the same activations there, those of the float convolution."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randint(0, AMAX + 1, (4, 9, 48), dtype=torch.int8, generator=g)
+    weight = torch.randint(-127, 128, (48, 48, 3, 3), dtype=torch.int8, generator=g)
+    bias = torch.randint(-(2**16), 2**16, (48,), dtype=torch.int32, generator=g)
+    m = torch.zeros((448, 48), dtype=torch.int8)
+    m[:432] = weight.permute(2, 3, 1, 0).reshape(432, 48)
+    conv = torch.nn.functional.conv2d(x.permute(2, 0, 1)[None].double(), weight.double(), bias.double(), padding=1)
+    want = torch.clamp(torch.div(conv[0].permute(1, 2, 0).reshape(-1, 48), 2**7, rounding_mode="floor"), 0, AMAX)
+    kinds = [k for k in exact_mm.KINDS if exact_mm.available(k)]
+    assert "float32" in kinds
+    for k in kinds:
+        assert torch.equal(exact_mm._band(k, x.numpy(), m, bias)().to(torch.float64), want), k
 
 
 def test_kind_chosen_or_forced(monkeypatch):
@@ -107,18 +150,24 @@ def test_kind_chosen_or_forced(monkeypatch):
         exact_mm.set_kind(None)
 
 
+@pytest.fixture(params=sorted(exact_mm.KERNELS))
+def kernel(request):
+    """Each compiled kernel this CPU runs."""
+    if not exact_mm.available(request.param):
+        pytest.skip(f"no {request.param} kernel on this CPU")
+    return request.param
+
+
 @pytest.mark.parametrize("n, k, shift", [(1, 64, 0), (37, 448, 7), (258, 48, 12)])
-def test_avx2_activation_fused_with_the_product(n, k, shift):
+def test_activation_fused_with_the_product(kernel, n, k, shift):
     """``activated``: clamp(floor((sums + bias) / 2**shift), 0, AMAX) as int8, the hidden layers'
     activation, in the kernel's pass: negative sums (floor, then 0), sums past AMAX, any row count."""
-    if not exact_mm.available("avx2"):
-        pytest.skip("no AVX2 kernel on this CPU")
     a, w = _extreme(n, k, 48, seed=n)
     bias = torch.randint(-(2**20), 2**20, (48,), dtype=torch.int32, generator=torch.Generator().manual_seed(k))
     sums = a.to(torch.int64) @ w.to(torch.int64) + bias.to(torch.int64)
     want = torch.clamp(torch.div(sums, 2**shift, rounding_mode="floor"), 0, AMAX).to(torch.int8)
     assert (want == 0).any() and (want == AMAX).any()  # both ends of the clamp are met
-    m = exact_mm.Weights(w, as_kind="avx2")
+    m = exact_mm.Weights(w, as_kind=kernel)
     assert exact_mm.fuses(m)
     out = np.full((n, 48), -1, np.int8)
     exact_mm.activated(a, m, bias, shift, AMAX, out)
@@ -128,12 +177,10 @@ def test_avx2_activation_fused_with_the_product(n, k, shift):
 
 
 @pytest.mark.parametrize("h, w, C, y0, y1", [(1, 1, 4, 0, 1), (5, 7, 48, 0, 5), (9, 13, 8, 3, 7), (6, 3, 48, 5, 6)])
-def test_avx2_3x3_layer_read_straight_from_its_input(h, w, C, y0, y1):
+def test_3x3_layer_read_straight_from_its_input(kernel, h, w, C, y0, y1):
     """``conv3x3``: a band of rows of a 3x3 layer with zero padding, read from the (h, w, C) input
     without unfolding: the exact sums (with the bias) and the activation, at every edge of the plane
     (a 1 x 1 plane, a band at the top, one inside, one at the bottom)."""
-    if not exact_mm.available("avx2"):
-        pytest.skip("no AVX2 kernel on this CPU")
     g = torch.Generator().manual_seed(h * 100 + C)
     x = torch.randint(0, AMAX + 1, (h, w, C), dtype=torch.int8, generator=g)
     x[: h // 2 + 1] = AMAX
@@ -145,7 +192,7 @@ def test_avx2_3x3_layer_read_straight_from_its_input(h, w, C, y0, y1):
     K = -(-9 * C // 64) * 64  # as ``int8_trunk._Layer`` pads the inputs
     m = torch.zeros((K, 48), dtype=torch.int8)
     m[: 9 * C] = weight.permute(2, 3, 1, 0).reshape(9 * C, 48)  # (tap row, tap column, channel) x outputs
-    w8 = exact_mm.Weights(m, as_kind="avx2")
+    w8 = exact_mm.Weights(m, as_kind=kernel)
     assert exact_mm.reads_3x3(w8, C)
     xs = np.ascontiguousarray(x.numpy())
     assert torch.equal(exact_mm.conv3x3(xs, y0, y1, w8, bias).to(torch.int64), want)

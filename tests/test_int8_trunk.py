@@ -13,8 +13,8 @@ pytest.importorskip("numba")
 @pytest.fixture(params=exact_mm.KINDS, autouse=True)
 def products(request):
     """Every test with each way of taking the trunk's exact products (``exact_mm``) this CPU has:
-    ``torch._int_mm`` where exact, the AVX2 kernel where built and the CPU has AVX2, and float32
-    GEMMs, which every CPU runs."""
+    ``torch._int_mm`` where exact, the compiled kernels (AVX-512 VNNI, AVX2) where built and the CPU
+    runs them, and float32 GEMMs, which every CPU runs."""
     if not exact_mm.available(request.param):
         pytest.skip(f"no {request.param} products on this CPU")
     exact_mm.set_kind(request.param)

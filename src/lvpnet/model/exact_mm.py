@@ -8,9 +8,10 @@ as a float32 GEMM, and a CT slice's encode 12.5 s, 69x JPEG-XL's time. oneDNN's 
 CPUs without VNNI, where torch does reach them, are not exact either (``_exact_int8``). So:
 
 - "int8": ``torch._int_mm``, where it is exact and the fastest;
-- "avx2": this package's own AVX2 kernel (``_avx2mm.c``, built at install; unsigned activations by
-  signed weights, exact because the trunk's activations are 7-bit), 2.0-3.2x a float32 GEMM on the
-  AVX2 EPYC;
+- "vnni": this package's own AVX-512 VNNI kernel (``_x86mm.c``, built at install; unsigned
+  activations by signed weights, exact because the trunk's activations are 7-bit), with the hidden
+  layers' activation in its pass and 3x3 layers read without unfolding (``activated``, ``conv3x3``);
+- "avx2": the same kernel with AVX2's instructions, 2.0-3.2x a float32 GEMM on the AVX2 EPYC;
 - "float32": float32 GEMMs, exact for this trunk: each product of a 7-bit activation and an 8-bit
   weight is an integer below 2**14, and every partial sum, in any order, is at most
   ``AMAX * sum(|w|)`` of the output's row, under 2**24 for every layer of the shipped weights (4.0 M
@@ -18,7 +19,7 @@ CPUs without VNNI, where torch does reach them, are not exact either (``_exact_i
 
 The same integers every way, on every CPU: only the speed depends on the choice. ``kind()`` times
 the available ways once a process on a band-sized product (about 10 ms); ``LVPNET_PRODUCTS=int8``,
-``avx2`` or ``float32`` forces one (tests run each).
+``vnni``, ``avx2`` or ``float32`` forces one (tests run each).
 """
 
 from __future__ import annotations
@@ -32,14 +33,15 @@ import torch
 
 from .intnet import AMAX
 
-KINDS = ("int8", "avx2", "float32")
+KINDS = ("int8", "vnni", "avx2", "float32")
+KERNELS = {"avx2": (0, 8), "vnni": (1, 16)}  # the compiled kernels: their ``isa`` number, outputs per packed block
 FLOAT_EXACT = 2**24  # float32 holds every integer of magnitude up to this
 _KIND: str | None = None
 _CHOOSING = threading.Lock()  # a viewer's threads may ask at once: one choice, timed once
 
 
 def kind() -> str:
-    """"int8", "avx2" or "float32": how ``product`` multiplies in this process."""
+    """"int8", "vnni", "avx2" or "float32": how ``product`` multiplies in this process."""
     global _KIND
     if _KIND is None:
         with _CHOOSING:
@@ -64,8 +66,8 @@ def available(k: str) -> bool:
     """Whether kind ``k`` runs, exactly, in this process."""
     if k == "int8":
         return _int8_exact()
-    if k == "avx2":
-        return _avx2() is not None
+    if k in KERNELS:
+        return k in _x86_kinds()
     return k == "float32"
 
 
@@ -83,14 +85,20 @@ class Weights:
         self.K, self.O = m.shape
         self.first = first
         self.kind = as_kind or kind()
-        if self.kind == "avx2" and self.K % 4:
-            self.kind = "float32"  # the kernel reads inputs four at a time (3x3 layers are padded to 64)
-        if self.kind == "avx2":
+        if self.kind in KERNELS and self.K % 4:
+            self.kind = "float32"  # the kernels read inputs four at a time (3x3 layers are padded to 64)
+        if self.kind in KERNELS and first:  # (O, K) as it is, zero rows to a multiple of 8 (``gemm_t``)
+            self.isa = KERNELS[self.kind][0]
+            self.Op = -(-self.O // 8) * 8
+            self.m = np.zeros((self.Op, self.K), np.int8)
+            self.m[: self.O] = m.T.numpy()
+        elif self.kind in KERNELS:
+            self.isa, L = KERNELS[self.kind]
             self.Op = -(-self.O // 16) * 16  # whole blocks of 16 outputs: zero weights past O
             full = np.zeros((self.K, self.Op), np.int8)
             full[:, : self.O] = m.numpy()
-            # (K / 4, 4, Op / 8, 8) -> (Op / 8, K / 4, 8, 4): a block's 8 outputs' 4 weights in 32 bytes
-            self.m = np.ascontiguousarray(full.reshape(self.K // 4, 4, self.Op // 8, 8).transpose(2, 0, 3, 1))
+            # (K / 4, 4, Op / L, L) -> (Op / L, K / 4, L, 4): a block's L outputs' 4 weights in 4 L bytes
+            self.m = np.ascontiguousarray(full.reshape(self.K // 4, 4, self.Op // L, L).transpose(2, 0, 3, 1))
         else:
             # float32 holds the sums exactly while every partial sum of an output is below 2**24, in any
             # order: at most AMAX times the output's sum of |w| (4.0 M for the shipped weights' widest)
@@ -100,18 +108,37 @@ class Weights:
             self.m = m.T.contiguous() if first else m.contiguous()
 
 
-def product(a: torch.Tensor, w: Weights) -> torch.Tensor:
+def product(a: torch.Tensor, w: Weights, bias: torch.Tensor | None = None, out: torch.Tensor | None = None
+            ) -> torch.Tensor:
     """The exact int32 sums of ``a`` (n, K), integers in [0, AMAX] (int8, or float32 for float32
-    products), by ``w``: (n, O), or (O, n) for ``w.first``."""
+    products), by ``w``: (n, O), or (O, n) for ``w.first``; plus ``bias`` ((O,) int32) where given.
+    ``out``: for ``w.first``, a contiguous (O, n) int32 tensor the compiled kernels write the sums into
+    (a band's buffer used again: a fresh one took longer to map than its product); others ignore it."""
+    if w.kind in KERNELS and w.first:
+        a = a.to(torch.int8).contiguous()
+        n = a.shape[0]
+        if out is None or out.dtype != torch.int32 or not out.is_contiguous() or out.shape != (w.O, n):
+            out = torch.empty((w.O, n), dtype=torch.int32)
+        b = None if bias is None else bias.to(torch.int32).reshape(-1).contiguous()
+        _x86().gemm_t(w.isa, a.data_ptr(), n, w.K, w.m.ctypes.data, w.Op, out.data_ptr(), w.O,
+                      0 if b is None else b.data_ptr())
+        return out
+    acc = _product(a, w)
+    if bias is not None:
+        acc += bias.to(torch.int32).reshape((-1, 1) if w.first else (-1,))
+    return acc
+
+
+def _product(a: torch.Tensor, w: Weights) -> torch.Tensor:
     if w.kind == "int8":
         a = a.to(torch.int8)
         return torch._int_mm(w.m, a.T) if w.first else torch._int_mm(a, w.m)
-    if w.kind == "avx2":
+    if w.kind in KERNELS:
         a = a.to(torch.int8).contiguous()
         n = a.shape[0]
-        out = torch.empty((w.O, n) if w.first else (n, w.Op), dtype=torch.int32)
-        _avx2().gemm(a.data_ptr(), n, w.K, w.m.ctypes.data, w.Op, out.data_ptr(), w.O, w.first)
-        return out if w.first or w.Op == w.O else out[:, : w.O].contiguous()
+        out = torch.empty((n, w.Op), dtype=torch.int32)
+        _x86().gemm(w.isa, a.data_ptr(), n, w.K, w.m.ctypes.data, w.Op, out.data_ptr())
+        return out if w.Op == w.O else out[:, : w.O].contiguous()
     # float32 sums are exact only at full precision: a user's "high"/"medium" lets oneDNN use
     # bfloat16 or TF32 where the CPU has them; float64 is exact whatever is set
     full = torch.get_float32_matmul_precision() == "highest"
@@ -121,8 +148,8 @@ def product(a: torch.Tensor, w: Weights) -> torch.Tensor:
 
 
 def fuses(w: Weights) -> bool:
-    """Whether ``activated`` takes ``w``'s product and activation in one pass (the AVX2 kernel)."""
-    return w.kind == "avx2" and not w.first and w.Op == w.O
+    """Whether ``activated`` takes ``w``'s product and activation in one pass (the compiled kernels)."""
+    return w.kind in KERNELS and not w.first and w.Op == w.O
 
 
 def activated(a: torch.Tensor, w: Weights, bias: torch.Tensor, shift: int, amax: int, out: np.ndarray) -> None:
@@ -132,14 +159,14 @@ def activated(a: torch.Tensor, w: Weights, bias: torch.Tensor, shift: int, amax:
     a = a.to(torch.int8).contiguous()
     bias = bias.to(torch.int32).contiguous()
     if not (fuses(w) and out.dtype == np.int8 and out.flags.c_contiguous and out.size == a.shape[0] * w.O):
-        raise ValueError("exact_mm.activated: AVX2 weights and a contiguous int8 output of (n, O)")
-    _avx2().gemm_act(a.data_ptr(), a.shape[0], w.K, w.m.ctypes.data, w.Op, out.ctypes.data, bias.data_ptr(),
+        raise ValueError("exact_mm.activated: a compiled kernel's weights and a contiguous int8 output of (n, O)")
+    _x86().gemm_act(w.isa, a.data_ptr(), a.shape[0], w.K, w.m.ctypes.data, w.Op, out.ctypes.data, bias.data_ptr(),
                      int(shift), int(amax))
 
 
 def reads_3x3(w: Weights, channels: int) -> bool:
     """Whether ``conv3x3`` takes a 3x3 layer with weights ``w`` on a ``channels``-channel input straight
-    from the input, without unfolded columns (the AVX2 kernel, channels a multiple of 4)."""
+    from the input, without unfolded columns (the compiled kernels, channels a multiple of 4)."""
     return fuses(w) and channels % 4 == 0 and 9 * channels <= w.K
 
 
@@ -150,34 +177,40 @@ def conv3x3(x: np.ndarray, y0: int, y1: int, w: Weights, bias: torch.Tensor, shi
     else the exact sums with ``bias``, ((y1 - y0) * w, O) int32."""
     h, width, C = x.shape
     if not (reads_3x3(w, C) and x.dtype == np.int8 and x.flags.c_contiguous and 0 <= y0 < y1 <= h):
-        raise ValueError("exact_mm.conv3x3: AVX2 weights and a contiguous int8 input with channels a multiple of 4")
+        raise ValueError("exact_mm.conv3x3: a compiled kernel's weights and a contiguous int8 input with channels "
+                         "a multiple of 4")
     bias = bias.to(torch.int32).contiguous()
     if shift is None:
         acc = torch.empty(((y1 - y0) * width, w.O), dtype=torch.int32)
-        _avx2().gemm3(x.ctypes.data, h, width, C, y0, y1, w.m.ctypes.data, w.K, w.Op, acc.data_ptr(), 0, 0, 0)
+        _x86().gemm3(w.isa, x.ctypes.data, h, width, C, y0, y1, w.m.ctypes.data, w.K, w.Op, acc.data_ptr(), 0, 0, 0)
         acc += bias
         return acc
     if not (out.dtype == np.int8 and out.flags.c_contiguous and out.size == (y1 - y0) * width * w.O):
         raise ValueError("exact_mm.conv3x3: a contiguous int8 output of ((y1 - y0) w, O)")
-    _avx2().gemm3(x.ctypes.data, h, width, C, y0, y1, w.m.ctypes.data, w.K, w.Op, out.ctypes.data, bias.data_ptr(),
+    _x86().gemm3(w.isa, x.ctypes.data, h, width, C, y0, y1, w.m.ctypes.data, w.K, w.Op, out.ctypes.data, bias.data_ptr(),
                   int(shift), int(amax))
     return None
 
 
-_AVX2 = None
+_X86 = None
 
 
-def _avx2():
-    """The compiled kernel's module where it was built and this CPU has AVX2, else None."""
-    global _AVX2
-    if _AVX2 is None:
+def _x86():
+    """The compiled kernels' module where it was built, else None."""
+    global _X86
+    if _X86 is None:
         try:
-            from . import _avx2mm
+            from . import _x86mm
 
-            _AVX2 = _avx2mm if _avx2mm.supported() else False
+            _X86 = _x86mm
         except ImportError:
-            _AVX2 = False
-    return _AVX2 or None
+            _X86 = False
+    return _X86 or None
+
+
+def _x86_kinds() -> list:
+    """The compiled kernels this CPU runs ("avx2", "vnni"), none where the module was not built."""
+    return _x86().kinds() if _x86() is not None else []
 
 
 _INT8_EXACT: bool | None = None
@@ -215,34 +248,61 @@ def _exact_int8() -> bool:
 
 
 def _fastest() -> str:
-    """The kind that takes a band-sized product of a hidden 3x3 layer fastest: best of 3 after a
-    warm-up each. Cheap first, where torch's int8 product is a scalar loop: a kind whose warm-up
-    takes 4 times the best so far is not timed further, and int8's exactness probe runs only when it
-    wins (10 ms a process on the AVX2 EPYC, where probing and timing every kind took 0.45 s)."""
+    """The kind that runs a band of a hidden 3x3 layer fastest, as the trunk runs it (``_band``): best
+    of 3 after two warm-ups each (torch's first int8 product sets up oneDNN's kernel, 10 ms where the
+    band takes 0.03). Cheap first, where torch's int8 product is a scalar loop: a kind whose second
+    run takes 4 times the best so far is not timed further, and int8's exactness probe runs only when
+    it wins (10 ms a process on the AVX2 EPYC, where probing and timing every kind took 0.45 s)."""
     g = torch.Generator().manual_seed(0)
-    a = torch.randint(0, AMAX + 1, (256, 448), dtype=torch.int8, generator=g)
+    x = torch.randint(0, AMAX + 1, (4, 64, 48), dtype=torch.int8, generator=g).numpy()
     m = torch.randint(-127, 128, (448, 48), dtype=torch.int8, generator=g)
+    bias = torch.randint(-(2**16), 2**16, (48,), dtype=torch.int32, generator=g)
     times = {}
-    for k in ("avx2", "float32", "int8"):  # the ones that are never slow first
-        if k == "avx2" and not available(k):
+    for k in ("vnni", "avx2", "float32", "int8"):  # the ones that are never slow first
+        if k in KERNELS and not available(k):
             continue
-        w = Weights(m, as_kind=k)
-        x = a.to(torch.float32) if k == "float32" else a
         try:
+            run = _band(k, x, m, bias)
+            run()
             t = time.perf_counter()
-            product(x, w)
-            warm = time.perf_counter() - t
+            run()
+            best = time.perf_counter() - t
         except (AttributeError, RuntimeError, NotImplementedError):  # no int8 product in this torch
             continue
-        if times and warm > 4 * min(times.values()):
+        if times and best > 4 * min(times.values()):
             continue
-        best = warm
         for _ in range(3):
             t = time.perf_counter()
-            product(x, w)
+            run()
             best = min(best, time.perf_counter() - t)
         times[k] = best
     for k in sorted(times, key=times.get):
         if available(k):
             return k
     return "float32"
+
+
+def _band(k: str, x: np.ndarray, m: torch.Tensor, bias: torch.Tensor):
+    """A function that runs rows of a hidden 3x3 layer (input ``x`` (h, w, C) int8, weights ``m``
+    (K >= 9 C, O) in ``int8_trunk``'s column order) with kind ``k`` as the trunk does: the compiled
+    kernels in one pass from the input (``conv3x3``), the others through unfolded columns, the
+    product, then the bias, shift and clamp. It returns the activations, (h w, O) int8."""
+    h, width, C = x.shape
+    w = Weights(m, as_kind=k)
+    if reads_3x3(w, C):
+        out = np.empty((h * width, w.O), np.int8)
+
+        def direct():
+            conv3x3(x, 0, h, w, bias, 7, AMAX, out)
+            return torch.from_numpy(out)
+        return direct
+    pad = np.zeros((h + 2, width + 2, C), np.int8)
+    pad[1:-1, 1:-1] = x
+    cols = np.zeros((h, width, w.K), np.float32 if k == "float32" else np.int8)
+
+    def run():
+        for t in range(9):  # tap t's channels from the input shifted by (ki - 1, kj - 1)
+            cols[:, :, t * C : (t + 1) * C] = pad[t // 3 : t // 3 + h, t % 3 : t % 3 + width]
+        acc = product(torch.from_numpy(cols.reshape(h * width, -1)), w)
+        return torch.clamp((acc + bias) >> 7, 0, AMAX).to(torch.int8)
+    return run

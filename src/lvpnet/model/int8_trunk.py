@@ -206,11 +206,11 @@ class FeatsProduct:
     def acc(self, feats: torch.Tensor) -> torch.Tensor:
         mine = self._local.__dict__
         if mine.get("feats") is not feats:
-            # the AVX2 kernel reads its inputs as unsigned bytes: features are a relu's, in [0, AMAX],
+            # the compiled kernels read their inputs as unsigned bytes: features are a relu's, in [0, AMAX],
             # but a model whose are not gets the float32 product (exact for signed ones too)
             signed = bool((feats < 0).any())
             mine["acc"] = self.layer.acc([pixels_first(feats[0])], keep=False,
-                                         as_kind="float32" if signed and exact_mm.kind() == "avx2" else None)
+                                         as_kind="float32" if signed and exact_mm.kind() in exact_mm.KERNELS else None)
             mine["feats"] = feats
         return mine["acc"]
 
@@ -326,6 +326,17 @@ def _columns(K: int, channels: tuple, h: int, w: int) -> np.ndarray:
 
 def release_columns() -> None:
     _LOCAL.__dict__.pop("columns", None)
+    _LOCAL.__dict__.pop("head", None)
+
+
+def _head_out(outputs: int, n: int) -> torch.Tensor:
+    """This thread's (outputs, n) int32 buffer for a band of head sums (``HeadBands.raw``), one allocation grown
+    as needed: a band's fresh megabyte took about as long to map as the compiled kernels' product. The
+    caller uses a band before it asks for the next, in the same thread (``head_kernel.banded_params``)."""
+    buf = _LOCAL.__dict__.get("head")
+    if buf is None or buf.numel() < outputs * n:
+        buf = _LOCAL.__dict__["head"] = torch.empty(outputs * n, dtype=torch.int32)
+    return buf[: outputs * n].view(outputs, n)
 
 
 def _unfold_parts(parts: list, out: np.ndarray, y0: int, y1: int) -> None:
@@ -522,23 +533,24 @@ class Int8Step:
 
 class HeadBands:
     """A step's head product by bands of rows: ``raw(y0)`` is band ``y0``'s sums, (outputs, rows, w)
-    int32; ``starts`` the bands' first rows; iterating gives (first row, sums) in order. The caller
-    uses each band while its sums are in the core's cache (``head_kernel.banded_params``), in one
-    thread or several (``band_threads``)."""
+    int32, bias included, valid until the same thread's next band (``_head_out``); ``starts`` the bands'
+    first rows; iterating gives (first row, sums) in order. The caller uses each band while its sums
+    are in the core's cache (``head_kernel.banded_params``), in one thread or several (``band_threads``)."""
 
     def __init__(self, head: _Layer, x: np.ndarray):
         self.x = x
         self.h, self.w, c = x.shape
         self.m = head.mat((c,))
-        self.bias = head.bias
+        self.bias = head.bias.reshape(-1).contiguous()
         self.rows = _head_rows(head.O, self.w, self.h)
         self.starts = range(0, self.h, self.rows)
 
     @torch.no_grad()
     def raw(self, y0: int) -> torch.Tensor:
         y1 = min(self.h, y0 + self.rows)
-        acc = exact_mm.product(torch.from_numpy(self.x[y0:y1].reshape(-1, self.x.shape[-1])), self.m)
-        acc += self.bias
+        n = (y1 - y0) * self.w
+        acc = exact_mm.product(torch.from_numpy(self.x[y0:y1].reshape(n, -1)), self.m, self.bias,
+                               _head_out(self.m.O, n))
         return acc.view(-1, y1 - y0, self.w)
 
     def __iter__(self):
