@@ -29,11 +29,18 @@
 
 #define ISA_AVX2 0
 #define ISA_VNNI 1
+#define ISA_AMX 2  /* vnni's kernels, and AMX's tiles for a 3x3 layer read from its input (``amx_rows``) */
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 9))
 #define HAVE_X86_KERNELS 1
 #include <immintrin.h>
 #define VNNI __attribute__((target("avx2,avx512f,avx512vnni")))
+#define AMX __attribute__((target("avx2,avx512f,avx512vnni,amx-tile,amx-int8")))
+#include <cpuid.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 /* Where a pixels-first product's sums go: mode 0 into C (n, O) int32 as they are; 2 activated as a
  * hidden layer's: clamp((sums + bias) >> shift, 0, amax) into C (n, O) int8, so the sums never go out
@@ -166,7 +173,7 @@ VNNI static void tiles_vnni(const src_t *s, const uint8_t *const *base, Py_ssize
 }
 
 static void tiles(int isa, const src_t *s, const uint8_t *const *base, Py_ssize_t p, int rows, const out_t *out) {
-    if (isa == ISA_VNNI)
+    if (isa != ISA_AVX2)
         tiles_vnni(s, base, p, rows, out);
     else
         tiles_avx2(s, base, p, rows, out);
@@ -192,9 +199,9 @@ static void gemm_rows(int isa, const uint8_t *A, Py_ssize_t n, Py_ssize_t K, con
  * rows, one more above and below, are copied into ``pad`` ((y1 - y0 + 2) x (w + 2) x C, zero around the
  * plane), where a pixel's three taps of a tap row are one run of 3 C bytes: no unfolded copy of the
  * input (9 times its size) is written and read back. */
-static void gemm3_rows(int isa, const uint8_t *X, Py_ssize_t h, Py_ssize_t w, Py_ssize_t C, Py_ssize_t y0,
-                       Py_ssize_t y1, const int8_t *Bp, Py_ssize_t Kp, Py_ssize_t O, const out_t *out, uint8_t *pad) {
-    const Py_ssize_t n = (y1 - y0) * w, stride = (w + 2) * C;
+static void fill_pad(const uint8_t *X, Py_ssize_t h, Py_ssize_t w, Py_ssize_t C, Py_ssize_t y0, Py_ssize_t y1,
+                     uint8_t *pad) {
+    const Py_ssize_t stride = (w + 2) * C;
     for (Py_ssize_t r = 0; r < y1 - y0 + 2; r++) {
         const Py_ssize_t y = y0 + r - 1;
         uint8_t *row = pad + r * stride;
@@ -205,6 +212,12 @@ static void gemm3_rows(int isa, const uint8_t *X, Py_ssize_t h, Py_ssize_t w, Py
         else
             memcpy(row + C, X + y * w * C, (size_t)(w * C));
     }
+}
+
+static void gemm3_rows(int isa, const uint8_t *X, Py_ssize_t h, Py_ssize_t w, Py_ssize_t C, Py_ssize_t y0,
+                       Py_ssize_t y1, const int8_t *Bp, Py_ssize_t Kp, Py_ssize_t O, const out_t *out, uint8_t *pad) {
+    const Py_ssize_t n = (y1 - y0) * w, stride = (w + 2) * C;
+    fill_pad(X, h, w, C, y0, y1, pad);
     const src_t s = {3, stride, 3 * C / 4, Kp / 4, Bp, O};  /* tap row ki: the run of 3 C bytes at column x */
     for (Py_ssize_t p = 0; p < n; p += 4) {
         const int rows = n - p < 4 ? (int)(n - p) : 4;
@@ -311,14 +324,117 @@ __attribute__((target("avx2"))) static void gemm_t_avx2(const uint8_t *At, Py_ss
         }
     }
 }
+
+/* AMX (Intel from Sapphire Rapids): a 3x3 layer read from its padded input as ``gemm3_rows`` does, by
+ * tiles of 16 pixels of one row. A pixel's tap row ki is a run of 3 C bytes, and consecutive pixels'
+ * runs are C bytes apart, so an A tile (16 pixels by 64 bytes of their runs) is one tileloadd with
+ * stride C, nothing copied; the bytes past a run's end (a chunk of 64 that 3 C does not fill) are the
+ * next pixels' and meet zero weights. ``Bt`` (``Weights.amx_taps``): for each block of 16 outputs,
+ * tap row and chunk, a B tile of 16 groups of 4 inputs (rows, zero past 3 C) by 16 outputs' 4 weights.
+ * tdpbusd sums unsigned activations by signed weights into int32 without saturation: the same sums.
+ * ``pad`` has ``amx_slack`` bytes past the plane for the last tile's reads. Tiles: C in 0-2 (up to 48
+ * outputs at once), A in 4, B in 5. */
+static Py_ssize_t amx_chunks(Py_ssize_t C) { return (3 * C + 63) / 64; }
+
+static Py_ssize_t amx_slack(Py_ssize_t C) { return 16 * C + 64 * amx_chunks(C); }
+
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} tilecfg_t;
+
+/* Tile ``j``'s 16 pixels' sums (a row of 16 int32 each, at T) to C, pixels p .. p + valid - 1,
+ * outputs 16 jb .. 16 jb + 15, as ``put``: as they are (mode 0), or activated into int8 (mode 2). */
+AMX static void amx_put(const out_t *o, const int32_t *T, Py_ssize_t p, int valid, Py_ssize_t jb) {
+    if (o->mode == 0) {
+        int32_t *C = (int32_t *)o->C;
+        for (int r = 0; r < valid; r++)
+            _mm512_storeu_si512((void *)(C + (p + r) * o->O + jb * 16), _mm512_loadu_si512((const void *)(T + 16 * r)));
+        return;
+    }
+    int8_t *C = (int8_t *)o->C;
+    const __m512i b = _mm512_loadu_si512((const void *)(o->bias + jb * 16));
+    const __m512i zero = _mm512_setzero_si512(), top = _mm512_set1_epi32(o->amax);
+    const __m128i sh = _mm_cvtsi32_si128(o->shift);
+    for (int r = 0; r < valid; r++) {
+        __m512i v = _mm512_sra_epi32(_mm512_add_epi32(_mm512_loadu_si512((const void *)(T + 16 * r)), b), sh);
+        v = _mm512_min_epi32(_mm512_max_epi32(v, zero), top);
+        _mm_storeu_si128((__m128i *)(C + (p + r) * o->O + jb * 16), _mm512_cvtepi32_epi8(v));
+    }
+}
+
+/* The chunks of one pixel tile for ``nb`` blocks of outputs from ``jb``; tile numbers are literals. */
+#define AMX_DP(j)                                                                                                \
+    do {                                                                                                         \
+        _tile_loadd(5, Bt + (((jb + (j)) * 3 + ki) * nch + kc) * 1024, 64);                                      \
+        _tile_dpbusd(j, 4, 5);                                                                                   \
+    } while (0)
+
+AMX static void amx_rows(const uint8_t *pad, Py_ssize_t w, Py_ssize_t C, Py_ssize_t y0, Py_ssize_t y1,
+                         const int8_t *Bt, Py_ssize_t O, const out_t *out) {
+    const Py_ssize_t stride = (w + 2) * C, nch = amx_chunks(C), blocks = O / 16;
+    tilecfg_t cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 6; t++) {
+        cfg.colsb[t] = 64;
+        cfg.rows[t] = 16;
+    }
+    _tile_loadconfig(&cfg);
+    int32_t T[3][256] __attribute__((aligned(64)));
+    for (Py_ssize_t jb = 0; jb < blocks; jb += 3) {
+        const int nb = blocks - jb < 3 ? (int)(blocks - jb) : 3;
+        for (Py_ssize_t y = y0; y < y1; y++)
+            for (Py_ssize_t x0 = 0; x0 < w; x0 += 16) {
+                _tile_zero(0);
+                _tile_zero(1);
+                _tile_zero(2);
+                for (Py_ssize_t ki = 0; ki < 3; ki++) {
+                    const uint8_t *a = pad + (y - y0 + ki) * stride + x0 * C;
+                    for (Py_ssize_t kc = 0; kc < nch; kc++) {
+                        _tile_loadd(4, a + 64 * kc, C);
+                        AMX_DP(0);
+                        if (nb > 1)
+                            AMX_DP(1);
+                        if (nb > 2)
+                            AMX_DP(2);
+                    }
+                }
+                _tile_stored(0, T[0], 64);
+                _tile_stored(1, T[1], 64);
+                _tile_stored(2, T[2], 64);
+                const int valid = w - x0 < 16 ? (int)(w - x0) : 16;
+                for (int j = 0; j < nb; j++)
+                    amx_put(out, T[j], (y - y0) * w + x0, valid, jb + j);
+            }
+    }
+    _tile_release();
+}
+#undef AMX_DP
 #endif
+
+/* AMX needs the CPU's tiles and the kernel's leave to use their state (Linux 5.16 on, once a process). */
+static int amx_usable(void) {
+    static int ok = -1;
+#if defined(HAVE_X86_KERNELS) && defined(__linux__) && defined(__x86_64__)
+    if (ok < 0) {
+        unsigned a, b, c, d;
+        ok = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d & bit_AMX_TILE) && (d & bit_AMX_INT8)
+             && syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
+    }
+#else
+    ok = 0;
+#endif
+    return ok;
+}
 
 static int cpu_has(int isa) {
 #ifdef HAVE_X86_KERNELS
     __builtin_cpu_init();
-    if (isa == ISA_VNNI)
+    if (isa == ISA_VNNI || isa == ISA_AMX)
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("avx512f")
-               && __builtin_cpu_supports("avx512vnni");
+               && __builtin_cpu_supports("avx512vnni") && (isa == ISA_VNNI || amx_usable());
     return isa == ISA_AVX2 && __builtin_cpu_supports("avx2");
 #else
     (void)isa;
@@ -330,8 +446,8 @@ static PyObject *kinds(PyObject *self, PyObject *args) {
     (void)self;
     (void)args;
     PyObject *out = PyList_New(0);
-    const char *names[2] = {"avx2", "vnni"};
-    for (int isa = 0; out && isa < 2; isa++)
+    const char *names[3] = {"avx2", "vnni", "amx"};
+    for (int isa = 0; out && isa < 3; isa++)
         if (cpu_has(isa)) {
             PyObject *name = PyUnicode_FromString(names[isa]);
             if (!name || PyList_Append(out, name) < 0) {
@@ -397,7 +513,7 @@ static PyObject *gemm_t(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "gemm_t: 0 < O_out <= O");
         return NULL;
     }
-    const int L = isa == ISA_VNNI ? 16 : 8;
+    const int L = isa == ISA_AVX2 ? 8 : 16;
     const Py_ssize_t blocks = 2 * ((n + 2 * L - 1) / (2 * L));  /* whole pairs of pixel blocks */
     uint8_t *At = malloc((size_t)(blocks * L * K) + 1);
     if (!At)
@@ -405,7 +521,7 @@ static PyObject *gemm_t(PyObject *self, PyObject *args) {
 #ifdef HAVE_X86_KERNELS
     Py_BEGIN_ALLOW_THREADS
     pack_pixels((const uint8_t *)a, n, K, L, At, blocks);
-    if (isa == ISA_VNNI)
+    if (isa != ISA_AVX2)
         gemm_t_vnni(At, n, K, (const int8_t *)w, O_out, (const int32_t *)bias, (int32_t *)c);
     else
         gemm_t_avx2(At, n, K, (const int8_t *)w, O_out, (const int32_t *)bias, (int32_t *)c);
@@ -451,13 +567,24 @@ static PyObject *gemm3(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "gemm3: C a multiple of 4 with 9 C <= Kp, 0 <= y0 < y1 <= h");
         return NULL;
     }
-    uint8_t *pad = malloc((size_t)((y1 - y0 + 2) * (w + 2) * C));
+    const size_t plane = (size_t)((y1 - y0 + 2) * (w + 2) * C);
+#ifdef HAVE_X86_KERNELS
+    const size_t slack = isa == ISA_AMX ? (size_t)amx_slack(C) : 0;
+#else
+    const size_t slack = 0;
+#endif
+    uint8_t *pad = malloc(plane + slack);
     if (!pad)
         return PyErr_NoMemory();
+    memset(pad + plane, 0, slack);
     const out_t out = {bias ? 2 : 0, (void *)c, (y1 - y0) * w, O, (const int32_t *)bias, shift, amax};
 #ifdef HAVE_X86_KERNELS
     Py_BEGIN_ALLOW_THREADS
-    gemm3_rows(isa, (const uint8_t *)x, h, w, C, y0, y1, (const int8_t *)b, Kp, O, &out, pad);
+    if (isa == ISA_AMX) {  /* ``b``: the tap rows' B tiles (``Weights.amx_taps``) */
+        fill_pad((const uint8_t *)x, h, w, C, y0, y1, pad);
+        amx_rows(pad, w, C, y0, y1, (const int8_t *)b, O, &out);
+    } else
+        gemm3_rows(isa, (const uint8_t *)x, h, w, C, y0, y1, (const int8_t *)b, Kp, O, &out, pad);
     Py_END_ALLOW_THREADS
 #endif
     free(pad);

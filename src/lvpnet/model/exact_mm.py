@@ -33,8 +33,9 @@ import torch
 
 from .intnet import AMAX
 
-KINDS = ("int8", "vnni", "avx2", "float32")
-KERNELS = {"avx2": (0, 8), "vnni": (1, 16)}  # the compiled kernels: their ``isa`` number, outputs per packed block
+KINDS = ("int8", "amx", "vnni", "avx2", "float32")
+# the compiled kernels: their ``isa`` number, outputs per packed block ("amx": vnni's, with AMX tiles for 3x3 layers)
+KERNELS = {"avx2": (0, 8), "vnni": (1, 16), "amx": (2, 16)}
 FLOAT_EXACT = 2**24  # float32 holds every integer of magnitude up to this
 _KIND: str | None = None
 _CHOOSING = threading.Lock()  # a viewer's threads may ask at once: one choice, timed once
@@ -99,6 +100,7 @@ class Weights:
             full[:, : self.O] = m.numpy()
             # (K / 4, 4, Op / L, L) -> (Op / L, K / 4, L, 4): a block's L outputs' 4 weights in 4 L bytes
             self.m = np.ascontiguousarray(full.reshape(self.K // 4, 4, self.Op // L, L).transpose(2, 0, 3, 1))
+            self._full, self._taps = (full, {}) if self.kind == "amx" else (None, None)
         else:
             # float32 holds the sums exactly while every partial sum of an output is below 2**24, in any
             # order: at most AMAX times the output's sum of |w| (4.0 M for the shipped weights' widest)
@@ -106,6 +108,21 @@ class Weights:
             dtype = torch.int8 if self.kind == "int8" else torch.float32 if exact32 else torch.float64
             m = m.to(dtype)
             self.m = m.T.contiguous() if first else m.contiguous()
+
+
+    def amx_taps(self, C: int) -> np.ndarray:
+        """For a 3x3 layer on ``C`` channels (columns in ``int8_trunk``'s (ki, kj, c) order), the AMX
+        kernel's B tiles: (Op / 16, 3 tap rows, chunks, 16 groups of 4 inputs, 16 outputs, 4), a tap
+        row's 3 C inputs in chunks of 64, zero past them (``_x86mm.c``, ``amx_rows``)."""
+        taps = self._taps.get(C)
+        if taps is None:
+            G, nch, blocks = 3 * C // 4, -(-3 * C // 64), self.Op // 16
+            taps = np.zeros((blocks, 3, nch * 16, 16, 4), np.int8)
+            for ki in range(3):
+                rows = self._full[ki * 3 * C : (ki + 1) * 3 * C]  # (3 C, Op): the tap row's run
+                taps[:, ki, :G] = rows.reshape(G, 4, blocks, 16).transpose(2, 0, 3, 1)
+            taps = self._taps[C] = np.ascontiguousarray(taps.reshape(blocks, 3, nch, 16, 16, 4))
+        return taps
 
 
 def product(a: torch.Tensor, w: Weights, bias: torch.Tensor | None = None, out: torch.Tensor | None = None
@@ -180,15 +197,16 @@ def conv3x3(x: np.ndarray, y0: int, y1: int, w: Weights, bias: torch.Tensor, shi
         raise ValueError("exact_mm.conv3x3: a compiled kernel's weights and a contiguous int8 input with channels "
                          "a multiple of 4")
     bias = bias.to(torch.int32).contiguous()
+    b = (w.amx_taps(C) if w.kind == "amx" else w.m).ctypes.data
     if shift is None:
         acc = torch.empty(((y1 - y0) * width, w.O), dtype=torch.int32)
-        _x86().gemm3(w.isa, x.ctypes.data, h, width, C, y0, y1, w.m.ctypes.data, w.K, w.Op, acc.data_ptr(), 0, 0, 0)
+        _x86().gemm3(w.isa, x.ctypes.data, h, width, C, y0, y1, b, w.K, w.Op, acc.data_ptr(), 0, 0, 0)
         acc += bias
         return acc
     if not (out.dtype == np.int8 and out.flags.c_contiguous and out.size == (y1 - y0) * width * w.O):
         raise ValueError("exact_mm.conv3x3: a contiguous int8 output of ((y1 - y0) w, O)")
-    _x86().gemm3(w.isa, x.ctypes.data, h, width, C, y0, y1, w.m.ctypes.data, w.K, w.Op, out.ctypes.data, bias.data_ptr(),
-                  int(shift), int(amax))
+    _x86().gemm3(w.isa, x.ctypes.data, h, width, C, y0, y1, b, w.K, w.Op, out.ctypes.data, bias.data_ptr(), int(shift),
+                 int(amax))
     return None
 
 
@@ -258,7 +276,7 @@ def _fastest() -> str:
     m = torch.randint(-127, 128, (448, 48), dtype=torch.int8, generator=g)
     bias = torch.randint(-(2**16), 2**16, (48,), dtype=torch.int32, generator=g)
     times = {}
-    for k in ("vnni", "avx2", "float32", "int8"):  # the ones that are never slow first
+    for k in ("amx", "vnni", "avx2", "float32", "int8"):  # the ones that are never slow first
         if k in KERNELS and not available(k):
             continue
         try:
