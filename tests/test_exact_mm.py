@@ -179,11 +179,13 @@ def test_activation_fused_with_the_product(kernel, n, k, shift):
         exact_mm.activated(a, m, bias, shift, AMAX, np.empty((n, 47), np.int8))  # the wrong size: refused
 
 
-@pytest.mark.parametrize("h, w, C, y0, y1", [(1, 1, 4, 0, 1), (5, 7, 48, 0, 5), (9, 13, 8, 3, 7), (6, 3, 48, 5, 6)])
+@pytest.mark.parametrize("h, w, C, y0, y1", [(1, 1, 4, 0, 1), (5, 7, 48, 0, 5), (9, 13, 8, 3, 7), (6, 3, 48, 5, 6),
+                                             (3, 17, 12, 0, 3), (2, 33, 64, 1, 2), (1, 16, 20, 0, 1), (4, 40, 16, 1, 3)])
 def test_3x3_layer_read_straight_from_its_input(kernel, h, w, C, y0, y1):
     """``conv3x3``: a band of rows of a 3x3 layer with zero padding, read from the (h, w, C) input
     without unfolding: the exact sums (with the bias) and the activation, at every edge of the plane
-    (a 1 x 1 plane, a band at the top, one inside, one at the bottom)."""
+    (a 1 x 1 plane, a band at the top, one inside, one at the bottom), and rows that are not whole tiles
+    of 16 pixels, tap rows of 3 C bytes that do not fill chunks of 64 (AMX) or fill them exactly."""
     g = torch.Generator().manual_seed(h * 100 + C)
     x = torch.randint(0, AMAX + 1, (h, w, C), dtype=torch.int8, generator=g)
     x[: h // 2 + 1] = AMAX
@@ -204,3 +206,28 @@ def test_3x3_layer_read_straight_from_its_input(kernel, h, w, C, y0, y1):
     assert np.array_equal(out, torch.clamp(torch.div(want, 2**9, rounding_mode="floor"), 0, AMAX).numpy())
     with pytest.raises(ValueError):
         exact_mm.conv3x3(xs[..., :3].copy(), y0, y1, w8, bias)  # channels not a multiple of 4: refused
+
+
+def test_amx_weights_built_once_by_threads_at_once():
+    """A layer's AMX tiles are built on first use, maybe by several band threads at once: they all get
+    the same array, the one kept (a second build replacing the first freed it under the kernel that
+    was reading it: wrong sums, seen in 7 of 10 runs with two band threads)."""
+    import threading
+
+    if not exact_mm.available("amx"):
+        pytest.skip("no AMX on this CPU")
+    m = torch.randint(-127, 128, (448, 48), dtype=torch.int8, generator=torch.Generator().manual_seed(5))
+    for _ in range(20):
+        w = exact_mm.Weights(m, as_kind="amx")
+        start, got = threading.Barrier(4), []
+
+        def build(w=w, start=start, got=got):
+            start.wait()
+            got.append(w.amx_taps(48))
+
+        threads = [threading.Thread(target=build) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(got) == 4 and all(t is got[0] for t in got)

@@ -381,7 +381,9 @@ AMX static void amx_rows(const uint8_t *pad, Py_ssize_t w, Py_ssize_t C, Py_ssiz
         cfg.colsb[t] = 64;
         cfg.rows[t] = 16;
     }
-    _tile_loadconfig(&cfg);
+    /* not ``_tile_loadconfig``: its asm tells the compiler it reads 8 bytes of the config, so the
+     * stores of the other 56 may be dropped as dead (seen as wrong sums in fresh threads) */
+    __asm__ volatile("ldtilecfg %0" ::"m"(cfg));
     int32_t T[3][256] __attribute__((aligned(64)));
     for (Py_ssize_t jb = 0; jb < blocks; jb += 3) {
         const int nb = blocks - jb < 3 ? (int)(blocks - jb) : 3;

@@ -121,7 +121,8 @@ class Weights:
             for ki in range(3):
                 rows = self._full[ki * 3 * C : (ki + 1) * 3 * C]  # (3 C, Op): the tap row's run
                 taps[:, ki, :G] = rows.reshape(G, 4, blocks, 16).transpose(2, 0, 3, 1)
-            taps = self._taps[C] = np.ascontiguousarray(taps.reshape(blocks, 3, nch, 16, 16, 4))
+            # the first built stays: band threads may build it at once, and one's kernel may be reading it
+            taps = self._taps.setdefault(C, np.ascontiguousarray(taps.reshape(blocks, 3, nch, 16, 16, 4)))
         return taps
 
 
@@ -197,7 +198,8 @@ def conv3x3(x: np.ndarray, y0: int, y1: int, w: Weights, bias: torch.Tensor, shi
         raise ValueError("exact_mm.conv3x3: a compiled kernel's weights and a contiguous int8 input with channels "
                          "a multiple of 4")
     bias = bias.to(torch.int32).contiguous()
-    b = (w.amx_taps(C) if w.kind == "amx" else w.m).ctypes.data
+    weights = w.amx_taps(C) if w.kind == "amx" else w.m  # held while the kernel reads it
+    b = weights.ctypes.data
     if shift is None:
         acc = torch.empty(((y1 - y0) * width, w.O), dtype=torch.int32)
         _x86().gemm3(w.isa, x.ctypes.data, h, width, C, y0, y1, b, w.K, w.Op, acc.data_ptr(), 0, 0, 0)
