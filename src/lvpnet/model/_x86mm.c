@@ -10,11 +10,14 @@
  *   instruction, on 16 outputs at once, without saturation (Intel from Cascade Lake, AMD from Zen 4).
  *   Where torch's int8 product also runs there, it has no fused activation and no 3x3 layer read
  *   straight from its input, so which is faster is measured, not assumed.
+ * - "amx": vnni's, with AMX's tiles (tdpbusd: 16 x 16 outputs of 64 products each, unsigned by
+ *   signed, no saturation) for the 3x3 layers read from their input (``amx_rows``; Intel Xeon from
+ *   Sapphire Rapids, where Linux lets the process use the tiles).
  *
  * C (n, O) int32 = A (n, K) @ B (K, O), A's entries in [0, 127] (the trunk's 7-bit activations, read
  * as unsigned bytes), B's in [-127, 127]; the sums of a trunk layer stay far below 2**31.
  *
- * B comes packed (``Weights`` in exact_mm): for each block of L outputs (L = 8 for avx2, 16 for vnni)
+ * B comes packed (``Weights`` in exact_mm): for each block of L outputs (L = 8 for avx2, 16 for vnni and amx)
  * and each group of 4 inputs, 4 L bytes holding the L outputs' 4 weights. A micro-kernel of 4 rows of
  * A keeps its accumulators in registers: 16 outputs (avx2) or up to 48 (vnni). K must be a multiple of
  * 4 and O of 16 (the caller pads with zeros). The kernels are compiled for their instruction sets by

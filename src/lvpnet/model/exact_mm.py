@@ -8,6 +8,8 @@ as a float32 GEMM, and a CT slice's encode 12.5 s, 69x JPEG-XL's time. oneDNN's 
 CPUs without VNNI, where torch does reach them, are not exact either (``_exact_int8``). So:
 
 - "int8": ``torch._int_mm``, where it is exact and the fastest;
+- "amx": the "vnni" kernel, with AMX's tiles for the 3x3 layers (Intel Xeon from Sapphire Rapids;
+  ``Weights.amx_taps``): on one such Xeon a hidden layer's band in 0.6 of vnni's time;
 - "vnni": this package's own AVX-512 VNNI kernel (``_x86mm.c``, built at install; unsigned
   activations by signed weights, exact because the trunk's activations are 7-bit), with the hidden
   layers' activation in its pass and 3x3 layers read without unfolding (``activated``, ``conv3x3``);
@@ -18,8 +20,8 @@ CPUs without VNNI, where torch does reach them, are not exact either (``_exact_i
   at most; a layer past it is multiplied in float64). Every CPU runs it.
 
 The same integers every way, on every CPU: only the speed depends on the choice. ``kind()`` times
-the available ways once a process on a band-sized product (about 10 ms); ``LVPNET_PRODUCTS=int8``,
-``vnni``, ``avx2`` or ``float32`` forces one (tests run each).
+the available ways once a process on a band of a hidden layer (``_fastest``, about 15 ms);
+``LVPNET_PRODUCTS=int8``, ``amx``, ``vnni``, ``avx2`` or ``float32`` forces one (tests run each).
 """
 
 from __future__ import annotations
