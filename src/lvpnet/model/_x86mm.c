@@ -38,9 +38,12 @@
 #define HAVE_X86_KERNELS 1
 #include <immintrin.h>
 #define VNNI __attribute__((target("avx2,avx512f,avx512vnni")))
-#define AMX __attribute__((target("avx2,avx512f,avx512vnni,amx-tile,amx-int8")))
 #include <cpuid.h>
-#if defined(__linux__)
+/* AMX: a compiler that knows it (GCC 11, clang 12), and Linux's leave to use the tiles' state */
+#if defined(__x86_64__) && defined(__linux__) && defined(bit_AMX_INT8)                                        \
+    && ((defined(__clang__) && __clang_major__ >= 12) || (!defined(__clang__) && __GNUC__ >= 11))
+#define HAVE_AMX 1
+#define AMX __attribute__((target("avx2,avx512f,avx512vnni,amx-tile,amx-int8")))
 #include <sys/syscall.h>
 #include <unistd.h>
 #endif
@@ -328,6 +331,7 @@ __attribute__((target("avx2"))) static void gemm_t_avx2(const uint8_t *At, Py_ss
     }
 }
 
+#ifdef HAVE_AMX
 /* AMX (Intel from Sapphire Rapids): a 3x3 layer read from its padded input as ``gemm3_rows`` does, by
  * tiles of 16 pixels of one row. A pixel's tap row ki is a run of 3 C bytes, and consecutive pixels'
  * runs are C bytes apart, so an A tile (16 pixels by 64 bytes of their runs) is one tileloadd with
@@ -418,11 +422,12 @@ AMX static void amx_rows(const uint8_t *pad, Py_ssize_t w, Py_ssize_t C, Py_ssiz
 }
 #undef AMX_DP
 #endif
+#endif
 
 /* AMX needs the CPU's tiles and the kernel's leave to use their state (Linux 5.16 on, once a process). */
 static int amx_usable(void) {
     static int ok = -1;
-#if defined(HAVE_X86_KERNELS) && defined(__linux__) && defined(__x86_64__)
+#ifdef HAVE_AMX
     if (ok < 0) {
         unsigned a, b, c, d;
         ok = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d & bit_AMX_TILE) && (d & bit_AMX_INT8)
@@ -573,7 +578,7 @@ static PyObject *gemm3(PyObject *self, PyObject *args) {
         return NULL;
     }
     const size_t plane = (size_t)((y1 - y0 + 2) * (w + 2) * C);
-#ifdef HAVE_X86_KERNELS
+#ifdef HAVE_AMX
     const size_t slack = isa == ISA_AMX ? (size_t)amx_slack(C) : 0;
 #else
     const size_t slack = 0;
@@ -585,10 +590,12 @@ static PyObject *gemm3(PyObject *self, PyObject *args) {
     const out_t out = {bias ? 2 : 0, (void *)c, (y1 - y0) * w, O, (const int32_t *)bias, shift, amax};
 #ifdef HAVE_X86_KERNELS
     Py_BEGIN_ALLOW_THREADS
+#ifdef HAVE_AMX
     if (isa == ISA_AMX) {  /* ``b``: the tap rows' B tiles (``Weights.amx_taps``) */
         fill_pad((const uint8_t *)x, h, w, C, y0, y1, pad);
         amx_rows(pad, w, C, y0, y1, (const int8_t *)b, O, &out);
     } else
+#endif
         gemm3_rows(isa, (const uint8_t *)x, h, w, C, y0, y1, (const int8_t *)b, Kp, O, &out, pad);
     Py_END_ALLOW_THREADS
 #endif
