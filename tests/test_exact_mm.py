@@ -231,3 +231,25 @@ def test_amx_weights_built_once_by_threads_at_once():
         for t in threads:
             t.join()
         assert len(got) == 4 and all(t is got[0] for t in got)
+
+
+def test_inputs_of_another_shape_or_none_at_all(kind):
+    """Every kind refuses an input whose width is not the weights' K, and a bias of another length (the
+    compiled kernels would read past them), and takes an empty input to an empty result."""
+    a, w = _extreme(5, 64, 48)
+    for first in (False, True):
+        m = exact_mm.Weights(w, first)
+        x = a.to(torch.float32) if exact_mm.np_dtype() == np.float32 else a
+        with pytest.raises(ValueError, match="shape"):
+            exact_mm.product(x[:, :60], m)
+        with pytest.raises(ValueError, match="shape"):
+            exact_mm.product(x[0], m)
+        got = exact_mm.product(x[:0], m)
+        assert got.dtype == torch.int32 and tuple(got.shape) == ((48, 0) if first else (0, 48))
+        with pytest.raises(ValueError, match="bias"):
+            exact_mm.product(x, m, torch.zeros(47, dtype=torch.int32))
+    if exact_mm.fuses(m := exact_mm.Weights(w)):
+        out = np.empty((0, 48), np.int8)
+        exact_mm.activated(a[:0], m, torch.zeros(48, dtype=torch.int32), 3, AMAX, out)
+        with pytest.raises(ValueError, match="bias"):
+            exact_mm.activated(a, m, torch.zeros(16, dtype=torch.int32), 3, AMAX, np.empty((5, 48), np.int8))

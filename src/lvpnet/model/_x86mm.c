@@ -34,6 +34,17 @@
 #define ISA_VNNI 1
 #define ISA_AMX 2  /* vnni's kernels, and AMX's tiles for a 3x3 layer read from its input (``amx_rows``) */
 
+/* Where a pixels-first product's sums go: mode 0 into C (n, O) int32 as they are; 2 activated as a
+ * hidden layer's: clamp((sums + bias) >> shift, 0, amax) into C (n, O) int8, so the sums never go out
+ * to memory and back. */
+typedef struct {
+    int mode;
+    void *C;
+    Py_ssize_t n, O;
+    const int32_t *bias;
+    int shift, amax;
+} out_t;
+
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 9))
 #define HAVE_X86_KERNELS 1
 #include <immintrin.h>
@@ -48,16 +59,6 @@
 #include <unistd.h>
 #endif
 
-/* Where a pixels-first product's sums go: mode 0 into C (n, O) int32 as they are; 2 activated as a
- * hidden layer's: clamp((sums + bias) >> shift, 0, amax) into C (n, O) int8, so the sums never go out
- * to memory and back. */
-typedef struct {
-    int mode;
-    void *C;
-    Py_ssize_t n, O;
-    const int32_t *bias;
-    int shift, amax;
-} out_t;
 
 /* Stores rows p .. p + rows - 1's sums of outputs ob * 8 .. ob * 8 + 15 (two registers a row). */
 __attribute__((target("avx2"))) static inline void put(const out_t *o, Py_ssize_t p, Py_ssize_t ob, int rows,
@@ -424,6 +425,7 @@ AMX static void amx_rows(const uint8_t *pad, Py_ssize_t w, Py_ssize_t C, Py_ssiz
 #endif
 #endif
 
+#ifdef HAVE_X86_KERNELS
 /* AMX needs the CPU's tiles and the kernel's leave to use their state (Linux 5.16 on, once a process). */
 static int amx_usable(void) {
     static int ok = -1;
@@ -438,6 +440,7 @@ static int amx_usable(void) {
 #endif
     return ok;
 }
+#endif
 
 static int cpu_has(int isa) {
 #ifdef HAVE_X86_KERNELS
@@ -495,7 +498,7 @@ static void run(int isa, Py_ssize_t a, Py_ssize_t n, Py_ssize_t K, Py_ssize_t b,
 }
 
 /* gemm(isa, a, n, K, packed_b, O, c): C (n, O) int32; addresses of contiguous buffers (the caller's
- * tensors keep them alive), sizes as above; ``isa`` 0 avx2, 1 vnni (the packing's). */
+ * tensors keep them alive), sizes as above; ``isa`` 0 avx2, 1 vnni or 2 amx (the packing's). */
 static PyObject *gemm(PyObject *self, PyObject *args) {
     (void)self;
     Py_ssize_t a, n, K, b, O, c;
@@ -598,13 +601,15 @@ static PyObject *gemm3(PyObject *self, PyObject *args) {
 #endif
         gemm3_rows(isa, (const uint8_t *)x, h, w, C, y0, y1, (const int8_t *)b, Kp, O, &out, pad);
     Py_END_ALLOW_THREADS
+#else
+    (void)out, (void)b;
 #endif
     free(pad);
     Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {
-    {"kinds", kinds, METH_NOARGS, "The kernels this CPU runs: a list of \"avx2\", \"vnni\"."},
+    {"kinds", kinds, METH_NOARGS, "The kernels this CPU runs: a list of \"avx2\", \"vnni\", \"amx\"."},
     {"gemm", gemm, METH_VARARGS, "gemm(isa, a, n, K, packed_b, O, c): C = A @ B, exact int32 sums."},
     {"gemm_t", gemm_t, METH_VARARGS,
      "gemm_t(isa, a, n, K, w, O, c, O_out, bias): C (O_out, n) = W @ A.T + bias, exact int32 sums."},

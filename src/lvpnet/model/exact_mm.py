@@ -44,7 +44,7 @@ _CHOOSING = threading.Lock()  # a viewer's threads may ask at once: one choice, 
 
 
 def kind() -> str:
-    """"int8", "vnni", "avx2" or "float32": how ``product`` multiplies in this process."""
+    """"int8", "amx", "vnni", "avx2" or "float32": how ``product`` multiplies in this process."""
     global _KIND
     if _KIND is None:
         with _CHOOSING:
@@ -134,18 +134,19 @@ def product(a: torch.Tensor, w: Weights, bias: torch.Tensor | None = None, out: 
     products), by ``w``: (n, O), or (O, n) for ``w.first``; plus ``bias`` ((O,) int32) where given.
     ``out``: for ``w.first``, a contiguous (O, n) int32 tensor the compiled kernels write the sums into
     (a band's buffer used again: a fresh one took longer to map than its product); others ignore it."""
-    if w.kind in KERNELS and w.first:
+    _check_input(a, w)
+    if w.kind in KERNELS and w.first and a.shape[0]:
         a = a.to(torch.int8).contiguous()
         n = a.shape[0]
         if out is None or out.dtype != torch.int32 or not out.is_contiguous() or out.shape != (w.O, n):
             out = torch.empty((w.O, n), dtype=torch.int32)
-        b = None if bias is None else bias.to(torch.int32).reshape(-1).contiguous()
+        b = None if bias is None else _bias(bias, w.O)
         _x86().gemm_t(w.isa, a.data_ptr(), n, w.K, w.m.ctypes.data, w.Op, out.data_ptr(), w.O,
                       0 if b is None else b.data_ptr())
         return out
     acc = _product(a, w)
     if bias is not None:
-        acc += bias.to(torch.int32).reshape((-1, 1) if w.first else (-1,))
+        acc += _bias(bias, w.O).reshape((-1, 1) if w.first else (-1,))
     return acc
 
 
@@ -156,6 +157,8 @@ def _product(a: torch.Tensor, w: Weights) -> torch.Tensor:
     if w.kind in KERNELS:
         a = a.to(torch.int8).contiguous()
         n = a.shape[0]
+        if not n:
+            return torch.empty((w.O, 0) if w.first else (0, w.O), dtype=torch.int32)
         out = torch.empty((n, w.Op), dtype=torch.int32)
         _x86().gemm(w.isa, a.data_ptr(), n, w.K, w.m.ctypes.data, w.Op, out.data_ptr())
         return out if w.Op == w.O else out[:, : w.O].contiguous()
@@ -176,10 +179,13 @@ def activated(a: torch.Tensor, w: Weights, bias: torch.Tensor, shift: int, amax:
     """``out`` (n, O) int8 = clamp((a @ w + bias) >> shift, 0, amax), a hidden layer's activation,
     without the int32 sums going out to memory (where ``fuses(w)``; the caller does it in steps
     elsewhere). ``bias``: (O,) int32."""
+    _check_input(a, w)
     a = a.to(torch.int8).contiguous()
-    bias = bias.to(torch.int32).contiguous()
+    bias = _bias(bias, w.O)
     if not (fuses(w) and out.dtype == np.int8 and out.flags.c_contiguous and out.size == a.shape[0] * w.O):
         raise ValueError("exact_mm.activated: a compiled kernel's weights and a contiguous int8 output of (n, O)")
+    if not a.shape[0]:
+        return
     _x86().gemm_act(w.isa, a.data_ptr(), a.shape[0], w.K, w.m.ctypes.data, w.Op, out.ctypes.data, bias.data_ptr(),
                      int(shift), int(amax))
 
@@ -199,7 +205,7 @@ def conv3x3(x: np.ndarray, y0: int, y1: int, w: Weights, bias: torch.Tensor, shi
     if not (reads_3x3(w, C) and x.dtype == np.int8 and x.flags.c_contiguous and 0 <= y0 < y1 <= h):
         raise ValueError("exact_mm.conv3x3: a compiled kernel's weights and a contiguous int8 input with channels "
                          "a multiple of 4")
-    bias = bias.to(torch.int32).contiguous()
+    bias = _bias(bias, w.O)
     weights = w.amx_taps(C) if w.kind == "amx" else w.m  # held while the kernel reads it
     b = weights.ctypes.data
     if shift is None:
@@ -212,6 +218,20 @@ def conv3x3(x: np.ndarray, y0: int, y1: int, w: Weights, bias: torch.Tensor, shi
     _x86().gemm3(w.isa, x.ctypes.data, h, width, C, y0, y1, b, w.K, w.Op, out.ctypes.data, bias.data_ptr(), int(shift),
                  int(amax))
     return None
+
+
+def _check_input(a: torch.Tensor, w: Weights) -> None:
+    """The compiled kernels read ``a`` as (n, K) from its address: any other shape is refused here."""
+    if a.dim() != 2 or a.shape[1] != w.K:
+        raise ValueError(f"exact_mm: inputs of shape (n, {w.K}) for these weights, not {tuple(a.shape)}")
+
+
+def _bias(bias: torch.Tensor, n_out: int) -> torch.Tensor:
+    """``bias`` as the kernels read it: ``n_out`` contiguous int32 values."""
+    b = bias.to(torch.int32).reshape(-1).contiguous()
+    if b.numel() != n_out:
+        raise ValueError(f"exact_mm: a bias of {n_out} values, not {b.numel()}")
+    return b
 
 
 _X86 = None
@@ -231,7 +251,7 @@ def _x86():
 
 
 def _x86_kinds() -> list:
-    """The compiled kernels this CPU runs ("avx2", "vnni"), none where the module was not built."""
+    """The compiled kernels this CPU runs ("avx2", "vnni", "amx"), none where the module was not built."""
     return _x86().kinds() if _x86() is not None else []
 
 

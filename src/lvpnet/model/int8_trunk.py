@@ -127,19 +127,19 @@ class _Layer:
         acc += self.bias
         return acc
 
-    def hidden(self, parts: list, add=None) -> np.ndarray:
+    def hidden(self, parts: list, add=None, as_kind: str | None = None) -> np.ndarray:
         """A hidden layer: clamp(floor(sums / 2**shift), 0, AMAX) as (h, w, O) int8. A 3x3 layer goes by bands of rows (``_band_rows``): each band's input
         columns, product and sums stay in the core's cache instead of a whole plane's (a 128 x 128
         step's columns are 7 MB), which was the decode's memory traffic, the part that slows down
         when the other cores work too. ``add(acc, y0, y1)``: adds more sums to a band's (rows y0 to
-        y1, (rows * w, O) int32) before the activation. Every pixel's sums are the same integers
-        either way."""
+        y1, (rows * w, O) int32) before the activation. ``as_kind``: another kind of product than the
+        process's. Every pixel's sums are the same integers either way."""
         h, w = parts[0].shape[:2]
         channels = tuple(x.shape[-1] for x in parts)
-        m = self.mat(channels)
-        fused = add is None and exact_mm.fuses(m)  # product, bias and activation in one pass (the AVX2 kernel)
+        m = self.mat(channels, as_kind)
+        fused = add is None and exact_mm.fuses(m)  # product, bias and activation in one pass (the compiled kernels)
         if self.k == 1 and not fused and band_threads.threads(h * w) == 1:  # the plane's one product
-            acc = self.acc(parts)
+            acc = self.acc(parts, as_kind=as_kind)
             if add is not None:
                 add(acc, 0, h)
             return self._activate(acc, h, w)
@@ -187,6 +187,13 @@ class _Layer:
         return out
 
 
+def _signed_kind(feats: torch.Tensor) -> str | None:
+    """The kind of product for a layer reading ``feats``: the compiled kernels read their inputs as
+    unsigned bytes, and features are a relu's, in [0, AMAX], but a model whose are not gets the float32
+    product (exact for signed ones too); None: the process's kind."""
+    return "float32" if exact_mm.kind() in exact_mm.KERNELS and bool((feats < 0).any()) else None
+
+
 def pixels_first(x: torch.Tensor) -> np.ndarray:
     """(C, h, w) integer values in [0, AMAX] (any dtype) -> (h, w, C) int8, the trunk's layout."""
     return x.permute(1, 2, 0).to(torch.int8).contiguous().numpy()
@@ -206,11 +213,7 @@ class FeatsProduct:
     def acc(self, feats: torch.Tensor) -> torch.Tensor:
         mine = self._local.__dict__
         if mine.get("feats") is not feats:
-            # the compiled kernels read their inputs as unsigned bytes: features are a relu's, in [0, AMAX],
-            # but a model whose are not gets the float32 product (exact for signed ones too)
-            signed = bool((feats < 0).any())
-            mine["acc"] = self.layer.acc([pixels_first(feats[0])], keep=False,
-                                         as_kind="float32" if signed and exact_mm.kind() in exact_mm.KERNELS else None)
+            mine["acc"] = self.layer.acc([pixels_first(feats[0])], keep=False, as_kind=_signed_kind(feats))
             mine["feats"] = feats
         return mine["acc"]
 
@@ -526,6 +529,9 @@ class Int8Step:
                 parts = [pixels_first(feats[0]), c, np.ascontiguousarray(m)]
         else:
             parts = [pixels_first(feats[0])]
+        if layers is self.layers:  # the first layer reads the features (as ``FeatsProduct`` does)
+            parts = [layers[0].hidden(parts, as_kind=_signed_kind(feats))]
+            layers = layers[1:]
         for layer in layers:
             parts = [layer.hidden(parts)]
         return parts
@@ -533,9 +539,10 @@ class Int8Step:
 
 class HeadBands:
     """A step's head product by bands of rows: ``raw(y0)`` is band ``y0``'s sums, (outputs, rows, w)
-    int32, bias included, valid until the same thread's next band (``_head_out``); ``starts`` the bands'
-    first rows; iterating gives (first row, sums) in order. The caller uses each band while its sums
-    are in the core's cache (``head_kernel.banded_params``), in one thread or several (``band_threads``)."""
+    int32, bias included, valid until the same thread's next band (``_head_out``: so no iterating
+    that would hand out every band at once); ``starts`` the bands' first rows. The caller uses each band
+    while its sums are in the core's cache (``head_kernel.banded_params``), in one thread or several
+    (``band_threads``)."""
 
     def __init__(self, head: _Layer, x: np.ndarray):
         self.x = x
@@ -552,7 +559,3 @@ class HeadBands:
         acc = exact_mm.product(torch.from_numpy(self.x[y0:y1].reshape(n, -1)), self.m, self.bias,
                                _head_out(self.m.O, n))
         return acc.view(-1, y1 - y0, self.w)
-
-    def __iter__(self):
-        for y0 in self.starts:
-            yield y0, self.raw(y0)
