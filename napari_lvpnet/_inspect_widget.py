@@ -26,9 +26,8 @@ from napari.utils.notifications import show_error, show_warning
 from napari.viewer import Viewer
 from qtpy.QtCore import Qt
 
-from lvpnet import LvpFile, analysis
+from lvpnet import LvpFile, analysis, slice_pool
 from lvpnet.container import looks_like_lvp
-from lvpnet.errors import DamagedError
 from lvpnet.progress import Cancelled, Progress, run, watching
 
 from ._background import BackgroundJobMixin, JobControl, full_width, quietly_if_closed, wrap_text
@@ -56,43 +55,38 @@ class ExactSlices:
         return np.asarray(self.data.read(0), dtype=dtype)
 
 
-def _merge(into: analysis.Analysis, part: analysis.Analysis) -> None:
-    into.indices += part.indices
-    into.pixel_bits = np.concatenate([into.pixel_bits, part.pixel_bits])
-    into.latent_bits = np.concatenate([into.latent_bits, part.latent_bits])
-    into.maps += part.maps
-    if into.ablated_bits is not None:
-        into.ablated_bits = np.concatenate([into.ablated_bits, part.ablated_bits])
-
-
-def _inspect_job(source, rgb, lvp, indices, weights, ablation, cancel):
-    """Runs in the worker thread: load the model (None when there is none), then analyse slice by
-    slice (``ablation``: the latent's ablation too). Returns (Analysis, {slice: error} of the damaged
-    slices skipped), or None if cancelled."""
+def _inspect_job(source, rgb, lvp, indices, weights, ablation, workers, cancel):
+    """Runs in the worker thread: load the model (None when there is none), then analyse the slices,
+    in runs that ``workers`` processes share where there are several (``analysis.analysed_runs``;
+    ``ablation``: the latent's ablation too). Returns (Analysis, {slice: error} of the damaged slices
+    skipped), or None if cancelled."""
     yield Progress("loading model", 0, 1)
     model = analysis.load_model(weights, device="auto")
     if model is None:  # the real chunk bits of a .lvp, nothing decoded
         return run(analysis.iter_analyse(source, None, rgb=rgb, indices=indices, lvp=lvp)), {}
     frames, _ = analysis.slice_layout(source.shape, rgb)
     idx = list(range(int(np.prod(frames, dtype=np.int64)))) if indices is None else list(indices)
-    res, skipped = None, {}
+    res, skipped, done = None, {}, 0
     yield Progress("inspect", 0, len(idx))
-    for k, i in enumerate(idx):
-        if cancel.is_set():
-            return None
-        try:
-            with watching(cancel):  # a Cancel lands within the slice, at the network's next step
-                part = run(analysis.iter_analyse(source, model, rgb=rgb, indices=[i], lvp=lvp, ablation=ablation))
-        except Cancelled:
-            return None
-        except DamagedError as e:  # this slice, or the one it is coded against: skip it, say which
-            skipped[i] = e
-        else:
-            if res is None:
-                res = part
-            else:
-                _merge(res, part)
-        yield Progress("inspect", k + 1, len(idx))
+    runs = analysis.analysed_runs(source, model, idx, rgb=rgb, lvp=lvp, ablation=ablation, workers=workers)
+    try:
+        while True:
+            if cancel.is_set():
+                return None
+            try:
+                with watching(cancel):  # a Cancel lands within a slice this process analyses, at its next step
+                    part, bad, n = next(runs)
+            except StopIteration:
+                break
+            except Cancelled:
+                return None
+            skipped.update(bad)  # slices damaged, or coded against one that is: skipped, and said which
+            if part is not None:
+                res = part if res is None else analysis.merge(res, part)
+            done += n
+            yield Progress("inspect", done, len(idx))
+    finally:
+        runs.close()  # queued runs dropped; a worker finishes the one it holds
     if res is None:  # every slice asked for was damaged
         res = run(analysis.iter_analyse(source, None, rgb=rgb, indices=[], lvp=lvp))
         res.model_path, res.model_sha256 = model.path, model.sha256
@@ -324,7 +318,7 @@ class InspectWidget(BackgroundJobMixin, Container):
         self.summary.value = f"inspecting {layer.name} ..."
         self.progress.max = 1
         self._run_in_background(_inspect_job, source, rgb, lvp, indices, self._weights_path(),
-                                bool(self.show_ablation.value))
+                                bool(self.show_ablation.value), slice_pool.automatic_if_safe())
 
     @quietly_if_closed
     def _on_done(self, out):

@@ -420,3 +420,42 @@ def test_iter_analyse_carries_the_ablation(model, rng):
     assert res.ablated_bits.shape == (2,)
     assert res.latent_saved_bits == pytest.approx([m.latent_saved_bits for m in res.maps])
     assert run(analysis.iter_analyse(a, model, maps=False)).ablated_bits is None
+
+
+@pytest.mark.parametrize("kind", ["lvp", "array"])
+def test_runs_in_worker_processes_give_the_serial_analysis(model, rng, tmp_path, kind):
+    """``analysed_runs`` with two worker processes (Inspect's "all slices"): the same totals and maps
+    as one process, slice by slice, from a .lvp (each worker reads its runs from the file) or from an
+    array layer (each run's slices and the one before travel with it); a damaged slice, and the one
+    coded against it, skipped and named either way."""
+    from lvpnet.errors import DamagedError
+
+    vol = smooth_image(rng, (11, 40, 33), 0, 3000, np.uint16)
+    vol[5] = vol[4]  # the learned codec codes slice 5 against slice 4
+    path = tmp_path / "v.lvp"
+    lvpnet.compress_to_file(vol, path, codec="lvpnet")
+    if kind == "lvp":
+        _damage_slice(path, 4)
+    lvp = lvpnet.open(path) if kind == "lvp" else None
+
+    def collect(workers):
+        res, skipped, done, yields = None, {}, 0, 0
+        for part, bad, n in analysis.analysed_runs(lvp if lvp is not None else vol, model, range(11), lvp=lvp,
+                                                   workers=workers):
+            skipped.update(bad)
+            if part is not None:
+                res = part if res is None else analysis.merge(res, part)
+            done, yields = done + n, yields + 1
+        assert done == 11
+        return res, skipped, yields
+
+    serial, parallel = collect(1), collect(2)
+    assert serial[2] == 11 and parallel[2] < 11  # one slice at a time, then runs of them
+    want = [4, 5] if kind == "lvp" else []
+    for res, skipped, _ in (serial, parallel):
+        assert sorted(skipped) == want and all(isinstance(e, DamagedError) for e in skipped.values())
+        assert res.indices == [i for i in range(11) if i not in want]
+    assert np.array_equal(serial[0].pixel_bits, parallel[0].pixel_bits)
+    assert np.array_equal(serial[0].latent_bits, parallel[0].latent_bits)
+    for a, b in zip(serial[0].maps, parallel[0].maps, strict=True):
+        assert a.index == b.index and np.array_equal(a.pixel_bits, b.pixel_bits) and np.array_equal(a.z, b.z)

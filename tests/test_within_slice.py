@@ -56,7 +56,7 @@ def test_inspect_cancel_lands_within_the_slice(tiny_model_path, rng):
 
     stop = _Control(stop_at=2)
     image = smooth_image(rng, (200, 180), 0, 4000, np.uint16)
-    assert run(iw._inspect_job(image, False, None, [0], tiny_model_path, False, stop)) is None
+    assert run(iw._inspect_job(image, False, None, [0], tiny_model_path, False, 1, stop)) is None
     assert len(stop.parts) == 2
 
 

@@ -85,6 +85,11 @@ class LoadedModel:
     def q_step(self) -> float:
         return float(self.dec.cfg.q_step)
 
+    @property
+    def device(self) -> str:
+        """Where the float encoder runs: "cpu", "cuda:0", ..."""
+        return str(next(self.net.parameters()).device)
+
     @classmethod
     def from_parts(cls, net, dec, path=None, sha256=None) -> LoadedModel:
         net.eval()
@@ -556,6 +561,112 @@ def iter_analyse(
     return result
 
 
+# one core's seconds per pixel to analyse a slice (a 512 x 512 CT slice: 0.66 s), for ``slice_pool.workers``
+ANALYSE_S = 2.5e-6
+
+
+def analysed_runs(source, model: LoadedModel, idx: Sequence[int], *, rgb: bool = False, lvp: LvpFile | None = None,
+                  ablation: bool = False, workers: int | None = 1):
+    """The slices ``idx`` of ``source`` analysed as ``iter_analyse`` does, in runs of consecutive slices,
+    by ``slice_pool`` worker processes where ``workers`` (a number, or None: automatic) allows more
+    than one and the model runs on the CPU. Yields (Analysis of the run's slices or None, {slice:
+    DamagedError} of those skipped, slices done) in order: a damaged slice (or one whose reference is)
+    is skipped and named, the others analysed. A worker reads a .lvp layer's slices from the file
+    (``lvp``), and is handed an array layer's (the run's slices and the one before). Each run is
+    analysed in one pass where none of its slices is damaged, each slice read once."""
+    from . import slice_pool
+    from .compressor import REFERENCE_RUN
+
+    idx = [int(i) for i in idx]
+    frames, sshape = slice_layout(source.shape, rgb)
+    n = slice_pool.workers(len(idx), workers, work=len(idx) * ANALYSE_S * sshape[0] * sshape[1])
+    if model.device != "cpu" or model.path is None or not frames:  # a worker loads the weights from their file
+        n = 1
+    if n <= 1:
+        for i in idx:
+            part, skipped = _analyse_run(None, [i], model, source, rgb, lvp, ablation)
+            yield part, skipped, 1
+        return
+    # runs of consecutive slices, short enough that every worker gets several; those that start where
+    # the writer starts afresh (every REFERENCE_RUN-th slice) need no slice before them
+    size = 1 << max(0, min(REFERENCE_RUN, -(-len(idx) // (4 * n))).bit_length() - 1)
+    runs, run = [], []
+    for i in idx:
+        if run and (i != run[-1] + 1 or i % size == 0):
+            runs.append(run)
+            run = []
+        run.append(i)
+    runs.append(run)
+    # made as the pool takes them: an array layer's slices are read a window at a time, not all at once
+    tasks = ((_run_source(source, lvp, r, frames), r, model.path, None, rgb, None, ablation) for r in runs)
+    for (part, skipped), r in zip(slice_pool.ordered(_analyse_run, tasks, n), runs):
+        yield part, skipped, len(r)
+
+
+class _Slices:
+    """Some slices of an array layer, as ``_get_slice`` reads them (by their place in the whole), for
+    a worker: the array itself would travel whole with every task."""
+
+    def __init__(self, shape: tuple, frames: tuple, slices: dict):
+        self.shape, self.frames, self.slices = shape, frames, slices
+
+    def __getitem__(self, where) -> np.ndarray:
+        return self.slices[int(np.ravel_multi_index(where, self.frames))]
+
+
+def _run_source(source, lvp: LvpFile | None, run: list, frames: tuple):
+    """What a worker reads run ``run``'s slices from: the .lvp where it is a file on disk, else the run's
+    slices and the one before them (an in-memory .lvp's bytes would travel whole with every run)."""
+    if lvp is not None and isinstance(lvp._source, (str, os.PathLike)):
+        from . import limits
+
+        return ("lvp", lvp._source, lvp.name, lvp.header.get("array_hash"), limits.state(lvp.header.get("array_hash")))
+    want = {i for i in run} | ({run[0] - 1} if run[0] > 0 else set())
+    return ("slices", _Slices(source.shape, frames, {i: _get_slice(source, i, frames) for i in sorted(want)}))
+
+
+def _analyse_run(where, run: list, model, source, rgb: bool, lvp: LvpFile | None, ablation: bool):
+    """Slices ``run`` analysed (here, or in a worker: ``where`` from ``_run_source`` and ``model`` the
+    weights' path) -> (their Analysis, None if all were damaged; {slice: DamagedError} skipped). The
+    whole run in one pass (each slice read once, the reference of the next); where a slice is
+    damaged, slice by slice, as the serial path."""
+    if where is not None:
+        model = load_model(model, device="cpu")
+        if where[0] == "lvp":
+            from . import limits
+
+            _, path, name, array_hash, state = where
+            limits.adopt(array_hash, state)
+            source = lvp = LvpFile(path, name=name)
+        else:
+            source = where[1]
+    from .progress import run as drive
+
+    try:
+        return drive(iter_analyse(source, model, rgb=rgb, indices=run, lvp=lvp, ablation=ablation)), {}
+    except DamagedError as e:
+        if len(run) == 1:
+            return None, {run[0]: e}
+    res, skipped = None, {}
+    for i in run:
+        part, bad = _analyse_run(None, [i], model, source, rgb, lvp, ablation)
+        skipped.update(bad)
+        if part is not None:
+            res = part if res is None else merge(res, part)
+    return res, skipped
+
+
+def merge(into: Analysis, part: Analysis) -> Analysis:
+    """``part``'s slices added after ``into``'s (the same source and model): ``into``, extended."""
+    into.indices = list(into.indices) + list(part.indices)
+    into.pixel_bits = np.concatenate([into.pixel_bits, part.pixel_bits])
+    into.latent_bits = np.concatenate([into.latent_bits, part.latent_bits])
+    into.maps += part.maps
+    if into.ablated_bits is not None:
+        into.ablated_bits = np.concatenate([into.ablated_bits, part.ablated_bits])
+    return into
+
+
 def iter_slice_totals(source, model: LoadedModel | None, *, rgb: bool = False,
                       lvp: LvpFile | None = None) -> Generator[Progress, None, Analysis]:
     """Per-slice totals (estimated bits, and real chunk bits for a .lvp) of every slice; no maps kept."""
@@ -572,7 +683,9 @@ __all__ = [
     "block_pixel_counts",
     "default_model_path",
     "flat_index",
+    "analysed_runs",
     "iter_analyse",
+    "merge",
     "iter_slice_totals",
     "load_model",
     "slice_layout",
