@@ -132,6 +132,8 @@ def test_the_bars_say_a_stage_comes_after_and_keep_the_time_left_within_a_slice(
         "encode: slice 2 of 4, 0:02 left, then verify"
     assert progress_text(Progress("verify", 2, 4), 10.0, 1, 11.0, then={"encode": "verify"}) == \
         "verify: slice 2 of 4, 0:02 left"
+    # results in a burst (worker processes): no time left until a second has been timed
+    assert progress_text(Progress("inspect", 8, 24), 10.0, 2, 10.05) == "inspect: slice 8 of 24"
 
 
 def test_a_slice_coded_ahead_of_its_turn_ticks_for_cancel_only():
