@@ -81,10 +81,10 @@ def progress_text(p: Progress, started: float | None, done_at_start: int, now: f
     else:
         text = f"{p.stage}: slice {p.done} of {p.total}" if p.total > 1 and p.done else p.stage
     done = p.done - done_at_start
-    # and at least a second timed: worker processes hand results over in bursts (Inspect's runs: "slice 8
-    # of 24, 0:00 left" two results after the first)
-    if started is not None and done >= 1 and now - started >= 1.0 and p.done >= 2 and p.done < p.total:
-        text += f", {duration((now - started) / done * (p.total - p.done))} left"
+    if started is not None and done >= 1 and p.done >= 2 and p.done < p.total:
+        left = (now - started) / done * (p.total - p.done)
+        if left >= 1.0:  # never "0:00 left" with slices to go: worker processes hand results over in bursts
+            text += f", {duration(left)} left"  # (Inspect said "slice 8 of 24, 0:00 left" right after its first)
     later = (then or {}).get(p.stage)
     return f"{text}, then {later}" if later and p.done < p.total else text
 

@@ -74,6 +74,9 @@ def test_progress_names_slices_and_time_left_and_cancel_stops_within_one_slice(w
         return real(self, s)
 
     monkeypatch.setattr(FallbackCodec, "encode", slow_encode)
+    # in this process, where the slow encode is (a worker process's would take milliseconds a slice: the
+    # time left under a second, which the bar leaves out)
+    monkeypatch.setenv("LVPNET_WORKERS", "1")
     w.run_button.changed.emit(True)
     qtbot.waitUntil(lambda: w.progress.value >= 300, timeout=30000)  # in hundredths of a slice
     text = w.progress.native.format()
