@@ -132,7 +132,7 @@ def test_the_bars_say_a_stage_comes_after_and_keep_the_time_left_within_a_slice(
         "encode: slice 2 of 4, 0:02 left, then verify"
     assert progress_text(Progress("verify", 2, 4), 10.0, 1, 11.0, then={"encode": "verify"}) == \
         "verify: slice 2 of 4, 0:02 left"
-    # results in a burst (worker processes): no time left until a second has been timed
+    # results in a burst (worker processes): never "0:00 left" with slices to go
     assert progress_text(Progress("inspect", 8, 24), 10.0, 2, 10.05) == "inspect: slice 8 of 24"
 
 
