@@ -459,3 +459,20 @@ def test_runs_in_worker_processes_give_the_serial_analysis(model, rng, tmp_path,
     assert np.array_equal(serial[0].latent_bits, parallel[0].latent_bits)
     for a, b in zip(serial[0].maps, parallel[0].maps, strict=True):
         assert a.index == b.index and np.array_equal(a.pixel_bits, b.pixel_bits) and np.array_equal(a.z, b.z)
+
+
+def test_workers_refuse_a_lvp_replaced_since_the_layer_opened_it(model, rng, tmp_path):
+    """Inspect's workers read a .lvp layer's slices from the file: one put in its place since is refused
+    (as a read in this process is), not analysed under the layer's name."""
+    import os
+
+    vol = smooth_image(rng, (9, 40, 33), 0, 3000, np.uint16)
+    path, other = tmp_path / "v.lvp", tmp_path / "w.lvp"
+    lvpnet.compress_to_file(vol, path, codec="lvpnet")
+    lvpnet.compress_to_file(vol[::-1].copy(), other, codec="lvpnet")
+    lvp = lvpnet.open(path)
+    os.utime(other, ns=(1, 1))
+    os.replace(other, path)
+    with pytest.raises(lvpnet.InputError, match="changed since it was opened"):
+        for _ in analysis.analysed_runs(lvp, model, range(9), lvp=lvp, workers=2):
+            pass

@@ -57,6 +57,23 @@ def test_two_workers_write_and_read_the_same_file():
 
 
 @needs_weights
+def test_a_worker_refuses_a_file_replaced_since_it_was_opened(tmp_path):
+    """Workers open the file again by its name: one put in its place (the same size, another scan) is
+    refused as the parent's own read would refuse it, not decoded under the first file's name."""
+    from lvpnet.errors import InputError
+
+    vol = _volume()
+    path, other = tmp_path / "a.lvp", tmp_path / "b.lvp"
+    path.write_bytes(compress(vol, codec="lvpnet", verify=False, workers=1))
+    other.write_bytes(compress(vol[::-1].copy(), codec="lvpnet", verify=False, workers=1))
+    lvp = LvpFile(path)
+    os.utime(other, ns=(1, 1))  # another modification time, whatever the sizes
+    os.replace(other, path)
+    with pytest.raises(InputError, match="changed since it was opened"):
+        list(lvp.read_slices(1, 9, workers=2))
+
+
+@needs_weights
 def test_damage_is_named_by_a_worker_too():
     vol = _volume()
     data = bytearray(compress(vol, codec="lvpnet", verify=False, workers=1))

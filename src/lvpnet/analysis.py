@@ -620,7 +620,8 @@ def _run_source(source, lvp: LvpFile | None, run: list, frames: tuple):
     if lvp is not None and isinstance(lvp._source, (str, os.PathLike)):
         from . import limits
 
-        return ("lvp", lvp._source, lvp.name, lvp.header.get("array_hash"), limits.state(lvp.header.get("array_hash")))
+        array_hash = lvp.header.get("array_hash")
+        return ("lvp", lvp._source, lvp.name, array_hash, limits.state(array_hash), lvp._reader.stamp)
     want = {i for i in run} | ({run[0] - 1} if run[0] > 0 else set())
     return ("slices", _Slices(source.shape, frames, {i: _get_slice(source, i, frames) for i in sorted(want)}))
 
@@ -635,9 +636,9 @@ def _analyse_run(where, run: list, model, source, rgb: bool, lvp: LvpFile | None
         if where[0] == "lvp":
             from . import limits
 
-            _, path, name, array_hash, state = where
+            _, path, name, array_hash, state, stamp = where
             limits.adopt(array_hash, state)
-            source = lvp = LvpFile(path, name=name)
+            source = lvp = LvpFile.same_file(path, name, stamp)  # the file the layer shows, not one put in its place
         else:
             source = where[1]
     from .progress import run as drive

@@ -149,6 +149,18 @@ class ContainerReader:
         with self._said():
             self._same(os.stat(self._path))
 
+    @property
+    def stamp(self) -> tuple | None:
+        """The file's size and modification time when it was opened (None in memory): a worker process
+        that opens it again checks it has the same file (``check_stamp``)."""
+        return None if self._data is not None else self._stamp
+
+    def check_stamp(self, stamp: tuple | None) -> None:
+        """Raise as a read would where this file is not the one another reader opened with ``stamp``:
+        its slices would be another scan's under the first reader's name."""
+        if stamp is not None and self._data is None and tuple(stamp) != self._stamp:
+            raise InputError(f"{self.name}: the file changed since it was opened (rewritten or replaced); open it again")
+
     def _same(self, st: os.stat_result) -> None:
         if (st.st_size, st.st_mtime_ns) != self._stamp:
             raise InputError(f"{self.name}: the file changed since it was opened (rewritten or replaced); open it again")

@@ -64,6 +64,15 @@ class LvpFile:
         self._lock = threading.Lock()
         self.closed = False
 
+    @classmethod
+    def same_file(cls, source, name: str | None, stamp: tuple | None) -> LvpFile:
+        """The file another process opened, opened again here (a ``slice_pool`` worker's task), refused
+        (InputError) where it was rewritten or replaced since: ``stamp`` is that process's
+        ``ContainerReader.stamp``."""
+        lvp = cls(source, name=name)
+        lvp._reader.check_stamp(stamp)
+        return lvp
+
     def close(self) -> None:
         """Mark the file closed: later reads raise ValueError (no handle is held between reads)."""
         self.closed = True
@@ -419,7 +428,7 @@ class LvpFile:
         step = (1 if alone else REFERENCE_RUN) * lanes
         state = limits.state(self.header.get("array_hash"))
         cuts = sorted({start, stop, *range(start - start % step + step, stop, step)})  # the writer's run starts
-        runs = [(self._source, self.name, self.header.get("array_hash"), state, a, b, lanes)
+        runs = [(self._source, self.name, self.header.get("array_hash"), state, a, b, lanes, self._reader.stamp)
                 for a, b in zip(cuts, cuts[1:])]
         for decoded, error in slice_pool.ordered(decode_run, runs, workers, slice_pool.device_env(learned)):
             yield from decoded  # the slices of the run before a damaged one are fine: a viewer shows them
@@ -521,14 +530,15 @@ class LvpFile:
         )
 
 
-def decode_run(source, name: str, array_hash, limit_state, start: int, stop: int, lanes: int = 1
-               ) -> tuple[list[np.ndarray], LvpnetError | None]:
+def decode_run(source, name: str, array_hash, limit_state, start: int, stop: int, lanes: int = 1,
+               stamp: tuple | None = None) -> tuple[list[np.ndarray], LvpnetError | None]:
     """Slices ``start..stop-1`` of a file, in a ``slice_pool`` worker: the very ``read_slice`` of the
     serial path (checksums, limits as the parent judges them: ``limits.adopt``), or with ``lanes``
-    its walk in lock-step (``_iter_lanes``). -> (the slices decoded, in order; the error of the first
-    that failed, after them, or None)."""
+    its walk in lock-step (``_iter_lanes``); ``stamp``: the parent's ``ContainerReader.stamp``, so a
+    file replaced since the parent opened it is refused, not read. -> (the slices decoded, in order;
+    the error of the first that failed, after them, or None)."""
     limits.adopt(array_hash, limit_state)
-    lvp = LvpFile(source, name=name)
+    lvp = LvpFile.same_file(source, name, stamp)
     slices = (lvp._iter_lanes(lanes, codecs.get_codec(codecs.LEARNED), start, stop) if lanes > 1
               else (lvp.read_slice(i) for i in range(start, stop)))
     out = []
