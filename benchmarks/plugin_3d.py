@@ -18,8 +18,11 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-ROOT = Path(__file__).resolve().parents[1]
+
+def root() -> Path:
+    """The checkout. (No code at the top level of this script: the plugin starts worker processes only for a main
+    module that every worker can import again without running anything, ``slice_pool.main_is_guarded``.)"""
+    return Path(__file__).resolve().parents[1]
 
 
 def volume(data: Path, work: Path) -> Path:
@@ -37,10 +40,11 @@ def volume(data: Path, work: Path) -> Path:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument("--data", type=Path, default=root().parent / "shared" / "data")
     ap.add_argument("--work", type=Path, default=Path("/tmp/lvpnet-plugin-3d"))
     ap.add_argument("--workers", type=int, default=None, help="LVPNET_WORKERS for the plugin (default: automatic)")
     args = ap.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     args.work.mkdir(parents=True, exist_ok=True)
     path = volume(args.data, args.work)
     if args.workers is not None:

@@ -17,8 +17,11 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-ROOT = Path(__file__).resolve().parents[1]
+
+def root() -> Path:
+    """The checkout. (No code at the top level of this script: the plugin starts worker processes only for a main
+    module that every worker can import again without running anything, ``slice_pool.main_is_guarded``.)"""
+    return Path(__file__).resolve().parents[1]
 
 
 def volume(work: Path) -> Path:
@@ -28,7 +31,7 @@ def volume(work: Path) -> Path:
 
     out = work / "vol24.lvp"
     if not out.exists():
-        v = np.moveaxis(np.asarray(nib.load(ROOT / "resources" / "sample_ct.nii.gz").dataobj), -1, 0).astype(np.int16)
+        v = np.moveaxis(np.asarray(nib.load(root() / "resources" / "sample_ct.nii.gz").dataobj), -1, 0).astype(np.int16)
         npy = work / "vol24.npy"
         np.save(npy, np.ascontiguousarray(np.concatenate([v, v[:, ::-1]], 0)))
         subprocess.run([sys.executable, "-m", "lvpnet.cli", "compress", str(npy), str(out)], check=True)
@@ -41,6 +44,7 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=None, help="1: the plugin's worker processes off")
     ap.add_argument("--shot", type=Path, default=None, help="a screenshot of the window at the end")
     args = ap.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     if args.workers is not None:
         os.environ["LVPNET_WORKERS"] = str(args.workers)
     args.work.mkdir(parents=True, exist_ok=True)
@@ -67,8 +71,11 @@ def main() -> int:
         time.sleep(0.02)
     took = time.monotonic() - start
     res = dock.last_result
+    from lvpnet import slice_pool
+
     print(f"{path.name}: {len(res.indices)} slices inspected in {took:.1f} s (workers: "
-          f"{os.environ.get('LVPNET_WORKERS', 'automatic')}), {len(dock.skipped)} skipped")
+          f"{os.environ.get('LVPNET_WORKERS', 'automatic')}, main module guarded: {slice_pool.main_is_guarded()}), "
+          f"{len(dock.skipped)} skipped")
     print("progress:", " | ".join(t for t in texts if "%" not in t))
     if args.shot is not None:
         for _ in range(20):
