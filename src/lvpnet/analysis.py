@@ -580,7 +580,10 @@ def analysed_runs(source, model: LoadedModel, idx: Sequence[int], *, rgb: bool =
     idx = [int(i) for i in idx]
     frames, sshape = slice_layout(source.shape, rgb)
     n = slice_pool.workers(len(idx), workers, work=len(idx) * ANALYSE_S * sshape[0] * sshape[1])
-    if model.device != "cpu" or model.path is None or not frames:  # a worker loads the weights from their file
+    # a worker loads the weights from their file, and reads a .lvp from its file (an in-memory one's bytes
+    # would travel whole with every run)
+    in_memory = lvp is not None and not isinstance(lvp._source, (str, os.PathLike))
+    if model.device != "cpu" or model.path is None or not frames or in_memory:
         n = 1
     if n <= 1:
         for i in idx:
@@ -615,9 +618,9 @@ class _Slices:
 
 
 def _run_source(source, lvp: LvpFile | None, run: list, frames: tuple):
-    """What a worker reads run ``run``'s slices from: the .lvp where it is a file on disk, else the run's
-    slices and the one before them (an in-memory .lvp's bytes would travel whole with every run)."""
-    if lvp is not None and isinstance(lvp._source, (str, os.PathLike)):
+    """What a worker reads run ``run``'s slices from: the .lvp (a file on disk), else the run's slices of the
+    array layer and the one before them."""
+    if lvp is not None:
         from . import limits
 
         array_hash = lvp.header.get("array_hash")
@@ -681,14 +684,14 @@ __all__ = [
     "LoadedModel",
     "SliceMaps",
     "analyse_slice",
+    "analysed_runs",
     "block_pixel_counts",
     "default_model_path",
     "flat_index",
-    "analysed_runs",
     "iter_analyse",
-    "merge",
     "iter_slice_totals",
     "load_model",
+    "merge",
     "slice_layout",
     "tile_channels",
     "to_image_grid",
