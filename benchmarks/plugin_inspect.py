@@ -66,8 +66,8 @@ def main() -> int:
     while not (dock.run_button.enabled and dock.progress.visible is False):
         app.processEvents()
         text = dock.progress.native.format()
-        if not texts or texts[-1] != text:
-            texts.append(text)
+        if not texts or texts[-1][1] != text:
+            texts.append((time.monotonic() - start, text))
         time.sleep(0.02)
     took = time.monotonic() - start
     res = dock.last_result
@@ -76,7 +76,9 @@ def main() -> int:
     print(f"{path.name}: {len(res.indices)} slices inspected in {took:.1f} s (workers: "
           f"{os.environ.get('LVPNET_WORKERS', 'automatic')}, main module guarded: {slice_pool.main_is_guarded()}), "
           f"{len(dock.skipped)} skipped")
-    print("progress:", " | ".join(t for t in texts if "%" not in t))
+    counted = next((t for t, text in texts if "slice" in text), None)
+    print(f"first slice count on the bar after {counted:.1f} s" if counted is not None else "no slice count shown")
+    print("progress:", " | ".join(f"{t:.1f} s {text}" for t, text in texts if "%" not in text))
     if args.shot is not None:
         for _ in range(20):
             app.processEvents()
