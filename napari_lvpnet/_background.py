@@ -21,7 +21,7 @@ from napari.utils.notifications import show_error
 from qtpy.QtWidgets import QApplication
 
 from lvpnet.progress import Progress
-from lvpnet.terminal import duration
+from lvpnet.terminal import time_left
 
 _CLOSE_WAIT_S = 120  # at most one slice of a learned encode on a slow CPU
 _PART_MS = 200  # how often the bar shows how far the current slice is
@@ -82,9 +82,7 @@ def progress_text(p: Progress, started: float | None, done_at_start: int, now: f
         text = f"{p.stage}: slice {p.done} of {p.total}" if p.total > 1 and p.done else p.stage
     done = p.done - done_at_start
     if started is not None and done >= 1 and p.done >= 2 and p.done < p.total:
-        left = (now - started) / done * (p.total - p.done)
-        if left >= 1.0:  # never "0:00 left" with slices to go: worker processes hand results over in bursts
-            text += f", {duration(left)} left"  # (Inspect said "slice 8 of 24, 0:00 left" right after its first)
+        text += time_left((now - started) / done * (p.total - p.done))
     later = (then or {}).get(p.stage)
     return f"{text}, then {later}" if later and p.done < p.total else text
 

@@ -50,9 +50,11 @@ from pathlib import Path
 
 import numpy as np
 
+from . import limits
 from .errors import DamagedError, InputError
 from .lvpfile import LvpFile
 from .progress import Progress, tick
+from .progress import run as drive
 
 BLOCK = 32  # pixels per latent cell along each axis (the model's stride)
 DEFAULT_WEIGHTS = "lvpnet-v1.pt"
@@ -621,8 +623,6 @@ def _run_source(source, lvp: LvpFile | None, run: list, frames: tuple):
     """What a worker reads run ``run``'s slices from: the .lvp (a file on disk), else the run's slices of the
     array layer and the one before them."""
     if lvp is not None:
-        from . import limits
-
         array_hash = lvp.header.get("array_hash")
         return ("lvp", lvp._source, lvp.name, array_hash, limits.state(array_hash), lvp._reader.stamp)
     want = {i for i in run} | ({run[0] - 1} if run[0] > 0 else set())
@@ -637,15 +637,11 @@ def _analyse_run(where, run: list, model, source, rgb: bool, lvp: LvpFile | None
     if where is not None:
         model = load_model(model, device="cpu")
         if where[0] == "lvp":
-            from . import limits
-
             _, path, name, array_hash, state, stamp = where
             limits.adopt(array_hash, state)
             source = lvp = LvpFile.same_file(path, name, stamp)  # the file the layer shows, not one put in its place
         else:
             source = where[1]
-    from .progress import run as drive
-
     try:
         return drive(iter_analyse(source, model, rgb=rgb, indices=run, lvp=lvp, ablation=ablation)), {}
     except DamagedError as e:

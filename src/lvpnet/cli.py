@@ -20,7 +20,7 @@ import warnings
 from . import __version__, codecs
 from .errors import DamagedError, InputError, LimitError, LvpnetError
 from .progress import Progress, run
-from .terminal import StatusLine, bar, duration
+from .terminal import StatusLine, bar, time_left
 
 OUTPUT_SUFFIXES = (".npy", ".nii", ".nii.gz")
 
@@ -53,11 +53,10 @@ class ProgressBar(StatusLine):
             self._last = line
 
     def _left(self, p: Progress, now: float) -> str:
-        """", 1:49 left" from the second slice of a stage on (never "0:00 left" with slices to go: worker
-        processes hand slices over in bursts), and what comes after the stage ("then verify")."""
+        """", 1:49 left" from the second slice of a stage on (``time_left``), and what comes after the stage
+        ("then verify")."""
         _, start, first = self._stage or (p.stage, now, p.done)
-        eta = (now - start) / (p.done - first) * (p.total - p.done) if first < p.done < p.total else 0.0
-        left = f", {duration(eta)} left" if eta >= 1.0 else ""
+        left = time_left((now - start) / (p.done - first) * (p.total - p.done)) if first < p.done < p.total else ""
         later = self.then.get(p.stage)
         return f"{left}, then {later}" if later and p.done < p.total else left
 

@@ -12,6 +12,13 @@ def duration(seconds: float) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
+def time_left(seconds: float) -> str:
+    """", 1:49 left" for a progress line, or nothing under a second: never "0:00 left" with slices to go
+    (worker processes hand results over in bursts: Inspect said "slice 8 of 24, 0:00 left" right after
+    its first)."""
+    return f", {duration(seconds)} left" if seconds >= 1.0 else ""
+
+
 def bar(done: int, total: int, width: int) -> str:
     filled = width * done // max(total, 1)
     return f"[{'#' * filled}{'.' * (width - filled)}]"

@@ -255,11 +255,6 @@ static void pack_pixels(const uint8_t *A, Py_ssize_t n, Py_ssize_t K, int L, uin
     }
 }
 
-/* Stores ``v`` (``count`` int32) at C + at, the last block of a row only in part. */
-static inline void put_row(int32_t *C, Py_ssize_t at, const int32_t *v, Py_ssize_t count) {
-    memcpy(C + at, v, (size_t)count * 4);
-}
-
 VNNI static void gemm_t_vnni(const uint8_t *At, Py_ssize_t n, Py_ssize_t K, const int8_t *W, Py_ssize_t O_out,
                              const int32_t *bias, int32_t *C) {
     const Py_ssize_t Q = K / 4;
@@ -288,7 +283,7 @@ VNNI static void gemm_t_vnni(const uint8_t *At, Py_ssize_t n, Py_ssize_t K, cons
                     else if (at < n) {
                         int32_t t[16];
                         _mm512_storeu_si512((void *)t, c[2 * j + b]);
-                        put_row(C, (o + j) * n + at, t, n - at);
+                        memcpy(C + (o + j) * n + at, t, (size_t)(n - at) * 4);  /* the row's last pixels */
                     }
                 }
         }
@@ -325,7 +320,7 @@ __attribute__((target("avx2"))) static void gemm_t_avx2(const uint8_t *At, Py_ss
                     else if (at < n) {
                         int32_t t[8];
                         _mm256_storeu_si256((__m256i *)t, c[2 * j + b]);
-                        put_row(C, (o + j) * n + at, t, n - at);
+                        memcpy(C + (o + j) * n + at, t, (size_t)(n - at) * 4);  /* the row's last pixels */
                     }
                 }
         }

@@ -234,25 +234,29 @@ def _bias(bias: torch.Tensor, n_out: int) -> torch.Tensor:
     return b
 
 
-_X86 = None
+_X86 = None  # (the compiled kernels' module or None, the kernels this CPU runs), found once
 
 
 def _x86():
     """The compiled kernels' module where it was built, else None."""
+    return _x86_found()[0]
+
+
+def _x86_kinds() -> list:
+    """The compiled kernels this CPU runs ("avx2", "vnni", "amx"), none where the module was not built."""
+    return _x86_found()[1]
+
+
+def _x86_found() -> tuple:
     global _X86
     if _X86 is None:
         try:
             from . import _x86mm
 
-            _X86 = _x86mm
+            _X86 = (_x86mm, _x86mm.kinds())
         except ImportError:
-            _X86 = False
-    return _X86 or None
-
-
-def _x86_kinds() -> list:
-    """The compiled kernels this CPU runs ("avx2", "vnni", "amx"), none where the module was not built."""
-    return _x86().kinds() if _x86() is not None else []
+            _X86 = (None, [])
+    return _X86
 
 
 _INT8_EXACT: bool | None = None
