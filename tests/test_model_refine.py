@@ -185,3 +185,65 @@ def test_the_solve_gives_the_same_bits_with_and_without_numba(monkeypatch):
     assert fast is not plain and np.array_equal(fast, plain)
     ridge = (1e-3 * np.trace(G, axis1=1, axis2=2) / w + 1e-6)[:, None, None] * np.eye(9)
     assert np.allclose(fast, np.linalg.solve(G + ridge, b[..., None])[..., 0], rtol=1e-9, atol=1e-12)
+
+
+def test_a_configs_estimate_without_its_mu_is_the_same_float(monkeypatch):
+    """``_Estimate.config`` (numba: the refined ``mu`` and its bins in one pass, never built) gives
+    the float ``_Estimate`` gives on the refined ``mu``, with and without numba, on a wide range
+    where the bins clip and on one where they do not."""
+    rng = np.random.default_rng(3)
+    order = ORDERS[4]
+    k = 15
+    cols3 = refine._columns(order, k, 3)
+    for R, spread in ((4095, 40), (2**16 - 1, 30000)):
+        n = 5000
+        vals = rng.integers(0, R + 1, n).astype(np.int64)
+        mu = np.clip(vals + rng.integers(-spread, spread + 1, n), 0, R).astype(np.int64)
+        s = rng.integers(0, 80, n).astype(np.int64)
+        D = rng.integers(-spread, spread + 1, (n, cols3.size)).astype(np.int64)
+        est = refine._Estimate(vals, s, SHIFTS)
+        for radius, classes in refine.CONFIGS[1:]:
+            cols = refine._columns(order, k, radius)
+            coefs = rng.integers(-(2**13) + 1, 2**13, (classes, cols.size)).astype(np.int64)
+            cls = rng.integers(0, classes, n).astype(np.int64)
+            want = est(refine.apply_coefs(mu, np.ascontiguousarray(D[:, cols]), cls, coefs, R))
+            assert est.config(mu, D, cols, cls, coefs, R) == want
+            monkeypatch.setattr(refine, "_KERNELS", False)
+            assert est.config(mu, D, cols, cls, coefs, R) == want
+            monkeypatch.setattr(refine, "_KERNELS", None)
+
+
+def test_the_residual_of_every_class_at_once_is_each_classs_own(rng):
+    """``_class_residual``: one product with every class's coefficients, each row's own taken, is
+    ``_residual`` class by class, to the bit."""
+    n, T = 3000, 24
+    A = rng.integers(-4000, 4000, (n, T)).astype(np.float64)
+    y = rng.integers(-4000, 4000, n).astype(np.float64)
+    lab = np.sort(rng.integers(0, 8, n))
+    a8 = rng.normal(0, 3, (8, T))
+    fbits = 20
+    got = refine._class_residual(A, y, a8, lab, fbits)
+    for c in range(8):
+        p = lab == c
+        assert np.array_equal(got[p], refine._residual(A[p], y[p], a8[c], fbits))
+
+
+def test_the_encoders_choice_is_the_same_with_and_without_numba(monkeypatch, rng):
+    """``choose_step`` on a texture, each step of the order: the same config, edges and coefficients
+    and the same refined ``mu`` through the numba kernels and the numpy path."""
+    f = 4
+    yy, xx = np.mgrid[:96, :128]
+    v = np.clip(2000 + 800 * np.sin((yy + 2 * xx) / 3.0) + rng.normal(0, 20, yy.shape), 0, 4095).astype(np.int64)
+    for k in (1, 6, 15):
+        di, dj = ORDER[k]
+        vals = v[di::f, dj::f]
+        mu = np.clip(2000 + rng.integers(-60, 61, vals.shape), 0, 4095).astype(np.int64)  # a poor guess
+        s = rng.integers(20, 70, vals.shape).astype(np.int64)
+        fast, mu_fast = refine.choose_step(v, vals, mu, s, (di, dj), f, ORDER, k, 4095, SHIFTS)
+        monkeypatch.setattr(refine, "_KERNELS", False)
+        plain, mu_plain = refine.choose_step(v, vals, mu, s, (di, dj), f, ORDER, k, 4095, SHIFTS)
+        monkeypatch.setattr(refine, "_KERNELS", None)
+        assert fast is not None and plain is not None
+        assert (fast.config, fast.edges.tolist(), fast.coefs.tolist()) == (plain.config, plain.edges.tolist(),
+                                                                          plain.coefs.tolist())
+        assert np.array_equal(mu_fast, mu_plain)

@@ -211,12 +211,31 @@ def _applied(mu, deltas, cls, coefs, R, frac):
     return out
 
 
+def _config_counts(mu, deltas, cols, cls, coefs, R, frac, vals, b, row, qmax, counts):
+    """``_Estimate``'s histogram of one config without its refined ``mu``: per pixel ``apply_coefs``
+    over the columns ``cols`` of ``deltas`` (the sample's radius-3 deltas), the residual's bin as
+    ``residual_bins`` makes it, clipped to ``qmax``, counted at ``row + bin + qmax`` in ``counts``."""
+    n = mu.size
+    T = cols.size
+    half = np.int64(1) << (frac - 1)
+    counts[:] = 0
+    for p in range(n):
+        c = cls[p]
+        acc = np.int64(0)
+        for t in range(T):
+            acc += coefs[c, t] * deltas[p, cols[t]]
+        m = min(max(mu[p] + ((acc + half) >> frac), 0), R)
+        bb = b[p]
+        q = min(max((vals[p] - m + ((np.int64(1) << bb) >> 1)) >> bb, -qmax), qmax)
+        counts[row[p] + q + qmax] += 1
+
+
 _KERNELS = None
 
 
 def _kernels():
-    """(``_deltas``, ``_refined``, ``_applied``, ``_deltas_at``, ``_eliminate``) compiled by numba, or False
-    without numba (the numpy path, the same integers and the same fits to the last bit)."""
+    """(``_deltas``, ``_refined``, ``_applied``, ``_deltas_at``, ``_eliminate``, ``_config_counts``) compiled
+    by numba, or False without numba (the numpy path, the same integers and the same fits to the last bit)."""
     global _KERNELS
     if _KERNELS is None:
         from ..model.jit import BUILD_LOCK
@@ -227,7 +246,8 @@ def _kernels():
                     from ..model.jit import njit
 
                     jit = njit()
-                    _KERNELS = (jit(_deltas), jit(_refined), jit(_applied), jit(_deltas_at), jit(_eliminate))
+                    _KERNELS = (jit(_deltas), jit(_refined), jit(_applied), jit(_deltas_at), jit(_eliminate),
+                                jit(_config_counts))
                 except ImportError:
                     _KERNELS = False
     return _KERNELS
@@ -474,7 +494,8 @@ class _Estimate:
     ``tables.pixel_symbols`` makes them) given the scale index, plus the raw low bits. The
     model's fixed tables would not do: their offsets saturate on a CT whose residual is
     sharper than any of them, where the adapted tables follow it. Called with each ``mu`` that
-    ``choose_step`` weighs; what depends on the scale indices alone (their bins, the per-index
+    ``choose_step`` weighs, or with a config's coefficients (``config``: with numba, the refined
+    ``mu`` never built); what depends on the scale indices alone (their bins, the per-index
     entropy term, the raw low bits) is made once."""
 
     def __init__(self, vals, s, shifts: np.ndarray):
@@ -483,11 +504,25 @@ class _Estimate:
         groups = np.bincount(s)
         groups = groups[groups > 0]
         self.groups, self.low = (groups * np.log2(groups)).sum(), self.b.sum()
+        self._counts = None
 
     def __call__(self, mu) -> float:
         q = np.clip(residual_bins(self.vals - mu, self.b), -_QMAX, _QMAX) + _QMAX
-        counts = np.bincount(self.row + q)
-        counts = counts[counts > 0]
+        return self._bits(np.bincount(self.row + q))
+
+    def config(self, mu, deltas, cols: np.ndarray, cls, coefs, R: int) -> float:
+        """``self(apply_coefs(mu, deltas[:, cols], cls, coefs, R))``, the same float."""
+        kernels = _kernels()
+        if not kernels or not cols.size:
+            return self(apply_coefs(mu, np.ascontiguousarray(deltas[:, cols]), cls, coefs, R))
+        if self._counts is None:
+            self._counts = np.empty(int(self.row.max(initial=0)) + 2 * _QMAX + 1, np.int64)
+        kernels[5](mu, deltas, cols, cls, coefs, int(R), COEF_FRAC, self.vals, self.b, self.row, _QMAX,
+                   self._counts)
+        return self._bits(self._counts)
+
+    def _bits(self, counts) -> float:
+        counts = counts[counts > 0]  # the same counts in the same order however long the histogram
         return float(-(counts * np.log2(counts)).sum() + self.groups + self.low)
 
 
@@ -500,79 +535,100 @@ def choose_step(plane, vals, mu, s, pos, f: int, order, k: int, R: int, shifts: 
     offs3 = neighbour_offsets(order, k, 3)
     if k == 0 or n < 64 or not offs3:
         return None, mu
-    # the fits and the choice of config look at one sample of the step (evenly spaced),
-    # so the neighbour deltas are built for it alone
+    # the fits and the choice of config look at one sample of the step (evenly spaced), taken in
+    # the order of its 8 fine classes (int8 labels: numpy's radix sort, a stable order), so each
+    # class is a run of rows; nothing below depends on the sample's order but through those runs
     sample = np.arange(0, n, max(1, n // min(_FIT_PIXELS, _CHOICE_PIXELS)))
-    D = neighbour_deltas(plane, mu, pos, f, offs3, sample)
-    e = (vals.reshape(-1) - mu.reshape(-1))[sample]
-    sf = s.reshape(-1)
-    s_c = sf[sample]
+    s_c = s.reshape(-1)[sample]
     E8 = _nested_edges(s_c)
     lab8 = classes_of(s_c, E8)
-    # the sample, the 8 classes one after another (int8 labels: numpy's radix sort, the same order)
     by_class = np.argsort(lab8.astype(np.int8), kind="stable")
+    sample, s_c, lab8 = sample[by_class], s_c[by_class], lab8[by_class]
     bounds = np.concatenate([[0], np.cumsum(np.bincount(lab8, minlength=8))])  # each class's start and end
-    # integers as float64, every sum of products exact: the same fit on every machine (``_solve``)
-    Ay, wbits, fbits = _fit_scale(D[by_class], e[by_class])
+    D = neighbour_deltas(plane, mu, pos, f, offs3, sample)  # (sample, offsets), int64
+    v_c, mu_c = vals.reshape(-1)[sample], mu.reshape(-1)[sample]
+    # integers as float64, every sum of products exact: the same fit on every machine (``_solve``),
+    # in any order of summation, so the products below are free to group their sums as they like
+    Ay, wbits, fbits = _fit_scale(D, v_c - mu_c)
     T = Ay.shape[1] - 1
     A, y = Ay[:, :T], Ay[:, T]
     # weights towards the least absolute residual (IRLS), starting from the network's residual;
     # one product of [A | y] gives a class's normal equations: G = P[:T, :T], b = P[:T, T]
+    Ayt = torch.from_numpy(Ay)
+    Ayw = torch.empty_like(Ayt)  # the weighted rows, one buffer for every pass (3 MB: no fresh pages each)
     parts = [slice(bounds[c], bounds[c + 1]) for c in range(8)]
     w = _int_weights(y, wbits)
-    P = _mm((Ay * w[:, None]).T, Ay)
+    torch.mul(Ayt, torch.from_numpy(w)[:, None], out=Ayw)
+    P = torch.matmul(Ayw.T, Ayt).numpy()
     w = _int_weights(_residual(A, y, _solve(P[:T, :T], P[:T, T], w.sum()), fbits), wbits)
-    Ayt = torch.from_numpy(Ay)  # the class products below on torch views: no numpy round trip each
     for it in range(_IRLS):
-        Ayw = torch.from_numpy(Ay * w[:, None])
+        torch.mul(Ayt, torch.from_numpy(w)[:, None], out=Ayw)
         P8 = torch.stack([torch.matmul(Ayw[p].T, Ayt[p]) for p in parts]).numpy()
         G8, b8 = P8[:, :T, :T], P8[:, :T, T]
         w8 = np.array([w[p].sum() for p in parts])
         if it + 1 < _IRLS:  # reweight by the residual of the finest model (8 classes, radius 3)
-            a8 = _solve(G8, b8, w8)
-            for c, p in enumerate(parts):
-                w[p] = _int_weights(_residual(A[p], y[p], a8[c], fbits), wbits)
+            w = _int_weights(_class_residual(A, y, _solve(G8, b8, w8), lab8, fbits), wbits)
     # configs compared on the sample, against no refinement with the same estimate
-    v_c, mu_c, D_c = vals.reshape(-1)[sample], mu.reshape(-1)[sample], D
     scale = n / sample.size
     estimate = _Estimate(v_c, s_c, shifts)
     base = estimate(mu_c) * scale
     # a config's classes from the 8 fine ones: its edges are some of E8 (sorted), so the count of
-    # them at or below a pixel's s is the count of picked indices below its fine class
+    # them at or below a pixel's s is the count of picked indices below its fine class; a coarse
+    # class is the union of a run of fine ones (``_EDGE_PICK``: 8 // classes of them each)
     nested = bool(np.all(E8[1:] >= E8[:-1]))
-    best = (base, None)
-    by_radius = {}  # the sample's deltas at each radius's offsets (radius 3: all of them)
-    systems = {}  # config -> (radius, classes, edges, G, b, weights): each config's normal equations
+    grouped = {c: (G8.reshape(c, 8 // c, T, T).sum(1), b8.reshape(c, 8 // c, T).sum(1), w8.reshape(c, 8 // c).sum(1))
+               for c in sorted({classes for _, classes in CONFIGS[1:]})}
+    systems = {}  # config -> (radius, classes, edges, G, b, weights, cols): each config's normal equations
     for config in range(1, len(CONFIGS)):
         radius, classes = CONFIGS[config]
-        cols = [offs3.index(o) for o in neighbour_offsets(order, k, radius)]
-        if not cols:
+        cols = _columns(order, k, radius)
+        if not cols.size:
             continue
-        if radius not in by_radius:
-            by_radius[radius] = D_c if cols == list(range(len(offs3))) else np.ascontiguousarray(D_c[:, cols])
-        pick = _EDGE_PICK[classes]
-        # a coarse class is the union of the fine classes between its edges
-        group = np.searchsorted(np.array(pick, np.int64), np.arange(8), side="left")
-        G = np.stack([G8[group == c][:, cols][:, :, cols].sum(0) for c in range(classes)])
-        b = np.stack([b8[group == c][:, cols].sum(0) for c in range(classes)])
-        systems[config] = (radius, classes, E8[pick], G, b, np.array([w8[group == c].sum() for c in range(classes)]),
-                           group[lab8] if nested else None)
+        G, b, wc = grouped[classes]
+        systems[config] = (radius, classes, E8[_EDGE_PICK[classes]], G[:, cols[:, None], cols], b[:, cols], wc, cols)
     # the configs of one radius share their size: one stacked solve each (the same system by system)
     solved = {}
-    for radius in by_radius:
+    for radius in dict.fromkeys(spec[0] for spec in systems.values()):
         mine = [c for c in systems if systems[c][0] == radius]
         a = _solve(*(np.concatenate([systems[c][i] for c in mine]) for i in (3, 4, 5)))
         at = np.cumsum([0] + [systems[c][1] for c in mine])
         solved.update({c: a[at[i] : at[i + 1]] for i, c in enumerate(mine)})
-    for config, (radius, classes, edges, _G, _b, _w, cls) in systems.items():
+    best = (base, None)
+    for config, (_radius, classes, edges, _G, _b, _w, cols) in systems.items():
         q = _quantise(solved[config])
-        ref = StepRefinement(config, edges, q)
-        mu2 = apply_coefs(mu_c, by_radius[radius], classes_of(s_c, edges) if cls is None else cls, q, R)
-        est = estimate(mu2) * scale
+        cls = _coarse(lab8, classes) if nested else classes_of(s_c, edges)
+        est = estimate.config(mu_c, D, cols, cls, q, R) * scale
         est += (classes - 1) * math.log2(n_scales) + coef_bits(q)
         if est < best[0]:
-            best = (est, ref)
+            best = (est, StepRefinement(config, edges, q))
     ref = best[1]
     if ref is None:
         return None, mu
     return ref, refine_step(plane, mu, s, pos, f, order, k, ref, R)
+
+
+def _class_residual(A: np.ndarray, y: np.ndarray, a8: np.ndarray, lab: np.ndarray, fbits: int) -> np.ndarray:
+    """``_residual`` of each row under its own class's coefficients (``a8[lab]``): one product of
+    the rows with every class's (integers, exact), each row's own taken."""
+    lim = ((1 << (MAG_CLASSES - 1)) - 1) / (1 << COEF_FRAC)
+    grid = np.ldexp(1.0, fbits)
+    num = _mm(A, np.ascontiguousarray(np.rint(np.clip(a8, -lim, lim) * grid).T))  # (rows, 8)
+    return y - np.take_along_axis(num, lab.reshape(-1, 1), 1)[:, 0] / grid
+
+
+def _coarse(lab8: np.ndarray, classes: int) -> np.ndarray:
+    """The class among ``classes`` of each fine class of 8 (``_EDGE_PICK``: runs of 8 // classes)."""
+    return lab8 // (8 // classes)
+
+
+@functools.lru_cache(maxsize=256)
+def _columns_of(order: tuple, k: int, radius: int) -> np.ndarray:
+    offs3 = neighbour_offsets(order, k, 3)
+    cols = np.array([offs3.index(o) for o in neighbour_offsets(order, k, radius)], np.int64)
+    cols.flags.writeable = False
+    return cols
+
+
+def _columns(order, k: int, radius: int) -> np.ndarray:
+    """The columns of step ``k``'s radius-3 deltas that are its radius-``radius`` offsets."""
+    return _columns_of(tuple(tuple(p) for p in order), k, radius)
