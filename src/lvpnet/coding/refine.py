@@ -211,19 +211,20 @@ def _applied(mu, deltas, cls, coefs, R, frac):
     return out
 
 
-def _config_counts(mu, deltas, cols, cls, coefs, R, frac, vals, b, row, qmax, counts):
+def _config_counts(mu, deltas, coefs, cls, R, frac, vals, b, row, qmax, counts):
     """``_Estimate``'s histogram of one config without its refined ``mu``: per pixel ``apply_coefs``
-    over the columns ``cols`` of ``deltas`` (the sample's radius-3 deltas), the residual's bin as
+    (``coefs`` as wide as ``deltas``, 0 where the config has no offset: a whole row's products, which
+    vectorise, where gathering the config's columns did not), the residual's bin as
     ``residual_bins`` makes it, clipped to ``qmax``, counted at ``row + bin + qmax`` in ``counts``."""
     n = mu.size
-    T = cols.size
+    T = coefs.shape[1]
     half = np.int64(1) << (frac - 1)
     counts[:] = 0
     for p in range(n):
         c = cls[p]
         acc = np.int64(0)
         for t in range(T):
-            acc += coefs[c, t] * deltas[p, cols[t]]
+            acc += coefs[c, t] * deltas[p, t]
         m = min(max(mu[p] + ((acc + half) >> frac), 0), R)
         bb = b[p]
         q = min(max((vals[p] - m + ((np.int64(1) << bb) >> 1)) >> bb, -qmax), qmax)
@@ -512,13 +513,14 @@ class _Estimate:
 
     def config(self, mu, deltas, cols: np.ndarray, cls, coefs, R: int) -> float:
         """``self(apply_coefs(mu, deltas[:, cols], cls, coefs, R))``, the same float."""
+        wide = np.zeros((coefs.shape[0], deltas.shape[1]), np.int64)  # the same sums: 0 times a delta is 0
+        wide[:, cols] = coefs
         kernels = _kernels()
-        if not kernels or not cols.size:
-            return self(apply_coefs(mu, np.ascontiguousarray(deltas[:, cols]), cls, coefs, R))
+        if not kernels:
+            return self(apply_coefs(mu, deltas, cls, wide, R))
         if self._counts is None:
             self._counts = np.empty(int(self.row.max(initial=0)) + 2 * _QMAX + 1, np.int64)
-        kernels[5](mu, deltas, cols, cls, coefs, int(R), COEF_FRAC, self.vals, self.b, self.row, _QMAX,
-                   self._counts)
+        kernels[5](mu, deltas, wide, cls, int(R), COEF_FRAC, self.vals, self.b, self.row, _QMAX, self._counts)
         return self._bits(self._counts)
 
     def _bits(self, counts) -> float:
