@@ -15,6 +15,7 @@ become napari notifications.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ from lvpnet.progress import Cancelled, Progress, run, watching
 from ._background import BackgroundJobMixin, JobControl, full_width, quietly_if_closed, wrap_text
 from ._lazy import LazySlices
 from ._maps import MAPS, layer_colormap, layer_name, legend, slice_words
-from ._messages import error_slice, what_is_wrong
+from ._messages import error_slice, plain_words, what_is_wrong
 from ._plots import draw_colorbars, draw_plot, theme_colours
 
 CURRENT = "current slice"
@@ -93,17 +94,18 @@ def _inspect_job(source, rgb, lvp, indices, weights, ablation, workers, cancel):
     return res, skipped
 
 
-def skipped_text(skipped: dict, name: str) -> str:
+def skipped_text(skipped: dict, name: str, words: Callable[[int], str] = plain_words) -> str:
     """'skipped damaged slice 8: chunk checksum mismatch', 'skipped slice 9: its maps need slice 8,
-    which is damaged' (a slice is mapped against the one before it, as the writer codes it)."""
+    which is damaged' (a slice is mapped against the one before it, as the writer codes it); ``words``
+    names a slice as the layer's sliders do (``_maps.slice_words``)."""
     lines = []
     for i, e in sorted(skipped.items()):
         j = error_slice(e, name)
         what = what_is_wrong(e, name)
         if j in (None, i):
-            lines.append(f"skipped damaged slice {i}: {what}")
+            lines.append(f"skipped damaged {words(i)}: {what}")
         else:
-            lines.append(f"skipped slice {i}: its maps need slice {j}, which is damaged ({what})")
+            lines.append(f"skipped {words(i)}: its maps need {words(j)}, which is damaged ({what})")
     return "\n".join(lines)
 
 
@@ -284,6 +286,10 @@ class InspectWidget(BackgroundJobMixin, Container):
             return None
         return value
 
+    def _slice_words(self, i: int) -> str:
+        """Slice ``i`` (flat) as the layer's sliders name it ('time 1, slice 3'; 'slice 3' on a volume)."""
+        return slice_words(i, self._frames, self._axis_names())
+
     def _axis_names(self):
         """The names of the layer's leading axes, as its sliders show them."""
         layer = getattr(self, "_layer", None)
@@ -336,10 +342,11 @@ class InspectWidget(BackgroundJobMixin, Container):
             else:
                 show_warning("Inspect: no model weights are installed (lvpnet-v1.pt) or chosen: showing the real "
                              "bits of every stored chunk; heatmaps need the model")
-        skipped = skipped_text(self.skipped, self._lvp_name)
+        words = self._slice_words
+        skipped = skipped_text(self.skipped, self._lvp_name, words)
         if skipped:
             show_warning(f"Inspect {skipped}" if len(self.skipped) == 1 else
-                         f"Inspect skipped {len(self.skipped)} slices ({', '.join(map(str, sorted(self.skipped)))})"
+                         f"Inspect skipped {len(self.skipped)} slices ({'; '.join(map(words, sorted(self.skipped)))})"
                          f"\n{skipped}")
         try:
             if res.has_model and res.maps:

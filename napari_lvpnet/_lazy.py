@@ -38,6 +38,7 @@ from lvpnet.errors import DamagedError, LimitError, LvpnetError
 from lvpnet.progress import Cancelled, also
 from lvpnet.terminal import duration
 
+from ._maps import slice_words
 from ._messages import first_line, notification
 
 CACHE_BYTES = 256 * 2**20  # decoded slices kept besides those on screen (512 slices of 512 x 512 int16)
@@ -475,7 +476,7 @@ class LayerFeed:
                 self._notified.add(i)
                 from napari.utils import notifications
 
-                notifications.show_error(notification(loader.failed[i], loader.lvp.name))
+                notifications.show_error(notification(loader.failed[i], loader.lvp.name, self.words))
         self.update_canvas_text()
         if any(not loader.resolved(i) for i in self.data.last_request):
             from qtpy.QtCore import QTimer
@@ -530,6 +531,13 @@ class LayerFeed:
         layer = self._layer()
         return next((v for v in list(Viewer._instances) if layer is not None and layer in v.layers), None)
 
+    def words(self, i: int) -> str:
+        """Slice ``i`` (the file's flat number) as the layer's sliders name it: 'time 1, slice 3' on a
+        4-D layer, not 'slice 15'."""
+        layer = self._layer()
+        labels = getattr(layer, "axis_labels", None)
+        return slice_words(i, self.data.frame_shape, None if labels is None else tuple(labels))
+
     def damage_text(self) -> str:
         """The canvas line for damaged slices on screen ('' when none)."""
         loader, shown = self.data.loader, self.data.last_request
@@ -537,7 +545,8 @@ class LayerFeed:
         if not damaged:
             return ""
         # a few short lines: the overlay does not wrap, and a narrow canvas cut the file's name off
-        text = textwrap.fill(first_line(loader.failed[damaged[0]], loader.lvp.name), CANVAS_LINE) + "\nshown blank"
+        text = textwrap.fill(first_line(loader.failed[damaged[0]], loader.lvp.name, self.words), CANVAS_LINE)
+        text += "\nshown blank"
         return text if len(damaged) == 1 else f"{text}; {len(damaged) - 1} more damaged slices"
 
     def pending_text(self) -> str:
@@ -549,7 +558,7 @@ class LayerFeed:
         file = loader.lvp.name.replace("\\", "/").rsplit("/", 1)[-1]
         shown = self.data.last_request
         if len(waiting) == 1:
-            return f"decoding slice {waiting[0]} of {file} ..."
+            return f"decoding {self.words(waiting[0])} of {file} ..."
         done, now = len(shown) - len(waiting), time.monotonic()
         if self._filling is None or self._filling[0] != shown:  # a new request: its rate from here
             self._filling = (shown, now, done)

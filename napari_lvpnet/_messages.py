@@ -10,6 +10,7 @@ slice and what is wrong before it names the file ("Slice 8 is damaged: checksum 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from lvpnet.errors import DamagedError
@@ -38,16 +39,25 @@ def what_is_wrong(error: Exception, name: str) -> str:
     return what.replace(" (the file is damaged)", "").replace("chunk checksum mismatch", "checksum mismatch")
 
 
-def first_line(error: Exception, name: str) -> str:
-    """One short line: which slice (or file), what is wrong, then the file's name."""
+def plain_words(i: int) -> str:
+    """A slice as the file counts it ('slice 8'): a layer with one leading axis, or none."""
+    return f"slice {i}"
+
+
+def first_line(error: Exception, name: str, words: Callable[[int], str] = plain_words) -> str:
+    """One short line: which slice (or file), what is wrong, then the file's name; ``words`` names a
+    slice by its flat number as the layer's sliders do ('time 1, slice 3' on a 4-D layer:
+    ``_maps.slice_words``)."""
     file = Path(name).name
     i = error_slice(error, name)
     if i is None:
         return f"Cannot open {file}: {_strip_name(str(error), name)}"
     state = "is damaged" if isinstance(error, DamagedError) else "cannot be decoded"
-    return f"Slice {i} {state}: {what_is_wrong(error, name)} ({file})"
+    said = words(i)
+    return f"{said[:1].upper()}{said[1:]} {state}: {what_is_wrong(error, name)} ({file})"
 
 
-def notification(error: Exception, name: str) -> str:
-    """First line for the notification's collapsed view, then the core's words in full."""
-    return f"{first_line(error, name)}\nin full: {error}"
+def notification(error: Exception, name: str, words: Callable[[int], str] = plain_words) -> str:
+    """First line for the notification's collapsed view, then the core's words in full (the file's
+    own numbering of slices: what ``lvpnet verify`` prints)."""
+    return f"{first_line(error, name, words)}\nin full: {error}"

@@ -104,8 +104,9 @@ def _placeholder(lazy, frame) -> str | None:
     if lazy is None or frame is None:
         return None
     i = int(np.ravel_multi_index(frame, lazy.frame_shape)) if frame else 0
-    if i in lazy.loader.failed:
-        return f"slice {i} is damaged: no value"
+    if i in lazy.loader.failed:  # named as the sliders name it (a 4-D layer: 'time 1, slice 3')
+        feed = getattr(lazy, "feed", None)
+        return f"{feed.words(i) if feed is not None else f'slice {i}'} is damaged: no value"
     if lazy.loader.get(i) is None:
         return "not decoded yet"
     return None

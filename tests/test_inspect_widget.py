@@ -447,3 +447,20 @@ def test_a_4d_layer_plot_says_how_its_slice_numbers_run(widget_and_viewer, qtbot
     _run(w, qtbot)
     labels = [ax.get_xlabel() for ax in w.plot_figure.axes]
     assert "slice over every volume (volume x 3 + slice)" in labels
+
+
+def test_skipped_slices_are_named_as_the_sliders_name_them():
+    """On a 4-D layer a skipped slice is 'time 1, slice 2', and so is the damaged one its maps need
+    (the file's errors number slices flat: 6 and 5 of two volumes of 4)."""
+    from lvpnet.errors import DamagedError
+    from napari_lvpnet._maps import slice_words
+
+    def words(i):
+        return slice_words(i, (2, 4), ("time", "slice", "y", "x"))
+
+    skipped = {5: DamagedError("scan.lvp: slice 5: chunk checksum mismatch (the file is damaged)"),
+               6: DamagedError("scan.lvp: slice 5: chunk checksum mismatch (the file is damaged)")}
+    assert iw.skipped_text(skipped, "scan.lvp", words).splitlines() == [
+        "skipped damaged time 1, slice 1: checksum mismatch",
+        "skipped time 1, slice 2: its maps need time 1, slice 1, which is damaged (checksum mismatch)"]
+    assert iw.skipped_text(skipped, "scan.lvp").splitlines()[0] == "skipped damaged slice 5: checksum mismatch"

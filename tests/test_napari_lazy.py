@@ -105,6 +105,31 @@ def test_damaged_first_slice_opens_blank_with_notification(make_napari_viewer, q
     assert errors[0].startswith("Slice 3 is damaged: checksum mismatch (mid.lvp)\n")
 
 
+def test_a_damaged_slice_of_a_4d_layer_is_named_as_its_sliders_name_it(make_napari_viewer, qtbot, tmp_path, rng,
+                                                                        monkeypatch):
+    """Flat slice 5 of two volumes of 4 slices is 'time 1, slice 1' (the reader names a 4-D layer's
+    axes) on the canvas and in the notification; the core's words (the file's own numbering) follow
+    in full."""
+    a = smooth_image(rng, (2, 4, 32, 32), 0, 3000, np.uint16)
+    path = tmp_path / "tz.lvp"
+    lvpnet.compress_to_file(a, path, codec="fallback")
+    damaged = _flip_in_slice(path, 5, tmp_path / "tz_dmg.lvp")
+    errors = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", errors.append)
+    viewer = make_napari_viewer()
+    (image,) = viewer.open(str(damaged), plugin="napari-lvpnet")
+    viewer.dims.set_current_step(0, 1)
+    viewer.dims.set_current_step(1, 1)
+    _settle(qtbot, image)
+    qtbot.waitUntil(lambda: bool(errors), timeout=3000)
+    said = viewer.canvas.overlays.text.text.replace("\n", " ")
+    assert said.startswith("Time 1, slice 1 is damaged: checksum mismatch (tz_dmg.lvp)"), said
+    first, full = errors[0].splitlines()[:2]
+    assert first == "Time 1, slice 1 is damaged: checksum mismatch (tz_dmg.lvp)"
+    assert "slice 5" in full
+    assert image.get_status((1, 1, 5, 6))["coordinates"].endswith(": time 1, slice 1 is damaged: no value")
+
+
 @pytest.mark.parametrize("damage", ["truncated", "header"])
 def test_damaged_header_or_truncated_file_says_what_verify_says(make_napari_viewer, stack, tmp_path, monkeypatch,
                                                                  capsys, damage):
