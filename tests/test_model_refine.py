@@ -149,12 +149,15 @@ def test_numba_kernels_give_the_numpy_integers(monkeypatch):
                                         rng.integers(-(2**13) + 1, 2**13, (classes, len(offs))))
             fast = refine.refine_step(plane, mu, s, pos, 4, order, k, ref, 2**16 - 1)
             d_fast = refine.neighbour_deltas(plane, mu, pos, 4, offs)
+            some = rng.permutation(mu.size)[: mu.size // 2]  # the encoder's sample: interior and border pixels
+            assert np.array_equal(refine.neighbour_deltas(plane, mu, pos, 4, offs, some), d_fast[some])
             cls = refine.classes_of(s, ref.edges)
             a_fast = refine.apply_coefs(mu, d_fast, cls, ref.coefs, 2**16 - 1)
             monkeypatch.setattr(refine, "_KERNELS", False)
             assert np.array_equal(a_fast, refine.apply_coefs(mu, d_fast, cls, ref.coefs, 2**16 - 1))
             assert np.array_equal(fast, refine.refine_step(plane, mu, s, pos, 4, order, k, ref, 2**16 - 1))
             assert np.array_equal(d_fast, refine.neighbour_deltas(plane, mu, pos, 4, offs))
+            assert np.array_equal(d_fast[some], refine.neighbour_deltas(plane, mu, pos, 4, offs, some))
             monkeypatch.setattr(refine, "_KERNELS", None)
 
 
@@ -247,3 +250,14 @@ def test_the_encoders_choice_is_the_same_with_and_without_numba(monkeypatch, rng
         assert (fast.config, fast.edges.tolist(), fast.coefs.tolist()) == (plain.config, plain.edges.tolist(),
                                                                           plain.coefs.tolist())
         assert np.array_equal(mu_fast, mu_plain)
+
+
+def test_the_class_edges_are_numpys_octiles_to_the_integer(rng):
+    """``_nested_edges`` in integers equals ``floor(np.quantile(s, k / 8))``: every sample size
+    mod 8, small and wide scale indices, ties, one value, negative values."""
+    cases = [rng.integers(0, 80, n) for n in (1, 2, 3, 7, 8, 9, 15, 16, 17, 100, 1001, 8191, 8192)]
+    cases += [rng.integers(-5, 5, 333), np.full(50, 7), rng.integers(0, 2**40, 999), np.array([0, 2**40]),
+              np.repeat([3, 9, 60], [5, 1, 9])]
+    for s in cases:
+        want = np.floor(np.quantile(s, np.arange(1, 8) / 8.0)).astype(np.int64)
+        assert np.array_equal(refine._nested_edges(s), want), s
