@@ -199,32 +199,32 @@ def _folded(shape, sub_shape, pos, f, offsets):
     return ry, oky, rx, okx
 
 
-def _refined(plane, mu, ry, oky, rx, okx, cls, coefs, R, frac):
+def _refined(plane, mu, ry, oky, rx, okx, cls, coefs, R, frac, rin, cin, flat):
     """``apply_coefs`` of the deltas without building them: ``mu + round(sum_t q[c, t] (n_t - mu))``
-    per pixel in int64 (exact; the float64 path is exact too, below 2**51). Row by row, each
-    offset's pass running along the row (its coefficient per pixel first, 0 where the offset has no
-    pixel), so the sums vectorise."""
+    per pixel in int64 (exact; the float64 path is exact too, below 2**51). Pixel by pixel, the
+    offsets' sum in registers: an interior pixel (``rin``, ``cin``: ``interior``) reads its
+    neighbours at fixed distances ``flat`` in the flat plane, the others through the folded
+    indices (half the time of passes along each row, whose stride-``f`` reads did not vectorise)."""
     T, h = ry.shape
     w = rx.shape[1]
+    W = plane.shape[1]
+    pf = plane.reshape(-1)
     out = np.empty((h, w), np.int64)
     half = np.int64(1) << (frac - 1)
-    acc = np.empty(w, np.int64)
-    cf = np.empty(w, np.int64)
-    coefs_t = np.ascontiguousarray(coefs.T)  # (T, classes)
     for i in range(h):
-        acc[:] = 0
-        ci = cls[i * w : (i + 1) * w]
-        m = mu[i]
-        for t in range(T):
-            if not oky[t, i]:
-                continue
-            row, ct, rxt, okt = plane[ry[t, i]], coefs_t[t], rx[t], okx[t]
-            for j in range(w):
-                cf[j] = ct[ci[j]] if okt[j] else 0
-            for j in range(w):
-                acc[j] += cf[j] * (row[rxt[j]] - m[j])
         for j in range(w):
-            out[i, j] = min(max(m[j] + ((acc[j] + half) >> frac), 0), R)
+            c = cls[i * w + j]
+            m = mu[i, j]
+            acc = np.int64(0)
+            if rin[i] >= 0 and cin[j] >= 0:
+                base = rin[i] * W + cin[j]
+                for t in range(T):
+                    acc += coefs[c, t] * (pf[base + flat[t]] - m)
+            else:
+                for t in range(T):
+                    if oky[t, i] and okx[t, j]:
+                        acc += coefs[c, t] * (plane[ry[t, i], rx[t, j]] - m)
+            out[i, j] = min(max(m + ((acc + half) >> frac), 0), R)
     return out
 
 
@@ -317,7 +317,8 @@ def refine_step(plane, mu, s, pos, f: int, order, k: int, ref: StepRefinement | 
     if kernels:  # one pass: the sums per pixel in int64, no (pixels, offsets) matrix
         folded = fold_offsets(plane.shape, mu.shape, pos, f, offsets)
         out = kernels[1](np.ascontiguousarray(plane, np.int64), np.ascontiguousarray(mu, np.int64), *folded,
-                         cls.astype(np.int64), np.ascontiguousarray(ref.coefs, np.int64), int(R), COEF_FRAC)
+                         cls.astype(np.int64), np.ascontiguousarray(ref.coefs, np.int64), int(R), COEF_FRAC,
+                         *interior(plane.shape, mu.shape, pos, f, offsets))
         return out
     deltas = neighbour_deltas(plane, mu, pos, f, offsets)
     return apply_coefs(mu, deltas, cls, ref.coefs, R)
