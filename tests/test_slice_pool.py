@@ -470,3 +470,54 @@ def test_two_threads_share_the_pool_and_the_torch_threads_come_back():
     finally:
         torch.set_num_threads(before)
         slice_pool.shutdown()
+
+
+_GIVEN_UP = '''
+import threading, time, sys
+from lvpnet import slice_pool
+
+
+def slow(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+def finish():
+    print("thread got", list(slice_pool.ordered(slow, [(0.01,), (3.0,), (0.01,)], 2)), flush=True)
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "given up":
+        runs = slice_pool.ordered(slow, [(0.01,), (60.0,), (60.0,)], 2)
+        next(runs)  # this process's first task
+        time.sleep(3)  # the worker holds a 60 s task
+        runs.close()  # given up, as Inspect's run when the viewer closes: nobody reads the rest
+    else:  # a run the interpreter waits for (a thread compressing after the script's end) keeps its worker
+        threading.Thread(target=finish).start()
+        time.sleep(1)
+    print("main done", flush=True)
+'''
+
+
+@pytest.mark.parametrize("case", ["given up", "still wanted"])
+def test_at_exit_a_worker_of_a_run_given_up_is_stopped_one_still_wanted_is_not(tmp_path, case):
+    """Closing napari during Inspect's run left Python waiting, at exit, for the worker to finish the task
+    it held (2-9 s; here 60): with no run holding the pool, its workers are stopped at exit, and nothing is
+    said. A thread's run still under way at the script's end keeps its worker and finishes."""
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "at_exit.py"
+    script.write_text(_GIVEN_UP)
+    t = time.monotonic()
+    proc = subprocess.run([sys.executable, str(script), case], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=tmp_path)
+    took = time.monotonic() - t
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and "terminated abruptly" not in proc.stderr, proc.stderr
+    if case == "given up":
+        assert proc.stdout.split() == ["main", "done"]
+        assert took < 40, f"waited {took:.0f} s for the worker's task"
+    else:
+        assert proc.stdout.splitlines() == ["main done", "thread got [0.01, 3.0, 0.01]"]

@@ -371,6 +371,33 @@ def shutdown() -> None:
 atexit.register(shutdown)
 
 
+def _stop_at_exit() -> None:
+    """At the interpreter's exit, before ``concurrent.futures`` joins its workers: when no run holds the pool
+    any more, a worker still coding a task of a run given up (Inspect's, closed as the viewer closed: "a worker
+    finishes the one it holds") is stopped, not waited for (the process lingered 2-9 s after its window had
+    gone). A worker writes nothing but its result, so stopping one loses nothing nobody asked for. A run still
+    under way (a thread the interpreter will wait for, compressing after the script's end) keeps its workers."""
+    global _pool
+    with _lock:
+        if _users:
+            return
+        pool, _pool = _pool, None
+    if pool is None:
+        return
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in processes:
+        if p.is_alive():
+            p.terminate()
+
+
+# threading's exit calls run in reverse order of registration, before the interpreter joins threads and before
+# ``atexit``: registered after ``concurrent.futures.process`` (imported above, which registers the join of its
+# workers), this runs first
+if hasattr(threading, "_register_atexit"):
+    threading._register_atexit(_stop_at_exit)
+
+
 def ordered(fn: Callable, tasks: Iterable[tuple], n: int, env: dict[str, str] | None = None) -> Iterator:
     """``fn(*task)`` for every task, results in task order, at most ``2 n + 8`` in flight (memory
     stays bounded by the window, not the volume). ``env``: settings the workers take
