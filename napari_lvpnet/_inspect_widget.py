@@ -33,7 +33,7 @@ from lvpnet.progress import Cancelled, Progress, run, watching
 
 from ._background import BackgroundJobMixin, JobControl, full_width, quietly_if_closed, wrap_text
 from ._lazy import LazySlices
-from ._maps import MAPS, layer_colormap, layer_name, legend, slice_words
+from ._maps import MAPS, layer_colormap, layer_name, legend, slice_words, slider_labels
 from ._messages import error_slice, plain_words, what_is_wrong
 from ._plots import draw_colorbars, draw_plot, theme_colours
 
@@ -291,9 +291,8 @@ class InspectWidget(BackgroundJobMixin, Container):
         return slice_words(i, self._frames, self._axis_names())
 
     def _axis_names(self):
-        """The names of the layer's leading axes, as its sliders show them."""
-        layer = getattr(self, "_layer", None)
-        return tuple(layer.axis_labels) if layer is not None and hasattr(layer, "axis_labels") else None
+        """The names of the layer's axes, as the viewer's sliders show them."""
+        return slider_labels(getattr(self, "_layer", None), getattr(self, "_viewer", None))
 
     def current_index(self, layer, frames) -> int:
         """Flat index of the slice the viewer shows for ``layer``."""

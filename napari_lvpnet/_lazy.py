@@ -38,7 +38,7 @@ from lvpnet.errors import DamagedError, LimitError, LvpnetError
 from lvpnet.progress import Cancelled, also
 from lvpnet.terminal import duration
 
-from ._maps import slice_words
+from ._maps import slice_words, slider_labels
 from ._messages import first_line, notification
 
 CACHE_BYTES = 256 * 2**20  # decoded slices kept besides those on screen (512 slices of 512 x 512 int16)
@@ -532,11 +532,9 @@ class LayerFeed:
         return next((v for v in list(Viewer._instances) if layer is not None and layer in v.layers), None)
 
     def words(self, i: int) -> str:
-        """Slice ``i`` (the file's flat number) as the layer's sliders name it: 'time 1, slice 3' on a
+        """Slice ``i`` (the file's flat number) as the viewer's sliders name it: 'time 1, slice 3' on a
         4-D layer, not 'slice 15'."""
-        layer = self._layer()
-        labels = getattr(layer, "axis_labels", None)
-        return slice_words(i, self.data.frame_shape, None if labels is None else tuple(labels))
+        return slice_words(i, self.data.frame_shape, slider_labels(self._layer(), self._viewer()))
 
     def damage_text(self) -> str:
         """The canvas line for damaged slices on screen ('' when none)."""
@@ -546,8 +544,10 @@ class LayerFeed:
             return ""
         # a few short lines: the overlay does not wrap, and a narrow canvas cut the file's name off
         text = textwrap.fill(first_line(loader.failed[damaged[0]], loader.lvp.name, self.words), CANVAS_LINE)
-        text += "\nshown blank"
-        return text if len(damaged) == 1 else f"{text}; {len(damaged) - 1} more damaged slices"
+        if len(damaged) == 1:
+            return f"{text}\nshown blank"
+        others = ", ".join(self.words(i) for i in damaged[1:4]) + (", ..." if len(damaged) > 4 else "")
+        return f"{text}\n" + textwrap.fill(f"shown blank; damaged too: {others}", CANVAS_LINE)
 
     def pending_text(self) -> str:
         """The status-bar line for slices on screen still decoding ('' when none)."""

@@ -64,6 +64,19 @@ def slice_words(i: int, frames: tuple = (), labels=None) -> str:
     return ", ".join(f"{n} {int(v)}" for n, v in zip(names, np.unravel_index(i, frames), strict=True))
 
 
+def slider_labels(layer, viewer=None) -> tuple | None:
+    """The names the sliders show for ``layer``'s axes: the viewer's (renamed in its sliders, they are what
+    the user reads), else the layer's own; None without either."""
+    if layer is None:
+        return None
+    dims = getattr(viewer, "dims", None)
+    labels = getattr(dims, "axis_labels", None)
+    if labels is not None and len(labels) >= layer.ndim:
+        return tuple(labels)[len(labels) - layer.ndim :]
+    labels = getattr(layer, "axis_labels", None)
+    return None if labels is None else tuple(labels)
+
+
 def _placeholder(label) -> bool:
     """napari's default axis label: the axis number, counted from the end ("-4")."""
     try:

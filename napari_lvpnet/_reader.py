@@ -14,6 +14,7 @@ one.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import threading
@@ -86,10 +87,12 @@ def read_lvp(path):
 
     from lvpnet import DamagedError, LvpFile, LvpnetError
 
-    from ._layers import LABELS_KEY, labels_layer, lazy_lvp_layer
-    from ._messages import notification
+    from ._layers import LABELS_KEY, axis_labels, labels_layer, lazy_lvp_layer
+    from ._maps import slice_words
+    from ._messages import notification, plain_words
 
     path = os.fspath(_single(path))
+    words = plain_words
     try:
         lvp = LvpFile(path)
         try:
@@ -99,9 +102,11 @@ def read_lvp(path):
                                        "grey); the slices are checked as they decode")
             meta = lvp.header.get("source", {}).get("metadata", {})
         if meta.get(LABELS_KEY):  # saved from a labels layer
+            # a damaged slice named as the layer's sliders would name it ('time 1, slice 2', not the flat 8)
+            words = functools.partial(slice_words, frames=lvp.frame_shape, labels=axis_labels(len(lvp.shape), meta))
             return [labels_layer(lvp, _name(path, (".lvp",)), metadata=meta)]
     except LvpnetError as e:  # damaged header, truncated, newer format, a damaged labels slice: say so, add nothing
-        notifications.show_error(notification(e, path))
+        notifications.show_error(notification(e, path, words))
         return [(None,)]  # npe2's "read, no layers" sentinel: no "try another plugin" dialog
     return [lazy_lvp_layer(lvp, _name(path, (".lvp",)), metadata=meta)]
 

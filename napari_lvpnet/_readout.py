@@ -93,6 +93,9 @@ def _frame(layer, position, kw, lazy) -> tuple[int, ...] | None:
     n_lead = layer.ndim - 2
     if n_lead <= 0:
         return ()
+    shown = kw.get("dims_displayed")  # the viewer's displayed axes; the layer's are its last ``layer.ndim``
+    if shown is not None and any(0 <= d - (len(position) - layer.ndim) < n_lead for d in shown):
+        return None  # a 3-D view across the slices: the cursor is on a ray, not on one slice
     data_pos = layer.world_to_data(position) if kw.get("world", False) else np.asarray(position)
     lead = tuple(int(np.round(v)) for v in np.asarray(data_pos)[-layer.ndim:][:n_lead])
     shape = lazy.frame_shape if lazy is not None else layer.data.shape[:n_lead]

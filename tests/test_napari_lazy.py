@@ -128,6 +128,50 @@ def test_a_damaged_slice_of_a_4d_layer_is_named_as_its_sliders_name_it(make_napa
     assert first == "Time 1, slice 1 is damaged: checksum mismatch (tz_dmg.lvp)"
     assert "slice 5" in full
     assert image.get_status((1, 1, 5, 6))["coordinates"].endswith(": time 1, slice 1 is damaged: no value")
+    # renamed in the sliders, the sliders' names are the ones said
+    viewer.dims.axis_labels = ("echo", "z", "y", "x")
+    image.data.feed.update_canvas_text()
+    assert viewer.canvas.overlays.text.text.replace("\n", " ").startswith("Echo 1, z 1 is damaged")
+    # in a 3-D view the cursor is on a ray through the slices, not on the damaged one: napari's value stands
+    viewer.dims.ndisplay = 3
+    qtbot.wait(50)
+    said = image.get_status(viewer.cursor.position, view_direction=viewer.cursor._view_direction,
+                            dims_displayed=list(viewer.dims.displayed), world=True)["coordinates"]
+    assert "damaged" not in said
+
+
+def test_damaged_slices_on_screen_together_are_all_named(make_napari_viewer, qtbot, tmp_path, rng):
+    """Two damaged slices in a 3-D view: the first named in full, the other after it (not 'n more')."""
+    a = smooth_image(rng, (6, 32, 32), 0, 3000, np.uint16)
+    path = tmp_path / "two.lvp"
+    lvpnet.compress_to_file(a, path, codec="fallback")
+    _flip_in_slice(path, 2, tmp_path / "one.lvp")
+    damaged = _flip_in_slice(tmp_path / "one.lvp", 4, tmp_path / "two_dmg.lvp")
+    viewer = make_napari_viewer()
+    (image,) = viewer.open(str(damaged), plugin="napari-lvpnet")
+    viewer.dims.ndisplay = 3
+    qtbot.waitUntil(lambda: all(image.data.loader.resolved(i) for i in range(6)), timeout=10000)
+    image.data.feed.update_canvas_text()
+    said = viewer.canvas.overlays.text.text.replace("\n", " ")
+    assert said.startswith("Slice 2 is damaged: checksum mismatch (two_dmg.lvp)"), said
+    assert said.endswith("shown blank; damaged too: slice 4"), said
+
+
+def test_a_damaged_4d_labels_file_names_the_slice_as_its_sliders_would(make_napari_viewer, tmp_path, monkeypatch):
+    """A labels .lvp is read whole, so a damaged slice opens nothing: the notification names it as the
+    layer's sliders would have ('time 1, slice 2'), not by the file's flat number 8."""
+    from napari_lvpnet._writer import write_labels_lvp
+
+    marks = np.zeros((2, 6, 24, 24), np.uint8)
+    marks[:, :, 5:15, 5:15] = np.arange(1, 13).reshape(2, 6, 1, 1)
+    path = tmp_path / "marks.lvp"
+    write_labels_lvp(str(path), marks, {"name": "marks"})
+    damaged = _flip_in_slice(path, 8, tmp_path / "marks_dmg.lvp")
+    errors = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", errors.append)
+    viewer = make_napari_viewer()
+    viewer.open(str(damaged), plugin="napari-lvpnet")
+    assert errors and errors[0].splitlines()[0] == "Time 1, slice 2 is damaged: checksum mismatch (marks_dmg.lvp)"
 
 
 @pytest.mark.parametrize("damage", ["truncated", "header"])
