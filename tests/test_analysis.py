@@ -476,3 +476,27 @@ def test_workers_refuse_a_lvp_replaced_since_the_layer_opened_it(model, rng, tmp
     with pytest.raises(lvpnet.InputError, match="changed since it was opened"):
         for _ in analysis.analysed_runs(lvp, model, range(9), lvp=lvp, workers=2):
             pass
+
+
+def test_a_lvp_slices_share_of_the_bar_never_goes_back(model, rng, tmp_path):
+    """Inspect decodes a learned .lvp slice, then analyses it, each ticking 0 to 1 on its own: the bar's part
+    of a slice went back to 0 in between. Now the decode fills the first part and the analysis the rest."""
+    vol = smooth_image(rng, (3, 48, 40), 0, 3000, np.uint16)
+    path = tmp_path / "learned.lvp"
+    lvpnet.compress_to_file(vol, path, codec="lvpnet")
+    parts: list = [[]]
+
+    class Bar:
+        def __call__(self, p):
+            parts.append([])
+
+        def part(self, fraction):
+            if fraction is not None:
+                parts[-1].append(fraction)
+
+    run(analysis.iter_analyse(lvpnet.open(path), model, indices=[1, 2]), Bar())
+    ticked = [p for p in parts if p]
+    assert len(ticked) == 2
+    for p in ticked:
+        assert p == sorted(p), p
+        assert min(p) < analysis.DECODE_SHARE < max(p)  # both parts ticked, each in its own share

@@ -53,7 +53,7 @@ import numpy as np
 from . import limits
 from .errors import DamagedError, InputError
 from .lvpfile import LvpFile
-from .progress import Progress, tick
+from .progress import Progress, span, tick
 from .progress import run as drive
 
 BLOCK = 32  # pixels per latent cell along each axis (the model's stride)
@@ -491,6 +491,9 @@ def _get_slice(source, i: int, frames: tuple[int, ...]) -> np.ndarray:
     return np.asarray(source[np.unravel_index(i, frames)])
 
 
+DECODE_SHARE = 0.25  # of a .lvp slice's Inspect time, its decode (``iter_analyse``)
+
+
 def iter_analyse(
     source,
     model: LoadedModel | None,
@@ -542,17 +545,24 @@ def iter_analyse(
     from .compressor import REFERENCE_RUN
 
     last = None  # (index, slice) read last: the reference of the next index
+    # a .lvp's slice is decoded, then analysed, each ticking its own 0 to 1: the bar's share of the slice
+    # in two parts, so it never goes back (a 512 x 512 CT slice: decode 0.2 s, analysis 0.6 s)
+    read_share = DECODE_SHARE if isinstance(source, LvpFile) else 0.0
     for k, i in enumerate(idx):
-        ref = None
+        ref, kept = None, False
         if i % REFERENCE_RUN:  # as the writer codes it
+            kept = last is not None and last[0] == i - 1
             try:
-                ref = last[1] if last is not None and last[0] == i - 1 else _get_slice(source, i - 1, tuple(frames))
+                with span(0.0, read_share / 2):  # the slice before, decoded first where it was not the last one
+                    ref = last[1] if kept else _get_slice(source, i - 1, tuple(frames))
             except DamagedError:  # a damaged slice before: this one is still mapped if its chunk does not need it
                 if lvp is None or lvp.needs_previous(i):
                     raise
-        x = _get_slice(source, i, tuple(frames))
+        with span(read_share / 2 if i % REFERENCE_RUN and not kept else 0.0, read_share):
+            x = _get_slice(source, i, tuple(frames))
         last = (i, x)
-        m = analyse_slice(x, model, rgb=rgb, index=i, reference=ref, ablation=ablation)
+        with span(read_share, 1.0):
+            m = analyse_slice(x, model, rgb=rgb, index=i, reference=ref, ablation=ablation)
         pix[k], lat[k] = m.pixel_bits_total, m.latent_bits_total
         abl[k] = m.ablated_bits_total if ablation else 0.0
         if maps:

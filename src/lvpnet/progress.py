@@ -69,6 +69,15 @@ def unplaced():
     return nullcontext() if before is None else within_slice(lambda fraction: before(None))
 
 
+def span(lo: float, hi: float):
+    """Inside, ticks fill ``lo`` to ``hi`` of the slice's share (work in parts, each ticking 0 to 1 on its
+    own: Inspect decodes a ``.lvp`` slice, then analyses it, and its bar went back to 0 in between)."""
+    before = getattr(_here, "handler", None)
+    if before is None:
+        return nullcontext()
+    return within_slice(lambda fraction: before(None if fraction is None else lo + (hi - lo) * fraction))
+
+
 def tick(fraction: float) -> None:
     """How far this thread's work on its current slice is (0 to 1); where a handler raises (a
     cancelled job), the work stops here. Nothing when no one listens."""
