@@ -41,6 +41,7 @@ import constriction
 import numpy as np
 
 from ..coding.latent_adapt import StagedTables, stage_bounds, staged_bits, staged_plan
+from ..model.prep import used_values
 
 _model = constriction.stream.model
 _stack = constriction.stream.stack
@@ -159,7 +160,7 @@ class PixelCoder:
         (a ``coding.adapt.StepTables`` at the step being coded, bitstream version 3) the adapted row
         where it has counts. The rows a step needs are mixed in one call and kept in
         ``tables.models`` for the step."""
-        present = np.unique(s)
+        present = used_values(s)  # np.unique's values, by counting (scale indices: a small span)
         return dict(zip(present.tolist(), self._present_models(present, tables)))
 
     def _present_models(self, present: np.ndarray, tables=None) -> list:

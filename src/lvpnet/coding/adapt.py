@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..model.prep import used_values
 from ..model.tables import OFFSET_MAX, TOTAL, WIDE_OFFSET_MAX, pixel_symbols
 from . import edge, flag_adapt, lattice, reference
 from .jit import compiled
@@ -198,7 +199,7 @@ class StepTables:
         flat_s, flat_sym = s.reshape(-1), sym.reshape(-1)
         if flat_s.size == 0:  # every pixel of the item flagged as a repeat
             return np.zeros(sym.shape, np.float64)
-        present = np.unique(flat_s)
+        present = used_values(flat_s)  # np.unique's, by counting
         f = self.rows(present)[np.searchsorted(present, flat_s), flat_sym]
         return (-np.log2(f / TOTAL)).reshape(sym.shape)
 
@@ -467,7 +468,7 @@ def _unflagged(items: list[PlaneItem], base: np.ndarray) -> tuple:
     (rows, symbols) of those pixels' symbols; then ``base``'s rows that the plane's pixels use
     (ascending) and each scale index's place among them: the histograms hold those rows only (a plane uses
     about half of the tables' rows, and the choice sums over every row it is given)."""
-    used = np.unique(np.concatenate([it.s.reshape(-1) for it in items])) if items else np.zeros(0, np.int64)
+    used = used_values(np.concatenate([it.s.reshape(-1) for it in items])) if items else np.zeros(0, np.int64)
     place = np.zeros(base.shape[0], np.int64)
     place[used] = np.arange(used.size)
     fixed, kept = {}, {}
