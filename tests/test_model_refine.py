@@ -216,19 +216,22 @@ def test_a_configs_estimate_without_its_mu_is_the_same_float(monkeypatch):
             monkeypatch.setattr(refine, "_KERNELS", None)
 
 
-def test_the_residual_of_every_class_at_once_is_each_classs_own(rng):
-    """``_class_residual``: one product with every class's coefficients, each row's own taken, is
-    ``_residual`` class by class, to the bit."""
-    n, T = 3000, 24
-    A = rng.integers(-4000, 4000, (n, T)).astype(np.float64)
-    y = rng.integers(-4000, 4000, n).astype(np.float64)
-    lab = np.sort(rng.integers(0, 8, n))
-    a8 = rng.normal(0, 3, (8, T))
-    fbits = 20
-    got = refine._class_residual(A, y, a8, lab, fbits)
-    for c in range(8):
-        p = lab == c
-        assert np.array_equal(got[p], refine._residual(A[p], y[p], a8[c], fbits))
+@pytest.mark.parametrize("numba", [True, False])
+def test_the_residual_of_every_class_at_once_is_each_classs_own(rng, numba, monkeypatch):
+    """``_class_residual``: each row under its own class's coefficients (numba's reassociated sums, or
+    one product with every class's and each row's own taken) is ``_residual`` class by class, to the
+    bit, at ``_fit_scale``'s extremes too (the largest values, the finest grid)."""
+    if not numba:
+        monkeypatch.setattr(refine, "_OWN", False)
+    for top, n, T in ((4000, 3000, 24), (2**20, 8191, 48), (2**31 - 1, 4096, 48)):
+        Ay, _wbits, fbits = refine._fit_scale(rng.integers(-top, top + 1, (n, T)), rng.integers(-top, top + 1, n))
+        A, y = Ay[:, :T], Ay[:, T]
+        lab = np.sort(rng.integers(0, 8, n))
+        a8 = rng.normal(0, 3, (8, T)) * 8.0  # some beyond the clip
+        got = refine._class_residual(Ay, a8, lab, fbits)
+        for c in range(8):
+            p = lab == c
+            assert np.array_equal(got[p], refine._residual(A[p], y[p], a8[c], fbits)), (top, c)
 
 
 def test_the_encoders_choice_is_the_same_with_and_without_numba(monkeypatch, rng):

@@ -1,4 +1,5 @@
-"""``prep.used_values``: ``np.unique`` by a histogram where the value span is small."""
+"""``prep``'s fast paths against numpy: ``used_values`` (``np.unique`` by a histogram where the value span is small)
+and ``med_of`` (the median edge detector in one pass)."""
 
 import numpy as np
 import pytest
@@ -54,3 +55,21 @@ def test_gap_expansion_by_table_is_the_binary_search(span):
     before = np.concatenate([[0], np.cumsum(gaps[:, 1])])
     want = packed + before[np.searchsorted(gaps[:, 0], packed, side="left")]
     assert np.array_equal(prep.expand_gaps(packed, gaps), want)
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.int32, np.int64])
+def test_the_median_edge_detector_in_one_pass_is_numpys(dtype, monkeypatch):
+    """``med_of`` (numba, one pass over the plane) gives ``med_predict``'s values on the three shifted
+    views, at every size down to one row or column, with the values' own type (int16 sums wrap as numpy's);
+    without numba it is numpy's."""
+    rng = np.random.default_rng(int(np.dtype(dtype).itemsize))
+    lo, hi = np.iinfo(dtype).min // 2, np.iinfo(dtype).max // 2
+    for shape in [(512, 512), (37, 29), (2, 2), (1, 7), (7, 1), (0, 4)]:
+        p = rng.integers(lo, hi, shape).astype(dtype)
+        want = prep.med_predict(p[1:, :-1], p[:-1, 1:], p[:-1, :-1])
+        got = prep.med_of(p)
+        assert got.dtype == want.dtype and np.array_equal(got, want), shape
+        assert np.array_equal(prep.med_of(p.T), prep.med_predict(p.T[1:, :-1], p.T[:-1, 1:], p.T[:-1, :-1]))
+    monkeypatch.setattr(prep, "_MED", False)
+    p = rng.integers(lo, hi, (9, 11)).astype(dtype)
+    assert np.array_equal(prep.med_of(p), prep.med_predict(p[1:, :-1], p[:-1, 1:], p[:-1, :-1]))

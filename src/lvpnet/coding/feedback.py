@@ -26,7 +26,7 @@ import math
 
 import numpy as np
 
-from ..model.prep import med_predict
+from ..model.prep import med_of
 from ..model.tables import OFFSET_MAX, TOTAL, WIDE_OFFSET_MAX, residual_bins
 from .jit import compiled
 from .refine import bit_length, fold_offsets, neighbour_offsets, neighbours, plane_f
@@ -56,7 +56,7 @@ def lattice_residuals(lattice: np.ndarray) -> np.ndarray:
         return np.zeros(L.shape, np.int64)
     pred = L.copy()
     if L.shape[0] > 1 and L.shape[1] > 1:
-        pred[1:, 1:] = med_predict(L[1:, :-1], L[:-1, 1:], L[:-1, :-1])
+        pred[1:, 1:] = med_of(L)
     pred[0, 1:] = L[0, :-1]
     pred[1:, 0] = L[:-1, 0]
     return np.abs(L - pred)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..model.prep import med_predict
+from ..model.prep import med_of
 
 MARGIN = 0.02  # of the level-2 lattice's JPEG-XL bits; val: not level 2 at 0.012 at most, level 2 above
 MIN_PIXELS = 1 << 16  # smaller planes keep the exact choice: few pixels to estimate from, little time to save
@@ -66,7 +66,7 @@ def _raster_bits(g: np.ndarray, keep: np.ndarray | None = None) -> float:
         return 0.0
     p = np.pad(g, ((1, 0), (1, 0)), mode="edge")
     a, b, c = p[1:, :-1], p[:-1, 1:], p[:-1, :-1]
-    pred = med_predict(a, b, c)
+    pred = med_of(p)
     return _kept(np.abs(g - pred).ravel().astype(np.float64), _context(np.abs(a - c) + np.abs(b - c)), keep)
 
 

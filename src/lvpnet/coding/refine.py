@@ -619,7 +619,7 @@ def choose_step(plane, vals, mu, s, pos, f: int, order, k: int, R: int, shifts: 
         G8, b8 = P8[:, :T, :T], P8[:, :T, T]
         w8 = np.array([w[p].sum() for p in parts])
         if it + 1 < _IRLS:  # reweight by the residual of the finest model (8 classes, radius 3)
-            w = _int_weights(_class_residual(A, y, _solve(G8, b8, w8), lab8, fbits), wbits)
+            w = _int_weights(_class_residual(Ay, _solve(G8, b8, w8), lab8, fbits), wbits)
     # configs compared on the sample, against no refinement with the same estimate
     scale = n / sample.size
     estimate = _Estimate(v_c, s_c, shifts)
@@ -659,13 +659,55 @@ def choose_step(plane, vals, mu, s, pos, f: int, order, k: int, R: int, shifts: 
     return ref, refine_step(plane, mu, s, pos, f, order, k, ref, R)
 
 
-def _class_residual(A: np.ndarray, y: np.ndarray, a8: np.ndarray, lab: np.ndarray, fbits: int) -> np.ndarray:
-    """``_residual`` of each row under its own class's coefficients (``a8[lab]``): one product of
-    the rows with every class's (integers, exact), each row's own taken."""
+def _class_residual(Ay: np.ndarray, a8: np.ndarray, lab: np.ndarray, fbits: int) -> np.ndarray:
+    """``_residual`` of each row of ``[A | y]`` (``_fit_scale``'s) under its own class's coefficients
+    (``a8[lab]``): each row's product with its class's coefficients on the grid (integers below 2**52:
+    exact in any order of summation), by numba where it is (``_own_products``), else one product with
+    every class's and each row's own taken."""
     lim = ((1 << (MAG_CLASSES - 1)) - 1) / (1 << COEF_FRAC)
     grid = np.ldexp(1.0, fbits)
-    num = _mm(A, np.ascontiguousarray(np.rint(np.clip(a8, -lim, lim) * grid).T))  # (rows, 8)
-    return y - np.take_along_axis(num, lab.reshape(-1, 1), 1)[:, 0] / grid
+    q = np.ascontiguousarray(np.rint(np.clip(a8, -lim, lim) * grid))  # (8, T)
+    T = q.shape[1]
+    kernel = _own_kernel()
+    if kernel:
+        num = np.empty(Ay.shape[0])
+        kernel(np.ascontiguousarray(Ay), q, np.ascontiguousarray(lab, np.int64), num)
+    else:
+        num = np.take_along_axis(_mm(Ay[:, :T], np.ascontiguousarray(q.T)), lab.reshape(-1, 1), 1)[:, 0]
+    return Ay[:, T] - num / grid
+
+
+def _own_products(Ay, q, lab, out):
+    """``out[p] = Ay[p, :T] . q[lab[p]]`` (T: ``q``'s width). Integers in float64, every partial sum
+    exact, so the sum may be reassociated (numba's ``reassoc``: it vectorises) without changing a bit."""
+    n = out.size
+    T = q.shape[1]
+    for p in range(n):
+        c = lab[p]
+        acc = 0.0
+        for t in range(T):
+            acc += Ay[p, t] * q[c, t]
+        out[p] = acc
+
+
+_OWN = None
+
+
+def _own_kernel():
+    """``_own_products`` compiled by numba (sums reassociated: exact here), or False without it."""
+    global _OWN
+    if _OWN is None:
+        from ..model.jit import BUILD_LOCK
+
+        with BUILD_LOCK:
+            if _OWN is None:
+                try:
+                    from ..model.jit import njit
+
+                    _OWN = njit(fastmath={"reassoc"})(_own_products)
+                except ImportError:
+                    _OWN = False
+    return _OWN
 
 
 def _coarse(lab8: np.ndarray, classes: int) -> np.ndarray:
