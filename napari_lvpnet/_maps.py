@@ -56,12 +56,18 @@ def slice_words(i: int, frames: tuple = (), labels=None) -> str:
     """'slice 11', or on a 4-D layer 'time 1, slice 11' (the sliders' own words), not the flat index 35."""
     if len(frames) <= 1:
         return f"slice {i}"
-    # without names of its own a layer's axes are napari's numbers ("-4", "-3"): the slice and the volume
+    names = lead_names(frames, labels)
+    return ", ".join(f"{n} {int(v)}" for n, v in zip(names, np.unravel_index(i, frames), strict=True))
+
+
+def lead_names(frames: tuple, labels=None) -> list[str]:
+    """The names of a layer's leading axes (``frames``: their sizes) as its sliders show them (``labels``:
+    every axis's, ``slider_labels``); napari's numbers ("-4", "-3"), a layer's axes without names of their
+    own, read as the volume and the slice."""
     plain = ["slice", "volume"][: len(frames)][::-1]
     plain = [f"axis {k}" for k in range(len(frames) - len(plain))] + plain
     given = list(labels)[: len(frames)] if labels is not None and len(labels) >= len(frames) else plain
-    names = [p if _placeholder(g) else g for g, p in zip(given, plain, strict=True)]
-    return ", ".join(f"{n} {int(v)}" for n, v in zip(names, np.unravel_index(i, frames), strict=True))
+    return [p if _placeholder(g) else str(g) for g, p in zip(given, plain, strict=True)]
 
 
 def slider_labels(layer, viewer=None) -> tuple | None:

@@ -10,6 +10,8 @@ import numpy as np
 
 from lvpnet import analysis
 
+from ._maps import lead_names
+
 BAR_COLOURS = ["0.65", "C0", "C2", "C4"]
 COLORBAR_PX = 52  # height of one colorbar with its title
 
@@ -78,9 +80,10 @@ def _broken_at_gaps(indices, values) -> tuple[np.ndarray, np.ndarray]:
     return np.insert(x, gaps, (x[gaps - 1] + x[gaps]) / 2), np.insert(y, gaps, np.nan)
 
 
-def draw_plot(canvas, res: analysis.Analysis, colours) -> None:
+def draw_plot(canvas, res: analysis.Analysis, colours, labels=None) -> None:
     """Bits per slice (the stored chunks of a .lvp as bars, the estimate as a line), or for one
-    analysed slice the histogram of bits per pixel with the slice's mean estimated and stored."""
+    analysed slice the histogram of bits per pixel with the slice's mean estimated and stored;
+    ``labels``: the layer's axes as the sliders name them (``_maps.slider_labels``)."""
     from matplotlib.ticker import MaxNLocator
 
     fig = canvas.figure
@@ -114,9 +117,21 @@ def draw_plot(canvas, res: analysis.Analysis, colours) -> None:
         ax.margins(y=0.1)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # slices are whole: no tick at 0.5
         frames = tuple(getattr(res, "frame_shape", ()) or ())
-        # a 4-D layer's slices in one row: the sliders' volume and slice, said how they make the number
-        ax.set_xlabel("slice" if len(frames) <= 1 else f"slice over every volume (volume x {frames[-1]} + slice)",
-                      fontsize=8)
+        # a 4-D layer's slices in one row: said how the sliders' numbers make the plot's, and each of the outer
+        # axis's runs marked off and named ('time 1') where there are few enough to read
+        if len(frames) <= 1:
+            ax.set_xlabel("slice", fontsize=8)
+        else:
+            *outer, inner = lead_names(frames, labels)
+            ax.set_xlabel(f"{inner} over every {', '.join(outer)} ({' x '.join(outer)} x {frames[-1]} + {inner})",
+                          fontsize=8)
+            runs = res.n_slices // frames[-1]
+            if len(frames) == 2 and 1 < runs <= 12:
+                for r in range(runs):
+                    if r:
+                        ax.axvline(r * frames[-1] - 0.5, color=colours[1], lw=0.6, ls=":", alpha=0.6)
+                    ax.text(r * frames[-1] - 0.4, 1.0, f"{outer[0]} {r}", transform=ax.get_xaxis_transform(),
+                            fontsize=7, va="top", color=colours[1])
         ax.set_ylabel("kbit per slice", fontsize=8)
     handles, labels = ax.get_legend_handles_labels()
     if handles:  # above the axes, never over the bars, and the layout makes room for it

@@ -447,6 +447,12 @@ def test_a_4d_layer_plot_says_how_its_slice_numbers_run(widget_and_viewer, qtbot
     _run(w, qtbot)
     labels = [ax.get_xlabel() for ax in w.plot_figure.axes]
     assert "slice over every volume (volume x 3 + slice)" in labels
+    ax = next(ax for ax in w.plot_figure.axes if ax.get_xlabel().startswith("slice over"))
+    assert [t.get_text() for t in ax.texts] == ["volume 0", "volume 1"]  # each volume's run named
+    # named in the sliders, the plot says their names
+    viewer.dims.axis_labels = ("echo", "z", "y", "x")
+    w._redraw()
+    assert any(ax.get_xlabel() == "z over every echo (echo x 3 + z)" for ax in w.plot_figure.axes)
 
 
 def test_skipped_slices_are_named_as_the_sliders_name_them():
