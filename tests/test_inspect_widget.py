@@ -455,6 +455,20 @@ def test_a_4d_layer_plot_says_how_its_slice_numbers_run(widget_and_viewer, qtbot
     assert any(ax.get_xlabel() == "z over every echo (echo x 3 + z)" for ax in w.plot_figure.axes)
 
 
+def test_inspect_keeps_the_names_the_user_gave_the_sliders(widget_and_viewer, qtbot, rng):
+    """napari names its sliders after a new layer's axes: the maps, named after the image's own axes
+    ('time', 'slice', as the reader names a 4-D file's), undid the user's renaming of the sliders."""
+    viewer, w = widget_and_viewer
+    viewer.add_image(smooth_image(rng, (2, 3, 24, 20), 0, 4000, np.uint16), name="t4",
+                     axis_labels=("time", "slice", "row", "column"))
+    viewer.dims.axis_labels = ("echo", "z", "y", "x")
+    w.layer.value = viewer.layers["t4"]
+    w.scope.value = iw.ALL
+    _run(w, qtbot)
+    assert tuple(viewer.dims.axis_labels) == ("echo", "z", "y", "x")
+    assert any(ax.get_xlabel() == "z over every echo (echo x 3 + z)" for ax in w.plot_figure.axes)
+
+
 def test_skipped_slices_are_named_as_the_sliders_name_them():
     """On a 4-D layer a skipped slice is 'time 1, slice 2', and so is the damaged one its maps need
     (the file's errors number slices flat: 6 and 5 of two volumes of 4)."""
