@@ -402,8 +402,8 @@ class InspectWidget(BackgroundJobMixin, Container):
         hw = res.slice_shape
         # the axes named as the sliders name them now: napari takes a new layer's names for its sliders, so the
         # layer's own would undo the user's renaming of them
-        names = slider_labels(layer, self._viewer) or tuple(layer.axis_labels)
-        geo = {"scale": scale, "translate": translate, "axis_labels": names, "units": layer.units}
+        geo = {"scale": scale, "translate": translate, "axis_labels": slider_labels(layer, self._viewer),
+               "units": layer.units}
         aff = np.asarray(layer.affine.affine_matrix, float)
         if not np.allclose(aff, np.eye(len(aff))):  # a world affine set on the image: the maps follow it
             geo["affine"] = aff

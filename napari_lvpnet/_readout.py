@@ -18,6 +18,7 @@ import weakref
 import numpy as np
 
 from ._layers import stored_rescale
+from ._messages import plain_words
 
 
 def units_of(metadata: dict) -> str:
@@ -109,7 +110,7 @@ def _placeholder(lazy, frame) -> str | None:
     i = int(np.ravel_multi_index(frame, lazy.frame_shape)) if frame else 0
     if i in lazy.loader.failed:  # named as the sliders name it (a 4-D layer: 'time 1, slice 3')
         feed = getattr(lazy, "feed", None)
-        return f"{feed.words(i) if feed is not None else f'slice {i}'} is damaged: no value"
+        return f"{(plain_words if feed is None else feed.words)(i)} is damaged: no value"
     if lazy.loader.get(i) is None:
         return "not decoded yet"
     return None

@@ -222,7 +222,7 @@ def test_the_residual_of_every_class_at_once_is_each_classs_own(rng, numba, monk
     one product with every class's and each row's own taken) is ``_residual`` class by class, to the
     bit, at ``_fit_scale``'s extremes too (the largest values, the finest grid)."""
     if not numba:
-        monkeypatch.setattr(refine, "_OWN", False)
+        monkeypatch.setattr(refine, "compiled", lambda fn, **options: False)
     for top, n, T in ((4000, 3000, 24), (2**20, 8191, 48), (2**31 - 1, 4096, 48)):
         Ay, _wbits, fbits = refine._fit_scale(rng.integers(-top, top + 1, (n, T)), rng.integers(-top, top + 1, n))
         A, y = Ay[:, :T], Ay[:, T]

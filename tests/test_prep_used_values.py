@@ -70,6 +70,6 @@ def test_the_median_edge_detector_in_one_pass_is_numpys(dtype, monkeypatch):
         got = prep.med_of(p)
         assert got.dtype == want.dtype and np.array_equal(got, want), shape
         assert np.array_equal(prep.med_of(p.T), prep.med_predict(p.T[1:, :-1], p.T[:-1, 1:], p.T[:-1, :-1]))
-    monkeypatch.setattr(prep, "_MED", False)
+    monkeypatch.setattr(prep, "compiled", lambda fn, **options: False)
     p = rng.integers(lo, hi, (9, 11)).astype(dtype)
     assert np.array_equal(prep.med_of(p), prep.med_predict(p[1:, :-1], p[:-1, 1:], p[:-1, :-1]))

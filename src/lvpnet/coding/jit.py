@@ -7,18 +7,6 @@ so the caller takes the numpy path where numba is missing.
 
 from __future__ import annotations
 
-from ..model.jit import BUILD_LOCK, njit
+from ..model.jit import BUILD_LOCK, compiled
 
-_BUILT: dict = {}
-
-
-def compiled(fn):
-    """``fn`` compiled by ``njit()``, or False without numba."""
-    if fn not in _BUILT:
-        with BUILD_LOCK:
-            if fn not in _BUILT:
-                try:
-                    _BUILT[fn] = njit()(fn)
-                except ImportError:
-                    _BUILT[fn] = False
-    return _BUILT[fn]
+__all__ = ["BUILD_LOCK", "compiled"]

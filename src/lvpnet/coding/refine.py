@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from ..model.tables import residual_bins
+from .jit import compiled
 
 CONFIGS = ((0, 1), (1, 1), (2, 1), (2, 2), (3, 1), (3, 2), (3, 4), (3, 8))  # (radius, classes)
 COEF_FRAC = 8  # coefficients in units of 2**-8
@@ -448,9 +449,16 @@ def _int_weights(r: np.ndarray, wbits: int) -> np.ndarray:
 def _residual(A: np.ndarray, y: np.ndarray, a: np.ndarray, fbits: int) -> np.ndarray:
     """``y - A a``, with ``a`` first rounded to multiples of ``2**-fbits`` (and to the
     coefficients' range): integer products, exact in any order of summation."""
+    q, grid = _on_grid(a, fbits)
+    return y - _mm(A, q) / grid
+
+
+def _on_grid(a: np.ndarray, fbits: int) -> tuple[np.ndarray, float]:
+    """Coefficients ``a`` clipped to the coefficients' range and rounded to multiples of
+    ``2**-fbits``, as integers (float64) and the grid ``2**fbits`` they count in."""
     lim = ((1 << (MAG_CLASSES - 1)) - 1) / (1 << COEF_FRAC)
     grid = np.ldexp(1.0, fbits)
-    return y - _mm(A, np.rint(np.clip(a, -lim, lim) * grid)) / grid
+    return np.rint(np.clip(a, -lim, lim) * grid), grid
 
 
 def _solve(G: np.ndarray, b: np.ndarray, weight) -> np.ndarray:
@@ -664,11 +672,10 @@ def _class_residual(Ay: np.ndarray, a8: np.ndarray, lab: np.ndarray, fbits: int)
     (``a8[lab]``): each row's product with its class's coefficients on the grid (integers below 2**52:
     exact in any order of summation), by numba where it is (``_own_products``), else one product with
     every class's and each row's own taken."""
-    lim = ((1 << (MAG_CLASSES - 1)) - 1) / (1 << COEF_FRAC)
-    grid = np.ldexp(1.0, fbits)
-    q = np.ascontiguousarray(np.rint(np.clip(a8, -lim, lim) * grid))  # (8, T)
+    q, grid = _on_grid(a8, fbits)  # (8, T)
+    q = np.ascontiguousarray(q)
     T = q.shape[1]
-    kernel = _own_kernel()
+    kernel = compiled(_own_products, fastmath={"reassoc"})
     if kernel:
         num = np.empty(Ay.shape[0])
         kernel(np.ascontiguousarray(Ay), q, np.ascontiguousarray(lab, np.int64), num)
@@ -688,26 +695,6 @@ def _own_products(Ay, q, lab, out):
         for t in range(T):
             acc += Ay[p, t] * q[c, t]
         out[p] = acc
-
-
-_OWN = None
-
-
-def _own_kernel():
-    """``_own_products`` compiled by numba (sums reassociated: exact here), or False without it."""
-    global _OWN
-    if _OWN is None:
-        from ..model.jit import BUILD_LOCK
-
-        with BUILD_LOCK:
-            if _OWN is None:
-                try:
-                    from ..model.jit import njit
-
-                    _OWN = njit(fastmath={"reassoc"})(_own_products)
-                except ImportError:
-                    _OWN = False
-    return _OWN
 
 
 def _coarse(lab8: np.ndarray, classes: int) -> np.ndarray:

@@ -27,6 +27,22 @@ def njit(**options):
     return numba.njit(cache=cache_ok(), nogil=True, **options)
 
 
+_BUILT: dict = {}
+
+
+def compiled(fn, **options):
+    """``fn`` compiled by ``njit(**options)`` once a process (a kernel is always built with the same
+    options), or False without numba: the caller then takes its exact numpy twin."""
+    if fn not in _BUILT:
+        with BUILD_LOCK:
+            if fn not in _BUILT:
+                try:
+                    _BUILT[fn] = njit(**options)(fn)
+                except ImportError:
+                    _BUILT[fn] = False
+    return _BUILT[fn]
+
+
 def cache_ok() -> bool:
     """Make sure numba's ``cache=True`` has a folder to write to, and say whether it does.
 

@@ -23,6 +23,8 @@ import sys
 
 import numpy as np
 
+from .jit import compiled
+
 ORDERS = {
     1: [(0, 0)],
     2: [(0, 0), (1, 1), (0, 1), (1, 0)],
@@ -149,7 +151,7 @@ def med_of(p: np.ndarray) -> np.ndarray:
     plane: 0.05-0.15 ms where numpy's passes over the three shifted views took 1.8-4.2 ms, a few
     times a slice), else numpy's (the same values)."""
     p = np.asarray(p)
-    kernel = _med_kernel()
+    kernel = compiled(_med)
     if not kernel or p.ndim != 2 or p.dtype.kind != "i" or min(p.shape) < 1:
         return med_predict(p[1:, :-1], p[:-1, 1:], p[:-1, :-1])
     p = np.ascontiguousarray(p)
@@ -167,26 +169,6 @@ def _med(p, out):
             a, b, c = row[j], up[j + 1], up[j]
             lo, hi = min(a, b), max(a, b)
             out[i, j] = lo if c >= hi else (hi if c <= lo else a + b - c)
-
-
-_MED = None
-
-
-def _med_kernel():
-    """``_med`` compiled by numba, or False without it."""
-    global _MED
-    if _MED is None:
-        from .jit import BUILD_LOCK
-
-        with BUILD_LOCK:
-            if _MED is None:
-                try:
-                    from .jit import njit
-
-                    _MED = njit()(_med)
-                except ImportError:
-                    _MED = False
-    return _MED
 
 
 def med_bits(v: np.ndarray) -> float:
