@@ -521,3 +521,43 @@ def test_at_exit_a_worker_of_a_run_given_up_is_stopped_one_still_wanted_is_not(t
         assert took < 40, f"waited {took:.0f} s for the worker's task"
     else:
         assert proc.stdout.splitlines() == ["main done", "thread got [0.01, 3.0, 0.01]"]
+
+
+def test_ctrl_c_in_one_run_leaves_another_threads_run_its_workers():
+    """A run cut short by Ctrl-C (or SIGTERM) stops the workers at once, but not under another thread's run
+    that shares them: that run failed ("cannot schedule new futures after shutdown") for an interrupt that was
+    not its own. Alone, an interrupted run still stops them."""
+    import threading
+    import time
+
+    def interrupted():
+        yield (1,)
+        yield (-2,)
+        raise KeyboardInterrupt
+
+    slice_pool.shutdown()
+    results, errors = [], []
+
+    def other():
+        try:
+            results.extend(slice_pool.ordered(time.sleep, [(0.1,)] * 40, 2))
+        except Exception as e:  # noqa: BLE001 - the test reports it
+            errors.append(e)
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while slice_pool._users == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            list(slice_pool.ordered(abs, interrupted(), 2))
+        assert slice_pool._pool is not None  # still there for the other run
+        thread.join(120)
+        assert not errors and results == [None] * 40
+        with pytest.raises(KeyboardInterrupt):  # alone: the workers are stopped
+            list(slice_pool.ordered(abs, interrupted(), 2))
+        assert slice_pool._pool is None and slice_pool._users == 0
+    finally:
+        thread.join(120)
+        slice_pool.shutdown()

@@ -470,8 +470,10 @@ def ordered(fn: Callable, tasks: Iterable[tuple], n: int, env: dict[str, str] | 
         for f in window:  # queued slices are dropped; a worker finishes the one it holds
             if isinstance(f, Future):
                 f.cancel()
-        if isinstance(e, (KeyboardInterrupt, BrokenProcessPool)):  # Ctrl-C, SIGTERM: do not wait for the workers
+        if isinstance(e, BrokenProcessPool):  # broken for every run that shares it
             shutdown()
+        elif isinstance(e, KeyboardInterrupt):  # Ctrl-C, SIGTERM: do not wait for the workers
+            _stop_unless_shared(held)
         if isinstance(e, BrokenProcessPool):  # at a submit or at a result
             if not main_is_guarded():  # the likely cause first: a worker ran the script's top level again
                 raise LvpnetError("a worker process ended abruptly: the script's top level does more than define "
@@ -483,6 +485,20 @@ def ordered(fn: Callable, tasks: Iterable[tuple], n: int, env: dict[str, str] | 
         _one_thread(-1)
         if held:
             _release_pool()
+
+
+def _stop_unless_shared(held: bool) -> None:
+    """Stop the workers at once for a run cut short, unless another thread's run still uses them (the napari
+    plugin: a 3-D view's decode beside a Compress): stopped under it, that run failed ("cannot schedule new
+    futures after shutdown") for a Ctrl-C that was not its own. The pool then stays, as after any run, until
+    the exit."""
+    global _pool
+    with _lock:
+        if _users > (1 if held else 0):
+            return
+        pool, _pool = _pool, None
+    if pool is not None:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _release_pool() -> None:
