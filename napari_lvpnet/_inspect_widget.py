@@ -34,7 +34,7 @@ from lvpnet.progress import Cancelled, Progress, run, watching
 from ._background import BackgroundJobMixin, JobControl, full_width, quietly_if_closed, wrap_text
 from ._lazy import LazySlices
 from ._maps import MAPS, layer_colormap, layer_name, legend, slice_words, slider_labels
-from ._messages import error_slice, plain_words, what_is_wrong
+from ._messages import blocked_by, plain_words, what_is_wrong
 from ._plots import draw_colorbars, draw_plot, theme_colours
 
 CURRENT = "current slice"
@@ -100,9 +100,9 @@ def skipped_text(skipped: dict, name: str, words: Callable[[int], str] = plain_w
     names a slice as the layer's sliders do (``_maps.slice_words``)."""
     lines = []
     for i, e in sorted(skipped.items()):
-        j = error_slice(e, name)
+        j = blocked_by(e, name, i)
         what = what_is_wrong(e, name)
-        if j in (None, i):
+        if j is None:
             lines.append(f"skipped damaged {words(i)}: {what}")
         else:
             lines.append(f"skipped {words(i)}: its maps need {words(j)}, which is damaged ({what})")

@@ -39,7 +39,7 @@ from lvpnet.progress import Cancelled, also
 from lvpnet.terminal import duration
 
 from ._maps import slice_words, slider_labels
-from ._messages import first_line, notification
+from ._messages import blocked_by, first_line, notification
 
 CACHE_BYTES = 256 * 2**20  # decoded slices kept besides those on screen (512 slices of 512 x 512 int16)
 PREFETCH = 2  # neighbours decoded ahead on each side of the slices on screen
@@ -472,11 +472,18 @@ class LayerFeed:
         """The slices on screen changed or one arrived: name damage at once, say "decoding" after a moment."""
         loader = self.data.loader
         for i in self.data.last_request:
-            if i in loader.failed and i not in self._notified:
-                self._notified.add(i)
+            error = loader.failed.get(i)
+            if error is None:
+                continue
+            # once per damaged slice: the slices after it that need it (coded against the one before them)
+            # fail with its error, and scrolling through them raised the same notification at every step
+            damaged = blocked_by(error, loader.lvp.name, i)
+            damaged = i if damaged is None else damaged
+            if damaged not in self._notified:
+                self._notified.add(damaged)
                 from napari.utils import notifications
 
-                notifications.show_error(notification(loader.failed[i], loader.lvp.name, self.words))
+                notifications.show_error(notification(error, loader.lvp.name, self.words, shown=i))
         self.update_canvas_text()
         if any(not loader.resolved(i) for i in self.data.last_request):
             from qtpy.QtCore import QTimer
@@ -539,15 +546,28 @@ class LayerFeed:
     def damage_text(self) -> str:
         """The canvas line for damaged slices on screen ('' when none)."""
         loader, shown = self.data.loader, self.data.last_request
-        damaged = [i for i in shown if i in loader.failed]
-        if not damaged:
+        failed = {i: loader.failed[i] for i in shown if i in loader.failed}
+        if not failed:
             return ""
+        name = loader.lvp.name
         # a few short lines: the overlay does not wrap, and a narrow canvas cut the file's name off
-        text = textwrap.fill(first_line(loader.failed[damaged[0]], loader.lvp.name, self.words), CANVAS_LINE)
-        if len(damaged) == 1:
-            return f"{text}\nshown blank"
-        others = ", ".join(self.words(i) for i in damaged[1:4]) + (", ..." if len(damaged) > 4 else "")
-        return f"{text}\n" + textwrap.fill(f"shown blank; damaged too: {others}", CANVAS_LINE)
+        if len(failed) == 1:  # a 2-D view: this slice is damaged, or needs one that is
+            ((i, error),) = failed.items()
+            return textwrap.fill(first_line(error, name, self.words, shown=i), CANVAS_LINE) + "\nshown blank"
+        damaged = {}  # the damaged slices themselves, in order; the others only need one of them
+        for i, error in failed.items():
+            root = blocked_by(error, name, i)
+            damaged.setdefault(i if root is None else root, error)
+        first, *others = damaged
+        tail = "shown blank"
+        if others:
+            tail += "; damaged too: " + ", ".join(map(self.words, others[:3])) + (", ..." if len(others) > 3 else "")
+        needing = sum(i not in damaged for i in failed)
+        if needing:
+            tail += f"; blank too: {needing} slice{'s' * (needing > 1)} that need{'s' * (needing == 1)} "
+            tail += "it" if len(damaged) == 1 else "them"
+        return textwrap.fill(first_line(damaged[first], name, self.words), CANVAS_LINE) + "\n" + textwrap.fill(
+            tail, CANVAS_LINE)
 
     def pending_text(self) -> str:
         """The status-bar line for slices on screen still decoding ('' when none)."""

@@ -44,20 +44,38 @@ def plain_words(i: int) -> str:
     return f"slice {i}"
 
 
-def first_line(error: Exception, name: str, words: Callable[[int], str] = plain_words) -> str:
+def blocked_by(error: Exception, name: str, shown: int) -> int | None:
+    """The slice whose damage keeps slice ``shown`` from being decoded when that is another slice (a slice
+    coded against the one before it needs the whole run back to its start: the file's error names the run's
+    damaged slice), else None."""
+    i = error_slice(error, name)
+    return None if i is None or i == shown else i
+
+
+def state(error: Exception) -> str:
+    """'is damaged' (the file's checks failed), or 'cannot be decoded' (anything else)."""
+    return "is damaged" if isinstance(error, DamagedError) else "cannot be decoded"
+
+
+def first_line(error: Exception, name: str, words: Callable[[int], str] = plain_words, shown: int | None = None) -> str:
     """One short line: which slice (or file), what is wrong, then the file's name; ``words`` names a
     slice by its flat number as the layer's sliders do ('time 1, slice 3' on a 4-D layer:
-    ``_maps.slice_words``)."""
+    ``_maps.slice_words``). ``shown``: the slice that could not be shown, said as the one that needs the
+    damaged slice when the error names another ('Slice 5 cannot be shown: it needs slice 4, ...')."""
     file = Path(name).name
     i = error_slice(error, name)
     if i is None:
         return f"Cannot open {file}: {_strip_name(str(error), name)}"
-    state = "is damaged" if isinstance(error, DamagedError) else "cannot be decoded"
+    what = what_is_wrong(error, name)
+    if shown is not None and blocked_by(error, name, shown) is not None:
+        said = words(shown)
+        return f"{said[:1].upper()}{said[1:]} cannot be shown: it needs {words(i)}, which {state(error)}: {what} ({file})"
     said = words(i)
-    return f"{said[:1].upper()}{said[1:]} {state}: {what_is_wrong(error, name)} ({file})"
+    return f"{said[:1].upper()}{said[1:]} {state(error)}: {what} ({file})"
 
 
-def notification(error: Exception, name: str, words: Callable[[int], str] = plain_words) -> str:
+def notification(error: Exception, name: str, words: Callable[[int], str] = plain_words,
+                 shown: int | None = None) -> str:
     """First line for the notification's collapsed view, then the core's words in full (the file's
     own numbering of slices: what ``lvpnet verify`` prints)."""
-    return f"{first_line(error, name, words)}\nin full: {error}"
+    return f"{first_line(error, name, words, shown)}\nin full: {error}"

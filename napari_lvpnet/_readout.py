@@ -18,7 +18,7 @@ import weakref
 import numpy as np
 
 from ._layers import stored_rescale
-from ._messages import plain_words
+from ._messages import blocked_by, plain_words, state
 
 
 def units_of(metadata: dict) -> str:
@@ -108,9 +108,14 @@ def _placeholder(lazy, frame) -> str | None:
     if lazy is None or frame is None:
         return None
     i = int(np.ravel_multi_index(frame, lazy.frame_shape)) if frame else 0
-    if i in lazy.loader.failed:  # named as the sliders name it (a 4-D layer: 'time 1, slice 3')
+    error = lazy.loader.failed.get(i)
+    if error is not None:  # named as the sliders name it (a 4-D layer: 'time 1, slice 3')
         feed = getattr(lazy, "feed", None)
-        return f"{(plain_words if feed is None else feed.words)(i)} is damaged: no value"
+        words = plain_words if feed is None else feed.words
+        damaged = blocked_by(error, lazy.loader.lvp.name, i)
+        if damaged is not None:  # its own chunk is fine: it needs the slices before it back to a damaged one
+            return f"{words(i)}: no value (it needs {words(damaged)}, which {state(error)})"
+        return f"{words(i)} {state(error)}: no value"
     if lazy.loader.get(i) is None:
         return "not decoded yet"
     return None

@@ -637,3 +637,43 @@ def test_a_closed_loader_stops_within_the_slice_under_way(stack, monkeypatch):
     loader.close()
     loader._thread.join(3)
     assert not loader._thread.is_alive() and time.monotonic() - t0 < 1.0 and not errors
+
+
+def test_slices_that_need_a_damaged_one_are_said_as_such_and_notified_once(make_napari_viewer, qtbot, tmp_path, rng,
+                                                                            monkeypatch):
+    """A learned slice coded against the one before it cannot be decoded when that one is damaged, and the
+    file's error names the damaged slice: on such a slice the canvas said the damaged slice's line as if it
+    were the one shown, the status bar called the slice itself damaged, and each step through the run raised
+    the same notification again."""
+    vol = smooth_image(rng, (7, 40, 33), 0, 3000, np.uint16)  # opened on slice 3
+    vol[3] = vol[4] = vol[2]  # the learned codec codes slices 3 and 4 against the one before them
+    path = tmp_path / "run.lvp"
+    lvpnet.compress_to_file(vol, path, codec="lvpnet")
+    assert [lvpnet.open(path).needs_previous(i) for i in (3, 4)] == [True, True]
+    damaged = _flip_in_slice(path, 2, tmp_path / "run_dmg.lvp")
+    errors = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", errors.append)
+    viewer = make_napari_viewer()
+    (image,) = viewer.open(str(damaged), plugin="napari-lvpnet")
+    said = {}
+    for step in (3, 4, 2, 1):
+        viewer.dims.set_current_step(0, step)
+        _settle(qtbot, image, ms=20000)
+        said[step] = viewer.canvas.overlays.text.text.replace("\n", " ") if viewer.canvas.overlays.text.visible else ""
+    assert said[3].startswith("Slice 3 cannot be shown: it needs slice 2, which is damaged: checksum mismatch "
+                              "(run_dmg.lvp)"), said[3]
+    assert said[4].startswith("Slice 4 cannot be shown: it needs slice 2"), said[4]
+    assert said[2].startswith("Slice 2 is damaged: checksum mismatch (run_dmg.lvp)"), said[2]
+    assert said[1] == ""
+    assert len(errors) == 1 and errors[0].splitlines()[0].startswith("Slice 3 cannot be shown: it needs slice 2")
+    status = image.get_status((3, 5, 6))["coordinates"]
+    assert status.endswith(": slice 3: no value (it needs slice 2, which is damaged)"), status
+    assert image.get_status((2, 5, 6))["coordinates"].endswith(": slice 2 is damaged: no value")
+    # a 3-D view: the damaged slice named, the ones that need it counted
+    viewer.dims.ndisplay = 3
+    qtbot.waitUntil(lambda: all(image.data.loader.resolved(i) for i in range(7)), timeout=20000)
+    image.data.feed.update_canvas_text()
+    text = viewer.canvas.overlays.text.text.replace("\n", " ")
+    assert text.startswith("Slice 2 is damaged: checksum mismatch (run_dmg.lvp)"), text
+    assert text.endswith("shown blank; blank too: 2 slices that need it"), text
+    assert len(errors) == 1
