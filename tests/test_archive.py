@@ -879,6 +879,7 @@ def test_damaged_dicom_files_are_carried_whole_and_named(cluster, tmp_path):
     shutil.copy(_local("badVR.dcm"), src / "lone" / "noise.dcm")  # NumberOfFrames '1A'
     ct = _local("CT_small.dcm").read_bytes()
     (src / "lone" / "head.dcm").write_bytes(ct[: ct.rindex(b"\xe0\x7f\x10\x00") - 10])  # cut before its pixels
+    (src / "lone" / "early.dcm").write_bytes(ct[:600])  # cut before its Rows: was carried as a file without pixels
     rng = np.random.default_rng(2)
     for i in range(2):
         write_image(src / "rle" / f"im{i}.dcm", rng.integers(0, 900, (1, 8, 8), dtype=np.uint16),
@@ -886,9 +887,11 @@ def test_damaged_dicom_files_are_carried_whole_and_named(cluster, tmp_path):
     write_image(src / "rle" / "im2.dcm", rng.integers(0, 900, (1, 8, 8), dtype=np.uint16), ts=RLELossless,
                 series_uid="1.2.3.9", instance=3, position=2.0, codestreams=[b"\x09" * 70])  # frames that do not decode
     s = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")
-    assert s["failed"] == 0 and s["done"] == 6  # two series, and four damaged files on their own
+    assert s["failed"] == 0 and s["done"] == 7  # two series, and five damaged files on their own
     reasons = {c["file"]: c["reason"] for c in s["damaged_carried"]}
-    assert set(reasons) == {"s/slice02.dcm", "s/slice03.dcm", "lone/noise.dcm", "lone/head.dcm", "rle/im2.dcm"}
+    assert set(reasons) == {"s/slice02.dcm", "s/slice03.dcm", "lone/noise.dcm", "lone/head.dcm", "lone/early.dcm",
+                            "rle/im2.dcm"}
+    assert "without its pixel data" in reasons["lone/early.dcm"]
     assert "cut short (" in reasons["s/slice03.dcm"] and "of the 32,768 bytes its image needs" in reasons["s/slice02.dcm"]
     assert "header cannot be read" in reasons["lone/noise.dcm"] and "without its pixel data" in reasons["lone/head.dcm"]
     said = format_archive(s)
@@ -900,7 +903,7 @@ def test_damaged_dicom_files_are_carried_whole_and_named(cluster, tmp_path):
     assert_restored(src, out)
     # a rerun codes nothing again and still names the files the walk sees as damaged
     again = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")
-    assert (again["done"], again["skipped"], again["failed"]) == (0, 6, 0)
+    assert (again["done"], again["skipped"], again["failed"]) == (0, 7, 0)
     assert {c["file"] for c in again["damaged_carried"]} == set(reasons) - {"rle/im2.dcm"}
 
 def test_a_damaged_series_restores_every_file_whose_slices_are_intact(cluster, tmp_path):

@@ -524,6 +524,31 @@ def test_an_image_file_cut_before_its_pixels_is_called_truncated(tmp_path):
         read(tmp_path / "notes.dcm")
 
 
+def test_a_slice_cut_before_its_pixels_in_a_series_folder_is_said(tmp_path, capsys):
+    """A series whose slice was cut short in its header lost that slice from the volume without a word
+    (the file was carried as one without pixels); now the command says so, and names the file."""
+    import pydicom
+
+    from lvpnet.cli import main
+
+    ds = pydicom.dcmread(_local("CT_small.dcm"))
+    folder = tmp_path / "series"
+    folder.mkdir()
+    for i in range(3):
+        ds.InstanceNumber, ds.ImagePositionPatient = i + 1, [0.0, 0.0, 2.5 * i]
+        ds.SOPInstanceUID = f"1.2.3.4.{i}"
+        ds.save_as(folder / f"s{i}.dcm")
+    (folder / "s1.dcm").write_bytes((folder / "s1.dcm").read_bytes()[:600])
+    volume = read(folder)
+    assert volume.array.shape[0] == 2
+    (entry,) = volume.metadata["dicom"]["skipped_files"]
+    assert entry["file"] == "s1.dcm" and entry["damaged"] and "truncated or damaged" in entry["reason"]
+    assert main(["compress", str(folder), str(tmp_path / "s.lvp"), "--codec", "fallback"]) == 0
+    err = capsys.readouterr().err
+    assert "s1.dcm: not in the volume, kept as it is: DICOM file without pixel data, although it is an image " \
+           "object (CT Image Storage): truncated or damaged?" in err, err
+
+
 def test_npy_and_nifti_outputs_hold_pixel_values_within_bits_stored(tmp_path, capsys):
     """Words with bits above BitsStored (a 12-bit signed CT whose -1 is stored as 0x0FFF, an overlay bit)
     went to .npy and NIfTI as they were stored: 4095 where the CT reads -1. The outputs for analysis

@@ -298,6 +298,10 @@ def cmd_info(args: argparse.Namespace) -> int:
             known = weights_for_model(info[key])
             value = f"sha256 {value}" + (f" (the weights {known.name} shipped with lvpnet)" if known else
                                          " (weights not shipped with this lvpnet)")
+        elif key in ("ratio", "dicom_ratio") and info.get("dicom_source_bytes"):  # two ratios: which is which
+            # (a small series' pixels are a fraction of the file that keeps every header: its ratio read below 1)
+            value += (" (the source files against this file)" if key == "dicom_ratio" else
+                      " (the pixels alone against this file, which keeps every DICOM header too)")
         print(f"{key:>{width}}: {value}")
     for d in damaged[:5]:
         print(f"lvpnet: damaged: {d['error']} (lvpnet verify checks every slice)", file=sys.stderr)

@@ -45,7 +45,7 @@ from ..dicom_lossy import lossy_reason
 from ..errors import InputError
 from ..files import kind_of
 from ..io import is_dicom_file
-from ..io.dicom import pixels_coded
+from ..io.dicom import image_without_pixels, pixels_coded
 from ..io.nifti import nifti_coded
 from ..io.numpy_io import npy_coded
 
@@ -295,7 +295,7 @@ def _dicom_header(path: Path, name: str):
             ds = pydicom.dcmread(f, force=True, stop_before_pixels=True)  # f stops at the pixel data
             size = os.fstat(f.fileno()).st_size
             cut = _pixels_cut(f, ds, size)
-            if cut == "none" and "Rows" in ds and "Columns" in ds:  # an image header, its pixels gone
+            if cut == "none" and image_without_pixels(ds):  # an image header, its pixels gone (cut before them)
                 return "cut header"
             if cut == "none" or "Rows" not in ds:
                 return "no pixels"

@@ -80,11 +80,13 @@ def read(
 
 
 def notes(volume: Volume) -> list[str]:
-    """What reading skipped or guessed that a user should hear about: special files and links in a folder, a
+    """What reading skipped or guessed that a user should hear about: special files and links in a folder, an
+    image file without its pixels (a damaged copy: the volume lacks its slice), a
     NIfTI's bytes after its image data beyond what is kept, a colour image read as grey (no ``--rgb``)."""
     dicom = (volume.metadata or {}).get("dicom") or {}
     skipped = dicom.get("skipped_files", []) if isinstance(dicom, dict) else []
     said = [f"{s['file']}: skipped: {s['reason']}" for s in skipped if not s.get("archived", True)]
+    said += [f"{s['file']}: not in the volume, kept as it is: {s['reason']}" for s in skipped if s.get("damaged")]
     nifti = (volume.metadata or {}).get("nifti") or {}
     dropped = nifti.get("trailing_dropped") if isinstance(nifti, dict) else None
     if dropped:

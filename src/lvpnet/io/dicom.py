@@ -183,9 +183,17 @@ def _has_pixels(ds: Any) -> bool:
     return "PixelData" in ds and "Rows" in ds
 
 
+def image_without_pixels(ds: Any) -> bool:
+    """An image object (its SOP class an image storage, or an image's Rows, or a SOP class that is no UID) that
+    holds no pixel data: most likely a copy cut short (pydicom stops quietly at a truncated element), not a
+    file that never had pixels."""
+    uid = ds.get("SOPClassUID")
+    return uid is not None and (_sop_name(ds).endswith("Image Storage") or "Rows" in ds
+                                or not getattr(uid, "is_valid", True))
+
+
 def _no_pixels(ds: Any) -> str:
-    """Why a file gives no image: an image object whose pixel data is missing is most likely cut short
-    (pydicom stops quietly at a truncated element), not a file that never had pixels."""
+    """Why a file gives no image (``image_without_pixels``: said as damaged)."""
     uid = ds.get("SOPClassUID")
     if _float_pixels(ds):
         return "float pixel data (FloatPixelData or DoubleFloatPixelData) is not supported"
@@ -195,7 +203,7 @@ def _no_pixels(ds: Any) -> str:
     if uid is None:  # pydicom reads anything with force=True: no SOP class, no pixels is no DICOM object
         return "not a DICOM image (no SOP class and no pixel data: another kind of file, or one cut short)"
     name = _sop_name(ds)
-    if name.endswith("Image Storage") or "Rows" in ds or not getattr(uid, "is_valid", True):
+    if image_without_pixels(ds):
         return (f"DICOM file without pixel data, although it is an image object ({name}): "
                 "truncated or damaged?")
     return f"DICOM file without pixel data ({name})"
@@ -227,6 +235,9 @@ def _scan(root: Path, follow_symlinks: bool = False) -> tuple[list[_File], list[
             continue
         ds = _dcmread(p, header_only=True)
         if not _has_pixels(ds):
+            if image_without_pixels(ds):  # carried as it is, and said: a slice of the series is likely missing
+                skipped.append({"file": rel, "reason": _no_pixels(ds), "damaged": True})
+                continue
             why = _no_pixels(ds) if _NO_PREAMBLE in ds or _float_pixels(ds) else f"no pixel data ({_sop_name(ds)})"
             skipped.append({"file": rel, "reason": why})
             continue
