@@ -270,3 +270,22 @@ def test_debris_of_a_writer_still_ending_is_removed_when_the_next_run_finishes(t
         child.kill()
         child.wait()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.lvp"]
+
+
+def test_a_signal_after_the_command_has_ended_does_not_make_it_a_failure(tmp_path):
+    """A SIGTERM that lands once the output is in place and said, while Python exits (its handlers back to the
+    default, torch torn down), gave exit 143 after "ct.lvp -> out: 6 DICOM files": a script took the run for a
+    failure, and its rerun was refused ("already exists"). The ``lvpnet`` command's entry lets it pass."""
+    src = tmp_path / "a.npy"
+    np.save(src, np.arange(64, dtype=np.uint16).reshape(1, 8, 8))
+    script = ("import os, signal, sys\n"
+              "from lvpnet import cli\n"
+              f"sys.argv = ['lvpnet', 'compress', {str(src)!r}, {str(tmp_path / 'a.lvp')!r}, '--codec', 'fallback']\n"
+              "rc = cli.entry()\n"
+              "os.kill(os.getpid(), signal.SIGTERM)\n"
+              "os.kill(os.getpid(), signal.SIGHUP)\n"
+              "print('still here', rc, flush=True)\n"
+              "sys.exit(rc)\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ENV, timeout=120)
+    assert proc.returncode == 0 and "still here 0" in proc.stdout, (proc.stdout, proc.stderr)
+    assert (tmp_path / "a.lvp").exists()

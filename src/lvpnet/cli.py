@@ -575,6 +575,27 @@ def main(argv: list[str] | None = None) -> int:
             set_max_memory(None)
 
 
+def _ended(signum, frame) -> None:
+    """A signal after the command has ended (its output in place, its last line printed) while Python exits
+    (joining the workers takes a moment): let pass. Python's default gave exit 143 after "ctseries.lvp ->
+    out: 6 DICOM files", which a script takes for a failure whose output then blocks its rerun."""
+
+
+def entry() -> int:
+    """The ``lvpnet`` command: ``main``, with Ctrl-C, SIGTERM and SIGHUP let pass outside its run (``main``
+    turns them into a clean interruption while it runs, then gives ``_ended`` back), and ignored once it has
+    returned: Python's exit puts its own handlers back to the default before it tears torch down, which
+    takes a moment too. Ignored only then: an ignored signal stays ignored in a process started from this
+    one, and a worker could no longer be stopped."""
+    ends = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    for signum in ends:
+        signal.signal(signum, _ended)
+    rc = main()
+    for signum in ends:
+        signal.signal(signum, signal.SIG_IGN)
+    return rc
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())
 
