@@ -255,6 +255,10 @@ def test_bench_and_demo_name_what_they_refuse(tmp_path, capsys):
     keep.write_bytes(b"")
     assert main(["demo", "--keep", str(keep)]) == 2
     assert f"{keep}: is a file; --keep names a folder" in capsys.readouterr().err
+    typo = tmp_path / "no" / "such" / "kept"  # was made, folders and all
+    assert main(["demo", "--keep", str(typo)]) == 2
+    assert "the folder it would be made in does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "no").exists()
 
 
 def test_runs_with_its_output_streams_closed(tmp_path):

@@ -25,6 +25,9 @@ def sample_path() -> Path:
 def run_demo(keep: str | None = None) -> int:
     if keep is not None and os.path.exists(keep) and not os.path.isdir(keep):
         raise InputError(f"{keep}: is a file; --keep names a folder to keep the sample's .lvp in")
+    if keep is not None and not os.path.isdir(os.path.dirname(os.path.abspath(keep))):
+        # the folder itself is made, not a path of them: a typo left a trail of new folders behind
+        raise InputError(f"{keep}: the folder it would be made in does not exist")
     src = sample_path()
     volume = read(src)
     a = volume.array
@@ -33,7 +36,7 @@ def run_demo(keep: str | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for codec in _codecs(a.dtype, volume.rgb):
             out = Path(keep or tmp) / ("sample_ct.lvp" if codec is None else f"sample_ct.{codec}.lvp")
-            out.parent.mkdir(parents=True, exist_ok=True)
+            out.parent.mkdir(exist_ok=True)
             # the learned codec's row shows it alone (no per-slice fallback), so its own size is seen
             result = run(iter_compress_to_file(volume, out, codec=codec, verify=False, safety_net=codec is None))
             t0 = time.perf_counter()
