@@ -261,10 +261,42 @@ class InspectWidget(BackgroundJobMixin, Container):
         self.run_button.changed.connect(self.start)
         self.cancel_button.changed.connect(self.cancel)
         self.channel.changed.connect(self._show_channel)
+        self.layer.changed.connect(self._layer_changed)
         viewer.layers.events.inserted.connect(lambda e: self.layer.reset_choices())
-        viewer.layers.events.removed.connect(lambda e: self.layer.reset_choices())
+        viewer.layers.events.removed.connect(self._layer_removed)
         viewer.dims.events.current_step.connect(self._update_hint)
         viewer.events.theme.connect(lambda e: self._redraw())
+
+    def _layer_changed(self, *_):
+        """Another layer chosen: the last run's words and charts were about the other one, and read as this
+        one's (its maps stay: they are named after their image)."""
+        if self.run_button.enabled and self.layer.value is not getattr(self, "_layer", None):
+            self._clear_result()
+
+    @quietly_if_closed
+    def _layer_removed(self, event):
+        """The inspected layer left the viewer: its results go with it (they stayed, over the next file opened),
+        and so does a run on it (its maps would have nothing to sit on)."""
+        self.layer.reset_choices()
+        if event.value is not getattr(self, "_layer", None):
+            return
+        if not self.run_button.enabled:
+            self.cancel()
+        from qtpy.QtCore import QTimer
+
+        QTimer.singleShot(0, self._forget)  # not inside the layer list's own removal
+
+    @quietly_if_closed
+    def _forget(self) -> None:
+        self._drop_maps()
+        self._clear_result()
+
+    def _clear_result(self) -> None:
+        self.last_result, self.skipped = None, {}
+        self.summary.value = ""
+        self.hint.value, self.hint.visible = "", False
+        self.colorbar_canvas.setVisible(False)
+        self.plot_canvas.setVisible(False)
 
     @property
     def colorbar_figure(self):
@@ -330,9 +362,12 @@ class InspectWidget(BackgroundJobMixin, Container):
         if out is None:
             self.summary.value = "cancelled"
             return
+        layer = self._layer
+        if layer not in self._viewer.layers:  # removed while its run ended
+            self.summary.value = f"{layer.name} was removed"
+            return
         res, self.skipped = out
         self.last_result = res
-        layer = self._layer
         model_name = Path(res.model_path).name if res.model_path else None
         if not res.has_model and not self.skipped:
             if res.chunk_bits is None:
@@ -354,7 +389,7 @@ class InspectWidget(BackgroundJobMixin, Container):
                 self._drop_maps()
             latent = bool(self.show_latent.value or self.show_qcm.value or self.show_ablation.value)
             said = summary_text(res, model_name, self._frames, self._axis_names(), latent=latent)
-            self.summary.value = "\n".join(t for t in (said, skipped) if t)
+            self.summary.value = "\n".join(t for t in (f"layer: {layer.name}", said, skipped) if t)
             self._redraw()
             self._update_hint()
             self._fit_width()

@@ -484,3 +484,33 @@ def test_skipped_slices_are_named_as_the_sliders_name_them():
         "skipped damaged time 1, slice 1: checksum mismatch",
         "skipped time 1, slice 2: its maps need time 1, slice 1, which is damaged (checksum mismatch)"]
     assert iw.skipped_text(skipped, "scan.lvp").splitlines()[0] == "skipped damaged slice 5: checksum mismatch"
+
+
+def test_results_go_with_their_layer_and_name_it(widget_and_viewer, qtbot, rng):
+    """The summary, plot and colorbars of a run stayed when its layer was removed and another opened, and read
+    as the new layer's (the summary did not name its layer); choosing another layer left them too."""
+    viewer, w = widget_and_viewer
+    first = viewer.add_image(smooth_image(rng, (2, 40, 33), -200, 1800, np.int16), name="first")
+    w.layer.value = first
+    w.scope.value = iw.ALL
+    _run(w, qtbot)
+    assert w.summary.value.startswith("layer: first\n") and w.plot_canvas.isVisibleTo(w.native)
+    second = viewer.add_image(smooth_image(rng, (2, 40, 33), -200, 1800, np.int16), name="second")
+    w.layer.value = second  # another layer chosen: the words and charts were the first one's
+    assert w.summary.value == "" and not w.plot_canvas.isVisibleTo(w.native) and w.last_result is None
+    assert layer_name("first", "bits") in viewer.layers  # its maps stay, named after it
+    w.layer.value = first
+    _run(w, qtbot)
+    assert w.summary.value.startswith("layer: first\n")
+    viewer.layers.remove(first)  # the results and the maps go with it
+    qtbot.waitUntil(lambda: layer_name("first", "bits") not in viewer.layers, timeout=5000)
+    assert w.summary.value == "" and not w.plot_canvas.isVisibleTo(w.native)
+    assert not w.colorbar_canvas.isVisibleTo(w.native) and [la.name for la in viewer.layers] == ["second"]
+    assert w.layer.value is second
+    # removed while its run goes on: the run stops, and no maps are left over nothing
+    w.scope.value = iw.ALL
+    w.run_button.changed.emit(True)
+    viewer.layers.remove(second)
+    qtbot.waitUntil(lambda: w.run_button.enabled and w.progress.visible is False, timeout=30000)
+    qtbot.wait(50)
+    assert len(viewer.layers) == 0 and w.summary.value in ("cancelled", "second was removed")
