@@ -568,4 +568,5 @@ class InspectWidget(BackgroundJobMixin, Container):
     def _redraw(self):
         self._draw_colorbars()
         if self.last_result is not None:
-            draw_plot(self.plot_canvas, self.last_result, theme_colours(self._viewer), self._axis_names())
+            draw_plot(self.plot_canvas, self.last_result, theme_colours(self._viewer), self._axis_names(),
+                      damaged=self.skipped)

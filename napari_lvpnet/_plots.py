@@ -80,10 +80,12 @@ def _broken_at_gaps(indices, values) -> tuple[np.ndarray, np.ndarray]:
     return np.insert(x, gaps, (x[gaps - 1] + x[gaps]) / 2), np.insert(y, gaps, np.nan)
 
 
-def draw_plot(canvas, res: analysis.Analysis, colours, labels=None) -> None:
+def draw_plot(canvas, res: analysis.Analysis, colours, labels=None, damaged=()) -> None:
     """Bits per slice (the stored chunks of a .lvp as bars, the estimate as a line), or for one
     analysed slice the histogram of bits per pixel with the slice's mean estimated and stored;
-    ``labels``: the layer's axes as the sliders name them (``_maps.slider_labels``)."""
+    ``labels``: the layer's axes as the sliders name them (``_maps.slider_labels``); ``damaged``: the
+    slices skipped as damaged (or needing one that is), their bars hatched (a bar of its own looked
+    like any stored slice's)."""
     from matplotlib.ticker import MaxNLocator
 
     fig = canvas.figure
@@ -111,11 +113,18 @@ def draw_plot(canvas, res: analysis.Analysis, colours, labels=None) -> None:
                 sel = np.array([c == cid for c in codecs])
                 ax.bar(x[sel], res.chunk_bits[sel] / 1e3, color=BAR_COLOURS[k % len(BAR_COLOURS)],
                        label=f"stored ({cid})")
+            bad = np.array(sorted(i for i in damaged if 0 <= i < res.n_slices), int)
+            if bad.size:
+                ax.bar(bad, res.chunk_bits[bad] / 1e3, color="none", edgecolor="C3", hatch="xxx", lw=1.0,
+                       label="not decoded (damaged)")
         if res.has_model and len(res.indices):
             xs, ys = _broken_at_gaps(res.indices, res.estimated_bits / 1e3)
             ax.plot(xs, ys, "o-", ms=3, color="C3", label="estimated")
         ax.margins(y=0.1)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # slices are whole: no tick at 0.5
+        if res.n_slices == 1:  # one bar: its one tick (the locator gave -0.4 ... 0.4 there)
+            ax.set_xticks([0])
+            ax.set_xlim(-1, 1)
         frames = tuple(getattr(res, "frame_shape", ()) or ())
         # a 4-D layer's slices in one row: said how the sliders' numbers make the plot's, and each of the outer
         # axis's runs marked off and named ('time 1') where there are few enough to read

@@ -244,8 +244,22 @@ def test_damaged_slice_is_skipped_and_named(widget_and_viewer, qtbot, rng, tmp_p
     assert np.isfinite(bits.contrast_limits).all() and bits.contrast_limits[1] > 0
     ax = w.plot_figure.axes[0]
     x, y = ax.lines[0].get_xdata(), ax.lines[0].get_ydata()
-    assert len(ax.patches) == 4 and list(x[np.isfinite(y)]) == [0, 1, 3]  # estimates where decoded
+    assert len(ax.patches) == 5 and list(x[np.isfinite(y)]) == [0, 1, 3]  # estimates where decoded
     assert np.isnan(y[2])  # the line breaks over the damaged slice
+    hatched = [p for p in ax.patches if p.get_hatch()]  # its bar marked, not like a stored slice's
+    assert len(hatched) == 1 and hatched[0].get_x() < 2 < hatched[0].get_x() + hatched[0].get_width()
+    assert "not decoded (damaged)" in [t.get_text() for t in w.plot_figure.legends[0].get_texts()]
+    # a single image whose only slice is damaged: its one bar at its one tick
+    one = tmp_path / "one.lvp"
+    lvpnet.compress_to_file(a[0], one, codec="fallback")
+    rec = lvpnet.open(one)._reader.records[0]
+    data = bytearray(one.read_bytes())
+    data[rec.offset + rec.length // 2] ^= 0x20
+    one.write_bytes(bytes(data))
+    (single,) = viewer.open(one, plugin="napari-lvpnet")
+    w.layer.value = single
+    _run(w, qtbot)
+    assert list(w.plot_figure.axes[0].get_xticks()) == [0]
 
 
 def test_panels_follow_the_theme_and_keep_their_size(widget_and_viewer, qtbot, rng, tmp_path):
