@@ -442,3 +442,16 @@ def test_info_on_a_newer_writers_file_is_a_note_not_damage(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("lvpnet: note: 4 of 4 slices cannot be read by this lvpnet") == 1
     assert "version 7 is newer than this lvpnet" in err and "damaged" not in err
+
+
+@pytest.mark.parametrize("size, said", [("-5G", "'-5G' is not a size"), ("0", "max memory must be a positive")])
+def test_a_size_that_is_no_size_is_said_as_such(tmp_path, capsys, size, said):
+    """``--max-memory -5G`` got argparse's "expected one argument" (a word starting with '-' read as an
+    option); it is said to be no size, as '0' is said to be no budget."""
+    src = tmp_path / "a.npy"
+    np.save(src, np.zeros((4, 4), np.uint8))
+    try:
+        rc = main(["compress", str(src), str(tmp_path / "a.lvp"), "--max-memory", size])
+    except SystemExit as e:
+        rc = e.code
+    assert rc == 2 and said in capsys.readouterr().err and not (tmp_path / "a.lvp").exists()

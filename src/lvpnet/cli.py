@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -524,6 +525,20 @@ def _stdout_named():
         sys.stdout = real
 
 
+def _sizes_joined(argv: list[str]) -> list[str]:
+    """``--max-memory -5G`` as ``--max-memory=-5G``: argparse takes a word starting with '-' that is not a plain
+    negative number for an option ("expected one argument"); joined, the size's own check says what is wrong."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] == "--max-memory" and i + 1 < len(argv) and re.match(r"-\d", argv[i + 1]):
+            out.append(f"--max-memory={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     from .atomic import signals_interrupt
     from .limits import set_max_memory
@@ -534,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     # lvpnet's own warnings (a slice left to the fallback for want of memory, workers that cannot start) as
     # one line each, like its other messages, not Python's "file:line: UserWarning:" form
     warnings.formatwarning = lambda message, *_a, **_k: f"lvpnet: warning: {message}\n"
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_sizes_joined(sys.argv[1:] if argv is None else argv))
     # SIGTERM and SIGHUP (a scheduler, a closed terminal) clean up like Ctrl-C: no temporary file left
     with signals_interrupt():
         try:
