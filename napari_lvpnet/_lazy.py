@@ -39,7 +39,7 @@ from lvpnet.progress import Cancelled, also
 from lvpnet.terminal import duration
 
 from ._maps import slice_words, slider_labels
-from ._messages import blocked_by, first_line, notification
+from ._messages import blocked_by, error_slice, first_line, notification
 
 CACHE_BYTES = 256 * 2**20  # decoded slices kept besides those on screen (512 slices of 512 x 512 int16)
 PREFETCH = 2  # neighbours decoded ahead on each side of the slices on screen
@@ -224,6 +224,7 @@ class SliceLoader:
                         break  # to the top: closed, done, or a slice another reader decoded (a new run after it)
                     while self._single and not self._closed:  # a lock is not fair: a 2-D slice waited for
                         time.sleep(0.002)  # whole runs; it goes first
+                    ahead = None  # a later slice whose damage came first
                     with self._file_lock:
                         if not self._pending(j):  # decoded by the reader that held the lock: a new run after it
                             break
@@ -231,10 +232,20 @@ class SliceLoader:
                             with also(self._stop_if_closed):
                                 s = next(slices)
                         except (DamagedError, LimitError) as err:  # this slice's own damage: said as its own
-                            self._keep(j, error=err)
+                            named = error_slice(err, self.lvp.name)
+                            if named is not None and j < named <= indices[e] and self._pending(named):
+                                # a later slice's chunk, read ahead (chains decoded in lanes): that slice's
+                                # damage, not this one's; the run ends before it and starts again here
+                                self._keep(named, error=err)
+                                ahead = named
+                            else:
+                                self._keep(j, error=err)
                             s = None
                         else:
                             self._keep(j, s)
+                    if ahead is not None:
+                        self._tell(ahead)
+                        break
                     self._tell(j)  # not under the lock: a listener may be a Qt slot on this thread
                     if s is None:
                         raise self.failed[j]

@@ -49,7 +49,7 @@ def blocked_by(error: Exception, name: str, shown: int) -> int | None:
     coded against the one before it needs the whole run back to its start: the file's error names the run's
     damaged slice), else None."""
     i = error_slice(error, name)
-    return None if i is None or i == shown else i
+    return i if i is not None and i < shown else None  # a slice needs only slices before it
 
 
 def state(error: Exception) -> str:

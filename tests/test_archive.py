@@ -905,6 +905,14 @@ def test_damaged_dicom_files_are_carried_whole_and_named(cluster, tmp_path):
     again = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")
     assert (again["done"], again["skipped"], again["failed"]) == (0, 7, 0)
     assert {c["file"] for c in again["damaged_carried"]} == set(reasons) - {"rle/im2.dcm"}
+    # a ledger written before a file cut ahead of its Rows was told from one without pixels ("no pixels" for
+    # both): that file's header is read again, once, and it is named among the damaged
+    import sqlite3
+
+    with sqlite3.connect(dest / "lvpnet-ledger.sqlite") as db:
+        db.execute("UPDATE sources SET hint = 'no pixels' WHERE path = 'lone/early.dcm'")
+    again = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")
+    assert "lone/early.dcm" in {c["file"] for c in again["damaged_carried"]}
 
 def test_a_damaged_series_restores_every_file_whose_slices_are_intact(cluster, tmp_path):
     """One bit flipped in a series' .lvp lost every file of the series on restore (the item failed whole):

@@ -677,3 +677,29 @@ def test_slices_that_need_a_damaged_one_are_said_as_such_and_notified_once(make_
     assert text.startswith("Slice 2 is damaged: checksum mismatch (run_dmg.lvp)"), text
     assert text.endswith("shown blank; blank too: 2 slices that need it"), text
     assert len(errors) == 1
+
+
+@pytest.mark.parametrize("lanes", ["1", "4"])
+def test_a_damaged_chunk_read_ahead_is_its_own_slices_not_the_one_waited_for(tmp_path, rng, monkeypatch, lanes):
+    """Chains decoded in lanes (a GPU's default) read chunks ahead, so slice 2's damage was raised while slice 0
+    was waited for: intact slices 0 and 1 were kept as failed ("Slice 0 cannot be shown: it needs slice 2").
+    The damage is slice 2's; 0, 1, 5 and 6 decode; 3 and 4, coded against the slice before them, need it."""
+    from napari_lvpnet._lazy import SliceLoader
+    from napari_lvpnet._messages import blocked_by
+
+    vol = smooth_image(rng, (7, 40, 33), 0, 3000, np.uint16)
+    vol[3] = vol[4] = vol[2]
+    path = tmp_path / "run.lvp"
+    lvpnet.compress_to_file(vol, path, codec="lvpnet")
+    damaged = _flip_in_slice(path, 2, tmp_path / "run_dmg.lvp")
+    monkeypatch.setenv("LVPNET_LANES", lanes)
+    loader = SliceLoader(lvpnet.open(damaged), workers=1)
+    try:
+        loader._wanted = tuple(range(7))
+        loader._decode_volume(tuple(range(7)))
+        assert sorted(loader.failed) == [2, 3, 4] and sorted(loader._cache) == [0, 1, 5, 6]
+        assert [blocked_by(loader.failed[i], loader.lvp.name, i) for i in (2, 3, 4)] == [None, 2, 2]
+        for i in (0, 1, 5, 6):
+            np.testing.assert_array_equal(loader.get(i), vol[i])
+    finally:
+        loader.close()

@@ -70,7 +70,7 @@ class SourceFile:
     rel: str  # POSIX path relative to SOURCE
     size: int
     mtime_ns: int
-    # what the walk learnt from a DICOM header ("image|lossy <frames> <layout> <SeriesInstanceUID>", "no pixels",
+    # what the walk learnt from a DICOM header ("image|lossy <frames> <layout> <SeriesInstanceUID>", "no image",
     # "unreadable", "truncated <have> <need>", or "" for a file that is not DICOM): kept in the ledger, so a rerun reads the
     # header of a file again only when its size or modification time changed
     hint: str | None = ""  # None: nothing learnt to keep (a file that could not be opened)
@@ -167,7 +167,9 @@ def walk(source: str | os.PathLike, known: dict[str, tuple[int, int, str]] | Non
                 items.append(_other(src) if hint == "no pixels" else
                              Item(key=rel + ".lvp", kind=kind, root=posixpath.dirname(rel), sources=[src]))
                 continue
-            if fresh and cached[2].startswith("uid "):  # written before hints said lossy: read the header again
+            if fresh and (cached[2].startswith("uid ") or cached[2] == "no pixels"):
+                # written before hints said lossy, or before an image cut ahead of its Rows was told from a file
+                # without pixels (both were "no pixels" then; "no image" now): read the header again, once
                 fresh = False
             hint = cached[2] if fresh else _hint(_dicom_header(path, name))
             src = SourceFile(rel, st.st_size, st.st_mtime_ns, hint, _mode(st))
@@ -181,7 +183,7 @@ def walk(source: str | os.PathLike, known: dict[str, tuple[int, int, str]] | Non
                 # restored tree is complete; said in every run's summary
                 items.append(_other(src))
                 damaged.append({"file": rel, "reason": _damage(header)})
-            elif header == "no pixels" or not _coded(header[2]):  # from the layout: a hint cached before says it too
+            elif header == "no image" or not _coded(header[2]):  # from the layout: a hint cached before says it too
                 items.append(_other(src))  # carried as it is: no image, or one lvpnet does not code (a 1-bit SEG)
             elif header[3] and carry_lossy:  # already compressed with loss: nothing to gain, its bytes kept as they are
                 items.append(_other(src))
@@ -278,7 +280,7 @@ def _link_item(root: Path, path: Path, unnamed: list, skipped: list) -> Item | N
 
 
 def _dicom_header(path: Path, name: str):
-    """None (not DICOM), "unreadable", "no pixels", a damaged file's hint (``_DAMAGED``, ``_pixels_cut``), or
+    """None (not DICOM), "unreadable", "no image" (no pixels: an SR, a plan), a damaged file's hint (``_DAMAGED``, ``_pixels_cut``), or
     (SeriesInstanceUID, number of frames, pixel layout: what must match for files to stack into one volume,
     whether the header says the pixels are lossy)."""
     if not (name.lower().endswith(".dcm") or is_dicom_file(path)):
@@ -298,7 +300,7 @@ def _dicom_header(path: Path, name: str):
             if cut == "none" and image_without_pixels(ds):  # an image header, its pixels gone (cut before them)
                 return "cut header"
             if cut == "none" or "Rows" not in ds:
-                return "no pixels"
+                return "no image"
             if cut:
                 return cut
             uid = str(ds.get("SeriesInstanceUID", "") or "")

@@ -185,11 +185,11 @@ def _has_pixels(ds: Any) -> bool:
 
 def image_without_pixels(ds: Any) -> bool:
     """An image object (its SOP class an image storage, or an image's Rows, or a SOP class that is no UID) that
-    holds no pixel data: most likely a copy cut short (pydicom stops quietly at a truncated element), not a
+    holds no pixel data (nor float pixel data: a parametric map's, not read but whole): most likely a copy cut short (pydicom stops quietly at a truncated element), not a
     file that never had pixels."""
     uid = ds.get("SOPClassUID")
-    return uid is not None and (_sop_name(ds).endswith("Image Storage") or "Rows" in ds
-                                or not getattr(uid, "is_valid", True))
+    return uid is not None and not _float_pixels(ds) and (_sop_name(ds).endswith("Image Storage") or "Rows" in ds
+                                                           or not getattr(uid, "is_valid", True))
 
 
 def _no_pixels(ds: Any) -> str:
