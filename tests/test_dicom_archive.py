@@ -627,3 +627,31 @@ def test_summaries_count_the_folders_other_files_apart(tmp_path):
     out = lvpnet_cmd("verify", lvp, check_rc=0).stdout
     assert "OK (1 slice, 2 files rebuilt, each matching its SHA-256 (1 DICOM, 1 other)" in out
     assert lvpnet_cmd("decompress", lvp, tmp_path / "r", check_rc=0).stdout.strip().endswith("2 files (1 DICOM, 1 other)")
+
+
+def test_a_volume_changed_since_it_was_read_is_refused_before_coding_and_stored_without_its_files(tmp_path):
+    """A Volume read from a DICOM .lvp carries its files' records; once its array changed (a filter, a crop) they
+    restore nothing: compress_to_file coded the whole volume and then called the new file damaged, and with
+    verify=False wrote a file that no read could open. Now it is refused before any coding, with the way out:
+    ``without_files()`` stores the values and the metadata, without the records."""
+    import lvpnet
+
+    lvpnet.compress_path(_local("MR_small.dcm"), tmp_path / "s.lvp", codec="fallback")
+    v = lvpnet.read(tmp_path / "s.lvp")
+    same = tmp_path / "same.lvp"
+    lvpnet.compress_to_file(v, same, codec="fallback")  # unchanged: stored again, files and all
+    assert lvpnet.read(same).blobs == v.blobs
+    for changed in (v.array // 2, v.array[:, ::-1].copy(), v.array[:, :32].copy()):
+        edited = dataclasses.replace(v, array=changed)
+        for write in (lambda e=edited: lvpnet.compress_to_file(e, tmp_path / "p.lvp", codec="fallback"),
+                      lambda e=edited: lvpnet.compress(e, codec="fallback", verify=False)):
+            with pytest.raises(lvpnet.InputError, match=r"does not hold the pixels of the DICOM files .* "
+                                                        r"volume\.without_files\(\)"):
+                write()
+        assert not (tmp_path / "p.lvp").exists()
+    edited = dataclasses.replace(v, array=v.array // 2).without_files()
+    lvpnet.compress_to_file(edited, tmp_path / "p.lvp", codec="fallback")
+    back = lvpnet.read(tmp_path / "p.lvp")
+    np.testing.assert_array_equal(back.array, v.array // 2)
+    assert back.blobs == [] and back.metadata["dicom"]["elements"] == v.metadata["dicom"]["elements"]
+    assert "archive" not in back.metadata["dicom"] and v.blobs  # the original volume is left as it was

@@ -21,6 +21,7 @@ import numpy as np
 from . import __version__, codecs, limits, slice_pool
 from .atomic import atomic_path, check_writable
 from .container import ContainerWriter, looks_like_lvp
+from .dicom_archive import check_records
 from .errors import DamagedError, InputError
 from .lvpfile import LvpFile
 from .progress import Progress, run
@@ -132,6 +133,7 @@ def encode_stream(
     for, and otherwise coded with the fallback, said through ``on_note(text)`` (None: a warning).
     """
     check_volume(volume)
+    check_records(volume)
     slice_pool.check_requested(workers)
     array = _little_endian(volume.array)
     name = codec or codecs.default_codec_name(array.dtype, volume.rgb)

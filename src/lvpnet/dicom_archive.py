@@ -626,6 +626,21 @@ def iter_files(volume: Volume, lost_frames: set[int] | None = None, on_lost=None
     yield from _iter_restore(volume, lost_frames=lost_frames or set(), on_lost=on_lost)
 
 
+def check_records(volume: Volume, what: str = "input") -> None:
+    """The DICOM files a volume carries (``lvpnet.read`` of a .lvp made from DICOM: its file records) restore
+    from its array, each to its SHA-256 (about a millisecond a file): InputError otherwise, before any coding.
+    An array changed after reading (filtered, cropped, flipped) no longer holds those files' pixels: its file
+    was written whole, then said to be damaged by the verify, or unreadable without it."""
+    if archive_of(volume.metadata) is None:
+        return
+    try:
+        for _ in _iter_restore(volume, limited=False):
+            pass
+    except DamagedError as e:
+        raise InputError(f"{what}: the array does not hold the pixels of the DICOM files this volume carries "
+                         f"({e}): changed since it was read? Store it without them: volume.without_files()") from None
+
+
 def _check_names(names: list[str]) -> None:
     """No two records may restore to the same path, nor one file sit where another needs a folder."""
     files = set()

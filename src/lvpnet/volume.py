@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,6 +65,17 @@ class Volume:
     @property
     def n_slices(self) -> int:
         return slicing.n_slices(self.array.shape, self.rgb)
+
+    def without_files(self) -> Volume:
+        """This volume without the source files it carries (``blobs``: a DICOM archive's file records, which
+        restore the files byte for byte from ``array``), the rest of its metadata kept: what to store once the
+        array has changed (filtered, cropped), since those files' pixels are no longer these."""
+        metadata = copy.deepcopy(self.metadata)
+        dicom = metadata.get("dicom")
+        if isinstance(dicom, dict):
+            for key in ("archive", "elements_in_record", "elements_scope"):  # what refers to the records
+                dicom.pop(key, None)
+        return dataclasses.replace(self, metadata=metadata, blobs=[])
 
 
 def check_volume(volume: Volume, what: str = "input") -> None:
