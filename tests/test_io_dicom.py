@@ -573,6 +573,13 @@ def test_npy_and_nifti_outputs_hold_pixel_values_within_bits_stored(tmp_path, ca
     assert np.array_equal(np.load(tmp_path / "a.npy"), pydicom.dcmread(tmp_path / "s" / "IM0.dcm").pixel_array)
     assert main(["decompress", str(tmp_path / "a.lvp"), str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "IM0.dcm").read_bytes() == (tmp_path / "s" / "IM0.dcm").read_bytes()
+    # in Python: the words as stored in ``array``, the values viewers show from ``pixel_values()``
+    import lvpnet
+
+    for vol in (lvpnet.read(tmp_path / "s"), lvpnet.read(tmp_path / "a.lvp")):
+        assert vol.array[0, 0] == 0x0FFF and vol.pixel_values()[0, 0] == -1
+        assert np.array_equal(vol.pixel_values(), pydicom.dcmread(tmp_path / "s" / "IM0.dcm").pixel_array)
+    assert np.array_equal(lvpnet.Volume(array=raw).pixel_values(), raw)  # not DICOM: the array as it is
 
 
 def test_a_file_without_its_preamble_and_float_pixel_data_are_named(tmp_path):

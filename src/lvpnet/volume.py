@@ -66,6 +66,17 @@ class Volume:
     def n_slices(self) -> int:
         return slicing.n_slices(self.array.shape, self.rgb)
 
+    def pixel_values(self) -> np.ndarray:
+        """The pixel values as DICOM defines them and viewers show them: for a DICOM source, ``array``'s stored
+        words held to BitsStored (bits above it, overlays of old scanners, cleared; signed data sign-extended
+        from its top stored bit), else ``array`` itself. ``array`` keeps the words as stored, so that the
+        files restore byte for byte; a CT's Hounsfield units are ``pixel_values() * slope + intercept``
+        (``metadata["dicom"]["rescale_slope"]``, ``["rescale_intercept"]``), as ``lvpnet decompress`` writes
+        them to .npy and NIfTI."""
+        from .io.dicom import pixel_values
+
+        return pixel_values(self)[0]
+
     def without_files(self) -> Volume:
         """This volume without the source files it carries (``blobs``: a DICOM archive's file records, which
         restore the files byte for byte from ``array``), the rest of its metadata kept: what to store once the
