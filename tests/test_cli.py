@@ -455,3 +455,20 @@ def test_a_size_that_is_no_size_is_said_as_such(tmp_path, capsys, size, said):
     except SystemExit as e:
         rc = e.code
     assert rc == 2 and said in capsys.readouterr().err and not (tmp_path / "a.lvp").exists()
+
+
+def test_the_python_calls_take_what_their_neighbours_take(tmp_path):
+    """``iter_compress_to_file`` took a Volume only (AttributeError on an array, which ``compress_to_file``
+    takes); ``read`` took paths only ('embedded null byte' on the bytes ``open`` and ``decompress`` take);
+    ``analyse_slice`` without weights (``load_model()`` gives None then) raised AttributeError."""
+    import lvpnet
+    from lvpnet import analysis
+    from lvpnet.progress import run
+
+    a = np.arange(64, dtype=np.uint8).reshape(8, 8)
+    assert run(lvpnet.iter_compress_to_file(a, tmp_path / "a.lvp", codec="fallback")).lvp_bytes > 0
+    assert np.array_equal(lvpnet.read((tmp_path / "a.lvp").read_bytes()).array, a)
+    with pytest.raises(lvpnet.NotLvpError):
+        lvpnet.read(b"not an lvpnet file")
+    with pytest.raises(lvpnet.InputError, match="no model"):
+        analysis.analyse_slice(a, None)

@@ -113,6 +113,7 @@ def test_rgb_without_a_colour_axis_says_so():
     (dict(direction=np.eye(2)), r"direction has shape"),
     (dict(spacing=("a", 1, 1)), "spacing must be numbers"),
     (dict(metadata={"scanner": {"serial": b"x1"}}), "metadata 'scanner.serial' is a bytes"),
+    (dict(metadata={"n": 10**5000}), "metadata 'n' is an integer of 16,610 bits"),  # failed after the encode
 ])
 def test_geometry_and_metadata_a_file_could_not_keep_are_refused_before_coding(kw, message, tmp_path):
     """Geometry of the wrong shape was stored and silently dropped when the file became NIfTI; bytes

@@ -52,9 +52,12 @@ def open(path: str | os.PathLike) -> LvpFile:  # noqa: A001 - mirrors the CLI's 
 
 
 def read(path: str | os.PathLike, *, series: str | None = None, rgb: bool = False) -> Volume:
-    """Read any supported file (``.lvp``, ``.npy``, ``.npz`` of one array, NIfTI, DICOM file or folder) into a Volume."""
+    """Read any supported file (``.lvp``, ``.npy``, ``.npz`` of one array, NIfTI, DICOM file or folder) into a Volume;
+    the bytes of a ``.lvp`` too, as ``open`` and ``decompress`` take them."""
     from .files import input_path
 
+    if isinstance(path, (bytes, bytearray, memoryview)):  # a path never holds a NUL: bytes are a file's content
+        return LvpFile(bytes(path)).volume()
     if looks_like_lvp(input_path(path)):
         return LvpFile(path).volume()
     from . import io

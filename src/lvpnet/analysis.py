@@ -361,6 +361,8 @@ def analyse_slice(x, model: LoadedModel, *, rgb: bool = False, index: int = 0, r
     the latent's ablation too, ``SliceMaps.latent_saving``, which codes every plane twice)."""
     from .model.prep import rgb_to_planes
 
+    if model is None:  # ``load_model()`` without weights installed
+        raise InputError("no model: maps need the learned codec's weights (lvpnet-v1.pt, or load_model(path))")
     a = _integer_slice(x, rgb)
     planes = [p.astype(np.int64) for p in rgb_to_planes(a)] if rgb else [a]
     refs = [None] * len(planes)

@@ -312,7 +312,7 @@ def _output_path(path) -> str:
 
 
 def iter_compress_to_file(
-    volume: Volume, path: str | os.PathLike, codec: str | None = None, verify: bool = True, safety_net: bool = True,
+    volume: Volume | np.ndarray, path: str | os.PathLike, codec: str | None = None, verify: bool = True, safety_net: bool = True,
     workers: int | None = 1, on_note=None, mode: int | None = None,
 ) -> Generator[Progress, None, CompressResult]:
     """Write ``volume`` to ``path`` atomically; yields progress, returns a CompressResult
@@ -321,8 +321,9 @@ def iter_compress_to_file(
 
     Closing the generator early (a Cancel button) removes the temporary file;
     nothing appears under ``path`` unless every slice was written and, with
-    ``verify``, decoded back identical.
+    ``verify``, decoded back identical. ``volume``: a Volume, or an array (as ``compress_to_file`` takes).
     """
+    volume = as_volume(volume)
     check_volume(volume)
     path = _output_path(path)
     check_writable(path)  # a folder, a missing or read-only one: said before the encode, not after it

@@ -118,6 +118,9 @@ def check_volume(volume: Volume, what: str = "input") -> None:
     plain_metadata(volume.metadata, what)
 
 
+_JSON_INT_BITS = 4096  # 1234 decimal digits: within what Python converts to and from text (4300)
+
+
 def plain_metadata(metadata: dict, what: str = "input") -> dict:
     """``metadata`` as the file's JSON header holds it: numpy scalars and arrays become numbers and
     lists; anything else that is not JSON (bytes, objects) is refused, naming its key."""
@@ -129,6 +132,10 @@ def plain_metadata(metadata: dict, what: str = "input") -> dict:
         if isinstance(value, float) and not math.isfinite(value):
             raise InputError(f"{what}: metadata {key!r} is {value}, which the JSON header cannot hold (JSON has no NaN "
                              "or infinity): store None or a string")
+        if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > _JSON_INT_BITS:
+            # Python writes and reads at most 4300 digits of an integer (the encode failed at the end)
+            raise InputError(f"{what}: metadata {key!r} is an integer of {value.bit_length():,} bits, more than a "
+                             "JSON header's reader takes: store it as a string")
         if value is None or isinstance(value, (bool, int, float, str)):
             return value
         if isinstance(value, dict):
