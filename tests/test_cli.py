@@ -472,3 +472,5 @@ def test_the_python_calls_take_what_their_neighbours_take(tmp_path):
         lvpnet.read(b"not an lvpnet file")
     with pytest.raises(lvpnet.InputError, match="no model"):
         analysis.analyse_slice(a, None)
+    with pytest.raises(lvpnet.InputError, match="series= and rgb= apply to DICOM folders and arrays"):
+        lvpnet.read(tmp_path / "a.lvp", rgb=True)  # was ignored

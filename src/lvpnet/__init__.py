@@ -56,9 +56,13 @@ def read(path: str | os.PathLike, *, series: str | None = None, rgb: bool = Fals
     the bytes of a ``.lvp`` too, as ``open`` and ``decompress`` take them."""
     from .files import input_path
 
+    lvp = isinstance(path, (bytes, bytearray, memoryview)) or looks_like_lvp(input_path(path))
+    if lvp and (series is not None or rgb):  # were ignored: the file says both itself
+        raise InputError("series= and rgb= apply to DICOM folders and arrays; a .lvp holds one volume and says "
+                         "whether it is colour")
     if isinstance(path, (bytes, bytearray, memoryview)):  # a path never holds a NUL: bytes are a file's content
         return LvpFile(bytes(path)).volume()
-    if looks_like_lvp(input_path(path)):
+    if lvp:
         return LvpFile(path).volume()
     from . import io
 
