@@ -108,7 +108,33 @@ def read_lvp(path):
     except LvpnetError as e:  # damaged header, truncated, newer format, a damaged labels slice: say so, add nothing
         notifications.show_error(notification(e, path, words))
         return [(None,)]  # npe2's "read, no layers" sentinel: no "try another plugin" dialog
-    return [lazy_lvp_layer(lvp, _name(path, (".lvp",)), metadata=meta)]
+    name = _name(path, (".lvp",))
+    layer = lazy_lvp_layer(lvp, name, metadata=meta)
+    _say_stacking(_header_volume(lvp, meta), name)
+    return [layer]
+
+
+def _header_volume(lvp, metadata: dict):
+    """``lvp``'s Volume from its header alone: geometry and metadata around an array of its shape that holds
+    nothing (no slice decoded, no file record read), for what is said of its geometry."""
+    import numpy as np
+
+    from lvpnet import Volume
+
+    return Volume(array=np.broadcast_to(np.zeros((), lvp.dtype), lvp.shape), rgb=lvp.rgb, spacing=lvp.spacing,
+                  origin=lvp.origin, direction=lvp.direction, affine=lvp.affine,
+                  source_format=lvp.header.get("source", {}).get("format", "numpy"), metadata=metadata)
+
+
+def _say_stacking(volume, name: str) -> None:
+    """A DICOM series whose slices one spacing misplaces (a missing slice, a localiser's three planes): said,
+    since the layer shows them evenly spaced (``lvpnet.io.nifti.stacking_notes``)."""
+    from napari.utils.notifications import show_warning
+
+    from lvpnet.io.nifti import stacking_notes
+
+    for note in stacking_notes(volume, "layer"):
+        show_warning(f"{name}: {note}")
 
 
 def get_nifti_reader(path):
@@ -165,6 +191,7 @@ def read_volume(path):
 
         return _each_series(path, name, read_each_series(path))
     volume = lvpnet.read(path)
+    _say_stacking(volume, name)
     return [volume_image(volume, name)]
 
 
@@ -181,6 +208,7 @@ def _each_series(path: str, name: str, series: list) -> list:
         volume = series[0][1]
         if isinstance(volume, Exception):
             raise volume
+        _say_stacking(volume, name)
         return [volume_image(volume, name)]
     layers, failed = [], []
     for uid, volume in series:
@@ -188,7 +216,9 @@ def _each_series(path: str, name: str, series: list) -> list:
             failed.append(f"{uid}: {volume}")
             continue
         desc = str((volume.metadata.get("dicom") or {}).get("series_description") or "").strip()
-        layers.append(volume_image(volume, f"{name} {desc or uid[-12:]}".strip()))
+        title = f"{name} {desc or uid[-12:]}".strip()
+        _say_stacking(volume, title)
+        layers.append(volume_image(volume, title))
     if failed:
         show_warning(f"{len(failed)} of {len(series)} series in {name} could not be opened: " + "; ".join(failed))
     if not layers:

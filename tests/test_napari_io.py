@@ -375,3 +375,39 @@ def test_a_layer_rotated_in_napari_keeps_its_affine_through_a_save(make_napari_v
     viewer.layers.selection = {plain}
     viewer.layers.save(str(tmp_path / "p.lvp"), selected=True, plugin="napari-lvpnet")
     assert "napari" not in lvpnet.open(tmp_path / "p.lvp").metadata
+
+
+def test_a_series_one_spacing_misplaces_is_said_when_opened(make_napari_viewer, tmp_path, monkeypatch):
+    """A series with a slice missing, or a localiser's images in three planes, opened evenly stacked without a
+    word: every slice after the gap 2.5 mm from where it belongs, planes at right angles shown as parallel
+    slices. The layer still opens (napari has one spacing per axis); a warning says what is off, for the
+    folder and for the .lvp made from it."""
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
+
+    said = []
+    monkeypatch.setattr("napari.utils.notifications.show_warning", said.append)
+    gap, planes = tmp_path / "gap", tmp_path / "planes"
+    gap.mkdir()
+    planes.mkdir()
+    ds = dcmread(get_testdata_file("CT_small.dcm"))
+    for i in (0, 1, 2, 4, 5):  # slice 3 missing
+        ds.InstanceNumber, ds.ImagePositionPatient, ds.SOPInstanceUID = i + 1, [0.0, 0.0, 2.5 * i], f"1.2.3.{i}"
+        ds.save_as(gap / f"IM{i}.dcm")
+    for i, iop in enumerate(([1, 0, 0, 0, 1, 0], [0, 1, 0, 0, 0, -1], [1, 0, 0, 0, 0, -1])):  # axial, sagittal, coronal
+        ds.InstanceNumber, ds.ImageOrientationPatient, ds.SOPInstanceUID = i + 1, iop, f"1.2.4.{i}"
+        ds.ImagePositionPatient = [0.0, 0.0, 0.0]
+        ds.save_as(planes / f"IM{i}.dcm")
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(gap), plugin="napari-lvpnet")
+    assert layer.data.shape[0] == 5 and len(said) == 1
+    assert said[0].startswith("gap: the slices are not evenly spaced (2.5 to 5 mm apart); a napari layer has one "
+                              "spacing, so the viewer shows them 2.5 mm apart"), said[0]
+    viewer.open(str(planes), plugin="napari-lvpnet")
+    assert len(said) >= 2 and said[1].startswith("planes: the slices were stacked by InstanceNumber, not by position")
+    lvpnet.compress_path(gap, tmp_path / "gap.lvp", codec="fallback")
+    before = len(said)
+    viewer.open(str(tmp_path / "gap.lvp"), plugin="napari-lvpnet")
+    assert len(said) == before + 1 and said[-1].startswith("gap: the slices are not evenly spaced"), said[-1]
+    viewer.open(get_testdata_file("CT_small.dcm"), plugin="napari-lvpnet")  # one slice: nothing to say
+    assert len(said) == before + 1

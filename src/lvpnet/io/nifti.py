@@ -351,12 +351,25 @@ def _positions_along_normal(volume: Volume) -> np.ndarray | None:
     return pos @ (normal / np.linalg.norm(normal))
 
 
-def conversion_notes(volume: Volume) -> list[str]:
-    """What a NIfTI file written from ``volume`` cannot say that its DICOM source did: slices that
-    are not evenly spaced (NIfTI has one spacing per axis) and a rescale that differs between slices
-    (one ``scl_slope`` / ``scl_inter`` per file); and a spacing that is not positive (NIfTI zooms must be). The file is still written; the DICOM output (a
-    folder or ``.dcm``) keeps both."""
+#: how a holder of one spacing per axis places a series' slices: (its words, what keeps each slice's own position)
+_HOLDERS = {
+    "nifti": ("NIfTI holds one spacing, so the file places them", "a DICOM output keeps every slice's position"),
+    "layer": ("a napari layer has one spacing, so the viewer shows them",
+              "each slice's position is in layer.metadata['dicom']['image_positions']"),
+}
+
+
+def stacking_notes(volume: Volume, holder: str = "nifti") -> list[str]:
+    """Where one spacing per axis (a NIfTI file's, a napari layer's: ``holder``) misplaces a DICOM series' slices:
+    positions not evenly spaced (a missing slice, a gap), or slices stacked by InstanceNumber because their
+    positions are missing, repeated or in different planes (a localiser's three planes)."""
+    places, keeps = _HOLDERS[holder]
     notes = []
+    meta = _dicom_meta(volume)
+    if meta is not None and meta.get("slice_order") in ("InstanceNumber", "unknown") and volume.n_slices > 1:
+        by = "InstanceNumber" if meta["slice_order"] != "unknown" else "file order"
+        notes.append(f"the slices were stacked by {by}, not by position (positions missing, repeated, or in different "
+                     f"planes): {places} as parallel slices one spacing apart; check the geometry ({keeps})")
     proj = _positions_along_normal(volume)
     if proj is not None:
         steps = np.abs(np.diff(proj))
@@ -369,15 +382,17 @@ def conversion_notes(volume: Volume) -> list[str]:
             same = int(np.sum(steps <= 1e-6))
             how = (f"{same + 1 if same == 1 else same} slices share a position with another" if same
                    else f"the slices are not evenly spaced ({steps.min():g} to {steps.max():g} mm apart)")
-            notes.append(
-                f"{how}; NIfTI holds one spacing, so the file places them {step:g} mm apart and some slices are "
-                f"up to {off:.3g} mm from their true position (a DICOM output keeps every slice's position)")
-    meta = _dicom_meta(volume)
-    if meta is not None and meta.get("slice_order") in ("InstanceNumber", "unknown") and volume.n_slices > 1:
-        notes.append(f"the slices were stacked by {'InstanceNumber' if meta['slice_order'] != 'unknown' else 'file order'}"
-                     ", not by position (positions missing, repeated, or in different planes): NIfTI's one affine "
-                     "assumes parallel slices one spacing apart; check the geometry (a DICOM output keeps each "
-                     "slice's own)")
+            notes.append(f"{how}; {places} {step:g} mm apart and some slices are up to {off:.3g} mm from their true "
+                         f"position ({keeps})")
+    return notes
+
+
+def conversion_notes(volume: Volume) -> list[str]:
+    """What a NIfTI file written from ``volume`` cannot say that its DICOM source did: slices that
+    are not evenly spaced (NIfTI has one spacing per axis: ``stacking_notes``) and a rescale that differs
+    between slices (one ``scl_slope`` / ``scl_inter`` per file); and a spacing that is not positive (NIfTI
+    zooms must be). The file is still written; the DICOM output (a folder or ``.dcm``) keeps both."""
+    notes = stacking_notes(volume)
     rescale = _dicom_rescale(volume)
     if rescale is not None and (len(rescale[0]) > 1 or len(rescale[1]) > 1):
         slopes, inters = rescale
