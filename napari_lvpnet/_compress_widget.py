@@ -24,7 +24,7 @@ from napari.viewer import Viewer
 import lvpnet
 from lvpnet import codecs, slice_pool
 from lvpnet.progress import Progress, cancellable
-from lvpnet.slicing import check_array
+from lvpnet.slicing import check_array, n_slices
 
 from ._background import BackgroundJobMixin, JobControl, full_width, quietly_if_closed, wrap_text
 from ._layers import layer_to_volume
@@ -63,13 +63,30 @@ def _decode_layer(data: LazySlices, attributes: dict, name: str, cancel):
     return volume
 
 
-def _compress_job(volume, path, codec, verify, compare, cancel):
-    """Runs in the worker thread: (decode a lazy .lvp layer,) compress, then optionally JPEG-XL for
-    comparison. ``volume``: a Volume, or (LazySlices, attributes, name)."""
+def _full_shape(layer) -> tuple[int, ...]:
+    """The shape of a layer's data at full resolution, without reading it."""
+    return tuple(layer.data[0].shape if layer.multiscale else layer.data.shape)
+
+
+def _computed_layer(data, attributes: dict, name: str):
+    """A layer's Volume from data that computes when read (dask, zarr: seconds or minutes), in the worker: on
+    the main thread the window froze while it computed."""
+    yield Progress("reading the layer", 0, 1)
+    volume = layer_to_volume(data, attributes)
+    check_array(volume.array, volume.rgb, what=f"layer {name!r}")
+    return volume
+
+
+def _compress_job(volume, path, codec, device, verify, compare, cancel):
+    """Runs in the worker thread: (decode a lazy .lvp layer, or compute a dask one,) compress, then
+    optionally JPEG-XL for comparison. ``volume``: a Volume, or (LazySlices or lazy data, attributes, name);
+    ``device``: where the learned codec runs (loading it, torch, took a second of the window's)."""
     if isinstance(volume, tuple):
-        volume = yield from _decode_layer(*volume, cancel)
+        lazy = isinstance(volume[0], LazySlices)
+        volume = yield from (_decode_layer(*volume, cancel) if lazy else _computed_layer(*volume))
         if volume is None:
             return None
+    codecs.get_codec("lvpnet").device = device
     t0 = time.perf_counter()
     # worker processes on every free core where they can start (a large volume: minutes on one core)
     result = yield from cancellable(lvpnet.iter_compress_to_file(volume, path, codec, verify,
@@ -276,11 +293,11 @@ class CompressWidget(BackgroundJobMixin, Container):
         # gamma), so both ways of saving keep the same; only rgb, scale, translate and metadata were passed
         attributes = layer.as_layer_data_tuple()[1]
         try:
-            if isinstance(layer.data, LazySlices):  # a .lvp still decoding: the worker decodes the rest
-                volume = (layer.data, attributes, layer.name)
-            else:
+            if isinstance(layer.data, np.ndarray):  # in memory: checked here, said at once
                 volume = layer_to_volume(layer.data, attributes)
                 check_array(volume.array, volume.rgb, what=f"layer {layer.name!r}")
+            else:  # a .lvp still decoding, or data that computes when read (dask): the worker reads it
+                volume = (layer.data, attributes, layer.name)
         except Exception as e:
             show_error(f"Compress: {e}")
             return
@@ -289,13 +306,14 @@ class CompressWidget(BackgroundJobMixin, Container):
             self.summary.value = f"{path} exists and was kept: nothing was written"
             return
         codec = None if self.codec.value == AUTO_CODEC else self.codec.value
-        codecs.get_codec("lvpnet").device = self.device.value.lower()  # where the learned codec runs
         self.summary.value = f"compressing to {path} ..."
-        self.progress.max = len(layer.data.loader.lvp) if isinstance(layer.data, LazySlices) else volume.n_slices
+        shape = volume.array.shape if isinstance(volume, lvpnet.Volume) else _full_shape(layer)
+        self.progress.max = n_slices(shape, bool(layer.rgb))
         self.inspect_button.visible = False
         self._compressed = layer  # what "Inspect where the bits go" opens, whatever is chosen by then
         self.then = {"encode": "verify"} if self.verify.value else {}
-        self._run_in_background(_compress_job, volume, path, codec, self.verify.value, self.compare.value)
+        self._run_in_background(_compress_job, volume, path, codec, self.device.value.lower(), self.verify.value,
+                                self.compare.value)
 
     def open_inspect(self, *_):
         """Open the Inspect dock on the layer just compressed and run it."""

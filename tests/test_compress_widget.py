@@ -181,8 +181,8 @@ def test_device_choice_reaches_the_learned_codec(widget_and_viewer, qtbot, tmp_p
     w.output.value = tmp_path / "t.lvp"
     w.device.value = "CPU"
     w.run_button.changed.emit(True)
+    qtbot.waitUntil(lambda: w.run_button.enabled, timeout=30000)  # set in the worker (loading the codec: torch)
     assert codecs.get_codec("lvpnet").device == "cpu"
-    qtbot.waitUntil(lambda: w.run_button.enabled, timeout=30000)
     codecs.get_codec("lvpnet").device = "auto"
 
 
@@ -410,3 +410,33 @@ def test_a_volume_is_compressed_by_worker_processes(widget_and_viewer, qtbot, tm
     assert f"{learned} slice{'s' if learned > 1 else ''} by the learned codec" in w.summary.value
     if learned < 3:
         assert "by the fallback codec (JPEG-XL) where it was smaller: the safety net" in w.summary.value
+
+
+def test_a_dask_layer_is_computed_off_the_main_thread(widget_and_viewer, qtbot, tmp_path, rng):
+    """A dask layer was computed whole on the main thread when Compress was clicked (a 10-block layer froze the
+    window 5 s); the worker reads it now, and the file holds its values."""
+    import threading
+
+    import dask
+    import dask.array as da
+
+    viewer, w = widget_and_viewer
+    a = smooth_image(rng, (4, 16, 16), 0, 900, np.uint16)
+    threads = []
+
+    def block(x):
+        threads.append(threading.current_thread())
+        return x
+
+    lazy = da.from_array(a, chunks=(1, 16, 16)).map_blocks(block, dtype=a.dtype)
+    viewer.add_image(lazy, name="lazy")
+    w.layer.value = viewer.layers["lazy"]
+    w.codec.value = "fallback"
+    w.output.value = tmp_path / "lazy.lvp"
+    threads.clear()  # napari draws a slice of it when it is added
+    with dask.config.set(scheduler="synchronous"):  # blocks computed in the thread that reads them
+        w.run_button.changed.emit(True)
+        assert threading.main_thread() not in threads  # nothing read on the click
+        qtbot.waitUntil(lambda: w.run_button.enabled and (tmp_path / "lazy.lvp").exists(), timeout=30000)
+    assert threads and threading.main_thread() not in threads
+    np.testing.assert_array_equal(lvpnet.open(tmp_path / "lazy.lvp")[:], a)
