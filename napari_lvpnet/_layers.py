@@ -9,6 +9,7 @@ window, or the 0.5 to 99.5 percentiles.
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 
@@ -227,9 +228,13 @@ _VIEW = {"affine": (lambda n: (n + 1, n + 1), lambda n: np.eye(n + 1)),
          "shear": (lambda n: (n * (n - 1) // 2,), lambda n: np.zeros(n * (n - 1) // 2))}
 
 
-def view_transform(attributes: dict, ndim: int) -> dict:
-    """The ``ndim``-dimensional layer's ``affine``, ``rotate`` and ``shear`` where they are not the identity (a
-    rotation set in napari), as lists: kept in ``metadata["napari"]`` (``layer_to_volume``), given back on open."""
+def view_transform(attributes: dict, ndim: int, origin=None, direction=None) -> dict:
+    """What of the ``ndim``-dimensional layer's view the file's geometry would not give back, as lists: its
+    ``affine``, ``rotate`` and ``shear`` where they are not the identity (a rotation set in napari); its
+    ``scale`` where an axis is flipped or flat (a spacing is positive); its ``translate`` where the origin
+    (``origin``, ``direction``: three spatial axes) does not give it (a time axis's); its axis names and units
+    where they are not napari's defaults. Kept in ``metadata["napari"]`` (``layer_to_volume``), given back on
+    open (``saved_view``): a 4-D layer at t = 100 s came back at 0, its axes unnamed and in pixels."""
     out = {}
     for key, (shape, identity) in _VIEW.items():
         value = attributes.get(key)
@@ -238,7 +243,30 @@ def view_transform(attributes: dict, ndim: int) -> dict:
         m = np.asarray(getattr(value, "affine_matrix", value), np.float64)
         if m.shape == shape(ndim) and not np.allclose(m, identity(ndim)):
             out[key] = m.tolist()
+    scale = _floats(attributes.get("scale"), ndim)
+    if scale is not None and any(v <= 0 for v in scale):
+        out["scale"] = scale
+    translate = _floats(attributes.get("translate"), ndim)
+    if translate is not None and any(translate):
+        given = display_translate(origin, direction, ndim) if origin is not None else None
+        if given is None or len(given) != ndim or not np.allclose(given, translate):
+            out["translate"] = translate
+    labels = attributes.get("axis_labels")
+    if labels is not None and len(labels) == ndim and tuple(map(str, labels)) != tuple(str(k) for k in range(-ndim, 0)):
+        out["axis_labels"] = [str(v) for v in labels]
+    units = attributes.get("units")
+    if units is not None and len(units) == ndim and any(str(u) != "pixel" for u in units):
+        out["units"] = [str(u) for u in units]
     return out
+
+
+def _floats(value, n: int) -> list[float] | None:
+    """``value`` as ``n`` finite floats, or None."""
+    try:
+        out = [float(v) for v in value]
+    except (TypeError, ValueError):
+        return None
+    return out if len(out) == n and all(math.isfinite(v) for v in out) else None
 
 
 def saved_view(metadata: dict, ndim: int) -> dict:
@@ -246,6 +274,24 @@ def saved_view(metadata: dict, ndim: int) -> dict:
     still fit its ``ndim``: finite, of the right shape, the matrices invertible ({} for none)."""
     saved = metadata.get("napari")
     out = {}
+    if isinstance(saved, dict):
+        scale = _floats(saved.get("scale") or (), ndim)
+        if scale is not None and all(scale):
+            out["scale"] = scale
+        translate = _floats(saved.get("translate") or (), ndim)
+        if translate is not None:
+            out["translate"] = translate
+        for key in ("axis_labels", "units"):
+            got = saved.get(key)
+            if isinstance(got, list) and len(got) == ndim and all(isinstance(v, str) for v in got):
+                out[key] = got
+        if "units" in out:
+            try:  # a unit this napari (pint) does not know: the file's own units stand
+                from napari.layers import Image
+
+                Image(np.zeros((1,) * ndim), units=out["units"])
+            except Exception:
+                del out["units"]
     for key, (shape, _identity) in _VIEW.items():
         got = saved.get(key) if isinstance(saved, dict) else None
         try:
@@ -455,9 +501,6 @@ def layer_to_volume(data, attributes: dict) -> Volume:
     geo = meta.pop("geometry", None) or {}
     meta.pop("display", None)
     meta.pop("napari", None)
-    view = view_transform(attributes, array.ndim - (1 if rgb else 0))
-    if view:
-        meta["napari"] = view
     if not attributes.get("labels"):
         meta.pop(LABELS_KEY, None)  # an image made from a labels layer's data opens as an image
     if not rgb and not attributes.get("labels"):  # what the user set the layer to look like, back when opened
@@ -476,12 +519,15 @@ def layer_to_volume(data, attributes: dict) -> Volume:
     origin = tuple(geo["origin"]) if geo.get("origin") is not None else _origin_of(translate)
     direction = tuple(tuple(r) for r in geo["direction"]) if geo.get("direction") is not None else None
     affine = np.asarray(geo["affine"], dtype=np.float64) if geo.get("affine") is not None else None
+    ndim = array.ndim - (1 if rgb else 0)
     if geo.get("origin") is not None and translate is not None:
-        ndim = array.ndim - (1 if rgb else 0)
         shown = display_translate(origin, direction, ndim)
         if shown is not None and len(shown) == len(translate) and not np.allclose(shown, translate):
             # the layer was moved since it was opened: what was seen is saved (the scale was already), so the
             # origin follows the translate and the source's world affine, which no longer says where, goes
             origin, affine = _moved_origin(origin, direction, translate, ndim), None
+    view = view_transform(attributes, ndim, origin, direction)
+    if view:
+        meta["napari"] = view
     return Volume(array=array, rgb=rgb, spacing=spacing, source_format=source_format, metadata=_json_safe(meta),
                   origin=origin, direction=direction, affine=affine)

@@ -411,3 +411,26 @@ def test_a_series_one_spacing_misplaces_is_said_when_opened(make_napari_viewer, 
     assert len(said) == before + 1 and said[-1].startswith("gap: the slices are not evenly spaced"), said[-1]
     viewer.open(get_testdata_file("CT_small.dcm"), plugin="napari-lvpnet")  # one slice: nothing to say
     assert len(said) == before + 1
+
+
+def test_a_layer_made_in_napari_reopens_with_its_own_view(make_napari_viewer, tmp_path, rng):
+    """A 4-D layer at t = 100 s came back at 0, a flipped axis (negative scale) came back unflipped, and the
+    axis names and units set in napari came back as (time, slice, row, column) in pixels."""
+    from napari_lvpnet._writer import write_lvp
+
+    viewer = make_napari_viewer()
+    a = smooth_image(rng, (2, 3, 16, 16), 0, 900, np.uint16)
+    kw = dict(scale=(2.0, -3.0, 0.7, 0.4), translate=(100.0, 4.0, 5.0, 6.0), axis_labels=("t", "z", "y", "x"),
+              units=("second", "millimeter", "millimeter", "millimeter"))
+    layer = viewer.add_image(a, name="v4", **kw)
+    write_lvp(str(tmp_path / "v4.lvp"), layer.data, layer.as_layer_data_tuple()[1])
+    (back,) = viewer.open(str(tmp_path / "v4.lvp"), plugin="napari-lvpnet")
+    np.testing.assert_array_equal(np.asarray(back.data), a)
+    np.testing.assert_allclose(back.scale, kw["scale"])
+    np.testing.assert_allclose(back.translate, kw["translate"])
+    assert tuple(back.axis_labels) == kw["axis_labels"] and tuple(map(str, back.units)) == kw["units"]
+    # a plain array's layer keeps the file's own names (napari's defaults are not saved over them)
+    plain = viewer.add_image(a[0], name="plain")
+    write_lvp(str(tmp_path / "plain.lvp"), plain.data, plain.as_layer_data_tuple()[1])
+    (again,) = viewer.open(str(tmp_path / "plain.lvp"), plugin="napari-lvpnet")
+    assert tuple(again.axis_labels) == ("slice", "row", "column")
