@@ -311,6 +311,7 @@ class CompressWidget(BackgroundJobMixin, Container):
         self.progress.max = n_slices(shape, bool(layer.rgb))
         self.inspect_button.visible = False
         self._compressed = layer  # what "Inspect where the bits go" opens, whatever is chosen by then
+        self._source = source_size(layer)  # now: the file may be the one this run replaces
         self.then = {"encode": "verify"} if self.verify.value else {}
         self._run_in_background(_compress_job, volume, path, codec, self.device.value.lower(), self.verify.value,
                                 self.compare.value)
@@ -336,7 +337,7 @@ class CompressWidget(BackgroundJobMixin, Container):
             self.summary.value = "cancelled: nothing was written"
             return
         self.last_result = out
-        self.summary.value = f"layer: {self._compressed.name}\n" + format_summary(out, source_size(self._compressed))
+        self.summary.value = f"layer: {self._compressed.name}\n" + format_summary(out, self._source)
         self._suggest_output()  # the next run gets a new name, not this file
         self.inspect_button.visible = True
         show_info(f"Saved {out['result'].path}")

@@ -159,7 +159,11 @@ def axis_labels(ndim: int, metadata: dict) -> tuple[str, ...]:
     labelled so that no other layer's axis passes for them."""
     dicom = metadata.get("dicom") or {}
     third = "frame" if dicom and not dicom.get("slice_spacing") else "slice"
-    names = {1: (third,), 2: ("time", third)}.get(ndim - 2, tuple(f"axis {k}" for k in range(ndim - 2)))
+    # beyond (time, slice): a NIfTI's fifth axis is its components (a vector or tensor per voxel, NIfTI's dim[5]);
+    # any further axis by its number (they were all numbered, time and slice too)
+    extra = ["component"] if ndim - 2 >= 3 and metadata.get("nifti") else []
+    extra = [f"axis {k}" for k in range(ndim - 4 - len(extra))] + extra
+    names = {1: (third,)}.get(ndim - 2, (*extra, "time", third))
     return (*names, "row", "column")[-ndim:]
 
 

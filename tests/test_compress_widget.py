@@ -440,3 +440,24 @@ def test_a_dask_layer_is_computed_off_the_main_thread(widget_and_viewer, qtbot, 
         qtbot.waitUntil(lambda: w.run_button.enabled and (tmp_path / "lazy.lvp").exists(), timeout=30000)
     assert threads and threading.main_thread() not in threads
     np.testing.assert_array_equal(lvpnet.open(tmp_path / "lazy.lvp")[:], a)
+
+
+def test_a_layer_written_over_its_own_file_is_measured_against_that_file(widget_and_viewer, qtbot, tmp_path, rng,
+                                                                          monkeypatch):
+    """Compressing a .lvp layer onto the file it was opened from said "1.00 to the source": the source's size
+    was read after the run had replaced it."""
+    from napari_lvpnet import _compress_widget
+
+    viewer, w = widget_and_viewer
+    path = tmp_path / "ct.lvp"
+    lvpnet.compress_to_file(smooth_image(rng, (2, 24, 24), 0, 900, np.int16), path, codec="fallback")
+    path.write_bytes(path.read_bytes())  # the same file
+    before = path.stat().st_size
+    (layer,) = viewer.open(str(path), plugin="napari-lvpnet")
+    w.layer.value = layer
+    w.output.value = path
+    w.codec.value = "lvpnet"
+    monkeypatch.setattr(_compress_widget, "confirm_replace", lambda p: True)
+    w.run_button.changed.emit(True)
+    qtbot.waitUntil(lambda: w.last_result is not None and w.run_button.enabled, timeout=60000)
+    assert path.stat().st_size != before and f"({before:,} bytes)" in w.summary.value, w.summary.value

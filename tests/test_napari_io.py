@@ -288,6 +288,11 @@ def test_a_4d_nifti_time_axis_has_its_unit(tmp_path, rng):
     nib.save(img, tmp_path / "f.nii.gz")
     _, kwargs, _ = volume_layer(lvpnet.read(tmp_path / "f.nii.gz"), "f")
     assert kwargs["units"] == ["s", "mm", "mm", "mm"] and kwargs["scale"][0] == 2.5
+    # a fifth NIfTI axis holds components (its sliders were 'axis 0, axis 1, axis 2': time and slice unnamed)
+    five = nib.Nifti1Image(smooth_image(rng, (8, 8, 3, 2, 3), 0, 900, np.int16), np.eye(4))
+    nib.save(five, tmp_path / "five.nii.gz")
+    _, kwargs, _ = volume_layer(lvpnet.read(tmp_path / "five.nii.gz"), "five")
+    assert tuple(kwargs["axis_labels"]) == ("component", "time", "slice", "row", "column")
 
 
 def test_a_painted_labels_layer_saves_as_lvp_and_reopens_as_labels(make_napari_viewer, tmp_path, rng):
