@@ -561,3 +561,23 @@ def test_ctrl_c_in_one_run_leaves_another_threads_run_its_workers():
     finally:
         thread.join(120)
         slice_pool.shutdown()
+
+
+def test_the_resource_tracker_outlives_a_hangup():
+    """A closed terminal's SIGHUP to the process group killed multiprocessing's resource tracker (it blocks only
+    Ctrl-C and SIGTERM), and its successor printed a dozen KeyError tracebacks under "interrupted (SIGHUP)".
+    The pools start it with SIGHUP blocked too."""
+    import subprocess
+    import sys
+
+    script = ("import os, signal, time\n"
+              "from multiprocessing import resource_tracker\n"
+              "from lvpnet import slice_pool\n"
+              "slice_pool.start_resource_tracker()\n"
+              "pid = resource_tracker._resource_tracker._pid\n"
+              "os.kill(pid, signal.SIGHUP)\n"
+              "time.sleep(0.5)\n"
+              "blocked = int(next(l for l in open(f'/proc/{pid}/status') if l.startswith('SigBlk')).split()[1], 16)\n"
+              "print('hup blocked', bool(blocked & (1 << (signal.SIGHUP - 1))), 'alive', os.waitpid(pid, os.WNOHANG) == (0, 0))\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert "hup blocked True alive True" in out.stdout, (out.stdout, out.stderr)

@@ -326,6 +326,23 @@ class _QuietSpawn(multiprocessing.context.SpawnContext):
     Process = _QuietProcess
 
 
+def start_resource_tracker() -> None:
+    """multiprocessing's resource tracker (one process per program, started with the first pool's locks: a slice
+    pool's, a dask cluster's) blocks Ctrl-C and SIGTERM but not SIGHUP, so a closed terminal's SIGHUP to the
+    process group killed it, and its successor printed a dozen KeyError tracebacks under the clean "interrupted
+    (SIGHUP)" line. Started here first, with SIGHUP blocked too (a mask is inherited); it still ends with this
+    process (its pipe closes). A no-op where it runs already or there are no signal masks."""
+    if not hasattr(signal, "pthread_sigmask"):
+        return
+    from multiprocessing import resource_tracker
+
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 _GUARD = ('put the script\'s top level under `if __name__ == "__main__":` (workers start by importing it '
           "again)")
 
@@ -351,6 +368,7 @@ def _executor(n: int, env: dict[str, str]):
             from concurrent.futures import ProcessPoolExecutor
 
             keep = {k: v for k, v in os.environ.items() if k.startswith(("LVPNET_", "OMP_"))} | env
+            start_resource_tracker()
             # spawn: a fresh interpreter per worker (forking a process that holds torch's threads
             # can deadlock); the codecs load their weights there on first use
             _pool = ProcessPoolExecutor(n, mp_context=_QuietSpawn(), initializer=_init, initargs=(keep,))

@@ -129,6 +129,10 @@ def _wait_for_workers(client, address: str) -> int:
 def _local_cluster(workers: int | None, device: str):
     from distributed import LocalCluster
 
+    from ..slice_pool import start_resource_tracker
+
+    start_resource_tracker()  # a closed terminal's SIGHUP must not take it down (tracebacks under "interrupted")
+
     # no dashboard, and its HTTP server on any free port (a second run on the machine must not warn)
     common = {"threads_per_worker": 1, "processes": True, "dashboard_address": ":0",
               "scheduler_kwargs": {"dashboard": False}, "silence_logs": logging.CRITICAL}
