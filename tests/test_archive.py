@@ -167,7 +167,7 @@ def test_walk_names_items_deterministically(source):
 
 
 def test_walk_keeps_links_and_lists_fifos_without_reading_them(tmp_path):
-    (tmp_path / "a.npy").write_bytes(b"x")
+    np.save(tmp_path / "a.npy", np.zeros((4, 4), np.uint8))
     os.symlink(tmp_path / "a.npy", tmp_path / "link.npy")
     os.mkfifo(tmp_path / "pipe.dcm")
     (tmp_path / os.fsdecode(b"latin-\xe9.npy")).write_bytes(b"x")  # a name no ledger can hold as text
@@ -285,43 +285,47 @@ def test_failures_are_recorded_and_the_rest_completes(cluster, tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     np.save(src / "good.npy", np.arange(600, dtype=np.int16).reshape(20, 30))
-    (src / "bad.npy").write_bytes(b"\x93NUMPY garbage")
+    (src / "bad.npy").write_bytes(b"\x93NUMPY garbage")  # seen from its header: carried whole, named
     (src / "cut.nii.gz").write_bytes(gzip.compress(b"\x5c\x01" + b"\0" * 100))
+    nib.save(nib.Nifti1Image(np.arange(4096, dtype=np.int16).reshape(16, 16, 16) % 700, np.eye(4)), src / "f.nii.gz")
+    flipped = bytearray((src / "f.nii.gz").read_bytes())
+    flipped[len(flipped) // 2] ^= 0x10  # whole length, its CRC wrong: seen only by reading it, a failure
+    (src / "f.nii.gz").write_bytes(bytes(flipped))
     data = _local("CT_small.dcm").read_bytes()
     (src / "study").mkdir()
     (src / "study" / "cut.dcm").write_bytes(data[: len(data) // 2])  # pixel data cut short
     shutil.copy(_local("SC_rgb_jpeg_dcmtk.dcm"), src / "study" / "lossy.dcm")  # JPEG baseline
     dest = tmp_path / "dest"
     s = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")
-    # the DICOM file cut short and the lossy one are carried as they are, and named
-    assert (s["done"], s["failed"]) == (3, 2)
-    assert [c["file"] for c in s["damaged_carried"]] == ["study/cut.dcm"]
+    # the files cut short or unreadable (DICOM, .npy, NIfTI) and the lossy one are carried as they are, and named
+    assert (s["done"], s["failed"]) == (5, 1)
+    assert sorted(c["file"] for c in s["damaged_carried"]) == ["bad.npy", "cut.nii.gz", "study/cut.dcm"]
     assert s["lossy_carried"] == ["study/lossy.dcm"]
     assert "1 lossy DICOM file (JPEG baseline, say) carried as it is" in format_archive(s)
     reasons = {f["sources"][0]: f["reason"] for f in s["failures"]}
-    assert "not a readable .npy" in reasons["bad.npy"]
-    assert set(reasons) == {"bad.npy", "cut.nii.gz"}
+    assert set(reasons) == {"f.nii.gz"} and "CRC check failed" in reasons["f.nii.gz"]
     rows = ledger_rows(dest)
     assert {k: r["state"] for k, r in rows.items() if r["state"] == "failed"}.keys() == {f["item"] for f in s["failures"]}
     assert all(rows[f["item"]]["reason"] == f["reason"] for f in s["failures"])
     assert [p.name for p in dest.rglob("*.lvp")] == ["good.npy.lvp"] and not partials(dest)
     # the failures are tried again on a rerun; what is done is not
     again = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")
-    assert (again["done"], again["skipped"], again["failed"]) == (0, 3, 2)
+    assert (again["done"], again["skipped"], again["failed"]) == (0, 5, 1)
     out = tmp_path / "out"
     r = lvpnet.restore(dest, out, scheduler=cluster)
-    assert (r["done"], r["failed"]) == (3, 2)
-    assert tree_files(out).keys() == {"good.npy", "study/cut.dcm", "study/lossy.dcm"}
-    assert (out / "study" / "lossy.dcm").read_bytes() == (src / "study" / "lossy.dcm").read_bytes()
+    assert (r["done"], r["failed"]) == (5, 1)
+    assert tree_files(out).keys() == {"good.npy", "bad.npy", "cut.nii.gz", "study/cut.dcm", "study/lossy.dcm"}
+    for rel in ("study/lossy.dcm", "bad.npy", "cut.nii.gz"):
+        assert (out / rel).read_bytes() == (src / rel).read_bytes()
     # the broken file removed from SOURCE: the rerun forgets its failure (the archive never held it),
     # so restore stops reporting it; it was "kept" and failed every restore for ever
-    (src / "bad.npy").unlink()
+    (src / "f.nii.gz").unlink()
     s = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")
-    assert s["forgotten"] == ["bad.npy.lvp"] and "bad.npy.lvp" not in s["not_in_source"]
-    assert "dropped from the ledger (the archive never held them): bad.npy.lvp" in format_archive(s)
-    assert "bad.npy.lvp" not in ledger_rows(dest)
+    assert s["forgotten"] == ["f.nii.gz.lvp"] and "f.nii.gz.lvp" not in s["not_in_source"]
+    assert "dropped from the ledger (the archive never held them): f.nii.gz.lvp" in format_archive(s)
+    assert "f.nii.gz.lvp" not in ledger_rows(dest)
     r = lvpnet.restore(dest, tmp_path / "out2", scheduler=cluster)
-    assert (r["done"], r["failed"]) == (3, 1)
+    assert (r["done"], r["failed"]) == (5, 0)
 
 
 def test_changed_source_is_redone_and_touched_one_adopted(cluster, tmp_path):
@@ -811,10 +815,9 @@ def test_a_valid_npy_that_lvpnet_does_not_code_is_carried(cluster, tmp_path):
     kinds = {it.key: it.kind for it in walk(src).items}
     assert kinds == {"image.npy.lvp": "numpy", "bvals.npy": "other", "kspace.npy": "other", "none.npy": "other",
                      "objects.npy": "other"}
-    (src / "broken.npy").write_bytes(b"\x93NUMPY\x01\x00garbage")
+    (src / "broken.npy").write_bytes(b"\x93NUMPY\x01\x00garbage")  # carried whole, named (it failed for ever)
     s = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")
-    assert s["failed"] == 1 and "broken.npy" in str(s["failures"])
-    (src / "broken.npy").unlink()
+    assert s["failed"] == 0 and [c["file"] for c in s["damaged_carried"]] == ["broken.npy"]
     lvpnet.restore(dest, out, scheduler=cluster)
     assert_restored(src, out)
 
@@ -1397,3 +1400,41 @@ def test_a_file_become_a_folder_says_how_to_archive_it(cluster, tmp_path):
     s = lvpnet.archive(src, dest, scheduler=cluster)
     (why,) = [f["reason"] for f in s["failures"]]
     assert "is an earlier item's file" in why and "move it out of DEST" in why
+
+
+def test_npy_and_nifti_files_that_cannot_be_read_whole_are_carried_and_named(cluster, tmp_path):
+    """A .nii, .nii.gz or .npy cut short (or a text file named .npy) failed its item on every run and was never
+    archived: the restored tree lacked it. Each is now carried whole and named among the damaged files, from
+    its header and size alone; whole files (a .nii.gz of two gzip members, bytes after a .nii's data) are not;
+    a file the archive holds a good version of still fails and keeps that version (the test above)."""
+    from lvpnet.archiver.walk import _file_damage
+
+    src, dest, out = tmp_path / "src", tmp_path / "dest", tmp_path / "out"
+    src.mkdir()
+    rng = np.random.default_rng(3)
+    img = nib.Nifti1Image(rng.integers(0, 900, (16, 16, 4)).astype(np.int16), np.eye(4))
+    nib.save(img, src / "good.nii")
+    nib.save(img, src / "good.nii.gz")
+    np.save(src / "good.npy", rng.integers(0, 900, (3, 16, 16)).astype(np.uint16))
+    whole = (src / "good.nii").read_bytes()
+    (src / "cut.nii").write_bytes(whole[:-700])
+    (src / "cut.nii.gz").write_bytes((src / "good.nii.gz").read_bytes()[:-40])
+    (src / "cut.npy").write_bytes((src / "good.npy").read_bytes()[:-300])
+    (src / "text.npy").write_text("not an array\n")
+    (src / "members.nii.gz").write_bytes(gzip.compress(whole[:1000]) + gzip.compress(whole[1000:]))
+    (src / "tail.nii").write_bytes(whole + b"extra bytes after the data")
+    assert _file_damage(src / "members.nii.gz", "nifti") is None and _file_damage(src / "tail.nii", "nifti") is None
+    s = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")
+    assert s["failed"] == 0, s["failures"]
+    reasons = {c["file"]: c["reason"] for c in s["damaged_carried"]}
+    assert set(reasons) == {"cut.nii", "cut.nii.gz", "cut.npy", "text.npy"}, reasons
+    assert "cut short (" in reasons["cut.nii"] and "gzip stream is cut short" in reasons["cut.nii.gz"]
+    assert "header cannot be read" in reasons["text.npy"]
+    again = lvpnet.archive(src, dest, scheduler=cluster, codec="fallback")  # named again, nothing failed
+    assert again["failed"] == 0 and {c["file"] for c in again["damaged_carried"]} == set(reasons)
+    r = lvpnet.restore(dest, out, scheduler=cluster)
+    assert r["failed"] == 0
+    for f in src.iterdir():  # a coded .nii.gz comes back with the same content in another gzip stream (README)
+        coded_gz = f.name.endswith(".nii.gz") and f.name not in reasons
+        got = gzip.decompress((out / f.name).read_bytes()) if coded_gz else (out / f.name).read_bytes()
+        assert got == (gzip.decompress(f.read_bytes()) if coded_gz else f.read_bytes()), f.name

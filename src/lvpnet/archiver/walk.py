@@ -31,6 +31,7 @@ Special files (FIFOs, sockets, devices) are never read: they are listed in the r
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import posixpath
 import re
@@ -163,6 +164,15 @@ def walk(source: str | os.PathLike, known: dict[str, tuple[int, int, str]] | Non
                 coded = npy_coded if kind == "numpy" else nifti_coded
                 hint = cached[2] if fresh and cached[2] in _FILE_HINTS[kind] else (
                     _FILE_HINTS[kind][0] if coded(path) else "no pixels")
+                # damaged (cut short, a header that does not parse): carried whole and named, as a damaged DICOM
+                # file is (it failed every run, never archived); not one the archive holds a good version of,
+                # whose item fails and keeps that version (a source broken after archiving)
+                held = cached is not None and cached[2] == _FILE_HINTS[kind][0]
+                why = _file_damage(path, kind) if hint != "no pixels" and not fresh and not held else None
+                if why:
+                    items.append(_other(SourceFile(rel, st.st_size, st.st_mtime_ns, None, _mode(st))))
+                    damaged.append({"file": rel, "reason": why})
+                    continue
                 src = SourceFile(rel, st.st_size, st.st_mtime_ns, hint, _mode(st))
                 items.append(_other(src) if hint == "no pixels" else
                              Item(key=rel + ".lvp", kind=kind, root=posixpath.dirname(rel), sources=[src]))
@@ -195,6 +205,70 @@ def walk(source: str | os.PathLike, known: dict[str, tuple[int, int, str]] | Non
     items.extend(_series_items(series))
     items.sort(key=lambda it: it.key)
     return Plan(items=items, skipped=skipped, damaged=damaged, unnamed=unnamed, lossy=lossy)
+
+
+def _file_damage(path: Path, kind: str) -> str | None:
+    """Why a ``.npy`` or NIfTI file cannot be read whole, from its header and size alone (None when it looks
+    whole): a header that does not parse (a text file named .npy), data cut short, a gzip stream shorter than
+    the header declares (a .nii.gz cut short). Damage inside a whole-length stream (a flipped byte: its CRC) is
+    found only by reading it: that item fails, said."""
+    name = ".npy" if kind == "numpy" else "NIfTI"
+    try:
+        size = path.stat().st_size
+        if kind == "numpy":
+            from ..io.numpy_io import _declared
+
+            with open(path, "rb") as f:
+                shape, dtype = _declared(f)
+                start = f.tell()
+            need, have = start + math.prod(shape) * dtype.itemsize, size
+        else:
+            import nibabel as nib
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                img = nib.load(str(path))
+            need = int(img.dataobj.offset) + math.prod(img.header.get_data_shape()) * img.header.get_data_dtype().itemsize
+            have = size
+            if path.name.lower().endswith(".gz"):
+                with open(path, "rb") as f:
+                    if f.read(2) != b"\x1f\x8b":
+                        return f"a {name} file named .gz that is not gzip"
+                    f.seek(max(0, size - 4))
+                    isize = int.from_bytes(f.read(4), "little")  # a (last) gzip member's length, mod 2**32
+                if isize == need % 2**32:  # the whole file's length: the common case, said by its last 4 bytes
+                    return None
+                have = _gunzipped_size(path)  # else inflated to know: bytes after the data, members, or cut short
+                if have is None:
+                    return f"a {name} file whose gzip stream is cut short or damaged"
+    except OSError:
+        return None  # its copy says why
+    except Exception:  # noqa: BLE001 - numpy and nibabel raise many kinds on a header that is not one
+        return f"a {name} file whose header cannot be read"
+    return f"a {name} file cut short ({have:,} of {need:,} bytes)" if have < need else None
+
+
+def _gunzipped_size(path: Path) -> int | None:
+    """The bytes a gzip file inflates to (every member), streamed; None where the stream is cut short or damaged."""
+    import zlib
+
+    n = 0
+    try:
+        with open(path, "rb") as f:
+            d = zlib.decompressobj(31)
+            while True:
+                block = f.read(1 << 20)
+                if not block:
+                    return n if d.eof else None
+                while block:
+                    n += len(d.decompress(block))
+                    if not d.eof:
+                        break
+                    block = d.unused_data  # the next member
+                    if block:
+                        d = zlib.decompressobj(31)
+    except (OSError, zlib.error):
+        return None
 
 
 _DAMAGED = ("unreadable", "truncated", "short", "cut")  # hints of damaged DICOM files (``_damage`` says each)
