@@ -953,6 +953,29 @@ def test_a_damaged_series_restores_every_file_whose_slices_are_intact(cluster, t
     r = lvpnet.restore(dest, out2, scheduler=cluster)
     assert r["failed"] == 1 and f"1 of its 6 files cannot be restored (s/{name})" in r["failures"][0]["reason"]
     assert_restored(src, out2, missing={f"s/{name}"})
+    # a byte flipped in the header (its checksum fails) lost all six files, every one of them intact: each is
+    # checked against its own SHA-256, so they are restored, and the .lvp is still said to be damaged
+    import json
+    import struct
+
+    from lvpnet.container import TRAILER
+
+    h_off = struct.unpack_from("<Q", good, len(good) - TRAILER.size)[0]
+    at = good.index(json.dumps(head["source"]["metadata"]["dicom"]["archive"]["files"][0]["name"]).encode(), h_off)
+    for offset in (at + 2, h_off + 1):  # inside a file's name in the list, then the header's opening brace
+        data = bytearray(good)
+        data[offset] ^= 0x01
+        lvp.write_bytes(bytes(data))
+        out3 = tmp_path / f"out3-{offset}"
+        r = lvpnet.restore(dest, out3, scheduler=cluster)
+        assert r["failed"] == 1
+        if offset == h_off + 1:  # a header that no longer parses: nothing can be read, said
+            assert "damaged: unreadable header" in r["failures"][0]["reason"]
+            continue
+        assert "header checksum mismatch" in r["failures"][0]["reason"]
+        assert "6 of its files were restored, each matching its SHA-256" in r["failures"][0]["reason"]
+        assert_restored(src, out3)
+    lvp.write_bytes(good)
 
 
 def test_lossy_dicom_files_are_carried_as_they_are_unless_their_values_are_asked_for(cluster, tmp_path):

@@ -110,14 +110,21 @@ class ContainerWriter:
         self._pos += len(data)
 
 
+class HeaderChecksumError(DamagedError):
+    """The header and index fail their CRC-32 (``ContainerReader(salvage_header=True)`` reads them anyway)."""
+
+
 class ContainerReader:
     """Random access to the chunks of a ``.lvp`` held in a file or in memory.
 
     Opening checks the magic, the version and the CRC of the header and
-    index; chunk data is read only when asked for.
+    index; chunk data is read only when asked for. ``salvage_header``: a header and index that fail their
+    CRC are parsed anyway where they still parse and fit the file (``header_damaged``), for a restore that
+    writes only what its own checksums vouch for (each chunk's CRC, each DICOM file's SHA-256).
     """
 
-    def __init__(self, source: str | os.PathLike | bytes, name: str | None = None):
+    def __init__(self, source: str | os.PathLike | bytes, name: str | None = None, salvage_header: bool = False):
+        self.salvage_header, self.header_damaged = salvage_header, False
         if isinstance(source, (bytes, bytearray, memoryview)):
             self._data: bytes | None = bytes(source)
             self._path: Path | None = None
@@ -199,7 +206,9 @@ class ContainerReader:
         index_len = n_chunks * INDEX_RECORD.size
         meta = self._read(h_off, h_len + index_len)
         if zlib.crc32(meta, zlib.crc32(pre)) != crc:
-            raise DamagedError(f"{self.name}: damaged: header checksum mismatch")
+            if not self.salvage_header:
+                raise HeaderChecksumError(f"{self.name}: damaged: header checksum mismatch")
+            self.header_damaged = True
         if major > FORMAT_MAJOR:
             raise NewerFormatError(
                 f"{self.name}: made by a newer lvpnet (format {major}.{minor}); "

@@ -34,7 +34,9 @@ class LvpFile:
     only mark it closed, and an opened file pickles (to a process pool) as its path.
     """
 
-    def __init__(self, source: str | os.PathLike | bytes, name: str | None = None):
+    def __init__(self, source: str | os.PathLike | bytes, name: str | None = None, *, salvage_header: bool = False):
+        """``salvage_header``: a header that fails its checksum is read anyway where it still parses
+        (``ContainerReader``): for a restore that writes only files matching their own SHA-256."""
         if isinstance(source, np.ndarray) and source.dtype == np.uint8 and source.ndim == 1:
             source = source.tobytes()  # the file's bytes as numpy holds them
         if not isinstance(source, (bytes, bytearray, memoryview, str, os.PathLike)):
@@ -53,7 +55,7 @@ class LvpFile:
             # that runs in another folder read a missing (or another) file of the same relative name
             name = name or os.fspath(source)
             source = os.path.abspath(source)
-        self._reader = ContainerReader(source, name)
+        self._reader = ContainerReader(source, name, salvage_header=salvage_header)
         self._source = bytes(source) if isinstance(source, (bytearray, memoryview)) else source  # for workers
         # every field that lays out the output, typed and in range before anything trusts it
         self.dtype, self.shape, self.rgb = check_header(self._reader.header, self.name)

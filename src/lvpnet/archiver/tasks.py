@@ -528,11 +528,19 @@ def _restore_lvp(archived: Path, spec: dict, out: Path) -> tuple[list[int], list
     rewritten as Explicit VR Little Endian, a NIfTI's bytes after its data beyond 1 MiB, a ``.nii.gz``
     whose gzip stream is not the one the source held)."""
     from .. import io as lio
+    from ..container import HeaderChecksumError
     from ..dicom_archive import archive_of, iter_files
     from ..lvpfile import LvpFile
     from ..progress import run
 
-    lvp = LvpFile(archived)
+    try:
+        lvp = LvpFile(archived)
+    except HeaderChecksumError:
+        if spec["kind"] != "dicom":  # one file: no checksum of its own vouches for what a damaged header says
+            raise
+        # a series: every file its records restore is checked against its own SHA-256, so the header is read
+        # anyway (one flipped byte there lost all of a series' files, every one of them intact)
+        lvp = LvpFile(archived, salvage_header=True)
     lost_frames: set[int] = set()
     try:  # every slice checked against its checksum; the DICOM files are checked one by one by iter_files below
         array = run(lvp.iter_decode())
@@ -552,6 +560,11 @@ def _restore_lvp(archived: Path, spec: dict, out: Path) -> tuple[list[int], list
                  for name, data in iter_files(volume, lost_frames, lambda name, why: lost.append(f"{prefix}{name}"))
                  if only is None or prefix + name in only]
         lost = [name for name in lost if only is None or name in only]
+        if lvp._reader.header_damaged:  # said even where every file came back: the .lvp itself is damaged
+            raise _PartlyRestored(f"{archived}: damaged: header checksum mismatch; {len(sizes)} of its files were "
+                                  f"restored, each matching its SHA-256"
+                                  + (f"; {len(lost)} cannot be ({', '.join(lost[:5])}"
+                                     f"{' ...' if len(lost) > 5 else ''})" if lost else ""), sizes)
         if lost:
             raise _PartlyRestored(f"{archived}: damaged: {len(lost)} of its {len(lost) + len(sizes)} files cannot be "
                                   f"restored ({', '.join(lost[:5])}{' ...' if len(lost) > 5 else ''}); the other "
