@@ -66,6 +66,11 @@ class LvpFile:
         self._lock = threading.Lock()
         self.closed = False
 
+    @property
+    def header_damaged(self) -> bool:
+        """Opened with ``salvage_header`` and its header failed its checksum: read anyway, not vouched for."""
+        return self._reader.header_damaged
+
     @classmethod
     def same_file(cls, source, name: str | None, stamp: tuple | None) -> LvpFile:
         """The file another process opened, opened again here (a ``slice_pool`` worker's task), refused

@@ -560,7 +560,7 @@ def _restore_lvp(archived: Path, spec: dict, out: Path) -> tuple[list[int], list
                  for name, data in iter_files(volume, lost_frames, lambda name, why: lost.append(f"{prefix}{name}"))
                  if only is None or prefix + name in only]
         lost = [name for name in lost if only is None or name in only]
-        if lvp._reader.header_damaged:  # said even where every file came back: the .lvp itself is damaged
+        if lvp.header_damaged:  # said even where every file came back: the .lvp itself is damaged
             raise _PartlyRestored(f"{archived}: damaged: header checksum mismatch; {len(sizes)} of its files were "
                                   f"restored, each matching its SHA-256"
                                   + (f"; {len(lost)} cannot be ({', '.join(lost[:5])}"
