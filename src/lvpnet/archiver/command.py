@@ -169,6 +169,9 @@ def format_restore(s: dict) -> str:
     ]
     if s.get("superseded"):
         lines.append(f"  {_plural(len(s['superseded']), 'older item')} not restored: newer items hold their files")
+    if s.get("from_older_items"):
+        lines.append(f"  {_plural(len(s['from_older_items']), 'file')} of damaged items restored from older items that "
+                     f"hold them with the same SHA-256: {_names(s['from_older_items'])}")
     if s.get("not_identical"):
         lines.append(f"  {_plural(len(s['not_identical']), 'file')} restored with the same values but not byte for byte "
                      f"({_NOT_IDENTICAL_WHY}): {_names(s['not_identical'])}")

@@ -410,6 +410,7 @@ def restore(
         marker.write_text(str(dst))  # which archive this OUT is a restore of, should it be interrupted
         stats = _Stats("restore", len(specs), sum(s["size"] for s in specs), progress)
         not_identical: list[str] = []  # files restored with the same values, not the same bytes
+        from_older: list[str] = []  # files a damaged item lost, restored from an older item that holds them
         n_workers, startup, interrupted = 0, 0.0, True
         try:
             if specs:
@@ -423,6 +424,15 @@ def restore(
                         stats.add(spec, res, res.get("bytes") or 0, res.get("archive_bytes") or 0,
                                   files=res.get("files", 0))
                         not_identical += res.get("not_identical") or []
+                    # files a damaged newer item could not give back, from an older item that holds them with the
+                    # same SHA-256 (kept in DEST after a regroup): they were lost with the newer item
+                    for spec, res in _run_tasks(client, restore_item, _older_copies(done, owner, stats.failures,
+                                                                                     target, dst)):
+                        if res["ok"]:
+                            from_older += spec["sources"]
+                            stats.files += res.get("files", 0)
+                            stats.bytes_out += res.get("bytes") or 0
+                            not_identical += res.get("not_identical") or []
                 # the links last, once every file is written, and one at a time here: no file, and no link, can
                 # then be made through a link this restore made (a crafted ledger's link "a" -> /etc beside a
                 # file "a/passwd", or beside a link "a/x": two workers could race past each other's check)
@@ -449,6 +459,7 @@ def restore(
             "bytes_out": stats.bytes_out,
             "failures": failures + stats.failures,
             "not_identical": sorted(not_identical),
+            "from_older_items": sorted(from_older),
             "workers": n_workers,
             "seconds": round(time.perf_counter() - t_start, 3),
             "startup_seconds": round(startup, 3),
@@ -456,6 +467,31 @@ def restore(
         }
     finally:
         ledger.close()
+
+
+def _older_copies(done: list, owner: dict[str, str], failures: list[dict], target: Path, dst: Path) -> list[dict]:
+    """Restore specs for the files of failed items (not written: a damaged ``.lvp``) that an older item also holds
+    with the same SHA-256, one spec per older item, its own files only (``only``); the newest such item first
+    takes them. A file whose older copy differs (an earlier version) is not taken: named lost, as it is."""
+    rows = {r.key: r for r in done}
+    lost: dict[str, tuple] = {}  # path -> the failed item's record of it (size, mtime, sha, mode)
+    for f in failures:
+        r = rows.get(f["item"])
+        for p, size, mtime, sha, mode in (r.sources if r is not None else ()):
+            if owner.get(p) == r.key and not (target / p).exists():
+                lost[p] = (size, mtime, sha, mode)
+    specs = []
+    for r in sorted(done, key=lambda r: (r.updated, r.key), reverse=True):  # the newest copy first
+        mine = [p for p, _size, _mtime, sha, _mode in r.sources if p in lost and lost[p][2] == sha and r.key != owner[p]]
+        if not mine or (r.kind != "dicom" and len(r.sources) != 1):
+            continue
+        attrs = {p: (lost[p][1], lost[p][3]) for p in mine}  # the newest record's time and permission bits
+        for p in mine:
+            del lost[p]
+        specs.append({"key": r.key, "kind": r.kind, "root": r.root, "sources": mine, "attrs": attrs, "only": mine,
+                      "dest": str(dst), "out": str(target), "output_sha256": r.output_sha256,
+                      "size": r.output_bytes or 0})
+    return specs
 
 
 def _owners(done: list) -> dict[str, str]:
