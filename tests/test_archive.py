@@ -1476,3 +1476,16 @@ def test_npy_and_nifti_files_that_cannot_be_read_whole_are_carried_and_named(clu
         coded_gz = f.name.endswith(".nii.gz") and f.name not in reasons
         got = gzip.decompress((out / f.name).read_bytes()) if coded_gz else (out / f.name).read_bytes()
         assert got == (gzip.decompress(f.read_bytes()) if coded_gz else f.read_bytes()), f.name
+
+
+def test_settings_refused_leave_no_dest_behind(tmp_path):
+    """An unknown codec, or --device cuda without a GPU, was refused after DEST had been made: an empty folder
+    was left where the archive would have gone."""
+    src = tmp_path / "src"
+    src.mkdir()
+    np.save(src / "a.npy", np.zeros((4, 4), np.uint8))
+    with pytest.raises(lvpnet.InputError, match="unknown codec 'nosuch'"):
+        lvpnet.archive(src, tmp_path / "d1", codec="nosuch")
+    with pytest.raises(lvpnet.InputError, match="--device sideways: use auto, cpu or cuda"):
+        lvpnet.archive(src, tmp_path / "d2", device="sideways")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]

@@ -50,7 +50,7 @@ def archive(
     """
     t_start = time.perf_counter()
     _check_engine(workers, scheduler)
-    src, dst = _check_archive_paths(source, dest)
+    # the settings first: refused, they left an empty DEST behind (made by the paths' check)
     if codec is not None:
         from .. import codecs
 
@@ -62,6 +62,7 @@ def archive(
 
         if not gpu_count(device):
             raise InputError("--device cuda: no CUDA device is available (use --device cpu or auto)")
+    src, dst = _check_archive_paths(source, dest)
     ledger = Ledger(dst, create=True)
     try:
         ledger.lock()
