@@ -474,3 +474,13 @@ def test_the_python_calls_take_what_their_neighbours_take(tmp_path):
         analysis.analyse_slice(a, None)
     with pytest.raises(lvpnet.InputError, match="series= and rgb= apply to DICOM folders and arrays"):
         lvpnet.read(tmp_path / "a.lvp", rgb=True)  # was ignored
+
+
+def test_json_errors_are_a_json_object_too(tmp_path, capsys):
+    """With --json a refused command printed nothing on stdout: a script had to read stderr's words."""
+    assert main(["compress", str(tmp_path / "missing.npy"), str(tmp_path / "x.lvp"), "--json"]) == 2
+    out = capsys.readouterr()
+    assert json.loads(out.out) == {"error": f"{tmp_path / 'missing.npy'}: not found", "exit_code": 2}
+    assert "not found" in out.err
+    assert main(["compress", str(tmp_path / "missing.npy"), str(tmp_path / "x.lvp")]) == 2
+    assert capsys.readouterr().out == ""  # without --json, stdout stays empty

@@ -525,6 +525,16 @@ def _stdout_named():
         sys.stdout = real
 
 
+def _json_error(args: argparse.Namespace, message: str, code: int) -> None:
+    """With ``--json``, a refused or failed command's words on stdout too, as the one JSON object a script reads
+    (stdout was empty: a script had to tell an error from a crash by stderr's text)."""
+    if getattr(args, "json", False):
+        try:
+            print(json.dumps({"error": message, "exit_code": code}))
+        except OSError:  # stdout gone too: stderr said it
+            pass
+
+
 def _sizes_joined(argv: list[str]) -> list[str]:
     """``--max-memory -5G`` as ``--max-memory=-5G``: argparse takes a word starting with '-' that is not a plain
     negative number for an option ("expected one argument"); joined, the size's own check says what is wrong."""
@@ -563,6 +573,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.debug:
                 traceback.print_exc()
             print(f"lvpnet: {e}", file=sys.stderr)
+            _json_error(args, str(e), e.exit_code)
             return e.exit_code
         except KeyboardInterrupt as e:
             signum = getattr(e, "signum", signal.SIGINT)
@@ -576,6 +587,7 @@ def main(argv: list[str] | None = None) -> int:
                 traceback.print_exc()
             where = f"{e.filename}: " if getattr(e, "filename", None) else ""
             print(f"lvpnet: {where}{e.strerror or e}", file=sys.stderr)
+            _json_error(args, f"{where}{e.strerror or e}", 2)
             return 2
         except MemoryError:
             print("lvpnet: out of memory (--workers 1 holds one slice at a time; to compress, --codec fallback "
