@@ -53,8 +53,9 @@ ORDER = ("bits", "latent_bits", "latent", "qcm_before", "qcm_after", "latent_sav
 
 
 def slice_words(i: int, frames: tuple = (), labels=None) -> str:
-    """'slice 11', or on a 4-D layer 'time 1, slice 11' (the sliders' own words), not the flat index 35."""
-    if len(frames) <= 1:
+    """'slice 11', or on a 4-D layer 'time 1, slice 11' (the sliders' own words), not the flat index 35; a
+    volume's one axis by its slider's name too ('frame 1' on a cine, not 'slice 1')."""
+    if not frames:
         return f"slice {i}"
     names = lead_names(frames, labels)
     return ", ".join(f"{n} {int(v)}" for n, v in zip(names, np.unravel_index(i, frames), strict=True))

@@ -326,7 +326,7 @@ def test_the_status_bar_gives_no_value_on_a_damaged_or_undecoded_slice(make_napa
         return image.get_status((step, 5, 6))["coordinates"]
 
     assert status(1).endswith(f": {a[1, 5, 6]} ({int(a[1, 5, 6]) - 1024} HU)")
-    assert status(2).endswith(": slice 2 is damaged: no value")
+    assert status(2).endswith(": frame 2 is damaged: no value")  # its slider names it (DICOM, no slice spacing)
     image.data.loader.close()  # nothing more is decoded: slice 7 was never shown nor prefetched
     assert not image.data.loader.resolved(7) and status(7).endswith(": not decoded yet")
 
