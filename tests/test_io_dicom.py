@@ -635,3 +635,18 @@ def test_a_series_whose_geometry_or_rescale_nifti_cannot_hold_is_still_written(t
     np.testing.assert_array_equal(np.asarray(img.dataobj.get_unscaled()).T, vol.array)
     if case.startswith("slope"):
         assert (img.dataobj.slope, img.dataobj.inter) == (1.0, 0.0)  # the stored values, as the note says
+
+
+def test_refusals_name_the_python_argument_too(tmp_path):
+    """``lvpnet.read`` of a folder of two series said 'pick one with --series UID', a flag of the command
+    line; a Python caller passes ``series=``."""
+    import pydicom
+
+    for i, name in enumerate(("CT_small.dcm", "MR_small.dcm")):
+        ds = pydicom.dcmread(_local(name))
+        ds.save_as(tmp_path / f"{i}.dcm")
+    with pytest.raises(InputError, match=r"pick one with --series UID \(series=UID in Python\)"):
+        read(tmp_path)
+    np.save(tmp_path / "a.npy", np.zeros((4, 4), np.uint8))
+    with pytest.raises(InputError, match=r"--rgb \(rgb=True in Python\) applies"):
+        read(tmp_path / "0.dcm", rgb=True)

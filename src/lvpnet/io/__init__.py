@@ -65,7 +65,7 @@ def read(
 
         return read_npz(p, rgb=rgb)
     if rgb:
-        raise InputError(f"{p}: --rgb applies to .npy and .npz input only (colour is read from the file)")
+        raise InputError(f"{p}: --rgb (rgb=True in Python) applies to .npy and .npz input only (colour is read from the file)")
     if kind == "nifti":
         from .nifti import read_nifti
 

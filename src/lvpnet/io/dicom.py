@@ -271,7 +271,7 @@ def _select_series(files: list[_File], series: str | None, root: Path, skipped=(
         return groups[series]
     if len(groups) > 1:
         raise InputError(
-            f"{root}: holds {len(groups)} series; pick one with --series UID\n{_listing(groups)}"
+            f"{root}: holds {len(groups)} series; pick one with --series UID (series=UID in Python)\n{_listing(groups)}"
         )
     return next(iter(groups.values()))
 
