@@ -307,8 +307,7 @@ class CompressWidget(BackgroundJobMixin, Container):
             return
         codec = None if self.codec.value == AUTO_CODEC else self.codec.value
         self.summary.value = f"compressing to {path} ..."
-        shape = volume.array.shape if isinstance(volume, lvpnet.Volume) else _full_shape(layer)
-        self.progress.max = n_slices(shape, bool(layer.rgb))
+        self.progress.max = n_slices(_full_shape(layer), bool(layer.rgb))
         self.inspect_button.visible = False
         self._compressed = layer  # what "Inspect where the bits go" opens, whatever is chosen by then
         self._source = source_size(layer)  # now: the file may be the one this run replaces

@@ -39,7 +39,7 @@ from lvpnet.progress import Cancelled, also
 from lvpnet.terminal import duration
 
 from ._maps import slice_words, slider_labels
-from ._messages import blocked_by, error_slice, first_line, notification
+from ._messages import damaged_slice, error_slice, first_line, notification
 
 CACHE_BYTES = 256 * 2**20  # decoded slices kept besides those on screen (512 slices of 512 x 512 int16)
 PREFETCH = 2  # neighbours decoded ahead on each side of the slices on screen
@@ -488,8 +488,7 @@ class LayerFeed:
                 continue
             # once per damaged slice: the slices after it that need it (coded against the one before them)
             # fail with its error, and scrolling through them raised the same notification at every step
-            damaged = blocked_by(error, loader.lvp.name, i)
-            damaged = i if damaged is None else damaged
+            damaged = damaged_slice(error, loader.lvp.name, i)
             if damaged not in self._notified:
                 self._notified.add(damaged)
                 from napari.utils import notifications
@@ -567,8 +566,7 @@ class LayerFeed:
             return textwrap.fill(first_line(error, name, self.words, shown=i), CANVAS_LINE) + "\nshown blank"
         damaged = {}  # the damaged slices themselves, in order; the others only need one of them
         for i, error in failed.items():
-            root = blocked_by(error, name, i)
-            damaged.setdefault(i if root is None else root, error)
+            damaged.setdefault(damaged_slice(error, name, i), error)
         first, *others = damaged
         tail = "shown blank"
         if others:

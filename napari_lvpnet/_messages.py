@@ -52,6 +52,12 @@ def blocked_by(error: Exception, name: str, shown: int) -> int | None:
     return i if i is not None and i < shown else None  # a slice needs only slices before it
 
 
+def damaged_slice(error: Exception, name: str, shown: int) -> int:
+    """The damaged slice behind slice ``shown``'s failure: the one it needs (``blocked_by``), else itself."""
+    needed = blocked_by(error, name, shown)
+    return shown if needed is None else needed
+
+
 def state(error: Exception) -> str:
     """'is damaged' (the file's checks failed), or 'cannot be decoded' (anything else)."""
     return "is damaged" if isinstance(error, DamagedError) else "cannot be decoded"

@@ -30,6 +30,14 @@ def _run(w, qtbot):
     qtbot.waitUntil(lambda: w.run_button.enabled and w.progress.visible is False, timeout=30000)
 
 
+def _damage(path, i):
+    """A byte flipped in the middle of slice ``i``'s chunk."""
+    rec = lvpnet.open(path)._reader.records[i]
+    data = bytearray(path.read_bytes())
+    data[rec.offset + rec.length // 2] ^= 0x20
+    path.write_bytes(bytes(data))
+
+
 def _aligned(new, image, lead=0):
     assert np.allclose(new.scale[lead:], image.scale) and np.allclose(new.translate[lead:], image.translate)
 
@@ -225,10 +233,7 @@ def test_damaged_slice_is_skipped_and_named(widget_and_viewer, qtbot, rng, tmp_p
     a = smooth_image(rng, (4, 40, 33), 0, 3000, np.uint16)
     path = tmp_path / "scan.lvp"
     lvpnet.compress_to_file(lvpnet.Volume(array=a, spacing=(2.0, 0.8, 0.8)), path, codec="fallback")
-    rec = lvpnet.open(path)._reader.records[2]
-    data = bytearray(path.read_bytes())
-    data[rec.offset + rec.length // 2] ^= 0x20
-    path.write_bytes(bytes(data))
+    _damage(path, 2)
     (image,) = viewer.open(path, plugin="napari-lvpnet")
     w.layer.value = image
     w.scope.value = iw.ALL
@@ -252,10 +257,7 @@ def test_damaged_slice_is_skipped_and_named(widget_and_viewer, qtbot, rng, tmp_p
     # a single image whose only slice is damaged: its one bar at its one tick
     one = tmp_path / "one.lvp"
     lvpnet.compress_to_file(a[0], one, codec="fallback")
-    rec = lvpnet.open(one)._reader.records[0]
-    data = bytearray(one.read_bytes())
-    data[rec.offset + rec.length // 2] ^= 0x20
-    one.write_bytes(bytes(data))
+    _damage(one, 0)
     (single,) = viewer.open(one, plugin="napari-lvpnet")
     w.layer.value = single
     _run(w, qtbot)
@@ -417,10 +419,7 @@ def test_a_run_without_maps_drops_the_maps_of_the_run_before(widget_and_viewer, 
     a = smooth_image(rng, (8, 40, 33), 0, 3000, np.uint16)
     path = tmp_path / "scan.lvp"
     lvpnet.compress_to_file(lvpnet.Volume(array=a), path, codec="fallback")
-    rec = lvpnet.open(path)._reader.records[6]
-    data = bytearray(path.read_bytes())
-    data[rec.offset + rec.length // 2] ^= 0x20
-    path.write_bytes(bytes(data))
+    _damage(path, 6)
     (image,) = viewer.open(path, plugin="napari-lvpnet")
     viewer.layers["first"].visible = False
     viewer.dims.set_point(0, 6)

@@ -401,10 +401,7 @@ def restore(
                 continue
             # each file's modification time and permission bits, set before it takes its name
             attrs = {p: (mtime, mode) for p, _size, mtime, _sha, mode in r.sources if owner[p] == r.key}
-            specs.append({"key": r.key, "kind": r.kind, "root": r.root, "sources": mine, "attrs": attrs,
-                          "only": None if len(mine) == len(r.sources) else mine,
-                          "dest": str(dst), "out": str(target), "output_sha256": r.output_sha256,
-                          "size": r.output_bytes or 0})
+            specs.append(_restore_spec(r, mine, attrs, dst, target))
         target.mkdir(parents=True, exist_ok=True)
         if not os.access(target, os.W_OK | os.X_OK):  # before decoding anything, not one failure per item
             raise InputError(f"{out}: cannot be written (a read-only folder or file system)")
@@ -489,10 +486,16 @@ def _older_copies(done: list, owner: dict[str, str], failures: list[dict], targe
         attrs = {p: (lost[p][1], lost[p][3]) for p in mine}  # the newest record's time and permission bits
         for p in mine:
             del lost[p]
-        specs.append({"key": r.key, "kind": r.kind, "root": r.root, "sources": mine, "attrs": attrs, "only": mine,
-                      "dest": str(dst), "out": str(target), "output_sha256": r.output_sha256,
-                      "size": r.output_bytes or 0})
+        specs.append(_restore_spec(r, mine, attrs, dst, target))
     return specs
+
+
+def _restore_spec(r, mine: list[str], attrs: dict, dst: Path, target: Path) -> dict:
+    """``restore_item``'s task: item ``r``'s files ``mine`` (all of them, or ``only`` these) with their times and
+    permission bits ``attrs``."""
+    return {"key": r.key, "kind": r.kind, "root": r.root, "sources": mine, "attrs": attrs,
+            "only": None if len(mine) == len(r.sources) else mine, "dest": str(dst), "out": str(target),
+            "output_sha256": r.output_sha256, "size": r.output_bytes or 0}
 
 
 def _owners(done: list) -> dict[str, str]:
