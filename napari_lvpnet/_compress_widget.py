@@ -23,6 +23,7 @@ from napari.viewer import Viewer
 
 import lvpnet
 from lvpnet import codecs, slice_pool
+from lvpnet.codecs.base import learned_takes
 from lvpnet.progress import Progress, cancellable
 from lvpnet.slicing import check_array, n_slices
 
@@ -77,10 +78,11 @@ def _computed_layer(data, attributes: dict, name: str):
     return volume
 
 
-def _compress_job(volume, path, codec, device, verify, compare, cancel):
+def _compress_job(volume, path, codec, device, verify, compare, safety_net, cancel):
     """Runs in the worker thread: (decode a lazy .lvp layer, or compute a dask one,) compress, then
     optionally JPEG-XL for comparison. ``volume``: a Volume, or (LazySlices or lazy data, attributes, name);
-    ``device``: where the learned codec runs (loading it, torch, took a second of the window's)."""
+    ``device``: where the learned codec runs (loading it, torch, took a second of the window's);
+    ``safety_net``: as ``lvpnet.compress``'s (off: the learned codec's own figures, every slice its own)."""
     if isinstance(volume, tuple):
         lazy = isinstance(volume[0], LazySlices)
         volume = yield from (_decode_layer(*volume, cancel) if lazy else _computed_layer(*volume))
@@ -89,7 +91,7 @@ def _compress_job(volume, path, codec, device, verify, compare, cancel):
     codecs.get_codec("lvpnet").device = device
     t0 = time.perf_counter()
     # worker processes on every free core where they can start (a large volume: minutes on one core)
-    result = yield from cancellable(lvpnet.iter_compress_to_file(volume, path, codec, verify,
+    result = yield from cancellable(lvpnet.iter_compress_to_file(volume, path, codec, verify, safety_net=safety_net,
                                                                  workers=slice_pool.automatic_if_safe()), cancel)
     if result is None:
         return None
@@ -214,10 +216,13 @@ class CompressWidget(BackgroundJobMixin, Container):
         viewer = napari_viewer
         self._viewer = viewer
         self.layer = ComboBox(label="image layer", choices=self._image_layers)
-        self.codec = ComboBox(label="codec", choices=[AUTO_CODEC, *codecs.available()], value=AUTO_CODEC)
+        self.codec = ComboBox(label="codec", choices=self._codec_choices, value=AUTO_CODEC)
         self.device = ComboBox(label="device", choices=["Auto", "CPU", *(["CUDA"] if cuda_available() else [])])
         self.output = FileEdit(label="save as", mode="w", filter="*.lvp")
         self.verify = CheckBox(text="verify (decode and compare before saving)", value=True)
+        self.safety_net = CheckBox(text="safety net (the fallback where it is smaller)", value=True,
+                                   tooltip="Off: every slice by the learned codec, its own figures (what "
+                                           "BENCHMARKS.md's 'learned codec alone' measures)")
         self.compare = CheckBox(text="also run JPEG-XL for comparison", value=False)
         self.run_button = PushButton(text="Compress")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
@@ -225,7 +230,8 @@ class CompressWidget(BackgroundJobMixin, Container):
         self.summary = Label(label="", value="")
         wrap_text(self.summary)
         self.inspect_button = PushButton(text="Inspect where the bits go", visible=False)
-        super().__init__(widgets=[self.layer, self.codec, self.device, self.output, self.verify, self.compare,
+        super().__init__(widgets=[self.layer, self.codec, self.device, self.output, self.verify, self.safety_net,
+                                  self.compare,
                                   self.run_button, self.cancel_button, self.progress, self.summary,
                                   self.inspect_button])
         full_width(self.summary)
@@ -238,9 +244,37 @@ class CompressWidget(BackgroundJobMixin, Container):
         self._suggested: str | None = None  # the output path this widget filled in (the user may change it)
         self._compressed = None  # the layer of the last run
         self.layer.changed.connect(self._layer_changed)
-        viewer.layers.events.inserted.connect(lambda e: self.layer.reset_choices())
-        viewer.layers.events.removed.connect(lambda e: self.layer.reset_choices())
+        self.codec.changed.connect(self._codec_changed)
+        viewer.layers.events.inserted.connect(self._layers_changed)
+        viewer.layers.events.removed.connect(self._layers_changed)
+        self._codec_changed()
         self._suggest_output()
+        self._offer_codecs()
+
+    def _layers_changed(self, *_):
+        """A layer added or removed: the list again, and the codecs for the layer chosen now (the first layer
+        added is chosen without a change event)."""
+        self.layer.reset_choices()
+        self._offer_codecs()
+
+    def _codec_choices(self, _widget=None) -> list[str]:
+        """What can code the chosen layer: the learned codec takes integers up to 16 bits, so a float layer is
+        offered auto and the fallback only (the learned codec failed after the click). A callable, as napari
+        resets every choice list of a dock when layers change."""
+        layer = self.layer.value if hasattr(self, "layer") else None
+        names = codecs.available()
+        if layer is not None and not learned_takes(layer.dtype):  # torch-free: the codec itself loads torch
+            names = [n for n in names if n != codecs.LEARNED]
+        return [AUTO_CODEC, *names]
+
+    def _offer_codecs(self):
+        self.codec.reset_choices()  # a value no longer offered falls back to the first: auto
+        self._codec_changed()
+
+    def _codec_changed(self, *_):
+        """The safety net chooses between the learned codec and the fallback: moot when the fallback is chosen
+        or the layer is one the learned codec does not take."""
+        self.safety_net.enabled = len(self.codec.choices) > 2 and self.codec.value != codecs.FallbackCodec.id
 
     def _layer_changed(self, *_):
         """Another layer chosen: the last run's summary and its Inspect button were about the other one, and
@@ -252,6 +286,7 @@ class CompressWidget(BackgroundJobMixin, Container):
             self._suggested = None
             self.output.value = ""
         self._suggest_output()
+        self._offer_codecs()
 
     def _suggest_output(self, *_):
         """Fill "save as" for the chosen layer, unless the user typed a path of their own."""
@@ -313,7 +348,7 @@ class CompressWidget(BackgroundJobMixin, Container):
         self._source = source_size(layer)  # now: the file may be the one this run replaces
         self.then = {"encode": "verify"} if self.verify.value else {}
         self._run_in_background(_compress_job, volume, path, codec, self.device.value.lower(), self.verify.value,
-                                self.compare.value)
+                                self.compare.value, self.safety_net.value)
 
     def open_inspect(self, *_):
         """Open the Inspect dock on the layer just compressed and run it."""

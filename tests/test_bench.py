@@ -211,6 +211,14 @@ def test_rgb_and_float_inputs(tmp_path, capsys, rng):
     t = bench.totals([rec, recf])
     assert t["comparable_inputs"] == 1 and t["samples"] == rec["samples"] + recf["samples"]
     assert t["ratio_to_best"] == pytest.approx(rec["ratio_to_best"], rel=1e-3)
+    # The table never sets lvpnet over both inputs beside classical codecs over the one they coded.
+    table = bench.format_table(bench.report([rec, recf]))
+    total_all, total_coded = [ln for ln in table.splitlines() if ln.startswith("total")][:2]
+    assert total_all.startswith("total, all 2 inputs") and f"{t['lvpnet']['bits_per_sample']:.4f}" in total_all
+    assert f"{t['best_classical_bits_per_sample']:.4f}" not in total_all
+    assert total_coded.startswith("total, the 1 inputs the classical codecs code")
+    assert f"{t['lvpnet_bits_per_sample_comparable']:.4f}" in total_coded
+    assert f"{t['ratio_to_best']:.4f}" in total_coded
 
 
 def test_plot_writes_png_and_table_on_stdout(tmp_path, capsys, inputs):

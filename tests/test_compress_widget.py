@@ -461,3 +461,32 @@ def test_a_layer_written_over_its_own_file_is_measured_against_that_file(widget_
     w.run_button.changed.emit(True)
     qtbot.waitUntil(lambda: w.last_result is not None and w.run_button.enabled, timeout=60000)
     assert path.stat().st_size != before and f"({before:,} bytes)" in w.summary.value, w.summary.value
+
+
+def test_the_codec_list_fits_the_layer_and_the_safety_net_can_be_switched_off(widget_and_viewer, qtbot, tmp_path,
+                                                                             rng):
+    """A float layer was offered the learned codec, which then failed after the click; and the dock had no way to
+    see the learned codec's own figures (the command line's --no-safety-net)."""
+    viewer, w = widget_and_viewer
+    viewer.add_image(rng.normal(size=(2, 16, 16)).astype(np.float32), name="t1map")
+    w.layer.value = viewer.layers["t1map"]
+    assert "lvpnet" not in w.codec.choices and "fallback" in w.codec.choices and not w.safety_net.enabled
+    # flat noise on one half: the fallback codes such a slice smaller, so the safety net would take it
+    a = np.zeros((2, 32, 32), np.int16)
+    a[:, :, :16] = rng.integers(0, 4000, size=(2, 32, 16))
+    viewer.add_image(a, name="ct")
+    w.layer.value = viewer.layers["ct"]
+    assert "lvpnet" in w.codec.choices and w.safety_net.enabled
+    w.codec.value = "fallback"
+    assert not w.safety_net.enabled
+    w.codec.value = "lvpnet"
+    assert w.safety_net.enabled
+    w.safety_net.value = False
+    w.output.value = tmp_path / "alone.lvp"
+    w.run_button.changed.emit(True)
+    qtbot.waitUntil(lambda: w.last_result is not None and w.run_button.enabled, timeout=120000)
+    lvp = lvpnet.open(tmp_path / "alone.lvp")
+    assert np.array_equal(lvp.read_all(), a)
+    assert w.last_result["result"].codec_counts == {"lvpnet": 2}
+    w.layer.value = viewer.layers["t1map"]  # the learned codec chosen, then a layer it cannot take: auto again
+    assert w.codec.value.startswith("auto") and "lvpnet" not in w.codec.choices

@@ -650,19 +650,36 @@ def format_table(rep: dict[str, Any], markdown: bool = False) -> str:
         )
     t = rep["totals"]
     st = t["lvpnet"]["stats"] or {}
+    partial = 0 < t["comparable_inputs"] < t["inputs"]
+    # Where the classical codecs skipped inputs, their totals cover fewer samples than lvpnet's: one row
+    # for lvpnet over every input, one for every codec over the inputs they all coded, never a mix.
     rows.append(
         [
-            "total",
+            f"total, all {t['inputs']} inputs" if partial else "total",
             f"{t['samples'] / 1e6:.2f} M samples",
             "",
             _f(t["lvpnet"]["bits_per_sample"], 4),
             f"{t['lvpnet']['container_bytes']:,}",
             *[_f(st.get(k + "_per_sample"), 4) for k in keys],
-            *[_f(t["classical"].get(i, {}).get("bits_per_sample"), 4) for i in ids],
-            _f(t["best_classical_bits_per_sample"], 4),
-            _f(t["ratio_to_best"], 4),
+            *[_f(None if partial else t["classical"].get(i, {}).get("bits_per_sample"), 4) for i in ids],
+            _f(None if partial else t["best_classical_bits_per_sample"], 4),
+            _f(None if partial else t["ratio_to_best"], 4),
         ]
     )
+    if partial:
+        rows.append(
+            [
+                f"total, the {t['comparable_inputs']} inputs the classical codecs code",
+                f"{t['comparable_samples'] / 1e6:.2f} M samples",
+                "",
+                _f(t["lvpnet_bits_per_sample_comparable"], 4),
+                "",
+                *["" for _ in keys],
+                *[_f(t["classical"].get(i, {}).get("bits_per_sample"), 4) for i in ids],
+                _f(t["best_classical_bits_per_sample"], 4),
+                _f(t["ratio_to_best"], 4),
+            ]
+        )
     out = ["Bits per sample (real file bytes; lower is better)", grid(head, rows, markdown, bold_last=True)]
     if keys:  # not parts of the lvpnet column: a mix of codecs shares its samples out differently
         used = rep.get("codecs_used") or {}
@@ -676,7 +693,11 @@ def format_table(rep: dict[str, Any], markdown: bool = False) -> str:
             [Path(r["input"]).name if not markdown else r["input"], speed_cell(r["lvpnet"])]
             + [speed_cell(r["classical"].get(i)) for i in ids]
         )
-    srows.append(["total", speed_cell(t["lvpnet"])] + [speed_cell(t["classical"].get(i)) for i in ids])
+    srows.append([f"total, all {t['inputs']} inputs" if partial else "total", speed_cell(t["lvpnet"])]
+                 + [("" if partial else speed_cell(t["classical"].get(i))) for i in ids])
+    if partial:
+        srows.append([f"total, the {t['comparable_inputs']} coded by all", ""]
+                     + [speed_cell(t["classical"].get(i)) for i in ids])
     out += ["", "Speed, million samples per second, encode / decode (one thread for the classical codecs)",
             grid(shead, srows, markdown, bold_last=True)]
 

@@ -41,8 +41,12 @@ def plot_bits(rep: dict[str, Any], path: str | os.PathLike, title: str | None = 
     groups = list(rep["inputs"])
     t = rep["totals"]
     if len(groups) > 1:
-        labels.append("total")
-        groups.append(t)
+        if 0 < t["comparable_inputs"] < t["inputs"]:  # every bar over the same inputs: those all codecs coded
+            labels.append(f"total ({t['comparable_inputs']} of {t['inputs']} inputs)")
+            groups.append({**t, "lvpnet": {"bits_per_sample": t["lvpnet_bits_per_sample_comparable"]}})
+        else:
+            labels.append("total")
+            groups.append(t)
 
     n_groups, n_bars = len(groups), len(series)
     width = 0.8 / n_bars
