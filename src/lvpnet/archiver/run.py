@@ -56,12 +56,12 @@ def archive(
 
         codecs.get_codec(codec)  # an unknown name fails here, not on every worker
     if device not in ("auto", "cpu", "cuda"):
-        raise InputError(f"--device {device}: use auto, cpu or cuda")
+        raise InputError(f"--device {device} (device= in Python): use auto, cpu or cuda")
     if device == "cuda" and scheduler is None:
         from .engine import gpu_count
 
         if not gpu_count(device):
-            raise InputError("--device cuda: no CUDA device is available (use --device cpu or auto)")
+            raise InputError("--device cuda (device=\"cuda\" in Python): no CUDA device is available (use cpu or auto)")
     src, dst = _check_archive_paths(source, dest)
     ledger = Ledger(dst, create=True)
     try:
@@ -205,9 +205,9 @@ def archive(
 
 def _check_engine(workers: int | None, scheduler) -> None:
     if workers is not None and workers < 1:
-        raise InputError(f"--workers {workers}: give at least 1")
+        raise InputError(f"--workers {workers} (workers= in Python): give at least 1")
     if workers is not None and scheduler is not None:
-        raise InputError("--workers sizes the local cluster; a cluster given by --scheduler has its own workers")
+        raise InputError("--workers sizes the local cluster; a cluster given by --scheduler has its own workers (in Python: workers= or scheduler=, not both)")
 
 
 def _check_archive_paths(source, dest) -> tuple[Path, Path]:
