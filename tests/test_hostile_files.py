@@ -163,6 +163,10 @@ def crafted(seeds) -> dict[str, tuple[bytes, type]]:
         assert p.header["source"]["metadata"]["dicom"]["elements_in_record"] == 0
         p.header["source"]["metadata"]["dicom"]["elements_in_record"] = value
         cases[name] = (lvp_forge.join(p), DamagedError)
+    for name, value in (("elements-patch-list", [1]), ("elements-patch-string-element", {"00020010": "x"})):
+        p = lvp_forge.split(s["dicom"])
+        p.header["source"]["metadata"]["dicom"]["elements_patch"] = value
+        cases[name] = (lvp_forge.join(p), DamagedError)
     cases["elements-record-dictionary-99"] = (_record(s["dicom"], 0, lambda h, b: (
         {**h, "body": {**h["body"], "codec": "deflate", "dictionary": 99}}, b)), DamagedError)
     junk = b"not a DICOM file" * 8
@@ -214,7 +218,7 @@ def test_messages_name_the_field_or_slice(seeds):
               "blob-string-offset": "blobs[0]", "jxl-16000-in-64": "16000x16000", "record-bad-dtype": "pixel.dtype",
               "nifti-data-offset-1.5e9": "data_offset", "nifti-scl-slope-3": "scl_slope",
               "declares-40000x40000": "--max-memory", "record-name-300": "too long", "record-inside-a-file": "IM0.dcm",
-              "elements-in-record-99": "elements_in_record"}
+              "elements-in-record-99": "elements_in_record", "elements-patch-list": "elements_patch"}
     for name, text in expect.items():
         with pytest.raises(LvpnetError, match=re.escape(text)):
             _read_all(cases[name][0])

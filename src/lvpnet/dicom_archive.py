@@ -166,12 +166,17 @@ def iter_build_archive(
     metadata = dict(volume.metadata)
     metadata["dicom"] = {**meta, "archive": archive}
     elements = meta.get("elements")
-    if isinstance(elements, list) and elements and images and _same_json(_first_elements(blobs), elements[0]):
-        # every file's whole header is in its record, the first file's too, and it gives back exactly these
-        # elements: the JSON header does not hold them twice (4-7 kB for one ultrasound frame, a third of
-        # its .lvp); LvpFile.metadata reads them back from the record
+    patch = elements_patch(_first_elements(blobs), elements[0]) if isinstance(elements, list) and elements and images \
+        else None
+    if patch is not None:
+        # every file's whole header is in its record, the first file's too, and it gives back these elements,
+        # or, from a file rewritten out of a compressed transfer syntax, these but for a few (the transfer
+        # syntax UID, the meta group's length): the JSON header does not hold them twice (4-7 kB for one
+        # ultrasound frame, a third of its .lvp); LvpFile.metadata reads them back from the record
         del metadata["dicom"]["elements"]
         metadata["dicom"]["elements_in_record"] = 0
+        if patch:
+            metadata["dicom"]["elements_patch"] = patch
     elif isinstance(elements, list) and len(elements) > 1:
         # every file's whole header is in its record: the JSON header keeps the first file's only
         metadata["dicom"]["elements"] = elements[:1]
@@ -492,6 +497,25 @@ def _first_elements(blobs: list[bytes]) -> dict | None:
         return record_elements(lambda j: blobs[j], 0)
     except (DamagedError, InputError, IndexError):
         return None
+
+
+def elements_patch(record: dict | None, source: Any) -> dict | None:
+    """What turns a record's elements into the source file's: ``{tag: element, or None where the source has
+    none}`` over the top-level tags that differ (``{}`` where none does), or None where the record's cannot
+    be read or the patch would not be small (then the header keeps the elements themselves)."""
+    if not isinstance(record, dict) or not isinstance(source, dict):
+        return None
+    tags = sorted(set(record) | set(source))
+    patch = {t: source.get(t) for t in tags if not _same_json(record.get(t), source.get(t))}
+    if not _same_json(patched_elements(record, patch), source):
+        return None
+    return patch if len(json.dumps(patch)) * 4 <= len(json.dumps(source)) else None
+
+
+def patched_elements(record: dict, patch: dict) -> dict:
+    """The source file's elements from its record's and ``elements_patch`` (FORMAT.md), in tag order."""
+    merged = {**record, **patch}
+    return {t: merged[t] for t in sorted(merged) if merged[t] is not None}
 
 
 def _same_json(a: Any, b: Any) -> bool:

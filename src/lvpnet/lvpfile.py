@@ -143,7 +143,7 @@ class LvpFile:
             meta = self.header.get("source", {}).get("metadata", {})
             dicom = meta.get("dicom")
             if isinstance(dicom, dict) and "elements" not in dicom and "elements_in_record" in dicom:
-                from .dicom_archive import record_elements
+                from .dicom_archive import patched_elements, record_elements
 
                 k = dicom["elements_in_record"]
                 n = len(self.header.get("blobs", []))
@@ -154,7 +154,12 @@ class LvpFile:
                     elements = record_elements(self._reader.blob, k)
                 except (DamagedError, LimitError) as e:  # a blob's own checksum names the file already
                     raise type(e)(str(e) if str(e).startswith(self.name) else f"{self.name}: {e}") from None
-                meta = {**meta, "dicom": {**dicom, "elements": [elements]}}
+                patch = dicom.get("elements_patch", {})
+                if not (isinstance(patch, dict) and all(v is None or isinstance(v, dict) for v in patch.values())):
+                    raise DamagedError(f"{self.name}: damaged: field 'source.metadata.dicom.elements_patch' "
+                                       "is not a map of elements")
+                dicom = {k: v for k, v in dicom.items() if k != "elements_patch"}  # applied: the source's elements
+                meta = {**meta, "dicom": {**dicom, "elements": [patched_elements(elements, patch)]}}
             self._metadata = meta
         return self._metadata
 
