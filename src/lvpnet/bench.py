@@ -620,6 +620,11 @@ def _f(x: float | None, nd: int = 3) -> str:
     return "-" if x is None else f"{x:.{nd}f}"
 
 
+def _samples(n: int) -> str:
+    """'17.71 M samples', or the count itself below 100,000 (a small input read '0.00 M samples')."""
+    return f"{n / 1e6:.2f} M samples" if n >= 100_000 else f"{n:,} samples"
+
+
 def _shape(shape: list[int]) -> str:
     return "x".join(map(str, shape))
 
@@ -656,7 +661,7 @@ def format_table(rep: dict[str, Any], markdown: bool = False) -> str:
     rows.append(
         [
             f"total, all {t['inputs']} inputs" if partial else "total",
-            f"{t['samples'] / 1e6:.2f} M samples",
+            _samples(t["samples"]),
             "",
             _f(t["lvpnet"]["bits_per_sample"], 4),
             f"{t['lvpnet']['container_bytes']:,}",
@@ -670,7 +675,7 @@ def format_table(rep: dict[str, Any], markdown: bool = False) -> str:
         rows.append(
             [
                 f"total, the {t['comparable_inputs']} inputs the classical codecs code",
-                f"{t['comparable_samples'] / 1e6:.2f} M samples",
+                _samples(t["comparable_samples"]),
                 "",
                 _f(t["lvpnet_bits_per_sample_comparable"], 4),
                 "",
