@@ -415,8 +415,12 @@ def test_info_says_a_damaged_chunk_and_exits_1(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert "slices: 4" in out and "lvpnet: damaged: " in err and "slice 2" in err and "lvpnet verify" in err
     assert main(["info", str(lvpnet_path), "--json"]) == 1
-    info = json.loads(capsys.readouterr().out)
+    out, err = capsys.readouterr()
+    info = json.loads(out)
     assert [d["slice"] for d in info["damaged_slices"]] == [2]
+    # the failure said as every --json failure is, on stdout, and in words on stderr
+    assert info["exit_code"] == 1 and info["error"].startswith("damaged: ") and "slice 2" in info["error"]
+    assert "lvpnet: damaged: " in err
 
 
 def test_info_on_a_newer_writers_file_is_a_note_not_damage(tmp_path, capsys):
@@ -484,3 +488,14 @@ def test_json_errors_are_a_json_object_too(tmp_path, capsys):
     assert "not found" in out.err
     assert main(["compress", str(tmp_path / "missing.npy"), str(tmp_path / "x.lvp")]) == 2
     assert capsys.readouterr().out == ""  # without --json, stdout stays empty
+    # a command line argparse refuses (only its usage on stderr, stdout empty, before)
+    for words in (["compress", "a.npy", "x.lvp", "--codec", "nope"], ["compress"], ["verify", "--workers", "0"]):
+        with pytest.raises(SystemExit) as e:
+            main([*words, "--json"])
+        out = capsys.readouterr()
+        assert e.value.code == 2 and "error:" in out.err
+        obj = json.loads(out.out)
+        assert obj["exit_code"] == 2 and obj["error"].startswith(f"lvpnet {words[0]}: ")
+        with pytest.raises(SystemExit):
+            main(words)
+        assert capsys.readouterr().out == ""

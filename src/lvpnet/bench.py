@@ -45,7 +45,7 @@ Layout of the report (``bench --json`` prints it)::
               "classical": {id: {"name", "bytes", "bits_per_sample", "encode_seconds",
                                  "decode_seconds", "encode_msps", "decode_msps", "lossless"}},
               "classical_skipped": null | reason,
-              "best_classical": null | {"id", "name", "bits_per_sample"},
+              "best_classical": null | {"id", "name", "bytes", "bits_per_sample"},
               "ratio_to_best": null | float,
               "dicom": {...}             # DICOM inputs only: dicom_sizes() + "lvp_holds_files"
              }
@@ -147,8 +147,8 @@ def _ours(volume: Volume, codec: str | None, archive: Volume | None = None) -> d
         "chunk_bytes": chunk_bytes,
         "container_bytes": len(data) - chunk_bytes,
         "bits_per_sample": round(8.0 * len(data) / n, 4),
-        "encode_seconds": round(t1 - t0, 4),
-        "decode_seconds": round(t2 - t1, 4),
+        "encode_seconds": round(t1 - t0, 6),  # to the microsecond: totals are summed from these
+        "decode_seconds": round(t2 - t1, 6),
         "encode_msps": _msps(n, t1 - t0),
         "decode_msps": _msps(n, t2 - t1),
         "lossless": lossless,
@@ -210,8 +210,8 @@ def _classical(volume: Volume, ids: Sequence[str], step: Callable[[], None]) -> 
             "name": r.name,
             "bytes": r.bytes,
             "bits_per_sample": round(r.bits_per_sample, 4),
-            "encode_seconds": round(r.encode_seconds, 4),
-            "decode_seconds": round(r.decode_seconds, 4),
+            "encode_seconds": round(r.encode_seconds, 6),
+            "decode_seconds": round(r.decode_seconds, 6),
             "encode_msps": _msps(n, r.encode_seconds),
             "decode_msps": _msps(n, r.decode_seconds),
             "lossless": r.lossless,
@@ -254,8 +254,12 @@ def bench_volume(
     archived = False
     archive = None
     pixels = volume
-    if dicom_source is not None:  # pixels against pixels here; the files' records count in the DICOM sizes
+    if dicom_source is not None:
         archive, archived = _dicom_archive(volume, dicom_source)
+    if volume.source_format == "dicom":
+        # pixels against pixels here (the files' records count in the DICOM sizes, for a folder); a .lvp made from
+        # DICOM too: its files' headers and records were counted against lvpnet alone (9.0 bits per sample where
+        # its folder gave 7.0)
         pixels = Volume(array=volume.array, rgb=volume.rgb, spacing=volume.spacing, origin=volume.origin,
                         direction=volume.direction, affine=volume.affine, source_format=volume.source_format)
     rec["lvpnet"] = _ours(pixels, codec, archive)
@@ -266,7 +270,7 @@ def bench_volume(
         rec["best_classical"] = rec["ratio_to_best"] = None
     else:
         bid, b = best
-        rec["best_classical"] = {"id": bid, "name": b["name"], "bits_per_sample": b["bits_per_sample"]}
+        rec["best_classical"] = {"id": bid, "name": b["name"], "bytes": b["bytes"], "bits_per_sample": b["bits_per_sample"]}
         rec["ratio_to_best"] = round(rec["lvpnet"]["file_bytes"] / b["bytes"], 4) if b["bytes"] else None
     if dicom_source is not None:
         rec["dicom"] = dicom_sizes(dicom_source, volume, rec["lvpnet"]["archive_bytes"])
@@ -472,7 +476,7 @@ def totals(records: list[dict[str, Any]], classical_ids: Sequence[str] = tuple(c
                 "encode_msps": _msps(c_samples, sum(x["encode_seconds"] for x in rows)),
                 "decode_msps": _msps(c_samples, sum(x["decode_seconds"] for x in rows)),
             }
-        best_bits = sum(r["best_classical"]["bits_per_sample"] * r["samples"] for r in comparable)
+        best_bits = 8.0 * sum(r["best_classical"]["bytes"] for r in comparable)  # bytes: never a rounded figure
         ours_bits = 8.0 * sum(r["lvpnet"]["file_bytes"] for r in comparable)
         t["lvpnet_bits_per_sample_comparable"] = round(ours_bits / c_samples, 4)
         t["best_classical_bits_per_sample"] = round(best_bits / c_samples, 4)
@@ -674,7 +678,8 @@ def format_table(rep: dict[str, Any], markdown: bool = False) -> str:
     if partial:
         rows.append(
             [
-                f"total, the {t['comparable_inputs']} inputs the classical codecs code",
+                f"total, the {t['comparable_inputs']} input{'s' if t['comparable_inputs'] > 1 else ''} "
+                "the classical codecs code",
                 _samples(t["comparable_samples"]),
                 "",
                 _f(t["lvpnet_bits_per_sample_comparable"], 4),
@@ -686,6 +691,10 @@ def format_table(rep: dict[str, Any], markdown: bool = False) -> str:
             ]
         )
     out = ["Bits per sample (real file bytes; lower is better)", grid(head, rows, markdown, bold_last=True)]
+    skipped = [r for r in rep["inputs"] if r.get("classical_skipped")]
+    if skipped:  # said in the table's words, not only in --json's classical_skipped
+        out.append("(no classical codec for " + "; ".join(
+            f"{Path(r['input']).name if not markdown else r['input']}: {r['classical_skipped']}" for r in skipped) + ")")
     if keys:  # not parts of the lvpnet column: a mix of codecs shares its samples out differently
         used = rep.get("codecs_used") or {}
         out.append(f"({', '.join(stat_heads)}: per sample of the slices the learned codec kept, "

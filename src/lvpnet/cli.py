@@ -282,6 +282,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     damaged = info.get("damaged_slices", [])
     status = 1 if damaged else 0
     if args.json:
+        if damaged:  # the exit status said in the object too, as every failure's (README, --json)
+            info = {**info, "error": f"damaged: {damaged[0]['error']}"
+                    + (f" (and {len(damaged) - 1} more slices)" if len(damaged) > 1 else ""), "exit_code": status}
+            for d in damaged[:5]:
+                print(f"lvpnet: damaged: {d['error']} (lvpnet verify checks every slice)", file=sys.stderr)
         print(json.dumps(info))
         return status
     keys = ["file", "format_version", "writer", "shape", "dtype", "rgb", "slices", "spacing", "source_format", "codecs",
@@ -422,8 +427,19 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, keeping the words of a refused command line (``main`` prints them as JSON for
+    ``--json``); its subcommands' parsers are of this class too (``add_subparsers`` takes the parent's)."""
+
+    refused: str | None = None
+
+    def error(self, message: str):
+        _Parser.refused = f"{self.prog}: {message}"
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lvpnet", description="Lossless compression of medical images and volumes.")
+    p = _Parser(prog="lvpnet", description="Lossless compression of medical images and volumes.")
     p.add_argument("--version", action="version", version=f"lvpnet {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -559,7 +575,16 @@ def main(argv: list[str] | None = None) -> int:
     # lvpnet's own warnings (a slice left to the fallback for want of memory, workers that cannot start) as
     # one line each, like its other messages, not Python's "file:line: UserWarning:" form
     warnings.formatwarning = lambda message, *_a, **_k: f"lvpnet: warning: {message}\n"
-    args = build_parser().parse_args(_sizes_joined(sys.argv[1:] if argv is None else argv))
+    words = _sizes_joined(sys.argv[1:] if argv is None else argv)
+    _Parser.refused = None
+    try:
+        args = build_parser().parse_args(words)
+    except SystemExit:
+        # a command line refused before any command ran (an unknown --codec, --workers 0): with --json, the one
+        # JSON object a script reads, as for every other refusal (stdout held nothing but argparse's usage on stderr)
+        if _Parser.refused is not None and "--json" in words[: words.index("--") if "--" in words else None]:
+            _json_error(argparse.Namespace(json=True), _Parser.refused, 2)
+        raise
     # SIGTERM and SIGHUP (a scheduler, a closed terminal) clean up like Ctrl-C: no temporary file left
     with signals_interrupt():
         try:
