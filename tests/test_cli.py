@@ -72,6 +72,8 @@ def test_compress_json_and_info_json(tmp_path, rng):
     assert rep["lvp_bytes"] == size and rep["original_bytes"] == a.nbytes and rep["dtype"] == "int16"
     assert rep["bits_per_sample"] == pytest.approx(8 * size / a.size, abs=1e-3)
     assert rep["ratio"] == pytest.approx(a.nbytes / size, abs=1e-3)
+    # a fresh process loads the learned codec first: timed apart, not as encoding (2 s of 2.3 s before)
+    assert rep["load_seconds"] > 0 and rep["encode_seconds"] > 0
     info = json.loads(lvpnet_cmd("info", tmp_path / "a.lvp", "--json", check_rc=0).stdout)
     for key in ("format_version", "codec", "model", "shape", "dtype", "slices", "file_bytes", "bits_per_sample"):
         assert key in info

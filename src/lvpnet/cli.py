@@ -111,6 +111,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
     if source_bytes is None and os.path.isfile(args.input):  # a .nii.gz or .npz is smaller than its values
         report["input_bytes"] = os.path.getsize(args.input)
     counts = report.get("codecs") or {}
+    loaded = (f" (after {report['load_seconds']:.1f} s loading the learned codec)"
+              if report.get("load_seconds", 0) >= 0.05 else "")
     kept = ("" if len(counts) < 2 and ("lvpnet" in counts or not counts) else
             "; slices by codec: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     if args.json:
@@ -121,7 +123,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
             f"{args.input} -> {args.output}: {files} file{'s' * (files != 1)} of {source_bytes:,} bytes -> "
             f"{report['lvp_bytes']:,} bytes, ratio {report['dicom_ratio']:.2f} (headers and every file kept; "
             f"the pixels alone: {report['original_bytes']:,} bytes), encoded in {report['encode_seconds']:.2f} s"
-            + ("" if report.get("verify_seconds") is None else f", verified in {report['verify_seconds']:.2f} s")
+            + loaded + ("" if report.get("verify_seconds") is None else f", verified in {report['verify_seconds']:.2f} s")
             + kept
         )
     else:
@@ -131,7 +133,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
             + ("" if abs(report.get("input_bytes", report["original_bytes"]) - report["original_bytes"])
                <= 0.01 * report["original_bytes"] else  # a .npy's header is not worth a second ratio
                f" (to the input file's {report['input_bytes']:,} bytes: {report['input_bytes'] / report['lvp_bytes']:.2f})")
-            + f", encoded in {report['encode_seconds']:.2f} s"
+            + f", encoded in {report['encode_seconds']:.2f} s" + loaded
             + ("" if report.get("verify_seconds") is None else f", verified in {report['verify_seconds']:.2f} s")
             + kept
         )

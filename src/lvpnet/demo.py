@@ -32,7 +32,10 @@ def run_demo(keep: str | None = None) -> int:
     volume = read(src)
     a = volume.array
     print(f"sample: {src.name}, {a.shape} {a.dtype}, {a.nbytes:,} bytes", file=sys.stderr)
-    _warm_up(a, volume.rgb)
+    # the learned codec's weights and kernels loaded before the clock starts (once per process: the table times
+    # each codec's work on the sample, as JPEG-XL's library is loaded before its row)
+    if codecs.LEARNED in codecs.available():
+        codecs.warm_up(codecs.LEARNED, a.dtype, volume.rgb)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for codec in _codecs(a.dtype, volume.rgb):
@@ -62,16 +65,6 @@ def run_demo(keep: str | None = None) -> int:
 
 
 _SLICES_OF = {"lvpnet": "learned", "fallback": "fallback"}  # codec id -> its slices' word in the demo's table
-
-
-def _warm_up(a, rgb: bool) -> None:
-    """The learned codec's weights and kernels loaded before the clock starts (about 1.2 s, once per process:
-    the table times each codec's work on the sample, as JPEG-XL's library is loaded before its row)."""
-    if "lvpnet" not in codecs.available() or rgb or a.ndim < 2 or not codecs.get_codec("lvpnet").accepts(a.dtype, rgb):
-        return
-    corner = a[(0,) * (a.ndim - 2)][:64, :64]
-    if corner.size:
-        codecs.get_codec("lvpnet").encode(corner)
 
 
 def _codecs(dtype, rgb: bool) -> list[str | None]:
