@@ -70,7 +70,11 @@ def markdown(rep: dict, meta: dict[str, dict], base: dict[str, float], png_rel: 
         f"- classical codecs: imagecodecs {imagecodecs.__version__}, one thread, each 2-D slice coded after "
         "subtracting its minimum (uint8 or uint16; RGB as one 3-channel image), every slice round-tripped",
         "- lvpnet: real `.lvp` file bytes (container, header and checksums included), encoded in memory "
-        "without the verification pass, then decoded (all checksums checked) and compared bit for bit",
+        "without the verification pass, then decoded (all checksums checked) and compared bit for bit; the "
+        "arrays as bare Volumes, so `lvpnet compress` or `lvpnet bench` on the `.npz` files writes about 100 bytes "
+        "more a file (the `.npz`'s numpy metadata in the header)",
+        "- the classical baseline is these six codecs; the safety net also tries JPEG-XL effort 10 on 8-bit slices "
+        "(`benchmarks/e10_baseline.md`: the ultrasound against effort 10 too)",
         "",
         "## Bits per sample (lower is better)",
         "",

@@ -226,7 +226,11 @@ def _demo_rows(text: str) -> dict[str, list[str]]:
 def test_demo_runs_and_is_identical():
     """The shipped weights are the default: one lvpnet row, the learned codec keeping the sample's
     slices, smaller than JPEG-XL and identical after decoding."""
-    rows = _demo_rows(lvpnet_cmd("demo", check_rc=0).stdout)
+    out = lvpnet_cmd("demo", check_rc=0).stdout
+    rows = _demo_rows(out)
+    # the sample's line with the table (it went to stderr), the values' size apart from the file's
+    assert out.startswith("sample: sample_ct.nii.gz, (12, 512, 512) int16: 6,291,456 bytes of values, a ")
+    assert "\nvalues (raw) " in out
     ours = [k for k in rows if k.startswith("lvpnet")]
     assert ours == ["lvpnet: 12 learned"] and all(r[-1] == "yes" for r in rows.values())
     assert float(rows[ours[0]][1]) < float(rows["JPEG-XL e7 lossless"][1])  # bits per sample

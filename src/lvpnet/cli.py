@@ -310,6 +310,12 @@ def cmd_info(args: argparse.Namespace) -> int:
             # (a small series' pixels are a fraction of the file that keeps every header: its ratio read below 1)
             value += (" (the source files against this file)" if key == "dicom_ratio" else
                       " (the pixels alone against this file, which keeps every DICOM header too)")
+        elif key == "ratio":  # the values', not a source file's: a .nii.gz or .npz was smaller than its values
+            value += " (the values against this file, not against the size of the file they came from)"
+        elif key == "bits_per_sample" and info.get("dicom_source_bytes"):
+            value += " (this file's bytes per sample, every DICOM header included)"
+        elif key == "original_bytes":
+            value += " (the values, as stored)"
         print(f"{key:>{width}}: {value}")
     for d in damaged[:5]:
         print(f"lvpnet: damaged: {d['error']} (lvpnet verify checks every slice)", file=sys.stderr)
