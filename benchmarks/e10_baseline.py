@@ -9,12 +9,16 @@ same slices (coded as the baseline codes them: the slice less its minimum, RGB a
 gives the ratio against the six and against the six plus effort 10.
 
 Usage: OMP_NUM_THREADS=1 python benchmarks/e10_baseline.py [DATA_DIR] [--json F] > benchmarks/e10_baseline.md
+(the whole page: title, run line, table and what it shows)
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
+import platform
+import subprocess
 import time
 from pathlib import Path
 
@@ -41,6 +45,16 @@ def main() -> None:
     args = ap.parse_args()
     data = Path(args.data)
     items = [e for e in json.loads((data / "manifest.json").read_text())["items"] if e["split"] == "val"]
+    here = Path(__file__).resolve().parents[1]
+    commit = subprocess.run(["git", "-C", str(here), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip() or "unknown"
+    from lvpnet.bench import machine
+
+    print("# The default files against JPEG-XL effort 10 too (8-bit val arrays)\n")
+    print(f"`OMP_NUM_THREADS=1 .venv/bin/python benchmarks/e10_baseline.py` (the script's docstring says what is "
+          f"measured), {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {machine()}, lvpnet at commit {commit}, "
+          f"Python {platform.python_version()}, shipped weights. Real `.lvp` bytes of bare Volumes (as `BENCHMARKS.md`, "
+          "`lvpnet.compress` with its defaults).\n")
     print("| id | modality | slices kept (lvpnet / fallback) | .lvp bytes | best of six | JPEG-XL e10 |"
           " ratio to six | ratio to six + e10 | e10 s |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -68,6 +82,11 @@ def main() -> None:
         lv, six, best = (sum(r["lvp_bytes"] for r in rs), sum(r["six"] for r in rs),
                          sum(min(r["six"], r["e10"]) for r in rs))
         print(f"| **{mod}, {len(rs)} arrays** | | | {lv:,} | {six:,} | | **{lv / six:.4f}** | **{lv / best:.4f}** | |")
+    kept = sum(r["kept"].get("lvpnet", 0) for r in rows)
+    print(f"\nEvery val array with a slice spanning fewer than 256 values is here ({len(rows)}); the learned codec "
+          f"keeps {kept} of their slices. Where the fallback keeps a slice it is the smallest of JPEG-XL efforts 7, 9 "
+          "and 10, so the default files' figure against the six codecs is partly effort 10's; the last column is the "
+          "figure against the six and effort 10.")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 

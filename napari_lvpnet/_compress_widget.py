@@ -180,8 +180,9 @@ def format_summary(out: dict, source: tuple[str, int] | None = None) -> str:
     ratio = f"ratio: {r.ratio:.2f} to the values"
     if source is not None:
         ratio += f", {source[1] / r.lvp_bytes:.2f} to the source {source[0]} ({source[1]:,} bytes)"
+    loaded = f", {r.load_seconds:.2f} s loading the learned codec" if r.load_seconds >= 0.05 else ""
     lines += [ratio, f"time: {out['seconds']:.2f} s: encoded in {r.encode_seconds:.2f} s"
-              + ("" if r.verify_seconds is None else f", verified in {r.verify_seconds:.2f} s")]
+              + ("" if r.verify_seconds is None else f", verified in {r.verify_seconds:.2f} s") + loaded]
     jxl = out.get("jxl")
     if jxl is not None:
         lines.append(f"JPEG-XL lossless (the slices alone): {jxl.bytes:,} bytes, {8 * jxl.bytes / n:.3f} {per}"
@@ -274,7 +275,7 @@ class CompressWidget(BackgroundJobMixin, Container):
     def _codec_changed(self, *_):
         """The safety net chooses between the learned codec and the fallback: moot when the fallback is chosen
         or the layer is one the learned codec does not take."""
-        self.safety_net.enabled = len(self.codec.choices) > 2 and self.codec.value != codecs.FallbackCodec.id
+        self.safety_net.enabled = codecs.LEARNED in self.codec.choices and self.codec.value != codecs.FallbackCodec.id
 
     def _layer_changed(self, *_):
         """Another layer chosen: the last run's summary and its Inspect button were about the other one, and

@@ -1486,10 +1486,10 @@ def test_settings_refused_leave_no_dest_behind(tmp_path):
     np.save(src / "a.npy", np.zeros((4, 4), np.uint8))
     with pytest.raises(lvpnet.InputError, match="unknown codec 'nosuch'"):
         lvpnet.archive(src, tmp_path / "d1", codec="nosuch")
-    with pytest.raises(lvpnet.InputError, match=r"--device sideways \(device= in Python\): use auto, cpu or cuda"):
+    with pytest.raises(lvpnet.InputError, match=r"--device sideways \(device='sideways' in Python\): use auto, cpu or cuda"):
         lvpnet.archive(src, tmp_path / "d2", device="sideways")
     # a Python caller is told its own argument's name too
-    with pytest.raises(lvpnet.InputError, match=r"--workers 0 \(workers= in Python\): give at least 1"):
+    with pytest.raises(lvpnet.InputError, match=r"--workers 0 \(workers=0 in Python\): give at least 1"):
         lvpnet.archive(src, tmp_path / "d3", workers=0)
     with pytest.raises(lvpnet.InputError, match=r"in Python: workers= or scheduler=, not both"):
         lvpnet.archive(src, tmp_path / "d4", workers=2, scheduler="tcp://127.0.0.1:1")

@@ -181,6 +181,8 @@ def test_dicom_folder_with_other_files_and_multiframe_file(tmp_path, capsys):
     rep2 = _bench_json(capsys, lvp, "--codec", "fallback")
     rep1 = _bench_json(capsys, folder, "--codec", "fallback")
     assert rep2["inputs"][0]["lvpnet"]["file_bytes"] == rep1["inputs"][0]["lvpnet"]["file_bytes"] < lvp.stat().st_size
+    assert rep2["inputs"][0]["pixels_of_file_bytes"] == lvp.stat().st_size  # said under the table
+    assert f"every header kept, is {lvp.stat().st_size:,} bytes" in bench.format_table(rep2)
 
 
 def test_a_picked_series_is_measured_against_its_own_files(tmp_path, capsys):

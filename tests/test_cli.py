@@ -454,7 +454,8 @@ def test_info_on_a_newer_writers_file_is_a_note_not_damage(tmp_path, capsys):
     assert "version 7 is newer than this lvpnet" in err and "damaged" not in err
 
 
-@pytest.mark.parametrize("size, said", [("-5G", "'-5G' is not a size"), ("0", "max memory must be a positive")])
+@pytest.mark.parametrize("size, said", [("-5G", "'-5G' is not a size"), ("0", "'0' is 0 bytes: give a size above 0"),
+                                        ("0.5", "'0.5' is 0 bytes: give a size above 0")])
 def test_a_size_that_is_no_size_is_said_as_such(tmp_path, capsys, size, said):
     """``--max-memory -5G`` got argparse's "expected one argument" (a word starting with '-' read as an
     option); it is said to be no size, as '0' is said to be no budget."""
@@ -501,7 +502,7 @@ def test_json_errors_are_a_json_object_too(tmp_path, capsys):
         out = capsys.readouterr()
         assert e.value.code == 2 and "error:" in out.err
         obj = json.loads(out.out)
-        assert obj["exit_code"] == 2 and obj["error"].startswith(f"lvpnet {words[0]}: ")
+        assert obj["exit_code"] == 2 and f"lvpnet {words[0]}: error: {obj['error']}" in out.err
         with pytest.raises(SystemExit):
             main(words)
         assert capsys.readouterr().out == ""

@@ -483,7 +483,8 @@ def test_a_compressed_file_keeps_its_own_elements_without_a_second_copy(tmp_path
     lvpnet_cmd("compress", path, lvp, "--codec", "fallback", check_rc=0)
     f = LvpFile(lvp)
     dicom = f.header["source"]["metadata"]["dicom"]
-    assert dicom["elements_in_record"] == 0 and "elements" not in dicom
+    # under a key of its own: a reader that knows no patch shows no elements rather than the rewrite's
+    assert dicom["elements_in_record_patched"] == 0 and "elements" not in dicom and "elements_in_record" not in dicom
     assert set(dicom["elements_patch"]) == {"00020000", "00020010"}
     assert b'"00280010"' not in lvp.read_bytes()
     want = elements_of(_dcm(path))
@@ -491,6 +492,14 @@ def test_a_compressed_file_keeps_its_own_elements_without_a_second_copy(tmp_path
     assert json.dumps(got, sort_keys=True) == json.dumps(want, sort_keys=True)
     assert got["00020010"]["Value"] == ["1.2.840.10008.1.2.4.80"] and "elements_patch" not in f.metadata["dicom"]
     assert f.file_bytes < 7600
+    # a patch is kept only where it is small; else the header holds the elements themselves
+    from lvpnet.dicom_archive import elements_patch
+
+    record = {t: {"vr": "LO", "Value": [f"v{t}"]} for t in ("00100010", "00100020", "00100030", "00100040")}
+    assert elements_patch(record, {**record, "00100010": {"vr": "LO", "Value": ["other"]}}) == {
+        "00100010": {"vr": "LO", "Value": ["other"]}}
+    assert elements_patch(record, {t: {"vr": "LO", "Value": ["x"]} for t in record}) is None  # all differ
+    assert elements_patch(None, record) is None and elements_patch(record, record) == {}
 
 
 def test_flipped_byte_in_a_file_record_is_detected_and_nothing_written(tmp_path, rng, capsys):

@@ -165,7 +165,9 @@ def crafted(seeds) -> dict[str, tuple[bytes, type]]:
         cases[name] = (lvp_forge.join(p), DamagedError)
     for name, value in (("elements-patch-list", [1]), ("elements-patch-string-element", {"00020010": "x"})):
         p = lvp_forge.split(s["dicom"])
-        p.header["source"]["metadata"]["dicom"]["elements_patch"] = value
+        dicom = p.header["source"]["metadata"]["dicom"]
+        dicom["elements_in_record_patched"] = dicom.pop("elements_in_record")
+        dicom["elements_patch"] = value
         cases[name] = (lvp_forge.join(p), DamagedError)
     cases["elements-record-dictionary-99"] = (_record(s["dicom"], 0, lambda h, b: (
         {**h, "body": {**h["body"], "codec": "deflate", "dictionary": 99}}, b)), DamagedError)
@@ -173,6 +175,13 @@ def crafted(seeds) -> dict[str, tuple[bytes, type]]:
     cases["elements-record-not-dicom"] = (_record(s["dicom"], 0, lambda h, b: (
         {**h, "pixel": None, "body": {"codec": "zstd", "length": len(junk), "sha256": hashlib.sha256(junk).hexdigest()}},
         imagecodecs.zstd_encode(junk))), DamagedError)
+    # geometry no writer stores: an integer of 400 digits (a float overflowed later: exit 3), NaN
+    for name, field, value in (("spacing-400-digits", "spacing", 10**400), ("origin-nan", "origin", float("nan")),
+                               ("affine-400-digits", "affine", 10**400)):
+        p = lvp_forge.split(s["nifti"])
+        old = p.header[field]
+        p.header[field] = [[value] + row[1:] for row in old] if field == "affine" else [value] + old[1:]
+        cases[name] = (lvp_forge.join(p), DamagedError)
     # metadata that lays out an output file
     cases["nifti-data-offset-1.5e9"] = (_nifti(s["nifti"], data_offset=1_500_000_000), DamagedError)
     cases["nifti-data-offset-4096"] = (_nifti(s["nifti"], data_offset=4096), DamagedError)
@@ -226,7 +235,8 @@ def test_messages_name_the_field_or_slice(seeds):
 
 def test_verify_and_decompress_agree_on_record_names(seeds, tmp_path):
     """What verify passes, decompress writes; what verify refuses, decompress refuses."""
-    for name in ("IM0.dcm/x", "a" * 300, "sub/" + "c" * 256):
+    # ... and a name 2,000 folders deep within 4096 bytes: verify passed it, decompress overflowed Python's stack
+    for name in ("IM0.dcm/x", "a" * 300, "sub/" + "c" * 256, "a/" * 2000 + "x"):
         data = _record(seeds["dicom"], 1, lambda h, b, n=name: ({**h, "name": n}, b))
         f = lvpnet.LvpFile(data)
         with pytest.raises(DamagedError):
@@ -234,10 +244,10 @@ def test_verify_and_decompress_agree_on_record_names(seeds, tmp_path):
         with pytest.raises(DamagedError):
             dicom_archive.write_folder(f.volume(), tmp_path / "out")
         assert not (tmp_path / "out").exists()
-    ok = _record(seeds["dicom"], 1, lambda h, b: ({**h, "name": "sub/" + "d" * 200 + ".dcm"}, b))
+    ok = _record(seeds["dicom"], 1, lambda h, b: ({**h, "name": "s/" * 250 + "sub/" + "d" * 200 + ".dcm"}, b))
     assert list(lvpnet.LvpFile(ok).iter_verify())
     dicom_archive.write_folder(lvpnet.LvpFile(ok).volume(), tmp_path / "ok")
-    assert (tmp_path / "ok" / "sub" / ("d" * 200 + ".dcm")).is_file()
+    assert (tmp_path / "ok" / ("s/" * 250 + "sub") / ("d" * 200 + ".dcm")).is_file()
 
 
 def test_nifti_output_of_a_genuine_file_is_byte_identical(seeds, tmp_path):
@@ -412,3 +422,33 @@ def test_an_explicit_limit_holds_for_npy_and_not_for_a_dicom_folder_s_own_record
         assert main([*cmd, "--max-memory", "1000"]) == 2  # the records (1.2 KiB each) are the file's word
         assert capsys.readouterr().err.startswith(f"lvpnet: {out}: IM0.dcm: DICOM file record 0 needs")
     assert not (tmp_path / "back").exists()
+
+
+def test_info_prints_what_a_crafted_header_says_without_driving_the_terminal(seeds, tmp_path, capsys):
+    """A lone surrogate in the header's writer made info exit 3 (UTF-8 cannot print it); an escape sequence or a
+    newline in an archived file's name went to the terminal as it was."""
+    from lvpnet.cli import main
+
+    p = lvp_forge.split(seeds["int"])
+    p.header["writer"] = "lvpnet \ud800 \x1b[31mred"
+    path = tmp_path / "crafted.lvp"
+    path.write_bytes(lvp_forge.join(p))
+    capsys.readouterr()
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "writer: lvpnet \\ud800 \\x1b[31mred" in out and "\x1b" not in out
+    assert main(["info", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["writer"] == "lvpnet \ud800 \x1b[31mred"  # --json: as it is
+
+
+def test_a_file_cut_inside_its_preamble_is_damage_and_a_lvp_name_is_read_as_one(seeds, tmp_path):
+    """A copy cut after its magic was 'not an lvpnet file' (exit 2) though FORMAT.md calls a cut file damaged;
+    ``lvpnet.read`` of a .lvp whose magic is gone said 'unsupported input (expected .npy, ...)'."""
+    cut = tmp_path / "cut.lvp"
+    cut.write_bytes(seeds["int"][:10])
+    with pytest.raises(DamagedError, match="10 bytes, the start of an lvpnet file cut short"):
+        lvpnet.read(cut)
+    bad = tmp_path / "bad.lvp"
+    bad.write_bytes(b"\x00" + seeds["int"][1:])
+    with pytest.raises(lvpnet.LvpnetError, match="bad.lvp: not an lvpnet file"):
+        lvpnet.read(bad)

@@ -56,7 +56,10 @@ def read(path: str | os.PathLike, *, series: str | None = None, rgb: bool = Fals
     the bytes of a ``.lvp`` too, as ``open`` and ``decompress`` take them."""
     from .files import input_path
 
-    lvp = isinstance(path, (bytes, bytearray, memoryview)) or looks_like_lvp(input_path(path))
+    # a file named .lvp is read as one even when its first bytes are not the magic: its error says it is damaged or
+    # cut short, not "unsupported input (expected .npy, ...)"
+    lvp = isinstance(path, (bytes, bytearray, memoryview)) or looks_like_lvp(input_path(path)) or (
+        os.fspath(path).lower().endswith(".lvp") and os.path.isfile(path))
     if lvp and (series is not None or rgb):  # were ignored: the file says both itself
         raise InputError("series= and rgb= apply to DICOM folders and arrays; a .lvp holds one volume and says "
                          "whether it is colour")

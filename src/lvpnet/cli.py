@@ -21,7 +21,7 @@ import warnings
 from . import __version__, codecs
 from .errors import DamagedError, InputError, LimitError, LvpnetError
 from .progress import Progress, run
-from .terminal import StatusLine, bar, time_left
+from .terminal import StatusLine, bar, printable, time_left
 
 OUTPUT_SUFFIXES = (".npy", ".nii", ".nii.gz")
 
@@ -283,12 +283,15 @@ def cmd_info(args: argparse.Namespace) -> int:
     info = info_dict(args.input)
     damaged = info.get("damaged_slices", [])
     status = 1 if damaged else 0
+    for d in damaged[:5]:
+        print(f"lvpnet: damaged: {printable(d['error'])} (lvpnet verify checks every slice)", file=sys.stderr)
+    if len(damaged) > 5:
+        print(f"lvpnet: damaged: {len(damaged) - 5} more slices", file=sys.stderr)
     if args.json:
         if damaged:  # the exit status said in the object too, as every failure's (README, --json)
+            more = len(damaged) - 1
             info = {**info, "error": f"damaged: {damaged[0]['error']}"
-                    + (f" (and {len(damaged) - 1} more slices)" if len(damaged) > 1 else ""), "exit_code": status}
-            for d in damaged[:5]:
-                print(f"lvpnet: damaged: {d['error']} (lvpnet verify checks every slice)", file=sys.stderr)
+                    + (f" (and {more} more slice{'s' * (more > 1)})" if more else ""), "exit_code": status}
         print(json.dumps(info))
         return status
     keys = ["file", "format_version", "writer", "shape", "dtype", "rgb", "slices", "spacing", "source_format", "codecs",
@@ -313,14 +316,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         elif key == "ratio":  # the values', not a source file's: a .nii.gz or .npz was smaller than its values
             value += " (the values against this file, not against the size of the file they came from)"
         elif key == "bits_per_sample" and info.get("dicom_source_bytes"):
-            value += " (this file's bytes per sample, every DICOM header included)"
+            value += " (this file's bits per sample, every DICOM header included)"
         elif key == "original_bytes":
             value += " (the values, as stored)"
-        print(f"{key:>{width}}: {value}")
-    for d in damaged[:5]:
-        print(f"lvpnet: damaged: {d['error']} (lvpnet verify checks every slice)", file=sys.stderr)
-    if len(damaged) > 5:
-        print(f"lvpnet: damaged: {len(damaged) - 5} more slices", file=sys.stderr)
+        print(f"{key:>{width}}: {printable(value, lines=False)}")  # names come from the file: never raw
     unread = info.get("unreadable_slices", [])
     if unread:  # said once: every slice of a newer writer's file says the same
         print(f"lvpnet: note: {len(unread)} of {info['slices']} slices cannot be read by this lvpnet: "
@@ -430,20 +429,29 @@ def _size(text: str) -> int:
     from .limits import parse_size
 
     try:
-        return parse_size(text)
+        size = parse_size(text)
     except LvpnetError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+    if size < 1:  # '0.5' is 0 bytes: said as given ("not 0" read as a typo of ours)
+        raise argparse.ArgumentTypeError(f"{text!r} is {size} bytes: give a size above 0 (examples: 4G, 512M)")
+    return size
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse's parser, keeping the words of a refused command line (``main`` prints them as JSON for
+    """argparse's parser, keeping the message that refused a command line (``main`` prints it as JSON for
     ``--json``); its subcommands' parsers are of this class too (``add_subparsers`` takes the parent's)."""
 
     refused: str | None = None
 
     def error(self, message: str):
-        _Parser.refused = f"{self.prog}: {message}"
+        _Parser.refused = message  # bare, as every other --json error
         super().error(message)
+
+
+def _asks_json(words: list[str]) -> bool:
+    """Whether a command line asks for --json (before any '--'), as argparse reads it: '--js' is short for it."""
+    words = words[: words.index("--")] if "--" in words else words
+    return any(len(w) >= 4 and "--json".startswith(w) for w in words)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -590,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit:
         # a command line refused before any command ran (an unknown --codec, --workers 0): with --json, the one
         # JSON object a script reads, as for every other refusal (stdout held nothing but argparse's usage on stderr)
-        if _Parser.refused is not None and "--json" in words[: words.index("--") if "--" in words else None]:
+        if _Parser.refused is not None and _asks_json(words):
             _json_error(argparse.Namespace(json=True), _Parser.refused, 2)
         raise
     # SIGTERM and SIGHUP (a scheduler, a closed terminal) clean up like Ctrl-C: no temporary file left
@@ -605,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
         except LvpnetError as e:
             if args.debug:
                 traceback.print_exc()
-            print(f"lvpnet: {e}", file=sys.stderr)
+            print(f"lvpnet: {printable(str(e))}", file=sys.stderr)
             _json_error(args, str(e), e.exit_code)
             return e.exit_code
         except KeyboardInterrupt as e:

@@ -186,6 +186,8 @@ class ContainerReader:
         pre = self._read(0, PREAMBLE.size)
         if not pre:  # a copy cut off before its first byte reads the same: say both
             raise NotLvpError(f"{self.name}: empty (0 bytes): not an lvpnet file, or a copy of one cut off at its start")
+        if len(MAGIC) <= len(pre) < PREAMBLE.size and pre.startswith(MAGIC):  # its whole magic: damage (exit 1)
+            raise DamagedError(f"{self.name}: damaged: {len(pre)} bytes, the start of an lvpnet file cut short")
         if len(pre) < PREAMBLE.size and MAGIC.startswith(pre[:8]):
             raise NotLvpError(f"{self.name}: not an lvpnet file: {len(pre)} bytes, the start of one cut short")
         if len(pre) < PREAMBLE.size or pre[:8] != MAGIC:

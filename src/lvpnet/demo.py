@@ -34,10 +34,6 @@ def run_demo(keep: str | None = None) -> int:
     # on stdout with the table it explains (`lvpnet demo > out.txt` kept the table without it); the values' size,
     # which the ratios divide, and the file's, which is smaller (a .nii.gz is compressed already)
     print(f"sample: {src.name}, {a.shape} {a.dtype}: {a.nbytes:,} bytes of values, a {os.path.getsize(src):,}-byte file")
-    # the learned codec's weights and kernels loaded before the clock starts (once per process: the table times
-    # each codec's work on the sample, as JPEG-XL's library is loaded before its row)
-    if codecs.LEARNED in codecs.available():
-        codecs.warm_up(codecs.LEARNED, a.dtype, volume.rgb)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for codec in _codecs(a.dtype, volume.rgb):

@@ -174,9 +174,11 @@ def iter_build_archive(
         # syntax UID, the meta group's length): the JSON header does not hold them twice (4-7 kB for one
         # ultrasound frame, a third of its .lvp); LvpFile.metadata reads them back from the record
         del metadata["dicom"]["elements"]
-        metadata["dicom"]["elements_in_record"] = 0
-        if patch:
+        if patch:  # a key of its own: a reader that knows no patch shows no elements rather than the rewrite's
+            metadata["dicom"]["elements_in_record_patched"] = 0
             metadata["dicom"]["elements_patch"] = patch
+        else:
+            metadata["dicom"]["elements_in_record"] = 0
     elif isinstance(elements, list) and len(elements) > 1:
         # every file's whole header is in its record: the JSON header keeps the first file's only
         metadata["dicom"]["elements"] = elements[:1]
@@ -617,6 +619,7 @@ def _decode_body(head: dict, coded: bytes, k: int, ref_body) -> bytes:
 
 
 _NAME_MAX, _PATH_MAX = 255, 4096  # bytes, as Linux and most file systems count them
+_DEPTH_MAX = 255  # folders above a file: 2,000 ("a/" * 2000, within 4096 bytes) overflowed Python's stack making them
 
 
 def safe_name(name: Any) -> str:
@@ -633,6 +636,9 @@ def safe_name(name: Any) -> str:
         raise DamagedError(f"DICOM file record with a file name that cannot be written: {name!r}") from None
     if len(raw) > _PATH_MAX or any(len(part) > _NAME_MAX for part in raw.split(b"/")):
         raise DamagedError(f"DICOM file record with a file name too long to write ({len(raw)} bytes): {name[:60]!r}...")
+    if name.count("/") > _DEPTH_MAX:
+        raise DamagedError(f"DICOM file record with a file name too deep to write ({name.count('/')} folders, "
+                           f"at most {_DEPTH_MAX}): {name[:60]!r}...")
     return name
 
 

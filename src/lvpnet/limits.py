@@ -71,10 +71,12 @@ def set_max_memory(size: int | str | None) -> None:
     """Replace the budget by a fixed number of bytes, or a size such as ``"8G"`` (None: back to the rule or
     the environment)."""
     global _override
+    given = size
     if isinstance(size, str):
         size = parse_size(size)
     if size is not None and (isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1):
-        raise InputError(f"max memory must be a positive number of bytes or a size such as '8G', not {size!r}")
+        said = f"{given!r}" + (f" ({size} bytes)" if isinstance(given, str) else "")  # '0.5' is 0 bytes
+        raise InputError(f"max memory must be a positive number of bytes or a size such as '8G', not {said}")
     _override = None if size is None else int(size)
 
 
@@ -147,7 +149,9 @@ def check(nbytes: int, file_bytes: int, what: str, array_hash: str | None = None
 
 
 def _human(n: int) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+    """'1.5 GiB', or '512.0 PiB' for a size a crafted header declares (it read '562949953421312.0 GiB')."""
+    for unit, size in (("EiB", 1 << 60), ("PiB", 1 << 50), ("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20),
+                       ("KiB", 1 << 10)):
         if n >= size:
-            return f"{n / size:.1f} {unit}"
+            return f"{n / size:,.1f} {unit}"
     return f"{n} bytes"

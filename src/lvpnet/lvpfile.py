@@ -142,19 +142,20 @@ class LvpFile:
         if self._metadata is None:
             meta = self.header.get("source", {}).get("metadata", {})
             dicom = meta.get("dicom")
-            if isinstance(dicom, dict) and "elements" not in dicom and "elements_in_record" in dicom:
+            key = next((k for k in ("elements_in_record", "elements_in_record_patched") if k in (dicom or {})), None)
+            if isinstance(dicom, dict) and "elements" not in dicom and key is not None:
                 from .dicom_archive import patched_elements, record_elements
 
-                k = dicom["elements_in_record"]
+                k = dicom[key]
                 n = len(self.header.get("blobs", []))
                 if not (isinstance(k, int) and not isinstance(k, bool) and 0 <= k < n):
-                    raise DamagedError(f"{self.name}: damaged: field 'source.metadata.dicom.elements_in_record' "
+                    raise DamagedError(f"{self.name}: damaged: field 'source.metadata.dicom.{key}' "
                                        f"is not a record number below {n}")
                 try:
                     elements = record_elements(self._reader.blob, k)
                 except (DamagedError, LimitError) as e:  # a blob's own checksum names the file already
                     raise type(e)(str(e) if str(e).startswith(self.name) else f"{self.name}: {e}") from None
-                patch = dicom.get("elements_patch", {})
+                patch = dicom.get("elements_patch", {}) if key == "elements_in_record_patched" else {}
                 if not (isinstance(patch, dict) and all(v is None or isinstance(v, dict) for v in patch.values())):
                     raise DamagedError(f"{self.name}: damaged: field 'source.metadata.dicom.elements_patch' "
                                        "is not a map of elements")

@@ -3,7 +3,17 @@
 
 from __future__ import annotations
 
+import re
 import sys
+
+
+def printable(text: str, lines: bool = True) -> str:
+    """``text`` safe to print on a terminal: control characters (an escape sequence in a crafted file's name
+    would drive the terminal) and lone surrogates (which UTF-8 cannot print: exit 3) as backslash escapes;
+    tabs and, with ``lines``, newlines kept (a message's own lines; not in one value of a listing)."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    control = r"[\x00-\x08\x0b-\x1f\x7f]" if lines else r"[\x00-\x08\x0a-\x1f\x7f]"
+    return re.sub(control, lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def duration(seconds: float) -> str:

@@ -84,7 +84,8 @@ class Volume:
         metadata = copy.deepcopy(self.metadata)
         dicom = metadata.get("dicom")
         if isinstance(dicom, dict):
-            for key in ("archive", "elements_in_record", "elements_patch", "elements_scope"):  # what refers to the records
+            for key in ("archive", "elements_in_record", "elements_in_record_patched", "elements_patch",
+                        "elements_scope"):  # what refers to the records
                 dicom.pop(key, None)
         return dataclasses.replace(self, metadata=metadata, blobs=[])
 

@@ -54,7 +54,7 @@ def connect(workers: int | None = None, scheduler=None, device: str = "auto") ->
         try:
             client = Client(scheduler, timeout="30s")
         except (OSError, TimeoutError, ValueError) as e:
-            raise InputError(f"--scheduler {scheduler} (scheduler= in Python): cannot reach a dask scheduler there ({e})") from None
+            raise InputError(f"--scheduler {scheduler} (scheduler={scheduler!r} in Python): cannot reach a dask scheduler there ({e})") from None
         try:
             n = _wait_for_workers(client, scheduler)
             _check_workers(client)
@@ -62,8 +62,6 @@ def connect(workers: int | None = None, scheduler=None, device: str = "auto") ->
         finally:
             client.close()
         return
-    if workers is not None and workers < 1:
-        raise InputError(f"--workers {workers} (workers= in Python): give at least 1")
     with _sigint_ignored():
         cluster, n = _local_cluster(workers, device)
     try:
@@ -122,7 +120,7 @@ def _wait_for_workers(client, address: str) -> int:
     try:
         client.wait_for_workers(1, timeout=120)
     except TimeoutError:
-        raise InputError(f"--scheduler {address} (scheduler= in Python): no worker joined within 2 minutes") from None
+        raise InputError(f"--scheduler {address} (scheduler={address!r} in Python): no worker joined within 2 minutes") from None
     return len(client.scheduler_info().get("workers", {}))
 
 

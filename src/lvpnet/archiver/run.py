@@ -56,7 +56,7 @@ def archive(
 
         codecs.get_codec(codec)  # an unknown name fails here, not on every worker
     if device not in ("auto", "cpu", "cuda"):
-        raise InputError(f"--device {device} (device= in Python): use auto, cpu or cuda")
+        raise InputError(f"--device {device} (device={device!r} in Python): use auto, cpu or cuda")
     if device == "cuda" and scheduler is None:
         from .engine import gpu_count
 
@@ -205,7 +205,7 @@ def archive(
 
 def _check_engine(workers: int | None, scheduler) -> None:
     if workers is not None and workers < 1:
-        raise InputError(f"--workers {workers} (workers= in Python): give at least 1")
+        raise InputError(f"--workers {workers} (workers={workers} in Python): give at least 1")
     if workers is not None and scheduler is not None:
         raise InputError("--workers sizes the local cluster; a cluster given by --scheduler has its own workers (in Python: workers= or scheduler=, not both)")
 

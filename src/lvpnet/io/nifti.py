@@ -317,7 +317,7 @@ def _dicom_rescale_values(volume: Volume) -> tuple[list[float], list[float]] | N
             v = meta.get(key)
             vals = v if isinstance(v, list) else [v]
             out.append([default if x is None else float(x) for x in vals])
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a 400-digit integer in a crafted header
         return None
     return out[0], out[1]
 
