@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import platform
 import subprocess
 import time
 from pathlib import Path
@@ -53,7 +52,7 @@ def main() -> None:
     print("# The default files against JPEG-XL effort 10 too (8-bit val arrays)\n")
     print(f"`OMP_NUM_THREADS=1 .venv/bin/python benchmarks/e10_baseline.py` (the script's docstring says what is "
           f"measured), {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {machine()}, lvpnet at commit {commit}, "
-          f"Python {platform.python_version()}, shipped weights. Real `.lvp` bytes of bare Volumes (as `BENCHMARKS.md`, "
+          "shipped weights. Real `.lvp` bytes of bare Volumes (as `BENCHMARKS.md`, "
           "`lvpnet.compress` with its defaults).\n")
     print("| id | modality | slices kept (lvpnet / fallback) | .lvp bytes | best of six | JPEG-XL e10 |"
           " ratio to six | ratio to six + e10 | e10 s |")
