@@ -284,6 +284,10 @@ class InspectWidget(BackgroundJobMixin, Container):
             self.cancel()
         from qtpy.QtCore import QTimer
 
+        # hidden now, removed just after: drawn once more without the volume they sat on, a one-slice map
+        # crashed vispy (a segmentation fault in glDrawArrays with software OpenGL; plain napari does the same)
+        for layer in self.added_layers.values():
+            layer.visible = False
         QTimer.singleShot(0, self._forget)  # not inside the layer list's own removal
 
     @quietly_if_closed

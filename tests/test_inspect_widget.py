@@ -515,7 +515,11 @@ def test_results_go_with_their_layer_and_name_it(widget_and_viewer, qtbot, rng):
     w.layer.value = first
     _run(w, qtbot)
     assert w.summary.value.startswith("layer: first\n")
+    maps = [la for la in viewer.layers if la.name.startswith(layer_name("first", "bits"))]
     viewer.layers.remove(first)  # the results and the maps go with it
+    # hidden at once, before any repaint: drawn once more without their volume, a one-slice map crashed vispy
+    # (a segmentation fault under software OpenGL with the viewer on screen)
+    assert maps and not any(m.visible for m in maps)
     qtbot.waitUntil(lambda: layer_name("first", "bits") not in viewer.layers, timeout=5000)
     assert w.summary.value == "" and not w.plot_canvas.isVisibleTo(w.native) and w.last_result is None
     assert not w.colorbar_canvas.isVisibleTo(w.native) and [la.name for la in viewer.layers] == ["second"]
