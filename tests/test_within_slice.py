@@ -185,3 +185,21 @@ def test_a_second_listener_keeps_the_first():
             tick(0.5)
         tick(0.7)
     assert heard == [("reader", 0.5), ("job", 0.5), ("job", 0.7)]
+
+
+def test_a_run_of_slices_inspected_in_one_pass_ticks_no_share(tiny_model_path, rng):
+    """Inspect's worker path hands this process runs of several slices, counted when a run ends: each slice's
+    ticks (0 to 100%, one after the other) were shown as the share of the next slice, and the bar slid back
+    every second ('slice 1 of 80 at 85%', then 'at 6%'). They are unplaced now; one slice still ticks."""
+    from lvpnet import analysis
+
+    model = analysis.load_model(tiny_model_path)
+    image = smooth_image(rng, (3, 64, 60), 0, 4000, np.uint16)
+    heard = []
+    with within_slice(heard.append):
+        part, skipped = analysis._analyse_run(None, [0, 1, 2], model, image, False, None, False)
+    assert part is not None and not skipped and heard and all(h is None for h in heard)
+    heard.clear()
+    with within_slice(heard.append):
+        analysis._analyse_run(None, [1], model, image, False, None, False)
+    assert heard and all(h is not None for h in heard)

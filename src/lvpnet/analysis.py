@@ -41,6 +41,7 @@ napari.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -53,7 +54,7 @@ import numpy as np
 from . import limits
 from .errors import DamagedError, InputError
 from .lvpfile import LvpFile
-from .progress import Progress, span, tick
+from .progress import Progress, span, tick, unplaced
 from .progress import run as drive
 
 BLOCK = 32  # pixels per latent cell along each axis (the model's stride)
@@ -654,8 +655,11 @@ def _analyse_run(where, run: list, model, source, rgb: bool, lvp: LvpFile | None
             source = lvp = LvpFile.same_file(path, name, stamp)  # the file the layer shows, not one put in its place
         else:
             source = where[1]
+    # a run of several slices is counted when it ends: its slices' ticks (0 to 100% each, one after the other)
+    # are no share of the slice a bar shows next, which slid back every second (a Cancel still stops them)
     try:
-        return drive(iter_analyse(source, model, rgb=rgb, indices=run, lvp=lvp, ablation=ablation)), {}
+        with unplaced() if len(run) > 1 else contextlib.nullcontext():
+            return drive(iter_analyse(source, model, rgb=rgb, indices=run, lvp=lvp, ablation=ablation)), {}
     except DamagedError as e:
         if len(run) == 1:
             return None, {run[0]: e}
