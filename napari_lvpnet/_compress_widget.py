@@ -83,11 +83,13 @@ def _compress_job(volume, path, codec, device, verify, compare, safety_net, canc
     optionally JPEG-XL for comparison. ``volume``: a Volume, or (LazySlices or lazy data, attributes, name);
     ``device``: where the learned codec runs (loading it, torch, took a second of the window's);
     ``safety_net``: as ``lvpnet.compress``'s (off: the learned codec's own figures, every slice its own)."""
+    t_read = time.perf_counter()
     if isinstance(volume, tuple):
         lazy = isinstance(volume[0], LazySlices)
         volume = yield from (_decode_layer(*volume, cancel) if lazy else _computed_layer(*volume))
         if volume is None:
             return None
+    read_seconds = time.perf_counter() - t_read  # the summary's time said only the compression's
     codecs.get_codec("lvpnet").device = device
     t0 = time.perf_counter()
     # worker processes on every free core where they can start (a large volume: minutes on one core)
@@ -98,7 +100,7 @@ def _compress_job(volume, path, codec, device, verify, compare, safety_net, canc
     seconds = time.perf_counter() - t0
     lvp = lvpnet.open(result.path)  # the slices' bytes apart from the header's (from the index: no decoding)
     pixel_bytes = sum(lvp.chunk_bytes(i) for i in range(len(lvp)))
-    jxl = skipped = None
+    jxl = skipped = jxl_seconds = None
     if compare and not cancel.is_set():
         from lvpnet import classical
 
@@ -108,10 +110,11 @@ def _compress_job(volume, path, codec, device, verify, compare, safety_net, canc
             yield Progress("JPEG-XL", 0, 1)
             jxl = classical.measure("JPEG-XL e7", volume.array, volume.rgb)
             yield Progress("JPEG-XL", 1, 1)
+            jxl_seconds = time.perf_counter() - t0 - seconds
         else:
             skipped = f"not run: {why}"
     return {"result": result, "seconds": seconds, "jxl": jxl, "pixel_bytes": pixel_bytes, "jxl_skipped": skipped,
-            "rgb": volume.rgb}
+            "rgb": volume.rgb, "read_seconds": read_seconds, "jxl_seconds": jxl_seconds}
 
 
 def safe_name(name: str) -> str:
@@ -181,8 +184,12 @@ def format_summary(out: dict, source: tuple[str, int] | None = None) -> str:
     if source is not None:
         ratio += f", {source[1] / r.lvp_bytes:.2f} to the source {source[0]} ({source[1]:,} bytes)"
     loaded = f", {r.load_seconds:.2f} s loading the learned codec" if r.load_seconds >= 0.05 else ""
+    around = [f"reading the layer {out['read_seconds']:.2f} s" if (out.get("read_seconds") or 0) >= 0.05 else "",
+              f"JPEG-XL {out['jxl_seconds']:.2f} s" if out.get("jxl_seconds") is not None else ""]
+    around = [a for a in around if a]  # the rest of the wait, said apart (the run took 101 s, "time: 66.96 s")
     lines += [ratio, f"time: {out['seconds']:.2f} s: encoded in {r.encode_seconds:.2f} s"
-              + ("" if r.verify_seconds is None else f", verified in {r.verify_seconds:.2f} s") + loaded]
+              + ("" if r.verify_seconds is None else f", verified in {r.verify_seconds:.2f} s") + loaded
+              + (f"; besides: {', '.join(around)}" if around else "")]
     jxl = out.get("jxl")
     if jxl is not None:
         lines.append(f"JPEG-XL lossless (the slices alone): {jxl.bytes:,} bytes, {8 * jxl.bytes / n:.3f} {per}"

@@ -509,3 +509,6 @@ def test_the_summary_says_the_time_spent_loading_the_learned_codec():
     assert "time: 2.80 s: encoded in 1.00 s, verified in 0.50 s, 1.25 s loading the learned codec" in text
     r.load_seconds = 0.0
     assert "loading" not in format_summary({"result": r, "seconds": 1.55})
+    # decoding a .lvp layer first and the JPEG-XL comparison: said apart, not left out of the wait
+    text = format_summary({"result": r, "seconds": 1.55, "read_seconds": 20.0, "jxl_seconds": 14.0})
+    assert text.splitlines()[-1].endswith("; besides: reading the layer 20.00 s, JPEG-XL 14.00 s")

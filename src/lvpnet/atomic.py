@@ -140,7 +140,7 @@ def check_writable(path: str | os.PathLike) -> None:
     if not parent.is_dir():
         raise InputError(f"{target}: the folder {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"{target}: the folder {parent} is not writable")
+        raise InputError(f"{target}: its folder is not writable")  # the reason first, short: a notification cuts a path
     try:
         st = target.stat()
     except OSError:
