@@ -203,3 +203,24 @@ def test_a_run_of_slices_inspected_in_one_pass_ticks_no_share(tiny_model_path, r
     with within_slice(heard.append):
         analysis._analyse_run(None, [1], model, image, False, None, False)
     assert heard and all(h is not None for h in heard)
+
+
+def test_a_run_of_slices_decoded_in_one_task_ticks_no_share(tmp_path, rng):
+    """verify with worker processes: this process decodes runs of slices too, counted when a run ends, and its
+    slices' ticks were shown as the next slice's share ('slice 1' at 20, 60, 100, 30, 70%)."""
+    from lvpnet import limits
+    from lvpnet.lvpfile import decode_run
+    from lvpnet.progress import run as drive
+
+    a = np.stack([smooth_image(rng, (48, 40), 0, 4000, np.uint16) for _ in range(3)])
+    path = tmp_path / "v.lvp"
+    drive(iter_compress_to_file(lvpnet.Volume(array=a), path, "lvpnet", verify=False))
+    f = lvpnet.open(path)
+    heard = []
+    with within_slice(heard.append):
+        out, error = decode_run(str(path), f.name, f.header.get("array_hash"), limits.state(None), 0, 3)
+    assert error is None and len(out) == 3 and heard and all(h is None for h in heard)
+    heard.clear()
+    with within_slice(heard.append):
+        decode_run(str(path), f.name, f.header.get("array_hash"), limits.state(None), 1, 2)
+    assert heard and all(h is not None for h in heard)
