@@ -688,3 +688,14 @@ def test_a_volume_changed_since_it_was_read_is_refused_before_coding_and_stored_
     np.testing.assert_array_equal(back.array, v.array // 2)
     assert back.blobs == [] and back.metadata["dicom"]["elements"] == v.metadata["dicom"]["elements"]
     assert "archive" not in back.metadata["dicom"] and v.blobs  # the original volume is left as it was
+
+
+def test_a_source_name_the_archive_cannot_restore_is_refused_as_input(tmp_path):
+    """A file named with a backslash (as unzipping a Windows-made zip leaves them) failed compress with exit 1,
+    the code of a damaged file: 'DICOM file record with an invalid file name'. It is the input's, exit 2."""
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copyfile(_local("CT_small.dcm"), src / "IM\\0001")
+    proc = lvpnet_cmd("compress", src, tmp_path / "x.lvp", "--codec", "fallback")
+    assert proc.returncode == 2 and "IM\\0001: a backslash in its name" in proc.stderr
+    assert not (tmp_path / "x.lvp").exists()

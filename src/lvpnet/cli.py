@@ -241,6 +241,7 @@ def info_dict(path: str) -> dict:
             damaged.append({"slice": i, "error": str(e)})
         except LvpnetError as e:  # not damage: a codec or version this lvpnet does not know (a newer writer's)
             unread.append({"slice": i, "error": str(e)})
+    damaged_files = _damaged_records(lvp)
     return {
         "file": str(path),
         "format_version": "{}.{}".format(*lvp.version),
@@ -249,6 +250,7 @@ def info_dict(path: str) -> dict:
         "codecs": counts,
         "coded_against_previous": against,
         **({"damaged_slices": damaged} if damaged else {}),
+        **({"damaged_files": damaged_files} if damaged_files else {}),
         **({"unreadable_slices": unread} if unread else {}),
         "codec_versions": h["codecs"],
         "model": h.get("model"),
@@ -267,6 +269,19 @@ def info_dict(path: str) -> dict:
     }
 
 
+def _damaged_records(lvp) -> list[dict]:
+    """The blobs (a DICOM archive's file records) whose checksum fails, each with the file it restores: info
+    checked the slices only, and said nothing (exit 0) of a record that verify and decompress refuse."""
+    out = []
+    for j in range(len(lvp.header.get("blobs", []))):
+        try:
+            lvp._blob(j)
+        except DamagedError as e:
+            name = lvp.record_name(j)
+            out.append({"record": j, **({"file": name} if name else {}), "error": str(e)})
+    return out
+
+
 def _dicom_info(header: dict, file_bytes: int) -> dict:
     source = header.get("source", {})
     if source.get("format") != "dicom":
@@ -282,16 +297,22 @@ def cmd_info(args: argparse.Namespace) -> int:
     not know (a newer writer's) is said once, as a note: the file is not damaged."""
     info = info_dict(args.input)
     damaged = info.get("damaged_slices", [])
-    status = 1 if damaged else 0
+    files = info.get("damaged_files", [])
+    status = 1 if damaged or files else 0
     for d in damaged[:5]:
         print(f"lvpnet: damaged: {printable(d['error'])} (lvpnet verify checks every slice)", file=sys.stderr)
     if len(damaged) > 5:
         print(f"lvpnet: damaged: {len(damaged) - 5} more slices", file=sys.stderr)
+    for d in files[:5]:
+        print(f"lvpnet: damaged: {printable(d['error'])}", file=sys.stderr)
+    if len(files) > 5:
+        print(f"lvpnet: damaged: {len(files) - 5} more file records", file=sys.stderr)
+    damaged = damaged + files  # the JSON error names the first of either
     if args.json:
         if damaged:  # the exit status said in the object too, as every failure's (README, --json)
             more = len(damaged) - 1
             info = {**info, "error": f"damaged: {damaged[0]['error']}"
-                    + (f" (and {more} more slice{'s' * (more > 1)})" if more else ""), "exit_code": status}
+                    + (f" (and {more} more)" if more else ""), "exit_code": status}
         print(json.dumps(info))
         return status
     keys = ["file", "format_version", "writer", "shape", "dtype", "rgb", "slices", "spacing", "source_format", "codecs",

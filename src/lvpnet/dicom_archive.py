@@ -132,6 +132,13 @@ def iter_build_archive(
     if sum(frames_per_file) != flat.shape[0]:
         raise InputError(f"{source}: {flat.shape[0]} frames read but the files hold {sum(frames_per_file)}")
 
+    for rel in [*images, *others]:  # a name the archive cannot restore is the input's problem, said first (exit 2)
+        try:
+            safe_name(rel)
+        except DamagedError as e:
+            why = ("a backslash in its name, a folder separator on Windows" if "\\" in rel else
+                   str(e).removeprefix("DICOM file record with "))
+            raise InputError(f"{root / rel}: {why}, which an archive does not restore: rename it") from None
     records: list[dict] = []
     bodies: list[bytes] = []
     summary: list[dict] = []

@@ -153,7 +153,7 @@ class LvpFile:
                     raise DamagedError(f"{self.name}: damaged: field 'source.metadata.dicom.{key}' "
                                        f"is not a record number below {n}")
                 try:
-                    elements = record_elements(self._reader.blob, k)
+                    elements = record_elements(self._blob, k)
                 except (DamagedError, LimitError) as e:  # a blob's own checksum names the file already
                     raise type(e)(str(e) if str(e).startswith(self.name) else f"{self.name}: {e}") from None
                 patch = dicom.get("elements_patch", {}) if key == "elements_in_record_patched" else {}
@@ -496,7 +496,7 @@ class LvpFile:
         """
         array = yield from self.iter_decode(stage="verify", workers=workers)
         for i in range(len(self.header.get("blobs", []))):
-            self._reader.blob(i)
+            self._blob(i)
         return (yield from self._iter_check_files(self._volume(array)))
 
     def _iter_check_files(self, volume: Volume) -> Generator[Progress, None, int]:
@@ -529,6 +529,24 @@ class LvpFile:
         except DamagedError:
             return None
 
+    def record_name(self, i: int) -> str | None:
+        """The archived file blob ``i`` restores (a DICOM archive's ``files[i]``), or None."""
+        from .dicom_archive import archive_of
+
+        files = (archive_of(self.header.get("source", {}).get("metadata")) or {}).get("files") or []
+        name = files[i].get("name") if i < len(files) and isinstance(files[i], dict) else None
+        return name if isinstance(name, str) else None
+
+    def _blob(self, i: int) -> bytes:
+        """Blob ``i``, its damage said with the archived file it restores ('blob 3' named no file)."""
+        try:
+            return self._reader.blob(i)
+        except DamagedError as e:
+            name = self.record_name(i)
+            if name is None:
+                raise
+            raise DamagedError(str(e).replace(f"blob {i}:", f"blob {i}, the record of {name}:", 1)) from None
+
     def _volume(self, array: np.ndarray | None = None, salvage: bool = False) -> Volume:
         h = self.header
         return Volume(
@@ -540,7 +558,7 @@ class LvpFile:
             affine=self.affine,
             source_format=h.get("source", {}).get("format", "numpy"),
             metadata=self.metadata,
-            blobs=[(self._blob_or_none if salvage else self._reader.blob)(i) for i in range(len(h.get("blobs", [])))],
+            blobs=[(self._blob_or_none if salvage else self._blob)(i) for i in range(len(h.get("blobs", [])))],
         )
 
 
