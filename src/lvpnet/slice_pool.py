@@ -407,6 +407,11 @@ def _stop_at_exit() -> None:
     for p in processes:
         if p.is_alive():
             p.terminate()
+    # the pool's manager thread closes its wake-up pipe as it ends; concurrent.futures' own exit wakes it too, and
+    # writing as it closed printed "OSError: [Errno 9] Bad file descriptor" after a run that had succeeded
+    manager = getattr(pool, "_executor_manager_thread", None)
+    if manager is not None and manager is not threading.current_thread():
+        manager.join(timeout=5)
 
 
 # threading's exit calls run in reverse order of registration, before the interpreter joins threads and before
