@@ -257,6 +257,7 @@ class InspectWidget(BackgroundJobMixin, Container):
         self.last_result: analysis.Analysis | None = None
         self.skipped: dict = {}
         self.added_layers: dict[str, Image] = {}  # kind -> layer added by the last run
+        self._maps_of = None  # the image those maps sit on (the last run that finished; ``_layer``: the last started)
         self._cancel = JobControl()
         self.run_button.changed.connect(self.start)
         self.cancel_button.changed.connect(self.cancel)
@@ -278,21 +279,25 @@ class InspectWidget(BackgroundJobMixin, Container):
         """The inspected layer left the viewer: its results go with it (they stayed, over the next file opened),
         and so does a run on it (its maps would have nothing to sit on)."""
         self.layer.reset_choices()
+        from qtpy.QtCore import QTimer
+
+        if event.value is self._maps_of:
+            # hidden now, removed just after: drawn once more without the volume they sat on, a one-slice map
+            # crashed vispy (a segmentation fault in glDrawArrays with software OpenGL; plain napari does the same).
+            # The maps' own image, not the last run's: a run on another layer cancelled left them over nothing
+            for layer in self.added_layers.values():
+                layer.visible = False
+            QTimer.singleShot(0, self._drop_maps)  # not inside the layer list's own removal
         if event.value is not getattr(self, "_layer", None):
             return
         if not self.run_button.enabled:
             self.cancel()
-        from qtpy.QtCore import QTimer
-
-        # hidden now, removed just after: drawn once more without the volume they sat on, a one-slice map
-        # crashed vispy (a segmentation fault in glDrawArrays with software OpenGL; plain napari does the same)
-        for layer in self.added_layers.values():
-            layer.visible = False
-        QTimer.singleShot(0, self._forget)  # not inside the layer list's own removal
+        QTimer.singleShot(0, self._forget)
 
     @quietly_if_closed
     def _forget(self) -> None:
-        self._drop_maps()
+        if self._maps_of is self._layer:  # else they sit on a layer still shown
+            self._drop_maps()
         self._clear_result()
 
     def _clear_result(self) -> None:
@@ -447,6 +452,7 @@ class InspectWidget(BackgroundJobMixin, Container):
         if not np.allclose(aff, np.eye(len(aff))):  # a world affine set on the image: the maps follow it
             geo["affine"] = aff
         self._drop_maps()
+        self._maps_of = layer
         base = layer.name
         where = None if full or res.n_slices == 1 else res.indices[0]
         self._res, self._full, self._where = res, full, where
@@ -496,6 +502,7 @@ class InspectWidget(BackgroundJobMixin, Container):
             self._viewer.layers.selection.active = self.added_layers[shown[0] if shown[0] != "qcm" else "qcm_after"]
         self.layer.reset_choices()  # the maps themselves are not offered as images to inspect
 
+    @quietly_if_closed
     def _drop_maps(self) -> None:
         """Remove the maps an earlier run added, and what said where they are."""
         for kind in list(self.added_layers):
@@ -503,6 +510,7 @@ class InspectWidget(BackgroundJobMixin, Container):
             if old in self._viewer.layers:
                 self._viewer.layers.remove(old)
         self._where = None
+        self._maps_of = None
         self.channel.visible = self.legend.visible = False
 
     def _follow(self, image) -> None:

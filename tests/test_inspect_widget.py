@@ -533,3 +533,25 @@ def test_results_go_with_their_layer_and_name_it(widget_and_viewer, qtbot, rng):
     # its run's end and the removal come in either order: said, or cleared
     assert len(viewer.layers) == 0 and w.summary.value in ("cancelled", "second was removed", "")
     assert w.last_result is None and not w.plot_canvas.isVisibleTo(w.native)
+
+
+def test_maps_go_with_the_image_they_sit_on_not_the_last_run_started(widget_and_viewer, qtbot, rng):
+    """Removal was judged by the last run started: after a cancelled run on B, removing A left A's maps visible
+    over nothing (the state that crashed vispy), and removing B took A's maps while A was still shown."""
+    viewer, w = widget_and_viewer
+    a = viewer.add_image(smooth_image(rng, (2, 40, 33), -200, 1800, np.int16), name="A")
+    b = viewer.add_image(smooth_image(rng, (2, 40, 33), -200, 1800, np.int16), name="B")
+    w.layer.value = a
+    _run(w, qtbot)
+    maps_a = [la for la in viewer.layers if la.name.startswith(layer_name("A", "bits"))]
+    assert maps_a
+    w.layer.value = b
+    w.run_button.changed.emit(True)
+    w.cancel()
+    qtbot.waitUntil(lambda: w.run_button.enabled, timeout=60000)
+    viewer.layers.remove(b)  # not the maps' image: they stay, shown
+    qtbot.wait(100)
+    assert all(m in viewer.layers and m.visible for m in maps_a)
+    viewer.layers.remove(a)  # theirs: hidden at once, then removed
+    assert not any(m.visible for m in maps_a)
+    qtbot.waitUntil(lambda: len(viewer.layers) == 0, timeout=5000)
