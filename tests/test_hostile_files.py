@@ -175,8 +175,8 @@ def crafted(seeds) -> dict[str, tuple[bytes, type]]:
     cases["elements-record-not-dicom"] = (_record(s["dicom"], 0, lambda h, b: (
         {**h, "pixel": None, "body": {"codec": "zstd", "length": len(junk), "sha256": hashlib.sha256(junk).hexdigest()}},
         imagecodecs.zstd_encode(junk))), DamagedError)
-    # geometry no writer stores: an integer of 400 digits (a float overflowed later: exit 3), NaN
-    for name, field, value in (("spacing-400-digits", "spacing", 10**400), ("origin-nan", "origin", float("nan")),
+    # geometry no writer stores: an integer of 400 digits (a float overflowed later: exit 3)
+    for name, field, value in (("spacing-400-digits", "spacing", 10**400), ("origin-400-digits", "origin", -10**400),
                                ("affine-400-digits", "affine", 10**400)):
         p = lvp_forge.split(s["nifti"])
         old = p.header[field]
@@ -452,3 +452,31 @@ def test_a_file_cut_inside_its_preamble_is_damage_and_a_lvp_name_is_read_as_one(
     bad.write_bytes(b"\x00" + seeds["int"][1:])
     with pytest.raises(lvpnet.LvpnetError, match="bad.lvp: not an lvpnet file"):
         lvpnet.read(bad)
+
+
+def test_what_earlier_writers_stored_still_reads(seeds, tmp_path, capsys):
+    """Three things the session's checks must not refuse: NaN in a geometry (writers before 2026-12-07 stored
+    it; info --json now gives it as null, strict JSON), a DICOM elements patch under the first key
+    (elements_in_record, as a few files of one day have it), and a DICOM file that is named .lvp."""
+    from lvpnet.cli import main
+
+    p = lvp_forge.split(seeds["nifti"])
+    p.header["origin"] = [float("nan")] + p.header["origin"][1:]
+    old = tmp_path / "nan.lvp"
+    old.write_bytes(lvp_forge.join(p))
+    assert np.isnan(lvpnet.open(old).origin[0])
+    capsys.readouterr()
+    assert main(["info", str(old), "--json"]) == 0
+    json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))
+
+    p = lvp_forge.split(seeds["dicom"])
+    dicom = p.header["source"]["metadata"]["dicom"]
+    assert dicom["elements_in_record"] == 0
+    dicom["elements_patch"] = {"00100010": {"vr": "PN", "Value": [{"Alphabetic": "Patched^Name"}]}}
+    patched = lvpnet.LvpFile(lvp_forge.join(p)).metadata["dicom"]["elements"][0]
+    assert patched["00100010"]["Value"] == [{"Alphabetic": "Patched^Name"}]
+
+    named = tmp_path / "scan.lvp"
+    dicom_archive.write_folder(lvpnet.LvpFile(seeds["dicom"]).volume(), tmp_path / "restored")
+    named.write_bytes((tmp_path / "restored" / "IM0.dcm").read_bytes())
+    assert lvpnet.read(named).source_format == "dicom"

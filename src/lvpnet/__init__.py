@@ -58,8 +58,11 @@ def read(path: str | os.PathLike, *, series: str | None = None, rgb: bool = Fals
 
     # a file named .lvp is read as one even when its first bytes are not the magic: its error says it is damaged or
     # cut short, not "unsupported input (expected .npy, ...)"
-    lvp = isinstance(path, (bytes, bytearray, memoryview)) or looks_like_lvp(input_path(path)) or (
-        os.fspath(path).lower().endswith(".lvp") and os.path.isfile(path))
+    lvp = isinstance(path, (bytes, bytearray, memoryview)) or looks_like_lvp(input_path(path))
+    if not lvp and os.fspath(path).lower().endswith(".lvp") and os.path.isfile(path):
+        from .io import is_dicom_file
+
+        lvp = not is_dicom_file(path)  # a DICOM file named .lvp is read as DICOM, as compress reads it
     if lvp and (series is not None or rgb):  # were ignored: the file says both itself
         raise InputError("series= and rgb= apply to DICOM folders and arrays; a .lvp holds one volume and says "
                          "whether it is colour")

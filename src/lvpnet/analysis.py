@@ -664,11 +664,12 @@ def _analyse_run(where, run: list, model, source, rgb: bool, lvp: LvpFile | None
         if len(run) == 1:
             return None, {run[0]: e}
     res, skipped = None, {}
-    for i in run:
-        part, bad = _analyse_run(None, [i], model, source, rgb, lvp, ablation)
-        skipped.update(bad)
-        if part is not None:
-            res = part if res is None else merge(res, part)
+    with unplaced():  # slice by slice after a damaged one: still the run's, counted when it ends
+        for i in run:
+            part, bad = _analyse_run(None, [i], model, source, rgb, lvp, ablation)
+            skipped.update(bad)
+            if part is not None:
+                res = part if res is None else merge(res, part)
     return res, skipped
 
 

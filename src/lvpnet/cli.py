@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import re
 import signal
@@ -269,6 +270,18 @@ def info_dict(path: str) -> dict:
     }
 
 
+def _strict(value):
+    """``value`` as strict JSON holds it: a NaN or infinite float (an old file's spacing) as null; json.dumps
+    printed NaN, which strict parsers refuse."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return value
+
+
 def _damaged_records(lvp) -> list[dict]:
     """The blobs (a DICOM archive's file records) whose checksum fails, each with the file it restores: info
     checked the slices only, and said nothing (exit 0) of a record that verify and decompress refuse."""
@@ -313,7 +326,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             more = len(damaged) - 1
             info = {**info, "error": f"damaged: {damaged[0]['error']}"
                     + (f" (and {more} more)" if more else ""), "exit_code": status}
-        print(json.dumps(info))
+        print(json.dumps(_strict(info)))
         return status
     keys = ["file", "format_version", "writer", "shape", "dtype", "rgb", "slices", "spacing", "source_format", "codecs",
             "coded_against_previous", "model", "constriction_version", "original_bytes", "file_bytes",
@@ -344,7 +357,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     unread = info.get("unreadable_slices", [])
     if unread:  # said once: every slice of a newer writer's file says the same
         print(f"lvpnet: note: {len(unread)} of {info['slices']} slices cannot be read by this lvpnet: "
-              f"{unread[0]['error']}", file=sys.stderr)
+              f"{printable(unread[0]['error'])}", file=sys.stderr)
     return status
 
 

@@ -135,7 +135,7 @@ def iter_build_archive(
     for rel in [*images, *others]:  # a name the archive cannot restore is the input's problem, said first (exit 2)
         try:
             safe_name(rel)
-        except DamagedError as e:
+        except UnsafeName as e:
             why = ("a backslash in its name, a folder separator on Windows" if "\\" in rel else
                    str(e).removeprefix("DICOM file record with "))
             raise InputError(f"{root / rel}: {why}, which an archive does not restore: rename it") from None
@@ -629,23 +629,33 @@ _NAME_MAX, _PATH_MAX = 255, 4096  # bytes, as Linux and most file systems count 
 _DEPTH_MAX = 255  # folders above a file: 2,000 ("a/" * 2000, within 4096 bytes) overflowed Python's stack making them
 
 
+class UnsafeName(DamagedError):
+    """A record's file name that decompress would not write; ``why``: "invalid", "outside", "unwritable",
+    "too long" or "too deep" (callers that judge a source tree's name, not a record's, tell them apart)."""
+
+    def __init__(self, message: str, why: str = "invalid"):  # re-raised as type(e)(message) with the file named
+        super().__init__(message)
+        self.why = why
+
+
 def safe_name(name: Any) -> str:
     """A record's file name, checked to stay inside the output folder and to be writable
     (verify refuses every name that decompress could not write)."""
     if not isinstance(name, str) or not name or "\\" in name or "\x00" in name:
-        raise DamagedError(f"DICOM file record with an invalid file name {name!r}")
+        raise UnsafeName(f"DICOM file record with an invalid file name {name!r}", "invalid")
     p = PurePosixPath(name)
     if p.is_absolute() or any(part in ("", ".", "..") for part in name.split("/")):
-        raise DamagedError(f"DICOM file record with a file name outside the folder: {name!r}")
+        raise UnsafeName(f"DICOM file record with a file name outside the folder: {name!r}", "outside")
     try:
         raw = os.fsencode(name)
     except UnicodeError:
-        raise DamagedError(f"DICOM file record with a file name that cannot be written: {name!r}") from None
+        raise UnsafeName(f"DICOM file record with a file name that cannot be written: {name!r}", "unwritable") from None
+    short = repr(name[:60]) + ("..." if len(name) > 60 else "")
     if len(raw) > _PATH_MAX or any(len(part) > _NAME_MAX for part in raw.split(b"/")):
-        raise DamagedError(f"DICOM file record with a file name too long to write ({len(raw)} bytes): {name[:60]!r}...")
+        raise UnsafeName(f"DICOM file record with a file name too long to write ({len(raw)} bytes): {short}", "too long")
     if name.count("/") > _DEPTH_MAX:
-        raise DamagedError(f"DICOM file record with a file name too deep to write ({name.count('/')} folders, "
-                           f"at most {_DEPTH_MAX}): {name[:60]!r}...")
+        raise UnsafeName(f"DICOM file record with a file name too deep to write ({name.count('/')} folders, "
+                         f"at most {_DEPTH_MAX}): {short}", "too deep")
     return name
 
 

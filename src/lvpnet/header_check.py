@@ -10,7 +10,6 @@ archive's records by ``dicom_archive``.
 
 from __future__ import annotations
 
-import math
 import numbers
 from typing import Any
 
@@ -41,7 +40,7 @@ def check_header(h: dict, name: str) -> tuple[np.dtype, tuple[int, ...], bool]:
         raise bad("model", "null or a string")
     for field, depth in (("spacing", 1), ("origin", 1), ("direction", 2), ("affine", 2)):
         if h.get(field) is not None and not _numbers(h[field], depth):
-            raise bad(field, "null or " + ("a list of finite numbers" if depth == 1 else "a matrix of finite numbers"))
+            raise bad(field, "null or " + ("a list of numbers" if depth == 1 else "a matrix of numbers"))
     source = h.get("source", {})
     if not (isinstance(source, dict) and isinstance(source.get("format", "numpy"), str)
             and isinstance(source.get("metadata", {}), dict)):
@@ -91,20 +90,22 @@ def _count(n: Any) -> bool:
 
 
 def _numbers(v: Any, depth: int) -> bool:
-    """A list of finite numbers (depth 1), or of such lists all of one length (a matrix): what a writer
-    stores (it refuses NaN and infinity); a JSON integer of 400 digits overflowed a float later (exit 3)."""
+    """A list of numbers a float holds (depth 1), or of such lists all of one length (a matrix): a JSON integer
+    of 400 digits overflowed a float later (exit 3). NaN and infinity pass: writers before 2026-12-07 stored
+    them where a source had them, and such files still open."""
     if not isinstance(v, list) or len(v) > 16:
         return False
     if depth == 1:
-        return all(isinstance(x, numbers.Real) and not isinstance(x, bool) and _finite(x) for x in v)
+        return all(isinstance(x, numbers.Real) and not isinstance(x, bool) and _a_float(x) for x in v)
     return all(_numbers(row, depth - 1) for row in v) and len({len(row) for row in v}) <= 1
 
 
-def _finite(x: numbers.Real) -> bool:
+def _a_float(x: numbers.Real) -> bool:
     try:
-        return math.isfinite(float(x))
+        float(x)
     except OverflowError:
         return False
+    return True
 
 
 def _short(v: Any) -> str:

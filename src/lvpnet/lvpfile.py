@@ -156,7 +156,7 @@ class LvpFile:
                     elements = record_elements(self._blob, k)
                 except (DamagedError, LimitError) as e:  # a blob's own checksum names the file already
                     raise type(e)(str(e) if str(e).startswith(self.name) else f"{self.name}: {e}") from None
-                patch = dicom.get("elements_patch", {}) if key == "elements_in_record_patched" else {}
+                patch = dicom.get("elements_patch", {})  # under either key: a few files of a day wrote it so
                 if not (isinstance(patch, dict) and all(v is None or isinstance(v, dict) for v in patch.values())):
                     raise DamagedError(f"{self.name}: damaged: field 'source.metadata.dicom.elements_patch' "
                                        "is not a map of elements")
@@ -545,7 +545,10 @@ class LvpFile:
             name = self.record_name(i)
             if name is None:
                 raise
-            raise DamagedError(str(e).replace(f"blob {i}:", f"blob {i}, the record of {name}:", 1)) from None
+            from .terminal import printable  # a name from the file: one line, never a forged one
+
+            raise DamagedError(str(e).replace(f"blob {i}:", f"blob {i}, the record of {printable(name, lines=False)}:",
+                                              1)) from None
 
     def _volume(self, array: np.ndarray | None = None, salvage: bool = False) -> Volume:
         h = self.header

@@ -12,7 +12,7 @@ def printable(text: str, lines: bool = True) -> str:
     would drive the terminal) and lone surrogates (which UTF-8 cannot print: exit 3) as backslash escapes;
     tabs and, with ``lines``, newlines kept (a message's own lines; not in one value of a listing)."""
     text = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    control = r"[\x00-\x08\x0b-\x1f\x7f]" if lines else r"[\x00-\x08\x0a-\x1f\x7f]"
+    control = r"[\x00-\x08\x0b-\x1f\x7f-\x9f]" if lines else r"[\x00-\x08\x0a-\x1f\x7f-\x9f]"  # C1 too
     return re.sub(control, lambda m: f"\\x{ord(m.group()):02x}", text)
 
 

@@ -7,6 +7,7 @@ import json
 import signal
 import sys
 
+from ..terminal import printable
 from .bar import ArchiveBar, human_bytes
 
 
@@ -63,7 +64,7 @@ def run_archive(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary))
     else:
-        print(format_archive(summary))
+        print(printable(format_archive(summary)))  # names from the tree: no escape sequence reaches the terminal
     return 1 if summary["failed"] else 0
 
 
@@ -77,7 +78,7 @@ def run_restore(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary))
     else:
-        print(format_restore(summary))
+        print(printable(format_restore(summary)))
     return 1 if summary["failed"] else 0
 
 

@@ -112,16 +112,17 @@ def _target(out: Path, rel: str) -> Path:
 
 
 def _safe_rel(rel: str) -> str:
-    from ..dicom_archive import _DEPTH_MAX, safe_name  # the same rule as a DICOM record's file name
+    from ..dicom_archive import _DEPTH_MAX, UnsafeName, safe_name  # the same rule as a DICOM record's file name
 
     try:
         return safe_name(rel)
-    except DamagedError as e:
-        if "too long" in str(e):  # a name the file system takes, which the archive's suffix makes too long
+    except UnsafeName as e:
+        short = rel[:60] + ("..." if len(rel) > 60 else "")
+        if e.why == "too long":  # a name the file system takes, which the archive's suffix makes too long
             raise InputError(f"{rel}: its name in the archive would be too long to write (255 bytes a name, "
                              "4096 a path): rename it") from None
-        if "too deep" in str(e):
-            raise InputError(f"{rel[:60]}...: more than {_DEPTH_MAX} folders deep, which an archive does not write: "
+        if e.why == "too deep":
+            raise InputError(f"{short}: more than {_DEPTH_MAX} folders deep, which an archive does not write: "
                              "move it up") from None
         raise DamagedError(f"the ledger names a path outside the tree: {rel!r}") from None
 
