@@ -336,7 +336,7 @@ def test_a_damaged_dicom_record_opens_the_slices_with_a_warning(tmp_path):
     (layer,) = read_lvp(str(tmp_path / "bad.lvp"))
     assert layer.colormap.name == "gray"
     assert np.array_equal(np.asarray(layer.data).reshape(pixels.shape), pixels)
-    assert any("blob 0: checksum mismatch" in s and "Opened without" in s for s in said), said
+    assert any("blob 0, the record of pal.dcm: checksum mismatch" in s and "Opened without" in s for s in said), said
 
 
 def test_a_multiscale_layer_saves_its_full_resolution(make_napari_viewer, tmp_path, rng):
