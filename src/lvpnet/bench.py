@@ -635,12 +635,16 @@ def format_table(rep: dict[str, Any], markdown: bool = False) -> str:
     ours_label = "lvpnet"
     stat_heads = [STAT_LABELS.get(k, k) for k in keys]
     head = ["input", "shape", "dtype", ours_label, "container B", *stat_heads, *names, "best", "lvpnet / best"]
+
+    def named(r):  # an input as every table names it
+        return Path(r["input"]).name if not markdown else r["input"]
+
     rows = []
     for r in rep["inputs"]:
         st = r["lvpnet"]["stats"] or {}
         rows.append(
             [
-                Path(r["input"]).name if not markdown else r["input"],
+                named(r),
                 _shape(r["shape"]) + (" rgb" if r["rgb"] else ""),
                 r["dtype"],
                 _f(r["lvpnet"]["bits_per_sample"]),
@@ -654,6 +658,7 @@ def format_table(rep: dict[str, Any], markdown: bool = False) -> str:
     t = rep["totals"]
     st = t["lvpnet"]["stats"] or {}
     partial = 0 < t["comparable_inputs"] < t["inputs"]
+    coded = f"total, the {t['comparable_inputs']} input{'s' if t['comparable_inputs'] > 1 else ''} the classical codecs code"
     # Where the classical codecs skipped inputs, their totals cover fewer samples than lvpnet's: one row
     # for lvpnet over every input, one for every codec over the inputs they all coded, never a mix.
     rows.append(
@@ -672,8 +677,7 @@ def format_table(rep: dict[str, Any], markdown: bool = False) -> str:
     if partial:
         rows.append(
             [
-                f"total, the {t['comparable_inputs']} input{'s' if t['comparable_inputs'] > 1 else ''} "
-                "the classical codecs code",
+                coded,
                 _samples(t["comparable_samples"]),
                 "",
                 _f(t["lvpnet_bits_per_sample_comparable"], 4),
@@ -685,9 +689,6 @@ def format_table(rep: dict[str, Any], markdown: bool = False) -> str:
             ]
         )
     out = ["Bits per sample (real file bytes; lower is better)", grid(head, rows, markdown, bold_last=True)]
-    def named(r):
-        return Path(r["input"]).name if not markdown else r["input"]
-
     reasons: dict[str, list[str]] = {}  # said in the table's words, not only in --json's classical_skipped
     for r in rep["inputs"]:
         if r.get("classical_skipped"):
@@ -707,14 +708,13 @@ def format_table(rep: dict[str, Any], markdown: bool = False) -> str:
     srows = []
     for r in rep["inputs"]:
         srows.append(
-            [Path(r["input"]).name if not markdown else r["input"], speed_cell(r["lvpnet"])]
+            [named(r), speed_cell(r["lvpnet"])]
             + [speed_cell(r["classical"].get(i)) for i in ids]
         )
     srows.append([f"total, all {t['inputs']} inputs" if partial else "total", speed_cell(t["lvpnet"])]
                  + [("" if partial else speed_cell(t["classical"].get(i))) for i in ids])
     if partial:
-        srows.append([f"total, the {t['comparable_inputs']} input{'s' if t['comparable_inputs'] > 1 else ''} "
-                      "the classical codecs code", ""]
+        srows.append([coded, ""]
                      + [speed_cell(t["classical"].get(i)) for i in ids])
     out += ["", "Speed, million samples per second, encode / decode (one thread for the classical codecs)",
             grid(shead, srows, markdown, bold_last=True)]
@@ -727,7 +727,7 @@ def format_table(rep: dict[str, Any], markdown: bool = False) -> str:
             d = r["dicom"]
             drows.append(
                 [
-                    Path(r["input"]).name if not markdown else r["input"],
+                    named(r),
                     str(d["files"]),
                     f"{d['folder_bytes']:,}",
                     "-" if d["jpegls_bytes"] is None else f"{d['jpegls_bytes']:,}",
@@ -742,7 +742,7 @@ def format_table(rep: dict[str, Any], markdown: bool = False) -> str:
     own = [r for r in rep["inputs"] if r["lvpnet"].get("learned_only")]
     if own:
         ohead = ["input", "combined (safety net)", "learned codec alone"]
-        orows = [[Path(r["input"]).name if not markdown else r["input"], _f(r["lvpnet"]["bits_per_sample"]),
+        orows = [[named(r), _f(r["lvpnet"]["bits_per_sample"]),
                   _f(r["lvpnet"]["learned_only"]["bits_per_sample"])] for r in own]
         out += ["", "The learned codec's own bits per sample, where the fallback took some slices",
                 grid(ohead, orows, markdown)]

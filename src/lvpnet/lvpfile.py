@@ -160,7 +160,7 @@ class LvpFile:
                 if not (isinstance(patch, dict) and all(v is None or isinstance(v, dict) for v in patch.values())):
                     raise DamagedError(f"{self.name}: damaged: field 'source.metadata.dicom.elements_patch' "
                                        "is not a map of elements")
-                dicom = {k: v for k, v in dicom.items() if k != "elements_patch"}  # applied: the source's elements
+                dicom = {f: v for f, v in dicom.items() if f != "elements_patch"}  # applied: the source's elements
                 meta = {**meta, "dicom": {**dicom, "elements": [patched_elements(elements, patch)]}}
             self._metadata = meta
         return self._metadata
@@ -495,8 +495,7 @@ class LvpFile:
         SHA-256 too; returns how many files that was (0 when none).
         """
         array = yield from self.iter_decode(stage="verify", workers=workers)
-        for i in range(len(self.header.get("blobs", []))):
-            self._blob(i)
+        # every blob is read and checked by _volume (a damaged one raises, naming its file): not twice
         return (yield from self._iter_check_files(self._volume(array)))
 
     def _iter_check_files(self, volume: Volume) -> Generator[Progress, None, int]:
